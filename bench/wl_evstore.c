@@ -1,0 +1,547 @@
+/* The evstore side of each workload, through the public C API only (include/evstore.h).
+ * Built with -DBENCH_NO_EVSTORE, every evstore side reports that it was left out, so the
+ * SQLite and disk halves can run before the library exists. */
+#define _GNU_SOURCE
+#include "bench.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef BENCH_NO_EVSTORE
+
+static int left_out(const char *wl) {
+    problem("%s evstore: not measured (bench built with -DBENCH_NO_EVSTORE)", wl);
+    return -1;
+}
+const char *evs_lib_version(void) { return "(not built in)"; }
+int evs_single(double *m) { (void)m; return left_out("1"); }
+int evs_threads(double *m) { (void)m; return left_out("2"); }
+int evs_nondurable(double *m) { (void)m; return left_out("3"); }
+int evs_expected(double *m) { (void)m; return left_out("4"); }
+int evs_reads(double *m) { (void)m; return left_out("5"); }
+int evs_accounts(double *m) { (void)m; return left_out("6"); }
+int evs_open_nosnap(double *m) { (void)m; return left_out("7"); }
+int evs_open_snap(double *m) { (void)m; return left_out("7"); }
+int evs_prepare_open(void) { return -1; }
+
+#else
+
+#include <pthread.h>
+
+#include "evstore.h"
+
+const char *evs_lib_version(void) { return evs_version(); }
+
+/* Every evstore call is checked; a failure is reported with the status name and the
+ * library's own message, and the side stops (the row shows FAILED). */
+static int evs_failed(const char *wl, const char *call, evs_status rc, const char *ctx) {
+    problem("%s evstore: %s returned %s (%d): \"%s\"%s%s", wl, call, evs_status_name(rc), (int)rc,
+            evs_last_error_message(), ctx && *ctx ? " " : "", ctx ? ctx : "");
+    return -1;
+}
+#define EVS_TRY(wl, call, ctx)                                                         \
+    do {                                                                               \
+        evs_status rc_ = (call);                                                       \
+        if (rc_ != EVS_OK) {                                                           \
+            evs_failed(wl, #call, rc_, ctx);                                           \
+            goto fail;                                                                 \
+        }                                                                              \
+    } while (0)
+
+static evs_store *store_open(const char *wl, const char *name, evs_fsync_policy policy, int fresh,
+                             evs_recovery_info *info) {
+    char path[4096];
+    path_in_dir(path, sizeof path, name);
+    if (fresh) remove_tree(path);
+    evs_store *s = NULL;
+    evs_options *o = evs_options_new();
+    if (!o) {
+        problem("%s evstore: evs_options_new returned NULL", wl);
+        return NULL;
+    }
+    /* the window is used only by BATCH (docs/api-decisions.md) */
+    EVS_TRY(wl, evs_options_set_fsync(o, policy, policy == EVS_FSYNC_BATCH ? 5 : 0), "");
+    /* no automatic snapshots: the open workload takes its own */
+    EVS_TRY(wl, evs_options_set_snapshot_every(o, 0), "");
+    EVS_TRY(wl, evs_open(path, o, &s, info), path);
+fail:
+    evs_options_free(o);
+    return s;
+}
+
+static void store_close(const char *wl, evs_store *s) {
+    evs_status rc = evs_close(s);
+    if (rc != EVS_OK) evs_failed(wl, "evs_close", rc, "");
+}
+
+static evs_event_input bench_event(const uint8_t *payload) {
+    evs_event_input ev;
+    memset(&ev, 0, sizeof ev);
+    ev.event_type = EVENT_TYPE;
+    ev.payload = payload;
+    ev.payload_len = (size_t)cfg.payload_size;
+    ev.schema_version = 1;
+    return ev;
+}
+
+static int check_stream(const char *wl, evs_store *s, const char *stream, long n) {
+    int64_t v = -2;
+    EVS_TRY(wl, evs_stream_version(s, stream, &v), stream);
+    if (v != n - 1) {
+        problem("%s evstore: evs_stream_version(%s) = %lld after %ld appends (expected %ld)", wl, stream,
+                (long long)v, n, n - 1);
+        return -1;
+    }
+    return 0;
+fail:
+    return -1;
+}
+
+/* ---------- 1: durable single appends, EVS_FSYNC_ALWAYS ---------- */
+int evs_single(double *m) {
+    const char *wl = "1";
+    char ctx[64];
+    int rc = -1;
+    uint8_t *payload = malloc(cfg.payload_size);
+    evs_store *s = store_open(wl, "w1-evstore", EVS_FSYNC_ALWAYS, 1, NULL);
+    if (!s) goto fail;
+    long n = 0;
+    double t0 = now_s(), deadline = t0 + cfg.durable_budget_s;
+    for (; n < cfg.single_events && (n & 15 || now_s() < deadline); n++) {
+        make_payload(payload, n);
+        evs_event_input ev = bench_event(payload);
+        uint64_t pos = 0, ver = 0;
+        snprintf(ctx, sizeof ctx, "(append #%ld)", n);
+        EVS_TRY(wl, evs_append(s, "single", EVS_VERSION_ANY, &ev, 1, &pos, &ver), ctx);
+        if (pos != (uint64_t)n || ver != (uint64_t)n) {
+            problem("1 evstore: append #%ld got position %llu, stream version %llu", n, (unsigned long long)pos,
+                    (unsigned long long)ver);
+            goto fail;
+        }
+    }
+    double el = now_s() - t0;
+    m[0] = n / el;
+    if (check_stream(wl, s, "single", n)) goto fail;
+    evs_stats st;
+    memset(&st, 0, sizeof st);
+    EVS_TRY(wl, evs_stats_get(s, &st), "");
+    note("  evstore ALWAYS: %ld events in %.2f s (stats: %llu appends, %llu fsyncs)", n, el,
+         (unsigned long long)st.appends, (unsigned long long)st.fsyncs);
+    if (st.fsyncs < (uint64_t)n)
+        problem("1 evstore: EVS_FSYNC_ALWAYS, one thread: %ld appends returned but evs_stats_get counts only %llu fsyncs",
+                n, (unsigned long long)st.fsyncs);
+    rc = 0;
+fail:
+    if (s) store_close(wl, s);
+    free(payload);
+    return rc;
+}
+
+/* ---------- 2: durable appends from several threads (group commit) ---------- */
+typedef struct {
+    evs_store *s;
+    int idx;
+    pthread_barrier_t *bar;
+    long done;
+    int failed;
+} evs_thread_arg;
+
+static void *evs_thread_main(void *p) {
+    evs_thread_arg *a = p;
+    const char *wl = "2";
+    char stream[32], ctx[64];
+    uint8_t *payload = malloc(cfg.payload_size);
+    snprintf(stream, sizeof stream, "writer-%d", a->idx);
+    pthread_barrier_wait(a->bar);
+    double deadline = now_s() + cfg.durable_budget_s;
+    for (long i = 0; i < cfg.thread_events && ((i & 7) || now_s() < deadline); i++) {
+        make_payload(payload, a->idx * 1000000L + i);
+        evs_event_input ev = bench_event(payload);
+        uint64_t ver = 0;
+        snprintf(ctx, sizeof ctx, "(thread %d, append #%ld)", a->idx, i);
+        EVS_TRY(wl, evs_append(a->s, stream, EVS_VERSION_ANY, &ev, 1, NULL, &ver), ctx);
+        if (ver != (uint64_t)i) {
+            problem("2 evstore: thread %d append #%ld got stream version %llu", a->idx, i, (unsigned long long)ver);
+            goto fail;
+        }
+        a->done++;
+    }
+    free(payload);
+    return NULL;
+fail:
+    a->failed = 1;
+    free(payload);
+    return NULL;
+}
+
+int evs_threads(double *m) {
+    const char *wl = "2";
+    int rc = -1;
+    evs_store *s = store_open(wl, "w2-evstore", EVS_FSYNC_ALWAYS, 1, NULL);
+    if (!s) return -1;
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, cfg.threads + 1);
+    pthread_t th[64];
+    evs_thread_arg args[64];
+    for (int i = 0; i < cfg.threads; i++) {
+        args[i] = (evs_thread_arg){.s = s, .idx = i, .bar = &bar};
+        pthread_create(&th[i], NULL, evs_thread_main, &args[i]);
+    }
+    pthread_barrier_wait(&bar);
+    double t0 = now_s();
+    long total = 0;
+    int failed = 0;
+    for (int i = 0; i < cfg.threads; i++) {
+        pthread_join(th[i], NULL);
+        total += args[i].done;
+        failed |= args[i].failed;
+    }
+    double el = now_s() - t0;
+    pthread_barrier_destroy(&bar);
+    m[0] = total / el;
+    if (failed) goto fail;
+    for (int i = 0; i < cfg.threads; i++) {
+        char stream[32];
+        snprintf(stream, sizeof stream, "writer-%d", i);
+        if (check_stream(wl, s, stream, args[i].done)) goto fail;
+    }
+    evs_stats st;
+    memset(&st, 0, sizeof st);
+    EVS_TRY(wl, evs_stats_get(s, &st), "");
+    if (st.events != (uint64_t)total) {
+        problem("2 evstore: evs_stats_get counts %llu events after %ld appends", (unsigned long long)st.events, total);
+        goto fail;
+    }
+    note("  evstore ALWAYS, %d threads: %ld events in %.2f s (stats: %llu appends, %llu fsyncs)", cfg.threads, total,
+         el, (unsigned long long)st.appends, (unsigned long long)st.fsyncs);
+    rc = 0;
+fail:
+    store_close(wl, s);
+    return rc;
+}
+
+/* ---------- 3: non-durable appends, EVS_FSYNC_BATCH (5 ms) ---------- */
+int evs_nondurable(double *m) {
+    const char *wl = "3";
+    int rc = -1;
+    char stream[32], ctx[64];
+    uint8_t *payload = malloc(cfg.payload_size);
+    evs_store *s = store_open(wl, W3_EVS, EVS_FSYNC_BATCH, 1, NULL);
+    if (!s) goto fail;
+    long nstreams = nd_stream_count();
+    double t0 = now_s();
+    for (long i = 0; i < cfg.nd_events; i++) {
+        make_payload(payload, i);
+        nd_stream_name(stream, sizeof stream, i);
+        evs_event_input ev = bench_event(payload);
+        uint64_t pos = 0, ver = 0;
+        snprintf(ctx, sizeof ctx, "(append #%ld)", i);
+        EVS_TRY(wl, evs_append(s, stream, EVS_VERSION_ANY, &ev, 1, &pos, &ver), ctx);
+        if (pos != (uint64_t)i || ver != (uint64_t)(i / nstreams)) {
+            problem("3 evstore: append #%ld to %s got position %llu, version %llu (expected %ld, %ld)", i, stream,
+                    (unsigned long long)pos, (unsigned long long)ver, i, i / nstreams);
+            goto fail;
+        }
+    }
+    double el = now_s() - t0;
+    m[0] = cfg.nd_events / el;
+    nd_stream_name(stream, sizeof stream, cfg.nd_events - 1);
+    if (check_stream(wl, s, stream, cfg.events_per_stream)) goto fail;
+    note("  evstore BATCH: %ld events in %.2f s", cfg.nd_events, el);
+    rc = 0;
+fail:
+    if (s) store_close(wl, s);
+    free(payload);
+    return rc;
+}
+
+/* ---------- 4: appends with an expected-version check ---------- */
+int evs_expected(double *m) {
+    const char *wl = "4";
+    int rc = -1;
+    char stream[32], ctx[96];
+    uint8_t *payload = malloc(cfg.payload_size);
+    long *cur = malloc(sizeof(long) * cfg.ev_streams);
+    for (int k = 0; k < cfg.ev_streams; k++) cur[k] = -1;
+    evs_store *s = store_open(wl, "w4-evstore", EVS_FSYNC_BATCH, 1, NULL);
+    if (!s) goto fail;
+    rng r = {4444};
+    long probes = 0, conflicts = 0;
+    double t0 = now_s();
+    for (long i = 0; i < cfg.ev_events; i++) {
+        int k = (int)rng_below(&r, cfg.ev_streams);
+        snprintf(stream, sizeof stream, "stream-%04d", k);
+        make_payload(payload, i);
+        evs_event_input ev = bench_event(payload);
+        if (i % 1000 == 999) { /* a stale writer: must be refused */
+            probes++;
+            evs_status st = evs_append(s, stream, cur[k] + 1, &ev, 1, NULL, NULL);
+            if (st == EVS_ERR_WRONG_EXPECTED_VERSION) conflicts++;
+            else {
+                snprintf(ctx, sizeof ctx, "(expected version %ld on %s whose version is %ld)", cur[k] + 1, stream, cur[k]);
+                evs_failed(wl, "evs_append", st, ctx);
+                goto fail;
+            }
+        }
+        int64_t expected = cur[k] < 0 ? EVS_VERSION_NO_STREAM : cur[k];
+        uint64_t ver = 0;
+        snprintf(ctx, sizeof ctx, "(append #%ld to %s expecting %lld)", i, stream, (long long)expected);
+        EVS_TRY(wl, evs_append(s, stream, expected, &ev, 1, NULL, &ver), ctx);
+        if (ver != (uint64_t)(cur[k] + 1)) {
+            problem("4 evstore: %s got version %llu, expected %ld", ctx, (unsigned long long)ver, cur[k] + 1);
+            goto fail;
+        }
+        cur[k]++;
+    }
+    double el = now_s() - t0;
+    m[0] = cfg.ev_events / el;
+    evs_stats st;
+    memset(&st, 0, sizeof st);
+    EVS_TRY(wl, evs_stats_get(s, &st), "");
+    if (st.events != (uint64_t)cfg.ev_events) {
+        problem("4 evstore: evs_stats_get counts %llu events, expected %ld", (unsigned long long)st.events, cfg.ev_events);
+        goto fail;
+    }
+    note("  evstore BATCH: %ld checked appends in %.2f s (%ld of %ld stale ones refused)", cfg.ev_events, el, conflicts,
+         probes);
+    rc = 0;
+fail:
+    if (s) store_close(wl, s);
+    free(payload);
+    free(cur);
+    return rc;
+}
+
+/* ---------- 5: reads of the workload-3 store ---------- */
+static long touch_event(const evs_event *e) {
+    return (long)(e->position + e->stream_version + e->timestamp_us + e->stream_len + e->event_type_len +
+                  e->payload_len + (e->payload_len ? e->payload[e->payload_len - 1] : 0) +
+                  (e->stream_len ? (uint8_t)e->stream[0] : 0) + (uint8_t)e->event_type[0]);
+}
+
+int evs_reads(double *m) {
+    const char *wl = "5";
+    int rc = -1;
+    volatile long sink = 0;
+    evs_cursor *c = NULL;
+    evs_event e;
+    evs_status st;
+    evs_store *s = store_open(wl, W3_EVS, EVS_FSYNC_BATCH, 0, NULL);
+    if (!s) return -1;
+
+    long n = 0, plen = 0;
+    double t0 = now_s();
+    EVS_TRY(wl, evs_read_all(s, 0, &c), "");
+    while ((st = evs_cursor_next(c, &e)) == EVS_OK) {
+        if (e.position != (uint64_t)n) {
+            problem("5 evstore: read all gave position %llu as event #%ld", (unsigned long long)e.position, n);
+            goto fail;
+        }
+        sink += touch_event(&e);
+        plen += e.payload_len;
+        n++;
+    }
+    double el = now_s() - t0;
+    if (st != EVS_END) {
+        evs_failed(wl, "evs_cursor_next", st, "(read all)");
+        goto fail;
+    }
+    evs_cursor_free(c);
+    c = NULL;
+    m[0] = n / el;
+    if (n != cfg.nd_events || plen != (long)cfg.nd_events * cfg.payload_size) {
+        problem("5 evstore: read all gave %ld events, %ld payload bytes (expected %ld, %ld)", n, plen, cfg.nd_events,
+                (long)cfg.nd_events * cfg.payload_size);
+        goto fail;
+    }
+
+    char stream[32];
+    long nstreams = nd_stream_count();
+    t0 = now_s();
+    for (int rep = 0; rep < cfg.stream_reads; rep++) {
+        snprintf(stream, sizeof stream, "stream-%04ld", (rep * 7919L) % nstreams);
+        EVS_TRY(wl, evs_read_stream(s, stream, 0, &c), stream);
+        long v = 0;
+        while ((st = evs_cursor_next(c, &e)) == EVS_OK) {
+            if (e.stream_version != (uint64_t)v || e.stream_len != strlen(stream) ||
+                memcmp(e.stream, stream, e.stream_len)) {
+                problem("5 evstore: reading %s gave version %llu of stream %.*s as event #%ld", stream,
+                        (unsigned long long)e.stream_version, (int)e.stream_len, e.stream, v);
+                goto fail;
+            }
+            sink += touch_event(&e);
+            v++;
+        }
+        if (st != EVS_END) {
+            evs_failed(wl, "evs_cursor_next", st, stream);
+            goto fail;
+        }
+        evs_cursor_free(c);
+        c = NULL;
+        if (v != cfg.events_per_stream) {
+            problem("5 evstore: reading %s gave %ld events, expected %ld", stream, v, cfg.events_per_stream);
+            goto fail;
+        }
+    }
+    m[1] = (now_s() - t0) / cfg.stream_reads * 1e6;
+
+    t0 = now_s();
+    for (int rep = 0; rep < cfg.last10_reads; rep++) {
+        EVS_TRY(wl, evs_read_all_backward(s, UINT64_MAX, &c), "");
+        for (int k = 0; k < 10; k++) {
+            st = evs_cursor_next(c, &e);
+            if (st != EVS_OK) {
+                evs_failed(wl, "evs_cursor_next", st, "(backward)");
+                goto fail;
+            }
+            if (e.position != (uint64_t)(cfg.nd_events - 1 - k)) {
+                problem("5 evstore: backward read gave position %llu as the %d-th last", (unsigned long long)e.position,
+                        k + 1);
+                goto fail;
+            }
+            sink += touch_event(&e);
+        }
+        evs_cursor_free(c);
+        c = NULL;
+    }
+    m[2] = (now_s() - t0) / cfg.last10_reads * 1e6;
+    note("  evstore: read all %ld events in %.2f s; one stream %.0f us; last 10 %.1f us", n, el, m[1], m[2]);
+    rc = 0;
+fail:
+    evs_cursor_free(c);
+    store_close(wl, s);
+    return rc;
+}
+
+/* ---------- 6: the account workload ---------- */
+int evs_accounts(double *m) {
+    const char *wl = "6";
+    int rc = -1;
+    char a[32], b[32], ctx[128];
+    evs_store *s = store_open(wl, "w6-evstore", EVS_FSYNC_BATCH, 1, NULL);
+    if (!s) return -1;
+    for (int i = 0; i < cfg.accounts; i++) { /* untimed */
+        account_id(a, sizeof a, i);
+        EVS_TRY(wl, evs_account_open(s, a, plan.initial_balance, NULL, NULL), a);
+    }
+    long wrong = 0;
+    double t0 = now_s();
+    for (long i = 0; i < plan.nops; i++) {
+        const acct_op *op = &plan.ops[i];
+        uint64_t pos;
+        evs_status st;
+        account_id(a, sizeof a, op->from);
+        if (op->kind == OP_DEPOSIT) st = evs_account_deposit(s, a, op->amount, &pos);
+        else if (op->kind == OP_WITHDRAW) st = evs_account_withdraw(s, a, op->amount, &pos);
+        else {
+            account_id(b, sizeof b, op->to);
+            st = evs_account_transfer(s, a, b, op->amount, &pos);
+        }
+        int out = st == EVS_OK ? OUT_OK : st == EVS_ERR_INSUFFICIENT_FUNDS ? OUT_INSUFFICIENT : -1;
+        if (out < 0) {
+            snprintf(ctx, sizeof ctx, "(operation #%ld: %s %lld from %s%s%s)", i,
+                     op->kind == OP_DEPOSIT ? "deposit" : op->kind == OP_WITHDRAW ? "withdraw" : "transfer",
+                     (long long)op->amount, a, op->kind == OP_TRANSFER ? " to " : "", op->kind == OP_TRANSFER ? b : "");
+            evs_failed(wl, "evs_account_*", st, ctx);
+            goto fail;
+        }
+        if (out != op->outcome && wrong++ < 3)
+            problem("6 evstore: operation #%ld (%s %lld, account %s) returned %s; the model says %s", i,
+                    op->kind == OP_DEPOSIT ? "deposit" : op->kind == OP_WITHDRAW ? "withdraw" : "transfer",
+                    (long long)op->amount, a, evs_status_name(st),
+                    op->outcome == OUT_OK ? "EVS_OK" : "EVS_ERR_INSUFFICIENT_FUNDS");
+    }
+    double el = now_s() - t0;
+    m[0] = plan.nops / el;
+    if (wrong) {
+        problem("6 evstore: %ld operations ended otherwise than the model says", wrong);
+        goto fail;
+    }
+
+    long bad = 0;
+    t0 = now_s();
+    for (long q = 0; q < plan.nqueries; q++) {
+        int idx = plan.queries[q];
+        evs_account acc;
+        account_id(a, sizeof a, idx);
+        EVS_TRY(wl, evs_account_get(s, a, &acc), a);
+        if (acc.balance != plan.final_balance[idx] || acc.is_closed || strcmp(acc.currency, "USD")) {
+            if (bad++ < 3)
+                problem("6 evstore: evs_account_get(%s) = balance %lld, closed %d, currency %.4s; the model says %lld, "
+                        "open, USD",
+                        a, (long long)acc.balance, (int)acc.is_closed, acc.currency,
+                        (long long)plan.final_balance[idx]);
+        }
+    }
+    m[1] = (now_s() - t0) / plan.nqueries * 1e6;
+    if (bad) {
+        problem("6 evstore: %ld of %ld balance queries disagree with the model", bad, plan.nqueries);
+        goto fail;
+    }
+    note("  evstore BATCH: %ld operations in %.2f s; balance query %.2f us", plan.nops, el, m[1]);
+    rc = 0;
+fail:
+    store_close(wl, s);
+    return rc;
+}
+
+/* ---------- 7: opening the workload-3 store, with and without a snapshot ---------- */
+int evs_prepare_open(void) {
+    const char *wl = "7";
+    char from[4096], to[4096];
+    path_in_dir(from, sizeof from, W3_EVS);
+    path_in_dir(to, sizeof to, W7_EVS_SNAP);
+    remove_tree(to);
+    if (copy_tree(from, to)) {
+        problem("7 evstore: could not copy %s to %s", from, to);
+        return -1;
+    }
+    evs_store *s = store_open(wl, W7_EVS_SNAP, EVS_FSYNC_BATCH, 0, NULL);
+    if (!s) return -1;
+    uint64_t pos = 0;
+    int rc = -1;
+    EVS_TRY(wl, evs_snapshot(s, &pos), "");
+    note("  evstore: snapshot of the copy taken at position %llu", (unsigned long long)pos);
+    rc = 0;
+fail:
+    store_close(wl, s);
+    return rc;
+}
+
+static int evs_open_timed(const char *name, int want_snapshot, double *m) {
+    const char *wl = "7";
+    double t[64];
+    for (int k = 0; k < cfg.opens; k++) {
+        evs_recovery_info info;
+        memset(&info, 0, sizeof info);
+        double t0 = now_s();
+        evs_store *s = store_open(wl, name, EVS_FSYNC_BATCH, 0, &info);
+        t[k] = (now_s() - t0) * 1e3;
+        if (!s) return -1;
+        store_close(wl, s);
+        if (info.next_position != (uint64_t)cfg.nd_events) {
+            problem("7 evstore: opening %s gave next_position %llu, expected %ld", name,
+                    (unsigned long long)info.next_position, cfg.nd_events);
+            return -1;
+        }
+        if (want_snapshot != (info.snapshot_position != UINT64_MAX)) {
+            problem("7 evstore: opening %s: snapshot_position %llu (%s)", name, (unsigned long long)info.snapshot_position,
+                    want_snapshot ? "the snapshot taken was not used" : "a snapshot was used, none was taken");
+            return -1;
+        }
+        if (info.corruption_detected || info.bytes_truncated) {
+            problem("7 evstore: opening %s after a clean close reports corruption_detected=%d, bytes_truncated=%llu", name,
+                    (int)info.corruption_detected, (unsigned long long)info.bytes_truncated);
+            return -1;
+        }
+    }
+    m[0] = median_of(t, cfg.opens);
+    note("  evstore %s snapshot: open %.2f ms", want_snapshot ? "with" : "without", m[0]);
+    return 0;
+}
+
+int evs_open_nosnap(double *m) { return evs_open_timed(W3_EVS, 0, m); }
+int evs_open_snap(double *m) { return evs_open_timed(W7_EVS_SNAP, 1, m); }
+
+#endif

@@ -1,0 +1,9 @@
+//! evstore: an embedded, durable event store with a C ABI.
+//!
+//! Layers, each using only the one below: `ffi` (the C surface), `account` (the bank
+//! account domain), `store` (the event store), `wal` (the write-ahead log).
+
+pub mod error;
+pub mod wal;
+
+pub use error::{Error, ErrorKind, Result};

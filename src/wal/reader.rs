@@ -1,0 +1,171 @@
+//! Sequential reading: a cursor over segments (crossing from one to the next, seeing what
+//! is appended while it runs) and the public reader that hands out whole batches.
+
+use super::log::Inner;
+use super::record::{Decoded, Record};
+use super::scan::{Scanner, Step};
+use super::segment;
+use super::Position;
+use crate::error::{Error, ErrorKind, Result};
+use std::sync::Arc;
+
+/// Walks records in log order from a position, borrowing each from its read buffer.
+pub(crate) struct SegmentCursor {
+    inner: Arc<Inner>,
+    segment_id: u64,
+    scanner: Option<Scanner>,
+    start_offset: u64,
+}
+
+impl SegmentCursor {
+    pub(crate) fn new(inner: Arc<Inner>, from: Position) -> Self {
+        SegmentCursor {
+            inner,
+            segment_id: from.segment_id,
+            scanner: None,
+            start_offset: from.offset,
+        }
+    }
+
+    /// Where the next record will be read from.
+    pub(crate) fn position(&self) -> Position {
+        Position {
+            segment_id: self.segment_id,
+            offset: self
+                .scanner
+                .as_ref()
+                .map_or(self.start_offset, |s| s.offset()),
+        }
+    }
+
+    /// How far segment `id` may be read, and whether a later segment exists.
+    fn bounds(&self, id: u64) -> Result<Option<(u64, bool)>> {
+        if !self.inner.config.read_only {
+            return Ok(self.inner.segment_bounds(id));
+        }
+        // Read-only: another process may be writing; ask the file system.
+        let dir = &self.inner.config.dir;
+        let len = match std::fs::metadata(segment::path(dir, id)) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(format!("reading {}", segment::file_name(id)), e)),
+        };
+        Ok(Some((len, segment::path(dir, id + 1).exists())))
+    }
+
+    /// The next record, or `None` when there is none yet.
+    pub(crate) fn next(&mut self) -> Result<Option<(Position, Decoded<'_>)>> {
+        let read_only = self.inner.config.read_only;
+        loop {
+            let id = self.segment_id;
+            let (limit, has_next) = match self.bounds(id)? {
+                Some(b) => b,
+                None => {
+                    return Err(Error::new(
+                        ErrorKind::NotFound,
+                        format!("segment {} no longer exists", segment::file_name(id)),
+                    ))
+                }
+            };
+            let offset = self.position().offset;
+            if offset > limit && !read_only {
+                return Err(Error::invalid(format!(
+                    "offset {offset} is past the end ({limit}) of segment {}",
+                    segment::file_name(id)
+                )));
+            }
+            if offset >= limit {
+                if has_next {
+                    self.segment_id = self.inner_next_segment(id);
+                    self.scanner = None;
+                    self.start_offset = 0;
+                    continue;
+                }
+                if !read_only && self.inner.make_visible().is_ok() {
+                    if let Some((l, _)) = self.inner.segment_bounds(id) {
+                        if l > limit {
+                            continue;
+                        }
+                    }
+                }
+                return Ok(None);
+            }
+            if self.scanner.is_none() {
+                let file = segment::open(&self.inner.config.dir, id, false).map_err(|e| {
+                    Error::io(format!("opening segment {}", segment::file_name(id)), e)
+                })?;
+                self.scanner = Some(Scanner::new(file, offset, limit));
+            }
+            let scanner = self.scanner.as_mut().expect("just set");
+            scanner.set_limit(limit);
+            break;
+        }
+        let id = self.segment_id;
+        let scanner = self.scanner.as_mut().expect("set above");
+        let step = scanner
+            .next()
+            .map_err(|e| Error::io(format!("reading segment {}", segment::file_name(id)), e))?;
+        match step {
+            Step::Record { offset, decoded } => Ok(Some((
+                Position {
+                    segment_id: id,
+                    offset,
+                },
+                decoded,
+            ))),
+            Step::End { .. } => Ok(None),
+            // A reader of someone else's log: the writer is not done with these bytes yet.
+            Step::Bad { .. } if read_only => Ok(None),
+            Step::Bad { offset, error } => Err(Error::corrupt(format!(
+                "segment {}: a damaged record at offset {offset} ({})",
+                segment::file_name(id),
+                error.describe()
+            ))),
+        }
+    }
+
+    fn inner_next_segment(&self, id: u64) -> u64 {
+        if self.inner.config.read_only {
+            return id + 1;
+        }
+        self.inner.next_segment(id).unwrap_or(id + 1)
+    }
+}
+
+/// The public sequential reader: owned records, whole batches only.
+pub struct WalReader {
+    cursor: SegmentCursor,
+    /// Records of a batch whose last record has not been read yet.
+    pending: Vec<(Position, Record)>,
+    /// Complete records ready to hand out, oldest first.
+    ready: std::collections::VecDeque<(Position, Record)>,
+}
+
+impl WalReader {
+    pub(crate) fn new(inner: Arc<Inner>, from: Position) -> Result<Self> {
+        Ok(WalReader {
+            cursor: SegmentCursor::new(inner, from),
+            pending: Vec::new(),
+            ready: Default::default(),
+        })
+    }
+
+    /// The next record and where it is; `None` when the log has no more (yet). Records
+    /// of a batch come out only once the whole batch is in the log.
+    pub fn next_record(&mut self) -> Result<Option<(Position, Record)>> {
+        loop {
+            if let Some(r) = self.ready.pop_front() {
+                return Ok(Some(r));
+            }
+            let (pos, rec) = match self.cursor.next()? {
+                Some((pos, d)) => (pos, d.record.to_owned()),
+                None => return Ok(None),
+            };
+            let continues = rec.as_ref().batch_continues();
+            self.pending.push((pos, rec));
+            if !continues {
+                self.ready.extend(self.pending.drain(..));
+            }
+        }
+    }
+}

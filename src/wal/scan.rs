@@ -1,0 +1,120 @@
+//! A sequential scanner over one segment file: large buffered reads, records of any size,
+//! bounded memory. Recovery and the reader both walk segments with it.
+
+use super::record::{self, DecodeError, Decoded};
+use super::segment;
+use std::fs::File;
+use std::io;
+
+/// Bytes read from the file at a time.
+pub const CHUNK: usize = 1 << 20;
+
+/// What the scanner found at its current offset.
+#[derive(Debug)]
+pub enum Step<'a> {
+    /// A record that passed its CRC, at `offset` in the segment.
+    Record { offset: u64, decoded: Decoded<'a> },
+    /// No more bytes before `limit`: `offset` is the end of the records.
+    End { offset: u64 },
+    /// Bytes at `offset` that are not a whole valid record before `limit`.
+    Bad { offset: u64, error: DecodeError },
+}
+
+/// Walks the records of one segment from an offset up to a limit (the file's length, or
+/// the part of the active segment that has been written).
+pub struct Scanner {
+    file: File,
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    buf_start: u64,
+    /// Valid bytes in `buf`.
+    buf_len: usize,
+    /// Offset inside `buf` of the next record.
+    at: usize,
+    limit: u64,
+}
+
+impl Scanner {
+    pub fn new(file: File, offset: u64, limit: u64) -> Self {
+        Scanner {
+            file,
+            buf: Vec::new(),
+            buf_start: offset,
+            buf_len: 0,
+            at: 0,
+            limit,
+        }
+    }
+
+    /// The file offset of the next record.
+    pub fn offset(&self) -> u64 {
+        self.buf_start + self.at as u64
+    }
+
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Moves the limit (the writer has written more).
+    pub fn set_limit(&mut self, limit: u64) {
+        self.limit = limit;
+    }
+
+    /// Reads on from the current offset so that at least `need` bytes (or all bytes up to
+    /// the limit) are buffered. Returns false when nothing more can be had.
+    fn fill(&mut self, need: usize) -> io::Result<bool> {
+        let offset = self.offset();
+        let have = self.buf_len - self.at;
+        let want = need.max(CHUNK).min((self.limit - offset) as usize);
+        if want <= have {
+            return Ok(false);
+        }
+        self.buf.copy_within(self.at..self.buf_len, 0);
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
+        }
+        // Shrink a buffer that grew for one huge record, so memory stays bounded.
+        if self.buf.len() > 4 * CHUNK && want <= CHUNK {
+            self.buf.truncate(CHUNK);
+            self.buf.shrink_to_fit();
+        }
+        let got =
+            segment::read_at_most(&self.file, &mut self.buf[have..want], offset + have as u64)?;
+        self.buf_start = offset;
+        self.at = 0;
+        self.buf_len = have + got;
+        Ok(got > 0)
+    }
+
+    /// The record at the current offset, moving past it; or where the records stop.
+    pub fn next(&mut self) -> io::Result<Step<'_>> {
+        loop {
+            let offset = self.offset();
+            if offset >= self.limit {
+                return Ok(Step::End { offset });
+            }
+            let avail = &self.buf[self.at..self.buf_len];
+            match record::decode(avail) {
+                Ok(d) => {
+                    let len = d.len;
+                    let start = self.at;
+                    self.at += len;
+                    // Decoded again without the CRC: it was just checked.
+                    let decoded = record::decode_verified(&self.buf[start..start + len])
+                        .expect("a record that decoded once decodes again");
+                    return Ok(Step::Record { offset, decoded });
+                }
+                Err(DecodeError::Incomplete) => {
+                    let need = record::peek_len(avail).unwrap_or(0).max(avail.len() + 1);
+                    if !self.fill(need)? {
+                        return Ok(Step::Bad {
+                            offset,
+                            error: DecodeError::Incomplete,
+                        });
+                    }
+                }
+                Err(error) => return Ok(Step::Bad { offset, error }),
+            }
+        }
+    }
+}

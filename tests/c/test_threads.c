@@ -1,0 +1,394 @@
+/*
+ * test_threads.c: one store shared by 8 appending threads and 2 reading
+ * threads. Each writer appends EVENTS_PER_WRITER events (2,000; scaled by
+ * EVS_TEST_SCALE), mixing evs_append_event with single- and multi-event
+ * evs_append calls to its own streams. Afterwards positions are gapless from 0,
+ * every appended event is at the position it was given with its exact payload,
+ * and every stream's versions are gapless.
+ */
+#include "test_util.h"
+
+#define WRITERS 8
+#define STREAMS_PER_WRITER 4
+#define MAX_BATCH 5
+
+struct record {
+    uint64_t position;
+    int stream;              /* -1: evs_append_event (no stream) */
+    int64_t stream_version;  /* only for stream >= 0 */
+};
+
+struct writer {
+    int id;
+    evs_store *store;
+    long count;
+    struct record *recs;
+    long stream_events[STREAMS_PER_WRITER];
+};
+
+struct seen {
+    char payload[32];
+    char stream[24];
+    uint64_t stream_version;
+    size_t metadata_len;
+};
+
+static evs_store *g_store;
+static pthread_mutex_t g_done_lock = PTHREAD_MUTEX_INITIALIZER;
+static int g_writers_done = 0;
+static long g_per_writer;
+
+static int writers_done(void)
+{
+    int d;
+    pthread_mutex_lock(&g_done_lock);
+    d = g_writers_done;
+    pthread_mutex_unlock(&g_done_lock);
+    return d;
+}
+
+static void payload_of(char *buf, size_t cap, int writer, long seq)
+{
+    snprintf(buf, cap, "w%d-e%ld", writer, seq);
+}
+
+static void stream_of(char *buf, size_t cap, int writer, int k)
+{
+    snprintf(buf, cap, "w%d-s%d", writer, k);
+}
+
+static void *writer_main(void *arg)
+{
+    struct writer *w = (struct writer *)arg;
+    uint64_t rng = 0x9E3779B97F4A7C15ull * (uint64_t)(w->id + 1);
+    int64_t version[STREAMS_PER_WRITER];
+    long seq = 0;
+    int k;
+    char payloads[MAX_BATCH][32], metas[MAX_BATCH][40], stream[24];
+
+    for (k = 0; k < STREAMS_PER_WRITER; k++)
+        version[k] = -1;
+
+    while (seq < w->count) {
+        unsigned kind = (unsigned)(tu_rand(&rng) % 10);
+        if (kind < 3) {
+            /* an event with no stream */
+            uint64_t pos = UINT64_MAX;
+            payload_of(payloads[0], sizeof payloads[0], w->id, seq);
+            if (!CHECK_OK(evs_append_event(w->store, "Tick", (const uint8_t *)payloads[0],
+                                           strlen(payloads[0]), &pos)))
+                return NULL;
+            w->recs[seq].position = pos;
+            w->recs[seq].stream = -1;
+            w->recs[seq].stream_version = -1;
+            seq++;
+        } else {
+            /* one event (kind 3..6) or a batch of 2..5 (kind 7..9) to one of its streams */
+            evs_event_input in[MAX_BATCH];
+            long n = kind < 7 ? 1 : 2 + (long)(tu_rand(&rng) % (MAX_BATCH - 1));
+            int64_t expected;
+            uint64_t first = UINT64_MAX, last_version = UINT64_MAX;
+            long j;
+            if (n > w->count - seq)
+                n = w->count - seq;
+            k = (int)(tu_rand(&rng) % STREAMS_PER_WRITER);
+            stream_of(stream, sizeof stream, w->id, k);
+            for (j = 0; j < n; j++) {
+                payload_of(payloads[j], sizeof payloads[j], w->id, seq + j);
+                snprintf(metas[j], sizeof metas[j], "meta-%ld", seq + j);
+                in[j].event_type = "Item";
+                in[j].payload = (const uint8_t *)payloads[j];
+                in[j].payload_len = strlen(payloads[j]);
+                in[j].metadata = (j % 2) ? (const uint8_t *)metas[j] : NULL;
+                in[j].metadata_len = (j % 2) ? strlen(metas[j]) : 0;
+                in[j].schema_version = 1;
+            }
+            /* exact versions mostly; sometimes ANY / NO_STREAM / EXISTS */
+            if (version[k] < 0)
+                expected = (tu_rand(&rng) % 2) ? EVS_VERSION_NO_STREAM : EVS_VERSION_ANY;
+            else if (tu_rand(&rng) % 4 == 0)
+                expected = (tu_rand(&rng) % 2) ? EVS_VERSION_EXISTS : EVS_VERSION_ANY;
+            else
+                expected = version[k];
+            if (!CHECK_OK(evs_append(w->store, stream, expected, in, (size_t)n, &first,
+                                     &last_version)))
+                return NULL;
+            CHECK_U64(last_version, (uint64_t)(version[k] + n));
+            for (j = 0; j < n; j++) {
+                /* a batch's events get consecutive positions */
+                w->recs[seq + j].position = first + (uint64_t)j;
+                w->recs[seq + j].stream = k;
+                w->recs[seq + j].stream_version = version[k] + 1 + j;
+            }
+            version[k] += n;
+            w->stream_events[k] += n;
+            seq += n;
+        }
+    }
+    return NULL;
+}
+
+/* Tails the whole log with one forward cursor until the writers are done. */
+static void *tail_reader_main(void *arg)
+{
+    long *seen_out = (long *)arg;
+    evs_cursor *c = NULL;
+    evs_event e;
+    uint64_t expect = 0, prev_ts = 0;
+    int done_seen = 0;
+
+    if (!CHECK_OK(evs_read_all(g_store, 0, &c)))
+        return NULL;
+    for (;;) {
+        evs_status st = evs_cursor_next(c, &e);
+        if (st == EVS_OK) {
+            if (!CHECK_U64(e.position, expect))
+                break;
+            if (!CHECK(e.timestamp_us >= prev_ts))
+                break;
+            if (!CHECK(e.payload_len > 1 && e.payload != NULL && e.payload[0] == 'w'))
+                break;
+            prev_ts = e.timestamp_us;
+            expect++;
+        } else if (st == EVS_END) {
+            /* an END after the writers finished means everything has been read */
+            if (done_seen)
+                break;
+            done_seen = writers_done();
+            if (!done_seen)
+                tu_sleep_ms(1);
+        } else {
+            CHECK_OK(st);
+            break;
+        }
+    }
+    evs_cursor_free(c);
+    *seen_out = (long)expect;
+    return NULL;
+}
+
+/* Opens many short-lived cursors: a writer's stream forward, the log backward. */
+static void *probe_reader_main(void *arg)
+{
+    uint64_t rng = 12345;
+    long *rounds = (long *)arg;
+    while (!writers_done()) {
+        evs_cursor *c = NULL;
+        evs_event e;
+        evs_status st;
+        char stream[24], prefix[8];
+        int w = (int)(tu_rand(&rng) % WRITERS), k = (int)(tu_rand(&rng) % STREAMS_PER_WRITER);
+        uint64_t expect_version = 0, prev_pos = 0;
+        int n;
+
+        stream_of(stream, sizeof stream, w, k);
+        snprintf(prefix, sizeof prefix, "w%d-", w);
+        st = evs_read_stream(g_store, stream, 0, &c);
+        if (st == EVS_OK) {
+            while ((st = evs_cursor_next(c, &e)) == EVS_OK) {
+                if (!CHECK_U64(e.stream_version, expect_version))
+                    break;
+                if (expect_version > 0 && !CHECK(e.position > prev_pos))
+                    break;
+                if (!CHECK(e.payload_len > strlen(prefix) &&
+                           memcmp(e.payload, prefix, strlen(prefix)) == 0))
+                    break;
+                CHECK_VIEW(e.stream, e.stream_len, stream);
+                prev_pos = e.position;
+                expect_version++;
+            }
+            if (st != EVS_OK)
+                CHECK_STATUS(st, EVS_END);
+            evs_cursor_free(c);
+        } else if (st != EVS_ERR_NOT_FOUND) {
+            CHECK_OK(st); /* NOT_FOUND: the stream does not exist yet */
+        }
+
+        c = NULL;
+        if (CHECK_OK(evs_read_all_backward(g_store, UINT64_MAX, &c))) {
+            uint64_t prev = 0;
+            for (n = 0; n < 20; n++) {
+                st = evs_cursor_next(c, &e);
+                if (st != EVS_OK) {
+                    CHECK_STATUS(st, EVS_END);
+                    CHECK_U64(n > 0 ? prev : 0, 0); /* END only after position 0 */
+                    break;
+                }
+                if (n > 0 && !CHECK_U64(e.position, prev - 1))
+                    break;
+                prev = e.position;
+            }
+            evs_cursor_free(c);
+        }
+        (*rounds)++;
+        tu_sleep_ms(1);
+    }
+    return NULL;
+}
+
+static void verify(evs_store *s, struct writer *writers, long total)
+{
+    struct seen *by_pos = (struct seen *)calloc((size_t)total, sizeof *by_pos);
+    evs_cursor *c = NULL;
+    evs_event e;
+    long i, n = 0, mismatches = 0;
+    int w, k;
+    evs_status st;
+    uint64_t next = UINT64_MAX, prev_ts = 0;
+
+    TU_SECTION("verify: gapless positions, exact payloads, gapless stream versions");
+    if (!CHECK(by_pos != NULL))
+        return;
+    CHECK_OK(evs_position_at(s, UINT64_MAX, &next));
+    CHECK_U64(next, (uint64_t)total);
+
+    if (CHECK_OK(evs_read_all(s, 0, &c))) {
+        while ((st = evs_cursor_next(c, &e)) == EVS_OK) {
+            if (!CHECK_U64(e.position, (uint64_t)n) || !CHECK(n < total))
+                break;
+            if (!CHECK(e.timestamp_us >= prev_ts))
+                break;
+            prev_ts = e.timestamp_us;
+            if (CHECK(e.payload_len < sizeof by_pos[n].payload &&
+                      e.stream_len < sizeof by_pos[n].stream)) {
+                memcpy(by_pos[n].payload, e.payload, e.payload_len);
+                if (e.stream_len > 0)
+                    memcpy(by_pos[n].stream, e.stream, e.stream_len);
+            }
+            by_pos[n].stream_version = e.stream_version;
+            by_pos[n].metadata_len = e.metadata_len;
+            n++;
+        }
+        if (st != EVS_OK)
+            CHECK_STATUS(st, EVS_END);
+        evs_cursor_free(c);
+    }
+    CHECK_I64(n, total);
+
+    /* every appended event is at its position with its payload and stream */
+    for (w = 0; w < WRITERS; w++) {
+        for (i = 0; i < writers[w].count; i++) {
+            const struct record *r = &writers[w].recs[i];
+            char payload[32], stream[24];
+            int ok;
+            if (r->position >= (uint64_t)n) {
+                mismatches++;
+                continue;
+            }
+            payload_of(payload, sizeof payload, w, i);
+            ok = strcmp(by_pos[r->position].payload, payload) == 0;
+            if (r->stream >= 0) {
+                stream_of(stream, sizeof stream, w, r->stream);
+                ok = ok && strcmp(by_pos[r->position].stream, stream) == 0 &&
+                     by_pos[r->position].stream_version == (uint64_t)r->stream_version;
+            } else {
+                ok = ok && by_pos[r->position].stream[0] == '\0';
+            }
+            if (!ok) {
+                if (mismatches < 5)
+                    printf("  writer %d event %ld: position %" PRIu64
+                           " holds payload \"%s\" stream \"%s\" v%" PRIu64 "\n",
+                           w, i, r->position, by_pos[r->position].payload,
+                           by_pos[r->position].stream, by_pos[r->position].stream_version);
+                mismatches++;
+            }
+        }
+    }
+    CHECK_I64(mismatches, 0);
+
+    /* every stream's versions are gapless and its length is what was appended */
+    for (w = 0; w < WRITERS; w++) {
+        for (k = 0; k < STREAMS_PER_WRITER; k++) {
+            char stream[24];
+            int64_t version = INT64_MIN;
+            uint64_t expect = 0, prev_pos = 0;
+            stream_of(stream, sizeof stream, w, k);
+            CHECK_OK(evs_stream_version(s, stream, &version));
+            CHECK_I64(version, writers[w].stream_events[k] - 1);
+            if (writers[w].stream_events[k] == 0)
+                continue;
+            c = NULL;
+            if (!CHECK_OK(evs_read_stream(s, stream, 0, &c)))
+                continue;
+            while ((st = evs_cursor_next(c, &e)) == EVS_OK) {
+                if (!CHECK_U64(e.stream_version, expect))
+                    break;
+                if (expect > 0 && !CHECK(e.position > prev_pos))
+                    break;
+                prev_pos = e.position;
+                expect++;
+            }
+            if (st != EVS_OK)
+                CHECK_STATUS(st, EVS_END);
+            CHECK_I64((int64_t)expect, writers[w].stream_events[k]);
+            evs_cursor_free(c);
+        }
+    }
+    free(by_pos);
+}
+
+int main(void)
+{
+    char root[1024], path[1100];
+    struct writer writers[WRITERS];
+    pthread_t wt[WRITERS], tail_thread, probe_thread;
+    long tail_seen = -1, probe_rounds = 0, total;
+    evs_recovery_info info;
+    int i;
+
+    g_per_writer = tu_scaled(2000);
+    total = g_per_writer * WRITERS;
+    printf("%d writers x %ld events, 2 readers\n", WRITERS, g_per_writer);
+    if (!tu_make_temp_dir(root, sizeof root))
+        return tu_finish();
+    tu_join(path, sizeof path, root, "store");
+    if (!CHECK_OK(evs_open(path, NULL, &g_store, NULL))) {
+        tu_cleanup_dir(root);
+        return tu_finish();
+    }
+
+    TU_SECTION("8 writers and 2 readers");
+    memset(writers, 0, sizeof writers);
+    for (i = 0; i < WRITERS; i++) {
+        writers[i].id = i;
+        writers[i].store = g_store;
+        writers[i].count = g_per_writer;
+        writers[i].recs = (struct record *)calloc((size_t)g_per_writer, sizeof(struct record));
+        if (writers[i].recs == NULL) {
+            fprintf(stderr, "out of memory\n");
+            return 2;
+        }
+    }
+    CHECK(pthread_create(&tail_thread, NULL, tail_reader_main, &tail_seen) == 0);
+    CHECK(pthread_create(&probe_thread, NULL, probe_reader_main, &probe_rounds) == 0);
+    for (i = 0; i < WRITERS; i++)
+        CHECK(pthread_create(&wt[i], NULL, writer_main, &writers[i]) == 0);
+    for (i = 0; i < WRITERS; i++)
+        CHECK(pthread_join(wt[i], NULL) == 0);
+    pthread_mutex_lock(&g_done_lock);
+    g_writers_done = 1;
+    pthread_mutex_unlock(&g_done_lock);
+    CHECK(pthread_join(tail_thread, NULL) == 0);
+    CHECK(pthread_join(probe_thread, NULL) == 0);
+    CHECK_I64(tail_seen, total);
+    CHECK(probe_rounds > 0);
+
+    verify(g_store, writers, total);
+    CHECK_OK(evs_close(g_store));
+
+    TU_SECTION("the same after close and reopen");
+    g_store = NULL;
+    memset(&info, 0xAB, sizeof info);
+    if (CHECK_OK(evs_open(path, NULL, &g_store, &info))) {
+        CHECK_U64(info.next_position, (uint64_t)total);
+        CHECK(!info.corruption_detected);
+        CHECK_U64(info.bytes_truncated, 0);
+        verify(g_store, writers, total);
+        CHECK_OK(evs_close(g_store));
+    }
+
+    for (i = 0; i < WRITERS; i++)
+        free(writers[i].recs);
+    tu_cleanup_dir(root);
+    return tu_finish();
+}

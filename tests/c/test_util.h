@@ -1,0 +1,318 @@
+/*
+ * test_util.h: a tiny assertion harness for the evstore C tests.
+ *
+ * Every CHECK counts one passed or one failed check. A failure prints
+ * file:line, what was checked, and (for status checks) the status names and
+ * evs_last_error_message(). Each program ends with `return tu_finish();`,
+ * which prints exactly one line `N passed, N failed` and returns non-zero on
+ * any failure. The counters are guarded by a mutex, so CHECKs may be used from
+ * several threads.
+ *
+ * Compile with -std=c99 -D_POSIX_C_SOURCE=200809L (for mkdtemp and lstat).
+ */
+#ifndef EVS_TEST_UTIL_H
+#define EVS_TEST_UTIL_H
+
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "evstore.h"
+
+static pthread_mutex_t tu_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned long tu_passed = 0;
+static unsigned long tu_failed = 0;
+
+static inline void tu_count(int ok)
+{
+    pthread_mutex_lock(&tu_lock);
+    if (ok)
+        tu_passed++;
+    else
+        tu_failed++;
+    pthread_mutex_unlock(&tu_lock);
+}
+
+static inline unsigned long tu_failures(void)
+{
+    unsigned long n;
+    pthread_mutex_lock(&tu_lock);
+    n = tu_failed;
+    pthread_mutex_unlock(&tu_lock);
+    return n;
+}
+
+/* A printable status name even for codes the library does not know. */
+static inline const char *tu_name(evs_status st)
+{
+    const char *n = evs_status_name(st);
+    return n ? n : "(NULL name)";
+}
+
+static inline const char *tu_msg(void)
+{
+    const char *m = evs_last_error_message();
+    return m ? m : "(NULL message)";
+}
+
+static inline int tu_check(int ok, const char *what, const char *file, int line)
+{
+    tu_count(ok);
+    if (!ok) {
+        pthread_mutex_lock(&tu_lock);
+        printf("%s:%d: CHECK failed: %s (last error message: \"%s\")\n",
+               file, line, what, tu_msg());
+        fflush(stdout);
+        pthread_mutex_unlock(&tu_lock);
+    }
+    return ok;
+}
+
+/* The status must equal `want`; for an error (want < 0) the thread's last error
+ * message must also be non-empty. The message is read before any other call. */
+static inline int tu_check_status(evs_status got, evs_status want, const char *expr,
+                                  const char *file, int line)
+{
+    const char *msg = evs_last_error_message();
+    int msg_ok = want >= 0 || (msg != NULL && msg[0] != '\0');
+    int ok = got == want && msg_ok;
+    tu_count(ok);
+    if (!ok) {
+        pthread_mutex_lock(&tu_lock);
+        if (got != want)
+            printf("%s:%d: %s: expected %s (%d), got %s (%d); last error message: \"%s\"\n",
+                   file, line, expr, tu_name(want), (int)want, tu_name(got), (int)got,
+                   msg ? msg : "(NULL)");
+        else
+            printf("%s:%d: %s: got %s as expected, but evs_last_error_message() is %s\n",
+                   file, line, expr, tu_name(got), msg ? "empty" : "NULL");
+        fflush(stdout);
+        pthread_mutex_unlock(&tu_lock);
+    }
+    return ok;
+}
+
+static inline int tu_check_u64(uint64_t got, uint64_t want, const char *expr,
+                               const char *file, int line)
+{
+    int ok = got == want;
+    tu_count(ok);
+    if (!ok) {
+        pthread_mutex_lock(&tu_lock);
+        printf("%s:%d: %s: expected %" PRIu64 ", got %" PRIu64 " (last error message: \"%s\")\n",
+               file, line, expr, want, got, tu_msg());
+        fflush(stdout);
+        pthread_mutex_unlock(&tu_lock);
+    }
+    return ok;
+}
+
+static inline int tu_check_i64(int64_t got, int64_t want, const char *expr,
+                               const char *file, int line)
+{
+    int ok = got == want;
+    tu_count(ok);
+    if (!ok) {
+        pthread_mutex_lock(&tu_lock);
+        printf("%s:%d: %s: expected %" PRId64 ", got %" PRId64 " (last error message: \"%s\")\n",
+               file, line, expr, want, got, tu_msg());
+        fflush(stdout);
+        pthread_mutex_unlock(&tu_lock);
+    }
+    return ok;
+}
+
+static inline int tu_check_str(const char *got, const char *want, const char *expr,
+                               const char *file, int line)
+{
+    int ok = got != NULL && want != NULL && strcmp(got, want) == 0;
+    tu_count(ok);
+    if (!ok) {
+        pthread_mutex_lock(&tu_lock);
+        printf("%s:%d: %s: expected \"%s\", got %s%s%s\n", file, line, expr,
+               want ? want : "(NULL)", got ? "\"" : "", got ? got : "NULL", got ? "\"" : "");
+        fflush(stdout);
+        pthread_mutex_unlock(&tu_lock);
+    }
+    return ok;
+}
+
+/* Bytes (ptr, len) must equal (want, want_len). ptr may be NULL only when len is 0. */
+static inline int tu_check_mem(const void *ptr, size_t len, const void *want, size_t want_len,
+                               const char *expr, const char *file, int line)
+{
+    int ok = len == want_len && (len == 0 || (ptr != NULL && memcmp(ptr, want, len) == 0));
+    tu_count(ok);
+    if (!ok) {
+        pthread_mutex_lock(&tu_lock);
+        printf("%s:%d: %s: expected %zu bytes \"%.*s\", got %zu bytes \"%.*s\"\n", file, line,
+               expr, want_len, (int)(want_len > 200 ? 200 : want_len), (const char *)want, len,
+               (int)(ptr == NULL ? 0 : (len > 200 ? 200 : len)), ptr ? (const char *)ptr : "");
+        fflush(stdout);
+        pthread_mutex_unlock(&tu_lock);
+    }
+    return ok;
+}
+
+#define CHECK(cond) tu_check((cond) != 0, #cond, __FILE__, __LINE__)
+#define CHECK_OK(expr) tu_check_status((expr), EVS_OK, #expr, __FILE__, __LINE__)
+#define CHECK_STATUS(expr, want) tu_check_status((expr), (want), #expr, __FILE__, __LINE__)
+#define CHECK_U64(got, want) \
+    tu_check_u64((uint64_t)(got), (uint64_t)(want), #got " == " #want, __FILE__, __LINE__)
+#define CHECK_I64(got, want) \
+    tu_check_i64((int64_t)(got), (int64_t)(want), #got " == " #want, __FILE__, __LINE__)
+#define CHECK_STR(got, want) tu_check_str((got), (want), #got " == " #want, __FILE__, __LINE__)
+#define CHECK_MEM(ptr, len, want, want_len) \
+    tu_check_mem((ptr), (len), (want), (want_len), #ptr " == " #want, __FILE__, __LINE__)
+/* a NUL-terminated expected string against a (ptr, len) view */
+#define CHECK_VIEW(ptr, len, want) \
+    tu_check_mem((ptr), (len), (want), strlen(want), #ptr " == " #want, __FILE__, __LINE__)
+
+/* Prints the section name (to stdout, before the summary line). */
+#define TU_SECTION(name)                 \
+    do {                                 \
+        printf("-- %s\n", (name));       \
+        fflush(stdout);                  \
+    } while (0)
+
+/* Prints `N passed, N failed` (the program's last line); non-zero when anything failed. */
+static inline int tu_finish(void)
+{
+    pthread_mutex_lock(&tu_lock);
+    printf("%lu passed, %lu failed\n", tu_passed, tu_failed);
+    fflush(stdout);
+    pthread_mutex_unlock(&tu_lock);
+    return tu_failed ? 1 : 0;
+}
+
+/* EVS_TEST_SCALE (default 1.0) scales the counts of the long tests. */
+static inline double tu_scale(void)
+{
+    const char *s = getenv("EVS_TEST_SCALE");
+    double v;
+    if (s == NULL || *s == '\0')
+        return 1.0;
+    v = strtod(s, NULL);
+    return v > 0.0 ? v : 1.0;
+}
+
+static inline long tu_scaled(long n)
+{
+    double v = (double)n * tu_scale();
+    return v < 1.0 ? 1 : (long)v;
+}
+
+/* ---- temporary directories ---- */
+
+/* Creates a fresh directory $TMPDIR/evstore-test-XXXXXX (or under /tmp) into out. */
+static inline int tu_make_temp_dir(char *out, size_t cap)
+{
+    const char *base = getenv("TMPDIR");
+    int n;
+    if (base == NULL || *base == '\0')
+        base = "/tmp";
+    n = snprintf(out, cap, "%s/evstore-test-XXXXXX", base);
+    if (n < 0 || (size_t)n >= cap) {
+        tu_check(0, "temporary directory path fits", __FILE__, __LINE__);
+        return 0;
+    }
+    if (mkdtemp(out) == NULL) {
+        printf("mkdtemp(%s) failed: %s\n", out, strerror(errno));
+        tu_check(0, "mkdtemp", __FILE__, __LINE__);
+        return 0;
+    }
+    return 1;
+}
+
+/* Removes path and everything below it (does not follow symbolic links). */
+static inline int tu_remove_tree(const char *path)
+{
+    struct stat st;
+    int rc = 0;
+    if (lstat(path, &st) != 0)
+        return errno == ENOENT ? 0 : -1;
+    if (S_ISDIR(st.st_mode)) {
+        DIR *d = opendir(path);
+        struct dirent *e;
+        if (d == NULL)
+            return -1;
+        while ((e = readdir(d)) != NULL) {
+            size_t len;
+            char *child;
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                continue;
+            len = strlen(path) + strlen(e->d_name) + 2;
+            child = (char *)malloc(len);
+            if (child == NULL) {
+                rc = -1;
+                continue;
+            }
+            snprintf(child, len, "%s/%s", path, e->d_name);
+            if (tu_remove_tree(child) != 0)
+                rc = -1;
+            free(child);
+        }
+        closedir(d);
+        if (rmdir(path) != 0)
+            rc = -1;
+    } else if (unlink(path) != 0) {
+        rc = -1;
+    }
+    return rc;
+}
+
+/* Removes a test directory, unless EVS_TEST_KEEP is set (then it says where it is). */
+static inline void tu_cleanup_dir(const char *dir)
+{
+    const char *keep = getenv("EVS_TEST_KEEP");
+    if (keep != NULL && *keep != '\0') {
+        printf("kept %s (EVS_TEST_KEEP)\n", dir);
+        return;
+    }
+    if (tu_remove_tree(dir) != 0)
+        printf("could not remove %s completely\n", dir);
+}
+
+/* out = dir + "/" + name */
+static inline void tu_join(char *out, size_t cap, const char *dir, const char *name)
+{
+    snprintf(out, cap, "%s/%s", dir, name);
+}
+
+static inline void tu_sleep_ms(long ms)
+{
+    struct timespec ts;
+    ts.tv_sec = ms / 1000;
+    ts.tv_nsec = (ms % 1000) * 1000000L;
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* Wall clock in microseconds since the Unix epoch. */
+static inline uint64_t tu_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* A small deterministic PRNG (xorshift64*), one state per thread. */
+static inline uint64_t tu_rand(uint64_t *state)
+{
+    uint64_t x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    return x * UINT64_C(2685821657736338717);
+}
+
+#endif /* EVS_TEST_UTIL_H */
