@@ -7,3 +7,6 @@ pub mod error;
 pub mod wal;
 
 pub use error::{Error, ErrorKind, Result};
+pub mod account;
+pub mod ffi;
+pub mod store;

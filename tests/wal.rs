@@ -18,7 +18,10 @@ fn value(i: u64) -> Vec<u8> {
 
 fn append_n(wal: &Wal, from: u64, n: u64) -> Vec<Position> {
     (from..from + n)
-        .map(|i| wal.append(&RecordRef::put(&i.to_le_bytes(), &value(i))).unwrap())
+        .map(|i| {
+            wal.append(&RecordRef::put(&i.to_le_bytes(), &value(i)))
+                .unwrap()
+        })
         .collect()
 }
 
@@ -70,8 +73,13 @@ fn rotation_spans_many_segments_and_reads_cross_them() {
     let ids = segment::list(dir.path()).unwrap();
     assert!(ids.len() > 5, "{ids:?}");
     for &id in &ids[..ids.len() - 1] {
-        let len = std::fs::metadata(segment::path(dir.path(), id)).unwrap().len();
-        assert!(len <= 64 << 10, "segment {id} finalized to its length, got {len}");
+        let len = std::fs::metadata(segment::path(dir.path(), id))
+            .unwrap()
+            .len();
+        assert!(
+            len <= 64 << 10,
+            "segment {id} finalized to its length, got {len}"
+        );
     }
     let (wal, info) = Wal::open(c).unwrap();
     assert_eq!(info.valid_records, 10000);
@@ -105,7 +113,11 @@ fn a_record_larger_than_a_segment_is_refused_and_large_ones_read_back() {
     assert_eq!(all.len(), sizes.len());
     for (i, (_, r)) in all.iter().enumerate() {
         assert_eq!(r.value.len(), sizes[i]);
-        assert!(r.value.iter().enumerate().all(|(j, &b)| b == (j * 31 + i) as u8));
+        assert!(r
+            .value
+            .iter()
+            .enumerate()
+            .all(|(j, &b)| b == (j * 31 + i) as u8));
     }
 }
 
@@ -155,7 +167,9 @@ fn a_zero_filled_preallocated_tail_is_the_end_not_corruption() {
         // A crash: no close, so no finalize. Leak the log so Drop does not close it.
         std::mem::forget(wal);
     }
-    let len = std::fs::metadata(segment::path(dir.path(), 0)).unwrap().len();
+    let len = std::fs::metadata(segment::path(dir.path(), 0))
+        .unwrap()
+        .len();
     assert_eq!(len, 1 << 20, "preallocated to the segment size");
     let (wal, info) = Wal::open(c).unwrap();
     assert_eq!(info.valid_records, 50);
@@ -203,7 +217,11 @@ fn a_flipped_bit_in_an_earlier_record_is_corruption() {
     let err = Wal::open(c).err().expect("open must fail");
     assert_eq!(err.kind, ErrorKind::Corrupt);
     assert!(err.message.contains("000000.wal"), "{}", err.message);
-    assert!(err.message.contains(&positions[10].offset.to_string()), "{}", err.message);
+    assert!(
+        err.message.contains(&positions[10].offset.to_string()),
+        "{}",
+        err.message
+    );
 }
 
 #[test]
@@ -289,7 +307,10 @@ fn delete_segments_before_never_deletes_the_active_segment() {
     let deleted = wal.delete_segments_before(positions[5999]).unwrap();
     assert_eq!(deleted as u64, active);
     assert_eq!(segment::list(dir.path()).unwrap(), vec![active]);
-    let far = Position { segment_id: active + 10, offset: 0 };
+    let far = Position {
+        segment_id: active + 10,
+        offset: 0,
+    };
     assert_eq!(wal.delete_segments_before(far).unwrap(), 0);
     assert_eq!(segment::list(dir.path()).unwrap(), vec![active]);
     append_n(&wal, 6000, 10);
@@ -315,8 +336,10 @@ fn concurrent_appenders_share_fsyncs_under_always() {
             })
         })
         .collect();
-    let written: Vec<(Position, Vec<u8>)> =
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let written: Vec<(Position, Vec<u8>)> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
     for (pos, v) in &written {
         let (p, rec) = wal.read_from(*pos).unwrap().next_record().unwrap().unwrap();
         assert_eq!(p, *pos);
@@ -324,7 +347,12 @@ fn concurrent_appenders_share_fsyncs_under_always() {
     }
     let stats = wal.stats();
     assert_eq!(stats.records, 8 * per_thread);
-    assert!(stats.fsyncs < stats.records / 2, "{} fsyncs for {} appends", stats.fsyncs, stats.records);
+    assert!(
+        stats.fsyncs < stats.records / 2,
+        "{} fsyncs for {} appends",
+        stats.fsyncs,
+        stats.records
+    );
 }
 
 #[test]
@@ -374,7 +402,10 @@ fn a_read_only_log_modifies_nothing_and_refuses_appends() {
     ro.read_only = true;
     let (wal, info) = Wal::open(ro).unwrap();
     assert_eq!(info.valid_records, 10);
-    assert_eq!(wal.append(&RecordRef::put(b"k", b"v")).unwrap_err().kind, ErrorKind::ReadOnly);
+    assert_eq!(
+        wal.append(&RecordRef::put(b"k", b"v")).unwrap_err().kind,
+        ErrorKind::ReadOnly
+    );
     check_sequence(&read_all(&wal), 10);
     drop(wal);
     assert_eq!(std::fs::read(&p).unwrap(), bytes, "nothing was modified");

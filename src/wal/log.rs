@@ -37,6 +37,8 @@ pub(crate) struct Inner {
     /// Wakes the batch flusher when there is something to flush, or on close.
     flusher_wake: Condvar,
     pub(crate) stats: WalStats,
+    /// Open read handles of segments, for random-access reads.
+    read_files: Mutex<Vec<(u64, Arc<File>)>>,
 }
 
 pub(crate) struct State {
@@ -92,6 +94,16 @@ impl Wal {
         config: WalConfig,
         visit: &mut dyn FnMut(Position, &RecordRef<'_>) -> Result<()>,
     ) -> Result<(Wal, RecoveryInfo)> {
+        Self::open_from(config, Position::default(), visit)
+    }
+
+    /// Like `open_visiting`, but trusts everything before `start` (the end of the records
+    /// a checkpoint covers) and scans only from there.
+    pub fn open_from(
+        config: WalConfig,
+        start: Position,
+        visit: &mut dyn FnMut(Position, &RecordRef<'_>) -> Result<()>,
+    ) -> Result<(Wal, RecoveryInfo)> {
         config.validate()?;
         let dir = &config.dir;
         if !config.read_only {
@@ -103,7 +115,7 @@ impl Wal {
                 format!("no log directory at {}", dir.display()),
             ));
         }
-        let recovered = recovery::recover(dir, !config.read_only, visit)?;
+        let recovered = recovery::recover(dir, !config.read_only, start, visit)?;
         let mut segments = recovered.segments;
         let prealloc = config.preallocate.then_some(config.max_segment_size);
         let (active_id, active, end_off) = if config.read_only {
@@ -157,6 +169,7 @@ impl Wal {
             progress: Condvar::new(),
             flusher_wake: Condvar::new(),
             stats: WalStats::default(),
+            read_files: Mutex::new(Vec::new()),
         });
         let flusher = match inner.config.fsync_policy {
             FsyncPolicy::Batch(_) | FsyncPolicy::Os if !inner.config.read_only => {
@@ -262,12 +275,66 @@ impl Wal {
         for &id in &doomed {
             std::fs::remove_file(segment::path(dir, id))
                 .map_err(|e| Error::io(format!("deleting {}", segment::file_name(id)), e))?;
+            let mut files = self
+                .inner
+                .read_files
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            files.retain(|(s, _)| *s != id);
+            drop(files);
             self.inner.lock_state().segments.retain(|&(s, _)| s != id);
         }
         if !doomed.is_empty() {
             segment::sync_dir(dir).map_err(|e| Error::io("syncing the log directory", e))?;
         }
         Ok(doomed.len())
+    }
+
+    /// Reads exactly `len` bytes at `pos` into `buf` (replacing its contents): random
+    /// access for a caller that knows where a record is and how long.
+    pub fn read_exact_at(&self, pos: Position, len: usize, buf: &mut Vec<u8>) -> Result<()> {
+        let file = self.inner.read_file(pos.segment_id)?;
+        let end = pos.offset + len as u64;
+        if !self.inner.config.read_only {
+            let visible = self.inner.segment_bounds(pos.segment_id).map_or(0, |b| b.0);
+            if end > visible {
+                self.inner.make_visible()?;
+            }
+        }
+        buf.resize(len, 0);
+        let got = segment::read_at_most(&file, buf, pos.offset).map_err(|e| {
+            Error::io(
+                format!(
+                    "reading {} at {}",
+                    segment::file_name(pos.segment_id),
+                    pos.offset
+                ),
+                e,
+            )
+        })?;
+        if got < len {
+            return Err(Error::corrupt(format!(
+                "{} ends at {} before the record at {} does",
+                segment::file_name(pos.segment_id),
+                pos.offset + got as u64,
+                pos.offset
+            )));
+        }
+        Ok(())
+    }
+
+    /// The logical end of segment `id` (what has been written of the active one).
+    pub fn segment_end(&self, id: u64) -> Option<u64> {
+        if self.inner.config.read_only {
+            return std::fs::metadata(segment::path(&self.inner.config.dir, id))
+                .ok()
+                .map(|m| m.len());
+        }
+        let st = self.inner.lock_state();
+        if id == st.active_id {
+            return Some(st.end_off);
+        }
+        st.segments.iter().find(|s| s.0 == id).map(|s| s.1)
     }
 
     /// After a failed write under `Always` (the caller has rewound its own state to
@@ -305,7 +372,12 @@ impl Wal {
         self.inner.lock_state().closed = true;
         self.inner.flusher_wake.notify_all();
         self.inner.progress.notify_all();
-        if let Some(h) = self.flusher.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(h) = self
+            .flusher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             let _ = h.join();
         }
         result
@@ -542,7 +614,10 @@ impl Inner {
         drop(st);
         let new_id = old_id + 1;
         let dir = &self.config.dir;
-        let prealloc = self.config.preallocate.then_some(self.config.max_segment_size);
+        let prealloc = self
+            .config
+            .preallocate
+            .then_some(self.config.max_segment_size);
         let fail = |what: &str, e| {
             let err = Error::io(format!("{what} during rotation to segment {new_id}"), e);
             self.lock_state().stalled = Some(err.clone());
@@ -636,6 +711,23 @@ impl Inner {
         Some((st.segments[i].1, i + 1 < st.segments.len()))
     }
 
+    /// A cached read handle for segment `id`.
+    fn read_file(&self, id: u64) -> Result<Arc<File>> {
+        let mut files = self.read_files.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, f)) = files.iter().find(|(s, _)| *s == id) {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(
+            segment::open(&self.config.dir, id, false)
+                .map_err(|e| Error::io(format!("opening {}", segment::file_name(id)), e))?,
+        );
+        if files.len() >= 16 {
+            files.remove(0);
+        }
+        files.push((id, f.clone()));
+        Ok(f)
+    }
+
     /// The first segment id after `id`, if there is one.
     pub(crate) fn next_segment(&self, id: u64) -> Option<u64> {
         let st = self.lock_state();
@@ -662,7 +754,10 @@ fn check_open(st: &State) -> Result<()> {
     if let Some(e) = st.failed.as_ref().or(st.stalled.as_ref()) {
         return Err(Error::new(
             e.kind,
-            format!("the log refuses appends after an earlier failure: {}", e.message),
+            format!(
+                "the log refuses appends after an earlier failure: {}",
+                e.message
+            ),
         ));
     }
     Ok(())

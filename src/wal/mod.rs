@@ -10,9 +10,9 @@ pub mod segment;
 mod stats;
 
 pub use log::{Appended, Lsn, Wal};
-pub use reader::WalReader;
 #[allow(unused_imports)]
 pub(crate) use reader::SegmentCursor;
+pub use reader::WalReader;
 pub use record::{Compression, Record, RecordRef};
 pub use recovery::RecoveryInfo;
 pub use stats::WalStatsSnapshot;

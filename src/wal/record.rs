@@ -328,7 +328,14 @@ mod tests {
 
     #[test]
     fn varint_edge_cases() {
-        for (v, len) in [(0u64, 1), (127, 1), (128, 2), (16383, 2), (16384, 3), (u64::MAX, 10)] {
+        for (v, len) in [
+            (0u64, 1),
+            (127, 1),
+            (128, 2),
+            (16383, 2),
+            (16384, 3),
+            (u64::MAX, 10),
+        ] {
             let mut b = Vec::new();
             put_varint(&mut b, v);
             assert_eq!(b.len(), len, "{v}");
@@ -342,7 +349,11 @@ mod tests {
 
     #[test]
     fn an_eleven_byte_varint_is_an_error() {
-        let b = [0xffu8; 10].iter().copied().chain([0x01]).collect::<Vec<_>>();
+        let b = [0xffu8; 10]
+            .iter()
+            .copied()
+            .chain([0x01])
+            .collect::<Vec<_>>();
         assert_eq!(get_varint(&b, 0), Err(DecodeError::BadVarint));
         // ten bytes whose last one carries bits past u64
         let mut b = vec![0xffu8; 9];
@@ -355,7 +366,10 @@ mod tests {
         let mut r = RecordRef::put(b"k", b"v");
         r.compression = Compression::Zstd;
         let mut bytes = r.encode();
-        assert_eq!(decode(&bytes).unwrap().record.compression, Compression::Zstd);
+        assert_eq!(
+            decode(&bytes).unwrap().record.compression,
+            Compression::Zstd
+        );
         bytes[2] |= COMPRESSION_MASK;
         assert_eq!(decode(&bytes), Err(DecodeError::BadCompression));
     }
@@ -366,12 +380,19 @@ mod tests {
         r.ttl_ms = Some(300);
         let bytes = r.encode();
         for cut in 0..bytes.len() {
-            assert_eq!(decode(&bytes[..cut]), Err(DecodeError::Incomplete), "cut {cut}");
+            assert_eq!(
+                decode(&bytes[..cut]),
+                Err(DecodeError::Incomplete),
+                "cut {cut}"
+            );
         }
         for bit in 0..bytes.len() * 8 {
             let mut b = bytes.clone();
             b[bit / 8] ^= 1 << (bit % 8);
-            assert!(decode(&b).map(|d| d.record != r).unwrap_or(true), "bit {bit}");
+            assert!(
+                decode(&b).map(|d| d.record != r).unwrap_or(true),
+                "bit {bit}"
+            );
         }
     }
 

@@ -51,6 +51,7 @@ enum Tail {
 pub(crate) fn recover(
     dir: &Path,
     writable: bool,
+    start: Position,
     visit: &mut dyn FnMut(Position, &RecordRef<'_>) -> Result<()>,
 ) -> Result<Recovered> {
     let ids = segment::list(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
@@ -65,18 +66,44 @@ pub(crate) fn recover(
             )));
         }
     }
+    if start != Position::default() && !ids.contains(&start.segment_id) {
+        return Err(Error::corrupt(format!(
+            "segment {} is missing from {}",
+            segment::file_name(start.segment_id),
+            dir.display()
+        )));
+    }
     let mut info = RecoveryInfo::default();
     let mut segments = Vec::with_capacity(ids.len());
     for (i, &id) in ids.iter().enumerate() {
         let is_last = i + 1 == ids.len();
         let name = segment::path(dir, id);
+        if id < start.segment_id {
+            // Covered by a checkpoint: complete and finalized when the next one began.
+            let len = std::fs::metadata(&name)
+                .map_err(|e| Error::io(format!("reading {}", name.display()), e))?
+                .len();
+            segments.push((id, len));
+            continue;
+        }
+        let from = if id == start.segment_id {
+            start.offset
+        } else {
+            0
+        };
         let file = segment::open(dir, id, writable)
             .map_err(|e| Error::io(format!("opening {}", name.display()), e))?;
         let file_len = file
             .metadata()
             .map_err(|e| Error::io(format!("reading {}", name.display()), e))?
             .len();
-        let mut scanner = Scanner::new(file, 0, file_len);
+        if from > file_len {
+            return Err(Error::corrupt(format!(
+                "{} is shorter ({file_len} bytes) than the checkpoint says ({from})",
+                name.display()
+            )));
+        }
+        let mut scanner = Scanner::new(file, from, file_len);
         info.segments_scanned += 1;
         // Records of a batch whose last record has not been seen yet.
         let mut pending: Vec<(Position, Record)> = Vec::new();
@@ -189,7 +216,9 @@ fn classify_tail(file: &File, from: u64, file_len: u64) -> io::Result<Tail> {
                 continue;
             }
             if record::decode(&buf[i..]).is_ok() {
-                return Ok(Tail::ValidAfter { at: start + i as u64 });
+                return Ok(Tail::ValidAfter {
+                    at: start + i as u64,
+                });
             }
         }
         if start + len >= data_end {
@@ -254,7 +283,12 @@ fn data_region(file: &File, at: u64) -> io::Result<Option<(u64, u64)>> {
             let end = seek(start, libc::SEEK_HOLE)?.unwrap_or(len);
             Ok(Some((start, end.max(start))))
         }
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)) => {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)
+            ) =>
+        {
             Ok(Some((at, len)))
         }
         Err(e) => Err(e),

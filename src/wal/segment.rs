@@ -41,7 +41,10 @@ pub fn open(dir: &Path, id: u64, writable: bool) -> io::Result<File> {
     let p = path(dir, id);
     let file = OpenOptions::new().read(true).write(writable).open(&p)?;
     if !file.metadata()?.is_file() {
-        return Err(io::Error::other(format!("{} is not a regular file", p.display())));
+        return Err(io::Error::other(format!(
+            "{} is not a regular file",
+            p.display()
+        )));
     }
     Ok(file)
 }

@@ -1,0 +1,86 @@
+# evstore: `make demo` builds the library and runs the C example; `make test` runs every
+# test (Rust, C under valgrind, Go, C++). `make bench` measures; `make install PREFIX=...`.
+
+PREFIX   ?= /usr/local
+VERSION  := 0.1.0
+SONAME   := libevstore.so.0
+CARGO    ?= cargo
+BUILD    := build
+LIBDIR   := $(BUILD)/lib
+CC       ?= cc
+CFLAGS   ?= -std=c99 -O2 -Wall -Wextra -Wpedantic -Werror
+TARGET   := target/release
+
+.PHONY: all lib header demo test test-rust test-c test-go test-cpp test-pkgconfig bench stress install clean lint
+
+all: lib
+
+lib:
+	$(CARGO) build --release --lib
+	mkdir -p $(LIBDIR)/pkgconfig
+	cp $(TARGET)/libevstore.so $(LIBDIR)/libevstore.so.$(VERSION)
+	ln -sf libevstore.so.$(VERSION) $(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(LIBDIR)/libevstore.so
+	cp $(TARGET)/libevstore.a $(LIBDIR)/libevstore.a
+	sed -e 's|@PREFIX@|$(abspath $(BUILD))|' -e 's|@INCLUDEDIR@|$(abspath include)|' \
+	    -e 's|@VERSION@|$(VERSION)|' evstore.pc.in > $(LIBDIR)/pkgconfig/evstore.pc
+
+# Regenerates include/evstore.h from src/ffi (commit the result).
+header:
+	EVSTORE_WRITE_HEADER=1 $(CARGO) build --release --lib
+
+$(BUILD)/bank: examples-c/bank.c lib
+	$(CC) $(CFLAGS) -Iinclude $< -L$(LIBDIR) -levstore -o $@
+
+demo: $(BUILD)/bank
+	rm -rf $(BUILD)/demo-store
+	LD_LIBRARY_PATH=$(LIBDIR) ./$(BUILD)/bank $(BUILD)/demo-store
+
+test: lib test-rust test-c test-go test-cpp test-pkgconfig
+	@echo "make test: all suites passed"
+
+test-rust:
+	$(CARGO) test --release
+
+test-c: lib
+	bash tests/c/run.sh
+
+test-go: lib
+	@if [ -d bindings/go ]; then cd bindings/go && CGO_ENABLED=1 go test ./...; else echo "no Go binding yet"; fi
+
+test-cpp: lib
+	@if [ -f bindings/cpp/run.sh ]; then bash bindings/cpp/run.sh; else echo "no C++ binding yet"; fi
+
+# The installed pkg-config file links a program, dynamically and statically.
+test-pkgconfig: lib
+	rm -rf $(BUILD)/pkgtest
+	$(MAKE) --no-print-directory install PREFIX=$(abspath $(BUILD))/pkgtest
+	PKG_CONFIG_PATH=$(BUILD)/pkgtest/lib/pkgconfig $(CC) $(CFLAGS) examples-c/bank.c \
+	    $$(PKG_CONFIG_PATH=$(BUILD)/pkgtest/lib/pkgconfig pkg-config --cflags --libs evstore) -o $(BUILD)/pkgtest/bank
+	rm -rf $(BUILD)/pkgtest/store && LD_LIBRARY_PATH=$(BUILD)/pkgtest/lib $(BUILD)/pkgtest/bank $(BUILD)/pkgtest/store > /dev/null
+	PKG_CONFIG_PATH=$(BUILD)/pkgtest/lib/pkgconfig $(CC) $(CFLAGS) -static-libgcc examples-c/bank.c \
+	    $$(PKG_CONFIG_PATH=$(BUILD)/pkgtest/lib/pkgconfig pkg-config --cflags evstore) \
+	    $(BUILD)/pkgtest/lib/libevstore.a $$(PKG_CONFIG_PATH=$(BUILD)/pkgtest/lib/pkgconfig pkg-config --libs.private --static evstore | sed 's/-levstore//') -o $(BUILD)/pkgtest/bank-static
+	rm -rf $(BUILD)/pkgtest/store && $(BUILD)/pkgtest/bank-static $(BUILD)/pkgtest/store > /dev/null
+	@echo "pkg-config: 2 passed, 0 failed"
+
+bench: lib
+	bash bench/run.sh
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+install: lib
+	install -d $(PREFIX)/lib/pkgconfig $(PREFIX)/include
+	install -m 0644 include/evstore.h include/module.modulemap $(PREFIX)/include/
+	install -m 0755 $(LIBDIR)/libevstore.so.$(VERSION) $(PREFIX)/lib/
+	ln -sf libevstore.so.$(VERSION) $(PREFIX)/lib/$(SONAME)
+	ln -sf $(SONAME) $(PREFIX)/lib/libevstore.so
+	install -m 0644 $(LIBDIR)/libevstore.a $(PREFIX)/lib/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@INCLUDEDIR@|$(PREFIX)/include|' \
+	    -e 's|@VERSION@|$(VERSION)|' evstore.pc.in > $(PREFIX)/lib/pkgconfig/evstore.pc
+
+clean:
+	rm -rf $(BUILD)
+	$(CARGO) clean

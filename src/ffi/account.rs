@@ -1,0 +1,190 @@
+//! The bank-account domain's C surface.
+
+use super::args::{handle, opt_str_arg, out_arg, str_arg, write_opt, write_out};
+use super::status::*;
+use super::store::evs_store;
+use crate::account::Account;
+use std::ffi::c_char;
+
+/// An account as its events leave it (caller-owned).
+#[repr(C)]
+pub struct evs_account {
+    pub balance: i64,
+    pub is_closed: bool,
+    /// Three letters, NUL-terminated ("USD").
+    pub currency: [c_char; 4],
+    /// Events applied to this account.
+    pub version: u64,
+    /// Position of its last event.
+    pub last_position: u64,
+}
+
+fn to_c(a: &Account) -> evs_account {
+    let mut currency = [0 as c_char; 4];
+    for (d, s) in currency.iter_mut().zip(a.currency.bytes().take(3)) {
+        *d = s as c_char;
+    }
+    evs_account {
+        balance: a.balance,
+        is_closed: a.is_closed,
+        currency,
+        version: a.version,
+        last_position: a.last_position,
+    }
+}
+
+/// Opens account `account_id` (1..=256 bytes of UTF-8) with `initial_balance` (>= 0) in
+/// `currency` (three upper-case letters; NULL: "USD"). `*out_position` may be NULL.
+///
+/// Thread safety: any thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store or id,
+/// bad UTF-8, empty or long id, negative balance, bad currency); EVS_ERR_ALREADY_EXISTS;
+/// EVS_ERR_READ_ONLY; EVS_ERR_IO.
+#[no_mangle]
+pub unsafe extern "C" fn evs_account_open(
+    s: *mut evs_store,
+    account_id: *const c_char,
+    initial_balance: i64,
+    currency: *const c_char,
+    out_position: *mut u64,
+) -> evs_status {
+    boundary(|| {
+        // SAFETY: C API contract for each pointer.
+        let store = unsafe { handle(s, "store") }?;
+        let id = unsafe { str_arg(account_id, "account_id") }?;
+        let currency = unsafe { opt_str_arg(currency, "currency") }?;
+        let p = store.bank.open_account(id, initial_balance, currency)?;
+        write_opt(out_position, p);
+        Ok(EVS_OK)
+    })
+}
+
+/// Deposits `amount` (> 0). `*out_position` may be NULL.
+///
+/// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT; EVS_ERR_NOT_FOUND; EVS_ERR_ACCOUNT_CLOSED;
+/// EVS_ERR_OVERFLOW; EVS_ERR_READ_ONLY; EVS_ERR_IO. Thread safety: any thread.
+#[no_mangle]
+pub unsafe extern "C" fn evs_account_deposit(
+    s: *mut evs_store,
+    account_id: *const c_char,
+    amount: i64,
+    out_position: *mut u64,
+) -> evs_status {
+    boundary(|| {
+        // SAFETY: C API contract for each pointer.
+        let store = unsafe { handle(s, "store") }?;
+        let id = unsafe { str_arg(account_id, "account_id") }?;
+        let p = store.bank.deposit(id, amount)?;
+        write_opt(out_position, p);
+        Ok(EVS_OK)
+    })
+}
+
+/// Withdraws `amount` (> 0) if the balance covers it. `*out_position` may be NULL.
+///
+/// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT; EVS_ERR_NOT_FOUND; EVS_ERR_ACCOUNT_CLOSED;
+/// EVS_ERR_INSUFFICIENT_FUNDS; EVS_ERR_READ_ONLY; EVS_ERR_IO. Thread safety: any thread.
+#[no_mangle]
+pub unsafe extern "C" fn evs_account_withdraw(
+    s: *mut evs_store,
+    account_id: *const c_char,
+    amount: i64,
+    out_position: *mut u64,
+) -> evs_status {
+    boundary(|| {
+        // SAFETY: C API contract for each pointer.
+        let store = unsafe { handle(s, "store") }?;
+        let id = unsafe { str_arg(account_id, "account_id") }?;
+        let p = store.bank.withdraw(id, amount)?;
+        write_opt(out_position, p);
+        Ok(EVS_OK)
+    })
+}
+
+/// Moves `amount` (> 0) between two different accounts of one currency, in one atomic
+/// append to both streams. `*out_position` (may be NULL) gets the withdrawal's position.
+///
+/// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (also from == to); EVS_ERR_NOT_FOUND;
+/// EVS_ERR_ACCOUNT_CLOSED; EVS_ERR_INSUFFICIENT_FUNDS; EVS_ERR_OVERFLOW;
+/// EVS_ERR_CURRENCY_MISMATCH; EVS_ERR_READ_ONLY; EVS_ERR_IO. Thread safety: any thread.
+#[no_mangle]
+pub unsafe extern "C" fn evs_account_transfer(
+    s: *mut evs_store,
+    from_id: *const c_char,
+    to_id: *const c_char,
+    amount: i64,
+    out_position: *mut u64,
+) -> evs_status {
+    boundary(|| {
+        // SAFETY: C API contract for each pointer.
+        let store = unsafe { handle(s, "store") }?;
+        let from = unsafe { str_arg(from_id, "from_id") }?;
+        let to = unsafe { str_arg(to_id, "to_id") }?;
+        let p = store.bank.transfer(from, to, amount)?;
+        write_opt(out_position, p);
+        Ok(EVS_OK)
+    })
+}
+
+/// Closes an account (further deposits, withdrawals and transfers are refused).
+///
+/// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT; EVS_ERR_NOT_FOUND; EVS_ERR_ACCOUNT_CLOSED
+/// (already closed); EVS_ERR_READ_ONLY; EVS_ERR_IO. Thread safety: any thread.
+#[no_mangle]
+pub unsafe extern "C" fn evs_account_close(
+    s: *mut evs_store,
+    account_id: *const c_char,
+    out_position: *mut u64,
+) -> evs_status {
+    boundary(|| {
+        // SAFETY: C API contract for each pointer.
+        let store = unsafe { handle(s, "store") }?;
+        let id = unsafe { str_arg(account_id, "account_id") }?;
+        let p = store.bank.close_account(id)?;
+        write_opt(out_position, p);
+        Ok(EVS_OK)
+    })
+}
+
+/// The account now, from the in-memory projection.
+///
+/// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, bad id); EVS_ERR_NOT_FOUND.
+/// Thread safety: any thread.
+#[no_mangle]
+pub unsafe extern "C" fn evs_account_get(
+    s: *mut evs_store,
+    account_id: *const c_char,
+    out: *mut evs_account,
+) -> evs_status {
+    boundary(|| {
+        // SAFETY: C API contract for each pointer.
+        let store = unsafe { handle(s, "store") }?;
+        let id = unsafe { str_arg(account_id, "account_id") }?;
+        let out = out_arg(out, "out")?;
+        let a = store.bank.get(id)?;
+        write_out(out, to_c(&a));
+        Ok(EVS_OK)
+    })
+}
+
+/// The account as it was after its last event at or before `as_of_timestamp_us`,
+/// computed from the account's own events.
+///
+/// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT; EVS_ERR_NOT_FOUND (no such account, or not
+/// yet opened at that time); EVS_ERR_IO. Thread safety: any thread.
+#[no_mangle]
+pub unsafe extern "C" fn evs_account_get_at(
+    s: *mut evs_store,
+    account_id: *const c_char,
+    as_of_timestamp_us: u64,
+    out: *mut evs_account,
+) -> evs_status {
+    boundary(|| {
+        // SAFETY: C API contract for each pointer.
+        let store = unsafe { handle(s, "store") }?;
+        let id = unsafe { str_arg(account_id, "account_id") }?;
+        let out = out_arg(out, "out")?;
+        let a = store.bank.get_at(id, as_of_timestamp_us)?;
+        write_out(out, to_c(&a));
+        Ok(EVS_OK)
+    })
+}

@@ -1,0 +1,93 @@
+//! Checking what comes in from C: pointers, strings, byte ranges. Every check fails with
+//! `EVS_ERR_INVALID_ARGUMENT` and a message naming the argument.
+
+use crate::error::{Error, Result};
+use std::ffi::{c_char, CStr};
+
+/// A required NUL-terminated UTF-8 string.
+///
+/// # Safety
+/// `p` is NULL or points to a NUL-terminated string that outlives `'a`.
+pub(crate) unsafe fn str_arg<'a>(p: *const c_char, name: &str) -> Result<&'a str> {
+    if p.is_null() {
+        return Err(Error::invalid(format!("{name} is NULL")));
+    }
+    // SAFETY: the caller guarantees a NUL-terminated string (the C API contract).
+    let c = unsafe { CStr::from_ptr(p) };
+    c.to_str()
+        .map_err(|_| Error::invalid(format!("{name} is not valid UTF-8")))
+}
+
+/// An optional string: NULL gives `None`.
+///
+/// # Safety
+/// As for `str_arg`.
+pub(crate) unsafe fn opt_str_arg<'a>(p: *const c_char, name: &str) -> Result<Option<&'a str>> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: forwarded contract.
+    unsafe { str_arg(p, name) }.map(Some)
+}
+
+/// A byte range; the pointer may be NULL only when the length is 0.
+///
+/// # Safety
+/// `p` is NULL or points to `len` readable bytes that outlive `'a`.
+pub(crate) unsafe fn bytes_arg<'a>(p: *const u8, len: usize, name: &str) -> Result<&'a [u8]> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if p.is_null() {
+        return Err(Error::invalid(format!(
+            "{name} is NULL but its length is {len}"
+        )));
+    }
+    if len > isize::MAX as usize {
+        return Err(Error::invalid(format!(
+            "{name}'s length {len} is impossible"
+        )));
+    }
+    // SAFETY: the caller guarantees `len` readable bytes at `p`.
+    Ok(unsafe { std::slice::from_raw_parts(p, len) })
+}
+
+/// A required out-pointer.
+pub(crate) fn out_arg<T>(p: *mut T, name: &str) -> Result<*mut T> {
+    if p.is_null() {
+        return Err(Error::invalid(format!("{name} is NULL")));
+    }
+    Ok(p)
+}
+
+/// A required handle.
+///
+/// # Safety
+/// `p` is NULL or a live handle of this type, which outlives `'a`.
+pub(crate) unsafe fn handle<'a, T>(p: *const T, name: &str) -> Result<&'a T> {
+    // SAFETY: the caller guarantees a live handle or NULL.
+    unsafe { p.as_ref() }.ok_or_else(|| Error::invalid(format!("{name} is NULL")))
+}
+
+/// A required mutable handle (single-thread objects like cursors).
+///
+/// # Safety
+/// `p` is NULL or a live handle of this type, used by one thread at a time.
+pub(crate) unsafe fn handle_mut<'a, T>(p: *mut T, name: &str) -> Result<&'a mut T> {
+    // SAFETY: the caller guarantees a live handle or NULL, not shared across threads.
+    unsafe { p.as_mut() }.ok_or_else(|| Error::invalid(format!("{name} is NULL")))
+}
+
+/// Writes `v` through an out-pointer that was checked non-NULL.
+pub(crate) fn write_out<T>(p: *mut T, v: T) {
+    // SAFETY: every caller passes a pointer checked by `out_arg`, which the C caller
+    // promises points to writable memory of type T.
+    unsafe { p.write(v) }
+}
+
+/// Writes through an optional out-pointer (NULL means "not wanted").
+pub(crate) fn write_opt<T>(p: *mut T, v: T) {
+    if !p.is_null() {
+        write_out(p, v);
+    }
+}

@@ -1,0 +1,17 @@
+//! The C ABI: opaque handles, status codes, the last-error message, the panic boundary
+//! and the global runtime. `include/evstore.h` is generated from this folder.
+#![allow(non_camel_case_types)]
+// Every exported function checks its pointers itself; their safety contract is the C
+// API's, stated in each doc comment.
+#![allow(clippy::missing_safety_doc)]
+
+mod account;
+mod args;
+mod stats;
+mod status;
+mod store;
+
+pub use account::*;
+pub use stats::*;
+pub use status::*;
+pub use store::*;

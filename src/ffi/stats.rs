@@ -1,0 +1,178 @@
+//! Stats and Prometheus metrics for C callers.
+
+use super::args::{handle, out_arg, write_out};
+use super::status::*;
+use super::store::evs_store;
+use std::ffi::{c_char, CString};
+use std::fmt::Write;
+
+/// Counters of a store since it was opened (events and bytes: of the whole log).
+#[repr(C)]
+pub struct evs_stats {
+    pub events: u64,
+    pub streams: u64,
+    pub bytes_on_disk: u64,
+    pub segments: u64,
+    /// Append calls since open.
+    pub appends: u64,
+    pub fsyncs: u64,
+    /// Upper bounds of the fsync latency's median and 99th percentile, microseconds.
+    pub fsync_p50_us: u64,
+    pub fsync_p99_us: u64,
+    pub open_time_us: u64,
+    pub snapshots: u64,
+    /// Memory held by the indexes for their events.
+    pub index_bytes: u64,
+    pub accounts: u64,
+}
+
+/// Fills `*out` with the store's counters.
+///
+/// Returns EVS_OK or EVS_ERR_INVALID_ARGUMENT (NULL). Thread safety: any thread.
+#[no_mangle]
+pub unsafe extern "C" fn evs_stats_get(s: *mut evs_store, out: *mut evs_stats) -> evs_status {
+    boundary(|| {
+        // SAFETY: `s` is NULL or a live store.
+        let store = unsafe { handle(s, "store") }?;
+        let out = out_arg(out, "out")?;
+        let st = store.bank.store().stats();
+        write_out(
+            out,
+            evs_stats {
+                events: st.events,
+                streams: st.streams,
+                bytes_on_disk: st.bytes_on_disk,
+                segments: st.segments,
+                appends: st.appends,
+                fsyncs: st.fsyncs,
+                fsync_p50_us: st.fsync_p50_us,
+                fsync_p99_us: st.fsync_p99_us,
+                open_time_us: st.open_time_us,
+                snapshots: st.snapshots,
+                index_bytes: st.index_bytes,
+                accounts: store.bank.accounts().len() as u64,
+            },
+        );
+        Ok(EVS_OK)
+    })
+}
+
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The store's counters in the Prometheus text exposition format.
+///
+/// Ownership: `*out_text` belongs to the caller, who frees it with `evs_string_free`.
+/// Returns EVS_OK or EVS_ERR_INVALID_ARGUMENT (NULL). Thread safety: any thread.
+#[no_mangle]
+pub unsafe extern "C" fn evs_metrics_text(
+    s: *mut evs_store,
+    out_text: *mut *mut c_char,
+) -> evs_status {
+    boundary(|| {
+        // SAFETY: `s` is NULL or a live store.
+        let store = unsafe { handle(s, "store") }?;
+        let out = out_arg(out_text, "out_text")?;
+        let st = store.bank.store().stats();
+        let mut t = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                t,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        };
+        metric(
+            "evstore_events_total",
+            "counter",
+            "Events in the log.",
+            st.events,
+        );
+        metric(
+            "evstore_appends_total",
+            "counter",
+            "Append calls since open.",
+            st.appends,
+        );
+        metric(
+            "evstore_fsyncs_total",
+            "counter",
+            "fdatasync calls since open.",
+            st.fsyncs,
+        );
+        metric(
+            "evstore_snapshots_total",
+            "counter",
+            "Snapshots written since open.",
+            st.snapshots,
+        );
+        metric(
+            "evstore_streams",
+            "gauge",
+            "Streams in the store.",
+            st.streams,
+        );
+        metric(
+            "evstore_bytes_on_disk",
+            "gauge",
+            "Logical bytes of the log.",
+            st.bytes_on_disk,
+        );
+        metric(
+            "evstore_segments",
+            "gauge",
+            "Segment files of the log.",
+            st.segments,
+        );
+        metric(
+            "evstore_fsync_p50_microseconds",
+            "gauge",
+            "Median fdatasync latency (bucket bound).",
+            st.fsync_p50_us,
+        );
+        metric(
+            "evstore_fsync_p99_microseconds",
+            "gauge",
+            "99th percentile fdatasync latency (bucket bound).",
+            st.fsync_p99_us,
+        );
+        metric(
+            "evstore_open_time_microseconds",
+            "gauge",
+            "Time the last open took.",
+            st.open_time_us,
+        );
+        metric(
+            "evstore_index_bytes",
+            "gauge",
+            "Memory held by the indexes.",
+            st.index_bytes,
+        );
+        let _ = writeln!(
+            t,
+            "# HELP evstore_events_by_type_total Events in the log by type."
+        );
+        let _ = writeln!(t, "# TYPE evstore_events_by_type_total counter");
+        for (ty, n) in &st.events_by_type {
+            let _ = writeln!(
+                t,
+                "evstore_events_by_type_total{{type=\"{}\"}} {n}",
+                escape_label(ty)
+            );
+        }
+        let c = CString::new(t.replace('\0', "")).unwrap_or_default();
+        write_out(out, c.into_raw());
+        Ok(EVS_OK)
+    })
+}
+
+/// Frees a string the library returned (e.g. from `evs_metrics_text`). NULL is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn evs_string_free(text: *mut c_char) {
+    if !text.is_null() {
+        // SAFETY: `text` came from CString::into_raw in this library and is freed once.
+        drop(unsafe { CString::from_raw(text) });
+    }
+}

@@ -1,0 +1,588 @@
+//! The store's C surface: options, open/close/sync, appends, reads and cursors.
+
+use super::args::{bytes_arg, handle, handle_mut, out_arg, str_arg, write_opt, write_out};
+use super::status::*;
+use crate::account::Bank;
+use crate::error::{Error, Result};
+use crate::store::{
+    BackwardCursor, EventInput, EventRef, ExpectedVersion, ForwardCursor, StoreOptions,
+    StreamCursor,
+};
+use crate::wal::FsyncPolicy;
+use std::ffi::c_char;
+use std::time::Duration;
+
+/// Fsync policy: an append returns after its bytes are on disk (group commit).
+pub const EVS_FSYNC_ALWAYS: evs_fsync_policy = 0;
+/// Fsync policy: every acknowledged event is on disk within the batch window.
+pub const EVS_FSYNC_BATCH: evs_fsync_policy = 1;
+/// Fsync policy: the OS decides; `evs_sync` and `evs_close` make everything durable.
+pub const EVS_FSYNC_OS: evs_fsync_policy = 2;
+/// One of the `EVS_FSYNC_*` values.
+pub type evs_fsync_policy = i32;
+
+/// Expected version: no check.
+pub const EVS_VERSION_ANY: i64 = -1;
+/// Expected version: the stream must not exist yet.
+pub const EVS_VERSION_NO_STREAM: i64 = -2;
+/// Expected version: the stream must exist.
+pub const EVS_VERSION_EXISTS: i64 = -3;
+
+/// Options for `evs_open` (opaque). Not thread-safe; free with `evs_options_free`.
+pub struct evs_options {
+    pub(crate) inner: StoreOptions,
+}
+
+/// An open store (opaque). Thread-safe: any number of threads may use one at once.
+pub struct evs_store {
+    pub(crate) bank: Bank,
+}
+
+/// A cursor over events (opaque). Single-thread: use it from one thread at a time.
+pub struct evs_cursor {
+    kind: CursorKind,
+}
+
+enum CursorKind {
+    Forward(ForwardCursor),
+    Backward(BackwardCursor),
+    Stream(StreamCursor),
+}
+
+/// What `evs_open` found and did.
+#[repr(C)]
+pub struct evs_recovery_info {
+    /// Records that passed their checksum during recovery (the tail after a snapshot).
+    pub valid_records: u64,
+    pub segments_scanned: u64,
+    /// Bytes of a torn tail that were cut off.
+    pub bytes_truncated: u64,
+    /// A torn tail was truncated.
+    pub corruption_detected: bool,
+    /// The position the next event will get.
+    pub next_position: u64,
+    /// Events covered by the snapshot used; UINT64_MAX when none was used.
+    pub snapshot_position: u64,
+}
+
+/// One event to append (caller-owned).
+#[repr(C)]
+pub struct evs_event_input {
+    /// NUL-terminated UTF-8, 1..=1024 bytes.
+    pub event_type: *const c_char,
+    pub payload: *const u8,
+    pub payload_len: usize,
+    /// May be NULL when metadata_len is 0.
+    pub metadata: *const u8,
+    pub metadata_len: usize,
+    /// 0 is stored as 1.
+    pub schema_version: u32,
+}
+
+/// A borrowed view of a stored event: valid until the next call on the same cursor (or
+/// until the callback returns). `stream` and `event_type` are not NUL-terminated.
+#[repr(C)]
+pub struct evs_event {
+    /// Global, gapless, from 0.
+    pub position: u64,
+    /// Microseconds since the Unix epoch; never decreasing along positions.
+    pub timestamp_us: u64,
+    /// "" (length 0) for events with no stream.
+    pub stream: *const c_char,
+    pub stream_len: usize,
+    pub stream_version: u64,
+    pub event_type: *const c_char,
+    pub event_type_len: usize,
+    pub schema_version: u32,
+    pub payload: *const u8,
+    pub payload_len: usize,
+    pub metadata: *const u8,
+    pub metadata_len: usize,
+}
+
+impl evs_event {
+    pub(crate) fn view(e: &EventRef<'_>) -> evs_event {
+        evs_event {
+            position: e.position,
+            timestamp_us: e.timestamp_us,
+            stream: e.stream.as_ptr().cast(),
+            stream_len: e.stream.len(),
+            stream_version: e.stream_version,
+            event_type: e.event_type.as_ptr().cast(),
+            event_type_len: e.event_type.len(),
+            schema_version: e.schema_version,
+            payload: e.payload.as_ptr(),
+            payload_len: e.payload.len(),
+            metadata: e.metadata.as_ptr(),
+            metadata_len: e.metadata.len(),
+        }
+    }
+}
+
+/// Creates options with the defaults: EVS_FSYNC_BATCH with a 5 ms window, 128 MiB
+/// segments, preallocation on, read-write, no automatic snapshots.
+///
+/// Ownership: the caller owns the result and frees it with `evs_options_free`.
+/// Returns NULL only if memory runs out. Thread safety: any thread.
+#[no_mangle]
+pub extern "C" fn evs_options_new() -> *mut evs_options {
+    Box::into_raw(Box::new(evs_options {
+        inner: StoreOptions::default(),
+    }))
+}
+
+/// Frees options. NULL is a no-op.
+///
+/// Ownership: takes `o`, which was returned by `evs_options_new`. Thread safety: not
+/// while another thread uses `o`.
+#[no_mangle]
+pub unsafe extern "C" fn evs_options_free(o: *mut evs_options) {
+    if !o.is_null() {
+        // SAFETY: `o` came from Box::into_raw in evs_options_new and is freed once.
+        drop(unsafe { Box::from_raw(o) });
+    }
+}
+
+/// Sets the fsync policy; `batch_window_ms` (1..=10000) is used only with EVS_FSYNC_BATCH.
+///
+/// Returns EVS_OK, or EVS_ERR_INVALID_ARGUMENT for a NULL `o`, an unknown policy or a
+/// window out of range. Thread safety: not while another thread uses `o`.
+#[no_mangle]
+pub unsafe extern "C" fn evs_options_set_fsync(
+    o: *mut evs_options,
+    p: evs_fsync_policy,
+    batch_window_ms: u32,
+) -> evs_status {
+    boundary(|| {
+        // SAFETY: `o` is NULL or a live options object (C API contract).
+        let o = unsafe { handle_mut(o, "options") }?;
+        o.inner.fsync = match p {
+            EVS_FSYNC_ALWAYS => FsyncPolicy::Always,
+            EVS_FSYNC_BATCH => {
+                if !(1..=10_000).contains(&batch_window_ms) {
+                    return Err(Error::invalid(format!(
+                        "batch_window_ms {batch_window_ms} is outside 1..=10000"
+                    )));
+                }
+                FsyncPolicy::Batch(Duration::from_millis(batch_window_ms as u64))
+            }
+            EVS_FSYNC_OS => FsyncPolicy::Os,
+            other => return Err(Error::invalid(format!("unknown fsync policy {other}"))),
+        };
+        Ok(EVS_OK)
+    })
+}
+
+/// Sets the segment size at which the log starts a new file (64 KiB ..= 1 TiB).
+///
+/// Returns EVS_OK, or EVS_ERR_INVALID_ARGUMENT for a NULL `o` or a size out of range.
+/// Thread safety: not while another thread uses `o`.
+#[no_mangle]
+pub unsafe extern "C" fn evs_options_set_max_segment_size(
+    o: *mut evs_options,
+    bytes: u64,
+) -> evs_status {
+    boundary(|| {
+        // SAFETY: `o` is NULL or a live options object (C API contract).
+        let o = unsafe { handle_mut(o, "options") }?;
+        let range = crate::wal::MIN_SEGMENT_SIZE..=crate::wal::MAX_SEGMENT_SIZE;
+        if !range.contains(&bytes) {
+            return Err(Error::invalid(format!(
+                "max segment size {bytes} is outside {}..={}",
+                range.start(),
+                range.end()
+            )));
+        }
+        o.inner.max_segment_size = bytes;
+        Ok(EVS_OK)
+    })
+}
+
+/// Turns preallocation of new segments (fallocate) on or off.
+///
+/// Returns EVS_OK, or EVS_ERR_INVALID_ARGUMENT for a NULL `o`.
+#[no_mangle]
+pub unsafe extern "C" fn evs_options_set_preallocate(o: *mut evs_options, on: bool) -> evs_status {
+    boundary(|| {
+        // SAFETY: `o` is NULL or a live options object (C API contract).
+        unsafe { handle_mut(o, "options") }?.inner.preallocate = on;
+        Ok(EVS_OK)
+    })
+}
+
+/// Opens read-only: no lock, no file modified, writes refused with EVS_ERR_READ_ONLY;
+/// new events of a writing process appear on later reads.
+///
+/// Returns EVS_OK, or EVS_ERR_INVALID_ARGUMENT for a NULL `o`.
+#[no_mangle]
+pub unsafe extern "C" fn evs_options_set_read_only(o: *mut evs_options, on: bool) -> evs_status {
+    boundary(|| {
+        // SAFETY: `o` is NULL or a live options object (C API contract).
+        unsafe { handle_mut(o, "options") }?.inner.read_only = on;
+        Ok(EVS_OK)
+    })
+}
+
+/// Takes a snapshot automatically every `events` events (0 = never).
+///
+/// Returns EVS_OK, or EVS_ERR_INVALID_ARGUMENT for a NULL `o`.
+#[no_mangle]
+pub unsafe extern "C" fn evs_options_set_snapshot_every(
+    o: *mut evs_options,
+    events: u64,
+) -> evs_status {
+    boundary(|| {
+        // SAFETY: `o` is NULL or a live options object (C API contract).
+        unsafe { handle_mut(o, "options") }?.inner.snapshot_every = events;
+        Ok(EVS_OK)
+    })
+}
+
+/// Opens (creating if needed; the parent directory must exist) the store at `path`,
+/// recovering its log, and reports what recovery did in `out_info` (may be NULL).
+///
+/// Ownership: `*out_store` belongs to the caller, who closes it with `evs_close`; `opts`
+/// stays the caller's (NULL: defaults). Thread safety: any thread.
+/// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL path/out_store, bad UTF-8);
+/// EVS_ERR_LOCKED (another writer has it open); EVS_ERR_NOT_FOUND (read-only open of a
+/// missing store); EVS_ERR_CORRUPT (damage beyond a torn tail); EVS_ERR_IO (the OS
+/// refused: permissions, a path that is a file, ...); EVS_ERR_INTERNAL.
+#[no_mangle]
+pub unsafe extern "C" fn evs_open(
+    path: *const c_char,
+    opts: *const evs_options,
+    out_store: *mut *mut evs_store,
+    out_info: *mut evs_recovery_info,
+) -> evs_status {
+    boundary(|| {
+        // SAFETY: C API contract: a NUL-terminated path, live options or NULL.
+        let path = unsafe { str_arg(path, "path") }?;
+        let out_store = out_arg(out_store, "out_store")?;
+        if path.is_empty() {
+            return Err(Error::invalid("path is empty"));
+        }
+        // SAFETY: `opts` is NULL or a live options object.
+        let options = unsafe { opts.as_ref() }
+            .map(|o| o.inner.clone())
+            .unwrap_or_default();
+        let (bank, report) = Bank::open(path, options)?;
+        let info = evs_recovery_info {
+            valid_records: report.wal.valid_records,
+            segments_scanned: report.wal.segments_scanned,
+            bytes_truncated: report.wal.bytes_truncated,
+            corruption_detected: report.wal.corruption_detected,
+            next_position: report.next_position,
+            snapshot_position: report.snapshot_position.unwrap_or(u64::MAX),
+        };
+        write_opt(out_info, info);
+        write_out(out_store, Box::into_raw(Box::new(evs_store { bank })));
+        Ok(EVS_OK)
+    })
+}
+
+/// Makes every appended event durable (fdatasync), under any policy.
+///
+/// Returns EVS_OK (also for a read-only store), EVS_ERR_INVALID_ARGUMENT (NULL `s`),
+/// EVS_ERR_IO. Thread safety: any thread.
+#[no_mangle]
+pub unsafe extern "C" fn evs_sync(s: *mut evs_store) -> evs_status {
+    boundary(|| {
+        // SAFETY: `s` is NULL or a live store.
+        unsafe { handle(s, "store") }?.bank.store().sync()?;
+        Ok(EVS_OK)
+    })
+}
+
+/// Syncs, releases the lock and frees the store. NULL is a no-op. Cursors still open
+/// keep working on what they can read but should be freed first.
+///
+/// Ownership: takes `s`. Thread safety: no other thread may use `s` during or after.
+/// Returns EVS_OK or EVS_ERR_IO (the final sync failed; the store is freed anyway).
+#[no_mangle]
+pub unsafe extern "C" fn evs_close(s: *mut evs_store) -> evs_status {
+    if s.is_null() {
+        return EVS_OK;
+    }
+    boundary(|| {
+        // SAFETY: `s` came from Box::into_raw in evs_open and is freed once.
+        let store = unsafe { Box::from_raw(s) };
+        store.bank.store().close()?;
+        Ok(EVS_OK)
+    })
+}
+
+/// Appends one event with no stream (the reference program's `append_event`).
+///
+/// `*out_position` (required) gets its position. Thread safety: any thread.
+/// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL or non-UTF-8 type, NULL payload with a
+/// length, NULL out_position, type of 0 or > 1024 bytes); EVS_ERR_TOO_LARGE (> 16 MiB);
+/// EVS_ERR_READ_ONLY; EVS_ERR_IO.
+#[no_mangle]
+pub unsafe extern "C" fn evs_append_event(
+    s: *mut evs_store,
+    event_type: *const c_char,
+    payload: *const u8,
+    payload_len: usize,
+    out_position: *mut u64,
+) -> evs_status {
+    boundary(|| {
+        // SAFETY: C API contract for each pointer.
+        let store = unsafe { handle(s, "store") }?;
+        let ty = unsafe { str_arg(event_type, "event_type") }?;
+        let payload = unsafe { bytes_arg(payload, payload_len, "payload") }?;
+        let out = out_arg(out_position, "out_position")?;
+        let p = store.bank.store().append_event(ty, payload)?;
+        write_out(out, p);
+        Ok(EVS_OK)
+    })
+}
+
+pub(crate) fn parse_expected(v: i64) -> Result<ExpectedVersion> {
+    Ok(match v {
+        EVS_VERSION_ANY => ExpectedVersion::Any,
+        EVS_VERSION_NO_STREAM => ExpectedVersion::NoStream,
+        EVS_VERSION_EXISTS => ExpectedVersion::Exists,
+        v if v >= 0 => ExpectedVersion::Exact(v as u64),
+        v => {
+            return Err(Error::invalid(format!(
+                "expected_version {v} is not -1, -2, -3 or >= 0"
+            )))
+        }
+    })
+}
+
+/// Appends `count` events to `stream` atomically, if the stream is at `expected_version`
+/// (EVS_VERSION_ANY, EVS_VERSION_NO_STREAM, EVS_VERSION_EXISTS, or the version of its
+/// last event). Optional outputs: the first event's position and the last one's version.
+///
+/// Thread safety: any thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, non-UTF-8,
+/// empty or > 1024-byte names, count 0, bad expected_version);
+/// EVS_ERR_WRONG_EXPECTED_VERSION (the message names the actual version);
+/// EVS_ERR_TOO_LARGE (an event > 16 MiB or a batch > 64 MiB); EVS_ERR_READ_ONLY; EVS_ERR_IO.
+#[no_mangle]
+pub unsafe extern "C" fn evs_append(
+    s: *mut evs_store,
+    stream: *const c_char,
+    expected_version: i64,
+    events: *const evs_event_input,
+    count: usize,
+    out_first_position: *mut u64,
+    out_stream_version: *mut u64,
+) -> evs_status {
+    boundary(|| {
+        // SAFETY: C API contract for each pointer.
+        let store = unsafe { handle(s, "store") }?;
+        let stream = unsafe { str_arg(stream, "stream") }?;
+        let expected = parse_expected(expected_version)?;
+        if count == 0 {
+            return Err(Error::invalid(
+                "count is 0: an append needs at least one event",
+            ));
+        }
+        if events.is_null() {
+            return Err(Error::invalid("events is NULL"));
+        }
+        // SAFETY: the caller passes `count` readable evs_event_input structs.
+        let raw = unsafe { std::slice::from_raw_parts(events, count) };
+        let mut inputs = Vec::with_capacity(count);
+        for (i, e) in raw.iter().enumerate() {
+            // SAFETY: each field follows the C API contract.
+            let event_type = unsafe { str_arg(e.event_type, &format!("events[{i}].event_type")) }?;
+            let payload =
+                unsafe { bytes_arg(e.payload, e.payload_len, &format!("events[{i}].payload")) }?;
+            let metadata =
+                unsafe { bytes_arg(e.metadata, e.metadata_len, &format!("events[{i}].metadata")) }?;
+            inputs.push(EventInput {
+                event_type,
+                payload,
+                metadata,
+                schema_version: e.schema_version,
+            });
+        }
+        let r = store.bank.store().append(stream, expected, &inputs)?;
+        write_opt(out_first_position, r.first_position);
+        write_opt(out_stream_version, r.stream_versions[0]);
+        Ok(EVS_OK)
+    })
+}
+
+fn new_cursor(out: *mut *mut evs_cursor, kind: CursorKind) {
+    write_out(out, Box::into_raw(Box::new(evs_cursor { kind })));
+}
+
+/// Opens a cursor over all events from `from_position` on. It sees events appended while
+/// it runs: EVS_END means "no more now".
+///
+/// Ownership: free `*out` with `evs_cursor_free`. Returns EVS_OK;
+/// EVS_ERR_INVALID_ARGUMENT (NULL); EVS_ERR_NOT_FOUND (`from_position` past the next
+/// position). Thread safety: any thread; the cursor itself is single-thread.
+#[no_mangle]
+pub unsafe extern "C" fn evs_read_all(
+    s: *mut evs_store,
+    from_position: u64,
+    out: *mut *mut evs_cursor,
+) -> evs_status {
+    boundary(|| {
+        // SAFETY: `s` is NULL or a live store.
+        let store = unsafe { handle(s, "store") }?;
+        let out = out_arg(out, "out")?;
+        let c = store.bank.store().read_all(from_position)?;
+        new_cursor(out, CursorKind::Forward(c));
+        Ok(EVS_OK)
+    })
+}
+
+/// Opens a cursor from `from_position` (inclusive; UINT64_MAX or past the end: the last
+/// event) down to position 0. It does not see later appends.
+///
+/// Ownership: free `*out` with `evs_cursor_free`. Returns EVS_OK or
+/// EVS_ERR_INVALID_ARGUMENT (NULL). Thread safety: any thread.
+#[no_mangle]
+pub unsafe extern "C" fn evs_read_all_backward(
+    s: *mut evs_store,
+    from_position: u64,
+    out: *mut *mut evs_cursor,
+) -> evs_status {
+    boundary(|| {
+        // SAFETY: `s` is NULL or a live store.
+        let store = unsafe { handle(s, "store") }?;
+        let out = out_arg(out, "out")?;
+        let c = store.bank.store().read_all_backward(from_position)?;
+        new_cursor(out, CursorKind::Backward(c));
+        Ok(EVS_OK)
+    })
+}
+
+/// Opens a cursor over one stream from `from_version` on; it sees events appended to the
+/// stream while it runs.
+///
+/// Ownership: free `*out` with `evs_cursor_free`. Returns EVS_OK;
+/// EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024-byte name);
+/// EVS_ERR_NOT_FOUND (no such stream, or `from_version` > its version + 1).
+#[no_mangle]
+pub unsafe extern "C" fn evs_read_stream(
+    s: *mut evs_store,
+    stream: *const c_char,
+    from_version: u64,
+    out: *mut *mut evs_cursor,
+) -> evs_status {
+    boundary(|| {
+        // SAFETY: C API contract for each pointer.
+        let store = unsafe { handle(s, "store") }?;
+        let stream = unsafe { str_arg(stream, "stream") }?;
+        let out = out_arg(out, "out")?;
+        let c = store.bank.store().read_stream(stream, from_version)?;
+        new_cursor(out, CursorKind::Stream(c));
+        Ok(EVS_OK)
+    })
+}
+
+/// Opens a cursor over at most `max_events` events from `from_position` (the reference
+/// program's `poll_new_events`).
+///
+/// Ownership: free `*out` with `evs_cursor_free`. Returns EVS_OK;
+/// EVS_ERR_INVALID_ARGUMENT (NULL); EVS_ERR_NOT_FOUND (`from_position` past the end).
+#[no_mangle]
+pub unsafe extern "C" fn evs_poll(
+    s: *mut evs_store,
+    from_position: u64,
+    max_events: usize,
+    out: *mut *mut evs_cursor,
+) -> evs_status {
+    boundary(|| {
+        // SAFETY: `s` is NULL or a live store.
+        let store = unsafe { handle(s, "store") }?;
+        let out = out_arg(out, "out")?;
+        let c = store.bank.store().poll(from_position, max_events as u64)?;
+        new_cursor(out, CursorKind::Forward(c));
+        Ok(EVS_OK)
+    })
+}
+
+/// The next event: EVS_OK with `*out` filled (a view valid until the next call on this
+/// cursor or its free), EVS_END when there is none (now), or an error
+/// (EVS_ERR_INVALID_ARGUMENT for NULL, EVS_ERR_CORRUPT, EVS_ERR_IO).
+///
+/// Thread safety: one thread at a time per cursor.
+#[no_mangle]
+pub unsafe extern "C" fn evs_cursor_next(c: *mut evs_cursor, out: *mut evs_event) -> evs_status {
+    boundary(|| {
+        // SAFETY: `c` is NULL or a live cursor used by this thread only.
+        let c = unsafe { handle_mut(c, "cursor") }?;
+        let out = out_arg(out, "out")?;
+        let ev = match &mut c.kind {
+            CursorKind::Forward(f) => f.next()?.map(|e| evs_event::view(&e)),
+            CursorKind::Backward(b) => b.next()?.map(|e| evs_event::view(&e)),
+            CursorKind::Stream(s) => s.next()?.map(|e| evs_event::view(&e)),
+        };
+        match ev {
+            Some(v) => {
+                write_out(out, v);
+                Ok(EVS_OK)
+            }
+            None => Ok(EVS_END),
+        }
+    })
+}
+
+/// Frees a cursor. NULL is a no-op. Ownership: takes `c`.
+#[no_mangle]
+pub unsafe extern "C" fn evs_cursor_free(c: *mut evs_cursor) {
+    if !c.is_null() {
+        // SAFETY: `c` came from Box::into_raw in a cursor constructor and is freed once.
+        drop(unsafe { Box::from_raw(c) });
+    }
+}
+
+/// The first position whose timestamp is after `timestamp_us`; the next position if none.
+///
+/// Returns EVS_OK or EVS_ERR_INVALID_ARGUMENT (NULL). Thread safety: any thread.
+#[no_mangle]
+pub unsafe extern "C" fn evs_position_at(
+    s: *mut evs_store,
+    timestamp_us: u64,
+    out_position: *mut u64,
+) -> evs_status {
+    boundary(|| {
+        // SAFETY: `s` is NULL or a live store.
+        let store = unsafe { handle(s, "store") }?;
+        let out = out_arg(out_position, "out_position")?;
+        write_out(out, store.bank.store().position_after(timestamp_us));
+        Ok(EVS_OK)
+    })
+}
+
+/// The stream's current version (that of its last event), or -1 when it does not exist.
+///
+/// Returns EVS_OK or EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024 bytes).
+#[no_mangle]
+pub unsafe extern "C" fn evs_stream_version(
+    s: *mut evs_store,
+    stream: *const c_char,
+    out_version: *mut i64,
+) -> evs_status {
+    boundary(|| {
+        // SAFETY: C API contract for each pointer.
+        let store = unsafe { handle(s, "store") }?;
+        let stream = unsafe { str_arg(stream, "stream") }?;
+        let out = out_arg(out_version, "out_version")?;
+        let v = store.bank.store().stream_version(stream)?;
+        write_out(out, v.map_or(-1, |v| v as i64));
+        Ok(EVS_OK)
+    })
+}
+
+/// Writes a snapshot of the indexes and the account projection now; `*out_position`
+/// (may be NULL) gets the number of events it covers.
+///
+/// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store); EVS_ERR_READ_ONLY; EVS_ERR_IO.
+#[no_mangle]
+pub unsafe extern "C" fn evs_snapshot(s: *mut evs_store, out_position: *mut u64) -> evs_status {
+    boundary(|| {
+        // SAFETY: `s` is NULL or a live store.
+        let store = unsafe { handle(s, "store") }?;
+        let n = store.bank.store().snapshot()?;
+        write_opt(out_position, n);
+        Ok(EVS_OK)
+    })
+}

@@ -1,0 +1,134 @@
+//! Cursors: forward over the whole log (sequential, large reads), backward, and over one
+//! stream (random access through the index). Each holds bounded memory and hands out
+//! events that borrow its buffer until its next call.
+
+use super::{check_plain, decode_event, Event, EventRef, Store};
+use crate::error::{Error, Result};
+use crate::wal::SegmentCursor;
+use std::sync::Arc;
+
+/// All events from a position on, in order. `None` from `next` means "no more now": a
+/// later call returns events appended since.
+pub struct ForwardCursor {
+    store: Arc<Store>,
+    next: u64,
+    /// Stop before this position (for `poll`).
+    until: u64,
+    segments: Option<SegmentCursor>,
+    legacy: Option<Event>,
+}
+
+impl ForwardCursor {
+    pub(crate) fn new(store: Arc<Store>, from: u64, until: u64) -> Result<Self> {
+        Ok(ForwardCursor {
+            store,
+            next: from,
+            until,
+            segments: None,
+            legacy: None,
+        })
+    }
+
+    /// The position the next event will have.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+
+    pub fn next(&mut self) -> Result<Option<EventRef<'_>>> {
+        if self.next >= self.until || self.next >= self.store.next_position() {
+            return Ok(None);
+        }
+        if self.segments.is_none() {
+            let index = self.store.index.read().unwrap_or_else(|e| e.into_inner());
+            let at = index.wal_position(self.next).ok_or_else(|| {
+                Error::corrupt(format!("position {} is not in the index", self.next))
+            })?;
+            drop(index);
+            self.segments = Some(SegmentCursor::new(self.store.wal().inner.clone(), at));
+        }
+        let position = self.next;
+        let seg = self.segments.as_mut().expect("set above");
+        let Some((at, d)) = seg.next()? else {
+            return Err(Error::corrupt(format!(
+                "the log ends before position {position}, which the index has"
+            )));
+        };
+        check_plain(&d.record, at)?;
+        self.next += 1;
+        decode_event(position, d.record.key, d.record.value, &mut self.legacy).map(Some)
+    }
+}
+
+/// Events from a position down to 0. Sees no events appended after it was opened.
+pub struct BackwardCursor {
+    store: Arc<Store>,
+    /// The position of the next event to return, while `more`.
+    next: u64,
+    more: bool,
+    buf: Vec<u8>,
+    legacy: Option<Event>,
+}
+
+impl BackwardCursor {
+    pub(crate) fn new(store: Arc<Store>, from: u64, more: bool) -> Self {
+        BackwardCursor {
+            store,
+            next: from,
+            more,
+            buf: Vec::new(),
+            legacy: None,
+        }
+    }
+
+    pub fn next(&mut self) -> Result<Option<EventRef<'_>>> {
+        if !self.more {
+            return Ok(None);
+        }
+        let position = self.next;
+        match position.checked_sub(1) {
+            Some(p) => self.next = p,
+            None => self.more = false,
+        }
+        self.store
+            .read_at(position, &mut self.buf, &mut self.legacy)
+            .map(Some)
+    }
+}
+
+/// One stream's events from a version on; sees events appended to it while it runs.
+pub struct StreamCursor {
+    store: Arc<Store>,
+    stream: String,
+    next_version: u64,
+    buf: Vec<u8>,
+    legacy: Option<Event>,
+}
+
+impl StreamCursor {
+    pub(crate) fn new(store: Arc<Store>, stream: String, from_version: u64) -> Self {
+        StreamCursor {
+            store,
+            stream,
+            next_version: from_version,
+            buf: Vec::new(),
+            legacy: None,
+        }
+    }
+
+    pub fn next(&mut self) -> Result<Option<EventRef<'_>>> {
+        if self.store.options.read_only {
+            self.store.refresh()?;
+        }
+        let position = {
+            let index = self.store.index.read().unwrap_or_else(|e| e.into_inner());
+            match index.stream(&self.stream).get(self.next_version as usize) {
+                Some(&p) => p,
+                None => return Ok(None),
+            }
+        };
+        self.next_version += 1;
+        self.store
+            .read_at(position, &mut self.buf, &mut self.legacy)
+            .map(Some)
+    }
+}

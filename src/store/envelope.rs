@@ -1,0 +1,175 @@
+//! The event envelope: how an event sits in a WAL record's value. Our binary format starts
+//! with a format byte that is never `{`, so the legacy JSON envelopes of the reference
+//! program (which always start with `{`) are told apart by the first byte.
+
+use crate::error::{Error, Result};
+use crate::wal::record::{get_varint, put_varint};
+
+/// The first byte of evstore's binary envelope, version 1.
+pub const FORMAT_BINARY_V1: u8 = 0x01;
+
+/// An event's fields as stored, borrowing its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnvelopeRef<'a> {
+    pub timestamp_us: u64,
+    pub stream: &'a str,
+    pub stream_version: u64,
+    pub event_type: &'a str,
+    pub schema_version: u32,
+    pub metadata: &'a [u8],
+    pub payload: &'a [u8],
+}
+
+impl EnvelopeRef<'_> {
+    pub fn encoded_len(&self) -> usize {
+        1 + 5 * 10
+            + self.stream.len()
+            + self.event_type.len()
+            + self.metadata.len()
+            + self.payload.len()
+    }
+
+    /// Appends the binary envelope to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.reserve(self.encoded_len());
+        out.push(FORMAT_BINARY_V1);
+        put_varint(out, self.timestamp_us);
+        put_varint(out, self.stream.len() as u64);
+        out.extend_from_slice(self.stream.as_bytes());
+        put_varint(out, self.stream_version);
+        put_varint(out, self.event_type.len() as u64);
+        out.extend_from_slice(self.event_type.as_bytes());
+        put_varint(out, self.schema_version as u64);
+        put_varint(out, self.metadata.len() as u64);
+        out.extend_from_slice(self.metadata);
+        out.extend_from_slice(self.payload);
+    }
+}
+
+/// An event of the reference program, which owns its (decoded) bytes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct LegacyEnvelope {
+    pub event_id: u64,
+    pub event_type: String,
+    /// Whole seconds since the Unix epoch.
+    pub timestamp: u64,
+    pub payload: Vec<u8>,
+}
+
+/// A decoded WAL value.
+#[derive(Debug)]
+pub enum Envelope<'a> {
+    Binary(EnvelopeRef<'a>),
+    Legacy(LegacyEnvelope),
+}
+
+fn take<'a>(buf: &'a [u8], at: &mut usize, len: u64, what: &str) -> Result<&'a [u8]> {
+    let end = usize::try_from(len)
+        .ok()
+        .and_then(|l| at.checked_add(l))
+        .filter(|&e| e <= buf.len())
+        .ok_or_else(|| Error::corrupt(format!("envelope: the {what} runs past the record")))?;
+    let s = &buf[*at..end];
+    *at = end;
+    Ok(s)
+}
+
+fn varint(buf: &[u8], at: &mut usize, what: &str) -> Result<u64> {
+    let (v, n) = get_varint(buf, *at)
+        .map_err(|_| Error::corrupt(format!("envelope: bad varint for the {what}")))?;
+    *at = n;
+    Ok(v)
+}
+
+fn utf8<'a>(b: &'a [u8], what: &str) -> Result<&'a str> {
+    std::str::from_utf8(b).map_err(|_| Error::corrupt(format!("envelope: the {what} is not UTF-8")))
+}
+
+/// Decodes a WAL value in either format.
+pub fn decode(value: &[u8]) -> Result<Envelope<'_>> {
+    match value.first() {
+        Some(&FORMAT_BINARY_V1) => decode_binary(value).map(Envelope::Binary),
+        Some(b'{') => serde_json::from_slice::<LegacyEnvelope>(value)
+            .map(Envelope::Legacy)
+            .map_err(|e| Error::corrupt(format!("legacy JSON envelope: {e}"))),
+        Some(b) => Err(Error::corrupt(format!(
+            "unknown envelope format byte 0x{b:02x}"
+        ))),
+        None => Err(Error::corrupt("empty envelope")),
+    }
+}
+
+fn decode_binary(buf: &[u8]) -> Result<EnvelopeRef<'_>> {
+    let mut at = 1;
+    let timestamp_us = varint(buf, &mut at, "timestamp")?;
+    let n = varint(buf, &mut at, "stream length")?;
+    let stream = utf8(take(buf, &mut at, n, "stream")?, "stream")?;
+    let stream_version = varint(buf, &mut at, "stream version")?;
+    let n = varint(buf, &mut at, "type length")?;
+    let event_type = utf8(take(buf, &mut at, n, "event type")?, "event type")?;
+    let schema_version = u32::try_from(varint(buf, &mut at, "schema version")?)
+        .map_err(|_| Error::corrupt("envelope: schema version past u32"))?;
+    let n = varint(buf, &mut at, "metadata length")?;
+    let metadata = take(buf, &mut at, n, "metadata")?;
+    Ok(EnvelopeRef {
+        timestamp_us,
+        stream,
+        stream_version,
+        event_type,
+        schema_version,
+        metadata,
+        payload: &buf[at..],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn legacy_json_of_the_format_document_decodes() {
+        let v = br#"{"event_id":7,"event_type":"AccountOpened","timestamp":1700000000,"payload":[123,125]}"#;
+        match decode(v).unwrap() {
+            Envelope::Legacy(l) => {
+                assert_eq!(l.event_id, 7);
+                assert_eq!(l.event_type, "AccountOpened");
+                assert_eq!(l.timestamp, 1_700_000_000);
+                assert_eq!(l.payload, b"{}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_and_truncated_envelopes_are_corrupt_not_panics() {
+        assert!(decode(&[]).is_err());
+        assert!(decode(&[0x7f]).is_err());
+        assert!(decode(&[FORMAT_BINARY_V1, 0x80]).is_err());
+        assert!(decode(b"{not json").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn binary_round_trip(ts in any::<u64>(), stream in ".{0,20}", ver in any::<u64>(),
+                             ty in ".{1,20}", schema in any::<u32>(),
+                             meta in proptest::collection::vec(any::<u8>(), 0..50),
+                             payload in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let e = EnvelopeRef { timestamp_us: ts, stream: &stream, stream_version: ver,
+                                  event_type: &ty, schema_version: schema, metadata: &meta,
+                                  payload: &payload };
+            let mut buf = Vec::new();
+            e.encode_into(&mut buf);
+            prop_assert_ne!(buf[0], b'{');
+            match decode(&buf).unwrap() {
+                Envelope::Binary(d) => prop_assert_eq!(d, e),
+                Envelope::Legacy(_) => prop_assert!(false),
+            }
+        }
+
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
+            let _ = decode(&bytes);
+        }
+    }
+}

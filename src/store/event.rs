@@ -1,0 +1,123 @@
+//! What the store hands out and takes in: events, appends, expected versions, and the
+//! projection trait through which a domain (like the bank accounts) follows the log.
+
+use crate::error::Result;
+
+/// A stored event, borrowing its bytes (from a cursor's buffer, until its next call).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventRef<'a> {
+    /// Global, gapless, from 0.
+    pub position: u64,
+    /// Microseconds since the Unix epoch, never decreasing along positions.
+    pub timestamp_us: u64,
+    /// "" for an event appended without a stream.
+    pub stream: &'a str,
+    pub stream_version: u64,
+    pub event_type: &'a str,
+    pub schema_version: u32,
+    pub metadata: &'a [u8],
+    pub payload: &'a [u8],
+}
+
+/// An event that owns its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub position: u64,
+    pub timestamp_us: u64,
+    pub stream: String,
+    pub stream_version: u64,
+    pub event_type: String,
+    pub schema_version: u32,
+    pub metadata: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
+impl EventRef<'_> {
+    pub fn to_owned(&self) -> Event {
+        Event {
+            position: self.position,
+            timestamp_us: self.timestamp_us,
+            stream: self.stream.to_owned(),
+            stream_version: self.stream_version,
+            event_type: self.event_type.to_owned(),
+            schema_version: self.schema_version,
+            metadata: self.metadata.to_vec(),
+            payload: self.payload.to_vec(),
+        }
+    }
+}
+
+impl Event {
+    pub fn as_ref(&self) -> EventRef<'_> {
+        EventRef {
+            position: self.position,
+            timestamp_us: self.timestamp_us,
+            stream: &self.stream,
+            stream_version: self.stream_version,
+            event_type: &self.event_type,
+            schema_version: self.schema_version,
+            metadata: &self.metadata,
+            payload: &self.payload,
+        }
+    }
+}
+
+/// One event to append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventInput<'a> {
+    pub event_type: &'a str,
+    pub payload: &'a [u8],
+    pub metadata: &'a [u8],
+    /// 0 is stored as 1.
+    pub schema_version: u32,
+}
+
+impl<'a> EventInput<'a> {
+    pub fn new(event_type: &'a str, payload: &'a [u8]) -> Self {
+        EventInput {
+            event_type,
+            payload,
+            metadata: &[],
+            schema_version: 1,
+        }
+    }
+}
+
+/// What a stream must look like for an append to it to go ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    Any,
+    NoStream,
+    Exists,
+    /// The version of the stream's last event.
+    Exact(u64),
+}
+
+/// Events for one stream, as part of an (atomic) append.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamAppend<'a> {
+    pub stream: &'a str,
+    pub expected: ExpectedVersion,
+    pub events: &'a [EventInput<'a>],
+}
+
+/// Where an append went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendResult {
+    pub first_position: u64,
+    /// For each stream append, in order: the version of its last event.
+    pub stream_versions: Vec<u64>,
+}
+
+/// A domain's view of the log, kept up to date by the store and saved in its snapshots.
+/// `apply` is called once for every event, in position order, also during recovery.
+pub trait Projection: Send + Sync {
+    /// A stable name that identifies its part of a snapshot.
+    fn name(&self) -> &str;
+    fn apply(&self, event: &EventRef<'_>);
+    fn snapshot(&self) -> Vec<u8>;
+    /// Replaces the state with a snapshot's; an error makes the store rebuild from the log.
+    fn restore(&self, bytes: &[u8]) -> Result<()>;
+    /// Back to the empty state (before a rebuild from the log).
+    fn reset(&self);
+}

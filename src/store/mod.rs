@@ -1,0 +1,1021 @@
+//! The event store: global positions, streams and expected versions, atomic (multi-stream)
+//! appends, indexes, cursors, snapshots, the process lock, stats.
+
+mod cursor;
+pub mod envelope;
+mod event;
+mod index;
+mod lock;
+pub mod snapshot;
+
+pub use cursor::{BackwardCursor, ForwardCursor, StreamCursor};
+pub use event::{
+    AppendResult, Event, EventInput, EventRef, ExpectedVersion, Projection, StreamAppend,
+};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::wal::{record, FsyncPolicy, Position, RecordRef, RecoveryInfo, Wal, WalConfig};
+use envelope::{Envelope, EnvelopeRef};
+use index::Index;
+use lock::StoreLock;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Stream names and event types: at most this many bytes.
+pub const MAX_NAME_LEN: usize = 1024;
+/// One event's payload plus metadata: at most 16 MiB.
+pub const MAX_EVENT_SIZE: usize = 16 << 20;
+/// One append, all events together: at most 64 MiB.
+pub const MAX_BATCH_SIZE: usize = 64 << 20;
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub fsync: FsyncPolicy,
+    pub max_segment_size: u64,
+    pub preallocate: bool,
+    pub read_only: bool,
+    /// Take a snapshot automatically every this many events (0: never).
+    pub snapshot_every: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            fsync: FsyncPolicy::Batch(Duration::from_millis(5)),
+            max_segment_size: crate::wal::DEFAULT_SEGMENT_SIZE,
+            preallocate: true,
+            read_only: false,
+            snapshot_every: 0,
+        }
+    }
+}
+
+/// What opening found and did.
+#[derive(Debug, Clone, Default)]
+pub struct OpenReport {
+    pub wal: RecoveryInfo,
+    /// The position the next event will get.
+    pub next_position: u64,
+    /// Events covered by the snapshot that was used, if one was.
+    pub snapshot_position: Option<u64>,
+    /// Why snapshots that were found were not used.
+    pub snapshot_ignored: Vec<String>,
+    /// Events of the log's tail that were replayed.
+    pub events_replayed: u64,
+    pub open_time: Duration,
+}
+
+/// Counters for stats and metrics.
+#[derive(Debug, Clone, Default)]
+pub struct StoreStats {
+    pub events: u64,
+    pub streams: u64,
+    pub bytes_on_disk: u64,
+    pub segments: u64,
+    pub appends: u64,
+    pub fsyncs: u64,
+    pub writes: u64,
+    pub fsync_p50_us: u64,
+    pub fsync_p99_us: u64,
+    pub open_time_us: u64,
+    pub snapshots: u64,
+    pub index_bytes: u64,
+    pub events_by_type: Vec<(String, u64)>,
+}
+
+/// Events appended under `Always` that wait for their group's fdatasync before they count.
+struct Pending {
+    lsn: u64,
+    events: Vec<(Position, Event)>,
+}
+
+/// The writer's side: what the next append sees. Guarded by one mutex: appends are
+/// ordered by it, and the (cheap) work under it is only checks, encoding and buffering.
+struct Writer {
+    next_position: u64,
+    last_timestamp: u64,
+    /// Under `Always`: events buffered in the log but not yet durable, in order.
+    pending: Vec<Pending>,
+    /// Events per stream among `pending`.
+    pending_streams: HashMap<String, u64>,
+    /// Scratch space for encoding.
+    scratch: Vec<u8>,
+    /// Read-only stores: where to look for another process's new records, and the
+    /// records of a batch not yet complete.
+    tail: Option<crate::wal::SegmentCursor>,
+    tail_batch: Vec<(Position, Event)>,
+}
+
+pub struct Store {
+    dir: PathBuf,
+    options: StoreOptions,
+    wal: Wal,
+    _lock: Option<StoreLock>,
+    writer: Mutex<Writer>,
+    pub(crate) index: RwLock<Index>,
+    /// Events that count (durable under `Always`, appended otherwise).
+    committed: AtomicU64,
+    /// Signalled with `committed_lock` after every commit (subscriptions, tailing).
+    committed_lock: Mutex<()>,
+    committed_cv: Condvar,
+    projections: Vec<Arc<dyn Projection>>,
+    snapshotting: AtomicBool,
+    last_snapshot: AtomicU64,
+    snapshots: AtomicU64,
+    open_time: Duration,
+    closed: AtomicBool,
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn check_name(what: &str, name: &str, allow_empty: bool) -> Result<()> {
+    if name.is_empty() && !allow_empty {
+        return Err(Error::invalid(format!("the {what} is empty")));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(Error::invalid(format!(
+            "the {what} is {} bytes long; the limit is {MAX_NAME_LEN}",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Decodes the record at the front of `buf` as the event at `position`.
+pub(crate) fn decode_event<'a>(
+    position: u64,
+    key: &[u8],
+    value: &'a [u8],
+    legacy: &'a mut Option<Event>,
+) -> Result<EventRef<'a>> {
+    if key.len() == 8 && u64::from_le_bytes(key.try_into().unwrap()) != position {
+        // Legacy logs may have reused ids (the reference program did): order wins there.
+        if value.first() != Some(&b'{') {
+            return Err(Error::corrupt(format!(
+                "the record at position {position} has the key of position {}",
+                u64::from_le_bytes(key.try_into().unwrap())
+            )));
+        }
+    }
+    match envelope::decode(value)? {
+        Envelope::Binary(e) => Ok(EventRef {
+            position,
+            timestamp_us: e.timestamp_us,
+            stream: e.stream,
+            stream_version: e.stream_version,
+            event_type: e.event_type,
+            schema_version: e.schema_version,
+            metadata: e.metadata,
+            payload: e.payload,
+        }),
+        Envelope::Legacy(l) => {
+            let ev = legacy.insert(Event {
+                position,
+                timestamp_us: l.timestamp.saturating_mul(1_000_000),
+                stream: String::new(),
+                stream_version: 0,
+                event_type: l.event_type,
+                schema_version: 1,
+                metadata: Vec::new(),
+                payload: l.payload,
+            });
+            Ok(ev.as_ref())
+        }
+    }
+}
+
+/// Refuses a WAL record with a compression evstore does not read.
+pub(crate) fn check_plain(rec: &RecordRef<'_>, at: Position) -> Result<()> {
+    if rec.compression != record::Compression::None {
+        return Err(Error::corrupt(format!(
+            "the record at segment {} offset {} is compressed ({:?}), which evstore does not read",
+            at.segment_id, at.offset, rec.compression
+        )));
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`. `projections` are rebuilt from the
+    /// newest valid snapshot plus the log's tail, and kept up to date from then on.
+    pub fn open(
+        dir: impl AsRef<Path>,
+        options: StoreOptions,
+        projections: Vec<Arc<dyn Projection>>,
+    ) -> Result<(Store, OpenReport)> {
+        let started = Instant::now();
+        let dir = dir.as_ref().to_path_buf();
+        if dir.exists() && !dir.is_dir() {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!("{} exists and is not a directory", dir.display()),
+            ));
+        }
+        let lock = if options.read_only {
+            if !dir.is_dir() {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("no store at {}", dir.display()),
+                ));
+            }
+            None
+        } else {
+            std::fs::create_dir(&dir)
+                .or_else(|e| {
+                    if e.kind() == std::io::ErrorKind::AlreadyExists {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })
+                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+            Some(StoreLock::acquire(&dir)?)
+        };
+        let mut config = WalConfig::new(dir.join("events"));
+        config.fsync_policy = options.fsync;
+        config.max_segment_size = options.max_segment_size;
+        config.preallocate = options.preallocate;
+        config.read_only = options.read_only;
+        if options.read_only && !config.dir.is_dir() {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no event log at {}", config.dir.display()),
+            ));
+        }
+
+        let mut report = OpenReport::default();
+        let (mut index, start) = Self::load_snapshot(&dir, &config, &projections, &mut report);
+        let mut replayed = 0u64;
+        let mut batch: Vec<(Position, Event)> = Vec::new();
+        let mut visit = |pos: Position, rec: &RecordRef<'_>| -> Result<()> {
+            check_plain(rec, pos)?;
+            let position = index.len() + batch.len() as u64;
+            let mut legacy = None;
+            let ev = decode_event(position, rec.key, rec.value, &mut legacy)?;
+            if rec.batch_continues() {
+                batch.push((pos, ev.to_owned()));
+                return Ok(());
+            }
+            for (p, e) in batch.drain(..) {
+                index.push(p, e.timestamp_us, &e.stream, &e.event_type);
+                projections.iter().for_each(|pr| pr.apply(&e.as_ref()));
+            }
+            index.push(pos, ev.timestamp_us, ev.stream, ev.event_type);
+            projections.iter().for_each(|pr| pr.apply(&ev));
+            replayed += 1;
+            Ok(())
+        };
+        let (wal, info) = Wal::open_from(config, start, &mut visit)?;
+        report.wal = info;
+        report.events_replayed = replayed;
+        report.next_position = index.len();
+        report.open_time = started.elapsed();
+        let committed = index.len();
+        let last_timestamp = index.last_timestamp();
+        let tail = options
+            .read_only
+            .then(|| crate::wal::SegmentCursor::new(wal.inner.clone(), wal.current_position()));
+        let store = Store {
+            dir,
+            wal,
+            _lock: lock,
+            writer: Mutex::new(Writer {
+                next_position: committed,
+                last_timestamp,
+                pending: Vec::new(),
+                pending_streams: HashMap::new(),
+                scratch: Vec::new(),
+                tail,
+                tail_batch: Vec::new(),
+            }),
+            index: RwLock::new(index),
+            committed: AtomicU64::new(committed),
+            committed_lock: Mutex::new(()),
+            committed_cv: Condvar::new(),
+            projections,
+            snapshotting: AtomicBool::new(false),
+            last_snapshot: AtomicU64::new(report.snapshot_position.unwrap_or(0)),
+            snapshots: AtomicU64::new(0),
+            open_time: report.open_time,
+            closed: AtomicBool::new(false),
+            options,
+        };
+        Ok((store, report))
+    }
+
+    /// The newest snapshot that checks out against the log, loaded into the projections;
+    /// or an empty index (and projections reset) to rebuild from the start.
+    fn load_snapshot(
+        dir: &Path,
+        config: &WalConfig,
+        projections: &[Arc<dyn Projection>],
+        report: &mut OpenReport,
+    ) -> (Index, Position) {
+        for (n, path) in snapshot::list(&dir.join("snapshots")) {
+            let name = path.display();
+            let checked = std::fs::read(&path)
+                .map_err(|e| Error::io(format!("reading {name}"), e))
+                .and_then(|bytes| snapshot::decode(&bytes))
+                .and_then(|snap| {
+                    if snap.index.len() != n {
+                        return Err(Error::corrupt("its name and contents disagree"));
+                    }
+                    Self::check_snapshot_against_log(config, &snap)?;
+                    for p in projections {
+                        p.reset();
+                        match snap.projections.get(p.name()) {
+                            Some(bytes) => p.restore(bytes)?,
+                            None => {
+                                return Err(Error::corrupt(format!(
+                                    "it lacks projection {}",
+                                    p.name()
+                                )))
+                            }
+                        }
+                    }
+                    Ok(snap)
+                });
+            match checked {
+                Ok(snap) => {
+                    report.snapshot_position = Some(n);
+                    return (snap.index, snap.wal_end);
+                }
+                Err(e) => report
+                    .snapshot_ignored
+                    .push(format!("{name}: {}", e.message)),
+            }
+        }
+        projections.iter().for_each(|p| p.reset());
+        (Index::default(), Position::default())
+    }
+
+    /// A snapshot may be used only if the log still has the last event it covers, where
+    /// it says, ending where it says.
+    fn check_snapshot_against_log(config: &WalConfig, snap: &snapshot::Snapshot) -> Result<()> {
+        let n = snap.index.len();
+        let Some(last) = n.checked_sub(1).and_then(|p| snap.index.wal_position(p)) else {
+            return Ok(());
+        };
+        let path = crate::wal::segment::path(&config.dir, last.segment_id);
+        let file = std::fs::File::open(&path)
+            .map_err(|_| Error::corrupt(format!("the log has no segment {}", path.display())))?;
+        let len = (snap.wal_end.offset.saturating_sub(last.offset)) as usize;
+        if snap.wal_end.segment_id != last.segment_id || len == 0 || len > MAX_BATCH_SIZE * 2 {
+            return Err(Error::corrupt("its end position is inconsistent"));
+        }
+        let mut buf = vec![0u8; len];
+        let got = crate::wal::segment::read_at_most(&file, &mut buf, last.offset)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let ahead = || Error::corrupt(format!("it covers {n} events but the log has fewer"));
+        if got < len {
+            return Err(ahead());
+        }
+        match record::decode(&buf) {
+            Ok(d) if d.len == len && d.record.key == (n - 1).to_le_bytes() => Ok(()),
+            Ok(d) if d.len == len && d.record.value.first() == Some(&b'{') => Ok(()),
+            _ => Err(ahead()),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn options(&self) -> &StoreOptions {
+        &self.options
+    }
+
+    fn lock_writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.options.read_only {
+            return Err(Error::new(
+                ErrorKind::ReadOnly,
+                format!("{} is open read-only", self.dir.display()),
+            ));
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::invalid("the store is closed"));
+        }
+        Ok(())
+    }
+
+    /// Appends an event with no stream (the reference program's `append_event`).
+    pub fn append_event(&self, event_type: &str, payload: &[u8]) -> Result<u64> {
+        let input = [EventInput::new(event_type, payload)];
+        let a = [StreamAppend {
+            stream: "",
+            expected: ExpectedVersion::Any,
+            events: &input,
+        }];
+        Ok(self.append_multi_inner(&a, true)?.first_position)
+    }
+
+    /// Appends events to one stream, atomically, if the stream is at `expected`.
+    pub fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[EventInput<'_>],
+    ) -> Result<AppendResult> {
+        self.append_multi(&[StreamAppend {
+            stream,
+            expected,
+            events,
+        }])
+    }
+
+    /// Appends to several streams at once: all of it or nothing, on disk as in memory.
+    pub fn append_multi(&self, appends: &[StreamAppend<'_>]) -> Result<AppendResult> {
+        self.append_multi_inner(appends, false)
+    }
+
+    fn validate(appends: &[StreamAppend<'_>], allow_empty_stream: bool) -> Result<usize> {
+        if appends.is_empty() {
+            return Err(Error::invalid("an append needs at least one stream"));
+        }
+        let mut total = 0usize;
+        let mut count = 0usize;
+        for a in appends {
+            check_name("stream name", a.stream, allow_empty_stream)?;
+            if a.events.is_empty() {
+                return Err(Error::invalid(format!(
+                    "the append to stream '{}' has no events",
+                    a.stream
+                )));
+            }
+            for e in a.events {
+                check_name("event type", e.event_type, false)?;
+                let size = e.payload.len() + e.metadata.len();
+                if size > MAX_EVENT_SIZE {
+                    return Err(Error::new(
+                        ErrorKind::TooLarge,
+                        format!("an event of {size} bytes is past the limit of {MAX_EVENT_SIZE}"),
+                    ));
+                }
+                total += size + e.event_type.len() + a.stream.len();
+                count += 1;
+            }
+        }
+        if total > MAX_BATCH_SIZE {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!("an append of {total} bytes is past the limit of {MAX_BATCH_SIZE}"),
+            ));
+        }
+        Ok(count)
+    }
+
+    /// The stream's current version as the writer sees it (pending events included):
+    /// `None` when it does not exist.
+    fn writer_version(&self, w: &Writer, index: &Index, stream: &str) -> Option<u64> {
+        let n =
+            index.stream(stream).len() as u64 + w.pending_streams.get(stream).copied().unwrap_or(0);
+        n.checked_sub(1)
+    }
+
+    fn append_multi_inner(
+        &self,
+        appends: &[StreamAppend<'_>],
+        allow_empty: bool,
+    ) -> Result<AppendResult> {
+        self.check_writable()?;
+        let count = Self::validate(appends, allow_empty)?;
+        let always = self.options.fsync == FsyncPolicy::Always;
+        let mut w = self.lock_writer();
+        self.wal.health()?;
+        // Check every expected version first: nothing is written unless all hold.
+        let mut versions: Vec<Option<u64>> = Vec::with_capacity(appends.len());
+        {
+            let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+            let mut seen: HashMap<&str, Option<u64>> = HashMap::new();
+            for a in appends {
+                let current = match seen.get(a.stream) {
+                    Some(&v) => v,
+                    None if a.stream.is_empty() => None,
+                    None => self.writer_version(&w, &index, a.stream),
+                };
+                let ok = match a.expected {
+                    ExpectedVersion::Any => true,
+                    ExpectedVersion::NoStream => current.is_none(),
+                    ExpectedVersion::Exists => current.is_some(),
+                    ExpectedVersion::Exact(v) => current == Some(v),
+                };
+                if !ok {
+                    let actual = match current {
+                        Some(v) => format!("is at version {v}"),
+                        None => "does not exist".to_string(),
+                    };
+                    let wanted = match a.expected {
+                        ExpectedVersion::NoStream => "no stream".to_string(),
+                        ExpectedVersion::Exists => "an existing stream".to_string(),
+                        ExpectedVersion::Exact(v) => format!("version {v}"),
+                        ExpectedVersion::Any => unreachable!(),
+                    };
+                    return Err(Error::new(
+                        ErrorKind::WrongExpectedVersion,
+                        format!("stream '{}' {actual}, expected {wanted}", a.stream),
+                    ));
+                }
+                versions.push(current);
+                if !a.stream.is_empty() {
+                    let last =
+                        current.map_or(a.events.len() as u64 - 1, |v| v + a.events.len() as u64);
+                    seen.insert(a.stream, Some(last));
+                }
+            }
+        }
+        let timestamp = now_us().max(w.last_timestamp);
+        let first = w.next_position;
+        // Encode keys and envelopes into one scratch buffer, then hand the log slices of it.
+        let mut scratch = std::mem::take(&mut w.scratch);
+        scratch.clear();
+        let mut spans = Vec::with_capacity(count);
+        let mut stream_versions = Vec::with_capacity(appends.len());
+        let mut position = first;
+        for (a, current) in appends.iter().zip(&versions) {
+            let mut version = current.map_or(0, |v| v + 1);
+            if a.stream.is_empty() {
+                version = 0;
+            }
+            for e in a.events {
+                let start = scratch.len();
+                scratch.extend_from_slice(&position.to_le_bytes());
+                EnvelopeRef {
+                    timestamp_us: timestamp,
+                    stream: a.stream,
+                    stream_version: version,
+                    event_type: e.event_type,
+                    schema_version: e.schema_version.max(1),
+                    metadata: e.metadata,
+                    payload: e.payload,
+                }
+                .encode_into(&mut scratch);
+                spans.push((start, scratch.len(), a.stream, version, e));
+                position += 1;
+                version += 1;
+            }
+            stream_versions.push(version.saturating_sub(1));
+        }
+        let records: Vec<RecordRef<'_>> = spans
+            .iter()
+            .map(|&(s, e, ..)| RecordRef::put(&scratch[s..s + 8], &scratch[s + 8..e]))
+            .collect();
+        let appended = self.wal.append_batch_nowait(&records);
+        drop(records);
+        let appended = match appended {
+            Ok(a) => a,
+            Err(e) => {
+                w.scratch = scratch;
+                if always {
+                    self.rewind(&mut w);
+                }
+                return Err(e);
+            }
+        };
+        w.next_position = position;
+        w.last_timestamp = timestamp;
+        let make_event = |i: usize| {
+            let (_, _, stream, version, e) = spans[i];
+            Event {
+                position: first + i as u64,
+                timestamp_us: timestamp,
+                stream: stream.to_owned(),
+                stream_version: version,
+                event_type: e.event_type.to_owned(),
+                schema_version: e.schema_version.max(1),
+                metadata: e.metadata.to_vec(),
+                payload: e.payload.to_vec(),
+            }
+        };
+        if !always {
+            let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+            for (i, &(_, _, stream, version, e)) in spans.iter().enumerate() {
+                let ev = EventRef {
+                    position: first + i as u64,
+                    timestamp_us: timestamp,
+                    stream,
+                    stream_version: version,
+                    event_type: e.event_type,
+                    schema_version: e.schema_version.max(1),
+                    metadata: e.metadata,
+                    payload: e.payload,
+                };
+                index.push(appended.positions[i], timestamp, stream, e.event_type);
+                self.projections.iter().for_each(|p| p.apply(&ev));
+            }
+            drop(index);
+            w.scratch = scratch;
+            self.publish(position);
+            drop(w);
+        } else {
+            let events = (0..spans.len())
+                .map(|i| (appended.positions[i], make_event(i)))
+                .collect();
+            for &(_, _, stream, ..) in spans.iter().filter(|s| !s.2.is_empty()) {
+                *w.pending_streams.entry(stream.to_owned()).or_default() += 1;
+            }
+            w.pending.push(Pending {
+                lsn: appended.lsn,
+                events,
+            });
+            w.scratch = scratch;
+            drop(w);
+            let durable = self.wal.wait_durable(&appended);
+            let mut w = self.lock_writer();
+            if let Err(e) = durable {
+                self.rewind(&mut w);
+                return Err(e);
+            }
+            self.commit_durable(&mut w);
+        }
+        self.maybe_snapshot();
+        Ok(AppendResult {
+            first_position: first,
+            stream_versions,
+        })
+    }
+
+    /// Under `Always`: moves every pending batch that is now durable into the indexes.
+    fn commit_durable(&self, w: &mut Writer) {
+        let (_, durable) = self.wal.lsns();
+        let ready = w.pending.iter().take_while(|p| p.lsn <= durable).count();
+        if ready == 0 {
+            return;
+        }
+        let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+        for p in w.pending.drain(..ready) {
+            for (pos, ev) in &p.events {
+                index.push(*pos, ev.timestamp_us, &ev.stream, &ev.event_type);
+                self.projections
+                    .iter()
+                    .for_each(|pr| pr.apply(&ev.as_ref()));
+                if !ev.stream.is_empty() {
+                    if let Some(c) = w.pending_streams.get_mut(&ev.stream) {
+                        *c -= 1;
+                        if *c == 0 {
+                            w.pending_streams.remove(&ev.stream);
+                        }
+                    }
+                }
+            }
+        }
+        let n = index.len();
+        drop(index);
+        self.publish(n);
+    }
+
+    /// After a failed write under `Always`: keeps what became durable, forgets the rest
+    /// (the log dropped it too), and lets appends through again.
+    fn rewind(&self, w: &mut Writer) {
+        if self.wal.health().is_ok() {
+            return;
+        }
+        self.commit_durable(w);
+        w.pending.clear();
+        w.pending_streams.clear();
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+        w.next_position = index.len();
+        w.last_timestamp = w.last_timestamp.max(index.last_timestamp());
+        drop(index);
+        self.wal.clear_failure();
+    }
+
+    fn publish(&self, committed: u64) {
+        self.committed.store(committed, Ordering::Release);
+        let _g = self
+            .committed_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        self.committed_cv.notify_all();
+    }
+
+    /// Waits until more than `seen` events exist or `timeout` passes; returns the count.
+    pub fn wait_for_events(&self, seen: u64, timeout: Duration) -> u64 {
+        if self.options.read_only {
+            let _ = self.refresh();
+        }
+        let g = self
+            .committed_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let n = self.committed.load(Ordering::Acquire);
+        if n > seen || self.closed.load(Ordering::Acquire) {
+            return n;
+        }
+        let _ = self.committed_cv.wait_timeout(g, timeout);
+        self.committed.load(Ordering::Acquire)
+    }
+
+    /// Wakes everyone in `wait_for_events` (used when closing).
+    pub fn wake_waiters(&self) {
+        let _g = self
+            .committed_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        self.committed_cv.notify_all();
+    }
+
+    /// The number of events, which is also the position the next one gets.
+    pub fn next_position(&self) -> u64 {
+        if self.options.read_only {
+            let _ = self.refresh();
+        }
+        self.committed.load(Ordering::Acquire)
+    }
+
+    /// A read-only store: takes in the events another process appended since we looked.
+    pub fn refresh(&self) -> Result<()> {
+        if !self.options.read_only {
+            return Ok(());
+        }
+        let mut w = self.lock_writer();
+        let w = &mut *w;
+        let Some(tail) = w.tail.as_mut() else {
+            return Ok(());
+        };
+        loop {
+            let position = self.committed.load(Ordering::Acquire) + w.tail_batch.len() as u64;
+            let Some((pos, d)) = tail.next()? else { break };
+            check_plain(&d.record, pos)?;
+            let mut legacy = None;
+            let ev = decode_event(position, d.record.key, d.record.value, &mut legacy)?.to_owned();
+            let continues = d.record.batch_continues();
+            w.tail_batch.push((pos, ev));
+            if continues {
+                continue;
+            }
+            let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+            for (p, e) in w.tail_batch.drain(..) {
+                index.push(p, e.timestamp_us, &e.stream, &e.event_type);
+                self.projections.iter().for_each(|pr| pr.apply(&e.as_ref()));
+            }
+            let n = index.len();
+            drop(index);
+            self.publish(n);
+        }
+        Ok(())
+    }
+
+    /// The stream's current version (`None`: no such stream).
+    pub fn stream_version(&self, stream: &str) -> Result<Option<u64>> {
+        check_name("stream name", stream, false)?;
+        if self.options.read_only {
+            self.refresh()?;
+        }
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+        Ok((index.stream(stream).len() as u64).checked_sub(1))
+    }
+
+    /// The first position whose timestamp is after `timestamp_us`; the next position if none.
+    pub fn position_after(&self, timestamp_us: u64) -> u64 {
+        if self.options.read_only {
+            let _ = self.refresh();
+        }
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+        index.position_after(timestamp_us)
+    }
+
+    /// All events from `from` on, in order; sees events appended while it runs.
+    pub fn read_all(self: &Arc<Self>, from: u64) -> Result<ForwardCursor> {
+        let next = self.next_position();
+        if from > next {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("position {from} is past the end of the log (the next position is {next})"),
+            ));
+        }
+        ForwardCursor::new(self.clone(), from, u64::MAX)
+    }
+
+    /// At most `max` events from `from` on (the seed's `poll_new_events`).
+    pub fn poll(self: &Arc<Self>, from: u64, max: u64) -> Result<ForwardCursor> {
+        let next = self.next_position();
+        if from > next {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("position {from} is past the end of the log (the next position is {next})"),
+            ));
+        }
+        ForwardCursor::new(self.clone(), from, from.saturating_add(max))
+    }
+
+    /// Events from `from` (inclusive; past the end means the last event) down to 0.
+    pub fn read_all_backward(self: &Arc<Self>, from: u64) -> Result<BackwardCursor> {
+        let next = self.next_position();
+        Ok(BackwardCursor::new(
+            self.clone(),
+            from.min(next.saturating_sub(1)),
+            next > 0,
+        ))
+    }
+
+    /// One stream's events from `from_version` on.
+    pub fn read_stream(self: &Arc<Self>, stream: &str, from_version: u64) -> Result<StreamCursor> {
+        check_name("stream name", stream, false)?;
+        let version = self.stream_version(stream)?;
+        let Some(v) = version else {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("stream '{stream}' does not exist"),
+            ));
+        };
+        if from_version > v + 1 {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "stream '{stream}' is at version {v}; version {from_version} is past its end"
+                ),
+            ));
+        }
+        Ok(StreamCursor::new(
+            self.clone(),
+            stream.to_owned(),
+            from_version,
+        ))
+    }
+
+    /// Reads the event at `position` (random access).
+    pub fn read_event(&self, position: u64) -> Result<Event> {
+        let mut buf = Vec::new();
+        let mut legacy = None;
+        Ok(self.read_at(position, &mut buf, &mut legacy)?.to_owned())
+    }
+
+    /// Reads the event at `position` into `buf`, borrowing from it.
+    pub(crate) fn read_at<'a>(
+        &self,
+        position: u64,
+        buf: &'a mut Vec<u8>,
+        legacy: &'a mut Option<Event>,
+    ) -> Result<EventRef<'a>> {
+        let (at, end) = {
+            let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+            let Some(at) = index.wal_position(position) else {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("no event at position {position}"),
+                ));
+            };
+            let next = index
+                .wal_position(position + 1)
+                .filter(|n| n.segment_id == at.segment_id);
+            (at, next.map(|n| n.offset))
+        };
+        let end = match end {
+            Some(e) => e,
+            None => self.record_end_guess(at)?,
+        };
+        self.wal
+            .read_exact_at(at, (end - at.offset) as usize, buf)?;
+        let d = record::decode(buf).map_err(|e| {
+            Error::corrupt(format!(
+                "the record of position {position} (segment {} offset {}): {}",
+                at.segment_id,
+                at.offset,
+                e.describe()
+            ))
+        })?;
+        check_plain(&d.record, at)?;
+        decode_event(position, d.record.key, d.record.value, legacy)
+    }
+
+    /// How far to read for the last record of a segment whose successor we do not know.
+    fn record_end_guess(&self, at: Position) -> Result<u64> {
+        let end = self.wal.segment_end(at.segment_id).unwrap_or(at.offset);
+        if end <= at.offset {
+            return Err(Error::corrupt(format!(
+                "segment {} ends before offset {}",
+                at.segment_id, at.offset
+            )));
+        }
+        // The record is first in what is left; bound the read to the largest record.
+        Ok(end.min(at.offset + (MAX_BATCH_SIZE as u64 + 1024)))
+    }
+
+    /// Makes everything appended durable, under any policy.
+    pub fn sync(&self) -> Result<()> {
+        if self.options.read_only {
+            return Ok(());
+        }
+        self.wal.sync()
+    }
+
+    /// Writes a snapshot of the indexes and projections now; returns the events covered.
+    pub fn snapshot(&self) -> Result<u64> {
+        self.check_writable()?;
+        let w = self.lock_writer();
+        self.wal.sync()?;
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+        let n = index.len();
+        let wal_end = match index.wal_position(n.wrapping_sub(1)) {
+            Some(last) => {
+                let end = index.wal_position(n).unwrap_or_else(|| {
+                    w.pending
+                        .first()
+                        .and_then(|p| p.events.first())
+                        .map(|e| e.0)
+                        .unwrap_or_else(|| self.wal.current_position())
+                });
+                if end.segment_id == last.segment_id {
+                    end
+                } else {
+                    Position {
+                        segment_id: last.segment_id,
+                        offset: self.wal.segment_end(last.segment_id).unwrap_or(0),
+                    }
+                }
+            }
+            None => Position::default(),
+        };
+        let projections: Vec<(String, Vec<u8>)> = self
+            .projections
+            .iter()
+            .map(|p| (p.name().to_owned(), p.snapshot()))
+            .collect();
+        let bytes = snapshot::encode(&index, wal_end, &projections);
+        drop(index);
+        drop(w);
+        snapshot::write(&self.dir.join("snapshots"), n, &bytes)?;
+        self.last_snapshot.store(n, Ordering::Release);
+        self.snapshots.fetch_add(1, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    fn maybe_snapshot(&self) {
+        let every = self.options.snapshot_every;
+        if every == 0 {
+            return;
+        }
+        let n = self.committed.load(Ordering::Acquire);
+        if n < self.last_snapshot.load(Ordering::Acquire) + every {
+            return;
+        }
+        if self.snapshotting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let _ = self.snapshot();
+        self.snapshotting.store(false, Ordering::Release);
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let wal = self.wal.stats();
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+        let mut events_by_type: Vec<(String, u64)> = index
+            .type_counts
+            .iter()
+            .map(|(k, &v)| (k.to_string(), v))
+            .collect();
+        events_by_type.sort();
+        StoreStats {
+            events: index.len(),
+            streams: index.streams.len() as u64,
+            bytes_on_disk: wal.bytes_on_disk,
+            segments: wal.segments,
+            appends: wal.batches,
+            fsyncs: wal.fsyncs,
+            writes: wal.writes,
+            fsync_p50_us: wal.fsync_p50_us,
+            fsync_p99_us: wal.fsync_p99_us,
+            open_time_us: self.open_time.as_micros() as u64,
+            snapshots: self.snapshots.load(Ordering::Relaxed),
+            index_bytes: index.approx_bytes(),
+            events_by_type,
+        }
+    }
+
+    /// Syncs and closes the log; later appends fail. Also done on drop.
+    pub fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let r = self.wal.close();
+        self.wake_waiters();
+        r
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn wal(&self) -> &Wal {
+        &self.wal
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}

@@ -1,0 +1,216 @@
+//! Checkpoints: the indexes and every projection's state as of one position, in one
+//! checksummed file, written atomically (temporary file, fsync, rename, directory fsync),
+//! so that opening a large store replays only the log's tail.
+
+use super::index::Index;
+use crate::error::{Error, Result};
+use crate::wal::{segment, Position};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 8] = b"EVSSNAP1";
+const PREFIX: &str = "snapshot-";
+const SUFFIX: &str = ".snap";
+/// Snapshots kept besides the newest.
+const KEEP: usize = 1;
+
+/// What a snapshot holds.
+pub struct Snapshot {
+    pub index: Index,
+    /// The WAL position just past the last event it covers.
+    pub wal_end: Position,
+    pub projections: HashMap<String, Vec<u8>>,
+}
+
+fn file_name(events: u64) -> String {
+    format!("{PREFIX}{events:020}{SUFFIX}")
+}
+
+/// Snapshot files in `dir`, newest (most events) first.
+pub fn list(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let n = name
+                .strip_prefix(PREFIX)?
+                .strip_suffix(SUFFIX)?
+                .parse()
+                .ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found
+}
+
+fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_u64(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+/// Encodes a snapshot of `index` (whose last event ends at `wal_end`) and `projections`.
+pub fn encode(index: &Index, wal_end: Position, projections: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + index.wal.len() * 24);
+    out.extend_from_slice(MAGIC);
+    put_u64(&mut out, index.len());
+    put_u64(&mut out, wal_end.segment_id);
+    put_u64(&mut out, wal_end.offset);
+    for &w in &index.wal {
+        put_u64(&mut out, w);
+    }
+    for &t in &index.timestamps {
+        put_u64(&mut out, t);
+    }
+    let mut names: Vec<(&str, u32)> = index.stream_ids.iter().map(|(k, &v)| (&**k, v)).collect();
+    names.sort_by_key(|&(_, id)| id);
+    put_u64(&mut out, names.len() as u64);
+    for (name, id) in names {
+        put_bytes(&mut out, name.as_bytes());
+        let positions = &index.streams[id as usize];
+        put_u64(&mut out, positions.len() as u64);
+        for &p in positions {
+            put_u64(&mut out, p);
+        }
+    }
+    put_u64(&mut out, index.type_counts.len() as u64);
+    for (name, &count) in &index.type_counts {
+        put_bytes(&mut out, name.as_bytes());
+        put_u64(&mut out, count);
+    }
+    put_u64(&mut out, projections.len() as u64);
+    for (name, bytes) in projections {
+        put_bytes(&mut out, name.as_bytes());
+        put_bytes(&mut out, bytes);
+    }
+    let crc = crc32c::crc32c(&out[MAGIC.len()..]);
+    put_u32(&mut out, crc);
+    out
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn bytes(&mut self, n: u64) -> Result<&'a [u8]> {
+        let end = usize::try_from(n)
+            .ok()
+            .and_then(|n| self.at.checked_add(n))
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| Error::corrupt("the snapshot is cut short"))?;
+        let s = &self.buf[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.bytes(8)?.try_into().unwrap()))
+    }
+
+    fn counted(&mut self) -> Result<&'a [u8]> {
+        let n = self.u64()?;
+        self.bytes(n)
+    }
+
+    fn string(&mut self) -> Result<&'a str> {
+        std::str::from_utf8(self.counted()?)
+            .map_err(|_| Error::corrupt("a snapshot name is not UTF-8"))
+    }
+
+    /// A count of items of at least `min_size` bytes each that must fit in what is left.
+    fn count(&mut self, min_size: u64) -> Result<usize> {
+        let n = self.u64()?;
+        let left = (self.buf.len() - self.at) as u64;
+        if n.saturating_mul(min_size) > left {
+            return Err(Error::corrupt("a snapshot count runs past its end"));
+        }
+        Ok(n as usize)
+    }
+}
+
+/// Decodes and checks a snapshot file's bytes.
+pub fn decode(bytes: &[u8]) -> Result<Snapshot> {
+    if bytes.len() < MAGIC.len() + 4 || &bytes[..MAGIC.len()] != MAGIC {
+        return Err(Error::corrupt("not a snapshot file (bad magic)"));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    if crc32c::crc32c(&body[MAGIC.len()..]) != u32::from_le_bytes(crc.try_into().unwrap()) {
+        return Err(Error::corrupt("the snapshot fails its checksum"));
+    }
+    let mut r = Reader {
+        buf: body,
+        at: MAGIC.len(),
+    };
+    let n = r.u64()?;
+    let wal_end = Position {
+        segment_id: r.u64()?,
+        offset: r.u64()?,
+    };
+    if n.saturating_mul(16) > (body.len() - r.at) as u64 {
+        return Err(Error::corrupt(
+            "the snapshot's event count runs past its end",
+        ));
+    }
+    let mut index = Index::default();
+    index.wal = (0..n).map(|_| r.u64()).collect::<Result<_>>()?;
+    index.timestamps = (0..n).map(|_| r.u64()).collect::<Result<_>>()?;
+    for id in 0..r.count(16)? {
+        let name = r.string()?;
+        let count = r.count(8)?;
+        let positions: Vec<u64> = (0..count).map(|_| r.u64()).collect::<Result<_>>()?;
+        if positions.iter().any(|&p| p >= n) {
+            return Err(Error::corrupt(
+                "a snapshot stream names a position past its events",
+            ));
+        }
+        index.stream_ids.insert(name.into(), id as u32);
+        index.streams.push(positions);
+    }
+    for _ in 0..r.count(16)? {
+        let name = r.string()?;
+        index.type_counts.insert(name.into(), r.u64()?);
+    }
+    let mut projections = HashMap::new();
+    for _ in 0..r.count(16)? {
+        let name = r.string()?.to_owned();
+        projections.insert(name, r.counted()?.to_vec());
+    }
+    Ok(Snapshot {
+        index,
+        wal_end,
+        projections,
+    })
+}
+
+/// Writes a snapshot covering `events` events atomically into `dir`, then removes all but
+/// the newest few older ones.
+pub fn write(dir: &Path, events: u64, bytes: &[u8]) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    let path = dir.join(file_name(events));
+    let tmp = dir.join(format!("{}.tmp", file_name(events)));
+    let io = |what: &str, e| Error::io(format!("{what} {}", tmp.display()), e);
+    let mut f = std::fs::File::create(&tmp).map_err(|e| io("creating", e))?;
+    f.write_all(bytes).map_err(|e| io("writing", e))?;
+    f.sync_all().map_err(|e| io("syncing", e))?;
+    drop(f);
+    std::fs::rename(&tmp, &path).map_err(|e| io("renaming", e))?;
+    segment::sync_dir(dir).map_err(|e| Error::io(format!("syncing {}", dir.display()), e))?;
+    for (_, old) in list(dir).into_iter().skip(1 + KEEP) {
+        let _ = std::fs::remove_file(old);
+    }
+    Ok(path)
+}
