@@ -34,6 +34,8 @@ impl ForwardCursor {
         self.next
     }
 
+    // Not an Iterator: each event borrows the cursor's buffer until the next call.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<EventRef<'_>>> {
         if self.next >= self.until || self.next >= self.store.next_position() {
             return Ok(None);
@@ -80,6 +82,8 @@ impl BackwardCursor {
         }
     }
 
+    // Not an Iterator: each event borrows the cursor's buffer until the next call.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<EventRef<'_>>> {
         if !self.more {
             return Ok(None);
@@ -115,6 +119,8 @@ impl StreamCursor {
         }
     }
 
+    // Not an Iterator: each event borrows the cursor's buffer until the next call.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<EventRef<'_>>> {
         if self.store.options.read_only {
             self.store.refresh()?;

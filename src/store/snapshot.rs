@@ -43,7 +43,7 @@ pub fn list(dir: &Path) -> Vec<(u64, PathBuf)> {
             Some((n, e.path()))
         })
         .collect();
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
     found
 }
 
@@ -164,9 +164,13 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot> {
             "the snapshot's event count runs past its end",
         ));
     }
-    let mut index = Index::default();
-    index.wal = (0..n).map(|_| r.u64()).collect::<Result<_>>()?;
-    index.timestamps = (0..n).map(|_| r.u64()).collect::<Result<_>>()?;
+    let wal = (0..n).map(|_| r.u64()).collect::<Result<_>>()?;
+    let timestamps = (0..n).map(|_| r.u64()).collect::<Result<_>>()?;
+    let mut index = Index {
+        wal,
+        timestamps,
+        ..Index::default()
+    };
     for id in 0..r.count(16)? {
         let name = r.string()?;
         let count = r.count(8)?;
