@@ -738,7 +738,8 @@ impl Inner {
     pub(crate) fn make_visible(&self) -> Result<()> {
         let (lsn, epoch) = {
             let st = self.lock_state();
-            if st.buf.is_empty() {
+            // Also wait for a flush in flight: its bytes are not in `buf` any more.
+            if st.written >= st.appended {
                 return Ok(());
             }
             (st.appended, st.epoch)

@@ -189,7 +189,6 @@ static void test_null_free_close(void)
     evs_cursor_free(NULL);
     evs_string_free(NULL);
     CHECK_OK(evs_close(NULL));
-    CHECK_OK(evs_subscription_close(NULL));
 }
 
 /* ------------------------------------------------------------------------ */

@@ -1,0 +1,120 @@
+#!/bin/sh
+# Builds and runs the C tests of the evstore C API against build/lib.
+#
+#   tests/c/run.sh            (from anywhere; it works from the repository root)
+#
+# Needs `make lib` first (include/evstore.h, build/lib/libevstore.{so,a}).
+# Each program is compiled with -Wall -Wextra -Wpedantic -Werror against the shared
+# library and run under valgrind (counts scaled down by EVS_VALGRIND_SCALE); test_api is
+# also linked statically and run natively, and test_threads and the 100,000-operation
+# account concurrency test run natively at full size.
+#
+# Environment:
+#   CC                  the C compiler (default cc)
+#   EVS_VALGRIND_SCALE  EVS_TEST_SCALE for the runs under valgrind (default 0.1)
+#   EVS_NO_VALGRIND=1   run those programs natively instead (not a full run)
+#   EVS_TEST_KEEP=1     keep the temporary stores
+#
+# Prints each program's output and a final line `N passed, N failed` (the sum of the
+# programs' lines; a program that fails to build, crashes, or reports a valgrind error
+# counts one more failure). Exits non-zero if anything failed.
+
+cd "$(dirname "$0")/../.." || exit 2
+
+CC=${CC:-cc}
+OUT=build/tests/c
+VG_SCALE=${EVS_VALGRIND_SCALE:-0.1}
+CFLAGS="-std=c99 -Wall -Wextra -Wpedantic -Werror -D_POSIX_C_SOURCE=200809L -g -O1 -Iinclude"
+LIBDIR=build/lib
+
+total_passed=0
+total_failed=0
+
+fail() {
+    echo "FAILED: $*"
+    total_failed=$((total_failed + 1))
+}
+
+if [ ! -f include/evstore.h ] || [ ! -f "$LIBDIR/libevstore.so" ] || [ ! -f "$LIBDIR/libevstore.a" ]; then
+    echo "include/evstore.h and $LIBDIR/libevstore.{so,a} are needed: run 'make lib' first"
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+
+mkdir -p "$OUT" || exit 2
+
+VALGRIND="valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --quiet"
+if [ "${EVS_NO_VALGRIND:-0}" = "1" ]; then
+    VALGRIND=""
+    echo "note: EVS_NO_VALGRIND=1, running without valgrind"
+elif ! command -v valgrind >/dev/null 2>&1; then
+    echo "valgrind is not installed (set EVS_NO_VALGRIND=1 to run without it)"
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+
+# build NAME SOURCE LINK...: compiles one program into $OUT/NAME
+build() {
+    name=$1
+    src=$2
+    shift 2
+    echo "== build $name"
+    # shellcheck disable=SC2086
+    if ! $CC $CFLAGS -o "$OUT/$name" "$src" "$@"; then
+        fail "build $name"
+        return 1
+    fi
+    return 0
+}
+
+# run LABEL SCALE CMD...: runs a test program, adds its `N passed, N failed` line
+run() {
+    label=$1
+    scale=$2
+    shift 2
+    log="$OUT/$label.log"
+    echo "== run $label"
+    start=$(date +%s)
+    EVS_TEST_SCALE=$scale LD_LIBRARY_PATH="$LIBDIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+        "$@" >"$log" 2>&1
+    rc=$?
+    end=$(date +%s)
+    cat "$log"
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1)
+    if [ -z "$line" ]; then
+        fail "$label: no summary line (exit status $rc)"
+    else
+        p=$(echo "$line" | sed -E 's/^([0-9]+) passed, ([0-9]+) failed$/\1/')
+        f=$(echo "$line" | sed -E 's/^([0-9]+) passed, ([0-9]+) failed$/\2/')
+        total_passed=$((total_passed + p))
+        total_failed=$((total_failed + f))
+        if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+            if [ "$rc" -eq 99 ]; then
+                fail "$label: valgrind reported errors"
+            else
+                fail "$label: exit status $rc"
+            fi
+        fi
+    fi
+    echo "   ($label: exit status $rc, $((end - start)) s)"
+}
+
+DYN="-L$LIBDIR -levstore -lpthread"
+
+if build test_api tests/c/test_api.c $DYN; then
+    run test_api-valgrind "$VG_SCALE" $VALGRIND "$OUT/test_api"
+fi
+if build test_api_static tests/c/test_api.c "$LIBDIR/libevstore.a" -lpthread -ldl -lm; then
+    run test_api-static 1 "$OUT/test_api_static"
+fi
+if build test_threads tests/c/test_threads.c $DYN; then
+    run test_threads-valgrind "$VG_SCALE" $VALGRIND "$OUT/test_threads"
+    run test_threads-native 1 "$OUT/test_threads"
+fi
+if build test_account tests/c/test_account.c $DYN; then
+    run test_account-valgrind "$VG_SCALE" $VALGRIND "$OUT/test_account"
+    run test_account-concurrency-native 1 "$OUT/test_account" concurrency
+fi
+
+echo "$total_passed passed, $total_failed failed"
+[ "$total_failed" -eq 0 ]
