@@ -12,57 +12,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-// 128 MiB, nori-wal's default segment size.
-#define DEFAULT_SEGMENT_SIZE (128 << 20)
-
-// Segments may be no smaller than this...
-#define MIN_SEGMENT_SIZE (64 << 10)
-
-// ...and no larger (offsets are kept in 40 bits by the event store's index).
-#define MAX_SEGMENT_SIZE (1 << 40)
-
-// Flag bit 0: the record is a tombstone (a delete).
-#define FLAG_TOMBSTONE 1
-
-// Flag bit 1: a ttl varint follows the flags byte.
-#define FLAG_TTL 2
-
-// Bits 2-3: the compression of the value.
-#define COMPRESSION_MASK 12
-
-// Bits 4-7: reserved; nori-wal ignores them, evstore may use them.
-#define RESERVED_MASK 240
-
-// Bit 4, evstore's use of a reserved bit: the next record belongs to the same atomic
-// batch. The last record of a batch has it clear, so a batch cut short by a crash is seen.
-#define FLAG_BATCH_CONTINUES 16
-
-// A u64 never needs more than ten LEB128 bytes.
-#define MAX_VARINT_LEN 10
-
-// Bytes a record needs around its key and value at most (two lengths, flags, ttl, crc).
-#define MAX_OVERHEAD (((3 * MAX_VARINT_LEN) + 1) + 4)
-
-// Bytes read from the file at a time.
-#define CHUNK (1 << 20)
-
-// Stream names and event types: at most this many bytes.
-#define MAX_NAME_LEN 1024
-
-// One event's payload plus metadata: at most 16 MiB.
-#define MAX_EVENT_SIZE (16 << 20)
-
-// One append, all events together: at most 64 MiB.
-#define MAX_BATCH_SIZE (64 << 20)
-
-// The first byte of evstore's binary envelope, version 1.
-#define FORMAT_BINARY_V1 1
-
-#define MAX_ID_LEN 256
-
-// The schema version evstore writes `AccountOpened` with (it carries `currency`).
-#define OPENED_SCHEMA_VERSION 2
-
 // Expected version: no check.
 #define EVS_VERSION_ANY -1
 

@@ -14,10 +14,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Appended bytes past which an appender writes the buffer out itself, without waiting
-/// for the flusher (bounds memory, keeps writes large).
-const WRITE_THRESHOLD: usize = 4 << 20;
-
 /// A log sequence number: bytes appended since the log was opened, across segments.
 pub type Lsn = u64;
 
@@ -444,11 +440,12 @@ impl Inner {
             st.dirty_since = Some(Instant::now());
             self.flusher_wake.notify_one();
         }
-        let big = st.buf.len() >= WRITE_THRESHOLD && !st.flushing;
         drop(st);
         self.stats.record_append(records.len() as u64, size);
-        if big && self.config.fsync_policy != FsyncPolicy::Always {
-            // Write the buffer out now; an error stays in `stalled` and is retried.
+        if self.config.fsync_policy != FsyncPolicy::Always {
+            // Batch and Os promise that an acknowledged record is with the OS (so it
+            // survives a crash of this process). Concurrent appenders share one write; an
+            // error stays in `stalled`, the bytes are kept and retried.
             let _ = self.flush_until(lsn, epoch, false);
         }
         Ok(Appended {

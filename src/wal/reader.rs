@@ -15,6 +15,8 @@ pub(crate) struct SegmentCursor {
     segment_id: u64,
     scanner: Option<Scanner>,
     start_offset: u64,
+    /// Read-only: drop the read buffer and read again from here on the next call.
+    reread_from: Option<u64>,
 }
 
 impl SegmentCursor {
@@ -24,6 +26,7 @@ impl SegmentCursor {
             segment_id: from.segment_id,
             scanner: None,
             start_offset: from.offset,
+            reread_from: None,
         }
     }
 
@@ -56,6 +59,10 @@ impl SegmentCursor {
     /// The next record, or `None` when there is none yet.
     pub(crate) fn next(&mut self) -> Result<Option<(Position, Decoded<'_>)>> {
         let read_only = self.inner.config.read_only;
+        if let Some(offset) = self.reread_from.take() {
+            self.scanner = None;
+            self.start_offset = offset;
+        }
         loop {
             let id = self.segment_id;
             let (limit, has_next) = match self.bounds(id)? {
@@ -115,7 +122,11 @@ impl SegmentCursor {
             ))),
             Step::End { .. } => Ok(None),
             // A reader of someone else's log: the writer is not done with these bytes yet.
-            Step::Bad { .. } if read_only => Ok(None),
+            // Forget what was buffered, so the next call reads them afresh.
+            Step::Bad { offset, .. } if read_only => {
+                self.reread_from = Some(offset);
+                Ok(None)
+            }
             Step::Bad { offset, error } => Err(Error::corrupt(format!(
                 "segment {}: a damaged record at offset {offset} ({})",
                 segment::file_name(id),

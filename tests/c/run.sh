@@ -4,16 +4,19 @@
 #   tests/c/run.sh            (from anywhere; it works from the repository root)
 #
 # Needs `make lib` first (include/evstore.h, build/lib/libevstore.{so,a}).
-# Each program is compiled with -Wall -Wextra -Wpedantic -Werror against the shared
-# library and run under valgrind (counts scaled down by EVS_VALGRIND_SCALE); test_api is
-# also linked statically and run natively, and test_threads and the 100,000-operation
-# account concurrency test run natively at full size.
+# First the header itself: it compiles alone with the strict flags, and every name it
+# defines has the evs_/EVS_ prefix. Then each program is compiled with -Wall -Wextra
+# -Wpedantic -Werror against the shared library and run under valgrind (at full size by
+# default; EVS_VALGRIND_SCALE scales the counts down); test_api is also linked statically
+# against libevstore.a and run natively, and test_threads and the 100,000-operation account
+# concurrency test also run natively. About 40 s on 2 cores.
 #
 # Environment:
 #   CC                  the C compiler (default cc)
-#   EVS_VALGRIND_SCALE  EVS_TEST_SCALE for the runs under valgrind (default 0.1)
+#   EVS_VALGRIND_SCALE  EVS_TEST_SCALE for the runs under valgrind (default 1: full size)
 #   EVS_NO_VALGRIND=1   run those programs natively instead (not a full run)
 #   EVS_TEST_KEEP=1     keep the temporary stores
+#   EVS_TEST_OUT        where the programs and logs go (default build/tests/c)
 #
 # Prints each program's output and a final line `N passed, N failed` (the sum of the
 # programs' lines; a program that fails to build, crashes, or reports a valgrind error
@@ -22,8 +25,8 @@
 cd "$(dirname "$0")/../.." || exit 2
 
 CC=${CC:-cc}
-OUT=build/tests/c
-VG_SCALE=${EVS_VALGRIND_SCALE:-0.1}
+OUT=${EVS_TEST_OUT:-build/tests/c}
+VG_SCALE=${EVS_VALGRIND_SCALE:-1}
 CFLAGS="-std=c99 -Wall -Wextra -Wpedantic -Werror -D_POSIX_C_SOURCE=200809L -g -O1 -Iinclude"
 LIBDIR=build/lib
 
@@ -43,7 +46,7 @@ fi
 
 mkdir -p "$OUT" || exit 2
 
-VALGRIND="valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --quiet"
+VALGRIND="valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite --quiet"
 if [ "${EVS_NO_VALGRIND:-0}" = "1" ]; then
     VALGRIND=""
     echo "note: EVS_NO_VALGRIND=1, running without valgrind"
@@ -99,7 +102,38 @@ run() {
     echo "   ($label: exit status $rc, $((end - start)) s)"
 }
 
+# The public header: compiles alone; defines only evs_/EVS_ names (c-api.md, Conventions).
+check_header() {
+    echo "== header include/evstore.h"
+    printf '#include "evstore.h"\nint main(void) { return 0; }\n' >"$OUT/header_alone.c"
+    # shellcheck disable=SC2086
+    if $CC $CFLAGS -o "$OUT/header_alone" "$OUT/header_alone.c"; then
+        total_passed=$((total_passed + 1))
+    else
+        fail "include/evstore.h does not compile alone with $CFLAGS"
+    fi
+    bad=$(grep -E '^[[:space:]]*#[[:space:]]*define[[:space:]]' include/evstore.h |
+        sed -E 's/^[[:space:]]*#[[:space:]]*define[[:space:]]+([A-Za-z_][A-Za-z0-9_]*).*/\1/' |
+        grep -vE '^(EVS_|evs_|EVSTORE_H$)' | tr '\n' ' ')
+    if [ -z "$bad" ]; then
+        total_passed=$((total_passed + 1))
+    else
+        fail "include/evstore.h defines macros without the EVS_ prefix: $bad"
+    fi
+    bad=$(grep -E '^[A-Za-z].*[^A-Za-z0-9_]([A-Za-z_][A-Za-z0-9_]*)\(' include/evstore.h |
+        grep -vE '^(#|typedef)' |
+        sed -E 's/^[^(]*[^A-Za-z0-9_(]([A-Za-z_][A-Za-z0-9_]*)\(.*/\1/' |
+        grep -vE '^evs_' | tr '\n' ' ')
+    if [ -z "$bad" ]; then
+        total_passed=$((total_passed + 1))
+    else
+        fail "include/evstore.h declares functions without the evs_ prefix: $bad"
+    fi
+}
+
 DYN="-L$LIBDIR -levstore -lpthread"
+
+check_header
 
 if build test_api tests/c/test_api.c $DYN; then
     run test_api-valgrind "$VG_SCALE" $VALGRIND "$OUT/test_api"

@@ -4,6 +4,11 @@
  *   test_account               every test; the concurrency test does
  *                              100,000 operations scaled by EVS_TEST_SCALE
  *   test_account concurrency   only the concurrency test, always 100,000 operations
+ *
+ * The seed's three tests, every rule of c-api.md / api-decisions.md, read-only
+ * stores, time travel, transfers among 3 hot accounts, ids that need JSON
+ * escaping, snapshots (used; ignored when damaged or ahead of the log;
+ * automatic), and 8 threads doing random operations over 50 accounts.
  */
 #include "test_util.h"
 
@@ -964,16 +969,377 @@ static void test_concurrency(long total_ops)
         conc_check_balances(s, expected, versions);
         {
             evs_account a;
+            evs_cursor *c = NULL;
+            evs_event e;
             memset(&a, 0, sizeof a);
             if (CHECK_OK(evs_account_get_at(s, "acct-01", UINT64_MAX, &a))) {
                 CHECK_I64(a.balance, expected[1]);
                 CHECK_U64(a.version, versions[1]);
+            }
+            /* time travel reaches back before the snapshot */
+            if (CHECK_OK(evs_read_stream(s, "account-acct-02", 0, &c))) {
+                if (CHECK_OK(evs_cursor_next(c, &e))) {
+                    memset(&a, 0, sizeof a);
+                    if (CHECK_OK(evs_account_get_at(s, "acct-02", e.timestamp_us, &a))) {
+                        CHECK(a.version >= 1);
+                        if (a.version == 1)
+                            CHECK_I64(a.balance, conc_initial(2));
+                    }
+                }
+                evs_cursor_free(c);
             }
         }
         CHECK_OK(evs_close(s));
     }
     evs_options_free(o);
     free(th);
+}
+
+/* Transfers in both directions between three accounts from 8 threads: no deadlock, no
+   lost update, money is conserved. */
+struct hot_acc {
+    evs_store *store;
+    int id;
+    long ops;
+    int64_t delta[3];
+    uint64_t events[3];
+    long accepted;
+    long unexpected;
+};
+
+static void *hot_acc_main(void *arg)
+{
+    struct hot_acc *h = (struct hot_acc *)arg;
+    static const char *const ids[3] = {"hot-a", "hot-b", "hot-c"};
+    uint64_t rng = 777u + (uint64_t)h->id * 0x9E3779B97F4A7C15ull;
+    long k;
+    for (k = 0; k < h->ops; k++) {
+        int a = (int)(tu_rand(&rng) % 3), b = (a + 1 + (int)(tu_rand(&rng) % 2)) % 3;
+        int64_t amount = 1 + (int64_t)(tu_rand(&rng) % 50);
+        evs_status st = evs_account_transfer(h->store, ids[a], ids[b], amount, NULL);
+        if (st == EVS_OK) {
+            h->delta[a] -= amount;
+            h->delta[b] += amount;
+            h->events[a]++;
+            h->events[b]++;
+            h->accepted++;
+        } else if (st != EVS_ERR_INSUFFICIENT_FUNDS) {
+            if (h->unexpected++ < 3)
+                CHECK_OK(st);
+        }
+    }
+    return NULL;
+}
+
+static void test_hot_accounts(void)
+{
+    char path[2048];
+    evs_store *s;
+    struct hot_acc h[8];
+    pthread_t t[8];
+    static const char *const ids[3] = {"hot-a", "hot-b", "hot-c"};
+    int64_t want[3] = {300, 300, 300};
+    uint64_t events[3] = {1, 1, 1};
+    long accepted = 0, unexpected = 0;
+    int i, j;
+
+    TU_SECTION("8 threads transferring among 3 accounts");
+    store_path(path, sizeof path, "hot-accounts");
+    s = open_store(path, NULL, NULL);
+    if (s == NULL)
+        return;
+    for (i = 0; i < 3; i++)
+        CHECK_OK(evs_account_open(s, ids[i], 300, NULL, NULL));
+    memset(h, 0, sizeof h);
+    for (i = 0; i < 8; i++) {
+        h[i].store = s;
+        h[i].id = i;
+        h[i].ops = tu_scaled(1000);
+        CHECK(pthread_create(&t[i], NULL, hot_acc_main, &h[i]) == 0);
+    }
+    for (i = 0; i < 8; i++)
+        CHECK(pthread_join(t[i], NULL) == 0);
+    for (i = 0; i < 8; i++) {
+        accepted += h[i].accepted;
+        unexpected += h[i].unexpected;
+        for (j = 0; j < 3; j++) {
+            want[j] += h[i].delta[j];
+            events[j] += h[i].events[j];
+        }
+    }
+    CHECK_I64(unexpected, 0);
+    CHECK(accepted > 0);
+    for (j = 0; j < 3; j++)
+        CHECK_ACCOUNT(s, ids[j], want[j], false, "USD", events[j]);
+    CHECK_I64(want[0] + want[1] + want[2], 900);
+    CHECK_OK(evs_close(s));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Ids that need JSON escaping; snapshots that must not be trusted          */
+/* ------------------------------------------------------------------------ */
+
+static void test_json_ids(void)
+{
+    static const char *const ids[] = {"quo\"te", "back\\slash", "new\nline", "tab\tand\x01",
+                                      "{\"AccountOpened\":{}}", "caf\xc3\xa9 \xf0\x9f\x92\xb0"};
+    const size_t n = sizeof ids / sizeof ids[0];
+    char path[2048];
+    evs_store *s;
+    size_t i;
+
+    TU_SECTION("ids that need escaping in the JSON payloads");
+    store_path(path, sizeof path, "json-ids");
+    s = open_store(path, NULL, NULL);
+    if (s == NULL)
+        return;
+    for (i = 0; i < n; i++) {
+        CHECK_OK(evs_account_open(s, ids[i], 10, NULL, NULL));
+        CHECK_OK(evs_account_deposit(s, ids[i], 5, NULL));
+    }
+    CHECK_OK(evs_account_transfer(s, ids[0], ids[1], 3, NULL));
+    {
+        /* the deposit's payload escapes the quote */
+        evs_cursor *c = NULL;
+        evs_event e;
+        static const char want[] = "{\"MoneyDeposited\":{\"account_id\":\"quo\\\"te\",\"amount\":5}}";
+        if (CHECK_OK(evs_read_stream(s, "account-quo\"te", 1, &c))) {
+            if (CHECK_OK(evs_cursor_next(c, &e)))
+                CHECK_VIEW((const char *)e.payload, e.payload_len, want);
+            evs_cursor_free(c);
+        }
+    }
+    CHECK_OK(evs_close(s));
+    s = open_store(path, NULL, NULL);
+    if (s == NULL)
+        return;
+    for (i = 0; i < n; i++) {
+        int64_t want = i == 0 ? 12 : i == 1 ? 18 : 15;
+        uint64_t version = i < 2 ? 3 : 2;
+        CHECK_ACCOUNT(s, ids[i], want, false, "USD", version);
+    }
+    CHECK_OK(evs_close(s));
+}
+
+/* Applies fn to every regular file directly in dir. */
+static int for_each_file(const char *dir, int (*fn)(const char *file, void *arg), void *arg)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+    if (d == NULL)
+        return -1;
+    while ((e = readdir(d)) != NULL) {
+        char file[4096];
+        struct stat st;
+        snprintf(file, sizeof file, "%s/%s", dir, e->d_name);
+        if (stat(file, &st) == 0 && S_ISREG(st.st_mode) && fn(file, arg))
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* Flips one byte in the middle of the file. */
+static int damage_file(const char *file, void *arg)
+{
+    struct stat st;
+    FILE *f;
+    int ch;
+    (void)arg;
+    if (stat(file, &st) != 0 || st.st_size == 0)
+        return 0;
+    f = fopen(file, "r+b");
+    if (f == NULL)
+        return 0;
+    fseek(f, (long)(st.st_size / 2), SEEK_SET);
+    ch = fgetc(f);
+    fseek(f, (long)(st.st_size / 2), SEEK_SET);
+    fputc(ch ^ 0xFF, f);
+    fclose(f);
+    return 1;
+}
+
+/* Copies the file into the directory given as arg. */
+static int copy_file_into(const char *file, void *arg)
+{
+    const char *dir = (const char *)arg;
+    const char *base = strrchr(file, '/');
+    char to[4096], buf[65536];
+    FILE *in, *out;
+    size_t n;
+    int ok = 1;
+    snprintf(to, sizeof to, "%s/%s", dir, base ? base + 1 : file);
+    in = fopen(file, "rb");
+    out = fopen(to, "wb");
+    if (in == NULL || out == NULL) {
+        if (in)
+            fclose(in);
+        if (out)
+            fclose(out);
+        return 0;
+    }
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+        if (fwrite(buf, 1, n, out) != n)
+            ok = 0;
+    fclose(in);
+    if (fclose(out) != 0)
+        ok = 0;
+    return ok;
+}
+
+static void test_snapshot_safety(void)
+{
+    char path[2048], events[2100], backup[2100], snaps[2100];
+    evs_store *s;
+    evs_recovery_info info;
+    uint64_t sp = SENTINEL_U64;
+
+    TU_SECTION("a snapshot is used, and ignored when damaged or ahead of the log");
+    store_path(path, sizeof path, "snapshot-safety");
+    tu_join(events, sizeof events, path, "events");
+    tu_join(backup, sizeof backup, path, "events-backup");
+    tu_join(snaps, sizeof snaps, path, "snapshots");
+    s = open_store(path, NULL, NULL);
+    if (s == NULL)
+        return;
+    CHECK_OK(evs_account_open(s, "s1", 100, NULL, NULL));
+    CHECK_OK(evs_account_open(s, "s2", 50, NULL, NULL));
+    CHECK_OK(evs_account_deposit(s, "s1", 10, NULL));
+    CHECK_OK(evs_close(s));
+    /* the log as it is now, 3 events */
+    CHECK(mkdir(backup, 0700) == 0);
+    CHECK(for_each_file(events, copy_file_into, backup) >= 1);
+
+    s = open_store(path, NULL, NULL);
+    if (s == NULL)
+        return;
+    CHECK_OK(evs_account_deposit(s, "s1", 5, NULL));
+    CHECK_OK(evs_account_withdraw(s, "s2", 20, NULL));
+    CHECK_OK(evs_snapshot(s, &sp));
+    CHECK_U64(sp, 5);
+    CHECK_OK(evs_close(s));
+
+    /* used */
+    memset(&info, 0xAB, sizeof info);
+    s = open_store(path, NULL, &info);
+    if (s == NULL)
+        return;
+    CHECK_U64(info.snapshot_position, 5);
+    CHECK_U64(info.next_position, 5);
+    CHECK_ACCOUNT(s, "s1", 115, false, "USD", 3);
+    CHECK_ACCOUNT(s, "s2", 30, false, "USD", 2);
+    CHECK_OK(evs_close(s));
+
+    /* damaged: ignored, the state is rebuilt from the log */
+    CHECK(for_each_file(snaps, damage_file, NULL) >= 1);
+    memset(&info, 0xAB, sizeof info);
+    s = open_store(path, NULL, &info);
+    if (s == NULL)
+        return;
+    CHECK_U64(info.snapshot_position, UINT64_MAX);
+    CHECK_U64(info.next_position, 5);
+    CHECK_ACCOUNT(s, "s1", 115, false, "USD", 3);
+    CHECK_ACCOUNT(s, "s2", 30, false, "USD", 2);
+    CHECK_OK(evs_snapshot(s, &sp)); /* a good one again */
+    CHECK_U64(sp, 5);
+    CHECK_OK(evs_close(s));
+
+    /* ahead of the log (the log is back to its first 3 events): ignored */
+    CHECK(tu_remove_tree(events) == 0);
+    CHECK(rename(backup, events) == 0);
+    memset(&info, 0xAB, sizeof info);
+    s = open_store(path, NULL, &info);
+    if (s == NULL)
+        return;
+    CHECK_U64(info.snapshot_position, UINT64_MAX);
+    CHECK_U64(info.next_position, 3);
+    CHECK_ACCOUNT(s, "s1", 110, false, "USD", 2);
+    CHECK_ACCOUNT(s, "s2", 50, false, "USD", 1);
+    {
+        uint64_t pos = SENTINEL_U64;
+        int64_t v = -5;
+        CHECK_OK(evs_account_withdraw(s, "s2", 1, &pos));
+        CHECK_U64(pos, 3);
+        CHECK_OK(evs_stream_version(s, "account-s2", &v));
+        CHECK_I64(v, 1);
+    }
+    CHECK_OK(evs_close(s));
+}
+
+static void test_snapshot_of_empty_store(void)
+{
+    char path[2048];
+    evs_store *s;
+    evs_recovery_info info;
+    uint64_t sp = SENTINEL_U64, pos = SENTINEL_U64;
+
+    TU_SECTION("a snapshot of an empty store");
+    store_path(path, sizeof path, "snapshot-empty");
+    s = open_store(path, NULL, NULL);
+    if (s == NULL)
+        return;
+    CHECK_OK(evs_snapshot(s, &sp));
+    CHECK_U64(sp, 0);
+    CHECK_OK(evs_close(s));
+    memset(&info, 0xAB, sizeof info);
+    s = open_store(path, NULL, &info);
+    if (s == NULL)
+        return;
+    CHECK_U64(info.next_position, 0);
+    CHECK(info.snapshot_position == 0 || info.snapshot_position == UINT64_MAX);
+    CHECK_OK(evs_account_open(s, "first", 1, NULL, &pos));
+    CHECK_U64(pos, 0);
+    CHECK_ACCOUNT(s, "first", 1, false, "USD", 1);
+    CHECK_OK(evs_close(s));
+}
+
+static void test_automatic_snapshots(void)
+{
+    char path[2048];
+    evs_store *s;
+    evs_options *o;
+    evs_recovery_info info;
+    int i;
+
+    TU_SECTION("automatic snapshots (evs_options_set_snapshot_every)");
+    store_path(path, sizeof path, "auto-snapshot");
+    o = evs_options_new();
+    CHECK_OK(evs_options_set_snapshot_every(o, 10));
+    s = open_store(path, o, NULL);
+    evs_options_free(o);
+    if (s == NULL)
+        return;
+    CHECK_OK(evs_account_open(s, "auto", 0, NULL, NULL));
+    for (i = 1; i <= 34; i++)
+        CHECK_OK(evs_account_deposit(s, "auto", i, NULL));
+    CHECK_OK(evs_close(s));
+    memset(&info, 0xAB, sizeof info);
+    s = open_store(path, NULL, &info);
+    if (s == NULL)
+        return;
+    CHECK(info.snapshot_position != UINT64_MAX);
+    CHECK(info.snapshot_position >= 10 && info.snapshot_position <= 35);
+    CHECK_U64(info.next_position, 35);
+    CHECK_ACCOUNT(s, "auto", 34 * 35 / 2, false, "USD", 35);
+    {
+        /* time travel still reaches back before the snapshot */
+        evs_cursor *c = NULL;
+        evs_event e;
+        evs_account a;
+        if (CHECK_OK(evs_read_stream(s, "account-auto", 2, &c))) {
+            if (CHECK_OK(evs_cursor_next(c, &e))) {
+                memset(&a, 0, sizeof a);
+                if (CHECK_OK(evs_account_get_at(s, "auto", e.timestamp_us, &a))) {
+                    /* at least the open and two deposits, and whatever shares the time */
+                    CHECK(a.version >= 3);
+                    CHECK_I64(a.balance, (int64_t)(a.version - 1) * (int64_t)a.version / 2);
+                }
+            }
+            evs_cursor_free(c);
+        }
+    }
+    CHECK_OK(evs_close(s));
 }
 
 int main(int argc, char **argv)
@@ -992,6 +1358,11 @@ int main(int argc, char **argv)
         test_rules();
         test_read_only();
         test_time_travel();
+        test_hot_accounts();
+        test_json_ids();
+        test_snapshot_safety();
+        test_snapshot_of_empty_store();
+        test_automatic_snapshots();
         test_concurrency(tu_scaled(100000));
     }
     tu_cleanup_dir(g_root);

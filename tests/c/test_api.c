@@ -1,9 +1,18 @@
 /*
  * test_api.c: the Conventions, Status codes, Opening, Appending and Reading
- * parts of the evstore C API (shared/design/c-api.md, docs/api-decisions.md),
- * each function on its success path and on each of its error paths.
+ * parts of the evstore C API (shared/design/c-api.md, docs/api-decisions.md,
+ * include/evstore.h), each function on its success path and on each of its
+ * error paths; then recovery: torn and zero-filled tails, damage before the
+ * tail, a legacy nori-wal store, a read-only store beside a writer, another
+ * process holding the lock, and writers killed with SIGKILL under each fsync
+ * policy (this program runs itself as the child: `test_api --child ...`).
  */
 #include "test_util.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/types.h>
+#include <sys/wait.h>
 
 #define SENTINEL_U64 UINT64_C(0xDEADBEEFCAFEF00D)
 #define SENTINEL_I64 INT64_C(-777777)
@@ -797,6 +806,19 @@ static void test_small_segments(void)
             CHECK_STATUS(evs_cursor_next(c, &e), EVS_END);
             evs_cursor_free(c);
         }
+        /* backward across the segments */
+        c = NULL;
+        if (CHECK_OK(evs_read_all_backward(s, (uint64_t)n - 5, &c))) {
+            for (i = n - 5; i >= 0; i--) {
+                if (!CHECK_OK(evs_cursor_next(c, &e)))
+                    break;
+                memset(buf, i, sizeof buf);
+                CHECK_U64(e.position, (uint64_t)i);
+                CHECK_MEM(e.payload, e.payload_len, buf, sizeof buf);
+            }
+            CHECK_STATUS(evs_cursor_next(c, &e), EVS_END);
+            evs_cursor_free(c);
+        }
         /* appending continues where it stopped */
         CHECK_OK(evs_append_event(s, "Block", buf, 10, &pos));
         CHECK_U64(pos, (uint64_t)n);
@@ -1064,6 +1086,8 @@ static void test_read_stream(evs_store *s)
     CHECK(c == sentinel_cursor);
     CHECK_STATUS(evs_read_stream(s, "no-such-stream", 0, &c), EVS_ERR_NOT_FOUND);
     CHECK(c == sentinel_cursor);
+    CHECK_STATUS(evs_read_stream(s, "", 0, &c), EVS_ERR_INVALID_ARGUMENT);
+    CHECK(c == sentinel_cursor);
 
     /* the whole stream */
     c = NULL;
@@ -1136,6 +1160,8 @@ static void test_stream_version(evs_store *s)
     CHECK_I64(v, SENTINEL_I64);
     CHECK_STATUS(evs_stream_version(s, "orders-1", NULL), EVS_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(evs_stream_version(s, BAD_UTF8, &v), EVS_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(evs_stream_version(s, "", &v), EVS_ERR_INVALID_ARGUMENT);
+    CHECK_I64(v, SENTINEL_I64);
     CHECK_I64(v, SENTINEL_I64);
 }
 
@@ -1407,8 +1433,739 @@ static void test_appending(void)
     CHECK_OK(evs_close(s));
 }
 
-int main(void)
+/* ------------------------------------------------------------------------ */
+/* Readers beside a writer; stream cursors tail their stream                */
+/* ------------------------------------------------------------------------ */
+
+static void test_stream_cursor_tails(void)
 {
+    char path[2048];
+    evs_store *s;
+    evs_cursor *c = NULL;
+    evs_event e;
+    evs_event_input in;
+    uint64_t pos;
+
+    TU_SECTION("a stream cursor sees later appends to its stream only");
+    store_path(path, sizeof path, "stream-tail");
+    s = open_store(path, NULL, NULL);
+    if (s == NULL)
+        return;
+    in = input("A", "a0", NULL, 1);
+    CHECK_OK(evs_append(s, "tail-me", EVS_VERSION_NO_STREAM, &in, 1, NULL, NULL));
+    if (CHECK_OK(evs_read_stream(s, "tail-me", 0, &c))) {
+        CHECK_OK(evs_cursor_next(c, &e));
+        CHECK_STATUS(evs_cursor_next(c, &e), EVS_END);
+        in = input("B", "other", NULL, 1);
+        CHECK_OK(evs_append(s, "not-me", EVS_VERSION_ANY, &in, 1, NULL, NULL));
+        CHECK_OK(evs_append_event(s, "C", (const uint8_t *)"x", 1, &pos));
+        CHECK_STATUS(evs_cursor_next(c, &e), EVS_END);
+        in = input("A", "a1", NULL, 1);
+        CHECK_OK(evs_append(s, "tail-me", 0, &in, 1, &pos, NULL));
+        if (CHECK_OK(evs_cursor_next(c, &e))) {
+            CHECK_U64(e.position, pos);
+            CHECK_U64(e.stream_version, 1);
+            CHECK_VIEW((const char *)e.payload, e.payload_len, "a1");
+        }
+        CHECK_STATUS(evs_cursor_next(c, &e), EVS_END);
+        evs_cursor_free(c);
+    }
+    CHECK_OK(evs_close(s));
+}
+
+static void test_read_only_beside_writer(bool preallocate)
+{
+    char path[2048];
+    evs_store *w, *r = NULL;
+    evs_options *o, *wo;
+    evs_cursor *c = NULL;
+    evs_event e;
+    uint64_t pos, p;
+
+    printf("-- a read-only store beside a writer (preallocate %s)\n", preallocate ? "on" : "off");
+    store_path(path, sizeof path, preallocate ? "beside-prealloc" : "beside-no-prealloc");
+    wo = evs_options_new();
+    CHECK_OK(evs_options_set_preallocate(wo, preallocate));
+    w = open_store(path, wo, NULL);
+    evs_options_free(wo);
+    if (w == NULL)
+        return;
+    CHECK_OK(evs_append_event(w, "First", (const uint8_t *)"1", 1, &pos));
+    CHECK_OK(evs_sync(w));
+    o = evs_options_new();
+    CHECK_OK(evs_options_set_read_only(o, true));
+    /* read-only takes no lock (evstore.h): it opens while the writer has the store */
+    if (CHECK_OK(evs_open(path, o, &r, NULL))) {
+        CHECK_U64(next_position(r), 1);
+        CHECK_OK(evs_append_event(w, "Second", (const uint8_t *)"2", 1, &pos));
+        CHECK_U64(pos, 1);
+        CHECK_OK(evs_sync(w));
+        /* "new events of a writing process appear on later reads" */
+        if (CHECK_OK(evs_read_all(r, 0, &c))) {
+            CHECK_OK(evs_cursor_next(c, &e));
+            CHECK_U64(e.position, 0);
+            if (CHECK_OK(evs_cursor_next(c, &e))) {
+                CHECK_U64(e.position, 1);
+                CHECK_VIEW(e.event_type, e.event_type_len, "Second");
+            }
+            CHECK_STATUS(evs_cursor_next(c, &e), EVS_END);
+            evs_cursor_free(c);
+        }
+        p = SENTINEL_U64;
+        CHECK_OK(evs_position_at(r, UINT64_MAX, &p));
+        CHECK_U64(p, 2);
+        CHECK_STATUS(evs_append_event(r, "E", (const uint8_t *)"x", 1, &pos), EVS_ERR_READ_ONLY);
+        CHECK_OK(evs_close(r));
+    }
+    evs_options_free(o);
+    CHECK_OK(evs_close(w));
+}
+
+/* "Cursors still open keep working on what they can read but should be freed first." */
+static void test_cursor_outlives_store(void)
+{
+    char path[2048];
+    evs_store *s;
+    evs_cursor *c = NULL;
+    evs_event e;
+    uint64_t pos;
+    int i;
+    evs_status st;
+
+    TU_SECTION("a cursor still open when its store is closed");
+    store_path(path, sizeof path, "cursor-after-close");
+    s = open_store(path, NULL, NULL);
+    if (s == NULL)
+        return;
+    for (i = 0; i < 3; i++)
+        CHECK_OK(evs_append_event(s, "E", (const uint8_t *)"abc", 3, &pos));
+    if (!CHECK_OK(evs_read_all(s, 0, &c))) {
+        CHECK_OK(evs_close(s));
+        return;
+    }
+    CHECK_OK(evs_cursor_next(c, &e));
+    CHECK_OK(evs_close(s));
+    /* no crash, no invalid memory access (valgrind): events, the end, or an error */
+    for (i = 0; i < 4; i++) {
+        st = evs_cursor_next(c, &e);
+        if (st == EVS_OK) {
+            CHECK_MEM(e.payload, e.payload_len, "abc", 3);
+        } else {
+            CHECK(st == EVS_END || st < 0);
+            break;
+        }
+    }
+    evs_cursor_free(c);
+    /* the store is closed for real: it opens again */
+    s = open_store(path, NULL, NULL);
+    if (s != NULL)
+        CHECK_OK(evs_close(s));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Recovery: torn tails, zero tails, damage, legacy stores                  */
+/* ------------------------------------------------------------------------ */
+
+/* The path of the segment with the highest id in <store>/events (first: the lowest). */
+static int segment_path(char *out, size_t cap, const char *store, int first)
+{
+    char dir[2048];
+    DIR *d;
+    struct dirent *de;
+    long best = -1;
+    tu_join(dir, sizeof dir, store, "events");
+    d = opendir(dir);
+    if (d == NULL)
+        return 0;
+    while ((de = readdir(d)) != NULL) {
+        size_t n = strlen(de->d_name);
+        char *end;
+        long id;
+        if (n < 5 || strcmp(de->d_name + n - 4, ".wal") != 0)
+            continue;
+        id = strtol(de->d_name, &end, 10);
+        if (end != de->d_name + n - 4)
+            continue;
+        if (best < 0 || (first ? id < best : id > best))
+            best = id;
+    }
+    closedir(d);
+    if (best < 0)
+        return 0;
+    snprintf(out, cap, "%s/%06ld.wal", dir, best);
+    return 1;
+}
+
+static int append_bytes(const char *file, const void *bytes, size_t n)
+{
+    FILE *f = fopen(file, "ab");
+    size_t w;
+    if (f == NULL)
+        return 0;
+    w = fwrite(bytes, 1, n, f);
+    return fclose(f) == 0 && w == n;
+}
+
+static void test_torn_and_zero_tails(void)
+{
+    char path[2048], seg[2200];
+    evs_store *s;
+    evs_recovery_info info;
+    uint64_t pos;
+    int i;
+    /* the start of a record (klen 8, vlen 64, flags 0, part of a key) cut off by a crash;
+       it does not end in zero bytes, which could pass for preallocated space */
+    static const uint8_t torn[] = {0x08, 0x40, 0x00, 0x05, 0x01, 0x02, 0x03};
+    static const uint8_t zeros[4096] = {0};
+
+    TU_SECTION("a torn tail is truncated and reported");
+    store_path(path, sizeof path, "torn");
+    s = open_store(path, NULL, NULL);
+    if (s == NULL)
+        return;
+    for (i = 0; i < 5; i++)
+        CHECK_OK(evs_append_event(s, "E", (const uint8_t *)"abc", 3, &pos));
+    CHECK_OK(evs_close(s));
+    if (!CHECK(segment_path(seg, sizeof seg, path, 0)))
+        return;
+    CHECK(append_bytes(seg, torn, sizeof torn));
+    {
+        /* a read-only open modifies no file: it reads past the torn tail */
+        evs_options *ro = evs_options_new();
+        struct stat before, after;
+        CHECK(stat(seg, &before) == 0);
+        CHECK_OK(evs_options_set_read_only(ro, true));
+        s = open_store(path, ro, &info);
+        if (s != NULL) {
+            CHECK_U64(info.next_position, 5);
+            CHECK_U64(next_position(s), 5);
+            CHECK_OK(evs_close(s));
+        }
+        CHECK(stat(seg, &after) == 0 && after.st_size == before.st_size);
+        evs_options_free(ro);
+    }
+    memset(&info, 0xAB, sizeof info);
+    s = open_store(path, NULL, &info);
+    if (s == NULL)
+        return;
+    CHECK(info.corruption_detected);
+    CHECK_U64(info.bytes_truncated, sizeof torn);
+    CHECK_U64(info.next_position, 5);
+    CHECK_U64(info.valid_records, 5);
+    CHECK_U64(next_position(s), 5);
+    CHECK_OK(evs_append_event(s, "E", (const uint8_t *)"def", 3, &pos));
+    CHECK_U64(pos, 5);
+    CHECK_OK(evs_close(s));
+    memset(&info, 0xAB, sizeof info);
+    s = open_store(path, NULL, &info);
+    if (s == NULL)
+        return;
+    CHECK(!info.corruption_detected);
+    CHECK_U64(info.bytes_truncated, 0);
+    CHECK_U64(info.next_position, 6);
+    CHECK_OK(evs_close(s));
+
+    TU_SECTION("a zero-filled tail is the end of the log");
+    if (!CHECK(segment_path(seg, sizeof seg, path, 0)))
+        return;
+    CHECK(append_bytes(seg, zeros, sizeof zeros));
+    memset(&info, 0xAB, sizeof info);
+    s = open_store(path, NULL, &info);
+    if (s == NULL)
+        return;
+    CHECK_U64(info.next_position, 6);
+    CHECK_U64(next_position(s), 6);
+    {
+        evs_cursor *c = NULL;
+        evs_event e;
+        uint64_t n = 0;
+        if (CHECK_OK(evs_read_all(s, 0, &c))) {
+            while (evs_cursor_next(c, &e) == EVS_OK)
+                n++;
+            evs_cursor_free(c);
+        }
+        CHECK_U64(n, 6);
+    }
+    CHECK_OK(evs_append_event(s, "E", (const uint8_t *)"ghi", 3, &pos));
+    CHECK_U64(pos, 6);
+    CHECK_OK(evs_close(s));
+    s = open_store(path, NULL, &info);
+    if (s != NULL) {
+        CHECK_U64(info.next_position, 7);
+        CHECK_OK(evs_close(s));
+    }
+}
+
+/* Damage in a segment that is not the last: EVS_ERR_CORRUPT, never silently dropped. */
+static void test_damage_is_corruption(void)
+{
+    char path[2048], seg[2200];
+    evs_store *s, *sentinel_store = (evs_store *)&s;
+    FILE *f;
+    int ch;
+
+    TU_SECTION("damage before the tail is EVS_ERR_CORRUPT");
+    store_path(path, sizeof path, "segments"); /* from test_small_segments: many segments */
+    if (!CHECK(segment_path(seg, sizeof seg, path, 1)))
+        return;
+    f = fopen(seg, "r+b");
+    if (!CHECK(f != NULL))
+        return;
+    /* flip a byte inside the first event's payload */
+    CHECK(fseek(f, 5000, SEEK_SET) == 0);
+    ch = fgetc(f);
+    CHECK(ch != EOF);
+    CHECK(fseek(f, 5000, SEEK_SET) == 0);
+    fputc(ch ^ 0x5A, f);
+    CHECK(fclose(f) == 0);
+    s = sentinel_store;
+    CHECK_STATUS(evs_open(path, NULL, &s, NULL), EVS_ERR_CORRUPT);
+    CHECK(s == sentinel_store);
+    /* and it did not "repair" the log by cutting it: still corrupt */
+    CHECK_STATUS(evs_open(path, NULL, &s, NULL), EVS_ERR_CORRUPT);
+    CHECK(s == sentinel_store);
+}
+
+static uint32_t crc32c(const uint8_t *p, size_t n)
+{
+    uint32_t c = 0xFFFFFFFFu;
+    size_t i;
+    int k;
+    for (i = 0; i < n; i++) {
+        c ^= p[i];
+        for (k = 0; k < 8; k++)
+            c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
+    }
+    return c ^ 0xFFFFFFFFu;
+}
+
+static size_t put_varint(uint8_t *out, uint64_t v)
+{
+    size_t n = 0;
+    do {
+        uint8_t b = (uint8_t)(v & 0x7F);
+        v >>= 7;
+        out[n++] = (uint8_t)(b | (v ? 0x80 : 0));
+    } while (v);
+    return n;
+}
+
+/* Appends one nori-wal record (key = id as u64 LE, value = the legacy JSON envelope). */
+static int write_legacy_record(FILE *f, uint64_t id, const char *type, uint64_t secs,
+                               const char *payload)
+{
+    char value[4096];
+    uint8_t rec[4200];
+    size_t n = 0, vlen, i;
+    int len;
+    uint32_t crc;
+    len = snprintf(value, sizeof value,
+                   "{\"event_id\":%" PRIu64 ",\"event_type\":\"%s\",\"timestamp\":%" PRIu64
+                   ",\"payload\":[",
+                   id, type, secs);
+    for (i = 0; payload[i] != '\0'; i++)
+        len += snprintf(value + len, sizeof value - (size_t)len, "%s%u", i ? "," : "",
+                        (unsigned)(unsigned char)payload[i]);
+    len += snprintf(value + len, sizeof value - (size_t)len, "]}");
+    vlen = (size_t)len;
+    n += put_varint(rec + n, 8);
+    n += put_varint(rec + n, vlen);
+    rec[n++] = 0; /* flags */
+    for (i = 0; i < 8; i++)
+        rec[n++] = (uint8_t)(id >> (8 * i));
+    memcpy(rec + n, value, vlen);
+    n += vlen;
+    crc = crc32c(rec, n);
+    for (i = 0; i < 4; i++)
+        rec[n++] = (uint8_t)(crc >> (8 * i));
+    return fwrite(rec, 1, n, f) == n;
+}
+
+static void test_legacy_store(void)
+{
+    char path[2048], events[2100], seg[2200];
+    static const char opened[] = "{\"AccountOpened\":{\"account_id\":\"alice\",\"initial_balance\":1000}}";
+    static const char deposited[] = "{\"MoneyDeposited\":{\"account_id\":\"alice\",\"amount\":500}}";
+    static const uint8_t check_rec[] = {0x01, 0x02, 0x00, 0x01, 0x68, 0x69};
+    evs_store *s;
+    evs_recovery_info info;
+    evs_cursor *c = NULL;
+    evs_event e;
+    evs_account a;
+    uint64_t pos;
+    FILE *f;
+
+    TU_SECTION("a store written by the reference nori-wal program opens as it is");
+    /* the check values of nori-wal-format.md for this test's own CRC */
+    CHECK_U64(crc32c((const uint8_t *)"123456789", 9), 0xE3069283u);
+    CHECK_U64(crc32c(check_rec, sizeof check_rec), 0x6985f4a5u);
+
+    store_path(path, sizeof path, "legacy");
+    tu_join(events, sizeof events, path, "events");
+    CHECK(mkdir(path, 0700) == 0);
+    CHECK(mkdir(events, 0700) == 0);
+    tu_join(seg, sizeof seg, events, "000000.wal");
+    f = fopen(seg, "wb");
+    if (!CHECK(f != NULL))
+        return;
+    CHECK(write_legacy_record(f, 0, "AccountOpened", 1700000000, opened));
+    CHECK(write_legacy_record(f, 1, "MoneyDeposited", 1700000001, deposited));
+    CHECK(write_legacy_record(f, 2, "Note", 1700000002, "hi"));
+    CHECK(fclose(f) == 0);
+
+    memset(&info, 0xAB, sizeof info);
+    s = open_store(path, NULL, &info);
+    if (s == NULL)
+        return;
+    CHECK_U64(info.next_position, 3);
+    CHECK_U64(info.valid_records, 3);
+    CHECK(!info.corruption_detected);
+    CHECK_U64(info.bytes_truncated, 0);
+    if (CHECK_OK(evs_read_all(s, 0, &c))) {
+        if (CHECK_OK(evs_cursor_next(c, &e))) {
+            CHECK_U64(e.position, 0);
+            CHECK_U64(e.timestamp_us, UINT64_C(1700000000) * 1000000u);
+            CHECK_VIEW(e.event_type, e.event_type_len, "AccountOpened");
+            CHECK_VIEW((const char *)e.payload, e.payload_len, opened);
+            CHECK_U64(e.metadata_len, 0);
+        }
+        if (CHECK_OK(evs_cursor_next(c, &e))) {
+            CHECK_U64(e.position, 1);
+            CHECK_U64(e.timestamp_us, UINT64_C(1700000001) * 1000000u);
+            CHECK_VIEW((const char *)e.payload, e.payload_len, deposited);
+        }
+        if (CHECK_OK(evs_cursor_next(c, &e))) {
+            CHECK_U64(e.position, 2);
+            CHECK_VIEW(e.event_type, e.event_type_len, "Note");
+            CHECK_U64(e.stream_len, 0);
+            CHECK_VIEW((const char *)e.payload, e.payload_len, "hi");
+        }
+        CHECK_STATUS(evs_cursor_next(c, &e), EVS_END);
+        evs_cursor_free(c);
+    }
+    /* the legacy account events count (AccountOpened v1 is upcast to "USD") */
+    memset(&a, 0, sizeof a);
+    if (CHECK_OK(evs_account_get(s, "alice", &a))) {
+        CHECK_I64(a.balance, 1500);
+        CHECK_STR(a.currency, "USD");
+        CHECK_U64(a.version, 2);
+        CHECK_U64(a.last_position, 1);
+    }
+    if (CHECK_OK(evs_account_get_at(s, "alice", UINT64_C(1700000000) * 1000000u + 500000u, &a)))
+        CHECK_I64(a.balance, 1000);
+    /* new events follow the legacy ones */
+    CHECK_OK(evs_account_deposit(s, "alice", 1, &pos));
+    CHECK_U64(pos, 3);
+    CHECK_OK(evs_append_event(s, "Note", (const uint8_t *)"new", 3, &pos));
+    CHECK_U64(pos, 4);
+    CHECK_OK(evs_close(s));
+    s = open_store(path, NULL, &info);
+    if (s != NULL) {
+        CHECK_U64(info.next_position, 5);
+        memset(&a, 0, sizeof a);
+        if (CHECK_OK(evs_account_get(s, "alice", &a))) {
+            CHECK_I64(a.balance, 1501);
+            CHECK_U64(a.version, 3);
+        }
+        {
+            uint64_t n = 0;
+            c = NULL;
+            if (CHECK_OK(evs_read_all(s, 0, &c))) {
+                while (evs_cursor_next(c, &e) == EVS_OK) {
+                    CHECK_U64(e.position, n);
+                    n++;
+                }
+                evs_cursor_free(c);
+            }
+            CHECK_U64(n, 5);
+        }
+        CHECK_OK(evs_close(s));
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Other processes: the lock, and a writer killed mid-flight                */
+/* ------------------------------------------------------------------------ */
+
+static const char *g_self; /* argv[0]: this program, run again as a child */
+
+static long count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    long n = 0;
+    if (d == NULL)
+        return -1;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+static void test_no_fd_leak(void)
+{
+    char path[2048];
+    long before, after;
+    int i;
+    uint64_t pos;
+
+    TU_SECTION("opening and closing does not leak file descriptors");
+    store_path(path, sizeof path, "fds");
+    {
+        evs_store *s = open_store(path, NULL, NULL); /* warm up the runtime */
+        if (s == NULL)
+            return;
+        CHECK_OK(evs_append_event(s, "E", (const uint8_t *)"x", 1, &pos));
+        CHECK_OK(evs_close(s));
+    }
+    before = count_fds();
+    for (i = 0; i < 50; i++) {
+        evs_store *s = open_store(path, NULL, NULL);
+        evs_cursor *c = NULL;
+        if (s == NULL)
+            break;
+        CHECK_OK(evs_append_event(s, "E", (const uint8_t *)"x", 1, &pos));
+        if (CHECK_OK(evs_read_all(s, 0, &c)))
+            evs_cursor_free(c);
+        CHECK_OK(evs_close(s));
+    }
+    after = count_fds();
+    if (!CHECK(after <= before))
+        printf("    open file descriptors: %ld before 50 open/close rounds, %ld after\n", before,
+               after);
+}
+
+/* read() that gives up after timeout_ms without data (a child that hangs must not hang us) */
+static ssize_t read_timeout(int fd, void *buf, size_t n, int timeout_ms)
+{
+    struct pollfd p;
+    p.fd = fd;
+    p.events = POLLIN;
+    p.revents = 0;
+    if (poll(&p, 1, timeout_ms) <= 0)
+        return -1;
+    return read(fd, buf, n);
+}
+
+/* Child modes, run as `test_api --child MODE STORE WFD RFD`. */
+static int child_main(int argc, char **argv)
+{
+    const char *mode, *path;
+    int wfd, rfd;
+    evs_store *s = NULL;
+    evs_status st;
+    if (argc != 6)
+        return 2;
+    mode = argv[2];
+    path = argv[3];
+    wfd = atoi(argv[4]);
+    rfd = atoi(argv[5]);
+    if (strcmp(mode, "hold") == 0) {
+        /* open the store, say so, and hold it until the parent closes its pipe */
+        char b;
+        st = evs_open(path, NULL, &s, NULL);
+        b = st == EVS_OK ? 'y' : 'n';
+        if (write(wfd, &b, 1) != 1)
+            return 3;
+        while (read(rfd, &b, 1) > 0) {
+        }
+        if (evs_close(s) != EVS_OK)
+            return 5;
+        return st == EVS_OK ? 0 : 4;
+    }
+    if (strncmp(mode, "crash-", 6) == 0) {
+        /* append batches of 3 and report each acknowledged batch until killed */
+        evs_event_input in[3];
+        uint64_t first;
+        int64_t version = -1;
+        long k;
+        evs_options *o = evs_options_new();
+        if (strcmp(mode, "crash-ALWAYS") == 0)
+            st = evs_options_set_fsync(o, EVS_FSYNC_ALWAYS, 0);
+        else if (strcmp(mode, "crash-OS") == 0)
+            st = evs_options_set_fsync(o, EVS_FSYNC_OS, 0);
+        else
+            st = evs_options_set_fsync(o, EVS_FSYNC_BATCH, 5);
+        if (st != EVS_OK)
+            return 4;
+        st = evs_open(path, o, &s, NULL);
+        evs_options_free(o);
+        if (st != EVS_OK)
+            return 4;
+        for (k = 0;; k++) {
+            int j;
+            char payloads[3][32];
+            for (j = 0; j < 3; j++) {
+                snprintf(payloads[j], sizeof payloads[j], "batch-%ld-%d", k, j);
+                in[j].event_type = "Crash";
+                in[j].payload = (const uint8_t *)payloads[j];
+                in[j].payload_len = strlen(payloads[j]);
+                in[j].metadata = NULL;
+                in[j].metadata_len = 0;
+                in[j].schema_version = 1;
+            }
+            st = evs_append(s, "crash", version < 0 ? EVS_VERSION_NO_STREAM : version, in, 3,
+                            &first, NULL);
+            if (st != EVS_OK)
+                return 5;
+            version += 3;
+            if (write(wfd, &first, sizeof first) != (ssize_t)sizeof first)
+                return 6;
+        }
+    }
+    return 2;
+}
+
+/* Runs this program again as a child; close_in_child: the parent's pipe ends. */
+static pid_t spawn_child(const char *mode, const char *path, int wfd, int rfd,
+                         int close_a, int close_b)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        char w[16], r[16];
+        char *args[7];
+        if (close_a >= 0)
+            close(close_a);
+        if (close_b >= 0)
+            close(close_b);
+        snprintf(w, sizeof w, "%d", wfd);
+        snprintf(r, sizeof r, "%d", rfd);
+        args[0] = (char *)g_self;
+        args[1] = (char *)"--child";
+        args[2] = (char *)mode;
+        args[3] = (char *)path;
+        args[4] = w;
+        args[5] = r;
+        args[6] = NULL;
+        execv(g_self, args);
+        _exit(127);
+    }
+    return pid;
+}
+
+static void test_other_process_lock(void)
+{
+    char path[2048];
+    int up[2], down[2];
+    pid_t pid;
+    char b = 0;
+    int status = 0;
+    evs_store *s, *sentinel_store = (evs_store *)&s;
+    evs_options *ro;
+
+    TU_SECTION("another process holding the store: EVS_ERR_LOCKED");
+    store_path(path, sizeof path, "other-process");
+    if (!CHECK(pipe(up) == 0 && pipe(down) == 0))
+        return;
+    /* the child writes on up[1] and reads down[0] */
+    pid = spawn_child("hold", path, up[1], down[0], up[0], down[1]);
+    close(up[1]);
+    close(down[0]);
+    if (!CHECK(pid > 0))
+        return;
+    CHECK(read_timeout(up[0], &b, 1, 30000) == 1);
+    CHECK(b == 'y');
+    s = sentinel_store;
+    CHECK_STATUS(evs_open(path, NULL, &s, NULL), EVS_ERR_LOCKED);
+    CHECK(s == sentinel_store);
+    /* a read-only open takes no lock */
+    ro = evs_options_new();
+    CHECK_OK(evs_options_set_read_only(ro, true));
+    s = NULL;
+    if (CHECK_OK(evs_open(path, ro, &s, NULL)))
+        CHECK_OK(evs_close(s));
+    evs_options_free(ro);
+    close(down[1]); /* the child closes its store and exits */
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    close(up[0]);
+    /* now it is free */
+    s = NULL;
+    if (CHECK_OK(evs_open(path, NULL, &s, NULL)))
+        CHECK_OK(evs_close(s));
+}
+
+static void test_killed_writer(const char *policy)
+{
+    char path[2048], mode[64];
+    int p[2];
+    pid_t pid;
+    uint64_t first, last_acked = UINT64_MAX, n = 0;
+    long acked = 0;
+    int status = 0;
+    evs_store *s;
+    evs_recovery_info info;
+    evs_cursor *c = NULL;
+    evs_event e;
+    int64_t v = -5;
+
+    snprintf(mode, sizeof mode, "crash-%s", policy);
+    printf("-- a writer (EVS_FSYNC_%s) killed with SIGKILL: every acknowledged batch is "
+           "there, whole\n", policy);
+    snprintf(path, sizeof path, "%s/killed-%s", g_root, policy);
+    if (!CHECK(pipe(p) == 0))
+        return;
+    pid = spawn_child(mode, path, p[1], -1, p[0], -1);
+    close(p[1]);
+    if (!CHECK(pid > 0)) {
+        close(p[0]);
+        return;
+    }
+    while (acked < 300 &&
+           read_timeout(p[0], &first, sizeof first, 30000) == (ssize_t)sizeof first) {
+        last_acked = first;
+        acked++;
+    }
+    CHECK(kill(pid, SIGKILL) == 0);
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFSIGNALED(status));
+    /* drain what it acknowledged before it died */
+    while (read_timeout(p[0], &first, sizeof first, 1000) == (ssize_t)sizeof first) {
+        last_acked = first;
+        acked++;
+    }
+    close(p[0]);
+    CHECK(acked >= 300);
+
+    memset(&info, 0xAB, sizeof info);
+    s = open_store(path, NULL, &info);
+    if (s == NULL)
+        return;
+    /* every acknowledged batch survived a process crash (its bytes were written to the OS) */
+    if (!CHECK(info.next_position >= last_acked + 3))
+        printf("    EVS_FSYNC_%s: %ld batches acknowledged, the last at position %" PRIu64
+               "; the reopened log has %" PRIu64 " events\n",
+               policy, acked, last_acked, info.next_position);
+    /* batches are atomic: the stream holds whole batches of 3 */
+    CHECK_OK(evs_stream_version(s, "crash", &v));
+    CHECK((v + 1) % 3 == 0);
+    CHECK_U64((uint64_t)(v + 1), info.next_position);
+    if (CHECK_OK(evs_read_all(s, 0, &c))) {
+        long bad = 0;
+        while (evs_cursor_next(c, &e) == EVS_OK) {
+            char want[32];
+            snprintf(want, sizeof want, "batch-%ld-%d", (long)(n / 3), (int)(n % 3));
+            if (e.position != n || e.payload_len != strlen(want) ||
+                memcmp(e.payload, want, e.payload_len) != 0)
+                bad++;
+            n++;
+        }
+        CHECK_I64(bad, 0);
+        evs_cursor_free(c);
+    }
+    CHECK_U64(n, info.next_position);
+    /* and the store goes on */
+    CHECK_OK(evs_append_event(s, "After", (const uint8_t *)"x", 1, &first));
+    CHECK_U64(first, n);
+    CHECK_OK(evs_close(s));
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && strcmp(argv[1], "--child") == 0)
+        return child_main(argc, argv);
+    g_self = argv[0];
     test_last_error_message(); /* first: nothing has failed on this thread yet */
     test_status_names();
     test_null_free_close();
@@ -1422,6 +2179,18 @@ int main(void)
     test_empty_store_reads();
     test_small_segments();
     test_too_large();
+    test_stream_cursor_tails();
+    test_cursor_outlives_store();
+    test_read_only_beside_writer(true);
+    test_read_only_beside_writer(false);
+    test_torn_and_zero_tails();
+    test_damage_is_corruption(); /* after test_small_segments */
+    test_legacy_store();
+    test_no_fd_leak();
+    test_other_process_lock();
+    test_killed_writer("ALWAYS");
+    test_killed_writer("BATCH");
+    test_killed_writer("OS");
 
     tu_cleanup_dir(g_root);
     return tu_finish();

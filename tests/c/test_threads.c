@@ -4,7 +4,10 @@
  * EVS_TEST_SCALE), mixing evs_append_event with single- and multi-event
  * evs_append calls to its own streams. Afterwards positions are gapless from 0,
  * every appended event is at the position it was given with its exact payload,
- * and every stream's versions are gapless.
+ * and every stream's versions are gapless. The scenario runs twice: with the
+ * default options, and with 64 KiB segments and EVS_FSYNC_ALWAYS (many segment
+ * rotations under the readers, group commit). Last, 8 threads append to one
+ * stream with expected versions: every success gets its own version.
  */
 #include "test_util.h"
 
@@ -327,27 +330,150 @@ static void verify(evs_store *s, struct writer *writers, long total)
     free(by_pos);
 }
 
-int main(void)
+/* ---- many threads, one stream: optimistic concurrency ---- */
+
+#define HOT_THREADS 8
+
+struct hot {
+    evs_store *store;
+    int id;
+    long target;    /* wins wanted */
+    long wins, conflicts;
+    uint64_t *versions; /* the version each win got */
+};
+
+static void *hot_main(void *arg)
 {
-    char root[1024], path[1100];
+    struct hot *h = (struct hot *)arg;
+    while (h->wins < h->target) {
+        int64_t v = INT64_MIN;
+        char payload[32];
+        evs_event_input in;
+        uint64_t got = UINT64_MAX;
+        evs_status st;
+        if (!CHECK_OK(evs_stream_version(h->store, "hot", &v)))
+            return NULL;
+        snprintf(payload, sizeof payload, "h%d-%ld", h->id, h->wins);
+        in.event_type = "Hot";
+        in.payload = (const uint8_t *)payload;
+        in.payload_len = strlen(payload);
+        in.metadata = NULL;
+        in.metadata_len = 0;
+        in.schema_version = 1;
+        /* -1 would mean EVS_VERSION_ANY: a missing stream is EVS_VERSION_NO_STREAM */
+        st = evs_append(h->store, "hot", v < 0 ? EVS_VERSION_NO_STREAM : v, &in, 1, NULL, &got);
+        if (st == EVS_OK) {
+            if (!CHECK_U64(got, (uint64_t)(v + 1)))
+                return NULL;
+            h->versions[h->wins++] = got;
+        } else if (st == EVS_ERR_WRONG_EXPECTED_VERSION) {
+            h->conflicts++;
+        } else {
+            CHECK_OK(st);
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
+static void test_hot_stream(const char *root)
+{
+    char path[1100];
+    evs_store *s = NULL;
+    struct hot hs[HOT_THREADS];
+    pthread_t t[HOT_THREADS];
+    long per = tu_scaled(200), total = per * HOT_THREADS, conflicts = 0, n = 0;
+    unsigned char *seen;
+    int i;
+    int64_t v = INT64_MIN;
+    evs_cursor *c = NULL;
+    evs_event e;
+    evs_status st;
+
+    TU_SECTION("8 threads appending to one stream with expected versions");
+    tu_join(path, sizeof path, root, "hot");
+    if (!CHECK_OK(evs_open(path, NULL, &s, NULL)))
+        return;
+    seen = (unsigned char *)calloc((size_t)total, 1);
+    for (i = 0; i < HOT_THREADS; i++) {
+        hs[i].store = s;
+        hs[i].id = i;
+        hs[i].target = per;
+        hs[i].wins = hs[i].conflicts = 0;
+        hs[i].versions = (uint64_t *)calloc((size_t)per, sizeof(uint64_t));
+    }
+    for (i = 0; i < HOT_THREADS; i++)
+        CHECK(pthread_create(&t[i], NULL, hot_main, &hs[i]) == 0);
+    for (i = 0; i < HOT_THREADS; i++)
+        CHECK(pthread_join(t[i], NULL) == 0);
+
+    /* every win got its own version: together exactly 0..total-1 */
+    {
+        long dup = 0, out_of_range = 0, k;
+        for (i = 0; i < HOT_THREADS; i++) {
+            conflicts += hs[i].conflicts;
+            for (k = 0; k < hs[i].wins; k++) {
+                uint64_t ver = hs[i].versions[k];
+                if (ver >= (uint64_t)total)
+                    out_of_range++;
+                else if (seen[ver]++)
+                    dup++;
+            }
+        }
+        CHECK_I64(dup, 0);
+        CHECK_I64(out_of_range, 0);
+    }
+    printf("%ld appends won, %ld refused with EVS_ERR_WRONG_EXPECTED_VERSION\n", total, conflicts);
+    CHECK_OK(evs_stream_version(s, "hot", &v));
+    CHECK_I64(v, total - 1);
+    if (CHECK_OK(evs_read_stream(s, "hot", 0, &c))) {
+        long bad = 0;
+        while ((st = evs_cursor_next(c, &e)) == EVS_OK) {
+            char want[32];
+            int id;
+            long k;
+            if (e.stream_version != (uint64_t)n)
+                bad++;
+            /* the payload is the one of the win that got this version */
+            for (id = 0; id < HOT_THREADS; id++)
+                for (k = 0; k < hs[id].wins; k++)
+                    if (hs[id].versions[k] == e.stream_version) {
+                        snprintf(want, sizeof want, "h%d-%ld", id, k);
+                        if (e.payload_len != strlen(want) ||
+                            memcmp(e.payload, want, e.payload_len) != 0)
+                            bad++;
+                    }
+            n++;
+        }
+        CHECK_STATUS(st, EVS_END);
+        CHECK_I64(bad, 0);
+        evs_cursor_free(c);
+    }
+    CHECK_I64(n, total);
+    CHECK_OK(evs_close(s));
+    for (i = 0; i < HOT_THREADS; i++)
+        free(hs[i].versions);
+    free(seen);
+}
+
+/* The whole scenario on one store opened with opts. */
+static void run_scenario(const char *root, const char *name, const evs_options *opts)
+{
+    char path[1100];
     struct writer writers[WRITERS];
     pthread_t wt[WRITERS], tail_thread, probe_thread;
     long tail_seen = -1, probe_rounds = 0, total;
     evs_recovery_info info;
     int i;
 
-    g_per_writer = tu_scaled(2000);
     total = g_per_writer * WRITERS;
-    printf("%d writers x %ld events, 2 readers\n", WRITERS, g_per_writer);
-    if (!tu_make_temp_dir(root, sizeof root))
-        return tu_finish();
-    tu_join(path, sizeof path, root, "store");
-    if (!CHECK_OK(evs_open(path, NULL, &g_store, NULL))) {
-        tu_cleanup_dir(root);
-        return tu_finish();
-    }
+    printf("-- %s: %d writers x %ld events, 2 readers\n", name, WRITERS, g_per_writer);
+    tu_join(path, sizeof path, root, name);
+    g_store = NULL;
+    g_writers_done = 0;
+    if (!CHECK_OK(evs_open(path, opts, &g_store, NULL)))
+        return;
 
-    TU_SECTION("8 writers and 2 readers");
     memset(writers, 0, sizeof writers);
     for (i = 0; i < WRITERS; i++) {
         writers[i].id = i;
@@ -356,7 +482,7 @@ int main(void)
         writers[i].recs = (struct record *)calloc((size_t)g_per_writer, sizeof(struct record));
         if (writers[i].recs == NULL) {
             fprintf(stderr, "out of memory\n");
-            return 2;
+            exit(2);
         }
     }
     CHECK(pthread_create(&tail_thread, NULL, tail_reader_main, &tail_seen) == 0);
@@ -379,16 +505,36 @@ int main(void)
     TU_SECTION("the same after close and reopen");
     g_store = NULL;
     memset(&info, 0xAB, sizeof info);
-    if (CHECK_OK(evs_open(path, NULL, &g_store, &info))) {
+    if (CHECK_OK(evs_open(path, opts, &g_store, &info))) {
         CHECK_U64(info.next_position, (uint64_t)total);
         CHECK(!info.corruption_detected);
         CHECK_U64(info.bytes_truncated, 0);
         verify(g_store, writers, total);
         CHECK_OK(evs_close(g_store));
     }
-
     for (i = 0; i < WRITERS; i++)
         free(writers[i].recs);
+}
+
+int main(void)
+{
+    char root[1024];
+    evs_options *o;
+
+    g_per_writer = tu_scaled(2000);
+    if (!tu_make_temp_dir(root, sizeof root))
+        return tu_finish();
+
+    run_scenario(root, "default-options", NULL);
+
+    /* 64 KiB segments: the readers cross many segment rotations; group commit */
+    o = evs_options_new();
+    CHECK_OK(evs_options_set_max_segment_size(o, 65536));
+    CHECK_OK(evs_options_set_fsync(o, EVS_FSYNC_ALWAYS, 0));
+    run_scenario(root, "small-segments-fsync-always", o);
+    evs_options_free(o);
+
+    test_hot_stream(root);
     tu_cleanup_dir(root);
     return tu_finish();
 }

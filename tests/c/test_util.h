@@ -68,7 +68,7 @@ static inline int tu_check(int ok, const char *what, const char *file, int line)
     tu_count(ok);
     if (!ok) {
         pthread_mutex_lock(&tu_lock);
-        printf("%s:%d: CHECK failed: %s (last error message: \"%s\")\n",
+        printf("%s:%d: CHECK failed: %s (this thread's last error message: \"%s\")\n",
                file, line, what, tu_msg());
         fflush(stdout);
         pthread_mutex_unlock(&tu_lock);
@@ -107,7 +107,8 @@ static inline int tu_check_u64(uint64_t got, uint64_t want, const char *expr,
     tu_count(ok);
     if (!ok) {
         pthread_mutex_lock(&tu_lock);
-        printf("%s:%d: %s: expected %" PRIu64 ", got %" PRIu64 " (last error message: \"%s\")\n",
+        printf("%s:%d: %s: expected %" PRIu64 ", got %" PRIu64
+               " (this thread's last error message: \"%s\")\n",
                file, line, expr, want, got, tu_msg());
         fflush(stdout);
         pthread_mutex_unlock(&tu_lock);
@@ -122,7 +123,8 @@ static inline int tu_check_i64(int64_t got, int64_t want, const char *expr,
     tu_count(ok);
     if (!ok) {
         pthread_mutex_lock(&tu_lock);
-        printf("%s:%d: %s: expected %" PRId64 ", got %" PRId64 " (last error message: \"%s\")\n",
+        printf("%s:%d: %s: expected %" PRId64 ", got %" PRId64
+               " (this thread's last error message: \"%s\")\n",
                file, line, expr, want, got, tu_msg());
         fflush(stdout);
         pthread_mutex_unlock(&tu_lock);
