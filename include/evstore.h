@@ -30,6 +30,9 @@ typedef struct evs_options evs_options;
 // An open store (opaque). Thread-safe: any number of threads may use one at once.
 typedef struct evs_store evs_store;
 
+// A running subscription (opaque). Free it with `evs_subscription_close`.
+typedef struct evs_subscription evs_subscription;
+
 // The result of every fallible function: `EVS_OK` (0), `EVS_END` (1), or a negative error.
 typedef int32_t evs_status;
 
@@ -62,6 +65,8 @@ typedef struct evs_stats {
   // Memory held by the indexes for their events.
   uint64_t index_bytes;
   uint64_t accounts;
+  // Subscriptions still delivering.
+  uint64_t subscriptions;
 } evs_stats;
 
 // One of the `EVS_FSYNC_*` values.
@@ -114,6 +119,10 @@ typedef struct evs_event {
   const uint8_t *metadata;
   size_t metadata_len;
 } evs_event;
+
+// Called with each event, on the subscription's own thread; the event view is valid only
+// during the call. Return 0 to go on, non-zero to stop the subscription.
+typedef int32_t (*evs_event_fn)(void *user_data, const struct evs_event *event);
 
 // Success.
 #define EVS_OK 0
@@ -333,8 +342,9 @@ evs_status evs_open(const char *path,
 // EVS_ERR_IO. Thread safety: any thread.
 evs_status evs_sync(struct evs_store *s);
 
-// Syncs, releases the lock and frees the store. NULL is a no-op. Cursors still open
-// keep working on what they can read but should be freed first.
+// Stops the store's subscriptions (waiting for their callbacks to return; their handles
+// must still be freed with `evs_subscription_close`), syncs, releases the lock and frees
+// the store. NULL is a no-op. Cursors still open should be freed first.
 //
 // Ownership: takes `s`. Thread safety: no other thread may use `s` during or after.
 // Returns EVS_OK or EVS_ERR_IO (the final sync failed; the store is freed anyway).
@@ -431,6 +441,44 @@ evs_status evs_stream_version(struct evs_store *s, const char *stream, int64_t *
 //
 // Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store); EVS_ERR_READ_ONLY; EVS_ERR_IO.
 evs_status evs_snapshot(struct evs_store *s, uint64_t *out_position);
+
+// Starts a subscription that calls `fn(user_data, event)` for every event from
+// `from_position` on (history first, then live events as they are appended), in
+// position order, each exactly once, on a library thread. The callback may call any
+// other evstore function, including `evs_subscription_close` on its own subscription.
+//
+// Ownership: `*out` belongs to the caller, who frees it with `evs_subscription_close`;
+// `user_data` stays the caller's and must be usable from another thread.
+// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store/fn/out); EVS_ERR_NOT_FOUND
+// (`from_position` past the next position); EVS_ERR_IO (no thread could be started).
+evs_status evs_subscribe(struct evs_store *s,
+                         uint64_t from_position,
+                         evs_event_fn f,
+                         void *user_data,
+                         struct evs_subscription **out);
+
+// Like `evs_subscribe`, delivering only events whose stream starts with `stream_prefix`
+// (NULL: any) and whose type is one of `types[0..types_count]` (0: any). Positions
+// delivered still only go up.
+//
+// Returns as `evs_subscribe`, and EVS_ERR_INVALID_ARGUMENT for a non-UTF-8 prefix or
+// type, or NULL `types` with a count.
+evs_status evs_subscribe_filtered(struct evs_store *s,
+                                  uint64_t from_position,
+                                  const char *stream_prefix,
+                                  const char *const *types,
+                                  size_t types_count,
+                                  evs_event_fn f,
+                                  void *user_data,
+                                  struct evs_subscription **out);
+
+// Stops a subscription and frees it. Returns only after the callback thread has
+// finished (when called from inside the subscription's own callback, it returns at once
+// and the callback is not called again after it returns). NULL is a no-op.
+//
+// Ownership: takes `sub`. Thread safety: any thread, once per subscription.
+// Returns EVS_OK.
+evs_status evs_subscription_close(struct evs_subscription *sub);
 
 #ifdef __cplusplus
 }  // extern "C"

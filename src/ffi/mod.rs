@@ -10,8 +10,10 @@ mod args;
 mod stats;
 mod status;
 mod store;
+mod subscription;
 
 pub use account::*;
 pub use stats::*;
 pub use status::*;
 pub use store::*;
+pub use subscription::*;

@@ -24,6 +24,8 @@ pub struct evs_stats {
     /// Memory held by the indexes for their events.
     pub index_bytes: u64,
     pub accounts: u64,
+    /// Subscriptions still delivering.
+    pub subscriptions: u64,
 }
 
 /// Fills `*out` with the store's counters.
@@ -51,6 +53,7 @@ pub unsafe extern "C" fn evs_stats_get(s: *mut evs_store, out: *mut evs_stats) -
                 snapshots: st.snapshots,
                 index_bytes: st.index_bytes,
                 accounts: store.bank.accounts().len() as u64,
+                subscriptions: super::subscription::live_count(store),
             },
         );
         Ok(EVS_OK)

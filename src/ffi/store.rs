@@ -36,6 +36,7 @@ pub struct evs_options {
 /// An open store (opaque). Thread-safe: any number of threads may use one at once.
 pub struct evs_store {
     pub(crate) bank: Bank,
+    pub(crate) subscriptions: std::sync::Mutex<Vec<std::sync::Arc<super::subscription::Shared>>>,
 }
 
 /// A cursor over events (opaque). Single-thread: use it from one thread at a time.
@@ -275,7 +276,13 @@ pub unsafe extern "C" fn evs_open(
             snapshot_position: report.snapshot_position.unwrap_or(u64::MAX),
         };
         write_opt(out_info, info);
-        write_out(out_store, Box::into_raw(Box::new(evs_store { bank })));
+        write_out(
+            out_store,
+            Box::into_raw(Box::new(evs_store {
+                bank,
+                subscriptions: Default::default(),
+            })),
+        );
         Ok(EVS_OK)
     })
 }
@@ -293,8 +300,9 @@ pub unsafe extern "C" fn evs_sync(s: *mut evs_store) -> evs_status {
     })
 }
 
-/// Syncs, releases the lock and frees the store. NULL is a no-op. Cursors still open
-/// keep working on what they can read but should be freed first.
+/// Stops the store's subscriptions (waiting for their callbacks to return; their handles
+/// must still be freed with `evs_subscription_close`), syncs, releases the lock and frees
+/// the store. NULL is a no-op. Cursors still open should be freed first.
 ///
 /// Ownership: takes `s`. Thread safety: no other thread may use `s` during or after.
 /// Returns EVS_OK or EVS_ERR_IO (the final sync failed; the store is freed anyway).
@@ -306,6 +314,7 @@ pub unsafe extern "C" fn evs_close(s: *mut evs_store) -> evs_status {
     boundary(|| {
         // SAFETY: `s` came from Box::into_raw in evs_open and is freed once.
         let store = unsafe { Box::from_raw(s) };
+        super::subscription::stop_all(&store);
         store.bank.store().close()?;
         Ok(EVS_OK)
     })
