@@ -114,7 +114,8 @@ pub struct Store {
     dir: PathBuf,
     options: StoreOptions,
     wal: Wal,
-    _lock: Option<StoreLock>,
+    /// Released by `close`, even while cursors still hold the store.
+    lock: Mutex<Option<StoreLock>>,
     writer: Mutex<Writer>,
     pub(crate) index: RwLock<Index>,
     /// Events that count (durable under `Always`, appended otherwise).
@@ -193,6 +194,13 @@ pub(crate) fn decode_event<'a>(
     }
 }
 
+/// The stored CRC of the record that fills `buf` (its last four bytes).
+fn record_crc(buf: &[u8]) -> u32 {
+    buf.len()
+        .checked_sub(4)
+        .map_or(0, |i| u32::from_le_bytes(buf[i..].try_into().unwrap()))
+}
+
 /// Refuses a WAL record with a compression evstore does not read.
 pub(crate) fn check_plain(rec: &RecordRef<'_>, at: Position) -> Result<()> {
     if rec.compression != record::Compression::None {
@@ -265,13 +273,13 @@ impl Store {
                 batch.push((pos, ev.to_owned()));
                 return Ok(());
             }
+            replayed += batch.len() as u64 + 1;
             for (p, e) in batch.drain(..) {
                 index.push(p, e.timestamp_us, &e.stream, &e.event_type);
                 projections.iter().for_each(|pr| pr.apply(&e.as_ref()));
             }
             index.push(pos, ev.timestamp_us, ev.stream, ev.event_type);
             projections.iter().for_each(|pr| pr.apply(&ev));
-            replayed += 1;
             Ok(())
         };
         let (wal, info) = Wal::open_from(config, start, &mut visit)?;
@@ -287,7 +295,7 @@ impl Store {
         let store = Store {
             dir,
             wal,
-            _lock: lock,
+            lock: Mutex::new(lock),
             writer: Mutex::new(Writer {
                 next_position: committed,
                 last_timestamp,
@@ -349,9 +357,16 @@ impl Store {
                     report.snapshot_position = Some(n);
                     return (snap.index, snap.wal_end);
                 }
-                Err(e) => report
-                    .snapshot_ignored
-                    .push(format!("{name}: {}", e.message)),
+                Err(e) => {
+                    report
+                        .snapshot_ignored
+                        .push(format!("{name}: {}", e.message));
+                    // A snapshot that does not fit the log never will; keep it from
+                    // matching a log that later regrows to the same length.
+                    if !config.read_only && e.kind == ErrorKind::Corrupt {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                }
             }
         }
         projections.iter().for_each(|p| p.reset());
@@ -380,8 +395,11 @@ impl Store {
             return Err(ahead());
         }
         match record::decode(&buf) {
-            Ok(d) if d.len == len && d.record.key == (n - 1).to_le_bytes() => Ok(()),
-            Ok(d) if d.len == len && d.record.value.first() == Some(&b'{') => Ok(()),
+            Ok(d) if d.len == len && record_crc(&buf) == snap.last_record_crc => Ok(()),
+            Ok(d) if d.len == len => Err(Error::corrupt(format!(
+                "the log's record at position {} is not the one it covered",
+                n - 1
+            ))),
             _ => Err(ahead()),
         }
     }
@@ -944,7 +962,16 @@ impl Store {
             .iter()
             .map(|p| (p.name().to_owned(), p.snapshot()))
             .collect();
-        let bytes = snapshot::encode(&index, wal_end, &projections);
+        let last_crc = match index.wal_position(n.wrapping_sub(1)) {
+            Some(last) => {
+                let mut buf = Vec::new();
+                self.wal
+                    .read_exact_at(last, (wal_end.offset - last.offset) as usize, &mut buf)?;
+                record_crc(&buf)
+            }
+            None => 0,
+        };
+        let bytes = snapshot::encode(&index, wal_end, last_crc, &projections);
         drop(index);
         drop(w);
         snapshot::write(&self.dir.join("snapshots"), n, &bytes)?;
@@ -1001,6 +1028,7 @@ impl Store {
             return Ok(());
         }
         let r = self.wal.close();
+        self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.wake_waiters();
         r
     }

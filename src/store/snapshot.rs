@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-const MAGIC: &[u8; 8] = b"EVSSNAP1";
+const MAGIC: &[u8; 8] = b"EVSSNAP2";
 const PREFIX: &str = "snapshot-";
 const SUFFIX: &str = ".snap";
 /// Snapshots kept besides the newest.
@@ -20,6 +20,8 @@ pub struct Snapshot {
     pub index: Index,
     /// The WAL position just past the last event it covers.
     pub wal_end: Position,
+    /// The stored CRC of the last covered event's record: ties the snapshot to that record.
+    pub last_record_crc: u32,
     pub projections: HashMap<String, Vec<u8>>,
 }
 
@@ -61,12 +63,18 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
 }
 
 /// Encodes a snapshot of `index` (whose last event ends at `wal_end`) and `projections`.
-pub fn encode(index: &Index, wal_end: Position, projections: &[(String, Vec<u8>)]) -> Vec<u8> {
+pub fn encode(
+    index: &Index,
+    wal_end: Position,
+    last_record_crc: u32,
+    projections: &[(String, Vec<u8>)],
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + index.wal.len() * 24);
     out.extend_from_slice(MAGIC);
     put_u64(&mut out, index.len());
     put_u64(&mut out, wal_end.segment_id);
     put_u64(&mut out, wal_end.offset);
+    put_u64(&mut out, last_record_crc as u64);
     for &w in &index.wal {
         put_u64(&mut out, w);
     }
@@ -159,6 +167,7 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot> {
         segment_id: r.u64()?,
         offset: r.u64()?,
     };
+    let last_record_crc = r.u64()? as u32;
     if n.saturating_mul(16) > (body.len() - r.at) as u64 {
         return Err(Error::corrupt(
             "the snapshot's event count runs past its end",
@@ -195,6 +204,7 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot> {
     Ok(Snapshot {
         index,
         wal_end,
+        last_record_crc,
         projections,
     })
 }

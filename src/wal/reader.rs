@@ -15,8 +15,6 @@ pub(crate) struct SegmentCursor {
     segment_id: u64,
     scanner: Option<Scanner>,
     start_offset: u64,
-    /// Read-only: drop the read buffer and read again from here on the next call.
-    reread_from: Option<u64>,
 }
 
 impl SegmentCursor {
@@ -26,7 +24,6 @@ impl SegmentCursor {
             segment_id: from.segment_id,
             scanner: None,
             start_offset: from.offset,
-            reread_from: None,
         }
     }
 
@@ -59,10 +56,6 @@ impl SegmentCursor {
     /// The next record, or `None` when there is none yet.
     pub(crate) fn next(&mut self) -> Result<Option<(Position, Decoded<'_>)>> {
         let read_only = self.inner.config.read_only;
-        if let Some(offset) = self.reread_from.take() {
-            self.scanner = None;
-            self.start_offset = offset;
-        }
         loop {
             let id = self.segment_id;
             let (limit, has_next) = match self.bounds(id)? {
@@ -101,7 +94,9 @@ impl SegmentCursor {
                 let file = segment::open(&self.inner.config.dir, id, false).map_err(|e| {
                     Error::io(format!("opening segment {}", segment::file_name(id)), e)
                 })?;
-                self.scanner = Some(Scanner::new(file, offset, limit));
+                let mut scanner = Scanner::new(file, offset, limit);
+                scanner.set_reread_on_bad(read_only);
+                self.scanner = Some(scanner);
             }
             let scanner = self.scanner.as_mut().expect("just set");
             scanner.set_limit(limit);
@@ -122,11 +117,8 @@ impl SegmentCursor {
             ))),
             Step::End { .. } => Ok(None),
             // A reader of someone else's log: the writer is not done with these bytes yet.
-            // Forget what was buffered, so the next call reads them afresh.
-            Step::Bad { offset, .. } if read_only => {
-                self.reread_from = Some(offset);
-                Ok(None)
-            }
+            // (The scanner has read them afresh once already.)
+            Step::Bad { .. } if read_only => Ok(None),
             Step::Bad { offset, error } => Err(Error::corrupt(format!(
                 "segment {}: a damaged record at offset {offset} ({})",
                 segment::file_name(id),

@@ -32,6 +32,9 @@ pub struct Scanner {
     /// Offset inside `buf` of the next record.
     at: usize,
     limit: u64,
+    /// Another process may be writing: bytes that were read before it wrote them may be
+    /// stale, so a bad record is read again from the file once before it counts.
+    reread_on_bad: bool,
 }
 
 impl Scanner {
@@ -43,7 +46,19 @@ impl Scanner {
             buf_len: 0,
             at: 0,
             limit,
+            reread_on_bad: false,
         }
+    }
+
+    pub fn set_reread_on_bad(&mut self, on: bool) {
+        self.reread_on_bad = on;
+    }
+
+    /// Drops what is buffered after the current offset.
+    fn discard(&mut self) {
+        self.buf_start = self.offset();
+        self.at = 0;
+        self.buf_len = 0;
     }
 
     /// The file offset of the next record.
@@ -88,6 +103,7 @@ impl Scanner {
 
     /// The record at the current offset, moving past it; or where the records stop.
     pub fn next(&mut self) -> io::Result<Step<'_>> {
+        let mut reread = self.reread_on_bad;
         loop {
             let offset = self.offset();
             if offset >= self.limit {
@@ -107,12 +123,17 @@ impl Scanner {
                 Err(DecodeError::Incomplete) => {
                     let need = record::peek_len(avail).unwrap_or(0).max(avail.len() + 1);
                     if !self.fill(need)? {
+                        if std::mem::take(&mut reread) {
+                            self.discard();
+                            continue;
+                        }
                         return Ok(Step::Bad {
                             offset,
                             error: DecodeError::Incomplete,
                         });
                     }
                 }
+                Err(_) if std::mem::take(&mut reread) => self.discard(),
                 Err(error) => return Ok(Step::Bad { offset, error }),
             }
         }
