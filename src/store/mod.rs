@@ -637,6 +637,9 @@ impl Store {
             w.scratch = scratch;
             self.publish(position);
             drop(w);
+            // An acknowledged event is with the OS, so it survives a crash of this
+            // process; concurrent appenders share one write.
+            self.wal.flush()?;
         } else {
             let events = (0..spans.len())
                 .map(|i| (appended.positions[i], make_event(i)))

@@ -14,6 +14,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// Appended bytes past which an appender writes the buffer out itself, without waiting
+/// for the flusher (bounds memory, keeps writes large).
+const WRITE_THRESHOLD: usize = 4 << 20;
+
 /// A log sequence number: bytes appended since the log was opened, across segments.
 pub type Lsn = u64;
 
@@ -191,7 +195,9 @@ impl Wal {
         &self.inner.config
     }
 
-    /// Appends one record; under `Always` returns once it is on disk.
+    /// Appends one record; under `Always` returns once it is on disk. Under `Batch` and
+    /// `Os` it returns once the record is in the log's buffer (readable, written to the OS
+    /// within the window or when the buffer fills); call `flush` to hand it to the OS now.
     pub fn append(&self, record: &RecordRef<'_>) -> Result<Position> {
         let a = self.append_batch(std::slice::from_ref(record))?;
         Ok(a.positions[0])
@@ -440,12 +446,11 @@ impl Inner {
             st.dirty_since = Some(Instant::now());
             self.flusher_wake.notify_one();
         }
+        let big = st.buf.len() >= WRITE_THRESHOLD && !st.flushing;
         drop(st);
         self.stats.record_append(records.len() as u64, size);
-        if self.config.fsync_policy != FsyncPolicy::Always {
-            // Batch and Os promise that an acknowledged record is with the OS (so it
-            // survives a crash of this process). Concurrent appenders share one write; an
-            // error stays in `stalled`, the bytes are kept and retried.
+        if big && self.config.fsync_policy != FsyncPolicy::Always {
+            // Write the buffer out now; an error stays in `stalled` and is retried.
             let _ = self.flush_until(lsn, epoch, false);
         }
         Ok(Appended {
