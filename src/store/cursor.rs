@@ -4,7 +4,7 @@
 
 use super::{check_plain, decode_event, Event, EventRef, Store};
 use crate::error::{Error, Result};
-use crate::wal::SegmentCursor;
+use crate::wal::{Position, SegmentCursor};
 use std::sync::Arc;
 
 /// All events from a position on, in order. `None` from `next` means "no more now": a
@@ -99,11 +99,17 @@ impl BackwardCursor {
     }
 }
 
+/// Events of a stream located at once, to read one by one.
+const STREAM_BATCH: usize = 64;
+
 /// One stream's events from a version on; sees events appended to it while it runs.
 pub struct StreamCursor {
     store: Arc<Store>,
     stream: String,
     next_version: u64,
+    /// Located events not yet read: position, record position, record end if known.
+    ahead: std::collections::VecDeque<(u64, Position, Option<u64>)>,
+    files: Option<(u64, Arc<std::fs::File>)>,
     buf: Vec<u8>,
     legacy: Option<Event>,
 }
@@ -114,6 +120,8 @@ impl StreamCursor {
             store,
             stream,
             next_version: from_version,
+            ahead: Default::default(),
+            files: None,
             buf: Vec::new(),
             legacy: None,
         }
@@ -122,19 +130,36 @@ impl StreamCursor {
     // Not an Iterator: each event borrows the cursor's buffer until the next call.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<EventRef<'_>>> {
-        if self.store.options.read_only {
-            self.store.refresh()?;
-        }
-        let position = {
-            let index = self.store.index.read().unwrap_or_else(|e| e.into_inner());
-            match index.stream(&self.stream).get(self.next_version as usize) {
-                Some(&p) => p,
-                None => return Ok(None),
+        if self.ahead.is_empty() {
+            if self.store.options.read_only {
+                self.store.refresh()?;
             }
+            let index = self.store.index.read().unwrap_or_else(|e| e.into_inner());
+            let from = self.next_version as usize;
+            for &p in index
+                .stream(&self.stream)
+                .iter()
+                .skip(from)
+                .take(STREAM_BATCH)
+            {
+                if let Some((at, end)) = Store::locate(&index, p) {
+                    self.ahead.push_back((p, at, end));
+                }
+            }
+        }
+        let Some((position, at, end)) = self.ahead.pop_front() else {
+            return Ok(None);
         };
         self.next_version += 1;
         self.store
-            .read_at(position, &mut self.buf, &mut self.legacy)
+            .read_located(
+                position,
+                at,
+                end,
+                &mut self.files,
+                &mut self.buf,
+                &mut self.legacy,
+            )
             .map(Some)
     }
 }

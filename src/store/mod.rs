@@ -881,25 +881,44 @@ impl Store {
         buf: &'a mut Vec<u8>,
         legacy: &'a mut Option<Event>,
     ) -> Result<EventRef<'a>> {
-        let (at, end) = {
-            let index = self.index.read().unwrap_or_else(|e| e.into_inner());
-            let Some(at) = index.wal_position(position) else {
-                return Err(Error::new(
-                    ErrorKind::NotFound,
-                    format!("no event at position {position}"),
-                ));
-            };
-            let next = index
-                .wal_position(position + 1)
-                .filter(|n| n.segment_id == at.segment_id);
-            (at, next.map(|n| n.offset))
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+        let found = Self::locate(&index, position);
+        drop(index);
+        let Some((at, end)) = found else {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no event at position {position}"),
+            ));
         };
+        self.read_located(position, at, end, &mut None, buf, legacy)
+    }
+
+    /// Where the event at `position` is, and where its record ends when the index knows
+    /// (the next event's record in the same segment).
+    pub(crate) fn locate(index: &Index, position: u64) -> Option<(Position, Option<u64>)> {
+        let at = index.wal_position(position)?;
+        let next = index
+            .wal_position(position + 1)
+            .filter(|n| n.segment_id == at.segment_id);
+        Some((at, next.map(|n| n.offset)))
+    }
+
+    /// Reads and decodes the event whose record is at `at` (ending at `end`, if known).
+    pub(crate) fn read_located<'a>(
+        &self,
+        position: u64,
+        at: Position,
+        end: Option<u64>,
+        files: &mut Option<(u64, Arc<std::fs::File>)>,
+        buf: &'a mut Vec<u8>,
+        legacy: &'a mut Option<Event>,
+    ) -> Result<EventRef<'a>> {
         let end = match end {
             Some(e) => e,
             None => self.record_end_guess(at)?,
         };
         self.wal
-            .read_exact_at(at, (end - at.offset) as usize, buf)?;
+            .read_exact_cached(files, at, (end - at.offset) as usize, buf)?;
         let d = record::decode(buf).map_err(|e| {
             Error::corrupt(format!(
                 "the record of position {position} (segment {} offset {}): {}",

@@ -10,6 +10,7 @@ use super::{FsyncPolicy, Position, WalConfig};
 use crate::error::{Error, ErrorKind, Result};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -39,6 +40,13 @@ pub(crate) struct Inner {
     pub(crate) stats: WalStats,
     /// Open read handles of segments, for random-access reads.
     read_files: Mutex<Vec<(u64, Arc<File>)>>,
+    /// The active segment's id and written end, packed (id << 40 | offset), so a reader
+    /// can tell without a lock whether the bytes it wants are with the OS yet.
+    visible: AtomicU64,
+}
+
+fn pack_visible(id: u64, offset: u64) -> u64 {
+    (id << 40) | offset
 }
 
 pub(crate) struct State {
@@ -170,7 +178,12 @@ impl Wal {
             flusher_wake: Condvar::new(),
             stats: WalStats::default(),
             read_files: Mutex::new(Vec::new()),
+            visible: AtomicU64::new(0),
         });
+        {
+            let st = inner.lock_state();
+            inner.publish_visible(&st);
+        }
         let flusher = match inner.config.fsync_policy {
             FsyncPolicy::Batch(_) | FsyncPolicy::Os if !inner.config.read_only => {
                 let inner = inner.clone();
@@ -295,11 +308,31 @@ impl Wal {
     /// Reads exactly `len` bytes at `pos` into `buf` (replacing its contents): random
     /// access for a caller that knows where a record is and how long.
     pub fn read_exact_at(&self, pos: Position, len: usize, buf: &mut Vec<u8>) -> Result<()> {
-        let file = self.inner.read_file(pos.segment_id)?;
+        self.read_exact_cached(&mut None, pos, len, buf)
+    }
+
+    /// `read_exact_at` for a caller that reads many records: `cache` keeps the last
+    /// segment's handle between calls.
+    pub fn read_exact_cached(
+        &self,
+        cache: &mut Option<(u64, Arc<File>)>,
+        pos: Position,
+        len: usize,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        let file = match cache {
+            Some((id, f)) if *id == pos.segment_id => f.clone(),
+            _ => {
+                let f = self.inner.read_file(pos.segment_id)?;
+                *cache = Some((pos.segment_id, f.clone()));
+                f
+            }
+        };
         let end = pos.offset + len as u64;
         if !self.inner.config.read_only {
-            let visible = self.inner.segment_bounds(pos.segment_id).map_or(0, |b| b.0);
-            if end > visible {
+            let v = self.inner.visible.load(Ordering::Acquire);
+            let (id, off) = (v >> 40, v & ((1 << 40) - 1));
+            if pos.segment_id > id || (pos.segment_id == id && end > off) {
                 self.inner.make_visible()?;
             }
         }
@@ -537,6 +570,7 @@ impl Inner {
                 if let Some(seg) = st.segments.last_mut() {
                     seg.1 = written_off;
                 }
+                self.publish_visible(&st);
                 if sync {
                     st.durable = target;
                     st.durable_off = st.written_off;
@@ -568,6 +602,7 @@ impl Inner {
                     if let Some(seg) = st.segments.last_mut() {
                         seg.1 = durable_off;
                     }
+                    self.publish_visible(&st);
                     st.failed = Some(e.clone());
                     st.last_failure = Some(e.clone());
                     st.epoch += 1;
@@ -586,6 +621,7 @@ impl Inner {
                     if let Some(seg) = st.segments.last_mut() {
                         seg.1 = written_off;
                     }
+                    self.publish_visible(&st);
                     st.stalled = Some(e.clone());
                 } else {
                     // Keep the acknowledged bytes, in order, to write again later.
@@ -644,6 +680,7 @@ impl Inner {
         st.end_off = 0;
         st.written_off = 0;
         st.durable_off = 0;
+        self.publish_visible(&st);
         drop(st);
         drop(io);
         self.stats.record_rotation();
@@ -711,6 +748,13 @@ impl Inner {
         let st = self.lock_state();
         let i = st.segments.iter().position(|&(s, _)| s == id)?;
         Some((st.segments[i].1, i + 1 < st.segments.len()))
+    }
+
+    fn publish_visible(&self, st: &State) {
+        self.visible.store(
+            pack_visible(st.active_id, st.written_off),
+            Ordering::Release,
+        );
     }
 
     /// A cached read handle for segment `id`.

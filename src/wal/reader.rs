@@ -15,6 +15,8 @@ pub(crate) struct SegmentCursor {
     segment_id: u64,
     scanner: Option<Scanner>,
     start_offset: u64,
+    /// The readable end of the current segment when last asked: below it, no need to ask.
+    known_limit: u64,
 }
 
 impl SegmentCursor {
@@ -24,6 +26,7 @@ impl SegmentCursor {
             segment_id: from.segment_id,
             scanner: None,
             start_offset: from.offset,
+            known_limit: 0,
         }
     }
 
@@ -57,6 +60,11 @@ impl SegmentCursor {
     pub(crate) fn next(&mut self) -> Result<Option<(Position, Decoded<'_>)>> {
         let read_only = self.inner.config.read_only;
         loop {
+            if let Some(sc) = &self.scanner {
+                if sc.offset() < self.known_limit {
+                    break;
+                }
+            }
             let id = self.segment_id;
             let (limit, has_next) = match self.bounds(id)? {
                 Some(b) => b,
@@ -79,6 +87,7 @@ impl SegmentCursor {
                     self.segment_id = self.inner_next_segment(id);
                     self.scanner = None;
                     self.start_offset = 0;
+                    self.known_limit = 0;
                     continue;
                 }
                 if !read_only && self.inner.make_visible().is_ok() {
@@ -100,6 +109,7 @@ impl SegmentCursor {
             }
             let scanner = self.scanner.as_mut().expect("just set");
             scanner.set_limit(limit);
+            self.known_limit = limit;
             break;
         }
         let id = self.segment_id;
