@@ -18,10 +18,11 @@ all: lib
 lib:
 	$(CARGO) build --release --lib
 	mkdir -p $(LIBDIR)/pkgconfig
-	cp $(TARGET)/libevstore.so $(LIBDIR)/libevstore.so.$(VERSION)
+	# Replace, never overwrite in place: a running program may have the old one mapped.
+	cp $(TARGET)/libevstore.so $(LIBDIR)/.libevstore.so.tmp && mv -f $(LIBDIR)/.libevstore.so.tmp $(LIBDIR)/libevstore.so.$(VERSION)
 	ln -sf libevstore.so.$(VERSION) $(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(LIBDIR)/libevstore.so
-	cp $(TARGET)/libevstore.a $(LIBDIR)/libevstore.a
+	cp $(TARGET)/libevstore.a $(LIBDIR)/.libevstore.a.tmp && mv -f $(LIBDIR)/.libevstore.a.tmp $(LIBDIR)/libevstore.a
 	sed -e 's|@PREFIX@|$(abspath $(BUILD))|' -e 's|@INCLUDEDIR@|$(abspath include)|' \
 	    -e 's|@VERSION@|$(VERSION)|' evstore.pc.in > $(LIBDIR)/pkgconfig/evstore.pc
 

@@ -1,0 +1,404 @@
+// evstore.hpp: a header-only C++17 wrapper over the evstore C API (include/evstore.h).
+//
+// RAII handles (Options, Store, Cursor; move-only), errors as evstore::Error exceptions
+// carrying the status code and the library's message, and std::string_view for the
+// borrowed views of events.
+//
+// Threads: a Store may be used by any number of threads at once; a Cursor and Options by
+// one thread at a time. A Store must not be closed or destroyed while another thread
+// uses it.
+//
+// Build: g++ -std=c++17 -I<repo>/include -I<repo>/bindings/cpp prog.cpp -L<repo>/build/lib -levstore
+#ifndef EVSTORE_HPP
+#define EVSTORE_HPP
+
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "evstore.h"
+
+namespace evstore {
+
+// The evs_status codes.
+enum class Code : int32_t {
+    Ok = EVS_OK,
+    End = EVS_END,
+    InvalidArgument = EVS_ERR_INVALID_ARGUMENT,
+    NotFound = EVS_ERR_NOT_FOUND,
+    AlreadyExists = EVS_ERR_ALREADY_EXISTS,
+    WrongExpectedVersion = EVS_ERR_WRONG_EXPECTED_VERSION,
+    InsufficientFunds = EVS_ERR_INSUFFICIENT_FUNDS,
+    AccountClosed = EVS_ERR_ACCOUNT_CLOSED,
+    Overflow = EVS_ERR_OVERFLOW,
+    Locked = EVS_ERR_LOCKED,
+    Corrupt = EVS_ERR_CORRUPT,
+    Io = EVS_ERR_IO,
+    TooLarge = EVS_ERR_TOO_LARGE,
+    ReadOnly = EVS_ERR_READ_ONLY,
+    CurrencyMismatch = EVS_ERR_CURRENCY_MISMATCH,
+    Internal = EVS_ERR_INTERNAL,
+};
+
+// The code's name, e.g. "EVS_ERR_IO".
+inline const char *code_name(Code c) { return evs_status_name(static_cast<evs_status>(c)); }
+
+// A failed call: code() is the status, what() the library's message.
+class Error : public std::runtime_error {
+public:
+    Error(Code code, const std::string &message) : std::runtime_error(message), code_(code) {}
+    Code code() const noexcept { return code_; }
+    const char *name() const noexcept { return code_name(code_); }
+
+private:
+    Code code_;
+};
+
+// Expected versions for Store::append; a value >= 0 is the version of the last event.
+inline constexpr int64_t kVersionAny = EVS_VERSION_ANY;
+inline constexpr int64_t kVersionNoStream = EVS_VERSION_NO_STREAM;
+inline constexpr int64_t kVersionExists = EVS_VERSION_EXISTS;
+// Starts Store::read_all_backward at the last event; as a timestamp, "the end of time".
+inline constexpr uint64_t kPositionEnd = UINT64_MAX;
+
+enum class FsyncPolicy : int32_t {
+    Always = EVS_FSYNC_ALWAYS,  // an append returns once on disk
+    Batch = EVS_FSYNC_BATCH,    // on disk within the batch window
+    Os = EVS_FSYNC_OS,          // the OS decides; sync() and close() flush
+};
+
+inline std::string version() { return evs_version(); }
+
+namespace detail {
+
+// Throws on an error status, reading the thread-local message at once (same thread).
+inline evs_status check(evs_status st) {
+    if (st < 0)
+        throw Error(static_cast<Code>(st), evs_last_error_message());
+    return st;
+}
+
+// A NUL inside a std::string would silently cut it short at the C boundary.
+inline const char *c_str(const std::string &s, const char *argument) {
+    if (s.find('\0') != std::string::npos)
+        throw Error(Code::InvalidArgument, std::string(argument) + " contains a NUL byte");
+    return s.c_str();
+}
+
+inline const uint8_t *bytes(std::string_view v) {
+    return v.empty() ? nullptr : reinterpret_cast<const uint8_t *>(v.data());
+}
+
+inline std::string_view view(const char *p, size_t n) {
+    return n == 0 ? std::string_view() : std::string_view(p, n);
+}
+
+inline std::string_view view(const uint8_t *p, size_t n) {
+    return view(reinterpret_cast<const char *>(p), n);
+}
+
+}  // namespace detail
+
+// Options for opening a store. Defaults: Batch with a 5 ms window, 128 MiB segments,
+// preallocation on, read-write, no automatic snapshots. Setters throw on a bad value.
+class Options {
+public:
+    Options() : ptr_(evs_options_new()) {
+        if (ptr_ == nullptr)
+            throw std::bad_alloc();
+    }
+    ~Options() { evs_options_free(ptr_); }
+    Options(Options &&o) noexcept : ptr_(std::exchange(o.ptr_, nullptr)) {}
+    Options &operator=(Options &&o) noexcept {
+        if (this != &o) {
+            evs_options_free(ptr_);
+            ptr_ = std::exchange(o.ptr_, nullptr);
+        }
+        return *this;
+    }
+    Options(const Options &) = delete;
+    Options &operator=(const Options &) = delete;
+
+    // window_ms (1..=10000) is used only with FsyncPolicy::Batch.
+    Options &set_fsync(FsyncPolicy p, uint32_t window_ms = 5) {
+        detail::check(evs_options_set_fsync(ptr_, static_cast<evs_fsync_policy>(p), window_ms));
+        return *this;
+    }
+    // 64 KiB ..= 1 TiB.
+    Options &set_max_segment_size(uint64_t bytes) {
+        detail::check(evs_options_set_max_segment_size(ptr_, bytes));
+        return *this;
+    }
+    Options &set_preallocate(bool on) {
+        detail::check(evs_options_set_preallocate(ptr_, on));
+        return *this;
+    }
+    Options &set_read_only(bool on) {
+        detail::check(evs_options_set_read_only(ptr_, on));
+        return *this;
+    }
+    // 0 = never.
+    Options &set_snapshot_every(uint64_t events) {
+        detail::check(evs_options_set_snapshot_every(ptr_, events));
+        return *this;
+    }
+
+    const evs_options *get() const noexcept { return ptr_; }
+
+private:
+    evs_options *ptr_;
+};
+
+// A borrowed view of a stored event: valid until the next call on its cursor or the
+// cursor's destruction. Copy what you keep (std::string(e.payload)).
+struct Event {
+    uint64_t position = 0;      // global, gapless, from 0
+    uint64_t timestamp_us = 0;  // microseconds since the Unix epoch
+    std::string_view stream;    // empty for events appended with append_event
+    uint64_t stream_version = 0;
+    std::string_view type;
+    uint32_t schema_version = 0;
+    std::string_view payload;
+    std::string_view metadata;
+};
+
+// Iterates over events; single-thread. Forward cursors see later appends: next()
+// returning false means "no more now".
+class Cursor {
+public:
+    explicit Cursor(evs_cursor *c) noexcept : ptr_(c) {}
+    ~Cursor() { evs_cursor_free(ptr_); }
+    Cursor(Cursor &&o) noexcept : ptr_(std::exchange(o.ptr_, nullptr)) {}
+    Cursor &operator=(Cursor &&o) noexcept {
+        if (this != &o) {
+            evs_cursor_free(ptr_);
+            ptr_ = std::exchange(o.ptr_, nullptr);
+        }
+        return *this;
+    }
+    Cursor(const Cursor &) = delete;
+    Cursor &operator=(const Cursor &) = delete;
+
+    // Fills `out` and returns true, or returns false at the end; throws on an error.
+    bool next(Event &out) {
+        evs_event e;
+        if (detail::check(evs_cursor_next(ptr_, &e)) == EVS_END)
+            return false;
+        out.position = e.position;
+        out.timestamp_us = e.timestamp_us;
+        out.stream = detail::view(e.stream, e.stream_len);
+        out.stream_version = e.stream_version;
+        out.type = detail::view(e.event_type, e.event_type_len);
+        out.schema_version = e.schema_version;
+        out.payload = detail::view(e.payload, e.payload_len);
+        out.metadata = detail::view(e.metadata, e.metadata_len);
+        return true;
+    }
+
+    evs_cursor *get() const noexcept { return ptr_; }
+
+private:
+    evs_cursor *ptr_;
+};
+
+// One event to append. The views must stay valid during the call.
+struct EventInput {
+    std::string type;
+    std::string_view payload;
+    std::string_view metadata;
+    uint32_t schema_version = 0;  // 0 is stored as 1
+};
+
+struct AppendResult {
+    uint64_t first_position;  // of the first event appended
+    uint64_t stream_version;  // of the last event appended
+};
+
+struct Account {
+    int64_t balance;
+    bool is_closed;
+    std::string currency;    // "USD"
+    uint64_t version;        // events applied to this account
+    uint64_t last_position;  // position of its last event
+};
+
+using RecoveryInfo = evs_recovery_info;
+using Stats = evs_stats;
+
+// An open store; closed by the destructor (errors of that final sync are ignored: call
+// close() to see them).
+class Store {
+public:
+    // Opens (creating if needed; the parent directory must exist) the store at `path`.
+    explicit Store(const std::string &path) { open(path, nullptr); }
+    Store(const std::string &path, const Options &opts) { open(path, opts.get()); }
+    ~Store() { evs_close(ptr_); }
+    Store(Store &&o) noexcept : ptr_(std::exchange(o.ptr_, nullptr)), info_(o.info_) {}
+    Store &operator=(Store &&o) noexcept {
+        if (this != &o) {
+            evs_close(ptr_);
+            ptr_ = std::exchange(o.ptr_, nullptr);
+            info_ = o.info_;
+        }
+        return *this;
+    }
+    Store(const Store &) = delete;
+    Store &operator=(const Store &) = delete;
+
+    // What recovery found and did when the store was opened.
+    const RecoveryInfo &recovery_info() const noexcept { return info_; }
+
+    // Syncs, unlocks and frees the store; afterwards only destruction is valid.
+    void close() {
+        if (ptr_ != nullptr)
+            detail::check(evs_close(std::exchange(ptr_, nullptr)));
+    }
+
+    void sync() { detail::check(evs_sync(ptr_)); }
+
+    // Appends one event with no stream; returns its position.
+    uint64_t append_event(const std::string &type, std::string_view payload) {
+        uint64_t pos = 0;
+        detail::check(evs_append_event(ptr_, detail::c_str(type, "event_type"), detail::bytes(payload),
+                                       payload.size(), &pos));
+        return pos;
+    }
+
+    // Appends events to `stream` atomically if it is at `expected_version`.
+    AppendResult append(const std::string &stream, int64_t expected_version,
+                        const std::vector<EventInput> &events) {
+        std::vector<evs_event_input> in(events.size());
+        for (size_t i = 0; i < events.size(); i++) {
+            in[i].event_type = detail::c_str(events[i].type, "event_type");
+            in[i].payload = detail::bytes(events[i].payload);
+            in[i].payload_len = events[i].payload.size();
+            in[i].metadata = detail::bytes(events[i].metadata);
+            in[i].metadata_len = events[i].metadata.size();
+            in[i].schema_version = events[i].schema_version;
+        }
+        AppendResult r{0, 0};
+        detail::check(evs_append(ptr_, detail::c_str(stream, "stream"), expected_version,
+                                 in.empty() ? nullptr : in.data(), in.size(), &r.first_position,
+                                 &r.stream_version));
+        return r;
+    }
+
+    Cursor read_all(uint64_t from_position = 0) {
+        evs_cursor *c = nullptr;
+        detail::check(evs_read_all(ptr_, from_position, &c));
+        return Cursor(c);
+    }
+    Cursor read_all_backward(uint64_t from_position = kPositionEnd) {
+        evs_cursor *c = nullptr;
+        detail::check(evs_read_all_backward(ptr_, from_position, &c));
+        return Cursor(c);
+    }
+    Cursor read_stream(const std::string &stream, uint64_t from_version = 0) {
+        evs_cursor *c = nullptr;
+        detail::check(evs_read_stream(ptr_, detail::c_str(stream, "stream"), from_version, &c));
+        return Cursor(c);
+    }
+    Cursor poll(uint64_t from_position, size_t max_events) {
+        evs_cursor *c = nullptr;
+        detail::check(evs_poll(ptr_, from_position, max_events, &c));
+        return Cursor(c);
+    }
+
+    // The first position whose timestamp is after `timestamp_us`; the next position if
+    // none (position_at(kPositionEnd) is the next position).
+    uint64_t position_at(uint64_t timestamp_us) {
+        uint64_t pos = 0;
+        detail::check(evs_position_at(ptr_, timestamp_us, &pos));
+        return pos;
+    }
+    // The version of the stream's last event; -1 when it does not exist.
+    int64_t stream_version(const std::string &stream) {
+        int64_t v = 0;
+        detail::check(evs_stream_version(ptr_, detail::c_str(stream, "stream"), &v));
+        return v;
+    }
+    // Writes a snapshot; returns the number of events it covers.
+    uint64_t snapshot() {
+        uint64_t pos = 0;
+        detail::check(evs_snapshot(ptr_, &pos));
+        return pos;
+    }
+    Stats stats() {
+        Stats s;
+        detail::check(evs_stats_get(ptr_, &s));
+        return s;
+    }
+    // The counters in the Prometheus text format.
+    std::string metrics_text() {
+        char *text = nullptr;
+        detail::check(evs_metrics_text(ptr_, &text));
+        std::unique_ptr<char, void (*)(char *)> owned(text, evs_string_free);
+        return std::string(owned.get());
+    }
+
+    // Accounts. Each write returns the position of its event (a transfer: the
+    // withdrawal's). An empty currency means "USD".
+    uint64_t open_account(const std::string &id, int64_t initial_balance, const std::string &currency = "") {
+        uint64_t pos = 0;
+        const char *cur = currency.empty() ? nullptr : detail::c_str(currency, "currency");
+        detail::check(evs_account_open(ptr_, detail::c_str(id, "account_id"), initial_balance, cur, &pos));
+        return pos;
+    }
+    uint64_t deposit(const std::string &id, int64_t amount) {
+        uint64_t pos = 0;
+        detail::check(evs_account_deposit(ptr_, detail::c_str(id, "account_id"), amount, &pos));
+        return pos;
+    }
+    uint64_t withdraw(const std::string &id, int64_t amount) {
+        uint64_t pos = 0;
+        detail::check(evs_account_withdraw(ptr_, detail::c_str(id, "account_id"), amount, &pos));
+        return pos;
+    }
+    uint64_t transfer(const std::string &from_id, const std::string &to_id, int64_t amount) {
+        uint64_t pos = 0;
+        detail::check(evs_account_transfer(ptr_, detail::c_str(from_id, "from_id"),
+                                           detail::c_str(to_id, "to_id"), amount, &pos));
+        return pos;
+    }
+    uint64_t close_account(const std::string &id) {
+        uint64_t pos = 0;
+        detail::check(evs_account_close(ptr_, detail::c_str(id, "account_id"), &pos));
+        return pos;
+    }
+    Account get_account(const std::string &id) {
+        evs_account a;
+        detail::check(evs_account_get(ptr_, detail::c_str(id, "account_id"), &a));
+        return to_account(a);
+    }
+    // The account after its last event at or before `as_of_timestamp_us`.
+    Account get_account_at(const std::string &id, uint64_t as_of_timestamp_us) {
+        evs_account a;
+        detail::check(evs_account_get_at(ptr_, detail::c_str(id, "account_id"), as_of_timestamp_us, &a));
+        return to_account(a);
+    }
+
+    evs_store *get() const noexcept { return ptr_; }
+
+private:
+    void open(const std::string &path, const evs_options *opts) {
+        info_ = RecoveryInfo{};
+        detail::check(evs_open(detail::c_str(path, "path"), opts, &ptr_, &info_));
+    }
+    static Account to_account(const evs_account &a) {
+        const void *nul = std::memchr(a.currency, '\0', sizeof a.currency);
+        size_t n = nul ? static_cast<size_t>(static_cast<const char *>(nul) - a.currency) : sizeof a.currency;
+        return Account{a.balance, a.is_closed, std::string(a.currency, n), a.version, a.last_position};
+    }
+
+    evs_store *ptr_ = nullptr;
+    RecoveryInfo info_{};
+};
+
+}  // namespace evstore
+
+#endif  // EVSTORE_HPP

@@ -1,0 +1,382 @@
+// GoogleTest tests of the C++ wrapper (evstore.hpp) over libevstore.
+#include "evstore.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace fs = std::filesystem;
+using evstore::Code;
+
+namespace {
+
+// A fresh directory per test, removed afterwards.
+class EvstoreTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        std::string tmpl = (fs::temp_directory_path() / "evstore-cpp-XXXXXX").string();
+        ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+        root_ = tmpl;
+    }
+    void TearDown() override {
+        std::error_code ec;
+        fs::remove_all(root_, ec);
+    }
+    std::string path(const std::string &name) const { return (root_ / name).string(); }
+
+    fs::path root_;
+};
+
+// Runs f, which must throw evstore::Error with `code` and a message; returns the message.
+template <typename F>
+std::string expect_error(F &&f, Code code) {
+    try {
+        f();
+    } catch (const evstore::Error &e) {
+        EXPECT_EQ(e.code(), code) << e.name() << ": " << e.what();
+        EXPECT_STRNE(e.what(), "") << e.name();
+        return e.what();
+    }
+    ADD_FAILURE() << "no evstore::Error thrown, expected " << evstore::code_name(code);
+    return "";
+}
+
+struct OwnedEvent {
+    uint64_t position, stream_version;
+    std::string stream, type, payload, metadata;
+    uint32_t schema_version;
+    uint64_t timestamp_us;
+};
+
+std::vector<OwnedEvent> drain(evstore::Cursor c) {
+    std::vector<OwnedEvent> out;
+    evstore::Event e;
+    while (c.next(e))
+        out.push_back(OwnedEvent{e.position, e.stream_version, std::string(e.stream), std::string(e.type),
+                                 std::string(e.payload), std::string(e.metadata), e.schema_version,
+                                 e.timestamp_us});
+    return out;
+}
+
+}  // namespace
+
+TEST(Evstore, VersionAndCodeNames) {
+    EXPECT_EQ(evstore::version(), "0.1.0");
+    EXPECT_STREQ(evstore::code_name(Code::WrongExpectedVersion), "EVS_ERR_WRONG_EXPECTED_VERSION");
+    EXPECT_STREQ(evstore::code_name(Code::Io), "EVS_ERR_IO");
+}
+
+TEST_F(EvstoreTest, AppendAndReadRoundTrip) {
+    evstore::Store s(path("s"));
+    EXPECT_EQ(s.append_event("Started", R"({"n":1})"), 0u);
+    const std::string binary("\x00\x01\xff", 3);
+    auto r = s.append("order-1", evstore::kVersionNoStream,
+                      {{"OrderPlaced", "p0", "m0", 3}, {"OrderPaid", binary, {}, 0}, {"OrderShipped", {}, {}, 0}});
+    EXPECT_EQ(r.first_position, 1u);
+    EXPECT_EQ(r.stream_version, 2u);
+
+    auto all = drain(s.read_all(0));
+    ASSERT_EQ(all.size(), 4u);
+    EXPECT_EQ(all[0].stream, "");
+    EXPECT_EQ(all[0].type, "Started");
+    EXPECT_EQ(all[0].payload, R"({"n":1})");
+    for (size_t i = 0; i < all.size(); i++) {
+        EXPECT_EQ(all[i].position, i);
+        if (i > 0) {
+            EXPECT_GE(all[i].timestamp_us, all[i - 1].timestamp_us);
+        }
+    }
+    EXPECT_EQ(all[1].stream, "order-1");
+    EXPECT_EQ(all[1].type, "OrderPlaced");
+    EXPECT_EQ(all[1].payload, "p0");
+    EXPECT_EQ(all[1].metadata, "m0");
+    EXPECT_EQ(all[1].schema_version, 3u);
+    EXPECT_EQ(all[2].payload, binary);
+    EXPECT_EQ(all[2].schema_version, 1u);  // 0 is stored as 1
+    EXPECT_EQ(all[3].stream_version, 2u);
+    EXPECT_EQ(all[3].payload, "");
+
+    auto stream = drain(s.read_stream("order-1", 1));
+    ASSERT_EQ(stream.size(), 2u);
+    EXPECT_EQ(stream[0].type, "OrderPaid");
+    auto back = drain(s.read_all_backward());
+    ASSERT_EQ(back.size(), 4u);
+    EXPECT_EQ(back.front().position, 3u);
+    EXPECT_EQ(back.back().position, 0u);
+    auto polled = drain(s.poll(1, 2));
+    ASSERT_EQ(polled.size(), 2u);
+    EXPECT_EQ(polled[1].position, 2u);
+    EXPECT_EQ(s.stream_version("order-1"), 2);
+    EXPECT_EQ(s.stream_version("missing"), -1);
+    EXPECT_EQ(s.position_at(evstore::kPositionEnd), 4u);
+
+    // a forward cursor tails the log
+    evstore::Cursor c = s.read_all(4);
+    evstore::Event e;
+    EXPECT_FALSE(c.next(e));
+    s.append_event("Later", "x");
+    ASSERT_TRUE(c.next(e));
+    EXPECT_EQ(e.position, 4u);
+    EXPECT_EQ(e.type, "Later");
+
+    expect_error([&] { s.read_stream("missing"); }, Code::NotFound);
+    expect_error([&] { s.read_all(99); }, Code::NotFound);
+    expect_error([&] { s.append_event("", "x"); }, Code::InvalidArgument);
+    expect_error([&] { s.append("order-1", evstore::kVersionAny, {}); }, Code::InvalidArgument);
+    expect_error([&] { s.append(std::string("a\0b", 3), evstore::kVersionAny, {{"T", "x", {}, 0}}); },
+                 Code::InvalidArgument);
+}
+
+TEST_F(EvstoreTest, WrongExpectedVersionGivesCodeAndMessage) {
+    evstore::Store s(path("s"));
+    std::vector<evstore::EventInput> ev{{"T", "x", {}, 0}};
+    expect_error([&] { s.append("s", 0, ev); }, Code::WrongExpectedVersion);
+    expect_error([&] { s.append("s", evstore::kVersionExists, ev); }, Code::WrongExpectedVersion);
+    EXPECT_EQ(s.append("s", evstore::kVersionNoStream, ev).stream_version, 0u);
+    for (int64_t v = 0; v < 12; v++) {
+        EXPECT_EQ(s.append("s", v, ev).stream_version, static_cast<uint64_t>(v + 1));
+    }
+    uint64_t before = s.position_at(evstore::kPositionEnd);
+    std::string msg = expect_error([&] { s.append("s", 3, ev); }, Code::WrongExpectedVersion);
+    EXPECT_NE(msg.find("12"), std::string::npos) << "message does not name the actual version: " << msg;
+    expect_error([&] { s.append("s", evstore::kVersionNoStream, ev); }, Code::WrongExpectedVersion);
+    EXPECT_EQ(s.position_at(evstore::kPositionEnd), before);
+    EXPECT_EQ(s.append("s", 12, ev).stream_version, 13u);
+}
+
+TEST_F(EvstoreTest, SeedOpenAndDeposit) {
+    evstore::Store s(path("s"));
+    EXPECT_EQ(s.open_account("alice", 1000), 0u);
+    uint64_t dep = s.deposit("alice", 500);
+    auto a = s.get_account("alice");
+    EXPECT_EQ(a.balance, 1500);
+    EXPECT_FALSE(a.is_closed);
+    EXPECT_EQ(a.currency, "USD");
+    EXPECT_EQ(a.version, 2u);
+    EXPECT_EQ(a.last_position, dep);
+    auto evs = drain(s.read_stream("account-alice"));
+    ASSERT_EQ(evs.size(), 2u);
+    EXPECT_EQ(evs[1].payload, R"({"MoneyDeposited":{"account_id":"alice","amount":500}})");
+}
+
+TEST_F(EvstoreTest, SeedDepositAndWithdrawSurviveCloseAndReopen) {
+    {
+        evstore::Store s(path("s"));
+        s.open_account("bob", 2000, "USD");
+        s.deposit("bob", 1000);
+        s.withdraw("bob", 500);
+        EXPECT_EQ(s.get_account("bob").balance, 2500);
+        s.close();
+        s.close();  // harmless
+    }
+    evstore::Store s(path("s"));
+    auto a = s.get_account("bob");
+    EXPECT_EQ(a.balance, 2500);
+    EXPECT_EQ(a.version, 3u);
+}
+
+TEST_F(EvstoreTest, SeedWithdrawalPastBalanceRefused) {
+    evstore::Store s(path("s"));
+    s.open_account("carol", 100);
+    uint64_t before = s.position_at(evstore::kPositionEnd);
+    std::string msg = expect_error([&] { s.withdraw("carol", 150); }, Code::InsufficientFunds);
+    EXPECT_NE(msg.find("carol"), std::string::npos) << msg;
+    EXPECT_EQ(s.position_at(evstore::kPositionEnd), before);
+    EXPECT_EQ(s.get_account("carol").balance, 100);
+    s.withdraw("carol", 100);
+    expect_error([&] { s.withdraw("carol", 1); }, Code::InsufficientFunds);
+}
+
+TEST_F(EvstoreTest, AccountRules) {
+    evstore::Store s(path("s"));
+    s.open_account("a", 10);
+    expect_error([&] { s.open_account("a", 10); }, Code::AlreadyExists);
+    expect_error([&] { s.deposit("nobody", 1); }, Code::NotFound);
+    expect_error([&] { s.get_account("nobody"); }, Code::NotFound);
+    expect_error([&] { s.deposit("a", 0); }, Code::InvalidArgument);
+    expect_error([&] { s.deposit("a", -5); }, Code::InvalidArgument);
+    expect_error([&] { s.open_account("b", 1, "usd"); }, Code::InvalidArgument);
+    expect_error([&] { s.open_account("", 1); }, Code::InvalidArgument);
+    expect_error([&] { s.deposit("a", INT64_MAX); }, Code::Overflow);
+    s.close_account("a");
+    expect_error([&] { s.deposit("a", 1); }, Code::AccountClosed);
+    auto a = s.get_account("a");
+    EXPECT_TRUE(a.is_closed);
+    EXPECT_EQ(a.balance, 10);
+
+    s.open_account("tt", 5, "EUR");
+    uint64_t opened_at = drain(s.read_stream("account-tt"))[0].timestamp_us;
+    s.deposit("tt", 7);
+    auto then = s.get_account_at("tt", opened_at);
+    EXPECT_EQ(then.balance, 5);
+    EXPECT_EQ(then.currency, "EUR");
+    EXPECT_EQ(s.get_account_at("tt", evstore::kPositionEnd).balance, 12);
+    expect_error([&] { s.get_account_at("tt", opened_at - 1); }, Code::NotFound);
+}
+
+TEST_F(EvstoreTest, Transfers) {
+    evstore::Store s(path("s"));
+    s.open_account("from", 1000);
+    s.open_account("to", 0);
+    s.open_account("euro", 0, "EUR");
+    uint64_t next = s.position_at(evstore::kPositionEnd);
+    uint64_t pos = s.transfer("from", "to", 300);
+    EXPECT_EQ(pos, next);  // the withdrawal side
+    EXPECT_EQ(s.position_at(evstore::kPositionEnd), next + 2);
+    EXPECT_EQ(s.get_account("from").balance, 700);
+    EXPECT_EQ(s.get_account("to").balance, 300);
+    auto w = drain(s.read_stream("account-from", 1));
+    auto d = drain(s.read_stream("account-to", 1));
+    ASSERT_EQ(w.size(), 1u);
+    ASSERT_EQ(d.size(), 1u);
+    EXPECT_EQ(w[0].position, pos);
+    EXPECT_EQ(d[0].position, pos + 1);
+
+    expect_error([&] { s.transfer("from", "to", 701); }, Code::InsufficientFunds);
+    expect_error([&] { s.transfer("from", "from", 1); }, Code::InvalidArgument);
+    expect_error([&] { s.transfer("from", "nobody", 1); }, Code::NotFound);
+    expect_error([&] { s.transfer("from", "euro", 1); }, Code::CurrencyMismatch);
+    s.close_account("to");
+    expect_error([&] { s.transfer("from", "to", 1); }, Code::AccountClosed);
+    EXPECT_EQ(s.get_account("from").balance, 700);
+}
+
+TEST_F(EvstoreTest, ConcurrentThreads) {
+    evstore::Store s(path("s"));
+    constexpr int kThreads = 8, kOps = 200;
+    s.open_account("hub", 0);
+    for (int t = 0; t < kThreads; t++) {
+        s.open_account("t" + std::to_string(t), 1000);
+    }
+    uint64_t start = s.position_at(evstore::kPositionEnd);
+
+    std::atomic<int> failures{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; t++) {
+        threads.emplace_back([&, t] {
+            const std::string id = "t" + std::to_string(t), stream = "stream-" + std::to_string(t);
+            try {
+                for (int i = 0; i < kOps; i++) {
+                    std::string payload = std::to_string(t) + "/" + std::to_string(i);
+                    auto r = s.append(stream, i == 0 ? evstore::kVersionNoStream : i - 1, {{"T", payload, {}, 0}});
+                    if (r.stream_version != static_cast<uint64_t>(i)) {
+                        ADD_FAILURE() << id << ": append " << i << " gave version " << r.stream_version;
+                        failures++;
+                    }
+                    s.append("shared", evstore::kVersionAny, {{"S", payload, {}, 0}});
+                    s.transfer(id, "hub", 3);
+                    if (i % 4 == 0) {
+                        try {
+                            s.transfer("hub", id, 1);
+                        } catch (const evstore::Error &e) {
+                            if (e.code() != Code::InsufficientFunds) {
+                                throw;
+                            }
+                        }
+                    }
+                    // the message of a failing call is this thread's
+                    try {
+                        s.withdraw(id, 1000000);
+                        ADD_FAILURE() << id << ": an overdraft succeeded";
+                        failures++;
+                    } catch (const evstore::Error &e) {
+                        if (e.code() != Code::InsufficientFunds ||
+                            std::string(e.what()).find("'" + id + "'") == std::string::npos) {
+                            ADD_FAILURE() << id << ": " << e.name() << ": " << e.what();
+                            failures++;
+                        }
+                    }
+                }
+            } catch (const evstore::Error &e) {
+                ADD_FAILURE() << id << ": " << e.name() << ": " << e.what();
+                failures++;
+            }
+        });
+    }
+    for (auto &th : threads)
+        th.join();
+    ASSERT_EQ(failures.load(), 0);
+
+    int64_t total = s.get_account("hub").balance;
+    for (int t = 0; t < kThreads; t++) {
+        total += s.get_account("t" + std::to_string(t)).balance;
+        EXPECT_EQ(s.stream_version("stream-" + std::to_string(t)), kOps - 1);
+    }
+    EXPECT_EQ(total, kThreads * 1000);
+    EXPECT_EQ(s.stream_version("shared"), kThreads * kOps - 1);
+    auto all = drain(s.read_all(start));
+    for (size_t i = 0; i < all.size(); i++) {
+        ASSERT_EQ(all[i].position, start + i);
+    }
+    EXPECT_EQ(all.size(), s.position_at(evstore::kPositionEnd) - start);
+}
+
+TEST_F(EvstoreTest, ReadAfterReopen) {
+    evstore::Options opts;
+    opts.set_fsync(evstore::FsyncPolicy::Os).set_max_segment_size(64 * 1024);
+    std::vector<std::string> payloads;
+    {
+        evstore::Store s(path("s"), opts);
+        EXPECT_EQ(s.recovery_info().next_position, 0u);
+        EXPECT_EQ(s.recovery_info().snapshot_position, UINT64_MAX);
+        for (int i = 0; i < 200; i++) {
+            payloads.push_back(std::to_string(i) + std::string(1024, 'x'));
+            EXPECT_EQ(s.append_event("E", payloads.back()), static_cast<uint64_t>(i));
+        }
+        s.open_account("keep", 42);
+        s.sync();
+        auto st = s.stats();
+        EXPECT_EQ(st.events, 201u);
+        EXPECT_GE(st.segments, 2u);
+        EXPECT_EQ(st.accounts, 1u);
+        EXPECT_NE(s.metrics_text().find("evstore_events_total 201"), std::string::npos);
+    }
+    evstore::Store s(path("s"), opts);
+    EXPECT_EQ(s.recovery_info().next_position, 201u);
+    EXPECT_FALSE(s.recovery_info().corruption_detected);
+    auto all = drain(s.read_all());
+    ASSERT_EQ(all.size(), 201u);
+    for (size_t i = 0; i < payloads.size(); i++) {
+        EXPECT_EQ(all[i].position, i);
+        EXPECT_EQ(all[i].type, "E");
+        EXPECT_EQ(all[i].payload, payloads[i]);
+    }
+    EXPECT_EQ(s.get_account("keep").balance, 42);
+
+    expect_error([&] { evstore::Store second(path("s")); }, Code::Locked);
+    evstore::Options ro;
+    ro.set_read_only(true);
+    evstore::Store r(path("s"), ro);
+    EXPECT_EQ(drain(r.read_all()).size(), 201u);
+    expect_error([&] { r.append_event("E", "x"); }, Code::ReadOnly);
+    expect_error([&] { r.snapshot(); }, Code::ReadOnly);
+}
+
+TEST_F(EvstoreTest, SnapshotOptionsAndMoves) {
+    {
+        evstore::Store s(path("s"));
+        s.open_account("snap", 10);
+        s.deposit("snap", 5);
+        EXPECT_EQ(s.snapshot(), 2u);
+    }
+    evstore::Store s(path("s"));
+    EXPECT_EQ(s.recovery_info().snapshot_position, 2u);
+    EXPECT_EQ(s.get_account("snap").balance, 15);
+
+    // a moved-from store is empty; the moved-to one works and closes once
+    evstore::Store moved(std::move(s));
+    EXPECT_EQ(s.get(), nullptr);
+    EXPECT_EQ(moved.get_account("snap").balance, 15);
+
+    evstore::Options o;
+    expect_error([&] { o.set_fsync(evstore::FsyncPolicy::Batch, 0); }, Code::InvalidArgument);
+    expect_error([&] { o.set_fsync(static_cast<evstore::FsyncPolicy>(7)); }, Code::InvalidArgument);
+    expect_error([&] { o.set_max_segment_size(1); }, Code::InvalidArgument);
+    o.set_fsync(evstore::FsyncPolicy::Always).set_preallocate(false).set_snapshot_every(100);
+    expect_error([&] { evstore::Store bad(path("missing/s"), o); }, Code::Io);
+}

@@ -1,0 +1,579 @@
+package evstore
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+func openStore(t *testing.T, path string) *Store {
+	t.Helper()
+	s, _, err := Open(path, nil)
+	if err != nil {
+		t.Fatalf("Open(%s): %v", path, err)
+	}
+	return s
+}
+
+func newStore(t *testing.T) (*Store, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "store")
+	s := openStore(t, path)
+	t.Cleanup(func() { s.Close() })
+	return s, path
+}
+
+// wantCode checks that err is an *Error with the code and a non-empty message.
+func wantCode(t *testing.T, err error, code Code) *Error {
+	t.Helper()
+	var e *Error
+	if !errors.As(err, &e) {
+		t.Fatalf("want %v, got %v", code, err)
+	}
+	if e.Code != code {
+		t.Fatalf("want %v, got %v (%q)", code, e.Code, e.Message)
+	}
+	if !errors.Is(err, code) {
+		t.Fatalf("errors.Is(%v, %v) is false", err, code)
+	}
+	if e.Message == "" {
+		t.Fatalf("%v: empty message", code)
+	}
+	return e
+}
+
+// must returns v, or panics (failing the test with a stack trace) on an error.
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// drain reads a cursor to its end and closes it.
+func drain(t *testing.T, c *Cursor) []Event {
+	t.Helper()
+	defer c.Close()
+	var out []Event
+	for {
+		e, ok, err := c.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			return out
+		}
+		out = append(out, e)
+	}
+}
+
+func balance(t *testing.T, s *Store, id string) int64 {
+	t.Helper()
+	return must(s.GetAccount(id)).Balance
+}
+
+// go test caches results keyed on the test binary and on the files a test consults
+// inside the module; libevstore.so is linked dynamically from outside it, so a rebuilt
+// library would otherwise leave "(cached)" results. testdata/libevstore.so is a symlink
+// to build/lib: consulting it here makes a new library rerun the tests. (evstore.h is
+// linked into this directory for the same reason: cgo then hashes it into the build.)
+func TestLibraryIsTheBuiltOne(t *testing.T) {
+	if _, err := os.Stat(filepath.Join("testdata", "libevstore.so")); err != nil {
+		t.Fatalf("build/lib/libevstore.so: %v", err)
+	}
+}
+
+func TestVersionAndStatusNames(t *testing.T) {
+	if Version() != "0.1.0" {
+		t.Errorf("Version() = %q", Version())
+	}
+	if ErrWrongExpectedVersion.String() != "EVS_ERR_WRONG_EXPECTED_VERSION" || ErrIO.String() != "EVS_ERR_IO" {
+		t.Errorf("status names: %v %v", ErrWrongExpectedVersion, ErrIO)
+	}
+}
+
+func TestAppendAndReadRoundTrip(t *testing.T) {
+	s, _ := newStore(t)
+
+	pos := must(s.AppendEvent("Started", []byte(`{"n":1}`)))
+	if pos != 0 {
+		t.Fatalf("first position = %d", pos)
+	}
+	in := []EventInput{
+		{Type: "OrderPlaced", Payload: []byte("p0"), Metadata: []byte("m0"), SchemaVersion: 3},
+		{Type: "OrderPaid", Payload: []byte{0, 1, 2, 0xff}},
+		{Type: "OrderShipped"}, // empty payload
+	}
+	first, last, err := s.Append("order-1", VersionNoStream, in)
+	if err != nil || first != 1 || last != 2 {
+		t.Fatalf("Append = %d, %d, %v", first, last, err)
+	}
+
+	all := drain(t, must(s.ReadAll(0)))
+	if len(all) != 4 {
+		t.Fatalf("ReadAll gave %d events", len(all))
+	}
+	if all[0].Stream != "" || all[0].Type != "Started" || string(all[0].Payload) != `{"n":1}` {
+		t.Errorf("event 0 = %+v", all[0])
+	}
+	for i, e := range all {
+		if e.Position != uint64(i) {
+			t.Errorf("event %d has position %d", i, e.Position)
+		}
+		if i > 0 && e.TimestampUs < all[i-1].TimestampUs {
+			t.Errorf("timestamps decrease at %d", i)
+		}
+	}
+	for i, e := range all[1:] {
+		if e.Stream != "order-1" || e.StreamVersion != uint64(i) || e.Type != in[i].Type ||
+			!bytes.Equal(e.Payload, in[i].Payload) || !bytes.Equal(e.Metadata, in[i].Metadata) {
+			t.Errorf("event %d = %+v, appended %+v", i+1, e, in[i])
+		}
+	}
+	if all[1].SchemaVersion != 3 || all[2].SchemaVersion != 1 {
+		t.Errorf("schema versions %d %d (0 should be stored as 1)", all[1].SchemaVersion, all[2].SchemaVersion)
+	}
+
+	stream := drain(t, must(s.ReadStream("order-1", 1)))
+	if len(stream) != 2 || stream[0].Type != "OrderPaid" || stream[1].Type != "OrderShipped" {
+		t.Errorf("ReadStream from 1 = %+v", stream)
+	}
+	back := drain(t, must(s.ReadAllBackward(PositionEnd)))
+	if len(back) != 4 || back[0].Position != 3 || back[3].Position != 0 {
+		t.Errorf("ReadAllBackward = %+v", back)
+	}
+	polled := drain(t, must(s.Poll(1, 2)))
+	if len(polled) != 2 || polled[0].Position != 1 || polled[1].Position != 2 {
+		t.Errorf("Poll(1, 2) = %+v", polled)
+	}
+	if v := must(s.StreamVersion("order-1")); v != 2 {
+		t.Errorf("StreamVersion = %d", v)
+	}
+	if v := must(s.StreamVersion("no-such-stream")); v != -1 {
+		t.Errorf("StreamVersion of a missing stream = %d", v)
+	}
+	if p := must(s.PositionAt(PositionEnd)); p != 4 {
+		t.Errorf("PositionAt(end) = %d", p)
+	}
+	if p := must(s.PositionAt(0)); p != 0 {
+		t.Errorf("PositionAt(0) = %d", p)
+	}
+
+	// A forward cursor tails the log: "no more now", then the new event.
+	c := must(s.ReadAll(4))
+	defer c.Close()
+	if _, ok, err := c.Next(); ok || err != nil {
+		t.Fatalf("Next at the end = %v, %v", ok, err)
+	}
+	must(s.AppendEvent("Later", nil))
+	e, ok, err := c.Next()
+	if err != nil || !ok || e.Position != 4 || e.Type != "Later" || e.Payload != nil {
+		t.Fatalf("Next after an append = %+v, %v, %v", e, ok, err)
+	}
+
+	// errors of reads
+	_, err = s.ReadStream("no-such-stream", 0)
+	wantCode(t, err, ErrNotFound)
+	_, err = s.ReadAll(99)
+	wantCode(t, err, ErrNotFound)
+	_, err = s.AppendEvent("", nil)
+	wantCode(t, err, ErrInvalidArgument)
+	_, _, err = s.Append("order-1", VersionAny, nil)
+	wantCode(t, err, ErrInvalidArgument)
+	_, _, err = s.Append("bad\x00stream", VersionAny, in)
+	wantCode(t, err, ErrInvalidArgument)
+}
+
+func TestWrongExpectedVersion(t *testing.T) {
+	s, _ := newStore(t)
+	ev := []EventInput{{Type: "T", Payload: []byte("x")}}
+
+	_, _, err := s.Append("s", 0, ev)
+	wantCode(t, err, ErrWrongExpectedVersion) // a version >= 0 on a missing stream
+	_, _, err = s.Append("s", VersionExists, ev)
+	wantCode(t, err, ErrWrongExpectedVersion)
+
+	if _, last, err := s.Append("s", VersionNoStream, ev); err != nil || last != 0 {
+		t.Fatalf("Append to a new stream: %d, %v", last, err)
+	}
+	for v := int64(0); v < 12; v++ {
+		if _, last, err := s.Append("s", v, ev); err != nil || last != uint64(v+1) {
+			t.Fatalf("Append at %d: %d, %v", v, last, err)
+		}
+	}
+	before := must(s.PositionAt(PositionEnd))
+	_, _, err = s.Append("s", 3, ev)
+	e := wantCode(t, err, ErrWrongExpectedVersion)
+	if !strings.Contains(e.Message, "12") {
+		t.Errorf("message %q does not name the actual version 12", e.Message)
+	}
+	_, _, err = s.Append("s", VersionNoStream, ev)
+	wantCode(t, err, ErrWrongExpectedVersion)
+	if after := must(s.PositionAt(PositionEnd)); after != before {
+		t.Errorf("a refused append moved the log from %d to %d", before, after)
+	}
+	if _, last, err := s.Append("s", 12, ev); err != nil || last != 13 {
+		t.Errorf("Append at the right version: %d, %v", last, err)
+	}
+}
+
+func TestSeedOpenAndDeposit(t *testing.T) {
+	s, _ := newStore(t)
+	if p := must(s.OpenAccount("alice", 1000, "")); p != 0 {
+		t.Errorf("open position %d", p)
+	}
+	dep := must(s.Deposit("alice", 500))
+	a := must(s.GetAccount("alice"))
+	if a.Balance != 1500 || a.IsClosed || a.Currency != "USD" || a.Version != 2 || a.LastPosition != dep {
+		t.Errorf("alice = %+v", a)
+	}
+	evs := drain(t, must(s.ReadStream("account-alice", 0)))
+	if len(evs) != 2 || string(evs[1].Payload) != `{"MoneyDeposited":{"account_id":"alice","amount":500}}` {
+		t.Errorf("account-alice events = %+v", evs)
+	}
+}
+
+func TestSeedDepositAndWithdrawSurviveReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "store")
+	s := openStore(t, path)
+	must(s.OpenAccount("bob", 2000, "USD"))
+	must(s.Deposit("bob", 1000))
+	must(s.Withdraw("bob", 500))
+	if b := balance(t, s, "bob"); b != 2500 {
+		t.Errorf("balance %d", b)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	s = openStore(t, path)
+	defer s.Close()
+	a := must(s.GetAccount("bob"))
+	if a.Balance != 2500 || a.Version != 3 || a.IsClosed {
+		t.Errorf("bob after reopen = %+v", a)
+	}
+}
+
+func TestSeedWithdrawalPastBalanceRefused(t *testing.T) {
+	s, _ := newStore(t)
+	must(s.OpenAccount("carol", 100, ""))
+	before := must(s.PositionAt(PositionEnd))
+	_, err := s.Withdraw("carol", 150)
+	e := wantCode(t, err, ErrInsufficientFunds)
+	if !strings.Contains(e.Message, "carol") {
+		t.Errorf("message %q does not name the account", e.Message)
+	}
+	if after := must(s.PositionAt(PositionEnd)); after != before {
+		t.Errorf("a refused withdrawal appended: %d -> %d", before, after)
+	}
+	if b := balance(t, s, "carol"); b != 100 {
+		t.Errorf("balance %d", b)
+	}
+	must(s.Withdraw("carol", 100))
+	_, err = s.Withdraw("carol", 1)
+	wantCode(t, err, ErrInsufficientFunds)
+}
+
+func TestAccountRules(t *testing.T) {
+	s, _ := newStore(t)
+	must(s.OpenAccount("a", 10, ""))
+	_, err := s.OpenAccount("a", 10, "")
+	wantCode(t, err, ErrAlreadyExists)
+	_, err = s.Deposit("nobody", 1)
+	wantCode(t, err, ErrNotFound)
+	_, err = s.GetAccount("nobody")
+	wantCode(t, err, ErrNotFound)
+	_, err = s.Deposit("a", 0)
+	wantCode(t, err, ErrInvalidArgument)
+	_, err = s.Deposit("a", -5)
+	wantCode(t, err, ErrInvalidArgument)
+	_, err = s.OpenAccount("b", 1, "usd")
+	wantCode(t, err, ErrInvalidArgument)
+	_, err = s.OpenAccount("", 1, "")
+	wantCode(t, err, ErrInvalidArgument)
+	_, err = s.OpenAccount("nul\x00id", 1, "")
+	wantCode(t, err, ErrInvalidArgument)
+	_, err = s.Deposit("a", 1<<63-1)
+	wantCode(t, err, ErrOverflow)
+
+	must(s.CloseAccount("a"))
+	_, err = s.Deposit("a", 1)
+	wantCode(t, err, ErrAccountClosed)
+	_, err = s.CloseAccount("a")
+	wantCode(t, err, ErrAccountClosed)
+	if a := must(s.GetAccount("a")); !a.IsClosed || a.Balance != 10 {
+		t.Errorf("closed account = %+v", a)
+	}
+
+	// time travel: the account as of the first event's timestamp
+	must(s.OpenAccount("tt", 5, "EUR"))
+	open := drain(t, must(s.ReadStream("account-tt", 0)))[0]
+	must(s.Deposit("tt", 7))
+	if a := must(s.GetAccountAt("tt", open.TimestampUs)); a.Balance != 5 || a.Currency != "EUR" || a.Version != 1 {
+		t.Errorf("tt at open = %+v", a)
+	}
+	if a := must(s.GetAccountAt("tt", PositionEnd)); a.Balance != 12 {
+		t.Errorf("tt now = %+v", a)
+	}
+	_, err = s.GetAccountAt("tt", open.TimestampUs-1)
+	wantCode(t, err, ErrNotFound)
+}
+
+func TestTransfers(t *testing.T) {
+	s, _ := newStore(t)
+	must(s.OpenAccount("from", 1000, ""))
+	must(s.OpenAccount("to", 0, ""))
+	must(s.OpenAccount("euro", 0, "EUR"))
+
+	next := must(s.PositionAt(PositionEnd))
+	pos := must(s.Transfer("from", "to", 300))
+	if pos != next {
+		t.Errorf("transfer position %d, want %d (the withdrawal side)", pos, next)
+	}
+	if after := must(s.PositionAt(PositionEnd)); after != next+2 {
+		t.Errorf("a transfer appended %d events", after-next)
+	}
+	if b, c := balance(t, s, "from"), balance(t, s, "to"); b != 700 || c != 300 {
+		t.Errorf("balances %d, %d", b, c)
+	}
+	w := drain(t, must(s.ReadStream("account-from", 1)))
+	d := drain(t, must(s.ReadStream("account-to", 1)))
+	if len(w) != 1 || len(d) != 1 || w[0].Position != pos || d[0].Position != pos+1 {
+		t.Errorf("transfer events: %+v / %+v", w, d)
+	}
+
+	_, err := s.Transfer("from", "to", 701)
+	wantCode(t, err, ErrInsufficientFunds)
+	_, err = s.Transfer("from", "from", 1)
+	wantCode(t, err, ErrInvalidArgument)
+	_, err = s.Transfer("from", "nobody", 1)
+	wantCode(t, err, ErrNotFound)
+	_, err = s.Transfer("from", "euro", 1)
+	wantCode(t, err, ErrCurrencyMismatch)
+	must(s.CloseAccount("to"))
+	_, err = s.Transfer("from", "to", 1)
+	wantCode(t, err, ErrAccountClosed)
+	if b := balance(t, s, "from"); b != 700 {
+		t.Errorf("refused transfers changed the balance to %d", b)
+	}
+}
+
+func TestConcurrentGoroutines(t *testing.T) {
+	s, _ := newStore(t)
+	const workers, ops = 8, 200
+	must(s.OpenAccount("hub", 0, ""))
+	for w := 0; w < workers; w++ {
+		must(s.OpenAccount(fmt.Sprintf("w%d", w), 1000, ""))
+	}
+	start := must(s.PositionAt(PositionEnd))
+
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			id := fmt.Sprintf("w%d", w)
+			stream := fmt.Sprintf("stream-%d", w)
+			fail := func(format string, args ...any) { errs <- fmt.Errorf(id+": "+format, args...) }
+			for i := 0; i < ops; i++ {
+				// one event of its own, at the version it expects
+				payload := []byte(fmt.Sprintf("%d/%d", w, i))
+				if _, v, err := s.Append(stream, int64(i)-1-boolInt(i == 0), []EventInput{{Type: "T", Payload: payload}}); err != nil || v != uint64(i) {
+					fail("append %d: %d, %v", i, v, err)
+					return
+				}
+				// a shared stream, no check
+				if _, _, err := s.Append("shared", VersionAny, []EventInput{{Type: "S", Payload: payload}}); err != nil {
+					fail("shared append: %v", err)
+					return
+				}
+				// money moves to the hub and some back
+				if _, err := s.Transfer(id, "hub", 3); err != nil {
+					fail("transfer: %v", err)
+					return
+				}
+				if i%4 == 0 {
+					if _, err := s.Transfer("hub", id, 1); err != nil && !errors.Is(err, ErrInsufficientFunds) {
+						fail("transfer back: %v", err)
+						return
+					}
+				}
+				// a failing call: its message is this goroutine's, not another's
+				_, err := s.Withdraw(id, 1_000_000)
+				var e *Error
+				if !errors.As(err, &e) || e.Code != ErrInsufficientFunds || !strings.Contains(e.Message, "'"+id+"'") {
+					fail("overdraft gave %v", err)
+					return
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if t.Failed() {
+		return
+	}
+
+	var total int64
+	for w := 0; w < workers; w++ {
+		total += balance(t, s, fmt.Sprintf("w%d", w))
+		if v := must(s.StreamVersion(fmt.Sprintf("stream-%d", w))); v != ops-1 {
+			t.Errorf("stream-%d at version %d", w, v)
+		}
+	}
+	total += balance(t, s, "hub")
+	if total != workers*1000 {
+		t.Errorf("money is not conserved: %d", total)
+	}
+	if v := must(s.StreamVersion("shared")); v != workers*ops-1 {
+		t.Errorf("shared at version %d", v)
+	}
+	all := drain(t, must(s.ReadAll(start)))
+	for i, e := range all {
+		if e.Position != start+uint64(i) {
+			t.Fatalf("positions are not gapless: %d at index %d", e.Position, i)
+		}
+	}
+	if end := must(s.PositionAt(PositionEnd)); uint64(len(all)) != end-start {
+		t.Errorf("read %d events, log has %d", len(all), end-start)
+	}
+}
+
+func boolInt(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func TestReadAfterReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "store")
+	opts := NewOptions()
+	defer opts.Close()
+	if err := opts.SetFsync(FsyncOS, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := opts.SetMaxSegmentSize(64 * 1024); err != nil {
+		t.Fatal(err)
+	}
+	s, info, err := Open(path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NextPosition != 0 || info.SnapshotPosition != PositionEnd {
+		t.Errorf("fresh store info %+v", info)
+	}
+	var want []Event
+	payload := bytes.Repeat([]byte("abcdefgh"), 128)
+	for i := 0; i < 200; i++ {
+		p := append([]byte(fmt.Sprint(i)), payload...)
+		must(s.AppendEvent("E", p))
+		want = append(want, Event{Position: uint64(i), Type: "E", Payload: p})
+	}
+	must(s.OpenAccount("keep", 42, ""))
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	st := must(s.Stats())
+	if st.Events != 201 || st.Segments < 2 || st.Accounts != 1 {
+		t.Errorf("stats %+v", st)
+	}
+	if m := must(s.MetricsText()); !strings.Contains(m, "evstore_events_total 201") {
+		t.Errorf("metrics:\n%s", m)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AppendEvent("E", nil); err == nil {
+		t.Error("append on a closed store succeeded")
+	}
+
+	s, info, err = Open(path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if info.NextPosition != 201 || info.CorruptionDetected || info.BytesTruncated != 0 {
+		t.Errorf("reopen info %+v", info)
+	}
+	got := drain(t, must(s.ReadAll(0)))
+	if len(got) != 201 {
+		t.Fatalf("read %d events after reopen", len(got))
+	}
+	for i, w := range want {
+		g := got[i]
+		if g.Position != w.Position || g.Type != w.Type || !bytes.Equal(g.Payload, w.Payload) || g.Stream != "" {
+			t.Fatalf("event %d after reopen = %+v", i, g)
+		}
+	}
+	if a := must(s.GetAccount("keep")); a.Balance != 42 {
+		t.Errorf("keep = %+v", a)
+	}
+
+	// a second writer on the same path, and a read-only one
+	_, _, err = Open(path, nil)
+	wantCode(t, err, ErrLocked)
+	ro := NewOptions()
+	defer ro.Close()
+	if err := ro.SetReadOnly(true); err != nil {
+		t.Fatal(err)
+	}
+	r, _, err := Open(path, ro)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if n := len(drain(t, must(r.ReadAll(0)))); n != 201 {
+		t.Errorf("read-only store has %d events", n)
+	}
+	_, err = r.AppendEvent("E", nil)
+	wantCode(t, err, ErrReadOnly)
+	_, err = r.Snapshot()
+	wantCode(t, err, ErrReadOnly)
+}
+
+func TestSnapshotAndOptions(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "store")
+	s := openStore(t, path)
+	must(s.OpenAccount("snap", 10, ""))
+	must(s.Deposit("snap", 5))
+	if n := must(s.Snapshot()); n != 2 {
+		t.Errorf("snapshot covers %d events", n)
+	}
+	s.Close()
+	s, info, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if info.SnapshotPosition != 2 {
+		t.Errorf("reopen info %+v", info)
+	}
+	if b := balance(t, s, "snap"); b != 15 {
+		t.Errorf("balance %d", b)
+	}
+
+	o := NewOptions()
+	defer o.Close()
+	wantCode(t, o.SetFsync(FsyncBatch, 0), ErrInvalidArgument)
+	wantCode(t, o.SetFsync(FsyncPolicy(7), 5), ErrInvalidArgument)
+	wantCode(t, o.SetMaxSegmentSize(1), ErrInvalidArgument)
+	for _, err := range []error{o.SetFsync(FsyncAlways, 0), o.SetPreallocate(false), o.SetSnapshotEvery(100)} {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	_, _, err = Open(filepath.Join(t.TempDir(), "missing", "store"), o)
+	wantCode(t, err, ErrIO)
+}

@@ -1,0 +1,3 @@
+module github.com/evstore/evstore/bindings/go
+
+go 1.22
