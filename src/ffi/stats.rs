@@ -153,6 +153,18 @@ pub unsafe extern "C" fn evs_metrics_text(
             "Memory held by the indexes.",
             st.index_bytes,
         );
+        metric(
+            "evstore_subscriptions",
+            "gauge",
+            "Subscriptions still delivering.",
+            super::subscription::live_count(store),
+        );
+        metric(
+            "evstore_accounts",
+            "gauge",
+            "Accounts in the projection.",
+            store.bank.accounts().len() as u64,
+        );
         let _ = writeln!(
             t,
             "# HELP evstore_events_by_type_total Events in the log by type."

@@ -25,6 +25,7 @@ pub struct evs_subscription {
 
 /// What the store handle and the subscription thread share.
 pub(crate) struct Shared {
+    store: Arc<Store>,
     stop: AtomicBool,
     done: Mutex<bool>,
     done_cv: Condvar,
@@ -32,17 +33,19 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    fn is_done(&self) -> bool {
+        *self.done.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn on_own_thread(&self) -> bool {
         *self.thread_id.lock().unwrap_or_else(|e| e.into_inner())
             == Some(std::thread::current().id())
     }
 
     /// Asks the thread to stop and waits until it has (unless we are that thread).
-    fn stop_and_wait(&self, store: Option<&Store>) {
+    fn stop_and_wait(&self) {
         self.stop.store(true, Ordering::Release);
-        if let Some(s) = store {
-            s.wake_waiters();
-        }
+        self.store.wake_waiters();
         if self.on_own_thread() {
             return;
         }
@@ -53,9 +56,7 @@ impl Shared {
                 .wait_timeout(done, Duration::from_millis(20))
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
-            if let Some(s) = store {
-                s.wake_waiters();
-            }
+            self.store.wake_waiters();
         }
     }
 }
@@ -203,6 +204,7 @@ pub unsafe extern "C" fn evs_subscribe_filtered(
             ));
         }
         let shared = Arc::new(Shared {
+            store: store.clone(),
             stop: AtomicBool::new(false),
             done: Mutex::new(false),
             done_cv: Condvar::new(),
@@ -218,11 +220,14 @@ pub unsafe extern "C" fn evs_subscribe_filtered(
             .name("evstore-subscription".into())
             .spawn(move || run(store, from_position, f, ud, filter, sh))
             .map_err(|e| Error::io("starting the subscription thread", e))?;
-        handle_
+        let mut subs = handle_
             .subscriptions
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(shared.clone());
+            .unwrap_or_else(|e| e.into_inner());
+        // Finished subscriptions need no stopping: keep the list to the live ones.
+        subs.retain(|s| !s.is_done());
+        subs.push(shared.clone());
+        drop(subs);
         super::args::write_out(
             out,
             Box::into_raw(Box::new(evs_subscription {
@@ -248,7 +253,7 @@ pub unsafe extern "C" fn evs_subscription_close(sub: *mut evs_subscription) -> e
     boundary(|| {
         // SAFETY: `sub` came from Box::into_raw in evs_subscribe and is freed once.
         let mut sub = unsafe { Box::from_raw(sub) };
-        sub.shared.stop_and_wait(None);
+        sub.shared.stop_and_wait();
         if let Some(t) = sub.thread.take() {
             if !sub.shared.on_own_thread() {
                 let _ = t.join();
@@ -267,7 +272,7 @@ pub(crate) fn stop_all(store: &evs_store) {
             .unwrap_or_else(|e| e.into_inner()),
     );
     for s in subs {
-        s.stop_and_wait(Some(store.bank.store()));
+        s.stop_and_wait();
     }
 }
 
@@ -277,7 +282,5 @@ pub(crate) fn live_count(store: &evs_store) -> u64 {
         .subscriptions
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    subs.iter()
-        .filter(|s| !*s.done.lock().unwrap_or_else(|e| e.into_inner()))
-        .count() as u64
+    subs.iter().filter(|s| !s.is_done()).count() as u64
 }

@@ -8,8 +8,9 @@
 # defines has the evs_/EVS_ prefix. Then each program is compiled with -Wall -Wextra
 # -Wpedantic -Werror against the shared library and run under valgrind (at full size by
 # default; EVS_VALGRIND_SCALE scales the counts down); test_api is also linked statically
-# against libevstore.a and run natively, and test_threads and the 100,000-operation account
-# concurrency test also run natively. About 40 s on 2 cores.
+# against libevstore.a and run natively, and test_threads, the 100,000-operation account
+# concurrency test and test_subscribe (with its resident-memory check) also run natively.
+# About 70 s on 2 cores.
 #
 # Environment:
 #   CC                  the C compiler (default cc)
@@ -148,6 +149,10 @@ fi
 if build test_account tests/c/test_account.c $DYN; then
     run test_account-valgrind "$VG_SCALE" $VALGRIND "$OUT/test_account"
     run test_account-concurrency-native 1 "$OUT/test_account" concurrency
+fi
+if build test_subscribe tests/c/test_subscribe.c $DYN; then
+    run test_subscribe-valgrind "$VG_SCALE" $VALGRIND "$OUT/test_subscribe"
+    run test_subscribe-native 1 "$OUT/test_subscribe" native
 fi
 
 echo "$total_passed passed, $total_failed failed"
