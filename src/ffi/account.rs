@@ -3,7 +3,8 @@
 use super::args::{handle, opt_str_arg, out_arg, str_arg, write_opt, write_out};
 use super::status::*;
 use super::store::evs_store;
-use crate::account::Account;
+use crate::account::{Account, Bank};
+use crate::error::Result;
 use std::ffi::c_char;
 
 /// An account as its events leave it (caller-owned).
@@ -33,6 +34,27 @@ fn to_c(a: &Account) -> evs_account {
     }
 }
 
+/// The body of every single-account write: check the store and the id, run `op`, and
+/// report its position through the optional out-pointer.
+///
+/// # Safety
+/// `s` is NULL or a live store; `account_id` is NULL or a NUL-terminated string.
+unsafe fn account_write(
+    s: *mut evs_store,
+    account_id: *const c_char,
+    out_position: *mut u64,
+    op: impl FnOnce(&Bank, &str) -> Result<u64>,
+) -> evs_status {
+    boundary(|| {
+        // SAFETY: forwarded from the caller's contract.
+        let store = unsafe { handle(s, "store") }?;
+        let id = unsafe { str_arg(account_id, "account_id") }?;
+        let p = op(&store.bank, id)?;
+        write_opt(out_position, p);
+        Ok(EVS_OK)
+    })
+}
+
 /// Opens account `account_id` (1..=256 bytes of UTF-8) with `initial_balance` (>= 0) in
 /// `currency` (three upper-case letters; NULL: "USD"). `*out_position` may be NULL.
 ///
@@ -47,15 +69,13 @@ pub unsafe extern "C" fn evs_account_open(
     currency: *const c_char,
     out_position: *mut u64,
 ) -> evs_status {
-    boundary(|| {
-        // SAFETY: C API contract for each pointer.
-        let store = unsafe { handle(s, "store") }?;
-        let id = unsafe { str_arg(account_id, "account_id") }?;
+    let open = |bank: &Bank, id: &str| {
+        // SAFETY: `currency` is NULL or a NUL-terminated string (C API contract).
         let currency = unsafe { opt_str_arg(currency, "currency") }?;
-        let p = store.bank.open_account(id, initial_balance, currency)?;
-        write_opt(out_position, p);
-        Ok(EVS_OK)
-    })
+        bank.open_account(id, initial_balance, currency)
+    };
+    // SAFETY: forwarded C API contract.
+    unsafe { account_write(s, account_id, out_position, open) }
 }
 
 /// Deposits `amount` (> 0). `*out_position` may be NULL.
@@ -69,14 +89,12 @@ pub unsafe extern "C" fn evs_account_deposit(
     amount: i64,
     out_position: *mut u64,
 ) -> evs_status {
-    boundary(|| {
-        // SAFETY: C API contract for each pointer.
-        let store = unsafe { handle(s, "store") }?;
-        let id = unsafe { str_arg(account_id, "account_id") }?;
-        let p = store.bank.deposit(id, amount)?;
-        write_opt(out_position, p);
-        Ok(EVS_OK)
-    })
+    // SAFETY: forwarded C API contract.
+    unsafe {
+        account_write(s, account_id, out_position, |bank, id| {
+            bank.deposit(id, amount)
+        })
+    }
 }
 
 /// Withdraws `amount` (> 0) if the balance covers it. `*out_position` may be NULL.
@@ -90,14 +108,12 @@ pub unsafe extern "C" fn evs_account_withdraw(
     amount: i64,
     out_position: *mut u64,
 ) -> evs_status {
-    boundary(|| {
-        // SAFETY: C API contract for each pointer.
-        let store = unsafe { handle(s, "store") }?;
-        let id = unsafe { str_arg(account_id, "account_id") }?;
-        let p = store.bank.withdraw(id, amount)?;
-        write_opt(out_position, p);
-        Ok(EVS_OK)
-    })
+    // SAFETY: forwarded C API contract.
+    unsafe {
+        account_write(s, account_id, out_position, |bank, id| {
+            bank.withdraw(id, amount)
+        })
+    }
 }
 
 /// Moves `amount` (> 0) between two different accounts of one currency, in one atomic
@@ -135,14 +151,12 @@ pub unsafe extern "C" fn evs_account_close(
     account_id: *const c_char,
     out_position: *mut u64,
 ) -> evs_status {
-    boundary(|| {
-        // SAFETY: C API contract for each pointer.
-        let store = unsafe { handle(s, "store") }?;
-        let id = unsafe { str_arg(account_id, "account_id") }?;
-        let p = store.bank.close_account(id)?;
-        write_opt(out_position, p);
-        Ok(EVS_OK)
-    })
+    // SAFETY: forwarded C API contract.
+    unsafe {
+        account_write(s, account_id, out_position, |bank, id| {
+            bank.close_account(id)
+        })
+    }
 }
 
 /// The account now, from the in-memory projection.

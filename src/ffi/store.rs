@@ -5,11 +5,12 @@ use super::status::*;
 use crate::account::Bank;
 use crate::error::{Error, Result};
 use crate::store::{
-    BackwardCursor, EventInput, EventRef, ExpectedVersion, ForwardCursor, StoreOptions,
+    BackwardCursor, EventInput, EventRef, ExpectedVersion, ForwardCursor, Store, StoreOptions,
     StreamCursor,
 };
 use crate::wal::FsyncPolicy;
 use std::ffi::c_char;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Fsync policy: an append returns after its bytes are on disk (group commit).
@@ -415,8 +416,24 @@ pub unsafe extern "C" fn evs_append(
     })
 }
 
-fn new_cursor(out: *mut *mut evs_cursor, kind: CursorKind) {
-    write_out(out, Box::into_raw(Box::new(evs_cursor { kind })));
+/// The body of every cursor constructor: check the store and `out`, make the cursor,
+/// hand it out.
+///
+/// # Safety
+/// `s` is NULL or a live store; `out` is NULL or writable.
+unsafe fn open_cursor(
+    s: *mut evs_store,
+    out: *mut *mut evs_cursor,
+    make: impl FnOnce(&Arc<Store>) -> Result<CursorKind>,
+) -> evs_status {
+    boundary(|| {
+        // SAFETY: forwarded from the caller's contract.
+        let store = unsafe { handle(s, "store") }?;
+        let out = out_arg(out, "out")?;
+        let kind = make(store.bank.store())?;
+        write_out(out, Box::into_raw(Box::new(evs_cursor { kind })));
+        Ok(EVS_OK)
+    })
 }
 
 /// Opens a cursor over all events from `from_position` on. It sees events appended while
@@ -431,14 +448,12 @@ pub unsafe extern "C" fn evs_read_all(
     from_position: u64,
     out: *mut *mut evs_cursor,
 ) -> evs_status {
-    boundary(|| {
-        // SAFETY: `s` is NULL or a live store.
-        let store = unsafe { handle(s, "store") }?;
-        let out = out_arg(out, "out")?;
-        let c = store.bank.store().read_all(from_position)?;
-        new_cursor(out, CursorKind::Forward(c));
-        Ok(EVS_OK)
-    })
+    // SAFETY: forwarded C API contract.
+    unsafe {
+        open_cursor(s, out, |st| {
+            Ok(CursorKind::Forward(st.read_all(from_position)?))
+        })
+    }
 }
 
 /// Opens a cursor from `from_position` (inclusive; UINT64_MAX or past the end: the last
@@ -452,14 +467,12 @@ pub unsafe extern "C" fn evs_read_all_backward(
     from_position: u64,
     out: *mut *mut evs_cursor,
 ) -> evs_status {
-    boundary(|| {
-        // SAFETY: `s` is NULL or a live store.
-        let store = unsafe { handle(s, "store") }?;
-        let out = out_arg(out, "out")?;
-        let c = store.bank.store().read_all_backward(from_position)?;
-        new_cursor(out, CursorKind::Backward(c));
-        Ok(EVS_OK)
-    })
+    // SAFETY: forwarded C API contract.
+    unsafe {
+        open_cursor(s, out, |st| {
+            Ok(CursorKind::Backward(st.read_all_backward(from_position)?))
+        })
+    }
 }
 
 /// Opens a cursor over one stream from `from_version` on; it sees events appended to the
@@ -475,15 +488,13 @@ pub unsafe extern "C" fn evs_read_stream(
     from_version: u64,
     out: *mut *mut evs_cursor,
 ) -> evs_status {
-    boundary(|| {
-        // SAFETY: C API contract for each pointer.
-        let store = unsafe { handle(s, "store") }?;
+    let make = |st: &Arc<Store>| {
+        // SAFETY: `stream` is NULL or a NUL-terminated string (C API contract).
         let stream = unsafe { str_arg(stream, "stream") }?;
-        let out = out_arg(out, "out")?;
-        let c = store.bank.store().read_stream(stream, from_version)?;
-        new_cursor(out, CursorKind::Stream(c));
-        Ok(EVS_OK)
-    })
+        Ok(CursorKind::Stream(st.read_stream(stream, from_version)?))
+    };
+    // SAFETY: forwarded C API contract.
+    unsafe { open_cursor(s, out, make) }
 }
 
 /// Opens a cursor over at most `max_events` events from `from_position` (the reference
@@ -498,14 +509,14 @@ pub unsafe extern "C" fn evs_poll(
     max_events: usize,
     out: *mut *mut evs_cursor,
 ) -> evs_status {
-    boundary(|| {
-        // SAFETY: `s` is NULL or a live store.
-        let store = unsafe { handle(s, "store") }?;
-        let out = out_arg(out, "out")?;
-        let c = store.bank.store().poll(from_position, max_events as u64)?;
-        new_cursor(out, CursorKind::Forward(c));
-        Ok(EVS_OK)
-    })
+    // SAFETY: forwarded C API contract.
+    unsafe {
+        open_cursor(s, out, |st| {
+            Ok(CursorKind::Forward(
+                st.poll(from_position, max_events as u64)?,
+            ))
+        })
+    }
 }
 
 /// The next event: EVS_OK with `*out` filled (a view valid until the next call on this
