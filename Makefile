@@ -11,7 +11,7 @@ CC       ?= cc
 CFLAGS   ?= -std=c99 -O2 -Wall -Wextra -Wpedantic -Werror
 TARGET   := target/release
 
-.PHONY: all lib header demo test test-rust test-c test-go test-cpp test-pkgconfig test-reliability bench stress install clean lint
+.PHONY: all lib header demo test test-rust test-c test-go test-cpp test-pkgconfig test-examples test-reliability bench stress install clean lint
 
 all: lib
 
@@ -33,11 +33,14 @@ header:
 $(BUILD)/bank: examples-c/bank.c lib
 	$(CC) $(CFLAGS) -Iinclude $< -L$(LIBDIR) -levstore -o $@
 
+$(BUILD)/evsctl: examples-c/evsctl.c lib
+	$(CC) $(CFLAGS) -Iinclude $< -L$(LIBDIR) -levstore -o $@
+
 demo: $(BUILD)/bank
 	rm -rf $(BUILD)/demo-store
 	LD_LIBRARY_PATH=$(LIBDIR) ./$(BUILD)/bank $(BUILD)/demo-store
 
-test: lib test-rust test-c test-go test-cpp test-pkgconfig test-reliability
+test: lib test-rust test-c test-go test-cpp test-pkgconfig test-examples test-reliability
 	@echo "make test: all suites passed"
 
 test-rust:
@@ -51,6 +54,16 @@ test-go: lib
 
 test-cpp: lib
 	@if [ -f bindings/cpp/run.sh ]; then bash bindings/cpp/run.sh; else echo "no C++ binding yet"; fi
+
+# The examples build and run: the demo twice (the second run recovers), evsctl on its store.
+test-examples: $(BUILD)/bank $(BUILD)/evsctl
+	rm -rf $(BUILD)/examples-store
+	LD_LIBRARY_PATH=$(LIBDIR) ./$(BUILD)/bank $(BUILD)/examples-store > /dev/null
+	LD_LIBRARY_PATH=$(LIBDIR) ./$(BUILD)/bank $(BUILD)/examples-store | grep -q "balance is 1600"
+	LD_LIBRARY_PATH=$(LIBDIR) ./$(BUILD)/evsctl $(BUILD)/examples-store account alice | grep -q "alice 1600 USD"
+	LD_LIBRARY_PATH=$(LIBDIR) ./$(BUILD)/evsctl $(BUILD)/examples-store append notes Noted hello > /dev/null
+	LD_LIBRARY_PATH=$(LIBDIR) ./$(BUILD)/evsctl $(BUILD)/examples-store last 1 | grep -q "Noted"
+	@echo "examples: 4 passed, 0 failed"
 
 # The short reliability suite (crashes, power loss, full disk, bad input, fuzzing, stress).
 test-reliability: lib
