@@ -56,6 +56,10 @@ void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn))
 void path_in_dir(char *out, size_t outlen, const char *name);
 void remove_tree(const char *path);  /* rm -rf; also removes path-wal and path-shm */
 int copy_tree(const char *from, const char *to);
+long long dir_bytes(const char *dir, const char *suffix); /* total size of dir's files ending so */
+/* bytes one event took in evstore's log in workload 1 (0 until measured): the raw disk
+ * sides write records of this size */
+extern long evs_record_bytes;
 double median_of(const double *v, int n);
 
 /* The payload of event `seq`: JSON text of exactly cfg.payload_size bytes (>= 32). */

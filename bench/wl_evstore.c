@@ -131,6 +131,18 @@ int evs_single(double *m) {
     if (st.fsyncs < (uint64_t)n)
         problem("1 evstore: EVS_FSYNC_ALWAYS, one thread: %ld appends returned but evs_stats_get counts only %llu fsyncs",
                 n, (unsigned long long)st.fsyncs);
+    store_close(wl, s);
+    s = NULL;
+    char events_dir[4200];
+    path_in_dir(events_dir, sizeof events_dir, "w1-evstore/events");
+    long long bytes = dir_bytes(events_dir, ".wal");
+    if (n > 0 && bytes > 0 && bytes / n < 4096) {
+        evs_record_bytes = (long)(bytes / n);
+        note("  evstore's log: %lld bytes for %ld events after close, %ld bytes an event", bytes, n, evs_record_bytes);
+    } else {
+        note("  NOTE: evstore's log is %lld bytes for %ld events after a clean close (segments not truncated to "
+             "their logical size?); the raw disk sides use an estimated record size", bytes, n);
+    }
     rc = 0;
 fail:
     if (s) store_close(wl, s);
