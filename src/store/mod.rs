@@ -602,8 +602,6 @@ impl Store {
                 return Err(e);
             }
         };
-        w.next_position = position;
-        w.last_timestamp = timestamp;
         let make_event = |i: usize| {
             let (_, _, stream, version, e) = spans[i];
             Event {
@@ -618,6 +616,16 @@ impl Store {
             }
         };
         if !always {
+            // An acknowledged event is with the OS, so it survives a crash of this
+            // process. Written under the writer's lock, so that when the write fails
+            // nothing of this append remains and nothing else was appended after it.
+            if let Err(e) = self.wal.flush() {
+                self.wal.discard_unwritten();
+                w.scratch = scratch;
+                return Err(e);
+            }
+            w.next_position = position;
+            w.last_timestamp = timestamp;
             let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
             for (i, &(_, _, stream, version, e)) in spans.iter().enumerate() {
                 let ev = EventRef {
@@ -637,10 +645,9 @@ impl Store {
             w.scratch = scratch;
             self.publish(position);
             drop(w);
-            // An acknowledged event is with the OS, so it survives a crash of this
-            // process; concurrent appenders share one write.
-            self.wal.flush()?;
         } else {
+            w.next_position = position;
+            w.last_timestamp = timestamp;
             let events = (0..spans.len())
                 .map(|i| (appended.positions[i], make_event(i)))
                 .collect();

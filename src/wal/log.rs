@@ -372,6 +372,32 @@ impl Wal {
         st.segments.iter().find(|s| s.0 == id).map(|s| s.1)
     }
 
+    /// Forgets every appended record that has not reached the OS, zeroing whatever part
+    /// of them a failed write left in the file. For a caller that appends and flushes
+    /// under its own lock, so that the discarded records are exactly its own.
+    pub fn discard_unwritten(&self) {
+        let _io = self.inner.io.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.inner.lock_state();
+        st.buf.clear();
+        let written_off = st.written_off;
+        st.end_off = written_off;
+        st.appended = st.written;
+        if st.durable >= st.appended {
+            st.dirty_since = None;
+        }
+        st.stalled = None;
+        let file = st.active.clone();
+        self.inner.publish_visible(&st);
+        drop(st);
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if len > written_off {
+            let _ = file.set_len(written_off);
+            if self.inner.config.preallocate {
+                let _ = segment::preallocate(&file, len);
+            }
+        }
+    }
+
     /// After a failed write under `Always` (the caller has rewound its own state to
     /// `current_position()`), lets appends through again.
     pub fn clear_failure(&self) {
@@ -656,11 +682,11 @@ impl Inner {
             .config
             .preallocate
             .then_some(self.config.max_segment_size);
-        let fail = |what: &str, e| {
-            let err = Error::io(format!("{what} during rotation to segment {new_id}"), e);
-            self.lock_state().stalled = Some(err.clone());
-            err
-        };
+        // Nothing appended is lost when this fails (the old segment is complete and
+        // durable): the append that needed the new segment fails, and the next one tries
+        // again.
+        let fail =
+            |what: &str, e| Error::io(format!("{what} during rotation to segment {new_id}"), e);
         segment::finalize(&old_file, old_end).map_err(|e| fail("finalizing the old segment", e))?;
         let file = match segment::create(dir, new_id, prealloc) {
             Ok(f) => f,
@@ -673,7 +699,6 @@ impl Inner {
             Err(e) => return Err(fail("creating the new segment", e)),
         };
         st = self.lock_state();
-        st.stalled = None;
         st.active_id = new_id;
         st.active = Arc::new(file);
         st.segments.push((new_id, 0));
