@@ -191,6 +191,7 @@ extern "C" {
 // Thread safety: any thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store or id,
 // bad UTF-8, empty or long id, negative balance, bad currency); EVS_ERR_ALREADY_EXISTS;
 // EVS_ERR_READ_ONLY; EVS_ERR_IO.
+// Ownership: the strings stay the caller's. Out-pointers are written only on success.
 evs_status evs_account_open(struct evs_store *s,
                             const char *account_id,
                             int64_t initial_balance,
@@ -201,6 +202,7 @@ evs_status evs_account_open(struct evs_store *s,
 //
 // Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT; EVS_ERR_NOT_FOUND; EVS_ERR_ACCOUNT_CLOSED;
 // EVS_ERR_OVERFLOW; EVS_ERR_READ_ONLY; EVS_ERR_IO. Thread safety: any thread.
+// Ownership: `account_id` stays the caller's.
 evs_status evs_account_deposit(struct evs_store *s,
                                const char *account_id,
                                int64_t amount,
@@ -210,6 +212,7 @@ evs_status evs_account_deposit(struct evs_store *s,
 //
 // Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT; EVS_ERR_NOT_FOUND; EVS_ERR_ACCOUNT_CLOSED;
 // EVS_ERR_INSUFFICIENT_FUNDS; EVS_ERR_READ_ONLY; EVS_ERR_IO. Thread safety: any thread.
+// Ownership: `account_id` stays the caller's.
 evs_status evs_account_withdraw(struct evs_store *s,
                                 const char *account_id,
                                 int64_t amount,
@@ -221,6 +224,7 @@ evs_status evs_account_withdraw(struct evs_store *s,
 // Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (also from == to); EVS_ERR_NOT_FOUND;
 // EVS_ERR_ACCOUNT_CLOSED; EVS_ERR_INSUFFICIENT_FUNDS; EVS_ERR_OVERFLOW;
 // EVS_ERR_CURRENCY_MISMATCH; EVS_ERR_READ_ONLY; EVS_ERR_IO. Thread safety: any thread.
+// Ownership: the ids stay the caller's.
 evs_status evs_account_transfer(struct evs_store *s,
                                 const char *from_id,
                                 const char *to_id,
@@ -231,12 +235,14 @@ evs_status evs_account_transfer(struct evs_store *s,
 //
 // Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT; EVS_ERR_NOT_FOUND; EVS_ERR_ACCOUNT_CLOSED
 // (already closed); EVS_ERR_READ_ONLY; EVS_ERR_IO. Thread safety: any thread.
+// Ownership: `account_id` stays the caller's.
 evs_status evs_account_close(struct evs_store *s, const char *account_id, uint64_t *out_position);
 
 // The account now, from the in-memory projection.
 //
 // Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, bad id); EVS_ERR_NOT_FOUND.
 // Thread safety: any thread.
+// Ownership: `*out` is the caller's struct, filled only on success.
 evs_status evs_account_get(struct evs_store *s, const char *account_id, struct evs_account *out);
 
 // The account as it was after its last event at or before `as_of_timestamp_us`,
@@ -244,6 +250,7 @@ evs_status evs_account_get(struct evs_store *s, const char *account_id, struct e
 //
 // Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT; EVS_ERR_NOT_FOUND (no such account, or not
 // yet opened at that time); EVS_ERR_IO. Thread safety: any thread.
+// Ownership: `*out` is the caller's struct, filled only on success.
 evs_status evs_account_get_at(struct evs_store *s,
                               const char *account_id,
                               uint64_t as_of_timestamp_us,
@@ -252,6 +259,7 @@ evs_status evs_account_get_at(struct evs_store *s,
 // Fills `*out` with the store's counters.
 //
 // Returns EVS_OK or EVS_ERR_INVALID_ARGUMENT (NULL). Thread safety: any thread.
+// Ownership: `*out` is the caller's struct, filled only on success.
 evs_status evs_stats_get(struct evs_store *s, struct evs_stats *out);
 
 // The store's counters in the Prometheus text exposition format.
@@ -261,22 +269,26 @@ evs_status evs_stats_get(struct evs_store *s, struct evs_stats *out);
 evs_status evs_metrics_text(struct evs_store *s, char **out_text);
 
 // Frees a string the library returned (e.g. from `evs_metrics_text`). NULL is a no-op.
+// Ownership: takes `text`. Thread safety: any thread, once per string.
 void evs_string_free(char *text);
 
 // The name of a status code, e.g. "EVS_ERR_IO"; "EVS_UNKNOWN_STATUS" for other values.
 //
 // Ownership: the string is static; do not free it. Thread safety: any thread.
+// Returns a name for every value (never NULL).
 const char *evs_status_name(evs_status s);
 
 // A sentence about the last failing call on the calling thread; "" when none has failed.
 //
 // Ownership: owned by the library, valid until the next failing call on this thread;
 // never NULL; do not free. Thread safety: each thread has its own message.
+// Returns a string (never NULL).
 const char *evs_last_error_message(void);
 
 // The library version, "0.1.0".
 //
 // Ownership: static; do not free. Thread safety: any thread.
+// Returns a string (never NULL).
 const char *evs_version(void);
 
 // Creates options with the defaults: EVS_FSYNC_BATCH with a 5 ms window, 128 MiB
@@ -296,6 +308,7 @@ void evs_options_free(struct evs_options *o);
 //
 // Returns EVS_OK, or EVS_ERR_INVALID_ARGUMENT for a NULL `o`, an unknown policy or a
 // window out of range. Thread safety: not while another thread uses `o`.
+// Ownership: `o` stays the caller's.
 evs_status evs_options_set_fsync(struct evs_options *o,
                                  evs_fsync_policy p,
                                  uint32_t batch_window_ms);
@@ -304,22 +317,26 @@ evs_status evs_options_set_fsync(struct evs_options *o,
 //
 // Returns EVS_OK, or EVS_ERR_INVALID_ARGUMENT for a NULL `o` or a size out of range.
 // Thread safety: not while another thread uses `o`.
+// Ownership: `o` stays the caller's.
 evs_status evs_options_set_max_segment_size(struct evs_options *o, uint64_t bytes);
 
 // Turns preallocation of new segments (fallocate) on or off.
 //
 // Returns EVS_OK, or EVS_ERR_INVALID_ARGUMENT for a NULL `o`.
+// Ownership: `o` stays the caller's. Thread safety: not while another thread uses `o`.
 evs_status evs_options_set_preallocate(struct evs_options *o, bool on);
 
 // Opens read-only: no lock, no file modified, writes refused with EVS_ERR_READ_ONLY;
 // new events of a writing process appear on later reads.
 //
 // Returns EVS_OK, or EVS_ERR_INVALID_ARGUMENT for a NULL `o`.
+// Ownership: `o` stays the caller's. Thread safety: not while another thread uses `o`.
 evs_status evs_options_set_read_only(struct evs_options *o, bool on);
 
 // Takes a snapshot automatically every `events` events (0 = never).
 //
 // Returns EVS_OK, or EVS_ERR_INVALID_ARGUMENT for a NULL `o`.
+// Ownership: `o` stays the caller's. Thread safety: not while another thread uses `o`.
 evs_status evs_options_set_snapshot_every(struct evs_options *o, uint64_t events);
 
 // Opens (creating if needed; the parent directory must exist) the store at `path`,
@@ -340,6 +357,7 @@ evs_status evs_open(const char *path,
 //
 // Returns EVS_OK (also for a read-only store), EVS_ERR_INVALID_ARGUMENT (NULL `s`),
 // EVS_ERR_IO. Thread safety: any thread.
+// Ownership: `s` stays the caller's.
 evs_status evs_sync(struct evs_store *s);
 
 // Stops the store's subscriptions (waiting for their callbacks to return; their handles
@@ -356,6 +374,7 @@ evs_status evs_close(struct evs_store *s);
 // Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL or non-UTF-8 type, NULL payload with a
 // length, NULL out_position, type of 0 or > 1024 bytes); EVS_ERR_TOO_LARGE (> 16 MiB);
 // EVS_ERR_READ_ONLY; EVS_ERR_IO.
+// Ownership: the type and payload stay the caller's (copied before return).
 evs_status evs_append_event(struct evs_store *s,
                             const char *event_type,
                             const uint8_t *payload,
@@ -370,6 +389,7 @@ evs_status evs_append_event(struct evs_store *s,
 // empty or > 1024-byte names, count 0, bad expected_version);
 // EVS_ERR_WRONG_EXPECTED_VERSION (the message names the actual version);
 // EVS_ERR_TOO_LARGE (an event > 16 MiB or a batch > 64 MiB); EVS_ERR_READ_ONLY; EVS_ERR_IO.
+// Ownership: `stream` and `events` stay the caller's (copied before return).
 evs_status evs_append(struct evs_store *s,
                       const char *stream,
                       int64_t expected_version,
@@ -401,6 +421,7 @@ evs_status evs_read_all_backward(struct evs_store *s,
 // Ownership: free `*out` with `evs_cursor_free`. Returns EVS_OK;
 // EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024-byte name);
 // EVS_ERR_NOT_FOUND (no such stream, or `from_version` > its version + 1).
+// Thread safety: any thread; the cursor itself is single-thread.
 evs_status evs_read_stream(struct evs_store *s,
                            const char *stream,
                            uint64_t from_version,
@@ -411,6 +432,7 @@ evs_status evs_read_stream(struct evs_store *s,
 //
 // Ownership: free `*out` with `evs_cursor_free`. Returns EVS_OK;
 // EVS_ERR_INVALID_ARGUMENT (NULL); EVS_ERR_NOT_FOUND (`from_position` past the end).
+// Thread safety: any thread; the cursor itself is single-thread.
 evs_status evs_poll(struct evs_store *s,
                     uint64_t from_position,
                     size_t max_events,
@@ -421,25 +443,32 @@ evs_status evs_poll(struct evs_store *s,
 // (EVS_ERR_INVALID_ARGUMENT for NULL, EVS_ERR_CORRUPT, EVS_ERR_IO).
 //
 // Thread safety: one thread at a time per cursor.
+// Ownership: `*out` is the caller's struct; the bytes it points to are the cursor's.
+// Returns EVS_OK, EVS_END or an error as above.
 evs_status evs_cursor_next(struct evs_cursor *c, struct evs_event *out);
 
 // Frees a cursor. NULL is a no-op. Ownership: takes `c`.
+// Thread safety: not while another thread uses `c`. Returns nothing.
 void evs_cursor_free(struct evs_cursor *c);
 
 // The first position whose timestamp is after `timestamp_us`; the next position if none.
 //
 // Returns EVS_OK or EVS_ERR_INVALID_ARGUMENT (NULL). Thread safety: any thread.
+// Ownership: `*out_position` is written only on success.
 evs_status evs_position_at(struct evs_store *s, uint64_t timestamp_us, uint64_t *out_position);
 
 // The stream's current version (that of its last event), or -1 when it does not exist.
 //
 // Returns EVS_OK or EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024 bytes).
+// Ownership: `stream` stays the caller's. Thread safety: any thread.
 evs_status evs_stream_version(struct evs_store *s, const char *stream, int64_t *out_version);
 
 // Writes a snapshot of the indexes and the account projection now; `*out_position`
 // (may be NULL) gets the number of events it covers.
 //
 // Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store); EVS_ERR_READ_ONLY; EVS_ERR_IO.
+// Ownership: `s` stays the caller's. Thread safety: any thread (appends wait while
+// the indexes are copied).
 evs_status evs_snapshot(struct evs_store *s, uint64_t *out_position);
 
 // Starts a subscription that calls `fn(user_data, event)` for every event from
@@ -463,6 +492,8 @@ evs_status evs_subscribe(struct evs_store *s,
 //
 // Returns as `evs_subscribe`, and EVS_ERR_INVALID_ARGUMENT for a non-UTF-8 prefix or
 // type, or NULL `types` with a count.
+// Ownership: as `evs_subscribe`; the prefix and types are copied. Thread safety: any
+// thread.
 evs_status evs_subscribe_filtered(struct evs_store *s,
                                   uint64_t from_position,
                                   const char *stream_prefix,

@@ -61,6 +61,7 @@ unsafe fn account_write(
 /// Thread safety: any thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store or id,
 /// bad UTF-8, empty or long id, negative balance, bad currency); EVS_ERR_ALREADY_EXISTS;
 /// EVS_ERR_READ_ONLY; EVS_ERR_IO.
+/// Ownership: the strings stay the caller's. Out-pointers are written only on success.
 #[no_mangle]
 pub unsafe extern "C" fn evs_account_open(
     s: *mut evs_store,
@@ -82,6 +83,7 @@ pub unsafe extern "C" fn evs_account_open(
 ///
 /// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT; EVS_ERR_NOT_FOUND; EVS_ERR_ACCOUNT_CLOSED;
 /// EVS_ERR_OVERFLOW; EVS_ERR_READ_ONLY; EVS_ERR_IO. Thread safety: any thread.
+/// Ownership: `account_id` stays the caller's.
 #[no_mangle]
 pub unsafe extern "C" fn evs_account_deposit(
     s: *mut evs_store,
@@ -101,6 +103,7 @@ pub unsafe extern "C" fn evs_account_deposit(
 ///
 /// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT; EVS_ERR_NOT_FOUND; EVS_ERR_ACCOUNT_CLOSED;
 /// EVS_ERR_INSUFFICIENT_FUNDS; EVS_ERR_READ_ONLY; EVS_ERR_IO. Thread safety: any thread.
+/// Ownership: `account_id` stays the caller's.
 #[no_mangle]
 pub unsafe extern "C" fn evs_account_withdraw(
     s: *mut evs_store,
@@ -122,6 +125,7 @@ pub unsafe extern "C" fn evs_account_withdraw(
 /// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (also from == to); EVS_ERR_NOT_FOUND;
 /// EVS_ERR_ACCOUNT_CLOSED; EVS_ERR_INSUFFICIENT_FUNDS; EVS_ERR_OVERFLOW;
 /// EVS_ERR_CURRENCY_MISMATCH; EVS_ERR_READ_ONLY; EVS_ERR_IO. Thread safety: any thread.
+/// Ownership: the ids stay the caller's.
 #[no_mangle]
 pub unsafe extern "C" fn evs_account_transfer(
     s: *mut evs_store,
@@ -145,6 +149,7 @@ pub unsafe extern "C" fn evs_account_transfer(
 ///
 /// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT; EVS_ERR_NOT_FOUND; EVS_ERR_ACCOUNT_CLOSED
 /// (already closed); EVS_ERR_READ_ONLY; EVS_ERR_IO. Thread safety: any thread.
+/// Ownership: `account_id` stays the caller's.
 #[no_mangle]
 pub unsafe extern "C" fn evs_account_close(
     s: *mut evs_store,
@@ -163,6 +168,7 @@ pub unsafe extern "C" fn evs_account_close(
 ///
 /// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, bad id); EVS_ERR_NOT_FOUND.
 /// Thread safety: any thread.
+/// Ownership: `*out` is the caller's struct, filled only on success.
 #[no_mangle]
 pub unsafe extern "C" fn evs_account_get(
     s: *mut evs_store,
@@ -185,6 +191,7 @@ pub unsafe extern "C" fn evs_account_get(
 ///
 /// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT; EVS_ERR_NOT_FOUND (no such account, or not
 /// yet opened at that time); EVS_ERR_IO. Thread safety: any thread.
+/// Ownership: `*out` is the caller's struct, filled only on success.
 #[no_mangle]
 pub unsafe extern "C" fn evs_account_get_at(
     s: *mut evs_store,

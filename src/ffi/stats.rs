@@ -31,6 +31,7 @@ pub struct evs_stats {
 /// Fills `*out` with the store's counters.
 ///
 /// Returns EVS_OK or EVS_ERR_INVALID_ARGUMENT (NULL). Thread safety: any thread.
+/// Ownership: `*out` is the caller's struct, filled only on success.
 #[no_mangle]
 pub unsafe extern "C" fn evs_stats_get(s: *mut evs_store, out: *mut evs_stats) -> evs_status {
     boundary(|| {
@@ -184,6 +185,7 @@ pub unsafe extern "C" fn evs_metrics_text(
 }
 
 /// Frees a string the library returned (e.g. from `evs_metrics_text`). NULL is a no-op.
+/// Ownership: takes `text`. Thread safety: any thread, once per string.
 #[no_mangle]
 pub unsafe extern "C" fn evs_string_free(text: *mut c_char) {
     if !text.is_null() {

@@ -110,6 +110,7 @@ pub(crate) fn boundary(f: impl FnOnce() -> Result<evs_status, Error>) -> evs_sta
 /// The name of a status code, e.g. "EVS_ERR_IO"; "EVS_UNKNOWN_STATUS" for other values.
 ///
 /// Ownership: the string is static; do not free it. Thread safety: any thread.
+/// Returns a name for every value (never NULL).
 #[no_mangle]
 pub extern "C" fn evs_status_name(s: evs_status) -> *const c_char {
     let name: &'static [u8] = match s {
@@ -138,6 +139,7 @@ pub extern "C" fn evs_status_name(s: evs_status) -> *const c_char {
 ///
 /// Ownership: owned by the library, valid until the next failing call on this thread;
 /// never NULL; do not free. Thread safety: each thread has its own message.
+/// Returns a string (never NULL).
 #[no_mangle]
 pub extern "C" fn evs_last_error_message() -> *const c_char {
     LAST_ERROR.with(|l| l.borrow().as_ptr())
@@ -146,6 +148,7 @@ pub extern "C" fn evs_last_error_message() -> *const c_char {
 /// The library version, "0.1.0".
 ///
 /// Ownership: static; do not free. Thread safety: any thread.
+/// Returns a string (never NULL).
 #[no_mangle]
 pub extern "C" fn evs_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()

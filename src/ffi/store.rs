@@ -149,6 +149,7 @@ pub unsafe extern "C" fn evs_options_free(o: *mut evs_options) {
 ///
 /// Returns EVS_OK, or EVS_ERR_INVALID_ARGUMENT for a NULL `o`, an unknown policy or a
 /// window out of range. Thread safety: not while another thread uses `o`.
+/// Ownership: `o` stays the caller's.
 #[no_mangle]
 pub unsafe extern "C" fn evs_options_set_fsync(
     o: *mut evs_options,
@@ -179,6 +180,7 @@ pub unsafe extern "C" fn evs_options_set_fsync(
 ///
 /// Returns EVS_OK, or EVS_ERR_INVALID_ARGUMENT for a NULL `o` or a size out of range.
 /// Thread safety: not while another thread uses `o`.
+/// Ownership: `o` stays the caller's.
 #[no_mangle]
 pub unsafe extern "C" fn evs_options_set_max_segment_size(
     o: *mut evs_options,
@@ -203,6 +205,7 @@ pub unsafe extern "C" fn evs_options_set_max_segment_size(
 /// Turns preallocation of new segments (fallocate) on or off.
 ///
 /// Returns EVS_OK, or EVS_ERR_INVALID_ARGUMENT for a NULL `o`.
+/// Ownership: `o` stays the caller's. Thread safety: not while another thread uses `o`.
 #[no_mangle]
 pub unsafe extern "C" fn evs_options_set_preallocate(o: *mut evs_options, on: bool) -> evs_status {
     boundary(|| {
@@ -216,6 +219,7 @@ pub unsafe extern "C" fn evs_options_set_preallocate(o: *mut evs_options, on: bo
 /// new events of a writing process appear on later reads.
 ///
 /// Returns EVS_OK, or EVS_ERR_INVALID_ARGUMENT for a NULL `o`.
+/// Ownership: `o` stays the caller's. Thread safety: not while another thread uses `o`.
 #[no_mangle]
 pub unsafe extern "C" fn evs_options_set_read_only(o: *mut evs_options, on: bool) -> evs_status {
     boundary(|| {
@@ -228,6 +232,7 @@ pub unsafe extern "C" fn evs_options_set_read_only(o: *mut evs_options, on: bool
 /// Takes a snapshot automatically every `events` events (0 = never).
 ///
 /// Returns EVS_OK, or EVS_ERR_INVALID_ARGUMENT for a NULL `o`.
+/// Ownership: `o` stays the caller's. Thread safety: not while another thread uses `o`.
 #[no_mangle]
 pub unsafe extern "C" fn evs_options_set_snapshot_every(
     o: *mut evs_options,
@@ -292,6 +297,7 @@ pub unsafe extern "C" fn evs_open(
 ///
 /// Returns EVS_OK (also for a read-only store), EVS_ERR_INVALID_ARGUMENT (NULL `s`),
 /// EVS_ERR_IO. Thread safety: any thread.
+/// Ownership: `s` stays the caller's.
 #[no_mangle]
 pub unsafe extern "C" fn evs_sync(s: *mut evs_store) -> evs_status {
     boundary(|| {
@@ -327,6 +333,7 @@ pub unsafe extern "C" fn evs_close(s: *mut evs_store) -> evs_status {
 /// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL or non-UTF-8 type, NULL payload with a
 /// length, NULL out_position, type of 0 or > 1024 bytes); EVS_ERR_TOO_LARGE (> 16 MiB);
 /// EVS_ERR_READ_ONLY; EVS_ERR_IO.
+/// Ownership: the type and payload stay the caller's (copied before return).
 #[no_mangle]
 pub unsafe extern "C" fn evs_append_event(
     s: *mut evs_store,
@@ -369,6 +376,7 @@ pub(crate) fn parse_expected(v: i64) -> Result<ExpectedVersion> {
 /// empty or > 1024-byte names, count 0, bad expected_version);
 /// EVS_ERR_WRONG_EXPECTED_VERSION (the message names the actual version);
 /// EVS_ERR_TOO_LARGE (an event > 16 MiB or a batch > 64 MiB); EVS_ERR_READ_ONLY; EVS_ERR_IO.
+/// Ownership: `stream` and `events` stay the caller's (copied before return).
 #[no_mangle]
 pub unsafe extern "C" fn evs_append(
     s: *mut evs_store,
@@ -481,6 +489,7 @@ pub unsafe extern "C" fn evs_read_all_backward(
 /// Ownership: free `*out` with `evs_cursor_free`. Returns EVS_OK;
 /// EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024-byte name);
 /// EVS_ERR_NOT_FOUND (no such stream, or `from_version` > its version + 1).
+/// Thread safety: any thread; the cursor itself is single-thread.
 #[no_mangle]
 pub unsafe extern "C" fn evs_read_stream(
     s: *mut evs_store,
@@ -502,6 +511,7 @@ pub unsafe extern "C" fn evs_read_stream(
 ///
 /// Ownership: free `*out` with `evs_cursor_free`. Returns EVS_OK;
 /// EVS_ERR_INVALID_ARGUMENT (NULL); EVS_ERR_NOT_FOUND (`from_position` past the end).
+/// Thread safety: any thread; the cursor itself is single-thread.
 #[no_mangle]
 pub unsafe extern "C" fn evs_poll(
     s: *mut evs_store,
@@ -524,6 +534,8 @@ pub unsafe extern "C" fn evs_poll(
 /// (EVS_ERR_INVALID_ARGUMENT for NULL, EVS_ERR_CORRUPT, EVS_ERR_IO).
 ///
 /// Thread safety: one thread at a time per cursor.
+/// Ownership: `*out` is the caller's struct; the bytes it points to are the cursor's.
+/// Returns EVS_OK, EVS_END or an error as above.
 #[no_mangle]
 pub unsafe extern "C" fn evs_cursor_next(c: *mut evs_cursor, out: *mut evs_event) -> evs_status {
     boundary(|| {
@@ -546,6 +558,7 @@ pub unsafe extern "C" fn evs_cursor_next(c: *mut evs_cursor, out: *mut evs_event
 }
 
 /// Frees a cursor. NULL is a no-op. Ownership: takes `c`.
+/// Thread safety: not while another thread uses `c`. Returns nothing.
 #[no_mangle]
 pub unsafe extern "C" fn evs_cursor_free(c: *mut evs_cursor) {
     if !c.is_null() {
@@ -557,6 +570,7 @@ pub unsafe extern "C" fn evs_cursor_free(c: *mut evs_cursor) {
 /// The first position whose timestamp is after `timestamp_us`; the next position if none.
 ///
 /// Returns EVS_OK or EVS_ERR_INVALID_ARGUMENT (NULL). Thread safety: any thread.
+/// Ownership: `*out_position` is written only on success.
 #[no_mangle]
 pub unsafe extern "C" fn evs_position_at(
     s: *mut evs_store,
@@ -575,6 +589,7 @@ pub unsafe extern "C" fn evs_position_at(
 /// The stream's current version (that of its last event), or -1 when it does not exist.
 ///
 /// Returns EVS_OK or EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024 bytes).
+/// Ownership: `stream` stays the caller's. Thread safety: any thread.
 #[no_mangle]
 pub unsafe extern "C" fn evs_stream_version(
     s: *mut evs_store,
@@ -596,6 +611,8 @@ pub unsafe extern "C" fn evs_stream_version(
 /// (may be NULL) gets the number of events it covers.
 ///
 /// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store); EVS_ERR_READ_ONLY; EVS_ERR_IO.
+/// Ownership: `s` stays the caller's. Thread safety: any thread (appends wait while
+/// the indexes are copied).
 #[no_mangle]
 pub unsafe extern "C" fn evs_snapshot(s: *mut evs_store, out_position: *mut u64) -> evs_status {
     boundary(|| {

@@ -157,6 +157,8 @@ pub unsafe extern "C" fn evs_subscribe(
 ///
 /// Returns as `evs_subscribe`, and EVS_ERR_INVALID_ARGUMENT for a non-UTF-8 prefix or
 /// type, or NULL `types` with a count.
+/// Ownership: as `evs_subscribe`; the prefix and types are copied. Thread safety: any
+/// thread.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn evs_subscribe_filtered(
