@@ -400,7 +400,23 @@ pub unsafe extern "C" fn evs_append(
         if events.is_null() {
             return Err(Error::invalid("events is NULL"));
         }
-        // SAFETY: the caller passes `count` readable evs_event_input structs.
+        if count
+            .checked_mul(std::mem::size_of::<evs_event_input>())
+            .is_none_or(|b| b > isize::MAX as usize)
+        {
+            return Err(Error::invalid(format!("count {count} is impossible")));
+        }
+        if count > crate::store::MAX_BATCH_EVENTS {
+            return Err(Error::new(
+                crate::error::ErrorKind::TooLarge,
+                format!(
+                    "count {count} is past the limit of {} events an append",
+                    crate::store::MAX_BATCH_EVENTS
+                ),
+            ));
+        }
+        // SAFETY: the caller passes `count` readable evs_event_input structs (a size that
+        // was just checked to be possible).
         let raw = unsafe { std::slice::from_raw_parts(events, count) };
         let mut inputs = Vec::with_capacity(count);
         for (i, e) in raw.iter().enumerate() {

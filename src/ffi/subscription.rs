@@ -186,7 +186,11 @@ pub unsafe extern "C" fn evs_subscribe_filtered(
         let raw = unsafe {
             bytes_arg(
                 types.cast::<u8>(),
-                types_count * std::mem::size_of::<*const c_char>(),
+                types_count
+                    .checked_mul(std::mem::size_of::<*const c_char>())
+                    .ok_or_else(|| {
+                        Error::invalid(format!("types_count {types_count} is impossible"))
+                    })?,
                 "types",
             )
         }?;

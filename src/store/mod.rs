@@ -30,6 +30,10 @@ pub const MAX_NAME_LEN: usize = 1024;
 pub const MAX_EVENT_SIZE: usize = 16 << 20;
 /// One append, all events together: at most 64 MiB.
 pub const MAX_BATCH_SIZE: usize = 64 << 20;
+/// One append: at most this many events.
+pub const MAX_BATCH_EVENTS: usize = 1 << 20;
+/// The longest record an event can have: its envelope, key and record framing.
+const MAX_RECORD_LEN: u64 = (MAX_EVENT_SIZE + 2 * MAX_NAME_LEN + 1024) as u64;
 
 /// How to open a store.
 #[derive(Debug, Clone)]
@@ -125,6 +129,8 @@ pub struct Store {
     committed_cv: Condvar,
     projections: Vec<Arc<dyn Projection>>,
     snapshotting: AtomicBool,
+    /// One snapshot written at a time.
+    snapshot_lock: Mutex<()>,
     last_snapshot: AtomicU64,
     snapshots: AtomicU64,
     open_time: Duration,
@@ -268,7 +274,28 @@ impl Store {
             check_plain(rec, pos)?;
             let position = index.len() + batch.len() as u64;
             let mut legacy = None;
-            let ev = decode_event(position, rec.key, rec.value, &mut legacy)?;
+            let file = crate::wal::segment::file_name(pos.segment_id);
+            if position == 0
+                && rec.key.len() == 8
+                && rec.key != [0u8; 8]
+                && rec.value.first() != Some(&b'{')
+            {
+                let k = u64::from_le_bytes(rec.key.try_into().unwrap());
+                return Err(Error::corrupt(match pos.segment_id {
+                    0 => format!("{file} starts at position {k} instead of 0"),
+                    s => format!(
+                        "{file} starts at position {k}: segments {} to {} are missing",
+                        crate::wal::segment::file_name(0),
+                        crate::wal::segment::file_name(s - 1)
+                    ),
+                }));
+            }
+            let ev = decode_event(position, rec.key, rec.value, &mut legacy).map_err(|e| {
+                Error::new(
+                    e.kind,
+                    format!("{file} offset {}: {}", pos.offset, e.message),
+                )
+            })?;
             if rec.batch_continues() {
                 batch.push((pos, ev.to_owned()));
                 return Ok(());
@@ -283,6 +310,15 @@ impl Store {
             Ok(())
         };
         let (wal, info) = Wal::open_from(config, start, &mut visit)?;
+        // Segments a snapshot covers are not scanned: the first one must still be there.
+        if let Some(first) = index.wal_position(0) {
+            if wal.first_segment_id() > first.segment_id {
+                return Err(Error::corrupt(format!(
+                    "segment {} is missing from the log (it holds position 0)",
+                    crate::wal::segment::file_name(first.segment_id)
+                )));
+            }
+        }
         report.wal = info;
         report.events_replayed = replayed;
         report.next_position = index.len();
@@ -311,6 +347,7 @@ impl Store {
             committed_cv: Condvar::new(),
             projections,
             snapshotting: AtomicBool::new(false),
+            snapshot_lock: Mutex::new(()),
             last_snapshot: AtomicU64::new(report.snapshot_position.unwrap_or(0)),
             snapshots: AtomicU64::new(0),
             open_time: report.open_time,
@@ -485,6 +522,12 @@ impl Store {
                 total += size + e.event_type.len() + a.stream.len();
                 count += 1;
             }
+        }
+        if count > MAX_BATCH_EVENTS {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!("an append of {count} events is past the limit of {MAX_BATCH_EVENTS}"),
+            ));
         }
         if total > MAX_BATCH_SIZE {
             return Err(Error::new(
@@ -924,8 +967,17 @@ impl Store {
             Some(e) => e,
             None => self.record_end_guess(at)?,
         };
-        self.wal
-            .read_exact_cached(files, at, (end - at.offset) as usize, buf)?;
+        let len = end.checked_sub(at.offset).filter(|&l| l > 0);
+        let Some(len) = len else {
+            return Err(Error::corrupt(format!(
+                "the index puts position {position} at segment {} offset {} with no room",
+                at.segment_id, at.offset
+            )));
+        };
+        // The next record may be far away only past the end of a segment: read at most
+        // the longest record there can be.
+        let len = len.min(MAX_RECORD_LEN);
+        self.wal.read_exact_cached(files, at, len as usize, buf)?;
         let d = record::decode(buf).map_err(|e| {
             Error::corrupt(format!(
                 "the record of position {position} (segment {} offset {}): {}",
@@ -948,7 +1000,7 @@ impl Store {
             )));
         }
         // The record is first in what is left; bound the read to the largest record.
-        Ok(end.min(at.offset + (MAX_BATCH_SIZE as u64 + 1024)))
+        Ok(end.min(at.offset + MAX_RECORD_LEN))
     }
 
     /// Makes everything appended durable, under any policy.
@@ -962,6 +1014,7 @@ impl Store {
     /// Writes a snapshot of the indexes and projections now; returns the events covered.
     pub fn snapshot(&self) -> Result<u64> {
         self.check_writable()?;
+        let _one = self.snapshot_lock.lock().unwrap_or_else(|e| e.into_inner());
         let w = self.lock_writer();
         self.wal.sync()?;
         let index = self.index.read().unwrap_or_else(|e| e.into_inner());

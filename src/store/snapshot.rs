@@ -173,8 +173,22 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot> {
             "the snapshot's event count runs past its end",
         ));
     }
-    let wal = (0..n).map(|_| r.u64()).collect::<Result<_>>()?;
-    let timestamps = (0..n).map(|_| r.u64()).collect::<Result<_>>()?;
+    let wal: Vec<u64> = (0..n).map(|_| r.u64()).collect::<Result<_>>()?;
+    let timestamps: Vec<u64> = (0..n).map(|_| r.u64()).collect::<Result<_>>()?;
+    // A checksum proves only that the file is as written: check that it makes sense too.
+    if wal.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(Error::corrupt(
+            "the snapshot's log positions are not increasing",
+        ));
+    }
+    if timestamps.windows(2).any(|t| t[0] > t[1]) {
+        return Err(Error::corrupt("the snapshot's timestamps decrease"));
+    }
+    if let Some(&last) = wal.last() {
+        if super::index::pack(wal_end) <= last {
+            return Err(Error::corrupt("the snapshot ends before its last event"));
+        }
+    }
     let mut index = Index {
         wal,
         timestamps,
@@ -184,10 +198,13 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot> {
         let name = r.string()?;
         let count = r.count(8)?;
         let positions: Vec<u64> = (0..count).map(|_| r.u64()).collect::<Result<_>>()?;
-        if positions.iter().any(|&p| p >= n) {
+        if positions.iter().any(|&p| p >= n) || positions.windows(2).any(|w| w[0] >= w[1]) {
             return Err(Error::corrupt(
-                "a snapshot stream names a position past its events",
+                "a snapshot stream names positions out of order or past its events",
             ));
+        }
+        if index.stream_ids.contains_key(name) {
+            return Err(Error::corrupt("a snapshot names a stream twice"));
         }
         index.stream_ids.insert(name.into(), id as u32);
         index.streams.push(positions);
@@ -215,7 +232,13 @@ pub fn write(dir: &Path, events: u64, bytes: &[u8]) -> Result<PathBuf> {
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     let path = dir.join(file_name(events));
-    let tmp = dir.join(format!("{}.tmp", file_name(events)));
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nth = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(
+        "{}.{}-{nth}.tmp",
+        file_name(events),
+        std::process::id()
+    ));
     let io = |what: &str, e| Error::io(format!("{what} {}", tmp.display()), e);
     let mut f = std::fs::File::create(&tmp).map_err(|e| io("creating", e))?;
     f.write_all(bytes).map_err(|e| io("writing", e))?;

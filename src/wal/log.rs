@@ -251,6 +251,12 @@ impl Wal {
         self.inner.flush_until(lsn, epoch, false)
     }
 
+    /// The id of the oldest segment the log has.
+    pub fn first_segment_id(&self) -> u64 {
+        let st = self.inner.lock_state();
+        st.segments.first().map_or(st.active_id, |s| s.0)
+    }
+
     /// Where the next record will go.
     pub fn current_position(&self) -> Position {
         let st = self.inner.lock_state();

@@ -80,9 +80,15 @@ pub(crate) fn recover(
         let name = segment::path(dir, id);
         if id < start.segment_id {
             // Covered by a checkpoint: complete and finalized when the next one began.
-            let len = std::fs::metadata(&name)
-                .map_err(|e| Error::io(format!("reading {}", name.display()), e))?
-                .len();
+            let meta = std::fs::metadata(&name)
+                .map_err(|e| Error::io(format!("reading {}", name.display()), e))?;
+            if !meta.is_file() {
+                return Err(Error::corrupt(format!(
+                    "{} is not a regular file",
+                    name.display()
+                )));
+            }
+            let len = meta.len();
             segments.push((id, len));
             continue;
         }
