@@ -684,6 +684,9 @@ impl Store {
                 index.push(appended.positions[i], timestamp, stream, e.event_type);
                 self.projections.iter().for_each(|p| p.apply(&ev));
             }
+            // Counted before the index is let go: whoever sees the event in the index
+            // (evs_position_at) must find it counted too (evs_read_all).
+            self.committed.store(position, Ordering::Release);
             drop(index);
             w.scratch = scratch;
             self.publish(position);
@@ -743,6 +746,7 @@ impl Store {
             }
         }
         let n = index.len();
+        self.committed.store(n, Ordering::Release);
         drop(index);
         self.publish(n);
     }
@@ -763,6 +767,7 @@ impl Store {
         self.wal.clear_failure();
     }
 
+    /// Tells waiters (subscriptions, tailing cursors) that events were committed.
     fn publish(&self, committed: u64) {
         self.committed.store(committed, Ordering::Release);
         let _g = self
@@ -833,6 +838,7 @@ impl Store {
                 self.projections.iter().for_each(|pr| pr.apply(&e.as_ref()));
             }
             let n = index.len();
+            self.committed.store(n, Ordering::Release);
             drop(index);
             self.publish(n);
         }
