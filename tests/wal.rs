@@ -81,8 +81,20 @@ fn rotation_spans_many_segments_and_reads_cross_them() {
             "segment {id} finalized to its length, got {len}"
         );
     }
+    // (Read before the reopen below preallocates the active segment again.)
+    let last = *ids.last().unwrap();
+    let last_len = std::fs::metadata(segment::path(dir.path(), last))
+        .unwrap()
+        .len();
     let (wal, info) = Wal::open(c).unwrap();
     assert_eq!(info.valid_records, 10000);
+    // Finalized: no segment keeps its preallocated zeros after rotation or close.
+    assert_eq!(info.zero_tail_bytes, 0);
+    assert_eq!(
+        last_len,
+        wal.current_position().offset,
+        "close cut the active segment"
+    );
     assert_eq!(info.segments_scanned, ids.len() as u64);
     check_sequence(&read_all(&wal), 10000);
     // Reading from any returned position gives that record.
@@ -409,4 +421,28 @@ fn a_read_only_log_modifies_nothing_and_refuses_appends() {
     check_sequence(&read_all(&wal), 10);
     drop(wal);
     assert_eq!(std::fs::read(&p).unwrap(), bytes, "nothing was modified");
+}
+
+#[test]
+fn batch_and_os_appends_make_no_syscall_per_record() {
+    for policy in [
+        FsyncPolicy::Os,
+        FsyncPolicy::Batch(Duration::from_millis(50)),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(dir.path(), policy);
+        c.max_segment_size = 16 << 20;
+        let (wal, _) = Wal::open(c).unwrap();
+        append_n(&wal, 0, 20_000);
+        wal.flush().unwrap();
+        let stats = wal.stats();
+        assert_eq!(stats.records, 20_000);
+        assert!(
+            stats.writes < 200,
+            "{policy:?}: {} writes for {} records",
+            stats.writes,
+            stats.records
+        );
+        check_sequence(&read_all(&wal), 20_000);
+    }
 }

@@ -37,7 +37,12 @@ impl ForwardCursor {
     // Not an Iterator: each event borrows the cursor's buffer until the next call.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<EventRef<'_>>> {
-        if self.next >= self.until || self.next >= self.store.next_position() {
+        if self.next >= self.until {
+            return Ok(None);
+        }
+        // A read-only store looks for a writer's new events only at the end of what it
+        // has, not for every event.
+        if self.next >= self.store.committed() && self.next >= self.store.next_position() {
             return Ok(None);
         }
         if self.segments.is_none() {

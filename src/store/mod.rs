@@ -421,7 +421,7 @@ impl Store {
         let file = std::fs::File::open(&path)
             .map_err(|_| Error::corrupt(format!("the log has no segment {}", path.display())))?;
         let len = (snap.wal_end.offset.saturating_sub(last.offset)) as usize;
-        if snap.wal_end.segment_id != last.segment_id || len == 0 || len > MAX_BATCH_SIZE * 2 {
+        if snap.wal_end.segment_id != last.segment_id || len == 0 || len as u64 > MAX_RECORD_LEN {
             return Err(Error::corrupt("its end position is inconsistent"));
         }
         let mut buf = vec![0u8; len];
@@ -560,10 +560,12 @@ impl Store {
         let mut versions: Vec<Option<u64>> = Vec::with_capacity(appends.len());
         {
             let index = self.index.read().unwrap_or_else(|e| e.into_inner());
-            let mut seen: HashMap<&str, Option<u64>> = HashMap::new();
+            // Streams named earlier in this append, with their version after it: a short
+            // list (appends name one or two streams), so no map is built per append.
+            let mut seen: Vec<(&str, Option<u64>)> = Vec::new();
             for a in appends {
-                let current = match seen.get(a.stream) {
-                    Some(&v) => v,
+                let current = match seen.iter().find(|s| s.0 == a.stream) {
+                    Some(&(_, v)) => v,
                     None if a.stream.is_empty() => None,
                     None => self.writer_version(&w, &index, a.stream),
                 };
@@ -593,7 +595,10 @@ impl Store {
                 if !a.stream.is_empty() {
                     let last =
                         current.map_or(a.events.len() as u64 - 1, |v| v + a.events.len() as u64);
-                    seen.insert(a.stream, Some(last));
+                    match seen.iter_mut().find(|s| s.0 == a.stream) {
+                        Some(s) => s.1 = Some(last),
+                        None => seen.push((a.stream, Some(last))),
+                    }
                 }
             }
         }
@@ -801,6 +806,11 @@ impl Store {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         self.committed_cv.notify_all();
+    }
+
+    /// The events counted so far, without looking for a writer's new ones.
+    pub(crate) fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
     }
 
     /// The number of events, which is also the position the next one gets.
@@ -1027,13 +1037,14 @@ impl Store {
         let n = index.len();
         let wal_end = match index.wal_position(n.wrapping_sub(1)) {
             Some(last) => {
-                let end = index.wal_position(n).unwrap_or_else(|| {
-                    w.pending
-                        .first()
-                        .and_then(|p| p.events.first())
-                        .map(|e| e.0)
-                        .unwrap_or_else(|| self.wal.current_position())
-                });
+                // Where the records after the covered events start: the first pending one
+                // (under ALWAYS) or the log's end.
+                let end = w
+                    .pending
+                    .first()
+                    .and_then(|p| p.events.first())
+                    .map(|e| e.0)
+                    .unwrap_or_else(|| self.wal.current_position());
                 if end.segment_id == last.segment_id {
                     end
                 } else {
