@@ -971,6 +971,7 @@ fn make_dir_spec(seed: u64, allow_forged: bool) -> DirSpec {
         preallocate: rng.chance(30),
         read_only: false,
         snapshot_every: 0,
+        ..StoreOptions::default()
     };
     DirSpec {
         segments,
@@ -1010,6 +1011,17 @@ fn files_of(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 
 /// Opens and reads everything; Ok(Some(n)) = opened with n events, Ok(None) = refused
 /// with an error that has a message; Err = a broken promise.
+/// Whether a writable open refuses the store because of damage in its last segment.
+fn last_segment_damaged(dir: &Path, spec: &DirSpec) -> bool {
+    let Some(last) = spec.segments.keys().filter(|n| n.ends_with(".wal")).max() else {
+        return false;
+    };
+    match Store::open(dir, spec.options.clone(), Vec::new()) {
+        Err(e) => e.kind == evstore::ErrorKind::Corrupt && e.message.contains(last.as_str()),
+        Ok(_) => false,
+    }
+}
+
 fn open_and_read(
     dir: &Path,
     options: StoreOptions,
@@ -1166,6 +1178,10 @@ fn check_recovery(seed: u64, allow_forged: bool) -> Result<(), String> {
             (Some((a, _)), Some((b, _))) if a != b => {
                 return Err(format!("read-only open saw {a} events, writable open {b}"))
             }
+            // A reader beside a possible writer takes damage at the end of the last
+            // segment for bytes not written yet, where a writer's recovery calls it a
+            // hole and refuses: the reader then sees the valid prefix.
+            (Some(_), None) if last_segment_damaged(&dir, &spec) => {}
             (Some(_), None) | (None, Some(_)) => {
                 return Err(format!("read-only open gave {ro:?}, writable open {rw:?}"))
             }

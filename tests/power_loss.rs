@@ -413,6 +413,7 @@ fn make_round(base: &Path, rng: &mut Rng) -> Round {
         preallocate: rng.chance(50),
         read_only: false,
         snapshot_every: 0,
+        ..StoreOptions::default()
     };
     let max_payload = (seg / 4) as usize;
     let digest: Arc<dyn Projection> = Arc::new(Digest::default());

@@ -70,7 +70,7 @@ fn rotation_spans_many_segments_and_reads_cross_them() {
         wal.close().unwrap();
         p
     };
-    let ids = segment::list(dir.path()).unwrap();
+    let ids = segment::list(&evstore::wal::vfs::OsVfs, dir.path()).unwrap();
     assert!(ids.len() > 5, "{ids:?}");
     for &id in &ids[..ids.len() - 1] {
         let len = std::fs::metadata(segment::path(dir.path(), id))
@@ -246,7 +246,12 @@ fn damage_in_a_segment_that_is_not_the_last_is_corruption() {
         append_n(&wal, 0, 6000);
         wal.close().unwrap();
     }
-    assert!(segment::list(dir.path()).unwrap().len() >= 4);
+    assert!(
+        segment::list(&evstore::wal::vfs::OsVfs, dir.path())
+            .unwrap()
+            .len()
+            >= 4
+    );
     // Damage the last record of segment 1 (a torn tail, were it the last segment).
     let p = segment::path(dir.path(), 1);
     let len = std::fs::metadata(&p).unwrap().len();
@@ -318,13 +323,19 @@ fn delete_segments_before_never_deletes_the_active_segment() {
     assert!(active >= 3);
     let deleted = wal.delete_segments_before(positions[5999]).unwrap();
     assert_eq!(deleted as u64, active);
-    assert_eq!(segment::list(dir.path()).unwrap(), vec![active]);
+    assert_eq!(
+        segment::list(&evstore::wal::vfs::OsVfs, dir.path()).unwrap(),
+        vec![active]
+    );
     let far = Position {
         segment_id: active + 10,
         offset: 0,
     };
     assert_eq!(wal.delete_segments_before(far).unwrap(), 0);
-    assert_eq!(segment::list(dir.path()).unwrap(), vec![active]);
+    assert_eq!(
+        segment::list(&evstore::wal::vfs::OsVfs, dir.path()).unwrap(),
+        vec![active]
+    );
     append_n(&wal, 6000, 10);
 }
 

@@ -321,6 +321,13 @@ pub unsafe extern "C" fn evs_close(s: *mut evs_store) -> evs_status {
     boundary(|| {
         // SAFETY: `s` came from Box::into_raw in evs_open and is freed once.
         let store = unsafe { Box::from_raw(s) };
+        if let Err(e) = store.bank.store().check_owner() {
+            // A forked child: the parent's threads do not exist here and its files and
+            // lock are not this process's to touch. Release nothing (the child's copy of
+            // the handle is leaked) and say why.
+            std::mem::forget(store);
+            return Err(e);
+        }
         super::subscription::stop_all(&store);
         store.bank.store().close()?;
         Ok(EVS_OK)

@@ -114,7 +114,7 @@ pub struct StreamCursor {
     next_version: u64,
     /// Located events not yet read: position, record position, record end if known.
     ahead: std::collections::VecDeque<(u64, Position, Option<u64>)>,
-    files: Option<(u64, Arc<std::fs::File>)>,
+    files: Option<(u64, crate::wal::vfs::FileRef)>,
     buf: Vec<u8>,
     legacy: Option<Event>,
 }

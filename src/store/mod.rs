@@ -14,6 +14,7 @@ pub use event::{
 };
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::wal::vfs::{self, Kind, OpenMode, Vfs};
 use crate::wal::{record, FsyncPolicy, Position, RecordRef, RecoveryInfo, Wal, WalConfig};
 use envelope::{Envelope, EnvelopeRef};
 use index::Index;
@@ -44,6 +45,8 @@ pub struct StoreOptions {
     pub read_only: bool,
     /// Take a snapshot automatically every this many events (0: never).
     pub snapshot_every: u64,
+    /// The file system underneath (the real one unless a test puts another there).
+    pub vfs: Arc<dyn Vfs>,
 }
 
 impl Default for StoreOptions {
@@ -54,6 +57,7 @@ impl Default for StoreOptions {
             preallocate: true,
             read_only: false,
             snapshot_every: 0,
+            vfs: vfs::os(),
         }
     }
 }
@@ -112,6 +116,8 @@ struct Writer {
     /// records of a batch not yet complete.
     tail: Option<crate::wal::SegmentCursor>,
     tail_batch: Vec<(Position, Event)>,
+    /// The log's failure epoch this writer state matches (see `catch_up_epoch`).
+    epoch: u64,
 }
 
 pub struct Store {
@@ -135,6 +141,8 @@ pub struct Store {
     snapshots: AtomicU64,
     open_time: Duration,
     closed: AtomicBool,
+    /// The process that opened the store: a forked child must not use it.
+    owner_pid: u32,
 }
 
 fn now_us() -> u64 {
@@ -228,14 +236,20 @@ impl Store {
     ) -> Result<(Store, OpenReport)> {
         let started = Instant::now();
         let dir = dir.as_ref().to_path_buf();
-        if dir.exists() && !dir.is_dir() {
-            return Err(Error::new(
-                ErrorKind::Io,
-                format!("{} exists and is not a directory", dir.display()),
-            ));
+        let vfs = options.vfs.clone();
+        match vfs.stat(&dir) {
+            Ok(st) if st.kind != Kind::Dir => {
+                return Err(Error::new(
+                    ErrorKind::Io,
+                    format!("{} exists and is not a directory", dir.display()),
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("reading {}", dir.display()), e)),
         }
         let lock = if options.read_only {
-            if !dir.is_dir() {
+            if !matches!(vfs.stat(&dir), Ok(st) if st.kind == Kind::Dir) {
                 return Err(Error::new(
                     ErrorKind::NotFound,
                     format!("no store at {}", dir.display()),
@@ -243,23 +257,21 @@ impl Store {
             }
             None
         } else {
-            std::fs::create_dir(&dir)
-                .or_else(|e| {
-                    if e.kind() == std::io::ErrorKind::AlreadyExists {
-                        Ok(())
-                    } else {
-                        Err(e)
-                    }
-                })
+            // Durable before anything is put in it: a store that exists after open
+            // still exists after a power cut.
+            vfs::create_dir_all_durable(&*vfs, &dir)
                 .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-            Some(StoreLock::acquire(&dir)?)
+            let lock = StoreLock::acquire(&*vfs, &dir)?;
+            snapshot::remove_leftovers(&*vfs, &dir.join("snapshots"));
+            Some(lock)
         };
         let mut config = WalConfig::new(dir.join("events"));
         config.fsync_policy = options.fsync;
         config.max_segment_size = options.max_segment_size;
         config.preallocate = options.preallocate;
         config.read_only = options.read_only;
-        if options.read_only && !config.dir.is_dir() {
+        config.vfs = vfs.clone();
+        if options.read_only && !matches!(vfs.stat(&config.dir), Ok(st) if st.kind == Kind::Dir) {
             return Err(Error::new(
                 ErrorKind::NotFound,
                 format!("no event log at {}", config.dir.display()),
@@ -340,6 +352,7 @@ impl Store {
                 scratch: Vec::new(),
                 tail,
                 tail_batch: Vec::new(),
+                epoch: 0,
             }),
             index: RwLock::new(index),
             committed: AtomicU64::new(committed),
@@ -352,6 +365,7 @@ impl Store {
             snapshots: AtomicU64::new(0),
             open_time: report.open_time,
             closed: AtomicBool::new(false),
+            owner_pid: std::process::id(),
             options,
         };
         Ok((store, report))
@@ -365,9 +379,10 @@ impl Store {
         projections: &[Arc<dyn Projection>],
         report: &mut OpenReport,
     ) -> (Index, Position) {
-        for (n, path) in snapshot::list(&dir.join("snapshots")) {
+        let vfs = &*config.vfs;
+        for (n, path) in snapshot::list(vfs, &dir.join("snapshots")) {
             let name = path.display();
-            let checked = std::fs::read(&path)
+            let checked = vfs::read_file(vfs, &path)
                 .map_err(|e| Error::io(format!("reading {name}"), e))
                 .and_then(|bytes| snapshot::decode(&bytes))
                 .and_then(|snap| {
@@ -401,7 +416,7 @@ impl Store {
                     // A snapshot that does not fit the log never will; keep it from
                     // matching a log that later regrows to the same length.
                     if !config.read_only && e.kind == ErrorKind::Corrupt {
-                        let _ = std::fs::remove_file(&path);
+                        let _ = vfs.remove_file(&path);
                     }
                 }
             }
@@ -418,14 +433,16 @@ impl Store {
             return Ok(());
         };
         let path = crate::wal::segment::path(&config.dir, last.segment_id);
-        let file = std::fs::File::open(&path)
+        let file = config
+            .vfs
+            .open(&path, OpenMode::Read)
             .map_err(|_| Error::corrupt(format!("the log has no segment {}", path.display())))?;
         let len = (snap.wal_end.offset.saturating_sub(last.offset)) as usize;
         if snap.wal_end.segment_id != last.segment_id || len == 0 || len as u64 > MAX_RECORD_LEN {
             return Err(Error::corrupt("its end position is inconsistent"));
         }
         let mut buf = vec![0u8; len];
-        let got = crate::wal::segment::read_at_most(&file, &mut buf, last.offset)
+        let got = vfs::read_at_most(&*file, &mut buf, last.offset)
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         let ahead = || Error::corrupt(format!("it covers {n} events but the log has fewer"));
         if got < len {
@@ -453,7 +470,23 @@ impl Store {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Refuses calls from a process other than the one that opened the store: a forked
+    /// child shares the parent's files and lock but not its threads, buffers or indexes,
+    /// so anything it wrote would overwrite the parent's events.
+    pub fn check_owner(&self) -> Result<()> {
+        let me = std::process::id();
+        if me != self.owner_pid {
+            return Err(Error::invalid(format!(
+                "store {} was opened by process {}, used from process {me}; a child process must open stores of its own",
+                self.dir.display(),
+                self.owner_pid
+            )));
+        }
+        Ok(())
+    }
+
     fn check_writable(&self) -> Result<()> {
+        self.check_owner()?;
         if self.options.read_only {
             return Err(Error::new(
                 ErrorKind::ReadOnly,
@@ -555,6 +588,10 @@ impl Store {
         let count = Self::validate(appends, allow_empty)?;
         let always = self.options.fsync == FsyncPolicy::Always;
         let mut w = self.lock_writer();
+        if always {
+            self.catch_up_epoch(&mut w);
+        }
+        // A poisoned log refuses before anything is checked or encoded.
         self.wal.health()?;
         // Check every expected version first: nothing is written unless all hold.
         let mut versions: Vec<Option<u64>> = Vec::with_capacity(appends.len());
@@ -638,15 +675,21 @@ impl Store {
             .iter()
             .map(|&(s, e, ..)| RecordRef::put(&scratch[s..s + 8], &scratch[s + 8..e]))
             .collect();
-        let appended = self.wal.append_batch_nowait(&records);
+        // Under `Always` the records wait in the log's buffer for a group commit; under
+        // the other policies they are with the OS before the append is acknowledged (it
+        // survives a crash of this process), and a failed write leaves nothing of them.
+        let appended = if always {
+            // Numbered from this writer's epoch: if a failed write took back records
+            // meanwhile, the log refuses these rather than leave a gap.
+            self.wal.append_in_epoch(&records, w.epoch)
+        } else {
+            self.wal.append_written(&records)
+        };
         drop(records);
         let appended = match appended {
             Ok(a) => a,
             Err(e) => {
                 w.scratch = scratch;
-                if always {
-                    self.rewind(&mut w);
-                }
                 return Err(e);
             }
         };
@@ -664,14 +707,6 @@ impl Store {
             }
         };
         if !always {
-            // An acknowledged event is with the OS, so it survives a crash of this
-            // process. Written under the writer's lock, so that when the write fails
-            // nothing of this append remains and nothing else was appended after it.
-            if let Err(e) = self.wal.flush() {
-                self.wal.discard_unwritten();
-                w.scratch = scratch;
-                return Err(e);
-            }
             w.next_position = position;
             w.last_timestamp = timestamp;
             let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
@@ -713,10 +748,8 @@ impl Store {
             drop(w);
             let durable = self.wal.wait_durable(&appended);
             let mut w = self.lock_writer();
-            if let Err(e) = durable {
-                self.rewind(&mut w);
-                return Err(e);
-            }
+            self.catch_up_epoch(&mut w);
+            durable?;
             self.commit_durable(&mut w);
         }
         self.maybe_snapshot();
@@ -756,10 +789,13 @@ impl Store {
         self.publish(n);
     }
 
-    /// After a failed write under `Always`: keeps what became durable, forgets the rest
-    /// (the log dropped it too), and lets appends through again.
-    fn rewind(&self, w: &mut Writer) {
-        if self.wal.health().is_ok() {
+    /// Under `Always`, after a failed write took back every record the log had not made
+    /// durable: keeps the pending batches that made it, forgets the rest (their appenders
+    /// are told), and continues positions after the last durable event. Runs before any
+    /// append of the new epoch, so no position is handed out twice or skipped.
+    fn catch_up_epoch(&self, w: &mut Writer) {
+        let epoch = self.wal.epoch();
+        if epoch == w.epoch {
             return;
         }
         self.commit_durable(w);
@@ -769,7 +805,7 @@ impl Store {
         w.next_position = index.len();
         w.last_timestamp = w.last_timestamp.max(index.last_timestamp());
         drop(index);
-        self.wal.clear_failure();
+        w.epoch = epoch;
     }
 
     /// Tells waiters (subscriptions, tailing cursors) that events were committed.
@@ -815,7 +851,7 @@ impl Store {
 
     /// The number of events, which is also the position the next one gets.
     pub fn next_position(&self) -> u64 {
-        if self.options.read_only {
+        if self.options.read_only && self.check_owner().is_ok() {
             let _ = self.refresh();
         }
         self.committed.load(Ordering::Acquire)
@@ -857,6 +893,7 @@ impl Store {
 
     /// The stream's current version (`None`: no such stream).
     pub fn stream_version(&self, stream: &str) -> Result<Option<u64>> {
+        self.check_owner()?;
         check_name("stream name", stream, false)?;
         if self.options.read_only {
             self.refresh()?;
@@ -876,6 +913,7 @@ impl Store {
 
     /// All events from `from` on, in order; sees events appended while it runs.
     pub fn read_all(self: &Arc<Self>, from: u64) -> Result<ForwardCursor> {
+        self.check_owner()?;
         let next = self.next_position();
         if from > next {
             return Err(Error::new(
@@ -888,6 +926,7 @@ impl Store {
 
     /// At most `max` events from `from` on (the seed's `poll_new_events`).
     pub fn poll(self: &Arc<Self>, from: u64, max: u64) -> Result<ForwardCursor> {
+        self.check_owner()?;
         let next = self.next_position();
         if from > next {
             return Err(Error::new(
@@ -900,6 +939,7 @@ impl Store {
 
     /// Events from `from` (inclusive; past the end means the last event) down to 0.
     pub fn read_all_backward(self: &Arc<Self>, from: u64) -> Result<BackwardCursor> {
+        self.check_owner()?;
         let next = self.next_position();
         Ok(BackwardCursor::new(
             self.clone(),
@@ -910,6 +950,7 @@ impl Store {
 
     /// One stream's events from `from_version` on.
     pub fn read_stream(self: &Arc<Self>, stream: &str, from_version: u64) -> Result<StreamCursor> {
+        self.check_owner()?;
         check_name("stream name", stream, false)?;
         let version = self.stream_version(stream)?;
         let Some(v) = version else {
@@ -935,6 +976,7 @@ impl Store {
 
     /// Reads the event at `position` (random access).
     pub fn read_event(&self, position: u64) -> Result<Event> {
+        self.check_owner()?;
         let mut buf = Vec::new();
         let mut legacy = None;
         Ok(self.read_at(position, &mut buf, &mut legacy)?.to_owned())
@@ -975,7 +1017,7 @@ impl Store {
         position: u64,
         at: Position,
         end: Option<u64>,
-        files: &mut Option<(u64, Arc<std::fs::File>)>,
+        files: &mut Option<(u64, crate::wal::vfs::FileRef)>,
         buf: &'a mut Vec<u8>,
         legacy: &'a mut Option<Event>,
     ) -> Result<EventRef<'a>> {
@@ -1021,6 +1063,7 @@ impl Store {
 
     /// Makes everything appended durable, under any policy.
     pub fn sync(&self) -> Result<()> {
+        self.check_owner()?;
         if self.options.read_only {
             return Ok(());
         }
@@ -1029,6 +1072,7 @@ impl Store {
 
     /// Writes a snapshot of the indexes and projections now; returns the events covered.
     pub fn snapshot(&self) -> Result<u64> {
+        self.check_owner()?;
         self.check_writable()?;
         let _one = self.snapshot_lock.lock().unwrap_or_else(|e| e.into_inner());
         let w = self.lock_writer();
@@ -1073,7 +1117,7 @@ impl Store {
         let bytes = snapshot::encode(&index, wal_end, last_crc, &projections);
         drop(index);
         drop(w);
-        snapshot::write(&self.dir.join("snapshots"), n, &bytes)?;
+        snapshot::write(&*self.options.vfs, &self.dir.join("snapshots"), n, &bytes)?;
         self.last_snapshot.store(n, Ordering::Release);
         self.snapshots.fetch_add(1, Ordering::Relaxed);
         Ok(n)
@@ -1122,7 +1166,14 @@ impl Store {
     }
 
     /// Syncs and closes the log; later appends fail. Also done on drop.
+    /// From a forked child it touches nothing (the parent owns the files and the lock)
+    /// and says so.
     pub fn close(&self) -> Result<()> {
+        if let Err(e) = self.check_owner() {
+            self.closed.store(true, Ordering::Release);
+            let _ = self.wal.close();
+            return Err(e);
+        }
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }

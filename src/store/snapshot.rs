@@ -4,9 +4,9 @@
 
 use super::index::Index;
 use crate::error::{Error, Result};
-use crate::wal::{segment, Position};
+use crate::wal::vfs::{self, OpenMode, Vfs};
+use crate::wal::Position;
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"EVSSNAP2";
@@ -30,23 +30,36 @@ fn file_name(events: u64) -> String {
 }
 
 /// Snapshot files in `dir`, newest (most events) first.
-pub fn list(dir: &Path) -> Vec<(u64, PathBuf)> {
-    let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+pub fn list(vfs: &dyn Vfs, dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut found: Vec<(u64, PathBuf)> = vfs
+        .list_dir(dir)
         .into_iter()
         .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
+        .filter_map(|name| {
             let n = name
                 .strip_prefix(PREFIX)?
                 .strip_suffix(SUFFIX)?
                 .parse()
                 .ok()?;
-            Some((n, e.path()))
+            Some((n, dir.join(name)))
         })
         .collect();
     found.sort_by_key(|f| std::cmp::Reverse(f.0));
     found
+}
+
+/// Removes temporary files that a crashed or failed snapshot write left behind.
+pub fn remove_leftovers(vfs: &dyn Vfs, dir: &Path) {
+    let Ok(names) = vfs.list_dir(dir) else { return };
+    let mut removed = false;
+    for name in names {
+        if name.starts_with(PREFIX) && name.ends_with(".tmp") {
+            removed |= vfs.remove_file(&dir.join(name)).is_ok();
+        }
+    }
+    if removed {
+        let _ = vfs.sync_dir(dir);
+    }
 }
 
 fn put_u32(out: &mut Vec<u8>, v: u32) {
@@ -227,9 +240,9 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot> {
 }
 
 /// Writes a snapshot covering `events` events atomically into `dir`, then removes all but
-/// the newest few older ones.
-pub fn write(dir: &Path, events: u64, bytes: &[u8]) -> Result<PathBuf> {
-    std::fs::create_dir_all(dir)
+/// the newest few older ones. A failed write leaves no temporary file behind.
+pub fn write(vfs: &dyn Vfs, dir: &Path, events: u64, bytes: &[u8]) -> Result<PathBuf> {
+    vfs::create_dir_all_durable(vfs, dir)
         .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     let path = dir.join(file_name(events));
     static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -240,14 +253,22 @@ pub fn write(dir: &Path, events: u64, bytes: &[u8]) -> Result<PathBuf> {
         std::process::id()
     ));
     let io = |what: &str, e| Error::io(format!("{what} {}", tmp.display()), e);
-    let mut f = std::fs::File::create(&tmp).map_err(|e| io("creating", e))?;
-    f.write_all(bytes).map_err(|e| io("writing", e))?;
-    f.sync_all().map_err(|e| io("syncing", e))?;
-    drop(f);
-    std::fs::rename(&tmp, &path).map_err(|e| io("renaming", e))?;
-    segment::sync_dir(dir).map_err(|e| Error::io(format!("syncing {}", dir.display()), e))?;
-    for (_, old) in list(dir).into_iter().skip(1 + KEEP) {
-        let _ = std::fs::remove_file(old);
+    let written = vfs
+        .open(&tmp, OpenMode::CreateNew)
+        .map_err(|e| io("creating", e))
+        .and_then(|f| {
+            vfs::write_all_at(&*f, bytes, 0).map_err(|e| io("writing", e))?;
+            f.sync_all().map_err(|e| io("syncing", e))
+        })
+        .and_then(|_| vfs.rename(&tmp, &path).map_err(|e| io("renaming", e)));
+    if let Err(e) = written {
+        let _ = vfs.remove_file(&tmp);
+        return Err(e);
+    }
+    vfs.sync_dir(dir)
+        .map_err(|e| Error::io(format!("syncing {}", dir.display()), e))?;
+    for (_, old) in list(vfs, dir).into_iter().skip(1 + KEEP) {
+        let _ = vfs.remove_file(&old);
     }
     Ok(path)
 }

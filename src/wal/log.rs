@@ -1,15 +1,21 @@
 //! The log itself: appends with group commit, the fsync policies, rotation, and the
 //! background flusher that keeps the batch policy's promise.
+//!
+//! Failures follow two rules. A write that fails takes back only records nobody was told
+//! about (they are erased from the file, durably, and their waiters fail); the log goes
+//! on. An fdatasync that fails poisons the log for good: the kernel may already have
+//! dropped the pages it could not write, so no later sync can vouch for them; every
+//! later append, flush and sync fails with the original error until the log is reopened
+//! and recovery decides from what is on disk.
 
 use super::reader::WalReader;
 use super::record::{RecordRef, FLAG_BATCH_CONTINUES};
 use super::recovery::{self, RecoveryInfo};
 use super::segment;
 use super::stats::{WalStats, WalStatsSnapshot};
+use super::vfs::{self, FileRef, Kind, OpenMode};
 use super::{FsyncPolicy, Position, WalConfig};
 use crate::error::{Error, ErrorKind, Result};
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -22,7 +28,8 @@ const WRITE_THRESHOLD: usize = 4 << 20;
 /// A log sequence number: bytes appended since the log was opened, across segments.
 pub type Lsn = u64;
 
-/// The write-ahead log. Thread-safe: share it behind an `Arc`.
+/// The write-ahead log. Thread-safe: share it behind an `Arc`; any number of threads
+/// may append, sync and read at once.
 pub struct Wal {
     pub(crate) inner: Arc<Inner>,
     flusher: Mutex<Option<JoinHandle<()>>>,
@@ -30,16 +37,20 @@ pub struct Wal {
 
 pub(crate) struct Inner {
     pub(crate) config: WalConfig,
-    /// Held by whoever writes to or syncs the segment files. Taken before `state`.
+    /// The process that opened the log: a forked child must not write through it.
+    pid: u32,
+    /// Held by whoever writes to or syncs the segment files, or rotates. Taken before
+    /// `state`.
     io: Mutex<()>,
     pub(crate) state: Mutex<State>,
-    /// Signalled when `durable`/`written` move, a flush ends, or the log closes.
+    /// Signalled when `durable`/`written` move, a flush or rotation ends, or the log
+    /// closes.
     progress: Condvar,
     /// Wakes the batch flusher when there is something to flush, or on close.
     flusher_wake: Condvar,
     pub(crate) stats: WalStats,
     /// Open read handles of segments, for random-access reads.
-    read_files: Mutex<Vec<(u64, Arc<File>)>>,
+    read_files: Mutex<Vec<(u64, FileRef)>>,
     /// The active segment's id and written end, packed (id << 40 | offset), so a reader
     /// can tell without a lock whether the bytes it wants are with the OS yet.
     visible: AtomicU64,
@@ -51,14 +62,12 @@ fn pack_visible(id: u64, offset: u64) -> u64 {
 
 pub(crate) struct State {
     pub(crate) active_id: u64,
-    active: Arc<File>,
+    active: FileRef,
     /// Every segment, ascending: id and logical end (for the active one, what is written).
     pub(crate) segments: Vec<(u64, u64)>,
-    /// Appended bytes not yet handed to the OS; they go at `active` offset `written_off`
-    /// (plus `inflight` while a flush is writing).
+    /// Appended bytes not yet handed to the OS; they go at `active` offset `written_off`.
     buf: Vec<u8>,
     written_off: u64,
-    inflight: u64,
     /// Where the next record goes in the active segment.
     end_off: u64,
     /// Offset in the active segment up to which everything is durable.
@@ -68,17 +77,25 @@ pub(crate) struct State {
     durable: Lsn,
     /// A leader is writing (set before it takes `io`).
     flushing: bool,
+    /// A rotation is under way: appends wait, so no record is placed in a segment that
+    /// is being sealed.
+    rotating: bool,
     /// When the oldest appended-but-not-durable byte was appended.
     dirty_since: Option<Instant>,
-    /// Under `Always`: a write or sync failed; what was not durable was discarded and
-    /// appends are refused until `clear_failure`.
-    failed: Option<Error>,
-    /// Bumped by every such failure: a waiter from an earlier epoch lost its records.
-    epoch: u64,
-    last_failure: Option<Error>,
-    /// Under `Batch`/`Os`: a write failed; the bytes are kept and retried, appends refused.
-    stalled: Option<Error>,
+    /// For each ended epoch (index), the LSN up to which its records survived the write
+    /// failure that ended it, and that failure. A waiter from an ended epoch whose LSN is
+    /// past it lost its records (LSNs after it are reused by the next epoch).
+    epochs: Vec<(Lsn, Error)>,
+    /// A failed fdatasync (or a failure that could not be cleaned up): set once, never
+    /// cleared while the log is open.
+    poisoned: Option<Error>,
     closed: bool,
+}
+
+impl State {
+    fn epoch(&self) -> u64 {
+        self.epochs.len() as u64
+    }
 }
 
 /// What an append hands back: where each record went, and the LSN to wait for.
@@ -113,65 +130,68 @@ impl Wal {
         visit: &mut dyn FnMut(Position, &RecordRef<'_>) -> Result<()>,
     ) -> Result<(Wal, RecoveryInfo)> {
         config.validate()?;
+        let vfs = config.vfs.clone();
         let dir = &config.dir;
         if !config.read_only {
-            std::fs::create_dir_all(dir)
+            vfs::create_dir_all_durable(&*vfs, dir)
                 .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        } else if !dir.is_dir() {
+        } else if !matches!(vfs.stat(dir), Ok(s) if s.kind == Kind::Dir) {
             return Err(Error::new(
                 ErrorKind::NotFound,
                 format!("no log directory at {}", dir.display()),
             ));
         }
-        let recovered = recovery::recover(dir, !config.read_only, start, visit)?;
+        let recovered = recovery::recover(&*vfs, dir, !config.read_only, start, visit)?;
         let mut segments = recovered.segments;
         let prealloc = config.preallocate.then_some(config.max_segment_size);
-        let (active_id, active, end_off) = if config.read_only {
+        let (active_id, active, end_off): (u64, FileRef, u64) = if config.read_only {
             let (id, end) = segments.last().copied().unwrap_or((0, 0));
-            let file = match segment::open(dir, id, false) {
+            let file = match segment::open(&*vfs, dir, id, false) {
                 Ok(f) => f,
-                // An empty read-only log: a placeholder that is never written.
-                Err(_) => File::open(dir).map_err(|e| Error::io("opening the log", e))?,
+                // An empty read-only log: a placeholder that is never written or read.
+                Err(_) => Arc::new(EmptyFile),
             };
             (id, file, end)
         } else if let Some(&(id, end)) = segments.last() {
-            let file = segment::open(dir, id, true)
+            let file = segment::open(&*vfs, dir, id, true)
                 .map_err(|e| Error::io(format!("opening segment {id}"), e))?;
             if let Some(len) = prealloc {
-                if file.metadata().map(|m| m.len()).unwrap_or(0) < len {
-                    segment::preallocate(&file, len)
+                let have = file
+                    .len()
+                    .map_err(|e| Error::io(format!("reading segment {id}"), e))?;
+                if have < len {
+                    file.allocate(len)
                         .map_err(|e| Error::io(format!("preallocating segment {id}"), e))?;
                 }
             }
             (id, file, end)
         } else {
-            let file = segment::create(dir, 0, prealloc)
+            let file = segment::create(&*vfs, dir, 0, prealloc)
                 .map_err(|e| Error::io("creating segment 000000.wal", e))?;
             segments.push((0, 0));
             (0, file, 0)
         };
         let state = State {
             active_id,
-            active: Arc::new(active),
+            active,
             segments,
             buf: Vec::new(),
             written_off: end_off,
-            inflight: 0,
             end_off,
             durable_off: end_off,
             appended: 0,
             written: 0,
             durable: 0,
             flushing: false,
+            rotating: false,
             dirty_since: None,
-            failed: None,
-            epoch: 0,
-            last_failure: None,
-            stalled: None,
+            epochs: Vec::new(),
+            poisoned: None,
             closed: false,
         };
         let inner = Arc::new(Inner {
             config,
+            pid: std::process::id(),
             io: Mutex::new(()),
             state: Mutex::new(state),
             progress: Condvar::new(),
@@ -211,6 +231,8 @@ impl Wal {
     /// Appends one record; under `Always` returns once it is on disk. Under `Batch` and
     /// `Os` it returns once the record is in the log's buffer (readable, written to the OS
     /// within the window or when the buffer fills); call `flush` to hand it to the OS now.
+    /// If writing a buffered record out fails later, the log is poisoned and says so on
+    /// every later call: use `append_written` to learn of a failed write from the append.
     pub fn append(&self, record: &RecordRef<'_>) -> Result<Position> {
         let a = self.append_batch(std::slice::from_ref(record))?;
         Ok(a.positions[0])
@@ -228,25 +250,47 @@ impl Wal {
     }
 
     /// Puts a batch into the log's buffer without waiting for any write or sync. The
-    /// records are readable at once; `wait_durable(lsn)` makes them durable.
+    /// records are readable at once; `wait_durable` makes them durable (and says whether
+    /// they made it).
     pub fn append_batch_nowait(&self, records: &[RecordRef<'_>]) -> Result<Appended> {
-        self.inner.append(records)
+        self.inner.check_process()?;
+        self.inner.append(records, None)
     }
 
-    /// Waits until everything up to `lsn` is on disk (group commit: one leader writes and
-    /// syncs for everyone waiting).
+    /// `append_batch_nowait` for a caller that numbered its records from what it knew
+    /// in failure epoch `epoch`: refused, placing nothing, if a failed write has taken
+    /// back records since (the numbering would then leave a gap).
+    pub fn append_in_epoch(&self, records: &[RecordRef<'_>], epoch: u64) -> Result<Appended> {
+        self.inner.check_process()?;
+        self.inner.append(records, Some(epoch))
+    }
+
+    /// Appends a batch and hands it to the OS before returning (no fsync): when it
+    /// returns `Ok` the records survive a crash of this process; when it fails, none of
+    /// them is in the log (a partly written batch is erased) and the log goes on.
+    pub fn append_written(&self, records: &[RecordRef<'_>]) -> Result<Appended> {
+        self.inner.check_process()?;
+        self.inner.append_written(records)
+    }
+
+    /// Waits until everything up to `appended.lsn` is on disk (group commit: one leader
+    /// writes and syncs for everyone waiting). An error means the records are not in the
+    /// log and never will be (a failed write took them back), or the log is poisoned.
     pub fn wait_durable(&self, appended: &Appended) -> Result<()> {
+        self.inner.check_process()?;
         self.inner.flush_until(appended.lsn, appended.epoch, true)
     }
 
     /// Makes everything appended so far durable, under any policy.
     pub fn sync(&self) -> Result<()> {
+        self.inner.check_process()?;
         let (lsn, epoch) = self.inner.now();
         self.inner.flush_until(lsn, epoch, true)
     }
 
     /// Hands everything appended so far to the OS (no fsync).
     pub fn flush(&self) -> Result<()> {
+        self.inner.check_process()?;
         let (lsn, epoch) = self.inner.now();
         self.inner.flush_until(lsn, epoch, false)
     }
@@ -272,6 +316,12 @@ impl Wal {
         (st.appended, st.durable)
     }
 
+    /// The current failure epoch: it moves each time a failed write takes back records
+    /// that were appended but not yet acknowledged.
+    pub fn epoch(&self) -> u64 {
+        self.inner.lock_state().epoch()
+    }
+
     /// Reads records in order from `from` (a position an append returned, or the start
     /// of a segment), crossing segments, seeing records appended while it runs.
     pub fn read_from(&self, from: Position) -> Result<WalReader> {
@@ -281,6 +331,7 @@ impl Wal {
     /// Deletes whole segments that lie entirely before `pos`; never the active segment.
     /// Returns how many were deleted.
     pub fn delete_segments_before(&self, pos: Position) -> Result<usize> {
+        self.inner.check_process()?;
         if self.inner.config.read_only {
             return Err(Error::new(ErrorKind::ReadOnly, "the log is open read-only"));
         }
@@ -293,8 +344,10 @@ impl Wal {
                 .collect()
         };
         let dir = &self.inner.config.dir;
+        let vfs = &*self.inner.config.vfs;
+        // Oldest first, so that a failure or crash part way leaves no hole.
         for &id in &doomed {
-            std::fs::remove_file(segment::path(dir, id))
+            vfs.remove_file(&segment::path(dir, id))
                 .map_err(|e| Error::io(format!("deleting {}", segment::file_name(id)), e))?;
             let mut files = self
                 .inner
@@ -306,7 +359,8 @@ impl Wal {
             self.inner.lock_state().segments.retain(|&(s, _)| s != id);
         }
         if !doomed.is_empty() {
-            segment::sync_dir(dir).map_err(|e| Error::io("syncing the log directory", e))?;
+            vfs.sync_dir(dir)
+                .map_err(|e| Error::io("syncing the log directory", e))?;
         }
         Ok(doomed.len())
     }
@@ -321,7 +375,7 @@ impl Wal {
     /// segment's handle between calls.
     pub fn read_exact_cached(
         &self,
-        cache: &mut Option<(u64, Arc<File>)>,
+        cache: &mut Option<(u64, FileRef)>,
         pos: Position,
         len: usize,
         buf: &mut Vec<u8>,
@@ -343,7 +397,7 @@ impl Wal {
             }
         }
         buf.resize(len, 0);
-        let got = segment::read_at_most(&file, buf, pos.offset).map_err(|e| {
+        let got = vfs::read_at_most(&*file, buf, pos.offset).map_err(|e| {
             Error::io(
                 format!(
                     "reading {} at {}",
@@ -367,9 +421,8 @@ impl Wal {
     /// The logical end of segment `id` (what has been written of the active one).
     pub fn segment_end(&self, id: u64) -> Option<u64> {
         if self.inner.config.read_only {
-            return std::fs::metadata(segment::path(&self.inner.config.dir, id))
-                .ok()
-                .map(|m| m.len());
+            let p = segment::path(&self.inner.config.dir, id);
+            return self.inner.config.vfs.stat(&p).ok().map(|s| s.len);
         }
         let st = self.inner.lock_state();
         if id == st.active_id {
@@ -378,43 +431,11 @@ impl Wal {
         st.segments.iter().find(|s| s.0 == id).map(|s| s.1)
     }
 
-    /// Forgets every appended record that has not reached the OS, zeroing whatever part
-    /// of them a failed write left in the file. For a caller that appends and flushes
-    /// under its own lock, so that the discarded records are exactly its own.
-    pub fn discard_unwritten(&self) {
-        let _io = self.inner.io.lock().unwrap_or_else(|e| e.into_inner());
-        let mut st = self.inner.lock_state();
-        st.buf.clear();
-        let written_off = st.written_off;
-        st.end_off = written_off;
-        st.appended = st.written;
-        if st.durable >= st.appended {
-            st.dirty_since = None;
-        }
-        st.stalled = None;
-        let file = st.active.clone();
-        self.inner.publish_visible(&st);
-        drop(st);
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        if len > written_off {
-            let _ = file.set_len(written_off);
-            if self.inner.config.preallocate {
-                let _ = segment::preallocate(&file, len);
-            }
-        }
-    }
-
-    /// After a failed write under `Always` (the caller has rewound its own state to
-    /// `current_position()`), lets appends through again.
-    pub fn clear_failure(&self) {
-        self.inner.lock_state().failed = None;
-    }
-
-    /// The failure that currently refuses appends, if any.
+    /// The failure that poisoned the log, if one did.
     pub fn health(&self) -> Result<()> {
         let st = self.inner.lock_state();
-        match st.failed.as_ref().or(st.stalled.as_ref()) {
-            Some(e) => Err(e.clone()),
+        match &st.poisoned {
+            Some(e) => Err(poisoned_error(e)),
             None => Ok(()),
         }
     }
@@ -429,8 +450,24 @@ impl Wal {
     }
 
     /// Writes and syncs everything, finalizes the active segment to its real length and
-    /// stops the flusher. Appends after this fail. Calling it twice is harmless.
+    /// stops the flusher. Appends after this fail. Calling it twice is harmless. A
+    /// poisoned log reports its failure here too (and still closes).
+    ///
+    /// In a forked child it touches nothing (the parent owns the files, and the
+    /// flusher thread does not exist there) and says so.
     pub fn close(&self) -> Result<()> {
+        if let Err(e) = self.inner.check_process() {
+            // Threads do not survive fork: joining the parent's flusher would never end.
+            if let Some(h) = self
+                .flusher
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+            {
+                std::mem::forget(h);
+            }
+            return Err(e);
+        }
         let result = if self.inner.config.read_only {
             Ok(())
         } else {
@@ -457,13 +494,71 @@ impl Drop for Wal {
     }
 }
 
+/// The error every call returns once the log is poisoned.
+fn poisoned_error(e: &Error) -> Error {
+    Error::new(
+        ErrorKind::Io,
+        format!(
+            "the log refuses writes after an earlier failure (reopen the store to recover): {}",
+            e.message
+        ),
+    )
+}
+
+/// The placeholder file of a read-only log that has no segment yet.
+#[derive(Debug)]
+struct EmptyFile;
+
+impl vfs::VfsFile for EmptyFile {
+    fn read_at(&self, _: &mut [u8], _: u64) -> std::io::Result<usize> {
+        Ok(0)
+    }
+    fn write_at(&self, _: &[u8], _: u64) -> std::io::Result<usize> {
+        Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn sync_all(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn set_len(&self, _: u64) -> std::io::Result<()> {
+        Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
+    }
+    fn allocate(&self, _: u64) -> std::io::Result<()> {
+        Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(0)
+    }
+}
+
 impl Inner {
     pub(crate) fn lock_state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves plain data behind; keep going.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn append(&self, records: &[RecordRef<'_>]) -> Result<Appended> {
+    fn lock_io(&self) -> MutexGuard<'_, ()> {
+        self.io.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Refuses a call from a process other than the one that opened the log (a fork
+    /// child shares the parent's files and lock, but not its threads or its buffer).
+    pub(crate) fn check_process(&self) -> Result<()> {
+        let me = std::process::id();
+        if me != self.pid {
+            return Err(Error::invalid(format!(
+                "the log {} was opened by process {}, used from process {me}; a child process must open stores of its own",
+                self.config.dir.display(),
+                self.pid
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks an append's size before any lock is taken.
+    fn check_append(&self, records: &[RecordRef<'_>]) -> Result<u64> {
         if self.config.read_only {
             return Err(Error::new(ErrorKind::ReadOnly, "the log is open read-only"));
         }
@@ -480,14 +575,13 @@ impl Inner {
                 ),
             ));
         }
-        let mut st = self.lock_state();
-        check_open(&st)?;
-        if st.end_off + size > self.config.max_segment_size && st.end_off > 0 {
-            drop(st);
-            self.rotate(size)?;
-            st = self.lock_state();
-            check_open(&st)?;
-        }
+        Ok(size)
+    }
+
+    /// Encodes `records` into the buffer at the end of the active segment (which has
+    /// room: the caller rotated if needed). Batch records but the last carry the
+    /// "batch continues" flag.
+    fn place(&self, st: &mut State, records: &[RecordRef<'_>], size: u64) -> Appended {
         let mut positions = Vec::with_capacity(records.len());
         let last = records.len() - 1;
         for (i, r) in records.iter().enumerate() {
@@ -505,24 +599,75 @@ impl Inner {
             st.end_off += (st.buf.len() - before) as u64;
         }
         st.appended += size;
-        let lsn = st.appended;
-        let epoch = st.epoch;
         if st.dirty_since.is_none() {
             st.dirty_since = Some(Instant::now());
             self.flusher_wake.notify_one();
         }
+        self.stats.record_append(records.len() as u64, size);
+        Appended {
+            positions,
+            lsn: st.appended,
+            epoch: st.epoch(),
+        }
+    }
+
+    /// The state lock, once no rotation is under way and the active segment has room
+    /// for `size` more bytes (rotating if it has not).
+    fn lock_with_room(&self, size: u64, epoch: Option<u64>) -> Result<MutexGuard<'_, State>> {
+        loop {
+            let mut st = self.lock_state();
+            check_open(&st)?;
+            while st.rotating {
+                st = self.progress.wait(st).unwrap_or_else(|e| e.into_inner());
+                check_open(&st)?;
+            }
+            if let Some(e) = epoch.and_then(|e| st.epochs.get(e as usize)) {
+                return Err(e.1.clone());
+            }
+            if st.end_off + size <= self.config.max_segment_size || st.end_off == 0 {
+                return Ok(st);
+            }
+            drop(st);
+            let io = self.lock_io();
+            self.rotate_locked(size, &io)?;
+        }
+    }
+
+    fn append(&self, records: &[RecordRef<'_>], epoch: Option<u64>) -> Result<Appended> {
+        let size = self.check_append(records)?;
+        let mut st = self.lock_with_room(size, epoch)?;
+        let a = self.place(&mut st, records, size);
         let big = st.buf.len() >= WRITE_THRESHOLD && !st.flushing;
         drop(st);
-        self.stats.record_append(records.len() as u64, size);
         if big && self.config.fsync_policy != FsyncPolicy::Always {
-            // Write the buffer out now; an error stays in `stalled` and is retried.
-            let _ = self.flush_until(lsn, epoch, false);
+            self.flush_until(a.lsn, a.epoch, false)?;
         }
-        Ok(Appended {
-            positions,
-            lsn,
-            epoch,
-        })
+        Ok(a)
+    }
+
+    fn append_written(&self, records: &[RecordRef<'_>]) -> Result<Appended> {
+        let size = self.check_append(records)?;
+        let io = self.lock_io();
+        let mut st = self.lock_state();
+        check_open(&st)?;
+        if !st.buf.is_empty() {
+            // Someone else's buffered records go first, on their own terms.
+            drop(st);
+            self.flush_locked(false, false)?;
+            st = self.lock_state();
+        }
+        if st.end_off + size > self.config.max_segment_size && st.end_off > 0 {
+            drop(st);
+            self.rotate_locked(size, &io)?;
+            st = self.lock_state();
+            check_open(&st)?;
+        }
+        let a = self.place(&mut st, records, size);
+        drop(st);
+        self.flush_locked(false, true)?;
+        drop(io);
+        self.progress.notify_all();
+        Ok(a)
     }
 
     /// Writes (and with `sync`, fdatasyncs) until `lsn` is written (durable). One thread
@@ -530,16 +675,21 @@ impl Inner {
     fn flush_until(&self, lsn: Lsn, epoch: u64, sync: bool) -> Result<()> {
         let mut st = self.lock_state();
         loop {
-            if st.epoch != epoch {
-                let e = st.last_failure.clone();
-                return Err(e.unwrap_or_else(|| Error::new(ErrorKind::Io, "a write failed")));
+            // Records of an ended epoch past what survived its failure were taken back.
+            if let Some((kept, e)) = st.epochs.get(epoch as usize) {
+                if lsn > *kept {
+                    return Err(e.clone());
+                }
             }
             let done = if sync { st.durable } else { st.written };
             if done >= lsn {
                 return Ok(());
             }
-            if let Some(e) = &st.failed {
-                return Err(e.clone());
+            if let Some(e) = &st.poisoned {
+                return Err(poisoned_error(e));
+            }
+            if st.closed {
+                return Err(Error::invalid("the log is closed"));
             }
             if !st.flushing {
                 break;
@@ -548,12 +698,13 @@ impl Inner {
         }
         st.flushing = true;
         drop(st);
-        let io = self.io.lock().unwrap_or_else(|e| e.into_inner());
-        let result = self.flush_locked(sync);
+        let io = self.lock_io();
+        // Under `Always` nobody was told about buffered records yet; under the other
+        // policies they were acknowledged when buffered.
+        let unacked = self.config.fsync_policy == FsyncPolicy::Always;
+        let result = self.flush_locked(sync, unacked);
         drop(io);
-        let mut st = self.lock_state();
-        st.flushing = false;
-        drop(st);
+        self.lock_state().flushing = false;
         self.progress.notify_all();
         result?;
         // Someone else's bytes may have been all we wrote; go round once more if needed.
@@ -563,69 +714,80 @@ impl Inner {
     /// The LSN appended so far and the current failure epoch.
     fn now(&self) -> (Lsn, u64) {
         let st = self.lock_state();
-        (st.appended, st.epoch)
+        (st.appended, st.epoch())
     }
 
-    /// Writes out the buffer (and syncs) with `io` held: the body of a flush.
-    fn flush_locked(&self, sync: bool) -> Result<()> {
+    /// Writes out the buffer (and syncs) with `io` held: the body of a flush. With
+    /// `unacked`, nobody has been told about the buffered records yet, so a failed write
+    /// takes them back instead of poisoning the log.
+    fn flush_locked(&self, sync: bool, unacked: bool) -> Result<()> {
         let mut st = self.lock_state();
+        if let Some(e) = &st.poisoned {
+            return Err(poisoned_error(e));
+        }
         let chunk = std::mem::take(&mut st.buf);
         let file = st.active.clone();
         let at = st.written_off;
         let target = st.appended;
-        st.inflight = chunk.len() as u64;
         drop(st);
 
-        let mut outcome = Ok(());
         if !chunk.is_empty() {
-            outcome = file
-                .write_all_at(&chunk, at)
+            let wrote = vfs::write_all_at(&*file, &chunk, at)
                 .map_err(|e| Error::io(format!("writing segment at offset {at}"), e));
             self.stats.record_write();
+            if let Err(e) = wrote {
+                return Err(self.write_failed(e, &file, at, chunk, unacked));
+            }
+            let mut st = self.lock_state();
+            st.written_off = at + chunk.len() as u64;
+            st.written = target;
+            let written_off = st.written_off;
+            if let Some(seg) = st.segments.last_mut() {
+                seg.1 = written_off;
+            }
+            self.publish_visible(&st);
+            if !sync && self.config.fsync_policy == FsyncPolicy::Os && st.appended == target {
+                st.dirty_since = None;
+            }
+            // Keep the bigger allocation for the next round.
+            if st.buf.is_empty() {
+                let mut chunk = chunk;
+                chunk.clear();
+                st.buf = chunk;
+            }
         }
-        let wrote = outcome.is_ok();
-        if wrote && sync {
-            let started = Instant::now();
-            outcome = file
-                .sync_data()
-                .map_err(|e| Error::io("fdatasync of the active segment", e));
-            self.stats.record_fsync(started.elapsed());
+        if !sync {
+            return Ok(());
         }
-
+        let started = Instant::now();
+        let synced = file
+            .sync_data()
+            .map_err(|e| Error::io("fdatasync of the active segment", e));
+        self.stats.record_fsync(started.elapsed());
         let mut st = self.lock_state();
-        st.inflight = 0;
-        match outcome {
+        match synced {
             Ok(()) => {
-                st.written_off = at + chunk.len() as u64;
-                st.written = target;
-                let written_off = st.written_off;
-                if let Some(seg) = st.segments.last_mut() {
-                    seg.1 = written_off;
-                }
-                self.publish_visible(&st);
-                if sync {
-                    st.durable = target;
-                    st.durable_off = st.written_off;
-                }
-                let policy_done = sync || self.config.fsync_policy == FsyncPolicy::Os;
-                if policy_done && st.appended == target {
+                st.durable = target;
+                // `io` is held: nothing was written after us.
+                st.durable_off = st.written_off;
+                if st.appended == target {
                     st.dirty_since = None;
-                }
-                st.stalled = None;
-                // Keep the bigger allocation for the next round.
-                if st.buf.is_empty() {
-                    let mut chunk = chunk;
-                    chunk.clear();
-                    st.buf = chunk;
                 }
                 Ok(())
             }
             Err(e) => {
+                let mut why = e.message.clone();
                 if self.config.fsync_policy == FsyncPolicy::Always {
-                    // Nothing past the durable point was acknowledged: drop it all, so
-                    // the log continues exactly after the last durable record.
-                    st.buf.clear();
+                    // Nobody was told about what is not durable: erase it, so a refused
+                    // append is never found in the log.
                     let durable_off = st.durable_off;
+                    let len = file.len().unwrap_or(0);
+                    drop(st);
+                    if let Err(e2) = self.erase(&file, durable_off, len) {
+                        why = format!("{why}; then erasing the unsynced records failed: {e2}");
+                    }
+                    st = self.lock_state();
+                    st.buf.clear();
                     st.end_off = durable_off;
                     st.written_off = durable_off;
                     st.appended = st.durable;
@@ -635,51 +797,119 @@ impl Inner {
                         seg.1 = durable_off;
                     }
                     self.publish_visible(&st);
-                    st.failed = Some(e.clone());
-                    st.last_failure = Some(e.clone());
-                    st.epoch += 1;
-                    drop(st);
-                    // Zero what may have reached the file, so recovery cannot see it.
-                    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-                    let _ = file.set_len(durable_off);
-                    if self.config.preallocate && len > durable_off {
-                        let _ = segment::preallocate(&file, len);
-                    }
-                } else if wrote {
-                    // Written but not synced: the bytes are with the OS; retry the sync.
-                    st.written_off = at + chunk.len() as u64;
-                    st.written = target;
-                    let written_off = st.written_off;
-                    if let Some(seg) = st.segments.last_mut() {
-                        seg.1 = written_off;
-                    }
-                    self.publish_visible(&st);
-                    st.stalled = Some(e.clone());
-                } else {
-                    // Keep the acknowledged bytes, in order, to write again later.
-                    let mut back = chunk;
-                    back.extend_from_slice(&st.buf);
-                    st.buf = back;
-                    st.stalled = Some(e.clone());
                 }
-                Err(e)
+                let failure = Error::new(e.kind, why);
+                st.poisoned = Some(failure.clone());
+                drop(st);
+                self.progress.notify_all();
+                Err(failure)
             }
         }
     }
 
+    /// A write of `chunk` at `at` failed: take the records back (erasing whatever part
+    /// reached the file) when nobody was told about them, or poison the log when they
+    /// were acknowledged. Returns the error for the caller.
+    fn write_failed(
+        &self,
+        e: Error,
+        file: &FileRef,
+        at: u64,
+        chunk: Vec<u8>,
+        unacked: bool,
+    ) -> Error {
+        let mut st = self.lock_state();
+        if !unacked {
+            let failure = Error::new(
+                e.kind,
+                format!("{} (acknowledged records could not be written)", e.message),
+            );
+            // Put the bytes back so the state stays consistent for readers; nothing
+            // writes them again.
+            let mut back = chunk;
+            back.extend_from_slice(&st.buf);
+            st.buf = back;
+            st.poisoned = Some(failure.clone());
+            drop(st);
+            self.progress.notify_all();
+            return failure;
+        }
+        // Under `Always` everything past the durable point goes (written-but-unsynced
+        // records too: none was acknowledged); otherwise only what this write carried.
+        let always = self.config.fsync_policy == FsyncPolicy::Always;
+        let keep_off = if always { st.durable_off } else { at };
+        let keep_lsn = if always { st.durable } else { st.written };
+        let len = file.len().unwrap_or(0).max(at + chunk.len() as u64);
+        drop(st);
+        let erased = self.erase(file, keep_off, len);
+        let mut st = self.lock_state();
+        st.buf.clear();
+        st.end_off = keep_off;
+        st.written_off = keep_off;
+        st.appended = keep_lsn;
+        st.written = keep_lsn;
+        if st.durable >= st.appended {
+            st.dirty_since = None;
+        }
+        if let Some(seg) = st.segments.last_mut() {
+            seg.1 = keep_off;
+        }
+        self.publish_visible(&st);
+        let failure = match erased {
+            Ok(()) => e,
+            Err(e2) => {
+                let f = Error::new(
+                    e.kind,
+                    format!(
+                        "{}; then erasing the partly written records failed: {e2}",
+                        e.message
+                    ),
+                );
+                st.poisoned = Some(f.clone());
+                f
+            }
+        };
+        st.epochs.push((keep_lsn, failure.clone()));
+        drop(st);
+        self.progress.notify_all();
+        failure
+    }
+
+    /// Cuts the active segment back to `keep` bytes (keeping its preallocated size) and
+    /// makes that durable, so records that were taken back cannot reappear after a crash.
+    fn erase(&self, file: &FileRef, keep: u64, len: u64) -> std::io::Result<()> {
+        file.set_len(keep)?;
+        if self.config.preallocate && len > keep {
+            file.allocate(len)?;
+        }
+        file.sync_all()
+    }
+
     /// Starts a new segment because `size` more bytes do not fit in the active one: the
     /// old one is written, synced and cut to its length before the new one exists, so a
-    /// segment that is not the last is always complete.
-    fn rotate(&self, size: u64) -> Result<()> {
-        let io = self.io.lock().unwrap_or_else(|e| e.into_inner());
-        let st = self.lock_state();
+    /// segment that is not the last is always complete. Appends wait meanwhile. Needs
+    /// `io` held (the guard proves it).
+    fn rotate_locked(&self, size: u64, _io: &MutexGuard<'_, ()>) -> Result<()> {
+        let mut st = self.lock_state();
         check_open(&st)?;
         if st.end_off + size <= self.config.max_segment_size || st.end_off == 0 {
             return Ok(()); // someone else rotated meanwhile
         }
+        st.rotating = true;
         drop(st);
-        self.flush_locked(true)?;
-        let mut st = self.lock_state();
+        let result = self.rotate_body();
+        self.lock_state().rotating = false;
+        self.progress.notify_all();
+        if result.is_ok() {
+            self.stats.record_rotation();
+        }
+        result
+    }
+
+    fn rotate_body(&self) -> Result<()> {
+        let unacked = self.config.fsync_policy == FsyncPolicy::Always;
+        self.flush_locked(true, unacked)?;
+        let st = self.lock_state();
         let (old_id, old_file, old_end) = (st.active_id, st.active.clone(), st.end_off);
         drop(st);
         let new_id = old_id + 1;
@@ -693,45 +923,55 @@ impl Inner {
         // again.
         let fail =
             |what: &str, e| Error::io(format!("{what} during rotation to segment {new_id}"), e);
-        segment::finalize(&old_file, old_end).map_err(|e| fail("finalizing the old segment", e))?;
-        let file = match segment::create(dir, new_id, prealloc) {
+        if let Err(e) = segment::finalize(&*old_file, old_end) {
+            let failure = fail("finalizing the old segment", e);
+            // A failed fsync of the old segment: its data may not be on disk.
+            let mut st = self.lock_state();
+            st.poisoned = Some(failure.clone());
+            return Err(failure);
+        }
+        let vfs = &*self.config.vfs;
+        let file = match segment::create(vfs, dir, new_id, prealloc) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                // A file left by a failed earlier attempt that never received a record.
-                std::fs::remove_file(segment::path(dir, new_id))
-                    .and_then(|_| segment::create(dir, new_id, prealloc))
+                // A file left by a crash in an earlier rotation that never received a
+                // record (recovery removes those; a writer beside us cannot exist).
+                vfs.remove_file(&segment::path(dir, new_id))
+                    .and_then(|_| segment::create(vfs, dir, new_id, prealloc))
                     .map_err(|e| fail("creating the new segment", e))?
             }
             Err(e) => return Err(fail("creating the new segment", e)),
         };
-        st = self.lock_state();
+        let mut st = self.lock_state();
         st.active_id = new_id;
-        st.active = Arc::new(file);
+        st.active = file;
         st.segments.push((new_id, 0));
         st.end_off = 0;
         st.written_off = 0;
         st.durable_off = 0;
         self.publish_visible(&st);
-        drop(st);
-        drop(io);
-        self.stats.record_rotation();
         Ok(())
     }
 
     /// Cuts the active segment to its logical length (clean close).
     fn finalize_active(&self) -> Result<()> {
-        let _io = self.io.lock().unwrap_or_else(|e| e.into_inner());
+        let _io = self.lock_io();
         let st = self.lock_state();
-        if st.closed || !st.buf.is_empty() {
+        if st.closed || !st.buf.is_empty() || st.poisoned.is_some() {
             return Ok(());
         }
         let (file, end) = (st.active.clone(), st.end_off);
         drop(st);
-        segment::finalize(&file, end).map_err(|e| Error::io("finalizing the active segment", e))
+        segment::finalize(&*file, end).map_err(|e| {
+            let failure = Error::io("finalizing the active segment", e);
+            self.lock_state().poisoned = Some(failure.clone());
+            failure
+        })
     }
 
     /// The batch flusher: whenever something is appended, writes and syncs it within the
-    /// window, whether or not more appends follow. Under `Os` it only writes.
+    /// window, whether or not more appends follow. Under `Os` it only writes. It stops
+    /// working (but not waiting for close) once the log is poisoned.
     fn flusher_loop(&self) {
         let (window, sync) = match self.config.fsync_policy {
             FsyncPolicy::Batch(w) => (w, true),
@@ -744,31 +984,33 @@ impl Inner {
             if st.closed {
                 return;
             }
-            let retry = st.stalled.is_some();
-            match st.dirty_since {
-                None if !retry => {
+            let dirty = match st.dirty_since {
+                Some(t) if st.poisoned.is_none() => t,
+                _ => {
                     st = self
                         .flusher_wake
                         .wait(st)
                         .unwrap_or_else(|e| e.into_inner());
                     continue;
                 }
-                _ => {}
+            };
+            // Sleep until the oldest unsynced byte is due, whatever wakes us before:
+            // one sync then covers everything appended meanwhile.
+            let due = dirty + nap;
+            let now = Instant::now();
+            if now < due {
+                st = self
+                    .flusher_wake
+                    .wait_timeout(st, due - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                continue;
             }
-            let (guard, _) = self
-                .flusher_wake
-                .wait_timeout(st, nap)
-                .unwrap_or_else(|e| e.into_inner());
-            st = guard;
-            if st.closed {
-                return;
-            }
-            let (lsn, epoch) = (st.appended, st.epoch);
+            let (lsn, epoch) = (st.appended, st.epoch());
             drop(st);
+            // A failure poisons the log (reported to every later caller) or takes back
+            // records whose appenders are told; nothing to do with it here.
             let _ = self.flush_until(lsn, epoch, sync);
-            if retry {
-                std::thread::sleep(nap);
-            }
             st = self.lock_state();
         }
     }
@@ -789,15 +1031,16 @@ impl Inner {
     }
 
     /// A cached read handle for segment `id`.
-    fn read_file(&self, id: u64) -> Result<Arc<File>> {
+    fn read_file(&self, id: u64) -> Result<FileRef> {
         let mut files = self.read_files.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, f)) = files.iter().find(|(s, _)| *s == id) {
             return Ok(f.clone());
         }
-        let f = Arc::new(
-            segment::open(&self.config.dir, id, false)
-                .map_err(|e| Error::io(format!("opening {}", segment::file_name(id)), e))?,
-        );
+        let f = self
+            .config
+            .vfs
+            .open(&segment::path(&self.config.dir, id), OpenMode::Read)
+            .map_err(|e| Error::io(format!("opening {}", segment::file_name(id)), e))?;
         if files.len() >= 16 {
             files.remove(0);
         }
@@ -819,7 +1062,7 @@ impl Inner {
             if st.written >= st.appended {
                 return Ok(());
             }
-            (st.appended, st.epoch)
+            (st.appended, st.epoch())
         };
         self.flush_until(lsn, epoch, false)
     }
@@ -829,14 +1072,8 @@ fn check_open(st: &State) -> Result<()> {
     if st.closed {
         return Err(Error::invalid("the log is closed"));
     }
-    if let Some(e) = st.failed.as_ref().or(st.stalled.as_ref()) {
-        return Err(Error::new(
-            e.kind,
-            format!(
-                "the log refuses appends after an earlier failure: {}",
-                e.message
-            ),
-        ));
+    if let Some(e) = &st.poisoned {
+        return Err(poisoned_error(e));
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ mod recovery;
 pub(crate) mod scan;
 pub mod segment;
 mod stats;
+pub mod vfs;
 
 pub use log::{Appended, Lsn, Wal};
 #[allow(unused_imports)]
@@ -19,7 +20,9 @@ pub use stats::WalStatsSnapshot;
 
 use crate::error::{Error, Result};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+use vfs::Vfs;
 
 /// 128 MiB, nori-wal's default segment size.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 128 << 20;
@@ -58,6 +61,8 @@ pub struct WalConfig {
     pub node_id: u32,
     /// Never modify a file; refuse appends; tolerate a tail still being written.
     pub read_only: bool,
+    /// The file system underneath (the real one unless a test puts another there).
+    pub vfs: Arc<dyn Vfs>,
 }
 
 impl WalConfig {
@@ -69,6 +74,7 @@ impl WalConfig {
             preallocate: true,
             node_id: 0,
             read_only: false,
+            vfs: vfs::os(),
         }
     }
 

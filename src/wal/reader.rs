@@ -48,12 +48,13 @@ impl SegmentCursor {
         }
         // Read-only: another process may be writing; ask the file system.
         let dir = &self.inner.config.dir;
-        let len = match std::fs::metadata(segment::path(dir, id)) {
-            Ok(m) => m.len(),
+        let vfs = &*self.inner.config.vfs;
+        let len = match vfs.stat(&segment::path(dir, id)) {
+            Ok(s) => s.len,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(format!("reading {}", segment::file_name(id)), e)),
         };
-        Ok(Some((len, segment::path(dir, id + 1).exists())))
+        Ok(Some((len, vfs.stat(&segment::path(dir, id + 1)).is_ok())))
     }
 
     /// The next record, or `None` when there is none yet.
@@ -100,9 +101,11 @@ impl SegmentCursor {
                 return Ok(None);
             }
             if self.scanner.is_none() {
-                let file = segment::open(&self.inner.config.dir, id, false).map_err(|e| {
-                    Error::io(format!("opening segment {}", segment::file_name(id)), e)
-                })?;
+                let file =
+                    segment::open(&*self.inner.config.vfs, &self.inner.config.dir, id, false)
+                        .map_err(|e| {
+                            Error::io(format!("opening segment {}", segment::file_name(id)), e)
+                        })?;
                 let mut scanner = Scanner::new(file, offset, limit);
                 scanner.set_reread_on_bad(read_only);
                 self.scanner = Some(scanner);
@@ -113,6 +116,9 @@ impl SegmentCursor {
             break;
         }
         let id = self.segment_id;
+        if read_only {
+            return self.next_read_only(id);
+        }
         let scanner = self.scanner.as_mut().expect("set above");
         let step = scanner
             .next()
@@ -126,15 +132,46 @@ impl SegmentCursor {
                 decoded,
             ))),
             Step::End { .. } => Ok(None),
-            // A reader of someone else's log: the writer is not done with these bytes yet.
-            // (The scanner has read them afresh once already.)
-            Step::Bad { .. } if read_only => Ok(None),
             Step::Bad { offset, error } => Err(Error::corrupt(format!(
                 "segment {}: a damaged record at offset {offset} ({})",
                 segment::file_name(id),
                 error.describe()
             ))),
         }
+    }
+
+    /// `next` for a reader of someone else's log: bytes that do not decode at the end of
+    /// the last segment are not written yet (the scanner has read them afresh once
+    /// already); in a segment that has a successor they are the zero tail a crash left
+    /// (recovery checked that), and reading goes on in the next segment.
+    fn next_read_only(&mut self, id: u64) -> Result<Option<(Position, Decoded<'_>)>> {
+        let has_next = matches!(self.bounds(id + 1), Ok(Some(_)));
+        let scanner = self.scanner.as_mut().expect("set by next");
+        let bad = match scanner
+            .next()
+            .map_err(|e| Error::io(format!("reading segment {}", segment::file_name(id)), e))?
+        {
+            Step::Record { .. } => false,
+            Step::End { .. } => return Ok(None),
+            Step::Bad { .. } => true,
+        };
+        if !bad {
+            let scanner = self.scanner.as_ref().expect("set by next");
+            let (offset, decoded) = scanner.last_record().expect("just returned a record");
+            let position = Position {
+                segment_id: id,
+                offset,
+            };
+            return Ok(Some((position, decoded)));
+        }
+        if !has_next {
+            return Ok(None);
+        }
+        self.segment_id = id + 1;
+        self.scanner = None;
+        self.start_offset = 0;
+        self.known_limit = 0;
+        self.next()
     }
 
     fn inner_next_segment(&self, id: u64) -> u64 {

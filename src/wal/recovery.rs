@@ -5,11 +5,10 @@
 use super::record::{self, Record, RecordRef};
 use super::scan::{Scanner, Step};
 use super::segment;
+use super::vfs::{self, Kind, Vfs, VfsFile};
 use super::Position;
 use crate::error::{Error, Result};
-use std::fs::File;
 use std::io;
-use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
 /// What recovery found and did.
@@ -47,14 +46,19 @@ enum Tail {
 }
 
 /// Recovers the log in `dir`, calling `visit` for each valid record in order. With
-/// `writable`, a torn tail is truncated and a non-last segment left unfinished is finalized.
+/// `writable`, a torn tail is truncated, a sealed segment left unfinished is finalized,
+/// and empty segments a crashed rotation left after the last record are removed.
+/// Without it (a reader beside a possible writer), an unreadable tail of the last segment
+/// is where the log ends for now.
 pub(crate) fn recover(
+    vfs: &dyn Vfs,
     dir: &Path,
     writable: bool,
     start: Position,
     visit: &mut dyn FnMut(Position, &RecordRef<'_>) -> Result<()>,
 ) -> Result<Recovered> {
-    let ids = segment::list(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+    let mut ids =
+        segment::list(vfs, dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
     for pair in ids.windows(2) {
         if pair[1] != pair[0] + 1 {
             return Err(Error::corrupt(format!(
@@ -75,21 +79,27 @@ pub(crate) fn recover(
     }
     let mut info = RecoveryInfo::default();
     let mut segments = Vec::with_capacity(ids.len());
-    for (i, &id) in ids.iter().enumerate() {
+    // The key of the last valid record, when it is a position (8 bytes): a record found
+    // after damage counts as valid data only if it continues this sequence.
+    let mut last_key: Option<u64> = None;
+    let mut i = 0;
+    while i < ids.len() {
+        let id = ids[i];
         let is_last = i + 1 == ids.len();
         let name = segment::path(dir, id);
+        i += 1;
         if id < start.segment_id {
             // Covered by a checkpoint: complete and finalized when the next one began.
-            let meta = std::fs::metadata(&name)
+            let st = vfs
+                .stat(&name)
                 .map_err(|e| Error::io(format!("reading {}", name.display()), e))?;
-            if !meta.is_file() {
+            if st.kind != Kind::File {
                 return Err(Error::corrupt(format!(
                     "{} is not a regular file",
                     name.display()
                 )));
             }
-            let len = meta.len();
-            segments.push((id, len));
+            segments.push((id, st.len));
             continue;
         }
         let from = if id == start.segment_id {
@@ -97,12 +107,11 @@ pub(crate) fn recover(
         } else {
             0
         };
-        let file = segment::open(dir, id, writable)
+        let file = segment::open(vfs, dir, id, writable)
             .map_err(|e| Error::io(format!("opening {}", name.display()), e))?;
         let file_len = file
-            .metadata()
-            .map_err(|e| Error::io(format!("reading {}", name.display()), e))?
-            .len();
+            .len()
+            .map_err(|e| Error::io(format!("reading {}", name.display()), e))?;
         if from > file_len {
             return Err(Error::corrupt(format!(
                 "{} is shorter ({file_len} bytes) than the checkpoint says ({from})",
@@ -110,6 +119,7 @@ pub(crate) fn recover(
             )));
         }
         let mut scanner = Scanner::new(file, from, file_len);
+        scanner.set_reread_on_bad(!writable);
         info.segments_scanned += 1;
         // Records of a batch whose last record has not been seen yet.
         let mut pending: Vec<(Position, Record)> = Vec::new();
@@ -124,6 +134,9 @@ pub(crate) fn recover(
                         offset,
                     };
                     let rec = decoded.record;
+                    if let Ok(k) = <[u8; 8]>::try_from(rec.key) {
+                        last_key = Some(u64::from_le_bytes(k));
+                    }
                     if rec.batch_continues() {
                         pending.push((pos, rec.to_owned()));
                         continue;
@@ -143,82 +156,172 @@ pub(crate) fn recover(
         let file = scanner.file();
         // Where the valid, complete records end: before an unfinished batch, if any.
         let valid_end = pending.first().map_or(end, |(p, _)| p.offset);
-        if bad.is_some() || !pending.is_empty() {
-            let what = match bad {
-                Some(e) => e.describe(),
-                None => "a batch is cut short",
-            };
-            let io_err = |e| Error::io(format!("reading {}", name.display()), e);
-            let tail = match bad {
-                Some(_) => classify_tail(file, end, file_len).map_err(io_err)?,
-                None => Tail::Zeros,
-            };
-            match tail {
-                Tail::ValidAfter { at } => {
-                    return Err(Error::corrupt(format!(
-                        "{}: a damaged record at offset {end} ({what}) is followed by a valid record at offset {at}; refusing to drop it",
-                        name.display()
-                    )))
-                }
-                _ if !is_last => {
-                    return Err(Error::corrupt(format!(
-                        "{}: damaged record at offset {valid_end} ({what}) in a segment that is not the last",
-                        name.display()
-                    )))
-                }
-                Tail::Zeros if pending.is_empty() => info.zero_tail_bytes += file_len - end,
-                tail => {
-                    let data_end = match tail {
-                        Tail::Torn { data_end } => data_end,
-                        _ => end,
-                    };
-                    info.corruption_detected = true;
-                    info.bytes_truncated += data_end - valid_end;
-                    if writable {
-                        cut_tail(file, valid_end, file_len)
-                            .map_err(|e| Error::io(format!("truncating {}", name.display()), e))?;
-                    }
+        if bad.is_none() && pending.is_empty() {
+            if writable && !is_last && end < file_len {
+                segment::finalize(&**file, end)
+                    .map_err(|e| Error::io(format!("finalizing {}", name.display()), e))?;
+            }
+            segments.push((id, end));
+            continue;
+        }
+        let what = match bad {
+            Some(e) => e.describe(),
+            None => "a batch is cut short",
+        };
+        let io_err = |e| Error::io(format!("reading {}", name.display()), e);
+        // Damage is a torn tail only in the segment that holds the last record: the last
+        // one, or one followed only by empty segments (a rotation that crashed before its
+        // first record, or a reader seeing a rotation half done).
+        let later_empty = if is_last {
+            true
+        } else {
+            all_empty(vfs, dir, &ids[i..]).map_err(io_err)?
+        };
+        if !writable && later_empty {
+            // Another process may be writing these bytes right now: the log ends here
+            // for this reader; a writer's recovery decides what they are.
+            segments.push((id, valid_end));
+            ids.drain(i..).for_each(|later| segments.push((later, 0)));
+            break;
+        }
+        // The previous records' last key, for the "valid data after damage" check: the
+        // damaged record itself may have updated it from inside an unfinished batch.
+        let key_before = pending
+            .first()
+            .and_then(|(_, r)| <[u8; 8]>::try_from(&r.key[..]).ok())
+            .map(|k| u64::from_le_bytes(k).wrapping_sub(1))
+            .or(last_key);
+        let tail = match bad {
+            Some(_) => classify_tail(&**file, end, file_len, key_before).map_err(io_err)?,
+            None => Tail::Zeros,
+        };
+        match tail {
+            Tail::ValidAfter { at } => {
+                return Err(Error::corrupt(format!(
+                    "{}: a damaged record at offset {end} ({what}) is followed by a valid record at offset {at}; refusing to drop it",
+                    name.display()
+                )))
+            }
+            Tail::Zeros if pending.is_empty() => {
+                // Preallocated space never written: the normal end of an unfinished
+                // segment, sealed or not.
+                info.zero_tail_bytes += file_len - end;
+                if writable && !is_last {
+                    segment::finalize(&**file, end)
+                        .map_err(|e| Error::io(format!("finalizing {}", name.display()), e))?;
                 }
             }
+            _ if !later_empty => {
+                return Err(Error::corrupt(format!(
+                    "{}: damaged record at offset {valid_end} ({what}) in a segment that is not the last",
+                    name.display()
+                )))
+            }
+            tail => {
+                let data_end = match tail {
+                    Tail::Torn { data_end } => data_end,
+                    _ => end,
+                };
+                info.corruption_detected = true;
+                info.bytes_truncated += data_end.saturating_sub(valid_end);
+                cut_tail(&**file, valid_end, file_len)
+                    .map_err(|e| Error::io(format!("truncating {}", name.display()), e))?;
+            }
         }
-        let end = valid_end;
-        if writable && !is_last && end < file_len {
-            segment::finalize(file, end)
-                .map_err(|e| Error::io(format!("finalizing {}", name.display()), e))?;
+        segments.push((id, valid_end));
+        if !is_last && later_empty {
+            // Segments after the last record that never received one: a rotation that
+            // crashed; appends continue in this segment.
+            for &later in &ids[i..] {
+                let p = segment::path(dir, later);
+                vfs.remove_file(&p)
+                    .map_err(|e| Error::io(format!("removing empty {}", p.display()), e))?;
+            }
+            vfs.sync_dir(dir)
+                .map_err(|e| Error::io(format!("syncing {}", dir.display()), e))?;
+            break;
         }
-        segments.push((id, end));
     }
     Ok(Recovered { info, segments })
 }
 
+/// Whether every segment in `ids` holds nothing but zeros.
+fn all_empty(vfs: &dyn Vfs, dir: &Path, ids: &[u64]) -> io::Result<bool> {
+    for &id in ids {
+        let f = segment::open(vfs, dir, id, false)?;
+        let len = f.len()?;
+        if last_nonzero_end(&*f, 0, len)?.is_some() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Cuts a torn tail: the bytes from `end` on become zeros (preallocated) or go (not).
-fn cut_tail(file: &File, end: u64, file_len: u64) -> io::Result<()> {
+fn cut_tail(file: &dyn VfsFile, end: u64, file_len: u64) -> io::Result<()> {
     file.set_len(end)?;
     // Keep the space the segment had, so appends stay on allocated blocks.
     if file_len > end {
-        segment::preallocate(file, file_len)?;
+        file.allocate(file_len)?;
     }
     file.sync_all()
 }
 
 /// Decides what the bytes `[from, file_len)` are: zeros, a torn write, or a hole.
-fn classify_tail(file: &File, from: u64, file_len: u64) -> io::Result<Tail> {
+///
+/// A valid record after the damage counts only if it starts at or past the end the
+/// damaged record's own header claims (a record encoded inside a torn record's payload
+/// is payload), and, when keys are positions, if its key comes after `last_key`. Every
+/// candidate is filtered by its header and key before its CRC is computed, so the scan
+/// is linear in the tail.
+fn classify_tail(
+    file: &dyn VfsFile,
+    from: u64,
+    file_len: u64,
+    last_key: Option<u64>,
+) -> io::Result<Tail> {
     let data_end = match last_nonzero_end(file, from, file_len)? {
         None => return Ok(Tail::Zeros),
         Some(e) => e,
     };
-    // Look for a valid record anywhere after the damaged one, in overlapping windows so
-    // that any record up to half a window long is seen whole in one of them.
+    let mut head = [0u8; record::MAX_OVERHEAD];
+    let got = vfs::read_at_most(file, &mut head, from)?;
+    let claimed_end = record::peek_len(&head[..got]).map(|l| from.saturating_add(l as u64));
+    let mut start = match claimed_end {
+        // The damaged record claims to run past everything written: a torn write.
+        Some(e) if e >= data_end => return Ok(Tail::Torn { data_end }),
+        Some(e) => e,
+        None => from + 1,
+    };
+    // Windows overlap by the longest record a candidate may have, so any such record is
+    // whole in one of them.
     const WINDOW: u64 = 64 << 20;
-    let mut start = from + 1;
+    const OVERLAP: u64 = 32 << 20;
     let mut buf = Vec::new();
     while start < data_end {
         let len = (data_end - start).min(WINDOW);
         buf.resize(len as usize, 0);
-        let got = segment::read_at_most(file, &mut buf, start)?;
+        let got = vfs::read_at_most(file, &mut buf, start)?;
         buf.truncate(got);
-        for i in 0..buf.len() {
+        let last_window = start + len >= data_end;
+        let scan_to = if last_window {
+            buf.len()
+        } else {
+            buf.len().saturating_sub(OVERLAP as usize)
+        };
+        for i in 0..scan_to {
             if buf[i] == 0 && buf[i..].iter().take(16).all(|&b| b == 0) {
+                continue;
+            }
+            let Ok(d) = record::decode_verified(&buf[i..]) else {
+                continue;
+            };
+            if let (Some(last), Ok(k)) = (last_key, <[u8; 8]>::try_from(d.record.key)) {
+                let k = u64::from_le_bytes(k);
+                if k <= last || k - last > data_end - from {
+                    continue;
+                }
+            } else if last_key.is_some() {
                 continue;
             }
             if record::decode(&buf[i..]).is_ok() {
@@ -227,23 +330,23 @@ fn classify_tail(file: &File, from: u64, file_len: u64) -> io::Result<Tail> {
                 });
             }
         }
-        if start + len >= data_end {
+        if last_window || got == 0 {
             break;
         }
-        start += WINDOW / 2;
+        start += scan_to as u64;
     }
     Ok(Tail::Torn { data_end })
 }
 
 /// The offset just past the last non-zero byte in `[from, file_len)`, or `None` if all
-/// zero. Skips holes and unwritten (preallocated) extents with SEEK_DATA/SEEK_HOLE, so a
-/// preallocated segment's zero tail costs almost nothing to recognize.
-fn last_nonzero_end(file: &File, from: u64, file_len: u64) -> io::Result<Option<u64>> {
+/// zero. Skips holes and unwritten (preallocated) extents where the file system tells
+/// them apart, so a preallocated segment's zero tail costs almost nothing to recognize.
+fn last_nonzero_end(file: &dyn VfsFile, from: u64, file_len: u64) -> io::Result<Option<u64>> {
     let mut last = None;
     let mut at = from;
     let mut buf = vec![0u8; 1 << 20];
     while at < file_len {
-        let (data, hole) = match data_region(file, at)? {
+        let (data, hole) = match file.data_region(at)? {
             None => break,
             Some(r) => r,
         };
@@ -251,7 +354,7 @@ fn last_nonzero_end(file: &File, from: u64, file_len: u64) -> io::Result<Option<
         let mut off = data.max(at);
         while off < hole {
             let n = ((hole - off) as usize).min(buf.len());
-            let got = segment::read_at_most(file, &mut buf[..n], off)?;
+            let got = vfs::read_at_most(file, &mut buf[..n], off)?;
             if got == 0 {
                 break;
             }
@@ -260,43 +363,7 @@ fn last_nonzero_end(file: &File, from: u64, file_len: u64) -> io::Result<Option<
             }
             off += got as u64;
         }
-        at = hole;
+        at = hole.max(at + 1);
     }
     Ok(last)
-}
-
-/// The next data region at or after `at`: `(start, end)`; `None` when only holes follow.
-/// Where the filesystem cannot tell, everything from `at` to the end counts as data.
-fn data_region(file: &File, at: u64) -> io::Result<Option<(u64, u64)>> {
-    let fd = file.as_raw_fd();
-    let seek = |from: u64, whence| -> io::Result<Option<u64>> {
-        // SAFETY: lseek reads only its integer arguments; the descriptor belongs to
-        // `file`, which is borrowed for the call and so stays open.
-        let r = unsafe { libc::lseek(fd, from as libc::off_t, whence) };
-        if r >= 0 {
-            return Ok(Some(r as u64));
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::ENXIO) => Ok(None),
-            _ => Err(e),
-        }
-    };
-    let len = file.metadata()?.len();
-    match seek(at, libc::SEEK_DATA) {
-        Ok(None) => Ok(None),
-        Ok(Some(start)) => {
-            let end = seek(start, libc::SEEK_HOLE)?.unwrap_or(len);
-            Ok(Some((start, end.max(start))))
-        }
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)
-            ) =>
-        {
-            Ok(Some((at, len)))
-        }
-        Err(e) => Err(e),
-    }
 }

@@ -2,8 +2,7 @@
 //! bounded memory. Recovery and the reader both walk segments with it.
 
 use super::record::{self, DecodeError, Decoded};
-use super::segment;
-use std::fs::File;
+use super::vfs::{self, FileRef};
 use std::io;
 
 /// Bytes read from the file at a time.
@@ -23,7 +22,7 @@ pub enum Step<'a> {
 /// Walks the records of one segment from an offset up to a limit (the file's length, or
 /// the part of the active segment that has been written).
 pub struct Scanner {
-    file: File,
+    file: FileRef,
     buf: Vec<u8>,
     /// File offset of `buf[0]`.
     buf_start: u64,
@@ -35,10 +34,12 @@ pub struct Scanner {
     /// Another process may be writing: bytes that were read before it wrote them may be
     /// stale, so a bad record is read again from the file once before it counts.
     reread_on_bad: bool,
+    /// The last record `next` returned: its offset, and where it is in `buf`.
+    last: Option<(u64, usize, usize)>,
 }
 
 impl Scanner {
-    pub fn new(file: File, offset: u64, limit: u64) -> Self {
+    pub fn new(file: FileRef, offset: u64, limit: u64) -> Self {
         Scanner {
             file,
             buf: Vec::new(),
@@ -47,6 +48,7 @@ impl Scanner {
             at: 0,
             limit,
             reread_on_bad: false,
+            last: None,
         }
     }
 
@@ -66,7 +68,7 @@ impl Scanner {
         self.buf_start + self.at as u64
     }
 
-    pub fn file(&self) -> &File {
+    pub fn file(&self) -> &FileRef {
         &self.file
     }
 
@@ -93,16 +95,24 @@ impl Scanner {
             self.buf.truncate(CHUNK);
             self.buf.shrink_to_fit();
         }
-        let got =
-            segment::read_at_most(&self.file, &mut self.buf[have..want], offset + have as u64)?;
+        let got = vfs::read_at_most(&*self.file, &mut self.buf[have..want], offset + have as u64)?;
         self.buf_start = offset;
         self.at = 0;
         self.buf_len = have + got;
         Ok(got > 0)
     }
 
+    /// The record `next` returned last, again (without checking its CRC again), until
+    /// the next call of `next`.
+    pub fn last_record(&self) -> Option<(u64, Decoded<'_>)> {
+        let (offset, start, len) = self.last?;
+        let d = record::decode_verified(self.buf.get(start..start + len)?).ok()?;
+        Some((offset, d))
+    }
+
     /// The record at the current offset, moving past it; or where the records stop.
     pub fn next(&mut self) -> io::Result<Step<'_>> {
+        self.last = None;
         let mut reread = self.reread_on_bad;
         loop {
             let offset = self.offset();
@@ -115,6 +125,7 @@ impl Scanner {
                     let len = d.len;
                     let start = self.at;
                     self.at += len;
+                    self.last = Some((offset, start, len));
                     // Decoded again without the CRC: it was just checked.
                     let decoded = record::decode_verified(&self.buf[start..start + len])
                         .expect("a record that decoded once decodes again");

@@ -150,6 +150,11 @@ if build test_account tests/c/test_account.c $DYN; then
     run test_account-valgrind "$VG_SCALE" $VALGRIND "$OUT/test_account"
     run test_account-concurrency-native 1 "$OUT/test_account" concurrency
 fi
+# Natively only: the forked child leaks its copy of the parent's handle by design (its
+# threads and files are the parent's), which valgrind would report in the child.
+if build test_fork tests/c/test_fork.c $DYN; then
+    run test_fork-native 1 "$OUT/test_fork"
+fi
 if build test_subscribe tests/c/test_subscribe.c $DYN; then
     run test_subscribe-valgrind "$VG_SCALE" $VALGRIND "$OUT/test_subscribe"
     run test_subscribe-native 1 "$OUT/test_subscribe" native
