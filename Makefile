@@ -69,8 +69,10 @@ test-examples: $(BUILD)/bank $(BUILD)/evsctl
 test-reliability: lib
 	@if [ -f tests/reliability/run.sh ]; then bash tests/reliability/run.sh --quick; else echo "no reliability suite yet"; fi
 
-# The long version: minutes.
+# The long version: minutes. The fault and power-cut loops run whole (every fault kind
+# and power-cut variant at every operation, reads failed too).
 stress: lib
+	EVS_FAULT_LOOPS=full $(CARGO) test --release --test fault_loops -- --nocapture
 	bash tests/reliability/run.sh --full
 
 # The installed pkg-config file links a program, dynamically and statically.

@@ -348,6 +348,10 @@ evs_status evs_options_set_snapshot_every(struct evs_options *o, uint64_t events
 // EVS_ERR_LOCKED (another writer has it open); EVS_ERR_NOT_FOUND (read-only open of a
 // missing store); EVS_ERR_CORRUPT (damage beyond a torn tail); EVS_ERR_IO (the OS
 // refused: permissions, a path that is a file, ...); EVS_ERR_INTERNAL.
+//
+// A store belongs to the process that opened it: in a child made by `fork()` (without
+// exec) every call on the inherited handle returns EVS_ERR_INVALID_ARGUMENT naming both
+// process ids and writes nothing; the child may open stores of its own.
 evs_status evs_open(const char *path,
                     const struct evs_options *opts,
                     struct evs_store **out_store,
@@ -365,7 +369,11 @@ evs_status evs_sync(struct evs_store *s);
 // the store. NULL is a no-op. Cursors still open should be freed first.
 //
 // Ownership: takes `s`. Thread safety: no other thread may use `s` during or after.
-// Returns EVS_OK or EVS_ERR_IO (the final sync failed; the store is freed anyway).
+// Returns EVS_OK; EVS_ERR_IO (the final sync failed, or an earlier fdatasync failed and
+// the store refused writes since: the message names that failure; the store is freed
+// anyway); EVS_ERR_INVALID_ARGUMENT when called in a process forked from the one that
+// opened the store (the child's copy is not freed: its threads and files belong to the
+// parent, which must close it itself).
 evs_status evs_close(struct evs_store *s);
 
 // Appends one event with no stream (the reference program's `append_event`).

@@ -4,9 +4,9 @@
 //! every acknowledged event there exactly once, byte for byte, no refused event, gapless
 //! positions, and every batch whole or absent.
 //!
-//! `make test` runs the loops once through (every k, the fault kinds and power-cut
-//! variants taking turns); `EVS_FAULT_LOOPS=full` (`make stress`) runs every fault kind and
-//! every variant at every k, and fails reads as well.
+//! `make test` runs the loops once through (14 appends; every k, the fault kinds and
+//! power-cut variants taking turns); `EVS_FAULT_LOOPS=full` (`make stress`) runs 40
+//! appends, every fault kind and every variant at every k, and fails reads as well.
 
 #[path = "support/faultfs.rs"]
 mod faultfs;
@@ -19,12 +19,20 @@ use std::path::Path;
 use std::time::Duration;
 
 const STORE: &str = "/s";
-const APPENDS: usize = 14;
 const STREAMS: [&str; 3] = ["acct-a", "acct-b", "acct-c"];
 const SIZES: [usize; 6] = [40, 19_000, 300, 9_000, 1_200, 25_000];
 
 fn full() -> bool {
     std::env::var("EVS_FAULT_LOOPS").is_ok_and(|v| v == "full")
+}
+
+/// Appends in the workload: 14 (make test), 40 in the full loops (more rotations).
+fn appends() -> usize {
+    if full() {
+        40
+    } else {
+        14
+    }
 }
 
 fn options(fs: &FaultFs, fsync: FsyncPolicy) -> StoreOptions {
@@ -93,7 +101,7 @@ fn workload(fs: &FaultFs, fsync: FsyncPolicy) -> Run {
         }
     };
     run.opened = true;
-    for i in 0..APPENDS {
+    for i in 0..appends() {
         let n = 1 + i % 3;
         let payloads: Vec<Vec<u8>> = (0..n)
             .map(|j| payload(i, j, SIZES[(i + j) % SIZES.len()]))

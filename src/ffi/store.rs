@@ -254,6 +254,10 @@ pub unsafe extern "C" fn evs_options_set_snapshot_every(
 /// EVS_ERR_LOCKED (another writer has it open); EVS_ERR_NOT_FOUND (read-only open of a
 /// missing store); EVS_ERR_CORRUPT (damage beyond a torn tail); EVS_ERR_IO (the OS
 /// refused: permissions, a path that is a file, ...); EVS_ERR_INTERNAL.
+///
+/// A store belongs to the process that opened it: in a child made by `fork()` (without
+/// exec) every call on the inherited handle returns EVS_ERR_INVALID_ARGUMENT naming both
+/// process ids and writes nothing; the child may open stores of its own.
 #[no_mangle]
 pub unsafe extern "C" fn evs_open(
     path: *const c_char,
@@ -312,7 +316,11 @@ pub unsafe extern "C" fn evs_sync(s: *mut evs_store) -> evs_status {
 /// the store. NULL is a no-op. Cursors still open should be freed first.
 ///
 /// Ownership: takes `s`. Thread safety: no other thread may use `s` during or after.
-/// Returns EVS_OK or EVS_ERR_IO (the final sync failed; the store is freed anyway).
+/// Returns EVS_OK; EVS_ERR_IO (the final sync failed, or an earlier fdatasync failed and
+/// the store refused writes since: the message names that failure; the store is freed
+/// anyway); EVS_ERR_INVALID_ARGUMENT when called in a process forked from the one that
+/// opened the store (the child's copy is not freed: its threads and files belong to the
+/// parent, which must close it itself).
 #[no_mangle]
 pub unsafe extern "C" fn evs_close(s: *mut evs_store) -> evs_status {
     if s.is_null() {

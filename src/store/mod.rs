@@ -259,7 +259,7 @@ impl Store {
         } else {
             // Durable before anything is put in it: a store that exists after open
             // still exists after a power cut.
-            vfs::create_dir_all_durable(&*vfs, &dir)
+            vfs::create_dir_durable(&*vfs, &dir)
                 .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
             let lock = StoreLock::acquire(&*vfs, &dir)?;
             snapshot::remove_leftovers(&*vfs, &dir.join("snapshots"));

@@ -305,6 +305,28 @@ pub fn read_file(vfs: &dyn Vfs, path: &Path) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Creates the directory `path` (its parent must exist) unless it is there, and syncs
+/// the parent when it did, so the directory still exists after a power cut.
+pub fn create_dir_durable(vfs: &dyn Vfs, path: &Path) -> io::Result<()> {
+    match vfs.create_dir(path) {
+        Ok(()) => vfs.sync_dir(parent_of(path)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match vfs.stat(path) {
+            Ok(s) if s.kind == Kind::Dir => Ok(()),
+            _ => Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a directory", path.display()),
+            )),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+fn parent_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 /// Creates `path` and any missing parents, syncing each parent whose entries changed, so
 /// a directory that exists after the call still exists after a power cut.
 pub fn create_dir_all_durable(vfs: &dyn Vfs, path: &Path) -> io::Result<()> {
@@ -319,10 +341,7 @@ pub fn create_dir_all_durable(vfs: &dyn Vfs, path: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let parent = parent_of(path);
     create_dir_all_durable(vfs, parent)?;
     match vfs.create_dir(path) {
         Ok(()) => {}
