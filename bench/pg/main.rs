@@ -202,14 +202,13 @@ fn event_id(proc_id: u64, task: u64, n: u64) -> Vec<u8> {
     id
 }
 
-/// Sends one batch of appends as one call of the design's `append` function; for the
-/// sequencer design, then waits for their positions. Returns each append's first position
-/// (or an error text, e.g. a wrong expected version).
-async fn commit_batch(
+/// Sends one batch of appends as one call of the design's `append` function (its own
+/// transaction). Returns per append: gc: the first position; seq: the append id; -1: a
+/// wrong expected version.
+async fn insert_batch(
     client: &Client,
-    design: Design,
     batch: &[(String, i64, Vec<Vec<u8>>, Vec<Vec<u8>>)],
-) -> Result<Vec<Result<i64, String>>, BoxError> {
+) -> Result<Vec<i64>, BoxError> {
     let mut a_stream = Vec::with_capacity(batch.len());
     let mut a_expected = Vec::with_capacity(batch.len());
     let mut a_count = Vec::with_capacity(batch.len());
@@ -232,32 +231,132 @@ async fn commit_batch(
             &[&a_stream, &a_expected, &a_count, &e_ai, &e_id, &e_data],
         )
         .await?;
-    let mut got: Vec<i64> = row.get(0);
+    Ok(row.get(0))
+}
+
+/// The sequencer design's second step: the first positions of committed appends (their
+/// append ids), sequencing whatever is pending if needed. While another session sequences,
+/// waits for its notification (`notes`, from a LISTEN on this connection) or 1 ms.
+async fn place(
+    client: &Client,
+    notes: Option<&mut mpsc::UnboundedReceiver<()>>,
+    append_ids: &[i64],
+) -> Result<Vec<i64>, BoxError> {
+    let mut notes = notes;
+    loop {
+        let row = client
+            .query_one("select sequence($1)", &[&append_ids])
+            .await?;
+        if let Some(placed) = row.get::<_, Option<Vec<i64>>>(0) {
+            if placed.len() != append_ids.len() {
+                return Err("sequence returned too few positions".into());
+            }
+            return Ok(placed);
+        }
+        match notes.as_deref_mut() {
+            Some(rx) => {
+                let _ = tokio::time::timeout(Duration::from_millis(1), rx.recv()).await;
+                while rx.try_recv().is_ok() {}
+            }
+            None => tokio::time::sleep(Duration::from_millis(1)).await,
+        }
+    }
+}
+
+/// A connection whose notifications (any channel) arrive on the returned receiver.
+async fn connect_listening(
+    url: &str,
+    schema: &str,
+) -> Result<(Client, mpsc::UnboundedReceiver<()>), BoxError> {
+    let (client, mut conn) = tokio_postgres::connect(url, NoTls).await?;
+    let (note_tx, note_rx) = mpsc::unbounded_channel::<()>();
+    tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(_))) => {
+                    let _ = note_tx.send(());
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    eprintln!("pg_bench: connection: {e}");
+                    break;
+                }
+                None => break,
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("set search_path = {schema}"))
+        .await?;
+    Ok((client, note_rx))
+}
+
+fn outcome(p: i64) -> Result<i64, String> {
+    if p >= 0 {
+        Ok(p)
+    } else {
+        Err("wrong expected version".to_string())
+    }
+}
+
+/// Both steps, one after the other: each append's first position or an error.
+async fn commit_batch(
+    client: &Client,
+    design: Design,
+    batch: &[(String, i64, Vec<Vec<u8>>, Vec<Vec<u8>>)],
+) -> Result<Vec<Result<i64, String>>, BoxError> {
+    let mut got = insert_batch(client, batch).await?;
     if design == Design::Sequencer {
         let want: Vec<i64> = got.iter().copied().filter(|&a| a >= 0).collect();
         if !want.is_empty() {
-            let row = client.query_one("select sequence($1)", &[&want]).await?;
-            let placed: Vec<i64> = row.get(0);
-            let mut it = placed.into_iter();
+            let mut it = place(client, None, &want).await?.into_iter();
             for g in got.iter_mut().filter(|g| **g >= 0) {
-                *g = it.next().ok_or("sequence returned too few positions")?;
+                *g = it.next().unwrap();
             }
         }
     }
-    Ok(got
-        .into_iter()
-        .map(|p| {
-            if p >= 0 {
-                Ok(p)
-            } else {
-                Err("wrong expected version".to_string())
+    Ok(got.into_iter().map(outcome).collect())
+}
+
+type Reply = oneshot::Sender<Result<i64, String>>;
+
+/// The sequencer design's placing task (its own connection): takes the append ids of
+/// every batch the process has committed, gets their positions in one call.
+async fn placer(
+    client: Client,
+    mut notes: mpsc::UnboundedReceiver<()>,
+    mut rx: mpsc::UnboundedReceiver<(i64, Reply)>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut waiting = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            waiting.push(more);
+        }
+        let ids: Vec<i64> = waiting.iter().map(|(a, _)| *a).collect();
+        match place(&client, Some(&mut notes), &ids).await {
+            Ok(positions) => {
+                for ((_, r), p) in waiting.into_iter().zip(positions) {
+                    let _ = r.send(Ok(p));
+                }
             }
-        })
-        .collect())
+            Err(e) => {
+                for (_, r) in waiting {
+                    let _ = r.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
 }
 
 /// A process's committer: takes every append waiting, sends them as one call.
-async fn committer(client: Client, design: Design, mut rx: mpsc::Receiver<Append>) {
+/// With a placer (sequencer design), the committer hands the committed append ids on and
+/// goes on with the next batch while they are being placed.
+async fn committer(
+    client: Client,
+    design: Design,
+    mut rx: mpsc::Receiver<Append>,
+    placer: Option<mpsc::UnboundedSender<(i64, Reply)>>,
+) {
     const MAX_EVENTS: usize = 20_000;
     while let Some(first) = rx.recv().await {
         let mut waiting = vec![first];
@@ -277,10 +376,33 @@ async fn committer(client: Client, design: Design, mut rx: mpsc::Receiver<Append
             replies.push(a.reply);
             batch.push((a.stream, a.expected, a.ids, a.data));
         }
+        if let Some(placer) = &placer {
+            match insert_batch(&client, &batch).await {
+                Ok(ids) => {
+                    for (r, a) in replies.into_iter().zip(ids) {
+                        if a >= 0 {
+                            let _ = placer.send((a, r));
+                        } else {
+                            let _ = r.send(outcome(a));
+                        }
+                    }
+                }
+                Err(e) => {
+                    for r in replies {
+                        let _ = r.send(Err(e.to_string()));
+                    }
+                }
+            }
+            continue;
+        }
         match commit_batch(&client, design, &batch).await {
             Ok(results) => {
                 for (r, res) in replies.into_iter().zip(results) {
                     let _ = r.send(res);
+                }
+                // Wake the subscribers (outside the transaction that holds the head lock).
+                if let Err(e) = client.batch_execute("notify evs_bench").await {
+                    eprintln!("pg_bench: notify: {e}");
                 }
             }
             Err(e) => {
@@ -364,7 +486,16 @@ async fn writer(args: &Args) -> Result<(), BoxError> {
     if matches!(design, Design::GroupCommit | Design::Sequencer) {
         let (tx, rx) = mpsc::channel(1024);
         let client = connect(&url, &schema).await?;
-        tokio::spawn(committer(client, design, rx));
+        let placer_tx = if design == Design::Sequencer && args.get("no-pipeline").is_none() {
+            let (ptx, prx) = mpsc::unbounded_channel();
+            let (pclient, notes) = connect_listening(&url, &schema).await?;
+            pclient.batch_execute("listen evs_bench").await?;
+            tokio::spawn(placer(pclient, notes, prx));
+            Some(ptx)
+        } else {
+            None
+        };
+        tokio::spawn(committer(client, design, rx, placer_tx));
         for _ in 0..tasks {
             paths.push(Path::Queue(tx.clone()));
         }
@@ -484,29 +615,8 @@ async fn subscriber(args: &Args) -> Result<(), BoxError> {
     let from = args.num("from", 0) as i64;
     let schema = design.schema();
 
-    let (client, mut conn) = tokio_postgres::connect(&url, NoTls).await?;
-    let (note_tx, mut note_rx) = mpsc::unbounded_channel::<()>();
-    tokio::spawn(async move {
-        loop {
-            match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
-                Some(Ok(AsyncMessage::Notification(_))) => {
-                    let _ = note_tx.send(());
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    eprintln!("pg_bench subscriber: connection: {e}");
-                    break;
-                }
-                None => break,
-            }
-        }
-    });
-    client
-        .batch_execute(&format!(
-            "set search_path = {schema}; {}",
-            design.read_settings()
-        ))
-        .await?;
+    let (client, mut note_rx) = connect_listening(&url, &schema).await?;
+    client.batch_execute(design.read_settings()).await?;
     if design.notifies() {
         client.batch_execute("listen evs_bench").await?;
     }

@@ -93,7 +93,8 @@ begin
     from unnest(e_ai, e_id, e_data) with ordinality as e(ai, id, data, ord)
     where _fp[e.ai] is not null;
   update head set next = _next, last_ts = _ts;
-  perform pg_notify('evs_bench', _next::text);
+  -- No NOTIFY here: its lock would be held through the commit, inside the head lock.
+  -- The committer notifies in a statement of its own right after the commit.
   return _res;
 end $$;";
 
@@ -173,6 +174,9 @@ end $$;
 
 -- Positions of the given appends (first position of each), sequencing what is pending if
 -- one of them has none yet. Called in its own transaction after the append's commit.
+-- Returns null when another session is sequencing right now: wait for its notification
+-- (or a millisecond) and call again. Never more than one sequencer, and none queues
+-- behind another one.
 create function sequence(want bigint[]) returns bigint[]
 language plpgsql as $$
 declare
@@ -185,7 +189,9 @@ begin
       return _res;
     end if;
     -- One sequencer at a time, until its commit: the next one sees all it did.
-    perform pg_advisory_xact_lock(7140014);
+    if not pg_try_advisory_xact_lock(7140014) then
+      return null;
+    end if;
     select array_agg(p.first_pos order by w.ord) into _res
       from unnest(want) with ordinality as w(a, ord) left join positions p on p.append_id = w.a;
     if array_position(_res, null) is null then
