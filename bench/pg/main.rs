@@ -40,6 +40,7 @@ enum Design {
     Counter,
     GroupCommit,
     Sequencer,
+    LateCounter,
 }
 
 impl Design {
@@ -49,7 +50,8 @@ impl Design {
             "counter" => Design::Counter,
             "gc" => Design::GroupCommit,
             "seq" => Design::Sequencer,
-            _ => panic!("unknown design {s:?} (bigserial, counter, gc, seq)"),
+            "late" => Design::LateCounter,
+            _ => panic!("unknown design {s:?} (bigserial, counter, gc, seq, late)"),
         }
     }
     fn name(self) -> &'static str {
@@ -58,6 +60,7 @@ impl Design {
             Design::Counter => "counter",
             Design::GroupCommit => "gc",
             Design::Sequencer => "seq",
+            Design::LateCounter => "late",
         }
     }
     fn title(self) -> &'static str {
@@ -66,6 +69,7 @@ impl Design {
             Design::Counter => "baseline: counter row, 1 append per transaction",
             Design::GroupCommit => "A: counter row + client-side group commit",
             Design::Sequencer => "B: parallel inserts + post-commit sequencer",
+            Design::LateCounter => "C: group commit, events first, counter row last",
         }
     }
     fn schema(self) -> String {
@@ -77,6 +81,7 @@ impl Design {
             Design::Counter => sql::COUNTER,
             Design::GroupCommit => sql::GROUP_COMMIT,
             Design::Sequencer => sql::SEQUENCER,
+            Design::LateCounter => sql::LATE_COUNTER,
         }
     }
     fn dense(self) -> bool {
@@ -87,7 +92,7 @@ impl Design {
     /// stays fast while the tables grow faster than their statistics.
     fn read_settings(self) -> &'static str {
         match self {
-            Design::Sequencer => {
+            Design::Sequencer | Design::LateCounter => {
                 "set enable_hashjoin = off; set enable_mergejoin = off; \
                  set max_parallel_workers_per_gather = 0"
             }
@@ -95,7 +100,10 @@ impl Design {
         }
     }
     fn notifies(self) -> bool {
-        matches!(self, Design::GroupCommit | Design::Sequencer)
+        matches!(
+            self,
+            Design::GroupCommit | Design::Sequencer | Design::LateCounter
+        )
     }
 }
 
@@ -483,7 +491,7 @@ async fn writer(args: &Args) -> Result<(), BoxError> {
     let schema = design.schema();
 
     let mut paths = Vec::new();
-    if matches!(design, Design::GroupCommit | Design::Sequencer) {
+    if design.notifies() {
         let (tx, rx) = mpsc::channel(1024);
         let client = connect(&url, &schema).await?;
         let placer_tx = if design == Design::Sequencer && args.get("no-pipeline").is_none() {
@@ -564,45 +572,73 @@ async fn writer(args: &Args) -> Result<(), BoxError> {
 
 /// One page of the log from `from` on: (position, payload) in position order, at most
 /// `limit` events. Baselines: `pos >= from`; gc: the same; seq: through `positions`.
+/// One event as a reader gets it: position, payload, commit-time timestamp (µs: the
+/// `ts` the design stamps under its counter row or sequencer lock; the insert time for the
+/// baselines) and, on a full read, the bytes of the other columns (decoded).
+struct Ev {
+    pos: i64,
+    data: Vec<u8>,
+    ts_us: i64,
+    other_bytes: usize,
+}
+
 async fn page(
     client: &Client,
     design: Design,
     from: i64,
     limit: i64,
     full: bool,
-) -> Result<Vec<(i64, Vec<u8>)>, BoxError> {
+) -> Result<Vec<Ev>, BoxError> {
+    let ts = "(extract(epoch from ts) * 1000000)::int8";
     let cols = if full {
         ", e.stream, e.version, e.type, e.event_id"
     } else {
         ""
     };
     let q = match design {
-        Design::Sequencer => format!(
-            "select p.first_pos + e.idx, e.data{cols} from positions p \
-             join events e on e.append_id = p.append_id \
+        Design::Sequencer | Design::LateCounter => format!(
+            "select p.first_pos + e.idx, e.data, (extract(epoch from p.ts) * 1000000)::int8{cols} \
+             from positions p join events e on e.append_id = p.append_id \
              where p.first_pos >= (select coalesce(max(first_pos), 0) from positions where first_pos <= $1) \
                and p.first_pos < $1 + $2 \
                and p.first_pos + e.idx >= $1 and p.first_pos + e.idx < $1 + $2 \
              order by p.first_pos, e.idx"
         ),
         Design::GroupCommit => format!(
-            "select e.pos, e.data{cols} from events e where e.pos >= $1 and e.pos < $1 + $2 order by e.pos"
+            "select e.pos, e.data, {ts}{cols} from events e \
+             where e.pos >= $1 and e.pos < $1 + $2 order by e.pos"
         ),
         _ => {
             let cols = if full {
-                ", e.stream, e.version, e.type"
+                ", e.stream, e.version, e.type, null::bytea"
             } else {
                 ""
             };
             format!(
-                "select e.pos, e.data{cols} from events e where e.pos >= $1 order by e.pos limit $2"
+                "select e.pos, e.data, {ts}{cols} from events e \
+                 where e.pos >= $1 order by e.pos limit $2"
             )
         }
     };
     let rows = client.query(q.as_str(), &[&from, &limit]).await?;
     Ok(rows
         .iter()
-        .map(|r| (r.get::<_, i64>(0), r.get::<_, Vec<u8>>(1)))
+        .map(|r| {
+            let other_bytes = if full {
+                r.get::<_, &str>(3).len()
+                    + 8 * (r.get::<_, i64>(4) != -1) as usize
+                    + r.get::<_, &str>(5).len()
+                    + r.get::<_, Option<&[u8]>>(6).map_or(0, |b| b.len())
+            } else {
+                0
+            };
+            Ev {
+                pos: r.get(0),
+                data: r.get(1),
+                ts_us: r.get(2),
+                other_bytes,
+            }
+        })
         .collect())
 }
 
@@ -639,6 +675,7 @@ async fn subscriber(args: &Args) -> Result<(), BoxError> {
     let mut seen = 0u64;
     let mut out_of_order = 0u64;
     let mut lat = Vec::new();
+    let mut lat_commit = Vec::new();
     let mut target: Option<i64> = None;
     loop {
         loop {
@@ -647,14 +684,15 @@ async fn subscriber(args: &Args) -> Result<(), BoxError> {
                 break;
             }
             let t = now_us();
-            for (pos, data) in rows {
-                if pos != next {
+            for ev in rows {
+                if ev.pos != next {
                     out_of_order += 1;
                 }
-                next = pos + 1;
+                next = ev.pos + 1;
                 seen += 1;
-                let sent = u64::from_le_bytes(data[..8].try_into().unwrap());
+                let sent = u64::from_le_bytes(ev.data[..8].try_into().unwrap());
                 lat.push(t.saturating_sub(sent));
+                lat_commit.push(t.saturating_sub(ev.ts_us.max(0) as u64));
             }
         }
         if let Some(end) = target {
@@ -673,11 +711,15 @@ async fn subscriber(args: &Args) -> Result<(), BoxError> {
         }
     }
     lat.sort_unstable();
+    lat_commit.sort_unstable();
     println!(
-        "RESULT seen={seen} next={next} out_of_order={out_of_order} p50_us={} p99_us={} max_us={}",
+        "RESULT seen={seen} next={next} out_of_order={out_of_order} p50_us={} p99_us={} max_us={} \
+         commit_p50_us={} commit_p99_us={}",
         percentile(&lat, 0.5),
         percentile(&lat, 0.99),
-        lat.last().copied().unwrap_or(0)
+        lat.last().copied().unwrap_or(0),
+        percentile(&lat_commit, 0.5),
+        percentile(&lat_commit, 0.99),
     );
     Ok(())
 }
@@ -698,12 +740,12 @@ async fn reader(args: &Args) -> Result<(), BoxError> {
         if rows.is_empty() {
             break;
         }
-        for (pos, data) in rows {
-            if pos != next {
+        for ev in rows {
+            if ev.pos != next {
                 out_of_order += 1;
             }
-            bytes += data.len() as u64;
-            next = pos + 1;
+            bytes += (ev.data.len() + ev.other_bytes) as u64;
+            next = ev.pos + 1;
             n += 1;
         }
     }
@@ -759,6 +801,8 @@ struct WriteCase {
     append_p99_ms: f64,
     sub_p50_ms: f64,
     sub_p99_ms: f64,
+    commit_p50_ms: f64,
+    commit_p99_ms: f64,
     sub_missed: i64,
     sub_out_of_order: f64,
 }
@@ -857,6 +901,8 @@ fn write_case(
         append_p99_ms: p99s.last().copied().unwrap_or(0.0) / 1000.0,
         sub_p50_ms: field(&r, "p50_us") / 1000.0,
         sub_p99_ms: field(&r, "p99_us") / 1000.0,
+        commit_p50_ms: field(&r, "commit_p50_us") / 1000.0,
+        commit_p99_ms: field(&r, "commit_p99_us") / 1000.0,
         sub_missed: missed,
         sub_out_of_order: ooo,
     })
@@ -917,8 +963,12 @@ impl Admin {
                 }
                 Ok(format!("{n} events at positions 0..{}: dense", n - 1))
             }
-            Design::Sequencer => {
-                let pending = self.one(&format!("select count(*) from {s}.pending"))?;
+            Design::Sequencer | Design::LateCounter => {
+                let pending = if design == Design::Sequencer {
+                    self.one(&format!("select count(*) from {s}.pending"))?
+                } else {
+                    0
+                };
                 let placed = self.one(&format!("select sum(n)::bigint from {s}.positions"))?;
                 let breaks = self.one(&format!(
                     "select count(*) from (select first_pos, n, lead(first_pos) over (order by first_pos) as nx \
@@ -1013,7 +1063,7 @@ fn coordinator(args: &Args) -> Result<(), BoxError> {
     let tasks = args.num("tasks", 8);
     let designs: Vec<Design> = args
         .get("designs")
-        .unwrap_or("bigserial,counter,gc,seq")
+        .unwrap_or("bigserial,counter,gc,seq,late")
         .split(',')
         .map(Design::parse)
         .collect();
@@ -1039,6 +1089,7 @@ fn coordinator(args: &Args) -> Result<(), BoxError> {
         single: WriteCase,
         hundred: WriteCase,
         read: f64,
+        events: i64,
         checks: Vec<String>,
     }
     let mut rows = Vec::new();
@@ -1049,7 +1100,7 @@ fn coordinator(args: &Args) -> Result<(), BoxError> {
         eprintln!("pg_bench: {} 100-event appends...", design.name());
         let hundred = write_case(design, &url, writers, tasks, 100, secs, &mut admin)?;
         let mut checks = vec![admin.check_dense(design)?];
-        if matches!(design, Design::GroupCommit | Design::Sequencer) {
+        if design.notifies() {
             checks.push(admin.check_idempotency(design)?);
         }
         admin.q("checkpoint")?;
@@ -1068,44 +1119,63 @@ fn coordinator(args: &Args) -> Result<(), BoxError> {
             single,
             hundred,
             read,
+            events: admin.count(design)?,
             checks,
         });
     }
 
-    let base = |d: Design| {
-        rows.iter()
-            .find(|r| r.design == d)
-            .map(|r| r.single.events_per_s)
+    let base = |d: Design, f: fn(&Row) -> f64| rows.iter().find(|r| r.design == d).map(f);
+    let bs1 = base(Design::Bigserial, |r| r.single.events_per_s);
+    let cr1 = base(Design::Counter, |r| r.single.events_per_s);
+    let bs100 = base(Design::Bigserial, |r| r.hundred.events_per_s);
+    let ratio = |x: f64, b: Option<f64>| {
+        b.map(|b| format!("{:.2}x", x / b))
+            .unwrap_or_else(|| "-".into())
     };
-    let bs = base(Design::Bigserial);
-    let cr = base(Design::Counter);
     println!();
-    println!("| design | 1-event appends, ev/s | vs bigserial | vs counter | append p99 ms | 100-event appends, ev/s | read-all ev/s | subscriber p50 / p99 ms (1-event; 100-event) | subscriber missed |");
-    println!("|---|--:|--:|--:|--:|--:|--:|--:|--:|");
+    println!(
+        "| design | 1-event appends ev/s | vs bigserial | vs counter row | append p99 ms \
+         | 100-event appends ev/s | vs bigserial | read-all ev/s (1 reader) |"
+    );
+    println!("|---|--:|--:|--:|--:|--:|--:|--:|");
     for r in &rows {
-        let ratio = |b: Option<f64>| {
-            b.map(|b| format!("{:.2}x", r.single.events_per_s / b))
-                .unwrap_or_else(|| "-".into())
-        };
         println!(
-            "| {} | {:.0} | {} | {} | {:.1} | {:.0} | {:.0} | {:.1} / {:.1}; {:.1} / {:.1} | {} |",
+            "| {} | {:.0} | {} | {} | {:.1} | {:.0} | {} | {:.0} |",
             r.design.title(),
             r.single.events_per_s,
-            ratio(bs),
-            ratio(cr),
+            ratio(r.single.events_per_s, bs1),
+            ratio(r.single.events_per_s, cr1),
             r.single.append_p99_ms,
             r.hundred.events_per_s,
+            ratio(r.hundred.events_per_s, bs100),
             r.read,
+        );
+    }
+    println!();
+    println!(
+        "| design | subscriber, 1-event load: ms from commit p50 / p99 | from append start p50 / p99 \
+         | 100-event load: from commit p50 / p99 | from append start p50 / p99 | events missed by the tailing reader |"
+    );
+    println!("|---|--:|--:|--:|--:|--:|");
+    for r in &rows {
+        let missed = r.single.sub_missed + r.hundred.sub_missed;
+        println!(
+            "| {} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {} |",
+            r.design.title(),
+            r.single.commit_p50_ms,
+            r.single.commit_p99_ms,
             r.single.sub_p50_ms,
             r.single.sub_p99_ms,
+            r.hundred.commit_p50_ms,
+            r.hundred.commit_p99_ms,
             r.hundred.sub_p50_ms,
             r.hundred.sub_p99_ms,
             if r.design.dense() {
-                format!("{}", r.single.sub_missed + r.hundred.sub_missed)
+                format!("{missed}")
             } else {
                 format!(
-                    "{} skipped, {} out of order",
-                    r.single.sub_missed + r.hundred.sub_missed,
+                    "{missed} of {} skipped ({} jumps past uncommitted positions)",
+                    r.events,
                     r.single.sub_out_of_order + r.hundred.sub_out_of_order
                 )
             }

@@ -13,6 +13,7 @@ create table events (
   pos bigserial primary key,
   stream text not null,
   version bigint not null,
+  ts timestamptz not null default clock_timestamp(),
   type text not null,
   data bytea not null,
   unique (stream, version)
@@ -26,6 +27,7 @@ create table events (
   pos bigint primary key,
   stream text not null,
   version bigint not null,
+  ts timestamptz not null default clock_timestamp(),
   type text not null,
   data bytea not null,
   unique (stream, version)
@@ -214,4 +216,88 @@ begin
     update head set next = _base + _got, last_ts = _ts;
     perform pg_notify('evs_bench', (_base + _got)::text);
   end loop;
+end $$;";
+
+/// Design C: counter row taken last. One transaction per batch of appends (client-side
+/// group commit) inserts the events first, in parallel with other processes, with no
+/// position (an append id and an index); only then it takes the counter row and writes
+/// one `positions` row per append. The counter row is held for the few small rows and the
+/// commit, not for the events.
+pub const LATE_COUNTER: &str = "
+create sequence append_ids;
+create table streams (name text primary key, version bigint not null);
+create table events (
+  append_id bigint not null,
+  idx int not null,
+  stream text not null,
+  version bigint not null,
+  type text not null,
+  event_id bytea,
+  data bytea not null,
+  primary key (append_id, idx)
+);
+create unique index events_stream_version on events (stream, version);
+create unique index events_event_id on events (event_id) where event_id is not null;
+create table positions (
+  first_pos bigint primary key,
+  append_id bigint not null unique,
+  n int not null,
+  ts timestamptz not null
+);
+create table head (next bigint not null, last_ts timestamptz not null);
+insert into head values (0, '-infinity');
+
+create function append(a_stream text[], a_expected bigint[], a_count int[],
+                       e_ai int[], e_id bytea[], e_data bytea[]) returns bigint[]
+language plpgsql as $$
+declare
+  _n int := coalesce(array_length(a_stream, 1), 0);
+  _st int[] := array_fill(0, array[_n]);
+  _aid bigint[] := array_fill(null::bigint, array[_n]);
+  _fv bigint[] := array_fill(null::bigint, array[_n]);
+  _res bigint[] := array_fill(-1::bigint, array[_n]);
+  _i int; _s int := 1; _a bigint; _v bigint; _p bigint; _next bigint; _ts timestamptz;
+begin
+  for _i in 1.._n loop
+    _st[_i] := _s;
+    _p := null;
+    if e_id[_s] is not null then
+      select p.first_pos into _p from events e join positions p using (append_id)
+        where e.event_id = e_id[_s];
+    end if;
+    if _p is not null then
+      _res[_i] := _p;  -- a retry: the original position, nothing written
+    else
+      _v := null;
+      if a_expected[_i] = -1 then
+        insert into streams (name, version) values (a_stream[_i], a_count[_i] - 1)
+          on conflict do nothing returning version into _v;
+      else
+        update streams set version = version + a_count[_i]
+          where name = a_stream[_i] and version = a_expected[_i] returning version into _v;
+      end if;
+      if _v is not null then
+        _aid[_i] := nextval('append_ids'); _fv[_i] := _v - a_count[_i] + 1;
+      end if;
+    end if;
+    _s := _s + a_count[_i];
+  end loop;
+  insert into events (append_id, idx, stream, version, type, event_id, data)
+    select _aid[e.ai], e.ord - _st[e.ai], a_stream[e.ai], _fv[e.ai] + (e.ord - _st[e.ai]),
+           'Bench', e.id, e.data
+    from unnest(e_ai, e_id, e_data) with ordinality as e(ai, id, data, ord)
+    where _aid[e.ai] is not null;
+  -- Last: the counter row, held until the commit; positions in commit order.
+  select next, greatest(last_ts, clock_timestamp()) into _next, _ts from head for update;
+  for _i in 1.._n loop
+    if _aid[_i] is not null then
+      _res[_i] := _next;
+      _next := _next + a_count[_i];
+    end if;
+  end loop;
+  insert into positions (first_pos, append_id, n, ts)
+    select _res[i], _aid[i], a_count[i], _ts from generate_subscripts(_aid, 1) as i
+    where _aid[i] is not null;
+  update head set next = _next, last_ts = _ts;
+  return _res;
 end $$;";
