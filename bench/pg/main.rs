@@ -1,27 +1,31 @@
 //! evstore's PostgreSQL designs benchmark (issue 14): dense, gapless global positions with
 //! parallel writer processes, against a server started by tests/pg/pg_server.sh.
 //!
-//!   cargo run --release --example pg_bench -- --url URL [--secs 6] [--writers 8]
-//!       [--tasks 8] [--designs bigserial,counter,gc,seq]
+//! ```text
+//! cargo run --release --example pg_bench -- --url URL [--secs 6] [--writers 8]
+//!     [--tasks 8] [--designs bigserial,counter,gc,seq,late]
+//! ```
 //!
-//! (`make bench-pg` starts a server, runs this, prints the table and stops the server.)
+//! (`make bench-pg` starts a server, runs this, prints the tables and stops the server;
+//! without `--url` the program takes `EVS_PG_URL`.)
 //!
-//! For each design, in one schema made anew:
-//!   1. `--writers` writer processes (this program, re-run as children), each with `--tasks`
-//!      appending tasks, do single-event appends with expected versions (each task owns a
-//!      stream) for `--secs`, while a subscriber process tails the log;
-//!   2. the same with 100-event appends;
-//!   3. one reader process reads the whole log from position 0 (events/s).
+//! For each design, in a schema made anew: (1) `--writers` writer processes (this
+//! program, re-run as children), each with `--tasks` appending tasks, do single-event
+//! appends with expected versions (each task owns a stream) for `--secs`, while a
+//! subscriber process tails the log; (2) the same with 100-event appends; (3) one reader
+//! process reads the whole log from position 0 (events/s).
+//!
 //! Then it checks, for each gapless design: positions are exactly 0..N-1, N is the sum of
 //! the events the writers were told were appended, the subscriber saw every position once
 //! and in order, a retry with the same event ids returns the original position and writes
 //! nothing, and a stale expected version is refused. A failed check exits non-zero.
 //!
 //! Baselines: each appending task has its own connection and sends one statement per
-//! append. Designs gc and seq: each writer process has one committer connection that sends
-//! every append waiting in the process as one call (client-side group commit).
+//! append. Designs gc, seq and late: each writer process has one committer connection that
+//! sends every append waiting in the process as one call (client-side group commit).
 //! Event payloads are 100 bytes; the first 8 are the append's start time (Unix µs), from
-//! which the subscriber measures delivery latency (append start to delivery).
+//! which the subscriber measures delivery latency (append start to delivery); it also
+//! measures it from the commit-time timestamp the design stores.
 
 mod sql;
 
@@ -33,6 +37,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One append as the committer sends it: stream, expected version, event ids, payloads.
+type Batch = [(String, i64, Vec<Vec<u8>>, Vec<Vec<u8>>)];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Design {
@@ -213,10 +220,7 @@ fn event_id(proc_id: u64, task: u64, n: u64) -> Vec<u8> {
 /// Sends one batch of appends as one call of the design's `append` function (its own
 /// transaction). Returns per append: gc: the first position; seq: the append id; -1: a
 /// wrong expected version.
-async fn insert_batch(
-    client: &Client,
-    batch: &[(String, i64, Vec<Vec<u8>>, Vec<Vec<u8>>)],
-) -> Result<Vec<i64>, BoxError> {
+async fn insert_batch(client: &Client, batch: &Batch) -> Result<Vec<i64>, BoxError> {
     let mut a_stream = Vec::with_capacity(batch.len());
     let mut a_expected = Vec::with_capacity(batch.len());
     let mut a_count = Vec::with_capacity(batch.len());
@@ -311,7 +315,7 @@ fn outcome(p: i64) -> Result<i64, String> {
 async fn commit_batch(
     client: &Client,
     design: Design,
-    batch: &[(String, i64, Vec<Vec<u8>>, Vec<Vec<u8>>)],
+    batch: &Batch,
 ) -> Result<Vec<Result<i64, String>>, BoxError> {
     let mut got = insert_batch(client, batch).await?;
     if design == Design::Sequencer {
