@@ -809,6 +809,7 @@ struct WriteCase {
     commit_p99_ms: f64,
     sub_missed: i64,
     sub_out_of_order: f64,
+    wal_bytes_per_event: f64,
 }
 
 /// Runs the writer processes and a subscriber; returns rates and delivery figures.
@@ -823,6 +824,7 @@ fn write_case(
 ) -> Result<WriteCase, BoxError> {
     let before = admin.count(design)?;
     let from = admin.end(design)?;
+    let wal_before = admin.wal_bytes()?;
     let mut sub = child(
         "subscriber",
         design,
@@ -867,6 +869,7 @@ fn write_case(
         p99s.push(field(&r, "p99_us"));
     }
     let after = admin.count(design)?;
+    let wal = admin.wal_bytes()? - wal_before;
     // Every acknowledged event is in the table exactly once, nothing else is.
     if (after - before) as f64 != acked {
         return Err(format!(
@@ -909,6 +912,7 @@ fn write_case(
         commit_p99_ms: field(&r, "commit_p99_us") / 1000.0,
         sub_missed: missed,
         sub_out_of_order: ooo,
+        wal_bytes_per_event: wal as f64 / acked,
     })
 }
 
@@ -925,6 +929,10 @@ impl Admin {
     fn one(&mut self, sql: &str) -> Result<i64, BoxError> {
         let rows = self.q(sql)?;
         Ok(rows[0].get::<_, Option<i64>>(0).unwrap_or(0))
+    }
+    /// WAL written so far (bytes); the difference over a case, per event, is its WAL cost.
+    fn wal_bytes(&mut self) -> Result<i64, BoxError> {
+        self.one("select pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::int8")
     }
     fn setup(&mut self, design: Design) -> Result<(), BoxError> {
         let s = design.schema();
@@ -1139,12 +1147,12 @@ fn coordinator(args: &Args) -> Result<(), BoxError> {
     println!();
     println!(
         "| design | 1-event appends ev/s | vs bigserial | vs counter row | append p99 ms \
-         | 100-event appends ev/s | vs bigserial | read-all ev/s (1 reader) |"
+         | 100-event appends ev/s | vs bigserial | read-all ev/s (1 reader) | WAL bytes/event (1; 100) |"
     );
-    println!("|---|--:|--:|--:|--:|--:|--:|--:|");
+    println!("|---|--:|--:|--:|--:|--:|--:|--:|--:|");
     for r in &rows {
         println!(
-            "| {} | {:.0} | {} | {} | {:.1} | {:.0} | {} | {:.0} |",
+            "| {} | {:.0} | {} | {} | {:.1} | {:.0} | {} | {:.0} | {:.0}; {:.0} |",
             r.design.title(),
             r.single.events_per_s,
             ratio(r.single.events_per_s, bs1),
@@ -1153,6 +1161,8 @@ fn coordinator(args: &Args) -> Result<(), BoxError> {
             r.hundred.events_per_s,
             ratio(r.hundred.events_per_s, bs100),
             r.read,
+            r.single.wal_bytes_per_event,
+            r.hundred.wal_bytes_per_event,
         );
     }
     println!();
