@@ -11,7 +11,7 @@ CC       ?= cc
 CFLAGS   ?= -std=c99 -O2 -Wall -Wextra -Wpedantic -Werror
 TARGET   := target/release
 
-.PHONY: all lib header demo test test-rust test-c test-go test-cpp test-pkgconfig test-examples test-reliability bench stress install clean lint
+.PHONY: all lib header demo test test-rust test-c test-go test-cpp test-pkgconfig test-examples test-reliability bench bench-pg stress install clean lint
 
 all: lib
 
@@ -92,6 +92,14 @@ test-pkgconfig: lib
 bench: lib
 	$(CARGO) bench --bench engine
 	bash bench/run.sh
+
+# The PostgreSQL designs benchmark (issue 14, docs/postgres.md): starts a throwaway server
+# (tests/pg/pg_server.sh), runs bench/pg against it, prints the tables, stops the server.
+# Not part of `make test`. PG_BENCH_ARGS: e.g. --secs 6 --writers 8 --tasks 8 --designs gc,late
+PG_BENCH_ARGS ?=
+bench-pg:
+	$(CARGO) build --release --example pg_bench
+	bash tests/pg/pg_server.sh run ./$(TARGET)/examples/pg_bench $(PG_BENCH_ARGS)
 
 lint:
 	$(CARGO) fmt --check

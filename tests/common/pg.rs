@@ -1,0 +1,113 @@
+//! A throwaway PostgreSQL server for a test, started by `tests/pg/pg_server.sh`.
+//!
+//! ```ignore
+//! mod common;
+//! let pg = common::pg::PgServer::start();      // panics (fails the test) if it cannot start
+//! let (client, conn) = tokio_postgres::connect(pg.url(), tokio_postgres::NoTls).await?;
+//! ...
+//! pg.stop().unwrap();                          // or just drop it
+//! ```
+//!
+//! Each server has its own folder under /tmp (data, socket, log), its own free port on
+//! 127.0.0.1, durable settings (fsync and synchronous_commit on), and trust authentication
+//! for the `postgres` role. There is no skip: a machine without a PostgreSQL server fails
+//! the test with the script's message.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A running server; stopped and its folder removed on `stop` or drop.
+pub struct PgServer {
+    url: String,
+    dir: PathBuf,
+    stopped: bool,
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pg/pg_server.sh")
+}
+
+impl PgServer {
+    /// Starts a server; panics with the script's output if it cannot.
+    pub fn start() -> PgServer {
+        match PgServer::start_with_conf("") {
+            Ok(s) => s,
+            Err(e) => panic!("the PostgreSQL test server did not start:\n{e}"),
+        }
+    }
+
+    /// Starts a server with extra `postgresql.conf` lines (`EVS_PG_CONF`).
+    pub fn start_with_conf(extra_conf: &str) -> Result<PgServer, String> {
+        let out = Command::new("bash")
+            .arg(script())
+            .arg("start")
+            .env("EVS_PG_CONF", extra_conf)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", script().display()))?;
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if !out.status.success() {
+            return Err(format!("pg_server.sh start: {}\n{stderr}", out.status));
+        }
+        let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let dir = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("EVS_PG_DIR="))
+            .map(PathBuf::from)
+            .ok_or_else(|| format!("pg_server.sh start printed no EVS_PG_DIR:\n{stderr}"))?;
+        if !url.starts_with("postgresql://") {
+            return Err(format!(
+                "pg_server.sh start printed no URL: {url:?}\n{stderr}"
+            ));
+        }
+        Ok(PgServer {
+            url,
+            dir,
+            stopped: false,
+        })
+    }
+
+    /// The libpq-style URL: `postgresql://postgres@127.0.0.1:PORT/postgres`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The server's folder (data/, server.log, the Unix socket).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Stops the server and removes its folder.
+    pub fn stop(mut self) -> Result<(), String> {
+        self.stopped = true;
+        stop_dir(&self.dir)
+    }
+}
+
+fn stop_dir(dir: &Path) -> Result<(), String> {
+    let out = Command::new("bash")
+        .arg(script())
+        .arg("stop")
+        .arg(dir)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script().display()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "pg_server.sh stop {}: {}\n{}",
+            dir.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        if !self.stopped {
+            if let Err(e) = stop_dir(&self.dir) {
+                eprintln!("{e}");
+            }
+        }
+    }
+}
