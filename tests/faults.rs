@@ -578,3 +578,55 @@ fn the_store_directories_survive_a_power_cut_right_after_open() {
         Store::open("/s", mem_options(&after, FsyncPolicy::Always), Vec::new()).unwrap();
     assert_eq!(store.next_position(), 1);
 }
+
+/// Found by the full recovery fuzzer after the read-only fix above: a reader that steps
+/// over the zero tail of a sealed segment must not step over damage. With a snapshot
+/// covering it, a flipped byte in a sealed segment is found when read: Corrupt, never
+/// skipped, for a writable and a read-only open alike.
+#[test]
+fn damage_in_a_sealed_segment_under_a_snapshot_is_reported_when_read_never_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        fsync: FsyncPolicy::Os,
+        max_segment_size: 64 << 10,
+        ..StoreOptions::default()
+    };
+    {
+        let (store, _) = Store::open(dir.path(), opts.clone(), Vec::new()).unwrap();
+        for i in 0..40u32 {
+            let p = vec![(i % 251) as u8; 5000];
+            store
+                .append("s", ExpectedVersion::Any, &[EventInput::new("T", &p)])
+                .unwrap();
+        }
+        store.snapshot().unwrap();
+        store.close().unwrap();
+    }
+    // Garbage (not zeros) after the last record of the first, sealed segment.
+    let seg = dir.path().join("events/000000.wal");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes.extend_from_slice(&[0x06, 0x1c, 0x11, 0x3b, 0xe2, 0x79, 0x28, 0x89, 0x85, 0x4a]);
+    std::fs::write(&seg, &bytes).unwrap();
+    for read_only in [true, false] {
+        let (store, report) = Store::open(
+            dir.path(),
+            StoreOptions {
+                read_only,
+                ..opts.clone()
+            },
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(report.snapshot_position, Some(40));
+        let store = Arc::new(store);
+        let mut c = store.read_all(0).unwrap();
+        let err = loop {
+            match c.next() {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("read_only={read_only}: the damage was skipped"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.kind, ErrorKind::Corrupt, "{}", err.message);
+    }
+}

@@ -3,6 +3,7 @@
 
 use super::log::Inner;
 use super::record::{Decoded, Record};
+use super::recovery;
 use super::scan::{Scanner, Step};
 use super::segment;
 use super::Position;
@@ -151,11 +152,11 @@ impl SegmentCursor {
             .next()
             .map_err(|e| Error::io(format!("reading segment {}", segment::file_name(id)), e))?
         {
-            Step::Record { .. } => false,
+            Step::Record { .. } => None,
             Step::End { .. } => return Ok(None),
-            Step::Bad { .. } => true,
+            Step::Bad { offset, error } => Some((offset, error)),
         };
-        if !bad {
+        let Some((offset, error)) = bad else {
             let scanner = self.scanner.as_ref().expect("set by next");
             let (offset, decoded) = scanner.last_record().expect("just returned a record");
             let position = Position {
@@ -163,9 +164,23 @@ impl SegmentCursor {
                 offset,
             };
             return Ok(Some((position, decoded)));
-        }
+        };
         if !has_next {
             return Ok(None);
+        }
+        // A sealed segment is complete: past its records only zeros may follow.
+        let file = self.scanner.as_ref().expect("set by next").file().clone();
+        let zeros = file
+            .len()
+            .and_then(|len| recovery::last_nonzero_end(&*file, offset, len))
+            .map_err(|e| Error::io(format!("reading segment {}", segment::file_name(id)), e))?
+            .is_none();
+        if !zeros {
+            return Err(Error::corrupt(format!(
+                "segment {}: a damaged record at offset {offset} ({})",
+                segment::file_name(id),
+                error.describe()
+            )));
         }
         self.segment_id = id + 1;
         self.scanner = None;

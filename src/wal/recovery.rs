@@ -341,7 +341,11 @@ fn classify_tail(
 /// The offset just past the last non-zero byte in `[from, file_len)`, or `None` if all
 /// zero. Skips holes and unwritten (preallocated) extents where the file system tells
 /// them apart, so a preallocated segment's zero tail costs almost nothing to recognize.
-fn last_nonzero_end(file: &dyn VfsFile, from: u64, file_len: u64) -> io::Result<Option<u64>> {
+pub(crate) fn last_nonzero_end(
+    file: &dyn VfsFile,
+    from: u64,
+    file_len: u64,
+) -> io::Result<Option<u64>> {
     let mut last = None;
     let mut at = from;
     let mut buf = vec![0u8; 1 << 20];
