@@ -2,8 +2,8 @@
 # test (Rust, C under valgrind, Go, C++). `make bench` measures; `make install PREFIX=...`.
 
 PREFIX   ?= /usr/local
-VERSION  := 0.1.0
-SONAME   := libevstore.so.0
+VERSION  := 1.0.0
+SONAME   := libevstore.so.1
 CARGO    ?= cargo
 BUILD    := build
 LIBDIR   := $(BUILD)/lib

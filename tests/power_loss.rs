@@ -323,6 +323,7 @@ fn append_random(
                     payload: p,
                     metadata: m,
                     schema_version: *s,
+                    id: None,
                 })
                 .collect();
             let expected = match versions.get(&stream) {
@@ -413,6 +414,7 @@ fn make_round(base: &Path, rng: &mut Rng) -> Round {
         preallocate: rng.chance(50),
         read_only: false,
         snapshot_every: 0,
+        ..StoreOptions::default()
     };
     let max_payload = (seg / 4) as usize;
     let digest: Arc<dyn Projection> = Arc::new(Digest::default());

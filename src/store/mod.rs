@@ -2,16 +2,20 @@
 //! appends, indexes, cursors, snapshots, the process lock, stats.
 
 mod cursor;
+mod dedupe;
 pub mod envelope;
 mod event;
+pub mod ids;
 mod index;
 mod lock;
+mod reads;
 pub mod snapshot;
 
 pub use cursor::{BackwardCursor, ForwardCursor, StreamCursor};
 pub use event::{
     AppendResult, Event, EventInput, EventRef, ExpectedVersion, Projection, StreamAppend,
 };
+pub use reads::{CategoryCursor, StreamBackwardCursor, StreamInfo};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::wal::{record, FsyncPolicy, Position, RecordRef, RecoveryInfo, Wal, WalConfig};
@@ -44,6 +48,11 @@ pub struct StoreOptions {
     pub read_only: bool,
     /// Take a snapshot automatically every this many events (0: never).
     pub snapshot_every: u64,
+    /// One event's payload plus metadata: at most this many bytes (<= MAX_EVENT_SIZE).
+    pub max_event_size: usize,
+    /// The ids of at least this many of the last events are remembered (idempotent
+    /// appends); see `ids`.
+    pub dedupe_window: u64,
 }
 
 impl Default for StoreOptions {
@@ -54,6 +63,8 @@ impl Default for StoreOptions {
             preallocate: true,
             read_only: false,
             snapshot_every: 0,
+            max_event_size: MAX_EVENT_SIZE,
+            dedupe_window: ids::DEFAULT_DEDUPE_WINDOW,
         }
     }
 }
@@ -88,6 +99,8 @@ pub struct StoreStats {
     pub open_time_us: u64,
     pub snapshots: u64,
     pub index_bytes: u64,
+    /// Event ids remembered for idempotent appends.
+    pub event_ids: u64,
     pub events_by_type: Vec<(String, u64)>,
 }
 
@@ -135,6 +148,8 @@ pub struct Store {
     snapshots: AtomicU64,
     open_time: Duration,
     closed: AtomicBool,
+    /// Also one of `projections`.
+    ids: Arc<ids::IdIndex>,
 }
 
 fn now_us() -> u64 {
@@ -183,6 +198,7 @@ pub(crate) fn decode_event<'a>(
             schema_version: e.schema_version,
             metadata: e.metadata,
             payload: e.payload,
+            id: e.id,
         }),
         Envelope::Legacy(l) => {
             let ev = legacy.insert(Event {
@@ -194,6 +210,7 @@ pub(crate) fn decode_event<'a>(
                 schema_version: 1,
                 metadata: Vec::new(),
                 payload: l.payload,
+                id: None,
             });
             Ok(ev.as_ref())
         }
@@ -227,6 +244,9 @@ impl Store {
         projections: Vec<Arc<dyn Projection>>,
     ) -> Result<(Store, OpenReport)> {
         let started = Instant::now();
+        let ids = Arc::new(ids::IdIndex::new(options.dedupe_window));
+        let mut projections = projections;
+        projections.push(ids.clone());
         let dir = dir.as_ref().to_path_buf();
         if dir.exists() && !dir.is_dir() {
             return Err(Error::new(
@@ -353,6 +373,7 @@ impl Store {
             open_time: report.open_time,
             closed: AtomicBool::new(false),
             options,
+            ids,
         };
         Ok((store, report))
     }
@@ -496,7 +517,11 @@ impl Store {
         self.append_multi_inner(appends, false)
     }
 
-    fn validate(appends: &[StreamAppend<'_>], allow_empty_stream: bool) -> Result<usize> {
+    fn validate(
+        appends: &[StreamAppend<'_>],
+        allow_empty_stream: bool,
+        max_event_size: usize,
+    ) -> Result<usize> {
         if appends.is_empty() {
             return Err(Error::invalid("an append needs at least one stream"));
         }
@@ -513,10 +538,10 @@ impl Store {
             for e in a.events {
                 check_name("event type", e.event_type, false)?;
                 let size = e.payload.len() + e.metadata.len();
-                if size > MAX_EVENT_SIZE {
+                if size > max_event_size {
                     return Err(Error::new(
                         ErrorKind::TooLarge,
-                        format!("an event of {size} bytes is past the limit of {MAX_EVENT_SIZE}"),
+                        format!("an event of {size} bytes is past the limit of {max_event_size}"),
                     ));
                 }
                 total += size + e.event_type.len() + a.stream.len();
@@ -552,10 +577,14 @@ impl Store {
         allow_empty: bool,
     ) -> Result<AppendResult> {
         self.check_writable()?;
-        let count = Self::validate(appends, allow_empty)?;
+        let count = Self::validate(appends, allow_empty, self.options.max_event_size)?;
         let always = self.options.fsync == FsyncPolicy::Always;
         let mut w = self.lock_writer();
         self.wal.health()?;
+        // A retry of an append that was stored already: its events, not new ones.
+        if let Some(done) = self.find_retry(&w, appends)? {
+            return Ok(done);
+        }
         // Check every expected version first: nothing is written unless all hold.
         let mut versions: Vec<Option<u64>> = Vec::with_capacity(appends.len());
         {
@@ -626,6 +655,7 @@ impl Store {
                     schema_version: e.schema_version.max(1),
                     metadata: e.metadata,
                     payload: e.payload,
+                    id: e.id,
                 }
                 .encode_into(&mut scratch);
                 spans.push((start, scratch.len(), a.stream, version, e));
@@ -661,6 +691,7 @@ impl Store {
                 schema_version: e.schema_version.max(1),
                 metadata: e.metadata.to_vec(),
                 payload: e.payload.to_vec(),
+                id: e.id,
             }
         };
         if !always {
@@ -685,6 +716,7 @@ impl Store {
                     schema_version: e.schema_version.max(1),
                     metadata: e.metadata,
                     payload: e.payload,
+                    id: e.id,
                 };
                 index.push(appended.positions[i], timestamp, stream, e.event_type);
                 self.projections.iter().for_each(|p| p.apply(&ev));
@@ -1116,7 +1148,8 @@ impl Store {
             fsync_p99_us: wal.fsync_p99_us,
             open_time_us: self.open_time.as_micros() as u64,
             snapshots: self.snapshots.load(Ordering::Relaxed),
-            index_bytes: index.approx_bytes(),
+            index_bytes: index.approx_bytes() + self.ids.approx_bytes(),
+            event_ids: self.ids.len(),
             events_by_type,
         }
     }

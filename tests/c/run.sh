@@ -155,5 +155,9 @@ if build test_subscribe tests/c/test_subscribe.c $DYN; then
     run test_subscribe-native 1 "$OUT/test_subscribe" native
 fi
 
+if build test_abi_v1 tests/c/test_abi_v1.c $DYN; then
+    run test_abi_v1-valgrind "$VG_SCALE" $VALGRIND "$OUT/test_abi_v1"
+fi
+
 echo "$total_passed passed, $total_failed failed"
 [ "$total_failed" -eq 0 ]

@@ -1,0 +1,452 @@
+/*
+ * test_abi_v1.c: the promises of the C ABI version 1 (issue 12): subscriptions say how
+ * they ended, nothing aborts during thread exit, lengths are checked before use, and the
+ * rest of the version-1 surface. (evs_close against racing calls: src/ffi/gate.rs's
+ * tests and test_subscribe's "evs_close with subscriptions open".)
+ *
+ * Usage: test_abi_v1            (run by tests/c/run.sh, under valgrind)
+ */
+#include "test_util.h"
+
+static char g_root[1024];
+static uint64_t g_pos;
+
+static void store_path(char *out, size_t cap, const char *name)
+{
+    snprintf(out, cap, "%s/%s", g_root, name);
+}
+
+static evs_store *open_store(const char *path, const evs_options *opts)
+{
+    evs_store *s = NULL;
+    if (!CHECK_OK(evs_open(path, opts, &s, NULL)))
+        return NULL;
+    CHECK(s != NULL);
+    return s;
+}
+
+static evs_store *open_store_always(const char *path)
+{
+    evs_options *o = evs_options_new();
+    evs_store *s;
+    CHECK(o != NULL);
+    CHECK_OK(evs_options_set_fsync(o, EVS_FSYNC_ALWAYS, 0));
+    s = open_store(path, o);
+    evs_options_free(o);
+    return s;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts;
+    ts.tv_sec = ms / 1000;
+    ts.tv_nsec = (ms % 1000) * 1000000L;
+    nanosleep(&ts, NULL);
+}
+
+static evs_event_input input(const char *type, const char *payload)
+{
+    evs_event_input in = EVS_STRUCT_INIT(evs_event_input);
+    memset(&in, 0, sizeof in);
+    in.struct_size = sizeof in;
+    in.event_type = type;
+    in.payload = (const uint8_t *)payload;
+    in.payload_len = payload ? strlen(payload) : 0;
+    in.schema_version = 1;
+    return in;
+}
+
+/* ---- subscriptions say how they ended ---- */
+
+static int32_t count_cb(void *user_data, const evs_event *e)
+{
+    long *n = (long *)user_data;
+    (void)e;
+    __atomic_add_fetch(n, 1, __ATOMIC_SEQ_CST);
+    return 0;
+}
+
+static int32_t stop_at_once_cb(void *user_data, const evs_event *e)
+{
+    (void)user_data;
+    (void)e;
+    return 1;
+}
+
+/* Waits up to 10 s for the subscription to end; its status then. */
+static evs_status wait_ended(evs_subscription *sub, evs_status *how)
+{
+    evs_status st = EVS_OK;
+    int i;
+    for (i = 0; i < 10000; i++) {
+        st = evs_subscription_status(sub, how);
+        if (st != EVS_OK)
+            break;
+        sleep_ms(1);
+    }
+    return st;
+}
+
+/* Overwrites a byte inside the payload `marker` in the store's first segment. */
+static int corrupt_marker(const char *store, const char *marker)
+{
+    char dir[1200], file[1500];
+    DIR *d;
+    struct dirent *e;
+    FILE *f;
+    long size, i;
+    char *buf;
+    size_t mlen = strlen(marker);
+    int done = 0;
+
+    snprintf(dir, sizeof dir, "%s/events", store);
+    d = opendir(dir);
+    if (d == NULL)
+        return 0;
+    file[0] = '\0';
+    while ((e = readdir(d)) != NULL)
+        if (strstr(e->d_name, ".wal") != NULL)
+            snprintf(file, sizeof file, "%s/%s", dir, e->d_name);
+    closedir(d);
+    if (file[0] == '\0' || (f = fopen(file, "r+b")) == NULL)
+        return 0;
+    fseek(f, 0, SEEK_END);
+    size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    buf = (char *)malloc((size_t)size);
+    if (buf != NULL && fread(buf, 1, (size_t)size, f) == (size_t)size) {
+        for (i = 0; i + (long)mlen <= size; i++) {
+            if (memcmp(buf + i, marker, mlen) == 0) {
+                fseek(f, i, SEEK_SET);
+                fputc('#', f);
+                done = 1;
+                break;
+            }
+        }
+    }
+    free(buf);
+    fclose(f);
+    return done;
+}
+
+static void test_subscription_status(void)
+{
+    char path[1100];
+    evs_store *s;
+    evs_subscription *sub = NULL;
+    evs_status how = 42;
+    long n = 0;
+    int i;
+
+    TU_SECTION("subscriptions say how they ended");
+    store_path(path, sizeof path, "sub-status");
+    s = open_store_always(path);
+    if (s == NULL)
+        return;
+    CHECK_STATUS(evs_subscription_status(NULL, &how), EVS_ERR_INVALID_ARGUMENT);
+    CHECK_STR(evs_subscription_error_message(NULL), "");
+
+    /* running: EVS_OK, status EVS_OK, no message; NULL out_status is allowed */
+    CHECK_OK(evs_subscribe(s, 0, count_cb, &n, &sub));
+    CHECK_OK(evs_subscription_status(sub, &how));
+    CHECK_STATUS(how, EVS_OK);
+    CHECK_OK(evs_subscription_status(sub, NULL));
+    CHECK_STR(evs_subscription_error_message(sub), "");
+    CHECK_OK(evs_subscription_close(sub));
+
+    /* stopped by its callback: ended, with EVS_OK */
+    CHECK_OK(evs_append_event(s, "One", (const uint8_t *)"1", 1, &g_pos));
+    CHECK_OK(evs_subscribe(s, 0, stop_at_once_cb, NULL, &sub));
+    CHECK_STATUS(wait_ended(sub, &how), EVS_END);
+    CHECK_STATUS(how, EVS_OK);
+    CHECK_STR(evs_subscription_error_message(sub), "");
+    CHECK_OK(evs_subscription_close(sub));
+
+    /* ended by a damaged record: the status and the message say so, and close returns it */
+    for (i = 0; i < 20; i++) {
+        char payload[64];
+        snprintf(payload, sizeof payload, "payload-MARK-%02d-of-the-test", i);
+        CHECK_OK(evs_append_event(s, "Filler", (const uint8_t *)payload, strlen(payload), &g_pos));
+    }
+    CHECK(corrupt_marker(path, "MARK-10"));
+    n = 0;
+    CHECK_OK(evs_subscribe(s, 0, count_cb, &n, &sub));
+    CHECK_STATUS(wait_ended(sub, &how), EVS_END);
+    CHECK_STATUS(how, EVS_ERR_CORRUPT);
+    CHECK(strlen(evs_subscription_error_message(sub)) > 0);
+    CHECK_I64(__atomic_load_n(&n, __ATOMIC_SEQ_CST), 11); /* "One" and MARK-00..09 */
+    CHECK_STATUS(evs_subscription_close(sub), EVS_ERR_CORRUPT);
+    CHECK(strstr(evs_last_error_message(), "damaged record") != NULL);
+    CHECK_OK(evs_close(s));
+}
+
+/* ---- calls during thread exit ---- */
+
+static pthread_key_t g_exit_key;
+static evs_status g_exit_failing = 42;
+static evs_status g_exit_ok = 42;
+static int g_exit_msg_ok = 0;
+
+/* Runs after the thread's Rust thread-locals are gone: must neither abort nor fail. */
+static void at_thread_exit(void *arg)
+{
+    evs_store *s = (evs_store *)arg;
+    int64_t v = -5;
+    const char *m;
+    g_exit_failing = evs_open(NULL, NULL, NULL, NULL);
+    m = evs_last_error_message();
+    g_exit_msg_ok = m != NULL;
+    g_exit_ok = evs_stream_version(s, "exit-stream", &v);
+}
+
+static void *exiting_thread(void *arg)
+{
+    evs_event_input in = input("Exit", "e");
+    CHECK_OK(evs_append(arg, "exit-stream", EVS_EXPECT_ANY, &in, 1, NULL, NULL));
+    pthread_setspecific(g_exit_key, arg);
+    return NULL;
+}
+
+static void test_calls_during_thread_exit(void)
+{
+    char path[1100];
+    evs_store *s;
+    pthread_t t;
+
+    TU_SECTION("calls during thread exit do not abort");
+    store_path(path, sizeof path, "thread-exit");
+    s = open_store(path, NULL);
+    if (s == NULL)
+        return;
+    CHECK(pthread_key_create(&g_exit_key, at_thread_exit) == 0);
+    CHECK(pthread_create(&t, NULL, exiting_thread, s) == 0);
+    pthread_join(t, NULL);
+    CHECK_I64(g_exit_failing, EVS_ERR_INVALID_ARGUMENT);
+    CHECK(g_exit_msg_ok);
+    CHECK_I64(g_exit_ok, EVS_OK);
+    pthread_key_delete(g_exit_key);
+    CHECK_OK(evs_close(s));
+}
+
+/* ---- lengths are checked before they are used ---- */
+
+static void test_lengths_checked_first(void)
+{
+    char path[1100];
+    evs_store *s;
+    evs_event_input in = input("Big", "x");
+
+    TU_SECTION("lengths are checked before the bytes are touched");
+    store_path(path, sizeof path, "lengths");
+    s = open_store(path, NULL);
+    if (s == NULL)
+        return;
+    /* a length far past the one-byte buffer: refused on the length alone */
+    in.payload_len = (size_t)1 << 40;
+    CHECK_STATUS(evs_append(s, "big", EVS_EXPECT_ANY, &in, 1, NULL, NULL), EVS_ERR_TOO_LARGE);
+    CHECK(strstr(evs_last_error_message(), "events[0].payload") != NULL);
+    CHECK_STATUS(evs_append_event(s, "Big", (const uint8_t *)"x", SIZE_MAX, &g_pos),
+                 EVS_ERR_TOO_LARGE);
+    in.payload_len = 1;
+    in.metadata = (const uint8_t *)"m";
+    in.metadata_len = SIZE_MAX / 2;
+    CHECK_STATUS(evs_append(s, "big", EVS_EXPECT_ANY, &in, 1, NULL, NULL), EVS_ERR_TOO_LARGE);
+    CHECK(strstr(evs_last_error_message(), "events[0].metadata") != NULL);
+    CHECK_OK(evs_close(s));
+}
+
+/* ---- caller-allocated structs can grow ---- */
+
+/* evs_event_input as a program built against a header without schema_version has it */
+struct old_input {
+    size_t struct_size;
+    const char *event_type;
+    const uint8_t *payload;
+    size_t payload_len;
+    const uint8_t *metadata;
+    size_t metadata_len;
+};
+
+/* A cursor's first event, read into a fresh, fully initialised struct. */
+static int read_first(evs_store *s, const char *stream, evs_event *out, evs_cursor **c)
+{
+    if (!CHECK_OK(evs_read_stream(s, stream, 0, c)))
+        return 0;
+    return CHECK_OK(evs_cursor_next(*c, out));
+}
+
+static void test_extendable_structs(void)
+{
+    char path[1100];
+    evs_store *s;
+    evs_cursor *c = NULL;
+    evs_event e = EVS_STRUCT_INIT(evs_event);
+    union {
+        evs_stats st;
+        unsigned char bytes[sizeof(evs_stats) + 32];
+    } old_stats;
+    union {
+        evs_event ev;
+        unsigned char bytes[sizeof(evs_event) + 32];
+    } old_event;
+    struct old_input olds[3];
+    union {
+        evs_event_input in;
+        unsigned char bytes[sizeof(evs_event_input) + 16];
+    } newer;
+    evs_event_input in = input("T", "x"), pair[2];
+    evs_account acct;
+    size_t i, cut;
+    int untouched;
+    uint64_t pos = 0;
+
+    TU_SECTION("caller-allocated structs: struct_size, old and new programs");
+    store_path(path, sizeof path, "structs");
+    s = open_store(path, NULL);
+    if (s == NULL)
+        return;
+
+    /* an output struct of an older, smaller program: only its fields are written */
+    memset(&old_stats, 0xCD, sizeof old_stats);
+    cut = offsetof(evs_stats, subscriptions);
+    old_stats.st.struct_size = cut;
+    CHECK_OK(evs_append_event(s, "T", (const uint8_t *)"x", 1, NULL)); /* out_position optional */
+    CHECK_OK(evs_stats_get(s, &old_stats.st));
+    CHECK_U64(old_stats.st.struct_size, cut);
+    CHECK_U64(old_stats.st.events, 1);
+    untouched = 1;
+    for (i = cut; i < sizeof old_stats.bytes; i++)
+        untouched &= old_stats.bytes[i] == 0xCD;
+    CHECK(untouched);
+
+    /* input structs of an older program, in an array whose stride is their size */
+    for (i = 0; i < 3; i++) {
+        memset(&olds[i], 0, sizeof olds[i]);
+        olds[i].struct_size = sizeof olds[i];
+        olds[i].event_type = "Old";
+        olds[i].payload = (const uint8_t *)(i == 0 ? "p0" : i == 1 ? "p1" : "p2");
+        olds[i].payload_len = 2;
+    }
+    CHECK(sizeof(struct old_input) < sizeof(evs_event_input));
+    CHECK_OK(evs_append(s, "old", EVS_EXPECT_NO_STREAM, (const evs_event_input *)(const void *)olds,
+                        3, &pos, NULL));
+    if (read_first(s, "old", &e, &c)) {
+        CHECK_VIEW(e.payload, e.payload_len, "p0");
+        CHECK_U64(e.schema_version, 1); /* missing field: zero, stored as 1 */
+        CHECK_OK(evs_cursor_next(c, &e));
+        CHECK_VIEW(e.payload, e.payload_len, "p1");
+        CHECK_OK(evs_cursor_next(c, &e));
+        CHECK_VIEW(e.payload, e.payload_len, "p2");
+        CHECK_VIEW(e.event_type, e.event_type_len, "Old");
+    }
+    evs_cursor_free(c);
+    c = NULL;
+
+    /* an output evs_event of an older program: the fields past it are not written */
+    memset(&old_event, 0xCD, sizeof old_event);
+    cut = offsetof(evs_event, metadata);
+    old_event.ev.struct_size = cut;
+    CHECK_OK(evs_read_stream(s, "old", 0, &c));
+    CHECK_OK(evs_cursor_next(c, &old_event.ev));
+    CHECK_VIEW(old_event.ev.payload, old_event.ev.payload_len, "p0");
+    untouched = 1;
+    for (i = cut; i < sizeof old_event.bytes; i++)
+        untouched &= old_event.bytes[i] == 0xCD;
+    CHECK(untouched);
+    evs_cursor_free(c);
+    c = NULL;
+
+    /* a newer program's struct: unknown fields must be zero */
+    memset(&newer, 0, sizeof newer);
+    newer.in = input("New", "n");
+    newer.in.struct_size = sizeof newer.bytes;
+    CHECK_OK(evs_append(s, "new", EVS_EXPECT_ANY, &newer.in, 1, NULL, NULL));
+    newer.bytes[sizeof(evs_event_input) + 3] = 1;
+    CHECK_STATUS(evs_append(s, "new", EVS_EXPECT_ANY, &newer.in, 1, NULL, NULL),
+                 EVS_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(evs_last_error_message(), "newer library") != NULL);
+
+    /* a struct whose size was never set, or entries of different sizes */
+    in.struct_size = 0;
+    CHECK_STATUS(evs_append(s, "x", EVS_EXPECT_ANY, &in, 1, NULL, NULL), EVS_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(evs_last_error_message(), "EVS_STRUCT_INIT(evs_event_input)") != NULL);
+    in.struct_size = 3;
+    CHECK_STATUS(evs_append(s, "x", EVS_EXPECT_ANY, &in, 1, NULL, NULL), EVS_ERR_INVALID_ARGUMENT);
+    pair[0] = input("A", "a");
+    pair[1] = input("B", "b");
+    pair[1].struct_size = sizeof(struct old_input);
+    CHECK_STATUS(evs_append(s, "x", EVS_EXPECT_ANY, pair, 2, NULL, NULL), EVS_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(evs_last_error_message(), "events[1].struct_size") != NULL);
+    memset(&acct, 0, sizeof acct);
+    CHECK_OK(evs_account_open(s, "a1", 5, NULL, NULL));
+    CHECK_STATUS(evs_account_get(s, "a1", &acct), EVS_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(evs_last_error_message(), "out->struct_size is 0") != NULL);
+    acct.struct_size = sizeof acct;
+    CHECK_OK(evs_account_get(s, "a1", &acct));
+    CHECK_I64(acct.balance, 5);
+    CHECK_U64(acct.struct_size, sizeof acct);
+    e.struct_size = 0;
+    CHECK_OK(evs_read_all(s, 0, &c));
+    CHECK_STATUS(evs_cursor_next(c, &e), EVS_ERR_INVALID_ARGUMENT);
+    evs_cursor_free(c);
+    CHECK_OK(evs_close(s));
+}
+
+/* ---- versions ---- */
+
+static void test_versions(void)
+{
+    char text[32];
+    TU_SECTION("versions: header and library agree");
+    CHECK_I64(EVS_ABI_VERSION, 1);
+    CHECK_I64(EVS_VERSION_MAJOR, EVS_ABI_VERSION);
+    CHECK_I64(EVS_VERSION_NUMBER,
+              1000000 * EVS_VERSION_MAJOR + 1000 * EVS_VERSION_MINOR + EVS_VERSION_PATCH);
+    CHECK_I64(evs_version_number(), EVS_VERSION_NUMBER);
+    CHECK_I64(evs_version_number() / 1000000, EVS_VERSION_MAJOR);
+    snprintf(text, sizeof text, "%d.%d.%d", EVS_VERSION_MAJOR, EVS_VERSION_MINOR,
+             EVS_VERSION_PATCH);
+    CHECK_STR(evs_version(), text);
+    CHECK_I64(EVS_EXPECT_ANY, -1);
+    CHECK_I64(EVS_EXPECT_NO_STREAM, -2);
+    CHECK_I64(EVS_EXPECT_EXISTS, -3);
+    CHECK_I64(EVS_ERR_BUSY, -14);
+    CHECK_STR(evs_status_name(EVS_ERR_BUSY), "EVS_ERR_BUSY");
+}
+
+/* ---- evs_shutdown ---- */
+
+static void test_shutdown(void)
+{
+    char path[1100];
+    evs_store *s;
+    TU_SECTION("evs_shutdown: refused while a store is open, then stops the threads");
+    store_path(path, sizeof path, "shutdown");
+    s = open_store(path, NULL);
+    if (s == NULL)
+        return;
+    CHECK_STATUS(evs_shutdown(), EVS_ERR_BUSY);
+    CHECK(strstr(evs_last_error_message(), "still open") != NULL);
+    CHECK_OK(evs_close(s));
+    CHECK_OK(evs_shutdown());
+    CHECK_OK(evs_shutdown());
+    /* the library works after it */
+    s = open_store(path, NULL);
+    if (s != NULL)
+        CHECK_OK(evs_close(s));
+    CHECK_OK(evs_shutdown());
+}
+
+int main(void)
+{
+    if (!tu_make_temp_dir(g_root, sizeof g_root))
+        return tu_finish();
+    test_versions();
+    test_extendable_structs();
+    test_subscription_status();
+    test_calls_during_thread_exit();
+    test_lengths_checked_first();
+    test_shutdown();
+    tu_cleanup_dir(g_root);
+    return tu_finish();
+}
