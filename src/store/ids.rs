@@ -116,6 +116,10 @@ impl IdIndex {
         t.base = cutoff;
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Ids remembered now.
     pub fn len(&self) -> u64 {
         let t = self.lock();

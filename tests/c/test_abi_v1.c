@@ -392,6 +392,412 @@ static void test_extendable_structs(void)
     CHECK_OK(evs_close(s));
 }
 
+/* ---- event ids and idempotent appends ---- */
+
+static evs_event_input with_id(const char *type, const char *payload, uint8_t tag)
+{
+    evs_event_input in = input(type, payload);
+    memset(in.id, tag, sizeof in.id);
+    in.id[0] = 0xE0;
+    return in;
+}
+
+static uint64_t next_pos(evs_store *s)
+{
+    uint64_t p = UINT64_MAX;
+    CHECK_OK(evs_position_at(s, UINT64_MAX, &p));
+    return p;
+}
+
+static void check_retry(evs_store *s, const char *stream, const evs_event_input *ev, size_t n,
+                        uint64_t want_first, uint64_t want_version)
+{
+    uint64_t first = UINT64_MAX, version = UINT64_MAX, before = next_pos(s);
+    CHECK_OK(evs_append(s, stream, EVS_EXPECT_NO_STREAM, ev, n, &first, &version));
+    CHECK_U64(first, want_first);
+    CHECK_U64(version, want_version);
+    CHECK_U64(next_pos(s), before); /* nothing written */
+}
+
+static void test_idempotent_appends(void)
+{
+    char path[1100];
+    evs_store *s;
+    evs_options *o;
+    evs_event_input abc[3], ad[2], dup[2], plain;
+    evs_cursor *c = NULL;
+    evs_event e = EVS_STRUCT_INIT(evs_event);
+    evs_stats st = EVS_STRUCT_INIT(evs_stats);
+    uint8_t zero[16];
+    uint64_t first = 0, version = 0, before, x_pos = 0;
+    int i;
+    union {
+        evs_event_input in;
+        unsigned char bytes[sizeof(evs_event_input)];
+    } old;
+
+    TU_SECTION("event ids: a retried append stores nothing twice");
+    store_path(path, sizeof path, "ids");
+    s = open_store(path, NULL);
+    if (s == NULL)
+        return;
+    memset(zero, 0, sizeof zero);
+    abc[0] = with_id("Placed", "a", 0xA1);
+    abc[1] = with_id("Paid", "b", 0xB2);
+    abc[2] = with_id("Shipped", "c", 0xC3);
+    CHECK_OK(evs_append_event(s, "Before", (const uint8_t *)"x", 1, NULL));
+    CHECK_OK(evs_append(s, "order-1", EVS_EXPECT_NO_STREAM, abc, 3, &first, &version));
+    CHECK_U64(first, 1);
+    CHECK_U64(version, 2);
+
+    /* the same append again (after a timeout, say): the original positions, no write,
+       although its expected version no longer holds */
+    check_retry(s, "order-1", abc, 3, 1, 2);
+
+    /* some ids stored, some not: refused, nothing written */
+    ad[0] = abc[0];
+    ad[1] = with_id("Other", "d", 0xD4);
+    before = next_pos(s);
+    CHECK_STATUS(evs_append(s, "order-1", EVS_EXPECT_ANY, ad, 2, NULL, NULL),
+                 EVS_ERR_ALREADY_EXISTS);
+    CHECK(strstr(evs_last_error_message(), "events[1]") != NULL);
+    ad[1] = input("NoId", "n");
+    CHECK_STATUS(evs_append(s, "order-1", EVS_EXPECT_ANY, ad, 2, NULL, NULL),
+                 EVS_ERR_ALREADY_EXISTS);
+    CHECK(strstr(evs_last_error_message(), "has no id") != NULL);
+    /* stored ids named for another stream: refused */
+    CHECK_STATUS(evs_append(s, "order-2", EVS_EXPECT_ANY, abc, 3, NULL, NULL),
+                 EVS_ERR_ALREADY_EXISTS);
+    /* one id twice in an append */
+    dup[0] = with_id("T", "1", 0x77);
+    dup[1] = dup[0];
+    CHECK_STATUS(evs_append(s, "order-3", EVS_EXPECT_ANY, dup, 2, NULL, NULL),
+                 EVS_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(evs_last_error_message(), "twice") != NULL);
+    CHECK_U64(next_pos(s), before);
+
+    /* the id is readable; an event without one reads all zero */
+    CHECK_OK(evs_read_all(s, 0, &c));
+    CHECK_OK(evs_cursor_next(c, &e));
+    CHECK(memcmp(e.id, zero, 16) == 0);
+    CHECK_OK(evs_cursor_next(c, &e));
+    CHECK(memcmp(e.id, abc[0].id, 16) == 0);
+    CHECK_OK(evs_cursor_next(c, &e));
+    CHECK(memcmp(e.id, abc[1].id, 16) == 0);
+    evs_cursor_free(c);
+    c = NULL;
+    CHECK_OK(evs_stats_get(s, &st));
+    CHECK_U64(st.event_ids, 3);
+
+    /* an older program's struct without the id field: no id, whatever lies past it */
+    memset(&old, 0x5A, sizeof old);
+    old.in = input("Old", "o");
+    memset(old.in.id, 0x5A, sizeof old.in.id);
+    old.in.struct_size = offsetof(evs_event_input, id);
+    CHECK_OK(evs_append(s, "old-program", EVS_EXPECT_ANY, &old.in, 1, NULL, NULL));
+    CHECK_OK(evs_append(s, "old-program", EVS_EXPECT_ANY, &old.in, 1, NULL, &version));
+    CHECK_U64(version, 1);
+
+    /* the index survives a restart, with and without a snapshot */
+    CHECK_OK(evs_close(s));
+    s = open_store(path, NULL);
+    if (s == NULL)
+        return;
+    check_retry(s, "order-1", abc, 3, 1, 2);
+    CHECK_OK(evs_snapshot(s, NULL));
+    plain = with_id("After", "z", 0x99);
+    CHECK_OK(evs_append(s, "after-snapshot", EVS_EXPECT_ANY, &plain, 1, &x_pos, NULL));
+    CHECK_OK(evs_close(s));
+    s = open_store(path, NULL);
+    if (s == NULL)
+        return;
+    check_retry(s, "order-1", abc, 3, 1, 2);
+    check_retry(s, "after-snapshot", &plain, 1, x_pos, 0);
+    CHECK_OK(evs_close(s));
+
+    /* the window: ids older than it may be forgotten (then a retry appends again) */
+    store_path(path, sizeof path, "ids-window");
+    o = evs_options_new();
+    CHECK_STATUS(evs_options_set_dedupe_window(o, 0), EVS_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(evs_options_set_dedupe_window(o, ((uint64_t)1 << 30) + 1),
+                 EVS_ERR_INVALID_ARGUMENT);
+    CHECK_OK(evs_options_set_dedupe_window(o, 10));
+    s = open_store(path, o);
+    evs_options_free(o);
+    if (s == NULL)
+        return;
+    plain = with_id("Early", "e", 0x42);
+    CHECK_OK(evs_append(s, "early", EVS_EXPECT_ANY, &plain, 1, &first, NULL));
+    for (i = 0; i < 9; i++)
+        CHECK_OK(evs_append_event(s, "Filler", (const uint8_t *)"f", 1, NULL));
+    check_retry(s, "early", &plain, 1, first, 0); /* within the last 10: found */
+    for (i = 0; i < 30; i++) {
+        evs_event_input f = with_id("Filler", "f", (uint8_t)i);
+        CHECK_OK(evs_append(s, "fillers", EVS_EXPECT_ANY, &f, 1, NULL, NULL));
+    }
+    CHECK_OK(evs_append(s, "early", EVS_EXPECT_ANY, &plain, 1, &x_pos, &version));
+    CHECK(x_pos > first); /* forgotten: appended again */
+    CHECK_U64(version, 1);
+    CHECK_OK(evs_stats_get(s, &st));
+    CHECK(st.event_ids <= 20);
+    CHECK_OK(evs_close(s));
+}
+
+/* ---- atomic appends to several streams ---- */
+
+static void test_append_multi(void)
+{
+    char path[1100];
+    evs_store *s;
+    evs_event_input a[2], b[1];
+    evs_stream_append parts[2];
+    uint64_t first = 0, versions[2] = {0, 0}, before;
+    int64_t v = 0;
+
+    TU_SECTION("evs_append_multi: several streams, all or nothing");
+    store_path(path, sizeof path, "multi");
+    s = open_store(path, NULL);
+    if (s == NULL)
+        return;
+    a[0] = with_id("Withdrawn", "10", 0x11);
+    a[1] = with_id("Fee", "1", 0x12);
+    b[0] = with_id("Deposited", "10", 0x13);
+    parts[0] = (evs_stream_append)EVS_STRUCT_INIT(evs_stream_append);
+    parts[0].stream = "acct-a";
+    parts[0].expected_version = EVS_EXPECT_NO_STREAM;
+    parts[0].events = a;
+    parts[0].count = 2;
+    parts[1] = (evs_stream_append)EVS_STRUCT_INIT(evs_stream_append);
+    parts[1].stream = "acct-b";
+    parts[1].expected_version = EVS_EXPECT_NO_STREAM;
+    parts[1].events = b;
+    parts[1].count = 1;
+    CHECK_OK(evs_append_multi(s, parts, 2, &first, versions));
+    CHECK_U64(first, 0);
+    CHECK_U64(versions[0], 1);
+    CHECK_U64(versions[1], 0);
+    /* a retry: the same positions, nothing written */
+    versions[0] = versions[1] = 99;
+    CHECK_OK(evs_append_multi(s, parts, 2, &first, versions));
+    CHECK_U64(first, 0);
+    CHECK_U64(versions[0], 1);
+    CHECK_U64(versions[1], 0);
+    CHECK_U64(next_pos(s), 3);
+
+    /* the second part's expected version fails: nothing of the first is written */
+    a[0] = input("Withdrawn", "5");
+    a[1] = input("Fee", "1");
+    b[0] = input("Deposited", "5");
+    parts[0].expected_version = 1;
+    parts[1].expected_version = 7;
+    before = next_pos(s);
+    CHECK_STATUS(evs_append_multi(s, parts, 2, NULL, NULL), EVS_ERR_WRONG_EXPECTED_VERSION);
+    CHECK(strstr(evs_last_error_message(), "acct-b") != NULL);
+    CHECK_U64(next_pos(s), before);
+    CHECK_OK(evs_stream_version(s, "acct-a", &v));
+    CHECK_I64(v, 1);
+    parts[1].expected_version = 0;
+    CHECK_OK(evs_append_multi(s, parts, 2, NULL, NULL)); /* outputs are optional */
+    CHECK_U64(next_pos(s), before + 3);
+
+    /* bad input */
+    CHECK_STATUS(evs_append_multi(NULL, parts, 2, NULL, NULL), EVS_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(evs_append_multi(s, NULL, 2, NULL, NULL), EVS_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(evs_append_multi(s, parts, 0, NULL, NULL), EVS_ERR_INVALID_ARGUMENT);
+    parts[1].count = 0;
+    CHECK_STATUS(evs_append_multi(s, parts, 2, NULL, NULL), EVS_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(evs_last_error_message(), "appends[1].events") != NULL);
+    parts[1].count = 1;
+    parts[1].stream = NULL;
+    CHECK_STATUS(evs_append_multi(s, parts, 2, NULL, NULL), EVS_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(evs_last_error_message(), "appends[1].stream") != NULL);
+    parts[1].stream = "acct-b";
+    parts[1].expected_version = -9;
+    CHECK_STATUS(evs_append_multi(s, parts, 2, NULL, NULL), EVS_ERR_INVALID_ARGUMENT);
+    parts[1].expected_version = EVS_EXPECT_ANY;
+    parts[1].struct_size = 0;
+    CHECK_STATUS(evs_append_multi(s, parts, 2, NULL, NULL), EVS_ERR_INVALID_ARGUMENT);
+    CHECK_U64(next_pos(s), before + 3);
+    CHECK_OK(evs_close(s));
+}
+
+/* ---- reads ---- */
+
+static void append_to(evs_store *s, const char *stream, int n)
+{
+    int i;
+    char buf[32];
+    for (i = 0; i < n; i++) {
+        evs_event_input in;
+        snprintf(buf, sizeof buf, "%s#%d", stream, i);
+        in = input("Ev", buf);
+        CHECK_OK(evs_append(s, stream, EVS_EXPECT_ANY, &in, 1, NULL, NULL));
+    }
+}
+
+static void test_reads(void)
+{
+    char path[1100], want[64];
+    evs_store *s;
+    evs_cursor *c = NULL;
+    evs_event e = EVS_STRUCT_INIT(evs_event);
+    evs_event_data *data = NULL;
+    evs_stream_list *list = NULL;
+    evs_stream_info info = EVS_STRUCT_INIT(evs_stream_info);
+    uint64_t last = 0, n;
+    int i, ok;
+
+    TU_SECTION("reads: a stream backward, one event, the streams, a category");
+    store_path(path, sizeof path, "reads");
+    s = open_store(path, NULL);
+    if (s == NULL)
+        return;
+    append_to(s, "cat-1", 2);  /* 0 1 */
+    append_to(s, "dog-1", 1);  /* 2 */
+    append_to(s, "cat-2", 1);  /* 3 */
+    CHECK_OK(evs_append_event(s, "NoStream", (const uint8_t *)"-", 1, NULL)); /* 4 */
+    append_to(s, "cat-1", 1);  /* 5 */
+    append_to(s, "long", 150); /* 6..155 */
+
+    /* backward: the last events of a stream, newest first, across batches */
+    CHECK_OK(evs_read_stream_backward(s, "long", UINT64_MAX, &c));
+    ok = 1;
+    for (i = 149; i >= 0; i--) {
+        snprintf(want, sizeof want, "long#%d", i);
+        if (evs_cursor_next(c, &e) != EVS_OK || e.stream_version != (uint64_t)i ||
+            e.payload_len != strlen(want) || memcmp(e.payload, want, e.payload_len) != 0)
+            ok = 0;
+    }
+    CHECK(ok);
+    CHECK_STATUS(evs_cursor_next(c, &e), EVS_END);
+    evs_cursor_free(c);
+    CHECK_OK(evs_read_stream_backward(s, "cat-1", 1, &c));
+    CHECK_OK(evs_cursor_next(c, &e));
+    CHECK_U64(e.position, 1);
+    CHECK_OK(evs_cursor_next(c, &e));
+    CHECK_U64(e.position, 0);
+    CHECK_STATUS(evs_cursor_next(c, &e), EVS_END);
+    evs_cursor_free(c);
+    CHECK_STATUS(evs_read_stream_backward(s, "nope", UINT64_MAX, &c), EVS_ERR_NOT_FOUND);
+    CHECK_STATUS(evs_read_stream_backward(s, NULL, 0, &c), EVS_ERR_INVALID_ARGUMENT);
+
+    /* one event by position, owned by its data handle */
+    CHECK_OK(evs_read_event(s, 3, &e, &data));
+    CHECK_VIEW(e.stream, e.stream_len, "cat-2");
+    CHECK_VIEW(e.payload, e.payload_len, "cat-2#0");
+    CHECK_U64(e.position, 3);
+    evs_event_data_free(data);
+    data = NULL;
+    CHECK_STATUS(evs_read_event(s, 156, &e, &data), EVS_ERR_NOT_FOUND);
+    CHECK(data == NULL);
+    CHECK_STATUS(evs_read_event(s, 3, &e, NULL), EVS_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(evs_read_event(s, 3, NULL, &data), EVS_ERR_INVALID_ARGUMENT);
+    evs_event_data_free(NULL);
+
+    /* the streams, in creation order, with versions */
+    CHECK_OK(evs_list_streams(s, &list));
+    CHECK_OK(evs_stream_list_next(list, &info));
+    CHECK_VIEW(info.name, info.name_len, "cat-1");
+    CHECK_U64(info.version, 2);
+    CHECK_U64(info.first_position, 0);
+    CHECK_OK(evs_stream_list_next(list, &info));
+    CHECK_VIEW(info.name, info.name_len, "dog-1");
+    CHECK_OK(evs_stream_list_next(list, &info));
+    CHECK_VIEW(info.name, info.name_len, "cat-2");
+    CHECK_U64(info.first_position, 3);
+    CHECK_OK(evs_stream_list_next(list, &info));
+    CHECK_VIEW(info.name, info.name_len, "long");
+    CHECK_U64(info.version, 149);
+    CHECK_STATUS(evs_stream_list_next(list, &info), EVS_END);
+    info.struct_size = 0;
+    CHECK_STATUS(evs_stream_list_next(list, &info), EVS_ERR_INVALID_ARGUMENT);
+    evs_stream_list_free(list);
+    evs_stream_list_free(NULL);
+    CHECK_STATUS(evs_list_streams(NULL, &list), EVS_ERR_INVALID_ARGUMENT);
+
+    /* a category: the events of "cat-*" in position order, and new ones as they come */
+    CHECK_OK(evs_read_category(s, "cat-", 0, &c));
+    {
+        static const uint64_t want_pos[] = {0, 1, 3, 5};
+        ok = 1;
+        for (i = 0; i < 4; i++)
+            if (evs_cursor_next(c, &e) != EVS_OK || e.position != want_pos[i] ||
+                e.stream_len < 4 || memcmp(e.stream, "cat-", 4) != 0)
+                ok = 0;
+        CHECK(ok);
+    }
+    CHECK_STATUS(evs_cursor_next(c, &e), EVS_END);
+    append_to(s, "cat-3", 1); /* a new stream of the category: 156 */
+    append_to(s, "dog-1", 1); /* 157 */
+    append_to(s, "cat-1", 1); /* 158 */
+    CHECK_OK(evs_cursor_next(c, &e));
+    CHECK_U64(e.position, 156);
+    CHECK_OK(evs_cursor_next(c, &e));
+    CHECK_U64(e.position, 158);
+    CHECK_STATUS(evs_cursor_next(c, &e), EVS_END);
+    evs_cursor_free(c);
+    CHECK_OK(evs_read_category(s, "cat-", 4, &c));
+    n = 0;
+    while (evs_cursor_next(c, &e) == EVS_OK) {
+        n++;
+        last = e.position;
+    }
+    CHECK_U64(n, 3);
+    CHECK_U64(last, 158);
+    evs_cursor_free(c);
+    CHECK_STATUS(evs_read_category(s, "", 0, &c), EVS_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(evs_read_category(s, "cat-", 10000, &c), EVS_ERR_NOT_FOUND);
+    CHECK_OK(evs_close(s));
+}
+
+/* ---- options ---- */
+
+static void test_options(void)
+{
+    char path[1100], big[101];
+    evs_store *s;
+    evs_options *o;
+    evs_store_options eo = EVS_STRUCT_INIT(evs_store_options);
+    evs_event_input in;
+
+    TU_SECTION("options: the event size limit, and the options a store runs with");
+    store_path(path, sizeof path, "options");
+    o = evs_options_new();
+    CHECK_STATUS(evs_options_set_max_event_size(o, 0), EVS_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(evs_options_set_max_event_size(o, (16u << 20) + 1), EVS_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(evs_options_set_max_event_size(NULL, 10), EVS_ERR_INVALID_ARGUMENT);
+    CHECK_OK(evs_options_set_max_event_size(o, 100));
+    CHECK_OK(evs_options_set_fsync(o, EVS_FSYNC_BATCH, 7));
+    s = open_store(path, o);
+    evs_options_free(o);
+    if (s == NULL)
+        return;
+    memset(big, 'b', sizeof big);
+    big[100] = '\0';
+    in = input("Big", big);
+    CHECK_OK(evs_append(s, "sized", EVS_EXPECT_ANY, &in, 1, NULL, NULL));
+    in.payload_len = 101;
+    CHECK_STATUS(evs_append(s, "sized", EVS_EXPECT_ANY, &in, 1, NULL, NULL), EVS_ERR_TOO_LARGE);
+    in.payload_len = 60;
+    in.metadata = (const uint8_t *)big;
+    in.metadata_len = 41;
+    CHECK_STATUS(evs_append(s, "sized", EVS_EXPECT_ANY, &in, 1, NULL, NULL), EVS_ERR_TOO_LARGE);
+    CHECK_STATUS(evs_append_event(s, "Big", (const uint8_t *)big, 101, NULL), EVS_ERR_TOO_LARGE);
+
+    CHECK_OK(evs_store_options_get(s, &eo));
+    CHECK_U64(eo.max_event_size, 100);
+    CHECK_I64(eo.fsync_policy, EVS_FSYNC_BATCH);
+    CHECK_U64(eo.batch_window_ms, 7);
+    CHECK_U64(eo.dedupe_window, 1048576);
+    CHECK_U64(eo.snapshot_every, 0);
+    CHECK(eo.preallocate);
+    CHECK(!eo.read_only);
+    CHECK_U64(eo.max_segment_size, 128u << 20);
+    CHECK_STATUS(evs_store_options_get(s, NULL), EVS_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(evs_store_options_get(NULL, &eo), EVS_ERR_INVALID_ARGUMENT);
+    CHECK_OK(evs_close(s));
+}
+
 /* ---- versions ---- */
 
 static void test_versions(void)
@@ -443,6 +849,10 @@ int main(void)
         return tu_finish();
     test_versions();
     test_extendable_structs();
+    test_idempotent_appends();
+    test_append_multi();
+    test_reads();
+    test_options();
     test_subscription_status();
     test_calls_during_thread_exit();
     test_lengths_checked_first();
