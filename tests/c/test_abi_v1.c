@@ -47,8 +47,6 @@ static void sleep_ms(long ms)
 static evs_event_input input(const char *type, const char *payload)
 {
     evs_event_input in = EVS_STRUCT_INIT(evs_event_input);
-    memset(&in, 0, sizeof in);
-    in.struct_size = sizeof in;
     in.event_type = type;
     in.payload = (const uint8_t *)payload;
     in.payload_len = payload ? strlen(payload) : 0;

@@ -699,7 +699,7 @@ static void test_too_large(void)
     {
         int i;
         for (i = 0; i < 5; i++) {
-            batch[i].struct_size = sizeof batch[i];
+            batch[i] = (evs_event_input)EVS_STRUCT_INIT(evs_event_input);
             batch[i].event_type = "Chunk";
             batch[i].payload = big;
             batch[i].payload_len = 15 * MiB;
@@ -751,7 +751,7 @@ static void test_too_large(void)
     if (s != NULL) {
         int i;
         for (i = 0; i < 2; i++) {
-            batch[i].struct_size = sizeof batch[i];
+            batch[i] = (evs_event_input)EVS_STRUCT_INIT(evs_event_input);
             batch[i].event_type = "Chunk";
             batch[i].payload = big;
             batch[i].payload_len = 40000;
