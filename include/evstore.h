@@ -607,7 +607,8 @@ evs_status evs_sync(struct evs_store *s);
 // any freed pointer. A subscription callback may close its own store.
 // Returns EVS_OK; EVS_ERR_IO (the final sync failed; the store is freed anyway);
 // EVS_ERR_INVALID_ARGUMENT (another thread is already closing `s`: that call frees it,
-// this one does nothing).
+// this one does nothing; or `s` was opened by the parent of this forked process: it is
+// left alone, its memory leaked, the parent's store untouched).
 evs_status evs_close(struct evs_store *s);
 
 // Appends one event with no stream (the reference program's `append_event`).
@@ -796,7 +797,8 @@ const char *evs_subscription_error_message(struct evs_subscription *sub);
 // Returns the status the subscription ended with (see `evs_subscription_status`):
 // EVS_OK when it was stopped (by this call, its callback or its store's close), or the
 // error that had ended it, with its message as this thread's `evs_last_error_message`.
-// When called from its own callback: EVS_OK.
+// When called from its own callback: EVS_OK. In a process forked after
+// `evs_subscribe`: EVS_ERR_INVALID_ARGUMENT (the handle is left alone, its memory leaked).
 evs_status evs_subscription_close(struct evs_subscription *sub);
 
 #ifdef __cplusplus

@@ -8,6 +8,7 @@
 mod account;
 mod args;
 mod extensible;
+mod fork;
 mod gate;
 mod reads;
 mod runtime;

@@ -41,6 +41,8 @@ pub struct evs_store {
     pub(crate) bank: Bank,
     pub(crate) subscriptions: std::sync::Mutex<Vec<std::sync::Arc<super::subscription::Shared>>>,
     calls: CallGate,
+    /// The process generation it was opened in (see `fork`).
+    pub(crate) generation: u64,
 }
 
 /// A store handle with a call counted in through its gate; counts it out when dropped.
@@ -66,6 +68,7 @@ impl Drop for StoreRef<'_> {
 pub(crate) unsafe fn store_arg<'a>(s: *const evs_store) -> Result<StoreRef<'a>> {
     // SAFETY: forwarded contract: NULL or a live handle.
     let store = unsafe { handle(s, "store") }?;
+    super::fork::check(store.generation, "store")?;
     store.calls.enter()?;
     Ok(StoreRef(store))
 }
@@ -439,6 +442,7 @@ pub unsafe extern "C" fn evs_open(
         let options = unsafe { opts.as_ref() }
             .map(|o| o.inner.clone())
             .unwrap_or_default();
+        let generation = super::fork::generation();
         let (bank, report) = Bank::open(path, options)?;
         let info = evs_recovery_info {
             struct_size: std::mem::size_of::<evs_recovery_info>(),
@@ -459,6 +463,7 @@ pub unsafe extern "C" fn evs_open(
                 bank,
                 subscriptions: Default::default(),
                 calls: CallGate::default(),
+                generation,
             })),
         );
         Ok(EVS_OK)
@@ -493,7 +498,8 @@ pub unsafe extern "C" fn evs_sync(s: *mut evs_store) -> evs_status {
 /// any freed pointer. A subscription callback may close its own store.
 /// Returns EVS_OK; EVS_ERR_IO (the final sync failed; the store is freed anyway);
 /// EVS_ERR_INVALID_ARGUMENT (another thread is already closing `s`: that call frees it,
-/// this one does nothing).
+/// this one does nothing; or `s` was opened by the parent of this forked process: it is
+/// left alone, its memory leaked, the parent's store untouched).
 #[no_mangle]
 pub unsafe extern "C" fn evs_close(s: *mut evs_store) -> evs_status {
     if s.is_null() {
@@ -503,6 +509,11 @@ pub unsafe extern "C" fn evs_close(s: *mut evs_store) -> evs_status {
         // SAFETY: `s` is a live handle from evs_open (C API contract); only the close
         // that wins the gate goes on to free it.
         let store = unsafe { handle(s, "store") }?;
+        if let Err(e) = super::fork::check(store.generation, "store") {
+            // The parent's store: no flush, no unlock, no thread to stop. Leaked.
+            super::runtime::store_closed();
+            return Err(e);
+        }
         if !store.calls.begin_close() {
             return Err(Error::invalid(
                 "store is already being closed by another call to evs_close",

@@ -27,6 +27,8 @@ pub type evs_event_fn =
 pub struct evs_subscription {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    /// The process generation it was started in (see `fork`).
+    generation: u64,
 }
 
 /// How a subscription ended: its status and the message that explains an error.
@@ -287,6 +289,7 @@ pub unsafe extern "C" fn evs_subscribe_filtered(
             Box::into_raw(Box::new(evs_subscription {
                 shared,
                 thread: Some(thread),
+                generation: handle_.generation,
             })),
         );
         Ok(EVS_OK)
@@ -356,7 +359,8 @@ pub unsafe extern "C" fn evs_subscription_error_message(
 /// Returns the status the subscription ended with (see `evs_subscription_status`):
 /// EVS_OK when it was stopped (by this call, its callback or its store's close), or the
 /// error that had ended it, with its message as this thread's `evs_last_error_message`.
-/// When called from its own callback: EVS_OK.
+/// When called from its own callback: EVS_OK. In a process forked after
+/// `evs_subscribe`: EVS_ERR_INVALID_ARGUMENT (the handle is left alone, its memory leaked).
 #[no_mangle]
 pub unsafe extern "C" fn evs_subscription_close(sub: *mut evs_subscription) -> evs_status {
     if sub.is_null() {
@@ -365,6 +369,11 @@ pub unsafe extern "C" fn evs_subscription_close(sub: *mut evs_subscription) -> e
     boundary(|| {
         // SAFETY: `sub` came from Box::into_raw in evs_subscribe and is freed once.
         let mut sub = unsafe { Box::from_raw(sub) };
+        if let Err(e) = super::fork::check(sub.generation, "subscription") {
+            // Its thread is the parent's: there is none here to wait for. Leaked.
+            std::mem::forget(sub);
+            return Err(e);
+        }
         sub.shared.stop_and_wait();
         if sub.shared.on_own_thread() {
             return Ok(EVS_OK);

@@ -8,6 +8,8 @@
  */
 #include "test_util.h"
 
+#include <sys/wait.h>
+
 static char g_root[1024];
 static uint64_t g_pos;
 
@@ -796,6 +798,85 @@ static void test_options(void)
     CHECK_OK(evs_close(s));
 }
 
+/* ---- handles do not survive fork ---- */
+
+static int32_t idle_cb(void *user_data, const evs_event *e)
+{
+    (void)user_data;
+    (void)e;
+    return 0;
+}
+
+/* What a forked child leaves behind, reachable. */
+static evs_store *g_child_store;
+static evs_subscription *g_child_sub;
+
+static void test_fork(void)
+{
+    char path[1100];
+    evs_store *s;
+    evs_subscription *sub = NULL;
+    pid_t pid;
+    int status = 0, fds[2];
+    ssize_t got;
+    char report[80];
+    uint64_t before;
+
+    TU_SECTION("a forked child cannot use or close its parent's handles");
+    store_path(path, sizeof path, "fork");
+    s = open_store(path, NULL);
+    if (s == NULL)
+        return;
+    CHECK_OK(evs_append_event(s, "Parent", (const uint8_t *)"p", 1, NULL));
+    CHECK_OK(evs_subscribe(s, 0, idle_cb, NULL, &sub));
+    before = next_pos(s);
+    fflush(stdout);
+    CHECK(pipe(fds) == 0);
+    pid = fork();
+    if (pid == 0) {
+        /* the child: every use refused, nothing written, nothing waited for. It reports
+           through the pipe: under valgrind its exit status is valgrind's (the parent's
+           threads, which it lacks, own memory it cannot free). */
+        char bad[64] = "";
+        evs_store *again = NULL;
+        g_child_store = s;
+        g_child_sub = sub;
+        if (evs_append_event(s, "Child", (const uint8_t *)"c", 1, NULL) != EVS_ERR_INVALID_ARGUMENT)
+            strcat(bad, " append");
+        if (strstr(evs_last_error_message(), "fork") == NULL)
+            strcat(bad, " message");
+        if (evs_sync(s) != EVS_ERR_INVALID_ARGUMENT)
+            strcat(bad, " sync");
+        if (evs_subscription_close(sub) != EVS_ERR_INVALID_ARGUMENT)
+            strcat(bad, " subscription_close");
+        if (evs_close(s) != EVS_ERR_INVALID_ARGUMENT)
+            strcat(bad, " close");
+        if (evs_open(path, NULL, &again, NULL) != EVS_ERR_LOCKED) /* the parent's lock */
+            strcat(bad, " open");
+        if (write(fds[1], bad[0] ? bad : "ok", bad[0] ? strlen(bad) : 2) < 0)
+            _exit(4);
+        _exit(0);
+    }
+    CHECK(pid > 0);
+    close(fds[1]);
+    got = read(fds[0], report, sizeof report - 1);
+    report[got > 0 ? got : 0] = '\0';
+    close(fds[0]);
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status));
+    CHECK_STR(report, "ok");
+    /* the parent's store is as it was, and works */
+    CHECK_U64(next_pos(s), before);
+    CHECK_OK(evs_append_event(s, "Parent", (const uint8_t *)"p", 1, NULL));
+    CHECK_OK(evs_subscription_close(sub));
+    CHECK_OK(evs_close(s));
+    s = open_store(path, NULL);
+    if (s != NULL) {
+        CHECK_U64(next_pos(s), before + 1);
+        CHECK_OK(evs_close(s));
+    }
+}
+
 /* ---- versions ---- */
 
 static void test_versions(void)
@@ -851,6 +932,7 @@ int main(void)
     test_append_multi();
     test_reads();
     test_options();
+    test_fork();
     test_subscription_status();
     test_calls_during_thread_exit();
     test_lengths_checked_first();
