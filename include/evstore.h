@@ -379,6 +379,23 @@ evs_status evs_account_get_at(struct evs_store *s,
                               uint64_t as_of_timestamp_us,
                               struct evs_account *out);
 
+// Up to `capacity` next events: EVS_OK with `*out_count` (>= 1) views in `out[0..]`, or
+// EVS_END with `*out_count` 0 when there is none (now). The views stay valid until the
+// next call on the cursor or its free. A batch holds fewer than `capacity` events when
+// the cursor has no more now, or once its bytes pass 4 MiB. `out` is an array of the
+// caller's `evs_event`; `out[0].struct_size` (see `EVS_STRUCT_INIT`) is the size of
+// every entry, and the array's stride. An error met after some events is returned by
+// the next call, after those events.
+//
+// Ownership: `out` and `*out_count` are the caller's; the bytes the views point to are
+// the cursor's. Thread safety: one thread at a time per cursor. Returns EVS_OK, EVS_END,
+// EVS_ERR_INVALID_ARGUMENT (NULL, capacity 0, a bad `out[0].struct_size`),
+// EVS_ERR_CORRUPT, EVS_ERR_IO.
+evs_status evs_cursor_next_batch(struct evs_cursor *c,
+                                 struct evs_event *out,
+                                 size_t capacity,
+                                 size_t *out_count);
+
 // Opens a cursor over one stream from `from_version` (inclusive; UINT64_MAX or past
 // its end: its last event) down to version 0: "the last N events of a stream" is this
 // cursor read N times. It does not see later appends.

@@ -1,7 +1,8 @@
 /*
  * percall.c: what one call of the C API costs, in nanoseconds, for the calls whose work
  * is small (so that the boundary's own cost shows): evs_cursor_next over 1M events,
- * evs_account_get, evs_stream_version, evs_position_at.
+ * evs_account_get, evs_stream_version, evs_position_at; and, with the version-1 header,
+ * evs_cursor_next_batch per event.
  *
  * It builds against the header of version 1 and against the pre-1.0 one (no
  * EVS_ABI_VERSION, no struct_size), so that bench/percall/run.sh can run it on both
@@ -63,12 +64,49 @@ static void die(const char *what, evs_status st)
         }                                                       \
     } while (0)
 
+/* The best of 3 passes over every event, in ns per event: one evs_cursor_next a call
+ * (batch 0) or evs_cursor_next_batch with `batch` views a call. */
+static double time_cursor(evs_store *s, size_t batch, uint64_t *sum, long *seen)
+{
+    static evs_event views[256];
+    evs_cursor *c = NULL;
+    double best = 1e300;
+    int round;
+    INIT(evs_event, views[0]);
+    for (round = 0; round < 3; round++) {
+        double t0, dt;
+        long n = 0;
+        OK(evs_read_all(s, 0, &c), "evs_read_all");
+        t0 = now_ns();
+        if (batch == 0) {
+            while (evs_cursor_next(c, &views[0]) == EVS_OK) {
+                *sum += views[0].payload_len;
+                n++;
+            }
+        }
+#ifdef EVS_ABI_VERSION
+        else {
+            size_t got = 0, k;
+            while (evs_cursor_next_batch(c, views, batch, &got) == EVS_OK) {
+                for (k = 0; k < got; k++)
+                    *sum += views[k].payload_len;
+                n += (long)got;
+            }
+        }
+#endif
+        dt = (now_ns() - t0) / (double)n;
+        if (dt < best)
+            best = dt;
+        *seen = n;
+        evs_cursor_free(c);
+    }
+    return best;
+}
+
 int main(int argc, char **argv)
 {
     evs_store *s = NULL;
     evs_options *o;
-    evs_cursor *c = NULL;
-    evs_event e;
     evs_account a;
     evs_event_input in;
     long events = argc > 2 ? atol(argv[2]) : 1000000;
@@ -102,24 +140,12 @@ int main(int argc, char **argv)
     free(ev);
     OK(evs_account_open(s, "alice", 100, NULL, &p), "evs_account_open");
 
-    INIT(evs_event, e);
-    /* evs_cursor_next: the best of 3 passes over every event */
-    ns = 1e300;
-    for (i = 0; i < 3; i++) {
-        double t0, dt;
-        OK(evs_read_all(s, 0, &c), "evs_read_all");
-        seen = 0;
-        t0 = now_ns();
-        while (evs_cursor_next(c, &e) == EVS_OK) {
-            sum += e.payload_len;
-            seen++;
-        }
-        dt = (now_ns() - t0) / (double)seen;
-        if (dt < ns)
-            ns = dt;
-        evs_cursor_free(c);
-    }
+    ns = time_cursor(s, 0, &sum, &seen);
     printf("evs_cursor_next %.1f %ld\n", ns, seen);
+#ifdef EVS_ABI_VERSION
+    ns = time_cursor(s, 256, &sum, &seen);
+    printf("evs_cursor_next_batch/event %.1f %ld\n", ns, seen);
+#endif
 
     INIT(evs_account, a);
     BEST_OF(5, 1000000, ns, OK(evs_account_get(s, "alice", &a), "evs_account_get"));

@@ -145,6 +145,11 @@ pub(crate) struct OutStruct<T> {
 }
 
 impl<T: Extensible> OutStruct<T> {
+    /// The caller's `struct_size`.
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
     /// Writes the fields that fit in the caller's `struct_size`, leaving the caller's
     /// `struct_size` as it was.
     pub(crate) fn write(&self, v: T) {
@@ -173,6 +178,29 @@ pub(crate) unsafe fn out_struct<T: Extensible>(p: *mut T, name: &str) -> Result<
     // SAFETY: the caller's struct starts with its size (C API contract).
     let size = check_size::<T>(unsafe { p.cast::<usize>().read_unaligned() }, name)?;
     Ok(OutStruct { p, size })
+}
+
+/// Entry `i` of the caller's array of structs to fill, whose stride is `stride` (or, for
+/// the first entry, its own `struct_size`, which the caller sets).
+///
+/// # Safety
+/// `p` is NULL or points to an array of at least `i + 1` entries of the stride, the first
+/// starting with its size.
+pub(crate) unsafe fn out_struct_at<T: Extensible>(
+    p: *mut T,
+    i: usize,
+    stride: Option<usize>,
+    name: &str,
+) -> Result<OutStruct<T>> {
+    match stride {
+        // SAFETY: forwarded contract.
+        None => unsafe { out_struct(p, &format!("{name}[0]")) },
+        Some(size) => Ok(OutStruct {
+            // SAFETY: entry i lies i strides into the caller's array (contract).
+            p: unsafe { p.cast::<u8>().add(i * size) }.cast(),
+            size,
+        }),
+    }
 }
 
 /// An optional struct out-pointer (NULL: not wanted).

@@ -7,6 +7,7 @@
 
 mod account;
 mod args;
+mod batch;
 mod extensible;
 mod fork;
 mod gate;
@@ -18,6 +19,7 @@ mod store;
 mod subscription;
 
 pub use account::*;
+pub use batch::*;
 pub use reads::*;
 pub use runtime::*;
 pub use stats::*;

@@ -75,7 +75,22 @@ pub(crate) unsafe fn store_arg<'a>(s: *const evs_store) -> Result<StoreRef<'a>> 
 
 /// A cursor over events (opaque). Single-thread: use it from one thread at a time.
 pub struct evs_cursor {
-    kind: CursorKind,
+    pub(crate) kind: CursorKind,
+    /// `evs_cursor_next_batch`'s copies of the events it hands out.
+    pub(crate) batch: super::batch::Batch,
+}
+
+impl CursorKind {
+    /// Reads the next event and hands it to `f` while it is borrowed.
+    pub(crate) fn next_with<R>(&mut self, f: impl FnOnce(&EventRef<'_>) -> R) -> Result<Option<R>> {
+        Ok(match self {
+            CursorKind::Forward(c) => c.next()?.map(|e| f(&e)),
+            CursorKind::Backward(c) => c.next()?.map(|e| f(&e)),
+            CursorKind::Stream(c) => c.next()?.map(|e| f(&e)),
+            CursorKind::StreamBackward(c) => c.next()?.map(|e| f(&e)),
+            CursorKind::Category(c) => c.next()?.map(|e| f(&e)),
+        })
+    }
 }
 
 pub(crate) enum CursorKind {
@@ -774,7 +789,13 @@ pub(crate) unsafe fn open_cursor(
         let store = unsafe { store_arg(s) }?;
         let out = out_arg(out, "out")?;
         let kind = make(store.bank.store())?;
-        write_out(out, Box::into_raw(Box::new(evs_cursor { kind })));
+        write_out(
+            out,
+            Box::into_raw(Box::new(evs_cursor {
+                kind,
+                batch: Default::default(),
+            })),
+        );
         Ok(EVS_OK)
     })
 }
@@ -878,14 +899,10 @@ pub unsafe extern "C" fn evs_cursor_next(c: *mut evs_cursor, out: *mut evs_event
         let c = unsafe { handle_mut(c, "cursor") }?;
         // SAFETY: NULL or the caller's struct, starting with its size.
         let out = unsafe { out_struct(out, "out") }?;
-        let ev = match &mut c.kind {
-            CursorKind::Forward(f) => f.next()?.map(|e| evs_event::view(&e)),
-            CursorKind::Backward(b) => b.next()?.map(|e| evs_event::view(&e)),
-            CursorKind::Stream(s) => s.next()?.map(|e| evs_event::view(&e)),
-            CursorKind::StreamBackward(s) => s.next()?.map(|e| evs_event::view(&e)),
-            CursorKind::Category(c) => c.next()?.map(|e| evs_event::view(&e)),
-        };
-        match ev {
+        if let Some(e) = c.batch.pending.take() {
+            return Err(e);
+        }
+        match c.kind.next_with(|e| evs_event::view(e))? {
             Some(v) => {
                 out.write(v);
                 Ok(EVS_OK)

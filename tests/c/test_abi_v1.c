@@ -798,6 +798,111 @@ static void test_options(void)
     CHECK_OK(evs_close(s));
 }
 
+/* ---- many events a call ---- */
+
+static void test_next_batch(void)
+{
+    char path[1100], want[32];
+    evs_store *s;
+    evs_cursor *c = NULL;
+    evs_event batch[64];
+    size_t n = 99, i, total = 0;
+    int ok = 1, b;
+    union {
+        evs_event first;
+        unsigned char bytes[8 * sizeof(evs_event)];
+    } old;
+    size_t stride = offsetof(evs_event, id);
+    uint8_t *big;
+
+    TU_SECTION("evs_cursor_next_batch: many views a call");
+    store_path(path, sizeof path, "batch");
+    s = open_store(path, NULL);
+    if (s == NULL)
+        return;
+    for (i = 0; i < 300; i++) {
+        evs_event_input in;
+        snprintf(want, sizeof want, "e%zu", i);
+        in = input("B", want);
+        in.id[0] = 0xB0;
+        in.id[1] = (uint8_t)(i & 0xff);
+        in.id[2] = (uint8_t)(i >> 8);
+        CHECK_OK(evs_append(s, i % 2 ? "odd" : "even", EVS_EXPECT_ANY, &in, 1, NULL, NULL));
+    }
+    batch[0] = (evs_event)EVS_STRUCT_INIT(evs_event);
+    CHECK_OK(evs_read_all(s, 0, &c));
+    for (b = 0; b < 5; b++) {
+        CHECK_OK(evs_cursor_next_batch(c, batch, 64, &n));
+        CHECK_U64(n, b < 4 ? 64 : 300 - 256);
+        /* every view of the batch is valid at once */
+        for (i = 0; i < n; i++) {
+            snprintf(want, sizeof want, "e%zu", total + i);
+            ok &= batch[i].position == total + i;
+            ok &= batch[i].payload_len == strlen(want) &&
+                  memcmp(batch[i].payload, want, batch[i].payload_len) == 0;
+            ok &= batch[i].stream_len == ((total + i) % 2 ? 3u : 4u);
+            ok &= batch[i].id[0] == 0xB0 && batch[i].id[1] == (uint8_t)((total + i) & 0xff) &&
+                  batch[i].id[2] == (uint8_t)((total + i) >> 8);
+        }
+        total += n;
+    }
+    CHECK(ok);
+    CHECK_STATUS(evs_cursor_next_batch(c, batch, 64, &n), EVS_END);
+    CHECK_U64(n, 0);
+    /* a forward cursor tails: new events come in the next batch */
+    CHECK_OK(evs_append_event(s, "Late", (const uint8_t *)"late", 4, NULL));
+    CHECK_OK(evs_cursor_next_batch(c, batch, 64, &n));
+    CHECK_U64(n, 1);
+    CHECK_VIEW(batch[0].payload, batch[0].payload_len, "late");
+    /* bad input */
+    CHECK_STATUS(evs_cursor_next_batch(c, batch, 0, &n), EVS_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(evs_cursor_next_batch(c, batch, 64, NULL), EVS_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(evs_cursor_next_batch(NULL, batch, 64, &n), EVS_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(evs_cursor_next_batch(c, NULL, 64, &n), EVS_ERR_INVALID_ARGUMENT);
+    batch[0].struct_size = 0;
+    CHECK_STATUS(evs_cursor_next_batch(c, batch, 64, &n), EVS_ERR_INVALID_ARGUMENT);
+    batch[0].struct_size = sizeof batch[0];
+    evs_cursor_free(c);
+    c = NULL;
+
+    /* an older program's smaller evs_event: the array's stride is its struct_size */
+    memset(&old, 0xCD, sizeof old);
+    old.first.struct_size = stride;
+    CHECK_OK(evs_read_stream(s, "odd", 0, &c));
+    CHECK_OK(evs_cursor_next_batch(c, &old.first, 8, &n));
+    CHECK_U64(n, 8);
+    ok = 1;
+    for (i = 0; i < 8; i++) {
+        evs_event e;
+        memcpy(&e, old.bytes + i * stride, stride);
+        snprintf(want, sizeof want, "e%zu", 2 * i + 1);
+        ok &= e.position == 2 * i + 1 && e.payload_len == strlen(want) &&
+              memcmp(e.payload, want, e.payload_len) == 0;
+    }
+    CHECK(ok);
+    ok = 1;
+    for (i = 8 * stride; i < sizeof old.bytes; i++)
+        ok &= old.bytes[i] == 0xCD;
+    CHECK(ok); /* nothing written past the 8 entries of the caller's size */
+    evs_cursor_free(c);
+    c = NULL;
+
+    /* a batch's bytes are bounded: 1 MiB events come a few at a time */
+    big = (uint8_t *)calloc(1, 1 << 20);
+    for (i = 0; i < 10 && big != NULL; i++)
+        CHECK_OK(evs_append_event(s, "Big", big, 1 << 20, NULL));
+    free(big);
+    CHECK_OK(evs_read_all(s, 301, &c));
+    CHECK_OK(evs_cursor_next_batch(c, batch, 64, &n));
+    CHECK(n >= 1 && n <= 5);
+    total = n;
+    while (evs_cursor_next_batch(c, batch, 64, &n) == EVS_OK)
+        total += n;
+    CHECK_U64(total, 10);
+    evs_cursor_free(c);
+    CHECK_OK(evs_close(s));
+}
+
 /* ---- handles do not survive fork ---- */
 
 static int32_t idle_cb(void *user_data, const evs_event *e)
@@ -932,6 +1037,7 @@ int main(void)
     test_append_multi();
     test_reads();
     test_options();
+    test_next_batch();
     test_fork();
     test_subscription_status();
     test_calls_during_thread_exit();
