@@ -64,6 +64,9 @@ typedef struct evs_event_data evs_event_data;
 typedef struct evs_options evs_options;
 
 // An open store (opaque). Thread-safe: any number of threads may use one at once.
+// Every function taking a store also returns EVS_ERR_INVALID_ARGUMENT, writing nothing,
+// once `evs_close` has begun refusing calls on it, and in a forked child for a store
+// its parent opened.
 typedef struct evs_store evs_store;
 
 // The streams of a store (opaque), from `evs_list_streams`. Single-thread.
@@ -632,7 +635,8 @@ evs_status evs_close(struct evs_store *s);
 //
 // `*out_position` (may be NULL) gets its position. Thread safety: any thread.
 // Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL or non-UTF-8 type, NULL payload with a
-// length, type of 0 or > 1024 bytes); EVS_ERR_TOO_LARGE (> 16 MiB);
+// length, type of 0 or > 1024 bytes); EVS_ERR_TOO_LARGE (past the
+// store's event size limit, 16 MiB by default);
 // EVS_ERR_READ_ONLY; EVS_ERR_IO.
 // Ownership: the type and payload stay the caller's (copied before return).
 evs_status evs_append_event(struct evs_store *s,
@@ -644,11 +648,19 @@ evs_status evs_append_event(struct evs_store *s,
 // Appends `count` events to `stream` atomically, if the stream is at `expected_version`
 // (EVS_EXPECT_ANY, EVS_EXPECT_NO_STREAM, EVS_EXPECT_EXISTS, or the version of its
 // last event). Optional outputs: the first event's position and the last one's version.
+// `events` is an array of `count` evs_event_input of the caller's `struct_size`. When
+// every event has an id (`id` not all zero) and all of them are stored already, nothing
+// is written and the outputs are those of the stored events (a retry): the expected
+// version is not checked then.
 //
 // Thread safety: any thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, non-UTF-8,
-// empty or > 1024-byte names, count 0, bad expected_version);
-// EVS_ERR_WRONG_EXPECTED_VERSION (the message names the actual version);
-// EVS_ERR_TOO_LARGE (an event > 16 MiB or a batch > 64 MiB); EVS_ERR_READ_ONLY; EVS_ERR_IO.
+// empty or > 1024-byte names, count 0, bad expected_version, a bad struct_size, an id
+// twice in the append); EVS_ERR_WRONG_EXPECTED_VERSION (the message names the actual
+// version); EVS_ERR_ALREADY_EXISTS (some but not all of the ids are stored, or stored
+// for another stream: nothing written); EVS_ERR_BUSY (an append with one of the ids is
+// still being made durable under EVS_FSYNC_ALWAYS: retry); EVS_ERR_TOO_LARGE (an event
+// past the store's limit, 16 MiB by default, or a batch > 64 MiB); EVS_ERR_READ_ONLY;
+// EVS_ERR_IO.
 // Ownership: `stream` and `events` stay the caller's (copied before return).
 evs_status evs_append(struct evs_store *s,
                       const char *stream,
