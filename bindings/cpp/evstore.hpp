@@ -45,6 +45,7 @@ enum class Code : int32_t {
     TooLarge = EVS_ERR_TOO_LARGE,
     ReadOnly = EVS_ERR_READ_ONLY,
     CurrencyMismatch = EVS_ERR_CURRENCY_MISMATCH,
+    Busy = EVS_ERR_BUSY,
     Internal = EVS_ERR_INTERNAL,
 };
 

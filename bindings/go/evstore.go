@@ -50,6 +50,7 @@ const (
 	ErrTooLarge             Code = C.EVS_ERR_TOO_LARGE
 	ErrReadOnly             Code = C.EVS_ERR_READ_ONLY
 	ErrCurrencyMismatch     Code = C.EVS_ERR_CURRENCY_MISMATCH
+	ErrBusy                 Code = C.EVS_ERR_BUSY
 	ErrInternal             Code = C.EVS_ERR_INTERNAL
 )
 
@@ -318,6 +319,10 @@ type EventInput struct {
 	Payload       []byte
 	Metadata      []byte // may be nil
 	SchemaVersion uint32 // 0 is stored as 1
+	// ID is the event's unique id (a UUID, say); the zero value means none. An Append
+	// whose events all have ids that are stored already writes nothing and returns the
+	// stored positions, so it can be retried safely after a timeout or an I/O error.
+	ID [16]byte
 }
 
 // Append appends events to stream atomically if the stream is at expectedVersion
@@ -354,6 +359,7 @@ func (s *Store) Append(stream string, expectedVersion int64, events []EventInput
 			inputs[i].metadata_len = C.size_t(len(ev.Metadata))
 		}
 		inputs[i].schema_version = C.uint32_t(ev.SchemaVersion)
+		*(*[16]byte)(unsafe.Pointer(&inputs[i].id)) = ev.ID
 	}
 	var inPtr *C.evs_event_input
 	if len(inputs) > 0 {
@@ -499,8 +505,9 @@ type Event struct {
 	StreamVersion uint64
 	Type          string
 	SchemaVersion uint32
-	Payload       []byte // nil when empty
-	Metadata      []byte // nil when empty
+	Payload       []byte   // nil when empty
+	Metadata      []byte   // nil when empty
+	ID            [16]byte // the id it was appended with; zero for none
 }
 
 // Time is the event's timestamp.
@@ -536,6 +543,7 @@ func (c *Cursor) Next() (Event, bool, error) {
 				SchemaVersion: uint32(e.schema_version),
 				Payload:       goBytes(e.payload, e.payload_len),
 				Metadata:      goBytes(e.metadata, e.metadata_len),
+				ID:            *(*[16]byte)(unsafe.Pointer(&e.id)),
 			}
 		}
 		return st

@@ -577,3 +577,46 @@ func TestSnapshotAndOptions(t *testing.T) {
 	_, _, err = Open(filepath.Join(t.TempDir(), "missing", "store"), o)
 	wantCode(t, err, ErrIO)
 }
+
+func TestIdempotentAppendByEventIDs(t *testing.T) {
+	s, path := newStore(t)
+	ev := []EventInput{
+		{Type: "Placed", Payload: []byte("a"), ID: [16]byte{0xA1, 1}},
+		{Type: "Paid", Payload: []byte("b"), ID: [16]byte{0xA1, 2}},
+	}
+	first, last, err := s.Append("order-1", ExpectNoStream, ev)
+	if err != nil || first != 0 || last != 1 {
+		t.Fatalf("Append: %d %d %v", first, last, err)
+	}
+	// A retry (after a timeout, say) stores nothing and returns the same positions.
+	for i := 0; i < 2; i++ {
+		f, l, err := s.Append("order-1", ExpectNoStream, ev)
+		if err != nil || f != 0 || l != 1 {
+			t.Fatalf("retry %d: %d %d %v", i, f, l, err)
+		}
+	}
+	if n := must(s.PositionAt(PositionEnd)); n != 2 {
+		t.Fatalf("the log has %d events, want 2", n)
+	}
+	// Half of a batch stored before: refused.
+	_, _, err = s.Append("order-1", ExpectAny, []EventInput{ev[0], {Type: "New", Payload: []byte("n"), ID: [16]byte{0xA1, 3}}})
+	wantCode(t, err, ErrAlreadyExists)
+	// The ids come back when reading, also after a restart.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := openStore(t, path)
+	defer s2.Close()
+	c, err := s2.ReadAll(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	e, ok, err := c.Next()
+	if err != nil || !ok || e.ID != ev[0].ID {
+		t.Fatalf("first event: %+v %v %v", e, ok, err)
+	}
+	if f, _, err := s2.Append("order-1", ExpectNoStream, ev); err != nil || f != 0 {
+		t.Fatalf("retry after reopen: %d %v", f, err)
+	}
+}

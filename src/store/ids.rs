@@ -129,8 +129,10 @@ impl IdIndex {
     /// Bytes held, for stats.
     pub fn approx_bytes(&self) -> u64 {
         let t = self.lock();
-        // hashbrown: the slot and one control byte per bucket.
-        (t.by_fingerprint.capacity() * 9 + t.spilled.capacity() * 25) as u64
+        // hashbrown: a table of buckets (capacity is 7/8 of them), each holding the slot
+        // and one control byte.
+        let buckets = |cap: usize| cap.div_ceil(7) * 8;
+        (buckets(t.by_fingerprint.capacity()) * 9 + buckets(t.spilled.capacity()) * 25) as u64
     }
 }
 
