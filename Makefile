@@ -2,8 +2,8 @@
 # test (Rust, C under valgrind, Go, C++). `make bench` measures; `make install PREFIX=...`.
 
 PREFIX   ?= /usr/local
-VERSION  := 0.1.0
-SONAME   := libevstore.so.0
+VERSION  := 1.0.0
+SONAME   := libevstore.so.1
 CARGO    ?= cargo
 BUILD    := build
 LIBDIR   := $(BUILD)/lib
@@ -17,13 +17,15 @@ all: lib
 
 lib:
 	$(CARGO) build --release --lib
-	mkdir -p $(LIBDIR)/pkgconfig
+	mkdir -p $(LIBDIR)/pkgconfig $(LIBDIR)/.debug
 	# Replace, never overwrite in place: a running program may have the old one mapped.
 	cp $(TARGET)/libevstore.so $(LIBDIR)/.libevstore.so.tmp && mv -f $(LIBDIR)/.libevstore.so.tmp $(LIBDIR)/libevstore.so.$(VERSION)
+	# The debug info of the installed (stripped) library stays here, in the build tree.
+	objcopy --only-keep-debug $(LIBDIR)/libevstore.so.$(VERSION) $(LIBDIR)/.debug/libevstore.so.$(VERSION).debug
 	ln -sf libevstore.so.$(VERSION) $(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(LIBDIR)/libevstore.so
 	cp $(TARGET)/libevstore.a $(LIBDIR)/.libevstore.a.tmp && mv -f $(LIBDIR)/.libevstore.a.tmp $(LIBDIR)/libevstore.a
-	sed -e 's|@PREFIX@|$(abspath $(BUILD))|' -e 's|@INCLUDEDIR@|$(abspath include)|' \
+	sed -e 's|@PREFIX@|$(abspath $(BUILD))|' -e 's|@HEADERDIR@|$(abspath include)|' \
 	    -e 's|@VERSION@|$(VERSION)|' evstore.pc.in > $(LIBDIR)/pkgconfig/evstore.pc
 
 # Regenerates include/evstore.h from src/ffi (commit the result).
@@ -86,11 +88,13 @@ test-pkgconfig: lib
 	    $$(PKG_CONFIG_PATH=$(BUILD)/pkgtest/lib/pkgconfig pkg-config --cflags evstore) $(BUILD)/pkgtest/lib/libevstore.a \
 	    $$(PKG_CONFIG_PATH=$(BUILD)/pkgtest/lib/pkgconfig pkg-config --static --libs evstore | sed 's/-levstore//; s/-L[^ ]*//') -o $(BUILD)/pkgtest/bank-static
 	rm -rf $(BUILD)/pkgtest/store && $(BUILD)/pkgtest/bank-static $(BUILD)/pkgtest/store > /dev/null
-	@echo "pkg-config: 2 passed, 0 failed"
+	bash tests/install_layout.sh $(BUILD)/pkgtest $(LIBDIR) $(VERSION) $(SONAME)
+	@echo "pkg-config: 3 passed, 0 failed"
 
 # Benchmarks (not tests): the engine's figures through Rust, then evstore beside SQLite.
 bench: lib
 	$(CARGO) bench --bench engine
+	bash bench/percall/run.sh
 	bash bench/run.sh
 
 # The PostgreSQL designs benchmark (issue 14, docs/postgres.md): starts a throwaway server
@@ -105,14 +109,21 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
+# The header, its module map and the conventions go to include/evstore/ (not into the
+# shared include directory); evstore.pc's -I points there, so #include <evstore.h> works.
+# The shared library is installed stripped, with a .gnu_debuglink to the debug info that
+# stays in $(LIBDIR)/.debug; the static library without its debug sections.
 install: lib
-	install -d $(PREFIX)/lib/pkgconfig $(PREFIX)/include
-	install -m 0644 include/evstore.h include/module.modulemap $(PREFIX)/include/
-	install -m 0755 $(LIBDIR)/libevstore.so.$(VERSION) $(PREFIX)/lib/
+	install -d $(PREFIX)/lib/pkgconfig $(PREFIX)/include/evstore
+	install -m 0644 include/evstore.h include/module.modulemap docs/conventions.md $(PREFIX)/include/evstore/
+	strip --strip-unneeded -o $(PREFIX)/lib/.libevstore.so.tmp $(LIBDIR)/libevstore.so.$(VERSION)
+	cd $(LIBDIR)/.debug && objcopy --add-gnu-debuglink=libevstore.so.$(VERSION).debug $(abspath $(PREFIX))/lib/.libevstore.so.tmp
+	chmod 0755 $(PREFIX)/lib/.libevstore.so.tmp && mv -f $(PREFIX)/lib/.libevstore.so.tmp $(PREFIX)/lib/libevstore.so.$(VERSION)
 	ln -sf libevstore.so.$(VERSION) $(PREFIX)/lib/$(SONAME)
 	ln -sf $(SONAME) $(PREFIX)/lib/libevstore.so
-	install -m 0644 $(LIBDIR)/libevstore.a $(PREFIX)/lib/
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@INCLUDEDIR@|$(PREFIX)/include|' \
+	strip --strip-debug -o $(PREFIX)/lib/libevstore.a $(LIBDIR)/libevstore.a
+	chmod 0644 $(PREFIX)/lib/libevstore.a
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@HEADERDIR@|$(PREFIX)/include/evstore|' \
 	    -e 's|@VERSION@|$(VERSION)|' evstore.pc.in > $(PREFIX)/lib/pkgconfig/evstore.pc
 
 clean:

@@ -6,7 +6,12 @@ use std::path::PathBuf;
 fn main() {
     println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-changed=cbindgen.toml");
-    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libevstore.so.0");
+    println!("cargo:rerun-if-env-changed=EVSTORE_WRITE_HEADER");
+    // The soname carries the ABI version (EVS_ABI_VERSION = the major version).
+    println!(
+        "cargo:rustc-cdylib-link-arg=-Wl,-soname,libevstore.so.{}",
+        std::env::var("CARGO_PKG_VERSION_MAJOR").unwrap()
+    );
     let crate_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let config =
         cbindgen::Config::from_file(crate_dir.join("cbindgen.toml")).expect("cbindgen.toml parses");

@@ -76,8 +76,7 @@ static void store_close(const char *wl, evs_store *s) {
 }
 
 static evs_event_input bench_event(const uint8_t *payload) {
-    evs_event_input ev;
-    memset(&ev, 0, sizeof ev);
+    evs_event_input ev = EVS_STRUCT_INIT(evs_event_input);
     ev.event_type = EVENT_TYPE;
     ev.payload = payload;
     ev.payload_len = (size_t)cfg.payload_size;
@@ -113,7 +112,7 @@ int evs_single(double *m) {
         evs_event_input ev = bench_event(payload);
         uint64_t pos = 0, ver = 0;
         snprintf(ctx, sizeof ctx, "(append #%ld)", n);
-        EVS_TRY(wl, evs_append(s, "single", EVS_VERSION_ANY, &ev, 1, &pos, &ver), ctx);
+        EVS_TRY(wl, evs_append(s, "single", EVS_EXPECT_ANY, &ev, 1, &pos, &ver), ctx);
         if (pos != (uint64_t)n || ver != (uint64_t)n) {
             problem("1 evstore: append #%ld got position %llu, stream version %llu", n, (unsigned long long)pos,
                     (unsigned long long)ver);
@@ -123,8 +122,9 @@ int evs_single(double *m) {
     double el = now_s() - t0;
     m[0] = n / el;
     if (check_stream(wl, s, "single", n)) goto fail;
-    evs_stats st;
+    evs_stats st = EVS_STRUCT_INIT(evs_stats);
     memset(&st, 0, sizeof st);
+    st.struct_size = sizeof st;
     EVS_TRY(wl, evs_stats_get(s, &st), "");
     note("  evstore ALWAYS: %ld events in %.2f s (stats: %llu appends, %llu fsyncs)", n, el,
          (unsigned long long)st.appends, (unsigned long long)st.fsyncs);
@@ -172,7 +172,7 @@ static void *evs_thread_main(void *p) {
         evs_event_input ev = bench_event(payload);
         uint64_t ver = 0;
         snprintf(ctx, sizeof ctx, "(thread %d, append #%ld)", a->idx, i);
-        EVS_TRY(wl, evs_append(a->s, stream, EVS_VERSION_ANY, &ev, 1, NULL, &ver), ctx);
+        EVS_TRY(wl, evs_append(a->s, stream, EVS_EXPECT_ANY, &ev, 1, NULL, &ver), ctx);
         if (ver != (uint64_t)i) {
             problem("2 evstore: thread %d append #%ld got stream version %llu", a->idx, i, (unsigned long long)ver);
             goto fail;
@@ -218,8 +218,9 @@ int evs_threads(double *m) {
         snprintf(stream, sizeof stream, "writer-%d", i);
         if (check_stream(wl, s, stream, args[i].done)) goto fail;
     }
-    evs_stats st;
+    evs_stats st = EVS_STRUCT_INIT(evs_stats);
     memset(&st, 0, sizeof st);
+    st.struct_size = sizeof st;
     EVS_TRY(wl, evs_stats_get(s, &st), "");
     if (st.events != (uint64_t)total) {
         problem("2 evstore: evs_stats_get counts %llu events after %ld appends", (unsigned long long)st.events, total);
@@ -249,7 +250,7 @@ int evs_nondurable(double *m) {
         evs_event_input ev = bench_event(payload);
         uint64_t pos = 0, ver = 0;
         snprintf(ctx, sizeof ctx, "(append #%ld)", i);
-        EVS_TRY(wl, evs_append(s, stream, EVS_VERSION_ANY, &ev, 1, &pos, &ver), ctx);
+        EVS_TRY(wl, evs_append(s, stream, EVS_EXPECT_ANY, &ev, 1, &pos, &ver), ctx);
         if (pos != (uint64_t)i || ver != (uint64_t)(i / nstreams)) {
             problem("3 evstore: append #%ld to %s got position %llu, version %llu (expected %ld, %ld)", i, stream,
                     (unsigned long long)pos, (unsigned long long)ver, i, i / nstreams);
@@ -296,7 +297,7 @@ int evs_expected(double *m) {
                 goto fail;
             }
         }
-        int64_t expected = cur[k] < 0 ? EVS_VERSION_NO_STREAM : cur[k];
+        int64_t expected = cur[k] < 0 ? EVS_EXPECT_NO_STREAM : cur[k];
         uint64_t ver = 0;
         snprintf(ctx, sizeof ctx, "(append #%ld to %s expecting %lld)", i, stream, (long long)expected);
         EVS_TRY(wl, evs_append(s, stream, expected, &ev, 1, NULL, &ver), ctx);
@@ -308,8 +309,9 @@ int evs_expected(double *m) {
     }
     double el = now_s() - t0;
     m[0] = cfg.ev_events / el;
-    evs_stats st;
+    evs_stats st = EVS_STRUCT_INIT(evs_stats);
     memset(&st, 0, sizeof st);
+    st.struct_size = sizeof st;
     EVS_TRY(wl, evs_stats_get(s, &st), "");
     if (st.events != (uint64_t)cfg.ev_events) {
         problem("4 evstore: evs_stats_get counts %llu events, expected %ld", (unsigned long long)st.events, cfg.ev_events);
@@ -337,7 +339,7 @@ int evs_reads(double *m) {
     int rc = -1;
     volatile long sink = 0;
     evs_cursor *c = NULL;
-    evs_event e;
+    evs_event e = EVS_STRUCT_INIT(evs_event);
     evs_status st;
     evs_store *s = store_open(wl, W3_EVS, EVS_FSYNC_BATCH, 0, NULL);
     if (!s) return -1;
@@ -475,7 +477,7 @@ int evs_accounts(double *m) {
     t0 = now_s();
     for (long q = 0; q < plan.nqueries; q++) {
         int idx = plan.queries[q];
-        evs_account acc;
+        evs_account acc = EVS_STRUCT_INIT(evs_account);
         account_id(a, sizeof a, idx);
         EVS_TRY(wl, evs_account_get(s, a, &acc), a);
         if (acc.balance != plan.final_balance[idx] || acc.is_closed || strcmp(acc.currency, "USD")) {
@@ -525,8 +527,9 @@ static int evs_open_timed(const char *name, int want_snapshot, double *m) {
     const char *wl = "7";
     double t[64];
     for (int k = 0; k < cfg.opens; k++) {
-        evs_recovery_info info;
+        evs_recovery_info info = EVS_STRUCT_INIT(evs_recovery_info);
         memset(&info, 0, sizeof info);
+        info.struct_size = sizeof info;
         double t0 = now_s();
         evs_store *s = store_open(wl, name, EVS_FSYNC_BATCH, 0, &info);
         t[k] = (now_s() - t0) * 1e3;

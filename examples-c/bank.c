@@ -14,7 +14,7 @@ static int fail(const char *what, evs_status s) {
 int main(int argc, char **argv) {
     const char *path = argc > 1 ? argv[1] : "bank-store";
     evs_store *store = NULL;
-    evs_recovery_info info;
+    evs_recovery_info info = EVS_STRUCT_INIT(evs_recovery_info);
     evs_status s = evs_open(path, NULL, &store, &info);
     if (s != EVS_OK) return fail("evs_open", s);
     printf("evstore %s: opened %s (%" PRIu64 " events)\n", evs_version(), path, info.next_position);
@@ -34,7 +34,7 @@ int main(int argc, char **argv) {
     printf("withdrew 200 at position %" PRIu64 "\n", pos);
     if ((s = evs_sync(store)) != EVS_OK) return fail("evs_sync", s);
 
-    evs_account acct;
+    evs_account acct = EVS_STRUCT_INIT(evs_account);
     if ((s = evs_account_get(store, "alice", &acct)) != EVS_OK) return fail("get", s);
     printf("alice: balance %" PRId64 " %s after %" PRIu64 " events\n", acct.balance, acct.currency, acct.version);
 

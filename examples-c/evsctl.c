@@ -28,7 +28,7 @@ static void print_event(const evs_event *e) {
 }
 
 static int drain(evs_cursor *c, uint64_t max) {
-    evs_event e;
+    evs_event e = EVS_STRUCT_INIT(evs_event);
     evs_status s;
     uint64_t n = 0;
     while (n < max && (s = evs_cursor_next(c, &e)) == EVS_OK) {
@@ -53,14 +53,14 @@ int main(int argc, char **argv) {
     if (o == NULL) return 1;
     if (!writes) evs_options_set_read_only(o, true);
     evs_store *s = NULL;
-    evs_recovery_info info;
+    evs_recovery_info info = EVS_STRUCT_INIT(evs_recovery_info);
     evs_status st = evs_open(argv[1], o, &s, &info);
     evs_options_free(o);
     if (st != EVS_OK) return fail("open", st);
     int rc = 0;
     evs_cursor *c = NULL;
     if (!strcmp(cmd, "info")) {
-        evs_stats x;
+        evs_stats x = EVS_STRUCT_INIT(evs_stats);
         if ((st = evs_stats_get(s, &x)) != EVS_OK) rc = fail("stats", st);
         else
             printf("events %" PRIu64 "\nstreams %" PRIu64 "\nbytes_on_disk %" PRIu64 "\nsegments %" PRIu64
@@ -70,9 +70,13 @@ int main(int argc, char **argv) {
                    info.bytes_truncated,
                    info.snapshot_position == UINT64_MAX ? (int64_t)-1 : (int64_t)info.snapshot_position);
     } else if (!strcmp(cmd, "append") && argc == 6) {
-        evs_event_input in = {argv[4], (const uint8_t *)argv[5], strlen(argv[5]), NULL, 0, 1};
+        evs_event_input in = EVS_STRUCT_INIT(evs_event_input);
+        in.event_type = argv[4];
+        in.payload = (const uint8_t *)argv[5];
+        in.payload_len = strlen(argv[5]);
+        in.schema_version = 1;
         uint64_t pos;
-        if ((st = evs_append(s, argv[3], EVS_VERSION_ANY, &in, 1, &pos, NULL)) != EVS_OK) rc = fail("append", st);
+        if ((st = evs_append(s, argv[3], EVS_EXPECT_ANY, &in, 1, &pos, NULL)) != EVS_OK) rc = fail("append", st);
         else printf("%" PRIu64 "\n", pos);
     } else if (!strcmp(cmd, "read")) {
         uint64_t from = argc > 3 ? strtoull(argv[3], NULL, 10) : 0;
@@ -85,7 +89,7 @@ int main(int argc, char **argv) {
         uint64_t from = argc > 4 ? strtoull(argv[4], NULL, 10) : 0;
         rc = (st = evs_read_stream(s, argv[3], from, &c)) != EVS_OK ? fail("stream", st) : drain(c, UINT64_MAX);
     } else if (!strcmp(cmd, "account") && argc == 4) {
-        evs_account a;
+        evs_account a = EVS_STRUCT_INIT(evs_account);
         if ((st = evs_account_get(s, argv[3], &a)) != EVS_OK) rc = fail("account", st);
         else
             printf("%s %" PRId64 " %s%s (%" PRIu64 " events)\n", argv[3], a.balance, a.currency,

@@ -11,24 +11,66 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+/*
+ * EVS_STRUCT_INIT(type): an initialiser for a caller-allocated struct of this API
+ * (evs_event_input, evs_stream_append, evs_event, evs_stats, evs_recovery_info,
+ * evs_account): struct_size = sizeof(type), every other field zero. The library reads and
+ * writes only the first struct_size bytes, so a program compiled against an older,
+ * smaller struct keeps working with a newer library. In C:
+ *     evs_event e = EVS_STRUCT_INIT(evs_event);
+ *     ev[i] = (evs_event_input)EVS_STRUCT_INIT(evs_event_input);
+ */
+#ifdef __cplusplus
+#define EVS_STRUCT_INIT(type) \
+  ([] { type evs_init_{}; evs_init_.struct_size = sizeof(type); return evs_init_; }())
+#else
+#define EVS_STRUCT_INIT(type) { .struct_size = sizeof(type) }
+#endif
 
-// Expected version: no check.
-#define EVS_VERSION_ANY -1
+
+// The ABI version: it changes only with a deliberate break, and the soname
+// (`libevstore.so.<EVS_ABI_VERSION>`) with it; every change within one ABI version is
+// additive.
+#define EVS_ABI_VERSION 1
+
+// The library version this header belongs to: major (= the ABI version), minor (new
+// functions), patch (fixes).
+#define EVS_VERSION_MAJOR 1
+
+#define EVS_VERSION_MINOR 0
+
+#define EVS_VERSION_PATCH 0
+
+// 1000000 * EVS_VERSION_MAJOR + 1000 * EVS_VERSION_MINOR + EVS_VERSION_PATCH; compare it
+// with `evs_version_number()` (sqlite3.h's scheme).
+#define EVS_VERSION_NUMBER 1000000
+
+// Expected version: no check. (A value >= 0: the stream's last event has that version.)
+#define EVS_EXPECT_ANY -1
 
 // Expected version: the stream must not exist yet.
-#define EVS_VERSION_NO_STREAM -2
+#define EVS_EXPECT_NO_STREAM -2
 
 // Expected version: the stream must exist.
-#define EVS_VERSION_EXISTS -3
+#define EVS_EXPECT_EXISTS -3
 
 // A cursor over events (opaque). Single-thread: use it from one thread at a time.
 typedef struct evs_cursor evs_cursor;
+
+// One event read by `evs_read_event` (opaque): it owns the bytes its view points to.
+typedef struct evs_event_data evs_event_data;
 
 // Options for `evs_open` (opaque). Not thread-safe; free with `evs_options_free`.
 typedef struct evs_options evs_options;
 
 // An open store (opaque). Thread-safe: any number of threads may use one at once.
+// Every function taking a store also returns EVS_ERR_INVALID_ARGUMENT, writing nothing,
+// once `evs_close` has begun refusing calls on it, and in a forked child for a store
+// its parent opened.
 typedef struct evs_store evs_store;
+
+// The streams of a store (opaque), from `evs_list_streams`. Single-thread.
+typedef struct evs_stream_list evs_stream_list;
 
 // A running subscription (opaque). Free it with `evs_subscription_close`.
 typedef struct evs_subscription evs_subscription;
@@ -36,8 +78,11 @@ typedef struct evs_subscription evs_subscription;
 // The result of every fallible function: `EVS_OK` (0), `EVS_END` (1), or a negative error.
 typedef int32_t evs_status;
 
-// An account as its events leave it (caller-owned).
+// An account as its events leave it (caller-allocated: set `struct_size`, see
+// `EVS_STRUCT_INIT`).
 typedef struct evs_account {
+  // sizeof(evs_account) as the caller's header has it; the library never changes it.
+  size_t struct_size;
   int64_t balance;
   bool is_closed;
   // Three letters, NUL-terminated ("USD").
@@ -48,8 +93,52 @@ typedef struct evs_account {
   uint64_t last_position;
 } evs_account;
 
+// A borrowed view of a stored event: valid until the next call on the same cursor (or
+// until the callback returns). `stream` and `event_type` are not NUL-terminated.
+// The caller's struct (`evs_cursor_next`): set `struct_size` (see `EVS_STRUCT_INIT`);
+// one the library passes to a callback has the library's `struct_size`: a field exists
+// only if it lies within it.
+typedef struct evs_event {
+  // sizeof(evs_event) (see above).
+  size_t struct_size;
+  // Global, gapless, from 0.
+  uint64_t position;
+  // Microseconds since the Unix epoch; never decreasing along positions.
+  uint64_t timestamp_us;
+  // "" (length 0) for events with no stream.
+  const char *stream;
+  size_t stream_len;
+  uint64_t stream_version;
+  const char *event_type;
+  size_t event_type_len;
+  uint32_t schema_version;
+  const uint8_t *payload;
+  size_t payload_len;
+  const uint8_t *metadata;
+  size_t metadata_len;
+  // The id it was appended with; all zero for none.
+  uint8_t id[16];
+} evs_event;
+
+// A stream as `evs_stream_list_next` reports it: a view valid until the next call on
+// the list (caller-allocated: set `struct_size`, see `EVS_STRUCT_INIT`).
+typedef struct evs_stream_info {
+  // sizeof(evs_stream_info) as the caller's header has it; never changed.
+  size_t struct_size;
+  // Not NUL-terminated: use `name_len`.
+  const char *name;
+  size_t name_len;
+  // The version of its last event (its event count minus one).
+  uint64_t version;
+  // The global position of its first event (streams are listed in that order).
+  uint64_t first_position;
+} evs_stream_info;
+
 // Counters of a store since it was opened (events and bytes: of the whole log).
+// Caller-allocated: set `struct_size` (see `EVS_STRUCT_INIT`).
 typedef struct evs_stats {
+  // sizeof(evs_stats) as the caller's header has it; the library never changes it.
+  size_t struct_size;
   uint64_t events;
   uint64_t streams;
   uint64_t bytes_on_disk;
@@ -67,13 +156,37 @@ typedef struct evs_stats {
   uint64_t accounts;
   // Subscriptions still delivering.
   uint64_t subscriptions;
+  // Event ids remembered for idempotent appends (added in 1.0; older programs' smaller
+  // structs do not get it).
+  uint64_t event_ids;
 } evs_stats;
 
 // One of the `EVS_FSYNC_*` values.
 typedef int32_t evs_fsync_policy;
 
-// What `evs_open` found and did.
+// The options an open store runs with (caller-allocated: set `struct_size`, see
+// `EVS_STRUCT_INIT`).
+typedef struct evs_store_options {
+  // sizeof(evs_store_options) as the caller's header has it; never changed.
+  size_t struct_size;
+  // One of the EVS_FSYNC_* values.
+  evs_fsync_policy fsync_policy;
+  // The batch window under EVS_FSYNC_BATCH; 0 otherwise.
+  uint32_t batch_window_ms;
+  uint64_t max_segment_size;
+  bool preallocate;
+  bool read_only;
+  // 0: no automatic snapshots.
+  uint64_t snapshot_every;
+  uint64_t max_event_size;
+  uint64_t dedupe_window;
+} evs_store_options;
+
+// What `evs_open` found and did (caller-allocated: set `struct_size`, see
+// `EVS_STRUCT_INIT`).
 typedef struct evs_recovery_info {
+  // sizeof(evs_recovery_info) as the caller's header has it; the library never changes it.
+  size_t struct_size;
   // Records that passed their checksum during recovery (the tail after a snapshot).
   uint64_t valid_records;
   uint64_t segments_scanned;
@@ -87,8 +200,11 @@ typedef struct evs_recovery_info {
   uint64_t snapshot_position;
 } evs_recovery_info;
 
-// One event to append (caller-owned).
+// One event to append (caller-owned; set `struct_size`, see `EVS_STRUCT_INIT`).
 typedef struct evs_event_input {
+  // sizeof(evs_event_input) as the caller's header has it. In an array, every entry
+  // has the same one.
+  size_t struct_size;
   // NUL-terminated UTF-8, 1..=1024 bytes.
   const char *event_type;
   const uint8_t *payload;
@@ -98,30 +214,36 @@ typedef struct evs_event_input {
   size_t metadata_len;
   // 0 is stored as 1.
   uint32_t schema_version;
+  // The event's unique id (e.g. a UUID), or all zero for none. An append whose events
+  // all have ids that are stored already writes nothing and returns the stored
+  // positions (a retry after a timeout or EVS_ERR_IO cannot duplicate); one where only
+  // some are stored fails with EVS_ERR_ALREADY_EXISTS. Ids are remembered for the
+  // last `evs_options_set_dedupe_window` events (default 1,048,576).
+  uint8_t id[16];
 } evs_event_input;
 
-// A borrowed view of a stored event: valid until the next call on the same cursor (or
-// until the callback returns). `stream` and `event_type` are not NUL-terminated.
-typedef struct evs_event {
-  // Global, gapless, from 0.
-  uint64_t position;
-  // Microseconds since the Unix epoch; never decreasing along positions.
-  uint64_t timestamp_us;
-  // "" (length 0) for events with no stream.
+// One stream's part of `evs_append_multi` (caller-allocated: set `struct_size`, see
+// `EVS_STRUCT_INIT`).
+typedef struct evs_stream_append {
+  // sizeof(evs_stream_append) as the caller's header has it; the same in every entry.
+  size_t struct_size;
+  // NUL-terminated UTF-8, 1..=1024 bytes.
   const char *stream;
-  size_t stream_len;
-  uint64_t stream_version;
-  const char *event_type;
-  size_t event_type_len;
-  uint32_t schema_version;
-  const uint8_t *payload;
-  size_t payload_len;
-  const uint8_t *metadata;
-  size_t metadata_len;
-} evs_event;
+  // EVS_EXPECT_ANY, EVS_EXPECT_NO_STREAM, EVS_EXPECT_EXISTS, or the version of the
+  // stream's last event.
+  int64_t expected_version;
+  // `count` (> 0) events for this stream.
+  const struct evs_event_input *events;
+  size_t count;
+} evs_stream_append;
 
 // Called with each event, on the subscription's own thread; the event view is valid only
 // during the call. Return 0 to go on, non-zero to stop the subscription.
+//
+// The callback must return normally: it must not unwind (a C++ exception, a Rust panic)
+// or jump (`longjmp`) out through the library, which would corrupt its state or abort
+// the process. Catch everything inside the callback and return non-zero to stop (the
+// C++ binding's trampoline does this).
 typedef int32_t (*evs_event_fn)(void *user_data, const struct evs_event *event);
 
 // Success.
@@ -168,6 +290,10 @@ typedef int32_t (*evs_event_fn)(void *user_data, const struct evs_event *event);
 
 // A transfer between accounts of different currencies.
 #define EVS_ERR_CURRENCY_MISMATCH -13
+
+// In use; try again later: `evs_shutdown` while a store is open, or an append with an
+// event id whose first append is still waiting for its fdatasync.
+#define EVS_ERR_BUSY -14
 
 // A bug in evstore (a caught panic).
 #define EVS_ERR_INTERNAL -99
@@ -256,6 +382,99 @@ evs_status evs_account_get_at(struct evs_store *s,
                               uint64_t as_of_timestamp_us,
                               struct evs_account *out);
 
+// Up to `capacity` next events: EVS_OK with `*out_count` (>= 1) views in `out[0..]`, or
+// EVS_END with `*out_count` 0 when there is none (now). The views stay valid until the
+// next call on the cursor or its free. A batch holds fewer than `capacity` events when
+// the cursor has no more now, or once its bytes pass 4 MiB. `out` is an array of the
+// caller's `evs_event`; `out[0].struct_size` (see `EVS_STRUCT_INIT`) is the size of
+// every entry, and the array's stride. An error met after some events is returned by
+// the next call, after those events.
+//
+// Ownership: `out` and `*out_count` are the caller's; the bytes the views point to are
+// the cursor's. Thread safety: one thread at a time per cursor. Returns EVS_OK, EVS_END,
+// EVS_ERR_INVALID_ARGUMENT (NULL, capacity 0, a bad `out[0].struct_size`),
+// EVS_ERR_CORRUPT, EVS_ERR_IO.
+evs_status evs_cursor_next_batch(struct evs_cursor *c,
+                                 struct evs_event *out,
+                                 size_t capacity,
+                                 size_t *out_count);
+
+// Opens a cursor over one stream from `from_version` (inclusive; UINT64_MAX or past
+// its end: its last event) down to version 0: "the last N events of a stream" is this
+// cursor read N times. It does not see later appends.
+//
+// Ownership: free `*out` with `evs_cursor_free`. Returns EVS_OK;
+// EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024-byte name);
+// EVS_ERR_NOT_FOUND (no such stream). Thread safety: any thread; the cursor itself is
+// single-thread.
+evs_status evs_read_stream_backward(struct evs_store *s,
+                                    const char *stream,
+                                    uint64_t from_version,
+                                    struct evs_cursor **out);
+
+// Opens a cursor over the events of every stream whose name starts with `stream_prefix`
+// (a category, e.g. "account-"), from global position `from_position` on, in position
+// order (the positions are those of the global log, so they have gaps). It sees events
+// appended while it runs, also to streams created after it was opened: EVS_END means
+// "no more now". Events with no stream are never in a category.
+//
+// Ownership: free `*out` with `evs_cursor_free`. Returns EVS_OK;
+// EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024-byte prefix);
+// EVS_ERR_NOT_FOUND (`from_position` past the next position). Thread safety: any
+// thread; the cursor itself is single-thread.
+evs_status evs_read_category(struct evs_store *s,
+                             const char *stream_prefix,
+                             uint64_t from_position,
+                             struct evs_cursor **out);
+
+// Reads the event at `position`. `*out` (the caller's struct; set its `struct_size`) is
+// filled with a view of it whose pointers stay valid until `*out_data` is freed.
+//
+// Ownership: `*out_data` belongs to the caller, who frees it with
+// `evs_event_data_free`; both outputs are written only on success. Thread safety: any
+// thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, bad `out->struct_size`);
+// EVS_ERR_NOT_FOUND (no event at `position`); EVS_ERR_CORRUPT; EVS_ERR_IO.
+evs_status evs_read_event(struct evs_store *s,
+                          uint64_t position,
+                          struct evs_event *out,
+                          struct evs_event_data **out_data);
+
+// Frees an event read by `evs_read_event`; views of it become invalid. NULL is a no-op.
+// Ownership: takes `data`. Thread safety: not while another thread uses its view.
+// Returns nothing.
+void evs_event_data_free(struct evs_event_data *data);
+
+// Lists every stream of the store as it is now, in creation order (the order of their
+// first events), with its version. The list is a copy: streams created later are not in
+// it; its memory is proportional to the number of streams.
+//
+// Ownership: free `*out` with `evs_stream_list_free`. Returns EVS_OK;
+// EVS_ERR_INVALID_ARGUMENT (NULL); EVS_ERR_IO or EVS_ERR_CORRUPT (a read-only store
+// failed to take in a writer's new events). Thread safety: any thread; the list itself
+// is single-thread.
+evs_status evs_list_streams(struct evs_store *s, struct evs_stream_list **out);
+
+// The next stream of the list: EVS_OK with `*out` filled (a view valid until the next
+// call on `list` or its free), or EVS_END after the last one.
+//
+// Ownership: `*out` is the caller's struct; the name it points to is the list's.
+// Thread safety: one thread at a time per list. Returns EVS_OK, EVS_END, or
+// EVS_ERR_INVALID_ARGUMENT (NULL, bad `out->struct_size`).
+evs_status evs_stream_list_next(struct evs_stream_list *list, struct evs_stream_info *out);
+
+// Frees a stream list. NULL is a no-op. Ownership: takes `list`.
+// Thread safety: not while another thread uses `list`. Returns nothing.
+void evs_stream_list_free(struct evs_stream_list *list);
+
+// Stops the library's background threads (the runtime of asynchronous work, if it was
+// started) so that a leak checker sees none and the library can be unloaded. Optional:
+// a program that never calls it loses nothing. Later calls start them again as needed.
+//
+// Ownership: none. Thread safety: any thread that is not inside an evstore callback.
+// Returns EVS_OK (also when nothing was running); EVS_ERR_BUSY when a store is still
+// open (close every store first; nothing is stopped).
+evs_status evs_shutdown(void);
+
 // Fills `*out` with the store's counters.
 //
 // Returns EVS_OK or EVS_ERR_INVALID_ARGUMENT (NULL). Thread safety: any thread.
@@ -285,11 +504,20 @@ const char *evs_status_name(evs_status s);
 // Returns a string (never NULL).
 const char *evs_last_error_message(void);
 
-// The library version, "0.1.0".
+// The library version as text, "1.0.0" (`EVS_VERSION_MAJOR.MINOR.PATCH`).
 //
 // Ownership: static; do not free. Thread safety: any thread.
 // Returns a string (never NULL).
 const char *evs_version(void);
+
+// The library's `EVS_VERSION_NUMBER` (1000000 * major + 1000 * minor + patch), to detect
+// skew between the header a program was compiled with and the library it runs with:
+// `evs_version_number() / 1000000 == EVS_VERSION_MAJOR` must hold, and
+// `evs_version_number() >= EVS_VERSION_NUMBER` when the program uses functions added in
+// its header's minor version.
+//
+// Ownership: none. Thread safety: any thread. Returns the number (never fails).
+int32_t evs_version_number(void);
 
 // Creates options with the defaults: EVS_FSYNC_BATCH with a 5 ms window, 128 MiB
 // segments, preallocation on, read-write, no automatic snapshots.
@@ -339,6 +567,31 @@ evs_status evs_options_set_read_only(struct evs_options *o, bool on);
 // Ownership: `o` stays the caller's. Thread safety: not while another thread uses `o`.
 evs_status evs_options_set_snapshot_every(struct evs_options *o, uint64_t events);
 
+// Sets the largest event (payload plus metadata) an append accepts: 1 ..= 16 MiB
+// (the default, 16 MiB). Appends of larger events fail with EVS_ERR_TOO_LARGE before
+// their bytes are read. Events already stored are read whatever their size.
+//
+// Returns EVS_OK, or EVS_ERR_INVALID_ARGUMENT for a NULL `o` or a size out of range.
+// Ownership: `o` stays the caller's. Thread safety: not while another thread uses `o`.
+evs_status evs_options_set_max_event_size(struct evs_options *o, uint64_t bytes);
+
+// Sets how many of the last events' ids are remembered for idempotent appends (see
+// `evs_event_input.id`): 1 ..= 1,073,741,824 events; the default is 1,048,576. The ids
+// of at least the last `events` events are found; older ones may be forgotten (then a
+// retry appends again). Memory: under 24 bytes per remembered event that has an id, and
+// nothing for events without one.
+//
+// Returns EVS_OK, or EVS_ERR_INVALID_ARGUMENT for a NULL `o` or a count out of range.
+// Ownership: `o` stays the caller's. Thread safety: not while another thread uses `o`.
+evs_status evs_options_set_dedupe_window(struct evs_options *o, uint64_t events);
+
+// Fills `*out` with the options `s` was opened with, defaults filled in.
+//
+// Returns EVS_OK, or EVS_ERR_INVALID_ARGUMENT (NULL, or a bad `out->struct_size`).
+// Ownership: `*out` is the caller's struct, written only on success. Thread safety: any
+// thread.
+evs_status evs_store_options_get(struct evs_store *s, struct evs_store_options *out);
+
 // Opens (creating if needed; the parent directory must exist) the store at `path`,
 // recovering its log, and reports what recovery did in `out_info` (may be NULL).
 //
@@ -364,23 +617,31 @@ evs_status evs_open(const char *path,
 // Ownership: `s` stays the caller's.
 evs_status evs_sync(struct evs_store *s);
 
-// Stops the store's subscriptions (waiting for their callbacks to return; their handles
-// must still be freed with `evs_subscription_close`), syncs, releases the lock and frees
-// the store. NULL is a no-op. Cursors still open should be freed first.
+// Closes the store: stops its subscriptions (waiting for their callbacks to return; calls
+// they make until then work; their handles must still be freed with
+// `evs_subscription_close`), then refuses calls that start from then on (they fail with
+// EVS_ERR_INVALID_ARGUMENT, "store is closed or being closed") and waits for the calls
+// other threads are running on `s` to return, syncs, releases the lock and frees the
+// store. NULL is a no-op.
+// Cursors still open keep working on their own (reads only) until freed.
 //
-// Ownership: takes `s`. Thread safety: no other thread may use `s` during or after.
+// Ownership: takes `s`. Thread safety: any thread, also while other threads are inside
+// calls on `s` (close waits for them; it never returns EVS_ERR_BUSY). Once it has
+// returned, `s` is freed: a call that starts after that is a use-after-free, as with
+// any freed pointer. A subscription callback may close its own store.
 // Returns EVS_OK; EVS_ERR_IO (the final sync failed, or an earlier fdatasync failed and
 // the store refused writes since: the message names that failure; the store is freed
-// anyway); EVS_ERR_INVALID_ARGUMENT when called in a process forked from the one that
-// opened the store (the child's copy is not freed: its threads and files belong to the
-// parent, which must close it itself).
+// anyway); EVS_ERR_INVALID_ARGUMENT (another thread is already closing `s`: that call
+// frees it, this one does nothing; or `s` was opened by the parent of this forked
+// process: it is left alone, its memory leaked, the parent's store untouched).
 evs_status evs_close(struct evs_store *s);
 
 // Appends one event with no stream (the reference program's `append_event`).
 //
-// `*out_position` (required) gets its position. Thread safety: any thread.
+// `*out_position` (may be NULL) gets its position. Thread safety: any thread.
 // Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL or non-UTF-8 type, NULL payload with a
-// length, NULL out_position, type of 0 or > 1024 bytes); EVS_ERR_TOO_LARGE (> 16 MiB);
+// length, type of 0 or > 1024 bytes); EVS_ERR_TOO_LARGE (past the
+// store's event size limit, 16 MiB by default);
 // EVS_ERR_READ_ONLY; EVS_ERR_IO.
 // Ownership: the type and payload stay the caller's (copied before return).
 evs_status evs_append_event(struct evs_store *s,
@@ -390,13 +651,21 @@ evs_status evs_append_event(struct evs_store *s,
                             uint64_t *out_position);
 
 // Appends `count` events to `stream` atomically, if the stream is at `expected_version`
-// (EVS_VERSION_ANY, EVS_VERSION_NO_STREAM, EVS_VERSION_EXISTS, or the version of its
+// (EVS_EXPECT_ANY, EVS_EXPECT_NO_STREAM, EVS_EXPECT_EXISTS, or the version of its
 // last event). Optional outputs: the first event's position and the last one's version.
+// `events` is an array of `count` evs_event_input of the caller's `struct_size`. When
+// every event has an id (`id` not all zero) and all of them are stored already, nothing
+// is written and the outputs are those of the stored events (a retry): the expected
+// version is not checked then.
 //
 // Thread safety: any thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, non-UTF-8,
-// empty or > 1024-byte names, count 0, bad expected_version);
-// EVS_ERR_WRONG_EXPECTED_VERSION (the message names the actual version);
-// EVS_ERR_TOO_LARGE (an event > 16 MiB or a batch > 64 MiB); EVS_ERR_READ_ONLY; EVS_ERR_IO.
+// empty or > 1024-byte names, count 0, bad expected_version, a bad struct_size, an id
+// twice in the append); EVS_ERR_WRONG_EXPECTED_VERSION (the message names the actual
+// version); EVS_ERR_ALREADY_EXISTS (some but not all of the ids are stored, or stored
+// for another stream: nothing written); EVS_ERR_BUSY (an append with one of the ids is
+// still being made durable under EVS_FSYNC_ALWAYS: retry); EVS_ERR_TOO_LARGE (an event
+// past the store's limit, 16 MiB by default, or a batch > 64 MiB); EVS_ERR_READ_ONLY;
+// EVS_ERR_IO.
 // Ownership: `stream` and `events` stay the caller's (copied before return).
 evs_status evs_append(struct evs_store *s,
                       const char *stream,
@@ -405,6 +674,29 @@ evs_status evs_append(struct evs_store *s,
                       size_t count,
                       uint64_t *out_first_position,
                       uint64_t *out_stream_version);
+
+// Appends to several streams in one atomic step: `count` (1..=1024) parts, each with its
+// stream, expected version and events. All of it is stored, or nothing: every expected
+// version is checked before anything is written (a stream named twice is checked the
+// second time against its version after the first part). Events get consecutive
+// positions in the order of the parts. Event ids work as in `evs_append`, over the
+// whole call. Optional outputs: the first event's position, and for each part the
+// version of its last event (`out_stream_versions` has `count` entries).
+//
+// Thread safety: any thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store or
+// appends, count 0 or > 1024, a bad struct_size, a part with no events, names or
+// expected versions as for `evs_append`); EVS_ERR_WRONG_EXPECTED_VERSION (the message
+// names the stream and its actual version); EVS_ERR_ALREADY_EXISTS (some but not all
+// event ids stored before); EVS_ERR_BUSY (an append with one of its ids is still being
+// made durable); EVS_ERR_TOO_LARGE (an event past the store's limit, more than 1,048,576
+// events or 64 MiB in all); EVS_ERR_READ_ONLY; EVS_ERR_IO.
+// Ownership: everything passed in stays the caller's (copied before return); the
+// outputs are written only on success.
+evs_status evs_append_multi(struct evs_store *s,
+                            const struct evs_stream_append *appends,
+                            size_t count,
+                            uint64_t *out_first_position,
+                            uint64_t *out_stream_versions);
 
 // Opens a cursor over all events from `from_position` on. It sees events appended while
 // it runs: EVS_END means "no more now".
@@ -511,12 +803,36 @@ evs_status evs_subscribe_filtered(struct evs_store *s,
                                   void *user_data,
                                   struct evs_subscription **out);
 
+// How the subscription stands: returns EVS_OK while it is still delivering (and writes
+// EVS_OK to `*out_status`, which may be NULL), or EVS_END once it has ended, with
+// `*out_status` set to how it ended: EVS_OK when it was stopped (its callback returned
+// non-zero, `evs_subscription_close`, or its store closed), or the error that ended it
+// (e.g. EVS_ERR_CORRUPT, EVS_ERR_IO, EVS_ERR_INTERNAL), explained by
+// `evs_subscription_error_message`.
+//
+// Ownership: `sub` stays the caller's. Thread safety: any thread, until
+// `evs_subscription_close`. Returns EVS_OK, EVS_END, or EVS_ERR_INVALID_ARGUMENT (NULL
+// `sub`).
+evs_status evs_subscription_status(struct evs_subscription *sub, evs_status *out_status);
+
+// Why the subscription ended with an error: a sentence, or "" while it runs or when it
+// ended without one (and for NULL `sub`).
+//
+// Ownership: the string belongs to `sub`: valid until `evs_subscription_close`; never
+// NULL; do not free. Thread safety: any thread, until `evs_subscription_close`.
+// Returns a string (never NULL).
+const char *evs_subscription_error_message(struct evs_subscription *sub);
+
 // Stops a subscription and frees it. Returns only after the callback thread has
 // finished (when called from inside the subscription's own callback, it returns at once
 // and the callback is not called again after it returns). NULL is a no-op.
 //
 // Ownership: takes `sub`. Thread safety: any thread, once per subscription.
-// Returns EVS_OK.
+// Returns the status the subscription ended with (see `evs_subscription_status`):
+// EVS_OK when it was stopped (by this call, its callback or its store's close), or the
+// error that had ended it, with its message as this thread's `evs_last_error_message`.
+// When called from its own callback: EVS_OK. In a process forked after
+// `evs_subscribe`: EVS_ERR_INVALID_ARGUMENT (the handle is left alone, its memory leaked).
 evs_status evs_subscription_close(struct evs_subscription *sub);
 
 #ifdef __cplusplus

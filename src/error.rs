@@ -19,6 +19,8 @@ pub enum ErrorKind {
     TooLarge,
     ReadOnly,
     CurrencyMismatch,
+    /// Something is still in use (`evs_shutdown` with a store open).
+    Busy,
     Internal,
 }
 

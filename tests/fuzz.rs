@@ -495,6 +495,7 @@ fn fuzz_envelope_binary_round_trips_and_mutations_never_panic() {
                 schema_version: schema,
                 metadata: &meta,
                 payload: &payload,
+                id: None,
             };
             let mut buf = Vec::new();
             e.encode_into(&mut buf);
@@ -760,6 +761,7 @@ fn event_records(rng: &mut Rng, first: u64, n: u64) -> Vec<u8> {
                 schema_version: 1,
                 metadata: &[],
                 payload: &payload,
+                id: None,
             }
             .encode_into(&mut v);
             let key = p.to_le_bytes();

@@ -323,6 +323,7 @@ fn append_random(
                     payload: p,
                     metadata: m,
                     schema_version: *s,
+                    id: None,
                 })
                 .collect();
             let expected = match versions.get(&stream) {

@@ -283,12 +283,14 @@ fn append_event_stores_an_event_with_an_empty_stream() {
             payload: b"p",
             metadata: b"m",
             schema_version: 7,
+            id: None,
         },
         EventInput {
             event_type: "Meta",
             payload: b"q",
             metadata: b"",
             schema_version: 0,
+            id: None,
         },
     ];
     store
@@ -670,6 +672,7 @@ fn an_event_over_16_mib_is_too_large() {
                 payload: &half,
                 metadata: &big[..(8 << 20) + 1],
                 schema_version: 1,
+                id: None,
             }],
         ),
         "payload + metadata of 16 MiB + 1",
@@ -1085,6 +1088,7 @@ fn fixture() -> Fixture {
                             payload: &p,
                             metadata: meta.as_bytes(),
                             schema_version: 2,
+                            id: None,
                         }],
                     )
                     .unwrap();

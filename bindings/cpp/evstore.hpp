@@ -14,7 +14,10 @@
 
 #include <cstdint>
 #include <cstring>
+#include <exception>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -42,6 +45,7 @@ enum class Code : int32_t {
     TooLarge = EVS_ERR_TOO_LARGE,
     ReadOnly = EVS_ERR_READ_ONLY,
     CurrencyMismatch = EVS_ERR_CURRENCY_MISMATCH,
+    Busy = EVS_ERR_BUSY,
     Internal = EVS_ERR_INTERNAL,
 };
 
@@ -60,9 +64,9 @@ private:
 };
 
 // Expected versions for Store::append; a value >= 0 is the version of the last event.
-inline constexpr int64_t kVersionAny = EVS_VERSION_ANY;
-inline constexpr int64_t kVersionNoStream = EVS_VERSION_NO_STREAM;
-inline constexpr int64_t kVersionExists = EVS_VERSION_EXISTS;
+inline constexpr int64_t kExpectAny = EVS_EXPECT_ANY;
+inline constexpr int64_t kExpectNoStream = EVS_EXPECT_NO_STREAM;
+inline constexpr int64_t kExpectExists = EVS_EXPECT_EXISTS;
 // Starts Store::read_all_backward at the last event; as a timestamp, "the end of time".
 inline constexpr uint64_t kPositionEnd = UINT64_MAX;
 
@@ -167,6 +171,100 @@ struct Event {
     std::string_view metadata;
 };
 
+namespace detail {
+// A caller-allocated struct of the C API, ready to pass in.
+template <class T>
+inline T init() {
+    T v{};
+    v.struct_size = sizeof(T);
+    return v;
+}
+
+inline Event to_event(const evs_event &e) {
+    Event out;
+    out.position = e.position;
+    out.timestamp_us = e.timestamp_us;
+    out.stream = view(e.stream, e.stream_len);
+    out.stream_version = e.stream_version;
+    out.type = view(e.event_type, e.event_type_len);
+    out.schema_version = e.schema_version;
+    out.payload = view(e.payload, e.payload_len);
+    out.metadata = view(e.metadata, e.metadata_len);
+    return out;
+}
+}  // namespace detail
+
+// A running subscription (Store::subscribe): calls its function with every event from a
+// position on, history first and then live, on a library thread. The function returns
+// true to go on, false to stop. An exception it throws never reaches the C library (a
+// C callback must not unwind): the trampoline catches it and stops the subscription, and
+// close() rethrows it. Destruction stops it too, without throwing.
+class Subscription {
+public:
+    using Fn = std::function<bool(const Event &)>;
+
+    Subscription(Subscription &&o) noexcept
+        : state_(std::move(o.state_)), ptr_(std::exchange(o.ptr_, nullptr)) {}
+    Subscription &operator=(Subscription &&o) noexcept {
+        if (this != &o) {
+            evs_subscription_close(ptr_);
+            state_ = std::move(o.state_);
+            ptr_ = std::exchange(o.ptr_, nullptr);
+        }
+        return *this;
+    }
+    Subscription(const Subscription &) = delete;
+    Subscription &operator=(const Subscription &) = delete;
+    ~Subscription() { evs_subscription_close(ptr_); }
+
+    // True while it delivers; false once it has ended (its function returned false or
+    // threw, its store closed, or reading failed).
+    bool running() const {
+        evs_status how = EVS_OK;
+        return detail::check(evs_subscription_status(ptr_, &how)) == EVS_OK;
+    }
+
+    // Stops it and waits for its thread. Rethrows the exception the function threw, or
+    // throws Error when the subscription ended with an error (e.g. Code::Corrupt).
+    void close() {
+        if (ptr_ == nullptr)
+            return;
+        evs_status st = evs_subscription_close(std::exchange(ptr_, nullptr));
+        std::exception_ptr thrown;
+        {
+            std::lock_guard<std::mutex> g(state_->mu);
+            thrown = state_->thrown;
+        }
+        if (thrown)
+            std::rethrow_exception(thrown);
+        detail::check(st);
+    }
+
+private:
+    friend class Store;
+    struct State {
+        Fn fn;
+        std::mutex mu;
+        std::exception_ptr thrown;
+    };
+    explicit Subscription(std::unique_ptr<State> state) : state_(std::move(state)) {}
+
+    // The C callback: nothing may unwind out of it.
+    static int32_t trampoline(void *user_data, const evs_event *e) noexcept {
+        State *st = static_cast<State *>(user_data);
+        try {
+            return st->fn(detail::to_event(*e)) ? 0 : 1;
+        } catch (...) {
+            std::lock_guard<std::mutex> g(st->mu);
+            st->thrown = std::current_exception();
+            return 1;
+        }
+    }
+
+    std::unique_ptr<State> state_;
+    evs_subscription *ptr_ = nullptr;
+};
+
 // Iterates over events; single-thread. Forward cursors see later appends: next()
 // returning false means "no more now".
 class Cursor {
@@ -186,17 +284,10 @@ public:
 
     // Fills `out` and returns true, or returns false at the end; throws on an error.
     bool next(Event &out) {
-        evs_event e;
+        evs_event e = detail::init<evs_event>();
         if (detail::check(evs_cursor_next(ptr_, &e)) == EVS_END)
             return false;
-        out.position = e.position;
-        out.timestamp_us = e.timestamp_us;
-        out.stream = detail::view(e.stream, e.stream_len);
-        out.stream_version = e.stream_version;
-        out.type = detail::view(e.event_type, e.event_type_len);
-        out.schema_version = e.schema_version;
-        out.payload = detail::view(e.payload, e.payload_len);
-        out.metadata = detail::view(e.metadata, e.metadata_len);
+        out = detail::to_event(e);
         return true;
     }
 
@@ -272,7 +363,7 @@ public:
     // Appends events to `stream` atomically if it is at `expected_version`.
     AppendResult append(const std::string &stream, int64_t expected_version,
                         const std::vector<EventInput> &events) {
-        std::vector<evs_event_input> in(events.size());
+        std::vector<evs_event_input> in(events.size(), detail::init<evs_event_input>());
         for (size_t i = 0; i < events.size(); i++) {
             in[i].event_type = detail::c_str(events[i].type, "event_type");
             in[i].payload = detail::bytes(events[i].payload);
@@ -303,6 +394,16 @@ public:
         detail::check(evs_read_stream(ptr_, detail::c_str(stream, "stream"), from_version, &c));
         return Cursor(c);
     }
+    // Starts a subscription from `from_position` (see Subscription). The function runs on
+    // a library thread; it may call this Store.
+    Subscription subscribe(uint64_t from_position, Subscription::Fn fn) {
+        auto state = std::make_unique<Subscription::State>();
+        state->fn = std::move(fn);
+        Subscription sub(std::move(state));
+        detail::check(evs_subscribe(ptr_, from_position, &Subscription::trampoline,
+                                    sub.state_.get(), &sub.ptr_));
+        return sub;
+    }
     Cursor poll(uint64_t from_position, size_t max_events) {
         evs_cursor *c = nullptr;
         detail::check(evs_poll(ptr_, from_position, max_events, &c));
@@ -329,7 +430,7 @@ public:
         return pos;
     }
     Stats stats() {
-        Stats s;
+        Stats s = detail::init<Stats>();
         detail::check(evs_stats_get(ptr_, &s));
         return s;
     }
@@ -371,13 +472,13 @@ public:
         return pos;
     }
     Account get_account(const std::string &id) {
-        evs_account a;
+        evs_account a = detail::init<evs_account>();
         detail::check(evs_account_get(ptr_, detail::c_str(id, "account_id"), &a));
         return to_account(a);
     }
     // The account after its last event at or before `as_of_timestamp_us`.
     Account get_account_at(const std::string &id, uint64_t as_of_timestamp_us) {
-        evs_account a;
+        evs_account a = detail::init<evs_account>();
         detail::check(evs_account_get_at(ptr_, detail::c_str(id, "account_id"), as_of_timestamp_us, &a));
         return to_account(a);
     }
@@ -386,7 +487,7 @@ public:
 
 private:
     void open(const std::string &path, const evs_options *opts) {
-        info_ = RecoveryInfo{};
+        info_ = detail::init<RecoveryInfo>();
         detail::check(evs_open(detail::c_str(path, "path"), opts, &ptr_, &info_));
     }
     static Account to_account(const evs_account &a) {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -66,7 +67,7 @@ std::vector<OwnedEvent> drain(evstore::Cursor c) {
 }  // namespace
 
 TEST(Evstore, VersionAndCodeNames) {
-    EXPECT_EQ(evstore::version(), "0.1.0");
+    EXPECT_EQ(evstore::version(), "1.0.0");
     EXPECT_STREQ(evstore::code_name(Code::WrongExpectedVersion), "EVS_ERR_WRONG_EXPECTED_VERSION");
     EXPECT_STREQ(evstore::code_name(Code::Io), "EVS_ERR_IO");
 }
@@ -75,7 +76,7 @@ TEST_F(EvstoreTest, AppendAndReadRoundTrip) {
     evstore::Store s(path("s"));
     EXPECT_EQ(s.append_event("Started", R"({"n":1})"), 0u);
     const std::string binary("\x00\x01\xff", 3);
-    auto r = s.append("order-1", evstore::kVersionNoStream,
+    auto r = s.append("order-1", evstore::kExpectNoStream,
                       {{"OrderPlaced", "p0", "m0", 3}, {"OrderPaid", binary, {}, 0}, {"OrderShipped", {}, {}, 0}});
     EXPECT_EQ(r.first_position, 1u);
     EXPECT_EQ(r.stream_version, 2u);
@@ -127,8 +128,8 @@ TEST_F(EvstoreTest, AppendAndReadRoundTrip) {
     expect_error([&] { s.read_stream("missing"); }, Code::NotFound);
     expect_error([&] { s.read_all(99); }, Code::NotFound);
     expect_error([&] { s.append_event("", "x"); }, Code::InvalidArgument);
-    expect_error([&] { s.append("order-1", evstore::kVersionAny, {}); }, Code::InvalidArgument);
-    expect_error([&] { s.append(std::string("a\0b", 3), evstore::kVersionAny, {{"T", "x", {}, 0}}); },
+    expect_error([&] { s.append("order-1", evstore::kExpectAny, {}); }, Code::InvalidArgument);
+    expect_error([&] { s.append(std::string("a\0b", 3), evstore::kExpectAny, {{"T", "x", {}, 0}}); },
                  Code::InvalidArgument);
 }
 
@@ -136,15 +137,15 @@ TEST_F(EvstoreTest, WrongExpectedVersionGivesCodeAndMessage) {
     evstore::Store s(path("s"));
     std::vector<evstore::EventInput> ev{{"T", "x", {}, 0}};
     expect_error([&] { s.append("s", 0, ev); }, Code::WrongExpectedVersion);
-    expect_error([&] { s.append("s", evstore::kVersionExists, ev); }, Code::WrongExpectedVersion);
-    EXPECT_EQ(s.append("s", evstore::kVersionNoStream, ev).stream_version, 0u);
+    expect_error([&] { s.append("s", evstore::kExpectExists, ev); }, Code::WrongExpectedVersion);
+    EXPECT_EQ(s.append("s", evstore::kExpectNoStream, ev).stream_version, 0u);
     for (int64_t v = 0; v < 12; v++) {
         EXPECT_EQ(s.append("s", v, ev).stream_version, static_cast<uint64_t>(v + 1));
     }
     uint64_t before = s.position_at(evstore::kPositionEnd);
     std::string msg = expect_error([&] { s.append("s", 3, ev); }, Code::WrongExpectedVersion);
     EXPECT_NE(msg.find("12"), std::string::npos) << "message does not name the actual version: " << msg;
-    expect_error([&] { s.append("s", evstore::kVersionNoStream, ev); }, Code::WrongExpectedVersion);
+    expect_error([&] { s.append("s", evstore::kExpectNoStream, ev); }, Code::WrongExpectedVersion);
     EXPECT_EQ(s.position_at(evstore::kPositionEnd), before);
     EXPECT_EQ(s.append("s", 12, ev).stream_version, 13u);
 }
@@ -263,12 +264,12 @@ TEST_F(EvstoreTest, ConcurrentThreads) {
             try {
                 for (int i = 0; i < kOps; i++) {
                     std::string payload = std::to_string(t) + "/" + std::to_string(i);
-                    auto r = s.append(stream, i == 0 ? evstore::kVersionNoStream : i - 1, {{"T", payload, {}, 0}});
+                    auto r = s.append(stream, i == 0 ? evstore::kExpectNoStream : i - 1, {{"T", payload, {}, 0}});
                     if (r.stream_version != static_cast<uint64_t>(i)) {
                         ADD_FAILURE() << id << ": append " << i << " gave version " << r.stream_version;
                         failures++;
                     }
-                    s.append("shared", evstore::kVersionAny, {{"S", payload, {}, 0}});
+                    s.append("shared", evstore::kExpectAny, {{"S", payload, {}, 0}});
                     s.transfer(id, "hub", 3);
                     if (i % 4 == 0) {
                         try {
@@ -379,4 +380,35 @@ TEST_F(EvstoreTest, SnapshotOptionsAndMoves) {
     expect_error([&] { o.set_max_segment_size(1); }, Code::InvalidArgument);
     o.set_fsync(evstore::FsyncPolicy::Always).set_preallocate(false).set_snapshot_every(100);
     expect_error([&] { evstore::Store bad(path("missing/s"), o); }, Code::Io);
+}
+
+TEST_F(EvstoreTest, SubscriptionExceptionsStopItAndCloseRethrows) {
+    evstore::Store s(path("s"));
+    for (int i = 0; i < 5; i++)
+        s.append_event("E", "x");
+    std::atomic<int> seen{0};
+    auto sub = s.subscribe(0, [&](const evstore::Event &e) {
+        if (e.position == 2)
+            throw std::runtime_error("callback failed at 2");
+        seen++;
+        return true;
+    });
+    for (int i = 0; i < 5000 && sub.running(); i++)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    EXPECT_FALSE(sub.running());
+    EXPECT_EQ(seen.load(), 2);
+    try {
+        sub.close();
+        FAIL() << "close() did not rethrow";
+    } catch (const std::runtime_error &e) {
+        EXPECT_STREQ(e.what(), "callback failed at 2");
+    }
+    sub.close();  // once closed, a no-op
+
+    std::atomic<int> got{0};
+    auto live = s.subscribe(0, [&](const evstore::Event &) { return ++got < 3; });
+    for (int i = 0; i < 5000 && live.running(); i++)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    EXPECT_EQ(got.load(), 3);
+    live.close();  // stopped by its function: no error
 }

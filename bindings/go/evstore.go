@@ -50,6 +50,7 @@ const (
 	ErrTooLarge             Code = C.EVS_ERR_TOO_LARGE
 	ErrReadOnly             Code = C.EVS_ERR_READ_ONLY
 	ErrCurrencyMismatch     Code = C.EVS_ERR_CURRENCY_MISMATCH
+	ErrBusy                 Code = C.EVS_ERR_BUSY
 	ErrInternal             Code = C.EVS_ERR_INTERNAL
 )
 
@@ -80,9 +81,9 @@ func (e *Error) Is(target error) bool {
 
 // Expected versions for Append; a value >= 0 is the version of the stream's last event.
 const (
-	VersionAny      int64 = C.EVS_VERSION_ANY
-	VersionNoStream int64 = C.EVS_VERSION_NO_STREAM
-	VersionExists   int64 = C.EVS_VERSION_EXISTS
+	ExpectAny      int64 = C.EVS_EXPECT_ANY
+	ExpectNoStream int64 = C.EVS_EXPECT_NO_STREAM
+	ExpectExists   int64 = C.EVS_EXPECT_EXISTS
 )
 
 // PositionEnd starts ReadAllBackward at the last event.
@@ -97,7 +98,7 @@ const (
 	FsyncOS     FsyncPolicy = C.EVS_FSYNC_OS     // the OS decides; Sync and Close flush
 )
 
-// Version is the library's version, e.g. "0.1.0".
+// Version is the library's version, e.g. "1.0.0".
 func Version() string { return C.GoString(C.evs_version()) }
 
 // call runs one C call and, if it failed, reads the thread-local error message on the
@@ -243,7 +244,7 @@ func Open(path string, opts *Options) (*Store, RecoveryInfo, error) {
 		copts = opts.ptr
 	}
 	var s *C.evs_store
-	var ci C.evs_recovery_info
+	ci := C.evs_recovery_info{struct_size: C.size_t(unsafe.Sizeof(C.evs_recovery_info{}))}
 	_, err = call(func() C.evs_status { return C.evs_open(cpath, copts, &s, &ci) })
 	runtime.KeepAlive(opts)
 	if err != nil {
@@ -318,10 +319,14 @@ type EventInput struct {
 	Payload       []byte
 	Metadata      []byte // may be nil
 	SchemaVersion uint32 // 0 is stored as 1
+	// ID is the event's unique id (a UUID, say); the zero value means none. An Append
+	// whose events all have ids that are stored already writes nothing and returns the
+	// stored positions, so it can be retried safely after a timeout or an I/O error.
+	ID [16]byte
 }
 
 // Append appends events to stream atomically if the stream is at expectedVersion
-// (VersionAny, VersionNoStream, VersionExists, or the version of its last event). It
+// (ExpectAny, ExpectNoStream, ExpectExists, or the version of its last event). It
 // returns the first event's position and the last event's stream version.
 func (s *Store) Append(stream string, expectedVersion int64, events []EventInput) (first, lastVersion uint64, err error) {
 	cstream, err := cString(stream, "stream")
@@ -341,6 +346,7 @@ func (s *Store) Append(stream string, expectedVersion int64, events []EventInput
 			return 0, 0, err
 		}
 		defer C.free(unsafe.Pointer(ctype))
+		inputs[i].struct_size = C.size_t(unsafe.Sizeof(inputs[i]))
 		inputs[i].event_type = ctype
 		if len(ev.Payload) > 0 {
 			pinner.Pin(&ev.Payload[0])
@@ -353,6 +359,7 @@ func (s *Store) Append(stream string, expectedVersion int64, events []EventInput
 			inputs[i].metadata_len = C.size_t(len(ev.Metadata))
 		}
 		inputs[i].schema_version = C.uint32_t(ev.SchemaVersion)
+		*(*[16]byte)(unsafe.Pointer(&inputs[i].id)) = ev.ID
 	}
 	var inPtr *C.evs_event_input
 	if len(inputs) > 0 {
@@ -463,7 +470,7 @@ type Stats struct {
 
 // Stats reads the store's counters.
 func (s *Store) Stats() (Stats, error) {
-	var cs C.evs_stats
+	cs := C.evs_stats{struct_size: C.size_t(unsafe.Sizeof(C.evs_stats{}))}
 	if _, err := s.do(func(p *C.evs_store) C.evs_status { return C.evs_stats_get(p, &cs) }); err != nil {
 		return Stats{}, err
 	}
@@ -498,8 +505,9 @@ type Event struct {
 	StreamVersion uint64
 	Type          string
 	SchemaVersion uint32
-	Payload       []byte // nil when empty
-	Metadata      []byte // nil when empty
+	Payload       []byte   // nil when empty
+	Metadata      []byte   // nil when empty
+	ID            [16]byte // the id it was appended with; zero for none
 }
 
 // Time is the event's timestamp.
@@ -520,7 +528,7 @@ func (c *Cursor) Next() (Event, bool, error) {
 	if c.ptr == nil {
 		return Event{}, false, &Error{Code: ErrInvalidArgument, Message: "the cursor is closed"}
 	}
-	var e C.evs_event
+	e := C.evs_event{struct_size: C.size_t(unsafe.Sizeof(C.evs_event{}))}
 	var ev Event
 	st, err := call(func() C.evs_status {
 		st := C.evs_cursor_next(c.ptr, &e)
@@ -535,6 +543,7 @@ func (c *Cursor) Next() (Event, bool, error) {
 				SchemaVersion: uint32(e.schema_version),
 				Payload:       goBytes(e.payload, e.payload_len),
 				Metadata:      goBytes(e.metadata, e.metadata_len),
+				ID:            *(*[16]byte)(unsafe.Pointer(&e.id)),
 			}
 		}
 		return st
@@ -642,7 +651,7 @@ func (s *Store) getAccount(id string, f func(p *C.evs_store, cid *C.char, out *C
 		return Account{}, err
 	}
 	defer C.free(unsafe.Pointer(cid))
-	var a C.evs_account
+	a := C.evs_account{struct_size: C.size_t(unsafe.Sizeof(C.evs_account{}))}
 	if _, err := s.do(func(p *C.evs_store) C.evs_status { return f(p, cid, &a) }); err != nil {
 		return Account{}, err
 	}

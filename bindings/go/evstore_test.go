@@ -89,7 +89,7 @@ func TestLibraryIsTheBuiltOne(t *testing.T) {
 }
 
 func TestVersionAndStatusNames(t *testing.T) {
-	if Version() != "0.1.0" {
+	if Version() != "1.0.0" {
 		t.Errorf("Version() = %q", Version())
 	}
 	if ErrWrongExpectedVersion.String() != "EVS_ERR_WRONG_EXPECTED_VERSION" || ErrIO.String() != "EVS_ERR_IO" {
@@ -109,7 +109,7 @@ func TestAppendAndReadRoundTrip(t *testing.T) {
 		{Type: "OrderPaid", Payload: []byte{0, 1, 2, 0xff}},
 		{Type: "OrderShipped"}, // empty payload
 	}
-	first, last, err := s.Append("order-1", VersionNoStream, in)
+	first, last, err := s.Append("order-1", ExpectNoStream, in)
 	if err != nil || first != 1 || last != 2 {
 		t.Fatalf("Append = %d, %d, %v", first, last, err)
 	}
@@ -183,9 +183,9 @@ func TestAppendAndReadRoundTrip(t *testing.T) {
 	wantCode(t, err, ErrNotFound)
 	_, err = s.AppendEvent("", nil)
 	wantCode(t, err, ErrInvalidArgument)
-	_, _, err = s.Append("order-1", VersionAny, nil)
+	_, _, err = s.Append("order-1", ExpectAny, nil)
 	wantCode(t, err, ErrInvalidArgument)
-	_, _, err = s.Append("bad\x00stream", VersionAny, in)
+	_, _, err = s.Append("bad\x00stream", ExpectAny, in)
 	wantCode(t, err, ErrInvalidArgument)
 }
 
@@ -195,10 +195,10 @@ func TestWrongExpectedVersion(t *testing.T) {
 
 	_, _, err := s.Append("s", 0, ev)
 	wantCode(t, err, ErrWrongExpectedVersion) // a version >= 0 on a missing stream
-	_, _, err = s.Append("s", VersionExists, ev)
+	_, _, err = s.Append("s", ExpectExists, ev)
 	wantCode(t, err, ErrWrongExpectedVersion)
 
-	if _, last, err := s.Append("s", VersionNoStream, ev); err != nil || last != 0 {
+	if _, last, err := s.Append("s", ExpectNoStream, ev); err != nil || last != 0 {
 		t.Fatalf("Append to a new stream: %d, %v", last, err)
 	}
 	for v := int64(0); v < 12; v++ {
@@ -212,7 +212,7 @@ func TestWrongExpectedVersion(t *testing.T) {
 	if !strings.Contains(e.Message, "12") {
 		t.Errorf("message %q does not name the actual version 12", e.Message)
 	}
-	_, _, err = s.Append("s", VersionNoStream, ev)
+	_, _, err = s.Append("s", ExpectNoStream, ev)
 	wantCode(t, err, ErrWrongExpectedVersion)
 	if after := must(s.PositionAt(PositionEnd)); after != before {
 		t.Errorf("a refused append moved the log from %d to %d", before, after)
@@ -391,7 +391,7 @@ func TestConcurrentGoroutines(t *testing.T) {
 					return
 				}
 				// a shared stream, no check
-				if _, _, err := s.Append("shared", VersionAny, []EventInput{{Type: "S", Payload: payload}}); err != nil {
+				if _, _, err := s.Append("shared", ExpectAny, []EventInput{{Type: "S", Payload: payload}}); err != nil {
 					fail("shared append: %v", err)
 					return
 				}
@@ -576,4 +576,47 @@ func TestSnapshotAndOptions(t *testing.T) {
 	}
 	_, _, err = Open(filepath.Join(t.TempDir(), "missing", "store"), o)
 	wantCode(t, err, ErrIO)
+}
+
+func TestIdempotentAppendByEventIDs(t *testing.T) {
+	s, path := newStore(t)
+	ev := []EventInput{
+		{Type: "Placed", Payload: []byte("a"), ID: [16]byte{0xA1, 1}},
+		{Type: "Paid", Payload: []byte("b"), ID: [16]byte{0xA1, 2}},
+	}
+	first, last, err := s.Append("order-1", ExpectNoStream, ev)
+	if err != nil || first != 0 || last != 1 {
+		t.Fatalf("Append: %d %d %v", first, last, err)
+	}
+	// A retry (after a timeout, say) stores nothing and returns the same positions.
+	for i := 0; i < 2; i++ {
+		f, l, err := s.Append("order-1", ExpectNoStream, ev)
+		if err != nil || f != 0 || l != 1 {
+			t.Fatalf("retry %d: %d %d %v", i, f, l, err)
+		}
+	}
+	if n := must(s.PositionAt(PositionEnd)); n != 2 {
+		t.Fatalf("the log has %d events, want 2", n)
+	}
+	// Half of a batch stored before: refused.
+	_, _, err = s.Append("order-1", ExpectAny, []EventInput{ev[0], {Type: "New", Payload: []byte("n"), ID: [16]byte{0xA1, 3}}})
+	wantCode(t, err, ErrAlreadyExists)
+	// The ids come back when reading, also after a restart.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := openStore(t, path)
+	defer s2.Close()
+	c, err := s2.ReadAll(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	e, ok, err := c.Next()
+	if err != nil || !ok || e.ID != ev[0].ID {
+		t.Fatalf("first event: %+v %v %v", e, ok, err)
+	}
+	if f, _, err := s2.Append("order-1", ExpectNoStream, ev); err != nil || f != 0 {
+		t.Fatalf("retry after reopen: %d %v", f, err)
+	}
 }

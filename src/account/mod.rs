@@ -101,6 +101,7 @@ impl Bank {
             payload: &payload,
             metadata: &[],
             schema_version: e.schema_version(),
+            id: None,
         }];
         Ok(self
             .store
@@ -248,12 +249,14 @@ impl Bank {
             payload: &w,
             metadata: b"transfer",
             schema_version: 1,
+            id: None,
         }];
         let di = [EventInput {
             event_type: "MoneyDeposited",
             payload: &d,
             metadata: b"transfer",
             schema_version: 1,
+            id: None,
         }];
         let (sf, st) = (stream_name(from), stream_name(to));
         let r = self.store.append_multi(&[

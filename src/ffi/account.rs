@@ -1,15 +1,19 @@
 //! The bank-account domain's C surface.
 
-use super::args::{handle, opt_str_arg, out_arg, str_arg, write_opt, write_out};
+use super::args::{opt_str_arg, str_arg, write_opt};
+use super::extensible::{extensible, out_struct};
 use super::status::*;
-use super::store::evs_store;
+use super::store::{evs_store, store_arg};
 use crate::account::{Account, Bank};
 use crate::error::Result;
 use std::ffi::c_char;
 
-/// An account as its events leave it (caller-owned).
+/// An account as its events leave it (caller-allocated: set `struct_size`, see
+/// `EVS_STRUCT_INIT`).
 #[repr(C)]
 pub struct evs_account {
+    /// sizeof(evs_account) as the caller's header has it; the library never changes it.
+    pub struct_size: usize,
     pub balance: i64,
     pub is_closed: bool,
     /// Three letters, NUL-terminated ("USD").
@@ -20,12 +24,15 @@ pub struct evs_account {
     pub last_position: u64,
 }
 
+extensible!(evs_account, balance);
+
 fn to_c(a: &Account) -> evs_account {
     let mut currency = [0 as c_char; 4];
     for (d, s) in currency.iter_mut().zip(a.currency.bytes().take(3)) {
         *d = s as c_char;
     }
     evs_account {
+        struct_size: std::mem::size_of::<evs_account>(),
         balance: a.balance,
         is_closed: a.is_closed,
         currency,
@@ -47,7 +54,7 @@ unsafe fn account_write(
 ) -> evs_status {
     boundary(|| {
         // SAFETY: forwarded from the caller's contract.
-        let store = unsafe { handle(s, "store") }?;
+        let store = unsafe { store_arg(s) }?;
         let id = unsafe { str_arg(account_id, "account_id") }?;
         let p = op(&store.bank, id)?;
         write_opt(out_position, p);
@@ -136,7 +143,7 @@ pub unsafe extern "C" fn evs_account_transfer(
 ) -> evs_status {
     boundary(|| {
         // SAFETY: C API contract for each pointer.
-        let store = unsafe { handle(s, "store") }?;
+        let store = unsafe { store_arg(s) }?;
         let from = unsafe { str_arg(from_id, "from_id") }?;
         let to = unsafe { str_arg(to_id, "to_id") }?;
         let p = store.bank.transfer(from, to, amount)?;
@@ -177,11 +184,12 @@ pub unsafe extern "C" fn evs_account_get(
 ) -> evs_status {
     boundary(|| {
         // SAFETY: C API contract for each pointer.
-        let store = unsafe { handle(s, "store") }?;
+        let store = unsafe { store_arg(s) }?;
         let id = unsafe { str_arg(account_id, "account_id") }?;
-        let out = out_arg(out, "out")?;
+        // SAFETY: NULL or the caller's struct, starting with its size.
+        let out = unsafe { out_struct(out, "out") }?;
         let a = store.bank.get(id)?;
-        write_out(out, to_c(&a));
+        out.write(to_c(&a));
         Ok(EVS_OK)
     })
 }
@@ -201,11 +209,12 @@ pub unsafe extern "C" fn evs_account_get_at(
 ) -> evs_status {
     boundary(|| {
         // SAFETY: C API contract for each pointer.
-        let store = unsafe { handle(s, "store") }?;
+        let store = unsafe { store_arg(s) }?;
         let id = unsafe { str_arg(account_id, "account_id") }?;
-        let out = out_arg(out, "out")?;
+        // SAFETY: NULL or the caller's struct, starting with its size.
+        let out = unsafe { out_struct(out, "out") }?;
         let a = store.bank.get_at(id, as_of_timestamp_us)?;
-        write_out(out, to_c(&a));
+        out.write(to_c(&a));
         Ok(EVS_OK)
     })
 }

@@ -1,7 +1,7 @@
 //! Checking what comes in from C: pointers, strings, byte ranges. Every check fails with
 //! `EVS_ERR_INVALID_ARGUMENT` and a message naming the argument.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use std::ffi::{c_char, CStr};
 
 /// A required NUL-terminated UTF-8 string.
@@ -30,11 +30,18 @@ pub(crate) unsafe fn opt_str_arg<'a>(p: *const c_char, name: &str) -> Result<Opt
     unsafe { str_arg(p, name) }.map(Some)
 }
 
-/// A byte range; the pointer may be NULL only when the length is 0.
+/// A byte range of at most `max` bytes; the pointer may be NULL only when the length is
+/// 0. The length is checked before any slice is made: a caller's wrong length must give
+/// an error, never a slice over memory that is not there.
 ///
 /// # Safety
 /// `p` is NULL or points to `len` readable bytes that outlive `'a`.
-pub(crate) unsafe fn bytes_arg<'a>(p: *const u8, len: usize, name: &str) -> Result<&'a [u8]> {
+pub(crate) unsafe fn bytes_arg<'a>(
+    p: *const u8,
+    len: usize,
+    max: usize,
+    name: &str,
+) -> Result<&'a [u8]> {
     if len == 0 {
         return Ok(&[]);
     }
@@ -43,13 +50,56 @@ pub(crate) unsafe fn bytes_arg<'a>(p: *const u8, len: usize, name: &str) -> Resu
             "{name} is NULL but its length is {len}"
         )));
     }
+    if len > max {
+        return Err(Error::new(
+            ErrorKind::TooLarge,
+            format!("{name} is {len} bytes long; the limit is {max}"),
+        ));
+    }
     if len > isize::MAX as usize {
         return Err(Error::invalid(format!(
             "{name}'s length {len} is impossible"
         )));
     }
-    // SAFETY: the caller guarantees `len` readable bytes at `p`.
+    // SAFETY: the caller guarantees `len` readable bytes at `p`; `len` is within the
+    // limits just checked.
     Ok(unsafe { std::slice::from_raw_parts(p, len) })
+}
+
+/// An array of `count` (at most `max`) `T`s; NULL only when `count` is 0. The count is
+/// checked before any slice is made.
+///
+/// # Safety
+/// `p` is NULL or points to `count` readable, initialised `T`s that outlive `'a`.
+pub(crate) unsafe fn array_arg<'a, T>(
+    p: *const T,
+    count: usize,
+    max: usize,
+    name: &str,
+) -> Result<&'a [T]> {
+    if count == 0 {
+        return Ok(&[]);
+    }
+    if p.is_null() {
+        return Err(Error::invalid(format!(
+            "{name} is NULL but its count is {count}"
+        )));
+    }
+    if count > max {
+        return Err(Error::invalid(format!(
+            "{name} has {count} entries; the limit is {max}"
+        )));
+    }
+    if count
+        .checked_mul(std::mem::size_of::<T>())
+        .is_none_or(|b| b > isize::MAX as usize)
+    {
+        return Err(Error::invalid(format!(
+            "{name}'s count {count} is impossible"
+        )));
+    }
+    // SAFETY: the caller guarantees `count` readable T at `p`; the size was just checked.
+    Ok(unsafe { std::slice::from_raw_parts(p, count) })
 }
 
 /// A required out-pointer.

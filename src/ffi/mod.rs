@@ -1,5 +1,5 @@
 //! The C ABI: opaque handles, status codes, the last-error message, the panic boundary
-//! and the global runtime. `include/evstore.h` is generated from this folder.
+//! and the global runtime (asynchronous work only). `include/evstore.h` is generated from this folder.
 #![allow(non_camel_case_types)]
 // Every exported function checks its pointers itself; their safety contract is the C
 // API's, stated in each doc comment.
@@ -7,12 +7,21 @@
 
 mod account;
 mod args;
+mod batch;
+mod extensible;
+mod fork;
+mod gate;
+mod reads;
+mod runtime;
 mod stats;
 mod status;
 mod store;
 mod subscription;
 
 pub use account::*;
+pub use batch::*;
+pub use reads::*;
+pub use runtime::*;
 pub use stats::*;
 pub use status::*;
 pub use store::*;

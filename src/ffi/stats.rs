@@ -1,14 +1,18 @@
 //! Stats and Prometheus metrics for C callers.
 
-use super::args::{handle, out_arg, write_out};
+use super::args::{out_arg, write_out};
+use super::extensible::{extensible, out_struct};
 use super::status::*;
-use super::store::evs_store;
+use super::store::{evs_store, store_arg};
 use std::ffi::{c_char, CString};
 use std::fmt::Write;
 
 /// Counters of a store since it was opened (events and bytes: of the whole log).
+/// Caller-allocated: set `struct_size` (see `EVS_STRUCT_INIT`).
 #[repr(C)]
 pub struct evs_stats {
+    /// sizeof(evs_stats) as the caller's header has it; the library never changes it.
+    pub struct_size: usize,
     pub events: u64,
     pub streams: u64,
     pub bytes_on_disk: u64,
@@ -26,6 +30,9 @@ pub struct evs_stats {
     pub accounts: u64,
     /// Subscriptions still delivering.
     pub subscriptions: u64,
+    /// Event ids remembered for idempotent appends (added in 1.0; older programs' smaller
+    /// structs do not get it).
+    pub event_ids: u64,
 }
 
 /// Fills `*out` with the store's counters.
@@ -36,30 +43,32 @@ pub struct evs_stats {
 pub unsafe extern "C" fn evs_stats_get(s: *mut evs_store, out: *mut evs_stats) -> evs_status {
     boundary(|| {
         // SAFETY: `s` is NULL or a live store.
-        let store = unsafe { handle(s, "store") }?;
-        let out = out_arg(out, "out")?;
+        let store = unsafe { store_arg(s) }?;
+        // SAFETY: NULL or the caller's struct, starting with its size.
+        let out = unsafe { out_struct(out, "out") }?;
         let st = store.bank.store().stats();
-        write_out(
-            out,
-            evs_stats {
-                events: st.events,
-                streams: st.streams,
-                bytes_on_disk: st.bytes_on_disk,
-                segments: st.segments,
-                appends: st.appends,
-                fsyncs: st.fsyncs,
-                fsync_p50_us: st.fsync_p50_us,
-                fsync_p99_us: st.fsync_p99_us,
-                open_time_us: st.open_time_us,
-                snapshots: st.snapshots,
-                index_bytes: st.index_bytes,
-                accounts: store.bank.accounts().len() as u64,
-                subscriptions: super::subscription::live_count(store),
-            },
-        );
+        out.write(evs_stats {
+            struct_size: std::mem::size_of::<evs_stats>(),
+            events: st.events,
+            streams: st.streams,
+            bytes_on_disk: st.bytes_on_disk,
+            segments: st.segments,
+            appends: st.appends,
+            fsyncs: st.fsyncs,
+            fsync_p50_us: st.fsync_p50_us,
+            fsync_p99_us: st.fsync_p99_us,
+            open_time_us: st.open_time_us,
+            snapshots: st.snapshots,
+            index_bytes: st.index_bytes,
+            accounts: store.bank.accounts().len() as u64,
+            subscriptions: super::subscription::live_count(&store),
+            event_ids: st.event_ids,
+        });
         Ok(EVS_OK)
     })
 }
+
+extensible!(evs_stats, events);
 
 fn escape_label(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -78,7 +87,7 @@ pub unsafe extern "C" fn evs_metrics_text(
 ) -> evs_status {
     boundary(|| {
         // SAFETY: `s` is NULL or a live store.
-        let store = unsafe { handle(s, "store") }?;
+        let store = unsafe { store_arg(s) }?;
         let out = out_arg(out_text, "out_text")?;
         let st = store.bank.store().stats();
         let mut t = String::new();
@@ -158,7 +167,7 @@ pub unsafe extern "C" fn evs_metrics_text(
             "evstore_subscriptions",
             "gauge",
             "Subscriptions still delivering.",
-            super::subscription::live_count(store),
+            super::subscription::live_count(&store),
         );
         metric(
             "evstore_accounts",

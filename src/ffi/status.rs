@@ -1,11 +1,23 @@
 //! Status codes, their names, the thread-local last-error message, and the boundary
-//! every exported function passes through (panic catching, runtime, error recording).
+//! every exported function passes through (panic catching, error recording).
 
 use crate::error::{Error, ErrorKind};
-use once_cell::sync::Lazy;
 use std::cell::RefCell;
 use std::ffi::{c_char, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// The ABI version: it changes only with a deliberate break, and the soname
+/// (`libevstore.so.<EVS_ABI_VERSION>`) with it; every change within one ABI version is
+/// additive.
+pub const EVS_ABI_VERSION: i32 = 1;
+/// The library version this header belongs to: major (= the ABI version), minor (new
+/// functions), patch (fixes).
+pub const EVS_VERSION_MAJOR: i32 = 1;
+pub const EVS_VERSION_MINOR: i32 = 0;
+pub const EVS_VERSION_PATCH: i32 = 0;
+/// 1000000 * EVS_VERSION_MAJOR + 1000 * EVS_VERSION_MINOR + EVS_VERSION_PATCH; compare it
+/// with `evs_version_number()` (sqlite3.h's scheme).
+pub const EVS_VERSION_NUMBER: i32 = 1000000;
 
 /// The result of every fallible function: `EVS_OK` (0), `EVS_END` (1), or a negative error.
 pub type evs_status = i32;
@@ -40,6 +52,9 @@ pub const EVS_ERR_TOO_LARGE: evs_status = -11;
 pub const EVS_ERR_READ_ONLY: evs_status = -12;
 /// A transfer between accounts of different currencies.
 pub const EVS_ERR_CURRENCY_MISMATCH: evs_status = -13;
+/// In use; try again later: `evs_shutdown` while a store is open, or an append with an
+/// event id whose first append is still waiting for its fdatasync.
+pub const EVS_ERR_BUSY: evs_status = -14;
 /// A bug in evstore (a caught panic).
 pub const EVS_ERR_INTERNAL: evs_status = -99;
 
@@ -58,50 +73,63 @@ pub(crate) fn status_of(kind: ErrorKind) -> evs_status {
         ErrorKind::TooLarge => EVS_ERR_TOO_LARGE,
         ErrorKind::ReadOnly => EVS_ERR_READ_ONLY,
         ErrorKind::CurrencyMismatch => EVS_ERR_CURRENCY_MISMATCH,
+        ErrorKind::Busy => EVS_ERR_BUSY,
         ErrorKind::Internal => EVS_ERR_INTERNAL,
     }
 }
-
-/// The global runtime every exported function runs on.
-static RUNTIME: Lazy<tokio::runtime::Runtime> = Lazy::new(|| {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("evstore-rt")
-        .enable_time()
-        .build()
-        .expect("the evstore runtime starts")
-});
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
 }
 
+/// Records the calling thread's last-error message. During thread exit (a C caller's
+/// pthread key destructor, after Rust's thread-locals are gone) there is nowhere to put
+/// it: the message is dropped, the status still says what happened. Never panics.
 pub(crate) fn set_last_error(message: &str) {
     let c = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
-    LAST_ERROR.with(|l| *l.borrow_mut() = c);
+    let _ = LAST_ERROR.try_with(|l| {
+        if let Ok(mut slot) = l.try_borrow_mut() {
+            *slot = c;
+        }
+    });
 }
 
-/// Runs an exported function's body: on the runtime, with panics caught, errors recorded.
+/// A panic's payload as text, dropping the payload without letting a panic in its
+/// `Drop` escape.
+pub(crate) fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(panic))) {
+        std::mem::forget(again);
+    }
+    what
+}
+
+/// Runs an exported function's body with panics caught and errors recorded, all inside
+/// the boundary: nothing it does can unwind into C or abort the process.
 pub(crate) fn boundary(f: impl FnOnce() -> Result<evs_status, Error>) -> evs_status {
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
-        let rt = Lazy::force(&RUNTIME);
-        rt.block_on(async move { f() })
-    }));
-    match outcome {
-        Ok(Ok(status)) => status,
-        Ok(Err(e)) => {
+    let outcome = catch_unwind(AssertUnwindSafe(|| match f() {
+        Ok(status) => status,
+        Err(e) => {
             set_last_error(&e.message);
             status_of(e.kind)
         }
+    }));
+    match outcome {
+        Ok(status) => status,
         Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            set_last_error(&format!(
-                "internal error in evstore (please report): {what}"
-            ));
+            let recorded = catch_unwind(AssertUnwindSafe(|| {
+                let what = panic_message(panic);
+                set_last_error(&format!(
+                    "internal error in evstore (please report): {what}"
+                ));
+            }));
+            if let Err(again) = recorded {
+                std::mem::forget(again);
+            }
             EVS_ERR_INTERNAL
         }
     }
@@ -129,6 +157,7 @@ pub extern "C" fn evs_status_name(s: evs_status) -> *const c_char {
         EVS_ERR_TOO_LARGE => b"EVS_ERR_TOO_LARGE\0",
         EVS_ERR_READ_ONLY => b"EVS_ERR_READ_ONLY\0",
         EVS_ERR_CURRENCY_MISMATCH => b"EVS_ERR_CURRENCY_MISMATCH\0",
+        EVS_ERR_BUSY => b"EVS_ERR_BUSY\0",
         EVS_ERR_INTERNAL => b"EVS_ERR_INTERNAL\0",
         _ => b"EVS_UNKNOWN_STATUS\0",
     };
@@ -142,14 +171,55 @@ pub extern "C" fn evs_status_name(s: evs_status) -> *const c_char {
 /// Returns a string (never NULL).
 #[no_mangle]
 pub extern "C" fn evs_last_error_message() -> *const c_char {
-    LAST_ERROR.with(|l| l.borrow().as_ptr())
+    let empty: *const c_char = c"".as_ptr();
+    LAST_ERROR
+        .try_with(|l| l.try_borrow().map_or(empty, |m| m.as_ptr()))
+        .unwrap_or(empty)
 }
 
-/// The library version, "0.1.0".
+/// The library version as text, "1.0.0" (`EVS_VERSION_MAJOR.MINOR.PATCH`).
 ///
 /// Ownership: static; do not free. Thread safety: any thread.
 /// Returns a string (never NULL).
 #[no_mangle]
 pub extern "C" fn evs_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// The library's `EVS_VERSION_NUMBER` (1000000 * major + 1000 * minor + patch), to detect
+/// skew between the header a program was compiled with and the library it runs with:
+/// `evs_version_number() / 1000000 == EVS_VERSION_MAJOR` must hold, and
+/// `evs_version_number() >= EVS_VERSION_NUMBER` when the program uses functions added in
+/// its header's minor version.
+///
+/// Ownership: none. Thread safety: any thread. Returns the number (never fails).
+#[no_mangle]
+pub extern "C" fn evs_version_number() -> i32 {
+    EVS_VERSION_NUMBER
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_version_macros_are_the_crate_version() {
+        let part = |s: &str| s.parse::<i32>().unwrap();
+        assert_eq!(EVS_VERSION_MAJOR, part(env!("CARGO_PKG_VERSION_MAJOR")));
+        assert_eq!(EVS_VERSION_MINOR, part(env!("CARGO_PKG_VERSION_MINOR")));
+        assert_eq!(EVS_VERSION_PATCH, part(env!("CARGO_PKG_VERSION_PATCH")));
+        assert_eq!(
+            EVS_VERSION_NUMBER,
+            EVS_VERSION_MAJOR * 1_000_000 + EVS_VERSION_MINOR * 1000 + EVS_VERSION_PATCH
+        );
+        assert_eq!(EVS_ABI_VERSION, EVS_VERSION_MAJOR);
+    }
+
+    #[test]
+    fn the_last_error_survives_no_thread_local_and_is_never_null() {
+        set_last_error("a message with a \0 inside");
+        // SAFETY: evs_last_error_message returns a NUL-terminated string.
+        let m = unsafe { std::ffi::CStr::from_ptr(evs_last_error_message()) };
+        assert_eq!(m.to_str().unwrap(), "a message with a \\0 inside");
+    }
 }

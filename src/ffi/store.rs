@@ -1,12 +1,14 @@
 //! The store's C surface: options, open/close/sync, appends, reads and cursors.
 
 use super::args::{bytes_arg, handle, handle_mut, out_arg, str_arg, write_opt, write_out};
+use super::extensible::{extensible, input_array, opt_out_struct, out_struct};
+use super::gate::CallGate;
 use super::status::*;
 use crate::account::Bank;
 use crate::error::{Error, Result};
 use crate::store::{
-    BackwardCursor, EventInput, EventRef, ExpectedVersion, ForwardCursor, Store, StoreOptions,
-    StreamCursor,
+    BackwardCursor, CategoryCursor, EventInput, EventRef, ExpectedVersion, ForwardCursor, Store,
+    StoreOptions, StreamAppend, StreamBackwardCursor, StreamCursor,
 };
 use crate::wal::FsyncPolicy;
 use std::ffi::c_char;
@@ -22,12 +24,12 @@ pub const EVS_FSYNC_OS: evs_fsync_policy = 2;
 /// One of the `EVS_FSYNC_*` values.
 pub type evs_fsync_policy = i32;
 
-/// Expected version: no check.
-pub const EVS_VERSION_ANY: i64 = -1;
+/// Expected version: no check. (A value >= 0: the stream's last event has that version.)
+pub const EVS_EXPECT_ANY: i64 = -1;
 /// Expected version: the stream must not exist yet.
-pub const EVS_VERSION_NO_STREAM: i64 = -2;
+pub const EVS_EXPECT_NO_STREAM: i64 = -2;
 /// Expected version: the stream must exist.
-pub const EVS_VERSION_EXISTS: i64 = -3;
+pub const EVS_EXPECT_EXISTS: i64 = -3;
 
 /// Options for `evs_open` (opaque). Not thread-safe; free with `evs_options_free`.
 pub struct evs_options {
@@ -35,25 +37,79 @@ pub struct evs_options {
 }
 
 /// An open store (opaque). Thread-safe: any number of threads may use one at once.
+/// Every function taking a store also returns EVS_ERR_INVALID_ARGUMENT, writing nothing,
+/// once `evs_close` has begun refusing calls on it, and in a forked child for a store
+/// its parent opened.
 pub struct evs_store {
     pub(crate) bank: Bank,
     pub(crate) subscriptions: std::sync::Mutex<Vec<std::sync::Arc<super::subscription::Shared>>>,
+    calls: CallGate,
+    /// The process generation it was opened in (see `fork`).
+    pub(crate) generation: u64,
+}
+
+/// A store handle with a call counted in through its gate; counts it out when dropped.
+pub(crate) struct StoreRef<'a>(&'a evs_store);
+
+impl std::ops::Deref for StoreRef<'_> {
+    type Target = evs_store;
+    fn deref(&self) -> &evs_store {
+        self.0
+    }
+}
+
+impl Drop for StoreRef<'_> {
+    fn drop(&mut self) {
+        self.0.calls.leave();
+    }
+}
+
+/// A required store handle, counted in for the length of the call (see `CallGate`).
+///
+/// # Safety
+/// `s` is NULL or a store from `evs_open` that `evs_close` has not finished freeing.
+pub(crate) unsafe fn store_arg<'a>(s: *const evs_store) -> Result<StoreRef<'a>> {
+    // SAFETY: forwarded contract: NULL or a live handle.
+    let store = unsafe { handle(s, "store") }?;
+    super::fork::check(store.generation, "store")?;
+    store.calls.enter()?;
+    Ok(StoreRef(store))
 }
 
 /// A cursor over events (opaque). Single-thread: use it from one thread at a time.
 pub struct evs_cursor {
-    kind: CursorKind,
+    pub(crate) kind: CursorKind,
+    /// `evs_cursor_next_batch`'s copies of the events it hands out.
+    pub(crate) batch: super::batch::Batch,
 }
 
-enum CursorKind {
+impl CursorKind {
+    /// Reads the next event and hands it to `f` while it is borrowed.
+    pub(crate) fn next_with<R>(&mut self, f: impl FnOnce(&EventRef<'_>) -> R) -> Result<Option<R>> {
+        Ok(match self {
+            CursorKind::Forward(c) => c.next()?.map(|e| f(&e)),
+            CursorKind::Backward(c) => c.next()?.map(|e| f(&e)),
+            CursorKind::Stream(c) => c.next()?.map(|e| f(&e)),
+            CursorKind::StreamBackward(c) => c.next()?.map(|e| f(&e)),
+            CursorKind::Category(c) => c.next()?.map(|e| f(&e)),
+        })
+    }
+}
+
+pub(crate) enum CursorKind {
     Forward(ForwardCursor),
     Backward(BackwardCursor),
     Stream(StreamCursor),
+    StreamBackward(StreamBackwardCursor),
+    Category(CategoryCursor),
 }
 
-/// What `evs_open` found and did.
+/// What `evs_open` found and did (caller-allocated: set `struct_size`, see
+/// `EVS_STRUCT_INIT`).
 #[repr(C)]
 pub struct evs_recovery_info {
+    /// sizeof(evs_recovery_info) as the caller's header has it; the library never changes it.
+    pub struct_size: usize,
     /// Records that passed their checksum during recovery (the tail after a snapshot).
     pub valid_records: u64,
     pub segments_scanned: u64,
@@ -67,9 +123,12 @@ pub struct evs_recovery_info {
     pub snapshot_position: u64,
 }
 
-/// One event to append (caller-owned).
+/// One event to append (caller-owned; set `struct_size`, see `EVS_STRUCT_INIT`).
 #[repr(C)]
 pub struct evs_event_input {
+    /// sizeof(evs_event_input) as the caller's header has it. In an array, every entry
+    /// has the same one.
+    pub struct_size: usize,
     /// NUL-terminated UTF-8, 1..=1024 bytes.
     pub event_type: *const c_char,
     pub payload: *const u8,
@@ -79,12 +138,23 @@ pub struct evs_event_input {
     pub metadata_len: usize,
     /// 0 is stored as 1.
     pub schema_version: u32,
+    /// The event's unique id (e.g. a UUID), or all zero for none. An append whose events
+    /// all have ids that are stored already writes nothing and returns the stored
+    /// positions (a retry after a timeout or EVS_ERR_IO cannot duplicate); one where only
+    /// some are stored fails with EVS_ERR_ALREADY_EXISTS. Ids are remembered for the
+    /// last `evs_options_set_dedupe_window` events (default 1,048,576).
+    pub id: [u8; 16],
 }
 
 /// A borrowed view of a stored event: valid until the next call on the same cursor (or
 /// until the callback returns). `stream` and `event_type` are not NUL-terminated.
+/// The caller's struct (`evs_cursor_next`): set `struct_size` (see `EVS_STRUCT_INIT`);
+/// one the library passes to a callback has the library's `struct_size`: a field exists
+/// only if it lies within it.
 #[repr(C)]
 pub struct evs_event {
+    /// sizeof(evs_event) (see above).
+    pub struct_size: usize,
     /// Global, gapless, from 0.
     pub position: u64,
     /// Microseconds since the Unix epoch; never decreasing along positions.
@@ -100,11 +170,18 @@ pub struct evs_event {
     pub payload_len: usize,
     pub metadata: *const u8,
     pub metadata_len: usize,
+    /// The id it was appended with; all zero for none.
+    pub id: [u8; 16],
 }
+
+extensible!(evs_recovery_info, valid_records);
+extensible!(evs_event_input, event_type);
+extensible!(evs_event, position);
 
 impl evs_event {
     pub(crate) fn view(e: &EventRef<'_>) -> evs_event {
         evs_event {
+            struct_size: std::mem::size_of::<evs_event>(),
             position: e.position,
             timestamp_us: e.timestamp_us,
             stream: e.stream.as_ptr().cast(),
@@ -117,6 +194,7 @@ impl evs_event {
             payload_len: e.payload.len(),
             metadata: e.metadata.as_ptr(),
             metadata_len: e.metadata.len(),
+            id: e.id.unwrap_or([0; 16]),
         }
     }
 }
@@ -245,6 +323,114 @@ pub unsafe extern "C" fn evs_options_set_snapshot_every(
     })
 }
 
+/// Sets the largest event (payload plus metadata) an append accepts: 1 ..= 16 MiB
+/// (the default, 16 MiB). Appends of larger events fail with EVS_ERR_TOO_LARGE before
+/// their bytes are read. Events already stored are read whatever their size.
+///
+/// Returns EVS_OK, or EVS_ERR_INVALID_ARGUMENT for a NULL `o` or a size out of range.
+/// Ownership: `o` stays the caller's. Thread safety: not while another thread uses `o`.
+#[no_mangle]
+pub unsafe extern "C" fn evs_options_set_max_event_size(
+    o: *mut evs_options,
+    bytes: u64,
+) -> evs_status {
+    boundary(|| {
+        // SAFETY: `o` is NULL or a live options object (C API contract).
+        let o = unsafe { handle_mut(o, "options") }?;
+        let max = crate::store::MAX_EVENT_SIZE as u64;
+        if !(1..=max).contains(&bytes) {
+            return Err(Error::invalid(format!(
+                "max event size {bytes} is outside 1..={max}"
+            )));
+        }
+        o.inner.max_event_size = bytes as usize;
+        Ok(EVS_OK)
+    })
+}
+
+/// Sets how many of the last events' ids are remembered for idempotent appends (see
+/// `evs_event_input.id`): 1 ..= 1,073,741,824 events; the default is 1,048,576. The ids
+/// of at least the last `events` events are found; older ones may be forgotten (then a
+/// retry appends again). Memory: under 24 bytes per remembered event that has an id, and
+/// nothing for events without one.
+///
+/// Returns EVS_OK, or EVS_ERR_INVALID_ARGUMENT for a NULL `o` or a count out of range.
+/// Ownership: `o` stays the caller's. Thread safety: not while another thread uses `o`.
+#[no_mangle]
+pub unsafe extern "C" fn evs_options_set_dedupe_window(
+    o: *mut evs_options,
+    events: u64,
+) -> evs_status {
+    boundary(|| {
+        // SAFETY: `o` is NULL or a live options object (C API contract).
+        let o = unsafe { handle_mut(o, "options") }?;
+        let max = crate::store::ids::MAX_DEDUPE_WINDOW;
+        if !(1..=max).contains(&events) {
+            return Err(Error::invalid(format!(
+                "dedupe window {events} is outside 1..={max}"
+            )));
+        }
+        o.inner.dedupe_window = events;
+        Ok(EVS_OK)
+    })
+}
+
+/// The options an open store runs with (caller-allocated: set `struct_size`, see
+/// `EVS_STRUCT_INIT`).
+#[repr(C)]
+pub struct evs_store_options {
+    /// sizeof(evs_store_options) as the caller's header has it; never changed.
+    pub struct_size: usize,
+    /// One of the EVS_FSYNC_* values.
+    pub fsync_policy: evs_fsync_policy,
+    /// The batch window under EVS_FSYNC_BATCH; 0 otherwise.
+    pub batch_window_ms: u32,
+    pub max_segment_size: u64,
+    pub preallocate: bool,
+    pub read_only: bool,
+    /// 0: no automatic snapshots.
+    pub snapshot_every: u64,
+    pub max_event_size: u64,
+    pub dedupe_window: u64,
+}
+
+extensible!(evs_store_options, fsync_policy);
+
+/// Fills `*out` with the options `s` was opened with, defaults filled in.
+///
+/// Returns EVS_OK, or EVS_ERR_INVALID_ARGUMENT (NULL, or a bad `out->struct_size`).
+/// Ownership: `*out` is the caller's struct, written only on success. Thread safety: any
+/// thread.
+#[no_mangle]
+pub unsafe extern "C" fn evs_store_options_get(
+    s: *mut evs_store,
+    out: *mut evs_store_options,
+) -> evs_status {
+    boundary(|| {
+        // SAFETY: C API contract for each pointer.
+        let store = unsafe { store_arg(s) }?;
+        let out = unsafe { out_struct(out, "out") }?;
+        let o = store.bank.store().options();
+        let (fsync_policy, batch_window_ms) = match o.fsync {
+            FsyncPolicy::Always => (EVS_FSYNC_ALWAYS, 0),
+            FsyncPolicy::Batch(w) => (EVS_FSYNC_BATCH, w.as_millis() as u32),
+            FsyncPolicy::Os => (EVS_FSYNC_OS, 0),
+        };
+        out.write(evs_store_options {
+            struct_size: std::mem::size_of::<evs_store_options>(),
+            fsync_policy,
+            batch_window_ms,
+            max_segment_size: o.max_segment_size,
+            preallocate: o.preallocate,
+            read_only: o.read_only,
+            snapshot_every: o.snapshot_every,
+            max_event_size: o.max_event_size as u64,
+            dedupe_window: o.dedupe_window,
+        });
+        Ok(EVS_OK)
+    })
+}
+
 /// Opens (creating if needed; the parent directory must exist) the store at `path`,
 /// recovering its log, and reports what recovery did in `out_info` (may be NULL).
 ///
@@ -269,6 +455,8 @@ pub unsafe extern "C" fn evs_open(
         // SAFETY: C API contract: a NUL-terminated path, live options or NULL.
         let path = unsafe { str_arg(path, "path") }?;
         let out_store = out_arg(out_store, "out_store")?;
+        // SAFETY: NULL or the caller's struct, starting with its size.
+        let out_info = unsafe { opt_out_struct(out_info, "out_info") }?;
         if path.is_empty() {
             return Err(Error::invalid("path is empty"));
         }
@@ -276,8 +464,10 @@ pub unsafe extern "C" fn evs_open(
         let options = unsafe { opts.as_ref() }
             .map(|o| o.inner.clone())
             .unwrap_or_default();
+        let generation = super::fork::generation();
         let (bank, report) = Bank::open(path, options)?;
         let info = evs_recovery_info {
+            struct_size: std::mem::size_of::<evs_recovery_info>(),
             valid_records: report.wal.valid_records,
             segments_scanned: report.wal.segments_scanned,
             bytes_truncated: report.wal.bytes_truncated,
@@ -285,12 +475,17 @@ pub unsafe extern "C" fn evs_open(
             next_position: report.next_position,
             snapshot_position: report.snapshot_position.unwrap_or(u64::MAX),
         };
-        write_opt(out_info, info);
+        if let Some(o) = out_info {
+            o.write(info);
+        }
+        super::runtime::store_opened();
         write_out(
             out_store,
             Box::into_raw(Box::new(evs_store {
                 bank,
                 subscriptions: Default::default(),
+                calls: CallGate::default(),
+                generation,
             })),
         );
         Ok(EVS_OK)
@@ -306,37 +501,55 @@ pub unsafe extern "C" fn evs_open(
 pub unsafe extern "C" fn evs_sync(s: *mut evs_store) -> evs_status {
     boundary(|| {
         // SAFETY: `s` is NULL or a live store.
-        unsafe { handle(s, "store") }?.bank.store().sync()?;
+        unsafe { store_arg(s) }?.bank.store().sync()?;
         Ok(EVS_OK)
     })
 }
 
-/// Stops the store's subscriptions (waiting for their callbacks to return; their handles
-/// must still be freed with `evs_subscription_close`), syncs, releases the lock and frees
-/// the store. NULL is a no-op. Cursors still open should be freed first.
+/// Closes the store: stops its subscriptions (waiting for their callbacks to return; calls
+/// they make until then work; their handles must still be freed with
+/// `evs_subscription_close`), then refuses calls that start from then on (they fail with
+/// EVS_ERR_INVALID_ARGUMENT, "store is closed or being closed") and waits for the calls
+/// other threads are running on `s` to return, syncs, releases the lock and frees the
+/// store. NULL is a no-op.
+/// Cursors still open keep working on their own (reads only) until freed.
 ///
-/// Ownership: takes `s`. Thread safety: no other thread may use `s` during or after.
+/// Ownership: takes `s`. Thread safety: any thread, also while other threads are inside
+/// calls on `s` (close waits for them; it never returns EVS_ERR_BUSY). Once it has
+/// returned, `s` is freed: a call that starts after that is a use-after-free, as with
+/// any freed pointer. A subscription callback may close its own store.
 /// Returns EVS_OK; EVS_ERR_IO (the final sync failed, or an earlier fdatasync failed and
 /// the store refused writes since: the message names that failure; the store is freed
-/// anyway); EVS_ERR_INVALID_ARGUMENT when called in a process forked from the one that
-/// opened the store (the child's copy is not freed: its threads and files belong to the
-/// parent, which must close it itself).
+/// anyway); EVS_ERR_INVALID_ARGUMENT (another thread is already closing `s`: that call
+/// frees it, this one does nothing; or `s` was opened by the parent of this forked
+/// process: it is left alone, its memory leaked, the parent's store untouched).
 #[no_mangle]
 pub unsafe extern "C" fn evs_close(s: *mut evs_store) -> evs_status {
     if s.is_null() {
         return EVS_OK;
     }
     boundary(|| {
-        // SAFETY: `s` came from Box::into_raw in evs_open and is freed once.
-        let store = unsafe { Box::from_raw(s) };
-        if let Err(e) = store.bank.store().check_owner() {
-            // A forked child: the parent's threads do not exist here and its files and
-            // lock are not this process's to touch. Release nothing (the child's copy of
-            // the handle is leaked) and say why.
-            std::mem::forget(store);
+        // SAFETY: `s` is a live handle from evs_open (C API contract); only the close
+        // that wins the gate goes on to free it.
+        let store = unsafe { handle(s, "store") }?;
+        if let Err(e) = super::fork::check(store.generation, "store") {
+            // The parent's store: no flush, no unlock, no thread to stop. Leaked.
+            super::runtime::store_closed();
             return Err(e);
         }
-        super::subscription::stop_all(&store);
+        if !store.calls.begin_close() {
+            return Err(Error::invalid(
+                "store is already being closed by another call to evs_close",
+            ));
+        }
+        // Subscriptions first: their callbacks may be inside calls on `s`, and the calls
+        // they make until they return still work.
+        super::subscription::stop_all(store);
+        store.calls.refuse_and_wait();
+        // SAFETY: `s` came from Box::into_raw in evs_open; the gate let exactly this call
+        // through, and no other call is running on it.
+        let store = unsafe { Box::from_raw(s) };
+        super::runtime::store_closed();
         store.bank.store().close()?;
         Ok(EVS_OK)
     })
@@ -344,9 +557,10 @@ pub unsafe extern "C" fn evs_close(s: *mut evs_store) -> evs_status {
 
 /// Appends one event with no stream (the reference program's `append_event`).
 ///
-/// `*out_position` (required) gets its position. Thread safety: any thread.
+/// `*out_position` (may be NULL) gets its position. Thread safety: any thread.
 /// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL or non-UTF-8 type, NULL payload with a
-/// length, NULL out_position, type of 0 or > 1024 bytes); EVS_ERR_TOO_LARGE (> 16 MiB);
+/// length, type of 0 or > 1024 bytes); EVS_ERR_TOO_LARGE (past the
+/// store's event size limit, 16 MiB by default);
 /// EVS_ERR_READ_ONLY; EVS_ERR_IO.
 /// Ownership: the type and payload stay the caller's (copied before return).
 #[no_mangle]
@@ -359,21 +573,84 @@ pub unsafe extern "C" fn evs_append_event(
 ) -> evs_status {
     boundary(|| {
         // SAFETY: C API contract for each pointer.
-        let store = unsafe { handle(s, "store") }?;
+        let store = unsafe { store_arg(s) }?;
         let ty = unsafe { str_arg(event_type, "event_type") }?;
-        let payload = unsafe { bytes_arg(payload, payload_len, "payload") }?;
-        let out = out_arg(out_position, "out_position")?;
+        let payload = unsafe {
+            bytes_arg(
+                payload,
+                payload_len,
+                store.bank.store().options().max_event_size,
+                "payload",
+            )
+        }?;
         let p = store.bank.store().append_event(ty, payload)?;
-        write_out(out, p);
+        write_opt(out_position, p);
         Ok(EVS_OK)
     })
 }
 
+/// Checks an id from C: all zero means "no id".
+fn id_arg(id: &[u8; 16]) -> Option<[u8; 16]> {
+    (*id != [0u8; 16]).then_some(*id)
+}
+
+/// The events of an append, checked: `count` (> 0) evs_event_input structs of the
+/// caller's struct_size, each with a type, bytes within the store's event size limit and
+/// an optional id.
+///
+/// # Safety
+/// `events` is NULL or points to `count` evs_event_input structs whose pointers follow
+/// the C API contract and outlive `'a`.
+unsafe fn events_arg<'a>(
+    store: &evs_store,
+    events: *const evs_event_input,
+    count: usize,
+    name: &str,
+) -> Result<Vec<EventInput<'a>>> {
+    if count == 0 {
+        return Err(Error::invalid(format!(
+            "{name}: the count is 0: an append needs at least one event"
+        )));
+    }
+    let max = store.bank.store().options().max_event_size;
+    // SAFETY: forwarded contract.
+    let raw = unsafe { input_array(events, count, crate::store::MAX_BATCH_EVENTS, name) }?;
+    let mut inputs = Vec::with_capacity(count);
+    for (i, e) in raw.iter().enumerate() {
+        // SAFETY: each field follows the C API contract; lengths are checked before use.
+        let event_type = unsafe { str_arg(e.event_type, &format!("{name}[{i}].event_type")) }?;
+        let payload = unsafe {
+            bytes_arg(
+                e.payload,
+                e.payload_len,
+                max,
+                &format!("{name}[{i}].payload"),
+            )
+        }?;
+        let metadata = unsafe {
+            bytes_arg(
+                e.metadata,
+                e.metadata_len,
+                max,
+                &format!("{name}[{i}].metadata"),
+            )
+        }?;
+        inputs.push(EventInput {
+            event_type,
+            payload,
+            metadata,
+            schema_version: e.schema_version,
+            id: id_arg(&e.id),
+        });
+    }
+    Ok(inputs)
+}
+
 pub(crate) fn parse_expected(v: i64) -> Result<ExpectedVersion> {
     Ok(match v {
-        EVS_VERSION_ANY => ExpectedVersion::Any,
-        EVS_VERSION_NO_STREAM => ExpectedVersion::NoStream,
-        EVS_VERSION_EXISTS => ExpectedVersion::Exists,
+        EVS_EXPECT_ANY => ExpectedVersion::Any,
+        EVS_EXPECT_NO_STREAM => ExpectedVersion::NoStream,
+        EVS_EXPECT_EXISTS => ExpectedVersion::Exists,
         v if v >= 0 => ExpectedVersion::Exact(v as u64),
         v => {
             return Err(Error::invalid(format!(
@@ -384,13 +661,21 @@ pub(crate) fn parse_expected(v: i64) -> Result<ExpectedVersion> {
 }
 
 /// Appends `count` events to `stream` atomically, if the stream is at `expected_version`
-/// (EVS_VERSION_ANY, EVS_VERSION_NO_STREAM, EVS_VERSION_EXISTS, or the version of its
+/// (EVS_EXPECT_ANY, EVS_EXPECT_NO_STREAM, EVS_EXPECT_EXISTS, or the version of its
 /// last event). Optional outputs: the first event's position and the last one's version.
+/// `events` is an array of `count` evs_event_input of the caller's `struct_size`. When
+/// every event has an id (`id` not all zero) and all of them are stored already, nothing
+/// is written and the outputs are those of the stored events (a retry): the expected
+/// version is not checked then.
 ///
 /// Thread safety: any thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, non-UTF-8,
-/// empty or > 1024-byte names, count 0, bad expected_version);
-/// EVS_ERR_WRONG_EXPECTED_VERSION (the message names the actual version);
-/// EVS_ERR_TOO_LARGE (an event > 16 MiB or a batch > 64 MiB); EVS_ERR_READ_ONLY; EVS_ERR_IO.
+/// empty or > 1024-byte names, count 0, bad expected_version, a bad struct_size, an id
+/// twice in the append); EVS_ERR_WRONG_EXPECTED_VERSION (the message names the actual
+/// version); EVS_ERR_ALREADY_EXISTS (some but not all of the ids are stored, or stored
+/// for another stream: nothing written); EVS_ERR_BUSY (an append with one of the ids is
+/// still being made durable under EVS_FSYNC_ALWAYS: retry); EVS_ERR_TOO_LARGE (an event
+/// past the store's limit, 16 MiB by default, or a batch > 64 MiB); EVS_ERR_READ_ONLY;
+/// EVS_ERR_IO.
 /// Ownership: `stream` and `events` stay the caller's (copied before return).
 #[no_mangle]
 pub unsafe extern "C" fn evs_append(
@@ -404,7 +689,7 @@ pub unsafe extern "C" fn evs_append(
 ) -> evs_status {
     boundary(|| {
         // SAFETY: C API contract for each pointer.
-        let store = unsafe { handle(s, "store") }?;
+        let store = unsafe { store_arg(s) }?;
         let stream = unsafe { str_arg(stream, "stream") }?;
         let expected = parse_expected(expected_version)?;
         if count == 0 {
@@ -412,42 +697,8 @@ pub unsafe extern "C" fn evs_append(
                 "count is 0: an append needs at least one event",
             ));
         }
-        if events.is_null() {
-            return Err(Error::invalid("events is NULL"));
-        }
-        if count
-            .checked_mul(std::mem::size_of::<evs_event_input>())
-            .is_none_or(|b| b > isize::MAX as usize)
-        {
-            return Err(Error::invalid(format!("count {count} is impossible")));
-        }
-        if count > crate::store::MAX_BATCH_EVENTS {
-            return Err(Error::new(
-                crate::error::ErrorKind::TooLarge,
-                format!(
-                    "count {count} is past the limit of {} events an append",
-                    crate::store::MAX_BATCH_EVENTS
-                ),
-            ));
-        }
-        // SAFETY: the caller passes `count` readable evs_event_input structs (a size that
-        // was just checked to be possible).
-        let raw = unsafe { std::slice::from_raw_parts(events, count) };
-        let mut inputs = Vec::with_capacity(count);
-        for (i, e) in raw.iter().enumerate() {
-            // SAFETY: each field follows the C API contract.
-            let event_type = unsafe { str_arg(e.event_type, &format!("events[{i}].event_type")) }?;
-            let payload =
-                unsafe { bytes_arg(e.payload, e.payload_len, &format!("events[{i}].payload")) }?;
-            let metadata =
-                unsafe { bytes_arg(e.metadata, e.metadata_len, &format!("events[{i}].metadata")) }?;
-            inputs.push(EventInput {
-                event_type,
-                payload,
-                metadata,
-                schema_version: e.schema_version,
-            });
-        }
+        // SAFETY: the caller passes `count` evs_event_input structs of their struct_size.
+        let inputs = unsafe { events_arg(&store, events, count, "events") }?;
         let r = store.bank.store().append(stream, expected, &inputs)?;
         write_opt(out_first_position, r.first_position);
         write_opt(out_stream_version, r.stream_versions[0]);
@@ -455,22 +706,113 @@ pub unsafe extern "C" fn evs_append(
     })
 }
 
+/// One stream's part of `evs_append_multi` (caller-allocated: set `struct_size`, see
+/// `EVS_STRUCT_INIT`).
+#[repr(C)]
+pub struct evs_stream_append {
+    /// sizeof(evs_stream_append) as the caller's header has it; the same in every entry.
+    pub struct_size: usize,
+    /// NUL-terminated UTF-8, 1..=1024 bytes.
+    pub stream: *const c_char,
+    /// EVS_EXPECT_ANY, EVS_EXPECT_NO_STREAM, EVS_EXPECT_EXISTS, or the version of the
+    /// stream's last event.
+    pub expected_version: i64,
+    /// `count` (> 0) events for this stream.
+    pub events: *const evs_event_input,
+    pub count: usize,
+}
+
+extensible!(evs_stream_append, stream);
+
+/// Appends to several streams in one atomic step: `count` (1..=1024) parts, each with its
+/// stream, expected version and events. All of it is stored, or nothing: every expected
+/// version is checked before anything is written (a stream named twice is checked the
+/// second time against its version after the first part). Events get consecutive
+/// positions in the order of the parts. Event ids work as in `evs_append`, over the
+/// whole call. Optional outputs: the first event's position, and for each part the
+/// version of its last event (`out_stream_versions` has `count` entries).
+///
+/// Thread safety: any thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store or
+/// appends, count 0 or > 1024, a bad struct_size, a part with no events, names or
+/// expected versions as for `evs_append`); EVS_ERR_WRONG_EXPECTED_VERSION (the message
+/// names the stream and its actual version); EVS_ERR_ALREADY_EXISTS (some but not all
+/// event ids stored before); EVS_ERR_BUSY (an append with one of its ids is still being
+/// made durable); EVS_ERR_TOO_LARGE (an event past the store's limit, more than 1,048,576
+/// events or 64 MiB in all); EVS_ERR_READ_ONLY; EVS_ERR_IO.
+/// Ownership: everything passed in stays the caller's (copied before return); the
+/// outputs are written only on success.
+#[no_mangle]
+pub unsafe extern "C" fn evs_append_multi(
+    s: *mut evs_store,
+    appends: *const evs_stream_append,
+    count: usize,
+    out_first_position: *mut u64,
+    out_stream_versions: *mut u64,
+) -> evs_status {
+    boundary(|| {
+        // SAFETY: C API contract for each pointer.
+        let store = unsafe { store_arg(s) }?;
+        if count == 0 {
+            return Err(Error::invalid(
+                "count is 0: an append needs at least one stream",
+            ));
+        }
+        // SAFETY: `count` evs_stream_append structs of their struct_size.
+        let parts = unsafe { input_array(appends, count, MAX_MULTI_STREAMS, "appends") }?;
+        let mut events = Vec::with_capacity(parts.len());
+        let mut streams = Vec::with_capacity(parts.len());
+        for (i, p) in parts.iter().enumerate() {
+            // SAFETY: each part's pointers follow the C API contract.
+            streams.push(unsafe { str_arg(p.stream, &format!("appends[{i}].stream")) }?);
+            let name = format!("appends[{i}].events");
+            // SAFETY: as above.
+            events.push(unsafe { events_arg(&store, p.events, p.count, &name) }?);
+        }
+        let mut plan = Vec::with_capacity(parts.len());
+        for (i, p) in parts.iter().enumerate() {
+            plan.push(StreamAppend {
+                stream: streams[i],
+                expected: parse_expected(p.expected_version)?,
+                events: &events[i],
+            });
+        }
+        let r = store.bank.store().append_multi(&plan)?;
+        write_opt(out_first_position, r.first_position);
+        if !out_stream_versions.is_null() {
+            for (i, v) in r.stream_versions.iter().enumerate() {
+                // SAFETY: the caller passes room for `count` versions when non-NULL.
+                unsafe { out_stream_versions.add(i).write(*v) };
+            }
+        }
+        Ok(EVS_OK)
+    })
+}
+
+/// Streams one `evs_append_multi` may name.
+const MAX_MULTI_STREAMS: usize = 1024;
+
 /// The body of every cursor constructor: check the store and `out`, make the cursor,
 /// hand it out.
 ///
 /// # Safety
 /// `s` is NULL or a live store; `out` is NULL or writable.
-unsafe fn open_cursor(
+pub(crate) unsafe fn open_cursor(
     s: *mut evs_store,
     out: *mut *mut evs_cursor,
     make: impl FnOnce(&Arc<Store>) -> Result<CursorKind>,
 ) -> evs_status {
     boundary(|| {
         // SAFETY: forwarded from the caller's contract.
-        let store = unsafe { handle(s, "store") }?;
+        let store = unsafe { store_arg(s) }?;
         let out = out_arg(out, "out")?;
         let kind = make(store.bank.store())?;
-        write_out(out, Box::into_raw(Box::new(evs_cursor { kind })));
+        write_out(
+            out,
+            Box::into_raw(Box::new(evs_cursor {
+                kind,
+                batch: Default::default(),
+            })),
+        );
         Ok(EVS_OK)
     })
 }
@@ -572,15 +914,14 @@ pub unsafe extern "C" fn evs_cursor_next(c: *mut evs_cursor, out: *mut evs_event
     boundary(|| {
         // SAFETY: `c` is NULL or a live cursor used by this thread only.
         let c = unsafe { handle_mut(c, "cursor") }?;
-        let out = out_arg(out, "out")?;
-        let ev = match &mut c.kind {
-            CursorKind::Forward(f) => f.next()?.map(|e| evs_event::view(&e)),
-            CursorKind::Backward(b) => b.next()?.map(|e| evs_event::view(&e)),
-            CursorKind::Stream(s) => s.next()?.map(|e| evs_event::view(&e)),
-        };
-        match ev {
+        // SAFETY: NULL or the caller's struct, starting with its size.
+        let out = unsafe { out_struct(out, "out") }?;
+        if let Some(e) = c.batch.pending.take() {
+            return Err(e);
+        }
+        match c.kind.next_with(evs_event::view)? {
             Some(v) => {
-                write_out(out, v);
+                out.write(v);
                 Ok(EVS_OK)
             }
             None => Ok(EVS_END),
@@ -610,7 +951,7 @@ pub unsafe extern "C" fn evs_position_at(
 ) -> evs_status {
     boundary(|| {
         // SAFETY: `s` is NULL or a live store.
-        let store = unsafe { handle(s, "store") }?;
+        let store = unsafe { store_arg(s) }?;
         let out = out_arg(out_position, "out_position")?;
         write_out(out, store.bank.store().position_after(timestamp_us));
         Ok(EVS_OK)
@@ -629,7 +970,7 @@ pub unsafe extern "C" fn evs_stream_version(
 ) -> evs_status {
     boundary(|| {
         // SAFETY: C API contract for each pointer.
-        let store = unsafe { handle(s, "store") }?;
+        let store = unsafe { store_arg(s) }?;
         let stream = unsafe { str_arg(stream, "stream") }?;
         let out = out_arg(out_version, "out_version")?;
         let v = store.bank.store().stream_version(stream)?;
@@ -648,7 +989,7 @@ pub unsafe extern "C" fn evs_stream_version(
 pub unsafe extern "C" fn evs_snapshot(s: *mut evs_store, out_position: *mut u64) -> evs_status {
     boundary(|| {
         // SAFETY: `s` is NULL or a live store.
-        let store = unsafe { handle(s, "store") }?;
+        let store = unsafe { store_arg(s) }?;
         let n = store.bank.store().snapshot()?;
         write_opt(out_position, n);
         Ok(EVS_OK)

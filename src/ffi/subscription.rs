@@ -1,12 +1,13 @@
 //! Catch-up subscriptions: a library thread (never a runtime worker) delivers every event
 //! from a position on, history first and then live, in order, to a C callback.
 
-use super::args::{bytes_arg, handle, out_arg, str_arg};
+use super::args::{array_arg, handle, out_arg, str_arg, write_opt};
 use super::status::*;
-use super::store::{evs_event, evs_store};
-use crate::error::Error;
+use super::store::{evs_event, evs_store, store_arg};
+use crate::error::{Error, Result};
 use crate::store::{EventRef, Store};
-use std::ffi::{c_char, c_void};
+use std::ffi::{c_char, c_void, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{JoinHandle, ThreadId};
@@ -14,6 +15,11 @@ use std::time::Duration;
 
 /// Called with each event, on the subscription's own thread; the event view is valid only
 /// during the call. Return 0 to go on, non-zero to stop the subscription.
+///
+/// The callback must return normally: it must not unwind (a C++ exception, a Rust panic)
+/// or jump (`longjmp`) out through the library, which would corrupt its state or abort
+/// the process. Catch everything inside the callback and return non-zero to stop (the
+/// C++ binding's trampoline does this).
 pub type evs_event_fn =
     Option<unsafe extern "C" fn(user_data: *mut c_void, event: *const evs_event) -> i32>;
 
@@ -21,25 +27,51 @@ pub type evs_event_fn =
 pub struct evs_subscription {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    /// The process generation it was started in (see `fork`).
+    generation: u64,
+}
+
+/// How a subscription ended: its status and the message that explains an error.
+struct Outcome {
+    status: evs_status,
+    message: CString,
 }
 
 /// What the store handle and the subscription thread share.
 pub(crate) struct Shared {
     store: Arc<Store>,
     stop: AtomicBool,
-    done: Mutex<bool>,
+    /// `Some` once the thread has finished delivering, however it finished.
+    done: Mutex<Option<Outcome>>,
     done_cv: Condvar,
     thread_id: Mutex<Option<ThreadId>>,
 }
 
 impl Shared {
     fn is_done(&self) -> bool {
-        *self.done.lock().unwrap_or_else(|e| e.into_inner())
+        self.done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
     }
 
     fn on_own_thread(&self) -> bool {
         *self.thread_id.lock().unwrap_or_else(|e| e.into_inner())
             == Some(std::thread::current().id())
+    }
+
+    /// Records how the subscription ended and wakes whoever waits for that; only the
+    /// first outcome counts.
+    fn finish(&self, status: evs_status, message: &str) {
+        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        if done.is_none() {
+            *done = Some(Outcome {
+                status,
+                message: CString::new(message.replace('\0', "\\0")).unwrap_or_default(),
+            });
+        }
+        drop(done);
+        self.done_cv.notify_all();
     }
 
     /// Asks the thread to stop and waits until it has (unless we are that thread).
@@ -50,7 +82,7 @@ impl Shared {
             return;
         }
         let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
-        while !*done {
+        while done.is_none() {
             done = self
                 .done_cv
                 .wait_timeout(done, Duration::from_millis(20))
@@ -60,6 +92,22 @@ impl Shared {
         }
     }
 }
+
+/// Marks the subscription finished even if its thread unwinds past the point where it
+/// would have said how it ended: `stop_and_wait` must never wait forever.
+struct FinishOnDrop(Arc<Shared>);
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        self.0.finish(
+            EVS_ERR_INTERNAL,
+            "internal error in evstore (please report): the subscription thread stopped unexpectedly",
+        );
+    }
+}
+
+/// Event types a filtered subscription may name.
+const MAX_FILTER_TYPES: usize = 4096;
 
 /// Which events a subscription delivers.
 struct Filter {
@@ -82,41 +130,55 @@ struct UserData(*mut c_void);
 // usable from the subscription thread; the library only passes it back to the callback.
 unsafe impl Send for UserData {}
 
-fn run(
-    store: Arc<Store>,
+/// The subscription thread's body: runs `deliver`, catching any panic, and records how
+/// it ended. Whatever happens inside, the subscription ends with a status.
+fn run_guarded(shared: Arc<Shared>, deliver: impl FnOnce(&Shared) -> Result<()>) {
+    let guard = FinishOnDrop(shared.clone());
+    *shared.thread_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::current().id());
+    match catch_unwind(AssertUnwindSafe(|| deliver(&shared))) {
+        Ok(Ok(())) => shared.finish(EVS_OK, ""),
+        Ok(Err(e)) => shared.finish(status_of(e.kind), &e.message),
+        Err(panic) => {
+            let what = panic_message(panic);
+            shared.finish(
+                EVS_ERR_INTERNAL,
+                &format!("internal error in evstore (please report): {what}"),
+            );
+        }
+    }
+    drop(guard);
+}
+
+/// Delivers events to `f` until it asks to stop, the subscription is closed, the store
+/// closes, or reading fails.
+fn deliver(
+    shared: &Shared,
     from: u64,
     f: unsafe extern "C" fn(*mut c_void, *const evs_event) -> i32,
     ud: UserData,
     filter: Filter,
-    shared: Arc<Shared>,
-) {
-    *shared.thread_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::current().id());
-    if let Ok(mut cursor) = store.read_all(from) {
-        'deliver: while !shared.stop.load(Ordering::Acquire) && !store.is_closed() {
-            loop {
-                if shared.stop.load(Ordering::Acquire) {
-                    break 'deliver;
-                }
-                let view = match cursor.next() {
-                    Ok(Some(e)) if filter.matches(&e) => evs_event::view(&e),
-                    Ok(Some(_)) => continue,
-                    Ok(None) => break,
-                    Err(e) => {
-                        set_last_error(&e.message);
-                        break 'deliver;
-                    }
-                };
-                // SAFETY: `f` is the caller's callback; `view` points into the cursor's
-                // buffer, which stays untouched until the next cursor call.
-                if unsafe { f(ud.0, &view) } != 0 {
-                    break 'deliver;
-                }
+) -> Result<()> {
+    let store = &shared.store;
+    let mut cursor = store.read_all(from)?;
+    while !shared.stop.load(Ordering::Acquire) && !store.is_closed() {
+        loop {
+            if shared.stop.load(Ordering::Acquire) {
+                return Ok(());
             }
-            store.wait_for_events(cursor.position(), Duration::from_millis(100));
+            let view = match cursor.next()? {
+                Some(e) if filter.matches(&e) => evs_event::view(&e),
+                Some(_) => continue,
+                None => break,
+            };
+            // SAFETY: `f` is the caller's callback; `view` points into the cursor's
+            // buffer, which stays untouched until the next cursor call.
+            if unsafe { f(ud.0, &view) } != 0 {
+                return Ok(());
+            }
         }
+        store.wait_for_events(cursor.position(), Duration::from_millis(100));
     }
-    *shared.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
-    shared.done_cv.notify_all();
+    Ok(())
 }
 
 /// Starts a subscription that calls `fn(user_data, event)` for every event from
@@ -173,7 +235,7 @@ pub unsafe extern "C" fn evs_subscribe_filtered(
 ) -> evs_status {
     boundary(|| {
         // SAFETY: C API contract for each pointer.
-        let handle_ = unsafe { handle(s, "store") }?;
+        let handle_ = unsafe { store_arg(s) }?;
         let f = f.ok_or_else(|| Error::invalid("fn is NULL"))?;
         let out = out_arg(out, "out")?;
         let stream_prefix = if stream_prefix.is_null() {
@@ -183,21 +245,9 @@ pub unsafe extern "C" fn evs_subscribe_filtered(
             Some(unsafe { str_arg(stream_prefix, "stream_prefix") }?.to_owned())
         };
         // SAFETY: `types` points to `types_count` string pointers per the contract.
-        let raw = unsafe {
-            bytes_arg(
-                types.cast::<u8>(),
-                types_count
-                    .checked_mul(std::mem::size_of::<*const c_char>())
-                    .ok_or_else(|| {
-                        Error::invalid(format!("types_count {types_count} is impossible"))
-                    })?,
-                "types",
-            )
-        }?;
-        let mut names = Vec::with_capacity(types_count);
-        for i in 0..types_count {
-            // SAFETY: `raw` holds `types_count` pointers (checked above).
-            let p = unsafe { *raw.as_ptr().cast::<*const c_char>().add(i) };
+        let raw = unsafe { array_arg(types, types_count, MAX_FILTER_TYPES, "types") }?;
+        let mut names = Vec::with_capacity(raw.len());
+        for (i, &p) in raw.iter().enumerate() {
             // SAFETY: each entry is a NUL-terminated string per the contract.
             names.push(unsafe { str_arg(p, &format!("types[{i}]")) }?.to_owned());
         }
@@ -210,9 +260,9 @@ pub unsafe extern "C" fn evs_subscribe_filtered(
             ));
         }
         let shared = Arc::new(Shared {
-            store: store.clone(),
+            store,
             stop: AtomicBool::new(false),
-            done: Mutex::new(false),
+            done: Mutex::new(None),
             done_cv: Condvar::new(),
             thread_id: Mutex::new(None),
         });
@@ -224,7 +274,7 @@ pub unsafe extern "C" fn evs_subscribe_filtered(
         let sh = shared.clone();
         let thread = std::thread::Builder::new()
             .name("evstore-subscription".into())
-            .spawn(move || run(store, from_position, f, ud, filter, sh))
+            .spawn(move || run_guarded(sh, |shared| deliver(shared, from_position, f, ud, filter)))
             .map_err(|e| Error::io("starting the subscription thread", e))?;
         let mut subs = handle_
             .subscriptions
@@ -239,10 +289,66 @@ pub unsafe extern "C" fn evs_subscribe_filtered(
             Box::into_raw(Box::new(evs_subscription {
                 shared,
                 thread: Some(thread),
+                generation: handle_.generation,
             })),
         );
         Ok(EVS_OK)
     })
+}
+
+/// How the subscription stands: returns EVS_OK while it is still delivering (and writes
+/// EVS_OK to `*out_status`, which may be NULL), or EVS_END once it has ended, with
+/// `*out_status` set to how it ended: EVS_OK when it was stopped (its callback returned
+/// non-zero, `evs_subscription_close`, or its store closed), or the error that ended it
+/// (e.g. EVS_ERR_CORRUPT, EVS_ERR_IO, EVS_ERR_INTERNAL), explained by
+/// `evs_subscription_error_message`.
+///
+/// Ownership: `sub` stays the caller's. Thread safety: any thread, until
+/// `evs_subscription_close`. Returns EVS_OK, EVS_END, or EVS_ERR_INVALID_ARGUMENT (NULL
+/// `sub`).
+#[no_mangle]
+pub unsafe extern "C" fn evs_subscription_status(
+    sub: *mut evs_subscription,
+    out_status: *mut evs_status,
+) -> evs_status {
+    boundary(|| {
+        // SAFETY: `sub` is NULL or a live subscription (C API contract).
+        let sub = unsafe { handle(sub, "subscription") }?;
+        let done = sub.shared.done.lock().unwrap_or_else(|e| e.into_inner());
+        match &*done {
+            None => {
+                write_opt(out_status, EVS_OK);
+                Ok(EVS_OK)
+            }
+            Some(o) => {
+                write_opt(out_status, o.status);
+                Ok(EVS_END)
+            }
+        }
+    })
+}
+
+/// Why the subscription ended with an error: a sentence, or "" while it runs or when it
+/// ended without one (and for NULL `sub`).
+///
+/// Ownership: the string belongs to `sub`: valid until `evs_subscription_close`; never
+/// NULL; do not free. Thread safety: any thread, until `evs_subscription_close`.
+/// Returns a string (never NULL).
+#[no_mangle]
+pub unsafe extern "C" fn evs_subscription_error_message(
+    sub: *mut evs_subscription,
+) -> *const c_char {
+    let empty: *const c_char = c"".as_ptr();
+    let found = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `sub` is NULL or a live subscription (C API contract).
+        let Some(sub) = (unsafe { sub.as_ref() }) else {
+            return empty;
+        };
+        let done = sub.shared.done.lock().unwrap_or_else(|e| e.into_inner());
+        // The CString lives in `shared` until evs_subscription_close drops it.
+        done.as_ref().map_or(empty, |o| o.message.as_ptr())
+    }));
+    found.unwrap_or(empty)
 }
 
 /// Stops a subscription and frees it. Returns only after the callback thread has
@@ -250,7 +356,11 @@ pub unsafe extern "C" fn evs_subscribe_filtered(
 /// and the callback is not called again after it returns). NULL is a no-op.
 ///
 /// Ownership: takes `sub`. Thread safety: any thread, once per subscription.
-/// Returns EVS_OK.
+/// Returns the status the subscription ended with (see `evs_subscription_status`):
+/// EVS_OK when it was stopped (by this call, its callback or its store's close), or the
+/// error that had ended it, with its message as this thread's `evs_last_error_message`.
+/// When called from its own callback: EVS_OK. In a process forked after
+/// `evs_subscribe`: EVS_ERR_INVALID_ARGUMENT (the handle is left alone, its memory leaked).
 #[no_mangle]
 pub unsafe extern "C" fn evs_subscription_close(sub: *mut evs_subscription) -> evs_status {
     if sub.is_null() {
@@ -259,13 +369,26 @@ pub unsafe extern "C" fn evs_subscription_close(sub: *mut evs_subscription) -> e
     boundary(|| {
         // SAFETY: `sub` came from Box::into_raw in evs_subscribe and is freed once.
         let mut sub = unsafe { Box::from_raw(sub) };
-        sub.shared.stop_and_wait();
-        if let Some(t) = sub.thread.take() {
-            if !sub.shared.on_own_thread() {
-                let _ = t.join();
-            }
+        if let Err(e) = super::fork::check(sub.generation, "subscription") {
+            // Its thread is the parent's: there is none here to wait for. Leaked.
+            std::mem::forget(sub);
+            return Err(e);
         }
-        Ok(EVS_OK)
+        sub.shared.stop_and_wait();
+        if sub.shared.on_own_thread() {
+            return Ok(EVS_OK);
+        }
+        if let Some(t) = sub.thread.take() {
+            let _ = t.join();
+        }
+        let done = sub.shared.done.lock().unwrap_or_else(|e| e.into_inner());
+        match &*done {
+            Some(o) if o.status != EVS_OK => {
+                set_last_error(&o.message.to_string_lossy());
+                Ok(o.status)
+            }
+            _ => Ok(EVS_OK),
+        }
     })
 }
 
@@ -289,4 +412,59 @@ pub(crate) fn live_count(store: &evs_store) -> u64 {
         .lock()
         .unwrap_or_else(|e| e.into_inner());
     subs.iter().filter(|s| !s.is_done()).count() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(dir: &std::path::Path) -> Arc<Shared> {
+        let (store, _) =
+            Store::open(dir.join("s"), Default::default(), Vec::new()).expect("store opens");
+        Arc::new(Shared {
+            store: Arc::new(store),
+            stop: AtomicBool::new(false),
+            done: Mutex::new(None),
+            done_cv: Condvar::new(),
+            thread_id: Mutex::new(None),
+        })
+    }
+
+    fn outcome(sh: &Shared) -> (evs_status, String) {
+        let done = sh.done.lock().unwrap();
+        let o = done.as_ref().expect("the subscription has ended");
+        (o.status, o.message.to_string_lossy().into_owned())
+    }
+
+    #[test]
+    fn a_panic_on_the_subscription_thread_ends_it_with_a_status_and_close_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let sh = shared(dir.path());
+        let t = {
+            let sh = sh.clone();
+            std::thread::spawn(move || run_guarded(sh, |_| panic!("boom in delivery")))
+        };
+        sh.stop_and_wait();
+        t.join().unwrap();
+        let (status, message) = outcome(&sh);
+        assert_eq!(status, EVS_ERR_INTERNAL);
+        assert!(message.contains("boom in delivery"), "{message}");
+    }
+
+    #[test]
+    fn an_error_ends_the_subscription_with_its_status_and_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let sh = shared(dir.path());
+        run_guarded(sh.clone(), |_| {
+            Err(Error::corrupt("the record at position 3 is damaged"))
+        });
+        assert_eq!(
+            outcome(&sh),
+            (
+                EVS_ERR_CORRUPT,
+                "the record at position 3 is damaged".into()
+            )
+        );
+        sh.stop_and_wait();
+    }
 }

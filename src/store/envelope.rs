@@ -7,6 +7,9 @@ use crate::wal::record::{get_varint, put_varint};
 
 /// The first byte of evstore's binary envelope, version 1.
 pub const FORMAT_BINARY_V1: u8 = 0x01;
+/// Version 2: version 1 with the event's 16-byte id after the format byte. Written only
+/// for events that have an id, so that logs without ids stay readable by older versions.
+pub const FORMAT_BINARY_V2: u8 = 0x02;
 
 /// An event's fields as stored, borrowing its bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,11 +21,13 @@ pub struct EnvelopeRef<'a> {
     pub schema_version: u32,
     pub metadata: &'a [u8],
     pub payload: &'a [u8],
+    pub id: Option<[u8; 16]>,
 }
 
 impl EnvelopeRef<'_> {
     pub fn encoded_len(&self) -> usize {
-        1 + 5 * 10
+        1 + 16
+            + 5 * 10
             + self.stream.len()
             + self.event_type.len()
             + self.metadata.len()
@@ -32,7 +37,13 @@ impl EnvelopeRef<'_> {
     /// Appends the binary envelope to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.reserve(self.encoded_len());
-        out.push(FORMAT_BINARY_V1);
+        match &self.id {
+            Some(id) => {
+                out.push(FORMAT_BINARY_V2);
+                out.extend_from_slice(id);
+            }
+            None => out.push(FORMAT_BINARY_V1),
+        }
         put_varint(out, self.timestamp_us);
         put_varint(out, self.stream.len() as u64);
         out.extend_from_slice(self.stream.as_bytes());
@@ -88,7 +99,13 @@ fn utf8<'a>(b: &'a [u8], what: &str) -> Result<&'a str> {
 /// Decodes a WAL value in either format.
 pub fn decode(value: &[u8]) -> Result<Envelope<'_>> {
     match value.first() {
-        Some(&FORMAT_BINARY_V1) => decode_binary(value).map(Envelope::Binary),
+        Some(&FORMAT_BINARY_V1) => decode_binary(value, 1, None).map(Envelope::Binary),
+        Some(&FORMAT_BINARY_V2) => {
+            let id = value
+                .get(1..17)
+                .ok_or_else(|| Error::corrupt("envelope: the event id runs past the record"))?;
+            decode_binary(value, 17, Some(id.try_into().unwrap())).map(Envelope::Binary)
+        }
         Some(b'{') => serde_json::from_slice::<LegacyEnvelope>(value)
             .map(Envelope::Legacy)
             .map_err(|e| Error::corrupt(format!("legacy JSON envelope: {e}"))),
@@ -99,8 +116,8 @@ pub fn decode(value: &[u8]) -> Result<Envelope<'_>> {
     }
 }
 
-fn decode_binary(buf: &[u8]) -> Result<EnvelopeRef<'_>> {
-    let mut at = 1;
+fn decode_binary(buf: &[u8], start: usize, id: Option<[u8; 16]>) -> Result<EnvelopeRef<'_>> {
+    let mut at = start;
     let timestamp_us = varint(buf, &mut at, "timestamp")?;
     let n = varint(buf, &mut at, "stream length")?;
     let stream = utf8(take(buf, &mut at, n, "stream")?, "stream")?;
@@ -119,6 +136,7 @@ fn decode_binary(buf: &[u8]) -> Result<EnvelopeRef<'_>> {
         schema_version,
         metadata,
         payload: &buf[at..],
+        id,
     })
 }
 
@@ -154,10 +172,11 @@ mod tests {
         fn binary_round_trip(ts in any::<u64>(), stream in ".{0,20}", ver in any::<u64>(),
                              ty in ".{1,20}", schema in any::<u32>(),
                              meta in proptest::collection::vec(any::<u8>(), 0..50),
-                             payload in proptest::collection::vec(any::<u8>(), 0..200)) {
+                             payload in proptest::collection::vec(any::<u8>(), 0..200),
+                             id in proptest::option::of(any::<u128>())) {
             let e = EnvelopeRef { timestamp_us: ts, stream: &stream, stream_version: ver,
                                   event_type: &ty, schema_version: schema, metadata: &meta,
-                                  payload: &payload };
+                                  payload: &payload, id: id.map(u128::to_le_bytes) };
             let mut buf = Vec::new();
             e.encode_into(&mut buf);
             prop_assert_ne!(buf[0], b'{');

@@ -17,6 +17,8 @@ pub struct EventRef<'a> {
     pub schema_version: u32,
     pub metadata: &'a [u8],
     pub payload: &'a [u8],
+    /// The id the appender gave it (idempotent appends), if any.
+    pub id: Option<[u8; 16]>,
 }
 
 /// An event that owns its bytes.
@@ -30,6 +32,7 @@ pub struct Event {
     pub schema_version: u32,
     pub metadata: Vec<u8>,
     pub payload: Vec<u8>,
+    pub id: Option<[u8; 16]>,
 }
 
 impl EventRef<'_> {
@@ -43,6 +46,7 @@ impl EventRef<'_> {
             schema_version: self.schema_version,
             metadata: self.metadata.to_vec(),
             payload: self.payload.to_vec(),
+            id: self.id,
         }
     }
 }
@@ -58,6 +62,7 @@ impl Event {
             schema_version: self.schema_version,
             metadata: &self.metadata,
             payload: &self.payload,
+            id: self.id,
         }
     }
 }
@@ -70,6 +75,9 @@ pub struct EventInput<'a> {
     pub metadata: &'a [u8],
     /// 0 is stored as 1.
     pub schema_version: u32,
+    /// A unique id (not all zero): an append whose events' ids are all stored already
+    /// returns the stored positions and writes nothing.
+    pub id: Option<[u8; 16]>,
 }
 
 impl<'a> EventInput<'a> {
@@ -79,6 +87,7 @@ impl<'a> EventInput<'a> {
             payload,
             metadata: &[],
             schema_version: 1,
+            id: None,
         }
     }
 }

@@ -2,16 +2,20 @@
 //! appends, indexes, cursors, snapshots, the process lock, stats.
 
 mod cursor;
+mod dedupe;
 pub mod envelope;
 mod event;
+pub mod ids;
 mod index;
 mod lock;
+mod reads;
 pub mod snapshot;
 
 pub use cursor::{BackwardCursor, ForwardCursor, StreamCursor};
 pub use event::{
     AppendResult, Event, EventInput, EventRef, ExpectedVersion, Projection, StreamAppend,
 };
+pub use reads::{CategoryCursor, StreamBackwardCursor, StreamInfo};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::wal::vfs::{self, Kind, OpenMode, Vfs};
@@ -47,6 +51,11 @@ pub struct StoreOptions {
     pub snapshot_every: u64,
     /// The file system underneath (the real one unless a test puts another there).
     pub vfs: Arc<dyn Vfs>,
+    /// One event's payload plus metadata: at most this many bytes (<= MAX_EVENT_SIZE).
+    pub max_event_size: usize,
+    /// The ids of at least this many of the last events are remembered (idempotent
+    /// appends); see `ids`.
+    pub dedupe_window: u64,
 }
 
 impl Default for StoreOptions {
@@ -58,6 +67,8 @@ impl Default for StoreOptions {
             read_only: false,
             snapshot_every: 0,
             vfs: vfs::os(),
+            max_event_size: MAX_EVENT_SIZE,
+            dedupe_window: ids::DEFAULT_DEDUPE_WINDOW,
         }
     }
 }
@@ -92,6 +103,8 @@ pub struct StoreStats {
     pub open_time_us: u64,
     pub snapshots: u64,
     pub index_bytes: u64,
+    /// Event ids remembered for idempotent appends.
+    pub event_ids: u64,
     pub events_by_type: Vec<(String, u64)>,
 }
 
@@ -143,6 +156,8 @@ pub struct Store {
     closed: AtomicBool,
     /// The process that opened the store: a forked child must not use it.
     owner_pid: u32,
+    /// Also one of `projections`.
+    ids: Arc<ids::IdIndex>,
 }
 
 fn now_us() -> u64 {
@@ -191,6 +206,7 @@ pub(crate) fn decode_event<'a>(
             schema_version: e.schema_version,
             metadata: e.metadata,
             payload: e.payload,
+            id: e.id,
         }),
         Envelope::Legacy(l) => {
             let ev = legacy.insert(Event {
@@ -202,6 +218,7 @@ pub(crate) fn decode_event<'a>(
                 schema_version: 1,
                 metadata: Vec::new(),
                 payload: l.payload,
+                id: None,
             });
             Ok(ev.as_ref())
         }
@@ -235,6 +252,9 @@ impl Store {
         projections: Vec<Arc<dyn Projection>>,
     ) -> Result<(Store, OpenReport)> {
         let started = Instant::now();
+        let ids = Arc::new(ids::IdIndex::new(options.dedupe_window));
+        let mut projections = projections;
+        projections.push(ids.clone());
         let dir = dir.as_ref().to_path_buf();
         let vfs = options.vfs.clone();
         match vfs.stat(&dir) {
@@ -367,6 +387,7 @@ impl Store {
             closed: AtomicBool::new(false),
             owner_pid: std::process::id(),
             options,
+            ids,
         };
         Ok((store, report))
     }
@@ -529,7 +550,11 @@ impl Store {
         self.append_multi_inner(appends, false)
     }
 
-    fn validate(appends: &[StreamAppend<'_>], allow_empty_stream: bool) -> Result<usize> {
+    fn validate(
+        appends: &[StreamAppend<'_>],
+        allow_empty_stream: bool,
+        max_event_size: usize,
+    ) -> Result<usize> {
         if appends.is_empty() {
             return Err(Error::invalid("an append needs at least one stream"));
         }
@@ -546,10 +571,10 @@ impl Store {
             for e in a.events {
                 check_name("event type", e.event_type, false)?;
                 let size = e.payload.len() + e.metadata.len();
-                if size > MAX_EVENT_SIZE {
+                if size > max_event_size {
                     return Err(Error::new(
                         ErrorKind::TooLarge,
-                        format!("an event of {size} bytes is past the limit of {MAX_EVENT_SIZE}"),
+                        format!("an event of {size} bytes is past the limit of {max_event_size}"),
                     ));
                 }
                 total += size + e.event_type.len() + a.stream.len();
@@ -585,7 +610,7 @@ impl Store {
         allow_empty: bool,
     ) -> Result<AppendResult> {
         self.check_writable()?;
-        let count = Self::validate(appends, allow_empty)?;
+        let count = Self::validate(appends, allow_empty, self.options.max_event_size)?;
         let always = self.options.fsync == FsyncPolicy::Always;
         let mut w = self.lock_writer();
         if always {
@@ -593,6 +618,10 @@ impl Store {
         }
         // A poisoned log refuses before anything is checked or encoded.
         self.wal.health()?;
+        // A retry of an append that was stored already: its events, not new ones.
+        if let Some(done) = self.find_retry(&w, appends)? {
+            return Ok(done);
+        }
         // Check every expected version first: nothing is written unless all hold.
         let mut versions: Vec<Option<u64>> = Vec::with_capacity(appends.len());
         {
@@ -663,6 +692,7 @@ impl Store {
                     schema_version: e.schema_version.max(1),
                     metadata: e.metadata,
                     payload: e.payload,
+                    id: e.id,
                 }
                 .encode_into(&mut scratch);
                 spans.push((start, scratch.len(), a.stream, version, e));
@@ -704,6 +734,7 @@ impl Store {
                 schema_version: e.schema_version.max(1),
                 metadata: e.metadata.to_vec(),
                 payload: e.payload.to_vec(),
+                id: e.id,
             }
         };
         if !always {
@@ -720,6 +751,7 @@ impl Store {
                     schema_version: e.schema_version.max(1),
                     metadata: e.metadata,
                     payload: e.payload,
+                    id: e.id,
                 };
                 index.push(appended.positions[i], timestamp, stream, e.event_type);
                 self.projections.iter().for_each(|p| p.apply(&ev));
@@ -1160,7 +1192,8 @@ impl Store {
             fsync_p99_us: wal.fsync_p99_us,
             open_time_us: self.open_time.as_micros() as u64,
             snapshots: self.snapshots.load(Ordering::Relaxed),
-            index_bytes: index.approx_bytes(),
+            index_bytes: index.approx_bytes() + self.ids.approx_bytes(),
+            event_ids: self.ids.len(),
             events_by_type,
         }
     }

@@ -90,7 +90,7 @@ pub struct OsVfs;
 
 /// The process-wide real file system.
 pub fn os() -> Arc<dyn Vfs> {
-    static OS: once_cell::sync::Lazy<Arc<dyn Vfs>> = once_cell::sync::Lazy::new(|| Arc::new(OsVfs));
+    static OS: std::sync::LazyLock<Arc<dyn Vfs>> = std::sync::LazyLock::new(|| Arc::new(OsVfs));
     OS.clone()
 }
 

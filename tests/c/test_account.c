@@ -53,7 +53,7 @@ static uint64_t next_position(evs_store *s)
 /* The account's balance, or INT64_MIN when it cannot be read. */
 static int64_t balance_of(evs_store *s, const char *id)
 {
-    evs_account a;
+    evs_account a = EVS_STRUCT_INIT(evs_account);
     if (!CHECK_OK(evs_account_get(s, id, &a)))
         return INT64_MIN;
     return a.balance;
@@ -62,11 +62,12 @@ static int64_t balance_of(evs_store *s, const char *id)
 static void sentinel_account(evs_account *a)
 {
     memset(a, 0xAB, sizeof *a);
+    a->struct_size = sizeof *a;
 }
 
 static int is_sentinel_account(const evs_account *a)
 {
-    evs_account b;
+    evs_account b = EVS_STRUCT_INIT(evs_account);
     sentinel_account(&b);
     return memcmp(a, &b, sizeof b) == 0;
 }
@@ -76,6 +77,7 @@ static int is_sentinel_account(const evs_account *a)
     do {                                                              \
         evs_account a_;                                               \
         memset(&a_, 0, sizeof a_);                                    \
+        a_.struct_size = sizeof a_;                                   \
         if (CHECK_OK(evs_account_get((s), (id), &a_))) {              \
             CHECK_I64(a_.balance, (bal));                             \
             CHECK(a_.is_closed == (closed));                          \
@@ -93,7 +95,7 @@ static void test_seed(void)
     char path[2048];
     evs_store *s;
     uint64_t pos, open_pos, dep_pos, before;
-    evs_account a;
+    evs_account a = EVS_STRUCT_INIT(evs_account);
 
     TU_SECTION("seed: open and deposit");
     store_path(path, sizeof path, "seed1");
@@ -105,6 +107,7 @@ static void test_seed(void)
         CHECK_OK(evs_account_deposit(s, "alice", 500, &dep_pos));
         CHECK_U64(dep_pos, 1);
         memset(&a, 0, sizeof a);
+        a.struct_size = sizeof a;
         if (CHECK_OK(evs_account_get(s, "alice", &a))) {
             CHECK_I64(a.balance, 1500);
             CHECK(!a.is_closed);
@@ -117,7 +120,7 @@ static void test_seed(void)
         TU_SECTION("account events in stream account-<id>");
         {
             evs_cursor *c = NULL;
-            evs_event e;
+            evs_event e = EVS_STRUCT_INIT(evs_event);
             static const char deposited[] = "{\"MoneyDeposited\":{\"account_id\":\"alice\",\"amount\":500}}";
             if (CHECK_OK(evs_read_stream(s, "account-alice", 0, &c))) {
                 if (CHECK_OK(evs_cursor_next(c, &e))) {
@@ -199,7 +202,7 @@ static void test_seed(void)
 static void test_null_arguments(evs_store *s)
 {
     uint64_t pos, before;
-    evs_account a;
+    evs_account a = EVS_STRUCT_INIT(evs_account);
 
     TU_SECTION("NULL arguments");
     before = next_position(s);
@@ -258,7 +261,7 @@ static void test_null_arguments(evs_store *s)
 static void test_amounts(evs_store *s)
 {
     uint64_t pos = SENTINEL_U64, before;
-    evs_account a;
+    evs_account a = EVS_STRUCT_INIT(evs_account);
 
     TU_SECTION("amounts > 0, initial balance >= 0");
     before = next_position(s);
@@ -308,7 +311,7 @@ static void test_already_exists(evs_store *s)
 static void test_not_found(evs_store *s)
 {
     uint64_t pos = SENTINEL_U64, before;
-    evs_account a;
+    evs_account a = EVS_STRUCT_INIT(evs_account);
 
     TU_SECTION("unknown accounts");
     before = next_position(s);
@@ -332,7 +335,7 @@ static void test_not_found(evs_store *s)
 static void test_closed(evs_store *s)
 {
     uint64_t pos = SENTINEL_U64, close_pos = SENTINEL_U64, before;
-    evs_account a;
+    evs_account a = EVS_STRUCT_INIT(evs_account);
 
     TU_SECTION("closed accounts");
     CHECK_OK(evs_account_open(s, "shut", 50, NULL, &pos));
@@ -350,6 +353,7 @@ static void test_closed(evs_store *s)
     CHECK_U64(next_position(s), before);
     /* it can still be read */
     memset(&a, 0, sizeof a);
+    a.struct_size = sizeof a;
     if (CHECK_OK(evs_account_get(s, "shut", &a))) {
         CHECK(a.is_closed);
         CHECK_I64(a.balance, 50);
@@ -403,7 +407,7 @@ static void test_overflow(evs_store *s)
 static void test_currencies(evs_store *s)
 {
     uint64_t pos = SENTINEL_U64, before;
-    evs_account a;
+    evs_account a = EVS_STRUCT_INIT(evs_account);
     static const char *const bad[] = {"usd", "US", "USDX", "", "U$D", "U D", "Usd",
                                       BAD_UTF8 "X", "\xc3\x89UR"};
     size_t i;
@@ -439,7 +443,7 @@ static void test_currencies(evs_store *s)
 static void test_transfers(evs_store *s)
 {
     uint64_t pos = SENTINEL_U64, before, tpos = SENTINEL_U64;
-    evs_account a, b;
+    evs_account a = EVS_STRUCT_INIT(evs_account), b = EVS_STRUCT_INIT(evs_account);
 
     TU_SECTION("transfers");
     CHECK_OK(evs_account_open(s, "tx-a", 500, NULL, &pos));
@@ -463,7 +467,9 @@ static void test_transfers(evs_store *s)
     CHECK_U64(tpos, before);
     CHECK_U64(next_position(s), before + 2);
     memset(&a, 0, sizeof a);
+    a.struct_size = sizeof a;
     memset(&b, 0, sizeof b);
+    b.struct_size = sizeof b;
     if (CHECK_OK(evs_account_get(s, "tx-a", &a)) && CHECK_OK(evs_account_get(s, "tx-b", &b))) {
         CHECK_I64(a.balance, 300);
         CHECK_I64(b.balance, 300);
@@ -474,7 +480,7 @@ static void test_transfers(evs_store *s)
     }
     {
         evs_cursor *c = NULL;
-        evs_event e;
+        evs_event e = EVS_STRUCT_INIT(evs_event);
         if (CHECK_OK(evs_read_stream(s, "account-tx-a", 1, &c))) {
             if (CHECK_OK(evs_cursor_next(c, &e)))
                 CHECK_U64(e.position, tpos);
@@ -500,7 +506,7 @@ static void test_ids(evs_store *s)
     char *id256 = repeat('i', 256), *id257 = repeat('i', 257);
     const char *bad[3];
     uint64_t pos = SENTINEL_U64, before;
-    evs_account a;
+    evs_account a = EVS_STRUCT_INIT(evs_account);
     int i;
 
     TU_SECTION("account ids");
@@ -607,7 +613,7 @@ static void test_read_only(void)
     CHECK_ACCOUNT(s, "bob", 2500, false, "USD", 3);
     CHECK_ACCOUNT(s, "bob2", 10, false, "USD", 1);
     {
-        evs_account a;
+        evs_account a = EVS_STRUCT_INIT(evs_account);
         CHECK_STATUS(evs_account_get(s, "newbie", &a), EVS_ERR_NOT_FOUND);
     }
     CHECK_OK(evs_close(s));
@@ -627,7 +633,7 @@ static void test_time_travel(void)
     static const int64_t delta[TT_EVENTS] = {100, 50, -30, 5, -25, 0};
     uint64_t ts[TT_EVENTS], positions[TT_EVENTS], pos;
     evs_cursor *c = NULL;
-    evs_event e;
+    evs_event e = EVS_STRUCT_INIT(evs_event);
     int i, n = 0;
 
     TU_SECTION("time travel with evs_account_get_at");
@@ -679,7 +685,7 @@ static void test_time_travel(void)
             int64_t want_balance = 0;
             uint64_t want_version = 0, want_last = 0;
             int j;
-            evs_account a;
+            evs_account a = EVS_STRUCT_INIT(evs_account);
             /* the state from the events at or before the time */
             for (j = 0; j < TT_EVENTS; j++) {
                 if (ts[j] <= queries[q]) {
@@ -689,6 +695,7 @@ static void test_time_travel(void)
                 }
             }
             memset(&a, 0, sizeof a);
+            a.struct_size = sizeof a;
             if (CHECK_OK(evs_account_get_at(s, "tt", queries[q], &a))) {
                 CHECK_I64(a.balance, want_balance);
                 CHECK_U64(a.version, want_version);
@@ -699,10 +706,12 @@ static void test_time_travel(void)
         }
     }
     {
-        evs_account a, now;
+        evs_account a = EVS_STRUCT_INIT(evs_account), now = EVS_STRUCT_INIT(evs_account);
         /* far in the future: the current state */
         memset(&a, 0, sizeof a);
+        a.struct_size = sizeof a;
         memset(&now, 0, sizeof now);
+        now.struct_size = sizeof now;
         if (CHECK_OK(evs_account_get_at(s, "tt", UINT64_MAX, &a)) &&
             CHECK_OK(evs_account_get(s, "tt", &now))) {
             CHECK_I64(a.balance, 100);
@@ -728,6 +737,7 @@ static void test_time_travel(void)
                 uint64_t t_in = e.timestamp_us;
                 CHECK(t_in >= ts[4]);
                 memset(&a, 0, sizeof a);
+                a.struct_size = sizeof a;
                 if (CHECK_OK(evs_account_get_at(s, "other", t_in, &a))) {
                     CHECK_I64(a.balance, 25);
                     CHECK_U64(a.version, 2);
@@ -745,8 +755,9 @@ static void test_time_travel(void)
     /* the same after reopening */
     s = open_store(path, NULL, NULL);
     if (s != NULL) {
-        evs_account a;
+        evs_account a = EVS_STRUCT_INIT(evs_account);
         memset(&a, 0, sizeof a);
+        a.struct_size = sizeof a;
         if (CHECK_OK(evs_account_get_at(s, "tt", ts[2], &a))) {
             CHECK_I64(a.balance, 120);
             CHECK_U64(a.version, 3);
@@ -846,9 +857,10 @@ static void conc_check_balances(evs_store *s, const int64_t *expected, const uin
     int64_t total = 0, want_total = 0;
     for (i = 0; i < CONC_ACCOUNTS; i++) {
         char id[16];
-        evs_account a;
+        evs_account a = EVS_STRUCT_INIT(evs_account);
         conc_id(id, sizeof id, i);
         memset(&a, 0, sizeof a);
+        a.struct_size = sizeof a;
         if (!CHECK_OK(evs_account_get(s, id, &a))) {
             wrong++;
             continue;
@@ -876,7 +888,7 @@ static void test_concurrency(long total_ops)
     char path[2048];
     evs_store *s;
     evs_options *o;
-    evs_recovery_info info;
+    evs_recovery_info info = EVS_STRUCT_INIT(evs_recovery_info);
     struct conc_thread *th;
     pthread_t tids[CONC_THREADS];
     int64_t expected[CONC_ACCOUNTS];
@@ -940,6 +952,7 @@ static void test_concurrency(long total_ops)
 
     TU_SECTION("concurrency: the same after reopening without a snapshot");
     memset(&info, 0xAB, sizeof info);
+    info.struct_size = sizeof info;
     s = open_store(path, o, &info);
     if (s != NULL) {
         CHECK_U64(info.snapshot_position, UINT64_MAX);
@@ -954,6 +967,7 @@ static void test_concurrency(long total_ops)
 
     TU_SECTION("concurrency: the same after reopening from the snapshot");
     memset(&info, 0xAB, sizeof info);
+    info.struct_size = sizeof info;
     s = open_store(path, NULL, &info);
     if (s != NULL) {
         CHECK(info.snapshot_position != UINT64_MAX);
@@ -968,10 +982,11 @@ static void test_concurrency(long total_ops)
         versions[0] += 1;
         conc_check_balances(s, expected, versions);
         {
-            evs_account a;
+            evs_account a = EVS_STRUCT_INIT(evs_account);
             evs_cursor *c = NULL;
-            evs_event e;
+            evs_event e = EVS_STRUCT_INIT(evs_event);
             memset(&a, 0, sizeof a);
+            a.struct_size = sizeof a;
             if (CHECK_OK(evs_account_get_at(s, "acct-01", UINT64_MAX, &a))) {
                 CHECK_I64(a.balance, expected[1]);
                 CHECK_U64(a.version, versions[1]);
@@ -980,6 +995,7 @@ static void test_concurrency(long total_ops)
             if (CHECK_OK(evs_read_stream(s, "account-acct-02", 0, &c))) {
                 if (CHECK_OK(evs_cursor_next(c, &e))) {
                     memset(&a, 0, sizeof a);
+                    a.struct_size = sizeof a;
                     if (CHECK_OK(evs_account_get_at(s, "acct-02", e.timestamp_us, &a))) {
                         CHECK(a.version >= 1);
                         if (a.version == 1)
@@ -1101,7 +1117,7 @@ static void test_json_ids(void)
     {
         /* the deposit's payload escapes the quote */
         evs_cursor *c = NULL;
-        evs_event e;
+        evs_event e = EVS_STRUCT_INIT(evs_event);
         static const char want[] = "{\"MoneyDeposited\":{\"account_id\":\"quo\\\"te\",\"amount\":5}}";
         if (CHECK_OK(evs_read_stream(s, "account-quo\"te", 1, &c))) {
             if (CHECK_OK(evs_cursor_next(c, &e)))
@@ -1192,7 +1208,7 @@ static void test_snapshot_safety(void)
 {
     char path[2048], events[2100], backup[2100], snaps[2100];
     evs_store *s;
-    evs_recovery_info info;
+    evs_recovery_info info = EVS_STRUCT_INIT(evs_recovery_info);
     uint64_t sp = SENTINEL_U64;
 
     TU_SECTION("a snapshot is used, and ignored when damaged or ahead of the log");
@@ -1222,6 +1238,7 @@ static void test_snapshot_safety(void)
 
     /* used */
     memset(&info, 0xAB, sizeof info);
+    info.struct_size = sizeof info;
     s = open_store(path, NULL, &info);
     if (s == NULL)
         return;
@@ -1234,6 +1251,7 @@ static void test_snapshot_safety(void)
     /* damaged: ignored, the state is rebuilt from the log */
     CHECK(for_each_file(snaps, damage_file, NULL) >= 1);
     memset(&info, 0xAB, sizeof info);
+    info.struct_size = sizeof info;
     s = open_store(path, NULL, &info);
     if (s == NULL)
         return;
@@ -1249,6 +1267,7 @@ static void test_snapshot_safety(void)
     CHECK(tu_remove_tree(events) == 0);
     CHECK(rename(backup, events) == 0);
     memset(&info, 0xAB, sizeof info);
+    info.struct_size = sizeof info;
     s = open_store(path, NULL, &info);
     if (s == NULL)
         return;
@@ -1271,7 +1290,7 @@ static void test_snapshot_of_empty_store(void)
 {
     char path[2048];
     evs_store *s;
-    evs_recovery_info info;
+    evs_recovery_info info = EVS_STRUCT_INIT(evs_recovery_info);
     uint64_t sp = SENTINEL_U64, pos = SENTINEL_U64;
 
     TU_SECTION("a snapshot of an empty store");
@@ -1283,6 +1302,7 @@ static void test_snapshot_of_empty_store(void)
     CHECK_U64(sp, 0);
     CHECK_OK(evs_close(s));
     memset(&info, 0xAB, sizeof info);
+    info.struct_size = sizeof info;
     s = open_store(path, NULL, &info);
     if (s == NULL)
         return;
@@ -1299,7 +1319,7 @@ static void test_automatic_snapshots(void)
     char path[2048];
     evs_store *s;
     evs_options *o;
-    evs_recovery_info info;
+    evs_recovery_info info = EVS_STRUCT_INIT(evs_recovery_info);
     int i;
 
     TU_SECTION("automatic snapshots (evs_options_set_snapshot_every)");
@@ -1315,6 +1335,7 @@ static void test_automatic_snapshots(void)
         CHECK_OK(evs_account_deposit(s, "auto", i, NULL));
     CHECK_OK(evs_close(s));
     memset(&info, 0xAB, sizeof info);
+    info.struct_size = sizeof info;
     s = open_store(path, NULL, &info);
     if (s == NULL)
         return;
@@ -1325,11 +1346,12 @@ static void test_automatic_snapshots(void)
     {
         /* time travel still reaches back before the snapshot */
         evs_cursor *c = NULL;
-        evs_event e;
-        evs_account a;
+        evs_event e = EVS_STRUCT_INIT(evs_event);
+        evs_account a = EVS_STRUCT_INIT(evs_account);
         if (CHECK_OK(evs_read_stream(s, "account-auto", 2, &c))) {
             if (CHECK_OK(evs_cursor_next(c, &e))) {
                 memset(&a, 0, sizeof a);
+                a.struct_size = sizeof a;
                 if (CHECK_OK(evs_account_get_at(s, "auto", e.timestamp_us, &a))) {
                     /* at least the open and two deposits, and whatever shares the time */
                     CHECK(a.version >= 3);

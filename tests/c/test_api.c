@@ -77,7 +77,7 @@ static int contains_number(const char *msg, int64_t n)
 static evs_event_input input(const char *type, const char *payload, const char *metadata,
                              uint32_t schema_version)
 {
-    evs_event_input in;
+    evs_event_input in = EVS_STRUCT_INIT(evs_event_input);
     in.event_type = type;
     in.payload = (const uint8_t *)payload;
     in.payload_len = payload ? strlen(payload) : 0;
@@ -128,9 +128,9 @@ static void test_status_names(void)
     CHECK_I64(EVS_ERR_READ_ONLY, -12);
     CHECK_I64(EVS_ERR_CURRENCY_MISMATCH, -13);
     CHECK_I64(EVS_ERR_INTERNAL, -99);
-    CHECK_I64(EVS_VERSION_ANY, -1);
-    CHECK_I64(EVS_VERSION_NO_STREAM, -2);
-    CHECK_I64(EVS_VERSION_EXISTS, -3);
+    CHECK_I64(EVS_EXPECT_ANY, -1);
+    CHECK_I64(EVS_EXPECT_NO_STREAM, -2);
+    CHECK_I64(EVS_EXPECT_EXISTS, -3);
     CHECK_I64(EVS_FSYNC_ALWAYS, 0);
     CHECK_I64(EVS_FSYNC_BATCH, 1);
     CHECK_I64(EVS_FSYNC_OS, 2);
@@ -140,7 +140,7 @@ static void test_status_names(void)
     CHECK(evs_status_name(-50) != NULL);
     CHECK(evs_status_name(INT32_MIN) != NULL);
 
-    CHECK_STR(evs_version(), "0.1.0");
+    CHECK_STR(evs_version(), "1.0.0");
     CHECK(evs_version() == evs_version());
     CHECK(evs_status_name(EVS_ERR_IO) == evs_status_name(EVS_ERR_IO));
 }
@@ -313,7 +313,7 @@ static void test_open(void)
 {
     char path[2048], file_path[2048], bad[2048];
     evs_store *s, *s2, *sentinel_store = (evs_store *)&s;
-    evs_recovery_info info, info2;
+    evs_recovery_info info = EVS_STRUCT_INIT(evs_recovery_info), info2 = EVS_STRUCT_INIT(evs_recovery_info);
     struct stat st;
     evs_options *ro;
     FILE *f;
@@ -338,6 +338,7 @@ static void test_open(void)
     snprintf(bad, sizeof bad, "%s/no-such-parent/store", g_root);
     s = sentinel_store;
     memset(&info, 0xAB, sizeof info);
+    info.struct_size = sizeof info;
     info2 = info;
     CHECK_STATUS(evs_open(bad, NULL, &s, &info), EVS_ERR_IO);
     CHECK(s == sentinel_store);
@@ -353,6 +354,7 @@ static void test_open(void)
     }
     s = sentinel_store;
     memset(&info, 0xAB, sizeof info);
+    info.struct_size = sizeof info;
     info2 = info;
     CHECK_STATUS(evs_open(file_path, NULL, &s, &info), EVS_ERR_IO);
     CHECK(s == sentinel_store);
@@ -370,6 +372,7 @@ static void test_open(void)
     /* success: creates the directory, fills in the recovery info */
     s = NULL;
     memset(&info, 0xAB, sizeof info);
+    info.struct_size = sizeof info;
     CHECK_OK(evs_open(path, NULL, &s, &info));
     CHECK(s != NULL);
     CHECK(stat(path, &st) == 0 && S_ISDIR(st.st_mode));
@@ -395,6 +398,7 @@ static void test_open(void)
     CHECK(mkdir(path, 0700) == 0);
     s = NULL;
     memset(&info, 0xAB, sizeof info);
+    info.struct_size = sizeof info;
     CHECK_OK(evs_open(path, NULL, &s, &info));
     check_fresh_info(&info);
     CHECK_OK(evs_close(s));
@@ -422,7 +426,9 @@ static void test_append_event_errors(evs_store *s)
     CHECK_U64(pos, SENTINEL_U64);
     CHECK_STATUS(evs_append_event(s, "E", NULL, 3, &pos), EVS_ERR_INVALID_ARGUMENT);
     CHECK_U64(pos, SENTINEL_U64);
-    CHECK_STATUS(evs_append_event(s, "E", pl, 3, NULL), EVS_ERR_INVALID_ARGUMENT);
+    /* out_position is optional (ABI version 1) */
+    CHECK_OK(evs_append_event(s, "E", pl, 3, NULL));
+    before++;
     CHECK_STATUS(evs_append_event(s, "", pl, 3, &pos), EVS_ERR_INVALID_ARGUMENT);
     CHECK_U64(pos, SENTINEL_U64);
     CHECK_STATUS(evs_append_event(s, BAD_UTF8, pl, 3, &pos), EVS_ERR_INVALID_ARGUMENT);
@@ -451,7 +457,12 @@ static void test_append_errors(evs_store *s)
 {
     uint64_t first, before;
     int64_t ver;
-    evs_event_input ev[3], bad;
+    evs_event_input ev[3], bad = EVS_STRUCT_INIT(evs_event_input);
+    { /* every entry starts with its size */
+        size_t i_;
+        for (i_ = 0; i_ < sizeof ev / sizeof ev[0]; i_++)
+            ev[i_] = (evs_event_input)EVS_STRUCT_INIT(evs_event_input);
+    }
     char *long_stream = repeat('s', 1025), *max_stream = repeat('s', 1024);
     char *long_type = repeat('t', 1025);
 
@@ -471,46 +482,51 @@ static void test_append_errors(evs_store *s)
 
     {
         uint64_t f = SENTINEL_U64, v = SENTINEL_U64;
-        CHECK_STATUS(evs_append(NULL, "x", EVS_VERSION_ANY, ev, 1, &f, &v),
+        CHECK_STATUS(evs_append(NULL, "x", EVS_EXPECT_ANY, ev, 1, &f, &v),
                      EVS_ERR_INVALID_ARGUMENT);
         CHECK_U64(f, SENTINEL_U64);
         CHECK_U64(v, SENTINEL_U64);
     }
-    APPEND_FAILS(NULL, EVS_VERSION_ANY, ev, 1, EVS_ERR_INVALID_ARGUMENT);
-    APPEND_FAILS("", EVS_VERSION_ANY, ev, 1, EVS_ERR_INVALID_ARGUMENT);
-    APPEND_FAILS(BAD_UTF8, EVS_VERSION_ANY, ev, 1, EVS_ERR_INVALID_ARGUMENT);
-    APPEND_FAILS("stream-" BAD_UTF8, EVS_VERSION_ANY, ev, 1, EVS_ERR_INVALID_ARGUMENT);
-    APPEND_FAILS(long_stream, EVS_VERSION_ANY, ev, 1, EVS_ERR_INVALID_ARGUMENT);
-    APPEND_FAILS("x", EVS_VERSION_ANY, NULL, 1, EVS_ERR_INVALID_ARGUMENT);
-    APPEND_FAILS("x", EVS_VERSION_ANY, ev, 0, EVS_ERR_INVALID_ARGUMENT);
-    APPEND_FAILS("x", EVS_VERSION_ANY, NULL, 0, EVS_ERR_INVALID_ARGUMENT);
+    APPEND_FAILS(NULL, EVS_EXPECT_ANY, ev, 1, EVS_ERR_INVALID_ARGUMENT);
+    APPEND_FAILS("", EVS_EXPECT_ANY, ev, 1, EVS_ERR_INVALID_ARGUMENT);
+    APPEND_FAILS(BAD_UTF8, EVS_EXPECT_ANY, ev, 1, EVS_ERR_INVALID_ARGUMENT);
+    APPEND_FAILS("stream-" BAD_UTF8, EVS_EXPECT_ANY, ev, 1, EVS_ERR_INVALID_ARGUMENT);
+    APPEND_FAILS(long_stream, EVS_EXPECT_ANY, ev, 1, EVS_ERR_INVALID_ARGUMENT);
+    APPEND_FAILS("x", EVS_EXPECT_ANY, NULL, 1, EVS_ERR_INVALID_ARGUMENT);
+    APPEND_FAILS("x", EVS_EXPECT_ANY, ev, 0, EVS_ERR_INVALID_ARGUMENT);
+    APPEND_FAILS("x", EVS_EXPECT_ANY, NULL, 0, EVS_ERR_INVALID_ARGUMENT);
     APPEND_FAILS("x", -4, ev, 1, EVS_ERR_INVALID_ARGUMENT);
     APPEND_FAILS("x", INT64_MIN, ev, 1, EVS_ERR_INVALID_ARGUMENT);
 
     bad = input(NULL, "p", NULL, 1);
-    APPEND_FAILS("x", EVS_VERSION_ANY, &bad, 1, EVS_ERR_INVALID_ARGUMENT);
+    APPEND_FAILS("x", EVS_EXPECT_ANY, &bad, 1, EVS_ERR_INVALID_ARGUMENT);
     bad = input("", "p", NULL, 1);
-    APPEND_FAILS("x", EVS_VERSION_ANY, &bad, 1, EVS_ERR_INVALID_ARGUMENT);
+    APPEND_FAILS("x", EVS_EXPECT_ANY, &bad, 1, EVS_ERR_INVALID_ARGUMENT);
     bad = input(BAD_UTF8, "p", NULL, 1);
-    APPEND_FAILS("x", EVS_VERSION_ANY, &bad, 1, EVS_ERR_INVALID_ARGUMENT);
+    APPEND_FAILS("x", EVS_EXPECT_ANY, &bad, 1, EVS_ERR_INVALID_ARGUMENT);
     bad = input(long_type, "p", NULL, 1);
-    APPEND_FAILS("x", EVS_VERSION_ANY, &bad, 1, EVS_ERR_INVALID_ARGUMENT);
+    APPEND_FAILS("x", EVS_EXPECT_ANY, &bad, 1, EVS_ERR_INVALID_ARGUMENT);
     bad = input("T", NULL, NULL, 1);
     bad.payload_len = 4; /* NULL payload with a length */
-    APPEND_FAILS("x", EVS_VERSION_ANY, &bad, 1, EVS_ERR_INVALID_ARGUMENT);
+    APPEND_FAILS("x", EVS_EXPECT_ANY, &bad, 1, EVS_ERR_INVALID_ARGUMENT);
     bad = input("T", "p", NULL, 1);
     bad.metadata_len = 4; /* NULL metadata with a length */
-    APPEND_FAILS("x", EVS_VERSION_ANY, &bad, 1, EVS_ERR_INVALID_ARGUMENT);
+    APPEND_FAILS("x", EVS_EXPECT_ANY, &bad, 1, EVS_ERR_INVALID_ARGUMENT);
 
     /* one bad event in a batch: nothing of the batch is appended */
     {
         evs_event_input mixed[3];
+        { /* every entry starts with its size */
+            size_t i_;
+            for (i_ = 0; i_ < sizeof mixed / sizeof mixed[0]; i_++)
+                mixed[i_] = (evs_event_input)EVS_STRUCT_INIT(evs_event_input);
+        }
         mixed[0] = ev[0];
         mixed[1] = input(BAD_UTF8, "p", NULL, 1);
         mixed[2] = ev[2];
-        APPEND_FAILS("x", EVS_VERSION_ANY, mixed, 3, EVS_ERR_INVALID_ARGUMENT);
+        APPEND_FAILS("x", EVS_EXPECT_ANY, mixed, 3, EVS_ERR_INVALID_ARGUMENT);
         mixed[1] = input(NULL, "p", NULL, 1);
-        APPEND_FAILS("x", EVS_VERSION_NO_STREAM, mixed, 3, EVS_ERR_INVALID_ARGUMENT);
+        APPEND_FAILS("x", EVS_EXPECT_NO_STREAM, mixed, 3, EVS_ERR_INVALID_ARGUMENT);
     }
 
     CHECK_U64(next_position(s), before);
@@ -519,7 +535,7 @@ static void test_append_errors(evs_store *s)
     CHECK_I64(ver, -1);
 
     /* the limits themselves; both out-pointers may be NULL */
-    CHECK_OK(evs_append(s, max_stream, EVS_VERSION_NO_STREAM, ev, 3, NULL, NULL));
+    CHECK_OK(evs_append(s, max_stream, EVS_EXPECT_NO_STREAM, ev, 3, NULL, NULL));
     CHECK_U64(next_position(s), before + 3);
     ver = SENTINEL_I64;
     CHECK_OK(evs_stream_version(s, max_stream, &ver));
@@ -541,6 +557,11 @@ static void test_append_errors(evs_store *s)
 static void test_expected_versions(evs_store *s)
 {
     evs_event_input ev[3];
+    { /* every entry starts with its size */
+        size_t i_;
+        for (i_ = 0; i_ < sizeof ev / sizeof ev[0]; i_++)
+            ev[i_] = (evs_event_input)EVS_STRUCT_INIT(evs_event_input);
+    }
     uint64_t first, v, before;
     int64_t ver;
     int i;
@@ -551,9 +572,9 @@ static void test_expected_versions(evs_store *s)
     ev[1] = input("Changed", "{\"n\":1}", NULL, 1);
     ev[2] = input("Changed", "{\"n\":2}", NULL, 1);
 
-    /* EVS_VERSION_EXISTS on a missing stream */
+    /* EVS_EXPECT_EXISTS on a missing stream */
     first = v = SENTINEL_U64;
-    CHECK_STATUS(evs_append(s, "ev-stream", EVS_VERSION_EXISTS, ev, 1, &first, &v),
+    CHECK_STATUS(evs_append(s, "ev-stream", EVS_EXPECT_EXISTS, ev, 1, &first, &v),
                  EVS_ERR_WRONG_EXPECTED_VERSION);
     CHECK_U64(first, SENTINEL_U64);
     CHECK_U64(v, SENTINEL_U64);
@@ -562,28 +583,28 @@ static void test_expected_versions(evs_store *s)
                  EVS_ERR_WRONG_EXPECTED_VERSION);
     CHECK_U64(first, SENTINEL_U64);
 
-    /* EVS_VERSION_NO_STREAM on a missing stream */
+    /* EVS_EXPECT_NO_STREAM on a missing stream */
     before = next_position(s);
-    CHECK_OK(evs_append(s, "ev-stream", EVS_VERSION_NO_STREAM, ev, 1, &first, &v));
+    CHECK_OK(evs_append(s, "ev-stream", EVS_EXPECT_NO_STREAM, ev, 1, &first, &v));
     CHECK_U64(first, before);
     CHECK_U64(v, 0);
 
-    /* EVS_VERSION_NO_STREAM on an existing stream */
+    /* EVS_EXPECT_NO_STREAM on an existing stream */
     first = v = SENTINEL_U64;
-    CHECK_STATUS(evs_append(s, "ev-stream", EVS_VERSION_NO_STREAM, ev, 1, &first, &v),
+    CHECK_STATUS(evs_append(s, "ev-stream", EVS_EXPECT_NO_STREAM, ev, 1, &first, &v),
                  EVS_ERR_WRONG_EXPECTED_VERSION);
     CHECK_U64(first, SENTINEL_U64);
     CHECK_U64(v, SENTINEL_U64);
 
-    /* EVS_VERSION_EXISTS on an existing stream */
-    CHECK_OK(evs_append(s, "ev-stream", EVS_VERSION_EXISTS, ev + 1, 2, &first, &v));
+    /* EVS_EXPECT_EXISTS on an existing stream */
+    CHECK_OK(evs_append(s, "ev-stream", EVS_EXPECT_EXISTS, ev + 1, 2, &first, &v));
     CHECK_U64(first, before + 1);
     CHECK_U64(v, 2);
 
-    /* EVS_VERSION_ANY always */
-    CHECK_OK(evs_append(s, "ev-stream", EVS_VERSION_ANY, ev, 1, &first, &v));
+    /* EVS_EXPECT_ANY always */
+    CHECK_OK(evs_append(s, "ev-stream", EVS_EXPECT_ANY, ev, 1, &first, &v));
     CHECK_U64(v, 3);
-    CHECK_OK(evs_append(s, "ev-any-new", EVS_VERSION_ANY, ev, 1, &first, &v));
+    CHECK_OK(evs_append(s, "ev-any-new", EVS_EXPECT_ANY, ev, 1, &first, &v));
     CHECK_U64(v, 0);
 
     /* exact versions, up to version 12 */
@@ -632,10 +653,10 @@ static void test_too_large(void)
     uint8_t *big;
     size_t limit = 16 * MiB;
     uint64_t pos, v, before;
-    evs_event_input in, batch[5];
+    evs_event_input in = EVS_STRUCT_INIT(evs_event_input), batch[5];
     evs_cursor *c = NULL;
-    evs_event e;
-    evs_recovery_info info;
+    evs_event e = EVS_STRUCT_INIT(evs_event);
+    evs_recovery_info info = EVS_STRUCT_INIT(evs_recovery_info);
 
     TU_SECTION("size limits");
     big = (uint8_t *)malloc(limit + 1);
@@ -665,19 +686,20 @@ static void test_too_large(void)
     in.metadata_len = 0;
     in.schema_version = 1;
     pos = v = SENTINEL_U64;
-    CHECK_STATUS(evs_append(s, "big", EVS_VERSION_ANY, &in, 1, &pos, &v), EVS_ERR_TOO_LARGE);
+    CHECK_STATUS(evs_append(s, "big", EVS_EXPECT_ANY, &in, 1, &pos, &v), EVS_ERR_TOO_LARGE);
     CHECK_U64(pos, SENTINEL_U64);
     CHECK_U64(v, SENTINEL_U64);
     in.payload_len = limit - 10;
     in.metadata = big;
     in.metadata_len = 11;
-    CHECK_STATUS(evs_append(s, "big", EVS_VERSION_ANY, &in, 1, &pos, &v), EVS_ERR_TOO_LARGE);
+    CHECK_STATUS(evs_append(s, "big", EVS_EXPECT_ANY, &in, 1, &pos, &v), EVS_ERR_TOO_LARGE);
     CHECK_U64(pos, SENTINEL_U64);
 
     /* a batch at most 64 MiB: 5 x 15 MiB is too large even though each event fits */
     {
         int i;
         for (i = 0; i < 5; i++) {
+            batch[i] = (evs_event_input)EVS_STRUCT_INIT(evs_event_input);
             batch[i].event_type = "Chunk";
             batch[i].payload = big;
             batch[i].payload_len = 15 * MiB;
@@ -685,7 +707,7 @@ static void test_too_large(void)
             batch[i].metadata_len = 0;
             batch[i].schema_version = 1;
         }
-        CHECK_STATUS(evs_append(s, "big", EVS_VERSION_ANY, batch, 5, &pos, &v),
+        CHECK_STATUS(evs_append(s, "big", EVS_EXPECT_ANY, batch, 5, &pos, &v),
                      EVS_ERR_TOO_LARGE);
         CHECK_U64(pos, SENTINEL_U64);
     }
@@ -696,7 +718,7 @@ static void test_too_large(void)
     CHECK_U64(pos, before);
     in.payload_len = limit - 100;
     in.metadata_len = 100;
-    CHECK_OK(evs_append(s, "big", EVS_VERSION_NO_STREAM, &in, 1, &pos, &v));
+    CHECK_OK(evs_append(s, "big", EVS_EXPECT_NO_STREAM, &in, 1, &pos, &v));
     CHECK_U64(pos, before + 1);
     CHECK_U64(v, 0);
     CHECK_OK(evs_close(s));
@@ -729,6 +751,7 @@ static void test_too_large(void)
     if (s != NULL) {
         int i;
         for (i = 0; i < 2; i++) {
+            batch[i] = (evs_event_input)EVS_STRUCT_INIT(evs_event_input);
             batch[i].event_type = "Chunk";
             batch[i].payload = big;
             batch[i].payload_len = 40000;
@@ -737,17 +760,17 @@ static void test_too_large(void)
             batch[i].schema_version = 1;
         }
         pos = SENTINEL_U64;
-        CHECK_STATUS(evs_append(s, "chunks", EVS_VERSION_ANY, batch, 2, &pos, NULL),
+        CHECK_STATUS(evs_append(s, "chunks", EVS_EXPECT_ANY, batch, 2, &pos, NULL),
                      EVS_ERR_TOO_LARGE);
         CHECK_U64(pos, SENTINEL_U64);
         batch[0].payload_len = 70000;
-        CHECK_STATUS(evs_append(s, "chunks", EVS_VERSION_ANY, batch, 1, &pos, NULL),
+        CHECK_STATUS(evs_append(s, "chunks", EVS_EXPECT_ANY, batch, 1, &pos, NULL),
                      EVS_ERR_TOO_LARGE);
         CHECK_STATUS(evs_append_event(s, "Chunk", big, 70000, &pos), EVS_ERR_TOO_LARGE);
         CHECK_U64(pos, SENTINEL_U64);
         CHECK_U64(next_position(s), 0);
         batch[0].payload_len = 40000;
-        CHECK_OK(evs_append(s, "chunks", EVS_VERSION_ANY, batch, 1, &pos, NULL));
+        CHECK_OK(evs_append(s, "chunks", EVS_EXPECT_ANY, batch, 1, &pos, NULL));
         CHECK_U64(pos, 0);
         CHECK_OK(evs_close(s));
     }
@@ -761,12 +784,12 @@ static void test_small_segments(void)
     char path[2048];
     evs_store *s;
     evs_options *o;
-    evs_recovery_info info;
+    evs_recovery_info info = EVS_STRUCT_INIT(evs_recovery_info);
     uint8_t buf[10000];
     int i, n = 40;
     uint64_t pos;
     evs_cursor *c = NULL;
-    evs_event e;
+    evs_event e = EVS_STRUCT_INIT(evs_event);
 
     TU_SECTION("many segments");
     o = evs_options_new();
@@ -787,6 +810,7 @@ static void test_small_segments(void)
     }
     CHECK_OK(evs_close(s));
     memset(&info, 0xAB, sizeof info);
+    info.struct_size = sizeof info;
     s = open_store(path, o, &info);
     if (s != NULL) {
         CHECK_U64(info.next_position, (uint64_t)n);
@@ -886,7 +910,7 @@ static void check_event(const evs_event *e, int check_timestamp)
 static void check_all_forward(evs_store *s, int check_timestamps)
 {
     evs_cursor *c = NULL;
-    evs_event e;
+    evs_event e = EVS_STRUCT_INIT(evs_event);
     uint64_t i;
     if (!CHECK_OK(evs_read_all(s, 0, &c)))
         return;
@@ -903,6 +927,11 @@ static void check_all_forward(evs_store *s, int check_timestamps)
 static void build_reading_store(evs_store *s)
 {
     evs_event_input in[3];
+    { /* every entry starts with its size */
+        size_t i_;
+        for (i_ = 0; i_ < sizeof in / sizeof in[0]; i_++)
+            in[i_] = (evs_event_input)EVS_STRUCT_INIT(evs_event_input);
+    }
     uint64_t pos, v;
 
     pos = v = SENTINEL_U64;
@@ -914,7 +943,7 @@ static void build_reading_store(evs_store *s)
     in[0] = input("OrderPlaced", "p1", "m1", 0);
     in[1] = input("OrderPaid", "p2", NULL, 3);
     in[2] = input("OrderShipped", NULL, "m3", 1);
-    CHECK_OK(evs_append(s, "orders-1", EVS_VERSION_NO_STREAM, in, 3, &pos, &v));
+    CHECK_OK(evs_append(s, "orders-1", EVS_EXPECT_NO_STREAM, in, 3, &pos, &v));
     CHECK_U64(pos, 1);
     CHECK_U64(v, 2);
     expect("orders-1", 0, "OrderPlaced", 1, "p1", 2, "m1", 2);
@@ -930,7 +959,7 @@ static void build_reading_store(evs_store *s)
     in[0] = input("OrderPlaced", "q1", NULL, 7);
     in[1] = input("OrderCancelled", "q2", "why", 2);
     in[0].metadata = g_binary; /* a non-NULL pointer with length 0 */
-    CHECK_OK(evs_append(s, "orders-2", EVS_VERSION_ANY, in, 2, &pos, &v));
+    CHECK_OK(evs_append(s, "orders-2", EVS_EXPECT_ANY, in, 2, &pos, &v));
     CHECK_U64(pos, 5);
     CHECK_U64(v, 1);
     expect("orders-2", 0, "OrderPlaced", 7, "q1", 2, "", 0);
@@ -947,7 +976,7 @@ static void build_reading_store(evs_store *s)
 static void test_read_forward(evs_store *s, uint64_t t_before, uint64_t t_after)
 {
     evs_cursor *c, *sentinel_cursor = (evs_cursor *)&c;
-    evs_event e;
+    evs_event e = EVS_STRUCT_INIT(evs_event);
     uint64_t i, prev_ts = 0;
 
     TU_SECTION("evs_read_all / evs_cursor_next");
@@ -1013,7 +1042,7 @@ static void test_read_forward(evs_store *s, uint64_t t_before, uint64_t t_after)
 static void test_read_backward(evs_store *s)
 {
     evs_cursor *c, *sentinel_cursor = (evs_cursor *)&c;
-    evs_event e;
+    evs_event e = EVS_STRUCT_INIT(evs_event);
     uint64_t i, n = g_nexp;
 
     TU_SECTION("evs_read_all_backward");
@@ -1068,7 +1097,7 @@ static void test_read_backward(evs_store *s)
 static void test_read_stream(evs_store *s)
 {
     evs_cursor *c, *sentinel_cursor = (evs_cursor *)&c;
-    evs_event e;
+    evs_event e = EVS_STRUCT_INIT(evs_event);
     static const uint64_t orders1[] = {1, 2, 3, 7};
     uint64_t i;
     char *long_stream = repeat('s', 1025);
@@ -1212,7 +1241,7 @@ static void test_position_at(evs_store *s)
 static void test_tailing(evs_store *s)
 {
     evs_cursor *fwd = NULL, *back = NULL;
-    evs_event e;
+    evs_event e = EVS_STRUCT_INIT(evs_event);
     uint64_t pos, i;
     static const char tail_payload[] = "tail";
 
@@ -1258,7 +1287,7 @@ static void test_empty_store_reads(void)
     char path[2048];
     evs_store *s;
     evs_cursor *c = NULL;
-    evs_event e;
+    evs_event e = EVS_STRUCT_INIT(evs_event);
     uint64_t p;
 
     TU_SECTION("reading an empty store");
@@ -1294,16 +1323,17 @@ static void test_empty_store_reads(void)
 static evs_store *test_persistence(evs_store *s, const char *path)
 {
     evs_options *o;
-    evs_recovery_info info;
+    evs_recovery_info info = EVS_STRUCT_INIT(evs_recovery_info);
     int64_t v;
     uint64_t pos, ver;
-    evs_event_input in;
+    evs_event_input in = EVS_STRUCT_INIT(evs_event_input);
 
     TU_SECTION("persistence across close and reopen");
     CHECK_OK(evs_close(s));
     o = evs_options_new();
     CHECK_OK(evs_options_set_snapshot_every(o, 0));
     memset(&info, 0xAB, sizeof info);
+    info.struct_size = sizeof info;
     s = open_store(path, o, &info);
     evs_options_free(o);
     if (s == NULL)
@@ -1326,7 +1356,7 @@ static evs_store *test_persistence(evs_store *s, const char *path)
     /* appends continue: positions and stream versions pick up where they were */
     in = input("OrderArchived", "z", NULL, 0);
     pos = ver = SENTINEL_U64;
-    CHECK_STATUS(evs_append(s, "orders-1", EVS_VERSION_NO_STREAM, &in, 1, &pos, &ver),
+    CHECK_STATUS(evs_append(s, "orders-1", EVS_EXPECT_NO_STREAM, &in, 1, &pos, &ver),
                  EVS_ERR_WRONG_EXPECTED_VERSION);
     CHECK_OK(evs_append(s, "orders-1", 3, &in, 1, &pos, &ver));
     CHECK_U64(pos, g_nexp);
@@ -1334,7 +1364,7 @@ static evs_store *test_persistence(evs_store *s, const char *path)
     expect("orders-1", 4, "OrderArchived", 1, "z", 1, "", 0);
     {
         evs_cursor *c = NULL;
-        evs_event e;
+        evs_event e = EVS_STRUCT_INIT(evs_event);
         if (CHECK_OK(evs_read_all(s, g_nexp - 1, &c))) {
             if (CHECK_OK(evs_cursor_next(c, &e))) {
                 check_event(&e, 0);
@@ -1351,15 +1381,16 @@ static void test_read_only(const char *path)
 {
     evs_options *o;
     evs_store *s;
-    evs_recovery_info info;
+    evs_recovery_info info = EVS_STRUCT_INIT(evs_recovery_info);
     uint64_t pos, ver;
     int64_t v;
-    evs_event_input in;
+    evs_event_input in = EVS_STRUCT_INIT(evs_event_input);
 
     TU_SECTION("read-only store");
     o = evs_options_new();
     CHECK_OK(evs_options_set_read_only(o, true));
     memset(&info, 0xAB, sizeof info);
+    info.struct_size = sizeof info;
     s = open_store(path, o, &info);
     evs_options_free(o);
     if (s == NULL)
@@ -1379,11 +1410,11 @@ static void test_read_only(const char *path)
     CHECK_U64(pos, SENTINEL_U64);
     in = input("E", "x", NULL, 1);
     pos = ver = SENTINEL_U64;
-    CHECK_STATUS(evs_append(s, "orders-1", EVS_VERSION_ANY, &in, 1, &pos, &ver),
+    CHECK_STATUS(evs_append(s, "orders-1", EVS_EXPECT_ANY, &in, 1, &pos, &ver),
                  EVS_ERR_READ_ONLY);
     CHECK_U64(pos, SENTINEL_U64);
     CHECK_U64(ver, SENTINEL_U64);
-    CHECK_STATUS(evs_append(s, "new-stream", EVS_VERSION_NO_STREAM, &in, 1, &pos, &ver),
+    CHECK_STATUS(evs_append(s, "new-stream", EVS_EXPECT_NO_STREAM, &in, 1, &pos, &ver),
                  EVS_ERR_READ_ONLY);
     CHECK_OK(evs_sync(s));
     CHECK_U64(next_position(s), g_nexp);
@@ -1442,8 +1473,8 @@ static void test_stream_cursor_tails(void)
     char path[2048];
     evs_store *s;
     evs_cursor *c = NULL;
-    evs_event e;
-    evs_event_input in;
+    evs_event e = EVS_STRUCT_INIT(evs_event);
+    evs_event_input in = EVS_STRUCT_INIT(evs_event_input);
     uint64_t pos;
 
     TU_SECTION("a stream cursor sees later appends to its stream only");
@@ -1452,12 +1483,12 @@ static void test_stream_cursor_tails(void)
     if (s == NULL)
         return;
     in = input("A", "a0", NULL, 1);
-    CHECK_OK(evs_append(s, "tail-me", EVS_VERSION_NO_STREAM, &in, 1, NULL, NULL));
+    CHECK_OK(evs_append(s, "tail-me", EVS_EXPECT_NO_STREAM, &in, 1, NULL, NULL));
     if (CHECK_OK(evs_read_stream(s, "tail-me", 0, &c))) {
         CHECK_OK(evs_cursor_next(c, &e));
         CHECK_STATUS(evs_cursor_next(c, &e), EVS_END);
         in = input("B", "other", NULL, 1);
-        CHECK_OK(evs_append(s, "not-me", EVS_VERSION_ANY, &in, 1, NULL, NULL));
+        CHECK_OK(evs_append(s, "not-me", EVS_EXPECT_ANY, &in, 1, NULL, NULL));
         CHECK_OK(evs_append_event(s, "C", (const uint8_t *)"x", 1, &pos));
         CHECK_STATUS(evs_cursor_next(c, &e), EVS_END);
         in = input("A", "a1", NULL, 1);
@@ -1479,7 +1510,7 @@ static void test_read_only_beside_writer(bool preallocate)
     evs_store *w, *r = NULL;
     evs_options *o, *wo;
     evs_cursor *c = NULL;
-    evs_event e;
+    evs_event e = EVS_STRUCT_INIT(evs_event);
     uint64_t pos, p;
 
     printf("-- a read-only store beside a writer (preallocate %s)\n", preallocate ? "on" : "off");
@@ -1527,7 +1558,7 @@ static void test_cursor_outlives_store(void)
     char path[2048];
     evs_store *s;
     evs_cursor *c = NULL;
-    evs_event e;
+    evs_event e = EVS_STRUCT_INIT(evs_event);
     uint64_t pos;
     int i;
     evs_status st;
@@ -1610,7 +1641,7 @@ static void test_torn_and_zero_tails(void)
 {
     char path[2048], seg[2200];
     evs_store *s;
-    evs_recovery_info info;
+    evs_recovery_info info = EVS_STRUCT_INIT(evs_recovery_info);
     uint64_t pos;
     int i;
     /* the start of a record (klen 8, vlen 64, flags 0, part of a key) cut off by a crash;
@@ -1645,6 +1676,7 @@ static void test_torn_and_zero_tails(void)
         evs_options_free(ro);
     }
     memset(&info, 0xAB, sizeof info);
+    info.struct_size = sizeof info;
     s = open_store(path, NULL, &info);
     if (s == NULL)
         return;
@@ -1657,6 +1689,7 @@ static void test_torn_and_zero_tails(void)
     CHECK_U64(pos, 5);
     CHECK_OK(evs_close(s));
     memset(&info, 0xAB, sizeof info);
+    info.struct_size = sizeof info;
     s = open_store(path, NULL, &info);
     if (s == NULL)
         return;
@@ -1670,6 +1703,7 @@ static void test_torn_and_zero_tails(void)
         return;
     CHECK(append_bytes(seg, zeros, sizeof zeros));
     memset(&info, 0xAB, sizeof info);
+    info.struct_size = sizeof info;
     s = open_store(path, NULL, &info);
     if (s == NULL)
         return;
@@ -1677,7 +1711,7 @@ static void test_torn_and_zero_tails(void)
     CHECK_U64(next_position(s), 6);
     {
         evs_cursor *c = NULL;
-        evs_event e;
+        evs_event e = EVS_STRUCT_INIT(evs_event);
         uint64_t n = 0;
         if (CHECK_OK(evs_read_all(s, 0, &c))) {
             while (evs_cursor_next(c, &e) == EVS_OK)
@@ -1788,10 +1822,10 @@ static void test_legacy_store(void)
     static const char deposited[] = "{\"MoneyDeposited\":{\"account_id\":\"alice\",\"amount\":500}}";
     static const uint8_t check_rec[] = {0x01, 0x02, 0x00, 0x01, 0x68, 0x69};
     evs_store *s;
-    evs_recovery_info info;
+    evs_recovery_info info = EVS_STRUCT_INIT(evs_recovery_info);
     evs_cursor *c = NULL;
-    evs_event e;
-    evs_account a;
+    evs_event e = EVS_STRUCT_INIT(evs_event);
+    evs_account a = EVS_STRUCT_INIT(evs_account);
     uint64_t pos;
     FILE *f;
 
@@ -1814,6 +1848,8 @@ static void test_legacy_store(void)
     CHECK(fclose(f) == 0);
 
     memset(&info, 0xAB, sizeof info);
+
+    info.struct_size = sizeof info;
     s = open_store(path, NULL, &info);
     if (s == NULL)
         return;
@@ -1845,6 +1881,7 @@ static void test_legacy_store(void)
     }
     /* the legacy account events count (AccountOpened v1 is upcast to "USD") */
     memset(&a, 0, sizeof a);
+    a.struct_size = sizeof a;
     if (CHECK_OK(evs_account_get(s, "alice", &a))) {
         CHECK_I64(a.balance, 1500);
         CHECK_STR(a.currency, "USD");
@@ -1863,6 +1900,7 @@ static void test_legacy_store(void)
     if (s != NULL) {
         CHECK_U64(info.next_position, 5);
         memset(&a, 0, sizeof a);
+        a.struct_size = sizeof a;
         if (CHECK_OK(evs_account_get(s, "alice", &a))) {
             CHECK_I64(a.balance, 1501);
             CHECK_U64(a.version, 3);
@@ -1977,6 +2015,11 @@ static int child_main(int argc, char **argv)
     if (strncmp(mode, "crash-", 6) == 0) {
         /* append batches of 3 and report each acknowledged batch until killed */
         evs_event_input in[3];
+        { /* every entry starts with its size */
+            size_t i_;
+            for (i_ = 0; i_ < sizeof in / sizeof in[0]; i_++)
+                in[i_] = (evs_event_input)EVS_STRUCT_INIT(evs_event_input);
+        }
         uint64_t first;
         int64_t version = -1;
         long k;
@@ -2005,7 +2048,7 @@ static int child_main(int argc, char **argv)
                 in[j].metadata_len = 0;
                 in[j].schema_version = 1;
             }
-            st = evs_append(s, "crash", version < 0 ? EVS_VERSION_NO_STREAM : version, in, 3,
+            st = evs_append(s, "crash", version < 0 ? EVS_EXPECT_NO_STREAM : version, in, 3,
                             &first, NULL);
             if (st != EVS_OK)
                 return 5;
@@ -2095,9 +2138,9 @@ static void test_killed_writer(const char *policy)
     long acked = 0;
     int status = 0;
     evs_store *s;
-    evs_recovery_info info;
+    evs_recovery_info info = EVS_STRUCT_INIT(evs_recovery_info);
     evs_cursor *c = NULL;
-    evs_event e;
+    evs_event e = EVS_STRUCT_INIT(evs_event);
     int64_t v = -5;
 
     snprintf(mode, sizeof mode, "crash-%s", policy);
@@ -2129,6 +2172,8 @@ static void test_killed_writer(const char *policy)
     CHECK(acked >= 300);
 
     memset(&info, 0xAB, sizeof info);
+
+    info.struct_size = sizeof info;
     s = open_store(path, NULL, &info);
     if (s == NULL)
         return;

@@ -22,8 +22,11 @@ static void append_n(evs_store *s, const char *stream, int from, int n)
     char payload[32];
     for (int i = from; i < from + n; i++) {
         snprintf(payload, sizeof payload, "parent-%d", i);
-        evs_event_input ev = {"Noted", (const uint8_t *)payload, strlen(payload), NULL, 0, 1};
-        CHECK_OK(evs_append(s, stream, EVS_VERSION_ANY, &ev, 1, NULL, NULL));
+        evs_event_input ev = EVS_STRUCT_INIT(evs_event_input);
+        ev.event_type = "Noted";
+        ev.payload = (const uint8_t *)payload;
+        ev.payload_len = strlen(payload);
+        CHECK_OK(evs_append(s, stream, EVS_EXPECT_ANY, &ev, 1, NULL, NULL));
     }
 }
 
@@ -32,10 +35,13 @@ static int child(evs_store *inherited, const char *own_path)
 {
     int bad = 0;
     char pid[32];
-    evs_event_input ev = {"Child", (const uint8_t *)"child", 5, NULL, 0, 1};
+    evs_event_input ev = EVS_STRUCT_INIT(evs_event_input);
+    ev.event_type = "Child";
+    ev.payload = (const uint8_t *)"child";
+    ev.payload_len = 5;
     snprintf(pid, sizeof pid, "%ld", (long)getpid());
 
-    evs_status st = evs_append(inherited, "s", EVS_VERSION_ANY, &ev, 1, NULL, NULL);
+    evs_status st = evs_append(inherited, "s", EVS_EXPECT_ANY, &ev, 1, NULL, NULL);
     bad |= st != EVS_ERR_INVALID_ARGUMENT;
     bad |= strstr(evs_last_error_message(), "process") == NULL;
     bad |= strstr(evs_last_error_message(), pid) == NULL;
@@ -47,7 +53,7 @@ static int child(evs_store *inherited, const char *own_path)
     if (evs_open(own_path, NULL, &own, NULL) != EVS_OK)
         return 10;
     for (int i = 0; i < 5; i++)
-        bad |= evs_append(own, "mine", EVS_VERSION_ANY, &ev, 1, NULL, NULL) != EVS_OK;
+        bad |= evs_append(own, "mine", EVS_EXPECT_ANY, &ev, 1, NULL, NULL) != EVS_OK;
     bad |= evs_close(own) != EVS_OK;
 
     bad |= evs_close(inherited) != EVS_ERR_INVALID_ARGUMENT;
@@ -86,7 +92,7 @@ int main(void)
         return tu_finish();
     evs_cursor *c = NULL;
     CHECK_OK(evs_read_all(s, 0, &c));
-    evs_event e;
+    evs_event e = EVS_STRUCT_INIT(evs_event);
     int n = 0;
     char want[32];
     while (evs_cursor_next(c, &e) == EVS_OK) {

@@ -135,7 +135,7 @@ static void append_n(evs_store *s, const char *type, const char *tag, long n)
 
 static evs_event_input input(const char *type, const char *payload)
 {
-    evs_event_input in;
+    evs_event_input in = EVS_STRUCT_INIT(evs_event_input);
     in.event_type = type;
     in.payload = (const uint8_t *)payload;
     in.payload_len = payload ? strlen(payload) : 0;
@@ -147,8 +147,9 @@ static evs_event_input input(const char *type, const char *payload)
 
 static evs_stats get_stats(evs_store *s)
 {
-    evs_stats st;
+    evs_stats st = EVS_STRUCT_INIT(evs_stats);
     memset(&st, 0xAB, sizeof st);
+    st.struct_size = sizeof st;
     CHECK_OK(evs_stats_get(s, &st));
     return st;
 }
@@ -157,7 +158,7 @@ static evs_stats get_stats(evs_store *s)
 static int wait_live_subscriptions(evs_store *s, uint64_t want, long timeout_ms)
 {
     uint64_t end = mono_ms() + (uint64_t)timeout_ms;
-    evs_stats st;
+    evs_stats st = EVS_STRUCT_INIT(evs_stats);
     for (;;) {
         if (evs_stats_get(s, &st) == EVS_OK && st.subscriptions == want)
             return 1;
@@ -473,7 +474,7 @@ static void test_errors(void)
     evs_subscription *h = SENTINEL_SUB;
     evs_cursor *c = SENTINEL_CURSOR;
     char *text = SENTINEL_TEXT;
-    evs_stats stats;
+    evs_stats stats = EVS_STRUCT_INIT(evs_stats);
     const char *one_type[1];
     const char *null_type[1];
     const char *bad_type[1];
@@ -575,6 +576,11 @@ static void *cu_writer_main(void *arg)
     char payloads[5][48];
     char stream[32];
     evs_event_input in[5];
+    { /* every entry starts with its size */
+        size_t i_;
+        for (i_ = 0; i_ < sizeof in / sizeof in[0]; i_++)
+            in[i_] = (evs_event_input)EVS_STRUCT_INIT(evs_event_input);
+    }
 
     snprintf(stream, sizeof stream, "cu-w%d", w->id);
     while (seq < w->count) {
@@ -599,7 +605,7 @@ static void *cu_writer_main(void *arg)
                 snprintf(payloads[i], sizeof payloads[i], "w%d-e%ld", w->id, seq + i);
                 in[i] = input(i % 2 ? "Odd" : "Even", payloads[i]);
             }
-            if (!CHECK_OK(evs_append(w->store, stream, EVS_VERSION_ANY, in, (size_t)n, &first,
+            if (!CHECK_OK(evs_append(w->store, stream, EVS_EXPECT_ANY, in, (size_t)n, &first,
                                      NULL))) {
                 w->failures++;
                 return NULL;
@@ -628,6 +634,11 @@ static void test_catch_up(long history, long live)
     uint64_t i, mismatches = 0, missing = 0, twice = 0;
     long k, started = 0;
     evs_event_input in[4];
+    { /* every entry starts with its size */
+        size_t i_;
+        for (i_ = 0; i_ < sizeof in / sizeof in[0]; i_++)
+            in[i_] = (evs_event_input)EVS_STRUCT_INIT(evs_event_input);
+    }
     char payloads[4][48];
     uint64_t first;
 
@@ -657,7 +668,7 @@ static void test_catch_up(long history, long live)
             snprintf(payloads[j], sizeof payloads[j], "history-%ld", k + j);
             in[j] = input("History", payloads[j]);
         }
-        if (!CHECK_OK(evs_append(s, "history", EVS_VERSION_ANY, in, (size_t)n, &first, NULL)))
+        if (!CHECK_OK(evs_append(s, "history", EVS_EXPECT_ANY, in, (size_t)n, &first, NULL)))
             break;
         for (j = 0; j < n; j++)
             expected[first + (uint64_t)j] = fnv1a(payloads[j], strlen(payloads[j]));
@@ -771,6 +782,11 @@ static void test_event_views(void)
     static struct view_ctx x;
     evs_subscription *h;
     evs_event_input in[2];
+    { /* every entry starts with its size */
+        size_t i_;
+        for (i_ = 0; i_ < sizeof in / sizeof in[0]; i_++)
+            in[i_] = (evs_event_input)EVS_STRUCT_INIT(evs_event_input);
+    }
     static const uint8_t binary[] = {0x00, 0xff, 0x10, 0x00, 0x7f};
     uint8_t *big;
     const size_t big_len = (size_t)MiB + 3;
@@ -813,7 +829,7 @@ static void test_event_views(void)
     in[1].metadata = NULL;
     in[1].metadata_len = 0;
     in[1].schema_version = 7;
-    CHECK_OK(evs_append(s, "view-stream", EVS_VERSION_NO_STREAM, in, 2, NULL, NULL));
+    CHECK_OK(evs_append(s, "view-stream", EVS_EXPECT_NO_STREAM, in, 2, NULL, NULL));
     /* 3: a 1 MiB payload */
     in[0].event_type = "Big";
     in[0].payload = big;
@@ -955,8 +971,8 @@ static int32_t reentrant_hook(struct sub *s, const evs_event *e)
         char payload[48];
         uint64_t p = SENTINEL_U64;
         evs_cursor *c = NULL;
-        evs_event ev;
-        evs_stats st;
+        evs_event ev = EVS_STRUCT_INIT(evs_event);
+        evs_stats st = EVS_STRUCT_INIT(evs_stats);
         char *text = NULL;
         long done_pings;
 
@@ -997,6 +1013,11 @@ static int32_t reentrant_hook(struct sub *s, const evs_event *e)
         }
         if (done_pings % 10 == 0) {
             evs_event_input in[2];
+            { /* every entry starts with its size */
+                size_t i_;
+                for (i_ = 0; i_ < sizeof in / sizeof in[0]; i_++)
+                    in[i_] = (evs_event_input)EVS_STRUCT_INIT(evs_event_input);
+            }
             in[0] = input("InCallback", "a");
             in[1] = input("InCallback", "b");
             if (CHECK_OK(evs_metrics_text(r->store, &text)) && CHECK(text != NULL)) {
@@ -1005,7 +1026,7 @@ static int32_t reentrant_hook(struct sub *s, const evs_event *e)
                 pthread_mutex_unlock(&s->mu);
             }
             evs_string_free(text);
-            if (CHECK_OK(evs_append(r->store, "cb-stream", EVS_VERSION_ANY, in, 2, NULL,
+            if (CHECK_OK(evs_append(r->store, "cb-stream", EVS_EXPECT_ANY, in, 2, NULL,
                                     NULL))) {
                 pthread_mutex_lock(&s->mu);
                 r->stream_appends += 2;
@@ -1040,7 +1061,7 @@ static void test_append_from_callback(void)
     struct sub cb;
     struct reentrant r;
     evs_subscription *h;
-    evs_account acct;
+    evs_account acct = EVS_STRUCT_INIT(evs_account);
     uint64_t expected_total;
     const long pings = 50;
 
@@ -1668,9 +1689,14 @@ static void filter_round(evs_store *s)
                 return;
         } else {
             evs_event_input in[3];
+            { /* every entry starts with its size */
+                size_t i_;
+                for (i_ = 0; i_ < sizeof in / sizeof in[0]; i_++)
+                    in[i_] = (evs_event_input)EVS_STRUCT_INIT(evs_event_input);
+            }
             for (i = 0; i < batches[b].n; i++)
                 in[i] = input(batches[b].types[i], "x");
-            if (!CHECK_OK(evs_append(s, batches[b].stream, EVS_VERSION_ANY, in,
+            if (!CHECK_OK(evs_append(s, batches[b].stream, EVS_EXPECT_ANY, in,
                                      (size_t)batches[b].n, &first, NULL)))
                 return;
         }
@@ -1832,7 +1858,7 @@ static void test_filters(void)
  * `from` with payloads "e-<position>". */
 static uint64_t drain(evs_cursor *c, uint64_t from, uint64_t *bad)
 {
-    evs_event e;
+    evs_event e = EVS_STRUCT_INIT(evs_event);
     uint64_t n = 0;
     evs_status st;
     char want[48];
@@ -1853,7 +1879,7 @@ static uint64_t poll_count(evs_store *s, uint64_t from, size_t max, uint64_t *ba
 {
     evs_cursor *c = NULL;
     uint64_t n;
-    evs_event e;
+    evs_event e = EVS_STRUCT_INIT(evs_event);
     if (!CHECK_OK(evs_poll(s, from, max, &c)))
         return UINT64_MAX;
     n = drain(c, from, bad);
@@ -1867,7 +1893,7 @@ static void test_poll(void)
     char path[2048];
     evs_store *s;
     evs_cursor *c = NULL;
-    evs_event e;
+    evs_event e = EVS_STRUCT_INIT(evs_event);
     uint64_t bad = 0, n, more;
 
     section("evs_poll", 120);
@@ -2283,8 +2309,13 @@ static void test_metrics(void)
     char path[2048];
     evs_store *s;
     static struct metrics m; /* large: not on the stack */
-    evs_stats st, st2;
+    evs_stats st = EVS_STRUCT_INIT(evs_stats), st2 = EVS_STRUCT_INIT(evs_stats);
     evs_event_input in[3];
+    { /* every entry starts with its size */
+        size_t i_;
+        for (i_ = 0; i_ < sizeof in / sizeof in[0]; i_++)
+            in[i_] = (evs_event_input)EVS_STRUCT_INIT(evs_event_input);
+    }
     uint64_t pos;
     int i;
     double sum = 0;
@@ -2315,11 +2346,11 @@ static void test_metrics(void)
     in[1] = input("gamma", "g");
     in[2] = input("beta", "b");
     for (i = 0; i < 4; i++)
-        CHECK_OK(evs_append(s, "m-1", EVS_VERSION_ANY, in, 3, NULL, NULL));
+        CHECK_OK(evs_append(s, "m-1", EVS_EXPECT_ANY, in, 3, NULL, NULL));
     for (i = 0; i < 2; i++)
         CHECK_OK(evs_append_event(s, weird, (const uint8_t *)"w", 1, &pos));
     in[0] = input(multi, "m");
-    CHECK_OK(evs_append(s, "m-2", EVS_VERSION_ANY, in, 1, NULL, NULL));
+    CHECK_OK(evs_append(s, "m-2", EVS_EXPECT_ANY, in, 1, NULL, NULL));
     CHECK_OK(evs_sync(s));
     /* 7 + 12 + 2 + 1 events in 7 + 4 + 2 + 1 append calls */
 
@@ -2398,8 +2429,13 @@ static void test_stats(void)
 {
     char path[2048];
     evs_store *s;
-    evs_stats st;
+    evs_stats st = EVS_STRUCT_INIT(evs_stats);
     evs_event_input in[3];
+    { /* every entry starts with its size */
+        size_t i_;
+        for (i_ = 0; i_ < sizeof in / sizeof in[0]; i_++)
+            in[i_] = (evs_event_input)EVS_STRUCT_INIT(evs_event_input);
+    }
     uint64_t pos;
     int i;
     struct sub a, b, c;
@@ -2423,8 +2459,8 @@ static void test_stats(void)
     in[0] = input("T", "1");
     in[1] = input("T", "2");
     in[2] = input("T", "3");
-    CHECK_OK(evs_append(s, "st-1", EVS_VERSION_ANY, in, 3, NULL, NULL));
-    CHECK_OK(evs_append(s, "st-2", EVS_VERSION_NO_STREAM, in, 3, NULL, NULL));
+    CHECK_OK(evs_append(s, "st-1", EVS_EXPECT_ANY, in, 3, NULL, NULL));
+    CHECK_OK(evs_append(s, "st-2", EVS_EXPECT_NO_STREAM, in, 3, NULL, NULL));
     CHECK_OK(evs_sync(s));
     st = get_stats(s);
     CHECK_U64(st.events, 11);

@@ -88,6 +88,11 @@ static void *writer_main(void *arg)
         } else {
             /* one event (kind 3..6) or a batch of 2..5 (kind 7..9) to one of its streams */
             evs_event_input in[MAX_BATCH];
+            { /* every entry starts with its size */
+                size_t i_;
+                for (i_ = 0; i_ < sizeof in / sizeof in[0]; i_++)
+                    in[i_] = (evs_event_input)EVS_STRUCT_INIT(evs_event_input);
+            }
             long n = kind < 7 ? 1 : 2 + (long)(tu_rand(&rng) % (MAX_BATCH - 1));
             int64_t expected;
             uint64_t first = UINT64_MAX, last_version = UINT64_MAX;
@@ -108,9 +113,9 @@ static void *writer_main(void *arg)
             }
             /* exact versions mostly; sometimes ANY / NO_STREAM / EXISTS */
             if (version[k] < 0)
-                expected = (tu_rand(&rng) % 2) ? EVS_VERSION_NO_STREAM : EVS_VERSION_ANY;
+                expected = (tu_rand(&rng) % 2) ? EVS_EXPECT_NO_STREAM : EVS_EXPECT_ANY;
             else if (tu_rand(&rng) % 4 == 0)
-                expected = (tu_rand(&rng) % 2) ? EVS_VERSION_EXISTS : EVS_VERSION_ANY;
+                expected = (tu_rand(&rng) % 2) ? EVS_EXPECT_EXISTS : EVS_EXPECT_ANY;
             else
                 expected = version[k];
             if (!CHECK_OK(evs_append(w->store, stream, expected, in, (size_t)n, &first,
@@ -136,7 +141,7 @@ static void *tail_reader_main(void *arg)
 {
     long *seen_out = (long *)arg;
     evs_cursor *c = NULL;
-    evs_event e;
+    evs_event e = EVS_STRUCT_INIT(evs_event);
     uint64_t expect = 0, prev_ts = 0;
     int done_seen = 0;
 
@@ -177,7 +182,7 @@ static void *probe_reader_main(void *arg)
     long *rounds = (long *)arg;
     while (!writers_done()) {
         evs_cursor *c = NULL;
-        evs_event e;
+        evs_event e = EVS_STRUCT_INIT(evs_event);
         evs_status st;
         char stream[24], prefix[8];
         int w = (int)(tu_rand(&rng) % WRITERS), k = (int)(tu_rand(&rng) % STREAMS_PER_WRITER);
@@ -233,7 +238,7 @@ static void verify(evs_store *s, struct writer *writers, long total)
 {
     struct seen *by_pos = (struct seen *)calloc((size_t)total, sizeof *by_pos);
     evs_cursor *c = NULL;
-    evs_event e;
+    evs_event e = EVS_STRUCT_INIT(evs_event);
     long i, n = 0, mismatches = 0;
     int w, k;
     evs_status st;
@@ -348,7 +353,7 @@ static void *hot_main(void *arg)
     while (h->wins < h->target) {
         int64_t v = INT64_MIN;
         char payload[32];
-        evs_event_input in;
+        evs_event_input in = EVS_STRUCT_INIT(evs_event_input);
         uint64_t got = UINT64_MAX;
         evs_status st;
         if (!CHECK_OK(evs_stream_version(h->store, "hot", &v)))
@@ -360,8 +365,8 @@ static void *hot_main(void *arg)
         in.metadata = NULL;
         in.metadata_len = 0;
         in.schema_version = 1;
-        /* -1 would mean EVS_VERSION_ANY: a missing stream is EVS_VERSION_NO_STREAM */
-        st = evs_append(h->store, "hot", v < 0 ? EVS_VERSION_NO_STREAM : v, &in, 1, NULL, &got);
+        /* -1 would mean EVS_EXPECT_ANY: a missing stream is EVS_EXPECT_NO_STREAM */
+        st = evs_append(h->store, "hot", v < 0 ? EVS_EXPECT_NO_STREAM : v, &in, 1, NULL, &got);
         if (st == EVS_OK) {
             if (!CHECK_U64(got, (uint64_t)(v + 1)))
                 return NULL;
@@ -387,7 +392,7 @@ static void test_hot_stream(const char *root)
     int i;
     int64_t v = INT64_MIN;
     evs_cursor *c = NULL;
-    evs_event e;
+    evs_event e = EVS_STRUCT_INIT(evs_event);
     evs_status st;
 
     TU_SECTION("8 threads appending to one stream with expected versions");
@@ -463,7 +468,7 @@ static void run_scenario(const char *root, const char *name, const evs_options *
     struct writer writers[WRITERS];
     pthread_t wt[WRITERS], tail_thread, probe_thread;
     long tail_seen = -1, probe_rounds = 0, total;
-    evs_recovery_info info;
+    evs_recovery_info info = EVS_STRUCT_INIT(evs_recovery_info);
     int i;
 
     total = g_per_writer * WRITERS;
@@ -505,6 +510,7 @@ static void run_scenario(const char *root, const char *name, const evs_options *
     TU_SECTION("the same after close and reopen");
     g_store = NULL;
     memset(&info, 0xAB, sizeof info);
+    info.struct_size = sizeof info;
     if (CHECK_OK(evs_open(path, opts, &g_store, &info))) {
         CHECK_U64(info.next_position, (uint64_t)total);
         CHECK(!info.corruption_detected);

@@ -211,7 +211,7 @@ static int child_main(int argc, char **argv)
     evs_options *o;
     evs_store *s = NULL;
     evs_status st;
-    evs_recovery_info info;
+    evs_recovery_info info = EVS_STRUCT_INIT(evs_recovery_info);
     int64_t versions[N_STREAMS];
     char stream_names[N_STREAMS][32];
     char acc[N_ACCOUNTS][16];
@@ -257,7 +257,7 @@ static int child_main(int argc, char **argv)
         evs_stream_version(s, stream_names[i], &versions[i]);
     }
     for (i = 0; i < N_ACCOUNTS; i++) {
-        evs_account a;
+        evs_account a = EVS_STRUCT_INIT(evs_account);
         uint64_t pos = 0;
         snprintf(acc[i], sizeof acc[i], "acct%d", i);
         if (evs_account_get(s, acc[i], &a) != EVS_ERR_NOT_FOUND)
@@ -291,20 +291,25 @@ static int child_main(int argc, char **argv)
             int k = (int)(tu_rand(&rng) % N_STREAMS);
             uint32_t n = 1 + (uint32_t)(tu_rand(&rng) % 8), j;
             evs_event_input in[8];
+            { /* every entry starts with its size */
+                size_t i_;
+                for (i_ = 0; i_ < sizeof in / sizeof in[0]; i_++)
+                    in[i_] = (evs_event_input)EVS_STRUCT_INIT(evs_event_input);
+            }
             uint8_t *meta[8];
             size_t off = 0;
             uint64_t e = tu_rand(&rng) % 100;
             int64_t expected;
             if (e < 80)
-                expected = versions[k] < 0 ? EVS_VERSION_NO_STREAM : versions[k];
+                expected = versions[k] < 0 ? EVS_EXPECT_NO_STREAM : versions[k];
             else if (e < 88)
-                expected = EVS_VERSION_ANY;
+                expected = EVS_EXPECT_ANY;
             else if (e < 92)
-                expected = EVS_VERSION_EXISTS;
+                expected = EVS_EXPECT_EXISTS;
             else if (e < 96)
                 expected = versions[k] + 1; /* wrong */
             else
-                expected = versions[k] < 0 ? 0 : EVS_VERSION_NO_STREAM; /* wrong */
+                expected = versions[k] < 0 ? 0 : EVS_EXPECT_NO_STREAM; /* wrong */
             put_u8(&b, OP_BATCH);
             put_str(&b, stream_names[k]);
             put_i64(&b, expected);
@@ -694,11 +699,11 @@ static uint32_t plan(model_t *m, const op_t *op, evs_status *want, xevent out[8]
         rel_stream *s = (rel_stream *)rel_map_get(&m->streams, op->a, strlen(op->a));
         int64_t cur = s ? s->last_version : -1;
         int ok;
-        if (op->num == EVS_VERSION_ANY)
+        if (op->num == EVS_EXPECT_ANY)
             ok = 1;
-        else if (op->num == EVS_VERSION_NO_STREAM)
+        else if (op->num == EVS_EXPECT_NO_STREAM)
             ok = cur < 0;
-        else if (op->num == EVS_VERSION_EXISTS)
+        else if (op->num == EVS_EXPECT_EXISTS)
             ok = cur >= 0;
         else
             ok = op->num == cur;
@@ -936,7 +941,7 @@ static unsigned long compare_model(evs_store *s, model_t *m, const rel_state *st
     for (i = 0; i < m->accounts.cap; i++) {
         rel_entry *en = &m->accounts.slots[i];
         rel_account *want = (rel_account *)en->val, *folded;
-        evs_account got;
+        evs_account got = EVS_STRUCT_INIT(evs_account);
         evs_status rc;
         if (en->key == NULL || !want->exists)
             continue;
@@ -1053,7 +1058,7 @@ static void round_once(const store_cfg *cfg, model_t *m, uint64_t seed, int poli
     int have_inflight = 0, opened = 0;
     unsigned long v_proto = 0, v_result = 0, v_lost = 0, v_partial = 0, v_model = 0;
     evs_store *s;
-    evs_recovery_info info;
+    evs_recovery_info info = EVS_STRUCT_INIT(evs_recovery_info);
     rel_state st;
     verify_t v;
     char label[64];
@@ -1164,6 +1169,7 @@ static void round_once(const store_cfg *cfg, model_t *m, uint64_t seed, int poli
 
     /* Reopen and compare. */
     memset(&info, 0, sizeof info);
+    info.struct_size = sizeof info;
     s = open_for_check(cfg, &info);
     if (s == NULL) {
         tu_check(0, "the store reopens after the kill", __FILE__, __LINE__);
@@ -1227,7 +1233,7 @@ static void round_once(const store_cfg *cfg, model_t *m, uint64_t seed, int poli
 
     /* Every fifth round: a second reopen must find the same log and nothing to repair. */
     if (round % 5 == 0) {
-        evs_recovery_info info2;
+        evs_recovery_info info2 = EVS_STRUCT_INIT(evs_recovery_info);
         CHECK_OK(evs_close(s));
         s = open_for_check(cfg, &info2);
         if (s != NULL) {

@@ -245,7 +245,7 @@ static uint64_t check_fill(evs_store *s, fill_log *l, const char *label, int ref
 
 static evs_status append_attempt(evs_store *s, fill_log *l, uint8_t *buf)
 {
-    evs_event_input e;
+    evs_event_input e = EVS_STRUCT_INIT(evs_event_input);
     uint64_t pos = UINT64_MAX;
     evs_status st;
     uint64_t n = l->attempts++;
@@ -256,7 +256,7 @@ static evs_status append_attempt(evs_store *s, fill_log *l, uint8_t *buf)
     e.metadata = NULL;
     e.metadata_len = 0;
     e.schema_version = 1;
-    st = evs_append(s, "fill", EVS_VERSION_ANY, &e, 1, &pos, NULL);
+    st = evs_append(s, "fill", EVS_EXPECT_ANY, &e, 1, &pos, NULL);
     l->pos_of[n] = st == EVS_OK ? pos : UINT64_MAX;
     return st;
 }
@@ -534,7 +534,7 @@ static void expect_open_fails(const char *dir, int read_only, evs_status want1,
     if (st == EVS_OK) {
         uint64_t n = count_events(s);
         evs_cursor *c = NULL;
-        evs_event e;
+        evs_event e = EVS_STRUCT_INIT(evs_event);
         evs_status rs = evs_read_all(s, 0, &c);
         if (rs == EVS_OK) {
             while ((rs = evs_cursor_next(c, &e)) == EVS_OK) {

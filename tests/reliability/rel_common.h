@@ -453,7 +453,7 @@ static inline unsigned long rel_check_store(evs_store *s, rel_state *st, rel_eve
                                      const char *label)
 {
     evs_cursor *c = NULL;
-    evs_event e;
+    evs_event e = EVS_STRUCT_INIT(evs_event);
     evs_status rc;
     unsigned long v_gap = 0, v_ts = 0, v_ver = 0, v_acct = 0, v_parse = 0, v_get = 0,
                   v_sv = 0, v_end = 0;
@@ -545,11 +545,12 @@ static inline unsigned long rel_check_store(evs_store *s, rel_state *st, rel_eve
     for (i = 0; i < st->accounts.cap; i++) {
         rel_entry *en = &st->accounts.slots[i];
         rel_account *a;
-        evs_account got;
+        evs_account got = EVS_STRUCT_INIT(evs_account);
         if (en->key == NULL)
             continue;
         a = (rel_account *)en->val;
         memset(&got, 0, sizeof got);
+        got.struct_size = sizeof got;
         rc = evs_account_get(s, en->key, &got);
         if (rc != EVS_OK || got.balance != a->balance || (int)got.is_closed != a->closed ||
             got.version != a->version || got.last_position != a->last_position ||

@@ -97,6 +97,11 @@ static void *own_writer(void *arg)
     }
     while (!g_stop) {
         evs_event_input in[10];
+        { /* every entry starts with its size */
+            size_t i_;
+            for (i_ = 0; i_ < sizeof in / sizeof in[0]; i_++)
+                in[i_] = (evs_event_input)EVS_STRUCT_INIT(evs_event_input);
+        }
         uint32_t n = 1 + (uint32_t)(tu_rand(&rng) % 10), j;
         uint64_t first = 0, ver = 0;
         evs_status st;
@@ -116,7 +121,7 @@ static void *own_writer(void *arg)
             in[j].metadata_len = 0;
             in[j].schema_version = 1;
         }
-        st = evs_append(g_s, name[k], v < 0 ? EVS_VERSION_NO_STREAM : v, in, n, &first, &ver);
+        st = evs_append(g_s, name[k], v < 0 ? EVS_EXPECT_NO_STREAM : v, in, n, &first, &ver);
         if (st != EVS_OK) {
             unexpected("append to an own stream", st);
             continue;
@@ -157,6 +162,11 @@ static void *shared_writer(void *arg)
             char name[32];
             int64_t v = -7;
             evs_event_input in[3];
+            { /* every entry starts with its size */
+                size_t i_;
+                for (i_ = 0; i_ < sizeof in / sizeof in[0]; i_++)
+                    in[i_] = (evs_event_input)EVS_STRUCT_INIT(evs_event_input);
+            }
             uint32_t n = 1 + (uint32_t)(tu_rand(&rng) % 3), j;
             int64_t expected;
             snprintf(name, sizeof name, "shared-%d", (int)(tu_rand(&rng) % SHARED_STREAMS));
@@ -165,8 +175,8 @@ static void *shared_writer(void *arg)
                 unexpected("evs_stream_version", st);
                 continue;
             }
-            expected = tu_rand(&rng) % 5 == 0 ? EVS_VERSION_ANY
-                       : v < 0                ? EVS_VERSION_NO_STREAM
+            expected = tu_rand(&rng) % 5 == 0 ? EVS_EXPECT_ANY
+                       : v < 0                ? EVS_EXPECT_NO_STREAM
                                               : v;
             for (j = 0; j < n; j++) {
                 in[j].event_type = "Shared";
@@ -287,7 +297,7 @@ static void *reader(void *arg)
     while (!g_stop) {
         uint64_t next = 0, r = tu_rand(&rng) % 5, n = 0;
         evs_cursor *c = NULL;
-        evs_event e;
+        evs_event e = EVS_STRUCT_INIT(evs_event);
         evs_status st;
         evs_position_at(g_s, UINT64_MAX, &next);
         if (r == 0 || r == 1) {
@@ -373,7 +383,7 @@ static void *reader(void *arg)
             }
         } else {
             char a[16];
-            evs_account acc;
+            evs_account acc = EVS_STRUCT_INIT(evs_account);
             snprintf(a, sizeof a, "acc-%d", (int)(tu_rand(&rng) % ACCOUNTS));
             st = evs_account_get(g_s, a, &acc);
             if (st != EVS_OK)
@@ -496,9 +506,9 @@ static void *snapshotter(void *arg)
     (void)arg;
     while (!g_stop) {
         evs_status st = evs_snapshot(g_s, NULL);
-        evs_stats stats;
+        evs_stats stats = EVS_STRUCT_INIT(evs_stats);
         char *text = NULL;
-        evs_account acc;
+        evs_account acc = EVS_STRUCT_INIT(evs_account);
         if (st != EVS_OK)
             unexpected("evs_snapshot", st);
         else

@@ -97,6 +97,7 @@ public final class Store {
         }
         var h: OpaquePointer? = nil
         var info = evs_recovery_info()
+        info.struct_size = MemoryLayout<evs_recovery_info>.size
         try check(evs_open(path, options, &h, &info))
         handle = h
         recoveryInfo = info
@@ -146,9 +147,15 @@ public final class Store {
         let status: Int32 = type.withCString { ctype -> Int32 in
             payload.withUnsafeBufferPointer { p -> Int32 in
                 metadata.withUnsafeBufferPointer { m -> Int32 in
-                    var input = evs_event_input(event_type: ctype, payload: p.baseAddress, payload_len: p.count,
-                                                metadata: m.baseAddress, metadata_len: m.count,
-                                                schema_version: schemaVersion)
+                    // Every caller-allocated struct starts with its size (EVS_STRUCT_INIT).
+                    var input = evs_event_input()
+                    input.struct_size = MemoryLayout<evs_event_input>.size
+                    input.event_type = ctype
+                    input.payload = p.baseAddress
+                    input.payload_len = p.count
+                    input.metadata = m.baseAddress
+                    input.metadata_len = m.count
+                    input.schema_version = schemaVersion
                     return evs_append(h, stream, expectedVersion, &input, 1, &first, &version)
                 }
             }
@@ -165,6 +172,7 @@ public final class Store {
         defer { evs_cursor_free(cursor) }
         var events: [Event] = []
         var e = evs_event()
+        e.struct_size = MemoryLayout<evs_event>.size
         while try check(evs_cursor_next(cursor, &e)) == 0 {  // EVS_OK; EVS_END (1) stops
             events.append(Event(
                 position: e.position,
@@ -229,6 +237,7 @@ public final class Store {
     public func account(id: String) throws -> Account {
         let h = try open()
         var a = evs_account()
+        a.struct_size = MemoryLayout<evs_account>.size
         try check(evs_account_get(h, id, &a))
         return Store.makeAccount(a)
     }
@@ -237,6 +246,7 @@ public final class Store {
     public func account(id: String, asOfMicros: UInt64) throws -> Account {
         let h = try open()
         var a = evs_account()
+        a.struct_size = MemoryLayout<evs_account>.size
         try check(evs_account_get_at(h, id, asOfMicros, &a))
         return Store.makeAccount(a)
     }

@@ -1,0 +1,119 @@
+//! Idempotent appends: an append retried after a timeout or an I/O error finds the events
+//! it stored the first time (by their ids) and returns their positions instead of storing
+//! them again. Runs under the writer's lock, so two retries cannot both write.
+
+use super::ids::EventId;
+use super::{AppendResult, Store, StreamAppend, Writer};
+use crate::error::{Error, ErrorKind, Result};
+
+/// Where an id's event is: its position, stream and stream version.
+type Stored = (u64, String, u64);
+
+fn hex(id: &EventId) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Store {
+    /// The event stored with `id`, confirmed by reading its id from the log (the index
+    /// only gives candidates).
+    fn find_id(&self, w: &Writer, id: &EventId) -> Result<Option<Stored>> {
+        if w.pending
+            .iter()
+            .flat_map(|p| &p.events)
+            .any(|(_, e)| e.id.as_ref() == Some(id))
+        {
+            // Under EVS_FSYNC_ALWAYS the first attempt is written but not yet durable: a
+            // success now could acknowledge events that its fdatasync then loses.
+            return Err(Error::new(
+                ErrorKind::Busy,
+                format!(
+                    "an append with event id {} is still being made durable: retry once it has returned",
+                    hex(id)
+                ),
+            ));
+        }
+        let (exact, maybe) = self.ids.candidates(id);
+        for p in [exact, maybe].into_iter().flatten() {
+            if let Some((stored, stream, version)) = self.stored_id(p)? {
+                if &stored == id {
+                    return Ok(Some((p, stream, version)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// `Some` when every event of the append has an id that is stored already: the
+    /// result of the first attempt. `None` when none of its ids is stored (a new append).
+    /// An append where only some are is refused (EVS_ERR_ALREADY_EXISTS): a retry must
+    /// repeat the whole append, and guessing which part is new could store half of it.
+    pub(super) fn find_retry(
+        &self,
+        w: &Writer,
+        appends: &[StreamAppend<'_>],
+    ) -> Result<Option<AppendResult>> {
+        let events = || appends.iter().flat_map(|a| a.events.iter());
+        let mut ids: Vec<&EventId> = events().filter_map(|e| e.id.as_ref()).collect();
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        ids.sort_unstable();
+        if let Some(twice) = ids.windows(2).find(|p| p[0] == p[1]) {
+            return Err(Error::invalid(format!(
+                "event id {} appears twice in one append",
+                hex(twice[0])
+            )));
+        }
+        let mut found: Vec<Option<Stored>> = Vec::new();
+        for e in events() {
+            found.push(match &e.id {
+                Some(id) => self.find_id(w, id)?,
+                None => None,
+            });
+        }
+        let Some(old) = found.iter().position(Option::is_some) else {
+            return Ok(None);
+        };
+        if let Some(new) = found.iter().position(Option::is_none) {
+            let at = found[old].as_ref().map_or(0, |f| f.0);
+            let why = match events().nth(new).and_then(|e| e.id) {
+                Some(_) => "was not",
+                None => "has no id",
+            };
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!(
+                    "events[{old}]'s id was appended before (at position {at}) but \
+                     events[{new}]'s {why}: a retry must repeat the whole append; nothing \
+                     was written"
+                ),
+            ));
+        }
+        let mut found = found.into_iter().flatten();
+        let mut first = None;
+        let mut stream_versions = Vec::with_capacity(appends.len());
+        for (i, a) in appends.iter().enumerate() {
+            let mut last = 0;
+            for _ in a.events {
+                let (position, stream, version) = found.next().expect("one per event");
+                if stream != a.stream {
+                    return Err(Error::new(
+                        ErrorKind::AlreadyExists,
+                        format!(
+                            "the event id at position {position} belongs to an event of \
+                             stream '{stream}', not '{}' (append {i}); nothing was written",
+                            a.stream
+                        ),
+                    ));
+                }
+                first.get_or_insert(position);
+                last = version;
+            }
+            stream_versions.push(last);
+        }
+        Ok(Some(AppendResult {
+            first_position: first.unwrap_or(0),
+            stream_versions,
+        }))
+    }
+}

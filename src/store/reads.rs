@@ -1,0 +1,237 @@
+//! Reads beyond the plain cursors: one stream backward, a category (every stream whose
+//! name starts with a prefix) forward in position order, the list of streams, and the
+//! lookups behind idempotent appends.
+
+use super::ids::EventId;
+use super::{Event, EventRef, Store};
+use crate::error::{Error, ErrorKind, Result};
+use crate::wal::Position;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// Events located at once, to read one by one.
+const BATCH: usize = 64;
+
+/// Reads the events at the located positions, one per call, through the store's caches.
+struct Located {
+    ahead: VecDeque<(u64, Position, Option<u64>)>,
+    files: Option<(u64, crate::wal::vfs::FileRef)>,
+    buf: Vec<u8>,
+    legacy: Option<Event>,
+}
+
+impl Located {
+    fn new() -> Self {
+        Located {
+            ahead: VecDeque::new(),
+            files: None,
+            buf: Vec::new(),
+            legacy: None,
+        }
+    }
+
+    fn push(&mut self, index: &super::index::Index, positions: &[u64]) {
+        for &p in positions {
+            if let Some((at, end)) = Store::locate(index, p) {
+                self.ahead.push_back((p, at, end));
+            }
+        }
+    }
+
+    fn next<'a>(&'a mut self, store: &Store) -> Result<Option<EventRef<'a>>> {
+        let Some((position, at, end)) = self.ahead.pop_front() else {
+            return Ok(None);
+        };
+        store
+            .read_located(
+                position,
+                at,
+                end,
+                &mut self.files,
+                &mut self.buf,
+                &mut self.legacy,
+            )
+            .map(Some)
+    }
+}
+
+/// One stream's events from a version down to 0. Sees no events appended after it was
+/// opened.
+pub struct StreamBackwardCursor {
+    store: Arc<Store>,
+    stream: String,
+    /// The version of the next event to return, while `more`.
+    next_version: u64,
+    more: bool,
+    located: Located,
+}
+
+impl StreamBackwardCursor {
+    // Not an Iterator: each event borrows the cursor's buffer until the next call.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<Option<EventRef<'_>>> {
+        if self.located.ahead.is_empty() && self.more {
+            let index = self.store.index.read().unwrap_or_else(|e| e.into_inner());
+            let positions = index.stream(&self.stream);
+            let end = (self.next_version as usize + 1).min(positions.len());
+            let start = end.saturating_sub(BATCH);
+            let batch: Vec<u64> = positions[start..end].iter().rev().copied().collect();
+            self.located.push(&index, &batch);
+            drop(index);
+            if start == 0 {
+                self.more = false;
+            } else {
+                self.next_version = start as u64 - 1;
+            }
+        }
+        self.located.next(&self.store)
+    }
+}
+
+/// Events of every stream whose name starts with a prefix, in position order, from a
+/// position on; sees events appended (also to streams created) while it runs.
+pub struct CategoryCursor {
+    store: Arc<Store>,
+    prefix: String,
+    /// The next position to look from.
+    next: u64,
+    /// Stream ids of the category, and how many streams existed when they were found.
+    streams: Vec<u32>,
+    streams_seen: usize,
+    located: Located,
+}
+
+impl CategoryCursor {
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+
+    // Not an Iterator: each event borrows the cursor's buffer until the next call.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<Option<EventRef<'_>>> {
+        if self.located.ahead.is_empty() {
+            if self.store.options.read_only {
+                self.store.refresh()?;
+            }
+            let index = self.store.index.read().unwrap_or_else(|e| e.into_inner());
+            if index.streams.len() != self.streams_seen {
+                // New streams since we looked: add those of the category (ids only grow).
+                let seen = self.streams_seen as u32;
+                let prefix = &self.prefix;
+                self.streams.extend(
+                    index
+                        .stream_ids
+                        .iter()
+                        .filter(|(name, &id)| id >= seen && name.starts_with(prefix.as_str()))
+                        .map(|(_, &id)| id),
+                );
+                self.streams_seen = index.streams.len();
+            }
+            // The next BATCH positions of the category: each stream's first BATCH from
+            // `next` on, merged.
+            let committed = self.store.committed();
+            let mut found: Vec<u64> = Vec::new();
+            for &id in &self.streams {
+                let ps = &index.streams[id as usize];
+                let from = ps.partition_point(|&p| p < self.next);
+                found.extend(ps[from..].iter().take(BATCH).filter(|&&p| p < committed));
+            }
+            found.sort_unstable();
+            found.truncate(BATCH);
+            if let Some(&last) = found.last() {
+                self.next = last + 1;
+            }
+            self.located.push(&index, &found);
+        }
+        self.located.next(&self.store)
+    }
+}
+
+/// A stream, as `list_streams` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamInfo {
+    pub name: String,
+    /// The version of its last event.
+    pub version: u64,
+    /// The position of its first event.
+    pub first_position: u64,
+}
+
+impl Store {
+    /// One stream's events from `from_version` (inclusive; past its end: the last event)
+    /// down to version 0.
+    pub fn read_stream_backward(
+        self: &Arc<Self>,
+        stream: &str,
+        from_version: u64,
+    ) -> Result<StreamBackwardCursor> {
+        let Some(version) = self.stream_version(stream)? else {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("stream '{stream}' does not exist"),
+            ));
+        };
+        Ok(StreamBackwardCursor {
+            store: self.clone(),
+            stream: stream.to_owned(),
+            next_version: from_version.min(version),
+            more: true,
+            located: Located::new(),
+        })
+    }
+
+    /// Events of every stream whose name starts with `prefix` (non-empty), from position
+    /// `from` on.
+    pub fn read_category(self: &Arc<Self>, prefix: &str, from: u64) -> Result<CategoryCursor> {
+        super::check_name("stream prefix", prefix, false)?;
+        let next = self.next_position();
+        if from > next {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("position {from} is past the end of the log (the next position is {next})"),
+            ));
+        }
+        Ok(CategoryCursor {
+            store: self.clone(),
+            prefix: prefix.to_owned(),
+            next: from,
+            streams: Vec::new(),
+            streams_seen: 0,
+            located: Located::new(),
+        })
+    }
+
+    /// Every stream with its version and first position, in creation order (a copy of the
+    /// names, taken now).
+    pub fn list_streams(&self) -> Result<Vec<StreamInfo>> {
+        if self.options.read_only {
+            self.refresh()?;
+        }
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+        let mut names: Vec<(u32, &str)> = index
+            .stream_ids
+            .iter()
+            .map(|(name, &id)| (id, &**name))
+            .collect();
+        names.sort_unstable_by_key(|n| n.0);
+        Ok(names
+            .into_iter()
+            .filter_map(|(id, name)| {
+                let ps = &index.streams[id as usize];
+                Some(StreamInfo {
+                    name: name.to_owned(),
+                    version: (ps.len() as u64).checked_sub(1)?,
+                    first_position: *ps.first()?,
+                })
+            })
+            .collect())
+    }
+
+    /// The id stored with the event at `position`, if it has one.
+    pub(crate) fn stored_id(&self, position: u64) -> Result<Option<(EventId, String, u64)>> {
+        let mut buf = Vec::new();
+        let mut legacy = None;
+        let e = self.read_at(position, &mut buf, &mut legacy)?;
+        Ok(e.id.map(|id| (id, e.stream.to_owned(), e.stream_version)))
+    }
+}
