@@ -385,7 +385,7 @@ impl Store {
             snapshots: AtomicU64::new(0),
             open_time: report.open_time,
             closed: AtomicBool::new(false),
-            owner_pid: std::process::id(),
+            owner_pid: crate::wal::process::id(),
             options,
             ids,
         };
@@ -495,7 +495,7 @@ impl Store {
     /// child shares the parent's files and lock but not its threads, buffers or indexes,
     /// so anything it wrote would overwrite the parent's events.
     pub fn check_owner(&self) -> Result<()> {
-        let me = std::process::id();
+        let me = crate::wal::process::id();
         if me != self.owner_pid {
             return Err(Error::invalid(format!(
                 "store {} was opened by process {}, used from process {me}; a child process must open stores of its own",

@@ -191,7 +191,7 @@ impl Wal {
         };
         let inner = Arc::new(Inner {
             config,
-            pid: std::process::id(),
+            pid: crate::wal::process::id(),
             io: Mutex::new(()),
             state: Mutex::new(state),
             progress: Condvar::new(),
@@ -546,7 +546,7 @@ impl Inner {
     /// Refuses a call from a process other than the one that opened the log (a fork
     /// child shares the parent's files and lock, but not its threads or its buffer).
     pub(crate) fn check_process(&self) -> Result<()> {
-        let me = std::process::id();
+        let me = crate::wal::process::id();
         if me != self.pid {
             return Err(Error::invalid(format!(
                 "the log {} was opened by process {}, used from process {me}; a child process must open stores of its own",

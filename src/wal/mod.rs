@@ -2,6 +2,7 @@
 //! segments of CRC-checked records, group commit, fsync policies, recovery, reading.
 
 mod log;
+pub mod process;
 mod reader;
 pub mod record;
 mod recovery;
