@@ -116,8 +116,14 @@ pub struct StreamCursor {
     ahead: std::collections::VecDeque<(u64, Position, Option<u64>)>,
     files: Option<(u64, crate::wal::vfs::FileRef)>,
     buf: Vec<u8>,
+    /// What `buf` holds when it holds a run of adjacent records: their segment and the
+    /// byte range `[start, end)` of it.
+    span: Option<(u64, u64, u64)>,
     legacy: Option<Event>,
 }
+
+/// A run of adjacent records read at once is at most this long.
+const SPAN_MAX: u64 = 1 << 20;
 
 impl StreamCursor {
     pub(crate) fn new(store: Arc<Store>, stream: String, from_version: u64) -> Self {
@@ -128,8 +134,37 @@ impl StreamCursor {
             ahead: Default::default(),
             files: None,
             buf: Vec::new(),
+            span: None,
             legacy: None,
         }
+    }
+
+    /// Reads the run of adjacent records that starts with the one at `at` (ending at
+    /// `end`) and continues with the located events after it, in one read: a stream
+    /// appended in batches has its events side by side in the log.
+    fn read_span(&mut self, at: Position, end: u64) -> Result<()> {
+        let mut span_end = end;
+        for &(_, next, next_end) in &self.ahead {
+            match next_end {
+                Some(e)
+                    if next.segment_id == at.segment_id
+                        && next.offset == span_end
+                        && e - at.offset <= SPAN_MAX =>
+                {
+                    span_end = e
+                }
+                _ => break,
+            }
+        }
+        self.span = None;
+        self.store.wal().read_exact_cached(
+            &mut self.files,
+            at,
+            (span_end - at.offset) as usize,
+            &mut self.buf,
+        )?;
+        self.span = Some((at.segment_id, at.offset, span_end));
+        Ok(())
     }
 
     // Not an Iterator: each event borrows the cursor's buffer until the next call.
@@ -156,6 +191,18 @@ impl StreamCursor {
             return Ok(None);
         };
         self.next_version += 1;
+        if let Some(end) = end.filter(|&e| e > at.offset && e - at.offset <= SPAN_MAX) {
+            let inside = |&(seg, start, stop): &(u64, u64, u64)| {
+                seg == at.segment_id && start <= at.offset && end <= stop
+            };
+            if !self.span.as_ref().is_some_and(inside) {
+                self.read_span(at, end)?;
+            }
+            let (_, start, _) = self.span.expect("read_span sets it");
+            let bytes = &self.buf[(at.offset - start) as usize..(end - start) as usize];
+            return decode_record(position, at, bytes, &mut self.legacy).map(Some);
+        }
+        self.span = None;
         self.store
             .read_located(
                 position,
@@ -167,4 +214,25 @@ impl StreamCursor {
             )
             .map(Some)
     }
+}
+
+/// Decodes the whole record `bytes` (read from `at`) as the event at `position`.
+fn decode_record<'a>(
+    position: u64,
+    at: Position,
+    bytes: &'a [u8],
+    legacy: &'a mut Option<Event>,
+) -> Result<EventRef<'a>> {
+    let damaged = |what: &str| {
+        Error::corrupt(format!(
+            "the record of position {position} (segment {} offset {}): {what}",
+            at.segment_id, at.offset
+        ))
+    };
+    let d = crate::wal::record::decode(bytes).map_err(|e| damaged(e.describe()))?;
+    if d.len != bytes.len() {
+        return Err(damaged("it does not end where the next record starts"));
+    }
+    check_plain(&d.record, at)?;
+    decode_event(position, d.record.key, d.record.value, legacy)
 }
