@@ -70,7 +70,8 @@ pub const PROJECTION_NAME: &str = "accounts";
 
 #[derive(Default)]
 pub struct AccountProjection {
-    accounts: RwLock<HashMap<String, Account>>,
+    /// foldhash rather than SipHash: a lookup on every account call.
+    accounts: RwLock<HashMap<String, Account, foldhash::fast::RandomState>>,
 }
 
 impl AccountProjection {
@@ -135,8 +136,9 @@ impl Projection for AccountProjection {
     }
 
     fn restore(&self, bytes: &[u8]) -> Result<()> {
-        let map: HashMap<String, Account> = serde_json::from_slice(bytes)
-            .map_err(|e| Error::corrupt(format!("the accounts in the snapshot: {e}")))?;
+        let map: HashMap<String, Account, foldhash::fast::RandomState> =
+            serde_json::from_slice(bytes)
+                .map_err(|e| Error::corrupt(format!("the accounts in the snapshot: {e}")))?;
         *self.accounts.write().unwrap_or_else(|e| e.into_inner()) = map;
         Ok(())
     }

@@ -6,6 +6,7 @@
 //! in (they would be ignored otherwise) and are left untouched in what it gets back.
 
 use crate::error::{Error, Result};
+use std::fmt::Display;
 use std::mem::{size_of, MaybeUninit};
 
 /// The largest `struct_size` accepted: far past any struct of this API, and small enough
@@ -25,7 +26,16 @@ pub(crate) unsafe trait Extensible: Sized {
     const MIN_SIZE: usize;
 }
 
-fn check_size<T: Extensible>(size: usize, name: &str) -> Result<usize> {
+/// `name[i]`, formatted only when an error message needs it.
+struct Entry<'a>(&'a str, usize);
+
+impl Display for Entry<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}[{}]", self.0, self.1)
+    }
+}
+
+fn check_size<T: Extensible>(size: usize, name: &dyn Display) -> Result<usize> {
     if size == 0 {
         return Err(Error::invalid(format!(
             "{name}->struct_size is 0: set it to sizeof({t}), e.g. with EVS_STRUCT_INIT({t})",
@@ -50,7 +60,7 @@ fn check_size<T: Extensible>(size: usize, name: &str) -> Result<usize> {
 /// # Safety
 /// `p` is non-NULL and points to at least `struct_size` readable bytes, where
 /// `struct_size` is the first `usize` there.
-unsafe fn read_at<T: Extensible>(p: *const u8, name: &str) -> Result<(T, usize)> {
+unsafe fn read_at<T: Extensible>(p: *const u8, name: &dyn Display) -> Result<(T, usize)> {
     // SAFETY: the caller's struct starts with its size (C API contract); it may sit at
     // any alignment inside an array of the caller's stride.
     let size = check_size::<T>(unsafe { p.cast::<usize>().read_unaligned() }, name)?;
@@ -109,7 +119,7 @@ pub(crate) unsafe fn input_array<T: Extensible>(
     // SAFETY: the first entry starts with its size (C API contract).
     let stride = check_size::<T>(
         unsafe { base.cast::<usize>().read_unaligned() },
-        &format!("{name}[0]"),
+        &Entry(name, 0),
     )?;
     if stride
         .checked_mul(count)
@@ -121,7 +131,8 @@ pub(crate) unsafe fn input_array<T: Extensible>(
     }
     let mut out = Vec::with_capacity(count);
     for i in 0..count {
-        let entry = format!("{name}[{i}]");
+        // Named for a message only if one is needed: no string built per entry.
+        let entry = Entry(name, i);
         // SAFETY: entry i starts i strides in, inside the caller's array (size checked).
         let at = unsafe { base.add(i * stride) };
         // SAFETY: as above; each entry starts with its size.
@@ -176,7 +187,7 @@ pub(crate) unsafe fn out_struct<T: Extensible>(p: *mut T, name: &str) -> Result<
         return Err(Error::invalid(format!("{name} is NULL")));
     }
     // SAFETY: the caller's struct starts with its size (C API contract).
-    let size = check_size::<T>(unsafe { p.cast::<usize>().read_unaligned() }, name)?;
+    let size = check_size::<T>(unsafe { p.cast::<usize>().read_unaligned() }, &name)?;
     Ok(OutStruct { p, size })
 }
 

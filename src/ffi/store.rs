@@ -617,24 +617,17 @@ unsafe fn events_arg<'a>(
     let raw = unsafe { input_array(events, count, crate::store::MAX_BATCH_EVENTS, name) }?;
     let mut inputs = Vec::with_capacity(count);
     for (i, e) in raw.iter().enumerate() {
+        // Argument names for messages are built only when a field is refused: the happy
+        // path of every append would otherwise format three strings an event.
+        let named = |err: Error| Error::new(err.kind, format!("{name}[{i}].{}", err.message));
         // SAFETY: each field follows the C API contract; lengths are checked before use.
-        let event_type = unsafe { str_arg(e.event_type, &format!("{name}[{i}].event_type")) }?;
-        let payload = unsafe {
-            bytes_arg(
-                e.payload,
-                e.payload_len,
-                max,
-                &format!("{name}[{i}].payload"),
-            )
-        }?;
-        let metadata = unsafe {
-            bytes_arg(
-                e.metadata,
-                e.metadata_len,
-                max,
-                &format!("{name}[{i}].metadata"),
-            )
-        }?;
+        let event_type = unsafe { str_arg(e.event_type, "event_type") }.map_err(named)?;
+        // SAFETY: as above.
+        let payload =
+            unsafe { bytes_arg(e.payload, e.payload_len, max, "payload") }.map_err(named)?;
+        // SAFETY: as above.
+        let metadata =
+            unsafe { bytes_arg(e.metadata, e.metadata_len, max, "metadata") }.map_err(named)?;
         inputs.push(EventInput {
             event_type,
             payload,
