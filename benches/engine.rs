@@ -194,7 +194,7 @@ fn main() {
         ),
         target: "< 50 us".into(),
     });
-    let stats = store.stats();
+    let stats = store.stats().unwrap();
     rows.push(Row {
         what: "Index memory per event".into(),
         value: format!(

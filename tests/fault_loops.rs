@@ -240,7 +240,7 @@ fn check(fs: &FaultFs, fsync: FsyncPolicy, run: &Run, after_power_cut: bool) -> 
     if !tmps.is_empty() {
         return Err(format!("temporary snapshot files left: {tmps:?}"));
     }
-    let n = store.next_position();
+    let n = store.next_position().unwrap();
     store
         .close()
         .map_err(|e| format!("close after check: {e:?}"))?;
@@ -248,10 +248,10 @@ fn check(fs: &FaultFs, fsync: FsyncPolicy, run: &Run, after_power_cut: bool) -> 
     // Recovery is done: a second open finds the same.
     let (again, report) = Store::open(STORE, options(fs, fsync), Vec::new())
         .map_err(|e| format!("the second open fails: {e:?}"))?;
-    if again.next_position() != n || report.wal.corruption_detected {
+    if again.next_position().unwrap() != n || report.wal.corruption_detected {
         return Err(format!(
             "the second open found {} events (first {n}), torn tail {}",
-            again.next_position(),
+            again.next_position().unwrap(),
             report.wal.corruption_detected
         ));
     }

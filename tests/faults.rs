@@ -360,7 +360,7 @@ fn a_torn_event_whose_payload_holds_a_valid_record_is_a_torn_tail() {
         .unwrap();
     let (store, report) = Store::open(dir.path(), opts, Vec::new()).unwrap();
     assert!(report.wal.corruption_detected, "the torn tail is reported");
-    assert_eq!(store.next_position(), 1);
+    assert_eq!(store.next_position().unwrap(), 1);
     let store = Arc::new(store);
     assert_eq!(count_events(&store), vec![b"first".to_vec()]);
 }
@@ -434,7 +434,7 @@ fn a_torn_sixteen_mib_event_opens_in_time_linear_in_the_tail() {
             took.as_secs_f64() * 1000.0
         );
         assert!(report.wal.corruption_detected);
-        assert_eq!(store.next_position(), 1);
+        assert_eq!(store.next_position().unwrap(), 1);
     }
 }
 
@@ -488,7 +488,7 @@ fn a_failed_rotation_leaves_no_empty_segment_and_a_later_torn_tail_still_opens()
     let after = FaultFs::from_image(&image);
     let (store, _) =
         Store::open("/s", mem_options(&after, FsyncPolicy::Always), Vec::new()).unwrap();
-    assert_eq!(store.next_position(), 2);
+    assert_eq!(store.next_position().unwrap(), 2);
 }
 
 /// Defect 7, the other half: a crash between creating the next segment and its first
@@ -576,7 +576,7 @@ fn the_store_directories_survive_a_power_cut_right_after_open() {
     let after = FaultFs::from_image(&fs.image_now(Keep::Synced));
     let (store, _) =
         Store::open("/s", mem_options(&after, FsyncPolicy::Always), Vec::new()).unwrap();
-    assert_eq!(store.next_position(), 1);
+    assert_eq!(store.next_position().unwrap(), 1);
 }
 
 /// Found by the full recovery fuzzer after the read-only fix above: a reader that steps

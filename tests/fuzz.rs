@@ -1044,7 +1044,7 @@ fn open_and_read(
         Ok(Ok(x)) => x,
     };
     let store = Arc::new(store);
-    let n = store.next_position();
+    let n = store.next_position().unwrap();
     if report.next_position != n {
         return Err(format!(
             "report.next_position {} but next_position() {n}",

@@ -748,11 +748,11 @@ fn check_image(round: &Round, image: &Image, dir: &Path, rng: &mut Rng) -> Resul
             image.want, report.wal
         ));
     }
-    if report.next_position != n || store.next_position() != n {
+    if report.next_position != n || store.next_position().unwrap() != n {
         return Err(format!(
             "next_position {} / {}, {n} events read",
             report.next_position,
-            store.next_position()
+            store.next_position().unwrap()
         ));
     }
     let mut expect_digest = (0u64, 0u64);

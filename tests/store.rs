@@ -139,7 +139,7 @@ fn positions_are_gapless_from_zero_and_timestamps_never_decrease() {
     let dir = tempfile::tempdir().unwrap();
     let (store, report) = open(dir.path(), opts(FsyncPolicy::Os));
     assert_eq!(report.next_position, 0);
-    assert_eq!(store.next_position(), 0);
+    assert_eq!(store.next_position().unwrap(), 0);
     let t0 = now_us();
     let mut expected_next = 0u64;
     for i in 0..5u64 {
@@ -178,7 +178,7 @@ fn positions_are_gapless_from_zero_and_timestamps_never_decrease() {
     assert_eq!(r.first_position, expected_next);
     expected_next += 3;
     let t1 = now_us();
-    assert_eq!(store.next_position(), expected_next);
+    assert_eq!(store.next_position().unwrap(), expected_next);
 
     let events = read_all(&store, 0);
     assert_eq!(events.len() as u64, expected_next);
@@ -230,7 +230,7 @@ fn positions_and_timestamps_continue_after_close_and_reopen() {
         );
         let n = 9 + 2 * round;
         assert_eq!(report.next_position, n);
-        assert_eq!(store.next_position(), n);
+        assert_eq!(store.next_position().unwrap(), n);
         assert_eq!(store.stream_version("acct").unwrap(), Some(1 + round));
         assert_eq!(store.append_event("Tick", b"after reopen").unwrap(), n);
         let r = store
@@ -275,7 +275,7 @@ fn append_event_stores_an_event_with_an_empty_stream() {
     assert_eq!(e.payload, b"payload bytes \x00\xff");
     assert_eq!(store.read_event(1).unwrap().payload, b"");
     // Stream-less events make no stream.
-    assert_eq!(store.stats().streams, 0);
+    assert_eq!(store.stats().unwrap().streams, 0);
     // Metadata and schema versions of a streamed event are kept; schema 0 is stored as 1.
     let inputs = [
         EventInput {
@@ -356,7 +356,7 @@ fn expected_version_no_stream_creates_and_conflicts_naming_the_actual_version() 
         e.message
     );
     assert_eq!(
-        store.next_position(),
+        store.next_position().unwrap(),
         3,
         "nothing appended by the refused append"
     );
@@ -372,7 +372,7 @@ fn expected_version_exists_requires_the_stream() {
     );
     assert_eq!(e.kind, ErrorKind::WrongExpectedVersion, "{e}");
     assert!(e.message.contains("nope"), "{}", e.message);
-    assert_eq!(store.next_position(), 0);
+    assert_eq!(store.next_position().unwrap(), 0);
     assert_eq!(store.stream_version("nope").unwrap(), None);
     store
         .append("s", ExpectedVersion::NoStream, &[ev("A", b"")])
@@ -412,7 +412,7 @@ fn expected_version_exact_must_match_and_conflicts_name_the_actual_version() {
             e.message
         );
     }
-    assert_eq!(store.next_position(), 3);
+    assert_eq!(store.next_position().unwrap(), 3);
     let r = store
         .append(
             "s",
@@ -438,7 +438,7 @@ fn append_multi_is_all_or_nothing() {
         .append("to", ExpectedVersion::NoStream, &[ev("Opened", b"")])
         .unwrap();
     let before = read_all(&store, 0);
-    let stats_before = store.stats();
+    let stats_before = store.stats().unwrap();
 
     // One bad expected version (last, first, or in the middle): nothing at all is appended.
     let cases: Vec<Vec<(&str, ExpectedVersion)>> = vec![
@@ -475,12 +475,16 @@ fn append_multi_is_all_or_nothing() {
             "a multi append with one bad expected version",
         );
         assert_eq!(e.kind, ErrorKind::WrongExpectedVersion, "{e}");
-        assert_eq!(store.next_position(), 2, "{case:?}: nothing appended");
+        assert_eq!(
+            store.next_position().unwrap(),
+            2,
+            "{case:?}: nothing appended"
+        );
         assert_eq!(store.stream_version("from").unwrap(), Some(0));
         assert_eq!(store.stream_version("to").unwrap(), Some(0));
         assert_eq!(store.stream_version("new").unwrap(), None);
         assert_eq!(read_all(&store, 0), before);
-        assert_eq!(store.stats().events, stats_before.events);
+        assert_eq!(store.stats().unwrap().events, stats_before.events);
     }
 
     // All good: every stream gets its events, contiguous positions, one atomic batch.
@@ -505,7 +509,7 @@ fn append_multi_is_all_or_nothing() {
         .unwrap();
     assert_eq!(r.first_position, 2);
     assert_eq!(r.stream_versions, vec![1, 2, 0]);
-    assert_eq!(store.next_position(), 6);
+    assert_eq!(store.next_position().unwrap(), 6);
     let after = read_all(&store, 0);
     assert_gapless(&after);
     let got: Vec<(&str, u64, &str)> = after[2..]
@@ -555,7 +559,7 @@ fn append_multi_is_all_or_nothing() {
     );
     assert_eq!(e.kind, ErrorKind::WrongExpectedVersion, "{e}");
     assert_eq!(store.stream_version("from").unwrap(), Some(3));
-    assert_eq!(store.next_position(), 8);
+    assert_eq!(store.next_position().unwrap(), 8);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -633,7 +637,7 @@ fn stream_and_type_names_must_be_non_empty_and_at_most_1024_bytes() {
         assert!(!e.message.is_empty());
     }
     assert_eq!(
-        store.next_position(),
+        store.next_position().unwrap(),
         0,
         "nothing appended by refused appends"
     );
@@ -678,7 +682,7 @@ fn an_event_over_16_mib_is_too_large() {
         "payload + metadata of 16 MiB + 1",
     );
     assert_eq!(e.kind, ErrorKind::TooLarge, "{e}");
-    assert_eq!(store.next_position(), 0);
+    assert_eq!(store.next_position().unwrap(), 0);
     // Exactly 16 MiB is fine and reads back.
     let pos = store.append_event("Big", &big[..16 << 20]).unwrap();
     assert_eq!(pos, 0);
@@ -751,7 +755,7 @@ fn racing_writers_one_winner_per_round(policy: FsyncPolicy, rounds: u64) {
     }
     let check = |store: &Arc<Store>| {
         assert_eq!(store.stream_version("race").unwrap(), Some(rounds));
-        assert_eq!(store.next_position(), rounds + 1);
+        assert_eq!(store.next_position().unwrap(), rounds + 1);
         let events = read_stream(store, "race", 0);
         assert_eq!(events.len() as u64, rounds + 1);
         for (v, e) in events.iter().enumerate() {
@@ -837,7 +841,11 @@ fn a_crash_image_cut_at_every_byte_of_a_three_event_batch_recovers_all_or_none()
         // A read-only open sees the same and changes nothing.
         {
             let (ro, _) = open(d.path(), read_only(FsyncPolicy::Os));
-            assert_eq!(ro.next_position(), want, "read-only, cut at byte {cut}");
+            assert_eq!(
+                ro.next_position().unwrap(),
+                want,
+                "read-only, cut at byte {cut}"
+            );
             assert_eq!(
                 read_all(&ro, 0).len() as u64,
                 want,
@@ -857,7 +865,7 @@ fn a_crash_image_cut_at_every_byte_of_a_three_event_batch_recovers_all_or_none()
             "cut at byte {cut} of {}: all or none",
             full.len()
         );
-        assert_eq!(store.next_position(), want);
+        assert_eq!(store.next_position().unwrap(), want);
         let events = read_all(&store, 0);
         assert_eq!(events.len() as u64, want);
         assert_gapless(&events);
@@ -971,9 +979,12 @@ fn a_legacy_format_store_opens_yields_its_events_and_takes_new_ones_after_them()
             back.iter().map(|e| e.position).collect::<Vec<_>>(),
             vec![3, 2, 1, 0]
         );
-        assert_eq!(store.position_after(1_700_000_000 * 1_000_000), 1);
-        assert_eq!(store.position_after(1_700_000_005 * 1_000_000 - 1), 1);
-        assert_eq!(store.position_after(1_700_000_005 * 1_000_000), 3);
+        assert_eq!(store.position_after(1_700_000_000 * 1_000_000).unwrap(), 1);
+        assert_eq!(
+            store.position_after(1_700_000_005 * 1_000_000 - 1).unwrap(),
+            1
+        );
+        assert_eq!(store.position_after(1_700_000_005 * 1_000_000).unwrap(), 3);
         events
     };
 
@@ -995,7 +1006,7 @@ fn a_legacy_format_store_opens_yields_its_events_and_takes_new_ones_after_them()
         assert_eq!(report.wal.valid_records, 4);
         assert!(!report.wal.corruption_detected);
         check_legacy(&store);
-        let types = store.stats().events_by_type;
+        let types = store.stats().unwrap().events_by_type;
         assert!(
             types.contains(&("MoneyDeposited".to_string(), 1)),
             "{types:?}"
@@ -1147,9 +1158,9 @@ fn fixture() -> Fixture {
         );
     }
     assert!(
-        store.stats().segments >= 3,
+        store.stats().unwrap().segments >= 3,
         "the fixture spans several segments: {:?}",
-        store.stats()
+        store.stats().unwrap()
     );
     Fixture {
         store,
@@ -1321,17 +1332,17 @@ fn position_after_finds_the_first_event_after_a_timestamp_by_binary_search() {
     for &t in &distinct {
         for probe in [t - 1, t, t + 1] {
             assert_eq!(
-                f.store.position_after(probe),
+                f.store.position_after(probe).unwrap(),
                 first_after(probe),
                 "position_after({probe})"
             );
         }
     }
-    assert_eq!(f.store.position_after(0), 0);
-    assert_eq!(f.store.position_after(u64::MAX), n);
+    assert_eq!(f.store.position_after(0).unwrap(), 0);
+    assert_eq!(f.store.position_after(u64::MAX).unwrap(), n);
     let last = f.events.last().unwrap().timestamp_us;
     assert_eq!(
-        f.store.position_after(last),
+        f.store.position_after(last).unwrap(),
         n,
         "none after the last: the next position"
     );
@@ -1341,7 +1352,7 @@ fn position_after_finds_the_first_event_after_a_timestamp_by_binary_search() {
 fn a_forward_cursor_sees_events_appended_while_it_runs() {
     let f = fixture();
     let store = &f.store;
-    let n = store.next_position();
+    let n = store.next_position().unwrap();
     let mut at_end = store.read_all(n).unwrap();
     let mut cursor = store.read_all(n - 2).unwrap();
     let mut seen = Vec::new();
@@ -1382,7 +1393,7 @@ fn a_forward_cursor_sees_events_appended_while_it_runs() {
                 )
                 .unwrap();
         }
-        let now = store.next_position();
+        let now = store.next_position().unwrap();
         while expect < now {
             let e = cursor
                 .next()
@@ -1398,7 +1409,7 @@ fn a_forward_cursor_sees_events_appended_while_it_runs() {
         }
         assert!(cursor.next().unwrap().is_none());
     }
-    assert_eq!(cursor.position(), store.next_position());
+    assert_eq!(cursor.position(), store.next_position().unwrap());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1441,7 +1452,7 @@ struct Summary {
 }
 
 fn summary(store: &Arc<Store>) -> Summary {
-    let stats = store.stats();
+    let stats = store.stats().unwrap();
     Summary {
         events: read_all(store, 0),
         versions: (
@@ -1464,7 +1475,7 @@ fn assert_same_state(store: &Arc<Store>, want: &Summary) {
         "per-type counts match the log"
     );
     assert_eq!(got.streams, want.streams);
-    assert_eq!(store.stats().events, want.events.len() as u64);
+    assert_eq!(store.stats().unwrap().events, want.events.len() as u64);
     for s in ["a", "b"] {
         let of: Vec<Event> = want
             .events
@@ -1485,7 +1496,7 @@ fn reopening_uses_the_snapshot_and_replays_only_the_tail() {
         assert_eq!(report.snapshot_position, None);
         append_singles(&store, 30, "covered");
         assert_eq!(store.snapshot().unwrap(), 30);
-        assert_eq!(store.stats().snapshots, 1);
+        assert_eq!(store.stats().unwrap().snapshots, 1);
         assert_eq!(snapshot_files(dir.path()).len(), 1, "one snapshot file");
         append_singles(&store, 4, "tail");
         want = summary(&store);
@@ -1523,7 +1534,7 @@ fn reopening_uses_the_snapshot_and_replays_only_the_tail() {
     let (store, report) = open(dir.path(), opts(FsyncPolicy::Always));
     assert_eq!(report.snapshot_position, Some(30));
     assert_eq!(report.events_replayed, 5);
-    assert_eq!(store.next_position(), 35);
+    assert_eq!(store.next_position().unwrap(), 35);
     assert_gapless(&read_all(&store, 0));
 }
 
@@ -1550,7 +1561,7 @@ fn events_replayed_counts_every_event_of_a_multi_event_batch_in_the_tail() {
     }
     let (store, report) = open(dir.path(), opts(FsyncPolicy::Os));
     assert_eq!(report.snapshot_position, Some(10));
-    assert_eq!(store.next_position(), 14);
+    assert_eq!(store.next_position().unwrap(), 14);
     assert_eq!(
         report.events_replayed, 4,
         "the tail holds 4 events (a 3-event batch and one more)"
@@ -1620,7 +1631,7 @@ fn a_corrupt_snapshot_is_ignored_with_a_reason_and_the_state_rebuilt() {
         "{:?}",
         report.snapshot_ignored
     );
-    assert_eq!(store.next_position(), 24);
+    assert_eq!(store.next_position().unwrap(), 24);
 }
 
 #[test]
@@ -1670,7 +1681,7 @@ fn a_snapshot_ahead_of_a_truncated_log_is_ignored_and_the_state_rebuilt() {
         report.snapshot_position, None,
         "still ahead (13 < 21 events)"
     );
-    assert_eq!(store.next_position(), 13);
+    assert_eq!(store.next_position().unwrap(), 13);
 }
 
 /// After a snapshot was found ahead of the log, the log grows again to the same length with
@@ -1711,7 +1722,7 @@ fn a_snapshot_ignored_as_ahead_is_not_used_once_the_log_regrows_with_other_event
     {
         let (store, report) = open(dir.path(), opts(FsyncPolicy::Os));
         assert_eq!(report.snapshot_position, None);
-        assert_eq!(store.next_position(), 5);
+        assert_eq!(store.next_position().unwrap(), 5);
         // Same sizes: stream "b" (one byte, like "a"), type "Withdrawn" (9 bytes, like
         // "Deposited"), payloads of the same length.
         for i in 0..5u64 {
@@ -1738,7 +1749,7 @@ fn a_snapshot_ignored_as_ahead_is_not_used_once_the_log_regrows_with_other_event
         report.snapshot_position,
         report.snapshot_ignored
     );
-    assert_eq!(store.stats().events_by_type, type_counts(&events));
+    assert_eq!(store.stats().unwrap().events_by_type, type_counts(&events));
 }
 
 #[test]
@@ -1751,13 +1762,17 @@ fn snapshot_every_takes_snapshots_automatically() {
         };
         let (store, _) = open(dir.path(), options);
         append_singles(&store, 25, "auto");
-        assert!(store.stats().snapshots >= 2, "{:?}", store.stats());
+        assert!(
+            store.stats().unwrap().snapshots >= 2,
+            "{:?}",
+            store.stats().unwrap()
+        );
         store.close().unwrap();
     }
     let (store, report) = open(dir.path(), opts(FsyncPolicy::Os));
     assert_eq!(report.snapshot_position, Some(20), "{report:?}");
     assert_eq!(report.events_replayed, 5);
-    assert_eq!(store.next_position(), 25);
+    assert_eq!(store.next_position().unwrap(), 25);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1786,7 +1801,7 @@ fn a_second_writer_on_one_store_gets_locked_naming_the_lock_file() {
     drop(first);
     // Once it is gone, a writer may open.
     let (second, _) = open(dir.path(), opts(FsyncPolicy::Os));
-    assert_eq!(second.next_position(), 2);
+    assert_eq!(second.next_position().unwrap(), 2);
 }
 
 #[test]
@@ -1827,7 +1842,7 @@ fn a_read_only_open_refuses_writes_with_read_only_and_needs_an_existing_store() 
     for (what, r) in refusals {
         assert_eq!(expect_err(r, what).kind, ErrorKind::ReadOnly, "{what}");
     }
-    assert_eq!(ro.next_position(), 1);
+    assert_eq!(ro.next_position().unwrap(), 1);
     assert!(snapshot_files(dir.path()).is_empty(), "no snapshot written");
 }
 
@@ -1844,7 +1859,7 @@ fn read_only_follows_a_writer(dir: &Path, step: &mut dyn FnMut(u32)) {
         },
     );
     assert_eq!(report.next_position, 3);
-    assert_eq!(ro.next_position(), 3);
+    assert_eq!(ro.next_position().unwrap(), 3);
     let mut cursor = ro.read_all(0).unwrap();
     let mut seen = Vec::new();
     while let Some(e) = cursor.next().unwrap() {
@@ -1858,7 +1873,7 @@ fn read_only_follows_a_writer(dir: &Path, step: &mut dyn FnMut(u32)) {
 
     step(1);
     assert_eq!(
-        ro.next_position(),
+        ro.next_position().unwrap(),
         6,
         "the reader sees the writer's new events"
     );
@@ -1877,7 +1892,7 @@ fn read_only_follows_a_writer(dir: &Path, step: &mut dyn FnMut(u32)) {
         .collect();
     assert_eq!(versions, (0..9).collect::<Vec<_>>());
     assert_eq!(read_backward(&ro, u64::MAX).len(), 9);
-    assert_eq!(ro.stats().events, 9);
+    assert_eq!(ro.stats().unwrap().events, 9);
     assert_eq!(
         expect_err(ro.append_event("X", b""), "append on read-only").kind,
         ErrorKind::ReadOnly
@@ -2055,7 +2070,7 @@ fn a_read_only_open_in_a_second_process_sees_the_events_a_writing_process_append
     assert!(status.success(), "the writer process failed: {status}");
     // The writer is gone: its lock with it.
     let (store, _) = open(dir.path(), StoreOptions::default());
-    assert_eq!(store.next_position(), 9);
+    assert_eq!(store.next_position().unwrap(), 9);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2067,7 +2082,7 @@ fn stats_count_events_appends_fsyncs_and_types() {
     let dir = tempfile::tempdir().unwrap();
     {
         let (store, _) = open(dir.path(), opts(FsyncPolicy::Always));
-        let s = store.stats();
+        let s = store.stats().unwrap();
         assert_eq!((s.events, s.appends, s.streams), (0, 0, 0));
         store.append_event("A", b"1").unwrap();
         store.append_event("A", b"2").unwrap();
@@ -2094,7 +2109,7 @@ fn stats_count_events_appends_fsyncs_and_types() {
             .unwrap();
         // A refused append counts nothing.
         let _ = store.append("s", ExpectedVersion::NoStream, &[ev("B", b"x")]);
-        let s = store.stats();
+        let s = store.stats().unwrap();
         assert_eq!(s.events, 6);
         assert_eq!(s.appends, 4, "four appends (batches) went to the log");
         assert!(
@@ -2121,7 +2136,7 @@ fn stats_count_events_appends_fsyncs_and_types() {
     }
     {
         let (store, _) = open(dir.path(), opts(FsyncPolicy::Os));
-        let s = store.stats();
+        let s = store.stats().unwrap();
         assert_eq!(s.events, 6, "counts are rebuilt on open");
         assert_eq!(s.appends, 0, "appends count since open");
         assert_eq!(
@@ -2133,9 +2148,9 @@ fn stats_count_events_appends_fsyncs_and_types() {
             ]
         );
         store.append_event("D", b"").unwrap();
-        let before = store.stats().fsyncs;
+        let before = store.stats().unwrap().fsyncs;
         store.sync().unwrap();
-        let s = store.stats();
+        let s = store.stats().unwrap();
         assert!(
             s.fsyncs > before,
             "sync under Os does an fsync: {before} -> {}",

@@ -26,9 +26,7 @@ pub unsafe extern "C" fn evs_read_stream_backward(
     let make = |st: &std::sync::Arc<crate::store::Store>| {
         // SAFETY: `stream` is NULL or a NUL-terminated string (C API contract).
         let stream = unsafe { str_arg(stream, "stream") }?;
-        Ok(CursorKind::StreamBackward(
-            st.read_stream_backward(stream, from_version)?,
-        ))
+        Ok(CursorKind(st.read_stream_backward(stream, from_version)?))
     };
     // SAFETY: forwarded C API contract.
     unsafe { open_cursor(s, out, make) }
@@ -54,9 +52,7 @@ pub unsafe extern "C" fn evs_read_category(
     let make = |st: &std::sync::Arc<crate::store::Store>| {
         // SAFETY: `stream_prefix` is NULL or a NUL-terminated string (C API contract).
         let prefix = unsafe { str_arg(stream_prefix, "stream_prefix") }?;
-        Ok(CursorKind::Category(
-            st.read_category(prefix, from_position)?,
-        ))
+        Ok(CursorKind(st.read_category(prefix, from_position)?))
     };
     // SAFETY: forwarded C API contract.
     unsafe { open_cursor(s, out, make) }

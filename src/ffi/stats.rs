@@ -46,7 +46,7 @@ pub unsafe extern "C" fn evs_stats_get(s: *mut evs_store, out: *mut evs_stats) -
         let store = unsafe { store_arg(s) }?;
         // SAFETY: NULL or the caller's struct, starting with its size.
         let out = unsafe { out_struct(out, "out") }?;
-        let st = store.bank.store().stats();
+        let st = store.bank.store().stats()?;
         out.write(evs_stats {
             struct_size: std::mem::size_of::<evs_stats>(),
             events: st.events,
@@ -89,7 +89,7 @@ pub unsafe extern "C" fn evs_metrics_text(
         // SAFETY: `s` is NULL or a live store.
         let store = unsafe { store_arg(s) }?;
         let out = out_arg(out_text, "out_text")?;
-        let st = store.bank.store().stats();
+        let st = store.bank.store().stats()?;
         let mut t = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
             let _ = writeln!(

@@ -7,8 +7,7 @@ use super::status::*;
 use crate::account::Bank;
 use crate::error::{Error, Result};
 use crate::store::{
-    BackwardCursor, CategoryCursor, EventInput, EventRef, ExpectedVersion, ForwardCursor, Store,
-    StoreOptions, StreamAppend, StreamBackwardCursor, StreamCursor,
+    EventCursor, EventInput, EventRef, ExpectedVersion, Store, StoreOptions, StreamAppend,
 };
 use crate::wal::FsyncPolicy;
 use std::ffi::c_char;
@@ -86,23 +85,12 @@ pub struct evs_cursor {
 impl CursorKind {
     /// Reads the next event and hands it to `f` while it is borrowed.
     pub(crate) fn next_with<R>(&mut self, f: impl FnOnce(&EventRef<'_>) -> R) -> Result<Option<R>> {
-        Ok(match self {
-            CursorKind::Forward(c) => c.next()?.map(|e| f(&e)),
-            CursorKind::Backward(c) => c.next()?.map(|e| f(&e)),
-            CursorKind::Stream(c) => c.next()?.map(|e| f(&e)),
-            CursorKind::StreamBackward(c) => c.next()?.map(|e| f(&e)),
-            CursorKind::Category(c) => c.next()?.map(|e| f(&e)),
-        })
+        Ok(self.0.next()?.map(|e| f(&e)))
     }
 }
 
-pub(crate) enum CursorKind {
-    Forward(ForwardCursor),
-    Backward(BackwardCursor),
-    Stream(StreamCursor),
-    StreamBackward(StreamBackwardCursor),
-    Category(CategoryCursor),
-}
+/// Whatever cursor the store's backend opened.
+pub(crate) struct CursorKind(pub(crate) Box<dyn EventCursor>);
 
 /// What `evs_open` found and did (caller-allocated: set `struct_size`, see
 /// `EVS_STRUCT_INIT`).
@@ -823,11 +811,7 @@ pub unsafe extern "C" fn evs_read_all(
     out: *mut *mut evs_cursor,
 ) -> evs_status {
     // SAFETY: forwarded C API contract.
-    unsafe {
-        open_cursor(s, out, |st| {
-            Ok(CursorKind::Forward(st.read_all(from_position)?))
-        })
-    }
+    unsafe { open_cursor(s, out, |st| Ok(CursorKind(st.read_all(from_position)?))) }
 }
 
 /// Opens a cursor from `from_position` (inclusive; UINT64_MAX or past the end: the last
@@ -844,7 +828,7 @@ pub unsafe extern "C" fn evs_read_all_backward(
     // SAFETY: forwarded C API contract.
     unsafe {
         open_cursor(s, out, |st| {
-            Ok(CursorKind::Backward(st.read_all_backward(from_position)?))
+            Ok(CursorKind(st.read_all_backward(from_position)?))
         })
     }
 }
@@ -866,7 +850,7 @@ pub unsafe extern "C" fn evs_read_stream(
     let make = |st: &Arc<Store>| {
         // SAFETY: `stream` is NULL or a NUL-terminated string (C API contract).
         let stream = unsafe { str_arg(stream, "stream") }?;
-        Ok(CursorKind::Stream(st.read_stream(stream, from_version)?))
+        Ok(CursorKind(st.read_stream(stream, from_version)?))
     };
     // SAFETY: forwarded C API contract.
     unsafe { open_cursor(s, out, make) }
@@ -888,9 +872,7 @@ pub unsafe extern "C" fn evs_poll(
     // SAFETY: forwarded C API contract.
     unsafe {
         open_cursor(s, out, |st| {
-            Ok(CursorKind::Forward(
-                st.poll(from_position, max_events as u64)?,
-            ))
+            Ok(CursorKind(st.poll(from_position, max_events as u64)?))
         })
     }
 }
@@ -946,7 +928,7 @@ pub unsafe extern "C" fn evs_position_at(
         // SAFETY: `s` is NULL or a live store.
         let store = unsafe { store_arg(s) }?;
         let out = out_arg(out_position, "out_position")?;
-        write_out(out, store.bank.store().position_after(timestamp_us));
+        write_out(out, store.bank.store().position_after(timestamp_us)?);
         Ok(EVS_OK)
     })
 }

@@ -252,7 +252,7 @@ pub unsafe extern "C" fn evs_subscribe_filtered(
             names.push(unsafe { str_arg(p, &format!("types[{i}]")) }?.to_owned());
         }
         let store = handle_.bank.store().clone();
-        let next = store.next_position();
+        let next = store.next_position()?;
         if from_position > next {
             return Err(Error::new(
                 crate::error::ErrorKind::NotFound,

@@ -2,7 +2,8 @@
 //! stream (random access through the index). Each holds bounded memory and hands out
 //! events that borrow its buffer until its next call.
 
-use super::{check_plain, decode_event, Event, EventRef, Store};
+use super::file::{check_plain, decode_event, FileStore as Store};
+use super::{Event, EventRef};
 use crate::error::{Error, Result};
 use crate::wal::{Position, SegmentCursor};
 use std::sync::Arc;

@@ -2,8 +2,9 @@
 //! it stored the first time (by their ids) and returns their positions instead of storing
 //! them again. Runs under the writer's lock, so two retries cannot both write.
 
+use super::file::{FileStore as Store, Writer};
 use super::ids::EventId;
-use super::{AppendResult, Store, StreamAppend, Writer};
+use super::{AppendResult, StreamAppend};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Where an id's event is: its position, stream and stream version.

@@ -2,8 +2,9 @@
 //! name starts with a prefix) forward in position order, the list of streams, and the
 //! lookups behind idempotent appends.
 
+use super::file::FileStore as Store;
 use super::ids::EventId;
-use super::{Event, EventRef, Store};
+use super::{Event, EventRef};
 use crate::error::{Error, ErrorKind, Result};
 use crate::wal::Position;
 use std::collections::VecDeque;

@@ -1,27 +1,21 @@
-//! The event store: global positions, streams and expected versions, atomic (multi-stream)
-//! appends, indexes, cursors, snapshots, the process lock, stats.
+//! The file engine: the embedded store on top of `wal/`, with its indexes, the process
+//! lock and snapshots. One writing process; readers in other processes open it read-only.
 
-mod cursor;
-mod dedupe;
-pub mod envelope;
-mod event;
-pub mod ids;
-mod index;
 mod lock;
-mod reads;
-pub mod snapshot;
+mod seam;
 
-pub use cursor::{BackwardCursor, ForwardCursor, StreamCursor};
-pub use event::{
-    AppendResult, Event, EventInput, EventRef, ExpectedVersion, Projection, StreamAppend,
+use super::cursor::{BackwardCursor, ForwardCursor, StreamCursor};
+use super::envelope::{self, Envelope, EnvelopeRef};
+use super::index::Index;
+use super::{check_name, ids, snapshot};
+use super::{
+    AppendResult, Event, EventInput, EventRef, ExpectedVersion, OpenReport, Projection,
+    StoreOptions, StoreStats, StreamAppend, MAX_BATCH_EVENTS, MAX_BATCH_SIZE, MAX_EVENT_SIZE,
+    MAX_NAME_LEN,
 };
-pub use reads::{CategoryCursor, StreamBackwardCursor, StreamInfo};
-
 use crate::error::{Error, ErrorKind, Result};
-use crate::wal::vfs::{self, Kind, OpenMode, Vfs};
-use crate::wal::{record, FsyncPolicy, Position, RecordRef, RecoveryInfo, Wal, WalConfig};
-use envelope::{Envelope, EnvelopeRef};
-use index::Index;
+use crate::wal::vfs::{self, Kind, OpenMode};
+use crate::wal::{record, FsyncPolicy, Position, RecordRef, Wal, WalConfig};
 use lock::StoreLock;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -29,98 +23,22 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Stream names and event types: at most this many bytes.
-pub const MAX_NAME_LEN: usize = 1024;
-/// One event's payload plus metadata: at most 16 MiB.
-pub const MAX_EVENT_SIZE: usize = 16 << 20;
-/// One append, all events together: at most 64 MiB.
-pub const MAX_BATCH_SIZE: usize = 64 << 20;
-/// One append: at most this many events.
-pub const MAX_BATCH_EVENTS: usize = 1 << 20;
 /// The longest record an event can have: its envelope, key and record framing.
 const MAX_RECORD_LEN: u64 = (MAX_EVENT_SIZE + 2 * MAX_NAME_LEN + 1024) as u64;
 
-/// How to open a store.
-#[derive(Debug, Clone)]
-pub struct StoreOptions {
-    pub fsync: FsyncPolicy,
-    pub max_segment_size: u64,
-    pub preallocate: bool,
-    pub read_only: bool,
-    /// Take a snapshot automatically every this many events (0: never).
-    pub snapshot_every: u64,
-    /// The file system underneath (the real one unless a test puts another there).
-    pub vfs: Arc<dyn Vfs>,
-    /// One event's payload plus metadata: at most this many bytes (<= MAX_EVENT_SIZE).
-    pub max_event_size: usize,
-    /// The ids of at least this many of the last events are remembered (idempotent
-    /// appends); see `ids`.
-    pub dedupe_window: u64,
-}
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        StoreOptions {
-            fsync: FsyncPolicy::Batch(Duration::from_millis(5)),
-            max_segment_size: crate::wal::DEFAULT_SEGMENT_SIZE,
-            preallocate: true,
-            read_only: false,
-            snapshot_every: 0,
-            vfs: vfs::os(),
-            max_event_size: MAX_EVENT_SIZE,
-            dedupe_window: ids::DEFAULT_DEDUPE_WINDOW,
-        }
-    }
-}
-
-/// What opening found and did.
-#[derive(Debug, Clone, Default)]
-pub struct OpenReport {
-    pub wal: RecoveryInfo,
-    /// The position the next event will get.
-    pub next_position: u64,
-    /// Events covered by the snapshot that was used, if one was.
-    pub snapshot_position: Option<u64>,
-    /// Why snapshots that were found were not used.
-    pub snapshot_ignored: Vec<String>,
-    /// Events of the log's tail that were replayed.
-    pub events_replayed: u64,
-    pub open_time: Duration,
-}
-
-/// Counters for stats and metrics.
-#[derive(Debug, Clone, Default)]
-pub struct StoreStats {
-    pub events: u64,
-    pub streams: u64,
-    pub bytes_on_disk: u64,
-    pub segments: u64,
-    pub appends: u64,
-    pub fsyncs: u64,
-    pub writes: u64,
-    pub fsync_p50_us: u64,
-    pub fsync_p99_us: u64,
-    pub open_time_us: u64,
-    pub snapshots: u64,
-    pub index_bytes: u64,
-    /// Event ids remembered for idempotent appends.
-    pub event_ids: u64,
-    pub events_by_type: Vec<(String, u64)>,
-}
-
 /// Events appended under `Always` that wait for their group's fdatasync before they count.
-struct Pending {
+pub(super) struct Pending {
     lsn: u64,
-    events: Vec<(Position, Event)>,
+    pub(super) events: Vec<(Position, Event)>,
 }
 
 /// The writer's side: what the next append sees. Guarded by one mutex: appends are
 /// ordered by it, and the (cheap) work under it is only checks, encoding and buffering.
-struct Writer {
+pub(super) struct Writer {
     next_position: u64,
     last_timestamp: u64,
     /// Under `Always`: events buffered in the log but not yet durable, in order.
-    pending: Vec<Pending>,
+    pub(super) pending: Vec<Pending>,
     /// Events per stream among `pending`.
     pending_streams: HashMap<String, u64>,
     /// Scratch space for encoding.
@@ -133,9 +51,10 @@ struct Writer {
     epoch: u64,
 }
 
-pub struct Store {
+/// The file engine's store: one directory, one writing process.
+pub struct FileStore {
     dir: PathBuf,
-    options: StoreOptions,
+    pub(super) options: StoreOptions,
     wal: Wal,
     /// Released by `close`, even while cursors still hold the store.
     lock: Mutex<Option<StoreLock>>,
@@ -157,7 +76,7 @@ pub struct Store {
     /// The process that opened the store: a forked child must not use it.
     owner_pid: u32,
     /// Also one of `projections`.
-    ids: Arc<ids::IdIndex>,
+    pub(super) ids: Arc<ids::IdIndex>,
 }
 
 fn now_us() -> u64 {
@@ -165,19 +84,6 @@ fn now_us() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
-}
-
-fn check_name(what: &str, name: &str, allow_empty: bool) -> Result<()> {
-    if name.is_empty() && !allow_empty {
-        return Err(Error::invalid(format!("the {what} is empty")));
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(Error::invalid(format!(
-            "the {what} is {} bytes long; the limit is {MAX_NAME_LEN}",
-            name.len()
-        )));
-    }
-    Ok(())
 }
 
 /// Decodes the record at the front of `buf` as the event at `position`.
@@ -243,14 +149,14 @@ pub(crate) fn check_plain(rec: &RecordRef<'_>, at: Position) -> Result<()> {
     Ok(())
 }
 
-impl Store {
+impl FileStore {
     /// Opens (creating if needed) the store in `dir`. `projections` are rebuilt from the
     /// newest valid snapshot plus the log's tail, and kept up to date from then on.
     pub fn open(
         dir: impl AsRef<Path>,
         options: StoreOptions,
         projections: Vec<Arc<dyn Projection>>,
-    ) -> Result<(Store, OpenReport)> {
+    ) -> Result<(FileStore, OpenReport)> {
         let started = Instant::now();
         let ids = Arc::new(ids::IdIndex::new(options.dedupe_window));
         let mut projections = projections;
@@ -360,7 +266,7 @@ impl Store {
         let tail = options
             .read_only
             .then(|| crate::wal::SegmentCursor::new(wal.inner.clone(), wal.current_position()));
-        let store = Store {
+        let store = FileStore {
             dir,
             wal,
             lock: Mutex::new(lock),
@@ -529,20 +435,6 @@ impl Store {
             events: &input,
         }];
         Ok(self.append_multi_inner(&a, true)?.first_position)
-    }
-
-    /// Appends events to one stream, atomically, if the stream is at `expected`.
-    pub fn append(
-        &self,
-        stream: &str,
-        expected: ExpectedVersion,
-        events: &[EventInput<'_>],
-    ) -> Result<AppendResult> {
-        self.append_multi(&[StreamAppend {
-            stream,
-            expected,
-            events,
-        }])
     }
 
     /// Appends to several streams at once: all of it or nothing, on disk as in memory.
@@ -1225,7 +1117,7 @@ impl Store {
     }
 }
 
-impl Drop for Store {
+impl Drop for FileStore {
     fn drop(&mut self) {
         let _ = self.close();
     }

@@ -1,0 +1,122 @@
+//! The event store: global positions, streams and expected versions, atomic (multi-stream)
+//! appends, event ids, cursors, subscriptions' waiting, snapshots, stats; the same
+//! behaviour over a backend seam (`backend`) with two implementations: `file`, the
+//! embedded engine on top of `wal/`, and `postgres`.
+//!
+//! (The module root is `src/store.rs` rather than `src/store/mod.rs` so that the file
+//! engine's history follows its move to `src/store/file/mod.rs`.)
+
+mod backend;
+mod cursor;
+mod dedupe;
+pub mod envelope;
+mod event;
+mod file;
+mod handle;
+pub mod ids;
+mod index;
+mod reads;
+pub mod snapshot;
+
+pub use backend::{Backend, EventCursor, TailCursor};
+pub use event::{
+    AppendResult, Event, EventInput, EventRef, ExpectedVersion, Projection, StreamAppend,
+};
+pub use handle::Store;
+pub use reads::StreamInfo;
+
+use crate::error::{Error, Result};
+use crate::wal::vfs::{self, Vfs};
+use crate::wal::{FsyncPolicy, RecoveryInfo};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Stream names and event types: at most this many bytes.
+pub const MAX_NAME_LEN: usize = 1024;
+/// One event's payload plus metadata: at most 16 MiB.
+pub const MAX_EVENT_SIZE: usize = 16 << 20;
+/// One append, all events together: at most 64 MiB.
+pub const MAX_BATCH_SIZE: usize = 64 << 20;
+/// One append: at most this many events.
+pub const MAX_BATCH_EVENTS: usize = 1 << 20;
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub fsync: FsyncPolicy,
+    pub max_segment_size: u64,
+    pub preallocate: bool,
+    pub read_only: bool,
+    /// Take a snapshot automatically every this many events (0: never).
+    pub snapshot_every: u64,
+    /// The file system underneath (the real one unless a test puts another there).
+    pub vfs: Arc<dyn Vfs>,
+    /// One event's payload plus metadata: at most this many bytes (<= MAX_EVENT_SIZE).
+    pub max_event_size: usize,
+    /// The ids of at least this many of the last events are remembered (idempotent
+    /// appends); see `ids`.
+    pub dedupe_window: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            fsync: FsyncPolicy::Batch(Duration::from_millis(5)),
+            max_segment_size: crate::wal::DEFAULT_SEGMENT_SIZE,
+            preallocate: true,
+            read_only: false,
+            snapshot_every: 0,
+            vfs: vfs::os(),
+            max_event_size: MAX_EVENT_SIZE,
+            dedupe_window: ids::DEFAULT_DEDUPE_WINDOW,
+        }
+    }
+}
+
+/// What opening found and did.
+#[derive(Debug, Clone, Default)]
+pub struct OpenReport {
+    pub wal: RecoveryInfo,
+    /// The position the next event will get.
+    pub next_position: u64,
+    /// Events covered by the snapshot that was used, if one was.
+    pub snapshot_position: Option<u64>,
+    /// Why snapshots that were found were not used.
+    pub snapshot_ignored: Vec<String>,
+    /// Events of the log's tail that were replayed.
+    pub events_replayed: u64,
+    pub open_time: Duration,
+}
+
+/// Counters for stats and metrics.
+#[derive(Debug, Clone, Default)]
+pub struct StoreStats {
+    pub events: u64,
+    pub streams: u64,
+    pub bytes_on_disk: u64,
+    pub segments: u64,
+    pub appends: u64,
+    pub fsyncs: u64,
+    pub writes: u64,
+    pub fsync_p50_us: u64,
+    pub fsync_p99_us: u64,
+    pub open_time_us: u64,
+    pub snapshots: u64,
+    pub index_bytes: u64,
+    /// Event ids remembered for idempotent appends.
+    pub event_ids: u64,
+    pub events_by_type: Vec<(String, u64)>,
+}
+
+pub(crate) fn check_name(what: &str, name: &str, allow_empty: bool) -> Result<()> {
+    if name.is_empty() && !allow_empty {
+        return Err(Error::invalid(format!("the {what} is empty")));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(Error::invalid(format!(
+            "the {what} is {} bytes long; the limit is {MAX_NAME_LEN}",
+            name.len()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,72 @@
+//! The backend seam: what a place that holds events (the file engine, PostgreSQL) must do
+//! for the store's public behaviour. `Store` (see `handle`) forwards every call to one
+//! `Backend`; nothing above `store` knows which one it talks to.
+//!
+//! Every implementation keeps the same promises: positions from 0, dense, and a reader
+//! never skips one; expected versions checked atomically with the append; an append is all
+//! of its events or none; a retry with the same event ids returns the stored positions.
+
+use super::{AppendResult, Event, EventRef, StoreOptions, StoreStats, StreamAppend, StreamInfo};
+use crate::error::Result;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A cursor over events, in whatever order it was opened for. Each event borrows the
+/// cursor until its next call. `None` means "no more now" (tailing cursors may return
+/// more later).
+pub trait EventCursor: Send {
+    fn next(&mut self) -> Result<Option<EventRef<'_>>>;
+}
+
+/// A cursor in position order that tails the log: it knows where it stands.
+pub trait TailCursor: EventCursor {
+    /// The position from which it looks for its next event.
+    fn position(&self) -> u64;
+}
+
+/// One place that holds events. The methods mirror `Store`'s (documented there); cursors
+/// are opened through an `Arc` because they keep the backend alive while they read.
+pub trait Backend: Send + Sync {
+    /// Where the events are (a directory, or a URL without its password), for messages.
+    fn location(&self) -> String;
+    fn options(&self) -> &StoreOptions;
+    /// Refuses calls from a process other than the one that opened the store.
+    fn check_owner(&self) -> Result<()>;
+
+    fn append_event(&self, event_type: &str, payload: &[u8]) -> Result<u64>;
+    fn append_multi(&self, appends: &[StreamAppend<'_>]) -> Result<AppendResult>;
+
+    fn next_position(&self) -> Result<u64>;
+    fn stream_version(&self, stream: &str) -> Result<Option<u64>>;
+    fn position_after(&self, timestamp_us: u64) -> Result<u64>;
+    fn read_event(&self, position: u64) -> Result<Event>;
+    fn list_streams(&self) -> Result<Vec<StreamInfo>>;
+
+    fn read_all(self: Arc<Self>, from: u64) -> Result<Box<dyn TailCursor>>;
+    fn poll(self: Arc<Self>, from: u64, max: u64) -> Result<Box<dyn TailCursor>>;
+    fn read_all_backward(self: Arc<Self>, from: u64) -> Result<Box<dyn EventCursor>>;
+    fn read_stream(
+        self: Arc<Self>,
+        stream: &str,
+        from_version: u64,
+    ) -> Result<Box<dyn EventCursor>>;
+    fn read_stream_backward(
+        self: Arc<Self>,
+        stream: &str,
+        from_version: u64,
+    ) -> Result<Box<dyn EventCursor>>;
+    fn read_category(self: Arc<Self>, prefix: &str, from: u64) -> Result<Box<dyn TailCursor>>;
+
+    /// Takes in what other processes appended (projections included).
+    fn refresh(&self) -> Result<()>;
+    /// Waits until more than `seen` events exist or `timeout` passes; returns the count
+    /// known then (errors show on the next read).
+    fn wait_for_events(&self, seen: u64, timeout: Duration) -> u64;
+    fn wake_waiters(&self);
+
+    fn sync(&self) -> Result<()>;
+    fn snapshot(&self) -> Result<u64>;
+    fn stats(&self) -> Result<StoreStats>;
+    fn close(&self) -> Result<()>;
+    fn is_closed(&self) -> bool;
+}

@@ -1,0 +1,158 @@
+//! The file engine behind the backend seam: `Backend` forwards to `FileStore`'s own
+//! methods, and its cursors are the seam's cursors.
+
+use super::FileStore;
+use crate::error::Result;
+use crate::store::backend::{Backend, EventCursor, TailCursor};
+use crate::store::cursor::{BackwardCursor, ForwardCursor, StreamCursor};
+use crate::store::reads::{CategoryCursor, StreamBackwardCursor};
+use crate::store::{
+    AppendResult, Event, EventRef, StoreOptions, StoreStats, StreamAppend, StreamInfo,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Implements `EventCursor` for a cursor type with an inherent `next`.
+macro_rules! event_cursor {
+    ($($t:ty),*) => {$(
+        impl EventCursor for $t {
+            fn next(&mut self) -> Result<Option<EventRef<'_>>> {
+                <$t>::next(self)
+            }
+        }
+    )*};
+}
+
+event_cursor!(
+    ForwardCursor,
+    BackwardCursor,
+    StreamCursor,
+    StreamBackwardCursor,
+    CategoryCursor
+);
+
+impl TailCursor for ForwardCursor {
+    fn position(&self) -> u64 {
+        ForwardCursor::position(self)
+    }
+}
+
+impl TailCursor for CategoryCursor {
+    fn position(&self) -> u64 {
+        CategoryCursor::position(self)
+    }
+}
+
+impl Backend for FileStore {
+    fn location(&self) -> String {
+        self.dir().display().to_string()
+    }
+
+    fn options(&self) -> &StoreOptions {
+        FileStore::options(self)
+    }
+
+    fn check_owner(&self) -> Result<()> {
+        FileStore::check_owner(self)
+    }
+
+    fn append_event(&self, event_type: &str, payload: &[u8]) -> Result<u64> {
+        FileStore::append_event(self, event_type, payload)
+    }
+
+    fn append_multi(&self, appends: &[StreamAppend<'_>]) -> Result<AppendResult> {
+        FileStore::append_multi(self, appends)
+    }
+
+    fn next_position(&self) -> Result<u64> {
+        Ok(FileStore::next_position(self))
+    }
+
+    fn stream_version(&self, stream: &str) -> Result<Option<u64>> {
+        FileStore::stream_version(self, stream)
+    }
+
+    fn position_after(&self, timestamp_us: u64) -> Result<u64> {
+        Ok(FileStore::position_after(self, timestamp_us))
+    }
+
+    fn read_event(&self, position: u64) -> Result<Event> {
+        FileStore::read_event(self, position)
+    }
+
+    fn list_streams(&self) -> Result<Vec<StreamInfo>> {
+        FileStore::list_streams(self)
+    }
+
+    fn read_all(self: Arc<Self>, from: u64) -> Result<Box<dyn TailCursor>> {
+        Ok(Box::new(FileStore::read_all(&self, from)?))
+    }
+
+    fn poll(self: Arc<Self>, from: u64, max: u64) -> Result<Box<dyn TailCursor>> {
+        Ok(Box::new(FileStore::poll(&self, from, max)?))
+    }
+
+    fn read_all_backward(self: Arc<Self>, from: u64) -> Result<Box<dyn EventCursor>> {
+        Ok(Box::new(FileStore::read_all_backward(&self, from)?))
+    }
+
+    fn read_stream(
+        self: Arc<Self>,
+        stream: &str,
+        from_version: u64,
+    ) -> Result<Box<dyn EventCursor>> {
+        Ok(Box::new(FileStore::read_stream(
+            &self,
+            stream,
+            from_version,
+        )?))
+    }
+
+    fn read_stream_backward(
+        self: Arc<Self>,
+        stream: &str,
+        from_version: u64,
+    ) -> Result<Box<dyn EventCursor>> {
+        Ok(Box::new(FileStore::read_stream_backward(
+            &self,
+            stream,
+            from_version,
+        )?))
+    }
+
+    fn read_category(self: Arc<Self>, prefix: &str, from: u64) -> Result<Box<dyn TailCursor>> {
+        Ok(Box::new(FileStore::read_category(&self, prefix, from)?))
+    }
+
+    fn refresh(&self) -> Result<()> {
+        FileStore::refresh(self)
+    }
+
+    fn wait_for_events(&self, seen: u64, timeout: Duration) -> u64 {
+        FileStore::wait_for_events(self, seen, timeout)
+    }
+
+    fn wake_waiters(&self) {
+        FileStore::wake_waiters(self)
+    }
+
+    fn sync(&self) -> Result<()> {
+        FileStore::sync(self)
+    }
+
+    fn snapshot(&self) -> Result<u64> {
+        FileStore::snapshot(self)
+    }
+
+    fn stats(&self) -> Result<StoreStats> {
+        Ok(FileStore::stats(self))
+    }
+
+    fn close(&self) -> Result<()> {
+        FileStore::close(self)
+    }
+
+    fn is_closed(&self) -> bool {
+        FileStore::is_closed(self)
+    }
+}

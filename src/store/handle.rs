@@ -1,0 +1,178 @@
+//! `Store`, the handle everything above `store` uses: it opens the backend its location
+//! names and forwards every call to it.
+
+use super::backend::{Backend, EventCursor, TailCursor};
+use super::file::FileStore;
+use super::EventInput;
+use super::{
+    AppendResult, Event, ExpectedVersion, OpenReport, Projection, StoreOptions, StoreStats,
+    StreamAppend, StreamInfo,
+};
+use crate::error::Result;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// An open store. Thread-safe; cheap to share behind an `Arc`.
+pub struct Store {
+    backend: Arc<dyn Backend>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `location`: a directory for the file
+    /// engine. `projections` are rebuilt from the stored events and kept up to date.
+    pub fn open(
+        location: impl AsRef<Path>,
+        options: StoreOptions,
+        projections: Vec<Arc<dyn Projection>>,
+    ) -> Result<(Store, OpenReport)> {
+        let (file, report) = FileStore::open(location, options, projections)?;
+        Ok((
+            Store {
+                backend: Arc::new(file),
+            },
+            report,
+        ))
+    }
+
+    /// Where the events are (a directory, or a URL without its password).
+    pub fn location(&self) -> String {
+        self.backend.location()
+    }
+
+    pub fn options(&self) -> &StoreOptions {
+        self.backend.options()
+    }
+
+    /// Refuses calls from a process other than the one that opened the store: a forked
+    /// child shares the parent's files or connections but not its threads and buffers.
+    pub fn check_owner(&self) -> Result<()> {
+        self.backend.check_owner()
+    }
+
+    /// Appends an event with no stream (the reference program's `append_event`).
+    pub fn append_event(&self, event_type: &str, payload: &[u8]) -> Result<u64> {
+        self.backend.append_event(event_type, payload)
+    }
+
+    /// Appends events to one stream, atomically, if the stream is at `expected`.
+    pub fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[EventInput<'_>],
+    ) -> Result<AppendResult> {
+        self.append_multi(&[StreamAppend {
+            stream,
+            expected,
+            events,
+        }])
+    }
+
+    /// Appends to several streams at once: all of it or nothing.
+    pub fn append_multi(&self, appends: &[StreamAppend<'_>]) -> Result<AppendResult> {
+        self.backend.append_multi(appends)
+    }
+
+    /// The number of events, which is also the position the next one gets.
+    pub fn next_position(&self) -> Result<u64> {
+        self.backend.next_position()
+    }
+
+    /// The stream's current version (`None`: no such stream).
+    pub fn stream_version(&self, stream: &str) -> Result<Option<u64>> {
+        self.backend.stream_version(stream)
+    }
+
+    /// The first position whose timestamp is after `timestamp_us`; the next position if none.
+    pub fn position_after(&self, timestamp_us: u64) -> Result<u64> {
+        self.backend.position_after(timestamp_us)
+    }
+
+    /// Reads the event at `position` (random access).
+    pub fn read_event(&self, position: u64) -> Result<Event> {
+        self.backend.read_event(position)
+    }
+
+    /// Every stream with its version and first position, in creation order.
+    pub fn list_streams(&self) -> Result<Vec<StreamInfo>> {
+        self.backend.list_streams()
+    }
+
+    /// All events from `from` on, in order; sees events appended while it runs.
+    pub fn read_all(&self, from: u64) -> Result<Box<dyn TailCursor>> {
+        self.backend.clone().read_all(from)
+    }
+
+    /// At most `max` events from `from` on (the seed's `poll_new_events`).
+    pub fn poll(&self, from: u64, max: u64) -> Result<Box<dyn TailCursor>> {
+        self.backend.clone().poll(from, max)
+    }
+
+    /// Events from `from` (inclusive; past the end means the last event) down to 0.
+    pub fn read_all_backward(&self, from: u64) -> Result<Box<dyn EventCursor>> {
+        self.backend.clone().read_all_backward(from)
+    }
+
+    /// One stream's events from `from_version` on.
+    pub fn read_stream(&self, stream: &str, from_version: u64) -> Result<Box<dyn EventCursor>> {
+        self.backend.clone().read_stream(stream, from_version)
+    }
+
+    /// One stream's events from `from_version` (inclusive; past its end: the last event)
+    /// down to version 0.
+    pub fn read_stream_backward(
+        &self,
+        stream: &str,
+        from_version: u64,
+    ) -> Result<Box<dyn EventCursor>> {
+        self.backend
+            .clone()
+            .read_stream_backward(stream, from_version)
+    }
+
+    /// Events of every stream whose name starts with `prefix` (non-empty), from position
+    /// `from` on.
+    pub fn read_category(&self, prefix: &str, from: u64) -> Result<Box<dyn TailCursor>> {
+        self.backend.clone().read_category(prefix, from)
+    }
+
+    /// Takes in the events other processes appended since we looked (a read-only file
+    /// store, or any PostgreSQL store), projections included.
+    pub fn refresh(&self) -> Result<()> {
+        self.backend.refresh()
+    }
+
+    /// Waits until more than `seen` events exist or `timeout` passes; returns the count.
+    pub fn wait_for_events(&self, seen: u64, timeout: Duration) -> u64 {
+        self.backend.wait_for_events(seen, timeout)
+    }
+
+    /// Wakes everyone in `wait_for_events` (used when closing).
+    pub fn wake_waiters(&self) {
+        self.backend.wake_waiters()
+    }
+
+    /// Makes everything appended durable, under any policy.
+    pub fn sync(&self) -> Result<()> {
+        self.backend.sync()
+    }
+
+    /// Writes a snapshot of the indexes and projections now; returns the events covered.
+    pub fn snapshot(&self) -> Result<u64> {
+        self.backend.snapshot()
+    }
+
+    pub fn stats(&self) -> Result<StoreStats> {
+        self.backend.stats()
+    }
+
+    /// Makes everything durable and lets go of the store; later appends fail.
+    pub fn close(&self) -> Result<()> {
+        self.backend.close()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.backend.is_closed()
+    }
+}
