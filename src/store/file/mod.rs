@@ -207,12 +207,14 @@ impl FileStore {
         let mut report = OpenReport::default();
         let (mut index, start) = Self::load_snapshot(&dir, &config, &projections, &mut report);
         let mut replayed = 0u64;
-        let mut batch: Vec<(Position, Event)> = Vec::new();
+        // The log's recovery calls `visit` only for the records of complete batches (it
+        // holds back a batch until its last record is seen), so each event is indexed and
+        // projected at once. File names are formatted only for an error.
         let mut visit = |pos: Position, rec: &RecordRef<'_>| -> Result<()> {
             check_plain(rec, pos)?;
-            let position = index.len() + batch.len() as u64;
+            let position = index.len();
             let mut legacy = None;
-            let file = crate::wal::segment::file_name(pos.segment_id);
+            let file = || crate::wal::segment::file_name(pos.segment_id);
             if position == 0
                 && rec.key.len() == 8
                 && rec.key != [0u8; 8]
@@ -220,9 +222,10 @@ impl FileStore {
             {
                 let k = u64::from_le_bytes(rec.key.try_into().unwrap());
                 return Err(Error::corrupt(match pos.segment_id {
-                    0 => format!("{file} starts at position {k} instead of 0"),
+                    0 => format!("{} starts at position {k} instead of 0", file()),
                     s => format!(
-                        "{file} starts at position {k}: segments {} to {} are missing",
+                        "{} starts at position {k}: segments {} to {} are missing",
+                        file(),
                         crate::wal::segment::file_name(0),
                         crate::wal::segment::file_name(s - 1)
                     ),
@@ -231,18 +234,10 @@ impl FileStore {
             let ev = decode_event(position, rec.key, rec.value, &mut legacy).map_err(|e| {
                 Error::new(
                     e.kind,
-                    format!("{file} offset {}: {}", pos.offset, e.message),
+                    format!("{} offset {}: {}", file(), pos.offset, e.message),
                 )
             })?;
-            if rec.batch_continues() {
-                batch.push((pos, ev.to_owned()));
-                return Ok(());
-            }
-            replayed += batch.len() as u64 + 1;
-            for (p, e) in batch.drain(..) {
-                index.push(p, e.timestamp_us, &e.stream, &e.event_type);
-                projections.iter().for_each(|pr| pr.apply(&e.as_ref()));
-            }
+            replayed += 1;
             index.push(pos, ev.timestamp_us, ev.stream, ev.event_type);
             projections.iter().for_each(|pr| pr.apply(&ev));
             Ok(())
