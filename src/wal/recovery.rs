@@ -2,7 +2,7 @@
 //! torn tail of the last segment, and refuse (as corruption) anything that would leave a
 //! hole: a bad record with valid records after it, or a damaged segment that is not the last.
 
-use super::record::{self, Record, RecordRef};
+use super::record::{self, RecordRef};
 use super::scan::{Scanner, Step};
 use super::segment;
 use super::vfs::{self, Kind, Vfs, VfsFile};
@@ -121,41 +121,59 @@ pub(crate) fn recover(
         let mut scanner = Scanner::new(file, from, file_len);
         scanner.set_reread_on_bad(!writable);
         info.segments_scanned += 1;
-        // Records of a batch whose last record has not been seen yet.
-        let mut pending: Vec<(Position, Record)> = Vec::new();
+        // Records of a batch whose last record has not been seen yet: the scanner holds
+        // their bytes, so they are visited from its buffer once the batch is complete.
+        let mut pending: Vec<Position> = Vec::new();
+        // The key of the first of them, when it is a position.
+        let mut first_pending_key: Option<u64> = None;
         let (end, bad) = loop {
             let step = scanner
                 .next()
                 .map_err(|e| Error::io(format!("reading {}", name.display()), e))?;
-            match step {
+            let (offset, continues, key) = match step {
                 Step::Record { offset, decoded } => {
-                    let pos = Position {
-                        segment_id: id,
-                        offset,
-                    };
                     let rec = decoded.record;
-                    if let Ok(k) = <[u8; 8]>::try_from(rec.key) {
-                        last_key = Some(u64::from_le_bytes(k));
-                    }
-                    if rec.batch_continues() {
-                        pending.push((pos, rec.to_owned()));
-                        continue;
-                    }
-                    for (p, r) in pending.drain(..) {
-                        visit(p, &r.as_ref())?;
-                        info.valid_records += 1;
-                    }
-                    visit(pos, &rec)?;
-                    info.valid_records += 1;
-                    info.last_valid_position = Some(pos);
+                    let key = <[u8; 8]>::try_from(rec.key).ok().map(u64::from_le_bytes);
+                    (offset, rec.batch_continues(), key)
                 }
                 Step::End { offset } => break (offset, None),
                 Step::Bad { offset, error } => break (offset, Some(error)),
+            };
+            if key.is_some() {
+                last_key = key;
             }
+            let pos = Position {
+                segment_id: id,
+                offset,
+            };
+            if continues {
+                if pending.is_empty() {
+                    scanner.hold(offset);
+                    first_pending_key = key;
+                }
+                pending.push(pos);
+                continue;
+            }
+            let lost = || {
+                Error::corrupt(format!(
+                    "{}: a batch's record left the buffer",
+                    name.display()
+                ))
+            };
+            for p in pending.drain(..) {
+                let d = scanner.record_at(p.offset).ok_or_else(lost)?;
+                visit(p, &d.record)?;
+                info.valid_records += 1;
+            }
+            scanner.release();
+            let (_, d) = scanner.last_record().ok_or_else(lost)?;
+            visit(pos, &d.record)?;
+            info.valid_records += 1;
+            info.last_valid_position = Some(pos);
         };
         let file = scanner.file();
         // Where the valid, complete records end: before an unfinished batch, if any.
-        let valid_end = pending.first().map_or(end, |(p, _)| p.offset);
+        let valid_end = pending.first().map_or(end, |p| p.offset);
         if bad.is_none() && pending.is_empty() {
             if writable && !is_last && end < file_len {
                 segment::finalize(&**file, end)
@@ -186,11 +204,11 @@ pub(crate) fn recover(
         }
         // The previous records' last key, for the "valid data after damage" check: the
         // damaged record itself may have updated it from inside an unfinished batch.
-        let key_before = pending
-            .first()
-            .and_then(|(_, r)| <[u8; 8]>::try_from(&r.key[..]).ok())
-            .map(|k| u64::from_le_bytes(k).wrapping_sub(1))
-            .or(last_key);
+        let key_before = match pending.first() {
+            Some(_) => first_pending_key.map(|k| k.wrapping_sub(1)),
+            None => last_key,
+        }
+        .or(last_key);
         let tail = match bad {
             Some(_) => classify_tail(&**file, end, file_len, key_before).map_err(io_err)?,
             None => Tail::Zeros,

@@ -36,6 +36,9 @@ pub struct Scanner {
     reread_on_bad: bool,
     /// The last record `next` returned: its offset, and where it is in `buf`.
     last: Option<(u64, usize, usize)>,
+    /// Bytes from this file offset on stay buffered (the records of a batch whose last
+    /// record is not read yet), so they can be handed out again without copies.
+    hold: Option<u64>,
 }
 
 impl Scanner {
@@ -49,6 +52,7 @@ impl Scanner {
             limit,
             reread_on_bad: false,
             last: None,
+            hold: None,
         }
     }
 
@@ -58,9 +62,25 @@ impl Scanner {
 
     /// Drops what is buffered after the current offset.
     fn discard(&mut self) {
-        self.buf_start = self.offset();
-        self.at = 0;
-        self.buf_len = 0;
+        self.buf_len = self.at;
+    }
+
+    /// Keeps the bytes from `offset` (at or before the current offset, and still
+    /// buffered) in the buffer until `release`: see `record_at`.
+    pub fn hold(&mut self, offset: u64) {
+        debug_assert!(offset >= self.buf_start && offset <= self.offset());
+        self.hold = Some(offset);
+    }
+
+    pub fn release(&mut self) {
+        self.hold = None;
+    }
+
+    /// The record at `offset`, which `next` returned since `hold` was called with an
+    /// offset at or before it (decoded again without checking its CRC).
+    pub fn record_at(&self, offset: u64) -> Option<Decoded<'_>> {
+        let i = usize::try_from(offset.checked_sub(self.buf_start)?).ok()?;
+        record::decode_verified(self.buf.get(i..self.buf_len)?).ok()
     }
 
     /// The file offset of the next record.
@@ -86,19 +106,27 @@ impl Scanner {
         if want <= have {
             return Ok(false);
         }
-        self.buf.copy_within(self.at..self.buf_len, 0);
-        if self.buf.len() < want {
-            self.buf.resize(want, 0);
+        // Keep the unread bytes, and the held ones before them.
+        let keep_from = self.hold.map_or(offset, |h| h.min(offset));
+        let keep = (keep_from - self.buf_start) as usize;
+        let held = (offset - keep_from) as usize;
+        self.buf.copy_within(keep..self.buf_len, 0);
+        if self.buf.len() < held + want {
+            self.buf.resize(held + want, 0);
         }
         // Shrink a buffer that grew for one huge record, so memory stays bounded.
-        if self.buf.len() > 4 * CHUNK && want <= CHUNK {
+        if self.buf.len() > 4 * CHUNK && held + want <= CHUNK {
             self.buf.truncate(CHUNK);
             self.buf.shrink_to_fit();
         }
-        let got = vfs::read_at_most(&*self.file, &mut self.buf[have..want], offset + have as u64)?;
-        self.buf_start = offset;
-        self.at = 0;
-        self.buf_len = have + got;
+        let got = vfs::read_at_most(
+            &*self.file,
+            &mut self.buf[held + have..held + want],
+            offset + have as u64,
+        )?;
+        self.buf_start = keep_from;
+        self.at = held;
+        self.buf_len = held + have + got;
         Ok(got > 0)
     }
 
