@@ -54,9 +54,6 @@
 // Expected version: the stream must exist.
 #define EVS_EXPECT_EXISTS -3
 
-// The schema version this library writes and reads.
-#define SCHEMA_VERSION 1
-
 // A cursor over events (opaque). Single-thread: use it from one thread at a time.
 typedef struct evs_cursor evs_cursor;
 

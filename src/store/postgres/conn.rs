@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use tokio_postgres::{Client, Config, NoTls};
 
 /// The schema used when the URL names none.
-pub const DEFAULT_SCHEMA: &str = "evstore";
+const DEFAULT_SCHEMA: &str = "evstore";
 
 /// Tells whether `location` names a PostgreSQL store rather than a directory.
 pub fn is_url(location: &str) -> bool {

@@ -6,7 +6,7 @@ use super::conn::{pg_error, Conn};
 use crate::error::{Error, ErrorKind, Result};
 
 /// The schema version this library writes and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 1;
 
 /// Creates the tables and the function. `ts` is microseconds since the Unix epoch, never
 /// decreasing along `pos`; events without a stream have stream '' and version 0.
