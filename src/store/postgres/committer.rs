@@ -77,7 +77,6 @@ pub async fn run(conn: Arc<Conn>, mut rx: mpsc::UnboundedReceiver<Request>) {
                 for (r, o) in batch.iter().zip(outcomes) {
                     let _ = r.reply.send(Ok(o));
                 }
-                notify(&conn, &mut client).await;
             }
             Err(failure) => {
                 // The batch's transaction wrote nothing, or its commit is in doubt. Each
@@ -85,7 +84,6 @@ pub async fn run(conn: Arc<Conn>, mut rx: mpsc::UnboundedReceiver<Request>) {
                 // function finds what an in-doubt commit stored); without, after an in-doubt
                 // commit, the caller is told.
                 client = None;
-                let mut any = false;
                 for r in &batch {
                     let result = if failure.in_doubt && !r.all_have_ids() {
                         Err(in_doubt(&failure.error))
@@ -96,11 +94,7 @@ pub async fn run(conn: Arc<Conn>, mut rx: mpsc::UnboundedReceiver<Request>) {
                             Err(f) => Err(f.error),
                         }
                     };
-                    any |= matches!(result, Ok(Outcome::Written(_)));
                     let _ = r.reply.send(result);
-                }
-                if any {
-                    notify(&conn, &mut client).await;
                 }
             }
         }
@@ -209,13 +203,4 @@ async fn commit(
             }
         })
         .collect())
-}
-
-/// Wakes the store's subscribers in other processes. Outside the appending transaction
-/// (its lock would sit inside the head lock); only a hint: subscribers also poll.
-async fn notify(conn: &Conn, client: &mut Option<Client>) {
-    if let Some(c) = client.as_ref() {
-        let channel = format!("evs_{}", conn.schema());
-        let _ = c.execute("select pg_notify($1, '')", &[&channel]).await;
-    }
 }
