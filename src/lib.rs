@@ -4,6 +4,7 @@
 //! account domain), `store` (the event store), `wal` (the write-ahead log).
 
 pub mod error;
+mod runtime;
 pub mod wal;
 
 pub use error::{Error, ErrorKind, Result};

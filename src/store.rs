@@ -15,6 +15,7 @@ mod file;
 mod handle;
 pub mod ids;
 mod index;
+mod postgres;
 mod reads;
 pub mod snapshot;
 

@@ -109,7 +109,10 @@ impl Bank {
             .first_position)
     }
 
+    /// The account, after taking in what other writers appended (a read-only store, or
+    /// a PostgreSQL store that other processes write too; a no-op otherwise).
     fn live(&self, id: &str) -> Result<Account> {
+        self.store.refresh()?;
         let a = self.accounts.get(id).ok_or_else(|| not_found(id))?;
         if a.is_closed {
             return Err(Error::new(
@@ -139,6 +142,7 @@ impl Bank {
             )));
         }
         let _g = self.lock(self.stripe(id));
+        self.store.refresh()?;
         if self.accounts.get(id).is_some() {
             return Err(Error::new(
                 ErrorKind::AlreadyExists,
@@ -287,9 +291,7 @@ impl Bank {
     /// The account now, from the projection (no log access).
     pub fn get(&self, id: &str) -> Result<Account> {
         check_id("account id", id)?;
-        if self.store.options().read_only {
-            self.store.refresh()?;
-        }
+        self.store.refresh()?;
         self.accounts.get(id).ok_or_else(|| not_found(id))
     }
 

@@ -4,12 +4,10 @@
 //! caller's thread (a `block_on` per call cost ~80 ns and two threads that never exited).
 
 use super::status::*;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-
-static RUNTIME: Mutex<Option<Arc<tokio::runtime::Runtime>>> = Mutex::new(None);
 
 /// Stores opened through the C API and not yet closed.
 static OPEN_STORES: AtomicUsize = AtomicUsize::new(0);
@@ -20,30 +18,6 @@ pub(crate) fn store_opened() {
 
 pub(crate) fn store_closed() {
     OPEN_STORES.fetch_sub(1, Ordering::AcqRel);
-}
-
-/// The runtime, started on first use. Asynchronous work (the PostgreSQL backend) is its
-/// only user; until that lands, only `evs_shutdown`'s tests start it.
-#[cfg_attr(not(test), allow(dead_code))]
-pub(crate) fn runtime() -> Result<Arc<tokio::runtime::Runtime>> {
-    let mut slot = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(rt) = slot.as_ref() {
-        return Ok(rt.clone());
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("evstore-rt")
-        .enable_time()
-        .build()
-        .map_err(|e| Error::io("starting the evstore runtime", e))?;
-    let rt = Arc::new(rt);
-    *slot = Some(rt.clone());
-    Ok(rt)
-}
-
-#[cfg(test)]
-fn is_running() -> bool {
-    RUNTIME.lock().unwrap_or_else(|e| e.into_inner()).is_some()
 }
 
 /// Stops the library's background threads (the runtime of asynchronous work, if it was
@@ -63,7 +37,7 @@ pub extern "C" fn evs_shutdown() -> evs_status {
                 format!("{open} store(s) still open: close them before evs_shutdown"),
             ));
         }
-        let taken = RUNTIME.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let taken = crate::runtime::take();
         if let Some(rt) = taken {
             // Work started by a store that is closed now has nothing left to wait for.
             if let Ok(rt) = Arc::try_unwrap(rt) {
@@ -91,17 +65,17 @@ mod tests {
 
     #[test]
     fn the_runtime_starts_on_first_use_and_shutdown_stops_its_threads() {
-        let rt = runtime().unwrap();
+        let rt = crate::runtime::runtime().unwrap();
         assert_eq!(rt.block_on(async { 7 }), 7);
         rt.spawn(async {});
         drop(rt);
-        assert!(is_running());
+        assert!(crate::runtime::is_running());
         store_opened();
         assert_eq!(evs_shutdown(), EVS_ERR_BUSY);
-        assert!(is_running());
+        assert!(crate::runtime::is_running());
         store_closed();
         assert_eq!(evs_shutdown(), EVS_OK);
-        assert!(!is_running());
+        assert!(!crate::runtime::is_running());
         assert_eq!(runtime_threads(), 0);
         assert_eq!(evs_shutdown(), EVS_OK);
     }

@@ -3,6 +3,7 @@
 
 use super::backend::{Backend, EventCursor, TailCursor};
 use super::file::FileStore;
+use super::postgres::{conn::is_url, PgStore};
 use super::EventInput;
 use super::{
     AppendResult, Event, ExpectedVersion, OpenReport, Projection, StoreOptions, StoreStats,
@@ -19,13 +20,23 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `location`: a directory for the file
+    /// Opens (creating if needed) the store at `location`: a `postgresql://` (or
+    /// `postgres://`) URL for PostgreSQL, anything else is a directory for the file
     /// engine. `projections` are rebuilt from the stored events and kept up to date.
     pub fn open(
         location: impl AsRef<Path>,
         options: StoreOptions,
         projections: Vec<Arc<dyn Projection>>,
     ) -> Result<(Store, OpenReport)> {
+        if let Some(url) = location.as_ref().to_str().filter(|l| is_url(l)) {
+            let (pg, report) = PgStore::open(url, options, projections)?;
+            return Ok((
+                Store {
+                    backend: Arc::new(pg),
+                },
+                report,
+            ));
+        }
         let (file, report) = FileStore::open(location, options, projections)?;
         Ok((
             Store {

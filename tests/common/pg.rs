@@ -76,6 +76,41 @@ impl PgServer {
         &self.dir
     }
 
+    /// Stops (`"stop"`), starts (`"start"`) or restarts (`"restart"`) the server in place
+    /// (same data, same port) with `pg_ctl -m fast`, as the `postgres` OS user when run as
+    /// root. Stopping cuts every connection.
+    pub fn ctl(&self, action: &str) -> Result<(), String> {
+        let port = self
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.split('/').next())
+            .ok_or_else(|| format!("no port in {}", self.url))?;
+        let data = self.dir.join("data");
+        let script = format!(
+            "bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1); \
+             [ -n \"$EVS_PG_BIN\" ] && bin=$EVS_PG_BIN; \
+             cmd=\"$bin/pg_ctl -D {} -l {} -w -t 60 -m fast -o '-p {port}' {action}\"; \
+             if [ \"$(id -u)\" = 0 ]; then runuser -u ${{EVS_PG_USER:-postgres}} -- sh -c \"$cmd\"; else sh -c \"$cmd\"; fi",
+            data.display(),
+            self.dir.join("server.log").display()
+        );
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .map_err(|e| format!("cannot run pg_ctl: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "pg_ctl {action}: {}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
     /// Stops the server and removes its folder.
     pub fn stop(mut self) -> Result<(), String> {
         self.stopped = true;

@@ -1,0 +1,206 @@
+//! Client-side group commit: every append of a store handle goes to one task on the
+//! runtime with its own connection, which sends everything waiting as one call of the
+//! `append` function (one transaction, one commit) and answers each caller with its own
+//! result. While a call runs, new appends queue up and form the next batch.
+
+use super::conn::{pg_error, Conn};
+use crate::error::{Error, ErrorKind, Result};
+
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_postgres::Client;
+
+/// At most this many events go into one call (more wait for the next).
+const MAX_BATCH_EVENTS: usize = 20_000;
+
+/// One stream's part of a request.
+pub struct Entry {
+    pub stream: String,
+    /// >= 0 exact, -1 any, -2 no stream, -3 exists (the function's encoding).
+    pub expected: i64,
+    pub count: i32,
+}
+
+/// One event, owned: it crosses to the runtime.
+pub struct OwnedEvent {
+    pub id: Option<[u8; 16]>,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub metadata: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
+/// What the function said about one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Written from this position on.
+    Written(u64),
+    /// Refused: the entry (0-based) whose stream had this version (-1: none).
+    WrongVersion { entry: usize, actual: i64 },
+    /// Every event's id is stored: a retry.
+    Retry,
+    /// Some of its ids are stored, not all.
+    PartlyStored { position: u64 },
+}
+
+/// One append (one `evs_append`/`evs_append_multi` call) waiting for its commit.
+pub struct Request {
+    pub entries: Vec<Entry>,
+    pub events: Vec<OwnedEvent>,
+    pub reply: std::sync::mpsc::SyncSender<Result<Outcome>>,
+}
+
+impl Request {
+    fn all_have_ids(&self) -> bool {
+        self.events.iter().all(|e| e.id.is_some())
+    }
+}
+
+/// Runs until every sender is dropped (the store closed): takes what is waiting, commits
+/// it in one call, answers, repeats.
+pub async fn run(conn: Arc<Conn>, mut rx: mpsc::UnboundedReceiver<Request>) {
+    let mut client: Option<Client> = None;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let mut events = batch[0].events.len();
+        while events < MAX_BATCH_EVENTS {
+            match rx.try_recv() {
+                Ok(r) => {
+                    events += r.events.len();
+                    batch.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        match commit(&conn, &mut client, &batch).await {
+            Ok(outcomes) => {
+                for (r, o) in batch.iter().zip(outcomes) {
+                    let _ = r.reply.send(Ok(o));
+                }
+            }
+            Err(failure) => {
+                // The batch's transaction wrote nothing, or its commit is in doubt. Each
+                // request alone, on a fresh connection: with event ids a repeat is safe (the
+                // function finds what an in-doubt commit stored); without, after an in-doubt
+                // commit, the caller is told.
+                client = None;
+                for r in &batch {
+                    let result = if failure.in_doubt && !r.all_have_ids() {
+                        Err(in_doubt(&failure.error))
+                    } else {
+                        match commit(&conn, &mut client, std::slice::from_ref(r)).await {
+                            Ok(mut o) => Ok(o.remove(0)),
+                            Err(f) if f.in_doubt && !r.all_have_ids() => Err(in_doubt(&f.error)),
+                            Err(f) => Err(f.error),
+                        }
+                    };
+                    let _ = r.reply.send(result);
+                }
+            }
+        }
+    }
+}
+
+/// Why a call failed, and whether its commit may have happened anyway.
+struct Failure {
+    error: Error,
+    in_doubt: bool,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Failure {
+            error,
+            in_doubt: false,
+        }
+    }
+}
+
+/// The error for an append whose commit may or may not have happened.
+fn in_doubt(e: &Error) -> Error {
+    Error::new(
+        ErrorKind::Io,
+        format!(
+            "{}; the append may or may not be stored: give its events ids to retry it safely",
+            e.message
+        ),
+    )
+}
+
+/// One call of `append` for these requests, connecting first if needed.
+async fn commit(
+    conn: &Conn,
+    client: &mut Option<Client>,
+    batch: &[Request],
+) -> std::result::Result<Vec<Outcome>, Failure> {
+    if client.as_ref().is_none_or(|c| c.is_closed()) {
+        *client = Some(conn.fresh().await?);
+    }
+    let c = client.as_ref().expect("connected above");
+    let mut r_entries = Vec::with_capacity(batch.len());
+    let (mut s_stream, mut s_expected, mut s_count) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut e_id, mut e_type, mut e_sv, mut e_meta, mut e_data) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for r in batch {
+        r_entries.push(r.entries.len() as i32);
+        for e in &r.entries {
+            s_stream.push(e.stream.as_str());
+            s_expected.push(e.expected);
+            s_count.push(e.count);
+        }
+        for e in &r.events {
+            e_id.push(e.id.as_ref().map(|i| &i[..]));
+            e_type.push(e.event_type.as_str());
+            e_sv.push(e.schema_version);
+            e_meta.push(&e.metadata[..]);
+            e_data.push(&e.payload[..]);
+        }
+    }
+    let rows = c
+        .query(
+            "select res, entry, actual from append($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                &r_entries,
+                &s_stream,
+                &s_expected,
+                &s_count,
+                &e_id,
+                &e_type,
+                &e_sv,
+                &e_meta,
+                &e_data,
+            ],
+        )
+        .await
+        .map_err(|e| Failure {
+            in_doubt: e.as_db_error().is_none(),
+            error: pg_error("appending", e),
+        })?;
+    if rows.len() != batch.len() {
+        return Err(Failure::from(Error::new(
+            ErrorKind::Internal,
+            format!(
+                "the append function answered {} requests of {}",
+                rows.len(),
+                batch.len()
+            ),
+        )));
+    }
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let (res, entry, actual): (i64, i32, i64) = (row.get(0), row.get(1), row.get(2));
+            match res {
+                p if p >= 0 => Outcome::Written(p as u64),
+                -1 => Outcome::WrongVersion {
+                    entry: (entry.max(1) - 1) as usize,
+                    actual,
+                },
+                -2 => Outcome::Retry,
+                _ => Outcome::PartlyStored {
+                    position: actual.max(0) as u64,
+                },
+            }
+        })
+        .collect())
+}

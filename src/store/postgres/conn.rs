@@ -1,0 +1,156 @@
+//! Connections to the server: the URL (with its `schema` parameter), one shared client
+//! for reads that is replaced when its connection is lost (the store reconnects by
+//! itself), and how PostgreSQL's errors become the store's.
+
+use crate::error::{Error, ErrorKind, Result};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use tokio_postgres::{Client, Config, NoTls};
+
+/// The schema used when the URL names none.
+const DEFAULT_SCHEMA: &str = "evstore";
+
+/// Tells whether `location` names a PostgreSQL store rather than a directory.
+pub fn is_url(location: &str) -> bool {
+    location.starts_with("postgresql://") || location.starts_with("postgres://")
+}
+
+/// A PostgreSQL error as the store's: always `Io` (the server refused, or the connection
+/// is gone), with what was being done and what the server said.
+pub fn pg_error(what: &str, e: tokio_postgres::Error) -> Error {
+    if let Some(db) = e.as_db_error() {
+        return Error::new(
+            ErrorKind::Io,
+            format!(
+                "{what}: PostgreSQL said: {} (SQLSTATE {})",
+                db.message(),
+                db.code().code()
+            ),
+        );
+    }
+    Error::new(
+        ErrorKind::Io,
+        format!("{what}: the connection to PostgreSQL failed or was lost ({e}); the store reconnects on the next call"),
+    )
+}
+
+/// Where to connect and which schema to use, with one reusable client.
+pub struct Conn {
+    config: Config,
+    schema: String,
+    location: String,
+    shared: Mutex<Option<Arc<Client>>>,
+}
+
+/// The URL without its password, for messages.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let name = user.split(':').next().unwrap_or("");
+            format!("{scheme}://{name}:***@{host}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Conn {
+    /// Parses a libpq-style URL; `schema=NAME` (lower-case letters, digits, `_`, at most 63
+    /// bytes, not starting with a digit) is taken out, the rest goes to tokio-postgres.
+    pub fn parse(url: &str) -> Result<Conn> {
+        let location = without_password(url);
+        let (base, query) = match url.split_once('?') {
+            Some((b, q)) => (b, q),
+            None => (url, ""),
+        };
+        let mut schema = DEFAULT_SCHEMA.to_owned();
+        let mut rest = Vec::new();
+        for part in query.split('&').filter(|p| !p.is_empty()) {
+            match part.strip_prefix("schema=") {
+                Some(s) => schema = s.to_owned(),
+                None => rest.push(part),
+            }
+        }
+        let valid = !schema.is_empty()
+            && schema.len() <= 63
+            && !schema.starts_with(|c: char| c.is_ascii_digit())
+            && schema
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !valid {
+            return Err(Error::invalid(format!(
+                "the schema '{schema}' in {location} is not a plain PostgreSQL name \
+                 (lower-case letters, digits and '_', at most 63 bytes)"
+            )));
+        }
+        let cleaned = if rest.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", rest.join("&"))
+        };
+        let mut config = Config::from_str(&cleaned)
+            .map_err(|e| Error::invalid(format!("the URL {location} is not valid: {e}")))?;
+        if config.get_application_name().is_none() {
+            config.application_name("evstore");
+        }
+        Ok(Conn {
+            config,
+            schema,
+            location,
+            shared: Mutex::new(None),
+        })
+    }
+
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// The URL without its password.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// A new connection of its own, driven on the runtime, with the store's schema first
+    /// on its search path.
+    pub async fn fresh(&self) -> Result<Client> {
+        let (client, connection) = self
+            .config
+            .connect(NoTls)
+            .await
+            .map_err(|e| pg_error(&format!("connecting to {}", self.location), e))?;
+        tokio::spawn(async move {
+            // Ends when the client is dropped or the server goes away; the client's next
+            // call then fails and the store connects again.
+            let _ = connection.await;
+        });
+        client
+            .batch_execute(&format!("set search_path to \"{}\"", self.schema))
+            .await
+            .map_err(|e| pg_error("setting the search path", e))?;
+        Ok(client)
+    }
+
+    /// The shared client, connecting (again) if there is none or its connection is gone.
+    pub async fn shared(&self) -> Result<Arc<Client>> {
+        if let Some(c) = self
+            .shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            if !c.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        let c = Arc::new(self.fresh().await?);
+        *self.shared.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Forgets the shared client (after an error that may have broken it).
+    pub fn forget(&self) {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}

@@ -1,0 +1,706 @@
+//! The PostgreSQL backend: the store's events in one schema of a PostgreSQL database
+//! (design A of docs/postgres.md), written by any number of processes at once. Its I/O
+//! runs on the global tokio runtime; the synchronous calls of the seam wait for it.
+
+mod committer;
+pub mod conn;
+mod cursor;
+mod schema;
+
+use super::backend::{Backend, EventCursor, TailCursor};
+use super::{
+    check_name, AppendResult, Event, ExpectedVersion, OpenReport, Projection, StoreOptions,
+    StoreStats, StreamAppend, StreamInfo, MAX_BATCH_EVENTS, MAX_BATCH_SIZE,
+};
+use crate::error::{Error, ErrorKind, Result};
+use committer::{Entry, Outcome, OwnedEvent, Request};
+use conn::{pg_error, Conn};
+use cursor::{event_from_row, Kind, PgCursor, COLUMNS};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use tokio::runtime::Runtime;
+use tokio_postgres::types::ToSql;
+
+/// How often a waiting subscriber looks at the head when nothing wakes it.
+const POLL: Duration = Duration::from_millis(20);
+
+pub struct PgStore {
+    conn: Arc<Conn>,
+    runtime: Arc<Runtime>,
+    options: StoreOptions,
+    /// The committer's queue; `None` once closed (and for read-only stores).
+    appends: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Request>>>,
+    projections: Vec<Arc<dyn Projection>>,
+    /// Events applied to the projections: positions below this.
+    applied: Mutex<u64>,
+    /// The highest head seen (for waiters), and their wake-up.
+    seen: Mutex<u64>,
+    seen_cv: Condvar,
+    appended: AtomicU64,
+    open_time: Duration,
+    closed: AtomicBool,
+    owner_pid: u32,
+}
+
+impl PgStore {
+    /// Connects, creates or checks the schema, and brings the projections up to date.
+    pub fn open(
+        url: &str,
+        options: StoreOptions,
+        projections: Vec<Arc<dyn Projection>>,
+    ) -> Result<(PgStore, OpenReport)> {
+        let started = Instant::now();
+        let conn = Arc::new(Conn::parse(url)?);
+        let runtime = crate::runtime::runtime()?;
+        block(&runtime, schema::prepare(&conn, options.read_only))?;
+        let appends = if options.read_only {
+            None
+        } else {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            runtime.spawn(committer::run(conn.clone(), rx));
+            Some(tx)
+        };
+        projections.iter().for_each(|p| p.reset());
+        let mut store = PgStore {
+            conn,
+            runtime,
+            options,
+            appends: Mutex::new(appends),
+            projections,
+            applied: Mutex::new(0),
+            seen: Mutex::new(0),
+            seen_cv: Condvar::new(),
+            appended: AtomicU64::new(0),
+            open_time: Duration::ZERO,
+            closed: AtomicBool::new(false),
+            owner_pid: std::process::id(),
+        };
+        let replayed = store.catch_up()?;
+        let next = store.head()?;
+        let open_time = started.elapsed();
+        store.open_time = open_time;
+        let report = OpenReport {
+            next_position: next,
+            events_replayed: replayed,
+            open_time,
+            ..OpenReport::default()
+        };
+        Ok((store, report))
+    }
+
+    /// Runs a query on the shared connection; a lost connection is forgotten, so the next
+    /// call connects again.
+    fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        what: &str,
+    ) -> Result<Vec<tokio_postgres::Row>> {
+        block(&self.runtime, async {
+            let client = self.conn.shared().await?;
+            client.query(sql, params).await.map_err(|e| {
+                if e.as_db_error().is_none() {
+                    self.conn.forget();
+                }
+                pg_error(what, e)
+            })
+        })
+    }
+
+    /// The position the next event gets, as the server has it now.
+    fn head(&self) -> Result<u64> {
+        let rows = self.query("select next from head", &[], "reading the head")?;
+        let next = rows
+            .first()
+            .map(|r| r.get::<_, i64>(0) as u64)
+            .ok_or_else(|| Error::corrupt("the head table is empty"))?;
+        self.saw(next);
+        Ok(next)
+    }
+
+    /// Records a head seen and wakes waiters if it moved.
+    fn saw(&self, next: u64) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if next > *seen {
+            *seen = next;
+            self.seen_cv.notify_all();
+        }
+    }
+
+    /// Applies every event not yet applied to the projections; returns how many.
+    fn catch_up(&self) -> Result<u64> {
+        if self.projections.is_empty() {
+            return Ok(0);
+        }
+        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        let start = *applied;
+        loop {
+            let from = *applied as i64;
+            let rows = self.query(
+                &format!("select {COLUMNS} from events where pos >= $1 order by pos limit 5000"),
+                &[&from],
+                "reading the log for the projections",
+            )?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in &rows {
+                let e = event_from_row(row)?;
+                if e.position != *applied {
+                    return Err(Error::corrupt(format!(
+                        "the log has position {} where {} was expected",
+                        e.position, *applied
+                    )));
+                }
+                self.projections.iter().for_each(|p| p.apply(&e.as_ref()));
+                *applied += 1;
+            }
+        }
+        Ok(*applied - start)
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        self.check_owner()?;
+        if self.options.read_only {
+            return Err(Error::new(
+                ErrorKind::ReadOnly,
+                format!("{} is open read-only", self.conn.location()),
+            ));
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::invalid("the store is closed"));
+        }
+        Ok(())
+    }
+
+    /// Checks an append as the file engine does (names, sizes, ids).
+    fn validate(&self, appends: &[StreamAppend<'_>], allow_empty: bool) -> Result<()> {
+        if appends.is_empty() {
+            return Err(Error::invalid("an append needs at least one stream"));
+        }
+        let (mut total, mut count) = (0usize, 0usize);
+        let mut ids = Vec::new();
+        for a in appends {
+            check_name("stream name", a.stream, allow_empty)?;
+            if a.events.is_empty() {
+                return Err(Error::invalid(format!(
+                    "the append to stream '{}' has no events",
+                    a.stream
+                )));
+            }
+            for e in a.events {
+                check_name("event type", e.event_type, false)?;
+                let size = e.payload.len() + e.metadata.len();
+                if size > self.options.max_event_size {
+                    return Err(Error::new(
+                        ErrorKind::TooLarge,
+                        format!(
+                            "an event of {size} bytes is past the limit of {}",
+                            self.options.max_event_size
+                        ),
+                    ));
+                }
+                total += size + e.event_type.len() + a.stream.len();
+                count += 1;
+                ids.extend(e.id);
+            }
+        }
+        if count > MAX_BATCH_EVENTS || total > MAX_BATCH_SIZE {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!("an append of {count} events and {total} bytes is past the limits ({MAX_BATCH_EVENTS} events, {MAX_BATCH_SIZE} bytes)"),
+            ));
+        }
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            return Err(Error::invalid("an event id appears twice in one append"));
+        }
+        Ok(())
+    }
+
+    fn append_inner(
+        &self,
+        appends: &[StreamAppend<'_>],
+        allow_empty: bool,
+    ) -> Result<AppendResult> {
+        self.check_writable()?;
+        self.validate(appends, allow_empty)?;
+        let entries = appends
+            .iter()
+            .map(|a| Entry {
+                stream: a.stream.to_owned(),
+                expected: match a.expected {
+                    ExpectedVersion::Any => -1,
+                    ExpectedVersion::NoStream => -2,
+                    ExpectedVersion::Exists => -3,
+                    ExpectedVersion::Exact(v) => v as i64,
+                },
+                count: a.events.len() as i32,
+            })
+            .collect();
+        let events = appends
+            .iter()
+            .flat_map(|a| a.events.iter())
+            .map(|e| OwnedEvent {
+                id: e.id,
+                event_type: e.event_type.to_owned(),
+                schema_version: e.schema_version.max(1) as i32,
+                metadata: e.metadata.to_vec(),
+                payload: e.payload.to_vec(),
+            })
+            .collect();
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        let request = Request {
+            entries,
+            events,
+            reply,
+        };
+        let sent = match self
+            .appends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            Some(tx) => tx.send(request).is_ok(),
+            None => false,
+        };
+        if !sent {
+            return Err(Error::invalid("the store is closed"));
+        }
+        let outcome = answer.recv().map_err(|_| {
+            Error::new(
+                ErrorKind::Internal,
+                "the PostgreSQL committer stopped without answering",
+            )
+        })??;
+        let result = self.result_of(appends, outcome)?;
+        self.appended.fetch_add(1, Ordering::Relaxed);
+        let last =
+            result.first_position + appends.iter().map(|a| a.events.len() as u64).sum::<u64>();
+        self.saw(last);
+        // The caller's own events are in the projections when it returns; a failure here
+        // is caught up by the next call.
+        let _ = self.catch_up();
+        Ok(result)
+    }
+
+    /// The append's result from the function's outcome.
+    fn result_of(&self, appends: &[StreamAppend<'_>], outcome: Outcome) -> Result<AppendResult> {
+        match outcome {
+            Outcome::Written(first) => {
+                // Each part's stream version: that of its last event, as stored.
+                let mut p = first as i64;
+                let lasts: Vec<i64> = appends
+                    .iter()
+                    .map(|a| {
+                        p += a.events.len() as i64;
+                        p - 1
+                    })
+                    .collect();
+                let rows = self.query(
+                    "select pos, version from events where pos = any($1)",
+                    &[&lasts],
+                    "reading the appended versions",
+                )?;
+                let mut versions = Vec::with_capacity(lasts.len());
+                for last in &lasts {
+                    let row = rows.iter().find(|r| r.get::<_, i64>(0) == *last);
+                    let row = row.ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::Internal,
+                            format!("the appended event at position {last} is not in the log"),
+                        )
+                    })?;
+                    versions.push(row.get::<_, i64>(1) as u64);
+                }
+                Ok(AppendResult {
+                    first_position: first,
+                    stream_versions: versions,
+                })
+            }
+            Outcome::WrongVersion { entry, actual } => {
+                let a = &appends[entry.min(appends.len() - 1)];
+                let have = match actual {
+                    v if v >= 0 => format!("is at version {v}"),
+                    _ => "does not exist".to_owned(),
+                };
+                let wanted = match a.expected {
+                    ExpectedVersion::NoStream => "no stream".to_owned(),
+                    ExpectedVersion::Exists => "an existing stream".to_owned(),
+                    ExpectedVersion::Exact(v) => format!("version {v}"),
+                    ExpectedVersion::Any => "any version".to_owned(),
+                };
+                Err(Error::new(
+                    ErrorKind::WrongExpectedVersion,
+                    format!("stream '{}' {have}, expected {wanted}", a.stream),
+                ))
+            }
+            Outcome::PartlyStored { position } => Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!(
+                    "some of the append's event ids were appended before (at position {position}) \
+                     but not all: a retry must repeat the whole append; nothing was written"
+                ),
+            )),
+            Outcome::Retry => self.stored_result(appends),
+        }
+    }
+
+    /// A retried append: the stored positions of its ids, checked against its streams.
+    fn stored_result(&self, appends: &[StreamAppend<'_>]) -> Result<AppendResult> {
+        let ids: Vec<&[u8]> = appends
+            .iter()
+            .flat_map(|a| a.events.iter())
+            .filter_map(|e| e.id.as_ref().map(|i| &i[..]))
+            .collect();
+        let rows = self.query(
+            "select event_id, pos, stream, version from events where event_id = any($1)",
+            &[&ids],
+            "looking up the stored event ids",
+        )?;
+        let find = |id: &[u8]| rows.iter().find(|r| r.get::<_, &[u8]>(0) == id);
+        let mut first = None;
+        let mut versions = Vec::with_capacity(appends.len());
+        for (i, a) in appends.iter().enumerate() {
+            let mut last = 0;
+            for e in a.events {
+                let row =
+                    e.id.as_ref().and_then(|id| find(id)).ok_or_else(|| {
+                        Error::new(ErrorKind::Internal, "a stored event id vanished")
+                    })?;
+                let (pos, stream, version): (i64, &str, i64) = (row.get(1), row.get(2), row.get(3));
+                if stream != a.stream {
+                    return Err(Error::new(
+                        ErrorKind::AlreadyExists,
+                        format!(
+                            "the event id at position {pos} belongs to an event of stream \
+                             '{stream}', not '{}' (append {i}); nothing was written",
+                            a.stream
+                        ),
+                    ));
+                }
+                first.get_or_insert(pos as u64);
+                last = version as u64;
+            }
+            versions.push(last);
+        }
+        Ok(AppendResult {
+            first_position: first.unwrap_or(0),
+            stream_versions: versions,
+        })
+    }
+
+    fn stream_version_now(&self, stream: &str) -> Result<Option<u64>> {
+        let rows = self.query(
+            "select version from streams where name = $1",
+            &[&stream],
+            "reading a stream's version",
+        )?;
+        Ok(rows.first().map(|r| r.get::<_, i64>(0) as u64))
+    }
+
+    fn past_end(&self, from: u64) -> Result<()> {
+        let next = self.head()?;
+        if from > next {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("position {from} is past the end of the log (the next position is {next})"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Waits for `f` on the runtime from a thread outside it.
+fn block<T>(runtime: &Runtime, f: impl Future<Output = Result<T>>) -> Result<T> {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(Error::new(
+            ErrorKind::Internal,
+            "a PostgreSQL store was called from inside the evstore runtime",
+        ));
+    }
+    runtime.block_on(f)
+}
+
+impl Backend for PgStore {
+    fn location(&self) -> String {
+        self.conn.location().to_owned()
+    }
+
+    fn options(&self) -> &StoreOptions {
+        &self.options
+    }
+
+    fn check_owner(&self) -> Result<()> {
+        let me = std::process::id();
+        if me != self.owner_pid {
+            return Err(Error::invalid(format!(
+                "store {} was opened by process {}, used from process {me}; a child process must open stores of its own",
+                self.conn.location(),
+                self.owner_pid
+            )));
+        }
+        Ok(())
+    }
+
+    fn append_event(&self, event_type: &str, payload: &[u8]) -> Result<u64> {
+        let input = [super::EventInput::new(event_type, payload)];
+        let a = [StreamAppend {
+            stream: "",
+            expected: ExpectedVersion::Any,
+            events: &input,
+        }];
+        Ok(self.append_inner(&a, true)?.first_position)
+    }
+
+    fn append_multi(&self, appends: &[StreamAppend<'_>]) -> Result<AppendResult> {
+        self.append_inner(appends, false)
+    }
+
+    fn next_position(&self) -> Result<u64> {
+        self.check_owner()?;
+        self.head()
+    }
+
+    fn stream_version(&self, stream: &str) -> Result<Option<u64>> {
+        self.check_owner()?;
+        check_name("stream name", stream, false)?;
+        self.stream_version_now(stream)
+    }
+
+    fn position_after(&self, timestamp_us: u64) -> Result<u64> {
+        self.check_owner()?;
+        let ts = timestamp_us.min(i64::MAX as u64) as i64;
+        let rows = self.query(
+            "select coalesce((select min(pos) from events where ts > $1), (select next from head))",
+            &[&ts],
+            "finding a position by time",
+        )?;
+        Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0) as u64))
+    }
+
+    fn read_event(&self, position: u64) -> Result<Event> {
+        self.check_owner()?;
+        let p = position.min(i64::MAX as u64) as i64;
+        let rows = self.query(
+            &format!("select {COLUMNS} from events where pos = $1"),
+            &[&p],
+            "reading an event",
+        )?;
+        match rows.first() {
+            Some(r) => event_from_row(r),
+            None => Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no event at position {position}"),
+            )),
+        }
+    }
+
+    fn list_streams(&self) -> Result<Vec<StreamInfo>> {
+        self.check_owner()?;
+        let rows = self.query(
+            "select name, version, first_pos from streams order by first_pos",
+            &[],
+            "listing the streams",
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| StreamInfo {
+                name: r.get(0),
+                version: r.get::<_, i64>(1) as u64,
+                first_position: r.get::<_, i64>(2) as u64,
+            })
+            .collect())
+    }
+
+    fn read_all(self: Arc<Self>, from: u64) -> Result<Box<dyn TailCursor>> {
+        self.check_owner()?;
+        self.past_end(from)?;
+        Ok(Box::new(PgCursor::new(
+            self,
+            Kind::Forward { until: u64::MAX },
+            from,
+        )))
+    }
+
+    fn poll(self: Arc<Self>, from: u64, max: u64) -> Result<Box<dyn TailCursor>> {
+        self.check_owner()?;
+        self.past_end(from)?;
+        let until = from.saturating_add(max);
+        Ok(Box::new(PgCursor::new(self, Kind::Forward { until }, from)))
+    }
+
+    fn read_all_backward(self: Arc<Self>, from: u64) -> Result<Box<dyn EventCursor>> {
+        self.check_owner()?;
+        let next = self.head()?;
+        let start = from.min(next.saturating_sub(1));
+        Ok(Box::new(PgCursor::new(
+            self,
+            Kind::Backward { more: next > 0 },
+            start,
+        )))
+    }
+
+    fn read_stream(
+        self: Arc<Self>,
+        stream: &str,
+        from_version: u64,
+    ) -> Result<Box<dyn EventCursor>> {
+        self.check_owner()?;
+        check_name("stream name", stream, false)?;
+        let Some(v) = self.stream_version_now(stream)? else {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("stream '{stream}' does not exist"),
+            ));
+        };
+        if from_version > v + 1 {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "stream '{stream}' is at version {v}; version {from_version} is past its end"
+                ),
+            ));
+        }
+        let kind = Kind::Stream {
+            stream: stream.to_owned(),
+        };
+        Ok(Box::new(PgCursor::new(self, kind, from_version)))
+    }
+
+    fn read_stream_backward(
+        self: Arc<Self>,
+        stream: &str,
+        from_version: u64,
+    ) -> Result<Box<dyn EventCursor>> {
+        self.check_owner()?;
+        check_name("stream name", stream, false)?;
+        let Some(v) = self.stream_version_now(stream)? else {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("stream '{stream}' does not exist"),
+            ));
+        };
+        let kind = Kind::StreamBackward {
+            stream: stream.to_owned(),
+            more: true,
+        };
+        Ok(Box::new(PgCursor::new(self, kind, from_version.min(v))))
+    }
+
+    fn read_category(self: Arc<Self>, prefix: &str, from: u64) -> Result<Box<dyn TailCursor>> {
+        self.check_owner()?;
+        check_name("stream prefix", prefix, false)?;
+        self.past_end(from)?;
+        let kind = Kind::Category {
+            prefix: prefix.to_owned(),
+        };
+        Ok(Box::new(PgCursor::new(self, kind, from)))
+    }
+
+    fn refresh(&self) -> Result<()> {
+        self.check_owner()?;
+        self.catch_up().map(|_| ())
+    }
+
+    fn wait_for_events(&self, seen: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.closed.load(Ordering::Acquire) {
+                return seen;
+            }
+            match self.head() {
+                Ok(n) if n > seen => return n,
+                Ok(_) => {}
+                Err(_) => return seen,
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return seen;
+            }
+            let g = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if *g > seen {
+                return *g;
+            }
+            let _ = self.seen_cv.wait_timeout(g, POLL.min(deadline - now));
+        }
+    }
+
+    fn wake_waiters(&self) {
+        let _g = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        self.seen_cv.notify_all();
+    }
+
+    fn sync(&self) -> Result<()> {
+        // Every acknowledged append is committed (durable as PostgreSQL's commit is).
+        self.check_owner()
+    }
+
+    fn snapshot(&self) -> Result<u64> {
+        self.check_writable()?;
+        // The database keeps its own indexes: nothing to write; report what is covered.
+        self.head()
+    }
+
+    fn stats(&self) -> Result<StoreStats> {
+        self.check_owner()?;
+        let rows = self.query(
+            "select (select next from head), (select count(*) from streams), \
+             pg_total_relation_size('events') + pg_total_relation_size('streams')",
+            &[],
+            "reading the store's stats",
+        )?;
+        let r = rows
+            .first()
+            .ok_or_else(|| Error::new(ErrorKind::Internal, "the stats query returned nothing"))?;
+        let types = self.query(
+            "select type, count(*) from events group by type order by type",
+            &[],
+            "counting event types",
+        )?;
+        let ids = self.query(
+            "select count(*) from events where event_id is not null",
+            &[],
+            "counting event ids",
+        )?;
+        Ok(StoreStats {
+            events: r.get::<_, i64>(0) as u64,
+            streams: r.get::<_, i64>(1) as u64,
+            bytes_on_disk: r.get::<_, i64>(2) as u64,
+            appends: self.appended.load(Ordering::Relaxed),
+            open_time_us: self.open_time.as_micros() as u64,
+            event_ids: ids.first().map_or(0, |r| r.get::<_, i64>(0) as u64),
+            events_by_type: types
+                .iter()
+                .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
+                .collect(),
+            ..StoreStats::default()
+        })
+    }
+
+    fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        // The committer ends once its queue is empty and the sender is gone.
+        self.appends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        self.conn.forget();
+        self.wake_waiters();
+        self.check_owner()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        let _ = Backend::close(self);
+    }
+}

@@ -1,0 +1,314 @@
+//! The store on PostgreSQL, against a real server started for the run (a server that
+//! cannot start fails these tests). Several `Store` handles on one database stand for
+//! several processes: each has its own connections and committer.
+
+mod common;
+
+use common::pg::PgServer;
+use evstore::store::{EventInput, ExpectedVersion, Store, StoreOptions, StreamAppend};
+use evstore::ErrorKind;
+use std::sync::Arc;
+
+fn open(url: &str) -> Store {
+    Store::open(url, StoreOptions::default(), Vec::new())
+        .expect("the PostgreSQL store opens")
+        .0
+}
+
+fn ev<'a>(ty: &'a str, payload: &'a [u8]) -> EventInput<'a> {
+    EventInput::new(ty, payload)
+}
+
+fn with_id<'a>(ty: &'a str, payload: &'a [u8], id: u8) -> EventInput<'a> {
+    let mut e = EventInput::new(ty, payload);
+    e.id = Some([id; 16]);
+    e
+}
+
+/// Every position from 0 to the end, read forward: dense and in order.
+fn positions(s: &Store) -> Vec<u64> {
+    let mut c = s.read_all(0).unwrap();
+    let mut out = Vec::new();
+    while let Some(e) = c.next().unwrap() {
+        out.push(e.position);
+    }
+    out
+}
+
+#[test]
+fn appends_reads_versions_and_ids_work_as_on_the_file_store() {
+    let pg = PgServer::start();
+    let url = format!("{}?schema=basics", pg.url());
+    let s = open(&url);
+    assert_eq!(s.next_position().unwrap(), 0);
+    assert_eq!(s.append_event("Legacy", b"x").unwrap(), 0);
+    let r = s
+        .append(
+            "order-1",
+            ExpectedVersion::NoStream,
+            &[ev("Created", b"a"), ev("Paid", b"b")],
+        )
+        .unwrap();
+    assert_eq!((r.first_position, r.stream_versions.clone()), (1, vec![1]));
+    let wrong = s
+        .append("order-1", ExpectedVersion::Exact(0), &[ev("Shipped", b"c")])
+        .unwrap_err();
+    assert_eq!(wrong.kind, ErrorKind::WrongExpectedVersion);
+    assert!(
+        wrong.message.contains("is at version 1"),
+        "{}",
+        wrong.message
+    );
+    let none = s
+        .append("order-2", ExpectedVersion::Exists, &[ev("X", b"")])
+        .unwrap_err();
+    assert_eq!(none.kind, ErrorKind::WrongExpectedVersion);
+    // An atomic append over two streams, one of them refused: nothing of it is written.
+    let refused = s.append_multi(&[
+        StreamAppend {
+            stream: "order-3",
+            expected: ExpectedVersion::NoStream,
+            events: &[ev("Created", b"")],
+        },
+        StreamAppend {
+            stream: "order-1",
+            expected: ExpectedVersion::NoStream,
+            events: &[ev("Created", b"")],
+        },
+    ]);
+    assert_eq!(refused.unwrap_err().kind, ErrorKind::WrongExpectedVersion);
+    assert_eq!(s.stream_version("order-3").unwrap(), None);
+    let multi = s
+        .append_multi(&[
+            StreamAppend {
+                stream: "order-3",
+                expected: ExpectedVersion::NoStream,
+                events: &[ev("Created", b"")],
+            },
+            StreamAppend {
+                stream: "order-1",
+                expected: ExpectedVersion::Exact(1),
+                events: &[ev("Shipped", b"s")],
+            },
+        ])
+        .unwrap();
+    assert_eq!(
+        (multi.first_position, multi.stream_versions),
+        (3, vec![0, 2])
+    );
+    // Ids: a retry returns the stored positions and writes nothing.
+    let batch = [with_id("Paid", b"1", 7), with_id("Paid", b"2", 8)];
+    let first = s.append("pay-1", ExpectedVersion::Any, &batch).unwrap();
+    let again = s
+        .append("pay-1", ExpectedVersion::NoStream, &batch)
+        .unwrap();
+    assert_eq!(first.first_position, again.first_position);
+    assert_eq!(again.stream_versions, vec![1]);
+    let half = s
+        .append(
+            "pay-1",
+            ExpectedVersion::Any,
+            &[with_id("Paid", b"1", 7), with_id("Paid", b"3", 9)],
+        )
+        .unwrap_err();
+    assert_eq!(half.kind, ErrorKind::AlreadyExists);
+    let other_stream = s.append("pay-2", ExpectedVersion::Any, &batch).unwrap_err();
+    assert_eq!(other_stream.kind, ErrorKind::AlreadyExists);
+    let twice = s
+        .append(
+            "pay-1",
+            ExpectedVersion::Any,
+            &[with_id("A", b"", 1), with_id("A", b"", 1)],
+        )
+        .unwrap_err();
+    assert_eq!(twice.kind, ErrorKind::InvalidArgument);
+    assert_eq!(positions(&s), (0..7).collect::<Vec<_>>());
+
+    // Reads: stream forward and backward, category, backward, by position, by time.
+    let mut c = s.read_stream("order-1", 1).unwrap();
+    let mut got = Vec::new();
+    while let Some(e) = c.next().unwrap() {
+        got.push((e.stream_version, e.event_type.to_owned()));
+    }
+    assert_eq!(got, vec![(1, "Paid".into()), (2, "Shipped".into())]);
+    let mut c = s.read_stream_backward("order-1", u64::MAX).unwrap();
+    let mut back = Vec::new();
+    while let Some(e) = c.next().unwrap() {
+        back.push(e.stream_version);
+    }
+    assert_eq!(back, vec![2, 1, 0]);
+    let mut c = s.read_category("order-", 0).unwrap();
+    let mut cat = Vec::new();
+    while let Some(e) = c.next().unwrap() {
+        cat.push(e.position);
+    }
+    assert_eq!(cat, vec![1, 2, 3, 4]);
+    let mut c = s.read_all_backward(u64::MAX).unwrap();
+    let mut all_back = Vec::new();
+    while let Some(e) = c.next().unwrap() {
+        all_back.push(e.position);
+    }
+    assert_eq!(all_back, (0..7).rev().collect::<Vec<_>>());
+    let e = s.read_event(2).unwrap();
+    assert_eq!(
+        (e.stream.as_str(), e.payload.as_slice()),
+        ("order-1", &b"b"[..])
+    );
+    assert_eq!(s.read_event(99).unwrap_err().kind, ErrorKind::NotFound);
+    assert_eq!(
+        s.read_all(8).err().map(|e| e.kind),
+        Some(ErrorKind::NotFound)
+    );
+    assert_eq!(
+        s.read_stream("nope", 0).err().map(|e| e.kind),
+        Some(ErrorKind::NotFound)
+    );
+    let ts = s.read_event(3).unwrap().timestamp_us;
+    let after = s.position_after(ts).unwrap();
+    assert!(after > 3 && after <= 7, "{after}");
+    assert_eq!(s.position_after(u64::MAX / 2).unwrap(), 7);
+    let streams = s.list_streams().unwrap();
+    let names: Vec<&str> = streams.iter().map(|x| x.name.as_str()).collect();
+    assert_eq!(names, vec!["order-1", "order-3", "pay-1"]);
+    let st = s.stats().unwrap();
+    assert_eq!((st.events, st.streams, st.event_ids), (7, 3, 2));
+
+    // A tailing cursor sees what another handle (another process) appends later.
+    let mut tail = s.read_all(7).unwrap();
+    assert!(tail.next().unwrap().is_none());
+    let other = open(&url);
+    other
+        .append("order-1", ExpectedVersion::Exact(2), &[ev("Closed", b"")])
+        .unwrap();
+    assert_eq!(tail.next().unwrap().map(|e| e.position), Some(7));
+    assert_eq!(s.stream_version("order-1").unwrap(), Some(3));
+    s.close().unwrap();
+    assert_eq!(
+        s.append_event("X", b"").unwrap_err().kind,
+        ErrorKind::InvalidArgument
+    );
+}
+
+#[test]
+fn a_schema_newer_than_the_library_and_a_missing_one_read_only_are_clear_errors() {
+    let pg = PgServer::start();
+    let url = format!("{}?schema=versions", pg.url());
+    let ro = StoreOptions {
+        read_only: true,
+        ..StoreOptions::default()
+    };
+    let missing = Store::open(&url, ro.clone(), Vec::new()).err().unwrap();
+    assert_eq!(missing.kind, ErrorKind::NotFound, "{}", missing.message);
+    let s = open(&url);
+    s.append_event("E", b"").unwrap();
+    let read_only = Store::open(&url, ro, Vec::new()).unwrap().0;
+    assert_eq!(read_only.next_position().unwrap(), 1);
+    assert_eq!(
+        read_only.append_event("E", b"").unwrap_err().kind,
+        ErrorKind::ReadOnly
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(pg.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .execute(
+                "update versions.meta set value = '2' where key = 'schema_version'",
+                &[],
+            )
+            .await
+            .unwrap();
+    });
+    let newer = Store::open(&url, StoreOptions::default(), Vec::new())
+        .err()
+        .unwrap();
+    assert!(
+        newer.message.contains("version 2, newer"),
+        "{}",
+        newer.message
+    );
+    let bad = Store::open(
+        format!("{}?schema=Bad-Name", pg.url()),
+        StoreOptions::default(),
+        Vec::new(),
+    );
+    assert_eq!(bad.err().map(|e| e.kind), Some(ErrorKind::InvalidArgument));
+}
+
+#[test]
+fn parallel_writers_on_shared_streams_leave_dense_positions_and_every_acknowledged_event() {
+    let pg = PgServer::start();
+    let url = format!("{}?schema=parallel", pg.url());
+    const HANDLES: usize = 4;
+    const THREADS: usize = 4;
+    const APPENDS: usize = 150;
+    let stores: Vec<Arc<Store>> = (0..HANDLES).map(|_| Arc::new(open(&url))).collect();
+    let reader = open(&url);
+    let mut workers = Vec::new();
+    for (h, s) in stores.iter().enumerate() {
+        for t in 0..THREADS {
+            let s = s.clone();
+            workers.push(std::thread::spawn(move || {
+                let stream = format!("shared-{}", t % 3);
+                let mut acked = Vec::new();
+                let mut i = 0;
+                while acked.len() < APPENDS {
+                    let expected = match s.stream_version(&stream).unwrap() {
+                        Some(v) => ExpectedVersion::Exact(v),
+                        None => ExpectedVersion::NoStream,
+                    };
+                    let payload = format!("{h}-{t}-{i}");
+                    i += 1;
+                    match s.append(&stream, expected, &[ev("E", payload.as_bytes())]) {
+                        Ok(r) => acked.push((r.first_position, payload)),
+                        Err(e) if e.kind == ErrorKind::WrongExpectedVersion => {}
+                        Err(e) => panic!("append failed: {e:?}"),
+                    }
+                }
+                acked
+            }));
+        }
+    }
+    // A tailing reader while they write: what it sees is dense and in order.
+    let mut tail = reader.read_all(0).unwrap();
+    let mut seen = 0u64;
+    let total = (HANDLES * THREADS * APPENDS) as u64;
+    while seen < total {
+        match tail.next().unwrap() {
+            Some(e) => {
+                assert_eq!(e.position, seen, "the tailing reader skipped or repeated");
+                seen += 1;
+            }
+            None => {
+                reader.wait_for_events(seen, std::time::Duration::from_millis(50));
+            }
+        }
+    }
+    let mut acked = Vec::new();
+    for w in workers {
+        acked.extend(w.join().unwrap());
+    }
+    assert_eq!(acked.len() as u64, total);
+    assert_eq!(positions(&reader), (0..total).collect::<Vec<_>>());
+    for (p, payload) in &acked {
+        assert_eq!(reader.read_event(*p).unwrap().payload, payload.as_bytes());
+    }
+    for k in 0..3 {
+        let v = reader
+            .stream_version(&format!("shared-{k}"))
+            .unwrap()
+            .unwrap();
+        let mut c = reader.read_stream(&format!("shared-{k}"), 0).unwrap();
+        let mut n = 0;
+        while let Some(e) = c.next().unwrap() {
+            assert_eq!(e.stream_version, n);
+            n += 1;
+        }
+        assert_eq!(n, v + 1);
+    }
+}
