@@ -11,7 +11,7 @@ CC       ?= cc
 CFLAGS   ?= -std=c99 -O2 -Wall -Wextra -Wpedantic -Werror
 TARGET   := target/release
 
-.PHONY: all lib header demo test test-rust test-c test-go test-cpp test-pkgconfig test-examples test-reliability bench bench-pg stress install clean lint
+.PHONY: all lib header demo installed test test-rust test-c test-go test-go-consumer test-cpp test-pkgconfig test-examples test-reliability bench bench-pg stress install clean lint
 
 all: lib
 
@@ -42,7 +42,7 @@ demo: $(BUILD)/bank
 	rm -rf $(BUILD)/demo-store
 	LD_LIBRARY_PATH=$(LIBDIR) ./$(BUILD)/bank $(BUILD)/demo-store
 
-test: lib test-rust test-c test-go test-cpp test-pkgconfig test-examples test-reliability
+test: lib test-rust test-c test-go test-go-consumer test-cpp test-pkgconfig test-examples test-reliability
 	@echo "make test: all suites passed"
 
 test-rust:
@@ -51,8 +51,23 @@ test-rust:
 test-c: lib
 	bash tests/c/run.sh
 
+# The Go binding in the tree, against build/lib through its pkg-config file (as a user's
+# build finds an installed library): vet, the tests (never cached: the library is linked
+# from outside the module), and again under the race detector.
+GOENV := CGO_ENABLED=1 PKG_CONFIG_PATH=$(abspath $(LIBDIR))/pkgconfig LD_LIBRARY_PATH=$(abspath $(LIBDIR))
 test-go: lib
-	@if [ -d bindings/go ]; then cd bindings/go && CGO_ENABLED=1 go test ./...; else echo "no Go binding yet"; fi
+	cd bindings/go && $(GOENV) go vet ./... && $(GOENV) go test -count=1 ./... && $(GOENV) go test -race -count=1 ./...
+
+# The library installed into build/installed, for the tests that use it as an outsider.
+INSTALLED := $(abspath $(BUILD))/installed
+installed: lib
+	rm -rf $(INSTALLED)
+	$(MAKE) --no-print-directory install PREFIX=$(INSTALLED) > /dev/null
+
+# A module in a temporary folder outside the tree requires the Go binding and builds
+# against the installed library.
+test-go-consumer: installed
+	sh tests/bindings/go_consumer.sh $(INSTALLED)
 
 test-cpp: lib
 	@if [ -f bindings/cpp/run.sh ]; then bash bindings/cpp/run.sh; else echo "no C++ binding yet"; fi
