@@ -11,7 +11,7 @@ CC       ?= cc
 CFLAGS   ?= -std=c99 -O2 -Wall -Wextra -Wpedantic -Werror
 TARGET   := target/release
 
-.PHONY: all lib header demo installed test test-rust test-c test-go test-go-consumer test-cpp test-pkgconfig test-examples test-reliability bench bench-pg stress install clean lint
+.PHONY: all lib header demo installed test test-rust test-c test-go test-go-consumer test-cpp test-cmake-consumer test-pkgconfig test-examples test-reliability bench bench-pg stress install clean lint
 
 all: lib
 
@@ -42,7 +42,7 @@ demo: $(BUILD)/bank
 	rm -rf $(BUILD)/demo-store
 	LD_LIBRARY_PATH=$(LIBDIR) ./$(BUILD)/bank $(BUILD)/demo-store
 
-test: lib test-rust test-c test-go test-go-consumer test-cpp test-pkgconfig test-examples test-reliability
+test: lib test-rust test-c test-go test-go-consumer test-cpp test-cmake-consumer test-pkgconfig test-examples test-reliability
 	@echo "make test: all suites passed"
 
 test-rust:
@@ -63,6 +63,11 @@ INSTALLED := $(abspath $(BUILD))/installed
 installed: lib
 	rm -rf $(INSTALLED)
 	$(MAKE) --no-print-directory install PREFIX=$(INSTALLED) > /dev/null
+
+# A CMake project in a temporary folder finds the installed package (find_package) and
+# builds the C++ and C quick starts.
+test-cmake-consumer: installed
+	sh tests/bindings/cmake_consumer.sh $(INSTALLED)
 
 # A module in a temporary folder outside the tree requires the Go binding and builds
 # against the installed library.
@@ -140,6 +145,12 @@ install: lib
 	chmod 0644 $(PREFIX)/lib/libevstore.a
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@HEADERDIR@|$(PREFIX)/include/evstore|' \
 	    -e 's|@VERSION@|$(VERSION)|' evstore.pc.in > $(PREFIX)/lib/pkgconfig/evstore.pc
+	install -m 0644 bindings/cpp/evstore.hpp $(PREFIX)/include/evstore/
+	install -d $(PREFIX)/lib/cmake/evstore
+	for f in evstoreConfig evstoreConfigVersion; do \
+	    sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@VERSION_MAJOR@|$(firstword $(subst ., ,$(VERSION)))|g' \
+	        -e 's|@SONAME@|$(SONAME)|g' bindings/cpp/cmake/$$f.cmake.in > $(PREFIX)/lib/cmake/evstore/$$f.cmake || exit 1; \
+	done
 
 clean:
 	rm -rf $(BUILD)
