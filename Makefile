@@ -11,7 +11,7 @@ CC       ?= cc
 CFLAGS   ?= -std=c99 -O2 -Wall -Wextra -Wpedantic -Werror
 TARGET   := target/release
 
-.PHONY: all lib header demo installed test test-rust test-c test-go test-go-consumer test-cpp test-cmake-consumer test-pkgconfig test-examples test-reliability bench bench-pg stress install clean lint
+.PHONY: all lib header demo installed test test-rust test-c test-go test-go-consumer test-cpp test-cmake-consumer test-evsctl test-pkgconfig test-examples test-reliability bench bench-pg stress install clean lint
 
 all: lib
 
@@ -35,14 +35,18 @@ header:
 $(BUILD)/bank: examples-c/bank.c lib
 	$(CC) $(CFLAGS) -Iinclude $< -L$(LIBDIR) -levstore -o $@
 
-$(BUILD)/evsctl: examples-c/evsctl.c lib
-	$(CC) $(CFLAGS) -Iinclude $< -L$(LIBDIR) -levstore -o $@
+# evsctl finds the library in ../lib beside its bin/: build/lib here, $(PREFIX)/lib once
+# installed (a runpath of $ORIGIN/../lib, so the install is relocatable).
+EVSCTL := $(BUILD)/bin/evsctl
+$(EVSCTL): tools/evsctl/evsctl.c lib
+	mkdir -p $(BUILD)/bin
+	$(CC) $(CFLAGS) -Iinclude $< -L$(LIBDIR) -levstore -Wl,-rpath,'$$ORIGIN/../lib' -o $@
 
 demo: $(BUILD)/bank
 	rm -rf $(BUILD)/demo-store
 	LD_LIBRARY_PATH=$(LIBDIR) ./$(BUILD)/bank $(BUILD)/demo-store
 
-test: lib test-rust test-c test-go test-go-consumer test-cpp test-cmake-consumer test-pkgconfig test-examples test-reliability
+test: lib test-rust test-c test-go test-go-consumer test-cpp test-cmake-consumer test-evsctl test-pkgconfig test-examples test-reliability
 	@echo "make test: all suites passed"
 
 test-rust:
@@ -78,14 +82,18 @@ test-cpp: lib
 	@if [ -f bindings/cpp/run.sh ]; then bash bindings/cpp/run.sh; else echo "no C++ binding yet"; fi
 
 # The examples build and run: the demo twice (the second run recovers), evsctl on its store.
-test-examples: $(BUILD)/bank $(BUILD)/evsctl
+test-examples: $(BUILD)/bank $(EVSCTL)
 	rm -rf $(BUILD)/examples-store
 	LD_LIBRARY_PATH=$(LIBDIR) ./$(BUILD)/bank $(BUILD)/examples-store > /dev/null
 	LD_LIBRARY_PATH=$(LIBDIR) ./$(BUILD)/bank $(BUILD)/examples-store | grep -q "balance is 1600"
-	LD_LIBRARY_PATH=$(LIBDIR) ./$(BUILD)/evsctl $(BUILD)/examples-store account alice | grep -q "alice 1600 USD"
-	LD_LIBRARY_PATH=$(LIBDIR) ./$(BUILD)/evsctl $(BUILD)/examples-store append notes Noted hello > /dev/null
-	LD_LIBRARY_PATH=$(LIBDIR) ./$(BUILD)/evsctl $(BUILD)/examples-store last 1 | grep -q "Noted"
+	./$(EVSCTL) account $(BUILD)/examples-store alice | grep -q "alice	1600 USD"
+	./$(EVSCTL) append $(BUILD)/examples-store notes Noted hello > /dev/null
+	./$(EVSCTL) tail -n 1 $(BUILD)/examples-store | grep -q "Noted"
 	@echo "examples: 4 passed, 0 failed"
+
+# Every evsctl command, the installed one, against real stores (one damaged).
+test-evsctl: installed $(BUILD)/bank
+	sh tests/bindings/evsctl.sh $(INSTALLED)/bin/evsctl $(BUILD)/bank
 
 # The short reliability suite (crashes, power loss, full disk, bad input, fuzzing, stress).
 test-reliability: lib
@@ -133,8 +141,9 @@ lint:
 # shared include directory); evstore.pc's -I points there, so #include <evstore.h> works.
 # The shared library is installed stripped, with a .gnu_debuglink to the debug info that
 # stays in $(LIBDIR)/.debug; the static library without its debug sections.
-install: lib
-	install -d $(PREFIX)/lib/pkgconfig $(PREFIX)/include/evstore
+install: lib $(EVSCTL)
+	install -d $(PREFIX)/lib/pkgconfig $(PREFIX)/include/evstore $(PREFIX)/bin
+	install -m 0755 $(EVSCTL) $(PREFIX)/bin/evsctl
 	install -m 0644 include/evstore.h include/module.modulemap docs/conventions.md $(PREFIX)/include/evstore/
 	strip --strip-unneeded -o $(PREFIX)/lib/.libevstore.so.tmp $(LIBDIR)/libevstore.so.$(VERSION)
 	cd $(LIBDIR)/.debug && objcopy --add-gnu-debuglink=libevstore.so.$(VERSION).debug $(abspath $(PREFIX))/lib/.libevstore.so.tmp

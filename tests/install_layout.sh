@@ -22,6 +22,8 @@ for f in evstoreConfig.cmake evstoreConfigVersion.cmake; do
 done
 grep -q '@' "$prefix/lib/cmake/evstore/evstoreConfig.cmake" "$prefix/lib/cmake/evstore/evstoreConfigVersion.cmake" 2>/dev/null &&
     no "a @PLACEHOLDER@ is left in the CMake package"
+[ -x "$prefix/bin/evsctl" ] || no "bin/evsctl is missing"
+"$prefix/bin/evsctl" --version 2>&1 | grep -q "evsctl $version" || no "bin/evsctl does not run from the prefix (without LD_LIBRARY_PATH)"
 grep -q 'header "evstore.h"' "$prefix/include/evstore/module.modulemap" || no "the module map does not name evstore.h"
 so="$prefix/lib/libevstore.so.$version"
 [ -f "$so" ] || no "lib/libevstore.so.$version is missing"
