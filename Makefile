@@ -1,5 +1,7 @@
 # evstore: `make demo` builds the library and runs the C example; `make test` runs every
-# test (Rust, C under valgrind, Go, C++). `make bench` measures; `make install PREFIX=...`.
+# test (Rust, C under valgrind, Go, C++, the bindings and evsctl used from outside the
+# tree against an installed copy). `make bench` measures; `make install PREFIX=...`
+# installs the library, its headers (C and C++), pkg-config and CMake files, and evsctl.
 
 PREFIX   ?= /usr/local
 VERSION  := 1.0.0
@@ -11,7 +13,7 @@ CC       ?= cc
 CFLAGS   ?= -std=c99 -O2 -Wall -Wextra -Wpedantic -Werror
 TARGET   := target/release
 
-.PHONY: all lib header demo installed test test-rust test-c test-go test-go-consumer test-cpp test-cmake-consumer test-evsctl test-pkgconfig test-examples test-reliability bench bench-pg stress install clean lint
+.PHONY: all lib header demo installed test test-rust test-c test-go test-go-consumer test-cpp test-cmake-consumer test-swift-modulemap test-evsctl test-pkgconfig test-examples test-reliability bench bench-pg stress install clean lint
 
 all: lib
 
@@ -46,7 +48,7 @@ demo: $(BUILD)/bank
 	rm -rf $(BUILD)/demo-store
 	LD_LIBRARY_PATH=$(LIBDIR) ./$(BUILD)/bank $(BUILD)/demo-store
 
-test: lib test-rust test-c test-go test-go-consumer test-cpp test-cmake-consumer test-evsctl test-pkgconfig test-examples test-reliability
+test: lib test-rust test-c test-go test-go-consumer test-cpp test-cmake-consumer test-swift-modulemap test-evsctl test-pkgconfig test-examples test-reliability
 	@echo "make test: all suites passed"
 
 test-rust:
@@ -90,6 +92,10 @@ test-examples: $(BUILD)/bank $(EVSCTL)
 	./$(EVSCTL) append $(BUILD)/examples-store notes Noted hello > /dev/null
 	./$(EVSCTL) tail -n 1 $(BUILD)/examples-store | grep -q "Noted"
 	@echo "examples: 4 passed, 0 failed"
+
+# The Swift binding's module map, through clang -fmodules (no Swift toolchain here).
+test-swift-modulemap: installed
+	sh tests/bindings/swift_modulemap.sh $(INSTALLED)
 
 # Every evsctl command, the installed one, against real stores (one damaged).
 test-evsctl: installed $(BUILD)/bank
