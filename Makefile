@@ -13,7 +13,7 @@ CC       ?= cc
 CFLAGS   ?= -std=c99 -O2 -Wall -Wextra -Wpedantic -Werror
 TARGET   := target/release
 
-.PHONY: all lib header demo installed test test-rust test-c test-go test-go-consumer test-cpp test-cmake-consumer test-swift-modulemap test-evsctl test-pkgconfig test-examples test-reliability bench bench-pg stress install clean lint
+.PHONY: all lib header demo installed test test-rust test-c test-go test-go-consumer test-cpp test-cmake-consumer test-swift-modulemap test-evsctl test-readme test-pkgconfig test-examples test-reliability bench bench-pg stress install clean lint
 
 all: lib
 
@@ -48,7 +48,7 @@ demo: $(BUILD)/bank
 	rm -rf $(BUILD)/demo-store
 	LD_LIBRARY_PATH=$(LIBDIR) ./$(BUILD)/bank $(BUILD)/demo-store
 
-test: lib test-rust test-c test-go test-go-consumer test-cpp test-cmake-consumer test-swift-modulemap test-evsctl test-pkgconfig test-examples test-reliability
+test: lib test-rust test-c test-go test-go-consumer test-cpp test-cmake-consumer test-swift-modulemap test-evsctl test-readme test-pkgconfig test-examples test-reliability
 	@echo "make test: all suites passed"
 
 test-rust:
@@ -92,6 +92,10 @@ test-examples: $(BUILD)/bank $(EVSCTL)
 	./$(EVSCTL) append $(BUILD)/examples-store notes Noted hello > /dev/null
 	./$(EVSCTL) tail -n 1 $(BUILD)/examples-store | grep -q "Noted"
 	@echo "examples: 4 passed, 0 failed"
+
+# README.md's quick starts are the files the tests build and run.
+test-readme:
+	sh tests/bindings/readme_quickstarts.sh
 
 # The Swift binding's module map, through clang -fmodules (no Swift toolchain here).
 test-swift-modulemap: installed
