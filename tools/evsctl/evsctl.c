@@ -341,23 +341,15 @@ static int cmd_tail(const command *cmd, evs_store *s, int argc, char **argv) {
     return fflush(stdout) == 0 ? 0 : fail_write();
 }
 
-static int cmd_dump(const command *cmd, evs_store *s, int argc, char **argv) {
-    (void)cmd;
+/* dump [FROM] (every event) and stream NAME [FROM] (one stream's). */
+static int cmd_read(const command *cmd, evs_store *s, int argc, char **argv) {
+    bool one_stream = !strcmp(cmd->name, "stream");
+    int at = one_stream ? 1 : 0;
     uint64_t from = 0;
-    if (argc > 0 && !parse_u64(argv[0], &from))
-        return bad_number("FROM", argv[0]);
+    if (argc > at && !parse_u64(argv[at], &from))
+        return bad_number("FROM", argv[at]);
     evs_cursor *c = NULL;
-    evs_status st = evs_read_all(s, from, &c);
-    return st != EVS_OK ? fail("read", st) : print_cursor(c, UINT64_MAX);
-}
-
-static int cmd_stream(const command *cmd, evs_store *s, int argc, char **argv) {
-    (void)cmd;
-    uint64_t from = 0;
-    if (argc > 1 && !parse_u64(argv[1], &from))
-        return bad_number("FROM", argv[1]);
-    evs_cursor *c = NULL;
-    evs_status st = evs_read_stream(s, argv[0], from, &c);
+    evs_status st = one_stream ? evs_read_stream(s, argv[0], from, &c) : evs_read_all(s, from, &c);
     return st != EVS_OK ? fail("read", st) : print_cursor(c, UINT64_MAX);
 }
 
@@ -505,11 +497,11 @@ static const command k_commands[] = {
      "Every event from position FROM (default 0), one a line: position, stream@version, type, payload (as text "
      "when it is UTF-8, else its size). With --json: one JSON object per line; payload and metadata as text when "
      "they are UTF-8, else base64 (payload_encoding and metadata_encoding say which), the id as hex or null.",
-     false, 0, 1, cmd_dump},
+     false, 0, 1, cmd_read},
     {"streams", "", "every stream with its size",
      "Every stream, in creation order, with its number of events and first position.", false, 0, 0, cmd_streams},
     {"stream", "NAME [FROM]", "one stream's events", "The events of stream NAME from version FROM (default 0).",
-     false, 1, 2, cmd_stream},
+     false, 1, 2, cmd_read},
     {"accounts", "", "every account with its balance",
      "Every account (the streams account-ID) with its balance, currency and number of events.", false, 0, 0,
      cmd_accounts},
