@@ -1,5 +1,7 @@
 # evstore: `make demo` builds the library and runs the C example; `make test` runs every
-# test (Rust, C under valgrind, Go, C++). `make bench` measures; `make install PREFIX=...`.
+# test (Rust, C under valgrind, Go, C++, the bindings and evsctl used from outside the
+# tree against an installed copy). `make bench` measures; `make install PREFIX=...`
+# installs the library, its headers (C and C++), pkg-config and CMake files, and evsctl.
 
 PREFIX   ?= /usr/local
 VERSION  := 1.0.0
@@ -11,7 +13,7 @@ CC       ?= cc
 CFLAGS   ?= -std=c99 -O2 -Wall -Wextra -Wpedantic -Werror
 TARGET   := target/release
 
-.PHONY: all lib header demo test test-rust test-c test-go test-cpp test-pkgconfig test-examples test-reliability bench bench-pg stress install clean lint
+.PHONY: all lib header demo installed test test-rust test-c test-go test-go-consumer test-cpp test-cmake-consumer test-swift-modulemap test-evsctl test-readme test-pkgconfig test-examples test-reliability bench bench-pg stress install clean lint
 
 all: lib
 
@@ -35,14 +37,18 @@ header:
 $(BUILD)/bank: examples-c/bank.c lib
 	$(CC) $(CFLAGS) -Iinclude $< -L$(LIBDIR) -levstore -o $@
 
-$(BUILD)/evsctl: examples-c/evsctl.c lib
-	$(CC) $(CFLAGS) -Iinclude $< -L$(LIBDIR) -levstore -o $@
+# evsctl finds the library in ../lib beside its bin/: build/lib here, $(PREFIX)/lib once
+# installed (a runpath of $ORIGIN/../lib, so the install is relocatable).
+EVSCTL := $(BUILD)/bin/evsctl
+$(EVSCTL): tools/evsctl/evsctl.c lib
+	mkdir -p $(BUILD)/bin
+	$(CC) $(CFLAGS) -Iinclude $< -L$(LIBDIR) -levstore -Wl,-rpath,'$$ORIGIN/../lib' -o $@
 
 demo: $(BUILD)/bank
 	rm -rf $(BUILD)/demo-store
 	LD_LIBRARY_PATH=$(LIBDIR) ./$(BUILD)/bank $(BUILD)/demo-store
 
-test: lib test-rust test-c test-go test-cpp test-pkgconfig test-examples test-reliability
+test: lib test-rust test-c test-go test-go-consumer test-cpp test-cmake-consumer test-swift-modulemap test-evsctl test-readme test-pkgconfig test-examples test-reliability
 	@echo "make test: all suites passed"
 
 test-rust:
@@ -51,21 +57,53 @@ test-rust:
 test-c: lib
 	bash tests/c/run.sh
 
+# The Go binding in the tree, against build/lib through its pkg-config file (as a user's
+# build finds an installed library): vet, the tests (never cached: the library is linked
+# from outside the module), and again under the race detector.
+GOENV := CGO_ENABLED=1 PKG_CONFIG_PATH=$(abspath $(LIBDIR))/pkgconfig LD_LIBRARY_PATH=$(abspath $(LIBDIR))
 test-go: lib
-	@if [ -d bindings/go ]; then cd bindings/go && CGO_ENABLED=1 go test ./...; else echo "no Go binding yet"; fi
+	cd bindings/go && $(GOENV) go vet ./... && $(GOENV) go test -count=1 ./... && $(GOENV) go test -race -count=1 ./...
+
+# The library installed into build/installed, for the tests that use it as an outsider.
+INSTALLED := $(abspath $(BUILD))/installed
+installed: lib
+	rm -rf $(INSTALLED)
+	$(MAKE) --no-print-directory install PREFIX=$(INSTALLED) > /dev/null
+
+# A CMake project in a temporary folder finds the installed package (find_package) and
+# builds the C++ and C quick starts.
+test-cmake-consumer: installed
+	sh tests/bindings/cmake_consumer.sh $(INSTALLED)
+
+# A module in a temporary folder outside the tree requires the Go binding and builds
+# against the installed library.
+test-go-consumer: installed
+	sh tests/bindings/go_consumer.sh $(INSTALLED)
 
 test-cpp: lib
 	@if [ -f bindings/cpp/run.sh ]; then bash bindings/cpp/run.sh; else echo "no C++ binding yet"; fi
 
 # The examples build and run: the demo twice (the second run recovers), evsctl on its store.
-test-examples: $(BUILD)/bank $(BUILD)/evsctl
+test-examples: $(BUILD)/bank $(EVSCTL)
 	rm -rf $(BUILD)/examples-store
 	LD_LIBRARY_PATH=$(LIBDIR) ./$(BUILD)/bank $(BUILD)/examples-store > /dev/null
 	LD_LIBRARY_PATH=$(LIBDIR) ./$(BUILD)/bank $(BUILD)/examples-store | grep -q "balance is 1600"
-	LD_LIBRARY_PATH=$(LIBDIR) ./$(BUILD)/evsctl $(BUILD)/examples-store account alice | grep -q "alice 1600 USD"
-	LD_LIBRARY_PATH=$(LIBDIR) ./$(BUILD)/evsctl $(BUILD)/examples-store append notes Noted hello > /dev/null
-	LD_LIBRARY_PATH=$(LIBDIR) ./$(BUILD)/evsctl $(BUILD)/examples-store last 1 | grep -q "Noted"
+	./$(EVSCTL) account $(BUILD)/examples-store alice | grep -q "alice	1600 USD"
+	./$(EVSCTL) append $(BUILD)/examples-store notes Noted hello > /dev/null
+	./$(EVSCTL) tail -n 1 $(BUILD)/examples-store | grep -q "Noted"
 	@echo "examples: 4 passed, 0 failed"
+
+# README.md's quick starts are the files the tests build and run.
+test-readme:
+	sh tests/bindings/readme_quickstarts.sh
+
+# The Swift binding's module map, through clang -fmodules (no Swift toolchain here).
+test-swift-modulemap: installed
+	sh tests/bindings/swift_modulemap.sh $(INSTALLED)
+
+# Every evsctl command, the installed one, against real stores (one damaged).
+test-evsctl: installed $(BUILD)/bank
+	sh tests/bindings/evsctl.sh $(INSTALLED)/bin/evsctl $(BUILD)/bank
 
 # The short reliability suite (crashes, power loss, full disk, bad input, fuzzing, stress).
 test-reliability: lib
@@ -113,8 +151,9 @@ lint:
 # shared include directory); evstore.pc's -I points there, so #include <evstore.h> works.
 # The shared library is installed stripped, with a .gnu_debuglink to the debug info that
 # stays in $(LIBDIR)/.debug; the static library without its debug sections.
-install: lib
-	install -d $(PREFIX)/lib/pkgconfig $(PREFIX)/include/evstore
+install: lib $(EVSCTL)
+	install -d $(PREFIX)/lib/pkgconfig $(PREFIX)/include/evstore $(PREFIX)/bin
+	install -m 0755 $(EVSCTL) $(PREFIX)/bin/evsctl
 	install -m 0644 include/evstore.h include/module.modulemap docs/conventions.md $(PREFIX)/include/evstore/
 	strip --strip-unneeded -o $(PREFIX)/lib/.libevstore.so.tmp $(LIBDIR)/libevstore.so.$(VERSION)
 	cd $(LIBDIR)/.debug && objcopy --add-gnu-debuglink=libevstore.so.$(VERSION).debug $(abspath $(PREFIX))/lib/.libevstore.so.tmp
@@ -125,6 +164,12 @@ install: lib
 	chmod 0644 $(PREFIX)/lib/libevstore.a
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@HEADERDIR@|$(PREFIX)/include/evstore|' \
 	    -e 's|@VERSION@|$(VERSION)|' evstore.pc.in > $(PREFIX)/lib/pkgconfig/evstore.pc
+	install -m 0644 bindings/cpp/evstore.hpp $(PREFIX)/include/evstore/
+	install -d $(PREFIX)/lib/cmake/evstore
+	for f in evstoreConfig evstoreConfigVersion; do \
+	    sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@VERSION_MAJOR@|$(firstword $(subst ., ,$(VERSION)))|g' \
+	        -e 's|@SONAME@|$(SONAME)|g' bindings/cpp/cmake/$$f.cmake.in > $(PREFIX)/lib/cmake/evstore/$$f.cmake || exit 1; \
+	done
 
 clean:
 	rm -rf $(BUILD)

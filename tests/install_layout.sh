@@ -1,7 +1,8 @@
 #!/bin/sh
 # Checks what `make install` laid out (run by `make test-pkgconfig`):
 #   tests/install_layout.sh PREFIX LIBDIR VERSION SONAME
-# the header, module map and conventions under include/evstore/ and nothing of ours
+# the header, module map, conventions and the C++ wrapper under include/evstore/, the
+# CMake package under lib/cmake/evstore/, and nothing of ours
 # directly in include/; the installed shared library stripped, with its soname and a
 # .gnu_debuglink to the debug info kept in LIBDIR/.debug, which has the symbols.
 prefix=$1
@@ -15,6 +16,14 @@ for f in evstore.h module.modulemap conventions.md; do
     [ -f "$prefix/include/evstore/$f" ] || no "include/evstore/$f is missing"
     [ -e "$prefix/include/$f" ] && no "include/$f is in the shared include directory"
 done
+[ -f "$prefix/include/evstore/evstore.hpp" ] || no "include/evstore/evstore.hpp (the C++ wrapper) is missing"
+for f in evstoreConfig.cmake evstoreConfigVersion.cmake; do
+    [ -f "$prefix/lib/cmake/evstore/$f" ] || no "lib/cmake/evstore/$f is missing"
+done
+grep -q '@' "$prefix/lib/cmake/evstore/evstoreConfig.cmake" "$prefix/lib/cmake/evstore/evstoreConfigVersion.cmake" 2>/dev/null &&
+    no "a @PLACEHOLDER@ is left in the CMake package"
+[ -x "$prefix/bin/evsctl" ] || no "bin/evsctl is missing"
+"$prefix/bin/evsctl" --version 2>&1 | grep -q "evsctl $version" || no "bin/evsctl does not run from the prefix (without LD_LIBRARY_PATH)"
 grep -q 'header "evstore.h"' "$prefix/include/evstore/module.modulemap" || no "the module map does not name evstore.h"
 so="$prefix/lib/libevstore.so.$version"
 [ -f "$so" ] || no "lib/libevstore.so.$version is missing"

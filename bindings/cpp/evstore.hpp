@@ -1,19 +1,26 @@
-// evstore.hpp: a header-only C++17 wrapper over the evstore C API (include/evstore.h).
+// evstore.hpp: a header-only C++17 wrapper over the evstore C API (evstore.h).
 //
-// RAII handles (Options, Store, Cursor; move-only), errors as evstore::Error exceptions
-// carrying the status code and the library's message, and std::string_view for the
-// borrowed views of events.
+// RAII handles (Options, Store, Cursor, Subscription; move-only), errors as
+// evstore::Error exceptions carrying the status code and the library's message, and
+// views for the borrowed bytes of events: std::string_view for text, and
+// evstore::ByteView (a pointer and a size, with begin/end) for bytes, since C++17 has
+// no std::span.
 //
 // Threads: a Store may be used by any number of threads at once; a Cursor and Options by
 // one thread at a time. A Store must not be closed or destroyed while another thread
 // uses it.
 //
-// Build: g++ -std=c++17 -I<repo>/include -I<repo>/bindings/cpp prog.cpp -L<repo>/build/lib -levstore
+// Installed with the library (`make install`): `find_package(evstore CONFIG REQUIRED)`
+// and `target_link_libraries(app PRIVATE evstore::evstore)`, then
+// `#include <evstore.hpp>`.
 #ifndef EVSTORE_HPP
 #define EVSTORE_HPP
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -77,6 +84,30 @@ enum class FsyncPolicy : int32_t {
 };
 
 inline std::string version() { return evs_version(); }
+
+// The library's 1000000 * major + 1000 * minor + patch; at least EVS_VERSION_NUMBER of
+// the header this program was compiled with, and of the same major version.
+inline int32_t version_number() { return evs_version_number(); }
+
+// A view of bytes (C++17 has no std::span): valid as long as what it views.
+struct ByteView {
+    const uint8_t *ptr = nullptr;
+    size_t len = 0;
+
+    const uint8_t *data() const noexcept { return ptr; }
+    size_t size() const noexcept { return len; }
+    bool empty() const noexcept { return len == 0; }
+    const uint8_t *begin() const noexcept { return ptr; }
+    const uint8_t *end() const noexcept { return ptr + len; }
+    uint8_t operator[](size_t i) const noexcept { return ptr[i]; }
+    std::string_view as_string() const noexcept {
+        return len == 0 ? std::string_view() : std::string_view(reinterpret_cast<const char *>(ptr), len);
+    }
+    std::vector<uint8_t> to_vector() const { return std::vector<uint8_t>(begin(), end()); }
+};
+
+// An event id (all zero: none).
+using EventId = std::array<uint8_t, 16>;
 
 namespace detail {
 
@@ -151,6 +182,16 @@ public:
         detail::check(evs_options_set_snapshot_every(ptr_, events));
         return *this;
     }
+    // 1 ..= 16 MiB (the default).
+    Options &set_max_event_size(uint64_t bytes) {
+        detail::check(evs_options_set_max_event_size(ptr_, bytes));
+        return *this;
+    }
+    // How many of the last events' ids are remembered (1 ..= 2^30; default 2^20).
+    Options &set_dedupe_window(uint64_t events) {
+        detail::check(evs_options_set_dedupe_window(ptr_, events));
+        return *this;
+    }
 
     const evs_options *get() const noexcept { return ptr_; }
 
@@ -167,8 +208,17 @@ struct Event {
     uint64_t stream_version = 0;
     std::string_view type;
     uint32_t schema_version = 0;
-    std::string_view payload;
+    std::string_view payload;   // the bytes as text; payload_bytes() as bytes
     std::string_view metadata;
+    EventId id{};               // the id it was appended with; all zero for none
+
+    ByteView payload_bytes() const noexcept {
+        return ByteView{reinterpret_cast<const uint8_t *>(payload.data()), payload.size()};
+    }
+    ByteView metadata_bytes() const noexcept {
+        return ByteView{reinterpret_cast<const uint8_t *>(metadata.data()), metadata.size()};
+    }
+    bool has_id() const noexcept { return id != EventId{}; }
 };
 
 namespace detail {
@@ -190,6 +240,10 @@ inline Event to_event(const evs_event &e) {
     out.schema_version = e.schema_version;
     out.payload = view(e.payload, e.payload_len);
     out.metadata = view(e.metadata, e.metadata_len);
+    // A view the library fills for a callback has the library's struct_size: a field
+    // past it does not exist (an older library).
+    if (e.struct_size >= offsetof(evs_event, id) + sizeof e.id)
+        std::memcpy(out.id.data(), e.id, sizeof e.id);
     return out;
 }
 }  // namespace detail
@@ -197,8 +251,8 @@ inline Event to_event(const evs_event &e) {
 // A running subscription (Store::subscribe): calls its function with every event from a
 // position on, history first and then live, on a library thread. The function returns
 // true to go on, false to stop. An exception it throws never reaches the C library (a
-// C callback must not unwind): the trampoline catches it and stops the subscription, and
-// close() rethrows it. Destruction stops it too, without throwing.
+// C callback must not unwind): the trampoline catches every exception and ends the
+// subscription; close() rethrows it. Destruction stops it too, without throwing.
 class Subscription {
 public:
     using Fn = std::function<bool(const Event &)>;
@@ -218,24 +272,43 @@ public:
     ~Subscription() { evs_subscription_close(ptr_); }
 
     // True while it delivers; false once it has ended (its function returned false or
-    // threw, its store closed, or reading failed).
-    bool running() const {
+    // threw, its store closed, reading failed) or was closed.
+    bool running() const { return ptr_ != nullptr && status() == Code::Ok && !ended(); }
+
+    // How it stands: Code::Ok while it runs or when it was stopped; the error that
+    // ended it (e.g. Code::Corrupt, Code::Io) otherwise. Code::Internal when its function
+    // threw (see exception()). Throws Error once closed.
+    Code status() const {
+        if (ptr_ == nullptr)
+            throw Error(Code::InvalidArgument, "the subscription is closed");
+        if (exception())
+            return Code::Internal;
         evs_status how = EVS_OK;
-        return detail::check(evs_subscription_status(ptr_, &how)) == EVS_OK;
+        detail::check(evs_subscription_status(ptr_, &how));
+        return static_cast<Code>(how);
+    }
+
+    // Why it ended with an error ("" while it runs or when it was stopped).
+    std::string error_message() const {
+        if (exception())
+            return "the subscription's function threw";
+        return ptr_ == nullptr ? "" : evs_subscription_error_message(ptr_);
+    }
+
+    // The exception its function threw, or null.
+    std::exception_ptr exception() const {
+        std::lock_guard<std::mutex> g(state_->mu);
+        return state_->thrown;
     }
 
     // Stops it and waits for its thread. Rethrows the exception the function threw, or
     // throws Error when the subscription ended with an error (e.g. Code::Corrupt).
+    // Once closed, a no-op.
     void close() {
         if (ptr_ == nullptr)
             return;
         evs_status st = evs_subscription_close(std::exchange(ptr_, nullptr));
-        std::exception_ptr thrown;
-        {
-            std::lock_guard<std::mutex> g(state_->mu);
-            thrown = state_->thrown;
-        }
-        if (thrown)
+        if (std::exception_ptr thrown = exception())
             std::rethrow_exception(thrown);
         detail::check(st);
     }
@@ -244,12 +317,18 @@ private:
     friend class Store;
     struct State {
         Fn fn;
-        std::mutex mu;
+        mutable std::mutex mu;
         std::exception_ptr thrown;
     };
     explicit Subscription(std::unique_ptr<State> state) : state_(std::move(state)) {}
 
-    // The C callback: nothing may unwind out of it.
+    bool ended() const {
+        evs_status how = EVS_OK;
+        return evs_subscription_status(ptr_, &how) == EVS_END;
+    }
+
+    // The C callback: nothing may unwind out of it. Catching `...` also catches what is
+    // not a std::exception; the exception is kept for close() to rethrow.
     static int32_t trampoline(void *user_data, const evs_event *e) noexcept {
         State *st = static_cast<State *>(user_data);
         try {
@@ -266,7 +345,9 @@ private:
 };
 
 // Iterates over events; single-thread. Forward cursors see later appends: next()
-// returning false means "no more now".
+// returning false means "no more now". Also a range:
+//     for (const evstore::Event &e : store.read_all()) ...
+// runs to the end as it is now; a failed read throws Error out of the loop.
 class Cursor {
 public:
     explicit Cursor(evs_cursor *c) noexcept : ptr_(c) {}
@@ -283,7 +364,10 @@ public:
     Cursor &operator=(const Cursor &) = delete;
 
     // Fills `out` and returns true, or returns false at the end; throws on an error.
+    // `out`'s views are valid until the next call on this cursor.
     bool next(Event &out) {
+        if (ptr_ == nullptr)
+            throw Error(Code::InvalidArgument, "the cursor was moved from");
         evs_event e = detail::init<evs_event>();
         if (detail::check(evs_cursor_next(ptr_, &e)) == EVS_END)
             return false;
@@ -291,18 +375,101 @@ public:
         return true;
     }
 
+    // An input iterator: each step is a next(); the end is "no more now".
+    class iterator {
+    public:
+        using iterator_category = std::input_iterator_tag;
+        using value_type = Event;
+        using difference_type = std::ptrdiff_t;
+        using pointer = const Event *;
+        using reference = const Event &;
+
+        iterator() = default;
+        reference operator*() const noexcept { return event_; }
+        pointer operator->() const noexcept { return &event_; }
+        iterator &operator++() {
+            if (!cursor_->next(event_))
+                cursor_ = nullptr;
+            return *this;
+        }
+        bool operator==(const iterator &o) const noexcept { return cursor_ == o.cursor_; }
+        bool operator!=(const iterator &o) const noexcept { return cursor_ != o.cursor_; }
+
+    private:
+        friend class Cursor;
+        explicit iterator(Cursor *c) : cursor_(c) { ++*this; }
+        Cursor *cursor_ = nullptr;
+        Event event_;
+    };
+
+    iterator begin() { return iterator(this); }
+    iterator end() noexcept { return iterator(); }
+
     evs_cursor *get() const noexcept { return ptr_; }
 
 private:
     evs_cursor *ptr_;
 };
 
+// An event read by Store::read_event: owns the bytes its view points to.
+class OwnedEvent {
+public:
+    OwnedEvent(OwnedEvent &&o) noexcept : event_(o.event_), data_(std::exchange(o.data_, nullptr)) {}
+    OwnedEvent &operator=(OwnedEvent &&o) noexcept {
+        if (this != &o) {
+            evs_event_data_free(data_);
+            event_ = o.event_;
+            data_ = std::exchange(o.data_, nullptr);
+        }
+        return *this;
+    }
+    OwnedEvent(const OwnedEvent &) = delete;
+    OwnedEvent &operator=(const OwnedEvent &) = delete;
+    ~OwnedEvent() { evs_event_data_free(data_); }
+
+    const Event &operator*() const noexcept { return event_; }
+    const Event *operator->() const noexcept { return &event_; }
+
+private:
+    friend class Store;
+    OwnedEvent(const Event &e, evs_event_data *data) noexcept : event_(e), data_(data) {}
+    Event event_;
+    evs_event_data *data_;
+};
+
+// A stream as Store::list_streams reports it.
+struct StreamInfo {
+    std::string name;
+    uint64_t version;         // of its last event (its event count minus one)
+    uint64_t first_position;  // the global position of its first event
+};
+
 // One event to append. The views must stay valid during the call.
 struct EventInput {
+    EventInput() = default;
+    EventInput(std::string type_, std::string_view payload_ = {}, std::string_view metadata_ = {},
+               uint32_t schema_version_ = 0, EventId id_ = {})
+        : type(std::move(type_)), payload(payload_), metadata(metadata_), schema_version(schema_version_), id(id_) {}
+
     std::string type;
     std::string_view payload;
     std::string_view metadata;
     uint32_t schema_version = 0;  // 0 is stored as 1
+    // Its unique id, all zero for none: an append whose events all carry ids already
+    // stored writes nothing and returns the stored positions (safe to retry).
+    EventId id{};
+};
+
+// One stream's part of Store::append_multi.
+struct StreamAppend {
+    std::string stream;
+    int64_t expected_version;  // as for Store::append
+    std::vector<EventInput> events;
+};
+
+struct MultiAppendResult {
+    uint64_t first_position;               // of the first event appended
+    std::vector<uint64_t> stream_versions;  // of each part's last event
 };
 
 struct AppendResult {
@@ -320,6 +487,11 @@ struct Account {
 
 using RecoveryInfo = evs_recovery_info;
 using Stats = evs_stats;
+using StoreOptions = evs_store_options;
+
+// Stops the library's background threads once no store is open (else Error with
+// Code::Busy). Optional.
+inline void shutdown() { detail::check(evs_shutdown()); }
 
 // An open store; closed by the destructor (errors of that final sync are ignored: call
 // close() to see them).
@@ -363,19 +535,29 @@ public:
     // Appends events to `stream` atomically if it is at `expected_version`.
     AppendResult append(const std::string &stream, int64_t expected_version,
                         const std::vector<EventInput> &events) {
-        std::vector<evs_event_input> in(events.size(), detail::init<evs_event_input>());
-        for (size_t i = 0; i < events.size(); i++) {
-            in[i].event_type = detail::c_str(events[i].type, "event_type");
-            in[i].payload = detail::bytes(events[i].payload);
-            in[i].payload_len = events[i].payload.size();
-            in[i].metadata = detail::bytes(events[i].metadata);
-            in[i].metadata_len = events[i].metadata.size();
-            in[i].schema_version = events[i].schema_version;
-        }
+        std::vector<evs_event_input> in = inputs(events);
         AppendResult r{0, 0};
         detail::check(evs_append(ptr_, detail::c_str(stream, "stream"), expected_version,
                                  in.empty() ? nullptr : in.data(), in.size(), &r.first_position,
                                  &r.stream_version));
+        return r;
+    }
+
+    // Appends to several streams in one atomic step: all of it, or nothing.
+    MultiAppendResult append_multi(const std::vector<StreamAppend> &parts) {
+        std::vector<std::vector<evs_event_input>> in;
+        in.reserve(parts.size());
+        std::vector<evs_stream_append> c(parts.size(), detail::init<evs_stream_append>());
+        for (size_t i = 0; i < parts.size(); i++) {
+            in.push_back(inputs(parts[i].events));
+            c[i].stream = detail::c_str(parts[i].stream, "stream");
+            c[i].expected_version = parts[i].expected_version;
+            c[i].events = in[i].empty() ? nullptr : in[i].data();
+            c[i].count = in[i].size();
+        }
+        MultiAppendResult r{0, std::vector<uint64_t>(parts.size())};
+        detail::check(evs_append_multi(ptr_, c.empty() ? nullptr : c.data(), c.size(), &r.first_position,
+                                       r.stream_versions.empty() ? nullptr : r.stream_versions.data()));
         return r;
     }
 
@@ -394,14 +576,57 @@ public:
         detail::check(evs_read_stream(ptr_, detail::c_str(stream, "stream"), from_version, &c));
         return Cursor(c);
     }
+    // One stream from `from_version` (kPositionEnd: its last event) down to version 0.
+    Cursor read_stream_backward(const std::string &stream, uint64_t from_version = kPositionEnd) {
+        evs_cursor *c = nullptr;
+        detail::check(evs_read_stream_backward(ptr_, detail::c_str(stream, "stream"), from_version, &c));
+        return Cursor(c);
+    }
+    // Every stream whose name starts with `prefix` (e.g. "account-"), in global order.
+    Cursor read_category(const std::string &prefix, uint64_t from_position = 0) {
+        evs_cursor *c = nullptr;
+        detail::check(evs_read_category(ptr_, detail::c_str(prefix, "stream_prefix"), from_position, &c));
+        return Cursor(c);
+    }
+    // The event at `position`.
+    OwnedEvent read_event(uint64_t position) {
+        evs_event e = detail::init<evs_event>();
+        evs_event_data *data = nullptr;
+        detail::check(evs_read_event(ptr_, position, &e, &data));
+        return OwnedEvent(detail::to_event(e), data);
+    }
+    // Every stream as it is now, in creation order.
+    std::vector<StreamInfo> list_streams() {
+        evs_stream_list *list = nullptr;
+        detail::check(evs_list_streams(ptr_, &list));
+        std::unique_ptr<evs_stream_list, void (*)(evs_stream_list *)> owned(list, evs_stream_list_free);
+        std::vector<StreamInfo> out;
+        evs_stream_info info = detail::init<evs_stream_info>();
+        while (detail::check(evs_stream_list_next(list, &info)) == EVS_OK)
+            out.push_back(StreamInfo{std::string(info.name, info.name_len), info.version, info.first_position});
+        return out;
+    }
     // Starts a subscription from `from_position` (see Subscription). The function runs on
     // a library thread; it may call this Store.
     Subscription subscribe(uint64_t from_position, Subscription::Fn fn) {
+        return subscribe_filtered(from_position, "", {}, std::move(fn));
+    }
+    // Only events of streams starting with `stream_prefix` ("": any) whose type is one of
+    // `types` (none: any).
+    Subscription subscribe_filtered(uint64_t from_position, const std::string &stream_prefix,
+                                    const std::vector<std::string> &types, Subscription::Fn fn) {
+        if (!fn)
+            throw Error(Code::InvalidArgument, "the subscription's function is empty");
+        std::vector<const char *> ctypes;
+        for (const std::string &t : types)
+            ctypes.push_back(detail::c_str(t, "types"));
         auto state = std::make_unique<Subscription::State>();
         state->fn = std::move(fn);
         Subscription sub(std::move(state));
-        detail::check(evs_subscribe(ptr_, from_position, &Subscription::trampoline,
-                                    sub.state_.get(), &sub.ptr_));
+        detail::check(evs_subscribe_filtered(
+            ptr_, from_position, stream_prefix.empty() ? nullptr : detail::c_str(stream_prefix, "stream_prefix"),
+            ctypes.empty() ? nullptr : ctypes.data(), ctypes.size(), &Subscription::trampoline, sub.state_.get(),
+            &sub.ptr_));
         return sub;
     }
     Cursor poll(uint64_t from_position, size_t max_events) {
@@ -433,6 +658,12 @@ public:
         Stats s = detail::init<Stats>();
         detail::check(evs_stats_get(ptr_, &s));
         return s;
+    }
+    // The options the store runs with, defaults filled in.
+    StoreOptions options() {
+        StoreOptions o = detail::init<StoreOptions>();
+        detail::check(evs_store_options_get(ptr_, &o));
+        return o;
     }
     // The counters in the Prometheus text format.
     std::string metrics_text() {
@@ -489,6 +720,19 @@ private:
     void open(const std::string &path, const evs_options *opts) {
         info_ = detail::init<RecoveryInfo>();
         detail::check(evs_open(detail::c_str(path, "path"), opts, &ptr_, &info_));
+    }
+    static std::vector<evs_event_input> inputs(const std::vector<EventInput> &events) {
+        std::vector<evs_event_input> in(events.size(), detail::init<evs_event_input>());
+        for (size_t i = 0; i < events.size(); i++) {
+            in[i].event_type = detail::c_str(events[i].type, "event_type");
+            in[i].payload = detail::bytes(events[i].payload);
+            in[i].payload_len = events[i].payload.size();
+            in[i].metadata = detail::bytes(events[i].metadata);
+            in[i].metadata_len = events[i].metadata.size();
+            in[i].schema_version = events[i].schema_version;
+            std::memcpy(in[i].id, events[i].id.data(), sizeof in[i].id);
+        }
+        return in;
     }
     static Account to_account(const evs_account &a) {
         const void *nul = std::memchr(a.currency, '\0', sizeof a.currency);

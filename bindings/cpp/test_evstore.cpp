@@ -412,3 +412,143 @@ TEST_F(EvstoreTest, SubscriptionExceptionsStopItAndCloseRethrows) {
     EXPECT_EQ(got.load(), 3);
     live.close();  // stopped by its function: no error
 }
+
+TEST_F(EvstoreTest, RangeForOverCursorsAndNewReads) {
+    evstore::Store s(path("s"));
+    s.append("order-1", evstore::kExpectAny, {{"A", "a", "", 0, {}}, {"B", std::string_view("\0\x01\xff", 3), "m", 2, {}}});
+    s.append("user-1", evstore::kExpectAny, {{"U", "u", "", 0, {}}});
+    s.append("order-2", evstore::kExpectAny, {{"D", "d", "", 0, {}}});
+
+    std::vector<uint64_t> all;
+    for (const evstore::Event &e : s.read_all())
+        all.push_back(e.position);
+    EXPECT_EQ(all, (std::vector<uint64_t>{0, 1, 2, 3}));
+
+    std::vector<uint64_t> back;
+    for (const evstore::Event &e : s.read_stream_backward("order-1"))
+        back.push_back(e.stream_version);
+    EXPECT_EQ(back, (std::vector<uint64_t>{1, 0}));
+
+    std::vector<std::string> category;
+    for (const evstore::Event &e : s.read_category("order-"))
+        category.emplace_back(e.stream);
+    EXPECT_EQ(category, (std::vector<std::string>{"order-1", "order-1", "order-2"}));
+
+    evstore::OwnedEvent one = s.read_event(1);
+    EXPECT_EQ(one->type, "B");
+    evstore::ByteView bytes = one->payload_bytes();
+    ASSERT_EQ(bytes.size(), 3u);
+    EXPECT_EQ(bytes[0], 0u);
+    EXPECT_EQ(bytes[2], 0xffu);
+    EXPECT_EQ(std::vector<uint8_t>(bytes.begin(), bytes.end()), (std::vector<uint8_t>{0, 1, 0xff}));
+    EXPECT_EQ(one->metadata_bytes().as_string(), "m");
+    EXPECT_EQ(one->schema_version, 2u);
+    expect_error([&] { s.read_event(99); }, Code::NotFound);
+    expect_error([&] { s.read_category(""); }, Code::InvalidArgument);
+    expect_error([&] { s.read_stream_backward("nope"); }, Code::NotFound);
+
+    auto streams = s.list_streams();
+    ASSERT_EQ(streams.size(), 3u);
+    EXPECT_EQ(streams[0].name, "order-1");
+    EXPECT_EQ(streams[0].version, 1u);
+    EXPECT_EQ(streams[2].name, "order-2");
+    EXPECT_EQ(streams[2].first_position, 3u);
+
+    // A forward cursor used as a range ends at "no more now"; a later loop sees more.
+    evstore::Cursor tail = s.read_all(4);
+    EXPECT_EQ(tail.begin(), tail.end());
+    s.append_event("Later", "");
+    int later = 0;
+    for (const evstore::Event &e : tail) {
+        EXPECT_EQ(e.type, "Later");
+        later++;
+    }
+    EXPECT_EQ(later, 1);
+}
+
+TEST_F(EvstoreTest, AppendMultiAndEventIds) {
+    evstore::Store s(path("s"));
+    evstore::EventId id1{1}, id2{2};
+    auto r = s.append_multi({{"a", evstore::kExpectNoStream, {{"Opened", "", "", 0, id1}}},
+                             {"b", evstore::kExpectNoStream, {{"Opened", "", "", 0, id2}, {"Credited", "5", "", 0, {}}}}});
+    EXPECT_EQ(r.first_position, 0u);
+    EXPECT_EQ(r.stream_versions, (std::vector<uint64_t>{0, 1}));
+    // All or nothing: a wrong expected version in one part writes nothing.
+    expect_error([&] {
+        s.append_multi({{"c", evstore::kExpectNoStream, {{"Opened", "", "", 0, {}}}},
+                        {"a", evstore::kExpectNoStream, {{"Again", "", "", 0, {}}}}});
+    }, Code::WrongExpectedVersion);
+    EXPECT_EQ(s.stream_version("c"), -1);
+    expect_error([&] { s.append_multi({}); }, Code::InvalidArgument);
+
+    // A retry of an append whose events carry ids stores nothing.
+    evstore::EventId id3{3};
+    auto first = s.append("a", 0, {{"Paid", "x", "", 0, id3}});
+    auto retry = s.append("a", 0, {{"Paid", "x", "", 0, id3}});
+    EXPECT_EQ(retry.first_position, first.first_position);
+    EXPECT_EQ(s.position_at(evstore::kPositionEnd), 4u);
+    evstore::Event e;
+    evstore::Cursor c = s.read_stream("a", 1);
+    ASSERT_TRUE(c.next(e));
+    EXPECT_TRUE(e.has_id());
+    EXPECT_EQ(e.id, id3);
+    EXPECT_EQ(s.stats().event_ids, 3u);
+}
+
+TEST_F(EvstoreTest, SubscriptionStatusAndAnyThrownValue) {
+    evstore::Store s(path("s"));
+    s.append_event("E", "x");
+    // Not a std::exception: the trampoline catches it too.
+    auto sub = s.subscribe(0, [](const evstore::Event &) -> bool { throw 42; });
+    for (int i = 0; i < 5000 && sub.running(); i++)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    EXPECT_FALSE(sub.running());
+    EXPECT_EQ(sub.status(), Code::Internal);
+    EXPECT_TRUE(sub.exception());
+    EXPECT_EQ(sub.error_message(), "the subscription's function threw");
+    try {
+        sub.close();
+        FAIL() << "close() did not rethrow";
+    } catch (int v) {
+        EXPECT_EQ(v, 42);
+    }
+    expect_error([&] { sub.status(); }, Code::InvalidArgument);
+
+    // Filtered, and a running one reports Ok; the store's close ends it without error.
+    std::atomic<int> got{0};
+    auto filtered = s.subscribe_filtered(0, "order-", {"Paid"}, [&](const evstore::Event &e) {
+        EXPECT_EQ(e.type, "Paid");
+        got++;
+        return true;
+    });
+    s.append("order-1", evstore::kExpectAny, {{"Placed", "", "", 0, {}}, {"Paid", "", "", 0, {}}});
+    s.append("user-1", evstore::kExpectAny, {{"Paid", "", "", 0, {}}});
+    for (int i = 0; i < 5000 && got.load() < 1; i++)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    EXPECT_EQ(got.load(), 1);
+    EXPECT_TRUE(filtered.running());
+    EXPECT_EQ(filtered.status(), Code::Ok);
+    EXPECT_EQ(s.stats().subscriptions, 1u);
+    s.close();
+    EXPECT_FALSE(filtered.running());
+    filtered.close();  // stopped by the store's close: no error
+    expect_error([&] { s.subscribe(0, nullptr); }, Code::InvalidArgument);
+}
+
+TEST_F(EvstoreTest, StoreOptionsAndShutdown) {
+    evstore::Options o;
+    o.set_fsync(evstore::FsyncPolicy::Os).set_max_event_size(100).set_dedupe_window(1000);
+    expect_error([&] { o.set_max_event_size(0); }, Code::InvalidArgument);
+    {
+        evstore::Store s(path("s"), o);
+        evstore::StoreOptions opts = s.options();
+        EXPECT_EQ(opts.fsync_policy, EVS_FSYNC_OS);
+        EXPECT_EQ(opts.max_event_size, 100u);
+        EXPECT_EQ(opts.dedupe_window, 1000u);
+        expect_error([&] { s.append_event("Big", std::string(101, 'x')); }, Code::TooLarge);
+        expect_error([] { evstore::shutdown(); }, Code::Busy);
+    }
+    evstore::shutdown();
+    EXPECT_EQ(evstore::version_number() / 1000000, EVS_VERSION_MAJOR);
+    EXPECT_GE(evstore::version_number(), EVS_VERSION_NUMBER);
+}

@@ -11,21 +11,26 @@
 package evstore
 
 /*
-#cgo CFLAGS: -I${SRCDIR}/../../include
-#cgo LDFLAGS: -L${SRCDIR}/../../build/lib -levstore -Wl,-rpath,${SRCDIR}/../../build/lib
+#cgo pkg-config: evstore
 #include <stdlib.h>
-// ./evstore.h is a symlink to ../../include/evstore.h, so that cgo hashes the header
-// into the build and recompiles this package when the header changes.
+// ./evstore.h is a copy of the installed header (TestHeaderIsTheLibraryOne keeps the two
+// identical): it travels with the module (go mod vendor, module zips), and cgo hashes
+// it into the build.
 #include "evstore.h"
+
+// The subscription callback, exported by subscribe.go. The export's declaration has no
+// const; the library calls it as an evs_event_fn.
+extern int32_t evstoreGoDeliver(void *user_data, evs_event *event);
+static evs_event_fn evstore_go_deliver_fn(void) { return (evs_event_fn)evstoreGoDeliver; }
 */
 import "C"
 
 import (
+	"context"
 	"math"
 	"runtime"
 	"strings"
 	"sync"
-	"time"
 	"unsafe"
 )
 
@@ -98,8 +103,26 @@ const (
 	FsyncOS     FsyncPolicy = C.EVS_FSYNC_OS     // the OS decides; Sync and Close flush
 )
 
+// deliverFn is subscribe.go's callback as an evs_event_fn (a file with //export may only
+// declare C functions in its preamble, so the cast lives here).
+func deliverFn() C.evs_event_fn { return C.evstore_go_deliver_fn() }
+
 // Version is the library's version, e.g. "1.0.0".
 func Version() string { return C.GoString(C.evs_version()) }
+
+// VersionNumber is the library's 1000000*major + 1000*minor + patch. The binding needs
+// a library of at least HeaderVersionNumber, the version of the header it was built with.
+func VersionNumber() int32 { return int32(C.evs_version_number()) }
+
+// HeaderVersionNumber is EVS_VERSION_NUMBER of the header this binding was built with.
+const HeaderVersionNumber int32 = C.EVS_VERSION_NUMBER
+
+// Shutdown stops the library's background threads once every store is closed (else
+// ErrBusy). Optional: later calls start them again as needed.
+func Shutdown() error {
+	_, err := call(func() C.evs_status { return C.evs_shutdown() })
+	return err
+}
 
 // call runs one C call and, if it failed, reads the thread-local error message on the
 // same OS thread before the goroutine can move.
@@ -207,6 +230,22 @@ func (o *Options) SetSnapshotEvery(n uint64) error {
 	})
 }
 
+// SetMaxEventSize lowers the largest event (payload plus metadata) an append accepts:
+// 1 ..= 16 MiB, the default.
+func (o *Options) SetMaxEventSize(bytes uint64) error {
+	return o.set(func(c *C.evs_options) C.evs_status {
+		return C.evs_options_set_max_event_size(c, C.uint64_t(bytes))
+	})
+}
+
+// SetDedupeWindow sets how many of the last events' ids are remembered for idempotent
+// appends (1 ..= 2^30; default 2^20).
+func (o *Options) SetDedupeWindow(events uint64) error {
+	return o.set(func(c *C.evs_options) C.evs_status {
+		return C.evs_options_set_dedupe_window(c, C.uint64_t(events))
+	})
+}
+
 // ---------------------------------------------------------------------------
 // Store
 
@@ -220,17 +259,22 @@ type RecoveryInfo struct {
 	SnapshotPosition   uint64 // math.MaxUint64 when no snapshot was used
 }
 
-// Store is an open store. Safe for concurrent use; Close must not race with other calls
-// (it waits for calls in flight, and calls after it return ErrInvalidArgument).
+// Store is an open store, safe for concurrent use by many goroutines. Close may race
+// other calls: calls already running finish, later ones fail with ErrInvalidArgument.
 type Store struct {
-	mu  sync.RWMutex
-	ptr *C.evs_store
+	mu       sync.RWMutex // guards ptr; Close holds it to stop new calls from starting
+	ptr      *C.evs_store
+	inFlight sync.WaitGroup // calls between their check of ptr and their return
 }
 
 // Open opens (creating it if needed; the parent directory must exist) the store at
-// path. opts may be nil for the defaults; it stays the caller's.
-func Open(path string, opts *Options) (*Store, RecoveryInfo, error) {
+// path. opts may be nil for the defaults; it stays the caller's. ctx is checked before
+// the call: recovery itself, once started, runs to its end.
+func Open(ctx context.Context, path string, opts *Options) (*Store, RecoveryInfo, error) {
 	var info RecoveryInfo
+	if err := ctx.Err(); err != nil {
+		return nil, info, err
+	}
 	cpath, err := cString(path, "path")
 	if err != nil {
 		return nil, info, err
@@ -263,17 +307,22 @@ func Open(path string, opts *Options) (*Store, RecoveryInfo, error) {
 	return st, info, nil
 }
 
-// Close syncs, releases the lock and frees the store. Calling it twice is harmless.
-// Cursors still open keep working on what they can read but should be closed first.
+// Close stops the store's subscriptions (their handlers' calls on this store fail from
+// then on), waits for the calls other goroutines are running, syncs, releases the lock
+// and frees the store. Calling it twice is harmless. Cursors still open keep reading.
 func (s *Store) Close() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ptr == nil {
-		return nil
-	}
 	p := s.ptr
 	s.ptr = nil
+	s.mu.Unlock()
+	if p == nil {
+		return nil
+	}
 	runtime.SetFinalizer(s, nil)
+	// No call starts from here on; the ones that started run to their end inside the
+	// library, whose evs_close waits for them too. A subscription handler blocked in
+	// a call of its own is not waited for here, so that it cannot deadlock with us.
+	s.inFlight.Wait()
 	_, err := call(func() C.evs_status { return C.evs_close(p) })
 	return err
 }
@@ -283,11 +332,15 @@ var errClosed = &Error{Code: ErrInvalidArgument, Message: "the store is closed"}
 // do runs one C call on the open store.
 func (s *Store) do(f func(p *C.evs_store) C.evs_status) (Code, error) {
 	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.ptr == nil {
+	p := s.ptr
+	if p == nil {
+		s.mu.RUnlock()
 		return ErrInvalidArgument, errClosed
 	}
-	st, err := call(func() C.evs_status { return f(s.ptr) })
+	s.inFlight.Add(1)
+	s.mu.RUnlock()
+	defer s.inFlight.Done()
+	st, err := call(func() C.evs_status { return f(p) })
 	runtime.KeepAlive(s)
 	return st, err
 }
@@ -299,7 +352,10 @@ func (s *Store) Sync() error {
 }
 
 // AppendEvent appends one event with no stream and returns its position.
-func (s *Store) AppendEvent(eventType string, payload []byte) (uint64, error) {
+func (s *Store) AppendEvent(ctx context.Context, eventType string, payload []byte) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
 	ctype, err := cString(eventType, "event_type")
 	if err != nil {
 		return 0, err
@@ -325,51 +381,82 @@ type EventInput struct {
 	ID [16]byte
 }
 
+// inputs holds the C side of events to append until the call returns: C strings to
+// free and Go bytes pinned while C reads them.
+type inputs struct {
+	pinner runtime.Pinner
+	frees  []unsafe.Pointer
+}
+
+func (in *inputs) release() {
+	in.pinner.Unpin()
+	for _, p := range in.frees {
+		C.free(p)
+	}
+}
+
+func (in *inputs) cString(s, argument string) (*C.char, error) {
+	c, err := cString(s, argument)
+	if err == nil {
+		in.frees = append(in.frees, unsafe.Pointer(c))
+	}
+	return c, err
+}
+
+// events converts events to C; the array is pinned, so that it may itself be pointed to
+// from memory passed to C (evs_stream_append.events).
+func (in *inputs) events(events []EventInput) (*C.evs_event_input, error) {
+	if len(events) == 0 {
+		return nil, nil
+	}
+	cs := make([]C.evs_event_input, len(events))
+	for i := range events {
+		ev := &events[i]
+		ctype, err := in.cString(ev.Type, "event_type")
+		if err != nil {
+			return nil, err
+		}
+		cs[i].struct_size = C.size_t(unsafe.Sizeof(cs[i]))
+		cs[i].event_type = ctype
+		if len(ev.Payload) > 0 {
+			in.pinner.Pin(&ev.Payload[0])
+			cs[i].payload = bytesPtr(ev.Payload)
+			cs[i].payload_len = C.size_t(len(ev.Payload))
+		}
+		if len(ev.Metadata) > 0 {
+			in.pinner.Pin(&ev.Metadata[0])
+			cs[i].metadata = bytesPtr(ev.Metadata)
+			cs[i].metadata_len = C.size_t(len(ev.Metadata))
+		}
+		cs[i].schema_version = C.uint32_t(ev.SchemaVersion)
+		*(*[16]byte)(unsafe.Pointer(&cs[i].id)) = ev.ID
+	}
+	in.pinner.Pin(&cs[0])
+	return &cs[0], nil
+}
+
 // Append appends events to stream atomically if the stream is at expectedVersion
 // (ExpectAny, ExpectNoStream, ExpectExists, or the version of its last event). It
-// returns the first event's position and the last event's stream version.
-func (s *Store) Append(stream string, expectedVersion int64, events []EventInput) (first, lastVersion uint64, err error) {
-	cstream, err := cString(stream, "stream")
+// returns the first event's position and the last event's stream version. ctx is
+// checked before the call (a cgo call cannot be interrupted).
+func (s *Store) Append(ctx context.Context, stream string, expectedVersion int64, events []EventInput) (first, lastVersion uint64, err error) {
+	if err := ctx.Err(); err != nil {
+		return 0, 0, err
+	}
+	var in inputs
+	defer in.release()
+	cstream, err := in.cString(stream, "stream")
 	if err != nil {
 		return 0, 0, err
 	}
-	defer C.free(unsafe.Pointer(cstream))
-
-	// The inputs are Go memory passed to C; the payloads they point to are pinned.
-	var pinner runtime.Pinner
-	defer pinner.Unpin()
-	inputs := make([]C.evs_event_input, len(events))
-	for i := range events {
-		ev := &events[i]
-		ctype, err := cString(ev.Type, "event_type")
-		if err != nil {
-			return 0, 0, err
-		}
-		defer C.free(unsafe.Pointer(ctype))
-		inputs[i].struct_size = C.size_t(unsafe.Sizeof(inputs[i]))
-		inputs[i].event_type = ctype
-		if len(ev.Payload) > 0 {
-			pinner.Pin(&ev.Payload[0])
-			inputs[i].payload = bytesPtr(ev.Payload)
-			inputs[i].payload_len = C.size_t(len(ev.Payload))
-		}
-		if len(ev.Metadata) > 0 {
-			pinner.Pin(&ev.Metadata[0])
-			inputs[i].metadata = bytesPtr(ev.Metadata)
-			inputs[i].metadata_len = C.size_t(len(ev.Metadata))
-		}
-		inputs[i].schema_version = C.uint32_t(ev.SchemaVersion)
-		*(*[16]byte)(unsafe.Pointer(&inputs[i].id)) = ev.ID
-	}
-	var inPtr *C.evs_event_input
-	if len(inputs) > 0 {
-		inPtr = &inputs[0]
+	cevents, err := in.events(events)
+	if err != nil {
+		return 0, 0, err
 	}
 	var cfirst, cver C.uint64_t
 	_, err = s.do(func(p *C.evs_store) C.evs_status {
-		return C.evs_append(p, cstream, C.int64_t(expectedVersion), inPtr, C.size_t(len(inputs)), &cfirst, &cver)
+		return C.evs_append(p, cstream, C.int64_t(expectedVersion), cevents, C.size_t(len(events)), &cfirst, &cver)
 	})
-	runtime.KeepAlive(inputs)
 	runtime.KeepAlive(events)
 	if err != nil {
 		return 0, 0, err
@@ -377,53 +464,59 @@ func (s *Store) Append(stream string, expectedVersion int64, events []EventInput
 	return uint64(cfirst), uint64(cver), nil
 }
 
-// openCursor runs one cursor-opening C call.
-func (s *Store) openCursor(f func(p *C.evs_store, out **C.evs_cursor) C.evs_status) (*Cursor, error) {
-	var c *C.evs_cursor
-	if _, err := s.do(func(p *C.evs_store) C.evs_status { return f(p, &c) }); err != nil {
-		return nil, err
+// StreamAppend is one stream's part of AppendMulti.
+type StreamAppend struct {
+	Stream          string
+	ExpectedVersion int64 // as for Append
+	Events          []EventInput
+}
+
+// AppendMulti appends to several streams in one atomic step: all of it is stored, or
+// nothing. Events get consecutive positions in the order of the parts. It returns the
+// first event's position and, for each part, the version of its last event.
+func (s *Store) AppendMulti(ctx context.Context, parts []StreamAppend) (first uint64, lastVersions []uint64, err error) {
+	if err := ctx.Err(); err != nil {
+		return 0, nil, err
 	}
-	cur := &Cursor{ptr: c, store: s}
-	runtime.SetFinalizer(cur, (*Cursor).Close)
-	return cur, nil
-}
-
-// ReadAll opens a cursor over all events from fromPosition on. It sees events appended
-// while it runs: Next reporting no event means "no more now".
-func (s *Store) ReadAll(fromPosition uint64) (*Cursor, error) {
-	return s.openCursor(func(p *C.evs_store, out **C.evs_cursor) C.evs_status {
-		return C.evs_read_all(p, C.uint64_t(fromPosition), out)
+	var in inputs
+	defer in.release()
+	cparts := make([]C.evs_stream_append, len(parts))
+	for i := range parts {
+		cstream, err := in.cString(parts[i].Stream, "stream")
+		if err != nil {
+			return 0, nil, err
+		}
+		cevents, err := in.events(parts[i].Events)
+		if err != nil {
+			return 0, nil, err
+		}
+		cparts[i] = C.evs_stream_append{
+			struct_size:      C.size_t(unsafe.Sizeof(cparts[i])),
+			stream:           cstream,
+			expected_version: C.int64_t(parts[i].ExpectedVersion),
+			events:           cevents,
+			count:            C.size_t(len(parts[i].Events)),
+		}
+	}
+	var cpartsPtr *C.evs_stream_append
+	versions := make([]C.uint64_t, len(parts))
+	var versionsPtr *C.uint64_t
+	if len(parts) > 0 {
+		cpartsPtr, versionsPtr = &cparts[0], &versions[0]
+	}
+	var cfirst C.uint64_t
+	_, err = s.do(func(p *C.evs_store) C.evs_status {
+		return C.evs_append_multi(p, cpartsPtr, C.size_t(len(parts)), &cfirst, versionsPtr)
 	})
-}
-
-// ReadAllBackward opens a cursor from fromPosition (inclusive; PositionEnd or past the
-// end: the last event) down to position 0. It does not see later appends.
-func (s *Store) ReadAllBackward(fromPosition uint64) (*Cursor, error) {
-	return s.openCursor(func(p *C.evs_store, out **C.evs_cursor) C.evs_status {
-		return C.evs_read_all_backward(p, C.uint64_t(fromPosition), out)
-	})
-}
-
-// ReadStream opens a cursor over one stream from fromVersion on.
-func (s *Store) ReadStream(stream string, fromVersion uint64) (*Cursor, error) {
-	cstream, err := cString(stream, "stream")
+	runtime.KeepAlive(parts)
 	if err != nil {
-		return nil, err
+		return 0, nil, err
 	}
-	defer C.free(unsafe.Pointer(cstream))
-	return s.openCursor(func(p *C.evs_store, out **C.evs_cursor) C.evs_status {
-		return C.evs_read_stream(p, cstream, C.uint64_t(fromVersion), out)
-	})
-}
-
-// Poll opens a cursor over at most maxEvents events from fromPosition.
-func (s *Store) Poll(fromPosition uint64, maxEvents int) (*Cursor, error) {
-	if maxEvents < 0 {
-		return nil, &Error{Code: ErrInvalidArgument, Message: "maxEvents is negative"}
+	lastVersions = make([]uint64, len(parts))
+	for i, v := range versions {
+		lastVersions[i] = uint64(v)
 	}
-	return s.openCursor(func(p *C.evs_store, out **C.evs_cursor) C.evs_status {
-		return C.evs_poll(p, C.uint64_t(fromPosition), C.size_t(maxEvents), out)
-	})
+	return uint64(cfirst), lastVersions, nil
 }
 
 // PositionAt is the first position whose timestamp is after timestampUs (microseconds
@@ -463,9 +556,11 @@ func (s *Store) Snapshot() (uint64, error) {
 type Stats struct {
 	Events, Streams, BytesOnDisk, Segments uint64
 	Appends, Fsyncs                        uint64
-	FsyncP50Us, FsyncP99Us                 uint64
+	FsyncP50Us, FsyncP99Us                 uint64 // upper bounds, microseconds
 	OpenTimeUs, Snapshots, IndexBytes      uint64
 	Accounts                               uint64
+	Subscriptions                          uint64 // still delivering
+	EventIDs                               uint64 // ids remembered for idempotent appends
 }
 
 // Stats reads the store's counters.
@@ -481,6 +576,33 @@ func (s *Store) Stats() (Stats, error) {
 		FsyncP50Us: uint64(cs.fsync_p50_us), FsyncP99Us: uint64(cs.fsync_p99_us),
 		OpenTimeUs: uint64(cs.open_time_us), Snapshots: uint64(cs.snapshots),
 		IndexBytes: uint64(cs.index_bytes), Accounts: uint64(cs.accounts),
+		Subscriptions: uint64(cs.subscriptions), EventIDs: uint64(cs.event_ids),
+	}, nil
+}
+
+// StoreOptions are the options an open store runs with, defaults filled in.
+type StoreOptions struct {
+	Fsync          FsyncPolicy
+	BatchWindowMs  uint32 // under FsyncBatch; 0 otherwise
+	MaxSegmentSize uint64
+	Preallocate    bool
+	ReadOnly       bool
+	SnapshotEvery  uint64 // 0: no automatic snapshots
+	MaxEventSize   uint64
+	DedupeWindow   uint64
+}
+
+// Options reports the options the store was opened with.
+func (s *Store) Options() (StoreOptions, error) {
+	co := C.evs_store_options{struct_size: C.size_t(unsafe.Sizeof(C.evs_store_options{}))}
+	if _, err := s.do(func(p *C.evs_store) C.evs_status { return C.evs_store_options_get(p, &co) }); err != nil {
+		return StoreOptions{}, err
+	}
+	return StoreOptions{
+		Fsync: FsyncPolicy(co.fsync_policy), BatchWindowMs: uint32(co.batch_window_ms),
+		MaxSegmentSize: uint64(co.max_segment_size), Preallocate: bool(co.preallocate),
+		ReadOnly: bool(co.read_only), SnapshotEvery: uint64(co.snapshot_every),
+		MaxEventSize: uint64(co.max_event_size), DedupeWindow: uint64(co.dedupe_window),
 	}, nil
 }
 
@@ -492,81 +614,6 @@ func (s *Store) MetricsText() (string, error) {
 	}
 	defer C.evs_string_free(text)
 	return C.GoString(text), nil
-}
-
-// ---------------------------------------------------------------------------
-// Cursor
-
-// Event is a stored event, copied into Go memory.
-type Event struct {
-	Position      uint64 // global, gapless, from 0
-	TimestampUs   uint64 // microseconds since the Unix epoch
-	Stream        string // "" for events appended with AppendEvent
-	StreamVersion uint64
-	Type          string
-	SchemaVersion uint32
-	Payload       []byte   // nil when empty
-	Metadata      []byte   // nil when empty
-	ID            [16]byte // the id it was appended with; zero for none
-}
-
-// Time is the event's timestamp.
-func (e Event) Time() time.Time { return time.UnixMicro(int64(e.TimestampUs)) }
-
-// Cursor iterates over events. Close it when done.
-type Cursor struct {
-	mu    sync.Mutex
-	ptr   *C.evs_cursor
-	store *Store // keeps the store from being finalized while the cursor lives
-}
-
-// Next returns the next event and true, or false when there is none (now: forward
-// cursors see later appends on a later call), or an error.
-func (c *Cursor) Next() (Event, bool, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.ptr == nil {
-		return Event{}, false, &Error{Code: ErrInvalidArgument, Message: "the cursor is closed"}
-	}
-	e := C.evs_event{struct_size: C.size_t(unsafe.Sizeof(C.evs_event{}))}
-	var ev Event
-	st, err := call(func() C.evs_status {
-		st := C.evs_cursor_next(c.ptr, &e)
-		if st == C.EVS_OK {
-			// Copy the borrowed view before anything else touches the cursor.
-			ev = Event{
-				Position:      uint64(e.position),
-				TimestampUs:   uint64(e.timestamp_us),
-				Stream:        C.GoStringN(e.stream, C.int(e.stream_len)),
-				StreamVersion: uint64(e.stream_version),
-				Type:          C.GoStringN(e.event_type, C.int(e.event_type_len)),
-				SchemaVersion: uint32(e.schema_version),
-				Payload:       goBytes(e.payload, e.payload_len),
-				Metadata:      goBytes(e.metadata, e.metadata_len),
-				ID:            *(*[16]byte)(unsafe.Pointer(&e.id)),
-			}
-		}
-		return st
-	})
-	runtime.KeepAlive(c)
-	if err != nil {
-		return Event{}, false, err
-	}
-	if st == End {
-		return Event{}, false, nil
-	}
-	return ev, true, nil
-}
-
-// Close frees the cursor. Calling it twice is harmless.
-func (c *Cursor) Close() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.ptr != nil {
-		C.evs_cursor_free(c.ptr)
-		c.ptr = nil
-		runtime.SetFinalizer(c, nil)
-	}
 }
 
 // ---------------------------------------------------------------------------

@@ -2,18 +2,23 @@ package evstore
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 )
 
+var bg = context.Background()
+
 func openStore(t *testing.T, path string) *Store {
 	t.Helper()
-	s, _, err := Open(path, nil)
+	s, _, err := Open(bg, path, nil)
 	if err != nil {
 		t.Fatalf("Open(%s): %v", path, err)
 	}
@@ -55,21 +60,17 @@ func must[T any](v T, err error) T {
 	return v
 }
 
-// drain reads a cursor to its end and closes it.
-func drain(t *testing.T, c *Cursor) []Event {
+// collect gathers what an iterator yields, failing the test on an error.
+func collect(t *testing.T, events iter.Seq2[Event, error]) []Event {
 	t.Helper()
-	defer c.Close()
 	var out []Event
-	for {
-		e, ok, err := c.Next()
+	for e, err := range events {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !ok {
-			return out
-		}
 		out = append(out, e)
 	}
+	return out
 }
 
 func balance(t *testing.T, s *Store, id string) int64 {
@@ -77,14 +78,28 @@ func balance(t *testing.T, s *Store, id string) int64 {
 	return must(s.GetAccount(id)).Balance
 }
 
-// go test caches results keyed on the test binary and on the files a test consults
-// inside the module; libevstore.so is linked dynamically from outside it, so a rebuilt
-// library would otherwise leave "(cached)" results. testdata/libevstore.so is a symlink
-// to build/lib: consulting it here makes a new library rerun the tests. (evstore.h is
-// linked into this directory for the same reason: cgo then hashes it into the build.)
-func TestLibraryIsTheBuiltOne(t *testing.T) {
-	if _, err := os.Stat(filepath.Join("testdata", "libevstore.so")); err != nil {
-		t.Fatalf("build/lib/libevstore.so: %v", err)
+// evstore.h here is a copy that must stay identical to the header of the library the
+// binding is built against (pkg-config's includedir: include/ in the repository, or
+// <prefix>/include/evstore once installed).
+func TestHeaderIsTheLibraryOne(t *testing.T) {
+	out, err := exec.Command("pkg-config", "--variable=includedir", "evstore").Output()
+	if err != nil {
+		t.Fatalf("pkg-config --variable=includedir evstore: %v (is PKG_CONFIG_PATH set?)", err)
+	}
+	installed := filepath.Join(strings.TrimSpace(string(out)), "evstore.h")
+	want, err := os.ReadFile(installed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile("evstore.h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("bindings/go/evstore.h differs from %s: copy it (cp include/evstore.h bindings/go/)", installed)
+	}
+	if VersionNumber()/1000000 != HeaderVersionNumber/1000000 || VersionNumber() < HeaderVersionNumber {
+		t.Errorf("library %d, header %d", VersionNumber(), HeaderVersionNumber)
 	}
 }
 
@@ -100,7 +115,7 @@ func TestVersionAndStatusNames(t *testing.T) {
 func TestAppendAndReadRoundTrip(t *testing.T) {
 	s, _ := newStore(t)
 
-	pos := must(s.AppendEvent("Started", []byte(`{"n":1}`)))
+	pos := must(s.AppendEvent(bg, "Started", []byte(`{"n":1}`)))
 	if pos != 0 {
 		t.Fatalf("first position = %d", pos)
 	}
@@ -109,12 +124,12 @@ func TestAppendAndReadRoundTrip(t *testing.T) {
 		{Type: "OrderPaid", Payload: []byte{0, 1, 2, 0xff}},
 		{Type: "OrderShipped"}, // empty payload
 	}
-	first, last, err := s.Append("order-1", ExpectNoStream, in)
+	first, last, err := s.Append(bg, "order-1", ExpectNoStream, in)
 	if err != nil || first != 1 || last != 2 {
 		t.Fatalf("Append = %d, %d, %v", first, last, err)
 	}
 
-	all := drain(t, must(s.ReadAll(0)))
+	all := collect(t, s.ReadAll(bg, 0))
 	if len(all) != 4 {
 		t.Fatalf("ReadAll gave %d events", len(all))
 	}
@@ -139,15 +154,15 @@ func TestAppendAndReadRoundTrip(t *testing.T) {
 		t.Errorf("schema versions %d %d (0 should be stored as 1)", all[1].SchemaVersion, all[2].SchemaVersion)
 	}
 
-	stream := drain(t, must(s.ReadStream("order-1", 1)))
+	stream := collect(t, s.ReadStream(bg, "order-1", 1))
 	if len(stream) != 2 || stream[0].Type != "OrderPaid" || stream[1].Type != "OrderShipped" {
 		t.Errorf("ReadStream from 1 = %+v", stream)
 	}
-	back := drain(t, must(s.ReadAllBackward(PositionEnd)))
+	back := collect(t, s.ReadAllBackward(bg, PositionEnd))
 	if len(back) != 4 || back[0].Position != 3 || back[3].Position != 0 {
 		t.Errorf("ReadAllBackward = %+v", back)
 	}
-	polled := drain(t, must(s.Poll(1, 2)))
+	polled := collect(t, s.Poll(bg, 1, 2))
 	if len(polled) != 2 || polled[0].Position != 1 || polled[1].Position != 2 {
 		t.Errorf("Poll(1, 2) = %+v", polled)
 	}
@@ -165,27 +180,27 @@ func TestAppendAndReadRoundTrip(t *testing.T) {
 	}
 
 	// A forward cursor tails the log: "no more now", then the new event.
-	c := must(s.ReadAll(4))
+	c := must(s.ReadAllCursor(4))
 	defer c.Close()
 	if _, ok, err := c.Next(); ok || err != nil {
 		t.Fatalf("Next at the end = %v, %v", ok, err)
 	}
-	must(s.AppendEvent("Later", nil))
+	must(s.AppendEvent(bg, "Later", nil))
 	e, ok, err := c.Next()
 	if err != nil || !ok || e.Position != 4 || e.Type != "Later" || e.Payload != nil {
 		t.Fatalf("Next after an append = %+v, %v, %v", e, ok, err)
 	}
 
 	// errors of reads
-	_, err = s.ReadStream("no-such-stream", 0)
+	_, err = s.ReadStreamCursor("no-such-stream", 0)
 	wantCode(t, err, ErrNotFound)
-	_, err = s.ReadAll(99)
+	_, err = s.ReadAllCursor(99)
 	wantCode(t, err, ErrNotFound)
-	_, err = s.AppendEvent("", nil)
+	_, err = s.AppendEvent(bg, "", nil)
 	wantCode(t, err, ErrInvalidArgument)
-	_, _, err = s.Append("order-1", ExpectAny, nil)
+	_, _, err = s.Append(bg, "order-1", ExpectAny, nil)
 	wantCode(t, err, ErrInvalidArgument)
-	_, _, err = s.Append("bad\x00stream", ExpectAny, in)
+	_, _, err = s.Append(bg, "bad\x00stream", ExpectAny, in)
 	wantCode(t, err, ErrInvalidArgument)
 }
 
@@ -193,31 +208,31 @@ func TestWrongExpectedVersion(t *testing.T) {
 	s, _ := newStore(t)
 	ev := []EventInput{{Type: "T", Payload: []byte("x")}}
 
-	_, _, err := s.Append("s", 0, ev)
+	_, _, err := s.Append(bg, "s", 0, ev)
 	wantCode(t, err, ErrWrongExpectedVersion) // a version >= 0 on a missing stream
-	_, _, err = s.Append("s", ExpectExists, ev)
+	_, _, err = s.Append(bg, "s", ExpectExists, ev)
 	wantCode(t, err, ErrWrongExpectedVersion)
 
-	if _, last, err := s.Append("s", ExpectNoStream, ev); err != nil || last != 0 {
+	if _, last, err := s.Append(bg, "s", ExpectNoStream, ev); err != nil || last != 0 {
 		t.Fatalf("Append to a new stream: %d, %v", last, err)
 	}
 	for v := int64(0); v < 12; v++ {
-		if _, last, err := s.Append("s", v, ev); err != nil || last != uint64(v+1) {
+		if _, last, err := s.Append(bg, "s", v, ev); err != nil || last != uint64(v+1) {
 			t.Fatalf("Append at %d: %d, %v", v, last, err)
 		}
 	}
 	before := must(s.PositionAt(PositionEnd))
-	_, _, err = s.Append("s", 3, ev)
+	_, _, err = s.Append(bg, "s", 3, ev)
 	e := wantCode(t, err, ErrWrongExpectedVersion)
 	if !strings.Contains(e.Message, "12") {
 		t.Errorf("message %q does not name the actual version 12", e.Message)
 	}
-	_, _, err = s.Append("s", ExpectNoStream, ev)
+	_, _, err = s.Append(bg, "s", ExpectNoStream, ev)
 	wantCode(t, err, ErrWrongExpectedVersion)
 	if after := must(s.PositionAt(PositionEnd)); after != before {
 		t.Errorf("a refused append moved the log from %d to %d", before, after)
 	}
-	if _, last, err := s.Append("s", 12, ev); err != nil || last != 13 {
+	if _, last, err := s.Append(bg, "s", 12, ev); err != nil || last != 13 {
 		t.Errorf("Append at the right version: %d, %v", last, err)
 	}
 }
@@ -232,7 +247,7 @@ func TestSeedOpenAndDeposit(t *testing.T) {
 	if a.Balance != 1500 || a.IsClosed || a.Currency != "USD" || a.Version != 2 || a.LastPosition != dep {
 		t.Errorf("alice = %+v", a)
 	}
-	evs := drain(t, must(s.ReadStream("account-alice", 0)))
+	evs := collect(t, s.ReadStream(bg, "account-alice", 0))
 	if len(evs) != 2 || string(evs[1].Payload) != `{"MoneyDeposited":{"account_id":"alice","amount":500}}` {
 		t.Errorf("account-alice events = %+v", evs)
 	}
@@ -314,7 +329,7 @@ func TestAccountRules(t *testing.T) {
 
 	// time travel: the account as of the first event's timestamp
 	must(s.OpenAccount("tt", 5, "EUR"))
-	open := drain(t, must(s.ReadStream("account-tt", 0)))[0]
+	open := collect(t, s.ReadStream(bg, "account-tt", 0))[0]
 	must(s.Deposit("tt", 7))
 	if a := must(s.GetAccountAt("tt", open.TimestampUs)); a.Balance != 5 || a.Currency != "EUR" || a.Version != 1 {
 		t.Errorf("tt at open = %+v", a)
@@ -343,8 +358,8 @@ func TestTransfers(t *testing.T) {
 	if b, c := balance(t, s, "from"), balance(t, s, "to"); b != 700 || c != 300 {
 		t.Errorf("balances %d, %d", b, c)
 	}
-	w := drain(t, must(s.ReadStream("account-from", 1)))
-	d := drain(t, must(s.ReadStream("account-to", 1)))
+	w := collect(t, s.ReadStream(bg, "account-from", 1))
+	d := collect(t, s.ReadStream(bg, "account-to", 1))
 	if len(w) != 1 || len(d) != 1 || w[0].Position != pos || d[0].Position != pos+1 {
 		t.Errorf("transfer events: %+v / %+v", w, d)
 	}
@@ -386,12 +401,12 @@ func TestConcurrentGoroutines(t *testing.T) {
 			for i := 0; i < ops; i++ {
 				// one event of its own, at the version it expects
 				payload := []byte(fmt.Sprintf("%d/%d", w, i))
-				if _, v, err := s.Append(stream, int64(i)-1-boolInt(i == 0), []EventInput{{Type: "T", Payload: payload}}); err != nil || v != uint64(i) {
+				if _, v, err := s.Append(bg, stream, int64(i)-1-boolInt(i == 0), []EventInput{{Type: "T", Payload: payload}}); err != nil || v != uint64(i) {
 					fail("append %d: %d, %v", i, v, err)
 					return
 				}
 				// a shared stream, no check
-				if _, _, err := s.Append("shared", ExpectAny, []EventInput{{Type: "S", Payload: payload}}); err != nil {
+				if _, _, err := s.Append(bg, "shared", ExpectAny, []EventInput{{Type: "S", Payload: payload}}); err != nil {
 					fail("shared append: %v", err)
 					return
 				}
@@ -439,7 +454,7 @@ func TestConcurrentGoroutines(t *testing.T) {
 	if v := must(s.StreamVersion("shared")); v != workers*ops-1 {
 		t.Errorf("shared at version %d", v)
 	}
-	all := drain(t, must(s.ReadAll(start)))
+	all := collect(t, s.ReadAll(bg, start))
 	for i, e := range all {
 		if e.Position != start+uint64(i) {
 			t.Fatalf("positions are not gapless: %d at index %d", e.Position, i)
@@ -467,7 +482,7 @@ func TestReadAfterReopen(t *testing.T) {
 	if err := opts.SetMaxSegmentSize(64 * 1024); err != nil {
 		t.Fatal(err)
 	}
-	s, info, err := Open(path, opts)
+	s, info, err := Open(bg, path, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -478,7 +493,7 @@ func TestReadAfterReopen(t *testing.T) {
 	payload := bytes.Repeat([]byte("abcdefgh"), 128)
 	for i := 0; i < 200; i++ {
 		p := append([]byte(fmt.Sprint(i)), payload...)
-		must(s.AppendEvent("E", p))
+		must(s.AppendEvent(bg, "E", p))
 		want = append(want, Event{Position: uint64(i), Type: "E", Payload: p})
 	}
 	must(s.OpenAccount("keep", 42, ""))
@@ -495,11 +510,11 @@ func TestReadAfterReopen(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.AppendEvent("E", nil); err == nil {
+	if _, err := s.AppendEvent(bg, "E", nil); err == nil {
 		t.Error("append on a closed store succeeded")
 	}
 
-	s, info, err = Open(path, opts)
+	s, info, err = Open(bg, path, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -507,7 +522,7 @@ func TestReadAfterReopen(t *testing.T) {
 	if info.NextPosition != 201 || info.CorruptionDetected || info.BytesTruncated != 0 {
 		t.Errorf("reopen info %+v", info)
 	}
-	got := drain(t, must(s.ReadAll(0)))
+	got := collect(t, s.ReadAll(bg, 0))
 	if len(got) != 201 {
 		t.Fatalf("read %d events after reopen", len(got))
 	}
@@ -522,22 +537,22 @@ func TestReadAfterReopen(t *testing.T) {
 	}
 
 	// a second writer on the same path, and a read-only one
-	_, _, err = Open(path, nil)
+	_, _, err = Open(bg, path, nil)
 	wantCode(t, err, ErrLocked)
 	ro := NewOptions()
 	defer ro.Close()
 	if err := ro.SetReadOnly(true); err != nil {
 		t.Fatal(err)
 	}
-	r, _, err := Open(path, ro)
+	r, _, err := Open(bg, path, ro)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	if n := len(drain(t, must(r.ReadAll(0)))); n != 201 {
+	if n := len(collect(t, r.ReadAll(bg, 0))); n != 201 {
 		t.Errorf("read-only store has %d events", n)
 	}
-	_, err = r.AppendEvent("E", nil)
+	_, err = r.AppendEvent(bg, "E", nil)
 	wantCode(t, err, ErrReadOnly)
 	_, err = r.Snapshot()
 	wantCode(t, err, ErrReadOnly)
@@ -552,7 +567,7 @@ func TestSnapshotAndOptions(t *testing.T) {
 		t.Errorf("snapshot covers %d events", n)
 	}
 	s.Close()
-	s, info, err := Open(path, nil)
+	s, info, err := Open(bg, path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -574,7 +589,7 @@ func TestSnapshotAndOptions(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	_, _, err = Open(filepath.Join(t.TempDir(), "missing", "store"), o)
+	_, _, err = Open(bg, filepath.Join(t.TempDir(), "missing", "store"), o)
 	wantCode(t, err, ErrIO)
 }
 
@@ -584,13 +599,13 @@ func TestIdempotentAppendByEventIDs(t *testing.T) {
 		{Type: "Placed", Payload: []byte("a"), ID: [16]byte{0xA1, 1}},
 		{Type: "Paid", Payload: []byte("b"), ID: [16]byte{0xA1, 2}},
 	}
-	first, last, err := s.Append("order-1", ExpectNoStream, ev)
+	first, last, err := s.Append(bg, "order-1", ExpectNoStream, ev)
 	if err != nil || first != 0 || last != 1 {
 		t.Fatalf("Append: %d %d %v", first, last, err)
 	}
 	// A retry (after a timeout, say) stores nothing and returns the same positions.
 	for i := 0; i < 2; i++ {
-		f, l, err := s.Append("order-1", ExpectNoStream, ev)
+		f, l, err := s.Append(bg, "order-1", ExpectNoStream, ev)
 		if err != nil || f != 0 || l != 1 {
 			t.Fatalf("retry %d: %d %d %v", i, f, l, err)
 		}
@@ -599,7 +614,7 @@ func TestIdempotentAppendByEventIDs(t *testing.T) {
 		t.Fatalf("the log has %d events, want 2", n)
 	}
 	// Half of a batch stored before: refused.
-	_, _, err = s.Append("order-1", ExpectAny, []EventInput{ev[0], {Type: "New", Payload: []byte("n"), ID: [16]byte{0xA1, 3}}})
+	_, _, err = s.Append(bg, "order-1", ExpectAny, []EventInput{ev[0], {Type: "New", Payload: []byte("n"), ID: [16]byte{0xA1, 3}}})
 	wantCode(t, err, ErrAlreadyExists)
 	// The ids come back when reading, also after a restart.
 	if err := s.Close(); err != nil {
@@ -607,7 +622,7 @@ func TestIdempotentAppendByEventIDs(t *testing.T) {
 	}
 	s2 := openStore(t, path)
 	defer s2.Close()
-	c, err := s2.ReadAll(0)
+	c, err := s2.ReadAllCursor(0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -616,7 +631,15 @@ func TestIdempotentAppendByEventIDs(t *testing.T) {
 	if err != nil || !ok || e.ID != ev[0].ID {
 		t.Fatalf("first event: %+v %v %v", e, ok, err)
 	}
-	if f, _, err := s2.Append("order-1", ExpectNoStream, ev); err != nil || f != 0 {
+	if f, _, err := s2.Append(bg, "order-1", ExpectNoStream, ev); err != nil || f != 0 {
 		t.Fatalf("retry after reopen: %d %v", f, err)
 	}
+}
+
+// must2 is must for a call with two results before its error.
+func must2[T, U any](v T, w U, err error) (T, U) {
+	if err != nil {
+		panic(err)
+	}
+	return v, w
 }

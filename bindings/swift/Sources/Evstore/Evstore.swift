@@ -6,6 +6,10 @@
 //
 // A Store may be used from many threads at once, but close() must not race with other
 // calls. The store is closed by close() or, failing that, when it is deinitialized.
+//
+// Not compiled by this project's CI (no Swift toolchain there): it is kept in step with
+// evstore.h by hand; `make test` checks the module map and that every evs_ function
+// named here is declared by the header (tests/bindings/swift_modulemap.sh).
 
 import CEvstore
 
@@ -28,6 +32,7 @@ public struct EvstoreError: Error, Equatable, CustomStringConvertible {
         public static let tooLarge = Code(rawValue: -11)
         public static let readOnly = Code(rawValue: -12)
         public static let currencyMismatch = Code(rawValue: -13)
+        public static let busy = Code(rawValue: -14)
         public static let internalError = Code(rawValue: -99)
 
         /// The code's name, e.g. "EVS_ERR_IO".
@@ -67,6 +72,148 @@ public struct Event {
     public let schemaVersion: UInt32
     public let payload: [UInt8]
     public let metadata: [UInt8]
+    /// The id it was appended with; all zero for none.
+    public let id: [UInt8]
+
+    /// Copies a borrowed view. One the library passes to a callback has the library's
+    /// struct_size: `id` exists only if it lies within it (an older library).
+    init(_ e: evs_event) {
+        position = e.position
+        timestampMicros = e.timestamp_us
+        stream = Event.string(e.stream, e.stream_len)
+        streamVersion = e.stream_version
+        type = Event.string(e.event_type, e.event_type_len)
+        schemaVersion = e.schema_version
+        payload = e.payload_len == 0 ? [] : Array(UnsafeBufferPointer(start: e.payload, count: e.payload_len))
+        metadata = e.metadata_len == 0 ? [] : Array(UnsafeBufferPointer(start: e.metadata, count: e.metadata_len))
+        let idEnd = MemoryLayout<evs_event>.offset(of: \evs_event.id)! + MemoryLayout.size(ofValue: e.id)
+        id = e.struct_size >= idEnd ? withUnsafeBytes(of: e.id) { Array($0) } : Array(repeating: 0, count: 16)
+    }
+
+    static func string(_ p: UnsafePointer<CChar>?, _ count: Int) -> String {
+        guard let p = p, count > 0 else { return "" }
+        return String(decoding: UnsafeRawBufferPointer(start: p, count: count), as: UTF8.self)
+    }
+}
+
+/// A cursor over events (not thread-safe). Forward cursors see events appended while
+/// they run: `next()` returning nil means "no more now". Freed by `close()` or deinit.
+public final class Cursor {
+    private var handle: OpaquePointer?
+
+    init(_ handle: OpaquePointer) { self.handle = handle }
+    deinit { evs_cursor_free(handle) }
+
+    /// The next event, or nil when there is none (now).
+    public func next() throws -> Event? {
+        guard let h = handle else {
+            throw EvstoreError(code: .invalidArgument, message: "the cursor is closed")
+        }
+        var e = evs_event()
+        e.struct_size = MemoryLayout<evs_event>.size
+        if try check(evs_cursor_next(h, &e)) == EVS_END {
+            return nil
+        }
+        return Event(e)
+    }
+
+    public func close() {
+        evs_cursor_free(handle)
+        handle = nil
+    }
+}
+
+/// Events read one at a time from a cursor, never the whole log in memory:
+///
+///     for try await event in store.events(from: 0) { ... }
+///
+/// The cursor opens when iteration starts and is freed when it ends; the sequence ends at
+/// the end of the log as it is then, or with the error a read met. Cancelling the task
+/// ends it with CancellationError.
+public struct EventSequence: AsyncSequence {
+    public typealias Element = Event
+    let open: () throws -> Cursor
+
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(open: open) }
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let open: () throws -> Cursor
+        var cursor: Cursor?
+        var finished = false
+
+        public mutating func next() async throws -> Event? {
+            if finished { return nil }
+            do {
+                try Task.checkCancellation()
+                if cursor == nil { cursor = try open() }
+                // Synchronous: the library's thread-local error message is read on the
+                // thread of the failing call, with no suspension in between.
+                if let event = try cursor!.next() { return event }
+            } catch {
+                finished = true
+                cursor = nil
+                throw error
+            }
+            finished = true
+            cursor = nil
+            return nil
+        }
+    }
+}
+
+/// What a subscription's trampoline reaches through its user data.
+final class SubscriptionBox {
+    let handler: (Event) throws -> Bool
+    /// Written on the subscription's thread before its callback returns non-zero; read
+    /// only after evs_subscription_close has joined that thread.
+    var error: Error?
+    init(_ handler: @escaping (Event) throws -> Bool) { self.handler = handler }
+}
+
+/// The C callback. A Swift error thrown by the handler is caught here (nothing may
+/// unwind into C) and ends the subscription; `close()` rethrows it.
+private let subscriptionTrampoline: evs_event_fn = { userData, event in
+    guard let userData = userData, let event = event else { return 1 }
+    let box = Unmanaged<SubscriptionBox>.fromOpaque(userData).takeUnretainedValue()
+    do {
+        return try box.handler(Event(event.pointee)) ? 0 : 1
+    } catch {
+        box.error = error
+        return 1
+    }
+}
+
+/// A running subscription (`Store.subscribe`): calls its handler with every event from a
+/// position on, history first and then live, on a library thread. The handler returns
+/// true to go on, false to stop; an error it throws ends the subscription.
+public final class Subscription {
+    private var handle: OpaquePointer?
+    private let box: SubscriptionBox
+
+    init(handle: OpaquePointer, box: SubscriptionBox) {
+        self.handle = handle
+        self.box = box
+    }
+
+    deinit { evs_subscription_close(handle) }
+
+    /// True while it delivers; false once it ended (its handler stopped it or threw, its
+    /// store closed, reading failed) or was closed.
+    public var isRunning: Bool {
+        guard let h = handle else { return false }
+        var how: Int32 = 0
+        return evs_subscription_status(h, &how) == EVS_OK
+    }
+
+    /// Stops it, waits for its thread, frees it. Rethrows the handler's error, or throws
+    /// the EvstoreError that ended it (e.g. `.corrupt`). Calling it twice is harmless.
+    public func close() throws {
+        guard let h = handle else { return }
+        handle = nil
+        let status = evs_subscription_close(h)
+        if let error = box.error { throw error }
+        try check(status)
+    }
 }
 
 public struct Account {
@@ -164,27 +311,79 @@ public final class Store {
         return (first, version)
     }
 
-    /// Every event from `position` to the current end, copied.
+    private func cursor(_ open: (OpaquePointer, UnsafeMutablePointer<OpaquePointer?>) -> Int32) throws -> Cursor {
+        let h = try self.open()
+        var c: OpaquePointer? = nil
+        try check(open(h, &c))
+        return Cursor(c!)
+    }
+
+    /// A cursor over every event from `position` on (it sees later appends).
+    public func cursor(from position: UInt64 = 0) throws -> Cursor {
+        try cursor { evs_read_all($0, position, $1) }
+    }
+
+    /// A cursor from `position` (UInt64.max: the last event) down to position 0.
+    public func cursorBackward(from position: UInt64 = .max) throws -> Cursor {
+        try cursor { evs_read_all_backward($0, position, $1) }
+    }
+
+    /// A cursor over one stream from `version` on.
+    public func cursor(stream: String, from version: UInt64 = 0) throws -> Cursor {
+        try cursor { evs_read_stream($0, stream, version, $1) }
+    }
+
+    /// A cursor over one stream from `version` (UInt64.max: its last event) down to 0.
+    public func cursorBackward(stream: String, from version: UInt64 = .max) throws -> Cursor {
+        try cursor { evs_read_stream_backward($0, stream, version, $1) }
+    }
+
+    /// A cursor over the streams whose names start with `prefix`, in global order.
+    public func cursor(category prefix: String, from position: UInt64 = 0) throws -> Cursor {
+        try cursor { evs_read_category($0, prefix, position, $1) }
+    }
+
+    /// Every event from `position` to the end, one at a time (see EventSequence).
+    public func events(from position: UInt64 = 0) -> EventSequence {
+        EventSequence { try self.cursor(from: position) }
+    }
+
+    /// One stream's events from `version` on.
+    public func events(stream: String, from version: UInt64 = 0) -> EventSequence {
+        EventSequence { try self.cursor(stream: stream, from: version) }
+    }
+
+    /// The events of the streams whose names start with `prefix`.
+    public func events(category prefix: String, from position: UInt64 = 0) -> EventSequence {
+        EventSequence { try self.cursor(category: prefix, from: position) }
+    }
+
+    /// Events from `position` (UInt64.max: the last) down to position 0.
+    public func eventsBackward(from position: UInt64 = .max) -> EventSequence {
+        EventSequence { try self.cursorBackward(from: position) }
+    }
+
+    /// Every event from `position` to the current end, copied into one array (for small
+    /// stores; `events(from:)` reads one at a time).
     public func readAll(from position: UInt64 = 0) throws -> [Event] {
-        let h = try open()
-        var cursor: OpaquePointer? = nil
-        try check(evs_read_all(h, position, &cursor))
-        defer { evs_cursor_free(cursor) }
+        let c = try cursor(from: position)
         var events: [Event] = []
-        var e = evs_event()
-        e.struct_size = MemoryLayout<evs_event>.size
-        while try check(evs_cursor_next(cursor, &e)) == 0 {  // EVS_OK; EVS_END (1) stops
-            events.append(Event(
-                position: e.position,
-                timestampMicros: e.timestamp_us,
-                stream: Store.string(e.stream, e.stream_len),
-                streamVersion: e.stream_version,
-                type: Store.string(e.event_type, e.event_type_len),
-                schemaVersion: e.schema_version,
-                payload: Array(UnsafeBufferPointer(start: e.payload, count: e.payload_len)),
-                metadata: Array(UnsafeBufferPointer(start: e.metadata, count: e.metadata_len))))
+        while let e = try c.next() {
+            events.append(e)
         }
         return events
+    }
+
+    /// Starts a subscription from `position` (see Subscription). The handler runs on a
+    /// library thread; it may call this store.
+    public func subscribe(from position: UInt64 = 0,
+                          handler: @escaping (Event) throws -> Bool) throws -> Subscription {
+        let h = try open()
+        let box = SubscriptionBox(handler)
+        var sub: OpaquePointer? = nil
+        try check(evs_subscribe(h, position, subscriptionTrampoline,
+                                Unmanaged.passUnretained(box).toOpaque(), &sub))
+        return Subscription(handle: sub!, box: box)
     }
 
     // Accounts. Each write returns the position of its event (a transfer: the
@@ -249,11 +448,6 @@ public final class Store {
         a.struct_size = MemoryLayout<evs_account>.size
         try check(evs_account_get_at(h, id, asOfMicros, &a))
         return Store.makeAccount(a)
-    }
-
-    private static func string(_ p: UnsafePointer<CChar>?, _ count: Int) -> String {
-        guard let p = p, count > 0 else { return "" }
-        return String(decoding: UnsafeRawBufferPointer(start: p, count: count), as: UTF8.self)
     }
 
     private static func makeAccount(_ a: evs_account) -> Account {

@@ -1,0 +1,132 @@
+#!/bin/sh
+# Runs every evsctl command against real stores: made by the bank example and by
+# evsctl itself, one damaged in the middle of its log, one with a torn tail.
+#   tests/bindings/evsctl.sh EVSCTL BANK
+# EVSCTL is the installed tool ($PREFIX/bin/evsctl: it finds $PREFIX/lib by itself).
+set -u
+evsctl=$1
+bank=$2
+work=$(mktemp -d "${TMPDIR:-/tmp}/evstore-evsctl.XXXXXX")
+trap 'kill "$tail_pid" 2>/dev/null; rm -rf "$work"' EXIT
+tail_pid=
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); }
+no() { echo "evsctl: FAIL: $*"; failed=$((failed + 1)); }
+
+# run WANT_STATUS CMD...: runs evsctl, keeps stdout in $out and stderr in $err.
+run() {
+    want=$1
+    shift
+    "$evsctl" "$@" > "$work/out" 2> "$work/err"
+    status=$?
+    out=$(cat "$work/out")
+    err=$(cat "$work/err")
+    if [ "$status" != "$want" ]; then
+        no "evsctl $* exited $status, want $want (stderr: $err)"
+        return 1
+    fi
+    if [ "$want" != 0 ] && ! printf '%s' "$err" | grep -q "^evsctl: "; then
+        no "evsctl $* failed without a message on stderr"
+        return 1
+    fi
+    return 0
+}
+# has TEXT: $out contains TEXT (a fixed string).
+has() { printf '%s\n' "$out" | grep -qF -- "$1"; }
+has_err() { printf '%s\n' "$err" | grep -qF -- "$1"; }
+
+# help: the list, every command's --help, help COMMAND
+run 0 --help && has "verify" && has "dump" && has "tail" && ok || no "--help lists the commands: $out"
+for c in info verify tail dump streams stream accounts account metrics snapshot append; do
+    run 0 "$c" --help && has "usage: evsctl $c" && ok || no "$c --help: $out"
+done
+run 0 help dump && has "base64" && ok || no "help dump: $out"
+run 2 && has_err "a COMMAND is needed" && ok || no "no arguments: $err"
+run 2 bogus "$work/x" && has_err "no command 'bogus'" && ok || no "an unknown command: $err"
+run 2 info && has_err "STORE is missing" && ok || no "a missing STORE: $err"
+run 2 stream "$work/x" && has_err "wrong number of arguments" && ok || no "stream without NAME: $err"
+run 2 dump --bogus "$work/x" && has_err "unknown option '--bogus'" && ok || no "an unknown option: $err"
+run 1 info "$work/missing" && has_err "EVS_ERR_NOT_FOUND" && ok || no "info on a missing store: $err"
+
+# a store made by the bank example, then events of evsctl's own
+bankstore=$work/bank
+LD_LIBRARY_PATH="$(dirname "$evsctl")/../lib" "$bank" "$bankstore" > /dev/null || no "the bank example failed"
+run 0 accounts "$bankstore" && [ "$out" = "$(printf 'alice\t1300 USD\t3 events')" ] && ok || no "accounts: $out"
+run 0 accounts --json "$bankstore" &&
+    [ "$out" = '{"id":"alice","balance":1300,"currency":"USD","closed":false,"events":3,"last_position":2}' ] && ok ||
+    no "accounts --json: $out"
+run 0 account "$bankstore" alice && has "1300 USD" && ok || no "account alice: $out"
+run 1 account "$bankstore" bob && has_err "EVS_ERR_NOT_FOUND" && ok || no "account bob: $err"
+run 0 append "$bankstore" notes Noted 'say "hi"	now' && [ "$out" = 3 ] && ok || no "append: $out"
+run 0 append "$bankstore" blobs Raw "$(printf 'a\377\376')" && [ "$out" = 4 ] && ok || no "append bytes: $out"
+run 2 dump "$bankstore" 1x && has_err "FROM must be a whole number" && ok || no "dump 1x: $err"
+
+run 0 dump --json "$bankstore" 3 &&
+    [ "$(printf '%s\n' "$out" | wc -l)" = 2 ] &&
+    has '"position":3,' && has '"stream":"notes","stream_version":0,"type":"Noted"' &&
+    has '"payload":"say \"hi\"\tnow","payload_encoding":"utf-8"' &&
+    has '"payload":"Yf/+","payload_encoding":"base64"' && has '"id":null' && ok || no "dump --json: $out"
+run 0 dump "$bankstore" && [ "$(printf '%s\n' "$out" | wc -l)" = 5 ] && has "<3 bytes>" && ok || no "dump: $out"
+run 0 streams "$bankstore" &&
+    [ "$out" = "$(printf 'account-alice\t3 events\tfrom position 0\nnotes\t1 events\tfrom position 3\nblobs\t1 events\tfrom position 4')" ] &&
+    ok || no "streams: $out"
+run 0 stream "$bankstore" account-alice 1 && [ "$(printf '%s\n' "$out" | wc -l)" = 2 ] && has "MoneyDeposited" && ok ||
+    no "stream account-alice 1: $out"
+run 1 stream "$bankstore" nope && has_err "stream 'nope' does not exist" && ok || no "stream nope: $err"
+run 0 tail -n 2 "$bankstore" && [ "$(printf '%s\n' "$out" | wc -l)" = 2 ] && has "notes@0" && has "blobs@0" && ok ||
+    no "tail -n 2: $out"
+run 2 tail -n x "$bankstore" && ok || no "tail -n x"
+run 0 metrics "$bankstore" && has "evstore_events_total 5" && ok || no "metrics: $out"
+run 0 snapshot "$bankstore" && [ "$out" = "snapshot of 5 events written" ] && ok || no "snapshot: $out"
+run 0 info "$bankstore" && has "events 5" && has "snapshot_used 5 events" && has "accounts 1" && ok || no "info: $out"
+run 0 verify "$bankstore" && has "ok: 5 events" && ok || no "verify of a good store: $out $err"
+
+# tail -f follows what a writer appends, and ends with status 0 on SIGTERM
+"$evsctl" tail -f -n 1 "$bankstore" > "$work/follow" 2> "$work/follow.err" &
+tail_pid=$!
+sleep 0.3
+"$evsctl" append "$bankstore" live Arrived now > /dev/null
+"$evsctl" append "$bankstore" live Arrived later > /dev/null
+i=0
+while [ "$i" -lt 50 ] && [ "$(wc -l < "$work/follow")" -lt 3 ]; do sleep 0.1; i=$((i + 1)); done
+kill -TERM "$tail_pid"
+wait "$tail_pid"
+status=$?
+tail_pid=
+if [ "$status" = 0 ] && grep -q "blobs@0" "$work/follow" && grep -q "live@1	Arrived	later" "$work/follow"; then ok; else
+    no "tail -f (status $status): $(cat "$work/follow" "$work/follow.err")"
+fi
+
+# damage in the middle of the log: a writer's recovery refuses it, naming segment and offset
+damaged=$work/damaged
+i=0
+while [ "$i" -lt 30 ]; do "$evsctl" append "$damaged" s T "payload-MARK-$i-x" > /dev/null; i=$((i + 1)); done
+seg=$(ls "$damaged"/events/*.wal | head -1)
+flip() { # flip FILE MARKER: overwrite the marker's first byte
+    off=$(grep -obUa "$2" "$1" | head -1 | cut -d: -f1)
+    printf '#' | dd of="$1" bs=1 seek="$off" conv=notrunc 2> /dev/null
+}
+cp -r "$damaged" "$work/damaged-snap"
+flip "$seg" "MARK-12-"
+run 1 verify "$damaged" && has_err "EVS_ERR_CORRUPT" && has_err "$(basename "$seg")" && has_err "offset" && ok ||
+    no "verify of a damaged store: $err"
+# read-only, the damage reads as the end of the newest segment (see evsctl verify --help)
+run 0 verify --read-only "$damaged" && has "ok: 12 events" && has "checked read-only" && ok || no "verify --read-only of a damaged store: $out"
+
+# damage before a snapshot: recovery does not read it, the full read does
+"$evsctl" snapshot "$work/damaged-snap" > /dev/null
+flip "$(ls "$work"/damaged-snap/events/*.wal | head -1)" "MARK-12-"
+run 1 verify "$work/damaged-snap" && has_err "damage after 12 good events" && has_err "offset" && ok ||
+    no "verify of a store damaged before its snapshot: $err"
+
+# a torn tail is not damage: reported, and cut off as a writer's open would
+torn=$work/torn
+"$evsctl" append "$torn" s T first > /dev/null && "$evsctl" append "$torn" s T second-and-longer > /dev/null
+seg=$(ls "$torn"/events/*.wal | head -1)
+size=$(grep -obUa "second-and-longer" "$seg" | cut -d: -f1)
+truncate -s "$((size + 5))" "$seg"
+run 0 verify "$torn" && has "ok: 1 events" && has "torn tail" && ok || no "verify of a torn tail: $out $err"
+
+echo "evsctl: $passed passed, $failed failed"
+[ "$failed" = 0 ]

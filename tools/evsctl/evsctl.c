@@ -1,0 +1,662 @@
+/* evsctl: the command-line shell of evstore, a client of its public C API only.
+ *
+ *   evsctl COMMAND [OPTIONS] STORE [ARGS]      evsctl help [COMMAND]
+ *
+ * Reading commands open the store read-only (no lock), so they work beside a running
+ * writer. Every error prints "evsctl: COMMAND: ..." on stderr and exits non-zero:
+ * 1 for a failure, 2 for a usage error; `verify` exits 1 when it finds damage. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <evstore.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct command command;
+typedef int (*command_fn)(const command *cmd, evs_store *s, int argc, char **argv);
+
+struct command {
+    const char *name;
+    const char *args;     /* after STORE */
+    const char *summary;  /* one line for evsctl --help */
+    const char *help;     /* one paragraph for evsctl COMMAND --help */
+    bool writes;        /* opens the store read-write (takes the writer's lock) */
+    int min_args, max_args;
+    command_fn run;
+};
+
+/* Options shared by the commands that print events. */
+static bool g_json = false;
+static bool g_follow = false;
+static bool g_read_only = false;   /* verify --read-only */
+static bool g_shared = false;      /* verify fell back to read-only: a writer has the store */
+static uint64_t g_count = 10;
+static const char *g_cmd = "evsctl";
+
+static int fail(const char *what, evs_status s) {
+    fprintf(stderr, "evsctl: %s: %s: %s: %s\n", g_cmd, what, evs_status_name(s), evs_last_error_message());
+    return 1;
+}
+
+static int fail_write(void) {
+    fprintf(stderr, "evsctl: %s: writing the output failed: %s\n", g_cmd, strerror(errno));
+    return 1;
+}
+
+/* A whole decimal number, or false. */
+static bool parse_u64(const char *text, uint64_t *out) {
+    char *end = NULL;
+    if (text[0] < '0' || text[0] > '9')
+        return false;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (errno != 0 || *end != '\0')
+        return false;
+    *out = (uint64_t)v;
+    return true;
+}
+
+static int bad_number(const char *name, const char *text) {
+    fprintf(stderr, "evsctl: %s: %s must be a whole number >= 0, not '%s'\n", g_cmd, name, text);
+    return 2;
+}
+
+/* ---- printing events ---- */
+
+static bool is_utf8(const uint8_t *p, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = p[i];
+        size_t len;
+        uint32_t cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xE0) == 0xC0) {
+            len = 2, cp = c & 0x1F;
+        } else if ((c & 0xF0) == 0xE0) {
+            len = 3, cp = c & 0x0F;
+        } else if ((c & 0xF8) == 0xF0) {
+            len = 4, cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (i + len > n)
+            return false;
+        for (size_t k = 1; k < len; k++) {
+            if ((p[i + k] & 0xC0) != 0x80)
+                return false;
+            cp = (cp << 6) | (p[i + k] & 0x3F);
+        }
+        /* overlong forms, surrogates, past U+10FFFF */
+        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+            (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
+            return false;
+        i += len;
+    }
+    return true;
+}
+
+/* A JSON string of UTF-8 text. */
+static void json_string(const char *p, size_t n) {
+    putchar('"');
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c == '"' || c == '\\')
+            printf("\\%c", c);
+        else if (c == '\n')
+            fputs("\\n", stdout);
+        else if (c == '\t')
+            fputs("\\t", stdout);
+        else if (c < 0x20 || c == 0x7F)
+            printf("\\u%04x", c);
+        else
+            putchar(c);
+    }
+    putchar('"');
+}
+
+static void base64(const uint8_t *p, size_t n) {
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    putchar('"');
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        if (i + 1 < n)
+            v |= (uint32_t)p[i + 1] << 8;
+        if (i + 2 < n)
+            v |= p[i + 2];
+        putchar(abc[(v >> 18) & 63]);
+        putchar(abc[(v >> 12) & 63]);
+        putchar(i + 1 < n ? abc[(v >> 6) & 63] : '=');
+        putchar(i + 2 < n ? abc[v & 63] : '=');
+    }
+    putchar('"');
+}
+
+/* "name":"text","name_encoding":"utf-8", or base64 when the bytes are not UTF-8. */
+static void json_bytes(const char *name, const uint8_t *p, size_t n) {
+    printf(",\"%s\":", name);
+    bool text = is_utf8(p, n);
+    if (text)
+        json_string((const char *)p, n);
+    else
+        base64(p, n);
+    printf(",\"%s_encoding\":\"%s\"", name, text ? "utf-8" : "base64");
+}
+
+static bool has_id(const evs_event *e) {
+    for (size_t i = 0; i < sizeof e->id; i++)
+        if (e->id[i] != 0)
+            return true;
+    return false;
+}
+
+static void print_event(const evs_event *e) {
+    if (g_json) {
+        printf("{\"position\":%" PRIu64 ",\"timestamp_us\":%" PRIu64 ",\"stream\":", e->position, e->timestamp_us);
+        json_string(e->stream, e->stream_len);
+        printf(",\"stream_version\":%" PRIu64 ",\"type\":", e->stream_version);
+        json_string(e->event_type, e->event_type_len);
+        printf(",\"schema_version\":%" PRIu32 ",\"id\":", e->schema_version);
+        if (has_id(e)) {
+            putchar('"');
+            for (size_t i = 0; i < sizeof e->id; i++)
+                printf("%02x", e->id[i]);
+            putchar('"');
+        } else {
+            fputs("null", stdout);
+        }
+        json_bytes("payload", e->payload, e->payload_len);
+        json_bytes("metadata", e->metadata, e->metadata_len);
+        fputs("}\n", stdout);
+        return;
+    }
+    /* position, stream@version, type, payload (text, or <N bytes>) */
+    printf("%" PRIu64 "\t%.*s@%" PRIu64 "\t%.*s\t", e->position, (int)e->stream_len, e->stream, e->stream_version,
+           (int)e->event_type_len, e->event_type);
+    if (is_utf8(e->payload, e->payload_len))
+        printf("%.*s\n", (int)e->payload_len, (const char *)e->payload);
+    else
+        printf("<%zu bytes>\n", e->payload_len);
+}
+
+/* Prints up to `max` events of a cursor (to its end now) and frees it. */
+static int print_cursor(evs_cursor *c, uint64_t max) {
+    evs_event e = EVS_STRUCT_INIT(evs_event);
+    evs_status st = EVS_OK;
+    for (uint64_t n = 0; n < max && (st = evs_cursor_next(c, &e)) == EVS_OK; n++)
+        print_event(&e);
+    evs_cursor_free(c);
+    if (st < 0)
+        return fail("reading", st);
+    return fflush(stdout) == 0 ? 0 : fail_write();
+}
+
+/* ---- the commands ---- */
+
+static evs_recovery_info g_info;
+
+static int cmd_info(const command *cmd, evs_store *s, int argc, char **argv) {
+    (void)cmd, (void)argc, (void)argv;
+    evs_stats x = EVS_STRUCT_INIT(evs_stats);
+    evs_store_options o = EVS_STRUCT_INIT(evs_store_options);
+    evs_status st;
+    if ((st = evs_stats_get(s, &x)) != EVS_OK)
+        return fail("stats", st);
+    if ((st = evs_store_options_get(s, &o)) != EVS_OK)
+        return fail("options", st);
+    static const char *const policies[] = {"always", "batch", "os"};
+    printf("library %s\nevents %" PRIu64 "\nstreams %" PRIu64 "\naccounts %" PRIu64 "\nevent_ids %" PRIu64
+           "\nbytes_on_disk %" PRIu64 "\nsegments %" PRIu64 "\nsnapshots %" PRIu64 "\nindex_bytes %" PRIu64 "\n",
+           evs_version(), x.events, x.streams, x.accounts, x.event_ids, x.bytes_on_disk, x.segments, x.snapshots,
+           x.index_bytes);
+    printf("recovered_records %" PRIu64 "\nsegments_scanned %" PRIu64 "\ntorn_tail_bytes %" PRIu64 "\n",
+           g_info.valid_records, g_info.segments_scanned, g_info.bytes_truncated);
+    if (g_info.snapshot_position == UINT64_MAX)
+        printf("snapshot_used none\n");
+    else
+        printf("snapshot_used %" PRIu64 " events\n", g_info.snapshot_position);
+    printf("max_segment_size %" PRIu64 "\nmax_event_size %" PRIu64 "\ndedupe_window %" PRIu64 "\n",
+           o.max_segment_size, o.max_event_size, o.dedupe_window);
+    if (o.fsync_policy >= 0 && o.fsync_policy <= 2)
+        printf("fsync %s\n", policies[o.fsync_policy]);
+    return fflush(stdout) == 0 ? 0 : fail_write();
+}
+
+/* Opening the store for writing runs the recovery a writer runs: it checks every record
+ * of the log's tail after the newest snapshot and refuses damage that is followed by
+ * valid records (EVS_ERR_CORRUPT naming the segment and offset); a torn tail of an
+ * interrupted, never acknowledged write is cut off, as the next writer would. Then
+ * every event is read from position 0 (the library checks each record's CRC as it reads
+ * it, and reports damage as EVS_ERR_CORRUPT with the segment and offset), checking what
+ * the log promises: gapless positions from 0, timestamps never decreasing, as many
+ * events as the store counts. With --read-only, or when a writer has the store open, the
+ * store is opened read-only and nothing is modified; a read-only open stops at the first
+ * record that does not check out at the end of the newest segment (it may be a write in
+ * progress), so damage there is not seen. */
+static int cmd_verify(const command *cmd, evs_store *s, int argc, char **argv) {
+    (void)cmd, (void)argc, (void)argv;
+    evs_stats x = EVS_STRUCT_INIT(evs_stats);
+    evs_status st;
+    if ((st = evs_stats_get(s, &x)) != EVS_OK)
+        return fail("stats", st);
+    evs_cursor *c = NULL;
+    if ((st = evs_read_all(s, 0, &c)) != EVS_OK)
+        return fail("read", st);
+    evs_event e = EVS_STRUCT_INIT(evs_event);
+    uint64_t n = 0, last_ts = 0;
+    int rc = 0;
+    while ((st = evs_cursor_next(c, &e)) == EVS_OK) {
+        if (e.position != n) {
+            fprintf(stderr, "evsctl: verify: damage: event %" PRIu64 " has position %" PRIu64 "\n", n, e.position);
+            rc = 1;
+            break;
+        }
+        if (e.timestamp_us < last_ts) {
+            fprintf(stderr, "evsctl: verify: damage: the timestamp of position %" PRIu64 " goes back in time\n",
+                    e.position);
+            rc = 1;
+            break;
+        }
+        last_ts = e.timestamp_us;
+        n++;
+    }
+    evs_cursor_free(c);
+    if (rc != 0)
+        return rc;
+    if (st < 0) {
+        fprintf(stderr, "evsctl: verify: damage after %" PRIu64 " good events: %s: %s\n", n, evs_status_name(st),
+                evs_last_error_message());
+        return 1;
+    }
+    if (n < x.events) {
+        fprintf(stderr, "evsctl: verify: damage: %" PRIu64 " events read, the store has %" PRIu64 "\n", n, x.events);
+        return 1;
+    }
+    printf("ok: %" PRIu64 " events in %" PRIu64 " segments (%" PRIu64 " bytes), every checksum good\n", n,
+           x.segments, x.bytes_on_disk);
+    if (g_info.bytes_truncated > 0)
+        printf("note: a torn tail of %" PRIu64 " bytes after the last event (an interrupted write, never "
+               "acknowledged) %s\n",
+               g_info.bytes_truncated, g_read_only || g_shared ? "is there: the next writer's open cuts it off"
+                                                             : "was cut off");
+    if (g_shared)
+        printf("note: a writer has the store open, so it was checked read-only: damage at the end of its newest "
+               "segment cannot be told from a write in progress\n");
+    else if (g_read_only)
+        printf("note: checked read-only: damage at the end of the newest segment cannot be told from an "
+               "interrupted write (run verify without --read-only, with no writer, to check that too)\n");
+    return fflush(stdout) == 0 ? 0 : fail_write();
+}
+
+static volatile sig_atomic_t g_stop = 0;
+static void on_signal(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+static int cmd_tail(const command *cmd, evs_store *s, int argc, char **argv) {
+    (void)cmd, (void)argc, (void)argv;
+    evs_cursor *c = NULL;
+    evs_status st;
+    uint64_t next = 0;
+    if ((st = evs_position_at(s, UINT64_MAX, &next)) != EVS_OK)
+        return fail("position", st);
+    uint64_t from = next > g_count ? next - g_count : 0;
+    if ((st = evs_read_all(s, from, &c)) != EVS_OK)
+        return fail("read", st);
+    if (!g_follow)
+        return print_cursor(c, g_count);
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    /* A forward cursor tails the log: EVS_END is "no more now". A read-only store takes
+     * in a writer's new events on later reads; poll every 100 ms. */
+    evs_event e = EVS_STRUCT_INIT(evs_event);
+    while (!g_stop) {
+        st = evs_cursor_next(c, &e);
+        if (st == EVS_OK) {
+            print_event(&e);
+            continue;
+        }
+        if (st < 0) {
+            evs_cursor_free(c);
+            return fail("reading", st);
+        }
+        if (fflush(stdout) != 0) {
+            evs_cursor_free(c);
+            return fail_write();
+        }
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    evs_cursor_free(c);
+    return fflush(stdout) == 0 ? 0 : fail_write();
+}
+
+/* dump [FROM] (every event) and stream NAME [FROM] (one stream's). */
+static int cmd_read(const command *cmd, evs_store *s, int argc, char **argv) {
+    bool one_stream = !strcmp(cmd->name, "stream");
+    int at = one_stream ? 1 : 0;
+    uint64_t from = 0;
+    if (argc > at && !parse_u64(argv[at], &from))
+        return bad_number("FROM", argv[at]);
+    evs_cursor *c = NULL;
+    evs_status st = one_stream ? evs_read_stream(s, argv[0], from, &c) : evs_read_all(s, from, &c);
+    return st != EVS_OK ? fail("read", st) : print_cursor(c, UINT64_MAX);
+}
+
+/* Calls f for each stream whose name starts with prefix ("" for all). */
+static int each_stream(evs_store *s, const char *prefix, int (*f)(evs_store *, const evs_stream_info *)) {
+    evs_stream_list *list = NULL;
+    evs_status st = evs_list_streams(s, &list);
+    if (st != EVS_OK)
+        return fail("list streams", st);
+    evs_stream_info info = EVS_STRUCT_INIT(evs_stream_info);
+    size_t plen = strlen(prefix);
+    int rc = 0;
+    while (rc == 0 && (st = evs_stream_list_next(list, &info)) == EVS_OK)
+        if (info.name_len >= plen && memcmp(info.name, prefix, plen) == 0)
+            rc = f(s, &info);
+    evs_stream_list_free(list);
+    if (rc != 0)
+        return rc;
+    if (st < 0)
+        return fail("list streams", st);
+    return fflush(stdout) == 0 ? 0 : fail_write();
+}
+
+static int print_stream(evs_store *s, const evs_stream_info *info) {
+    (void)s;
+    if (g_json) {
+        fputs("{\"name\":", stdout);
+        json_string(info->name, info->name_len);
+        printf(",\"version\":%" PRIu64 ",\"events\":%" PRIu64 ",\"first_position\":%" PRIu64 "}\n", info->version,
+               info->version + 1, info->first_position);
+    } else {
+        printf("%.*s\t%" PRIu64 " events\tfrom position %" PRIu64 "\n", (int)info->name_len, info->name,
+               info->version + 1, info->first_position);
+    }
+    return 0;
+}
+
+static int cmd_streams(const command *cmd, evs_store *s, int argc, char **argv) {
+    (void)cmd, (void)argc, (void)argv;
+    return each_stream(s, "", print_stream);
+}
+
+static void print_account(const char *id, size_t id_len, const evs_account *a) {
+    if (g_json) {
+        fputs("{\"id\":", stdout);
+        json_string(id, id_len);
+        printf(",\"balance\":%" PRId64 ",\"currency\":\"%s\",\"closed\":%s,\"events\":%" PRIu64
+               ",\"last_position\":%" PRIu64 "}\n",
+               a->balance, a->currency, a->is_closed ? "true" : "false", a->version, a->last_position);
+    } else {
+        printf("%.*s\t%" PRId64 " %s%s\t%" PRIu64 " events\n", (int)id_len, id, a->balance, a->currency,
+               a->is_closed ? " (closed)" : "", a->version);
+    }
+}
+
+/* The account domain keeps account ID's events in the stream "account-ID". */
+static const char k_account_prefix[] = "account-";
+
+static int print_account_stream(evs_store *s, const evs_stream_info *info) {
+    size_t skip = sizeof k_account_prefix - 1;
+    char *id = malloc(info->name_len - skip + 1);
+    if (id == NULL) {
+        fprintf(stderr, "evsctl: %s: out of memory\n", g_cmd);
+        return 1;
+    }
+    memcpy(id, info->name + skip, info->name_len - skip);
+    id[info->name_len - skip] = '\0';
+    evs_account a = EVS_STRUCT_INIT(evs_account);
+    evs_status st = evs_account_get(s, id, &a);
+    int rc = 0;
+    if (st == EVS_OK)
+        print_account(id, info->name_len - skip, &a);
+    else if (st != EVS_ERR_NOT_FOUND) /* a stream named account-... that is no account */
+        rc = fail("account", st);
+    free(id);
+    return rc;
+}
+
+static int cmd_accounts(const command *cmd, evs_store *s, int argc, char **argv) {
+    (void)cmd, (void)argc, (void)argv;
+    return each_stream(s, k_account_prefix, print_account_stream);
+}
+
+static int cmd_account(const command *cmd, evs_store *s, int argc, char **argv) {
+    (void)cmd, (void)argc;
+    evs_account a = EVS_STRUCT_INIT(evs_account);
+    evs_status st = evs_account_get(s, argv[0], &a);
+    if (st != EVS_OK)
+        return fail("account", st);
+    print_account(argv[0], strlen(argv[0]), &a);
+    return fflush(stdout) == 0 ? 0 : fail_write();
+}
+
+static int cmd_metrics(const command *cmd, evs_store *s, int argc, char **argv) {
+    (void)cmd, (void)argc, (void)argv;
+    char *text = NULL;
+    evs_status st = evs_metrics_text(s, &text);
+    if (st != EVS_OK)
+        return fail("metrics", st);
+    int ok = fputs(text, stdout) >= 0 && fflush(stdout) == 0;
+    evs_string_free(text);
+    return ok ? 0 : fail_write();
+}
+
+static int cmd_snapshot(const command *cmd, evs_store *s, int argc, char **argv) {
+    (void)cmd, (void)argc, (void)argv;
+    uint64_t n = 0;
+    evs_status st = evs_snapshot(s, &n);
+    if (st != EVS_OK)
+        return fail("snapshot", st);
+    printf("snapshot of %" PRIu64 " events written\n", n);
+    return fflush(stdout) == 0 ? 0 : fail_write();
+}
+
+static int cmd_append(const command *cmd, evs_store *s, int argc, char **argv) {
+    (void)cmd, (void)argc;
+    evs_event_input in = EVS_STRUCT_INIT(evs_event_input);
+    in.event_type = argv[1];
+    in.payload = (const uint8_t *)argv[2];
+    in.payload_len = strlen(argv[2]);
+    uint64_t pos = 0;
+    evs_status st = evs_append(s, argv[0], EVS_EXPECT_ANY, &in, 1, &pos, NULL);
+    if (st != EVS_OK)
+        return fail("append", st);
+    printf("%" PRIu64 "\n", pos);
+    return fflush(stdout) == 0 ? 0 : fail_write();
+}
+
+static const command k_commands[] = {
+    {"info", "", "counters, options and what opening found",
+     "Counters, options, and what opening the store found (records recovered, a torn tail, the snapshot used).",
+     false, 0, 0, cmd_info},
+    {"verify", "", "check every record's CRC; exit 1 at the first damage",
+     "Runs a writer's recovery (unless --read-only, or a writer has the store open), then reads every record from "
+     "the first, checking each one's CRC, and checks that positions are gapless and timestamps never go back. "
+     "Prints the first damage (its segment and offset) on stderr and exits 1; prints a summary and exits 0 when "
+     "the log is whole. A torn tail (an interrupted write, never acknowledged) is not damage: it is reported, and "
+     "cut off as the next writer's open would.",
+     false, 0, 0, cmd_verify},
+    {"tail", "", "the last events; -f: follow the log",
+     "The last N events (-n N, default 10); with -f, then follows the log, printing events as a writer appends "
+     "them, until interrupted (SIGINT or SIGTERM: exit 0).",
+     false, 0, 0, cmd_tail},
+    {"dump", "[FROM]", "every event from a position",
+     "Every event from position FROM (default 0), one a line: position, stream@version, type, payload (as text "
+     "when it is UTF-8, else its size). With --json: one JSON object per line; payload and metadata as text when "
+     "they are UTF-8, else base64 (payload_encoding and metadata_encoding say which), the id as hex or null.",
+     false, 0, 1, cmd_read},
+    {"streams", "", "every stream with its size",
+     "Every stream, in creation order, with its number of events and first position.", false, 0, 0, cmd_streams},
+    {"stream", "NAME [FROM]", "one stream's events", "The events of stream NAME from version FROM (default 0).",
+     false, 1, 2, cmd_read},
+    {"accounts", "", "every account with its balance",
+     "Every account (the streams account-ID) with its balance, currency and number of events.", false, 0, 0,
+     cmd_accounts},
+    {"account", "ID", "one account", "One account: balance, currency, number of events.", false, 1, 1, cmd_account},
+    {"metrics", "", "Prometheus text", "The store's counters in the Prometheus text exposition format.", false, 0,
+     0, cmd_metrics},
+    {"snapshot", "", "write a snapshot now",
+     "Writes a snapshot of the indexes and accounts now. Opens the store for writing: no other writer may have "
+     "it open.",
+     true, 0, 0, cmd_snapshot},
+    {"append", "STREAM TYPE TEXT", "append one event",
+     "Appends one event of type TYPE to STREAM with TEXT as its payload, and prints its position. Opens the store "
+     "for writing.",
+     true, 3, 3, cmd_append},
+};
+#define N_COMMANDS (sizeof k_commands / sizeof k_commands[0])
+
+static const char *options_of(const command *c) {
+    if (!strcmp(c->name, "tail"))
+        return " [-n N] [-f] [--json]";
+    if (!strcmp(c->name, "verify"))
+        return " [--read-only]";
+    if (!strcmp(c->name, "dump") || !strcmp(c->name, "stream") || !strcmp(c->name, "streams") ||
+        !strcmp(c->name, "accounts") || !strcmp(c->name, "account"))
+        return " [--json]";
+    return "";
+}
+
+static void command_usage(FILE *out, const command *c) {
+    fprintf(out, "usage: evsctl %s%s STORE%s%s\n\n%s\n", c->name, options_of(c), c->args[0] ? " " : "", c->args,
+            c->help);
+}
+
+static void usage(FILE *out) {
+    fprintf(out, "usage: evsctl COMMAND [OPTIONS] STORE [ARGS]\n"
+                 "       evsctl help [COMMAND]     (or evsctl COMMAND --help)\n\n"
+                 "evstore %s's shell. Commands:\n",
+            evs_version());
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        fprintf(out, "  %-9s %-17s %s%s\n", k_commands[i].name, k_commands[i].args, k_commands[i].summary,
+                k_commands[i].writes ? " (writes)" : "");
+    fprintf(out, "\nReading commands open the store read-only, beside a running writer.\n");
+}
+
+static evs_status open_store(const char *path, bool writes, evs_store **out) {
+    evs_options *o = evs_options_new();
+    if (o == NULL) {
+        fprintf(stderr, "evsctl: %s: out of memory\n", g_cmd);
+        exit(1);
+    }
+    evs_status st = evs_options_set_read_only(o, !writes);
+    if (st == EVS_OK) {
+        g_info = (evs_recovery_info)EVS_STRUCT_INIT(evs_recovery_info);
+        st = evs_open(path, o, out, &g_info);
+    }
+    evs_options_free(o);
+    return st;
+}
+
+static const command *find_command(const char *name) {
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (!strcmp(k_commands[i].name, name))
+            return &k_commands[i];
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "evsctl: a COMMAND is needed\n");
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        if (argc > 2 && strcmp(argv[1], "help") == 0) {
+            const command *c = find_command(argv[2]);
+            if (c == NULL) {
+                fprintf(stderr, "evsctl: help: no command '%s'\n", argv[2]);
+                return 2;
+            }
+            command_usage(stdout, c);
+        } else {
+            usage(stdout);
+        }
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("evsctl %s\n", evs_version());
+        return 0;
+    }
+    const command *cmd = find_command(argv[1]);
+    if (cmd == NULL) {
+        fprintf(stderr, "evsctl: no command '%s' (evsctl --help lists them)\n", argv[1]);
+        return 2;
+    }
+    g_cmd = cmd->name;
+
+    /* Options, then STORE and the command's arguments. */
+    const char *opts = options_of(cmd);
+    int i = 2;
+    for (; i < argc && argv[i][0] == '-' && argv[i][1] != '\0'; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            command_usage(stdout, cmd);
+            return 0;
+        } else if (!strcmp(argv[i], "--")) {
+            i++;
+            break;
+        } else if (!strcmp(argv[i], "--json") && strstr(opts, "--json")) {
+            g_json = true;
+        } else if (!strcmp(argv[i], "--read-only") && strstr(opts, "--read-only")) {
+            g_read_only = true;
+        } else if (!strcmp(argv[i], "-f") && strstr(opts, "-f")) {
+            g_follow = true;
+        } else if (!strcmp(argv[i], "-n") && strstr(opts, "-n")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "evsctl: %s: -n needs a number\n", g_cmd);
+                return 2;
+            }
+            if (!parse_u64(argv[++i], &g_count))
+                return bad_number("N", argv[i]);
+        } else {
+            fprintf(stderr, "evsctl: %s: unknown option '%s'\n", g_cmd, argv[i]);
+            command_usage(stderr, cmd);
+            return 2;
+        }
+    }
+    /* --help anywhere on the line wins. */
+    for (int k = i; k < argc; k++) {
+        if (!strcmp(argv[k], "--help")) {
+            command_usage(stdout, cmd);
+            return 0;
+        }
+    }
+    int nargs = argc - i - 1;
+    if (i >= argc || nargs < cmd->min_args || nargs > cmd->max_args) {
+        fprintf(stderr, "evsctl: %s: %s\n", g_cmd, i >= argc ? "STORE is missing" : "wrong number of arguments");
+        command_usage(stderr, cmd);
+        return 2;
+    }
+    const char *path = argv[i];
+
+    bool writes = cmd->writes || (cmd->run == cmd_verify && !g_read_only);
+    evs_store *s = NULL;
+    evs_status st = open_store(path, writes, &s);
+    if (st == EVS_ERR_LOCKED && !cmd->writes && writes) {
+        g_shared = true;
+        st = open_store(path, false, &s);
+        writes = false;
+    }
+    if (st == EVS_ERR_CORRUPT && cmd->run == cmd_verify)
+        return fail("damage found opening the store", st);
+    if (st != EVS_OK)
+        return fail(writes ? "opening for writing" : "opening read-only", st);
+    int rc = cmd->run(cmd, s, nargs, argv + i + 1);
+    st = evs_close(s);
+    if (st != EVS_OK && rc == 0)
+        rc = fail("close", st);
+    return rc;
+}
