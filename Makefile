@@ -103,7 +103,8 @@ test-swift-modulemap: installed
 
 # Every evsctl command, the installed one, against real stores (one damaged).
 test-evsctl: installed $(BUILD)/bank
-	sh tests/bindings/evsctl.sh $(INSTALLED)/bin/evsctl $(BUILD)/bank
+	# Under a PostgreSQL server of its own: the commands run on both backends.
+	bash tests/pg/pg_server.sh run sh tests/bindings/evsctl.sh $(INSTALLED)/bin/evsctl $(BUILD)/bank
 
 # The short reliability suite (crashes, power loss, full disk, bad input, fuzzing, stress).
 test-reliability: lib

@@ -345,8 +345,12 @@ func (s *Store) do(f func(p *C.evs_store) C.evs_status) (Code, error) {
 	return st, err
 }
 
-// Sync makes every appended event durable, under any policy.
-func (s *Store) Sync() error {
+// Sync makes every appended event durable, under any policy. ctx is checked before the
+// call (a call into the library cannot be interrupted once it runs).
+func (s *Store) Sync(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	_, err := s.do(func(p *C.evs_store) C.evs_status { return C.evs_sync(p) })
 	return err
 }
@@ -545,8 +549,12 @@ func (s *Store) StreamVersion(stream string) (int64, error) {
 	return int64(v), nil
 }
 
-// Snapshot writes a snapshot now and returns the number of events it covers.
-func (s *Store) Snapshot() (uint64, error) {
+// Snapshot writes a snapshot now and returns the number of events it covers. ctx is
+// checked before the call.
+func (s *Store) Snapshot(ctx context.Context) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
 	var pos C.uint64_t
 	_, err := s.do(func(p *C.evs_store) C.evs_status { return C.evs_snapshot(p, &pos) })
 	return uint64(pos), err
@@ -628,7 +636,12 @@ type Account struct {
 	LastPosition uint64 // position of its last event
 }
 
-func (s *Store) accountOp(ids []string, f func(p *C.evs_store, ids []*C.char, pos *C.uint64_t) C.evs_status) (uint64, error) {
+// accountOp runs one account write (an append that may wait for an fdatasync, or for
+// the server): ctx is checked before the call.
+func (s *Store) accountOp(ctx context.Context, ids []string, f func(p *C.evs_store, ids []*C.char, pos *C.uint64_t) C.evs_status) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
 	cids := make([]*C.char, len(ids))
 	for i, id := range ids {
 		c, err := cString(id, "account_id")
@@ -648,7 +661,7 @@ func (s *Store) accountOp(ids []string, f func(p *C.evs_store, ids []*C.char, po
 
 // OpenAccount opens account id with initialBalance (>= 0) in currency (three
 // upper-case letters; "" means "USD") and returns the position of its event.
-func (s *Store) OpenAccount(id string, initialBalance int64, currency string) (uint64, error) {
+func (s *Store) OpenAccount(ctx context.Context, id string, initialBalance int64, currency string) (uint64, error) {
 	var ccur *C.char
 	if currency != "" {
 		c, err := cString(currency, "currency")
@@ -658,36 +671,36 @@ func (s *Store) OpenAccount(id string, initialBalance int64, currency string) (u
 		defer C.free(unsafe.Pointer(c))
 		ccur = c
 	}
-	return s.accountOp([]string{id}, func(p *C.evs_store, ids []*C.char, pos *C.uint64_t) C.evs_status {
+	return s.accountOp(ctx, []string{id}, func(p *C.evs_store, ids []*C.char, pos *C.uint64_t) C.evs_status {
 		return C.evs_account_open(p, ids[0], C.int64_t(initialBalance), ccur, pos)
 	})
 }
 
 // Deposit deposits amount (> 0) and returns the position of its event.
-func (s *Store) Deposit(id string, amount int64) (uint64, error) {
-	return s.accountOp([]string{id}, func(p *C.evs_store, ids []*C.char, pos *C.uint64_t) C.evs_status {
+func (s *Store) Deposit(ctx context.Context, id string, amount int64) (uint64, error) {
+	return s.accountOp(ctx, []string{id}, func(p *C.evs_store, ids []*C.char, pos *C.uint64_t) C.evs_status {
 		return C.evs_account_deposit(p, ids[0], C.int64_t(amount), pos)
 	})
 }
 
 // Withdraw withdraws amount (> 0) if the balance covers it.
-func (s *Store) Withdraw(id string, amount int64) (uint64, error) {
-	return s.accountOp([]string{id}, func(p *C.evs_store, ids []*C.char, pos *C.uint64_t) C.evs_status {
+func (s *Store) Withdraw(ctx context.Context, id string, amount int64) (uint64, error) {
+	return s.accountOp(ctx, []string{id}, func(p *C.evs_store, ids []*C.char, pos *C.uint64_t) C.evs_status {
 		return C.evs_account_withdraw(p, ids[0], C.int64_t(amount), pos)
 	})
 }
 
 // Transfer moves amount (> 0) between two accounts of one currency atomically and
 // returns the position of the withdrawal's event.
-func (s *Store) Transfer(fromID, toID string, amount int64) (uint64, error) {
-	return s.accountOp([]string{fromID, toID}, func(p *C.evs_store, ids []*C.char, pos *C.uint64_t) C.evs_status {
+func (s *Store) Transfer(ctx context.Context, fromID, toID string, amount int64) (uint64, error) {
+	return s.accountOp(ctx, []string{fromID, toID}, func(p *C.evs_store, ids []*C.char, pos *C.uint64_t) C.evs_status {
 		return C.evs_account_transfer(p, ids[0], ids[1], C.int64_t(amount), pos)
 	})
 }
 
 // CloseAccount closes an account; it can still be read.
-func (s *Store) CloseAccount(id string) (uint64, error) {
-	return s.accountOp([]string{id}, func(p *C.evs_store, ids []*C.char, pos *C.uint64_t) C.evs_status {
+func (s *Store) CloseAccount(ctx context.Context, id string) (uint64, error) {
+	return s.accountOp(ctx, []string{id}, func(p *C.evs_store, ids []*C.char, pos *C.uint64_t) C.evs_status {
 		return C.evs_account_close(p, ids[0], pos)
 	})
 }

@@ -239,10 +239,10 @@ func TestWrongExpectedVersion(t *testing.T) {
 
 func TestSeedOpenAndDeposit(t *testing.T) {
 	s, _ := newStore(t)
-	if p := must(s.OpenAccount("alice", 1000, "")); p != 0 {
+	if p := must(s.OpenAccount(context.Background(), "alice", 1000, "")); p != 0 {
 		t.Errorf("open position %d", p)
 	}
-	dep := must(s.Deposit("alice", 500))
+	dep := must(s.Deposit(context.Background(), "alice", 500))
 	a := must(s.GetAccount("alice"))
 	if a.Balance != 1500 || a.IsClosed || a.Currency != "USD" || a.Version != 2 || a.LastPosition != dep {
 		t.Errorf("alice = %+v", a)
@@ -256,9 +256,9 @@ func TestSeedOpenAndDeposit(t *testing.T) {
 func TestSeedDepositAndWithdrawSurviveReopen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "store")
 	s := openStore(t, path)
-	must(s.OpenAccount("bob", 2000, "USD"))
-	must(s.Deposit("bob", 1000))
-	must(s.Withdraw("bob", 500))
+	must(s.OpenAccount(context.Background(), "bob", 2000, "USD"))
+	must(s.Deposit(context.Background(), "bob", 1000))
+	must(s.Withdraw(context.Background(), "bob", 500))
 	if b := balance(t, s, "bob"); b != 2500 {
 		t.Errorf("balance %d", b)
 	}
@@ -278,9 +278,9 @@ func TestSeedDepositAndWithdrawSurviveReopen(t *testing.T) {
 
 func TestSeedWithdrawalPastBalanceRefused(t *testing.T) {
 	s, _ := newStore(t)
-	must(s.OpenAccount("carol", 100, ""))
+	must(s.OpenAccount(context.Background(), "carol", 100, ""))
 	before := must(s.PositionAt(PositionEnd))
-	_, err := s.Withdraw("carol", 150)
+	_, err := s.Withdraw(context.Background(), "carol", 150)
 	e := wantCode(t, err, ErrInsufficientFunds)
 	if !strings.Contains(e.Message, "carol") {
 		t.Errorf("message %q does not name the account", e.Message)
@@ -291,46 +291,46 @@ func TestSeedWithdrawalPastBalanceRefused(t *testing.T) {
 	if b := balance(t, s, "carol"); b != 100 {
 		t.Errorf("balance %d", b)
 	}
-	must(s.Withdraw("carol", 100))
-	_, err = s.Withdraw("carol", 1)
+	must(s.Withdraw(context.Background(), "carol", 100))
+	_, err = s.Withdraw(context.Background(), "carol", 1)
 	wantCode(t, err, ErrInsufficientFunds)
 }
 
 func TestAccountRules(t *testing.T) {
 	s, _ := newStore(t)
-	must(s.OpenAccount("a", 10, ""))
-	_, err := s.OpenAccount("a", 10, "")
+	must(s.OpenAccount(context.Background(), "a", 10, ""))
+	_, err := s.OpenAccount(context.Background(), "a", 10, "")
 	wantCode(t, err, ErrAlreadyExists)
-	_, err = s.Deposit("nobody", 1)
+	_, err = s.Deposit(context.Background(), "nobody", 1)
 	wantCode(t, err, ErrNotFound)
 	_, err = s.GetAccount("nobody")
 	wantCode(t, err, ErrNotFound)
-	_, err = s.Deposit("a", 0)
+	_, err = s.Deposit(context.Background(), "a", 0)
 	wantCode(t, err, ErrInvalidArgument)
-	_, err = s.Deposit("a", -5)
+	_, err = s.Deposit(context.Background(), "a", -5)
 	wantCode(t, err, ErrInvalidArgument)
-	_, err = s.OpenAccount("b", 1, "usd")
+	_, err = s.OpenAccount(context.Background(), "b", 1, "usd")
 	wantCode(t, err, ErrInvalidArgument)
-	_, err = s.OpenAccount("", 1, "")
+	_, err = s.OpenAccount(context.Background(), "", 1, "")
 	wantCode(t, err, ErrInvalidArgument)
-	_, err = s.OpenAccount("nul\x00id", 1, "")
+	_, err = s.OpenAccount(context.Background(), "nul\x00id", 1, "")
 	wantCode(t, err, ErrInvalidArgument)
-	_, err = s.Deposit("a", 1<<63-1)
+	_, err = s.Deposit(context.Background(), "a", 1<<63-1)
 	wantCode(t, err, ErrOverflow)
 
-	must(s.CloseAccount("a"))
-	_, err = s.Deposit("a", 1)
+	must(s.CloseAccount(context.Background(), "a"))
+	_, err = s.Deposit(context.Background(), "a", 1)
 	wantCode(t, err, ErrAccountClosed)
-	_, err = s.CloseAccount("a")
+	_, err = s.CloseAccount(context.Background(), "a")
 	wantCode(t, err, ErrAccountClosed)
 	if a := must(s.GetAccount("a")); !a.IsClosed || a.Balance != 10 {
 		t.Errorf("closed account = %+v", a)
 	}
 
 	// time travel: the account as of the first event's timestamp
-	must(s.OpenAccount("tt", 5, "EUR"))
+	must(s.OpenAccount(context.Background(), "tt", 5, "EUR"))
 	open := collect(t, s.ReadStream(bg, "account-tt", 0))[0]
-	must(s.Deposit("tt", 7))
+	must(s.Deposit(context.Background(), "tt", 7))
 	if a := must(s.GetAccountAt("tt", open.TimestampUs)); a.Balance != 5 || a.Currency != "EUR" || a.Version != 1 {
 		t.Errorf("tt at open = %+v", a)
 	}
@@ -343,12 +343,12 @@ func TestAccountRules(t *testing.T) {
 
 func TestTransfers(t *testing.T) {
 	s, _ := newStore(t)
-	must(s.OpenAccount("from", 1000, ""))
-	must(s.OpenAccount("to", 0, ""))
-	must(s.OpenAccount("euro", 0, "EUR"))
+	must(s.OpenAccount(context.Background(), "from", 1000, ""))
+	must(s.OpenAccount(context.Background(), "to", 0, ""))
+	must(s.OpenAccount(context.Background(), "euro", 0, "EUR"))
 
 	next := must(s.PositionAt(PositionEnd))
-	pos := must(s.Transfer("from", "to", 300))
+	pos := must(s.Transfer(context.Background(), "from", "to", 300))
 	if pos != next {
 		t.Errorf("transfer position %d, want %d (the withdrawal side)", pos, next)
 	}
@@ -364,16 +364,16 @@ func TestTransfers(t *testing.T) {
 		t.Errorf("transfer events: %+v / %+v", w, d)
 	}
 
-	_, err := s.Transfer("from", "to", 701)
+	_, err := s.Transfer(context.Background(), "from", "to", 701)
 	wantCode(t, err, ErrInsufficientFunds)
-	_, err = s.Transfer("from", "from", 1)
+	_, err = s.Transfer(context.Background(), "from", "from", 1)
 	wantCode(t, err, ErrInvalidArgument)
-	_, err = s.Transfer("from", "nobody", 1)
+	_, err = s.Transfer(context.Background(), "from", "nobody", 1)
 	wantCode(t, err, ErrNotFound)
-	_, err = s.Transfer("from", "euro", 1)
+	_, err = s.Transfer(context.Background(), "from", "euro", 1)
 	wantCode(t, err, ErrCurrencyMismatch)
-	must(s.CloseAccount("to"))
-	_, err = s.Transfer("from", "to", 1)
+	must(s.CloseAccount(context.Background(), "to"))
+	_, err = s.Transfer(context.Background(), "from", "to", 1)
 	wantCode(t, err, ErrAccountClosed)
 	if b := balance(t, s, "from"); b != 700 {
 		t.Errorf("refused transfers changed the balance to %d", b)
@@ -383,9 +383,9 @@ func TestTransfers(t *testing.T) {
 func TestConcurrentGoroutines(t *testing.T) {
 	s, _ := newStore(t)
 	const workers, ops = 8, 200
-	must(s.OpenAccount("hub", 0, ""))
+	must(s.OpenAccount(context.Background(), "hub", 0, ""))
 	for w := 0; w < workers; w++ {
-		must(s.OpenAccount(fmt.Sprintf("w%d", w), 1000, ""))
+		must(s.OpenAccount(context.Background(), fmt.Sprintf("w%d", w), 1000, ""))
 	}
 	start := must(s.PositionAt(PositionEnd))
 
@@ -411,18 +411,18 @@ func TestConcurrentGoroutines(t *testing.T) {
 					return
 				}
 				// money moves to the hub and some back
-				if _, err := s.Transfer(id, "hub", 3); err != nil {
+				if _, err := s.Transfer(context.Background(), id, "hub", 3); err != nil {
 					fail("transfer: %v", err)
 					return
 				}
 				if i%4 == 0 {
-					if _, err := s.Transfer("hub", id, 1); err != nil && !errors.Is(err, ErrInsufficientFunds) {
+					if _, err := s.Transfer(context.Background(), "hub", id, 1); err != nil && !errors.Is(err, ErrInsufficientFunds) {
 						fail("transfer back: %v", err)
 						return
 					}
 				}
 				// a failing call: its message is this goroutine's, not another's
-				_, err := s.Withdraw(id, 1_000_000)
+				_, err := s.Withdraw(context.Background(), id, 1_000_000)
 				var e *Error
 				if !errors.As(err, &e) || e.Code != ErrInsufficientFunds || !strings.Contains(e.Message, "'"+id+"'") {
 					fail("overdraft gave %v", err)
@@ -496,8 +496,8 @@ func TestReadAfterReopen(t *testing.T) {
 		must(s.AppendEvent(bg, "E", p))
 		want = append(want, Event{Position: uint64(i), Type: "E", Payload: p})
 	}
-	must(s.OpenAccount("keep", 42, ""))
-	if err := s.Sync(); err != nil {
+	must(s.OpenAccount(context.Background(), "keep", 42, ""))
+	if err := s.Sync(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	st := must(s.Stats())
@@ -554,16 +554,16 @@ func TestReadAfterReopen(t *testing.T) {
 	}
 	_, err = r.AppendEvent(bg, "E", nil)
 	wantCode(t, err, ErrReadOnly)
-	_, err = r.Snapshot()
+	_, err = r.Snapshot(context.Background())
 	wantCode(t, err, ErrReadOnly)
 }
 
 func TestSnapshotAndOptions(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "store")
 	s := openStore(t, path)
-	must(s.OpenAccount("snap", 10, ""))
-	must(s.Deposit("snap", 5))
-	if n := must(s.Snapshot()); n != 2 {
+	must(s.OpenAccount(context.Background(), "snap", 10, ""))
+	must(s.Deposit(context.Background(), "snap", 5))
+	if n := must(s.Snapshot(context.Background())); n != 2 {
 		t.Errorf("snapshot covers %d events", n)
 	}
 	s.Close()

@@ -27,16 +27,16 @@ func Example_bank() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	if _, err := store.OpenAccount("alice", 1000, "USD"); err != nil {
+	if _, err := store.OpenAccount(context.Background(), "alice", 1000, "USD"); err != nil {
 		log.Fatal(err)
 	}
-	if _, err := store.Deposit("alice", 500); err != nil {
+	if _, err := store.Deposit(context.Background(), "alice", 500); err != nil {
 		log.Fatal(err)
 	}
-	if _, err := store.Withdraw("alice", 200); err != nil {
+	if _, err := store.Withdraw(context.Background(), "alice", 200); err != nil {
 		log.Fatal(err)
 	}
-	_, err = store.Withdraw("alice", 1_000_000)
+	_, err = store.Withdraw(context.Background(), "alice", 1_000_000)
 	fmt.Println("withdrawing 1000000 refused:", errors.Is(err, evstore.ErrInsufficientFunds))
 	if err := store.Close(); err != nil {
 		log.Fatal(err)

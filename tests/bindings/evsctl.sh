@@ -128,5 +128,26 @@ size=$(grep -obUa "second-and-longer" "$seg" | cut -d: -f1)
 truncate -s "$((size + 5))" "$seg"
 run 0 verify "$torn" && has "ok: 1 events" && has "torn tail" && ok || no "verify of a torn tail: $out $err"
 
+# The same commands on the PostgreSQL backend, when the harness started a server
+# (tests/pg/pg_server.sh run ...): STORE is then a URL. Not here: verify's segment and
+# offset report and the torn tail (a server has no log files).
+if [ -n "${EVS_PG_URL:-}" ]; then
+    pg="$EVS_PG_URL?schema=evsctl_test"
+    LD_LIBRARY_PATH="$(dirname "$evsctl")/../lib" "$bank" "$pg" > /dev/null || no "the bank example on PostgreSQL failed"
+    run 0 accounts "$pg" && [ "$out" = "$(printf 'alice\t1300 USD\t3 events')" ] && ok || no "pg accounts: $out"
+    run 0 account "$pg" alice && has "1300 USD" && ok || no "pg account alice: $out"
+    run 0 append "$pg" notes Noted 'on a server' && [ "$out" = 3 ] && ok || no "pg append: $out"
+    run 0 dump --json "$pg" 3 && has '"position":3,' && has '"payload":"on a server","payload_encoding":"utf-8"' &&
+        ok || no "pg dump --json: $out"
+    run 0 streams "$pg" && has "account-alice" && has "notes" && ok || no "pg streams: $out"
+    run 0 stream "$pg" account-alice && [ "$(printf '%s\n' "$out" | wc -l)" = 3 ] && ok || no "pg stream: $out"
+    run 0 tail -n 1 "$pg" && has "notes@0" && ok || no "pg tail -n 1: $out"
+    run 0 metrics "$pg" && has "evstore_events_total 4" && ok || no "pg metrics: $out"
+    run 0 info "$pg" && has "events 4" && ok || no "pg info: $out"
+    run 0 snapshot "$pg" && ok || no "pg snapshot: $out $err"
+    run 0 verify "$pg" && has "ok: 4 events" && ok || no "pg verify: $out $err"
+    run 1 stream "$pg" nope && has_err "stream 'nope' does not exist" && ok || no "pg stream nope: $err"
+fi
+
 echo "evsctl: $passed passed, $failed failed"
 [ "$failed" = 0 ]
