@@ -117,36 +117,25 @@ impl SegmentCursor {
             break;
         }
         let id = self.segment_id;
-        if read_only {
-            return self.next_read_only(id);
-        }
-        let scanner = self.scanner.as_mut().expect("set above");
-        let step = scanner
-            .next()
-            .map_err(|e| Error::io(format!("reading segment {}", segment::file_name(id)), e))?;
-        match step {
-            Step::Record { offset, decoded } => Ok(Some((
-                Position {
-                    segment_id: id,
-                    offset,
-                },
-                decoded,
-            ))),
-            Step::End { .. } => Ok(None),
-            Step::Bad { offset, error } => Err(Error::corrupt(format!(
-                "segment {}: a damaged record at offset {offset} ({})",
-                segment::file_name(id),
-                error.describe()
-            ))),
-        }
+        self.next_in_segment(id, read_only)
     }
 
-    /// `next` for a reader of someone else's log: bytes that do not decode at the end of
-    /// the last segment are not written yet (the scanner has read them afresh once
-    /// already); in a segment that has a successor they are the zero tail a crash left
-    /// (recovery checked that), and reading goes on in the next segment.
-    fn next_read_only(&mut self, id: u64) -> Result<Option<(Position, Decoded<'_>)>> {
-        let has_next = matches!(self.bounds(id + 1), Ok(Some(_)));
+    /// The next record of segment `id`. Bytes that do not decode at the end of the last
+    /// segment are, for a reader of someone else's log, not written yet (the scanner has
+    /// read them afresh once already), and damage for the writer's own reader. In a
+    /// segment that has a successor they may be the zero tail of preallocation (a
+    /// segment a checkpoint covers is not finalized by recovery): reading goes on in the
+    /// next segment; anything else there is damage.
+    fn next_in_segment(
+        &mut self,
+        id: u64,
+        read_only: bool,
+    ) -> Result<Option<(Position, Decoded<'_>)>> {
+        let has_next = if read_only {
+            matches!(self.bounds(id + 1), Ok(Some(_)))
+        } else {
+            self.inner.segment_bounds(id).is_some_and(|(_, more)| more)
+        };
         let scanner = self.scanner.as_mut().expect("set by next");
         let bad = match scanner
             .next()
@@ -165,8 +154,18 @@ impl SegmentCursor {
             };
             return Ok(Some((position, decoded)));
         };
-        if !has_next {
+        if !has_next && read_only {
             return Ok(None);
+        }
+        let damaged = || {
+            Error::corrupt(format!(
+                "segment {}: a damaged record at offset {offset} ({})",
+                segment::file_name(id),
+                error.describe()
+            ))
+        };
+        if !has_next {
+            return Err(damaged());
         }
         // A sealed segment is complete: past its records only zeros may follow.
         let file = self.scanner.as_ref().expect("set by next").file().clone();
@@ -176,11 +175,7 @@ impl SegmentCursor {
             .map_err(|e| Error::io(format!("reading segment {}", segment::file_name(id)), e))?
             .is_none();
         if !zeros {
-            return Err(Error::corrupt(format!(
-                "segment {}: a damaged record at offset {offset} ({})",
-                segment::file_name(id),
-                error.describe()
-            )));
+            return Err(damaged());
         }
         self.segment_id = id + 1;
         self.scanner = None;
