@@ -1013,9 +1013,16 @@ fn files_of(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 
 /// Opens and reads everything; Ok(Some(n)) = opened with n events, Ok(None) = refused
 /// with an error that has a message; Err = a broken promise.
-/// Whether a writable open refuses the store because of damage in its last segment.
+/// Whether a writable open refuses the store because of damage in its last segment that
+/// holds anything (segments after it are empty or zeros: a rotation a crash cut short).
 fn last_segment_damaged(dir: &Path, spec: &DirSpec) -> bool {
-    let Some(last) = spec.segments.keys().filter(|n| n.ends_with(".wal")).max() else {
+    let Some(last) = spec
+        .segments
+        .iter()
+        .filter(|(n, b)| n.ends_with(".wal") && b.iter().any(|&x| x != 0))
+        .map(|(n, _)| n)
+        .max()
+    else {
         return false;
     };
     match Store::open(dir, spec.options.clone(), Vec::new()) {
