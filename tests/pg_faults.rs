@@ -14,17 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn sql(url: &str, statement: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        client.batch_execute(statement).await.unwrap();
-    });
+    common::pg::sql(url, statement);
 }
 
 /// A small deterministic generator (xorshift), one per writer.

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example pg_bench -- --url URL [--secs 6] [--writers 8]
-//!     [--tasks 8] [--designs bigserial,counter,gc,seq,late]
+//!     [--tasks 8] [--designs bigserial,counter,gc,seq,late,evstore]
 //! ```
 //!
 //! (`make bench-pg` starts a server, runs this, prints the tables and stops the server;
@@ -26,7 +26,12 @@
 //! Event payloads are 100 bytes; the first 8 are the append's start time (Unix µs), from
 //! which the subscriber measures delivery latency (append start to delivery); it also
 //! measures it from the commit-time timestamp the design stores.
+//!
+//! Design `evstore` is not a sketch: it is the library's PostgreSQL backend, opened with
+//! `Store::open` in each child (one handle per writer process, `--tasks` threads calling
+//! `append`), followed by a subscriber that waits as the C API's subscriptions do.
 
+mod backend;
 mod sql;
 
 use std::io::{BufRead, Write};
@@ -48,6 +53,8 @@ enum Design {
     GroupCommit,
     Sequencer,
     LateCounter,
+    /// The real backend (`src/store/postgres`) through the library's API.
+    Evstore,
 }
 
 impl Design {
@@ -58,7 +65,8 @@ impl Design {
             "gc" => Design::GroupCommit,
             "seq" => Design::Sequencer,
             "late" => Design::LateCounter,
-            _ => panic!("unknown design {s:?} (bigserial, counter, gc, seq, late)"),
+            "evstore" => Design::Evstore,
+            _ => panic!("unknown design {s:?} (bigserial, counter, gc, seq, late, evstore)"),
         }
     }
     fn name(self) -> &'static str {
@@ -68,6 +76,7 @@ impl Design {
             Design::GroupCommit => "gc",
             Design::Sequencer => "seq",
             Design::LateCounter => "late",
+            Design::Evstore => "evstore",
         }
     }
     fn title(self) -> &'static str {
@@ -77,6 +86,7 @@ impl Design {
             Design::GroupCommit => "A: counter row + client-side group commit",
             Design::Sequencer => "B: parallel inserts + post-commit sequencer",
             Design::LateCounter => "C: group commit, events first, counter row last",
+            Design::Evstore => "evstore backend (A), Rust API, 1 handle per process",
         }
     }
     fn schema(self) -> String {
@@ -89,6 +99,8 @@ impl Design {
             Design::GroupCommit => sql::GROUP_COMMIT,
             Design::Sequencer => sql::SEQUENCER,
             Design::LateCounter => sql::LATE_COUNTER,
+            // The store creates its schema on open.
+            Design::Evstore => "",
         }
     }
     fn dense(self) -> bool {
@@ -172,7 +184,11 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 
 fn main() {
     let args = Args(std::env::args().skip(1).collect());
+    let evstore = args.get("design") == Some("evstore");
     let result = match args.get("child") {
+        Some("writer") if evstore => backend::writer(&args),
+        Some("subscriber") if evstore => backend::subscriber(&args),
+        Some("reader") if evstore => backend::reader(&args),
         Some("writer") => runtime().block_on(writer(&args)),
         Some("subscriber") => runtime().block_on(subscriber(&args)),
         Some("reader") => runtime().block_on(reader(&args)),
@@ -552,11 +568,20 @@ async fn writer(args: &Args) -> Result<(), BoxError> {
             Ok((events, lat))
         }));
     }
+    let mut per_task = Vec::new();
+    for h in handles {
+        per_task.push(h.await??);
+    }
+    writer_result(per_task, began);
+    Ok(())
+}
+
+/// A writer's RESULT line from its tasks' (events, append latencies in µs).
+fn writer_result(per_task: Vec<(u64, Vec<u64>)>, began: Instant) {
     let mut events = 0;
     let mut appends = 0;
     let mut lat = Vec::new();
-    for h in handles {
-        let (e, l) = h.await??;
+    for (e, l) in per_task {
         events += e;
         appends += l.len();
         lat.extend(l);
@@ -568,7 +593,6 @@ async fn writer(args: &Args) -> Result<(), BoxError> {
         percentile(&lat, 0.5),
         percentile(&lat, 0.99)
     );
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -714,6 +738,19 @@ async fn subscriber(args: &Args) -> Result<(), BoxError> {
             while note_rx.try_recv().is_ok() {}
         }
     }
+    subscriber_result(seen, next, out_of_order, lat, lat_commit);
+    Ok(())
+}
+
+/// The subscriber's RESULT line: what it saw, and delivery latencies (µs) from the append
+/// start and from the commit-time timestamp.
+fn subscriber_result(
+    seen: u64,
+    next: impl std::fmt::Display,
+    out_of_order: u64,
+    mut lat: Vec<u64>,
+    mut lat_commit: Vec<u64>,
+) {
     lat.sort_unstable();
     lat_commit.sort_unstable();
     println!(
@@ -725,7 +762,6 @@ async fn subscriber(args: &Args) -> Result<(), BoxError> {
         percentile(&lat_commit, 0.5),
         percentile(&lat_commit, 0.99),
     );
-    Ok(())
 }
 
 /// Reads the whole log from 0 in pages of 10,000 (every column), checks positions.
@@ -920,6 +956,7 @@ fn write_case(
 struct Admin {
     rt: tokio::runtime::Runtime,
     client: Client,
+    url: String,
 }
 
 impl Admin {
@@ -940,6 +977,11 @@ impl Admin {
             "drop schema if exists {s} cascade; create schema {s}; set search_path = {s}; {}",
             design.ddl()
         )))?;
+        if design == Design::Evstore {
+            // An empty schema: the store's first open creates its tables there.
+            let url = self.url.clone();
+            backend::open(&url)?.close()?;
+        }
         Ok(())
     }
     fn count(&mut self, design: Design) -> Result<i64, BoxError> {
@@ -963,7 +1005,7 @@ impl Admin {
                 // bigserial counts from 1.
                 Ok(format!("{n} events, positions 1..{max}: {} holes", max - n))
             }
-            Design::Counter | Design::GroupCommit => {
+            Design::Counter | Design::GroupCommit | Design::Evstore => {
                 let lo = self.one(&format!("select min(pos) from {s}.events"))?;
                 let hi = self.one(&format!("select max(pos) from {s}.events"))?;
                 let next = self.one(&format!("select next from {s}.head"))?;
@@ -1075,14 +1117,18 @@ fn coordinator(args: &Args) -> Result<(), BoxError> {
     let tasks = args.num("tasks", 8);
     let designs: Vec<Design> = args
         .get("designs")
-        .unwrap_or("bigserial,counter,gc,seq,late")
+        .unwrap_or("bigserial,counter,gc,seq,late,evstore")
         .split(',')
         .map(Design::parse)
         .collect();
 
     let rt = runtime();
     let client = rt.block_on(connect(&url, "public"))?;
-    let mut admin = Admin { rt, client };
+    let mut admin = Admin {
+        rt,
+        client,
+        url: url.clone(),
+    };
     let version: String = admin.q("show server_version")?[0].get(0);
     let settings: Vec<String> = ["fsync", "synchronous_commit", "full_page_writes"]
         .iter()

@@ -118,6 +118,29 @@ impl PgServer {
     }
 }
 
+/// Runs SQL (one or more statements, simple query protocol) on a connection of its own;
+/// returns the first column of the first row any statement returned.
+pub fn sql(url: &str, statement: &str) -> Option<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+        tokio::spawn(conn);
+        let messages = client
+            .simple_query(statement)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        messages.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+    })
+}
+
 fn stop_dir(dir: &Path) -> Result<(), String> {
     let out = Command::new("bash")
         .arg(script())

@@ -1,9 +1,12 @@
 //! Client-side group commit: every append of a store handle goes to one task on the
 //! runtime with its own connection, which sends everything waiting as one call of the
 //! `append` function (one transaction, one commit) and answers each caller with its own
-//! result. While a call runs, new appends queue up and form the next batch.
+//! result. While a call runs, new appends queue up and form the next batch. After each
+//! commit that wrote events it notifies the schema's channel with the new head (see
+//! `listener`), as a statement of its own: outside the appending transaction.
 
 use super::conn::{pg_error, Conn};
+use super::listener;
 use crate::error::{Error, ErrorKind, Result};
 
 use std::sync::Arc;
@@ -72,9 +75,12 @@ pub async fn run(conn: Arc<Conn>, mut rx: mpsc::UnboundedReceiver<Request>) {
                 Err(_) => break,
             }
         }
+        // The head after the events this batch wrote, if it wrote any.
+        let mut head = None;
         match commit(&conn, &mut client, &batch).await {
             Ok(outcomes) => {
                 for (r, o) in batch.iter().zip(outcomes) {
+                    head = head.max(end_of(r, &o));
                     let _ = r.reply.send(Ok(o));
                 }
             }
@@ -89,7 +95,11 @@ pub async fn run(conn: Arc<Conn>, mut rx: mpsc::UnboundedReceiver<Request>) {
                         Err(in_doubt(&failure.error))
                     } else {
                         match commit(&conn, &mut client, std::slice::from_ref(r)).await {
-                            Ok(mut o) => Ok(o.remove(0)),
+                            Ok(mut o) => {
+                                let o = o.remove(0);
+                                head = head.max(end_of(r, &o));
+                                Ok(o)
+                            }
                             Err(f) if f.in_doubt && !r.all_have_ids() => Err(in_doubt(&f.error)),
                             Err(f) => Err(f.error),
                         }
@@ -98,7 +108,31 @@ pub async fn run(conn: Arc<Conn>, mut rx: mpsc::UnboundedReceiver<Request>) {
                 }
             }
         }
+        if let (Some(next), Some(c)) = (head, client.as_ref()) {
+            notify(c, conn.schema(), next).await;
+        }
     }
+}
+
+/// The head after a request's events, if it wrote them.
+fn end_of(r: &Request, o: &Outcome) -> Option<u64> {
+    match o {
+        Outcome::Written(first) => Some(first + r.events.len() as u64),
+        _ => None,
+    }
+}
+
+/// Tells every listener of the schema that the head is now `next`. Its own (implicit)
+/// transaction: one simple query of two statements, ended by the server even on an
+/// error, so the connection is never left inside a transaction. Its commit need not wait for the WAL flush: the notification is only a hint (a lost
+/// one costs latency, waiters read the head every `poll_ms` anyway), and the events it
+/// announces are already durable. A failure is left for the next commit to find.
+async fn notify(client: &Client, schema: &str, next: u64) {
+    let sql = format!(
+        "set local synchronous_commit to off; notify {}, '{next}'",
+        listener::channel(schema)
+    );
+    let _ = client.batch_execute(&sql).await;
 }
 
 /// Why a call failed, and whether its commit may have happened anyway.

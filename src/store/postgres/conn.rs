@@ -5,10 +5,16 @@
 use crate::error::{Error, ErrorKind, Result};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use tokio_postgres::{Client, Config, NoTls};
+use std::time::Duration;
+use tokio_postgres::tls::NoTlsStream;
+use tokio_postgres::{Client, Config, Connection, NoTls, Socket};
 
 /// The schema used when the URL names none.
 const DEFAULT_SCHEMA: &str = "evstore";
+
+/// How often a waiting subscriber reads the head while notifications wake it (a safety
+/// net for a lost notification), unless the URL's `poll_ms` says otherwise.
+const DEFAULT_LISTEN_POLL: Duration = Duration::from_secs(1);
 
 /// Tells whether `location` names a PostgreSQL store rather than a directory.
 pub fn is_url(location: &str) -> bool {
@@ -39,6 +45,7 @@ pub struct Conn {
     config: Config,
     schema: String,
     location: String,
+    listen_poll: Duration,
     shared: Mutex<Option<Arc<Client>>>,
 }
 
@@ -58,7 +65,8 @@ fn without_password(url: &str) -> String {
 
 impl Conn {
     /// Parses a libpq-style URL; `schema=NAME` (lower-case letters, digits, `_`, at most 63
-    /// bytes, not starting with a digit) is taken out, the rest goes to tokio-postgres.
+    /// bytes, not starting with a digit) and `poll_ms=N` (the safety-net interval of
+    /// waiters woken by notifications) are taken out, the rest goes to tokio-postgres.
     pub fn parse(url: &str) -> Result<Conn> {
         let location = without_password(url);
         let (base, query) = match url.split_once('?') {
@@ -66,11 +74,22 @@ impl Conn {
             None => (url, ""),
         };
         let mut schema = DEFAULT_SCHEMA.to_owned();
+        let mut listen_poll = DEFAULT_LISTEN_POLL;
         let mut rest = Vec::new();
         for part in query.split('&').filter(|p| !p.is_empty()) {
-            match part.strip_prefix("schema=") {
-                Some(s) => schema = s.to_owned(),
-                None => rest.push(part),
+            if let Some(s) = part.strip_prefix("schema=") {
+                schema = s.to_owned();
+            } else if let Some(ms) = part.strip_prefix("poll_ms=") {
+                listen_poll = match ms.parse::<u64>() {
+                    Ok(ms) if ms > 0 => Duration::from_millis(ms),
+                    _ => {
+                        return Err(Error::invalid(format!(
+                            "poll_ms={ms} in {location} is not a positive number of milliseconds"
+                        )))
+                    }
+                };
+            } else {
+                rest.push(part);
             }
         }
         let valid = !schema.is_empty()
@@ -99,8 +118,23 @@ impl Conn {
             config,
             schema,
             location,
+            listen_poll,
             shared: Mutex::new(None),
         })
+    }
+
+    /// How often waiters read the head while notifications wake them.
+    pub fn listen_poll(&self) -> Duration {
+        self.listen_poll
+    }
+
+    /// A new connection whose driving is left to the caller (to see its notifications
+    /// through `Connection::poll_message`); no search path is set.
+    pub async fn raw(&self) -> Result<(Client, Connection<Socket, NoTlsStream>)> {
+        self.config
+            .connect(NoTls)
+            .await
+            .map_err(|e| pg_error(&format!("connecting to {}", self.location), e))
     }
 
     pub fn schema(&self) -> &str {

@@ -5,6 +5,7 @@
 mod committer;
 pub mod conn;
 mod cursor;
+mod listener;
 mod schema;
 
 use super::backend::{Backend, EventCursor, TailCursor};
@@ -16,14 +17,16 @@ use crate::error::{Error, ErrorKind, Result};
 use committer::{Entry, Outcome, OwnedEvent, Request};
 use conn::{pg_error, Conn};
 use cursor::{event_from_row, Kind, PgCursor, COLUMNS};
+use listener::Wakeup;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 use tokio_postgres::types::ToSql;
 
-/// How often a waiting subscriber looks at the head when nothing wakes it.
+/// How often a waiting subscriber reads the head when no listener wakes it (a standby,
+/// or while the listener reconnects). While one does, the URL's `poll_ms` (default 1 s).
 const POLL: Duration = Duration::from_millis(20);
 
 pub struct PgStore {
@@ -35,9 +38,10 @@ pub struct PgStore {
     projections: Vec<Arc<dyn Projection>>,
     /// Events applied to the projections: positions below this.
     applied: Mutex<u64>,
-    /// The highest head seen (for waiters), and their wake-up.
-    seen: Mutex<u64>,
-    seen_cv: Condvar,
+    /// The highest head seen (for waiters), their wake-up, and the listener.
+    wake: Arc<Wakeup>,
+    /// When the head was last read from the server.
+    head_read: Mutex<Instant>,
     appended: AtomicU64,
     open_time: Duration,
     closed: AtomicBool,
@@ -62,6 +66,12 @@ impl PgStore {
             runtime.spawn(committer::run(conn.clone(), rx));
             Some(tx)
         };
+        // Listening before the head is first read: nothing committed in between is missed.
+        let wake = Wakeup::new();
+        block(&runtime, async {
+            listener::start(conn.clone(), wake.clone()).await;
+            Ok(())
+        })?;
         projections.iter().for_each(|p| p.reset());
         let mut store = PgStore {
             conn,
@@ -70,8 +80,8 @@ impl PgStore {
             appends: Mutex::new(appends),
             projections,
             applied: Mutex::new(0),
-            seen: Mutex::new(0),
-            seen_cv: Condvar::new(),
+            wake,
+            head_read: Mutex::new(started),
             appended: AtomicU64::new(0),
             open_time: Duration::ZERO,
             closed: AtomicBool::new(false),
@@ -116,17 +126,14 @@ impl PgStore {
             .first()
             .map(|r| r.get::<_, i64>(0) as u64)
             .ok_or_else(|| Error::corrupt("the head table is empty"))?;
+        *self.head_read.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         self.saw(next);
         Ok(next)
     }
 
     /// Records a head seen and wakes waiters if it moved.
     fn saw(&self, next: u64) {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if next > *seen {
-            *seen = next;
-            self.seen_cv.notify_all();
-        }
+        self.wake.saw(next);
     }
 
     /// Applies every event not yet applied to the projections; returns how many.
@@ -611,26 +618,39 @@ impl Backend for PgStore {
             if self.closed.load(Ordering::Acquire) {
                 return seen;
             }
-            match self.head() {
-                Ok(n) if n > seen => return n,
-                Ok(_) => {}
-                Err(_) => return seen,
+            // While the listener listens, the head seen is current and the server is only
+            // asked every `poll_ms`, in case a notification was lost; otherwise every POLL.
+            let interval = if self.wake.listening() {
+                self.conn.listen_poll()
+            } else {
+                POLL
+            };
+            let since = self
+                .head_read
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .elapsed();
+            if since >= interval || self.wake.take_stale() {
+                match self.head() {
+                    Ok(n) if n > seen => return n,
+                    Ok(_) => {}
+                    Err(_) => return seen,
+                }
             }
             let now = Instant::now();
             if now >= deadline {
                 return seen;
             }
-            let g = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-            if *g > seen {
-                return *g;
+            let left = interval.saturating_sub(since).max(Duration::from_millis(1));
+            let n = self.wake.wait(seen, left.min(deadline - now));
+            if n > seen {
+                return n;
             }
-            let _ = self.seen_cv.wait_timeout(g, POLL.min(deadline - now));
         }
     }
 
     fn wake_waiters(&self) {
-        let _g = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        self.seen_cv.notify_all();
+        self.wake.wake_all();
     }
 
     fn sync(&self) -> Result<()> {
@@ -690,7 +710,7 @@ impl Backend for PgStore {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         self.conn.forget();
-        self.wake_waiters();
+        self.wake.close();
         self.check_owner()
     }
 

@@ -1,0 +1,179 @@
+//! Wake-ups of waiting subscribers: the highest head seen, and one listening connection
+//! per store that hears the `notify` every committer (of any process) sends after its
+//! commits. It listens before the store's open returns. A hot standby cannot LISTEN: there, and while the listener is disconnected,
+//! waiters poll the head.
+
+use super::conn::{pg_error, Conn};
+use crate::error::Result;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_postgres::{AsyncMessage, Client};
+
+/// The wait before the listener connects again after losing its connection.
+const RECONNECT: Duration = Duration::from_millis(500);
+
+/// The channel committers notify and listeners listen on, as a quoted identifier.
+pub fn channel(schema: &str) -> String {
+    format!("\"evs_{schema}\"")
+}
+
+/// What waiters and the listener share.
+pub struct Wakeup {
+    /// The highest head seen.
+    seen: Mutex<u64>,
+    cv: Condvar,
+    /// True while the listener is connected and listening: notifications keep `seen`
+    /// current.
+    listening: AtomicBool,
+    /// Set by a notification without a head in its payload: waiters read the head.
+    stale: AtomicBool,
+    closed: AtomicBool,
+    /// The listener's client; dropping it ends its connection (at close).
+    client: Mutex<Option<Client>>,
+}
+
+impl Wakeup {
+    pub fn new() -> Arc<Wakeup> {
+        Arc::new(Wakeup {
+            seen: Mutex::new(0),
+            cv: Condvar::new(),
+            listening: AtomicBool::new(false),
+            stale: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            client: Mutex::new(None),
+        })
+    }
+
+    /// Records a head seen and wakes waiters if it moved.
+    pub fn saw(&self, next: u64) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if next > *seen {
+            *seen = next;
+            self.cv.notify_all();
+        }
+    }
+
+    pub fn listening(&self) -> bool {
+        self.listening.load(Ordering::Acquire)
+    }
+
+    /// Tells (once) whether a notification asked waiters to read the head.
+    pub fn take_stale(&self) -> bool {
+        self.stale.swap(false, Ordering::AcqRel)
+    }
+
+    fn set_listening(&self, on: bool) {
+        self.listening.store(on, Ordering::Release);
+        // Waiters sleeping on the long interval must learn that they should poll now.
+        self.wake_all();
+    }
+
+    /// Waits until the head seen passes `seen` or `timeout` passes; returns the head seen.
+    pub fn wait(&self, seen: u64, timeout: Duration) -> u64 {
+        let g = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if *g > seen || timeout.is_zero() {
+            return *g;
+        }
+        let (g, _) = self
+            .cv
+            .wait_timeout(g, timeout)
+            .unwrap_or_else(|e| e.into_inner());
+        *g
+    }
+
+    pub fn wake_all(&self) {
+        let _g = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        self.cv.notify_all();
+    }
+
+    /// Stops the listener and wakes every waiter.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.client.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.set_listening(false);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+/// Connects the listener and starts listening before returning (so that a store, once
+/// open, hears every later commit), then keeps it listening on the runtime until the store
+/// closes, connecting again when the connection is lost. On a hot standby it does not
+/// listen: waiters poll there.
+pub async fn start(conn: Arc<Conn>, wake: Arc<Wakeup>) {
+    let first = session(&conn, &wake).await;
+    tokio::spawn(async move {
+        let mut current = first;
+        loop {
+            match current {
+                Ok(None) => return,
+                Ok(Some(driver)) => {
+                    // Ends when the connection is lost, or when close drops the client.
+                    let _ = driver.await;
+                }
+                Err(_) => {}
+            }
+            wake.set_listening(false);
+            if wake.is_closed() {
+                return;
+            }
+            tokio::time::sleep(RECONNECT).await;
+            current = session(&conn, &wake).await;
+        }
+    });
+}
+
+/// One connection: LISTEN, read the head (what was committed before the LISTEN took
+/// effect), then a task hands every notification's head to the waiters until the
+/// connection ends; `None` on a standby or once the store is closed.
+async fn session(conn: &Conn, wake: &Arc<Wakeup>) -> Result<Option<JoinHandle<()>>> {
+    let (client, mut connection) = conn.raw().await?;
+    let w = wake.clone();
+    let driver = tokio::spawn(async move {
+        while let Some(Ok(m)) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            if let AsyncMessage::Notification(n) = m {
+                // The payload is the head after the notifier's commit; any other payload
+                // (another writer's plain `notify`) still means "something was
+                // committed": waiters then read the head.
+                match n.payload().parse::<u64>() {
+                    Ok(next) => w.saw(next),
+                    Err(_) => {
+                        w.stale.store(true, Ordering::Release);
+                        w.wake_all();
+                    }
+                }
+            }
+        }
+    });
+    let standby: bool = client
+        .query_one("select pg_is_in_recovery()", &[])
+        .await
+        .map_err(|e| pg_error("asking whether the server is a standby", e))?
+        .get(0);
+    if standby {
+        return Ok(None);
+    }
+    client
+        .batch_execute(&format!("listen {}", channel(conn.schema())))
+        .await
+        .map_err(|e| pg_error("listening for appends", e))?;
+    let next: i64 = client
+        .query_one(&format!("select next from \"{}\".head", conn.schema()), &[])
+        .await
+        .map_err(|e| pg_error("reading the head", e))?
+        .get(0);
+    wake.saw(next as u64);
+    {
+        let mut slot = wake.client.lock().unwrap_or_else(|e| e.into_inner());
+        if wake.is_closed() {
+            return Ok(None);
+        }
+        *slot = Some(client);
+    }
+    wake.set_listening(true);
+    Ok(Some(driver))
+}
