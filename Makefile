@@ -13,7 +13,7 @@ CC       ?= cc
 CFLAGS   ?= -std=c99 -O2 -Wall -Wextra -Wpedantic -Werror
 TARGET   := target/release
 
-.PHONY: all lib header demo installed test test-rust test-c test-go test-go-consumer test-cpp test-cmake-consumer test-swift-modulemap test-evsctl test-readme test-pkgconfig test-examples test-reliability bench bench-pg stress install clean lint
+.PHONY: all lib header demo installed test test-rust test-c test-go test-go-consumer test-cpp test-cmake-consumer test-swift-modulemap test-evsctl test-readme test-pkgconfig test-examples test-reliability test-c-pg bench bench-pg stress install clean lint
 
 all: lib
 
@@ -48,7 +48,7 @@ demo: $(BUILD)/bank
 	rm -rf $(BUILD)/demo-store
 	LD_LIBRARY_PATH=$(LIBDIR) ./$(BUILD)/bank $(BUILD)/demo-store
 
-test: lib test-rust test-c test-go test-go-consumer test-cpp test-cmake-consumer test-swift-modulemap test-evsctl test-readme test-pkgconfig test-examples test-reliability
+test: lib test-rust test-c test-c-pg test-go test-go-consumer test-cpp test-cmake-consumer test-swift-modulemap test-evsctl test-readme test-pkgconfig test-examples test-reliability
 	@echo "make test: all suites passed"
 
 test-rust:
@@ -56,6 +56,10 @@ test-rust:
 
 test-c: lib
 	bash tests/c/run.sh
+
+# The C test programs against a private PostgreSQL server (file-specific parts skipped).
+test-c-pg: lib
+	bash tests/c/run_pg.sh
 
 # The Go binding in the tree, against build/lib through its pkg-config file (as a user's
 # build finds an installed library): vet, the tests (never cached: the library is linked

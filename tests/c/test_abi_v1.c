@@ -15,7 +15,7 @@ static uint64_t g_pos;
 
 static void store_path(char *out, size_t cap, const char *name)
 {
-    snprintf(out, cap, "%s/%s", g_root, name);
+    tu_store_location(out, cap, g_root, name);
 }
 
 static evs_store *open_store(const char *path, const evs_options *opts)

@@ -17,9 +17,12 @@
 
 static char g_root[1024];
 
+/* why the snapshot checks are skipped on PostgreSQL (tu_skip_on_pg) */
+#define SNAP_FILES "account snapshots are files of the file store; PostgreSQL keeps none"
+
 static void store_path(char *out, size_t cap, const char *name)
 {
-    tu_join(out, cap, g_root, name);
+    tu_store_location(out, cap, g_root, name);
 }
 
 static evs_store *open_store(const char *path, const evs_options *opts, evs_recovery_info *info)
@@ -970,8 +973,10 @@ static void test_concurrency(long total_ops)
     info.struct_size = sizeof info;
     s = open_store(path, NULL, &info);
     if (s != NULL) {
-        CHECK(info.snapshot_position != UINT64_MAX);
-        CHECK_U64(info.snapshot_position, snap_pos);
+        if (!tu_skip_on_pg("the snapshot a reopen starts from", SNAP_FILES)) {
+            CHECK(info.snapshot_position != UINT64_MAX);
+            CHECK_U64(info.snapshot_position, snap_pos);
+        }
         CHECK_U64(info.next_position, events_total);
         CHECK(!info.corruption_detected);
         conc_check_balances(s, expected, versions);
@@ -1339,8 +1344,10 @@ static void test_automatic_snapshots(void)
     s = open_store(path, NULL, &info);
     if (s == NULL)
         return;
-    CHECK(info.snapshot_position != UINT64_MAX);
-    CHECK(info.snapshot_position >= 10 && info.snapshot_position <= 35);
+    if (!tu_skip_on_pg("the automatic snapshot a reopen starts from", SNAP_FILES)) {
+        CHECK(info.snapshot_position != UINT64_MAX);
+        CHECK(info.snapshot_position >= 10 && info.snapshot_position <= 35);
+    }
     CHECK_U64(info.next_position, 35);
     CHECK_ACCOUNT(s, "auto", 34 * 35 / 2, false, "USD", 35);
     {
@@ -1382,7 +1389,8 @@ int main(int argc, char **argv)
         test_time_travel();
         test_hot_accounts();
         test_json_ids();
-        test_snapshot_safety();
+        if (!tu_skip_on_pg("snapshots damaged or ahead of the log", SNAP_FILES))
+            test_snapshot_safety();
         test_snapshot_of_empty_store();
         test_automatic_snapshots();
         test_concurrency(tu_scaled(100000));

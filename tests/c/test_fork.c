@@ -66,8 +66,8 @@ int main(void)
     evs_store *s = NULL;
     if (!tu_make_temp_dir(root, sizeof root))
         return tu_finish();
-    tu_join(path, sizeof path, root, "parent-store");
-    tu_join(own, sizeof own, root, "child-store");
+    tu_store_location(path, sizeof path, root, "parent-store");
+    tu_store_location(own, sizeof own, root, "child-store");
 
     TU_SECTION("a forked child cannot write through the parent's store");
     if (!CHECK_OK(evs_open(path, NULL, &s, NULL)))

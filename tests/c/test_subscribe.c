@@ -90,7 +90,7 @@ static uint64_t fnv1a(const void *p, size_t n)
 
 static void store_path(char *out, size_t cap, const char *name)
 {
-    tu_join(out, cap, g_root, name);
+    tu_store_location(out, cap, g_root, name);
 }
 
 static evs_store *open_store(const char *path, const evs_options *opts)
@@ -1171,7 +1171,10 @@ static void test_slow_subscriber(long n, int check_rss)
     printf("   appended %ld events in %" PRIu64 " ms; the subscriber had seen %" PRIu64 "\n", n,
            t1 - t0, behind);
     /* the appends did not wait for the subscriber: it is still far behind */
-    if (!CHECK(behind < (uint64_t)n / 2))
+    if (!tu_skip_on_pg("the sleeping subscriber is still far behind the appends",
+                       "each append is a server round trip, slower than the subscriber's "
+                       "sleeps, so how far behind it is says nothing there") &&
+        !CHECK(behind < (uint64_t)n / 2))
         printf("   the appends seem to have waited for the sleeping subscriber\n");
     if (h != NULL) {
         if (!CHECK(sub_wait(&cb, (uint64_t)n, 300000)))
@@ -2388,7 +2391,8 @@ static void test_metrics(void)
         } else {
             printf("   (the stats moved between two calls; not compared field by field)\n");
         }
-        CHECK(metric_value(&m, "evstore_fsyncs_total", "") > 0);
+        if (!tu_skip_on_pg("evstore_fsyncs_total > 0", "the store does no fsync itself"))
+            CHECK(metric_value(&m, "evstore_fsyncs_total", "") > 0);
         /* issue 6: evs_metrics_text says "the same" as evs_stats_get, whose list there
          * includes the subscriptions (one is live now) */
         f = family_containing(&m, "subscription");
@@ -2402,7 +2406,8 @@ static void test_metrics(void)
     sub_destroy(&cb);
 
     CHECK_OK(evs_snapshot(s, &pos));
-    if (fetch_metrics(s, &m))
+    if (!tu_skip_on_pg("evstore_snapshots_total", "account snapshot files") &&
+        fetch_metrics(s, &m))
         CHECK_METRIC(&m, "evstore_snapshots_total", 1);
     CHECK_OK(evs_close(s));
 
@@ -2465,13 +2470,16 @@ static void test_stats(void)
     st = get_stats(s);
     CHECK_U64(st.events, 11);
     CHECK_U64(st.appends, 7);
-    CHECK(st.fsyncs > 0);
     CHECK(st.bytes_on_disk > 0);
-    CHECK(st.segments >= 1);
     CHECK(st.streams >= 2);
-    CHECK(st.fsync_p50_us > 0);
-    CHECK(st.fsync_p99_us >= st.fsync_p50_us);
-    CHECK(st.index_bytes > 0);
+    if (!tu_skip_on_pg("stats of fsyncs, segments and the index",
+                       "counters of the store's own files")) {
+        CHECK(st.fsyncs > 0);
+        CHECK(st.segments >= 1);
+        CHECK(st.fsync_p50_us > 0);
+        CHECK(st.fsync_p99_us >= st.fsync_p50_us);
+        CHECK(st.index_bytes > 0);
+    }
 
     CHECK_OK(evs_account_open(s, "st-a", 10, NULL, NULL));
     CHECK_OK(evs_account_open(s, "st-b", 10, "EUR", NULL));
@@ -2504,7 +2512,8 @@ static void test_stats(void)
     sub_destroy(&c);
 
     CHECK_OK(evs_snapshot(s, &pos));
-    CHECK_U64(get_stats(s).snapshots, 1);
+    if (!tu_skip_on_pg("evs_stats.snapshots", "account snapshot files"))
+        CHECK_U64(get_stats(s).snapshots, 1);
     CHECK_OK(evs_close(s));
 
     /* reopened: events of the whole log, appends since open */

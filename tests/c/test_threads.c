@@ -396,7 +396,7 @@ static void test_hot_stream(const char *root)
     evs_status st;
 
     TU_SECTION("8 threads appending to one stream with expected versions");
-    tu_join(path, sizeof path, root, "hot");
+    tu_store_location(path, sizeof path, root, "hot");
     if (!CHECK_OK(evs_open(path, NULL, &s, NULL)))
         return;
     seen = (unsigned char *)calloc((size_t)total, 1);
@@ -473,7 +473,7 @@ static void run_scenario(const char *root, const char *name, const evs_options *
 
     total = g_per_writer * WRITERS;
     printf("-- %s: %d writers x %ld events, 2 readers\n", name, WRITERS, g_per_writer);
-    tu_join(path, sizeof path, root, name);
+    tu_store_location(path, sizeof path, root, name);
     g_store = NULL;
     g_writers_done = 0;
     if (!CHECK_OK(evs_open(path, opts, &g_store, NULL)))

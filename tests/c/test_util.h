@@ -8,6 +8,12 @@
  * any failure. The counters are guarded by a mutex, so CHECKs may be used from
  * several threads.
  *
+ * With EVS_TEST_PG_URL set (a postgresql:// URL without a query), the programs run
+ * against PostgreSQL: tu_store_location gives each store a URL with its own schema, and
+ * the parts that only make sense on the file store (its files and folders) call
+ * tu_skip_on_pg, which prints why and counts a skip (never a pass). tu_finish then also
+ * prints a line `N skipped` before the summary.
+ *
  * Compile with -std=c99 -D_POSIX_C_SOURCE=200809L (for mkdtemp and lstat).
  */
 #ifndef EVS_TEST_UTIL_H
@@ -30,6 +36,7 @@
 static pthread_mutex_t tu_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned long tu_passed = 0;
 static unsigned long tu_failed = 0;
+static unsigned long tu_skipped = 0;
 
 static inline void tu_count(int ok)
 {
@@ -185,10 +192,13 @@ static inline int tu_check_mem(const void *ptr, size_t len, const void *want, si
         fflush(stdout);                  \
     } while (0)
 
-/* Prints `N passed, N failed` (the program's last line); non-zero when anything failed. */
+/* Prints `N passed, N failed` (the program's last line); non-zero when anything failed.
+ * Skips (tu_skip_on_pg) are printed first as `N skipped`. */
 static inline int tu_finish(void)
 {
     pthread_mutex_lock(&tu_lock);
+    if (tu_skipped > 0)
+        printf("%lu skipped\n", tu_skipped);
     printf("%lu passed, %lu failed\n", tu_passed, tu_failed);
     fflush(stdout);
     pthread_mutex_unlock(&tu_lock);
@@ -287,6 +297,56 @@ static inline void tu_cleanup_dir(const char *dir)
 static inline void tu_join(char *out, size_t cap, const char *dir, const char *name)
 {
     snprintf(out, cap, "%s/%s", dir, name);
+}
+
+/* ---- the PostgreSQL mode (EVS_TEST_PG_URL) ---- */
+
+/* The server URL when the tests run against PostgreSQL, else NULL. */
+static inline const char *tu_pg_url(void)
+{
+    const char *url = getenv("EVS_TEST_PG_URL");
+    return url != NULL && *url != '\0' ? url : NULL;
+}
+
+static inline int tu_pg(void)
+{
+    return tu_pg_url() != NULL;
+}
+
+/* Where the store `name` of a test lives: dir/name on the file store; on PostgreSQL the
+ * server URL with the schema t_<64-bit FNV-1a hash of dir/name, in hex>. The same dir and
+ * name give the same location (a reopen), dir is unique per run (mkdtemp), so each store
+ * of each run has a fresh schema. */
+static inline void tu_store_location(char *out, size_t cap, const char *dir, const char *name)
+{
+    const char *url = tu_pg_url();
+    char path[4096];
+    const unsigned char *p;
+    uint64_t h = UINT64_C(14695981039346656037);
+    if (url == NULL) {
+        tu_join(out, cap, dir, name);
+        return;
+    }
+    tu_join(path, sizeof path, dir, name);
+    for (p = (const unsigned char *)path; *p != '\0'; p++) {
+        h ^= *p;
+        h *= UINT64_C(1099511628211);
+    }
+    snprintf(out, cap, "%s%sschema=t_%016" PRIx64, url, strchr(url, '?') ? "&" : "?", h);
+}
+
+/* On PostgreSQL: prints `SKIP (PostgreSQL) what: why`, counts one skip and returns 1 (the
+ * caller leaves out the file-specific part). On the file store: returns 0. */
+static inline int tu_skip_on_pg(const char *what, const char *why)
+{
+    if (!tu_pg())
+        return 0;
+    pthread_mutex_lock(&tu_lock);
+    tu_skipped++;
+    printf("SKIP (PostgreSQL) %s: %s\n", what, why);
+    fflush(stdout);
+    pthread_mutex_unlock(&tu_lock);
+    return 1;
 }
 
 static inline void tu_sleep_ms(long ms)
