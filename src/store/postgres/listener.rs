@@ -32,6 +32,10 @@ pub struct Wakeup {
     closed: AtomicBool,
     /// The listener's client; dropping it ends its connection (at close).
     client: Mutex<Option<Client>>,
+    /// Connection tasks still running: `close` waits for them, so that the store's
+    /// sockets are closed when `evs_close` returns (no descriptor outlives the store).
+    drivers: Mutex<usize>,
+    drivers_done: Condvar,
 }
 
 impl Wakeup {
@@ -43,6 +47,8 @@ impl Wakeup {
             stale: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             client: Mutex::new(None),
+            drivers: Mutex::new(0),
+            drivers_done: Condvar::new(),
         })
     }
 
@@ -93,6 +99,31 @@ impl Wakeup {
         self.closed.store(true, Ordering::Release);
         self.client.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.set_listening(false);
+        // Dropping the client ends the connection task, which closes the socket; wait
+        // for that (bounded: a hung server must not hang the caller's close).
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let mut n = self.drivers.lock().unwrap_or_else(|e| e.into_inner());
+        while *n > 0 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            n = self
+                .drivers_done
+                .wait_timeout(n, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    fn driver_started(&self) {
+        *self.drivers.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    }
+
+    fn driver_ended(&self) {
+        let mut n = self.drivers.lock().unwrap_or_else(|e| e.into_inner());
+        *n = n.saturating_sub(1);
+        self.drivers_done.notify_all();
     }
 
     fn is_closed(&self) -> bool {
@@ -133,6 +164,7 @@ pub async fn start(conn: Arc<Conn>, wake: Arc<Wakeup>) {
 async fn session(conn: &Conn, wake: &Arc<Wakeup>) -> Result<Option<JoinHandle<()>>> {
     let (client, mut connection) = conn.raw().await?;
     let w = wake.clone();
+    wake.driver_started();
     let driver = tokio::spawn(async move {
         while let Some(Ok(m)) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
             if let AsyncMessage::Notification(n) = m {
@@ -148,6 +180,8 @@ async fn session(conn: &Conn, wake: &Arc<Wakeup>) -> Result<Option<JoinHandle<()
                 }
             }
         }
+        drop(connection);
+        w.driver_ended();
     });
     let standby: bool = client
         .query_one("select pg_is_in_recovery()", &[])
