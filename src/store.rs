@@ -26,7 +26,7 @@ pub use event::{
 pub use handle::Store;
 pub use reads::StreamInfo;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::wal::vfs::{self, Vfs};
 use crate::wal::{FsyncPolicy, RecoveryInfo};
 use std::sync::Arc;
@@ -107,6 +107,43 @@ pub struct StoreStats {
     /// Event ids remembered for idempotent appends.
     pub event_ids: u64,
     pub events_by_type: Vec<(String, u64)>,
+}
+
+/// Refuses a write to a store opened read-only or already closed (every backend).
+pub(crate) fn check_open_for_writes(
+    read_only: bool,
+    closed: bool,
+    location: &dyn std::fmt::Display,
+) -> Result<()> {
+    if read_only {
+        return Err(Error::new(
+            ErrorKind::ReadOnly,
+            format!("{location} is open read-only"),
+        ));
+    }
+    if closed {
+        return Err(Error::invalid("the store is closed"));
+    }
+    Ok(())
+}
+
+/// The error for a stream that does not exist (every backend).
+pub(crate) fn no_such_stream(stream: &str) -> Error {
+    Error::new(
+        ErrorKind::NotFound,
+        format!("stream '{stream}' does not exist"),
+    )
+}
+
+/// A forward stream read may start at most one past the stream's last version `v`.
+pub(crate) fn check_from_version(stream: &str, v: u64, from_version: u64) -> Result<()> {
+    if from_version > v + 1 {
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            format!("stream '{stream}' is at version {v}; version {from_version} is past its end"),
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) fn check_name(what: &str, name: &str, allow_empty: bool) -> Result<()> {

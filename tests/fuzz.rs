@@ -1016,11 +1016,12 @@ fn files_of(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 /// Whether a writable open refuses the store because of damage in its last segment that
 /// holds anything (segments after it are empty or zeros: a rotation a crash cut short).
 fn last_segment_damaged(dir: &Path, spec: &DirSpec) -> bool {
-    let Some(last) = spec
+    // By segment id: other names ("abcdef.wal") are not segments and the log ignores them.
+    let Some((_, last)) = spec
         .segments
         .iter()
-        .filter(|(n, b)| n.ends_with(".wal") && b.iter().any(|&x| x != 0))
-        .map(|(n, _)| n)
+        .filter(|(_, b)| b.iter().any(|&x| x != 0))
+        .filter_map(|(n, _)| Some((evstore::wal::segment::parse_name(n)?, n)))
         .max()
     else {
         return false;

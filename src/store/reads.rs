@@ -167,10 +167,7 @@ impl Store {
         from_version: u64,
     ) -> Result<StreamBackwardCursor> {
         let Some(version) = self.stream_version(stream)? else {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!("stream '{stream}' does not exist"),
-            ));
+            return Err(super::no_such_stream(stream));
         };
         Ok(StreamBackwardCursor {
             store: self.clone(),

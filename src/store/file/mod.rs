@@ -409,16 +409,11 @@ impl FileStore {
 
     fn check_writable(&self) -> Result<()> {
         self.check_owner()?;
-        if self.options.read_only {
-            return Err(Error::new(
-                ErrorKind::ReadOnly,
-                format!("{} is open read-only", self.dir.display()),
-            ));
-        }
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::invalid("the store is closed"));
-        }
-        Ok(())
+        super::check_open_for_writes(
+            self.options.read_only,
+            self.closed.load(Ordering::Acquire),
+            &self.dir.display(),
+        )
     }
 
     /// Appends an event with no stream (the reference program's `append_event`).
@@ -873,19 +868,9 @@ impl FileStore {
         check_name("stream name", stream, false)?;
         let version = self.stream_version(stream)?;
         let Some(v) = version else {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!("stream '{stream}' does not exist"),
-            ));
+            return Err(super::no_such_stream(stream));
         };
-        if from_version > v + 1 {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!(
-                    "stream '{stream}' is at version {v}; version {from_version} is past its end"
-                ),
-            ));
-        }
+        super::check_from_version(stream, v, from_version)?;
         Ok(StreamCursor::new(
             self.clone(),
             stream.to_owned(),

@@ -170,16 +170,11 @@ impl PgStore {
 
     fn check_writable(&self) -> Result<()> {
         self.check_owner()?;
-        if self.options.read_only {
-            return Err(Error::new(
-                ErrorKind::ReadOnly,
-                format!("{} is open read-only", self.conn.location()),
-            ));
-        }
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::invalid("the store is closed"));
-        }
-        Ok(())
+        super::check_open_for_writes(
+            self.options.read_only,
+            self.closed.load(Ordering::Acquire),
+            &self.conn.location(),
+        )
     }
 
     /// Checks an append as the file engine does (names, sizes, ids).
@@ -558,19 +553,9 @@ impl Backend for PgStore {
         self.check_owner()?;
         check_name("stream name", stream, false)?;
         let Some(v) = self.stream_version_now(stream)? else {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!("stream '{stream}' does not exist"),
-            ));
+            return Err(super::no_such_stream(stream));
         };
-        if from_version > v + 1 {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!(
-                    "stream '{stream}' is at version {v}; version {from_version} is past its end"
-                ),
-            ));
-        }
+        super::check_from_version(stream, v, from_version)?;
         let kind = Kind::Stream {
             stream: stream.to_owned(),
         };
@@ -585,10 +570,7 @@ impl Backend for PgStore {
         self.check_owner()?;
         check_name("stream name", stream, false)?;
         let Some(v) = self.stream_version_now(stream)? else {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!("stream '{stream}' does not exist"),
-            ));
+            return Err(super::no_such_stream(stream));
         };
         let kind = Kind::StreamBackward {
             stream: stream.to_owned(),
