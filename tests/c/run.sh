@@ -33,9 +33,12 @@ LIBDIR=build/lib
 
 total_passed=0
 total_failed=0
+failures=""
 
 fail() {
     echo "FAILED: $*"
+    failures="${failures}FAILED: $*
+"
     total_failed=$((total_failed + 1))
 }
 
@@ -168,5 +171,11 @@ if build test_abi_v1 tests/c/test_abi_v1.c $DYN; then
     run test_abi_v1-valgrind "$VG_SCALE" $VALGRIND $vg_child "$OUT/test_abi_v1"
 fi
 
+# The failures again at the end, where a CI log's last lines show them.
+if [ "$total_failed" -ne 0 ]; then
+    echo "== failures"
+    printf '%b' "$failures"
+    grep -h -E 'CHECK failed' "$OUT"/*.log 2>/dev/null | head -n 40
+fi
 echo "$total_passed passed, $total_failed failed"
 [ "$total_failed" -eq 0 ]

@@ -42,10 +42,13 @@ ACCOUNT_SCALE=${EVS_PG_ACCOUNT_SCALE:-0.2}
 
 total_passed=0
 total_failed=0
+failures=""
 total_skipped=0
 
 fail() {
     echo "FAILED: $*"
+    failures="${failures}FAILED: $*
+"
     total_failed=$((total_failed + 1))
 }
 
@@ -106,5 +109,11 @@ build test_fork && run test_fork 1 "$OUT/test_fork"
 # test_abi_v1 (14 checks fail against the server and are not yet sorted into
 # file-specific ones and backend bugs; see docs/postgres.md, Implementation status).
 
+# The failures again at the end, where a CI log's last lines show them.
+if [ "$total_failed" -ne 0 ]; then
+    echo "== failures"
+    printf '%b' "$failures"
+    grep -h -E 'CHECK failed' "$OUT"/*.log 2>/dev/null | head -n 40
+fi
 echo "$total_passed passed, $total_failed failed, $total_skipped skipped"
 [ "$total_failed" -eq 0 ]

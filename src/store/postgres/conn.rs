@@ -4,8 +4,8 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 use tokio_postgres::tls::NoTlsStream;
 use tokio_postgres::{Client, Config, Connection, NoTls, Socket};
 
@@ -47,6 +47,24 @@ pub struct Conn {
     location: String,
     listen_poll: Duration,
     shared: Mutex<Option<Arc<Client>>>,
+    /// Connections made by `fresh` whose socket is still open: `wait_closed` waits for
+    /// them, so that no descriptor outlives the store's close.
+    live: Arc<Live>,
+}
+
+/// A count of open connections and its wake-up.
+#[derive(Default)]
+struct Live {
+    count: Mutex<usize>,
+    changed: Condvar,
+}
+
+impl Live {
+    fn ended(&self) {
+        let mut n = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        *n = n.saturating_sub(1);
+        self.changed.notify_all();
+    }
 }
 
 /// The URL without its password, for messages.
@@ -120,6 +138,7 @@ impl Conn {
             location,
             listen_poll,
             shared: Mutex::new(None),
+            live: Arc::default(),
         })
     }
 
@@ -154,10 +173,13 @@ impl Conn {
             .connect(NoTls)
             .await
             .map_err(|e| pg_error(&format!("connecting to {}", self.location), e))?;
+        *self.live.count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        let live = self.live.clone();
         tokio::spawn(async move {
             // Ends when the client is dropped or the server goes away; the client's next
             // call then fails and the store connects again.
             let _ = connection.await;
+            live.ended();
         });
         client
             .batch_execute(&format!("set search_path to \"{}\"", self.schema))
@@ -181,6 +203,25 @@ impl Conn {
         let c = Arc::new(self.fresh().await?);
         *self.shared.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
         Ok(c)
+    }
+
+    /// Waits until every connection made by `fresh` has closed its socket, or `timeout`
+    /// has passed (a hung server, or a client still held elsewhere, must not hang a close).
+    pub fn wait_closed(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut n = self.live.count.lock().unwrap_or_else(|e| e.into_inner());
+        while *n > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            n = self
+                .live
+                .changed
+                .wait_timeout(n, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 
     /// Forgets the shared client (after an error that may have broken it).

@@ -693,6 +693,11 @@ impl Backend for PgStore {
             .take();
         self.conn.forget();
         self.wake.close();
+        // The committer's and the shared client's sockets, closed by their tasks (a forked
+        // child has neither: they are the parent's).
+        if std::process::id() == self.owner_pid {
+            self.conn.wait_closed(Duration::from_secs(2));
+        }
         self.check_owner()
     }
 
