@@ -143,10 +143,15 @@ bench: lib
 # The PostgreSQL designs benchmark (issue 14, docs/postgres.md): starts a throwaway server
 # (tests/pg/pg_server.sh), runs bench/pg against it, prints the tables, stops the server.
 # Not part of `make test`. PG_BENCH_ARGS: e.g. --secs 6 --writers 8 --tasks 8 --designs gc,late
+# The evstore row's writers and reader are $(BUILD)/pg_bench_c (bench/pg/writer.c, through
+# the C API, linked with the library built here).
 PG_BENCH_ARGS ?=
-bench-pg:
+$(BUILD)/pg_bench_c: bench/pg/writer.c lib
+	$(CC) $(CFLAGS) -Iinclude $< -L$(LIBDIR) -levstore -lpthread -Wl,-rpath,$(abspath $(LIBDIR)) -o $@
+
+bench-pg: $(BUILD)/pg_bench_c
 	$(CARGO) build --release --example pg_bench
-	bash tests/pg/pg_server.sh run ./$(TARGET)/examples/pg_bench $(PG_BENCH_ARGS)
+	EVS_PG_BENCH_C=$(abspath $(BUILD)/pg_bench_c) bash tests/pg/pg_server.sh run ./$(TARGET)/examples/pg_bench $(PG_BENCH_ARGS)
 
 lint:
 	$(CARGO) fmt --check

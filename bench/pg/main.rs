@@ -27,9 +27,12 @@
 //! which the subscriber measures delivery latency (append start to delivery); it also
 //! measures it from the commit-time timestamp the design stores.
 //!
-//! Design `evstore` is not a sketch: it is the library's PostgreSQL backend, opened with
-//! `Store::open` in each child (one handle per writer process, `--tasks` threads calling
-//! `append`), followed by a subscriber that waits as the C API's subscriptions do.
+//! Design `evstore` is not a sketch: it is the library's PostgreSQL backend. Its writer
+//! and reader processes are the C program bench/pg/writer.c linked with libevstore (one
+//! `evs_open` per writer process, `--tasks` threads calling `evs_append`; the reader
+//! `evs_read_all` with `evs_cursor_next_batch`), named by `EVS_PG_BENCH_C`; its
+//! subscriber is this program on the library's Rust API, waiting as the C API's
+//! subscriptions do.
 
 mod backend;
 mod sql;
@@ -86,7 +89,7 @@ impl Design {
             Design::GroupCommit => "A: counter row + client-side group commit",
             Design::Sequencer => "B: parallel inserts + post-commit sequencer",
             Design::LateCounter => "C: group commit, events first, counter row last",
-            Design::Evstore => "evstore backend (A), Rust API, 1 handle per process",
+            Design::Evstore => "evstore backend (A), C API, 1 handle per process",
         }
     }
     fn schema(self) -> String {
@@ -186,9 +189,7 @@ fn main() {
     let args = Args(std::env::args().skip(1).collect());
     let evstore = args.get("design") == Some("evstore");
     let result = match args.get("child") {
-        Some("writer") if evstore => backend::writer(&args),
         Some("subscriber") if evstore => backend::subscriber(&args),
-        Some("reader") if evstore => backend::reader(&args),
         Some("writer") => runtime().block_on(writer(&args)),
         Some("subscriber") => runtime().block_on(subscriber(&args)),
         Some("reader") => runtime().block_on(reader(&args)),
@@ -816,11 +817,44 @@ fn field(r: &[(String, f64)], k: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// The value of `--key` in a child's extra arguments.
+fn extra_value<'a>(extra: &'a [String], key: &str) -> Result<&'a str, BoxError> {
+    let flag = format!("--{key}");
+    extra
+        .iter()
+        .position(|a| *a == flag)
+        .and_then(|i| extra.get(i + 1))
+        .map(String::as_str)
+        .ok_or_else(|| format!("child argument --{key} is missing").into())
+}
+
+/// The C program (bench/pg/writer.c) that plays the `evstore` row's writers and reader
+/// through libevstore: `EVS_PG_BENCH_C`, which `make bench-pg` sets after building it.
+fn c_program() -> Result<String, BoxError> {
+    std::env::var("EVS_PG_BENCH_C").map_err(|_| {
+        "the evstore design's writers and reader are the C program bench/pg/writer.c: \
+         set EVS_PG_BENCH_C to its path (make bench-pg builds it and sets it)"
+            .into()
+    })
+}
+
 fn child(kind: &str, design: Design, url: &str, extra: &[String]) -> Result<Child, BoxError> {
-    let exe = std::env::current_exe()?;
-    Ok(Command::new(exe)
-        .args(["--child", kind, "--url", url, "--design", design.name()])
-        .args(extra)
+    let mut cmd = if design == Design::Evstore && kind != "subscriber" {
+        let mut cmd = Command::new(c_program()?);
+        cmd.args([kind.to_string(), backend::url(url)]);
+        if kind == "writer" {
+            for key in ["id", "tasks", "batch", "start-at", "secs"] {
+                cmd.arg(extra_value(extra, key)?);
+            }
+        }
+        cmd
+    } else {
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args(["--child", kind, "--url", url, "--design", design.name()])
+            .args(extra);
+        cmd
+    };
+    Ok(cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

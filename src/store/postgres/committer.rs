@@ -11,10 +11,17 @@ use crate::error::{Error, ErrorKind, Result};
 
 use std::sync::Arc;
 use tokio::sync::mpsc;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Statement};
 
 /// At most this many events go into one call (more wait for the next).
 const MAX_BATCH_EVENTS: usize = 20_000;
+
+/// How many recent batches' sizes tell how many callers to wait for.
+const RECENT: usize = 8;
+
+/// How long a batch waits for the callers of recent batches to come back (only while
+/// fewer are waiting than the largest of the last `RECENT` batches held).
+const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// One stream's part of a request.
 pub struct Entry {
@@ -34,10 +41,11 @@ pub struct OwnedEvent {
 }
 
 /// What the function said about one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Written from this position on.
-    Written(u64),
+    /// Written from this position on; each entry's stream version after it (0 for events
+    /// without a stream).
+    Written { first: u64, versions: Vec<u64> },
     /// Refused: the entry (0-based) whose stream had this version (-1: none).
     WrongVersion { entry: usize, actual: i64 },
     /// Every event's id is stored: a retry.
@@ -62,19 +70,31 @@ impl Request {
 /// Runs until every sender is dropped (the store closed): takes what is waiting, commits
 /// it in one call, answers, repeats.
 pub async fn run(conn: Arc<Conn>, mut rx: mpsc::UnboundedReceiver<Request>) {
-    let mut client: Option<Client> = None;
+    let mut client: Option<Prepared> = None;
+    // Requests in the last batches: the callers answered there come back with their next
+    // append within moments (most of them).
+    let mut recent = std::collections::VecDeque::from([0; RECENT]);
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         let mut events = batch[0].events.len();
-        while events < MAX_BATCH_EVENTS {
-            match rx.try_recv() {
-                Ok(r) => {
+        take_waiting(&mut rx, &mut batch, &mut events);
+        // Fewer waiting than in a recent batch: the others are on their way back (a thread
+        // being woken, its next append being built). Sending now would make this batch and
+        // the next one each pay a commit for part of them; wait for them a little.
+        let expected = recent.iter().copied().max().unwrap_or(0);
+        let linger = tokio::time::Instant::now() + LINGER;
+        while batch.len() < expected && events < MAX_BATCH_EVENTS {
+            match tokio::time::timeout_at(linger, rx.recv()).await {
+                Ok(Some(r)) => {
                     events += r.events.len();
                     batch.push(r);
+                    take_waiting(&mut rx, &mut batch, &mut events);
                 }
-                Err(_) => break,
+                _ => break,
             }
         }
+        recent.pop_front();
+        recent.push_back(batch.len());
         // The head after the events this batch wrote, if it wrote any.
         let mut head = None;
         match commit(&conn, &mut client, &batch).await {
@@ -109,7 +129,26 @@ pub async fn run(conn: Arc<Conn>, mut rx: mpsc::UnboundedReceiver<Request>) {
             }
         }
         if let (Some(next), Some(c)) = (head, client.as_ref()) {
-            notify(c, conn.schema(), next).await;
+            // Not awaited here: the next batch's call goes out right behind it on the
+            // same connection (pipelined), instead of after one more round trip.
+            tokio::spawn(notify(c.client.clone(), conn.schema().to_owned(), next));
+        }
+    }
+}
+
+/// Moves the requests waiting in the queue into the batch, up to `MAX_BATCH_EVENTS`.
+fn take_waiting(
+    rx: &mut mpsc::UnboundedReceiver<Request>,
+    batch: &mut Vec<Request>,
+    events: &mut usize,
+) {
+    while *events < MAX_BATCH_EVENTS {
+        match rx.try_recv() {
+            Ok(r) => {
+                *events += r.events.len();
+                batch.push(r);
+            }
+            Err(_) => break,
         }
     }
 }
@@ -117,7 +156,7 @@ pub async fn run(conn: Arc<Conn>, mut rx: mpsc::UnboundedReceiver<Request>) {
 /// The head after a request's events, if it wrote them.
 fn end_of(r: &Request, o: &Outcome) -> Option<u64> {
     match o {
-        Outcome::Written(first) => Some(first + r.events.len() as u64),
+        Outcome::Written { first, .. } => Some(first + r.events.len() as u64),
         _ => None,
     }
 }
@@ -127,10 +166,10 @@ fn end_of(r: &Request, o: &Outcome) -> Option<u64> {
 /// error, so the connection is never left inside a transaction. Its commit need not wait for the WAL flush: the notification is only a hint (a lost
 /// one costs latency, waiters read the head every `poll_ms` anyway), and the events it
 /// announces are already durable. A failure is left for the next commit to find.
-async fn notify(client: &Client, schema: &str, next: u64) {
+async fn notify(client: Arc<Client>, schema: String, next: u64) {
     let sql = format!(
         "set local synchronous_commit to off; notify {}, '{next}'",
-        listener::channel(schema)
+        listener::channel(&schema)
     );
     let _ = client.batch_execute(&sql).await;
 }
@@ -161,14 +200,34 @@ fn in_doubt(e: &Error) -> Error {
     )
 }
 
-/// One call of `append` for these requests, connecting first if needed.
+/// The committer's connection and its `append` call, prepared once per connection (each
+/// batch is then one round trip: bind and execute).
+struct Prepared {
+    client: Arc<Client>,
+    append: Statement,
+}
+
+/// The call the committer prepares.
+const APPEND_CALL: &str =
+    "select res, entry, actual, versions from append($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
+/// One call of `append` for these requests, connecting (and preparing) first if needed.
 async fn commit(
     conn: &Conn,
-    client: &mut Option<Client>,
+    client: &mut Option<Prepared>,
     batch: &[Request],
 ) -> std::result::Result<Vec<Outcome>, Failure> {
-    if client.as_ref().is_none_or(|c| c.is_closed()) {
-        *client = Some(conn.fresh().await?);
+    if client.as_ref().is_none_or(|c| c.client.is_closed()) {
+        *client = None;
+        let c = conn.fresh().await?;
+        let append = c
+            .prepare(APPEND_CALL)
+            .await
+            .map_err(|e| pg_error("preparing the append call", e))?;
+        *client = Some(Prepared {
+            client: Arc::new(c),
+            append,
+        });
     }
     let c = client.as_ref().expect("connected above");
     let mut r_entries = Vec::with_capacity(batch.len());
@@ -191,8 +250,9 @@ async fn commit(
         }
     }
     let rows = c
+        .client
         .query(
-            "select res, entry, actual from append($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &c.append,
             &[
                 &r_entries,
                 &s_stream,
@@ -225,7 +285,15 @@ async fn commit(
         .map(|row| {
             let (res, entry, actual): (i64, i32, i64) = (row.get(0), row.get(1), row.get(2));
             match res {
-                p if p >= 0 => Outcome::Written(p as u64),
+                p if p >= 0 => Outcome::Written {
+                    first: p as u64,
+                    versions: row
+                        .get::<_, Option<Vec<i64>>>(3)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|v| v as u64)
+                        .collect(),
+                },
                 -1 => Outcome::WrongVersion {
                     entry: (entry.max(1) - 1) as usize,
                     actual,

@@ -3,11 +3,13 @@
 //! itself), and how PostgreSQL's errors become the store's.
 
 use crate::error::{Error, ErrorKind, Result};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio_postgres::tls::NoTlsStream;
-use tokio_postgres::{Client, Config, Connection, NoTls, Socket};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Config, Connection, NoTls, Row, Socket, Statement};
 
 /// The schema used when the URL names none.
 const DEFAULT_SCHEMA: &str = "evstore";
@@ -46,10 +48,45 @@ pub struct Conn {
     schema: String,
     location: String,
     listen_poll: Duration,
-    shared: Mutex<Option<Arc<Client>>>,
+    shared: Mutex<Option<Arc<Shared>>>,
     /// Connections made by `fresh` whose socket is still open: `wait_closed` waits for
     /// them, so that no descriptor outlives the store's close.
     live: Arc<Live>,
+}
+
+/// The shared client, with the statements prepared on it (a query then costs one round
+/// trip, not two). The store's queries come from a fixed set of texts: the map stays small.
+pub struct Shared {
+    client: Client,
+    statements: Mutex<HashMap<String, Statement>>,
+}
+
+impl Shared {
+    /// Runs `sql` as a statement prepared on this connection (prepared on first use).
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<Vec<Row>, tokio_postgres::Error> {
+        let known = self
+            .statements
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(sql)
+            .cloned();
+        let statement = match known {
+            Some(s) => s,
+            None => {
+                let s = self.client.prepare(sql).await?;
+                self.statements
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(sql.to_owned(), s.clone());
+                s
+            }
+        };
+        self.client.query(&statement, params).await
+    }
 }
 
 /// A count of open connections and its wake-up.
@@ -189,18 +226,21 @@ impl Conn {
     }
 
     /// The shared client, connecting (again) if there is none or its connection is gone.
-    pub async fn shared(&self) -> Result<Arc<Client>> {
+    pub async fn shared(&self) -> Result<Arc<Shared>> {
         if let Some(c) = self
             .shared
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
         {
-            if !c.is_closed() {
+            if !c.client.is_closed() {
                 return Ok(c.clone());
             }
         }
-        let c = Arc::new(self.fresh().await?);
+        let c = Arc::new(Shared {
+            client: self.fresh().await?,
+            statements: Mutex::default(),
+        });
         *self.shared.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
         Ok(c)
     }

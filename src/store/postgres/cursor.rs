@@ -12,6 +12,21 @@ use std::sync::Arc;
 /// Rows fetched at once.
 const PAGE: i64 = 1000;
 
+/// Rows fetched at once reading the log forward (read-all, subscriptions catching up):
+/// large pages, the next one read ahead while the caller goes through the current one.
+const FORWARD_PAGE: u64 = 10_000;
+
+/// The forward page query: positions in [$1, $2).
+fn forward_sql() -> String {
+    format!("select {COLUMNS} from events where pos >= $1 and pos < $2 order by pos")
+}
+
+/// A forward page being read ahead: its first position and the query's task.
+type Ahead = (
+    u64,
+    tokio::task::JoinHandle<Result<Vec<tokio_postgres::Row>>>,
+);
+
 /// The columns every read selects, in `event_from_row`'s order.
 pub const COLUMNS: &str =
     "pos, ts, stream, version, type, schema_version, metadata, data, event_id";
@@ -37,6 +52,7 @@ pub struct PgCursor {
     next: u64,
     page: VecDeque<Event>,
     current: Option<Event>,
+    ahead: Option<Ahead>,
 }
 
 /// An event from a row selected with `COLUMNS`.
@@ -72,6 +88,7 @@ impl PgCursor {
             next,
             page: VecDeque::new(),
             current: None,
+            ahead: None,
         }
     }
 
@@ -83,13 +100,34 @@ impl PgCursor {
                 if self.next >= *until {
                     return Ok(());
                 }
-                let end = (*until).min(self.next.saturating_add(PAGE as u64)) as i64;
-                let rows = self.store.query(
-                    &format!("select {COLUMNS} from events where pos >= $1 and pos < $2 order by pos"),
-                    &[&next, &end],
-                    "reading the log",
-                )?;
-                return self.take_dense(rows);
+                let until = *until;
+                let end = until.min(self.next.saturating_add(FORWARD_PAGE));
+                // A page read ahead is used if it found something; an empty one may be
+                // older than events committed since, so the page is read again then.
+                let mut rows = match self.ahead.take() {
+                    Some((from, started)) if from == self.next => self.store.rows_ahead(started)?,
+                    _ => Vec::new(),
+                };
+                if rows.is_empty() {
+                    rows = self.store.query(
+                        &forward_sql(),
+                        &[&next, &(end as i64)],
+                        "reading the log",
+                    )?;
+                }
+                let full = rows.len() as u64 == end - self.next;
+                self.take_dense(rows)?;
+                if full && self.next < until {
+                    let to = until.min(self.next.saturating_add(FORWARD_PAGE));
+                    let started = self.store.query_ahead(
+                        forward_sql(),
+                        self.next as i64,
+                        to as i64,
+                        "reading the log",
+                    );
+                    self.ahead = Some((self.next, started));
+                }
+                return Ok(());
             }
             Kind::Category { prefix } => {
                 let rows = self.store.query(

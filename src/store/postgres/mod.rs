@@ -119,6 +119,42 @@ impl PgStore {
         })
     }
 
+    /// Starts `sql` (two bigint parameters) on the shared connection without waiting for
+    /// it: a cursor reads its next page while the caller goes through the current one.
+    fn query_ahead(
+        &self,
+        sql: String,
+        from: i64,
+        to: i64,
+        what: &'static str,
+    ) -> tokio::task::JoinHandle<Result<Vec<tokio_postgres::Row>>> {
+        let conn = self.conn.clone();
+        self.runtime.spawn(async move {
+            let client = conn.shared().await?;
+            client.query(&sql, &[&from, &to]).await.map_err(|e| {
+                if e.as_db_error().is_none() {
+                    conn.forget();
+                }
+                pg_error(what, e)
+            })
+        })
+    }
+
+    /// The rows of a query started by `query_ahead`.
+    fn rows_ahead(
+        &self,
+        started: tokio::task::JoinHandle<Result<Vec<tokio_postgres::Row>>>,
+    ) -> Result<Vec<tokio_postgres::Row>> {
+        block(&self.runtime, async {
+            started.await.map_err(|e| {
+                Error::new(
+                    ErrorKind::Internal,
+                    format!("a read ahead on the runtime failed: {e}"),
+                )
+            })?
+        })
+    }
+
     /// The position the next event gets, as the server has it now.
     fn head(&self) -> Result<u64> {
         let rows = self.query("select next from head", &[], "reading the head")?;
@@ -282,46 +318,29 @@ impl PgStore {
         let last =
             result.first_position + appends.iter().map(|a| a.events.len() as u64).sum::<u64>();
         self.saw(last);
-        // The caller's own events are in the projections when it returns; a failure here
-        // is caught up by the next call.
-        let _ = self.catch_up();
+        // The projections catch up when they are read (`refresh`, which every account
+        // operation calls first, and `stats`), not here: an append would otherwise wait
+        // for a read of every event that every other process appended meanwhile.
         Ok(result)
     }
 
     /// The append's result from the function's outcome.
     fn result_of(&self, appends: &[StreamAppend<'_>], outcome: Outcome) -> Result<AppendResult> {
         match outcome {
-            Outcome::Written(first) => {
-                // Each part's stream version: that of its last event, as stored.
-                let mut p = first as i64;
-                let lasts: Vec<i64> = appends
-                    .iter()
-                    .map(|a| {
-                        p += a.events.len() as i64;
-                        p - 1
-                    })
-                    .collect();
-                let rows = self.query(
-                    "select pos, version from events where pos = any($1)",
-                    &[&lasts],
-                    "reading the appended versions",
-                )?;
-                let mut versions = Vec::with_capacity(lasts.len());
-                for last in &lasts {
-                    let row = rows.iter().find(|r| r.get::<_, i64>(0) == *last);
-                    let row = row.ok_or_else(|| {
-                        Error::new(
-                            ErrorKind::Internal,
-                            format!("the appended event at position {last} is not in the log"),
-                        )
-                    })?;
-                    versions.push(row.get::<_, i64>(1) as u64);
-                }
+            Outcome::Written { first, versions } if versions.len() == appends.len() => {
                 Ok(AppendResult {
                     first_position: first,
                     stream_versions: versions,
                 })
             }
+            Outcome::Written { versions, .. } => Err(Error::new(
+                ErrorKind::Internal,
+                format!(
+                    "the append function returned {} stream versions for {} streams",
+                    versions.len(),
+                    appends.len()
+                ),
+            )),
             Outcome::WrongVersion { entry, actual } => {
                 let a = &appends[entry.min(appends.len() - 1)];
                 let have = match actual {
@@ -648,6 +667,8 @@ impl Backend for PgStore {
 
     fn stats(&self) -> Result<StoreStats> {
         self.check_owner()?;
+        // The caller reads the projections' sizes next (the accounts count).
+        self.catch_up()?;
         let rows = self.query(
             "select (select next from head), (select count(*) from streams), \
              pg_total_relation_size('events') + pg_total_relation_size('streams')",

@@ -5,14 +5,17 @@
 use super::conn::{pg_error, Conn};
 use crate::error::{Error, ErrorKind, Result};
 
-/// The schema version this library writes and reads.
-const SCHEMA_VERSION: i64 = 1;
+/// The schema version this library writes and reads. 1: the first; 2: `append` also
+/// returns each written request's stream versions, and writes a batch's events with one
+/// insert (same tables, same arguments: a version-1 store is migrated on open).
+const SCHEMA_VERSION: i64 = 2;
 
-/// Creates the tables and the function. `ts` is microseconds since the Unix epoch, never
-/// decreasing along `pos`; events without a stream have stream '' and version 0.
+/// Creates the tables (the function comes from `APPEND`). `ts` is microseconds since the
+/// Unix epoch, never decreasing along `pos`; events without a stream have stream '' and
+/// version 0.
 const CREATE: &str = "
 create table meta (key text primary key, value text not null);
-insert into meta values ('schema_version', '1');
+insert into meta values ('schema_version', '2');
 create table head (next bigint not null, last_ts bigint not null);
 insert into head values (0, 0);
 create table streams (name text primary key, version bigint not null, first_pos bigint not null);
@@ -30,36 +33,89 @@ create table events (
 create unique index events_stream_version on events (stream, version) where stream <> '';
 create unique index events_event_id on events (event_id) where event_id is not null;
 create index events_ts on events using brin (ts);
+";
 
--- One call appends a batch of requests (each one evs append, possibly over several
--- streams). Per request one row: res >= 0 its first position (written); -1 a wrong
--- expected version (entry: which entry of the request, 1-based; actual: the stream's
--- version, -1 none); -2 a retry, every event's id stored (actual: the lowest stored
--- position); -3 some ids stored, not all (nothing written). Expected: >= 0 exact, -1 any,
--- -2 no stream, -3 exists.
+/// From version 1 to 2: the tables are the same; the function returns one more column
+/// (a version-1 library selecting `res, entry, actual` still works with it).
+const MIGRATE_1_TO_2: &str = "
+drop function append(int[], text[], bigint[], int[], bytea[], text[], int[], bytea[], bytea[]);
+update meta set value = '2' where key = 'schema_version';
+";
+
+/// The append function (version 2). One call appends a batch of requests (each one evs
+/// append, possibly over several streams). Per request one row: res >= 0 its first
+/// position (written; versions: each entry's stream version after it, 0 for events
+/// without a stream); -1 a wrong expected version (entry: which entry of the request,
+/// 1-based; actual: the stream's version, -1 none); -2 a retry, every event's id stored
+/// (actual: the lowest stored position); -3 some ids stored, not all (nothing written).
+/// Expected: >= 0 exact, -1 any, -2 no stream, -3 exists.
+///
+/// The serialized part (from taking `head` to the commit) is kept short: ids are looked
+/// up per request only when some id of the batch is stored; a request of one stream
+/// checks and advances its version in one statement; every event of the batch is written
+/// by one insert at the end, from arrays aligned with the event arrays (`_pb`/`_vb`:
+/// position/version minus the event's index; null: not written).
+const APPEND: &str = "
 create function append(r_entries int[], s_stream text[], s_expected bigint[], s_count int[],
                        e_id bytea[], e_type text[], e_sv int[], e_meta bytea[], e_data bytea[])
-returns table (res bigint, entry int, actual bigint)
+returns table (res bigint, entry int, actual bigint, versions bigint[])
 language plpgsql as $$
 declare
   _next bigint; _ts bigint; _r int; _j int; _e int := 1; _ev int := 1; _ne int; _nev int;
   _found bigint; _low bigint; _names text[]; _vers bigint[]; _k int; _cur bigint;
-  _ok boolean; _bad int; _badv bigint; _v bigint; _first bigint; _c int;
+  _ok boolean; _bad int; _badv bigint; _v bigint; _c int; _s text; _stored boolean;
+  _pb bigint[] := '{}'; _vb bigint[] := '{}'; _str text[] := '{}';
 begin
   -- The lock every writer of the store takes: positions are handed out in commit order.
   select h.next, greatest(h.last_ts, (extract(epoch from clock_timestamp()) * 1000000)::bigint)
     into _next, _ts from head h for update;
+  _stored := exists (select 1 from events where event_id = any (e_id));
   for _r in 1 .. coalesce(array_length(r_entries, 1), 0) loop
     _ne := r_entries[_r];
     _nev := 0;
     for _j in _e .. _e + _ne - 1 loop _nev := _nev + s_count[_j]; end loop;
-    select count(*), min(pos) into _found, _low from events
-      where event_id = any (e_id[_ev : _ev + _nev - 1]);
+    _found := 0;
+    if _stored then
+      select count(*), min(pos) into _found, _low from events
+        where event_id = any (e_id[_ev : _ev + _nev - 1]);
+    end if;
+    _bad := 0;
+    versions := null;
     if _found > 0 then
       res := case when _found = _nev then -2 else -3 end; entry := 0; actual := _low;
-      return next;
+      _bad := -1;
+    elsif _ne = 1 and s_stream[_e] <> '' then
+      -- One stream: check and advance in one statement; _v is its version before.
+      _s := s_stream[_e]; _c := s_count[_e]; _v := null;
+      case s_expected[_e]
+        when -1 then
+          insert into streams as s (name, version, first_pos) values (_s, _c - 1, _next)
+            on conflict (name) do update set version = s.version + _c
+            returning s.version - _c into _v;
+        when -2 then
+          insert into streams (name, version, first_pos) values (_s, _c - 1, _next)
+            on conflict (name) do nothing returning -1::bigint into _v;
+        when -3 then
+          update streams s set version = s.version + _c where s.name = _s
+            returning s.version - _c into _v;
+        else
+          update streams s set version = s.version + _c
+            where s.name = _s and s.version = s_expected[_e]
+            returning s.version - _c into _v;
+      end case;
+      if _v is null then
+        select s.version into _cur from streams s where s.name = _s;
+        res := -1; entry := 1; actual := coalesce(_cur, -1); _bad := 1;
+      else
+        res := _next; entry := 0; actual := 0; versions := array[_v + _c];
+        _pb := _pb || array_fill(_next - _ev, array[_c]);
+        _vb := _vb || array_fill(_v + 1 - _ev, array[_c]);
+        _str := _str || array_fill(_s, array[_c]);
+        _next := _next + _c;
+      end if;
     else
-      _names := '{}'; _vers := '{}'; _bad := 0;
+      -- Several entries (or events without a stream): check them all, then write.
+      _names := '{}'; _vers := '{}';
       for _j in _e .. _e + _ne - 1 loop
         _k := array_position(_names, s_stream[_j]);
         _cur := null;
@@ -82,34 +138,45 @@ begin
         end if;
       end loop;
       if _bad > 0 then
-        res := -1; entry := _bad; actual := _badv; return next;
+        res := -1; entry := _bad; actual := _badv;
       else
-        _first := _next;
+        res := _next; entry := 0; actual := 0; versions := '{}';
         for _j in _e .. _e + _ne - 1 loop
-          _c := s_count[_j];
+          _c := s_count[_j]; _s := s_stream[_j];
           _v := -1;
-          if s_stream[_j] <> '' then
-            insert into streams as s (name, version, first_pos) values (s_stream[_j], _c - 1, _next)
+          if _s <> '' then
+            insert into streams as s (name, version, first_pos) values (_s, _c - 1, _next)
               on conflict (name) do update set version = s.version + _c
               returning s.version - _c into _v;
+            versions := versions || (_v + _c);
+          else
+            versions := versions || 0::bigint;
           end if;
-          insert into events (pos, stream, version, ts, type, schema_version, event_id, metadata, data)
-            select _next + x.o - 1, s_stream[_j],
-                   case when s_stream[_j] = '' then 0 else _v + x.o end,
-                   _ts, x.t, x.sv, x.id, x.m, x.d
-            from unnest(e_type[_ev : _ev + _c - 1], e_sv[_ev : _ev + _c - 1],
-                        e_id[_ev : _ev + _c - 1], e_meta[_ev : _ev + _c - 1],
-                        e_data[_ev : _ev + _c - 1]) with ordinality as x(t, sv, id, m, d, o);
+          _pb := _pb || array_fill(_next - _ev, array[_c]);
+          _vb := _vb || array_fill(_v + 1 - _ev, array[_c]);
+          _str := _str || array_fill(_s, array[_c]);
           _next := _next + _c;
           _ev := _ev + _c;
         end loop;
         _ev := _ev - _nev;
-        res := _first; entry := 0; actual := 0; return next;
       end if;
     end if;
+    if _bad <> 0 then
+      -- Nothing of this request is written.
+      _pb := _pb || array_fill(null::bigint, array[_nev]);
+      _vb := _vb || array_fill(null::bigint, array[_nev]);
+      _str := _str || array_fill(null::text, array[_nev]);
+    end if;
+    return next;
     _e := _e + _ne;
     _ev := _ev + _nev;
   end loop;
+  insert into events (pos, stream, version, ts, type, schema_version, event_id, metadata, data)
+    select x.pb + x.i, x.s, case when x.s = '' then 0 else x.vb + x.i end,
+           _ts, x.t, x.sv, x.id, x.m, x.d
+    from unnest(_pb, _vb, _str, e_type, e_sv, e_id, e_meta, e_data)
+           with ordinality as x(pb, vb, s, t, sv, id, m, d, i)
+    where x.pb is not null;
   update head set next = _next, last_ts = _ts;
 end $$;
 ";
@@ -142,15 +209,15 @@ pub async fn prepare(conn: &Conn, read_only: bool) -> Result<()> {
                 ),
             ));
         }
-        tx.execute(
-            "select pg_advisory_xact_lock(hashtext('evstore schema ' || $1))",
-            &[&schema],
-        )
-        .await
-        .map_err(|e| pg_error("locking the schema creation", e))?;
+        lock(&tx, schema).await?;
+        // Asked of pg_class itself, with this statement's snapshot: to_regclass answers
+        // from the session's catalog cache, which waiting for an advisory lock does not
+        // refresh, so it missed tables another process created meanwhile.
         let made: bool = tx
             .query_one(
-                "select to_regclass(quote_ident($1) || '.meta') is not null",
+                "select exists (select 1 from pg_catalog.pg_class c \
+                 join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
+                 where n.nspname = $1 and c.relname = 'meta')",
                 &[&schema],
             )
             .await
@@ -158,25 +225,38 @@ pub async fn prepare(conn: &Conn, read_only: bool) -> Result<()> {
             .get(0);
         if !made {
             tx.batch_execute(&format!(
-                "create schema if not exists \"{schema}\"; set local search_path to \"{schema}\"; {CREATE}"
+                "create schema if not exists \"{schema}\"; set local search_path to \"{schema}\"; {CREATE} {APPEND}"
             ))
             .await
             .map_err(|e| pg_error(&format!("creating the evstore schema '{schema}'"), e))?;
         }
     }
-    let row = tx
-        .query_opt(
-            &format!("select value from \"{schema}\".meta where key = 'schema_version'"),
-            &[],
-        )
-        .await
-        .map_err(|e| pg_error("reading the schema version", e))?;
+    let mut version = stored_version(&tx, schema).await?;
+    if version == Some(1) && !read_only {
+        // One process migrates; the others find version 2 once they hold the lock.
+        lock(&tx, schema).await?;
+        version = stored_version(&tx, schema).await?;
+        if version == Some(1) {
+            tx.batch_execute(&format!(
+                "set local search_path to \"{schema}\"; {MIGRATE_1_TO_2} {APPEND}"
+            ))
+            .await
+            .map_err(|e| {
+                pg_error(
+                    &format!("migrating the evstore schema '{schema}' from version 1 to 2"),
+                    e,
+                )
+            })?;
+            version = Some(2);
+        }
+    }
     tx.commit()
         .await
         .map_err(|e| pg_error("committing the schema", e))?;
-    let version: Option<i64> = row.and_then(|r| r.get::<_, String>(0).parse().ok());
     match version {
         Some(SCHEMA_VERSION) => Ok(()),
+        // A read-only open reads the tables, which version 1 has as they are now.
+        Some(1) if read_only => Ok(()),
         Some(v) if v > SCHEMA_VERSION => Err(Error::new(
             ErrorKind::Corrupt,
             format!(
@@ -189,4 +269,27 @@ pub async fn prepare(conn: &Conn, read_only: bool) -> Result<()> {
             format!("the evstore schema '{schema}' has no valid schema version in its meta table"),
         )),
     }
+}
+
+/// Takes the transaction-scoped lock under which the schema is created or migrated.
+async fn lock(tx: &tokio_postgres::Transaction<'_>, schema: &str) -> Result<()> {
+    tx.execute(
+        "select pg_advisory_xact_lock(hashtext('evstore schema ' || $1))",
+        &[&schema],
+    )
+    .await
+    .map_err(|e| pg_error("locking the schema creation", e))?;
+    Ok(())
+}
+
+/// The version in the schema's `meta` table (`None`: missing or not a number).
+async fn stored_version(tx: &tokio_postgres::Transaction<'_>, schema: &str) -> Result<Option<i64>> {
+    let row = tx
+        .query_opt(
+            &format!("select value from \"{schema}\".meta where key = 'schema_version'"),
+            &[],
+        )
+        .await
+        .map_err(|e| pg_error("reading the schema version", e))?;
+    Ok(row.and_then(|r| r.get::<_, String>(0).parse().ok()))
 }
