@@ -73,7 +73,10 @@ fn a_version_1_schema_is_migrated_by_a_writable_open_and_read_as_it_is_by_a_read
     let pg = PgServer::start();
     let url = format!("{}?schema=old", pg.url());
     let s = open(&url);
-    let e = [EventInput::new("Created", b"a"), EventInput::new("Paid", b"b")];
+    let e = [
+        EventInput::new("Created", b"a"),
+        EventInput::new("Paid", b"b"),
+    ];
     s.append("order-1", ExpectedVersion::NoStream, &e).unwrap();
     s.close().unwrap();
     make_version_1(pg.url(), "old");
@@ -156,7 +159,11 @@ fn many_first_opens_of_one_schema_at_once_all_succeed() {
         .collect();
     let stores: Vec<Store> = opens
         .into_iter()
-        .map(|t| t.join().unwrap().expect("a concurrent first open and append"))
+        .map(|t| {
+            t.join()
+                .unwrap()
+                .expect("a concurrent first open and append")
+        })
         .collect();
     assert_eq!(stores[0].next_position().unwrap(), OPENS as u64);
     assert_eq!(stored_version(pg.url(), "fresh"), "2");

@@ -19,7 +19,7 @@ pub fn url(url: &str) -> String {
 }
 
 pub fn open(url: &str) -> Result<Store, BoxError> {
-    Ok(Store::open(&self::url(url), StoreOptions::default(), Vec::new())?.0)
+    Ok(Store::open(self::url(url), StoreOptions::default(), Vec::new())?.0)
 }
 
 /// Tails the log from `--from` as a subscription does (a tailing cursor, and
