@@ -237,8 +237,15 @@ impl Conn {
                 return Ok(c.clone());
             }
         }
+        let client = self.fresh().await?;
+        // Prepared statements, each planned with its parameters at every execution: a
+        // generic plan made while the table was small (a sequential scan) would stay.
+        client
+            .batch_execute("set plan_cache_mode to force_custom_plan")
+            .await
+            .map_err(|e| pg_error("setting the plan cache mode", e))?;
         let c = Arc::new(Shared {
-            client: self.fresh().await?,
+            client,
             statements: Mutex::default(),
         });
         *self.shared.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());

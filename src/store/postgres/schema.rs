@@ -69,15 +69,18 @@ begin
   -- The lock every writer of the store takes: positions are handed out in commit order.
   select h.next, greatest(h.last_ts, (extract(epoch from clock_timestamp()) * 1000000)::bigint)
     into _next, _ts from head h for update;
-  _stored := exists (select 1 from events where event_id = any (e_id));
+  -- The id lookups are planned at each call (execute), with the table's size of now: a
+  -- plan cached while the table was small is a sequential scan, which on a large table
+  -- would read all of it inside the lock.
+  execute 'select exists (select 1 from events where event_id = any ($1))' into _stored using e_id;
   for _r in 1 .. coalesce(array_length(r_entries, 1), 0) loop
     _ne := r_entries[_r];
     _nev := 0;
     for _j in _e .. _e + _ne - 1 loop _nev := _nev + s_count[_j]; end loop;
     _found := 0;
     if _stored then
-      select count(*), min(pos) into _found, _low from events
-        where event_id = any (e_id[_ev : _ev + _nev - 1]);
+      execute 'select count(*), min(pos) from events where event_id = any ($1)'
+        into _found, _low using e_id[_ev : _ev + _nev - 1];
     end if;
     _bad := 0;
     versions := null;
