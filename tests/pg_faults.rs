@@ -13,10 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-fn sql(url: &str, statement: &str) {
-    common::pg::sql(url, statement);
-}
-
 /// A small deterministic generator (xorshift), one per writer.
 struct Rng(u64);
 
