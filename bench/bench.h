@@ -111,6 +111,7 @@ int sq_threads(double *m);
 /* 3 (m[0] events/s; m[1] bytes on disk per event after close) */
 int evs_nondurable(double *m);
 int evs_nondurable_multi(double *m); /* 100 events per evs_append */
+int disk_nondurable_pwrite(double *m); /* a pwrite per event, no fdatasync */
 int sq_nondurable(double *m);
 int sq_nondurable_batched(double *m);
 /* 4 */
