@@ -376,12 +376,10 @@ fn an_append_with_only_some_ids_stored_names_its_events_as_the_file_store_does()
 
 /// The store and where to report, for a call made while a thread's thread-locals are
 /// being destroyed (as a C program's `pthread_key_create` destructor does).
-struct CallAtExit(
-    Option<(
-        Arc<Store>,
-        std::sync::mpsc::Sender<Result<Option<u64>, String>>,
-    )>,
-);
+struct CallAtExit(Option<(Arc<Store>, ExitReport)>);
+
+/// Where the call at thread exit sends what it got.
+type ExitReport = std::sync::mpsc::Sender<Result<Option<u64>, String>>;
 
 impl Drop for CallAtExit {
     fn drop(&mut self) {
