@@ -325,51 +325,36 @@ fn an_append_with_only_some_ids_stored_names_its_events_as_the_file_store_does()
     )
     .unwrap();
     let next = s.next_position().unwrap();
+    // The append is refused with this kind, its message saying all of `says`.
+    let refused = |events: &[EventInput<'_>], kind: ErrorKind, says: &[&str]| {
+        let e = s
+            .append("order-1", ExpectedVersion::Any, events)
+            .unwrap_err();
+        assert_eq!(e.kind, kind, "{}", e.message);
+        assert!(says.iter().all(|w| e.message.contains(w)), "{}", e.message);
+    };
     // events[0]'s id is stored (at position 0), events[1]'s is not.
-    let e = s
-        .append(
-            "order-1",
-            ExpectedVersion::Any,
-            &[with_id("A", b"a", 0xA1), with_id("D", b"d", 0xD4)],
-        )
-        .unwrap_err();
-    assert_eq!(e.kind, ErrorKind::AlreadyExists);
-    assert!(
-        e.message
-            .contains("events[0]'s id was appended before (at position 0)")
-            && e.message.contains("events[1]'s was not"),
-        "{}",
-        e.message
+    refused(
+        &[with_id("A", b"a", 0xA1), with_id("D", b"d", 0xD4)],
+        ErrorKind::AlreadyExists,
+        &[
+            "events[0]'s id was appended before (at position 0)",
+            "events[1]'s was not",
+        ],
     );
     // events[1] has an id stored at position 1; events[0] has none.
-    let e = s
-        .append(
-            "order-1",
-            ExpectedVersion::Any,
-            &[ev("N", b"n"), with_id("B", b"b", 0xB2)],
-        )
-        .unwrap_err();
-    assert_eq!(e.kind, ErrorKind::AlreadyExists);
-    assert!(
-        e.message
-            .contains("events[1]'s id was appended before (at position 1)")
-            && e.message.contains("events[0]'s has no id"),
-        "{}",
-        e.message
+    refused(
+        &[ev("N", b"n"), with_id("B", b"b", 0xB2)],
+        ErrorKind::AlreadyExists,
+        &[
+            "events[1]'s id was appended before (at position 1)",
+            "events[0]'s has no id",
+        ],
     );
-    let e = s
-        .append(
-            "order-2",
-            ExpectedVersion::Any,
-            &[with_id("T", b"1", 0x77), with_id("T", b"2", 0x77)],
-        )
-        .unwrap_err();
-    assert_eq!(e.kind, ErrorKind::InvalidArgument);
-    assert!(
-        e.message
-            .contains("event id 77777777777777777777777777777777 appears twice"),
-        "{}",
-        e.message
+    refused(
+        &[with_id("T", b"1", 0x77), with_id("T", b"2", 0x77)],
+        ErrorKind::InvalidArgument,
+        &["event id 77777777777777777777777777777777 appears twice"],
     );
     assert_eq!(s.next_position().unwrap(), next);
 }
