@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 #define EVENT_TYPE "BenchEvent"
-#define MAX_METRICS 4
+#define MAX_METRICS 6
 
 typedef struct bench_config {
     int runs;
@@ -57,6 +57,7 @@ void path_in_dir(char *out, size_t outlen, const char *name);
 void remove_tree(const char *path);  /* rm -rf; also removes path-wal and path-shm */
 int copy_tree(const char *from, const char *to);
 long long dir_bytes(const char *dir, const char *suffix); /* total size of dir's files ending so */
+long long tree_bytes(const char *path); /* total size of the regular files under path (or of path) */
 /* bytes one event took in evstore's log in workload 1 (0 until measured): the raw disk
  * sides write records of this size */
 extern long evs_record_bytes;
@@ -107,14 +108,18 @@ int disk_single_growing(double *m);
 /* 2 */
 int evs_threads(double *m);
 int sq_threads(double *m);
-/* 3 */
+/* 3 (m[0] events/s; m[1] bytes on disk per event after close) */
 int evs_nondurable(double *m);
+int evs_nondurable_multi(double *m); /* 100 events per evs_append */
+int disk_nondurable_pwrite(double *m); /* a pwrite per event, no fdatasync */
 int sq_nondurable(double *m);
 int sq_nondurable_batched(double *m);
 /* 4 */
 int evs_expected(double *m);
 int sq_expected(double *m);
-/* 5 */
+/* 5 (m[0] read all events/s, m[1] one stream us (first read after open), m[2] last 10 us,
+ * m[3] read all through the batch cursor events/s (SQLite: as m[0]), m[4] one stream read
+ * again (warm) us) */
 int evs_reads(double *m);
 int sq_reads(double *m);
 /* 6 */
@@ -123,6 +128,7 @@ int sq_accounts(double *m);
 /* 7 */
 int evs_open_nosnap(double *m);
 int evs_open_snap(double *m);
+int evs_open_killed(double *m); /* a copy of a store whose writer was SIGKILLed, no snapshot */
 int sq_open(double *m);
 int evs_prepare_open(void); /* untimed: the snapshot copy of the workload-3 store */
 
@@ -134,5 +140,6 @@ const char *sq_lib_version(void);
 #define W3_EVS "w3-evstore"
 #define W3_SQ "w3-sqlite.db"
 #define W7_EVS_SNAP "w7-evstore-snap"
+#define W7_EVS_KILLED "w7-evstore-killed"
 
 #endif

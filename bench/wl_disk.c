@@ -70,3 +70,30 @@ int disk_single_growing(double *m) {
     remove_tree(path);
     return rc;
 }
+
+/* The floor of a non-durable append that is with the OS when it returns (so that a
+ * SIGKILL loses nothing): one pwrite of an evstore-sized record per event into a
+ * preallocated file, no fdatasync. Any log that writes each append before returning pays
+ * at least this system call. */
+int disk_nondurable_pwrite(double *m) {
+    char path[4096];
+    path_in_dir(path, sizeof path, "w3-raw-pwrite.dat");
+    remove_tree(path);
+    int fd = open(path, O_CREAT | O_TRUNC | O_RDWR, 0644);
+    if (fd < 0) fatal("%s: %s", path, strerror(errno));
+    size_t rs = record_size();
+    if (posix_fallocate(fd, 0, (off_t)(rs * (size_t)cfg.nd_events)) != 0) fatal("%s: posix_fallocate failed", path);
+    uint8_t *rec = calloc(1, rs);
+    double t0 = now_s();
+    for (long n = 0; n < cfg.nd_events; n++) {
+        make_payload(rec, n);
+        if (pwrite(fd, rec, rs, (off_t)n * rs) != (ssize_t)rs) fatal("%s: pwrite: %s", path, strerror(errno));
+    }
+    double el = now_s() - t0;
+    m[0] = cfg.nd_events / el;
+    free(rec);
+    close(fd);
+    remove_tree(path);
+    note("  raw pwrite per event: %ld records of %zu bytes in %.2f s", cfg.nd_events, rs, el);
+    return 0;
+}

@@ -18,16 +18,21 @@ const char *evs_lib_version(void) { return "(not built in)"; }
 int evs_single(double *m) { (void)m; return left_out("1"); }
 int evs_threads(double *m) { (void)m; return left_out("2"); }
 int evs_nondurable(double *m) { (void)m; return left_out("3"); }
+int evs_nondurable_multi(double *m) { (void)m; return left_out("3"); }
 int evs_expected(double *m) { (void)m; return left_out("4"); }
 int evs_reads(double *m) { (void)m; return left_out("5"); }
 int evs_accounts(double *m) { (void)m; return left_out("6"); }
 int evs_open_nosnap(double *m) { (void)m; return left_out("7"); }
 int evs_open_snap(double *m) { (void)m; return left_out("7"); }
+int evs_open_killed(double *m) { (void)m; return left_out("7"); }
 int evs_prepare_open(void) { return -1; }
 
 #else
 
 #include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "evstore.h"
 
@@ -95,6 +100,13 @@ static int check_stream(const char *wl, evs_store *s, const char *stream, long n
     return 0;
 fail:
     return -1;
+}
+
+/* Bytes of every file of store `name` (its log, and whatever else it keeps). */
+static long long store_bytes(const char *name) {
+    char path[4096];
+    path_in_dir(path, sizeof path, name);
+    return tree_bytes(path);
 }
 
 /* ---------- 1: durable single appends, EVS_FSYNC_ALWAYS ---------- */
@@ -261,11 +273,54 @@ int evs_nondurable(double *m) {
     m[0] = cfg.nd_events / el;
     nd_stream_name(stream, sizeof stream, cfg.nd_events - 1);
     if (check_stream(wl, s, stream, cfg.events_per_stream)) goto fail;
-    note("  evstore BATCH: %ld events in %.2f s", cfg.nd_events, el);
+    store_close(wl, s);
+    s = NULL;
+    m[1] = (double)store_bytes(W3_EVS) / cfg.nd_events;
+    note("  evstore BATCH: %ld events in %.2f s, %.1f bytes on disk an event", cfg.nd_events, el, m[1]);
     rc = 0;
 fail:
     if (s) store_close(wl, s);
     free(payload);
+    return rc;
+}
+
+/* The same events, 100 per evs_append (one stream per call, round-robin over the same
+ * streams), into a store of its own that is removed afterwards. */
+int evs_nondurable_multi(double *m) {
+    const char *wl = "3";
+    enum { PER_CALL = 100 };
+    int rc = -1;
+    char stream[32], ctx[64];
+    uint8_t *payloads = malloc((size_t)cfg.payload_size * PER_CALL);
+    evs_event_input ev[PER_CALL];
+    evs_store *s = store_open(wl, "w3-evstore-multi", EVS_FSYNC_BATCH, 1, NULL);
+    if (!s) goto fail;
+    double t0 = now_s();
+    for (long i = 0; i < cfg.nd_events; i += PER_CALL) {
+        long n = cfg.nd_events - i < PER_CALL ? cfg.nd_events - i : PER_CALL;
+        for (long k = 0; k < n; k++) {
+            make_payload(payloads + k * cfg.payload_size, i + k);
+            ev[k] = bench_event(payloads + k * cfg.payload_size);
+        }
+        nd_stream_name(stream, sizeof stream, i / PER_CALL);
+        uint64_t pos = 0, ver = 0;
+        snprintf(ctx, sizeof ctx, "(append of events #%ld..)", i);
+        EVS_TRY(wl, evs_append(s, stream, EVS_EXPECT_ANY, ev, (size_t)n, &pos, &ver), ctx);
+        if (pos != (uint64_t)i) {
+            problem("3 evstore: the append of events #%ld.. got position %llu", i, (unsigned long long)pos);
+            goto fail;
+        }
+    }
+    double el = now_s() - t0;
+    m[0] = cfg.nd_events / el;
+    note("  evstore BATCH, %d per call: %ld events in %.2f s", PER_CALL, cfg.nd_events, el);
+    rc = 0;
+fail:
+    if (s) store_close(wl, s);
+    free(payloads);
+    char path[4096];
+    path_in_dir(path, sizeof path, "w3-evstore-multi");
+    remove_tree(path);
     return rc;
 }
 
@@ -400,6 +455,60 @@ int evs_reads(double *m) {
     }
     m[1] = (now_s() - t0) / cfg.stream_reads * 1e6;
 
+    /* the same stream again and again: warm */
+    snprintf(stream, sizeof stream, "stream-%04ld", 17 % nstreams);
+    t0 = now_s();
+    for (int rep = 0; rep < cfg.stream_reads; rep++) {
+        EVS_TRY(wl, evs_read_stream(s, stream, 0, &c), stream);
+        long v = 0;
+        while ((st = evs_cursor_next(c, &e)) == EVS_OK) {
+            if (e.stream_version != (uint64_t)v) {
+                problem("5 evstore: reading %s again gave version %llu as event #%ld", stream,
+                        (unsigned long long)e.stream_version, v);
+                goto fail;
+            }
+            sink += touch_event(&e);
+            v++;
+        }
+        if (st != EVS_END || v != cfg.events_per_stream) {
+            problem("5 evstore: reading %s again ended with %s after %ld events", stream, evs_status_name(st), v);
+            goto fail;
+        }
+        evs_cursor_free(c);
+        c = NULL;
+    }
+    m[4] = (now_s() - t0) / cfg.stream_reads * 1e6;
+
+    /* read all through the batch cursor: views into the cursor's buffer, 256 a call */
+    {
+        enum { CAP = 256 };
+        static evs_event batch[CAP];
+        for (int k = 0; k < CAP; k++) batch[k] = (evs_event)EVS_STRUCT_INIT(evs_event);
+        size_t got = 0;
+        long nb = 0;
+        t0 = now_s();
+        EVS_TRY(wl, evs_read_all(s, 0, &c), "(batch)");
+        while ((st = evs_cursor_next_batch(c, batch, CAP, &got)) == EVS_OK) {
+            for (size_t k = 0; k < got; k++) {
+                if (batch[k].position != (uint64_t)nb) {
+                    problem("5 evstore: the batch cursor gave position %llu as event #%ld",
+                            (unsigned long long)batch[k].position, nb);
+                    goto fail;
+                }
+                sink += touch_event(&batch[k]);
+                nb++;
+            }
+        }
+        double elb = now_s() - t0;
+        if (st != EVS_END || nb != cfg.nd_events) {
+            problem("5 evstore: the batch cursor ended with %s after %ld events", evs_status_name(st), nb);
+            goto fail;
+        }
+        evs_cursor_free(c);
+        c = NULL;
+        m[3] = nb / elb;
+    }
+
     t0 = now_s();
     for (int rep = 0; rep < cfg.last10_reads; rep++) {
         EVS_TRY(wl, evs_read_all_backward(s, UINT64_MAX, &c), "");
@@ -420,7 +529,9 @@ int evs_reads(double *m) {
         c = NULL;
     }
     m[2] = (now_s() - t0) / cfg.last10_reads * 1e6;
-    note("  evstore: read all %ld events in %.2f s; one stream %.0f us; last 10 %.1f us", n, el, m[1], m[2]);
+    note("  evstore: read all %ld events in %.2f s (batch cursor %.0f events/s); one stream %.0f us (again: %.0f us); "
+         "last 10 %.1f us",
+         n, el, m[3], m[1], m[4], m[2]);
     rc = 0;
 fail:
     evs_cursor_free(c);
@@ -501,9 +612,44 @@ fail:
 }
 
 /* ---------- 7: opening the workload-3 store, with and without a snapshot ---------- */
+/* A child process appends the workload-3 events into a fresh store and kills itself
+ * with SIGKILL right after the last append returned: no close, no snapshot. */
+static int make_killed_store(void) {
+    const char *wl = "7";
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        problem("7 evstore: fork failed");
+        return -1;
+    }
+    if (pid == 0) {
+        char stream[32];
+        uint8_t *payload = malloc(cfg.payload_size);
+        evs_store *s = store_open(wl, W7_EVS_KILLED, EVS_FSYNC_BATCH, 1, NULL);
+        if (!s) _exit(3);
+        for (long i = 0; i < cfg.nd_events; i++) {
+            make_payload(payload, i);
+            nd_stream_name(stream, sizeof stream, i);
+            evs_event_input ev = bench_event(payload);
+            uint64_t pos = 0, ver = 0;
+            if (evs_append(s, stream, EVS_EXPECT_ANY, &ev, 1, &pos, &ver) != EVS_OK) _exit(4);
+        }
+        kill(getpid(), SIGKILL);
+        _exit(5);
+    }
+    int status = 0;
+    if (waitpid(pid, &status, 0) != pid || !WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL) {
+        problem("7 evstore: the writer that was to be killed ended otherwise (wait status %d)", status);
+        return -1;
+    }
+    note("  evstore: a writer appended %ld events and was killed", cfg.nd_events);
+    return 0;
+}
+
 int evs_prepare_open(void) {
     const char *wl = "7";
     char from[4096], to[4096];
+    if (make_killed_store() != 0) return -1;
     path_in_dir(from, sizeof from, W3_EVS);
     path_in_dir(to, sizeof to, W7_EVS_SNAP);
     remove_tree(to);
@@ -558,5 +704,37 @@ static int evs_open_timed(const char *name, int want_snapshot, double *m) {
 
 int evs_open_nosnap(double *m) { return evs_open_timed(W3_EVS, 0, m); }
 int evs_open_snap(double *m) { return evs_open_timed(W7_EVS_SNAP, 1, m); }
+
+/* Each open is of a fresh copy of the killed store (copied untimed): the first open of
+ * a store after a crash is the one measured, not one after recovery has run. */
+int evs_open_killed(double *m) {
+    const char *wl = "7";
+    char from[4096], to[4096];
+    double t[64];
+    path_in_dir(from, sizeof from, W7_EVS_KILLED);
+    path_in_dir(to, sizeof to, "w7-evstore-killed-copy");
+    for (int k = 0; k < cfg.opens; k++) {
+        remove_tree(to);
+        if (copy_tree(from, to)) {
+            problem("7 evstore: could not copy %s to %s", from, to);
+            return -1;
+        }
+        evs_recovery_info info = EVS_STRUCT_INIT(evs_recovery_info);
+        double t0 = now_s();
+        evs_store *s = store_open(wl, "w7-evstore-killed-copy", EVS_FSYNC_BATCH, 0, &info);
+        t[k] = (now_s() - t0) * 1e3;
+        if (!s) return -1;
+        store_close(wl, s);
+        if (info.next_position != (uint64_t)cfg.nd_events) {
+            problem("7 evstore: opening the killed store gave next_position %llu, expected %ld (acknowledged)",
+                    (unsigned long long)info.next_position, cfg.nd_events);
+            return -1;
+        }
+    }
+    remove_tree(to);
+    m[0] = median_of(t, cfg.opens);
+    note("  evstore after SIGKILL: open %.2f ms", m[0]);
+    return 0;
+}
 
 #endif

@@ -312,3 +312,98 @@ fn parallel_writers_on_shared_streams_leave_dense_positions_and_every_acknowledg
         assert_eq!(n, v + 1);
     }
 }
+
+#[test]
+fn an_append_with_only_some_ids_stored_names_its_events_as_the_file_store_does() {
+    let pg = PgServer::start();
+    let url = format!("{}?schema=partly", pg.url());
+    let s = open(&url);
+    s.append(
+        "order-1",
+        ExpectedVersion::NoStream,
+        &[with_id("A", b"a", 0xA1), with_id("B", b"b", 0xB2)],
+    )
+    .unwrap();
+    let next = s.next_position().unwrap();
+    // The append is refused with this kind, its message saying all of `says`.
+    let refused = |events: &[EventInput<'_>], kind: ErrorKind, says: &[&str]| {
+        let e = s
+            .append("order-1", ExpectedVersion::Any, events)
+            .unwrap_err();
+        assert_eq!(e.kind, kind, "{}", e.message);
+        assert!(says.iter().all(|w| e.message.contains(w)), "{}", e.message);
+    };
+    // events[0]'s id is stored (at position 0), events[1]'s is not.
+    refused(
+        &[with_id("A", b"a", 0xA1), with_id("D", b"d", 0xD4)],
+        ErrorKind::AlreadyExists,
+        &[
+            "events[0]'s id was appended before (at position 0)",
+            "events[1]'s was not",
+        ],
+    );
+    // events[1] has an id stored at position 1; events[0] has none.
+    refused(
+        &[ev("N", b"n"), with_id("B", b"b", 0xB2)],
+        ErrorKind::AlreadyExists,
+        &[
+            "events[1]'s id was appended before (at position 1)",
+            "events[0]'s has no id",
+        ],
+    );
+    refused(
+        &[with_id("T", b"1", 0x77), with_id("T", b"2", 0x77)],
+        ErrorKind::InvalidArgument,
+        &["event id 77777777777777777777777777777777 appears twice"],
+    );
+    assert_eq!(s.next_position().unwrap(), next);
+}
+
+/// The store and where to report, for a call made while a thread's thread-locals are
+/// being destroyed (as a C program's `pthread_key_create` destructor does).
+struct CallAtExit(Option<(Arc<Store>, ExitReport)>);
+
+/// Where the call at thread exit sends what it got.
+type ExitReport = std::sync::mpsc::Sender<Result<Option<u64>, String>>;
+
+impl Drop for CallAtExit {
+    fn drop(&mut self) {
+        if let Some((s, tx)) = self.0.take() {
+            let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                s.stream_version("exit-stream")
+            }));
+            let _ = tx.send(match got {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => Err(format!("{:?}: {}", e.kind, e.message)),
+                Err(_) => Err("the call panicked".to_owned()),
+            });
+        }
+    }
+}
+
+thread_local! {
+    static AT_EXIT: std::cell::RefCell<CallAtExit> = const { std::cell::RefCell::new(CallAtExit(None)) };
+}
+
+#[test]
+fn a_call_while_its_thread_exits_works() {
+    let pg = PgServer::start();
+    let url = format!("{}?schema=thread_exit", pg.url());
+    let s = Arc::new(open(&url));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            // Registered before the thread first enters the runtime (below), so destroyed
+            // after the runtime's thread-locals: the call sees them gone.
+            AT_EXIT.with(|c| c.borrow_mut().0 = Some((s.clone(), tx)));
+            s.append("exit-stream", ExpectedVersion::Any, &[ev("Exit", b"e")])
+                .unwrap();
+        })
+    };
+    t.join().unwrap();
+    let got = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the call at thread exit reported");
+    assert_eq!(got, Ok(Some(0)));
+}

@@ -3,16 +3,12 @@
 //! them again. Runs under the writer's lock, so two retries cannot both write.
 
 use super::file::{FileStore as Store, Writer};
-use super::ids::EventId;
+use super::ids::{hex, id_twice, partly_stored, EventId};
 use super::{AppendResult, StreamAppend};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Where an id's event is: its position, stream and stream version.
 type Stored = (u64, String, u64);
-
-fn hex(id: &EventId) -> String {
-    id.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 impl Store {
     /// The event stored with `id`, confirmed by reading its id from the log (the index
@@ -60,10 +56,7 @@ impl Store {
         }
         ids.sort_unstable();
         if let Some(twice) = ids.windows(2).find(|p| p[0] == p[1]) {
-            return Err(Error::invalid(format!(
-                "event id {} appears twice in one append",
-                hex(twice[0])
-            )));
+            return Err(id_twice(twice[0]));
         }
         let mut found: Vec<Option<Stored>> = Vec::new();
         for e in events() {
@@ -77,18 +70,8 @@ impl Store {
         };
         if let Some(new) = found.iter().position(Option::is_none) {
             let at = found[old].as_ref().map_or(0, |f| f.0);
-            let why = match events().nth(new).and_then(|e| e.id) {
-                Some(_) => "was not",
-                None => "has no id",
-            };
-            return Err(Error::new(
-                ErrorKind::AlreadyExists,
-                format!(
-                    "events[{old}]'s id was appended before (at position {at}) but \
-                     events[{new}]'s {why}: a retry must repeat the whole append; nothing \
-                     was written"
-                ),
-            ));
+            let no_id = events().nth(new).is_some_and(|e| e.id.is_none());
+            return Err(partly_stored(old, at, new, no_id));
         }
         let mut found = found.into_iter().flatten();
         let mut first = None;

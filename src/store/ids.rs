@@ -27,6 +27,29 @@ pub const MAX_DEDUPE_WINDOW: u64 = 1 << 30;
 /// An event id: 16 bytes, never all zero.
 pub type EventId = [u8; 16];
 
+/// An id in hex, for messages.
+pub(super) fn hex(id: &EventId) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The error for an append that carries one id twice (every backend says the same).
+pub(super) fn id_twice(id: &EventId) -> Error {
+    Error::invalid(format!("event id {} appears twice in one append", hex(id)))
+}
+
+/// The error for an append of which some events' ids are stored and some not: `old` (in
+/// the append's order of events) was stored at `at`, `new` was not or `has_no_id`.
+pub(super) fn partly_stored(old: usize, at: u64, new: usize, has_no_id: bool) -> Error {
+    let why = if has_no_id { "has no id" } else { "was not" };
+    Error::new(
+        crate::error::ErrorKind::AlreadyExists,
+        format!(
+            "events[{old}]'s id was appended before (at position {at}) but events[{new}]'s \
+             {why}: a retry must repeat the whole append; nothing was written"
+        ),
+    )
+}
+
 #[derive(Default)]
 struct Table {
     /// Positions are stored as `position - base`.

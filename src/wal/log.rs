@@ -12,6 +12,7 @@ use super::reader::WalReader;
 use super::record::{RecordRef, FLAG_BATCH_CONTINUES};
 use super::recovery::{self, RecoveryInfo};
 use super::segment;
+use super::signal::Signal;
 use super::stats::{WalStats, WalStatsSnapshot};
 use super::vfs::{self, FileRef, Kind, OpenMode};
 use super::{FsyncPolicy, Position, WalConfig};
@@ -45,7 +46,7 @@ pub(crate) struct Inner {
     pub(crate) state: Mutex<State>,
     /// Signalled when `durable`/`written` move, a flush or rotation ends, or the log
     /// closes.
-    progress: Condvar,
+    progress: Signal,
     /// Wakes the batch flusher when there is something to flush, or on close.
     flusher_wake: Condvar,
     pub(crate) stats: WalStats,
@@ -194,7 +195,7 @@ impl Wal {
             pid: crate::wal::process::id(),
             io: Mutex::new(()),
             state: Mutex::new(state),
-            progress: Condvar::new(),
+            progress: Signal::default(),
             flusher_wake: Condvar::new(),
             stats: WalStats::default(),
             read_files: Mutex::new(Vec::new()),
@@ -618,7 +619,7 @@ impl Inner {
             let mut st = self.lock_state();
             check_open(&st)?;
             while st.rotating {
-                st = self.progress.wait(st).unwrap_or_else(|e| e.into_inner());
+                st = self.progress.wait(st);
                 check_open(&st)?;
             }
             if let Some(e) = epoch.and_then(|e| st.epochs.get(e as usize)) {
@@ -694,7 +695,7 @@ impl Inner {
             if !st.flushing {
                 break;
             }
-            st = self.progress.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = self.progress.wait(st);
         }
         st.flushing = true;
         drop(st);

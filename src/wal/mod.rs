@@ -8,6 +8,7 @@ pub mod record;
 mod recovery;
 pub(crate) mod scan;
 pub mod segment;
+mod signal;
 mod stats;
 pub mod vfs;
 

@@ -131,11 +131,10 @@ impl SegmentCursor {
         id: u64,
         read_only: bool,
     ) -> Result<Option<(Position, Decoded<'_>)>> {
-        let has_next = if read_only {
-            matches!(self.bounds(id + 1), Ok(Some(_)))
-        } else {
-            self.inner.segment_bounds(id).is_some_and(|(_, more)| more)
-        };
+        // A reader of someone else's log asks before reading: a successor that exists
+        // then means this segment was complete when read. The writer's own reader knows
+        // its segments' state and asks only when it meets bytes that do not decode.
+        let successor_before = read_only.then(|| matches!(self.bounds(id + 1), Ok(Some(_))));
         let scanner = self.scanner.as_mut().expect("set by next");
         let bad = match scanner
             .next()
@@ -154,6 +153,8 @@ impl SegmentCursor {
             };
             return Ok(Some((position, decoded)));
         };
+        let has_next = successor_before
+            .unwrap_or_else(|| self.inner.segment_bounds(id).is_some_and(|(_, more)| more));
         if !has_next && read_only {
             return Ok(None);
         }

@@ -182,8 +182,10 @@ pub struct Decoded<'a> {
     pub len: usize,
 }
 
-/// The parsed front of a record: everything before the key.
-struct Header {
+/// The parsed front of a record: everything before the key. Plain data, so that a
+/// caller can check a record once and split it again later without parsing it again.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Header {
     /// Bytes of klen, vlen, flags and ttl.
     len: usize,
     klen: u64,
@@ -266,6 +268,19 @@ pub fn decode(buf: &[u8]) -> Result<Decoded<'_>, DecodeError> {
     split(buf, &parse_header(buf)?, true)
 }
 
+/// Checks the record at the start of `buf` as `decode` does, and returns its header
+/// and total length, for `split_checked` to hand out without parsing it again.
+pub(crate) fn check(buf: &[u8]) -> Result<(Header, usize), DecodeError> {
+    let h = parse_header(buf)?;
+    let len = split(buf, &h, true)?.len;
+    Ok((h, len))
+}
+
+/// The record that `check` accepted at the start of `buf`, with the header it returned.
+pub(crate) fn split_checked<'a>(buf: &'a [u8], h: &Header) -> Result<Decoded<'a>, DecodeError> {
+    split(buf, h, false)
+}
+
 /// Decodes a record that `decode` already accepted, without checking the CRC again.
 pub fn decode_verified(buf: &[u8]) -> Result<Decoded<'_>, DecodeError> {
     split(buf, &parse_header(buf)?, false)
@@ -287,7 +302,39 @@ pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 /// Reads a varint at `at`; returns the value and the offset just past it.
+#[inline]
 pub fn get_varint(buf: &[u8], at: usize) -> Result<(u64, usize), DecodeError> {
+    // Most varints of a record (lengths, flags' neighbours, versions) are one byte.
+    match buf.get(at) {
+        Some(&b) if b < 0x80 => Ok((b as u64, at + 1)),
+        _ => get_varint_long(buf, at),
+    }
+}
+
+#[inline(never)]
+fn get_varint_long(buf: &[u8], at: usize) -> Result<(u64, usize), DecodeError> {
+    // A varint of up to 8 bytes (values below 2^56: lengths, versions, timestamps)
+    // decodes from one little-endian word: its length is where the first byte without
+    // the continuation bit is, and its 7-bit groups are packed together in three steps.
+    if let Some(word) = at
+        .checked_add(8)
+        .and_then(|end| buf.get(at..end))
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    {
+        let stops = !word & 0x8080_8080_8080_8080;
+        if stops != 0 {
+            let len = (stops.trailing_zeros() / 8 + 1) as usize;
+            let mut x = if len == 8 {
+                word
+            } else {
+                word & ((1u64 << (8 * len)) - 1)
+            };
+            x = (x & 0x007f_007f_007f_007f) | ((x & 0x7f00_7f00_7f00_7f00) >> 1);
+            x = (x & 0x0000_3fff_0000_3fff) | ((x & 0x3fff_0000_3fff_0000) >> 2);
+            x = (x & 0x0000_0000_0fff_ffff) | ((x & 0x0fff_ffff_0000_0000) >> 4);
+            return Ok((x, at + len));
+        }
+    }
     let mut value = 0u64;
     for i in 0..MAX_VARINT_LEN {
         let byte = *buf.get(at + i).ok_or(DecodeError::Incomplete)?;
@@ -411,6 +458,23 @@ mod tests {
             let d = decode(&bytes).unwrap();
             prop_assert_eq!(d.record, r);
             prop_assert_eq!(d.len, r.encoded_len());
+        }
+
+        #[test]
+        fn varints_decode_at_any_offset_with_or_without_bytes_after(
+            v in prop_oneof![any::<u64>(), 0u64..(1 << 21), (1u64 << 49)..(1 << 56)],
+            before in proptest::collection::vec(any::<u8>(), 0..9),
+            after in proptest::collection::vec(any::<u8>(), 0..12)) {
+            let mut b = before.clone();
+            put_varint(&mut b, v);
+            let end = b.len();
+            prop_assert_eq!(get_varint(&b, before.len()), Ok((v, end)));
+            b.extend_from_slice(&after);
+            prop_assert_eq!(get_varint(&b, before.len()), Ok((v, end)));
+            // Cut short anywhere inside: incomplete, never a wrong value.
+            for cut in before.len()..end {
+                prop_assert_eq!(get_varint(&b[..cut], before.len()), Err(DecodeError::Incomplete));
+            }
         }
 
         #[test]

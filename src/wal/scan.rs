@@ -34,8 +34,8 @@ pub struct Scanner {
     /// Another process may be writing: bytes that were read before it wrote them may be
     /// stale, so a bad record is read again from the file once before it counts.
     reread_on_bad: bool,
-    /// The last record `next` returned: its offset, and where it is in `buf`.
-    last: Option<(u64, usize, usize)>,
+    /// The last record `next` returned: its offset, where it is in `buf`, its header.
+    last: Option<(u64, usize, usize, record::Header)>,
     /// Bytes from this file offset on stay buffered (the records of a batch whose last
     /// record is not read yet), so they can be handed out again without copies.
     hold: Option<u64>,
@@ -133,8 +133,8 @@ impl Scanner {
     /// The record `next` returned last, again (without checking its CRC again), until
     /// the next call of `next`.
     pub fn last_record(&self) -> Option<(u64, Decoded<'_>)> {
-        let (offset, start, len) = self.last?;
-        let d = record::decode_verified(self.buf.get(start..start + len)?).ok()?;
+        let (offset, start, len, header) = self.last?;
+        let d = record::split_checked(self.buf.get(start..start + len)?, &header).ok()?;
         Some((offset, d))
     }
 
@@ -148,15 +148,14 @@ impl Scanner {
                 return Ok(Step::End { offset });
             }
             let avail = &self.buf[self.at..self.buf_len];
-            match record::decode(avail) {
-                Ok(d) => {
-                    let len = d.len;
+            match record::check(avail) {
+                Ok((header, len)) => {
                     let start = self.at;
                     self.at += len;
-                    self.last = Some((offset, start, len));
-                    // Decoded again without the CRC: it was just checked.
-                    let decoded = record::decode_verified(&self.buf[start..start + len])
-                        .expect("a record that decoded once decodes again");
+                    self.last = Some((offset, start, len, header));
+                    // Split with the header just parsed; the CRC was just checked.
+                    let decoded = record::split_checked(&self.buf[start..start + len], &header)
+                        .expect("a record that was checked splits");
                     return Ok(Step::Record { offset, decoded });
                 }
                 Err(DecodeError::Incomplete) => {

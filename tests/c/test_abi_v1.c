@@ -163,6 +163,11 @@ static void test_subscription_status(void)
     CHECK_OK(evs_subscription_close(sub));
 
     /* ended by a damaged record: the status and the message say so, and close returns it */
+    if (tu_skip_on_pg("a subscription ended by a damaged record",
+                      "the test damages a segment file; PostgreSQL has none")) {
+        CHECK_OK(evs_close(s));
+        return;
+    }
     for (i = 0; i < 20; i++) {
         char payload[64];
         snprintf(payload, sizeof payload, "payload-MARK-%02d-of-the-test", i);
@@ -535,11 +540,15 @@ static void test_idempotent_appends(void)
         evs_event_input f = with_id("Filler", "f", (uint8_t)i);
         CHECK_OK(evs_append(s, "fillers", EVS_EXPECT_ANY, &f, 1, NULL, NULL));
     }
-    CHECK_OK(evs_append(s, "early", EVS_EXPECT_ANY, &plain, 1, &x_pos, &version));
-    CHECK(x_pos > first); /* forgotten: appended again */
-    CHECK_U64(version, 1);
-    CHECK_OK(evs_stats_get(s, &st));
-    CHECK(st.event_ids <= 20);
+    if (!tu_skip_on_pg("ids older than the dedupe window are forgotten",
+                       "the file store's id index is bounded by the window; PostgreSQL "
+                       "keeps every id (a unique index), so a retry is always found")) {
+        CHECK_OK(evs_append(s, "early", EVS_EXPECT_ANY, &plain, 1, &x_pos, &version));
+        CHECK(x_pos > first); /* forgotten: appended again */
+        CHECK_U64(version, 1);
+        CHECK_OK(evs_stats_get(s, &st));
+        CHECK(st.event_ids <= 20);
+    }
     CHECK_OK(evs_close(s));
 }
 
@@ -956,8 +965,13 @@ static void test_fork(void)
             strcat(bad, " subscription_close");
         if (evs_close(s) != EVS_ERR_INVALID_ARGUMENT)
             strcat(bad, " close");
-        if (evs_open(path, NULL, &again, NULL) != EVS_ERR_LOCKED) /* the parent's lock */
+        if (!tu_pg()) {
+            if (evs_open(path, NULL, &again, NULL) != EVS_ERR_LOCKED) /* the parent's lock */
+                strcat(bad, " open");
+        } else if (evs_open(path, NULL, &again, NULL) != EVS_OK || evs_close(again) != EVS_OK) {
+            /* no lock on PostgreSQL: the child opens the store as any process may */
             strcat(bad, " open");
+        }
         if (write(fds[1], bad[0] ? bad : "ok", bad[0] ? strlen(bad) : 2) < 0)
             _exit(4);
         _exit(0);

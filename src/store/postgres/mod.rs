@@ -252,8 +252,8 @@ impl PgStore {
             ));
         }
         ids.sort_unstable();
-        if ids.windows(2).any(|w| w[0] == w[1]) {
-            return Err(Error::invalid("an event id appears twice in one append"));
+        if let Some(twice) = ids.windows(2).find(|w| w[0] == w[1]) {
+            return Err(super::ids::id_twice(&twice[0]));
         }
         Ok(())
     }
@@ -358,13 +358,7 @@ impl PgStore {
                     format!("stream '{}' {have}, expected {wanted}", a.stream),
                 ))
             }
-            Outcome::PartlyStored { position } => Err(Error::new(
-                ErrorKind::AlreadyExists,
-                format!(
-                    "some of the append's event ids were appended before (at position {position}) \
-                     but not all: a retry must repeat the whole append; nothing was written"
-                ),
-            )),
+            Outcome::PartlyStored { position } => Err(self.partly_stored(appends, position)),
             Outcome::Retry => self.stored_result(appends),
         }
     }
@@ -413,6 +407,50 @@ impl PgStore {
         })
     }
 
+    /// The error for an append some of whose ids are stored, naming the first event whose
+    /// id is stored and the first whose id is not (or that has none), as the file store
+    /// does. `position` (the lowest stored one) stands in if the ids cannot be read.
+    fn partly_stored(&self, appends: &[StreamAppend<'_>], position: u64) -> Error {
+        let events = || appends.iter().flat_map(|a| a.events.iter());
+        let ids: Vec<&[u8]> = events()
+            .filter_map(|e| e.id.as_ref().map(|i| &i[..]))
+            .collect();
+        let rows = self
+            .query(
+                "select event_id, pos from events where event_id = any($1)",
+                &[&ids],
+                "looking up the stored event ids",
+            )
+            .unwrap_or_default();
+        let stored = |id: &Option<[u8; 16]>| {
+            id.as_ref().and_then(|id| {
+                rows.iter()
+                    .find(|r| r.get::<_, &[u8]>(0) == &id[..])
+                    .map(|r| r.get::<_, i64>(1) as u64)
+            })
+        };
+        let found: Vec<Option<u64>> = events().map(|e| stored(&e.id)).collect();
+        let old = found.iter().position(Option::is_some);
+        let new = found.iter().position(Option::is_none);
+        match (old, new) {
+            (Some(old), Some(new)) => super::ids::partly_stored(
+                old,
+                found[old].unwrap_or(position),
+                new,
+                events().nth(new).is_some_and(|e| e.id.is_none()),
+            ),
+            // The stored ids could not be read again: the function's word stands.
+            _ => Error::new(
+                ErrorKind::AlreadyExists,
+                format!(
+                    "some of the append's event ids were appended before (at position \
+                     {position}) but not all: a retry must repeat the whole append; nothing \
+                     was written"
+                ),
+            ),
+        }
+    }
+
     fn stream_version_now(&self, stream: &str) -> Result<Option<u64>> {
         let rows = self.query(
             "select version from streams where name = $1",
@@ -435,14 +473,30 @@ impl PgStore {
 }
 
 /// Waits for `f` on the runtime from a thread outside it.
-fn block<T>(runtime: &Runtime, f: impl Future<Output = Result<T>>) -> Result<T> {
-    if tokio::runtime::Handle::try_current().is_ok() {
-        return Err(Error::new(
+/// A call made while the calling thread exits (from a thread-local or `pthread_key`
+/// destructor, after the runtime's thread-locals are gone) cannot enter the runtime from
+/// that thread: it waits for `f` on a short-lived thread of its own instead.
+fn block<T: Send>(runtime: &Runtime, f: impl Future<Output = Result<T>> + Send) -> Result<T> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(_) => Err(Error::new(
             ErrorKind::Internal,
             "a PostgreSQL store was called from inside the evstore runtime",
-        ));
+        )),
+        Err(e) if e.is_thread_local_destroyed() => std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("evstore-exiting".to_owned())
+                .spawn_scoped(scope, || runtime.block_on(f))
+                .map_err(|e| Error::io("starting a thread for a call during thread exit", e))?
+                .join()
+                .unwrap_or_else(|_| {
+                    Err(Error::new(
+                        ErrorKind::Internal,
+                        "a call made during thread exit panicked",
+                    ))
+                })
+        }),
+        Err(_) => runtime.block_on(f),
     }
-    runtime.block_on(f)
 }
 
 impl Backend for PgStore {
