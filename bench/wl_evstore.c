@@ -673,6 +673,14 @@ static int evs_open_timed(const char *name, int want_snapshot, double *m) {
     const char *wl = "7";
     double t[64];
     for (int k = 0; k < cfg.opens; k++) {
+        if (!want_snapshot) {
+            /* the checkpoint the store wrote at its last close goes (untimed): this row is
+             * the open that replays the whole log */
+            char snaps[4200];
+            path_in_dir(snaps, sizeof snaps, name);
+            strncat(snaps, "/snapshots", sizeof snaps - strlen(snaps) - 1);
+            remove_tree(snaps);
+        }
         evs_recovery_info info = EVS_STRUCT_INIT(evs_recovery_info);
         memset(&info, 0, sizeof info);
         info.struct_size = sizeof info;
@@ -728,6 +736,11 @@ int evs_open_killed(double *m) {
         if (info.next_position != (uint64_t)cfg.nd_events) {
             problem("7 evstore: opening the killed store gave next_position %llu, expected %ld (acknowledged)",
                     (unsigned long long)info.next_position, cfg.nd_events);
+            return -1;
+        }
+        if (info.snapshot_position != UINT64_MAX) {
+            problem("7 evstore: the killed store had a snapshot at %llu: the row is for %ld events since the last",
+                    (unsigned long long)info.snapshot_position, cfg.nd_events);
             return -1;
         }
     }
