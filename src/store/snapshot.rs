@@ -2,14 +2,14 @@
 //! checksummed file, written atomically (temporary file, fsync, rename, directory fsync),
 //! so that opening a large store replays only the log's tail.
 
-use super::index::Index;
+use super::index::{FastMap, Index, StreamEntry};
 use crate::error::{Error, Result};
 use crate::wal::vfs::{self, OpenMode, Vfs};
 use crate::wal::Position;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-const MAGIC: &[u8; 8] = b"EVSSNAP2";
+const MAGIC: &[u8; 8] = b"EVSSNAP3";
 const PREFIX: &str = "snapshot-";
 const SUFFIX: &str = ".snap";
 /// Snapshots kept besides the newest.
@@ -75,40 +75,43 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-/// Encodes a snapshot of `index` (whose last event ends at `wal_end`) and `projections`.
+/// Encodes a snapshot of `index` (whose last event ends at `wal_end`) and `projections`:
+/// its stream table and what it holds in memory (the sealed segments' events are in their
+/// index files).
 pub fn encode(
     index: &Index,
     wal_end: Position,
     last_record_crc: u32,
     projections: &[(String, Vec<u8>)],
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + index.wal.len() * 24);
+    let tail = index.len() - index.base.min(index.len());
+    let mut out = Vec::with_capacity(64 + index.streams.len() * 48 + tail as usize * 20);
     out.extend_from_slice(MAGIC);
     put_u64(&mut out, index.len());
     put_u64(&mut out, wal_end.segment_id);
     put_u64(&mut out, wal_end.offset);
     put_u64(&mut out, last_record_crc as u64);
-    for &w in &index.wal {
-        put_u64(&mut out, w);
-    }
-    for &t in &index.timestamps {
-        put_u64(&mut out, t);
-    }
-    let mut names: Vec<(&str, u32)> = index.stream_ids.iter().map(|(k, &v)| (&**k, v)).collect();
-    names.sort_by_key(|&(_, id)| id);
-    put_u64(&mut out, names.len() as u64);
-    for (name, id) in names {
-        put_bytes(&mut out, name.as_bytes());
-        let positions = &index.streams[id as usize];
-        put_u64(&mut out, positions.len() as u64);
-        for &p in positions {
-            put_u64(&mut out, p);
-        }
+    let last = index.last_wal().map_or(u64::MAX, super::index::pack);
+    put_u64(&mut out, last);
+    put_u64(&mut out, index.last_timestamp());
+    put_u64(&mut out, index.base);
+    put_u64(&mut out, index.streams.len() as u64);
+    for s in &index.streams {
+        put_bytes(&mut out, s.name.as_bytes());
+        put_u64(&mut out, s.count);
+        put_u64(&mut out, s.first);
+        put_u64(&mut out, s.last);
     }
     put_u64(&mut out, index.type_counts.len() as u64);
     for (name, &count) in &index.type_counts {
         put_bytes(&mut out, name.as_bytes());
         put_u64(&mut out, count);
+    }
+    put_u64(&mut out, tail);
+    for (w, t, sid) in index.tail_events() {
+        put_u64(&mut out, w);
+        put_u64(&mut out, t);
+        put_u32(&mut out, sid);
     }
     put_u64(&mut out, projections.len() as u64);
     for (name, bytes) in projections {
@@ -135,6 +138,10 @@ impl<'a> Reader<'a> {
         let s = &self.buf[self.at..end];
         self.at = end;
         Ok(s)
+    }
+
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.bytes(4)?.try_into().unwrap()))
     }
 
     fn u64(&mut self) -> Result<u64> {
@@ -181,51 +188,47 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot> {
         offset: r.u64()?,
     };
     let last_record_crc = r.u64()? as u32;
-    if n.saturating_mul(16) > (body.len() - r.at) as u64 {
+    let last_wal = match r.u64()? {
+        u64::MAX => None,
+        w => Some(super::index::unpack(w)),
+    };
+    let last_timestamp = r.u64()?;
+    let base = r.u64()?;
+    if base > n {
         return Err(Error::corrupt(
-            "the snapshot's event count runs past its end",
+            "the snapshot's memory part starts past its end",
         ));
     }
-    let wal: Vec<u64> = (0..n).map(|_| r.u64()).collect::<Result<_>>()?;
-    let timestamps: Vec<u64> = (0..n).map(|_| r.u64()).collect::<Result<_>>()?;
-    // A checksum proves only that the file is as written: check that it makes sense too.
-    if wal.windows(2).any(|w| w[0] >= w[1]) {
-        return Err(Error::corrupt(
-            "the snapshot's log positions are not increasing",
-        ));
+    let mut streams = Vec::new();
+    for _ in 0..r.count(32)? {
+        let name = r.string()?;
+        streams.push(StreamEntry {
+            name: name.into(),
+            count: r.u64()?,
+            first: r.u64()?,
+            last: r.u64()?,
+            tail: Vec::new(),
+        });
     }
-    if timestamps.windows(2).any(|t| t[0] > t[1]) {
-        return Err(Error::corrupt("the snapshot's timestamps decrease"));
+    let mut type_counts = FastMap::default();
+    for _ in 0..r.count(16)? {
+        let name = r.string()?;
+        type_counts.insert(name.into(), r.u64()?);
     }
-    if let Some(&last) = wal.last() {
-        if super::index::pack(wal_end) <= last {
+    let tail_len = r.count(20)?;
+    if tail_len as u64 != n - base {
+        return Err(Error::corrupt("the snapshot's event counts disagree"));
+    }
+    let mut tail = Vec::with_capacity(tail_len);
+    for _ in 0..tail_len {
+        tail.push((r.u64()?, r.u64()?, r.u32()?));
+    }
+    if let Some(w) = last_wal {
+        if wal_end.segment_id != w.segment_id || wal_end.offset <= w.offset {
             return Err(Error::corrupt("the snapshot ends before its last event"));
         }
     }
-    let mut index = Index {
-        wal,
-        timestamps,
-        ..Index::default()
-    };
-    for id in 0..r.count(16)? {
-        let name = r.string()?;
-        let count = r.count(8)?;
-        let positions: Vec<u64> = (0..count).map(|_| r.u64()).collect::<Result<_>>()?;
-        if positions.iter().any(|&p| p >= n) || positions.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(Error::corrupt(
-                "a snapshot stream names positions out of order or past its events",
-            ));
-        }
-        if index.stream_ids.contains_key(name) {
-            return Err(Error::corrupt("a snapshot names a stream twice"));
-        }
-        index.stream_ids.insert(name.into(), id as u32);
-        index.streams.push(positions);
-    }
-    for _ in 0..r.count(16)? {
-        let name = r.string()?;
-        index.type_counts.insert(name.into(), r.u64()?);
-    }
+    let index = Index::from_parts(base, streams, type_counts, tail, last_timestamp, last_wal)?;
     let mut projections = HashMap::new();
     for _ in 0..r.count(16)? {
         let name = r.string()?.to_owned();
