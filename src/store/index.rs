@@ -429,34 +429,38 @@ impl Index {
             last_wal,
             ..Index::default()
         };
-        for (id, s) in streams.into_iter().enumerate() {
-            if ix.stream_ids.insert(s.name.clone(), id as u32).is_some() {
-                return Err(Error::corrupt("a snapshot names a stream twice"));
-            }
-            if s.count == 0 || s.first > s.last || s.last >= ix.len {
-                return Err(Error::corrupt("a snapshot stream has impossible positions"));
-            }
-            ix.streams.push(StreamEntry {
-                tail: Vec::new(),
-                ..s
-            });
-        }
-        for (i, (w, t, sid)) in tail.into_iter().enumerate() {
+        ix.stream_ids.reserve(streams.len());
+        // Each stream's in-memory events, counted from the events' side.
+        let mut tails = vec![0u32; streams.len()];
+        ix.wal.reserve(tail.len());
+        ix.timestamps.reserve(tail.len());
+        ix.tail_stream.reserve(tail.len());
+        for (w, t, sid) in tail {
             if sid != NO_STREAM {
-                let e = ix
-                    .streams
+                let c = tails
                     .get_mut(sid as usize)
                     .ok_or_else(|| Error::corrupt("a snapshot event names no known stream"))?;
-                e.tail.push(base + i as u64);
-                if e.tail.len() as u64 > e.count {
-                    return Err(Error::corrupt(
-                        "a snapshot stream has more events than it counts",
-                    ));
-                }
+                *c += 1;
             }
             ix.wal.push(w);
             ix.timestamps.push(t);
             ix.tail_stream.push(sid);
+        }
+        for (id, s) in streams.into_iter().enumerate() {
+            if ix.stream_ids.insert(s.name.clone(), id as u32).is_some() {
+                return Err(Error::corrupt("a snapshot names a stream twice"));
+            }
+            let tail_ok = s.tail.len() == tails[id] as usize
+                && s.tail.len() as u64 <= s.count
+                && s.tail.first().is_none_or(|&p| p >= base)
+                && s.tail.windows(2).all(|w| w[0] < w[1])
+                && s.tail.last().is_none_or(|&p| {
+                    p < ix.len && ix.tail_stream[(p - base) as usize] == id as u32
+                });
+            if s.count == 0 || s.first > s.last || s.last >= ix.len || !tail_ok {
+                return Err(Error::corrupt("a snapshot stream has impossible positions"));
+            }
+            ix.streams.push(s);
         }
         if ix.wal.windows(2).any(|w| w[0] >= w[1]) {
             return Err(Error::corrupt(

@@ -101,6 +101,10 @@ pub fn encode(
         put_u64(&mut out, s.count);
         put_u64(&mut out, s.first);
         put_u64(&mut out, s.last);
+        put_u64(&mut out, s.tail.len() as u64);
+        for &p in &s.tail {
+            put_u64(&mut out, p);
+        }
     }
     put_u64(&mut out, index.type_counts.len() as u64);
     for (name, &count) in &index.type_counts {
@@ -199,15 +203,19 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot> {
             "the snapshot's memory part starts past its end",
         ));
     }
-    let mut streams = Vec::new();
-    for _ in 0..r.count(32)? {
+    let n_streams = r.count(40)?;
+    let mut streams = Vec::with_capacity(n_streams);
+    for _ in 0..n_streams {
         let name = r.string()?;
+        let (count, first, last) = (r.u64()?, r.u64()?, r.u64()?);
+        let tail_len = r.count(8)?;
+        let tail = (0..tail_len).map(|_| r.u64()).collect::<Result<_>>()?;
         streams.push(StreamEntry {
             name: name.into(),
-            count: r.u64()?,
-            first: r.u64()?,
-            last: r.u64()?,
-            tail: Vec::new(),
+            count,
+            first,
+            last,
+            tail,
         });
     }
     let mut type_counts = FastMap::default();
