@@ -157,13 +157,15 @@ impl Builder {
             last_crc,
         };
         let n_buckets = (self.streams.len() / PER_BUCKET).max(1).next_power_of_two();
-        let mut buckets: Vec<Vec<u32>> = vec![Vec::new(); n_buckets];
-        for (name, &id) in &self.stream_ids {
-            buckets[(name_hash(name) as usize) & (n_buckets - 1)].push(id);
-        }
         let mut names: Vec<&str> = vec![""; self.streams.len()];
         for (name, &id) in &self.stream_ids {
             names[id as usize] = name;
+        }
+        // In id order (first appearance), so that a file rebuilt from its segment is
+        // the same bytes as the one written when the segment sealed.
+        let mut buckets: Vec<Vec<u32>> = vec![Vec::new(); n_buckets];
+        for (id, name) in names.iter().enumerate() {
+            buckets[(name_hash(name) as usize) & (n_buckets - 1)].push(id as u32);
         }
         let offsets_at = HEADER_LEN as u64;
         let ts_at = offsets_at + 4 * count;
