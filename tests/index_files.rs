@@ -64,7 +64,7 @@ struct View {
     all: Vec<(u64, String, u64, u64, Vec<u8>)>,
     backward: Vec<u64>,
     /// By stream: positions forward, positions backward, the last three backward.
-    streams: BTreeMap<String, (Vec<u64>, Vec<u64>, Vec<u64>)>,
+    streams: BTreeMap<String, [Vec<u64>; 3]>,
     /// Of every 5th event: the position after its timestamp and after one less.
     after: Vec<(u64, u64)>,
     /// Every 3rd event, read by position.
@@ -105,7 +105,7 @@ fn view(store: &Store) -> View {
             usize::MAX,
         );
         let last3 = positions(store.read_stream_backward(&s.name, s.version).unwrap(), 3);
-        streams.insert(s.name, (fwd, back, last3));
+        streams.insert(s.name, [fwd, back, last3]);
     }
     let after = all
         .iter()
@@ -387,7 +387,7 @@ fn check_store(fs: &FaultFs, acked: usize, what: &str) {
         assert_eq!(e.4, vec![i as u8; 1000], "{what}: event {i}");
     }
     assert_eq!(
-        v.streams["s"].0,
+        v.streams["s"][0],
         (0..n as u64).collect::<Vec<_>>(),
         "{what}"
     );

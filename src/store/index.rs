@@ -369,8 +369,7 @@ impl Index {
         let mut i = self
             .sealed
             .partition_point(|s| s.end() <= e.last.min(self.base - 1));
-        loop {
-            let Some(s) = self.sealed.get(i) else { break };
+        while let Some(s) = self.sealed.get(i) {
             if s.end() <= e.first {
                 break;
             }

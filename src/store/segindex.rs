@@ -29,6 +29,10 @@ const PER_BUCKET: usize = 4;
 /// Open index files kept between reads.
 const OPEN_FILES: usize = 32;
 
+/// A stream's events in one segment: the version of the first, and per event its
+/// position, record offset and record end.
+pub type StreamPart = (u64, Vec<(u64, u64, u64)>);
+
 /// What the in-memory index keeps of a sealed segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sealed {
@@ -364,7 +368,7 @@ impl Opened {
 
     /// The stream's events in this segment: the version of the first, and per event its
     /// position, record offset and record end.
-    fn stream(&self, name: &str) -> Result<Option<(u64, Vec<(u64, u64, u64)>)>> {
+    fn stream(&self, name: &str) -> Result<Option<StreamPart>> {
         let h = &self.header;
         let bucket = name_hash(name) & (h.n_buckets - 1);
         let d = self.read(h.dir_at + 8 * bucket, 16)?;
@@ -749,8 +753,7 @@ impl SegmentFiles {
     }
 
     /// The stream's events in segment `s` (see `Opened::stream`).
-    #[allow(clippy::type_complexity)]
-    pub fn stream(&self, s: &Sealed, name: &str) -> Result<Option<(u64, Vec<(u64, u64, u64)>)>> {
+    pub fn stream(&self, s: &Sealed, name: &str) -> Result<Option<StreamPart>> {
         self.with(s, |o| o.stream(name))
     }
 }
