@@ -168,7 +168,12 @@ impl Index {
             if sid != NO_STREAM {
                 let tail = &mut self.streams[sid as usize].tail;
                 let cut = tail.partition_point(|&p| p < base);
-                tail.drain(..cut);
+                if cut == tail.len() {
+                    // Most streams have no events in the next segment yet: free it.
+                    *tail = Vec::new();
+                } else {
+                    tail.drain(..cut);
+                }
             }
         }
         self.wal.drain(..n);
