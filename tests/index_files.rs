@@ -70,6 +70,8 @@ struct View {
     /// Every 3rd event, read by position.
     by_position: Vec<Vec<u8>>,
     listed: Vec<(String, u64, u64)>,
+    /// Positions of the category "s-" from 0 and from a third of the way, and of "s-3".
+    categories: [Vec<u64>; 3],
 }
 
 fn positions(mut c: Box<dyn evstore::store::EventCursor>, max: usize) -> Vec<u64> {
@@ -79,6 +81,14 @@ fn positions(mut c: Box<dyn evstore::store::EventCursor>, max: usize) -> Vec<u64
             Some(e) => out.push(e.position),
             None => break,
         }
+    }
+    out
+}
+
+fn positions_all(mut c: Box<dyn evstore::store::TailCursor>) -> Vec<u64> {
+    let mut out = Vec::new();
+    while let Some(e) = c.next().unwrap() {
+        out.push(e.position);
     }
     out
 }
@@ -127,7 +137,10 @@ fn view(store: &Store) -> View {
         .into_iter()
         .map(|s| (s.name, s.version, s.first_position))
         .collect();
+    let categories = [("s-", 0), ("s-", n / 3), ("s-3", 0)]
+        .map(|(prefix, from)| positions_all(store.read_category(prefix, from).unwrap()));
     View {
+        categories,
         all,
         backward,
         streams,
@@ -145,6 +158,16 @@ fn open_view(dir: &Path, read_only: bool) -> (View, evstore::store::OpenReport) 
     let (store, report) = Store::open(dir, opts, Vec::new()).unwrap();
     let v = view(&store);
     store.close().unwrap();
+    // The categories are what the events say.
+    let of = |prefix: &str, from: u64| -> Vec<u64> {
+        v.all
+            .iter()
+            .filter(|e| e.0 >= from && e.1.starts_with(prefix))
+            .map(|e| e.0)
+            .collect()
+    };
+    let third = v.all.len() as u64 / 3;
+    assert_eq!(v.categories, [of("s-", 0), of("s-", third), of("s-3", 0)]);
     (v, report)
 }
 

@@ -399,6 +399,50 @@ impl Index {
         Ok(out)
     }
 
+    /// The next events of the streams `ids` (a category) from position `from` on, in
+    /// position order: all of them in the first sealed segment that has any (a sealed
+    /// segment does not change, so the caller may hand them all out), or else the first
+    /// `max` of those in memory.
+    pub fn category_batch(&self, ids: &[u32], from: u64, max: usize) -> Result<Vec<Loc>> {
+        let mut found = Vec::new();
+        if from < self.base {
+            let files = self.files()?;
+            let mut i = self.sealed.partition_point(|s| s.end() <= from);
+            while let Some(s) = self.sealed.get(i) {
+                for &id in ids {
+                    let e = &self.streams[id as usize];
+                    if e.first >= s.end() || e.last < s.first.max(from) {
+                        continue;
+                    }
+                    if let Some((_, events)) = files.stream(s, &e.name)? {
+                        let events = events.into_iter().filter(|ev| ev.0 >= from);
+                        found.extend(
+                            events.map(|(p, at, end)| (p, pos(s.segment_id, at), Some(end))),
+                        );
+                    }
+                }
+                if !found.is_empty() {
+                    found.sort_unstable_by_key(|l| l.0);
+                    return Ok(found);
+                }
+                i += 1;
+            }
+        }
+        for &id in ids {
+            let tail = &self.streams[id as usize].tail;
+            let start = tail.partition_point(|&p| p < from);
+            found.extend(
+                tail[start..]
+                    .iter()
+                    .take(max)
+                    .filter_map(|&p| self.locate_tail(p)),
+            );
+        }
+        found.sort_unstable_by_key(|l| l.0);
+        found.truncate(max);
+        Ok(found)
+    }
+
     /// Bytes the index holds, roughly, not counting spare capacity.
     pub fn approx_bytes(&self) -> u64 {
         let streams: usize = self

@@ -103,27 +103,17 @@ impl CategoryCursor {
             let index = self.store.index.read().unwrap_or_else(|e| e.into_inner());
             if index.streams.len() != self.streams_seen {
                 // New streams since we looked: add those of the category (ids only grow).
-                let seen = self.streams_seen as u32;
-                let prefix = &self.prefix;
+                let prefix = self.prefix.as_str();
+                let new = index.streams[self.streams_seen..].iter().enumerate();
                 self.streams.extend(
-                    index
-                        .stream_ids
-                        .iter()
-                        .filter(|(name, &id)| id >= seen && name.starts_with(prefix.as_str()))
-                        .map(|(_, &id)| id),
+                    new.filter(|(_, s)| s.name.starts_with(prefix))
+                        .map(|(i, _)| (self.streams_seen + i) as u32),
                 );
                 self.streams_seen = index.streams.len();
             }
-            // The next BATCH positions of the category: each stream's first BATCH from
-            // `next` on, merged.
             let committed = self.store.committed();
-            let mut found: Vec<Loc> = Vec::new();
-            for &id in &self.streams {
-                let ps = index.stream_forward(id, 0, self.next, BATCH)?;
-                found.extend(ps.into_iter().filter(|l| l.0 < committed));
-            }
-            found.sort_unstable_by_key(|l| l.0);
-            found.truncate(BATCH);
+            let mut found = index.category_batch(&self.streams, self.next, BATCH)?;
+            found.retain(|l| l.0 < committed);
             if let Some(last) = found.last() {
                 self.next = last.0 + 1;
             }
