@@ -27,6 +27,7 @@ if [ ! -f include/evstore.h ] || [ ! -e build/lib/libevstore.so ]; then
   echo "bench-scale: include/evstore.h or build/lib/libevstore.so is missing: run 'make lib' first" >&2
   exit 1
 fi
+version="$(git describe --always --dirty 2>/dev/null || echo unknown)"
 mkdir -p build/bench
 cc -O2 -Wall -Iinclude bench/scale/scale.c -Lbuild/lib -levstore -o build/bench/scale
 
@@ -73,7 +74,7 @@ mkdir -p bench/results
 {
   echo "# bench-scale: $events events, $streams streams, 100-byte payloads"
   echo
-  echo "Date: $(date -u '+%Y-%m-%d %H:%M UTC'). Machine: $(uname -srm), $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM. evstore $(git describe --always --dirty 2>/dev/null || echo unknown)."
+  echo "Date: $(date -u '+%Y-%m-%d %H:%M UTC'). Machine: $(uname -srm), $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM. evstore $version (at the start of the run)."
   echo "Appends one event per evs_append under EVS_FSYNC_BATCH (5 ms), one thread; stream of each event pseudo-random."
   echo "Opens and reads in fresh processes, with whatever the page cache holds after the build (warm)."
   echo
