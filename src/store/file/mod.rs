@@ -1241,10 +1241,13 @@ impl FileStore {
             }
             None => 0,
         };
-        let bytes = snapshot::encode(&index, wal_end, last_crc, &projections);
+        // Written while the state holds still, made durable after it is let go.
+        let written = snapshot::begin(&*self.options.vfs, &self.dir.join("snapshots"), n, |sink| {
+            snapshot::encode_into(&index, wal_end, last_crc, &projections, sink)
+        });
         drop(index);
         drop(w);
-        snapshot::write(&*self.options.vfs, &self.dir.join("snapshots"), n, &bytes)?;
+        written?.finish()?;
         self.last_snapshot.store(n, Ordering::Release);
         self.snapshots.fetch_add(1, Ordering::Relaxed);
         Ok(n)
