@@ -360,7 +360,7 @@ impl Index {
         let e = &self.streams[id as usize];
         let tail_version = e.count - e.tail.len() as u64;
         let mut out = Vec::new();
-        if to_version >= tail_version {
+        if to_version >= tail_version && !e.tail.is_empty() {
             let hi = (to_version - tail_version).min(e.tail.len() as u64 - 1) as usize;
             for &p in e.tail[..=hi].iter().rev().take(max) {
                 out.extend(self.locate_tail(p));
