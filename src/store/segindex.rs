@@ -100,24 +100,28 @@ pub struct BuildEvent<'a> {
 }
 
 /// Collects a segment's events and encodes its index file.
-pub struct Builder {
+pub struct Builder<'a> {
     segment_id: u64,
     first: u64,
     offsets: Vec<u32>,
     timestamps: Vec<u64>,
-    stream_ids: FastMap<Box<str>, u32>,
-    /// By stream: first version, then (position - first, offset, length) per event.
+    /// Stream name -> the builder's id, for `push` (events decoded from a segment).
+    by_name: FastMap<Box<str>, u32>,
+    /// By the builder's stream id: its name, its first version, then (position - first,
+    /// offset, length) per event.
+    names: Vec<std::borrow::Cow<'a, str>>,
     streams: Vec<(u64, Vec<[u32; 3]>)>,
 }
 
-impl Builder {
+impl<'a> Builder<'a> {
     pub fn new(segment_id: u64, first: u64) -> Self {
         Builder {
             segment_id,
             first,
             offsets: Vec::new(),
             timestamps: Vec::new(),
-            stream_ids: FastMap::default(),
+            by_name: FastMap::default(),
+            names: Vec::new(),
             streams: Vec::new(),
         }
     }
@@ -127,24 +131,41 @@ impl Builder {
         len <= u32::MAX as u64
     }
 
-    pub fn push(&mut self, e: BuildEvent<'_>) {
+    /// A stream of the segment whose first event there has version `first_version`; its
+    /// id for `push_local`.
+    pub fn add_stream(&mut self, name: &'a str, first_version: u64) -> u32 {
+        self.names.push(std::borrow::Cow::Borrowed(name));
+        self.streams.push((first_version, Vec::new()));
+        (self.streams.len() - 1) as u32
+    }
+
+    /// The next event, its stream given by the id `add_stream` returned.
+    pub fn push_local(&mut self, stream: Option<u32>, offset: u64, len: u64, timestamp_us: u64) {
         let rel = self.offsets.len() as u32;
-        self.offsets.push(e.offset as u32);
-        self.timestamps.push(e.timestamp_us);
-        if let Some((name, version)) = e.stream {
-            let id = match self.stream_ids.get(name) {
+        self.offsets.push(offset as u32);
+        self.timestamps.push(timestamp_us);
+        if let Some(id) = stream {
+            self.streams[id as usize]
+                .1
+                .push([rel, offset as u32, len as u32]);
+        }
+    }
+
+    /// The next event, its stream given by name.
+    pub fn push(&mut self, e: BuildEvent<'_>) {
+        let stream = e
+            .stream
+            .map(|(name, version)| match self.by_name.get(name) {
                 Some(&id) => id,
                 None => {
                     let id = self.streams.len() as u32;
-                    self.stream_ids.insert(name.into(), id);
+                    self.by_name.insert(name.into(), id);
+                    self.names.push(std::borrow::Cow::Owned(name.to_owned()));
                     self.streams.push((version, Vec::new()));
                     id
                 }
-            };
-            self.streams[id as usize]
-                .1
-                .push([rel, e.offset as u32, e.len as u32]);
-        }
+            });
+        self.push_local(stream, e.offset, e.len, e.timestamp_us);
     }
 
     /// The summary and the paged file bytes, for a segment `segment_len` long whose last
@@ -161,10 +182,7 @@ impl Builder {
             last_crc,
         };
         let n_buckets = (self.streams.len() / PER_BUCKET).max(1).next_power_of_two();
-        let mut names: Vec<&str> = vec![""; self.streams.len()];
-        for (name, &id) in &self.stream_ids {
-            names[id as usize] = name;
-        }
+        let names = &self.names;
         // In id order (first appearance), so that a file rebuilt from its segment is
         // the same bytes as the one written when the segment sealed.
         let mut buckets: Vec<Vec<u32>> = vec![Vec::new(); n_buckets];
@@ -188,7 +206,7 @@ impl Builder {
         for bucket in &buckets {
             dir.push(streams_at + streams.len() as u64);
             for &id in bucket {
-                let name = names[id as usize];
+                let name = &*names[id as usize];
                 let (first_version, events) = &self.streams[id as usize];
                 streams.extend_from_slice(&(name.len() as u32).to_le_bytes());
                 streams.extend_from_slice(name.as_bytes());
