@@ -351,17 +351,21 @@ fn a_read_only_open_writes_no_index_file() {
     assert_eq!(index_files(dir.path()), files);
 }
 
+/// A store of `EVENTS` events with a snapshot of all of them.
+fn snapshotted_store() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_store(dir.path(), EVENTS, 0, 0);
+    let (store, _) = Store::open(dir.path(), options(), Vec::new()).unwrap();
+    store.snapshot().unwrap();
+    store.close().unwrap();
+    dir
+}
+
 /// A snapshot covers segments whose index files are gone: the store opens with every
 /// event (the snapshot is used once the files are rebuilt, or passed over).
 #[test]
 fn a_snapshot_over_segments_without_index_files_still_opens_whole() {
-    let dir = tempfile::tempdir().unwrap();
-    write_store(dir.path(), EVENTS, 0, 0);
-    {
-        let (store, _) = Store::open(dir.path(), options(), Vec::new()).unwrap();
-        store.snapshot().unwrap();
-        store.close().unwrap();
-    }
+    let dir = snapshotted_store();
     let (want, _) = open_view(dir.path(), false);
     std::fs::remove_dir_all(dir.path().join("index")).unwrap();
     let (got, report) = open_view(dir.path(), true);
@@ -498,4 +502,51 @@ fn a_failed_operation_while_an_index_file_is_written_loses_no_acknowledged_event
         }
         assert!(k > 10, "{fault:?}: only {k} operations");
     }
+}
+
+/// Bytes that are not a record after the last record of a sealed segment, under a
+/// snapshot, with the index files gone (found by the recovery fuzzer): the segment is
+/// indexed up to them, because the next segment starts with the next position (no event
+/// can be among them); read-only and writable opens agree and use the snapshot.
+#[test]
+fn garbage_after_a_sealed_segments_records_ends_its_index_when_the_next_segment_follows_on() {
+    let dir = snapshotted_store();
+    let files = index_files(dir.path());
+    std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+    let seg = dir.path().join("events/000000.wal");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes.extend_from_slice(&[0x06, 0x1c, 0x11, 0x3b, 0xe2, 0x79, 0x28, 0x89, 0x85, 0x4a]);
+    std::fs::write(&seg, &bytes).unwrap();
+    for read_only in [true, false] {
+        let opts = StoreOptions {
+            read_only,
+            ..options()
+        };
+        let (store, report) = Store::open(dir.path(), opts, Vec::new()).unwrap();
+        assert_eq!(report.snapshot_position, Some(EVENTS as u64), "{report:?}");
+        for s in store.list_streams().unwrap() {
+            let got = positions(store.read_stream(&s.name, 0).unwrap(), usize::MAX);
+            assert_eq!(got.len() as u64, s.version + 1, "{}", s.name);
+        }
+        store.close().unwrap();
+    }
+    // The file written is the one the store wrote at the seal.
+    assert_eq!(index_files(dir.path()), files);
+    // A segment whose garbage is followed by a segment that does not continue the
+    // positions is not indexed (the garbage might hide events).
+    std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+    let next = dir.path().join("events/000001.wal");
+    let mut b = std::fs::read(&next).unwrap();
+    b[20] ^= 0xFF;
+    std::fs::write(&next, &b).unwrap();
+    // Without the index, the snapshot cannot be used and recovery meets the garbage in a
+    // sealed segment: reported, as without index files.
+    match Store::open(dir.path(), options(), Vec::new()) {
+        Ok((_, report)) => assert!(
+            report.index_files_rebuilt[0].contains("000000.wal: not indexed"),
+            "{report:?}"
+        ),
+        Err(e) => assert_eq!(e.kind, evstore::ErrorKind::Corrupt, "{e}"),
+    }
+    assert!(index_files(dir.path()).is_empty());
 }

@@ -96,17 +96,31 @@ const CHECKPOINT_EVENTS: u64 = 1_000_000;
 const CLOSE_CHECKPOINT_EVENTS: u64 = 100_000;
 
 /// Builds the index file of segment `id` (its first event at position `first`, its
-/// timestamps indexed at `floor_ts` or later) from the segment itself.
+/// timestamps indexed at `floor_ts` or later) from the segment itself: its first `limit`
+/// bytes when given (a rebuild of a file that said so), else all of it. Bytes after the
+/// last record that are not a record (what a snapshot let recovery pass over) end the
+/// index only when segment `next` starts with the next position, proving that no event
+/// is among them; otherwise they are an error.
 pub(crate) fn index_segment(
     vfs: &dyn crate::wal::vfs::Vfs,
     log_dir: &Path,
     id: u64,
     first: u64,
     floor_ts: u64,
+    limit: Option<u64>,
+    next: Option<u64>,
 ) -> Result<(Sealed, Vec<u8>)> {
     let name = crate::wal::segment::file_name(id);
-    let bytes = vfs::read_file(vfs, &crate::wal::segment::path(log_dir, id))
+    let mut bytes = vfs::read_file(vfs, &crate::wal::segment::path(log_dir, id))
         .map_err(|e| Error::io(format!("reading {name}"), e))?;
+    if let Some(l) = limit {
+        if (bytes.len() as u64) < l {
+            return Err(Error::corrupt(format!(
+                "{name} is shorter than its index says"
+            )));
+        }
+        bytes.truncate(l as usize);
+    }
     if !Builder::fits(bytes.len() as u64) {
         return Err(Error::invalid(format!(
             "{name} is too long for an index file"
@@ -119,8 +133,20 @@ pub(crate) fn index_segment(
             segment_id: id,
             offset: at as u64,
         };
-        let d = record::decode(&bytes[at..])
-            .map_err(|e| Error::corrupt(format!("{name} offset {at}: {}", e.describe())))?;
+        let d = match record::decode(&bytes[at..]) {
+            Ok(d) => d,
+            Err(e) if at > 0 && next.and_then(|n| first_key(vfs, log_dir, n)) == Some(position) => {
+                let _ = e;
+                bytes.truncate(at);
+                break;
+            }
+            Err(e) => {
+                return Err(Error::corrupt(format!(
+                    "{name} offset {at}: {}",
+                    e.describe()
+                )))
+            }
+        };
         check_plain(&d.record, here)?;
         let mut legacy = None;
         let ev = decode_event(position, d.record.key, d.record.value, &mut legacy)
@@ -139,6 +165,19 @@ pub(crate) fn index_segment(
         return Err(Error::corrupt(format!("{name} has no events")));
     }
     Ok(b.finish(bytes.len() as u64, record_crc(&bytes)))
+}
+
+/// The position the first record of segment `id` says it has (its 8-byte key), if it
+/// has a whole, checked one in its first MiB.
+fn first_key(vfs: &dyn crate::wal::vfs::Vfs, log_dir: &Path, id: u64) -> Option<u64> {
+    let file = vfs
+        .open(&crate::wal::segment::path(log_dir, id), OpenMode::Read)
+        .ok()?;
+    let mut buf = vec![0u8; 1 << 20];
+    let got = vfs::read_at_most(&*file, &mut buf, 0).ok()?;
+    let d = record::decode(&buf[..got]).ok()?;
+    let key: [u8; 8] = d.record.key.try_into().ok()?;
+    (d.record.value.first() != Some(&b'{')).then_some(u64::from_le_bytes(key))
 }
 
 fn now_us() -> u64 {
@@ -349,7 +388,16 @@ impl FileStore {
         {
             let (vfs, log_dir) = (vfs.clone(), dir.join("events"));
             files.set_rebuild(Box::new(move |s: &Sealed| {
-                index_segment(&*vfs, &log_dir, s.segment_id, s.first, s.first_ts)
+                let limit = Some(s.segment_len);
+                index_segment(
+                    &*vfs,
+                    &log_dir,
+                    s.segment_id,
+                    s.first,
+                    s.first_ts,
+                    limit,
+                    None,
+                )
             }));
         }
         report.wal = info;
@@ -413,17 +461,19 @@ impl FileStore {
             return;
         };
         let after = sealed.last().map(|s| s.segment_id);
-        for &id in ids.iter().take(ids.len().saturating_sub(1)) {
+        for (i, &id) in ids.iter().enumerate().take(ids.len().saturating_sub(1)) {
             if after.is_some_and(|a| id <= a) {
                 continue;
             }
+            let next = ids.get(i + 1).copied();
             let path = crate::wal::segment::path(&config.dir, id);
             if matches!(vfs.stat(&path), Ok(st) if st.len == 0) {
                 continue;
             }
             let first = sealed.last().map_or(0, |s| s.end());
             let floor = sealed.last().map_or(0, |s| s.last_ts);
-            let built = index_segment(vfs, &config.dir, id, first, floor).and_then(|(s, bytes)| {
+            let built = index_segment(vfs, &config.dir, id, first, floor, None, next);
+            let built = built.and_then(|(s, bytes)| {
                 if config.read_only || files.write(id, &bytes).is_err() {
                     files.keep_in_memory(&s, &bytes)?;
                 }
