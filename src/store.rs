@@ -17,6 +17,7 @@ pub mod ids;
 mod index;
 mod postgres;
 mod reads;
+mod segindex;
 pub mod snapshot;
 
 pub use backend::{Backend, EventCursor, TailCursor};
@@ -84,6 +85,9 @@ pub struct OpenReport {
     pub snapshot_position: Option<u64>,
     /// Why snapshots that were found were not used.
     pub snapshot_ignored: Vec<String>,
+    /// Index files of sealed segments that were missing, damaged or did not match the log
+    /// (each rebuilt from its segment), or segments that could not be indexed.
+    pub index_files_rebuilt: Vec<String>,
     /// Events of the log's tail that were replayed.
     pub events_replayed: u64,
     pub open_time: Duration,

@@ -48,7 +48,7 @@ impl ForwardCursor {
         }
         if self.segments.is_none() {
             let index = self.store.index.read().unwrap_or_else(|e| e.into_inner());
-            let at = index.wal_position(self.next).ok_or_else(|| {
+            let (_, at, _) = index.locate(self.next)?.ok_or_else(|| {
                 Error::corrupt(format!("position {} is not in the index", self.next))
             })?;
             drop(index);
@@ -113,8 +113,10 @@ pub struct StreamCursor {
     store: Arc<Store>,
     stream: String,
     next_version: u64,
+    /// No event before this position is still to come (the last one read, plus one).
+    from_position: u64,
     /// Located events not yet read: position, record position, record end if known.
-    ahead: std::collections::VecDeque<(u64, Position, Option<u64>)>,
+    ahead: std::collections::VecDeque<super::index::Loc>,
     files: Option<(u64, crate::wal::vfs::FileRef)>,
     buf: Vec<u8>,
     /// What `buf` holds when it holds a run of adjacent records: their segment and the
@@ -132,6 +134,7 @@ impl StreamCursor {
             store,
             stream,
             next_version: from_version,
+            from_position: 0,
             ahead: Default::default(),
             files: None,
             buf: Vec::new(),
@@ -176,22 +179,20 @@ impl StreamCursor {
                 self.store.refresh()?;
             }
             let index = self.store.index.read().unwrap_or_else(|e| e.into_inner());
-            let from = self.next_version as usize;
-            for &p in index
-                .stream(&self.stream)
-                .iter()
-                .skip(from)
-                .take(STREAM_BATCH)
-            {
-                if let Some((at, end)) = Store::locate(&index, p) {
-                    self.ahead.push_back((p, at, end));
-                }
+            if let Some(&id) = index.stream_ids.get(self.stream.as_str()) {
+                self.ahead.extend(index.stream_forward(
+                    id,
+                    self.next_version,
+                    self.from_position,
+                    STREAM_BATCH,
+                )?);
             }
         }
         let Some((position, at, end)) = self.ahead.pop_front() else {
             return Ok(None);
         };
         self.next_version += 1;
+        self.from_position = position + 1;
         if let Some(end) = end.filter(|&e| e > at.offset && e - at.offset <= SPAN_MAX) {
             let inside = |&(seg, start, stop): &(u64, u64, u64)| {
                 seg == at.segment_id && start <= at.offset && end <= stop

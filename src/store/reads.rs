@@ -4,9 +4,9 @@
 
 use super::file::FileStore as Store;
 use super::ids::EventId;
+use super::index::Loc;
 use super::{Event, EventRef};
 use crate::error::{Error, ErrorKind, Result};
-use crate::wal::Position;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ const BATCH: usize = 64;
 
 /// Reads the events at the located positions, one per call, through the store's caches.
 struct Located {
-    ahead: VecDeque<(u64, Position, Option<u64>)>,
+    ahead: VecDeque<Loc>,
     files: Option<(u64, crate::wal::vfs::FileRef)>,
     buf: Vec<u8>,
     legacy: Option<Event>,
@@ -31,27 +31,12 @@ impl Located {
         }
     }
 
-    fn push(&mut self, index: &super::index::Index, positions: &[u64]) {
-        for &p in positions {
-            if let Some((at, end)) = Store::locate(index, p) {
-                self.ahead.push_back((p, at, end));
-            }
-        }
-    }
-
     fn next<'a>(&'a mut self, store: &Store) -> Result<Option<EventRef<'a>>> {
-        let Some((position, at, end)) = self.ahead.pop_front() else {
+        let Some(loc) = self.ahead.pop_front() else {
             return Ok(None);
         };
         store
-            .read_located(
-                position,
-                at,
-                end,
-                &mut self.files,
-                &mut self.buf,
-                &mut self.legacy,
-            )
+            .read_loc(loc, &mut self.files, &mut self.buf, &mut self.legacy)
             .map(Some)
     }
 }
@@ -73,17 +58,18 @@ impl StreamBackwardCursor {
     pub fn next(&mut self) -> Result<Option<EventRef<'_>>> {
         if self.located.ahead.is_empty() && self.more {
             let index = self.store.index.read().unwrap_or_else(|e| e.into_inner());
-            let positions = index.stream(&self.stream);
-            let end = (self.next_version as usize + 1).min(positions.len());
-            let start = end.saturating_sub(BATCH);
-            let batch: Vec<u64> = positions[start..end].iter().rev().copied().collect();
-            self.located.push(&index, &batch);
+            let Some(&id) = index.stream_ids.get(self.stream.as_str()) else {
+                return Ok(None);
+            };
+            // Versions are dense: the batch is the versions from `top` down.
+            let top = self.next_version.min(index.streams[id as usize].count - 1);
+            let batch = index.stream_backward(id, top, BATCH)?;
             drop(index);
-            if start == 0 {
-                self.more = false;
-            } else {
-                self.next_version = start as u64 - 1;
+            match top.checked_sub(batch.len() as u64) {
+                Some(next) if !batch.is_empty() => self.next_version = next,
+                _ => self.more = false,
             }
+            self.located.ahead.extend(batch);
         }
         self.located.next(&self.store)
     }
@@ -117,32 +103,21 @@ impl CategoryCursor {
             let index = self.store.index.read().unwrap_or_else(|e| e.into_inner());
             if index.streams.len() != self.streams_seen {
                 // New streams since we looked: add those of the category (ids only grow).
-                let seen = self.streams_seen as u32;
-                let prefix = &self.prefix;
+                let prefix = self.prefix.as_str();
+                let new = index.streams[self.streams_seen..].iter().enumerate();
                 self.streams.extend(
-                    index
-                        .stream_ids
-                        .iter()
-                        .filter(|(name, &id)| id >= seen && name.starts_with(prefix.as_str()))
-                        .map(|(_, &id)| id),
+                    new.filter(|(_, s)| s.name.starts_with(prefix))
+                        .map(|(i, _)| (self.streams_seen + i) as u32),
                 );
                 self.streams_seen = index.streams.len();
             }
-            // The next BATCH positions of the category: each stream's first BATCH from
-            // `next` on, merged.
             let committed = self.store.committed();
-            let mut found: Vec<u64> = Vec::new();
-            for &id in &self.streams {
-                let ps = &index.streams[id as usize];
-                let from = ps.partition_point(|&p| p < self.next);
-                found.extend(ps[from..].iter().take(BATCH).filter(|&&p| p < committed));
+            let mut found = index.category_batch(&self.streams, self.next, BATCH)?;
+            found.retain(|l| l.0 < committed);
+            if let Some(last) = found.last() {
+                self.next = last.0 + 1;
             }
-            found.sort_unstable();
-            found.truncate(BATCH);
-            if let Some(&last) = found.last() {
-                self.next = last + 1;
-            }
-            self.located.push(&index, &found);
+            self.located.ahead.extend(found);
         }
         self.located.next(&self.store)
     }
@@ -206,20 +181,14 @@ impl Store {
             self.refresh()?;
         }
         let index = self.index.read().unwrap_or_else(|e| e.into_inner());
-        let mut names: Vec<(u32, &str)> = index
-            .stream_ids
+        Ok(index
+            .streams
             .iter()
-            .map(|(name, &id)| (id, &**name))
-            .collect();
-        names.sort_unstable_by_key(|n| n.0);
-        Ok(names
-            .into_iter()
-            .filter_map(|(id, name)| {
-                let ps = &index.streams[id as usize];
+            .filter_map(|s| {
                 Some(StreamInfo {
-                    name: name.to_owned(),
-                    version: (ps.len() as u64).checked_sub(1)?,
-                    first_position: *ps.first()?,
+                    name: s.name.to_string(),
+                    version: s.count.checked_sub(1)?,
+                    first_position: s.first,
                 })
             })
             .collect())

@@ -2,14 +2,14 @@
 //! checksummed file, written atomically (temporary file, fsync, rename, directory fsync),
 //! so that opening a large store replays only the log's tail.
 
-use super::index::Index;
+use super::index::{FastMap, Index, StreamEntry};
 use crate::error::{Error, Result};
 use crate::wal::vfs::{self, OpenMode, Vfs};
 use crate::wal::Position;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-const MAGIC: &[u8; 8] = b"EVSSNAP2";
+const MAGIC: &[u8; 8] = b"EVSSNAP3";
 const PREFIX: &str = "snapshot-";
 const SUFFIX: &str = ".snap";
 /// Snapshots kept besides the newest.
@@ -62,62 +62,127 @@ pub fn remove_leftovers(vfs: &dyn Vfs, dir: &Path) {
     }
 }
 
-fn put_u32(out: &mut Vec<u8>, v: u32) {
-    out.extend_from_slice(&v.to_le_bytes());
+/// Bytes of an encoding gathered before they are handed on.
+const CHUNK: usize = 1 << 20;
+
+/// Where an encoding goes, in pieces of about `CHUNK` bytes, with the running CRC of
+/// everything after the magic: a snapshot is never one buffer as large as the stream table.
+struct Out<'a> {
+    buf: Vec<u8>,
+    crc: u32,
+    /// Whether the magic went out already.
+    started: bool,
+    sink: &'a mut dyn FnMut(&[u8]) -> Result<()>,
 }
 
-fn put_u64(out: &mut Vec<u8>, v: u64) {
-    out.extend_from_slice(&v.to_le_bytes());
+impl Out<'_> {
+    fn u32(&mut self, v: u32) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn u64(&mut self, v: u64) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        self.u64(b.len() as u64);
+        self.buf.extend_from_slice(b);
+    }
+
+    /// Hands on what is gathered once it is a chunk.
+    fn spill(&mut self) -> Result<()> {
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let skip = if self.started { 0 } else { MAGIC.len() };
+        self.crc = crc32c::crc32c_append(self.crc, &self.buf[skip..]);
+        self.started = true;
+        (self.sink)(&self.buf)?;
+        self.buf.clear();
+        Ok(())
+    }
 }
 
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    put_u64(out, b.len() as u64);
-    out.extend_from_slice(b);
+/// Encodes a snapshot of `index` (whose last event ends at `wal_end`) and `projections`
+/// into `sink`, piece by piece: its stream table and what it holds in memory (the sealed
+/// segments' events are in their index files).
+pub fn encode_into(
+    index: &Index,
+    wal_end: Position,
+    last_record_crc: u32,
+    projections: &[(String, Vec<u8>)],
+    sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let tail = index.len() - index.base.min(index.len());
+    let mut out = Out {
+        buf: Vec::with_capacity(CHUNK + 64 * 1024),
+        crc: 0,
+        started: false,
+        sink,
+    };
+    out.buf.extend_from_slice(MAGIC);
+    out.u64(index.len());
+    out.u64(wal_end.segment_id);
+    out.u64(wal_end.offset);
+    out.u64(last_record_crc as u64);
+    out.u64(index.last_wal().map_or(u64::MAX, super::index::pack));
+    out.u64(index.last_timestamp());
+    out.u64(index.base);
+    out.u64(index.streams.len() as u64);
+    for s in &index.streams {
+        out.bytes(s.name.as_bytes());
+        out.u64(s.count);
+        out.u64(s.first);
+        out.u64(s.last);
+        out.u64(s.tail.len() as u64);
+        for &p in &s.tail {
+            out.u64(p);
+        }
+        out.spill()?;
+    }
+    out.u64(index.type_counts.len() as u64);
+    for (name, &count) in &index.type_counts {
+        out.bytes(name.as_bytes());
+        out.u64(count);
+        out.spill()?;
+    }
+    out.u64(tail);
+    for (w, t, sid) in index.tail_events() {
+        out.u64(w);
+        out.u64(t);
+        out.u32(sid);
+        out.spill()?;
+    }
+    out.u64(projections.len() as u64);
+    for (name, bytes) in projections {
+        out.bytes(name.as_bytes());
+        out.bytes(bytes);
+        out.spill()?;
+    }
+    out.flush()?;
+    let crc = out.crc;
+    (out.sink)(&crc.to_le_bytes())
 }
 
-/// Encodes a snapshot of `index` (whose last event ends at `wal_end`) and `projections`.
+/// `encode_into` a buffer.
 pub fn encode(
     index: &Index,
     wal_end: Position,
     last_record_crc: u32,
     projections: &[(String, Vec<u8>)],
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + index.wal.len() * 24);
-    out.extend_from_slice(MAGIC);
-    put_u64(&mut out, index.len());
-    put_u64(&mut out, wal_end.segment_id);
-    put_u64(&mut out, wal_end.offset);
-    put_u64(&mut out, last_record_crc as u64);
-    for &w in &index.wal {
-        put_u64(&mut out, w);
-    }
-    for &t in &index.timestamps {
-        put_u64(&mut out, t);
-    }
-    let mut names: Vec<(&str, u32)> = index.stream_ids.iter().map(|(k, &v)| (&**k, v)).collect();
-    names.sort_by_key(|&(_, id)| id);
-    put_u64(&mut out, names.len() as u64);
-    for (name, id) in names {
-        put_bytes(&mut out, name.as_bytes());
-        let positions = &index.streams[id as usize];
-        put_u64(&mut out, positions.len() as u64);
-        for &p in positions {
-            put_u64(&mut out, p);
-        }
-    }
-    put_u64(&mut out, index.type_counts.len() as u64);
-    for (name, &count) in &index.type_counts {
-        put_bytes(&mut out, name.as_bytes());
-        put_u64(&mut out, count);
-    }
-    put_u64(&mut out, projections.len() as u64);
-    for (name, bytes) in projections {
-        put_bytes(&mut out, name.as_bytes());
-        put_bytes(&mut out, bytes);
-    }
-    let crc = crc32c::crc32c(&out[MAGIC.len()..]);
-    put_u32(&mut out, crc);
-    out
+    let mut all = Vec::new();
+    let mut sink = |b: &[u8]| {
+        all.extend_from_slice(b);
+        Ok(())
+    };
+    encode_into(index, wal_end, last_record_crc, projections, &mut sink)
+        .expect("a buffer takes every piece");
+    all
 }
 
 struct Reader<'a> {
@@ -135,6 +200,10 @@ impl<'a> Reader<'a> {
         let s = &self.buf[self.at..end];
         self.at = end;
         Ok(s)
+    }
+
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.bytes(4)?.try_into().unwrap()))
     }
 
     fn u64(&mut self) -> Result<u64> {
@@ -181,51 +250,51 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot> {
         offset: r.u64()?,
     };
     let last_record_crc = r.u64()? as u32;
-    if n.saturating_mul(16) > (body.len() - r.at) as u64 {
+    let last_wal = match r.u64()? {
+        u64::MAX => None,
+        w => Some(super::index::unpack(w)),
+    };
+    let last_timestamp = r.u64()?;
+    let base = r.u64()?;
+    if base > n {
         return Err(Error::corrupt(
-            "the snapshot's event count runs past its end",
+            "the snapshot's memory part starts past its end",
         ));
     }
-    let wal: Vec<u64> = (0..n).map(|_| r.u64()).collect::<Result<_>>()?;
-    let timestamps: Vec<u64> = (0..n).map(|_| r.u64()).collect::<Result<_>>()?;
-    // A checksum proves only that the file is as written: check that it makes sense too.
-    if wal.windows(2).any(|w| w[0] >= w[1]) {
-        return Err(Error::corrupt(
-            "the snapshot's log positions are not increasing",
-        ));
+    let n_streams = r.count(40)?;
+    let mut streams = Vec::with_capacity(n_streams);
+    for _ in 0..n_streams {
+        let name = r.string()?;
+        let (count, first, last) = (r.u64()?, r.u64()?, r.u64()?);
+        let tail_len = r.count(8)?;
+        let tail = (0..tail_len).map(|_| r.u64()).collect::<Result<_>>()?;
+        streams.push(StreamEntry {
+            name: name.into(),
+            count,
+            first,
+            last,
+            tail,
+        });
     }
-    if timestamps.windows(2).any(|t| t[0] > t[1]) {
-        return Err(Error::corrupt("the snapshot's timestamps decrease"));
+    let mut type_counts = FastMap::default();
+    for _ in 0..r.count(16)? {
+        let name = r.string()?;
+        type_counts.insert(name.into(), r.u64()?);
     }
-    if let Some(&last) = wal.last() {
-        if super::index::pack(wal_end) <= last {
+    let tail_len = r.count(20)?;
+    if tail_len as u64 != n - base {
+        return Err(Error::corrupt("the snapshot's event counts disagree"));
+    }
+    let mut tail = Vec::with_capacity(tail_len);
+    for _ in 0..tail_len {
+        tail.push((r.u64()?, r.u64()?, r.u32()?));
+    }
+    if let Some(w) = last_wal {
+        if wal_end.segment_id != w.segment_id || wal_end.offset <= w.offset {
             return Err(Error::corrupt("the snapshot ends before its last event"));
         }
     }
-    let mut index = Index {
-        wal,
-        timestamps,
-        ..Index::default()
-    };
-    for id in 0..r.count(16)? {
-        let name = r.string()?;
-        let count = r.count(8)?;
-        let positions: Vec<u64> = (0..count).map(|_| r.u64()).collect::<Result<_>>()?;
-        if positions.iter().any(|&p| p >= n) || positions.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(Error::corrupt(
-                "a snapshot stream names positions out of order or past its events",
-            ));
-        }
-        if index.stream_ids.contains_key(name) {
-            return Err(Error::corrupt("a snapshot names a stream twice"));
-        }
-        index.stream_ids.insert(name.into(), id as u32);
-        index.streams.push(positions);
-    }
-    for _ in 0..r.count(16)? {
-        let name = r.string()?;
-        index.type_counts.insert(name.into(), r.u64()?);
-    }
+    let index = Index::from_parts(base, streams, type_counts, tail, last_timestamp, last_wal)?;
     let mut projections = HashMap::new();
     for _ in 0..r.count(16)? {
         let name = r.string()?.to_owned();
@@ -239,9 +308,24 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot> {
     })
 }
 
-/// Writes a snapshot covering `events` events atomically into `dir`, then removes all but
-/// the newest few older ones. A failed write leaves no temporary file behind.
-pub fn write(vfs: &dyn Vfs, dir: &Path, events: u64, bytes: &[u8]) -> Result<PathBuf> {
+/// A snapshot written to its temporary file, not yet durable nor under its name.
+pub struct Written<'a> {
+    vfs: &'a dyn Vfs,
+    dir: PathBuf,
+    tmp: PathBuf,
+    path: PathBuf,
+    file: crate::wal::vfs::FileRef,
+}
+
+/// Writes a snapshot covering `events` events into a temporary file in `dir`, its bytes
+/// coming from `encode` piece by piece; `Written::finish` makes it durable and gives it
+/// its name. A failure leaves no temporary file behind.
+pub fn begin<'a>(
+    vfs: &'a dyn Vfs,
+    dir: &Path,
+    events: u64,
+    encode: impl FnOnce(&mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()>,
+) -> Result<Written<'a>> {
     vfs::create_dir_all_durable(vfs, dir)
         .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     let path = dir.join(file_name(events));
@@ -253,22 +337,99 @@ pub fn write(vfs: &dyn Vfs, dir: &Path, events: u64, bytes: &[u8]) -> Result<Pat
         std::process::id()
     ));
     let io = |what: &str, e| Error::io(format!("{what} {}", tmp.display()), e);
-    let written = vfs
+    let file = vfs
         .open(&tmp, OpenMode::CreateNew)
-        .map_err(|e| io("creating", e))
-        .and_then(|f| {
-            vfs::write_all_at(&*f, bytes, 0).map_err(|e| io("writing", e))?;
-            f.sync_all().map_err(|e| io("syncing", e))
-        })
-        .and_then(|_| vfs.rename(&tmp, &path).map_err(|e| io("renaming", e)));
-    if let Err(e) = written {
+        .map_err(|e| io("creating", e))?;
+    let mut off = 0u64;
+    let mut sink = |b: &[u8]| -> Result<()> {
+        vfs::write_all_at(&*file, b, off).map_err(|e| io("writing", e))?;
+        off += b.len() as u64;
+        Ok(())
+    };
+    if let Err(e) = encode(&mut sink) {
+        drop(file);
         let _ = vfs.remove_file(&tmp);
         return Err(e);
     }
-    vfs.sync_dir(dir)
-        .map_err(|e| Error::io(format!("syncing {}", dir.display()), e))?;
-    for (_, old) in list(vfs, dir).into_iter().skip(1 + KEEP) {
-        let _ = vfs.remove_file(&old);
+    Ok(Written {
+        vfs,
+        dir: dir.to_path_buf(),
+        tmp,
+        path,
+        file,
+    })
+}
+
+impl Written<'_> {
+    /// Syncs the file, renames it to its name, syncs the directory, then removes all but
+    /// the newest few older snapshots.
+    pub fn finish(self) -> Result<PathBuf> {
+        let (vfs, tmp) = (self.vfs, &self.tmp);
+        let io = |what: &str, e| Error::io(format!("{what} {}", tmp.display()), e);
+        let done = self
+            .file
+            .sync_all()
+            .map_err(|e| io("syncing", e))
+            .and_then(|_| vfs.rename(tmp, &self.path).map_err(|e| io("renaming", e)));
+        drop(self.file);
+        if let Err(e) = done {
+            let _ = vfs.remove_file(tmp);
+            return Err(e);
+        }
+        vfs.sync_dir(&self.dir)
+            .map_err(|e| Error::io(format!("syncing {}", self.dir.display()), e))?;
+        for (_, old) in list(vfs, &self.dir).into_iter().skip(1 + KEEP) {
+            let _ = vfs.remove_file(&old);
+        }
+        Ok(self.path)
     }
-    Ok(path)
+}
+
+/// Writes a snapshot of `bytes` covering `events` events atomically into `dir` (see
+/// `begin`).
+pub fn write(vfs: &dyn Vfs, dir: &Path, events: u64, bytes: &[u8]) -> Result<PathBuf> {
+    begin(vfs, dir, events, |sink| sink(bytes))?.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_of_several_chunks_decodes_to_the_same_index() {
+        let mut ix = Index::default();
+        let mut offset = 0;
+        for i in 0..60_000u64 {
+            let stream = if i % 9 == 0 {
+                String::new()
+            } else {
+                format!("stream-{}", i % 20_000)
+            };
+            let at = Position {
+                segment_id: 0,
+                offset,
+            };
+            offset += 100 + i % 7;
+            ix.push(
+                at,
+                1_000 + i / 3,
+                &stream,
+                if i % 2 == 0 { "A" } else { "B" },
+            );
+        }
+        let wal_end = Position {
+            segment_id: 0,
+            offset,
+        };
+        let projections = vec![("p".to_string(), vec![7u8; 3 * CHUNK])];
+        let bytes = encode(&ix, wal_end, 42, &projections);
+        assert!(bytes.len() > 4 * CHUNK);
+        let snap = decode(&bytes).unwrap();
+        assert_eq!(snap.index, ix);
+        assert_eq!((snap.wal_end, snap.last_record_crc), (wal_end, 42));
+        assert_eq!(snap.projections["p"], projections[0].1);
+        let mut bad = bytes.clone();
+        bad[CHUNK + 5] ^= 1;
+        assert!(decode(&bad).is_err());
+    }
 }

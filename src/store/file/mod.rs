@@ -6,7 +6,8 @@ mod seam;
 
 use super::cursor::{BackwardCursor, ForwardCursor, StreamCursor};
 use super::envelope::{self, Envelope, EnvelopeRef};
-use super::index::Index;
+use super::index::{Index, Loc};
+use super::segindex::{BuildEvent, Builder, Sealed, SegmentFiles};
 use super::{check_name, ids, snapshot};
 use super::{
     AppendResult, Event, EventInput, EventRef, ExpectedVersion, OpenReport, Projection,
@@ -77,6 +78,106 @@ pub struct FileStore {
     owner_pid: u32,
     /// Also one of `projections`.
     pub(super) ids: Arc<ids::IdIndex>,
+    /// The sealed segments' index files.
+    files: Arc<SegmentFiles>,
+    /// One segment sealed at a time.
+    seal_lock: Mutex<()>,
+    /// A segment whose index file could not be written (id + 1): not tried again until
+    /// the store is reopened; its events stay in memory.
+    seal_failed: AtomicU64,
+}
+
+/// Events since the last snapshot after which sealing a segment also writes one: at
+/// least this many, and four times the number of streams (a snapshot holds the stream
+/// table), so that its cost per event stays small.
+const CHECKPOINT_EVENTS: u64 = 1_000_000;
+/// Events since the last snapshot after which closing the store writes one, so that the
+/// next open replays little.
+const CLOSE_CHECKPOINT_EVENTS: u64 = 100_000;
+
+/// Builds the index file of segment `id` (its first event at position `first`, its
+/// timestamps indexed at `floor_ts` or later) from the segment itself: its first `limit`
+/// bytes when given (a rebuild of a file that said so), else all of it. Bytes after the
+/// last record that are not a record (what a snapshot let recovery pass over) end the
+/// index only when segment `next` starts with the next position, proving that no event
+/// is among them; otherwise they are an error.
+pub(crate) fn index_segment(
+    vfs: &dyn crate::wal::vfs::Vfs,
+    log_dir: &Path,
+    id: u64,
+    first: u64,
+    floor_ts: u64,
+    limit: Option<u64>,
+    next: Option<u64>,
+) -> Result<(Sealed, Vec<u8>)> {
+    let name = crate::wal::segment::file_name(id);
+    let mut bytes = vfs::read_file(vfs, &crate::wal::segment::path(log_dir, id))
+        .map_err(|e| Error::io(format!("reading {name}"), e))?;
+    if let Some(l) = limit {
+        if (bytes.len() as u64) < l {
+            return Err(Error::corrupt(format!(
+                "{name} is shorter than its index says"
+            )));
+        }
+        bytes.truncate(l as usize);
+    }
+    if !Builder::fits(bytes.len() as u64) {
+        return Err(Error::invalid(format!(
+            "{name} is too long for an index file"
+        )));
+    }
+    let mut b = Builder::new(id, first);
+    let (mut at, mut position, mut ts) = (0usize, first, floor_ts);
+    while at < bytes.len() {
+        let here = Position {
+            segment_id: id,
+            offset: at as u64,
+        };
+        let d = match record::decode(&bytes[at..]) {
+            Ok(d) => d,
+            Err(e) if at > 0 && next.and_then(|n| first_key(vfs, log_dir, n)) == Some(position) => {
+                let _ = e;
+                bytes.truncate(at);
+                break;
+            }
+            Err(e) => {
+                return Err(Error::corrupt(format!(
+                    "{name} offset {at}: {}",
+                    e.describe()
+                )))
+            }
+        };
+        check_plain(&d.record, here)?;
+        let mut legacy = None;
+        let ev = decode_event(position, d.record.key, d.record.value, &mut legacy)
+            .map_err(|e| Error::new(e.kind, format!("{name} offset {at}: {}", e.message)))?;
+        ts = ts.max(ev.timestamp_us);
+        b.push(BuildEvent {
+            offset: at as u64,
+            len: d.len as u64,
+            timestamp_us: ts,
+            stream: (!ev.stream.is_empty()).then_some((ev.stream, ev.stream_version)),
+        });
+        at += d.len;
+        position += 1;
+    }
+    if position == first {
+        return Err(Error::corrupt(format!("{name} has no events")));
+    }
+    Ok(b.finish(bytes.len() as u64, record_crc(&bytes)))
+}
+
+/// The position the first record of segment `id` says it has (its 8-byte key), if it
+/// has a whole, checked one in its first MiB.
+fn first_key(vfs: &dyn crate::wal::vfs::Vfs, log_dir: &Path, id: u64) -> Option<u64> {
+    let file = vfs
+        .open(&crate::wal::segment::path(log_dir, id), OpenMode::Read)
+        .ok()?;
+    let mut buf = vec![0u8; 1 << 20];
+    let got = vfs::read_at_most(&*file, &mut buf, 0).ok()?;
+    let d = record::decode(&buf[..got]).ok()?;
+    let key: [u8; 8] = d.record.key.try_into().ok()?;
+    (d.record.value.first() != Some(&b'{')).then_some(u64::from_le_bytes(key))
 }
 
 fn now_us() -> u64 {
@@ -205,7 +306,16 @@ impl FileStore {
         }
 
         let mut report = OpenReport::default();
-        let (mut index, start) = Self::load_snapshot(&dir, &config, &projections, &mut report);
+        let files = Arc::new(SegmentFiles::new(vfs.clone(), &dir, !options.read_only));
+        if !options.read_only {
+            files.remove_leftovers();
+        }
+        let mut sealed = files.load(&mut report.index_files_rebuilt);
+        Self::index_unsealed(&files, &config, &mut sealed, &mut report);
+        let sealed_end = sealed.last().map_or(0, |s| s.end());
+        let (mut index, start) =
+            Self::load_snapshot(&dir, &config, &projections, &mut report, sealed_end);
+        index.set_sealed(sealed, files.clone());
         let mut replayed = 0u64;
         // The log's recovery calls `visit` only for the records of complete batches (it
         // holds back a batch until its last record is seen), so each event is indexed and
@@ -238,19 +348,57 @@ impl FileStore {
                 )
             })?;
             replayed += 1;
+            if !index.replayed_where_filed(position, pos) {
+                return Err(Error::corrupt(format!(
+                    "{} offset {}: the log has events its index files do not (position {position}); remove the index directory and reopen",
+                    file(),
+                    pos.offset
+                )));
+            }
             index.push(pos, ev.timestamp_us, ev.stream, ev.event_type);
             projections.iter().for_each(|pr| pr.apply(&ev));
             Ok(())
         };
         let (wal, info) = Wal::open_from(config, start, &mut visit)?;
         // Segments a snapshot covers are not scanned: the first one must still be there.
-        if let Some(first) = index.wal_position(0) {
-            if wal.first_segment_id() > first.segment_id {
+        if let Some(first) = index.first_segment() {
+            if wal.first_segment_id() > first {
                 return Err(Error::corrupt(format!(
                     "segment {} is missing from the log (it holds position 0)",
-                    crate::wal::segment::file_name(first.segment_id)
+                    crate::wal::segment::file_name(first)
                 )));
             }
+        }
+        // Index files were checked against the segments before recovery; recovery
+        // changes only the last segment, which is never sealed.
+        let active = wal.current_position().segment_id;
+        for s in &index.sealed {
+            if s.segment_id >= active
+                || wal
+                    .segment_end(s.segment_id)
+                    .is_none_or(|end| end < s.segment_len)
+            {
+                return Err(Error::corrupt(format!(
+                    "the index file of {} disagrees with the recovered log; remove {} and reopen",
+                    crate::wal::segment::file_name(s.segment_id),
+                    files.dir().display()
+                )));
+            }
+        }
+        {
+            let (vfs, log_dir) = (vfs.clone(), dir.join("events"));
+            files.set_rebuild(Box::new(move |s: &Sealed| {
+                let limit = Some(s.segment_len);
+                index_segment(
+                    &*vfs,
+                    &log_dir,
+                    s.segment_id,
+                    s.first,
+                    s.first_ts,
+                    limit,
+                    None,
+                )
+            }));
         }
         report.wal = info;
         report.events_replayed = replayed;
@@ -289,8 +437,60 @@ impl FileStore {
             owner_pid: crate::wal::process::id(),
             options,
             ids,
+            files,
+            seal_lock: Mutex::new(()),
+            seal_failed: AtomicU64::new(0),
         };
+        // Segments replayed into memory that are complete get their index files now.
+        store.maybe_seal();
         Ok((store, report))
+    }
+
+    /// Builds the indexes of the log's complete segments after those that have a file
+    /// (the last segment stays in memory), as far as they can be built: written to their
+    /// files when the store is writable, kept in memory when it is read-only (or the
+    /// write fails).
+    fn index_unsealed(
+        files: &SegmentFiles,
+        config: &WalConfig,
+        sealed: &mut Vec<Sealed>,
+        report: &mut OpenReport,
+    ) {
+        let vfs = &*config.vfs;
+        let Ok(ids) = crate::wal::segment::list(vfs, &config.dir) else {
+            return;
+        };
+        let after = sealed.last().map(|s| s.segment_id);
+        for (i, &id) in ids.iter().enumerate().take(ids.len().saturating_sub(1)) {
+            if after.is_some_and(|a| id <= a) {
+                continue;
+            }
+            let next = ids.get(i + 1).copied();
+            let path = crate::wal::segment::path(&config.dir, id);
+            if matches!(vfs.stat(&path), Ok(st) if st.len == 0) {
+                continue;
+            }
+            let first = sealed.last().map_or(0, |s| s.end());
+            let floor = sealed.last().map_or(0, |s| s.last_ts);
+            let built = index_segment(vfs, &config.dir, id, first, floor, None, next);
+            let built = built.and_then(|(s, bytes)| {
+                if config.read_only || files.write(id, &bytes).is_err() {
+                    files.keep_in_memory(&s, &bytes)?;
+                }
+                Ok(s)
+            });
+            match built {
+                Ok(s) => sealed.push(s),
+                Err(e) => {
+                    report.index_files_rebuilt.push(format!(
+                        "{}: not indexed: {}",
+                        path.display(),
+                        e.message
+                    ));
+                    break;
+                }
+            }
+        }
     }
 
     /// The newest snapshot that checks out against the log, loaded into the projections;
@@ -300,6 +500,7 @@ impl FileStore {
         config: &WalConfig,
         projections: &[Arc<dyn Projection>],
         report: &mut OpenReport,
+        sealed_end: u64,
     ) -> (Index, Position) {
         let vfs = &*config.vfs;
         for (n, path) in snapshot::list(vfs, &dir.join("snapshots")) {
@@ -310,6 +511,15 @@ impl FileStore {
                 .and_then(|snap| {
                     if snap.index.len() != n {
                         return Err(Error::corrupt("its name and contents disagree"));
+                    }
+                    if snap.index.base > sealed_end {
+                        return Err(Error::new(
+                            ErrorKind::NotFound,
+                            format!(
+                                "the index files of its events before position {} are missing or damaged",
+                                snap.index.base
+                            ),
+                        ));
                     }
                     Self::check_snapshot_against_log(config, &snap)?;
                     for p in projections {
@@ -351,7 +561,7 @@ impl FileStore {
     /// it says, ending where it says.
     fn check_snapshot_against_log(config: &WalConfig, snap: &snapshot::Snapshot) -> Result<()> {
         let n = snap.index.len();
-        let Some(last) = n.checked_sub(1).and_then(|p| snap.index.wal_position(p)) else {
+        let Some(last) = snap.index.last_wal() else {
             return Ok(());
         };
         let path = crate::wal::segment::path(&config.dir, last.segment_id);
@@ -481,8 +691,7 @@ impl FileStore {
     /// The stream's current version as the writer sees it (pending events included):
     /// `None` when it does not exist.
     fn writer_version(&self, w: &Writer, index: &Index, stream: &str) -> Option<u64> {
-        let n =
-            index.stream(stream).len() as u64 + w.pending_streams.get(stream).copied().unwrap_or(0);
+        let n = index.stream_len(stream) + w.pending_streams.get(stream).copied().unwrap_or(0);
         n.checked_sub(1)
     }
 
@@ -666,6 +875,7 @@ impl FileStore {
             durable?;
             self.commit_durable(&mut w);
         }
+        self.maybe_seal();
         self.maybe_snapshot();
         Ok(AppendResult {
             first_position: first,
@@ -813,11 +1023,11 @@ impl FileStore {
             self.refresh()?;
         }
         let index = self.index.read().unwrap_or_else(|e| e.into_inner());
-        Ok((index.stream(stream).len() as u64).checked_sub(1))
+        Ok(index.stream_len(stream).checked_sub(1))
     }
 
     /// The first position whose timestamp is after `timestamp_us`; the next position if none.
-    pub fn position_after(&self, timestamp_us: u64) -> u64 {
+    pub fn position_after(&self, timestamp_us: u64) -> Result<u64> {
         if self.options.read_only {
             let _ = self.refresh();
         }
@@ -894,9 +1104,9 @@ impl FileStore {
         legacy: &'a mut Option<Event>,
     ) -> Result<EventRef<'a>> {
         let index = self.index.read().unwrap_or_else(|e| e.into_inner());
-        let found = Self::locate(&index, position);
+        let found = index.locate(position)?;
         drop(index);
-        let Some((at, end)) = found else {
+        let Some((_, at, end)) = found else {
             return Err(Error::new(
                 ErrorKind::NotFound,
                 format!("no event at position {position}"),
@@ -905,14 +1115,77 @@ impl FileStore {
         self.read_located(position, at, end, &mut None, buf, legacy)
     }
 
-    /// Where the event at `position` is, and where its record ends when the index knows
-    /// (the next event's record in the same segment).
-    pub(crate) fn locate(index: &Index, position: u64) -> Option<(Position, Option<u64>)> {
-        let at = index.wal_position(position)?;
-        let next = index
-            .wal_position(position + 1)
-            .filter(|n| n.segment_id == at.segment_id);
-        Some((at, next.map(|n| n.offset)))
+    /// Reads and decodes the located event `loc`.
+    pub(crate) fn read_loc<'a>(
+        &self,
+        loc: Loc,
+        files: &mut Option<(u64, crate::wal::vfs::FileRef)>,
+        buf: &'a mut Vec<u8>,
+        legacy: &'a mut Option<Event>,
+    ) -> Result<EventRef<'a>> {
+        self.read_located(loc.0, loc.1, loc.2, files, buf, legacy)
+    }
+
+    /// Gives the oldest in-memory segment its index file once a later one has begun
+    /// (and again while more are complete). A failure leaves the events in memory.
+    fn maybe_seal(&self) {
+        if self.options.read_only {
+            return;
+        }
+        let sealable = |s: &Self| {
+            let index = s.index.read().unwrap_or_else(|e| e.into_inner());
+            index
+                .sealable()
+                .filter(|&(seg, _)| s.seal_failed.load(Ordering::Relaxed) != seg + 1)
+        };
+        if sealable(self).is_none() {
+            return;
+        }
+        let Ok(_one) = self.seal_lock.try_lock() else {
+            return;
+        };
+        let mut sealed_any = false;
+        while let Some((seg, n)) = sealable(self) {
+            if self.seal(seg, n).is_err() {
+                self.seal_failed.store(seg + 1, Ordering::Relaxed);
+                break;
+            }
+            sealed_any = true;
+        }
+        if sealed_any {
+            let streams = self
+                .index
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .streams
+                .len();
+            let since = self.committed() - self.last_snapshot.load(Ordering::Acquire);
+            if since >= CHECKPOINT_EVENTS.max(4 * streams as u64) {
+                let _ = self.snapshot();
+            }
+        }
+    }
+
+    /// Writes the index file of segment `seg`, the oldest in memory, with its `n` events.
+    fn seal(&self, seg: u64, n: usize) -> Result<()> {
+        let len = self
+            .wal
+            .segment_end(seg)
+            .ok_or_else(|| Error::corrupt(format!("segment {seg} is gone")))?;
+        if !Builder::fits(len) {
+            return Err(Error::invalid("the segment is too long for an index file"));
+        }
+        let crc = self.files.segment_last_crc(seg, len)?;
+        let (sealed, bytes) = self
+            .index
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .build_sealed(n, len, crc);
+        self.files.write(seg, &bytes)?;
+        self.index
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .apply_sealed(sealed)
     }
 
     /// Reads and decodes the event whose record is at `at` (ending at `end`, if known).
@@ -983,7 +1256,7 @@ impl FileStore {
         self.wal.sync()?;
         let index = self.index.read().unwrap_or_else(|e| e.into_inner());
         let n = index.len();
-        let wal_end = match index.wal_position(n.wrapping_sub(1)) {
+        let wal_end = match index.last_wal() {
             Some(last) => {
                 // Where the records after the covered events start: the first pending one
                 // (under ALWAYS) or the log's end.
@@ -1009,7 +1282,7 @@ impl FileStore {
             .iter()
             .map(|p| (p.name().to_owned(), p.snapshot()))
             .collect();
-        let last_crc = match index.wal_position(n.wrapping_sub(1)) {
+        let last_crc = match index.last_wal() {
             Some(last) => {
                 let mut buf = Vec::new();
                 self.wal
@@ -1018,10 +1291,13 @@ impl FileStore {
             }
             None => 0,
         };
-        let bytes = snapshot::encode(&index, wal_end, last_crc, &projections);
+        // Written while the state holds still, made durable after it is let go.
+        let written = snapshot::begin(&*self.options.vfs, &self.dir.join("snapshots"), n, |sink| {
+            snapshot::encode_into(&index, wal_end, last_crc, &projections, sink)
+        });
         drop(index);
         drop(w);
-        snapshot::write(&*self.options.vfs, &self.dir.join("snapshots"), n, &bytes)?;
+        written?.finish()?;
         self.last_snapshot.store(n, Ordering::Release);
         self.snapshots.fetch_add(1, Ordering::Relaxed);
         Ok(n)
@@ -1078,6 +1354,14 @@ impl FileStore {
             self.closed.store(true, Ordering::Release);
             let _ = self.wal.close();
             return Err(e);
+        }
+        if !self.options.read_only
+            && !self.closed.load(Ordering::Acquire)
+            && self.wal.health().is_ok()
+            && self.committed()
+                >= self.last_snapshot.load(Ordering::Acquire) + CLOSE_CHECKPOINT_EVENTS
+        {
+            let _ = self.snapshot();
         }
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());

@@ -73,7 +73,7 @@ impl Backend for FileStore {
     }
 
     fn position_after(&self, timestamp_us: u64) -> Result<u64> {
-        Ok(FileStore::position_after(self, timestamp_us))
+        FileStore::position_after(self, timestamp_us)
     }
 
     fn read_event(&self, position: u64) -> Result<Event> {
