@@ -176,7 +176,7 @@ typedef struct evs_store_options {
   uint64_t max_segment_size;
   bool preallocate;
   bool read_only;
-  // 0: no automatic snapshots.
+  // 0: no snapshots by count (the store's own checkpoints still happen).
   uint64_t snapshot_every;
   uint64_t max_event_size;
   uint64_t dedupe_window;
@@ -520,7 +520,8 @@ const char *evs_version(void);
 int32_t evs_version_number(void);
 
 // Creates options with the defaults: EVS_FSYNC_BATCH with a 5 ms window, 128 MiB
-// segments, preallocation on, read-write, no automatic snapshots.
+// segments, preallocation on, read-write, no snapshots by count (the store's own
+// checkpoints only: see `evs_options_set_snapshot_every`).
 //
 // Ownership: the caller owns the result and frees it with `evs_options_free`.
 // Returns NULL only if memory runs out. Thread safety: any thread.
@@ -561,7 +562,11 @@ evs_status evs_options_set_preallocate(struct evs_options *o, bool on);
 // Ownership: `o` stays the caller's. Thread safety: not while another thread uses `o`.
 evs_status evs_options_set_read_only(struct evs_options *o, bool on);
 
-// Takes a snapshot automatically every `events` events (0 = never).
+// Takes a snapshot automatically every `events` events (0 = never by count). Whatever
+// this says, the file store also checkpoints itself (a snapshot of its stream table and
+// projections) when it closes with 100,000 or more events since the last snapshot, and
+// when a segment seals with 1,000,000 or more (and four times its stream count) since
+// the last, so that an open never replays the whole history (docs/index-files.md).
 //
 // Returns EVS_OK, or EVS_ERR_INVALID_ARGUMENT for a NULL `o`.
 // Ownership: `o` stays the caller's. Thread safety: not while another thread uses `o`.

@@ -49,7 +49,9 @@ pub struct StoreOptions {
     pub max_segment_size: u64,
     pub preallocate: bool,
     pub read_only: bool,
-    /// Take a snapshot automatically every this many events (0: never).
+    /// Take a snapshot automatically every this many events (0: never by count; the file
+    /// store still checkpoints itself at close and when a segment seals, see
+    /// docs/index-files.md).
     pub snapshot_every: u64,
     /// The file system underneath (the real one unless a test puts another there).
     pub vfs: Arc<dyn Vfs>,

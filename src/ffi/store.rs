@@ -188,7 +188,8 @@ impl evs_event {
 }
 
 /// Creates options with the defaults: EVS_FSYNC_BATCH with a 5 ms window, 128 MiB
-/// segments, preallocation on, read-write, no automatic snapshots.
+/// segments, preallocation on, read-write, no snapshots by count (the store's own
+/// checkpoints only: see `evs_options_set_snapshot_every`).
 ///
 /// Ownership: the caller owns the result and frees it with `evs_options_free`.
 /// Returns NULL only if memory runs out. Thread safety: any thread.
@@ -295,7 +296,11 @@ pub unsafe extern "C" fn evs_options_set_read_only(o: *mut evs_options, on: bool
     })
 }
 
-/// Takes a snapshot automatically every `events` events (0 = never).
+/// Takes a snapshot automatically every `events` events (0 = never by count). Whatever
+/// this says, the file store also checkpoints itself (a snapshot of its stream table and
+/// projections) when it closes with 100,000 or more events since the last snapshot, and
+/// when a segment seals with 1,000,000 or more (and four times its stream count) since
+/// the last, so that an open never replays the whole history (docs/index-files.md).
 ///
 /// Returns EVS_OK, or EVS_ERR_INVALID_ARGUMENT for a NULL `o`.
 /// Ownership: `o` stays the caller's. Thread safety: not while another thread uses `o`.
@@ -376,7 +381,7 @@ pub struct evs_store_options {
     pub max_segment_size: u64,
     pub preallocate: bool,
     pub read_only: bool,
-    /// 0: no automatic snapshots.
+    /// 0: no snapshots by count (the store's own checkpoints still happen).
     pub snapshot_every: u64,
     pub max_event_size: u64,
     pub dedupe_window: u64,
