@@ -519,7 +519,8 @@ static void report(FILE *o, const char *date) {
                 nmet++;
             } else {
                 if (!ratio_ok)
-                    snprintf(met, sizeof met, "**no** (%.0f%% of the ratio)", 100 * med / r->target);
+                    /* rounded down: 99.6% of a target is not "100%" */
+                    snprintf(met, sizeof met, "**no** (%d%% of the ratio)", (int)(100 * med / r->target));
                 else
                     snprintf(met, sizeof met, "**no** (own figure)");
                 snprintf(missed[nmissed++], sizeof missed[0], "%s: %s %s, %s; target %s", r->label,

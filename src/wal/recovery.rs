@@ -118,7 +118,13 @@ pub(crate) fn recover(
                 name.display()
             )));
         }
-        let mut scanner = Scanner::new(file, from, file_len);
+        // The scanner reads no further than the file's last data: past it are holes or
+        // never written preallocation, and reading those would put zero pages in the page
+        // cache, which the file system then reports as data (the tail check below would
+        // read all of them again).
+        let data_end = data_end(&*file, from, file_len)
+            .map_err(|e| Error::io(format!("reading {}", name.display()), e))?;
+        let mut scanner = Scanner::new(file, from, data_end);
         scanner.set_reread_on_bad(!writable);
         info.segments_scanned += 1;
         // Records of a batch whose last record has not been seen yet: the scanner holds
@@ -354,6 +360,22 @@ fn classify_tail(
         start += scan_to as u64;
     }
     Ok(Tail::Torn { data_end })
+}
+
+/// The end of the last region at or after `from` that may hold non-zero bytes (`from`
+/// when there is none), asking the file system only: nothing is read.
+fn data_end(file: &dyn VfsFile, from: u64, file_len: u64) -> io::Result<u64> {
+    let mut end = from;
+    let mut at = from;
+    while at < file_len {
+        let Some((_, hole)) = file.data_region(at)? else {
+            break;
+        };
+        let hole = hole.min(file_len);
+        end = end.max(hole);
+        at = hole.max(at + 1);
+    }
+    Ok(end)
 }
 
 /// The offset just past the last non-zero byte in `[from, file_len)`, or `None` if all
