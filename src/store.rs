@@ -164,3 +164,52 @@ pub(crate) fn check_name(what: &str, name: &str, allow_empty: bool) -> Result<()
     }
     Ok(())
 }
+
+/// Checks an append's shape and sizes the same way on every backend: streams and event
+/// types named, no stream without events, each event and the whole append within the
+/// limits. Returns the number of events.
+pub(crate) fn validate_append(
+    appends: &[StreamAppend<'_>],
+    allow_empty_stream: bool,
+    max_event_size: usize,
+) -> Result<usize> {
+    if appends.is_empty() {
+        return Err(Error::invalid("an append needs at least one stream"));
+    }
+    let mut total = 0usize;
+    let mut count = 0usize;
+    for a in appends {
+        check_name("stream name", a.stream, allow_empty_stream)?;
+        if a.events.is_empty() {
+            return Err(Error::invalid(format!(
+                "the append to stream '{}' has no events",
+                a.stream
+            )));
+        }
+        for e in a.events {
+            check_name("event type", e.event_type, false)?;
+            let size = e.payload.len() + e.metadata.len();
+            if size > max_event_size {
+                return Err(Error::new(
+                    ErrorKind::TooLarge,
+                    format!("an event of {size} bytes is past the limit of {max_event_size}"),
+                ));
+            }
+            total += size + e.event_type.len() + a.stream.len();
+            count += 1;
+        }
+    }
+    if count > MAX_BATCH_EVENTS {
+        return Err(Error::new(
+            ErrorKind::TooLarge,
+            format!("an append of {count} events is past the limit of {MAX_BATCH_EVENTS}"),
+        ));
+    }
+    if total > MAX_BATCH_SIZE {
+        return Err(Error::new(
+            ErrorKind::TooLarge,
+            format!("an append of {total} bytes is past the limit of {MAX_BATCH_SIZE}"),
+        ));
+    }
+    Ok(count)
+}

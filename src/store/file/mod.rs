@@ -11,8 +11,7 @@ use super::segindex::{BuildEvent, Builder, Sealed, SegmentFiles};
 use super::{check_name, ids, snapshot};
 use super::{
     AppendResult, Event, EventInput, EventRef, ExpectedVersion, OpenReport, Projection,
-    StoreOptions, StoreStats, StreamAppend, MAX_BATCH_EVENTS, MAX_BATCH_SIZE, MAX_EVENT_SIZE,
-    MAX_NAME_LEN,
+    StoreOptions, StoreStats, StreamAppend, MAX_EVENT_SIZE, MAX_NAME_LEN,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::wal::vfs::{self, Kind, OpenMode};
@@ -642,52 +641,6 @@ impl FileStore {
         self.append_multi_inner(appends, false)
     }
 
-    fn validate(
-        appends: &[StreamAppend<'_>],
-        allow_empty_stream: bool,
-        max_event_size: usize,
-    ) -> Result<usize> {
-        if appends.is_empty() {
-            return Err(Error::invalid("an append needs at least one stream"));
-        }
-        let mut total = 0usize;
-        let mut count = 0usize;
-        for a in appends {
-            check_name("stream name", a.stream, allow_empty_stream)?;
-            if a.events.is_empty() {
-                return Err(Error::invalid(format!(
-                    "the append to stream '{}' has no events",
-                    a.stream
-                )));
-            }
-            for e in a.events {
-                check_name("event type", e.event_type, false)?;
-                let size = e.payload.len() + e.metadata.len();
-                if size > max_event_size {
-                    return Err(Error::new(
-                        ErrorKind::TooLarge,
-                        format!("an event of {size} bytes is past the limit of {max_event_size}"),
-                    ));
-                }
-                total += size + e.event_type.len() + a.stream.len();
-                count += 1;
-            }
-        }
-        if count > MAX_BATCH_EVENTS {
-            return Err(Error::new(
-                ErrorKind::TooLarge,
-                format!("an append of {count} events is past the limit of {MAX_BATCH_EVENTS}"),
-            ));
-        }
-        if total > MAX_BATCH_SIZE {
-            return Err(Error::new(
-                ErrorKind::TooLarge,
-                format!("an append of {total} bytes is past the limit of {MAX_BATCH_SIZE}"),
-            ));
-        }
-        Ok(count)
-    }
-
     /// The stream's current version as the writer sees it (pending events included):
     /// `None` when it does not exist.
     fn writer_version(&self, w: &Writer, index: &Index, stream: &str) -> Option<u64> {
@@ -701,7 +654,7 @@ impl FileStore {
         allow_empty: bool,
     ) -> Result<AppendResult> {
         self.check_writable()?;
-        let count = Self::validate(appends, allow_empty, self.options.max_event_size)?;
+        let count = super::validate_append(appends, allow_empty, self.options.max_event_size)?;
         let always = self.options.fsync == FsyncPolicy::Always;
         let mut w = self.lock_writer();
         if always {

@@ -11,7 +11,7 @@ mod schema;
 use super::backend::{Backend, EventCursor, TailCursor};
 use super::{
     check_name, AppendResult, Event, ExpectedVersion, OpenReport, Projection, StoreOptions,
-    StoreStats, StreamAppend, StreamInfo, MAX_BATCH_EVENTS, MAX_BATCH_SIZE,
+    StoreStats, StreamAppend, StreamInfo,
 };
 use crate::error::{Error, ErrorKind, Result};
 use committer::{Entry, Outcome, OwnedEvent, Request};
@@ -213,44 +213,14 @@ impl PgStore {
         )
     }
 
-    /// Checks an append as the file engine does (names, sizes, ids).
+    /// Checks an append as the file engine does (names, sizes), and that no id is in it
+    /// twice.
     fn validate(&self, appends: &[StreamAppend<'_>], allow_empty: bool) -> Result<()> {
-        if appends.is_empty() {
-            return Err(Error::invalid("an append needs at least one stream"));
-        }
-        let (mut total, mut count) = (0usize, 0usize);
-        let mut ids = Vec::new();
-        for a in appends {
-            check_name("stream name", a.stream, allow_empty)?;
-            if a.events.is_empty() {
-                return Err(Error::invalid(format!(
-                    "the append to stream '{}' has no events",
-                    a.stream
-                )));
-            }
-            for e in a.events {
-                check_name("event type", e.event_type, false)?;
-                let size = e.payload.len() + e.metadata.len();
-                if size > self.options.max_event_size {
-                    return Err(Error::new(
-                        ErrorKind::TooLarge,
-                        format!(
-                            "an event of {size} bytes is past the limit of {}",
-                            self.options.max_event_size
-                        ),
-                    ));
-                }
-                total += size + e.event_type.len() + a.stream.len();
-                count += 1;
-                ids.extend(e.id);
-            }
-        }
-        if count > MAX_BATCH_EVENTS || total > MAX_BATCH_SIZE {
-            return Err(Error::new(
-                ErrorKind::TooLarge,
-                format!("an append of {count} events and {total} bytes is past the limits ({MAX_BATCH_EVENTS} events, {MAX_BATCH_SIZE} bytes)"),
-            ));
-        }
+        super::validate_append(appends, allow_empty, self.options.max_event_size)?;
+        let mut ids: Vec<[u8; 16]> = appends
+            .iter()
+            .flat_map(|a| a.events.iter().filter_map(|e| e.id))
+            .collect();
         ids.sort_unstable();
         if let Some(twice) = ids.windows(2).find(|w| w[0] == w[1]) {
             return Err(super::ids::id_twice(&twice[0]));
