@@ -323,6 +323,28 @@ static long touch_row(sqlite3_stmt *st) {
     return sum;
 }
 
+/* Reads cfg.stream_reads streams through `one` (a different one each time, or with
+ * `same` the same one each time) and returns the mean microseconds a read; *rc becomes
+ * -1 if a read does not give versions 0..events_per_stream-1. */
+static double sq_time_stream_reads(sqlite3_stmt *one, int same, volatile long *sink, int *rc) {
+    char stream[32];
+    long nstreams = nd_stream_count();
+    double t0 = now_s();
+    for (int rep = 0; rep < cfg.stream_reads; rep++) {
+        snprintf(stream, sizeof stream, "stream-%04ld", (same ? 17 : rep * 7919L) % nstreams);
+        sqlite3_bind_text(one, 1, stream, -1, SQLITE_STATIC);
+        long v = 0;
+        while (sqlite3_step(one) == SQLITE_ROW) {
+            if (sqlite3_column_int64(one, 2) != v) *rc = -1;
+            *sink += touch_row(one);
+            v++;
+        }
+        sqlite3_reset(one);
+        if (v != cfg.events_per_stream) *rc = -1;
+    }
+    return (now_s() - t0) / cfg.stream_reads * 1e6;
+}
+
 int sq_reads(double *m) {
     sqlite3 *db = sq_open_db(W3_SQ, "NORMAL", 0);
     sqlite3_stmt *all = sq_prepare(db, SELECT_COLUMNS "ORDER BY pos");
@@ -346,40 +368,10 @@ int sq_reads(double *m) {
         rc = -1;
     }
 
-    char stream[32];
-    long nstreams = nd_stream_count();
-    t0 = now_s();
-    for (int rep = 0; rep < cfg.stream_reads; rep++) {
-        snprintf(stream, sizeof stream, "stream-%04ld", (rep * 7919L) % nstreams);
-        sqlite3_bind_text(one, 1, stream, -1, SQLITE_STATIC);
-        long v = 0;
-        while (sqlite3_step(one) == SQLITE_ROW) {
-            if (sqlite3_column_int64(one, 2) != v) rc = -1;
-            sink += touch_row(one);
-            v++;
-        }
-        sqlite3_reset(one);
-        if (v != cfg.events_per_stream) rc = -1;
-    }
-    m[1] = (now_s() - t0) / cfg.stream_reads * 1e6;
+    /* cold: a different stream each time; warm: the same one again and again */
+    m[1] = sq_time_stream_reads(one, 0, &sink, &rc);
+    m[4] = sq_time_stream_reads(one, 1, &sink, &rc);
     if (rc) problem("5 SQLite: a stream read did not give versions 0..%ld", cfg.events_per_stream - 1);
-
-    /* the same stream again and again: warm */
-    snprintf(stream, sizeof stream, "stream-%04ld", 17 % nstreams);
-    t0 = now_s();
-    for (int rep = 0; rep < cfg.stream_reads; rep++) {
-        sqlite3_bind_text(one, 1, stream, -1, SQLITE_STATIC);
-        long v = 0;
-        while (sqlite3_step(one) == SQLITE_ROW) {
-            if (sqlite3_column_int64(one, 2) != v) rc = -1;
-            sink += touch_row(one);
-            v++;
-        }
-        sqlite3_reset(one);
-        if (v != cfg.events_per_stream) rc = -1;
-    }
-    m[4] = (now_s() - t0) / cfg.stream_reads * 1e6;
-    if (rc) problem("5 SQLite: reading one stream again did not give versions 0..%ld", cfg.events_per_stream - 1);
     /* SQLite has no batch interface: its read-all row is compared with both cursors */
     m[3] = m[0];
 

@@ -394,6 +394,20 @@ fn append_some(store: &Store, n: usize, from: u32) -> usize {
 
 /// Opens the store on `fs` and checks it holds at least `acked` events, each with the
 /// payload it was appended with, by position and by stream.
+/// A store on `fs` under `ALWAYS` whose next appends seal a segment (and write its index
+/// file), and how many events it acknowledged.
+fn store_before_a_seal(fs: &FaultFs) -> (Store, usize) {
+    let opts = StoreOptions {
+        fsync: FsyncPolicy::Always,
+        max_segment_size: SEGMENT,
+        vfs: fs.arc(),
+        ..StoreOptions::default()
+    };
+    let (store, _) = Store::open("/s", opts, Vec::new()).unwrap();
+    let acked = append_some(&store, 58, 0);
+    (store, acked)
+}
+
 fn check_store(fs: &FaultFs, acked: usize, what: &str) {
     let opts = StoreOptions {
         fsync: FsyncPolicy::Always,
@@ -431,14 +445,7 @@ fn a_power_cut_while_an_index_file_is_written_loses_no_acknowledged_event() {
         let mut k = 1;
         loop {
             let fs = FaultFs::new();
-            let opts = StoreOptions {
-                fsync: FsyncPolicy::Always,
-                max_segment_size: SEGMENT,
-                vfs: fs.arc(),
-                ..StoreOptions::default()
-            };
-            let (store, _) = Store::open("/s", opts, Vec::new()).unwrap();
-            let mut acked = append_some(&store, 58, 0);
+            let (store, mut acked) = store_before_a_seal(&fs);
             fs.set_plan(Plan {
                 kinds: Op::MUTATING.to_vec(),
                 cut_at: Some((k, keep)),
@@ -463,6 +470,7 @@ fn a_power_cut_while_an_index_file_is_written_loses_no_acknowledged_event() {
             k += 1;
         }
         assert!(k > 10, "{keep:?}: only {k} operations");
+        println!("FIGURE index_file_cut_points_{keep:?} {}", k - 1);
     }
 }
 
@@ -475,14 +483,7 @@ fn a_failed_operation_while_an_index_file_is_written_loses_no_acknowledged_event
         let mut k = 1;
         loop {
             let fs = FaultFs::new();
-            let opts = StoreOptions {
-                fsync: FsyncPolicy::Always,
-                max_segment_size: SEGMENT,
-                vfs: fs.arc(),
-                ..StoreOptions::default()
-            };
-            let (store, _) = Store::open("/s", opts, Vec::new()).unwrap();
-            let mut acked = append_some(&store, 58, 0);
+            let (store, mut acked) = store_before_a_seal(&fs);
             fs.set_plan(Plan {
                 kinds: Op::MUTATING.to_vec(),
                 fail_at: Some(k),
@@ -501,6 +502,7 @@ fn a_failed_operation_while_an_index_file_is_written_loses_no_acknowledged_event
             k += 1;
         }
         assert!(k > 10, "{fault:?}: only {k} operations");
+        println!("FIGURE index_file_failure_points_{fault:?} {}", k - 1);
     }
 }
 
