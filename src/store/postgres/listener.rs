@@ -1,7 +1,8 @@
 //! Wake-ups of waiting subscribers: the highest head seen, and one listening connection
 //! per store that hears the `notify` every committer (of any process) sends after its
-//! commits. It listens before the store's open returns. A hot standby cannot LISTEN: there, and while the listener is disconnected,
-//! waiters poll the head.
+//! commits. It listens from the store's first wait on (a handle that never waits costs
+//! the server nothing per commit). A hot standby cannot LISTEN: there, and while the
+//! listener is disconnected, waiters poll the head.
 
 use super::conn::{pg_error, Conn};
 use crate::error::Result;

@@ -40,6 +40,8 @@ pub struct PgStore {
     applied: Mutex<u64>,
     /// The highest head seen (for waiters), their wake-up, and the listener.
     wake: Arc<Wakeup>,
+    /// Started the listener (at the first wait).
+    listen: std::sync::Once,
     /// When the head was last read from the server.
     head_read: Mutex<Instant>,
     appended: AtomicU64,
@@ -66,12 +68,9 @@ impl PgStore {
             runtime.spawn(committer::run(conn.clone(), rx));
             Some(tx)
         };
-        // Listening before the head is first read: nothing committed in between is missed.
+        // The listener starts with the first wait (`listen`): a handle that only appends
+        // or reads never has its backend signalled by every commit of every writer.
         let wake = Wakeup::new();
-        block(&runtime, async {
-            listener::start(conn.clone(), wake.clone()).await;
-            Ok(())
-        })?;
         projections.iter().for_each(|p| p.reset());
         let mut store = PgStore {
             conn,
@@ -81,6 +80,7 @@ impl PgStore {
             projections,
             applied: Mutex::new(0),
             wake,
+            listen: std::sync::Once::new(),
             head_read: Mutex::new(started),
             appended: AtomicU64::new(0),
             open_time: Duration::ZERO,
@@ -639,6 +639,14 @@ impl Backend for PgStore {
 
     fn wait_for_events(&self, seen: u64, timeout: Duration) -> u64 {
         let deadline = Instant::now() + timeout;
+        // Listening before the head is read: nothing committed in between is missed (the
+        // listener reads the head once it listens, so what came before is seen too).
+        self.listen.call_once(|| {
+            let _ = block(&self.runtime, async {
+                listener::start(self.conn.clone(), self.wake.clone()).await;
+                Ok(())
+            });
+        });
         loop {
             if self.closed.load(Ordering::Acquire) {
                 return seen;
