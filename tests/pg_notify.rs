@@ -115,7 +115,8 @@ fn a_plain_notify_from_another_writer_makes_waiters_read_the_head() {
     let first = sql(
         pg.url(),
         "set search_path to outside; select res from append(array[1], array['x'], array[-1]::bigint[], array[1], \
-         array[null]::bytea[], array['E'], array[1], array['']::bytea[], array['raw']::bytea[])",
+         array[null]::uuid[], array['E'], array[1], array['']::bytea[], array['raw']::bytea[], \
+         '{}'::uuid[], '{}'::int[], '{}'::int[], false)",
     );
     assert_eq!(first, Some(0));
     sql(pg.url(), "notify \"evs_outside\"");

@@ -407,3 +407,166 @@ fn a_call_while_its_thread_exits_works() {
         .expect("the call at thread exit reported");
     assert_eq!(got, Ok(Some(0)));
 }
+
+/// A 16-byte id made of a number.
+fn id_of(n: u64) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&n.to_le_bytes());
+    id[8] = 0xa5;
+    id
+}
+
+#[test]
+fn retries_and_new_appends_in_one_batch_are_each_answered_as_if_alone() {
+    // Eight threads of one handle append at once, so that the committer puts their
+    // requests into one call: in every round one thread repeats an append acknowledged
+    // before (its ids stored: the call's id insert is refused, and each request is then
+    // sent alone with its ids looked up), one appends with a stale expected version
+    // (refused: its ids, written before the head lock, are taken back), the others append
+    // anew.
+    let pg = PgServer::start();
+    let url = format!("{}?schema=mixed", pg.url());
+    let s = Arc::new(open(&url));
+    let payload = [7u8; 32];
+    let mut first = [ev("E", &payload), ev("E", &payload)];
+    first[0].id = Some(id_of(1));
+    first[1].id = Some(id_of(2));
+    let original = s
+        .append("again", ExpectedVersion::NoStream, &first)
+        .unwrap();
+    const ROUNDS: u64 = 40;
+    const THREADS: u64 = 8;
+    let barrier = Arc::new(std::sync::Barrier::new(THREADS as usize));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (s, barrier, original) = (s.clone(), barrier.clone(), original.clone());
+            std::thread::spawn(move || {
+                let payload = [t as u8; 32];
+                for round in 0..ROUNDS {
+                    barrier.wait();
+                    match t {
+                        0 => {
+                            let mut again = [ev("E", &payload), ev("E", &payload)];
+                            again[0].id = Some(id_of(1));
+                            again[1].id = Some(id_of(2));
+                            let r = s.append("again", ExpectedVersion::NoStream, &again);
+                            assert_eq!(r.unwrap(), original, "round {round}");
+                        }
+                        1 => {
+                            let mut stale = [ev("E", &payload)];
+                            stale[0].id = Some(id_of(1_000 + round));
+                            let e = s
+                                .append("stale", ExpectedVersion::Exact(5), &stale)
+                                .unwrap_err();
+                            assert_eq!(e.kind, ErrorKind::WrongExpectedVersion);
+                        }
+                        _ => {
+                            let mut new = [ev("E", &payload), ev("E", &payload)];
+                            new[0].id = Some(id_of(10_000 * t + 2 * round));
+                            new[1].id = Some(id_of(10_000 * t + 2 * round + 1));
+                            let r = s
+                                .append(&format!("new-{t}"), ExpectedVersion::Any, &new)
+                                .unwrap();
+                            assert_eq!(r.stream_versions, vec![2 * round + 1]);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // Each new append once, nothing of the retries or the refused appends.
+    let n = 2 + (THREADS - 2) * ROUNDS * 2;
+    assert_eq!(positions(&s), (0..n).collect::<Vec<_>>());
+    assert_eq!(s.stream_version("stale").unwrap(), None);
+    let stats = s.stats().unwrap();
+    assert_eq!((stats.events, stats.event_ids), (n, n));
+    // The refused appends' ids were taken back: the same ids append now.
+    for round in 0..ROUNDS {
+        let mut e = [ev("E", b"")];
+        e[0].id = Some(id_of(1_000 + round));
+        let r = s.append("stale", ExpectedVersion::Any, &e).unwrap();
+        assert_eq!(r.first_position, n + round);
+    }
+}
+
+#[test]
+fn a_large_append_reads_back_by_position_by_version_and_backward() {
+    // 25,000 events in one append are one row of the chunks table; reads go through it
+    // in windows (10,000 positions forward, 1,000 backward and in a stream).
+    let pg = PgServer::start();
+    let url = format!("{}?schema=large", pg.url());
+    let s = open(&url);
+    s.append_event("Before", b"b").unwrap();
+    const N: u64 = 25_000;
+    let payloads: Vec<[u8; 8]> = (0..N).map(|i| i.to_le_bytes()).collect();
+    let events: Vec<EventInput> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut e = ev("Big", p);
+            e.id = Some(id_of(i as u64));
+            e.metadata = if i % 2 == 0 { b"even" } else { b"" };
+            e
+        })
+        .collect();
+    let r = s.append("big", ExpectedVersion::NoStream, &events).unwrap();
+    assert_eq!((r.first_position, r.stream_versions), (1, vec![N - 1]));
+    s.append_event("After", b"a").unwrap();
+
+    let mut c = s.read_all(0).unwrap();
+    let mut n = 0;
+    while let Some(e) = c.next().unwrap() {
+        assert_eq!(e.position, n);
+        if (1..=N).contains(&n) {
+            let i = n - 1;
+            assert_eq!((e.stream, e.stream_version), ("big", i));
+            assert_eq!(e.payload, &i.to_le_bytes()[..]);
+            assert_eq!(e.id, Some(id_of(i)));
+            assert_eq!(e.metadata, if i % 2 == 0 { &b"even"[..] } else { b"" });
+        }
+        n += 1;
+    }
+    assert_eq!(n, N + 2);
+    let e = s.read_event(12_345).unwrap();
+    assert_eq!(
+        (e.stream_version, e.payload),
+        (12_344, 12_344u64.to_le_bytes().to_vec())
+    );
+    assert_eq!(s.read_event(N + 1).unwrap().event_type, "After");
+
+    let mut c = s.read_stream("big", 17_000).unwrap();
+    let mut v = 17_000;
+    while let Some(e) = c.next().unwrap() {
+        assert_eq!((e.stream_version, e.position), (v, v + 1));
+        v += 1;
+    }
+    assert_eq!(v, N);
+    let mut c = s.read_stream_backward("big", 2_500).unwrap();
+    let mut want = 2_501;
+    while let Some(e) = c.next().unwrap() {
+        want -= 1;
+        assert_eq!(e.stream_version, want);
+    }
+    assert_eq!(want, 0);
+    let mut c = s.read_all_backward(u64::MAX).unwrap();
+    let mut want = N + 2;
+    while let Some(e) = c.next().unwrap() {
+        want -= 1;
+        assert_eq!(e.position, want);
+    }
+    assert_eq!(want, 0);
+    let mut c = s.read_category("bi", 20_000).unwrap();
+    let mut count = 0;
+    while let Some(e) = c.next().unwrap() {
+        assert_eq!(e.position, 20_000 + count);
+        count += 1;
+    }
+    assert_eq!(count, N + 1 - 20_000);
+    // A retry of the whole append is found by its ids.
+    let again = s.append("big", ExpectedVersion::NoStream, &events).unwrap();
+    assert_eq!(again.first_position, 1);
+    assert_eq!(s.next_position().unwrap(), N + 2);
+}

@@ -89,7 +89,7 @@ impl Design {
             Design::GroupCommit => "A: counter row + client-side group commit",
             Design::Sequencer => "B: parallel inserts + post-commit sequencer",
             Design::LateCounter => "C: group commit, events first, counter row last",
-            Design::Evstore => "evstore backend (A), C API, 1 handle per process",
+            Design::Evstore => "evstore backend (D), C API, 1 handle per process",
         }
     }
     fn schema(self) -> String {
@@ -1019,7 +1019,14 @@ impl Admin {
         Ok(())
     }
     fn count(&mut self, design: Design) -> Result<i64, BoxError> {
-        self.one(&format!("select count(*) from {}.events", design.schema()))
+        let s = design.schema();
+        match design {
+            // The store keeps one `chunks` row per stream entry of an append.
+            Design::Evstore => {
+                self.one(&format!("select coalesce(sum(n), 0)::int8 from {s}.chunks"))
+            }
+            _ => self.one(&format!("select count(*) from {s}.events")),
+        }
     }
     /// One past the last position.
     fn end(&mut self, design: Design) -> Result<i64, BoxError> {
@@ -1039,7 +1046,26 @@ impl Admin {
                 // bigserial counts from 1.
                 Ok(format!("{n} events, positions 1..{max}: {} holes", max - n))
             }
-            Design::Counter | Design::GroupCommit | Design::Evstore => {
+            Design::Evstore => {
+                // Chunks of n events at first_pos: dense when each starts where the one
+                // before ends, the first at 0 and the last ending at the head.
+                let breaks = self.one(&format!(
+                    "select count(*) from (select first_pos, n, lead(first_pos) over (order by first_pos) as nx \
+                     from {s}.chunks) x where nx is not null and nx <> first_pos + n"
+                ))?;
+                let lo = self.one(&format!(
+                    "select coalesce(min(first_pos), 0) from {s}.chunks"
+                ))?;
+                let next = self.one(&format!("select next from {s}.head"))?;
+                if breaks != 0 || lo != 0 || next != n {
+                    return Err(format!(
+                        "{s}: {n} events, {breaks} breaks, first {lo}, head {next}"
+                    )
+                    .into());
+                }
+                Ok(format!("{n} events at positions 0..{}: dense", n - 1))
+            }
+            Design::Counter | Design::GroupCommit => {
                 let lo = self.one(&format!("select min(pos) from {s}.events"))?;
                 let hi = self.one(&format!("select max(pos) from {s}.events"))?;
                 let next = self.one(&format!("select next from {s}.head"))?;

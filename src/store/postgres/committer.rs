@@ -7,6 +7,7 @@
 
 use super::conn::{pg_error, Conn};
 use super::listener;
+use super::uuid::Uuid;
 use crate::error::{Error, ErrorKind, Result};
 
 use std::sync::Arc;
@@ -97,7 +98,7 @@ pub async fn run(conn: Arc<Conn>, mut rx: mpsc::UnboundedReceiver<Request>) {
         recent.push_back(batch.len());
         // The head after the events this batch wrote, if it wrote any.
         let mut head = None;
-        match commit(&conn, &mut client, &batch).await {
+        match commit(&conn, &mut client, &batch, false).await {
             Ok(outcomes) => {
                 for (r, o) in batch.iter().zip(outcomes) {
                     head = head.max(end_of(r, &o));
@@ -106,15 +107,17 @@ pub async fn run(conn: Arc<Conn>, mut rx: mpsc::UnboundedReceiver<Request>) {
             }
             Err(failure) => {
                 // The batch's transaction wrote nothing, or its commit is in doubt. Each
-                // request alone, on a fresh connection: with event ids a repeat is safe (the
-                // function finds what an in-doubt commit stored); without, after an in-doubt
-                // commit, the caller is told.
+                // request alone, on a fresh connection, its ids looked up first: with event
+                // ids a repeat is safe (the function finds what an in-doubt commit stored,
+                // and a retry of an earlier append, whose id the `ids` key refused in the
+                // batch, is answered as one); without, after an in-doubt commit, the caller
+                // is told.
                 client = None;
                 for r in &batch {
                     let result = if failure.in_doubt && !r.all_have_ids() {
                         Err(in_doubt(&failure.error))
                     } else {
-                        match commit(&conn, &mut client, std::slice::from_ref(r)).await {
+                        match commit(&conn, &mut client, std::slice::from_ref(r), true).await {
                             Ok(mut o) => {
                                 let o = o.remove(0);
                                 head = head.max(end_of(r, &o));
@@ -208,14 +211,17 @@ struct Prepared {
 }
 
 /// The call the committer prepares.
-const APPEND_CALL: &str =
-    "select res, entry, actual, versions from append($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+const APPEND_CALL: &str = "select res, entry, actual, versions \
+     from append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
 /// One call of `append` for these requests, connecting (and preparing) first if needed.
+/// `check_ids`: look the ids up before writing them (a retry is then an answer, not a
+/// failed call).
 async fn commit(
     conn: &Conn,
     client: &mut Option<Prepared>,
     batch: &[Request],
+    check_ids: bool,
 ) -> std::result::Result<Vec<Outcome>, Failure> {
     if client.as_ref().is_none_or(|c| c.client.is_closed()) {
         *client = None;
@@ -234,15 +240,26 @@ async fn commit(
     let (mut s_stream, mut s_expected, mut s_count) = (Vec::new(), Vec::new(), Vec::new());
     let (mut e_id, mut e_type, mut e_sv, mut e_meta, mut e_data) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // The events that have ids, once more: id, entry (1-based in the batch), index in it.
+    let (mut i_id, mut i_entry, mut i_idx) = (Vec::new(), Vec::new(), Vec::new());
     for r in batch {
         r_entries.push(r.entries.len() as i32);
+        let mut events = r.events.iter();
         for e in &r.entries {
             s_stream.push(e.stream.as_str());
             s_expected.push(e.expected);
             s_count.push(e.count);
+            let entry = s_stream.len() as i32;
+            for (idx, ev) in events.by_ref().take(e.count as usize).enumerate() {
+                if let Some(id) = &ev.id {
+                    i_id.push(Uuid(id));
+                    i_entry.push(entry);
+                    i_idx.push(idx as i32);
+                }
+            }
         }
         for e in &r.events {
-            e_id.push(e.id.as_ref().map(|i| &i[..]));
+            e_id.push(e.id.as_ref().map(Uuid));
             e_type.push(e.event_type.as_str());
             e_sv.push(e.schema_version);
             e_meta.push(&e.metadata[..]);
@@ -263,6 +280,10 @@ async fn commit(
                 &e_sv,
                 &e_meta,
                 &e_data,
+                &i_id,
+                &i_entry,
+                &i_idx,
+                &check_ids,
             ],
         )
         .await

@@ -1,7 +1,10 @@
-//! Cursors over the `events` table: pages of rows by primary key (positions) or by the
-//! stream index, held in memory and handed out one by one. Forward position cursors
-//! check that what they get is dense: a gap is reported, never stepped over.
+//! Cursors over the log: windows of positions (or of a stream's versions) read from the
+//! `chunks` table by its primary key (or its stream index), each chunk's arrays cut by
+//! the server to the window, unpacked into events here, held in memory and handed out one
+//! by one. Forward position cursors check that what they get is dense: a gap is
+//! reported, never stepped over.
 
+use super::uuid::StoredUuid;
 use super::PgStore;
 use crate::error::{Error, Result};
 use crate::store::backend::{EventCursor, TailCursor};
@@ -9,27 +12,57 @@ use crate::store::{Event, EventRef};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-/// Rows fetched at once.
-const PAGE: i64 = 1000;
+/// Positions (or versions) in one window of the backward, stream and category kinds.
+const PAGE: u64 = 1000;
 
-/// Rows fetched at once reading the log forward (read-all, subscriptions catching up):
-/// large pages, the next one read ahead while the caller goes through the current one.
+/// Positions in one window reading the log forward (read-all, subscriptions catching up):
+/// large windows, the next one read ahead while the caller goes through the current one.
 const FORWARD_PAGE: u64 = 10_000;
 
-/// The forward page query: positions in [$1, $2).
-fn forward_sql() -> String {
-    format!("select {COLUMNS} from events where pos >= $1 and pos < $2 order by pos")
+/// The chunks holding positions in [$1, $2), their arrays cut to those positions, in
+/// position order (`extra` narrows them further). Backward reads reverse the window.
+fn positions_sql(extra: &str) -> String {
+    format!(
+        "select {CHUNK_COLUMNS} from chunks c \
+         cross join lateral (select greatest(1, $1 - c.first_pos + 1) as lo, \
+                                    least(c.n::int8, $2 - c.first_pos) as hi) b \
+         where c.first_pos >= (select coalesce(max(first_pos), 0) from chunks where first_pos <= $1) \
+           and c.first_pos < $2 and b.lo <= b.hi {extra} \
+         order by c.first_pos"
+    )
 }
 
-/// A forward page being read ahead: its first position and the query's task.
+/// The forward window query: positions in [$1, $2).
+pub fn forward_sql() -> String {
+    positions_sql("")
+}
+
+/// The chunks of stream $3 holding versions in [$1, $2), cut to those versions, in
+/// version order.
+fn versions_sql() -> String {
+    format!(
+        "select {CHUNK_COLUMNS} from chunks c \
+         cross join lateral (select greatest(1, $1 - c.first_version + 1) as lo, \
+                                    least(c.n::int8, $2 - c.first_version) as hi) b \
+         where c.stream = $3 and c.stream <> '' \
+           and c.first_version >= (select coalesce(max(first_version), 0) from chunks \
+                                   where stream = $3 and stream <> '' and first_version <= $1) \
+           and c.first_version < $2 and b.lo <= b.hi \
+         order by c.first_version"
+    )
+}
+
+/// A forward window being read ahead: its first position and the query's task.
 type Ahead = (
     u64,
     tokio::task::JoinHandle<Result<Vec<tokio_postgres::Row>>>,
 );
 
-/// The columns every read selects, in `event_from_row`'s order.
-pub const COLUMNS: &str =
-    "pos, ts, stream, version, type, schema_version, metadata, data, event_id";
+/// The columns of a chunk every read selects, in `unpack`'s order: the arrays from the
+/// chunk's `b.lo`-th event (1-based) to its `b.hi`-th.
+pub const CHUNK_COLUMNS: &str = "c.first_pos, c.ts, c.stream, c.first_version, b.lo, \
+     c.types[b.lo:b.hi], c.schema_versions[b.lo:b.hi], c.metadata[b.lo:b.hi], \
+     c.data[b.lo:b.hi], c.ids[b.lo:b.hi]";
 
 /// What a cursor reads.
 pub enum Kind {
@@ -55,29 +88,53 @@ pub struct PgCursor {
     ahead: Option<Ahead>,
 }
 
-/// An event from a row selected with `COLUMNS`.
-pub fn event_from_row(row: &tokio_postgres::Row) -> Result<Event> {
-    let id: Option<Vec<u8>> = row.get(8);
-    let id = match id {
-        None => None,
-        Some(v) => Some(<[u8; 16]>::try_from(&v[..]).map_err(|_| {
-            Error::corrupt(format!(
-                "the event id at position {} is not 16 bytes",
-                row.get::<_, i64>(0)
-            ))
-        })?),
-    };
-    Ok(Event {
-        position: row.get::<_, i64>(0) as u64,
-        timestamp_us: row.get::<_, i64>(1) as u64,
-        stream: row.get(2),
-        stream_version: row.get::<_, i64>(3) as u64,
-        event_type: row.get(4),
-        schema_version: row.get::<_, i32>(5) as u32,
-        metadata: row.get(6),
-        payload: row.get(7),
-        id,
-    })
+/// The events of a chunk row selected with `CHUNK_COLUMNS`, in position order.
+pub fn unpack(row: &tokio_postgres::Row, out: &mut Vec<Event>) -> Result<()> {
+    let first_pos = row.get::<_, i64>(0) as u64;
+    let ts = row.get::<_, i64>(1) as u64;
+    let stream: &str = row.get(2);
+    let first_version = row.get::<_, i64>(3) as u64;
+    let skip = row.get::<_, i64>(4) as u64 - 1;
+    let types: Vec<String> = row.get(5);
+    let svs: Vec<i32> = row.get(6);
+    let metas: Vec<Vec<u8>> = row.get(7);
+    let datas: Vec<Vec<u8>> = row.get(8);
+    let ids: Vec<Option<StoredUuid>> = row.get(9);
+    let n = types.len();
+    if svs.len() != n || metas.len() != n || datas.len() != n || ids.len() != n {
+        return Err(Error::corrupt(format!(
+            "the chunk at position {first_pos} has arrays of different lengths"
+        )));
+    }
+    let events = types.into_iter().zip(svs).zip(metas).zip(datas).zip(ids);
+    for (k, ((((event_type, sv), metadata), payload), id)) in events.enumerate() {
+        let k = skip + k as u64;
+        out.push(Event {
+            position: first_pos + k,
+            timestamp_us: ts,
+            stream: stream.to_owned(),
+            stream_version: if stream.is_empty() {
+                0
+            } else {
+                first_version + k
+            },
+            event_type,
+            schema_version: sv as u32,
+            metadata,
+            payload,
+            id: id.map(|i| i.0),
+        });
+    }
+    Ok(())
+}
+
+/// The events of chunk rows, in the rows' order (each chunk's in position order).
+pub fn unpack_all(rows: &[tokio_postgres::Row]) -> Result<Vec<Event>> {
+    let mut out = Vec::new();
+    for row in rows {
+        unpack(row, &mut out)?;
+    }
+    Ok(out)
 }
 
 impl PgCursor {
@@ -92,32 +149,31 @@ impl PgCursor {
         }
     }
 
-    /// Reads the next page into `page`.
+    /// Reads the next window into `page`.
     fn fetch(&mut self) -> Result<()> {
-        let next = self.next as i64;
-        let (sql, what) = match &self.kind {
+        let next = self.next;
+        match &self.kind {
             Kind::Forward { until } => {
-                if self.next >= *until {
+                if next >= *until {
                     return Ok(());
                 }
                 let until = *until;
-                let end = until.min(self.next.saturating_add(FORWARD_PAGE));
-                // A page read ahead is used if it found something; an empty one may be
-                // older than events committed since, so the page is read again then.
+                let end = until.min(next.saturating_add(FORWARD_PAGE));
+                // A window read ahead is used if it found something; an empty one may be
+                // older than events committed since, so the window is read again then.
                 let mut rows = match self.ahead.take() {
-                    Some((from, started)) if from == self.next => self.store.rows_ahead(started)?,
+                    Some((from, started)) if from == next => self.store.rows_ahead(started)?,
                     _ => Vec::new(),
                 };
                 if rows.is_empty() {
                     rows = self.store.query(
                         &forward_sql(),
-                        &[&next, &(end as i64)],
+                        &[&(next as i64), &(end as i64)],
                         "reading the log",
                     )?;
                 }
-                let full = rows.len() as u64 == end - self.next;
-                self.take_dense(rows)?;
-                if full && self.next < until {
+                self.take_dense(unpack_all(&rows)?)?;
+                if self.next == end && self.next < until {
                     let to = until.min(self.next.saturating_add(FORWARD_PAGE));
                     let started = self.store.query_ahead(
                         forward_sql(),
@@ -127,78 +183,72 @@ impl PgCursor {
                     );
                     self.ahead = Some((self.next, started));
                 }
-                return Ok(());
             }
             Kind::Category { prefix } => {
+                // Windows of positions below the head read before them (all committed and
+                // visible, so a window is complete), until one has events of the category.
+                let prefix = prefix.clone();
+                let head = self.store.head()?;
+                while self.page.is_empty() && self.next < head {
+                    let end = head.min(self.next.saturating_add(FORWARD_PAGE));
+                    let rows = self.store.query(
+                        &positions_sql("and starts_with(c.stream, $3)"),
+                        &[&(self.next as i64), &(end as i64), &prefix],
+                        "reading a category",
+                    )?;
+                    self.page.extend(unpack_all(&rows)?);
+                    self.next = end;
+                }
+            }
+            Kind::Backward { more: false } | Kind::StreamBackward { more: false, .. } => {}
+            Kind::Backward { .. } => {
+                let lo = (next + 1).saturating_sub(PAGE);
                 let rows = self.store.query(
-                    &format!(
-                        "select {COLUMNS} from events where pos >= $1 and starts_with(stream, $2) \
-                         order by pos limit {PAGE}"
-                    ),
-                    &[&next, prefix],
-                    "reading a category",
+                    &positions_sql(""),
+                    &[&(lo as i64), &((next + 1) as i64)],
+                    "reading the log backward",
                 )?;
-                for row in &rows {
-                    self.page.push_back(event_from_row(row)?);
-                }
+                self.page.extend(unpack_all(&rows)?.into_iter().rev());
+                self.step_down(lo);
+            }
+            Kind::Stream { stream } => {
+                let end = next.saturating_add(PAGE);
+                let rows = self.store.query(
+                    &versions_sql(),
+                    &[&(next as i64), &(end as i64), stream],
+                    "reading a stream",
+                )?;
+                self.page.extend(unpack_all(&rows)?);
                 if let Some(last) = self.page.back() {
-                    self.next = last.position + 1;
+                    self.next = last.stream_version + 1;
                 }
-                return Ok(());
             }
-            Kind::Backward { more: false } | Kind::StreamBackward { more: false, .. } => {
-                return Ok(())
+            Kind::StreamBackward { stream, .. } => {
+                let lo = (next + 1).saturating_sub(PAGE);
+                let rows = self.store.query(
+                    &versions_sql(),
+                    &[&(lo as i64), &((next + 1) as i64), stream],
+                    "reading a stream backward",
+                )?;
+                self.page.extend(unpack_all(&rows)?.into_iter().rev());
+                self.step_down(lo);
             }
-            Kind::Backward { .. } => (
-                format!("select {COLUMNS} from events where pos <= $1 order by pos desc limit {PAGE}"),
-                "reading the log backward",
-            ),
-            Kind::Stream { .. } => (
-                format!(
-                    "select {COLUMNS} from events where stream = $2 and stream <> '' and version >= $1 \
-                     order by version limit {PAGE}"
-                ),
-                "reading a stream",
-            ),
-            Kind::StreamBackward { .. } => (
-                format!(
-                    "select {COLUMNS} from events where stream = $2 and stream <> '' and version <= $1 \
-                     order by version desc limit {PAGE}"
-                ),
-                "reading a stream backward",
-            ),
-        };
-        let rows = match &self.kind {
-            Kind::Stream { stream } | Kind::StreamBackward { stream, .. } => {
-                self.store.query(&sql, &[&next, stream], what)?
-            }
-            _ => self.store.query(&sql, &[&next], what)?,
-        };
-        for row in &rows {
-            self.page.push_back(event_from_row(row)?);
-        }
-        let Some(last) = self.page.back() else {
-            self.set_done();
-            return Ok(());
-        };
-        let last = match self.kind {
-            Kind::Stream { .. } | Kind::StreamBackward { .. } => last.stream_version,
-            _ => last.position,
-        };
-        match self.kind {
-            Kind::Stream { .. } => self.next = last + 1,
-            _ => match last.checked_sub(1) {
-                Some(n) => self.next = n,
-                None => self.set_done(),
-            },
         }
         Ok(())
     }
 
-    /// Takes a forward page, refusing a gap (which would be a skipped event).
-    fn take_dense(&mut self, rows: Vec<tokio_postgres::Row>) -> Result<()> {
-        for row in &rows {
-            let e = event_from_row(row)?;
+    /// After a backward window from `lo` up: the next one ends below it (none below 0,
+    /// and none after an empty window).
+    fn step_down(&mut self, lo: u64) {
+        match lo.checked_sub(1) {
+            Some(n) if !self.page.is_empty() => self.next = n,
+            _ => self.set_done(),
+        }
+    }
+
+    /// Takes a forward window's events, refusing a gap (which would be a skipped event).
+    fn take_dense(&mut self, events: Vec<Event>) -> Result<()> {
+        for e in events {
             let want = self.next + self.page.len() as u64;
             if e.position != want {
                 return Err(Error::corrupt(format!(

@@ -7,6 +7,9 @@ pub mod conn;
 mod cursor;
 mod listener;
 mod schema;
+mod uuid;
+
+use uuid::Uuid;
 
 use super::backend::{Backend, EventCursor, TailCursor};
 use super::{
@@ -16,7 +19,7 @@ use super::{
 use crate::error::{Error, ErrorKind, Result};
 use committer::{Entry, Outcome, OwnedEvent, Request};
 use conn::{pg_error, Conn};
-use cursor::{event_from_row, Kind, PgCursor, COLUMNS};
+use cursor::{unpack_all, Kind, PgCursor};
 use listener::Wakeup;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -182,15 +185,14 @@ impl PgStore {
         loop {
             let from = *applied as i64;
             let rows = self.query(
-                &format!("select {COLUMNS} from events where pos >= $1 order by pos limit 5000"),
-                &[&from],
+                &cursor::forward_sql(),
+                &[&from, &(from + 5000)],
                 "reading the log for the projections",
             )?;
             if rows.is_empty() {
                 break;
             }
-            for row in &rows {
-                let e = event_from_row(row)?;
+            for e in unpack_all(&rows)? {
                 if e.position != *applied {
                     return Err(Error::corrupt(format!(
                         "the log has position {} where {} was expected",
@@ -335,13 +337,13 @@ impl PgStore {
 
     /// A retried append: the stored positions of its ids, checked against its streams.
     fn stored_result(&self, appends: &[StreamAppend<'_>]) -> Result<AppendResult> {
-        let ids: Vec<&[u8]> = appends
+        let ids: Vec<Uuid> = appends
             .iter()
             .flat_map(|a| a.events.iter())
-            .filter_map(|e| e.id.as_ref().map(|i| &i[..]))
+            .filter_map(|e| e.id.as_ref().map(Uuid))
             .collect();
         let rows = self.query(
-            "select event_id, pos, stream, version from events where event_id = any($1)",
+            "select uuid_send(id), pos, stream, version from id_positions where id = any($1)",
             &[&ids],
             "looking up the stored event ids",
         )?;
@@ -382,12 +384,10 @@ impl PgStore {
     /// does. `position` (the lowest stored one) stands in if the ids cannot be read.
     fn partly_stored(&self, appends: &[StreamAppend<'_>], position: u64) -> Error {
         let events = || appends.iter().flat_map(|a| a.events.iter());
-        let ids: Vec<&[u8]> = events()
-            .filter_map(|e| e.id.as_ref().map(|i| &i[..]))
-            .collect();
+        let ids: Vec<Uuid> = events().filter_map(|e| e.id.as_ref().map(Uuid)).collect();
         let rows = self
             .query(
-                "select event_id, pos from events where event_id = any($1)",
+                "select uuid_send(id), pos from id_positions where id = any($1)",
                 &[&ids],
                 "looking up the stored event ids",
             )
@@ -519,7 +519,8 @@ impl Backend for PgStore {
         self.check_owner()?;
         let ts = timestamp_us.min(i64::MAX as u64) as i64;
         let rows = self.query(
-            "select coalesce((select min(pos) from events where ts > $1), (select next from head))",
+            // Every event of a chunk has its chunk's time.
+            "select coalesce((select min(first_pos) from chunks where ts > $1), (select next from head))",
             &[&ts],
             "finding a position by time",
         )?;
@@ -528,14 +529,10 @@ impl Backend for PgStore {
 
     fn read_event(&self, position: u64) -> Result<Event> {
         self.check_owner()?;
-        let p = position.min(i64::MAX as u64) as i64;
-        let rows = self.query(
-            &format!("select {COLUMNS} from events where pos = $1"),
-            &[&p],
-            "reading an event",
-        )?;
-        match rows.first() {
-            Some(r) => event_from_row(r),
+        let p = position.min(i64::MAX as u64 - 1) as i64;
+        let rows = self.query(&cursor::forward_sql(), &[&p, &(p + 1)], "reading an event")?;
+        match unpack_all(&rows)?.pop() {
+            Some(e) => Ok(e),
             None => Err(Error::new(
                 ErrorKind::NotFound,
                 format!("no event at position {position}"),
@@ -703,7 +700,8 @@ impl Backend for PgStore {
         self.catch_up()?;
         let rows = self.query(
             "select (select next from head), (select count(*) from streams), \
-             pg_total_relation_size('events') + pg_total_relation_size('streams')",
+             pg_total_relation_size('chunks') + pg_total_relation_size('ids') \
+             + pg_total_relation_size('streams')",
             &[],
             "reading the store's stats",
         )?;
@@ -711,15 +709,11 @@ impl Backend for PgStore {
             .first()
             .ok_or_else(|| Error::new(ErrorKind::Internal, "the stats query returned nothing"))?;
         let types = self.query(
-            "select type, count(*) from events group by type order by type",
+            "select t, count(*) from chunks, unnest(types) t group by t order by t",
             &[],
             "counting event types",
         )?;
-        let ids = self.query(
-            "select count(*) from events where event_id is not null",
-            &[],
-            "counting event ids",
-        )?;
+        let ids = self.query("select count(*) from ids", &[], "counting event ids")?;
         Ok(StoreStats {
             events: r.get::<_, i64>(0) as u64,
             streams: r.get::<_, i64>(1) as u64,

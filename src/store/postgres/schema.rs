@@ -6,43 +6,74 @@ use super::conn::{pg_error, Conn};
 use crate::error::{Error, ErrorKind, Result};
 
 /// The schema version this library writes and reads. 1: the first; 2: `append` also
-/// returns each written request's stream versions, and writes a batch's events with one
-/// insert (same tables, same arguments: a version-1 store is migrated on open).
-const SCHEMA_VERSION: i64 = 2;
+/// returns each written request's stream versions; 3: events are stored one row per
+/// stream entry of an append (`chunks`), event ids in a table of their own written before
+/// the head lock (a version-1 or 2 store is migrated by a writable open).
+const SCHEMA_VERSION: i64 = 3;
 
-/// Creates the tables (the function comes from `APPEND`). `ts` is microseconds since the
-/// Unix epoch, never decreasing along `pos`; events without a stream have stream '' and
-/// version 0.
+/// Creates the meta, head and streams tables (the events' and ids' come from
+/// `CHUNKS_AND_IDS`, the function from `APPEND`).
 const CREATE: &str = "
 create table meta (key text primary key, value text not null);
-insert into meta values ('schema_version', '2');
+insert into meta values ('schema_version', '3');
 create table head (next bigint not null, last_ts bigint not null);
 insert into head values (0, 0);
 create table streams (name text primary key, version bigint not null, first_pos bigint not null);
-create table events (
-  pos bigint primary key,
+";
+
+/// The tables of events and ids (version 3), created with the schema or by the migration.
+/// `ts` is microseconds since the Unix epoch, never decreasing along positions; events
+/// without a stream have stream '' and version 0.
+///
+/// One `chunks` row holds the events of one stream entry of one append: positions
+/// `first_pos ..= first_pos + n - 1` and, in a stream, versions from `first_version`, with
+/// one array element per event. An append of 100 events is one row and a few TOAST rows,
+/// not 100 rows with three index entries each: that is what the head lock is held for.
+/// `chunk` is the key `ids` refers to, taken before the head lock (when positions are not
+/// known yet); `ids` maps every stored event id to its chunk and index there, and its
+/// primary key is what makes an id unique.
+const CHUNKS_AND_IDS: &str = "
+create sequence chunk_keys cache 100;
+create table chunks (
+  first_pos bigint primary key,
+  chunk bigint not null unique,
   stream text not null,
-  version bigint not null,
+  first_version bigint not null,
+  n int not null,
   ts bigint not null,
-  type text not null,
-  schema_version int not null,
-  event_id bytea,
-  metadata bytea not null,
-  data bytea not null
+  types text[] not null,
+  schema_versions int[] not null,
+  ids uuid[] not null,
+  metadata bytea[] not null,
+  data bytea[] not null
 );
-create unique index events_stream_version on events (stream, version) where stream <> '';
-create unique index events_event_id on events (event_id) where event_id is not null;
-create index events_ts on events using brin (ts);
+alter table chunks alter column types set storage external, alter column ids set storage external,
+  alter column metadata set storage external, alter column data set storage external;
+create unique index chunks_stream_version on chunks (stream, first_version) where stream <> '';
+create index chunks_ts on chunks using brin (ts);
+create table ids (id uuid primary key, chunk bigint not null, idx int not null);
+create view id_positions as
+  select i.id, c.first_pos + i.idx as pos, c.stream,
+         case when c.stream = '' then 0 else c.first_version + i.idx end as version
+  from ids i join chunks c on c.chunk = i.chunk;
 ";
 
-/// From version 1 to 2: the tables are the same; the function returns one more column
-/// (a version-1 library selecting `res, entry, actual` still works with it).
-const MIGRATE_1_TO_2: &str = "
+/// From version 1 or 2 (the same tables, one row per event; the two differ only in the
+/// function) to 3, after `CHUNKS_AND_IDS`: every event becomes a chunk of one, its id a
+/// row of `ids`.
+const MIGRATE_TO_3: &str = "
 drop function append(int[], text[], bigint[], int[], bytea[], text[], int[], bytea[], bytea[]);
-update meta set value = '2' where key = 'schema_version';
+insert into chunks
+  select e.pos, nextval('chunk_keys'), e.stream, e.version, 1, e.ts, array[e.type],
+         array[e.schema_version], array[encode(e.event_id, 'hex')::uuid], array[e.metadata],
+         array[e.data]
+  from events e order by e.pos;
+insert into ids select c.ids[1], c.chunk, 0 from chunks c where c.ids[1] is not null;
+drop table events;
+update meta set value = '3' where key = 'schema_version';
 ";
 
-/// The append function (version 2). One call appends a batch of requests (each one evs
+/// The append function (version 3). One call appends a batch of requests (each one evs
 /// append, possibly over several streams). Per request one row: res >= 0 its first
 /// position (written; versions: each entry's stream version after it, 0 for events
 /// without a stream); -1 a wrong expected version (entry: which entry of the request,
@@ -50,36 +81,59 @@ update meta set value = '2' where key = 'schema_version';
 /// (actual: the lowest stored position); -3 some ids stored, not all (nothing written).
 /// Expected: >= 0 exact, -1 any, -2 no stream, -3 exists.
 ///
-/// The serialized part (from taking `head` to the commit) is kept short: ids are looked
-/// up per request only when some id of the batch is stored; a request of one stream
-/// checks and advances its version in one statement; every event of the batch is written
-/// by one insert at the end, from arrays aligned with the event arrays (`_pb`/`_vb`:
-/// position/version minus the event's index; null: not written).
+/// Arguments: per request its number of entries (`r_entries`); per entry its stream,
+/// expected version and number of events; per event its id (null: none), type, schema
+/// version, metadata and payload; per event that has an id, once more: the id, its
+/// entry (1-based, in the batch) and its index in that entry (from 0).
+///
+/// Event ids are written first, before the head lock, so that the batches of several
+/// processes write theirs at the same time; the primary key of `ids` refuses an id stored
+/// before (or being stored by another batch), which fails the call: the committer then
+/// sends each request alone with `check_ids`, which looks the ids up first and answers
+/// -2/-3 for a retry. Under the head lock (from taking it to the commit) each written
+/// stream entry becomes one `chunks` row, all written by one insert at the end; a refused
+/// request's ids are deleted again.
 const APPEND: &str = "
 create function append(r_entries int[], s_stream text[], s_expected bigint[], s_count int[],
-                       e_id bytea[], e_type text[], e_sv int[], e_meta bytea[], e_data bytea[])
+                       e_id uuid[], e_type text[], e_sv int[], e_meta bytea[], e_data bytea[],
+                       i_id uuid[], i_entry int[], i_idx int[], check_ids boolean)
 returns table (res bigint, entry int, actual bigint, versions bigint[])
 language plpgsql as $$
 declare
   _next bigint; _ts bigint; _r int; _j int; _e int := 1; _ev int := 1; _ne int; _nev int;
   _found bigint; _low bigint; _names text[]; _vers bigint[]; _k int; _cur bigint;
-  _ok boolean; _bad int; _badv bigint; _v bigint; _c int; _s text; _stored boolean;
-  _pb bigint[] := '{}'; _vb bigint[] := '{}'; _str text[] := '{}';
+  _ok boolean; _bad int; _badv bigint; _v bigint; _c int; _s text;
+  _keys bigint[]; _stored boolean := false; _ids_in boolean := false;
+  _has_ids boolean := coalesce(cardinality(i_id), 0) > 0;
+  -- The chunks to write: first position, key, stream, first version, count, and where
+  -- their events start in the event arrays.
+  _cp bigint[] := '{}'; _ck bigint[] := '{}'; _cs text[] := '{}'; _cv bigint[] := '{}';
+  _cc int[] := '{}'; _ce int[] := '{}';
 begin
+  -- Before the head lock: the chunk keys, and the ids (in parallel with other writers).
+  _keys := array(select nextval('chunk_keys') from generate_series(1, cardinality(s_stream)));
+  if _has_ids then
+    if check_ids then
+      -- Planned at each call (execute): a plan cached while the table was small would be
+      -- a sequential scan.
+      execute 'select exists (select 1 from ids where id = any ($1))' into _stored using i_id;
+    end if;
+    if not _stored then
+      insert into ids (id, chunk, idx)
+        select x.id, _keys[x.en], x.ix from unnest(i_id, i_entry, i_idx) as x(id, en, ix);
+      _ids_in := true;
+    end if;
+  end if;
   -- The lock every writer of the store takes: positions are handed out in commit order.
   select h.next, greatest(h.last_ts, (extract(epoch from clock_timestamp()) * 1000000)::bigint)
     into _next, _ts from head h for update;
-  -- The id lookups are planned at each call (execute), with the table's size of now: a
-  -- plan cached while the table was small is a sequential scan, which on a large table
-  -- would read all of it inside the lock.
-  execute 'select exists (select 1 from events where event_id = any ($1))' into _stored using e_id;
-  for _r in 1 .. coalesce(array_length(r_entries, 1), 0) loop
+  for _r in 1 .. coalesce(cardinality(r_entries), 0) loop
     _ne := r_entries[_r];
     _nev := 0;
     for _j in _e .. _e + _ne - 1 loop _nev := _nev + s_count[_j]; end loop;
     _found := 0;
     if _stored then
-      execute 'select count(*), min(pos) from events where event_id = any ($1)'
+      execute 'select count(*), min(pos) from id_positions where id = any ($1)'
         into _found, _low using e_id[_ev : _ev + _nev - 1];
     end if;
     _bad := 0;
@@ -111,9 +165,8 @@ begin
         res := -1; entry := 1; actual := coalesce(_cur, -1); _bad := 1;
       else
         res := _next; entry := 0; actual := 0; versions := array[_v + _c];
-        _pb := _pb || array_fill(_next - _ev, array[_c]);
-        _vb := _vb || array_fill(_v + 1 - _ev, array[_c]);
-        _str := _str || array_fill(_s, array[_c]);
+        _cp := _cp || _next; _ck := _ck || _keys[_e]; _cs := _cs || _s;
+        _cv := _cv || (_v + 1); _cc := _cc || _c; _ce := _ce || _ev;
         _next := _next + _c;
       end if;
     else
@@ -144,6 +197,7 @@ begin
         res := -1; entry := _bad; actual := _badv;
       else
         res := _next; entry := 0; actual := 0; versions := '{}';
+        _k := _ev;
         for _j in _e .. _e + _ne - 1 loop
           _c := s_count[_j]; _s := s_stream[_j];
           _v := -1;
@@ -155,31 +209,32 @@ begin
           else
             versions := versions || 0::bigint;
           end if;
-          _pb := _pb || array_fill(_next - _ev, array[_c]);
-          _vb := _vb || array_fill(_v + 1 - _ev, array[_c]);
-          _str := _str || array_fill(_s, array[_c]);
+          _cp := _cp || _next; _ck := _ck || _keys[_j]; _cs := _cs || _s;
+          _cv := _cv || (_v + 1); _cc := _cc || _c; _ce := _ce || _k;
           _next := _next + _c;
-          _ev := _ev + _c;
+          _k := _k + _c;
         end loop;
-        _ev := _ev - _nev;
       end if;
     end if;
-    if _bad <> 0 then
-      -- Nothing of this request is written.
-      _pb := _pb || array_fill(null::bigint, array[_nev]);
-      _vb := _vb || array_fill(null::bigint, array[_nev]);
-      _str := _str || array_fill(null::text, array[_nev]);
+    if _bad = 0 and _has_ids and not _ids_in then
+      -- Looked up and not found: its ids are written now.
+      insert into ids (id, chunk, idx)
+        select x.id, _keys[x.en], x.ix from unnest(i_id, i_entry, i_idx) as x(id, en, ix)
+        where x.en between _e and _e + _ne - 1;
+    elsif _bad <> 0 and _ids_in and _nev > 0 then
+      -- Refused: its ids, written before the lock, go again.
+      delete from ids where id = any (e_id[_ev : _ev + _nev - 1]);
     end if;
     return next;
     _e := _e + _ne;
     _ev := _ev + _nev;
   end loop;
-  insert into events (pos, stream, version, ts, type, schema_version, event_id, metadata, data)
-    select x.pb + x.i, x.s, case when x.s = '' then 0 else x.vb + x.i end,
-           _ts, x.t, x.sv, x.id, x.m, x.d
-    from unnest(_pb, _vb, _str, e_type, e_sv, e_id, e_meta, e_data)
-           with ordinality as x(pb, vb, s, t, sv, id, m, d, i)
-    where x.pb is not null;
+  insert into chunks
+    select x.p, x.k, x.s, case when x.s = '' then 0 else x.v end, x.c, _ts,
+           e_type[x.e : x.e + x.c - 1], e_sv[x.e : x.e + x.c - 1], e_id[x.e : x.e + x.c - 1],
+           e_meta[x.e : x.e + x.c - 1], e_data[x.e : x.e + x.c - 1]
+    from unnest(_cp, _ck, _cs, _cv, _cc, _ce) as x(p, k, s, v, c, e)
+    where x.c > 0;
   update head set next = _next, last_ts = _ts;
 end $$;
 ";
@@ -228,29 +283,29 @@ pub async fn prepare(conn: &Conn, read_only: bool) -> Result<()> {
             .get(0);
         if !made {
             tx.batch_execute(&format!(
-                "create schema if not exists \"{schema}\"; set local search_path to \"{schema}\"; {CREATE} {APPEND}"
+                "create schema if not exists \"{schema}\"; set local search_path to \"{schema}\"; {CREATE} {CHUNKS_AND_IDS} {APPEND}"
             ))
             .await
             .map_err(|e| pg_error(&format!("creating the evstore schema '{schema}'"), e))?;
         }
     }
     let mut version = stored_version(&tx, schema).await?;
-    if version == Some(1) && !read_only {
-        // One process migrates; the others find version 2 once they hold the lock.
+    if matches!(version, Some(1 | 2)) && !read_only {
+        // One process migrates; the others find version 3 once they hold the lock.
         lock(&tx, schema).await?;
         version = stored_version(&tx, schema).await?;
-        if version == Some(1) {
+        if let Some(old @ (1 | 2)) = version {
             tx.batch_execute(&format!(
-                "set local search_path to \"{schema}\"; {MIGRATE_1_TO_2} {APPEND}"
+                "set local search_path to \"{schema}\"; {CHUNKS_AND_IDS} {MIGRATE_TO_3} {APPEND}"
             ))
             .await
             .map_err(|e| {
                 pg_error(
-                    &format!("migrating the evstore schema '{schema}' from version 1 to 2"),
+                    &format!("migrating the evstore schema '{schema}' from version {old} to 3"),
                     e,
                 )
             })?;
-            version = Some(2);
+            version = Some(SCHEMA_VERSION);
         }
     }
     tx.commit()
@@ -258,8 +313,15 @@ pub async fn prepare(conn: &Conn, read_only: bool) -> Result<()> {
         .map_err(|e| pg_error("committing the schema", e))?;
     match version {
         Some(SCHEMA_VERSION) => Ok(()),
-        // A read-only open reads the tables, which version 1 has as they are now.
-        Some(1) if read_only => Ok(()),
+        // Versions 1 and 2 keep one row per event, which this library no longer reads.
+        Some(v @ (1 | 2)) => Err(Error::new(
+            ErrorKind::ReadOnly,
+            format!(
+                "the evstore schema '{schema}' has version {v}, older than this library's \
+                 {SCHEMA_VERSION}, and a read-only open cannot migrate it: open it once for \
+                 writing (that migrates it), then read"
+            ),
+        )),
         Some(v) if v > SCHEMA_VERSION => Err(Error::new(
             ErrorKind::Corrupt,
             format!(
