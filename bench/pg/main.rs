@@ -9,8 +9,10 @@
 //! (`make bench-pg` starts a server, runs this, prints the tables and stops the server;
 //! without `--url` the program takes `EVS_PG_URL`.)
 //!
-//! For each design, in a schema made anew: (1) `--writers` writer processes (this
-//! program, re-run as children), each with `--tasks` appending tasks, do single-event
+//! For each design, in a schema made anew (the design before it dropped, then a
+//! checkpoint, so that every design starts from the same server state): (1) `--writers`
+//! writer processes (this program, re-run as children), each with `--tasks` appending
+//! tasks, do single-event
 //! appends with expected versions (each task owns a stream) for `--secs`, while a
 //! subscriber process tails the log; (2) the same with 100-event appends; (3) one reader
 //! process reads the whole log from position 0 (events/s).
@@ -1213,6 +1215,9 @@ fn coordinator(args: &Args) -> Result<(), BoxError> {
     let mut rows = Vec::new();
     for &design in &designs {
         admin.setup(design)?;
+        // Every design starts from the same server state: only its own (empty) schema,
+        // and no checkpoint due from what the designs before it wrote.
+        admin.q("checkpoint")?;
         eprintln!("pg_bench: {} single-event appends...", design.name());
         let single = write_case(design, &url, writers, tasks, 1, secs, &mut admin)?;
         eprintln!("pg_bench: {} 100-event appends...", design.name());
@@ -1240,6 +1245,7 @@ fn coordinator(args: &Args) -> Result<(), BoxError> {
             events: admin.count(design)?,
             checks,
         });
+        admin.q(&format!("drop schema {} cascade", design.schema()))?;
     }
 
     let base = |d: Design, f: fn(&Row) -> f64| rows.iter().find(|r| r.design == d).map(f);
