@@ -110,13 +110,13 @@ fn a_plain_notify_from_another_writer_makes_waiters_read_the_head() {
         assert_eq!(got, vec![b"raw".to_vec()]);
     });
     std::thread::sleep(Duration::from_millis(200));
-    // Another writer: the append function on a connection of its own, then a notify
-    // without a payload.
+    // Another writer: the append function on a connection of its own (telling it to
+    // notify a channel nobody listens on), then a notify without a payload.
     let first = sql(
         pg.url(),
         "set search_path to outside; select res from append(array[1], array['x'], array[-1]::bigint[], array[1], \
          array[null]::uuid[], array['E'], array[1], array['']::bytea[], array['raw']::bytea[], \
-         '{}'::uuid[], '{}'::int[], '{}'::int[], false)",
+         '{}'::uuid[], '{}'::int[], '{}'::int[], false, 'nobody')",
     );
     assert_eq!(first, Some(0));
     sql(pg.url(), "notify \"evs_outside\"");

@@ -1,9 +1,9 @@
 //! Client-side group commit: every append of a store handle goes to one task on the
 //! runtime with its own connection, which sends everything waiting as one call of the
 //! `append` function (one transaction, one commit) and answers each caller with its own
-//! result. While a call runs, new appends queue up and form the next batch. After each
-//! commit that wrote events it notifies the schema's channel with the new head (see
-//! `listener`), as a statement of its own: outside the appending transaction.
+//! result. While a call runs, new appends queue up and form the next batch. The function
+//! notifies the schema's channel with the new head when it wrote events (see `listener`):
+//! the server delivers it at the commit.
 
 use super::conn::{pg_error, Conn};
 use super::listener;
@@ -96,12 +96,9 @@ pub async fn run(conn: Arc<Conn>, mut rx: mpsc::UnboundedReceiver<Request>) {
         }
         recent.pop_front();
         recent.push_back(batch.len());
-        // The head after the events this batch wrote, if it wrote any.
-        let mut head = None;
         match commit(&conn, &mut client, &batch, false).await {
             Ok(outcomes) => {
                 for (r, o) in batch.iter().zip(outcomes) {
-                    head = head.max(end_of(r, &o));
                     let _ = r.reply.send(Ok(o));
                 }
             }
@@ -118,11 +115,7 @@ pub async fn run(conn: Arc<Conn>, mut rx: mpsc::UnboundedReceiver<Request>) {
                         Err(in_doubt(&failure.error))
                     } else {
                         match commit(&conn, &mut client, std::slice::from_ref(r), true).await {
-                            Ok(mut o) => {
-                                let o = o.remove(0);
-                                head = head.max(end_of(r, &o));
-                                Ok(o)
-                            }
+                            Ok(mut o) => Ok(o.remove(0)),
                             Err(f) if f.in_doubt && !r.all_have_ids() => Err(in_doubt(&f.error)),
                             Err(f) => Err(f.error),
                         }
@@ -130,11 +123,6 @@ pub async fn run(conn: Arc<Conn>, mut rx: mpsc::UnboundedReceiver<Request>) {
                     let _ = r.reply.send(result);
                 }
             }
-        }
-        if let (Some(next), Some(c)) = (head, client.as_ref()) {
-            // Not awaited here: the next batch's call goes out right behind it on the
-            // same connection (pipelined), instead of after one more round trip.
-            tokio::spawn(notify(c.client.clone(), conn.schema().to_owned(), next));
         }
     }
 }
@@ -154,27 +142,6 @@ fn take_waiting(
             Err(_) => break,
         }
     }
-}
-
-/// The head after a request's events, if it wrote them.
-fn end_of(r: &Request, o: &Outcome) -> Option<u64> {
-    match o {
-        Outcome::Written { first, .. } => Some(first + r.events.len() as u64),
-        _ => None,
-    }
-}
-
-/// Tells every listener of the schema that the head is now `next`. Its own (implicit)
-/// transaction: one simple query of two statements, ended by the server even on an
-/// error, so the connection is never left inside a transaction. Its commit need not wait for the WAL flush: the notification is only a hint (a lost
-/// one costs latency, waiters read the head every `poll_ms` anyway), and the events it
-/// announces are already durable. A failure is left for the next commit to find.
-async fn notify(client: Arc<Client>, schema: String, next: u64) {
-    let sql = format!(
-        "set local synchronous_commit to off; notify {}, '{next}'",
-        listener::channel(&schema)
-    );
-    let _ = client.batch_execute(&sql).await;
 }
 
 /// Why a call failed, and whether its commit may have happened anyway.
@@ -212,7 +179,7 @@ struct Prepared {
 
 /// The call the committer prepares.
 const APPEND_CALL: &str = "select res, entry, actual, versions \
-     from append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+     from append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 
 /// One call of `append` for these requests, connecting (and preparing) first if needed.
 /// `check_ids`: look the ids up before writing them (a retry is then an answer, not a
@@ -284,6 +251,7 @@ async fn commit(
                 &i_entry,
                 &i_idx,
                 &check_ids,
+                &listener::channel(conn.schema()),
             ],
         )
         .await

@@ -15,9 +15,9 @@ use tokio_postgres::{AsyncMessage, Client};
 /// The wait before the listener connects again after losing its connection.
 const RECONNECT: Duration = Duration::from_millis(500);
 
-/// The channel committers notify and listeners listen on, as a quoted identifier.
+/// The channel the append function notifies and listeners listen on.
 pub fn channel(schema: &str) -> String {
-    format!("\"evs_{schema}\"")
+    format!("evs_{schema}")
 }
 
 /// What waiters and the listener share.
@@ -193,7 +193,7 @@ async fn session(conn: &Conn, wake: &Arc<Wakeup>) -> Result<Option<JoinHandle<()
         return Ok(None);
     }
     client
-        .batch_execute(&format!("listen {}", channel(conn.schema())))
+        .batch_execute(&format!("listen \"{}\"", channel(conn.schema())))
         .await
         .map_err(|e| pg_error("listening for appends", e))?;
     let next: i64 = client

@@ -84,7 +84,10 @@ update meta set value = '3' where key = 'schema_version';
 /// Arguments: per request its number of entries (`r_entries`); per entry its stream,
 /// expected version and number of events; per event its id (null: none), type, schema
 /// version, metadata and payload; per event that has an id, once more: the id, its
-/// entry (1-based, in the batch) and its index in that entry (from 0).
+/// entry (1-based, in the batch) and its index in that entry (from 0); whether to look
+/// the ids up first; and the channel to notify with the new head when events were
+/// written (delivered by the server at the commit: no statement after it, and the
+/// notification's lock is taken inside the head lock, which serializes appends anyway).
 ///
 /// Event ids are written first, before the head lock, so that the batches of several
 /// processes write theirs at the same time; the primary key of `ids` refuses an id stored
@@ -96,14 +99,15 @@ update meta set value = '3' where key = 'schema_version';
 const APPEND: &str = "
 create function append(r_entries int[], s_stream text[], s_expected bigint[], s_count int[],
                        e_id uuid[], e_type text[], e_sv int[], e_meta bytea[], e_data bytea[],
-                       i_id uuid[], i_entry int[], i_idx int[], check_ids boolean)
+                       i_id uuid[], i_entry int[], i_idx int[], check_ids boolean,
+                       channel text)
 returns table (res bigint, entry int, actual bigint, versions bigint[])
 language plpgsql as $$
 declare
   _next bigint; _ts bigint; _r int; _j int; _e int := 1; _ev int := 1; _ne int; _nev int;
   _found bigint; _low bigint; _names text[]; _vers bigint[]; _k int; _cur bigint;
   _ok boolean; _bad int; _badv bigint; _v bigint; _c int; _s text;
-  _keys bigint[]; _stored boolean := false; _ids_in boolean := false;
+  _keys bigint[]; _stored boolean := false; _ids_in boolean := false; _first bigint;
   _has_ids boolean := coalesce(cardinality(i_id), 0) > 0;
   -- The chunks to write: first position, key, stream, first version, count, and where
   -- their events start in the event arrays.
@@ -127,6 +131,7 @@ begin
   -- The lock every writer of the store takes: positions are handed out in commit order.
   select h.next, greatest(h.last_ts, (extract(epoch from clock_timestamp()) * 1000000)::bigint)
     into _next, _ts from head h for update;
+  _first := _next;
   for _r in 1 .. coalesce(cardinality(r_entries), 0) loop
     _ne := r_entries[_r];
     _nev := 0;
@@ -236,6 +241,10 @@ begin
     from unnest(_cp, _ck, _cs, _cv, _cc, _ce) as x(p, k, s, v, c, e)
     where x.c > 0;
   update head set next = _next, last_ts = _ts;
+  if _next > _first then
+    -- Delivered by the server at the commit, to the handles that wait (listener.rs).
+    perform pg_notify(channel, _next::text);
+  end if;
 end $$;
 ";
 
