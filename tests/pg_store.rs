@@ -238,6 +238,24 @@ fn a_schema_newer_than_the_library_and_a_missing_one_read_only_are_clear_errors(
         Vec::new(),
     );
     assert_eq!(bad.err().map(|e| e.kind), Some(ErrorKind::InvalidArgument));
+    // The longest schema name: its notification channel ('evs_' and the name) is 63
+    // bytes, PostgreSQL's limit; one byte more is refused at open, naming the limit.
+    let longest = "s".repeat(59);
+    let s = open(&format!("{}?schema={longest}", pg.url()));
+    assert_eq!(s.append_event("E", b"").unwrap(), 0);
+    let too_long = Store::open(
+        format!("{}?schema={longest}x", pg.url()),
+        StoreOptions::default(),
+        Vec::new(),
+    )
+    .err()
+    .unwrap();
+    assert_eq!(too_long.kind, ErrorKind::InvalidArgument);
+    assert!(
+        too_long.message.contains("at most 59 bytes"),
+        "{}",
+        too_long.message
+    );
 }
 
 #[test]

@@ -14,6 +14,10 @@ use tokio_postgres::{Client, Config, Connection, NoTls, Row, Socket, Statement};
 /// The schema used when the URL names none.
 const DEFAULT_SCHEMA: &str = "evstore";
 
+/// The longest schema name: the notification channel is `evs_` and the name, and
+/// PostgreSQL refuses channel names longer than 63 bytes.
+const MAX_SCHEMA: usize = 59;
+
 /// How often a waiting subscriber reads the head while notifications wake it (a safety
 /// net for a lost notification), unless the URL's `poll_ms` says otherwise.
 const DEFAULT_LISTEN_POLL: Duration = Duration::from_secs(1);
@@ -119,7 +123,7 @@ fn without_password(url: &str) -> String {
 }
 
 impl Conn {
-    /// Parses a libpq-style URL; `schema=NAME` (lower-case letters, digits, `_`, at most 63
+    /// Parses a libpq-style URL; `schema=NAME` (lower-case letters, digits, `_`, at most 59
     /// bytes, not starting with a digit) and `poll_ms=N` (the safety-net interval of
     /// waiters woken by notifications) are taken out, the rest goes to tokio-postgres.
     pub fn parse(url: &str) -> Result<Conn> {
@@ -148,7 +152,7 @@ impl Conn {
             }
         }
         let valid = !schema.is_empty()
-            && schema.len() <= 63
+            && schema.len() <= MAX_SCHEMA
             && !schema.starts_with(|c: char| c.is_ascii_digit())
             && schema
                 .bytes()
@@ -156,7 +160,7 @@ impl Conn {
         if !valid {
             return Err(Error::invalid(format!(
                 "the schema '{schema}' in {location} is not a plain PostgreSQL name \
-                 (lower-case letters, digits and '_', at most 63 bytes)"
+                 (lower-case letters, digits and '_', at most {MAX_SCHEMA} bytes)"
             )));
         }
         let cleaned = if rest.is_empty() {
