@@ -38,6 +38,23 @@ fn append_soon(store: &std::sync::Arc<Store>, payload: u32) -> std::thread::Join
     })
 }
 
+/// Makes `sub` listen (a handle listens from its first wait on, connecting on the
+/// runtime) and waits until its listener is there: later deliveries within `WAIT` then
+/// come from notifications, not from the polling that covers the connection's setup.
+fn listening(pg_url: &str, schema: &str, sub: &Store) {
+    let seen = sub.next_position().unwrap();
+    sub.wait_for_events(seen, Duration::from_millis(1));
+    let listeners = format!(
+        "select count(*) from pg_stat_activity where application_name = 'evstore' \
+         and query like 'select next from \"{schema}\".head'"
+    );
+    let deadline = Instant::now() + WAIT;
+    while sql(pg_url, &listeners) != Some(1) {
+        assert!(Instant::now() < deadline, "the subscriber does not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Waits (at most `WAIT`, in one call) for events past `seen`, then reads them with a
 /// tailing cursor; returns the payloads read.
 fn wait_and_read(sub: &Store, seen: u64) -> Vec<Vec<u8>> {
@@ -60,6 +77,7 @@ fn a_waiting_subscriber_is_woken_by_another_handles_commits() {
     let url = format!("{}?schema=notified", pg.url());
     let writer = std::sync::Arc::new(open(&url));
     let sub = open(&format!("{url}&poll_ms=30000"));
+    listening(pg.url(), "notified", &sub);
     let mut seen = sub.next_position().unwrap();
     assert_eq!(seen, 0);
     for i in 0..5u32 {
@@ -105,6 +123,7 @@ fn a_plain_notify_from_another_writer_makes_waiters_read_the_head() {
     let pg = PgServer::start();
     let url = format!("{}?schema=outside", pg.url());
     let sub = open(&format!("{url}&poll_ms=30000"));
+    listening(pg.url(), "outside", &sub);
     let waiter = std::thread::spawn(move || {
         let got = wait_and_read(&sub, 0);
         assert_eq!(got, vec![b"raw".to_vec()]);
@@ -141,7 +160,18 @@ fn the_listener_reconnects_after_its_connection_is_killed() {
     for _ in 0..3 {
         assert_eq!(sub.wait_for_events(1, Duration::from_millis(10)), 1);
     }
-    assert_eq!(sql(pg.url(), listeners), Some(1));
+    // It connects on the runtime, not inside the wait.
+    let deadline = Instant::now() + WAIT;
+    while sql(pg.url(), listeners) != Some(1) {
+        assert!(Instant::now() < deadline, "the subscriber does not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        sql(pg.url(), listeners),
+        Some(1),
+        "one listener, whatever the waits"
+    );
     sql(
         pg.url(),
         "select pg_terminate_backend(pid) from pg_stat_activity \

@@ -117,6 +117,11 @@ impl Wakeup {
         }
     }
 
+    /// Counts a listener about to be started as a running connection task (see `start`).
+    pub fn starting(&self) {
+        self.driver_started();
+    }
+
     fn driver_started(&self) {
         *self.drivers.lock().unwrap_or_else(|e| e.into_inner()) += 1;
     }
@@ -132,12 +137,17 @@ impl Wakeup {
     }
 }
 
-/// Connects the listener and starts listening before returning (so that a store, once
-/// open, hears every later commit), then keeps it listening on the runtime until the store
-/// closes, connecting again when the connection is lost. On a hot standby it does not
+/// Connects the listener and starts listening (it reads the head once it listens, so
+/// what was committed before is seen too), then keeps it listening on the runtime until
+/// the store closes, connecting again when the connection is lost. On a hot standby it does not
 /// listen: waiters poll there.
+///
+/// The caller counts the start as a running connection task first (`starting`), so that a
+/// close meanwhile waits for the connection it makes; the count is given back here once
+/// the first connection is made (it counts itself) or has failed.
 pub async fn start(conn: Arc<Conn>, wake: Arc<Wakeup>) {
     let first = session(&conn, &wake).await;
+    wake.driver_ended();
     tokio::spawn(async move {
         let mut current = first;
         loop {

@@ -636,13 +636,16 @@ impl Backend for PgStore {
 
     fn wait_for_events(&self, seen: u64, timeout: Duration) -> u64 {
         let deadline = Instant::now() + timeout;
-        // Listening before the head is read: nothing committed in between is missed (the
-        // listener reads the head once it listens, so what came before is seen too).
+        if self.closed.load(Ordering::Acquire) {
+            return seen;
+        }
+        // The listener connects on the runtime, not in this call (whose timeout may be
+        // shorter than a connection); until it listens, waiters poll the head every POLL,
+        // and once it listens it reads the head, so nothing committed meanwhile is missed.
         self.listen.call_once(|| {
-            let _ = block(&self.runtime, async {
-                listener::start(self.conn.clone(), self.wake.clone()).await;
-                Ok(())
-            });
+            self.wake.starting();
+            self.runtime
+                .spawn(listener::start(self.conn.clone(), self.wake.clone()));
         });
         loop {
             if self.closed.load(Ordering::Acquire) {
