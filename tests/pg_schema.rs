@@ -265,3 +265,51 @@ fn many_first_opens_of_one_schema_at_once_all_succeed() {
     assert_eq!(stores[0].next_position().unwrap(), OPENS as u64);
     assert_eq!(stored_version(pg.url(), "fresh"), "3");
 }
+
+#[test]
+fn a_migration_waits_for_an_append_of_an_older_library_still_in_flight() {
+    // An older library's append has written its event and moved the head but not
+    // committed yet when a version-3 library opens the store for writing: the migration
+    // waits for it (the tables are locked first), so the event is copied, not dropped
+    // with the old table.
+    let pg = PgServer::start();
+    make_old_store(pg.url(), "inflight", 2);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (client, conn) = rt
+        .block_on(tokio_postgres::connect(pg.url(), tokio_postgres::NoTls))
+        .unwrap();
+    rt.spawn(conn);
+    rt.block_on(client.batch_execute(
+        "begin; set local search_path to inflight;
+         insert into events values (4, 'order-3', 0, 4000, 'Late', 1, null, '', 'late');
+         insert into streams values ('order-3', 0, 4);
+         update head set next = 5, last_ts = 4000;",
+    ))
+    .unwrap();
+    let url = format!("{}?schema=inflight", pg.url());
+    let opening = std::thread::spawn(move || {
+        Store::open(&url, StoreOptions::default(), Vec::new()).map(|(s, _)| s)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    rt.block_on(client.batch_execute("commit")).unwrap();
+    let s = opening.join().unwrap().expect("the migrating open");
+    let events = all_events(&s);
+    let got: Vec<(u64, &str)> = events
+        .iter()
+        .map(|e| (e.position, e.event_type.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (0, "Created"),
+            (1, "Paid"),
+            (2, "Tick"),
+            (3, "Created"),
+            (4, "Late")
+        ]
+    );
+    assert_eq!(s.stream_version("order-3").unwrap(), Some(0));
+}

@@ -588,3 +588,55 @@ fn a_large_append_reads_back_by_position_by_version_and_backward() {
     assert_eq!(again.first_position, 1);
     assert_eq!(s.next_position().unwrap(), N + 2);
 }
+
+#[test]
+fn the_same_appends_sent_by_two_processes_at_once_are_stored_once_without_deadlocks() {
+    // Two handles (two processes) send the same two appends, with the same ids, at the
+    // same moment, in opposite orders (a client's retries reaching two app servers): each
+    // append is stored once and both handles are told its position. The ids are written
+    // in id order, so the two batches wait for each other, never in a cycle: the server
+    // counts no deadlock.
+    let pg = PgServer::start();
+    let url = format!("{}?schema=twice", pg.url());
+    let handles = [Arc::new(open(&url)), Arc::new(open(&url))];
+    const ROUNDS: u64 = 150;
+    let barrier = Arc::new(std::sync::Barrier::new(4));
+    let threads: Vec<_> = (0..4u64)
+        .map(|k| {
+            let (s, barrier) = (handles[(k / 2) as usize].clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                for round in 0..ROUNDS {
+                    // Handle 0 sends append a then b, handle 1 b then a.
+                    let which = (k % 2) ^ (k / 2);
+                    let mut e = [ev("E", b"same")];
+                    e[0].id = Some(id_of(2 * round + which));
+                    let stream = format!("s-{round}-{which}");
+                    barrier.wait();
+                    let r = s.append(&stream, ExpectedVersion::NoStream, &e).unwrap();
+                    got.push((round, which, r.first_position));
+                }
+                got
+            })
+        })
+        .collect();
+    let mut seen = std::collections::HashMap::new();
+    for t in threads {
+        for (round, which, pos) in t.join().unwrap() {
+            let first = *seen.entry((round, which)).or_insert(pos);
+            assert_eq!(first, pos, "append {which} of round {round}: two positions");
+        }
+    }
+    assert_eq!(seen.len() as u64, 2 * ROUNDS);
+    assert_eq!(positions(&handles[0]), (0..2 * ROUNDS).collect::<Vec<_>>());
+    for h in &handles {
+        h.close().unwrap();
+    }
+    // The backends have ended, so their statistics are in.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let deadlocks = common::pg::sql(
+        pg.url(),
+        "select deadlocks from pg_stat_database where datname = current_database()",
+    );
+    assert_eq!(deadlocks.as_deref(), Some("0"));
+}

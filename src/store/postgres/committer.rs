@@ -12,6 +12,7 @@ use crate::error::{Error, ErrorKind, Result};
 
 use std::sync::Arc;
 use tokio::sync::mpsc;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Statement};
 
 /// At most this many events go into one call (more wait for the next).
@@ -103,27 +104,53 @@ pub async fn run(conn: Arc<Conn>, mut rx: mpsc::UnboundedReceiver<Request>) {
                 }
             }
             Err(failure) => {
-                // The batch's transaction wrote nothing, or its commit is in doubt. Each
-                // request alone, on a fresh connection, its ids looked up first: with event
-                // ids a repeat is safe (the function finds what an in-doubt commit stored,
-                // and a retry of an earlier append, whose id the `ids` key refused in the
-                // batch, is answered as one); without, after an in-doubt commit, the caller
-                // is told.
                 client = None;
-                for r in &batch {
-                    let result = if failure.in_doubt && !r.all_have_ids() {
-                        Err(in_doubt(&failure.error))
-                    } else {
-                        match commit(&conn, &mut client, std::slice::from_ref(r), true).await {
-                            Ok(mut o) => Ok(o.remove(0)),
-                            Err(f) if f.in_doubt && !r.all_have_ids() => Err(in_doubt(&f.error)),
-                            Err(f) => Err(f.error),
-                        }
-                    };
-                    let _ = r.reply.send(result);
-                }
+                settle(&conn, &mut client, batch, failure).await;
             }
         }
+    }
+}
+
+/// How often a request sent alone is sent again when it met another transaction's
+/// uncommitted copy of one of its ids (or a deadlock over them): by then that transaction
+/// has ended, and the lookup finds what it stored.
+const CONFLICT_TRIES: usize = 3;
+
+/// Answers the requests of a batch whose call failed: nothing of it was written, or its
+/// commit is in doubt. On a fresh connection, the batch again with its ids looked up
+/// first (a request of an earlier append, whose stored id the `ids` key refused, is then
+/// answered as a retry; with event ids, what an in-doubt commit stored is found the same
+/// way); if that fails too, each request alone. A request without ids after an in-doubt
+/// commit cannot be repeated safely: its caller is told.
+async fn settle(conn: &Conn, client: &mut Option<Prepared>, batch: Vec<Request>, failure: Failure) {
+    let (again, doubtful): (Vec<Request>, Vec<Request>) = batch
+        .into_iter()
+        .partition(|r| !failure.in_doubt || r.all_have_ids());
+    for r in doubtful {
+        let _ = r.reply.send(Err(in_doubt(&failure.error)));
+    }
+    if again.is_empty() {
+        return;
+    }
+    if let Ok(outcomes) = commit(conn, client, &again, true).await {
+        for (r, o) in again.iter().zip(outcomes) {
+            let _ = r.reply.send(Ok(o));
+        }
+        return;
+    }
+    *client = None;
+    for r in &again {
+        let mut tries = 0;
+        let result = loop {
+            tries += 1;
+            match commit(conn, client, std::slice::from_ref(r), true).await {
+                Ok(mut o) => break Ok(o.remove(0)),
+                Err(f) if f.conflict && tries < CONFLICT_TRIES => continue,
+                Err(f) if f.in_doubt && !r.all_have_ids() => break Err(in_doubt(&f.error)),
+                Err(f) => break Err(f.error),
+            }
+        };
+        let _ = r.reply.send(result);
     }
 }
 
@@ -148,6 +175,9 @@ fn take_waiting(
 struct Failure {
     error: Error,
     in_doubt: bool,
+    /// Another transaction's copy of one of the ids (a unique violation) or a deadlock
+    /// over them: sending the same call again can succeed.
+    conflict: bool,
 }
 
 impl From<Error> for Failure {
@@ -155,6 +185,7 @@ impl From<Error> for Failure {
         Failure {
             error,
             in_doubt: false,
+            conflict: false,
         }
     }
 }
@@ -257,6 +288,8 @@ async fn commit(
         .await
         .map_err(|e| Failure {
             in_doubt: e.as_db_error().is_none(),
+            conflict: e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+                || e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED),
             error: pg_error("appending", e),
         })?;
     if rows.len() != batch.len() {

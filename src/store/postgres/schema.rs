@@ -60,8 +60,11 @@ create view id_positions as
 
 /// From version 1 or 2 (the same tables, one row per event; the two differ only in the
 /// function) to 3, after `CHUNKS_AND_IDS`: every event becomes a chunk of one, its id a
-/// row of `ids`.
+/// row of `ids`. The lock first: an append of an older library still running must be
+/// committed before the copy (or wait, and then fail on the dropped function), or its
+/// events would be dropped with the old table.
 const MIGRATE_TO_3: &str = "
+lock table head, streams, events in access exclusive mode;
 drop function append(int[], text[], bigint[], int[], bytea[], text[], int[], bytea[], bytea[]);
 insert into chunks
   select e.pos, nextval('chunk_keys'), e.stream, e.version, 1, e.ts, array[e.type],
@@ -90,12 +93,14 @@ update meta set value = '3' where key = 'schema_version';
 /// notification's lock is taken inside the head lock, which serializes appends anyway).
 ///
 /// Event ids are written first, before the head lock, so that the batches of several
-/// processes write theirs at the same time; the primary key of `ids` refuses an id stored
-/// before (or being stored by another batch), which fails the call: the committer then
-/// sends each request alone with `check_ids`, which looks the ids up first and answers
-/// -2/-3 for a retry. Under the head lock (from taking it to the commit) each written
-/// stream entry becomes one `chunks` row, all written by one insert at the end; a refused
-/// request's ids are deleted again.
+/// processes write theirs at the same time, in id order (two batches holding the same ids
+/// then wait for each other in one order, never in a cycle); the primary key of `ids`
+/// refuses an id stored before (or being stored by another batch), which fails the call.
+/// The committer then sends the batch again with `check_ids`: each request's ids are
+/// looked up first, still before the lock; a request with ids stored is answered -2/-3
+/// and writes nothing, the others' ids are written. Under the head lock (from taking it
+/// to the commit) each written stream entry becomes one `chunks` row, all written by one
+/// insert at the end; a refused request's ids are deleted again.
 const APPEND: &str = "
 create function append(r_entries int[], s_stream text[], s_expected bigint[], s_count int[],
                        e_id uuid[], e_type text[], e_sv int[], e_meta bytea[], e_data bytea[],
@@ -107,8 +112,10 @@ declare
   _next bigint; _ts bigint; _r int; _j int; _e int := 1; _ev int := 1; _ne int; _nev int;
   _found bigint; _low bigint; _names text[]; _vers bigint[]; _k int; _cur bigint;
   _ok boolean; _bad int; _badv bigint; _v bigint; _c int; _s text;
-  _keys bigint[]; _stored boolean := false; _ids_in boolean := false; _first bigint;
+  _keys bigint[]; _first bigint;
   _has_ids boolean := coalesce(cardinality(i_id), 0) > 0;
+  -- With check_ids: per request, how many of its ids are stored and the lowest position.
+  _found_r bigint[] := '{}'; _low_r bigint[] := '{}'; _ereq int[] := '{}';
   -- The chunks to write: first position, key, stream, first version, count, and where
   -- their events start in the event arrays.
   _cp bigint[] := '{}'; _ck bigint[] := '{}'; _cs text[] := '{}'; _cv bigint[] := '{}';
@@ -116,17 +123,30 @@ declare
 begin
   -- Before the head lock: the chunk keys, and the ids (in parallel with other writers).
   _keys := array(select nextval('chunk_keys') from generate_series(1, cardinality(s_stream)));
-  if _has_ids then
-    if check_ids then
+  if _has_ids and check_ids then
+    for _r in 1 .. coalesce(cardinality(r_entries), 0) loop
+      _ne := r_entries[_r];
+      _nev := 0;
+      for _j in _e .. _e + _ne - 1 loop
+        _nev := _nev + s_count[_j];
+        _ereq := _ereq || _r;
+      end loop;
       -- Planned at each call (execute): a plan cached while the table was small would be
       -- a sequential scan.
-      execute 'select exists (select 1 from ids where id = any ($1))' into _stored using i_id;
-    end if;
-    if not _stored then
-      insert into ids (id, chunk, idx)
-        select x.id, _keys[x.en], x.ix from unnest(i_id, i_entry, i_idx) as x(id, en, ix);
-      _ids_in := true;
-    end if;
+      execute 'select count(*), min(pos) from id_positions where id = any ($1)'
+        into _found, _low using e_id[_ev : _ev + _nev - 1];
+      _found_r := _found_r || _found; _low_r := _low_r || _low;
+      _e := _e + _ne;
+      _ev := _ev + _nev;
+    end loop;
+    _e := 1; _ev := 1;
+    insert into ids (id, chunk, idx)
+      select x.id, _keys[x.en], x.ix from unnest(i_id, i_entry, i_idx) as x(id, en, ix)
+      where _found_r[_ereq[x.en]] = 0 order by x.id;
+  elsif _has_ids then
+    insert into ids (id, chunk, idx)
+      select x.id, _keys[x.en], x.ix from unnest(i_id, i_entry, i_idx) as x(id, en, ix)
+      order by x.id;
   end if;
   -- The lock every writer of the store takes: positions are handed out in commit order.
   select h.next, greatest(h.last_ts, (extract(epoch from clock_timestamp()) * 1000000)::bigint)
@@ -137,9 +157,8 @@ begin
     _nev := 0;
     for _j in _e .. _e + _ne - 1 loop _nev := _nev + s_count[_j]; end loop;
     _found := 0;
-    if _stored then
-      execute 'select count(*), min(pos) from id_positions where id = any ($1)'
-        into _found, _low using e_id[_ev : _ev + _nev - 1];
+    if _has_ids and check_ids then
+      _found := _found_r[_r]; _low := _low_r[_r];
     end if;
     _bad := 0;
     versions := null;
@@ -221,13 +240,9 @@ begin
         end loop;
       end if;
     end if;
-    if _bad = 0 and _has_ids and not _ids_in then
-      -- Looked up and not found: its ids are written now.
-      insert into ids (id, chunk, idx)
-        select x.id, _keys[x.en], x.ix from unnest(i_id, i_entry, i_idx) as x(id, en, ix)
-        where x.en between _e and _e + _ne - 1;
-    elsif _bad <> 0 and _ids_in and _nev > 0 then
-      -- Refused: its ids, written before the lock, go again.
+    if _bad > 0 and _has_ids and _nev > 0 then
+      -- Refused by a version: its ids, written before the lock, go again. (A request
+      -- whose ids were found stored wrote none: those are the earlier append's.)
       delete from ids where id = any (e_id[_ev : _ev + _nev - 1]);
     end if;
     return next;
