@@ -204,7 +204,7 @@ fn in_doubt(e: &Error) -> Error {
 /// The committer's connection and its `append` call, prepared once per connection (each
 /// batch is then one round trip: bind and execute).
 struct Prepared {
-    client: Arc<Client>,
+    client: Client,
     append: Statement,
 }
 
@@ -228,10 +228,7 @@ async fn commit(
             .prepare(APPEND_CALL)
             .await
             .map_err(|e| pg_error("preparing the append call", e))?;
-        *client = Some(Prepared {
-            client: Arc::new(c),
-            append,
-        });
+        *client = Some(Prepared { client: c, append });
     }
     let c = client.as_ref().expect("connected above");
     let mut r_entries = Vec::with_capacity(batch.len());
