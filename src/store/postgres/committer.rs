@@ -206,6 +206,8 @@ fn in_doubt(e: &Error) -> Error {
 struct Prepared {
     client: Client,
     append: Statement,
+    /// The channel the function notifies.
+    channel: String,
 }
 
 /// The call the committer prepares.
@@ -228,7 +230,11 @@ async fn commit(
             .prepare(APPEND_CALL)
             .await
             .map_err(|e| pg_error("preparing the append call", e))?;
-        *client = Some(Prepared { client: c, append });
+        *client = Some(Prepared {
+            client: c,
+            append,
+            channel: listener::channel(conn.schema()),
+        });
     }
     let c = client.as_ref().expect("connected above");
     let mut r_entries = Vec::with_capacity(batch.len());
@@ -279,7 +285,7 @@ async fn commit(
                 &i_entry,
                 &i_idx,
                 &check_ids,
-                &listener::channel(conn.schema()),
+                &c.channel,
             ],
         )
         .await

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::store::backend::{EventCursor, TailCursor};
 use crate::store::{Event, EventRef};
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 /// Positions (or versions) in one window of the backward, stream and category kinds.
 const PAGE: u64 = 1000;
@@ -33,9 +33,14 @@ fn positions_sql(extra: &str) -> String {
 }
 
 /// The forward window query: positions in [$1, $2).
-pub fn forward_sql() -> String {
-    positions_sql("")
-}
+pub static FORWARD_SQL: LazyLock<String> = LazyLock::new(|| positions_sql(""));
+
+/// The category window query: positions in [$1, $2) of streams starting with $3.
+static CATEGORY_SQL: LazyLock<String> =
+    LazyLock::new(|| positions_sql("and starts_with(c.stream, $3)"));
+
+/// The stream window query: versions in [$1, $2) of stream $3.
+static VERSIONS_SQL: LazyLock<String> = LazyLock::new(versions_sql);
 
 /// The chunks of stream $3 holding versions in [$1, $2), cut to those versions, in
 /// version order.
@@ -167,7 +172,7 @@ impl PgCursor {
                 };
                 if rows.is_empty() {
                     rows = self.store.query(
-                        &forward_sql(),
+                        &FORWARD_SQL,
                         &[&(next as i64), &(end as i64)],
                         "reading the log",
                     )?;
@@ -176,7 +181,7 @@ impl PgCursor {
                 if self.next == end && self.next < until {
                     let to = until.min(self.next.saturating_add(FORWARD_PAGE));
                     let started = self.store.query_ahead(
-                        forward_sql(),
+                        FORWARD_SQL.as_str(),
                         self.next as i64,
                         to as i64,
                         "reading the log",
@@ -192,7 +197,7 @@ impl PgCursor {
                 while self.page.is_empty() && self.next < head {
                     let end = head.min(self.next.saturating_add(FORWARD_PAGE));
                     let rows = self.store.query(
-                        &positions_sql("and starts_with(c.stream, $3)"),
+                        &CATEGORY_SQL,
                         &[&(self.next as i64), &(end as i64), &prefix],
                         "reading a category",
                     )?;
@@ -204,7 +209,7 @@ impl PgCursor {
             Kind::Backward { .. } => {
                 let lo = (next + 1).saturating_sub(PAGE);
                 let rows = self.store.query(
-                    &positions_sql(""),
+                    &FORWARD_SQL,
                     &[&(lo as i64), &((next + 1) as i64)],
                     "reading the log backward",
                 )?;
@@ -214,7 +219,7 @@ impl PgCursor {
             Kind::Stream { stream } => {
                 let end = next.saturating_add(PAGE);
                 let rows = self.store.query(
-                    &versions_sql(),
+                    &VERSIONS_SQL,
                     &[&(next as i64), &(end as i64), stream],
                     "reading a stream",
                 )?;
@@ -226,7 +231,7 @@ impl PgCursor {
             Kind::StreamBackward { stream, .. } => {
                 let lo = (next + 1).saturating_sub(PAGE);
                 let rows = self.store.query(
-                    &versions_sql(),
+                    &VERSIONS_SQL,
                     &[&(lo as i64), &((next + 1) as i64), stream],
                     "reading a stream backward",
                 )?;

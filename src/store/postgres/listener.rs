@@ -117,12 +117,8 @@ impl Wakeup {
         }
     }
 
-    /// Counts a listener about to be started as a running connection task (see `start`).
-    pub fn starting(&self) {
-        self.driver_started();
-    }
-
-    fn driver_started(&self) {
+    /// Counts a running connection task (or a listener about to be started: see `start`).
+    pub fn driver_started(&self) {
         *self.drivers.lock().unwrap_or_else(|e| e.into_inner()) += 1;
     }
 
@@ -142,9 +138,9 @@ impl Wakeup {
 /// the store closes, connecting again when the connection is lost. On a hot standby it does not
 /// listen: waiters poll there.
 ///
-/// The caller counts the start as a running connection task first (`starting`), so that a
-/// close meanwhile waits for the connection it makes; the count is given back here once
-/// the first connection is made (it counts itself) or has failed.
+/// The caller counts the start as a running connection task first (`driver_started`), so
+/// that a close meanwhile waits for the connection it makes; the count is given back here
+/// once the first connection is made (it counts itself) or has failed.
 pub async fn start(conn: Arc<Conn>, wake: Arc<Wakeup>) {
     let first = session(&conn, &wake).await;
     wake.driver_ended();

@@ -126,7 +126,7 @@ impl PgStore {
     /// it: a cursor reads its next page while the caller goes through the current one.
     fn query_ahead(
         &self,
-        sql: String,
+        sql: &'static str,
         from: i64,
         to: i64,
         what: &'static str,
@@ -134,7 +134,7 @@ impl PgStore {
         let conn = self.conn.clone();
         self.runtime.spawn(async move {
             let client = conn.shared().await?;
-            client.query(&sql, &[&from, &to]).await.map_err(|e| {
+            client.query(sql, &[&from, &to]).await.map_err(|e| {
                 if e.as_db_error().is_none() {
                     conn.forget();
                 }
@@ -185,7 +185,7 @@ impl PgStore {
         loop {
             let from = *applied as i64;
             let rows = self.query(
-                &cursor::forward_sql(),
+                &cursor::FORWARD_SQL,
                 &[&from, &(from + 5000)],
                 "reading the log for the projections",
             )?;
@@ -530,7 +530,7 @@ impl Backend for PgStore {
     fn read_event(&self, position: u64) -> Result<Event> {
         self.check_owner()?;
         let p = position.min(i64::MAX as u64 - 1) as i64;
-        let rows = self.query(&cursor::forward_sql(), &[&p, &(p + 1)], "reading an event")?;
+        let rows = self.query(&cursor::FORWARD_SQL, &[&p, &(p + 1)], "reading an event")?;
         match unpack_all(&rows)?.pop() {
             Some(e) => Ok(e),
             None => Err(Error::new(
@@ -643,7 +643,7 @@ impl Backend for PgStore {
         // shorter than a connection); until it listens, waiters poll the head every POLL,
         // and once it listens it reads the head, so nothing committed meanwhile is missed.
         self.listen.call_once(|| {
-            self.wake.starting();
+            self.wake.driver_started();
             self.runtime
                 .spawn(listener::start(self.conn.clone(), self.wake.clone()));
         });
