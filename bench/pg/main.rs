@@ -12,10 +12,9 @@
 //! For each design, in a schema made anew (the design before it dropped, then a
 //! checkpoint, so that every design starts from the same server state): (1) `--writers`
 //! writer processes (this program, re-run as children), each with `--tasks` appending
-//! tasks, do single-event
-//! appends with expected versions (each task owns a stream) for `--secs`, while a
-//! subscriber process tails the log; (2) the same with 100-event appends; (3) one reader
-//! process reads the whole log from position 0 (events/s).
+//! tasks, do single-event appends with expected versions (each task owns a stream) for
+//! `--secs`, while a subscriber process tails the log; (2) the same with 100-event
+//! appends; (3) one reader process reads the whole log from position 0 (events/s).
 //!
 //! Then it checks, for each gapless design: positions are exactly 0..N-1, N is the sum of
 //! the events the writers were told were appended, the subscriber saw every position once
@@ -1030,6 +1029,14 @@ impl Admin {
             _ => self.one(&format!("select count(*) from {s}.events")),
         }
     }
+    /// How many rows of `table` (first_pos, n: runs of n positions) do not start where
+    /// the run before them ends.
+    fn breaks(&mut self, table: &str) -> Result<i64, BoxError> {
+        self.one(&format!(
+            "select count(*) from (select first_pos, n, lead(first_pos) over (order by first_pos) as nx \
+             from {table}) x where nx is not null and nx <> first_pos + n"
+        ))
+    }
     /// One past the last position.
     fn end(&mut self, design: Design) -> Result<i64, BoxError> {
         let s = design.schema();
@@ -1051,10 +1058,7 @@ impl Admin {
             Design::Evstore => {
                 // Chunks of n events at first_pos: dense when each starts where the one
                 // before ends, the first at 0 and the last ending at the head.
-                let breaks = self.one(&format!(
-                    "select count(*) from (select first_pos, n, lead(first_pos) over (order by first_pos) as nx \
-                     from {s}.chunks) x where nx is not null and nx <> first_pos + n"
-                ))?;
+                let breaks = self.breaks(&format!("{s}.chunks"))?;
                 let lo = self.one(&format!(
                     "select coalesce(min(first_pos), 0) from {s}.chunks"
                 ))?;
@@ -1086,10 +1090,7 @@ impl Admin {
                     0
                 };
                 let placed = self.one(&format!("select sum(n)::bigint from {s}.positions"))?;
-                let breaks = self.one(&format!(
-                    "select count(*) from (select first_pos, n, lead(first_pos) over (order by first_pos) as nx \
-                     from {s}.positions) x where nx is not null and nx <> first_pos + n"
-                ))?;
+                let breaks = self.breaks(&format!("{s}.positions"))?;
                 let lo = self.one(&format!("select min(first_pos) from {s}.positions"))?;
                 let next = self.one(&format!("select next from {s}.head"))?;
                 let orphans = self.one(&format!(
