@@ -130,3 +130,13 @@ pub trait Projection: Send + Sync {
     /// Back to the empty state (before a rebuild from the log).
     fn reset(&self);
 }
+
+/// A stream, as `list_streams` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamInfo {
+    pub name: String,
+    /// The version of its last event.
+    pub version: u64,
+    /// The position of its first event.
+    pub first_position: u64,
+}

@@ -56,7 +56,7 @@ struct Table {
     base: u64,
     /// The position after the last event applied.
     next: u64,
-    by_fingerprint: super::index::FastMap<u32, u32>,
+    by_fingerprint: super::FastMap<u32, u32>,
     /// Ids whose fingerprint another id holds (rare), with their positions.
     spilled: HashMap<EventId, u64>,
 }
@@ -217,7 +217,7 @@ impl Projection for IdIndex {
         let mut t = Table {
             base,
             next,
-            by_fingerprint: super::index::FastMap::with_capacity_and_hasher(n, Default::default()),
+            by_fingerprint: super::FastMap::with_capacity_and_hasher(n, Default::default()),
             spilled: HashMap::with_capacity(m),
         };
         let mut at = 32;

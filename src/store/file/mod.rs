@@ -1,14 +1,17 @@
 //! The file engine: the embedded store on top of `wal/`, with its indexes, the process
 //! lock and snapshots. One writing process; readers in other processes open it read-only.
 
+mod cursor;
+mod dedupe;
+pub mod envelope;
+mod index;
 mod lock;
+mod reads;
 mod seam;
+mod segindex;
+pub mod snapshot;
 
-use super::cursor::{BackwardCursor, ForwardCursor, StreamCursor};
-use super::envelope::{self, Envelope, EnvelopeRef};
-use super::index::{Index, Loc};
-use super::segindex::{BuildEvent, Builder, Sealed, SegmentFiles};
-use super::{check_name, ids, snapshot};
+use super::{check_name, ids};
 use super::{
     AppendResult, Event, EventInput, EventRef, ExpectedVersion, OpenReport, Projection,
     StoreOptions, StoreStats, StreamAppend, MAX_EVENT_SIZE, MAX_NAME_LEN,
@@ -16,7 +19,11 @@ use super::{
 use crate::error::{Error, ErrorKind, Result};
 use crate::wal::vfs::{self, Kind, OpenMode};
 use crate::wal::{record, FsyncPolicy, Position, RecordRef, Wal, WalConfig};
+use cursor::{BackwardCursor, ForwardCursor, StreamCursor};
+use envelope::{Envelope, EnvelopeRef};
+use index::{Index, Loc};
 use lock::StoreLock;
+use segindex::{BuildEvent, Builder, Sealed, SegmentFiles};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,11 +1,11 @@
 //! The file engine behind the backend seam: `Backend` forwards to `FileStore`'s own
 //! methods, and its cursors are the seam's cursors.
 
+use super::cursor::{BackwardCursor, ForwardCursor, StreamCursor};
+use super::reads::{CategoryCursor, StreamBackwardCursor};
 use super::FileStore;
 use crate::error::Result;
 use crate::store::backend::{Backend, EventCursor, TailCursor};
-use crate::store::cursor::{BackwardCursor, ForwardCursor, StreamCursor};
-use crate::store::reads::{CategoryCursor, StreamBackwardCursor};
 use crate::store::{
     AppendResult, Event, EventRef, StoreOptions, StoreStats, StreamAppend, StreamInfo,
 };

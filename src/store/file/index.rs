@@ -6,13 +6,9 @@
 
 use super::segindex::{Builder, Sealed, SegmentFiles};
 use crate::error::{Error, Result};
+use crate::store::FastMap;
 use crate::wal::Position;
-use std::collections::HashMap;
 use std::sync::Arc;
-
-/// The maps on hot paths (a lookup per append and per stream read): foldhash, seeded per
-/// process, instead of SipHash, which cost about 400 instructions an append.
-pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Offsets are kept in the low 40 bits, the segment id in the high 24.
 const OFFSET_BITS: u32 = 40;

@@ -2,16 +2,16 @@
 //! stream (random access through the index). Each holds bounded memory and hands out
 //! events that borrow its buffer until its next call.
 
-use super::file::{check_plain, decode_event, FileStore as Store};
-use super::{Event, EventRef};
+use super::{check_plain, decode_event, FileStore};
 use crate::error::{Error, Result};
+use crate::store::{Event, EventRef};
 use crate::wal::{Position, SegmentCursor};
 use std::sync::Arc;
 
 /// All events from a position on, in order. `None` from `next` means "no more now": a
 /// later call returns events appended since.
 pub struct ForwardCursor {
-    store: Arc<Store>,
+    store: Arc<FileStore>,
     next: u64,
     /// Stop before this position (for `poll`).
     until: u64,
@@ -20,7 +20,7 @@ pub struct ForwardCursor {
 }
 
 impl ForwardCursor {
-    pub(crate) fn new(store: Arc<Store>, from: u64, until: u64) -> Result<Self> {
+    pub(crate) fn new(store: Arc<FileStore>, from: u64, until: u64) -> Result<Self> {
         Ok(ForwardCursor {
             store,
             next: from,
@@ -69,7 +69,7 @@ impl ForwardCursor {
 
 /// Events from a position down to 0. Sees no events appended after it was opened.
 pub struct BackwardCursor {
-    store: Arc<Store>,
+    store: Arc<FileStore>,
     /// The position of the next event to return, while `more`.
     next: u64,
     more: bool,
@@ -78,7 +78,7 @@ pub struct BackwardCursor {
 }
 
 impl BackwardCursor {
-    pub(crate) fn new(store: Arc<Store>, from: u64, more: bool) -> Self {
+    pub(crate) fn new(store: Arc<FileStore>, from: u64, more: bool) -> Self {
         BackwardCursor {
             store,
             next: from,
@@ -110,7 +110,7 @@ const STREAM_BATCH: usize = 64;
 
 /// One stream's events from a version on; sees events appended to it while it runs.
 pub struct StreamCursor {
-    store: Arc<Store>,
+    store: Arc<FileStore>,
     stream: String,
     next_version: u64,
     /// No event before this position is still to come (the last one read, plus one).
@@ -129,7 +129,7 @@ pub struct StreamCursor {
 const SPAN_MAX: u64 = 1 << 20;
 
 impl StreamCursor {
-    pub(crate) fn new(store: Arc<Store>, stream: String, from_version: u64) -> Self {
+    pub(crate) fn new(store: Arc<FileStore>, stream: String, from_version: u64) -> Self {
         StreamCursor {
             store,
             stream,

@@ -12,8 +12,8 @@
 //! buckets: for each stream with events in the segment, its name, the version of its first
 //! event there and, per event, (position - first position, record offset, record length).
 
-use super::index::FastMap;
 use crate::error::{Error, Result};
+use crate::store::FastMap;
 use crate::wal::vfs::{self, FileRef, OpenMode, Vfs};
 use crate::wal::{segment, Position};
 use std::path::{Path, PathBuf};

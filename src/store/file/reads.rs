@@ -2,11 +2,11 @@
 //! name starts with a prefix) forward in position order, the list of streams, and the
 //! lookups behind idempotent appends.
 
-use super::file::FileStore as Store;
-use super::ids::EventId;
 use super::index::Loc;
-use super::{Event, EventRef};
+use super::FileStore;
 use crate::error::{Error, ErrorKind, Result};
+use crate::store::ids::EventId;
+use crate::store::{Event, EventRef, StreamInfo};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -31,7 +31,7 @@ impl Located {
         }
     }
 
-    fn next<'a>(&'a mut self, store: &Store) -> Result<Option<EventRef<'a>>> {
+    fn next<'a>(&'a mut self, store: &FileStore) -> Result<Option<EventRef<'a>>> {
         let Some(loc) = self.ahead.pop_front() else {
             return Ok(None);
         };
@@ -44,7 +44,7 @@ impl Located {
 /// One stream's events from a version down to 0. Sees no events appended after it was
 /// opened.
 pub struct StreamBackwardCursor {
-    store: Arc<Store>,
+    store: Arc<FileStore>,
     stream: String,
     /// The version of the next event to return, while `more`.
     next_version: u64,
@@ -78,7 +78,7 @@ impl StreamBackwardCursor {
 /// Events of every stream whose name starts with a prefix, in position order, from a
 /// position on; sees events appended (also to streams created) while it runs.
 pub struct CategoryCursor {
-    store: Arc<Store>,
+    store: Arc<FileStore>,
     prefix: String,
     /// The next position to look from.
     next: u64,
@@ -123,17 +123,7 @@ impl CategoryCursor {
     }
 }
 
-/// A stream, as `list_streams` reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamInfo {
-    pub name: String,
-    /// The version of its last event.
-    pub version: u64,
-    /// The position of its first event.
-    pub first_position: u64,
-}
-
-impl Store {
+impl FileStore {
     /// One stream's events from `from_version` (inclusive; past its end: the last event)
     /// down to version 0.
     pub fn read_stream_backward(
@@ -142,7 +132,7 @@ impl Store {
         from_version: u64,
     ) -> Result<StreamBackwardCursor> {
         let Some(version) = self.stream_version(stream)? else {
-            return Err(super::no_such_stream(stream));
+            return Err(crate::store::no_such_stream(stream));
         };
         Ok(StreamBackwardCursor {
             store: self.clone(),
@@ -156,7 +146,7 @@ impl Store {
     /// Events of every stream whose name starts with `prefix` (non-empty), from position
     /// `from` on.
     pub fn read_category(self: &Arc<Self>, prefix: &str, from: u64) -> Result<CategoryCursor> {
-        super::check_name("stream prefix", prefix, false)?;
+        crate::store::check_name("stream prefix", prefix, false)?;
         let next = self.next_position();
         if from > next {
             return Err(Error::new(

@@ -2,15 +2,15 @@
 //! it stored the first time (by their ids) and returns their positions instead of storing
 //! them again. Runs under the writer's lock, so two retries cannot both write.
 
-use super::file::{FileStore as Store, Writer};
-use super::ids::{hex, id_twice, partly_stored, EventId};
-use super::{AppendResult, StreamAppend};
+use super::{FileStore, Writer};
 use crate::error::{Error, ErrorKind, Result};
+use crate::store::ids::{hex, id_twice, partly_stored, EventId};
+use crate::store::{AppendResult, StreamAppend};
 
 /// Where an id's event is: its position, stream and stream version.
 type Stored = (u64, String, u64);
 
-impl Store {
+impl FileStore {
     /// The event stored with `id`, confirmed by reading its id from the log (the index
     /// only gives candidates).
     fn find_id(&self, w: &Writer, id: &EventId) -> Result<Option<Stored>> {

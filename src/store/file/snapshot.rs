@@ -2,8 +2,9 @@
 //! checksummed file, written atomically (temporary file, fsync, rename, directory fsync),
 //! so that opening a large store replays only the log's tail.
 
-use super::index::{FastMap, Index, StreamEntry};
+use super::index::{Index, StreamEntry};
 use crate::error::{Error, Result};
+use crate::store::FastMap;
 use crate::wal::vfs::{self, OpenMode, Vfs};
 use crate::wal::Position;
 use std::collections::HashMap;
