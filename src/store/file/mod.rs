@@ -18,7 +18,7 @@ use super::{
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::wal::vfs::{self, Kind, OpenMode};
-use crate::wal::{record, FsyncPolicy, Position, RecordRef, Wal, WalConfig};
+use crate::wal::{record, Appended, FsyncPolicy, Position, RecordRef, Wal, WalConfig};
 use cursor::{BackwardCursor, ForwardCursor, StreamCursor};
 use envelope::{Envelope, EnvelopeRef};
 use index::{Index, Loc};
@@ -256,6 +256,97 @@ pub(crate) fn check_plain(rec: &RecordRef<'_>, at: Position) -> Result<()> {
     Ok(())
 }
 
+/// One event of an append, encoded: its record (8-byte key, then envelope) is
+/// `scratch[start..end]`.
+struct EncodedSpan<'s, 'e> {
+    start: usize,
+    end: usize,
+    stream: &'s str,
+    version: u64,
+    input: &'e EventInput<'e>,
+}
+
+/// An append encoded into the writer's scratch buffer.
+struct EncodedBatch<'s, 'e> {
+    first: u64,
+    timestamp: u64,
+    spans: Vec<EncodedSpan<'s, 'e>>,
+    /// Each part's stream version after the append.
+    stream_versions: Vec<u64>,
+}
+
+/// Encodes keys and envelopes of an append's events into `scratch` (cleared first), from
+/// position `first` on, each part after its stream's version `versions[i]`.
+fn encode_batch<'s, 'e>(
+    appends: &'e [StreamAppend<'s>],
+    versions: &[Option<u64>],
+    first: u64,
+    timestamp: u64,
+    count: usize,
+    scratch: &mut Vec<u8>,
+) -> EncodedBatch<'s, 'e> {
+    scratch.clear();
+    let mut spans = Vec::with_capacity(count);
+    let mut stream_versions = Vec::with_capacity(appends.len());
+    let mut position = first;
+    for (a, current) in appends.iter().zip(versions) {
+        let mut version = if a.stream.is_empty() {
+            0
+        } else {
+            current.map_or(0, |v| v + 1)
+        };
+        for e in a.events {
+            let start = scratch.len();
+            scratch.extend_from_slice(&position.to_le_bytes());
+            EnvelopeRef {
+                timestamp_us: timestamp,
+                stream: a.stream,
+                stream_version: version,
+                event_type: e.event_type,
+                schema_version: e.schema_version.max(1),
+                metadata: e.metadata,
+                payload: e.payload,
+                id: e.id,
+            }
+            .encode_into(scratch);
+            spans.push(EncodedSpan {
+                start,
+                end: scratch.len(),
+                stream: a.stream,
+                version,
+                input: e,
+            });
+            position += 1;
+            version += 1;
+        }
+        stream_versions.push(version.saturating_sub(1));
+    }
+    EncodedBatch {
+        first,
+        timestamp,
+        spans,
+        stream_versions,
+    }
+}
+
+/// The error of an append part whose expected version does not hold.
+fn wrong_expected_version(a: &StreamAppend<'_>, current: Option<u64>) -> Error {
+    let actual = match current {
+        Some(v) => format!("is at version {v}"),
+        None => "does not exist".to_string(),
+    };
+    let wanted = match a.expected {
+        ExpectedVersion::NoStream => "no stream".to_string(),
+        ExpectedVersion::Exists => "an existing stream".to_string(),
+        ExpectedVersion::Exact(v) => format!("version {v}"),
+        ExpectedVersion::Any => "any version".to_string(),
+    };
+    Error::new(
+        ErrorKind::WrongExpectedVersion,
+        format!("stream '{}' {actual}, expected {wanted}", a.stream),
+    )
+}
+
 impl FileStore {
     /// Opens (creating if needed) the store in `dir`. `projections` are rebuilt from the
     /// newest valid snapshot plus the log's tail, and kept up to date from then on.
@@ -270,46 +361,8 @@ impl FileStore {
         projections.push(ids.clone());
         let dir = dir.as_ref().to_path_buf();
         let vfs = options.vfs.clone();
-        match vfs.stat(&dir) {
-            Ok(st) if st.kind != Kind::Dir => {
-                return Err(Error::new(
-                    ErrorKind::Io,
-                    format!("{} exists and is not a directory", dir.display()),
-                ))
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(format!("reading {}", dir.display()), e)),
-        }
-        let lock = if options.read_only {
-            if !matches!(vfs.stat(&dir), Ok(st) if st.kind == Kind::Dir) {
-                return Err(Error::new(
-                    ErrorKind::NotFound,
-                    format!("no store at {}", dir.display()),
-                ));
-            }
-            None
-        } else {
-            // Durable before anything is put in it: a store that exists after open
-            // still exists after a power cut.
-            vfs::create_dir_durable(&*vfs, &dir)
-                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-            let lock = StoreLock::acquire(&*vfs, &dir)?;
-            snapshot::remove_leftovers(&*vfs, &dir.join("snapshots"));
-            Some(lock)
-        };
-        let mut config = WalConfig::new(dir.join("events"));
-        config.fsync_policy = options.fsync;
-        config.max_segment_size = options.max_segment_size;
-        config.preallocate = options.preallocate;
-        config.read_only = options.read_only;
-        config.vfs = vfs.clone();
-        if options.read_only && !matches!(vfs.stat(&config.dir), Ok(st) if st.kind == Kind::Dir) {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!("no event log at {}", config.dir.display()),
-            ));
-        }
+        let lock = Self::take_directory(&dir, &options)?;
+        let config = Self::wal_config(&dir, &options)?;
 
         let mut report = OpenReport::default();
         let files = Arc::new(SegmentFiles::new(vfs.clone(), &dir, !options.read_only));
@@ -322,75 +375,8 @@ impl FileStore {
         let (mut index, start) =
             Self::load_snapshot(&dir, &config, &projections, &mut report, sealed_end);
         index.set_sealed(sealed, files.clone());
-        let mut replayed = 0u64;
-        // The log's recovery calls `visit` only for the records of complete batches (it
-        // holds back a batch until its last record is seen), so each event is indexed and
-        // projected at once. File names are formatted only for an error.
-        let mut visit = |pos: Position, rec: &RecordRef<'_>| -> Result<()> {
-            check_plain(rec, pos)?;
-            let position = index.len();
-            let mut legacy = None;
-            let file = || crate::wal::segment::file_name(pos.segment_id);
-            if position == 0
-                && rec.key.len() == 8
-                && rec.key != [0u8; 8]
-                && rec.value.first() != Some(&b'{')
-            {
-                let k = u64::from_le_bytes(rec.key.try_into().unwrap());
-                return Err(Error::corrupt(match pos.segment_id {
-                    0 => format!("{} starts at position {k} instead of 0", file()),
-                    s => format!(
-                        "{} starts at position {k}: segments {} to {} are missing",
-                        file(),
-                        crate::wal::segment::file_name(0),
-                        crate::wal::segment::file_name(s - 1)
-                    ),
-                }));
-            }
-            let ev = decode_event(position, rec.key, rec.value, &mut legacy).map_err(|e| {
-                Error::new(
-                    e.kind,
-                    format!("{} offset {}: {}", file(), pos.offset, e.message),
-                )
-            })?;
-            replayed += 1;
-            if !index.replayed_where_filed(position, pos) {
-                return Err(Error::corrupt(format!(
-                    "{} offset {}: the log has events its index files do not (position {position}); remove the index directory and reopen",
-                    file(),
-                    pos.offset
-                )));
-            }
-            index.push(pos, ev.timestamp_us, ev.stream, ev.event_type);
-            projections.iter().for_each(|pr| pr.apply(&ev));
-            Ok(())
-        };
-        let (wal, info) = Wal::open_from(config, start, &mut visit)?;
-        // Segments a snapshot covers are not scanned: the first one must still be there.
-        if let Some(first) = index.first_segment() {
-            if wal.first_segment_id() > first {
-                return Err(Error::corrupt(format!(
-                    "segment {} is missing from the log (it holds position 0)",
-                    crate::wal::segment::file_name(first)
-                )));
-            }
-        }
-        // Index files were checked against the segments before recovery; recovery
-        // changes only the last segment, which is never sealed.
-        let active = wal.current_position().segment_id;
-        for s in &index.sealed {
-            if s.segment_id >= active
-                || wal
-                    .segment_end(s.segment_id)
-                    .is_none_or(|end| end < s.segment_len)
-            {
-                return Err(Error::corrupt(format!(
-                    "the index file of {} disagrees with the recovered log; remove {} and reopen",
-                    crate::wal::segment::file_name(s.segment_id),
-                    files.dir().display()
-                )));
-            }
-        }
+        let (wal, info, replayed) = Self::replay(config, start, &mut index, &projections)?;
+        Self::check_sealed_against_log(&wal, &index, &files)?;
         {
             let (vfs, log_dir) = (vfs.clone(), dir.join("events"));
             files.set_rebuild(Box::new(move |s: &Sealed| {
@@ -450,6 +436,142 @@ impl FileStore {
         // Segments replayed into memory that are complete get their index files now.
         store.maybe_seal();
         Ok((store, report))
+    }
+
+    /// Checks that `dir` is a store directory (or may become one); a writable open
+    /// creates it durably and takes the process lock.
+    fn take_directory(dir: &Path, options: &StoreOptions) -> Result<Option<StoreLock>> {
+        let vfs = &*options.vfs;
+        match vfs.stat(dir) {
+            Ok(st) if st.kind != Kind::Dir => {
+                return Err(Error::new(
+                    ErrorKind::Io,
+                    format!("{} exists and is not a directory", dir.display()),
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("reading {}", dir.display()), e)),
+        }
+        if options.read_only {
+            if !matches!(vfs.stat(dir), Ok(st) if st.kind == Kind::Dir) {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("no store at {}", dir.display()),
+                ));
+            }
+            return Ok(None);
+        }
+        // Durable before anything is put in it: a store that exists after open still
+        // exists after a power cut.
+        vfs::create_dir_durable(vfs, dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let lock = StoreLock::acquire(vfs, dir)?;
+        snapshot::remove_leftovers(vfs, &dir.join("snapshots"));
+        Ok(Some(lock))
+    }
+
+    /// The log's configuration from the store's options; a read-only open needs the log.
+    fn wal_config(dir: &Path, options: &StoreOptions) -> Result<WalConfig> {
+        let mut config = WalConfig::new(dir.join("events"));
+        config.fsync_policy = options.fsync;
+        config.max_segment_size = options.max_segment_size;
+        config.preallocate = options.preallocate;
+        config.read_only = options.read_only;
+        config.vfs = options.vfs.clone();
+        if options.read_only
+            && !matches!(options.vfs.stat(&config.dir), Ok(st) if st.kind == Kind::Dir)
+        {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no event log at {}", config.dir.display()),
+            ));
+        }
+        Ok(config)
+    }
+
+    /// Opens the log from `start` (after what a snapshot covers), indexing and projecting
+    /// every event of its tail; returns the log, its recovery report and the events
+    /// replayed. Recovery hands over only the records of complete batches (it holds back
+    /// a batch until its last record is seen), so each event counts at once. File names
+    /// are formatted only for an error.
+    fn replay(
+        config: WalConfig,
+        start: Position,
+        index: &mut Index,
+        projections: &[Arc<dyn Projection>],
+    ) -> Result<(Wal, crate::wal::RecoveryInfo, u64)> {
+        let mut replayed = 0u64;
+        let mut visit = |pos: Position, rec: &RecordRef<'_>| -> Result<()> {
+            check_plain(rec, pos)?;
+            let position = index.len();
+            let mut legacy = None;
+            let file = || crate::wal::segment::file_name(pos.segment_id);
+            if position == 0
+                && rec.key.len() == 8
+                && rec.key != [0u8; 8]
+                && rec.value.first() != Some(&b'{')
+            {
+                let k = u64::from_le_bytes(rec.key.try_into().unwrap());
+                return Err(Error::corrupt(match pos.segment_id {
+                    0 => format!("{} starts at position {k} instead of 0", file()),
+                    s => format!(
+                        "{} starts at position {k}: segments {} to {} are missing",
+                        file(),
+                        crate::wal::segment::file_name(0),
+                        crate::wal::segment::file_name(s - 1)
+                    ),
+                }));
+            }
+            let ev = decode_event(position, rec.key, rec.value, &mut legacy).map_err(|e| {
+                Error::new(
+                    e.kind,
+                    format!("{} offset {}: {}", file(), pos.offset, e.message),
+                )
+            })?;
+            replayed += 1;
+            if !index.replayed_where_filed(position, pos) {
+                return Err(Error::corrupt(format!(
+                    "{} offset {}: the log has events its index files do not (position {position}); remove the index directory and reopen",
+                    file(),
+                    pos.offset
+                )));
+            }
+            index.push(pos, ev.timestamp_us, ev.stream, ev.event_type);
+            projections.iter().for_each(|pr| pr.apply(&ev));
+            Ok(())
+        };
+        let (wal, info) = Wal::open_from(config, start, &mut visit)?;
+        Ok((wal, info, replayed))
+    }
+
+    /// After recovery: the segments a snapshot let it skip must still be there, and every
+    /// index file must describe a sealed segment as long as it says (recovery changes only
+    /// the last segment, which is never sealed).
+    fn check_sealed_against_log(wal: &Wal, index: &Index, files: &SegmentFiles) -> Result<()> {
+        if let Some(first) = index.first_segment() {
+            if wal.first_segment_id() > first {
+                return Err(Error::corrupt(format!(
+                    "segment {} is missing from the log (it holds position 0)",
+                    crate::wal::segment::file_name(first)
+                )));
+            }
+        }
+        let active = wal.current_position().segment_id;
+        for s in &index.sealed {
+            if s.segment_id >= active
+                || wal
+                    .segment_end(s.segment_id)
+                    .is_none_or(|end| end < s.segment_len)
+            {
+                return Err(Error::corrupt(format!(
+                    "the index file of {} disagrees with the recovered log; remove {} and reopen",
+                    crate::wal::segment::file_name(s.segment_id),
+                    files.dir().display()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Builds the indexes of the log's complete segments after those that have a file
@@ -673,100 +795,33 @@ impl FileStore {
         if let Some(done) = self.find_retry(&w, appends)? {
             return Ok(done);
         }
-        // Check every expected version first: nothing is written unless all hold.
-        let mut versions: Vec<Option<u64>> = Vec::with_capacity(appends.len());
-        {
-            let index = self.index.read().unwrap_or_else(|e| e.into_inner());
-            // Streams named earlier in this append, with their version after it: a short
-            // list (appends name one or two streams), so no map is built per append.
-            let mut seen: Vec<(&str, Option<u64>)> = Vec::new();
-            for a in appends {
-                let current = match seen.iter().find(|s| s.0 == a.stream) {
-                    Some(&(_, v)) => v,
-                    None if a.stream.is_empty() => None,
-                    None => self.writer_version(&w, &index, a.stream),
-                };
-                let ok = match a.expected {
-                    ExpectedVersion::Any => true,
-                    ExpectedVersion::NoStream => current.is_none(),
-                    ExpectedVersion::Exists => current.is_some(),
-                    ExpectedVersion::Exact(v) => current == Some(v),
-                };
-                if !ok {
-                    let actual = match current {
-                        Some(v) => format!("is at version {v}"),
-                        None => "does not exist".to_string(),
-                    };
-                    let wanted = match a.expected {
-                        ExpectedVersion::NoStream => "no stream".to_string(),
-                        ExpectedVersion::Exists => "an existing stream".to_string(),
-                        ExpectedVersion::Exact(v) => format!("version {v}"),
-                        ExpectedVersion::Any => unreachable!(),
-                    };
-                    return Err(Error::new(
-                        ErrorKind::WrongExpectedVersion,
-                        format!("stream '{}' {actual}, expected {wanted}", a.stream),
-                    ));
-                }
-                versions.push(current);
-                if !a.stream.is_empty() {
-                    let last =
-                        current.map_or(a.events.len() as u64 - 1, |v| v + a.events.len() as u64);
-                    match seen.iter_mut().find(|s| s.0 == a.stream) {
-                        Some(s) => s.1 = Some(last),
-                        None => seen.push((a.stream, Some(last))),
-                    }
-                }
-            }
-        }
+        let versions = self.check_expected_versions(&w, appends)?;
         let timestamp = now_us().max(w.last_timestamp);
         let first = w.next_position;
-        // Encode keys and envelopes into one scratch buffer, then hand the log slices of it.
         let mut scratch = std::mem::take(&mut w.scratch);
-        scratch.clear();
-        let mut spans = Vec::with_capacity(count);
-        let mut stream_versions = Vec::with_capacity(appends.len());
-        let mut position = first;
-        for (a, current) in appends.iter().zip(&versions) {
-            let mut version = current.map_or(0, |v| v + 1);
-            if a.stream.is_empty() {
-                version = 0;
-            }
-            for e in a.events {
-                let start = scratch.len();
-                scratch.extend_from_slice(&position.to_le_bytes());
-                EnvelopeRef {
-                    timestamp_us: timestamp,
-                    stream: a.stream,
-                    stream_version: version,
-                    event_type: e.event_type,
-                    schema_version: e.schema_version.max(1),
-                    metadata: e.metadata,
-                    payload: e.payload,
-                    id: e.id,
-                }
-                .encode_into(&mut scratch);
-                spans.push((start, scratch.len(), a.stream, version, e));
-                position += 1;
-                version += 1;
-            }
-            stream_versions.push(version.saturating_sub(1));
-        }
-        let records: Vec<RecordRef<'_>> = spans
-            .iter()
-            .map(|&(s, e, ..)| RecordRef::put(&scratch[s..s + 8], &scratch[s + 8..e]))
-            .collect();
+        let batch = encode_batch(appends, &versions, first, timestamp, count, &mut scratch);
         // Under `Always` the records wait in the log's buffer for a group commit; under
         // the other policies they are with the OS before the append is acknowledged (it
         // survives a crash of this process), and a failed write leaves nothing of them.
-        let appended = if always {
-            // Numbered from this writer's epoch: if a failed write took back records
-            // meanwhile, the log refuses these rather than leave a gap.
-            self.wal.append_in_epoch(&records, w.epoch)
-        } else {
-            self.wal.append_written(&records)
+        let appended = {
+            let records: Vec<RecordRef<'_>> = batch
+                .spans
+                .iter()
+                .map(|sp| {
+                    RecordRef::put(
+                        &scratch[sp.start..sp.start + 8],
+                        &scratch[sp.start + 8..sp.end],
+                    )
+                })
+                .collect();
+            if always {
+                // Numbered from this writer's epoch: if a failed write took back records
+                // meanwhile, the log refuses these rather than leave a gap.
+                self.wal.append_in_epoch(&records, w.epoch)
+            } else {
+                self.wal.append_written(&records)
+            }
         };
-        drop(records);
         let appended = match appended {
             Ok(a) => a,
             Err(e) => {
@@ -774,59 +829,10 @@ impl FileStore {
                 return Err(e);
             }
         };
-        let make_event = |i: usize| {
-            let (_, _, stream, version, e) = spans[i];
-            Event {
-                position: first + i as u64,
-                timestamp_us: timestamp,
-                stream: stream.to_owned(),
-                stream_version: version,
-                event_type: e.event_type.to_owned(),
-                schema_version: e.schema_version.max(1),
-                metadata: e.metadata.to_vec(),
-                payload: e.payload.to_vec(),
-                id: e.id,
-            }
-        };
-        if !always {
-            w.next_position = position;
-            w.last_timestamp = timestamp;
-            let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
-            for (i, &(_, _, stream, version, e)) in spans.iter().enumerate() {
-                let ev = EventRef {
-                    position: first + i as u64,
-                    timestamp_us: timestamp,
-                    stream,
-                    stream_version: version,
-                    event_type: e.event_type,
-                    schema_version: e.schema_version.max(1),
-                    metadata: e.metadata,
-                    payload: e.payload,
-                    id: e.id,
-                };
-                index.push(appended.positions[i], timestamp, stream, e.event_type);
-                self.projections.iter().for_each(|p| p.apply(&ev));
-            }
-            // Counted before the index is let go: whoever sees the event in the index
-            // (evs_position_at) must find it counted too (evs_read_all).
-            self.committed.store(position, Ordering::Release);
-            drop(index);
-            w.scratch = scratch;
-            self.publish(position);
-            drop(w);
-        } else {
-            w.next_position = position;
-            w.last_timestamp = timestamp;
-            let events = (0..spans.len())
-                .map(|i| (appended.positions[i], make_event(i)))
-                .collect();
-            for &(_, _, stream, ..) in spans.iter().filter(|s| !s.2.is_empty()) {
-                *w.pending_streams.entry(stream.to_owned()).or_default() += 1;
-            }
-            w.pending.push(Pending {
-                lsn: appended.lsn,
-                events,
-            });
+        w.next_position = first + count as u64;
+        w.last_timestamp = timestamp;
+        if always {
+            self.queue_until_durable(&mut w, &batch, &appended);
             w.scratch = scratch;
             drop(w);
             let durable = self.wal.wait_durable(&appended);
@@ -834,13 +840,118 @@ impl FileStore {
             self.catch_up_epoch(&mut w);
             durable?;
             self.commit_durable(&mut w);
+        } else {
+            self.commit_written(&batch, &appended.positions);
+            w.scratch = scratch;
+            self.publish(first + count as u64);
+            drop(w);
         }
         self.maybe_seal();
         self.maybe_snapshot();
         Ok(AppendResult {
             first_position: first,
-            stream_versions,
+            stream_versions: batch.stream_versions,
         })
+    }
+
+    /// Checks every expected version of an append before anything is written (nothing is
+    /// unless all hold); returns each part's stream version before it.
+    fn check_expected_versions(
+        &self,
+        w: &Writer,
+        appends: &[StreamAppend<'_>],
+    ) -> Result<Vec<Option<u64>>> {
+        let mut versions: Vec<Option<u64>> = Vec::with_capacity(appends.len());
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+        // Streams named earlier in this append, with their version after it: a short
+        // list (appends name one or two streams), so no map is built per append.
+        let mut seen: Vec<(&str, Option<u64>)> = Vec::new();
+        for a in appends {
+            let current = match seen.iter().find(|s| s.0 == a.stream) {
+                Some(&(_, v)) => v,
+                None if a.stream.is_empty() => None,
+                None => self.writer_version(w, &index, a.stream),
+            };
+            let ok = match a.expected {
+                ExpectedVersion::Any => true,
+                ExpectedVersion::NoStream => current.is_none(),
+                ExpectedVersion::Exists => current.is_some(),
+                ExpectedVersion::Exact(v) => current == Some(v),
+            };
+            if !ok {
+                return Err(wrong_expected_version(a, current));
+            }
+            versions.push(current);
+            if !a.stream.is_empty() {
+                let last = current.map_or(a.events.len() as u64 - 1, |v| v + a.events.len() as u64);
+                match seen.iter_mut().find(|s| s.0 == a.stream) {
+                    Some(s) => s.1 = Some(last),
+                    None => seen.push((a.stream, Some(last))),
+                }
+            }
+        }
+        Ok(versions)
+    }
+
+    /// Not `Always`: the written events count at once (indexed, projected, counted).
+    fn commit_written(&self, batch: &EncodedBatch<'_, '_>, at: &[Position]) {
+        let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+        for (i, sp) in batch.spans.iter().enumerate() {
+            let e = sp.input;
+            let ev = EventRef {
+                position: batch.first + i as u64,
+                timestamp_us: batch.timestamp,
+                stream: sp.stream,
+                stream_version: sp.version,
+                event_type: e.event_type,
+                schema_version: e.schema_version.max(1),
+                metadata: e.metadata,
+                payload: e.payload,
+                id: e.id,
+            };
+            index.push(at[i], batch.timestamp, sp.stream, e.event_type);
+            self.projections.iter().for_each(|p| p.apply(&ev));
+        }
+        // Counted before the index is let go: whoever sees the event in the index
+        // (evs_position_at) must find it counted too (evs_read_all).
+        self.committed
+            .store(batch.first + batch.spans.len() as u64, Ordering::Release);
+    }
+
+    /// Under `Always`: the written events wait, owned, until their group's fdatasync.
+    fn queue_until_durable(
+        &self,
+        w: &mut Writer,
+        batch: &EncodedBatch<'_, '_>,
+        appended: &Appended,
+    ) {
+        let events = batch
+            .spans
+            .iter()
+            .enumerate()
+            .map(|(i, sp)| {
+                let e = sp.input;
+                let ev = Event {
+                    position: batch.first + i as u64,
+                    timestamp_us: batch.timestamp,
+                    stream: sp.stream.to_owned(),
+                    stream_version: sp.version,
+                    event_type: e.event_type.to_owned(),
+                    schema_version: e.schema_version.max(1),
+                    metadata: e.metadata.to_vec(),
+                    payload: e.payload.to_vec(),
+                    id: e.id,
+                };
+                (appended.positions[i], ev)
+            })
+            .collect();
+        for sp in batch.spans.iter().filter(|sp| !sp.stream.is_empty()) {
+            *w.pending_streams.entry(sp.stream.to_owned()).or_default() += 1;
+        }
+        w.pending.push(Pending {
+            lsn: appended.lsn,
+            events,
+        });
     }
 
     /// Under `Always`: moves every pending batch that is now durable into the indexes.
