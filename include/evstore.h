@@ -295,6 +295,12 @@ typedef int32_t (*evs_event_fn)(void *user_data, const struct evs_event *event);
 // event id whose first append is still waiting for its fdatasync.
 #define EVS_ERR_BUSY -14
 
+// A hard-deleted (tombstoned) stream: every read and write of its name (version 1.1).
+#define EVS_ERR_STREAM_DELETED -16
+
+// Deleting an account's stream while the account's balance is not zero (version 1.1).
+#define EVS_ERR_BALANCE_NOT_ZERO -17
+
 // A bug in evstore (a caught panic).
 #define EVS_ERR_INTERNAL -99
 

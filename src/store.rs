@@ -11,6 +11,7 @@ mod event;
 mod file;
 mod handle;
 pub mod ids;
+pub mod lifecycle;
 mod postgres;
 
 pub use backend::{Backend, EventCursor, TailCursor};

@@ -55,6 +55,10 @@ pub const EVS_ERR_CURRENCY_MISMATCH: evs_status = -13;
 /// In use; try again later: `evs_shutdown` while a store is open, or an append with an
 /// event id whose first append is still waiting for its fdatasync.
 pub const EVS_ERR_BUSY: evs_status = -14;
+/// A hard-deleted (tombstoned) stream: every read and write of its name (version 1.1).
+pub const EVS_ERR_STREAM_DELETED: evs_status = -16;
+/// Deleting an account's stream while the account's balance is not zero (version 1.1).
+pub const EVS_ERR_BALANCE_NOT_ZERO: evs_status = -17;
 /// A bug in evstore (a caught panic).
 pub const EVS_ERR_INTERNAL: evs_status = -99;
 
@@ -74,6 +78,8 @@ pub(crate) fn status_of(kind: ErrorKind) -> evs_status {
         ErrorKind::ReadOnly => EVS_ERR_READ_ONLY,
         ErrorKind::CurrencyMismatch => EVS_ERR_CURRENCY_MISMATCH,
         ErrorKind::Busy => EVS_ERR_BUSY,
+        ErrorKind::StreamDeleted => EVS_ERR_STREAM_DELETED,
+        ErrorKind::BalanceNotZero => EVS_ERR_BALANCE_NOT_ZERO,
         ErrorKind::Internal => EVS_ERR_INTERNAL,
     }
 }
@@ -158,6 +164,8 @@ pub extern "C" fn evs_status_name(s: evs_status) -> *const c_char {
         EVS_ERR_READ_ONLY => b"EVS_ERR_READ_ONLY\0",
         EVS_ERR_CURRENCY_MISMATCH => b"EVS_ERR_CURRENCY_MISMATCH\0",
         EVS_ERR_BUSY => b"EVS_ERR_BUSY\0",
+        EVS_ERR_STREAM_DELETED => b"EVS_ERR_STREAM_DELETED\0",
+        EVS_ERR_BALANCE_NOT_ZERO => b"EVS_ERR_BALANCE_NOT_ZERO\0",
         EVS_ERR_INTERNAL => b"EVS_ERR_INTERNAL\0",
         _ => b"EVS_UNKNOWN_STATUS\0",
     };
