@@ -111,6 +111,12 @@ pub struct StoreStats {
     pub index_bytes: u64,
     /// Event ids remembered for idempotent appends.
     pub event_ids: u64,
+    /// Events removed by deletes, truncations and retention rules (docs/lifecycle.md).
+    pub removed_events: u64,
+    /// Lifecycle entries in the log.
+    pub lifecycle_entries: u64,
+    /// Bytes of the file engine's segments a compaction would free now.
+    pub reclaimable_bytes: u64,
     pub events_by_type: Vec<(String, u64)>,
 }
 

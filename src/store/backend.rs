@@ -6,6 +6,7 @@
 //! never skips one; expected versions checked atomically with the append; an append is all
 //! of its events or none; a retry with the same event ids returns the stored positions.
 
+use super::lifecycle::{CompactInfo, LifecycleRequest, Rule};
 use super::{AppendResult, Event, EventRef, StoreOptions, StoreStats, StreamAppend, StreamInfo};
 use crate::error::Result;
 use std::sync::Arc;
@@ -63,6 +64,16 @@ pub trait Backend: Send + Sync {
     /// known then (errors show on the next read).
     fn wait_for_events(&self, seen: u64, timeout: Duration) -> u64;
     fn wake_waiters(&self);
+
+    /// Appends a lifecycle operation (docs/lifecycle.md), after `lifecycle::guard`, its
+    /// checks atomic with the append; returns its position. A retry with the same id
+    /// returns the first one's position.
+    fn apply_lifecycle(&self, req: &LifecycleRequest<'_>, id: Option<[u8; 16]>) -> Result<u64>;
+    /// The retention rule in force for stream `name`, or (`category`) the rule set on
+    /// exactly the prefix `name`.
+    fn retention(&self, name: &str, category: bool) -> Result<Option<Rule>>;
+    /// Reclaims the storage of removed events now.
+    fn compact(&self) -> Result<CompactInfo>;
 
     fn sync(&self) -> Result<()>;
     fn snapshot(&self) -> Result<u64>;

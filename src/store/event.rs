@@ -1,6 +1,7 @@
 //! What the store hands out and takes in: events, appends, expected versions, and the
 //! projection trait through which a domain (like the bank accounts) follows the log.
 
+use super::lifecycle::{LifecycleOp, LifecycleRequest};
 use crate::error::Result;
 
 /// A stored event, borrowing its bytes (from a cursor's buffer, until its next call).
@@ -129,6 +130,14 @@ pub trait Projection: Send + Sync {
     fn restore(&self, bytes: &[u8]) -> Result<()>;
     /// Back to the empty state (before a rebuild from the log).
     fn reset(&self);
+    /// Called for every lifecycle entry (docs/lifecycle.md), in log order with the
+    /// events, during recovery too.
+    fn apply_lifecycle(&self, _op: &LifecycleOp, _position: u64) {}
+    /// Asked before a lifecycle request is appended: an error refuses it; `Some(v)` says
+    /// the request's stream must be at version `v` (see `lifecycle::guard`).
+    fn check_lifecycle(&self, _req: &LifecycleRequest<'_>) -> Result<Option<u64>> {
+        Ok(None)
+    }
 }
 
 /// A stream, as `list_streams` reports it.

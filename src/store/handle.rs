@@ -3,6 +3,7 @@
 
 use super::backend::{Backend, EventCursor, TailCursor};
 use super::file::FileStore;
+use super::lifecycle::{CompactInfo, LifecycleRequest, Rule};
 use super::postgres::{conn::is_url, PgStore};
 use super::EventInput;
 use super::{
@@ -162,6 +163,76 @@ impl Store {
     /// Wakes everyone in `wait_for_events` (used when closing).
     pub fn wake_waiters(&self) {
         self.backend.wake_waiters()
+    }
+
+    /// Deletes `stream` (soft: its events leave every read and its version is kept; hard:
+    /// a tombstone, its name refused from then on); returns the entry's position.
+    pub fn delete_stream(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        hard: bool,
+        id: Option<[u8; 16]>,
+    ) -> Result<u64> {
+        self.lifecycle(
+            LifecycleRequest::Delete {
+                stream,
+                expected,
+                hard,
+            },
+            id,
+        )
+    }
+
+    /// Removes `stream`'s events with a version below `before_version`.
+    pub fn truncate_stream(
+        &self,
+        stream: &str,
+        before_version: u64,
+        id: Option<[u8; 16]>,
+    ) -> Result<u64> {
+        self.lifecycle(
+            LifecycleRequest::Truncate {
+                stream,
+                expected: ExpectedVersion::Any,
+                before_version,
+            },
+            id,
+        )
+    }
+
+    /// Sets (an empty rule: clears) the retention rule of a stream or a category prefix.
+    pub fn set_retention(
+        &self,
+        target: &str,
+        category: bool,
+        rule: Rule,
+        id: Option<[u8; 16]>,
+    ) -> Result<u64> {
+        self.lifecycle(
+            LifecycleRequest::Retention {
+                target,
+                category,
+                rule,
+            },
+            id,
+        )
+    }
+
+    /// Any lifecycle request (docs/lifecycle.md); returns its entry's position.
+    pub fn lifecycle(&self, req: LifecycleRequest<'_>, id: Option<[u8; 16]>) -> Result<u64> {
+        req.validate()?;
+        self.backend.apply_lifecycle(&req, id)
+    }
+
+    /// The rule in force for stream `name`, or (`category`) the rule set on that prefix.
+    pub fn retention(&self, name: &str, category: bool) -> Result<Option<Rule>> {
+        self.backend.retention(name, category)
+    }
+
+    /// Reclaims the storage of removed events now (docs/lifecycle.md).
+    pub fn compact(&self) -> Result<CompactInfo> {
+        self.backend.compact()
     }
 
     /// Makes everything appended durable, under any policy.

@@ -6,7 +6,7 @@
 //! A removed event leaves every read at once; the bytes go later (compaction, or a DELETE
 //! on PostgreSQL). Nothing here reads or writes storage.
 
-use super::{ExpectedVersion, FastMap};
+use super::{ExpectedVersion, FastMap, Projection};
 use crate::error::{Error, ErrorKind, Result};
 use crate::wal::record::{get_varint, put_varint};
 
@@ -163,6 +163,51 @@ impl<'a> LifecycleRequest<'a> {
             }),
         }
     }
+}
+
+/// Asks every projection whether `req` may go ahead (the account domain guards its
+/// streams); a projection that answers with a version makes the operation's expected
+/// version exactly that one, so that its check and the append are one step on every
+/// engine. Backends call it before they apply the request.
+pub fn guard<'a>(
+    projections: &[std::sync::Arc<dyn Projection>],
+    req: LifecycleRequest<'a>,
+) -> Result<LifecycleRequest<'a>> {
+    let mut req = req;
+    for p in projections {
+        let Some(v) = p.check_lifecycle(&req)? else {
+            continue;
+        };
+        let stream = req.stream().unwrap_or("");
+        let expected = match req {
+            LifecycleRequest::Delete { expected, .. }
+            | LifecycleRequest::Truncate { expected, .. } => expected,
+            LifecycleRequest::Retention { .. } => ExpectedVersion::Any,
+        };
+        match expected {
+            ExpectedVersion::Exact(x) if x != v => {
+                return Err(Error::new(
+                    ErrorKind::WrongExpectedVersion,
+                    format!("stream '{stream}' is at version {v}, expected version {x}"),
+                ))
+            }
+            _ => req = req.with_expected(ExpectedVersion::Exact(v)),
+        }
+    }
+    Ok(req)
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompactInfo {
+    /// Segments rewritten (file engine) or tables cleaned (PostgreSQL).
+    pub segments_rewritten: u64,
+    /// Their bytes before and after.
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    /// Removed events whose bytes (records, rows) are gone now.
+    pub events_erased: u64,
+    pub duration: std::time::Duration,
 }
 
 /// An operation as the log stores it.

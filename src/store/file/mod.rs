@@ -1414,6 +1414,10 @@ impl FileStore {
             index_bytes: index.approx_bytes() + self.ids.approx_bytes(),
             event_ids: self.ids.len(),
             events_by_type,
+            // UNLANDED(i20): counted by the engine before the branch lands.
+            removed_events: 0,
+            lifecycle_entries: 0,
+            reclaimable_bytes: 0,
         }
     }
 

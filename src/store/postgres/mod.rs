@@ -470,6 +470,33 @@ fn block<T: Send>(runtime: &Runtime, f: impl Future<Output = Result<T>> + Send) 
 }
 
 impl Backend for PgStore {
+    // UNLANDED(i20): the engine's implementation replaces these before the branch lands.
+    fn apply_lifecycle(
+        &self,
+        _req: &crate::store::lifecycle::LifecycleRequest<'_>,
+        _id: Option<[u8; 16]>,
+    ) -> Result<u64> {
+        Err(crate::error::Error::new(
+            crate::error::ErrorKind::Internal,
+            "UNLANDED(i20)",
+        ))
+    }
+    fn retention(
+        &self,
+        _name: &str,
+        _category: bool,
+    ) -> Result<Option<crate::store::lifecycle::Rule>> {
+        Err(crate::error::Error::new(
+            crate::error::ErrorKind::Internal,
+            "UNLANDED(i20)",
+        ))
+    }
+    fn compact(&self) -> Result<crate::store::lifecycle::CompactInfo> {
+        Err(crate::error::Error::new(
+            crate::error::ErrorKind::Internal,
+            "UNLANDED(i20)",
+        ))
+    }
     fn location(&self) -> String {
         self.conn.location().to_owned()
     }
