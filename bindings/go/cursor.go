@@ -91,8 +91,13 @@ func (c *Cursor) fetch() error {
 		return &Error{Code: ErrInvalidArgument, Message: "the cursor is closed"}
 	}
 	if c.views == nil {
+		// out[0].struct_size tells the library the stride; every entry carries it too,
+		// since eventFromC reads each entry's own struct_size (the library writes the
+		// fields after it, never the size).
 		c.views = make([]C.evs_event, batchSize)
-		c.views[0].struct_size = C.size_t(unsafe.Sizeof(c.views[0]))
+		for i := range c.views {
+			c.views[i].struct_size = C.size_t(unsafe.Sizeof(c.views[i]))
+		}
 	}
 	var n C.size_t
 	st, err := call(func() C.evs_status {

@@ -593,6 +593,11 @@ func TestSnapshotAndOptions(t *testing.T) {
 	wantCode(t, err, ErrIO)
 }
 
+// eventID is the id the tests give event k.
+func eventID(k int) [16]byte {
+	return [16]byte{0xA1, byte(k >> 8), byte(k), 0x5E}
+}
+
 func TestIdempotentAppendByEventIDs(t *testing.T) {
 	s, path := newStore(t)
 	ev := []EventInput{
@@ -616,24 +621,86 @@ func TestIdempotentAppendByEventIDs(t *testing.T) {
 	// Half of a batch stored before: refused.
 	_, _, err = s.Append(bg, "order-1", ExpectAny, []EventInput{ev[0], {Type: "New", Payload: []byte("n"), ID: [16]byte{0xA1, 3}}})
 	wantCode(t, err, ErrAlreadyExists)
-	// The ids come back when reading, also after a restart.
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	s2 := openStore(t, path)
 	defer s2.Close()
-	c, err := s2.ReadAllCursor(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	e, ok, err := c.Next()
-	if err != nil || !ok || e.ID != ev[0].ID {
-		t.Fatalf("first event: %+v %v %v", e, ok, err)
-	}
 	if f, _, err := s2.Append(bg, "order-1", ExpectNoStream, ev); err != nil || f != 0 {
 		t.Fatalf("retry after reopen: %d %v", f, err)
 	}
+}
+
+// Every event carries its id back through every way of reading, over more events than
+// one of a cursor's batches holds, also after a restart.
+func TestEveryReadGivesBackEveryEventsID(t *testing.T) {
+	s, path := newStore(t)
+	const perStream = 70 // two streams: 140 events, more than two batches of 64
+	var want [][16]byte  // by position
+	for _, stream := range []string{"order-a", "order-b"} {
+		var in []EventInput
+		for v := 0; v < perStream; v++ {
+			id := eventID(len(want))
+			want = append(want, id)
+			in = append(in, EventInput{Type: "T", Payload: []byte(stream), ID: id})
+		}
+		must2(s.Append(bg, stream, ExpectNoStream, in))
+		if f, _, err := s.Append(bg, stream, ExpectNoStream, in); err != nil || f != uint64(len(want)-perStream) {
+			t.Fatalf("retry of %s: %d %v", stream, f, err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, path)
+	defer s.Close()
+
+	check := func(what string, got []Event, wantCount int) {
+		t.Helper()
+		if len(got) != wantCount {
+			t.Fatalf("%s: %d events, want %d", what, len(got), wantCount)
+		}
+		for _, e := range got {
+			if e.ID != want[e.Position] {
+				t.Fatalf("%s: event %d has id %x, want %x", what, e.Position, e.ID, want[e.Position])
+			}
+		}
+	}
+	all := 2 * perStream
+	check("ReadAll", collect(t, s.ReadAll(bg, 0)), all)
+	check("ReadAllBackward", collect(t, s.ReadAllBackward(bg, PositionEnd)), all)
+	check("ReadStream", collect(t, s.ReadStream(bg, "order-b", 0)), perStream)
+	check("ReadStreamBackward", collect(t, s.ReadStreamBackward(bg, "order-a", PositionEnd)), perStream)
+	check("ReadCategory", collect(t, s.ReadCategory(bg, "order-", 0)), all)
+	check("Poll", collect(t, s.Poll(bg, 3, all)), all-3)
+	c := must(s.ReadAllCursor(0))
+	var viaNext []Event
+	for {
+		e, ok, err := c.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			break
+		}
+		viaNext = append(viaNext, e)
+	}
+	c.Close()
+	check("Cursor.Next", viaNext, all)
+
+	var viaEvent []Event
+	for p := 0; p < all; p++ {
+		viaEvent = append(viaEvent, must(s.ReadEvent(uint64(p))))
+	}
+	check("ReadEvent", viaEvent, all)
+
+	var r recorder
+	sub := must(s.Subscribe(bg, 0, r.handle))
+	waitFor(t, "every event delivered", func() bool { return r.count() == all })
+	if err := sub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	check("Subscribe", r.got, all)
 }
 
 // must2 is must for a call with two results before its error.
