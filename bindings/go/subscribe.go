@@ -21,11 +21,12 @@ import (
 )
 
 // ErrStop, returned by a subscription's handler, stops the subscription without an
-// error: Close then returns nil.
+// error: Err and Close then return nil.
 var ErrStop = errors.New("evstore: subscription stopped by its handler")
 
 // PanicError is a panic of a subscription's handler, recovered on the library's thread
-// (a Go panic must not unwind through C). It ended the subscription; Close returns it.
+// (a Go panic must not unwind through C). It ended the subscription; Err and Close
+// return it.
 type PanicError struct {
 	Value any    // what the handler panicked with
 	Stack []byte // the handler's stack when it panicked
