@@ -47,20 +47,11 @@ std::string expect_error(F &&f, Code code) {
     return "";
 }
 
-struct OwnedEvent {
-    uint64_t position, stream_version;
-    std::string stream, type, payload, metadata;
-    uint32_t schema_version;
-    uint64_t timestamp_us;
-};
-
-std::vector<OwnedEvent> drain(evstore::Cursor c) {
-    std::vector<OwnedEvent> out;
-    evstore::Event e;
+std::vector<evstore::OwnedEvent> drain(evstore::Cursor c) {
+    std::vector<evstore::OwnedEvent> out;
+    evstore::OwnedEvent e;
     while (c.next(e))
-        out.push_back(OwnedEvent{e.position, e.stream_version, std::string(e.stream), std::string(e.type),
-                                 std::string(e.payload), std::string(e.metadata), e.schema_version,
-                                 e.timestamp_us});
+        out.push_back(e);
     return out;
 }
 
@@ -435,14 +426,15 @@ TEST_F(EvstoreTest, RangeForOverCursorsAndNewReads) {
     EXPECT_EQ(category, (std::vector<std::string>{"order-1", "order-1", "order-2"}));
 
     evstore::OwnedEvent one = s.read_event(1);
-    EXPECT_EQ(one->type, "B");
-    evstore::ByteView bytes = one->payload_bytes();
+    EXPECT_EQ(one.type, "B");
+    EXPECT_EQ(one->type, "B");  // as when read_event returned a handle
+    evstore::ByteView bytes = one.payload_bytes();
     ASSERT_EQ(bytes.size(), 3u);
     EXPECT_EQ(bytes[0], 0u);
     EXPECT_EQ(bytes[2], 0xffu);
     EXPECT_EQ(std::vector<uint8_t>(bytes.begin(), bytes.end()), (std::vector<uint8_t>{0, 1, 0xff}));
-    EXPECT_EQ(one->metadata_bytes().as_string(), "m");
-    EXPECT_EQ(one->schema_version, 2u);
+    EXPECT_EQ(one.metadata_bytes().as_string(), "m");
+    EXPECT_EQ(one.schema_version, 2u);
     expect_error([&] { s.read_event(99); }, Code::NotFound);
     expect_error([&] { s.read_category(""); }, Code::InvalidArgument);
     expect_error([&] { s.read_stream_backward("nope"); }, Code::NotFound);
@@ -551,4 +543,102 @@ TEST_F(EvstoreTest, StoreOptionsAndShutdown) {
     evstore::shutdown();
     EXPECT_EQ(evstore::version_number() / 1000000, EVS_VERSION_MAJOR);
     EXPECT_GE(evstore::version_number(), EVS_VERSION_NUMBER);
+}
+
+// A moved-from subscription behaves as a closed one: defined results, no crash.
+TEST_F(EvstoreTest, MovedFromSubscriptionIsLikeAClosedOne) {
+    evstore::Store s(path("s"));
+    s.append_event("E", "x");
+    auto sub = s.subscribe(0, [](const evstore::Event &) -> bool { throw std::runtime_error("ends it"); });
+    evstore::Subscription moved(std::move(sub));
+    EXPECT_FALSE(sub.running());
+    EXPECT_EQ(sub.error_message(), "");
+    EXPECT_FALSE(sub.exception());
+    expect_error([&] { sub.status(); }, Code::InvalidArgument);
+    sub.close();  // a no-op
+
+    // The moved-to one has what the function threw.
+    for (int i = 0; i < 5000 && moved.running(); i++)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    EXPECT_TRUE(moved.exception());
+    EXPECT_EQ(moved.error_message(), "the subscription's function threw");
+
+    // Move-assigned from: the same.
+    evstore::Subscription other = s.subscribe(0, [](const evstore::Event &) { return true; });
+    other = std::move(moved);
+    EXPECT_FALSE(moved.running());
+    EXPECT_EQ(moved.error_message(), "");
+    EXPECT_FALSE(moved.exception());
+    EXPECT_THROW(other.close(), std::runtime_error);
+}
+
+// A moved-from Options is refused (as Go refuses closed options), never taken for the
+// defaults: the store is not opened, and the setters say why.
+TEST_F(EvstoreTest, MovedFromOptionsAreRefused) {
+    evstore::Options o;
+    o.set_read_only(true);
+    evstore::Options taken(std::move(o));
+    std::string msg = expect_error([&] { evstore::Store s(path("s"), o); }, Code::InvalidArgument);
+    EXPECT_NE(msg.find("moved from"), std::string::npos) << msg;
+    EXPECT_FALSE(fs::exists(path("s")));
+    expect_error([&] { o.set_fsync(evstore::FsyncPolicy::Os); }, Code::InvalidArgument);
+    expect_error([&] { evstore::Store s(path("s"), taken); }, Code::NotFound);  // read-only, missing
+}
+
+// Events kept from a cursor with to_owned() (or next(OwnedEvent &)) outlive its steps
+// and the cursor itself.
+TEST_F(EvstoreTest, CursorEventsHaveAnOwningForm) {
+    evstore::Store s(path("s"));
+    const std::string big(300, 'p');  // past any small-string buffer
+    for (int i = 0; i < 200; i++)
+        s.append("order-" + std::to_string(i % 3), evstore::kExpectAny,
+                 {{"T" + std::to_string(i), big + std::to_string(i), "m" + std::to_string(i), 0, evstore::EventId{1, static_cast<uint8_t>(i)}}});
+    std::vector<evstore::OwnedEvent> kept;
+    {
+        evstore::Cursor c = s.read_all();
+        for (const evstore::Event &e : c)
+            kept.push_back(e.to_owned());
+    }
+    std::vector<evstore::OwnedEvent> viaNext;
+    {
+        evstore::Cursor c = s.read_all_backward();
+        evstore::OwnedEvent e;
+        while (c.next(e))
+            viaNext.push_back(e);
+    }
+    ASSERT_EQ(kept.size(), 200u);
+    ASSERT_EQ(viaNext.size(), 200u);
+    for (size_t i = 0; i < kept.size(); i++) {
+        const evstore::OwnedEvent &k = kept[i], &b = viaNext[199 - i];
+        EXPECT_EQ(k.position, i);
+        EXPECT_EQ(k.stream, "order-" + std::to_string(i % 3));
+        EXPECT_EQ(k.type, "T" + std::to_string(i));
+        EXPECT_EQ(k.payload, big + std::to_string(i));
+        EXPECT_EQ(k.metadata, "m" + std::to_string(i));
+        EXPECT_EQ(k.id, (evstore::EventId{1, static_cast<uint8_t>(i)}));
+        EXPECT_EQ(b.position, k.position);
+        EXPECT_EQ(b.payload, k.payload);
+        EXPECT_EQ(k.view().payload, k.payload);
+    }
+}
+
+// EventInput owns its bytes: inputs built from temporaries (std::to_string) and kept in
+// a vector are appended as they were built.
+TEST_F(EvstoreTest, EventInputsBuiltFromTemporariesStayValid) {
+    evstore::Store s(path("s"));
+    std::vector<evstore::EventInput> inputs;
+    for (int i = 0; i < 50; i++)
+        inputs.push_back({"T", std::to_string(i) + std::string(100, 'x'), std::to_string(i * 7) + std::string(40, 'm')});
+    evstore::EventInput one{"One", std::to_string(12345678) + std::string(100, 'y')};
+    inputs.push_back(one);
+    s.append("s", evstore::kExpectNoStream, inputs);
+    s.append_multi({{"t", evstore::kExpectNoStream, {{"T", std::string(64, 'z') + "multi"}}}});
+    auto got = drain(s.read_stream("s"));
+    ASSERT_EQ(got.size(), 51u);
+    for (int i = 0; i < 50; i++) {
+        EXPECT_EQ(got[i].payload, std::to_string(i) + std::string(100, 'x'));
+        EXPECT_EQ(got[i].metadata, std::to_string(i * 7) + std::string(40, 'm'));
+    }
+    EXPECT_EQ(got[50].payload, "12345678" + std::string(100, 'y'));
+    EXPECT_EQ(drain(s.read_stream("t"))[0].payload, std::string(64, 'z') + "multi");
 }
