@@ -59,6 +59,47 @@ pub struct StoreOptions {
     /// The ids of at least this many of the last events are remembered (idempotent
     /// appends); see `ids`.
     pub dedupe_window: u64,
+    /// The store's clock: event timestamps and the age of retention rules by age
+    /// (docs/lifecycle.md). The system clock unless a test puts another there.
+    pub clock: Clock,
+}
+
+/// A clock giving microseconds since the Unix epoch.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> u64 + Send + Sync>);
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Clock {
+        Clock(Arc::new(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or(0)
+        }))
+    }
+
+    /// A clock that reads `f` (tests move time with it).
+    pub fn new(f: impl Fn() -> u64 + Send + Sync + 'static) -> Clock {
+        Clock(Arc::new(f))
+    }
+
+    /// Now, in microseconds since the Unix epoch.
+    pub fn now_us(&self) -> u64 {
+        (self.0)()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::system()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Clock(now: {} us)", self.now_us())
+    }
 }
 
 impl Default for StoreOptions {
@@ -72,6 +113,7 @@ impl Default for StoreOptions {
             vfs: vfs::os(),
             max_event_size: MAX_EVENT_SIZE,
             dedupe_window: ids::DEFAULT_DEDUPE_WINDOW,
+            clock: Clock::system(),
         }
     }
 }

@@ -154,7 +154,23 @@ impl Bank {
             initial_balance,
             currency: Some(currency.to_owned()),
         };
-        self.append_one(id, ExpectedVersion::NoStream, &e)
+        self.append_one(id, self.expected_for_new(id)?, &e)
+    }
+
+    /// The expected version of a new account's first event: no stream, or, after its
+    /// stream was soft-deleted (no event left, its version kept), exactly that version,
+    /// so that the new account continues the stream's versions. A hard-deleted stream is
+    /// `StreamDeleted`; a stream with events left fails the append as before.
+    fn expected_for_new(&self, id: &str) -> Result<ExpectedVersion> {
+        let stream = stream_name(id);
+        let Some(v) = self.store.stream_version(&stream)? else {
+            return Ok(ExpectedVersion::NoStream);
+        };
+        match self.store.read_stream(&stream, 0) {
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(ExpectedVersion::Exact(v)),
+            Err(e) => Err(e),
+            Ok(_) => Ok(ExpectedVersion::NoStream),
+        }
     }
 
     pub fn deposit(&self, id: &str, amount: i64) -> Result<u64> {

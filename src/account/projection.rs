@@ -2,7 +2,8 @@
 //! appended (and rebuilt from a snapshot plus the log's tail on open).
 
 use super::events::{AccountEvent, DEFAULT_CURRENCY};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
+use crate::store::lifecycle::{LifecycleOp, LifecycleRequest};
 use crate::store::{EventRef, Projection};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -95,14 +96,23 @@ impl AccountProjection {
     }
 }
 
+/// The prefix of every account's stream.
+const STREAM_PREFIX: &str = "account-";
+
+/// Whether a retention rule on `target` (a stream, or a category prefix) would apply to
+/// some account's stream.
+fn rule_touches_accounts(target: &str, category: bool) -> bool {
+    target.starts_with(STREAM_PREFIX) || (category && STREAM_PREFIX.starts_with(target))
+}
+
 /// Whether a stored event belongs to the account domain: in an `account-` stream, or a
 /// stream-less event of the reference program.
 pub fn account_event(event: &EventRef<'_>) -> Option<AccountEvent> {
-    if !event.stream.is_empty() && !event.stream.starts_with("account-") {
+    if !event.stream.is_empty() && !event.stream.starts_with(STREAM_PREFIX) {
         return None;
     }
     let e = AccountEvent::from_json(event.payload)?;
-    if !event.stream.is_empty() && event.stream["account-".len()..] != *e.account_id() {
+    if !event.stream.is_empty() && event.stream[STREAM_PREFIX.len()..] != *e.account_id() {
         return None;
     }
     Some(e)
@@ -127,6 +137,69 @@ impl Projection for AccountProjection {
                 a.stream_version = Some(event.stream_version);
             }
             accounts.insert(id.to_owned(), a);
+        }
+    }
+
+    /// The domain's rules for data that leaves (docs/lifecycle.md): an account's stream
+    /// is deleted only while its balance is zero (the delete then expects the version
+    /// this check saw); truncation and retention rules never touch account streams,
+    /// whose balance needs every event.
+    fn check_lifecycle(&self, req: &LifecycleRequest<'_>) -> Result<Option<u64>> {
+        match *req {
+            LifecycleRequest::Delete { stream, .. } => {
+                let Some(id) = stream.strip_prefix(STREAM_PREFIX) else {
+                    return Ok(None);
+                };
+                let accounts = self.accounts.read().unwrap_or_else(|e| e.into_inner());
+                match accounts.get(id) {
+                    Some(a) if a.balance != 0 => Err(Error::new(
+                        ErrorKind::BalanceNotZero,
+                        format!(
+                            "account '{id}' has a balance of {}: its stream '{stream}' can be deleted once the balance is zero",
+                            a.balance
+                        ),
+                    )),
+                    Some(a) => Ok(a.stream_version),
+                    None => Ok(None),
+                }
+            }
+            LifecycleRequest::Truncate { stream, .. } if stream.starts_with(STREAM_PREFIX) => {
+                Err(Error::invalid(format!(
+                    "stream '{stream}' is an account's: its balance needs every event, so it cannot be truncated (delete it once the balance is zero)"
+                )))
+            }
+            LifecycleRequest::Retention {
+                target,
+                category,
+                rule,
+            } if !rule.is_none() && rule_touches_accounts(target, category) => {
+                Err(Error::invalid(format!(
+                    "a retention rule on {} '{target}' would apply to account streams ('{STREAM_PREFIX}...'), whose balance needs every event",
+                    if category { "category" } else { "stream" }
+                )))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// A deleted account stream takes its account with it: not found from then on (a
+    /// new account of the same id may be opened after a soft delete).
+    fn apply_lifecycle(&self, op: &LifecycleOp, _position: u64) {
+        let LifecycleOp::Delete {
+            stream, version, ..
+        } = op
+        else {
+            return;
+        };
+        let Some(id) = stream.strip_prefix(STREAM_PREFIX) else {
+            return;
+        };
+        let mut accounts = self.accounts.write().unwrap_or_else(|e| e.into_inner());
+        if accounts
+            .get(id)
+            .is_some_and(|a| a.stream_version.is_some_and(|v| v <= *version))
+        {
+            accounts.remove(id);
         }
     }
 

@@ -104,6 +104,12 @@ impl IdIndex {
         (exact, maybe)
     }
 
+    /// Remembers that the record at `position` (a lifecycle entry: events come through
+    /// `apply`) has `id`.
+    pub fn remember(&self, id: &EventId, position: u64) {
+        self.insert(id, position);
+    }
+
     /// Remembers that the event at `position` has `id`.
     fn insert(&self, id: &EventId, position: u64) {
         let mut t = self.lock();
@@ -172,6 +178,13 @@ impl Projection for IdIndex {
                 t.next = t.next.max(event.position + 1);
             }
         }
+    }
+
+    fn apply_lifecycle(&self, _op: &super::lifecycle::LifecycleOp, position: u64) {
+        // The position is used (the window counts it); its id, if any, comes through
+        // `remember`.
+        let mut t = self.lock();
+        t.next = t.next.max(position + 1);
     }
 
     fn snapshot(&self) -> Vec<u8> {

@@ -42,6 +42,19 @@ impl SegmentCursor {
         }
     }
 
+    /// The record `next` returned last, again (until the next call of `next`): a reader
+    /// that looks at a record before it decides to hand it out gets it back here.
+    pub(crate) fn last(&self) -> Option<(Position, Decoded<'_>)> {
+        let (offset, d) = self.scanner.as_ref()?.last_record()?;
+        Some((
+            Position {
+                segment_id: self.segment_id,
+                offset,
+            },
+            d,
+        ))
+    }
+
     /// How far segment `id` may be read, and whether a later segment exists.
     fn bounds(&self, id: u64) -> Result<Option<(u64, bool)>> {
         if !self.inner.config.read_only {

@@ -2,14 +2,16 @@
 //! stream (random access through the index). Each holds bounded memory and hands out
 //! events that borrow its buffer until its next call.
 
+use super::lifecycle::{passes_over, Views};
 use super::{check_plain, decode_event, FileStore};
 use crate::error::{Error, Result};
 use crate::store::{Event, EventRef};
-use crate::wal::{Position, SegmentCursor};
+use crate::wal::{record, Position, SegmentCursor};
 use std::sync::Arc;
 
 /// All events from a position on, in order. `None` from `next` means "no more now": a
-/// later call returns events appended since.
+/// later call returns events appended since. Lifecycle entries and removed events are
+/// passed over.
 pub struct ForwardCursor {
     store: Arc<FileStore>,
     next: u64,
@@ -17,6 +19,7 @@ pub struct ForwardCursor {
     until: u64,
     segments: Option<SegmentCursor>,
     legacy: Option<Event>,
+    views: Views,
 }
 
 impl ForwardCursor {
@@ -27,10 +30,11 @@ impl ForwardCursor {
             until,
             segments: None,
             legacy: None,
+            views: Views::new(),
         })
     }
 
-    /// The position the next event will have.
+    /// The position the next event will have, at the earliest.
     pub fn position(&self) -> u64 {
         self.next
     }
@@ -38,31 +42,62 @@ impl ForwardCursor {
     // Not an Iterator: each event borrows the cursor's buffer until the next call.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<EventRef<'_>>> {
-        if self.next >= self.until {
-            return Ok(None);
-        }
-        // A read-only store looks for a writer's new events only at the end of what it
-        // has, not for every event.
-        if self.next >= self.store.committed() && self.next >= self.store.next_position() {
-            return Ok(None);
-        }
-        if self.segments.is_none() {
-            let index = self.store.index.read().unwrap_or_else(|e| e.into_inner());
-            let (_, at, _) = index.locate(self.next)?.ok_or_else(|| {
-                Error::corrupt(format!("position {} is not in the index", self.next))
-            })?;
-            drop(index);
-            self.segments = Some(SegmentCursor::new(self.store.wal().inner.clone(), at));
-        }
-        let position = self.next;
-        let seg = self.segments.as_mut().expect("set above");
-        let Some((at, d)) = seg.next()? else {
-            return Err(Error::corrupt(format!(
-                "the log ends before position {position}, which the index has"
-            )));
+        self.views.begin();
+        let position = loop {
+            if self.next >= self.until {
+                return Ok(None);
+            }
+            // A read-only store looks for a writer's new events only at the end of what
+            // it has, not for every event.
+            if self.next >= self.store.committed() && self.next >= self.store.next_position() {
+                return Ok(None);
+            }
+            if self.segments.is_none() {
+                let index = self.store.index.read().unwrap_or_else(|e| e.into_inner());
+                let (_, at, _) = index.locate(self.next)?.ok_or_else(|| {
+                    Error::corrupt(format!("position {} is not in the index", self.next))
+                })?;
+                drop(index);
+                self.segments = Some(SegmentCursor::new(self.store.wal().inner.clone(), at));
+            }
+            let seg = self.segments.as_mut().expect("set above");
+            let Some((at, d)) = seg.next()? else {
+                return Err(Error::corrupt(format!(
+                    "the log ends before position {}, which the index has",
+                    self.next
+                )));
+            };
+            check_plain(&d.record, at)?;
+            // The position is the record's key, not a count of the records read: a
+            // compacted segment lacks the records of removed events (its keys have gaps).
+            // Legacy JSON records (the reference program reused keys) are counted.
+            let position = match <[u8; 8]>::try_from(d.record.key) {
+                Ok(k) if d.record.value.first() != Some(&b'{') => u64::from_le_bytes(k),
+                _ => self.next,
+            };
+            if position < self.next {
+                return Err(Error::corrupt(format!(
+                    "the record read for position {} (segment {} offset {}) has the key of position {position}",
+                    self.next, at.segment_id, at.offset
+                )));
+            }
+            let committed = self.store.committed();
+            if position >= self.until || position >= committed {
+                // The positions before it are empty, and it is not to be read now: it is
+                // looked up again by the next call.
+                self.next = position.min(self.until).min(committed);
+                self.segments = None;
+                return Ok(None);
+            }
+            self.next = position + 1;
+            if !passes_over(&self.store, &mut self.views, d.record.value)? {
+                break position;
+            }
         };
-        check_plain(&d.record, at)?;
-        self.next += 1;
+        let seg = self.segments.as_ref().expect("read from above");
+        let (_, d) = seg
+            .last()
+            .ok_or_else(|| Error::corrupt(format!("position {position} cannot be read again")))?;
         decode_event(position, d.record.key, d.record.value, &mut self.legacy).map(Some)
     }
 }
@@ -75,6 +110,7 @@ pub struct BackwardCursor {
     more: bool,
     buf: Vec<u8>,
     legacy: Option<Event>,
+    views: Views,
 }
 
 impl BackwardCursor {
@@ -85,30 +121,50 @@ impl BackwardCursor {
             more,
             buf: Vec::new(),
             legacy: None,
+            views: Views::new(),
         }
     }
 
     // Not an Iterator: each event borrows the cursor's buffer until the next call.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<EventRef<'_>>> {
-        if !self.more {
-            return Ok(None);
-        }
-        let position = self.next;
-        match position.checked_sub(1) {
-            Some(p) => self.next = p,
-            None => self.more = false,
-        }
-        self.store
-            .read_at(position, &mut self.buf, &mut self.legacy)
-            .map(Some)
+        self.views.begin();
+        let (position, at) = loop {
+            if !self.more {
+                return Ok(None);
+            }
+            let position = self.next;
+            match position.checked_sub(1) {
+                Some(p) => self.next = p,
+                None => self.more = false,
+            }
+            let at = self.store.fetch_at(position, &mut self.buf)?;
+            let d = record::decode(&self.buf).map_err(|e| damaged(position, at, e.describe()))?;
+            check_plain(&d.record, at)?;
+            if !passes_over(&self.store, &mut self.views, d.record.value)? {
+                break (position, at);
+            }
+        };
+        // Checked just above.
+        let d =
+            record::decode_verified(&self.buf).map_err(|e| damaged(position, at, e.describe()))?;
+        decode_event(position, d.record.key, d.record.value, &mut self.legacy).map(Some)
     }
+}
+
+/// The error for a record that does not decode.
+fn damaged(position: u64, at: Position, what: &str) -> Error {
+    Error::corrupt(format!(
+        "the record of position {position} (segment {} offset {}): {what}",
+        at.segment_id, at.offset
+    ))
 }
 
 /// Events of a stream located at once, to read one by one.
 const STREAM_BATCH: usize = 64;
 
 /// One stream's events from a version on; sees events appended to it while it runs.
+/// Removed events are passed over (those removed by version without being read).
 pub struct StreamCursor {
     store: Arc<FileStore>,
     stream: String,
@@ -123,6 +179,7 @@ pub struct StreamCursor {
     /// byte range `[start, end)` of it.
     span: Option<(u64, u64, u64)>,
     legacy: Option<Event>,
+    views: Views,
 }
 
 /// A run of adjacent records read at once is at most this long.
@@ -140,6 +197,7 @@ impl StreamCursor {
             buf: Vec::new(),
             span: None,
             legacy: None,
+            views: Views::new(),
         }
     }
 
@@ -171,28 +229,9 @@ impl StreamCursor {
         Ok(())
     }
 
-    // Not an Iterator: each event borrows the cursor's buffer until the next call.
-    #[allow(clippy::should_implement_trait)]
-    pub fn next(&mut self) -> Result<Option<EventRef<'_>>> {
-        if self.ahead.is_empty() {
-            if self.store.options.read_only {
-                self.store.refresh()?;
-            }
-            let index = self.store.index.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(&id) = index.stream_ids.get(self.stream.as_str()) {
-                self.ahead.extend(index.stream_forward(
-                    id,
-                    self.next_version,
-                    self.from_position,
-                    STREAM_BATCH,
-                )?);
-            }
-        }
-        let Some((position, at, end)) = self.ahead.pop_front() else {
-            return Ok(None);
-        };
-        self.next_version += 1;
-        self.from_position = position + 1;
+    /// Reads the record of `loc` into `buf`; returns where it is there and whether it
+    /// ends exactly there (else more bytes may follow it).
+    fn load(&mut self, (position, at, end): super::index::Loc) -> Result<(usize, usize, bool)> {
         if let Some(end) = end.filter(|&e| e > at.offset && e - at.offset <= SPAN_MAX) {
             let inside = |&(seg, start, stop): &(u64, u64, u64)| {
                 seg == at.segment_id && start <= at.offset && end <= stop
@@ -201,40 +240,93 @@ impl StreamCursor {
                 self.read_span(at, end)?;
             }
             let (_, start, _) = self.span.expect("read_span sets it");
-            let bytes = &self.buf[(at.offset - start) as usize..(end - start) as usize];
-            return decode_record(position, at, bytes, &mut self.legacy).map(Some);
+            return Ok(((at.offset - start) as usize, (end - start) as usize, true));
         }
         self.span = None;
         self.store
-            .read_located(
-                position,
-                at,
-                end,
-                &mut self.files,
-                &mut self.buf,
-                &mut self.legacy,
-            )
-            .map(Some)
+            .fetch_located(position, at, end, &mut self.files, &mut self.buf)?;
+        Ok((0, self.buf.len(), false))
+    }
+
+    // Not an Iterator: each event borrows the cursor's buffer until the next call.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<Option<EventRef<'_>>> {
+        self.views.begin();
+        let removing = self.store.removing();
+        let (position, at, range) = loop {
+            if self.ahead.is_empty() {
+                if self.store.options.read_only {
+                    self.store.refresh()?;
+                }
+                if removing {
+                    // Versions the stream's deletes, truncations and count rule removed
+                    // are not even read.
+                    let view = self.views.view(&self.store, &self.stream);
+                    if view.tombstone {
+                        return Ok(None);
+                    }
+                    self.next_version = self.next_version.max(view.first_kept);
+                }
+                let index = self.store.index.read().unwrap_or_else(|e| e.into_inner());
+                if let Some(&id) = index.stream_ids.get(self.stream.as_str()) {
+                    self.ahead.extend(index.stream_forward(
+                        id,
+                        self.next_version,
+                        self.from_position,
+                        STREAM_BATCH,
+                    )?);
+                }
+            }
+            let Some(loc) = self.ahead.pop_front() else {
+                return Ok(None);
+            };
+            let version = self.next_version;
+            self.next_version += 1;
+            self.from_position = loc.0 + 1;
+            if removing {
+                let view = self.views.view(&self.store, &self.stream);
+                if view.tombstone || version < view.first_kept {
+                    continue;
+                }
+            }
+            let range = self.load(loc)?;
+            if !removing {
+                break (loc.0, loc.1, range);
+            }
+            let d = decode_span(loc.0, loc.1, &self.buf, range, true)?;
+            if !passes_over(&self.store, &mut self.views, d.value)? {
+                break (loc.0, loc.1, range);
+            }
+        };
+        let d = decode_span(position, at, &self.buf, range, !removing)?;
+        decode_event(position, d.key, d.value, &mut self.legacy).map(Some)
     }
 }
 
-/// Decodes the whole record `bytes` (read from `at`) as the event at `position`.
-fn decode_record<'a>(
+/// Decodes the record at `buf[range.0..range.1]` (read from `at`): all of it when
+/// `range.2` says the record ends there. `check`: verify its CRC (else it was checked
+/// already).
+fn decode_span(
     position: u64,
     at: Position,
-    bytes: &'a [u8],
-    legacy: &'a mut Option<Event>,
-) -> Result<EventRef<'a>> {
-    let damaged = |what: &str| {
-        Error::corrupt(format!(
-            "the record of position {position} (segment {} offset {}): {what}",
-            at.segment_id, at.offset
-        ))
-    };
-    let d = crate::wal::record::decode(bytes).map_err(|e| damaged(e.describe()))?;
-    if d.len != bytes.len() {
-        return Err(damaged("it does not end where the next record starts"));
+    buf: &[u8],
+    range: (usize, usize, bool),
+    check: bool,
+) -> Result<record::RecordRef<'_>> {
+    let bytes = &buf[range.0..range.1];
+    let d = if check {
+        record::decode(bytes)
+    } else {
+        record::decode_verified(bytes)
+    }
+    .map_err(|e| damaged(position, at, e.describe()))?;
+    if range.2 && d.len != bytes.len() {
+        return Err(damaged(
+            position,
+            at,
+            "it does not end where the next record starts",
+        ));
     }
     check_plain(&d.record, at)?;
-    decode_event(position, d.record.key, d.record.value, legacy)
+    Ok(d.record)
 }

@@ -2,6 +2,7 @@
 //! it stored the first time (by their ids) and returns their positions instead of storing
 //! them again. Runs under the writer's lock, so two retries cannot both write.
 
+use super::lifecycle::{id_of_entry, StoredId};
 use super::{FileStore, Writer};
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::ids::{hex, id_twice, partly_stored, EventId};
@@ -11,33 +12,52 @@ use crate::store::{AppendResult, StreamAppend};
 type Stored = (u64, String, u64);
 
 impl FileStore {
-    /// The event stored with `id`, confirmed by reading its id from the log (the index
-    /// only gives candidates).
-    fn find_id(&self, w: &Writer, id: &EventId) -> Result<Option<Stored>> {
-        if w.pending
-            .iter()
-            .flat_map(|p| &p.events)
-            .any(|(_, e)| e.id.as_ref() == Some(id))
-        {
-            // Under EVS_FSYNC_ALWAYS the first attempt is written but not yet durable: a
-            // success now could acknowledge events that its fdatasync then loses.
+    /// Under EVS_FSYNC_ALWAYS, refuses an id whose first attempt is written but not yet
+    /// durable: a success now could acknowledge what its fdatasync then loses.
+    pub(super) fn refuse_pending_id(&self, w: &Writer, id: &EventId) -> Result<()> {
+        let pending = w.pending.iter().any(|p| {
+            p.events.iter().any(|(_, e)| e.id.as_ref() == Some(id))
+                || p.entry
+                    .as_ref()
+                    .is_some_and(|(_, e)| e.id.as_ref() == Some(id))
+        });
+        if pending {
             return Err(Error::new(
                 ErrorKind::Busy,
                 format!(
-                    "an append with event id {} is still being made durable: retry once it has returned",
+                    "a write with id {} is still being made durable: retry once it has returned",
                     hex(id)
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// The record stored with `id` and its position, confirmed by reading its id from the
+    /// log (the index only gives candidates).
+    pub(super) fn find_stored(&self, id: &EventId) -> Result<Option<(u64, StoredId)>> {
         let (exact, maybe) = self.ids.candidates(id);
         for p in [exact, maybe].into_iter().flatten() {
-            if let Some((stored, stream, version)) = self.stored_id(p)? {
-                if &stored == id {
-                    return Ok(Some((p, stream, version)));
+            match self.stored_id(p)? {
+                Some(s @ StoredId::Event(stored, ..)) | Some(s @ StoredId::Entry(stored, _))
+                    if &stored == id =>
+                {
+                    return Ok(Some((p, s)))
                 }
+                _ => {}
             }
         }
         Ok(None)
+    }
+
+    /// The event stored with `id`; an id a lifecycle entry holds is refused.
+    fn find_id(&self, w: &Writer, id: &EventId) -> Result<Option<Stored>> {
+        self.refuse_pending_id(w, id)?;
+        match self.find_stored(id)? {
+            None => Ok(None),
+            Some((p, StoredId::Event(_, stream, version))) => Ok(Some((p, stream, version))),
+            Some((p, StoredId::Entry(_, op))) => Err(id_of_entry(id, p, &op)),
+        }
     }
 
     /// `Some` when every event of the append has an id that is stored already: the

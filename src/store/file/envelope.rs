@@ -3,6 +3,7 @@
 //! program (which always start with `{`) are told apart by the first byte.
 
 use crate::error::{Error, Result};
+use crate::store::lifecycle::LifecycleOp;
 use crate::wal::record::{get_varint, put_varint};
 
 /// The first byte of evstore's binary envelope, version 1.
@@ -10,6 +11,32 @@ pub const FORMAT_BINARY_V1: u8 = 0x01;
 /// Version 2: version 1 with the event's 16-byte id after the format byte. Written only
 /// for events that have an id, so that logs without ids stay readable by older versions.
 pub const FORMAT_BINARY_V2: u8 = 0x02;
+
+/// A lifecycle entry (docs/lifecycle.md): `[0x03][flags][id?][timestamp varint][op]`,
+/// where flags bit 0 says a 16-byte id follows. Older versions of evstore do not know the
+/// byte and refuse the log (they open nothing; nothing is lost).
+pub const FORMAT_LIFECYCLE: u8 = 0x03;
+/// Bit 0 of a lifecycle entry's flags: it has an id.
+const LIFECYCLE_HAS_ID: u8 = 0x01;
+
+/// Appends a lifecycle entry's envelope to `out`.
+pub fn encode_lifecycle(
+    out: &mut Vec<u8>,
+    id: Option<&[u8; 16]>,
+    timestamp_us: u64,
+    op: &LifecycleOp,
+) {
+    out.push(FORMAT_LIFECYCLE);
+    match id {
+        Some(id) => {
+            out.push(LIFECYCLE_HAS_ID);
+            out.extend_from_slice(id);
+        }
+        None => out.push(0),
+    }
+    put_varint(out, timestamp_us);
+    op.encode_into(out);
+}
 
 /// An event's fields as stored, borrowing its bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +99,12 @@ pub struct LegacyEnvelope {
 pub enum Envelope<'a> {
     Binary(EnvelopeRef<'a>),
     Legacy(LegacyEnvelope),
+    /// A lifecycle entry: its position holds no event.
+    Lifecycle {
+        id: Option<[u8; 16]>,
+        timestamp_us: u64,
+        op: LifecycleOp,
+    },
 }
 
 fn take<'a>(buf: &'a [u8], at: &mut usize, len: u64, what: &str) -> Result<&'a [u8]> {
@@ -106,6 +139,7 @@ pub fn decode(value: &[u8]) -> Result<Envelope<'_>> {
                 .ok_or_else(|| Error::corrupt("envelope: the event id runs past the record"))?;
             decode_binary(value, 17, Some(id.try_into().unwrap())).map(Envelope::Binary)
         }
+        Some(&FORMAT_LIFECYCLE) => decode_lifecycle(value),
         Some(b'{') => serde_json::from_slice::<LegacyEnvelope>(value)
             .map(Envelope::Legacy)
             .map_err(|e| Error::corrupt(format!("legacy JSON envelope: {e}"))),
@@ -114,6 +148,31 @@ pub fn decode(value: &[u8]) -> Result<Envelope<'_>> {
         ))),
         None => Err(Error::corrupt("empty envelope")),
     }
+}
+
+fn decode_lifecycle(value: &[u8]) -> Result<Envelope<'_>> {
+    let flags = *value
+        .get(1)
+        .ok_or_else(|| Error::corrupt("lifecycle entry: no flags byte"))?;
+    if flags & !LIFECYCLE_HAS_ID != 0 {
+        return Err(Error::corrupt(format!(
+            "lifecycle entry: unknown flags 0x{flags:02x}"
+        )));
+    }
+    let mut at = 2;
+    let id = if flags & LIFECYCLE_HAS_ID != 0 {
+        let id: [u8; 16] = take(value, &mut at, 16, "entry id")?.try_into().unwrap();
+        Some(id)
+    } else {
+        None
+    };
+    let timestamp_us = varint(value, &mut at, "timestamp")?;
+    let op = LifecycleOp::decode(&value[at..])?;
+    Ok(Envelope::Lifecycle {
+        id,
+        timestamp_us,
+        op,
+    })
 }
 
 fn decode_binary(buf: &[u8], start: usize, id: Option<[u8; 16]>) -> Result<EnvelopeRef<'_>> {
@@ -167,6 +226,34 @@ mod tests {
         assert!(decode(b"{not json").is_err());
     }
 
+    #[test]
+    fn lifecycle_entries_round_trip_and_a_cut_one_is_refused() {
+        let op = LifecycleOp::Truncate {
+            stream: "s-1".into(),
+            before_version: 3,
+            version: 8,
+        };
+        for id in [None, Some([7u8; 16])] {
+            let mut buf = Vec::new();
+            encode_lifecycle(&mut buf, id.as_ref(), 1_700_000_000_000_123, &op);
+            match decode(&buf).unwrap() {
+                Envelope::Lifecycle {
+                    id: got,
+                    timestamp_us,
+                    op: o,
+                } => {
+                    assert_eq!((got, timestamp_us, &o), (id, 1_700_000_000_000_123, &op));
+                }
+                other => panic!("{other:?}"),
+            }
+            for cut in 1..buf.len() {
+                assert!(decode(&buf[..cut]).is_err(), "cut at {cut}");
+            }
+        }
+        // Flags this version does not know are refused, not ignored.
+        assert!(decode(&[FORMAT_LIFECYCLE, 0x02, 0, 1, 0, 0, 0]).is_err());
+    }
+
     proptest! {
         #[test]
         fn binary_round_trip(ts in any::<u64>(), stream in ".{0,20}", ver in any::<u64>(),
@@ -182,7 +269,7 @@ mod tests {
             prop_assert_ne!(buf[0], b'{');
             match decode(&buf).unwrap() {
                 Envelope::Binary(d) => prop_assert_eq!(d, e),
-                Envelope::Legacy(_) => prop_assert!(false),
+                other => prop_assert!(false, "{other:?}"),
             }
         }
 

@@ -4,8 +4,10 @@
 //! position, and its positions among the in-memory events. So memory grows with the
 //! number of streams and segments, not with the number of events.
 
+use super::lifecycle::LifeState;
 use super::segindex::{Builder, Sealed, SegmentFiles};
 use crate::error::{Error, Result};
+use crate::store::lifecycle::LifecycleOp;
 use crate::store::FastMap;
 use crate::wal::Position;
 use std::sync::Arc;
@@ -66,6 +68,9 @@ pub struct Index {
     /// The record of the last event.
     last_wal: Option<Position>,
     pub(crate) files: Option<Arc<SegmentFiles>>,
+    /// What lifecycle entries removed, in log order (docs/lifecycle.md): under the
+    /// index's lock, so that a reader sees events and removals as of one moment.
+    pub(crate) life: LifeState,
 }
 
 impl PartialEq for Index {
@@ -80,6 +85,7 @@ impl PartialEq for Index {
             && self.type_counts == o.type_counts
             && self.last_timestamp == o.last_timestamp
             && self.last_wal == o.last_wal
+            && self.life == o.life
     }
 }
 
@@ -112,10 +118,6 @@ impl Index {
     /// has, replayed at open) only the counts change.
     pub fn push(&mut self, wal: Position, timestamp_us: u64, stream: &str, event_type: &str) {
         let position = self.len;
-        self.len += 1;
-        let ts = timestamp_us.max(self.last_timestamp);
-        self.last_timestamp = ts;
-        self.last_wal = Some(wal);
         let mut sid = NO_STREAM;
         if !stream.is_empty() {
             let id = match self.stream_ids.get(stream) {
@@ -144,6 +146,21 @@ impl Index {
                 self.type_counts.insert(event_type.into(), 1);
             }
         }
+        self.push_record(wal, timestamp_us, sid);
+    }
+
+    /// Adds the next position as a lifecycle entry: it holds no event (no stream, no
+    /// type), and `apply_lifecycle` takes in what it does.
+    pub fn push_entry(&mut self, wal: Position, timestamp_us: u64) {
+        self.push_record(wal, timestamp_us, NO_STREAM);
+    }
+
+    fn push_record(&mut self, wal: Position, timestamp_us: u64, sid: u32) {
+        let position = self.len;
+        self.len += 1;
+        let ts = timestamp_us.max(self.last_timestamp);
+        self.last_timestamp = ts;
+        self.last_wal = Some(wal);
         if position >= self.base {
             self.wal.push(pack(wal));
             self.timestamps.push(ts);
@@ -152,6 +169,33 @@ impl Index {
                 self.streams[sid as usize].tail.push(position);
             }
         }
+    }
+
+    /// Takes in the lifecycle entry at `position` (pushed already). A stream operation
+    /// carries the stream's version when it was appended: the stream's count becomes at
+    /// least that version + 1, so that a stream whose events a compaction erased still
+    /// knows where its versions continue.
+    pub fn apply_lifecycle(&mut self, op: &LifecycleOp, position: u64) {
+        if let (Some(stream), Some(version)) = (op.stream(), op.version()) {
+            match self.stream_ids.get(stream) {
+                Some(&id) => {
+                    let e = &mut self.streams[id as usize];
+                    e.count = e.count.max(version + 1);
+                }
+                None => {
+                    self.stream_ids
+                        .insert(stream.into(), self.streams.len() as u32);
+                    self.streams.push(StreamEntry {
+                        name: stream.into(),
+                        count: version + 1,
+                        first: position,
+                        last: position,
+                        tail: Vec::new(),
+                    });
+                }
+            }
+        }
+        self.life.apply(op);
     }
 
     /// Drops what memory holds before `base` (an index file has it now).
@@ -306,6 +350,39 @@ impl Index {
             .map_or(0, |&id| self.streams[id as usize].count)
     }
 
+    /// The first event of stream `id` with version >= `from_version` and position >=
+    /// `from_position`: its version and position.
+    pub fn stream_first(
+        &self,
+        id: u32,
+        from_version: u64,
+        from_position: u64,
+    ) -> Result<Option<(u64, u64)>> {
+        let e = &self.streams[id as usize];
+        let tail_version = e.count - e.tail.len() as u64;
+        let from_position = from_position.max(e.first);
+        if from_version < tail_version && from_position < self.base {
+            let files = self.files()?;
+            let mut i = self.sealed.partition_point(|s| s.end() <= from_position);
+            while i < self.sealed.len() && self.sealed[i].first <= e.last {
+                let s = &self.sealed[i];
+                i += 1;
+                let Some((first_version, events)) = files.stream(s, &e.name)? else {
+                    continue;
+                };
+                let found = events.iter().enumerate().find(|&(j, &(p, _, _))| {
+                    first_version + j as u64 >= from_version && p >= from_position
+                });
+                if let Some((j, &(p, _, _))) = found {
+                    return Ok(Some((first_version + j as u64, p)));
+                }
+            }
+        }
+        let skip = from_version.saturating_sub(tail_version) as usize;
+        let k = e.tail.partition_point(|&p| p < from_position).max(skip);
+        Ok(e.tail.get(k).map(|&p| (tail_version + k as u64, p)))
+    }
+
     /// Up to `max` events of stream `id` with version >= `from_version` and position >=
     /// `from_position`, in order.
     pub fn stream_forward(
@@ -361,7 +438,9 @@ impl Index {
                 out.extend(self.locate_tail(p));
             }
         }
-        if out.len() >= max || tail_version == 0 {
+        // (No sealed segment: a stream whose count a lifecycle entry set has nothing
+        // before its in-memory events.)
+        if out.len() >= max || tail_version == 0 || self.base == 0 {
             return Ok(out);
         }
         let to_version = to_version.min(tail_version - 1);

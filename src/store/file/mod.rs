@@ -5,6 +5,7 @@ mod cursor;
 mod dedupe;
 pub mod envelope;
 mod index;
+mod lifecycle;
 mod lock;
 mod reads;
 mod seam;
@@ -21,22 +22,35 @@ use crate::wal::vfs::{self, Kind, OpenMode};
 use crate::wal::{record, Appended, FsyncPolicy, Position, RecordRef, Wal, WalConfig};
 use cursor::{BackwardCursor, ForwardCursor, StreamCursor};
 use envelope::{Envelope, EnvelopeRef};
-use index::{Index, Loc};
+use index::Index;
 use lock::StoreLock;
 use segindex::{BuildEvent, Builder, Sealed, SegmentFiles};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// The longest record an event can have: its envelope, key and record framing.
 const MAX_RECORD_LEN: u64 = (MAX_EVENT_SIZE + 2 * MAX_NAME_LEN + 1024) as u64;
 
-/// Events appended under `Always` that wait for their group's fdatasync before they count.
+/// Events (or one lifecycle entry) appended under `Always` that wait for their group's
+/// fdatasync before they count.
 pub(super) struct Pending {
     lsn: u64,
     pub(super) events: Vec<(Position, Event)>,
+    /// A lifecycle entry (then `events` is empty) and its record.
+    pub(super) entry: Option<(Position, lifecycle::Entry)>,
+}
+
+impl Pending {
+    /// Where its first record is.
+    fn first_record(&self) -> Option<Position> {
+        self.events
+            .first()
+            .map(|e| e.0)
+            .or(self.entry.as_ref().map(|e| e.0))
+    }
 }
 
 /// The writer's side: what the next append sees. Guarded by one mutex: appends are
@@ -48,6 +62,8 @@ pub(super) struct Writer {
     pub(super) pending: Vec<Pending>,
     /// Events per stream among `pending`.
     pending_streams: HashMap<String, u64>,
+    /// Lifecycle entries among `pending`.
+    pending_entries: usize,
     /// Scratch space for encoding.
     scratch: Vec<u8>,
     /// Read-only stores: where to look for another process's new records, and the
@@ -91,6 +107,8 @@ pub struct FileStore {
     /// A segment whose index file could not be written (id + 1): not tried again until
     /// the store is reopened; its events stay in memory.
     seal_failed: AtomicU64,
+    /// Set once a lifecycle entry counts: until then readers check nothing per event.
+    removing: AtomicBool,
 }
 
 /// Events since the last snapshot after which sealing a segment also writes one: at
@@ -155,14 +173,21 @@ pub(crate) fn index_segment(
         };
         check_plain(&d.record, here)?;
         let mut legacy = None;
-        let ev = decode_event(position, d.record.key, d.record.value, &mut legacy)
+        let rec = decode_record(position, d.record.key, d.record.value, &mut legacy)
             .map_err(|e| Error::new(e.kind, format!("{name} offset {at}: {}", e.message)))?;
-        ts = ts.max(ev.timestamp_us);
+        let (stamp, stream) = match &rec {
+            Decoded::Event(ev) => (
+                ev.timestamp_us,
+                (!ev.stream.is_empty()).then_some((ev.stream, ev.stream_version)),
+            ),
+            Decoded::Entry(e) => (e.timestamp_us, None),
+        };
+        ts = ts.max(stamp);
         b.push(BuildEvent {
             offset: at as u64,
             len: d.len as u64,
             timestamp_us: ts,
-            stream: (!ev.stream.is_empty()).then_some((ev.stream, ev.stream_version)),
+            stream,
         });
         at += d.len;
         position += 1;
@@ -186,20 +211,44 @@ fn first_key(vfs: &dyn crate::wal::vfs::Vfs, log_dir: &Path, id: u64) -> Option<
     (d.record.value.first() != Some(&b'{')).then_some(u64::from_le_bytes(key))
 }
 
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
+/// A record of the log: an event, or a lifecycle entry (which holds no event).
+pub(crate) enum Decoded<'a> {
+    Event(EventRef<'a>),
+    Entry(lifecycle::Entry),
 }
 
-/// Decodes the record at the front of `buf` as the event at `position`.
+/// Decodes a record (its key and value) as the event at `position`; a lifecycle entry
+/// there is `NotFound`, saying so.
 pub(crate) fn decode_event<'a>(
     position: u64,
     key: &[u8],
     value: &'a [u8],
     legacy: &'a mut Option<Event>,
 ) -> Result<EventRef<'a>> {
+    match decode_record(position, key, value, legacy)? {
+        Decoded::Event(e) => Ok(e),
+        Decoded::Entry(e) => Err(entry_is_no_event(position, &e)),
+    }
+}
+
+/// The error for a read of a position that holds a lifecycle entry.
+fn entry_is_no_event(position: u64, e: &lifecycle::Entry) -> Error {
+    Error::new(
+        ErrorKind::NotFound,
+        format!(
+            "no event at position {position}: it holds a lifecycle entry ({})",
+            e.op.describe()
+        ),
+    )
+}
+
+/// Decodes a record (its key and value) at `position`.
+pub(crate) fn decode_record<'a>(
+    position: u64,
+    key: &[u8],
+    value: &'a [u8],
+    legacy: &'a mut Option<Event>,
+) -> Result<Decoded<'a>> {
     if key.len() == 8 && u64::from_le_bytes(key.try_into().unwrap()) != position {
         // Legacy logs may have reused ids (the reference program did): order wins there.
         if value.first() != Some(&b'{') {
@@ -210,7 +259,16 @@ pub(crate) fn decode_event<'a>(
         }
     }
     match envelope::decode(value)? {
-        Envelope::Binary(e) => Ok(EventRef {
+        Envelope::Lifecycle {
+            id,
+            timestamp_us,
+            op,
+        } => Ok(Decoded::Entry(lifecycle::Entry {
+            id,
+            timestamp_us,
+            op,
+        })),
+        Envelope::Binary(e) => Ok(Decoded::Event(EventRef {
             position,
             timestamp_us: e.timestamp_us,
             stream: e.stream,
@@ -220,7 +278,7 @@ pub(crate) fn decode_event<'a>(
             metadata: e.metadata,
             payload: e.payload,
             id: e.id,
-        }),
+        })),
         Envelope::Legacy(l) => {
             let ev = legacy.insert(Event {
                 position,
@@ -233,7 +291,7 @@ pub(crate) fn decode_event<'a>(
                 payload: l.payload,
                 id: None,
             });
-            Ok(ev.as_ref())
+            Ok(Decoded::Event(ev.as_ref()))
         }
     }
 }
@@ -254,6 +312,26 @@ pub(crate) fn check_plain(rec: &RecordRef<'_>, at: Position) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Decodes the record that starts `buf` (read from `at` by `fetch_located`) as the
+/// record at `position`.
+pub(crate) fn decode_fetched<'a>(
+    position: u64,
+    at: Position,
+    buf: &'a [u8],
+    legacy: &'a mut Option<Event>,
+) -> Result<Decoded<'a>> {
+    let d = record::decode(buf).map_err(|e| {
+        Error::corrupt(format!(
+            "the record of position {position} (segment {} offset {}): {}",
+            at.segment_id,
+            at.offset,
+            e.describe()
+        ))
+    })?;
+    check_plain(&d.record, at)?;
+    decode_record(position, d.record.key, d.record.value, legacy)
 }
 
 /// One event of an append, encoded: its record (8-byte key, then envelope) is
@@ -329,13 +407,23 @@ fn encode_batch<'s, 'e>(
     }
 }
 
-/// The error of an append part whose expected version does not hold.
-fn wrong_expected_version(a: &StreamAppend<'_>, current: Option<u64>) -> Error {
+/// Whether a stream at `current` (`None`: no such stream) is as `expected`.
+fn expected_holds(expected: ExpectedVersion, current: Option<u64>) -> bool {
+    match expected {
+        ExpectedVersion::Any => true,
+        ExpectedVersion::NoStream => current.is_none(),
+        ExpectedVersion::Exists => current.is_some(),
+        ExpectedVersion::Exact(v) => current == Some(v),
+    }
+}
+
+/// The error of a write to `stream` whose expected version does not hold.
+fn expected_mismatch(stream: &str, expected: ExpectedVersion, current: Option<u64>) -> Error {
     let actual = match current {
         Some(v) => format!("is at version {v}"),
         None => "does not exist".to_string(),
     };
-    let wanted = match a.expected {
+    let wanted = match expected {
         ExpectedVersion::NoStream => "no stream".to_string(),
         ExpectedVersion::Exists => "an existing stream".to_string(),
         ExpectedVersion::Exact(v) => format!("version {v}"),
@@ -343,7 +431,7 @@ fn wrong_expected_version(a: &StreamAppend<'_>, current: Option<u64>) -> Error {
     };
     Error::new(
         ErrorKind::WrongExpectedVersion,
-        format!("stream '{}' {actual}, expected {wanted}", a.stream),
+        format!("stream '{stream}' {actual}, expected {wanted}"),
     )
 }
 
@@ -375,7 +463,7 @@ impl FileStore {
         let (mut index, start) =
             Self::load_snapshot(&dir, &config, &projections, &mut report, sealed_end);
         index.set_sealed(sealed, files.clone());
-        let (wal, info, replayed) = Self::replay(config, start, &mut index, &projections)?;
+        let (wal, info, replayed) = Self::replay(config, start, &mut index, &projections, &ids)?;
         Self::check_sealed_against_log(&wal, &index, &files)?;
         {
             let (vfs, log_dir) = (vfs.clone(), dir.join("events"));
@@ -398,6 +486,7 @@ impl FileStore {
         report.open_time = started.elapsed();
         let committed = index.len();
         let last_timestamp = index.last_timestamp();
+        let removing = !index.life.is_empty();
         let tail = options
             .read_only
             .then(|| crate::wal::SegmentCursor::new(wal.inner.clone(), wal.current_position()));
@@ -410,6 +499,7 @@ impl FileStore {
                 last_timestamp,
                 pending: Vec::new(),
                 pending_streams: HashMap::new(),
+                pending_entries: 0,
                 scratch: Vec::new(),
                 tail,
                 tail_batch: Vec::new(),
@@ -432,6 +522,7 @@ impl FileStore {
             files,
             seal_lock: Mutex::new(()),
             seal_failed: AtomicU64::new(0),
+            removing: AtomicBool::new(removing),
         };
         // Segments replayed into memory that are complete get their index files now.
         store.maybe_seal();
@@ -500,6 +591,7 @@ impl FileStore {
         start: Position,
         index: &mut Index,
         projections: &[Arc<dyn Projection>],
+        ids: &ids::IdIndex,
     ) -> Result<(Wal, crate::wal::RecoveryInfo, u64)> {
         let mut replayed = 0u64;
         let mut visit = |pos: Position, rec: &RecordRef<'_>| -> Result<()> {
@@ -523,12 +615,13 @@ impl FileStore {
                     ),
                 }));
             }
-            let ev = decode_event(position, rec.key, rec.value, &mut legacy).map_err(|e| {
-                Error::new(
-                    e.kind,
-                    format!("{} offset {}: {}", file(), pos.offset, e.message),
-                )
-            })?;
+            let decoded =
+                decode_record(position, rec.key, rec.value, &mut legacy).map_err(|e| {
+                    Error::new(
+                        e.kind,
+                        format!("{} offset {}: {}", file(), pos.offset, e.message),
+                    )
+                })?;
             replayed += 1;
             if !index.replayed_where_filed(position, pos) {
                 return Err(Error::corrupt(format!(
@@ -537,8 +630,15 @@ impl FileStore {
                     pos.offset
                 )));
             }
-            index.push(pos, ev.timestamp_us, ev.stream, ev.event_type);
-            projections.iter().for_each(|pr| pr.apply(&ev));
+            match decoded {
+                Decoded::Event(ev) => {
+                    index.push(pos, ev.timestamp_us, ev.stream, ev.event_type);
+                    projections.iter().for_each(|pr| pr.apply(&ev));
+                }
+                Decoded::Entry(e) => {
+                    lifecycle::apply_entry(index, projections, ids, pos, position, &e)
+                }
+            }
             Ok(())
         };
         let (wal, info) = Wal::open_from(config, start, &mut visit)?;
@@ -796,7 +896,7 @@ impl FileStore {
             return Ok(done);
         }
         let versions = self.check_expected_versions(&w, appends)?;
-        let timestamp = now_us().max(w.last_timestamp);
+        let timestamp = self.now().max(w.last_timestamp);
         let first = w.next_position;
         let mut scratch = std::mem::take(&mut w.scratch);
         let batch = encode_batch(appends, &versions, first, timestamp, count, &mut scratch);
@@ -863,6 +963,7 @@ impl FileStore {
     ) -> Result<Vec<Option<u64>>> {
         let mut versions: Vec<Option<u64>> = Vec::with_capacity(appends.len());
         let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+        let removing = !index.life.is_empty();
         // Streams named earlier in this append, with their version after it: a short
         // list (appends name one or two streams), so no map is built per append.
         let mut seen: Vec<(&str, Option<u64>)> = Vec::new();
@@ -872,14 +973,13 @@ impl FileStore {
                 None if a.stream.is_empty() => None,
                 None => self.writer_version(w, &index, a.stream),
             };
-            let ok = match a.expected {
-                ExpectedVersion::Any => true,
-                ExpectedVersion::NoStream => current.is_none(),
-                ExpectedVersion::Exists => current.is_some(),
-                ExpectedVersion::Exact(v) => current == Some(v),
-            };
-            if !ok {
-                return Err(wrong_expected_version(a, current));
+            // A hard-deleted stream refuses every write (checked only once any
+            // lifecycle entry exists or waits).
+            if (removing || w.pending_entries > 0) && !a.stream.is_empty() {
+                self.check_not_tombstoned(w, &index, a.stream)?;
+            }
+            if !expected_holds(a.expected, current) {
+                return Err(expected_mismatch(a.stream, a.expected, current));
             }
             versions.push(current);
             if !a.stream.is_empty() {
@@ -951,6 +1051,7 @@ impl FileStore {
         w.pending.push(Pending {
             lsn: appended.lsn,
             events,
+            entry: None,
         });
     }
 
@@ -963,6 +1064,19 @@ impl FileStore {
         }
         let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
         for p in w.pending.drain(..ready) {
+            if let Some((at, entry)) = &p.entry {
+                let position = index.len();
+                lifecycle::apply_entry(
+                    &mut index,
+                    &self.projections,
+                    &self.ids,
+                    *at,
+                    position,
+                    entry,
+                );
+                self.removing.store(true, Ordering::Release);
+                w.pending_entries -= 1;
+            }
             for (pos, ev) in &p.events {
                 index.push(*pos, ev.timestamp_us, &ev.stream, &ev.event_type);
                 self.projections
@@ -996,6 +1110,7 @@ impl FileStore {
         self.commit_durable(w);
         w.pending.clear();
         w.pending_streams.clear();
+        w.pending_entries = 0;
         let index = self.index.read().unwrap_or_else(|e| e.into_inner());
         w.next_position = index.len();
         w.last_timestamp = w.last_timestamp.max(index.last_timestamp());
@@ -1067,7 +1182,32 @@ impl FileStore {
             let Some((pos, d)) = tail.next()? else { break };
             check_plain(&d.record, pos)?;
             let mut legacy = None;
-            let ev = decode_event(position, d.record.key, d.record.value, &mut legacy)?.to_owned();
+            let ev = match decode_record(position, d.record.key, d.record.value, &mut legacy)? {
+                Decoded::Event(ev) => ev.to_owned(),
+                Decoded::Entry(_) if !w.tail_batch.is_empty() => {
+                    return Err(Error::corrupt(format!(
+                        "a lifecycle entry at position {position} inside a batch"
+                    )))
+                }
+                Decoded::Entry(entry) => {
+                    // A lifecycle entry is a batch of its own: it counts at once.
+                    let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+                    lifecycle::apply_entry(
+                        &mut index,
+                        &self.projections,
+                        &self.ids,
+                        pos,
+                        position,
+                        &entry,
+                    );
+                    self.removing.store(true, Ordering::Release);
+                    let n = index.len();
+                    self.committed.store(n, Ordering::Release);
+                    drop(index);
+                    self.publish(n);
+                    continue;
+                }
+            };
             let continues = d.record.batch_continues();
             w.tail_batch.push((pos, ev));
             if continues {
@@ -1094,7 +1234,7 @@ impl FileStore {
             self.refresh()?;
         }
         let index = self.index.read().unwrap_or_else(|e| e.into_inner());
-        Ok(index.stream_len(stream).checked_sub(1))
+        self.judged_version(&index, stream)
     }
 
     /// The first position whose timestamp is after `timestamp_us`; the next position if none.
@@ -1147,10 +1287,10 @@ impl FileStore {
     pub fn read_stream(self: &Arc<Self>, stream: &str, from_version: u64) -> Result<StreamCursor> {
         self.check_owner()?;
         check_name("stream name", stream, false)?;
-        let version = self.stream_version(stream)?;
-        let Some(v) = version else {
-            return Err(super::no_such_stream(stream));
-        };
+        if self.options.read_only {
+            self.refresh()?;
+        }
+        let v = self.readable_version(stream)?;
         super::check_from_version(stream, v, from_version)?;
         Ok(StreamCursor::new(
             self.clone(),
@@ -1159,21 +1299,32 @@ impl FileStore {
         ))
     }
 
-    /// Reads the event at `position` (random access).
+    /// Reads the event at `position` (random access). A position that holds a lifecycle
+    /// entry or a removed event is `NotFound`, saying which.
     pub fn read_event(&self, position: u64) -> Result<Event> {
         self.check_owner()?;
         let mut buf = Vec::new();
+        let at = self.fetch_at(position, &mut buf)?;
         let mut legacy = None;
-        Ok(self.read_at(position, &mut buf, &mut legacy)?.to_owned())
+        let ev = match decode_fetched(position, at, &buf, &mut legacy)? {
+            Decoded::Event(e) => e,
+            Decoded::Entry(e) => return Err(entry_is_no_event(position, &e)),
+        };
+        if let Some(why) = self.why_removed(ev.stream, ev.stream_version, ev.timestamp_us) {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "the event at position {position} (stream '{}' version {}) is removed: {why}",
+                    ev.stream, ev.stream_version
+                ),
+            ));
+        }
+        Ok(ev.to_owned())
     }
 
-    /// Reads the event at `position` into `buf`, borrowing from it.
-    pub(crate) fn read_at<'a>(
-        &self,
-        position: u64,
-        buf: &'a mut Vec<u8>,
-        legacy: &'a mut Option<Event>,
-    ) -> Result<EventRef<'a>> {
+    /// Reads the record at `position` into `buf` (from its start; maybe more bytes after
+    /// it); returns where it is in the log.
+    pub(crate) fn fetch_at(&self, position: u64, buf: &mut Vec<u8>) -> Result<Position> {
         let index = self.index.read().unwrap_or_else(|e| e.into_inner());
         let found = index.locate(position)?;
         drop(index);
@@ -1183,18 +1334,8 @@ impl FileStore {
                 format!("no event at position {position}"),
             ));
         };
-        self.read_located(position, at, end, &mut None, buf, legacy)
-    }
-
-    /// Reads and decodes the located event `loc`.
-    pub(crate) fn read_loc<'a>(
-        &self,
-        loc: Loc,
-        files: &mut Option<(u64, crate::wal::vfs::FileRef)>,
-        buf: &'a mut Vec<u8>,
-        legacy: &'a mut Option<Event>,
-    ) -> Result<EventRef<'a>> {
-        self.read_located(loc.0, loc.1, loc.2, files, buf, legacy)
+        self.fetch_located(position, at, end, &mut None, buf)?;
+        Ok(at)
     }
 
     /// Gives the oldest in-memory segment its index file once a later one has begun
@@ -1259,16 +1400,16 @@ impl FileStore {
             .apply_sealed(sealed)
     }
 
-    /// Reads and decodes the event whose record is at `at` (ending at `end`, if known).
-    pub(crate) fn read_located<'a>(
+    /// Reads the record of `position` at `at` (ending at `end`, if known) into `buf`,
+    /// from its start (maybe more bytes after it); see `decode_fetched`.
+    pub(crate) fn fetch_located(
         &self,
         position: u64,
         at: Position,
         end: Option<u64>,
         files: &mut Option<(u64, crate::wal::vfs::FileRef)>,
-        buf: &'a mut Vec<u8>,
-        legacy: &'a mut Option<Event>,
-    ) -> Result<EventRef<'a>> {
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
         let end = match end {
             Some(e) => e,
             None => self.record_end_guess(at)?,
@@ -1283,17 +1424,7 @@ impl FileStore {
         // The next record may be far away only past the end of a segment: read at most
         // the longest record there can be.
         let len = len.min(MAX_RECORD_LEN);
-        self.wal.read_exact_cached(files, at, len as usize, buf)?;
-        let d = record::decode(buf).map_err(|e| {
-            Error::corrupt(format!(
-                "the record of position {position} (segment {} offset {}): {}",
-                at.segment_id,
-                at.offset,
-                e.describe()
-            ))
-        })?;
-        check_plain(&d.record, at)?;
-        decode_event(position, d.record.key, d.record.value, legacy)
+        self.wal.read_exact_cached(files, at, len as usize, buf)
     }
 
     /// How far to read for the last record of a segment whose successor we do not know.
@@ -1334,8 +1465,7 @@ impl FileStore {
                 let end = w
                     .pending
                     .first()
-                    .and_then(|p| p.events.first())
-                    .map(|e| e.0)
+                    .and_then(Pending::first_record)
                     .unwrap_or_else(|| self.wal.current_position());
                 if end.segment_id == last.segment_id {
                     end
@@ -1399,6 +1529,9 @@ impl FileStore {
             .map(|(k, &v)| (k.to_string(), v))
             .collect();
         events_by_type.sort();
+        // Stats answer even when an index file cannot be read: its removed events then
+        // count as kept.
+        let removed_events = self.removed_events(&index).unwrap_or(0);
         StoreStats {
             events: index.len(),
             streams: index.streams.len() as u64,
@@ -1414,9 +1547,9 @@ impl FileStore {
             index_bytes: index.approx_bytes() + self.ids.approx_bytes(),
             event_ids: self.ids.len(),
             events_by_type,
-            // UNLANDED(i20): counted by the engine before the branch lands.
-            removed_events: 0,
-            lifecycle_entries: 0,
+            removed_events,
+            lifecycle_entries: index.life.removals.entries(),
+            // UNLANDED(i20): compaction (a later task) counts the bytes it would free.
             reclaimable_bytes: 0,
         }
     }

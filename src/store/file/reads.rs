@@ -3,22 +3,25 @@
 //! lookups behind idempotent appends.
 
 use super::index::Loc;
-use super::FileStore;
+use super::lifecycle::{passes_over, StoredId, Views};
+use super::{check_plain, decode_event, decode_record, Decoded, FileStore};
 use crate::error::{Error, ErrorKind, Result};
-use crate::store::ids::EventId;
 use crate::store::{Event, EventRef, StreamInfo};
+use crate::wal::record;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// Events located at once, to read one by one.
 const BATCH: usize = 64;
 
-/// Reads the events at the located positions, one per call, through the store's caches.
+/// Reads the events at the located positions, one per call, through the store's caches,
+/// passing over removed ones.
 struct Located {
     ahead: VecDeque<Loc>,
     files: Option<(u64, crate::wal::vfs::FileRef)>,
     buf: Vec<u8>,
     legacy: Option<Event>,
+    views: Views,
 }
 
 impl Located {
@@ -28,21 +31,58 @@ impl Located {
             files: None,
             buf: Vec::new(),
             legacy: None,
+            views: Views::new(),
         }
     }
 
-    fn next<'a>(&'a mut self, store: &FileStore) -> Result<Option<EventRef<'a>>> {
-        let Some(loc) = self.ahead.pop_front() else {
-            return Ok(None);
-        };
-        store
-            .read_loc(loc, &mut self.files, &mut self.buf, &mut self.legacy)
-            .map(Some)
+    /// Reads the next located event that is not removed into `buf`: its position and
+    /// record, or `None` when none of those located is left. `stop_at_removed`: a removed
+    /// one means every one located after it is removed too (a stream read backward: its
+    /// older versions and older timestamps), so none is read after it.
+    fn advance(
+        &mut self,
+        store: &FileStore,
+        stop_at_removed: bool,
+    ) -> Result<Option<(u64, crate::wal::Position)>> {
+        self.views.begin();
+        loop {
+            let Some((position, at, end)) = self.ahead.pop_front() else {
+                return Ok(None);
+            };
+            store.fetch_located(position, at, end, &mut self.files, &mut self.buf)?;
+            if !store.removing() {
+                return Ok(Some((position, at)));
+            }
+            let d = record::decode(&self.buf).map_err(|e| damaged(position, at, e.describe()))?;
+            check_plain(&d.record, at)?;
+            if !passes_over(store, &mut self.views, d.record.value)? {
+                return Ok(Some((position, at)));
+            }
+            if stop_at_removed {
+                self.ahead.clear();
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The event `advance` read.
+    fn event(&mut self, (position, at): (u64, crate::wal::Position)) -> Result<EventRef<'_>> {
+        let d = record::decode(&self.buf).map_err(|e| damaged(position, at, e.describe()))?;
+        check_plain(&d.record, at)?;
+        decode_event(position, d.record.key, d.record.value, &mut self.legacy)
     }
 }
 
-/// One stream's events from a version down to 0. Sees no events appended after it was
-/// opened.
+/// The error for a record that does not decode.
+fn damaged(position: u64, at: crate::wal::Position, what: &str) -> Error {
+    Error::corrupt(format!(
+        "the record of position {position} (segment {} offset {}): {what}",
+        at.segment_id, at.offset
+    ))
+}
+
+/// One stream's events from a version down to 0, as far as they are not removed. Sees
+/// no events appended after it was opened.
 pub struct StreamBackwardCursor {
     store: Arc<FileStore>,
     stream: String,
@@ -71,7 +111,14 @@ impl StreamBackwardCursor {
             }
             self.located.ahead.extend(batch);
         }
-        self.located.next(&self.store)
+        match self.located.advance(&self.store, true)? {
+            Some(found) => self.located.event(found).map(Some),
+            None => {
+                // The stream's start, or a removed event: nothing older is left.
+                self.more = false;
+                Ok(None)
+            }
+        }
     }
 }
 
@@ -96,7 +143,11 @@ impl CategoryCursor {
     // Not an Iterator: each event borrows the cursor's buffer until the next call.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<EventRef<'_>>> {
-        if self.located.ahead.is_empty() {
+        loop {
+            if let Some(found) = self.located.advance(&self.store, false)? {
+                return self.located.event(found).map(Some);
+            }
+            // Every event located so far is read or removed: locate the next ones.
             if self.store.options.read_only {
                 self.store.refresh()?;
             }
@@ -114,12 +165,12 @@ impl CategoryCursor {
             let committed = self.store.committed();
             let mut found = index.category_batch(&self.streams, self.next, BATCH)?;
             found.retain(|l| l.0 < committed);
-            if let Some(last) = found.last() {
-                self.next = last.0 + 1;
-            }
+            let Some(last) = found.last() else {
+                return Ok(None);
+            };
+            self.next = last.0 + 1;
             self.located.ahead.extend(found);
         }
-        self.located.next(&self.store)
     }
 }
 
@@ -131,9 +182,12 @@ impl FileStore {
         stream: &str,
         from_version: u64,
     ) -> Result<StreamBackwardCursor> {
-        let Some(version) = self.stream_version(stream)? else {
-            return Err(crate::store::no_such_stream(stream));
-        };
+        self.check_owner()?;
+        crate::store::check_name("stream name", stream, false)?;
+        if self.options.read_only {
+            self.refresh()?;
+        }
+        let version = self.readable_version(stream)?;
         Ok(StreamBackwardCursor {
             store: self.clone(),
             stream: stream.to_owned(),
@@ -164,13 +218,16 @@ impl FileStore {
         })
     }
 
-    /// Every stream with its version and first position, in creation order (a copy of the
-    /// names, taken now).
+    /// Every stream that has an event left, with its version and the position of its
+    /// first event left, in creation order (a copy of the names, taken now).
     pub fn list_streams(&self) -> Result<Vec<StreamInfo>> {
         if self.options.read_only {
             self.refresh()?;
         }
         let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+        if !index.life.is_empty() {
+            return self.live_streams(&index);
+        }
         Ok(index
             .streams
             .iter()
@@ -184,11 +241,20 @@ impl FileStore {
             .collect())
     }
 
-    /// The id stored with the event at `position`, if it has one.
-    pub(crate) fn stored_id(&self, position: u64) -> Result<Option<(EventId, String, u64)>> {
+    /// The id stored with the record at `position`, if it has one, and what the record is.
+    pub(crate) fn stored_id(&self, position: u64) -> Result<Option<StoredId>> {
         let mut buf = Vec::new();
+        let at = self.fetch_at(position, &mut buf)?;
+        let d = record::decode(&buf).map_err(|e| damaged(position, at, e.describe()))?;
+        check_plain(&d.record, at)?;
         let mut legacy = None;
-        let e = self.read_at(position, &mut buf, &mut legacy)?;
-        Ok(e.id.map(|id| (id, e.stream.to_owned(), e.stream_version)))
+        Ok(
+            match decode_record(position, d.record.key, d.record.value, &mut legacy)? {
+                Decoded::Event(e) => {
+                    e.id.map(|id| StoredId::Event(id, e.stream.to_owned(), e.stream_version))
+                }
+                Decoded::Entry(e) => e.id.map(|id| StoredId::Entry(id, e.op)),
+            },
+        )
     }
 }

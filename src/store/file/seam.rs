@@ -6,6 +6,7 @@ use super::reads::{CategoryCursor, StreamBackwardCursor};
 use super::FileStore;
 use crate::error::Result;
 use crate::store::backend::{Backend, EventCursor, TailCursor};
+use crate::store::lifecycle::{LifecycleRequest, Rule};
 use crate::store::{
     AppendResult, Event, EventRef, StoreOptions, StoreStats, StreamAppend, StreamInfo,
 };
@@ -44,33 +45,23 @@ impl TailCursor for CategoryCursor {
 }
 
 impl Backend for FileStore {
-    // UNLANDED(i20): the engine's implementation replaces these before the branch lands.
-    fn apply_lifecycle(
-        &self,
-        _req: &crate::store::lifecycle::LifecycleRequest<'_>,
-        _id: Option<[u8; 16]>,
-    ) -> Result<u64> {
-        Err(crate::error::Error::new(
-            crate::error::ErrorKind::Internal,
-            "UNLANDED(i20)",
-        ))
+    fn apply_lifecycle(&self, req: &LifecycleRequest<'_>, id: Option<[u8; 16]>) -> Result<u64> {
+        FileStore::apply_lifecycle(self, req, id)
     }
-    fn retention(
-        &self,
-        _name: &str,
-        _category: bool,
-    ) -> Result<Option<crate::store::lifecycle::Rule>> {
-        Err(crate::error::Error::new(
-            crate::error::ErrorKind::Internal,
-            "UNLANDED(i20)",
-        ))
+
+    fn retention(&self, name: &str, category: bool) -> Result<Option<Rule>> {
+        FileStore::retention(self, name, category)
     }
+
+    // UNLANDED(i20): compaction (rewriting sealed segments without removed events) is a
+    // later task; until it lands, removed events stay on disk, unreadable.
     fn compact(&self) -> Result<crate::store::lifecycle::CompactInfo> {
         Err(crate::error::Error::new(
             crate::error::ErrorKind::Internal,
             "UNLANDED(i20)",
         ))
     }
+
     fn location(&self) -> String {
         self.dir().display().to_string()
     }

@@ -11,6 +11,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"EVSSNAP3";
+/// A snapshot of a store that has lifecycle entries: `MAGIC`'s layout, then the removal
+/// state (docs/lifecycle.md). Written only then, so that a version of evstore that
+/// cannot honour removals never loads one (it rebuilds from the log and refuses the log's
+/// lifecycle entries instead).
+const MAGIC_LIFECYCLE: &[u8; 8] = b"EVSSNAP4";
 const PREFIX: &str = "snapshot-";
 const SUFFIX: &str = ".snap";
 /// Snapshots kept besides the newest.
@@ -125,7 +130,9 @@ pub fn encode_into(
         started: false,
         sink,
     };
-    out.buf.extend_from_slice(MAGIC);
+    let life = !index.life.is_empty();
+    out.buf
+        .extend_from_slice(if life { MAGIC_LIFECYCLE } else { MAGIC });
     out.u64(index.len());
     out.u64(wal_end.segment_id);
     out.u64(wal_end.offset);
@@ -163,6 +170,11 @@ pub fn encode_into(
         out.bytes(name.as_bytes());
         out.bytes(bytes);
         out.spill()?;
+    }
+    if life {
+        let mut state = Vec::new();
+        index.life.encode_into(&mut state);
+        out.bytes(&state);
     }
     out.flush()?;
     let crc = out.crc;
@@ -234,9 +246,14 @@ impl<'a> Reader<'a> {
 
 /// Decodes and checks a snapshot file's bytes.
 pub fn decode(bytes: &[u8]) -> Result<Snapshot> {
-    if bytes.len() < MAGIC.len() + 4 || &bytes[..MAGIC.len()] != MAGIC {
+    if bytes.len() < MAGIC.len() + 4 {
         return Err(Error::corrupt("not a snapshot file (bad magic)"));
     }
+    let life = match &bytes[..MAGIC.len()] {
+        m if m == MAGIC => false,
+        m if m == MAGIC_LIFECYCLE => true,
+        _ => return Err(Error::corrupt("not a snapshot file (bad magic)")),
+    };
     let (body, crc) = bytes.split_at(bytes.len() - 4);
     if crc32c::crc32c(&body[MAGIC.len()..]) != u32::from_le_bytes(crc.try_into().unwrap()) {
         return Err(Error::corrupt("the snapshot fails its checksum"));
@@ -295,11 +312,21 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot> {
             return Err(Error::corrupt("the snapshot ends before its last event"));
         }
     }
-    let index = Index::from_parts(base, streams, type_counts, tail, last_timestamp, last_wal)?;
+    let mut index = Index::from_parts(base, streams, type_counts, tail, last_timestamp, last_wal)?;
     let mut projections = HashMap::new();
     for _ in 0..r.count(16)? {
         let name = r.string()?.to_owned();
         projections.insert(name, r.counted()?.to_vec());
+    }
+    // A snapshot without the section (of a store that had no lifecycle entry, or of an
+    // older version) has nothing removed.
+    if life {
+        index.life = super::lifecycle::LifeState::decode(r.counted()?)?;
+        if index.life.is_empty() || r.at != body.len() {
+            return Err(Error::corrupt(
+                "the snapshot's lifecycle state is malformed",
+            ));
+        }
     }
     Ok(Snapshot {
         index,
@@ -432,5 +459,36 @@ mod tests {
         let mut bad = bytes.clone();
         bad[CHUNK + 5] ^= 1;
         assert!(decode(&bad).is_err());
+    }
+
+    #[test]
+    fn the_removal_state_rides_in_the_snapshot_and_an_old_one_has_none() {
+        use crate::store::lifecycle::LifecycleOp;
+        let mut ix = Index::default();
+        let at = |offset| Position {
+            segment_id: 0,
+            offset,
+        };
+        ix.push(at(0), 10, "s", "T");
+        ix.push(at(50), 11, "s", "T");
+        let old = encode(&ix, at(100), 7, &[]);
+        assert_eq!(&old[..8], MAGIC);
+        ix.push_entry(at(100), 12);
+        let op = LifecycleOp::Truncate {
+            stream: "s".into(),
+            before_version: 1,
+            version: 1,
+        };
+        ix.apply_lifecycle(&op, 2);
+        let new = encode(&ix, at(140), 7, &[]);
+        assert_eq!(&new[..8], MAGIC_LIFECYCLE);
+        let back = decode(&new).unwrap();
+        assert_eq!(back.index, ix);
+        assert_eq!(
+            back.index.life.removals.stream("s").unwrap().removed_before,
+            1
+        );
+        // A snapshot written before lifecycle entries existed loads with none.
+        assert!(decode(&old).unwrap().index.life.is_empty());
     }
 }
