@@ -28,6 +28,18 @@
 #endif
 
 
+// `evs_delete_stream` flag: the stream reads as not found and keeps its version;
+// appending to it again continues after that version.
+#define EVS_DELETE_SOFT 0
+
+// `evs_delete_stream` flag: a tombstone; every later read or write of the name is
+// EVS_ERR_STREAM_DELETED.
+#define EVS_DELETE_HARD 1
+
+// `evs_set_retention` / `evs_get_retention` flag: `target` is a category prefix (every
+// stream whose name starts with it; "" is every stream) rather than one stream.
+#define EVS_RETENTION_CATEGORY 1
+
 // The ABI version: it changes only with a deliberate break, and the soname
 // (`libevstore.so.<EVS_ABI_VERSION>`) with it; every change within one ABI version is
 // additive.
@@ -53,6 +65,11 @@
 
 // Expected version: the stream must exist.
 #define EVS_EXPECT_EXISTS -3
+
+// A lifecycle entry (docs/lifecycle.md): `[0x03][flags][id?][timestamp varint][op]`,
+// where flags bit 0 says a 16-byte id follows. Older versions of evstore do not know the
+// byte and refuse the log (they open nothing; nothing is lost).
+#define FORMAT_LIFECYCLE 3
 
 // A cursor over events (opaque). Single-thread: use it from one thread at a time.
 typedef struct evs_cursor evs_cursor;
@@ -120,6 +137,19 @@ typedef struct evs_event {
   uint8_t id[16];
 } evs_event;
 
+// A retention rule (caller-allocated: set `struct_size`, see `EVS_STRUCT_INIT`). 0 is
+// "no limit of that kind"; both 0 is no rule.
+typedef struct evs_retention {
+  // sizeof(evs_retention) as the caller's header has it; the library never changes it.
+  size_t struct_size;
+  // Keep the stream's last `max_count` versions: with version v, the events with a
+  // version <= v - max_count are removed.
+  uint64_t max_count;
+  // Remove the events whose timestamp is older than now - max_age_us (now: the
+  // store's clock when a read runs, so events leave by age without any call).
+  uint64_t max_age_us;
+} evs_retention;
+
 // A stream as `evs_stream_list_next` reports it: a view valid until the next call on
 // the list (caller-allocated: set `struct_size`, see `EVS_STRUCT_INIT`).
 typedef struct evs_stream_info {
@@ -139,6 +169,7 @@ typedef struct evs_stream_info {
 typedef struct evs_stats {
   // sizeof(evs_stats) as the caller's header has it; the library never changes it.
   size_t struct_size;
+  // Positions used: events (removed ones too) and lifecycle entries.
   uint64_t events;
   uint64_t streams;
   uint64_t bytes_on_disk;
@@ -159,6 +190,15 @@ typedef struct evs_stats {
   // Event ids remembered for idempotent appends (added in 1.0; older programs' smaller
   // structs do not get it).
   uint64_t event_ids;
+  // Events removed by deletes, truncations and retention rules, whose positions read
+  // as empty (added in 1.1, as are the two after it).
+  uint64_t removed_events;
+  // Lifecycle entries (deletes, truncations, rules) in the log; `events` counts them
+  // too, as it counts every position used.
+  uint64_t lifecycle_entries;
+  // Bytes of the file engine's segments that a compaction would free now (0 until
+  // compaction is implemented).
+  uint64_t reclaimable_bytes;
 } evs_stats;
 
 // One of the `EVS_FSYNC_*` values.
@@ -404,6 +444,85 @@ evs_status evs_cursor_next_batch(struct evs_cursor *c,
                                  struct evs_event *out,
                                  size_t capacity,
                                  size_t *out_count);
+
+// Deletes `stream`: every event it has so far leaves every read now. `flags`:
+// EVS_DELETE_SOFT (the stream reads as not found and keeps its version: an append with
+// EVS_EXPECT_ANY or that version continues it; EVS_EXPECT_NO_STREAM fails) or
+// EVS_DELETE_HARD (a tombstone: the name is refused from then on). `expected_version`
+// as for appends (EVS_EXPECT_ANY, EVS_EXPECT_EXISTS or the stream's version;
+// EVS_EXPECT_NO_STREAM is invalid). `id`: NULL or 16 bytes (all zero: none); a retry
+// with the same id and the same delete writes nothing and returns the first one's
+// position. `*out_position` (may be NULL) gets the position of the operation's entry in
+// the log (it holds no event). Deleting an account's stream (`account-<id>`) is refused
+// while the account's balance is not zero; afterwards the account is not found.
+//
+// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store or stream, bad UTF-8, empty or
+// > 1024-byte name, bad expected_version or EVS_EXPECT_NO_STREAM, unknown flags, a
+// closed store); EVS_ERR_NOT_FOUND (the stream never had an event);
+// EVS_ERR_WRONG_EXPECTED_VERSION (the message names the actual version);
+// EVS_ERR_STREAM_DELETED (hard-deleted already); EVS_ERR_BALANCE_NOT_ZERO;
+// EVS_ERR_ALREADY_EXISTS (the id was given to another operation or an event; nothing
+// written); EVS_ERR_BUSY (a write with this id is still being made durable under
+// EVS_FSYNC_ALWAYS: retry); EVS_ERR_READ_ONLY; EVS_ERR_IO (nothing counts: a retry with
+// the id is safe). Thread safety: any thread. Ownership: `stream` and `id` stay the
+// caller's.
+evs_status evs_delete_stream(struct evs_store *s,
+                             const char *stream,
+                             int64_t expected_version,
+                             uint32_t flags,
+                             const uint8_t *id,
+                             uint64_t *out_position);
+
+// Truncates `stream`: its events with a version below `before_version` leave every read
+// now; the rest read as before, versions unchanged. `before_version` is at most the
+// stream's version + 1 (which removes every event, as a soft delete does); truncating
+// below an earlier truncation removes nothing more and brings nothing back. `id` and
+// `*out_position` as for `evs_delete_stream`. Account streams cannot be truncated.
+//
+// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store or stream, bad UTF-8, empty or
+// > 1024-byte name, `before_version` past the stream's version + 1, an account's
+// stream, a closed store); EVS_ERR_NOT_FOUND (the stream never had an event);
+// EVS_ERR_STREAM_DELETED; EVS_ERR_ALREADY_EXISTS (the id was given to something else);
+// EVS_ERR_BUSY; EVS_ERR_READ_ONLY; EVS_ERR_IO. Thread safety: any thread. Ownership:
+// `stream` and `id` stay the caller's.
+evs_status evs_truncate_stream(struct evs_store *s,
+                               const char *stream,
+                               uint64_t before_version,
+                               const uint8_t *id,
+                               uint64_t *out_position);
+
+// Sets the retention rule of stream `target` (`flags` 0) or of the category prefix
+// `target` (EVS_RETENTION_CATEGORY; "" is every stream); `rule` NULL or with both limits
+// 0 clears it. A stream's own rule wins over its categories', and the longest matching
+// prefix over shorter ones. The rule applies to the streams' past and future events at
+// once. Rules are entries of the log: a store and its copies carry them. `id` and
+// `*out_position` as for `evs_delete_stream`. A rule that would apply to account streams
+// (`account-...`, or a prefix of "account-") is refused.
+//
+// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store or target, bad UTF-8, an empty
+// stream name or a > 1024-byte target, unknown flags, a bad `rule->struct_size`, a
+// rule on account streams, a closed store); EVS_ERR_ALREADY_EXISTS (the id was given to
+// something else); EVS_ERR_BUSY; EVS_ERR_READ_ONLY; EVS_ERR_IO. Thread safety: any
+// thread. Ownership: `target`, `rule` and `id` stay the caller's.
+evs_status evs_set_retention(struct evs_store *s,
+                             const char *target,
+                             uint32_t flags,
+                             const struct evs_retention *rule,
+                             const uint8_t *id,
+                             uint64_t *out_position);
+
+// Reads a retention rule into `*out`: with `flags` 0 the rule in force for stream
+// `name` (its own, else its longest matching category's); with EVS_RETENTION_CATEGORY
+// the rule set on exactly the prefix `name`. Zeros when there is none.
+//
+// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store, name or out, bad UTF-8, an
+// empty stream name or a > 1024-byte name, unknown flags, a bad `out->struct_size`).
+// Thread safety: any thread. Ownership: `*out` is the caller's struct, filled only on
+// success.
+evs_status evs_get_retention(struct evs_store *s,
+                             const char *name,
+                             uint32_t flags,
+                             struct evs_retention *out);
 
 // Opens a cursor over one stream from `from_version` (inclusive; UINT64_MAX or past
 // its end: its last event) down to version 0: "the last N events of a stream" is this

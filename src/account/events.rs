@@ -66,9 +66,17 @@ impl AccountEvent {
     }
 }
 
+/// The prefix of every account's stream.
+pub const STREAM_PREFIX: &str = "account-";
+
 /// The stream an account's events live in.
 pub fn stream_name(account_id: &str) -> String {
-    format!("account-{account_id}")
+    format!("{STREAM_PREFIX}{account_id}")
+}
+
+/// The account whose stream `stream` is, if it is one.
+pub fn account_of_stream(stream: &str) -> Option<&str> {
+    stream.strip_prefix(STREAM_PREFIX)
 }
 
 #[cfg(test)]

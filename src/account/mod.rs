@@ -304,6 +304,24 @@ impl Bank {
         self.append_one(id, expected(&a), &e)
     }
 
+    /// Deletes a stream (docs/lifecycle.md); an account's stream (`account-<id>`) only
+    /// while the account's balance is zero, and serialized with the account's
+    /// operations: a deposit checked before the delete cannot be appended after it (it
+    /// would continue the soft-deleted stream of an account that is gone). Deletes of
+    /// account streams go through here; `Store::delete_stream` checks the balance but
+    /// does not wait for the account's operations in flight.
+    pub fn delete_stream(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        hard: bool,
+        id: Option<[u8; 16]>,
+    ) -> Result<u64> {
+        let _g = events::account_of_stream(stream).map(|a| self.lock(self.stripe(a)));
+        self.store.refresh()?;
+        self.store.delete_stream(stream, expected, hard, id)
+    }
+
     /// The account now, from the projection (no log access).
     pub fn get(&self, id: &str) -> Result<Account> {
         check_id("account id", id)?;

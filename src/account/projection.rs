@@ -1,7 +1,7 @@
 //! The in-memory projection of every account, kept up to date by the store as events are
 //! appended (and rebuilt from a snapshot plus the log's tail on open).
 
-use super::events::{AccountEvent, DEFAULT_CURRENCY};
+use super::events::{account_of_stream, AccountEvent, DEFAULT_CURRENCY, STREAM_PREFIX};
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::lifecycle::{LifecycleOp, LifecycleRequest};
 use crate::store::{EventRef, Projection};
@@ -96,9 +96,6 @@ impl AccountProjection {
     }
 }
 
-/// The prefix of every account's stream.
-const STREAM_PREFIX: &str = "account-";
-
 /// Whether a retention rule on `target` (a stream, or a category prefix) would apply to
 /// some account's stream.
 fn rule_touches_accounts(target: &str, category: bool) -> bool {
@@ -147,7 +144,7 @@ impl Projection for AccountProjection {
     fn check_lifecycle(&self, req: &LifecycleRequest<'_>) -> Result<Option<u64>> {
         match *req {
             LifecycleRequest::Delete { stream, .. } => {
-                let Some(id) = stream.strip_prefix(STREAM_PREFIX) else {
+                let Some(id) = account_of_stream(stream) else {
                     return Ok(None);
                 };
                 let accounts = self.accounts.read().unwrap_or_else(|e| e.into_inner());
@@ -191,7 +188,7 @@ impl Projection for AccountProjection {
         else {
             return;
         };
-        let Some(id) = stream.strip_prefix(STREAM_PREFIX) else {
+        let Some(id) = account_of_stream(stream) else {
             return;
         };
         let mut accounts = self.accounts.write().unwrap_or_else(|e| e.into_inner());

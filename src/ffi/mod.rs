@@ -11,6 +11,7 @@ mod batch;
 mod extensible;
 mod fork;
 mod gate;
+mod lifecycle;
 mod reads;
 mod runtime;
 mod stats;
@@ -20,6 +21,7 @@ mod subscription;
 
 pub use account::*;
 pub use batch::*;
+pub use lifecycle::*;
 pub use reads::*;
 pub use runtime::*;
 pub use stats::*;

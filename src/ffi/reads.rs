@@ -14,8 +14,8 @@ use std::ffi::c_char;
 ///
 /// Ownership: free `*out` with `evs_cursor_free`. Returns EVS_OK;
 /// EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024-byte name);
-/// EVS_ERR_NOT_FOUND (no such stream). Thread safety: any thread; the cursor itself is
-/// single-thread.
+/// EVS_ERR_NOT_FOUND (no such stream, or no event of it left); EVS_ERR_STREAM_DELETED
+/// (hard-deleted). Thread safety: any thread; the cursor itself is single-thread.
 #[no_mangle]
 pub unsafe extern "C" fn evs_read_stream_backward(
     s: *mut evs_store,
@@ -69,7 +69,8 @@ pub struct evs_event_data {
 /// Ownership: `*out_data` belongs to the caller, who frees it with
 /// `evs_event_data_free`; both outputs are written only on success. Thread safety: any
 /// thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, bad `out->struct_size`);
-/// EVS_ERR_NOT_FOUND (no event at `position`); EVS_ERR_CORRUPT; EVS_ERR_IO.
+/// EVS_ERR_NOT_FOUND (no event at `position`: past the end, removed, or a lifecycle
+/// entry, the message says which); EVS_ERR_CORRUPT; EVS_ERR_IO.
 #[no_mangle]
 pub unsafe extern "C" fn evs_read_event(
     s: *mut evs_store,
@@ -130,8 +131,9 @@ pub struct evs_stream_list {
     next: usize,
 }
 
-/// Lists every stream of the store as it is now, in creation order (the order of their
-/// first events), with its version. The list is a copy: streams created later are not in
+/// Lists every stream of the store that has an event left, as it is now, in creation
+/// order (the order of their first events), with its version and the position of its
+/// first event left. The list is a copy: streams created later are not in
 /// it; its memory is proportional to the number of streams.
 ///
 /// Ownership: free `*out` with `evs_stream_list_free`. Returns EVS_OK;

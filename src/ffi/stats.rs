@@ -13,6 +13,7 @@ use std::fmt::Write;
 pub struct evs_stats {
     /// sizeof(evs_stats) as the caller's header has it; the library never changes it.
     pub struct_size: usize,
+    /// Positions used: events (removed ones too) and lifecycle entries.
     pub events: u64,
     pub streams: u64,
     pub bytes_on_disk: u64,
@@ -33,6 +34,15 @@ pub struct evs_stats {
     /// Event ids remembered for idempotent appends (added in 1.0; older programs' smaller
     /// structs do not get it).
     pub event_ids: u64,
+    /// Events removed by deletes, truncations and retention rules, whose positions read
+    /// as empty (added in 1.1, as are the two after it).
+    pub removed_events: u64,
+    /// Lifecycle entries (deletes, truncations, rules) in the log; `events` counts them
+    /// too, as it counts every position used.
+    pub lifecycle_entries: u64,
+    /// Bytes of the file engine's segments that a compaction would free now (0 until
+    /// compaction is implemented).
+    pub reclaimable_bytes: u64,
 }
 
 /// Fills `*out` with the store's counters.
@@ -63,6 +73,9 @@ pub unsafe extern "C" fn evs_stats_get(s: *mut evs_store, out: *mut evs_stats) -
             accounts: store.bank.accounts().len() as u64,
             subscriptions: super::subscription::live_count(&store),
             event_ids: st.event_ids,
+            removed_events: st.removed_events,
+            lifecycle_entries: st.lifecycle_entries,
+            reclaimable_bytes: st.reclaimable_bytes,
         });
         Ok(EVS_OK)
     })
@@ -102,6 +115,12 @@ pub unsafe extern "C" fn evs_metrics_text(
             "counter",
             "Events in the log.",
             st.events,
+        );
+        metric(
+            "evstore_removed_events",
+            "gauge",
+            "Events removed by deletes, truncations and retention rules.",
+            st.removed_events,
         );
         metric(
             "evstore_appends_total",

@@ -657,8 +657,9 @@ pub(crate) fn parse_expected(v: i64) -> Result<ExpectedVersion> {
 /// Thread safety: any thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, non-UTF-8,
 /// empty or > 1024-byte names, count 0, bad expected_version, a bad struct_size, an id
 /// twice in the append); EVS_ERR_WRONG_EXPECTED_VERSION (the message names the actual
-/// version); EVS_ERR_ALREADY_EXISTS (some but not all of the ids are stored, or stored
-/// for another stream: nothing written); EVS_ERR_BUSY (an append with one of the ids is
+/// version); EVS_ERR_STREAM_DELETED (the stream was hard-deleted); EVS_ERR_ALREADY_EXISTS
+/// (some but not all of the ids are stored, or stored for another stream: nothing
+/// written); EVS_ERR_BUSY (an append with one of the ids is
 /// still being made durable under EVS_FSYNC_ALWAYS: retry); EVS_ERR_TOO_LARGE (an event
 /// past the store's limit, 16 MiB by default, or a batch > 64 MiB); EVS_ERR_READ_ONLY;
 /// EVS_ERR_IO.
@@ -721,8 +722,9 @@ extensible!(evs_stream_append, stream);
 /// Thread safety: any thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store or
 /// appends, count 0 or > 1024, a bad struct_size, a part with no events, names or
 /// expected versions as for `evs_append`); EVS_ERR_WRONG_EXPECTED_VERSION (the message
-/// names the stream and its actual version); EVS_ERR_ALREADY_EXISTS (some but not all
-/// event ids stored before); EVS_ERR_BUSY (an append with one of its ids is still being
+/// names the stream and its actual version); EVS_ERR_STREAM_DELETED (a part's stream was
+/// hard-deleted); EVS_ERR_ALREADY_EXISTS (some but not all event ids stored before);
+/// EVS_ERR_BUSY (an append with one of its ids is still being
 /// made durable); EVS_ERR_TOO_LARGE (an event past the store's limit, more than 1,048,576
 /// events or 64 MiB in all); EVS_ERR_READ_ONLY; EVS_ERR_IO.
 /// Ownership: everything passed in stays the caller's (copied before return); the
@@ -804,7 +806,8 @@ pub(crate) unsafe fn open_cursor(
 }
 
 /// Opens a cursor over all events from `from_position` on. It sees events appended while
-/// it runs: EVS_END means "no more now".
+/// it runs: EVS_END means "no more now". Positions that hold no event (removed events,
+/// lifecycle entries: docs/lifecycle.md) are passed over.
 ///
 /// Ownership: free `*out` with `evs_cursor_free`. Returns EVS_OK;
 /// EVS_ERR_INVALID_ARGUMENT (NULL); EVS_ERR_NOT_FOUND (`from_position` past the next
@@ -843,7 +846,8 @@ pub unsafe extern "C" fn evs_read_all_backward(
 ///
 /// Ownership: free `*out` with `evs_cursor_free`. Returns EVS_OK;
 /// EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024-byte name);
-/// EVS_ERR_NOT_FOUND (no such stream, or `from_version` > its version + 1).
+/// EVS_ERR_NOT_FOUND (no such stream, no event of it left, or `from_version` > its version
+/// + 1); EVS_ERR_STREAM_DELETED (hard-deleted). Removed events are passed over.
 /// Thread safety: any thread; the cursor itself is single-thread.
 #[no_mangle]
 pub unsafe extern "C" fn evs_read_stream(
@@ -861,8 +865,9 @@ pub unsafe extern "C" fn evs_read_stream(
     unsafe { open_cursor(s, out, make) }
 }
 
-/// Opens a cursor over at most `max_events` events from `from_position` (the reference
-/// program's `poll_new_events`).
+/// Opens a cursor over the events at positions `from_position .. from_position +
+/// max_events` (the reference program's `poll_new_events`): positions that hold no event
+/// count towards the window, so it may return fewer events while more follow.
 ///
 /// Ownership: free `*out` with `evs_cursor_free`. Returns EVS_OK;
 /// EVS_ERR_INVALID_ARGUMENT (NULL); EVS_ERR_NOT_FOUND (`from_position` past the end).
@@ -939,8 +944,10 @@ pub unsafe extern "C" fn evs_position_at(
 }
 
 /// The stream's current version (that of its last event), or -1 when it does not exist.
+/// A soft-deleted or truncated stream keeps its version.
 ///
-/// Returns EVS_OK or EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024 bytes).
+/// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024 bytes);
+/// EVS_ERR_STREAM_DELETED (hard-deleted).
 /// Ownership: `stream` stays the caller's. Thread safety: any thread.
 #[no_mangle]
 pub unsafe extern "C" fn evs_stream_version(

@@ -1,5 +1,6 @@
 //! Helpers shared by integration tests. Each test file that needs them says `mod common;`.
 #![allow(dead_code)]
 
+pub mod life;
 pub mod pg;
 pub mod procs;
