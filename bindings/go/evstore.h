@@ -530,8 +530,8 @@ evs_status evs_get_retention(struct evs_store *s,
 //
 // Ownership: free `*out` with `evs_cursor_free`. Returns EVS_OK;
 // EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024-byte name);
-// EVS_ERR_NOT_FOUND (no such stream). Thread safety: any thread; the cursor itself is
-// single-thread.
+// EVS_ERR_NOT_FOUND (no such stream, or no event of it left); EVS_ERR_STREAM_DELETED
+// (hard-deleted). Thread safety: any thread; the cursor itself is single-thread.
 evs_status evs_read_stream_backward(struct evs_store *s,
                                     const char *stream,
                                     uint64_t from_version,
@@ -558,7 +558,8 @@ evs_status evs_read_category(struct evs_store *s,
 // Ownership: `*out_data` belongs to the caller, who frees it with
 // `evs_event_data_free`; both outputs are written only on success. Thread safety: any
 // thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, bad `out->struct_size`);
-// EVS_ERR_NOT_FOUND (no event at `position`); EVS_ERR_CORRUPT; EVS_ERR_IO.
+// EVS_ERR_NOT_FOUND (no event at `position`: past the end, removed, or a lifecycle
+// entry, the message says which); EVS_ERR_CORRUPT; EVS_ERR_IO.
 evs_status evs_read_event(struct evs_store *s,
                           uint64_t position,
                           struct evs_event *out,
@@ -569,8 +570,9 @@ evs_status evs_read_event(struct evs_store *s,
 // Returns nothing.
 void evs_event_data_free(struct evs_event_data *data);
 
-// Lists every stream of the store as it is now, in creation order (the order of their
-// first events), with its version. The list is a copy: streams created later are not in
+// Lists every stream of the store that has an event left, as it is now, in creation
+// order (the order of their first events), with its version and the position of its
+// first event left. The list is a copy: streams created later are not in
 // it; its memory is proportional to the number of streams.
 //
 // Ownership: free `*out` with `evs_stream_list_free`. Returns EVS_OK;
@@ -791,8 +793,9 @@ evs_status evs_append_event(struct evs_store *s,
 // Thread safety: any thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, non-UTF-8,
 // empty or > 1024-byte names, count 0, bad expected_version, a bad struct_size, an id
 // twice in the append); EVS_ERR_WRONG_EXPECTED_VERSION (the message names the actual
-// version); EVS_ERR_ALREADY_EXISTS (some but not all of the ids are stored, or stored
-// for another stream: nothing written); EVS_ERR_BUSY (an append with one of the ids is
+// version); EVS_ERR_STREAM_DELETED (the stream was hard-deleted); EVS_ERR_ALREADY_EXISTS
+// (some but not all of the ids are stored, or stored for another stream: nothing
+// written); EVS_ERR_BUSY (an append with one of the ids is
 // still being made durable under EVS_FSYNC_ALWAYS: retry); EVS_ERR_TOO_LARGE (an event
 // past the store's limit, 16 MiB by default, or a batch > 64 MiB); EVS_ERR_READ_ONLY;
 // EVS_ERR_IO.
@@ -816,8 +819,9 @@ evs_status evs_append(struct evs_store *s,
 // Thread safety: any thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store or
 // appends, count 0 or > 1024, a bad struct_size, a part with no events, names or
 // expected versions as for `evs_append`); EVS_ERR_WRONG_EXPECTED_VERSION (the message
-// names the stream and its actual version); EVS_ERR_ALREADY_EXISTS (some but not all
-// event ids stored before); EVS_ERR_BUSY (an append with one of its ids is still being
+// names the stream and its actual version); EVS_ERR_STREAM_DELETED (a part's stream was
+// hard-deleted); EVS_ERR_ALREADY_EXISTS (some but not all event ids stored before);
+// EVS_ERR_BUSY (an append with one of its ids is still being
 // made durable); EVS_ERR_TOO_LARGE (an event past the store's limit, more than 1,048,576
 // events or 64 MiB in all); EVS_ERR_READ_ONLY; EVS_ERR_IO.
 // Ownership: everything passed in stays the caller's (copied before return); the
@@ -829,7 +833,8 @@ evs_status evs_append_multi(struct evs_store *s,
                             uint64_t *out_stream_versions);
 
 // Opens a cursor over all events from `from_position` on. It sees events appended while
-// it runs: EVS_END means "no more now".
+// it runs: EVS_END means "no more now". Positions that hold no event (removed events,
+// lifecycle entries: docs/lifecycle.md) are passed over.
 //
 // Ownership: free `*out` with `evs_cursor_free`. Returns EVS_OK;
 // EVS_ERR_INVALID_ARGUMENT (NULL); EVS_ERR_NOT_FOUND (`from_position` past the next
@@ -850,15 +855,17 @@ evs_status evs_read_all_backward(struct evs_store *s,
 //
 // Ownership: free `*out` with `evs_cursor_free`. Returns EVS_OK;
 // EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024-byte name);
-// EVS_ERR_NOT_FOUND (no such stream, or `from_version` > its version + 1).
+// EVS_ERR_NOT_FOUND (no such stream, no event of it left, or `from_version` > its version
+// + 1); EVS_ERR_STREAM_DELETED (hard-deleted). Removed events are passed over.
 // Thread safety: any thread; the cursor itself is single-thread.
 evs_status evs_read_stream(struct evs_store *s,
                            const char *stream,
                            uint64_t from_version,
                            struct evs_cursor **out);
 
-// Opens a cursor over at most `max_events` events from `from_position` (the reference
-// program's `poll_new_events`).
+// Opens a cursor over the events at positions `from_position .. from_position +
+// max_events` (the reference program's `poll_new_events`): positions that hold no event
+// count towards the window, so it may return fewer events while more follow.
 //
 // Ownership: free `*out` with `evs_cursor_free`. Returns EVS_OK;
 // EVS_ERR_INVALID_ARGUMENT (NULL); EVS_ERR_NOT_FOUND (`from_position` past the end).
@@ -888,8 +895,10 @@ void evs_cursor_free(struct evs_cursor *c);
 evs_status evs_position_at(struct evs_store *s, uint64_t timestamp_us, uint64_t *out_position);
 
 // The stream's current version (that of its last event), or -1 when it does not exist.
+// A soft-deleted or truncated stream keeps its version.
 //
-// Returns EVS_OK or EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024 bytes).
+// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024 bytes);
+// EVS_ERR_STREAM_DELETED (hard-deleted).
 // Ownership: `stream` stays the caller's. Thread safety: any thread.
 evs_status evs_stream_version(struct evs_store *s, const char *stream, int64_t *out_version);
 
