@@ -315,6 +315,17 @@ fn a_rule_by_age_removes_events_as_the_clock_passes_them_without_any_call() {
     assert_eq!(store.retention("zzz", false).unwrap(), Some(all));
     assert_eq!(store.retention("", true).unwrap(), Some(all));
     assert_eq!(store.retention("m", true).unwrap(), None);
+    // Cursors already open judge each call by the clock of that call.
+    clock.set(1_000_000_000 + 3_000_000);
+    let mut all = store.read_all(0).unwrap();
+    let mut m1 = store.read_stream("m-1", 0).unwrap();
+    assert_eq!(all.next().unwrap().unwrap().position, 0);
+    assert_eq!(m1.next().unwrap().unwrap().position, 0);
+    clock.set(1_000_000_000 + 7_000_000);
+    // m-1's event at 4 s and m-2's at 2 s are older than 4.5 s now.
+    assert_eq!(m1.next().unwrap().unwrap().position, 6);
+    let rest: Vec<u64> = std::iter::from_fn(|| all.next().unwrap().map(|e| e.position)).collect();
+    assert_eq!(rest, vec![2, 4, 5, 6]);
     let mut removed_seen = Vec::new();
     for t in [
         7_000_000u64,
@@ -1066,4 +1077,50 @@ fn a_read_only_follower_in_another_process_sees_each_operation_when_committed() 
         wait(step, &mut kids);
     }
     kids.wait_all();
+}
+
+#[test]
+fn appends_racing_a_hard_delete_under_always_are_never_acknowledged_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(1_700_000_000_000_000);
+    let store = open(dir.path(), options(FsyncPolicy::Always, &clock));
+    let mut late = Vec::new();
+    for round in 0..20 {
+        let stream = format!("hot-{round}");
+        store
+            .append(&stream, ExpectedVersion::Any, &[EventInput::new("T", b"0")])
+            .unwrap();
+        let writers: Vec<_> = (0..4)
+            .map(|_| {
+                let (store, stream) = (store.clone(), stream.clone());
+                std::thread::spawn(move || {
+                    let mut acked = Vec::new();
+                    loop {
+                        match store.append(
+                            &stream,
+                            ExpectedVersion::Any,
+                            &[EventInput::new("T", b"x")],
+                        ) {
+                            Ok(r) => acked.push(r.first_position),
+                            Err(e) => {
+                                assert_eq!(e.kind, ErrorKind::StreamDeleted, "{e}");
+                                return acked;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(2));
+        let at = store
+            .delete_stream(&stream, ExpectedVersion::Any, true, None)
+            .unwrap();
+        for w in writers {
+            late.extend(w.join().unwrap().into_iter().filter(|&p| p > at));
+        }
+    }
+    assert!(
+        late.is_empty(),
+        "appends acknowledged after the hard delete: {late:?}"
+    );
 }
