@@ -163,6 +163,10 @@ if build test_subscribe tests/c/test_subscribe.c $DYN; then
     run test_subscribe-native 1 "$OUT/test_subscribe" native
 fi
 
+if build test_lifecycle tests/c/test_lifecycle.c $DYN; then
+    run test_lifecycle-valgrind "$VG_SCALE" $VALGRIND "$OUT/test_lifecycle"
+fi
+
 if build test_abi_v1 tests/c/test_abi_v1.c $DYN; then
     # Its fork test's child lacks the parent's threads, whose memory valgrind would report
     # as lost there; the child reports its checks through a pipe instead.
