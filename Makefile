@@ -117,7 +117,7 @@ test-reliability: lib
 # The long version: minutes. The fault and power-cut loops run whole (every fault kind
 # and power-cut variant at every operation, reads failed too).
 stress: lib
-	EVS_FAULT_LOOPS=full $(CARGO) test --release --test fault_loops -- --nocapture
+	EVS_FAULT_LOOPS=full $(CARGO) test --release --test fault_loops --test lifecycle_loops -- --nocapture
 	bash tests/reliability/run.sh --full
 
 # The installed pkg-config file links a program, dynamically and statically.
