@@ -533,6 +533,9 @@ fn a_soft_deleted_stream_keeps_its_version_and_appends_continue_it() {
 // Idempotent retries
 // ---------------------------------------------------------------------------------------
 
+/// A lifecycle operation made with an id.
+type Op = dyn Fn(&Store, [u8; 16]) -> evstore::Result<u64>;
+
 #[test]
 fn a_retried_operation_with_its_id_returns_the_first_position_and_writes_nothing() {
     for fsync in POLICIES {
@@ -559,7 +562,7 @@ fn a_retried_operation_with_its_id_returns_the_first_position_and_writes_nothing
             max_count: 1,
             max_age_us: 0,
         };
-        let ops: Vec<(&str, Box<dyn Fn(&Store, [u8; 16]) -> evstore::Result<u64>>)> = vec![
+        let ops: Vec<(&str, Box<Op>)> = vec![
             (
                 "delete",
                 Box::new(|s, id| s.delete_stream("a", ExpectedVersion::Exact(1), false, Some(id))),
@@ -895,8 +898,7 @@ fn a_delete_racing_deposits_never_removes_an_account_with_money() {
         // account came after it (it would be money in an account that is gone).
         let before = log
             .iter()
-            .filter(|(p, _)| *p < deleted_at)
-            .last()
+            .rfind(|(p, _)| *p < deleted_at)
             .map_or(0, |l| l.1);
         assert_eq!(before, 0, "{id}: deleted at {deleted_at} with money in it");
         assert!(

@@ -456,9 +456,9 @@ evs_status evs_cursor_next_batch(struct evs_cursor *c,
 // the log (it holds no event). Deleting an account's stream (`account-<id>`) is refused
 // while the account's balance is not zero; afterwards the account is not found.
 //
-// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store or stream, bad UTF-8, empty or
-// > 1024-byte name, bad expected_version or EVS_EXPECT_NO_STREAM, unknown flags, a
-// closed store); EVS_ERR_NOT_FOUND (the stream never had an event);
+// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store or stream, bad UTF-8, an empty
+// or over 1024-byte name, bad expected_version or EVS_EXPECT_NO_STREAM, unknown flags,
+// a closed store); EVS_ERR_NOT_FOUND (the stream never had an event);
 // EVS_ERR_WRONG_EXPECTED_VERSION (the message names the actual version);
 // EVS_ERR_STREAM_DELETED (hard-deleted already); EVS_ERR_BALANCE_NOT_ZERO;
 // EVS_ERR_ALREADY_EXISTS (the id was given to another operation or an event; nothing
@@ -479,8 +479,8 @@ evs_status evs_delete_stream(struct evs_store *s,
 // below an earlier truncation removes nothing more and brings nothing back. `id` and
 // `*out_position` as for `evs_delete_stream`. Account streams cannot be truncated.
 //
-// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store or stream, bad UTF-8, empty or
-// > 1024-byte name, `before_version` past the stream's version + 1, an account's
+// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store or stream, bad UTF-8, an empty
+// or over 1024-byte name, `before_version` past the stream's version + 1, an account's
 // stream, a closed store); EVS_ERR_NOT_FOUND (the stream never had an event);
 // EVS_ERR_STREAM_DELETED; EVS_ERR_ALREADY_EXISTS (the id was given to something else);
 // EVS_ERR_BUSY; EVS_ERR_READ_ONLY; EVS_ERR_IO. Thread safety: any thread. Ownership:
@@ -855,8 +855,8 @@ evs_status evs_read_all_backward(struct evs_store *s,
 //
 // Ownership: free `*out` with `evs_cursor_free`. Returns EVS_OK;
 // EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024-byte name);
-// EVS_ERR_NOT_FOUND (no such stream, no event of it left, or `from_version` > its version
-// + 1); EVS_ERR_STREAM_DELETED (hard-deleted). Removed events are passed over.
+// EVS_ERR_NOT_FOUND (no such stream, no event of it left, or `from_version` past its
+// version + 1); EVS_ERR_STREAM_DELETED (hard-deleted). Removed events are passed over.
 // Thread safety: any thread; the cursor itself is single-thread.
 evs_status evs_read_stream(struct evs_store *s,
                            const char *stream,

@@ -73,9 +73,9 @@ fn check_flags(flags: u32, known: u32, name: &str) -> Result<()> {
 /// the log (it holds no event). Deleting an account's stream (`account-<id>`) is refused
 /// while the account's balance is not zero; afterwards the account is not found.
 ///
-/// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store or stream, bad UTF-8, empty or
-/// > 1024-byte name, bad expected_version or EVS_EXPECT_NO_STREAM, unknown flags, a
-/// closed store); EVS_ERR_NOT_FOUND (the stream never had an event);
+/// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store or stream, bad UTF-8, an empty
+/// or over 1024-byte name, bad expected_version or EVS_EXPECT_NO_STREAM, unknown flags,
+/// a closed store); EVS_ERR_NOT_FOUND (the stream never had an event);
 /// EVS_ERR_WRONG_EXPECTED_VERSION (the message names the actual version);
 /// EVS_ERR_STREAM_DELETED (hard-deleted already); EVS_ERR_BALANCE_NOT_ZERO;
 /// EVS_ERR_ALREADY_EXISTS (the id was given to another operation or an event; nothing
@@ -115,8 +115,8 @@ pub unsafe extern "C" fn evs_delete_stream(
 /// below an earlier truncation removes nothing more and brings nothing back. `id` and
 /// `*out_position` as for `evs_delete_stream`. Account streams cannot be truncated.
 ///
-/// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store or stream, bad UTF-8, empty or
-/// > 1024-byte name, `before_version` past the stream's version + 1, an account's
+/// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store or stream, bad UTF-8, an empty
+/// or over 1024-byte name, `before_version` past the stream's version + 1, an account's
 /// stream, a closed store); EVS_ERR_NOT_FOUND (the stream never had an event);
 /// EVS_ERR_STREAM_DELETED; EVS_ERR_ALREADY_EXISTS (the id was given to something else);
 /// EVS_ERR_BUSY; EVS_ERR_READ_ONLY; EVS_ERR_IO. Thread safety: any thread. Ownership:

@@ -846,8 +846,8 @@ pub unsafe extern "C" fn evs_read_all_backward(
 ///
 /// Ownership: free `*out` with `evs_cursor_free`. Returns EVS_OK;
 /// EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024-byte name);
-/// EVS_ERR_NOT_FOUND (no such stream, no event of it left, or `from_version` > its version
-/// + 1); EVS_ERR_STREAM_DELETED (hard-deleted). Removed events are passed over.
+/// EVS_ERR_NOT_FOUND (no such stream, no event of it left, or `from_version` past its
+/// version + 1); EVS_ERR_STREAM_DELETED (hard-deleted). Removed events are passed over.
 /// Thread safety: any thread; the cursor itself is single-thread.
 #[no_mangle]
 pub unsafe extern "C" fn evs_read_stream(
