@@ -18,6 +18,9 @@ pub struct ForwardCursor {
     /// Stop before this position (for `poll`).
     until: u64,
     segments: Option<SegmentCursor>,
+    /// The segment cursor read past `next` (a record not to be read yet): look the
+    /// position up again.
+    relocate: bool,
     legacy: Option<Event>,
     views: Views,
 }
@@ -29,6 +32,7 @@ impl ForwardCursor {
             next: from,
             until,
             segments: None,
+            relocate: false,
             legacy: None,
             views: Views::new(),
         })
@@ -39,67 +43,159 @@ impl ForwardCursor {
         self.next
     }
 
+    /// Looks for the record of position `self.next` or a later one: `None` when there
+    /// is none to read now, else the segment cursor is set to read it.
+    #[inline]
+    fn ready(&mut self) -> Result<Option<u64>> {
+        if self.next >= self.until {
+            return Ok(None);
+        }
+        // A read-only store looks for a writer's new events only at the end of what it
+        // has, not for every event.
+        let mut committed = self.store.committed();
+        if self.next >= committed {
+            committed = self.store.next_position();
+            if self.next >= committed {
+                return Ok(None);
+            }
+        }
+        if std::mem::take(&mut self.relocate) {
+            self.segments = None;
+        }
+        if self.segments.is_none() {
+            let index = self.store.index.read().unwrap_or_else(|e| e.into_inner());
+            let (_, at, _) = index.locate(self.next)?.ok_or_else(|| {
+                Error::corrupt(format!("position {} is not in the index", self.next))
+            })?;
+            drop(index);
+            self.segments = Some(SegmentCursor::new(self.store.wal().inner.clone(), at));
+        }
+        Ok(Some(committed))
+    }
+
     // Not an Iterator: each event borrows the cursor's buffer until the next call.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<EventRef<'_>>> {
+        let Some(committed) = self.ready()? else {
+            return Ok(None);
+        };
+        // Until a lifecycle entry exists every record is an event: one read, no check.
+        // (Asked after `committed` was read: an entry below it has set the flag.)
+        if self.store.removing() {
+            return self.next_kept();
+        }
+        let seg = self.segments.as_mut().expect("set by ready");
+        let Some((at, d)) = seg.next()? else {
+            return Err(log_ends(self.next));
+        };
+        check_plain(&d.record, at)?;
+        let (key, value) = (d.record.key, d.record.value);
+        let Some(position) = position_at(&mut self.next, self.until, key, value, at, committed)?
+        else {
+            self.relocate = true;
+            return Ok(None);
+        };
+        decode_event(position, key, value, &mut self.legacy).map(Some)
+    }
+
+    /// `next` once anything is removed: passes over lifecycle entries and removed events.
+    /// (Not inlined: `next` stays as small as it was before anything could be removed.)
+    #[inline(never)]
+    fn next_kept(&mut self) -> Result<Option<EventRef<'_>>> {
         self.views.begin();
         let position = loop {
-            if self.next >= self.until {
+            let Some(committed) = self.ready()? else {
                 return Ok(None);
-            }
-            // A read-only store looks for a writer's new events only at the end of what
-            // it has, not for every event.
-            if self.next >= self.store.committed() && self.next >= self.store.next_position() {
-                return Ok(None);
-            }
-            if self.segments.is_none() {
-                let index = self.store.index.read().unwrap_or_else(|e| e.into_inner());
-                let (_, at, _) = index.locate(self.next)?.ok_or_else(|| {
-                    Error::corrupt(format!("position {} is not in the index", self.next))
-                })?;
-                drop(index);
-                self.segments = Some(SegmentCursor::new(self.store.wal().inner.clone(), at));
-            }
-            let seg = self.segments.as_mut().expect("set above");
+            };
+            let seg = self.segments.as_mut().expect("set by ready");
             let Some((at, d)) = seg.next()? else {
-                return Err(Error::corrupt(format!(
-                    "the log ends before position {}, which the index has",
-                    self.next
-                )));
+                return Err(log_ends(self.next));
             };
             check_plain(&d.record, at)?;
-            // The position is the record's key, not a count of the records read: a
-            // compacted segment lacks the records of removed events (its keys have gaps).
-            // Legacy JSON records (the reference program reused keys) are counted.
-            let position = match <[u8; 8]>::try_from(d.record.key) {
-                Ok(k) if d.record.value.first() != Some(&b'{') => u64::from_le_bytes(k),
-                _ => self.next,
-            };
-            if position < self.next {
-                return Err(Error::corrupt(format!(
-                    "the record read for position {} (segment {} offset {}) has the key of position {position}",
-                    self.next, at.segment_id, at.offset
-                )));
-            }
-            let committed = self.store.committed();
-            if position >= self.until || position >= committed {
-                // The positions before it are empty, and it is not to be read now: it is
-                // looked up again by the next call.
-                self.next = position.min(self.until).min(committed);
-                self.segments = None;
+            let (key, value) = (d.record.key, d.record.value);
+            let Some(position) =
+                position_at(&mut self.next, self.until, key, value, at, committed)?
+            else {
+                self.relocate = true;
                 return Ok(None);
-            }
-            self.next = position + 1;
-            if !passes_over(&self.store, &mut self.views, d.record.value)? {
+            };
+            if !passes_over(&self.store, &mut self.views, value)? {
                 break position;
             }
         };
+        // Read again from the segment cursor's buffer (the loop above could not hand out
+        // what it borrowed).
         let seg = self.segments.as_ref().expect("read from above");
         let (_, d) = seg
             .last()
             .ok_or_else(|| Error::corrupt(format!("position {position} cannot be read again")))?;
         decode_event(position, d.record.key, d.record.value, &mut self.legacy).map(Some)
     }
+}
+
+/// The error for a log that ends before `position`, which the index has.
+fn log_ends(position: u64) -> Error {
+    Error::corrupt(format!(
+        "the log ends before position {position}, which the index has"
+    ))
+}
+
+/// The position of the record just read (`key`, `value`, from `at`) by a cursor at
+/// `*next` that reads below `until` and `committed`; moves `*next` past it. `None` when
+/// it is not to be read now: `*next` then stops before it (the caller looks it up again
+/// next time).
+///
+/// The position is the record's key, not a count of the records read: a compacted
+/// segment lacks the records of removed events (its keys have gaps), and the positions
+/// before the key are empty. Legacy JSON records (the reference program reused keys)
+/// are counted.
+#[inline(always)]
+fn position_at(
+    next: &mut u64,
+    until: u64,
+    key: &[u8],
+    value: &[u8],
+    at: Position,
+    committed: u64,
+) -> Result<Option<u64>> {
+    let n = *next;
+    match <[u8; 8]>::try_from(key) {
+        // The usual case: the key is the position due, to be read now.
+        Ok(k) if u64::from_le_bytes(k) == n && n < until && n < committed => {
+            *next = n + 1;
+            Ok(Some(n))
+        }
+        _ => position_elsewhere(next, until, key, value, at, committed),
+    }
+}
+
+/// `position_at` for a key other than the position due: a legacy record, a gap, a
+/// position not to be read now, or damage.
+#[cold]
+fn position_elsewhere(
+    next: &mut u64,
+    until: u64,
+    key: &[u8],
+    value: &[u8],
+    at: Position,
+    committed: u64,
+) -> Result<Option<u64>> {
+    let position = match <[u8; 8]>::try_from(key) {
+        Ok(k) if value.first() != Some(&b'{') => u64::from_le_bytes(k),
+        _ => *next,
+    };
+    if position < *next {
+        return Err(Error::corrupt(format!(
+            "the record read for position {} (segment {} offset {}) has the key of position {position}",
+            *next, at.segment_id, at.offset
+        )));
+    }
+    if position >= until || position >= committed {
+        *next = position.min(until).min(committed);
+        return Ok(None);
+    }
+    *next = position + 1;
+    Ok(Some(position))
 }
 
 /// Events from a position down to 0. Sees no events appended after it was opened.

@@ -175,6 +175,22 @@ fn decode_lifecycle(value: &[u8]) -> Result<Envelope<'_>> {
     })
 }
 
+/// What a reader needs to judge an event of the binary formats without decoding all of
+/// it: its timestamp, stream (bytes, not checked as UTF-8: the full decode does that)
+/// and version. `None` for anything else (a legacy or lifecycle value).
+pub fn peek_stream(value: &[u8]) -> Result<Option<(u64, &[u8], u64)>> {
+    let mut at = match value.first() {
+        Some(&FORMAT_BINARY_V1) => 1,
+        Some(&FORMAT_BINARY_V2) => 17,
+        _ => return Ok(None),
+    };
+    let timestamp_us = varint(value, &mut at, "timestamp")?;
+    let n = varint(value, &mut at, "stream length")?;
+    let stream = take(value, &mut at, n, "stream")?;
+    let stream_version = varint(value, &mut at, "stream version")?;
+    Ok(Some((timestamp_us, stream, stream_version)))
+}
+
 fn decode_binary(buf: &[u8], start: usize, id: Option<[u8; 16]>) -> Result<EnvelopeRef<'_>> {
     let mut at = start;
     let timestamp_us = varint(buf, &mut at, "timestamp")?;
@@ -271,6 +287,7 @@ mod tests {
                 Envelope::Binary(d) => prop_assert_eq!(d, e),
                 other => prop_assert!(false, "{other:?}"),
             }
+            prop_assert_eq!(peek_stream(&buf).unwrap(), Some((ts, stream.as_bytes(), ver)));
         }
 
         #[test]

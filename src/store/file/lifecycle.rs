@@ -7,7 +7,7 @@
 //! is one load and one branch); after that, each reader keeps the streams' views it
 //! resolved (`Views`) until the store commits anything new.
 
-use super::envelope::{self, Envelope, FORMAT_LIFECYCLE};
+use super::envelope::{self, FORMAT_LIFECYCLE};
 use super::index::Index;
 use super::{FileStore, Pending, Writer};
 use crate::error::{Error, ErrorKind, Result};
@@ -251,7 +251,10 @@ pub(crate) struct Views {
     generation: u64,
     /// The clock of this call, read when a rule by age first needs it.
     now: Option<u64>,
-    cache: FastMap<Box<str>, (StreamView, u64)>,
+    /// By stream name: the view (without its age limit) and the age limit (0: none).
+    cache: FastMap<Box<[u8]>, (StreamView, u64)>,
+    /// The stream asked last and its entry (a run of one stream's events hashes nothing).
+    last: Option<(Box<[u8]>, (StreamView, u64))>,
 }
 
 /// Streams a reader's cache holds at most (it starts over past that).
@@ -263,6 +266,7 @@ impl Views {
             generation: u64::MAX,
             now: None,
             cache: FastMap::default(),
+            last: None,
         }
     }
 
@@ -271,57 +275,67 @@ impl Views {
         self.now = None;
     }
 
-    /// How `stream`'s events are judged now.
-    pub fn view(&mut self, store: &FileStore, stream: &str) -> StreamView {
+    /// How the events of `stream` (its name's bytes) are judged now.
+    pub fn view_of(&mut self, store: &FileStore, stream: &[u8]) -> StreamView {
         let g = store.committed();
         if g != self.generation || self.cache.len() >= VIEWS_CACHED {
             self.cache.clear();
+            self.last = None;
             self.generation = g;
         }
-        let now = *self.now.get_or_insert_with(|| store.now());
-        let (mut view, age) = match self.cache.get(stream) {
-            Some(&v) => v,
-            None => {
-                let index = store.index.read().unwrap_or_else(|e| e.into_inner());
-                let last = index.stream_len(stream).checked_sub(1);
-                let v = index.life.view(stream, last, now);
-                drop(index);
-                self.cache.insert(stream.into(), v);
+        let (mut view, age) = match &self.last {
+            Some((name, v)) if **name == *stream => *v,
+            _ => {
+                let v = match self.cache.get(stream) {
+                    Some(&v) => v,
+                    None => {
+                        let v = resolve(store, stream);
+                        self.cache.insert(stream.into(), v);
+                        v
+                    }
+                };
+                self.last = Some((stream.into(), v));
                 v
             }
         };
         if age > 0 {
+            let now = *self.now.get_or_insert_with(|| store.now());
             view.min_timestamp = now.saturating_sub(age);
         }
         view
     }
 
-    /// Whether the event of `stream` at `version`, stamped `timestamp_us`, is removed.
-    pub fn removes(
-        &mut self,
-        store: &FileStore,
-        stream: &str,
-        version: u64,
-        timestamp_us: u64,
-    ) -> bool {
-        !stream.is_empty() && self.view(store, stream).removes(version, timestamp_us)
+    /// How `stream`'s events are judged now.
+    pub fn view(&mut self, store: &FileStore, stream: &str) -> StreamView {
+        self.view_of(store, stream.as_bytes())
     }
+}
+
+/// A stream's view without its age limit (the clock is not read), and that limit.
+fn resolve(store: &FileStore, stream: &[u8]) -> (StreamView, u64) {
+    // A name that is not UTF-8 is no stream's: its record fails its full decode.
+    let Ok(stream) = std::str::from_utf8(stream) else {
+        return (StreamView::default(), 0);
+    };
+    let index = store.index.read().unwrap_or_else(|e| e.into_inner());
+    let last = index.stream_len(stream).checked_sub(1);
+    index.life.view(stream, last, 0)
 }
 
 /// Whether a reader passes over the record whose value is `value`: a lifecycle entry,
 /// or, once anything is removed, a removed event.
 pub(crate) fn passes_over(store: &FileStore, views: &mut Views, value: &[u8]) -> Result<bool> {
-    match value.first() {
-        Some(&FORMAT_LIFECYCLE) => return Ok(true),
-        // Legacy events have no stream: never removed (and not worth parsing).
-        Some(b'{') => return Ok(false),
-        _ => {}
+    if value.first() == Some(&FORMAT_LIFECYCLE) {
+        return Ok(true);
     }
     if !store.removing() {
         return Ok(false);
     }
-    Ok(match envelope::decode(value)? {
-        Envelope::Binary(e) => views.removes(store, e.stream, e.stream_version, e.timestamp_us),
+    // Legacy events (no stream) are never removed.
+    Ok(match envelope::peek_stream(value)? {
+        Some((timestamp_us, stream, version)) if !stream.is_empty() => {
+            views.view_of(store, stream).removes(version, timestamp_us)
+        }
         _ => false,
     })
 }
