@@ -243,6 +243,9 @@ pub(crate) fn id_of_entry(id: &EventId, position: u64, op: &LifecycleOp) -> Erro
     )
 }
 
+/// A stream's view without its age limit, and that limit (0: none).
+type Judged = (StreamView, u64);
+
 /// Per-reader cache of how streams' events are judged, valid while the store commits
 /// nothing new (a commit may remove events: a lifecycle entry, or an append that moves
 /// a stream's count rule on). Rules by age are moved to the clock of each call.
@@ -252,9 +255,9 @@ pub(crate) struct Views {
     /// The clock of this call, read when a rule by age first needs it.
     now: Option<u64>,
     /// By stream name: the view (without its age limit) and the age limit (0: none).
-    cache: FastMap<Box<[u8]>, (StreamView, u64)>,
+    cache: FastMap<Box<[u8]>, Judged>,
     /// The stream asked last and its entry (a run of one stream's events hashes nothing).
-    last: Option<(Box<[u8]>, (StreamView, u64))>,
+    last: Option<(Box<[u8]>, Judged)>,
 }
 
 /// Streams a reader's cache holds at most (it starts over past that).
@@ -312,7 +315,7 @@ impl Views {
 }
 
 /// A stream's view without its age limit (the clock is not read), and that limit.
-fn resolve(store: &FileStore, stream: &[u8]) -> (StreamView, u64) {
+fn resolve(store: &FileStore, stream: &[u8]) -> Judged {
     // A name that is not UTF-8 is no stream's: its record fails its full decode.
     let Ok(stream) = std::str::from_utf8(stream) else {
         return (StreamView::default(), 0);
