@@ -66,11 +66,6 @@
 // Expected version: the stream must exist.
 #define EVS_EXPECT_EXISTS -3
 
-// A lifecycle entry (docs/lifecycle.md): `[0x03][flags][id?][timestamp varint][op]`,
-// where flags bit 0 says a 16-byte id follows. Older versions of evstore do not know the
-// byte and refuse the log (they open nothing; nothing is lost).
-#define FORMAT_LIFECYCLE 3
-
 // A cursor over events (opaque). Single-thread: use it from one thread at a time.
 typedef struct evs_cursor evs_cursor;
 
