@@ -13,7 +13,7 @@ CC       ?= cc
 CFLAGS   ?= -std=c99 -O2 -Wall -Wextra -Wpedantic -Werror
 TARGET   := target/release
 
-.PHONY: all lib header demo installed test test-rust test-c test-go test-go-consumer test-cpp test-cmake-consumer test-swift-modulemap test-evsctl test-readme test-pkgconfig test-examples test-reliability test-c-pg bench bench-pg bench-scale stress install clean lint
+.PHONY: all lib header demo installed test test-rust test-c test-go test-go-consumer test-cpp test-cmake-consumer test-swift-modulemap test-evsctl test-readme test-pkgconfig test-examples test-reliability test-c-pg bench bench-instr bench-pg bench-scale stress install clean lint
 
 all: lib
 
@@ -134,11 +134,21 @@ test-pkgconfig: lib
 	bash tests/install_layout.sh $(BUILD)/pkgtest $(LIBDIR) $(VERSION) $(SONAME)
 	@echo "pkg-config: 3 passed, 0 failed"
 
-# Benchmarks (not tests): the engine's figures through Rust, then evstore beside SQLite.
+# Benchmarks (not tests): the engine's figures through Rust, then evstore beside SQLite,
+# then the instruction rows.
 bench: lib
 	$(CARGO) bench --bench engine
 	bash bench/percall/run.sh
 	bash bench/run.sh
+	bash bench/instr/run.sh
+
+# The instruction rows alone (issue 25): callgrind counts an event of evstore's hot paths
+# beside our minimal reader and appender of the same segment files (bench/minimal,
+# checked first to agree with evstore byte for byte) and SQLite, and futex calls an
+# append; about 3 minutes. Needs valgrind, strace, libsqlite3-dev.
+# The table goes to bench/results/instr-latest.md (bench/README.md).
+bench-instr: lib
+	bash bench/instr/run.sh
 
 # The scale benchmark (issue 13): 100M events over 1M streams through the C API (about
 # 15 GB; refuses with less than 40 GB free), open time, memory, read latency. Not part of
