@@ -102,8 +102,11 @@ pub unsafe extern "C" fn evs_read_event(
 #[no_mangle]
 pub unsafe extern "C" fn evs_event_data_free(data: *mut evs_event_data) {
     if !data.is_null() {
-        // SAFETY: `data` came from Box::into_raw in evs_read_event and is freed once.
-        drop(unsafe { Box::from_raw(data) });
+        // Like every export: cancellation held off, panics caught (`cancel::quietly`).
+        super::cancel::quietly(|| {
+            // SAFETY: `data` came from Box::into_raw in evs_read_event and is freed once.
+            drop(unsafe { Box::from_raw(data) });
+        });
     }
 }
 
@@ -192,7 +195,10 @@ pub unsafe extern "C" fn evs_stream_list_next(
 #[no_mangle]
 pub unsafe extern "C" fn evs_stream_list_free(list: *mut evs_stream_list) {
     if !list.is_null() {
-        // SAFETY: `list` came from Box::into_raw in evs_list_streams and is freed once.
-        drop(unsafe { Box::from_raw(list) });
+        // Like every export: cancellation held off, panics caught (`cancel::quietly`).
+        super::cancel::quietly(|| {
+            // SAFETY: `list` came from Box::into_raw in evs_list_streams and is freed once.
+            drop(unsafe { Box::from_raw(list) });
+        });
     }
 }

@@ -198,7 +198,10 @@ pub unsafe extern "C" fn evs_metrics_text(
 #[no_mangle]
 pub unsafe extern "C" fn evs_string_free(text: *mut c_char) {
     if !text.is_null() {
-        // SAFETY: `text` came from CString::into_raw in this library and is freed once.
-        drop(unsafe { CString::from_raw(text) });
+        // Like every export: cancellation held off, panics caught (`cancel::quietly`).
+        super::cancel::quietly(|| {
+            // SAFETY: `text` came from CString::into_raw in this library and is freed once.
+            drop(unsafe { CString::from_raw(text) });
+        });
     }
 }

@@ -109,8 +109,10 @@ pub(crate) fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
 }
 
 /// Runs an exported function's body with panics caught and errors recorded, all inside
-/// the boundary: nothing it does can unwind into C or abort the process.
+/// the boundary: nothing it does can unwind into C or abort the process, and a
+/// `pthread_cancel` of the calling thread waits until it has returned (see `cancel`).
 pub(crate) fn boundary(f: impl FnOnce() -> Result<evs_status, Error>) -> evs_status {
+    let _held = super::cancel::hold();
     let outcome = catch_unwind(AssertUnwindSafe(|| match f() {
         Ok(status) => status,
         Err(e) => {

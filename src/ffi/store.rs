@@ -41,7 +41,7 @@ pub struct evs_options {
 /// its parent opened.
 pub struct evs_store {
     pub(crate) bank: Bank,
-    pub(crate) subscriptions: std::sync::Mutex<Vec<std::sync::Arc<super::subscription::Shared>>>,
+    pub(crate) subscriptions: std::sync::Mutex<super::subscription::Registry>,
     calls: CallGate,
     /// The process generation it was opened in (see `fork`).
     pub(crate) generation: u64,
@@ -207,8 +207,11 @@ pub extern "C" fn evs_options_new() -> *mut evs_options {
 #[no_mangle]
 pub unsafe extern "C" fn evs_options_free(o: *mut evs_options) {
     if !o.is_null() {
-        // SAFETY: `o` came from Box::into_raw in evs_options_new and is freed once.
-        drop(unsafe { Box::from_raw(o) });
+        // Like every export: cancellation held off, panics caught (`cancel::quietly`).
+        super::cancel::quietly(|| {
+            // SAFETY: `o` came from Box::into_raw in evs_options_new and is freed once.
+            drop(unsafe { Box::from_raw(o) });
+        });
     }
 }
 
@@ -500,8 +503,9 @@ pub unsafe extern "C" fn evs_sync(s: *mut evs_store) -> evs_status {
 }
 
 /// Closes the store: stops its subscriptions (waiting for their callbacks to return; calls
-/// they make until then work; their handles must still be freed with
-/// `evs_subscription_close`), then refuses calls that start from then on (they fail with
+/// they make until then work, except `evs_subscribe`, refused from the moment close
+/// begins; their handles must still be freed with `evs_subscription_close`), then
+/// refuses calls that start from then on (they fail with
 /// EVS_ERR_INVALID_ARGUMENT, "store is closed or being closed") and waits for the calls
 /// other threads are running on `s` to return, syncs, releases the lock and frees the
 /// store. NULL is a no-op.
@@ -914,8 +918,12 @@ pub unsafe extern "C" fn evs_cursor_next(c: *mut evs_cursor, out: *mut evs_event
 #[no_mangle]
 pub unsafe extern "C" fn evs_cursor_free(c: *mut evs_cursor) {
     if !c.is_null() {
-        // SAFETY: `c` came from Box::into_raw in a cursor constructor and is freed once.
-        drop(unsafe { Box::from_raw(c) });
+        // Cancellation held off and panics caught: the drop may close files (a cursor
+        // holding the last reference to a closed store).
+        super::cancel::quietly(|| {
+            // SAFETY: `c` came from Box::into_raw in a cursor constructor and is freed once.
+            drop(unsafe { Box::from_raw(c) });
+        });
     }
 }
 

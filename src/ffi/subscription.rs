@@ -93,6 +93,15 @@ impl Shared {
     }
 }
 
+/// A store's subscriptions, for `evs_close` to stop. Once close has begun (`closing`),
+/// no subscription is added: it would never be stopped, and its callback would run on
+/// after the store is freed.
+#[derive(Default)]
+pub(crate) struct Registry {
+    live: Vec<Arc<Shared>>,
+    closing: bool,
+}
+
 /// Marks the subscription finished even if its thread unwinds past the point where it
 /// would have said how it ended: `stop_and_wait` must never wait forever.
 struct FinishOnDrop(Arc<Shared>);
@@ -133,6 +142,9 @@ unsafe impl Send for UserData {}
 /// The subscription thread's body: runs `deliver`, catching any panic, and records how
 /// it ended. Whatever happens inside, the subscription ends with a status.
 fn run_guarded(shared: Arc<Shared>, deliver: impl FnOnce(&Shared) -> Result<()>) {
+    // A library thread: a cancel aimed at it (from the callback's pthread_self) must not
+    // unwind through delivery; it stays pending for good.
+    let _held = super::cancel::hold();
     let guard = FinishOnDrop(shared.clone());
     *shared.thread_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::current().id());
     match catch_unwind(AssertUnwindSafe(|| deliver(&shared))) {
@@ -188,8 +200,13 @@ fn deliver(
 ///
 /// Ownership: `*out` belongs to the caller, who frees it with `evs_subscription_close`;
 /// `user_data` stays the caller's and must be usable from another thread.
-/// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store/fn/out); EVS_ERR_NOT_FOUND
-/// (`from_position` past the next position); EVS_ERR_IO (no thread could be started).
+/// Thread safety: any thread, also a callback. Once `evs_close` has begun on `s` it is
+/// refused (from another thread or from a callback still finishing), so that no
+/// subscription outlives the store.
+/// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store/fn/out, or `evs_close` has begun
+/// on `s`: "store is closed or being closed"); EVS_ERR_NOT_FOUND (`from_position` past
+/// the next position); EVS_ERR_IO (no thread could be started; on PostgreSQL also the
+/// server could not be reached).
 #[no_mangle]
 pub unsafe extern "C" fn evs_subscribe(
     s: *mut evs_store,
@@ -272,17 +289,22 @@ pub unsafe extern "C" fn evs_subscribe_filtered(
         };
         let ud = UserData(user_data);
         let sh = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("evstore-subscription".into())
-            .spawn(move || run_guarded(sh, |shared| deliver(shared, from_position, f, ud, filter)))
-            .map_err(|e| Error::io("starting the subscription thread", e))?;
+        // Registered under the lock that `stop_all` takes: either close stops this one,
+        // or it refuses it, never neither.
         let mut subs = handle_
             .subscriptions
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        if subs.closing {
+            return Err(super::gate::closing());
+        }
+        let thread = std::thread::Builder::new()
+            .name("evstore-subscription".into())
+            .spawn(move || run_guarded(sh, |shared| deliver(shared, from_position, f, ud, filter)))
+            .map_err(|e| Error::io("starting the subscription thread", e))?;
         // Finished subscriptions need no stopping: keep the list to the live ones.
-        subs.retain(|s| !s.is_done());
-        subs.push(shared.clone());
+        subs.live.retain(|s| !s.is_done());
+        subs.live.push(shared.clone());
         drop(subs);
         super::args::write_out(
             out,
@@ -392,14 +414,18 @@ pub unsafe extern "C" fn evs_subscription_close(sub: *mut evs_subscription) -> e
     })
 }
 
-/// Stops every subscription of a store that is closing, and waits for their threads.
+/// Stops every subscription of a store that is closing, and waits for their threads;
+/// from here on `evs_subscribe` on the store is refused (also from the callbacks that
+/// are still finishing).
 pub(crate) fn stop_all(store: &evs_store) {
-    let subs = std::mem::take(
-        &mut *store
+    let subs = {
+        let mut r = store
             .subscriptions
             .lock()
-            .unwrap_or_else(|e| e.into_inner()),
-    );
+            .unwrap_or_else(|e| e.into_inner());
+        r.closing = true;
+        std::mem::take(&mut r.live)
+    };
     for s in subs {
         s.stop_and_wait();
     }
@@ -411,7 +437,7 @@ pub(crate) fn live_count(store: &evs_store) -> u64 {
         .subscriptions
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    subs.iter().filter(|s| !s.is_done()).count() as u64
+    subs.live.iter().filter(|s| !s.is_done()).count() as u64
 }
 
 #[cfg(test)]
