@@ -475,12 +475,16 @@ evs_status evs_stream_list_next(struct evs_stream_list *list, struct evs_stream_
 void evs_stream_list_free(struct evs_stream_list *list);
 
 // Stops the library's background threads (the runtime of asynchronous work, if it was
-// started) so that a leak checker sees none and the library can be unloaded. Optional:
-// a program that never calls it loses nothing. Later calls start them again as needed.
+// started) and waits until they have finished, so that a leak checker sees none and the
+// library can be unloaded: when it returns EVS_OK, no thread of the library runs. Work
+// still in flight on them (a connection attempt of a closed PostgreSQL store) is waited
+// for. Optional: a program that never calls it loses nothing. Later calls start the
+// threads again as needed.
 //
 // Ownership: none. Thread safety: any thread that is not inside an evstore callback.
 // Returns EVS_OK (also when nothing was running); EVS_ERR_BUSY when a store is still
-// open (close every store first; nothing is stopped).
+// open, or one is being opened or closed on another thread (close every store first;
+// nothing is stopped).
 evs_status evs_shutdown(void);
 
 // Fills `*out` with the store's counters.
