@@ -640,3 +640,26 @@ fn the_same_appends_sent_by_two_processes_at_once_are_stored_once_without_deadlo
     );
     assert_eq!(deadlocks.as_deref(), Some("0"));
 }
+
+#[test]
+fn an_event_id_reused_for_other_content_is_refused_as_on_the_file_store() {
+    let pg = PgServer::start();
+    let url = format!("{}?schema=reused_ids", pg.url());
+    let next;
+    {
+        let s = open(&url);
+        common::promises::an_event_id_names_one_event(&s);
+        next = s.next_position().unwrap();
+        s.close().unwrap();
+    }
+    // Another handle (another process) is told the same.
+    let s = open(&url);
+    common::promises::refused_for_other_content(&s, 0, next);
+}
+
+#[test]
+fn errors_carry_the_actual_version_the_failing_part_and_the_stored_position_as_on_files() {
+    let pg = PgServer::start();
+    let s = open(&format!("{}?schema=error_detail", pg.url()));
+    common::promises::errors_carry_their_numbers(&s);
+}

@@ -20,9 +20,10 @@
 /*
  * EVS_STRUCT_INIT(type): an initialiser for a caller-allocated struct of this API
  * (evs_event_input, evs_stream_append, evs_event, evs_stats, evs_recovery_info,
- * evs_account): struct_size = sizeof(type), every other field zero. The library reads and
- * writes only the first struct_size bytes, so a program compiled against an older,
- * smaller struct keeps working with a newer library. In C:
+ * evs_account, evs_store_options, evs_stream_info, evs_error_detail): struct_size =
+ * sizeof(type), every other field zero. The library reads and writes only the first
+ * struct_size bytes, so a program compiled against an older, smaller struct keeps
+ * working with a newer library. In C:
  *     evs_event e = EVS_STRUCT_INIT(evs_event);
  *     ev[i] = (evs_event_input)EVS_STRUCT_INIT(evs_event_input);
  */
@@ -43,13 +44,13 @@
 // functions), patch (fixes).
 #define EVS_VERSION_MAJOR 1
 
-#define EVS_VERSION_MINOR 0
+#define EVS_VERSION_MINOR 1
 
 #define EVS_VERSION_PATCH 0
 
 // 1000000 * EVS_VERSION_MAJOR + 1000 * EVS_VERSION_MINOR + EVS_VERSION_PATCH; compare it
 // with `evs_version_number()` (sqlite3.h's scheme).
-#define EVS_VERSION_NUMBER 1000000
+#define EVS_VERSION_NUMBER 1001000
 
 // Expected version: no check. (A value >= 0: the stream's last event has that version.)
 #define EVS_EXPECT_ANY -1
@@ -72,7 +73,9 @@ typedef struct evs_options evs_options;
 // An open store (opaque). Thread-safe: any number of threads may use one at once.
 // Every function taking a store also returns EVS_ERR_INVALID_ARGUMENT, writing nothing,
 // once `evs_close` has begun refusing calls on it, and in a forked child for a store
-// its parent opened.
+// its parent opened. On a PostgreSQL store every function taking a store may also
+// return EVS_ERR_IO: the server could not be reached or refused a query (the message
+// says which; the next call connects again).
 typedef struct evs_store evs_store;
 
 // The streams of a store (opaque), from `evs_list_streams`. Single-thread.
@@ -167,6 +170,28 @@ typedef struct evs_stats {
   uint64_t event_ids;
 } evs_stats;
 
+// Where the last failing call on a thread points, beside its message
+// (`evs_last_error_detail`; caller-allocated: set `struct_size`, see `EVS_STRUCT_INIT`).
+// Each field has a "none" value for errors it does not apply to.
+typedef struct evs_error_detail {
+  // sizeof(evs_error_detail) as the caller's header has it; never changed.
+  size_t struct_size;
+  // The status the call returned; EVS_OK when no call on this thread has failed.
+  evs_status code;
+  // EVS_ERR_WRONG_EXPECTED_VERSION: the version of the stream's last event when the
+  // append was refused, or -1 when the stream did not exist. -1 for other errors.
+  int64_t actual_version;
+  // `evs_append_multi`: the index in `appends` of the part the error is about (the
+  // stream whose expected version failed, the part of an event id stored before).
+  // -1 for every other call and error.
+  int64_t part_index;
+  // EVS_ERR_CORRUPT: the position of the damaged event, where the call knows it
+  // (reads, cursors, subscriptions; an open decoding a record). EVS_ERR_ALREADY_EXISTS
+  // from an append: the position of the stored event whose id the append carries.
+  // UINT64_MAX otherwise.
+  uint64_t position;
+} evs_error_detail;
+
 // One of the `EVS_FSYNC_*` values.
 typedef int32_t evs_fsync_policy;
 
@@ -258,16 +283,23 @@ typedef int32_t (*evs_event_fn)(void *user_data, const struct evs_event *event);
 // A cursor or poll has no more events (not an error).
 #define EVS_END 1
 
-// NULL, bad UTF-8, empty id, out-of-range value.
+// NULL, bad UTF-8, empty id, out-of-range value; also any call on a store once
+// `evs_close` has begun, and on a parent's handle in a forked child.
 #define EVS_ERR_INVALID_ARGUMENT -1
 
-// No such account / stream / position.
+// No such account / stream / position; a read-only open of a missing store.
 #define EVS_ERR_NOT_FOUND -2
 
-// The account already exists.
+// Something is there already. `evs_account_open`: the account exists. An append
+// (`evs_append`, `evs_append_multi`): an event id it carries is stored already with
+// other content (another stream, type, schema version, payload or metadata: an id names
+// one event), or some of its ids are stored and some not (a retry must repeat the whole
+// append). Nothing is written; `evs_last_error_detail` gives the stored event's position.
 #define EVS_ERR_ALREADY_EXISTS -3
 
-// A stream is not at the version the append expected.
+// A stream is not at the version the append expected (also an account operation whose
+// stream another writer appended to meanwhile); `evs_last_error_detail` gives the
+// stream's actual version.
 #define EVS_ERR_WRONG_EXPECTED_VERSION -4
 
 // A withdrawal or transfer past the balance.
@@ -282,16 +314,21 @@ typedef int32_t (*evs_event_fn)(void *user_data, const struct evs_event *event);
 // Another writer has the store open.
 #define EVS_ERR_LOCKED -8
 
-// The log is damaged beyond a torn tail.
+// The log is damaged beyond a torn tail (`evs_last_error_detail` gives the damaged
+// event's position where it is known); on PostgreSQL, the store's tables are not what
+// this library wrote or reads (a schema of a newer library, positions not dense).
 #define EVS_ERR_CORRUPT -9
 
-// The OS said no (disk full, permission, ...).
+// The OS said no (disk full, permission, ...); on PostgreSQL, the server could not be
+// reached or refused a query.
 #define EVS_ERR_IO -10
 
-// An event or batch past the size limit.
+// An event or an append past a size limit: its bytes, its number of events, its number
+// of streams (`evs_append_multi`), or more than one segment holds.
 #define EVS_ERR_TOO_LARGE -11
 
-// A write on a store opened read-only.
+// A write on a store opened read-only; a read-only open of a PostgreSQL store whose
+// schema an older version wrote (one writable open migrates it).
 #define EVS_ERR_READ_ONLY -12
 
 // A transfer between accounts of different currencies.
@@ -321,8 +358,10 @@ extern "C" {
 // `currency` (three upper-case letters; NULL: "USD"). `*out_position` may be NULL.
 //
 // Thread safety: any thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store or id,
-// bad UTF-8, empty or long id, negative balance, bad currency); EVS_ERR_ALREADY_EXISTS;
-// EVS_ERR_READ_ONLY; EVS_ERR_IO.
+// bad UTF-8, empty or long id, negative balance, bad currency); EVS_ERR_ALREADY_EXISTS
+// (the account exists); EVS_ERR_WRONG_EXPECTED_VERSION (its stream was created
+// meanwhile by another writer: another process on PostgreSQL, or an `evs_append` to
+// `account-<id>`); EVS_ERR_READ_ONLY; EVS_ERR_IO.
 // Ownership: the strings stay the caller's. Out-pointers are written only on success.
 evs_status evs_account_open(struct evs_store *s,
                             const char *account_id,
@@ -333,7 +372,9 @@ evs_status evs_account_open(struct evs_store *s,
 // Deposits `amount` (> 0). `*out_position` may be NULL.
 //
 // Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT; EVS_ERR_NOT_FOUND; EVS_ERR_ACCOUNT_CLOSED;
-// EVS_ERR_OVERFLOW; EVS_ERR_READ_ONLY; EVS_ERR_IO. Thread safety: any thread.
+// EVS_ERR_OVERFLOW; EVS_ERR_WRONG_EXPECTED_VERSION (another writer appended to the
+// account's stream meanwhile: nothing written, try again); EVS_ERR_READ_ONLY;
+// EVS_ERR_IO. Thread safety: any thread.
 // Ownership: `account_id` stays the caller's.
 evs_status evs_account_deposit(struct evs_store *s,
                                const char *account_id,
@@ -343,7 +384,8 @@ evs_status evs_account_deposit(struct evs_store *s,
 // Withdraws `amount` (> 0) if the balance covers it. `*out_position` may be NULL.
 //
 // Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT; EVS_ERR_NOT_FOUND; EVS_ERR_ACCOUNT_CLOSED;
-// EVS_ERR_INSUFFICIENT_FUNDS; EVS_ERR_READ_ONLY; EVS_ERR_IO. Thread safety: any thread.
+// EVS_ERR_INSUFFICIENT_FUNDS; EVS_ERR_WRONG_EXPECTED_VERSION (as for
+// `evs_account_deposit`); EVS_ERR_READ_ONLY; EVS_ERR_IO. Thread safety: any thread.
 // Ownership: `account_id` stays the caller's.
 evs_status evs_account_withdraw(struct evs_store *s,
                                 const char *account_id,
@@ -355,7 +397,9 @@ evs_status evs_account_withdraw(struct evs_store *s,
 //
 // Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (also from == to); EVS_ERR_NOT_FOUND;
 // EVS_ERR_ACCOUNT_CLOSED; EVS_ERR_INSUFFICIENT_FUNDS; EVS_ERR_OVERFLOW;
-// EVS_ERR_CURRENCY_MISMATCH; EVS_ERR_READ_ONLY; EVS_ERR_IO. Thread safety: any thread.
+// EVS_ERR_CURRENCY_MISMATCH; EVS_ERR_WRONG_EXPECTED_VERSION (as for
+// `evs_account_deposit`, either account); EVS_ERR_READ_ONLY; EVS_ERR_IO. Thread safety:
+// any thread.
 // Ownership: the ids stay the caller's.
 evs_status evs_account_transfer(struct evs_store *s,
                                 const char *from_id,
@@ -366,14 +410,16 @@ evs_status evs_account_transfer(struct evs_store *s,
 // Closes an account (further deposits, withdrawals and transfers are refused).
 //
 // Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT; EVS_ERR_NOT_FOUND; EVS_ERR_ACCOUNT_CLOSED
-// (already closed); EVS_ERR_READ_ONLY; EVS_ERR_IO. Thread safety: any thread.
+// (already closed); EVS_ERR_WRONG_EXPECTED_VERSION (as for `evs_account_deposit`);
+// EVS_ERR_READ_ONLY; EVS_ERR_IO. Thread safety: any thread.
 // Ownership: `account_id` stays the caller's.
 evs_status evs_account_close(struct evs_store *s, const char *account_id, uint64_t *out_position);
 
 // The account now, from the in-memory projection.
 //
-// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, bad id); EVS_ERR_NOT_FOUND.
-// Thread safety: any thread.
+// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, bad id, a bad `out->struct_size`);
+// EVS_ERR_NOT_FOUND; EVS_ERR_IO or EVS_ERR_CORRUPT (a read-only store failed to take in
+// a writer's new events). Thread safety: any thread.
 // Ownership: `*out` is the caller's struct, filled only on success.
 evs_status evs_account_get(struct evs_store *s, const char *account_id, struct evs_account *out);
 
@@ -381,7 +427,8 @@ evs_status evs_account_get(struct evs_store *s, const char *account_id, struct e
 // computed from the account's own events.
 //
 // Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT; EVS_ERR_NOT_FOUND (no such account, or not
-// yet opened at that time); EVS_ERR_IO. Thread safety: any thread.
+// yet opened at that time); EVS_ERR_IO; EVS_ERR_CORRUPT (one of its events is damaged).
+// Thread safety: any thread.
 // Ownership: `*out` is the caller's struct, filled only on success.
 evs_status evs_account_get_at(struct evs_store *s,
                               const char *account_id,
@@ -413,8 +460,9 @@ extern int pthread_setcancelstate(int state, int *oldstate);
 //
 // Ownership: free `*out` with `evs_cursor_free`. Returns EVS_OK;
 // EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024-byte name);
-// EVS_ERR_NOT_FOUND (no such stream). Thread safety: any thread; the cursor itself is
-// single-thread.
+// EVS_ERR_NOT_FOUND (no such stream); EVS_ERR_IO or EVS_ERR_CORRUPT (a read-only store
+// failed to take in a writer's new events). Thread safety: any thread; the cursor
+// itself is single-thread.
 evs_status evs_read_stream_backward(struct evs_store *s,
                                     const char *stream,
                                     uint64_t from_version,
@@ -489,19 +537,36 @@ evs_status evs_shutdown(void);
 
 // Fills `*out` with the store's counters.
 //
-// Returns EVS_OK or EVS_ERR_INVALID_ARGUMENT (NULL). Thread safety: any thread.
+// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, a bad `out->struct_size`); on
+// PostgreSQL EVS_ERR_CORRUPT (the accounts' events could not be taken in: positions not
+// dense). Thread safety: any thread.
 // Ownership: `*out` is the caller's struct, filled only on success.
 evs_status evs_stats_get(struct evs_store *s, struct evs_stats *out);
 
 // The store's counters in the Prometheus text exposition format.
 //
 // Ownership: `*out_text` belongs to the caller, who frees it with `evs_string_free`.
-// Returns EVS_OK or EVS_ERR_INVALID_ARGUMENT (NULL). Thread safety: any thread.
+// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL); on PostgreSQL EVS_ERR_CORRUPT as for
+// `evs_stats_get`. Thread safety: any thread.
 evs_status evs_metrics_text(struct evs_store *s, char **out_text);
 
 // Frees a string the library returned (e.g. from `evs_metrics_text`). NULL is a no-op.
 // Ownership: takes `text`. Thread safety: any thread, once per string.
 void evs_string_free(char *text);
+
+// Fills `*out` with the detail of the last failing call on the calling thread (the one
+// `evs_last_error_message` describes): its status and, where they apply, the stream's
+// actual version, the failing part of `evs_append_multi` and the position of the event
+// concerned (see `evs_error_detail`). When no call on this thread has failed: `code`
+// EVS_OK and every other field "none". Added in version 1.1 (check
+// `evs_version_number() >= 1001000` before calling it from a program built against an
+// older library).
+//
+// Ownership: `*out` is the caller's struct, written only on success. Thread safety: any
+// thread; each thread has its own detail. Returns EVS_OK, or EVS_ERR_INVALID_ARGUMENT
+// (NULL `out`, a bad `out->struct_size`), which, as any failing call, replaces the
+// detail asked for with its own.
+evs_status evs_last_error_detail(struct evs_error_detail *out);
 
 // The name of a status code, e.g. "EVS_ERR_IO"; "EVS_UNKNOWN_STATUS" for other values.
 //
@@ -516,7 +581,7 @@ const char *evs_status_name(evs_status s);
 // Returns a string (never NULL).
 const char *evs_last_error_message(void);
 
-// The library version as text, "1.0.0" (`EVS_VERSION_MAJOR.MINOR.PATCH`).
+// The library version as text, e.g. "1.1.0" (`EVS_VERSION_MAJOR.MINOR.PATCH`).
 //
 // Ownership: static; do not free. Thread safety: any thread.
 // Returns a string (never NULL).
@@ -614,10 +679,14 @@ evs_status evs_store_options_get(struct evs_store *s, struct evs_store_options *
 //
 // Ownership: `*out_store` belongs to the caller, who closes it with `evs_close`; `opts`
 // stays the caller's (NULL: defaults). Thread safety: any thread.
-// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL path/out_store, bad UTF-8);
+// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL path/out_store, bad UTF-8, an empty
+// path, a `postgresql://` URL that does not parse, a bad `out_info->struct_size`);
 // EVS_ERR_LOCKED (another writer has it open); EVS_ERR_NOT_FOUND (read-only open of a
-// missing store); EVS_ERR_CORRUPT (damage beyond a torn tail); EVS_ERR_IO (the OS
-// refused: permissions, a path that is a file, ...); EVS_ERR_INTERNAL.
+// missing store); EVS_ERR_CORRUPT (damage beyond a torn tail; a PostgreSQL schema of a
+// newer library); EVS_ERR_READ_ONLY (a read-only open of a PostgreSQL schema an older
+// version wrote: open it once for writing); EVS_ERR_IO (the OS refused: permissions, a
+// path that is a file, ...; the PostgreSQL server could not be reached);
+// EVS_ERR_INTERNAL.
 //
 // A store belongs to the process that opened it: in a child made by `fork()` (without
 // exec) every call on the inherited handle returns EVS_ERR_INVALID_ARGUMENT naming both
@@ -658,9 +727,8 @@ evs_status evs_close(struct evs_store *s);
 //
 // `*out_position` (may be NULL) gets its position. Thread safety: any thread.
 // Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL or non-UTF-8 type, NULL payload with a
-// length, type of 0 or > 1024 bytes); EVS_ERR_TOO_LARGE (past the
-// store's event size limit, 16 MiB by default);
-// EVS_ERR_READ_ONLY; EVS_ERR_IO.
+// length, type of 0 or > 1024 bytes); EVS_ERR_TOO_LARGE (past the store's event size
+// limit, 16 MiB by default, or longer than a segment); EVS_ERR_READ_ONLY; EVS_ERR_IO.
 // Ownership: the type and payload stay the caller's (copied before return).
 evs_status evs_append_event(struct evs_store *s,
                             const char *event_type,
@@ -679,11 +747,13 @@ evs_status evs_append_event(struct evs_store *s,
 // Thread safety: any thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, non-UTF-8,
 // empty or > 1024-byte names, count 0, bad expected_version, a bad struct_size, an id
 // twice in the append); EVS_ERR_WRONG_EXPECTED_VERSION (the message names the actual
-// version); EVS_ERR_ALREADY_EXISTS (some but not all of the ids are stored, or stored
-// for another stream: nothing written); EVS_ERR_BUSY (an append with one of the ids is
+// version, `evs_last_error_detail` gives it); EVS_ERR_ALREADY_EXISTS (an id stored
+// already with other content: another stream, type, schema version, payload or
+// metadata; or some but not all of the ids stored: nothing written, the detail's
+// `position` is the stored event's); EVS_ERR_BUSY (an append with one of the ids is
 // still being made durable under EVS_FSYNC_ALWAYS: retry); EVS_ERR_TOO_LARGE (an event
-// past the store's limit, 16 MiB by default, or a batch > 64 MiB); EVS_ERR_READ_ONLY;
-// EVS_ERR_IO.
+// past the store's limit, 16 MiB by default; more than 1,048,576 events; a batch over
+// 64 MiB or longer than a segment); EVS_ERR_READ_ONLY; EVS_ERR_IO.
 // Ownership: `stream` and `events` stay the caller's (copied before return).
 evs_status evs_append(struct evs_store *s,
                       const char *stream,
@@ -702,12 +772,15 @@ evs_status evs_append(struct evs_store *s,
 // version of its last event (`out_stream_versions` has `count` entries).
 //
 // Thread safety: any thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store or
-// appends, count 0 or > 1024, a bad struct_size, a part with no events, names or
-// expected versions as for `evs_append`); EVS_ERR_WRONG_EXPECTED_VERSION (the message
-// names the stream and its actual version); EVS_ERR_ALREADY_EXISTS (some but not all
-// event ids stored before); EVS_ERR_BUSY (an append with one of its ids is still being
-// made durable); EVS_ERR_TOO_LARGE (an event past the store's limit, more than 1,048,576
-// events or 64 MiB in all); EVS_ERR_READ_ONLY; EVS_ERR_IO.
+// appends, count 0, a bad struct_size, a part with no events, names or expected
+// versions as for `evs_append`); EVS_ERR_WRONG_EXPECTED_VERSION (the message names the
+// stream and its actual version; `evs_last_error_detail` gives the version and the
+// failing part's index); EVS_ERR_ALREADY_EXISTS (as for `evs_append`, over the whole
+// call; the detail's `part_index` is the part of the event concerned); EVS_ERR_BUSY (an
+// append with one of its ids is still being made durable); EVS_ERR_TOO_LARGE (more than
+// 1024 parts, as for the other limits of an append's size; an event past the store's
+// limit; more than 1,048,576 events or 64 MiB in all, or more than a segment holds);
+// EVS_ERR_READ_ONLY; EVS_ERR_IO.
 // Ownership: everything passed in stays the caller's (copied before return); the
 // outputs are written only on success.
 evs_status evs_append_multi(struct evs_store *s,
@@ -738,7 +811,8 @@ evs_status evs_read_all_backward(struct evs_store *s,
 //
 // Ownership: free `*out` with `evs_cursor_free`. Returns EVS_OK;
 // EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024-byte name);
-// EVS_ERR_NOT_FOUND (no such stream, or `from_version` > its version + 1).
+// EVS_ERR_NOT_FOUND (no such stream, or `from_version` > its version + 1); EVS_ERR_IO
+// or EVS_ERR_CORRUPT (a read-only store failed to take in a writer's new events).
 // Thread safety: any thread; the cursor itself is single-thread.
 evs_status evs_read_stream(struct evs_store *s,
                            const char *stream,
@@ -777,8 +851,9 @@ evs_status evs_position_at(struct evs_store *s, uint64_t timestamp_us, uint64_t 
 
 // The stream's current version (that of its last event), or -1 when it does not exist.
 //
-// Returns EVS_OK or EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024 bytes).
-// Ownership: `stream` stays the caller's. Thread safety: any thread.
+// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024 bytes);
+// EVS_ERR_IO or EVS_ERR_CORRUPT (a read-only store failed to take in a writer's new
+// events). Ownership: `stream` stays the caller's. Thread safety: any thread.
 evs_status evs_stream_version(struct evs_store *s, const char *stream, int64_t *out_version);
 
 // Writes a snapshot of the indexes and the account projection now; `*out_position`
@@ -814,7 +889,7 @@ evs_status evs_subscribe(struct evs_store *s,
 // delivered still only go up.
 //
 // Returns as `evs_subscribe`, and EVS_ERR_INVALID_ARGUMENT for a non-UTF-8 prefix or
-// type, or NULL `types` with a count.
+// type, NULL `types` with a count, or more than 4096 types.
 // Ownership: as `evs_subscribe`; the prefix and types are copied. Thread safety: any
 // thread.
 evs_status evs_subscribe_filtered(struct evs_store *s,

@@ -14,8 +14,9 @@ use std::ffi::c_char;
 ///
 /// Ownership: free `*out` with `evs_cursor_free`. Returns EVS_OK;
 /// EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024-byte name);
-/// EVS_ERR_NOT_FOUND (no such stream). Thread safety: any thread; the cursor itself is
-/// single-thread.
+/// EVS_ERR_NOT_FOUND (no such stream); EVS_ERR_IO or EVS_ERR_CORRUPT (a read-only store
+/// failed to take in a writer's new events). Thread safety: any thread; the cursor
+/// itself is single-thread.
 #[no_mangle]
 pub unsafe extern "C" fn evs_read_stream_backward(
     s: *mut evs_store,

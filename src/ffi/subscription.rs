@@ -4,7 +4,7 @@
 use super::args::{array_arg, handle, out_arg, str_arg, write_opt};
 use super::status::*;
 use super::store::{evs_event, evs_store, store_arg};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorDetail, Result};
 use crate::store::{EventRef, Store};
 use std::ffi::{c_char, c_void, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -27,14 +27,15 @@ pub type evs_event_fn =
 pub struct evs_subscription {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
-    /// The process generation it was started in (see `fork`).
-    generation: u64,
+    /// The process that started it (see `fork`).
+    owner: super::fork::Owner,
 }
 
-/// How a subscription ended: its status and the message that explains an error.
+/// How a subscription ended: its status, and the message and detail of an error.
 struct Outcome {
     status: evs_status,
     message: CString,
+    detail: ErrorDetail,
 }
 
 /// What the store handle and the subscription thread share.
@@ -62,12 +63,13 @@ impl Shared {
 
     /// Records how the subscription ended and wakes whoever waits for that; only the
     /// first outcome counts.
-    fn finish(&self, status: evs_status, message: &str) {
+    fn finish(&self, status: evs_status, message: &str, detail: ErrorDetail) {
         let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
         if done.is_none() {
             *done = Some(Outcome {
                 status,
                 message: CString::new(message.replace('\0', "\\0")).unwrap_or_default(),
+                detail,
             });
         }
         drop(done);
@@ -111,6 +113,7 @@ impl Drop for FinishOnDrop {
         self.0.finish(
             EVS_ERR_INTERNAL,
             "internal error in evstore (please report): the subscription thread stopped unexpectedly",
+            ErrorDetail::default(),
         );
     }
 }
@@ -148,13 +151,14 @@ fn run_guarded(shared: Arc<Shared>, deliver: impl FnOnce(&Shared) -> Result<()>)
     let guard = FinishOnDrop(shared.clone());
     *shared.thread_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::current().id());
     match catch_unwind(AssertUnwindSafe(|| deliver(&shared))) {
-        Ok(Ok(())) => shared.finish(EVS_OK, ""),
-        Ok(Err(e)) => shared.finish(status_of(e.kind), &e.message),
+        Ok(Ok(())) => shared.finish(EVS_OK, "", ErrorDetail::default()),
+        Ok(Err(e)) => shared.finish(status_of(e.kind), &e.message, e.detail()),
         Err(panic) => {
             let what = panic_message(panic);
             shared.finish(
                 EVS_ERR_INTERNAL,
                 &format!("internal error in evstore (please report): {what}"),
+                ErrorDetail::default(),
             );
         }
     }
@@ -235,7 +239,7 @@ pub unsafe extern "C" fn evs_subscribe(
 /// delivered still only go up.
 ///
 /// Returns as `evs_subscribe`, and EVS_ERR_INVALID_ARGUMENT for a non-UTF-8 prefix or
-/// type, or NULL `types` with a count.
+/// type, NULL `types` with a count, or more than 4096 types.
 /// Ownership: as `evs_subscribe`; the prefix and types are copied. Thread safety: any
 /// thread.
 #[no_mangle]
@@ -311,7 +315,7 @@ pub unsafe extern "C" fn evs_subscribe_filtered(
             Box::into_raw(Box::new(evs_subscription {
                 shared,
                 thread: Some(thread),
-                generation: handle_.generation,
+                owner: handle_.owner,
             })),
         );
         Ok(EVS_OK)
@@ -391,7 +395,7 @@ pub unsafe extern "C" fn evs_subscription_close(sub: *mut evs_subscription) -> e
     boundary(|| {
         // SAFETY: `sub` came from Box::into_raw in evs_subscribe and is freed once.
         let mut sub = unsafe { Box::from_raw(sub) };
-        if let Err(e) = super::fork::check(sub.generation, "subscription") {
+        if let Err(e) = sub.owner.check("subscription") {
             // Its thread is the parent's: there is none here to wait for. Leaked.
             std::mem::forget(sub);
             return Err(e);
@@ -406,7 +410,7 @@ pub unsafe extern "C" fn evs_subscription_close(sub: *mut evs_subscription) -> e
         let done = sub.shared.done.lock().unwrap_or_else(|e| e.into_inner());
         match &*done {
             Some(o) if o.status != EVS_OK => {
-                set_last_error(&o.message.to_string_lossy());
+                record_error(o.status, &o.message.to_string_lossy(), o.detail);
                 Ok(o.status)
             }
             _ => Ok(EVS_OK),
