@@ -334,8 +334,9 @@ typedef int32_t (*evs_event_fn)(void *user_data, const struct evs_event *event);
 // A transfer between accounts of different currencies.
 #define EVS_ERR_CURRENCY_MISMATCH -13
 
-// In use; try again later: `evs_shutdown` while a store is open, or an append with an
-// event id whose first append is still waiting for its fdatasync.
+// In use; try again later: `evs_shutdown` while a store is open (or being opened or
+// closed), or an append with an event id whose first append is still waiting for its
+// fdatasync.
 #define EVS_ERR_BUSY -14
 
 // A bug in evstore (a caught panic).

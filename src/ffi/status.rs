@@ -65,8 +65,9 @@ pub const EVS_ERR_TOO_LARGE: evs_status = -11;
 pub const EVS_ERR_READ_ONLY: evs_status = -12;
 /// A transfer between accounts of different currencies.
 pub const EVS_ERR_CURRENCY_MISMATCH: evs_status = -13;
-/// In use; try again later: `evs_shutdown` while a store is open, or an append with an
-/// event id whose first append is still waiting for its fdatasync.
+/// In use; try again later: `evs_shutdown` while a store is open (or being opened or
+/// closed), or an append with an event id whose first append is still waiting for its
+/// fdatasync.
 pub const EVS_ERR_BUSY: evs_status = -14;
 /// A bug in evstore (a caught panic).
 pub const EVS_ERR_INTERNAL: evs_status = -99;
