@@ -453,8 +453,6 @@ evs_status evs_cursor_next_batch(struct evs_cursor *c,
                                  size_t capacity,
                                  size_t *out_count);
 
-extern int pthread_setcancelstate(int state, int *oldstate);
-
 // Opens a cursor over one stream from `from_version` (inclusive; UINT64_MAX or past
 // its end: its last event) down to version 0: "the last N events of a stream" is this
 // cursor read N times. It does not see later appends.
