@@ -4,7 +4,8 @@
 # installs the library, its headers (C and C++), pkg-config and CMake files, and evsctl.
 
 PREFIX   ?= /usr/local
-VERSION  := 1.0.0
+# The library version is the crate's (Cargo.toml), which the header's EVS_VERSION_* macros match.
+VERSION  := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
 SONAME   := libevstore.so.1
 CARGO    ?= cargo
 BUILD    := build

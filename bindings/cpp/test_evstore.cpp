@@ -58,7 +58,9 @@ std::vector<evstore::OwnedEvent> drain(evstore::Cursor c) {
 }  // namespace
 
 TEST(Evstore, VersionAndCodeNames) {
-    EXPECT_EQ(evstore::version(), "1.0.0");
+    EXPECT_EQ(evstore::version(), std::to_string(EVS_VERSION_MAJOR) + "." +
+                                      std::to_string(EVS_VERSION_MINOR) + "." +
+                                      std::to_string(EVS_VERSION_PATCH));
     EXPECT_STREQ(evstore::code_name(Code::WrongExpectedVersion), "EVS_ERR_WRONG_EXPECTED_VERSION");
     EXPECT_STREQ(evstore::code_name(Code::Io), "EVS_ERR_IO");
 }

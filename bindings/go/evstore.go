@@ -143,7 +143,7 @@ const (
 // declare C functions in its preamble, so the cast lives here).
 func deliverFn() C.evs_event_fn { return C.evstore_go_deliver_fn() }
 
-// Version is the library's version, e.g. "1.0.0".
+// Version is the library's version, e.g. "1.1.0".
 func Version() string { return C.GoString(C.evs_version()) }
 
 // VersionNumber is the library's 1000000*major + 1000*minor + patch. The binding needs

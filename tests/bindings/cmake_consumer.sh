@@ -55,6 +55,6 @@ printf 'cmake_minimum_required(VERSION 3.16)\nproject(v2 CXX)\nfind_package(evst
 if cmake -S "$work/v2" -B "$work/v2/build" -DCMAKE_PREFIX_PATH="$prefix" > "$work/v2.log" 2>&1; then
     fail "find_package(evstore 2.0) succeeded against 1.x"
 fi
-grep -q "1.0.0" "$work/v2.log" || { cat "$work/v2.log"; fail "the refusal does not name the installed version"; }
+grep -q "1.1.0" "$work/v2.log" || { cat "$work/v2.log"; fail "the refusal does not name the installed version"; }
 passed=$((passed + 1))
 echo "cmake consumer: $passed passed, 0 failed (find_package(evstore) against $prefix)"
