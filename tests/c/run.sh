@@ -19,9 +19,12 @@
 #   EVS_TEST_KEEP=1     keep the temporary stores
 #   EVS_TEST_OUT        where the programs and logs go (default build/tests/c)
 #
-# Prints each program's output and a final line `N passed, N failed` (the sum of the
-# programs' lines; a program that fails to build, crashes, or reports a valgrind error
-# counts one more failure). Exits non-zero if anything failed.
+# Prints each program's output and a final line `N passed, N failed` counting tests: the
+# sum of the programs' lines (each counts its tests, the checks of one function under one
+# section heading: tests/c/test_util.h; a program run twice, e.g. under valgrind and
+# natively, counts twice), the header's three checks, and one more failure for a program
+# that fails to build, crashes, or reports a valgrind error. Exits non-zero if anything
+# failed.
 
 cd "$(dirname "$0")/../.." || exit 2
 
@@ -106,7 +109,7 @@ run() {
     echo "   ($label: exit status $rc, $((end - start)) s)"
 }
 
-# The public header: compiles alone; defines only evs_/EVS_ names (c-api.md, Conventions).
+# The public header: compiles alone; defines only evs_/EVS_ names (docs/c-api.md).
 check_header() {
     echo "== header include/evstore.h"
     printf '#include "evstore.h"\nint main(void) { return 0; }\n' >"$OUT/header_alone.c"

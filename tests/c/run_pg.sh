@@ -30,8 +30,9 @@
 # EVS_TEST_SCALE of test_account, default 0.2), EVS_PG_SUBSCRIBE_SCALE (that of
 # test_subscribe, default 0.05); the others run at 1.
 #
-# Prints each program's output and a final line `N passed, N failed, N skipped`; exits
-# non-zero if anything failed.
+# Prints each program's output and a final line `N passed, N failed, N skipped`: tests
+# passed and failed (tests/c/test_util.h counts them), parts skipped; exits non-zero if
+# anything failed.
 
 set -u
 cd "$(dirname "$0")/../.." || exit 2
