@@ -84,8 +84,18 @@ test:
 # What the suites share, built once by tests/suites.sh before them.
 test-build: lib $(EVSCTL) $(BUILD)/bank installed
 
+# The Rust tests: built once; then the PostgreSQL ones (tests/pg_*.rs, which mostly wait
+# on their servers) run beside the others (the globs: every other tests/*.rs), their
+# output after the others'; the doc tests last.
+RUST_NOT_PG := --lib --test '[!p]*' --test 'p[!g]*'
 test-rust:
-	$(CARGO) test --release
+	$(CARGO) test --release --no-run
+	@mkdir -p $(BUILD); \
+	$(CARGO) test --release --test 'pg_*' > $(BUILD)/test-rust-pg.log 2>&1 & pg=$$!; \
+	$(CARGO) test --release $(RUST_NOT_PG); others=$$?; \
+	wait $$pg; pg=$$?; cat $(BUILD)/test-rust-pg.log; \
+	[ $$others = 0 ] && [ $$pg = 0 ]
+	$(CARGO) test --release --doc
 
 test-c: $(NEEDS_LIB)
 	bash tests/c/run.sh
@@ -157,6 +167,7 @@ test-reliability: $(NEEDS_LIB)
 stress: lib
 	EVS_FAULT_LOOPS=full $(CARGO) test --release --test fault_loops -- --nocapture
 	bash tests/reliability/run.sh --full
+	EVS_VALGRIND_SCALE=1 bash tests/c/run.sh
 
 # The installed pkg-config file links a program, dynamically and statically.
 test-pkgconfig: $(NEEDS_LIB)
