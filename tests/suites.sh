@@ -19,7 +19,7 @@
 # `N passed, N failed` line (the C programs count test functions per section, not
 # checks: tests/c/test_util.h).
 #
-# Environment: EVS_SUITE_SLOTS, how many suites may run at once (default 2; 1 runs them
+# Environment: EVS_SUITE_SLOTS, how many suites may run at once (default 3; 1 runs them
 # one after another, in the order below).
 set -u
 cd "$(dirname "$0")/.." || exit 2
@@ -27,13 +27,18 @@ cd "$(dirname "$0")/.." || exit 2
 LOGS=build/test-logs
 mkdir -p "$LOGS" || exit 2
 MAKE=${MAKE:-make}
-SLOTS=${EVS_SUITE_SLOTS:-2}
+SLOTS=${EVS_SUITE_SLOTS:-3}
 
-# name:cost. The order is the start order: the longest first. Cost 2 marks a suite that
-# keeps both cores busy for long by itself (the Rust suite compiles for minutes); it runs
-# only beside suites of cost 1, which use one core or mostly wait (valgrind's single
-# thread, PostgreSQL servers, sleeps, fsyncs; Go compiles, but briefly).
-ALL="rust:2 c:1 go:1 reliability:1 c-pg:1 cpp:1 evsctl:1 go-consumer:1 cmake-consumer:1 swift-modulemap:1 pkgconfig:1 examples:1 readme:1 setup:1"
+# name:cost[:after]. The order is the start order: the longest first. A suite starts when
+# the ones running leave room for its cost (at most SLOTS at once, their costs adding up
+# to at most 3, one more than the cores) and the suite it comes after has ended. Cost 2
+# marks what keeps both cores busy for minutes: compiling the Rust tests (rust-build,
+# which rust and reliability, running Rust tests, wait for); the rest use one core or
+# mostly wait (valgrind's single thread, PostgreSQL servers, sleeps, fsyncs; Go compiles,
+# but briefly).
+ALL="rust-build:2 c:1 rust:1:rust-build go:1 c-pg:1 reliability:1:rust-build cpp:1 evsctl:1 go-consumer:1
+     cmake-consumer:1 swift-modulemap:1 pkgconfig:1 examples:1 readme:1 setup:1"
+BUDGET=3
 
 want=("$@")
 selected() {
@@ -46,7 +51,7 @@ selected() {
 now() { date +%s; }
 t_start=$(now)
 names=()
-declare -A result=() seconds=() tests=() started=() pid_of=() cost=()
+declare -A result=() seconds=() tests=() started=() pid_of=() cost=() after=()
 
 # count NAME: the tests a finished suite's log reports, as "passed failed" ("" if none).
 count() {
@@ -118,16 +123,16 @@ echo "== build: done in $build_s s"
 
 queue=()
 for entry in $ALL; do
-    name=${entry%%:*}
-    cost[$name]=${entry##*:}
+    IFS=: read -r name c a <<< "$entry"
+    cost[$name]=$c
+    after[$name]=${a:-}
     selected "$name" && queue+=("$name")
 done
 for w in "${want[@]}"; do
     [ -n "${cost[$w]:-}" ] || { echo "tests/suites.sh: no suite '$w' (suites: $ALL)"; exit 2; }
 done
 
-# Start suites while the running ones leave room: at most SLOTS suites, and a cost-2
-# suite only beside cost-1 ones.
+# Start suites while the running ones leave room (see ALL).
 running_cost() {
     local n c=0
     for n in "${!pid_of[@]}"; do c=$((c + cost[$n])); done
@@ -136,16 +141,24 @@ running_cost() {
 last_note=$(now)
 while [ ${#queue[@]} -gt 0 ] || [ ${#pid_of[@]} -gt 0 ]; do
     while [ ${#queue[@]} -gt 0 ] && [ ${#pid_of[@]} -lt "$SLOTS" ]; do
-        # the first waiting suite that fits (a cost-2 suite waits for the other cost-2)
+        # the first waiting suite that fits and whose predecessor (if selected) has ended
         pick=-1
         for i in "${!queue[@]}"; do
             n=${queue[$i]}
-            if [ ${#pid_of[@]} -eq 0 ] || [ $(( $(running_cost) + cost[$n] )) -le $((SLOTS + 1)) ]; then
+            a=${after[$n]}
+            if [ -n "$a" ] && selected "$a" && [ -z "${result[$a]:-}" ]; then
+                continue
+            fi
+            if [ ${#pid_of[@]} -eq 0 ] || [ $(( $(running_cost) + cost[$n] )) -le "$BUDGET" ]; then
                 pick=$i
                 break
             fi
         done
-        [ "$pick" -ge 0 ] || break
+        if [ "$pick" -lt 0 ]; then
+            [ ${#pid_of[@]} -gt 0 ] && break
+            echo "tests/suites.sh: nothing can start (${queue[*]} wait for suites that never ran)"
+            exit 2
+        fi
         start "${queue[$pick]}"
         unset "queue[$pick]"
         queue=("${queue[@]}")
