@@ -158,6 +158,10 @@ if build test_account tests/c/test_account.c $DYN; then
     run test_account-valgrind "$VG_SCALE" $VALGRIND "$OUT/test_account"
     run test_account-native 1 "$OUT/test_account"
 fi
+# The harness itself counts tests, not checks (a child with known checks; natively).
+if build test_harness tests/c/test_harness.c $DYN; then
+    run test_harness-native 1 "$OUT/test_harness"
+fi
 # Natively only: the forked child leaks its copy of the parent's handle by design (its
 # threads and files are the parent's), which valgrind would report in the child.
 if build test_fork tests/c/test_fork.c $DYN; then
