@@ -36,8 +36,8 @@ SLOTS=${EVS_SUITE_SLOTS:-3}
 # which rust and reliability, running Rust tests, wait for); the rest use one core or
 # mostly wait (valgrind's single thread, PostgreSQL servers, sleeps, fsyncs; Go compiles,
 # but briefly).
-ALL="rust-build:2 c:1 rust:1:rust-build go:1 c-pg:1 reliability:1:rust-build cpp:1 evsctl:1 go-consumer:1
-     cmake-consumer:1 swift-modulemap:1 pkgconfig:1 examples:1 readme:1 setup:1"
+ALL="rust-build:2 c:1 rust:1:rust-build go:1 c-pg:1 reliability:1:rust-build bench-build:1:rust-build cpp:1
+     evsctl:1 go-consumer:1 cmake-consumer:1 swift-modulemap:1 pkgconfig:1 examples:1 readme:1 setup:1"
 BUDGET=3
 
 want=("$@")
