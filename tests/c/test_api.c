@@ -1,6 +1,6 @@
 /*
  * test_api.c: the Conventions, Status codes, Opening, Appending and Reading
- * parts of the evstore C API (shared/design/c-api.md, docs/api-decisions.md,
+ * parts of the evstore C API (docs/c-api.md, docs/api-decisions.md,
  * include/evstore.h), each function on its success path and on each of its
  * error paths; then recovery: torn and zero-filled tails, damage before the
  * tail, a legacy nori-wal store, a read-only store beside a writer, another
