@@ -1,10 +1,10 @@
 // evstore.hpp: a header-only C++17 wrapper over the evstore C API (evstore.h).
 //
 // RAII handles (Options, Store, Cursor, Subscription; move-only), errors as
-// evstore::Error exceptions carrying the status code and the library's message, and
-// views for the borrowed bytes of events: std::string_view for text, and
-// evstore::ByteView (a pointer and a size, with begin/end) for bytes, since C++17 has
-// no std::span.
+// evstore::Error exceptions carrying the status code, the library's message and the
+// numbers it names (actual version, failing part, position), and views for the borrowed
+// bytes of events: std::string_view for text, and evstore::ByteView (a pointer and a
+// size, with begin/end) for bytes, since C++17 has no std::span.
 //
 // Threads: a Store may be used by any number of threads at once; a Cursor and Options by
 // one thread at a time. A Store must not be closed or destroyed while another thread
@@ -30,6 +30,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -37,6 +38,10 @@
 #include <vector>
 
 #include "evstore.h"
+
+// The wrapper reads evs_last_error_detail (1.1): an older evstore.h found first on the
+// include path is refused here rather than by an undeclared function.
+static_assert(EVS_VERSION_NUMBER >= 1001000, "evstore.hpp needs evstore.h 1.1 or later");
 
 namespace evstore {
 
@@ -58,21 +63,53 @@ enum class Code : int32_t {
     ReadOnly = EVS_ERR_READ_ONLY,
     CurrencyMismatch = EVS_ERR_CURRENCY_MISMATCH,
     Busy = EVS_ERR_BUSY,
+    StreamDeleted = EVS_ERR_STREAM_DELETED,     // added in 1.1
+    BalanceNotZero = EVS_ERR_BALANCE_NOT_ZERO,  // added in 1.1
     Internal = EVS_ERR_INTERNAL,
 };
 
 // The code's name, e.g. "EVS_ERR_IO".
 inline const char *code_name(Code c) { return evs_status_name(static_cast<evs_status>(c)); }
 
-// A failed call: code() is the status, what() the library's message.
+// A failed call: code() is the status, what() the library's message, and the numbers
+// the message names where they apply (evs_last_error_detail), each empty otherwise.
 class Error : public std::runtime_error {
 public:
+    // An error without detail (the wrapper's own errors use it).
     Error(Code code, const std::string &message) : std::runtime_error(message), code_(code) {}
+    // An error of the library with its detail, read on the failing call's thread.
+    Error(Code code, const std::string &message, const evs_error_detail &detail)
+        : std::runtime_error(message), code_(code) {
+        if (detail.code != static_cast<evs_status>(code))
+            return;  // another call's detail: none
+        if (code == Code::WrongExpectedVersion)
+            actual_version_ = detail.actual_version;
+        if (detail.part_index >= 0)
+            part_index_ = static_cast<size_t>(detail.part_index);
+        if (detail.position != UINT64_MAX)
+            position_ = detail.position;
+    }
     Code code() const noexcept { return code_; }
     const char *name() const noexcept { return code_name(code_); }
+    // Code::WrongExpectedVersion: the version of the stream's last event when the append
+    // (or account operation) was refused, -1 when the stream did not exist (as
+    // Store::stream_version says it). Empty for other errors.
+    std::optional<int64_t> actual_version() const noexcept { return actual_version_; }
+    // Store::append_multi: the index in its parts of the part the error is about (the
+    // stream whose expected version failed, the part with an event id stored before).
+    // Empty for other calls (append, the account operations) and other errors.
+    std::optional<size_t> part_index() const noexcept { return part_index_; }
+    // Code::Corrupt: the damaged event's position, where the call knows it (reads,
+    // cursors, subscriptions, an open decoding a damaged record). Code::AlreadyExists from
+    // an append: the position of the stored event whose id the append carries. Empty
+    // otherwise.
+    std::optional<uint64_t> position() const noexcept { return position_; }
 
 private:
     Code code_;
+    std::optional<int64_t> actual_version_;
+    std::optional<size_t> part_index_;
+    std::optional<uint64_t> position_;
 };
 
 // Expected versions for Store::append; a value >= 0 is the version of the last event.
@@ -116,10 +153,25 @@ using EventId = std::array<uint8_t, 16>;
 
 namespace detail {
 
-// Throws on an error status, reading the thread-local message at once (same thread).
+// The Error of the call that just failed with st on this thread: its message, then its
+// detail (evs_last_error_detail replaces the message if it fails itself). Both are
+// thread-local: read them at once, on the failing call's thread. Run with a library older
+// than 1.1 (no evs_last_error_detail), errors have no detail rather than a missing symbol
+// at the first failure (functions resolve when first called).
+inline Error last_error(evs_status st) {
+    static const bool library_has_detail = evs_version_number() >= 1001000;
+    std::string message = evs_last_error_message();
+    evs_error_detail d{};
+    d.struct_size = sizeof d;
+    if (!library_has_detail || evs_last_error_detail(&d) != EVS_OK)
+        d.code = EVS_OK;  // no detail
+    return Error(static_cast<Code>(st), message, d);
+}
+
+// Throws on an error status, with the thread-local message and detail.
 inline evs_status check(evs_status st) {
     if (st < 0)
-        throw Error(static_cast<Code>(st), evs_last_error_message());
+        throw last_error(st);
     return st;
 }
 

@@ -22,6 +22,19 @@
 //	var e *evstore.Error
 //	if errors.As(err, &e) { log.Print(e.Code, e.Message) }
 //
+// Beside its message, an error carries the numbers the message names, each with ok false
+// where it does not apply: ActualVersion (ErrWrongExpectedVersion: the stream's version,
+// -1 when it did not exist), PartIndex (AppendMulti: the part the error is about) and
+// Position (ErrAlreadyExists: the stored event whose id an append reused; ErrCorrupt:
+// the damaged event, where known):
+//
+//	if v, ok := e.ActualVersion(); ok { ... reload the stream up to v and retry ... }
+//
+// The library keeps them per OS thread; the binding reads them with the message, on the
+// failing call's thread, so an error's numbers are its own call's whichever goroutine
+// made it. The ErrX values and the errors the binding finds itself (a NUL in a name, a
+// closed store) carry none.
+//
 // `err == evstore.ErrNotFound` does not compile: the error a call returns carries its own
 // message, so it is never the ErrNotFound value itself (database/sql's ErrNoRows can be
 // returned as it is because it says nothing more). The ErrX values are Errors without a

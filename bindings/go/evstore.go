@@ -47,6 +47,8 @@ const (
 	CodeReadOnly             Code = C.EVS_ERR_READ_ONLY
 	CodeCurrencyMismatch     Code = C.EVS_ERR_CURRENCY_MISMATCH
 	CodeBusy                 Code = C.EVS_ERR_BUSY
+	CodeStreamDeleted        Code = C.EVS_ERR_STREAM_DELETED   // added in 1.1
+	CodeBalanceNotZero       Code = C.EVS_ERR_BALANCE_NOT_ZERO // added in 1.1
 	CodeInternal             Code = C.EVS_ERR_INTERNAL
 )
 
@@ -68,12 +70,56 @@ func (c Code) String() string { return C.GoString(C.evs_status_name(C.evs_status
 // errors.Is(err, evstore.ErrNotFound) holds for every error of that code. An Error
 // cannot be compared with == (a compile error): an error a call returns carries its own
 // message, so `err == evstore.ErrNotFound` could only ever be false.
+//
+// Beside the message, an error of the library carries the numbers it names, read with
+// ActualVersion, PartIndex and Position (each with ok false where it does not apply).
 type Error struct {
 	_       [0]func() // not comparable: `err == evstore.ErrX` does not compile
 	Code    Code
 	Message string // the library's message ("" for the ErrX values)
-	// The library's structured detail (evs_last_error_detail: the actual version, the
-	// failing part, the damaged position) will take fields here once it exists.
+	detail  errorDetail
+}
+
+// errorDetail is evs_last_error_detail's answer for the failed call (see lastError).
+// The zero value, that of the ErrX values and of the errors the binding finds itself,
+// has nothing to say.
+type errorDetail struct {
+	read          bool // the library's detail for this very call was read
+	actualVersion int64
+	partIndex     int64
+	position      uint64
+}
+
+// ActualVersion is, for an ErrWrongExpectedVersion, the version of the stream's last
+// event when the append (or account operation) was refused, or -1 when the stream did
+// not exist (as StreamVersion says it). ok is false for every other error.
+func (e Error) ActualVersion() (version int64, ok bool) {
+	if !e.detail.read || e.Code != CodeWrongExpectedVersion {
+		return 0, false
+	}
+	return e.detail.actualVersion, true
+}
+
+// PartIndex is, for an error of AppendMulti, the index in its parts of the part the
+// error is about: the stream whose expected version failed, or the part with an event
+// id stored before. ok is false for other calls (Append, the account operations) and
+// errors that concern no one part.
+func (e Error) PartIndex() (index int, ok bool) {
+	if !e.detail.read || e.detail.partIndex < 0 {
+		return 0, false
+	}
+	return int(e.detail.partIndex), true
+}
+
+// Position is the position of the event the error is about: for ErrCorrupt, the
+// damaged event's, where the call knows it (reads, cursors, subscriptions, an Open that
+// decodes a damaged record); for ErrAlreadyExists from an append, that of the stored
+// event whose id the append carries. ok is false otherwise.
+func (e Error) Position() (position uint64, ok bool) {
+	if !e.detail.read || e.detail.position == math.MaxUint64 {
+		return 0, false
+	}
+	return e.detail.position, true
 }
 
 func (e Error) Error() string {
@@ -117,6 +163,8 @@ var (
 	ErrReadOnly             = Error{Code: CodeReadOnly}
 	ErrCurrencyMismatch     = Error{Code: CodeCurrencyMismatch}
 	ErrBusy                 = Error{Code: CodeBusy}
+	ErrStreamDeleted        = Error{Code: CodeStreamDeleted}
+	ErrBalanceNotZero       = Error{Code: CodeBalanceNotZero}
 	ErrInternal             = Error{Code: CodeInternal}
 )
 
@@ -143,11 +191,12 @@ const (
 // declare C functions in its preamble, so the cast lives here).
 func deliverFn() C.evs_event_fn { return C.evstore_go_deliver_fn() }
 
-// Version is the library's version, e.g. "1.0.0".
+// Version is the library's version, e.g. "1.1.0".
 func Version() string { return C.GoString(C.evs_version()) }
 
 // VersionNumber is the library's 1000000*major + 1000*minor + patch. The binding needs
-// a library of at least HeaderVersionNumber, the version of the header it was built with.
+// a library of at least HeaderVersionNumber, the version of the header it was built with
+// (1.1: a 1.0 library's errors would carry no ActualVersion, PartIndex or Position).
 func VersionNumber() int32 { return int32(C.evs_version_number()) }
 
 // HeaderVersionNumber is EVS_VERSION_NUMBER of the header this binding was built with.
@@ -160,16 +209,42 @@ func Shutdown() error {
 	return err
 }
 
-// call runs one C call and, if it failed, reads the thread-local error message on the
-// same OS thread before the goroutine can move.
+// call runs one C call and, if it failed, reads the thread-local error message and
+// detail on the same OS thread before the goroutine can move.
 func call(f func() C.evs_status) (Code, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	st := Code(f())
 	if st < 0 {
-		return st, &Error{Code: st, Message: C.GoString(C.evs_last_error_message())}
+		return st, lastError(st)
 	}
 	return st, nil
+}
+
+// libraryHasDetail: the library has evs_last_error_detail (added in 1.1). Run with an
+// older one, the binding's errors have no detail rather than a missing symbol at the
+// first failure (the loader resolves functions when first called).
+var libraryHasDetail = C.evs_version_number() >= 1001000
+
+// lastError is the error of the call that just failed with st on this OS thread: its
+// message, then (evs_last_error_detail replaces the message if it fails itself) its
+// detail. The caller holds the thread (runtime.LockOSThread): both are per thread.
+func lastError(st Code) *Error {
+	e := &Error{Code: st, Message: C.GoString(C.evs_last_error_message())}
+	if !libraryHasDetail {
+		return e
+	}
+	d := C.evs_error_detail{struct_size: C.size_t(unsafe.Sizeof(C.evs_error_detail{}))}
+	// The detail's own code pairs it with the failure; a mismatch would be another call's.
+	if C.evs_last_error_detail(&d) == C.EVS_OK && Code(d.code) == st {
+		e.detail = errorDetail{
+			read:          true,
+			actualVersion: int64(d.actual_version),
+			partIndex:     int64(d.part_index),
+			position:      uint64(d.position),
+		}
+	}
+	return e
 }
 
 // invalid is an ErrInvalidArgument the binding itself finds, with its message.

@@ -105,7 +105,8 @@ func TestHeaderIsTheLibraryOne(t *testing.T) {
 }
 
 func TestVersionAndStatusNames(t *testing.T) {
-	if Version() != "1.0.0" {
+	want := fmt.Sprintf("%d.%d.%d", HeaderVersionNumber/1000000, HeaderVersionNumber/1000%1000, HeaderVersionNumber%1000)
+	if Version() != want {
 		t.Errorf("Version() = %q", Version())
 	}
 	if CodeWrongExpectedVersion.String() != "EVS_ERR_WRONG_EXPECTED_VERSION" || CodeIO.String() != "EVS_ERR_IO" {

@@ -4,3 +4,4 @@
 pub mod life;
 pub mod pg;
 pub mod procs;
+pub mod promises;

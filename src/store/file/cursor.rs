@@ -84,18 +84,24 @@ impl ForwardCursor {
         if self.store.removing() {
             return self.next_kept();
         }
+        // Damage found on the way is reported with the position (`evs_last_error_detail`).
+        let due = self.next;
+        let damaged = move |e: Error| e.damage_at(due);
         let seg = self.segments.as_mut().expect("set by ready");
-        let Some((at, d)) = seg.next()? else {
-            return Err(log_ends(self.next));
+        let Some((at, d)) = seg.next().map_err(damaged)? else {
+            return Err(damaged(log_ends(due)));
         };
-        check_plain(&d.record, at)?;
+        check_plain(&d.record, at).map_err(damaged)?;
         let (key, value) = (d.record.key, d.record.value);
-        let Some(position) = position_at(&mut self.next, self.until, key, value, at, committed)?
+        let Some(position) =
+            position_at(&mut self.next, self.until, key, value, at, committed).map_err(damaged)?
         else {
             self.relocate = true;
             return Ok(None);
         };
-        decode_event(position, key, value, &mut self.legacy).map(Some)
+        decode_event(position, key, value, &mut self.legacy)
+            .map(Some)
+            .map_err(|e| e.damage_at(position))
     }
 
     /// `next` once anything is removed: passes over lifecycle entries and removed events.
@@ -107,19 +113,21 @@ impl ForwardCursor {
             let Some(committed) = self.ready()? else {
                 return Ok(None);
             };
+            let due = self.next;
+            let damaged = move |e: Error| e.damage_at(due);
             let seg = self.segments.as_mut().expect("set by ready");
-            let Some((at, d)) = seg.next()? else {
-                return Err(log_ends(self.next));
+            let Some((at, d)) = seg.next().map_err(damaged)? else {
+                return Err(damaged(log_ends(due)));
             };
-            check_plain(&d.record, at)?;
+            check_plain(&d.record, at).map_err(damaged)?;
             let (key, value) = (d.record.key, d.record.value);
-            let Some(position) =
-                position_at(&mut self.next, self.until, key, value, at, committed)?
+            let Some(position) = position_at(&mut self.next, self.until, key, value, at, committed)
+                .map_err(damaged)?
             else {
                 self.relocate = true;
                 return Ok(None);
             };
-            if !passes_over(&self.store, &mut self.views, value)? {
+            if !passes_over(&self.store, &mut self.views, value).map_err(damaged)? {
                 break position;
             }
         };
@@ -129,7 +137,9 @@ impl ForwardCursor {
         let (_, d) = seg
             .last()
             .ok_or_else(|| Error::corrupt(format!("position {position} cannot be read again")))?;
-        decode_event(position, d.record.key, d.record.value, &mut self.legacy).map(Some)
+        decode_event(position, d.record.key, d.record.value, &mut self.legacy)
+            .map(Some)
+            .map_err(|e| e.damage_at(position))
     }
 }
 
@@ -236,15 +246,19 @@ impl BackwardCursor {
             }
             let at = self.store.fetch_at(position, &mut self.buf)?;
             let d = record::decode(&self.buf).map_err(|e| damaged(position, at, e.describe()))?;
-            check_plain(&d.record, at)?;
-            if !passes_over(&self.store, &mut self.views, d.record.value)? {
+            check_plain(&d.record, at).map_err(|e| e.damage_at(position))?;
+            if !passes_over(&self.store, &mut self.views, d.record.value)
+                .map_err(|e| e.damage_at(position))?
+            {
                 break (position, at);
             }
         };
         // Checked just above.
         let d =
             record::decode_verified(&self.buf).map_err(|e| damaged(position, at, e.describe()))?;
-        decode_event(position, d.record.key, d.record.value, &mut self.legacy).map(Some)
+        decode_event(position, d.record.key, d.record.value, &mut self.legacy)
+            .map(Some)
+            .map_err(|e| e.damage_at(position))
     }
 }
 
@@ -254,6 +268,7 @@ fn damaged(position: u64, at: Position, what: &str) -> Error {
         "the record of position {position} (segment {} offset {}): {what}",
         at.segment_id, at.offset
     ))
+    .at_position(position)
 }
 
 /// Events of a stream located at once, to read one by one.
@@ -390,12 +405,16 @@ impl StreamCursor {
                 break (loc.0, loc.1, range);
             }
             let d = decode_span(loc.0, loc.1, &self.buf, range, true)?;
-            if !passes_over(&self.store, &mut self.views, d.value)? {
+            if !passes_over(&self.store, &mut self.views, d.value)
+                .map_err(|e| e.damage_at(loc.0))?
+            {
                 break (loc.0, loc.1, range);
             }
         };
         let d = decode_span(position, at, &self.buf, range, !removing)?;
-        decode_event(position, d.key, d.value, &mut self.legacy).map(Some)
+        decode_event(position, d.key, d.value, &mut self.legacy)
+            .map(Some)
+            .map_err(|e| e.damage_at(position))
     }
 }
 
@@ -423,6 +442,6 @@ fn decode_span(
             "it does not end where the next record starts",
         ));
     }
-    check_plain(&d.record, at)?;
+    check_plain(&d.record, at).map_err(|e| e.damage_at(position))?;
     Ok(d.record)
 }

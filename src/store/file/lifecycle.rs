@@ -225,8 +225,8 @@ fn same_request(req: &LifecycleRequest<'_>, op: &LifecycleOp) -> bool {
 
 /// What the record stored under an id is.
 pub(crate) enum StoredId {
-    /// An event: its id, stream and stream version.
-    Event(EventId, String, u64),
+    /// An event (it has an id).
+    Event(crate::store::Event),
     /// A lifecycle entry: its id and operation.
     Entry(EventId, LifecycleOp),
 }
@@ -241,6 +241,7 @@ pub(crate) fn id_of_entry(id: &EventId, position: u64, op: &LifecycleOp) -> Erro
             op.describe()
         ),
     )
+    .at_position(position)
 }
 
 /// A stream's view without its age limit, and that limit (0: none).
@@ -469,15 +470,19 @@ impl FileStore {
                     op.describe(),
                     describe_request(req)
                 ),
-            )),
-            Some((p, StoredId::Event(_, stream, version))) => Err(Error::new(
+            )
+            .at_position(p)),
+            Some((p, StoredId::Event(e))) => Err(Error::new(
                 ErrorKind::AlreadyExists,
                 format!(
-                    "id {} was given to the event at position {p} (stream '{stream}' version {version}), not to a {}; nothing was written",
+                    "id {} was given to the event at position {p} (stream '{}' version {}), not to a {}; nothing was written",
                     hex(id),
+                    e.stream,
+                    e.stream_version,
                     describe_request(req)
                 ),
-            )),
+            )
+            .at_position(p)),
         }
     }
 
@@ -500,8 +505,20 @@ impl FileStore {
             | LifecycleRequest::Truncate { expected, .. } => expected,
             LifecycleRequest::Retention { .. } => ExpectedVersion::Any,
         };
-        if !super::expected_holds(expected, version) {
-            return Err(super::expected_mismatch(stream, expected, version));
+        let holds = match expected {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => version.is_none(),
+            ExpectedVersion::Exists => version.is_some(),
+            ExpectedVersion::Exact(v) => version == Some(v),
+        };
+        if !holds {
+            // Worded as for an append to the stream.
+            let part = crate::store::StreamAppend {
+                stream,
+                expected,
+                events: &[],
+            };
+            return Err(crate::store::wrong_expected_version(0, &part, version).without_part());
         }
         Ok(op)
     }

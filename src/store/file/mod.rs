@@ -173,8 +173,11 @@ pub(crate) fn index_segment(
         };
         check_plain(&d.record, here)?;
         let mut legacy = None;
-        let rec = decode_record(position, d.record.key, d.record.value, &mut legacy)
-            .map_err(|e| Error::new(e.kind, format!("{name} offset {at}: {}", e.message)))?;
+        let rec =
+            decode_record(position, d.record.key, d.record.value, &mut legacy).map_err(|e| {
+                e.damage_at(position)
+                    .prefixed(format!("{name} offset {at}: "))
+            })?;
         let (stamp, stream) = match &rec {
             Decoded::Event(ev) => (
                 ev.timestamp_us,
@@ -344,6 +347,7 @@ pub(crate) fn decode_fetched<'a>(
     buf: &'a [u8],
     legacy: &'a mut Option<Event>,
 ) -> Result<Decoded<'a>> {
+    // Damage is reported with the position (`evs_last_error_detail`).
     let d = record::decode(buf).map_err(|e| {
         Error::corrupt(format!(
             "the record of position {position} (segment {} offset {}): {}",
@@ -351,9 +355,10 @@ pub(crate) fn decode_fetched<'a>(
             at.offset,
             e.describe()
         ))
+        .at_position(position)
     })?;
-    check_plain(&d.record, at)?;
-    decode_record(position, d.record.key, d.record.value, legacy)
+    check_plain(&d.record, at).map_err(|e| e.damage_at(position))?;
+    decode_record(position, d.record.key, d.record.value, legacy).map_err(|e| e.damage_at(position))
 }
 
 /// One event of an append, encoded: its record (8-byte key, then envelope) is
@@ -427,34 +432,6 @@ fn encode_batch<'s, 'e>(
         spans,
         stream_versions,
     }
-}
-
-/// Whether a stream at `current` (`None`: no such stream) is as `expected`.
-fn expected_holds(expected: ExpectedVersion, current: Option<u64>) -> bool {
-    match expected {
-        ExpectedVersion::Any => true,
-        ExpectedVersion::NoStream => current.is_none(),
-        ExpectedVersion::Exists => current.is_some(),
-        ExpectedVersion::Exact(v) => current == Some(v),
-    }
-}
-
-/// The error of a write to `stream` whose expected version does not hold.
-fn expected_mismatch(stream: &str, expected: ExpectedVersion, current: Option<u64>) -> Error {
-    let actual = match current {
-        Some(v) => format!("is at version {v}"),
-        None => "does not exist".to_string(),
-    };
-    let wanted = match expected {
-        ExpectedVersion::NoStream => "no stream".to_string(),
-        ExpectedVersion::Exists => "an existing stream".to_string(),
-        ExpectedVersion::Exact(v) => format!("version {v}"),
-        ExpectedVersion::Any => "any version".to_string(),
-    };
-    Error::new(
-        ErrorKind::WrongExpectedVersion,
-        format!("stream '{stream}' {actual}, expected {wanted}"),
-    )
 }
 
 impl FileStore {
@@ -639,10 +616,8 @@ impl FileStore {
             }
             let decoded =
                 decode_record(position, rec.key, rec.value, &mut legacy).map_err(|e| {
-                    Error::new(
-                        e.kind,
-                        format!("{} offset {}: {}", file(), pos.offset, e.message),
-                    )
+                    e.damage_at(position)
+                        .prefixed(format!("{} offset {}: ", file(), pos.offset))
                 })?;
             replayed += 1;
             if !index.replayed_where_filed(position, pos) {
@@ -989,7 +964,7 @@ impl FileStore {
         // Streams named earlier in this append, with their version after it: a short
         // list (appends name one or two streams), so no map is built per append.
         let mut seen: Vec<(&str, Option<u64>)> = Vec::new();
-        for a in appends {
+        for (part, a) in appends.iter().enumerate() {
             let current = match seen.iter().find(|s| s.0 == a.stream) {
                 Some(&(_, v)) => v,
                 None if a.stream.is_empty() => None,
@@ -998,10 +973,17 @@ impl FileStore {
             // A hard-deleted stream refuses every write (checked only once any
             // lifecycle entry exists or waits).
             if (removing || w.pending_entries > 0) && !a.stream.is_empty() {
-                self.check_not_tombstoned(w, &index, a.stream)?;
+                self.check_not_tombstoned(w, &index, a.stream)
+                    .map_err(|e| e.in_part(part))?;
             }
-            if !expected_holds(a.expected, current) {
-                return Err(expected_mismatch(a.stream, a.expected, current));
+            let ok = match a.expected {
+                ExpectedVersion::Any => true,
+                ExpectedVersion::NoStream => current.is_none(),
+                ExpectedVersion::Exists => current.is_some(),
+                ExpectedVersion::Exact(v) => current == Some(v),
+            };
+            if !ok {
+                return Err(super::wrong_expected_version(part, a, current));
             }
             versions.push(current);
             if !a.stream.is_empty() {
@@ -1432,21 +1414,25 @@ impl FileStore {
         files: &mut Option<(u64, crate::wal::vfs::FileRef)>,
         buf: &mut Vec<u8>,
     ) -> Result<()> {
+        // Damage found on the way is reported with the position (`evs_last_error_detail`).
+        let damaged = move |e: Error| e.damage_at(position);
         let end = match end {
             Some(e) => e,
-            None => self.record_end_guess(at)?,
+            None => self.record_end_guess(at).map_err(damaged)?,
         };
         let len = end.checked_sub(at.offset).filter(|&l| l > 0);
         let Some(len) = len else {
-            return Err(Error::corrupt(format!(
+            return Err(damaged(Error::corrupt(format!(
                 "the index puts position {position} at segment {} offset {} with no room",
                 at.segment_id, at.offset
-            )));
+            ))));
         };
         // The next record may be far away only past the end of a segment: read at most
         // the longest record there can be.
         let len = len.min(MAX_RECORD_LEN);
-        self.wal.read_exact_cached(files, at, len as usize, buf)
+        self.wal
+            .read_exact_cached(files, at, len as usize, buf)
+            .map_err(damaged)
     }
 
     /// How far to read for the last record of a segment whose successor we do not know.

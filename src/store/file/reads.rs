@@ -54,8 +54,10 @@ impl Located {
                 return Ok(Some((position, at)));
             }
             let d = record::decode(&self.buf).map_err(|e| damaged(position, at, e.describe()))?;
-            check_plain(&d.record, at)?;
-            if !passes_over(store, &mut self.views, d.record.value)? {
+            check_plain(&d.record, at).map_err(|e| e.damage_at(position))?;
+            if !passes_over(store, &mut self.views, d.record.value)
+                .map_err(|e| e.damage_at(position))?
+            {
                 return Ok(Some((position, at)));
             }
             if stop_at_removed {
@@ -68,8 +70,9 @@ impl Located {
     /// The event `advance` read.
     fn event(&mut self, (position, at): (u64, crate::wal::Position)) -> Result<EventRef<'_>> {
         let d = record::decode(&self.buf).map_err(|e| damaged(position, at, e.describe()))?;
-        check_plain(&d.record, at)?;
+        check_plain(&d.record, at).map_err(|e| e.damage_at(position))?;
         decode_event(position, d.record.key, d.record.value, &mut self.legacy)
+            .map_err(|e| e.damage_at(position))
     }
 }
 
@@ -79,6 +82,7 @@ fn damaged(position: u64, at: crate::wal::Position, what: &str) -> Error {
         "the record of position {position} (segment {} offset {}): {what}",
         at.segment_id, at.offset
     ))
+    .at_position(position)
 }
 
 /// One stream's events from a version down to 0, as far as they are not removed. Sees
@@ -241,7 +245,8 @@ impl FileStore {
             .collect())
     }
 
-    /// The id stored with the record at `position`, if it has one, and what the record is.
+    /// The record at `position` if it has an id (the lookups of idempotent writes): the
+    /// whole event (a retry is compared with it), or a lifecycle entry's id and operation.
     pub(crate) fn stored_id(&self, position: u64) -> Result<Option<StoredId>> {
         let mut buf = Vec::new();
         let at = self.fetch_at(position, &mut buf)?;
@@ -250,9 +255,7 @@ impl FileStore {
         let mut legacy = None;
         Ok(
             match decode_record(position, d.record.key, d.record.value, &mut legacy)? {
-                Decoded::Event(e) => {
-                    e.id.map(|id| StoredId::Event(id, e.stream.to_owned(), e.stream_version))
-                }
+                Decoded::Event(e) => e.id.is_some().then(|| StoredId::Event(e.to_owned())),
                 Decoded::Entry(e) => e.id.map(|id| StoredId::Entry(id, e.op)),
             },
         )
