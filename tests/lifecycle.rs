@@ -478,6 +478,7 @@ fn a_soft_deleted_stream_keeps_its_version_and_appends_continue_it() {
     );
     assert_eq!(e.kind, ErrorKind::WrongExpectedVersion);
     assert!(e.message.contains("version 1"), "{e}");
+    assert_eq!(e.detail().actual_version, Some(Some(1)));
     let e = err(
         store.delete_stream("never", ExpectedVersion::Any, false, None),
         "never",
@@ -615,6 +616,8 @@ fn a_retried_operation_with_its_id_returns_the_first_position_and_writes_nothing
                 "an event's id",
             );
             assert_eq!(e.kind, ErrorKind::AlreadyExists, "{e}");
+            // The detail names the record that holds the id: the event "d" got.
+            assert_eq!(e.detail().position, Some(6), "{e}");
             // An append whose event has an operation's id is refused too.
             let e = err(
                 store.append(
@@ -628,6 +631,8 @@ fn a_retried_operation_with_its_id_returns_the_first_position_and_writes_nothing
                 "an operation's id on an event",
             );
             assert_eq!(e.kind, ErrorKind::AlreadyExists, "{e}");
+            assert_eq!(e.detail().position, Some(firsts[2].1), "{e}");
+            assert!(e.message.contains("lifecycle entry"), "{e}");
             assert_eq!(
                 store.next_position().unwrap(),
                 n,

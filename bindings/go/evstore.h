@@ -214,7 +214,8 @@ typedef struct evs_error_detail {
   // The status the call returned; EVS_OK when no call on this thread has failed.
   evs_status code;
   // EVS_ERR_WRONG_EXPECTED_VERSION: the version of the stream's last event when the
-  // append was refused, or -1 when the stream did not exist. -1 for other errors.
+  // append (or `evs_delete_stream`) was refused, or -1 when the stream did not exist.
+  // -1 for other errors.
   int64_t actual_version;
   // `evs_append_multi`: the index in `appends` of the part the error is about (the
   // stream whose expected version failed, the part of an event id stored before).
@@ -222,8 +223,8 @@ typedef struct evs_error_detail {
   int64_t part_index;
   // EVS_ERR_CORRUPT: the position of the damaged event, where the call knows it
   // (reads, cursors, subscriptions; an open decoding a record). EVS_ERR_ALREADY_EXISTS
-  // from an append: the position of the stored event whose id the append carries.
-  // UINT64_MAX otherwise.
+  // from an append or a lifecycle call (`evs_delete_stream`...): the position of the
+  // stored event or lifecycle entry whose id the call carries. UINT64_MAX otherwise.
   uint64_t position;
 } evs_error_detail;
 

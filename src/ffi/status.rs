@@ -134,7 +134,8 @@ pub struct evs_error_detail {
     /// The status the call returned; EVS_OK when no call on this thread has failed.
     pub code: evs_status,
     /// EVS_ERR_WRONG_EXPECTED_VERSION: the version of the stream's last event when the
-    /// append was refused, or -1 when the stream did not exist. -1 for other errors.
+    /// append (or `evs_delete_stream`) was refused, or -1 when the stream did not exist.
+    /// -1 for other errors.
     pub actual_version: i64,
     /// `evs_append_multi`: the index in `appends` of the part the error is about (the
     /// stream whose expected version failed, the part of an event id stored before).
@@ -142,8 +143,8 @@ pub struct evs_error_detail {
     pub part_index: i64,
     /// EVS_ERR_CORRUPT: the position of the damaged event, where the call knows it
     /// (reads, cursors, subscriptions; an open decoding a record). EVS_ERR_ALREADY_EXISTS
-    /// from an append: the position of the stored event whose id the append carries.
-    /// UINT64_MAX otherwise.
+    /// from an append or a lifecycle call (`evs_delete_stream`...): the position of the
+    /// stored event or lifecycle entry whose id the call carries. UINT64_MAX otherwise.
     pub position: u64,
 }
 
