@@ -43,7 +43,7 @@ impl ForwardCursor {
         }
         // A read-only store looks for a writer's new events only at the end of what it
         // has, not for every event.
-        if self.next >= self.store.committed() && self.next >= self.store.next_position() {
+        if self.next >= self.store.committed() && self.next >= self.store.next_position()? {
             return Ok(None);
         }
         if self.segments.is_none() {
