@@ -60,6 +60,8 @@ pub(crate) struct Inner {
     mark: Option<MarkWriter>,
     /// A reader's: the mark in force when the log was opened.
     opened_mark: Option<Mark>,
+    /// A reader's handle of the mark file, once it exists.
+    mark_file: Mutex<Option<FileRef>>,
 }
 
 fn pack_visible(id: u64, offset: u64) -> u64 {
@@ -200,6 +202,7 @@ impl Wal {
             visible: AtomicU64::new(0),
             mark,
             opened_mark,
+            mark_file: Mutex::new(None),
         });
         {
             let st = inner.lock_state();
@@ -290,7 +293,16 @@ impl Wal {
     /// The writer's durable mark as it is now (read from its file); `None` when no
     /// writer of this version has published one. For a read-only log.
     pub fn current_mark(&self) -> Option<Mark> {
-        mark::read(&*self.inner.config.vfs, &self.inner.config.dir)
+        let mut file = self
+            .inner
+            .mark_file
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if file.is_none() {
+            let path = mark::path(&self.inner.config.dir);
+            *file = self.inner.config.vfs.open(&path, OpenMode::Read).ok();
+        }
+        mark::read_file(&**file.as_ref()?)
     }
 
     /// The mark a read-only log was opened with.

@@ -89,7 +89,8 @@ pub fn read(vfs: &dyn Vfs, dir: &Path) -> Option<Mark> {
     read_file(&*file)
 }
 
-fn read_file(file: &dyn vfs::VfsFile) -> Option<Mark> {
+/// The mark in force in an open mark file (see `read`).
+pub fn read_file(file: &dyn vfs::VfsFile) -> Option<Mark> {
     let mut b = [0u8; 2 * SLOT];
     let got = vfs::read_at_most(file, &mut b, 0).ok()?;
     let slots = [decode(&b[..got.min(SLOT)]), decode(&b[SLOT..got.max(SLOT)])];
