@@ -7,7 +7,7 @@ pub mod error;
 mod runtime;
 pub mod wal;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorDetail, ErrorKind, Result};
 pub mod account;
 pub mod ffi;
 pub mod store;

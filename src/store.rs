@@ -11,6 +11,7 @@ mod event;
 mod file;
 mod handle;
 pub mod ids;
+pub mod lifecycle;
 mod postgres;
 
 pub use backend::{Backend, EventCursor, TailCursor};
@@ -137,6 +138,31 @@ pub(crate) fn no_such_stream(stream: &str) -> Error {
         ErrorKind::NotFound,
         format!("stream '{stream}' does not exist"),
     )
+}
+
+/// The error of append part `part` whose expected version does not hold: the stream is
+/// at `actual` (`None`: it does not exist). Every backend says the same.
+pub(crate) fn wrong_expected_version(
+    part: usize,
+    a: &StreamAppend<'_>,
+    actual: Option<u64>,
+) -> Error {
+    let have = match actual {
+        Some(v) => format!("is at version {v}"),
+        None => "does not exist".to_string(),
+    };
+    let wanted = match a.expected {
+        ExpectedVersion::NoStream => "no stream".to_string(),
+        ExpectedVersion::Exists => "an existing stream".to_string(),
+        ExpectedVersion::Exact(v) => format!("version {v}"),
+        ExpectedVersion::Any => "any version".to_string(),
+    };
+    Error::new(
+        ErrorKind::WrongExpectedVersion,
+        format!("stream '{}' {have}, expected {wanted}", a.stream),
+    )
+    .with_actual_version(actual)
+    .in_part(part)
 }
 
 /// A forward stream read may start at most one past the stream's last version `v`.

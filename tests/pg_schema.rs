@@ -181,17 +181,25 @@ fn a_version_1_or_2_schema_is_migrated_by_a_writable_open_and_refused_by_a_read_
         assert_eq!(stores[1].position_after(1500).unwrap(), 2);
         assert_eq!(stores[1].stats().unwrap().event_ids, 3);
 
-        // The migrated ids still make a retry a retry.
+        // The migrated ids still make a retry a retry (the same events: schema version
+        // and metadata included), and refuse them for other content.
         let mut retry = [
             EventInput::new("Created", b"a"),
             EventInput::new("Paid", b"b"),
         ];
         retry[0].id = Some([1; 16]);
+        retry[0].schema_version = 2;
+        retry[0].metadata = b"m1";
         retry[1].id = Some([2; 16]);
         let r = stores[1]
             .append("order-1", ExpectedVersion::NoStream, &retry)
             .unwrap();
         assert_eq!((r.first_position, r.stream_versions), (0, vec![1]));
+        retry[0].schema_version = 1;
+        let other = stores[1]
+            .append("order-1", ExpectedVersion::NoStream, &retry)
+            .unwrap_err();
+        assert_eq!(other.kind, ErrorKind::AlreadyExists, "{other}");
         assert_eq!(stores[1].next_position().unwrap(), 4);
 
         // Appends go on where the old store stopped, in one stream and in several.

@@ -464,7 +464,9 @@ fn retries_and_new_appends_in_one_batch_are_each_answered_as_if_alone() {
                     barrier.wait();
                     match t {
                         0 => {
-                            let mut again = [ev("E", &payload), ev("E", &payload)];
+                            // The same events (a retry repeats the content too).
+                            let same = [7u8; 32];
+                            let mut again = [ev("E", &same), ev("E", &same)];
                             again[0].id = Some(id_of(1));
                             again[1].id = Some(id_of(2));
                             let r = s.append("again", ExpectedVersion::NoStream, &again);
@@ -639,4 +641,27 @@ fn the_same_appends_sent_by_two_processes_at_once_are_stored_once_without_deadlo
         "select deadlocks from pg_stat_database where datname = current_database()",
     );
     assert_eq!(deadlocks.as_deref(), Some("0"));
+}
+
+#[test]
+fn an_event_id_reused_for_other_content_is_refused_as_on_the_file_store() {
+    let pg = PgServer::start();
+    let url = format!("{}?schema=reused_ids", pg.url());
+    let next;
+    {
+        let s = open(&url);
+        common::promises::an_event_id_names_one_event(&s);
+        next = s.next_position().unwrap();
+        s.close().unwrap();
+    }
+    // Another handle (another process) is told the same.
+    let s = open(&url);
+    common::promises::refused_for_other_content(&s, 0, next);
+}
+
+#[test]
+fn errors_carry_the_actual_version_the_failing_part_and_the_stored_position_as_on_files() {
+    let pg = PgServer::start();
+    let s = open(&format!("{}?schema=error_detail", pg.url()));
+    common::promises::errors_carry_their_numbers(&s);
 }

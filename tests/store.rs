@@ -1,6 +1,8 @@
 //! Behaviour of the event store (`evstore::store::Store`) through its public Rust API:
 //! one test per promise of issue 3 and architecture.md, named after the promise.
 
+mod common;
+
 use evstore::store::{
     Event, EventInput, ExpectedVersion, OpenReport, Store, StoreOptions, StreamAppend,
 };
@@ -2170,4 +2172,87 @@ fn stats_count_events_appends_fsyncs_and_types() {
         assert_eq!((s.events, s.appends), (7, 1));
         assert!(s.events_by_type.contains(&("D".to_string(), 1)));
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Event ids name one event; errors carry their numbers (issue 19)
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn an_event_id_reused_for_other_content_is_refused_also_after_reopen_and_from_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let next;
+    {
+        let (store, _) = open(dir.path(), opts(FsyncPolicy::Os));
+        common::promises::an_event_id_names_one_event(&store);
+        next = store.next_position().unwrap();
+        store.close().unwrap();
+    }
+    // The ids come back from the log (replayed) ...
+    {
+        let (store, report) = open(dir.path(), opts(FsyncPolicy::Os));
+        assert_eq!(report.snapshot_position, None);
+        common::promises::refused_for_other_content(&store, 0, next);
+        store.snapshot().unwrap();
+        store.close().unwrap();
+    }
+    // ... and from a snapshot.
+    let (store, report) = open(dir.path(), opts(FsyncPolicy::Always));
+    assert_eq!(report.snapshot_position, Some(next));
+    common::promises::refused_for_other_content(&store, 0, next);
+}
+
+#[test]
+fn errors_carry_the_actual_version_the_failing_part_and_the_stored_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(
+        dir.path(),
+        opts(FsyncPolicy::Batch(Duration::from_millis(5))),
+    );
+    common::promises::errors_carry_their_numbers(&store);
+}
+
+#[test]
+fn a_damaged_record_is_reported_with_its_position_by_every_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path(), opts(FsyncPolicy::Os));
+    for i in 0..10 {
+        let payload = format!("payload-{i:02}");
+        store
+            .append("s", ExpectedVersion::Any, &[ev("T", payload.as_bytes())])
+            .unwrap();
+    }
+    store.sync().unwrap();
+    // One byte of position 6's payload changes under the open store.
+    let seg = segment0(dir.path());
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes
+        .windows(10)
+        .position(|w| w == b"payload-06")
+        .expect("the payload is in the segment");
+    bytes[at + 9] ^= 0x01;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let damaged = |e: Error, how: &str| {
+        assert_eq!(e.kind, ErrorKind::Corrupt, "{how}: {e}");
+        assert_eq!(e.detail().position, Some(6), "{how}: {e}");
+    };
+    let mut c = store.read_all(0).unwrap();
+    for p in 0..6 {
+        assert_eq!(c.next().unwrap().unwrap().position, p);
+    }
+    damaged(c.next().expect_err("position 6 is damaged"), "read_all");
+    damaged(store.read_event(6).unwrap_err(), "read_event");
+    let first_error = |mut c: Box<dyn evstore::store::EventCursor>, how: &str| loop {
+        match c.next() {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("{how} passed the damage"),
+            Err(e) => break damaged(e, how),
+        }
+    };
+    first_error(store.read_stream("s", 0).unwrap(), "read_stream");
+    first_error(
+        store.read_all_backward(u64::MAX).unwrap(),
+        "read_all_backward",
+    );
 }

@@ -1,14 +1,19 @@
 // evstore.hpp: a header-only C++17 wrapper over the evstore C API (evstore.h).
 //
 // RAII handles (Options, Store, Cursor, Subscription; move-only), errors as
-// evstore::Error exceptions carrying the status code and the library's message, and
-// views for the borrowed bytes of events: std::string_view for text, and
-// evstore::ByteView (a pointer and a size, with begin/end) for bytes, since C++17 has
-// no std::span.
+// evstore::Error exceptions carrying the status code, the library's message and the
+// numbers it names (actual version, failing part, position), and views for the borrowed
+// bytes of events: std::string_view for text, and evstore::ByteView (a pointer and a
+// size, with begin/end) for bytes, since C++17 has no std::span.
 //
 // Threads: a Store may be used by any number of threads at once; a Cursor and Options by
 // one thread at a time. A Store must not be closed or destroyed while another thread
 // uses it.
+//
+// Lifetimes: an Event is a view, valid until the next step of its cursor (or the end of
+// the subscription callback it was given to); Event::to_owned() copies it into an
+// OwnedEvent to keep. EventInput owns its bytes. A moved-from handle is empty: see each
+// class. bindings/cpp/README.md (in the repository) lists the traps that remain.
 //
 // Installed with the library (`make install`): `find_package(evstore CONFIG REQUIRED)`
 // and `target_link_libraries(app PRIVATE evstore::evstore)`, then
@@ -25,6 +30,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -32,6 +38,10 @@
 #include <vector>
 
 #include "evstore.h"
+
+// The wrapper reads evs_last_error_detail (1.1): an older evstore.h found first on the
+// include path is refused here rather than by an undeclared function.
+static_assert(EVS_VERSION_NUMBER >= 1001000, "evstore.hpp needs evstore.h 1.1 or later");
 
 namespace evstore {
 
@@ -53,21 +63,53 @@ enum class Code : int32_t {
     ReadOnly = EVS_ERR_READ_ONLY,
     CurrencyMismatch = EVS_ERR_CURRENCY_MISMATCH,
     Busy = EVS_ERR_BUSY,
+    StreamDeleted = EVS_ERR_STREAM_DELETED,     // added in 1.1
+    BalanceNotZero = EVS_ERR_BALANCE_NOT_ZERO,  // added in 1.1
     Internal = EVS_ERR_INTERNAL,
 };
 
 // The code's name, e.g. "EVS_ERR_IO".
 inline const char *code_name(Code c) { return evs_status_name(static_cast<evs_status>(c)); }
 
-// A failed call: code() is the status, what() the library's message.
+// A failed call: code() is the status, what() the library's message, and the numbers
+// the message names where they apply (evs_last_error_detail), each empty otherwise.
 class Error : public std::runtime_error {
 public:
+    // An error without detail (the wrapper's own errors use it).
     Error(Code code, const std::string &message) : std::runtime_error(message), code_(code) {}
+    // An error of the library with its detail, read on the failing call's thread.
+    Error(Code code, const std::string &message, const evs_error_detail &detail)
+        : std::runtime_error(message), code_(code) {
+        if (detail.code != static_cast<evs_status>(code))
+            return;  // another call's detail: none
+        if (code == Code::WrongExpectedVersion)
+            actual_version_ = detail.actual_version;
+        if (detail.part_index >= 0)
+            part_index_ = static_cast<size_t>(detail.part_index);
+        if (detail.position != UINT64_MAX)
+            position_ = detail.position;
+    }
     Code code() const noexcept { return code_; }
     const char *name() const noexcept { return code_name(code_); }
+    // Code::WrongExpectedVersion: the version of the stream's last event when the append
+    // (or account operation) was refused, -1 when the stream did not exist (as
+    // Store::stream_version says it). Empty for other errors.
+    std::optional<int64_t> actual_version() const noexcept { return actual_version_; }
+    // Store::append_multi: the index in its parts of the part the error is about (the
+    // stream whose expected version failed, the part with an event id stored before).
+    // Empty for other calls (append, the account operations) and other errors.
+    std::optional<size_t> part_index() const noexcept { return part_index_; }
+    // Code::Corrupt: the damaged event's position, where the call knows it (reads,
+    // cursors, subscriptions, an open decoding a damaged record). Code::AlreadyExists from
+    // an append: the position of the stored event whose id the append carries. Empty
+    // otherwise.
+    std::optional<uint64_t> position() const noexcept { return position_; }
 
 private:
     Code code_;
+    std::optional<int64_t> actual_version_;
+    std::optional<size_t> part_index_;
+    std::optional<uint64_t> position_;
 };
 
 // Expected versions for Store::append; a value >= 0 is the version of the last event.
@@ -111,10 +153,25 @@ using EventId = std::array<uint8_t, 16>;
 
 namespace detail {
 
-// Throws on an error status, reading the thread-local message at once (same thread).
+// The Error of the call that just failed with st on this thread: its message, then its
+// detail (evs_last_error_detail replaces the message if it fails itself). Both are
+// thread-local: read them at once, on the failing call's thread. Run with a library older
+// than 1.1 (no evs_last_error_detail), errors have no detail rather than a missing symbol
+// at the first failure (functions resolve when first called).
+inline Error last_error(evs_status st) {
+    static const bool library_has_detail = evs_version_number() >= 1001000;
+    std::string message = evs_last_error_message();
+    evs_error_detail d{};
+    d.struct_size = sizeof d;
+    if (!library_has_detail || evs_last_error_detail(&d) != EVS_OK)
+        d.code = EVS_OK;  // no detail
+    return Error(static_cast<Code>(st), message, d);
+}
+
+// Throws on an error status, with the thread-local message and detail.
 inline evs_status check(evs_status st) {
     if (st < 0)
-        throw Error(static_cast<Code>(st), evs_last_error_message());
+        throw last_error(st);
     return st;
 }
 
@@ -141,6 +198,8 @@ inline std::string_view view(const uint8_t *p, size_t n) {
 
 // Options for opening a store. Defaults: Batch with a 5 ms window, 128 MiB segments,
 // preallocation on, read-write, no automatic snapshots. Setters throw on a bad value.
+// Move-only; a moved-from Options is empty: its setters and Store's constructor throw
+// Error (Code::InvalidArgument).
 class Options {
 public:
     Options() : ptr_(evs_options_new()) {
@@ -161,46 +220,60 @@ public:
 
     // window_ms (1..=10000) is used only with FsyncPolicy::Batch.
     Options &set_fsync(FsyncPolicy p, uint32_t window_ms = 5) {
-        detail::check(evs_options_set_fsync(ptr_, static_cast<evs_fsync_policy>(p), window_ms));
+        detail::check(evs_options_set_fsync(checked(), static_cast<evs_fsync_policy>(p), window_ms));
         return *this;
     }
     // 64 KiB ..= 1 TiB.
     Options &set_max_segment_size(uint64_t bytes) {
-        detail::check(evs_options_set_max_segment_size(ptr_, bytes));
+        detail::check(evs_options_set_max_segment_size(checked(), bytes));
         return *this;
     }
     Options &set_preallocate(bool on) {
-        detail::check(evs_options_set_preallocate(ptr_, on));
+        detail::check(evs_options_set_preallocate(checked(), on));
         return *this;
     }
     Options &set_read_only(bool on) {
-        detail::check(evs_options_set_read_only(ptr_, on));
+        detail::check(evs_options_set_read_only(checked(), on));
         return *this;
     }
     // 0 = never.
     Options &set_snapshot_every(uint64_t events) {
-        detail::check(evs_options_set_snapshot_every(ptr_, events));
+        detail::check(evs_options_set_snapshot_every(checked(), events));
         return *this;
     }
     // 1 ..= 16 MiB (the default).
     Options &set_max_event_size(uint64_t bytes) {
-        detail::check(evs_options_set_max_event_size(ptr_, bytes));
+        detail::check(evs_options_set_max_event_size(checked(), bytes));
         return *this;
     }
     // How many of the last events' ids are remembered (1 ..= 2^30; default 2^20).
     Options &set_dedupe_window(uint64_t events) {
-        detail::check(evs_options_set_dedupe_window(ptr_, events));
+        detail::check(evs_options_set_dedupe_window(checked(), events));
         return *this;
     }
 
+    // The C options; null once moved from.
     const evs_options *get() const noexcept { return ptr_; }
 
 private:
+    friend class Store;
+    // The C options, or Error (Code::InvalidArgument) once moved from: a moved-from
+    // Options is refused, never taken for the defaults.
+    evs_options *checked() const {
+        if (ptr_ == nullptr)
+            throw Error(Code::InvalidArgument, "the options were moved from");
+        return ptr_;
+    }
+
     evs_options *ptr_;
 };
 
-// A borrowed view of a stored event: valid until the next call on its cursor or the
-// cursor's destruction. Copy what you keep (std::string(e.payload)).
+struct OwnedEvent;
+
+// A borrowed view of a stored event: its views (stream, type, payload, metadata) are
+// valid until the next step of its cursor (next(), ++ on its iterator), the cursor's
+// destruction or move, or the return of the subscription callback it was given to.
+// Copying an Event copies the views, not the bytes: keep an event with to_owned().
 struct Event {
     uint64_t position = 0;      // global, gapless, from 0
     uint64_t timestamp_us = 0;  // microseconds since the Unix epoch
@@ -219,7 +292,66 @@ struct Event {
         return ByteView{reinterpret_cast<const uint8_t *>(metadata.data()), metadata.size()};
     }
     bool has_id() const noexcept { return id != EventId{}; }
+
+    // A copy that owns its bytes: valid as long as it lives.
+    OwnedEvent to_owned() const;
 };
+
+// A stored event that owns its bytes (std::string members): copyable, valid as long as
+// it lives. Event::to_owned() and Cursor::next(OwnedEvent &) make one; Store::read_event
+// returns one.
+struct OwnedEvent {
+    uint64_t position = 0;
+    uint64_t timestamp_us = 0;
+    std::string stream;
+    uint64_t stream_version = 0;
+    std::string type;
+    uint32_t schema_version = 0;
+    std::string payload;  // the bytes; payload_bytes() views them as bytes
+    std::string metadata;
+    EventId id{};
+
+    ByteView payload_bytes() const noexcept {
+        return ByteView{reinterpret_cast<const uint8_t *>(payload.data()), payload.size()};
+    }
+    ByteView metadata_bytes() const noexcept {
+        return ByteView{reinterpret_cast<const uint8_t *>(metadata.data()), metadata.size()};
+    }
+    bool has_id() const noexcept { return id != EventId{}; }
+
+    // An Event viewing this one's bytes: valid while this lives and is not changed.
+    Event view() const noexcept {
+        Event e;
+        e.position = position;
+        e.timestamp_us = timestamp_us;
+        e.stream = stream;
+        e.stream_version = stream_version;
+        e.type = type;
+        e.schema_version = schema_version;
+        e.payload = payload;
+        e.metadata = metadata;
+        e.id = id;
+        return e;
+    }
+
+    // For code written when Store::read_event returned a handle (one->type): the members
+    // themselves (one.type) are the way now.
+    const OwnedEvent *operator->() const noexcept { return this; }
+};
+
+inline OwnedEvent Event::to_owned() const {
+    OwnedEvent o;
+    o.position = position;
+    o.timestamp_us = timestamp_us;
+    o.stream = std::string(stream);
+    o.stream_version = stream_version;
+    o.type = std::string(type);
+    o.schema_version = schema_version;
+    o.payload = std::string(payload);
+    o.metadata = std::string(metadata);
+    o.id = id;
+    return o;
+}
 
 namespace detail {
 // A caller-allocated struct of the C API, ready to pass in.
@@ -253,6 +385,9 @@ inline Event to_event(const evs_event &e) {
 // true to go on, false to stop. An exception it throws never reaches the C library (a
 // C callback must not unwind): the trampoline catches every exception and ends the
 // subscription; close() rethrows it. Destruction stops it too, without throwing.
+// Move-only. A moved-from Subscription is like a closed one: running() is false, status()
+// throws Error (Code::InvalidArgument), error_message() is "", exception() is null and
+// close() does nothing.
 class Subscription {
 public:
     using Fn = std::function<bool(const Event &)>;
@@ -288,15 +423,18 @@ public:
         return static_cast<Code>(how);
     }
 
-    // Why it ended with an error ("" while it runs or when it was stopped).
+    // Why it ended with an error ("" while it runs, when it was stopped, once closed
+    // and once moved from).
     std::string error_message() const {
         if (exception())
             return "the subscription's function threw";
         return ptr_ == nullptr ? "" : evs_subscription_error_message(ptr_);
     }
 
-    // The exception its function threw, or null.
+    // The exception its function threw, or null (also once moved from).
     std::exception_ptr exception() const {
+        if (state_ == nullptr)
+            return nullptr;
         std::lock_guard<std::mutex> g(state_->mu);
         return state_->thrown;
     }
@@ -347,7 +485,9 @@ private:
 // Iterates over events; single-thread. Forward cursors see later appends: next()
 // returning false means "no more now". Also a range:
 //     for (const evstore::Event &e : store.read_all()) ...
-// runs to the end as it is now; a failed read throws Error out of the loop.
+// runs to the end as it is now; a failed read throws Error out of the loop. Each Event
+// is a view valid until the next step: keep e.to_owned(). Moving the cursor ends its
+// iterators; a moved-from cursor throws Error (Code::InvalidArgument) from next().
 class Cursor {
 public:
     explicit Cursor(evs_cursor *c) noexcept : ptr_(c) {}
@@ -372,6 +512,15 @@ public:
         if (detail::check(evs_cursor_next(ptr_, &e)) == EVS_END)
             return false;
         out = detail::to_event(e);
+        return true;
+    }
+
+    // As next(Event &), copying the event into `out`, which owns its bytes.
+    bool next(OwnedEvent &out) {
+        Event e;
+        if (!next(e))
+            return false;
+        out = e.to_owned();
         return true;
     }
 
@@ -411,32 +560,6 @@ private:
     evs_cursor *ptr_;
 };
 
-// An event read by Store::read_event: owns the bytes its view points to.
-class OwnedEvent {
-public:
-    OwnedEvent(OwnedEvent &&o) noexcept : event_(o.event_), data_(std::exchange(o.data_, nullptr)) {}
-    OwnedEvent &operator=(OwnedEvent &&o) noexcept {
-        if (this != &o) {
-            evs_event_data_free(data_);
-            event_ = o.event_;
-            data_ = std::exchange(o.data_, nullptr);
-        }
-        return *this;
-    }
-    OwnedEvent(const OwnedEvent &) = delete;
-    OwnedEvent &operator=(const OwnedEvent &) = delete;
-    ~OwnedEvent() { evs_event_data_free(data_); }
-
-    const Event &operator*() const noexcept { return event_; }
-    const Event *operator->() const noexcept { return &event_; }
-
-private:
-    friend class Store;
-    OwnedEvent(const Event &e, evs_event_data *data) noexcept : event_(e), data_(data) {}
-    Event event_;
-    evs_event_data *data_;
-};
-
 // A stream as Store::list_streams reports it.
 struct StreamInfo {
     std::string name;
@@ -444,7 +567,10 @@ struct StreamInfo {
     uint64_t first_position;  // the global position of its first event
 };
 
-// One event to append. The views must stay valid during the call.
+// One event to append. It owns its bytes: the constructor copies the payload and the
+// metadata, so that {"T", std::to_string(i)} (a temporary) is safe to keep in a vector
+// and append later. To hand over a large payload without a copy, move a std::string into
+// the member: in.payload = std::move(bytes).
 struct EventInput {
     EventInput() = default;
     EventInput(std::string type_, std::string_view payload_ = {}, std::string_view metadata_ = {},
@@ -452,8 +578,8 @@ struct EventInput {
         : type(std::move(type_)), payload(payload_), metadata(metadata_), schema_version(schema_version_), id(id_) {}
 
     std::string type;
-    std::string_view payload;
-    std::string_view metadata;
+    std::string payload;   // the bytes, of any value (a std::string holds NULs too)
+    std::string metadata;
     uint32_t schema_version = 0;  // 0 is stored as 1
     // Its unique id, all zero for none: an append whose events all carry ids already
     // stored writes nothing and returns the stored positions (safe to retry).
@@ -494,12 +620,14 @@ using StoreOptions = evs_store_options;
 inline void shutdown() { detail::check(evs_shutdown()); }
 
 // An open store; closed by the destructor (errors of that final sync are ignored: call
-// close() to see them).
+// close() to see them). Move-only; a moved-from or closed Store's calls throw Error
+// (Code::InvalidArgument), and its close() does nothing.
 class Store {
 public:
     // Opens (creating if needed; the parent directory must exist) the store at `path`.
     explicit Store(const std::string &path) { open(path, nullptr); }
-    Store(const std::string &path, const Options &opts) { open(path, opts.get()); }
+    // Throws Error (Code::InvalidArgument) for a moved-from `opts`.
+    Store(const std::string &path, const Options &opts) { open(path, opts.checked()); }
     ~Store() { evs_close(ptr_); }
     Store(Store &&o) noexcept : ptr_(std::exchange(o.ptr_, nullptr)), info_(o.info_) {}
     Store &operator=(Store &&o) noexcept {
@@ -588,12 +716,13 @@ public:
         detail::check(evs_read_category(ptr_, detail::c_str(prefix, "stream_prefix"), from_position, &c));
         return Cursor(c);
     }
-    // The event at `position`.
+    // The event at `position`, copied.
     OwnedEvent read_event(uint64_t position) {
         evs_event e = detail::init<evs_event>();
         evs_event_data *data = nullptr;
         detail::check(evs_read_event(ptr_, position, &e, &data));
-        return OwnedEvent(detail::to_event(e), data);
+        std::unique_ptr<evs_event_data, void (*)(evs_event_data *)> owned(data, evs_event_data_free);
+        return detail::to_event(e).to_owned();
     }
     // Every stream as it is now, in creation order.
     std::vector<StreamInfo> list_streams() {

@@ -5,8 +5,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <map>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -33,41 +37,41 @@ protected:
     fs::path root_;
 };
 
-// Runs f, which must throw evstore::Error with `code` and a message; returns the message.
+// Runs f, which must throw evstore::Error with `code`; returns the error.
 template <typename F>
-std::string expect_error(F &&f, Code code) {
+evstore::Error caught(F &&f, Code code) {
     try {
         f();
     } catch (const evstore::Error &e) {
         EXPECT_EQ(e.code(), code) << e.name() << ": " << e.what();
-        EXPECT_STRNE(e.what(), "") << e.name();
-        return e.what();
+        return e;
     }
     ADD_FAILURE() << "no evstore::Error thrown, expected " << evstore::code_name(code);
-    return "";
+    return evstore::Error(Code::Ok, "");
 }
 
-struct OwnedEvent {
-    uint64_t position, stream_version;
-    std::string stream, type, payload, metadata;
-    uint32_t schema_version;
-    uint64_t timestamp_us;
-};
+// Runs f, which must throw evstore::Error with `code` and a message; returns the message.
+template <typename F>
+std::string expect_error(F &&f, Code code) {
+    evstore::Error e = caught(std::forward<F>(f), code);
+    EXPECT_STRNE(e.what(), "") << e.name();
+    return e.what();
+}
 
-std::vector<OwnedEvent> drain(evstore::Cursor c) {
-    std::vector<OwnedEvent> out;
-    evstore::Event e;
+std::vector<evstore::OwnedEvent> drain(evstore::Cursor c) {
+    std::vector<evstore::OwnedEvent> out;
+    evstore::OwnedEvent e;
     while (c.next(e))
-        out.push_back(OwnedEvent{e.position, e.stream_version, std::string(e.stream), std::string(e.type),
-                                 std::string(e.payload), std::string(e.metadata), e.schema_version,
-                                 e.timestamp_us});
+        out.push_back(e);
     return out;
 }
 
 }  // namespace
 
 TEST(Evstore, VersionAndCodeNames) {
-    EXPECT_EQ(evstore::version(), "1.0.0");
+    EXPECT_EQ(evstore::version(), std::to_string(EVS_VERSION_MAJOR) + "." +
+                                      std::to_string(EVS_VERSION_MINOR) + "." +
+                                      std::to_string(EVS_VERSION_PATCH));
     EXPECT_STREQ(evstore::code_name(Code::WrongExpectedVersion), "EVS_ERR_WRONG_EXPECTED_VERSION");
     EXPECT_STREQ(evstore::code_name(Code::Io), "EVS_ERR_IO");
 }
@@ -435,14 +439,15 @@ TEST_F(EvstoreTest, RangeForOverCursorsAndNewReads) {
     EXPECT_EQ(category, (std::vector<std::string>{"order-1", "order-1", "order-2"}));
 
     evstore::OwnedEvent one = s.read_event(1);
-    EXPECT_EQ(one->type, "B");
-    evstore::ByteView bytes = one->payload_bytes();
+    EXPECT_EQ(one.type, "B");
+    EXPECT_EQ(one->type, "B");  // as when read_event returned a handle
+    evstore::ByteView bytes = one.payload_bytes();
     ASSERT_EQ(bytes.size(), 3u);
     EXPECT_EQ(bytes[0], 0u);
     EXPECT_EQ(bytes[2], 0xffu);
     EXPECT_EQ(std::vector<uint8_t>(bytes.begin(), bytes.end()), (std::vector<uint8_t>{0, 1, 0xff}));
-    EXPECT_EQ(one->metadata_bytes().as_string(), "m");
-    EXPECT_EQ(one->schema_version, 2u);
+    EXPECT_EQ(one.metadata_bytes().as_string(), "m");
+    EXPECT_EQ(one.schema_version, 2u);
     expect_error([&] { s.read_event(99); }, Code::NotFound);
     expect_error([&] { s.read_category(""); }, Code::InvalidArgument);
     expect_error([&] { s.read_stream_backward("nope"); }, Code::NotFound);
@@ -551,4 +556,276 @@ TEST_F(EvstoreTest, StoreOptionsAndShutdown) {
     evstore::shutdown();
     EXPECT_EQ(evstore::version_number() / 1000000, EVS_VERSION_MAJOR);
     EXPECT_GE(evstore::version_number(), EVS_VERSION_NUMBER);
+}
+
+// A moved-from subscription behaves as a closed one: defined results, no crash.
+TEST_F(EvstoreTest, MovedFromSubscriptionIsLikeAClosedOne) {
+    evstore::Store s(path("s"));
+    s.append_event("E", "x");
+    auto sub = s.subscribe(0, [](const evstore::Event &) -> bool { throw std::runtime_error("ends it"); });
+    evstore::Subscription moved(std::move(sub));
+    EXPECT_FALSE(sub.running());
+    EXPECT_EQ(sub.error_message(), "");
+    EXPECT_FALSE(sub.exception());
+    expect_error([&] { sub.status(); }, Code::InvalidArgument);
+    sub.close();  // a no-op
+
+    // The moved-to one has what the function threw.
+    for (int i = 0; i < 5000 && moved.running(); i++)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    EXPECT_TRUE(moved.exception());
+    EXPECT_EQ(moved.error_message(), "the subscription's function threw");
+
+    // Move-assigned from: the same.
+    evstore::Subscription other = s.subscribe(0, [](const evstore::Event &) { return true; });
+    other = std::move(moved);
+    EXPECT_FALSE(moved.running());
+    EXPECT_EQ(moved.error_message(), "");
+    EXPECT_FALSE(moved.exception());
+    EXPECT_THROW(other.close(), std::runtime_error);
+}
+
+// A moved-from Options is refused (as Go refuses closed options), never taken for the
+// defaults: the store is not opened, and the setters say why.
+TEST_F(EvstoreTest, MovedFromOptionsAreRefused) {
+    evstore::Options o;
+    o.set_read_only(true);
+    evstore::Options taken(std::move(o));
+    std::string msg = expect_error([&] { evstore::Store s(path("s"), o); }, Code::InvalidArgument);
+    EXPECT_NE(msg.find("moved from"), std::string::npos) << msg;
+    EXPECT_FALSE(fs::exists(path("s")));
+    expect_error([&] { o.set_fsync(evstore::FsyncPolicy::Os); }, Code::InvalidArgument);
+    expect_error([&] { evstore::Store s(path("s"), taken); }, Code::NotFound);  // read-only, missing
+}
+
+// Events kept from a cursor with to_owned() (or next(OwnedEvent &)) outlive its steps
+// and the cursor itself.
+TEST_F(EvstoreTest, CursorEventsHaveAnOwningForm) {
+    evstore::Store s(path("s"));
+    const std::string big(300, 'p');  // past any small-string buffer
+    for (int i = 0; i < 200; i++)
+        s.append("order-" + std::to_string(i % 3), evstore::kExpectAny,
+                 {{"T" + std::to_string(i), big + std::to_string(i), "m" + std::to_string(i), 0, evstore::EventId{1, static_cast<uint8_t>(i)}}});
+    std::vector<evstore::OwnedEvent> kept;
+    {
+        evstore::Cursor c = s.read_all();
+        for (const evstore::Event &e : c)
+            kept.push_back(e.to_owned());
+    }
+    std::vector<evstore::OwnedEvent> viaNext;
+    {
+        evstore::Cursor c = s.read_all_backward();
+        evstore::OwnedEvent e;
+        while (c.next(e))
+            viaNext.push_back(e);
+    }
+    ASSERT_EQ(kept.size(), 200u);
+    ASSERT_EQ(viaNext.size(), 200u);
+    for (size_t i = 0; i < kept.size(); i++) {
+        const evstore::OwnedEvent &k = kept[i], &b = viaNext[199 - i];
+        EXPECT_EQ(k.position, i);
+        EXPECT_EQ(k.stream, "order-" + std::to_string(i % 3));
+        EXPECT_EQ(k.type, "T" + std::to_string(i));
+        EXPECT_EQ(k.payload, big + std::to_string(i));
+        EXPECT_EQ(k.metadata, "m" + std::to_string(i));
+        EXPECT_EQ(k.id, (evstore::EventId{1, static_cast<uint8_t>(i)}));
+        EXPECT_EQ(b.position, k.position);
+        EXPECT_EQ(b.payload, k.payload);
+        EXPECT_EQ(k.view().payload, k.payload);
+    }
+}
+
+// EventInput owns its bytes: inputs built from temporaries (std::to_string) and kept in
+// a vector are appended as they were built.
+TEST_F(EvstoreTest, EventInputsBuiltFromTemporariesStayValid) {
+    evstore::Store s(path("s"));
+    std::vector<evstore::EventInput> inputs;
+    for (int i = 0; i < 50; i++)
+        inputs.push_back({"T", std::to_string(i) + std::string(100, 'x'), std::to_string(i * 7) + std::string(40, 'm')});
+    evstore::EventInput one{"One", std::to_string(12345678) + std::string(100, 'y')};
+    inputs.push_back(one);
+    s.append("s", evstore::kExpectNoStream, inputs);
+    s.append_multi({{"t", evstore::kExpectNoStream, {{"T", std::string(64, 'z') + "multi"}}}});
+    auto got = drain(s.read_stream("s"));
+    ASSERT_EQ(got.size(), 51u);
+    for (int i = 0; i < 50; i++) {
+        EXPECT_EQ(got[i].payload, std::to_string(i) + std::string(100, 'x'));
+        EXPECT_EQ(got[i].metadata, std::to_string(i * 7) + std::string(40, 'm'));
+    }
+    EXPECT_EQ(got[50].payload, "12345678" + std::string(100, 'y'));
+    EXPECT_EQ(drain(s.read_stream("t"))[0].payload, std::string(64, 'z') + "multi");
+}
+
+namespace {
+
+constexpr std::nullopt_t none = std::nullopt;
+
+// Checks all three of e's numbers: each given one has that value, each `none` is empty.
+void expect_detail(const evstore::Error &e, std::optional<int64_t> version, std::optional<size_t> part,
+                   std::optional<uint64_t> position) {
+    EXPECT_EQ(e.actual_version(), version) << e.name() << ": " << e.what();
+    EXPECT_EQ(e.part_index(), part) << e.name() << ": " << e.what();
+    EXPECT_EQ(e.position(), position) << e.name() << ": " << e.what();
+}
+
+}  // namespace
+
+TEST_F(EvstoreTest, WrongExpectedVersionCarriesTheActualVersion) {
+    evstore::Store s(path("s"));
+    s.append("order-1", evstore::kExpectNoStream, {{"T"}, {"T"}, {"T"}});  // versions 0, 1, 2
+    evstore::Error e = caught([&] { s.append("order-1", 0, {{"T"}}); }, Code::WrongExpectedVersion);
+    expect_detail(e, 2, none, none);  // append names no part
+    // A stream that does not exist: -1, as stream_version() says it.
+    e = caught([&] { s.append("order-2", evstore::kExpectExists, {{"T"}}); }, Code::WrongExpectedVersion);
+    expect_detail(e, -1, none, none);
+}
+
+TEST_F(EvstoreTest, AppendMultiErrorNamesItsPart) {
+    evstore::Store s(path("s"));
+    s.append("a", evstore::kExpectNoStream, {{"T"}, {"T"}});
+    s.append("b", evstore::kExpectNoStream, {{"T", "b0", "", 0, evstore::EventId{0xB, 1}}});
+    evstore::Error e = caught([&] {
+        s.append_multi({{"c", evstore::kExpectNoStream, {{"T"}}},
+                        {"a", 1, {{"T"}}},
+                        {"b", 5, {{"T"}}}});
+    }, Code::WrongExpectedVersion);
+    expect_detail(e, 0, 2, none);
+    // The second part carries an id stored before with other content: that part, and the
+    // stored event's position (2: after a's two events).
+    e = caught([&] {
+        s.append_multi({{"c", evstore::kExpectAny, {{"T"}}},
+                        {"c", evstore::kExpectAny, {{"T"}, {"T", "other", "", 0, evstore::EventId{0xB, 1}}}}});
+    }, Code::AlreadyExists);
+    expect_detail(e, none, 1, 2);
+}
+
+// An event id used again for other content is refused with the stored event's position.
+TEST_F(EvstoreTest, ReusedEventIdGivesTheStoredEventsPosition) {
+    evstore::Store s(path("s"));
+    for (int i = 0; i < 4; i++)
+        s.append_event("Filler", "");
+    evstore::EventId id{0x1D, 7};
+    ASSERT_EQ(s.append("order-1", evstore::kExpectAny, {{"Placed", "a", "", 0, id}}).first_position, 4u);
+    evstore::Error e = caught([&] { s.append("order-2", evstore::kExpectAny, {{"Placed", "b", "", 0, id}}); },
+                              Code::AlreadyExists);
+    expect_detail(e, none, none, 4);
+}
+
+// A damaged event's position comes with Code::Corrupt, from a read and from the close of
+// a subscription that reading ended.
+TEST_F(EvstoreTest, CorruptErrorsGiveTheDamagedPosition) {
+    evstore::Store s(path("s"));
+    for (int i = 0; i < 20; i++)
+        s.append_event("E", "payload-MARK-" + std::to_string(i));
+    s.sync();
+    std::vector<fs::path> logs;
+    for (const auto &f : fs::directory_iterator(fs::path(path("s")) / "events"))
+        if (f.path().extension() == ".wal")
+            logs.push_back(f.path());
+    ASSERT_EQ(logs.size(), 1u);
+    {
+        std::FILE *f = std::fopen(logs[0].c_str(), "r+b");
+        ASSERT_NE(f, nullptr);
+        std::string bytes;
+        char buf[65536];
+        for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;)
+            bytes.append(buf, n);
+        size_t at = bytes.find("MARK-10");
+        ASSERT_NE(at, std::string::npos);
+        ASSERT_EQ(std::fseek(f, static_cast<long>(at), SEEK_SET), 0);
+        ASSERT_EQ(std::fputc('#', f), '#');
+        ASSERT_EQ(std::fclose(f), 0);
+    }
+    evstore::Error e = caught([&] { s.read_event(10); }, Code::Corrupt);
+    expect_detail(e, none, none, 10);
+
+    auto sub = s.subscribe(0, [](const evstore::Event &) { return true; });
+    for (int i = 0; i < 5000 && sub.running(); i++)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    e = caught([&] { sub.close(); }, Code::Corrupt);
+    expect_detail(e, none, none, 10);
+}
+
+// Each error keeps its own detail: a later success or failure on the same thread neither
+// leaves its numbers in the next error nor changes an earlier one; the wrapper's own
+// errors carry none.
+TEST_F(EvstoreTest, ErrorDetailIsNeverStale) {
+    evstore::Store s(path("s"));
+    s.append("s", evstore::kExpectNoStream, {{"T"}, {"T"}});
+    evstore::EventId id{0x5A};
+    s.append("t", evstore::kExpectNoStream, {{"T", "", "", 0, id}});
+    evstore::Error first = caught([&] {
+        s.append_multi({{"u", evstore::kExpectAny, {{"T"}}}, {"s", 0, {{"T"}}}});
+    }, Code::WrongExpectedVersion);
+    s.append("s", 1, {{"T"}});  // a success in between
+
+    // The same code from append: its own actual version, and no part.
+    evstore::Error again = caught([&] { s.append("s", 0, {{"T"}}); }, Code::WrongExpectedVersion);
+    expect_detail(again, 2, none, none);
+    expect_detail(caught([&] { s.read_event(1000); }, Code::NotFound), none, none, none);
+    evstore::Error e = caught([&] { s.append("s", evstore::kExpectAny, {{"T", "x", "", 0, id}}); }, Code::AlreadyExists);
+    expect_detail(e, none, none, 2);
+    expect_detail(caught([&] { s.deposit("nobody", 5); }, Code::NotFound), none, none, none);
+
+    expect_detail(first, 1, 1, none);
+
+    // The wrapper's own error.
+    expect_detail(caught([&] { s.append(std::string("s\0", 2), evstore::kExpectAny, {{"T"}}); }, Code::InvalidArgument),
+                  none, none, none);
+}
+
+// Every status code of the header has its evstore::Code: the list below names each
+// enumerator (so each must exist), and must hold exactly the header's codes, with the
+// library's names.
+TEST(Evstore, EveryStatusCodeOfTheHeaderHasItsCode) {
+    const std::vector<std::pair<Code, std::string>> known = {
+        {Code::Ok, "EVS_OK"},
+        {Code::End, "EVS_END"},
+        {Code::InvalidArgument, "EVS_ERR_INVALID_ARGUMENT"},
+        {Code::NotFound, "EVS_ERR_NOT_FOUND"},
+        {Code::AlreadyExists, "EVS_ERR_ALREADY_EXISTS"},
+        {Code::WrongExpectedVersion, "EVS_ERR_WRONG_EXPECTED_VERSION"},
+        {Code::InsufficientFunds, "EVS_ERR_INSUFFICIENT_FUNDS"},
+        {Code::AccountClosed, "EVS_ERR_ACCOUNT_CLOSED"},
+        {Code::Overflow, "EVS_ERR_OVERFLOW"},
+        {Code::Locked, "EVS_ERR_LOCKED"},
+        {Code::Corrupt, "EVS_ERR_CORRUPT"},
+        {Code::Io, "EVS_ERR_IO"},
+        {Code::TooLarge, "EVS_ERR_TOO_LARGE"},
+        {Code::ReadOnly, "EVS_ERR_READ_ONLY"},
+        {Code::CurrencyMismatch, "EVS_ERR_CURRENCY_MISMATCH"},
+        {Code::Busy, "EVS_ERR_BUSY"},
+        {Code::StreamDeleted, "EVS_ERR_STREAM_DELETED"},
+        {Code::BalanceNotZero, "EVS_ERR_BALANCE_NOT_ZERO"},
+        {Code::Internal, "EVS_ERR_INTERNAL"},
+    };
+    // The header beside this test's repository root (run.sh runs from there; CMake
+    // builds give an absolute __FILE__).
+    const fs::path header = fs::path(__FILE__).parent_path() / ".." / ".." / "include" / "evstore.h";
+    std::FILE *f = std::fopen(header.c_str(), "r");
+    ASSERT_NE(f, nullptr) << header;
+    std::map<std::string, int32_t> defined;
+    char line[512];
+    while (std::fgets(line, sizeof line, f) != nullptr) {
+        char name[128];
+        int value = 0;
+        if (std::sscanf(line, "#define %127[A-Z_] %d", name, &value) == 2 &&
+            (std::strncmp(name, "EVS_ERR_", 8) == 0 || std::strcmp(name, "EVS_OK") == 0 ||
+             std::strcmp(name, "EVS_END") == 0))
+            defined[name] = value;
+    }
+    std::fclose(f);
+    ASSERT_GE(defined.size(), 3u);
+    for (const auto &[code, name] : known) {
+        auto it = defined.find(name);
+        if (it == defined.end()) {
+            ADD_FAILURE() << name << " is in the list but not in " << header;
+            continue;
+        }
+        EXPECT_EQ(static_cast<int32_t>(code), it->second) << name;
+        EXPECT_STREQ(evstore::code_name(code), name.c_str());
+        defined.erase(it);
+    }
+    for (const auto &[name, value] : defined)
+        ADD_FAILURE() << name << " (" << value << ") of evstore.h has no evstore::Code (or is missing from this list)";
 }

@@ -58,8 +58,12 @@ const batchSize = 64
 // ReadStreamCursor, ReadCategoryCursor) see events appended while they run: Next
 // reporting no event means "no more now". Safe for concurrent use (calls are
 // serialized), but meant for one goroutine.
+//
+// A cursor keeps the context it was opened with (as database/sql's Rows does): once
+// that context is done, Next returns its error.
 type Cursor struct {
 	mu      sync.Mutex
+	ctx     context.Context
 	ptr     *C.evs_cursor
 	views   []C.evs_event // evs_cursor_next_batch's output array
 	pending []Event       // fetched, not yet returned
@@ -67,10 +71,16 @@ type Cursor struct {
 }
 
 // Next returns the next event and true, false when there is none (now: forward cursors
-// see later appends on a later call), or an error.
+// see later appends on a later call), or an error: the context's once the context the
+// cursor was opened with is done.
 func (c *Cursor) Next() (Event, bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.ptr != nil {
+		if err := c.ctx.Err(); err != nil {
+			return Event{}, false, err
+		}
+	}
 	if len(c.pending) == 0 {
 		if err := c.fetch(); err != nil {
 			return Event{}, false, err
@@ -88,11 +98,16 @@ func (c *Cursor) Next() (Event, bool, error) {
 // fetch copies the next batch into c.pending; none at the end.
 func (c *Cursor) fetch() error {
 	if c.ptr == nil {
-		return &Error{Code: ErrInvalidArgument, Message: "the cursor is closed"}
+		return invalid("the cursor is closed")
 	}
 	if c.views == nil {
+		// out[0].struct_size tells the library the stride; every entry carries it too,
+		// since eventFromC reads each entry's own struct_size (the library writes the
+		// fields after it, never the size).
 		c.views = make([]C.evs_event, batchSize)
-		c.views[0].struct_size = C.size_t(unsafe.Sizeof(c.views[0]))
+		for i := range c.views {
+			c.views[i].struct_size = C.size_t(unsafe.Sizeof(c.views[i]))
+		}
 	}
 	var n C.size_t
 	st, err := call(func() C.evs_status {
@@ -110,14 +125,15 @@ func (c *Cursor) fetch() error {
 	if err != nil {
 		return err
 	}
-	if st == End {
+	if st == CodeEnd {
 		c.pending = c.pending[:0]
 	}
 	return nil
 }
 
 // All yields the cursor's events until there is none now, or the first error (then
-// stops), or until ctx is done (yielding ctx.Err()). It does not close the cursor.
+// stops), or until ctx or the cursor's own context is done (yielding that context's
+// error). It does not close the cursor.
 func (c *Cursor) All(ctx context.Context) iter.Seq2[Event, error] {
 	return func(yield func(Event, error) bool) {
 		for {
@@ -151,55 +167,55 @@ func (c *Cursor) Close() error {
 	return nil
 }
 
-// openCursor runs one cursor-opening C call.
-func (s *Store) openCursor(f func(p *C.evs_store, out **C.evs_cursor) C.evs_status) (*Cursor, error) {
+// openCursor runs one cursor-opening C call; the cursor keeps ctx.
+func (s *Store) openCursor(ctx context.Context, f func(p *C.evs_store, out **C.evs_cursor) C.evs_status) (*Cursor, error) {
 	var c *C.evs_cursor
-	if _, err := s.do(func(p *C.evs_store) C.evs_status { return f(p, &c) }); err != nil {
+	if _, err := s.do(ctx, func(p *C.evs_store) C.evs_status { return f(p, &c) }); err != nil {
 		return nil, err
 	}
-	cur := &Cursor{ptr: c, store: s}
+	cur := &Cursor{ctx: ctx, ptr: c, store: s}
 	runtime.SetFinalizer(cur, (*Cursor).Close)
 	return cur, nil
 }
 
 // withName runs a cursor-opening call that takes a stream name or prefix.
-func (s *Store) withName(name, argument string, f func(p *C.evs_store, cname *C.char, out **C.evs_cursor) C.evs_status) (*Cursor, error) {
+func (s *Store) withName(ctx context.Context, name, argument string, f func(p *C.evs_store, cname *C.char, out **C.evs_cursor) C.evs_status) (*Cursor, error) {
 	cname, err := cString(name, argument)
 	if err != nil {
 		return nil, err
 	}
 	defer C.free(unsafe.Pointer(cname))
-	return s.openCursor(func(p *C.evs_store, out **C.evs_cursor) C.evs_status { return f(p, cname, out) })
+	return s.openCursor(ctx, func(p *C.evs_store, out **C.evs_cursor) C.evs_status { return f(p, cname, out) })
 }
 
 // ReadAllCursor opens a cursor over all events from fromPosition on; it sees events
 // appended while it runs. ErrNotFound when fromPosition is past the next position.
-func (s *Store) ReadAllCursor(fromPosition uint64) (*Cursor, error) {
-	return s.openCursor(func(p *C.evs_store, out **C.evs_cursor) C.evs_status {
+func (s *Store) ReadAllCursor(ctx context.Context, fromPosition uint64) (*Cursor, error) {
+	return s.openCursor(ctx, func(p *C.evs_store, out **C.evs_cursor) C.evs_status {
 		return C.evs_read_all(p, C.uint64_t(fromPosition), out)
 	})
 }
 
 // ReadAllBackwardCursor opens a cursor from fromPosition (inclusive; PositionEnd or past
 // the end: the last event) down to position 0. It does not see later appends.
-func (s *Store) ReadAllBackwardCursor(fromPosition uint64) (*Cursor, error) {
-	return s.openCursor(func(p *C.evs_store, out **C.evs_cursor) C.evs_status {
+func (s *Store) ReadAllBackwardCursor(ctx context.Context, fromPosition uint64) (*Cursor, error) {
+	return s.openCursor(ctx, func(p *C.evs_store, out **C.evs_cursor) C.evs_status {
 		return C.evs_read_all_backward(p, C.uint64_t(fromPosition), out)
 	})
 }
 
 // ReadStreamCursor opens a cursor over one stream from fromVersion on; it sees events
 // appended to the stream while it runs. ErrNotFound for a stream that does not exist.
-func (s *Store) ReadStreamCursor(stream string, fromVersion uint64) (*Cursor, error) {
-	return s.withName(stream, "stream", func(p *C.evs_store, cname *C.char, out **C.evs_cursor) C.evs_status {
+func (s *Store) ReadStreamCursor(ctx context.Context, stream string, fromVersion uint64) (*Cursor, error) {
+	return s.withName(ctx, stream, "stream", func(p *C.evs_store, cname *C.char, out **C.evs_cursor) C.evs_status {
 		return C.evs_read_stream(p, cname, C.uint64_t(fromVersion), out)
 	})
 }
 
 // ReadStreamBackwardCursor opens a cursor over one stream from fromVersion (inclusive;
 // PositionEnd: its last event) down to version 0. It does not see later appends.
-func (s *Store) ReadStreamBackwardCursor(stream string, fromVersion uint64) (*Cursor, error) {
-	return s.withName(stream, "stream", func(p *C.evs_store, cname *C.char, out **C.evs_cursor) C.evs_status {
+func (s *Store) ReadStreamBackwardCursor(ctx context.Context, stream string, fromVersion uint64) (*Cursor, error) {
+	return s.withName(ctx, stream, "stream", func(p *C.evs_store, cname *C.char, out **C.evs_cursor) C.evs_status {
 		return C.evs_read_stream_backward(p, cname, C.uint64_t(fromVersion), out)
 	})
 }
@@ -207,18 +223,18 @@ func (s *Store) ReadStreamBackwardCursor(stream string, fromVersion uint64) (*Cu
 // ReadCategoryCursor opens a cursor over the events of every stream whose name starts
 // with prefix (e.g. "account-"), from global position fromPosition on, in position
 // order; it sees events appended while it runs, also to streams created later.
-func (s *Store) ReadCategoryCursor(prefix string, fromPosition uint64) (*Cursor, error) {
-	return s.withName(prefix, "stream_prefix", func(p *C.evs_store, cname *C.char, out **C.evs_cursor) C.evs_status {
+func (s *Store) ReadCategoryCursor(ctx context.Context, prefix string, fromPosition uint64) (*Cursor, error) {
+	return s.withName(ctx, prefix, "stream_prefix", func(p *C.evs_store, cname *C.char, out **C.evs_cursor) C.evs_status {
 		return C.evs_read_category(p, cname, C.uint64_t(fromPosition), out)
 	})
 }
 
 // PollCursor opens a cursor over at most maxEvents events from fromPosition.
-func (s *Store) PollCursor(fromPosition uint64, maxEvents int) (*Cursor, error) {
+func (s *Store) PollCursor(ctx context.Context, fromPosition uint64, maxEvents int) (*Cursor, error) {
 	if maxEvents < 0 {
-		return nil, &Error{Code: ErrInvalidArgument, Message: "maxEvents is negative"}
+		return nil, invalid("maxEvents is negative")
 	}
-	return s.openCursor(func(p *C.evs_store, out **C.evs_cursor) C.evs_status {
+	return s.openCursor(ctx, func(p *C.evs_store, out **C.evs_cursor) C.evs_status {
 		return C.evs_poll(p, C.uint64_t(fromPosition), C.size_t(maxEvents), out)
 	})
 }
@@ -228,10 +244,6 @@ func (s *Store) PollCursor(fromPosition uint64, maxEvents int) (*Cursor, error) 
 // the iteration.
 func events(ctx context.Context, open func() (*Cursor, error)) iter.Seq2[Event, error] {
 	return func(yield func(Event, error) bool) {
-		if err := ctx.Err(); err != nil {
-			yield(Event{}, err)
-			return
-		}
 		c, err := open()
 		if err != nil {
 			yield(Event{}, err)
@@ -252,41 +264,41 @@ func events(ctx context.Context, open func() (*Cursor, error)) iter.Seq2[Event, 
 //		...
 //	}
 func (s *Store) ReadAll(ctx context.Context, fromPosition uint64) iter.Seq2[Event, error] {
-	return events(ctx, func() (*Cursor, error) { return s.ReadAllCursor(fromPosition) })
+	return events(ctx, func() (*Cursor, error) { return s.ReadAllCursor(ctx, fromPosition) })
 }
 
 // ReadAllBackward yields events from fromPosition (PositionEnd: the last) down to 0.
 func (s *Store) ReadAllBackward(ctx context.Context, fromPosition uint64) iter.Seq2[Event, error] {
-	return events(ctx, func() (*Cursor, error) { return s.ReadAllBackwardCursor(fromPosition) })
+	return events(ctx, func() (*Cursor, error) { return s.ReadAllBackwardCursor(ctx, fromPosition) })
 }
 
 // ReadStream yields one stream's events from fromVersion on.
 func (s *Store) ReadStream(ctx context.Context, stream string, fromVersion uint64) iter.Seq2[Event, error] {
-	return events(ctx, func() (*Cursor, error) { return s.ReadStreamCursor(stream, fromVersion) })
+	return events(ctx, func() (*Cursor, error) { return s.ReadStreamCursor(ctx, stream, fromVersion) })
 }
 
 // ReadStreamBackward yields one stream's events from fromVersion (PositionEnd: its last)
 // down to version 0.
 func (s *Store) ReadStreamBackward(ctx context.Context, stream string, fromVersion uint64) iter.Seq2[Event, error] {
-	return events(ctx, func() (*Cursor, error) { return s.ReadStreamBackwardCursor(stream, fromVersion) })
+	return events(ctx, func() (*Cursor, error) { return s.ReadStreamBackwardCursor(ctx, stream, fromVersion) })
 }
 
 // ReadCategory yields the events of the streams whose names start with prefix, from
 // global position fromPosition on.
 func (s *Store) ReadCategory(ctx context.Context, prefix string, fromPosition uint64) iter.Seq2[Event, error] {
-	return events(ctx, func() (*Cursor, error) { return s.ReadCategoryCursor(prefix, fromPosition) })
+	return events(ctx, func() (*Cursor, error) { return s.ReadCategoryCursor(ctx, prefix, fromPosition) })
 }
 
 // Poll yields at most maxEvents events from fromPosition.
 func (s *Store) Poll(ctx context.Context, fromPosition uint64, maxEvents int) iter.Seq2[Event, error] {
-	return events(ctx, func() (*Cursor, error) { return s.PollCursor(fromPosition, maxEvents) })
+	return events(ctx, func() (*Cursor, error) { return s.PollCursor(ctx, fromPosition, maxEvents) })
 }
 
 // ReadEvent reads the event at position (ErrNotFound when there is none).
-func (s *Store) ReadEvent(position uint64) (Event, error) {
+func (s *Store) ReadEvent(ctx context.Context, position uint64) (Event, error) {
 	e := C.evs_event{struct_size: C.size_t(unsafe.Sizeof(C.evs_event{}))}
 	var data *C.evs_event_data
-	if _, err := s.do(func(p *C.evs_store) C.evs_status {
+	if _, err := s.do(ctx, func(p *C.evs_store) C.evs_status {
 		return C.evs_read_event(p, C.uint64_t(position), &e, &data)
 	}); err != nil {
 		return Event{}, err
@@ -303,9 +315,9 @@ type StreamInfo struct {
 }
 
 // Streams lists every stream of the store as it is now, in creation order.
-func (s *Store) Streams() ([]StreamInfo, error) {
+func (s *Store) Streams(ctx context.Context) ([]StreamInfo, error) {
 	var list *C.evs_stream_list
-	if _, err := s.do(func(p *C.evs_store) C.evs_status { return C.evs_list_streams(p, &list) }); err != nil {
+	if _, err := s.do(ctx, func(p *C.evs_store) C.evs_status { return C.evs_list_streams(p, &list) }); err != nil {
 		return nil, err
 	}
 	defer C.evs_stream_list_free(list)
@@ -316,7 +328,7 @@ func (s *Store) Streams() ([]StreamInfo, error) {
 		if err != nil {
 			return nil, err
 		}
-		if st == End {
+		if st == CodeEnd {
 			return out, nil
 		}
 		out = append(out, StreamInfo{

@@ -1,13 +1,3 @@
-// Package evstore is the Go binding of evstore, an embedded durable event store
-// (libevstore, include/evstore.h).
-//
-// A *Store is safe for use by many goroutines at once. A *Cursor is safe too (each
-// call is serialized), but is meant to be used from one goroutine. Every handle has an
-// explicit Close; a finalizer closes one that was forgotten, as a safety net only.
-//
-// Errors returned by the library are *Error values carrying the status code and the
-// library's message. Compare codes with errors.Is(err, evstore.ErrInsufficientFunds)
-// or errors.As and Error.Code.
 package evstore
 
 /*
@@ -34,55 +24,149 @@ import (
 	"unsafe"
 )
 
-// Code is an evs_status value. The negative codes are errors and can be compared with
-// errors.Is against an error returned by this package.
+// Code is an evs_status value: CodeOK, CodeEnd, or one of the negative error codes. It
+// is not an error itself: match errors with the ErrX values (errors.Is), or read
+// Error.Code after errors.As.
 type Code int32
 
 // The status codes of evstore.h.
 const (
-	OK                      Code = C.EVS_OK
-	End                     Code = C.EVS_END
-	ErrInvalidArgument      Code = C.EVS_ERR_INVALID_ARGUMENT
-	ErrNotFound             Code = C.EVS_ERR_NOT_FOUND
-	ErrAlreadyExists        Code = C.EVS_ERR_ALREADY_EXISTS
-	ErrWrongExpectedVersion Code = C.EVS_ERR_WRONG_EXPECTED_VERSION
-	ErrInsufficientFunds    Code = C.EVS_ERR_INSUFFICIENT_FUNDS
-	ErrAccountClosed        Code = C.EVS_ERR_ACCOUNT_CLOSED
-	ErrOverflow             Code = C.EVS_ERR_OVERFLOW
-	ErrLocked               Code = C.EVS_ERR_LOCKED
-	ErrCorrupt              Code = C.EVS_ERR_CORRUPT
-	ErrIO                   Code = C.EVS_ERR_IO
-	ErrTooLarge             Code = C.EVS_ERR_TOO_LARGE
-	ErrReadOnly             Code = C.EVS_ERR_READ_ONLY
-	ErrCurrencyMismatch     Code = C.EVS_ERR_CURRENCY_MISMATCH
-	ErrBusy                 Code = C.EVS_ERR_BUSY
-	ErrInternal             Code = C.EVS_ERR_INTERNAL
+	CodeOK                   Code = C.EVS_OK
+	CodeEnd                  Code = C.EVS_END
+	CodeInvalidArgument      Code = C.EVS_ERR_INVALID_ARGUMENT
+	CodeNotFound             Code = C.EVS_ERR_NOT_FOUND
+	CodeAlreadyExists        Code = C.EVS_ERR_ALREADY_EXISTS
+	CodeWrongExpectedVersion Code = C.EVS_ERR_WRONG_EXPECTED_VERSION
+	CodeInsufficientFunds    Code = C.EVS_ERR_INSUFFICIENT_FUNDS
+	CodeAccountClosed        Code = C.EVS_ERR_ACCOUNT_CLOSED
+	CodeOverflow             Code = C.EVS_ERR_OVERFLOW
+	CodeLocked               Code = C.EVS_ERR_LOCKED
+	CodeCorrupt              Code = C.EVS_ERR_CORRUPT
+	CodeIO                   Code = C.EVS_ERR_IO
+	CodeTooLarge             Code = C.EVS_ERR_TOO_LARGE
+	CodeReadOnly             Code = C.EVS_ERR_READ_ONLY
+	CodeCurrencyMismatch     Code = C.EVS_ERR_CURRENCY_MISMATCH
+	CodeBusy                 Code = C.EVS_ERR_BUSY
+	CodeStreamDeleted        Code = C.EVS_ERR_STREAM_DELETED   // added in 1.1
+	CodeBalanceNotZero       Code = C.EVS_ERR_BALANCE_NOT_ZERO // added in 1.1
+	CodeInternal             Code = C.EVS_ERR_INTERNAL
+)
+
+// The names of CodeOK and CodeEnd before the error values took the ErrX names.
+const (
+	// Deprecated: use CodeOK.
+	OK = CodeOK
+	// Deprecated: use CodeEnd.
+	End = CodeEnd
 )
 
 // String gives the code's name, e.g. "EVS_ERR_IO".
 func (c Code) String() string { return C.GoString(C.evs_status_name(C.evs_status(c))) }
 
-// Error makes a Code usable as an errors.Is target.
-func (c Code) Error() string { return c.String() }
-
-// Error is a failed evstore call: its status code and the library's message.
+// Error is a failed evstore call: its status code and the library's message naming the
+// problem. Calls return it as a *Error; errors.As(err, &e) with e a *Error reads it.
+//
+// The ErrX values are Errors without a message, one a code, to match with errors.Is:
+// errors.Is(err, evstore.ErrNotFound) holds for every error of that code. An Error
+// cannot be compared with == (a compile error): an error a call returns carries its own
+// message, so `err == evstore.ErrNotFound` could only ever be false.
+//
+// Beside the message, an error of the library carries the numbers it names, read with
+// ActualVersion, PartIndex and Position (each with ok false where it does not apply).
 type Error struct {
+	_       [0]func() // not comparable: `err == evstore.ErrX` does not compile
 	Code    Code
-	Message string
+	Message string // the library's message ("" for the ErrX values)
+	detail  errorDetail
 }
 
-func (e *Error) Error() string {
+// errorDetail is evs_last_error_detail's answer for the failed call (see lastError).
+// The zero value, that of the ErrX values and of the errors the binding finds itself,
+// has nothing to say.
+type errorDetail struct {
+	read          bool // the library's detail for this very call was read
+	actualVersion int64
+	partIndex     int64
+	position      uint64
+}
+
+// ActualVersion is, for an ErrWrongExpectedVersion, the version of the stream's last
+// event when the append (or account operation) was refused, or -1 when the stream did
+// not exist (as StreamVersion says it). ok is false for every other error.
+func (e Error) ActualVersion() (version int64, ok bool) {
+	if !e.detail.read || e.Code != CodeWrongExpectedVersion {
+		return 0, false
+	}
+	return e.detail.actualVersion, true
+}
+
+// PartIndex is, for an error of AppendMulti, the index in its parts of the part the
+// error is about: the stream whose expected version failed, or the part with an event
+// id stored before. ok is false for other calls (Append, the account operations) and
+// errors that concern no one part.
+func (e Error) PartIndex() (index int, ok bool) {
+	if !e.detail.read || e.detail.partIndex < 0 {
+		return 0, false
+	}
+	return int(e.detail.partIndex), true
+}
+
+// Position is the position of the event the error is about: for ErrCorrupt, the
+// damaged event's, where the call knows it (reads, cursors, subscriptions, an Open that
+// decodes a damaged record); for ErrAlreadyExists from an append, that of the stored
+// event whose id the append carries. ok is false otherwise.
+func (e Error) Position() (position uint64, ok bool) {
+	if !e.detail.read || e.detail.position == math.MaxUint64 {
+		return 0, false
+	}
+	return e.detail.position, true
+}
+
+func (e Error) Error() string {
 	if e.Message == "" {
 		return "evstore: " + e.Code.String()
 	}
 	return "evstore: " + e.Code.String() + ": " + e.Message
 }
 
-// Is reports whether target is this error's Code (errors.Is(err, evstore.ErrNotFound)).
-func (e *Error) Is(target error) bool {
-	c, ok := target.(Code)
-	return ok && c == e.Code
+// Is reports whether target is an Error without a message (one of the ErrX values) of
+// this error's code, for errors.Is. An error with a message matches only itself.
+func (e Error) Is(target error) bool {
+	var t Error
+	switch v := target.(type) {
+	case Error:
+		t = v
+	case *Error:
+		if v == nil {
+			return false
+		}
+		t = *v
+	default:
+		return false
+	}
+	return t.Message == "" && t.Code == e.Code
 }
+
+// The errors of each code, for errors.Is (see Error).
+var (
+	ErrInvalidArgument      = Error{Code: CodeInvalidArgument}
+	ErrNotFound             = Error{Code: CodeNotFound}
+	ErrAlreadyExists        = Error{Code: CodeAlreadyExists}
+	ErrWrongExpectedVersion = Error{Code: CodeWrongExpectedVersion}
+	ErrInsufficientFunds    = Error{Code: CodeInsufficientFunds}
+	ErrAccountClosed        = Error{Code: CodeAccountClosed}
+	ErrOverflow             = Error{Code: CodeOverflow}
+	ErrLocked               = Error{Code: CodeLocked}
+	ErrCorrupt              = Error{Code: CodeCorrupt}
+	ErrIO                   = Error{Code: CodeIO}
+	ErrTooLarge             = Error{Code: CodeTooLarge}
+	ErrReadOnly             = Error{Code: CodeReadOnly}
+	ErrCurrencyMismatch     = Error{Code: CodeCurrencyMismatch}
+	ErrBusy                 = Error{Code: CodeBusy}
+	ErrStreamDeleted        = Error{Code: CodeStreamDeleted}
+	ErrBalanceNotZero       = Error{Code: CodeBalanceNotZero}
+	ErrInternal             = Error{Code: CodeInternal}
+)
 
 // Expected versions for Append; a value >= 0 is the version of the stream's last event.
 const (
@@ -107,11 +191,12 @@ const (
 // declare C functions in its preamble, so the cast lives here).
 func deliverFn() C.evs_event_fn { return C.evstore_go_deliver_fn() }
 
-// Version is the library's version, e.g. "1.0.0".
+// Version is the library's version, e.g. "1.1.0".
 func Version() string { return C.GoString(C.evs_version()) }
 
 // VersionNumber is the library's 1000000*major + 1000*minor + patch. The binding needs
-// a library of at least HeaderVersionNumber, the version of the header it was built with.
+// a library of at least HeaderVersionNumber, the version of the header it was built with
+// (1.1: a 1.0 library's errors would carry no ActualVersion, PartIndex or Position).
 func VersionNumber() int32 { return int32(C.evs_version_number()) }
 
 // HeaderVersionNumber is EVS_VERSION_NUMBER of the header this binding was built with.
@@ -124,23 +209,52 @@ func Shutdown() error {
 	return err
 }
 
-// call runs one C call and, if it failed, reads the thread-local error message on the
-// same OS thread before the goroutine can move.
+// call runs one C call and, if it failed, reads the thread-local error message and
+// detail on the same OS thread before the goroutine can move.
 func call(f func() C.evs_status) (Code, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	st := Code(f())
 	if st < 0 {
-		return st, &Error{Code: st, Message: C.GoString(C.evs_last_error_message())}
+		return st, lastError(st)
 	}
 	return st, nil
 }
+
+// libraryHasDetail: the library has evs_last_error_detail (added in 1.1). Run with an
+// older one, the binding's errors have no detail rather than a missing symbol at the
+// first failure (the loader resolves functions when first called).
+var libraryHasDetail = C.evs_version_number() >= 1001000
+
+// lastError is the error of the call that just failed with st on this OS thread: its
+// message, then (evs_last_error_detail replaces the message if it fails itself) its
+// detail. The caller holds the thread (runtime.LockOSThread): both are per thread.
+func lastError(st Code) *Error {
+	e := &Error{Code: st, Message: C.GoString(C.evs_last_error_message())}
+	if !libraryHasDetail {
+		return e
+	}
+	d := C.evs_error_detail{struct_size: C.size_t(unsafe.Sizeof(C.evs_error_detail{}))}
+	// The detail's own code pairs it with the failure; a mismatch would be another call's.
+	if C.evs_last_error_detail(&d) == C.EVS_OK && Code(d.code) == st {
+		e.detail = errorDetail{
+			read:          true,
+			actualVersion: int64(d.actual_version),
+			partIndex:     int64(d.part_index),
+			position:      uint64(d.position),
+		}
+	}
+	return e
+}
+
+// invalid is an ErrInvalidArgument the binding itself finds, with its message.
+func invalid(message string) *Error { return &Error{Code: CodeInvalidArgument, Message: message} }
 
 // cString copies s to C memory (free it with C.free). A NUL byte inside s would
 // silently cut the string short in C, so it is refused here.
 func cString(s, argument string) (*C.char, error) {
 	if strings.IndexByte(s, 0) >= 0 {
-		return nil, &Error{Code: ErrInvalidArgument, Message: argument + " contains a NUL byte"}
+		return nil, invalid(argument + " contains a NUL byte")
 	}
 	return C.CString(s), nil
 }
@@ -192,7 +306,7 @@ func (o *Options) Close() {
 
 func (o *Options) set(f func(p *C.evs_options) C.evs_status) error {
 	if o == nil || o.ptr == nil {
-		return &Error{Code: ErrInvalidArgument, Message: "options are nil or closed"}
+		return invalid("options are nil or closed")
 	}
 	_, err := call(func() C.evs_status { return f(o.ptr) })
 	runtime.KeepAlive(o)
@@ -265,6 +379,9 @@ type Store struct {
 	mu       sync.RWMutex // guards ptr; Close holds it to stop new calls from starting
 	ptr      *C.evs_store
 	inFlight sync.WaitGroup // calls between their check of ptr and their return
+
+	subsMu sync.Mutex
+	subs   map[*subState]struct{} // subscriptions not yet ended, told when Close stops them
 }
 
 // Open opens (creating it if needed; the parent directory must exist) the store at
@@ -283,7 +400,7 @@ func Open(ctx context.Context, path string, opts *Options) (*Store, RecoveryInfo
 	var copts *C.evs_options
 	if opts != nil {
 		if opts.ptr == nil {
-			return nil, info, &Error{Code: ErrInvalidArgument, Message: "options are closed"}
+			return nil, info, invalid("options are closed")
 		}
 		copts = opts.ptr
 	}
@@ -324,18 +441,28 @@ func (s *Store) Close() error {
 	// a call of its own is not waited for here, so that it cannot deadlock with us.
 	s.inFlight.Wait()
 	_, err := call(func() C.evs_status { return C.evs_close(p) })
+	// evs_close has stopped the subscriptions: their watchers free them now.
+	s.subsMu.Lock()
+	for st := range s.subs {
+		st.stop()
+	}
+	s.subsMu.Unlock()
 	return err
 }
 
-var errClosed = &Error{Code: ErrInvalidArgument, Message: "the store is closed"}
+var errClosed = invalid("the store is closed")
 
-// do runs one C call on the open store.
-func (s *Store) do(f func(p *C.evs_store) C.evs_status) (Code, error) {
+// do runs one C call on the open store, once ctx is checked (a cgo call cannot be
+// interrupted once it runs).
+func (s *Store) do(ctx context.Context, f func(p *C.evs_store) C.evs_status) (Code, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
 	s.mu.RLock()
 	p := s.ptr
 	if p == nil {
 		s.mu.RUnlock()
-		return ErrInvalidArgument, errClosed
+		return CodeInvalidArgument, errClosed
 	}
 	s.inFlight.Add(1)
 	s.mu.RUnlock()
@@ -345,28 +472,21 @@ func (s *Store) do(f func(p *C.evs_store) C.evs_status) (Code, error) {
 	return st, err
 }
 
-// Sync makes every appended event durable, under any policy. ctx is checked before the
-// call (a call into the library cannot be interrupted once it runs).
+// Sync makes every appended event durable, under any policy.
 func (s *Store) Sync(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	_, err := s.do(func(p *C.evs_store) C.evs_status { return C.evs_sync(p) })
+	_, err := s.do(ctx, func(p *C.evs_store) C.evs_status { return C.evs_sync(p) })
 	return err
 }
 
 // AppendEvent appends one event with no stream and returns its position.
 func (s *Store) AppendEvent(ctx context.Context, eventType string, payload []byte) (uint64, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, err
-	}
 	ctype, err := cString(eventType, "event_type")
 	if err != nil {
 		return 0, err
 	}
 	defer C.free(unsafe.Pointer(ctype))
 	var pos C.uint64_t
-	_, err = s.do(func(p *C.evs_store) C.evs_status {
+	_, err = s.do(ctx, func(p *C.evs_store) C.evs_status {
 		return C.evs_append_event(p, ctype, bytesPtr(payload), C.size_t(len(payload)), &pos)
 	})
 	runtime.KeepAlive(payload)
@@ -441,12 +561,8 @@ func (in *inputs) events(events []EventInput) (*C.evs_event_input, error) {
 
 // Append appends events to stream atomically if the stream is at expectedVersion
 // (ExpectAny, ExpectNoStream, ExpectExists, or the version of its last event). It
-// returns the first event's position and the last event's stream version. ctx is
-// checked before the call (a cgo call cannot be interrupted).
+// returns the first event's position and the last event's stream version.
 func (s *Store) Append(ctx context.Context, stream string, expectedVersion int64, events []EventInput) (first, lastVersion uint64, err error) {
-	if err := ctx.Err(); err != nil {
-		return 0, 0, err
-	}
 	var in inputs
 	defer in.release()
 	cstream, err := in.cString(stream, "stream")
@@ -458,7 +574,7 @@ func (s *Store) Append(ctx context.Context, stream string, expectedVersion int64
 		return 0, 0, err
 	}
 	var cfirst, cver C.uint64_t
-	_, err = s.do(func(p *C.evs_store) C.evs_status {
+	_, err = s.do(ctx, func(p *C.evs_store) C.evs_status {
 		return C.evs_append(p, cstream, C.int64_t(expectedVersion), cevents, C.size_t(len(events)), &cfirst, &cver)
 	})
 	runtime.KeepAlive(events)
@@ -479,9 +595,6 @@ type StreamAppend struct {
 // nothing. Events get consecutive positions in the order of the parts. It returns the
 // first event's position and, for each part, the version of its last event.
 func (s *Store) AppendMulti(ctx context.Context, parts []StreamAppend) (first uint64, lastVersions []uint64, err error) {
-	if err := ctx.Err(); err != nil {
-		return 0, nil, err
-	}
 	var in inputs
 	defer in.release()
 	cparts := make([]C.evs_stream_append, len(parts))
@@ -509,7 +622,7 @@ func (s *Store) AppendMulti(ctx context.Context, parts []StreamAppend) (first ui
 		cpartsPtr, versionsPtr = &cparts[0], &versions[0]
 	}
 	var cfirst C.uint64_t
-	_, err = s.do(func(p *C.evs_store) C.evs_status {
+	_, err = s.do(ctx, func(p *C.evs_store) C.evs_status {
 		return C.evs_append_multi(p, cpartsPtr, C.size_t(len(parts)), &cfirst, versionsPtr)
 	})
 	runtime.KeepAlive(parts)
@@ -526,37 +639,33 @@ func (s *Store) AppendMulti(ctx context.Context, parts []StreamAppend) (first ui
 // PositionAt is the first position whose timestamp is after timestampUs (microseconds
 // since the Unix epoch); the next position if none. PositionAt(PositionEnd) is the next
 // position.
-func (s *Store) PositionAt(timestampUs uint64) (uint64, error) {
+func (s *Store) PositionAt(ctx context.Context, timestampUs uint64) (uint64, error) {
 	var pos C.uint64_t
-	_, err := s.do(func(p *C.evs_store) C.evs_status {
+	_, err := s.do(ctx, func(p *C.evs_store) C.evs_status {
 		return C.evs_position_at(p, C.uint64_t(timestampUs), &pos)
 	})
 	return uint64(pos), err
 }
 
 // StreamVersion is the version of the stream's last event, or -1 when it does not exist.
-func (s *Store) StreamVersion(stream string) (int64, error) {
+func (s *Store) StreamVersion(ctx context.Context, stream string) (int64, error) {
 	cstream, err := cString(stream, "stream")
 	if err != nil {
 		return 0, err
 	}
 	defer C.free(unsafe.Pointer(cstream))
 	var v C.int64_t
-	_, err = s.do(func(p *C.evs_store) C.evs_status { return C.evs_stream_version(p, cstream, &v) })
+	_, err = s.do(ctx, func(p *C.evs_store) C.evs_status { return C.evs_stream_version(p, cstream, &v) })
 	if err != nil {
 		return 0, err
 	}
 	return int64(v), nil
 }
 
-// Snapshot writes a snapshot now and returns the number of events it covers. ctx is
-// checked before the call.
+// Snapshot writes a snapshot now and returns the number of events it covers.
 func (s *Store) Snapshot(ctx context.Context) (uint64, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, err
-	}
 	var pos C.uint64_t
-	_, err := s.do(func(p *C.evs_store) C.evs_status { return C.evs_snapshot(p, &pos) })
+	_, err := s.do(ctx, func(p *C.evs_store) C.evs_status { return C.evs_snapshot(p, &pos) })
 	return uint64(pos), err
 }
 
@@ -571,10 +680,10 @@ type Stats struct {
 	EventIDs                               uint64 // ids remembered for idempotent appends
 }
 
-// Stats reads the store's counters.
-func (s *Store) Stats() (Stats, error) {
+// Stats reads the store's counters (on PostgreSQL, with queries to the server).
+func (s *Store) Stats(ctx context.Context) (Stats, error) {
 	cs := C.evs_stats{struct_size: C.size_t(unsafe.Sizeof(C.evs_stats{}))}
-	if _, err := s.do(func(p *C.evs_store) C.evs_status { return C.evs_stats_get(p, &cs) }); err != nil {
+	if _, err := s.do(ctx, func(p *C.evs_store) C.evs_status { return C.evs_stats_get(p, &cs) }); err != nil {
 		return Stats{}, err
 	}
 	return Stats{
@@ -600,10 +709,11 @@ type StoreOptions struct {
 	DedupeWindow   uint64
 }
 
-// Options reports the options the store was opened with.
+// Options reports the options the store was opened with. It takes no context: it reads
+// what Open was given, and never waits.
 func (s *Store) Options() (StoreOptions, error) {
 	co := C.evs_store_options{struct_size: C.size_t(unsafe.Sizeof(C.evs_store_options{}))}
-	if _, err := s.do(func(p *C.evs_store) C.evs_status { return C.evs_store_options_get(p, &co) }); err != nil {
+	if _, err := s.do(context.Background(), func(p *C.evs_store) C.evs_status { return C.evs_store_options_get(p, &co) }); err != nil {
 		return StoreOptions{}, err
 	}
 	return StoreOptions{
@@ -615,9 +725,9 @@ func (s *Store) Options() (StoreOptions, error) {
 }
 
 // MetricsText gives the store's counters in the Prometheus text format.
-func (s *Store) MetricsText() (string, error) {
+func (s *Store) MetricsText(ctx context.Context) (string, error) {
 	var text *C.char
-	if _, err := s.do(func(p *C.evs_store) C.evs_status { return C.evs_metrics_text(p, &text) }); err != nil {
+	if _, err := s.do(ctx, func(p *C.evs_store) C.evs_status { return C.evs_metrics_text(p, &text) }); err != nil {
 		return "", err
 	}
 	defer C.evs_string_free(text)
@@ -637,11 +747,8 @@ type Account struct {
 }
 
 // accountOp runs one account write (an append that may wait for an fdatasync, or for
-// the server): ctx is checked before the call.
+// the server).
 func (s *Store) accountOp(ctx context.Context, ids []string, f func(p *C.evs_store, ids []*C.char, pos *C.uint64_t) C.evs_status) (uint64, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, err
-	}
 	cids := make([]*C.char, len(ids))
 	for i, id := range ids {
 		c, err := cString(id, "account_id")
@@ -652,7 +759,7 @@ func (s *Store) accountOp(ctx context.Context, ids []string, f func(p *C.evs_sto
 		cids[i] = c
 	}
 	var pos C.uint64_t
-	_, err := s.do(func(p *C.evs_store) C.evs_status { return f(p, cids, &pos) })
+	_, err := s.do(ctx, func(p *C.evs_store) C.evs_status { return f(p, cids, &pos) })
 	if err != nil {
 		return 0, err
 	}
@@ -705,14 +812,14 @@ func (s *Store) CloseAccount(ctx context.Context, id string) (uint64, error) {
 	})
 }
 
-func (s *Store) getAccount(id string, f func(p *C.evs_store, cid *C.char, out *C.evs_account) C.evs_status) (Account, error) {
+func (s *Store) getAccount(ctx context.Context, id string, f func(p *C.evs_store, cid *C.char, out *C.evs_account) C.evs_status) (Account, error) {
 	cid, err := cString(id, "account_id")
 	if err != nil {
 		return Account{}, err
 	}
 	defer C.free(unsafe.Pointer(cid))
 	a := C.evs_account{struct_size: C.size_t(unsafe.Sizeof(C.evs_account{}))}
-	if _, err := s.do(func(p *C.evs_store) C.evs_status { return f(p, cid, &a) }); err != nil {
+	if _, err := s.do(ctx, func(p *C.evs_store) C.evs_status { return f(p, cid, &a) }); err != nil {
 		return Account{}, err
 	}
 	return Account{
@@ -725,16 +832,16 @@ func (s *Store) getAccount(id string, f func(p *C.evs_store, cid *C.char, out *C
 }
 
 // GetAccount reads an account now.
-func (s *Store) GetAccount(id string) (Account, error) {
-	return s.getAccount(id, func(p *C.evs_store, cid *C.char, out *C.evs_account) C.evs_status {
+func (s *Store) GetAccount(ctx context.Context, id string) (Account, error) {
+	return s.getAccount(ctx, id, func(p *C.evs_store, cid *C.char, out *C.evs_account) C.evs_status {
 		return C.evs_account_get(p, cid, out)
 	})
 }
 
 // GetAccountAt reads an account as it was after its last event at or before asOfUs
 // (microseconds since the Unix epoch).
-func (s *Store) GetAccountAt(id string, asOfUs uint64) (Account, error) {
-	return s.getAccount(id, func(p *C.evs_store, cid *C.char, out *C.evs_account) C.evs_status {
+func (s *Store) GetAccountAt(ctx context.Context, id string, asOfUs uint64) (Account, error) {
+	return s.getAccount(ctx, id, func(p *C.evs_store, cid *C.char, out *C.evs_account) C.evs_status {
 		return C.evs_account_get_at(p, cid, C.uint64_t(asOfUs), out)
 	})
 }

@@ -33,21 +33,22 @@ func newStore(t *testing.T) (*Store, string) {
 	return s, path
 }
 
-// wantCode checks that err is an *Error with the code and a non-empty message.
-func wantCode(t *testing.T, err error, code Code) *Error {
+// wantCode checks that err is an *Error of want's code with a non-empty message, and
+// that errors.Is matches it with want and with no other ErrX value.
+func wantCode(t *testing.T, err error, want Error) *Error {
 	t.Helper()
 	var e *Error
 	if !errors.As(err, &e) {
-		t.Fatalf("want %v, got %v", code, err)
+		t.Fatalf("want %v, got %v", want, err)
 	}
-	if e.Code != code {
-		t.Fatalf("want %v, got %v (%q)", code, e.Code, e.Message)
+	if e.Code != want.Code {
+		t.Fatalf("want %v, got %v (%q)", want.Code, e.Code, e.Message)
 	}
-	if !errors.Is(err, code) {
-		t.Fatalf("errors.Is(%v, %v) is false", err, code)
+	if !errors.Is(err, want) {
+		t.Fatalf("errors.Is(%v, %v) is false", err, want)
 	}
 	if e.Message == "" {
-		t.Fatalf("%v: empty message", code)
+		t.Fatalf("%v: empty message", want.Code)
 	}
 	return e
 }
@@ -75,7 +76,7 @@ func collect(t *testing.T, events iter.Seq2[Event, error]) []Event {
 
 func balance(t *testing.T, s *Store, id string) int64 {
 	t.Helper()
-	return must(s.GetAccount(id)).Balance
+	return must(s.GetAccount(bg, id)).Balance
 }
 
 // evstore.h here is a copy that must stay identical to the header of the library the
@@ -104,11 +105,12 @@ func TestHeaderIsTheLibraryOne(t *testing.T) {
 }
 
 func TestVersionAndStatusNames(t *testing.T) {
-	if Version() != "1.0.0" {
+	want := fmt.Sprintf("%d.%d.%d", HeaderVersionNumber/1000000, HeaderVersionNumber/1000%1000, HeaderVersionNumber%1000)
+	if Version() != want {
 		t.Errorf("Version() = %q", Version())
 	}
-	if ErrWrongExpectedVersion.String() != "EVS_ERR_WRONG_EXPECTED_VERSION" || ErrIO.String() != "EVS_ERR_IO" {
-		t.Errorf("status names: %v %v", ErrWrongExpectedVersion, ErrIO)
+	if CodeWrongExpectedVersion.String() != "EVS_ERR_WRONG_EXPECTED_VERSION" || CodeIO.String() != "EVS_ERR_IO" {
+		t.Errorf("status names: %v %v", CodeWrongExpectedVersion, CodeIO)
 	}
 }
 
@@ -166,21 +168,21 @@ func TestAppendAndReadRoundTrip(t *testing.T) {
 	if len(polled) != 2 || polled[0].Position != 1 || polled[1].Position != 2 {
 		t.Errorf("Poll(1, 2) = %+v", polled)
 	}
-	if v := must(s.StreamVersion("order-1")); v != 2 {
+	if v := must(s.StreamVersion(bg, "order-1")); v != 2 {
 		t.Errorf("StreamVersion = %d", v)
 	}
-	if v := must(s.StreamVersion("no-such-stream")); v != -1 {
+	if v := must(s.StreamVersion(bg, "no-such-stream")); v != -1 {
 		t.Errorf("StreamVersion of a missing stream = %d", v)
 	}
-	if p := must(s.PositionAt(PositionEnd)); p != 4 {
+	if p := must(s.PositionAt(bg, PositionEnd)); p != 4 {
 		t.Errorf("PositionAt(end) = %d", p)
 	}
-	if p := must(s.PositionAt(0)); p != 0 {
+	if p := must(s.PositionAt(bg, 0)); p != 0 {
 		t.Errorf("PositionAt(0) = %d", p)
 	}
 
 	// A forward cursor tails the log: "no more now", then the new event.
-	c := must(s.ReadAllCursor(4))
+	c := must(s.ReadAllCursor(bg, 4))
 	defer c.Close()
 	if _, ok, err := c.Next(); ok || err != nil {
 		t.Fatalf("Next at the end = %v, %v", ok, err)
@@ -192,9 +194,9 @@ func TestAppendAndReadRoundTrip(t *testing.T) {
 	}
 
 	// errors of reads
-	_, err = s.ReadStreamCursor("no-such-stream", 0)
+	_, err = s.ReadStreamCursor(bg, "no-such-stream", 0)
 	wantCode(t, err, ErrNotFound)
-	_, err = s.ReadAllCursor(99)
+	_, err = s.ReadAllCursor(bg, 99)
 	wantCode(t, err, ErrNotFound)
 	_, err = s.AppendEvent(bg, "", nil)
 	wantCode(t, err, ErrInvalidArgument)
@@ -221,7 +223,7 @@ func TestWrongExpectedVersion(t *testing.T) {
 			t.Fatalf("Append at %d: %d, %v", v, last, err)
 		}
 	}
-	before := must(s.PositionAt(PositionEnd))
+	before := must(s.PositionAt(bg, PositionEnd))
 	_, _, err = s.Append(bg, "s", 3, ev)
 	e := wantCode(t, err, ErrWrongExpectedVersion)
 	if !strings.Contains(e.Message, "12") {
@@ -229,7 +231,7 @@ func TestWrongExpectedVersion(t *testing.T) {
 	}
 	_, _, err = s.Append(bg, "s", ExpectNoStream, ev)
 	wantCode(t, err, ErrWrongExpectedVersion)
-	if after := must(s.PositionAt(PositionEnd)); after != before {
+	if after := must(s.PositionAt(bg, PositionEnd)); after != before {
 		t.Errorf("a refused append moved the log from %d to %d", before, after)
 	}
 	if _, last, err := s.Append(bg, "s", 12, ev); err != nil || last != 13 {
@@ -243,7 +245,7 @@ func TestSeedOpenAndDeposit(t *testing.T) {
 		t.Errorf("open position %d", p)
 	}
 	dep := must(s.Deposit(context.Background(), "alice", 500))
-	a := must(s.GetAccount("alice"))
+	a := must(s.GetAccount(bg, "alice"))
 	if a.Balance != 1500 || a.IsClosed || a.Currency != "USD" || a.Version != 2 || a.LastPosition != dep {
 		t.Errorf("alice = %+v", a)
 	}
@@ -270,7 +272,7 @@ func TestSeedDepositAndWithdrawSurviveReopen(t *testing.T) {
 	}
 	s = openStore(t, path)
 	defer s.Close()
-	a := must(s.GetAccount("bob"))
+	a := must(s.GetAccount(bg, "bob"))
 	if a.Balance != 2500 || a.Version != 3 || a.IsClosed {
 		t.Errorf("bob after reopen = %+v", a)
 	}
@@ -279,13 +281,13 @@ func TestSeedDepositAndWithdrawSurviveReopen(t *testing.T) {
 func TestSeedWithdrawalPastBalanceRefused(t *testing.T) {
 	s, _ := newStore(t)
 	must(s.OpenAccount(context.Background(), "carol", 100, ""))
-	before := must(s.PositionAt(PositionEnd))
+	before := must(s.PositionAt(bg, PositionEnd))
 	_, err := s.Withdraw(context.Background(), "carol", 150)
 	e := wantCode(t, err, ErrInsufficientFunds)
 	if !strings.Contains(e.Message, "carol") {
 		t.Errorf("message %q does not name the account", e.Message)
 	}
-	if after := must(s.PositionAt(PositionEnd)); after != before {
+	if after := must(s.PositionAt(bg, PositionEnd)); after != before {
 		t.Errorf("a refused withdrawal appended: %d -> %d", before, after)
 	}
 	if b := balance(t, s, "carol"); b != 100 {
@@ -303,7 +305,7 @@ func TestAccountRules(t *testing.T) {
 	wantCode(t, err, ErrAlreadyExists)
 	_, err = s.Deposit(context.Background(), "nobody", 1)
 	wantCode(t, err, ErrNotFound)
-	_, err = s.GetAccount("nobody")
+	_, err = s.GetAccount(bg, "nobody")
 	wantCode(t, err, ErrNotFound)
 	_, err = s.Deposit(context.Background(), "a", 0)
 	wantCode(t, err, ErrInvalidArgument)
@@ -323,7 +325,7 @@ func TestAccountRules(t *testing.T) {
 	wantCode(t, err, ErrAccountClosed)
 	_, err = s.CloseAccount(context.Background(), "a")
 	wantCode(t, err, ErrAccountClosed)
-	if a := must(s.GetAccount("a")); !a.IsClosed || a.Balance != 10 {
+	if a := must(s.GetAccount(bg, "a")); !a.IsClosed || a.Balance != 10 {
 		t.Errorf("closed account = %+v", a)
 	}
 
@@ -331,13 +333,13 @@ func TestAccountRules(t *testing.T) {
 	must(s.OpenAccount(context.Background(), "tt", 5, "EUR"))
 	open := collect(t, s.ReadStream(bg, "account-tt", 0))[0]
 	must(s.Deposit(context.Background(), "tt", 7))
-	if a := must(s.GetAccountAt("tt", open.TimestampUs)); a.Balance != 5 || a.Currency != "EUR" || a.Version != 1 {
+	if a := must(s.GetAccountAt(bg, "tt", open.TimestampUs)); a.Balance != 5 || a.Currency != "EUR" || a.Version != 1 {
 		t.Errorf("tt at open = %+v", a)
 	}
-	if a := must(s.GetAccountAt("tt", PositionEnd)); a.Balance != 12 {
+	if a := must(s.GetAccountAt(bg, "tt", PositionEnd)); a.Balance != 12 {
 		t.Errorf("tt now = %+v", a)
 	}
-	_, err = s.GetAccountAt("tt", open.TimestampUs-1)
+	_, err = s.GetAccountAt(bg, "tt", open.TimestampUs-1)
 	wantCode(t, err, ErrNotFound)
 }
 
@@ -347,12 +349,12 @@ func TestTransfers(t *testing.T) {
 	must(s.OpenAccount(context.Background(), "to", 0, ""))
 	must(s.OpenAccount(context.Background(), "euro", 0, "EUR"))
 
-	next := must(s.PositionAt(PositionEnd))
+	next := must(s.PositionAt(bg, PositionEnd))
 	pos := must(s.Transfer(context.Background(), "from", "to", 300))
 	if pos != next {
 		t.Errorf("transfer position %d, want %d (the withdrawal side)", pos, next)
 	}
-	if after := must(s.PositionAt(PositionEnd)); after != next+2 {
+	if after := must(s.PositionAt(bg, PositionEnd)); after != next+2 {
 		t.Errorf("a transfer appended %d events", after-next)
 	}
 	if b, c := balance(t, s, "from"), balance(t, s, "to"); b != 700 || c != 300 {
@@ -387,7 +389,7 @@ func TestConcurrentGoroutines(t *testing.T) {
 	for w := 0; w < workers; w++ {
 		must(s.OpenAccount(context.Background(), fmt.Sprintf("w%d", w), 1000, ""))
 	}
-	start := must(s.PositionAt(PositionEnd))
+	start := must(s.PositionAt(bg, PositionEnd))
 
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
@@ -424,7 +426,7 @@ func TestConcurrentGoroutines(t *testing.T) {
 				// a failing call: its message is this goroutine's, not another's
 				_, err := s.Withdraw(context.Background(), id, 1_000_000)
 				var e *Error
-				if !errors.As(err, &e) || e.Code != ErrInsufficientFunds || !strings.Contains(e.Message, "'"+id+"'") {
+				if !errors.As(err, &e) || e.Code != CodeInsufficientFunds || !strings.Contains(e.Message, "'"+id+"'") {
 					fail("overdraft gave %v", err)
 					return
 				}
@@ -443,7 +445,7 @@ func TestConcurrentGoroutines(t *testing.T) {
 	var total int64
 	for w := 0; w < workers; w++ {
 		total += balance(t, s, fmt.Sprintf("w%d", w))
-		if v := must(s.StreamVersion(fmt.Sprintf("stream-%d", w))); v != ops-1 {
+		if v := must(s.StreamVersion(bg, fmt.Sprintf("stream-%d", w))); v != ops-1 {
 			t.Errorf("stream-%d at version %d", w, v)
 		}
 	}
@@ -451,7 +453,7 @@ func TestConcurrentGoroutines(t *testing.T) {
 	if total != workers*1000 {
 		t.Errorf("money is not conserved: %d", total)
 	}
-	if v := must(s.StreamVersion("shared")); v != workers*ops-1 {
+	if v := must(s.StreamVersion(bg, "shared")); v != workers*ops-1 {
 		t.Errorf("shared at version %d", v)
 	}
 	all := collect(t, s.ReadAll(bg, start))
@@ -460,7 +462,7 @@ func TestConcurrentGoroutines(t *testing.T) {
 			t.Fatalf("positions are not gapless: %d at index %d", e.Position, i)
 		}
 	}
-	if end := must(s.PositionAt(PositionEnd)); uint64(len(all)) != end-start {
+	if end := must(s.PositionAt(bg, PositionEnd)); uint64(len(all)) != end-start {
 		t.Errorf("read %d events, log has %d", len(all), end-start)
 	}
 }
@@ -500,11 +502,11 @@ func TestReadAfterReopen(t *testing.T) {
 	if err := s.Sync(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	st := must(s.Stats())
+	st := must(s.Stats(bg))
 	if st.Events != 201 || st.Segments < 2 || st.Accounts != 1 {
 		t.Errorf("stats %+v", st)
 	}
-	if m := must(s.MetricsText()); !strings.Contains(m, "evstore_events_total 201") {
+	if m := must(s.MetricsText(bg)); !strings.Contains(m, "evstore_events_total 201") {
 		t.Errorf("metrics:\n%s", m)
 	}
 	if err := s.Close(); err != nil {
@@ -532,7 +534,7 @@ func TestReadAfterReopen(t *testing.T) {
 			t.Fatalf("event %d after reopen = %+v", i, g)
 		}
 	}
-	if a := must(s.GetAccount("keep")); a.Balance != 42 {
+	if a := must(s.GetAccount(bg, "keep")); a.Balance != 42 {
 		t.Errorf("keep = %+v", a)
 	}
 
@@ -593,6 +595,11 @@ func TestSnapshotAndOptions(t *testing.T) {
 	wantCode(t, err, ErrIO)
 }
 
+// eventID is the id the tests give event k.
+func eventID(k int) [16]byte {
+	return [16]byte{0xA1, byte(k >> 8), byte(k), 0x5E}
+}
+
 func TestIdempotentAppendByEventIDs(t *testing.T) {
 	s, path := newStore(t)
 	ev := []EventInput{
@@ -610,30 +617,92 @@ func TestIdempotentAppendByEventIDs(t *testing.T) {
 			t.Fatalf("retry %d: %d %d %v", i, f, l, err)
 		}
 	}
-	if n := must(s.PositionAt(PositionEnd)); n != 2 {
+	if n := must(s.PositionAt(bg, PositionEnd)); n != 2 {
 		t.Fatalf("the log has %d events, want 2", n)
 	}
 	// Half of a batch stored before: refused.
 	_, _, err = s.Append(bg, "order-1", ExpectAny, []EventInput{ev[0], {Type: "New", Payload: []byte("n"), ID: [16]byte{0xA1, 3}}})
 	wantCode(t, err, ErrAlreadyExists)
-	// The ids come back when reading, also after a restart.
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	s2 := openStore(t, path)
 	defer s2.Close()
-	c, err := s2.ReadAllCursor(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	e, ok, err := c.Next()
-	if err != nil || !ok || e.ID != ev[0].ID {
-		t.Fatalf("first event: %+v %v %v", e, ok, err)
-	}
 	if f, _, err := s2.Append(bg, "order-1", ExpectNoStream, ev); err != nil || f != 0 {
 		t.Fatalf("retry after reopen: %d %v", f, err)
 	}
+}
+
+// Every event carries its id back through every way of reading, over more events than
+// one of a cursor's batches holds, also after a restart.
+func TestEveryReadGivesBackEveryEventsID(t *testing.T) {
+	s, path := newStore(t)
+	const perStream = 70 // two streams: 140 events, more than two batches of 64
+	var want [][16]byte  // by position
+	for _, stream := range []string{"order-a", "order-b"} {
+		var in []EventInput
+		for v := 0; v < perStream; v++ {
+			id := eventID(len(want))
+			want = append(want, id)
+			in = append(in, EventInput{Type: "T", Payload: []byte(stream), ID: id})
+		}
+		must2(s.Append(bg, stream, ExpectNoStream, in))
+		if f, _, err := s.Append(bg, stream, ExpectNoStream, in); err != nil || f != uint64(len(want)-perStream) {
+			t.Fatalf("retry of %s: %d %v", stream, f, err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, path)
+	defer s.Close()
+
+	check := func(what string, got []Event, wantCount int) {
+		t.Helper()
+		if len(got) != wantCount {
+			t.Fatalf("%s: %d events, want %d", what, len(got), wantCount)
+		}
+		for _, e := range got {
+			if e.ID != want[e.Position] {
+				t.Fatalf("%s: event %d has id %x, want %x", what, e.Position, e.ID, want[e.Position])
+			}
+		}
+	}
+	all := 2 * perStream
+	check("ReadAll", collect(t, s.ReadAll(bg, 0)), all)
+	check("ReadAllBackward", collect(t, s.ReadAllBackward(bg, PositionEnd)), all)
+	check("ReadStream", collect(t, s.ReadStream(bg, "order-b", 0)), perStream)
+	check("ReadStreamBackward", collect(t, s.ReadStreamBackward(bg, "order-a", PositionEnd)), perStream)
+	check("ReadCategory", collect(t, s.ReadCategory(bg, "order-", 0)), all)
+	check("Poll", collect(t, s.Poll(bg, 3, all)), all-3)
+	c := must(s.ReadAllCursor(bg, 0))
+	var viaNext []Event
+	for {
+		e, ok, err := c.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			break
+		}
+		viaNext = append(viaNext, e)
+	}
+	c.Close()
+	check("Cursor.Next", viaNext, all)
+
+	var viaEvent []Event
+	for p := 0; p < all; p++ {
+		viaEvent = append(viaEvent, must(s.ReadEvent(bg, uint64(p))))
+	}
+	check("ReadEvent", viaEvent, all)
+
+	var r recorder
+	sub := must(s.Subscribe(bg, 0, r.handle))
+	waitFor(t, "every event delivered", func() bool { return r.count() == all })
+	if err := sub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	check("Subscribe", r.got, all)
 }
 
 // must2 is must for a call with two results before its error.

@@ -27,16 +27,16 @@ func Example_bank() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	if _, err := store.OpenAccount(context.Background(), "alice", 1000, "USD"); err != nil {
+	if _, err := store.OpenAccount(ctx, "alice", 1000, "USD"); err != nil {
 		log.Fatal(err)
 	}
-	if _, err := store.Deposit(context.Background(), "alice", 500); err != nil {
+	if _, err := store.Deposit(ctx, "alice", 500); err != nil {
 		log.Fatal(err)
 	}
-	if _, err := store.Withdraw(context.Background(), "alice", 200); err != nil {
+	if _, err := store.Withdraw(ctx, "alice", 200); err != nil {
 		log.Fatal(err)
 	}
-	_, err = store.Withdraw(context.Background(), "alice", 1_000_000)
+	_, err = store.Withdraw(ctx, "alice", 1_000_000)
 	fmt.Println("withdrawing 1000000 refused:", errors.Is(err, evstore.ErrInsufficientFunds))
 	if err := store.Close(); err != nil {
 		log.Fatal(err)
@@ -47,7 +47,7 @@ func Example_bank() {
 		log.Fatal(err)
 	}
 	defer store.Close()
-	alice, err := store.GetAccount("alice")
+	alice, err := store.GetAccount(ctx, "alice")
 	if err != nil {
 		log.Fatal(err)
 	}

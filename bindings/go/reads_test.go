@@ -47,7 +47,7 @@ func TestAppendMultiIsAtomicAcrossStreams(t *testing.T) {
 		{Stream: "account-a", ExpectedVersion: 0, Events: []EventInput{{Type: "Debited"}}},
 	})
 	e := wantCode(t, err, ErrWrongExpectedVersion)
-	if v := must(s.StreamVersion("account-c")); v != -1 {
+	if v := must(s.StreamVersion(bg, "account-c")); v != -1 {
 		t.Errorf("a refused AppendMulti created account-c (%q)", e.Message)
 	}
 	_, _, err = s.AppendMulti(bg, nil)
@@ -74,7 +74,7 @@ func TestBackwardCategoryAndSingleEventReads(t *testing.T) {
 	samePositions(t, "Poll(1, 2)", collect(t, s.Poll(bg, 1, 2)), 1, 2)
 
 	// A category cursor tails the log, also into streams created after it opened.
-	c := must(s.ReadCategoryCursor("order-", 5))
+	c := must(s.ReadCategoryCursor(bg, "order-", 5))
 	defer c.Close()
 	if _, ok, err := c.Next(); ok || err != nil {
 		t.Fatalf("Next at the end = %v %v", ok, err)
@@ -84,24 +84,24 @@ func TestBackwardCategoryAndSingleEventReads(t *testing.T) {
 		t.Fatalf("Next after an append = %+v %v %v", e, ok, err)
 	}
 
-	e := must(s.ReadEvent(3))
+	e := must(s.ReadEvent(bg, 3))
 	if e.Stream != "user-1" || e.Type != "U" || e.Position != 3 {
 		t.Errorf("ReadEvent(3) = %+v", e)
 	}
-	_, err := s.ReadEvent(99)
+	_, err := s.ReadEvent(bg, 99)
 	wantCode(t, err, ErrNotFound)
 
 	for _, seq := range []func() error{
-		func() error { _, err := s.ReadStreamBackwardCursor("nope", 0); return err },
-		func() error { _, err := s.ReadCategoryCursor("", 0); return err },
-		func() error { _, err := s.ReadCategoryCursor("order-", 99); return err },
+		func() error { _, err := s.ReadStreamBackwardCursor(bg, "nope", 0); return err },
+		func() error { _, err := s.ReadCategoryCursor(bg, "", 0); return err },
+		func() error { _, err := s.ReadCategoryCursor(bg, "order-", 99); return err },
 	} {
 		if err := seq(); err == nil {
 			t.Error("a bad read succeeded")
 		}
 	}
 
-	streams := must(s.Streams())
+	streams := must(s.Streams(bg))
 	if len(streams) != 4 || streams[0] != (StreamInfo{Name: "order-1", Version: 2, FirstPosition: 0}) ||
 		streams[3] != (StreamInfo{Name: "order-3", Version: 0, FirstPosition: 5}) {
 		t.Errorf("Streams = %+v", streams)
@@ -156,7 +156,7 @@ func TestIteratorsYieldErrorsAndStopCleanly(t *testing.T) {
 		t.Errorf("after cancel: %d events, error %v", seen, last)
 	}
 	// A closed cursor says so.
-	c := must(s.ReadAllCursor(0))
+	c := must(s.ReadAllCursor(bg, 0))
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -190,14 +190,14 @@ func TestStatsOptionsAndMetrics(t *testing.T) {
 	wantCode(t, err, ErrTooLarge)
 	must2(s.Append(bg, "s", ExpectAny, []EventInput{{Type: "T", ID: [16]byte{1}}, {Type: "T", ID: [16]byte{2}}}))
 	sub := must(s.Subscribe(bg, 0, func(Event) error { return nil }))
-	st := must(s.Stats())
+	st := must(s.Stats(bg))
 	if st.Events != 2 || st.Streams != 1 || st.EventIDs != 2 || st.Subscriptions != 1 || st.Appends < 1 {
 		t.Errorf("Stats = %+v", st)
 	}
 	if err := sub.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if m := must(s.MetricsText()); len(m) == 0 {
+	if m := must(s.MetricsText(bg)); len(m) == 0 {
 		t.Error("empty metrics text")
 	}
 	if err := Shutdown(); !errors.Is(err, ErrBusy) {

@@ -11,21 +11,22 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"runtime/cgo"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
 // ErrStop, returned by a subscription's handler, stops the subscription without an
-// error: Close then returns nil.
+// error: Err and Close then return nil.
 var ErrStop = errors.New("evstore: subscription stopped by its handler")
 
 // PanicError is a panic of a subscription's handler, recovered on the library's thread
-// (a Go panic must not unwind through C). It ended the subscription; Close returns it.
+// (a Go panic must not unwind through C). It ended the subscription; Err and Close
+// return it.
 type PanicError struct {
 	Value any    // what the handler panicked with
 	Stack []byte // the handler's stack when it panicked
@@ -36,53 +37,111 @@ func (e *PanicError) Error() string {
 }
 
 // Subscription delivers events to a handler on a library thread (Store.Subscribe).
-// Close it when done: it is what frees it.
+//
+// It runs until it ends: its handler returns an error (ErrStop to end it quietly) or
+// panics, its context is done, its store closes, reading fails (e.g. ErrCorrupt), or
+// Close. Done is closed once it has ended, and Err then says why. Whichever way it ends,
+// the binding frees it at once: a Subscription that has ended holds no goroutine, no
+// library thread and no C memory, and Close after that only returns its Err. Dropping
+// a running Subscription does not stop it (as with a goroutine).
 type Subscription struct {
 	store    *Store
 	state    *subState
 	userData unsafe.Pointer // C memory holding the cgo.Handle of state
 	handle   cgo.Handle
 
-	mu     sync.Mutex
-	ptr    *C.evs_subscription // nil once a Close has claimed it
-	closed chan struct{}       // closed when the claiming Close has finished
-	result error
+	mu   sync.Mutex
+	ptr  *C.evs_subscription // nil once the watcher has freed it
+	done chan struct{}       // closed once it has ended and been freed, err set
+	err  error
 }
+
+// statusPollInterval is how often a subscription's watcher asks the library whether it
+// ended by itself. The library's thread ends on a read failure without telling anyone:
+// the other ends (the handler, ctx, Close, the store's Close) wake the watcher at once.
+const statusPollInterval = 250 * time.Millisecond
 
 // subState is what the callback reaches through its handle.
 type subState struct {
-	fn        func(Event) error
-	ctx       context.Context
-	thread    atomic.Int64 // the OS thread the library calls the handler on
+	fn       func(Event) error
+	ctx      context.Context
+	thread   atomic.Int64  // the OS thread the library calls the handler on
+	stopping atomic.Bool   // the handler is not called again once set
+	ending   chan struct{} // closed (stopOnce) to wake the watcher
+	stopOnce sync.Once
+
 	mu        sync.Mutex
 	err       error // the handler's error or panic that ended it
 	cancelled bool  // ended because ctx was done
 }
 
-func (st *subState) end(err error) {
+// stop asks for the end: the handler is called no more, and the watcher frees the
+// subscription. Never blocks; any number of calls.
+func (st *subState) stop() {
+	st.stopping.Store(true)
+	st.stopOnce.Do(func() { close(st.ending) })
+}
+
+// fail records why the handler ended it (the first cause counts) and stops it.
+func (st *subState) fail(err error) {
 	st.mu.Lock()
-	defer st.mu.Unlock()
 	if st.err == nil {
 		st.err = err
 	}
+	st.mu.Unlock()
+	st.stop()
+}
+
+// cancel records that ctx ended it and stops it.
+func (st *subState) cancel() {
+	st.mu.Lock()
+	st.cancelled = true
+	st.mu.Unlock()
+	st.stop()
+}
+
+// result is why it ended, once the library has returned libErr from closing it.
+func (st *subState) result(libErr error) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	switch {
+	case st.err != nil && !errors.Is(st.err, ErrStop):
+		return st.err
+	case st.err != nil:
+		return nil
+	case libErr != nil:
+		return libErr
+	case st.cancelled:
+		return st.ctx.Err()
+	}
+	return nil
+}
+
+// onHandlerThread reports whether the caller is the handler (its library thread).
+func (st *subState) onHandlerThread() bool {
+	return st.thread.Load() == int64(syscall.Gettid())
 }
 
 // deliver runs the handler for one event; non-zero stops the subscription.
 func (st *subState) deliver(ev Event) (stop C.int32_t) {
+	if st.stopping.Load() {
+		return 1
+	}
 	defer func() {
 		if r := recover(); r != nil {
-			st.end(&PanicError{Value: r, Stack: debug.Stack()})
+			st.fail(&PanicError{Value: r, Stack: debug.Stack()})
 			stop = 1
 		}
 	}()
 	if st.ctx.Err() != nil {
-		st.mu.Lock()
-		st.cancelled = true
-		st.mu.Unlock()
+		st.cancel()
 		return 1
 	}
 	if err := st.fn(ev); err != nil {
-		st.end(err)
+		st.fail(err)
+		return 1
+	}
+	if st.stopping.Load() { // Close, perhaps from the handler itself
 		return 1
 	}
 	return 0
@@ -106,7 +165,8 @@ type SubscribeFilter struct {
 // events as they are appended), in position order, each once, on a library thread (one
 // goroutine at a time). fn may call the store. It stops when fn returns an error (ErrStop
 // to stop quietly), when fn panics (the panic is recovered: it never crosses into C),
-// when ctx is done, when the store closes, or at Close. Close returns why it ended.
+// when ctx is done, when the store closes, when reading fails, or at Close: see
+// Subscription, Done and Err.
 func (s *Store) Subscribe(ctx context.Context, fromPosition uint64, fn func(Event) error) (*Subscription, error) {
 	return s.SubscribeFiltered(ctx, fromPosition, SubscribeFilter{}, fn)
 }
@@ -114,122 +174,161 @@ func (s *Store) Subscribe(ctx context.Context, fromPosition uint64, fn func(Even
 // SubscribeFiltered is Subscribe for the events that pass filter.
 func (s *Store) SubscribeFiltered(ctx context.Context, fromPosition uint64, filter SubscribeFilter, fn func(Event) error) (*Subscription, error) {
 	if fn == nil {
-		return nil, &Error{Code: ErrInvalidArgument, Message: "the handler is nil"}
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, invalid("the handler is nil")
 	}
 	var in inputs
 	defer in.release()
-	var cprefix *C.char
-	if filter.StreamPrefix != "" {
-		p, err := in.cString(filter.StreamPrefix, "stream_prefix")
-		if err != nil {
-			return nil, err
-		}
-		cprefix = p
-	}
-	var ctypes **C.char
-	if len(filter.Types) > 0 {
-		// An array of pointers handed to C lives in C memory.
-		arr := unsafe.Slice((**C.char)(C.malloc(C.size_t(len(filter.Types))*C.size_t(unsafe.Sizeof((*C.char)(nil))))), len(filter.Types))
-		in.frees = append(in.frees, unsafe.Pointer(&arr[0]))
-		for i, t := range filter.Types {
-			ct, err := in.cString(t, "types")
-			if err != nil {
-				return nil, err
-			}
-			arr[i] = ct
-		}
-		ctypes = &arr[0]
+	cprefix, ctypes, err := in.filter(filter)
+	if err != nil {
+		return nil, err
 	}
 
-	state := &subState{fn: fn, ctx: ctx}
-	sub := &Subscription{store: s, state: state, handle: cgo.NewHandle(state), closed: make(chan struct{})}
+	state := &subState{fn: fn, ctx: ctx, ending: make(chan struct{})}
+	sub := &Subscription{store: s, state: state, handle: cgo.NewHandle(state), done: make(chan struct{})}
 	// user_data is C memory holding the handle (a uintptr is not a pointer to C).
 	sub.userData = C.malloc(C.size_t(unsafe.Sizeof(sub.handle)))
 	*(*cgo.Handle)(sub.userData) = sub.handle
+	// Known to the store before it starts, so that a Close racing this call stops it.
+	s.track(state)
 	var ptr *C.evs_subscription
-	_, err := s.do(func(p *C.evs_store) C.evs_status {
+	_, err = s.do(ctx, func(p *C.evs_store) C.evs_status {
 		return C.evs_subscribe_filtered(p, C.uint64_t(fromPosition), cprefix, ctypes, C.size_t(len(filter.Types)),
 			deliverFn(), sub.userData, &ptr)
 	})
 	if err != nil {
+		s.forget(state)
 		sub.handle.Delete()
 		C.free(sub.userData)
 		return nil, err
 	}
 	sub.ptr = ptr
-	runtime.SetFinalizer(sub, func(sub *Subscription) { sub.Close() })
-	if ctx.Done() != nil {
-		go func() {
-			select {
-			case <-ctx.Done():
-				state.mu.Lock()
-				state.cancelled = true
-				state.mu.Unlock()
-				sub.Close()
-			case <-sub.closed:
-			}
-		}()
-	}
+	go sub.watch()
 	return sub, nil
 }
 
-// Running reports whether the subscription still delivers: false once it has ended
-// (its handler stopped it, ctx was done, its store closed, reading failed, or Close).
+// filter converts a filter to C: the prefix (NULL for any) and the array of types.
+func (in *inputs) filter(filter SubscribeFilter) (*C.char, **C.char, error) {
+	var cprefix *C.char
+	if filter.StreamPrefix != "" {
+		p, err := in.cString(filter.StreamPrefix, "stream_prefix")
+		if err != nil {
+			return nil, nil, err
+		}
+		cprefix = p
+	}
+	if len(filter.Types) == 0 {
+		return cprefix, nil, nil
+	}
+	// An array of pointers handed to C lives in C memory.
+	arr := unsafe.Slice((**C.char)(C.malloc(C.size_t(len(filter.Types))*C.size_t(unsafe.Sizeof((*C.char)(nil))))), len(filter.Types))
+	in.frees = append(in.frees, unsafe.Pointer(&arr[0]))
+	for i, t := range filter.Types {
+		ct, err := in.cString(t, "types")
+		if err != nil {
+			return nil, nil, err
+		}
+		arr[i] = ct
+	}
+	return cprefix, &arr[0], nil
+}
+
+func (s *Store) track(st *subState) {
+	s.subsMu.Lock()
+	defer s.subsMu.Unlock()
+	if s.subs == nil {
+		s.subs = make(map[*subState]struct{})
+	}
+	s.subs[st] = struct{}{}
+}
+
+func (s *Store) forget(st *subState) {
+	s.subsMu.Lock()
+	defer s.subsMu.Unlock()
+	delete(s.subs, st)
+}
+
+// watch waits for the subscription's end, whatever its cause, then frees it: the one
+// goroutine a running subscription has, gone once it has ended.
+func (sub *Subscription) watch() {
+	st := sub.state
+	tick := time.NewTicker(statusPollInterval)
+	defer tick.Stop()
+	for ended := false; !ended; {
+		select {
+		case <-st.ctx.Done():
+			st.cancel()
+			ended = true
+		case <-st.ending:
+			ended = true
+		case <-tick.C:
+			ended = !sub.Running()
+		}
+	}
+	sub.free()
+}
+
+// free stops the library's subscription and waits for its thread (so the handler has
+// returned for the last time), releases what it held, and closes done.
+func (sub *Subscription) free() {
+	sub.state.stop()
+	sub.mu.Lock()
+	p := sub.ptr
+	sub.ptr = nil
+	sub.mu.Unlock()
+	_, libErr := call(func() C.evs_status { return C.evs_subscription_close(p) })
+	// The library calls the handler no more: the handle and its memory can go.
+	sub.handle.Delete()
+	C.free(sub.userData)
+	sub.store.forget(sub.state)
+	result := sub.state.result(libErr)
+	sub.mu.Lock()
+	sub.err = result
+	sub.mu.Unlock()
+	close(sub.done)
+}
+
+// Running reports whether the subscription still delivers: false once it has ended or
+// been asked to end (see Subscription).
 func (sub *Subscription) Running() bool {
+	if sub.state.stopping.Load() {
+		return false
+	}
 	sub.mu.Lock()
 	defer sub.mu.Unlock()
 	if sub.ptr == nil {
 		return false
 	}
 	st, err := call(func() C.evs_status { return C.evs_subscription_status(sub.ptr, nil) })
-	return err == nil && st == OK
+	return err == nil && st == CodeOK
 }
 
-// Close stops the subscription, waits until its handler has returned for the last
-// time, frees it, and returns why it ended: nil when stopped (by Close, by its store's
-// Close, or by the handler returning ErrStop), the handler's error, a *PanicError, the
-// context's error when ctx ended it, or the library's *Error (e.g. ErrCorrupt). It may be
-// called from the handler itself (it then returns at once) and any number of times.
-func (sub *Subscription) Close() error {
-	sub.mu.Lock()
-	p := sub.ptr
-	sub.ptr = nil
-	sub.mu.Unlock()
-	if p == nil {
-		// Another Close has claimed it: wait for it, unless this is the handler itself,
-		// which that Close is waiting for.
-		if sub.state.thread.Load() != int64(syscall.Gettid()) {
-			<-sub.closed
-		}
-		sub.mu.Lock()
-		defer sub.mu.Unlock()
-		return sub.result
-	}
-	runtime.SetFinalizer(sub, nil)
-	_, libErr := call(func() C.evs_status { return C.evs_subscription_close(p) })
-	// The library calls the handler no more: the handle and its memory can go.
-	sub.handle.Delete()
-	C.free(sub.userData)
+// Done is closed once the subscription has ended (by any cause; see Subscription) and
+// its handler has returned for the last time.
+func (sub *Subscription) Done() <-chan struct{} { return sub.done }
 
-	st := sub.state
-	st.mu.Lock()
-	var result error
-	switch {
-	case st.err != nil && !errors.Is(st.err, ErrStop):
-		result = st.err
-	case st.err != nil:
-	case libErr != nil:
-		result = libErr
-	case st.cancelled:
-		result = st.ctx.Err()
+// Err is nil until Done is closed; then why the subscription ended: nil when it was
+// stopped (by Close, by its store's Close, or by the handler returning ErrStop), the
+// handler's error, a *PanicError, the context's error when its context ended it, or the
+// library's *Error when reading failed (e.g. ErrCorrupt, ErrIO).
+func (sub *Subscription) Err() error {
+	select {
+	case <-sub.done:
+	default:
+		return nil
 	}
-	st.mu.Unlock()
 	sub.mu.Lock()
-	sub.result = result
-	sub.mu.Unlock()
-	close(sub.closed)
-	return result
+	defer sub.mu.Unlock()
+	return sub.err
+}
+
+// Close stops the subscription, waits until it has ended (Done), and returns Err. It may
+// be called any number of times, and from the handler itself: it then returns nil at
+// once, and the handler is not called again once it returns.
+func (sub *Subscription) Close() error {
+	sub.state.stop()
+	if sub.state.onHandlerThread() {
+		return nil
+	}
+	<-sub.done
+	return sub.Err()
 }

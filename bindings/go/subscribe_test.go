@@ -1,9 +1,13 @@
 package evstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -181,7 +185,7 @@ func TestSubscribeHandlerMayCloseItsSubscriptionAndCallTheStore(t *testing.T) {
 	if err := <-closed; err != nil {
 		t.Fatalf("Close from the handler = %v", err)
 	}
-	if n := must(s.PositionAt(PositionEnd)); n != 2 {
+	if n := must(s.PositionAt(bg, PositionEnd)); n != 2 {
 		t.Errorf("log has %d events, want Ping and Pong", n)
 	}
 }
@@ -228,4 +232,147 @@ func TestSubscribeFilteredByPrefixAndType(t *testing.T) {
 	}
 	_, err := s.SubscribeFiltered(bg, 0, SubscribeFilter{Types: []string{"bad\x00type"}}, r.handle)
 	wantCode(t, err, ErrInvalidArgument)
+}
+
+// waitDone waits for the subscription to end (failing the test if it never does).
+func waitDone(t *testing.T, sub *Subscription) {
+	t.Helper()
+	select {
+	case <-sub.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the subscription did not end")
+	}
+}
+
+// Done is closed and Err set however a subscription ends, without a Close; Close then
+// returns the same error.
+func TestSubscriptionDoneAndErrForEveryEnd(t *testing.T) {
+	boom := errors.New("boom")
+	cases := []struct {
+		name string
+		// start subscribes on s and makes the subscription end; wantErr matches Err.
+		start   func(t *testing.T, s *Store) *Subscription
+		wantErr func(error) bool
+	}{
+		{"handler error", func(t *testing.T, s *Store) *Subscription {
+			return must(s.Subscribe(bg, 0, func(Event) error { return boom }))
+		}, func(err error) bool { return errors.Is(err, boom) }},
+		{"ErrStop", func(t *testing.T, s *Store) *Subscription {
+			return must(s.Subscribe(bg, 0, func(Event) error { return ErrStop }))
+		}, func(err error) bool { return err == nil }},
+		{"handler panic", func(t *testing.T, s *Store) *Subscription {
+			return must(s.Subscribe(bg, 0, func(Event) error { panic("bug") }))
+		}, func(err error) bool { var pe *PanicError; return errors.As(err, &pe) }},
+		{"context done", func(t *testing.T, s *Store) *Subscription {
+			ctx, cancel := context.WithCancel(bg)
+			sub := must(s.Subscribe(ctx, 0, func(Event) error { return nil }))
+			cancel()
+			return sub
+		}, func(err error) bool { return errors.Is(err, context.Canceled) }},
+		{"store closed", func(t *testing.T, s *Store) *Subscription {
+			sub := must(s.Subscribe(bg, 0, func(Event) error { return nil }))
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			return sub
+		}, func(err error) bool { return err == nil }},
+		{"damaged record", func(t *testing.T, s *Store) *Subscription {
+			return must(s.Subscribe(bg, 0, func(Event) error { return nil }))
+		}, func(err error) bool { return errors.Is(err, ErrCorrupt) }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s, path := newStore(t)
+			must(s.AppendEvent(bg, "E", []byte("payload-MARK-0")))
+			if c.name == "damaged record" {
+				for i := 1; i < 20; i++ {
+					must(s.AppendEvent(bg, "E", []byte(fmt.Sprintf("payload-MARK-%d", i))))
+				}
+				if err := s.Sync(bg); err != nil {
+					t.Fatal(err)
+				}
+				damage(t, path, "MARK-10")
+			}
+			sub := c.start(t, s)
+			waitDone(t, sub)
+			if sub.Running() {
+				t.Error("Running() after Done")
+			}
+			err := sub.Err()
+			if !c.wantErr(err) {
+				t.Fatalf("Err() = %v", err)
+			}
+			if again := sub.Close(); again != err {
+				t.Errorf("Close() = %v, Err() = %v", again, err)
+			}
+		})
+	}
+}
+
+// damage flips the first byte of marker in the store's log file.
+func damage(t *testing.T, storePath, marker string) {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(storePath, "events", "*.wal"))
+	if err != nil || len(files) != 1 {
+		t.Fatalf("log files %v, %v", files, err)
+	}
+	b, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := bytes.Index(b, []byte(marker))
+	if at < 0 {
+		t.Fatalf("%s not in %s", marker, files[0])
+	}
+	f, err := os.OpenFile(files[0], os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt([]byte{'#'}, int64(at)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSubscriptionErrIsNilWhileRunning(t *testing.T) {
+	s, _ := newStore(t)
+	var r recorder
+	sub := must(s.Subscribe(bg, 0, r.handle))
+	must(s.AppendEvent(bg, "E", nil))
+	waitFor(t, "a delivery", func() bool { return r.count() == 1 })
+	select {
+	case <-sub.Done():
+		t.Fatal("Done closed while it runs")
+	default:
+	}
+	if err := sub.Err(); err != nil || !sub.Running() {
+		t.Fatalf("running: Err() = %v, Running() = %v", err, sub.Running())
+	}
+	if err := sub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, sub)
+}
+
+// A subscription that has ended (here its handler stopped it, under a context that
+// stays live) keeps no goroutine of its own, before any Close.
+func TestEndedSubscriptionKeepsNoGoroutine(t *testing.T) {
+	s, _ := newStore(t)
+	must(s.AppendEvent(bg, "E", nil))
+	ctx, cancel := context.WithCancel(bg)
+	defer cancel()
+	before := runtime.NumGoroutine()
+	subs := make([]*Subscription, 20)
+	for i := range subs {
+		subs[i] = must(s.Subscribe(ctx, 0, func(Event) error { return ErrStop }))
+	}
+	for _, sub := range subs {
+		waitDone(t, sub)
+	}
+	waitFor(t, "the goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
+	for _, sub := range subs {
+		if err := sub.Close(); err != nil {
+			t.Error(err)
+		}
+	}
 }

@@ -263,18 +263,22 @@ impl Bank {
             id: None,
         }];
         let (sf, st) = (stream_name(from), stream_name(to));
-        let r = self.store.append_multi(&[
-            StreamAppend {
-                stream: &sf,
-                expected: expected(&src),
-                events: &wi,
-            },
-            StreamAppend {
-                stream: &st,
-                expected: expected(&dst),
-                events: &di,
-            },
-        ])?;
+        let r = self
+            .store
+            .append_multi(&[
+                StreamAppend {
+                    stream: &sf,
+                    expected: expected(&src),
+                    events: &wi,
+                },
+                StreamAppend {
+                    stream: &st,
+                    expected: expected(&dst),
+                    events: &di,
+                },
+            ])
+            // Its caller named accounts, not parts of an append.
+            .map_err(Error::without_part)?;
         Ok(r.first_position)
     }
 

@@ -66,8 +66,10 @@ unsafe fn account_write(
 /// `currency` (three upper-case letters; NULL: "USD"). `*out_position` may be NULL.
 ///
 /// Thread safety: any thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store or id,
-/// bad UTF-8, empty or long id, negative balance, bad currency); EVS_ERR_ALREADY_EXISTS;
-/// EVS_ERR_READ_ONLY; EVS_ERR_IO.
+/// bad UTF-8, empty or long id, negative balance, bad currency); EVS_ERR_ALREADY_EXISTS
+/// (the account exists); EVS_ERR_WRONG_EXPECTED_VERSION (its stream was created
+/// meanwhile by another writer: another process on PostgreSQL, or an `evs_append` to
+/// `account-<id>`); EVS_ERR_READ_ONLY; EVS_ERR_IO.
 /// Ownership: the strings stay the caller's. Out-pointers are written only on success.
 #[no_mangle]
 pub unsafe extern "C" fn evs_account_open(
@@ -89,7 +91,9 @@ pub unsafe extern "C" fn evs_account_open(
 /// Deposits `amount` (> 0). `*out_position` may be NULL.
 ///
 /// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT; EVS_ERR_NOT_FOUND; EVS_ERR_ACCOUNT_CLOSED;
-/// EVS_ERR_OVERFLOW; EVS_ERR_READ_ONLY; EVS_ERR_IO. Thread safety: any thread.
+/// EVS_ERR_OVERFLOW; EVS_ERR_WRONG_EXPECTED_VERSION (another writer appended to the
+/// account's stream meanwhile: nothing written, try again); EVS_ERR_READ_ONLY;
+/// EVS_ERR_IO. Thread safety: any thread.
 /// Ownership: `account_id` stays the caller's.
 #[no_mangle]
 pub unsafe extern "C" fn evs_account_deposit(
@@ -109,7 +113,8 @@ pub unsafe extern "C" fn evs_account_deposit(
 /// Withdraws `amount` (> 0) if the balance covers it. `*out_position` may be NULL.
 ///
 /// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT; EVS_ERR_NOT_FOUND; EVS_ERR_ACCOUNT_CLOSED;
-/// EVS_ERR_INSUFFICIENT_FUNDS; EVS_ERR_READ_ONLY; EVS_ERR_IO. Thread safety: any thread.
+/// EVS_ERR_INSUFFICIENT_FUNDS; EVS_ERR_WRONG_EXPECTED_VERSION (as for
+/// `evs_account_deposit`); EVS_ERR_READ_ONLY; EVS_ERR_IO. Thread safety: any thread.
 /// Ownership: `account_id` stays the caller's.
 #[no_mangle]
 pub unsafe extern "C" fn evs_account_withdraw(
@@ -131,7 +136,9 @@ pub unsafe extern "C" fn evs_account_withdraw(
 ///
 /// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (also from == to); EVS_ERR_NOT_FOUND;
 /// EVS_ERR_ACCOUNT_CLOSED; EVS_ERR_INSUFFICIENT_FUNDS; EVS_ERR_OVERFLOW;
-/// EVS_ERR_CURRENCY_MISMATCH; EVS_ERR_READ_ONLY; EVS_ERR_IO. Thread safety: any thread.
+/// EVS_ERR_CURRENCY_MISMATCH; EVS_ERR_WRONG_EXPECTED_VERSION (as for
+/// `evs_account_deposit`, either account); EVS_ERR_READ_ONLY; EVS_ERR_IO. Thread safety:
+/// any thread.
 /// Ownership: the ids stay the caller's.
 #[no_mangle]
 pub unsafe extern "C" fn evs_account_transfer(
@@ -155,7 +162,8 @@ pub unsafe extern "C" fn evs_account_transfer(
 /// Closes an account (further deposits, withdrawals and transfers are refused).
 ///
 /// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT; EVS_ERR_NOT_FOUND; EVS_ERR_ACCOUNT_CLOSED
-/// (already closed); EVS_ERR_READ_ONLY; EVS_ERR_IO. Thread safety: any thread.
+/// (already closed); EVS_ERR_WRONG_EXPECTED_VERSION (as for `evs_account_deposit`);
+/// EVS_ERR_READ_ONLY; EVS_ERR_IO. Thread safety: any thread.
 /// Ownership: `account_id` stays the caller's.
 #[no_mangle]
 pub unsafe extern "C" fn evs_account_close(
@@ -173,8 +181,9 @@ pub unsafe extern "C" fn evs_account_close(
 
 /// The account now, from the in-memory projection.
 ///
-/// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, bad id); EVS_ERR_NOT_FOUND.
-/// Thread safety: any thread.
+/// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, bad id, a bad `out->struct_size`);
+/// EVS_ERR_NOT_FOUND; EVS_ERR_IO or EVS_ERR_CORRUPT (a read-only store failed to take in
+/// a writer's new events). Thread safety: any thread.
 /// Ownership: `*out` is the caller's struct, filled only on success.
 #[no_mangle]
 pub unsafe extern "C" fn evs_account_get(
@@ -198,7 +207,8 @@ pub unsafe extern "C" fn evs_account_get(
 /// computed from the account's own events.
 ///
 /// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT; EVS_ERR_NOT_FOUND (no such account, or not
-/// yet opened at that time); EVS_ERR_IO. Thread safety: any thread.
+/// yet opened at that time); EVS_ERR_IO; EVS_ERR_CORRUPT (one of its events is damaged).
+/// Thread safety: any thread.
 /// Ownership: `*out` is the caller's struct, filled only on success.
 #[no_mangle]
 pub unsafe extern "C" fn evs_account_get_at(

@@ -15,25 +15,40 @@ extern "C" fn in_child_after_fork() {
     GENERATION.fetch_add(1, Ordering::AcqRel);
 }
 
-/// The process's generation, watching forks from the first call on (handles record it).
-pub(crate) fn generation() -> u64 {
-    WATCH.call_once(|| {
-        // SAFETY: pthread_atfork only records the handler, a plain function of this
-        // library that touches one atomic (async-signal-safe, as a child handler must
-        // be). glibc unregisters it if the library is unloaded.
-        unsafe { libc::pthread_atfork(None, None, Some(in_child_after_fork)) };
-    });
-    GENERATION.load(Ordering::Acquire)
+/// The process a handle belongs to: its generation (which forks survived) and its id.
+#[derive(Clone, Copy)]
+pub(crate) struct Owner {
+    generation: u64,
+    pid: u32,
 }
 
-/// Refuses a handle opened before a fork.
-pub(crate) fn check(opened_in: u64, what: &str) -> Result<()> {
-    if opened_in != GENERATION.load(Ordering::Acquire) {
-        return Err(Error::invalid(format!(
-            "this {what} was opened by another process (process {} was forked from it): \
-             handles do not survive fork; open the store again in this process",
-            std::process::id()
-        )));
+impl Owner {
+    /// The calling process, watching forks from the first call on.
+    pub(crate) fn current() -> Owner {
+        WATCH.call_once(|| {
+            // SAFETY: pthread_atfork only records the handler, a plain function of this
+            // library that touches one atomic (async-signal-safe, as a child handler must
+            // be). glibc unregisters it if the library is unloaded.
+            unsafe { libc::pthread_atfork(None, None, Some(in_child_after_fork)) };
+        });
+        Owner {
+            generation: GENERATION.load(Ordering::Acquire),
+            pid: std::process::id(),
+        }
     }
-    Ok(())
+
+    /// Refuses a handle opened before a fork, naming both processes. One atomic load
+    /// when the handle is this process's.
+    pub(crate) fn check(&self, what: &str) -> Result<()> {
+        if self.generation != GENERATION.load(Ordering::Acquire) {
+            return Err(Error::invalid(format!(
+                "this {what} was opened by process {}, and process {} (forked from it) \
+                 cannot use it: handles do not survive fork; open the store again in this \
+                 process",
+                self.pid,
+                std::process::id()
+            )));
+        }
+        Ok(())
+    }
 }

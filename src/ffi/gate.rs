@@ -12,6 +12,12 @@ const CLAIMED: u64 = 1 << 62;
 const CLOSING: u64 = 1 << 63;
 const FLAGS: u64 = CLAIMED | CLOSING;
 
+/// The refusal of a call that starts once `evs_close` has begun (also of a subscription
+/// started while close stops the others).
+pub(crate) fn closing() -> Error {
+    Error::invalid("store is closed or being closed: no call may start once evs_close has begun")
+}
+
 #[derive(Default)]
 pub(crate) struct CallGate {
     state: AtomicU64,
@@ -26,9 +32,7 @@ impl CallGate {
         let before = self.state.fetch_add(1, Ordering::AcqRel);
         if before & CLOSING != 0 {
             self.leave();
-            return Err(Error::invalid(
-                "store is closed or being closed: no call may start once evs_close has begun",
-            ));
+            return Err(closing());
         }
         Ok(())
     }

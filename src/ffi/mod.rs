@@ -8,6 +8,7 @@
 mod account;
 mod args;
 mod batch;
+mod cancel;
 mod extensible;
 mod fork;
 mod gate;

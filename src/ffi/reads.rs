@@ -14,8 +14,9 @@ use std::ffi::c_char;
 ///
 /// Ownership: free `*out` with `evs_cursor_free`. Returns EVS_OK;
 /// EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024-byte name);
-/// EVS_ERR_NOT_FOUND (no such stream). Thread safety: any thread; the cursor itself is
-/// single-thread.
+/// EVS_ERR_NOT_FOUND (no such stream); EVS_ERR_IO or EVS_ERR_CORRUPT (a read-only store
+/// failed to take in a writer's new events). Thread safety: any thread; the cursor
+/// itself is single-thread.
 #[no_mangle]
 pub unsafe extern "C" fn evs_read_stream_backward(
     s: *mut evs_store,
@@ -102,8 +103,11 @@ pub unsafe extern "C" fn evs_read_event(
 #[no_mangle]
 pub unsafe extern "C" fn evs_event_data_free(data: *mut evs_event_data) {
     if !data.is_null() {
-        // SAFETY: `data` came from Box::into_raw in evs_read_event and is freed once.
-        drop(unsafe { Box::from_raw(data) });
+        // Like every export: cancellation held off, panics caught (`cancel::quietly`).
+        super::cancel::quietly(|| {
+            // SAFETY: `data` came from Box::into_raw in evs_read_event and is freed once.
+            drop(unsafe { Box::from_raw(data) });
+        });
     }
 }
 
@@ -192,7 +196,10 @@ pub unsafe extern "C" fn evs_stream_list_next(
 #[no_mangle]
 pub unsafe extern "C" fn evs_stream_list_free(list: *mut evs_stream_list) {
     if !list.is_null() {
-        // SAFETY: `list` came from Box::into_raw in evs_list_streams and is freed once.
-        drop(unsafe { Box::from_raw(list) });
+        // Like every export: cancellation held off, panics caught (`cancel::quietly`).
+        super::cancel::quietly(|| {
+            // SAFETY: `list` came from Box::into_raw in evs_list_streams and is freed once.
+            drop(unsafe { Box::from_raw(list) });
+        });
     }
 }

@@ -6,8 +6,6 @@
 use super::status::*;
 use crate::error::{Error, ErrorKind};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
 /// Stores opened through the C API and not yet closed.
 static OPEN_STORES: AtomicUsize = AtomicUsize::new(0);
@@ -21,12 +19,16 @@ pub(crate) fn store_closed() {
 }
 
 /// Stops the library's background threads (the runtime of asynchronous work, if it was
-/// started) so that a leak checker sees none and the library can be unloaded. Optional:
-/// a program that never calls it loses nothing. Later calls start them again as needed.
+/// started) and waits until they have finished, so that a leak checker sees none and the
+/// library can be unloaded: when it returns EVS_OK, no thread of the library runs. Work
+/// still in flight on them (a connection attempt of a closed PostgreSQL store) is waited
+/// for. Optional: a program that never calls it loses nothing. Later calls start the
+/// threads again as needed.
 ///
 /// Ownership: none. Thread safety: any thread that is not inside an evstore callback.
 /// Returns EVS_OK (also when nothing was running); EVS_ERR_BUSY when a store is still
-/// open (close every store first; nothing is stopped).
+/// open, or one is being opened or closed on another thread (close every store first;
+/// nothing is stopped).
 #[no_mangle]
 pub extern "C" fn evs_shutdown() -> evs_status {
     boundary(|| {
@@ -37,13 +39,7 @@ pub extern "C" fn evs_shutdown() -> evs_status {
                 format!("{open} store(s) still open: close them before evs_shutdown"),
             ));
         }
-        let taken = crate::runtime::take();
-        if let Some(rt) = taken {
-            // Work started by a store that is closed now has nothing left to wait for.
-            if let Ok(rt) = Arc::try_unwrap(rt) {
-                rt.shutdown_timeout(Duration::from_secs(5));
-            }
-        }
+        crate::runtime::stop()?;
         Ok(EVS_OK)
     })
 }
@@ -51,6 +47,9 @@ pub extern "C" fn evs_shutdown() -> evs_status {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    use std::time::Duration;
 
     fn runtime_threads() -> usize {
         std::fs::read_dir("/proc/self/task")
@@ -68,15 +67,38 @@ mod tests {
         let rt = crate::runtime::runtime().unwrap();
         assert_eq!(rt.block_on(async { 7 }), 7);
         rt.spawn(async {});
-        drop(rt);
+        // Work in flight when shutdown comes is waited for, not abandoned.
+        let finished = Arc::new(AtomicBool::new(false));
+        let f = finished.clone();
+        rt.spawn_blocking(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            f.store(true, Ordering::Release);
+        });
         assert!(crate::runtime::is_running());
         store_opened();
         assert_eq!(evs_shutdown(), EVS_ERR_BUSY);
-        assert!(crate::runtime::is_running());
         store_closed();
+        // A store being opened on another thread holds the runtime: refused, not half
+        // done (threads left running while EVS_OK is returned).
+        assert_eq!(evs_shutdown(), EVS_ERR_BUSY);
+        assert!(crate::runtime::is_running());
+        assert_eq!(rt.block_on(async { 8 }), 8);
+        drop(rt);
         assert_eq!(evs_shutdown(), EVS_OK);
         assert!(!crate::runtime::is_running());
-        assert_eq!(runtime_threads(), 0);
+        assert!(finished.load(Ordering::Acquire));
+        // Every thread has finished (joined) when evs_shutdown returns ...
+        assert_eq!(crate::runtime::threads(), 0);
+        // ... and the kernel lets go of their /proc entries right after.
+        let mut listed = runtime_threads();
+        for _ in 0..500 {
+            if listed == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            listed = runtime_threads();
+        }
+        assert_eq!(listed, 0, "runtime threads still listed in /proc");
         assert_eq!(evs_shutdown(), EVS_OK);
     }
 }

@@ -37,7 +37,9 @@ pub struct evs_stats {
 
 /// Fills `*out` with the store's counters.
 ///
-/// Returns EVS_OK or EVS_ERR_INVALID_ARGUMENT (NULL). Thread safety: any thread.
+/// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, a bad `out->struct_size`); on
+/// PostgreSQL EVS_ERR_CORRUPT (the accounts' events could not be taken in: positions not
+/// dense). Thread safety: any thread.
 /// Ownership: `*out` is the caller's struct, filled only on success.
 #[no_mangle]
 pub unsafe extern "C" fn evs_stats_get(s: *mut evs_store, out: *mut evs_stats) -> evs_status {
@@ -79,7 +81,8 @@ fn escape_label(v: &str) -> String {
 /// The store's counters in the Prometheus text exposition format.
 ///
 /// Ownership: `*out_text` belongs to the caller, who frees it with `evs_string_free`.
-/// Returns EVS_OK or EVS_ERR_INVALID_ARGUMENT (NULL). Thread safety: any thread.
+/// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL); on PostgreSQL EVS_ERR_CORRUPT as for
+/// `evs_stats_get`. Thread safety: any thread.
 #[no_mangle]
 pub unsafe extern "C" fn evs_metrics_text(
     s: *mut evs_store,
@@ -198,7 +201,10 @@ pub unsafe extern "C" fn evs_metrics_text(
 #[no_mangle]
 pub unsafe extern "C" fn evs_string_free(text: *mut c_char) {
     if !text.is_null() {
-        // SAFETY: `text` came from CString::into_raw in this library and is freed once.
-        drop(unsafe { CString::from_raw(text) });
+        // Like every export: cancellation held off, panics caught (`cancel::quietly`).
+        super::cancel::quietly(|| {
+            // SAFETY: `text` came from CString::into_raw in this library and is freed once.
+            drop(unsafe { CString::from_raw(text) });
+        });
     }
 }

@@ -38,13 +38,15 @@ pub struct evs_options {
 /// An open store (opaque). Thread-safe: any number of threads may use one at once.
 /// Every function taking a store also returns EVS_ERR_INVALID_ARGUMENT, writing nothing,
 /// once `evs_close` has begun refusing calls on it, and in a forked child for a store
-/// its parent opened.
+/// its parent opened. On a PostgreSQL store every function taking a store may also
+/// return EVS_ERR_IO: the server could not be reached or refused a query (the message
+/// says which; the next call connects again).
 pub struct evs_store {
     pub(crate) bank: Bank,
-    pub(crate) subscriptions: std::sync::Mutex<Vec<std::sync::Arc<super::subscription::Shared>>>,
+    pub(crate) subscriptions: std::sync::Mutex<super::subscription::Registry>,
     calls: CallGate,
-    /// The process generation it was opened in (see `fork`).
-    pub(crate) generation: u64,
+    /// The process that opened it (see `fork`).
+    pub(crate) owner: super::fork::Owner,
 }
 
 /// A store handle with a call counted in through its gate; counts it out when dropped.
@@ -70,7 +72,7 @@ impl Drop for StoreRef<'_> {
 pub(crate) unsafe fn store_arg<'a>(s: *const evs_store) -> Result<StoreRef<'a>> {
     // SAFETY: forwarded contract: NULL or a live handle.
     let store = unsafe { handle(s, "store") }?;
-    super::fork::check(store.generation, "store")?;
+    store.owner.check("store")?;
     store.calls.enter()?;
     Ok(StoreRef(store))
 }
@@ -207,8 +209,11 @@ pub extern "C" fn evs_options_new() -> *mut evs_options {
 #[no_mangle]
 pub unsafe extern "C" fn evs_options_free(o: *mut evs_options) {
     if !o.is_null() {
-        // SAFETY: `o` came from Box::into_raw in evs_options_new and is freed once.
-        drop(unsafe { Box::from_raw(o) });
+        // Like every export: cancellation held off, panics caught (`cancel::quietly`).
+        super::cancel::quietly(|| {
+            // SAFETY: `o` came from Box::into_raw in evs_options_new and is freed once.
+            drop(unsafe { Box::from_raw(o) });
+        });
     }
 }
 
@@ -429,10 +434,14 @@ pub unsafe extern "C" fn evs_store_options_get(
 ///
 /// Ownership: `*out_store` belongs to the caller, who closes it with `evs_close`; `opts`
 /// stays the caller's (NULL: defaults). Thread safety: any thread.
-/// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL path/out_store, bad UTF-8);
+/// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL path/out_store, bad UTF-8, an empty
+/// path, a `postgresql://` URL that does not parse, a bad `out_info->struct_size`);
 /// EVS_ERR_LOCKED (another writer has it open); EVS_ERR_NOT_FOUND (read-only open of a
-/// missing store); EVS_ERR_CORRUPT (damage beyond a torn tail); EVS_ERR_IO (the OS
-/// refused: permissions, a path that is a file, ...); EVS_ERR_INTERNAL.
+/// missing store); EVS_ERR_CORRUPT (damage beyond a torn tail; a PostgreSQL schema of a
+/// newer library); EVS_ERR_READ_ONLY (a read-only open of a PostgreSQL schema an older
+/// version wrote: open it once for writing); EVS_ERR_IO (the OS refused: permissions, a
+/// path that is a file, ...; the PostgreSQL server could not be reached);
+/// EVS_ERR_INTERNAL.
 ///
 /// A store belongs to the process that opened it: in a child made by `fork()` (without
 /// exec) every call on the inherited handle returns EVS_ERR_INVALID_ARGUMENT naming both
@@ -457,7 +466,7 @@ pub unsafe extern "C" fn evs_open(
         let options = unsafe { opts.as_ref() }
             .map(|o| o.inner.clone())
             .unwrap_or_default();
-        let generation = super::fork::generation();
+        let owner = super::fork::Owner::current();
         let (bank, report) = Bank::open(path, options)?;
         let info = evs_recovery_info {
             struct_size: std::mem::size_of::<evs_recovery_info>(),
@@ -478,7 +487,7 @@ pub unsafe extern "C" fn evs_open(
                 bank,
                 subscriptions: Default::default(),
                 calls: CallGate::default(),
-                generation,
+                owner,
             })),
         );
         Ok(EVS_OK)
@@ -500,8 +509,9 @@ pub unsafe extern "C" fn evs_sync(s: *mut evs_store) -> evs_status {
 }
 
 /// Closes the store: stops its subscriptions (waiting for their callbacks to return; calls
-/// they make until then work; their handles must still be freed with
-/// `evs_subscription_close`), then refuses calls that start from then on (they fail with
+/// they make until then work, except `evs_subscribe`, refused from the moment close
+/// begins; their handles must still be freed with `evs_subscription_close`), then
+/// refuses calls that start from then on (they fail with
 /// EVS_ERR_INVALID_ARGUMENT, "store is closed or being closed") and waits for the calls
 /// other threads are running on `s` to return, syncs, releases the lock and frees the
 /// store. NULL is a no-op.
@@ -525,7 +535,7 @@ pub unsafe extern "C" fn evs_close(s: *mut evs_store) -> evs_status {
         // SAFETY: `s` is a live handle from evs_open (C API contract); only the close
         // that wins the gate goes on to free it.
         let store = unsafe { handle(s, "store") }?;
-        if let Err(e) = super::fork::check(store.generation, "store") {
+        if let Err(e) = store.owner.check("store") {
             // The parent's store: no flush, no unlock, no thread to stop. Leaked.
             super::runtime::store_closed();
             return Err(e);
@@ -552,9 +562,8 @@ pub unsafe extern "C" fn evs_close(s: *mut evs_store) -> evs_status {
 ///
 /// `*out_position` (may be NULL) gets its position. Thread safety: any thread.
 /// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL or non-UTF-8 type, NULL payload with a
-/// length, type of 0 or > 1024 bytes); EVS_ERR_TOO_LARGE (past the
-/// store's event size limit, 16 MiB by default);
-/// EVS_ERR_READ_ONLY; EVS_ERR_IO.
+/// length, type of 0 or > 1024 bytes); EVS_ERR_TOO_LARGE (past the store's event size
+/// limit, 16 MiB by default, or longer than a segment); EVS_ERR_READ_ONLY; EVS_ERR_IO.
 /// Ownership: the type and payload stay the caller's (copied before return).
 #[no_mangle]
 pub unsafe extern "C" fn evs_append_event(
@@ -612,7 +621,7 @@ unsafe fn events_arg<'a>(
     for (i, e) in raw.iter().enumerate() {
         // Argument names for messages are built only when a field is refused: the happy
         // path of every append would otherwise format three strings an event.
-        let named = |err: Error| Error::new(err.kind, format!("{name}[{i}].{}", err.message));
+        let named = |err: Error| err.prefixed(format_args!("{name}[{i}]."));
         // SAFETY: each field follows the C API contract; lengths are checked before use.
         let event_type = unsafe { str_arg(e.event_type, "event_type") }.map_err(named)?;
         // SAFETY: as above.
@@ -657,11 +666,13 @@ pub(crate) fn parse_expected(v: i64) -> Result<ExpectedVersion> {
 /// Thread safety: any thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, non-UTF-8,
 /// empty or > 1024-byte names, count 0, bad expected_version, a bad struct_size, an id
 /// twice in the append); EVS_ERR_WRONG_EXPECTED_VERSION (the message names the actual
-/// version); EVS_ERR_ALREADY_EXISTS (some but not all of the ids are stored, or stored
-/// for another stream: nothing written); EVS_ERR_BUSY (an append with one of the ids is
+/// version, `evs_last_error_detail` gives it); EVS_ERR_ALREADY_EXISTS (an id stored
+/// already with other content: another stream, type, schema version, payload or
+/// metadata; or some but not all of the ids stored: nothing written, the detail's
+/// `position` is the stored event's); EVS_ERR_BUSY (an append with one of the ids is
 /// still being made durable under EVS_FSYNC_ALWAYS: retry); EVS_ERR_TOO_LARGE (an event
-/// past the store's limit, 16 MiB by default, or a batch > 64 MiB); EVS_ERR_READ_ONLY;
-/// EVS_ERR_IO.
+/// past the store's limit, 16 MiB by default; more than 1,048,576 events; a batch over
+/// 64 MiB or longer than a segment); EVS_ERR_READ_ONLY; EVS_ERR_IO.
 /// Ownership: `stream` and `events` stay the caller's (copied before return).
 #[no_mangle]
 pub unsafe extern "C" fn evs_append(
@@ -719,12 +730,15 @@ extensible!(evs_stream_append, stream);
 /// version of its last event (`out_stream_versions` has `count` entries).
 ///
 /// Thread safety: any thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store or
-/// appends, count 0 or > 1024, a bad struct_size, a part with no events, names or
-/// expected versions as for `evs_append`); EVS_ERR_WRONG_EXPECTED_VERSION (the message
-/// names the stream and its actual version); EVS_ERR_ALREADY_EXISTS (some but not all
-/// event ids stored before); EVS_ERR_BUSY (an append with one of its ids is still being
-/// made durable); EVS_ERR_TOO_LARGE (an event past the store's limit, more than 1,048,576
-/// events or 64 MiB in all); EVS_ERR_READ_ONLY; EVS_ERR_IO.
+/// appends, count 0, a bad struct_size, a part with no events, names or expected
+/// versions as for `evs_append`); EVS_ERR_WRONG_EXPECTED_VERSION (the message names the
+/// stream and its actual version; `evs_last_error_detail` gives the version and the
+/// failing part's index); EVS_ERR_ALREADY_EXISTS (as for `evs_append`, over the whole
+/// call; the detail's `part_index` is the part of the event concerned); EVS_ERR_BUSY (an
+/// append with one of its ids is still being made durable); EVS_ERR_TOO_LARGE (more than
+/// 1024 parts, as for the other limits of an append's size; an event past the store's
+/// limit; more than 1,048,576 events or 64 MiB in all, or more than a segment holds);
+/// EVS_ERR_READ_ONLY; EVS_ERR_IO.
 /// Ownership: everything passed in stays the caller's (copied before return); the
 /// outputs are written only on success.
 #[no_mangle]
@@ -843,7 +857,8 @@ pub unsafe extern "C" fn evs_read_all_backward(
 ///
 /// Ownership: free `*out` with `evs_cursor_free`. Returns EVS_OK;
 /// EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024-byte name);
-/// EVS_ERR_NOT_FOUND (no such stream, or `from_version` > its version + 1).
+/// EVS_ERR_NOT_FOUND (no such stream, or `from_version` > its version + 1); EVS_ERR_IO
+/// or EVS_ERR_CORRUPT (a read-only store failed to take in a writer's new events).
 /// Thread safety: any thread; the cursor itself is single-thread.
 #[no_mangle]
 pub unsafe extern "C" fn evs_read_stream(
@@ -914,8 +929,12 @@ pub unsafe extern "C" fn evs_cursor_next(c: *mut evs_cursor, out: *mut evs_event
 #[no_mangle]
 pub unsafe extern "C" fn evs_cursor_free(c: *mut evs_cursor) {
     if !c.is_null() {
-        // SAFETY: `c` came from Box::into_raw in a cursor constructor and is freed once.
-        drop(unsafe { Box::from_raw(c) });
+        // Cancellation held off and panics caught: the drop may close files (a cursor
+        // holding the last reference to a closed store).
+        super::cancel::quietly(|| {
+            // SAFETY: `c` came from Box::into_raw in a cursor constructor and is freed once.
+            drop(unsafe { Box::from_raw(c) });
+        });
     }
 }
 
@@ -940,8 +959,9 @@ pub unsafe extern "C" fn evs_position_at(
 
 /// The stream's current version (that of its last event), or -1 when it does not exist.
 ///
-/// Returns EVS_OK or EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024 bytes).
-/// Ownership: `stream` stays the caller's. Thread safety: any thread.
+/// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024 bytes);
+/// EVS_ERR_IO or EVS_ERR_CORRUPT (a read-only store failed to take in a writer's new
+/// events). Ownership: `stream` stays the caller's. Thread safety: any thread.
 #[no_mangle]
 pub unsafe extern "C" fn evs_stream_version(
     s: *mut evs_store,

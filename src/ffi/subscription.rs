@@ -4,7 +4,7 @@
 use super::args::{array_arg, handle, out_arg, str_arg, write_opt};
 use super::status::*;
 use super::store::{evs_event, evs_store, store_arg};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorDetail, Result};
 use crate::store::{EventRef, Store};
 use std::ffi::{c_char, c_void, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -27,14 +27,15 @@ pub type evs_event_fn =
 pub struct evs_subscription {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
-    /// The process generation it was started in (see `fork`).
-    generation: u64,
+    /// The process that started it (see `fork`).
+    owner: super::fork::Owner,
 }
 
-/// How a subscription ended: its status and the message that explains an error.
+/// How a subscription ended: its status, and the message and detail of an error.
 struct Outcome {
     status: evs_status,
     message: CString,
+    detail: ErrorDetail,
 }
 
 /// What the store handle and the subscription thread share.
@@ -62,12 +63,13 @@ impl Shared {
 
     /// Records how the subscription ended and wakes whoever waits for that; only the
     /// first outcome counts.
-    fn finish(&self, status: evs_status, message: &str) {
+    fn finish(&self, status: evs_status, message: &str, detail: ErrorDetail) {
         let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
         if done.is_none() {
             *done = Some(Outcome {
                 status,
                 message: CString::new(message.replace('\0', "\\0")).unwrap_or_default(),
+                detail,
             });
         }
         drop(done);
@@ -93,6 +95,15 @@ impl Shared {
     }
 }
 
+/// A store's subscriptions, for `evs_close` to stop. Once close has begun (`closing`),
+/// no subscription is added: it would never be stopped, and its callback would run on
+/// after the store is freed.
+#[derive(Default)]
+pub(crate) struct Registry {
+    live: Vec<Arc<Shared>>,
+    closing: bool,
+}
+
 /// Marks the subscription finished even if its thread unwinds past the point where it
 /// would have said how it ended: `stop_and_wait` must never wait forever.
 struct FinishOnDrop(Arc<Shared>);
@@ -102,6 +113,7 @@ impl Drop for FinishOnDrop {
         self.0.finish(
             EVS_ERR_INTERNAL,
             "internal error in evstore (please report): the subscription thread stopped unexpectedly",
+            ErrorDetail::default(),
         );
     }
 }
@@ -133,16 +145,20 @@ unsafe impl Send for UserData {}
 /// The subscription thread's body: runs `deliver`, catching any panic, and records how
 /// it ended. Whatever happens inside, the subscription ends with a status.
 fn run_guarded(shared: Arc<Shared>, deliver: impl FnOnce(&Shared) -> Result<()>) {
+    // A library thread: a cancel aimed at it (from the callback's pthread_self) must not
+    // unwind through delivery; it stays pending for good.
+    let _held = super::cancel::hold();
     let guard = FinishOnDrop(shared.clone());
     *shared.thread_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::current().id());
     match catch_unwind(AssertUnwindSafe(|| deliver(&shared))) {
-        Ok(Ok(())) => shared.finish(EVS_OK, ""),
-        Ok(Err(e)) => shared.finish(status_of(e.kind), &e.message),
+        Ok(Ok(())) => shared.finish(EVS_OK, "", ErrorDetail::default()),
+        Ok(Err(e)) => shared.finish(status_of(e.kind), &e.message, e.detail()),
         Err(panic) => {
             let what = panic_message(panic);
             shared.finish(
                 EVS_ERR_INTERNAL,
                 &format!("internal error in evstore (please report): {what}"),
+                ErrorDetail::default(),
             );
         }
     }
@@ -188,8 +204,13 @@ fn deliver(
 ///
 /// Ownership: `*out` belongs to the caller, who frees it with `evs_subscription_close`;
 /// `user_data` stays the caller's and must be usable from another thread.
-/// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store/fn/out); EVS_ERR_NOT_FOUND
-/// (`from_position` past the next position); EVS_ERR_IO (no thread could be started).
+/// Thread safety: any thread, also a callback. Once `evs_close` has begun on `s` it is
+/// refused (from another thread or from a callback still finishing), so that no
+/// subscription outlives the store.
+/// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store/fn/out, or `evs_close` has begun
+/// on `s`: "store is closed or being closed"); EVS_ERR_NOT_FOUND (`from_position` past
+/// the next position); EVS_ERR_IO (no thread could be started; on PostgreSQL also the
+/// server could not be reached).
 #[no_mangle]
 pub unsafe extern "C" fn evs_subscribe(
     s: *mut evs_store,
@@ -218,7 +239,7 @@ pub unsafe extern "C" fn evs_subscribe(
 /// delivered still only go up.
 ///
 /// Returns as `evs_subscribe`, and EVS_ERR_INVALID_ARGUMENT for a non-UTF-8 prefix or
-/// type, or NULL `types` with a count.
+/// type, NULL `types` with a count, or more than 4096 types.
 /// Ownership: as `evs_subscribe`; the prefix and types are copied. Thread safety: any
 /// thread.
 #[no_mangle]
@@ -272,24 +293,29 @@ pub unsafe extern "C" fn evs_subscribe_filtered(
         };
         let ud = UserData(user_data);
         let sh = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("evstore-subscription".into())
-            .spawn(move || run_guarded(sh, |shared| deliver(shared, from_position, f, ud, filter)))
-            .map_err(|e| Error::io("starting the subscription thread", e))?;
+        // Registered under the lock that `stop_all` takes: either close stops this one,
+        // or it refuses it, never neither.
         let mut subs = handle_
             .subscriptions
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        if subs.closing {
+            return Err(super::gate::closing());
+        }
+        let thread = std::thread::Builder::new()
+            .name("evstore-subscription".into())
+            .spawn(move || run_guarded(sh, |shared| deliver(shared, from_position, f, ud, filter)))
+            .map_err(|e| Error::io("starting the subscription thread", e))?;
         // Finished subscriptions need no stopping: keep the list to the live ones.
-        subs.retain(|s| !s.is_done());
-        subs.push(shared.clone());
+        subs.live.retain(|s| !s.is_done());
+        subs.live.push(shared.clone());
         drop(subs);
         super::args::write_out(
             out,
             Box::into_raw(Box::new(evs_subscription {
                 shared,
                 thread: Some(thread),
-                generation: handle_.generation,
+                owner: handle_.owner,
             })),
         );
         Ok(EVS_OK)
@@ -369,7 +395,7 @@ pub unsafe extern "C" fn evs_subscription_close(sub: *mut evs_subscription) -> e
     boundary(|| {
         // SAFETY: `sub` came from Box::into_raw in evs_subscribe and is freed once.
         let mut sub = unsafe { Box::from_raw(sub) };
-        if let Err(e) = super::fork::check(sub.generation, "subscription") {
+        if let Err(e) = sub.owner.check("subscription") {
             // Its thread is the parent's: there is none here to wait for. Leaked.
             std::mem::forget(sub);
             return Err(e);
@@ -384,7 +410,7 @@ pub unsafe extern "C" fn evs_subscription_close(sub: *mut evs_subscription) -> e
         let done = sub.shared.done.lock().unwrap_or_else(|e| e.into_inner());
         match &*done {
             Some(o) if o.status != EVS_OK => {
-                set_last_error(&o.message.to_string_lossy());
+                record_error(o.status, &o.message.to_string_lossy(), o.detail);
                 Ok(o.status)
             }
             _ => Ok(EVS_OK),
@@ -392,14 +418,18 @@ pub unsafe extern "C" fn evs_subscription_close(sub: *mut evs_subscription) -> e
     })
 }
 
-/// Stops every subscription of a store that is closing, and waits for their threads.
+/// Stops every subscription of a store that is closing, and waits for their threads;
+/// from here on `evs_subscribe` on the store is refused (also from the callbacks that
+/// are still finishing).
 pub(crate) fn stop_all(store: &evs_store) {
-    let subs = std::mem::take(
-        &mut *store
+    let subs = {
+        let mut r = store
             .subscriptions
             .lock()
-            .unwrap_or_else(|e| e.into_inner()),
-    );
+            .unwrap_or_else(|e| e.into_inner());
+        r.closing = true;
+        std::mem::take(&mut r.live)
+    };
     for s in subs {
         s.stop_and_wait();
     }
@@ -411,7 +441,7 @@ pub(crate) fn live_count(store: &evs_store) -> u64 {
         .subscriptions
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    subs.iter().filter(|s| !s.is_done()).count() as u64
+    subs.live.iter().filter(|s| !s.is_done()).count() as u64
 }
 
 #[cfg(test)]

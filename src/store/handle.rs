@@ -73,11 +73,13 @@ impl Store {
         expected: ExpectedVersion,
         events: &[EventInput<'_>],
     ) -> Result<AppendResult> {
+        // One stream, no parts: an error names none (`ErrorDetail::part_index`).
         self.append_multi(&[StreamAppend {
             stream,
             expected,
             events,
         }])
+        .map_err(crate::error::Error::without_part)
     }
 
     /// Appends to several streams at once: all of it or nothing.

@@ -10,10 +10,12 @@
 //! offset) in a hash table kept at least 7/16 full, so under 21 bytes per event with an
 //! id. A fingerprint can be shared by two ids: a hit is only a candidate, which the store
 //! confirms by reading the event's id from the log; an id whose fingerprint is taken by
-//! another goes to a small map of full ids.
+//! another goes to a small map of full ids. The event read for that is also what a retry
+//! is compared with (`judge_retry`): an id stored with other content is refused, so no
+//! fingerprint of the content is kept here (nor in snapshots).
 
-use super::{EventRef, Projection};
-use crate::error::{Error, Result};
+use super::{AppendResult, Event, EventInput, EventRef, Projection, StreamAppend};
+use crate::error::{Error, ErrorKind, Result};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -38,16 +40,112 @@ pub(super) fn id_twice(id: &EventId) -> Error {
 }
 
 /// The error for an append of which some events' ids are stored and some not: `old` (in
-/// the append's order of events) was stored at `at`, `new` was not or `has_no_id`.
-pub(super) fn partly_stored(old: usize, at: u64, new: usize, has_no_id: bool) -> Error {
+/// the append's order of events, in part `part`) was stored at `at`, `new` was not or
+/// `has_no_id`.
+pub(super) fn partly_stored(
+    old: usize,
+    part: usize,
+    at: u64,
+    new: usize,
+    has_no_id: bool,
+) -> Error {
     let why = if has_no_id { "has no id" } else { "was not" };
     Error::new(
-        crate::error::ErrorKind::AlreadyExists,
+        ErrorKind::AlreadyExists,
         format!(
             "events[{old}]'s id was appended before (at position {at}) but events[{new}]'s \
              {why}: a retry must repeat the whole append; nothing was written"
         ),
     )
+    .at_position(at)
+    .in_part(part)
+}
+
+/// What differs between `stored` and the event an append carries with the same id in
+/// `stream`: `None` when they are one event (stream, type, schema version, payload and
+/// metadata all equal: the append is a retry).
+fn difference(stored: &Event, stream: &str, input: &EventInput<'_>) -> Option<String> {
+    if stored.stream != stream {
+        return Some(format!(
+            "it is in stream '{}', not '{stream}'",
+            stored.stream
+        ));
+    }
+    let field = if stored.event_type != input.event_type {
+        "type"
+    } else if stored.schema_version != input.schema_version.max(1) {
+        "schema version"
+    } else if stored.payload != input.payload {
+        "payload"
+    } else if stored.metadata != input.metadata {
+        "metadata"
+    } else {
+        return None;
+    };
+    Some(format!("its {field} differs"))
+}
+
+/// Decides an append whose ids were looked up: `stored[k]` is the stored event that has
+/// the id of the append's `k`-th event (in the order of its parts), `None` when that
+/// event has no id or its id is not stored. Every backend decides the same way:
+/// - no id stored: `Ok(None)`, a new append;
+/// - an id stored with other content (another stream, type, schema version, payload or
+///   metadata): `AlreadyExists`, whatever else holds: an id names one event, and a
+///   caller reusing one must not be told its new event was stored;
+/// - some ids stored, not all: `AlreadyExists` (a retry must repeat the whole append);
+/// - all stored, each the same event: `Ok(Some(..))` with the stored positions (a retry).
+pub(super) fn judge_retry(
+    appends: &[StreamAppend<'_>],
+    stored: &[Option<Event>],
+) -> Result<Option<AppendResult>> {
+    let events = || {
+        appends
+            .iter()
+            .enumerate()
+            .flat_map(|(part, a)| a.events.iter().map(move |e| (part, a.stream, e)))
+    };
+    for (k, ((part, stream, input), found)) in events().zip(stored).enumerate() {
+        let Some(old) = found else { continue };
+        if let Some(what) = difference(old, stream, input) {
+            let id = input.id.as_ref().map_or_else(String::new, hex);
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!(
+                    "events[{k}]'s id {id} was used before for other content: the event at \
+                     position {} has it, and {what}; an event id names one event, so \
+                     nothing was written",
+                    old.position
+                ),
+            )
+            .at_position(old.position)
+            .in_part(part));
+        }
+    }
+    let Some(old) = stored.iter().position(Option::is_some) else {
+        return Ok(None);
+    };
+    if let Some(new) = stored.iter().position(Option::is_none) {
+        let (part, _, _) = events().nth(old).expect("one per event");
+        let at = stored[old].as_ref().map_or(0, |e| e.position);
+        let no_id = events().nth(new).is_some_and(|(_, _, e)| e.id.is_none());
+        return Err(partly_stored(old, part, at, new, no_id));
+    }
+    let mut stored = stored.iter().flatten();
+    let mut first = None;
+    let mut stream_versions = Vec::with_capacity(appends.len());
+    for a in appends {
+        let mut last = 0;
+        for _ in a.events {
+            let e = stored.next().expect("one per event");
+            first.get_or_insert(e.position);
+            last = e.stream_version;
+        }
+        stream_versions.push(last);
+    }
+    Ok(Some(AppendResult {
+        first_position: first.unwrap_or(0),
+        stream_versions,
+    }))
 }
 
 #[derive(Default)]

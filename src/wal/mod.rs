@@ -1,4 +1,4 @@
-//! The write-ahead log, in nori-wal's on-disk format (see shared/design/nori-wal-format.md):
+//! The write-ahead log, in nori-wal's on-disk format (docs/log-format.md):
 //! segments of CRC-checked records, group commit, fsync policies, recovery, reading.
 
 mod log;

@@ -19,7 +19,7 @@ cmake_minimum_required(VERSION 3.16)
 project(evstore_consumer C CXX)
 set(CMAKE_CXX_STANDARD 17)
 set(CMAKE_CXX_STANDARD_REQUIRED ON)
-find_package(evstore 1.0 CONFIG REQUIRED)
+find_package(evstore 1.1 CONFIG REQUIRED)
 add_executable(quickstart_cpp quickstart.cpp)
 target_compile_options(quickstart_cpp PRIVATE -Wall -Wextra -Wpedantic -Werror)
 target_link_libraries(quickstart_cpp PRIVATE evstore::evstore)
@@ -55,6 +55,6 @@ printf 'cmake_minimum_required(VERSION 3.16)\nproject(v2 CXX)\nfind_package(evst
 if cmake -S "$work/v2" -B "$work/v2/build" -DCMAKE_PREFIX_PATH="$prefix" > "$work/v2.log" 2>&1; then
     fail "find_package(evstore 2.0) succeeded against 1.x"
 fi
-grep -q "1.0.0" "$work/v2.log" || { cat "$work/v2.log"; fail "the refusal does not name the installed version"; }
+grep -q "1.1.0" "$work/v2.log" || { cat "$work/v2.log"; fail "the refusal does not name the installed version"; }
 passed=$((passed + 1))
 echo "cmake consumer: $passed passed, 0 failed (find_package(evstore) against $prefix)"

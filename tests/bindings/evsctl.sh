@@ -69,7 +69,7 @@ run 0 dump --json "$bankstore" 3 &&
     has '"payload":"Yf/+","payload_encoding":"base64"' && has '"id":null' && ok || no "dump --json: $out"
 run 0 dump "$bankstore" && [ "$(printf '%s\n' "$out" | wc -l)" = 5 ] && has "<3 bytes>" && ok || no "dump: $out"
 run 0 streams "$bankstore" &&
-    [ "$out" = "$(printf 'account-alice\t3 events\tfrom position 0\nnotes\t1 events\tfrom position 3\nblobs\t1 events\tfrom position 4')" ] &&
+    [ "$out" = "$(printf 'account-alice\t3 events\tfrom position 0\nnotes\t1 event\tfrom position 3\nblobs\t1 event\tfrom position 4')" ] &&
     ok || no "streams: $out"
 run 0 stream "$bankstore" account-alice 1 && [ "$(printf '%s\n' "$out" | wc -l)" = 2 ] && has "MoneyDeposited" && ok ||
     no "stream account-alice 1: $out"
@@ -79,8 +79,37 @@ run 0 tail -n 2 "$bankstore" && [ "$(printf '%s\n' "$out" | wc -l)" = 2 ] && has
 run 2 tail -n x "$bankstore" && ok || no "tail -n x"
 run 0 metrics "$bankstore" && has "evstore_events_total 5" && ok || no "metrics: $out"
 run 0 snapshot "$bankstore" && [ "$out" = "snapshot of 5 events written" ] && ok || no "snapshot: $out"
-run 0 info "$bankstore" && has "events 5" && has "snapshot_used 5 events" && has "accounts 1" && ok || no "info: $out"
-run 0 verify "$bankstore" && has "ok: 5 events" && ok || no "verify of a good store: $out $err"
+run 0 info "$bankstore" && has "backend file" && has "events 5" && has "snapshot_used 5 events" && has "accounts 1" &&
+    has "segments 1" && has "fsync batch" && has "max_segment_size" && ok || no "info: $out"
+run 0 verify "$bankstore" && has "ok: 5 events in 1 segment (" && has " bytes), every checksum good" && ok ||
+    no "verify of a good store: $out $err"
+
+# one of a kind: "1 event", "1 segment"
+one=$work/one
+run 0 append "$one" solo Once only && [ "$out" = 0 ] && ok || no "append to a new store: $out $err"
+run 0 streams "$one" && [ "$out" = "$(printf 'solo\t1 event\tfrom position 0')" ] && ok || no "streams, one event: $out"
+run 0 verify "$one" && has "ok: 1 event in 1 segment (" && ok || no "verify, one event: $out"
+run 0 snapshot "$one" && [ "$out" = "snapshot of 1 event written" ] && ok || no "snapshot, one event: $out"
+run 0 info "$one" && has "snapshot_used 1 event" && ! has "1 events" && ok || no "info, one event: $out"
+
+# Progress goes to stderr, and only to a terminal: none here (stderr is a file)...
+run 0 verify "$bankstore" && [ -z "$err" ] && ok || no "verify wrote to a stderr that is no terminal: $err"
+run 0 dump "$bankstore" && [ -z "$err" ] && ok || no "dump wrote to a stderr that is no terminal: $err"
+# ... and some on a terminal (util-linux's script gives the command one): the count of
+# events read, erased when done; none for dump when its events go to the terminal too.
+if command -v script > /dev/null 2>&1; then
+    tty_run() { script -qec "$1" /dev/null > "$work/tty" 2>&1; }
+    tty_run "'$evsctl' verify '$bankstore'" && grep -q "verify: 0 of 5 events read" "$work/tty" &&
+        grep -q "ok: 5 events in 1 segment" "$work/tty" && grep -q "$(printf '\r\033\[K')" "$work/tty" && ok ||
+        no "verify on a terminal shows no progress: $(cat -v "$work/tty")"
+    tty_run "'$evsctl' dump '$bankstore' > '$work/dumped'" && grep -q "dump: 0 of 5 events read" "$work/tty" &&
+        [ "$(wc -l < "$work/dumped")" = 5 ] && ! grep -q "events read" "$work/dumped" && ok ||
+        no "dump to a file from a terminal shows no progress: $(cat -v "$work/tty")"
+    tty_run "'$evsctl' dump '$bankstore'" && ! grep -q "events read" "$work/tty" && grep -q "notes@0" "$work/tty" && ok ||
+        no "dump to the terminal mixed progress into the events: $(cat -v "$work/tty")"
+else
+    no "util-linux's script is not installed: the progress on a terminal is not checked (tools/setup.sh installs it)"
+fi
 
 # tail -f follows what a writer appends, and ends with status 0 on SIGTERM
 "$evsctl" tail -f -n 1 "$bankstore" > "$work/follow" 2> "$work/follow.err" &
@@ -128,7 +157,7 @@ torn=$work/torn
 seg=$(ls "$torn"/events/*.wal | head -1)
 size=$(grep -obUa "second-and-longer" "$seg" | cut -d: -f1)
 truncate -s "$((size + 5))" "$seg"
-run 0 verify "$torn" && has "ok: 1 events" && has "torn tail" && ok || no "verify of a torn tail: $out $err"
+run 0 verify "$torn" && has "ok: 1 event in 1 segment" && has "torn tail" && ok || no "verify of a torn tail: $out $err"
 
 # The same commands on the PostgreSQL backend, when the harness started a server
 # (tests/pg/pg_server.sh run ...): STORE is then a URL. Not here: verify's segment and
@@ -145,9 +174,35 @@ if [ -n "${EVS_PG_URL:-}" ]; then
     run 0 stream "$pg" account-alice && [ "$(printf '%s\n' "$out" | wc -l)" = 3 ] && ok || no "pg stream: $out"
     run 0 tail -n 1 "$pg" && has "notes@0" && ok || no "pg tail -n 1: $out"
     run 0 metrics "$pg" && has "evstore_events_total 4" && ok || no "pg metrics: $out"
-    run 0 info "$pg" && has "events 4" && ok || no "pg info: $out"
+    run 0 streams "$pg" && has "$(printf 'notes\t1 event\tfrom position 3')" && ok || no "pg streams, one event: $out"
+    # no file-store fields: segments, snapshots, recovery, fsync, the dedupe window
+    run 0 info "$pg" && has "backend postgresql" && has "events 4" && has "accounts 1" && has "max_event_size" &&
+        ! has "segment" && ! has "fsync" && ! has "snapshot" && ! has "torn_tail" && ! has "recovered" &&
+        ! has "dedupe" && ! has "index_bytes" && ok || no "pg info: $out"
     run 0 snapshot "$pg" && ok || no "pg snapshot: $out $err"
-    run 0 verify "$pg" && has "ok: 4 events" && ok || no "pg verify: $out $err"
+    run 0 verify "$pg" && has "ok: 4 events, positions gapless" && ! has " in 0 segment" && ! has "checksum good" && ok ||
+        no "pg verify: $out $err"
+    # A long open shows its seconds on a terminal: the server is stopped (SIGSTOP) for
+    # 2.5 s, so the open waits for it past the first second.
+    pm=$(head -n 1 "${EVS_PG_DIR:-/nonexistent}/data/postmaster.pid" 2>/dev/null)
+    if [ -n "$pm" ] && command -v script > /dev/null 2>&1; then
+        kill -STOP "$pm"
+        (sleep 2.5; kill -CONT "$pm") &
+        waker=$!
+        script -qec "'$evsctl' info '$pg'" /dev/null > "$work/tty" 2>&1
+        status=$?
+        wait "$waker"
+        [ "$status" = 0 ] && grep -q "info: opening the store: [0-9]* s" "$work/tty" && grep -q "events 4" "$work/tty" && ok ||
+            no "a long open on a terminal shows no progress (status $status): $(cat -v "$work/tty")"
+        # and not when stderr is no terminal
+        kill -STOP "$pm"
+        (sleep 1.5; kill -CONT "$pm") &
+        waker=$!
+        run 0 info "$pg" && [ -z "$err" ] && ok || no "a long open wrote to a stderr that is no terminal: $err"
+        wait "$waker"
+    else
+        no "the long open is not checked (no server pid in EVS_PG_DIR, or no script)"
+    fi
     run 1 stream "$pg" nope && has_err "stream 'nope' does not exist" && ok || no "pg stream nope: $err"
 fi
 

@@ -6,7 +6,8 @@
 #     through the module map installed beside the header;
 #  2. C imports the module, and the program links against the installed library and runs;
 #  3. every evs_ function and EVS_ constant the Swift layer names is declared by the
-#     header (the layer is kept in step with evstore.h by hand).
+#     header (the layer is kept in step with evstore.h by hand);
+#  4. every status code of the header is named by the layer.
 #   tests/bindings/swift_modulemap.sh PREFIX
 set -eu
 prefix=$(cd "$1" && pwd)
@@ -75,6 +76,12 @@ clang -fmodules -Werror -Wall -fmodules-cache-path="$work/mc3" $cflags \
     { cat "$work/names.err"; fail "a name the Swift layer uses is not declared by evstore.h (above)"; }
 passed=$((passed + 1))
 out=$(LD_LIBRARY_PATH="$prefix/lib" "$work/names" "$work/store") || fail "the C program over CEvstore failed"
-[ "$out" = "1.0.0 1" ] || fail "the C program over CEvstore printed: $out"
+[ "$out" = "1.1.0 1" ] || fail "the C program over CEvstore printed: $out"
+passed=$((passed + 1))
+# 4: every status code of the header has its EvstoreError.Code (the layer names each by
+# its EVS_ERR_ macro).
+for code in $(sed -n 's/^#define \(EVS_ERR_[A-Z_]*\) -[0-9]*$/\1/p' "$header"); do
+    echo "$names" | grep -qx "$code" || fail "Evstore.swift has no EvstoreError.Code for $code of evstore.h"
+done
 passed=$((passed + 1))
 echo "swift module map: $passed passed, 0 failed ($(echo "$names" | wc -l) evs_/EVS_ names of Evstore.swift are in evstore.h; Swift itself is not compiled here)"

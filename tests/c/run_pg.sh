@@ -27,11 +27,12 @@
 # (each program prints `SKIP (PostgreSQL) what: why` for each, and `N skipped`).
 #
 # Environment: CC, EVS_TEST_OUT (default build/tests/c-pg), EVS_PG_ACCOUNT_SCALE (the
-# EVS_TEST_SCALE of test_account, default 0.2), EVS_PG_SUBSCRIBE_SCALE (that of
+# EVS_TEST_SCALE of test_account, default 0.05), EVS_PG_SUBSCRIBE_SCALE (that of
 # test_subscribe, default 0.05); the others run at 1.
 #
-# Prints each program's output and a final line `N passed, N failed, N skipped`; exits
-# non-zero if anything failed.
+# Prints each program's output and a final line `N passed, N failed, N skipped`: tests
+# passed and failed (tests/c/test_util.h counts them), parts skipped; exits non-zero if
+# anything failed.
 
 set -u
 cd "$(dirname "$0")/../.." || exit 2
@@ -44,7 +45,7 @@ CC=${CC:-cc}
 OUT=${EVS_TEST_OUT:-build/tests/c-pg}
 CFLAGS="-std=c99 -Wall -Wextra -Wpedantic -Werror -D_POSIX_C_SOURCE=200809L -g -O1 -Iinclude"
 LIBDIR=build/lib
-ACCOUNT_SCALE=${EVS_PG_ACCOUNT_SCALE:-0.2}
+ACCOUNT_SCALE=${EVS_PG_ACCOUNT_SCALE:-0.05}
 SUBSCRIBE_SCALE=${EVS_PG_SUBSCRIBE_SCALE:-0.05}
 
 total_passed=0
@@ -107,7 +108,7 @@ run() {
 
 build test_api && run test_api 1 "$OUT/test_api"
 build test_threads && run test_threads 1 "$OUT/test_threads"
-# The account test's concurrency part at 20,000 operations (100,000 on files): each of
+# The account test's concurrency part at 5,000 operations (100,000 on files): each of
 # them is a round trip to the server, which would take minutes here.
 build test_account && run test_account "$ACCOUNT_SCALE" "$OUT/test_account"
 build test_fork && run test_fork 1 "$OUT/test_fork"

@@ -1,7 +1,8 @@
 /*
  * test_abi_v1.c: the promises of the C ABI version 1 (issue 12): subscriptions say how
  * they ended, nothing aborts during thread exit, lengths are checked before use, and the
- * rest of the version-1 surface. (evs_close against racing calls: src/ffi/gate.rs's
+ * rest of the version-1 surface; and version 1.1's evs_last_error_detail, with event ids
+ * that name one event (issue 19). (evs_close against racing calls: src/ffi/gate.rs's
  * tests and test_subscribe's "evs_close with subscriptions open".)
  *
  * Usage: test_abi_v1            (run by tests/c/run.sh, under valgrind)
@@ -182,6 +183,15 @@ static void test_subscription_status(void)
     CHECK_I64(__atomic_load_n(&n, __ATOMIC_SEQ_CST), 11); /* "One" and MARK-00..09 */
     CHECK_STATUS(evs_subscription_close(sub), EVS_ERR_CORRUPT);
     CHECK(strstr(evs_last_error_message(), "damaged record") != NULL);
+    {
+        /* the detail names the damaged event: "One" is 0, MARK-00..09 are 1..10 */
+        evs_error_detail d = EVS_STRUCT_INIT(evs_error_detail);
+        CHECK_OK(evs_last_error_detail(&d));
+        CHECK_STATUS(d.code, EVS_ERR_CORRUPT);
+        CHECK_U64(d.position, 11);
+        CHECK_I64(d.part_index, -1);
+        CHECK_I64(d.actual_version, -1);
+    }
     CHECK_OK(evs_close(s));
 }
 
@@ -1018,6 +1028,160 @@ static void test_versions(void)
     CHECK_STR(evs_status_name(EVS_ERR_BUSY), "EVS_ERR_BUSY");
 }
 
+/* ---- structured errors (version 1.1) ---- */
+
+static evs_error_detail detail_now(void)
+{
+    evs_error_detail d = EVS_STRUCT_INIT(evs_error_detail);
+    CHECK_OK(evs_last_error_detail(&d));
+    return d;
+}
+
+static void *fresh_thread_detail(void *arg)
+{
+    evs_error_detail *d = (evs_error_detail *)arg;
+    d->struct_size = sizeof *d;
+    if (evs_last_error_detail(d) != EVS_OK)
+        d->code = 12345;
+    return NULL;
+}
+
+static void test_error_detail(void)
+{
+    char path[1100];
+    evs_store *s;
+    evs_error_detail d;
+    evs_event_input placed, other, one;
+    evs_stream_append parts[2];
+    evs_stream_append *many;
+    pthread_t t;
+    uint64_t first = 0, before;
+    size_t i;
+    union {
+        evs_error_detail d;
+        unsigned char bytes[sizeof(evs_error_detail)];
+    } old;
+
+    TU_SECTION("evs_last_error_detail: the numbers of the last error, per thread");
+    /* a thread that has had no failing call: code EVS_OK, every field "none" */
+    memset(&d, 0x5A, sizeof d);
+    CHECK(pthread_create(&t, NULL, fresh_thread_detail, &d) == 0);
+    CHECK(pthread_join(t, NULL) == 0);
+    CHECK_I64(d.code, EVS_OK);
+    CHECK_I64(d.actual_version, -1);
+    CHECK_I64(d.part_index, -1);
+    CHECK_U64(d.position, UINT64_MAX);
+    /* bad arguments are refused, and become the last error themselves */
+    CHECK_STATUS(evs_last_error_detail(NULL), EVS_ERR_INVALID_ARGUMENT);
+    memset(&d, 0, sizeof d);
+    CHECK_STATUS(evs_last_error_detail(&d), EVS_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(evs_last_error_message(), "EVS_STRUCT_INIT") != NULL);
+    d = detail_now();
+    CHECK_STATUS(d.code, EVS_ERR_INVALID_ARGUMENT);
+
+    store_path(path, sizeof path, "detail");
+    s = open_store(path, NULL);
+    if (s == NULL)
+        return;
+    one = input("T", "1");
+    CHECK_OK(evs_append(s, "acct-a", EVS_EXPECT_NO_STREAM, &one, 1, NULL, NULL));
+    CHECK_OK(evs_append(s, "acct-a", 0, &one, 1, NULL, NULL));
+
+    /* a wrong expected version: the stream's version; evs_append names no part */
+    CHECK_STATUS(evs_append(s, "acct-a", 5, &one, 1, NULL, NULL), EVS_ERR_WRONG_EXPECTED_VERSION);
+    d = detail_now();
+    CHECK_STATUS(d.code, EVS_ERR_WRONG_EXPECTED_VERSION);
+    CHECK_I64(d.actual_version, 1);
+    CHECK_I64(d.part_index, -1);
+    CHECK_U64(d.position, UINT64_MAX);
+    /* a later successful call leaves it as it was */
+    CHECK_OK(evs_append(s, "acct-b", EVS_EXPECT_ANY, &one, 1, NULL, NULL));
+    CHECK_I64(detail_now().actual_version, 1);
+    CHECK_STATUS(evs_append(s, "acct-none", EVS_EXPECT_EXISTS, &one, 1, NULL, NULL),
+                 EVS_ERR_WRONG_EXPECTED_VERSION);
+    CHECK_I64(detail_now().actual_version, -1); /* no such stream */
+
+    /* evs_append_multi: the failing part and its stream's version */
+    parts[0] = (evs_stream_append)EVS_STRUCT_INIT(evs_stream_append);
+    parts[0].stream = "acct-c";
+    parts[0].expected_version = EVS_EXPECT_NO_STREAM;
+    parts[0].events = &one;
+    parts[0].count = 1;
+    parts[1] = parts[0];
+    parts[1].stream = "acct-b";
+    parts[1].expected_version = 3;
+    CHECK_STATUS(evs_append_multi(s, parts, 2, NULL, NULL), EVS_ERR_WRONG_EXPECTED_VERSION);
+    d = detail_now();
+    CHECK_I64(d.part_index, 1);
+    CHECK_I64(d.actual_version, 0);
+
+    /* an id reused for other content: refused, naming the stored event */
+    placed = with_id("Placed", "order 1", 0x61);
+    CHECK_OK(evs_append(s, "order-1", EVS_EXPECT_ANY, &placed, 1, &first, NULL));
+    CHECK_OK(evs_append(s, "order-1", EVS_EXPECT_ANY, &placed, 1, NULL, NULL)); /* a retry */
+    before = next_pos(s);
+    other = with_id("Placed", "order 2", 0x61);
+    CHECK_STATUS(evs_append(s, "order-1", EVS_EXPECT_ANY, &other, 1, NULL, NULL),
+                 EVS_ERR_ALREADY_EXISTS);
+    CHECK(strstr(evs_last_error_message(), "other content") != NULL);
+    CHECK(strstr(evs_last_error_message(), "payload") != NULL);
+    d = detail_now();
+    CHECK_STATUS(d.code, EVS_ERR_ALREADY_EXISTS);
+    CHECK_U64(d.position, first);
+    CHECK_I64(d.part_index, -1);
+    other = with_id("Shipped", "order 1", 0x61);
+    parts[0].events = &one;
+    parts[0].expected_version = EVS_EXPECT_ANY;
+    parts[1].stream = "order-1";
+    parts[1].expected_version = EVS_EXPECT_ANY;
+    parts[1].events = &other;
+    CHECK_STATUS(evs_append_multi(s, parts, 2, NULL, NULL), EVS_ERR_ALREADY_EXISTS);
+    CHECK(strstr(evs_last_error_message(), "type") != NULL);
+    d = detail_now();
+    CHECK_I64(d.part_index, 1);
+    CHECK_U64(d.position, first);
+    other = placed;
+    other.metadata = (const uint8_t *)"m";
+    other.metadata_len = 1;
+    CHECK_STATUS(evs_append(s, "order-1", EVS_EXPECT_ANY, &other, 1, NULL, NULL),
+                 EVS_ERR_ALREADY_EXISTS);
+    other = placed;
+    other.schema_version = 3;
+    CHECK_STATUS(evs_append(s, "order-1", EVS_EXPECT_ANY, &other, 1, NULL, NULL),
+                 EVS_ERR_ALREADY_EXISTS);
+    CHECK_STATUS(evs_append(s, "order-2", EVS_EXPECT_ANY, &placed, 1, NULL, NULL),
+                 EVS_ERR_ALREADY_EXISTS);
+    CHECK(strstr(evs_last_error_message(), "stream 'order-1'") != NULL);
+    CHECK_U64(next_pos(s), before);
+
+    /* an older program's smaller struct: only the fields it has are written */
+    CHECK_STATUS(evs_append(s, "acct-a", 9, &one, 1, NULL, NULL), EVS_ERR_WRONG_EXPECTED_VERSION);
+    memset(&old, 0x77, sizeof old);
+    old.d.struct_size = offsetof(evs_error_detail, part_index);
+    CHECK_OK(evs_last_error_detail(&old.d));
+    CHECK_U64(old.d.struct_size, offsetof(evs_error_detail, part_index));
+    CHECK_STATUS(old.d.code, EVS_ERR_WRONG_EXPECTED_VERSION);
+    CHECK_I64(old.d.actual_version, 1);
+    for (i = offsetof(evs_error_detail, part_index); i < sizeof old; i++)
+        if (old.bytes[i] != 0x77)
+            break;
+    CHECK_U64(i, sizeof old);
+
+    /* more than 1024 parts: EVS_ERR_TOO_LARGE, as the other limits on an append's size */
+    many = (evs_stream_append *)calloc(1025, sizeof *many);
+    if (many != NULL) {
+        for (i = 0; i < 1025; i++) {
+            many[i] = parts[0];
+            many[i].stream = "many";
+        }
+        CHECK_OK(evs_append_multi(s, many, 1024, NULL, NULL));
+        CHECK_STATUS(evs_append_multi(s, many, 1025, NULL, NULL), EVS_ERR_TOO_LARGE);
+        CHECK(strstr(evs_last_error_message(), "1024") != NULL);
+        free(many);
+    }
+    CHECK_OK(evs_close(s));
+}
+
 /* ---- evs_shutdown ---- */
 
 static void test_shutdown(void)
@@ -1048,6 +1212,7 @@ int main(void)
     test_versions();
     test_extendable_structs();
     test_idempotent_appends();
+    test_error_detail();
     test_append_multi();
     test_reads();
     test_options();

@@ -34,17 +34,19 @@ static void append_n(evs_store *s, const char *stream, int from, int n)
 static int child(evs_store *inherited, const char *own_path)
 {
     int bad = 0;
-    char pid[32];
+    char pid[48], parent[48];
     evs_event_input ev = EVS_STRUCT_INIT(evs_event_input);
     ev.event_type = "Child";
     ev.payload = (const uint8_t *)"child";
     ev.payload_len = 5;
-    snprintf(pid, sizeof pid, "%ld", (long)getpid());
+    /* the message names both: the process that opened the store and this one */
+    snprintf(pid, sizeof pid, "process %ld (", (long)getpid());
+    snprintf(parent, sizeof parent, "process %ld,", (long)getppid());
 
     evs_status st = evs_append(inherited, "s", EVS_EXPECT_ANY, &ev, 1, NULL, NULL);
     bad |= st != EVS_ERR_INVALID_ARGUMENT;
-    bad |= strstr(evs_last_error_message(), "process") == NULL;
     bad |= strstr(evs_last_error_message(), pid) == NULL;
+    bad |= strstr(evs_last_error_message(), parent) == NULL;
     bad |= evs_sync(inherited) != EVS_ERR_INVALID_ARGUMENT;
     evs_cursor *c = NULL;
     bad |= evs_read_all(inherited, 0, &c) != EVS_ERR_INVALID_ARGUMENT;

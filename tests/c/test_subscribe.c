@@ -17,6 +17,9 @@
  *   - evs_subscription_close from inside the subscription's own callback;
  *   - evs_close with subscriptions open: it returns, no callback afterwards, the handles
  *     are then freed with evs_subscription_close and the store opens again at once;
+ *   - evs_subscribe from a callback and from another thread while evs_close runs: refused
+ *     once close has begun, and every subscription started before has ended when it
+ *     returns;
  *   - a subscriber resuming at its last seen position + 1 after close and reopen: every
  *     position delivered exactly once across both subscriptions;
  *   - the event view a callback gets (stream, versions, type, schema, binary payload and
@@ -1542,6 +1545,136 @@ static void test_close_store_with_open_subscriptions(void)
 }
 
 /* ------------------------------------------------------------------------ */
+/* subscriptions started while evs_close runs: refused, never left running  */
+/* ------------------------------------------------------------------------ */
+
+#define LATE_MAX 32
+
+struct late {
+    evs_store *store;
+    pthread_mutex_t mu;
+    evs_subscription *subs[2 * LATE_MAX]; /* started during close, by both */
+    int n;
+    long calls;           /* callbacks of those subscriptions */
+    int in_blocker;       /* the blocking callback has begun */
+    int thread_done;
+    evs_status refused[2];   /* [0] from the callback, [1] from the other thread */
+    int message_ok[2];
+};
+
+static int32_t late_cb(void *user_data, const evs_event *e)
+{
+    struct late *l = (struct late *)user_data;
+    int64_t v;
+    (void)e;
+    pthread_mutex_lock(&l->mu);
+    l->calls++;
+    pthread_mutex_unlock(&l->mu);
+    /* touches the store: a use-after-free if it ran after evs_close returned; slow, so
+       that delivering the history would outlast the close */
+    evs_stream_version(l->store, "late", &v);
+    tu_sleep_ms(2);
+    return 0;
+}
+
+/* Subscribes again and again (from 0: a history to deliver) until refused, at most
+ * LATE_MAX times. */
+static void subscribe_until_refused(struct late *l, int who)
+{
+    int i;
+    for (i = 0; i < LATE_MAX; i++) {
+        evs_subscription *h = NULL;
+        evs_status st = evs_subscribe(l->store, 0, late_cb, l, &h);
+        if (st != EVS_OK) {
+            l->refused[who] = st;
+            l->message_ok[who] = strstr(evs_last_error_message(), "evs_close") != NULL;
+            return;
+        }
+        pthread_mutex_lock(&l->mu);
+        l->subs[l->n++] = h;
+        pthread_mutex_unlock(&l->mu);
+        tu_sleep_ms(5);
+    }
+}
+
+/* The first callback of a subscription that evs_close must wait for: subscribes during
+ * the close, and returns once the other thread is done too. */
+static int32_t late_blocker(void *user_data, const evs_event *e)
+{
+    struct late *l = (struct late *)user_data;
+    (void)e;
+    __atomic_store_n(&l->in_blocker, 1, __ATOMIC_RELEASE);
+    subscribe_until_refused(l, 0);
+    while (!__atomic_load_n(&l->thread_done, __ATOMIC_ACQUIRE))
+        tu_sleep_ms(1);
+    return 1;
+}
+
+static void *late_thread_main(void *arg)
+{
+    struct late *l = (struct late *)arg;
+    subscribe_until_refused(l, 1);
+    __atomic_store_n(&l->thread_done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+static void *late_closer_main(void *arg)
+{
+    struct late *l = (struct late *)arg;
+    CHECK_OK(evs_close(l->store));
+    return NULL;
+}
+
+static void test_subscribe_during_close(void)
+{
+    char path[2048];
+    struct late l;
+    evs_subscription *blocker = NULL;
+    pthread_t closer, other;
+    long calls, i;
+
+    section("evs_subscribe while evs_close runs: refused or stopped, never left running", 120);
+    memset(&l, 0, sizeof l);
+    pthread_mutex_init(&l.mu, NULL);
+    l.refused[0] = l.refused[1] = EVS_OK;
+    store_path(path, sizeof path, "subscribe-during-close");
+    l.store = open_store(path, NULL);
+    if (l.store == NULL)
+        return;
+    append_n(l.store, "H", "h", 200);
+    CHECK_OK(evs_subscribe(l.store, 0, late_blocker, &l, &blocker));
+    while (!__atomic_load_n(&l.in_blocker, __ATOMIC_ACQUIRE))
+        tu_sleep_ms(1);
+    /* evs_close stops the blocker's subscription first, and waits for its callback,
+       which (like the other thread) subscribes meanwhile */
+    CHECK(pthread_create(&closer, NULL, late_closer_main, &l) == 0);
+    CHECK(pthread_create(&other, NULL, late_thread_main, &l) == 0);
+    CHECK(pthread_join(other, NULL) == 0);
+    CHECK(pthread_join(closer, NULL) == 0);
+    /* evs_close has returned: every subscription started during it has ended */
+    CHECK_STATUS(l.refused[0], EVS_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(l.refused[1], EVS_ERR_INVALID_ARGUMENT);
+    CHECK(l.message_ok[0] && l.message_ok[1]);
+    for (i = 0; i < l.n; i++) {
+        evs_status how = -100;
+        CHECK_STATUS(evs_subscription_status(l.subs[i], &how), EVS_END);
+        CHECK_STATUS(how, EVS_OK);
+    }
+    pthread_mutex_lock(&l.mu);
+    calls = l.calls;
+    pthread_mutex_unlock(&l.mu);
+    tu_sleep_ms(200);
+    pthread_mutex_lock(&l.mu);
+    CHECK_I64(l.calls, calls);
+    pthread_mutex_unlock(&l.mu);
+    printf("   %d subscriptions started before evs_close began; later ones refused\n", l.n);
+    for (i = 0; i < l.n; i++)
+        CHECK_OK(evs_subscription_close(l.subs[i]));
+    CHECK_OK(evs_subscription_close(blocker));
+    pthread_mutex_destroy(&l.mu);
+}
+
+/* ------------------------------------------------------------------------ */
 /* resuming from the last seen position + 1 after close and reopen           */
 /* ------------------------------------------------------------------------ */
 
@@ -2555,6 +2688,7 @@ int main(int argc, char **argv)
     test_close_while_delivering(2000);
     test_close_from_callback();
     test_close_store_with_open_subscriptions();
+    test_subscribe_during_close();
     test_resume(tu_scaled(4000));
     test_filters();
     test_poll();

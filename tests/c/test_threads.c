@@ -7,9 +7,13 @@
  * and every stream's versions are gapless. The scenario runs twice: with the
  * default options, and with 64 KiB segments and EVS_FSYNC_ALWAYS (many segment
  * rotations under the readers, group commit). Last, 8 threads append to one
- * stream with expected versions: every success gets its own version.
+ * stream with expected versions: every success gets its own version. And threads
+ * cancelled (pthread_cancel) inside calls: the process survives, the calls complete, the
+ * cancel takes effect after them, and the store goes on working.
  */
 #include "test_util.h"
+
+#include <sched.h>
 
 #define WRITERS 8
 #define STREAMS_PER_WRITER 4
@@ -461,6 +465,146 @@ static void test_hot_stream(const char *root)
     free(seen);
 }
 
+/* ---- pthread_cancel of a thread inside an evstore call ---- */
+
+struct cancelled {
+    evs_store *store;
+    evs_subscription *sub;
+    int go;          /* set by main once the cancel is requested (or to start) */
+    int finished;    /* 1: every call returned (set just before pthread_testcancel) */
+    int after;       /* 1: pthread_testcancel returned: the cancel was lost */
+    evs_status st[6];
+    uint64_t read;
+};
+
+static void spin_until(int *flag)
+{
+    /* No cancellation point here: the pending cancel must meet the library first. */
+    while (!__atomic_load_n(flag, __ATOMIC_ACQUIRE))
+        sched_yield();
+}
+
+/* Calls that reach cancellation points inside (write, fdatasync, close, pthread_join)
+ * with a cancel already pending, then lets it act at pthread_testcancel. */
+static void *cancelled_caller(void *arg)
+{
+    struct cancelled *c = (struct cancelled *)arg;
+    evs_event_input in = EVS_STRUCT_INIT(evs_event_input);
+    evs_cursor *cur = NULL;
+    evs_event e = EVS_STRUCT_INIT(evs_event);
+    spin_until(&c->go);
+    in.event_type = "Cancelled";
+    in.payload = (const uint8_t *)"p";
+    in.payload_len = 1;
+    c->st[0] = evs_append(c->store, "cancel", EVS_EXPECT_ANY, &in, 1, NULL, NULL);
+    c->st[1] = evs_sync(c->store);
+    c->st[2] = evs_read_all(c->store, 0, &cur);
+    if (c->st[2] == EVS_OK) {
+        while ((c->st[3] = evs_cursor_next(cur, &e)) == EVS_OK)
+            c->read++;
+        evs_cursor_free(cur);
+    }
+    c->st[4] = evs_close(c->store);
+    __atomic_store_n(&c->finished, 1, __ATOMIC_RELEASE);
+    pthread_testcancel();
+    __atomic_store_n(&c->after, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+struct blocking_cb {
+    int in_cb;
+    int release;
+};
+
+static int32_t block_until_released(void *user_data, const evs_event *e)
+{
+    struct blocking_cb *b = (struct blocking_cb *)user_data;
+    (void)e;
+    __atomic_store_n(&b->in_cb, 1, __ATOMIC_RELEASE);
+    while (!__atomic_load_n(&b->release, __ATOMIC_ACQUIRE))
+        tu_sleep_ms(1);
+    return 0;
+}
+
+/* Blocked in evs_close (waiting for a subscription's callback) when the cancel comes;
+ * after the wait, close syncs and closes its files: cancellation points. */
+static void *cancelled_closer(void *arg)
+{
+    struct cancelled *c = (struct cancelled *)arg;
+    spin_until(&c->go);
+    c->st[5] = evs_close(c->store);
+    __atomic_store_n(&c->finished, 1, __ATOMIC_RELEASE);
+    pthread_testcancel();
+    __atomic_store_n(&c->after, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+static void test_cancelled_threads(const char *root)
+{
+    char path[1100];
+    evs_options *o = evs_options_new();
+    struct cancelled c;
+    struct blocking_cb b = {0, 0};
+    pthread_t t;
+    void *ret = NULL;
+    evs_event_input in = EVS_STRUCT_INIT(evs_event_input);
+    int64_t v = -9;
+    int i;
+
+    TU_SECTION("pthread_cancel of a thread inside calls: held off until they return");
+    tu_store_location(path, sizeof path, root, "cancel");
+    CHECK_OK(evs_options_set_fsync(o, EVS_FSYNC_ALWAYS, 0));
+    memset(&c, 0, sizeof c);
+    if (!CHECK_OK(evs_open(path, o, &c.store, NULL)))
+        goto out;
+    CHECK(pthread_create(&t, NULL, cancelled_caller, &c) == 0);
+    CHECK(pthread_cancel(t) == 0);
+    __atomic_store_n(&c.go, 1, __ATOMIC_RELEASE);
+    CHECK(pthread_join(t, &ret) == 0);
+    CHECK(ret == PTHREAD_CANCELED);
+    CHECK(__atomic_load_n(&c.finished, __ATOMIC_ACQUIRE) == 1);
+    CHECK(__atomic_load_n(&c.after, __ATOMIC_ACQUIRE) == 0);
+    for (i = 0; i < 5; i++)
+        CHECK_STATUS(c.st[i], i == 3 ? EVS_END : EVS_OK);
+    CHECK_U64(c.read, 1);
+
+    /* the store, reopened by this thread, has the event and takes more */
+    c.store = NULL;
+    if (!CHECK_OK(evs_open(path, o, &c.store, NULL)))
+        goto out;
+    in.event_type = "After";
+    in.payload = (const uint8_t *)"a";
+    in.payload_len = 1;
+    CHECK_OK(evs_append(c.store, "cancel", 0, &in, 1, NULL, NULL));
+    CHECK_OK(evs_stream_version(c.store, "cancel", &v));
+    CHECK_I64(v, 1);
+
+    /* blocked in a waiting call (evs_close waits for a callback) when cancelled */
+    CHECK_OK(evs_subscribe(c.store, 0, block_until_released, &b, &c.sub));
+    while (!__atomic_load_n(&b.in_cb, __ATOMIC_ACQUIRE))
+        tu_sleep_ms(1);
+    c.go = c.finished = c.after = 0;
+    CHECK(pthread_create(&t, NULL, cancelled_closer, &c) == 0);
+    __atomic_store_n(&c.go, 1, __ATOMIC_RELEASE);
+    tu_sleep_ms(100); /* let it block in the close (the cancel is pending either way) */
+    CHECK(pthread_cancel(t) == 0);
+    tu_sleep_ms(20);
+    __atomic_store_n(&b.release, 1, __ATOMIC_RELEASE);
+    CHECK(pthread_join(t, &ret) == 0);
+    CHECK(ret == PTHREAD_CANCELED);
+    CHECK(__atomic_load_n(&c.finished, __ATOMIC_ACQUIRE) == 1);
+    CHECK(__atomic_load_n(&c.after, __ATOMIC_ACQUIRE) == 0);
+    CHECK_OK(c.st[5]);
+    CHECK_OK(evs_subscription_close(c.sub));
+    c.store = NULL;
+    if (CHECK_OK(evs_open(path, o, &c.store, NULL))) {
+        CHECK_OK(evs_append(c.store, "cancel", 1, &in, 1, NULL, NULL));
+        CHECK_OK(evs_close(c.store));
+    }
+out:
+    evs_options_free(o);
+}
+
 /* The whole scenario on one store opened with opts. */
 static void run_scenario(const char *root, const char *name, const evs_options *opts)
 {
@@ -541,6 +685,7 @@ int main(void)
     evs_options_free(o);
 
     test_hot_stream(root);
+    test_cancelled_threads(root);
     tu_cleanup_dir(root);
     return tu_finish();
 }

@@ -1,12 +1,16 @@
 /*
  * test_util.h: a tiny assertion harness for the evstore C tests.
  *
- * Every CHECK counts one passed or one failed check. A failure prints
- * file:line, what was checked, and (for status checks) the status names and
- * evs_last_error_message(). Each program ends with `return tu_finish();`,
- * which prints exactly one line `N passed, N failed` and returns non-zero on
- * any failure. The counters are guarded by a mutex, so CHECKs may be used from
- * several threads.
+ * Every CHECK is one check, made by a test. A test is the checks one function makes
+ * under one section heading (TU_SECTION; a function's checks before any heading form a
+ * test of their own): e.g. test_open's checks under "evs_open / evs_sync / evs_close",
+ * or a thread function's checks under the section that started the thread. A test
+ * passes when all its checks pass. A failing check prints file:line, what was checked,
+ * and (for status checks) the status names and evs_last_error_message(). Each program
+ * ends with `return tu_finish();`, which names the failed tests, prints the number of
+ * checks, and then exactly one line `N passed, N failed` counting TESTS (not checks),
+ * and returns non-zero on any failure. The counters are guarded by a mutex, so CHECKs
+ * may be used from several threads.
  *
  * With EVS_TEST_PG_URL set (a postgresql:// URL without a query), the programs run
  * against PostgreSQL: tu_store_location gives each store a URL with its own schema, and
@@ -34,20 +38,79 @@
 #include "evstore.h"
 
 static pthread_mutex_t tu_lock = PTHREAD_MUTEX_INITIALIZER;
-static unsigned long tu_passed = 0;
-static unsigned long tu_failed = 0;
+static unsigned long tu_passed = 0; /* checks */
+static unsigned long tu_failed = 0; /* checks */
 static unsigned long tu_skipped = 0;
 
-static inline void tu_count(int ok)
+/* The tests seen so far: (function, section) pairs, in the order of their first check. */
+typedef struct tu_test {
+    const char *func;  /* __func__ of the checking function: static storage */
+    char *section;     /* a copy of the section heading ("" before the first) */
+    int failed;
+} tu_test;
+static tu_test *tu_tests = NULL;
+static size_t tu_ntests = 0, tu_captests = 0;
+static char tu_section_now[256] = "";
+static unsigned long tu_section_gen = 0;     /* bumped by every TU_SECTION */
+static size_t tu_last_test = (size_t)-1;     /* the test of the last check ... */
+static unsigned long tu_last_gen = 0;        /* ... and the section generation then */
+
+/* The test that a check made by `func` now belongs to; called with tu_lock held.
+ * Returns (size_t)-1 only when memory runs out. */
+static inline size_t tu_test_of(const char *func)
 {
+    size_t i;
+    char *copy;
+    if (tu_last_test != (size_t)-1 && tu_last_gen == tu_section_gen &&
+        tu_tests[tu_last_test].func == func)
+        return tu_last_test;
+    for (i = 0; i < tu_ntests; i++)
+        if (tu_tests[i].func == func && strcmp(tu_tests[i].section, tu_section_now) == 0)
+            break;
+    if (i == tu_ntests) {
+        if (tu_ntests == tu_captests) {
+            size_t cap = tu_captests ? 2 * tu_captests : 64;
+            tu_test *grown = (tu_test *)realloc(tu_tests, cap * sizeof *grown);
+            if (grown == NULL)
+                return (size_t)-1;
+            tu_tests = grown;
+            tu_captests = cap;
+        }
+        copy = (char *)malloc(strlen(tu_section_now) + 1);
+        if (copy == NULL)
+            return (size_t)-1;
+        strcpy(copy, tu_section_now);
+        tu_tests[i].func = func;
+        tu_tests[i].section = copy;
+        tu_tests[i].failed = 0;
+        tu_ntests++;
+    }
+    tu_last_test = i;
+    tu_last_gen = tu_section_gen;
+    return i;
+}
+
+/* Counts one check made by `func` (use tu_count(ok), which passes the caller's __func__). */
+static inline void tu_count_at(const char *func, int ok)
+{
+    size_t t;
     pthread_mutex_lock(&tu_lock);
     if (ok)
         tu_passed++;
     else
         tu_failed++;
+    t = tu_test_of(func);
+    if (t == (size_t)-1) {
+        printf("test_util.h: out of memory counting the tests of %s\n", func);
+        tu_failed++;
+    } else if (!ok) {
+        tu_tests[t].failed = 1;
+    }
     pthread_mutex_unlock(&tu_lock);
 }
+#define tu_count(ok) tu_count_at(__func__, (ok))
 
+/* Checks failed so far (not tests). */
 static inline unsigned long tu_failures(void)
 {
     unsigned long n;
@@ -70,9 +133,9 @@ static inline const char *tu_msg(void)
     return m ? m : "(NULL message)";
 }
 
-static inline int tu_check(int ok, const char *what, const char *file, int line)
+static inline int tu_check_at(const char *func, int ok, const char *what, const char *file, int line)
 {
-    tu_count(ok);
+    tu_count_at(func, ok);
     if (!ok) {
         pthread_mutex_lock(&tu_lock);
         printf("%s:%d: CHECK failed: %s (this thread's last error message: \"%s\")\n",
@@ -85,13 +148,13 @@ static inline int tu_check(int ok, const char *what, const char *file, int line)
 
 /* The status must equal `want`; for an error (want < 0) the thread's last error
  * message must also be non-empty. The message is read before any other call. */
-static inline int tu_check_status(evs_status got, evs_status want, const char *expr,
+static inline int tu_check_status_at(const char *func, evs_status got, evs_status want, const char *expr,
                                   const char *file, int line)
 {
     const char *msg = evs_last_error_message();
     int msg_ok = want >= 0 || (msg != NULL && msg[0] != '\0');
     int ok = got == want && msg_ok;
-    tu_count(ok);
+    tu_count_at(func, ok);
     if (!ok) {
         pthread_mutex_lock(&tu_lock);
         if (got != want)
@@ -107,11 +170,11 @@ static inline int tu_check_status(evs_status got, evs_status want, const char *e
     return ok;
 }
 
-static inline int tu_check_u64(uint64_t got, uint64_t want, const char *expr,
+static inline int tu_check_u64_at(const char *func, uint64_t got, uint64_t want, const char *expr,
                                const char *file, int line)
 {
     int ok = got == want;
-    tu_count(ok);
+    tu_count_at(func, ok);
     if (!ok) {
         pthread_mutex_lock(&tu_lock);
         printf("%s:%d: %s: expected %" PRIu64 ", got %" PRIu64
@@ -123,11 +186,11 @@ static inline int tu_check_u64(uint64_t got, uint64_t want, const char *expr,
     return ok;
 }
 
-static inline int tu_check_i64(int64_t got, int64_t want, const char *expr,
+static inline int tu_check_i64_at(const char *func, int64_t got, int64_t want, const char *expr,
                                const char *file, int line)
 {
     int ok = got == want;
-    tu_count(ok);
+    tu_count_at(func, ok);
     if (!ok) {
         pthread_mutex_lock(&tu_lock);
         printf("%s:%d: %s: expected %" PRId64 ", got %" PRId64
@@ -139,11 +202,11 @@ static inline int tu_check_i64(int64_t got, int64_t want, const char *expr,
     return ok;
 }
 
-static inline int tu_check_str(const char *got, const char *want, const char *expr,
+static inline int tu_check_str_at(const char *func, const char *got, const char *want, const char *expr,
                                const char *file, int line)
 {
     int ok = got != NULL && want != NULL && strcmp(got, want) == 0;
-    tu_count(ok);
+    tu_count_at(func, ok);
     if (!ok) {
         pthread_mutex_lock(&tu_lock);
         printf("%s:%d: %s: expected \"%s\", got %s%s%s\n", file, line, expr,
@@ -155,11 +218,11 @@ static inline int tu_check_str(const char *got, const char *want, const char *ex
 }
 
 /* Bytes (ptr, len) must equal (want, want_len). ptr may be NULL only when len is 0. */
-static inline int tu_check_mem(const void *ptr, size_t len, const void *want, size_t want_len,
+static inline int tu_check_mem_at(const char *func, const void *ptr, size_t len, const void *want, size_t want_len,
                                const char *expr, const char *file, int line)
 {
     int ok = len == want_len && (len == 0 || (ptr != NULL && memcmp(ptr, want, len) == 0));
-    tu_count(ok);
+    tu_count_at(func, ok);
     if (!ok) {
         pthread_mutex_lock(&tu_lock);
         printf("%s:%d: %s: expected %zu bytes \"%.*s\", got %zu bytes \"%.*s\"\n", file, line,
@@ -170,6 +233,19 @@ static inline int tu_check_mem(const void *ptr, size_t len, const void *want, si
     }
     return ok;
 }
+
+/* The check functions, each passing the caller's __func__ (which names the test). */
+#define tu_check(ok, what, file, line) tu_check_at(__func__, (ok), (what), (file), (line))
+#define tu_check_status(got, want, expr, file, line) \
+    tu_check_status_at(__func__, (got), (want), (expr), (file), (line))
+#define tu_check_u64(got, want, expr, file, line) \
+    tu_check_u64_at(__func__, (got), (want), (expr), (file), (line))
+#define tu_check_i64(got, want, expr, file, line) \
+    tu_check_i64_at(__func__, (got), (want), (expr), (file), (line))
+#define tu_check_str(got, want, expr, file, line) \
+    tu_check_str_at(__func__, (got), (want), (expr), (file), (line))
+#define tu_check_mem(ptr, len, want, want_len, expr, file, line) \
+    tu_check_mem_at(__func__, (ptr), (len), (want), (want_len), (expr), (file), (line))
 
 #define CHECK(cond) tu_check((cond) != 0, #cond, __FILE__, __LINE__)
 #define CHECK_OK(expr) tu_check_status((expr), EVS_OK, #expr, __FILE__, __LINE__)
@@ -185,21 +261,43 @@ static inline int tu_check_mem(const void *ptr, size_t len, const void *want, si
 #define CHECK_VIEW(ptr, len, want) \
     tu_check_mem((ptr), (len), (want), strlen(want), #ptr " == " #want, __FILE__, __LINE__)
 
-/* Prints the section name (to stdout, before the summary line). */
-#define TU_SECTION(name)                 \
-    do {                                 \
-        printf("-- %s\n", (name));       \
-        fflush(stdout);                  \
-    } while (0)
-
-/* Prints `N passed, N failed` (the program's last line); non-zero when anything failed.
- * Skips (tu_skip_on_pg) are printed first as `N skipped`. */
-static inline int tu_finish(void)
+/* Starts a section: prints its heading (to stdout, before the summary line); the checks
+ * made from here on belong to the tests of this section. */
+static inline void tu_section(const char *name)
 {
     pthread_mutex_lock(&tu_lock);
+    snprintf(tu_section_now, sizeof tu_section_now, "%s", name ? name : "");
+    tu_section_gen++;
+    printf("-- %s\n", tu_section_now);
+    fflush(stdout);
+    pthread_mutex_unlock(&tu_lock);
+}
+#define TU_SECTION(name) tu_section(name)
+
+/* Names the failed tests, prints the number of checks and `N skipped` (when some parts
+ * were skipped, tu_skip_on_pg), then `N passed, N failed` counting tests: the program's
+ * last line. Returns non-zero when anything failed. */
+static inline int tu_finish(void)
+{
+    size_t i;
+    unsigned long tests = (unsigned long)tu_ntests, tests_failed = 0;
+    pthread_mutex_lock(&tu_lock);
+    for (i = 0; i < tu_ntests; i++) {
+        if (!tu_tests[i].failed)
+            continue;
+        tests_failed++;
+        printf("FAILED test: %s%s%s\n", tu_tests[i].section, tu_tests[i].section[0] ? " / " : "",
+               tu_tests[i].func);
+    }
+    /* a failure counted outside every test (memory ran out counting) is one more */
+    if (tests_failed == 0 && tu_failed > 0) {
+        tests++;
+        tests_failed++;
+    }
+    printf("(%lu checks in %lu tests; %lu checks failed)\n", tu_passed + tu_failed, tests, tu_failed);
     if (tu_skipped > 0)
         printf("%lu skipped\n", tu_skipped);
-    printf("%lu passed, %lu failed\n", tu_passed, tu_failed);
+    printf("%lu passed, %lu failed\n", tests - tests_failed, tests_failed);
     fflush(stdout);
     pthread_mutex_unlock(&tu_lock);
     return tu_failed ? 1 : 0;

@@ -19,6 +19,13 @@
  */
 #include "rel_common.h"
 
+/* "MAJOR.MINOR.PATCH" from the header's macros: what evs_version() must say. */
+#define VERSION_STR(x) #x
+#define VERSION_XSTR(x) VERSION_STR(x)
+#define VERSION_TEXT                                                                   \
+    VERSION_XSTR(EVS_VERSION_MAJOR) "." VERSION_XSTR(EVS_VERSION_MINOR) "." VERSION_XSTR( \
+        EVS_VERSION_PATCH)
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -786,7 +793,7 @@ int main(int argc, char **argv)
         }
         CHECK_STR(evs_status_name(EVS_ERR_INTERNAL), "EVS_ERR_INTERNAL");
         CHECK(evs_last_error_message() != NULL);
-        CHECK_STR(evs_version(), "1.0.0");
+        CHECK_STR(evs_version(), VERSION_TEXT);
         tried += 3;
     }
 

@@ -22,9 +22,9 @@
 #
 # Prints every program's output, then the figures (kills survived, images recovered,
 # cases fuzzed, bad inputs tried, events lost) and a last line `N passed, N failed`
-# (the sum of the programs' and cargo tests' lines; a program that fails to build,
-# crashes, times out or reports a valgrind error counts one more failure). Exits
-# non-zero if anything failed.
+# counting tests: the sum of the C programs' lines (tests/c/test_util.h counts tests, not
+# checks) and of the cargo tests'; a program that fails to build, crashes, times out or
+# reports a valgrind error counts one more failure. Exits non-zero if anything failed.
 
 cd "$(dirname "$0")/../.." || exit 2
 

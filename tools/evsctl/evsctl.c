@@ -9,12 +9,14 @@
 #include <errno.h>
 #include <evstore.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 typedef struct command command;
 typedef int (*command_fn)(const command *cmd, evs_store *s, int argc, char **argv);
@@ -36,6 +38,13 @@ static bool g_read_only = false;   /* verify --read-only */
 static bool g_shared = false;      /* verify fell back to read-only: a writer has the store */
 static uint64_t g_count = 10;
 static const char *g_cmd = "evsctl";
+static bool g_pg = false;          /* STORE is a PostgreSQL URL: no segments, fsync or snapshots */
+static bool g_progress = false;    /* stderr is a terminal: long steps show their progress there */
+
+/* The plural ending of a count: "1 event", "2 events". */
+static const char *plural(uint64_t n) {
+    return n == 1 ? "" : "s";
+}
 
 static int fail(const char *what, evs_status s) {
     fprintf(stderr, "evsctl: %s: %s: %s: %s\n", g_cmd, what, evs_status_name(s), evs_last_error_message());
@@ -63,6 +72,85 @@ static bool parse_u64(const char *text, uint64_t *out) {
 static int bad_number(const char *name, const char *text) {
     fprintf(stderr, "evsctl: %s: %s must be a whole number >= 0, not '%s'\n", g_cmd, name, text);
     return 2;
+}
+
+/* ---- progress on a terminal ----
+ * Only when stderr is a terminal (g_progress): one line, rewritten in place ("\r", then
+ * "erase to the end of the line") and erased when the step ends, so that nothing of it
+ * stays on the screen or reaches a file or a pipe. */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static bool g_progress_shown = false;
+
+/* The progress of a read: `n` events so far, of `total` (0: not known). Shown at once,
+ * then at most four times a second. */
+static void progress_events(uint64_t n, uint64_t total) {
+    static double last = 0;
+    double t = now_s();
+    if (!g_progress || (g_progress_shown && t - last < 0.25))
+        return;
+    last = t;
+    if (total > 0)
+        fprintf(stderr, "\revsctl: %s: %" PRIu64 " of %" PRIu64 " event%s read (%d%%)\033[K", g_cmd, n, total,
+                plural(total), (int)(n >= total ? 100 : n * 100 / total));
+    else
+        fprintf(stderr, "\revsctl: %s: %" PRIu64 " event%s read\033[K", g_cmd, n, plural(n));
+    fflush(stderr);
+    g_progress_shown = true;
+}
+
+/* Erases the progress line, if one was shown. */
+static void progress_done(void) {
+    if (g_progress_shown) {
+        fputs("\r\033[K", stderr);
+        fflush(stderr);
+        g_progress_shown = false;
+    }
+}
+
+/* While evs_open runs (a long recovery, a slow server), a thread shows the seconds it has
+ * taken, from the first second on. */
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cv;
+    bool done;
+    bool shown;
+} open_watch;
+
+static void *open_watch_main(void *arg) {
+    open_watch *w = arg;
+    double start = now_s();
+    pthread_mutex_lock(&w->lock);
+    while (!w->done) {
+        double elapsed = now_s() - start;
+        /* wake at the next whole second of the open */
+        double next = (double)((long)elapsed + 1);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        double wait = next - elapsed;
+        until.tv_sec += (time_t)wait;
+        until.tv_nsec += (long)((wait - (double)(long)wait) * 1e9);
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&w->cv, &w->lock, &until);
+        if (w->done)
+            break;
+        elapsed = now_s() - start;
+        if (elapsed >= 1.0) {
+            fprintf(stderr, "\revsctl: %s: opening the store: %ld s\033[K", g_cmd, (long)elapsed);
+            fflush(stderr);
+            w->shown = true;
+        }
+    }
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
 }
 
 /* ---- printing events ---- */
@@ -184,13 +272,22 @@ static void print_event(const evs_event *e) {
         printf("<%zu bytes>\n", e->payload_len);
 }
 
-/* Prints up to `max` events of a cursor (to its end now) and frees it. */
-static int print_cursor(evs_cursor *c, uint64_t max) {
+/* Prints up to `max` events of a cursor (to its end now) and frees it. With `progress`,
+ * the count read so far goes to the terminal on stderr (`total`: the events expected,
+ * 0 when not known). */
+static int print_cursor(evs_cursor *c, uint64_t max, bool progress, uint64_t total) {
     evs_event e = EVS_STRUCT_INIT(evs_event);
     evs_status st = EVS_OK;
-    for (uint64_t n = 0; n < max && (st = evs_cursor_next(c, &e)) == EVS_OK; n++)
+    uint64_t n = 0;
+    if (progress)
+        progress_events(0, total);
+    for (; n < max && (st = evs_cursor_next(c, &e)) == EVS_OK; n++) {
         print_event(&e);
+        if (progress && (n & 1023) == 1023)
+            progress_events(n + 1, total);
+    }
     evs_cursor_free(c);
+    progress_done();
     if (st < 0)
         return fail("reading", st);
     return fflush(stdout) == 0 ? 0 : fail_write();
@@ -209,17 +306,25 @@ static int cmd_info(const command *cmd, evs_store *s, int argc, char **argv) {
         return fail("stats", st);
     if ((st = evs_store_options_get(s, &o)) != EVS_OK)
         return fail("options", st);
+    printf("library %s\nbackend %s\nevents %" PRIu64 "\nstreams %" PRIu64 "\naccounts %" PRIu64
+           "\nevent_ids %" PRIu64 "\nbytes_on_disk %" PRIu64 "\n",
+           evs_version(), g_pg ? "postgresql" : "file", x.events, x.streams, x.accounts, x.event_ids,
+           x.bytes_on_disk);
+    if (g_pg) {
+        /* Segments, snapshots, recovery, fsync and the dedupe window are the file store's:
+         * a PostgreSQL store has none of them (its bytes are its tables'). */
+        printf("max_event_size %" PRIu64 "\n", o.max_event_size);
+        return fflush(stdout) == 0 ? 0 : fail_write();
+    }
     static const char *const policies[] = {"always", "batch", "os"};
-    printf("library %s\nevents %" PRIu64 "\nstreams %" PRIu64 "\naccounts %" PRIu64 "\nevent_ids %" PRIu64
-           "\nbytes_on_disk %" PRIu64 "\nsegments %" PRIu64 "\nsnapshots %" PRIu64 "\nindex_bytes %" PRIu64 "\n",
-           evs_version(), x.events, x.streams, x.accounts, x.event_ids, x.bytes_on_disk, x.segments, x.snapshots,
+    printf("segments %" PRIu64 "\nsnapshots %" PRIu64 "\nindex_bytes %" PRIu64 "\n", x.segments, x.snapshots,
            x.index_bytes);
     printf("recovered_records %" PRIu64 "\nsegments_scanned %" PRIu64 "\ntorn_tail_bytes %" PRIu64 "\n",
            g_info.valid_records, g_info.segments_scanned, g_info.bytes_truncated);
     if (g_info.snapshot_position == UINT64_MAX)
         printf("snapshot_used none\n");
     else
-        printf("snapshot_used %" PRIu64 " events\n", g_info.snapshot_position);
+        printf("snapshot_used %" PRIu64 " event%s\n", g_info.snapshot_position, plural(g_info.snapshot_position));
     printf("max_segment_size %" PRIu64 "\nmax_event_size %" PRIu64 "\ndedupe_window %" PRIu64 "\n",
            o.max_segment_size, o.max_event_size, o.dedupe_window);
     if (o.fsync_policy >= 0 && o.fsync_policy <= 2)
@@ -237,7 +342,9 @@ static int cmd_info(const command *cmd, evs_store *s, int argc, char **argv) {
  * events as the store counts. With --read-only, or when a writer has the store open, the
  * store is opened read-only and nothing is modified; a read-only open stops at the first
  * record that does not check out at the end of the newest segment (it may be a write in
- * progress), so damage there is not seen. */
+ * progress), so damage there is not seen. A PostgreSQL store has no log files, so no
+ * recovery and no checksums: verify reads it read-only and checks positions, timestamps
+ * and the count. On a terminal, the events read so far show on stderr. */
 static int cmd_verify(const command *cmd, evs_store *s, int argc, char **argv) {
     (void)cmd, (void)argc, (void)argv;
     evs_stats x = EVS_STRUCT_INIT(evs_stats);
@@ -250,13 +357,18 @@ static int cmd_verify(const command *cmd, evs_store *s, int argc, char **argv) {
     evs_event e = EVS_STRUCT_INIT(evs_event);
     uint64_t n = 0, last_ts = 0;
     int rc = 0;
+    progress_events(0, x.events);
     while ((st = evs_cursor_next(c, &e)) == EVS_OK) {
+        if ((n & 1023) == 1023)
+            progress_events(n + 1, x.events);
         if (e.position != n) {
+            progress_done();
             fprintf(stderr, "evsctl: verify: damage: event %" PRIu64 " has position %" PRIu64 "\n", n, e.position);
             rc = 1;
             break;
         }
         if (e.timestamp_us < last_ts) {
+            progress_done();
             fprintf(stderr, "evsctl: verify: damage: the timestamp of position %" PRIu64 " goes back in time\n",
                     e.position);
             rc = 1;
@@ -266,19 +378,27 @@ static int cmd_verify(const command *cmd, evs_store *s, int argc, char **argv) {
         n++;
     }
     evs_cursor_free(c);
+    progress_done();
     if (rc != 0)
         return rc;
     if (st < 0) {
-        fprintf(stderr, "evsctl: verify: damage after %" PRIu64 " good events: %s: %s\n", n, evs_status_name(st),
-                evs_last_error_message());
+        fprintf(stderr, "evsctl: verify: damage after %" PRIu64 " good event%s: %s: %s\n", n, plural(n),
+                evs_status_name(st), evs_last_error_message());
         return 1;
     }
     if (n < x.events) {
-        fprintf(stderr, "evsctl: verify: damage: %" PRIu64 " events read, the store has %" PRIu64 "\n", n, x.events);
+        fprintf(stderr, "evsctl: verify: damage: %" PRIu64 " event%s read, the store has %" PRIu64 "\n", n, plural(n),
+                x.events);
         return 1;
     }
-    printf("ok: %" PRIu64 " events in %" PRIu64 " segments (%" PRIu64 " bytes), every checksum good\n", n,
-           x.segments, x.bytes_on_disk);
+    if (g_pg) {
+        printf("ok: %" PRIu64 " event%s, positions gapless from 0, timestamps in order (a PostgreSQL store: no "
+               "segments or checksums to check)\n",
+               n, plural(n));
+        return fflush(stdout) == 0 ? 0 : fail_write();
+    }
+    printf("ok: %" PRIu64 " event%s in %" PRIu64 " segment%s (%" PRIu64 " bytes), every checksum good\n", n,
+           plural(n), x.segments, plural(x.segments), x.bytes_on_disk);
     if (g_info.bytes_truncated > 0)
         printf("note: a torn tail of %" PRIu64 " bytes after the last event (an interrupted write, never "
                "acknowledged) %s\n",
@@ -310,7 +430,7 @@ static int cmd_tail(const command *cmd, evs_store *s, int argc, char **argv) {
     if ((st = evs_read_all(s, from, &c)) != EVS_OK)
         return fail("read", st);
     if (!g_follow)
-        return print_cursor(c, g_count);
+        return print_cursor(c, g_count, false, 0);
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -341,16 +461,23 @@ static int cmd_tail(const command *cmd, evs_store *s, int argc, char **argv) {
     return fflush(stdout) == 0 ? 0 : fail_write();
 }
 
-/* dump [FROM] (every event) and stream NAME [FROM] (one stream's). */
+/* dump [FROM] (every event) and stream NAME [FROM] (one stream's). The progress shows
+ * only while the events go elsewhere than the terminal (stdout redirected): on the
+ * terminal they show themselves. */
 static int cmd_read(const command *cmd, evs_store *s, int argc, char **argv) {
     bool one_stream = !strcmp(cmd->name, "stream");
     int at = one_stream ? 1 : 0;
     uint64_t from = 0;
     if (argc > at && !parse_u64(argv[at], &from))
         return bad_number("FROM", argv[at]);
+    bool progress = g_progress && !isatty(STDOUT_FILENO);
+    uint64_t total = 0;
+    evs_stats x = EVS_STRUCT_INIT(evs_stats);
+    if (progress && !one_stream && evs_stats_get(s, &x) == EVS_OK && x.events > from)
+        total = x.events - from;
     evs_cursor *c = NULL;
     evs_status st = one_stream ? evs_read_stream(s, argv[0], from, &c) : evs_read_all(s, from, &c);
-    return st != EVS_OK ? fail("read", st) : print_cursor(c, UINT64_MAX);
+    return st != EVS_OK ? fail("read", st) : print_cursor(c, UINT64_MAX, progress, total);
 }
 
 /* Calls f for each stream whose name starts with prefix ("" for all). */
@@ -381,8 +508,8 @@ static int print_stream(evs_store *s, const evs_stream_info *info) {
         printf(",\"version\":%" PRIu64 ",\"events\":%" PRIu64 ",\"first_position\":%" PRIu64 "}\n", info->version,
                info->version + 1, info->first_position);
     } else {
-        printf("%.*s\t%" PRIu64 " events\tfrom position %" PRIu64 "\n", (int)info->name_len, info->name,
-               info->version + 1, info->first_position);
+        printf("%.*s\t%" PRIu64 " event%s\tfrom position %" PRIu64 "\n", (int)info->name_len, info->name,
+               info->version + 1, plural(info->version + 1), info->first_position);
     }
     return 0;
 }
@@ -400,8 +527,8 @@ static void print_account(const char *id, size_t id_len, const evs_account *a) {
                ",\"last_position\":%" PRIu64 "}\n",
                a->balance, a->currency, a->is_closed ? "true" : "false", a->version, a->last_position);
     } else {
-        printf("%.*s\t%" PRId64 " %s%s\t%" PRIu64 " events\n", (int)id_len, id, a->balance, a->currency,
-               a->is_closed ? " (closed)" : "", a->version);
+        printf("%.*s\t%" PRId64 " %s%s\t%" PRIu64 " event%s\n", (int)id_len, id, a->balance, a->currency,
+               a->is_closed ? " (closed)" : "", a->version, plural(a->version));
     }
 }
 
@@ -460,7 +587,7 @@ static int cmd_snapshot(const command *cmd, evs_store *s, int argc, char **argv)
     evs_status st = evs_snapshot(s, &n);
     if (st != EVS_OK)
         return fail("snapshot", st);
-    printf("snapshot of %" PRIu64 " events written\n", n);
+    printf("snapshot of %" PRIu64 " event%s written\n", n, plural(n));
     return fflush(stdout) == 0 ? 0 : fail_write();
 }
 
@@ -480,14 +607,18 @@ static int cmd_append(const command *cmd, evs_store *s, int argc, char **argv) {
 
 static const command k_commands[] = {
     {"info", "", "counters, options and what opening found",
-     "Counters, options, and what opening the store found (records recovered, a torn tail, the snapshot used).",
+     "Counters, options, and what opening the store found (records recovered, a torn tail, the snapshot used). "
+     "A PostgreSQL store shows its counters and event size limit only: segments, snapshots, recovery and fsync "
+     "belong to the file store.",
      false, 0, 0, cmd_info},
     {"verify", "", "check every record's CRC; exit 1 at the first damage",
      "Runs a writer's recovery (unless --read-only, or a writer has the store open), then reads every record from "
      "the first, checking each one's CRC, and checks that positions are gapless and timestamps never go back. "
      "Prints the first damage (its segment and offset) on stderr and exits 1; prints a summary and exits 0 when "
      "the log is whole. A torn tail (an interrupted write, never acknowledged) is not damage: it is reported, and "
-     "cut off as the next writer's open would.",
+     "cut off as the next writer's open would. A PostgreSQL store is read (never opened for writing) and its "
+     "positions, timestamps and count checked: it has no log files or checksums. On a terminal, the events read "
+     "so far show on stderr.",
      false, 0, 0, cmd_verify},
     {"tail", "", "the last events; -f: follow the log",
      "The last N events (-n N, default 10); with -f, then follows the log, printing events as a writer appends "
@@ -496,7 +627,8 @@ static const command k_commands[] = {
     {"dump", "[FROM]", "every event from a position",
      "Every event from position FROM (default 0), one a line: position, stream@version, type, payload (as text "
      "when it is UTF-8, else its size). With --json: one JSON object per line; payload and metadata as text when "
-     "they are UTF-8, else base64 (payload_encoding and metadata_encoding say which), the id as hex or null.",
+     "they are UTF-8, else base64 (payload_encoding and metadata_encoding say which), the id as hex or null. "
+     "When stdout is not the terminal but stderr is, the events written so far show on stderr.",
      false, 0, 1, cmd_read},
     {"streams", "", "every stream with its size",
      "Every stream, in creation order, with its number of events and first position.", false, 0, 0, cmd_streams},
@@ -543,7 +675,9 @@ static void usage(FILE *out) {
     for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(out, "  %-9s %-17s %s%s\n", k_commands[i].name, k_commands[i].args, k_commands[i].summary,
                 k_commands[i].writes ? " (writes)" : "");
-    fprintf(out, "\nReading commands open the store read-only, beside a running writer.\n");
+    fprintf(out, "\nReading commands open the store read-only, beside a running writer. STORE is a folder, or a\n"
+                 "postgresql:// URL. On a terminal, an open that takes more than a second, verify and dump\n"
+                 "show their progress on stderr.\n");
 }
 
 static evs_status open_store(const char *path, bool writes, evs_store **out) {
@@ -552,12 +686,26 @@ static evs_status open_store(const char *path, bool writes, evs_store **out) {
         fprintf(stderr, "evsctl: %s: out of memory\n", g_cmd);
         exit(1);
     }
+    open_watch w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false};
+    pthread_t watcher;
+    bool watching = g_progress && pthread_create(&watcher, NULL, open_watch_main, &w) == 0;
     evs_status st = evs_options_set_read_only(o, !writes);
     if (st == EVS_OK) {
         g_info = (evs_recovery_info)EVS_STRUCT_INIT(evs_recovery_info);
         st = evs_open(path, o, out, &g_info);
     }
     evs_options_free(o);
+    if (watching) {
+        pthread_mutex_lock(&w.lock);
+        w.done = true;
+        pthread_cond_signal(&w.cv);
+        pthread_mutex_unlock(&w.lock);
+        pthread_join(watcher, NULL);
+        if (w.shown) {
+            fputs("\r\033[K", stderr);
+            fflush(stderr);
+        }
+    }
     return st;
 }
 
@@ -641,8 +789,12 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *path = argv[i];
+    g_pg = !strncmp(path, "postgresql://", 13) || !strncmp(path, "postgres://", 11);
+    g_progress = isatty(STDERR_FILENO);
 
-    bool writes = cmd->writes || (cmd->run == cmd_verify && !g_read_only);
+    /* verify runs a writer's recovery on a file store; a PostgreSQL store has none to run,
+     * and a writable open could migrate its schema: verify only reads it. */
+    bool writes = cmd->writes || (cmd->run == cmd_verify && !g_read_only && !g_pg);
     evs_store *s = NULL;
     evs_status st = open_store(path, writes, &s);
     if (st == EVS_ERR_LOCKED && !cmd->writes && writes) {

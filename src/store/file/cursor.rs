@@ -55,15 +55,19 @@ impl ForwardCursor {
             self.segments = Some(SegmentCursor::new(self.store.wal().inner.clone(), at));
         }
         let position = self.next;
+        // Damage found on the way is reported with the position (`evs_last_error_detail`).
+        let damaged = move |e: Error| e.damage_at(position);
         let seg = self.segments.as_mut().expect("set above");
-        let Some((at, d)) = seg.next()? else {
-            return Err(Error::corrupt(format!(
+        let Some((at, d)) = seg.next().map_err(damaged)? else {
+            return Err(damaged(Error::corrupt(format!(
                 "the log ends before position {position}, which the index has"
-            )));
+            ))));
         };
-        check_plain(&d.record, at)?;
+        check_plain(&d.record, at).map_err(damaged)?;
         self.next += 1;
-        decode_event(position, d.record.key, d.record.value, &mut self.legacy).map(Some)
+        decode_event(position, d.record.key, d.record.value, &mut self.legacy)
+            .map(Some)
+            .map_err(damaged)
     }
 }
 
@@ -230,11 +234,12 @@ fn decode_record<'a>(
             "the record of position {position} (segment {} offset {}): {what}",
             at.segment_id, at.offset
         ))
+        .at_position(position)
     };
     let d = crate::wal::record::decode(bytes).map_err(|e| damaged(e.describe()))?;
     if d.len != bytes.len() {
         return Err(damaged("it does not end where the next record starts"));
     }
-    check_plain(&d.record, at)?;
-    decode_event(position, d.record.key, d.record.value, legacy)
+    check_plain(&d.record, at).map_err(|e| e.damage_at(position))?;
+    decode_event(position, d.record.key, d.record.value, legacy).map_err(|e| e.damage_at(position))
 }

@@ -1,19 +1,17 @@
 //! Idempotent appends: an append retried after a timeout or an I/O error finds the events
 //! it stored the first time (by their ids) and returns their positions instead of storing
-//! them again. Runs under the writer's lock, so two retries cannot both write.
+//! them again; an id stored with other content is refused (see `ids::judge_retry`). Runs
+//! under the writer's lock, so two retries cannot both write.
 
 use super::{FileStore, Writer};
 use crate::error::{Error, ErrorKind, Result};
-use crate::store::ids::{hex, id_twice, partly_stored, EventId};
-use crate::store::{AppendResult, StreamAppend};
-
-/// Where an id's event is: its position, stream and stream version.
-type Stored = (u64, String, u64);
+use crate::store::ids::{hex, id_twice, judge_retry, EventId};
+use crate::store::{AppendResult, Event, StreamAppend};
 
 impl FileStore {
-    /// The event stored with `id`, confirmed by reading its id from the log (the index
-    /// only gives candidates).
-    fn find_id(&self, w: &Writer, id: &EventId) -> Result<Option<Stored>> {
+    /// The event stored with `id`, confirmed by reading it from the log (the index only
+    /// gives candidates). The whole event is read: a retry is compared with it.
+    fn find_id(&self, w: &Writer, id: &EventId) -> Result<Option<Event>> {
         if w.pending
             .iter()
             .flat_map(|p| &p.events)
@@ -31,19 +29,20 @@ impl FileStore {
         }
         let (exact, maybe) = self.ids.candidates(id);
         for p in [exact, maybe].into_iter().flatten() {
-            if let Some((stored, stream, version)) = self.stored_id(p)? {
-                if &stored == id {
-                    return Ok(Some((p, stream, version)));
+            if let Some(stored) = self.stored_with_id(p)? {
+                if stored.id.as_ref() == Some(id) {
+                    return Ok(Some(stored));
                 }
             }
         }
         Ok(None)
     }
 
-    /// `Some` when every event of the append has an id that is stored already: the
-    /// result of the first attempt. `None` when none of its ids is stored (a new append).
-    /// An append where only some are is refused (EVS_ERR_ALREADY_EXISTS): a retry must
-    /// repeat the whole append, and guessing which part is new could store half of it.
+    /// `Some` when every event of the append has an id that is stored already, each with
+    /// the same content: the result of the first attempt. `None` when none of its ids is
+    /// stored (a new append). Refused (EVS_ERR_ALREADY_EXISTS) when only some are, or one
+    /// is stored with other content: a retry must repeat the whole append, and guessing
+    /// which part is new could store half of it.
     pub(super) fn find_retry(
         &self,
         w: &Writer,
@@ -58,46 +57,13 @@ impl FileStore {
         if let Some(twice) = ids.windows(2).find(|p| p[0] == p[1]) {
             return Err(id_twice(twice[0]));
         }
-        let mut found: Vec<Option<Stored>> = Vec::new();
+        let mut stored: Vec<Option<Event>> = Vec::new();
         for e in events() {
-            found.push(match &e.id {
+            stored.push(match &e.id {
                 Some(id) => self.find_id(w, id)?,
                 None => None,
             });
         }
-        let Some(old) = found.iter().position(Option::is_some) else {
-            return Ok(None);
-        };
-        if let Some(new) = found.iter().position(Option::is_none) {
-            let at = found[old].as_ref().map_or(0, |f| f.0);
-            let no_id = events().nth(new).is_some_and(|e| e.id.is_none());
-            return Err(partly_stored(old, at, new, no_id));
-        }
-        let mut found = found.into_iter().flatten();
-        let mut first = None;
-        let mut stream_versions = Vec::with_capacity(appends.len());
-        for (i, a) in appends.iter().enumerate() {
-            let mut last = 0;
-            for _ in a.events {
-                let (position, stream, version) = found.next().expect("one per event");
-                if stream != a.stream {
-                    return Err(Error::new(
-                        ErrorKind::AlreadyExists,
-                        format!(
-                            "the event id at position {position} belongs to an event of \
-                             stream '{stream}', not '{}' (append {i}); nothing was written",
-                            a.stream
-                        ),
-                    ));
-                }
-                first.get_or_insert(position);
-                last = version;
-            }
-            stream_versions.push(last);
-        }
-        Ok(Some(AppendResult {
-            first_position: first.unwrap_or(0),
-            stream_versions,
-        }))
+        judge_retry(appends, &stored)
     }
 }

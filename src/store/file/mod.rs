@@ -154,8 +154,11 @@ pub(crate) fn index_segment(
         };
         check_plain(&d.record, here)?;
         let mut legacy = None;
-        let ev = decode_event(position, d.record.key, d.record.value, &mut legacy)
-            .map_err(|e| Error::new(e.kind, format!("{name} offset {at}: {}", e.message)))?;
+        let ev =
+            decode_event(position, d.record.key, d.record.value, &mut legacy).map_err(|e| {
+                e.damage_at(position)
+                    .prefixed(format!("{name} offset {at}: "))
+            })?;
         ts = ts.max(ev.timestamp_us);
         b.push(BuildEvent {
             offset: at as u64,
@@ -326,24 +329,6 @@ fn encode_batch<'s, 'e>(
         spans,
         stream_versions,
     }
-}
-
-/// The error of an append part whose expected version does not hold.
-fn wrong_expected_version(a: &StreamAppend<'_>, current: Option<u64>) -> Error {
-    let actual = match current {
-        Some(v) => format!("is at version {v}"),
-        None => "does not exist".to_string(),
-    };
-    let wanted = match a.expected {
-        ExpectedVersion::NoStream => "no stream".to_string(),
-        ExpectedVersion::Exists => "an existing stream".to_string(),
-        ExpectedVersion::Exact(v) => format!("version {v}"),
-        ExpectedVersion::Any => "any version".to_string(),
-    };
-    Error::new(
-        ErrorKind::WrongExpectedVersion,
-        format!("stream '{}' {actual}, expected {wanted}", a.stream),
-    )
 }
 
 impl FileStore {
@@ -526,10 +511,8 @@ impl FileStore {
                 }));
             }
             let ev = decode_event(position, rec.key, rec.value, &mut legacy).map_err(|e| {
-                Error::new(
-                    e.kind,
-                    format!("{} offset {}: {}", file(), pos.offset, e.message),
-                )
+                e.damage_at(position)
+                    .prefixed(format!("{} offset {}: ", file(), pos.offset))
             })?;
             replayed += 1;
             if !index.replayed_where_filed(position, pos) {
@@ -868,7 +851,7 @@ impl FileStore {
         // Streams named earlier in this append, with their version after it: a short
         // list (appends name one or two streams), so no map is built per append.
         let mut seen: Vec<(&str, Option<u64>)> = Vec::new();
-        for a in appends {
+        for (part, a) in appends.iter().enumerate() {
             let current = match seen.iter().find(|s| s.0 == a.stream) {
                 Some(&(_, v)) => v,
                 None if a.stream.is_empty() => None,
@@ -881,7 +864,7 @@ impl FileStore {
                 ExpectedVersion::Exact(v) => current == Some(v),
             };
             if !ok {
-                return Err(wrong_expected_version(a, current));
+                return Err(super::wrong_expected_version(part, a, current));
             }
             versions.push(current);
             if !a.stream.is_empty() {
@@ -1238,31 +1221,35 @@ impl FileStore {
         buf: &'a mut Vec<u8>,
         legacy: &'a mut Option<Event>,
     ) -> Result<EventRef<'a>> {
+        // Damage found on the way is reported with the position (`evs_last_error_detail`).
+        let damaged = move |e: Error| e.damage_at(position);
         let end = match end {
             Some(e) => e,
-            None => self.record_end_guess(at)?,
+            None => self.record_end_guess(at).map_err(damaged)?,
         };
         let len = end.checked_sub(at.offset).filter(|&l| l > 0);
         let Some(len) = len else {
-            return Err(Error::corrupt(format!(
+            return Err(damaged(Error::corrupt(format!(
                 "the index puts position {position} at segment {} offset {} with no room",
                 at.segment_id, at.offset
-            )));
+            ))));
         };
         // The next record may be far away only past the end of a segment: read at most
         // the longest record there can be.
         let len = len.min(MAX_RECORD_LEN);
-        self.wal.read_exact_cached(files, at, len as usize, buf)?;
+        self.wal
+            .read_exact_cached(files, at, len as usize, buf)
+            .map_err(damaged)?;
         let d = record::decode(buf).map_err(|e| {
-            Error::corrupt(format!(
+            damaged(Error::corrupt(format!(
                 "the record of position {position} (segment {} offset {}): {}",
                 at.segment_id,
                 at.offset,
                 e.describe()
-            ))
+            )))
         })?;
-        check_plain(&d.record, at)?;
-        decode_event(position, d.record.key, d.record.value, legacy)
+        check_plain(&d.record, at).map_err(damaged)?;
+        decode_event(position, d.record.key, d.record.value, legacy).map_err(damaged)
     }
 
     /// How far to read for the last record of a segment whose successor we do not know.

@@ -5,7 +5,6 @@
 use super::index::Loc;
 use super::FileStore;
 use crate::error::{Error, ErrorKind, Result};
-use crate::store::ids::EventId;
 use crate::store::{Event, EventRef, StreamInfo};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -184,11 +183,11 @@ impl FileStore {
             .collect())
     }
 
-    /// The id stored with the event at `position`, if it has one.
-    pub(crate) fn stored_id(&self, position: u64) -> Result<Option<(EventId, String, u64)>> {
+    /// The event at `position`, if it has an id (the lookups of idempotent appends).
+    pub(crate) fn stored_with_id(&self, position: u64) -> Result<Option<Event>> {
         let mut buf = Vec::new();
         let mut legacy = None;
         let e = self.read_at(position, &mut buf, &mut legacy)?;
-        Ok(e.id.map(|id| (id, e.stream.to_owned(), e.stream_version)))
+        Ok(e.id.is_some().then(|| e.to_owned()))
     }
 }

@@ -109,7 +109,8 @@ pub fn unpack(row: &tokio_postgres::Row, out: &mut Vec<Event>) -> Result<()> {
     if svs.len() != n || metas.len() != n || datas.len() != n || ids.len() != n {
         return Err(Error::corrupt(format!(
             "the chunk at position {first_pos} has arrays of different lengths"
-        )));
+        ))
+        .at_position(first_pos + skip));
     }
     let events = types.into_iter().zip(svs).zip(metas).zip(datas).zip(ids);
     for (k, ((((event_type, sv), metadata), payload), id)) in events.enumerate() {
@@ -259,7 +260,8 @@ impl PgCursor {
                 return Err(Error::corrupt(format!(
                     "the log has position {} where {want} was expected: positions are not dense",
                     e.position
-                )));
+                ))
+                .at_position(want));
             }
             self.page.push_back(e);
         }

@@ -197,7 +197,8 @@ impl PgStore {
                     return Err(Error::corrupt(format!(
                         "the log has position {} where {} was expected",
                         e.position, *applied
-                    )));
+                    ))
+                    .at_position(*applied));
                 }
                 self.projections.iter().for_each(|p| p.apply(&e.as_ref()));
                 *applied += 1;
@@ -314,102 +315,53 @@ impl PgStore {
                 ),
             )),
             Outcome::WrongVersion { entry, actual } => {
-                let a = &appends[entry.min(appends.len() - 1)];
-                let have = match actual {
-                    v if v >= 0 => format!("is at version {v}"),
-                    _ => "does not exist".to_owned(),
-                };
-                let wanted = match a.expected {
-                    ExpectedVersion::NoStream => "no stream".to_owned(),
-                    ExpectedVersion::Exists => "an existing stream".to_owned(),
-                    ExpectedVersion::Exact(v) => format!("version {v}"),
-                    ExpectedVersion::Any => "any version".to_owned(),
-                };
-                Err(Error::new(
-                    ErrorKind::WrongExpectedVersion,
-                    format!("stream '{}' {have}, expected {wanted}", a.stream),
-                ))
+                let part = entry.min(appends.len() - 1);
+                let actual = u64::try_from(actual).ok();
+                Err(super::wrong_expected_version(part, &appends[part], actual))
             }
             Outcome::PartlyStored { position } => Err(self.partly_stored(appends, position)),
-            Outcome::Retry => self.stored_result(appends),
+            Outcome::Retry => match self.judge_stored(appends)? {
+                Some(result) => Ok(result),
+                None => Err(Error::new(
+                    ErrorKind::Internal,
+                    "the append's event ids were found stored, then not",
+                )),
+            },
         }
     }
 
-    /// A retried append: the stored positions of its ids, checked against its streams.
-    fn stored_result(&self, appends: &[StreamAppend<'_>]) -> Result<AppendResult> {
-        let ids: Vec<Uuid> = appends
-            .iter()
-            .flat_map(|a| a.events.iter())
-            .filter_map(|e| e.id.as_ref().map(Uuid))
-            .collect();
-        let rows = self.query(
-            "select uuid_send(id), pos, stream, version from id_positions where id = any($1)",
-            &[&ids],
-            "looking up the stored event ids",
-        )?;
-        let find = |id: &[u8]| rows.iter().find(|r| r.get::<_, &[u8]>(0) == id);
-        let mut first = None;
-        let mut versions = Vec::with_capacity(appends.len());
-        for (i, a) in appends.iter().enumerate() {
-            let mut last = 0;
-            for e in a.events {
-                let row =
-                    e.id.as_ref().and_then(|id| find(id)).ok_or_else(|| {
-                        Error::new(ErrorKind::Internal, "a stored event id vanished")
-                    })?;
-                let (pos, stream, version): (i64, &str, i64) = (row.get(1), row.get(2), row.get(3));
-                if stream != a.stream {
-                    return Err(Error::new(
-                        ErrorKind::AlreadyExists,
-                        format!(
-                            "the event id at position {pos} belongs to an event of stream \
-                             '{stream}', not '{}' (append {i}); nothing was written",
-                            a.stream
-                        ),
-                    ));
-                }
-                first.get_or_insert(pos as u64);
-                last = version as u64;
-            }
-            versions.push(last);
-        }
-        Ok(AppendResult {
-            first_position: first.unwrap_or(0),
-            stream_versions: versions,
-        })
-    }
-
-    /// The error for an append some of whose ids are stored, naming the first event whose
-    /// id is stored and the first whose id is not (or that has none), as the file store
-    /// does. `position` (the lowest stored one) stands in if the ids cannot be read.
-    fn partly_stored(&self, appends: &[StreamAppend<'_>], position: u64) -> Error {
+    /// The stored events that have the ids of the append's events, read in one query:
+    /// `stored[k]` for its `k`-th event (in the order of its parts).
+    fn stored_events(&self, appends: &[StreamAppend<'_>]) -> Result<Vec<Option<Event>>> {
         let events = || appends.iter().flat_map(|a| a.events.iter());
         let ids: Vec<Uuid> = events().filter_map(|e| e.id.as_ref().map(Uuid)).collect();
-        let rows = self
-            .query(
-                "select uuid_send(id), pos from id_positions where id = any($1)",
-                &[&ids],
-                "looking up the stored event ids",
-            )
-            .unwrap_or_default();
-        let stored = |id: &Option<[u8; 16]>| {
-            id.as_ref().and_then(|id| {
-                rows.iter()
-                    .find(|r| r.get::<_, &[u8]>(0) == &id[..])
-                    .map(|r| r.get::<_, i64>(1) as u64)
-            })
-        };
-        let found: Vec<Option<u64>> = events().map(|e| stored(&e.id)).collect();
-        let old = found.iter().position(Option::is_some);
-        let new = found.iter().position(Option::is_none);
-        match (old, new) {
-            (Some(old), Some(new)) => super::ids::partly_stored(
-                old,
-                found[old].unwrap_or(position),
-                new,
-                events().nth(new).is_some_and(|e| e.id.is_none()),
-            ),
-            // The stored ids could not be read again: the function's word stands.
+        let rows = self.query(
+            &STORED_BY_ID_SQL,
+            &[&ids],
+            "reading the events of stored event ids",
+        )?;
+        let mut by_id: std::collections::HashMap<[u8; 16], Event> = unpack_all(&rows)?
+            .into_iter()
+            .filter_map(|e| Some((e.id?, e)))
+            .collect();
+        Ok(events()
+            .map(|e| e.id.and_then(|id| by_id.remove(&id)))
+            .collect())
+    }
+
+    /// An append the function found ids of stored: decided from the stored events as the
+    /// file store decides (`ids::judge_retry`: a retry, other content, or only some).
+    fn judge_stored(&self, appends: &[StreamAppend<'_>]) -> Result<Option<AppendResult>> {
+        let stored = self.stored_events(appends)?;
+        super::ids::judge_retry(appends, &stored)
+    }
+
+    /// The error for an append some of whose ids are stored (or stored with other
+    /// content), naming the events as the file store does. `position` (the lowest stored
+    /// one, the function's word) stands in if the stored events cannot be read.
+    fn partly_stored(&self, appends: &[StreamAppend<'_>], position: u64) -> Error {
+        match self.judge_stored(appends) {
+            Err(e) if e.kind == ErrorKind::AlreadyExists => e,
             _ => Error::new(
                 ErrorKind::AlreadyExists,
                 format!(
@@ -417,7 +369,8 @@ impl PgStore {
                      {position}) but not all: a retry must repeat the whole append; nothing \
                      was written"
                 ),
-            ),
+            )
+            .at_position(position),
         }
     }
 
@@ -441,6 +394,17 @@ impl PgStore {
         Ok(())
     }
 }
+
+/// The stored events with the ids in $1, one row each (its chunk cut to it), selected
+/// with the columns every read unpacks.
+static STORED_BY_ID_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "select {} from ids i join chunks c on c.chunk = i.chunk \
+         cross join lateral (select (i.idx + 1)::int8 as lo, (i.idx + 1)::int8 as hi) b \
+         where i.id = any($1)",
+        cursor::CHUNK_COLUMNS
+    )
+});
 
 /// Waits for `f` on the runtime from a thread outside it.
 /// A call made while the calling thread exits (from a thread-local or `pthread_key`

@@ -15,25 +15,30 @@ import CEvstore
 
 public struct EvstoreError: Error, Equatable, CustomStringConvertible {
     /// An evs_status value (negative for errors).
+    /// The constants are the header's EVS_ERR_ macros (Int32 in Swift), so a code the
+    /// header drops fails to compile, and tests/bindings/swift_modulemap.sh checks that
+    /// each of the header's codes is named here.
     public struct Code: RawRepresentable, Hashable {
         public let rawValue: Int32
         public init(rawValue: Int32) { self.rawValue = rawValue }
 
-        public static let invalidArgument = Code(rawValue: -1)
-        public static let notFound = Code(rawValue: -2)
-        public static let alreadyExists = Code(rawValue: -3)
-        public static let wrongExpectedVersion = Code(rawValue: -4)
-        public static let insufficientFunds = Code(rawValue: -5)
-        public static let accountClosed = Code(rawValue: -6)
-        public static let overflow = Code(rawValue: -7)
-        public static let locked = Code(rawValue: -8)
-        public static let corrupt = Code(rawValue: -9)
-        public static let io = Code(rawValue: -10)
-        public static let tooLarge = Code(rawValue: -11)
-        public static let readOnly = Code(rawValue: -12)
-        public static let currencyMismatch = Code(rawValue: -13)
-        public static let busy = Code(rawValue: -14)
-        public static let internalError = Code(rawValue: -99)
+        public static let invalidArgument = Code(rawValue: EVS_ERR_INVALID_ARGUMENT)
+        public static let notFound = Code(rawValue: EVS_ERR_NOT_FOUND)
+        public static let alreadyExists = Code(rawValue: EVS_ERR_ALREADY_EXISTS)
+        public static let wrongExpectedVersion = Code(rawValue: EVS_ERR_WRONG_EXPECTED_VERSION)
+        public static let insufficientFunds = Code(rawValue: EVS_ERR_INSUFFICIENT_FUNDS)
+        public static let accountClosed = Code(rawValue: EVS_ERR_ACCOUNT_CLOSED)
+        public static let overflow = Code(rawValue: EVS_ERR_OVERFLOW)
+        public static let locked = Code(rawValue: EVS_ERR_LOCKED)
+        public static let corrupt = Code(rawValue: EVS_ERR_CORRUPT)
+        public static let io = Code(rawValue: EVS_ERR_IO)
+        public static let tooLarge = Code(rawValue: EVS_ERR_TOO_LARGE)
+        public static let readOnly = Code(rawValue: EVS_ERR_READ_ONLY)
+        public static let currencyMismatch = Code(rawValue: EVS_ERR_CURRENCY_MISMATCH)
+        public static let busy = Code(rawValue: EVS_ERR_BUSY)
+        public static let streamDeleted = Code(rawValue: EVS_ERR_STREAM_DELETED)  // added in 1.1
+        public static let balanceNotZero = Code(rawValue: EVS_ERR_BALANCE_NOT_ZERO)  // added in 1.1
+        public static let internalError = Code(rawValue: EVS_ERR_INTERNAL)
 
         /// The code's name, e.g. "EVS_ERR_IO".
         public var name: String { String(cString: evs_status_name(rawValue)) }
