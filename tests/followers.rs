@@ -114,6 +114,9 @@ fn fsync_writer(dir: &str, policy_name: &str) {
     );
     let e = refused.expect_err("the append whose fdatasync failed is refused");
     procs::report(&format!("refused {:?}", e.kind));
+    drop(store);
+    // The lock is let go: the next writer may open.
+    procs::report("closed");
 }
 
 /// Five events, then (on the parent's go) a batch of six whose write stores half its
@@ -157,6 +160,8 @@ fn lossy_writer(dir: &str, policy_name: &str) {
     });
     let e = store.sync().expect_err("the sync fails");
     procs::report(&format!("lost {:?}", e.kind));
+    drop(store);
+    procs::report("closed");
 }
 
 /// The next writer: recovers the store (on the plain file system) and appends 20 events.
@@ -374,7 +379,7 @@ impl Scene {
 #[test]
 fn a_follower_never_hands_out_an_append_whose_fdatasync_fails() {
     let mut scene = Scene::start("always", "fsync-writer", 5);
-    scene.writer_says("refused");
+    scene.writer_says("closed");
     let (heard, _) = scene.finish();
     assert!(
         heard.writer_lines.iter().any(|l| l == "refused Io"),
@@ -423,7 +428,7 @@ fn a_follower_goes_on_after_its_writer_dies_in_a_batch_under_batch() {
 #[test]
 fn a_follower_reports_a_log_changed_below_it_and_a_reopen_reads_the_log_as_it_is() {
     let mut scene = Scene::start("os", "lossy-writer", 10);
-    scene.writer_says("lost");
+    scene.writer_says("closed");
     let (heard, log) = scene.finish();
     assert_eq!(
         heard.errors.len(),
