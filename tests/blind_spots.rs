@@ -154,3 +154,124 @@ fn transfers_between_old_format_accounts_move_money_and_survive_reopen() {
     assert_eq!(bank.get("bob").unwrap().balance, 265);
     assert_eq!(bank.get("carol").unwrap().balance, 0);
 }
+
+/// Issue 19, item 6: the dedupe window's restore from a snapshot and its sweep were
+/// covered only by unit tests. With a window of 500 events: 2,100 events with ids (so the
+/// window is swept several times), a snapshot, 404 more, a reopen (the window restored
+/// from the snapshot, then the log's tail replayed into it). Retried batches from before
+/// the snapshot, after it, and the one at the window's edge (the oldest position whose id
+/// is promised to be found) each return their first attempt's result and write nothing;
+/// the window holds a bounded number of ids. 2,504 events in all: a sweep (once the ids
+/// span two windows) comes with the very last event, so the edge is where the sweep cut.
+/// Then 500 more, each batch followed by a retry at the edge.
+#[test]
+fn retries_on_both_sides_of_a_snapshot_and_at_the_window_edge_write_nothing_after_a_reopen() {
+    const WINDOW: u64 = 500;
+    const BATCH: u64 = 4;
+    const TOTAL: u64 = 2504;
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        dedupe_window: WINDOW,
+        max_segment_size: 64 << 10,
+        ..opts()
+    };
+    let id = |position: u64| {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(
+            &(position + 1)
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .to_le_bytes(),
+        );
+        b[8..].copy_from_slice(&(position + 1).to_le_bytes());
+        b
+    };
+    let payload = |position: u64| format!("event {position}").into_bytes();
+    let stream = |first: u64| format!("s{}", (first / BATCH) % 7);
+    // The batch whose first event is at `first`, as its first attempt sent it, expecting
+    // `expected` of its stream.
+    let append_expecting = |store: &Store, first: u64, expected: ExpectedVersion| {
+        let payloads: Vec<Vec<u8>> = (first..first + BATCH).map(payload).collect();
+        let inputs: Vec<EventInput<'_>> = payloads
+            .iter()
+            .zip(first..)
+            .map(|(p, pos)| EventInput {
+                id: Some(id(pos)),
+                ..EventInput::new("T", p)
+            })
+            .collect();
+        store.append(&stream(first), expected, &inputs)
+    };
+    let append = |store: &Store, first: u64| append_expecting(store, first, ExpectedVersion::Any);
+    let mut results = std::collections::HashMap::new();
+    {
+        let (store, _) = Store::open(dir.path(), options.clone(), Vec::new()).unwrap();
+        for first in (0..TOTAL).step_by(BATCH as usize) {
+            if first == 2100 {
+                assert_eq!(store.snapshot().unwrap(), 2100);
+            }
+            let r = append(&store, first).unwrap();
+            assert_eq!(r.first_position, first);
+            results.insert(first, r.stream_versions);
+        }
+        store.close().unwrap();
+    }
+    let (store, report) = Store::open(dir.path(), options, Vec::new()).unwrap();
+    assert_eq!(report.snapshot_position, Some(2100), "{report:?}");
+    let next = store.next_position().unwrap();
+    assert_eq!(next, TOTAL);
+    let edge = next - WINDOW;
+    for first in [edge, 2052, 2096, 2100, 2200, TOTAL - BATCH] {
+        let r = append(&store, first).unwrap_or_else(|e| panic!("retry of {first}: {e}"));
+        assert_eq!(r.first_position, first, "retry of the batch at {first}");
+        assert_eq!(
+            r.stream_versions, results[&first],
+            "retry of the batch at {first}"
+        );
+        assert_eq!(
+            store.next_position().unwrap(),
+            next,
+            "the retry at {first} wrote"
+        );
+    }
+    // A retry with the expected version its first attempt had (the stream moved on since)
+    // is still the same append.
+    let first = 2096;
+    let before = results[&first][0] - BATCH;
+    let r = append_expecting(&store, first, ExpectedVersion::Exact(before)).unwrap();
+    assert_eq!(r.first_position, first);
+    assert_eq!(store.next_position().unwrap(), next);
+    // 500 events more on the restored window (it is swept again), each batch followed by
+    // a retry of the batch at the window's edge, wherever the sweeps fall.
+    let mut next = next;
+    for first in (TOTAL..TOTAL + WINDOW).step_by(BATCH as usize) {
+        let r = append(&store, first).unwrap();
+        assert_eq!(r.first_position, first);
+        results.insert(first, r.stream_versions);
+        next += BATCH;
+        let edge = next - WINDOW;
+        let r = append(&store, edge).unwrap_or_else(|e| panic!("retry of {edge}: {e}"));
+        assert_eq!(
+            (r.first_position, &r.stream_versions),
+            (edge, &results[&edge])
+        );
+        assert_eq!(
+            store.next_position().unwrap(),
+            next,
+            "the retry at {edge} wrote"
+        );
+    }
+    // Nothing was written twice, and the window keeps a bounded number of ids.
+    let store = Arc::new(store);
+    let mut c = store.read_all(0).unwrap();
+    let mut p = 0;
+    while let Some(e) = c.next().unwrap() {
+        assert_eq!(e.payload, payload(p).as_slice());
+        p += 1;
+    }
+    assert_eq!(p, next);
+    let ids = store.stats().unwrap().event_ids;
+    assert!(
+        (WINDOW..=2 * WINDOW + BATCH).contains(&ids),
+        "{ids} ids remembered"
+    );
+}

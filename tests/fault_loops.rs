@@ -14,7 +14,7 @@ mod faultfs;
 use evstore::store::{EventInput, ExpectedVersion, Store, StoreOptions};
 use evstore::wal::FsyncPolicy;
 use faultfs::{Fault, FaultFs, Keep, Op, Plan};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
@@ -67,6 +67,29 @@ struct Run {
     /// Acknowledged attempts before this index must survive a power cut.
     durable_before: usize,
     opened: bool,
+    /// Index files whose writing had finished when a call returned (the power still on):
+    /// durable, so the next open must use them.
+    index_files: BTreeSet<String>,
+    /// The events of the newest snapshot whose writing had finished likewise.
+    snapshot: Option<u64>,
+}
+
+/// Notes the index files and snapshots there are after a call that returned with the
+/// power on: whatever wrote them has finished (renamed and synced its directory).
+fn note_finished_files(fs: &FaultFs, run: &mut Run) {
+    if fs.is_dead() {
+        return;
+    }
+    let names = |dir: &str| fs.files_in(&Path::new(STORE).join(dir));
+    run.index_files
+        .extend(names("index").into_iter().filter(|n| n.ends_with(".idx")));
+    let snapshots = names("snapshots").into_iter().filter_map(|n| {
+        n.strip_prefix("snapshot-")?
+            .strip_suffix(".snap")?
+            .parse::<u64>()
+            .ok()
+    });
+    run.snapshot = run.snapshot.max(snapshots.max());
 }
 
 /// A payload whose first bytes name its append and place in it, the rest a pattern.
@@ -91,6 +114,8 @@ fn workload(fs: &FaultFs, fsync: FsyncPolicy) -> Run {
         attempts: Vec::new(),
         durable_before: 0,
         opened: false,
+        index_files: BTreeSet::new(),
+        snapshot: None,
     };
     let always = fsync == FsyncPolicy::Always;
     let store = match Store::open(STORE, options(fs, fsync), Vec::new()) {
@@ -134,6 +159,7 @@ fn workload(fs: &FaultFs, fsync: FsyncPolicy) -> Run {
         if i == 9 && store.sync().is_ok() && !fs.is_dead() {
             run.durable_before = run.attempts.len();
         }
+        note_finished_files(fs, &mut run);
     }
     if store.close().is_ok() && !fs.is_dead() {
         run.durable_before = run.attempts.len();
@@ -143,11 +169,23 @@ fn workload(fs: &FaultFs, fsync: FsyncPolicy) -> Run {
 
 /// Opens what is on `fs` and checks the promises against what the workload was told.
 /// `after_power_cut`: only acknowledged appends made durable must be there, and what the
-/// caller never heard back about may or may not be.
-fn check(fs: &FaultFs, fsync: FsyncPolicy, run: &Run, after_power_cut: bool) -> Result<(), String> {
+/// caller never heard back about may or may not be. `files_used`: the index files and the
+/// snapshot whose writing finished must be there and used (the power-cut loop, where no
+/// operation failed).
+fn check(
+    fs: &FaultFs,
+    fsync: FsyncPolicy,
+    run: &Run,
+    after_power_cut: bool,
+    files_used: bool,
+) -> Result<(), String> {
     fs.heal();
+    let index_files = fs.files_in(&Path::new(STORE).join("index"));
     let opened = Store::open(STORE, options(fs, fsync), Vec::new());
-    let (store, _) = opened.map_err(|e| format!("the store does not open: {e:?}"))?;
+    let (store, report) = opened.map_err(|e| format!("the store does not open: {e:?}"))?;
+    if files_used {
+        check_finished_files_used(run, &index_files, &report)?;
+    }
     let store = std::sync::Arc::new(store);
     let mut cursor = store
         .read_all(0)
@@ -258,6 +296,33 @@ fn check(fs: &FaultFs, fsync: FsyncPolicy, run: &Run, after_power_cut: bool) -> 
     Ok(())
 }
 
+/// The index files and the snapshot that were written completely before the power went
+/// are on the disk and the open uses them: a rename whose directory was not synced loses
+/// the file and costs a rebuild, which no other check notices.
+fn check_finished_files_used(
+    run: &Run,
+    index_files: &[String],
+    report: &evstore::store::OpenReport,
+) -> Result<(), String> {
+    for name in &run.index_files {
+        if !index_files.contains(name) {
+            return Err(format!(
+                "index file {name} was written before the power went and is gone"
+            ));
+        }
+        if let Some(r) = report.index_files_rebuilt.iter().find(|r| r.contains(name)) {
+            return Err(format!("index file {name} was not used: {r}"));
+        }
+    }
+    if run.snapshot > report.snapshot_position {
+        return Err(format!(
+            "the snapshot of {:?} events was written before the power went, the open used {:?} (ignored: {:?})",
+            run.snapshot, report.snapshot_position, report.snapshot_ignored
+        ));
+    }
+    Ok(())
+}
+
 const POLICIES: [(&str, FsyncPolicy); 3] = [
     ("ALWAYS", FsyncPolicy::Always),
     ("BATCH", FsyncPolicy::Batch(Duration::from_secs(10))),
@@ -279,7 +344,15 @@ fn count_ops(fsync: FsyncPolicy, kinds: &[Op]) -> u64 {
                 .iter()
                 .all(|a| matches!(a.outcome, Outcome::Acked(_)))
     );
-    check(&fs, fsync, &run, false).expect("a clean run checks out");
+    check(&fs, fsync, &run, false, true).expect("a clean run checks out");
+    // The workload seals segments and takes a snapshot: the power-cut loop's check of
+    // finished files has something to check.
+    assert!(
+        !run.index_files.is_empty() && run.snapshot.is_some(),
+        "{:?} {:?}",
+        run.index_files,
+        run.snapshot
+    );
     fs.counted()
 }
 
@@ -333,13 +406,13 @@ fn every_failed_operation_keeps_every_promise() {
                     let what = fs.injected();
                     let label = format!("{name} {kinds_name} op {k} ({what:?}, {fault:?})");
                     // The store as the OS has it (a crash of the process)...
-                    if let Err(e) = check(&fs, fsync, &run, false) {
+                    if let Err(e) = check(&fs, fsync, &run, false, false) {
                         failures.push(format!("{label}: {e}"));
                         continue;
                     }
                     // ...and what a power cut after the failure would leave.
                     let cut = FaultFs::from_image(&fs.image_now(Keep::Synced));
-                    if let Err(e) = check(&cut, fsync, &run, true) {
+                    if let Err(e) = check(&cut, fsync, &run, true, false) {
                         failures.push(format!("{label}, then a power cut: {e}"));
                     }
                 }
@@ -377,7 +450,7 @@ fn a_power_cut_after_every_operation_keeps_every_promise() {
                     continue;
                 };
                 let after = FaultFs::from_image(&image);
-                if let Err(e) = check(&after, fsync, &run, true) {
+                if let Err(e) = check(&after, fsync, &run, true, true) {
                     failures.push(format!("{name} power cut after op {k} ({keep:?}): {e}"));
                 }
             }

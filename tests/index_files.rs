@@ -221,6 +221,13 @@ fn sealed_segments_get_index_files_that_reads_agree_with() {
     store.close().unwrap();
     let segments = std::fs::read_dir(dir.path().join("events"))
         .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "wal")
+        })
         .count();
     assert!(segments >= 4, "{segments} segments");
     let files = index_files(dir.path());

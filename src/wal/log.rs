@@ -8,6 +8,7 @@
 //! later append, flush and sync fails with the original error until the log is reopened
 //! and recovery decides from what is on disk.
 
+use super::mark::{self, Mark, MarkWriter};
 use super::reader::WalReader;
 use super::record::{RecordRef, FLAG_BATCH_CONTINUES};
 use super::recovery::{self, RecoveryInfo};
@@ -55,6 +56,12 @@ pub(crate) struct Inner {
     /// The active segment's id and written end, packed (id << 40 | offset), so a reader
     /// can tell without a lock whether the bytes it wants are with the OS yet.
     visible: AtomicU64,
+    /// A writer's durable mark, for readers in other processes (see `mark`).
+    mark: Option<MarkWriter>,
+    /// A reader's: the mark in force when the log was opened.
+    opened_mark: Option<Mark>,
+    /// A reader's handle of the mark file, once it exists.
+    mark_file: Mutex<Option<FileRef>>,
 }
 
 fn pack_visible(id: u64, offset: u64) -> u64 {
@@ -120,14 +127,20 @@ impl Wal {
         config: WalConfig,
         visit: &mut dyn FnMut(Position, &RecordRef<'_>) -> Result<()>,
     ) -> Result<(Wal, RecoveryInfo)> {
-        Self::open_from(config, Position::default(), visit)
+        Self::open_from(config, Position::default(), None, visit)
     }
 
     /// Like `open_visiting`, but trusts everything before `start` (the end of the records
-    /// a checkpoint covers) and scans only from there.
+    /// a checkpoint covers) and scans only from there. `start_key`: the key the record at
+    /// `start` has, when keys are positions (damage right at `start` is then judged in
+    /// time linear in its length; see `recovery::Range`).
+    ///
+    /// Opened read-only, the log reads no further than the writer's durable mark: under
+    /// `Always` only what is durable, under the other policies all that is written.
     pub fn open_from(
         config: WalConfig,
         start: Position,
+        start_key: Option<u64>,
         visit: &mut dyn FnMut(Position, &RecordRef<'_>) -> Result<()>,
     ) -> Result<(Wal, RecoveryInfo)> {
         config.validate()?;
@@ -142,35 +155,22 @@ impl Wal {
                 format!("no log directory at {}", dir.display()),
             ));
         }
-        let recovered = recovery::recover(&*vfs, dir, !config.read_only, start, visit)?;
+        let opened_mark = config.read_only.then(|| mark::read(&*vfs, dir)).flatten();
+        let range = recovery::Range {
+            start,
+            start_key,
+            until: opened_mark.and_then(|m| m.bound),
+        };
+        let recovered = recovery::recover(&*vfs, dir, !config.read_only, range, visit)?;
         let mut segments = recovered.segments;
-        let prealloc = config.preallocate.then_some(config.max_segment_size);
-        let (active_id, active, end_off): (u64, FileRef, u64) = if config.read_only {
-            let (id, end) = segments.last().copied().unwrap_or((0, 0));
-            let file = match segment::open(&*vfs, dir, id, false) {
-                Ok(f) => f,
-                // An empty read-only log: a placeholder that is never written or read.
-                Err(_) => Arc::new(EmptyFile),
-            };
-            (id, file, end)
-        } else if let Some(&(id, end)) = segments.last() {
-            let file = segment::open(&*vfs, dir, id, true)
-                .map_err(|e| Error::io(format!("opening segment {id}"), e))?;
-            if let Some(len) = prealloc {
-                let have = file
-                    .len()
-                    .map_err(|e| Error::io(format!("reading segment {id}"), e))?;
-                if have < len {
-                    file.allocate(len)
-                        .map_err(|e| Error::io(format!("preallocating segment {id}"), e))?;
-                }
-            }
-            (id, file, end)
+        let (active_id, active, end_off) = if config.read_only {
+            Self::reader_tail(&config, &segments)
         } else {
-            let file = segment::create(&*vfs, dir, 0, prealloc)
-                .map_err(|e| Error::io("creating segment 000000.wal", e))?;
-            segments.push((0, 0));
-            (0, file, 0)
+            Self::writer_tail(&config, &mut segments)?
+        };
+        let mark = match config.read_only {
+            true => None,
+            false => Some(Self::first_mark(&config, &active, active_id, end_off)?),
         };
         let state = State {
             active_id,
@@ -200,6 +200,9 @@ impl Wal {
             stats: WalStats::default(),
             read_files: Mutex::new(Vec::new()),
             visible: AtomicU64::new(0),
+            mark,
+            opened_mark,
+            mark_file: Mutex::new(None),
         });
         {
             let st = inner.lock_state();
@@ -223,6 +226,109 @@ impl Wal {
             },
             recovered.info,
         ))
+    }
+
+    /// A reader's active segment: where the recovered records end (or a placeholder file
+    /// when the log has no segment yet).
+    fn reader_tail(config: &WalConfig, segments: &[(u64, u64)]) -> (u64, FileRef, u64) {
+        let (id, end) = segments.last().copied().unwrap_or((0, 0));
+        let file = match segment::open(&*config.vfs, &config.dir, id, false) {
+            Ok(f) => f,
+            // An empty read-only log: a placeholder that is never written or read.
+            Err(_) => Arc::new(EmptyFile),
+        };
+        (id, file, end)
+    }
+
+    /// A writer's active segment, opened for appends (preallocated), or the first segment
+    /// of a new log.
+    fn writer_tail(
+        config: &WalConfig,
+        segments: &mut Vec<(u64, u64)>,
+    ) -> Result<(u64, FileRef, u64)> {
+        let (vfs, dir) = (&*config.vfs, &config.dir);
+        let prealloc = config.preallocate.then_some(config.max_segment_size);
+        let Some(&(id, end)) = segments.last() else {
+            let file = segment::create(vfs, dir, 0, prealloc)
+                .map_err(|e| Error::io("creating segment 000000.wal", e))?;
+            segments.push((0, 0));
+            return Ok((0, file, 0));
+        };
+        let file = segment::open(vfs, dir, id, true)
+            .map_err(|e| Error::io(format!("opening segment {id}"), e))?;
+        if let Some(len) = prealloc {
+            let have = file
+                .len()
+                .map_err(|e| Error::io(format!("reading segment {id}"), e))?;
+            if have < len {
+                file.allocate(len)
+                    .map_err(|e| Error::io(format!("preallocating segment {id}"), e))?;
+            }
+        }
+        Ok((id, file, end))
+    }
+
+    /// A new writer's durable mark. Under `Always` it bounds readers at the recovered end,
+    /// made durable first (a crashed writer may have left records written but never
+    /// synced); under the other policies it sets no bound.
+    fn first_mark(config: &WalConfig, active: &FileRef, id: u64, end: u64) -> Result<MarkWriter> {
+        let bound = match config.fsync_policy {
+            FsyncPolicy::Always => {
+                if end > 0 {
+                    active
+                        .sync_data()
+                        .map_err(|e| Error::io("fdatasync of the recovered segment", e))?;
+                }
+                Some(Position {
+                    segment_id: id,
+                    offset: end,
+                })
+            }
+            _ => None,
+        };
+        MarkWriter::open(&*config.vfs, &config.dir, bound)
+            .map_err(|e| Error::io(format!("writing {}", mark::path(&config.dir).display()), e))
+    }
+
+    /// The writer's durable mark as it is now (read from its file); `None` when no
+    /// writer of this version has published one. For a read-only log.
+    pub fn current_mark(&self) -> Option<Mark> {
+        let mut file = self
+            .inner
+            .mark_file
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if file.is_none() {
+            let path = mark::path(&self.inner.config.dir);
+            *file = self.inner.config.vfs.open(&path, OpenMode::Read).ok();
+        }
+        mark::read_file(&**file.as_ref()?)
+    }
+
+    /// The mark a read-only log was opened with.
+    pub fn opened_mark(&self) -> Option<Mark> {
+        self.inner.opened_mark
+    }
+
+    /// The record at `pos`: its length and stored CRC (what tells one record from
+    /// another), or `None` when the log holds no whole record there now.
+    pub fn record_tail(&self, pos: Position) -> Result<Option<(u64, u32)>> {
+        let file = match self.inner.read_file(pos.segment_id) {
+            Ok(f) => f,
+            Err(_) => return Ok(None),
+        };
+        let io = |e| Error::io(format!("reading {}", segment::file_name(pos.segment_id)), e);
+        let mut head = [0u8; super::record::MAX_OVERHEAD];
+        let got = vfs::read_at_most(&*file, &mut head, pos.offset).map_err(io)?;
+        let Some(len) = super::record::peek_len(&head[..got]) else {
+            return Ok(None);
+        };
+        let mut crc = [0u8; 4];
+        let end = pos.offset + len as u64;
+        if len < 4 || vfs::read_at_most(&*file, &mut crc, end - 4).map_err(io)? < 4 {
+            return Ok(None);
+        }
+        Ok(Some((len as u64, u32::from_le_bytes(crc))))
     }
 
     pub fn config(&self) -> &WalConfig {
@@ -728,6 +834,7 @@ impl Inner {
         }
         let chunk = std::mem::take(&mut st.buf);
         let file = st.active.clone();
+        let segment_id = st.active_id;
         let at = st.written_off;
         let target = st.appended;
         drop(st);
@@ -774,6 +881,12 @@ impl Inner {
                 if st.appended == target {
                     st.dirty_since = None;
                 }
+                let bound = Position {
+                    segment_id,
+                    offset: st.durable_off,
+                };
+                drop(st);
+                self.publish_durable(bound);
                 Ok(())
             }
             Err(e) => {
@@ -805,6 +918,18 @@ impl Inner {
                 self.progress.notify_all();
                 Err(failure)
             }
+        }
+    }
+
+    /// Under `Always`, tells readers in other processes that the records before `bound`
+    /// are durable. A failure is not the append's: its records are durable; readers see
+    /// them with the next mark that is written.
+    fn publish_durable(&self, bound: Position) {
+        if self.config.fsync_policy != FsyncPolicy::Always {
+            return;
+        }
+        if let Some(m) = &self.mark {
+            let _ = m.publish(bound);
         }
     }
 

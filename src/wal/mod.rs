@@ -2,6 +2,7 @@
 //! segments of CRC-checked records, group commit, fsync policies, recovery, reading.
 
 mod log;
+pub mod mark;
 pub mod process;
 mod reader;
 pub mod record;
@@ -13,9 +14,8 @@ mod stats;
 pub mod vfs;
 
 pub use log::{Appended, Lsn, Wal};
-#[allow(unused_imports)]
-pub(crate) use reader::SegmentCursor;
 pub use reader::WalReader;
+pub(crate) use reader::{changed, is_changed, SegmentCursor};
 pub use record::{Compression, Record, RecordRef};
 pub use recovery::RecoveryInfo;
 pub use stats::WalStatsSnapshot;

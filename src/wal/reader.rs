@@ -10,6 +10,36 @@ use super::Position;
 use crate::error::{Error, ErrorKind, Result};
 use std::sync::Arc;
 
+/// How every "the log changed under a reader" error begins (see `changed`).
+const CHANGED: &str = "the log changed under this read-only store";
+
+/// The error of a reader in another process whose log changed below what it already
+/// read: records it counted are gone or different, as after a writer's recovery dropped
+/// records that were never made durable. Nothing it reads from then on can be trusted to
+/// follow on; a new open reads the log as it is. (`EVS_ERR_IO` for now: the C contract of
+/// version 1 has no code of its own for it.)
+pub(crate) fn changed(detail: impl std::fmt::Display) -> Error {
+    Error::new(
+        ErrorKind::Io,
+        format!("{CHANGED} ({detail}); reopen the store to read the log as it is now"),
+    )
+}
+
+/// Whether `e` is a `changed` error.
+pub(crate) fn is_changed(e: &Error) -> bool {
+    e.kind == ErrorKind::Io && e.message.starts_with(CHANGED)
+}
+
+/// How far a reader may read segment `id` now.
+struct Bounds {
+    /// Up to here.
+    limit: u64,
+    /// Reading may go on in the next segment once this one is read up to `limit`.
+    has_next: bool,
+    /// The file's length.
+    len: u64,
+}
+
 /// Walks records in log order from a position, borrowing each from its read buffer.
 pub(crate) struct SegmentCursor {
     inner: Arc<Inner>,
@@ -18,6 +48,8 @@ pub(crate) struct SegmentCursor {
     start_offset: u64,
     /// The readable end of the current segment when last asked: below it, no need to ask.
     known_limit: u64,
+    /// A reader's bound (the writer's durable mark): no record at or past it is read.
+    bound: Option<Position>,
 }
 
 impl SegmentCursor {
@@ -28,6 +60,16 @@ impl SegmentCursor {
             scanner: None,
             start_offset: from.offset,
             known_limit: 0,
+            bound: None,
+        }
+    }
+
+    /// Reads no record at or past `bound` (a reader of someone else's log, under the
+    /// writer's durable mark); `None`: up to what is written.
+    pub(crate) fn set_bound(&mut self, bound: Option<Position>) {
+        if bound != self.bound {
+            self.bound = bound;
+            self.known_limit = 0;
         }
     }
 
@@ -55,10 +97,14 @@ impl SegmentCursor {
         ))
     }
 
-    /// How far segment `id` may be read, and whether a later segment exists.
-    fn bounds(&self, id: u64) -> Result<Option<(u64, bool)>> {
+    /// How far segment `id` may be read now; `None` when it does not exist.
+    fn bounds(&self, id: u64) -> Result<Option<Bounds>> {
         if !self.inner.config.read_only {
-            return Ok(self.inner.segment_bounds(id));
+            return Ok(self.inner.segment_bounds(id).map(|(len, has_next)| Bounds {
+                limit: len,
+                has_next,
+                len,
+            }));
         }
         // Read-only: another process may be writing; ask the file system.
         let dir = &self.inner.config.dir;
@@ -68,7 +114,17 @@ impl SegmentCursor {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(format!("reading {}", segment::file_name(id)), e)),
         };
-        Ok(Some((len, vfs.stat(&segment::path(dir, id + 1)).is_ok())))
+        let (limit, has_next) = match self.bound {
+            // The durable records end in this segment: nothing after them is read yet.
+            Some(b) if b.segment_id == id => (len.min(b.offset), false),
+            Some(b) if b.segment_id < id => (0, false),
+            _ => (len, vfs.stat(&segment::path(dir, id + 1)).is_ok()),
+        };
+        Ok(Some(Bounds {
+            limit,
+            has_next,
+            len,
+        }))
     }
 
     /// The next record, or `None` when there is none yet.
@@ -81,8 +137,21 @@ impl SegmentCursor {
                 }
             }
             let id = self.segment_id;
-            let (limit, has_next) = match self.bounds(id)? {
+            let offset = self.position().offset;
+            let Bounds {
+                limit,
+                has_next,
+                len,
+            } = match self.bounds(id)? {
                 Some(b) => b,
+                // A log with no segment yet (the writer has not created it).
+                None if read_only && offset == 0 => return Ok(None),
+                None if read_only => {
+                    return Err(changed(format_args!(
+                        "segment {} it was reading is gone",
+                        segment::file_name(id)
+                    )))
+                }
                 None => {
                     return Err(Error::new(
                         ErrorKind::NotFound,
@@ -90,7 +159,12 @@ impl SegmentCursor {
                     ))
                 }
             };
-            let offset = self.position().offset;
+            if offset > len && read_only {
+                return Err(changed(format_args!(
+                    "segment {} is {len} bytes long, and {offset} of it were read",
+                    segment::file_name(id)
+                )));
+            }
             if offset > limit && !read_only {
                 return Err(Error::invalid(format!(
                     "offset {offset} is past the end ({limit}) of segment {}",
@@ -147,7 +221,14 @@ impl SegmentCursor {
         // A reader of someone else's log asks before reading: a successor that exists
         // then means this segment was complete when read. The writer's own reader knows
         // its segments' state and asks only when it meets bytes that do not decode.
-        let successor_before = read_only.then(|| matches!(self.bounds(id + 1), Ok(Some(_))));
+        let successor_before = read_only.then(|| {
+            let dir = &self.inner.config.dir;
+            self.inner
+                .config
+                .vfs
+                .stat(&segment::path(dir, id + 1))
+                .is_ok()
+        });
         let scanner = self.scanner.as_mut().expect("set by next");
         let bad = match scanner
             .next()
@@ -189,6 +270,11 @@ impl SegmentCursor {
             .map_err(|e| Error::io(format!("reading segment {}", segment::file_name(id)), e))?
             .is_none();
         if !zeros {
+            // Followed only by empty segments (a rotation a crash cut short), it is where
+            // a writer's recovery ends the log too: for a reader, the end for now.
+            if read_only && self.later_empty(id)? {
+                return Ok(None);
+            }
             return Err(damaged());
         }
         self.segment_id = id + 1;
@@ -196,6 +282,20 @@ impl SegmentCursor {
         self.start_offset = 0;
         self.known_limit = 0;
         self.next()
+    }
+
+    /// Whether every segment after `id` holds nothing but zeros.
+    fn later_empty(&self, id: u64) -> Result<bool> {
+        let (vfs, dir) = (&*self.inner.config.vfs, &self.inner.config.dir);
+        let later: Vec<u64> = (id + 1..)
+            .take_while(|&l| vfs.stat(&segment::path(dir, l)).is_ok())
+            .collect();
+        recovery::all_empty(vfs, dir, &later).map_err(|e| {
+            Error::io(
+                format!("reading the segments after {}", segment::file_name(id)),
+                e,
+            )
+        })
     }
 
     fn inner_next_segment(&self, id: u64) -> u64 {

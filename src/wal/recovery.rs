@@ -2,7 +2,7 @@
 //! torn tail of the last segment, and refuse (as corruption) anything that would leave a
 //! hole: a bad record with valid records after it, or a damaged segment that is not the last.
 
-use super::record::{self, RecordRef};
+use super::record::{self, DecodeError, RecordRef};
 use super::scan::{Scanner, Step};
 use super::segment;
 use super::vfs::{self, Kind, Vfs, VfsFile};
@@ -45,19 +45,75 @@ enum Tail {
     ValidAfter { at: u64 },
 }
 
+/// What part of the log recovery reads.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Range {
+    /// Everything before this is trusted (the end of what a checkpoint covers).
+    pub start: Position,
+    /// The key the record at `start` has, when keys are positions (the event store's
+    /// logs): damage with no valid record before it is then searched for valid records
+    /// with the key filter too, which keeps the search linear.
+    pub start_key: Option<u64>,
+    /// A reader's bound (the writer's durable mark): records at or past it are not read.
+    pub until: Option<Position>,
+}
+
+/// How often, and how long apart, a reader looks again at damage that valid records
+/// follow before it calls it corruption: a writer's write in flight can show a later page
+/// before an earlier one, for a moment.
+const SETTLE_TRIES: u32 = 3;
+const SETTLE_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// Recovers the log in `dir`, calling `visit` for each valid record in order. With
 /// `writable`, a torn tail is truncated, a sealed segment left unfinished is finalized,
 /// and empty segments a crashed rotation left after the last record are removed.
 /// Without it (a reader beside a possible writer), an unreadable tail of the last segment
-/// is where the log ends for now.
+/// is where the log ends for now; damage that valid records follow is corruption for
+/// every open.
 pub(crate) fn recover(
     vfs: &dyn Vfs,
     dir: &Path,
     writable: bool,
-    start: Position,
+    range: Range,
     visit: &mut dyn FnMut(Position, &RecordRef<'_>) -> Result<()>,
 ) -> Result<Recovered> {
-    let mut ids =
+    let ids = segment_ids(vfs, dir, range.start)?;
+    let until = range.until.map(|u| u.max(range.start));
+    let mut r = Recovery {
+        vfs,
+        dir,
+        writable,
+        until,
+        next_key: range.start_key,
+        info: RecoveryInfo::default(),
+        segments: Vec::with_capacity(ids.len()),
+    };
+    for (i, &id) in ids.iter().enumerate() {
+        if id < range.start.segment_id {
+            r.covered(id)?;
+            continue;
+        }
+        if until.is_some_and(|u| id > u.segment_id) {
+            break;
+        }
+        let from = if id == range.start.segment_id {
+            range.start.offset
+        } else {
+            0
+        };
+        if r.segment(id, from, &ids[i + 1..], visit)? == Next::Stop {
+            break;
+        }
+    }
+    Ok(Recovered {
+        info: r.info,
+        segments: r.segments,
+    })
+}
+
+/// The log's segment ids, ascending; refuses a gap, or a checkpoint's segment missing.
+fn segment_ids(vfs: &dyn Vfs, dir: &Path, start: Position) -> Result<Vec<u64>> {
+    let ids =
         segment::list(vfs, dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
     for pair in ids.windows(2) {
         if pair[1] != pair[0] + 1 {
@@ -77,62 +133,174 @@ pub(crate) fn recover(
             dir.display()
         )));
     }
-    let mut info = RecoveryInfo::default();
-    let mut segments = Vec::with_capacity(ids.len());
-    // The key of the last valid record, when it is a position (8 bytes): a record found
-    // after damage counts as valid data only if it continues this sequence.
-    let mut last_key: Option<u64> = None;
-    let mut i = 0;
-    while i < ids.len() {
-        let id = ids[i];
-        let is_last = i + 1 == ids.len();
-        let name = segment::path(dir, id);
-        i += 1;
-        if id < start.segment_id {
-            // Covered by a checkpoint: complete and finalized when the next one began.
-            let st = vfs
-                .stat(&name)
-                .map_err(|e| Error::io(format!("reading {}", name.display()), e))?;
-            if st.kind != Kind::File {
-                return Err(Error::corrupt(format!(
-                    "{} is not a regular file",
-                    name.display()
-                )));
-            }
-            segments.push((id, st.len));
-            continue;
-        }
-        let from = if id == start.segment_id {
-            start.offset
-        } else {
-            0
-        };
-        let file = segment::open(vfs, dir, id, writable)
-            .map_err(|e| Error::io(format!("opening {}", name.display()), e))?;
-        let file_len = file
-            .len()
+    Ok(ids)
+}
+
+/// Whether recovery goes on with the next segment.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    Go,
+    Stop,
+}
+
+/// Recovery's state as it walks the segments.
+struct Recovery<'a> {
+    vfs: &'a dyn Vfs,
+    dir: &'a Path,
+    writable: bool,
+    until: Option<Position>,
+    /// The key the next valid record has, when keys are positions: a record found after
+    /// damage counts as valid data only if it continues this sequence.
+    next_key: Option<u64>,
+    info: RecoveryInfo,
+    segments: Vec<(u64, u64)>,
+}
+
+/// One segment's walk: where its records stop and why.
+#[derive(Default)]
+struct Walk {
+    /// The end of the records, or where bad bytes start.
+    end: u64,
+    bad: Option<DecodeError>,
+    /// Records of a batch whose last record has not been seen yet: the scanner holds their
+    /// bytes, so they are visited from its buffer once the batch is complete.
+    pending: Vec<Position>,
+    /// The key of the first of them, when it is a position.
+    first_pending_key: Option<u64>,
+}
+
+impl Walk {
+    /// Where the valid, complete records end: before an unfinished batch, if any.
+    fn valid_end(&self) -> u64 {
+        self.pending.first().map_or(self.end, |p| p.offset)
+    }
+}
+
+impl Recovery<'_> {
+    /// A segment a checkpoint covers: complete and finalized when the next one began.
+    fn covered(&mut self, id: u64) -> Result<()> {
+        let name = segment::path(self.dir, id);
+        let st = self
+            .vfs
+            .stat(&name)
             .map_err(|e| Error::io(format!("reading {}", name.display()), e))?;
+        if st.kind != Kind::File {
+            return Err(Error::corrupt(format!(
+                "{} is not a regular file",
+                name.display()
+            )));
+        }
+        self.segments.push((id, st.len));
+        Ok(())
+    }
+
+    /// Recovers segment `id` from offset `from`; `later` are the ids after it.
+    fn segment(
+        &mut self,
+        id: u64,
+        from: u64,
+        later: &[u64],
+        visit: &mut dyn FnMut(Position, &RecordRef<'_>) -> Result<()>,
+    ) -> Result<Next> {
+        let name = segment::path(self.dir, id);
+        let io_err = |e| Error::io(format!("reading {}", name.display()), e);
+        // The segment of a reader's bound is the last one it reads.
+        let bounded = self.until.is_some_and(|u| u.segment_id == id);
+        let is_last = later.is_empty() || bounded;
+        let file = segment::open(self.vfs, self.dir, id, self.writable)
+            .map_err(|e| Error::io(format!("opening {}", name.display()), e))?;
+        let file_len = file.len().map_err(io_err)?;
         if from > file_len {
             return Err(Error::corrupt(format!(
                 "{} is shorter ({file_len} bytes) than the checkpoint says ({from})",
                 name.display()
             )));
         }
-        // The scanner reads no further than the file's last data: past it are holes or
-        // never written preallocation, and reading those would put zero pages in the page
-        // cache, which the file system then reports as data (the tail check below would
-        // read all of them again).
-        let data_end = data_end(&*file, from, file_len)
-            .map_err(|e| Error::io(format!("reading {}", name.display()), e))?;
-        let mut scanner = Scanner::new(file, from, data_end);
-        scanner.set_reread_on_bad(!writable);
-        info.segments_scanned += 1;
-        // Records of a batch whose last record has not been seen yet: the scanner holds
-        // their bytes, so they are visited from its buffer once the batch is complete.
-        let mut pending: Vec<Position> = Vec::new();
-        // The key of the first of them, when it is a position.
-        let mut first_pending_key: Option<u64> = None;
-        let (end, bad) = loop {
+        let mut scanner = Scanner::new(file.clone(), from, self.scan_limit(&file, id, from)?);
+        scanner.set_reread_on_bad(!self.writable);
+        self.info.segments_scanned += 1;
+        let mut walk = Walk::default();
+        let (tail, file_len) = self.walk_settled(&mut scanner, id, &mut walk, visit)?;
+        let Some(tail) = tail else {
+            if self.writable && !is_last && walk.end < file_len {
+                segment::finalize(&*file, walk.end)
+                    .map_err(|e| Error::io(format!("finalizing {}", name.display()), e))?;
+            }
+            self.segments.push((id, walk.end));
+            return Ok(if bounded { Next::Stop } else { Next::Go });
+        };
+        let later_empty = is_last || all_empty(self.vfs, self.dir, later).map_err(io_err)?;
+        self.settle_tail(id, tail, &walk, &file, file_len, is_last, later_empty)?;
+        self.segments.push((id, walk.valid_end()));
+        if !is_last && later_empty && self.writable {
+            self.remove_empty(later)?;
+        }
+        Ok(if later_empty { Next::Stop } else { Next::Go })
+    }
+
+    /// How far the scanner may read segment `id` from `from`: the file's last data (past
+    /// it are holes or never written preallocation, and reading those would put zero
+    /// pages in the page cache, which the file system then reports as data), and no
+    /// further than a reader's bound.
+    fn scan_limit(&self, file: &super::vfs::FileRef, id: u64, from: u64) -> Result<u64> {
+        let name = || segment::path(self.dir, id).display().to_string();
+        let len = file
+            .len()
+            .map_err(|e| Error::io(format!("reading {}", name()), e))?;
+        let end = data_end(&**file, from, len)
+            .map_err(|e| Error::io(format!("reading {}", name()), e))?;
+        Ok(match self.until {
+            Some(u) if u.segment_id == id => end.min(u.offset.max(from)),
+            _ => end,
+        })
+    }
+
+    /// Walks the segment and judges what stops the walk (`None`: nothing but its end), with
+    /// the file's length then. A reader that finds damage with valid records after it
+    /// looks again a few times before it believes it: a writer's write may be in flight.
+    fn walk_settled(
+        &mut self,
+        scanner: &mut Scanner,
+        id: u64,
+        walk: &mut Walk,
+        visit: &mut dyn FnMut(Position, &RecordRef<'_>) -> Result<()>,
+    ) -> Result<(Option<Tail>, u64)> {
+        let name = segment::path(self.dir, id);
+        let io_err = |e| Error::io(format!("reading {}", name.display()), e);
+        let mut tries = 0;
+        loop {
+            self.walk(scanner, id, walk, visit)?;
+            let file = scanner.file().clone();
+            let file_len = file.len().map_err(io_err)?;
+            let tail = match walk.bad {
+                Some(_) => {
+                    let expected = walk.first_pending_key.or(self.next_key);
+                    classify_tail(&*file, walk.end, file_len, expected).map_err(io_err)?
+                }
+                None if walk.pending.is_empty() => return Ok((None, file_len)),
+                None => Tail::Zeros,
+            };
+            let in_flight = !self.writable && matches!(tail, Tail::ValidAfter { .. });
+            if !in_flight || tries == SETTLE_TRIES {
+                return Ok((Some(tail), file_len));
+            }
+            tries += 1;
+            std::thread::sleep(SETTLE_PAUSE);
+            scanner.set_limit(self.scan_limit(&file, id, walk.end)?);
+        }
+    }
+
+    /// Scans on from where `scanner` is, visiting each complete batch, until the records
+    /// stop (`walk.end`, `walk.bad`).
+    fn walk(
+        &mut self,
+        scanner: &mut Scanner,
+        id: u64,
+        walk: &mut Walk,
+        visit: &mut dyn FnMut(Position, &RecordRef<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let name = segment::path(self.dir, id);
+        loop {
             let step = scanner
                 .next()
                 .map_err(|e| Error::io(format!("reading {}", name.display()), e))?;
@@ -142,22 +310,28 @@ pub(crate) fn recover(
                     let key = <[u8; 8]>::try_from(rec.key).ok().map(u64::from_le_bytes);
                     (offset, rec.batch_continues(), key)
                 }
-                Step::End { offset } => break (offset, None),
-                Step::Bad { offset, error } => break (offset, Some(error)),
+                Step::End { offset } => {
+                    (walk.end, walk.bad) = (offset, None);
+                    return Ok(());
+                }
+                Step::Bad { offset, error } => {
+                    (walk.end, walk.bad) = (offset, Some(error));
+                    return Ok(());
+                }
             };
-            if key.is_some() {
-                last_key = key;
+            if let Some(k) = key {
+                self.next_key = Some(k.wrapping_add(1));
             }
             let pos = Position {
                 segment_id: id,
                 offset,
             };
             if continues {
-                if pending.is_empty() {
+                if walk.pending.is_empty() {
                     scanner.hold(offset);
-                    first_pending_key = key;
+                    walk.first_pending_key = key;
                 }
-                pending.push(pos);
+                walk.pending.push(pos);
                 continue;
             }
             let lost = || {
@@ -166,111 +340,90 @@ pub(crate) fn recover(
                     name.display()
                 ))
             };
-            for p in pending.drain(..) {
+            for p in walk.pending.drain(..) {
                 let d = scanner.record_at(p.offset).ok_or_else(lost)?;
                 visit(p, &d.record)?;
-                info.valid_records += 1;
+                self.info.valid_records += 1;
             }
+            walk.first_pending_key = None;
             scanner.release();
             let (_, d) = scanner.last_record().ok_or_else(lost)?;
             visit(pos, &d.record)?;
-            info.valid_records += 1;
-            info.last_valid_position = Some(pos);
-        };
-        let file = scanner.file();
-        // Where the valid, complete records end: before an unfinished batch, if any.
-        let valid_end = pending.first().map_or(end, |p| p.offset);
-        if bad.is_none() && pending.is_empty() {
-            if writable && !is_last && end < file_len {
-                segment::finalize(&**file, end)
-                    .map_err(|e| Error::io(format!("finalizing {}", name.display()), e))?;
-            }
-            segments.push((id, end));
-            continue;
+            self.info.valid_records += 1;
+            self.info.last_valid_position = Some(pos);
         }
-        let what = match bad {
+    }
+
+    /// Acts on what follows a segment's valid records: refuses a hole, or damage in a
+    /// segment that is not the last; a writer cuts a torn tail (a reader takes it for
+    /// bytes not written yet) and finalizes a sealed segment's zero tail.
+    #[allow(clippy::too_many_arguments)]
+    fn settle_tail(
+        &mut self,
+        id: u64,
+        tail: Tail,
+        walk: &Walk,
+        file: &super::vfs::FileRef,
+        file_len: u64,
+        is_last: bool,
+        later_empty: bool,
+    ) -> Result<()> {
+        let here = segment::path(self.dir, id).display().to_string();
+        let what = match walk.bad {
             Some(e) => e.describe(),
             None => "a batch is cut short",
         };
-        let io_err = |e| Error::io(format!("reading {}", name.display()), e);
-        // Damage is a torn tail only in the segment that holds the last record: the last
-        // one, or one followed only by empty segments (a rotation that crashed before its
-        // first record, or a reader seeing a rotation half done).
-        let later_empty = if is_last {
-            true
-        } else {
-            all_empty(vfs, dir, &ids[i..]).map_err(io_err)?
-        };
-        if !writable && later_empty {
-            // Another process may be writing these bytes right now: the log ends here
-            // for this reader; a writer's recovery decides what they are.
-            segments.push((id, valid_end));
-            ids.drain(i..).for_each(|later| segments.push((later, 0)));
-            break;
-        }
-        // The previous records' last key, for the "valid data after damage" check: the
-        // damaged record itself may have updated it from inside an unfinished batch.
-        let key_before = match pending.first() {
-            Some(_) => first_pending_key.map(|k| k.wrapping_sub(1)),
-            None => last_key,
-        }
-        .or(last_key);
-        let tail = match bad {
-            Some(_) => classify_tail(&**file, end, file_len, key_before).map_err(io_err)?,
-            None => Tail::Zeros,
-        };
+        let (end, valid_end) = (walk.end, walk.valid_end());
         match tail {
-            Tail::ValidAfter { at } => {
-                return Err(Error::corrupt(format!(
-                    "{}: a damaged record at offset {end} ({what}) is followed by a valid record at offset {at}; refusing to drop it",
-                    name.display()
-                )))
-            }
-            Tail::Zeros if pending.is_empty() => {
+            Tail::ValidAfter { at } => Err(Error::corrupt(format!(
+                "{here}: a damaged record at offset {end} ({what}) is followed by a valid record at offset {at}; refusing to drop it"
+            ))),
+            Tail::Zeros if walk.pending.is_empty() => {
                 // Preallocated space never written: the normal end of an unfinished
                 // segment, sealed or not.
-                info.zero_tail_bytes += file_len - end;
-                if writable && !is_last {
+                self.info.zero_tail_bytes += file_len - end;
+                if self.writable && !is_last {
                     segment::finalize(&**file, end)
-                        .map_err(|e| Error::io(format!("finalizing {}", name.display()), e))?;
+                        .map_err(|e| Error::io(format!("finalizing {here}"), e))?;
                 }
+                Ok(())
             }
-            _ if !later_empty => {
-                return Err(Error::corrupt(format!(
-                    "{}: damaged record at offset {valid_end} ({what}) in a segment that is not the last",
-                    name.display()
-                )))
-            }
+            _ if !later_empty => Err(Error::corrupt(format!(
+                "{here}: damaged record at offset {valid_end} ({what}) in a segment that is not the last"
+            ))),
+            // Another process may be writing these bytes right now: the log ends here for
+            // this reader; a writer's recovery decides what they are.
+            _ if !self.writable => Ok(()),
             tail => {
                 let data_end = match tail {
                     Tail::Torn { data_end } => data_end,
                     _ => end,
                 };
-                info.corruption_detected = true;
-                info.bytes_truncated += data_end.saturating_sub(valid_end);
+                self.info.corruption_detected = true;
+                self.info.bytes_truncated += data_end.saturating_sub(valid_end);
                 cut_tail(&**file, valid_end, file_len)
-                    .map_err(|e| Error::io(format!("truncating {}", name.display()), e))?;
+                    .map_err(|e| Error::io(format!("truncating {here}"), e))
             }
-        }
-        segments.push((id, valid_end));
-        if !is_last && later_empty {
-            // Segments after the last record that never received one: a rotation that
-            // crashed; appends continue in this segment.
-            for &later in &ids[i..] {
-                let p = segment::path(dir, later);
-                vfs.remove_file(&p)
-                    .map_err(|e| Error::io(format!("removing empty {}", p.display()), e))?;
-            }
-            vfs.sync_dir(dir)
-                .map_err(|e| Error::io(format!("syncing {}", dir.display()), e))?;
-            break;
         }
     }
-    Ok(Recovered { info, segments })
+
+    /// Removes segments after the last record that never received one (a rotation that
+    /// crashed): appends continue in the segment before them.
+    fn remove_empty(&self, later: &[u64]) -> Result<()> {
+        for &id in later {
+            let p = segment::path(self.dir, id);
+            self.vfs
+                .remove_file(&p)
+                .map_err(|e| Error::io(format!("removing empty {}", p.display()), e))?;
+        }
+        self.vfs
+            .sync_dir(self.dir)
+            .map_err(|e| Error::io(format!("syncing {}", self.dir.display()), e))
+    }
 }
 
 /// Whether every segment in `ids` holds nothing but zeros.
-fn all_empty(vfs: &dyn Vfs, dir: &Path, ids: &[u64]) -> io::Result<bool> {
+pub(crate) fn all_empty(vfs: &dyn Vfs, dir: &Path, ids: &[u64]) -> io::Result<bool> {
     for &id in ids {
         let f = segment::open(vfs, dir, id, false)?;
         let len = f.len()?;
@@ -295,14 +448,15 @@ fn cut_tail(file: &dyn VfsFile, end: u64, file_len: u64) -> io::Result<()> {
 ///
 /// A valid record after the damage counts only if it starts at or past the end the
 /// damaged record's own header claims (a record encoded inside a torn record's payload
-/// is payload), and, when keys are positions, if its key comes after `last_key`. Every
-/// candidate is filtered by its header and key before its CRC is computed, so the scan
-/// is linear in the tail.
+/// is payload), and, when keys are positions (`next_key` is the key the damaged record
+/// should have had), if its key is `next_key` or a later one the damaged bytes leave room
+/// for. Every candidate is filtered by its header and key before its CRC is computed, so
+/// with a key to expect the scan is linear in the tail.
 fn classify_tail(
     file: &dyn VfsFile,
     from: u64,
     file_len: u64,
-    last_key: Option<u64>,
+    next_key: Option<u64>,
 ) -> io::Result<Tail> {
     let data_end = match last_nonzero_end(file, from, file_len)? {
         None => return Ok(Tail::Zeros),
@@ -334,19 +488,23 @@ fn classify_tail(
             buf.len().saturating_sub(OVERLAP as usize)
         };
         for i in 0..scan_to {
+            // A record with an 8-byte key starts with its key length, the byte 8 (how the
+            // encoder writes it): with a key to expect, other offsets are passed at once.
+            if next_key.is_some() && buf[i] != 8 {
+                continue;
+            }
             if buf[i] == 0 && buf[i..].iter().take(16).all(|&b| b == 0) {
                 continue;
             }
             let Ok(d) = record::decode_verified(&buf[i..]) else {
                 continue;
             };
-            if let (Some(last), Ok(k)) = (last_key, <[u8; 8]>::try_from(d.record.key)) {
-                let k = u64::from_le_bytes(k);
-                if k <= last || k - last > data_end - from {
-                    continue;
+            if let Some(next) = next_key {
+                let key = <[u8; 8]>::try_from(d.record.key).map(u64::from_le_bytes);
+                match key {
+                    Ok(k) if k >= next && k - next < data_end - from => {}
+                    _ => continue,
                 }
-            } else if last_key.is_some() {
-                continue;
             }
             if record::decode(&buf[i..]).is_ok() {
                 return Ok(Tail::ValidAfter {

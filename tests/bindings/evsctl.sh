@@ -140,8 +140,10 @@ cp -r "$damaged" "$work/damaged-snap"
 flip "$seg" "MARK-12-"
 run 1 verify "$damaged" && has_err "EVS_ERR_CORRUPT" && has_err "$(basename "$seg")" && has_err "offset" && ok ||
     no "verify of a damaged store: $err"
-# read-only, the damage reads as the end of the newest segment (see evsctl verify --help)
-run 0 verify --read-only "$damaged" && has "ok: 12 events" && has "checked read-only" && ok || no "verify --read-only of a damaged store: $out"
+# read-only too: damage that valid records follow is corruption for every open (issue 19)
+run 1 verify --read-only "$damaged" && has_err "EVS_ERR_CORRUPT" && has_err "$(basename "$seg")" && ok ||
+    no "verify --read-only of a damaged store: $out $err"
+run 1 info "$damaged" && has_err "EVS_ERR_CORRUPT" && ok || no "info of a damaged store: $out $err"
 
 # damage before a snapshot: recovery does not read it, the full read does
 "$evsctl" snapshot "$work/damaged-snap" > /dev/null

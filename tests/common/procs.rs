@@ -53,6 +53,8 @@ struct Kid {
     name: String,
     child: Child,
     stdin: Option<ChildStdin>,
+    /// Killed by the parent on purpose.
+    killed: bool,
 }
 
 /// The children of one test; every line they report arrives on one channel.
@@ -121,6 +123,7 @@ impl Children {
             name: format!("{role} (pid {})", child.id()),
             child,
             stdin,
+            killed: false,
         });
         self.open += 1;
         index
@@ -146,6 +149,19 @@ impl Children {
         stdin.flush().expect("telling a child to go on");
     }
 
+    /// Kills child `i` at once (SIGKILL) and waits for it: a crash in the middle of
+    /// whatever it was doing.
+    pub fn kill(&mut self, i: usize) {
+        let kid = &mut self.kids[i];
+        kid.stdin.take();
+        kid.child
+            .kill()
+            .unwrap_or_else(|e| panic!("killing {}: {e}", kid.name));
+        let _ = kid.child.wait();
+        // Its exit status is a kill, which `wait_all` must not count as a failure.
+        kid.killed = true;
+    }
+
     pub fn name(&self, i: usize) -> &str {
         &self.kids[i].name
     }
@@ -160,7 +176,7 @@ impl Children {
         for kid in &mut self.kids {
             kid.stdin.take();
             let status = kid.child.wait().expect("waiting for a child");
-            if !status.success() {
+            if !status.success() && !kid.killed {
                 failed.push(format!("{}: {status}", kid.name));
             }
         }

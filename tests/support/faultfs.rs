@@ -687,3 +687,214 @@ impl Vfs for FaultFs {
         }))
     }
 }
+
+/// The real file system with faults planted in the log's segment files (`*.wal`), for
+/// tests whose processes share a store: a writer that fails runs on it, a reader in
+/// another process reads the same files through the OS. Faults are planned per process
+/// with `set_plan`, which also restarts the counts.
+#[derive(Debug, Clone, Default)]
+pub struct OsFaults {
+    st: Arc<Mutex<OsState>>,
+}
+
+/// Which segment operation fails, and how.
+#[derive(Clone, Default)]
+pub struct OsPlan {
+    /// The k-th fdatasync of a segment (1-based) waits this long (a device retrying),
+    /// then fails with EIO.
+    pub fail_sync: Option<(u64, std::time::Duration)>,
+    /// A failed fdatasync also loses what was written to the file since its last sync:
+    /// it reads as zeros from then on (a kernel that dropped the pages it could not
+    /// write back).
+    pub lose_unsynced: bool,
+    /// The k-th write to a segment (1-based) stores the first half of its bytes and then
+    /// never returns (the process is to be killed in the middle of it).
+    pub tear_write: Option<u64>,
+    /// Called when a planted fault happens, with what happened.
+    pub on_fault: Option<FaultHook>,
+}
+
+/// What `OsPlan::on_fault` calls.
+pub type FaultHook = Arc<dyn Fn(&str) + Send + Sync>;
+
+impl std::fmt::Debug for OsPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OsPlan")
+            .field("fail_sync", &self.fail_sync)
+            .field("lose_unsynced", &self.lose_unsynced)
+            .field("tear_write", &self.tear_write)
+            .finish()
+    }
+}
+
+#[derive(Debug, Default)]
+struct OsState {
+    plan: OsPlan,
+    writes: u64,
+    syncs: u64,
+    /// Per segment: the byte range written since its last successful sync.
+    dirty: HashMap<PathBuf, (u64, u64)>,
+}
+
+impl OsFaults {
+    pub fn new() -> OsFaults {
+        OsFaults::default()
+    }
+
+    pub fn arc(&self) -> Arc<dyn Vfs> {
+        Arc::new(self.clone())
+    }
+
+    /// Plans the faults to come; counts start again from zero.
+    pub fn set_plan(&self, plan: OsPlan) {
+        let mut st = self.lock();
+        st.plan = plan;
+        st.writes = 0;
+        st.syncs = 0;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, OsState> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn fault(&self, what: &str) {
+        let hook = self.lock().plan.on_fault.clone();
+        if let Some(h) = hook {
+            h(what);
+        }
+    }
+}
+
+fn os_vfs() -> Arc<dyn Vfs> {
+    evstore::wal::vfs::os()
+}
+
+/// A segment file of `OsFaults`.
+#[derive(Debug)]
+struct OsSegment {
+    fs: OsFaults,
+    path: PathBuf,
+    file: FileRef,
+}
+
+impl VfsFile for OsSegment {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.file.read_at(buf, offset)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
+        let tear = {
+            let mut st = self.fs.lock();
+            st.writes += 1;
+            let end = offset + buf.len() as u64;
+            let range = st.dirty.entry(self.path.clone()).or_insert((offset, end));
+            *range = (range.0.min(offset), range.1.max(end));
+            st.plan.tear_write == Some(st.writes)
+        };
+        if !tear {
+            return self.file.write_at(buf, offset);
+        }
+        evstore::wal::vfs::write_all_at(&*self.file, &buf[..buf.len() / 2], offset)?;
+        self.fs.fault(&format!(
+            "torn write of {} bytes at {offset} of {}",
+            buf.len(),
+            self.path.display()
+        ));
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        let fail = {
+            let mut st = self.fs.lock();
+            st.syncs += 1;
+            let n = st.syncs;
+            st.plan.fail_sync.filter(|&(k, _)| k == n).map(|(_, d)| d)
+        };
+        let Some(delay) = fail else {
+            self.file.sync_data()?;
+            self.fs.lock().dirty.remove(&self.path);
+            return Ok(());
+        };
+        std::thread::sleep(delay);
+        let (lose, dirty) = {
+            let mut st = self.fs.lock();
+            (st.plan.lose_unsynced, st.dirty.remove(&self.path))
+        };
+        if let (true, Some((from, to))) = (lose, dirty) {
+            let len = self.file.len()?.min(to);
+            if len > from {
+                let zeros = vec![0u8; (len - from) as usize];
+                evstore::wal::vfs::write_all_at(&*self.file, &zeros, from)?;
+            }
+        }
+        self.fs
+            .fault(&format!("failed fdatasync of {}", self.path.display()));
+        Err(io::Error::from_raw_os_error(libc::EIO))
+    }
+
+    fn sync_all(&self) -> io::Result<()> {
+        self.file.sync_all()?;
+        self.fs.lock().dirty.remove(&self.path);
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        self.file.allocate(len)
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        self.file.len()
+    }
+
+    fn data_region(&self, at: u64) -> io::Result<Option<(u64, u64)>> {
+        self.file.data_region(at)
+    }
+}
+
+impl Vfs for OsFaults {
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<FileRef> {
+        let file = os_vfs().open(path, mode)?;
+        if path.extension().is_none_or(|x| x != "wal") {
+            return Ok(file);
+        }
+        Ok(Arc::new(OsSegment {
+            fs: self.clone(),
+            path: path.to_path_buf(),
+            file,
+        }))
+    }
+
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        os_vfs().create_dir(path)
+    }
+
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        os_vfs().list_dir(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        os_vfs().rename(from, to)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        os_vfs().remove_file(path)
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        os_vfs().sync_dir(path)
+    }
+
+    fn stat(&self, path: &Path) -> io::Result<Stat> {
+        os_vfs().stat(path)
+    }
+
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn Any + Send + Sync>> {
+        os_vfs().lock(path)
+    }
+}

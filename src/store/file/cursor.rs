@@ -54,7 +54,7 @@ impl ForwardCursor {
         // has, not for every event.
         let mut committed = self.store.committed();
         if self.next >= committed {
-            committed = self.store.next_position();
+            committed = self.store.next_position()?;
             if self.next >= committed {
                 return Ok(None);
             }

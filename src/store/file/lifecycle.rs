@@ -185,6 +185,15 @@ pub(super) fn apply_entry(
     }
 }
 
+/// The error for a lifecycle entry that a batch's record says continues, or that is in a
+/// batch: the writer never writes one so.
+pub(super) fn entry_in_batch(position: u64) -> Error {
+    Error::corrupt(format!(
+        "a lifecycle entry at position {position} inside a batch"
+    ))
+    .at_position(position)
+}
+
 /// Whether a lifecycle entry's operation is what `req` asks for (a retry with the same
 /// id must ask for the same thing; its expected version may no longer hold).
 fn same_request(req: &LifecycleRequest<'_>, op: &LifecycleOp) -> bool {
@@ -521,6 +530,25 @@ impl FileStore {
             return Err(crate::store::wrong_expected_version(0, &part, version).without_part());
         }
         Ok(op)
+    }
+
+    /// A read-only store: takes in the writer's lifecycle entry at `position` (its
+    /// record at `at`), a batch of its own.
+    pub(super) fn take_in_entry(&self, at: Position, position: u64, entry: &Entry) {
+        let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+        apply_entry(
+            &mut index,
+            &self.projections,
+            &self.ids,
+            at,
+            position,
+            entry,
+        );
+        self.removing.store(true, Ordering::Release);
+        let n = index.len();
+        self.committed.store(n, Ordering::Release);
+        drop(index);
+        self.publish(n);
     }
 
     /// Whether a hard delete of `stream` waits in `pending` (under `Always`).

@@ -4,6 +4,7 @@
 mod cursor;
 mod dedupe;
 pub mod envelope;
+mod follow;
 mod index;
 mod lifecycle;
 mod lock;
@@ -66,10 +67,8 @@ pub(super) struct Writer {
     pending_entries: usize,
     /// Scratch space for encoding.
     scratch: Vec<u8>,
-    /// Read-only stores: where to look for another process's new records, and the
-    /// records of a batch not yet complete.
-    tail: Option<crate::wal::SegmentCursor>,
-    tail_batch: Vec<(Position, Event)>,
+    /// Read-only stores: the writer they follow (see `follow`).
+    follow: Option<follow::Follow>,
     /// The log's failure epoch this writer state matches (see `catch_up_epoch`).
     epoch: u64,
 }
@@ -486,9 +485,10 @@ impl FileStore {
         let committed = index.len();
         let last_timestamp = index.last_timestamp();
         let removing = !index.life.is_empty();
-        let tail = options
-            .read_only
-            .then(|| crate::wal::SegmentCursor::new(wal.inner.clone(), wal.current_position()));
+        let follow = match options.read_only {
+            true => Some(follow::Follow::new(&wal, index.last_wal())?),
+            false => None,
+        };
         let store = FileStore {
             dir,
             wal,
@@ -500,8 +500,7 @@ impl FileStore {
                 pending_streams: HashMap::new(),
                 pending_entries: 0,
                 scratch: Vec::new(),
-                tail,
-                tail_batch: Vec::new(),
+                follow,
                 epoch: 0,
             }),
             index: RwLock::new(index),
@@ -593,6 +592,9 @@ impl FileStore {
         ids: &ids::IdIndex,
     ) -> Result<(Wal, crate::wal::RecoveryInfo, u64)> {
         let mut replayed = 0u64;
+        // The key (position) of the first record replayed: damage right there is judged
+        // with it, in time linear in the damage.
+        let start_key = index.len();
         let mut visit = |pos: Position, rec: &RecordRef<'_>| -> Result<()> {
             check_plain(rec, pos)?;
             let position = index.len();
@@ -638,7 +640,7 @@ impl FileStore {
             }
             Ok(())
         };
-        let (wal, info) = Wal::open_from(config, start, &mut visit)?;
+        let (wal, info) = Wal::open_from(config, start, Some(start_key), &mut visit)?;
         Ok((wal, info, replayed))
     }
 
@@ -1163,71 +1165,13 @@ impl FileStore {
         self.committed.load(Ordering::Acquire)
     }
 
-    /// The number of events, which is also the position the next one gets.
-    pub fn next_position(&self) -> u64 {
+    /// The number of events, which is also the position the next one gets. A read-only
+    /// store looks for its writer's new events first (and fails if it cannot follow it).
+    pub fn next_position(&self) -> Result<u64> {
         if self.options.read_only && self.check_owner().is_ok() {
-            let _ = self.refresh();
+            self.refresh()?;
         }
-        self.committed.load(Ordering::Acquire)
-    }
-
-    /// A read-only store: takes in the events another process appended since we looked.
-    pub fn refresh(&self) -> Result<()> {
-        if !self.options.read_only {
-            return Ok(());
-        }
-        let mut w = self.lock_writer();
-        let w = &mut *w;
-        let Some(tail) = w.tail.as_mut() else {
-            return Ok(());
-        };
-        loop {
-            let position = self.committed.load(Ordering::Acquire) + w.tail_batch.len() as u64;
-            let Some((pos, d)) = tail.next()? else { break };
-            check_plain(&d.record, pos)?;
-            let mut legacy = None;
-            let ev = match decode_record(position, d.record.key, d.record.value, &mut legacy)? {
-                Decoded::Event(ev) => ev.to_owned(),
-                Decoded::Entry(_) if !w.tail_batch.is_empty() => {
-                    return Err(Error::corrupt(format!(
-                        "a lifecycle entry at position {position} inside a batch"
-                    )))
-                }
-                Decoded::Entry(entry) => {
-                    // A lifecycle entry is a batch of its own: it counts at once.
-                    let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
-                    lifecycle::apply_entry(
-                        &mut index,
-                        &self.projections,
-                        &self.ids,
-                        pos,
-                        position,
-                        &entry,
-                    );
-                    self.removing.store(true, Ordering::Release);
-                    let n = index.len();
-                    self.committed.store(n, Ordering::Release);
-                    drop(index);
-                    self.publish(n);
-                    continue;
-                }
-            };
-            let continues = d.record.batch_continues();
-            w.tail_batch.push((pos, ev));
-            if continues {
-                continue;
-            }
-            let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
-            for (p, e) in w.tail_batch.drain(..) {
-                index.push(p, e.timestamp_us, &e.stream, &e.event_type);
-                self.projections.iter().for_each(|pr| pr.apply(&e.as_ref()));
-            }
-            let n = index.len();
-            self.committed.store(n, Ordering::Release);
-            drop(index);
-            self.publish(n);
-        }
-        Ok(())
+        Ok(self.committed.load(Ordering::Acquire))
     }
 
     /// The stream's current version (`None`: no such stream).
@@ -1244,7 +1188,7 @@ impl FileStore {
     /// The first position whose timestamp is after `timestamp_us`; the next position if none.
     pub fn position_after(&self, timestamp_us: u64) -> Result<u64> {
         if self.options.read_only {
-            let _ = self.refresh();
+            self.refresh()?;
         }
         let index = self.index.read().unwrap_or_else(|e| e.into_inner());
         index.position_after(timestamp_us)
@@ -1253,7 +1197,7 @@ impl FileStore {
     /// All events from `from` on, in order; sees events appended while it runs.
     pub fn read_all(self: &Arc<Self>, from: u64) -> Result<ForwardCursor> {
         self.check_owner()?;
-        let next = self.next_position();
+        let next = self.next_position()?;
         if from > next {
             return Err(Error::new(
                 ErrorKind::NotFound,
@@ -1266,7 +1210,7 @@ impl FileStore {
     /// At most `max` events from `from` on (the seed's `poll_new_events`).
     pub fn poll(self: &Arc<Self>, from: u64, max: u64) -> Result<ForwardCursor> {
         self.check_owner()?;
-        let next = self.next_position();
+        let next = self.next_position()?;
         if from > next {
             return Err(Error::new(
                 ErrorKind::NotFound,
@@ -1279,7 +1223,7 @@ impl FileStore {
     /// Events from `from` (inclusive; past the end means the last event) down to 0.
     pub fn read_all_backward(self: &Arc<Self>, from: u64) -> Result<BackwardCursor> {
         self.check_owner()?;
-        let next = self.next_position();
+        let next = self.next_position()?;
         Ok(BackwardCursor::new(
             self.clone(),
             from.min(next.saturating_sub(1)),

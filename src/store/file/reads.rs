@@ -205,7 +205,7 @@ impl FileStore {
     /// `from` on.
     pub fn read_category(self: &Arc<Self>, prefix: &str, from: u64) -> Result<CategoryCursor> {
         crate::store::check_name("stream prefix", prefix, false)?;
-        let next = self.next_position();
+        let next = self.next_position()?;
         if from > next {
             return Err(Error::new(
                 ErrorKind::NotFound,

@@ -83,7 +83,7 @@ impl Backend for FileStore {
     }
 
     fn next_position(&self) -> Result<u64> {
-        Ok(FileStore::next_position(self))
+        FileStore::next_position(self)
     }
 
     fn stream_version(&self, stream: &str) -> Result<Option<u64>> {

@@ -589,6 +589,26 @@ impl SegmentFiles {
         sealed
     }
 
+    /// Segment `id`'s index file as a writer in another process wrote it when the segment
+    /// sealed, checked against the segment as `load` checks it (first position `first`);
+    /// `None` while it is not there. For a read-only store that follows the writer.
+    pub fn take_up(&self, id: u64, first: u64) -> Result<Option<Sealed>> {
+        let path = self.dir.join(file_name(id));
+        match self.vfs.stat(&path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+        }
+        let opened = Arc::new(self.open_checked(id, first)?);
+        let sealed = opened.header.sealed;
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if open.len() >= OPEN_FILES {
+            open.remove(0);
+        }
+        open.push((id, opened));
+        Ok(Some(sealed))
+    }
+
     /// Writes segment `id`'s index file atomically (temporary file, fsync, rename,
     /// directory fsync). A failure leaves no temporary file behind when it can.
     pub fn write(&self, id: u64, bytes: &[u8]) -> Result<()> {
