@@ -15,7 +15,8 @@ use std::ffi::c_char;
 /// Ownership: free `*out` with `evs_cursor_free`. Returns EVS_OK;
 /// EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024-byte name);
 /// EVS_ERR_NOT_FOUND (no such stream); EVS_ERR_IO or EVS_ERR_CORRUPT (a read-only store
-/// failed to take in a writer's new events). Thread safety: any thread; the cursor
+/// failed to take in a writer's new events); EVS_ERR_STALE (its log changed below what
+/// it read: reopen). Thread safety: any thread; the cursor
 /// itself is single-thread.
 #[no_mangle]
 pub unsafe extern "C" fn evs_read_stream_backward(
@@ -140,7 +141,8 @@ pub struct evs_stream_list {
 ///
 /// Ownership: free `*out` with `evs_stream_list_free`. Returns EVS_OK;
 /// EVS_ERR_INVALID_ARGUMENT (NULL); EVS_ERR_IO or EVS_ERR_CORRUPT (a read-only store
-/// failed to take in a writer's new events). Thread safety: any thread; the list itself
+/// failed to take in a writer's new events); EVS_ERR_STALE (its log changed below what
+/// it read: reopen). Thread safety: any thread; the list itself
 /// is single-thread.
 #[no_mangle]
 pub unsafe extern "C" fn evs_list_streams(
