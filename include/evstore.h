@@ -381,6 +381,11 @@ typedef int32_t (*evs_event_fn)(void *user_data, const struct evs_event *event);
 // Deleting an account's stream while the account's balance is not zero (version 1.1).
 #define EVS_ERR_BALANCE_NOT_ZERO -17
 
+// A read-only store's log changed below what it had read (records it handed out or
+// counted are gone or different, as when the writer's fdatasync failed and its recovery
+// dropped them): every later call on it fails; close it and open it again (version 1.1).
+#define EVS_ERR_STALE -18
+
 // A bug in evstore (a caught panic).
 #define EVS_ERR_INTERNAL -99
 
@@ -462,7 +467,8 @@ evs_status evs_account_close(struct evs_store *s, const char *account_id, uint64
 //
 // Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, bad id, a bad `out->struct_size`);
 // EVS_ERR_NOT_FOUND; EVS_ERR_IO or EVS_ERR_CORRUPT (a read-only store failed to take in
-// a writer's new events). Thread safety: any thread.
+// a writer's new events); EVS_ERR_STALE (its log changed below what it read: reopen).
+// Thread safety: any thread.
 // Ownership: `*out` is the caller's struct, filled only on success.
 evs_status evs_account_get(struct evs_store *s, const char *account_id, struct evs_account *out);
 
@@ -582,7 +588,8 @@ evs_status evs_get_retention(struct evs_store *s,
 // EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024-byte name);
 // EVS_ERR_NOT_FOUND (no such stream, or no event of it left); EVS_ERR_STREAM_DELETED
 // (hard-deleted); EVS_ERR_IO or EVS_ERR_CORRUPT (a read-only store failed to take in a
-// writer's new events). Thread safety: any thread; the cursor itself is single-thread.
+// writer's new events); EVS_ERR_STALE (its log changed below what it read: reopen).
+// Thread safety: any thread; the cursor itself is single-thread.
 evs_status evs_read_stream_backward(struct evs_store *s,
                                     const char *stream,
                                     uint64_t from_version,
@@ -628,7 +635,8 @@ void evs_event_data_free(struct evs_event_data *data);
 //
 // Ownership: free `*out` with `evs_stream_list_free`. Returns EVS_OK;
 // EVS_ERR_INVALID_ARGUMENT (NULL); EVS_ERR_IO or EVS_ERR_CORRUPT (a read-only store
-// failed to take in a writer's new events). Thread safety: any thread; the list itself
+// failed to take in a writer's new events); EVS_ERR_STALE (its log changed below what
+// it read: reopen). Thread safety: any thread; the list itself
 // is single-thread.
 evs_status evs_list_streams(struct evs_store *s, struct evs_stream_list **out);
 
@@ -754,8 +762,15 @@ evs_status evs_options_set_max_segment_size(struct evs_options *o, uint64_t byte
 // Ownership: `o` stays the caller's. Thread safety: not while another thread uses `o`.
 evs_status evs_options_set_preallocate(struct evs_options *o, bool on);
 
-// Opens read-only: no lock, no file modified, writes refused with EVS_ERR_READ_ONLY;
-// new events of a writing process appear on later reads.
+// Opens read-only: no lock, no file modified, writes refused with EVS_ERR_READ_ONLY.
+// Beside a writing process it follows the writer: new events appear on later reads,
+// whole appends only; under the writer's EVS_FSYNC_ALWAYS only events whose fdatasync
+// succeeded (never one whose append may still be refused), under EVS_FSYNC_BATCH and
+// EVS_FSYNC_OS every acknowledged event. It goes on after its writer dies and the next
+// writer recovers. If the log below what it read changed all the same (events it read
+// lost by a failed writeback, the store replaced), every later call fails with
+// EVS_ERR_STALE: close it and open it again. Damage that valid records follow fails the
+// open with EVS_ERR_CORRUPT, as for a writable open.
 //
 // Returns EVS_OK, or EVS_ERR_INVALID_ARGUMENT for a NULL `o`.
 // Ownership: `o` stays the caller's. Thread safety: not while another thread uses `o`.
@@ -938,8 +953,8 @@ evs_status evs_read_all_backward(struct evs_store *s,
 // EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024-byte name);
 // EVS_ERR_NOT_FOUND (no such stream, no event of it left, or `from_version` past its
 // version + 1); EVS_ERR_STREAM_DELETED (hard-deleted); EVS_ERR_IO or EVS_ERR_CORRUPT (a
-// read-only store failed to take in a writer's new events). Removed events are passed
-// over.
+// read-only store failed to take in a writer's new events); EVS_ERR_STALE (its log
+// changed below what it read: reopen). Removed events are passed over.
 // Thread safety: any thread; the cursor itself is single-thread.
 evs_status evs_read_stream(struct evs_store *s,
                            const char *stream,
@@ -982,8 +997,9 @@ evs_status evs_position_at(struct evs_store *s, uint64_t timestamp_us, uint64_t 
 //
 // Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024 bytes);
 // EVS_ERR_STREAM_DELETED (hard-deleted); EVS_ERR_IO or EVS_ERR_CORRUPT (a read-only
-// store failed to take in a writer's new events). Ownership: `stream` stays the
-// caller's. Thread safety: any thread.
+// store failed to take in a writer's new events); EVS_ERR_STALE (its log changed below
+// what it read: reopen). Ownership: `stream` stays the caller's. Thread safety: any
+// thread.
 evs_status evs_stream_version(struct evs_store *s, const char *stream, int64_t *out_version);
 
 // Writes a snapshot of the indexes and the account projection now; `*out_position`

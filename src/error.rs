@@ -26,6 +26,9 @@ pub enum ErrorKind {
     StreamDeleted,
     /// An account's stream cannot be deleted while the account's balance is not zero.
     BalanceNotZero,
+    /// A read-only store's log changed below what it had read (a writer's recovery
+    /// dropped records it counted): nothing it reads can follow on; reopen it.
+    Stale,
     Internal,
 }
 

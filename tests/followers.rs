@@ -422,7 +422,7 @@ fn a_follower_goes_on_after_its_writer_dies_in_a_batch_under_batch() {
 /// Item 1, the other half: events the follower counted vanish from the log (under `OS`
 /// they were acknowledged when written; a failed fdatasync, and the pages the kernel
 /// dropped with it, lose them), and the next writer appends others at their positions.
-/// The follower must say so with a documented status (`EVS_ERR_IO` "... changed ...
+/// The follower must say so with a status of its own (`EVS_ERR_STALE` "... changed ...
 /// reopen", not `EVS_ERR_CORRUPT`), and a reopen must read the log as it is. (Before: it
 /// kept its count and never noticed.)
 #[test]
@@ -438,7 +438,7 @@ fn a_follower_reports_a_log_changed_below_it_and_a_reopen_reads_the_log_as_it_is
     );
     let e = &heard.errors[0];
     assert!(
-        e.starts_with("Io ") && e.contains("changed") && e.contains("reopen"),
+        e.starts_with("Stale ") && e.contains("changed") && e.contains("reopen"),
         "{e}"
     );
     assert!(log.values().all(|p| !p.starts_with("l-")), "{log:?}");

@@ -65,6 +65,7 @@ enum class Code : int32_t {
     Busy = EVS_ERR_BUSY,
     StreamDeleted = EVS_ERR_STREAM_DELETED,     // added in 1.1
     BalanceNotZero = EVS_ERR_BALANCE_NOT_ZERO,  // added in 1.1
+    Stale = EVS_ERR_STALE,  // added in 1.1
     Internal = EVS_ERR_INTERNAL,
 };
 

@@ -49,6 +49,7 @@ const (
 	CodeBusy                 Code = C.EVS_ERR_BUSY
 	CodeStreamDeleted        Code = C.EVS_ERR_STREAM_DELETED   // added in 1.1
 	CodeBalanceNotZero       Code = C.EVS_ERR_BALANCE_NOT_ZERO // added in 1.1
+	CodeStale                Code = C.EVS_ERR_STALE            // added in 1.1
 	CodeInternal             Code = C.EVS_ERR_INTERNAL
 )
 
@@ -165,6 +166,7 @@ var (
 	ErrBusy                 = Error{Code: CodeBusy}
 	ErrStreamDeleted        = Error{Code: CodeStreamDeleted}
 	ErrBalanceNotZero       = Error{Code: CodeBalanceNotZero}
+	ErrStale                = Error{Code: CodeStale}
 	ErrInternal             = Error{Code: CodeInternal}
 )
 

@@ -183,7 +183,8 @@ pub unsafe extern "C" fn evs_account_close(
 ///
 /// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, bad id, a bad `out->struct_size`);
 /// EVS_ERR_NOT_FOUND; EVS_ERR_IO or EVS_ERR_CORRUPT (a read-only store failed to take in
-/// a writer's new events). Thread safety: any thread.
+/// a writer's new events); EVS_ERR_STALE (its log changed below what it read: reopen).
+/// Thread safety: any thread.
 /// Ownership: `*out` is the caller's struct, filled only on success.
 #[no_mangle]
 pub unsafe extern "C" fn evs_account_get(

@@ -16,7 +16,8 @@ use std::ffi::c_char;
 /// EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024-byte name);
 /// EVS_ERR_NOT_FOUND (no such stream, or no event of it left); EVS_ERR_STREAM_DELETED
 /// (hard-deleted); EVS_ERR_IO or EVS_ERR_CORRUPT (a read-only store failed to take in a
-/// writer's new events). Thread safety: any thread; the cursor itself is single-thread.
+/// writer's new events); EVS_ERR_STALE (its log changed below what it read: reopen).
+/// Thread safety: any thread; the cursor itself is single-thread.
 #[no_mangle]
 pub unsafe extern "C" fn evs_read_stream_backward(
     s: *mut evs_store,
@@ -142,7 +143,8 @@ pub struct evs_stream_list {
 ///
 /// Ownership: free `*out` with `evs_stream_list_free`. Returns EVS_OK;
 /// EVS_ERR_INVALID_ARGUMENT (NULL); EVS_ERR_IO or EVS_ERR_CORRUPT (a read-only store
-/// failed to take in a writer's new events). Thread safety: any thread; the list itself
+/// failed to take in a writer's new events); EVS_ERR_STALE (its log changed below what
+/// it read: reopen). Thread safety: any thread; the list itself
 /// is single-thread.
 #[no_mangle]
 pub unsafe extern "C" fn evs_list_streams(

@@ -73,6 +73,10 @@ pub const EVS_ERR_BUSY: evs_status = -14;
 pub const EVS_ERR_STREAM_DELETED: evs_status = -16;
 /// Deleting an account's stream while the account's balance is not zero (version 1.1).
 pub const EVS_ERR_BALANCE_NOT_ZERO: evs_status = -17;
+/// A read-only store's log changed below what it had read (records it handed out or
+/// counted are gone or different, as when the writer's fdatasync failed and its recovery
+/// dropped them): every later call on it fails; close it and open it again (version 1.1).
+pub const EVS_ERR_STALE: evs_status = -18;
 /// A bug in evstore (a caught panic).
 pub const EVS_ERR_INTERNAL: evs_status = -99;
 
@@ -94,6 +98,7 @@ pub(crate) fn status_of(kind: ErrorKind) -> evs_status {
         ErrorKind::Busy => EVS_ERR_BUSY,
         ErrorKind::StreamDeleted => EVS_ERR_STREAM_DELETED,
         ErrorKind::BalanceNotZero => EVS_ERR_BALANCE_NOT_ZERO,
+        ErrorKind::Stale => EVS_ERR_STALE,
         ErrorKind::Internal => EVS_ERR_INTERNAL,
     }
 }
@@ -252,6 +257,7 @@ pub extern "C" fn evs_status_name(s: evs_status) -> *const c_char {
         EVS_ERR_BUSY => b"EVS_ERR_BUSY\0",
         EVS_ERR_STREAM_DELETED => b"EVS_ERR_STREAM_DELETED\0",
         EVS_ERR_BALANCE_NOT_ZERO => b"EVS_ERR_BALANCE_NOT_ZERO\0",
+        EVS_ERR_STALE => b"EVS_ERR_STALE\0",
         EVS_ERR_INTERNAL => b"EVS_ERR_INTERNAL\0",
         _ => b"EVS_UNKNOWN_STATUS\0",
     };

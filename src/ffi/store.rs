@@ -287,8 +287,15 @@ pub unsafe extern "C" fn evs_options_set_preallocate(o: *mut evs_options, on: bo
     })
 }
 
-/// Opens read-only: no lock, no file modified, writes refused with EVS_ERR_READ_ONLY;
-/// new events of a writing process appear on later reads.
+/// Opens read-only: no lock, no file modified, writes refused with EVS_ERR_READ_ONLY.
+/// Beside a writing process it follows the writer: new events appear on later reads,
+/// whole appends only; under the writer's EVS_FSYNC_ALWAYS only events whose fdatasync
+/// succeeded (never one whose append may still be refused), under EVS_FSYNC_BATCH and
+/// EVS_FSYNC_OS every acknowledged event. It goes on after its writer dies and the next
+/// writer recovers. If the log below what it read changed all the same (events it read
+/// lost by a failed writeback, the store replaced), every later call fails with
+/// EVS_ERR_STALE: close it and open it again. Damage that valid records follow fails the
+/// open with EVS_ERR_CORRUPT, as for a writable open.
 ///
 /// Returns EVS_OK, or EVS_ERR_INVALID_ARGUMENT for a NULL `o`.
 /// Ownership: `o` stays the caller's. Thread safety: not while another thread uses `o`.
@@ -862,8 +869,8 @@ pub unsafe extern "C" fn evs_read_all_backward(
 /// EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024-byte name);
 /// EVS_ERR_NOT_FOUND (no such stream, no event of it left, or `from_version` past its
 /// version + 1); EVS_ERR_STREAM_DELETED (hard-deleted); EVS_ERR_IO or EVS_ERR_CORRUPT (a
-/// read-only store failed to take in a writer's new events). Removed events are passed
-/// over.
+/// read-only store failed to take in a writer's new events); EVS_ERR_STALE (its log
+/// changed below what it read: reopen). Removed events are passed over.
 /// Thread safety: any thread; the cursor itself is single-thread.
 #[no_mangle]
 pub unsafe extern "C" fn evs_read_stream(
@@ -968,8 +975,9 @@ pub unsafe extern "C" fn evs_position_at(
 ///
 /// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024 bytes);
 /// EVS_ERR_STREAM_DELETED (hard-deleted); EVS_ERR_IO or EVS_ERR_CORRUPT (a read-only
-/// store failed to take in a writer's new events). Ownership: `stream` stays the
-/// caller's. Thread safety: any thread.
+/// store failed to take in a writer's new events); EVS_ERR_STALE (its log changed below
+/// what it read: reopen). Ownership: `stream` stays the caller's. Thread safety: any
+/// thread.
 #[no_mangle]
 pub unsafe extern "C" fn evs_stream_version(
     s: *mut evs_store,

@@ -16,18 +16,17 @@ const CHANGED: &str = "the log changed under this read-only store";
 /// The error of a reader in another process whose log changed below what it already
 /// read: records it counted are gone or different, as after a writer's recovery dropped
 /// records that were never made durable. Nothing it reads from then on can be trusted to
-/// follow on; a new open reads the log as it is. (`EVS_ERR_IO` for now: the C contract of
-/// version 1 has no code of its own for it.)
+/// follow on; a new open reads the log as it is (`EVS_ERR_STALE`).
 pub(crate) fn changed(detail: impl std::fmt::Display) -> Error {
     Error::new(
-        ErrorKind::Io,
+        ErrorKind::Stale,
         format!("{CHANGED} ({detail}); reopen the store to read the log as it is now"),
     )
 }
 
 /// Whether `e` is a `changed` error.
 pub(crate) fn is_changed(e: &Error) -> bool {
-    e.kind == ErrorKind::Io && e.message.starts_with(CHANGED)
+    e.kind == ErrorKind::Stale
 }
 
 /// How far a reader may read segment `id` now.

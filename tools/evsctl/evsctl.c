@@ -340,9 +340,10 @@ static int cmd_info(const command *cmd, evs_store *s, int argc, char **argv) {
  * it, and reports damage as EVS_ERR_CORRUPT with the segment and offset), checking what
  * the log promises: gapless positions from 0, timestamps never decreasing, as many
  * events as the store counts. With --read-only, or when a writer has the store open, the
- * store is opened read-only and nothing is modified; a read-only open stops at the first
- * record that does not check out at the end of the newest segment (it may be a write in
- * progress), so damage there is not seen. A PostgreSQL store has no log files, so no
+ * store is opened read-only and nothing is modified; a read-only open takes for the end
+ * of the log only damage at the very end of the newest segment with no valid record after
+ * it (it may be a write in progress), so damage there is not seen, and beside a writer
+ * under EVS_FSYNC_ALWAYS it reads only up to the writer's durable mark. A PostgreSQL store has no log files, so no
  * recovery and no checksums: verify reads it read-only and checks positions, timestamps
  * and the count. On a terminal, the events read so far show on stderr. */
 static int cmd_verify(const command *cmd, evs_store *s, int argc, char **argv) {
