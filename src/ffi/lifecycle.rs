@@ -198,7 +198,10 @@ pub unsafe extern "C" fn evs_set_retention(
 /// the rule set on exactly the prefix `name`. Zeros when there is none.
 ///
 /// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store, name or out, bad UTF-8, an
-/// empty stream name or a > 1024-byte name, unknown flags, a bad `out->struct_size`).
+/// empty stream name or a name over 1024 bytes, unknown flags, a bad
+/// `out->struct_size`); on a read-only store, EVS_ERR_IO or EVS_ERR_CORRUPT (it failed to
+/// take in a writer's new entries) and EVS_ERR_STALE (its log changed below what it
+/// read: reopen).
 /// Thread safety: any thread. Ownership: `*out` is the caller's struct, filled only on
 /// success.
 #[no_mangle]
