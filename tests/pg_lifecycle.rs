@@ -1486,18 +1486,20 @@ fn a_version_3_schema_is_migrated_by_a_writable_open_and_refused_by_a_read_only_
 fn a_migration_to_version_4_waits_for_a_version_3_append_still_in_flight() {
     let pg = PgServer::start();
     make_v3_store(pg.url(), "inflight3");
-    // As a version-3 append does it: ids first, then the head, the stream, the chunk.
+    // As a version-3 append does it: its ids first (then the open starts), then the head,
+    // the stream, the chunk. A migration that locked the head before the ids would wait
+    // for the ids while the append waited for the head.
     let s = common::pg::open_while_in_flight(
         pg.url(),
         &format!("{}?schema=inflight3", pg.url()),
         "set local search_path to inflight3;
-         insert into ids values ('04040404-0404-0404-0404-040404040404', 4, 0);
-         select * from head for update;
+         insert into ids values ('04040404-0404-0404-0404-040404040404', 4, 0);",
+        "select * from head for update;
          insert into streams values ('order-3', 0, 5);
          insert into chunks values (5, 4, 'order-3', 0, 1, 4000, array['Late'], array[1],
            array['04040404-0404-0404-0404-040404040404'::uuid], array[''::bytea],
            array['late'::bytea]);
-         update head set next = 6, last_ts = 4000;",
+         update head set next = 6, last_ts = 4000",
     );
     assert_eq!(
         payloads(&drain(&mut *s.read_all(0).unwrap())),

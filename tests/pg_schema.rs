@@ -268,6 +268,7 @@ fn a_migration_waits_for_an_append_of_an_older_library_still_in_flight() {
          insert into events values (4, 'order-3', 0, 4000, 'Late', 1, null, '', 'late');
          insert into streams values ('order-3', 0, 4);
          update head set next = 5, last_ts = 4000;",
+        "",
     );
     let events = all_events(&s);
     let got: Vec<(u64, &str)> = events

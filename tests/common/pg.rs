@@ -165,10 +165,16 @@ pub fn open_at_once(url: &str, n: usize) -> Vec<evstore::store::Store> {
         .collect()
 }
 
-/// Opens the store at `url` for writing while another connection to `server` holds a
-/// transaction that ran `statements` (an append of an older library, say) and commits it
-/// half a second later: an open that has to wait for it (a migration) sees its writes.
-pub fn open_while_in_flight(server: &str, url: &str, statements: &str) -> evstore::store::Store {
+/// Opens the store at `url` for writing while another connection to `server` is in the
+/// middle of a transaction (an append of an older library, say): it has run `before`
+/// when the open starts; half a second later it runs `after` and commits. An open that
+/// has to wait for it (a migration) must neither deadlock with it nor lose its writes.
+pub fn open_while_in_flight(
+    server: &str,
+    url: &str,
+    before: &str,
+    after: &str,
+) -> evstore::store::Store {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -177,7 +183,7 @@ pub fn open_while_in_flight(server: &str, url: &str, statements: &str) -> evstor
         .block_on(tokio_postgres::connect(server, tokio_postgres::NoTls))
         .unwrap();
     rt.spawn(conn);
-    rt.block_on(client.batch_execute(&format!("begin; {statements}")))
+    rt.block_on(client.batch_execute(&format!("begin; {before}")))
         .unwrap();
     let url = url.to_owned();
     let opening = std::thread::spawn(move || {
@@ -185,7 +191,8 @@ pub fn open_while_in_flight(server: &str, url: &str, statements: &str) -> evstor
             .map(|(s, _)| s)
     });
     std::thread::sleep(std::time::Duration::from_millis(500));
-    rt.block_on(client.batch_execute("commit")).unwrap();
+    rt.block_on(client.batch_execute(&format!("{after}; commit")))
+        .unwrap();
     opening.join().unwrap().expect("the open that waited")
 }
 
