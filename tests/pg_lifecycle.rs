@@ -1689,3 +1689,32 @@ fn the_bytes_of_removed_events_are_gone_from_every_table() {
         "the WAL holds what was written until it is recycled"
     );
 }
+
+#[test]
+fn closing_a_handle_that_wrote_entries_closes_every_connection_it_made() {
+    let pg = PgServer::start();
+    let url = format!("{}?schema=closing&application_name=lc_close", pg.url());
+    let s = open(&url);
+    append_each(&s, "x", &["x0"]);
+    s.delete_stream("x", ExpectedVersion::Any, false, None)
+        .unwrap();
+    s.close().unwrap();
+    // The handle is still alive: only its close can have ended the entries' connection.
+    let open_connections = || {
+        sql(
+            pg.url(),
+            "select count(*) from pg_stat_activity where application_name = 'lc_close'",
+        )
+        .unwrap()
+    };
+    let mut left = open_connections();
+    for _ in 0..100 {
+        if left == "0" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        left = open_connections();
+    }
+    assert_eq!(left, "0", "connections of a closed handle");
+    drop(s);
+}

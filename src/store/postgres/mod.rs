@@ -929,6 +929,10 @@ impl Backend for PgStore {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         self.conn.forget();
+        // The lifecycle entries' connection (one in use now is dropped when its entry ends).
+        if let Ok(mut client) = self.lifecycle_client.try_lock() {
+            client.take();
+        }
         self.wake.close();
         // The committer's and the shared client's sockets, closed by their tasks (a forked
         // child has neither: they are the parent's).
