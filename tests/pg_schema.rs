@@ -117,22 +117,9 @@ fn a_version_1_or_2_schema_is_migrated_by_a_writable_open_and_refused_by_a_read_
         );
         assert_eq!(stored_version(pg.url(), &schema), version.to_string());
 
-        // Two writable opens at once: one migrates, the other finds version 3.
-        let barrier = Arc::new(Barrier::new(2));
-        let opens: Vec<_> = (0..2)
-            .map(|_| {
-                let (url, barrier) = (url.clone(), barrier.clone());
-                std::thread::spawn(move || {
-                    barrier.wait();
-                    Store::open(&url, StoreOptions::default(), Vec::new()).map(|(s, _)| s)
-                })
-            })
-            .collect();
-        let stores: Vec<Store> = opens
-            .into_iter()
-            .map(|t| t.join().unwrap().expect("an open of an old schema"))
-            .collect();
-        assert_eq!(stored_version(pg.url(), &schema), "3");
+        // Two writable opens at once: one migrates, the other finds version 4.
+        let stores = common::pg::open_at_once(&url, 2);
+        assert_eq!(stored_version(pg.url(), &schema), "4");
 
         // Every event as it was.
         let got = all_events(&stores[0]);
@@ -271,7 +258,7 @@ fn many_first_opens_of_one_schema_at_once_all_succeed() {
         })
         .collect();
     assert_eq!(stores[0].next_position().unwrap(), OPENS as u64);
-    assert_eq!(stored_version(pg.url(), "fresh"), "3");
+    assert_eq!(stored_version(pg.url(), "fresh"), "4");
 }
 
 #[test]
@@ -282,28 +269,15 @@ fn a_migration_waits_for_an_append_of_an_older_library_still_in_flight() {
     // with the old table.
     let pg = PgServer::start();
     make_old_store(pg.url(), "inflight", 2);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (client, conn) = rt
-        .block_on(tokio_postgres::connect(pg.url(), tokio_postgres::NoTls))
-        .unwrap();
-    rt.spawn(conn);
-    rt.block_on(client.batch_execute(
-        "begin; set local search_path to inflight;
+    let s = common::pg::open_while_in_flight(
+        pg.url(),
+        &format!("{}?schema=inflight", pg.url()),
+        "set local search_path to inflight;
          insert into events values (4, 'order-3', 0, 4000, 'Late', 1, null, '', 'late');
          insert into streams values ('order-3', 0, 4);
          update head set next = 5, last_ts = 4000;",
-    ))
-    .unwrap();
-    let url = format!("{}?schema=inflight", pg.url());
-    let opening = std::thread::spawn(move || {
-        Store::open(&url, StoreOptions::default(), Vec::new()).map(|(s, _)| s)
-    });
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    rt.block_on(client.batch_execute("commit")).unwrap();
-    let s = opening.join().unwrap().expect("the migrating open");
+        "",
+    );
     let events = all_events(&s);
     let got: Vec<(u64, &str)> = events
         .iter()

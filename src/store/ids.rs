@@ -61,10 +61,47 @@ pub(super) fn partly_stored(
     .in_part(part)
 }
 
+/// What an append's event id was found stored with.
+#[derive(Debug)]
+pub(super) enum Stored {
+    /// An event, whole: a retry is compared with it.
+    Event(Event),
+    /// An event whose bytes are gone (removed, and its data erased): only where it was.
+    /// The id alone answers for it (docs/lifecycle.md "What stays"), in its stream.
+    Erased {
+        position: u64,
+        stream: String,
+        stream_version: u64,
+    },
+}
+
+impl Stored {
+    fn position(&self) -> u64 {
+        match self {
+            Stored::Event(e) => e.position,
+            Stored::Erased { position, .. } => *position,
+        }
+    }
+
+    fn stream_version(&self) -> u64 {
+        match self {
+            Stored::Event(e) => e.stream_version,
+            Stored::Erased { stream_version, .. } => *stream_version,
+        }
+    }
+}
+
 /// What differs between `stored` and the event an append carries with the same id in
 /// `stream`: `None` when they are one event (stream, type, schema version, payload and
-/// metadata all equal: the append is a retry).
-fn difference(stored: &Event, stream: &str, input: &EventInput<'_>) -> Option<String> {
+/// metadata all equal: the append is a retry; of an erased event, the stream only).
+fn difference(stored: &Stored, stream: &str, input: &EventInput<'_>) -> Option<String> {
+    let stored = match stored {
+        Stored::Erased { stream: s, .. } if s != stream => {
+            return Some(format!("it is in stream '{s}', not '{stream}'"));
+        }
+        Stored::Erased { .. } => return None,
+        Stored::Event(e) => e,
+    };
     if stored.stream != stream {
         return Some(format!(
             "it is in stream '{}', not '{stream}'",
@@ -90,13 +127,14 @@ fn difference(stored: &Event, stream: &str, input: &EventInput<'_>) -> Option<St
 /// event has no id or its id is not stored. Every backend decides the same way:
 /// - no id stored: `Ok(None)`, a new append;
 /// - an id stored with other content (another stream, type, schema version, payload or
-///   metadata): `AlreadyExists`, whatever else holds: an id names one event, and a
-///   caller reusing one must not be told its new event was stored;
+///   metadata; of an erased event: another stream): `AlreadyExists`, whatever else
+///   holds: an id names one event, and a caller reusing one must not be told its new
+///   event was stored;
 /// - some ids stored, not all: `AlreadyExists` (a retry must repeat the whole append);
 /// - all stored, each the same event: `Ok(Some(..))` with the stored positions (a retry).
 pub(super) fn judge_retry(
     appends: &[StreamAppend<'_>],
-    stored: &[Option<Event>],
+    stored: &[Option<Stored>],
 ) -> Result<Option<AppendResult>> {
     let events = || {
         appends
@@ -114,10 +152,10 @@ pub(super) fn judge_retry(
                     "events[{k}]'s id {id} was used before for other content: the event at \
                      position {} has it, and {what}; an event id names one event, so \
                      nothing was written",
-                    old.position
+                    old.position()
                 ),
             )
-            .at_position(old.position)
+            .at_position(old.position())
             .in_part(part));
         }
     }
@@ -126,7 +164,7 @@ pub(super) fn judge_retry(
     };
     if let Some(new) = stored.iter().position(Option::is_none) {
         let (part, _, _) = events().nth(old).expect("one per event");
-        let at = stored[old].as_ref().map_or(0, |e| e.position);
+        let at = stored[old].as_ref().map_or(0, Stored::position);
         let no_id = events().nth(new).is_some_and(|(_, _, e)| e.id.is_none());
         return Err(partly_stored(old, part, at, new, no_id));
     }
@@ -137,8 +175,8 @@ pub(super) fn judge_retry(
         let mut last = 0;
         for _ in a.events {
             let e = stored.next().expect("one per event");
-            first.get_or_insert(e.position);
-            last = e.stream_version;
+            first.get_or_insert(e.position());
+            last = e.stream_version();
         }
         stream_versions.push(last);
     }

@@ -6,6 +6,7 @@
 //! A removed event leaves every read at once; the bytes go later (compaction, or a DELETE
 //! on PostgreSQL). Nothing here reads or writes storage.
 
+use super::ids::{hex, EventId};
 use super::{ExpectedVersion, FastMap, Projection};
 use crate::error::{Error, ErrorKind, Result};
 use crate::wal::record::{get_varint, put_varint};
@@ -163,6 +164,100 @@ impl<'a> LifecycleRequest<'a> {
             }),
         }
     }
+}
+
+impl LifecycleRequest<'_> {
+    /// Whether a stored operation is what this request asks for: a retry with the same id
+    /// must ask for the same thing (its expected version aside: the stream has moved on).
+    pub fn is_retry_of(&self, op: &LifecycleOp) -> bool {
+        match (*self, op) {
+            (
+                LifecycleRequest::Delete { stream, hard, .. },
+                LifecycleOp::Delete {
+                    stream: s, hard: h, ..
+                },
+            ) => stream == s && hard == *h,
+            (
+                LifecycleRequest::Truncate {
+                    stream,
+                    before_version,
+                    ..
+                },
+                LifecycleOp::Truncate {
+                    stream: s,
+                    before_version: b,
+                    ..
+                },
+            ) => stream == s && before_version == *b,
+            (
+                LifecycleRequest::Retention {
+                    target,
+                    category,
+                    rule,
+                },
+                LifecycleOp::Retention {
+                    target: t,
+                    category: c,
+                    rule: r,
+                },
+            ) => target == t && category == *c && rule == *r,
+            _ => false,
+        }
+    }
+
+    /// The request in words, for messages ("soft delete of stream 'x'").
+    pub fn describe(&self) -> String {
+        match *self {
+            LifecycleRequest::Delete { stream, hard, .. } => format!(
+                "{} delete of stream '{stream}'",
+                if hard { "hard" } else { "soft" }
+            ),
+            LifecycleRequest::Truncate {
+                stream,
+                before_version,
+                ..
+            } => format!("truncation of stream '{stream}' before version {before_version}"),
+            LifecycleRequest::Retention {
+                target, category, ..
+            } => format!(
+                "retention rule of {} '{target}'",
+                if category { "category" } else { "stream" }
+            ),
+        }
+    }
+}
+
+/// The error for an event's id that the lifecycle entry at `position` holds.
+pub fn id_of_entry(id: &EventId, position: u64, op: &LifecycleOp) -> Error {
+    Error::new(
+        ErrorKind::AlreadyExists,
+        format!(
+            "id {} was given to the lifecycle entry at position {position} ({}); nothing was written",
+            hex(id),
+            op.describe()
+        ),
+    )
+    .at_position(position)
+}
+
+/// The error for a lifecycle request whose id `holder` (at `position`; `what` it is)
+/// has: another operation, or an event.
+pub fn id_taken(
+    id: &EventId,
+    req: &LifecycleRequest<'_>,
+    position: u64,
+    holder: &str,
+    what: &str,
+) -> Error {
+    Error::new(
+        ErrorKind::AlreadyExists,
+        format!(
+            "id {} was given to {holder} at position {position} ({what}), not to a {}; nothing was written",
+            hex(id),
+            req.describe()
+        ),
+    )
+    .at_position(position)
 }
 
 /// Asks every projection whether `req` may go ahead (the account domain guards its

@@ -141,6 +141,61 @@ pub fn sql(url: &str, statement: &str) -> Option<String> {
     })
 }
 
+/// Opens the store at `url` for writing from `n` threads at once (a barrier starts them
+/// together): the first opens of a schema, or of one that needs migrating.
+pub fn open_at_once(url: &str, n: usize) -> Vec<evstore::store::Store> {
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(n));
+    let opens: Vec<_> = (0..n)
+        .map(|_| {
+            let (url, barrier) = (url.to_owned(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                evstore::store::Store::open(
+                    &url,
+                    evstore::store::StoreOptions::default(),
+                    Vec::new(),
+                )
+                .map(|(s, _)| s)
+            })
+        })
+        .collect();
+    opens
+        .into_iter()
+        .map(|t| t.join().unwrap().expect("an open"))
+        .collect()
+}
+
+/// Opens the store at `url` for writing while another connection to `server` is in the
+/// middle of a transaction (an append of an older library, say): it has run `before`
+/// when the open starts; half a second later it runs `after` and commits. An open that
+/// has to wait for it (a migration) must neither deadlock with it nor lose its writes.
+pub fn open_while_in_flight(
+    server: &str,
+    url: &str,
+    before: &str,
+    after: &str,
+) -> evstore::store::Store {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (client, conn) = rt
+        .block_on(tokio_postgres::connect(server, tokio_postgres::NoTls))
+        .unwrap();
+    rt.spawn(conn);
+    rt.block_on(client.batch_execute(&format!("begin; {before}")))
+        .unwrap();
+    let url = url.to_owned();
+    let opening = std::thread::spawn(move || {
+        evstore::store::Store::open(&url, evstore::store::StoreOptions::default(), Vec::new())
+            .map(|(s, _)| s)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    rt.block_on(client.batch_execute(&format!("{after}; commit")))
+        .unwrap();
+    opening.join().unwrap().expect("the open that waited")
+}
+
 fn stop_dir(dir: &Path) -> Result<(), String> {
     let out = Command::new("bash")
         .arg(script())

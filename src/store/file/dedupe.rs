@@ -3,10 +3,11 @@
 //! them again; an id stored with other content is refused (see `ids::judge_retry`). Runs
 //! under the writer's lock, so two retries cannot both write.
 
-use super::lifecycle::{id_of_entry, StoredId};
+use super::lifecycle::StoredId;
 use super::{FileStore, Writer};
 use crate::error::{Error, ErrorKind, Result};
-use crate::store::ids::{hex, id_twice, judge_retry, EventId};
+use crate::store::ids::{hex, id_twice, judge_retry, EventId, Stored};
+use crate::store::lifecycle::id_of_entry;
 use crate::store::{AppendResult, Event, StreamAppend};
 
 impl FileStore {
@@ -79,10 +80,10 @@ impl FileStore {
         if let Some(twice) = ids.windows(2).find(|p| p[0] == p[1]) {
             return Err(id_twice(twice[0]));
         }
-        let mut stored: Vec<Option<Event>> = Vec::new();
+        let mut stored: Vec<Option<Stored>> = Vec::new();
         for e in events() {
             stored.push(match &e.id {
-                Some(id) => self.find_id(w, id)?,
+                Some(id) => self.find_id(w, id)?.map(Stored::Event),
                 None => None,
             });
         }

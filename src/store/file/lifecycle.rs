@@ -11,9 +11,9 @@ use super::envelope::{self, FORMAT_LIFECYCLE};
 use super::index::Index;
 use super::{FileStore, Pending, Writer};
 use crate::error::{Error, ErrorKind, Result};
-use crate::store::ids::{hex, EventId, IdIndex};
+use crate::store::ids::{EventId, IdIndex};
 use crate::store::lifecycle::{
-    guard, stream_deleted, LifecycleOp, LifecycleRequest, Removals, Rule, StreamView,
+    guard, id_taken, stream_deleted, LifecycleOp, LifecycleRequest, Removals, Rule, StreamView,
 };
 use crate::store::{ExpectedVersion, FastMap, Projection, StreamInfo};
 use crate::wal::record::{get_varint, put_varint};
@@ -194,63 +194,12 @@ pub(super) fn entry_in_batch(position: u64) -> Error {
     .at_position(position)
 }
 
-/// Whether a lifecycle entry's operation is what `req` asks for (a retry with the same
-/// id must ask for the same thing; its expected version may no longer hold).
-fn same_request(req: &LifecycleRequest<'_>, op: &LifecycleOp) -> bool {
-    match (*req, op) {
-        (
-            LifecycleRequest::Delete { stream, hard, .. },
-            LifecycleOp::Delete {
-                stream: s, hard: h, ..
-            },
-        ) => stream == s && hard == *h,
-        (
-            LifecycleRequest::Truncate {
-                stream,
-                before_version,
-                ..
-            },
-            LifecycleOp::Truncate {
-                stream: s,
-                before_version: b,
-                ..
-            },
-        ) => stream == s && before_version == *b,
-        (
-            LifecycleRequest::Retention {
-                target,
-                category,
-                rule,
-            },
-            LifecycleOp::Retention {
-                target: t,
-                category: c,
-                rule: r,
-            },
-        ) => target == t && category == *c && rule == *r,
-        _ => false,
-    }
-}
-
 /// What the record stored under an id is.
 pub(crate) enum StoredId {
     /// An event (it has an id).
     Event(crate::store::Event),
     /// A lifecycle entry: its id and operation.
     Entry(EventId, LifecycleOp),
-}
-
-/// The error for an id that a lifecycle entry holds, given to something else.
-pub(crate) fn id_of_entry(id: &EventId, position: u64, op: &LifecycleOp) -> Error {
-    Error::new(
-        ErrorKind::AlreadyExists,
-        format!(
-            "id {} was given to the lifecycle entry at position {position} ({}); nothing was written",
-            hex(id),
-            op.describe()
-        ),
-    )
-    .at_position(position)
 }
 
 /// A stream's view without its age limit, and that limit (0: none).
@@ -470,28 +419,17 @@ impl FileStore {
         self.refuse_pending_id(w, id)?;
         match self.find_stored(id)? {
             None => Ok(None),
-            Some((p, StoredId::Entry(_, op))) if same_request(req, &op) => Ok(Some(p)),
-            Some((p, StoredId::Entry(_, op))) => Err(Error::new(
-                ErrorKind::AlreadyExists,
-                format!(
-                    "id {} was given to the lifecycle entry at position {p} ({}), not to a {}; nothing was written",
-                    hex(id),
-                    op.describe(),
-                    describe_request(req)
-                ),
-            )
-            .at_position(p)),
-            Some((p, StoredId::Event(e))) => Err(Error::new(
-                ErrorKind::AlreadyExists,
-                format!(
-                    "id {} was given to the event at position {p} (stream '{}' version {}), not to a {}; nothing was written",
-                    hex(id),
-                    e.stream,
-                    e.stream_version,
-                    describe_request(req)
-                ),
-            )
-            .at_position(p)),
+            Some((p, StoredId::Entry(_, op))) if req.is_retry_of(&op) => Ok(Some(p)),
+            Some((p, StoredId::Entry(_, op))) => {
+                Err(id_taken(id, req, p, "the lifecycle entry", &op.describe()))
+            }
+            Some((p, StoredId::Event(e))) => Err(id_taken(
+                id,
+                req,
+                p,
+                "the event",
+                &format!("stream '{}' version {}", e.stream, e.stream_version),
+            )),
         }
     }
 
@@ -697,27 +635,6 @@ impl FileStore {
         index
             .life
             .why_removed(stream, version, timestamp_us, last, self.now())
-    }
-}
-
-/// A request in words, for messages.
-fn describe_request(req: &LifecycleRequest<'_>) -> String {
-    match *req {
-        LifecycleRequest::Delete { stream, hard, .. } => format!(
-            "{} delete of stream '{stream}'",
-            if hard { "hard" } else { "soft" }
-        ),
-        LifecycleRequest::Truncate {
-            stream,
-            before_version,
-            ..
-        } => format!("truncation of stream '{stream}' before version {before_version}"),
-        LifecycleRequest::Retention {
-            target, category, ..
-        } => format!(
-            "retention rule of {} '{target}'",
-            if category { "category" } else { "stream" }
-        ),
     }
 }
 

@@ -6,7 +6,7 @@
 //! the server delivers it at the commit.
 
 use super::conn::{pg_error, Conn};
-use super::listener;
+use super::listener::{self, Wakeup};
 use super::uuid::Uuid;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -54,6 +54,8 @@ pub enum Outcome {
     Retry,
     /// Some of its ids are stored, not all.
     PartlyStored { position: u64 },
+    /// Refused: the entry (0-based) whose stream was hard-deleted.
+    Deleted { entry: usize },
 }
 
 /// One append (one `evs_append`/`evs_append_multi` call) waiting for its commit.
@@ -71,7 +73,7 @@ impl Request {
 
 /// Runs until every sender is dropped (the store closed): takes what is waiting, commits
 /// it in one call, answers, repeats.
-pub async fn run(conn: Arc<Conn>, mut rx: mpsc::UnboundedReceiver<Request>) {
+pub async fn run(conn: Arc<Conn>, wake: Arc<Wakeup>, mut rx: mpsc::UnboundedReceiver<Request>) {
     let mut client: Option<Prepared> = None;
     // Requests in the last batches: the callers answered there come back with their next
     // append within moments (most of them).
@@ -97,7 +99,7 @@ pub async fn run(conn: Arc<Conn>, mut rx: mpsc::UnboundedReceiver<Request>) {
         }
         recent.pop_front();
         recent.push_back(batch.len());
-        match commit(&conn, &mut client, &batch, false).await {
+        match commit(&conn, &wake, &mut client, &batch, false).await {
             Ok(outcomes) => {
                 for (r, o) in batch.iter().zip(outcomes) {
                     let _ = r.reply.send(Ok(o));
@@ -105,7 +107,7 @@ pub async fn run(conn: Arc<Conn>, mut rx: mpsc::UnboundedReceiver<Request>) {
             }
             Err(failure) => {
                 client = None;
-                settle(&conn, &mut client, batch, failure).await;
+                settle(&conn, &wake, &mut client, batch, failure).await;
             }
         }
     }
@@ -122,7 +124,13 @@ const CONFLICT_TRIES: usize = 3;
 /// answered as a retry; with event ids, what an in-doubt commit stored is found the same
 /// way); if that fails too, each request alone. A request without ids after an in-doubt
 /// commit cannot be repeated safely: its caller is told.
-async fn settle(conn: &Conn, client: &mut Option<Prepared>, batch: Vec<Request>, failure: Failure) {
+async fn settle(
+    conn: &Conn,
+    wake: &Wakeup,
+    client: &mut Option<Prepared>,
+    batch: Vec<Request>,
+    failure: Failure,
+) {
     let (again, doubtful): (Vec<Request>, Vec<Request>) = batch
         .into_iter()
         .partition(|r| !failure.in_doubt || r.all_have_ids());
@@ -132,7 +140,7 @@ async fn settle(conn: &Conn, client: &mut Option<Prepared>, batch: Vec<Request>,
     if again.is_empty() {
         return;
     }
-    if let Ok(outcomes) = commit(conn, client, &again, true).await {
+    if let Ok(outcomes) = commit(conn, wake, client, &again, true).await {
         for (r, o) in again.iter().zip(outcomes) {
             let _ = r.reply.send(Ok(o));
         }
@@ -143,7 +151,7 @@ async fn settle(conn: &Conn, client: &mut Option<Prepared>, batch: Vec<Request>,
         let mut tries = 0;
         let result = loop {
             tries += 1;
-            match commit(conn, client, std::slice::from_ref(r), true).await {
+            match commit(conn, wake, client, std::slice::from_ref(r), true).await {
                 Ok(mut o) => break Ok(o.remove(0)),
                 Err(f) if f.conflict && tries < CONFLICT_TRIES => continue,
                 Err(f) if f.in_doubt && !r.all_have_ids() => break Err(in_doubt(&f.error)),
@@ -211,14 +219,16 @@ struct Prepared {
 }
 
 /// The call the committer prepares.
-const APPEND_CALL: &str = "select res, entry, actual, versions \
+const APPEND_CALL: &str = "select res, entry, actual, versions, changes \
      from append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 
 /// One call of `append` for these requests, connecting (and preparing) first if needed.
 /// `check_ids`: look the ids up before writing them (a retry is then an answer, not a
-/// failed call).
+/// failed call). The count of removing commits the answer carries goes to `wake`, so that
+/// cursors of this handle holding events that the batch's count limits removed read again.
 async fn commit(
     conn: &Conn,
+    wake: &Wakeup,
     client: &mut Option<Prepared>,
     batch: &[Request],
     check_ids: bool,
@@ -305,6 +315,9 @@ async fn commit(
             ),
         )));
     }
+    if let Some(changes) = rows.first().map(|r| r.get::<_, i64>(4)) {
+        wake.saw_changes(changes as u64);
+    }
     Ok(rows
         .iter()
         .map(|row| {
@@ -324,6 +337,9 @@ async fn commit(
                     actual,
                 },
                 -2 => Outcome::Retry,
+                -4 => Outcome::Deleted {
+                    entry: (entry.max(1) - 1) as usize,
+                },
                 _ => Outcome::PartlyStored {
                     position: actual.max(0) as u64,
                 },

@@ -6,7 +6,7 @@
 
 use super::conn::{pg_error, Conn};
 use crate::error::Result;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -24,6 +24,9 @@ pub fn channel(schema: &str) -> String {
 pub struct Wakeup {
     /// The highest head seen.
     seen: Mutex<u64>,
+    /// The highest count of removing commits (`head.changes`) seen: a cursor holding
+    /// events read under a lower count reads them again (docs/postgres.md "Lifecycle").
+    changes: AtomicU64,
     cv: Condvar,
     /// True while the listener is connected and listening: notifications keep `seen`
     /// current.
@@ -43,6 +46,7 @@ impl Wakeup {
     pub fn new() -> Arc<Wakeup> {
         Arc::new(Wakeup {
             seen: Mutex::new(0),
+            changes: AtomicU64::new(0),
             cv: Condvar::new(),
             listening: AtomicBool::new(false),
             stale: AtomicBool::new(false),
@@ -60,6 +64,17 @@ impl Wakeup {
             *seen = next;
             self.cv.notify_all();
         }
+    }
+
+    /// Records a count of removing commits seen (from a read, an append's answer, a
+    /// lifecycle entry, or a notification).
+    pub fn saw_changes(&self, changes: u64) {
+        self.changes.fetch_max(changes, Ordering::AcqRel);
+    }
+
+    /// The highest count of removing commits seen.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
     }
 
     pub fn listening(&self) -> bool {
@@ -175,12 +190,16 @@ async fn session(conn: &Conn, wake: &Arc<Wakeup>) -> Result<Option<JoinHandle<()
     let driver = tokio::spawn(async move {
         while let Some(Ok(m)) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
             if let AsyncMessage::Notification(n) = m {
-                // The payload is the head after the notifier's commit; any other payload
-                // (another writer's plain `notify`) still means "something was
-                // committed": waiters then read the head.
-                match n.payload().parse::<u64>() {
-                    Ok(next) => w.saw(next),
-                    Err(_) => {
+                // The payload is the head after the notifier's commit and the count of
+                // removing commits; any other payload (another writer's plain `notify`)
+                // still means "something was committed": waiters then read the head.
+                match parse_payload(n.payload()) {
+                    Some((next, changes)) => {
+                        // Changes first: a waiter woken by the head then sees them.
+                        w.saw_changes(changes);
+                        w.saw(next);
+                    }
+                    None => {
                         w.stale.store(true, Ordering::Release);
                         w.wake_all();
                     }
@@ -202,12 +221,15 @@ async fn session(conn: &Conn, wake: &Arc<Wakeup>) -> Result<Option<JoinHandle<()
         .batch_execute(&format!("listen \"{}\"", channel(conn.schema())))
         .await
         .map_err(|e| pg_error("listening for appends", e))?;
-    let next: i64 = client
-        .query_one(&format!("select next from \"{}\".head", conn.schema()), &[])
+    let row = client
+        .query_one(
+            &format!("select next, changes from \"{}\".head", conn.schema()),
+            &[],
+        )
         .await
-        .map_err(|e| pg_error("reading the head", e))?
-        .get(0);
-    wake.saw(next as u64);
+        .map_err(|e| pg_error("reading the head", e))?;
+    wake.saw_changes(row.get::<_, i64>(1) as u64);
+    wake.saw(row.get::<_, i64>(0) as u64);
     {
         let mut slot = wake.client.lock().unwrap_or_else(|e| e.into_inner());
         if wake.is_closed() {
@@ -217,4 +239,10 @@ async fn session(conn: &Conn, wake: &Arc<Wakeup>) -> Result<Option<JoinHandle<()
     }
     wake.set_listening(true);
     Ok(Some(driver))
+}
+
+/// The notification's payload: "<head> <changes>" (the functions of schema version 4).
+fn parse_payload(payload: &str) -> Option<(u64, u64)> {
+    let (next, changes) = payload.split_once(' ')?;
+    Some((next.parse().ok()?, changes.parse().ok()?))
 }

@@ -1,10 +1,13 @@
 //! The PostgreSQL backend: the store's events in one schema of a PostgreSQL database
-//! (design A of docs/postgres.md), written by any number of processes at once. Its I/O
+//! (design D of docs/postgres.md), written by any number of processes at once. Its I/O
 //! runs on the global tokio runtime; the synchronous calls of the seam wait for it.
+//! Deletes, truncations and retention rules (`lifecycle`) delete their rows at once;
+//! readers pass over the positions left empty.
 
 mod committer;
 pub mod conn;
 mod cursor;
+mod lifecycle;
 mod listener;
 mod schema;
 mod uuid;
@@ -12,6 +15,10 @@ mod uuid;
 use uuid::Uuid;
 
 use super::backend::{Backend, EventCursor, TailCursor};
+use super::ids::Stored;
+use super::lifecycle::{
+    id_of_entry, stream_deleted, CompactInfo, LifecycleOp, LifecycleRequest, Rule,
+};
 use super::{
     check_name, AppendResult, Event, ExpectedVersion, OpenReport, Projection, StoreOptions,
     StoreStats, StreamAppend, StreamInfo,
@@ -19,11 +26,12 @@ use super::{
 use crate::error::{Error, ErrorKind, Result};
 use committer::{Entry, Outcome, OwnedEvent, Request};
 use conn::{pg_error, Conn};
-use cursor::{unpack_all, Kind, PgCursor};
+use cursor::{Kind, PgCursor, MAX_BOUND};
+use lifecycle::{now_us, Rules};
 use listener::Wakeup;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 use tokio_postgres::types::ToSql;
@@ -39,8 +47,13 @@ pub struct PgStore {
     /// The committer's queue; `None` once closed (and for read-only stores).
     appends: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Request>>>,
     projections: Vec<Arc<dyn Projection>>,
-    /// Events applied to the projections: positions below this.
+    /// Positions applied to the projections (events and lifecycle entries): below this.
     applied: Mutex<u64>,
+    /// The retention rules as of the last count of lifecycle entries read.
+    rules: Mutex<Arc<Rules>>,
+    /// The connection lifecycle entries are written on (a transaction of their own,
+    /// which the shared connection, used by every read at once, cannot hold).
+    lifecycle_client: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
     /// The highest head seen (for waiters), their wake-up, and the listener.
     wake: Arc<Wakeup>,
     /// Started the listener (at the first wait).
@@ -64,16 +77,16 @@ impl PgStore {
         let conn = Arc::new(Conn::parse(url)?);
         let runtime = crate::runtime::runtime()?;
         block(&runtime, schema::prepare(&conn, options.read_only))?;
+        // The listener starts with the first wait (`listen`): a handle that only appends
+        // or reads never has its backend signalled by every commit of every writer.
+        let wake = Wakeup::new();
         let appends = if options.read_only {
             None
         } else {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            runtime.spawn(committer::run(conn.clone(), rx));
+            runtime.spawn(committer::run(conn.clone(), wake.clone(), rx));
             Some(tx)
         };
-        // The listener starts with the first wait (`listen`): a handle that only appends
-        // or reads never has its backend signalled by every commit of every writer.
-        let wake = Wakeup::new();
         projections.iter().for_each(|p| p.reset());
         let mut store = PgStore {
             conn,
@@ -82,6 +95,8 @@ impl PgStore {
             appends: Mutex::new(appends),
             projections,
             applied: Mutex::new(0),
+            rules: Mutex::new(Arc::new(Rules::none())),
+            lifecycle_client: tokio::sync::Mutex::new(None),
             wake,
             listen: std::sync::Once::new(),
             head_read: Mutex::new(started),
@@ -158,14 +173,16 @@ impl PgStore {
         })
     }
 
-    /// The position the next event gets, as the server has it now.
+    /// The position the next event gets, as the server has it now (the handle also
+    /// learns the count of removing commits).
     fn head(&self) -> Result<u64> {
-        let rows = self.query("select next from head", &[], "reading the head")?;
-        let next = rows
+        let rows = self.query("select next, changes from head", &[], "reading the head")?;
+        let row = rows
             .first()
-            .map(|r| r.get::<_, i64>(0) as u64)
             .ok_or_else(|| Error::corrupt("the head table is empty"))?;
+        let next = row.get::<_, i64>(0) as u64;
         *self.head_read.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.wake.saw_changes(row.get::<_, i64>(1) as u64);
         self.saw(next);
         Ok(next)
     }
@@ -175,7 +192,9 @@ impl PgStore {
         self.wake.saw(next);
     }
 
-    /// Applies every event not yet applied to the projections; returns how many.
+    /// Applies every event and lifecycle entry not yet applied to the projections, in
+    /// position order (events removed by then are not seen); returns how many positions
+    /// it passed.
     fn catch_up(&self) -> Result<u64> {
         if self.projections.is_empty() {
             return Ok(0);
@@ -183,28 +202,46 @@ impl PgStore {
         let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
         let start = *applied;
         loop {
-            let from = *applied as i64;
-            let rows = self.query(
-                &cursor::FORWARD_SQL,
-                &[&from, &(from + 5000)],
+            let from = *applied;
+            let (w, rules) = self.window(
+                &cursor::LOG_SQL,
+                &[&(from as i64), &(MAX_BOUND as i64)],
                 "reading the log for the projections",
             )?;
-            if rows.is_empty() {
-                break;
-            }
-            for e in unpack_all(&rows)? {
-                if e.position != *applied {
-                    return Err(Error::corrupt(format!(
-                        "the log has position {} where {} was expected",
-                        e.position, *applied
-                    ))
-                    .at_position(*applied));
+            w.check_forward(from)?;
+            let now = now_us();
+            let mut entries = w.log_entries.iter().peekable();
+            for e in &w.events {
+                while let Some((p, op)) = entries.next_if(|(p, _)| *p < e.position) {
+                    self.apply_entry(*p, op)?;
                 }
-                self.projections.iter().for_each(|p| p.apply(&e.as_ref()));
-                *applied += 1;
+                if !rules.removes_by_age(&e.stream, e.timestamp_us, now) {
+                    self.projections.iter().for_each(|p| p.apply(&e.as_ref()));
+                }
+            }
+            for (p, op) in entries {
+                self.apply_entry(*p, op)?;
+            }
+            *applied = w.settled();
+            if *applied >= w.next {
+                break;
             }
         }
         Ok(*applied - start)
+    }
+
+    /// Hands a lifecycle entry to the projections.
+    fn apply_entry(&self, position: u64, op: &[u8]) -> Result<()> {
+        let op = LifecycleOp::decode(op).map_err(|e| {
+            Error::corrupt(format!(
+                "the lifecycle entry at position {position}: {}",
+                e.message
+            ))
+        })?;
+        self.projections
+            .iter()
+            .for_each(|p| p.apply_lifecycle(&op, position));
+        Ok(())
     }
 
     fn check_writable(&self) -> Result<()> {
@@ -320,6 +357,10 @@ impl PgStore {
                 Err(super::wrong_expected_version(part, &appends[part], actual))
             }
             Outcome::PartlyStored { position } => Err(self.partly_stored(appends, position)),
+            Outcome::Deleted { entry } => {
+                let part = entry.min(appends.len() - 1);
+                Err(stream_deleted(appends[part].stream).in_part(part))
+            }
             Outcome::Retry => match self.judge_stored(appends)? {
                 Some(result) => Ok(result),
                 None => Err(Error::new(
@@ -330,23 +371,51 @@ impl PgStore {
         }
     }
 
-    /// The stored events that have the ids of the append's events, read in one query:
-    /// `stored[k]` for its `k`-th event (in the order of its parts).
-    fn stored_events(&self, appends: &[StreamAppend<'_>]) -> Result<Vec<Option<Event>>> {
+    /// What holds the ids of the append's events, read in one query: `stored[k]` for its
+    /// `k`-th event (in the order of its parts). An id a lifecycle entry holds is refused
+    /// here (with the entry's position); an event's is the whole event while its row
+    /// holds it, else (removed: its row deleted, or cut by `skip`) its place only.
+    fn stored_events(&self, appends: &[StreamAppend<'_>]) -> Result<Vec<Option<Stored>>> {
         let events = || appends.iter().flat_map(|a| a.events.iter());
         let ids: Vec<Uuid> = events().filter_map(|e| e.id.as_ref().map(Uuid)).collect();
         let rows = self.query(
             &STORED_BY_ID_SQL,
             &[&ids],
-            "reading the events of stored event ids",
+            "reading what holds the append's event ids",
         )?;
-        let mut by_id: std::collections::HashMap<[u8; 16], Event> = unpack_all(&rows)?
-            .into_iter()
-            .filter_map(|e| Some((e.id?, e)))
-            .collect();
-        Ok(events()
-            .map(|e| e.id.and_then(|id| by_id.remove(&id)))
-            .collect())
+        let mut found = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let id: [u8; 16] = row
+                .get::<_, &[u8]>(0)
+                .try_into()
+                .map_err(|_| Error::corrupt("an event id that is not 16 bytes"))?;
+            found.insert(id, row);
+        }
+        let mut stored = Vec::with_capacity(ids.len());
+        for e in events() {
+            let Some(row) = e.id.and_then(|id| found.get(&id)) else {
+                stored.push(None);
+                continue;
+            };
+            let position = row.get::<_, i64>(1) as u64;
+            if let Some(op) = row.get::<_, Option<&[u8]>>(4) {
+                let id = e.id.expect("found by its id");
+                return Err(id_of_entry(&id, position, &LifecycleOp::decode(op)?));
+            }
+            let mut whole = Vec::with_capacity(1);
+            if row.get::<_, Option<i64>>(5).is_some() {
+                cursor::unpack(row, &mut whole)?;
+            }
+            stored.push(Some(match whole.pop() {
+                Some(event) => Stored::Event(event),
+                None => Stored::Erased {
+                    position,
+                    stream: row.get::<_, Option<String>>(2).unwrap_or_default(),
+                    stream_version: row.get::<_, Option<i64>>(3).unwrap_or(0) as u64,
+                },
+            }));
+        }
+        Ok(stored)
     }
 
     /// An append the function found ids of stored: decided from the stored events as the
@@ -374,13 +443,52 @@ impl PgStore {
         }
     }
 
-    fn stream_version_now(&self, stream: &str) -> Result<Option<u64>> {
-        let rows = self.query(
-            "select version from streams where name = $1",
-            &[&stream],
-            "reading a stream's version",
-        )?;
-        Ok(rows.first().map(|r| r.get::<_, i64>(0) as u64))
+    /// A stream's version, tombstone, and whether an event of it is left (its last
+    /// event's row is there and no rule by age removes it).
+    fn stream_now(&self, stream: &str) -> Result<StreamNow> {
+        let (row, rules) = self.with_rules(|| {
+            let rows = self.query(
+                "select h.entries, s.version, s.tombstone, (select c.ts from chunks c \
+                   where c.stream = s.name and c.stream <> '' \
+                   order by c.first_version desc limit 1) \
+                 from (select entries from head limit 1) h left join streams s on s.name = $1",
+                &[&stream],
+                "reading a stream's state",
+            )?;
+            let row = rows
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::corrupt("the head table is empty"))?;
+            Ok((row.get::<_, i64>(0) as u64, row))
+        })?;
+        let last_ts: Option<i64> = row.get(3);
+        Ok(StreamNow {
+            version: row.get::<_, Option<i64>>(1).map(|v| v as u64),
+            tombstone: row.get::<_, Option<bool>>(2).unwrap_or(false),
+            live: last_ts.is_some_and(|ts| !rules.removes_by_age(stream, ts as u64, now_us())),
+        })
+    }
+
+    /// The version of a stream that reads can open: not hard-deleted, existing, with an
+    /// event left.
+    fn readable_stream(&self, stream: &str) -> Result<u64> {
+        let s = self.stream_now(stream)?;
+        if s.tombstone {
+            return Err(stream_deleted(stream));
+        }
+        let Some(v) = s.version else {
+            return Err(super::no_such_stream(stream));
+        };
+        if !s.live {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "stream '{stream}' has no event left (deleted, truncated or removed by a \
+                     retention rule); its version is {v}"
+                ),
+            ));
+        }
+        Ok(v)
     }
 
     fn past_end(&self, from: u64) -> Result<()> {
@@ -395,13 +503,26 @@ impl PgStore {
     }
 }
 
-/// The stored events with the ids in $1, one row each (its chunk cut to it), selected
-/// with the columns every read unpacks.
-static STORED_BY_ID_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+/// What `stream_now` reads.
+struct StreamNow {
+    version: Option<u64>,
+    tombstone: bool,
+    /// Some event of the stream is left.
+    live: bool,
+}
+
+/// What holds each id in $1: its position, stream and version (`id_positions`: an event,
+/// kept or removed, or a lifecycle entry), the entry's operation (null for an event),
+/// then the event's chunk cut to it (`cursor::CHUNK_COLUMNS`, from column 5): null when
+/// the row was deleted, no event when `skip` cut it.
+static STORED_BY_ID_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "select {} from ids i join chunks c on c.chunk = i.chunk \
+        "select uuid_send(p.id), p.pos, p.stream, p.version, e.op, {} \
+         from id_positions p join ids i on i.id = p.id \
+         left join entries e on e.chunk = i.chunk \
+         left join chunks c on c.chunk = i.chunk \
          cross join lateral (select (i.idx + 1)::int8 as lo, (i.idx + 1)::int8 as hi) b \
-         where i.id = any($1)",
+         where p.id = any($1)",
         cursor::CHUNK_COLUMNS
     )
 });
@@ -434,33 +555,18 @@ fn block<T: Send>(runtime: &Runtime, f: impl Future<Output = Result<T>> + Send) 
 }
 
 impl Backend for PgStore {
-    // UNLANDED(i20): the engine's implementation replaces these before the branch lands.
-    fn apply_lifecycle(
-        &self,
-        _req: &crate::store::lifecycle::LifecycleRequest<'_>,
-        _id: Option<[u8; 16]>,
-    ) -> Result<u64> {
-        Err(crate::error::Error::new(
-            crate::error::ErrorKind::Internal,
-            "UNLANDED(i20)",
-        ))
+    fn apply_lifecycle(&self, req: &LifecycleRequest<'_>, id: Option<[u8; 16]>) -> Result<u64> {
+        self.lifecycle_entry(req, id)
     }
-    fn retention(
-        &self,
-        _name: &str,
-        _category: bool,
-    ) -> Result<Option<crate::store::lifecycle::Rule>> {
-        Err(crate::error::Error::new(
-            crate::error::ErrorKind::Internal,
-            "UNLANDED(i20)",
-        ))
+
+    fn retention(&self, name: &str, category: bool) -> Result<Option<Rule>> {
+        self.rule(name, category)
     }
-    fn compact(&self) -> Result<crate::store::lifecycle::CompactInfo> {
-        Err(crate::error::Error::new(
-            crate::error::ErrorKind::Internal,
-            "UNLANDED(i20)",
-        ))
+
+    fn compact(&self) -> Result<CompactInfo> {
+        self.compact_rows()
     }
+
     fn location(&self) -> String {
         self.conn.location().to_owned()
     }
@@ -503,7 +609,11 @@ impl Backend for PgStore {
     fn stream_version(&self, stream: &str) -> Result<Option<u64>> {
         self.check_owner()?;
         check_name("stream name", stream, false)?;
-        self.stream_version_now(stream)
+        let s = self.stream_now(stream)?;
+        if s.tombstone {
+            return Err(stream_deleted(stream));
+        }
+        Ok(s.version)
     }
 
     fn position_after(&self, timestamp_us: u64) -> Result<u64> {
@@ -520,30 +630,70 @@ impl Backend for PgStore {
 
     fn read_event(&self, position: u64) -> Result<Event> {
         self.check_owner()?;
-        let p = position.min(i64::MAX as u64 - 1) as i64;
-        let rows = self.query(&cursor::FORWARD_SQL, &[&p, &(p + 1)], "reading an event")?;
-        match unpack_all(&rows)?.pop() {
-            Some(e) => Ok(e),
-            None => Err(Error::new(
+        let p = position.min(MAX_BOUND - 1);
+        let (w, rules) = self.window(
+            &cursor::LOG_SQL,
+            &[&(p as i64), &(p as i64 + 1)],
+            "reading an event",
+        )?;
+        let gone = |why: &str| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("the event at position {position} was removed ({why})"),
+            )
+        };
+        if let Some(e) = w.events.into_iter().find(|e| e.position == position) {
+            if rules.removes_by_age(&e.stream, e.timestamp_us, now_us()) {
+                return Err(gone("by its stream's retention rule by age"));
+            }
+            return Ok(e);
+        }
+        if let Some((_, op)) = w.log_entries.iter().find(|(p, _)| *p == position) {
+            let what = LifecycleOp::decode(op).map_or_else(|e| e.message, |op| op.describe());
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("position {position} holds a lifecycle entry ({what}), not an event"),
+            ));
+        }
+        if position >= w.next {
+            return Err(Error::new(
                 ErrorKind::NotFound,
                 format!("no event at position {position}"),
-            )),
+            ));
         }
+        Err(gone("deleted, truncated or removed by a retention rule"))
     }
 
     fn list_streams(&self) -> Result<Vec<StreamInfo>> {
         self.check_owner()?;
-        let rows = self.query(
-            "select name, version, first_pos from streams order by first_pos",
-            &[],
-            "listing the streams",
-        )?;
+        let (rows, rules) = self.with_rules(|| {
+            let rows = self.query(
+                "select h.entries, s.name, s.version, s.first_pos, (select c.ts from chunks c \
+                   where c.stream = s.name and c.stream <> '' \
+                   order by c.first_version desc limit 1) \
+                 from (select entries from head limit 1) h \
+                 left join streams s on not s.tombstone order by s.first_pos",
+                &[],
+                "listing the streams",
+            )?;
+            let entries = rows.first().map_or(0, |r| r.get::<_, i64>(0) as u64);
+            Ok((entries, rows))
+        })?;
+        let now = now_us();
+        // A stream with no event left is not listed.
         Ok(rows
             .iter()
-            .map(|r| StreamInfo {
-                name: r.get(0),
-                version: r.get::<_, i64>(1) as u64,
-                first_position: r.get::<_, i64>(2) as u64,
+            .filter_map(|r| {
+                let name: String = r.get::<_, Option<String>>(1)?;
+                let last_ts = r.get::<_, Option<i64>>(4)? as u64;
+                if rules.removes_by_age(&name, last_ts, now) {
+                    return None;
+                }
+                Some(StreamInfo {
+                    name,
+                    version: r.get::<_, i64>(2) as u64,
+                    first_position: r.get::<_, i64>(3) as u64,
+                })
             })
             .collect())
     }
@@ -583,9 +733,7 @@ impl Backend for PgStore {
     ) -> Result<Box<dyn EventCursor>> {
         self.check_owner()?;
         check_name("stream name", stream, false)?;
-        let Some(v) = self.stream_version_now(stream)? else {
-            return Err(super::no_such_stream(stream));
-        };
+        let v = self.readable_stream(stream)?;
         super::check_from_version(stream, v, from_version)?;
         let kind = Kind::Stream {
             stream: stream.to_owned(),
@@ -600,9 +748,7 @@ impl Backend for PgStore {
     ) -> Result<Box<dyn EventCursor>> {
         self.check_owner()?;
         check_name("stream name", stream, false)?;
-        let Some(v) = self.stream_version_now(stream)? else {
-            return Err(super::no_such_stream(stream));
-        };
+        let v = self.readable_stream(stream)?;
         let kind = Kind::StreamBackward {
             stream: stream.to_owned(),
             more: true,
@@ -693,28 +839,68 @@ impl Backend for PgStore {
         // The caller reads the projections' sizes next (the accounts count).
         self.catch_up()?;
         let rows = self.query(
-            "select (select next from head), (select count(*) from streams), \
-             pg_total_relation_size('chunks') + pg_total_relation_size('ids') \
-             + pg_total_relation_size('streams')",
+            "select h.next, h.entries, pg_total_relation_size('chunks') \
+             + pg_total_relation_size('ids') + pg_total_relation_size('streams') \
+             + pg_total_relation_size('removed_chunks') + pg_total_relation_size('entries') \
+             + pg_total_relation_size('rules'), \
+             (select coalesce(sum(n - skip), 0)::int8 from chunks), \
+             (select count(*) from ids) from head h",
             &[],
             "reading the store's stats",
         )?;
         let r = rows
             .first()
             .ok_or_else(|| Error::new(ErrorKind::Internal, "the stats query returned nothing"))?;
-        let types = self.query(
-            "select t, count(*) from chunks, unnest(types) t group by t order by t",
-            &[],
-            "counting event types",
-        )?;
-        let ids = self.query("select count(*) from ids", &[], "counting event ids")?;
+        let (next, entries) = (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64);
+        let stored = r.get::<_, i64>(3) as u64;
+        let now = now_us().min(i64::MAX as u64) as i64;
+        // Rows that rules by age removed and `compact` has not deleted yet: their events
+        // are removed, their bytes reclaimable.
+        let by_age = self.rules_at(entries)?.is_none_or(|rules| rules.has_age());
+        let (aged, aged_bytes, types) = if by_age {
+            let aged = self.query(
+                "select coalesce(sum(c.n - c.skip), 0)::int8, coalesce(sum(\
+                   pg_column_size(c.types) + pg_column_size(c.schema_versions) \
+                   + pg_column_size(c.ids) + pg_column_size(c.metadata) \
+                   + pg_column_size(c.data)), 0)::int8 \
+                 from chunks c cross join lateral rule_for(c.stream) r \
+                 where c.stream <> '' and r.max_age_us > 0 and c.ts < $1 - r.max_age_us",
+                &[&now],
+                "counting the events rules by age removed",
+            )?;
+            let types = self.query(
+                "select t, count(*) from chunks c \
+                 left join lateral rule_for(c.stream) r on c.stream <> '', unnest(c.types) t \
+                 where not coalesce(r.max_age_us > 0 and c.ts < $1 - r.max_age_us, false) \
+                 group by t order by t",
+                &[&now],
+                "counting event types",
+            )?;
+            let a = aged.first();
+            (
+                a.map_or(0, |a| a.get::<_, i64>(0) as u64),
+                a.map_or(0, |a| a.get::<_, i64>(1) as u64),
+                types,
+            )
+        } else {
+            let types = self.query(
+                "select t, count(*) from chunks, unnest(types) t group by t order by t",
+                &[],
+                "counting event types",
+            )?;
+            (0, 0, types)
+        };
+        let live = stored.saturating_sub(aged);
         Ok(StoreStats {
-            events: r.get::<_, i64>(0) as u64,
-            streams: r.get::<_, i64>(1) as u64,
+            events: next,
+            streams: self.list_streams()?.len() as u64,
             bytes_on_disk: r.get::<_, i64>(2) as u64,
             appends: self.appended.load(Ordering::Relaxed),
             open_time_us: self.open_time.as_micros() as u64,
-            event_ids: ids.first().map_or(0, |r| r.get::<_, i64>(0) as u64),
+            event_ids: r.get::<_, i64>(4) as u64,
+            removed_events: next.saturating_sub(entries).saturating_sub(live),
+            lifecycle_entries: entries,
+            reclaimable_bytes: aged_bytes,
             events_by_type: types
                 .iter()
                 .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
@@ -733,6 +919,10 @@ impl Backend for PgStore {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         self.conn.forget();
+        // The lifecycle entries' connection (one in use now is dropped when its entry ends).
+        if let Ok(mut client) = self.lifecycle_client.try_lock() {
+            client.take();
+        }
         self.wake.close();
         // The committer's and the shared client's sockets, closed by their tasks (a forked
         // child has neither: they are the parent's).

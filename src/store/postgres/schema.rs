@@ -1,6 +1,8 @@
-//! The store's tables and its append function in PostgreSQL, created on first open and
-//! versioned in `meta` (design A of docs/postgres.md: one `head` row hands out positions
-//! under its row lock, so positions are dense and committed in order).
+//! The store's tables and its functions in PostgreSQL, created on first open and
+//! versioned in `meta` (design D of docs/postgres.md: one `head` row hands out positions
+//! under its row lock, so positions are committed in order; lifecycle entries and removed
+//! events leave positions empty, which readers tell from uncommitted ones by the head they
+//! read in the same statement).
 
 use super::conn::{pg_error, Conn};
 use crate::error::{Error, ErrorKind, Result};
@@ -8,11 +10,13 @@ use crate::error::{Error, ErrorKind, Result};
 /// The schema version this library writes and reads. 1: the first; 2: `append` also
 /// returns each written request's stream versions; 3: events are stored one row per
 /// stream entry of an append (`chunks`), event ids in a table of their own written before
-/// the head lock (a version-1 or 2 store is migrated by a writable open).
-const SCHEMA_VERSION: i64 = 3;
+/// the head lock; 4: lifecycle entries, removed events, retention rules (docs/lifecycle.md).
+/// An older store is migrated by a writable open.
+const SCHEMA_VERSION: i64 = 4;
 
-/// Creates the meta, head and streams tables (the events' and ids' come from
-/// `CHUNKS_AND_IDS`, the function from `APPEND`).
+/// Creates the meta, head and streams tables as version 3 had them (the events' and ids'
+/// come from `CHUNKS_AND_IDS`); a new schema then takes the same steps to version 4 as a
+/// migrated one (`TO_4`, `FUNCTIONS`, `APPEND`), so that both are one path.
 const CREATE: &str = "
 create table meta (key text primary key, value text not null);
 insert into meta values ('schema_version', '3');
@@ -76,13 +80,233 @@ drop table events;
 update meta set value = '3' where key = 'schema_version';
 ";
 
-/// The append function (version 3). One call appends a batch of requests (each one evs
+/// From version 3 to 4 (docs/postgres.md "Lifecycle"), after which `FUNCTIONS` makes the
+/// functions. The tables are locked first, in the order an append of a version-3 library
+/// takes them (ids, head, streams, chunks), so that one still in flight commits before the
+/// change (or waits, and then fails on the dropped function), never in a cycle with it.
+///
+/// - `head`: `entries` counts the lifecycle entries, `changes` counts every commit that
+///   removed events or changed what removes them (readers holding events re-read when it
+///   moves), `count_rules` the rules with a count limit (an append applies them when > 0).
+/// - `streams`: versions below `removed_before` are removed; `tombstone`: hard-deleted.
+/// - `chunks.skip`: the chunk's first `skip` events are removed and its arrays hold the
+///   others (event `i` of the chunk, from 0, at position `first_pos + i` and version
+///   `first_version + i`, is array element `i - skip + 1`), so that its position, version
+///   and the `ids` rows pointing into it stay right.
+/// - `removed_chunks`: the header of a deleted chunk row whose events had ids (no event
+///   data): the ids of removed events still find their position, stream and version.
+/// - `entries`: one row per lifecycle entry: its position, a chunk key (for its id in
+///   `ids`), its time, the stream or prefix it names, and the operation's portable
+///   encoding (`LifecycleOp::encode`).
+/// - `rules`: the retention rules in force, by stream or category prefix.
+const TO_4: &str = "
+lock table ids, head, streams, chunks in access exclusive mode;
+drop function if exists append(int[], text[], bigint[], int[], uuid[], text[], int[], bytea[],
+                               bytea[], uuid[], int[], int[], boolean, text);
+alter table head add column entries bigint not null default 0,
+  add column changes bigint not null default 0,
+  add column count_rules int not null default 0;
+alter table streams add column removed_before bigint not null default 0,
+  add column tombstone boolean not null default false;
+alter table chunks add column skip int not null default 0;
+create table removed_chunks (chunk bigint primary key, first_pos bigint not null,
+  stream text not null, first_version bigint not null);
+create table entries (pos bigint primary key, chunk bigint not null unique,
+  ts bigint not null, target text not null, op bytea not null);
+create table rules (category boolean not null, target text not null,
+  max_count bigint not null, max_age_us bigint not null, primary key (category, target));
+drop view id_positions;
+create view id_positions as
+  select i.id, c.first_pos + i.idx as pos, c.stream,
+         case when c.stream = '' then 0 else c.first_version + i.idx end as version
+  from ids i join (select chunk, first_pos, stream, first_version from chunks
+                   union all
+                   select chunk, first_pos, stream, first_version from removed_chunks
+                   union all
+                   select chunk, pos, null::text, null::bigint from entries) c
+    on c.chunk = i.chunk;
+update meta set value = '4' where key = 'schema_version';
+";
+
+/// The functions of version 4 (created by `prepare` after `TO_4`, each a step of the
+/// append or of a lifecycle entry; all run in the caller's transaction).
+///
+/// `rule_for(s)`: the retention rule in force for stream `s`: its own, else that of the
+/// longest category prefix it starts with (`lifecycle::Removals::rule_for`).
+///
+/// `remove_before(s, x)`: removes stream `s`'s events with a version below `x`: the chunk
+/// rows holding only such events are deleted (their headers kept in `removed_chunks` when
+/// ids point into them), the one holding removed and kept events is rewritten to hold the
+/// kept ones (`skip`); returns the events removed, the rows deleted or rewritten and their
+/// bytes as stored before and after. Removal is always of a stream's lowest versions
+/// (deletes, truncations and rules by count remove below a version; rules by age remove
+/// the oldest, and times never decrease along versions), so a chunk keeps a suffix.
+///
+/// `remove_aged(s, now)`: removes what the rule in force for `s` removes by age at `now`
+/// (rows that reads already pass over: compaction, and a rule's change).
+///
+/// `rule_streams(t, category)`: the streams a rule on `t` can apply to, in name order.
+///
+/// `set_rule(t, category, max_count, max_age_us, now)`: first deletes the rows that the
+/// rules in force removed by age (a rule made looser later must not bring them back),
+/// then sets (both 0: clears) the rule, then removes what count limits remove now.
+///
+/// `apply_entry(kind, target, a, b, op, key, now, channel)`: the writes of a lifecycle
+/// entry, its checks done by the caller under the head lock: kind as in the entry
+/// encoding (1 soft delete, 2 hard delete: a = the stream's version; 3 truncation: b =
+/// the version to keep from; 4 a stream's rule, 5 a prefix's: a = max_count, b =
+/// max_age_us); the entry takes the next position and the head moves past it; the
+/// notification tells waiters the new head and `changes`.
+const FUNCTIONS: &str = "
+create function rule_for(s text) returns table (max_count bigint, max_age_us bigint)
+language sql stable as $f$
+  select x.max_count, x.max_age_us from (
+    select 0 as o, 0 as l, r.max_count, r.max_age_us from rules r
+      where not r.category and r.target = s
+    union all
+    select 1, -length(r.target), r.max_count, r.max_age_us from rules r
+      where r.category and starts_with(s, r.target)) x
+  order by x.o, x.l limit 1
+$f$;
+
+create function remove_before(s text, x bigint)
+returns table (events_removed bigint, chunk_rows bigint, bytes_before bigint, bytes_after bigint)
+language plpgsql as $f$
+declare _c bigint; _sk int; _fv bigint; _n int; _k int; _b bigint;
+begin
+  update streams t set removed_before = x where t.name = s and t.removed_before < x;
+  with gone as (
+    delete from chunks c
+      where c.stream = s and c.stream <> '' and c.first_version < x and c.first_version + c.n <= x
+      returning c.chunk, c.first_pos, c.first_version, c.n, c.skip, c.ids,
+        (pg_column_size(c.types) + pg_column_size(c.schema_versions) + pg_column_size(c.ids)
+         + pg_column_size(c.metadata) + pg_column_size(c.data))::int8 as bytes),
+  husks as (
+    insert into removed_chunks (chunk, first_pos, stream, first_version)
+      select g.chunk, g.first_pos, s, g.first_version from gone g
+      where g.skip > 0 or cardinality(array_remove(g.ids, null)) > 0)
+  select coalesce(sum(g.n - g.skip), 0), count(*), coalesce(sum(g.bytes), 0)
+    into events_removed, chunk_rows, bytes_before from gone g;
+  bytes_after := 0;
+  -- The one chunk that may hold removed and kept events: the last one starting below x.
+  select c.chunk, c.skip, c.first_version, c.n,
+         (pg_column_size(c.types) + pg_column_size(c.schema_versions) + pg_column_size(c.ids)
+          + pg_column_size(c.metadata) + pg_column_size(c.data))::int8
+    into _c, _sk, _fv, _n, _b from chunks c
+    where c.stream = s and c.stream <> '' and c.first_version < x
+    order by c.first_version desc limit 1;
+  if _c is not null and _fv + _n > x and _fv + _sk < x then
+    _k := x - _fv;
+    update chunks c set skip = _k,
+        types = c.types[_k - _sk + 1 : _n - _sk],
+        schema_versions = c.schema_versions[_k - _sk + 1 : _n - _sk],
+        ids = c.ids[_k - _sk + 1 : _n - _sk],
+        metadata = c.metadata[_k - _sk + 1 : _n - _sk],
+        data = c.data[_k - _sk + 1 : _n - _sk]
+      where c.chunk = _c
+      returning bytes_after + (pg_column_size(c.types) + pg_column_size(c.schema_versions)
+        + pg_column_size(c.ids) + pg_column_size(c.metadata) + pg_column_size(c.data))::int8
+      into bytes_after;
+    events_removed := events_removed + (_k - _sk);
+    chunk_rows := chunk_rows + 1;
+    bytes_before := bytes_before + _b;
+  end if;
+  return next;
+end $f$;
+
+create function remove_aged(s text, now_us bigint)
+returns table (events_removed bigint, chunk_rows bigint, bytes_before bigint, bytes_after bigint)
+language plpgsql as $f$
+declare _age bigint; _x bigint;
+begin
+  select r.max_age_us into _age from rule_for(s) r;
+  if coalesce(_age, 0) > 0 then
+    select c.first_version + c.skip into _x from chunks c
+      where c.stream = s and c.stream <> '' and c.ts >= greatest(0, now_us - _age)
+      order by c.first_version limit 1;
+    if _x is null then
+      select t.version + 1 into _x from streams t where t.name = s;
+    end if;
+  end if;
+  if _x is null then
+    return query select 0::int8, 0::int8, 0::int8, 0::int8;
+  else
+    return query select * from remove_before(s, _x);
+  end if;
+end $f$;
+
+create function rule_streams(t text, cat boolean) returns table (name text, version bigint)
+language sql stable as $f$
+  select x.name, x.version from streams x where not cat and x.name = t and not x.tombstone
+  union all
+  select x.name, x.version from streams x where cat and starts_with(x.name, t) and not x.tombstone
+  order by 1
+$f$;
+
+create function set_rule(t text, cat boolean, mc bigint, ma bigint, now_us bigint)
+returns bigint language plpgsql as $f$
+declare _n bigint := 0; _s record; _mc bigint;
+begin
+  for _s in select * from rule_streams(t, cat) loop
+    _n := _n + (select a.events_removed from remove_aged(_s.name, now_us) a);
+  end loop;
+  if mc = 0 and ma = 0 then
+    delete from rules r where r.category = cat and r.target = t;
+  else
+    insert into rules as r values (cat, t, mc, ma) on conflict (category, target)
+      do update set max_count = excluded.max_count, max_age_us = excluded.max_age_us;
+  end if;
+  for _s in select * from rule_streams(t, cat) loop
+    select r.max_count into _mc from rule_for(_s.name) r;
+    if coalesce(_mc, 0) > 0 and _s.version + 1 - _mc > 0 then
+      _n := _n + (select g.events_removed from remove_before(_s.name, _s.version + 1 - _mc) g);
+    end if;
+  end loop;
+  return _n;
+end $f$;
+
+create function apply_entry(kind int, t text, a bigint, b bigint, op bytea, key bigint,
+                            now_us bigint, channel text)
+returns table (entry_pos bigint, events_removed bigint, new_changes bigint)
+language plpgsql as $f$
+declare _next bigint; _ts bigint; _n bigint;
+begin
+  select h.next, greatest(h.last_ts, (extract(epoch from clock_timestamp()) * 1000000)::bigint)
+    into _next, _ts from head h for update;
+  if kind in (1, 2) then
+    if kind = 2 then
+      update streams x set tombstone = true where x.name = t;
+    end if;
+    _n := (select g.events_removed from remove_before(t, a + 1) g);
+  elsif kind = 3 then
+    _n := (select g.events_removed from remove_before(t, b) g);
+  elsif kind in (4, 5) then
+    _n := set_rule(t, kind = 5, a, b, now_us);
+  else
+    raise exception 'unknown lifecycle entry kind %', kind;
+  end if;
+  insert into entries (pos, chunk, ts, target, op) values (_next, key, _ts, t, op);
+  update head h set next = _next + 1, last_ts = _ts, entries = h.entries + 1,
+      changes = h.changes + 1,
+      count_rules = (select count(*) from rules r where r.max_count > 0)
+    returning h.changes into new_changes;
+  perform pg_notify(channel, (_next + 1)::text || ' ' || new_changes::text);
+  entry_pos := _next;
+  events_removed := _n;
+  return next;
+end $f$;
+";
+
+/// The append function (version 4). One call appends a batch of requests (each one evs
 /// append, possibly over several streams). Per request one row: res >= 0 its first
 /// position (written; versions: each entry's stream version after it, 0 for events
 /// without a stream); -1 a wrong expected version (entry: which entry of the request,
 /// 1-based; actual: the stream's version, -1 none); -2 a retry, every event's id stored
-/// (actual: the lowest stored position); -3 some ids stored, not all (nothing written).
-/// Expected: >= 0 exact, -1 any, -2 no stream, -3 exists.
+/// (actual: the lowest stored position); -3 some ids stored, not all (nothing written);
+/// -4 a hard-deleted stream (entry: which one; nothing written). Every row also carries
+/// the head's `changes` after the batch. Expected: >= 0 exact, -1 any, -2 no stream, -3
+/// exists. A soft-deleted stream keeps its row and version: appends continue it, and
+/// "no stream" is refused with its version.
 ///
 /// Arguments: per request its number of entries (`r_entries`); per entry its stream,
 /// expected version and number of events; per event its id (null: none), type, schema
@@ -100,19 +324,22 @@ update meta set value = '3' where key = 'schema_version';
 /// looked up first, still before the lock; a request with ids stored is answered -2/-3
 /// and writes nothing, the others' ids are written. Under the head lock (from taking it
 /// to the commit) each written stream entry becomes one `chunks` row, all written by one
-/// insert at the end; a refused request's ids are deleted again.
+/// insert at the end; a refused request's ids are deleted again. When some rule has a
+/// count limit (`head.count_rules`), the written streams' events beyond their limits are
+/// removed in the same transaction.
 const APPEND: &str = "
 create function append(r_entries int[], s_stream text[], s_expected bigint[], s_count int[],
                        e_id uuid[], e_type text[], e_sv int[], e_meta bytea[], e_data bytea[],
                        i_id uuid[], i_entry int[], i_idx int[], check_ids boolean,
                        channel text)
-returns table (res bigint, entry int, actual bigint, versions bigint[])
+returns table (res bigint, entry int, actual bigint, versions bigint[], changes bigint)
 language plpgsql as $$
 declare
   _next bigint; _ts bigint; _r int; _j int; _e int := 1; _ev int := 1; _ne int; _nev int;
   _found bigint; _low bigint; _names text[]; _vers bigint[]; _k int; _cur bigint;
-  _ok boolean; _bad int; _badv bigint; _v bigint; _c int; _s text;
-  _keys bigint[]; _first bigint;
+  _tomb boolean; _ok boolean; _bad int; _badv bigint; _v bigint; _c int; _s text;
+  _keys bigint[]; _first bigint; _rules int; _chg bigint; _gone bigint := 0; _mc bigint;
+  _res bigint; _ent int; _act bigint; _vl bigint[];
   _has_ids boolean := coalesce(cardinality(i_id), 0) > 0;
   -- With check_ids: per request, how many of its ids are stored and the lowest position.
   _found_r bigint[] := '{}'; _low_r bigint[] := '{}'; _ereq int[] := '{}';
@@ -120,6 +347,12 @@ declare
   -- their events start in the event arrays.
   _cp bigint[] := '{}'; _ck bigint[] := '{}'; _cs text[] := '{}'; _cv bigint[] := '{}';
   _cc int[] := '{}'; _ce int[] := '{}';
+  -- Each request's answer (returned at the end, with the head's changes then): result,
+  -- entry, actual, and where its versions are in _o_vers (count -1: none).
+  _o_res bigint[] := '{}'; _o_ent int[] := '{}'; _o_act bigint[] := '{}';
+  _o_vs int[] := '{}'; _o_vn int[] := '{}'; _o_vers bigint[] := '{}';
+  -- The streams written and their versions after the batch (for count limits).
+  _ws text[] := '{}'; _wv bigint[] := '{}';
 begin
   -- Before the head lock: the chunk keys, and the ids (in parallel with other writers).
   _keys := array(select nextval('chunk_keys') from generate_series(1, cardinality(s_stream)));
@@ -149,8 +382,9 @@ begin
       order by x.id;
   end if;
   -- The lock every writer of the store takes: positions are handed out in commit order.
-  select h.next, greatest(h.last_ts, (extract(epoch from clock_timestamp()) * 1000000)::bigint)
-    into _next, _ts from head h for update;
+  select h.next, greatest(h.last_ts, (extract(epoch from clock_timestamp()) * 1000000)::bigint),
+         h.count_rules, h.changes
+    into _next, _ts, _rules, _chg from head h for update;
   _first := _next;
   for _r in 1 .. coalesce(cardinality(r_entries), 0) loop
     _ne := r_entries[_r];
@@ -161,9 +395,9 @@ begin
       _found := _found_r[_r]; _low := _low_r[_r];
     end if;
     _bad := 0;
-    versions := null;
+    _vl := null;
     if _found > 0 then
-      res := case when _found = _nev then -2 else -3 end; entry := 0; actual := _low;
+      _res := case when _found = _nev then -2 else -3 end; _ent := 0; _act := _low;
       _bad := -1;
     elsif _ne = 1 and s_stream[_e] <> '' then
       -- One stream: check and advance in one statement; _v is its version before.
@@ -171,42 +405,45 @@ begin
       case s_expected[_e]
         when -1 then
           insert into streams as s (name, version, first_pos) values (_s, _c - 1, _next)
-            on conflict (name) do update set version = s.version + _c
+            on conflict (name) do update set version = s.version + _c where not s.tombstone
             returning s.version - _c into _v;
         when -2 then
           insert into streams (name, version, first_pos) values (_s, _c - 1, _next)
             on conflict (name) do nothing returning -1::bigint into _v;
         when -3 then
-          update streams s set version = s.version + _c where s.name = _s
+          update streams s set version = s.version + _c where s.name = _s and not s.tombstone
             returning s.version - _c into _v;
         else
           update streams s set version = s.version + _c
-            where s.name = _s and s.version = s_expected[_e]
+            where s.name = _s and s.version = s_expected[_e] and not s.tombstone
             returning s.version - _c into _v;
       end case;
       if _v is null then
-        select s.version into _cur from streams s where s.name = _s;
-        res := -1; entry := 1; actual := coalesce(_cur, -1); _bad := 1;
+        select s.version, s.tombstone into _cur, _tomb from streams s where s.name = _s;
+        _res := case when _tomb then -4 else -1 end;
+        _ent := 1; _act := coalesce(_cur, -1); _bad := 1;
       else
-        res := _next; entry := 0; actual := 0; versions := array[_v + _c];
+        _res := _next; _ent := 0; _act := 0; _vl := array[_v + _c];
         _cp := _cp || _next; _ck := _ck || _keys[_e]; _cs := _cs || _s;
         _cv := _cv || (_v + 1); _cc := _cc || _c; _ce := _ce || _ev;
+        _ws := _ws || _s; _wv := _wv || (_v + _c);
         _next := _next + _c;
       end if;
     else
       -- Several entries (or events without a stream): check them all, then write.
-      _names := '{}'; _vers := '{}';
+      _names := '{}'; _vers := '{}'; _tomb := false;
       for _j in _e .. _e + _ne - 1 loop
         _k := array_position(_names, s_stream[_j]);
         _cur := null;
         if _k is not null then
           _cur := _vers[_k];
         elsif s_stream[_j] <> '' then
-          select s.version into _cur from streams s where s.name = s_stream[_j] for update;
+          select s.version, s.tombstone into _cur, _tomb from streams s
+            where s.name = s_stream[_j] for update;
         end if;
         _ok := case s_expected[_j] when -1 then true when -2 then _cur is null
                  when -3 then _cur is not null else _cur = s_expected[_j] end;
-        if not coalesce(_ok, false) then
+        if coalesce(_tomb, false) or not coalesce(_ok, false) then
           _bad := _j - _e + 1; _badv := coalesce(_cur, -1); exit;
         end if;
         if s_stream[_j] <> '' then
@@ -218,9 +455,10 @@ begin
         end if;
       end loop;
       if _bad > 0 then
-        res := -1; entry := _bad; actual := _badv;
+        _res := case when coalesce(_tomb, false) then -4 else -1 end;
+        _ent := _bad; _act := _badv;
       else
-        res := _next; entry := 0; actual := 0; versions := '{}';
+        _res := _next; _ent := 0; _act := 0; _vl := '{}';
         _k := _ev;
         for _j in _e .. _e + _ne - 1 loop
           _c := s_count[_j]; _s := s_stream[_j];
@@ -229,9 +467,10 @@ begin
             insert into streams as s (name, version, first_pos) values (_s, _c - 1, _next)
               on conflict (name) do update set version = s.version + _c
               returning s.version - _c into _v;
-            versions := versions || (_v + _c);
+            _vl := _vl || (_v + _c);
+            _ws := _ws || _s; _wv := _wv || (_v + _c);
           else
-            versions := versions || 0::bigint;
+            _vl := _vl || 0::bigint;
           end if;
           _cp := _cp || _next; _ck := _ck || _keys[_j]; _cs := _cs || _s;
           _cv := _cv || (_v + 1); _cc := _cc || _c; _ce := _ce || _k;
@@ -241,25 +480,48 @@ begin
       end if;
     end if;
     if _bad > 0 and _has_ids and _nev > 0 then
-      -- Refused by a version: its ids, written before the lock, go again. (A request
-      -- whose ids were found stored wrote none: those are the earlier append's.)
+      -- Refused by a version or a tombstone: its ids, written before the lock, go again.
+      -- (A request whose ids were found stored wrote none: those are the earlier append's.)
       delete from ids where id = any (e_id[_ev : _ev + _nev - 1]);
     end if;
-    return next;
+    _o_res := _o_res || _res; _o_ent := _o_ent || _ent; _o_act := _o_act || _act;
+    _o_vs := _o_vs || (coalesce(cardinality(_o_vers), 0) + 1);
+    _o_vn := _o_vn || coalesce(cardinality(_vl), -1);
+    _o_vers := _o_vers || _vl;
     _e := _e + _ne;
     _ev := _ev + _nev;
   end loop;
-  insert into chunks
+  insert into chunks (first_pos, chunk, stream, first_version, n, ts, types, schema_versions,
+                      ids, metadata, data)
     select x.p, x.k, x.s, case when x.s = '' then 0 else x.v end, x.c, _ts,
            e_type[x.e : x.e + x.c - 1], e_sv[x.e : x.e + x.c - 1], e_id[x.e : x.e + x.c - 1],
            e_meta[x.e : x.e + x.c - 1], e_data[x.e : x.e + x.c - 1]
     from unnest(_cp, _ck, _cs, _cv, _cc, _ce) as x(p, k, s, v, c, e)
     where x.c > 0;
-  update head set next = _next, last_ts = _ts;
+  if _rules > 0 then
+    -- Count limits remove at once: the written streams' events beyond their rule's.
+    for _j in 1 .. coalesce(cardinality(_ws), 0) loop
+      select r.max_count into _mc from rule_for(_ws[_j]) r;
+      if coalesce(_mc, 0) > 0 and _wv[_j] + 1 - _mc > 0 then
+        _gone := _gone + (select g.events_removed from remove_before(_ws[_j], _wv[_j] + 1 - _mc) g);
+      end if;
+    end loop;
+  end if;
+  if _gone > 0 then
+    _chg := _chg + 1;
+  end if;
+  update head set next = _next, last_ts = _ts, changes = _chg;
   if _next > _first then
     -- Delivered by the server at the commit, to the handles that wait (listener.rs).
-    perform pg_notify(channel, _next::text);
+    perform pg_notify(channel, _next::text || ' ' || _chg::text);
   end if;
+  for _r in 1 .. coalesce(cardinality(r_entries), 0) loop
+    res := _o_res[_r]; entry := _o_ent[_r]; actual := _o_act[_r];
+    versions := case when _o_vn[_r] < 0 then null
+                     else _o_vers[_o_vs[_r] : _o_vs[_r] + _o_vn[_r] - 1] end;
+    changes := _chg;
+    return next;
+  end loop;
 end $$;
 ";
 
@@ -307,28 +569,34 @@ pub async fn prepare(conn: &Conn, read_only: bool) -> Result<()> {
             .get(0);
         if !made {
             tx.batch_execute(&format!(
-                "create schema if not exists \"{schema}\"; set local search_path to \"{schema}\"; {CREATE} {CHUNKS_AND_IDS} {APPEND}"
+                "create schema if not exists \"{schema}\"; set local search_path to \"{schema}\"; {CREATE} {CHUNKS_AND_IDS} {TO_4} {FUNCTIONS} {APPEND}"
             ))
             .await
             .map_err(|e| pg_error(&format!("creating the evstore schema '{schema}'"), e))?;
         }
     }
     let mut version = stored_version(&tx, schema).await?;
-    if matches!(version, Some(1 | 2)) && !read_only {
-        // One process migrates; the others find version 3 once they hold the lock.
+    if matches!(version, Some(1..=3)) && !read_only {
+        // One process migrates; the others find version 4 once they hold the lock.
         lock(&tx, schema).await?;
         version = stored_version(&tx, schema).await?;
-        if let Some(old @ (1 | 2)) = version {
-            tx.batch_execute(&format!(
-                "set local search_path to \"{schema}\"; {CHUNKS_AND_IDS} {MIGRATE_TO_3} {APPEND}"
-            ))
-            .await
-            .map_err(|e| {
-                pg_error(
-                    &format!("migrating the evstore schema '{schema}' from version {old} to 3"),
-                    e,
-                )
-            })?;
+        let steps = match version {
+            // One row per event: to chunks first.
+            Some(1 | 2) => format!("{CHUNKS_AND_IDS} {MIGRATE_TO_3} {TO_4} {FUNCTIONS} {APPEND}"),
+            Some(3) => format!("{TO_4} {FUNCTIONS} {APPEND}"),
+            _ => String::new(),
+        };
+        if let (Some(old), false) = (version, steps.is_empty()) {
+            tx.batch_execute(&format!("set local search_path to \"{schema}\"; {steps}"))
+                .await
+                .map_err(|e| {
+                    pg_error(
+                        &format!(
+                            "migrating the evstore schema '{schema}' from version {old} to {SCHEMA_VERSION}"
+                        ),
+                        e,
+                    )
+                })?;
             version = Some(SCHEMA_VERSION);
         }
     }
@@ -337,8 +605,9 @@ pub async fn prepare(conn: &Conn, read_only: bool) -> Result<()> {
         .map_err(|e| pg_error("committing the schema", e))?;
     match version {
         Some(SCHEMA_VERSION) => Ok(()),
-        // Versions 1 and 2 keep one row per event, which this library no longer reads.
-        Some(v @ (1 | 2)) => Err(Error::new(
+        // Versions 1 and 2 keep one row per event, and 3 has no lifecycle tables: this
+        // library reads neither.
+        Some(v @ 1..=3) => Err(Error::new(
             ErrorKind::ReadOnly,
             format!(
                 "the evstore schema '{schema}' has version {v}, older than this library's \
