@@ -35,8 +35,8 @@
 #endif
 
 
-// `evs_delete_stream` flag: the stream reads as not found and keeps its version;
-// appending to it again continues after that version.
+// `evs_delete_stream` flag: the stream does not exist (for readers and writers) until
+// it is appended to again; that append continues after its kept version.
 #define EVS_DELETE_SOFT 0
 
 // `evs_delete_stream` flag: a tombstone; every later read or write of the name is
@@ -67,7 +67,8 @@
 // Expected version: no check. (A value >= 0: the stream's last event has that version.)
 #define EVS_EXPECT_ANY -1
 
-// Expected version: the stream must not exist yet.
+// Expected version: the stream must not exist yet (or be soft-deleted and not appended
+// to since: its versions then continue after the kept one).
 #define EVS_EXPECT_NO_STREAM -2
 
 // Expected version: the stream must exist.
@@ -214,8 +215,8 @@ typedef struct evs_error_detail {
   // The status the call returned; EVS_OK when no call on this thread has failed.
   evs_status code;
   // EVS_ERR_WRONG_EXPECTED_VERSION: the version of the stream's last event when the
-  // append (or `evs_delete_stream`) was refused, or -1 when the stream did not exist.
-  // -1 for other errors.
+  // append (or `evs_delete_stream`) was refused, or -1 when the stream did not exist
+  // (never written, or soft-deleted and not appended to since). -1 for other errors.
   int64_t actual_version;
   // `evs_append_multi`: the index in `appends` of the part the error is about (the
   // stream whose expected version failed, the part of an event id stored before).
@@ -502,20 +503,24 @@ evs_status evs_cursor_next_batch(struct evs_cursor *c,
                                  size_t *out_count);
 
 // Deletes `stream`: every event it has so far leaves every read now. `flags`:
-// EVS_DELETE_SOFT (the stream reads as not found and keeps its version: an append with
-// EVS_EXPECT_ANY or that version continues it; EVS_EXPECT_NO_STREAM fails) or
-// EVS_DELETE_HARD (a tombstone: the name is refused from then on). `expected_version`
-// as for appends (EVS_EXPECT_ANY, EVS_EXPECT_EXISTS or the stream's version;
-// EVS_EXPECT_NO_STREAM is invalid). `id`: NULL or 16 bytes (all zero: none); a retry
-// with the same id and the same delete writes nothing and returns the first one's
-// position. `*out_position` (may be NULL) gets the position of the operation's entry in
-// the log (it holds no event). Deleting an account's stream (`account-<id>`) is refused
-// while the account's balance is not zero; afterwards the account is not found.
+// EVS_DELETE_SOFT (the stream does not exist until it is appended to again:
+// evs_stream_version gives -1, an append expecting EVS_EXPECT_NO_STREAM or
+// EVS_EXPECT_ANY continues its versions after the kept one, EVS_EXPECT_EXISTS and the
+// old version fail) or EVS_DELETE_HARD (a tombstone: the name is refused from then on;
+// also of a soft-deleted stream, with EVS_EXPECT_ANY). `expected_version` as for appends
+// (EVS_EXPECT_ANY, EVS_EXPECT_EXISTS or the stream's version; EVS_EXPECT_NO_STREAM is
+// invalid). Checked in this order: hard-deleted, no such stream, expected version.
+// `id`: NULL or 16 bytes (all zero: none); a retry with the same id and the same delete
+// writes nothing and returns the first one's position. `*out_position` (may be NULL)
+// gets the position of the operation's entry in the log (it holds no event). Deleting
+// an account's stream (`account-<id>`) is refused while the account's balance is not
+// zero; afterwards the account is not found.
 //
 // Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store or stream, bad UTF-8, an empty
 // or over 1024-byte name, bad expected_version or EVS_EXPECT_NO_STREAM, unknown flags,
-// a closed store); EVS_ERR_NOT_FOUND (the stream never had an event);
-// EVS_ERR_WRONG_EXPECTED_VERSION (the message names the actual version);
+// a closed store); EVS_ERR_NOT_FOUND (the stream never had an event; for a soft delete
+// also: it is soft-deleted and not appended to since); EVS_ERR_WRONG_EXPECTED_VERSION
+// (the message and evs_last_error_detail name the actual version, -1 for none);
 // EVS_ERR_STREAM_DELETED (hard-deleted already); EVS_ERR_BALANCE_NOT_ZERO;
 // EVS_ERR_ALREADY_EXISTS (the id was given to another operation or an event; nothing
 // written); EVS_ERR_BUSY (a write with this id is still being made durable under
@@ -537,8 +542,9 @@ evs_status evs_delete_stream(struct evs_store *s,
 //
 // Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store or stream, bad UTF-8, an empty
 // or over 1024-byte name, `before_version` past the stream's version + 1, an account's
-// stream, a closed store); EVS_ERR_NOT_FOUND (the stream never had an event);
-// EVS_ERR_STREAM_DELETED; EVS_ERR_ALREADY_EXISTS (the id was given to something else);
+// stream, a closed store); EVS_ERR_NOT_FOUND (the stream never had an event, or it is
+// soft-deleted and not appended to since); EVS_ERR_STREAM_DELETED;
+// EVS_ERR_ALREADY_EXISTS (the id was given to something else);
 // EVS_ERR_BUSY; EVS_ERR_READ_ONLY; EVS_ERR_IO. Thread safety: any thread. Ownership:
 // `stream` and `id` stay the caller's.
 evs_status evs_truncate_stream(struct evs_store *s,
@@ -878,7 +884,9 @@ evs_status evs_append_event(struct evs_store *s,
 
 // Appends `count` events to `stream` atomically, if the stream is at `expected_version`
 // (EVS_EXPECT_ANY, EVS_EXPECT_NO_STREAM, EVS_EXPECT_EXISTS, or the version of its
-// last event). Optional outputs: the first event's position and the last one's version.
+// last event; a soft-deleted stream does not exist until appended to again, and its
+// versions continue after the kept one). Optional outputs: the first event's position
+// and the last one's version.
 // `events` is an array of `count` evs_event_input of the caller's `struct_size`. When
 // every event has an id (`id` not all zero) and all of them are stored already, nothing
 // is written and the outputs are those of the stored events (a retry): the expected
@@ -995,8 +1003,10 @@ void evs_cursor_free(struct evs_cursor *c);
 // Ownership: `*out_position` is written only on success.
 evs_status evs_position_at(struct evs_store *s, uint64_t timestamp_us, uint64_t *out_position);
 
-// The stream's current version (that of its last event), or -1 when it does not exist.
-// A soft-deleted or truncated stream keeps its version.
+// The stream's current version (that of its last event), or -1 when it does not exist,
+// as writers see it: a soft-deleted stream does not exist (-1) until it is appended to
+// again; a truncated stream, or one whose events a retention rule removed, keeps its
+// version.
 //
 // Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024 bytes);
 // EVS_ERR_STREAM_DELETED (hard-deleted); EVS_ERR_IO or EVS_ERR_CORRUPT (a read-only

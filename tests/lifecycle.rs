@@ -9,15 +9,13 @@ mod common;
 
 use common::life::{check, drain, drain_tail, err, Model};
 use common::procs::{self, Children};
+use common::writers::{self, TestClock};
 use evstore::account::{stream_name, Bank};
 use evstore::store::lifecycle::Rule;
-use evstore::store::{
-    Clock, Event, EventInput, ExpectedVersion, Store, StoreOptions, StreamAppend,
-};
+use evstore::store::{Event, EventInput, ExpectedVersion, Store, StoreOptions, StreamAppend};
 use evstore::wal::FsyncPolicy;
 use evstore::ErrorKind;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -28,26 +26,6 @@ use std::time::Duration;
 /// Held (shared) by every open of this file and (exclusively) while the follower test
 /// spawns its child, which inherits open descriptors (the LOCK file's) until its exec.
 static SPAWNING: RwLock<()> = RwLock::new(());
-
-/// A clock the test moves: microseconds since the epoch.
-#[derive(Clone)]
-struct TestClock(Arc<AtomicU64>);
-
-impl TestClock {
-    fn new(start: u64) -> TestClock {
-        TestClock(Arc::new(AtomicU64::new(start)))
-    }
-    fn now(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
-    }
-    fn set(&self, t: u64) {
-        self.0.store(t, Ordering::SeqCst);
-    }
-    fn clock(&self) -> Clock {
-        let t = self.0.clone();
-        Clock::new(move || t.load(Ordering::SeqCst))
-    }
-}
 
 /// Small segments (so that sealed segments and their index files take part), the test's
 /// clock.
@@ -141,27 +119,35 @@ fn scenario() -> Vec<(&'static str, Step)> {
             assert_eq!(p, m.delete("order-2", false));
         }),
         ("append to the soft-deleted order-2", |s, m, c| {
+            // It is no stream for writers: its old version and EXISTS fail (actual:
+            // none), NO_STREAM continues its versions.
             let v = m.versions["order-2"];
-            let e = err(
-                s.append(
-                    "order-2",
-                    ExpectedVersion::NoStream,
-                    &[EventInput::new("T", b"x")],
-                ),
-                "no stream",
-            );
-            assert_eq!(e.kind, ErrorKind::WrongExpectedVersion);
-            assert!(e.message.contains(&format!("version {v}")), "{e}");
-            append(s, m, c, "order-2", &payloads("o2-again", 2, 1500));
-            assert_eq!(m.versions["order-2"], v + 2);
+            assert_eq!(s.stream_version("order-2").unwrap(), None);
+            for expected in [ExpectedVersion::Exact(v), ExpectedVersion::Exists] {
+                let e = err(
+                    s.append("order-2", expected, &[EventInput::new("T", b"x")]),
+                    "deleted",
+                );
+                assert_eq!(e.kind, ErrorKind::WrongExpectedVersion, "{e}");
+                assert_eq!(e.detail().actual_version, Some(None), "{e}");
+            }
+            let again = payloads("o2-again", 2, 1500);
+            c.set(c.now() + 1_000);
+            let ins: Vec<EventInput<'_>> = again.iter().map(|p| EventInput::new("T", p)).collect();
+            let r = s
+                .append("order-2", ExpectedVersion::NoStream, &ins)
+                .unwrap();
+            assert_eq!(r.first_position, m.next_position());
+            assert_eq!(r.stream_versions, vec![v + 2]);
+            m.append("order-2", c.now(), &again);
         }),
-        ("a category rule on tele-", |s, m, _| {
+        ("a category rule on tele-", |s, m, c| {
             let p = s.set_retention("tele-", true, rule(2), None).unwrap();
-            assert_eq!(p, m.rule("tele-", true, rule(2)));
+            assert_eq!(p, m.rule("tele-", true, rule(2), c.now()));
         }),
-        ("tele-b's own rule", |s, m, _| {
+        ("tele-b's own rule: nothing comes back", |s, m, c| {
             let p = s.set_retention("tele-b", false, rule(3), None).unwrap();
-            assert_eq!(p, m.rule("tele-b", false, rule(3)));
+            assert_eq!(p, m.rule("tele-b", false, rule(3), c.now()));
         }),
         ("hard delete x", |s, m, _| {
             let p = s
@@ -174,11 +160,11 @@ fn scenario() -> Vec<(&'static str, Step)> {
         }),
         (
             "tele-b's rule cleared: the category's applies",
-            |s, m, _| {
+            |s, m, c| {
                 let p = s
                     .set_retention("tele-b", false, Rule::default(), None)
                     .unwrap();
-                assert_eq!(p, m.rule("tele-b", false, Rule::default()));
+                assert_eq!(p, m.rule("tele-b", false, Rule::default(), c.now()));
             },
         ),
         ("truncate order-1 lower: nothing comes back", |s, m, _| {
@@ -198,6 +184,25 @@ fn scenario() -> Vec<(&'static str, Step)> {
             append(s, m, c, "tele-a", &payloads("ta-new", 4, 700));
             append(s, m, c, "", &payloads("single-late", 1, 300));
         }),
+        ("the tele- rule cleared: nothing comes back", |s, m, c| {
+            let p = s
+                .set_retention("tele-", true, Rule::default(), None)
+                .unwrap();
+            assert_eq!(p, m.rule("tele-", true, Rule::default(), c.now()));
+        }),
+        (
+            "soft delete order-2 again, then hard-delete it",
+            |s, m, _| {
+                let p = s
+                    .delete_stream("order-2", ExpectedVersion::Any, false, None)
+                    .unwrap();
+                assert_eq!(p, m.delete("order-2", false));
+                let p = s
+                    .delete_stream("order-2", ExpectedVersion::Any, true, None)
+                    .unwrap();
+                assert_eq!(p, m.delete("order-2", true));
+            },
+        ),
     ]
 }
 
@@ -299,7 +304,7 @@ fn a_rule_by_age_removes_events_as_the_clock_passes_them_without_any_call() {
     };
     assert_eq!(
         store.set_retention("m-", true, rule, None).unwrap(),
-        m.rule("m-", true, rule)
+        m.rule("m-", true, rule, clock.now())
     );
     // Every stream (the empty prefix) keeps 6 s: it applies to "other", not to "m-"
     // streams (a longer prefix wins), never to events without a stream.
@@ -309,14 +314,18 @@ fn a_rule_by_age_removes_events_as_the_clock_passes_them_without_any_call() {
     };
     assert_eq!(
         store.set_retention("", true, all, None).unwrap(),
-        m.rule("", true, all)
+        m.rule("", true, all, clock.now())
     );
     assert_eq!(store.retention("m-7", false).unwrap(), Some(rule));
     assert_eq!(store.retention("zzz", false).unwrap(), Some(all));
     assert_eq!(store.retention("", true).unwrap(), Some(all));
     assert_eq!(store.retention("m", true).unwrap(), None);
-    // Cursors already open judge each call by the clock of that call.
+    // Cursors already open judge each call by the clock of that call. (A handle's clock
+    // never goes back: a new handle is opened with the clock set before the last event.)
+    store.close().unwrap();
+    drop(store);
     clock.set(1_000_000_000 + 3_000_000);
+    let store = open(dir.path(), opts.clone());
     let mut all = store.read_all(0).unwrap();
     let mut m1 = store.read_stream("m-1", 0).unwrap();
     assert_eq!(all.next().unwrap().unwrap().position, 0);
@@ -353,8 +362,10 @@ fn a_rule_by_age_removes_events_as_the_clock_passes_them_without_any_call() {
     drop(store);
     let store = open(dir.path(), opts);
     check(&store, &m, clock.now(), "reopened at +30 s");
+    // A clock that jumps back brings nothing back: the handle's clock never goes back.
+    let late = clock.now();
     clock.set(1_000_000_000 + 8_000_000);
-    check(&store, &m, clock.now(), "reopened, the clock set back");
+    check(&store, &m, late, "reopened, the clock set back");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -458,76 +469,85 @@ fn a_hard_deleted_name_is_refused_by_every_read_and_write() {
     }
 }
 
+/// Opens the store in `dir` again at each call, closing the handle before: by turns a
+/// plain reopen, a reopen from a snapshot written first, and a rebuild from the log alone
+/// (no snapshot, no index files).
+fn reopener(dir: &Path, opts: StoreOptions) -> impl FnMut() -> Arc<Store> {
+    let dir = dir.to_owned();
+    let mut held: Option<Arc<Store>> = None;
+    let mut turn = 0;
+    move || {
+        if let Some(s) = held.take() {
+            match turn % 3 {
+                1 => {
+                    s.snapshot().unwrap();
+                }
+                2 => {
+                    s.close().unwrap();
+                    std::fs::remove_dir_all(dir.join("snapshots")).ok();
+                    std::fs::remove_dir_all(dir.join("index")).ok();
+                }
+                _ => {}
+            }
+            s.close().unwrap();
+            turn += 1;
+        }
+        let s = open(&dir, opts.clone());
+        held = Some(s.clone());
+        s
+    }
+}
+
 #[test]
-fn a_soft_deleted_stream_keeps_its_version_and_appends_continue_it() {
+fn a_soft_deleted_stream_is_no_stream_for_writers_until_appended_to_again() {
+    for fsync in POLICIES {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = TestClock::new(1_700_000_000_000_000);
+        let mut open = reopener(dir.path(), options(fsync, &clock));
+        writers::a_soft_deleted_stream_is_no_stream_until_appended_to_again(&mut open);
+    }
+}
+
+#[test]
+fn a_truncation_changes_only_what_readers_see() {
+    for fsync in POLICIES {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = TestClock::new(1_700_000_000_000_000);
+        let mut open = reopener(dir.path(), options(fsync, &clock));
+        writers::a_truncation_changes_only_what_readers_see(&mut open);
+    }
+}
+
+#[test]
+fn a_stream_operation_checks_tombstone_then_existence_then_version_then_bounds() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new(1_700_000_000_000_000);
-    let store = open(dir.path(), options(FsyncPolicy::Os, &clock));
-    let ev = |p: &'static [u8]| [EventInput::new("T", p)];
-    store.append("s", ExpectedVersion::Any, &ev(b"a")).unwrap();
-    store.append("s", ExpectedVersion::Any, &ev(b"b")).unwrap();
-    // Expected versions as for appends; NO_STREAM makes no sense for a delete.
-    let e = err(
-        store.delete_stream("s", ExpectedVersion::NoStream, false, None),
-        "no stream",
-    );
-    assert_eq!(e.kind, ErrorKind::InvalidArgument);
-    let e = err(
-        store.delete_stream("s", ExpectedVersion::Exact(0), false, None),
-        "stale",
-    );
-    assert_eq!(e.kind, ErrorKind::WrongExpectedVersion);
-    assert!(e.message.contains("version 1"), "{e}");
-    assert_eq!(e.detail().actual_version, Some(Some(1)));
-    let e = err(
-        store.delete_stream("never", ExpectedVersion::Any, false, None),
-        "never",
-    );
-    assert_eq!(e.kind, ErrorKind::NotFound);
-    let e = err(store.truncate_stream("s", 3, None), "past the end");
-    assert_eq!(e.kind, ErrorKind::InvalidArgument);
-    assert!(e.message.contains("at most 2"), "{e}");
-    let p = store
-        .delete_stream("s", ExpectedVersion::Exact(1), false, None)
-        .unwrap();
-    assert_eq!(p, 2, "the entry takes the next position");
-    assert_eq!(store.stream_version("s").unwrap(), Some(1));
-    let e = err(store.read_stream("s", 0).map(|_| ()), "deleted");
-    assert_eq!(e.kind, ErrorKind::NotFound);
-    assert!(e.message.contains("soft delete"), "{e}");
-    // Deleting it again appends another entry, harmlessly.
-    assert_eq!(
-        store
-            .delete_stream("s", ExpectedVersion::Exists, false, None)
-            .unwrap(),
-        3
-    );
-    let e = err(
-        store.append("s", ExpectedVersion::NoStream, &ev(b"c")),
-        "no stream",
-    );
-    assert_eq!(e.kind, ErrorKind::WrongExpectedVersion);
-    assert!(e.message.contains("version 1"), "{e}");
-    let r = store
-        .append("s", ExpectedVersion::Exact(1), &ev(b"c"))
-        .unwrap();
-    assert_eq!((r.first_position, r.stream_versions[0]), (4, 2));
-    let got = drain(store.read_stream("s", 0).unwrap());
-    assert_eq!(
-        got.iter()
-            .map(|e| (e.stream_version, e.payload.clone()))
-            .collect::<Vec<_>>(),
-        vec![(2, b"c".to_vec())]
-    );
-    let listed = store.list_streams().unwrap();
-    assert_eq!(
-        (
-            listed[0].name.as_str(),
-            listed[0].version,
-            listed[0].first_position
-        ),
-        ("s", 2, 4)
-    );
+    let mut open = reopener(dir.path(), options(FsyncPolicy::Os, &clock));
+    writers::a_stream_operation_checks_tombstone_then_existence_then_version_then_bounds(&mut open);
+}
+
+#[test]
+fn a_rule_changed_or_cleared_brings_no_event_back() {
+    for fsync in POLICIES {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = TestClock::new(1_700_000_000_000_000);
+        let mut open = reopener(dir.path(), options(fsync, &clock));
+        writers::a_rule_changed_or_cleared_brings_no_event_back(&mut open);
+    }
+}
+
+#[test]
+fn a_rule_by_age_cleared_or_a_clock_set_back_brings_no_event_back() {
+    for snapshot in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = TestClock::new(1_700_000_000_000_000);
+        let mut open = reopener(dir.path(), options(FsyncPolicy::Os, &clock));
+        if snapshot {
+            // The next handle then opens from a snapshot.
+            drop(open());
+        }
+        writers::a_rule_by_age_cleared_or_a_clock_set_back_brings_no_event_back(&mut open, &clock);
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -847,71 +867,21 @@ fn account_streams_are_never_truncated_nor_given_a_retention_rule() {
 }
 
 #[test]
+fn a_stale_account_delete_names_the_actual_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(1_700_000_000_000_000);
+    let bank = open_bank(dir.path(), options(FsyncPolicy::Os, &clock));
+    writers::a_stale_account_delete_names_the_actual_version(&bank);
+}
+
+#[test]
 fn a_delete_racing_deposits_never_removes_an_account_with_money() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new(1_700_000_000_000_000);
     let bank = Arc::new(open_bank(dir.path(), options(FsyncPolicy::Os, &clock)));
-    let mut raced = 0;
-    for round in 0..100 {
-        let id = format!("r{round}");
-        bank.open_account(&id, 0, None).unwrap();
-        let done = Arc::new(AtomicU64::new(0));
-        // One thread moves the balance between 0 and 1 until the account is gone; it
-        // records the position of each of its events with the balance after it.
-        let mover = {
-            let (bank, done, id) = (bank.clone(), done.clone(), id.clone());
-            std::thread::spawn(move || {
-                let mut log = Vec::new();
-                loop {
-                    let deposit = log.len() % 2 == 0;
-                    let r = if deposit {
-                        bank.deposit(&id, 1)
-                    } else {
-                        bank.withdraw(&id, 1)
-                    };
-                    match r {
-                        Ok(p) => log.push((p, deposit as i64)),
-                        Err(e) => {
-                            assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
-                            return log;
-                        }
-                    }
-                    done.fetch_add(1, Ordering::SeqCst);
-                }
-            })
-        };
-        while done.load(Ordering::SeqCst) < 3 {
-            std::thread::yield_now();
-        }
-        let deleted_at = loop {
-            match bank.delete_stream(&stream_name(&id), ExpectedVersion::Any, false, None) {
-                Ok(p) => break p,
-                Err(e) => {
-                    raced += 1;
-                    assert!(
-                        matches!(
-                            e.kind,
-                            ErrorKind::BalanceNotZero | ErrorKind::WrongExpectedVersion
-                        ),
-                        "{e}"
-                    )
-                }
-            }
-        };
-        let log = mover.join().unwrap();
-        // The balance just before the delete's position was zero, and no event of the
-        // account came after it (it would be money in an account that is gone).
-        let before = log
-            .iter()
-            .rfind(|(p, _)| *p < deleted_at)
-            .map_or(0, |l| l.1);
-        assert_eq!(before, 0, "{id}: deleted at {deleted_at} with money in it");
-        assert!(
-            log.iter().all(|(p, _)| *p < deleted_at),
-            "{id}: an event acknowledged after the delete at {deleted_at}: {log:?}"
-        );
-        assert_eq!(err(bank.get(&id), "gone").kind, ErrorKind::NotFound);
-    }
+    let raced = writers::a_delete_racing_deposits_never_leaves_money_in_a_deleted_account(
+        &bank, &bank, 100,
+    );
     println!("deletes refused while the balance moved: {raced}");
 }
 
@@ -948,7 +918,8 @@ fn follower_checks(store: &Arc<Store>, step: u64) {
         0 | 1 => assert_eq!(fb.unwrap().len(), 3, "step {step}: f-b"),
         2..=4 => {
             assert_eq!(err(fb, "f-b").kind, ErrorKind::NotFound, "step {step}");
-            assert_eq!(store.stream_version("f-b").unwrap(), Some(2));
+            // Soft-deleted: no stream, for writers too, until appended to again.
+            assert_eq!(store.stream_version("f-b").unwrap(), None);
         }
         _ => {
             let v: Vec<u64> = fb.unwrap().iter().map(|e| e.stream_version).collect();
@@ -1076,7 +1047,7 @@ fn a_read_only_follower_in_another_process_sees_each_operation_when_committed() 
                 store.set_retention("t-", true, rule, None).unwrap();
             }
             _ => {
-                store.append("f-b", ExpectedVersion::Exact(2), &ev).unwrap();
+                store.append("f-b", ExpectedVersion::NoStream, &ev).unwrap();
             }
         }
         // Told only after the call returned: the follower must see it at once.

@@ -200,7 +200,7 @@ fn model_of(script: &[Act], run: &Run, n: usize) -> Model {
                     max_count: *count,
                     max_age_us: 0,
                 };
-                m.rule(t, *category, rule);
+                m.rule(t, *category, rule, 0);
             }
             Act::Snapshot | Act::Sync => {}
         }

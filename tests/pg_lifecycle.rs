@@ -6,6 +6,8 @@
 mod common;
 
 use common::pg::{sql, PgServer};
+use common::writers::{self, TestClock};
+use evstore::account::Bank;
 use evstore::store::lifecycle::{LifecycleOp, LifecycleRequest, Removals, Rule};
 use evstore::store::{
     EventCursor, EventInput, EventRef, ExpectedVersion, Projection, Store, StoreOptions,
@@ -126,6 +128,8 @@ struct Model {
     versions: BTreeMap<String, u64>,
     first_pos: BTreeMap<String, u64>,
     floor: BTreeMap<String, u64>,
+    /// Soft-deleted and not appended to since: no stream for writers.
+    deleted: std::collections::BTreeSet<String>,
     next: u64,
 }
 
@@ -140,6 +144,7 @@ impl Model {
                 };
                 if !stream.is_empty() {
                     self.versions.insert(stream.to_string(), version);
+                    self.deleted.remove(*stream);
                     self.first_pos
                         .entry(stream.to_string())
                         .or_insert(self.next);
@@ -154,6 +159,9 @@ impl Model {
 
     fn entry(&mut self, position: u64, op: LifecycleOp) {
         assert_eq!(position, self.next, "an entry's position");
+        if let LifecycleOp::Delete { stream, .. } = &op {
+            self.deleted.insert(stream.clone());
+        }
         self.removals.apply(&op);
         self.entries.push((position, op));
         self.next += 1;
@@ -196,24 +204,31 @@ impl Model {
         Ok(live)
     }
 
+    /// The version writers see (`stream_version`): none once soft-deleted, until
+    /// appended to again.
     fn version(&self, name: &str) -> std::result::Result<Option<u64>, ErrorKind> {
         if self.removals.is_tombstoned(name) {
             return Err(ErrorKind::StreamDeleted);
         }
+        if self.deleted.contains(name) {
+            return Ok(None);
+        }
         Ok(self.versions.get(name).copied())
     }
 
-    /// Names of streams `list_streams` shows: not hard-deleted, with an event left, in
-    /// creation order.
-    fn listed(&self) -> Vec<String> {
-        let mut names: Vec<(u64, String)> = self
+    /// What `list_streams` shows: streams not hard-deleted with an event left, in
+    /// creation order, each with its version and its first event left.
+    fn listed(&self) -> Vec<(String, u64, u64)> {
+        let mut names: Vec<(u64, String, u64, u64)> = self
             .first_pos
             .iter()
-            .filter(|(n, _)| self.stream(n).is_ok())
-            .map(|(n, p)| (*p, n.clone()))
+            .filter_map(|(n, p)| {
+                let first = self.stream(n).ok()?.first()?.0;
+                Some((*p, n.clone(), self.versions[n], first))
+            })
             .collect();
         names.sort();
-        names.into_iter().map(|(_, n)| n).collect()
+        names.into_iter().map(|(_, n, v, f)| (n, v, f)).collect()
     }
 
     fn removed(&self) -> u64 {
@@ -449,7 +464,7 @@ fn check_handle(s: &Store, m: &Model, names: &[String], tag: &str) {
     }
     for name in names {
         let want = m.stream(name);
-        let want = if m.version(name) == Ok(None) {
+        let want = if !m.versions.contains_key(name) {
             Err(ErrorKind::NotFound)
         } else {
             want
@@ -485,14 +500,15 @@ fn check_handle(s: &Store, m: &Model, names: &[String], tag: &str) {
             "{tag}: read_category({prefix})"
         );
     }
-    let listed: Vec<String> = s
+    let listed: Vec<(String, u64, u64)> = s
         .list_streams()
         .unwrap()
         .into_iter()
-        .map(|i| i.name)
+        .map(|i| (i.name, i.version, i.first_position))
         .collect();
     assert_eq!(listed, m.listed(), "{tag}: list_streams");
     let stats = s.stats().unwrap();
+    assert_eq!(stats.streams, listed.len() as u64, "{tag}: stats.streams");
     assert_eq!(
         (
             stats.events,
@@ -532,17 +548,19 @@ fn every_read_path_obeys_each_operation_on_every_handle() {
     w.truncate(1, "s-1", 1);
     w.check("s-1 truncated before 1: nothing more, nothing back");
 
-    // A soft delete keeps the version: "no stream" is refused with it; appends continue.
+    // A soft delete: no stream for writers (its old version refused, actual none) until
+    // appended to again; "no stream" continues its versions.
     w.delete(1, "s-2", Exact(1), false);
     w.check("s-2 soft-deleted");
     for s in &w.handles[..2] {
         let e = s
-            .append("s-2", NoStream, &[EventInput::new("E", b"x")])
+            .append("s-2", Exact(1), &[EventInput::new("E", b"x")])
             .unwrap_err();
         assert_eq!(e.kind, ErrorKind::WrongExpectedVersion, "{e:?}");
-        assert!(e.message.contains("is at version 1"), "{e:?}");
+        assert!(e.message.contains("does not exist"), "{e:?}");
+        assert_eq!(e.detail().actual_version, Some(None), "{e:?}");
     }
-    w.append(0, &[("s-2", Exact(1), &["s2-c"])]);
+    w.append(0, &[("s-2", NoStream, &["s2-c"])]);
     w.check("s-2 continued after its soft delete");
 
     // A hard delete: every read and write of the name is refused.
@@ -1189,7 +1207,11 @@ fn deletes_racing_appends_from_two_handles_are_checked_atomically() {
         std::thread::spawn(move || {
             let (mut ok, mut refused) = (Vec::new(), 0);
             while !done.load(std::sync::atomic::Ordering::Acquire) || ok.is_empty() {
-                let v = b.stream_version("race").unwrap().unwrap();
+                // None: deleted, and not appended to since.
+                let Some(v) = b.stream_version("race").unwrap() else {
+                    std::thread::yield_now();
+                    continue;
+                };
                 match b.delete_stream("race", Exact(v), false, None) {
                     Ok(p) => ok.push((p, v)),
                     Err(e) if e.kind == ErrorKind::WrongExpectedVersion => refused += 1,
@@ -1744,4 +1766,57 @@ fn closing_a_handle_that_wrote_entries_closes_every_connection_it_made() {
     }
     assert_eq!(left, "0", "connections of a closed handle");
     drop(s);
+}
+
+// ---------------------------------------------------------------------------------------
+// What writers see, as on the file engine (tests/common/writers.rs)
+// ---------------------------------------------------------------------------------------
+
+/// Each call opens another handle on the schema (with the test's clock); those before
+/// stay open, as other writers of the store would.
+fn handles(url: String, clock: &TestClock) -> impl FnMut() -> Arc<Store> {
+    let clock = clock.clock();
+    let mut open: Vec<Arc<Store>> = Vec::new();
+    move || {
+        let options = StoreOptions {
+            clock: clock.clone(),
+            ..StoreOptions::default()
+        };
+        let s = Arc::new(Store::open(&url, options, Vec::new()).unwrap().0);
+        open.push(s.clone());
+        s
+    }
+}
+
+#[test]
+fn writers_see_the_same_lifecycle_semantics_as_on_the_file_engine() {
+    let pg = PgServer::start();
+    let clock = TestClock::new(1_700_000_000_000_000);
+    let url = |schema: &str| format!("{}?schema={schema}", pg.url());
+    writers::a_soft_deleted_stream_is_no_stream_until_appended_to_again(&mut handles(
+        url("w_soft"),
+        &clock,
+    ));
+    writers::a_truncation_changes_only_what_readers_see(&mut handles(url("w_trunc"), &clock));
+    writers::a_stream_operation_checks_tombstone_then_existence_then_version_then_bounds(
+        &mut handles(url("w_order"), &clock),
+    );
+    writers::a_rule_changed_or_cleared_brings_no_event_back(&mut handles(url("w_rules"), &clock));
+    writers::a_rule_by_age_cleared_or_a_clock_set_back_brings_no_event_back(
+        &mut handles(url("w_age"), &clock),
+        &clock,
+    );
+}
+
+#[test]
+fn a_delete_racing_deposits_from_another_handle_never_leaves_money_in_a_deleted_account() {
+    let pg = PgServer::start();
+    let url = format!("{}?schema=bank_race", pg.url());
+    let bank = || Arc::new(Bank::open(&url, StoreOptions::default()).unwrap().0);
+    let (mover, deleter) = (bank(), bank());
+    writers::a_stale_account_delete_names_the_actual_version(&deleter);
+    let raced = writers::a_delete_racing_deposits_never_leaves_money_in_a_deleted_account(
+        &mover, &deleter, 30,
+    );
+    eprintln!("deletes refused while the balance moved: {raced}");
 }

@@ -154,23 +154,9 @@ impl Bank {
             initial_balance,
             currency: Some(currency.to_owned()),
         };
-        self.append_one(id, self.expected_for_new(id)?, &e)
-    }
-
-    /// The expected version of a new account's first event: no stream, or, after its
-    /// stream was soft-deleted (no event left, its version kept), exactly that version,
-    /// so that the new account continues the stream's versions. A hard-deleted stream is
-    /// `StreamDeleted`; a stream with events left fails the append as before.
-    fn expected_for_new(&self, id: &str) -> Result<ExpectedVersion> {
-        let stream = stream_name(id);
-        let Some(v) = self.store.stream_version(&stream)? else {
-            return Ok(ExpectedVersion::NoStream);
-        };
-        match self.store.read_stream(&stream, 0) {
-            Err(e) if e.kind == ErrorKind::NotFound => Ok(ExpectedVersion::Exact(v)),
-            Err(e) => Err(e),
-            Ok(_) => Ok(ExpectedVersion::NoStream),
-        }
+        // After a soft delete the stream is no stream until appended to again: the new
+        // account continues its versions (docs/lifecycle.md).
+        self.append_one(id, ExpectedVersion::NoStream, &e)
     }
 
     pub fn deposit(&self, id: &str, amount: i64) -> Result<u64> {
@@ -309,11 +295,12 @@ impl Bank {
     }
 
     /// Deletes a stream (docs/lifecycle.md); an account's stream (`account-<id>`) only
-    /// while the account's balance is zero, and serialized with the account's
-    /// operations: a deposit checked before the delete cannot be appended after it (it
-    /// would continue the soft-deleted stream of an account that is gone). Deletes of
-    /// account streams go through here; `Store::delete_stream` checks the balance but
-    /// does not wait for the account's operations in flight.
+    /// while the account's balance is zero. No lock is needed against the account's
+    /// operations, in this process or another: the delete expects the version the balance
+    /// was checked at (`Projection::check_lifecycle`), and an operation checked before the
+    /// delete expects the version it saw, which a soft-deleted stream no longer has (it is
+    /// no stream until appended to again), so whichever comes second fails its expected
+    /// version and nothing lands in an account that is gone.
     pub fn delete_stream(
         &self,
         stream: &str,
@@ -321,7 +308,6 @@ impl Bank {
         hard: bool,
         id: Option<[u8; 16]>,
     ) -> Result<u64> {
-        let _g = events::account_of_stream(stream).map(|a| self.lock(self.stripe(a)));
         self.store.refresh()?;
         self.store.delete_stream(stream, expected, hard, id)
     }

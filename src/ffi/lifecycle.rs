@@ -11,8 +11,8 @@ use crate::error::{Error, Result};
 use crate::store::lifecycle::Rule;
 use std::ffi::c_char;
 
-/// `evs_delete_stream` flag: the stream reads as not found and keeps its version;
-/// appending to it again continues after that version.
+/// `evs_delete_stream` flag: the stream does not exist (for readers and writers) until
+/// it is appended to again; that append continues after its kept version.
 pub const EVS_DELETE_SOFT: u32 = 0;
 /// `evs_delete_stream` flag: a tombstone; every later read or write of the name is
 /// EVS_ERR_STREAM_DELETED.
@@ -63,20 +63,24 @@ fn check_flags(flags: u32, known: u32, name: &str) -> Result<()> {
 }
 
 /// Deletes `stream`: every event it has so far leaves every read now. `flags`:
-/// EVS_DELETE_SOFT (the stream reads as not found and keeps its version: an append with
-/// EVS_EXPECT_ANY or that version continues it; EVS_EXPECT_NO_STREAM fails) or
-/// EVS_DELETE_HARD (a tombstone: the name is refused from then on). `expected_version`
-/// as for appends (EVS_EXPECT_ANY, EVS_EXPECT_EXISTS or the stream's version;
-/// EVS_EXPECT_NO_STREAM is invalid). `id`: NULL or 16 bytes (all zero: none); a retry
-/// with the same id and the same delete writes nothing and returns the first one's
-/// position. `*out_position` (may be NULL) gets the position of the operation's entry in
-/// the log (it holds no event). Deleting an account's stream (`account-<id>`) is refused
-/// while the account's balance is not zero; afterwards the account is not found.
+/// EVS_DELETE_SOFT (the stream does not exist until it is appended to again:
+/// evs_stream_version gives -1, an append expecting EVS_EXPECT_NO_STREAM or
+/// EVS_EXPECT_ANY continues its versions after the kept one, EVS_EXPECT_EXISTS and the
+/// old version fail) or EVS_DELETE_HARD (a tombstone: the name is refused from then on;
+/// also of a soft-deleted stream, with EVS_EXPECT_ANY). `expected_version` as for appends
+/// (EVS_EXPECT_ANY, EVS_EXPECT_EXISTS or the stream's version; EVS_EXPECT_NO_STREAM is
+/// invalid). Checked in this order: hard-deleted, no such stream, expected version.
+/// `id`: NULL or 16 bytes (all zero: none); a retry with the same id and the same delete
+/// writes nothing and returns the first one's position. `*out_position` (may be NULL)
+/// gets the position of the operation's entry in the log (it holds no event). Deleting
+/// an account's stream (`account-<id>`) is refused while the account's balance is not
+/// zero; afterwards the account is not found.
 ///
 /// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store or stream, bad UTF-8, an empty
 /// or over 1024-byte name, bad expected_version or EVS_EXPECT_NO_STREAM, unknown flags,
-/// a closed store); EVS_ERR_NOT_FOUND (the stream never had an event);
-/// EVS_ERR_WRONG_EXPECTED_VERSION (the message names the actual version);
+/// a closed store); EVS_ERR_NOT_FOUND (the stream never had an event; for a soft delete
+/// also: it is soft-deleted and not appended to since); EVS_ERR_WRONG_EXPECTED_VERSION
+/// (the message and evs_last_error_detail name the actual version, -1 for none);
 /// EVS_ERR_STREAM_DELETED (hard-deleted already); EVS_ERR_BALANCE_NOT_ZERO;
 /// EVS_ERR_ALREADY_EXISTS (the id was given to another operation or an event; nothing
 /// written); EVS_ERR_BUSY (a write with this id is still being made durable under
@@ -101,8 +105,7 @@ pub unsafe extern "C" fn evs_delete_stream(
         // SAFETY: NULL or 16 readable bytes (C API contract).
         let id = unsafe { opt_id(id) };
         let hard = flags & EVS_DELETE_HARD != 0;
-        // Through the account domain: an account's stream waits for the account's
-        // operations in flight.
+        // Through the account domain (its projection caught up first).
         let p = store.bank.delete_stream(stream, expected, hard, id)?;
         write_opt(out_position, p);
         Ok(EVS_OK)
@@ -117,8 +120,9 @@ pub unsafe extern "C" fn evs_delete_stream(
 ///
 /// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store or stream, bad UTF-8, an empty
 /// or over 1024-byte name, `before_version` past the stream's version + 1, an account's
-/// stream, a closed store); EVS_ERR_NOT_FOUND (the stream never had an event);
-/// EVS_ERR_STREAM_DELETED; EVS_ERR_ALREADY_EXISTS (the id was given to something else);
+/// stream, a closed store); EVS_ERR_NOT_FOUND (the stream never had an event, or it is
+/// soft-deleted and not appended to since); EVS_ERR_STREAM_DELETED;
+/// EVS_ERR_ALREADY_EXISTS (the id was given to something else);
 /// EVS_ERR_BUSY; EVS_ERR_READ_ONLY; EVS_ERR_IO. Thread safety: any thread. Ownership:
 /// `stream` and `id` stay the caller's.
 #[no_mangle]

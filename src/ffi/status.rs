@@ -139,8 +139,8 @@ pub struct evs_error_detail {
     /// The status the call returned; EVS_OK when no call on this thread has failed.
     pub code: evs_status,
     /// EVS_ERR_WRONG_EXPECTED_VERSION: the version of the stream's last event when the
-    /// append (or `evs_delete_stream`) was refused, or -1 when the stream did not exist.
-    /// -1 for other errors.
+    /// append (or `evs_delete_stream`) was refused, or -1 when the stream did not exist
+    /// (never written, or soft-deleted and not appended to since). -1 for other errors.
     pub actual_version: i64,
     /// `evs_append_multi`: the index in `appends` of the part the error is about (the
     /// stream whose expected version failed, the part of an event id stored before).

@@ -25,7 +25,8 @@ pub type evs_fsync_policy = i32;
 
 /// Expected version: no check. (A value >= 0: the stream's last event has that version.)
 pub const EVS_EXPECT_ANY: i64 = -1;
-/// Expected version: the stream must not exist yet.
+/// Expected version: the stream must not exist yet (or be soft-deleted and not appended
+/// to since: its versions then continue after the kept one).
 pub const EVS_EXPECT_NO_STREAM: i64 = -2;
 /// Expected version: the stream must exist.
 pub const EVS_EXPECT_EXISTS: i64 = -3;
@@ -664,7 +665,9 @@ pub(crate) fn parse_expected(v: i64) -> Result<ExpectedVersion> {
 
 /// Appends `count` events to `stream` atomically, if the stream is at `expected_version`
 /// (EVS_EXPECT_ANY, EVS_EXPECT_NO_STREAM, EVS_EXPECT_EXISTS, or the version of its
-/// last event). Optional outputs: the first event's position and the last one's version.
+/// last event; a soft-deleted stream does not exist until appended to again, and its
+/// versions continue after the kept one). Optional outputs: the first event's position
+/// and the last one's version.
 /// `events` is an array of `count` evs_event_input of the caller's `struct_size`. When
 /// every event has an id (`id` not all zero) and all of them are stored already, nothing
 /// is written and the outputs are those of the stored events (a retry): the expected
@@ -970,8 +973,10 @@ pub unsafe extern "C" fn evs_position_at(
     })
 }
 
-/// The stream's current version (that of its last event), or -1 when it does not exist.
-/// A soft-deleted or truncated stream keeps its version.
+/// The stream's current version (that of its last event), or -1 when it does not exist,
+/// as writers see it: a soft-deleted stream does not exist (-1) until it is appended to
+/// again; a truncated stream, or one whose events a retention rule removed, keeps its
+/// version.
 ///
 /// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, bad UTF-8, empty or > 1024 bytes);
 /// EVS_ERR_STREAM_DELETED (hard-deleted); EVS_ERR_IO or EVS_ERR_CORRUPT (a read-only

@@ -103,6 +103,18 @@ pub enum ExpectedVersion {
     Exact(u64),
 }
 
+impl ExpectedVersion {
+    /// Whether it holds for a stream at `version` (`None`: no stream, for writers).
+    pub fn holds(self, version: Option<u64>) -> bool {
+        match self {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => version.is_none(),
+            ExpectedVersion::Exists => version.is_some(),
+            ExpectedVersion::Exact(v) => version == Some(v),
+        }
+    }
+}
+
 /// Events for one stream, as part of an (atomic) append.
 #[derive(Debug, Clone, Copy)]
 pub struct StreamAppend<'a> {

@@ -113,34 +113,64 @@ impl<'a> LifecycleRequest<'a> {
         }
     }
 
-    /// The operation to store, given the stream's version when it is appended (`None`
-    /// for a stream that has no event yet). Refuses what the stream's state does not
-    /// allow; expected versions are the caller's (backend's) to check first.
-    pub fn to_op(&self, version: Option<u64>, state: Option<&StreamState>) -> Result<LifecycleOp> {
-        if let Some(stream) = self.stream() {
-            if state.is_some_and(|s| s.tombstone) {
-                return Err(stream_deleted(stream));
-            }
-        }
+    /// The expected version a stream operation carries (`Any` for a rule).
+    pub fn expected(&self) -> ExpectedVersion {
         match *self {
-            LifecycleRequest::Delete { stream, hard, .. } => {
-                let Some(version) = version else {
-                    return Err(super::no_such_stream(stream));
-                };
-                Ok(LifecycleOp::Delete {
-                    stream: stream.to_owned(),
-                    hard,
-                    version,
+            LifecycleRequest::Delete { expected, .. }
+            | LifecycleRequest::Truncate { expected, .. } => expected,
+            LifecycleRequest::Retention { .. } => ExpectedVersion::Any,
+        }
+    }
+
+    /// The operation to store, given the stream as the writer sees it when the operation
+    /// is appended (atomically with the checks). Checked in this order on every engine
+    /// (docs/lifecycle.md): a hard-deleted stream (`StreamDeleted`), no such stream
+    /// (`NotFound`: never written; for a soft delete or a truncation also soft-deleted and
+    /// not appended to since), the expected version (`WrongExpectedVersion`, with the
+    /// actual one), then the operation's own bounds.
+    pub fn to_op(&self, view: &WriterView) -> Result<LifecycleOp> {
+        let (stream, hard) = match *self {
+            LifecycleRequest::Retention {
+                target,
+                category,
+                rule,
+            } => {
+                return Ok(LifecycleOp::Retention {
+                    target: target.to_owned(),
+                    category,
+                    rule,
                 })
             }
-            LifecycleRequest::Truncate {
-                stream,
-                before_version,
-                ..
-            } => {
-                let Some(version) = version else {
-                    return Err(super::no_such_stream(stream));
-                };
+            LifecycleRequest::Delete { stream, hard, .. } => (stream, hard),
+            LifecycleRequest::Truncate { stream, .. } => (stream, false),
+        };
+        if view.tombstone {
+            return Err(stream_deleted(stream));
+        }
+        // A hard delete also tombstones a soft-deleted stream (at its kept version).
+        let exists = if hard {
+            view.last_version
+        } else {
+            view.version()
+        };
+        let Some(version) = exists else {
+            return Err(match view.last_version {
+                Some(v) => Error::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "stream '{stream}' was soft-deleted (at version {v}) and not appended to since: it does not exist"
+                    ),
+                ),
+                None => super::no_such_stream(stream),
+            });
+        };
+        let expected = self.expected();
+        if !expected.holds(view.version()) {
+            return Err(wrong_expected(stream, expected, view.version()));
+        }
+        let stream = stream.to_owned();
+        match *self {
+            LifecycleRequest::Truncate { before_version, .. } => {
                 if before_version > version + 1 {
                     return Err(Error::invalid(format!(
                         "truncating stream '{stream}' before version {before_version}: it is at version {version}, so at most {} (which removes every event)",
@@ -148,22 +178,50 @@ impl<'a> LifecycleRequest<'a> {
                     )));
                 }
                 Ok(LifecycleOp::Truncate {
-                    stream: stream.to_owned(),
+                    stream,
                     before_version,
                     version,
                 })
             }
-            LifecycleRequest::Retention {
-                target,
-                category,
-                rule,
-            } => Ok(LifecycleOp::Retention {
-                target: target.to_owned(),
-                category,
-                rule,
+            _ => Ok(LifecycleOp::Delete {
+                stream,
+                hard,
+                version,
             }),
         }
     }
+}
+
+/// A stream as a writer sees it when an operation on it (an append, a lifecycle entry)
+/// is checked: what expected versions are checked against (docs/lifecycle.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterView {
+    /// Its last version ever (`None`: it never had an event): versions continue after it,
+    /// a soft delete's and a truncation's included.
+    pub last_version: Option<u64>,
+    /// Soft-deleted and not appended to since: for writers there is no such stream.
+    pub deleted: bool,
+    /// Hard-deleted.
+    pub tombstone: bool,
+}
+
+impl WriterView {
+    /// The version an expected version is checked against: `None` when there is no
+    /// stream (never written, or soft-deleted and not appended to since).
+    pub fn version(&self) -> Option<u64> {
+        self.last_version.filter(|_| !self.deleted)
+    }
+}
+
+/// The error for a stream operation whose expected version does not hold: worded as for
+/// an append to the stream, with the actual version in the detail.
+pub fn wrong_expected(stream: &str, expected: ExpectedVersion, actual: Option<u64>) -> Error {
+    let part = super::StreamAppend {
+        stream,
+        expected,
+        events: &[],
+    };
+    super::wrong_expected_version(0, &part, actual).without_part()
 }
 
 impl LifecycleRequest<'_> {
@@ -274,22 +332,39 @@ pub fn guard<'a>(
             continue;
         };
         let stream = req.stream().unwrap_or("");
-        let expected = match req {
-            LifecycleRequest::Delete { expected, .. }
-            | LifecycleRequest::Truncate { expected, .. } => expected,
-            LifecycleRequest::Retention { .. } => ExpectedVersion::Any,
-        };
-        match expected {
+        match req.expected() {
             ExpectedVersion::Exact(x) if x != v => {
-                return Err(Error::new(
-                    ErrorKind::WrongExpectedVersion,
-                    format!("stream '{stream}' is at version {v}, expected version {x}"),
-                ))
+                return Err(wrong_expected(stream, ExpectedVersion::Exact(x), Some(v)))
             }
             _ => req = req.with_expected(ExpectedVersion::Exact(v)),
         }
     }
     Ok(req)
+}
+
+/// A store handle's clock (`StoreOptions::clock`), never going back: rules by age are
+/// judged by it, and a clock that jumps back must not bring removed events back.
+pub struct HandleClock {
+    clock: super::Clock,
+    /// The latest time read.
+    floor: std::sync::atomic::AtomicU64,
+}
+
+impl HandleClock {
+    pub fn new(clock: super::Clock) -> HandleClock {
+        HandleClock {
+            clock,
+            floor: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Now, in microseconds since the Unix epoch: the clock, or the latest time read
+    /// before if the clock is behind it.
+    pub fn now_us(&self) -> u64 {
+        let t = self.clock.now_us();
+        let before = self.floor.fetch_max(t, std::sync::atomic::Ordering::AcqRel);
+        before.max(t)
+    }
 }
 
 /// What a compaction did.
@@ -477,12 +552,18 @@ pub fn stream_deleted(stream: &str) -> Error {
     )
 }
 
-/// What deletions and truncations did to one stream.
+/// What deletions, truncations and rules no longer in force did to one stream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StreamState {
-    /// Versions below this are removed.
+    /// Versions below this are removed (deletes and truncations).
     pub removed_before: u64,
     pub tombstone: bool,
+    /// Versions below this were removed by a rule in force before the stream's rule
+    /// changed (by count), so they stay removed.
+    pub ruled_before: u64,
+    /// Events stamped before this (microseconds) were removed by a rule in force before
+    /// the stream's rule changed (by age, at the change's time), so they stay removed.
+    pub ruled_before_us: u64,
 }
 
 /// How one stream's events are judged, resolved once (a cursor keeps it while it reads
@@ -529,7 +610,51 @@ impl Removals {
         self.entries
     }
 
-    /// Takes in the next lifecycle entry of the log.
+    /// Takes in the next lifecycle entry of the log, made at `at_us`, the file engine's
+    /// way: `streams` are the streams of the log so far (name and version at this point
+    /// of the log) that a rule entry may apply to (every stream whose name the target is,
+    /// or starts with, may be more). For each whose rule in force changes, what the rule
+    /// until then removed by this time is folded into its state first: changing or
+    /// clearing a rule never brings an event back (docs/lifecycle.md). PostgreSQL deletes
+    /// those rows instead (`set_rule`), and takes its rules in with `apply`.
+    pub fn apply_in_log<'s>(
+        &mut self,
+        op: &LifecycleOp,
+        at_us: u64,
+        streams: impl IntoIterator<Item = (&'s str, Option<u64>)>,
+    ) {
+        let LifecycleOp::Retention {
+            target, category, ..
+        } = op
+        else {
+            self.apply(op);
+            return;
+        };
+        let before: Vec<(&str, Option<u64>, Rule)> = streams
+            .into_iter()
+            .filter(|(name, _)| match category {
+                true => name.starts_with(target.as_str()),
+                false => *name == target.as_str(),
+            })
+            .filter_map(|(name, last)| Some((name, last, self.rule_for(name)?)))
+            .collect();
+        self.apply(op);
+        for (name, last, old) in before {
+            if self.rule_for(name) == Some(old) {
+                continue;
+            }
+            let s = self.streams.entry(name.into()).or_default();
+            if let (true, Some(last)) = (old.max_count > 0, last) {
+                s.ruled_before = s.ruled_before.max((last + 1).saturating_sub(old.max_count));
+            }
+            if old.max_age_us > 0 {
+                s.ruled_before_us = s.ruled_before_us.max(at_us.saturating_sub(old.max_age_us));
+            }
+        }
+    }
+
+    /// Takes in the next lifecycle entry of the log (rules replace rules as they are:
+    /// `apply_in_log` keeps what a changed rule removed).
     pub fn apply(&mut self, op: &LifecycleOp) {
         self.entries += 1;
         match op {
@@ -638,14 +763,15 @@ impl Removals {
         }
         if let Some(s) = self.stream(stream) {
             v.tombstone = s.tombstone;
-            v.first_kept = s.removed_before;
+            v.first_kept = s.removed_before.max(s.ruled_before);
+            v.min_timestamp = s.ruled_before_us;
         }
         if let Some(rule) = self.rule_for(stream) {
             if let (Some(last), true) = (last_version, rule.max_count > 0) {
                 v.first_kept = v.first_kept.max((last + 1).saturating_sub(rule.max_count));
             }
             if rule.max_age_us > 0 {
-                v.min_timestamp = now_us.saturating_sub(rule.max_age_us);
+                v.min_timestamp = v.min_timestamp.max(now_us.saturating_sub(rule.max_age_us));
             }
         }
         v
@@ -677,6 +803,8 @@ impl Removals {
             put_name(out, name);
             put_varint(out, s.removed_before);
             out.push(s.tombstone as u8);
+            put_varint(out, s.ruled_before);
+            put_varint(out, s.ruled_before_us);
         }
         let rules = self.rules();
         put_varint(out, rules.len() as u64);
@@ -703,6 +831,8 @@ impl Removals {
                 StreamState {
                     removed_before,
                     tombstone,
+                    ruled_before: varint(buf, at)?,
+                    ruled_before_us: varint(buf, at)?,
                 },
             );
         }
@@ -934,6 +1064,113 @@ mod tests {
     }
 
     #[test]
+    fn checks_go_tombstone_then_no_stream_then_expected_version_then_bounds() {
+        use ExpectedVersion::{Any, Exact, Exists};
+        let kind = |r: &LifecycleRequest<'_>, v: &WriterView| r.to_op(v).map_err(|e| e.kind);
+        let truncate = |expected, before_version| LifecycleRequest::Truncate {
+            stream: "s",
+            expected,
+            before_version,
+        };
+        let delete = |expected, hard| LifecycleRequest::Delete {
+            stream: "s",
+            expected,
+            hard,
+        };
+        let at9 = WriterView {
+            last_version: Some(9),
+            ..WriterView::default()
+        };
+        // A wrong expected version before the bounds; its detail has the version.
+        let e = truncate(Exact(3), 99).to_op(&at9).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::WrongExpectedVersion);
+        assert_eq!(e.detail().actual_version, Some(Some(9)));
+        assert_eq!(
+            kind(&truncate(Exact(9), 99), &at9).unwrap_err(),
+            ErrorKind::InvalidArgument
+        );
+        // No stream before the expected version; a tombstone before both.
+        let never = WriterView::default();
+        assert_eq!(
+            kind(&truncate(Exact(3), 99), &never),
+            Err(ErrorKind::NotFound)
+        );
+        let tomb = WriterView {
+            tombstone: true,
+            ..never
+        };
+        assert_eq!(
+            kind(&delete(Exact(3), true), &tomb),
+            Err(ErrorKind::StreamDeleted)
+        );
+        // Soft-deleted and not appended to since: no stream for a soft delete and a
+        // truncation; a hard delete with ANY tombstones it at its kept version, with
+        // EXISTS or the old version it fails (actual: none).
+        let deleted = WriterView {
+            deleted: true,
+            ..at9
+        };
+        assert_eq!(deleted.version(), None);
+        assert_eq!(
+            kind(&delete(Exact(9), false), &deleted),
+            Err(ErrorKind::NotFound)
+        );
+        assert_eq!(kind(&truncate(Any, 1), &deleted), Err(ErrorKind::NotFound));
+        assert_eq!(
+            delete(Any, true).to_op(&deleted).unwrap(),
+            del("s", true, 9)
+        );
+        for expected in [Exists, Exact(9)] {
+            let e = delete(expected, true).to_op(&deleted).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::WrongExpectedVersion, "{expected:?}");
+            assert_eq!(e.detail().actual_version, Some(None));
+        }
+    }
+
+    #[test]
+    fn a_changed_rule_keeps_removed_what_the_rule_before_it_removed() {
+        let rule = |max_count, max_age_us| Rule {
+            max_count,
+            max_age_us,
+        };
+        let set = |target: &str, category, r| LifecycleOp::Retention {
+            target: target.into(),
+            category,
+            rule: r,
+        };
+        let mut r = Removals::default();
+        // t-1 at version 9 under "t-" keeping 2 (versions 8, 9) and 1 s of events.
+        r.apply_in_log(&set("t-", true, rule(2, 1_000_000)), 5_000_000, []);
+        assert!(r.is_removed("t-1", 7, 9_000_000, Some(9), 9_000_000));
+        assert!(r.is_removed("t-1", 9, 3_000_000, Some(9), 5_000_000));
+        // Cleared at 6 s: t-1 keeps what was left then; t-2 (no version) and a stream of
+        // another prefix are untouched; a stream with its own rule keeps its own.
+        r.apply_in_log(&set("u", false, rule(1, 0)), 5_500_000, [("u", Some(3))]);
+        r.apply_in_log(
+            &set("t-", true, Rule::default()),
+            6_000_000,
+            [("t-1", Some(9)), ("t-2", None), ("other", Some(4))],
+        );
+        assert_eq!(r.rule_for("t-1"), None);
+        assert!(r.is_removed("t-1", 7, 9_000_000, Some(20), 9_000_000));
+        assert!(!r.is_removed("t-1", 8, 5_000_000, Some(20), 9_000_000));
+        assert!(r.is_removed("t-1", 8, 4_999_999, Some(20), 9_000_000));
+        assert!(!r.is_removed("other", 0, 0, Some(4), 9_000_000));
+        // A stream rule replaced by a looser one: the same.
+        r.apply_in_log(&set("u", false, rule(3, 0)), 7_000_000, [("u", Some(3))]);
+        assert!(r.is_removed("u", 2, 0, Some(3), 0));
+        assert!(!r.is_removed("u", 3, 0, Some(3), 0));
+        // An unchanged rule folds nothing (no state for the stream).
+        r.apply_in_log(&set("u", false, rule(3, 0)), 8_000_000, [("u", Some(9))]);
+        assert_eq!(r.stream("u").unwrap().ruled_before, 3);
+        // What was folded is in the snapshot's encoding.
+        let mut buf = Vec::new();
+        r.encode_into(&mut buf);
+        let mut at = 0;
+        assert_eq!(Removals::decode(&buf, &mut at).unwrap(), r);
+    }
+
+    #[test]
     fn requests_are_checked_before_they_become_operations() {
         let d = LifecycleRequest::Delete {
             stream: "s",
@@ -943,26 +1180,29 @@ mod tests {
         assert_eq!(d.validate().unwrap_err().kind, ErrorKind::InvalidArgument);
         let d = d.with_expected(ExpectedVersion::Any);
         d.validate().unwrap();
-        assert_eq!(d.to_op(None, None).unwrap_err().kind, ErrorKind::NotFound);
-        assert_eq!(d.to_op(Some(4), None).unwrap(), del("s", false, 4));
-        let gone = StreamState {
-            removed_before: 5,
-            tombstone: true,
+        let never = WriterView::default();
+        assert_eq!(d.to_op(&never).unwrap_err().kind, ErrorKind::NotFound);
+        let at4 = WriterView {
+            last_version: Some(4),
+            ..WriterView::default()
         };
-        assert_eq!(
-            d.to_op(Some(4), Some(&gone)).unwrap_err().kind,
-            ErrorKind::StreamDeleted
-        );
+        assert_eq!(d.to_op(&at4).unwrap(), del("s", false, 4));
+        let gone = WriterView {
+            tombstone: true,
+            ..at4
+        };
+        assert_eq!(d.to_op(&gone).unwrap_err().kind, ErrorKind::StreamDeleted);
         let t = LifecycleRequest::Truncate {
             stream: "s",
             expected: ExpectedVersion::Any,
             before_version: 6,
         };
-        assert_eq!(
-            t.to_op(Some(4), None).unwrap_err().kind,
-            ErrorKind::InvalidArgument
-        );
-        assert!(t.to_op(Some(5), None).is_ok());
+        assert_eq!(t.to_op(&at4).unwrap_err().kind, ErrorKind::InvalidArgument);
+        let at5 = WriterView {
+            last_version: Some(5),
+            ..at4
+        };
+        assert!(t.to_op(&at5).is_ok());
         let c = LifecycleRequest::Retention {
             target: "",
             category: true,

@@ -8,7 +8,8 @@
 # EVS_TEST_PG_URL set: tests/c/test_util.h then gives every store of a program its own
 # schema (tu_store_location), and the file-specific parts of the programs are skipped
 # with a printed reason (tu_skip_on_pg), counted as skipped, never as passed. The
-# skipped parts, all about files and folders the PostgreSQL backend does not have:
+# skipped parts, all about what only the file store has (its files and folders; the
+# operation a removed position's message names):
 #   test_api      evs_open of bad paths (non-UTF-8, missing parent, a regular file); the
 #                 folder an open creates or a read-only open leaves uncreated; an existing
 #                 empty folder; EVS_ERR_LOCKED for a second handle and for another
@@ -24,6 +25,9 @@
 #                 bounded; PostgreSQL keeps every id in a unique index); a subscription
 #                 ended by a damaged record (the test damages a segment file). Its forked
 #                 child expects evs_open to succeed there (no LOCK), EVS_ERR_LOCKED on files
+#   test_lifecycle  evs_read_event's message naming the operation that removed an event
+#                 (PostgreSQL deleted the row: it knows the position was emptied, not by
+#                 what)
 # (each program prints `SKIP (PostgreSQL) what: why` for each, and `N skipped`).
 #
 # Environment: CC, EVS_TEST_OUT (default build/tests/c-pg), EVS_PG_ACCOUNT_SCALE (the
@@ -116,6 +120,7 @@ build test_fork && run test_fork 1 "$OUT/test_fork"
 # subscriber, catch-up and resume append one event per round trip to the server.
 build test_subscribe && run test_subscribe "$SUBSCRIBE_SCALE" "$OUT/test_subscribe"
 build test_abi_v1 && run test_abi_v1 1 "$OUT/test_abi_v1"
+build test_lifecycle && run test_lifecycle 1 "$OUT/test_lifecycle"
 
 # The failures again at the end, where a CI log's last lines show them.
 if [ "$total_failed" -ne 0 ]; then

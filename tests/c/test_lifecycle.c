@@ -178,6 +178,7 @@ static void operations(evs_store *s, uint64_t *entries)
     uint64_t pos[64];
     evs_event_input in = input("more");
     uint8_t id[16];
+    evs_error_detail detail = EVS_STRUCT_INIT(evs_error_detail);
 
     TU_SECTION("truncate");
     CHECK_OK(evs_truncate_stream(s, "a", 2, NULL, &p));
@@ -186,7 +187,10 @@ static void operations(evs_store *s, uint64_t *entries)
     CHECK_I64(stream_versions(s, "a", v, 16, &st), 2);
     CHECK_U64(v[0], 2);
     CHECK_STATUS(evs_read_event(s, 0, &e, &data), EVS_ERR_NOT_FOUND);
-    CHECK(strstr(evs_last_error_message(), "truncation") != NULL);
+    CHECK(strstr(evs_last_error_message(), "removed") != NULL);
+    if (!tu_skip_on_pg("evs_read_event names the operation that removed an event",
+                       "PostgreSQL deleted the row: it knows the position was emptied, not by what"))
+        CHECK(strstr(evs_last_error_message(), "truncation") != NULL);
     CHECK_STATUS(evs_read_event(s, p, &e, &data), EVS_ERR_NOT_FOUND);
     CHECK(strstr(evs_last_error_message(), "lifecycle entry") != NULL);
     CHECK(data == NULL);
@@ -194,16 +198,26 @@ static void operations(evs_store *s, uint64_t *entries)
     TU_SECTION("soft delete");
     CHECK_OK(evs_delete_stream(s, "b", 2, EVS_DELETE_SOFT, NULL, &p));
     entries[1] = p;
+    /* No stream, for writers too, until it is appended to again. */
     CHECK_OK(evs_stream_version(s, "b", &version));
-    CHECK_I64(version, 2);
+    CHECK_I64(version, -1);
     CHECK_I64(stream_versions(s, "b", v, 16, &st), -1);
     CHECK_STATUS(st, EVS_ERR_NOT_FOUND);
     CHECK_STATUS(evs_read_stream_backward(s, "b", UINT64_MAX, &c), EVS_ERR_NOT_FOUND);
     CHECK(!listed(s, "b", &ver, &first));
-    CHECK_STATUS(evs_append(s, "b", EVS_EXPECT_NO_STREAM, &in, 1, &q, NULL),
+    CHECK_STATUS(evs_append(s, "b", 2, &in, 1, &q, NULL), EVS_ERR_WRONG_EXPECTED_VERSION);
+    CHECK_OK(evs_last_error_detail(&detail));
+    CHECK_I64(detail.actual_version, -1);
+    CHECK_STATUS(evs_append(s, "b", EVS_EXPECT_EXISTS, &in, 1, &q, NULL),
+                 EVS_ERR_WRONG_EXPECTED_VERSION);
+    CHECK_STATUS(evs_delete_stream(s, "b", EVS_EXPECT_ANY, EVS_DELETE_SOFT, NULL, NULL),
+                 EVS_ERR_NOT_FOUND);
+    CHECK_STATUS(evs_truncate_stream(s, "b", 0, NULL, NULL), EVS_ERR_NOT_FOUND);
+    CHECK_STATUS(evs_delete_stream(s, "b", 2, EVS_DELETE_HARD, NULL, NULL),
                  EVS_ERR_WRONG_EXPECTED_VERSION);
     q = SENTINEL;
-    CHECK_OK(evs_append(s, "b", EVS_EXPECT_ANY, &in, 1, &q, &ver));
+    /* NO_STREAM continues its versions after the kept one. */
+    CHECK_OK(evs_append(s, "b", EVS_EXPECT_NO_STREAM, &in, 1, &q, &ver));
     CHECK_U64(ver, 3);
     CHECK(listed(s, "b", &ver, &first));
     CHECK_U64(first, q);
@@ -239,13 +253,13 @@ static void operations(evs_store *s, uint64_t *entries)
     CHECK_U64(r.max_count, 0);
     CHECK_OK(evs_read_category(s, "t-", 0, &c));
     CHECK_I64(drain(c, pos, 64), 2);
-    /* NULL clears; the category reads whole again. */
+    /* NULL clears; what the rule removed stays removed. */
     CHECK_OK(evs_set_retention(s, "t-", EVS_RETENTION_CATEGORY, NULL, NULL, &p));
     entries[4] = p;
     CHECK_OK(evs_get_retention(s, "t-2", 0, &r));
     CHECK_U64(r.max_count, 0);
     CHECK_OK(evs_read_category(s, "t-", 0, &c));
-    CHECK_I64(drain(c, pos, 64), 6);
+    CHECK_I64(drain(c, pos, 64), 2);
     /* A stream's own rule; an age rule keeps events younger than a day. */
     r.max_count = 0;
     r.max_age_us = UINT64_C(86400000000);
@@ -253,7 +267,7 @@ static void operations(evs_store *s, uint64_t *entries)
     entries[5] = p;
     CHECK_OK(evs_get_retention(s, "t-2", 0, &r));
     CHECK_U64(r.max_age_us, UINT64_C(86400000000));
-    CHECK_I64(stream_versions(s, "t-2", v, 16, &st), 3);
+    CHECK_I64(stream_versions(s, "t-2", v, 16, &st), 1);
 
     TU_SECTION("ids");
     memset(id, 0x5A, sizeof id);
@@ -305,37 +319,41 @@ static void reads_after(evs_store *s, const uint64_t *entries, const char *when)
     long n, i;
     evs_retention r = EVS_STRUCT_INIT(evs_retention);
     TU_SECTION(when);
-    /* Left: t-2 v0-2, t-1 v1-2 (truncated before 1), the stream-less event and b's new
-     * one; every event of a and c is gone, and b's first three. */
+    /* Left: t-1 v2 and t-2 v2 (the cleared count rule removed the others for good), the
+     * stream-less event and b's new one; every event of a and c is gone, and b's first
+     * three. */
     CHECK_OK(evs_read_all(s, 0, &c));
     n = drain(c, fwd, 64);
-    CHECK_I64(n, 7);
+    CHECK_I64(n, 4);
     for (i = 0; i < n && i < 64; i++) {
         size_t k;
         for (k = 0; k < 9; k++)
             CHECK(fwd[i] != entries[k]);
     }
     CHECK_OK(evs_read_all_backward(s, UINT64_MAX, &c));
-    CHECK_I64(drain(c, pos, 64), 7);
-    for (i = 0; i < 7; i++)
-        CHECK_U64(pos[i], fwd[6 - i]);
+    CHECK_I64(drain(c, pos, 64), 4);
+    for (i = 0; i < 4; i++)
+        CHECK_U64(pos[i], fwd[3 - i]);
     /* A poll window counts the empty positions: from 0, the first 4 positions hold only
      * the removed events of a. */
     CHECK_OK(evs_poll(s, 0, 4, &c));
     CHECK_I64(drain(c, pos, 64), 0);
     CHECK_STATUS(evs_stream_version(s, "c", &version), EVS_ERR_STREAM_DELETED);
+    /* a was soft-deleted last: no stream for writers. */
     CHECK_OK(evs_stream_version(s, "a", &version));
-    CHECK_I64(version, 3);
+    CHECK_I64(version, -1);
     CHECK_I64(stream_versions(s, "a", v, 16, &status), -1);
     CHECK_STATUS(status, EVS_ERR_NOT_FOUND);
-    CHECK_I64(stream_versions(s, "t-1", v, 16, &status), 2);
-    CHECK_U64(v[0], 1);
+    CHECK_I64(stream_versions(s, "t-1", v, 16, &status), 1);
+    CHECK_U64(v[0], 2);
     CHECK_OK(evs_get_retention(s, "t-2", 0, &r));
     CHECK_U64(r.max_age_us, UINT64_C(86400000000));
     CHECK_OK(evs_stats_get(s, &st));
     CHECK_U64(st.lifecycle_entries, 9);
-    /* a 4, b 3, c 2, t-1 1 */
-    CHECK_U64(st.removed_events, 10);
+    /* a 4, b 3, c 2, t-1 2, t-2 2 */
+    CHECK_U64(st.removed_events, 13);
+    /* b, t-1, t-2: the streams a reader sees. */
+    CHECK_U64(st.streams, 3);
     CHECK_U64(st.reclaimable_bytes, 0);
     /* A subscription from 0 delivers the events left, none of the removed ones. */
     memset(&seen, 0, sizeof seen);
@@ -346,14 +364,14 @@ static void reads_after(evs_store *s, const uint64_t *entries, const char *when)
         pthread_mutex_lock(&seen.lock);
         got = seen.n;
         pthread_mutex_unlock(&seen.lock);
-        if (got >= 7)
+        if (got >= 4)
             break;
         tu_sleep_ms(10);
     }
     tu_sleep_ms(50);
     CHECK_OK(evs_subscription_close(sub));
-    CHECK_U64(seen.n, 7);
-    for (i = 0; i < (long)seen.n && i < 7; i++)
+    CHECK_U64(seen.n, 4);
+    for (i = 0; i < (long)seen.n && i < 4; i++)
         CHECK_U64(seen.positions[i], fwd[i]);
     pthread_mutex_destroy(&seen.lock);
 }
@@ -397,6 +415,40 @@ static void accounts(evs_store *s)
     CHECK_I64(a.balance, 0);
     CHECK_OK(evs_delete_stream(s, "account-acc1", EVS_EXPECT_ANY, EVS_DELETE_HARD, NULL, NULL));
     CHECK_STATUS(evs_account_open(s, "acc1", 0, NULL, NULL), EVS_ERR_STREAM_DELETED);
+}
+
+/* What writers see: a hard delete of a soft-deleted stream, a truncated stream's version,
+ * the order of the checks. */
+static void writers(evs_store *s)
+{
+    int64_t version = -9;
+    evs_error_detail detail = EVS_STRUCT_INIT(evs_error_detail);
+    TU_SECTION("what writers see");
+    append1(s, "z", EVS_EXPECT_NO_STREAM, "z0");
+    append1(s, "z", EVS_EXPECT_ANY, "z1");
+    CHECK_OK(evs_delete_stream(s, "z", EVS_EXPECT_ANY, EVS_DELETE_SOFT, NULL, NULL));
+    CHECK_STATUS(evs_delete_stream(s, "z", EVS_EXPECT_EXISTS, EVS_DELETE_HARD, NULL, NULL),
+                 EVS_ERR_WRONG_EXPECTED_VERSION);
+    CHECK_OK(evs_delete_stream(s, "z", EVS_EXPECT_ANY, EVS_DELETE_HARD, NULL, NULL));
+    CHECK_STATUS(evs_stream_version(s, "z", &version), EVS_ERR_STREAM_DELETED);
+    /* A tombstone before a wrong version; no stream before a wrong version. */
+    CHECK_STATUS(evs_delete_stream(s, "z", 7, EVS_DELETE_SOFT, NULL, NULL),
+                 EVS_ERR_STREAM_DELETED);
+    CHECK_STATUS(evs_delete_stream(s, "never", 7, EVS_DELETE_HARD, NULL, NULL),
+                 EVS_ERR_NOT_FOUND);
+    /* Truncated to its end, a stream keeps its version for writers. */
+    append1(s, "y", EVS_EXPECT_ANY, "y0");
+    CHECK_OK(evs_truncate_stream(s, "y", 1, NULL, NULL));
+    CHECK_OK(evs_stream_version(s, "y", &version));
+    CHECK_I64(version, 0);
+    {
+        evs_event_input in = input("y1");
+        CHECK_STATUS(evs_append(s, "y", EVS_EXPECT_NO_STREAM, &in, 1, NULL, NULL),
+                     EVS_ERR_WRONG_EXPECTED_VERSION);
+        CHECK_OK(evs_last_error_detail(&detail));
+        CHECK_I64(detail.actual_version, 0);
+    }
+    append1(s, "y", 0, "y1");
 }
 
 int main(void)
@@ -449,6 +501,7 @@ int main(void)
     if (s != NULL) {
         reads_after(s, entries, "reads after a reopen");
         accounts(s);
+        writers(s);
         CHECK_OK(evs_close(s));
         s = NULL;
         CHECK_OK(evs_open(path, NULL, &s, NULL));

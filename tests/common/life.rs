@@ -55,8 +55,14 @@ pub struct Model {
     pub versions: BTreeMap<String, u64>,
     pub removed_before: HashMap<String, u64>,
     pub tombstones: HashSet<String>,
+    /// Soft-deleted and not appended to since: no stream for writers.
+    pub deleted: HashSet<String>,
     pub stream_rules: HashMap<String, Rule>,
     pub prefix_rules: HashMap<String, Rule>,
+    /// What rules no longer in force removed (versions below, times before): a rule's
+    /// change never brings an event back.
+    pub ruled_before: HashMap<String, u64>,
+    pub ruled_before_us: HashMap<String, u64>,
 }
 
 impl Model {
@@ -71,6 +77,7 @@ impl Model {
             } else {
                 let v = self.versions.get(stream).map_or(0, |v| v + 1);
                 self.versions.insert(stream.to_owned(), v);
+                self.deleted.remove(stream);
                 v
             };
             let position = self.next_position();
@@ -97,6 +104,7 @@ impl Model {
         if hard {
             self.tombstones.insert(stream.to_owned());
         }
+        self.deleted.insert(stream.to_owned());
         self.entry()
     }
 
@@ -106,7 +114,45 @@ impl Model {
         self.entry()
     }
 
-    pub fn rule(&mut self, target: &str, category: bool, rule: Rule) -> u64 {
+    /// The stream's version as writers see it (`stream_version`): none when it was
+    /// soft-deleted and not appended to since.
+    pub fn writers_version(&self, stream: &str) -> Option<u64> {
+        match self.deleted.contains(stream) {
+            true => None,
+            false => self.versions.get(stream).copied(),
+        }
+    }
+
+    /// A rule set (or cleared) at time `at`: every stream whose rule in force changes
+    /// keeps removed what its rule until then removed at `at`.
+    pub fn rule(&mut self, target: &str, category: bool, rule: Rule, at: u64) -> u64 {
+        let before: Vec<(String, u64, Rule)> = self
+            .versions
+            .iter()
+            .filter(|(s, _)| match category {
+                true => s.starts_with(target),
+                false => s.as_str() == target,
+            })
+            .filter_map(|(s, v)| Some((s.clone(), *v, self.rule_for(s)?)))
+            .collect();
+        let p = self.set_rule(target, category, rule);
+        for (s, last, old) in before {
+            if self.rule_for(&s) == Some(old) {
+                continue;
+            }
+            if old.max_count > 0 {
+                let r = self.ruled_before.entry(s.clone()).or_default();
+                *r = (*r).max((last + 1).saturating_sub(old.max_count));
+            }
+            if old.max_age_us > 0 {
+                let r = self.ruled_before_us.entry(s).or_default();
+                *r = (*r).max(at.saturating_sub(old.max_age_us));
+            }
+        }
+        p
+    }
+
+    fn set_rule(&mut self, target: &str, category: bool, rule: Rule) -> u64 {
         let rules = if category {
             &mut self.prefix_rules
         } else {
@@ -137,6 +183,8 @@ impl Model {
         }
         if self.tombstones.contains(&e.stream)
             || e.version < self.removed_before.get(&e.stream).copied().unwrap_or(0)
+            || e.version < self.ruled_before.get(&e.stream).copied().unwrap_or(0)
+            || e.timestamp < self.ruled_before_us.get(&e.stream).copied().unwrap_or(0)
         {
             return true;
         }
@@ -266,7 +314,7 @@ pub fn check(store: &Arc<Store>, m: &Model, now: u64, when: &str) {
         }
         assert_eq!(
             store.stream_version(stream).unwrap(),
-            Some(version),
+            m.writers_version(stream),
             "{label}: version"
         );
         if want.is_empty() {
@@ -368,6 +416,7 @@ pub fn check(store: &Arc<Store>, m: &Model, now: u64, when: &str) {
     }
     assert_eq!(listed, want, "{when}: list_streams");
     let st = store.stats().unwrap();
+    assert_eq!(st.streams, want.len() as u64, "{when}: stats.streams");
     assert_eq!(st.events, m.next_position(), "{when}: stats.events");
     assert_eq!(st.lifecycle_entries, m.entries.len() as u64, "{when}");
     assert_eq!(

@@ -5,3 +5,4 @@ pub mod life;
 pub mod pg;
 pub mod procs;
 pub mod promises;
+pub mod writers;

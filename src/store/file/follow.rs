@@ -149,7 +149,13 @@ impl FileStore {
     fn count_followed(&self, batch: &mut Vec<(Position, Event)>) {
         let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
         for (p, e) in batch.drain(..) {
-            index.push(p, e.timestamp_us, &e.stream, &e.event_type);
+            index.push(
+                p,
+                e.timestamp_us,
+                &e.stream,
+                e.stream_version,
+                &e.event_type,
+            );
             self.projections.iter().for_each(|pr| pr.apply(&e.as_ref()));
         }
         let n = index.len();

@@ -114,9 +114,19 @@ impl Index {
         }
     }
 
-    /// Adds the next event (its position is `len()`). Below `base` (events an index file
-    /// has, replayed at open) only the counts change.
-    pub fn push(&mut self, wal: Position, timestamp_us: u64, stream: &str, event_type: &str) {
+    /// Adds the next event (its position is `len()`; `version` its stream version). Below
+    /// `base` (events an index file has, replayed at open) only the counts change. A
+    /// stream's count is taken from its events' versions (at least `version + 1`), not
+    /// from how many records were found, so that it stays right when records before it
+    /// are gone (a compaction erases removed events).
+    pub fn push(
+        &mut self,
+        wal: Position,
+        timestamp_us: u64,
+        stream: &str,
+        version: u64,
+        event_type: &str,
+    ) {
         let position = self.len;
         let mut sid = NO_STREAM;
         if !stream.is_empty() {
@@ -136,7 +146,7 @@ impl Index {
                 }
             };
             let e = &mut self.streams[id as usize];
-            e.count += 1;
+            e.count = e.count.max(version + 1);
             e.last = position;
             sid = id;
         }
@@ -171,11 +181,13 @@ impl Index {
         }
     }
 
-    /// Takes in the lifecycle entry at `position` (pushed already). A stream operation
-    /// carries the stream's version when it was appended: the stream's count becomes at
-    /// least that version + 1, so that a stream whose events a compaction erased still
-    /// knows where its versions continue.
-    pub fn apply_lifecycle(&mut self, op: &LifecycleOp, position: u64) {
+    /// Takes in the lifecycle entry at `position` (pushed already), made at
+    /// `timestamp_us`. A stream operation carries the stream's version when it was
+    /// appended: the stream's count becomes at least that version + 1, so that a stream
+    /// whose events a compaction erased still knows where its versions continue. A rule
+    /// entry is taken in with the streams' versions at this point of the log (what the
+    /// rule it replaces removed stays removed: `Removals::apply_in_log`).
+    pub fn apply_lifecycle(&mut self, op: &LifecycleOp, position: u64, timestamp_us: u64) {
         if let (Some(stream), Some(version)) = (op.stream(), op.version()) {
             match self.stream_ids.get(stream) {
                 Some(&id) => {
@@ -195,7 +207,26 @@ impl Index {
                 }
             }
         }
-        self.life.apply(op);
+        let streams = &self.streams;
+        let named = |id: &u32| {
+            let s = &streams[*id as usize];
+            (&*s.name, s.count.checked_sub(1))
+        };
+        match op {
+            LifecycleOp::Retention {
+                target,
+                category: false,
+                ..
+            } => {
+                let one = self.stream_ids.get(target.as_str()).map(named);
+                self.life.apply(op, timestamp_us, one);
+            }
+            LifecycleOp::Retention { .. } => {
+                let all = streams.iter().map(|s| (&*s.name, s.count.checked_sub(1)));
+                self.life.apply(op, timestamp_us, all);
+            }
+            _ => self.life.apply(op, timestamp_us, None),
+        }
     }
 
     /// Drops what memory holds before `base` (an index file has it now).
@@ -632,9 +663,9 @@ mod tests {
     #[test]
     fn streams_and_times_are_indexed() {
         let mut ix = Index::default();
-        ix.push(pos(0, 0), 10, "a", "T");
-        ix.push(pos(0, 9), 20, "", "T");
-        ix.push(pos(0, 19), 15, "a", "U");
+        ix.push(pos(0, 0), 10, "a", 0, "T");
+        ix.push(pos(0, 9), 20, "", 0, "T");
+        ix.push(pos(0, 19), 15, "a", 1, "U");
         let a = ix.stream_ids["a"];
         let got: Vec<u64> = ix
             .stream_forward(a, 0, 0, 10)
@@ -661,12 +692,32 @@ mod tests {
     }
 
     #[test]
+    fn a_streams_count_comes_from_its_versions_not_from_its_records() {
+        // A log whose earlier records of "a" are gone (a compaction erased removed
+        // events): the stream still continues after its last version.
+        let mut ix = Index::default();
+        ix.push(pos(0, 0), 1, "a", 7, "T");
+        ix.push(pos(0, 10), 2, "b", 0, "T");
+        ix.push(pos(0, 20), 3, "a", 9, "T");
+        assert_eq!((ix.stream_len("a"), ix.stream_len("b")), (10, 1));
+        // A lifecycle entry's version counts the same way.
+        ix.push_entry(pos(0, 30), 4);
+        let op = LifecycleOp::Delete {
+            stream: "b".into(),
+            hard: false,
+            version: 4,
+        };
+        ix.apply_lifecycle(&op, 3, 4);
+        assert_eq!(ix.stream_len("b"), 5);
+    }
+
+    #[test]
     fn a_new_segment_makes_the_old_one_sealable() {
         let mut ix = Index::default();
-        ix.push(pos(0, 0), 1, "a", "T");
-        ix.push(pos(0, 10), 2, "b", "T");
+        ix.push(pos(0, 0), 1, "a", 0, "T");
+        ix.push(pos(0, 10), 2, "b", 0, "T");
         assert_eq!(ix.sealable(), None);
-        ix.push(pos(1, 0), 3, "a", "T");
+        ix.push(pos(1, 0), 3, "a", 1, "T");
         assert_eq!(ix.sealable(), Some((0, 2)));
         let (s, _) = ix.build_sealed(2, 25, 7);
         assert_eq!((s.first, s.count, s.first_ts, s.last_ts), (0, 2, 1, 2));

@@ -14,8 +14,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::store::ids::{EventId, IdIndex};
 use crate::store::lifecycle::{
     guard, id_taken, stream_deleted, LifecycleOp, LifecycleRequest, Removals, Rule, StreamView,
+    WriterView,
 };
-use crate::store::{ExpectedVersion, FastMap, Projection, StreamInfo};
+use crate::store::{FastMap, Projection, StreamInfo};
 use crate::wal::record::{get_varint, put_varint};
 use crate::wal::{FsyncPolicy, Position, RecordRef};
 use std::sync::atomic::Ordering;
@@ -43,8 +44,15 @@ impl LifeState {
         self.removals.is_empty()
     }
 
-    /// Takes in the next lifecycle entry of the log.
-    pub fn apply(&mut self, op: &LifecycleOp) {
+    /// Takes in the next lifecycle entry of the log, made at `at_us`; `streams`: those a
+    /// rule entry may apply to, with their versions at this point of the log
+    /// (`Removals::apply_in_log`).
+    pub fn apply<'s>(
+        &mut self,
+        op: &LifecycleOp,
+        at_us: u64,
+        streams: impl IntoIterator<Item = (&'s str, Option<u64>)>,
+    ) {
         if let LifecycleOp::Delete {
             stream, version, ..
         } = op
@@ -55,7 +63,16 @@ impl LifeState {
                 .or_default();
             *d = (*d).max(version + 1);
         }
-        self.removals.apply(op);
+        self.removals.apply_in_log(op, at_us, streams);
+    }
+
+    /// Versions of `stream` below this were removed by deletes: a stream whose version
+    /// is below it is soft-deleted and not appended to since.
+    pub fn deleted_before(&self, stream: &str) -> u64 {
+        if self.deleted_before.is_empty() {
+            return 0;
+        }
+        self.deleted_before.get(stream).copied().unwrap_or(0)
     }
 
     /// How `stream`'s events are judged now (`last_version`: its version), and the age
@@ -90,10 +107,16 @@ impl LifeState {
                 deleted - 1
             ));
         }
-        let truncated = self.removals.stream(stream).map_or(0, |s| s.removed_before);
+        let state = self.removals.stream(stream).copied().unwrap_or_default();
+        let truncated = state.removed_before;
         if version < truncated {
             return Some(format!(
                 "it was removed by a truncation of stream '{stream}' before version {truncated}"
+            ));
+        }
+        if version < state.ruled_before || timestamp_us < state.ruled_before_us {
+            return Some(format!(
+                "it was removed by the retention rule in force for stream '{stream}' before that rule changed"
             ));
         }
         let rule = self.removals.rule_for(stream).unwrap_or_default();
@@ -176,7 +199,7 @@ pub(super) fn apply_entry(
     entry: &Entry,
 ) {
     index.push_entry(wal, entry.timestamp_us);
-    index.apply_lifecycle(&entry.op, position);
+    index.apply_lifecycle(&entry.op, position, entry.timestamp_us);
     projections
         .iter()
         .for_each(|p| p.apply_lifecycle(&entry.op, position));
@@ -262,7 +285,8 @@ impl Views {
         };
         if age > 0 {
             let now = *self.now.get_or_insert_with(|| store.now());
-            view.min_timestamp = now.saturating_sub(age);
+            // At least what a rule before it removed (`resolve` has that, at clock 0).
+            view.min_timestamp = view.min_timestamp.max(now.saturating_sub(age));
         }
         view
     }
@@ -319,9 +343,10 @@ pub(super) fn first_kept(index: &Index, id: u32, view: &StreamView) -> Result<Op
 }
 
 impl FileStore {
-    /// The store's clock (microseconds since the Unix epoch).
+    /// The store's clock (microseconds since the Unix epoch), never going back within
+    /// this handle: a clock that jumps back brings no event removed by age back.
     pub(super) fn now(&self) -> u64 {
-        self.options.clock.now_us()
+        self.clock.now_us()
     }
 
     /// Whether any lifecycle entry exists: until one does, readers check nothing.
@@ -436,38 +461,44 @@ impl FileStore {
     /// Checks a stream operation against the stream as the writer sees it (pending
     /// events and entries included) and makes the operation to store.
     fn lifecycle_op(&self, w: &Writer, req: &LifecycleRequest<'_>) -> Result<LifecycleOp> {
-        let index = self.index.read().unwrap_or_else(|e| e.into_inner());
-        let Some(stream) = req.stream() else {
-            return req.to_op(None, None);
+        let view = match req.stream() {
+            Some(stream) => {
+                let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+                self.writer_view(w, &index, stream)
+            }
+            None => WriterView::default(),
         };
-        let mut state = index.life.removals.stream(stream).copied();
-        if self.pending_tombstone(w, stream) {
-            state.get_or_insert_with(Default::default).tombstone = true;
+        req.to_op(&view)
+    }
+
+    /// `stream` as the writer sees it (pending events and entries included): its last
+    /// version, whether it is soft-deleted and not appended to since, its tombstone.
+    pub(super) fn writer_view(&self, w: &Writer, index: &Index, stream: &str) -> WriterView {
+        let last_version = self.writer_version(w, index, stream);
+        let mut deleted_before = index.life.deleted_before(stream);
+        let mut tombstone = index.life.removals.is_tombstoned(stream);
+        if w.pending_entries > 0 {
+            for p in &w.pending {
+                if let Some((_, e)) = &p.entry {
+                    if let LifecycleOp::Delete {
+                        stream: s,
+                        hard,
+                        version,
+                    } = &e.op
+                    {
+                        if s == stream {
+                            deleted_before = deleted_before.max(version + 1);
+                            tombstone |= *hard;
+                        }
+                    }
+                }
+            }
         }
-        let version = self.writer_version(w, &index, stream);
-        drop(index);
-        let op = req.to_op(version, state.as_ref())?;
-        let expected = match *req {
-            LifecycleRequest::Delete { expected, .. }
-            | LifecycleRequest::Truncate { expected, .. } => expected,
-            LifecycleRequest::Retention { .. } => ExpectedVersion::Any,
-        };
-        let holds = match expected {
-            ExpectedVersion::Any => true,
-            ExpectedVersion::NoStream => version.is_none(),
-            ExpectedVersion::Exists => version.is_some(),
-            ExpectedVersion::Exact(v) => version == Some(v),
-        };
-        if !holds {
-            // Worded as for an append to the stream.
-            let part = crate::store::StreamAppend {
-                stream,
-                expected,
-                events: &[],
-            };
-            return Err(crate::store::wrong_expected_version(0, &part, version).without_part());
+        WriterView {
+            last_version,
+            deleted: last_version.is_some_and(|v| v < deleted_before),
+            tombstone,
         }
-        Ok(op)
     }
 
     /// A read-only store: takes in the writer's lifecycle entry at `position` (its
@@ -487,30 +518,6 @@ impl FileStore {
         self.committed.store(n, Ordering::Release);
         drop(index);
         self.publish(n);
-    }
-
-    /// Whether a hard delete of `stream` waits in `pending` (under `Always`).
-    pub(super) fn pending_tombstone(&self, w: &Writer, stream: &str) -> bool {
-        w.pending_entries > 0
-            && w.pending.iter().any(|p| {
-                matches!(&p.entry, Some((_, e)) if matches!(
-                    &e.op,
-                    LifecycleOp::Delete { stream: s, hard: true, .. } if s == stream
-                ))
-            })
-    }
-
-    /// Refuses a write to a hard-deleted stream (as the writer sees it).
-    pub(super) fn check_not_tombstoned(
-        &self,
-        w: &Writer,
-        index: &Index,
-        stream: &str,
-    ) -> Result<()> {
-        if index.life.removals.is_tombstoned(stream) || self.pending_tombstone(w, stream) {
-            return Err(stream_deleted(stream));
-        }
-        Ok(())
     }
 
     /// The retention rule in force for stream `name`, or (`category`) the rule set on
@@ -538,20 +545,28 @@ impl FileStore {
         })
     }
 
-    /// The stream's version for a read or a write of it: a hard-deleted stream is
-    /// refused; a stream whose events are all removed keeps its version.
-    pub(super) fn judged_version(&self, index: &Index, stream: &str) -> Result<Option<u64>> {
+    /// The stream's version as writers see it (`evs_stream_version`): a hard-deleted
+    /// stream is refused; one soft-deleted and not appended to since does not exist; one
+    /// whose events a truncation or a rule removed keeps its version.
+    pub(super) fn writers_version(&self, index: &Index, stream: &str) -> Result<Option<u64>> {
         if index.life.removals.is_tombstoned(stream) {
             return Err(stream_deleted(stream));
         }
-        Ok(index.stream_len(stream).checked_sub(1))
+        let deleted_before = index.life.deleted_before(stream);
+        Ok(index
+            .stream_len(stream)
+            .checked_sub(1)
+            .filter(|&v| v >= deleted_before))
     }
 
     /// For a stream read: the stream's version, or why it cannot be read (it does not
     /// exist, every event of it is removed, it was hard-deleted).
     pub(super) fn readable_version(&self, stream: &str) -> Result<u64> {
         let index = self.index.read().unwrap_or_else(|e| e.into_inner());
-        let Some(version) = self.judged_version(&index, stream)? else {
+        if index.life.removals.is_tombstoned(stream) {
+            return Err(stream_deleted(stream));
+        }
+        let Some(version) = index.stream_len(stream).checked_sub(1) else {
             return Err(crate::store::no_such_stream(stream));
         };
         if index.life.is_empty() {
@@ -599,13 +614,15 @@ impl FileStore {
         Ok(out)
     }
 
-    /// Events removed now (stats): per stream, the events before its first kept one.
-    pub(super) fn removed_events(&self, index: &Index) -> Result<u64> {
+    /// For stats: the events removed now (per stream, the events before its first kept
+    /// one) and the streams a reader sees (those with an event left, as listed).
+    pub(super) fn removal_counts(&self, index: &Index) -> Result<(u64, u64)> {
+        let all = index.streams.len() as u64;
         if index.life.is_empty() {
-            return Ok(0);
+            return Ok((0, all));
         }
         let now = self.now();
-        let mut removed = 0;
+        let (mut removed, mut gone) = (0, 0);
         for (id, s) in index.streams.iter().enumerate() {
             let (view, _) = index.life.view(&s.name, s.count.checked_sub(1), now);
             if view.keeps_all() {
@@ -613,10 +630,13 @@ impl FileStore {
             }
             removed += match first_kept(index, id as u32, &view)? {
                 Some((version, _)) => version,
-                None => s.count,
+                None => {
+                    gone += 1;
+                    s.count
+                }
             };
         }
-        Ok(removed)
+        Ok((removed, all - gone))
     }
 
     /// Why the event of `stream` at `version` (stamped `timestamp_us`) is removed now,
@@ -645,24 +665,36 @@ mod tests {
     #[test]
     fn the_state_round_trips_and_says_which_operation_removed_an_event() {
         let mut s = LifeState::default();
-        s.apply(&LifecycleOp::Truncate {
-            stream: "a".into(),
-            before_version: 2,
-            version: 5,
-        });
-        s.apply(&LifecycleOp::Delete {
-            stream: "b".into(),
-            hard: false,
-            version: 3,
-        });
-        s.apply(&LifecycleOp::Retention {
-            target: "c-".into(),
-            category: true,
-            rule: Rule {
-                max_count: 2,
-                max_age_us: 0,
+        s.apply(
+            &LifecycleOp::Truncate {
+                stream: "a".into(),
+                before_version: 2,
+                version: 5,
             },
-        });
+            1,
+            None,
+        );
+        s.apply(
+            &LifecycleOp::Delete {
+                stream: "b".into(),
+                hard: false,
+                version: 3,
+            },
+            2,
+            None,
+        );
+        s.apply(
+            &LifecycleOp::Retention {
+                target: "c-".into(),
+                category: true,
+                rule: Rule {
+                    max_count: 2,
+                    max_age_us: 0,
+                },
+            },
+            3,
+            None,
+        );
         let mut buf = Vec::new();
         s.encode_into(&mut buf);
         assert_eq!(LifeState::decode(&buf).unwrap(), s);

@@ -13,6 +13,7 @@ mod seam;
 mod segindex;
 pub mod snapshot;
 
+use super::lifecycle::stream_deleted;
 use super::{check_name, ids};
 use super::{
     AppendResult, Event, EventInput, EventRef, ExpectedVersion, OpenReport, Projection,
@@ -77,6 +78,8 @@ pub(super) struct Writer {
 pub struct FileStore {
     dir: PathBuf,
     pub(super) options: StoreOptions,
+    /// `options.clock`, never going back (timestamps, rules by age).
+    clock: super::lifecycle::HandleClock,
     wal: Wal,
     /// Released by `close`, even while cursors still hold the store.
     lock: Mutex<Option<StoreLock>>,
@@ -491,6 +494,7 @@ impl FileStore {
         };
         let store = FileStore {
             dir,
+            clock: super::lifecycle::HandleClock::new(options.clock.clone()),
             wal,
             lock: Mutex::new(lock),
             writer: Mutex::new(Writer {
@@ -631,7 +635,13 @@ impl FileStore {
             }
             match decoded {
                 Decoded::Event(ev) => {
-                    index.push(pos, ev.timestamp_us, ev.stream, ev.event_type);
+                    index.push(
+                        pos,
+                        ev.timestamp_us,
+                        ev.stream,
+                        ev.stream_version,
+                        ev.event_type,
+                    );
                     projections.iter().for_each(|pr| pr.apply(&ev));
                 }
                 Decoded::Entry(e) => {
@@ -967,25 +977,27 @@ impl FileStore {
         // list (appends name one or two streams), so no map is built per append.
         let mut seen: Vec<(&str, Option<u64>)> = Vec::new();
         for (part, a) in appends.iter().enumerate() {
-            let current = match seen.iter().find(|s| s.0 == a.stream) {
-                Some(&(_, v)) => v,
-                None if a.stream.is_empty() => None,
-                None => self.writer_version(w, &index, a.stream),
+            // `current`: the stream's last version, after which its versions continue;
+            // `exists`: the version its expected version is checked against (none for a
+            // stream soft-deleted and not appended to since, docs/lifecycle.md).
+            let (current, exists) = match seen.iter().find(|s| s.0 == a.stream) {
+                Some(&(_, v)) => (v, v),
+                None if a.stream.is_empty() => (None, None),
+                // Deletes are looked at only once any lifecycle entry exists or waits.
+                None if removing || w.pending_entries > 0 => {
+                    let view = self.writer_view(w, &index, a.stream);
+                    if view.tombstone {
+                        return Err(stream_deleted(a.stream).in_part(part));
+                    }
+                    (view.last_version, view.version())
+                }
+                None => {
+                    let v = self.writer_version(w, &index, a.stream);
+                    (v, v)
+                }
             };
-            // A hard-deleted stream refuses every write (checked only once any
-            // lifecycle entry exists or waits).
-            if (removing || w.pending_entries > 0) && !a.stream.is_empty() {
-                self.check_not_tombstoned(w, &index, a.stream)
-                    .map_err(|e| e.in_part(part))?;
-            }
-            let ok = match a.expected {
-                ExpectedVersion::Any => true,
-                ExpectedVersion::NoStream => current.is_none(),
-                ExpectedVersion::Exists => current.is_some(),
-                ExpectedVersion::Exact(v) => current == Some(v),
-            };
-            if !ok {
-                return Err(super::wrong_expected_version(part, a, current));
+            if !a.expected.holds(exists) {
+                return Err(super::wrong_expected_version(part, a, exists));
             }
             versions.push(current);
             if !a.stream.is_empty() {
@@ -1015,7 +1027,7 @@ impl FileStore {
                 payload: e.payload,
                 id: e.id,
             };
-            index.push(at[i], batch.timestamp, sp.stream, e.event_type);
+            index.push(at[i], batch.timestamp, sp.stream, sp.version, e.event_type);
             self.projections.iter().for_each(|p| p.apply(&ev));
         }
         // Counted before the index is let go: whoever sees the event in the index
@@ -1084,7 +1096,13 @@ impl FileStore {
                 w.pending_entries -= 1;
             }
             for (pos, ev) in &p.events {
-                index.push(*pos, ev.timestamp_us, &ev.stream, &ev.event_type);
+                index.push(
+                    *pos,
+                    ev.timestamp_us,
+                    &ev.stream,
+                    ev.stream_version,
+                    &ev.event_type,
+                );
                 self.projections
                     .iter()
                     .for_each(|pr| pr.apply(&ev.as_ref()));
@@ -1182,7 +1200,7 @@ impl FileStore {
             self.refresh()?;
         }
         let index = self.index.read().unwrap_or_else(|e| e.into_inner());
-        self.judged_version(&index, stream)
+        self.writers_version(&index, stream)
     }
 
     /// The first position whose timestamp is after `timestamp_us`; the next position if none.
@@ -1482,11 +1500,14 @@ impl FileStore {
             .collect();
         events_by_type.sort();
         // Stats answer even when an index file cannot be read: its removed events then
-        // count as kept.
-        let removed_events = self.removed_events(&index).unwrap_or(0);
+        // count as kept. `streams` counts those a reader sees (listed: an event left), as
+        // on PostgreSQL.
+        let (removed_events, streams) = self
+            .removal_counts(&index)
+            .unwrap_or((0, index.streams.len() as u64));
         StoreStats {
             events: index.len(),
-            streams: index.streams.len() as u64,
+            streams,
             bytes_on_disk: wal.bytes_on_disk,
             segments: wal.segments,
             appends: wal.batches,

@@ -438,10 +438,12 @@ mod tests {
                 offset,
             };
             offset += 100 + i % 7;
+            let version = ix.stream_len(&stream);
             ix.push(
                 at,
                 1_000 + i / 3,
                 &stream,
+                version,
                 if i % 2 == 0 { "A" } else { "B" },
             );
         }
@@ -469,8 +471,8 @@ mod tests {
             segment_id: 0,
             offset,
         };
-        ix.push(at(0), 10, "s", "T");
-        ix.push(at(50), 11, "s", "T");
+        ix.push(at(0), 10, "s", 0, "T");
+        ix.push(at(50), 11, "s", 1, "T");
         let old = encode(&ix, at(100), 7, &[]);
         assert_eq!(&old[..8], MAGIC);
         ix.push_entry(at(100), 12);
@@ -479,7 +481,7 @@ mod tests {
             before_version: 1,
             version: 1,
         };
-        ix.apply_lifecycle(&op, 2);
+        ix.apply_lifecycle(&op, 2, 12);
         let new = encode(&ix, at(140), 7, &[]);
         assert_eq!(&new[..8], MAGIC_LIFECYCLE);
         let back = decode(&new).unwrap();

@@ -15,7 +15,7 @@
 //! removes by then are dropped, and when the handle has learnt of a removing commit
 //! (`head.changes`) after the window was read, the rest of the window is read again.
 
-use super::lifecycle::{now_us, Rules};
+use super::lifecycle::Rules;
 use super::uuid::StoredUuid;
 use super::PgStore;
 use crate::error::{Error, ErrorKind, Result};
@@ -518,7 +518,7 @@ impl PgCursor {
 
     /// Makes a window's events the page, without those a rule by age removes now.
     fn take(&mut self, events: Vec<Event>, changes: u64, rules: Arc<Rules>) {
-        let now = now_us();
+        let now = self.store.now();
         self.page.extend(
             events
                 .into_iter()
@@ -576,7 +576,7 @@ impl EventCursor for PgCursor {
             let event = self.page.pop_front();
             if event.as_ref().is_some_and(|e| {
                 self.rules
-                    .removes_by_age(&e.stream, e.timestamp_us, now_us())
+                    .removes_by_age(&e.stream, e.timestamp_us, self.store.now())
             }) {
                 continue;
             }

@@ -14,23 +14,13 @@ use super::uuid::Uuid;
 use super::{block, listener, PgStore};
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::backend::Backend;
+use crate::store::check_name;
 use crate::store::lifecycle::{
-    self, id_taken, stream_deleted, CompactInfo, LifecycleOp, LifecycleRequest, Removals, Rule,
-    StreamState,
+    self, id_taken, CompactInfo, LifecycleOp, LifecycleRequest, Removals, Rule, WriterView,
 };
-use crate::store::{check_name, ExpectedVersion};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 use tokio_postgres::Client;
-
-/// The store's clock: microseconds since the Unix epoch, against which rules by age are
-/// judged (reads, compaction, a rule's change). Every use goes through here, so that a
-/// clock given in the store's options can take its place.
-pub fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
 
 /// The retention rules in force after a number of lifecycle entries (rules change only
 /// with an entry), for readers: rules by count delete rows at once, so readers only judge
@@ -53,12 +43,19 @@ impl Rules {
 
     /// Whether the rule in force for `stream` removes an event of time `ts` at `now_us`.
     pub fn removes_by_age(&self, stream: &str, ts: u64, now_us: u64) -> bool {
-        self.has_age
-            && !stream.is_empty()
-            && self
-                .removals
-                .rule_for(stream)
-                .is_some_and(|r| r.max_age_us > 0 && ts < now_us.saturating_sub(r.max_age_us))
+        ts < self.min_timestamp(stream, now_us)
+    }
+
+    /// The time before which the rule in force for `stream` removes events at `now_us`
+    /// (0: none by age).
+    pub fn min_timestamp(&self, stream: &str, now_us: u64) -> u64 {
+        if !self.has_age || stream.is_empty() {
+            return 0;
+        }
+        self.removals
+            .rule_for(stream)
+            .filter(|r| r.max_age_us > 0)
+            .map_or(0, |r| now_us.saturating_sub(r.max_age_us))
     }
 
     pub fn has_age(&self) -> bool {
@@ -108,6 +105,12 @@ fn failed(what: &str, e: tokio_postgres::Error) -> Failure {
 const TRIES: usize = 3;
 
 impl PgStore {
+    /// The store's clock (`StoreOptions::clock`), against which rules by age are judged
+    /// (reads, compaction, a rule's change), never going back within this handle.
+    pub fn now(&self) -> u64 {
+        self.clock.now_us()
+    }
+
     /// Appends a lifecycle entry (`Backend::apply_lifecycle`): the projections catch up
     /// and may refuse or pin the stream's version (`lifecycle::guard`), then one
     /// transaction checks and applies it.
@@ -139,7 +142,7 @@ impl PgStore {
                 *slot = Some(self.conn.fresh().await?);
             }
             let client = slot.as_mut().expect("connected above");
-            match entry_transaction(client, &channel, req, id).await {
+            match entry_transaction(client, &channel, req, id, self.now()).await {
                 Ok(Done::Applied { position, changes }) => return Ok((position, changes)),
                 Ok(Done::IdStored) => match stored_entry(client, req, id).await? {
                     Some(position) => return Ok((position, 0)),
@@ -206,7 +209,7 @@ impl PgStore {
     pub(super) fn compact_rows(&self) -> Result<CompactInfo> {
         self.check_writable()?;
         let started = Instant::now();
-        let now = now_us().min(i64::MAX as u64) as i64;
+        let now = self.now().min(i64::MAX as u64) as i64;
         let streams = self.query(
             "select s.name from streams s where not s.tombstone and exists (\
                select 1 from rules r where r.max_age_us > 0 \
@@ -291,6 +294,7 @@ async fn entry_transaction(
     channel: &str,
     req: &LifecycleRequest<'_>,
     id: Option<[u8; 16]>,
+    now: u64,
 ) -> std::result::Result<Done, Failure> {
     let tx = client
         .transaction()
@@ -333,21 +337,21 @@ async fn entry_transaction(
         .map_err(|e| failed("locking the head", e))?;
     let row = tx
         .query_one(
-            "select s.version, s.tombstone, s.removed_before from (select 1) one \
+            "select s.version, s.tombstone, s.deleted from (select 1) one \
              left join streams s on s.name = $1",
             &[&name],
         )
         .await
         .map_err(|e| failed("reading the stream's state", e))?;
-    let version = row.get::<_, Option<i64>>(0).map(|v| v as u64);
-    let state = StreamState {
+    let view = WriterView {
+        last_version: row.get::<_, Option<i64>>(0).map(|v| v as u64),
         tombstone: row.get::<_, Option<bool>>(1).unwrap_or(false),
-        removed_before: row.get::<_, Option<i64>>(2).unwrap_or(0) as u64,
+        deleted: row.get::<_, Option<bool>>(2).unwrap_or(false),
     };
-    let op = checked_op(req, version, &state)?;
+    let op = req.to_op(&view)?;
     let (kind, a, b) = entry_args(&op);
     let encoded = op.encode();
-    let now = now_us().min(i64::MAX as u64) as i64;
+    let now = now.min(i64::MAX as u64) as i64;
     let row = tx
         .query_one(
             "select entry_pos, new_changes from apply_entry($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -362,41 +366,6 @@ async fn entry_transaction(
         f
     })?;
     Ok(Done::Applied { position, changes })
-}
-
-/// The operation to write, given the stream's version and state under the head lock: a
-/// hard-deleted stream refuses every operation, a missing one is not found, and the
-/// expected version must hold (as for appends).
-fn checked_op(
-    req: &LifecycleRequest<'_>,
-    version: Option<u64>,
-    state: &StreamState,
-) -> Result<LifecycleOp> {
-    let expected = match *req {
-        LifecycleRequest::Delete { expected, .. } | LifecycleRequest::Truncate { expected, .. } => {
-            expected
-        }
-        LifecycleRequest::Retention { .. } => return req.to_op(None, None),
-    };
-    let stream = req.stream().unwrap_or("");
-    if state.tombstone {
-        return Err(stream_deleted(stream));
-    }
-    let Some(v) = version else {
-        return req.to_op(None, Some(state));
-    };
-    let wanted = match expected {
-        ExpectedVersion::Exact(x) if x != v => Some(format!("version {x}")),
-        ExpectedVersion::NoStream => Some("no stream".to_owned()),
-        _ => None,
-    };
-    if let Some(wanted) = wanted {
-        return Err(Error::new(
-            ErrorKind::WrongExpectedVersion,
-            format!("stream '{stream}' is at version {v}, expected {wanted}"),
-        ));
-    }
-    req.to_op(Some(v), Some(state))
 }
 
 /// `apply_entry`'s kind (the entry encoding's first byte) and numbers.

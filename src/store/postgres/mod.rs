@@ -27,7 +27,7 @@ use crate::error::{Error, ErrorKind, Result};
 use committer::{Entry, Outcome, OwnedEvent, Request};
 use conn::{pg_error, Conn};
 use cursor::{Kind, PgCursor, MAX_BOUND};
-use lifecycle::{now_us, Rules};
+use lifecycle::Rules;
 use listener::Wakeup;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -44,6 +44,8 @@ pub struct PgStore {
     conn: Arc<Conn>,
     runtime: Arc<Runtime>,
     options: StoreOptions,
+    /// `options.clock`, never going back (rules by age).
+    clock: super::lifecycle::HandleClock,
     /// The committer's queue; `None` once closed (and for read-only stores).
     appends: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Request>>>,
     projections: Vec<Arc<dyn Projection>>,
@@ -91,6 +93,7 @@ impl PgStore {
         let mut store = PgStore {
             conn,
             runtime,
+            clock: super::lifecycle::HandleClock::new(options.clock.clone()),
             options,
             appends: Mutex::new(appends),
             projections,
@@ -209,7 +212,7 @@ impl PgStore {
                 "reading the log for the projections",
             )?;
             w.check_forward(from)?;
-            let now = now_us();
+            let now = self.now();
             let mut entries = w.log_entries.iter().peekable();
             for e in &w.events {
                 while let Some((p, op)) = entries.next_if(|(p, _)| *p < e.position) {
@@ -443,12 +446,12 @@ impl PgStore {
         }
     }
 
-    /// A stream's version, tombstone, and whether an event of it is left (its last
-    /// event's row is there and no rule by age removes it).
+    /// A stream's version, tombstone, soft delete, and whether an event of it is left
+    /// (its last event's row is there and no rule by age removes it).
     fn stream_now(&self, stream: &str) -> Result<StreamNow> {
         let (row, rules) = self.with_rules(|| {
             let rows = self.query(
-                "select h.entries, s.version, s.tombstone, (select c.ts from chunks c \
+                "select h.entries, s.version, s.tombstone, s.deleted, (select c.ts from chunks c \
                    where c.stream = s.name and c.stream <> '' \
                    order by c.first_version desc limit 1) \
                  from (select entries from head limit 1) h left join streams s on s.name = $1",
@@ -461,11 +464,13 @@ impl PgStore {
                 .ok_or_else(|| Error::corrupt("the head table is empty"))?;
             Ok((row.get::<_, i64>(0) as u64, row))
         })?;
-        let last_ts: Option<i64> = row.get(3);
+        let last_ts: Option<i64> = row.get(4);
+        let now = self.now();
         Ok(StreamNow {
             version: row.get::<_, Option<i64>>(1).map(|v| v as u64),
             tombstone: row.get::<_, Option<bool>>(2).unwrap_or(false),
-            live: last_ts.is_some_and(|ts| !rules.removes_by_age(stream, ts as u64, now_us())),
+            deleted: row.get::<_, Option<bool>>(3).unwrap_or(false),
+            live: last_ts.is_some_and(|ts| !rules.removes_by_age(stream, ts as u64, now)),
         })
     }
 
@@ -507,6 +512,8 @@ impl PgStore {
 struct StreamNow {
     version: Option<u64>,
     tombstone: bool,
+    /// Soft-deleted and not appended to since: no stream for writers.
+    deleted: bool,
     /// Some event of the stream is left.
     live: bool,
 }
@@ -613,7 +620,9 @@ impl Backend for PgStore {
         if s.tombstone {
             return Err(stream_deleted(stream));
         }
-        Ok(s.version)
+        // As writers see it (docs/lifecycle.md): a soft-deleted stream does not exist
+        // until it is appended to again; a truncated one keeps its version.
+        Ok(s.version.filter(|_| !s.deleted))
     }
 
     fn position_after(&self, timestamp_us: u64) -> Result<u64> {
@@ -643,7 +652,7 @@ impl Backend for PgStore {
             )
         };
         if let Some(e) = w.events.into_iter().find(|e| e.position == position) {
-            if rules.removes_by_age(&e.stream, e.timestamp_us, now_us()) {
+            if rules.removes_by_age(&e.stream, e.timestamp_us, self.now()) {
                 return Err(gone("by its stream's retention rule by age"));
             }
             return Ok(e);
@@ -666,36 +675,62 @@ impl Backend for PgStore {
 
     fn list_streams(&self) -> Result<Vec<StreamInfo>> {
         self.check_owner()?;
+        // Each stream's last event's time, and where its first event left is (its first
+        // row's first kept event) with that row's time.
         let (rows, rules) = self.with_rules(|| {
             let rows = self.query(
-                "select h.entries, s.name, s.version, s.first_pos, (select c.ts from chunks c \
+                "select h.entries, s.name, s.version, f.pos, f.ts, (select c.ts from chunks c \
                    where c.stream = s.name and c.stream <> '' \
                    order by c.first_version desc limit 1) \
                  from (select entries from head limit 1) h \
-                 left join streams s on not s.tombstone order by s.first_pos",
+                 left join streams s on not s.tombstone \
+                 left join lateral (select c.first_pos + c.skip as pos, c.ts from chunks c \
+                   where c.stream = s.name and c.stream <> '' \
+                   order by c.first_version limit 1) f on true \
+                 order by s.first_pos",
                 &[],
                 "listing the streams",
             )?;
             let entries = rows.first().map_or(0, |r| r.get::<_, i64>(0) as u64);
             Ok((entries, rows))
         })?;
-        let now = now_us();
-        // A stream with no event left is not listed.
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                let name: String = r.get::<_, Option<String>>(1)?;
-                let last_ts = r.get::<_, Option<i64>>(4)? as u64;
-                if rules.removes_by_age(&name, last_ts, now) {
-                    return None;
-                }
-                Some(StreamInfo {
-                    name,
-                    version: r.get::<_, i64>(2) as u64,
-                    first_position: r.get::<_, i64>(3) as u64,
-                })
-            })
-            .collect())
+        let now = self.now();
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let Some(name) = r.get::<_, Option<String>>(1) else {
+                continue;
+            };
+            // A stream with no event left is not listed.
+            let Some(last_ts) = r.get::<_, Option<i64>>(5) else {
+                continue;
+            };
+            let cut = rules.min_timestamp(&name, now);
+            if (last_ts as u64) < cut {
+                continue;
+            }
+            let mut first_position = r.get::<_, i64>(3) as u64;
+            if (r.get::<_, i64>(4) as u64) < cut {
+                // A rule by age removed its first rows (not deleted until compacted): its
+                // first event left is in its first row stamped at or after the cut.
+                let found = self.query(
+                    "select c.first_pos + c.skip from chunks c \
+                     where c.stream = $1 and c.stream <> '' and c.ts >= $2 \
+                     order by c.first_version limit 1",
+                    &[&name, &(cut.min(i64::MAX as u64) as i64)],
+                    "finding a stream's first event left",
+                )?;
+                let Some(f) = found.first() else {
+                    continue;
+                };
+                first_position = f.get::<_, i64>(0) as u64;
+            }
+            out.push(StreamInfo {
+                name,
+                version: r.get::<_, i64>(2) as u64,
+                first_position,
+            });
+        }
+        Ok(out)
     }
 
     fn read_all(self: Arc<Self>, from: u64) -> Result<Box<dyn TailCursor>> {
@@ -853,7 +888,7 @@ impl Backend for PgStore {
             .ok_or_else(|| Error::new(ErrorKind::Internal, "the stats query returned nothing"))?;
         let (next, entries) = (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64);
         let stored = r.get::<_, i64>(3) as u64;
-        let now = now_us().min(i64::MAX as u64) as i64;
+        let now = self.now().min(i64::MAX as u64) as i64;
         // Rows that rules by age removed and `compact` has not deleted yet: their events
         // are removed, their bytes reclaimable.
         let by_age = self.rules_at(entries)?.is_none_or(|rules| rules.has_age());

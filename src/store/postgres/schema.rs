@@ -88,7 +88,9 @@ update meta set value = '3' where key = 'schema_version';
 /// - `head`: `entries` counts the lifecycle entries, `changes` counts every commit that
 ///   removed events or changed what removes them (readers holding events re-read when it
 ///   moves), `count_rules` the rules with a count limit (an append applies them when > 0).
-/// - `streams`: versions below `removed_before` are removed; `tombstone`: hard-deleted.
+/// - `streams`: versions below `removed_before` are removed; `tombstone`: hard-deleted;
+///   `deleted`: soft-deleted and not appended to since (for writers there is no such
+///   stream: "no stream" expected, its version continued).
 /// - `chunks.skip`: the chunk's first `skip` events are removed and its arrays hold the
 ///   others (event `i` of the chunk, from 0, at position `first_pos + i` and version
 ///   `first_version + i`, is array element `i - skip + 1`), so that its position, version
@@ -107,7 +109,8 @@ alter table head add column entries bigint not null default 0,
   add column changes bigint not null default 0,
   add column count_rules int not null default 0;
 alter table streams add column removed_before bigint not null default 0,
-  add column tombstone boolean not null default false;
+  add column tombstone boolean not null default false,
+  add column deleted boolean not null default false;
 alter table chunks add column skip int not null default 0;
 create table removed_chunks (chunk bigint primary key, first_pos bigint not null,
   stream text not null, first_version bigint not null);
@@ -274,9 +277,7 @@ begin
   select h.next, greatest(h.last_ts, (extract(epoch from clock_timestamp()) * 1000000)::bigint)
     into _next, _ts from head h for update;
   if kind in (1, 2) then
-    if kind = 2 then
-      update streams x set tombstone = true where x.name = t;
-    end if;
+    update streams x set tombstone = x.tombstone or kind = 2, deleted = true where x.name = t;
     _n := (select g.events_removed from remove_before(t, a + 1) g);
   elsif kind = 3 then
     _n := (select g.events_removed from remove_before(t, b) g);
@@ -305,8 +306,9 @@ end $f$;
 /// (actual: the lowest stored position); -3 some ids stored, not all (nothing written);
 /// -4 a hard-deleted stream (entry: which one; nothing written). Every row also carries
 /// the head's `changes` after the batch. Expected: >= 0 exact, -1 any, -2 no stream, -3
-/// exists. A soft-deleted stream keeps its row and version: appends continue it, and
-/// "no stream" is refused with its version.
+/// exists. A soft-deleted stream keeps its row and version, and is no stream for an
+/// expected version until it is appended to again (`deleted`): "no stream" and "any"
+/// continue its versions, "exists" and its old version are refused (actual -1).
 ///
 /// Arguments: per request its number of entries (`r_entries`); per entry its stream,
 /// expected version and number of events; per event its id (null: none), type, schema
@@ -337,7 +339,7 @@ language plpgsql as $$
 declare
   _next bigint; _ts bigint; _r int; _j int; _e int := 1; _ev int := 1; _ne int; _nev int;
   _found bigint; _low bigint; _names text[]; _vers bigint[]; _k int; _cur bigint;
-  _tomb boolean; _ok boolean; _bad int; _badv bigint; _v bigint; _c int; _s text;
+  _tomb boolean; _del boolean; _seen bigint; _ok boolean; _bad int; _badv bigint; _v bigint; _c int; _s text;
   _keys bigint[]; _first bigint; _rules int; _chg bigint; _gone bigint := 0; _mc bigint;
   _res bigint; _ent int; _act bigint; _vl bigint[];
   _has_ids boolean := coalesce(cardinality(i_id), 0) > 0;
@@ -405,21 +407,27 @@ begin
       case s_expected[_e]
         when -1 then
           insert into streams as s (name, version, first_pos) values (_s, _c - 1, _next)
-            on conflict (name) do update set version = s.version + _c where not s.tombstone
+            on conflict (name) do update set version = s.version + _c, deleted = false
+            where not s.tombstone
             returning s.version - _c into _v;
         when -2 then
-          insert into streams (name, version, first_pos) values (_s, _c - 1, _next)
-            on conflict (name) do nothing returning -1::bigint into _v;
+          insert into streams as s (name, version, first_pos) values (_s, _c - 1, _next)
+            on conflict (name) do update set version = s.version + _c, deleted = false
+            where s.deleted and not s.tombstone
+            returning s.version - _c into _v;
         when -3 then
-          update streams s set version = s.version + _c where s.name = _s and not s.tombstone
+          update streams s set version = s.version + _c
+            where s.name = _s and not s.tombstone and not s.deleted
             returning s.version - _c into _v;
         else
           update streams s set version = s.version + _c
             where s.name = _s and s.version = s_expected[_e] and not s.tombstone
+              and not s.deleted
             returning s.version - _c into _v;
       end case;
       if _v is null then
-        select s.version, s.tombstone into _cur, _tomb from streams s where s.name = _s;
+        select case when s.deleted then -1 else s.version end, s.tombstone into _cur, _tomb
+          from streams s where s.name = _s;
         _res := case when _tomb then -4 else -1 end;
         _ent := 1; _act := coalesce(_cur, -1); _bad := 1;
       else
@@ -434,17 +442,20 @@ begin
       _names := '{}'; _vers := '{}'; _tomb := false;
       for _j in _e .. _e + _ne - 1 loop
         _k := array_position(_names, s_stream[_j]);
-        _cur := null;
+        _cur := null; _del := false;
         if _k is not null then
           _cur := _vers[_k];
         elsif s_stream[_j] <> '' then
-          select s.version, s.tombstone into _cur, _tomb from streams s
+          select s.version, s.tombstone, s.deleted into _cur, _tomb, _del from streams s
             where s.name = s_stream[_j] for update;
         end if;
-        _ok := case s_expected[_j] when -1 then true when -2 then _cur is null
-                 when -3 then _cur is not null else _cur = s_expected[_j] end;
+        -- A stream soft-deleted and not appended to since is no stream for the check; its
+        -- versions continue after _cur.
+        _seen := case when coalesce(_del, false) then null else _cur end;
+        _ok := case s_expected[_j] when -1 then true when -2 then _seen is null
+                 when -3 then _seen is not null else _seen = s_expected[_j] end;
         if coalesce(_tomb, false) or not coalesce(_ok, false) then
-          _bad := _j - _e + 1; _badv := coalesce(_cur, -1); exit;
+          _bad := _j - _e + 1; _badv := coalesce(_seen, -1); exit;
         end if;
         if s_stream[_j] <> '' then
           if _k is null then
@@ -465,7 +476,7 @@ begin
           _v := -1;
           if _s <> '' then
             insert into streams as s (name, version, first_pos) values (_s, _c - 1, _next)
-              on conflict (name) do update set version = s.version + _c
+              on conflict (name) do update set version = s.version + _c, deleted = false
               returning s.version - _c into _v;
             _vl := _vl || (_v + _c);
             _ws := _ws || _s; _wv := _wv || (_v + _c);
