@@ -15,6 +15,8 @@ pub struct evs_stats {
     pub struct_size: usize,
     /// Positions used: events (removed ones too) and lifecycle entries.
     pub events: u64,
+    /// Streams a reader sees: those `evs_list_streams` lists (not hard-deleted, with an
+    /// event left).
     pub streams: u64,
     pub bytes_on_disk: u64,
     pub segments: u64,

@@ -1160,7 +1160,7 @@ mod tests {
         r.apply_in_log(&set("u", false, rule(3, 0)), 7_000_000, [("u", Some(3))]);
         assert!(r.is_removed("u", 2, 0, Some(3), 0));
         assert!(!r.is_removed("u", 3, 0, Some(3), 0));
-        // An unchanged rule folds nothing (no state for the stream).
+        // An unchanged rule folds nothing more.
         r.apply_in_log(&set("u", false, rule(3, 0)), 8_000_000, [("u", Some(9))]);
         assert_eq!(r.stream("u").unwrap().ruled_before, 3);
         // What was folded is in the snapshot's encoding.
