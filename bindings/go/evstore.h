@@ -431,11 +431,10 @@ evs_status evs_account_close(struct evs_store *s, const char *account_id, uint64
 //
 // Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, bad id, a bad `out->struct_size`);
 // EVS_ERR_NOT_FOUND; EVS_ERR_IO or EVS_ERR_CORRUPT (a read-only store failed to take in
-// a writer's new events); EVS_ERR_STALE (its log changed below what it read: reopen). Thread safety: any thread.
+// a writer's new events); EVS_ERR_STALE (its log changed below what it read: reopen).
+// Thread safety: any thread.
 // Ownership: `*out` is the caller's struct, filled only on success.
-evs_status evs_account_get(struct evs_store *s,
-                           const char *account_id,
-                           struct evs_account *out);
+evs_status evs_account_get(struct evs_store *s, const char *account_id, struct evs_account *out);
 
 // The account as it was after its last event at or before `as_of_timestamp_us`,
 // computed from the account's own events.
