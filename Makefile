@@ -95,8 +95,8 @@ test-rust-build:
 
 test-rust: test-rust-build
 	@mkdir -p $(BUILD); \
-	$(CARGO) test --release --test 'pg_*' > $(BUILD)/test-rust-pg.log 2>&1 & pg=$$!; \
-	$(CARGO) test --release $(RUST_NOT_PG); others=$$?; \
+	$(CARGO) test --release --no-fail-fast --test 'pg_*' > $(BUILD)/test-rust-pg.log 2>&1 & pg=$$!; \
+	$(CARGO) test --release --no-fail-fast $(RUST_NOT_PG); others=$$?; \
 	wait $$pg; pg=$$?; cat $(BUILD)/test-rust-pg.log; \
 	[ $$others = 0 ] && [ $$pg = 0 ]
 	$(CARGO) test --release --doc
