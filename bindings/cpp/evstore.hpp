@@ -53,6 +53,7 @@ enum class Code : int32_t {
     ReadOnly = EVS_ERR_READ_ONLY,
     CurrencyMismatch = EVS_ERR_CURRENCY_MISMATCH,
     Busy = EVS_ERR_BUSY,
+    Unavailable = EVS_ERR_UNAVAILABLE,
     Internal = EVS_ERR_INTERNAL,
 };
 

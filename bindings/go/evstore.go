@@ -56,6 +56,7 @@ const (
 	ErrReadOnly             Code = C.EVS_ERR_READ_ONLY
 	ErrCurrencyMismatch     Code = C.EVS_ERR_CURRENCY_MISMATCH
 	ErrBusy                 Code = C.EVS_ERR_BUSY
+	ErrUnavailable          Code = C.EVS_ERR_UNAVAILABLE
 	ErrInternal             Code = C.EVS_ERR_INTERNAL
 )
 

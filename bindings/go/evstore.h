@@ -295,6 +295,11 @@ typedef int32_t (*evs_event_fn)(void *user_data, const struct evs_event *event);
 // event id whose first append is still waiting for its fdatasync.
 #define EVS_ERR_BUSY -14
 
+// A server cannot be reached now, or did not answer within its bound (a PostgreSQL
+// store: `connect_timeout`, `timeout`; docs/postgres.md "Timeouts"); retrying may
+// succeed. Any call of a PostgreSQL store that talks to the server can return it.
+#define EVS_ERR_UNAVAILABLE -15
+
 // A hard-deleted (tombstoned) stream: every read and write of its name (version 1.1).
 #define EVS_ERR_STREAM_DELETED -16
 

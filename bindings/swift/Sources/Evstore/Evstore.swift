@@ -33,6 +33,7 @@ public struct EvstoreError: Error, Equatable, CustomStringConvertible {
         public static let readOnly = Code(rawValue: -12)
         public static let currencyMismatch = Code(rawValue: -13)
         public static let busy = Code(rawValue: -14)
+        public static let unavailable = Code(rawValue: -15)
         public static let internalError = Code(rawValue: -99)
 
         /// The code's name, e.g. "EVS_ERR_IO".
