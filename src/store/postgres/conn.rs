@@ -69,10 +69,26 @@ pub fn pg_error(what: &str, e: tokio_postgres::Error) -> Error {
     if text.starts_with("invalid configuration") {
         return Error::invalid(format!("{what}: {text}"));
     }
-    Error::new(
-        ErrorKind::Unavailable,
-        format!("{what}: the connection to PostgreSQL failed or was lost ({text})"),
-    )
+    // tokio-postgres's errors of the connection itself (its other kinds: authentication,
+    // a message it cannot parse or convert, are not cured by waiting; a TLS handshake's
+    // refusals are told apart before, by `connect_error`).
+    let lost = e.is_closed()
+        || [
+            "error communicating with the server",
+            "error connecting to server",
+            "timeout waiting for server",
+            "connection closed",
+            "error performing TLS handshake",
+        ]
+        .iter()
+        .any(|p| text.starts_with(p));
+    match lost {
+        true => Error::new(
+            ErrorKind::Unavailable,
+            format!("{what}: the connection to PostgreSQL failed or was lost ({text})"),
+        ),
+        false => Error::new(ErrorKind::Io, format!("{what}: PostgreSQL: {text}")),
+    }
 }
 
 /// An error's text with its causes (tokio-postgres leaves some of them out).
