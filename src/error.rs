@@ -22,6 +22,9 @@ pub enum ErrorKind {
     CurrencyMismatch,
     /// Something is still in use (`evs_shutdown` with a store open).
     Busy,
+    /// A server (the PostgreSQL backend's) cannot be reached now or did not answer in
+    /// time; retrying may succeed.
+    Unavailable,
     /// A hard-deleted (tombstoned) stream: its name can never be used again.
     StreamDeleted,
     /// An account's stream cannot be deleted while the account's balance is not zero.

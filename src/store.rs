@@ -285,3 +285,14 @@ pub(crate) fn validate_append(
     }
     Ok(count)
 }
+
+/// Whether `location` is a PostgreSQL store's URL (`postgresql://` or `postgres://`).
+pub fn is_postgres_url(location: &str) -> bool {
+    postgres::conn::is_url(location)
+}
+
+/// The SQL that creates or migrates the schema of the PostgreSQL store at `url` to this
+/// library's version, for a DBA to run (nothing is executed; docs/postgres.md "DBAs").
+pub fn schema_sql(url: &str) -> crate::error::Result<String> {
+    postgres::schema_sql(url)
+}

@@ -45,7 +45,7 @@ fn listening(pg_url: &str, schema: &str, sub: &Store) {
     let seen = sub.next_position().unwrap();
     sub.wait_for_events(seen, Duration::from_millis(1));
     let listeners = format!(
-        "select count(*) from pg_stat_activity where application_name = 'evstore' \
+        "select count(*) from pg_stat_activity where application_name like 'evstore/%' \
          and query like 'select next, changes from \"{schema}\".head'"
     );
     let deadline = Instant::now() + WAIT;
@@ -148,7 +148,8 @@ fn the_listener_reconnects_after_its_connection_is_killed() {
     let url = format!("{}?schema=relisten", pg.url());
     let writer = std::sync::Arc::new(open(&url));
     let sub = open(&format!("{url}&poll_ms=30000"));
-    let listeners = "select count(*) from pg_stat_activity where application_name = 'evstore' \
+    let listeners =
+        "select count(*) from pg_stat_activity where application_name like 'evstore/%' \
                      and query like 'select next, changes from \"relisten\".head'";
     // A handle listens from its first wait on: the writer, which never waits, does not
     // (its backend is not signalled by every commit); the subscriber once, whatever the
@@ -175,7 +176,7 @@ fn the_listener_reconnects_after_its_connection_is_killed() {
     sql(
         pg.url(),
         "select pg_terminate_backend(pid) from pg_stat_activity \
-         where application_name = 'evstore' and pid <> pg_backend_pid()",
+         where application_name like 'evstore/%' and pid <> pg_backend_pid()",
     );
     // The listener connects again by itself (its last statement reads the head).
     let deadline = Instant::now() + WAIT;

@@ -4,78 +4,10 @@
 
 mod common;
 
-use common::pg::PgServer;
+use common::pg::{check_error, PgServer, Standby};
 use evstore::store::{EventInput, ExpectedVersion, Store, StoreOptions};
 use evstore::ErrorKind;
-use std::net::TcpListener;
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// Runs a shell command as the server's OS user (`postgres` when we are root).
-fn as_pg(cmd: &str) -> Result<(), String> {
-    let script = format!(
-        "bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1); \
-         [ -n \"$EVS_PG_BIN\" ] && bin=$EVS_PG_BIN; export PATH=\"$bin:$PATH\"; \
-         if [ \"$(id -u)\" = 0 ]; then runuser -u ${{EVS_PG_USER:-postgres}} -- env PATH=\"$PATH\" sh -c '{cmd}'; \
-         else sh -c '{cmd}'; fi"
-    );
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .map_err(|e| format!("cannot run bash: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{cmd}: {}\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-/// A standby of `pg`, stopped on drop (its folder is inside the primary's, removed
-/// with it).
-struct Standby {
-    data: String,
-}
-
-impl Standby {
-    fn start(pg: &PgServer) -> (Standby, String) {
-        let port = pg
-            .url()
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .split('/')
-            .next()
-            .unwrap();
-        let free = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let data = pg.dir().join("standby").display().to_string();
-        let sock = pg.dir().display().to_string();
-        as_pg(&format!(
-            "pg_basebackup -h 127.0.0.1 -p {port} -U postgres -D {data} -R -X stream --no-sync \
-             && echo \"port = {free}\" >> {data}/postgresql.conf \
-             && echo \"unix_socket_directories = '\"'\"'{sock}'\"'\"'\" >> {data}/postgresql.conf \
-             && pg_ctl -D {data} -l {data}/../standby.log -w -t 60 start"
-        ))
-        .unwrap_or_else(|e| panic!("the standby did not start: {e}"));
-        let url = format!("postgresql://postgres@127.0.0.1:{free}/postgres");
-        (Standby { data }, url)
-    }
-}
-
-impl Drop for Standby {
-    fn drop(&mut self) {
-        let _ = as_pg(&format!("pg_ctl -D {} -m immediate -w stop", self.data));
-    }
-}
 
 #[test]
 fn a_read_only_store_on_a_streaming_replica_reads_and_follows_the_log() {
@@ -135,5 +67,87 @@ fn a_read_only_store_on_a_streaming_replica_reads_and_follows_the_log() {
         }
     }
     assert_eq!(replica.stream_version("s").unwrap(), Some(39));
+    drop(standby);
+}
+
+#[test]
+fn a_writable_open_of_a_standby_and_an_append_after_a_failover_are_read_only() {
+    let pg = PgServer::start();
+    let url = format!("{}?schema=failover", pg.url());
+    let store = Store::open(&url, StoreOptions::default(), Vec::new())
+        .unwrap()
+        .0;
+    let append = |s: &Store, payload: &str| {
+        s.append(
+            "s",
+            ExpectedVersion::Any,
+            &[EventInput::new("E", payload.as_bytes())],
+        )
+        .map(|r| r.first_position)
+    };
+    for i in 0..3 {
+        assert_eq!(append(&store, &format!("{i}")).unwrap(), i);
+    }
+    let (standby, standby_url) = Standby::start(&pg);
+    let on_standby = format!("{standby_url}?schema=failover");
+    // A writable open of a standby is refused: it could never append.
+    let e = Store::open(&on_standby, StoreOptions::default(), Vec::new())
+        .err()
+        .expect("a writable open of a standby");
+    check_error(
+        &e,
+        ErrorKind::ReadOnly,
+        &["is a standby (pg_is_in_recovery())"],
+    );
+    let ro = StoreOptions {
+        read_only: true,
+        ..StoreOptions::default()
+    };
+    Store::open(&on_standby, ro.clone(), Vec::new()).expect("a read-only open of the standby");
+
+    // A switchover: the primary stops (its last WAL, the shutdown checkpoint, reaches the
+    // standby first), the standby is promoted, and the old primary comes back as a standby
+    // of it, at the URL the store was opened with.
+    pg.ctl("stop").unwrap();
+    standby.promote().unwrap();
+    let data = pg.dir().join("data");
+    std::fs::write(data.join("standby.signal"), "").unwrap();
+    let mut conf = std::fs::OpenOptions::new()
+        .append(true)
+        .open(data.join("postgresql.auto.conf"))
+        .unwrap();
+    use std::io::Write;
+    writeln!(
+        conf,
+        "primary_conninfo = 'host=127.0.0.1 port={} user=postgres'",
+        standby.port
+    )
+    .unwrap();
+    drop(conf);
+    pg.ctl("start").unwrap();
+
+    // The store's server is a standby now: an append is refused as read-only (not an I/O
+    // error a caller would retry forever), each time.
+    for _ in 0..2 {
+        let e = append(&store, "after the failover").unwrap_err();
+        check_error(
+            &e,
+            ErrorKind::ReadOnly,
+            &["SQLSTATE 25006", "takes no writes"],
+        );
+    }
+    // Reads go on, and a writable open there is refused too.
+    assert_eq!(store.read_event(2).unwrap().payload, b"2");
+    let e = Store::open(&url, StoreOptions::default(), Vec::new())
+        .err()
+        .expect("a writable open of the old primary");
+    assert_eq!(e.kind, ErrorKind::ReadOnly, "{e:?}");
+    // The new primary takes the appends, after the same log.
+    let promoted = Store::open(&on_standby, StoreOptions::default(), Vec::new())
+        .unwrap()
+        .0;
+    assert_eq!(append(&promoted, "on the new primary").unwrap(), 3);
+    drop(promoted);
+    drop(store);
     drop(standby);
 }

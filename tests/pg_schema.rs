@@ -3,46 +3,23 @@
 
 mod common;
 
-use common::pg::PgServer;
+use common::pg::{check_error, PgServer};
 use evstore::store::{Event, EventInput, ExpectedVersion, Store, StoreOptions, StreamAppend};
 use evstore::ErrorKind;
 use std::sync::{Arc, Barrier};
 
 /// Runs SQL on a connection of its own.
 fn sql(url: &str, text: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        client.batch_execute(text).await.unwrap();
-    })
+    common::pg::run_script(url, text).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// The schema version stored in `schema`'s meta table.
 fn stored_version(url: &str, schema: &str) -> String {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        client
-            .query_one(
-                &format!("select value from {schema}.meta where key = 'schema_version'"),
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0)
-    })
+    common::pg::sql(
+        url,
+        &format!("select value from {schema}.meta where key = 'schema_version'"),
+    )
+    .expect("a schema version")
 }
 
 /// A store as libraries of schema version 1 or 2 made it: one `events` row per event, and
@@ -294,4 +271,133 @@ fn a_migration_waits_for_an_append_of_an_older_library_still_in_flight() {
         ]
     );
     assert_eq!(s.stream_version("order-3").unwrap(), Some(0));
+}
+
+#[test]
+fn the_printed_sql_makes_a_schema_that_a_role_without_create_rights_opens_with_migrate_false() {
+    let pg = PgServer::start();
+    // A role that may not create schemas (PostgreSQL 15: nor in `public`).
+    sql(pg.url(), "create role app login");
+    let app = format!("{}?schema=dba&migrate=false", pg.url_as("app"));
+    let open = |url: &str| Store::open(url, StoreOptions::default(), Vec::new()).map(|(s, _)| s);
+    // migrate=false: an open that needs DDL is refused, naming the command that prints it.
+    let e = open(&app).err().expect("an open that needs DDL");
+    check_error(
+        &e,
+        ErrorKind::ReadOnly,
+        &[
+            "creating the evstore schema 'dba'",
+            "migrate=false",
+            "evsctl schema --sql URL",
+        ],
+    );
+    // Without it, the app's role cannot run the DDL anyway.
+    let e = open(
+        &pg.url_as("app")
+            .replace("/postgres", "/postgres?schema=dba"),
+    )
+    .err()
+    .expect("DDL without the right");
+    assert_eq!(e.kind, ErrorKind::Io, "{e:?}");
+    assert!(e.message.contains("permission denied"), "{}", e.message);
+
+    // The SQL, printed for the app's URL (nothing run), run by the superuser.
+    let script = evstore::store::schema_sql(&app).unwrap();
+    assert!(
+        script.contains("does not exist: this creates it"),
+        "{script}"
+    );
+    assert!(script.contains("to \"app\";"), "{script}");
+    assert!(
+        common::pg::sql(
+            pg.url(),
+            "select count(*) from pg_namespace where nspname = 'dba'"
+        ) == Some("0".into()),
+        "printing the SQL ran some of it"
+    );
+    common::pg::run_script(pg.url(), &script).unwrap();
+
+    // The app's role opens it with migrate=false and uses all of it.
+    let s = open(&app).expect("the app's open of the schema the DBA made");
+    let p = s
+        .append(
+            "order-1",
+            ExpectedVersion::NoStream,
+            &[EventInput::new("Created", b"x")],
+        )
+        .unwrap()
+        .first_position;
+    assert_eq!(p, 0);
+    let mut e = EventInput::new("Paid", b"y");
+    e.id = Some([9; 16]);
+    s.append("order-1", ExpectedVersion::Exact(0), &[e])
+        .unwrap();
+    s.append("order-1", ExpectedVersion::Exact(0), &[e])
+        .expect("a retry by its id");
+    s.append_event("Tick", b"t").unwrap();
+    assert_eq!(all_events(&s).len(), 3);
+    let rule = evstore::store::lifecycle::Rule {
+        max_count: 1,
+        max_age_us: 0,
+    };
+    s.set_retention("order-", true, rule, Some([3; 16]))
+        .unwrap();
+    s.delete_stream("order-1", ExpectedVersion::Any, false, None)
+        .unwrap();
+    s.compact().unwrap();
+    s.stats().unwrap();
+    // Its connections carry the schema in their application_name.
+    let names = common::pg::sql(
+        pg.url(),
+        "select string_agg(distinct application_name, ',') from pg_stat_activity \
+         where usename = 'app'",
+    );
+    assert_eq!(names.as_deref(), Some("evstore/dba"));
+    drop(s);
+    // A schema at this version: comments only.
+    let again = evstore::store::schema_sql(&app).unwrap();
+    assert!(again.contains("nothing to do"), "{again}");
+    assert!(again.lines().all(|l| l.starts_with("--")), "{again}");
+}
+
+#[test]
+fn the_printed_sql_migrates_an_old_schema_for_an_open_with_migrate_false() {
+    let pg = PgServer::start();
+    make_old_store(pg.url(), "old_dba", 2);
+    let url = format!("{}?schema=old_dba&migrate=false", pg.url());
+    let e = Store::open(&url, StoreOptions::default(), Vec::new())
+        .err()
+        .expect("an open that needs a migration");
+    check_error(
+        &e,
+        ErrorKind::ReadOnly,
+        &[
+            "migrating the evstore schema 'old_dba' from version 2 to 4",
+            "evsctl schema --sql URL",
+        ],
+    );
+    assert_eq!(stored_version(pg.url(), "old_dba"), "2");
+    let script = evstore::store::schema_sql(&url).unwrap();
+    assert!(
+        script.contains("It is at version 2: this migrates it"),
+        "{script}"
+    );
+    common::pg::run_script(pg.url(), &script).unwrap();
+    assert_eq!(stored_version(pg.url(), "old_dba"), "4");
+    let s = Store::open(&url, StoreOptions::default(), Vec::new())
+        .unwrap()
+        .0;
+    let events = all_events(&s);
+    assert_eq!(events.len(), 4);
+    assert_eq!(events[3].payload, b"c");
+    assert_eq!(
+        s.append(
+            "order-2",
+            ExpectedVersion::Exact(0),
+            &[EventInput::new("Paid", b"d")]
+        )
+        .unwrap()
+        .first_position,
+        4
+    );
 }

@@ -798,6 +798,7 @@ TEST(Evstore, EveryStatusCodeOfTheHeaderHasItsCode) {
         {Code::StreamDeleted, "EVS_ERR_STREAM_DELETED"},
         {Code::BalanceNotZero, "EVS_ERR_BALANCE_NOT_ZERO"},
         {Code::Stale, "EVS_ERR_STALE"},
+        {Code::Unavailable, "EVS_ERR_UNAVAILABLE"},
         {Code::Internal, "EVS_ERR_INTERNAL"},
     };
     // The header beside this test's repository root (run.sh runs from there; CMake

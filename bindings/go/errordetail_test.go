@@ -208,7 +208,7 @@ func TestEveryStatusCodeOfTheHeaderHasItsConstant(t *testing.T) {
 		{CodeIO, &ErrIO}, {CodeTooLarge, &ErrTooLarge}, {CodeReadOnly, &ErrReadOnly},
 		{CodeCurrencyMismatch, &ErrCurrencyMismatch}, {CodeBusy, &ErrBusy},
 		{CodeStreamDeleted, &ErrStreamDeleted}, {CodeBalanceNotZero, &ErrBalanceNotZero},
-		{CodeStale, &ErrStale},
+		{CodeStale, &ErrStale}, {CodeUnavailable, &ErrUnavailable},
 		{CodeInternal, &ErrInternal},
 	}
 	header, err := os.ReadFile("evstore.h")

@@ -376,6 +376,11 @@ typedef int32_t (*evs_event_fn)(void *user_data, const struct evs_event *event);
 // fdatasync.
 #define EVS_ERR_BUSY -14
 
+// A server cannot be reached now, or did not answer within its bound (a PostgreSQL
+// store: `connect_timeout`, `timeout`; docs/postgres.md "Timeouts"); retrying may
+// succeed. Any call of a PostgreSQL store that talks to the server can return it.
+#define EVS_ERR_UNAVAILABLE -15
+
 // A hard-deleted (tombstoned) stream: every read and write of its name (version 1.1).
 #define EVS_ERR_STREAM_DELETED -16
 
@@ -673,6 +678,26 @@ void evs_stream_list_free(struct evs_stream_list *list);
 // open, or one is being opened or closed on another thread (close every store first;
 // nothing is stopped).
 evs_status evs_shutdown(void);
+
+// Writes to `*out_sql` the SQL script that creates the PostgreSQL schema of the store at
+// `url` (a `postgresql://` URL as `evs_open` takes it, `schema=` included), or migrates
+// it to this library's schema version: the very statements a writable `evs_open` would
+// run, as one transaction under the schema's lock, ending with the grants the URL's user
+// needs, with comments saying what it does. A schema already at this version gives a
+// script of comments only. Nothing is executed: it connects only to read the schema's
+// version. Run the script (`psql -v ON_ERROR_STOP=1 -f FILE`) as a role that may create
+// schemas; the application's role then needs no CREATE right, and its URL can say
+// `migrate=false` so that an open never runs DDL. `evsctl schema --sql URL` prints it.
+//
+// Ownership: `url` stays the caller's; `*out_sql` belongs to the caller, who frees it
+// with `evs_string_free`. Thread safety: any thread; `evs_shutdown` meanwhile returns
+// EVS_ERR_BUSY.
+// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL url/out_sql, bad UTF-8, not a
+// `postgresql://` URL, a URL parameter that is not valid); EVS_ERR_UNAVAILABLE (the
+// server cannot be reached, or did not answer within `connect_timeout`/`timeout`);
+// EVS_ERR_IO (the server refused: authentication, TLS, rights); EVS_ERR_CORRUPT (the
+// schema's version is newer than this library's, or not valid); EVS_ERR_INTERNAL.
+evs_status evs_schema_sql(const char *url, char **out_sql);
 
 // Fills `*out` with the store's counters.
 //

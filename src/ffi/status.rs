@@ -69,6 +69,10 @@ pub const EVS_ERR_CURRENCY_MISMATCH: evs_status = -13;
 /// closed), or an append with an event id whose first append is still waiting for its
 /// fdatasync.
 pub const EVS_ERR_BUSY: evs_status = -14;
+/// A server cannot be reached now, or did not answer within its bound (a PostgreSQL
+/// store: `connect_timeout`, `timeout`; docs/postgres.md "Timeouts"); retrying may
+/// succeed. Any call of a PostgreSQL store that talks to the server can return it.
+pub const EVS_ERR_UNAVAILABLE: evs_status = -15;
 /// A hard-deleted (tombstoned) stream: every read and write of its name (version 1.1).
 pub const EVS_ERR_STREAM_DELETED: evs_status = -16;
 /// Deleting an account's stream while the account's balance is not zero (version 1.1).
@@ -96,6 +100,7 @@ pub(crate) fn status_of(kind: ErrorKind) -> evs_status {
         ErrorKind::ReadOnly => EVS_ERR_READ_ONLY,
         ErrorKind::CurrencyMismatch => EVS_ERR_CURRENCY_MISMATCH,
         ErrorKind::Busy => EVS_ERR_BUSY,
+        ErrorKind::Unavailable => EVS_ERR_UNAVAILABLE,
         ErrorKind::StreamDeleted => EVS_ERR_STREAM_DELETED,
         ErrorKind::BalanceNotZero => EVS_ERR_BALANCE_NOT_ZERO,
         ErrorKind::Stale => EVS_ERR_STALE,
@@ -255,6 +260,7 @@ pub extern "C" fn evs_status_name(s: evs_status) -> *const c_char {
         EVS_ERR_READ_ONLY => b"EVS_ERR_READ_ONLY\0",
         EVS_ERR_CURRENCY_MISMATCH => b"EVS_ERR_CURRENCY_MISMATCH\0",
         EVS_ERR_BUSY => b"EVS_ERR_BUSY\0",
+        EVS_ERR_UNAVAILABLE => b"EVS_ERR_UNAVAILABLE\0",
         EVS_ERR_STREAM_DELETED => b"EVS_ERR_STREAM_DELETED\0",
         EVS_ERR_BALANCE_NOT_ZERO => b"EVS_ERR_BALANCE_NOT_ZERO\0",
         EVS_ERR_STALE => b"EVS_ERR_STALE\0",

@@ -37,7 +37,7 @@ has() { printf '%s\n' "$out" | grep -qF -- "$1"; }
 has_err() { printf '%s\n' "$err" | grep -qF -- "$1"; }
 
 # help: the list, every command's --help, help COMMAND
-run 0 --help && has "verify" && has "dump" && has "tail" && ok || no "--help lists the commands: $out"
+run 0 --help && has "verify" && has "dump" && has "tail" && has "schema" && ok || no "--help lists the commands: $out"
 for c in info verify tail dump streams stream accounts account metrics snapshot append; do
     run 0 "$c" --help && has "usage: evsctl $c" && ok || no "$c --help: $out"
 done
@@ -204,6 +204,26 @@ if [ -n "${EVS_PG_URL:-}" ]; then
         no "the long open is not checked (no server pid in EVS_PG_DIR, or no script)"
     fi
     run 1 stream "$pg" nope && has_err "stream 'nope' does not exist" && ok || no "pg stream nope: $err"
+
+    # schema --sql: the SQL a DBA runs (psql, as the server's superuser) so that a role
+    # without CREATE rights opens the store with migrate=false.
+    psql=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)/psql
+    [ -x "$psql" ] || psql=psql
+    "$psql" "$EVS_PG_URL" -q -v ON_ERROR_STOP=1 -c "create role evsctl_app login" > /dev/null ||
+        no "creating the role evsctl_app"
+    app="$(printf '%s' "$EVS_PG_URL" | sed 's|://postgres@|://evsctl_app@|')?schema=evsctl_dba&migrate=false"
+    run 1 append "$app" notes Noted x && has_err "EVS_ERR_READ_ONLY" && has_err "evsctl schema --sql URL" &&
+        ok || no "pg append with migrate=false before the DDL: $err"
+    run 2 schema "$app" && has_err "--sql is needed" && ok || no "pg schema without --sql: $err"
+    run 1 schema --sql "$work/not-a-url" && has_err "EVS_ERR_INVALID_ARGUMENT" && has_err "postgresql:// URL" &&
+        ok || no "schema --sql of a folder: $err"
+    run 0 schema --sql "$app" && has "create table meta" && has 'to "evsctl_app";' && ok || no "pg schema --sql: $out"
+    printf '%s\n' "$out" > "$work/schema.sql"
+    "$psql" "$EVS_PG_URL" -q -v ON_ERROR_STOP=1 -f "$work/schema.sql" > /dev/null 2>&1 && ok ||
+        no "psql -f of the printed SQL failed: $("$psql" "$EVS_PG_URL" -v ON_ERROR_STOP=1 -f "$work/schema.sql" 2>&1 | tail -n 3)"
+    run 0 append "$app" notes Noted 'by the app' && [ "$out" = 0 ] && ok || no "pg append by the app: $out $err"
+    run 0 dump "$app" && has "by the app" && ok || no "pg dump by the app: $out $err"
+    run 0 schema --sql "$app" && has "nothing to do" && ok || no "pg schema --sql when current: $out"
 fi
 
 echo "evsctl: $passed passed, $failed failed"

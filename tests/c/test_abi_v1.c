@@ -1026,6 +1026,8 @@ static void test_versions(void)
     CHECK_I64(EVS_EXPECT_EXISTS, -3);
     CHECK_I64(EVS_ERR_BUSY, -14);
     CHECK_STR(evs_status_name(EVS_ERR_BUSY), "EVS_ERR_BUSY");
+    CHECK_I64(EVS_ERR_UNAVAILABLE, -15);
+    CHECK_STR(evs_status_name(EVS_ERR_UNAVAILABLE), "EVS_ERR_UNAVAILABLE");
 }
 
 /* ---- structured errors (version 1.1) ---- */

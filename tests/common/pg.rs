@@ -71,6 +71,73 @@ impl PgServer {
         &self.url
     }
 
+    /// The port it listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.split('/').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {}", self.url))
+    }
+
+    /// The same server with another user: `postgresql://USER@127.0.0.1:PORT/postgres`.
+    pub fn url_as(&self, user: &str) -> String {
+        format!("postgresql://{user}@127.0.0.1:{}/postgres", self.port())
+    }
+
+    /// Stops every process of the server (SIGSTOP to the postmaster, then to each of its
+    /// children): it stops answering, new connections too, until the returned guard is
+    /// dropped (SIGCONT), also when the test fails.
+    pub fn stop_processes(&self) -> Stopped<'_> {
+        assert!(
+            self.signal_all(libc::SIGSTOP),
+            "the server's postmaster is not there"
+        );
+        Stopped(self)
+    }
+
+    /// Sends `signal` to the server's postmaster and then to each of its child
+    /// processes; false if there is no postmaster to signal.
+    fn signal_all(&self, signal: i32) -> bool {
+        let pid_file = self.dir.join("data/postmaster.pid");
+        let Some(postmaster) = std::fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|t| t.lines().next()?.trim().parse::<i32>().ok())
+        else {
+            return false;
+        };
+        // SAFETY: kill(2) on the server this test started; no memory is involved.
+        if unsafe { libc::kill(postmaster, signal) } != 0 {
+            return false;
+        }
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid ...: the fields after the last ')'.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            if ppid == Some(postmaster) {
+                // SAFETY: as above, a child of that server.
+                unsafe { libc::kill(pid, signal) };
+            }
+        }
+        true
+    }
+
+    /// Replaces the server's pg_hba.conf with `lines` and reloads it.
+    pub fn set_hba(&self, lines: &str) {
+        let hba = self.dir.join("data/pg_hba.conf");
+        std::fs::write(&hba, lines).unwrap_or_else(|e| panic!("{}: {e}", hba.display()));
+        self.ctl("reload").unwrap();
+    }
+
     /// The server's folder (data/, server.log, the Unix socket).
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -118,9 +185,20 @@ impl PgServer {
     }
 }
 
-/// Runs SQL (one or more statements, simple query protocol) on a connection of its own;
-/// returns the first column of the first row any statement returned.
-pub fn sql(url: &str, statement: &str) -> Option<String> {
+/// A server whose processes are stopped; they continue when this is dropped.
+pub struct Stopped<'a>(&'a PgServer);
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        self.0.signal_all(libc::SIGCONT);
+    }
+}
+
+/// Runs `f` with a client connected to `url` (plain), on a runtime of its own.
+pub fn with_client<T, F: std::future::Future<Output = T>>(
+    url: &str,
+    f: impl FnOnce(tokio_postgres::Client) -> F,
+) -> T {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -130,6 +208,25 @@ pub fn sql(url: &str, statement: &str) -> Option<String> {
             .await
             .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
         tokio::spawn(conn);
+        f(client).await
+    })
+}
+
+/// Runs a script as `psql -v ON_ERROR_STOP=1` does: its statements one by one (the simple
+/// query protocol), stopping at the first error (its message).
+pub fn run_script(url: &str, text: &str) -> Result<(), String> {
+    with_client(url, |client| async move {
+        client.batch_execute(text).await.map_err(|e| {
+            e.as_db_error()
+                .map_or_else(|| e.to_string(), |d| d.message().to_owned())
+        })
+    })
+}
+
+/// Runs SQL (one or more statements, simple query protocol) on a connection of its own;
+/// returns the first column of the first row any statement returned.
+pub fn sql(url: &str, statement: &str) -> Option<String> {
+    with_client(url, |client| async move {
         let messages = client
             .simple_query(statement)
             .await
@@ -222,5 +319,80 @@ impl Drop for PgServer {
                 eprintln!("{e}");
             }
         }
+    }
+}
+
+/// Runs a shell command as the server's OS user (`postgres` when we are root).
+pub fn as_pg(cmd: &str) -> Result<(), String> {
+    let script = format!(
+        "bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1); \
+         [ -n \"$EVS_PG_BIN\" ] && bin=$EVS_PG_BIN; export PATH=\"$bin:$PATH\"; \
+         if [ \"$(id -u)\" = 0 ]; then runuser -u ${{EVS_PG_USER:-postgres}} -- env PATH=\"$PATH\" sh -c '{cmd}'; \
+         else sh -c '{cmd}'; fi"
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .map_err(|e| format!("cannot run bash: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{cmd}: {}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// A standby of `pg`, stopped on drop (its folder is inside the primary's, removed
+/// with it).
+pub struct Standby {
+    pub data: String,
+    pub port: u16,
+}
+
+impl Standby {
+    /// Makes and starts a streaming standby of `pg` (`pg_basebackup -R`); returns it and
+    /// its URL.
+    pub fn start(pg: &PgServer) -> (Standby, String) {
+        let port = pg.port();
+        let free = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let data = pg.dir().join("standby").display().to_string();
+        let sock = pg.dir().display().to_string();
+        as_pg(&format!(
+            "pg_basebackup -h 127.0.0.1 -p {port} -U postgres -D {data} -R -X stream --no-sync \
+             && echo \"port = {free}\" >> {data}/postgresql.conf \
+             && echo \"unix_socket_directories = '\"'\"'{sock}'\"'\"'\" >> {data}/postgresql.conf \
+             && pg_ctl -D {data} -l {data}/../standby.log -w -t 60 start"
+        ))
+        .unwrap_or_else(|e| panic!("the standby did not start: {e}"));
+        let url = format!("postgresql://postgres@127.0.0.1:{free}/postgres");
+        (Standby { data, port: free }, url)
+    }
+
+    /// Promotes it to a primary (`pg_ctl promote`, waiting for the end of recovery).
+    pub fn promote(&self) -> Result<(), String> {
+        as_pg(&format!("pg_ctl -D {} -w -t 60 promote", self.data))
+    }
+}
+
+impl Drop for Standby {
+    fn drop(&mut self) {
+        let _ = as_pg(&format!("pg_ctl -D {} -m immediate -w stop", self.data));
+    }
+}
+
+/// Checks an error's kind and that its message says each of `parts`.
+pub fn check_error(e: &evstore::Error, kind: evstore::ErrorKind, parts: &[&str]) {
+    assert_eq!(e.kind, kind, "{e:?}");
+    for part in parts {
+        assert!(e.message.contains(part), "no '{part}' in: {}", e.message);
     }
 }

@@ -432,6 +432,12 @@ static evs_status subscribe_types(const char *t0, const char *t1, size_t n)
     X(st_null_out, EVS_ERR_INVALID_ARGUMENT, NOALT, "out", evs_stats_get(g_s, NULL), 0) \
     X(mt_null_store, EVS_ERR_INVALID_ARGUMENT, NOALT, "store", evs_metrics_text(NULL, &g_text), 0) \
     X(mt_null_out, EVS_ERR_INVALID_ARGUMENT, NOALT, "out", evs_metrics_text(g_s, NULL), 0) \
+    X(sq_null_url, EVS_ERR_INVALID_ARGUMENT, NOALT, "url", evs_schema_sql(NULL, &g_text), 0) \
+    X(sq_null_out, EVS_ERR_INVALID_ARGUMENT, NOALT, "out_sql", evs_schema_sql("postgresql://u@h/d", NULL), 0) \
+    X(sq_bad_utf8, EVS_ERR_INVALID_ARGUMENT, NOALT, "UTF-8", evs_schema_sql(BAD_UTF8, &g_text), 0) \
+    X(sq_folder, EVS_ERR_INVALID_ARGUMENT, NOALT, "postgresql:// URL", evs_schema_sql("/tmp/a-store", &g_text), 0) \
+    X(sq_no_host, EVS_ERR_INVALID_ARGUMENT, NOALT, "names no host", evs_schema_sql("postgresql://", &g_text), 0) \
+    X(sq_bad_param, EVS_ERR_INVALID_ARGUMENT, NOALT, "timeout=0", evs_schema_sql("postgresql://u@127.0.0.1:1/d?timeout=0", &g_text), 0) \
     X(sf_null, EVS_OK, NOALT, NULL, (evs_string_free(NULL), EVS_OK), 0) \
     /* subscriptions */                                                                       \
     X(sb_null_store, EVS_ERR_INVALID_ARGUMENT, NOALT, "store", evs_subscribe(NULL, 0, on_event, NULL, &g_sub), 0) \
@@ -786,7 +792,7 @@ int main(int argc, char **argv)
 
     TU_SECTION("status names, messages and versions of odd values");
     {
-        static const evs_status odd[] = {INT32_MIN, INT32_MAX, 2, -15, -98, -100, 99};
+        static const evs_status odd[] = {INT32_MIN, INT32_MAX, 2, -19, -98, -100, 99};
         for (i = 0; i < sizeof odd / sizeof odd[0]; i++) {
             CHECK_STR(evs_status_name(odd[i]), "EVS_UNKNOWN_STATUS");
             tried++;

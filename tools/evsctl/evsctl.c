@@ -36,6 +36,8 @@ static bool g_json = false;
 static bool g_follow = false;
 static bool g_read_only = false;   /* verify --read-only */
 static bool g_shared = false;      /* verify fell back to read-only: a writer has the store */
+static bool g_sql = false;         /* schema --sql */
+static const char *g_store = NULL; /* STORE as given (schema opens no store) */
 static uint64_t g_count = 10;
 static const char *g_cmd = "evsctl";
 static bool g_pg = false;          /* STORE is a PostgreSQL URL: no segments, fsync or snapshots */
@@ -571,15 +573,20 @@ static int cmd_account(const command *cmd, evs_store *s, int argc, char **argv) 
     return fflush(stdout) == 0 ? 0 : fail_write();
 }
 
+/* Prints a string the library returned (st: its status) and frees it. */
+static int print_string(const char *what, evs_status st, char *text) {
+    if (st != EVS_OK)
+        return fail(what, st);
+    int ok = fputs(text, stdout) >= 0 && fflush(stdout) == 0;
+    evs_string_free(text);
+    return ok ? 0 : fail_write();
+}
+
 static int cmd_metrics(const command *cmd, evs_store *s, int argc, char **argv) {
     (void)cmd, (void)argc, (void)argv;
     char *text = NULL;
     evs_status st = evs_metrics_text(s, &text);
-    if (st != EVS_OK)
-        return fail("metrics", st);
-    int ok = fputs(text, stdout) >= 0 && fflush(stdout) == 0;
-    evs_string_free(text);
-    return ok ? 0 : fail_write();
+    return print_string("metrics", st, text);
 }
 
 static int cmd_snapshot(const command *cmd, evs_store *s, int argc, char **argv) {
@@ -604,6 +611,19 @@ static int cmd_append(const command *cmd, evs_store *s, int argc, char **argv) {
         return fail("append", st);
     printf("%" PRIu64 "\n", pos);
     return fflush(stdout) == 0 ? 0 : fail_write();
+}
+
+/* schema --sql URL: the SQL that creates or migrates a PostgreSQL store's schema to the
+ * library's version (evs_schema_sql); nothing is executed and no store is opened. */
+static int cmd_schema(const command *cmd, evs_store *s, int argc, char **argv) {
+    (void)cmd, (void)s, (void)argc, (void)argv;
+    if (!g_sql) {
+        fprintf(stderr, "evsctl: schema: --sql is needed (it prints the SQL; evsctl runs none)\n");
+        return 2;
+    }
+    char *sql = NULL;
+    evs_status st = evs_schema_sql(g_store, &sql);
+    return print_string("schema", st, sql);
 }
 
 static const command k_commands[] = {
@@ -649,6 +669,13 @@ static const command k_commands[] = {
      "Appends one event of type TYPE to STREAM with TEXT as its payload, and prints its position. Opens the store "
      "for writing.",
      true, 3, 3, cmd_append},
+    {"schema", "", "the SQL for a PostgreSQL schema (--sql)",
+     "Prints the SQL that creates the PostgreSQL schema of the store at URL (a postgresql:// URL), or migrates it "
+     "to this library's version: the statements a writable open would run, in one transaction, with the grants the "
+     "URL's user needs. Nothing is executed: review it, run it as a role that may create schemas (psql -v "
+     "ON_ERROR_STOP=1 -f FILE), and let the application open the store with migrate=false in its URL. Only "
+     "comments when the schema is current.",
+     false, 0, 0, cmd_schema},
 };
 #define N_COMMANDS (sizeof k_commands / sizeof k_commands[0])
 
@@ -657,6 +684,8 @@ static const char *options_of(const command *c) {
         return " [-n N] [-f] [--json]";
     if (!strcmp(c->name, "verify"))
         return " [--read-only]";
+    if (!strcmp(c->name, "schema"))
+        return " --sql";
     if (!strcmp(c->name, "dump") || !strcmp(c->name, "stream") || !strcmp(c->name, "streams") ||
         !strcmp(c->name, "accounts") || !strcmp(c->name, "account"))
         return " [--json]";
@@ -759,6 +788,8 @@ int main(int argc, char **argv) {
             break;
         } else if (!strcmp(argv[i], "--json") && strstr(opts, "--json")) {
             g_json = true;
+        } else if (!strcmp(argv[i], "--sql") && strstr(opts, "--sql")) {
+            g_sql = true;
         } else if (!strcmp(argv[i], "--read-only") && strstr(opts, "--read-only")) {
             g_read_only = true;
         } else if (!strcmp(argv[i], "-f") && strstr(opts, "-f")) {
@@ -792,6 +823,9 @@ int main(int argc, char **argv) {
     const char *path = argv[i];
     g_pg = !strncmp(path, "postgresql://", 13) || !strncmp(path, "postgres://", 11);
     g_progress = isatty(STDERR_FILENO);
+    g_store = path;
+    if (cmd->run == cmd_schema)
+        return cmd->run(cmd, NULL, nargs, argv + i + 1);
 
     /* verify runs a writer's recovery on a file store; a PostgreSQL store has none to run,
      * and a writable open could migrate its schema: verify only reads it. */

@@ -4,13 +4,20 @@
 //! result. While a call runs, new appends queue up and form the next batch. The function
 //! notifies the schema's channel with the new head when it wrote events (see `listener`):
 //! the server delivers it at the commit.
+//!
+//! Every request has a deadline (the URL's `timeout` after its call): its caller stops
+//! waiting then, and says whether the request was sent (its commit is in doubt) or not
+//! (nothing was stored): a request is marked sent just before its call goes out, and one
+//! whose caller gave up first is never sent. No call outlives every deadline of its batch.
 
 use super::conn::{pg_error, Conn};
 use super::listener::{self, Wakeup};
 use super::uuid::Uuid;
 use crate::error::{Error, ErrorKind, Result};
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Statement};
@@ -58,17 +65,133 @@ pub enum Outcome {
     Deleted { entry: usize },
 }
 
+/// Where a request is: in the queue, sent to the server, or given up by its caller.
+const QUEUED: u8 = 0;
+const SENT: u8 = 1;
+const ABANDONED: u8 = 2;
+
 /// One append (one `evs_append`/`evs_append_multi` call) waiting for its commit.
 pub struct Request {
-    pub entries: Vec<Entry>,
-    pub events: Vec<OwnedEvent>,
-    pub reply: std::sync::mpsc::SyncSender<Result<Outcome>>,
+    entries: Vec<Entry>,
+    events: Vec<OwnedEvent>,
+    reply: std::sync::mpsc::SyncSender<Result<Outcome>>,
+    /// When its caller stops waiting.
+    deadline: Instant,
+    /// QUEUED, SENT or ABANDONED, shared with the caller's `Pending`.
+    state: Arc<AtomicU8>,
+}
+
+/// The caller's side of a request.
+pub struct Pending {
+    answer: std::sync::mpsc::Receiver<Result<Outcome>>,
+    state: Arc<AtomicU8>,
+    deadline: Instant,
+    timeout: Duration,
+    ids: bool,
 }
 
 impl Request {
+    /// A request whose caller waits at most `timeout` for its answer.
+    pub fn new(
+        entries: Vec<Entry>,
+        events: Vec<OwnedEvent>,
+        timeout: Duration,
+    ) -> (Request, Pending) {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        let state = Arc::new(AtomicU8::new(QUEUED));
+        let deadline = Instant::now() + timeout;
+        let ids = events.iter().all(|e| e.id.is_some());
+        let request = Request {
+            entries,
+            events,
+            reply,
+            deadline,
+            state: state.clone(),
+        };
+        let pending = Pending {
+            answer,
+            state,
+            deadline,
+            timeout,
+            ids,
+        };
+        (request, pending)
+    }
+
     fn all_have_ids(&self) -> bool {
         self.events.iter().all(|e| e.id.is_some())
     }
+
+    /// Marks it sent, unless its caller gave up on it first (false: leave it out).
+    fn claim(&self) -> bool {
+        match self
+            .state
+            .compare_exchange(QUEUED, SENT, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => true,
+            Err(now) => now == SENT,
+        }
+    }
+
+    /// Whether its caller still waits for an answer.
+    fn waited_for(&self) -> bool {
+        self.state.load(Ordering::Acquire) != ABANDONED && Instant::now() < self.deadline
+    }
+}
+
+impl Pending {
+    /// The request's answer, or at its deadline an error saying whether it was sent:
+    /// `Unavailable` if it was not (nothing stored), or if it was and all its events have
+    /// ids (a retry with them resolves it); `Io` saying the commit is in doubt if it was
+    /// sent and some event has no id.
+    pub fn wait(self) -> Result<Outcome> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let stopped = || {
+            Error::new(
+                ErrorKind::Internal,
+                "the PostgreSQL committer stopped without answering",
+            )
+        };
+        match self.answer.recv_timeout(left) {
+            Ok(answer) => return answer,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Err(stopped()),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if self
+            .state
+            .compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            return Err(not_taken(self.timeout));
+        }
+        // Sent: its answer may have come just now.
+        if let Ok(answer) = self.answer.try_recv() {
+            return answer;
+        }
+        let late = Error::new(
+            ErrorKind::Unavailable,
+            format!(
+                "appending: PostgreSQL did not answer within {} ms (the URL's timeout=)",
+                self.timeout.as_millis()
+            ),
+        );
+        Err(match self.ids {
+            true => in_doubt_with_ids(&late),
+            false => in_doubt(&late),
+        })
+    }
+}
+
+/// The error for a request that was never sent: its deadline passed while it waited.
+fn not_taken(timeout: Duration) -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        format!(
+            "appending: PostgreSQL did not take the append within {} ms (the URL's timeout=); \
+             it was not sent and nothing was stored",
+            timeout.as_millis()
+        ),
+    )
 }
 
 /// Runs until every sender is dropped (the store closed): takes what is waiting, commits
@@ -99,17 +222,32 @@ pub async fn run(conn: Arc<Conn>, wake: Arc<Wakeup>, mut rx: mpsc::UnboundedRece
         }
         recent.pop_front();
         recent.push_back(batch.len());
-        match commit(&conn, &wake, &mut client, &batch, false).await {
-            Ok(outcomes) => {
-                for (r, o) in batch.iter().zip(outcomes) {
-                    let _ = r.reply.send(Ok(o));
-                }
+        // Those whose callers gave up (or do now) are not sent: told so, if still there.
+        batch.retain(|r| {
+            let waited = r.waited_for();
+            if !waited {
+                let _ = r.reply.send(Err(not_taken(conn.timeout())));
             }
+            waited
+        });
+        if batch.is_empty() {
+            continue;
+        }
+        let (batch, result) = round(&conn, &wake, &mut client, batch, false).await;
+        match result {
+            Ok(outcomes) => answer(&batch, outcomes),
             Err(failure) => {
                 client = None;
                 settle(&conn, &wake, &mut client, batch, failure).await;
             }
         }
+    }
+}
+
+/// Answers each request with its outcome.
+fn answer(batch: &[Request], outcomes: Vec<Outcome>) {
+    for (r, o) in batch.iter().zip(outcomes) {
+        let _ = r.reply.send(Ok(o));
     }
 }
 
@@ -119,11 +257,14 @@ pub async fn run(conn: Arc<Conn>, wake: Arc<Wakeup>, mut rx: mpsc::UnboundedRece
 const CONFLICT_TRIES: usize = 3;
 
 /// Answers the requests of a batch whose call failed: nothing of it was written, or its
-/// commit is in doubt. On a fresh connection, the batch again with its ids looked up
-/// first (a request of an earlier append, whose stored id the `ids` key refused, is then
-/// answered as a retry; with event ids, what an in-doubt commit stored is found the same
-/// way); if that fails too, each request alone. A request without ids after an in-doubt
-/// commit cannot be repeated safely: its caller is told.
+/// commit is in doubt. A batch that was never sent (no connection) or that the server
+/// refused as read-only gets that error. Otherwise, on a fresh connection, the batch
+/// again with its ids looked up first (a request of an earlier append, whose stored id
+/// the `ids` key refused, is then answered as a retry; with event ids, what an in-doubt
+/// commit stored is found the same way); if that fails on the connection too, every
+/// request gets that error; if the server refused it, each request alone. A request
+/// without ids after an in-doubt commit cannot be repeated safely: its caller is told.
+/// Requests whose callers stopped waiting are dropped.
 async fn settle(
     conn: &Conn,
     wake: &Wakeup,
@@ -131,35 +272,125 @@ async fn settle(
     batch: Vec<Request>,
     failure: Failure,
 ) {
+    if !failure.sent || failure.error.kind == ErrorKind::ReadOnly {
+        for r in &batch {
+            let _ = r.reply.send(Err(failure.error.clone()));
+        }
+        return;
+    }
     let (again, doubtful): (Vec<Request>, Vec<Request>) = batch
         .into_iter()
         .partition(|r| !failure.in_doubt || r.all_have_ids());
     for r in doubtful {
         let _ = r.reply.send(Err(in_doubt(&failure.error)));
     }
+    // Those whose callers stopped waiting are in doubt: told so, if still there.
+    let (again, late): (Vec<Request>, Vec<Request>) =
+        again.into_iter().partition(Request::waited_for);
+    for r in late {
+        let _ = r.reply.send(Err(match failure.in_doubt {
+            true => in_doubt_with_ids(&failure.error),
+            false => failure.error.clone(),
+        }));
+    }
     if again.is_empty() {
         return;
     }
-    if let Ok(outcomes) = commit(conn, wake, client, &again, true).await {
-        for (r, o) in again.iter().zip(outcomes) {
-            let _ = r.reply.send(Ok(o));
+    let (again, result) = round(conn, wake, client, again, true).await;
+    let f = match result {
+        Ok(outcomes) => return answer(&again, outcomes),
+        Err(f) => f,
+    };
+    *client = None;
+    if matches!(f.error.kind, ErrorKind::Unavailable | ErrorKind::ReadOnly) {
+        // The server cannot be reached (or takes no writes): alone, each would fail too.
+        let error = match failure.in_doubt && f.error.kind == ErrorKind::Unavailable {
+            true => in_doubt_with_ids(&f.error),
+            false => f.error,
+        };
+        for r in &again {
+            let _ = r.reply.send(Err(error.clone()));
         }
         return;
     }
-    *client = None;
-    for r in &again {
+    for r in again {
         let mut tries = 0;
+        let mut one = vec![r];
         let result = loop {
             tries += 1;
-            match commit(conn, wake, client, std::slice::from_ref(r), true).await {
-                Ok(mut o) => break Ok(o.remove(0)),
+            let (back, result) = round(conn, wake, client, one, true).await;
+            one = back;
+            match result {
+                Ok(mut o) if !o.is_empty() => break Ok(o.remove(0)),
+                Ok(_) => break Err(f.error.clone()),
                 Err(f) if f.conflict && tries < CONFLICT_TRIES => continue,
-                Err(f) if f.in_doubt && !r.all_have_ids() => break Err(in_doubt(&f.error)),
-                Err(f) => break Err(f.error),
+                Err(f) => {
+                    *client = None;
+                    match f.in_doubt && !one.first().is_some_and(Request::all_have_ids) {
+                        true => break Err(in_doubt(&f.error)),
+                        false => break Err(f.error),
+                    }
+                }
             }
         };
-        let _ = r.reply.send(result);
+        if let Some(r) = one.first() {
+            let _ = r.reply.send(result);
+        }
     }
+}
+
+/// One call of `append` for `batch`, connecting first if needed, within the batch's last
+/// deadline. Requests whose callers gave up before the call went out are left out of it
+/// (and of the batch returned, whose order the outcomes follow).
+async fn round(
+    conn: &Conn,
+    wake: &Wakeup,
+    client: &mut Option<Prepared>,
+    mut batch: Vec<Request>,
+    check_ids: bool,
+) -> (Vec<Request>, std::result::Result<Vec<Outcome>, Failure>) {
+    let Some(deadline) = batch.iter().map(|r| r.deadline).max() else {
+        return (batch, Ok(Vec::new()));
+    };
+    let deadline = tokio::time::Instant::from_std(deadline);
+    let unsent = |e: Error| Failure {
+        error: Error::new(
+            e.kind,
+            format!(
+                "{}; the append was not sent and nothing was stored",
+                e.message
+            ),
+        ),
+        in_doubt: false,
+        conflict: false,
+        sent: false,
+    };
+    match tokio::time::timeout_at(deadline, connect(conn, client)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return (batch, Err(unsent(e))),
+        Err(_) => {
+            return (
+                batch,
+                Err(unsent(conn.timed_out("connecting for an append"))),
+            )
+        }
+    }
+    batch.retain(Request::claim);
+    if batch.is_empty() {
+        return (batch, Ok(Vec::new()));
+    }
+    let prepared = client.as_ref().expect("connected above");
+    let result =
+        match tokio::time::timeout_at(deadline, call(wake, prepared, &batch, check_ids)).await {
+            Ok(r) => r,
+            Err(_) => Err(Failure {
+                error: conn.timed_out("appending"),
+                in_doubt: true,
+                conflict: false,
+                sent: true,
+            }),
+        };
+    (batch, result)
 }
 
 /// Moves the requests waiting in the queue into the batch, up to `MAX_BATCH_EVENTS`.
@@ -182,6 +413,8 @@ fn take_waiting(
 /// Why a call failed, and whether its commit may have happened anyway.
 struct Failure {
     error: Error,
+    /// The call was sent (false: the connection could not be made; nothing was stored).
+    sent: bool,
     in_doubt: bool,
     /// Another transaction's copy of one of the ids (a unique violation) or a deadlock
     /// over them: sending the same call again can succeed.
@@ -192,18 +425,34 @@ impl From<Error> for Failure {
     fn from(error: Error) -> Self {
         Failure {
             error,
+            sent: true,
             in_doubt: false,
             conflict: false,
         }
     }
 }
 
-/// The error for an append whose commit may or may not have happened.
+/// The error for an append some of whose events have no id, whose commit may or may not
+/// have happened: `Io`, since repeating it may store it twice.
 fn in_doubt(e: &Error) -> Error {
     Error::new(
         ErrorKind::Io,
         format!(
-            "{}; the append may or may not be stored: give its events ids to retry it safely",
+            "{}; the append's commit is in doubt, it may or may not be stored: give its events \
+             ids to retry it safely",
+            e.message
+        ),
+    )
+}
+
+/// The error for an append whose events all have ids, whose commit is in doubt and
+/// could not be settled now: `Unavailable`, since repeating it is safe.
+fn in_doubt_with_ids(e: &Error) -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        format!(
+            "{}; the append's commit is in doubt: retrying it with the same event ids \
+             settles it (it returns the positions it was stored at, or stores it)",
             e.message
         ),
     )
@@ -222,31 +471,37 @@ struct Prepared {
 const APPEND_CALL: &str = "select res, entry, actual, versions, changes \
      from append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 
-/// One call of `append` for these requests, connecting (and preparing) first if needed.
+/// Connects (and prepares the call) if there is no connection.
+async fn connect(conn: &Conn, client: &mut Option<Prepared>) -> Result<()> {
+    if client.as_ref().is_some_and(|c| !c.client.is_closed()) {
+        return Ok(());
+    }
+    *client = None;
+    let c = conn.fresh().await?;
+    let what = "preparing the append call";
+    let append = conn
+        .within(what, async {
+            c.prepare(APPEND_CALL).await.map_err(|e| pg_error(what, e))
+        })
+        .await?;
+    *client = Some(Prepared {
+        client: c,
+        append,
+        channel: listener::channel(conn.schema()),
+    });
+    Ok(())
+}
+
+/// One call of `append` for these requests on the committer's connection.
 /// `check_ids`: look the ids up before writing them (a retry is then an answer, not a
 /// failed call). The count of removing commits the answer carries goes to `wake`, so that
 /// cursors of this handle holding events that the batch's count limits removed read again.
-async fn commit(
-    conn: &Conn,
+async fn call(
     wake: &Wakeup,
-    client: &mut Option<Prepared>,
+    c: &Prepared,
     batch: &[Request],
     check_ids: bool,
 ) -> std::result::Result<Vec<Outcome>, Failure> {
-    if client.as_ref().is_none_or(|c| c.client.is_closed()) {
-        *client = None;
-        let c = conn.fresh().await?;
-        let append = c
-            .prepare(APPEND_CALL)
-            .await
-            .map_err(|e| pg_error("preparing the append call", e))?;
-        *client = Some(Prepared {
-            client: c,
-            append,
-            channel: listener::channel(conn.schema()),
-        });
-    }
-    let c = client.as_ref().expect("connected above");
     let mut r_entries = Vec::with_capacity(batch.len());
     let (mut s_stream, mut s_expected, mut s_count) = (Vec::new(), Vec::new(), Vec::new());
     let (mut e_id, mut e_type, mut e_sv, mut e_meta, mut e_data) =
@@ -300,6 +555,7 @@ async fn commit(
         )
         .await
         .map_err(|e| Failure {
+            sent: true,
             in_doubt: e.as_db_error().is_none(),
             conflict: e.code() == Some(&SqlState::UNIQUE_VIOLATION)
                 || e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED),

@@ -1,61 +1,122 @@
-//! Connections to the server: the URL (with its `schema` parameter), one shared client
-//! for reads that is replaced when its connection is lost (the store reconnects by
-//! itself), and how PostgreSQL's errors become the store's.
+//! Connections to the server: the URL (`url`), TLS (`tls`), the bounds of every connect
+//! and statement (docs/postgres.md "Timeouts"), one shared client for reads that is
+//! replaced when its connection is lost (the store reconnects by itself), and how
+//! PostgreSQL's errors become the store's.
 
+use super::tls;
+use super::url::Settings;
 use crate::error::{Error, ErrorKind, Result};
 use std::collections::HashMap;
-use std::str::FromStr;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-use tokio_postgres::tls::NoTlsStream;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Config, Connection, NoTls, Row, Socket, Statement};
+use tokio_postgres::{Client, Connection, Row, Socket, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
-/// The schema used when the URL names none.
-const DEFAULT_SCHEMA: &str = "evstore";
-
-/// The longest schema name: the notification channel is `evs_` and the name, and
-/// PostgreSQL refuses channel names longer than 63 bytes.
-const MAX_SCHEMA: usize = 59;
-
-/// How often a waiting subscriber reads the head while notifications wake it (a safety
-/// net for a lost notification), unless the URL's `poll_ms` says otherwise.
-const DEFAULT_LISTEN_POLL: Duration = Duration::from_secs(1);
+/// The stream of a connection: TLS or plain (tokio-postgres decides per connection).
+pub type TlsStream = <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream;
 
 /// Tells whether `location` names a PostgreSQL store rather than a directory.
 pub fn is_url(location: &str) -> bool {
     location.starts_with("postgresql://") || location.starts_with("postgres://")
 }
 
-/// A PostgreSQL error as the store's: always `Io` (the server refused, or the connection
-/// is gone), with what was being done and what the server said.
+/// Whether a server error says the server cannot serve now (it is shutting down,
+/// starting, or out of connections): retrying later may succeed.
+fn unavailable_state(code: &SqlState) -> bool {
+    code.code().starts_with("08")
+        || [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::TOO_MANY_CONNECTIONS,
+        ]
+        .contains(code)
+}
+
+/// A PostgreSQL error as the store's, with what was being done and what the server said:
+/// `ReadOnly` for a write the server refuses as read-only (a standby: SQLSTATE 25006),
+/// `Unavailable` when the server cannot be reached or cannot serve now (retrying may
+/// succeed), `InvalidArgument` for a configuration tokio-postgres refuses, else `Io`.
 pub fn pg_error(what: &str, e: tokio_postgres::Error) -> Error {
     if let Some(db) = e.as_db_error() {
+        let code = db.code();
+        let (kind, note) = if *code == SqlState::READ_ONLY_SQL_TRANSACTION {
+            (
+                ErrorKind::ReadOnly,
+                "; the server takes no writes now (a standby, perhaps after a failover, or \
+                 default_transaction_read_only)",
+            )
+        } else if unavailable_state(code) {
+            (ErrorKind::Unavailable, "")
+        } else {
+            (ErrorKind::Io, "")
+        };
         return Error::new(
-            ErrorKind::Io,
+            kind,
             format!(
-                "{what}: PostgreSQL said: {} (SQLSTATE {})",
+                "{what}: PostgreSQL said: {} (SQLSTATE {}){note}",
                 db.message(),
-                db.code().code()
+                code.code()
             ),
         );
     }
-    Error::new(
-        ErrorKind::Io,
-        format!("{what}: the connection to PostgreSQL failed or was lost ({e}); the store reconnects on the next call"),
-    )
+    let text = full_text(&e);
+    if text.starts_with("invalid configuration") {
+        return Error::invalid(format!("{what}: {text}"));
+    }
+    // tokio-postgres's errors of the connection itself (its other kinds: authentication,
+    // a message it cannot parse or convert, are not cured by waiting; a TLS handshake's
+    // refusals are told apart before, by `connect_error`).
+    let lost = e.is_closed()
+        || [
+            "error communicating with the server",
+            "error connecting to server",
+            "timeout waiting for server",
+            "connection closed",
+            "error performing TLS handshake",
+        ]
+        .iter()
+        .any(|p| text.starts_with(p));
+    match lost {
+        true => Error::new(
+            ErrorKind::Unavailable,
+            format!("{what}: the connection to PostgreSQL failed or was lost ({text})"),
+        ),
+        false => Error::new(ErrorKind::Io, format!("{what}: PostgreSQL: {text}")),
+    }
+}
+
+/// An error's text with its causes (tokio-postgres leaves some of them out).
+pub fn full_text(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// Where to connect and which schema to use, with one reusable client.
 pub struct Conn {
-    config: Config,
-    schema: String,
-    location: String,
-    listen_poll: Duration,
+    settings: Settings,
+    tls: MakeRustlsConnect,
     shared: Mutex<Option<Arc<Shared>>>,
     /// Connections made by `fresh` whose socket is still open: `wait_closed` waits for
     /// them, so that no descriptor outlives the store's close.
     live: Arc<Live>,
+    /// The store's open has finished: a lost connection's message can say that the
+    /// store connects again on its next call (at open there is no store yet).
+    opened: AtomicBool,
 }
 
 /// The shared client, with the statements prepared on it (a query then costs one round
@@ -108,112 +169,166 @@ impl Live {
     }
 }
 
-/// The URL without its password, for messages.
-fn without_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    match rest.split_once('@') {
-        Some((user, host)) if user.contains(':') => {
-            let name = user.split(':').next().unwrap_or("");
-            format!("{scheme}://{name}:***@{host}")
-        }
-        _ => url.to_owned(),
-    }
-}
-
 impl Conn {
-    /// Parses a libpq-style URL; `schema=NAME` (lower-case letters, digits, `_`, at most 59
-    /// bytes, not starting with a digit) and `poll_ms=N` (the safety-net interval of
-    /// waiters woken by notifications) are taken out, the rest goes to tokio-postgres.
+    /// Parses the URL (`url::Settings`) and reads the TLS files it names.
     pub fn parse(url: &str) -> Result<Conn> {
-        let location = without_password(url);
-        let (base, query) = match url.split_once('?') {
-            Some((b, q)) => (b, q),
-            None => (url, ""),
-        };
-        let mut schema = DEFAULT_SCHEMA.to_owned();
-        let mut listen_poll = DEFAULT_LISTEN_POLL;
-        let mut rest = Vec::new();
-        for part in query.split('&').filter(|p| !p.is_empty()) {
-            if let Some(s) = part.strip_prefix("schema=") {
-                schema = s.to_owned();
-            } else if let Some(ms) = part.strip_prefix("poll_ms=") {
-                listen_poll = match ms.parse::<u64>() {
-                    Ok(ms) if ms > 0 => Duration::from_millis(ms),
-                    _ => {
-                        return Err(Error::invalid(format!(
-                            "poll_ms={ms} in {location} is not a positive number of milliseconds"
-                        )))
-                    }
-                };
-            } else {
-                rest.push(part);
-            }
-        }
-        let valid = !schema.is_empty()
-            && schema.len() <= MAX_SCHEMA
-            && !schema.starts_with(|c: char| c.is_ascii_digit())
-            && schema
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        if !valid {
-            return Err(Error::invalid(format!(
-                "the schema '{schema}' in {location} is not a plain PostgreSQL name \
-                 (lower-case letters, digits and '_', at most {MAX_SCHEMA} bytes)"
-            )));
-        }
-        let cleaned = if rest.is_empty() {
-            base.to_owned()
-        } else {
-            format!("{base}?{}", rest.join("&"))
-        };
-        let mut config = Config::from_str(&cleaned)
-            .map_err(|e| Error::invalid(format!("the URL {location} is not valid: {e}")))?;
-        if config.get_application_name().is_none() {
-            config.application_name("evstore");
-        }
+        let settings = Settings::parse(url)?;
+        let tls = tls::connector(&settings.tls, &settings.location)?;
         Ok(Conn {
-            config,
-            schema,
-            location,
-            listen_poll,
+            settings,
+            tls,
             shared: Mutex::new(None),
             live: Arc::default(),
+            opened: AtomicBool::new(false),
         })
     }
 
     /// How often waiters read the head while notifications wake them.
     pub fn listen_poll(&self) -> Duration {
-        self.listen_poll
+        self.settings.listen_poll
+    }
+
+    /// The bound of each statement and of an append (the URL's `timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.settings.timeout
+    }
+
+    /// Whether a writable open may create or migrate the schema (the URL's `migrate`).
+    pub fn migrate(&self) -> bool {
+        self.settings.migrate
+    }
+
+    /// The URL's user (the role the schema's SQL grants its rights to).
+    pub fn user(&self) -> &str {
+        self.settings.config.get_user().unwrap_or("")
+    }
+
+    /// Marks the open as done (see `later`).
+    pub fn set_opened(&self) {
+        self.opened.store(true, Ordering::Release);
+    }
+
+    /// An error of a call on an open store: one of an unreachable server says that the
+    /// store connects again on its next call.
+    pub fn later(&self, mut e: Error) -> Error {
+        if e.kind == ErrorKind::Unavailable && self.opened.load(Ordering::Acquire) {
+            e.message
+                .push_str("; the store connects again on its next call");
+        }
+        e
+    }
+
+    /// The error of a statement that did not answer within `timeout`.
+    pub fn timed_out(&self, what: &str) -> Error {
+        Error::new(
+            ErrorKind::Unavailable,
+            format!(
+                "{what}: PostgreSQL did not answer within {} ms (the URL's timeout=)",
+                self.settings.timeout.as_millis()
+            ),
+        )
+    }
+
+    /// Runs `f` (statements on a connection) within `timeout`.
+    pub async fn within<T>(&self, what: &str, f: impl Future<Output = Result<T>>) -> Result<T> {
+        match tokio::time::timeout(self.settings.timeout, f).await {
+            Ok(r) => r,
+            Err(_) => Err(self.timed_out(what)),
+        }
     }
 
     /// A new connection whose driving is left to the caller (to see its notifications
-    /// through `Connection::poll_message`); no search path is set.
-    pub async fn raw(&self) -> Result<(Client, Connection<Socket, NoTlsStream>)> {
-        self.config
-            .connect(NoTls)
-            .await
-            .map_err(|e| pg_error(&format!("connecting to {}", self.location), e))
+    /// through `Connection::poll_message`); no search path is set. Within
+    /// `connect_timeout`.
+    pub async fn raw(&self) -> Result<(Client, Connection<Socket, TlsStream>)> {
+        let bound = self.settings.connect_timeout;
+        match tokio::time::timeout(bound, self.connect()).await {
+            Ok(r) => r,
+            Err(_) => Err(self.connect_timed_out()),
+        }
+    }
+
+    async fn connect(&self) -> Result<(Client, Connection<Socket, TlsStream>)> {
+        match self.settings.config.connect(self.tls.clone()).await {
+            Ok(c) => Ok(c),
+            Err(e) => Err(self.connect_error(e).await),
+        }
+    }
+
+    fn connect_timed_out(&self) -> Error {
+        Error::new(
+            ErrorKind::Unavailable,
+            format!(
+                "connecting to {} timed out after {} s (the URL's connect_timeout=, which bounds \
+                 the whole connect: name lookup, TCP, TLS, startup and authentication)",
+                self.settings.location,
+                self.settings.connect_timeout.as_secs()
+            ),
+        )
+    }
+
+    /// A failed connect as the store's error: a host name that cannot be looked up is
+    /// named, a TLS failure explained.
+    async fn connect_error(&self, e: tokio_postgres::Error) -> Error {
+        let location = &self.settings.location;
+        let what = format!("connecting to {location}");
+        if e.as_db_error().is_some() {
+            let mut err = pg_error(&what, e);
+            if err.message.contains("no encryption") && err.message.contains("pg_hba.conf") {
+                err.message.push_str(&format!(
+                    "; the connection was not encrypted (sslmode={}): the server may accept \
+                     only TLS connections (hostssl): try sslmode=require",
+                    self.settings.tls.mode.name()
+                ));
+            }
+            return err;
+        }
+        if let Some(why) = tls::explain(&e, &self.settings.tls) {
+            return Error::new(ErrorKind::Io, format!("{what}: {why}"));
+        }
+        for (i, host) in self.settings.config.get_hosts().iter().enumerate() {
+            let tokio_postgres::config::Host::Tcp(name) = host else {
+                continue;
+            };
+            if name.parse::<std::net::IpAddr>().is_ok()
+                || self.settings.config.get_hostaddrs().get(i).is_some()
+            {
+                continue;
+            }
+            if let Err(lookup) = tokio::net::lookup_host((name.as_str(), 0)).await {
+                return Error::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "{what}: the name lookup of host '{name}' failed ({lookup}): check the \
+                         host name and the DNS"
+                    ),
+                );
+            }
+        }
+        pg_error(&what, e)
     }
 
     pub fn schema(&self) -> &str {
-        &self.schema
+        &self.settings.schema
     }
 
     /// The URL without its password.
     pub fn location(&self) -> &str {
-        &self.location
+        &self.settings.location
     }
 
     /// A new connection of its own, driven on the runtime, with the store's schema first
-    /// on its search path and JIT compilation off.
+    /// on its search path and JIT compilation off; all within `connect_timeout`.
     pub async fn fresh(&self) -> Result<Client> {
-        let (client, connection) = self
-            .config
-            .connect(NoTls)
-            .await
-            .map_err(|e| pg_error(&format!("connecting to {}", self.location), e))?;
+        let bound = self.settings.connect_timeout;
+        match tokio::time::timeout(bound, self.fresh_unbounded()).await {
+            Ok(r) => r,
+            Err(_) => Err(self.connect_timed_out()),
+        }
+    }
+
+    async fn fresh_unbounded(&self) -> Result<Client> {
+        let (client, connection) = self.connect().await?;
         *self.live.count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         let live = self.live.clone();
         tokio::spawn(async move {
@@ -228,7 +343,7 @@ impl Conn {
         client
             .batch_execute(&format!(
                 "set search_path to \"{}\"; set jit to off",
-                self.schema
+                self.settings.schema
             ))
             .await
             .map_err(|e| pg_error("setting the search path", e))?;
@@ -250,10 +365,14 @@ impl Conn {
         let client = self.fresh().await?;
         // Prepared statements, each planned with its parameters at every execution: a
         // generic plan made while the table was small (a sequential scan) would stay.
-        client
-            .batch_execute("set plan_cache_mode to force_custom_plan")
-            .await
-            .map_err(|e| pg_error("setting the plan cache mode", e))?;
+        let what = "setting the plan cache mode";
+        self.within(what, async {
+            client
+                .batch_execute("set plan_cache_mode to force_custom_plan")
+                .await
+                .map_err(|e| pg_error(what, e))
+        })
+        .await?;
         let c = Arc::new(Shared {
             client,
             statements: Mutex::default(),
@@ -278,6 +397,30 @@ impl Conn {
                 .wait_timeout(n, left)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+        }
+    }
+
+    /// Runs `sql` on the shared client within `timeout`; a lost connection or a
+    /// statement without an answer makes the next call connect again.
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        what: &str,
+    ) -> Result<Vec<Row>> {
+        let client = self.shared().await.map_err(|e| self.later(e))?;
+        match tokio::time::timeout(self.settings.timeout, client.query(sql, params)).await {
+            Ok(Ok(rows)) => Ok(rows),
+            Ok(Err(e)) => {
+                if e.as_db_error().is_none() {
+                    self.forget();
+                }
+                Err(self.later(pg_error(what, e)))
+            }
+            Err(_) => {
+                self.forget();
+                Err(self.later(self.timed_out(what)))
+            }
         }
     }
 

@@ -142,9 +142,28 @@ impl PgStore {
                 *slot = Some(self.conn.fresh().await?);
             }
             let client = slot.as_mut().expect("connected above");
-            match entry_transaction(client, &channel, req, id, self.now()).await {
+            // Within `timeout`; one that passes it may have reached its commit.
+            let bounded = tokio::time::timeout(
+                self.conn.timeout(),
+                entry_transaction(client, &channel, req, id, self.now()),
+            );
+            let tried = bounded.await.unwrap_or_else(|_| {
+                Err(Failure {
+                    error: self.conn.timed_out("applying a lifecycle entry"),
+                    connection: true,
+                    in_doubt: true,
+                })
+            });
+            match tried {
                 Ok(Done::Applied { position, changes }) => return Ok((position, changes)),
-                Ok(Done::IdStored) => match stored_entry(client, req, id).await? {
+                Ok(Done::IdStored) => match self
+                    .conn
+                    .within(
+                        "looking up the lifecycle entry's id",
+                        stored_entry(client, req, id),
+                    )
+                    .await?
+                {
                     Some(position) => return Ok((position, 0)),
                     None => continue,
                 },

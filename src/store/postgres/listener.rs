@@ -209,25 +209,33 @@ async fn session(conn: &Conn, wake: &Arc<Wakeup>) -> Result<Option<JoinHandle<()
         drop(connection);
         w.driver_ended();
     });
-    let standby: bool = client
-        .query_one("select pg_is_in_recovery()", &[])
-        .await
-        .map_err(|e| pg_error("asking whether the server is a standby", e))?
-        .get(0);
-    if standby {
+    // Its statements within `timeout` (a server that stops answering now must not hold
+    // the listener: it connects again).
+    let setup = async {
+        let standby: bool = client
+            .query_one("select pg_is_in_recovery()", &[])
+            .await
+            .map_err(|e| pg_error("asking whether the server is a standby", e))?
+            .get(0);
+        if standby {
+            return Ok(None);
+        }
+        client
+            .batch_execute(&format!("listen \"{}\"", channel(conn.schema())))
+            .await
+            .map_err(|e| pg_error("listening for appends", e))?;
+        let row = client
+            .query_one(
+                &format!("select next, changes from \"{}\".head", conn.schema()),
+                &[],
+            )
+            .await
+            .map_err(|e| pg_error("reading the head", e))?;
+        Ok(Some(row))
+    };
+    let Some(row) = conn.within("starting to listen for appends", setup).await? else {
         return Ok(None);
-    }
-    client
-        .batch_execute(&format!("listen \"{}\"", channel(conn.schema())))
-        .await
-        .map_err(|e| pg_error("listening for appends", e))?;
-    let row = client
-        .query_one(
-            &format!("select next, changes from \"{}\".head", conn.schema()),
-            &[],
-        )
-        .await
-        .map_err(|e| pg_error("reading the head", e))?;
+    };
     wake.saw_changes(row.get::<_, i64>(1) as u64);
     wake.saw(row.get::<_, i64>(0) as u64);
     {

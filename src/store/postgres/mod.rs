@@ -10,7 +10,11 @@ mod cursor;
 mod lifecycle;
 mod listener;
 mod schema;
+mod tls;
+mod url;
 mod uuid;
+
+pub use schema::schema_sql;
 
 use uuid::Uuid;
 
@@ -25,7 +29,7 @@ use super::{
 };
 use crate::error::{Error, ErrorKind, Result};
 use committer::{Entry, Outcome, OwnedEvent, Request};
-use conn::{pg_error, Conn};
+use conn::Conn;
 use cursor::{Kind, PgCursor, MAX_BOUND};
 use lifecycle::Rules;
 use listener::Wakeup;
@@ -112,6 +116,7 @@ impl PgStore {
         let next = store.head()?;
         let open_time = started.elapsed();
         store.open_time = open_time;
+        store.conn.set_opened();
         let report = OpenReport {
             next_position: next,
             events_replayed: replayed,
@@ -129,15 +134,7 @@ impl PgStore {
         params: &[&(dyn ToSql + Sync)],
         what: &str,
     ) -> Result<Vec<tokio_postgres::Row>> {
-        block(&self.runtime, async {
-            let client = self.conn.shared().await?;
-            client.query(sql, params).await.map_err(|e| {
-                if e.as_db_error().is_none() {
-                    self.conn.forget();
-                }
-                pg_error(what, e)
-            })
-        })
+        block(&self.runtime, self.conn.query(sql, params, what))
     }
 
     /// Starts `sql` (two bigint parameters) on the shared connection without waiting for
@@ -150,15 +147,8 @@ impl PgStore {
         what: &'static str,
     ) -> tokio::task::JoinHandle<Result<Vec<tokio_postgres::Row>>> {
         let conn = self.conn.clone();
-        self.runtime.spawn(async move {
-            let client = conn.shared().await?;
-            client.query(sql, &[&from, &to]).await.map_err(|e| {
-                if e.as_db_error().is_none() {
-                    conn.forget();
-                }
-                pg_error(what, e)
-            })
-        })
+        self.runtime
+            .spawn(async move { conn.query(sql, &[&from, &to], what).await })
     }
 
     /// The rows of a query started by `query_ahead`.
@@ -302,12 +292,7 @@ impl PgStore {
                 payload: e.payload.to_vec(),
             })
             .collect();
-        let (reply, answer) = std::sync::mpsc::sync_channel(1);
-        let request = Request {
-            entries,
-            events,
-            reply,
-        };
+        let (request, pending) = Request::new(entries, events, self.conn.timeout());
         let sent = match self
             .appends
             .lock()
@@ -320,12 +305,7 @@ impl PgStore {
         if !sent {
             return Err(Error::invalid("the store is closed"));
         }
-        let outcome = answer.recv().map_err(|_| {
-            Error::new(
-                ErrorKind::Internal,
-                "the PostgreSQL committer stopped without answering",
-            )
-        })??;
+        let outcome = pending.wait().map_err(|e| self.conn.later(e))?;
         let result = self.result_of(appends, outcome)?;
         self.appended.fetch_add(1, Ordering::Relaxed);
         let last =

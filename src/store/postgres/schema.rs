@@ -536,16 +536,54 @@ begin
 end $$;
 ";
 
-/// Creates the schema and its tables if they are missing (one process at a time: an
-/// advisory lock), and checks the stored schema version. A read-only open creates
-/// nothing: a missing store is `NotFound` there.
-pub async fn prepare(conn: &Conn, read_only: bool) -> Result<()> {
-    let schema = conn.schema();
-    let mut client = conn.fresh().await?;
-    let tx = client
-        .transaction()
-        .await
-        .map_err(|e| pg_error("starting the schema check", e))?;
+/// The SQL that brings the schema from `from` (`None`: no schema) to `SCHEMA_VERSION`,
+/// run in one transaction under the schema's advisory lock: by `prepare` on a writable
+/// open, and printed by `schema_sql` for a DBA to review and run (the same text). It ends
+/// by granting the URL's user what the library needs on the schema (to the role that
+/// runs it, nothing it lacks: it owns what it made). `None`: nothing to do, or a version
+/// this library cannot bring to its own.
+fn ddl(schema: &str, from: Option<i64>, user: &str) -> Option<String> {
+    let steps = match from {
+        None => format!(
+            "create schema if not exists \"{schema}\";\nset local search_path to \"{schema}\";\n\
+             {CREATE}{CHUNKS_AND_IDS}{TO_4}{FUNCTIONS}{APPEND}"
+        ),
+        // One row per event: to chunks first.
+        Some(1 | 2) => format!(
+            "set local search_path to \"{schema}\";\n\
+             {CHUNKS_AND_IDS}{MIGRATE_TO_3}{TO_4}{FUNCTIONS}{APPEND}"
+        ),
+        Some(3) => format!("set local search_path to \"{schema}\";\n{TO_4}{FUNCTIONS}{APPEND}"),
+        _ => return None,
+    };
+    let role = user.replace('"', "\"\"");
+    Some(format!(
+        "{steps}
+grant usage on schema \"{schema}\" to \"{role}\";
+grant select, insert, update, delete on all tables in schema \"{schema}\" to \"{role}\";
+grant usage, select, update on all sequences in schema \"{schema}\" to \"{role}\";
+"
+    ))
+}
+
+/// The version DDL starts from if the schema found needs it: `Some(None)` when it is
+/// missing, `Some(Some(v))` for an older version this library migrates.
+fn fixable(found: Option<Option<i64>>) -> Option<Option<i64>> {
+    match found {
+        None => Some(None),
+        Some(Some(v @ 1..SCHEMA_VERSION)) => Some(Some(v)),
+        _ => None,
+    }
+}
+
+/// The advisory lock under which a schema is created or migrated (one process at a time).
+fn lock_sql(schema: &str) -> String {
+    format!("select pg_advisory_xact_lock(hashtext('evstore schema {schema}'));")
+}
+
+/// What the schema of `conn` is: missing (`None`) or its stored version (`Some(None)`:
+/// no valid one), read in `tx`.
+async fn look(tx: &tokio_postgres::Transaction<'_>, schema: &str) -> Result<Option<Option<i64>>> {
     let exists: bool = tx
         .query_one(
             "select to_regclass(quote_ident($1) || '.meta') is not null",
@@ -554,101 +592,218 @@ pub async fn prepare(conn: &Conn, read_only: bool) -> Result<()> {
         .await
         .map_err(|e| pg_error("looking for the store's tables", e))?
         .get(0);
-    if !exists {
-        if read_only {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!(
-                    "no evstore schema '{schema}' in {} (a read-only open creates nothing)",
-                    conn.location()
-                ),
-            ));
-        }
-        lock(&tx, schema).await?;
-        // Asked of pg_class itself, with this statement's snapshot: to_regclass answers
-        // from the session's catalog cache, which waiting for an advisory lock does not
-        // refresh, so it missed tables another process created meanwhile.
-        let made: bool = tx
-            .query_one(
-                "select exists (select 1 from pg_catalog.pg_class c \
-                 join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
-                 where n.nspname = $1 and c.relname = 'meta')",
-                &[&schema],
-            )
-            .await
-            .map_err(|e| pg_error("looking for the store's tables", e))?
-            .get(0);
-        if !made {
-            tx.batch_execute(&format!(
-                "create schema if not exists \"{schema}\"; set local search_path to \"{schema}\"; {CREATE} {CHUNKS_AND_IDS} {TO_4} {FUNCTIONS} {APPEND}"
-            ))
-            .await
-            .map_err(|e| pg_error(&format!("creating the evstore schema '{schema}'"), e))?;
-        }
+    match exists {
+        true => Ok(Some(stored_version(tx, schema).await?)),
+        false => Ok(None),
     }
-    let mut version = stored_version(&tx, schema).await?;
-    if matches!(version, Some(1..=3)) && !read_only {
-        // One process migrates; the others find version 4 once they hold the lock.
-        lock(&tx, schema).await?;
-        version = stored_version(&tx, schema).await?;
-        let steps = match version {
-            // One row per event: to chunks first.
-            Some(1 | 2) => format!("{CHUNKS_AND_IDS} {MIGRATE_TO_3} {TO_4} {FUNCTIONS} {APPEND}"),
-            Some(3) => format!("{TO_4} {FUNCTIONS} {APPEND}"),
-            _ => String::new(),
-        };
-        if let (Some(old), false) = (version, steps.is_empty()) {
-            tx.batch_execute(&format!("set local search_path to \"{schema}\"; {steps}"))
-                .await
-                .map_err(|e| {
-                    pg_error(
-                        &format!(
-                            "migrating the evstore schema '{schema}' from version {old} to {SCHEMA_VERSION}"
-                        ),
-                        e,
-                    )
-                })?;
-            version = Some(SCHEMA_VERSION);
-        }
-    }
-    tx.commit()
+}
+
+/// The SQL script that creates or migrates the schema of the store at `url` to this
+/// library's version, with what it does in comments, for a DBA to review and run (e.g.
+/// `psql -v ON_ERROR_STOP=1 -f FILE` as a role that may create schemas): nothing is
+/// executed. A schema already at this version gives a script of comments only.
+pub fn schema_sql(url: &str) -> Result<String> {
+    let conn = Conn::parse(url)?;
+    let runtime = crate::runtime::runtime()?;
+    super::block(&runtime, async {
+        let mut client = conn.fresh().await?;
+        let what = "reading the evstore schema's version";
+        conn.within(what, async {
+            let tx = client.transaction().await.map_err(|e| pg_error(what, e))?;
+            let found = look(&tx, conn.schema()).await?;
+            script(&conn, found)
+        })
         .await
-        .map_err(|e| pg_error("committing the schema", e))?;
+    })
+}
+
+/// The script for a schema found as `found` (see `look`).
+fn script(conn: &Conn, found: Option<Option<i64>>) -> Result<String> {
+    let (schema, location) = (conn.schema(), conn.location());
+    let head = format!(
+        "-- evstore {}: the SQL that brings the schema \"{schema}\" of {location}\n\
+         -- to version {SCHEMA_VERSION} (what a writable open of libevstore would run), for the \
+         role \"{}\".\n",
+        env!("CARGO_PKG_VERSION"),
+        conn.user()
+    );
+    let from = match (found, fixable(found)) {
+        (_, Some(from)) => from,
+        (Some(Some(SCHEMA_VERSION)), None) => {
+            return Ok(format!(
+                "{head}-- It is at version {SCHEMA_VERSION} already: nothing to do.\n"
+            ))
+        }
+        (found, None) => return Err(version_error(schema, found.flatten())),
+    };
+    let body = ddl(schema, from, conn.user())
+        .ok_or_else(|| Error::new(ErrorKind::Internal, "no SQL for the schema found"))?;
+    let what = match from {
+        None => "The schema does not exist: this creates it.".to_owned(),
+        Some(v) => format!("It is at version {v}: this migrates it (locking its tables)."),
+    };
+    Ok(format!(
+        "{head}-- {what}\n-- Run it as a role that may create schemas (one transaction).\n\
+         begin;\n{}\n{body}commit;\n",
+        lock_sql(schema)
+    ))
+}
+
+/// The error for a stored version this library cannot use (`None`: no valid version).
+fn version_error(schema: &str, version: Option<i64>) -> Error {
     match version {
-        Some(SCHEMA_VERSION) => Ok(()),
-        // Versions 1 and 2 keep one row per event, and 3 has no lifecycle tables: this
-        // library reads neither.
-        Some(v @ 1..=3) => Err(Error::new(
-            ErrorKind::ReadOnly,
-            format!(
-                "the evstore schema '{schema}' has version {v}, older than this library's \
-                 {SCHEMA_VERSION}, and a read-only open cannot migrate it: open it once for \
-                 writing (that migrates it), then read"
-            ),
-        )),
-        Some(v) if v > SCHEMA_VERSION => Err(Error::new(
+        Some(v) if v > SCHEMA_VERSION => Error::new(
             ErrorKind::Corrupt,
             format!(
                 "the evstore schema '{schema}' has version {v}, newer than this library's \
                  {SCHEMA_VERSION}: upgrade the library"
             ),
-        )),
-        _ => Err(Error::new(
+        ),
+        _ => Error::new(
             ErrorKind::Corrupt,
             format!("the evstore schema '{schema}' has no valid schema version in its meta table"),
+        ),
+    }
+}
+
+/// Checks the server and the schema at open, within `timeout`: a writable open of a
+/// server that takes no writes (a standby) is `ReadOnly`. Creates the schema and its
+/// tables if they are missing and migrates an older version (one process at a time: an
+/// advisory lock), unless the URL says `migrate=false` (then such an open is `ReadOnly`,
+/// naming `evsctl schema --sql`). A read-only open creates nothing: a missing store is
+/// `NotFound` there.
+pub async fn prepare(conn: &Conn, read_only: bool) -> Result<()> {
+    let mut client = conn.fresh().await?;
+    conn.within(
+        "checking the evstore schema",
+        check(conn, &mut client, read_only),
+    )
+    .await
+}
+
+async fn check(conn: &Conn, client: &mut tokio_postgres::Client, read_only: bool) -> Result<()> {
+    let schema = conn.schema();
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| pg_error("starting the schema check", e))?;
+    if !read_only {
+        let row = tx
+            .query_one(
+                "select pg_is_in_recovery(), current_setting('transaction_read_only') = 'on'",
+                &[],
+            )
+            .await
+            .map_err(|e| pg_error("asking whether the server takes writes", e))?;
+        let (standby, read_only_server): (bool, bool) = (row.get(0), row.get(1));
+        if standby || read_only_server {
+            return Err(Error::new(
+                ErrorKind::ReadOnly,
+                format!(
+                    "{} {}: a writable open needs the primary (open this one read-only to \
+                     read and follow the log)",
+                    conn.location(),
+                    match standby {
+                        true => "is a standby (pg_is_in_recovery()): it takes no writes",
+                        false => "takes no writes (default_transaction_read_only is on)",
+                    }
+                ),
+            ));
+        }
+    }
+    let mut found = look(&tx, schema).await?;
+    if let (Some(from), true) = (fixable(found), read_only) {
+        return Err(match from {
+            None => Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "no evstore schema '{schema}' in {} (a read-only open creates nothing)",
+                    conn.location()
+                ),
+            ),
+            // Versions 1 and 2 keep one row per event, and 3 has no lifecycle tables:
+            // this library reads neither.
+            Some(v) => Error::new(
+                ErrorKind::ReadOnly,
+                format!(
+                    "the evstore schema '{schema}' has version {v}, older than this library's \
+                     {SCHEMA_VERSION}, and a read-only open cannot migrate it: open it once for \
+                     writing (that migrates it), then read"
+                ),
+            ),
+        });
+    }
+    if fixable(found).is_some() {
+        // One process creates or migrates; the others find it done once they hold the lock.
+        tx.batch_execute(&lock_sql(schema))
+            .await
+            .map_err(|e| pg_error("locking the schema creation", e))?;
+        found = again(&tx, schema, found).await?;
+        if let Some(from) = fixable(found) {
+            let what = match from {
+                None => format!("creating the evstore schema '{schema}'"),
+                Some(v) => {
+                    format!("migrating the evstore schema '{schema}' from version {v} to {SCHEMA_VERSION}")
+                }
+            };
+            if !conn.migrate() {
+                return Err(Error::new(
+                    ErrorKind::ReadOnly,
+                    format!(
+                        "{what} in {} is needed, and the URL's migrate=false forbids this open \
+                         to run DDL: have it done with the SQL that `evsctl schema --sql URL` \
+                         prints (run by a role that may), or open once without migrate=false",
+                        conn.location()
+                    ),
+                ));
+            }
+            let steps = ddl(schema, from, conn.user())
+                .ok_or_else(|| Error::new(ErrorKind::Internal, format!("no SQL for {what}")))?;
+            tx.batch_execute(&steps)
+                .await
+                .map_err(|e| pg_error(&what, e))?;
+            found = Some(Some(SCHEMA_VERSION));
+        }
+    }
+    tx.commit()
+        .await
+        .map_err(|e| pg_error("committing the schema", e))?;
+    match found {
+        Some(Some(SCHEMA_VERSION)) => Ok(()),
+        Some(v) => Err(version_error(schema, v)),
+        None => Err(Error::new(
+            ErrorKind::Internal,
+            format!("the evstore schema '{schema}' was neither found nor created"),
         )),
     }
 }
 
-/// Takes the transaction-scoped lock under which the schema is created or migrated.
-async fn lock(tx: &tokio_postgres::Transaction<'_>, schema: &str) -> Result<()> {
-    tx.execute(
-        "select pg_advisory_xact_lock(hashtext('evstore schema ' || $1))",
-        &[&schema],
-    )
-    .await
-    .map_err(|e| pg_error("locking the schema creation", e))?;
-    Ok(())
+/// The schema looked at again under the lock: another process may have created or
+/// migrated it meanwhile. Asked of pg_class itself, with this statement's snapshot:
+/// to_regclass answers from the session's catalog cache, which waiting for an advisory
+/// lock does not refresh, so it missed tables another process created meanwhile.
+async fn again(
+    tx: &tokio_postgres::Transaction<'_>,
+    schema: &str,
+    before: Option<Option<i64>>,
+) -> Result<Option<Option<i64>>> {
+    if before.is_some() {
+        return Ok(Some(stored_version(tx, schema).await?));
+    }
+    let made: bool = tx
+        .query_one(
+            "select exists (select 1 from pg_catalog.pg_class c \
+             join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
+             where n.nspname = $1 and c.relname = 'meta')",
+            &[&schema],
+        )
+        .await
+        .map_err(|e| pg_error("looking for the store's tables", e))?
+        .get(0);
+    match made {
+        true => Ok(Some(stored_version(tx, schema).await?)),
+        false => Ok(None),
+    }
 }
 
 /// The version in the schema's `meta` table (`None`: missing or not a number).
