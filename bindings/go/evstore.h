@@ -176,6 +176,8 @@ typedef struct evs_stats {
   size_t struct_size;
   // Positions used: events (removed ones too) and lifecycle entries.
   uint64_t events;
+  // Streams a reader sees: those `evs_list_streams` lists (not hard-deleted, with an
+  // event left).
   uint64_t streams;
   uint64_t bytes_on_disk;
   uint64_t segments;
