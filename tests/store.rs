@@ -2256,3 +2256,39 @@ fn a_damaged_record_is_reported_with_its_position_by_every_read() {
         "read_all_backward",
     );
 }
+
+/// A waiter in `wait_for_events` and an appender hand the log back and forth, one event a
+/// round, with a wait bound far past the test's life: a wake-up lost between a commit
+/// and a waiter going to sleep would hang the test (appends notify only when somebody
+/// waits, to spare the futex call).
+#[test]
+fn a_waiter_is_woken_by_every_commit_it_waits_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path(), opts(FsyncPolicy::Os));
+    let rounds = 2_000u64;
+    let turn = Arc::new(AtomicU64::new(0));
+    let waiter = {
+        let (store, turn) = (store.clone(), turn.clone());
+        std::thread::spawn(move || {
+            for seen in 0..rounds {
+                turn.store(seen + 1, Ordering::SeqCst);
+                let n = store.wait_for_events(seen, Duration::from_secs(3600));
+                assert!(
+                    n > seen,
+                    "woken at {n} events, waiting for more than {seen}"
+                );
+            }
+        })
+    };
+    for i in 0..rounds {
+        // Append each event once the waiter is about to wait for it, so that most
+        // commits meet a waiter that is going to sleep or asleep.
+        while turn.load(Ordering::SeqCst) <= i {
+            std::hint::spin_loop();
+        }
+        store
+            .append("s", ExpectedVersion::Any, &[ev("T", b"x")])
+            .unwrap();
+    }
+    waiter.join().unwrap();
+}

@@ -29,7 +29,7 @@ use lock::StoreLock;
 use segindex::{BuildEvent, Builder, Sealed, SegmentFiles};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -87,9 +87,13 @@ pub struct FileStore {
     pub(crate) index: RwLock<Index>,
     /// Events that count (durable under `Always`, appended otherwise).
     committed: AtomicU64,
-    /// Signalled with `committed_lock` after every commit (subscriptions, tailing).
+    /// Signalled with `committed_lock` after a commit while `waiters` is not zero
+    /// (subscriptions, tailing cursors).
     committed_lock: Mutex<()>,
     committed_cv: Condvar,
+    /// Threads in `wait_for_events`: an append with none makes no futex call (a condition
+    /// variable's notify is a system call even when nobody waits).
+    waiters: AtomicUsize,
     projections: Vec<Arc<dyn Projection>>,
     snapshotting: AtomicBool,
     /// One snapshot written at a time.
@@ -511,6 +515,7 @@ impl FileStore {
             committed: AtomicU64::new(committed),
             committed_lock: Mutex::new(()),
             committed_cv: Condvar::new(),
+            waiters: AtomicUsize::new(0),
             projections,
             snapshotting: AtomicBool::new(false),
             snapshot_lock: Mutex::new(()),
@@ -1143,8 +1148,17 @@ impl FileStore {
     }
 
     /// Tells waiters (subscriptions, tailing cursors) that events were committed.
+    ///
+    /// Lost wake-ups are ruled out by one total order (SeqCst) over `committed` and
+    /// `waiters`: a waiter counts itself before it reads `committed`, this stores
+    /// `committed` before it reads `waiters`; so either the waiter reads the new count,
+    /// or this sees the waiter and notifies under the lock, which the waiter holds until
+    /// it sleeps.
     fn publish(&self, committed: u64) {
-        self.committed.store(committed, Ordering::Release);
+        self.committed.store(committed, Ordering::SeqCst);
+        if self.waiters.load(Ordering::SeqCst) == 0 {
+            return;
+        }
         let _g = self
             .committed_lock
             .lock()
@@ -1161,11 +1175,12 @@ impl FileStore {
             .committed_lock
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let n = self.committed.load(Ordering::Acquire);
-        if n > seen || self.closed.load(Ordering::Acquire) {
-            return n;
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let n = self.committed.load(Ordering::SeqCst);
+        if n <= seen && !self.closed.load(Ordering::Acquire) {
+            let _ = self.committed_cv.wait_timeout(g, timeout);
         }
-        let _ = self.committed_cv.wait_timeout(g, timeout);
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
         self.committed.load(Ordering::Acquire)
     }
 
