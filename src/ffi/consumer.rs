@@ -212,7 +212,9 @@ pub unsafe extern "C" fn evs_consumer_retry(
 ) -> evs_status {
     boundary(|| {
         // SAFETY: NULL or a live consumer used by this thread only.
-        let r = unsafe { handle_mut(c, "consumer") }?.get()?.retry(position)?;
+        let r = unsafe { handle_mut(c, "consumer") }?
+            .get()?
+            .retry(position)?;
         write_opt(out_parked, r == Retried::Parked);
         Ok(EVS_OK)
     })
@@ -562,7 +564,10 @@ pub unsafe extern "C" fn evs_consumer_list_get(
         let (name, info) = list.items.get(i).ok_or_else(|| {
             Error::new(
                 ErrorKind::NotFound,
-                format!("the list has {} consumers; there is no {i}", list.items.len()),
+                format!(
+                    "the list has {} consumers; there is no {i}",
+                    list.items.len()
+                ),
             )
         })?;
         out.write(evs_consumer_info {
@@ -626,7 +631,12 @@ pub unsafe extern "C" fn evs_list_parked(
         let out = out_arg(out, "out")?;
         let items = consumer_run::parked_of(store.bank.store(), name)?
             .into_iter()
-            .map(|p| (CString::new(p.reason.replace('\0', " ")).unwrap_or_default(), p))
+            .map(|p| {
+                (
+                    CString::new(p.reason.replace('\0', " ")).unwrap_or_default(),
+                    p,
+                )
+            })
             .collect();
         write_out(out, Box::into_raw(Box::new(evs_parked_list { items })));
         Ok(EVS_OK)
@@ -658,7 +668,10 @@ pub unsafe extern "C" fn evs_parked_list_get(
         let (reason, p) = list.items.get(i).ok_or_else(|| {
             Error::new(
                 ErrorKind::NotFound,
-                format!("the list has {} parked events; there is no {i}", list.items.len()),
+                format!(
+                    "the list has {} parked events; there is no {i}",
+                    list.items.len()
+                ),
             )
         })?;
         out.write(evs_parked_event {

@@ -83,8 +83,11 @@ pub trait Backend: Send + Sync {
     /// Returns the record's position when it went to the log (`None`: elsewhere).
     fn consumer_write(&self, op: &ConsumerOp) -> Result<Option<u64>>;
     /// Appends `appends` and stores the checkpoint `op` in one atomic step.
-    fn consumer_append(&self, appends: &[StreamAppend<'_>], op: &ConsumerOp)
-        -> Result<AppendResult>;
+    fn consumer_append(
+        &self,
+        appends: &[StreamAppend<'_>],
+        op: &ConsumerOp,
+    ) -> Result<AppendResult>;
     /// Every consumer that exists, with its state and whether it is open now.
     fn consumer_list(&self) -> Result<Vec<StoredConsumer>>;
 

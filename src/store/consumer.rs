@@ -142,14 +142,12 @@ impl ConsumerOp {
                 format!("checkpoint of consumer '{}' at position {next}", self.name)
             }
             ConsumerChange::Delete => format!("deletion of consumer '{}'", self.name),
-            ConsumerChange::Park { position, .. } => format!(
-                "park of position {position} by consumer '{}'",
-                self.name
-            ),
-            ConsumerChange::Unpark { position } => format!(
-                "unpark of position {position} by consumer '{}'",
-                self.name
-            ),
+            ConsumerChange::Park { position, .. } => {
+                format!("park of position {position} by consumer '{}'", self.name)
+            }
+            ConsumerChange::Unpark { position } => {
+                format!("unpark of position {position} by consumer '{}'", self.name)
+            }
         }
     }
 }
@@ -491,7 +489,11 @@ mod tests {
         all.iter().for_each(|o| whole.apply(o));
         assert_eq!(whole.next(), Some(5));
         assert_eq!(
-            whole.parked().iter().map(|p| p.position).collect::<Vec<_>>(),
+            whole
+                .parked()
+                .iter()
+                .map(|p| p.position)
+                .collect::<Vec<_>>(),
             vec![31]
         );
         // Every split of the records into two places, each folded in reverse order.

@@ -3,8 +3,8 @@
 //! checkpoints at its interval, retries with a bounded backoff, parks and replays.
 
 use super::consumer::{
-    bounded_reason, ConsumerChange, ConsumerClaim, ConsumerInfo, ConsumerOp, ConsumerState,
-    Filter, Parked,
+    bounded_reason, ConsumerChange, ConsumerClaim, ConsumerInfo, ConsumerOp, ConsumerState, Filter,
+    Parked,
 };
 use super::{AppendResult, Event, EventRef, Store, StreamAppend, TailCursor};
 use crate::error::{Error, ErrorKind, Result};
@@ -86,11 +86,7 @@ impl Consumer {
     pub fn open(store: Arc<Store>, name: &str, opts: ConsumerOptions) -> Result<Consumer> {
         let claim = store.consumer_claim(name)?;
         let head = store.next_position()?;
-        let next = claim
-            .state
-            .next()
-            .unwrap_or(opts.start_position)
-            .min(head);
+        let next = claim.state.next().unwrap_or(opts.start_position).min(head);
         let cursor = store.read_all(next)?;
         let state = claim.state.clone();
         let mut c = Consumer {
@@ -166,9 +162,9 @@ impl Consumer {
                     return Ok(Some(f(&e.as_ref())));
                 }
                 // Removed since it was parked: nothing to replay, parked no more.
-                Err(e) if e.kind == ErrorKind::NotFound => self.write(ConsumerChange::Unpark {
-                    position: p,
-                })?,
+                Err(e) if e.kind == ErrorKind::NotFound => {
+                    self.write(ConsumerChange::Unpark { position: p })?
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -379,7 +375,10 @@ impl Consumer {
             .filter(|p| position.is_none_or(|q| q == *p))
             .filter(|p| !self.replay.contains(p) && !self.replayed.contains(p))
             .collect();
-        if let (Some(p), true) = (position, parked.iter().all(|x| Some(x.position) != position)) {
+        if let (Some(p), true) = (
+            position,
+            parked.iter().all(|x| Some(x.position) != position),
+        ) {
             return Err(Error::new(
                 ErrorKind::NotFound,
                 format!(

@@ -5,8 +5,7 @@
 use super::FileStore;
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::consumer::{
-    check_consumer_name, ConsumerChange, ConsumerClaim, ConsumerOp, ConsumerState,
-    StoredConsumer,
+    check_consumer_name, ConsumerChange, ConsumerClaim, ConsumerOp, ConsumerState, StoredConsumer,
 };
 use crate::store::lifecycle::LifecycleOp;
 use crate::store::{AppendResult, StreamAppend};
@@ -120,7 +119,8 @@ impl FileStore {
     }
 
     fn consumer_path(&self, name: &str, ext: &str) -> PathBuf {
-        self.consumers_dir().join(format!("{}{ext}", hex_name(name)))
+        self.consumers_dir()
+            .join(format!("{}{ext}", hex_name(name)))
     }
 
     /// Opens consumer `name` for this caller alone: its lock, then its state from the
@@ -138,15 +138,13 @@ impl FileStore {
         let path = self.consumer_path(name, ".lock");
         let hold = match vfs.lock(&path) {
             Ok(g) => g,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                return Err(Error::new(
-                    ErrorKind::Locked,
-                    format!(
-                        "consumer '{name}' is open already (in this process or another: {} is held)",
-                        path.display()
-                    ),
-                ))
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Err(Error::new(
+                ErrorKind::Locked,
+                format!(
+                    "consumer '{name}' is open already (in this process or another: {} is held)",
+                    path.display()
+                ),
+            )),
             Err(e) => return Err(Error::io(format!("locking {}", path.display()), e)),
         };
         let state = self.consumer_state(name)?;
@@ -204,15 +202,19 @@ impl FileStore {
         let path = self.consumer_path(&op.name, ".journal");
         let shown = path.display();
         let found = read_journal(vfs, &path)?;
-        if let Some(j) = found.as_ref().filter(|j| j.valid_len >= JOURNAL_REWRITE_BYTES) {
+        if let Some(j) = found
+            .as_ref()
+            .filter(|j| j.valid_len >= JOURNAL_REWRITE_BYTES)
+        {
             let mut state = j.state.clone();
             state.apply(op);
             return self.journal_rewrite(&path, &op.name, &state);
         }
         let file = match vfs.open(&path, OpenMode::CreateNew) {
             Ok(f) => {
-                vfs.sync_dir(&self.consumers_dir())
-                    .map_err(|e| Error::io(format!("syncing {}", self.consumers_dir().display()), e))?;
+                vfs.sync_dir(&self.consumers_dir()).map_err(|e| {
+                    Error::io(format!("syncing {}", self.consumers_dir().display()), e)
+                })?;
                 f
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => vfs

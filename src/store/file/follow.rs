@@ -120,8 +120,7 @@ impl FileStore {
                 // an atomic step, docs/consumers.md) the last record of one: it counts
                 // with the batch's events.
                 Decoded::Entry(entry)
-                    if !d.record.batch_continues()
-                        && (batch.is_empty() || !entry.op.removes()) =>
+                    if !d.record.batch_continues() && (batch.is_empty() || !entry.op.removes()) =>
                 {
                     taken += batch.len() as u64 + 1;
                     if !batch.is_empty() {

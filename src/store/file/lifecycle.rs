@@ -434,9 +434,7 @@ impl FileStore {
                 position,
                 &entry,
             );
-            if entry.op.removes() {
-                self.removing.store(true, Ordering::Release);
-            }
+            self.removing.store(true, Ordering::Release);
             self.committed.store(position + 1, Ordering::Release);
             drop(index);
             self.publish(position + 1);
@@ -527,9 +525,7 @@ impl FileStore {
             position,
             entry,
         );
-        if entry.op.removes() {
-            self.removing.store(true, Ordering::Release);
-        }
+        self.removing.store(true, Ordering::Release);
         let n = index.len();
         self.committed.store(n, Ordering::Release);
         drop(index);

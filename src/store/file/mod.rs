@@ -110,7 +110,8 @@ pub struct FileStore {
     /// A segment whose index file could not be written (id + 1): not tried again until
     /// the store is reopened; its events stay in memory.
     seal_failed: AtomicU64,
-    /// Set once a lifecycle entry counts: until then readers check nothing per event.
+    /// Set once a lifecycle entry (or a consumer's record) counts: until then readers
+    /// check nothing per event.
     removing: AtomicBool,
     /// The consumers' records of the log (docs/consumers.md); also one of `projections`.
     consumers: Arc<crate::store::consumer::ConsumerTable>,
@@ -492,7 +493,8 @@ impl FileStore {
         report.open_time = started.elapsed();
         let committed = index.len();
         let last_timestamp = index.last_timestamp();
-        let removing = !index.life.is_empty();
+        // Readers pass over entries once one exists: removals, or consumers' records.
+        let removing = !index.life.is_empty() || !consumers.all().is_empty();
         let follow = match options.read_only {
             true => Some(follow::Follow::new(&wal, index.last_wal())?),
             false => None,
@@ -1074,6 +1076,7 @@ impl FileStore {
         if let Some((wal, e)) = entry {
             let position = index.len();
             lifecycle::apply_entry(&mut index, &self.projections, &self.ids, wal, position, &e);
+            self.removing.store(true, Ordering::Release);
         }
         // Counted before the index is let go: whoever sees the event in the index
         // (evs_position_at) must find it counted too (evs_read_all).
@@ -1158,9 +1161,7 @@ impl FileStore {
                     position,
                     entry,
                 );
-                if entry.op.removes() {
-                    self.removing.store(true, Ordering::Release);
-                }
+                self.removing.store(true, Ordering::Release);
                 w.pending_entries -= 1;
             }
         }

@@ -3,8 +3,8 @@
 //! program finds out at `evs_consumer_open` and never mid-way.
 
 use super::PgStore;
-use crate::store::backend::Backend;
 use crate::error::{Error, Result};
+use crate::store::backend::Backend;
 use crate::store::consumer::{ConsumerClaim, ConsumerOp, StoredConsumer};
 use crate::store::{AppendResult, StreamAppend};
 

@@ -5,8 +5,8 @@
 //! readers pass over the positions left empty.
 
 mod committer;
-mod consumers;
 pub mod conn;
+mod consumers;
 mod cursor;
 mod lifecycle;
 mod listener;
