@@ -138,13 +138,15 @@ impl FileStore {
         let path = self.consumer_path(name, ".lock");
         let hold = match vfs.lock(&path) {
             Ok(g) => g,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Err(Error::new(
-                ErrorKind::Locked,
-                format!(
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(Error::new(
+                    ErrorKind::Locked,
+                    format!(
                     "consumer '{name}' is open already (in this process or another: {} is held)",
                     path.display()
                 ),
-            )),
+                ))
+            }
             Err(e) => return Err(Error::io(format!("locking {}", path.display()), e)),
         };
         let state = self.consumer_state(name)?;
