@@ -7,6 +7,8 @@
 //! engine's history follows its move to `src/store/file/mod.rs`.)
 
 mod backend;
+pub mod consumer;
+pub mod consumer_run;
 mod event;
 mod file;
 mod handle;

@@ -327,6 +327,7 @@ impl World {
                 category: *category,
                 rule: *rule,
             },
+            LifecycleOp::Consumer(_) => panic!("the model makes no consumer records"),
         };
         let p = self.handles[h]
             .lifecycle(req, None)

@@ -35,6 +35,18 @@
 #endif
 
 
+// `evs_consumer_options.start_position`: a new consumer starts at the log's end.
+#define EVS_CONSUMER_START_END UINT64_MAX
+
+// `evs_consumer_options.max_retries`: retry an event without limit.
+#define EVS_CONSUMER_RETRIES_UNLIMITED UINT32_MAX
+
+// A durable subscription's callback: the event is handled (acknowledged on return).
+#define EVS_CONSUMER_ACK 0
+
+// A durable subscription's callback: deliver the event again after the backoff.
+#define EVS_CONSUMER_RETRY -1
+
 // `evs_delete_stream` flag: the stream does not exist (for readers and writers) until
 // it is appended to again; that append continues after its kept version.
 #define EVS_DELETE_SOFT 0
@@ -74,6 +86,19 @@
 // Expected version: the stream must exist.
 #define EVS_EXPECT_EXISTS -3
 
+// A consumer's name: at most this many bytes (its file names hold it in hex).
+#define MAX_CONSUMER_NAME 100
+
+// A park's reason: at most this many bytes (longer ones are cut at a character).
+#define MAX_REASON 1024
+
+// An open durable consumer (opaque). One thread at a time; free it with
+// `evs_consumer_close`.
+typedef struct evs_consumer evs_consumer;
+
+// The consumers of a store (opaque), from `evs_list_consumers`.
+typedef struct evs_consumer_list evs_consumer_list;
+
 // A cursor over events (opaque). Single-thread: use it from one thread at a time.
 typedef struct evs_cursor evs_cursor;
 
@@ -82,6 +107,9 @@ typedef struct evs_event_data evs_event_data;
 
 // Options for `evs_open` (opaque). Not thread-safe; free with `evs_options_free`.
 typedef struct evs_options evs_options;
+
+// The parked events of a consumer (opaque), from `evs_list_parked`.
+typedef struct evs_parked_list evs_parked_list;
 
 // An open store (opaque). Thread-safe: any number of threads may use one at once.
 // Every function taking a store also returns EVS_ERR_INVALID_ARGUMENT, writing nothing,
@@ -141,6 +169,108 @@ typedef struct evs_event {
   // The id it was appended with; all zero for none.
   uint8_t id[16];
 } evs_event;
+
+// How a consumer runs (caller-allocated: set `struct_size`, see `EVS_STRUCT_INIT`; a
+// zero field means its default). Pass NULL for every default.
+typedef struct evs_consumer_options {
+  // sizeof(evs_consumer_options) as the caller's header has it; never changed.
+  size_t struct_size;
+  // Where a consumer without a checkpoint starts (default 0; past the log's end, e.g.
+  // EVS_CONSUMER_START_END: at the end when it is first opened).
+  uint64_t start_position;
+  // Only events of streams whose name starts with it (NULL: any stream).
+  const char *stream_prefix;
+  // Only events of these types (`types_count` of them; 0: any type; at most 4096).
+  const char *const *types;
+  size_t types_count;
+  // A checkpoint after this many acknowledgements (default 100).
+  uint64_t checkpoint_every;
+  // A checkpoint once this long passed with acknowledgements unwritten (default 1000).
+  uint32_t checkpoint_interval_ms;
+  // Attempts of one event before it is parked (default 5;
+  // EVS_CONSUMER_RETRIES_UNLIMITED: no limit).
+  uint32_t max_retries;
+  // The first retry's backoff (default 100), doubled per attempt up to
+  // `retry_backoff_max_ms` (default 10000).
+  uint32_t retry_backoff_ms;
+  uint32_t retry_backoff_max_ms;
+} evs_consumer_options;
+
+// One event to append (caller-owned; set `struct_size`, see `EVS_STRUCT_INIT`).
+typedef struct evs_event_input {
+  // sizeof(evs_event_input) as the caller's header has it. In an array, every entry
+  // has the same one.
+  size_t struct_size;
+  // NUL-terminated UTF-8, 1..=1024 bytes.
+  const char *event_type;
+  const uint8_t *payload;
+  size_t payload_len;
+  // May be NULL when metadata_len is 0.
+  const uint8_t *metadata;
+  size_t metadata_len;
+  // 0 is stored as 1.
+  uint32_t schema_version;
+  // The event's unique id (e.g. a UUID), or all zero for none. An append whose events
+  // all have ids that are stored already writes nothing and returns the stored
+  // positions (a retry after a timeout or EVS_ERR_IO cannot duplicate); one where only
+  // some are stored fails with EVS_ERR_ALREADY_EXISTS. Ids are remembered for the
+  // last `evs_options_set_dedupe_window` events (default 1,048,576).
+  uint8_t id[16];
+} evs_event_input;
+
+// One stream's part of `evs_append_multi` (caller-allocated: set `struct_size`, see
+// `EVS_STRUCT_INIT`).
+typedef struct evs_stream_append {
+  // sizeof(evs_stream_append) as the caller's header has it; the same in every entry.
+  size_t struct_size;
+  // NUL-terminated UTF-8, 1..=1024 bytes.
+  const char *stream;
+  // EVS_EXPECT_ANY, EVS_EXPECT_NO_STREAM, EVS_EXPECT_EXISTS, or the version of the
+  // stream's last event.
+  int64_t expected_version;
+  // `count` (> 0) events for this stream.
+  const struct evs_event_input *events;
+  size_t count;
+} evs_stream_append;
+
+// A durable subscription's callback: `consumer` is the subscription's (use it for
+// `evs_consumer_park`, `evs_consumer_append`, `evs_consumer_position`; never close it),
+// `event` a view valid during the call. Return EVS_CONSUMER_ACK (handled),
+// EVS_CONSUMER_RETRY (deliver it again after the backoff), or any other value to stop
+// the subscription. It must return normally (see `evs_event_fn`).
+typedef int32_t (*evs_consumer_fn)(void *user_data,
+                                   struct evs_consumer *consumer,
+                                   const struct evs_event *event);
+
+// One consumer as listed (caller-allocated: set `struct_size`).
+typedef struct evs_consumer_info {
+  // sizeof(evs_consumer_info) as the caller's header has it; never changed.
+  size_t struct_size;
+  // Its name: NUL-terminated, owned by the list (valid until `evs_consumer_list_free`).
+  const char *name;
+  // Its checkpoint: the next position it will be given.
+  uint64_t next_position;
+  // The store's next position minus the checkpoint.
+  uint64_t lag_events;
+  // The store's clock minus the timestamp of the first event after the checkpoint (0
+  // when none).
+  uint64_t lag_us;
+  // Events parked now.
+  uint64_t parked;
+  // Open now, in this process or another.
+  bool open;
+} evs_consumer_info;
+
+// A parked event (caller-allocated: set `struct_size`).
+typedef struct evs_parked_event {
+  // sizeof(evs_parked_event) as the caller's header has it; never changed.
+  size_t struct_size;
+  uint64_t position;
+  // When it was parked (microseconds since the Unix epoch).
+  uint64_t parked_at_us;
+  // Why: NUL-terminated, owned by the list (valid until `evs_parked_list_free`).
+  const char *reason;
+} evs_parked_event;
 
 // A retention rule (caller-allocated: set `struct_size`, see `EVS_STRUCT_INIT`). 0 is
 // "no limit of that kind"; both 0 is no rule.
@@ -269,43 +399,6 @@ typedef struct evs_recovery_info {
   // Events covered by the snapshot used; UINT64_MAX when none was used.
   uint64_t snapshot_position;
 } evs_recovery_info;
-
-// One event to append (caller-owned; set `struct_size`, see `EVS_STRUCT_INIT`).
-typedef struct evs_event_input {
-  // sizeof(evs_event_input) as the caller's header has it. In an array, every entry
-  // has the same one.
-  size_t struct_size;
-  // NUL-terminated UTF-8, 1..=1024 bytes.
-  const char *event_type;
-  const uint8_t *payload;
-  size_t payload_len;
-  // May be NULL when metadata_len is 0.
-  const uint8_t *metadata;
-  size_t metadata_len;
-  // 0 is stored as 1.
-  uint32_t schema_version;
-  // The event's unique id (e.g. a UUID), or all zero for none. An append whose events
-  // all have ids that are stored already writes nothing and returns the stored
-  // positions (a retry after a timeout or EVS_ERR_IO cannot duplicate); one where only
-  // some are stored fails with EVS_ERR_ALREADY_EXISTS. Ids are remembered for the
-  // last `evs_options_set_dedupe_window` events (default 1,048,576).
-  uint8_t id[16];
-} evs_event_input;
-
-// One stream's part of `evs_append_multi` (caller-allocated: set `struct_size`, see
-// `EVS_STRUCT_INIT`).
-typedef struct evs_stream_append {
-  // sizeof(evs_stream_append) as the caller's header has it; the same in every entry.
-  size_t struct_size;
-  // NUL-terminated UTF-8, 1..=1024 bytes.
-  const char *stream;
-  // EVS_EXPECT_ANY, EVS_EXPECT_NO_STREAM, EVS_EXPECT_EXISTS, or the version of the
-  // stream's last event.
-  int64_t expected_version;
-  // `count` (> 0) events for this stream.
-  const struct evs_event_input *events;
-  size_t count;
-} evs_stream_append;
 
 // Called with each event, on the subscription's own thread; the event view is valid only
 // during the call. Return 0 to go on, non-zero to stop the subscription.
@@ -508,6 +601,181 @@ evs_status evs_cursor_next_batch(struct evs_cursor *c,
                                  struct evs_event *out,
                                  size_t capacity,
                                  size_t *out_count);
+
+// Opens durable consumer `name` (1..=100 bytes of UTF-8) of `s`: it resumes after its
+// stored checkpoint, or (new) starts at `opts->start_position`. See docs/consumers.md
+// for the contract (at-least-once, checkpoints, where they live).
+//
+// Ownership: `*out` is the caller's, freed with `evs_consumer_close`; `opts` and its
+// strings are copied. Thread safety: any thread; the consumer is then used by one
+// thread at a time. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store, name or out;
+// a bad name, options or struct_size; a PostgreSQL store, which has no durable consumers
+// in this version); EVS_ERR_LOCKED (the consumer is open already, here or in another
+// process); EVS_ERR_READ_ONLY never (a read-only store keeps its consumers' records in
+// `<store>/consumers/`); EVS_ERR_IO (that directory or a file in it cannot be made or
+// written); EVS_ERR_CORRUPT (a damaged consumer journal).
+evs_status evs_consumer_open(struct evs_store *s,
+                             const char *name,
+                             const struct evs_consumer_options *opts,
+                             struct evs_consumer **out);
+
+// Hands out the consumer's next event: a replayed parked event first, then the log's
+// next event that matches the filter, waiting up to `timeout_ms` (0: not at all; < 0:
+// until one comes or the store closes). `*out` is a borrowed view, valid until the next
+// call on `c`.
+//
+// Thread safety: the consumer's one thread. Returns EVS_OK (`*out` written); EVS_END
+// (nothing within the timeout); EVS_ERR_INVALID_ARGUMENT (NULL, a bad struct_size, a
+// closed store); EVS_ERR_CORRUPT / EVS_ERR_IO (reading failed; writing a due checkpoint
+// failed).
+evs_status evs_consumer_next(struct evs_consumer *c, struct evs_event *out, int32_t timeout_ms);
+
+// Acknowledges every event up to and including `position` (a replayed parked event:
+// that one, which is parked no more). The checkpoint follows at the consumer's interval.
+//
+// Thread safety: the consumer's one thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT
+// (NULL; `position` not delivered yet); EVS_ERR_IO (a due checkpoint could not be
+// written: the acknowledgement stays, to be written by the next one).
+evs_status evs_consumer_ack(struct evs_consumer *c, uint64_t position);
+
+// Asks for the event at `position` (delivered, not acknowledged) and the ones after it
+// again, after the backoff; once it had `max_retries` attempts it is parked instead
+// ("gave up after N retries") and delivery goes on. `*out_parked` (may be NULL) says
+// which.
+//
+// Thread safety: the consumer's one thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT
+// (NULL; `position` not delivered, or acknowledged); EVS_ERR_IO (parking failed).
+evs_status evs_consumer_retry(struct evs_consumer *c, uint64_t position, bool *out_parked);
+
+// Parks the event at `position` (delivered) with `reason` (UTF-8, cut to 1024 bytes),
+// durably, and acknowledges it: delivery goes on.
+//
+// Thread safety: the consumer's one thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT
+// (NULL; a reason not UTF-8; `position` not delivered); EVS_ERR_IO.
+evs_status evs_consumer_park(struct evs_consumer *c, uint64_t position, const char *reason);
+
+// Queues parked events for delivery before new ones: the one at `position`, or every
+// one (`UINT64_MAX`). `*out_count` (may be NULL): how many were queued.
+//
+// Thread safety: the consumer's one thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT
+// (NULL); EVS_ERR_NOT_FOUND (no parked event at `position`).
+evs_status evs_consumer_replay_parked(struct evs_consumer *c,
+                                      uint64_t position,
+                                      uint64_t *out_count);
+
+// Writes the consumer's checkpoint now (if it moved since the last one).
+//
+// Thread safety: the consumer's one thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT
+// (NULL, a closed store); EVS_ERR_IO.
+evs_status evs_consumer_checkpoint(struct evs_consumer *c);
+
+// Where the consumer stands: `*out_next` every position before it is handled;
+// `*out_stored` (may be NULL) the checkpoint stored last.
+//
+// Thread safety: the consumer's one thread. Returns EVS_OK or EVS_ERR_INVALID_ARGUMENT.
+evs_status evs_consumer_position(struct evs_consumer *c, uint64_t *out_next, uint64_t *out_stored);
+
+// The atomic step (exactly-once effects): appends `appends` as `evs_append_multi` does
+// and, in the same step, stores the consumer's checkpoint after `ack_position` (a
+// replayed parked event: its unpark). After any crash both are stored or neither is.
+//
+// Thread safety: the consumer's one thread (also its durable subscription's callback).
+// Returns as `evs_append_multi` (nothing is stored on an error, the checkpoint neither),
+// and EVS_ERR_INVALID_ARGUMENT (`ack_position` not delivered), EVS_ERR_READ_ONLY (a
+// read-only store cannot append).
+// Ownership: as `evs_append_multi`.
+evs_status evs_consumer_append(struct evs_consumer *c,
+                               const struct evs_stream_append *appends,
+                               size_t count,
+                               uint64_t ack_position,
+                               uint64_t *out_first_position,
+                               uint64_t *out_stream_versions);
+
+// Writes the last checkpoint and closes the consumer (others may open it then). NULL is
+// a no-op. The consumer handed to a durable subscription's callback is not the caller's:
+// closing it is EVS_ERR_INVALID_ARGUMENT.
+//
+// Ownership: takes `c` (freed even on an error). Thread safety: the consumer's one
+// thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (a callback's consumer; a handle
+// from before a fork; the store was closed first: the acknowledgements since the last
+// checkpoint are not stored, and those events come again); EVS_ERR_IO.
+evs_status evs_consumer_close(struct evs_consumer *c);
+
+// Runs durable consumer `name` on a library thread, calling `fn` with each event (as
+// `evs_consumer_next` hands them out) and acknowledging it when `fn` returns
+// EVS_CONSUMER_ACK. The subscription ends, with its reason in
+// `evs_subscription_error_message` and its status in `evs_subscription_status` (EVS_OK
+// for a stop: by the callback, with the value it returned; by `evs_subscription_close`;
+// by the store's close), writing its last checkpoint first.
+//
+// Ownership: `*out` is the caller's, freed with `evs_subscription_close`; `user_data`
+// stays the caller's and must be usable from another thread. Thread safety: any thread.
+// Returns as `evs_consumer_open`, and EVS_ERR_INVALID_ARGUMENT (NULL fn, or `evs_close`
+// has begun), EVS_ERR_IO (no thread could be started).
+evs_status evs_subscribe_durable(struct evs_store *s,
+                                 const char *name,
+                                 const struct evs_consumer_options *opts,
+                                 evs_consumer_fn f,
+                                 void *user_data,
+                                 struct evs_subscription **out);
+
+// Lists every consumer of `s` with its checkpoint, lag and parked count, by name.
+//
+// Ownership: `*out` is the caller's, freed with `evs_consumer_list_free`. Thread
+// safety: any thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL); EVS_ERR_IO;
+// EVS_ERR_CORRUPT (a damaged consumer journal). A PostgreSQL store lists none.
+evs_status evs_list_consumers(struct evs_store *s, struct evs_consumer_list **out);
+
+// The number of consumers in `list` (0 for NULL). Thread safety: any thread.
+size_t evs_consumer_list_count(const struct evs_consumer_list *list);
+
+// Fills `*out` with consumer `i` of `list`.
+//
+// Thread safety: any thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, a bad
+// struct_size); EVS_ERR_NOT_FOUND (`i` past the end).
+evs_status evs_consumer_list_get(const struct evs_consumer_list *list,
+                                 size_t i,
+                                 struct evs_consumer_info *out);
+
+// Frees a list from `evs_list_consumers` or `evs_list_parked`'s. NULL is a no-op.
+// Ownership: takes `list`.
+void evs_consumer_list_free(struct evs_consumer_list *list);
+
+// Lists the parked events of consumer `name` (open or not), by position.
+//
+// Ownership: `*out` is the caller's, freed with `evs_parked_list_free`. Thread safety:
+// any thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, a bad name);
+// EVS_ERR_NOT_FOUND (no such consumer); EVS_ERR_IO; EVS_ERR_CORRUPT.
+evs_status evs_list_parked(struct evs_store *s, const char *name, struct evs_parked_list **out);
+
+// The number of events in `list` (0 for NULL). Thread safety: any thread.
+size_t evs_parked_list_count(const struct evs_parked_list *list);
+
+// Fills `*out` with parked event `i` of `list`.
+//
+// Thread safety: any thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, a bad
+// struct_size); EVS_ERR_NOT_FOUND (`i` past the end).
+evs_status evs_parked_list_get(const struct evs_parked_list *list,
+                               size_t i,
+                               struct evs_parked_event *out);
+
+// Frees a list from `evs_list_parked`. NULL is a no-op. Ownership: takes `list`.
+void evs_parked_list_free(struct evs_parked_list *list);
+
+// Resets consumer `name` (created if new) so that it is next given the events from
+// `position` on. The consumer must not be open.
+//
+// Thread safety: any thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, a bad
+// name); EVS_ERR_NOT_FOUND (`position` past the next position); EVS_ERR_LOCKED (the
+// consumer is open, here or elsewhere); EVS_ERR_IO.
+evs_status evs_consumer_reset(struct evs_store *s, const char *name, uint64_t position);
+
+// Deletes consumer `name`: its checkpoint and parked events (the name starts afresh).
+// The consumer must not be open.
+//
+// Thread safety: any thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, a bad
+// name); EVS_ERR_NOT_FOUND (no such consumer); EVS_ERR_LOCKED (it is open); EVS_ERR_IO.
+evs_status evs_consumer_delete(struct evs_store *s, const char *name);
 
 // Deletes `stream`: every event it has so far leaves every read now. `flags`:
 // EVS_DELETE_SOFT (the stream does not exist until it is appended to again:

@@ -9,6 +9,7 @@ mod account;
 mod args;
 mod batch;
 mod cancel;
+mod consumer;
 mod extensible;
 mod fork;
 mod gate;
@@ -23,6 +24,7 @@ mod subscription;
 
 pub use account::*;
 pub use batch::*;
+pub use consumer::*;
 pub use lifecycle::*;
 pub use reads::*;
 pub use runtime::*;

@@ -612,7 +612,7 @@ fn id_arg(id: &[u8; 16]) -> Option<[u8; 16]> {
 /// `events` is NULL or points to `count` evs_event_input structs whose pointers follow
 /// the C API contract and outlive `'a`.
 unsafe fn events_arg<'a>(
-    store: &evs_store,
+    store: &Store,
     events: *const evs_event_input,
     count: usize,
     name: &str,
@@ -622,7 +622,7 @@ unsafe fn events_arg<'a>(
             "{name}: the count is 0: an append needs at least one event"
         )));
     }
-    let max = store.bank.store().options().max_event_size;
+    let max = store.options().max_event_size;
     // SAFETY: forwarded contract.
     let raw = unsafe { input_array(events, count, crate::store::MAX_BATCH_EVENTS, name) }?;
     let mut inputs = Vec::with_capacity(count);
@@ -706,7 +706,7 @@ pub unsafe extern "C" fn evs_append(
             ));
         }
         // SAFETY: the caller passes `count` evs_event_input structs of their struct_size.
-        let inputs = unsafe { events_arg(&store, events, count, "events") }?;
+        let inputs = unsafe { events_arg(store.bank.store(), events, count, "events") }?;
         let r = store.bank.store().append(stream, expected, &inputs)?;
         write_opt(out_first_position, r.first_position);
         write_opt(out_stream_version, r.stream_versions[0]);
@@ -764,40 +764,70 @@ pub unsafe extern "C" fn evs_append_multi(
     boundary(|| {
         // SAFETY: C API contract for each pointer.
         let store = unsafe { store_arg(s) }?;
-        if count == 0 {
-            return Err(Error::invalid(
-                "count is 0: an append needs at least one stream",
-            ));
-        }
-        // SAFETY: `count` evs_stream_append structs of their struct_size.
-        let parts = unsafe { input_array(appends, count, MAX_MULTI_STREAMS, "appends") }?;
-        let mut events = Vec::with_capacity(parts.len());
-        let mut streams = Vec::with_capacity(parts.len());
-        for (i, p) in parts.iter().enumerate() {
-            // SAFETY: each part's pointers follow the C API contract.
-            streams.push(unsafe { str_arg(p.stream, &format!("appends[{i}].stream")) }?);
-            let name = format!("appends[{i}].events");
-            // SAFETY: as above.
-            events.push(unsafe { events_arg(&store, p.events, p.count, &name) }?);
-        }
-        let mut plan = Vec::with_capacity(parts.len());
-        for (i, p) in parts.iter().enumerate() {
-            plan.push(StreamAppend {
-                stream: streams[i],
-                expected: parse_expected(p.expected_version)?,
-                events: &events[i],
-            });
-        }
-        let r = store.bank.store().append_multi(&plan)?;
-        write_opt(out_first_position, r.first_position);
-        if !out_stream_versions.is_null() {
-            for (i, v) in r.stream_versions.iter().enumerate() {
-                // SAFETY: the caller passes room for `count` versions when non-NULL.
-                unsafe { out_stream_versions.add(i).write(*v) };
-            }
-        }
+        let st = store.bank.store();
+        // SAFETY: forwarded C API contract.
+        let r = unsafe { with_appends(st, appends, count, |plan| st.append_multi(plan)) }?;
+        // SAFETY: as above.
+        unsafe { write_append_result(&r, out_first_position, out_stream_versions) };
         Ok(EVS_OK)
     })
+}
+
+/// Reads the caller's `count` parts of a multi-stream append, checked, and hands them
+/// to `f`.
+///
+/// # Safety
+/// `appends` is NULL or points to `count` evs_stream_append structs whose pointers follow
+/// the C API contract.
+pub(crate) unsafe fn with_appends<R>(
+    store: &Store,
+    appends: *const evs_stream_append,
+    count: usize,
+    f: impl FnOnce(&[StreamAppend<'_>]) -> Result<R>,
+) -> Result<R> {
+    if count == 0 {
+        return Err(Error::invalid(
+            "count is 0: an append needs at least one stream",
+        ));
+    }
+    // SAFETY: `count` evs_stream_append structs of their struct_size.
+    let parts = unsafe { input_array(appends, count, MAX_MULTI_STREAMS, "appends") }?;
+    let mut events = Vec::with_capacity(parts.len());
+    let mut streams = Vec::with_capacity(parts.len());
+    for (i, p) in parts.iter().enumerate() {
+        // SAFETY: each part's pointers follow the C API contract.
+        streams.push(unsafe { str_arg(p.stream, &format!("appends[{i}].stream")) }?);
+        let name = format!("appends[{i}].events");
+        // SAFETY: as above.
+        events.push(unsafe { events_arg(store, p.events, p.count, &name) }?);
+    }
+    let mut plan = Vec::with_capacity(parts.len());
+    for (i, p) in parts.iter().enumerate() {
+        plan.push(StreamAppend {
+            stream: streams[i],
+            expected: parse_expected(p.expected_version)?,
+            events: &events[i],
+        });
+    }
+    f(&plan)
+}
+
+/// Writes a multi-stream append's optional outputs.
+///
+/// # Safety
+/// `out_stream_versions` is NULL or has room for one version per part.
+pub(crate) unsafe fn write_append_result(
+    r: &crate::store::AppendResult,
+    out_first_position: *mut u64,
+    out_stream_versions: *mut u64,
+) {
+    write_opt(out_first_position, r.first_position);
+    if !out_stream_versions.is_null() {
+        for (i, v) in r.stream_versions.iter().enumerate() {
+            // SAFETY: the caller passes room for one version per part when non-NULL.
+            unsafe { out_stream_versions.add(i).write(*v) };
+        }
+    }
 }
 
 /// Streams one `evs_append_multi` may name.

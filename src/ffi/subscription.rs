@@ -5,7 +5,8 @@ use super::args::{array_arg, handle, out_arg, str_arg, write_opt};
 use super::status::*;
 use super::store::{evs_event, evs_store, store_arg};
 use crate::error::{Error, ErrorDetail, Result};
-use crate::store::{EventRef, Store};
+use crate::store::consumer::Filter;
+use crate::store::Store;
 use std::ffi::{c_char, c_void, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,6 +50,15 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Whether the subscription was asked to stop (closed, or its store closing).
+    pub(crate) fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
     fn is_done(&self) -> bool {
         self.done
             .lock()
@@ -121,37 +131,52 @@ impl Drop for FinishOnDrop {
 /// Event types a filtered subscription may name.
 const MAX_FILTER_TYPES: usize = 4096;
 
-/// Which events a subscription delivers.
-struct Filter {
-    stream_prefix: Option<String>,
-    types: Vec<String>,
-}
-
-impl Filter {
-    fn matches(&self, e: &EventRef<'_>) -> bool {
-        self.stream_prefix
-            .as_deref()
-            .is_none_or(|p| e.stream.starts_with(p))
-            && (self.types.is_empty() || self.types.iter().any(|t| t == e.event_type))
+/// The filter of a subscription or a consumer from its C arguments (copied).
+///
+/// # Safety
+/// `stream_prefix` is NULL or a NUL-terminated string; `types` points to `types_count`
+/// string pointers (or is NULL with a count of 0).
+pub(crate) unsafe fn filter_arg(
+    stream_prefix: *const c_char,
+    types: *const *const c_char,
+    types_count: usize,
+) -> Result<Filter> {
+    let stream_prefix = if stream_prefix.is_null() {
+        None
+    } else {
+        // SAFETY: a NUL-terminated string per the contract.
+        Some(unsafe { str_arg(stream_prefix, "stream_prefix") }?.to_owned())
+    };
+    // SAFETY: `types` points to `types_count` string pointers per the contract.
+    let raw = unsafe { array_arg(types, types_count, MAX_FILTER_TYPES, "types") }?;
+    let mut names = Vec::with_capacity(raw.len());
+    for (i, &p) in raw.iter().enumerate() {
+        // SAFETY: each entry is a NUL-terminated string per the contract.
+        names.push(unsafe { str_arg(p, &format!("types[{i}]")) }?.to_owned());
     }
+    Ok(Filter {
+        stream_prefix,
+        types: names,
+    })
 }
 
 /// The C caller's context pointer, handed to the callback thread.
-struct UserData(*mut c_void);
+pub(crate) struct UserData(pub(crate) *mut c_void);
 // SAFETY: evs_subscribe's contract makes the caller responsible for `user_data` being
 // usable from the subscription thread; the library only passes it back to the callback.
 unsafe impl Send for UserData {}
 
 /// The subscription thread's body: runs `deliver`, catching any panic, and records how
-/// it ended. Whatever happens inside, the subscription ends with a status.
-fn run_guarded(shared: Arc<Shared>, deliver: impl FnOnce(&Shared) -> Result<()>) {
+/// it ended (a normal end: EVS_OK with the message `deliver` returns). Whatever happens
+/// inside, the subscription ends with a status.
+fn run_guarded(shared: Arc<Shared>, deliver: impl FnOnce(&Shared) -> Result<String>) {
     // A library thread: a cancel aimed at it (from the callback's pthread_self) must not
     // unwind through delivery; it stays pending for good.
     let _held = super::cancel::hold();
     let guard = FinishOnDrop(shared.clone());
     *shared.thread_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::current().id());
     match catch_unwind(AssertUnwindSafe(|| deliver(&shared))) {
-        Ok(Ok(())) => shared.finish(EVS_OK, "", ErrorDetail::default()),
+        Ok(Ok(why)) => shared.finish(EVS_OK, &why, ErrorDetail::default()),
         Ok(Err(e)) => shared.finish(status_of(e.kind), &e.message, e.detail()),
         Err(panic) => {
             let what = panic_message(panic);
@@ -173,13 +198,13 @@ fn deliver(
     f: unsafe extern "C" fn(*mut c_void, *const evs_event) -> i32,
     ud: UserData,
     filter: Filter,
-) -> Result<()> {
+) -> Result<String> {
     let store = &shared.store;
     let mut cursor = store.read_all(from)?;
     while !shared.stop.load(Ordering::Acquire) && !store.is_closed() {
         loop {
             if shared.stop.load(Ordering::Acquire) {
-                return Ok(());
+                return Ok(String::new());
             }
             let view = match cursor.next()? {
                 Some(e) if filter.matches(&e) => evs_event::view(&e),
@@ -189,12 +214,12 @@ fn deliver(
             // SAFETY: `f` is the caller's callback; `view` points into the cursor's
             // buffer, which stays untouched until the next cursor call.
             if unsafe { f(ud.0, &view) } != 0 {
-                return Ok(());
+                return Ok(String::new());
             }
         }
         store.wait_for_events(cursor.position(), Duration::from_millis(100));
     }
-    Ok(())
+    Ok(String::new())
 }
 
 /// Starts a subscription that calls `fn(user_data, event)` for every event from
@@ -259,19 +284,8 @@ pub unsafe extern "C" fn evs_subscribe_filtered(
         let handle_ = unsafe { store_arg(s) }?;
         let f = f.ok_or_else(|| Error::invalid("fn is NULL"))?;
         let out = out_arg(out, "out")?;
-        let stream_prefix = if stream_prefix.is_null() {
-            None
-        } else {
-            // SAFETY: a NUL-terminated string per the contract.
-            Some(unsafe { str_arg(stream_prefix, "stream_prefix") }?.to_owned())
-        };
-        // SAFETY: `types` points to `types_count` string pointers per the contract.
-        let raw = unsafe { array_arg(types, types_count, MAX_FILTER_TYPES, "types") }?;
-        let mut names = Vec::with_capacity(raw.len());
-        for (i, &p) in raw.iter().enumerate() {
-            // SAFETY: each entry is a NUL-terminated string per the contract.
-            names.push(unsafe { str_arg(p, &format!("types[{i}]")) }?.to_owned());
-        }
+        // SAFETY: forwarded C API contract.
+        let filter = unsafe { filter_arg(stream_prefix, types, types_count) }?;
         let store = handle_.bank.store().clone();
         let next = store.next_position()?;
         if from_position > next {
@@ -280,46 +294,49 @@ pub unsafe extern "C" fn evs_subscribe_filtered(
                 format!("position {from_position} is past the end of the log (the next position is {next})"),
             ));
         }
-        let shared = Arc::new(Shared {
-            store,
-            stop: AtomicBool::new(false),
-            done: Mutex::new(None),
-            done_cv: Condvar::new(),
-            thread_id: Mutex::new(None),
-        });
-        let filter = Filter {
-            stream_prefix,
-            types: names,
-        };
         let ud = UserData(user_data);
-        let sh = shared.clone();
-        // Registered under the lock that `stop_all` takes: either close stops this one,
-        // or it refuses it, never neither.
-        let mut subs = handle_
-            .subscriptions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if subs.closing {
-            return Err(super::gate::closing());
-        }
-        let thread = std::thread::Builder::new()
-            .name("evstore-subscription".into())
-            .spawn(move || run_guarded(sh, |shared| deliver(shared, from_position, f, ud, filter)))
-            .map_err(|e| Error::io("starting the subscription thread", e))?;
-        // Finished subscriptions need no stopping: keep the list to the live ones.
-        subs.live.retain(|s| !s.is_done());
-        subs.live.push(shared.clone());
-        drop(subs);
-        super::args::write_out(
-            out,
-            Box::into_raw(Box::new(evs_subscription {
-                shared,
-                thread: Some(thread),
-                owner: handle_.owner,
-            })),
-        );
+        let sub = spawn(&handle_, store, move |shared| {
+            deliver(shared, from_position, f, ud, filter)
+        })?;
+        super::args::write_out(out, sub);
         Ok(EVS_OK)
     })
+}
+
+/// Starts a subscription thread running `body` on `store` (the handle `s`'s), registered
+/// with `s` so that `evs_close` stops it; returns the subscription for the caller.
+pub(crate) fn spawn(
+    s: &evs_store,
+    store: Arc<Store>,
+    body: impl FnOnce(&Shared) -> Result<String> + Send + 'static,
+) -> Result<*mut evs_subscription> {
+    let shared = Arc::new(Shared {
+        store,
+        stop: AtomicBool::new(false),
+        done: Mutex::new(None),
+        done_cv: Condvar::new(),
+        thread_id: Mutex::new(None),
+    });
+    let sh = shared.clone();
+    // Registered under the lock that `stop_all` takes: either close stops this one, or
+    // it refuses it, never neither.
+    let mut subs = s.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+    if subs.closing {
+        return Err(super::gate::closing());
+    }
+    let thread = std::thread::Builder::new()
+        .name("evstore-subscription".into())
+        .spawn(move || run_guarded(sh, body))
+        .map_err(|e| Error::io("starting the subscription thread", e))?;
+    // Finished subscriptions need no stopping: keep the list to the live ones.
+    subs.live.retain(|s| !s.is_done());
+    subs.live.push(shared.clone());
+    drop(subs);
+    Ok(Box::into_raw(Box::new(evs_subscription {
+        shared,
+        thread: Some(thread),
+        owner: s.owner,
+    })))
 }
 
 /// How the subscription stands: returns EVS_OK while it is still delivering (and writes

@@ -6,6 +6,7 @@
 //! never skips one; expected versions checked atomically with the append; an append is all
 //! of its events or none; a retry with the same event ids returns the stored positions.
 
+use super::consumer::{ConsumerClaim, ConsumerOp, StoredConsumer};
 use super::lifecycle::{CompactInfo, LifecycleRequest, Rule};
 use super::{AppendResult, Event, EventRef, StoreOptions, StoreStats, StreamAppend, StreamInfo};
 use crate::error::Result;
@@ -74,6 +75,21 @@ pub trait Backend: Send + Sync {
     fn retention(&self, name: &str, category: bool) -> Result<Option<Rule>>;
     /// Reclaims the storage of removed events now.
     fn compact(&self) -> Result<CompactInfo>;
+
+    /// Durable consumers (docs/consumers.md). Opens consumer `name` for the caller
+    /// alone (`Locked` while it is open elsewhere), with its stored state.
+    fn consumer_claim(&self, name: &str) -> Result<ConsumerClaim>;
+    /// Stores a consumer's record (its claim held by the caller).
+    /// Returns the record's position when it went to the log (`None`: elsewhere).
+    fn consumer_write(&self, op: &ConsumerOp) -> Result<Option<u64>>;
+    /// Appends `appends` and stores the checkpoint `op` in one atomic step.
+    fn consumer_append(
+        &self,
+        appends: &[StreamAppend<'_>],
+        op: &ConsumerOp,
+    ) -> Result<AppendResult>;
+    /// Every consumer that exists, with its state and whether it is open now.
+    fn consumer_list(&self) -> Result<Vec<StoredConsumer>>;
 
     fn sync(&self) -> Result<()>;
     fn snapshot(&self) -> Result<u64>;

@@ -2,6 +2,7 @@
 //! names and forwards every call to it.
 
 use super::backend::{Backend, EventCursor, TailCursor};
+use super::consumer::{ConsumerClaim, ConsumerOp, StoredConsumer};
 use super::file::FileStore;
 use super::lifecycle::{CompactInfo, LifecycleRequest, Rule};
 use super::postgres::{conn::is_url, PgStore};
@@ -235,6 +236,31 @@ impl Store {
     /// Reclaims the storage of removed events now (docs/lifecycle.md).
     pub fn compact(&self) -> Result<CompactInfo> {
         self.backend.compact()
+    }
+
+    /// Opens durable consumer `name` for the caller alone (docs/consumers.md).
+    pub fn consumer_claim(&self, name: &str) -> Result<ConsumerClaim> {
+        super::consumer::check_consumer_name(name)?;
+        self.backend.consumer_claim(name)
+    }
+
+    /// Stores a consumer's record (the caller holds its claim).
+    pub fn consumer_write(&self, op: &ConsumerOp) -> Result<Option<u64>> {
+        self.backend.consumer_write(op)
+    }
+
+    /// Appends and stores a consumer's checkpoint in one atomic step.
+    pub fn consumer_append(
+        &self,
+        appends: &[StreamAppend<'_>],
+        op: &ConsumerOp,
+    ) -> Result<AppendResult> {
+        self.backend.consumer_append(appends, op)
+    }
+
+    /// Every consumer that exists, with its state and whether it is open now.
+    pub fn consumer_list(&self) -> Result<Vec<StoredConsumer>> {
+        self.backend.consumer_list()
     }
 
     /// Makes everything appended durable, under any policy.

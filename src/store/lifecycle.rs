@@ -403,6 +403,9 @@ pub enum LifecycleOp {
         category: bool,
         rule: Rule,
     },
+    /// A durable consumer's record where the log keeps it (docs/consumers.md): it removes
+    /// nothing.
+    Consumer(super::consumer::ConsumerOp),
 }
 
 const KIND_DELETE_SOFT: u8 = 1;
@@ -410,6 +413,7 @@ const KIND_DELETE_HARD: u8 = 2;
 const KIND_TRUNCATE: u8 = 3;
 const KIND_RETENTION_STREAM: u8 = 4;
 const KIND_RETENTION_CATEGORY: u8 = 5;
+const KIND_CONSUMER: u8 = 6;
 
 impl LifecycleOp {
     /// The stream a stream operation is about.
@@ -418,8 +422,13 @@ impl LifecycleOp {
             LifecycleOp::Delete { stream, .. } | LifecycleOp::Truncate { stream, .. } => {
                 Some(stream)
             }
-            LifecycleOp::Retention { .. } => None,
+            LifecycleOp::Retention { .. } | LifecycleOp::Consumer(_) => None,
         }
+    }
+
+    /// Whether it takes events out of reads (every operation but a consumer's record).
+    pub fn removes(&self) -> bool {
+        !matches!(self, LifecycleOp::Consumer(_))
     }
 
     /// The stream's version when the operation was appended (stream operations).
@@ -428,14 +437,19 @@ impl LifecycleOp {
             LifecycleOp::Delete { version, .. } | LifecycleOp::Truncate { version, .. } => {
                 Some(*version)
             }
-            LifecycleOp::Retention { .. } => None,
+            LifecycleOp::Retention { .. } | LifecycleOp::Consumer(_) => None,
         }
     }
 
     /// Appends the operation's portable encoding (the same bytes on both engines): a kind
-    /// byte, then varints and the name.
+    /// byte, then varints and the name (a consumer's record: its own encoding).
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         let (kind, name, a, b) = match self {
+            LifecycleOp::Consumer(c) => {
+                out.push(KIND_CONSUMER);
+                c.encode_into(out);
+                return;
+            }
             LifecycleOp::Delete {
                 stream,
                 hard,
@@ -486,7 +500,10 @@ impl LifecycleOp {
     /// Decodes `encode`'s bytes; the whole of `buf` must be the operation.
     pub fn decode(buf: &[u8]) -> Result<LifecycleOp> {
         let bad = |what: &str| Error::corrupt(format!("lifecycle entry: {what}"));
-        let (&kind, _) = buf.split_first().ok_or_else(|| bad("empty"))?;
+        let (&kind, rest) = buf.split_first().ok_or_else(|| bad("empty"))?;
+        if kind == KIND_CONSUMER {
+            return super::consumer::ConsumerOp::decode(rest).map(LifecycleOp::Consumer);
+        }
         let (a, at) = get_varint(buf, 1).map_err(|_| bad("bad varint"))?;
         let (b, at) = get_varint(buf, at).map_err(|_| bad("bad varint"))?;
         let (n, at) = get_varint(buf, at).map_err(|_| bad("bad varint"))?;
@@ -540,6 +557,7 @@ impl LifecycleOp {
                 "retention rule of {} '{target}'",
                 if *category { "category" } else { "stream" }
             ),
+            LifecycleOp::Consumer(c) => c.describe(),
         }
     }
 }
@@ -656,8 +674,12 @@ impl Removals {
     /// Takes in the next lifecycle entry of the log (rules replace rules as they are:
     /// `apply_in_log` keeps what a changed rule removed).
     pub fn apply(&mut self, op: &LifecycleOp) {
+        if !op.removes() {
+            return;
+        }
         self.entries += 1;
         match op {
+            LifecycleOp::Consumer(_) => {}
             LifecycleOp::Delete {
                 stream,
                 hard,

@@ -116,10 +116,17 @@ impl FileStore {
             let mut legacy = None;
             let ev = match decode_record(position, d.record.key, d.record.value, &mut legacy)? {
                 Decoded::Event(ev) => ev,
-                // A lifecycle entry is a batch of its own: it counts at once.
-                Decoded::Entry(entry) if batch.is_empty() && !d.record.batch_continues() => {
+                // A lifecycle entry is a batch of its own, or (a consumer's checkpoint in
+                // an atomic step, docs/consumers.md) the last record of one: it counts
+                // with the batch's events.
+                Decoded::Entry(entry)
+                    if !d.record.batch_continues() && (batch.is_empty() || !entry.op.removes()) =>
+                {
+                    taken += batch.len() as u64 + 1;
+                    if !batch.is_empty() {
+                        self.count_followed(&mut batch);
+                    }
                     self.take_in_entry(at, position, &entry);
-                    taken += 1;
                     last = Some(at);
                     continue;
                 }

@@ -376,6 +376,18 @@ impl FileStore {
         }
         let req = guard(&self.projections, *req)?;
         let op = self.lifecycle_op(&w, &req)?;
+        self.append_entry(w, id, op)
+    }
+
+    /// Appends `op` as an entry of its own, under the writer's lock `w` (taken, checked
+    /// and with the epoch caught up by the caller); returns its position once it counts.
+    pub(super) fn append_entry(
+        &self,
+        mut w: std::sync::MutexGuard<'_, Writer>,
+        id: Option<EventId>,
+        op: LifecycleOp,
+    ) -> Result<u64> {
+        let always = self.options.fsync == FsyncPolicy::Always;
         let timestamp = self.now().max(w.last_timestamp);
         let position = w.next_position;
         let mut scratch = std::mem::take(&mut w.scratch);

@@ -1,6 +1,7 @@
 //! The file engine: the embedded store on top of `wal/`, with its indexes, the process
 //! lock and snapshots. One writing process; readers in other processes open it read-only.
 
+mod consumers;
 mod cursor;
 mod dedupe;
 pub mod envelope;
@@ -113,8 +114,11 @@ pub struct FileStore {
     /// A segment whose index file could not be written (id + 1): not tried again until
     /// the store is reopened; its events stay in memory.
     seal_failed: AtomicU64,
-    /// Set once a lifecycle entry counts: until then readers check nothing per event.
+    /// Set once a lifecycle entry (or a consumer's record) counts: until then readers
+    /// check nothing per event.
     removing: AtomicBool,
+    /// The consumers' records of the log (docs/consumers.md); also one of `projections`.
+    consumers: Arc<crate::store::consumer::ConsumerTable>,
 }
 
 /// Events since the last snapshot after which sealing a segment also writes one: at
@@ -450,8 +454,10 @@ impl FileStore {
     ) -> Result<(FileStore, OpenReport)> {
         let started = Instant::now();
         let ids = Arc::new(ids::IdIndex::new(options.dedupe_window));
+        let consumers = Arc::new(crate::store::consumer::ConsumerTable::new());
         let mut projections = projections;
         projections.push(ids.clone());
+        projections.push(consumers.clone());
         let dir = dir.as_ref().to_path_buf();
         let vfs = options.vfs.clone();
         let lock = Self::take_directory(&dir, &options)?;
@@ -491,7 +497,8 @@ impl FileStore {
         report.open_time = started.elapsed();
         let committed = index.len();
         let last_timestamp = index.last_timestamp();
-        let removing = !index.life.is_empty();
+        // Readers pass over entries once one exists: removals, or consumers' records.
+        let removing = !index.life.is_empty() || !consumers.all().is_empty();
         let follow = match options.read_only {
             true => Some(follow::Follow::new(&wal, index.last_wal())?),
             false => None,
@@ -530,6 +537,7 @@ impl FileStore {
             seal_lock: Mutex::new(()),
             seal_failed: AtomicU64::new(0),
             removing: AtomicBool::new(removing),
+            consumers,
         };
         // Segments replayed into memory that are complete get their index files now.
         store.maybe_seal();
@@ -876,12 +884,12 @@ impl FileStore {
             expected: ExpectedVersion::Any,
             events: &input,
         }];
-        Ok(self.append_multi_inner(&a, true)?.first_position)
+        Ok(self.append_multi_inner(&a, true, None)?.first_position)
     }
 
     /// Appends to several streams at once: all of it or nothing, on disk as in memory.
     pub fn append_multi(&self, appends: &[StreamAppend<'_>]) -> Result<AppendResult> {
-        self.append_multi_inner(appends, false)
+        self.append_multi_inner(appends, false, None)
     }
 
     /// The stream's current version as the writer sees it (pending events included):
@@ -891,10 +899,13 @@ impl FileStore {
         n.checked_sub(1)
     }
 
+    /// Appends `appends`, and with `ack` a consumer's checkpoint as the last record of
+    /// the same batch (docs/consumers.md: the atomic step).
     fn append_multi_inner(
         &self,
         appends: &[StreamAppend<'_>],
         allow_empty: bool,
+        ack: Option<&crate::store::consumer::ConsumerOp>,
     ) -> Result<AppendResult> {
         self.check_writable()?;
         let count = super::validate_append(appends, allow_empty, self.options.max_event_size)?;
@@ -914,11 +925,26 @@ impl FileStore {
         let first = w.next_position;
         let mut scratch = std::mem::take(&mut w.scratch);
         let batch = encode_batch(appends, &versions, first, timestamp, count, &mut scratch);
+        // The checkpoint after the events: its record starts at `start` in `scratch`.
+        let entry = ack.map(|op| {
+            let position = first + count as u64;
+            let start = scratch.len();
+            scratch.extend_from_slice(&position.to_le_bytes());
+            let op = consumers::settle(op, position);
+            envelope::encode_lifecycle(&mut scratch, None, timestamp, &op);
+            let entry = lifecycle::Entry {
+                id: None,
+                timestamp_us: timestamp,
+                op,
+            };
+            (start, entry)
+        });
+        let total = count + usize::from(entry.is_some());
         // Under `Always` the records wait in the log's buffer for a group commit; under
         // the other policies they are with the OS before the append is acknowledged (it
         // survives a crash of this process), and a failed write leaves nothing of them.
         let appended = {
-            let records: Vec<RecordRef<'_>> = batch
+            let mut records: Vec<RecordRef<'_>> = batch
                 .spans
                 .iter()
                 .map(|sp| {
@@ -928,6 +954,12 @@ impl FileStore {
                     )
                 })
                 .collect();
+            if let Some((start, _)) = &entry {
+                records.push(RecordRef::put(
+                    &scratch[*start..*start + 8],
+                    &scratch[*start + 8..],
+                ));
+            }
             if always {
                 // Numbered from this writer's epoch: if a failed write took back records
                 // meanwhile, the log refuses these rather than leave a gap.
@@ -943,10 +975,15 @@ impl FileStore {
                 return Err(e);
             }
         };
-        w.next_position = first + count as u64;
+        w.next_position = first + total as u64;
         w.last_timestamp = timestamp;
+        let entry = entry.map(|(_, e)| (appended.positions[count], e));
         if always {
             self.queue_until_durable(&mut w, &batch, &appended);
+            if let (Some(e), Some(p)) = (entry, w.pending.last_mut()) {
+                p.entry = Some(e);
+                w.pending_entries += 1;
+            }
             w.scratch = scratch;
             drop(w);
             let durable = self.wal.wait_durable(&appended);
@@ -955,9 +992,9 @@ impl FileStore {
             durable?;
             self.commit_durable(&mut w);
         } else {
-            self.commit_written(&batch, &appended.positions);
+            self.commit_written(&batch, &appended.positions, entry);
             w.scratch = scratch;
-            self.publish(first + count as u64);
+            self.publish(first + total as u64);
             drop(w);
         }
         self.maybe_seal();
@@ -1016,8 +1053,14 @@ impl FileStore {
         Ok(versions)
     }
 
-    /// Not `Always`: the written events count at once (indexed, projected, counted).
-    fn commit_written(&self, batch: &EncodedBatch<'_, '_>, at: &[Position]) {
+    /// Not `Always`: the written events count at once (indexed, projected, counted), and
+    /// the consumer's checkpoint after them (the atomic step) with them.
+    fn commit_written(
+        &self,
+        batch: &EncodedBatch<'_, '_>,
+        at: &[Position],
+        entry: Option<(Position, lifecycle::Entry)>,
+    ) {
         let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
         for (i, sp) in batch.spans.iter().enumerate() {
             let e = sp.input;
@@ -1035,10 +1078,14 @@ impl FileStore {
             index.push(at[i], batch.timestamp, sp.stream, sp.version, e.event_type);
             self.projections.iter().for_each(|p| p.apply(&ev));
         }
+        if let Some((wal, e)) = entry {
+            let position = index.len();
+            lifecycle::apply_entry(&mut index, &self.projections, &self.ids, wal, position, &e);
+            self.removing.store(true, Ordering::Release);
+        }
         // Counted before the index is let go: whoever sees the event in the index
         // (evs_position_at) must find it counted too (evs_read_all).
-        self.committed
-            .store(batch.first + batch.spans.len() as u64, Ordering::Release);
+        self.committed.store(index.len(), Ordering::Release);
     }
 
     /// Under `Always`: the written events wait, owned, until their group's fdatasync.
@@ -1087,19 +1134,6 @@ impl FileStore {
         }
         let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
         for p in w.pending.drain(..ready) {
-            if let Some((at, entry)) = &p.entry {
-                let position = index.len();
-                lifecycle::apply_entry(
-                    &mut index,
-                    &self.projections,
-                    &self.ids,
-                    *at,
-                    position,
-                    entry,
-                );
-                self.removing.store(true, Ordering::Release);
-                w.pending_entries -= 1;
-            }
             for (pos, ev) in &p.events {
                 index.push(
                     *pos,
@@ -1119,6 +1153,21 @@ impl FileStore {
                         }
                     }
                 }
+            }
+            // An entry after the events of its batch (alone, or an atomic step's
+            // checkpoint).
+            if let Some((at, entry)) = &p.entry {
+                let position = index.len();
+                lifecycle::apply_entry(
+                    &mut index,
+                    &self.projections,
+                    &self.ids,
+                    *at,
+                    position,
+                    entry,
+                );
+                self.removing.store(true, Ordering::Release);
+                w.pending_entries -= 1;
             }
         }
         let n = index.len();

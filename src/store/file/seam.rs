@@ -6,6 +6,7 @@ use super::reads::{CategoryCursor, StreamBackwardCursor};
 use super::FileStore;
 use crate::error::Result;
 use crate::store::backend::{Backend, EventCursor, TailCursor};
+use crate::store::consumer::{ConsumerClaim, ConsumerOp, StoredConsumer};
 use crate::store::lifecycle::{LifecycleRequest, Rule};
 use crate::store::{
     AppendResult, Event, EventRef, StoreOptions, StoreStats, StreamAppend, StreamInfo,
@@ -45,6 +46,26 @@ impl TailCursor for CategoryCursor {
 }
 
 impl Backend for FileStore {
+    fn consumer_claim(&self, name: &str) -> Result<ConsumerClaim> {
+        FileStore::consumer_claim(self, name)
+    }
+
+    fn consumer_write(&self, op: &ConsumerOp) -> Result<Option<u64>> {
+        FileStore::consumer_write(self, op)
+    }
+
+    fn consumer_append(
+        &self,
+        appends: &[StreamAppend<'_>],
+        op: &ConsumerOp,
+    ) -> Result<AppendResult> {
+        FileStore::consumer_append(self, appends, op)
+    }
+
+    fn consumer_list(&self) -> Result<Vec<StoredConsumer>> {
+        FileStore::consumer_list(self)
+    }
+
     fn apply_lifecycle(&self, req: &LifecycleRequest<'_>, id: Option<[u8; 16]>) -> Result<u64> {
         FileStore::apply_lifecycle(self, req, id)
     }

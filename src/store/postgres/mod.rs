@@ -6,6 +6,7 @@
 
 mod committer;
 pub mod conn;
+mod consumers;
 mod cursor;
 mod lifecycle;
 mod listener;
@@ -19,6 +20,7 @@ pub use schema::schema_sql;
 use uuid::Uuid;
 
 use super::backend::{Backend, EventCursor, TailCursor};
+use super::consumer::{ConsumerClaim, ConsumerOp, StoredConsumer};
 use super::ids::Stored;
 use super::lifecycle::{
     id_of_entry, stream_deleted, CompactInfo, LifecycleOp, LifecycleRequest, Rule,
@@ -542,6 +544,26 @@ fn block<T: Send>(runtime: &Runtime, f: impl Future<Output = Result<T>> + Send) 
 }
 
 impl Backend for PgStore {
+    fn consumer_claim(&self, name: &str) -> Result<ConsumerClaim> {
+        PgStore::consumer_claim(self, name)
+    }
+
+    fn consumer_write(&self, op: &ConsumerOp) -> Result<Option<u64>> {
+        PgStore::consumer_write(self, op)
+    }
+
+    fn consumer_append(
+        &self,
+        appends: &[StreamAppend<'_>],
+        op: &ConsumerOp,
+    ) -> Result<AppendResult> {
+        PgStore::consumer_append(self, appends, op)
+    }
+
+    fn consumer_list(&self) -> Result<Vec<StoredConsumer>> {
+        PgStore::consumer_list(self)
+    }
+
     fn apply_lifecycle(&self, req: &LifecycleRequest<'_>, id: Option<[u8; 16]>) -> Result<u64> {
         self.lifecycle_entry(req, id)
     }
