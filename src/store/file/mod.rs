@@ -690,7 +690,7 @@ impl FileStore {
             let file = || crate::wal::segment::file_name(pos.segment_id);
             // Positions a compaction emptied: keys skipped (from segment 0 on, whose
             // first events may be erased) and marker records.
-            if index.len() > 0 || pos.segment_id == 0 {
+            if !index.is_empty() || pos.segment_id == 0 {
                 if let Ok(k) = <[u8; 8]>::try_from(rec.key) {
                     let k = u64::from_le_bytes(k);
                     let upto = if is_marker(rec) { k + 1 } else { k };
