@@ -160,8 +160,8 @@ typedef struct evs_retention {
 typedef struct evs_compact_info {
   // sizeof(evs_compact_info) as the caller's header has it; the library never changes it.
   size_t struct_size;
-  // File engine: sealed segments rewritten; PostgreSQL: tables cleaned (chunk rows
-  // deleted or rewritten).
+  // File engine: sealed segments rewritten; PostgreSQL: rows of events (chunks)
+  // deleted or rewritten.
   uint64_t segments_rewritten;
   // Their bytes before the compaction...
   uint64_t bytes_before;

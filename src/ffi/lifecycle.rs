@@ -242,8 +242,8 @@ pub unsafe extern "C" fn evs_get_retention(
 pub struct evs_compact_info {
     /// sizeof(evs_compact_info) as the caller's header has it; the library never changes it.
     pub struct_size: usize,
-    /// File engine: sealed segments rewritten; PostgreSQL: tables cleaned (chunk rows
-    /// deleted or rewritten).
+    /// File engine: sealed segments rewritten; PostgreSQL: rows of events (chunks)
+    /// deleted or rewritten.
     pub segments_rewritten: u64,
     /// Their bytes before the compaction...
     pub bytes_before: u64,
