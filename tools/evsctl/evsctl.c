@@ -751,24 +751,27 @@ typedef struct {
     uint64_t total;
 } compact_watch;
 
+/* The progress line: `left` of what was reclaimable at the start still to free. */
+static void compact_progress(const compact_watch *cw, uint64_t left, long elapsed) {
+    if (left > cw->total)
+        left = cw->total;
+    if (cw->total > 0)
+        fprintf(stderr, "\revsctl: compact: %" PRIu64 " of %" PRIu64 " reclaimable bytes freed (%d%%), %ld s\033[K",
+                cw->total - left, cw->total, (int)((cw->total - left) * 100 / cw->total), elapsed);
+    else
+        fprintf(stderr, "\revsctl: compact: compacting, %ld s\033[K", elapsed);
+    fflush(stderr);
+}
+
 static void *compact_watch_main(void *arg) {
     compact_watch *cw = arg;
     double start = now_s();
     pthread_mutex_lock(&cw->w.lock);
-    do {
+    while (!watch_sleep(&cw->w, 0.25)) {
         evs_stats x = EVS_STRUCT_INIT(evs_stats);
-        long elapsed = (long)(now_s() - start);
-        if (evs_stats_get(cw->s, &x) != EVS_OK)
-            continue;
-        uint64_t left = x.reclaimable_bytes < cw->total ? x.reclaimable_bytes : cw->total;
-        if (cw->total > 0)
-            fprintf(stderr, "\revsctl: compact: %" PRIu64 " of %" PRIu64 " reclaimable bytes freed (%d%%), %ld s\033[K",
-                    cw->total - left, cw->total, (int)((cw->total - left) * 100 / cw->total), elapsed);
-        else
-            fprintf(stderr, "\revsctl: compact: compacting, %ld s\033[K", elapsed);
-        fflush(stderr);
-        cw->w.shown = true;
-    } while (!watch_sleep(&cw->w, 0.25));
+        if (evs_stats_get(cw->s, &x) == EVS_OK)
+            compact_progress(cw, x.reclaimable_bytes, (long)(now_s() - start));
+    }
     pthread_mutex_unlock(&cw->w.lock);
     return NULL;
 }
@@ -784,11 +787,18 @@ static int cmd_compact(const command *cmd, evs_store *s, int argc, char **argv) 
     if (g_progress) {
         if (evs_stats_get(s, &x) == EVS_OK)
             cw.total = x.reclaimable_bytes;
+        /* shown at once, before the compaction starts; then by the thread */
+        compact_progress(&cw, cw.total, 0);
+        cw.w.shown = true;
         watching = pthread_create(&watcher, NULL, compact_watch_main, &cw) == 0;
     }
     evs_status st = evs_compact(s, &info);
-    if (watching)
+    if (watching) {
         watch_stop(&cw.w, watcher);
+    } else if (cw.w.shown) {
+        fputs("\r\033[K", stderr);
+        fflush(stderr);
+    }
     if (st != EVS_OK)
         return fail("compact", st);
     /* PostgreSQL counts the rows (chunks of events) it deleted or rewrote. */
