@@ -131,6 +131,10 @@ int evs_open_snap(double *m);
 int evs_open_killed(double *m); /* a copy of a store whose writer was SIGKILLed, no snapshot */
 int sq_open(double *m);
 int evs_prepare_open(void); /* untimed: the snapshot copy of the workload-3 store */
+/* 8 (issue 20; m[0] compaction MB/s of segments rewritten, m[1] p99 append us, m[2] bytes
+ * of the store after close, m[3] those of its segment files alone) */
+int evs_compact_half(double *m);  /* half the streams deleted, compacted; appends while compacting */
+int evs_compact_never(double *m); /* a store that never held them; appends without a compaction */
 
 /* which library and version each side is */
 const char *evs_lib_version(void);

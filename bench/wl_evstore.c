@@ -26,6 +26,8 @@ int evs_open_nosnap(double *m) { (void)m; return left_out("7"); }
 int evs_open_snap(double *m) { (void)m; return left_out("7"); }
 int evs_open_killed(double *m) { (void)m; return left_out("7"); }
 int evs_prepare_open(void) { return -1; }
+int evs_compact_half(double *m) { (void)m; return left_out("8"); }
+int evs_compact_never(double *m) { (void)m; return left_out("8"); }
 
 #else
 
@@ -54,8 +56,10 @@ static int evs_failed(const char *wl, const char *call, evs_status rc, const cha
         }                                                                              \
     } while (0)
 
-static evs_store *store_open(const char *wl, const char *name, evs_fsync_policy policy, int fresh,
-                             evs_recovery_info *info) {
+/* Opens store `name` (`fresh`: removed first). `compaction_bps`: NULL for the default
+ * compaction options, else the budget in bytes/s with automatic compaction off. */
+static evs_store *store_open_with(const char *wl, const char *name, evs_fsync_policy policy, int fresh,
+                                  evs_recovery_info *info, const uint64_t *compaction_bps) {
     char path[4096];
     path_in_dir(path, sizeof path, name);
     if (fresh) remove_tree(path);
@@ -69,10 +73,16 @@ static evs_store *store_open(const char *wl, const char *name, evs_fsync_policy 
     EVS_TRY(wl, evs_options_set_fsync(o, policy, policy == EVS_FSYNC_BATCH ? 5 : 0), "");
     /* no automatic snapshots: the open workload takes its own */
     EVS_TRY(wl, evs_options_set_snapshot_every(o, 0), "");
+    if (compaction_bps) EVS_TRY(wl, evs_options_set_compaction(o, *compaction_bps, 0), "");
     EVS_TRY(wl, evs_open(path, o, &s, info), path);
 fail:
     evs_options_free(o);
     return s;
+}
+
+static evs_store *store_open(const char *wl, const char *name, evs_fsync_policy policy, int fresh,
+                             evs_recovery_info *info) {
+    return store_open_with(wl, name, policy, fresh, info, NULL);
 }
 
 static void store_close(const char *wl, evs_store *s) {
@@ -741,6 +751,214 @@ int evs_open_killed(double *m) {
     m[0] = median_of(t, cfg.opens);
     note("  evstore after SIGKILL: open %.2f ms", m[0]);
     return 0;
+}
+
+
+/* ---------- 8: compaction (issue 20) ---------- */
+/* The workload-3 events (nd_events, 100-byte payloads) appended 100 per call, call c to
+ * stream c % streams; "half the streams" are the odd-numbered ones. */
+enum { W8_PER_CALL = 100 };
+
+static int w8_odd(long call) { return (call % nd_stream_count()) % 2 == 1; }
+
+/* Appends the events, or (`even_only`) only those of the even-numbered streams, as the
+ * full store holds them (same payloads). Returns the events of odd streams, or -1. */
+static long w8_fill(const char *wl, evs_store *s, int even_only) {
+    char stream[32], ctx[64];
+    uint8_t *payloads = malloc((size_t)cfg.payload_size * W8_PER_CALL);
+    evs_event_input ev[W8_PER_CALL];
+    long odd = 0;
+    if (!payloads) {
+        problem("%s evstore: out of memory", wl);
+        return -1;
+    }
+    for (long i = 0; i < cfg.nd_events; i += W8_PER_CALL) {
+        long call = i / W8_PER_CALL, n = cfg.nd_events - i < W8_PER_CALL ? cfg.nd_events - i : W8_PER_CALL;
+        if (w8_odd(call)) {
+            odd += n;
+            if (even_only) continue;
+        }
+        for (long k = 0; k < n; k++) {
+            make_payload(payloads + k * cfg.payload_size, i + k);
+            ev[k] = bench_event(payloads + k * cfg.payload_size);
+        }
+        nd_stream_name(stream, sizeof stream, call);
+        snprintf(ctx, sizeof ctx, "(append of events #%ld..)", i);
+        EVS_TRY(wl, evs_append(s, stream, EVS_EXPECT_ANY, ev, (size_t)n, NULL, NULL), ctx);
+    }
+    free(payloads);
+    return odd;
+fail:
+    free(payloads);
+    return -1;
+}
+
+/* Deletes the odd-numbered streams. */
+static int w8_delete_half(const char *wl, evs_store *s) {
+    char stream[32];
+    for (long k = 1; k < nd_stream_count(); k += 2) {
+        nd_stream_name(stream, sizeof stream, k);
+        EVS_TRY(wl, evs_delete_stream(s, stream, EVS_EXPECT_ANY, EVS_DELETE_SOFT, NULL, NULL), stream);
+    }
+    return 0;
+fail:
+    return -1;
+}
+
+static int w8_check_erased(const char *wl, const evs_compact_info *info, long odd) {
+    if (info->events_erased != (uint64_t)odd || info->segments_rewritten == 0 ||
+        info->bytes_after >= info->bytes_before) {
+        problem("%s evstore: evs_compact erased %llu events in %llu segments (%llu -> %llu bytes); the deleted "
+                "streams held %ld",
+                wl, (unsigned long long)info->events_erased, (unsigned long long)info->segments_rewritten,
+                (unsigned long long)info->bytes_before, (unsigned long long)info->bytes_after, odd);
+        return -1;
+    }
+    return 0;
+}
+
+/* Single appends to stream "live" (BATCH: no fsync waited for): each one's latency in us
+ * into lat[], until *stop (when stop is not NULL) or `count` of them. Returns how many. */
+static long w8_appends(const char *wl, evs_store *s, double *lat, long cap, const int *stop, long count) {
+    uint8_t payload[4096];
+    long n = 0;
+    while (n < cap && (stop ? !__atomic_load_n(stop, __ATOMIC_ACQUIRE) : n < count)) {
+        make_payload(payload, cfg.nd_events + n);
+        evs_event_input ev = bench_event(payload);
+        double t0 = now_s();
+        EVS_TRY(wl, evs_append(s, "live", EVS_EXPECT_ANY, &ev, 1, NULL, NULL), "(live append)");
+        lat[n++] = (now_s() - t0) * 1e6;
+    }
+    return n;
+fail:
+    return -1;
+}
+
+static int cmp_lat(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double p99_of(double *lat, long n) {
+    qsort(lat, (size_t)n, sizeof *lat, cmp_lat);
+    return lat[(long)((double)(n - 1) * 0.99)];
+}
+
+/* Bytes of store `name`'s segment files alone (its log, without index files and snapshots). */
+static long long w8_log_bytes(const char *name) {
+    char path[4096];
+    path_in_dir(path, sizeof path, name);
+    strncat(path, "/events", sizeof path - strlen(path) - 1);
+    return dir_bytes(path, ".wal");
+}
+
+/* How many appends the last compacting side timed: the other side times as many. */
+static long w8_appended;
+
+typedef struct {
+    evs_store *s;
+    evs_compact_info info;
+    evs_status rc;
+    int done;
+} w8_compaction;
+
+static void *w8_compact_main(void *p) {
+    w8_compaction *c = p;
+    c->rc = evs_compact(c->s, &c->info);
+    __atomic_store_n(&c->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+enum { W8_LAT_CAP = 20 * 1000 * 1000 };
+
+/* Side 0: the full store, half its streams deleted. Unthrottled, evs_compact's rate of
+ * segment bytes rewritten (m[0], MB/s) and the store's bytes after it (m[2]); on a second
+ * such store, the p99 of single appends made while evs_compact runs at its default budget
+ * of 64 MiB/s (m[1], us). */
+int evs_compact_half(double *m) {
+    const char *wl = "8";
+    int rc = -1;
+    uint64_t unthrottled = 0, budget = 64u << 20;
+    double *lat = malloc(sizeof *lat * W8_LAT_CAP);
+    w8_compaction c = {0};
+    c.info = (evs_compact_info)EVS_STRUCT_INIT(evs_compact_info);
+    evs_store *s = store_open_with(wl, "w8-evstore-compacted", EVS_FSYNC_BATCH, 1, NULL, &unthrottled);
+    if (!s || !lat) goto fail;
+    long odd = w8_fill(wl, s, 0);
+    if (odd < 0 || w8_delete_half(wl, s) != 0) goto fail;
+    EVS_TRY(wl, evs_sync(s), "");
+    EVS_TRY(wl, evs_compact(s, &c.info), "(unthrottled)");
+    if (w8_check_erased(wl, &c.info, odd) != 0) goto fail;
+    m[0] = (double)c.info.bytes_before / (double)(c.info.duration_us ? c.info.duration_us : 1);
+    store_close(wl, s);
+    s = NULL;
+    m[2] = (double)store_bytes("w8-evstore-compacted");
+    m[3] = (double)w8_log_bytes("w8-evstore-compacted");
+    note("  compacted %llu segments, %llu -> %llu bytes, %llu events erased in %.2f s; store %.0f bytes",
+         (unsigned long long)c.info.segments_rewritten, (unsigned long long)c.info.bytes_before,
+         (unsigned long long)c.info.bytes_after, (unsigned long long)c.info.events_erased,
+         (double)c.info.duration_us / 1e6, m[2]);
+
+    s = store_open_with(wl, "w8-evstore-during", EVS_FSYNC_BATCH, 1, NULL, &budget);
+    if (!s || (odd = w8_fill(wl, s, 0)) < 0 || w8_delete_half(wl, s) != 0) goto fail;
+    EVS_TRY(wl, evs_sync(s), "");
+    c.s = s;
+    c.done = 0;
+    c.info = (evs_compact_info)EVS_STRUCT_INIT(evs_compact_info);
+    pthread_t t;
+    if (pthread_create(&t, NULL, w8_compact_main, &c) != 0) {
+        problem("8 evstore: pthread_create failed");
+        goto fail;
+    }
+    long n = w8_appends(wl, s, lat, W8_LAT_CAP, &c.done, 0);
+    pthread_join(t, NULL);
+    if (c.rc != EVS_OK) {
+        evs_failed(wl, "evs_compact", c.rc, "(while appending)");
+        goto fail;
+    }
+    if (n <= 0 || w8_check_erased(wl, &c.info, odd) != 0) goto fail;
+    w8_appended = n;
+    m[1] = p99_of(lat, n);
+    note("  %ld appends during a %.2f s compaction at 64 MiB/s: p99 %.1f us", n, (double)c.info.duration_us / 1e6,
+         m[1]);
+    rc = 0;
+fail:
+    if (s) store_close(wl, s);
+    free(lat);
+    char path[4096];
+    path_in_dir(path, sizeof path, "w8-evstore-compacted");
+    remove_tree(path);
+    path_in_dir(path, sizeof path, "w8-evstore-during");
+    remove_tree(path);
+    return rc;
+}
+
+/* Side 1: a store that never held the deleted streams: its bytes after close (m[2]), then
+ * the p99 of as many single appends as side 0 timed, with no compaction running (m[1]). */
+int evs_compact_never(double *m) {
+    const char *wl = "8";
+    int rc = -1;
+    long count = w8_appended > 1000 ? w8_appended : 1000;
+    double *lat = malloc(sizeof *lat * (size_t)count);
+    evs_store *s = store_open(wl, "w8-evstore-never", EVS_FSYNC_BATCH, 1, NULL);
+    if (!s || !lat || w8_fill(wl, s, 1) < 0) goto fail;
+    store_close(wl, s);
+    m[2] = (double)store_bytes("w8-evstore-never");
+    m[3] = (double)w8_log_bytes("w8-evstore-never");
+    s = store_open(wl, "w8-evstore-never", EVS_FSYNC_BATCH, 0, NULL);
+    if (!s) goto fail;
+    long n = w8_appends(wl, s, lat, count, NULL, count);
+    if (n <= 0) goto fail;
+    m[1] = p99_of(lat, n);
+    note("  store %.0f bytes (segments %.0f); %ld appends without a compaction: p99 %.1f us", m[2], m[3], n, m[1]);
+    rc = 0;
+fail:
+    if (s) store_close(wl, s);
+    free(lat);
+    char path[4096];
+    path_in_dir(path, sizeof path, "w8-evstore-never");
+    remove_tree(path);
+    return rc;
 }
 
 #endif

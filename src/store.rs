@@ -64,7 +64,17 @@ pub struct StoreOptions {
     /// The store's clock: event timestamps and the age of retention rules by age
     /// (docs/lifecycle.md). The system clock unless a test puts another there.
     pub clock: Clock,
+    /// Compaction's budget, bytes read and written per second (0: unthrottled).
+    pub compaction_bytes_per_second: u64,
+    /// A sealed segment with more than this percent of its bytes removed is compacted by
+    /// a library thread of the store (0: no automatic compaction; at most 100).
+    pub compaction_trigger_percent: u32,
 }
+
+/// Compaction's default budget: 64 MiB/s.
+pub const DEFAULT_COMPACTION_BYTES_PER_SECOND: u64 = 64 << 20;
+/// Compaction's default trigger: a sealed segment more than 25% removed.
+pub const DEFAULT_COMPACTION_TRIGGER_PERCENT: u32 = 25;
 
 /// A clock giving microseconds since the Unix epoch.
 #[derive(Clone)]
@@ -116,6 +126,8 @@ impl Default for StoreOptions {
             max_event_size: MAX_EVENT_SIZE,
             dedupe_window: ids::DEFAULT_DEDUPE_WINDOW,
             clock: Clock::system(),
+            compaction_bytes_per_second: DEFAULT_COMPACTION_BYTES_PER_SECOND,
+            compaction_trigger_percent: DEFAULT_COMPACTION_TRIGGER_PERCENT,
         }
     }
 }

@@ -20,7 +20,8 @@
 /*
  * EVS_STRUCT_INIT(type): an initialiser for a caller-allocated struct of this API
  * (evs_event_input, evs_stream_append, evs_event, evs_stats, evs_recovery_info,
- * evs_account, evs_store_options, evs_stream_info, evs_error_detail): struct_size =
+ * evs_account, evs_store_options, evs_stream_info, evs_error_detail, evs_retention,
+ * evs_compact_info): struct_size =
  * sizeof(type), every other field zero. The library reads and writes only the first
  * struct_size bytes, so a program compiled against an older, smaller struct keeps
  * working with a newer library. In C:
@@ -285,6 +286,23 @@ typedef struct evs_retention {
   uint64_t max_age_us;
 } evs_retention;
 
+// What `evs_compact` did (caller-allocated: set `struct_size`, see `EVS_STRUCT_INIT`).
+typedef struct evs_compact_info {
+  // sizeof(evs_compact_info) as the caller's header has it; the library never changes it.
+  size_t struct_size;
+  // File engine: sealed segments rewritten; PostgreSQL: rows of events (chunks)
+  // deleted or rewritten.
+  uint64_t segments_rewritten;
+  // Their bytes before the compaction...
+  uint64_t bytes_before;
+  // ... and after it.
+  uint64_t bytes_after;
+  // Removed events whose bytes (records, rows) are gone now.
+  uint64_t events_erased;
+  // How long it took, microseconds.
+  uint64_t duration_us;
+} evs_compact_info;
+
 // A stream as `evs_stream_list_next` reports it: a view valid until the next call on
 // the list (caller-allocated: set `struct_size`, see `EVS_STRUCT_INIT`).
 typedef struct evs_stream_info {
@@ -333,8 +351,12 @@ typedef struct evs_stats {
   // Lifecycle entries (deletes, truncations, rules) in the log; `events` counts them
   // too, as it counts every position used.
   uint64_t lifecycle_entries;
-  // Bytes of the file engine's segments that a compaction would free now (0 until
-  // compaction is implemented).
+  // Bytes of sealed segments' records that a compaction (`evs_compact`) would free now:
+  // the records of removed events (file engine; computed at each call, a walk over
+  // the streams with removed events). The active segment's are not counted until it
+  // seals. PostgreSQL: the stored size of the rows that retention rules by age
+  // removed and `evs_compact` would delete (deletes and truncations delete theirs at
+  // once).
   uint64_t reclaimable_bytes;
 } evs_stats;
 
@@ -380,6 +402,12 @@ typedef struct evs_store_options {
   uint64_t snapshot_every;
   uint64_t max_event_size;
   uint64_t dedupe_window;
+  // Compaction's budget in bytes per second (0: unthrottled); added in 1.1, as is the
+  // field after it.
+  uint64_t compaction_bytes_per_second;
+  // The percent of a sealed segment's bytes removed past which it is compacted
+  // automatically (0: never).
+  uint32_t compaction_trigger_percent;
 } evs_store_options;
 
 // What `evs_open` found and did (caller-allocated: set `struct_size`, see
@@ -864,6 +892,25 @@ evs_status evs_get_retention(struct evs_store *s,
                              uint32_t flags,
                              struct evs_retention *out);
 
+// Compacts now, blocking until done. File engine: every segment holding a removed
+// event's record is rewritten without it (the active segment is sealed first when it
+// holds one, so that once this returns no segment file holds a removed event; the
+// segments' index files are rebuilt and a snapshot is written), throttled by
+// `evs_options_set_compaction`'s budget. PostgreSQL: deletes the rows of the events
+// that retention rules by age have removed (deletes and truncations delete theirs at
+// once). Nothing to do is EVS_OK with zeros. Appends, reads and open cursors go on
+// meanwhile; a second `evs_compact` waits for the first; `evs_close` waits for it to end.
+// `info` (may be NULL) gets what was done.
+//
+// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store, a bad `info->struct_size`, a
+// closed store); EVS_ERR_READ_ONLY (a read-only handle); EVS_ERR_CORRUPT (a record of a
+// segment to rewrite failed its checksum: that segment is left as it was); EVS_ERR_IO
+// (a system call failed, or the PostgreSQL server refused a query: what was compacted
+// before stays compacted, the rest is as it was; the next call resumes);
+// EVS_ERR_UNAVAILABLE (PostgreSQL: the connection was lost). Thread safety: any
+// thread. Ownership: `*info` is the caller's struct, filled only on success.
+evs_status evs_compact(struct evs_store *s, struct evs_compact_info *info);
+
 // Opens a cursor over one stream from `from_version` (inclusive; UINT64_MAX or past
 // its end: its last event) down to version 0: "the last N events of a stream" is this
 // cursor read N times. It does not see later appends.
@@ -1032,7 +1079,8 @@ int32_t evs_version_number(void);
 
 // Creates options with the defaults: EVS_FSYNC_BATCH with a 5 ms window, 128 MiB
 // segments, preallocation on, read-write, no snapshots by count (the store's own
-// checkpoints only: see `evs_options_set_snapshot_every`).
+// checkpoints only: see `evs_options_set_snapshot_every`), compaction at 64 MiB/s and
+// automatically past 25% removed (`evs_options_set_compaction`).
 //
 // Ownership: the caller owns the result and frees it with `evs_options_free`.
 // Returns NULL only if memory runs out. Thread safety: any thread.
@@ -1107,6 +1155,20 @@ evs_status evs_options_set_max_event_size(struct evs_options *o, uint64_t bytes)
 // Returns EVS_OK, or EVS_ERR_INVALID_ARGUMENT for a NULL `o` or a count out of range.
 // Ownership: `o` stays the caller's. Thread safety: not while another thread uses `o`.
 evs_status evs_options_set_dedupe_window(struct evs_options *o, uint64_t events);
+
+// Sets compaction's budget and trigger (docs/lifecycle.md). `bytes_per_second`: at most
+// this many bytes read and written per second by a compaction, automatic or
+// `evs_compact` (default 67108864, 64 MiB/s; 0: unthrottled). `trigger_percent`: a
+// library thread of the store compacts a sealed segment once more than this percent of
+// its bytes belong to removed events (default 25; 0: no automatic compaction, only
+// `evs_compact`). The file engine's; a PostgreSQL store keeps them and has no segments.
+//
+// Returns EVS_OK, or EVS_ERR_INVALID_ARGUMENT for a NULL `o` or a `trigger_percent`
+// over 100. Ownership: `o` stays the caller's. Thread safety: not while another thread
+// uses `o`.
+evs_status evs_options_set_compaction(struct evs_options *o,
+                                      uint64_t bytes_per_second,
+                                      uint32_t trigger_percent);
 
 // Fills `*out` with the options `s` was opened with, defaults filled in.
 //

@@ -4,7 +4,7 @@
 //! store's fsync policy, idempotent with an id; every read obeys it once the call returns.
 
 use super::args::{str_arg, write_opt};
-use super::extensible::{extensible, input_array, out_struct};
+use super::extensible::{extensible, input_array, opt_out_struct, out_struct};
 use super::status::*;
 use super::store::{evs_store, parse_expected, store_arg};
 use crate::error::{Error, Result};
@@ -233,6 +233,65 @@ pub unsafe extern "C" fn evs_get_retention(
             max_count: rule.max_count,
             max_age_us: rule.max_age_us,
         });
+        Ok(EVS_OK)
+    })
+}
+
+/// What `evs_compact` did (caller-allocated: set `struct_size`, see `EVS_STRUCT_INIT`).
+#[repr(C)]
+pub struct evs_compact_info {
+    /// sizeof(evs_compact_info) as the caller's header has it; the library never changes it.
+    pub struct_size: usize,
+    /// File engine: sealed segments rewritten; PostgreSQL: rows of events (chunks)
+    /// deleted or rewritten.
+    pub segments_rewritten: u64,
+    /// Their bytes before the compaction...
+    pub bytes_before: u64,
+    /// ... and after it.
+    pub bytes_after: u64,
+    /// Removed events whose bytes (records, rows) are gone now.
+    pub events_erased: u64,
+    /// How long it took, microseconds.
+    pub duration_us: u64,
+}
+
+extensible!(evs_compact_info, segments_rewritten);
+
+/// Compacts now, blocking until done. File engine: every segment holding a removed
+/// event's record is rewritten without it (the active segment is sealed first when it
+/// holds one, so that once this returns no segment file holds a removed event; the
+/// segments' index files are rebuilt and a snapshot is written), throttled by
+/// `evs_options_set_compaction`'s budget. PostgreSQL: deletes the rows of the events
+/// that retention rules by age have removed (deletes and truncations delete theirs at
+/// once). Nothing to do is EVS_OK with zeros. Appends, reads and open cursors go on
+/// meanwhile; a second `evs_compact` waits for the first; `evs_close` waits for it to end.
+/// `info` (may be NULL) gets what was done.
+///
+/// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store, a bad `info->struct_size`, a
+/// closed store); EVS_ERR_READ_ONLY (a read-only handle); EVS_ERR_CORRUPT (a record of a
+/// segment to rewrite failed its checksum: that segment is left as it was); EVS_ERR_IO
+/// (a system call failed, or the PostgreSQL server refused a query: what was compacted
+/// before stays compacted, the rest is as it was; the next call resumes);
+/// EVS_ERR_UNAVAILABLE (PostgreSQL: the connection was lost). Thread safety: any
+/// thread. Ownership: `*info` is the caller's struct, filled only on success.
+#[no_mangle]
+pub unsafe extern "C" fn evs_compact(s: *mut evs_store, info: *mut evs_compact_info) -> evs_status {
+    boundary(|| {
+        // SAFETY: `s` is NULL or a live store (C API contract).
+        let store = unsafe { store_arg(s) }?;
+        // SAFETY: NULL or the caller's struct, starting with its size.
+        let out = unsafe { opt_out_struct(info, "info") }?;
+        let done = store.bank.store().compact()?;
+        if let Some(out) = out {
+            out.write(evs_compact_info {
+                struct_size: std::mem::size_of::<evs_compact_info>(),
+                segments_rewritten: done.segments_rewritten,
+                bytes_before: done.bytes_before,
+                bytes_after: done.bytes_after,
+                events_erased: done.events_erased,
+                duration_us: done.duration.as_micros().min(u64::MAX as u128) as u64,
+            });
+        }
         Ok(EVS_OK)
     })
 }

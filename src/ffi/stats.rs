@@ -42,8 +42,12 @@ pub struct evs_stats {
     /// Lifecycle entries (deletes, truncations, rules) in the log; `events` counts them
     /// too, as it counts every position used.
     pub lifecycle_entries: u64,
-    /// Bytes of the file engine's segments that a compaction would free now (0 until
-    /// compaction is implemented).
+    /// Bytes of sealed segments' records that a compaction (`evs_compact`) would free now:
+    /// the records of removed events (file engine; computed at each call, a walk over
+    /// the streams with removed events). The active segment's are not counted until it
+    /// seals. PostgreSQL: the stored size of the rows that retention rules by age
+    /// removed and `evs_compact` would delete (deletes and truncations delete theirs at
+    /// once).
     pub reclaimable_bytes: u64,
 }
 

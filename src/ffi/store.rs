@@ -192,7 +192,8 @@ impl evs_event {
 
 /// Creates options with the defaults: EVS_FSYNC_BATCH with a 5 ms window, 128 MiB
 /// segments, preallocation on, read-write, no snapshots by count (the store's own
-/// checkpoints only: see `evs_options_set_snapshot_every`).
+/// checkpoints only: see `evs_options_set_snapshot_every`), compaction at 64 MiB/s and
+/// automatically past 25% removed (`evs_options_set_compaction`).
 ///
 /// Ownership: the caller owns the result and frees it with `evs_options_free`.
 /// Returns NULL only if memory runs out. Thread safety: any thread.
@@ -381,6 +382,37 @@ pub unsafe extern "C" fn evs_options_set_dedupe_window(
     })
 }
 
+/// Sets compaction's budget and trigger (docs/lifecycle.md). `bytes_per_second`: at most
+/// this many bytes read and written per second by a compaction, automatic or
+/// `evs_compact` (default 67108864, 64 MiB/s; 0: unthrottled). `trigger_percent`: a
+/// library thread of the store compacts a sealed segment once more than this percent of
+/// its bytes belong to removed events (default 25; 0: no automatic compaction, only
+/// `evs_compact`). The file engine's; a PostgreSQL store keeps them and has no segments.
+///
+/// Returns EVS_OK, or EVS_ERR_INVALID_ARGUMENT for a NULL `o` or a `trigger_percent`
+/// over 100. Ownership: `o` stays the caller's. Thread safety: not while another thread
+/// uses `o`.
+#[no_mangle]
+pub unsafe extern "C" fn evs_options_set_compaction(
+    o: *mut evs_options,
+    bytes_per_second: u64,
+    trigger_percent: u32,
+) -> evs_status {
+    boundary(|| {
+        // SAFETY: `o` is NULL or a live options object (C API contract).
+        let o = unsafe { handle_mut(o, "options") }?;
+        if trigger_percent > 100 {
+            return Err(Error::invalid(format!(
+                "compaction trigger {trigger_percent}% is over 100% (0 turns automatic \
+                 compaction off)"
+            )));
+        }
+        o.inner.compaction_bytes_per_second = bytes_per_second;
+        o.inner.compaction_trigger_percent = trigger_percent;
+        Ok(EVS_OK)
+    })
+}
+
 /// The options an open store runs with (caller-allocated: set `struct_size`, see
 /// `EVS_STRUCT_INIT`).
 #[repr(C)]
@@ -398,6 +430,12 @@ pub struct evs_store_options {
     pub snapshot_every: u64,
     pub max_event_size: u64,
     pub dedupe_window: u64,
+    /// Compaction's budget in bytes per second (0: unthrottled); added in 1.1, as is the
+    /// field after it.
+    pub compaction_bytes_per_second: u64,
+    /// The percent of a sealed segment's bytes removed past which it is compacted
+    /// automatically (0: never).
+    pub compaction_trigger_percent: u32,
 }
 
 extensible!(evs_store_options, fsync_policy);
@@ -432,6 +470,8 @@ pub unsafe extern "C" fn evs_store_options_get(
             snapshot_every: o.snapshot_every,
             max_event_size: o.max_event_size as u64,
             dedupe_window: o.dedupe_window,
+            compaction_bytes_per_second: o.compaction_bytes_per_second,
+            compaction_trigger_percent: o.compaction_trigger_percent,
         });
         Ok(EVS_OK)
     })

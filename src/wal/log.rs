@@ -472,6 +472,72 @@ impl Wal {
         Ok(doomed.len())
     }
 
+    /// Starts a new segment now if the active one holds any record (a compaction seals
+    /// it so that it can be rewritten); returns whether it did. Everything appended is
+    /// written and synced first, as for any rotation.
+    pub fn seal_active(&self) -> Result<bool> {
+        self.inner.check_process()?;
+        if self.inner.config.read_only {
+            return Err(Error::new(ErrorKind::ReadOnly, "the log is open read-only"));
+        }
+        let inner = &self.inner;
+        let io = inner.lock_io();
+        let mut st = inner.lock_state();
+        check_open(&st)?;
+        if st.end_off == 0 {
+            return Ok(false);
+        }
+        st.rotating = true;
+        drop(st);
+        let result = inner.rotate_body();
+        inner.lock_state().rotating = false;
+        inner.progress.notify_all();
+        drop(io);
+        if result.is_ok() {
+            inner.stats.record_rotation();
+        }
+        result.map(|_| true)
+    }
+
+    /// Puts the file `tmp` (a rewritten copy of sealed segment `id`, `len` bytes, synced)
+    /// in place of the segment: a rename, so that a reader holding the old file reads it
+    /// on, and a new read opens the new one. The directory is not synced here.
+    pub fn replace_sealed(&self, id: u64, tmp: &std::path::Path, len: u64) -> Result<()> {
+        self.inner.check_process()?;
+        let dir = &self.inner.config.dir;
+        let st = self.inner.lock_state();
+        if id >= st.active_id || !st.segments.iter().any(|&(s, _)| s == id) {
+            return Err(Error::invalid(format!(
+                "segment {} is not a sealed segment of the log",
+                segment::file_name(id)
+            )));
+        }
+        drop(st);
+        self.inner
+            .config
+            .vfs
+            .rename(tmp, &segment::path(dir, id))
+            .map_err(|e| Error::io(format!("renaming over {}", segment::file_name(id)), e))?;
+        let mut st = self.inner.lock_state();
+        if let Some(s) = st.segments.iter_mut().find(|s| s.0 == id) {
+            s.1 = len;
+        }
+        drop(st);
+        self.forget_read_file(id);
+        Ok(())
+    }
+
+    /// Drops the cached read handle of segment `id` (the segment was replaced: the next
+    /// read opens the file now at its name).
+    pub fn forget_read_file(&self, id: u64) {
+        let mut files = self
+            .inner
+            .read_files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        files.retain(|(s, _)| *s != id);
+    }
+
     /// Reads exactly `len` bytes at `pos` into `buf` (replacing its contents): random
     /// access for a caller that knows where a record is and how long.
     pub fn read_exact_at(&self, pos: Position, len: usize, buf: &mut Vec<u8>) -> Result<()> {
@@ -646,7 +712,7 @@ impl Inner {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn lock_io(&self) -> MutexGuard<'_, ()> {
+    pub(crate) fn lock_io(&self) -> MutexGuard<'_, ()> {
         self.io.lock().unwrap_or_else(|e| e.into_inner())
     }
 

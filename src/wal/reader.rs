@@ -49,6 +49,10 @@ pub(crate) struct SegmentCursor {
     known_limit: u64,
     /// A reader's bound (the writer's durable mark): no record at or past it is read.
     bound: Option<Position>,
+    /// The scanner's segment had a successor when its file was opened: it is sealed, and
+    /// the file opened is read to its own end (a compaction may put a shorter copy at the
+    /// segment's name meanwhile; this cursor reads on in the file it opened).
+    sealed: bool,
 }
 
 impl SegmentCursor {
@@ -60,6 +64,7 @@ impl SegmentCursor {
             start_offset: from.offset,
             known_limit: 0,
             bound: None,
+            sealed: false,
         }
     }
 
@@ -134,6 +139,15 @@ impl SegmentCursor {
                 if sc.offset() < self.known_limit {
                     break;
                 }
+                if self.sealed {
+                    // Its file is read to its end: on to the next segment.
+                    self.segment_id = self.inner_next_segment(self.segment_id);
+                    self.scanner = None;
+                    self.start_offset = 0;
+                    self.known_limit = 0;
+                    self.sealed = false;
+                    continue;
+                }
             }
             let id = self.segment_id;
             let offset = self.position().offset;
@@ -173,6 +187,7 @@ impl SegmentCursor {
             if offset >= limit {
                 if has_next {
                     self.segment_id = self.inner_next_segment(id);
+                    self.sealed = false;
                     self.scanner = None;
                     self.start_offset = 0;
                     self.known_limit = 0;
@@ -193,9 +208,24 @@ impl SegmentCursor {
                         .map_err(|e| {
                             Error::io(format!("opening segment {}", segment::file_name(id)), e)
                         })?;
+                // A sealed segment is read to the end of the file opened, which is the
+                // segment as it was when opened (a compaction replaces it by a rename).
+                let before_bound = self.bound.is_none_or(|b| b.segment_id > id);
+                let (limit, sealed) = match has_next && before_bound {
+                    true => match file.len() {
+                        Ok(l) if l >= offset => (l, true),
+                        _ => (limit, false),
+                    },
+                    false => (limit, false),
+                };
                 let mut scanner = Scanner::new(file, offset, limit);
                 scanner.set_reread_on_bad(read_only);
                 self.scanner = Some(scanner);
+                self.sealed = sealed;
+                let scanner = self.scanner.as_mut().expect("just set");
+                scanner.set_limit(limit);
+                self.known_limit = limit;
+                break;
             }
             let scanner = self.scanner.as_mut().expect("just set");
             scanner.set_limit(limit);
@@ -278,6 +308,7 @@ impl SegmentCursor {
         }
         self.segment_id = id + 1;
         self.scanner = None;
+        self.sealed = false;
         self.start_offset = 0;
         self.known_limit = 0;
         self.next()

@@ -267,6 +267,14 @@ fn split<'a>(buf: &'a [u8], h: &Header, verify: bool) -> Result<Decoded<'a>, Dec
     })
 }
 
+/// The key of the record that starts `buf`, without checking its CRC (a reader that
+/// must know which record it is looking at before it decodes it); `None` when the
+/// header or key is not whole in `buf`.
+pub fn peek_key(buf: &[u8]) -> Option<&[u8]> {
+    let h = parse_header(buf).ok()?;
+    buf.get(h.len..h.len.checked_add(usize::try_from(h.klen).ok()?)?)
+}
+
 /// Decodes the record at the start of `buf`, checking its CRC.
 pub fn decode(buf: &[u8]) -> Result<Decoded<'_>, DecodeError> {
     split(buf, &parse_header(buf)?, true)

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Runs every evsctl command against real stores: made by the bank example and by
-# evsctl itself, one damaged in the middle of its log, one with a torn tail.
+# evsctl itself, one damaged in the middle of its log, one with a torn tail, one whose
+# streams are deleted, truncated, given retention rules and compacted.
 #   tests/bindings/evsctl.sh EVSCTL BANK
 # EVSCTL is the installed tool ($PREFIX/bin/evsctl: it finds $PREFIX/lib by itself).
 set -u
@@ -38,7 +39,7 @@ has_err() { printf '%s\n' "$err" | grep -qF -- "$1"; }
 
 # help: the list, every command's --help, help COMMAND
 run 0 --help && has "verify" && has "dump" && has "tail" && has "schema" && ok || no "--help lists the commands: $out"
-for c in info verify tail dump streams stream accounts account metrics snapshot append; do
+for c in info verify tail dump streams stream accounts account metrics snapshot append delete truncate retention compact; do
     run 0 "$c" --help && has "usage: evsctl $c" && ok || no "$c --help: $out"
 done
 run 0 help dump && has "base64" && ok || no "help dump: $out"
@@ -159,6 +160,78 @@ size=$(grep -obUa "second-and-longer" "$seg" | cut -d: -f1)
 truncate -s "$((size + 5))" "$seg"
 run 0 verify "$torn" && has "ok: 1 event in 1 segment" && has "torn tail" && ok || no "verify of a torn tail: $out $err"
 
+# Lifecycle: delete, truncate, retention, compact; info's counters and verify with empty
+# positions (docs/lifecycle.md).
+life=$work/life
+i=0
+while [ "$i" -lt 20 ]; do
+    "$evsctl" append "$life" keep T "KEEP-$i-x" > /dev/null
+    "$evsctl" append "$life" gone T "GONE-$i-x" > /dev/null
+    "$evsctl" append "$life" cut T "CUT-$i-x" > /dev/null
+    i=$((i + 1))
+done
+run 1 delete "$life" keep --expected 3 && has_err "EVS_ERR_WRONG_EXPECTED_VERSION" && has_err "version 19" && ok ||
+    no "delete with a wrong --expected: $err"
+run 2 delete "$life" keep --expected x && has_err "--expected must be a whole number" && ok || no "delete --expected x: $err"
+run 0 delete "$life" gone --expected 19 && [ "$out" = "deleted stream 'gone' (soft: appending to it again continues its versions) at position 60" ] &&
+    ok || no "delete: $out $err"
+run 1 delete "$life" gone && has_err "EVS_ERR_NOT_FOUND" && ok || no "delete of a deleted stream: $err"
+run 1 stream "$life" gone && has_err "EVS_ERR_NOT_FOUND" && ok || no "stream of a deleted stream: $out $err"
+run 0 truncate "$life" cut 15 && [ "$out" = "truncated stream 'cut' before version 15 at position 61" ] && ok ||
+    no "truncate: $out $err"
+run 2 truncate "$life" cut x && has_err "VERSION must be a whole number" && ok || no "truncate cut x: $err"
+run 1 truncate "$life" cut 99 && has_err "EVS_ERR_INVALID_ARGUMENT" && ok || no "truncate past the end: $err"
+run 0 retention "$life" keep && [ "$out" = "stream 'keep': no rule" ] && ok || no "retention, no rule: $out $err"
+run 0 retention --category tele- --max-age 3600 "$life" &&
+    [ "$out" = "$(printf "category 'tele-': max_age 3600 s\nset at position 62")" ] && ok || no "retention --category: $out $err"
+run 0 retention "$life" tele-x && [ "$out" = "stream 'tele-x': max_age 3600 s" ] && ok || no "retention of a category's stream: $out"
+run 0 retention "$life" keep --max-count 18 && has "stream 'keep': max_count 18" && ok || no "retention --max-count: $out $err"
+run 2 retention "$life" && has_err "give a STREAM or --category PREFIX" && ok || no "retention without a target: $err"
+run 2 retention "$life" keep --clear --max-count 1 && has_err "--clear cannot go with" && ok || no "retention --clear --max-count: $err"
+run 2 retention "$life" keep --max-count 0 && has_err "use --clear" && ok || no "retention --max-count 0: $err"
+run 0 retention --category tele- --clear "$life" && has "category 'tele-': rule cleared at position" && ok ||
+    no "retention --clear: $out $err"
+run 0 retention --category tele- "$life" && [ "$out" = "category 'tele-': no rule" ] && ok || no "a cleared rule: $out"
+# 20 of gone, 15 of cut, 2 of keep removed; 5 entries; all still in the active segment
+run 0 info "$life" && has "removed_events 37" && has "lifecycle_entries 5" && has "reclaimable_bytes 0" &&
+    has "compaction_bytes_per_second 67108864" && has "compaction_trigger_percent 25" && ok || no "info after the operations: $out"
+run 0 verify "$life" && has "ok: 23 events in 1 segment" && has "note: 42 empty positions: 37 removed events, 5 lifecycle entries" &&
+    ok || no "verify with empty positions: $out $err"
+grep -rqa "GONE-3-x" "$life" && ok || no "the removed events' bytes are not in the store before compact (the search finds nothing)"
+run 0 compact "$life" && has "compacted: 1 segment rewritten" && has "37 removed events erased" && [ -z "$err" ] && ok ||
+    no "compact: $out $err"
+# no file of the store holds a removed event's bytes; the kept ones are there
+left=$(grep -rla -e "GONE-" -e "CUT-14-x" -e "CUT-0-x" -e "KEEP-0-x" -e "KEEP-1-x" "$life")
+[ -z "$left" ] && grep -rqa "KEEP-2-x" "$life" && grep -rqa "CUT-15-x" "$life" && ok ||
+    no "removed events' bytes left after compact in: $left"
+run 0 info "$life" && has "removed_events 37" && has "reclaimable_bytes 0" && ok || no "info after compact: $out"
+run 0 verify "$life" && has "ok: 23 events in 2 segments" && has "note: 42 empty positions" && ok ||
+    no "verify after compact: $out $err"
+run 0 dump "$life" && [ "$(printf '%s\n' "$out" | wc -l)" = 23 ] && ! has "GONE" && ok || no "dump after compact: $out"
+run 0 stream "$life" cut && [ "$(printf '%s\n' "$out" | wc -l)" = 5 ] && printf '%s\n' "$out" | head -n 1 | grep -q "cut@15" &&
+    ok || no "stream cut after compact: $out"
+run 0 compact "$life" && has "compacted: 0 segments rewritten" && has "0 removed events erased" && ok ||
+    no "compact with nothing to do: $out"
+# a hard delete of events in a sealed segment: reclaimable until compacted, on a terminal with progress
+run 0 delete --hard "$life" cut && has "(hard: the name is refused" && ok || no "delete --hard: $out $err"
+run 1 append "$life" cut T again && has_err "EVS_ERR_STREAM_DELETED" && ok || no "append to a hard-deleted stream: $err"
+run 0 info "$life" && has "removed_events 42" && ! has "reclaimable_bytes 0" && ok || no "info, reclaimable: $out"
+if command -v script > /dev/null 2>&1; then
+    script -qec "'$evsctl' compact '$life'" /dev/null > "$work/tty" 2>&1 &&
+        grep -q "compact: 0 of [0-9]* reclaimable bytes freed (0%)" "$work/tty" &&
+        grep -q "compacted: 1 segment rewritten" "$work/tty" && grep -q "5 removed events erased" "$work/tty" &&
+        grep -q "$(printf '\r\033\[K')" "$work/tty" && ok || no "compact on a terminal shows no progress: $(cat -v "$work/tty")"
+else
+    no "util-linux's script is not installed: compact's progress on a terminal is not checked"
+fi
+run 0 info "$life" && has "reclaimable_bytes 0" && ok || no "info after the second compact: $out"
+# verify still finds damage in a rewritten segment
+cp -r "$life" "$work/life-damaged"
+seg=$(grep -rla "KEEP-7-x" "$work/life-damaged/events" | head -1)
+flip "$seg" "KEEP-7-x"
+run 1 verify "$work/life-damaged" && has_err "EVS_ERR_CORRUPT" && has_err "offset" && ok ||
+    no "verify of a compacted store damaged: $out $err"
+
 # The same commands on the PostgreSQL backend, when the harness started a server
 # (tests/pg/pg_server.sh run ...): STORE is then a URL. Not here: verify's segment and
 # offset report and the torn tail (a server has no log files).
@@ -224,6 +297,25 @@ if [ -n "${EVS_PG_URL:-}" ]; then
     run 0 append "$app" notes Noted 'by the app' && [ "$out" = 0 ] && ok || no "pg append by the app: $out $err"
     run 0 dump "$app" && has "by the app" && ok || no "pg dump by the app: $out $err"
     run 0 schema --sql "$app" && has "nothing to do" && ok || no "pg schema --sql when current: $out"
+
+    # Lifecycle on the server: delete, truncate, a rule by age whose rows compact deletes.
+    lpg="$EVS_PG_URL?schema=evsctl_life"
+    for v in 0 1 2; do
+        "$evsctl" append "$lpg" keep T "k$v" > /dev/null && "$evsctl" append "$lpg" tele-1 T "t$v" > /dev/null ||
+            no "pg append"
+    done
+    "$evsctl" append "$lpg" gone T g > /dev/null || no "pg append"
+    run 0 delete "$lpg" gone --expected 0 && has "deleted stream 'gone' (soft" && ok || no "pg delete: $out $err"
+    run 0 truncate "$lpg" keep 1 && has "truncated stream 'keep' before version 1" && ok || no "pg truncate: $out $err"
+    run 0 retention --category tele- --max-age 1 "$lpg" && has "category 'tele-': max_age 1 s" && ok ||
+        no "pg retention: $out $err"
+    run 0 retention "$lpg" tele-1 && [ "$out" = "stream 'tele-1': max_age 1 s" ] && ok || no "pg retention shown: $out"
+    sleep 1.2
+    run 0 info "$lpg" && has "removed_events 5" && has "lifecycle_entries 3" && ! has "reclaimable_bytes 0" && ok ||
+        no "pg info with rows removed by age: $out"
+    run 0 compact "$lpg" && has "compacted: 3 rows deleted or rewritten" && has "3 removed events erased" && ok || no "pg compact: $out $err"
+    run 0 info "$lpg" && has "reclaimable_bytes 0" && ok || no "pg info after compact: $out"
+    run 0 verify "$lpg" && has "ok: 2 events, positions in order from 0 with 8 empty" && ok || no "pg verify: $out $err"
 fi
 
 echo "evsctl: $passed passed, $failed failed"

@@ -27,7 +27,8 @@
 #                 child expects evs_open to succeed there (no LOCK), EVS_ERR_LOCKED on files
 #   test_lifecycle  evs_read_event's message naming the operation that removed an event
 #                 (PostgreSQL deleted the row: it knows the position was emptied, not by
-#                 what)
+#                 what); the search of the store's files for the markers of events
+#                 evs_compact erased
 # (each program prints `SKIP (PostgreSQL) what: why` for each, and `N skipped`).
 #
 # Environment: CC, EVS_TEST_OUT (default build/tests/c-pg), EVS_PG_ACCOUNT_SCALE (the

@@ -5,7 +5,10 @@
  * bad UTF-8, struct_size, flags, expected versions, ids), what every read returns
  * afterwards (cursors, evs_read_event, evs_list_streams, evs_stream_version, a
  * subscription, evs_stats), the account domain's rules, a read-only handle, and
- * all of it again after a reopen.
+ * all of it again after a reopen; then evs_compact and evs_options_set_compaction: what a
+ * compaction reports, that the removed events' bytes leave every file of the store (file
+ * engine) or their rows go (PostgreSQL: rows a rule by age removed), and the reads before
+ * and after it and after a reopen.
  */
 #include "test_util.h"
 
@@ -451,6 +454,240 @@ static void writers(evs_store *s)
     append1(s, "y", 0, "y1");
 }
 
+/* ---- compaction ---- */
+
+#define CP_EVENTS 40
+#define CP_PAYLOAD 2000
+
+/* A payload of CP_PAYLOAD bytes starting with a marker ("KEEP-7-"), the rest filler. */
+static evs_event_input marked(char *buf, const char *kind, int i)
+{
+    evs_event_input in = EVS_STRUCT_INIT(evs_event_input);
+    int n = snprintf(buf, CP_PAYLOAD, "%s-%d-", kind, i);
+    memset(buf + n, 'f', (size_t)(CP_PAYLOAD - n));
+    in.event_type = "Marked";
+    in.payload = (const uint8_t *)buf;
+    in.payload_len = CP_PAYLOAD;
+    return in;
+}
+
+/* Whether `needle` occurs in any file below `path` (file store); -1 if one cannot be read. */
+static int found_in_files(const char *path, const char *needle)
+{
+    struct stat st;
+    size_t nlen = strlen(needle);
+    int found = 0;
+    if (lstat(path, &st) != 0)
+        return -1;
+    if (S_ISDIR(st.st_mode)) {
+        DIR *d = opendir(path);
+        struct dirent *e;
+        char child[2048];
+        if (d == NULL)
+            return -1;
+        while (found == 0 && (e = readdir(d)) != NULL) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                continue;
+            tu_join(child, sizeof child, path, e->d_name);
+            found = found_in_files(child, needle);
+        }
+        closedir(d);
+        return found;
+    }
+    if (S_ISREG(st.st_mode) && st.st_size > 0) {
+        FILE *f = fopen(path, "rb");
+        char *buf = (char *)malloc((size_t)st.st_size);
+        size_t n = 0, i;
+        if (f == NULL || buf == NULL) {
+            if (f != NULL)
+                fclose(f);
+            free(buf);
+            return -1;
+        }
+        n = fread(buf, 1, (size_t)st.st_size, f);
+        fclose(f);
+        for (i = 0; found == 0 && i + nlen <= n; i++)
+            if (memcmp(buf + i, needle, nlen) == 0)
+                found = 1;
+        free(buf);
+    }
+    return found;
+}
+
+/* The kept stream reads whole, in order, and nothing else is left: forward and backward,
+ * the stream, and evs_read_event at a removed position. */
+static void compacted_reads(evs_store *s, uint64_t gone_position)
+{
+    evs_cursor *c = NULL;
+    evs_event e = EVS_STRUCT_INIT(evs_event);
+    evs_event_data *data = NULL;
+    evs_status st;
+    char want[32];
+    uint64_t n = 0, last = 0;
+    CHECK_OK(evs_read_all(s, 0, &c));
+    while ((st = evs_cursor_next(c, &e)) == EVS_OK) {
+        snprintf(want, sizeof want, "KEEP-%" PRIu64 "-", n);
+        CHECK(e.payload_len == CP_PAYLOAD && memcmp(e.payload, want, strlen(want)) == 0);
+        CHECK(n == 0 || e.position > last);
+        CHECK_U64(e.stream_version, n);
+        last = e.position;
+        n++;
+    }
+    CHECK_STATUS(st, EVS_END);
+    evs_cursor_free(c);
+    CHECK_U64(n, CP_EVENTS);
+    CHECK_OK(evs_read_all_backward(s, UINT64_MAX, &c));
+    CHECK_I64(drain(c, NULL, 0), CP_EVENTS);
+    CHECK_OK(evs_read_stream(s, "keep", 0, &c));
+    CHECK_I64(drain(c, NULL, 0), CP_EVENTS);
+    CHECK_STATUS(evs_read_stream(s, "gone", 0, &c), EVS_ERR_NOT_FOUND);
+    CHECK_STATUS(evs_read_event(s, gone_position, &e, &data), EVS_ERR_NOT_FOUND);
+}
+
+/* evs_options_set_compaction's values as evs_store_options_get gives them back, and the
+ * defaults. */
+static void compaction_options(void)
+{
+    char path[1200];
+    evs_store *s = NULL;
+    evs_options *o = evs_options_new();
+    evs_store_options got = EVS_STRUCT_INIT(evs_store_options);
+    TU_SECTION("compaction options");
+    tu_store_location(path, sizeof path, g_root, "options");
+    CHECK_OK(evs_open(path, NULL, &s, NULL));
+    if (s != NULL) {
+        CHECK_OK(evs_store_options_get(s, &got));
+        CHECK_U64(got.compaction_bytes_per_second, UINT64_C(67108864));
+        CHECK_U64(got.compaction_trigger_percent, 25);
+        CHECK_OK(evs_close(s));
+    }
+    CHECK_STATUS(evs_options_set_compaction(o, 1, 101), EVS_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(evs_last_error_message(), "101") != NULL);
+    CHECK_OK(evs_options_set_compaction(o, 12345, 100));
+    CHECK_OK(evs_open(path, o, &s, NULL));
+    if (s != NULL) {
+        CHECK_OK(evs_store_options_get(s, &got));
+        CHECK_U64(got.compaction_bytes_per_second, 12345);
+        CHECK_U64(got.compaction_trigger_percent, 100);
+        CHECK_OK(evs_close(s));
+    }
+    evs_options_free(o);
+}
+
+/* Three streams of CP_EVENTS events of 2,000 bytes over several 64 KiB segments: "keep"
+ * stays, "gone" is deleted, "old" leaves by a rule by age of 1 us. evs_compact erases the
+ * bytes of both removed kinds on the file store; on PostgreSQL it deletes the rows of
+ * "old" (the delete removed the rows of "gone" at once). */
+static void compaction(void)
+{
+    char path[1200], buf[CP_PAYLOAD], marker[32];
+    evs_store *s = NULL, *ro = NULL;
+    evs_options *o = evs_options_new();
+    evs_options *ro_opts = evs_options_new();
+    evs_stats st = EVS_STRUCT_INIT(evs_stats);
+    evs_compact_info info = EVS_STRUCT_INIT(evs_compact_info);
+    evs_retention r = EVS_STRUCT_INIT(evs_retention);
+    evs_event_input in;
+    uint64_t gone_position = SENTINEL, erased;
+    int i;
+    TU_SECTION("evs_compact");
+    tu_store_location(path, sizeof path, g_root, "compact");
+    CHECK_OK(evs_options_set_max_segment_size(o, 65536));
+    /* No automatic compaction: this test compacts when it means to. */
+    CHECK_OK(evs_options_set_compaction(o, 0, 0));
+    CHECK_OK(evs_open(path, o, &s, NULL));
+    if (s == NULL)
+        goto out;
+    for (i = 0; i < CP_EVENTS; i++) {
+        in = marked(buf, "KEEP", i);
+        CHECK_OK(evs_append(s, "keep", EVS_EXPECT_ANY, &in, 1, NULL, NULL));
+        in = marked(buf, "GONE", i);
+        CHECK_OK(evs_append(s, "gone", EVS_EXPECT_ANY, &in, 1, i == 0 ? &gone_position : NULL, NULL));
+        in = marked(buf, "OLD", i);
+        CHECK_OK(evs_append(s, "old", EVS_EXPECT_ANY, &in, 1, NULL, NULL));
+    }
+    tu_sleep_ms(5);
+    CHECK_OK(evs_delete_stream(s, "gone", EVS_EXPECT_ANY, EVS_DELETE_SOFT, NULL, NULL));
+    r.max_age_us = 1;
+    CHECK_OK(evs_set_retention(s, "old", 0, &r, NULL, NULL));
+    CHECK_OK(evs_stats_get(s, &st));
+    CHECK_U64(st.removed_events, 2 * CP_EVENTS);
+    /* Sealed segments (file) or rows by age (PostgreSQL) hold removed bytes. */
+    CHECK(st.reclaimable_bytes > 0);
+    compacted_reads(s, gone_position);
+
+    /* A read-only handle may not compact. */
+    CHECK_OK(evs_options_set_read_only(ro_opts, true));
+    CHECK_OK(evs_open(path, ro_opts, &ro, NULL));
+    if (ro != NULL) {
+        CHECK_STATUS(evs_compact(ro, &info), EVS_ERR_READ_ONLY);
+        CHECK_OK(evs_close(ro));
+    }
+
+    CHECK_OK(evs_compact(s, &info));
+    CHECK_U64(info.struct_size, sizeof info);
+    erased = tu_pg() ? CP_EVENTS : 2 * CP_EVENTS;
+    CHECK_U64(info.events_erased, erased);
+    CHECK(info.segments_rewritten >= 1);
+    CHECK(info.bytes_after < info.bytes_before);
+    /* At least the erased payloads' bytes went. */
+    CHECK(info.bytes_before - info.bytes_after >= erased * CP_PAYLOAD);
+    CHECK_OK(evs_stats_get(s, &st));
+    CHECK_U64(st.reclaimable_bytes, 0);
+    CHECK_U64(st.removed_events, 2 * CP_EVENTS);
+    compacted_reads(s, gone_position);
+    if (!tu_skip_on_pg("evs_compact", "the search of the store's files for the erased events' "
+                                      "markers (a server has no store folder)")) {
+        /* No file of the store holds a removed event's marker; the kept ones stay. */
+        for (i = 0; i < CP_EVENTS; i++) {
+            snprintf(marker, sizeof marker, "GONE-%d-", i);
+            CHECK_I64(found_in_files(path, marker), 0);
+            snprintf(marker, sizeof marker, "OLD-%d-", i);
+            CHECK_I64(found_in_files(path, marker), 0);
+            snprintf(marker, sizeof marker, "KEEP-%d-", i);
+            CHECK_I64(found_in_files(path, marker), 1);
+        }
+    }
+    /* Nothing left to do: zeros; info may be NULL. */
+    memset(&info, 0x55, sizeof info);
+    info.struct_size = sizeof info;
+    CHECK_OK(evs_compact(s, &info));
+    CHECK_U64(info.segments_rewritten, 0);
+    CHECK_U64(info.events_erased, 0);
+    CHECK_U64(info.bytes_before, 0);
+    CHECK_U64(info.bytes_after, 0);
+    CHECK_OK(evs_compact(s, NULL));
+    /* An older, smaller evs_compact_info is written only within its size. */
+    {
+        unsigned char raw[sizeof(evs_compact_info)];
+        evs_compact_info *old = (evs_compact_info *)(void *)raw;
+        memset(raw, 0x77, sizeof raw);
+        old->struct_size = offsetof(evs_compact_info, events_erased);
+        CHECK_OK(evs_compact(s, old));
+        CHECK(raw[offsetof(evs_compact_info, events_erased)] == 0x77 && raw[sizeof raw - 1] == 0x77);
+        CHECK_U64(old->segments_rewritten, 0);
+        info.struct_size = 0;
+        CHECK_STATUS(evs_compact(s, &info), EVS_ERR_INVALID_ARGUMENT);
+        CHECK(strstr(evs_last_error_message(), "struct_size") != NULL);
+    }
+    /* The soft-deleted stream stays deleted for writers; all of it holds after a reopen. */
+    in = marked(buf, "GONE", CP_EVENTS);
+    CHECK_STATUS(evs_append(s, "gone", (int64_t)CP_EVENTS - 1, &in, 1, NULL, NULL), EVS_ERR_WRONG_EXPECTED_VERSION);
+    CHECK_OK(evs_close(s));
+    s = NULL;
+    CHECK_OK(evs_open(path, o, &s, NULL));
+    if (s != NULL) {
+        TU_SECTION("evs_compact, then a reopen");
+        compacted_reads(s, gone_position);
+        CHECK_OK(evs_stats_get(s, &st));
+        CHECK_U64(st.reclaimable_bytes, 0);
+        CHECK_OK(evs_close(s));
+    }
+out:
+    evs_options_free(o);
+    evs_options_free(ro_opts);
+}
+
 int main(void)
 {
     char path[1200];
@@ -512,6 +749,8 @@ int main(void)
         CHECK_U64(r.max_age_us, UINT64_C(86400000000));
         CHECK_OK(evs_close(s));
     }
+    compaction_options();
+    compaction();
     tu_cleanup_dir(g_root);
     return tu_finish();
 }

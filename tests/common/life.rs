@@ -414,6 +414,13 @@ pub fn check(store: &Arc<Store>, m: &Model, now: u64, when: &str) {
             want.push((s.clone(), m.versions[s], first.position));
         }
     }
+    // Rebuilt from the log alone after a compaction, a stream whose first records were
+    // erased is created at its first record left: the order may differ (docs/lifecycle.md).
+    let (mut listed, mut want) = (listed, want);
+    if when.contains("rebuilt from the log") {
+        listed.sort();
+        want.sort();
+    }
     assert_eq!(listed, want, "{when}: list_streams");
     let st = store.stats().unwrap();
     assert_eq!(st.streams, want.len() as u64, "{when}: stats.streams");

@@ -257,6 +257,22 @@ static evs_status open_read_only_missing(void)
 
 static evs_status open_second_writer(void) { return evs_open(g_dir, NULL, &g_tmp, &g_info); }
 
+/* evs_compact with an evs_compact_info whose struct_size was never set. */
+static evs_status compact_size0(void)
+{
+    evs_compact_info info;
+    memset(&info, 0, sizeof info);
+    return evs_compact(g_s, &info);
+}
+
+/* evs_compact with a struct_size past any real size (garbage). */
+static evs_status compact_size_garbage(void)
+{
+    evs_compact_info info = EVS_STRUCT_INIT(evs_compact_info);
+    info.struct_size = (size_t)1 << 40;
+    return evs_compact(g_s, &info);
+}
+
 /* evs_event_input arrays that end exactly at an inaccessible page: reading past the
  * count the caller gave would fault instead of reading garbage. */
 static void *guarded(size_t size)
@@ -326,6 +342,11 @@ static evs_status subscribe_types(const char *t0, const char *t1, size_t n)
     X(opt_read_only_null, EVS_ERR_INVALID_ARGUMENT, NOALT, "options", evs_options_set_read_only(NULL, true), 0) \
     X(opt_snap_null, EVS_ERR_INVALID_ARGUMENT, NOALT, "options", evs_options_set_snapshot_every(NULL, 1), 0) \
     X(opt_snap_u64max, EVS_OK, NOALT, NULL, evs_options_set_snapshot_every(g_o, UINT64_MAX), 0) \
+    X(opt_compaction_null, EVS_ERR_INVALID_ARGUMENT, NOALT, "options", evs_options_set_compaction(NULL, 0, 25), 0) \
+    X(opt_compaction_101, EVS_ERR_INVALID_ARGUMENT, NOALT, "101", evs_options_set_compaction(g_o, 1 << 20, 101), 0) \
+    X(opt_compaction_u32max, EVS_ERR_INVALID_ARGUMENT, NOALT, "4294967295", evs_options_set_compaction(g_o, 0, UINT32_MAX), 0) \
+    X(opt_compaction_100, EVS_OK, NOALT, NULL, evs_options_set_compaction(g_o, UINT64_MAX, 100), 0) \
+    X(opt_compaction_off, EVS_OK, NOALT, NULL, evs_options_set_compaction(g_o, 0, 0), 0) \
     X(opt_free_null, EVS_OK, NOALT, NULL, (evs_options_free(NULL), EVS_OK), 0) \
     /* open, sync, close */                                                                   \
     X(open_null_path, EVS_ERR_INVALID_ARGUMENT, NOALT, "path", evs_open(NULL, NULL, &g_tmp, NULL), 0) \
@@ -430,6 +451,11 @@ static evs_status subscribe_types(const char *t0, const char *t1, size_t n)
     X(sn_null_out, EVS_OK, NOALT, NULL, evs_snapshot(g_s, NULL), 0) \
     X(st_null_store, EVS_ERR_INVALID_ARGUMENT, NOALT, "store", evs_stats_get(NULL, &g_stats), 0) \
     X(st_null_out, EVS_ERR_INVALID_ARGUMENT, NOALT, "out", evs_stats_get(g_s, NULL), 0) \
+    X(cp_null_store, EVS_ERR_INVALID_ARGUMENT, NOALT, "store", evs_compact(NULL, NULL), 0) \
+    X(cp_size_0, EVS_ERR_INVALID_ARGUMENT, NOALT, "struct_size is 0", compact_size0(), 0) \
+    X(cp_size_garbage, EVS_ERR_INVALID_ARGUMENT, NOALT, "struct_size", compact_size_garbage(), 0) \
+    X(cp_read_only, EVS_ERR_READ_ONLY, NOALT, NULL, evs_compact(g_ro, NULL), 0) \
+    X(cp_null_info, EVS_OK, NOALT, NULL, evs_compact(g_s, NULL), 0) \
     X(mt_null_store, EVS_ERR_INVALID_ARGUMENT, NOALT, "store", evs_metrics_text(NULL, &g_text), 0) \
     X(mt_null_out, EVS_ERR_INVALID_ARGUMENT, NOALT, "out", evs_metrics_text(g_s, NULL), 0) \
     X(sq_null_url, EVS_ERR_INVALID_ARGUMENT, NOALT, "url", evs_schema_sql(NULL, &g_text), 0) \

@@ -42,6 +42,13 @@ static uint64_t g_count = 10;
 static const char *g_cmd = "evsctl";
 static bool g_pg = false;          /* STORE is a PostgreSQL URL: no segments, fsync or snapshots */
 static bool g_progress = false;    /* stderr is a terminal: long steps show their progress there */
+/* The lifecycle commands' options (delete, truncate, retention). */
+static bool g_hard = false;             /* delete --hard */
+static int64_t g_expected = EVS_EXPECT_ANY; /* delete --expected N */
+static const char *g_category = NULL;   /* retention --category PREFIX */
+static bool g_rule_given = false;       /* retention: --max-count, --max-age or --clear */
+static bool g_clear = false;            /* retention --clear */
+static uint64_t g_max_count = 0, g_max_age_s = 0;
 
 /* The plural ending of a count: "1 event", "2 events". */
 static const char *plural(uint64_t n) {
@@ -124,6 +131,33 @@ typedef struct {
     bool shown;
 } open_watch;
 
+/* Waits (w->lock held) up to `wait` seconds or until w->done; returns w->done. */
+static bool watch_sleep(open_watch *w, double wait) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)wait;
+    until.tv_nsec += (long)((wait - (double)(long)wait) * 1e9);
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&w->cv, &w->lock, &until);
+    return w->done;
+}
+
+/* Ends a watch thread and erases its line if it showed one. */
+static void watch_stop(open_watch *w, pthread_t thread) {
+    pthread_mutex_lock(&w->lock);
+    w->done = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->lock);
+    pthread_join(thread, NULL);
+    if (w->shown) {
+        fputs("\r\033[K", stderr);
+        fflush(stderr);
+    }
+}
+
 static void *open_watch_main(void *arg) {
     open_watch *w = arg;
     double start = now_s();
@@ -131,18 +165,7 @@ static void *open_watch_main(void *arg) {
     while (!w->done) {
         double elapsed = now_s() - start;
         /* wake at the next whole second of the open */
-        double next = (double)((long)elapsed + 1);
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        double wait = next - elapsed;
-        until.tv_sec += (time_t)wait;
-        until.tv_nsec += (long)((wait - (double)(long)wait) * 1e9);
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&w->cv, &w->lock, &until);
-        if (w->done)
+        if (watch_sleep(w, (double)((long)elapsed + 1) - elapsed))
             break;
         elapsed = now_s() - start;
         if (elapsed >= 1.0) {
@@ -312,6 +335,10 @@ static int cmd_info(const command *cmd, evs_store *s, int argc, char **argv) {
            "\nevent_ids %" PRIu64 "\nbytes_on_disk %" PRIu64 "\n",
            evs_version(), g_pg ? "postgresql" : "file", x.events, x.streams, x.accounts, x.event_ids,
            x.bytes_on_disk);
+    /* What deletes, truncations and retention rules removed, and what a compaction would
+     * free now (evsctl compact). */
+    printf("removed_events %" PRIu64 "\nlifecycle_entries %" PRIu64 "\nreclaimable_bytes %" PRIu64 "\n",
+           x.removed_events, x.lifecycle_entries, x.reclaimable_bytes);
     if (g_pg) {
         /* Segments, snapshots, recovery, fsync and the dedupe window are the file store's:
          * a PostgreSQL store has none of them (its bytes are its tables'). */
@@ -329,6 +356,8 @@ static int cmd_info(const command *cmd, evs_store *s, int argc, char **argv) {
         printf("snapshot_used %" PRIu64 " event%s\n", g_info.snapshot_position, plural(g_info.snapshot_position));
     printf("max_segment_size %" PRIu64 "\nmax_event_size %" PRIu64 "\ndedupe_window %" PRIu64 "\n",
            o.max_segment_size, o.max_event_size, o.dedupe_window);
+    printf("compaction_bytes_per_second %" PRIu64 "\ncompaction_trigger_percent %" PRIu32 "\n",
+           o.compaction_bytes_per_second, o.compaction_trigger_percent);
     if (o.fsync_policy >= 0 && o.fsync_policy <= 2)
         printf("fsync %s\n", policies[o.fsync_policy]);
     return fflush(stdout) == 0 ? 0 : fail_write();
@@ -340,8 +369,10 @@ static int cmd_info(const command *cmd, evs_store *s, int argc, char **argv) {
  * interrupted, never acknowledged write is cut off, as the next writer would. Then
  * every event is read from position 0 (the library checks each record's CRC as it reads
  * it, and reports damage as EVS_ERR_CORRUPT with the segment and offset), checking what
- * the log promises: gapless positions from 0, timestamps never decreasing, as many
- * events as the store counts. With --read-only, or when a writer has the store open, the
+ * the log promises: positions growing from 0, timestamps never decreasing, and every
+ * position the store counts either an event read or an empty one (a removed event, a
+ * lifecycle entry: evs_stats' removed_events and lifecycle_entries), so a lost event is
+ * still found. With --read-only, or when a writer has the store open, the
  * store is opened read-only and nothing is modified; a read-only open takes for the end
  * of the log only damage at the very end of the newest segment with no valid record after
  * it (it may be a write in progress), so damage there is not seen, and beside a writer
@@ -358,18 +389,22 @@ static int cmd_verify(const command *cmd, evs_store *s, int argc, char **argv) {
     if ((st = evs_read_all(s, 0, &c)) != EVS_OK)
         return fail("read", st);
     evs_event e = EVS_STRUCT_INIT(evs_event);
-    uint64_t n = 0, last_ts = 0;
+    uint64_t n = 0, last_ts = 0, next = 0;
     int rc = 0;
     progress_events(0, x.events);
     while ((st = evs_cursor_next(c, &e)) == EVS_OK) {
         if ((n & 1023) == 1023)
             progress_events(n + 1, x.events);
-        if (e.position != n) {
+        /* Positions only grow; a removed event or a lifecycle entry leaves its position
+         * empty (counted below). */
+        if (e.position < next) {
             progress_done();
-            fprintf(stderr, "evsctl: verify: damage: event %" PRIu64 " has position %" PRIu64 "\n", n, e.position);
+            fprintf(stderr, "evsctl: verify: damage: event %" PRIu64 " has position %" PRIu64 ", after position %" PRIu64
+                    "\n", n, e.position, next - 1);
             rc = 1;
             break;
         }
+        next = e.position + 1;
         if (e.timestamp_us < last_ts) {
             progress_done();
             fprintf(stderr, "evsctl: verify: damage: the timestamp of position %" PRIu64 " goes back in time\n",
@@ -389,19 +424,37 @@ static int cmd_verify(const command *cmd, evs_store *s, int argc, char **argv) {
                 evs_status_name(st), evs_last_error_message());
         return 1;
     }
-    if (n < x.events) {
-        fprintf(stderr, "evsctl: verify: damage: %" PRIu64 " event%s read, the store has %" PRIu64 "\n", n, plural(n),
-                x.events);
+    /* Every position the store used before the read is an event read or an empty one: a
+     * removed event or a lifecycle entry, as counted after the read (events a rule by age
+     * removed while it ran are counted there). A lost event is neither. */
+    evs_stats y = EVS_STRUCT_INIT(evs_stats);
+    if ((st = evs_stats_get(s, &y)) != EVS_OK)
+        return fail("stats", st);
+    uint64_t empty = y.removed_events + y.lifecycle_entries;
+    if (n + empty < x.events) {
+        fprintf(stderr,
+                "evsctl: verify: damage: %" PRIu64 " event%s read and %" PRIu64 " empty position%s (removed events, "
+                "lifecycle entries), the store has %" PRIu64 " position%s\n",
+                n, plural(n), empty, plural(empty), x.events, plural(x.events));
         return 1;
     }
     if (g_pg) {
-        printf("ok: %" PRIu64 " event%s, positions gapless from 0, timestamps in order (a PostgreSQL store: no "
-               "segments or checksums to check)\n",
-               n, plural(n));
+        if (empty == 0)
+            printf("ok: %" PRIu64 " event%s, positions gapless from 0, timestamps in order (a PostgreSQL store: no "
+                   "segments or checksums to check)\n",
+                   n, plural(n));
+        else
+            printf("ok: %" PRIu64 " event%s, positions in order from 0 with %" PRIu64 " empty (removed events, "
+                   "lifecycle entries), timestamps in order (a PostgreSQL store: no segments or checksums to check)\n",
+                   n, plural(n), empty);
         return fflush(stdout) == 0 ? 0 : fail_write();
     }
     printf("ok: %" PRIu64 " event%s in %" PRIu64 " segment%s (%" PRIu64 " bytes), every checksum good\n", n,
            plural(n), x.segments, plural(x.segments), x.bytes_on_disk);
+    if (empty > 0)
+        printf("note: %" PRIu64 " empty position%s: %" PRIu64 " removed event%s, %" PRIu64 " lifecycle entr%s\n", empty,
+               plural(empty), y.removed_events, plural(y.removed_events), y.lifecycle_entries,
+               y.lifecycle_entries == 1 ? "y" : "ies");
     if (g_info.bytes_truncated > 0)
         printf("note: a torn tail of %" PRIu64 " bytes after the last event (an interrupted write, never "
                "acknowledged) %s\n",
@@ -613,6 +666,151 @@ static int cmd_append(const command *cmd, evs_store *s, int argc, char **argv) {
     return fflush(stdout) == 0 ? 0 : fail_write();
 }
 
+/* ---- lifecycle: delete, truncate, retention, compact (docs/lifecycle.md) ---- */
+
+/* delete STREAM [--hard] [--expected N]: the stream's events leave every read now. */
+static int cmd_delete(const command *cmd, evs_store *s, int argc, char **argv) {
+    (void)cmd, (void)argc;
+    uint64_t pos = 0;
+    evs_status st = evs_delete_stream(s, argv[0], g_expected, g_hard ? EVS_DELETE_HARD : EVS_DELETE_SOFT, NULL, &pos);
+    if (st != EVS_OK)
+        return fail("delete", st);
+    printf("deleted stream '%s' (%s) at position %" PRIu64 "\n", argv[0],
+           g_hard ? "hard: the name is refused from now on" : "soft: appending to it again continues its versions",
+           pos);
+    return fflush(stdout) == 0 ? 0 : fail_write();
+}
+
+/* truncate STREAM VERSION: the stream's events with a version below VERSION leave. */
+static int cmd_truncate(const command *cmd, evs_store *s, int argc, char **argv) {
+    (void)cmd, (void)argc;
+    uint64_t before = 0, pos = 0;
+    if (!parse_u64(argv[1], &before))
+        return bad_number("VERSION", argv[1]);
+    evs_status st = evs_truncate_stream(s, argv[0], before, NULL, &pos);
+    if (st != EVS_OK)
+        return fail("truncate", st);
+    printf("truncated stream '%s' before version %" PRIu64 " at position %" PRIu64 "\n", argv[0], before, pos);
+    return fflush(stdout) == 0 ? 0 : fail_write();
+}
+
+static void print_rule(const char *what, const char *name, const evs_retention *r) {
+    printf("%s '%s': ", what, name);
+    if (r->max_count == 0 && r->max_age_us == 0) {
+        puts("no rule");
+        return;
+    }
+    if (r->max_count > 0)
+        printf("max_count %" PRIu64 "%s", r->max_count, r->max_age_us > 0 ? ", " : "");
+    if (r->max_age_us > 0) {
+        if (r->max_age_us % 1000000 == 0)
+            printf("max_age %" PRIu64 " s", r->max_age_us / 1000000);
+        else
+            printf("max_age %" PRIu64 " us", r->max_age_us);
+    }
+    putchar('\n');
+}
+
+/* retention STREAM | --category PREFIX [--max-count N] [--max-age SECONDS] [--clear]:
+ * sets or clears the rule; with none of those options, shows the rule in force for
+ * STREAM (or the one set on PREFIX) read-only. */
+static int cmd_retention(const command *cmd, evs_store *s, int argc, char **argv) {
+    (void)cmd;
+    const char *target = g_category != NULL ? g_category : argv[0];
+    uint32_t flags = g_category != NULL ? EVS_RETENTION_CATEGORY : 0;
+    const char *what = g_category != NULL ? "category" : "stream";
+    (void)argc;
+    evs_retention r = EVS_STRUCT_INIT(evs_retention);
+    evs_status st;
+    if (!g_rule_given) {
+        if ((st = evs_get_retention(s, target, flags, &r)) != EVS_OK)
+            return fail("retention", st);
+        print_rule(what, target, &r);
+        return fflush(stdout) == 0 ? 0 : fail_write();
+    }
+    r.max_count = g_max_count;
+    r.max_age_us = g_max_age_s * UINT64_C(1000000);
+    uint64_t pos = 0;
+    if ((st = evs_set_retention(s, target, flags, g_clear ? NULL : &r, NULL, &pos)) != EVS_OK)
+        return fail("retention", st);
+    if (g_clear)
+        printf("%s '%s': rule cleared at position %" PRIu64 "\n", what, target, pos);
+    else {
+        print_rule(what, target, &r);
+        printf("set at position %" PRIu64 "\n", pos);
+    }
+    return fflush(stdout) == 0 ? 0 : fail_write();
+}
+
+/* While evs_compact runs on a terminal, a thread shows how much of what was reclaimable
+ * when it began is freed (evs_stats' reclaimable_bytes), at once and then four times a
+ * second. */
+typedef struct {
+    open_watch w;
+    evs_store *s;
+    uint64_t total;
+} compact_watch;
+
+/* The progress line: `left` of what was reclaimable at the start still to free. */
+static void compact_progress(const compact_watch *cw, uint64_t left, long elapsed) {
+    if (left > cw->total)
+        left = cw->total;
+    if (cw->total > 0)
+        fprintf(stderr, "\revsctl: compact: %" PRIu64 " of %" PRIu64 " reclaimable bytes freed (%d%%), %ld s\033[K",
+                cw->total - left, cw->total, (int)((cw->total - left) * 100 / cw->total), elapsed);
+    else
+        fprintf(stderr, "\revsctl: compact: compacting, %ld s\033[K", elapsed);
+    fflush(stderr);
+}
+
+static void *compact_watch_main(void *arg) {
+    compact_watch *cw = arg;
+    double start = now_s();
+    pthread_mutex_lock(&cw->w.lock);
+    while (!watch_sleep(&cw->w, 0.25)) {
+        evs_stats x = EVS_STRUCT_INIT(evs_stats);
+        if (evs_stats_get(cw->s, &x) == EVS_OK)
+            compact_progress(cw, x.reclaimable_bytes, (long)(now_s() - start));
+    }
+    pthread_mutex_unlock(&cw->w.lock);
+    return NULL;
+}
+
+/* compact: evs_compact, then what it did. */
+static int cmd_compact(const command *cmd, evs_store *s, int argc, char **argv) {
+    (void)cmd, (void)argc, (void)argv;
+    compact_watch cw = {{PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false}, s, 0};
+    evs_stats x = EVS_STRUCT_INIT(evs_stats);
+    evs_compact_info info = EVS_STRUCT_INIT(evs_compact_info);
+    pthread_t watcher;
+    bool watching = false;
+    if (g_progress) {
+        if (evs_stats_get(s, &x) == EVS_OK)
+            cw.total = x.reclaimable_bytes;
+        /* shown at once, before the compaction starts; then by the thread */
+        compact_progress(&cw, cw.total, 0);
+        cw.w.shown = true;
+        watching = pthread_create(&watcher, NULL, compact_watch_main, &cw) == 0;
+    }
+    evs_status st = evs_compact(s, &info);
+    if (watching) {
+        watch_stop(&cw.w, watcher);
+    } else if (cw.w.shown) {
+        fputs("\r\033[K", stderr);
+        fflush(stderr);
+    }
+    if (st != EVS_OK)
+        return fail("compact", st);
+    /* PostgreSQL counts the rows (chunks of events) it deleted or rewrote. */
+    const char *unit = g_pg ? "row" : "segment";
+    printf("compacted: %" PRIu64 " %s%s %s, %" PRIu64 " bytes before, %" PRIu64 " after, %" PRIu64
+           " removed event%s erased, in %" PRIu64 " ms\n",
+           info.segments_rewritten, unit, plural(info.segments_rewritten), g_pg ? "deleted or rewritten" : "rewritten",
+           info.bytes_before, info.bytes_after, info.events_erased, plural(info.events_erased),
+           info.duration_us / 1000);
+    return fflush(stdout) == 0 ? 0 : fail_write();
+}
+
 /* schema --sql URL: the SQL that creates or migrates a PostgreSQL store's schema to the
  * library's version (evs_schema_sql); nothing is executed and no store is opened. */
 static int cmd_schema(const command *cmd, evs_store *s, int argc, char **argv) {
@@ -634,7 +832,8 @@ static const command k_commands[] = {
      false, 0, 0, cmd_info},
     {"verify", "", "check every record's CRC; exit 1 at the first damage",
      "Runs a writer's recovery (unless --read-only, or a writer has the store open), then reads every record from "
-     "the first, checking each one's CRC, and checks that positions are gapless and timestamps never go back. "
+     "the first, checking each one's CRC, and checks that positions grow, timestamps never go back and every "
+     "position is an event or an empty one (a removed event or a lifecycle entry, as the store counts them). "
      "Prints the first damage (its segment and offset) on stderr and exits 1; prints a summary and exits 0 when "
      "the log is whole. A torn tail (an interrupted write, never acknowledged) is not damage: it is reported, and "
      "cut off as the next writer's open would. A PostgreSQL store is read (never opened for writing) and its "
@@ -669,6 +868,29 @@ static const command k_commands[] = {
      "Appends one event of type TYPE to STREAM with TEXT as its payload, and prints its position. Opens the store "
      "for writing.",
      true, 3, 3, cmd_append},
+    {"delete", "STREAM", "delete a stream (soft, or --hard)",
+     "Deletes STREAM: its events leave every read now (their bytes at the next compaction). Soft by default: the "
+     "stream does not exist until it is appended to again, and then continues its versions. --hard: a tombstone, "
+     "the name is refused from then on. --expected N: only if the stream's version is N. Prints the position of "
+     "the delete's entry in the log. Opens the store for writing.",
+     true, 1, 1, cmd_delete},
+    {"truncate", "STREAM VERSION", "remove a stream's events below VERSION",
+     "Removes STREAM's events with a version below VERSION (at most its version + 1); the rest read as before. "
+     "Prints the position of the entry in the log. Opens the store for writing.",
+     true, 2, 2, cmd_truncate},
+    {"retention", "STREAM", "show or set a retention rule",
+     "With --max-count N (keep the last N events) and/or --max-age SECONDS (remove events older than that), sets "
+     "the retention rule of STREAM, or with --category PREFIX (and no STREAM) of every stream whose name starts "
+     "with PREFIX; --clear removes the rule. These open the store for writing. With none of them, shows the rule "
+     "in force for STREAM (its own, else its longest matching category's), or the one set on PREFIX, read-only.",
+     false, 0, 1, cmd_retention},
+    {"compact", "", "erase removed events' bytes now",
+     "Compacts now: on a file store every segment holding a removed event is rewritten without it (the active "
+     "segment sealed first if it holds one), so that afterwards no file holds a removed event; on PostgreSQL the "
+     "rows that retention rules by age removed are deleted. Prints what was done: segments rewritten (rows on "
+     "PostgreSQL) and their bytes before and after, events erased, time. On a terminal, the reclaimable bytes freed so far show on "
+     "stderr. Opens the store for writing.",
+     true, 0, 0, cmd_compact},
     {"schema", "", "the SQL for a PostgreSQL schema (--sql)",
      "Prints the SQL that creates the PostgreSQL schema of the store at URL (a postgresql:// URL), or migrates it "
      "to this library's version: the statements a writable open would run, in one transaction, with the grants the "
@@ -686,6 +908,10 @@ static const char *options_of(const command *c) {
         return " [--read-only]";
     if (!strcmp(c->name, "schema"))
         return " --sql";
+    if (!strcmp(c->name, "delete"))
+        return " [--hard] [--expected N]";
+    if (!strcmp(c->name, "retention"))
+        return " [--category PREFIX] [--max-count N] [--max-age SECONDS] [--clear]";
     if (!strcmp(c->name, "dump") || !strcmp(c->name, "stream") || !strcmp(c->name, "streams") ||
         !strcmp(c->name, "accounts") || !strcmp(c->name, "account"))
         return " [--json]";
@@ -706,8 +932,8 @@ static void usage(FILE *out) {
         fprintf(out, "  %-9s %-17s %s%s\n", k_commands[i].name, k_commands[i].args, k_commands[i].summary,
                 k_commands[i].writes ? " (writes)" : "");
     fprintf(out, "\nReading commands open the store read-only, beside a running writer. STORE is a folder, or a\n"
-                 "postgresql:// URL. On a terminal, an open that takes more than a second, verify and dump\n"
-                 "show their progress on stderr.\n");
+                 "postgresql:// URL. On a terminal, an open that takes more than a second, verify, dump and\n"
+                 "compact show their progress on stderr.\n");
 }
 
 static evs_status open_store(const char *path, bool writes, evs_store **out) {
@@ -725,17 +951,8 @@ static evs_status open_store(const char *path, bool writes, evs_store **out) {
         st = evs_open(path, o, out, &g_info);
     }
     evs_options_free(o);
-    if (watching) {
-        pthread_mutex_lock(&w.lock);
-        w.done = true;
-        pthread_cond_signal(&w.cv);
-        pthread_mutex_unlock(&w.lock);
-        pthread_join(watcher, NULL);
-        if (w.shown) {
-            fputs("\r\033[K", stderr);
-            fflush(stderr);
-        }
-    }
+    if (watching)
+        watch_stop(&w, watcher);
     return st;
 }
 
@@ -776,63 +993,129 @@ int main(int argc, char **argv) {
     }
     g_cmd = cmd->name;
 
-    /* Options, then STORE and the command's arguments. */
+    /* Options, then STORE and the command's arguments; the lifecycle commands (no free
+     * text among their arguments) also take options after them. "--" ends the options. */
     const char *opts = options_of(cmd);
-    int i = 2;
-    for (; i < argc && argv[i][0] == '-' && argv[i][1] != '\0'; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            command_usage(stdout, cmd);
-            return 0;
-        } else if (!strcmp(argv[i], "--")) {
-            i++;
-            break;
-        } else if (!strcmp(argv[i], "--json") && strstr(opts, "--json")) {
-            g_json = true;
-        } else if (!strcmp(argv[i], "--sql") && strstr(opts, "--sql")) {
-            g_sql = true;
-        } else if (!strcmp(argv[i], "--read-only") && strstr(opts, "--read-only")) {
-            g_read_only = true;
-        } else if (!strcmp(argv[i], "-f") && strstr(opts, "-f")) {
-            g_follow = true;
-        } else if (!strcmp(argv[i], "-n") && strstr(opts, "-n")) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "evsctl: %s: -n needs a number\n", g_cmd);
+    bool anywhere = cmd->run == cmd_delete || cmd->run == cmd_truncate || cmd->run == cmd_retention ||
+                    cmd->run == cmd_compact;
+    char **args = calloc((size_t)argc, sizeof *args);
+    int nargs = -1; /* positionals after STORE */
+    if (args == NULL) {
+        fprintf(stderr, "evsctl: %s: out of memory\n", g_cmd);
+        return 1;
+    }
+    bool options_end = false;
+    for (int k = 2; k < argc; k++) {
+        const char *a = argv[k];
+        if (options_end || a[0] != '-' || a[1] == '\0' || (nargs >= 0 && !anywhere)) {
+            if (!anywhere)
+                options_end = true;
+            args[++nargs] = argv[k];
+            continue;
+        }
+        /* the value of an option that takes one */
+        const char *value = NULL;
+        bool valued = (!strcmp(a, "-n") && strstr(opts, "-n")) || (!strcmp(a, "--expected") && strstr(opts, a)) ||
+                      (!strcmp(a, "--category") && strstr(opts, a)) || (!strcmp(a, "--max-count") && strstr(opts, a)) ||
+                      (!strcmp(a, "--max-age") && strstr(opts, a));
+        if (valued) {
+            if (k + 1 >= argc) {
+                fprintf(stderr, "evsctl: %s: %s needs a value\n", g_cmd, a);
                 return 2;
             }
-            if (!parse_u64(argv[++i], &g_count))
-                return bad_number("N", argv[i]);
+            value = argv[++k];
+        }
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            command_usage(stdout, cmd);
+            return 0;
+        } else if (!strcmp(a, "--")) {
+            options_end = true;
+        } else if (!strcmp(a, "--json") && strstr(opts, "--json")) {
+            g_json = true;
+        } else if (!strcmp(a, "--sql") && strstr(opts, "--sql")) {
+            g_sql = true;
+        } else if (!strcmp(a, "--read-only") && strstr(opts, "--read-only")) {
+            g_read_only = true;
+        } else if (!strcmp(a, "-f") && strstr(opts, "-f")) {
+            g_follow = true;
+        } else if (!strcmp(a, "--hard") && strstr(opts, "--hard")) {
+            g_hard = true;
+        } else if (!strcmp(a, "--clear") && strstr(opts, "--clear")) {
+            g_clear = g_rule_given = true;
+        } else if (!strcmp(a, "-n") && value != NULL) {
+            if (!parse_u64(value, &g_count))
+                return bad_number("N", value);
+        } else if (!strcmp(a, "--expected") && value != NULL) {
+            uint64_t v = 0;
+            if (!parse_u64(value, &v) || v > (uint64_t)INT64_MAX)
+                return bad_number("--expected", value);
+            g_expected = (int64_t)v;
+        } else if (!strcmp(a, "--category") && value != NULL) {
+            g_category = value;
+        } else if (!strcmp(a, "--max-count") && value != NULL) {
+            if (!parse_u64(value, &g_max_count))
+                return bad_number("--max-count", value);
+            g_rule_given = true;
+        } else if (!strcmp(a, "--max-age") && value != NULL) {
+            if (!parse_u64(value, &g_max_age_s))
+                return bad_number("--max-age", value);
+            if (g_max_age_s > UINT64_MAX / 1000000) {
+                fprintf(stderr, "evsctl: %s: --max-age %s is more seconds than a rule can hold (%" PRIu64 ")\n", g_cmd,
+                        value, UINT64_MAX / 1000000);
+                return 2;
+            }
+            g_rule_given = true;
         } else {
-            fprintf(stderr, "evsctl: %s: unknown option '%s'\n", g_cmd, argv[i]);
+            fprintf(stderr, "evsctl: %s: unknown option '%s'\n", g_cmd, a);
             command_usage(stderr, cmd);
             return 2;
         }
     }
     /* --help anywhere on the line wins. */
-    for (int k = i; k < argc; k++) {
-        if (!strcmp(argv[k], "--help")) {
+    for (int k = 0; k <= nargs; k++) {
+        if (!strcmp(args[k], "--help")) {
             command_usage(stdout, cmd);
             return 0;
         }
     }
-    int nargs = argc - i - 1;
-    if (i >= argc || nargs < cmd->min_args || nargs > cmd->max_args) {
-        fprintf(stderr, "evsctl: %s: %s\n", g_cmd, i >= argc ? "STORE is missing" : "wrong number of arguments");
+    if (nargs < 0) {
+        fprintf(stderr, "evsctl: %s: STORE is missing\n", g_cmd);
         command_usage(stderr, cmd);
         return 2;
     }
-    const char *path = argv[i];
+    /* retention: STREAM, or --category PREFIX without one. */
+    int min_args = cmd->min_args, max_args = cmd->max_args;
+    if (cmd->run == cmd_retention)
+        min_args = max_args = g_category != NULL ? 0 : 1;
+    if (nargs < min_args || nargs > max_args) {
+        fprintf(stderr, "evsctl: %s: %s\n", g_cmd,
+                cmd->run == cmd_retention ? "give a STREAM or --category PREFIX (one of them)"
+                                          : "wrong number of arguments");
+        command_usage(stderr, cmd);
+        return 2;
+    }
+    if (g_clear && (g_max_count > 0 || g_max_age_s > 0)) {
+        fprintf(stderr, "evsctl: %s: --clear cannot go with --max-count or --max-age\n", g_cmd);
+        return 2;
+    }
+    if (cmd->run == cmd_retention && g_rule_given && !g_clear && g_max_count == 0 && g_max_age_s == 0) {
+        fprintf(stderr, "evsctl: %s: a rule of --max-count 0 and --max-age 0 keeps everything: use --clear\n", g_cmd);
+        return 2;
+    }
+    const char *path = args[0];
     g_pg = !strncmp(path, "postgresql://", 13) || !strncmp(path, "postgres://", 11);
     g_progress = isatty(STDERR_FILENO);
     g_store = path;
     if (cmd->run == cmd_schema)
-        return cmd->run(cmd, NULL, nargs, argv + i + 1);
+        return cmd->run(cmd, NULL, nargs, args + 1);
 
     /* verify runs a writer's recovery on a file store; a PostgreSQL store has none to run,
      * and a writable open could migrate its schema: verify only reads it. */
-    bool writes = cmd->writes || (cmd->run == cmd_verify && !g_read_only && !g_pg);
+    bool writes = cmd->writes || (cmd->run == cmd_verify && !g_read_only && !g_pg) ||
+                  (cmd->run == cmd_retention && g_rule_given);
     evs_store *s = NULL;
     evs_status st = open_store(path, writes, &s);
-    if (st == EVS_ERR_LOCKED && !cmd->writes && writes) {
+    if (st == EVS_ERR_LOCKED && cmd->run == cmd_verify && writes) {
         g_shared = true;
         st = open_store(path, false, &s);
         writes = false;
@@ -841,7 +1124,7 @@ int main(int argc, char **argv) {
         return fail("damage found opening the store", st);
     if (st != EVS_OK)
         return fail(writes ? "opening for writing" : "opening read-only", st);
-    int rc = cmd->run(cmd, s, nargs, argv + i + 1);
+    int rc = cmd->run(cmd, s, nargs, args + 1);
     st = evs_close(s);
     if (st != EVS_OK && rc == 0)
         rc = fail("close", st);

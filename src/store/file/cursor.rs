@@ -64,7 +64,20 @@ impl ForwardCursor {
         }
         if self.segments.is_none() {
             let index = self.store.index.read().unwrap_or_else(|e| e.into_inner());
-            let (_, at, _) = index.locate(self.next)?.ok_or_else(|| {
+            // A position a compaction emptied: read on from the next record.
+            let found = match index.locate(self.next)? {
+                Some(l) => Some(l),
+                None => match index.next_record(self.next)? {
+                    Some(p) => index.locate(p)?,
+                    None if self.next < index.len() => {
+                        // Nothing but empty positions up to the end.
+                        self.next = index.len().min(committed).min(self.until);
+                        return Ok(None);
+                    }
+                    None => None,
+                },
+            };
+            let (_, at, _) = found.ok_or_else(|| {
                 Error::corrupt(format!("position {} is not in the index", self.next))
             })?;
             drop(index);
@@ -109,6 +122,9 @@ impl ForwardCursor {
     #[inline(never)]
     fn next_kept(&mut self) -> Result<Option<EventRef<'_>>> {
         self.views.begin();
+        // Reads that found the segment rewritten under this cursor (a compaction), each
+        // answered by reading the position again from what is at the segment's name.
+        let mut stale = 0;
         let position = loop {
             let Some(committed) = self.ready()? else {
                 return Ok(None);
@@ -116,17 +132,49 @@ impl ForwardCursor {
             let due = self.next;
             let damaged = move |e: Error| e.damage_at(due);
             let seg = self.segments.as_mut().expect("set by ready");
-            let Some((at, d)) = seg.next().map_err(damaged)? else {
-                return Err(damaged(log_ends(due)));
+            let segment_id = seg.position().segment_id;
+            let read = match seg.next() {
+                Ok(Some((at, d))) => check_plain(&d.record, at).map(|_| Some((at, d))),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
             };
-            check_plain(&d.record, at).map_err(damaged)?;
+            let (at, d) = match read {
+                Ok(Some(r)) => r,
+                Ok(None) => return Err(damaged(log_ends(due))),
+                Err(e) => {
+                    stale += 1;
+                    if stale > 2 {
+                        return Err(damaged(e));
+                    }
+                    self.again(due, segment_id);
+                    continue;
+                }
+            };
             let (key, value) = (d.record.key, d.record.value);
+            let marker = super::is_marker(&d.record);
             let Some(position) = position_at(&mut self.next, self.until, key, value, at, committed)
                 .map_err(damaged)?
             else {
                 self.relocate = true;
                 return Ok(None);
             };
+            if position != due || marker {
+                // Positions skipped are empty only if the index says so; else this cursor
+                // read a rewritten segment at an old offset.
+                if !self.store.gap_holds(due, position, marker)? {
+                    stale += 1;
+                    if stale > 2 {
+                        return Err(damaged(Error::corrupt(format!(
+                            "the log skips from position {due} to {position}, which the index does not"
+                        ))));
+                    }
+                    self.again(due, at.segment_id);
+                    continue;
+                }
+                if marker {
+                    continue;
+                }
+            }
             if !passes_over(&self.store, &mut self.views, value).map_err(damaged)? {
                 break position;
             }
@@ -140,6 +188,15 @@ impl ForwardCursor {
         decode_event(position, d.record.key, d.record.value, &mut self.legacy)
             .map(Some)
             .map_err(|e| e.damage_at(position))
+    }
+
+    /// Reads from position `due` again, looked up afresh, segment `segment_id`'s cached
+    /// handles dropped.
+    #[cold]
+    fn again(&mut self, due: u64, segment_id: u64) {
+        self.next = due;
+        self.segments = None;
+        self.store.reload_segment(segment_id);
     }
 }
 
@@ -244,7 +301,10 @@ impl BackwardCursor {
                 Some(p) => self.next = p,
                 None => self.more = false,
             }
-            let at = self.store.fetch_at(position, &mut self.buf)?;
+            // (A position a compaction emptied is passed over.)
+            let Some(at) = self.store.fetch_if_any(position, &mut self.buf)? else {
+                continue;
+            };
             let d = record::decode(&self.buf).map_err(|e| damaged(position, at, e.describe()))?;
             check_plain(&d.record, at).map_err(|e| e.damage_at(position))?;
             if !passes_over(&self.store, &mut self.views, d.record.value)
@@ -391,16 +451,42 @@ impl StreamCursor {
             let Some(loc) = self.ahead.pop_front() else {
                 return Ok(None);
             };
-            let version = self.next_version;
             self.next_version += 1;
             self.from_position = loc.0 + 1;
-            if removing {
-                let view = self.views.view(&self.store, &self.stream);
-                if view.tombstone || version < view.first_kept {
-                    continue;
-                }
+            // (Removed versions are judged by the record read: a compaction may have
+            // erased versions the cursor counted on, so its count can lag.)
+            if removing && self.views.view(&self.store, &self.stream).tombstone {
+                continue;
             }
-            let range = self.load(loc)?;
+            let mut range = self.load(loc)?;
+            if !super::holds(loc.0, &self.buf[range.0..range.1]) {
+                // The segment was rewritten by a compaction since `loc` was taken: read
+                // the position afresh (and locate the ones after it again).
+                self.ahead.clear();
+                self.span = None;
+                let got = self.store.fetch_checked(
+                    loc.0,
+                    loc.1,
+                    loc.2,
+                    &mut self.files,
+                    &mut self.buf,
+                )?;
+                let Some(at) = got else {
+                    continue;
+                };
+                let loc: super::index::Loc = (loc.0, at, None);
+                range = (0, self.buf.len(), false);
+                if !removing {
+                    break (loc.0, loc.1, range);
+                }
+                let d = decode_span(loc.0, loc.1, &self.buf, range, true)?;
+                if !passes_over(&self.store, &mut self.views, d.value)
+                    .map_err(|e| e.damage_at(loc.0))?
+                {
+                    break (loc.0, loc.1, range);
+                }
+                continue;
+            }
             if !removing {
                 break (loc.0, loc.1, range);
             }
@@ -412,9 +498,12 @@ impl StreamCursor {
             }
         };
         let d = decode_span(position, at, &self.buf, range, !removing)?;
-        decode_event(position, d.key, d.value, &mut self.legacy)
-            .map(Some)
-            .map_err(|e| e.damage_at(position))
+        let ev = decode_event(position, d.key, d.value, &mut self.legacy)
+            .map_err(|e| e.damage_at(position))?;
+        // Versions go on from the event read (a compaction may have erased the ones the
+        // cursor counted on).
+        self.next_version = self.next_version.max(ev.stream_version + 1);
+        Ok(Some(ev))
     }
 }
 

@@ -18,6 +18,15 @@ const OFFSET_BITS: u32 = 40;
 /// `tail_stream` of an event without a stream.
 const NO_STREAM: u32 = u32::MAX;
 
+/// The offset of an in-memory position that holds no record (a compaction erased it:
+/// replayed from a rewritten segment). Its entry keeps the segment it lies in.
+const GAP_OFFSET: u64 = (1 << OFFSET_BITS) - 1;
+
+/// Whether a packed in-memory entry is an empty position.
+fn is_gap(packed: u64) -> bool {
+    packed & GAP_OFFSET == GAP_OFFSET
+}
+
 pub fn pack(p: Position) -> u64 {
     (p.segment_id << OFFSET_BITS) | p.offset
 }
@@ -165,6 +174,26 @@ impl Index {
         self.push_record(wal, timestamp_us, NO_STREAM);
     }
 
+    /// Adds the next position as an empty one (its record was erased by a compaction),
+    /// in segment `segment_id`.
+    pub fn push_gap(&mut self, segment_id: u64) {
+        let position = self.len;
+        self.len += 1;
+        if position >= self.base {
+            self.wal.push(pack(Position {
+                segment_id,
+                offset: GAP_OFFSET,
+            }));
+            self.timestamps.push(self.last_timestamp);
+            self.tail_stream.push(NO_STREAM);
+        }
+    }
+
+    /// Whether the first `n` in-memory positions include an empty one.
+    pub fn has_gaps(&self, n: usize) -> bool {
+        self.wal[..n.min(self.wal.len())].iter().any(|&w| is_gap(w))
+    }
+
     fn push_record(&mut self, wal: Position, timestamp_us: u64, sid: u32) {
         let position = self.len;
         self.len += 1;
@@ -277,6 +306,35 @@ impl Index {
         Some((first, n))
     }
 
+    /// The oldest in-memory segment if it is before segment `active` (the log's active
+    /// one: a segment ended without a later event, as a compaction ends one): its id
+    /// and how many positions it has.
+    pub fn sealable_before(&self, active: u64) -> Option<(u64, usize)> {
+        let first = unpack(*self.wal.first()?).segment_id;
+        if first >= active {
+            return None;
+        }
+        let n = self.wal.partition_point(|&w| unpack(w).segment_id == first);
+        Some((first, n))
+    }
+
+    /// Puts a rewritten segment's summary in place of the old one (same positions); the
+    /// last record is now at `last` if it was in that segment.
+    pub fn replace_sealed(&mut self, s: Sealed, last: Option<Position>) {
+        if let Some(old) = self
+            .sealed
+            .iter_mut()
+            .find(|o| o.segment_id == s.segment_id)
+        {
+            *old = s;
+        }
+        if let (Some(l), Some(new)) = (self.last_wal, last) {
+            if l.segment_id == s.segment_id {
+                self.last_wal = Some(new);
+            }
+        }
+    }
+
     /// The index file of the oldest in-memory segment (see `sealable`), `segment_len`
     /// bytes long with last stored CRC `last_crc`.
     pub fn build_sealed(&self, n: usize, segment_len: u64, last_crc: u32) -> (Sealed, Vec<u8>) {
@@ -285,10 +343,15 @@ impl Index {
         // Global stream id -> the builder's: no name is hashed or copied.
         let mut local = vec![u32::MAX; self.streams.len()];
         for i in 0..n {
+            if is_gap(self.wal[i]) {
+                // (`seal` builds a segment with empty positions from the segment itself.)
+                b.push_gap(self.timestamps[i]);
+                continue;
+            }
             let at = unpack(self.wal[i]).offset;
-            let end = match self.wal.get(i + 1) {
-                Some(&w) if i + 1 < n => unpack(w).offset,
-                _ => segment_len,
+            let end = match self.wal[i + 1..n].iter().find(|&&w| !is_gap(w)) {
+                Some(&w) => unpack(w).offset,
+                None => segment_len,
             };
             let stream = match self.tail_stream[i] {
                 NO_STREAM => None,
@@ -348,18 +411,48 @@ impl Index {
             return Ok(None);
         }
         if position < self.base {
-            let (at, end) = self.files()?.locate(self.sealed_at(position), position)?;
-            return Ok(Some((position, at, Some(end))));
+            let found = self.files()?.locate(self.sealed_at(position), position)?;
+            return Ok(found.map(|(at, end)| (position, at, Some(end))));
         }
         Ok(self.locate_tail(position))
     }
 
+    /// Whether `position` (below `len()`) holds no record: a compaction erased it.
+    pub fn is_empty_position(&self, position: u64) -> Result<bool> {
+        Ok(position < self.len && self.locate(position)?.is_none())
+    }
+
+    /// The first position at or after `position` (below `len()`) that holds a record.
+    pub fn next_record(&self, position: u64) -> Result<Option<u64>> {
+        if position < self.base {
+            let files = self.files()?;
+            let mut i = self.sealed.partition_point(|s| s.end() <= position);
+            while let Some(s) = self.sealed.get(i) {
+                if let Some(p) = files.next_record(s, position.max(s.first))? {
+                    return Ok(Some(p));
+                }
+                i += 1;
+            }
+        }
+        let from = position.max(self.base) - self.base;
+        Ok(self
+            .wal
+            .iter()
+            .skip(from as usize)
+            .position(|&w| !is_gap(w))
+            .map(|i| self.base + from + i as u64))
+    }
+
     fn locate_tail(&self, position: u64) -> Option<Loc> {
         let i = (position.checked_sub(self.base)?) as usize;
-        let at = unpack(*self.wal.get(i)?);
-        let next = self
-            .wal
-            .get(i + 1)
+        let w = *self.wal.get(i)?;
+        if is_gap(w) {
+            return None;
+        }
+        let at = unpack(w);
+        let next = self.wal[i + 1..]
+            .iter()
+            .find(|&&w| !is_gap(w))
             .map(|&w| unpack(w))
             .filter(|n| n.segment_id == at.segment_id);
         Some((position, at, next.map(|n| n.offset)))
@@ -615,7 +708,8 @@ impl Index {
             }
             ix.streams.push(s);
         }
-        if ix.wal.windows(2).any(|w| w[0] >= w[1]) {
+        let records: Vec<u64> = ix.wal.iter().copied().filter(|&w| !is_gap(w)).collect();
+        if records.windows(2).any(|w| w[0] >= w[1]) {
             return Err(Error::corrupt(
                 "the snapshot's log positions are not increasing",
             ));
@@ -625,7 +719,7 @@ impl Index {
         {
             return Err(Error::corrupt("the snapshot's timestamps decrease"));
         }
-        if let (Some(&w), Some(l)) = (ix.wal.last(), last_wal) {
+        if let (Some(&w), Some(l)) = (records.last(), last_wal) {
             if w != pack(l) {
                 return Err(Error::corrupt(
                     "the snapshot's last event is not its last record",

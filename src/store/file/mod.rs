@@ -1,6 +1,7 @@
 //! The file engine: the embedded store on top of `wal/`, with its indexes, the process
 //! lock and snapshots. One writing process; readers in other processes open it read-only.
 
+mod compact;
 mod consumers;
 mod cursor;
 mod dedupe;
@@ -119,6 +120,8 @@ pub struct FileStore {
     removing: AtomicBool,
     /// The consumers' records of the log (docs/consumers.md); also one of `projections`.
     consumers: Arc<crate::store::consumer::ConsumerTable>,
+    /// One compaction at a time.
+    compact_lock: Mutex<()>,
 }
 
 /// Events since the last snapshot after which sealing a segment also writes one: at
@@ -155,6 +158,32 @@ pub(crate) fn index_segment(
         }
         bytes.truncate(l as usize);
     }
+    let next_key = || next.and_then(|n| first_key(vfs, log_dir, n));
+    index_bytes(&mut bytes, id, first, floor_ts, None, next_key)
+}
+
+/// Whether a record is an empty-position marker: a nori-wal tombstone (flag bit 0) with
+/// an 8-byte key and no value, which a compaction writes for the last position of a
+/// segment whose record it erased, so that the segment still says where its positions
+/// end (docs/log-format.md).
+pub(crate) fn is_marker(rec: &RecordRef<'_>) -> bool {
+    rec.tombstone && rec.key.len() == 8 && rec.value.is_empty()
+}
+
+/// Builds the index file of segment `id` (its bytes, first position `first`) as
+/// `index_segment` does; `timestamps`: every position's timestamp when known (a
+/// compaction keeps those of the positions it empties), else the floor and the records'
+/// own. Positions a compaction emptied (keys skipped, or a marker record) are indexed as
+/// holding no record.
+pub(crate) fn index_bytes(
+    bytes: &mut Vec<u8>,
+    id: u64,
+    first: u64,
+    floor_ts: u64,
+    timestamps: Option<&[u64]>,
+    next_key: impl Fn() -> Option<u64>,
+) -> Result<(Sealed, Vec<u8>)> {
+    let name = crate::wal::segment::file_name(id);
     if !Builder::fits(bytes.len() as u64) {
         return Err(Error::invalid(format!(
             "{name} is too long for an index file"
@@ -162,6 +191,12 @@ pub(crate) fn index_segment(
     }
     let mut b = Builder::new(id, first);
     let (mut at, mut position, mut ts) = (0usize, first, floor_ts);
+    let stamp = |p: u64, own: u64| {
+        timestamps
+            .and_then(|t| t.get((p - first) as usize).copied())
+            .unwrap_or(own)
+    };
+    let mut records = 0u64;
     while at < bytes.len() {
         let here = Position {
             segment_id: id,
@@ -169,7 +204,7 @@ pub(crate) fn index_segment(
         };
         let d = match record::decode(&bytes[at..]) {
             Ok(d) => d,
-            Err(e) if at > 0 && next.and_then(|n| first_key(vfs, log_dir, n)) == Some(position) => {
+            Err(e) if at > 0 && next_key() == Some(position) => {
                 let _ = e;
                 bytes.truncate(at);
                 break;
@@ -182,33 +217,65 @@ pub(crate) fn index_segment(
             }
         };
         check_plain(&d.record, here)?;
+        let len = d.len;
+        // Keys skipped before this record are empty positions.
+        let key = match <[u8; 8]>::try_from(d.record.key) {
+            Ok(k) if d.record.value.first() != Some(&b'{') => Some(u64::from_le_bytes(k)),
+            _ => None,
+        };
+        if let Some(k) = key {
+            if k < position {
+                return Err(Error::corrupt(format!(
+                    "{name} offset {at}: the record has the key of position {k}, which comes before position {position}"
+                )));
+            }
+            let upto = if is_marker(&d.record) { k + 1 } else { k };
+            while position < upto {
+                ts = ts.max(stamp(position, ts));
+                b.push_gap(ts);
+                position += 1;
+            }
+            if is_marker(&d.record) {
+                b.set_records_end(at as u64);
+                at += len;
+                if at < bytes.len() {
+                    return Err(Error::corrupt(format!(
+                        "{name} offset {at}: records follow its end marker"
+                    )));
+                }
+                break;
+            }
+        }
         let mut legacy = None;
         let rec =
             decode_record(position, d.record.key, d.record.value, &mut legacy).map_err(|e| {
                 e.damage_at(position)
                     .prefixed(format!("{name} offset {at}: "))
             })?;
-        let (stamp, stream) = match &rec {
+        let (own, stream) = match &rec {
             Decoded::Event(ev) => (
                 ev.timestamp_us,
                 (!ev.stream.is_empty()).then_some((ev.stream, ev.stream_version)),
             ),
             Decoded::Entry(e) => (e.timestamp_us, None),
         };
-        ts = ts.max(stamp);
+        ts = ts.max(stamp(position, own));
         b.push(BuildEvent {
             offset: at as u64,
-            len: d.len as u64,
+            len: len as u64,
             timestamp_us: ts,
             stream,
         });
-        at += d.len;
+        records += 1;
+        at += len;
         position += 1;
     }
     if position == first {
         return Err(Error::corrupt(format!("{name} has no events")));
     }
-    Ok(b.finish(bytes.len() as u64, record_crc(&bytes)))
+    let _ = records;
+    let crc = record_crc(bytes);
+    Ok(b.finish(bytes.len() as u64, crc))
 }
 
 /// The position the first record of segment `id` says it has (its 8-byte key), if it
@@ -329,6 +396,22 @@ fn legacy_event(
             id: None,
         })
         .as_ref()
+}
+
+/// Whether the record at the start of `buf` is the record of `position` (its key; a
+/// legacy record's key says nothing). Its CRC is checked by whoever decodes it.
+pub(crate) fn holds(position: u64, buf: &[u8]) -> bool {
+    match record::decode_verified(buf) {
+        Ok(d) if d.record.value.first() == Some(&b'{') => true,
+        Ok(d) => {
+            !is_marker(&d.record)
+                && <[u8; 8]>::try_from(d.record.key)
+                    .map(u64::from_le_bytes)
+                    .ok()
+                    == Some(position)
+        }
+        Err(_) => false,
+    }
 }
 
 /// The stored CRC of the record that fills `buf` (its last four bytes).
@@ -467,6 +550,7 @@ impl FileStore {
         let files = Arc::new(SegmentFiles::new(vfs.clone(), &dir, !options.read_only));
         if !options.read_only {
             files.remove_leftovers();
+            compact::remove_leftovers(&*vfs, &dir.join("events"));
         }
         let mut sealed = files.load(&mut report.index_files_rebuilt);
         Self::index_unsealed(&files, &config, &mut sealed, &mut report);
@@ -538,6 +622,7 @@ impl FileStore {
             seal_failed: AtomicU64::new(0),
             removing: AtomicBool::new(removing),
             consumers,
+            compact_lock: Mutex::new(()),
         };
         // Segments replayed into memory that are complete get their index files now.
         store.maybe_seal();
@@ -614,10 +699,35 @@ impl FileStore {
         let start_key = index.len();
         let mut visit = |pos: Position, rec: &RecordRef<'_>| -> Result<()> {
             check_plain(rec, pos)?;
-            let position = index.len();
             let mut legacy = None;
             let file = || crate::wal::segment::file_name(pos.segment_id);
+            // Positions a compaction emptied: keys skipped (from segment 0 on, whose
+            // first events may be erased) and marker records.
+            if !index.is_empty() || pos.segment_id == 0 {
+                if let Ok(k) = <[u8; 8]>::try_from(rec.key) {
+                    let k = u64::from_le_bytes(k);
+                    let upto = if is_marker(rec) { k + 1 } else { k };
+                    if rec.value.first() != Some(&b'{') && upto > index.len() {
+                        if upto - index.len() > 1 << 32 {
+                            return Err(Error::corrupt(format!(
+                                "{} offset {}: the record has the key of position {k}, far past position {}",
+                                file(),
+                                pos.offset,
+                                index.len()
+                            )));
+                        }
+                        while index.len() < upto {
+                            index.push_gap(pos.segment_id);
+                        }
+                    }
+                }
+            }
+            if is_marker(rec) {
+                return Ok(());
+            }
+            let position = index.len();
             if position == 0
+                && pos.segment_id != 0
                 && rec.key.len() == 8
                 && rec.key != [0u8; 8]
                 && rec.value.first() != Some(&b'{')
@@ -1355,17 +1465,95 @@ impl FileStore {
     /// Reads the record at `position` into `buf` (from its start; maybe more bytes after
     /// it); returns where it is in the log.
     pub(crate) fn fetch_at(&self, position: u64, buf: &mut Vec<u8>) -> Result<Position> {
+        if let Some(at) = self.fetch_if_any(position, buf)? {
+            return Ok(at);
+        }
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+        if position < index.len() {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "no event at position {position}: the event there was removed and a compaction erased it"
+                ),
+            ));
+        }
+        Err(Error::new(
+            ErrorKind::NotFound,
+            format!("no event at position {position}"),
+        ))
+    }
+
+    /// `fetch_at`, with `None` for a position that holds no record (past the end, or
+    /// emptied by a compaction).
+    pub(crate) fn fetch_if_any(
+        &self,
+        position: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<Option<Position>> {
         let index = self.index.read().unwrap_or_else(|e| e.into_inner());
         let found = index.locate(position)?;
         drop(index);
-        let Some((_, at, end)) = found else {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!("no event at position {position}"),
-            ));
-        };
-        self.fetch_located(position, at, end, &mut None, buf)?;
-        Ok(at)
+        match found {
+            Some((_, at, end)) => self.fetch_checked(position, at, end, &mut None, buf),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads the record of `position`, located at `at` (ending at `end`), into `buf` as
+    /// `fetch_located` does, and checks that it is that position's record: a compaction
+    /// may have put a rewritten copy of the segment in place since the location was
+    /// taken (a reader that opens the new file with an old offset). Then the segment's
+    /// cached handles are dropped and the position is located again. `None`: the
+    /// position holds no record any more (its removed event was erased).
+    pub(crate) fn fetch_checked(
+        &self,
+        position: u64,
+        mut at: Position,
+        mut end: Option<u64>,
+        files: &mut Option<(u64, crate::wal::vfs::FileRef)>,
+        buf: &mut Vec<u8>,
+    ) -> Result<Option<Position>> {
+        let mut attempt = 0;
+        loop {
+            let read = self.fetch_located(position, at, end, files, buf);
+            if read.is_ok() && holds(position, buf) {
+                return Ok(Some(at));
+            }
+            attempt += 1;
+            if attempt == 3 {
+                read?;
+                return Err(Error::corrupt(format!(
+                    "the record read for position {position} (segment {} offset {}) is another position's",
+                    at.segment_id, at.offset
+                ))
+                .at_position(position));
+            }
+            *files = None;
+            self.reload_segment(at.segment_id);
+            let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+            match index.locate(position)? {
+                None => return Ok(None),
+                Some((_, a, e)) => (at, end) = (a, e),
+            }
+        }
+    }
+
+    /// Whether a reader at position `due` that read the record of `position` (a marker
+    /// record when `marker`) passed over empty positions only, as the index has them.
+    pub(crate) fn gap_holds(&self, due: u64, position: u64, marker: bool) -> Result<bool> {
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+        let next = index.next_record(due)?;
+        Ok(match marker {
+            true => next.is_none_or(|n| n > position),
+            false => next == Some(position),
+        })
+    }
+
+    /// Drops every cached handle of segment `id` (its file or its index file was
+    /// replaced by a compaction): the next read opens what is at their names now.
+    pub(crate) fn reload_segment(&self, id: u64) {
+        self.files.reload(id);
+        self.wal.forget_read_file(id);
     }
 
     /// Gives the oldest in-memory segment its index file once a later one has begun
@@ -1418,11 +1606,27 @@ impl FileStore {
             return Err(Error::invalid("the segment is too long for an index file"));
         }
         let crc = self.files.segment_last_crc(seg, len)?;
-        let (sealed, bytes) = self
-            .index
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .build_sealed(n, len, crc);
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+        let (sealed, bytes) = if index.has_gaps(n) {
+            // Replayed from a segment a compaction rewrote: its file says where its
+            // empty positions and records are.
+            let (first, floor) = (index.base, index.sealed.last().map_or(0, |s| s.last_ts));
+            drop(index);
+            let log_dir = self.dir.join("events");
+            index_segment(
+                &*self.options.vfs,
+                &log_dir,
+                seg,
+                first,
+                floor,
+                Some(len),
+                None,
+            )?
+        } else {
+            let built = index.build_sealed(n, len, crc);
+            drop(index);
+            built
+        };
         self.files.write(seg, &bytes)?;
         self.index
             .write()
@@ -1555,6 +1759,7 @@ impl FileStore {
     }
 
     pub fn stats(&self) -> StoreStats {
+        let reclaimable_bytes = self.reclaimable_bytes();
         let wal = self.wal.stats();
         let index = self.index.read().unwrap_or_else(|e| e.into_inner());
         let mut events_by_type: Vec<(String, u64)> = index
@@ -1586,8 +1791,7 @@ impl FileStore {
             events_by_type,
             removed_events,
             lifecycle_entries: index.life.removals.entries(),
-            // UNLANDED(i20): compaction (a later task) counts the bytes it would free.
-            reclaimable_bytes: 0,
+            reclaimable_bytes,
         }
     }
 

@@ -49,7 +49,12 @@ impl Located {
             let Some((position, at, end)) = self.ahead.pop_front() else {
                 return Ok(None);
             };
-            store.fetch_located(position, at, end, &mut self.files, &mut self.buf)?;
+            // (A position a compaction emptied meanwhile held a removed event.)
+            let Some(at) =
+                store.fetch_checked(position, at, end, &mut self.files, &mut self.buf)?
+            else {
+                continue;
+            };
             if !store.removing() {
                 return Ok(Some((position, at)));
             }

@@ -74,13 +74,8 @@ impl Backend for FileStore {
         FileStore::retention(self, name, category)
     }
 
-    // UNLANDED(i20): compaction (rewriting sealed segments without removed events) is a
-    // later task; until it lands, removed events stay on disk, unreadable.
     fn compact(&self) -> Result<crate::store::lifecycle::CompactInfo> {
-        Err(crate::error::Error::new(
-            crate::error::ErrorKind::Internal,
-            "UNLANDED(i20)",
-        ))
+        FileStore::compact(self)
     }
 
     fn location(&self) -> String {

@@ -20,6 +20,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 const MAGIC: &[u8; 8] = b"EVSIDX01";
+/// The magic of a file whose segment has empty positions (a compaction erased their
+/// records): an offset of `NO_RECORD` says "no record at this position", and the
+/// header's last word says where the last record ends (a marker record may follow it).
+/// Files of segments without gaps keep the first magic, so older versions read them.
+const MAGIC_GAPS: &[u8; 8] = b"EVSIDX02";
+/// The offset of a position that holds no record.
+const NO_RECORD: u32 = u32::MAX;
 const PAGE: usize = 4096;
 /// Bytes of content a page holds (its last four are its CRC).
 const PAGE_DATA: usize = PAGE - 4;
@@ -50,6 +57,13 @@ impl Sealed {
     pub fn end(&self) -> u64 {
         self.first + self.count
     }
+
+    /// Whether `o` describes the same segment and positions (a compaction rewrites a
+    /// segment: its length, last CRC and the timestamps of positions it emptied may
+    /// change, never the positions it covers).
+    pub fn same_range(&self, o: &Sealed) -> bool {
+        self.segment_id == o.segment_id && self.first == o.first && self.count == o.count
+    }
 }
 
 /// The file's fixed header, as decoded.
@@ -61,6 +75,8 @@ struct Header {
     offsets_at: u64,
     ts_at: u64,
     dir_at: u64,
+    /// Where the last record ends (the segment's length unless a marker follows it).
+    records_end: u64,
 }
 
 pub fn file_name(segment_id: u64) -> String {
@@ -111,6 +127,9 @@ pub struct Builder<'a> {
     /// offset, length) per event.
     names: Vec<std::borrow::Cow<'a, str>>,
     streams: Vec<(u64, Vec<[u32; 3]>)>,
+    /// Set when the segment has empty positions or a marker record after its last
+    /// event: where its last record (event or entry) ends.
+    records_end: Option<u64>,
 }
 
 impl<'a> Builder<'a> {
@@ -123,7 +142,21 @@ impl<'a> Builder<'a> {
             by_name: FastMap::default(),
             names: Vec::new(),
             streams: Vec::new(),
+            records_end: None,
         }
+    }
+
+    /// The next position holds no record (a compaction erased it), stamped
+    /// `timestamp_us` in the index's view of time.
+    pub fn push_gap(&mut self, timestamp_us: u64) {
+        self.offsets.push(NO_RECORD);
+        self.timestamps.push(timestamp_us);
+        self.records_end.get_or_insert(0);
+    }
+
+    /// Where the segment's last record ends, when a marker record follows it.
+    pub fn set_records_end(&mut self, end: u64) {
+        self.records_end = Some(end);
     }
 
     /// Whether a segment of `len` bytes can have an index file (offsets are 32-bit).
@@ -225,8 +258,13 @@ impl<'a> Builder<'a> {
         }
         body.extend_from_slice(&streams);
         let logical_len = body.len() as u64;
+        let (magic, records_end) = match self.records_end {
+            None => (MAGIC, 0),
+            Some(0) => (MAGIC_GAPS, segment_len),
+            Some(e) => (MAGIC_GAPS, e),
+        };
         let header = [
-            u64::from_le_bytes(*MAGIC),
+            u64::from_le_bytes(*magic),
             self.segment_id,
             segment_len,
             last_crc as u64,
@@ -241,7 +279,7 @@ impl<'a> Builder<'a> {
             ts_at,
             dir_at,
             streams_at,
-            0,
+            records_end,
         ];
         for (i, v) in header.iter().enumerate() {
             body[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
@@ -267,9 +305,11 @@ fn physical_len(logical: u64) -> u64 {
 
 fn decode_header(segment_id: u64, b: &[u8]) -> Result<Header> {
     let h: Vec<u64> = (0..16).map(|i| le_u64(b, i * 8)).collect();
-    if h[0] != u64::from_le_bytes(*MAGIC) {
+    let gaps = h[0] == u64::from_le_bytes(*MAGIC_GAPS);
+    if h[0] != u64::from_le_bytes(*MAGIC) && !gaps {
         return Err(Error::corrupt("not an index file (bad magic)"));
     }
+    let records_end = if gaps { h[15] } else { h[2] };
     if h[1] != segment_id {
         return Err(Error::corrupt(format!(
             "it indexes segment {} instead of {segment_id}",
@@ -293,6 +333,7 @@ fn decode_header(segment_id: u64, b: &[u8]) -> Result<Header> {
         offsets_at: h[11],
         ts_at: h[12],
         dir_at: h[13],
+        records_end,
     };
     // The layout must be the one the builder writes.
     let sane = count > 0
@@ -303,6 +344,8 @@ fn decode_header(segment_id: u64, b: &[u8]) -> Result<Header> {
         && header.dir_at == header.ts_at + 8 * count
         && h[14] == header.dir_at + 8 * (n_buckets + 1)
         && h[14] <= header.logical_len
+        && records_end <= h[2]
+        && (gaps || h[15] == 0)
         && header.sealed.first_ts <= header.sealed.last_ts;
     if !sane {
         return Err(Error::corrupt("its header is inconsistent"));
@@ -363,21 +406,49 @@ impl Opened {
         Ok(out)
     }
 
-    /// The record offset of the event `rel` events into the segment, and where it ends.
-    fn locate(&self, rel: u64) -> Result<(u64, u64)> {
+    /// The record offset of the position `rel` positions into the segment, and where
+    /// it ends; `None` when the position holds no record (a compaction erased it).
+    fn locate(&self, rel: u64) -> Result<Option<(u64, u64)>> {
         let h = &self.header;
-        let last = rel + 1 == h.sealed.count;
-        let b = self.read(h.offsets_at + 4 * rel, if last { 4 } else { 8 })?;
-        let at = le_u32(&b, 0) as u64;
-        let end = if last {
-            h.sealed.segment_len
-        } else {
-            le_u32(&b, 4) as u64
+        let at = le_u32(&self.read(h.offsets_at + 4 * rel, 4)?, 0);
+        if at == NO_RECORD {
+            return Ok(None);
+        }
+        let at = at as u64;
+        let end = match self.next_record(rel + 1)? {
+            Some((_, next)) => next,
+            None => h.records_end,
         };
         if end <= at {
             return Err(Error::corrupt("its record offsets are not increasing"));
         }
-        Ok((at, end))
+        Ok(Some((at, end)))
+    }
+
+    /// The first position at or after `rel` (relative) that holds a record, and its
+    /// record's offset.
+    fn next_record(&self, rel: u64) -> Result<Option<(u64, u64)>> {
+        let h = &self.header;
+        let mut at = rel;
+        while at < h.sealed.count {
+            let n = (h.sealed.count - at).min(1024);
+            let b = self.read(h.offsets_at + 4 * at, 4 * n)?;
+            for (i, o) in b.chunks_exact(4).enumerate() {
+                let o = le_u32(o, 0);
+                if o != NO_RECORD {
+                    return Ok(Some((at + i as u64, o as u64)));
+                }
+            }
+            at += n;
+        }
+        Ok(None)
+    }
+
+    /// Every position's timestamp, in order.
+    fn timestamps(&self) -> Result<Vec<u64>> {
+        let h = &self.header;
+        let b = self.read(h.ts_at, 8 * h.sealed.count)?;
+        Ok(b.chunks_exact(8).map(|t| le_u64(t, 0)).collect())
     }
 
     fn timestamp(&self, rel: u64) -> Result<u64> {
@@ -675,7 +746,7 @@ impl SegmentFiles {
         let opened = self
             .open_checked(s.segment_id, s.first)
             .and_then(|o| {
-                if o.header.sealed == *s {
+                if o.header.sealed.same_range(s) {
                     Ok(o)
                 } else {
                     Err(Error::corrupt("it changed since the store opened"))
@@ -706,7 +777,7 @@ impl SegmentFiles {
             )));
         };
         let (fresh, bytes) = rebuild(s)?;
-        if fresh != *s {
+        if !fresh.same_range(s) {
             return Err(Error::corrupt(format!(
                 "segment {} no longer holds the events it held when the store opened",
                 segment::file_name(s.segment_id)
@@ -762,16 +833,83 @@ impl SegmentFiles {
         }
     }
 
-    /// Where the event `position` of sealed segment `s` is, and where its record ends.
-    pub fn locate(&self, s: &Sealed, position: u64) -> Result<(Position, u64)> {
-        let (at, end) = self.with(s, |o| o.locate(position - s.first))?;
-        Ok((
-            Position {
-                segment_id: s.segment_id,
-                offset: at,
-            },
-            end,
-        ))
+    /// Where the record of `position` of sealed segment `s` is, and where it ends;
+    /// `None` when the position holds no record (a compaction erased it).
+    pub fn locate(&self, s: &Sealed, position: u64) -> Result<Option<(Position, u64)>> {
+        let found = self.with(s, |o| o.locate(position - s.first))?;
+        Ok(found.map(|(at, end)| {
+            (
+                Position {
+                    segment_id: s.segment_id,
+                    offset: at,
+                },
+                end,
+            )
+        }))
+    }
+
+    /// The first position of segment `s` at or after `position` that holds a record.
+    pub fn next_record(&self, s: &Sealed, position: u64) -> Result<Option<u64>> {
+        let rel = position.saturating_sub(s.first);
+        let found = self.with(s, |o| o.next_record(rel))?;
+        Ok(found.map(|(r, _)| s.first + r))
+    }
+
+    /// Every position's timestamp in segment `s` (a compaction keeps them).
+    pub fn timestamps(&self, s: &Sealed) -> Result<Vec<u64>> {
+        self.with(s, |o| o.timestamps())
+    }
+
+    /// Forgets what is open or rebuilt of segment `id`'s index (its file was replaced).
+    pub fn reload(&self, id: u64) {
+        self.forget(id);
+        self.rebuilt
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    /// Writes segment `id`'s index file as a synced temporary beside it, for `install`;
+    /// returns its path.
+    pub fn prepare(&self, id: u64, bytes: &[u8]) -> Result<PathBuf> {
+        if !self.writable {
+            return Err(Error::invalid("a read-only store writes no index files"));
+        }
+        vfs::create_dir_all_durable(&*self.vfs, &self.dir)
+            .map_err(|e| Error::io(format!("creating {}", self.dir.display()), e))?;
+        let tmp = self.dir.join(format!("{}.tmp", file_name(id)));
+        let io = |what: &str, e| Error::io(format!("{what} {}", tmp.display()), e);
+        let _ = self.vfs.remove_file(&tmp);
+        let written = self
+            .vfs
+            .open(&tmp, OpenMode::CreateNew)
+            .map_err(|e| io("creating", e))
+            .and_then(|f| {
+                vfs::write_all_at(&*f, bytes, 0).map_err(|e| io("writing", e))?;
+                f.sync_all().map_err(|e| io("syncing", e))
+            });
+        if let Err(e) = written {
+            let _ = self.vfs.remove_file(&tmp);
+            return Err(e);
+        }
+        Ok(tmp)
+    }
+
+    /// Renames a file `prepare` wrote into place (the directory is synced by the caller).
+    pub fn install(&self, id: u64, tmp: &Path) -> Result<()> {
+        let path = self.dir.join(file_name(id));
+        self.vfs
+            .rename(tmp, &path)
+            .map_err(|e| Error::io(format!("renaming {}", tmp.display()), e))?;
+        self.reload(id);
+        Ok(())
+    }
+
+    /// Syncs the index directory.
+    pub fn sync_dir(&self) -> Result<()> {
+        self.vfs
+            .sync_dir(&self.dir)
+            .map_err(|e| Error::io(format!("syncing {}", self.dir.display()), e))
     }
 
     /// The first position of segment `s` whose timestamp is after `ts`.
@@ -844,8 +982,8 @@ mod tests {
         assert_eq!(sealed.count, 5000);
         assert!(bytes.len() > PAGE * 2);
         let o = opened(&bytes);
-        assert_eq!(o.locate(0).unwrap(), (0, 10));
-        assert_eq!(o.locate(4999).unwrap(), (49990, 50000));
+        assert_eq!(o.locate(0).unwrap(), Some((0, 10)));
+        assert_eq!(o.locate(4999).unwrap(), Some((49990, 50000)));
         assert_eq!(o.timestamp(7).unwrap(), 1002);
         let (first, evs) = o.stream("s1").unwrap().unwrap();
         assert_eq!(first, 1);

@@ -1,0 +1,404 @@
+//! Compaction (docs/lifecycle.md): sealed segments that hold removed events are rewritten
+//! without them. Per segment: the records kept (byte for byte; the last kept record of a
+//! batch whose end was erased gets its "batch continues" flag cleared, so recovery still
+//! sees the batch whole) go to `<id>.wal.compact`, which is synced; the segment's index
+//! file is built from it (keeping every position's timestamp) and synced as a temporary;
+//! then both are renamed into place under the index's write lock and the directories are
+//! synced. A segment whose last position is emptied ends with a marker record (a
+//! tombstone with that position's key), so its positions still end where they did.
+//!
+//! Readers go on: one holding the old file reads it on (every record it hands out is
+//! judged by the removal state, which does not change here); one that opens the new
+//! file with an old offset finds a record of another position and reads the position
+//! again, looked up afresh (`FileStore::fetch_checked`, `ForwardCursor`).
+
+use super::index::Index;
+use super::lifecycle::first_kept;
+use super::segindex::Sealed;
+use super::{check_plain, index_bytes, is_marker, FileStore};
+use crate::error::{Error, Result};
+use crate::store::lifecycle::{CompactInfo, StreamView};
+use crate::store::FastMap;
+use crate::wal::record::{self, RecordRef, FLAG_BATCH_CONTINUES};
+use crate::wal::vfs::{self, OpenMode, Vfs};
+use crate::wal::{segment, Position};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// The suffix of a segment being rewritten (not a segment name: listings pass over it).
+pub(super) const TMP_SUFFIX: &str = ".wal.compact";
+
+/// Removed events' records per sealed segment: bytes and count.
+pub(super) type RemovedBySegment = BTreeMap<u64, (u64, u64)>;
+
+/// The path of segment `id`'s rewrite in progress.
+fn tmp_path(log_dir: &Path, id: u64) -> PathBuf {
+    log_dir.join(format!(
+        "{}{TMP_SUFFIX}",
+        segment::file_name(id).trim_end_matches(".wal")
+    ))
+}
+
+/// Deletes rewrites a crash or a failure left half written (at a writable open).
+pub(super) fn remove_leftovers(vfs: &dyn Vfs, log_dir: &Path) {
+    let Ok(names) = vfs.list_dir(log_dir) else {
+        return;
+    };
+    for name in names.iter().filter(|n| n.ends_with(TMP_SUFFIX)) {
+        let _ = vfs.remove_file(&log_dir.join(name));
+    }
+}
+
+/// Spends a bytes-per-second budget: sleeps so that `done` bytes take at least
+/// `done / per_second` seconds from `started`.
+struct Throttle {
+    per_second: u64,
+    started: Instant,
+    done: u64,
+}
+
+impl Throttle {
+    fn spend(&mut self, bytes: u64) {
+        self.done += bytes;
+        if self.per_second == 0 {
+            return;
+        }
+        let due = Duration::from_secs_f64(self.done as f64 / self.per_second as f64);
+        let spent = self.started.elapsed();
+        if due > spent {
+            std::thread::sleep(due - spent);
+        }
+    }
+}
+
+/// What one segment's rewrite did.
+struct Rewritten {
+    before: u64,
+    after: u64,
+    erased: u64,
+}
+
+impl FileStore {
+    /// Compacts every sealed segment that holds a removed event, first sealing the
+    /// active segment if it holds one (so that afterwards no segment holds a removed
+    /// event's record); then writes a snapshot. Stops between records when the store
+    /// closes.
+    pub fn compact(&self) -> Result<CompactInfo> {
+        self.check_writable()?;
+        let started = Instant::now();
+        let _one = self.compact_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut info = CompactInfo::default();
+        if self.removing() {
+            if self.removed_by_segment(true)?.0 {
+                self.seal_active_segment()?;
+            }
+            let (_, removed) = self.removed_by_segment(false)?;
+            for (&id, _) in removed.iter() {
+                if self.closed.load(Ordering::Acquire) {
+                    break;
+                }
+                let Some(s) = self.sealed_segment(id) else {
+                    continue;
+                };
+                if let Some(r) = self.rewrite_segment(&s)? {
+                    info.segments_rewritten += 1;
+                    info.bytes_before += r.before;
+                    info.bytes_after += r.after;
+                    info.events_erased += r.erased;
+                }
+            }
+            if info.segments_rewritten > 0 && !self.closed.load(Ordering::Acquire) {
+                self.snapshot()?;
+            }
+        }
+        info.duration = started.elapsed();
+        Ok(info)
+    }
+
+    /// The sealed segment `id` as the index has it now.
+    fn sealed_segment(&self, id: u64) -> Option<Sealed> {
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+        index.sealed.iter().find(|s| s.segment_id == id).copied()
+    }
+
+    /// Ends the active segment (the next append starts a new one) and gives it its
+    /// index file, with every event appended so far counted first.
+    fn seal_active_segment(&self) -> Result<()> {
+        let mut w = self.lock_writer();
+        self.wal.sync()?;
+        self.commit_durable(&mut w);
+        self.wal.seal_active()?;
+        drop(w);
+        let _one = self.seal_lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let active = self.wal.current_position().segment_id;
+            let next = {
+                let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+                index.sealable_before(active)
+            };
+            let Some((seg, n)) = next else {
+                return Ok(());
+            };
+            self.seal(seg, n)?;
+        }
+    }
+
+    /// Per sealed segment, the bytes and number of records of removed events in it;
+    /// and whether the active (in-memory) part holds a removed event. With `active_only`
+    /// only the latter is looked at.
+    pub(super) fn removed_by_segment(&self, active_only: bool) -> Result<(bool, RemovedBySegment)> {
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+        let mut out = RemovedBySegment::new();
+        let mut active = false;
+        if index.life.is_empty() {
+            return Ok((false, out));
+        }
+        let now = self.now();
+        let files = index.files.clone();
+        for (id, s) in index.streams.iter().enumerate() {
+            let (view, _) = index.life.view(&s.name, s.count.checked_sub(1), now);
+            if view.keeps_all() {
+                continue;
+            }
+            let kept_from = first_kept(&index, id as u32, &view)?.map_or(u64::MAX, |k| k.1);
+            if s.tail.first().is_some_and(|&p| p < kept_from) {
+                active = true;
+            }
+            if active_only || s.first >= index.base || s.first >= kept_from {
+                continue;
+            }
+            let Some(files) = files.as_deref() else {
+                continue;
+            };
+            let mut i = index.sealed.partition_point(|x| x.end() <= s.first);
+            while let Some(seg) = index.sealed.get(i) {
+                if seg.first >= kept_from || seg.first > s.last {
+                    break;
+                }
+                if let Some((_, events)) = files.stream(seg, &s.name)? {
+                    for (p, at, end) in events {
+                        if p < kept_from {
+                            let e = out.entry(seg.segment_id).or_default();
+                            e.0 += end - at;
+                            e.1 += 1;
+                        }
+                    }
+                }
+                i += 1;
+            }
+        }
+        Ok((active, out))
+    }
+
+    /// The bytes of sealed segments' records that a compaction would free now.
+    pub(super) fn reclaimable_bytes(&self) -> u64 {
+        self.removed_by_segment(false)
+            .map_or(0, |(_, r)| r.values().map(|v| v.0).sum())
+    }
+
+    /// Rewrites sealed segment `s` without its removed events' records; `None` when it
+    /// has none (or the store closed meanwhile).
+    fn rewrite_segment(&self, s: &Sealed) -> Result<Option<Rewritten>> {
+        let vfs = &*self.options.vfs;
+        let log_dir = self.dir.join("events");
+        let id = s.segment_id;
+        let name = segment::file_name(id);
+        let mut old = vfs::read_file(vfs, &segment::path(&log_dir, id))
+            .map_err(|e| Error::io(format!("reading {name}"), e))?;
+        if (old.len() as u64) < s.segment_len {
+            return Err(Error::corrupt(format!(
+                "{name} is shorter than its index says"
+            )));
+        }
+        old.truncate(s.segment_len as usize);
+        let timestamps = self.files.timestamps(s)?;
+        let mut throttle = Throttle {
+            per_second: self.options.compaction_bytes_per_second,
+            started: Instant::now(),
+            done: 0,
+        };
+        let mut out = Vec::with_capacity(old.len());
+        let mut views: FastMap<Box<str>, (StreamView, bool)> = FastMap::default();
+        // The current batch's kept records: (start, end) in `old`, and whether the
+        // record's flags must lose "batch continues" (its batch's end was erased).
+        let mut batch: Vec<(usize, usize)> = Vec::new();
+        let mut batch_end_kept = true;
+        let (mut at, mut position, mut erased, mut last_kept) = (0usize, s.first, 0u64, None);
+        while at < old.len() {
+            if self.closed.load(Ordering::Acquire) {
+                return Ok(None);
+            }
+            let here = Position {
+                segment_id: id,
+                offset: at as u64,
+            };
+            let d = record::decode(&old[at..])
+                .map_err(|e| Error::corrupt(format!("{name} offset {at}: {}", e.describe())))?;
+            check_plain(&d.record, here)?;
+            let len = d.len;
+            let rec = d.record;
+            if is_marker(&rec) {
+                at += len;
+                continue;
+            }
+            if let (Ok(k), false) = (
+                <[u8; 8]>::try_from(rec.key),
+                rec.value.first() == Some(&b'{'),
+            ) {
+                position = u64::from_le_bytes(k);
+            }
+            let keep = match super::envelope::peek_stream(rec.value) {
+                Ok(Some((ts, stream, version))) if !stream.is_empty() => {
+                    let stream = std::str::from_utf8(stream).map_err(|_| {
+                        Error::corrupt(format!("{name} offset {at}: a stream name is not UTF-8"))
+                    })?;
+                    let entry = match views.get_mut(stream) {
+                        Some(v) => v,
+                        None => {
+                            let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+                            let view = stream_view(&index, stream, self.now());
+                            drop(index);
+                            views.entry(stream.into()).or_insert((view, false))
+                        }
+                    };
+                    // Only a stream's removed prefix goes: once one of its events is kept,
+                    // every later one is (its versions stay dense in the segment).
+                    let removed = !entry.1 && entry.0.removes(version, ts);
+                    entry.1 |= !removed;
+                    !removed
+                }
+                _ => true,
+            };
+            if keep {
+                batch.push((at, at + len));
+                last_kept = Some(position);
+            } else {
+                erased += 1;
+            }
+            if !rec.batch_continues() {
+                batch_end_kept = keep;
+                flush_batch(&old, &mut batch, batch_end_kept, &mut out);
+            }
+            at += len;
+            position += 1;
+            throttle.spend(len as u64);
+        }
+        let _ = batch_end_kept;
+        flush_batch(&old, &mut batch, true, &mut out);
+        if erased == 0 {
+            return Ok(None);
+        }
+        let records_end = out.len();
+        if last_kept != Some(s.end() - 1) {
+            let key = (s.end() - 1).to_le_bytes();
+            RecordRef {
+                tombstone: true,
+                ..RecordRef::put(&key, &[])
+            }
+            .encode_into(&mut out);
+        }
+        let _ = records_end;
+        let (fresh, idx) =
+            index_bytes(&mut out.clone(), id, s.first, 0, Some(&timestamps), || None)?;
+        if !fresh.same_range(s) {
+            return Err(Error::corrupt(format!(
+                "the rewrite of {name} does not cover its positions"
+            )));
+        }
+        let tmp = tmp_path(&log_dir, id);
+        let written = write_synced(vfs, &tmp, &out);
+        throttle.spend(out.len() as u64);
+        if let Err(e) = written {
+            let _ = vfs.remove_file(&tmp);
+            return Err(e);
+        }
+        let idx_tmp = match self.files.prepare(id, &idx) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = vfs.remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        {
+            let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = self.wal.replace_sealed(id, &tmp, out.len() as u64) {
+                let _ = vfs.remove_file(&tmp);
+                let _ = vfs.remove_file(&idx_tmp);
+                return Err(e);
+            }
+            // The segment is replaced: from here on its old index file does not match it
+            // (an index file that fails to go in place is rebuilt from the segment).
+            let installed = self.files.install(id, &idx_tmp);
+            if installed.is_err() {
+                let _ = vfs.remove_file(&idx_tmp);
+                self.files.reload(id);
+            }
+            index.replace_sealed(fresh, last_physical(&out, id));
+            drop(index);
+            installed?;
+        }
+        vfs.sync_dir(&log_dir)
+            .map_err(|e| Error::io("syncing the log directory", e))?;
+        self.files.sync_dir()?;
+        Ok(Some(Rewritten {
+            before: old.len() as u64,
+            after: out.len() as u64,
+            erased,
+        }))
+    }
+}
+
+/// How `stream`'s events are judged now (its view in the removal state).
+fn stream_view(index: &Index, stream: &str, now: u64) -> StreamView {
+    let last = index.stream_len(stream).checked_sub(1);
+    index.life.view(stream, last, now).0
+}
+
+/// Appends a batch's kept records to `out`: byte for byte, except that when the batch's
+/// last record was erased (`end_kept` false) its last kept record ends the batch now.
+fn flush_batch(old: &[u8], batch: &mut Vec<(usize, usize)>, end_kept: bool, out: &mut Vec<u8>) {
+    let n = batch.len();
+    for (i, &(from, to)) in batch.iter().enumerate() {
+        let bytes = &old[from..to];
+        if i + 1 == n && !end_kept {
+            let d = record::decode_verified(bytes).expect("decoded before");
+            let rec = RecordRef {
+                reserved: d.record.reserved & !FLAG_BATCH_CONTINUES,
+                ..d.record
+            };
+            rec.encode_into(out);
+        } else {
+            out.extend_from_slice(bytes);
+        }
+    }
+    batch.clear();
+}
+
+/// Where the last record of a rewritten segment starts (the index's last record, when
+/// it was in this segment).
+fn last_physical(bytes: &[u8], id: u64) -> Option<Position> {
+    let mut at = 0usize;
+    let mut last = None;
+    while at < bytes.len() {
+        let len = record::peek_len(&bytes[at..])?;
+        last = Some(Position {
+            segment_id: id,
+            offset: at as u64,
+        });
+        at += len;
+    }
+    last
+}
+
+/// Writes `bytes` to a new file at `path` and syncs it.
+fn write_synced(vfs: &dyn Vfs, path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |what: &str, e| Error::io(format!("{what} {}", path.display()), e);
+    let _ = vfs.remove_file(path);
+    let f = vfs
+        .open(path, OpenMode::CreateNew)
+        .map_err(|e| io("creating", e))?;
+    vfs::write_all_at(&*f, bytes, 0).map_err(|e| io("writing", e))?;
+    f.sync_all().map_err(|e| io("syncing", e))
+}

@@ -1,0 +1,147 @@
+//! Compaction (docs/lifecycle.md "Compaction"): removed events' bytes leave every file of
+//! the store; kept events stay readable, through cursors opened before it and reopens.
+
+use evstore::store::{EventInput, ExpectedVersion, Store, StoreOptions};
+use evstore::wal::FsyncPolicy;
+use std::sync::Arc;
+
+fn opts() -> StoreOptions {
+    StoreOptions {
+        fsync: FsyncPolicy::Os,
+        max_segment_size: 65536,
+        ..Default::default()
+    }
+}
+
+fn append(store: &Store, stream: &str, payload: &[u8], meta: &[u8]) {
+    let mut e = EventInput::new("T", payload);
+    e.metadata = meta;
+    store
+        .append(stream, ExpectedVersion::Any, &[e])
+        .expect("append");
+}
+
+/// Every file under `dir`, recursively, as bytes.
+fn every_file(dir: &std::path::Path, out: &mut Vec<(std::path::PathBuf, Vec<u8>)>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            every_file(&p, out);
+        } else {
+            out.push((p.clone(), std::fs::read(&p).unwrap()));
+        }
+    }
+}
+
+fn holds(files: &[(std::path::PathBuf, Vec<u8>)], marker: &[u8]) -> Option<std::path::PathBuf> {
+    files
+        .iter()
+        .find(|(_, b)| b.windows(marker.len()).any(|w| w == marker))
+        .map(|(p, _)| p.clone())
+}
+
+#[test]
+fn after_a_compaction_no_file_holds_a_removed_events_bytes_and_kept_ones_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), opts(), Vec::new()).unwrap().0);
+    for i in 0..40 {
+        for s in ["gone-a", "kept-b", "cut-c"] {
+            let p = format!("PAYLOAD-{s}-{i:03}-X{}", "x".repeat(600));
+            let m = format!("META-{s}-{i:03}-Y");
+            append(&store, s, p.as_bytes(), m.as_bytes());
+        }
+    }
+    store
+        .delete_stream("gone-a", ExpectedVersion::Any, false, None)
+        .unwrap();
+    store.truncate_stream("cut-c", 30, None).unwrap();
+    // A cursor opened before the compaction reads on across it.
+    let mut before = store.clone().read_all(0).unwrap();
+    let first = before.next().unwrap().unwrap().to_owned();
+    assert_eq!(first.stream, "kept-b");
+    let st = store.stats().unwrap();
+    assert!(st.reclaimable_bytes > 0, "reclaimable before: {st:?}");
+    let info = store.compact().unwrap();
+    assert!(
+        info.segments_rewritten > 0 && info.events_erased > 0,
+        "{info:?}"
+    );
+    assert!(info.bytes_after < info.bytes_before);
+    assert_eq!(store.stats().unwrap().reclaimable_bytes, 0);
+    let mut seen = vec![first];
+    while let Some(e) = before.next().unwrap() {
+        seen.push(e.to_owned());
+    }
+    let want = 40 + 10;
+    assert_eq!(
+        seen.len(),
+        want,
+        "the cursor opened before read every kept event"
+    );
+    assert!(seen
+        .iter()
+        .all(|e| e.stream == "kept-b" || e.stream_version >= 30));
+    let check = |store: &Arc<Store>, when: &str| {
+        let all: Vec<_> = {
+            let mut c = store.clone().read_all(0).unwrap();
+            let mut v = Vec::new();
+            while let Some(e) = c.next().unwrap() {
+                v.push(e.to_owned());
+            }
+            v
+        };
+        assert_eq!(all.len(), want, "{when}: read_all");
+        let mut c = store.clone().read_stream("cut-c", 0).unwrap();
+        let mut n = 30;
+        while let Some(e) = c.next().unwrap() {
+            assert_eq!(e.stream_version, n, "{when}");
+            n += 1;
+        }
+        assert_eq!(n, 40, "{when}: cut-c");
+        for e in &all {
+            assert_eq!(
+                store.read_event(e.position).unwrap().payload,
+                e.payload,
+                "{when}"
+            );
+        }
+    };
+    check(&store, "compacted");
+    store.close().unwrap();
+    drop(store);
+    let mut files = Vec::new();
+    every_file(dir.path(), &mut files);
+    for i in 0..40 {
+        for (s, gone) in [("gone-a", true), ("kept-b", false), ("cut-c", i < 30)] {
+            for m in [
+                format!("PAYLOAD-{s}-{i:03}-X"),
+                format!("META-{s}-{i:03}-Y"),
+            ] {
+                // (Each marker is unique: no other event's bytes contain it.)
+                let found = holds(&files, m.as_bytes());
+                assert_eq!(found.is_some(), !gone, "{m}: {found:?}");
+            }
+        }
+    }
+    let store = Arc::new(Store::open(dir.path(), opts(), Vec::new()).unwrap().0);
+    check(&store, "reopened");
+    store.close().unwrap();
+    drop(store);
+    std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+    std::fs::remove_dir_all(dir.path().join("snapshots")).unwrap();
+    let store = Arc::new(Store::open(dir.path(), opts(), Vec::new()).unwrap().0);
+    check(&store, "rebuilt from the log");
+    // Positions are never reused: the next append continues after the last.
+    let next = store.next_position().unwrap();
+    append(&store, "kept-b", b"after", b"");
+    assert_eq!(
+        store
+            .read_all_backward(u64::MAX)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .position,
+        next
+    );
+}
