@@ -128,6 +128,7 @@ func TestEveryCallThatReachesTheStoreChecksItsContext(t *testing.T) {
 		"ClearCategoryRetention": func() error { _, err := s.ClearCategoryRetention(done, "s", noID); return err },
 		"Retention":              func() error { _, err := s.Retention(done, "st"); return err },
 		"CategoryRetention":      func() error { _, err := s.CategoryRetention(done, "s"); return err },
+		"Compact":                func() error { _, err := s.Compact(done); return err },
 		"SchemaSQL":              func() error { _, err := SchemaSQL(done, "postgresql://127.0.0.1:1/x"); return err },
 		"ReadAll": func() error {
 			for _, err := range s.ReadAll(done, 0) {

@@ -48,7 +48,7 @@
 // Every call that reaches the store's data takes a context.Context as its first
 // argument: appends, reads, cursor openers, accounts, Sync, Snapshot, Stats, MetricsText,
 // Streams, StreamVersion, PositionAt, Subscribe, the lifecycle calls (DeleteStream,
-// TruncateStream, the Retention ones), and SchemaSQL. Any of them may wait, on the
+// TruncateStream, the Retention ones, Compact), and SchemaSQL. Any of them may wait, on the
 // disk, on the PostgreSQL server or behind a snapshot. The context is checked before the call
 // starts, and a call refused for it has done nothing; a call that has started runs to its
 // end (a call into C cannot be interrupted), so a deadline bounds when calls start, not

@@ -750,6 +750,10 @@ type StoreOptions struct {
 	SnapshotEvery  uint64 // 0: no automatic snapshots
 	MaxEventSize   uint64
 	DedupeWindow   uint64
+	// The compaction's throttle (0: unthrottled) and automatic trigger (0: none), as
+	// Options.SetCompaction sets them.
+	CompactionBytesPerSecond uint64
+	CompactionTriggerPercent uint32
 }
 
 // Options reports the options the store was opened with. It takes no context: it reads
@@ -764,6 +768,8 @@ func (s *Store) Options() (StoreOptions, error) {
 		MaxSegmentSize: uint64(co.max_segment_size), Preallocate: bool(co.preallocate),
 		ReadOnly: bool(co.read_only), SnapshotEvery: uint64(co.snapshot_every),
 		MaxEventSize: uint64(co.max_event_size), DedupeWindow: uint64(co.dedupe_window),
+		CompactionBytesPerSecond: uint64(co.compaction_bytes_per_second),
+		CompactionTriggerPercent: uint32(co.compaction_trigger_percent),
 	}, nil
 }
 
