@@ -253,6 +253,14 @@ public:
         detail::check(evs_options_set_dedupe_window(checked(), events));
         return *this;
     }
+    // The file engine's compaction: `bytes_per_second` is its throttle, bytes read and
+    // written per second (default 64 MiB/s; 0: unthrottled); `trigger_percent` starts an
+    // automatic compaction of a sealed segment with more than that percent of its bytes
+    // removed (default 25; 0: none; above 100 throws Code::InvalidArgument).
+    Options &set_compaction(uint64_t bytes_per_second, uint32_t trigger_percent) {
+        detail::check(evs_options_set_compaction(checked(), bytes_per_second, trigger_percent));
+        return *this;
+    }
 
     // The C options; null once moved from.
     const evs_options *get() const noexcept { return ptr_; }
@@ -641,6 +649,9 @@ struct Account {
 using RecoveryInfo = evs_recovery_info;
 using Stats = evs_stats;
 using StoreOptions = evs_store_options;
+// What Store::compact did: segments_rewritten (PostgreSQL: tables cleaned), bytes_before,
+// bytes_after, events_erased, duration_us.
+using CompactInfo = evs_compact_info;
 
 // Stops the library's background threads once no store is open (else Error with
 // Code::Busy). Optional.
@@ -888,6 +899,17 @@ public:
     // Retention when there is none.
     Retention category_retention(const std::string &prefix) {
         return get_retention(prefix, "prefix", EVS_RETENTION_CATEGORY);
+    }
+
+    // Erases the bytes of removed events now; blocks until done. The file engine rewrites
+    // every segment holding a removed event (sealing the active one first when it holds
+    // one, so that afterwards no file of the store holds a removed event's type, payload
+    // or metadata), online and throttled (Options::set_compaction); PostgreSQL deletes the
+    // rows that rules by age removed. Copies made before (backups, replicas) keep them.
+    CompactInfo compact() {
+        CompactInfo info = detail::init<CompactInfo>();
+        detail::check(evs_compact(ptr_, &info));
+        return info;
     }
 
     // The counters; removed_events, lifecycle_entries and reclaimable_bytes say what the

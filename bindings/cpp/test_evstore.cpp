@@ -1136,6 +1136,102 @@ TEST_F(EvstoreTest, SchemaSqlErrors) {
     expect_error([] { evstore::schema_sql(std::string("postgresql://127.0.0.1/x\0", 25)); }, Code::InvalidArgument);
 }
 
+// ---------------------------------------------------------------------------------------
+// Compaction.
+
+// set_compaction's bounds, and the options an open store reports: the defaults, then the
+// ones set.
+TEST_F(EvstoreTest, CompactionOptions) {
+    {
+        evstore::Store s(path("defaults"));
+        evstore::StoreOptions o = s.options();
+        EXPECT_EQ(o.compaction_bytes_per_second, 64u << 20);
+        EXPECT_EQ(o.compaction_trigger_percent, 25u);
+    }
+    evstore::Options opts;
+    expect_error([&] { opts.set_compaction(0, 101); }, Code::InvalidArgument);
+    opts.set_compaction(0, 100).set_compaction(1u << 20, 0);
+    evstore::Store s(path("s"), opts);
+    evstore::StoreOptions o = s.options();
+    EXPECT_EQ(o.compaction_bytes_per_second, 1u << 20);
+    EXPECT_EQ(o.compaction_trigger_percent, 0u);
+}
+
+namespace {
+
+// Whether any file under `dir` holds `marker`.
+bool store_holds(const fs::path &dir, const std::string &marker) {
+    for (const auto &f : fs::recursive_directory_iterator(dir)) {
+        if (!f.is_regular_file())
+            continue;
+        std::FILE *in = std::fopen(f.path().c_str(), "rb");
+        if (in == nullptr)
+            throw std::runtime_error("cannot read " + f.path().string());
+        std::string bytes;
+        char buf[65536];
+        for (size_t n; (n = std::fread(buf, 1, sizeof buf, in)) > 0;)
+            bytes.append(buf, n);
+        std::fclose(in);
+        if (bytes.find(marker) != std::string::npos)
+            return true;
+    }
+    return false;
+}
+
+}  // namespace
+
+// compact() erases: afterwards no file of the store holds a removed event's payload
+// (deleted hard or soft, truncated), while the kept events' are there (the control);
+// every read gives what it gave before, after a reopen too; a second compact() has
+// nothing left to erase.
+TEST_F(EvstoreTest, CompactErasesRemovedEvents) {
+    evstore::Options opts;
+    // Small segments, so that the log has sealed ones; no automatic compaction, so that
+    // compact() is the one that erases.
+    opts.set_max_segment_size(64 * 1024).set_compaction(0, 0);
+    auto s = std::make_unique<evstore::Store>(path("s"), opts);
+    const std::string pad(300, '.');
+    V kept;
+    for (int i = 0; i < 300; i++) {
+        s->append("gone-" + std::to_string(i % 3), evstore::kExpectAny, {{"T", "GONE-MARK-" + std::to_string(i) + "-" + pad}});
+        kept.push_back(s->append("kept", evstore::kExpectAny, {{"T", "KEPT-MARK-" + std::to_string(i)}}).first_position);
+    }
+    s->delete_stream("gone-0", evstore::kExpectAny, evstore::DeleteMode::Hard);
+    s->delete_stream("gone-1", evstore::kExpectAny, evstore::DeleteMode::Soft);
+    s->truncate_stream("gone-2", 100);  // its every event
+    evstore::Stats before = s->stats();
+    EXPECT_EQ(before.removed_events, 300u);
+    EXPECT_GT(before.reclaimable_bytes, 0u);
+    EXPECT_GE(before.segments, 2u);
+    ASSERT_TRUE(store_holds(path("s"), "GONE-MARK-")) << "the search finds nothing before the compaction";
+
+    evstore::CompactInfo info = s->compact();
+    EXPECT_EQ(info.events_erased, 300u);
+    EXPECT_GT(info.segments_rewritten, 0u);
+    EXPECT_LT(info.bytes_after, info.bytes_before);
+    EXPECT_EQ(s->stats().reclaimable_bytes, 0u);
+    EXPECT_FALSE(store_holds(path("s"), "GONE-MARK-")) << "a file still holds a removed event's payload";
+    EXPECT_TRUE(store_holds(path("s"), "KEPT-MARK-299")) << "the kept events' payloads are gone too";
+
+    auto reads = [&](evstore::Store &st, const char *when) {
+        SCOPED_TRACE(when);
+        auto all = drain(st.read_all());
+        EXPECT_EQ(positions(all), kept);
+        for (size_t i = 0; i < all.size(); i++)
+            EXPECT_EQ(all[i].payload, "KEPT-MARK-" + std::to_string(i));
+        expect_error([&] { st.read_stream("gone-0"); }, Code::StreamDeleted);
+        expect_error([&] { st.read_stream("gone-1"); }, Code::NotFound);
+        expect_error([&] { st.read_stream("gone-2"); }, Code::NotFound);
+        EXPECT_EQ(st.stream_version("gone-2"), 99);
+    };
+    reads(*s, "after the compaction");
+    EXPECT_EQ(s->compact().events_erased, 0u);
+    s->close();
+    s = std::make_unique<evstore::Store>(path("s"));
+    reads(*s, "after a reopen");
+    EXPECT_EQ(s->append("gone-1", evstore::kExpectNoStream, {{"T", "x"}}).stream_version, 100u);
+}
+
 // Every status code of the header has its evstore::Code: the list below names each
 // enumerator (so each must exist), and must hold exactly the header's codes, with the
 // library's names.
