@@ -526,6 +526,19 @@ public final class Store {
         try getRetention(prefix, flags: UInt32(EVS_RETENTION_CATEGORY))
     }
 
+    /// Erases the bytes of removed events now (file engine: rewrites every segment that
+    /// holds one; PostgreSQL: deletes the rows rules by age removed); blocks until done.
+    /// Returns what it did (`segments_rewritten`, `bytes_before`, `bytes_after`,
+    /// `events_erased`, `duration_us`).
+    @discardableResult
+    public func compact() throws -> evs_compact_info {
+        let h = try open()
+        var info = evs_compact_info()
+        info.struct_size = MemoryLayout<evs_compact_info>.size
+        try check(evs_compact(h, &info))
+        return info
+    }
+
     /// The store's counters (evs_stats: `removed_events`, `lifecycle_entries` and
     /// `reclaimable_bytes` among them).
     public func stats() throws -> evs_stats {
