@@ -116,10 +116,11 @@ test-c-pg: $(NEEDS_LIB)
 # The Go binding in the tree, against build/lib through its pkg-config file (as a user's
 # build finds an installed library): vet, the tests (never cached: the library is linked
 # from outside the module), and again under the race detector. -v: tests/suites.sh counts
-# the `--- PASS` lines.
+# the `--- PASS` lines. Under a PostgreSQL server of its own (EVS_PG_URL): the binding's
+# PostgreSQL tests (postgres_test.go) run against it.
 GOENV := CGO_ENABLED=1 PKG_CONFIG_PATH=$(abspath $(LIBDIR))/pkgconfig LD_LIBRARY_PATH=$(abspath $(LIBDIR))
 test-go: $(NEEDS_LIB)
-	cd bindings/go && $(GOENV) go vet ./... && $(GOENV) go test -v -count=1 ./... && $(GOENV) go test -v -race -count=1 ./...
+	bash tests/pg/pg_server.sh run sh -c 'cd bindings/go && $(GOENV) go vet ./... && $(GOENV) go test -v -count=1 ./... && $(GOENV) go test -v -race -count=1 ./...'
 
 # The library installed into build/installed, for the tests that use it as an outsider.
 INSTALLED := $(abspath $(BUILD))/installed

@@ -253,6 +253,14 @@ public:
         detail::check(evs_options_set_dedupe_window(checked(), events));
         return *this;
     }
+    // The file engine's compaction: `bytes_per_second` is its throttle, bytes read and
+    // written per second (default 64 MiB/s; 0: unthrottled); `trigger_percent` starts an
+    // automatic compaction of a sealed segment with more than that percent of its bytes
+    // removed (default 25; 0: none; above 100 throws Code::InvalidArgument).
+    Options &set_compaction(uint64_t bytes_per_second, uint32_t trigger_percent) {
+        detail::check(evs_options_set_compaction(checked(), bytes_per_second, trigger_percent));
+        return *this;
+    }
 
     // The C options; null once moved from.
     const evs_options *get() const noexcept { return ptr_; }
@@ -277,7 +285,7 @@ struct OwnedEvent;
 // destruction or move, or the return of the subscription callback it was given to.
 // Copying an Event copies the views, not the bytes: keep an event with to_owned().
 struct Event {
-    uint64_t position = 0;      // global, gapless, from 0
+    uint64_t position = 0;      // global, from 0, never reused (a removed event's is empty)
     uint64_t timestamp_us = 0;  // microseconds since the Unix epoch
     std::string_view stream;    // empty for events appended with append_event
     uint64_t stream_version = 0;
@@ -565,8 +573,33 @@ private:
 // A stream as Store::list_streams reports it.
 struct StreamInfo {
     std::string name;
-    uint64_t version;         // of its last event (its event count minus one)
-    uint64_t first_position;  // the global position of its first event
+    uint64_t version;         // of its last event
+    uint64_t first_position;  // the global position of its first event a reader sees
+};
+
+// Store::delete_stream's modes.
+enum class DeleteMode : uint32_t {
+    // The stream does not exist, for readers and writers, until it is appended to again
+    // (stream_version() gives -1; an append expecting kExpectNoStream or kExpectAny
+    // continues its versions after the kept one).
+    Soft = EVS_DELETE_SOFT,
+    // A tombstone: every later read or write of the name throws Code::StreamDeleted.
+    Hard = EVS_DELETE_HARD,
+};
+
+// A retention rule; 0 is "no limit of that kind", both 0 is no rule.
+struct Retention {
+    // Keep the stream's last max_count versions: with version v, the events with a
+    // version <= v - max_count are removed.
+    uint64_t max_count = 0;
+    // Remove the events older than now - max_age_us microseconds, now being the store's
+    // clock when a read runs (events leave by age without any call).
+    uint64_t max_age_us = 0;
+
+    bool operator==(const Retention &o) const noexcept {
+        return max_count == o.max_count && max_age_us == o.max_age_us;
+    }
+    bool operator!=(const Retention &o) const noexcept { return !(*this == o); }
 };
 
 // One event to append. It owns its bytes: the constructor copies the payload and the
@@ -616,10 +649,29 @@ struct Account {
 using RecoveryInfo = evs_recovery_info;
 using Stats = evs_stats;
 using StoreOptions = evs_store_options;
+// What Store::compact did: segments_rewritten (PostgreSQL: tables cleaned), bytes_before,
+// bytes_after, events_erased, duration_us.
+using CompactInfo = evs_compact_info;
 
 // Stops the library's background threads once no store is open (else Error with
 // Code::Busy). Optional.
 inline void shutdown() { detail::check(evs_shutdown()); }
+
+// The SQL script that creates the PostgreSQL schema of the store at `url` (a
+// postgresql:// URL as Store takes it, schema= included) or migrates it to this
+// library's version, for a DBA to review and run (psql -v ON_ERROR_STOP=1 -f) before the
+// application opens the store with migrate=false: the statements a writable open would
+// run, as one transaction, with the grants the URL's user needs; comments only when the
+// schema is current. Nothing is executed: it connects only to read the schema's
+// version. Throws Code::InvalidArgument (not a postgresql:// URL, a bad parameter),
+// Code::Unavailable (no server answered within its bounds), Code::Io (the server
+// refused), Code::Corrupt (a schema newer than this library).
+inline std::string schema_sql(const std::string &url) {
+    char *sql = nullptr;
+    detail::check(evs_schema_sql(detail::c_str(url, "url"), &sql));
+    std::unique_ptr<char, void (*)(char *)> owned(sql, evs_string_free);
+    return std::string(owned.get());
+}
 
 // An open store; closed by the destructor (errors of that final sync are ignored: call
 // close() to see them). Move-only; a moved-from or closed Store's calls throw Error
@@ -785,6 +837,83 @@ public:
         detail::check(evs_snapshot(ptr_, &pos));
         return pos;
     }
+    // Data that leaves (docs/lifecycle.md in the repository). Each operation is an entry
+    // of the log and returns its position (it holds no event); it is durable under the
+    // store's fsync policy, and every read obeys it once the call returns. `id` (all
+    // zero: none) makes it idempotent: a retry with the same id and operation writes
+    // nothing and returns the first one's position; the id given to anything else throws
+    // Code::AlreadyExists. Each also throws Code::ReadOnly, Code::Busy (a write with the
+    // id is still being made durable: retry), Code::Io (nothing counts: retry with the id).
+
+    // Removes every event `stream` has so far from every read, if it is at
+    // `expected_version` (kExpectAny, kExpectExists or its version; kExpectNoStream is
+    // Code::InvalidArgument). Throws, in this order of the checks: Code::StreamDeleted
+    // (hard-deleted already), Code::NotFound (never had an event; for a soft delete also:
+    // soft-deleted and not appended to since), Code::WrongExpectedVersion (actual_version()
+    // gives the version, -1 for none). An account's stream ("account-<id>") throws
+    // Code::BalanceNotZero while its balance is not zero; afterwards the account is not
+    // found.
+    uint64_t delete_stream(const std::string &stream, int64_t expected_version, DeleteMode mode = DeleteMode::Soft,
+                           const EventId &id = {}) {
+        uint64_t pos = 0;
+        detail::check(evs_delete_stream(ptr_, detail::c_str(stream, "stream"), expected_version,
+                                        static_cast<uint32_t>(mode), id.data(), &pos));
+        return pos;
+    }
+    // Removes the events of `stream` with a version below `before_version` (at most its
+    // version + 1, which removes every event) from every read; the rest keep their
+    // versions, and the stream its version for writers. A lower bound than an earlier
+    // truncation's removes nothing more. Throws Code::StreamDeleted, Code::NotFound,
+    // Code::InvalidArgument (past the version + 1; an account's stream).
+    uint64_t truncate_stream(const std::string &stream, uint64_t before_version, const EventId &id = {}) {
+        uint64_t pos = 0;
+        detail::check(evs_truncate_stream(ptr_, detail::c_str(stream, "stream"), before_version, id.data(), &pos));
+        return pos;
+    }
+    // Sets `stream`'s own rule (it wins over its categories'); a zero rule clears it. It
+    // applies to the past and future events at once; changing or clearing a rule never
+    // brings an event back. A rule on an account's stream is Code::InvalidArgument.
+    uint64_t set_retention(const std::string &stream, const Retention &rule, const EventId &id = {}) {
+        return put_retention(stream, "stream", 0, &rule, id);
+    }
+    // Sets the rule of every stream whose name starts with `prefix` (e.g. "telemetry-")
+    // and has no rule of its own; the longest matching prefix wins. A prefix that would
+    // cover account streams ("account-..." or a prefix of "account-", "" included) is
+    // Code::InvalidArgument.
+    uint64_t set_category_retention(const std::string &prefix, const Retention &rule, const EventId &id = {}) {
+        return put_retention(prefix, "prefix", EVS_RETENTION_CATEGORY, &rule, id);
+    }
+    // Removes `stream`'s own rule (its categories' applies then); what it removed stays
+    // removed.
+    uint64_t clear_retention(const std::string &stream, const EventId &id = {}) {
+        return put_retention(stream, "stream", 0, nullptr, id);
+    }
+    // Removes the rule set on exactly `prefix`; what it removed stays removed.
+    uint64_t clear_category_retention(const std::string &prefix, const EventId &id = {}) {
+        return put_retention(prefix, "prefix", EVS_RETENTION_CATEGORY, nullptr, id);
+    }
+    // The rule in force for `stream`: its own, else its longest matching category's; a
+    // zero Retention when there is none.
+    Retention retention(const std::string &stream) { return get_retention(stream, "stream", 0); }
+    // The rule set on exactly `prefix` (not one inherited from a shorter prefix); a zero
+    // Retention when there is none.
+    Retention category_retention(const std::string &prefix) {
+        return get_retention(prefix, "prefix", EVS_RETENTION_CATEGORY);
+    }
+
+    // Erases the bytes of removed events now; blocks until done. The file engine rewrites
+    // every segment holding a removed event (sealing the active one first when it holds
+    // one, so that afterwards no file of the store holds a removed event's type, payload
+    // or metadata), online and throttled (Options::set_compaction); PostgreSQL deletes the
+    // rows that rules by age removed. Copies made before (backups, replicas) keep them.
+    CompactInfo compact() {
+        CompactInfo info = detail::init<CompactInfo>();
+        detail::check(evs_compact(ptr_, &info));
+        return info;
+    }
+
+    // The counters; removed_events, lifecycle_entries and reclaimable_bytes say what the
+    // operations above removed and what a compaction would free (file engine).
     Stats stats() {
         Stats s = detail::init<Stats>();
         detail::check(evs_stats_get(ptr_, &s));
@@ -851,6 +980,23 @@ private:
     void open(const std::string &path, const evs_options *opts) {
         info_ = detail::init<RecoveryInfo>();
         detail::check(evs_open(detail::c_str(path, "path"), opts, &ptr_, &info_));
+    }
+    uint64_t put_retention(const std::string &target, const char *argument, uint32_t flags, const Retention *rule,
+                           const EventId &id) {
+        evs_retention r = detail::init<evs_retention>();
+        if (rule != nullptr) {
+            r.max_count = rule->max_count;
+            r.max_age_us = rule->max_age_us;
+        }
+        uint64_t pos = 0;
+        detail::check(evs_set_retention(ptr_, detail::c_str(target, argument), flags, rule ? &r : nullptr, id.data(),
+                                        &pos));
+        return pos;
+    }
+    Retention get_retention(const std::string &name, const char *argument, uint32_t flags) {
+        evs_retention r = detail::init<evs_retention>();
+        detail::check(evs_get_retention(ptr_, detail::c_str(name, argument), flags, &r));
+        return Retention{r.max_count, r.max_age_us};
     }
     static std::vector<evs_event_input> inputs(const std::vector<EventInput> &events) {
         std::vector<evs_event_input> in(events.size(), detail::init<evs_event_input>());

@@ -10,6 +10,8 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -772,6 +774,462 @@ TEST_F(EvstoreTest, ErrorDetailIsNeverStale) {
     // The wrapper's own error.
     expect_detail(caught([&] { s.append(std::string("s\0", 2), evstore::kExpectAny, {{"T"}}); }, Code::InvalidArgument),
                   none, none, none);
+}
+
+// ---------------------------------------------------------------------------------------
+// Data that leaves: delete_stream, truncate_stream, the retention calls.
+
+namespace {
+
+std::vector<uint64_t> positions(const std::vector<evstore::OwnedEvent> &events) {
+    std::vector<uint64_t> out;
+    for (const auto &e : events)
+        out.push_back(e.position);
+    return out;
+}
+
+std::vector<uint64_t> versions(evstore::Store &s, const std::string &stream) {
+    std::vector<uint64_t> out;
+    for (const auto &e : drain(s.read_stream(stream)))
+        out.push_back(e.stream_version);
+    return out;
+}
+
+std::vector<evstore::EventInput> events(std::initializer_list<const char *> payloads) {
+    std::vector<evstore::EventInput> out;
+    for (const char *p : payloads)
+        out.push_back({"T", p});
+    return out;
+}
+
+using V = std::vector<uint64_t>;
+const evstore::EventId kNoId{};
+
+}  // namespace
+
+// Soft and hard deletes: refusals write nothing; afterwards every read passes over the
+// removed events, before and after a reopen; writers see no stream (soft) or a tombstone
+// (hard); a soft-deleted stream continues its versions.
+TEST_F(EvstoreTest, DeleteStreamSoftAndHard) {
+    auto s = std::make_unique<evstore::Store>(path("s"));
+    s->append("order-1", evstore::kExpectNoStream, events({"a0", "a1", "a2"}));  // 0..2
+    s->append("order-2", evstore::kExpectNoStream, events({"b0", "b1"}));        // 3, 4
+    s->append("user-1", evstore::kExpectNoStream, events({"u0"}));               // 5
+
+    // Refusals, in the order of the checks; nothing is written.
+    evstore::Error e = caught([&] { s->delete_stream("order-1", 1); }, Code::WrongExpectedVersion);
+    EXPECT_EQ(e.actual_version(), 2);
+    expect_error([&] { s->delete_stream("order-1", evstore::kExpectNoStream); }, Code::InvalidArgument);
+    expect_error([&] { s->delete_stream("nope", evstore::kExpectAny, evstore::DeleteMode::Hard); }, Code::NotFound);
+    std::string msg = expect_error(
+        [&] { s->delete_stream("order-1", evstore::kExpectAny, static_cast<evstore::DeleteMode>(2)); },
+        Code::InvalidArgument);
+    EXPECT_NE(msg.find("0x2"), std::string::npos) << msg;
+    expect_error([&] { s->delete_stream(std::string("order-1\0", 8), evstore::kExpectAny); }, Code::InvalidArgument);
+    ASSERT_EQ(s->position_at(evstore::kPositionEnd), 6u);
+
+    EXPECT_EQ(s->delete_stream("order-1", 2, evstore::DeleteMode::Soft), 6u);
+    EXPECT_EQ(s->delete_stream("order-2", evstore::kExpectExists, evstore::DeleteMode::Hard), 7u);
+
+    auto reads = [&](evstore::Store &st, const char *when) {
+        SCOPED_TRACE(when);
+        EXPECT_EQ(positions(drain(st.read_all())), V{5});
+        EXPECT_EQ(positions(drain(st.read_all_backward())), V{5});
+        EXPECT_EQ(positions(drain(st.read_category("order-"))), V{});
+        EXPECT_EQ(positions(drain(st.poll(0, 5))), V{});  // the window counts empty positions
+        expect_error([&] { st.read_stream("order-1"); }, Code::NotFound);
+        expect_error([&] { st.read_stream_backward("order-1"); }, Code::NotFound);
+        expect_error([&] { st.read_stream("order-2"); }, Code::StreamDeleted);
+        expect_error([&] { st.read_stream_backward("order-2"); }, Code::StreamDeleted);
+        std::string m = expect_error([&] { st.read_event(0); }, Code::NotFound);
+        EXPECT_NE(m.find("removed"), std::string::npos) << m;
+        m = expect_error([&] { st.read_event(6); }, Code::NotFound);
+        EXPECT_NE(m.find("lifecycle entry"), std::string::npos) << m;
+        auto listed = st.list_streams();
+        ASSERT_EQ(listed.size(), 1u);
+        EXPECT_EQ(listed[0].name, "user-1");
+        EXPECT_EQ(st.stream_version("order-1"), -1);
+        expect_error([&] { st.stream_version("order-2"); }, Code::StreamDeleted);
+        evstore::Stats stats = st.stats();
+        EXPECT_EQ(stats.removed_events, 5u);
+        EXPECT_EQ(stats.lifecycle_entries, 2u);
+        EXPECT_EQ(stats.events, 8u);
+        EXPECT_EQ(stats.streams, 1u);
+    };
+    reads(*s, "after the deletes");
+
+    // What writers see.
+    expect_error([&] { s->append("order-2", evstore::kExpectAny, events({"b2"})); }, Code::StreamDeleted);
+    expect_error([&] { s->delete_stream("order-2", evstore::kExpectAny); }, Code::StreamDeleted);
+    expect_error([&] { s->truncate_stream("order-2", 0); }, Code::StreamDeleted);
+    e = caught([&] { s->append("order-1", 2, events({"a3"})); }, Code::WrongExpectedVersion);
+    EXPECT_EQ(e.actual_version(), -1);
+    expect_error([&] { s->delete_stream("order-1", evstore::kExpectAny); }, Code::NotFound);
+    ASSERT_EQ(s->position_at(evstore::kPositionEnd), 8u);
+
+    s->close();
+    s = std::make_unique<evstore::Store>(path("s"));
+    reads(*s, "after a reopen");
+
+    // The soft-deleted stream continues its versions; its old events stay removed.
+    evstore::AppendResult r = s->append("order-1", evstore::kExpectNoStream, events({"a3"}));
+    EXPECT_EQ(r.first_position, 8u);
+    EXPECT_EQ(r.stream_version, 3u);
+    auto got = drain(s->read_stream("order-1"));
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0].payload, "a3");
+    EXPECT_EQ(positions(drain(s->read_all())), (V{5, 8}));
+    for (const auto &info : s->list_streams()) {
+        if (info.name == "order-1") {
+            EXPECT_EQ(info.first_position, 8u);
+        }
+    }
+}
+
+// A subscription from 0 delivers the events left and none of the removed ones.
+TEST_F(EvstoreTest, SubscriptionPassesOverRemovedEvents) {
+    evstore::Store s(path("s"));
+    s.append("gone", evstore::kExpectNoStream, events({"g0", "g1"}));  // 0, 1
+    s.append("kept", evstore::kExpectNoStream, events({"k0"}));        // 2
+    s.append("cut", evstore::kExpectNoStream, events({"c0", "c1"}));   // 3, 4
+    s.delete_stream("gone", evstore::kExpectAny, evstore::DeleteMode::Hard);  // 5
+    s.truncate_stream("cut", 1);                                              // 6
+    std::mutex mu;
+    std::vector<uint64_t> seen;
+    auto sub = s.subscribe(0, [&](const evstore::Event &ev) {
+        std::lock_guard<std::mutex> g(mu);
+        seen.push_back(ev.position);
+        return true;
+    });
+    s.append("kept", evstore::kExpectAny, events({"k1"}));  // 7
+    for (int i = 0; i < 5000; i++) {
+        {
+            std::lock_guard<std::mutex> g(mu);
+            if (!seen.empty() && seen.back() == 7)
+                break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    sub.close();
+    EXPECT_EQ(seen, (V{2, 4, 7}));
+}
+
+// Truncation: the versions below the bound leave every read, the rest keep theirs; a
+// bound past the version + 1 is refused; a lower one brings nothing back; truncated to
+// its end, a stream keeps its version for writers.
+TEST_F(EvstoreTest, TruncateStream) {
+    auto s = std::make_unique<evstore::Store>(path("s"));
+    s->append("log", evstore::kExpectNoStream, events({"0", "1", "2", "3", "4"}));  // 0..4
+    EXPECT_EQ(s->truncate_stream("log", 2), 5u);
+    EXPECT_EQ(versions(*s, "log"), (V{2, 3, 4}));
+    EXPECT_EQ(positions(drain(s->read_stream_backward("log"))), (V{4, 3, 2}));
+    EXPECT_EQ(positions(drain(s->read_stream("log", 1))), (V{2, 3, 4}));
+    EXPECT_EQ(positions(drain(s->read_all())), (V{2, 3, 4}));
+    auto listed = s->list_streams();
+    ASSERT_EQ(listed.size(), 1u);
+    EXPECT_EQ(listed[0].version, 4u);
+    EXPECT_EQ(listed[0].first_position, 2u);  // the first event a reader sees
+    std::string msg = expect_error([&] { s->truncate_stream("log", 6); }, Code::InvalidArgument);
+    EXPECT_NE(msg.find("at most 5"), std::string::npos) << msg;
+    expect_error([&] { s->truncate_stream("nope", 0); }, Code::NotFound);
+    s->truncate_stream("log", 1);  // below the first kept: nothing comes back
+    EXPECT_EQ(versions(*s, "log"), (V{2, 3, 4}));
+
+    s->truncate_stream("log", 5);
+    expect_error([&] { s->read_stream("log"); }, Code::NotFound);
+    EXPECT_EQ(s->stream_version("log"), 4);
+    expect_error([&] { s->append("log", evstore::kExpectNoStream, events({"5"})); }, Code::WrongExpectedVersion);
+    s->append("log", 4, events({"5"}));
+
+    s->close();
+    s = std::make_unique<evstore::Store>(path("s"));
+    EXPECT_EQ(versions(*s, "log"), V{5});
+    EXPECT_EQ(s->stats().removed_events, 5u);
+    EXPECT_EQ(s->stats().lifecycle_entries, 3u);
+}
+
+// Rules by count on a category and a stream: set, read, replaced and cleared, each obeyed
+// by reads at once; a rule's change never brings an event back.
+TEST_F(EvstoreTest, RetentionByCount) {
+    using evstore::Retention;
+    auto s = std::make_unique<evstore::Store>(path("s"));
+    s->append("t-1", evstore::kExpectNoStream, events({"0", "1", "2", "3", "4"}));
+    s->append("t-2", evstore::kExpectNoStream, events({"0", "1"}));
+    s->append("u-1", evstore::kExpectNoStream, events({"0", "1", "2"}));
+
+    s->set_category_retention("t-", Retention{2, 0});
+    EXPECT_EQ(versions(*s, "t-1"), (V{3, 4}));
+    EXPECT_EQ(versions(*s, "t-2"), (V{0, 1}));
+    EXPECT_EQ(versions(*s, "u-1"), (V{0, 1, 2}));
+    EXPECT_EQ(s->retention("t-1"), (Retention{2, 0}));
+    EXPECT_EQ(s->retention("u-1"), Retention{});
+    EXPECT_EQ(s->category_retention("t-"), (Retention{2, 0}));
+    EXPECT_EQ(s->category_retention("t"), Retention{});
+    EXPECT_EQ(s->category_retention("t-1"), Retention{});  // no rule on that prefix itself
+
+    // A stream's own looser rule wins, but what the category's removed stays removed.
+    s->set_retention("t-1", Retention{4, 0});
+    EXPECT_EQ(s->retention("t-1"), (Retention{4, 0}));
+    EXPECT_EQ(versions(*s, "t-1"), (V{3, 4}));
+    s->append("t-1", evstore::kExpectAny, events({"5", "6", "7"}));
+    EXPECT_EQ(versions(*s, "t-1"), (V{4, 5, 6, 7}));
+    s->clear_retention("t-1");  // its category's applies again
+    EXPECT_EQ(versions(*s, "t-1"), (V{6, 7}));
+    s->clear_category_retention("t-");  // nothing comes back
+    EXPECT_EQ(s->category_retention("t-"), Retention{});
+    s->append("t-1", evstore::kExpectAny, events({"8", "9"}));
+    EXPECT_EQ(versions(*s, "t-1"), (V{6, 7, 8, 9}));
+    s->set_category_retention("u-", Retention{1, 0});
+    EXPECT_EQ(versions(*s, "u-1"), V{2});
+
+    expect_error([&] { s->set_retention("", Retention{1, 0}); }, Code::InvalidArgument);
+    expect_error([&] { s->retention(""); }, Code::InvalidArgument);
+    expect_error([&] { s->category_retention(std::string("t\0", 2)); }, Code::InvalidArgument);
+
+    s->close();
+    s = std::make_unique<evstore::Store>(path("s"));
+    EXPECT_EQ(versions(*s, "t-1"), (V{6, 7, 8, 9}));
+    EXPECT_EQ(versions(*s, "u-1"), V{2});
+    EXPECT_EQ(s->retention("u-1"), (Retention{1, 0}));
+    evstore::Stats st = s->stats();
+    EXPECT_EQ(st.removed_events, 8u);  // t-1: 6 of 10; u-1: 2 of 3
+    EXPECT_EQ(st.lifecycle_entries, 5u);
+    EXPECT_EQ(st.streams, 3u);
+}
+
+// Rules by age. The C API has no clock to set (the Rust tests replace the store's), so
+// this uses the real one in the one direction that cannot race: the events are made older
+// than the rule's age first (a sleep), then the rule is set.
+TEST_F(EvstoreTest, RetentionByAge) {
+    using evstore::Retention;
+    evstore::Store s(path("s"));
+    s.append("m-1", evstore::kExpectNoStream, events({"0", "1", "2"}));
+    const uint64_t day = 86400ull * 1000000ull;
+    s.set_retention("m-1", Retention{0, day});
+    EXPECT_EQ(versions(s, "m-1"), (V{0, 1, 2}));
+    EXPECT_EQ(s.retention("m-1"), (Retention{0, day}));
+
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    s.set_retention("m-1", Retention{0, 5000});  // 5 ms
+    expect_error([&] { s.read_stream("m-1"); }, Code::NotFound);
+    EXPECT_EQ(positions(drain(s.read_all())), V{});
+    EXPECT_EQ(s.stream_version("m-1"), 2);
+    s.set_retention("m-1", Retention{0, day});  // a looser rule brings nothing back
+    expect_error([&] { s.read_stream("m-1"); }, Code::NotFound);
+    EXPECT_EQ(s.stats().removed_events, 3u);
+}
+
+// An operation with an id is idempotent; an id given to another operation or to an event
+// is refused; the zero id is none.
+TEST_F(EvstoreTest, LifecycleIds) {
+    evstore::Store s(path("s"));
+    s.append("a", evstore::kExpectNoStream, {{"T", "", "", 0, evstore::EventId{0xE, 1}}, {"T"}, {"T"}});
+    const evstore::EventId id{0x5A, 0x5A};
+    uint64_t p = s.delete_stream("a", evstore::kExpectAny, evstore::DeleteMode::Soft, id);
+    EXPECT_EQ(s.delete_stream("a", evstore::kExpectAny, evstore::DeleteMode::Soft, id), p);
+    EXPECT_EQ(s.position_at(evstore::kPositionEnd), p + 1);
+    expect_error([&] { s.truncate_stream("a", 0, id); }, Code::AlreadyExists);
+    expect_error([&] { s.set_category_retention("x-", evstore::Retention{3, 0}, id); }, Code::AlreadyExists);
+    expect_error([&] { s.set_category_retention("x-", evstore::Retention{3, 0}, evstore::EventId{0xE, 1}); },
+                 Code::AlreadyExists);
+    s.append("b", evstore::kExpectNoStream, events({"0", "1"}));
+    p = s.truncate_stream("b", 1, kNoId);
+    EXPECT_EQ(s.truncate_stream("b", 1, kNoId), p + 1);
+}
+
+// The account domain guards its streams: not deleted while the balance is not zero, never
+// truncated or given a rule; afterwards the account is not found, through a reopen; a
+// soft-deleted account's id opens a new one, a hard-deleted one's never.
+TEST_F(EvstoreTest, AccountStreamGuard) {
+    auto s = std::make_unique<evstore::Store>(path("s"));
+    s->open_account("acc1", 10);
+    std::string msg = expect_error([&] { s->delete_stream("account-acc1", evstore::kExpectAny); },
+                                   Code::BalanceNotZero);
+    EXPECT_NE(msg.find("10"), std::string::npos) << msg;
+    expect_error([&] { s->delete_stream("account-acc1", evstore::kExpectAny, evstore::DeleteMode::Hard); },
+                 Code::BalanceNotZero);
+    expect_error([&] { s->truncate_stream("account-acc1", 1); }, Code::InvalidArgument);
+    for (const char *prefix : {"account-", "acc", ""})
+        expect_error([&] { s->set_category_retention(prefix, evstore::Retention{5, 0}); }, Code::InvalidArgument);
+    expect_error([&] { s->set_retention("account-acc1", evstore::Retention{0, 1}); }, Code::InvalidArgument);
+    EXPECT_EQ(s->get_account("acc1").balance, 10);
+
+    s->withdraw("acc1", 10);
+    s->delete_stream("account-acc1", evstore::kExpectAny);
+    expect_error([&] { s->get_account("acc1"); }, Code::NotFound);
+    expect_error([&] { s->deposit("acc1", 1); }, Code::NotFound);
+    s->close();
+    s = std::make_unique<evstore::Store>(path("s"));
+    expect_error([&] { s->get_account("acc1"); }, Code::NotFound);
+    s->open_account("acc1", 0, "EUR");  // a new account, continuing the stream
+    evstore::Account a = s->get_account("acc1");
+    EXPECT_EQ(a.balance, 0);
+    EXPECT_EQ(a.currency, "EUR");
+    EXPECT_EQ(a.version, 1u);
+    s->delete_stream("account-acc1", evstore::kExpectAny, evstore::DeleteMode::Hard);
+    expect_error([&] { s->open_account("acc1", 0); }, Code::StreamDeleted);
+    s->close();
+    s = std::make_unique<evstore::Store>(path("s"));
+    expect_error([&] { s->get_account("acc1"); }, Code::NotFound);
+    expect_error([&] { s->open_account("acc1", 0); }, Code::StreamDeleted);
+}
+
+// A read-only handle sees the operations and refuses to make any.
+TEST_F(EvstoreTest, LifecycleOnAReadOnlyStore) {
+    evstore::Store s(path("s"));
+    s.append("n-1", evstore::kExpectNoStream, events({"0", "1"}));
+    s.set_category_retention("n-", evstore::Retention{1, 0});
+    evstore::Options ro;
+    ro.set_read_only(true);
+    evstore::Store r(path("s"), ro);
+    EXPECT_EQ(versions(r, "n-1"), V{1});
+    EXPECT_EQ(r.retention("n-1"), (evstore::Retention{1, 0}));
+    expect_error([&] { r.delete_stream("n-1", evstore::kExpectAny); }, Code::ReadOnly);
+    expect_error([&] { r.truncate_stream("n-1", 1); }, Code::ReadOnly);
+    expect_error([&] { r.set_retention("n-1", evstore::Retention{1, 0}); }, Code::ReadOnly);
+    expect_error([&] { r.clear_category_retention("n-"); }, Code::ReadOnly);
+    // The writer's next operation is seen by the reader.
+    s.delete_stream("n-1", evstore::kExpectAny, evstore::DeleteMode::Hard);
+    s.sync();
+    expect_error([&] { r.read_stream("n-1"); }, Code::StreamDeleted);
+}
+
+// README.md's C++ lines on deleting and retention, as they are there.
+TEST_F(EvstoreTest, ReadmeLifecycleExample) {
+    evstore::Store store(path("s"));
+    store.append("order-17", evstore::kExpectNoStream, events({"placed"}));
+    std::vector<evstore::EventInput> samples(1005, evstore::EventInput{"Sample", "x"});
+    store.append("telemetry-7", evstore::kExpectNoStream, samples);
+    std::vector<evstore::EventInput> audit(150, evstore::EventInput{"Audited", "y"});
+    store.append("audit-9", evstore::kExpectNoStream, audit);
+    store.open_account("alice", 100);
+
+    store.delete_stream("order-17", evstore::kExpectAny);  // soft: appending again continues it
+    try {  // hard: the name is refused from then on; an account's only at a zero balance
+        store.delete_stream("account-alice", evstore::kExpectAny, evstore::DeleteMode::Hard);
+    } catch (const evstore::Error &e) {
+        if (e.code() != evstore::Code::BalanceNotZero)
+            throw;
+    }
+    const uint64_t week_us = 7ull * 24 * 3600 * 1000000;
+    store.set_category_retention("telemetry-", {1000, week_us});  // the last 1000, a week at most
+    store.truncate_stream("audit-9", 100);                        // versions 0..99 leave
+
+    EXPECT_EQ(store.stream_version("order-17"), -1);
+    EXPECT_EQ(store.get_account("alice").balance, 100);
+    auto telemetry = versions(store, "telemetry-7");
+    ASSERT_EQ(telemetry.size(), 1000u);
+    EXPECT_EQ(telemetry.front(), 5u);
+    auto kept = versions(store, "audit-9");
+    ASSERT_EQ(kept.size(), 50u);
+    EXPECT_EQ(kept.front(), 100u);
+}
+
+// schema_sql refuses what is not a PostgreSQL URL, and names a server that cannot be
+// reached (a port nothing listens on) with Code::Unavailable.
+TEST_F(EvstoreTest, SchemaSqlErrors) {
+    std::string msg = expect_error([&] { evstore::schema_sql(path("s")); }, Code::InvalidArgument);
+    EXPECT_NE(msg.find("postgresql://"), std::string::npos) << msg;
+    expect_error([] { evstore::schema_sql("postgresql://postgres@127.0.0.1:1/postgres?connect_timeout=2"); },
+                 Code::Unavailable);
+    expect_error([] { evstore::schema_sql("postgresql://127.0.0.1/x?no_such_parameter=1"); }, Code::InvalidArgument);
+    expect_error([] { evstore::schema_sql(std::string("postgresql://127.0.0.1/x\0", 25)); }, Code::InvalidArgument);
+}
+
+// ---------------------------------------------------------------------------------------
+// Compaction.
+
+// set_compaction's bounds, and the options an open store reports: the defaults, then the
+// ones set.
+TEST_F(EvstoreTest, CompactionOptions) {
+    {
+        evstore::Store s(path("defaults"));
+        evstore::StoreOptions o = s.options();
+        EXPECT_EQ(o.compaction_bytes_per_second, 64u << 20);
+        EXPECT_EQ(o.compaction_trigger_percent, 25u);
+    }
+    evstore::Options opts;
+    expect_error([&] { opts.set_compaction(0, 101); }, Code::InvalidArgument);
+    opts.set_compaction(0, 100).set_compaction(1u << 20, 0);
+    evstore::Store s(path("s"), opts);
+    evstore::StoreOptions o = s.options();
+    EXPECT_EQ(o.compaction_bytes_per_second, 1u << 20);
+    EXPECT_EQ(o.compaction_trigger_percent, 0u);
+}
+
+namespace {
+
+// Whether any file under `dir` holds `marker`.
+bool store_holds(const fs::path &dir, const std::string &marker) {
+    for (const auto &f : fs::recursive_directory_iterator(dir)) {
+        if (!f.is_regular_file())
+            continue;
+        std::FILE *in = std::fopen(f.path().c_str(), "rb");
+        if (in == nullptr)
+            throw std::runtime_error("cannot read " + f.path().string());
+        std::string bytes;
+        char buf[65536];
+        for (size_t n; (n = std::fread(buf, 1, sizeof buf, in)) > 0;)
+            bytes.append(buf, n);
+        std::fclose(in);
+        if (bytes.find(marker) != std::string::npos)
+            return true;
+    }
+    return false;
+}
+
+}  // namespace
+
+// compact() erases: afterwards no file of the store holds a removed event's payload
+// (deleted hard or soft, truncated), while the kept events' are there (the control);
+// every read gives what it gave before, after a reopen too; a second compact() has
+// nothing left to erase.
+TEST_F(EvstoreTest, CompactErasesRemovedEvents) {
+    evstore::Options opts;
+    // Small segments, so that the log has sealed ones; no automatic compaction, so that
+    // compact() is the one that erases.
+    opts.set_max_segment_size(64 * 1024).set_compaction(0, 0);
+    auto s = std::make_unique<evstore::Store>(path("s"), opts);
+    const std::string pad(300, '.');
+    V kept;
+    for (int i = 0; i < 300; i++) {
+        s->append("gone-" + std::to_string(i % 3), evstore::kExpectAny, {{"T", "GONE-MARK-" + std::to_string(i) + "-" + pad}});
+        kept.push_back(s->append("kept", evstore::kExpectAny, {{"T", "KEPT-MARK-" + std::to_string(i)}}).first_position);
+    }
+    s->delete_stream("gone-0", evstore::kExpectAny, evstore::DeleteMode::Hard);
+    s->delete_stream("gone-1", evstore::kExpectAny, evstore::DeleteMode::Soft);
+    s->truncate_stream("gone-2", 100);  // its every event
+    evstore::Stats before = s->stats();
+    EXPECT_EQ(before.removed_events, 300u);
+    EXPECT_GT(before.reclaimable_bytes, 0u);
+    EXPECT_GE(before.segments, 2u);
+    ASSERT_TRUE(store_holds(path("s"), "GONE-MARK-")) << "the search finds nothing before the compaction";
+
+    evstore::CompactInfo info = s->compact();
+    EXPECT_EQ(info.events_erased, 300u);
+    EXPECT_GT(info.segments_rewritten, 0u);
+    EXPECT_LT(info.bytes_after, info.bytes_before);
+    EXPECT_EQ(s->stats().reclaimable_bytes, 0u);
+    EXPECT_FALSE(store_holds(path("s"), "GONE-MARK-")) << "a file still holds a removed event's payload";
+    EXPECT_TRUE(store_holds(path("s"), "KEPT-MARK-299")) << "the kept events' payloads are gone too";
+
+    auto reads = [&](evstore::Store &st, const char *when) {
+        SCOPED_TRACE(when);
+        auto all = drain(st.read_all());
+        EXPECT_EQ(positions(all), kept);
+        for (size_t i = 0; i < all.size(); i++)
+            EXPECT_EQ(all[i].payload, "KEPT-MARK-" + std::to_string(i));
+        expect_error([&] { st.read_stream("gone-0"); }, Code::StreamDeleted);
+        expect_error([&] { st.read_stream("gone-1"); }, Code::NotFound);
+        expect_error([&] { st.read_stream("gone-2"); }, Code::NotFound);
+        EXPECT_EQ(st.stream_version("gone-2"), 99);
+    };
+    reads(*s, "after the compaction");
+    EXPECT_EQ(s->compact().events_erased, 0u);
+    s->close();
+    s = std::make_unique<evstore::Store>(path("s"));
+    reads(*s, "after a reopen");
+    EXPECT_EQ(s->append("gone-1", evstore::kExpectNoStream, {{"T", "x"}}).stream_version, 100u);
 }
 
 // Every status code of the header has its evstore::Code: the list below names each

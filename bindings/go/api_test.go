@@ -117,9 +117,19 @@ func TestEveryCallThatReachesTheStoreChecksItsContext(t *testing.T) {
 			_, err := s.ReadStreamBackwardCursor(done, "st", PositionEnd)
 			return err
 		},
-		"ReadCategoryCursor": func() error { _, err := s.ReadCategoryCursor(done, "s", 0); return err },
-		"PollCursor":         func() error { _, err := s.PollCursor(done, 0, 10); return err },
-		"Subscribe":          func() error { _, err := s.Subscribe(done, 0, func(Event) error { return nil }); return err },
+		"ReadCategoryCursor":     func() error { _, err := s.ReadCategoryCursor(done, "s", 0); return err },
+		"PollCursor":             func() error { _, err := s.PollCursor(done, 0, 10); return err },
+		"Subscribe":              func() error { _, err := s.Subscribe(done, 0, func(Event) error { return nil }); return err },
+		"DeleteStream":           func() error { _, err := s.DeleteStream(done, "st", ExpectAny, DeleteHard, noID); return err },
+		"TruncateStream":         func() error { _, err := s.TruncateStream(done, "st", 1, noID); return err },
+		"SetRetention":           func() error { _, err := s.SetRetention(done, "st", Retention{MaxCount: 1}, noID); return err },
+		"SetCategoryRetention":   func() error { _, err := s.SetCategoryRetention(done, "s", Retention{MaxCount: 1}, noID); return err },
+		"ClearRetention":         func() error { _, err := s.ClearRetention(done, "st", noID); return err },
+		"ClearCategoryRetention": func() error { _, err := s.ClearCategoryRetention(done, "s", noID); return err },
+		"Retention":              func() error { _, err := s.Retention(done, "st"); return err },
+		"CategoryRetention":      func() error { _, err := s.CategoryRetention(done, "s"); return err },
+		"Compact":                func() error { _, err := s.Compact(done); return err },
+		"SchemaSQL":              func() error { _, err := SchemaSQL(done, "postgresql://127.0.0.1:1/x"); return err },
 		"ReadAll": func() error {
 			for _, err := range s.ReadAll(done, 0) {
 				return err
@@ -137,6 +147,9 @@ func TestEveryCallThatReachesTheStoreChecksItsContext(t *testing.T) {
 	}
 	if a := must(s.GetAccount(bg, "a")); a.Balance != 10 || a.IsClosed {
 		t.Errorf("calls with a done context changed the account: %+v", a)
+	}
+	if v := must(s.StreamVersion(bg, "st")); v != 0 {
+		t.Errorf("calls with a done context changed stream st: version %d", v)
 	}
 
 	ctx, stop := context.WithCancel(bg)

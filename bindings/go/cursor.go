@@ -17,7 +17,7 @@ import (
 
 // Event is a stored event, copied into Go memory.
 type Event struct {
-	Position      uint64 // global, gapless, from 0
+	Position      uint64 // global, from 0, never reused (a removed event leaves it empty)
 	TimestampUs   uint64 // microseconds since the Unix epoch
 	Stream        string // "" for events appended with AppendEvent
 	StreamVersion uint64

@@ -47,8 +47,9 @@
 //
 // Every call that reaches the store's data takes a context.Context as its first
 // argument: appends, reads, cursor openers, accounts, Sync, Snapshot, Stats, MetricsText,
-// Streams, StreamVersion, PositionAt, Subscribe. Any of them may wait, on the disk, on
-// the PostgreSQL server or behind a snapshot. The context is checked before the call
+// Streams, StreamVersion, PositionAt, Subscribe, the lifecycle calls (DeleteStream,
+// TruncateStream, the Retention ones, Compact), and SchemaSQL. Any of them may wait, on the
+// disk, on the PostgreSQL server or behind a snapshot. The context is checked before the call
 // starts, and a call refused for it has done nothing; a call that has started runs to its
 // end (a call into C cannot be interrupted), so a deadline bounds when calls start, not
 // how long one runs. The exceptions take no context because they never wait on the
@@ -66,6 +67,13 @@
 // iterators (ReadAll, ReadStream, ReadCategory) see events appended while they run; "no
 // event" from Next, or the end of a range loop, means "no more now", not "never".
 // Backward reads and Poll do not see later appends.
+//
+// Events removed by DeleteStream, TruncateStream or a retention rule leave every read
+// when the call returns (by age: when their age passes), cursors already open and
+// subscriptions included. Positions are never reused: a removed event's position reads
+// as empty (ReadAll passes over it, ReadEvent gives ErrNotFound, a Poll window counts
+// it). A stream with no event left reads as ErrNotFound; a hard-deleted one is
+// ErrStreamDeleted for every read and write.
 //
 // # Subscriptions
 //

@@ -213,6 +213,35 @@ func Shutdown() error {
 	return err
 }
 
+// SchemaSQL gives the SQL script that creates the PostgreSQL schema of the store at url
+// (a postgresql:// URL as Open takes it, schema= included) or migrates it to this
+// library's schema version, for a DBA to review and run (psql -v ON_ERROR_STOP=1 -f)
+// before the application opens the store with migrate=false in its URL: the statements
+// a writable Open would run, as one transaction, with the grants the URL's user needs. A
+// schema already at this version gives a script of comments only. Nothing is executed:
+// it connects only to read the schema's version. ctx is checked before the call.
+//
+// Errors: ErrInvalidArgument (not a postgresql:// URL, a bad URL parameter),
+// ErrUnavailable (the server cannot be reached or did not answer within
+// connect_timeout/timeout), ErrIO (the server refused: authentication, TLS, rights),
+// ErrCorrupt (the schema's version is newer than this library's).
+func SchemaSQL(ctx context.Context, url string) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	curl, err := cString(url, "url")
+	if err != nil {
+		return "", err
+	}
+	defer C.free(unsafe.Pointer(curl))
+	var sql *C.char
+	if _, err := call(func() C.evs_status { return C.evs_schema_sql(curl, &sql) }); err != nil {
+		return "", err
+	}
+	defer C.evs_string_free(sql)
+	return C.GoString(sql), nil
+}
+
 // call runs one C call and, if it failed, reads the thread-local error message and
 // detail on the same OS thread before the goroutine can move.
 func call(f func() C.evs_status) (Code, error) {
@@ -674,6 +703,9 @@ func (s *Store) Snapshot(ctx context.Context) (uint64, error) {
 }
 
 // Stats are a store's counters since it was opened (events and bytes: the whole log).
+// Events counts every position used (events, removed or not, and lifecycle entries);
+// Streams the streams a reader sees (those Streams lists: not hard-deleted, with an
+// event left).
 type Stats struct {
 	Events, Streams, BytesOnDisk, Segments uint64
 	Appends, Fsyncs                        uint64
@@ -682,6 +714,11 @@ type Stats struct {
 	Accounts                               uint64
 	Subscriptions                          uint64 // still delivering
 	EventIDs                               uint64 // ids remembered for idempotent appends
+	// Events removed by deletes, truncations and retention rules (their positions read
+	// as empty); lifecycle entries in the log (Events counts them too, as it counts
+	// every position used); bytes of the file engine's segments a compaction would free
+	// now (0 on PostgreSQL).
+	RemovedEvents, LifecycleEntries, ReclaimableBytes uint64
 }
 
 // Stats reads the store's counters (on PostgreSQL, with queries to the server).
@@ -698,6 +735,8 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 		OpenTimeUs: uint64(cs.open_time_us), Snapshots: uint64(cs.snapshots),
 		IndexBytes: uint64(cs.index_bytes), Accounts: uint64(cs.accounts),
 		Subscriptions: uint64(cs.subscriptions), EventIDs: uint64(cs.event_ids),
+		RemovedEvents: uint64(cs.removed_events), LifecycleEntries: uint64(cs.lifecycle_entries),
+		ReclaimableBytes: uint64(cs.reclaimable_bytes),
 	}, nil
 }
 
@@ -711,6 +750,10 @@ type StoreOptions struct {
 	SnapshotEvery  uint64 // 0: no automatic snapshots
 	MaxEventSize   uint64
 	DedupeWindow   uint64
+	// The compaction's throttle (0: unthrottled) and automatic trigger (0: none), as
+	// Options.SetCompaction sets them.
+	CompactionBytesPerSecond uint64
+	CompactionTriggerPercent uint32
 }
 
 // Options reports the options the store was opened with. It takes no context: it reads
@@ -725,6 +768,8 @@ func (s *Store) Options() (StoreOptions, error) {
 		MaxSegmentSize: uint64(co.max_segment_size), Preallocate: bool(co.preallocate),
 		ReadOnly: bool(co.read_only), SnapshotEvery: uint64(co.snapshot_every),
 		MaxEventSize: uint64(co.max_event_size), DedupeWindow: uint64(co.dedupe_window),
+		CompactionBytesPerSecond: uint64(co.compaction_bytes_per_second),
+		CompactionTriggerPercent: uint32(co.compaction_trigger_percent),
 	}, nil
 }
 

@@ -25,6 +25,22 @@ func openStore(t *testing.T, path string) *Store {
 	return s
 }
 
+// openReadOnly opens path read-only, closed when the test ends.
+func openReadOnly(t *testing.T, path string) *Store {
+	t.Helper()
+	ro := NewOptions()
+	defer ro.Close()
+	if err := ro.SetReadOnly(true); err != nil {
+		t.Fatal(err)
+	}
+	r, _, err := Open(bg, path, ro)
+	if err != nil {
+		t.Fatalf("Open(%s) read-only: %v", path, err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
 func newStore(t *testing.T) (*Store, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "store")
@@ -541,16 +557,7 @@ func TestReadAfterReopen(t *testing.T) {
 	// a second writer on the same path, and a read-only one
 	_, _, err = Open(bg, path, nil)
 	wantCode(t, err, ErrLocked)
-	ro := NewOptions()
-	defer ro.Close()
-	if err := ro.SetReadOnly(true); err != nil {
-		t.Fatal(err)
-	}
-	r, _, err := Open(bg, path, ro)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := openReadOnly(t, path)
 	if n := len(collect(t, r.ReadAll(bg, 0))); n != 201 {
 		t.Errorf("read-only store has %d events", n)
 	}

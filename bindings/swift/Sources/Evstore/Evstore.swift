@@ -223,6 +223,36 @@ public final class Subscription {
     }
 }
 
+/// What `Store.deleteStream` leaves behind.
+public enum DeleteMode {
+    /// The stream does not exist, for readers and writers, until it is appended to again
+    /// (an append expecting `.noStream` or `.any` continues its versions).
+    case soft
+    /// A tombstone: every later read or write of the name throws `.streamDeleted`.
+    case hard
+
+    var flags: UInt32 {
+        switch self {
+        case .soft: return UInt32(EVS_DELETE_SOFT)
+        case .hard: return UInt32(EVS_DELETE_HARD)
+        }
+    }
+}
+
+/// A retention rule; 0 is "no limit of that kind", both 0 is no rule.
+public struct Retention: Equatable {
+    /// Keep the stream's last `maxCount` versions.
+    public var maxCount: UInt64
+    /// Remove the events older than now - `maxAgeMicros` (the store's clock when a read
+    /// runs: events leave by age without any call).
+    public var maxAgeMicros: UInt64
+
+    public init(maxCount: UInt64 = 0, maxAgeMicros: UInt64 = 0) {
+        self.maxCount = maxCount
+        self.maxAgeMicros = maxAgeMicros
+    }
+}
+
 public struct Account {
     public let balance: Int64
     public let isClosed: Bool
@@ -391,6 +421,132 @@ public final class Store {
         try check(evs_subscribe(h, position, subscriptionTrampoline,
                                 Unmanaged.passUnretained(box).toOpaque(), &sub))
         return Subscription(handle: sub!, box: box)
+    }
+
+    // Data that leaves (docs/lifecycle.md in the repository). Each operation is an entry
+    // of the log and returns its position (it holds no event); every read obeys it once
+    // the call returns. `id` (16 bytes; nil or all zero: none) makes it idempotent: a
+    // retry with the same id and operation writes nothing and returns the first one's
+    // position; the id given to anything else throws `.alreadyExists`.
+
+    /// Calls `body` with the id as C wants it: NULL for none, else its 16 bytes.
+    @discardableResult
+    private func withID<R>(_ id: [UInt8]?, _ body: (UnsafePointer<UInt8>?) throws -> R) throws -> R {
+        guard let id = id else { return try body(nil) }
+        guard id.count == 16 else {
+            throw EvstoreError(code: .invalidArgument, message: "an id has 16 bytes, not \(id.count)")
+        }
+        return try id.withUnsafeBufferPointer { try body($0.baseAddress) }
+    }
+
+    /// Removes every event `stream` has so far from every read, if it is at
+    /// `expectedVersion` (`.any`, `.exists` or its version; `.noStream` is
+    /// `.invalidArgument`). Throws, in the order of the checks, `.streamDeleted` (hard-
+    /// deleted already), `.notFound`, `.wrongExpectedVersion`; `.balanceNotZero` for an
+    /// account's stream whose balance is not zero.
+    @discardableResult
+    public func deleteStream(_ stream: String, expectedVersion: Int64, mode: DeleteMode = .soft,
+                             id: [UInt8]? = nil) throws -> UInt64 {
+        let h = try open()
+        var position: UInt64 = 0
+        try withID(id) { try check(evs_delete_stream(h, stream, expectedVersion, mode.flags, $0, &position)) }
+        return position
+    }
+
+    /// Removes the events of `stream` with a version below `beforeVersion` (at most its
+    /// version + 1) from every read; the rest keep their versions.
+    @discardableResult
+    public func truncateStream(_ stream: String, beforeVersion: UInt64, id: [UInt8]? = nil) throws -> UInt64 {
+        let h = try open()
+        var position: UInt64 = 0
+        try withID(id) { try check(evs_truncate_stream(h, stream, beforeVersion, $0, &position)) }
+        return position
+    }
+
+    private func putRetention(_ target: String, flags: UInt32, rule: Retention?, id: [UInt8]?) throws -> UInt64 {
+        let h = try open()
+        var position: UInt64 = 0
+        try withID(id) { cid in
+            if let rule = rule {
+                var r = evs_retention()
+                r.struct_size = MemoryLayout<evs_retention>.size
+                r.max_count = rule.maxCount
+                r.max_age_us = rule.maxAgeMicros
+                try check(evs_set_retention(h, target, flags, &r, cid, &position))
+            } else {
+                try check(evs_set_retention(h, target, flags, nil, cid, &position))
+            }
+        }
+        return position
+    }
+
+    /// Sets `stream`'s own rule (it wins over its categories'); changing or clearing a
+    /// rule never brings an event back.
+    @discardableResult
+    public func setRetention(stream: String, _ rule: Retention, id: [UInt8]? = nil) throws -> UInt64 {
+        try putRetention(stream, flags: 0, rule: rule, id: id)
+    }
+
+    /// Sets the rule of every stream whose name starts with `prefix` and has no rule of
+    /// its own (the longest matching prefix wins). A prefix that would cover account
+    /// streams is `.invalidArgument`.
+    @discardableResult
+    public func setRetention(category prefix: String, _ rule: Retention, id: [UInt8]? = nil) throws -> UInt64 {
+        try putRetention(prefix, flags: UInt32(EVS_RETENTION_CATEGORY), rule: rule, id: id)
+    }
+
+    /// Removes `stream`'s own rule; what it removed stays removed.
+    @discardableResult
+    public func clearRetention(stream: String, id: [UInt8]? = nil) throws -> UInt64 {
+        try putRetention(stream, flags: 0, rule: nil, id: id)
+    }
+
+    /// Removes the rule set on exactly `prefix`; what it removed stays removed.
+    @discardableResult
+    public func clearRetention(category prefix: String, id: [UInt8]? = nil) throws -> UInt64 {
+        try putRetention(prefix, flags: UInt32(EVS_RETENTION_CATEGORY), rule: nil, id: id)
+    }
+
+    private func getRetention(_ name: String, flags: UInt32) throws -> Retention {
+        let h = try open()
+        var r = evs_retention()
+        r.struct_size = MemoryLayout<evs_retention>.size
+        try check(evs_get_retention(h, name, flags, &r))
+        return Retention(maxCount: r.max_count, maxAgeMicros: r.max_age_us)
+    }
+
+    /// The rule in force for `stream` (its own, else its longest matching category's);
+    /// zeros when there is none.
+    public func retention(stream: String) throws -> Retention {
+        try getRetention(stream, flags: 0)
+    }
+
+    /// The rule set on exactly `prefix`; zeros when there is none.
+    public func retention(category prefix: String) throws -> Retention {
+        try getRetention(prefix, flags: UInt32(EVS_RETENTION_CATEGORY))
+    }
+
+    /// Erases the bytes of removed events now (file engine: rewrites every segment that
+    /// holds one; PostgreSQL: deletes the rows rules by age removed); blocks until done.
+    /// Returns what it did (`segments_rewritten`, `bytes_before`, `bytes_after`,
+    /// `events_erased`, `duration_us`).
+    @discardableResult
+    public func compact() throws -> evs_compact_info {
+        let h = try open()
+        var info = evs_compact_info()
+        info.struct_size = MemoryLayout<evs_compact_info>.size
+        try check(evs_compact(h, &info))
+        return info
+    }
+
+    /// The store's counters (evs_stats: `removed_events`, `lifecycle_entries` and
+    /// `reclaimable_bytes` among them).
+    public func stats() throws -> evs_stats {
+        let h = try open()
+        var st = evs_stats()
+        st.struct_size = MemoryLayout<evs_stats>.size
+        try check(evs_stats_get(h, &st))
+        return st
     }
 
     // Accounts. Each write returns the position of its event (a transfer: the
