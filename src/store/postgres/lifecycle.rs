@@ -126,6 +126,9 @@ impl PgStore {
         let (position, changes) = block(&self.runtime, self.entry_tries(&req, id))?;
         self.wake.saw_changes(changes);
         self.saw(position + 1);
+        if matches!(req, LifecycleRequest::Delete { .. }) {
+            self.checkpoint_now();
+        }
         Ok(position)
     }
 

@@ -66,6 +66,11 @@ impl Wakeup {
         }
     }
 
+    /// The highest head seen.
+    pub fn seen(&self) -> u64 {
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Records a count of removing commits seen (from a read, an append's answer, a
     /// lifecycle entry, or a notification).
     pub fn saw_changes(&self, changes: u64) {

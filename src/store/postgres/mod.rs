@@ -4,6 +4,7 @@
 //! Deletes, truncations and retention rules (`lifecycle`) delete their rows at once;
 //! readers pass over the positions left empty.
 
+mod checkpoint;
 mod committer;
 pub mod conn;
 mod cursor;
@@ -55,6 +56,12 @@ pub struct PgStore {
     projections: Vec<Arc<dyn Projection>>,
     /// Positions applied to the projections (events and lifecycle entries): below this.
     applied: Mutex<u64>,
+    /// The newest checkpoint of the projections this handle knows of (`checkpoint`), and
+    /// the size of its states.
+    checkpointed: AtomicU64,
+    checkpoint_bytes: AtomicU64,
+    /// Checkpoints this handle could not write (the server refused or was gone).
+    checkpoint_failures: AtomicU64,
     /// The retention rules as of the last count of lifecycle entries read.
     rules: Mutex<Arc<Rules>>,
     /// The connection lifecycle entries are written on (a transaction of their own,
@@ -102,6 +109,9 @@ impl PgStore {
             appends: Mutex::new(appends),
             projections,
             applied: Mutex::new(0),
+            checkpointed: AtomicU64::new(0),
+            checkpoint_bytes: AtomicU64::new(0),
+            checkpoint_failures: AtomicU64::new(0),
             rules: Mutex::new(Arc::new(Rules::none())),
             lifecycle_client: tokio::sync::Mutex::new(None),
             wake,
@@ -112,14 +122,18 @@ impl PgStore {
             closed: AtomicBool::new(false),
             owner_pid: std::process::id(),
         };
-        let replayed = store.catch_up()?;
+        // The head first: the projections start from the newest checkpoint when it is
+        // an interval or more ahead of them (always, but for a young store).
         let next = store.head()?;
+        let caught = store.catch_up_from_checkpoint()?;
         let open_time = started.elapsed();
         store.open_time = open_time;
         store.conn.set_opened();
         let report = OpenReport {
-            next_position: next,
-            events_replayed: replayed,
+            next_position: next.max(caught.applied),
+            events_replayed: caught.replayed,
+            snapshot_position: caught.restored,
+            snapshot_ignored: caught.refused.into_iter().collect(),
             open_time,
             ..OpenReport::default()
         };
@@ -189,11 +203,53 @@ impl PgStore {
     /// position order (events removed by then are not seen); returns how many positions
     /// it passed.
     fn catch_up(&self) -> Result<u64> {
+        self.catch_up_from_checkpoint().map(|c| c.replayed)
+    }
+
+    /// `catch_up`, starting from the newest checkpoint when the projections are an
+    /// interval or more behind it (`checkpoint`), and writing one when they have taken
+    /// in an interval past the newest this handle knows (a writable handle).
+    fn catch_up_from_checkpoint(&self) -> Result<CaughtUp> {
+        let mut caught = CaughtUp::default();
         if self.projections.is_empty() {
-            return Ok(0);
+            return Ok(caught);
         }
         let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        let every = self.checkpoint_interval();
+        if self.wake.seen() >= applied.saturating_add(every) {
+            match self.restore_checkpoint(*applied + every)? {
+                checkpoint::Restored::No => {}
+                checkpoint::Restored::At(pos) => {
+                    *applied = pos;
+                    caught.restored = Some(pos);
+                }
+                checkpoint::Restored::Refused(why) => {
+                    *applied = 0;
+                    caught.refused = Some(why);
+                }
+            }
+        }
         let start = *applied;
+        self.replay(&mut applied)?;
+        caught.replayed = *applied - start;
+        caught.applied = *applied;
+        let known = self.checkpointed.load(Ordering::Acquire);
+        if !self.options.read_only && *applied >= known.saturating_add(self.checkpoint_interval()) {
+            // Not the caller's failure: the next open reads more of the log.
+            if let Err(e) = self.write_checkpoint(*applied) {
+                // Tried again an interval later, not at every call meanwhile.
+                self.checkpointed.fetch_max(*applied, Ordering::AcqRel);
+                self.checkpoint_failures.fetch_add(1, Ordering::Relaxed);
+                caught
+                    .refused
+                    .get_or_insert_with(|| checkpoint::unwritten(&e));
+            }
+        }
+        Ok(caught)
+    }
+
+    /// Applies the log from `*applied` to the head to the projections.
+    fn replay(&self, applied: &mut u64) -> Result<()> {
         loop {
             let from = *applied;
             let (w, rules) = self.window(
@@ -217,10 +273,9 @@ impl PgStore {
             }
             *applied = w.settled();
             if *applied >= w.next {
-                break;
+                return Ok(());
             }
         }
-        Ok(*applied - start)
     }
 
     /// Hands a lifecycle entry to the projections.
@@ -313,7 +368,21 @@ impl PgStore {
         self.saw(last);
         // The projections catch up when they are read (`refresh`, which every account
         // operation calls first, and `stats`), not here: an append would otherwise wait
-        // for a read of every event that every other process appended meanwhile.
+        // for a read of every event that every other process appended meanwhile. Only
+        // once the log has passed an interval beyond the newest checkpoint this handle
+        // knows: then this append's caller brings the projections up (from a newer
+        // checkpoint if another process wrote one) and checkpoints them, so that an
+        // open never reads more than about an interval of the log. Its failure is not
+        // the append's (it was committed): the next read retries.
+        if !self.projections.is_empty()
+            && last
+                >= self
+                    .checkpointed
+                    .load(Ordering::Acquire)
+                    .saturating_add(self.checkpoint_interval())
+        {
+            let _ = self.catch_up();
+        }
         Ok(result)
     }
 
@@ -486,6 +555,20 @@ impl PgStore {
         }
         Ok(())
     }
+}
+
+/// What `catch_up_from_checkpoint` did.
+#[derive(Default)]
+struct CaughtUp {
+    /// Positions the projections took in from the log.
+    replayed: u64,
+    /// Positions below this are applied.
+    applied: u64,
+    /// The checkpoint the projections started from.
+    restored: Option<u64>,
+    /// A checkpoint a projection refused (they were rebuilt from the log), or one that
+    /// could not be written.
+    refused: Option<String>,
 }
 
 /// What `stream_now` reads.

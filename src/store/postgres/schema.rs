@@ -10,9 +10,10 @@ use crate::error::{Error, ErrorKind, Result};
 /// The schema version this library writes and reads. 1: the first; 2: `append` also
 /// returns each written request's stream versions; 3: events are stored one row per
 /// stream entry of an append (`chunks`), event ids in a table of their own written before
-/// the head lock; 4: lifecycle entries, removed events, retention rules (docs/lifecycle.md).
-/// An older store is migrated by a writable open.
-const SCHEMA_VERSION: i64 = 4;
+/// the head lock; 4: lifecycle entries, removed events, retention rules (docs/lifecycle.md);
+/// 5: checkpoints of the projections (an open starts from the newest, not from the
+/// first event). An older store is migrated by a writable open.
+const SCHEMA_VERSION: i64 = 5;
 
 /// Creates the meta, head and streams tables as version 3 had them (the events' and ids'
 /// come from `CHUNKS_AND_IDS`); a new schema then takes the same steps to version 4 as a
@@ -129,6 +130,17 @@ create view id_positions as
                    select chunk, pos, null::text, null::bigint from entries) c
     on c.chunk = i.chunk;
 update meta set value = '4' where key = 'schema_version';
+";
+
+/// From version 4 to 5: `checkpoints` holds each projection's state (`Projection::snapshot`,
+/// by its name) after the positions below `pos`, written by any writable handle at most
+/// every `CHECKPOINT_EVERY` positions, only ever replaced by a newer one (`mod.rs`). No
+/// lock: appends of a version-4 library still running touch none of it.
+const TO_5: &str = "
+create table checkpoints (name text primary key, pos bigint not null, ts bigint not null,
+  state bytea not null);
+alter table checkpoints alter column state set storage external;
+update meta set value = '5' where key = 'schema_version';
 ";
 
 /// The functions of version 4 (created by `prepare` after `TO_4`, each a step of the
@@ -546,14 +558,17 @@ fn ddl(schema: &str, from: Option<i64>, user: &str) -> Option<String> {
     let steps = match from {
         None => format!(
             "create schema if not exists \"{schema}\";\nset local search_path to \"{schema}\";\n\
-             {CREATE}{CHUNKS_AND_IDS}{TO_4}{FUNCTIONS}{APPEND}"
+             {CREATE}{CHUNKS_AND_IDS}{TO_4}{FUNCTIONS}{APPEND}{TO_5}"
         ),
         // One row per event: to chunks first.
         Some(1 | 2) => format!(
             "set local search_path to \"{schema}\";\n\
-             {CHUNKS_AND_IDS}{MIGRATE_TO_3}{TO_4}{FUNCTIONS}{APPEND}"
+             {CHUNKS_AND_IDS}{MIGRATE_TO_3}{TO_4}{FUNCTIONS}{APPEND}{TO_5}"
         ),
-        Some(3) => format!("set local search_path to \"{schema}\";\n{TO_4}{FUNCTIONS}{APPEND}"),
+        Some(3) => {
+            format!("set local search_path to \"{schema}\";\n{TO_4}{FUNCTIONS}{APPEND}{TO_5}")
+        }
+        Some(4) => format!("set local search_path to \"{schema}\";\n{TO_5}"),
         _ => return None,
     };
     let role = user.replace('"', "\"\"");
@@ -721,8 +736,8 @@ async fn check(conn: &Conn, client: &mut tokio_postgres::Client, read_only: bool
                     conn.location()
                 ),
             ),
-            // Versions 1 and 2 keep one row per event, and 3 has no lifecycle tables:
-            // this library reads neither.
+            // Versions 1 and 2 keep one row per event, 3 has no lifecycle tables, 4 no
+            // checkpoints: this library reads none of them.
             Some(v) => Error::new(
                 ErrorKind::ReadOnly,
                 format!(
