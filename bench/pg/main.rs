@@ -884,9 +884,13 @@ struct WriteCase {
 }
 
 /// Runs the writer processes and a subscriber; returns rates and delivery figures.
+/// `first_id`: the writers' ids start there (a case after others in the same schema
+/// gives its writers streams and event ids of their own).
+#[allow(clippy::too_many_arguments)]
 fn write_case(
     design: Design,
     url: &str,
+    first_id: u64,
     writers: u64,
     tasks: u64,
     batch: u64,
@@ -911,7 +915,7 @@ fn write_case(
     }
     let start_at = now_us() / 1000 + 1500;
     let mut procs = Vec::new();
-    for id in 0..writers {
+    for id in first_id..first_id + writers {
         procs.push(child(
             "writer",
             design,
@@ -1224,16 +1228,16 @@ fn coordinator(args: &Args) -> Result<(), BoxError> {
         // and no checkpoint due from what the designs before it wrote.
         admin.q("checkpoint")?;
         eprintln!("pg_bench: {} single-event appends...", design.name());
-        let single = write_case(design, &url, writers, tasks, 1, secs, &mut admin)?;
+        let single = write_case(design, &url, 0, writers, tasks, 1, secs, &mut admin)?;
         eprintln!("pg_bench: {} 100-event appends...", design.name());
-        let hundred = write_case(design, &url, writers, tasks, 100, secs, &mut admin)?;
+        let hundred = write_case(design, &url, 0, writers, tasks, 100, secs, &mut admin)?;
         let one_thread = match design {
             Design::Bigserial | Design::Evstore => {
                 eprintln!(
                     "pg_bench: {} single-event appends, 1 thread per process...",
                     design.name()
                 );
-                Some(write_case(design, &url, writers, 1, 1, secs, &mut admin)?)
+                Some(write_case(design, &url, 100, writers, 1, 1, secs, &mut admin)?)
             }
             _ => None,
         };
@@ -1260,7 +1264,9 @@ fn coordinator(args: &Args) -> Result<(), BoxError> {
             let (empty, _) = backend::open_time(&url, &empty_schema, 7)?;
             admin.q(&format!("drop schema {empty_schema} cascade"))?;
             opens.push(format!(
-                "evstore open with the account projection (as evs_open), median of 7: {} events:                  {:.1} ms (from the checkpoint at position {}, {} positions read after it);                  an empty store: {:.1} ms; {:.2}x",
+                "evstore open with the account projection (as evs_open), median of 7: {} events: \
+                 {:.1} ms (from the checkpoint at position {}, {} positions read after it); \
+                 an empty store: {:.1} ms; {:.2}x",
                 report.next_position,
                 full.as_secs_f64() * 1000.0,
                 report
