@@ -10,7 +10,7 @@ mod common;
 use common::pg::PgServer;
 use evstore::ffi::*;
 use evstore::store::{EventInput, ExpectedVersion, Store, StoreOptions};
-use std::ffi::{c_void, CString};
+use std::ffi::c_void;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -40,18 +40,7 @@ struct Subscriber {
 
 impl Subscriber {
     fn start(url: &str) -> Subscriber {
-        let path = CString::new(url).unwrap();
-        let mut store = std::ptr::null_mut();
-        // SAFETY: a valid string, NULL options and info, an out pointer.
-        let st = unsafe {
-            evs_open(
-                path.as_ptr(),
-                std::ptr::null(),
-                &mut store,
-                std::ptr::null_mut(),
-            )
-        };
-        assert_eq!(st, EVS_OK, "evs_open {url}");
+        let store = common::pg::c_open(url);
         let seen: Box<Seen> = Box::default();
         let mut sub = std::ptr::null_mut();
         // SAFETY: a live store; `seen` outlives the subscription (closed in `finish`).

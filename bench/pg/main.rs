@@ -1237,7 +1237,9 @@ fn coordinator(args: &Args) -> Result<(), BoxError> {
                     "pg_bench: {} single-event appends, 1 thread per process...",
                     design.name()
                 );
-                Some(write_case(design, &url, 100, writers, 1, 1, secs, &mut admin)?)
+                Some(write_case(
+                    design, &url, 100, writers, 1, 1, secs, &mut admin,
+                )?)
             }
             _ => None,
         };

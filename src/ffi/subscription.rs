@@ -519,6 +519,48 @@ pub(crate) fn stop_all(store: &evs_store) {
     }
 }
 
+/// Each running subscription's lag and reconnection counters, in the Prometheus text
+/// format, labelled by its number among the store's running subscriptions (in the order
+/// they were started): `evstore_subscription_lag_events` (positions from the one after
+/// the last event it read to `next`, the store's next position), whether it is
+/// reconnecting, and how often it started to.
+pub(crate) fn write_metrics(store: &evs_store, next: u64, out: &mut String) {
+    use std::fmt::Write;
+    let subs = store
+        .subscriptions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let live: Vec<&Arc<Shared>> = subs.live.iter().filter(|s| !s.is_done()).collect();
+    let families = [
+        (
+            "evstore_subscription_lag_events",
+            "gauge",
+            "Positions between a subscription's next and the store's next position.",
+        ),
+        (
+            "evstore_subscription_reconnecting",
+            "gauge",
+            "1 while a subscription cannot reach its server and tries again.",
+        ),
+        (
+            "evstore_subscription_reconnects_total",
+            "counter",
+            "Times a subscription lost its server and started to reconnect.",
+        ),
+    ];
+    for (k, (name, kind, help)) in families.iter().enumerate() {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (i, s) in live.iter().enumerate() {
+            let value = match k {
+                0 => next.saturating_sub(s.next.load(Ordering::Acquire)),
+                1 => u64::from(s.reconnecting.load(Ordering::Acquire)),
+                _ => s.reconnects.load(Ordering::Relaxed),
+            };
+            let _ = writeln!(out, "{name}{{subscription=\"{i}\"}} {value}");
+        }
+    }
+}
+
 /// Subscriptions of a store that are still delivering.
 pub(crate) fn live_count(store: &evs_store) -> u64 {
     let subs = store

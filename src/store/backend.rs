@@ -12,6 +12,9 @@ use crate::error::Result;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A metric of one backend: name, Prometheus type (`counter`, `gauge`), help, value.
+pub type BackendMetric = (&'static str, &'static str, &'static str, u64);
+
 /// A cursor over events, in whatever order it was opened for. Each event borrows the
 /// cursor until its next call. `None` means "no more now" (tailing cursors may return
 /// more later).
@@ -74,6 +77,12 @@ pub trait Backend: Send + Sync {
     fn retention(&self, name: &str, category: bool) -> Result<Option<Rule>>;
     /// Reclaims the storage of removed events now.
     fn compact(&self) -> Result<CompactInfo>;
+
+    /// Counters only this backend has, for the metrics (PostgreSQL: its committer and
+    /// connections); none by default.
+    fn metrics(&self) -> Vec<BackendMetric> {
+        Vec::new()
+    }
 
     fn sync(&self) -> Result<()>;
     fn snapshot(&self) -> Result<u64>;

@@ -37,7 +37,7 @@ impl PgStore {
     /// positions and holds every projection's state at one position.
     pub(super) fn restore_checkpoint(&self, min: u64) -> Result<Restored> {
         let rows = self.query(
-            "select name, pos, state from checkpoints where pos >= $1",
+            "select name, pos, state from @.checkpoints where pos >= $1",
             &[&(min.min(i64::MAX as u64) as i64)],
             "reading the projections' checkpoint",
         )?;
@@ -80,7 +80,7 @@ impl PgStore {
         let states: Vec<Vec<u8>> = self.projections.iter().map(|p| p.snapshot()).collect();
         let now = self.now().min(i64::MAX as u64) as i64;
         self.query(
-            "insert into checkpoints as c (name, pos, ts, state) \
+            "insert into @.checkpoints as c (name, pos, ts, state) \
              select x.n, $2, $3, x.s from unnest($1::text[], $4::bytea[]) as x(n, s) \
              on conflict (name) do update set pos = excluded.pos, ts = excluded.ts, \
                state = excluded.state where c.pos <= excluded.pos",

@@ -180,6 +180,7 @@ pub async fn start(conn: Arc<Conn>, wake: Arc<Wakeup>) {
                 return;
             }
             tokio::time::sleep(RECONNECT).await;
+            conn.counters.reconnected();
             current = session(&conn, &wake).await;
         }
     });
@@ -231,7 +232,11 @@ async fn session(conn: &Conn, wake: &Arc<Wakeup>) -> Result<Option<JoinHandle<()
             .map_err(|e| pg_error("listening for appends", e))?;
         let row = client
             .query_one(
-                &format!("select next, changes from \"{}\".head", conn.schema()),
+                // Named in pg_stat_activity (the reads' connections read the head too).
+                &format!(
+                    "/* evstore listener */ select next, changes from \"{}\".head",
+                    conn.schema()
+                ),
                 &[],
             )
             .await

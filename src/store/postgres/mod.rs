@@ -30,7 +30,7 @@ use super::{
 };
 use crate::error::{Error, ErrorKind, Result};
 use committer::{Entry, Outcome, OwnedEvent, Request};
-use conn::Conn;
+use conn::{Conn, Param};
 use cursor::{Kind, PgCursor, MAX_BOUND};
 use lifecycle::Rules;
 use listener::Wakeup;
@@ -39,7 +39,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
-use tokio_postgres::types::ToSql;
 
 /// How often a waiting subscriber reads the head when no listener wakes it (a standby,
 /// or while the listener reconnects). While one does, the URL's `poll_ms` (default 1 s).
@@ -145,7 +144,7 @@ impl PgStore {
     fn query(
         &self,
         sql: &str,
-        params: &[&(dyn ToSql + Sync)],
+        params: &[&dyn Param],
         what: &str,
     ) -> Result<Vec<tokio_postgres::Row>> {
         block(&self.runtime, self.conn.query(sql, params, what))
@@ -183,7 +182,7 @@ impl PgStore {
     /// The position the next event gets, as the server has it now (the handle also
     /// learns the count of removing commits).
     fn head(&self) -> Result<u64> {
-        let rows = self.query("select next, changes from head", &[], "reading the head")?;
+        let rows = self.query("select next, changes from @.head", &[], "reading the head")?;
         let row = rows
             .first()
             .ok_or_else(|| Error::corrupt("the head table is empty"))?;
@@ -292,6 +291,87 @@ impl PgStore {
         Ok(())
     }
 
+    /// This backend's own counters (docs/postgres.md "Operations").
+    fn pg_metrics(&self) -> Vec<super::backend::BackendMetric> {
+        let c = &self.conn.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        vec![
+            (
+                "evstore_pg_append_queue",
+                "gauge",
+                "Appends waiting for the committer to take them into a batch.",
+                get(&c.queued),
+            ),
+            (
+                "evstore_pg_batches_total",
+                "counter",
+                "Calls of the append function (batches of appends, one transaction each).",
+                get(&c.batches),
+            ),
+            (
+                "evstore_pg_batch_appends_total",
+                "counter",
+                "Appends sent in batches (divided by batches: the mean batch size).",
+                get(&c.batch_requests),
+            ),
+            (
+                "evstore_pg_batch_events_total",
+                "counter",
+                "Events sent in batches.",
+                get(&c.batch_events),
+            ),
+            (
+                "evstore_pg_batch_appends_max",
+                "gauge",
+                "Appends in the largest batch since open.",
+                get(&c.max_batch),
+            ),
+            (
+                "evstore_pg_batch_appends_last",
+                "gauge",
+                "Appends in the last batch.",
+                get(&c.last_batch),
+            ),
+            (
+                "evstore_pg_retries_total",
+                "counter",
+                "Appends sent again after their batch's call failed (ids looked up first).",
+                get(&c.retries),
+            ),
+            (
+                "evstore_pg_reconnects_total",
+                "counter",
+                "Connections made to replace one that was lost.",
+                get(&c.reconnects),
+            ),
+            (
+                "evstore_pg_connections",
+                "gauge",
+                "Connections of this handle open now (reads, committer, lifecycle entries, \
+                 listener).",
+                self.conn.connections_open() + u64::from(self.wake.listening()),
+            ),
+            (
+                "evstore_pg_read_connections",
+                "gauge",
+                "Read connections open now (at most the URL's read_connections).",
+                self.conn.read_connections_open(),
+            ),
+            (
+                "evstore_pg_checkpoint_position",
+                "gauge",
+                "Positions the newest projections' checkpoint this handle knows covers.",
+                get(&self.checkpointed),
+            ),
+            (
+                "evstore_pg_checkpoint_failures_total",
+                "counter",
+                "Checkpoints of the projections this handle could not write.",
+                get(&self.checkpoint_failures),
+            ),
+        ]
+    }
+
     fn check_writable(&self) -> Result<()> {
         self.check_owner()?;
         super::check_open_for_writes(
@@ -354,7 +434,15 @@ impl PgStore {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
         {
-            Some(tx) => tx.send(request).is_ok(),
+            Some(tx) => {
+                // Counted before it is sent: the committer counts it out when it takes it.
+                self.conn.counters.queued.fetch_add(1, Ordering::Relaxed);
+                let sent = tx.send(request).is_ok();
+                if !sent {
+                    self.conn.counters.queued.fetch_sub(1, Ordering::Relaxed);
+                }
+                sent
+            }
             None => false,
         };
         if !sent {
@@ -500,10 +588,10 @@ impl PgStore {
     fn stream_now(&self, stream: &str) -> Result<StreamNow> {
         let (row, rules) = self.with_rules(|| {
             let rows = self.query(
-                "select h.entries, s.version, s.tombstone, s.deleted, (select c.ts from chunks c \
+                "select h.entries, s.version, s.tombstone, s.deleted, (select c.ts from @.chunks c \
                    where c.stream = s.name and c.stream <> '' \
                    order by c.first_version desc limit 1) \
-                 from (select entries from head limit 1) h left join streams s on s.name = $1",
+                 from (select entries from @.head limit 1) h left join @.streams s on s.name = $1",
                 &[&stream],
                 "reading a stream's state",
             )?;
@@ -588,9 +676,9 @@ struct StreamNow {
 static STORED_BY_ID_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "select uuid_send(p.id), p.pos, p.stream, p.version, e.op, {} \
-         from id_positions p join ids i on i.id = p.id \
-         left join entries e on e.chunk = i.chunk \
-         left join chunks c on c.chunk = i.chunk \
+         from @.id_positions p join @.ids i on i.id = p.id \
+         left join @.entries e on e.chunk = i.chunk \
+         left join @.chunks c on c.chunk = i.chunk \
          cross join lateral (select (i.idx + 1)::int8 as lo, (i.idx + 1)::int8 as hi) b \
          where p.id = any($1)",
         cursor::CHUNK_COLUMNS
@@ -693,7 +781,7 @@ impl Backend for PgStore {
         let ts = timestamp_us.min(i64::MAX as u64) as i64;
         let rows = self.query(
             // Every event of a chunk has its chunk's time.
-            "select coalesce((select min(first_pos) from chunks where ts > $1), (select next from head))",
+            "select coalesce((select min(first_pos) from @.chunks where ts > $1), (select next from @.head))",
             &[&ts],
             "finding a position by time",
         )?;
@@ -742,12 +830,12 @@ impl Backend for PgStore {
         // row's first kept event) with that row's time.
         let (rows, rules) = self.with_rules(|| {
             let rows = self.query(
-                "select h.entries, s.name, s.version, f.pos, f.ts, (select c.ts from chunks c \
+                "select h.entries, s.name, s.version, f.pos, f.ts, (select c.ts from @.chunks c \
                    where c.stream = s.name and c.stream <> '' \
                    order by c.first_version desc limit 1) \
-                 from (select entries from head limit 1) h \
-                 left join streams s on not s.tombstone \
-                 left join lateral (select c.first_pos + c.skip as pos, c.ts from chunks c \
+                 from (select entries from @.head limit 1) h \
+                 left join @.streams s on not s.tombstone \
+                 left join lateral (select c.first_pos + c.skip as pos, c.ts from @.chunks c \
                    where c.stream = s.name and c.stream <> '' \
                    order by c.first_version limit 1) f on true \
                  order by s.first_pos",
@@ -776,7 +864,7 @@ impl Backend for PgStore {
                 // A rule by age removed its first rows (not deleted until compacted): its
                 // first event left is in its first row stamped at or after the cut.
                 let found = self.query(
-                    "select c.first_pos + c.skip from chunks c \
+                    "select c.first_pos + c.skip from @.chunks c \
                      where c.stream = $1 and c.stream <> '' and c.ts >= $2 \
                      order by c.first_version limit 1",
                     &[&name, &(cut.min(i64::MAX as u64) as i64)],
@@ -877,11 +965,15 @@ impl Backend for PgStore {
         // The listener connects on the runtime, not in this call (whose timeout may be
         // shorter than a connection); until it listens, waiters poll the head every POLL,
         // and once it listens it reads the head, so nothing committed meanwhile is missed.
-        self.listen.call_once(|| {
-            self.wake.driver_started();
-            self.runtime
-                .spawn(listener::start(self.conn.clone(), self.wake.clone()));
-        });
+        // Through a pooler in transaction mode LISTEN does not work (its notifications
+        // go to whichever client has the server connection next): waiters poll.
+        if !self.conn.pooled() {
+            self.listen.call_once(|| {
+                self.wake.driver_started();
+                self.runtime
+                    .spawn(listener::start(self.conn.clone(), self.wake.clone()));
+            });
+        }
         loop {
             if self.closed.load(Ordering::Acquire) {
                 return seen;
@@ -921,6 +1013,10 @@ impl Backend for PgStore {
         self.wake.wake_all();
     }
 
+    fn metrics(&self) -> Vec<super::backend::BackendMetric> {
+        self.pg_metrics()
+    }
+
     fn sync(&self) -> Result<()> {
         // Every acknowledged append is committed (durable as PostgreSQL's commit is).
         self.check_owner()
@@ -937,12 +1033,12 @@ impl Backend for PgStore {
         // The caller reads the projections' sizes next (the accounts count).
         self.catch_up()?;
         let rows = self.query(
-            "select h.next, h.entries, pg_total_relation_size('chunks') \
-             + pg_total_relation_size('ids') + pg_total_relation_size('streams') \
-             + pg_total_relation_size('removed_chunks') + pg_total_relation_size('entries') \
-             + pg_total_relation_size('rules'), \
-             (select coalesce(sum(n - skip), 0)::int8 from chunks), \
-             (select count(*) from ids) from head h",
+            "select h.next, h.entries, pg_total_relation_size('@.chunks') \
+             + pg_total_relation_size('@.ids') + pg_total_relation_size('@.streams') \
+             + pg_total_relation_size('@.removed_chunks') + pg_total_relation_size('@.entries') \
+             + pg_total_relation_size('@.rules'), \
+             (select coalesce(sum(n - skip), 0)::int8 from @.chunks), \
+             (select count(*) from @.ids) from @.head h",
             &[],
             "reading the store's stats",
         )?;
@@ -961,14 +1057,14 @@ impl Backend for PgStore {
                    pg_column_size(c.types) + pg_column_size(c.schema_versions) \
                    + pg_column_size(c.ids) + pg_column_size(c.metadata) \
                    + pg_column_size(c.data)), 0)::int8 \
-                 from chunks c cross join lateral rule_for(c.stream) r \
+                 from @.chunks c cross join lateral @.rule_for(c.stream) r \
                  where c.stream <> '' and r.max_age_us > 0 and c.ts < $1 - r.max_age_us",
                 &[&now],
                 "counting the events rules by age removed",
             )?;
             let types = self.query(
-                "select t, count(*) from chunks c \
-                 left join lateral rule_for(c.stream) r on c.stream <> '', unnest(c.types) t \
+                "select t, count(*) from @.chunks c \
+                 left join lateral @.rule_for(c.stream) r on c.stream <> '', unnest(c.types) t \
                  where not coalesce(r.max_age_us > 0 and c.ts < $1 - r.max_age_us, false) \
                  group by t order by t",
                 &[&now],
@@ -982,7 +1078,7 @@ impl Backend for PgStore {
             )
         } else {
             let types = self.query(
-                "select t, count(*) from chunks, unnest(types) t group by t order by t",
+                "select t, count(*) from @.chunks, unnest(types) t group by t order by t",
                 &[],
                 "counting event types",
             )?;
