@@ -73,6 +73,16 @@ impl PgStore {
         Ok(Restored::At(pos))
     }
 
+    /// The position the newest checkpoint covers (0: none).
+    pub(super) fn newest_checkpoint(&self) -> Result<u64> {
+        let rows = self.query(
+            "select coalesce(max(pos), 0)::int8 from @.checkpoints",
+            &[],
+            "reading the newest checkpoint's position",
+        )?;
+        Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0) as u64))
+    }
+
     /// Writes the projections' states as the checkpoint at `pos` (the positions they
     /// have taken in), unless a later one is there (one at `pos` is replaced: it may be one a projection refused).
     pub(super) fn write_checkpoint(&self, pos: u64) -> Result<()> {

@@ -61,6 +61,8 @@ pub struct PgStore {
     checkpoint_bytes: AtomicU64,
     /// Checkpoints this handle could not write (the server refused or was gone).
     checkpoint_failures: AtomicU64,
+    /// The log's end when an append last brought the projections up for a checkpoint.
+    checkpoint_tried: AtomicU64,
     /// The retention rules as of the last count of lifecycle entries read.
     rules: Mutex<Arc<Rules>>,
     /// The connection lifecycle entries are written on (a transaction of their own,
@@ -111,6 +113,7 @@ impl PgStore {
             checkpointed: AtomicU64::new(0),
             checkpoint_bytes: AtomicU64::new(0),
             checkpoint_failures: AtomicU64::new(0),
+            checkpoint_tried: AtomicU64::new(0),
             rules: Mutex::new(Arc::new(Rules::none())),
             lifecycle_client: tokio::sync::Mutex::new(None),
             wake,
@@ -462,14 +465,31 @@ impl PgStore {
         // checkpoint if another process wrote one) and checkpoints them, so that an
         // open never reads more than about an interval of the log. Its failure is not
         // the append's (it was committed): the next read retries.
+        // One append per interval tries (the others of its threads do not wait for it).
+        let every = self.checkpoint_interval();
+        let tried = self.checkpoint_tried.load(Ordering::Acquire);
+        // Another process's checkpoint that is recent enough spares it the work (only the
+        // newest checkpoint's position is read then, not the log).
         if !self.projections.is_empty()
             && last
                 >= self
                     .checkpointed
                     .load(Ordering::Acquire)
-                    .saturating_add(self.checkpoint_interval())
+                    .saturating_add(every)
+            && last >= tried.saturating_add(every)
+            && self
+                .checkpoint_tried
+                .compare_exchange(tried, last, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
         {
-            let _ = self.catch_up();
+            match self.newest_checkpoint() {
+                Ok(pos) if last < pos.saturating_add(every) => {
+                    self.checkpointed.fetch_max(pos, Ordering::AcqRel);
+                }
+                _ => {
+                    let _ = self.catch_up();
+                }
+            }
         }
         Ok(result)
     }
