@@ -13,8 +13,9 @@ use crate::error::{Error, Result};
 use std::sync::atomic::Ordering;
 
 /// The fewest positions between two checkpoints: what an open reads at most after the
-/// newest one, beside the positions appended since (docs/postgres.md "Opening").
-pub const CHECKPOINT_EVERY: u64 = 4096;
+/// newest one, beside the positions appended since (docs/postgres.md "Opening from a
+/// checkpoint").
+const CHECKPOINT_EVERY: u64 = 4096;
 
 /// Positions between checkpoints for a state of `bytes`: a large state is written less
 /// often, so that writing it costs about what reading that many events does.
