@@ -268,7 +268,7 @@ fn an_append_whose_backend_stopped_is_unavailable_and_the_committer_goes_on_with
     let pid: i32 = common::pg::sql(
         pg.url(),
         "select pid from pg_stat_activity where application_name = 'evstore/one_stopped' \
-         and query like '%from append(%'",
+         and query like '%.append(%'",
     )
     .expect("the committer's backend")
     .parse()

@@ -20,6 +20,7 @@
 #   Go >= 1.23            golang-go when apt's is new enough, else not from apt (go.dev)
 #   clang                 clang                        (the Swift module map, clang -fmodules)
 #   openssl               openssl                      (tests/pg_tls.rs makes its certificates)
+#   pgbouncer             pgbouncer                    (tests/pg_pooler.rs: transaction pooling)
 #   PostgreSQL server     postgresql                   (initdb, pg_ctl: tests/pg/pg_server.sh)
 #   a `postgres` OS user  (made by the postgresql package; created here when root lacks it:
 #                          the server refuses to run as root, so pg_server.sh runs it as that user)
@@ -96,6 +97,7 @@ collect() {
     have cmake || pkgs+=(cmake)
     have clang || pkgs+=(clang)
     have openssl || pkgs+=(openssl)
+    have pgbouncer || [ -x /usr/sbin/pgbouncer ] || pkgs+=(pgbouncer)
     have script || pkgs+=(bsdutils)
     # runuser starts the PostgreSQL server as its user when the suite runs as root.
     if [ "$(id -u)" = 0 ]; then have runuser || pkgs+=(util-linux); fi

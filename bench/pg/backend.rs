@@ -63,3 +63,33 @@ pub fn subscriber(args: &Args) -> Result<(), BoxError> {
     subscriber_result(seen, next, out_of_order, lat, lat_commit);
     Ok(())
 }
+
+/// How long opening the store of schema `schema` takes with the account projection (as
+/// `evs_open` does): the median of `n` opens, with the last open's report (the checkpoint
+/// it started from and the positions it read after it). Each open is closed before the
+/// next; the first of the process (the runtime's start) is not counted.
+pub fn open_time(
+    url: &str,
+    schema: &str,
+    n: usize,
+) -> Result<(Duration, evstore::store::OpenReport), BoxError> {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{sep}schema={schema}");
+    let open = || -> Result<(Duration, evstore::store::OpenReport), BoxError> {
+        let started = std::time::Instant::now();
+        let (bank, report) = evstore::account::Bank::open(&url, StoreOptions::default())?;
+        let took = started.elapsed();
+        bank.store().close()?;
+        Ok((took, report))
+    };
+    open()?;
+    let mut times = Vec::with_capacity(n);
+    let mut last = None;
+    for _ in 0..n {
+        let (took, report) = open()?;
+        times.push(took);
+        last = Some(report);
+    }
+    times.sort();
+    Ok((times[n / 2], last.ok_or("no open")?))
+}

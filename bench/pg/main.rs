@@ -884,9 +884,13 @@ struct WriteCase {
 }
 
 /// Runs the writer processes and a subscriber; returns rates and delivery figures.
+/// `first_id`: the writers' ids start there (a case after others in the same schema
+/// gives its writers streams and event ids of their own).
+#[allow(clippy::too_many_arguments)]
 fn write_case(
     design: Design,
     url: &str,
+    first_id: u64,
     writers: u64,
     tasks: u64,
     batch: u64,
@@ -911,7 +915,7 @@ fn write_case(
     }
     let start_at = now_us() / 1000 + 1500;
     let mut procs = Vec::new();
-    for id in 0..writers {
+    for id in first_id..first_id + writers {
         procs.push(child(
             "writer",
             design,
@@ -1209,10 +1213,14 @@ fn coordinator(args: &Args) -> Result<(), BoxError> {
         design: Design,
         single: WriteCase,
         hundred: WriteCase,
+        /// Single-event appends with one appending thread per writer process (issue 21
+        /// item 7), for bigserial and evstore.
+        one_thread: Option<WriteCase>,
         read: f64,
         events: i64,
         checks: Vec<String>,
     }
+    let mut opens = Vec::new();
     let mut rows = Vec::new();
     for &design in &designs {
         admin.setup(design)?;
@@ -1220,9 +1228,21 @@ fn coordinator(args: &Args) -> Result<(), BoxError> {
         // and no checkpoint due from what the designs before it wrote.
         admin.q("checkpoint")?;
         eprintln!("pg_bench: {} single-event appends...", design.name());
-        let single = write_case(design, &url, writers, tasks, 1, secs, &mut admin)?;
+        let single = write_case(design, &url, 0, writers, tasks, 1, secs, &mut admin)?;
         eprintln!("pg_bench: {} 100-event appends...", design.name());
-        let hundred = write_case(design, &url, writers, tasks, 100, secs, &mut admin)?;
+        let hundred = write_case(design, &url, 0, writers, tasks, 100, secs, &mut admin)?;
+        let one_thread = match design {
+            Design::Bigserial | Design::Evstore => {
+                eprintln!(
+                    "pg_bench: {} single-event appends, 1 thread per process...",
+                    design.name()
+                );
+                Some(write_case(
+                    design, &url, 100, writers, 1, 1, secs, &mut admin,
+                )?)
+            }
+            _ => None,
+        };
         let mut checks = vec![admin.check_dense(design)?];
         if design.notifies() {
             checks.push(admin.check_idempotency(design)?);
@@ -1238,10 +1258,32 @@ fn coordinator(args: &Args) -> Result<(), BoxError> {
         }
         let read = n / field(&r, "elapsed");
         checks.push(format!("read-all: {n} events in position order"));
+        if design == Design::Evstore {
+            // Issue 21 item 4: opening the store just written, and an empty one.
+            eprintln!("pg_bench: evstore opens...");
+            let (full, report) = backend::open_time(&url, backend::SCHEMA, 7)?;
+            let empty_schema = format!("{}_empty", backend::SCHEMA);
+            let (empty, _) = backend::open_time(&url, &empty_schema, 7)?;
+            admin.q(&format!("drop schema {empty_schema} cascade"))?;
+            opens.push(format!(
+                "evstore open with the account projection (as evs_open), median of 7: {} events: \
+                 {:.1} ms (from the checkpoint at position {}, {} positions read after it); \
+                 an empty store: {:.1} ms; {:.2}x",
+                report.next_position,
+                full.as_secs_f64() * 1000.0,
+                report
+                    .snapshot_position
+                    .map_or_else(|| "none".to_owned(), |p| p.to_string()),
+                report.events_replayed,
+                empty.as_secs_f64() * 1000.0,
+                full.as_secs_f64() / empty.as_secs_f64()
+            ));
+        }
         rows.push(Row {
             design,
             single,
             hundred,
+            one_thread,
             read,
             events: admin.count(design)?,
             checks,
@@ -1308,7 +1350,32 @@ fn coordinator(args: &Args) -> Result<(), BoxError> {
             }
         );
     }
+    let one: Vec<&Row> = rows.iter().filter(|r| r.one_thread.is_some()).collect();
+    if !one.is_empty() {
+        let bs = base(Design::Bigserial, |r| {
+            r.one_thread.as_ref().map_or(0.0, |c| c.events_per_s)
+        });
+        println!();
+        println!(
+            "| design, {writers} writer processes x 1 appending thread | 1-event appends ev/s \
+             | vs bigserial | append p99 ms |"
+        );
+        println!("|---|--:|--:|--:|");
+        for r in one {
+            let c = r.one_thread.as_ref().expect("filtered");
+            println!(
+                "| {} | {:.0} | {} | {:.1} |",
+                r.design.title(),
+                c.events_per_s,
+                ratio(c.events_per_s, bs),
+                c.append_p99_ms
+            );
+        }
+    }
     println!();
+    for line in &opens {
+        println!("{line}");
+    }
     for r in &rows {
         println!("{}: {}", r.design.name(), r.checks.join("; "));
     }

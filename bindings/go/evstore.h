@@ -1417,12 +1417,15 @@ evs_status evs_subscribe_filtered(struct evs_store *s,
                                   void *user_data,
                                   struct evs_subscription **out);
 
-// How the subscription stands: returns EVS_OK while it is still delivering (and writes
-// EVS_OK to `*out_status`, which may be NULL), or EVS_END once it has ended, with
-// `*out_status` set to how it ended: EVS_OK when it was stopped (its callback returned
-// non-zero, `evs_subscription_close`, or its store closed), or the error that ended it
-// (e.g. EVS_ERR_CORRUPT, EVS_ERR_IO, EVS_ERR_INTERNAL), explained by
-// `evs_subscription_error_message`.
+// How the subscription stands: returns EVS_OK while it is still running, writing to
+// `*out_status` (which may be NULL) EVS_OK while it delivers, or EVS_ERR_UNAVAILABLE
+// while it is reconnecting (its PostgreSQL server cannot be reached now: it tries again
+// with a backoff of 50 ms doubling to 2 s, and resumes after the last event it read,
+// none skipped or repeated; it does not end for that). Returns EVS_END once it has
+// ended, with `*out_status` set to how it ended: EVS_OK when it was stopped (its
+// callback returned non-zero, `evs_subscription_close`, or its store closed), or the
+// error that ended it (e.g. EVS_ERR_CORRUPT, EVS_ERR_IO, EVS_ERR_INTERNAL), explained
+// by `evs_subscription_error_message`.
 //
 // Ownership: `sub` stays the caller's. Thread safety: any thread, until
 // `evs_subscription_close`. Returns EVS_OK, EVS_END, or EVS_ERR_INVALID_ARGUMENT (NULL

@@ -404,15 +404,17 @@ pub unsafe extern "C" fn evs_subscribe_durable(
         let f = f.ok_or_else(|| Error::invalid("fn is NULL"))?;
         let out = out_arg(out, "out")?;
         let c = Consumer::open(store.bank.store().clone(), name, opts)?;
+        let from = c.position();
         let handle = evs_consumer {
             consumer: Some(c),
             owner: store.owner,
             borrowed: true,
         };
         let ud = UserData(user_data);
-        let sub = super::subscription::spawn(&store, store.bank.store().clone(), move |sh| {
-            run_durable(sh, handle, f, ud)
-        })?;
+        let sub =
+            super::subscription::spawn(&store, store.bank.store().clone(), from, move |sh| {
+                run_durable(sh, handle, f, ud)
+            })?;
         write_out(out, sub);
         Ok(EVS_OK)
     })

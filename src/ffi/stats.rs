@@ -203,6 +203,10 @@ pub unsafe extern "C" fn evs_metrics_text(
             "Accounts in the projection.",
             store.bank.accounts().len() as u64,
         );
+        for (name, kind, help, value) in store.bank.store().backend_metrics() {
+            metric(name, kind, help, value);
+        }
+        super::subscription::write_metrics(&store, st.events, &mut t);
         let _ = writeln!(
             t,
             "# HELP evstore_events_by_type_total Events in the log by type."

@@ -9,10 +9,17 @@ use crate::store::consumer::Filter;
 use crate::store::Store;
 use std::ffi::{c_char, c_void, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{JoinHandle, ThreadId};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// The first wait before a subscription that lost its server reads again; it doubles
+/// after each failed attempt, up to `MAX_BACKOFF`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The longest wait between two attempts of a reconnecting subscription.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Called with each event, on the subscription's own thread; the event view is valid only
 /// during the call. Return 0 to go on, non-zero to stop the subscription.
@@ -47,16 +54,54 @@ pub(crate) struct Shared {
     done: Mutex<Option<Outcome>>,
     done_cv: Condvar,
     thread_id: Mutex<Option<ThreadId>>,
+    /// True while the subscription cannot read (its PostgreSQL server cannot be reached)
+    /// and tries again (`evs_subscription_status` says EVS_ERR_UNAVAILABLE then).
+    reconnecting: AtomicBool,
+    /// How often it lost its server and started to reconnect.
+    reconnects: AtomicU64,
+    /// The position after the last event it read (delivered or filtered out): where it
+    /// resumes, and what its lag is counted from.
+    next: AtomicU64,
 }
 
 impl Shared {
-    /// Whether the subscription was asked to stop (closed, or its store closing).
-    pub(crate) fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Acquire)
-    }
-
     pub(crate) fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    fn new(store: Arc<Store>, from: u64) -> Shared {
+        Shared {
+            store,
+            stop: AtomicBool::new(false),
+            done: Mutex::new(None),
+            done_cv: Condvar::new(),
+            thread_id: Mutex::new(None),
+            reconnecting: AtomicBool::new(false),
+            reconnects: AtomicU64::new(0),
+            next: AtomicU64::new(from),
+        }
+    }
+
+    /// Whether it should stop delivering: closed, or its store is.
+    pub(crate) fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire) || self.store.is_closed()
+    }
+
+    /// Marks it reconnecting after `e` (counted once per outage) and waits `backoff`,
+    /// or less if it is stopped meanwhile; returns the next wait.
+    fn back_off(&self, backoff: Duration) -> Duration {
+        if !self.reconnecting.swap(true, Ordering::AcqRel) {
+            self.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        let until = Instant::now() + backoff;
+        while !self.stopping() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(20)));
+        }
+        (backoff * 2).min(MAX_BACKOFF)
     }
 
     fn is_done(&self) -> bool {
@@ -191,33 +236,66 @@ fn run_guarded(shared: Arc<Shared>, deliver: impl FnOnce(&Shared) -> Result<Stri
 }
 
 /// Delivers events to `f` until it asks to stop, the subscription is closed, the store
-/// closes, or reading fails.
+/// closes, or reading fails with an error that waiting does not cure.
+///
+/// An error saying the server cannot be reached now (`EVS_ERR_UNAVAILABLE`: a PostgreSQL
+/// connection lost, a server restarting or not answering; the file engine never says it)
+/// does not end it: it reconnects, waiting `FIRST_BACKOFF`, doubling to `MAX_BACKOFF`
+/// between attempts, and resumes with a new cursor at the position after the last event
+/// it read, so that no event is skipped or delivered twice. The store reconnects by
+/// itself on its next call; the cursor's own state is not trusted after an error.
 fn deliver(
     shared: &Shared,
-    from: u64,
     f: unsafe extern "C" fn(*mut c_void, *const evs_event) -> i32,
     ud: UserData,
     filter: Filter,
 ) -> Result<String> {
     let store = &shared.store;
-    let mut cursor = store.read_all(from)?;
-    while !shared.stop.load(Ordering::Acquire) && !store.is_closed() {
-        loop {
-            if shared.stop.load(Ordering::Acquire) {
-                return Ok(String::new());
+    let mut backoff = FIRST_BACKOFF;
+    let retry = |e: crate::error::Error, backoff: &mut Duration| -> Result<()> {
+        if e.kind != crate::error::ErrorKind::Unavailable {
+            return Err(e);
+        }
+        *backoff = shared.back_off(*backoff);
+        Ok(())
+    };
+    'connect: while !shared.stopping() {
+        let from = shared.next.load(Ordering::Acquire);
+        let mut cursor = match store.read_all(from) {
+            Ok(c) => c,
+            Err(e) => {
+                retry(e, &mut backoff)?;
+                continue;
             }
-            let view = match cursor.next()? {
-                Some(e) if filter.matches(&e) => evs_event::view(&e),
-                Some(_) => continue,
-                None => break,
+        };
+        while !shared.stopping() {
+            let event = match cursor.next() {
+                Ok(e) => e,
+                Err(e) => {
+                    retry(e, &mut backoff)?;
+                    continue 'connect;
+                }
             };
+            if shared.reconnecting.swap(false, Ordering::AcqRel) {
+                backoff = FIRST_BACKOFF;
+            }
+            let Some(e) = event else {
+                let at = cursor.position();
+                shared.next.fetch_max(at, Ordering::AcqRel);
+                store.wait_for_events(at, Duration::from_millis(100));
+                continue;
+            };
+            shared.next.store(e.position + 1, Ordering::Release);
+            if !filter.matches(&e) {
+                continue;
+            }
+            let view = evs_event::view(&e);
             // SAFETY: `f` is the caller's callback; `view` points into the cursor's
             // buffer, which stays untouched until the next cursor call.
             if unsafe { f(ud.0, &view) } != 0 {
                 return Ok(String::new());
             }
         }
-        store.wait_for_events(cursor.position(), Duration::from_millis(100));
     }
     Ok(String::new())
 }
@@ -295,28 +373,24 @@ pub unsafe extern "C" fn evs_subscribe_filtered(
             ));
         }
         let ud = UserData(user_data);
-        let sub = spawn(&handle_, store, move |shared| {
-            deliver(shared, from_position, f, ud, filter)
+        let sub = spawn(&handle_, store, from_position, move |shared| {
+            deliver(shared, f, ud, filter)
         })?;
         super::args::write_out(out, sub);
         Ok(EVS_OK)
     })
 }
 
-/// Starts a subscription thread running `body` on `store` (the handle `s`'s), registered
+/// Starts a subscription thread running `body` on `store` (the handle `s`'s; `from`: the
+/// position it reads from, for its lag), registered
 /// with `s` so that `evs_close` stops it; returns the subscription for the caller.
 pub(crate) fn spawn(
     s: &evs_store,
     store: Arc<Store>,
+    from: u64,
     body: impl FnOnce(&Shared) -> Result<String> + Send + 'static,
 ) -> Result<*mut evs_subscription> {
-    let shared = Arc::new(Shared {
-        store,
-        stop: AtomicBool::new(false),
-        done: Mutex::new(None),
-        done_cv: Condvar::new(),
-        thread_id: Mutex::new(None),
-    });
+    let shared = Arc::new(Shared::new(store, from));
     let sh = shared.clone();
     // Registered under the lock that `stop_all` takes: either close stops this one, or
     // it refuses it, never neither.
@@ -339,12 +413,15 @@ pub(crate) fn spawn(
     })))
 }
 
-/// How the subscription stands: returns EVS_OK while it is still delivering (and writes
-/// EVS_OK to `*out_status`, which may be NULL), or EVS_END once it has ended, with
-/// `*out_status` set to how it ended: EVS_OK when it was stopped (its callback returned
-/// non-zero, `evs_subscription_close`, or its store closed), or the error that ended it
-/// (e.g. EVS_ERR_CORRUPT, EVS_ERR_IO, EVS_ERR_INTERNAL), explained by
-/// `evs_subscription_error_message`.
+/// How the subscription stands: returns EVS_OK while it is still running, writing to
+/// `*out_status` (which may be NULL) EVS_OK while it delivers, or EVS_ERR_UNAVAILABLE
+/// while it is reconnecting (its PostgreSQL server cannot be reached now: it tries again
+/// with a backoff of 50 ms doubling to 2 s, and resumes after the last event it read,
+/// none skipped or repeated; it does not end for that). Returns EVS_END once it has
+/// ended, with `*out_status` set to how it ended: EVS_OK when it was stopped (its
+/// callback returned non-zero, `evs_subscription_close`, or its store closed), or the
+/// error that ended it (e.g. EVS_ERR_CORRUPT, EVS_ERR_IO, EVS_ERR_INTERNAL), explained
+/// by `evs_subscription_error_message`.
 ///
 /// Ownership: `sub` stays the caller's. Thread safety: any thread, until
 /// `evs_subscription_close`. Returns EVS_OK, EVS_END, or EVS_ERR_INVALID_ARGUMENT (NULL
@@ -360,7 +437,11 @@ pub unsafe extern "C" fn evs_subscription_status(
         let done = sub.shared.done.lock().unwrap_or_else(|e| e.into_inner());
         match &*done {
             None => {
-                write_opt(out_status, EVS_OK);
+                let now = match sub.shared.reconnecting.load(Ordering::Acquire) {
+                    true => EVS_ERR_UNAVAILABLE,
+                    false => EVS_OK,
+                };
+                write_opt(out_status, now);
                 Ok(EVS_OK)
             }
             Some(o) => {
@@ -452,6 +533,48 @@ pub(crate) fn stop_all(store: &evs_store) {
     }
 }
 
+/// Each running subscription's lag and reconnection counters, in the Prometheus text
+/// format, labelled by its number among the store's running subscriptions (in the order
+/// they were started): `evstore_subscription_lag_events` (positions from the one after
+/// the last event it read to `next`, the store's next position), whether it is
+/// reconnecting, and how often it started to.
+pub(crate) fn write_metrics(store: &evs_store, next: u64, out: &mut String) {
+    use std::fmt::Write;
+    let subs = store
+        .subscriptions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let live: Vec<&Arc<Shared>> = subs.live.iter().filter(|s| !s.is_done()).collect();
+    let families = [
+        (
+            "evstore_subscription_lag_events",
+            "gauge",
+            "Positions between a subscription's next and the store's next position.",
+        ),
+        (
+            "evstore_subscription_reconnecting",
+            "gauge",
+            "1 while a subscription cannot reach its server and tries again.",
+        ),
+        (
+            "evstore_subscription_reconnects_total",
+            "counter",
+            "Times a subscription lost its server and started to reconnect.",
+        ),
+    ];
+    for (k, (name, kind, help)) in families.iter().enumerate() {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (i, s) in live.iter().enumerate() {
+            let value = match k {
+                0 => next.saturating_sub(s.next.load(Ordering::Acquire)),
+                1 => u64::from(s.reconnecting.load(Ordering::Acquire)),
+                _ => s.reconnects.load(Ordering::Relaxed),
+            };
+            let _ = writeln!(out, "{name}{{subscription=\"{i}\"}} {value}");
+        }
+    }
+}
+
 /// Subscriptions of a store that are still delivering.
 pub(crate) fn live_count(store: &evs_store) -> u64 {
     let subs = store
@@ -468,13 +591,7 @@ mod tests {
     fn shared(dir: &std::path::Path) -> Arc<Shared> {
         let (store, _) =
             Store::open(dir.join("s"), Default::default(), Vec::new()).expect("store opens");
-        Arc::new(Shared {
-            store: Arc::new(store),
-            stop: AtomicBool::new(false),
-            done: Mutex::new(None),
-            done_cv: Condvar::new(),
-            thread_id: Mutex::new(None),
-        })
+        Arc::new(Shared::new(Arc::new(store), 0))
     }
 
     fn outcome(sh: &Shared) -> (evs_status, String) {

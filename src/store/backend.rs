@@ -13,6 +13,9 @@ use crate::error::Result;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A metric of one backend: name, Prometheus type (`counter`, `gauge`), help, value.
+pub type BackendMetric = (&'static str, &'static str, &'static str, u64);
+
 /// A cursor over events, in whatever order it was opened for. Each event borrows the
 /// cursor until its next call. `None` means "no more now" (tailing cursors may return
 /// more later).
@@ -90,6 +93,12 @@ pub trait Backend: Send + Sync {
     ) -> Result<AppendResult>;
     /// Every consumer that exists, with its state and whether it is open now.
     fn consumer_list(&self) -> Result<Vec<StoredConsumer>>;
+
+    /// Counters only this backend has, for the metrics (PostgreSQL: its committer and
+    /// connections); none by default.
+    fn metrics(&self) -> Vec<BackendMetric> {
+        Vec::new()
+    }
 
     fn sync(&self) -> Result<()>;
     fn snapshot(&self) -> Result<u64>;

@@ -273,6 +273,11 @@ impl Store {
         self.backend.snapshot()
     }
 
+    /// Counters only this store's backend has (`Backend::metrics`).
+    pub fn backend_metrics(&self) -> Vec<super::backend::BackendMetric> {
+        self.backend.metrics()
+    }
+
     pub fn stats(&self) -> Result<StoreStats> {
         self.backend.stats()
     }

@@ -396,3 +396,89 @@ pub fn check_error(e: &evstore::Error, kind: evstore::ErrorKind, parts: &[&str])
         assert!(e.message.contains(part), "no '{part}' in: {}", e.message);
     }
 }
+
+/// A pgbouncer in transaction pooling mode in front of `pg` (tests/pg_pooler.rs), with
+/// `pool` server connections at most; stopped on drop. Its files are in the server's
+/// folder.
+pub struct Pooler {
+    pid_file: PathBuf,
+}
+
+impl Pooler {
+    /// Starts it; returns it and its URL (`postgresql://postgres@127.0.0.1:PORT/postgres`).
+    /// A pgbouncer that cannot start fails the test.
+    pub fn start(pg: &PgServer, pool: u32) -> (Pooler, String) {
+        let dir = pg.dir();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let ini = dir.join("pgbouncer.ini");
+        let pid_file = dir.join("pgbouncer.pid");
+        std::fs::write(dir.join("userlist.txt"), "\"postgres\" \"\"\n").unwrap();
+        std::fs::write(
+            &ini,
+            format!(
+                "[databases]\npostgres = host=127.0.0.1 port={} dbname=postgres\n\
+                 [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
+                 unix_socket_dir =\nauth_type = trust\nauth_file = {}\n\
+                 pool_mode = transaction\ndefault_pool_size = {pool}\nmax_client_conn = 200\n\
+                 logfile = {}\npidfile = {}\n",
+                pg.port(),
+                dir.join("userlist.txt").display(),
+                dir.join("pgbouncer.log").display(),
+                pid_file.display()
+            ),
+        )
+        .unwrap();
+        let bin = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+            .into_iter()
+            .find(|b| Path::new(b).exists())
+            .unwrap_or("pgbouncer");
+        as_pg(&format!("{bin} -d {}", ini.display())).unwrap_or_else(|e| {
+            panic!("pgbouncer did not start (tools/setup.sh installs it): {e}")
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pgbouncer does not listen on port {port}: {}",
+                std::fs::read_to_string(dir.join("pgbouncer.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let url = format!("postgresql://postgres@127.0.0.1:{port}/postgres");
+        (Pooler { pid_file }, url)
+    }
+}
+
+impl Drop for Pooler {
+    fn drop(&mut self) {
+        let pid = std::fs::read_to_string(&self.pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok());
+        if let Some(pid) = pid {
+            // SAFETY: kill(2) on the pgbouncer this test started (its own pid file).
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+    }
+}
+
+/// Opens the store at `url` through the C API (`evs_open`, default options); panics if
+/// it does not open.
+pub fn c_open(url: &str) -> *mut evstore::ffi::evs_store {
+    let path = std::ffi::CString::new(url).unwrap();
+    let mut s = std::ptr::null_mut();
+    // SAFETY: a valid string, NULL options and info, an out pointer.
+    let st = unsafe {
+        evstore::ffi::evs_open(
+            path.as_ptr(),
+            std::ptr::null(),
+            &mut s,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(st, evstore::ffi::EVS_OK, "evs_open {url}");
+    s
+}

@@ -10,7 +10,7 @@
 //! (nothing was stored): a request is marked sent just before its call goes out, and one
 //! whose caller gave up first is never sent. No call outlives every deadline of its batch.
 
-use super::conn::{pg_error, Conn};
+use super::conn::{pg_error, typed, Conn};
 use super::listener::{self, Wakeup};
 use super::uuid::Uuid;
 use crate::error::{Error, ErrorKind, Result};
@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, Statement};
+use tokio_postgres::Client;
 
 /// At most this many events go into one call (more wait for the next).
 const MAX_BATCH_EVENTS: usize = 20_000;
@@ -222,6 +222,9 @@ pub async fn run(conn: Arc<Conn>, wake: Arc<Wakeup>, mut rx: mpsc::UnboundedRece
         }
         recent.pop_front();
         recent.push_back(batch.len());
+        let c = &conn.counters;
+        c.queued.fetch_sub(batch.len() as u64, Ordering::Relaxed);
+        c.batch(batch.len() as u64, events as u64);
         // Those whose callers gave up (or do now) are not sent: told so, if still there.
         batch.retain(|r| {
             let waited = r.waited_for();
@@ -296,6 +299,9 @@ async fn settle(
     if again.is_empty() {
         return;
     }
+    conn.counters
+        .retries
+        .fetch_add(again.len() as u64, Ordering::Relaxed);
     let (again, result) = round(conn, wake, client, again, true).await;
     let f = match result {
         Ok(outcomes) => return answer(&again, outcomes),
@@ -318,6 +324,7 @@ async fn settle(
         let mut one = vec![r];
         let result = loop {
             tries += 1;
+            conn.counters.retries.fetch_add(1, Ordering::Relaxed);
             let (back, result) = round(conn, wake, client, one, true).await;
             one = back;
             match result {
@@ -458,35 +465,38 @@ fn in_doubt_with_ids(e: &Error) -> Error {
     )
 }
 
-/// The committer's connection and its `append` call, prepared once per connection (each
-/// batch is then one round trip: bind and execute).
+/// The committer's connection and its `append` call (each batch is one round trip: an
+/// unnamed statement parsed, bound and executed).
 struct Prepared {
     client: Client,
-    append: Statement,
+    /// `APPEND_CALL` qualified with the store's schema.
+    append: String,
     /// The channel the function notifies.
     channel: String,
 }
 
 /// The call the committer prepares.
 const APPEND_CALL: &str = "select res, entry, actual, versions, changes \
-     from append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+     from @.append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 
-/// Connects (and prepares the call) if there is no connection.
+/// Connects if there is no connection.
 async fn connect(conn: &Conn, client: &mut Option<Prepared>) -> Result<()> {
     if client.as_ref().is_some_and(|c| !c.client.is_closed()) {
         return Ok(());
     }
     *client = None;
     let c = conn.fresh().await?;
-    let what = "preparing the append call";
-    let append = conn
-        .within(what, async {
-            c.prepare(APPEND_CALL).await.map_err(|e| pg_error(what, e))
-        })
-        .await?;
+    // Its first connection is made at the first append; any later one replaces a lost one.
+    if conn
+        .counters
+        .committer_connected
+        .swap(true, Ordering::AcqRel)
+    {
+        conn.counters.reconnected();
+    }
     *client = Some(Prepared {
         client: c,
-        append,
+        append: conn.qualify(APPEND_CALL),
         channel: listener::channel(conn.schema()),
     });
     Ok(())
@@ -534,9 +544,9 @@ async fn call(
     }
     let rows = c
         .client
-        .query(
+        .query_typed(
             &c.append,
-            &[
+            &typed(&[
                 &r_entries,
                 &s_stream,
                 &s_expected,
@@ -551,7 +561,7 @@ async fn call(
                 &i_idx,
                 &check_ids,
                 &c.channel,
-            ],
+            ]),
         )
         .await
         .map_err(|e| Failure {

@@ -5,16 +5,16 @@
 
 use super::tls;
 use super::url::Settings;
+use super::uuid::Uuid;
 use crate::error::{Error, ErrorKind, Result};
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::tls::MakeTlsConnect;
-use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Connection, Row, Socket, Statement};
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, Connection, Row, Socket};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// The stream of a connection: TLS or plain (tokio-postgres decides per connection).
@@ -110,7 +110,12 @@ pub fn full_text(e: &tokio_postgres::Error) -> String {
 pub struct Conn {
     settings: Settings,
     tls: MakeRustlsConnect,
-    shared: Mutex<Option<Arc<Shared>>>,
+    /// The clients reads use, `read_connections` of them, each made at its first use
+    /// and again after it was lost; `next_read` picks them in turn.
+    shared: Mutex<Vec<Option<Arc<Shared>>>>,
+    next_read: AtomicUsize,
+    /// The handle's counters (metrics).
+    pub counters: Counters,
     /// Connections made by `fresh` whose socket is still open: `wait_closed` waits for
     /// them, so that no descriptor outlives the store's close.
     live: Arc<Live>,
@@ -119,38 +124,101 @@ pub struct Conn {
     opened: AtomicBool,
 }
 
-/// The shared client, with the statements prepared on it (a query then costs one round
-/// trip, not two). The store's queries come from a fixed set of texts: the map stays small.
+/// A statement's parameter with its PostgreSQL type: every statement is sent unnamed
+/// with its parameters' types (`query_typed`: parse, bind and execute in one round trip),
+/// so that no prepared statement outlives its transaction (docs/postgres.md "Poolers").
+pub trait Param: ToSql + Sync {
+    fn pg_type(&self) -> Type;
+    fn as_sql(&self) -> &(dyn ToSql + Sync);
+}
+
+macro_rules! params {
+    ($($t:ty => $ty:expr),* $(,)?) => {
+        $(impl Param for $t {
+            fn pg_type(&self) -> Type {
+                $ty
+            }
+            fn as_sql(&self) -> &(dyn ToSql + Sync) {
+                self
+            }
+        })*
+    };
+}
+
+params! {
+    bool => Type::BOOL,
+    i32 => Type::INT4,
+    i64 => Type::INT8,
+    &str => Type::TEXT,
+    String => Type::TEXT,
+    &[u8] => Type::BYTEA,
+    Vec<u8> => Type::BYTEA,
+    Vec<i32> => Type::INT4_ARRAY,
+    Vec<i64> => Type::INT8_ARRAY,
+    Vec<&str> => Type::TEXT_ARRAY,
+    Vec<Vec<u8>> => Type::BYTEA_ARRAY,
+    Vec<&[u8]> => Type::BYTEA_ARRAY,
+    Uuid<'_> => Type::UUID,
+    Vec<Uuid<'_>> => Type::UUID_ARRAY,
+    Vec<Option<Uuid<'_>>> => Type::UUID_ARRAY,
+}
+
+/// The parameters as `query_typed` takes them.
+pub fn typed<'a>(params: &'a [&'a dyn Param]) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
+    params.iter().map(|p| (p.as_sql(), p.pg_type())).collect()
+}
+
+/// The shared client.
 pub struct Shared {
     client: Client,
-    statements: Mutex<HashMap<String, Statement>>,
 }
 
 impl Shared {
-    /// Runs `sql` as a statement prepared on this connection (prepared on first use).
+    /// Runs `sql` (qualified) as an unnamed statement.
     pub async fn query(
         &self,
         sql: &str,
-        params: &[&(dyn ToSql + Sync)],
+        params: &[&dyn Param],
     ) -> std::result::Result<Vec<Row>, tokio_postgres::Error> {
-        let known = self
-            .statements
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(sql)
-            .cloned();
-        let statement = match known {
-            Some(s) => s,
-            None => {
-                let s = self.client.prepare(sql).await?;
-                self.statements
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(sql.to_owned(), s.clone());
-                s
-            }
-        };
-        self.client.query(&statement, params).await
+        self.client.query_typed(sql, &typed(params)).await
+    }
+}
+
+/// What a handle counts for its metrics (`evs_metrics_text`, docs/postgres.md
+/// "Operations"): the committer's queue and batches, the requests it sent again, and the
+/// connections made again after one was lost.
+#[derive(Default)]
+pub struct Counters {
+    /// Appends handed to the committer and not yet taken into a batch.
+    pub queued: AtomicU64,
+    /// Calls of `append` the committer made (batches), their requests and events.
+    pub batches: AtomicU64,
+    pub batch_requests: AtomicU64,
+    pub batch_events: AtomicU64,
+    /// The requests of the largest batch, and of the last one.
+    pub max_batch: AtomicU64,
+    pub last_batch: AtomicU64,
+    /// Requests sent again after their batch's call failed (their ids looked up first).
+    pub retries: AtomicU64,
+    /// Connections made to replace one that was lost (reads, committer, listener,
+    /// lifecycle entries).
+    pub reconnects: AtomicU64,
+    /// The committer has connected once (its later connections are reconnects).
+    pub committer_connected: AtomicBool,
+}
+
+impl Counters {
+    /// Counts a batch of `requests` appends holding `events` events.
+    pub fn batch(&self, requests: u64, events: u64) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.batch_requests.fetch_add(requests, Ordering::Relaxed);
+        self.batch_events.fetch_add(events, Ordering::Relaxed);
+        self.max_batch.fetch_max(requests, Ordering::Relaxed);
+        self.last_batch.store(requests, Ordering::Relaxed);
+    }
+
+    pub fn reconnected(&self) {
+        self.reconnects.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -175,9 +243,11 @@ impl Conn {
         let settings = Settings::parse(url)?;
         let tls = tls::connector(&settings.tls, &settings.location)?;
         Ok(Conn {
+            shared: Mutex::new(vec![None; settings.read_connections]),
             settings,
             tls,
-            shared: Mutex::new(None),
+            next_read: AtomicUsize::new(0),
+            counters: Counters::default(),
             live: Arc::default(),
             opened: AtomicBool::new(false),
         })
@@ -191,6 +261,18 @@ impl Conn {
     /// The bound of each statement and of an append (the URL's `timeout`).
     pub fn timeout(&self) -> Duration {
         self.settings.timeout
+    }
+
+    /// Whether the URL says the server is reached through a pooler in transaction mode
+    /// (`pooler=transaction`): no session state at all, and no listener.
+    pub fn pooled(&self) -> bool {
+        self.settings.pooled
+    }
+
+    /// `sql` with every name of the store's (written `@.name`) qualified with its schema:
+    /// no statement depends on the session's search path.
+    pub fn qualify(&self, sql: &str) -> String {
+        sql.replace("@.", &format!("\"{}\".", self.settings.schema))
     }
 
     /// Whether a writable open may create or migrate the schema (the URL's `migrate`).
@@ -317,8 +399,8 @@ impl Conn {
         &self.settings.location
     }
 
-    /// A new connection of its own, driven on the runtime, with the store's schema first
-    /// on its search path and JIT compilation off; all within `connect_timeout`.
+    /// A new connection of its own, driven on the runtime, with JIT compilation off (but
+    /// through a pooler: no session state); all within `connect_timeout`.
     pub async fn fresh(&self) -> Result<Client> {
         let bound = self.settings.connect_timeout;
         match tokio::time::timeout(bound, self.fresh_unbounded()).await {
@@ -339,46 +421,39 @@ impl Conn {
         });
         // No JIT: the store's statements are short, and a plan estimated from tables
         // without statistics (a new store's) was JIT-compiled, 250 ms for a statement that
-        // runs in a millisecond.
-        client
-            .batch_execute(&format!(
-                "set search_path to \"{}\"; set jit to off",
-                self.settings.schema
-            ))
-            .await
-            .map_err(|e| pg_error("setting the search path", e))?;
+        // runs in a millisecond. Through a pooler, a setting would stay with a server
+        // connection that other clients get: the role's or database's (docs/postgres.md).
+        if !self.settings.pooled {
+            client
+                .batch_execute("set jit to off")
+                .await
+                .map_err(|e| pg_error("turning JIT compilation off", e))?;
+        }
         Ok(client)
     }
 
-    /// The shared client, connecting (again) if there is none or its connection is gone.
-    pub async fn shared(&self) -> Result<Arc<Shared>> {
-        if let Some(c) = self
-            .shared
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
-            if !c.client.is_closed() {
-                return Ok(c.clone());
+    /// The next read client in turn (its slot and itself), connecting (again) if there is
+    /// none or its connection is gone.
+    pub async fn shared(&self) -> Result<(usize, Arc<Shared>)> {
+        let n = self.settings.read_connections;
+        let slot = self.next_read.fetch_add(1, Ordering::Relaxed) % n;
+        let lost = {
+            let slots = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+            match &slots[slot] {
+                Some(c) if !c.client.is_closed() => return Ok((slot, c.clone())),
+                Some(_) => true,
+                None => false,
             }
-        }
+        };
+        // Unnamed statements are planned with their parameters at each execution: no
+        // generic plan made while a table was small (a sequential scan) stays.
         let client = self.fresh().await?;
-        // Prepared statements, each planned with its parameters at every execution: a
-        // generic plan made while the table was small (a sequential scan) would stay.
-        let what = "setting the plan cache mode";
-        self.within(what, async {
-            client
-                .batch_execute("set plan_cache_mode to force_custom_plan")
-                .await
-                .map_err(|e| pg_error(what, e))
-        })
-        .await?;
-        let c = Arc::new(Shared {
-            client,
-            statements: Mutex::default(),
-        });
-        *self.shared.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
-        Ok(c)
+        if lost {
+            self.counters.reconnected();
+        }
+        let c = Arc::new(Shared { client });
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())[slot] = Some(c.clone());
+        Ok((slot, c))
     }
 
     /// Waits until every connection made by `fresh` has closed its socket, or `timeout`
@@ -402,30 +477,54 @@ impl Conn {
 
     /// Runs `sql` on the shared client within `timeout`; a lost connection or a
     /// statement without an answer makes the next call connect again.
-    pub async fn query(
-        &self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-        what: &str,
-    ) -> Result<Vec<Row>> {
-        let client = self.shared().await.map_err(|e| self.later(e))?;
-        match tokio::time::timeout(self.settings.timeout, client.query(sql, params)).await {
+    pub async fn query(&self, sql: &str, params: &[&dyn Param], what: &str) -> Result<Vec<Row>> {
+        let (slot, client) = self.shared().await.map_err(|e| self.later(e))?;
+        let sql = self.qualify(sql);
+        match tokio::time::timeout(self.settings.timeout, client.query(&sql, params)).await {
             Ok(Ok(rows)) => Ok(rows),
             Ok(Err(e)) => {
                 if e.as_db_error().is_none() {
-                    self.forget();
+                    self.forget_read(slot);
                 }
                 Err(self.later(pg_error(what, e)))
             }
             Err(_) => {
-                self.forget();
+                self.forget_read(slot);
                 Err(self.later(self.timed_out(what)))
             }
         }
     }
 
-    /// Forgets the shared client (after an error that may have broken it).
+    /// Forgets a read client after an error that may have broken it: the next read in
+    /// its slot connects again.
+    fn forget_read(&self, slot: usize) {
+        let mut slots = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        if slots[slot].take().is_some() {
+            self.counters.reconnected();
+        }
+    }
+
+    /// Forgets every read client (at close).
     pub fn forget(&self) {
-        self.shared.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter_mut()
+            .for_each(|c| drop(c.take()));
+    }
+
+    /// Connections of the reads now open, for the metrics.
+    pub fn read_connections_open(&self) -> u64 {
+        self.shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|c| c.as_ref().is_some_and(|c| !c.client.is_closed()))
+            .count() as u64
+    }
+
+    /// Connections made by `fresh` whose socket is open (reads, committer, lifecycle).
+    pub fn connections_open(&self) -> u64 {
+        *self.live.count.lock().unwrap_or_else(|e| e.into_inner()) as u64
     }
 }

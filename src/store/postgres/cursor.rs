@@ -23,7 +23,6 @@ use crate::store::backend::{EventCursor, TailCursor};
 use crate::store::{Event, EventRef};
 use std::collections::VecDeque;
 use std::sync::{Arc, LazyLock};
-use tokio_postgres::types::ToSql;
 
 /// Positions (or versions) in one window of the backward and stream kinds.
 const PAGE: u64 = 1000;
@@ -52,7 +51,7 @@ pub const CHUNK_COLUMNS: &str = "c.first_pos, c.ts, c.stream, c.first_version, b
 /// (Its `limit` and the materialized steps below keep the planner's estimates at one row:
 /// without them a window was estimated at hundreds of thousands of rows and compiled by
 /// JIT, 20 ms a statement.)
-const HEAD: &str = "with h as (select next, changes, entries from head limit 1)";
+const HEAD: &str = "with h as (select next, changes, entries from @.head limit 1)";
 
 /// What every window statement returns: the head, its counts, the window [lo, hi) (null:
 /// nothing to read), then the rows of `x` (in no promised order: `Window::parse` sorts
@@ -64,10 +63,10 @@ const SELECT: &str = "select h.next, h.changes, h.entries, w.lo, w.hi, x.* \
 /// The chunk rows holding positions in [w.lo, w.hi) (with `extra`), cut to them.
 fn chunks_by_position(extra: &str) -> String {
     format!(
-        "select {CHUNK_COLUMNS} from chunks c \
+        "select {CHUNK_COLUMNS} from @.chunks c \
          cross join lateral (select greatest(c.skip + 1, w.lo - c.first_pos + 1) as lo, \
                                     least(c.n::int8, w.hi - c.first_pos) as hi) b \
-         where c.first_pos >= (select coalesce(max(first_pos), 0) from chunks \
+         where c.first_pos >= (select coalesce(max(first_pos), 0) from @.chunks \
                                where first_pos <= w.lo) \
            and c.first_pos < w.hi and b.lo <= b.hi {extra}"
     )
@@ -79,18 +78,18 @@ fn chunks_by_position(extra: &str) -> String {
 fn forward_sql(extra: &str, entries: bool) -> String {
     let (entry_start, entry_rows) = if entries {
         (
-            "(select min(e.pos) from entries e where e.pos >= $1 and e.pos < $2), ",
+            "(select min(e.pos) from @.entries e where e.pos >= $1 and e.pos < $2), ",
             " union all select e.pos, e.ts, e.target, 0::int8, 1::int8, null::text[], \
               null::int[], null::bytea[], null::bytea[], null::uuid[], e.op \
-              from entries e where e.pos >= w.lo and e.pos < w.hi",
+              from @.entries e where e.pos >= w.lo and e.pos < w.hi",
         )
     } else {
         ("", "")
     };
     format!(
         "{HEAD}, s as materialized (select least(\
-            (select c.first_pos + greatest(c.skip, $1 - c.first_pos) from chunks c \
-             where c.first_pos >= (select coalesce(max(first_pos), 0) from chunks \
+            (select c.first_pos + greatest(c.skip, $1 - c.first_pos) from @.chunks c \
+             where c.first_pos >= (select coalesce(max(first_pos), 0) from @.chunks \
                                    where first_pos <= $1) \
                and c.first_pos < $2 and c.first_pos + c.n > $1 {extra} \
              order by c.first_pos limit 1), \
@@ -106,7 +105,7 @@ fn forward_sql(extra: &str, entries: bool) -> String {
 fn backward_sql() -> String {
     format!(
         "{HEAD}, t as materialized (select (select c.first_pos + least(c.n - 1, $1 - c.first_pos) \
-            from chunks c where c.first_pos <= $1 and c.first_pos + c.skip <= $1 \
+            from @.chunks c where c.first_pos <= $1 and c.first_pos + c.skip <= $1 \
             order by c.first_pos desc limit 1) as top), \
          w as materialized (select greatest(0, t.top + 1 - {PAGE}) as lo, t.top + 1 as hi from t) \
          {SELECT} ({}) x on true",
@@ -117,11 +116,11 @@ fn backward_sql() -> String {
 /// The chunk rows of stream $2 holding versions in [w.lo, w.hi), cut to them.
 fn chunks_by_version() -> String {
     format!(
-        "select {CHUNK_COLUMNS} from chunks c \
+        "select {CHUNK_COLUMNS} from @.chunks c \
          cross join lateral (select greatest(c.skip + 1, w.lo - c.first_version + 1) as lo, \
                                     least(c.n::int8, w.hi - c.first_version) as hi) b \
          where c.stream = $2 and c.stream <> '' \
-           and c.first_version >= (select coalesce(max(first_version), 0) from chunks \
+           and c.first_version >= (select coalesce(max(first_version), 0) from @.chunks \
                                    where stream = $2 and stream <> '' and first_version <= w.lo) \
            and c.first_version < w.hi and b.lo <= b.hi"
     )
@@ -132,8 +131,8 @@ fn chunks_by_version() -> String {
 fn stream_sql() -> String {
     format!(
         "{HEAD}, s as materialized (select (select c.first_version + greatest(c.skip, $1 - c.first_version) \
-            from chunks c where c.stream = $2 and c.stream <> '' \
-              and c.first_version >= (select coalesce(max(first_version), 0) from chunks \
+            from @.chunks c where c.stream = $2 and c.stream <> '' \
+              and c.first_version >= (select coalesce(max(first_version), 0) from @.chunks \
                                       where stream = $2 and stream <> '' and first_version <= $1) \
               and c.first_version + c.n > $1 \
             order by c.first_version limit 1) as lo), \
@@ -148,7 +147,7 @@ fn stream_sql() -> String {
 fn stream_backward_sql() -> String {
     format!(
         "{HEAD}, t as materialized (select (select c.first_version + least(c.n - 1, $1 - c.first_version) \
-            from chunks c where c.stream = $2 and c.stream <> '' and c.first_version <= $1 \
+            from @.chunks c where c.stream = $2 and c.stream <> '' and c.first_version <= $1 \
               and c.first_version + c.skip <= $1 \
             order by c.first_version desc limit 1) as top), \
          w as materialized (select greatest(0, t.top + 1 - {PAGE}) as lo, t.top + 1 as hi from t) \
@@ -318,7 +317,7 @@ impl PgStore {
     pub fn window(
         &self,
         sql: &str,
-        params: &[&(dyn ToSql + Sync)],
+        params: &[&dyn super::conn::Param],
         what: &str,
     ) -> Result<(Window, Arc<Rules>)> {
         self.with_rules(|| {

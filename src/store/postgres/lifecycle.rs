@@ -9,7 +9,7 @@
 //! Also here: the retention rules as readers hold them (`Rules`), the store's clock, and
 //! compaction (deleting the rows that rules by age have removed).
 
-use super::conn::pg_error;
+use super::conn::{pg_error, typed, Conn};
 use super::uuid::Uuid;
 use super::{block, listener, PgStore};
 use crate::error::{Error, ErrorKind, Result};
@@ -126,6 +126,9 @@ impl PgStore {
         let (position, changes) = block(&self.runtime, self.entry_tries(&req, id))?;
         self.wake.saw_changes(changes);
         self.saw(position + 1);
+        if matches!(req, LifecycleRequest::Delete { .. }) {
+            self.checkpoint_now();
+        }
         Ok(position)
     }
 
@@ -139,13 +142,16 @@ impl PgStore {
         let mut last = None;
         for _ in 0..TRIES {
             if slot.as_ref().is_none_or(Client::is_closed) {
+                if slot.is_some() {
+                    self.conn.counters.reconnected();
+                }
                 *slot = Some(self.conn.fresh().await?);
             }
             let client = slot.as_mut().expect("connected above");
             // Within `timeout`; one that passes it may have reached its commit.
             let bounded = tokio::time::timeout(
                 self.conn.timeout(),
-                entry_transaction(client, &channel, req, id, self.now()),
+                entry_transaction(&self.conn, client, &channel, req, id, self.now()),
             );
             let tried = bounded.await.unwrap_or_else(|_| {
                 Err(Failure {
@@ -160,7 +166,7 @@ impl PgStore {
                     .conn
                     .within(
                         "looking up the lifecycle entry's id",
-                        stored_entry(client, req, id),
+                        stored_entry(&self.conn, client, req, id),
                     )
                     .await?
                 {
@@ -209,9 +215,9 @@ impl PgStore {
             category,
         )?;
         let sql = if category {
-            "select max_count, max_age_us from rules where category and target = $1"
+            "select max_count, max_age_us from @.rules where category and target = $1"
         } else {
-            "select max_count, max_age_us from rule_for($1)"
+            "select max_count, max_age_us from @.rule_for($1)"
         };
         let rows = self.query(sql, &[&name], "reading a retention rule")?;
         Ok(rows.first().map(|r| Rule {
@@ -230,8 +236,8 @@ impl PgStore {
         let started = Instant::now();
         let now = self.now().min(i64::MAX as u64) as i64;
         let streams = self.query(
-            "select s.name from streams s where not s.tombstone and exists (\
-               select 1 from rules r where r.max_age_us > 0 \
+            "select s.name from @.streams s where not s.tombstone and exists (\
+               select 1 from @.rules r where r.max_age_us > 0 \
                  and ((not r.category and r.target = s.name) \
                       or (r.category and starts_with(s.name, r.target)))) \
              order by s.name",
@@ -242,7 +248,7 @@ impl PgStore {
         for s in &streams {
             let name: &str = s.get(0);
             let rows = self.query(
-                "select * from remove_aged($1, $2)",
+                "select * from @.remove_aged($1, $2)",
                 &[&name, &now],
                 "deleting the rows a rule by age removed",
             )?;
@@ -269,7 +275,7 @@ impl PgStore {
         }
         let rows = self.query(
             "select h.entries, h.changes, r.category, r.target, r.max_count, r.max_age_us \
-             from head h left join rules r on true",
+             from @.head h left join @.rules r on true",
             &[],
             "reading the retention rules",
         )?;
@@ -309,6 +315,7 @@ impl PgStore {
 
 /// One try of an entry: its id, the head lock, the checks, the writes, the commit.
 async fn entry_transaction(
+    conn: &Conn,
     client: &mut Client,
     channel: &str,
     req: &LifecycleRequest<'_>,
@@ -325,10 +332,12 @@ async fn entry_transaction(
     let key: i64 = match id {
         Some(id) => {
             let row = tx
-                .query_opt(
-                    "insert into ids (id, chunk, idx) select $1, nextval('chunk_keys'), 0 \
-                     on conflict (id) do nothing returning chunk",
-                    &[&Uuid(&id)],
+                .query_typed_opt(
+                    &conn.qualify(
+                        "insert into @.ids (id, chunk, idx) select $1, nextval('@.chunk_keys'), 0 \
+                         on conflict (id) do nothing returning chunk",
+                    ),
+                    &typed(&[&Uuid(&id)]),
                 )
                 .await
                 .map_err(|e| failed("storing the lifecycle entry's id", e))?;
@@ -338,12 +347,12 @@ async fn entry_transaction(
             }
         }
         None => tx
-            .query_one("select nextval('chunk_keys')", &[])
+            .query_typed_one(&conn.qualify("select nextval('@.chunk_keys')"), &[])
             .await
             .map_err(|e| failed("taking a chunk key", e))?
             .get(0),
     };
-    let name = match req {
+    let name: &str = match req {
         LifecycleRequest::Retention { target, .. } => target,
         r => r.stream().unwrap_or(""),
     };
@@ -351,14 +360,16 @@ async fn entry_transaction(
     // waited for the lock still reads the rows of other tables as they were when it began
     // (READ COMMITTED re-reads only the locked row), so a state read with the lock could
     // miss the appends committed while it waited.
-    tx.execute("select 1 from head for update", &[])
+    tx.query_typed(&conn.qualify("select 1 from @.head for update"), &[])
         .await
         .map_err(|e| failed("locking the head", e))?;
     let row = tx
-        .query_one(
-            "select s.version, s.tombstone, s.deleted from (select 1) one \
-             left join streams s on s.name = $1",
-            &[&name],
+        .query_typed_one(
+            &conn.qualify(
+                "select s.version, s.tombstone, s.deleted from (select 1) one \
+                 left join @.streams s on s.name = $1",
+            ),
+            &typed(&[&name]),
         )
         .await
         .map_err(|e| failed("reading the stream's state", e))?;
@@ -371,10 +382,13 @@ async fn entry_transaction(
     let (kind, a, b) = entry_args(&op);
     let encoded = op.encode();
     let now = now.min(i64::MAX as u64) as i64;
+    let channel = channel.to_owned();
     let row = tx
-        .query_one(
-            "select entry_pos, new_changes from apply_entry($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[&kind, &name, &a, &b, &encoded, &key, &now, &channel],
+        .query_typed_one(
+            &conn.qualify(
+                "select entry_pos, new_changes from @.apply_entry($1, $2, $3, $4, $5, $6, $7, $8)",
+            ),
+            &typed(&[&kind, &name, &a, &b, &encoded, &key, &now, &channel]),
         )
         .await
         .map_err(|e| failed(&format!("applying the {}", op.describe()), e))?;
@@ -405,6 +419,7 @@ fn entry_args(op: &LifecycleOp) -> (i32, i64, i64) {
 /// (its position: a retry), another entry or an event (`AlreadyExists`, with its
 /// position), or nothing any more (`None`: try again).
 async fn stored_entry(
+    conn: &Conn,
     client: &Client,
     req: &LifecycleRequest<'_>,
     id: Option<[u8; 16]>,
@@ -413,10 +428,12 @@ async fn stored_entry(
         return Ok(None);
     };
     let rows = client
-        .query(
-            "select p.pos, e.op, p.stream, p.version from id_positions p \
-             left join entries e on p.stream is null and e.pos = p.pos where p.id = $1",
-            &[&Uuid(&id)],
+        .query_typed(
+            &conn.qualify(
+                "select p.pos, e.op, p.stream, p.version from @.id_positions p \
+                 left join @.entries e on p.stream is null and e.pos = p.pos where p.id = $1",
+            ),
+            &typed(&[&Uuid(&id)]),
         )
         .await
         .map_err(|e| pg_error("looking up the lifecycle entry's id", e))?;

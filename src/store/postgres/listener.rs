@@ -66,6 +66,11 @@ impl Wakeup {
         }
     }
 
+    /// The highest head seen.
+    pub fn seen(&self) -> u64 {
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Records a count of removing commits seen (from a read, an append's answer, a
     /// lifecycle entry, or a notification).
     pub fn saw_changes(&self, changes: u64) {
@@ -175,6 +180,7 @@ pub async fn start(conn: Arc<Conn>, wake: Arc<Wakeup>) {
                 return;
             }
             tokio::time::sleep(RECONNECT).await;
+            conn.counters.reconnected();
             current = session(&conn, &wake).await;
         }
     });
@@ -226,7 +232,11 @@ async fn session(conn: &Conn, wake: &Arc<Wakeup>) -> Result<Option<JoinHandle<()
             .map_err(|e| pg_error("listening for appends", e))?;
         let row = client
             .query_one(
-                &format!("select next, changes from \"{}\".head", conn.schema()),
+                // Named in pg_stat_activity (the reads' connections read the head too).
+                &format!(
+                    "/* evstore listener */ select next, changes from \"{}\".head",
+                    conn.schema()
+                ),
                 &[],
             )
             .await

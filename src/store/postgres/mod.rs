@@ -4,6 +4,7 @@
 //! Deletes, truncations and retention rules (`lifecycle`) delete their rows at once;
 //! readers pass over the positions left empty.
 
+mod checkpoint;
 mod committer;
 pub mod conn;
 mod consumers;
@@ -31,7 +32,7 @@ use super::{
 };
 use crate::error::{Error, ErrorKind, Result};
 use committer::{Entry, Outcome, OwnedEvent, Request};
-use conn::Conn;
+use conn::{Conn, Param};
 use cursor::{Kind, PgCursor, MAX_BOUND};
 use lifecycle::Rules;
 use listener::Wakeup;
@@ -40,7 +41,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
-use tokio_postgres::types::ToSql;
 
 /// How often a waiting subscriber reads the head when no listener wakes it (a standby,
 /// or while the listener reconnects). While one does, the URL's `poll_ms` (default 1 s).
@@ -57,6 +57,14 @@ pub struct PgStore {
     projections: Vec<Arc<dyn Projection>>,
     /// Positions applied to the projections (events and lifecycle entries): below this.
     applied: Mutex<u64>,
+    /// The newest checkpoint of the projections this handle knows of (`checkpoint`), and
+    /// the size of its states.
+    checkpointed: AtomicU64,
+    checkpoint_bytes: AtomicU64,
+    /// Checkpoints this handle could not write (the server refused or was gone).
+    checkpoint_failures: AtomicU64,
+    /// The log's end when an append last brought the projections up for a checkpoint.
+    checkpoint_tried: AtomicU64,
     /// The retention rules as of the last count of lifecycle entries read.
     rules: Mutex<Arc<Rules>>,
     /// The connection lifecycle entries are written on (a transaction of their own,
@@ -104,6 +112,10 @@ impl PgStore {
             appends: Mutex::new(appends),
             projections,
             applied: Mutex::new(0),
+            checkpointed: AtomicU64::new(0),
+            checkpoint_bytes: AtomicU64::new(0),
+            checkpoint_failures: AtomicU64::new(0),
+            checkpoint_tried: AtomicU64::new(0),
             rules: Mutex::new(Arc::new(Rules::none())),
             lifecycle_client: tokio::sync::Mutex::new(None),
             wake,
@@ -114,14 +126,18 @@ impl PgStore {
             closed: AtomicBool::new(false),
             owner_pid: std::process::id(),
         };
-        let replayed = store.catch_up()?;
+        // The head first: the projections start from the newest checkpoint when it is
+        // an interval or more ahead of them (always, but for a young store).
         let next = store.head()?;
+        let caught = store.catch_up_from_checkpoint()?;
         let open_time = started.elapsed();
         store.open_time = open_time;
         store.conn.set_opened();
         let report = OpenReport {
-            next_position: next,
-            events_replayed: replayed,
+            next_position: next.max(caught.applied),
+            events_replayed: caught.replayed,
+            snapshot_position: caught.restored,
+            snapshot_ignored: caught.refused.into_iter().collect(),
             open_time,
             ..OpenReport::default()
         };
@@ -133,7 +149,7 @@ impl PgStore {
     fn query(
         &self,
         sql: &str,
-        params: &[&(dyn ToSql + Sync)],
+        params: &[&dyn Param],
         what: &str,
     ) -> Result<Vec<tokio_postgres::Row>> {
         block(&self.runtime, self.conn.query(sql, params, what))
@@ -171,7 +187,7 @@ impl PgStore {
     /// The position the next event gets, as the server has it now (the handle also
     /// learns the count of removing commits).
     fn head(&self) -> Result<u64> {
-        let rows = self.query("select next, changes from head", &[], "reading the head")?;
+        let rows = self.query("select next, changes from @.head", &[], "reading the head")?;
         let row = rows
             .first()
             .ok_or_else(|| Error::corrupt("the head table is empty"))?;
@@ -191,11 +207,53 @@ impl PgStore {
     /// position order (events removed by then are not seen); returns how many positions
     /// it passed.
     fn catch_up(&self) -> Result<u64> {
+        self.catch_up_from_checkpoint().map(|c| c.replayed)
+    }
+
+    /// `catch_up`, starting from the newest checkpoint when the projections are an
+    /// interval or more behind it (`checkpoint`), and writing one when they have taken
+    /// in an interval past the newest this handle knows (a writable handle).
+    fn catch_up_from_checkpoint(&self) -> Result<CaughtUp> {
+        let mut caught = CaughtUp::default();
         if self.projections.is_empty() {
-            return Ok(0);
+            return Ok(caught);
         }
         let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        let every = self.checkpoint_interval();
+        if self.wake.seen() >= applied.saturating_add(every) {
+            match self.restore_checkpoint(*applied + every)? {
+                checkpoint::Restored::No => {}
+                checkpoint::Restored::At(pos) => {
+                    *applied = pos;
+                    caught.restored = Some(pos);
+                }
+                checkpoint::Restored::Refused(why) => {
+                    *applied = 0;
+                    caught.refused = Some(why);
+                }
+            }
+        }
         let start = *applied;
+        self.replay(&mut applied)?;
+        caught.replayed = *applied - start;
+        caught.applied = *applied;
+        let known = self.checkpointed.load(Ordering::Acquire);
+        if !self.options.read_only && *applied >= known.saturating_add(self.checkpoint_interval()) {
+            // Not the caller's failure: the next open reads more of the log.
+            if let Err(e) = self.write_checkpoint(*applied) {
+                // Tried again an interval later, not at every call meanwhile.
+                self.checkpointed.fetch_max(*applied, Ordering::AcqRel);
+                self.checkpoint_failures.fetch_add(1, Ordering::Relaxed);
+                caught
+                    .refused
+                    .get_or_insert_with(|| checkpoint::unwritten(&e));
+            }
+        }
+        Ok(caught)
+    }
+
+    /// Applies the log from `*applied` to the head to the projections.
+    fn replay(&self, applied: &mut u64) -> Result<()> {
         loop {
             let from = *applied;
             let (w, rules) = self.window(
@@ -219,10 +277,9 @@ impl PgStore {
             }
             *applied = w.settled();
             if *applied >= w.next {
-                break;
+                return Ok(());
             }
         }
-        Ok(*applied - start)
     }
 
     /// Hands a lifecycle entry to the projections.
@@ -237,6 +294,87 @@ impl PgStore {
             .iter()
             .for_each(|p| p.apply_lifecycle(&op, position));
         Ok(())
+    }
+
+    /// This backend's own counters (docs/postgres.md "Operations").
+    fn pg_metrics(&self) -> Vec<super::backend::BackendMetric> {
+        let c = &self.conn.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        vec![
+            (
+                "evstore_pg_append_queue",
+                "gauge",
+                "Appends waiting for the committer to take them into a batch.",
+                get(&c.queued),
+            ),
+            (
+                "evstore_pg_batches_total",
+                "counter",
+                "Calls of the append function (batches of appends, one transaction each).",
+                get(&c.batches),
+            ),
+            (
+                "evstore_pg_batch_appends_total",
+                "counter",
+                "Appends sent in batches (divided by batches: the mean batch size).",
+                get(&c.batch_requests),
+            ),
+            (
+                "evstore_pg_batch_events_total",
+                "counter",
+                "Events sent in batches.",
+                get(&c.batch_events),
+            ),
+            (
+                "evstore_pg_batch_appends_max",
+                "gauge",
+                "Appends in the largest batch since open.",
+                get(&c.max_batch),
+            ),
+            (
+                "evstore_pg_batch_appends_last",
+                "gauge",
+                "Appends in the last batch.",
+                get(&c.last_batch),
+            ),
+            (
+                "evstore_pg_retries_total",
+                "counter",
+                "Appends sent again after their batch's call failed (ids looked up first).",
+                get(&c.retries),
+            ),
+            (
+                "evstore_pg_reconnects_total",
+                "counter",
+                "Connections made to replace one that was lost.",
+                get(&c.reconnects),
+            ),
+            (
+                "evstore_pg_connections",
+                "gauge",
+                "Connections of this handle open now (reads, committer, lifecycle entries, \
+                 listener).",
+                self.conn.connections_open() + u64::from(self.wake.listening()),
+            ),
+            (
+                "evstore_pg_read_connections",
+                "gauge",
+                "Read connections open now (at most the URL's read_connections).",
+                self.conn.read_connections_open(),
+            ),
+            (
+                "evstore_pg_checkpoint_position",
+                "gauge",
+                "Positions the newest projections' checkpoint this handle knows covers.",
+                get(&self.checkpointed),
+            ),
+            (
+                "evstore_pg_checkpoint_failures_total",
+                "counter",
+                "Checkpoints of the projections this handle could not write.",
+                get(&self.checkpoint_failures),
+            ),
+        ]
     }
 
     fn check_writable(&self) -> Result<()> {
@@ -301,7 +439,15 @@ impl PgStore {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
         {
-            Some(tx) => tx.send(request).is_ok(),
+            Some(tx) => {
+                // Counted before it is sent: the committer counts it out when it takes it.
+                self.conn.counters.queued.fetch_add(1, Ordering::Relaxed);
+                let sent = tx.send(request).is_ok();
+                if !sent {
+                    self.conn.counters.queued.fetch_sub(1, Ordering::Relaxed);
+                }
+                sent
+            }
             None => false,
         };
         if !sent {
@@ -315,7 +461,38 @@ impl PgStore {
         self.saw(last);
         // The projections catch up when they are read (`refresh`, which every account
         // operation calls first, and `stats`), not here: an append would otherwise wait
-        // for a read of every event that every other process appended meanwhile.
+        // for a read of every event that every other process appended meanwhile. Only
+        // once the log has passed an interval beyond the newest checkpoint this handle
+        // knows: then this append's caller brings the projections up (from a newer
+        // checkpoint if another process wrote one) and checkpoints them, so that an
+        // open never reads more than about an interval of the log. Its failure is not
+        // the append's (it was committed): the next read retries.
+        // One append per interval tries (the others of its threads do not wait for it).
+        let every = self.checkpoint_interval();
+        let tried = self.checkpoint_tried.load(Ordering::Acquire);
+        // Another process's checkpoint that is recent enough spares it the work (only the
+        // newest checkpoint's position is read then, not the log).
+        if !self.projections.is_empty()
+            && last
+                >= self
+                    .checkpointed
+                    .load(Ordering::Acquire)
+                    .saturating_add(every)
+            && last >= tried.saturating_add(every)
+            && self
+                .checkpoint_tried
+                .compare_exchange(tried, last, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            match self.newest_checkpoint() {
+                Ok(pos) if last < pos.saturating_add(every) => {
+                    self.checkpointed.fetch_max(pos, Ordering::AcqRel);
+                }
+                _ => {
+                    let _ = self.catch_up();
+                }
+            }
+        }
         Ok(result)
     }
 
@@ -433,10 +610,10 @@ impl PgStore {
     fn stream_now(&self, stream: &str) -> Result<StreamNow> {
         let (row, rules) = self.with_rules(|| {
             let rows = self.query(
-                "select h.entries, s.version, s.tombstone, s.deleted, (select c.ts from chunks c \
+                "select h.entries, s.version, s.tombstone, s.deleted, (select c.ts from @.chunks c \
                    where c.stream = s.name and c.stream <> '' \
                    order by c.first_version desc limit 1) \
-                 from (select entries from head limit 1) h left join streams s on s.name = $1",
+                 from (select entries from @.head limit 1) h left join @.streams s on s.name = $1",
                 &[&stream],
                 "reading a stream's state",
             )?;
@@ -490,6 +667,20 @@ impl PgStore {
     }
 }
 
+/// What `catch_up_from_checkpoint` did.
+#[derive(Default)]
+struct CaughtUp {
+    /// Positions the projections took in from the log.
+    replayed: u64,
+    /// Positions below this are applied.
+    applied: u64,
+    /// The checkpoint the projections started from.
+    restored: Option<u64>,
+    /// A checkpoint a projection refused (they were rebuilt from the log), or one that
+    /// could not be written.
+    refused: Option<String>,
+}
+
 /// What `stream_now` reads.
 struct StreamNow {
     version: Option<u64>,
@@ -507,9 +698,9 @@ struct StreamNow {
 static STORED_BY_ID_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "select uuid_send(p.id), p.pos, p.stream, p.version, e.op, {} \
-         from id_positions p join ids i on i.id = p.id \
-         left join entries e on e.chunk = i.chunk \
-         left join chunks c on c.chunk = i.chunk \
+         from @.id_positions p join @.ids i on i.id = p.id \
+         left join @.entries e on e.chunk = i.chunk \
+         left join @.chunks c on c.chunk = i.chunk \
          cross join lateral (select (i.idx + 1)::int8 as lo, (i.idx + 1)::int8 as hi) b \
          where p.id = any($1)",
         cursor::CHUNK_COLUMNS
@@ -632,7 +823,7 @@ impl Backend for PgStore {
         let ts = timestamp_us.min(i64::MAX as u64) as i64;
         let rows = self.query(
             // Every event of a chunk has its chunk's time.
-            "select coalesce((select min(first_pos) from chunks where ts > $1), (select next from head))",
+            "select coalesce((select min(first_pos) from @.chunks where ts > $1), (select next from @.head))",
             &[&ts],
             "finding a position by time",
         )?;
@@ -681,12 +872,12 @@ impl Backend for PgStore {
         // row's first kept event) with that row's time.
         let (rows, rules) = self.with_rules(|| {
             let rows = self.query(
-                "select h.entries, s.name, s.version, f.pos, f.ts, (select c.ts from chunks c \
+                "select h.entries, s.name, s.version, f.pos, f.ts, (select c.ts from @.chunks c \
                    where c.stream = s.name and c.stream <> '' \
                    order by c.first_version desc limit 1) \
-                 from (select entries from head limit 1) h \
-                 left join streams s on not s.tombstone \
-                 left join lateral (select c.first_pos + c.skip as pos, c.ts from chunks c \
+                 from (select entries from @.head limit 1) h \
+                 left join @.streams s on not s.tombstone \
+                 left join lateral (select c.first_pos + c.skip as pos, c.ts from @.chunks c \
                    where c.stream = s.name and c.stream <> '' \
                    order by c.first_version limit 1) f on true \
                  order by s.first_pos",
@@ -715,7 +906,7 @@ impl Backend for PgStore {
                 // A rule by age removed its first rows (not deleted until compacted): its
                 // first event left is in its first row stamped at or after the cut.
                 let found = self.query(
-                    "select c.first_pos + c.skip from chunks c \
+                    "select c.first_pos + c.skip from @.chunks c \
                      where c.stream = $1 and c.stream <> '' and c.ts >= $2 \
                      order by c.first_version limit 1",
                     &[&name, &(cut.min(i64::MAX as u64) as i64)],
@@ -816,11 +1007,15 @@ impl Backend for PgStore {
         // The listener connects on the runtime, not in this call (whose timeout may be
         // shorter than a connection); until it listens, waiters poll the head every POLL,
         // and once it listens it reads the head, so nothing committed meanwhile is missed.
-        self.listen.call_once(|| {
-            self.wake.driver_started();
-            self.runtime
-                .spawn(listener::start(self.conn.clone(), self.wake.clone()));
-        });
+        // Through a pooler in transaction mode LISTEN does not work (its notifications
+        // go to whichever client has the server connection next): waiters poll.
+        if !self.conn.pooled() {
+            self.listen.call_once(|| {
+                self.wake.driver_started();
+                self.runtime
+                    .spawn(listener::start(self.conn.clone(), self.wake.clone()));
+            });
+        }
         loop {
             if self.closed.load(Ordering::Acquire) {
                 return seen;
@@ -860,6 +1055,10 @@ impl Backend for PgStore {
         self.wake.wake_all();
     }
 
+    fn metrics(&self) -> Vec<super::backend::BackendMetric> {
+        self.pg_metrics()
+    }
+
     fn sync(&self) -> Result<()> {
         // Every acknowledged append is committed (durable as PostgreSQL's commit is).
         self.check_owner()
@@ -876,12 +1075,12 @@ impl Backend for PgStore {
         // The caller reads the projections' sizes next (the accounts count).
         self.catch_up()?;
         let rows = self.query(
-            "select h.next, h.entries, pg_total_relation_size('chunks') \
-             + pg_total_relation_size('ids') + pg_total_relation_size('streams') \
-             + pg_total_relation_size('removed_chunks') + pg_total_relation_size('entries') \
-             + pg_total_relation_size('rules'), \
-             (select coalesce(sum(n - skip), 0)::int8 from chunks), \
-             (select count(*) from ids) from head h",
+            "select h.next, h.entries, pg_total_relation_size('@.chunks') \
+             + pg_total_relation_size('@.ids') + pg_total_relation_size('@.streams') \
+             + pg_total_relation_size('@.removed_chunks') + pg_total_relation_size('@.entries') \
+             + pg_total_relation_size('@.rules'), \
+             (select coalesce(sum(n - skip), 0)::int8 from @.chunks), \
+             (select count(*) from @.ids) from @.head h",
             &[],
             "reading the store's stats",
         )?;
@@ -900,14 +1099,14 @@ impl Backend for PgStore {
                    pg_column_size(c.types) + pg_column_size(c.schema_versions) \
                    + pg_column_size(c.ids) + pg_column_size(c.metadata) \
                    + pg_column_size(c.data)), 0)::int8 \
-                 from chunks c cross join lateral rule_for(c.stream) r \
+                 from @.chunks c cross join lateral @.rule_for(c.stream) r \
                  where c.stream <> '' and r.max_age_us > 0 and c.ts < $1 - r.max_age_us",
                 &[&now],
                 "counting the events rules by age removed",
             )?;
             let types = self.query(
-                "select t, count(*) from chunks c \
-                 left join lateral rule_for(c.stream) r on c.stream <> '', unnest(c.types) t \
+                "select t, count(*) from @.chunks c \
+                 left join lateral @.rule_for(c.stream) r on c.stream <> '', unnest(c.types) t \
                  where not coalesce(r.max_age_us > 0 and c.ts < $1 - r.max_age_us, false) \
                  group by t order by t",
                 &[&now],
@@ -921,7 +1120,7 @@ impl Backend for PgStore {
             )
         } else {
             let types = self.query(
-                "select t, count(*) from chunks, unnest(types) t group by t order by t",
+                "select t, count(*) from @.chunks, unnest(types) t group by t order by t",
                 &[],
                 "counting event types",
             )?;

@@ -4,15 +4,16 @@
 //! events leave positions empty, which readers tell from uncommitted ones by the head they
 //! read in the same statement).
 
-use super::conn::{pg_error, Conn};
+use super::conn::{pg_error, typed, Conn};
 use crate::error::{Error, ErrorKind, Result};
 
 /// The schema version this library writes and reads. 1: the first; 2: `append` also
 /// returns each written request's stream versions; 3: events are stored one row per
 /// stream entry of an append (`chunks`), event ids in a table of their own written before
-/// the head lock; 4: lifecycle entries, removed events, retention rules (docs/lifecycle.md).
-/// An older store is migrated by a writable open.
-const SCHEMA_VERSION: i64 = 4;
+/// the head lock; 4: lifecycle entries, removed events, retention rules (docs/lifecycle.md);
+/// 5: checkpoints of the projections (an open starts from the newest, not from the
+/// first event). An older store is migrated by a writable open.
+const SCHEMA_VERSION: i64 = 5;
 
 /// Creates the meta, head and streams tables as version 3 had them (the events' and ids'
 /// come from `CHUNKS_AND_IDS`); a new schema then takes the same steps to version 4 as a
@@ -129,6 +130,33 @@ create view id_positions as
                    select chunk, pos, null::text, null::bigint from entries) c
     on c.chunk = i.chunk;
 update meta set value = '4' where key = 'schema_version';
+";
+
+/// From version 4 to 5: `checkpoints` holds each projection's state (`Projection::snapshot`,
+/// by its name) after the positions below `pos`, written by any writable handle at most
+/// every `CHECKPOINT_EVERY` positions, only ever replaced by a newer one (`checkpoint.rs`).
+/// Every function of the schema gets its own search path (the schema, then pg_catalog):
+/// what it names is the schema's whatever the session's search path is (a pooler hands
+/// sessions around: docs/postgres.md "Poolers"). The hot rows: `head`, one row updated by
+/// every commit, keeps room for its versions in its page (fillfactor 10, HOT updates)
+/// and is vacuumed after every 1000 dead versions whatever its size; `streams` rows are
+/// updated by every append to their stream (fillfactor 80). No lock: appends of a
+/// version-4 library still running touch none of it (the functions' setting applies
+/// from their next call).
+const TO_5: &str = "
+create table checkpoints (name text primary key, pos bigint not null, ts bigint not null,
+  state bytea not null);
+alter table checkpoints alter column state set storage external;
+do $pin$ declare f regprocedure; begin
+  for f in select p.oid::regprocedure from pg_proc p
+           where p.pronamespace = current_schema()::regnamespace loop
+    execute format('alter function %s set search_path = %I, pg_catalog', f, current_schema());
+  end loop;
+end $pin$;
+alter table head set (fillfactor = 10, autovacuum_vacuum_scale_factor = 0,
+  autovacuum_vacuum_threshold = 1000);
+alter table streams set (fillfactor = 80);
+update meta set value = '5' where key = 'schema_version';
 ";
 
 /// The functions of version 4 (created by `prepare` after `TO_4`, each a step of the
@@ -546,14 +574,17 @@ fn ddl(schema: &str, from: Option<i64>, user: &str) -> Option<String> {
     let steps = match from {
         None => format!(
             "create schema if not exists \"{schema}\";\nset local search_path to \"{schema}\";\n\
-             {CREATE}{CHUNKS_AND_IDS}{TO_4}{FUNCTIONS}{APPEND}"
+             {CREATE}{CHUNKS_AND_IDS}{TO_4}{FUNCTIONS}{APPEND}{TO_5}"
         ),
         // One row per event: to chunks first.
         Some(1 | 2) => format!(
             "set local search_path to \"{schema}\";\n\
-             {CHUNKS_AND_IDS}{MIGRATE_TO_3}{TO_4}{FUNCTIONS}{APPEND}"
+             {CHUNKS_AND_IDS}{MIGRATE_TO_3}{TO_4}{FUNCTIONS}{APPEND}{TO_5}"
         ),
-        Some(3) => format!("set local search_path to \"{schema}\";\n{TO_4}{FUNCTIONS}{APPEND}"),
+        Some(3) => {
+            format!("set local search_path to \"{schema}\";\n{TO_4}{FUNCTIONS}{APPEND}{TO_5}")
+        }
+        Some(4) => format!("set local search_path to \"{schema}\";\n{TO_5}"),
         _ => return None,
     };
     let role = user.replace('"', "\"\"");
@@ -585,9 +616,9 @@ fn lock_sql(schema: &str) -> String {
 /// no valid one), read in `tx`.
 async fn look(tx: &tokio_postgres::Transaction<'_>, schema: &str) -> Result<Option<Option<i64>>> {
     let exists: bool = tx
-        .query_one(
+        .query_typed_one(
             "select to_regclass(quote_ident($1) || '.meta') is not null",
-            &[&schema],
+            &typed(&[&schema]),
         )
         .await
         .map_err(|e| pg_error("looking for the store's tables", e))?
@@ -689,7 +720,7 @@ async fn check(conn: &Conn, client: &mut tokio_postgres::Client, read_only: bool
         .map_err(|e| pg_error("starting the schema check", e))?;
     if !read_only {
         let row = tx
-            .query_one(
+            .query_typed_one(
                 "select pg_is_in_recovery(), current_setting('transaction_read_only') = 'on'",
                 &[],
             )
@@ -721,8 +752,8 @@ async fn check(conn: &Conn, client: &mut tokio_postgres::Client, read_only: bool
                     conn.location()
                 ),
             ),
-            // Versions 1 and 2 keep one row per event, and 3 has no lifecycle tables:
-            // this library reads neither.
+            // Versions 1 and 2 keep one row per event, 3 has no lifecycle tables, 4 no
+            // checkpoints: this library reads none of them.
             Some(v) => Error::new(
                 ErrorKind::ReadOnly,
                 format!(
@@ -791,11 +822,11 @@ async fn again(
         return Ok(Some(stored_version(tx, schema).await?));
     }
     let made: bool = tx
-        .query_one(
+        .query_typed_one(
             "select exists (select 1 from pg_catalog.pg_class c \
              join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
              where n.nspname = $1 and c.relname = 'meta')",
-            &[&schema],
+            &typed(&[&schema]),
         )
         .await
         .map_err(|e| pg_error("looking for the store's tables", e))?
@@ -809,7 +840,7 @@ async fn again(
 /// The version in the schema's `meta` table (`None`: missing or not a number).
 async fn stored_version(tx: &tokio_postgres::Transaction<'_>, schema: &str) -> Result<Option<i64>> {
     let row = tx
-        .query_opt(
+        .query_typed_opt(
             &format!("select value from \"{schema}\".meta where key = 'schema_version'"),
             &[],
         )

@@ -13,6 +13,14 @@
 //!   with `keepalives_count` (default 3): a connection whose peer vanished (a partition)
 //!   ends within them instead of the kernel's ~15 minutes;
 //! - `sslmode`, `sslrootcert`, `sslcert`, `sslkey`: TLS (`tls`);
+//! - `pooler` (`transaction`, or `none`, the default): the host is a connection pooler in
+//!   transaction mode (pgbouncer's `pool_mode = transaction`): the store sets nothing in
+//!   a session (statements are schema-qualified and unnamed in every mode) and does not
+//!   LISTEN (waiters poll the head): docs/postgres.md "Poolers";
+//! - `read_connections` (1 to 64, default 1): the connections a handle's reads use in
+//!   turn (each made at its first use); beside them a writable handle has one for its
+//!   committer, one for lifecycle entries once it writes one, and one listening once it
+//!   waits (docs/postgres.md "Operations");
 //! - `migrate` (`true`/`false`, default `true`): whether a writable open may create or
 //!   migrate the schema (`false`: an open that needs DDL is refused, naming
 //!   `evsctl schema --sql`).
@@ -37,6 +45,9 @@ const MAX_SCHEMA: usize = 59;
 /// net for a lost notification), unless the URL's `poll_ms` says otherwise.
 const DEFAULT_LISTEN_POLL: Duration = Duration::from_secs(1);
 
+/// The most read connections a handle may have.
+const MAX_READ_CONNECTIONS: usize = 64;
+
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(30_000);
 const DEFAULT_KEEPALIVES_IDLE: Duration = Duration::from_secs(10);
@@ -54,6 +65,9 @@ pub struct Settings {
     pub timeout: Duration,
     pub tls: TlsSettings,
     pub migrate: bool,
+    /// `pooler=transaction`.
+    pub pooled: bool,
+    pub read_connections: usize,
 }
 
 /// The URL without its password (in the user part or a `password=` parameter).
@@ -140,6 +154,8 @@ impl Settings {
         let mut keepalive_count = None;
         let mut tls = TlsSettings::default();
         let mut migrate = true;
+        let mut pooled = false;
+        let mut read_connections = 1;
         let mut given = Vec::new();
         let mut rest = Vec::new();
         for part in query.split('&').filter(|p| !p.is_empty()) {
@@ -174,6 +190,26 @@ impl Settings {
                 "sslrootcert" => tls.root_cert = Some(value()?),
                 "sslcert" => tls.cert = Some(value()?),
                 "sslkey" => tls.key = Some(value()?),
+                "read_connections" => {
+                    read_connections = number(key, raw, 1, "connections", &location)? as usize;
+                    if read_connections > MAX_READ_CONNECTIONS {
+                        return Err(Error::invalid(format!(
+                            "read_connections={raw} in {location} is more than \
+                             {MAX_READ_CONNECTIONS}"
+                        )));
+                    }
+                }
+                "pooler" => {
+                    pooled = match raw {
+                        "transaction" => true,
+                        "none" => false,
+                        _ => {
+                            return Err(Error::invalid(format!(
+                                "pooler={raw} in {location} is neither transaction nor none"
+                            )))
+                        }
+                    }
+                }
                 "migrate" => {
                     migrate = match raw {
                         "true" | "on" | "1" => true,
@@ -246,6 +282,8 @@ impl Settings {
             timeout,
             tls,
             migrate,
+            pooled,
+            read_connections,
         })
     }
 }
