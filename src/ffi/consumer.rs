@@ -472,6 +472,7 @@ fn deliver_durable(
             }
             Err(e) => return Err(e),
         };
+        sh.read_up_to(position + 1);
         let c = handle.get()?;
         match verdict {
             // Acknowledged again if the callback did already (the atomic step, a park):

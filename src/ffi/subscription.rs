@@ -69,6 +69,11 @@ impl Shared {
         &self.store
     }
 
+    /// Records that the events before `next` were read (for its lag in the metrics).
+    pub(crate) fn read_up_to(&self, next: u64) {
+        self.next.fetch_max(next, Ordering::AcqRel);
+    }
+
     fn new(store: Arc<Store>, from: u64) -> Shared {
         Shared {
             store,
