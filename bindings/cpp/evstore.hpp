@@ -416,13 +416,16 @@ public:
     Subscription &operator=(const Subscription &) = delete;
     ~Subscription() { evs_subscription_close(ptr_); }
 
-    // True while it delivers; false once it has ended (its function returned false or
-    // threw, its store closed, reading failed) or was closed.
-    bool running() const { return ptr_ != nullptr && status() == Code::Ok && !ended(); }
+    // True while it delivers (also while a PostgreSQL subscription reconnects); false
+    // once it has ended (its function returned false or threw, its store closed, reading
+    // failed) or was closed.
+    bool running() const { return ptr_ != nullptr && !exception() && !ended(); }
 
-    // How it stands: Code::Ok while it runs or when it was stopped; the error that
-    // ended it (e.g. Code::Corrupt, Code::Io) otherwise. Code::Internal when its function
-    // threw (see exception()). Throws Error once closed.
+    // How it stands: Code::Ok while it runs or when it was stopped; Code::Unavailable
+    // while a PostgreSQL subscription that lost its server reconnects (it goes on after
+    // the last event it read); the error that ended it (e.g. Code::Corrupt, Code::Io)
+    // otherwise. Code::Internal when its function threw (see exception()). Throws Error
+    // once closed.
     Code status() const {
         if (ptr_ == nullptr)
             throw Error(Code::InvalidArgument, "the subscription is closed");
