@@ -31,6 +31,27 @@ fn open_with(dir: &Path, fsync: FsyncPolicy, read_only: bool) -> Arc<Store> {
     )
 }
 
+/// `Consumer::open`, tried again for a moment while it is `Locked`: the other tests of
+/// this binary spawn child processes, and a child forked while this process held a
+/// consumer's lock file holds the lock until its exec (the window README's "Threads and
+/// ownership" describes); a caller that just closed a consumer retries as here.
+fn open_consumer(
+    store: Arc<Store>,
+    name: &str,
+    opts: ConsumerOptions,
+) -> evstore::Result<Consumer> {
+    let mut tries = 0;
+    loop {
+        match Consumer::open(store.clone(), name, opts.clone()) {
+            Err(e) if e.kind == ErrorKind::Locked && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => return r,
+        }
+    }
+}
+
 fn open(dir: &Path) -> Arc<Store> {
     open_with(dir, FsyncPolicy::Batch(Duration::from_millis(5)), false)
 }
@@ -70,7 +91,7 @@ fn child() {
     match procs::role().as_str() {
         "resume" => {
             let store = open(dir);
-            let mut c = Consumer::open(store, "c", quick()).expect("open");
+            let mut c = open_consumer(store, "c", quick()).expect("open");
             let first = next(&mut c, 1000).expect("an event").0;
             procs::report(&format!("first {first}"));
         }
@@ -93,10 +114,13 @@ fn consume_child(dir: &Path) {
         checkpoint_every: 7,
         ..quick()
     };
-    let mut c = Consumer::open(store, "k", opts).expect("open");
+    let mut c = open_consumer(store, "k", opts).expect("open");
     procs::report(&format!("ck {}", c.stored()));
     while let Some((p, _)) = next(&mut c, 200) {
         procs::report(&format!("h {p}"));
+        // Paced, so that the parent's kill lands while events remain, however loaded
+        // the machine (unpaced, a child could finish all of them before the kill).
+        std::thread::sleep(Duration::from_millis(1));
         let before = c.stored();
         c.ack(p).expect("ack");
         if c.stored() != before {
@@ -121,7 +145,7 @@ fn project_child(dir: &Path) {
         checkpoint_interval: Duration::from_secs(3600),
         ..quick()
     };
-    let mut c = Consumer::open(store, "proj", opts).expect("open");
+    let mut c = open_consumer(store, "proj", opts).expect("open");
     while let Some((p, _)) = next(&mut c, 200) {
         let payload = p.to_string();
         let ev = [EventInput::new("Effect", payload.as_bytes())];
@@ -143,19 +167,19 @@ fn a_consumer_resumes_after_its_checkpoint_in_this_process_and_another() {
     for i in 0..10 {
         append(&store, "s", &format!("e{i}"));
     }
-    let mut c = Consumer::open(store.clone(), "c", quick()).expect("open");
+    let mut c = open_consumer(store.clone(), "c", quick()).expect("open");
     for want in 0..5 {
         let (p, _) = next(&mut c, 1000).expect("an event");
         assert_eq!(p, want);
         c.ack(p).unwrap();
     }
     // Open elsewhere meanwhile: refused, in this process too.
-    let again = Consumer::open(store.clone(), "c", quick())
+    let again = open_consumer(store.clone(), "c", quick())
         .err()
         .expect("refused");
     assert_eq!(again.kind, ErrorKind::Locked, "{}", again.message);
     c.close().unwrap();
-    let mut c = Consumer::open(store.clone(), "c", quick()).expect("reopen");
+    let mut c = open_consumer(store.clone(), "c", quick()).expect("reopen");
     assert_eq!(next(&mut c, 1000).unwrap().0, 5);
     c.ack(5).unwrap();
     c.close().unwrap();
@@ -320,7 +344,7 @@ fn retries_back_off_then_park_and_parked_events_replay_durably() {
         max_retries: 2,
         ..quick()
     };
-    let mut c = Consumer::open(store.clone(), "r", opts.clone()).unwrap();
+    let mut c = open_consumer(store.clone(), "r", opts.clone()).unwrap();
     assert_eq!(next(&mut c, 1000).unwrap().0, 0);
     assert!(matches!(c.retry(0).unwrap(), Retried::After(_)));
     // The same event again, then the ones after it.
@@ -346,7 +370,7 @@ fn retries_back_off_then_park_and_parked_events_replay_durably() {
         reasons,
         vec![(0, "gave up after 2 retries"), (1, "bad payload")]
     );
-    let mut c = Consumer::open(store.clone(), "r", opts.clone()).unwrap();
+    let mut c = open_consumer(store.clone(), "r", opts.clone()).unwrap();
     assert_eq!(c.replay_parked(None).unwrap(), 2);
     assert_eq!(next(&mut c, 1000).unwrap(), (0, "e0".into()));
     c.ack(0).unwrap();
@@ -380,7 +404,7 @@ fn reset_and_delete_move_a_closed_consumer_and_list_shows_its_lag() {
     for i in 0..10 {
         append(&store, "s", &format!("e{i}"));
     }
-    let mut c = Consumer::open(store.clone(), "x", quick()).unwrap();
+    let mut c = open_consumer(store.clone(), "x", quick()).unwrap();
     for _ in 0..4 {
         let (p, _) = next(&mut c, 1000).unwrap();
         c.ack(p).unwrap();
@@ -403,7 +427,7 @@ fn reset_and_delete_move_a_closed_consumer_and_list_shows_its_lag() {
         ErrorKind::NotFound
     );
     consumer_run::reset(&store, "x", 2).unwrap();
-    let mut c = Consumer::open(store.clone(), "x", quick()).unwrap();
+    let mut c = open_consumer(store.clone(), "x", quick()).unwrap();
     assert_eq!(next(&mut c, 1000).unwrap().0, 2);
     c.close().unwrap();
     consumer_run::delete(&store, "x").unwrap();
@@ -413,7 +437,7 @@ fn reset_and_delete_move_a_closed_consumer_and_list_shows_its_lag() {
         ErrorKind::NotFound
     );
     // A deleted name starts afresh, at its start position.
-    let mut c = Consumer::open(store.clone(), "x", quick()).unwrap();
+    let mut c = open_consumer(store.clone(), "x", quick()).unwrap();
     assert_eq!(next(&mut c, 1000).unwrap().0, 0);
     c.close().unwrap();
 }
@@ -430,7 +454,7 @@ fn read_only_processes_keep_their_consumers_in_journals_the_writer_obeys() {
         FsyncPolicy::Batch(Duration::from_millis(5)),
         true,
     );
-    let mut c = Consumer::open(reader.clone(), "ro", quick()).unwrap();
+    let mut c = open_consumer(reader.clone(), "ro", quick()).unwrap();
     for _ in 0..6 {
         let (p, _) = next(&mut c, 1000).unwrap();
         c.ack(p).unwrap();
@@ -453,31 +477,31 @@ fn read_only_processes_keep_their_consumers_in_journals_the_writer_obeys() {
     ));
     assert!(journal.exists(), "no journal at {}", journal.display());
     // The writer resumes the read-only process's consumer where it stopped...
-    let mut c = Consumer::open(writer.clone(), "ro", quick()).unwrap();
+    let mut c = open_consumer(writer.clone(), "ro", quick()).unwrap();
     assert_eq!(next(&mut c, 1000).unwrap().0, 6);
     c.ack(6).unwrap();
     c.ack(6).unwrap();
     c.close().unwrap();
     // ...and the reader the writer's (its checkpoint is in the log it follows).
-    let mut c = Consumer::open(reader.clone(), "ro", quick()).unwrap();
+    let mut c = open_consumer(reader.clone(), "ro", quick()).unwrap();
     assert_eq!(next(&mut c, 1000).unwrap().0, 7);
     c.close().unwrap();
     // A torn record at the journal's end (a crash mid-write) is cut, not an error.
     let mut bytes = std::fs::read(&journal).unwrap();
     bytes.extend_from_slice(&[40, 0, 0, 0, 1, 2, 3]);
     std::fs::write(&journal, &bytes).unwrap();
-    let mut c = Consumer::open(reader.clone(), "ro", quick()).unwrap();
+    let mut c = open_consumer(reader.clone(), "ro", quick()).unwrap();
     assert_eq!(next(&mut c, 1000).unwrap().0, 7);
     c.ack(7).unwrap();
     c.close().unwrap();
-    let mut c = Consumer::open(reader.clone(), "ro", quick()).unwrap();
+    let mut c = open_consumer(reader.clone(), "ro", quick()).unwrap();
     assert_eq!(next(&mut c, 1000).unwrap().0, 8);
     c.close().unwrap();
     // Damage before the end is reported.
     let mut bytes = std::fs::read(&journal).unwrap();
     bytes[10] ^= 0xff;
     std::fs::write(&journal, &bytes).unwrap();
-    let e = Consumer::open(reader.clone(), "ro", quick()).err().unwrap();
+    let e = open_consumer(reader.clone(), "ro", quick()).err().unwrap();
     assert_eq!(e.kind, ErrorKind::Corrupt, "{}", e.message);
 }
 
@@ -488,7 +512,7 @@ fn consumer_records_survive_snapshots_and_readers_pass_over_them() {
     for i in 0..5 {
         append(&store, "s", &format!("e{i}"));
     }
-    let mut c = Consumer::open(store.clone(), "snap", quick()).unwrap();
+    let mut c = open_consumer(store.clone(), "snap", quick()).unwrap();
     for _ in 0..3 {
         let (p, _) = next(&mut c, 1000).unwrap();
         c.ack(p).unwrap();
@@ -498,7 +522,7 @@ fn consumer_records_survive_snapshots_and_readers_pass_over_them() {
     append(&store, "s", "after");
     drop(store);
     let store = open(dir.path());
-    let mut c = Consumer::open(store.clone(), "snap", quick()).unwrap();
+    let mut c = open_consumer(store.clone(), "snap", quick()).unwrap();
     assert_eq!(next(&mut c, 1000).unwrap().0, 3);
     c.close().unwrap();
     // read_all gives the six events only.
@@ -510,7 +534,7 @@ fn consumer_records_survive_snapshots_and_readers_pass_over_them() {
     }
     assert_eq!(n, 6);
     // A caught-up consumer is not behind its own records.
-    let mut c = Consumer::open(store.clone(), "snap", quick()).unwrap();
+    let mut c = open_consumer(store.clone(), "snap", quick()).unwrap();
     while let Some((p, _)) = next(&mut c, 50) {
         c.ack(p).unwrap();
     }

@@ -781,6 +781,16 @@ impl FileStore {
     /// index file must describe a sealed segment as long as it says (recovery changes only
     /// the last segment, which is never sealed).
     fn check_sealed_against_log(wal: &Wal, index: &Index, files: &SegmentFiles) -> Result<()> {
+        // The log starts in segment 0 for good: a compaction rewrites segments and never
+        // removes one (a segment whose events all left keeps a marker record), so a log
+        // with events that lacks it lost it.
+        if index.len() > 0 && wal.first_segment_id() != 0 {
+            return Err(Error::corrupt(format!(
+                "segment {} is missing from the log (it holds position 0; the first segment found is {})",
+                crate::wal::segment::file_name(0),
+                crate::wal::segment::file_name(wal.first_segment_id())
+            )));
+        }
         if let Some(first) = index.first_segment() {
             if wal.first_segment_id() > first {
                 return Err(Error::corrupt(format!(
