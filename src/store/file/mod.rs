@@ -784,7 +784,7 @@ impl FileStore {
         // The log starts in segment 0 for good: a compaction rewrites segments and never
         // removes one (a segment whose events all left keeps a marker record), so a log
         // with events that lacks it lost it.
-        if index.len() > 0 && wal.first_segment_id() != 0 {
+        if !index.is_empty() && wal.first_segment_id() != 0 {
             return Err(Error::corrupt(format!(
                 "segment {} is missing from the log (it holds position 0; the first segment found is {})",
                 crate::wal::segment::file_name(0),
