@@ -7,7 +7,11 @@
  * delete, parked events), a read-only handle's consumers, and each status code a
  * consumer call can return that a C program can bring about: bad arguments, a consumer
  * open twice, a store closed under a consumer, a regular file where the consumers'
- * folder goes (EVS_ERR_IO), a damaged journal and a damaged segment (EVS_ERR_CORRUPT).
+ * folder goes (EVS_ERR_IO), a damaged journal and a damaged segment (EVS_ERR_CORRUPT),
+ * atomic steps refused as appends are (EVS_ERR_WRONG_EXPECTED_VERSION,
+ * EVS_ERR_ALREADY_EXISTS: neither the events nor the checkpoint stored), and the
+ * per-consumer series of evs_metrics_text. Not brought about from C: EVS_ERR_IO from a
+ * write failing mid-run (ack, checkpoint, park, close), which needs a fault layer.
  * On PostgreSQL (EVS_TEST_PG_URL) every call gives its documented refusal.
  */
 #include "test_util.h"
@@ -377,6 +381,26 @@ static void atomic_step(const char *path)
     CHECK_STATUS(evs_consumer_append(c, ap, 2, src, NULL, NULL), EVS_ERR_INVALID_ARGUMENT);
     ap[1].stream = "audit";
     CHECK_U64(head_of(s), head);
+    /* an event id stored already with other content: EVS_ERR_ALREADY_EXISTS, nothing
+     * stored, the checkpoint neither */
+    {
+        evs_event_input dup = in;
+        uint64_t before_stored = SENTINEL;
+        memset(dup.id, 0x7a, sizeof dup.id);
+        dup.payload = (const uint8_t *)"other";
+        dup.payload_len = 5;
+        CHECK_OK(evs_append(s, "ids", EVS_EXPECT_ANY, &dup, 1, NULL, NULL));
+        head = head_of(s);
+        CHECK_OK(evs_consumer_position(c, &next, &before_stored));
+        dup.payload = (const uint8_t *)"7";
+        dup.payload_len = 1;
+        ap[1].events = &dup;
+        CHECK_STATUS(evs_consumer_append(c, ap, 2, src, NULL, NULL), EVS_ERR_ALREADY_EXISTS);
+        ap[1].events = &in;
+        CHECK_U64(head_of(s), head);
+        CHECK_OK(evs_consumer_position(c, &next, &stored));
+        CHECK_U64(stored, before_stored);
+    }
     /* the step: both appended, the checkpoint stored after src */
     CHECK_OK(evs_consumer_append(c, ap, 2, src, &first, versions));
     CHECK_U64(first, head);
@@ -556,6 +580,24 @@ static void operations(evs_store *s)
     CHECK_OK(evs_consumer_reset(s, "made-by-reset", p[1]));
     CHECK(info_of(s, "made-by-reset", &info));
     CHECK_U64(info.next_position, p[1]);
+    /* the metrics have each consumer's figures */
+    {
+        char *text = NULL, want[160];
+        CHECK_OK(evs_metrics_text(s, &text));
+        if (text != NULL) {
+            snprintf(want, sizeof want, "\nevstore_consumer_next_position{consumer=\"made-by-reset\"} %" PRIu64 "\n",
+                     p[1]);
+            CHECK(strstr(text, want) != NULL);
+            snprintf(want, sizeof want, "\nevstore_consumer_lag_events{consumer=\"made-by-reset\"} %" PRIu64 "\n",
+                     head_of(s) - p[1]);
+            CHECK(strstr(text, want) != NULL);
+            CHECK(strstr(text, "\nevstore_consumer_parked{consumer=\"ops\"} 1\n") != NULL);
+            CHECK(strstr(text, "\nevstore_consumer_open{consumer=\"ops\"} 0\n") != NULL);
+            CHECK(strstr(text, "\nevstore_consumer_lag_seconds{consumer=\"ops\"} ") != NULL);
+            CHECK(strstr(text, "# TYPE evstore_consumer_lag_seconds gauge\n") != NULL);
+        }
+        evs_string_free(text);
+    }
     /* delete: gone from the list, its parked events too; the name starts afresh */
     CHECK_OK(evs_consumer_delete(s, "ops"));
     CHECK(!info_of(s, "ops", &info));
