@@ -186,6 +186,34 @@ static void pull_form(const char *path, evs_store *s)
     CHECK_OK(evs_close(s));
 }
 
+/* A checkpoint once checkpoint_interval_ms passed with acknowledgements unwritten (the
+ * consumer looks at the time on its calls; here the next call after the wait). */
+static void checkpoint_interval(evs_store *s)
+{
+    evs_consumer *c = NULL;
+    evs_consumer_options o = EVS_STRUCT_INIT(evs_consumer_options);
+    uint64_t p[2], next = SENTINEL, stored = SENTINEL;
+    TU_SECTION("the checkpoint interval");
+    p[0] = append1(s, "interval", "T", "x");
+    p[1] = append1(s, "interval", "T", "y");
+    o.stream_prefix = "interval";
+    o.start_position = p[0];
+    o.checkpoint_every = 1000;
+    o.checkpoint_interval_ms = 20;
+    CHECK_OK(evs_consumer_open(s, "interval", &o, &c));
+    if (c == NULL)
+        return;
+    CHECK_U64(next_pos(c, 0), p[0]);
+    CHECK_OK(evs_consumer_ack(c, p[0]));
+    CHECK_OK(evs_consumer_position(c, &next, &stored));
+    CHECK(stored <= p[0]);
+    tu_sleep_ms(80);
+    CHECK_U64(next_pos(c, 0), p[1]);
+    CHECK_OK(evs_consumer_position(c, &next, &stored));
+    CHECK_U64(stored, p[0] + 1);
+    CHECK_OK(evs_consumer_close(c));
+}
+
 /* ---- the callback form ---- */
 
 typedef struct {
@@ -952,6 +980,7 @@ int main(void)
     atomic_step(path);
     s = open_at(path, 0);
     if (s != NULL) {
+        checkpoint_interval(s);
         retry_park_replay(s);
         operations(s);
         arguments(s);
