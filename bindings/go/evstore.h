@@ -86,12 +86,6 @@
 // Expected version: the stream must exist.
 #define EVS_EXPECT_EXISTS -3
 
-// A consumer's name: at most this many bytes (its file names hold it in hex).
-#define MAX_CONSUMER_NAME 100
-
-// A park's reason: at most this many bytes (longer ones are cut at a character).
-#define MAX_REASON 1024
-
 // An open durable consumer (opaque). One thread at a time; free it with
 // `evs_consumer_close`.
 typedef struct evs_consumer evs_consumer;
