@@ -487,6 +487,37 @@ private:
     evs_subscription *ptr_ = nullptr;
 };
 
+namespace detail {
+// An input iterator over the events of a Source whose next(Event &) steps (false: the
+// end): Cursor, Consumer and Consumer::Range.
+template <class Source>
+class EventIterator {
+public:
+    using iterator_category = std::input_iterator_tag;
+    using value_type = Event;
+    using difference_type = std::ptrdiff_t;
+    using pointer = const Event *;
+    using reference = const Event &;
+
+    EventIterator() = default;
+    // The first step is taken here.
+    explicit EventIterator(Source *s) : source_(s) { ++*this; }
+    reference operator*() const noexcept { return event_; }
+    pointer operator->() const noexcept { return &event_; }
+    EventIterator &operator++() {
+        if (!source_->next(event_))
+            source_ = nullptr;
+        return *this;
+    }
+    bool operator==(const EventIterator &o) const noexcept { return source_ == o.source_; }
+    bool operator!=(const EventIterator &o) const noexcept { return source_ != o.source_; }
+
+private:
+    Source *source_ = nullptr;
+    Event event_;
+};
+}  // namespace detail
+
 // Iterates over events; single-thread. Forward cursors see later appends: next()
 // returning false means "no more now". Also a range:
 //     for (const evstore::Event &e : store.read_all()) ...
@@ -530,31 +561,7 @@ public:
     }
 
     // An input iterator: each step is a next(); the end is "no more now".
-    class iterator {
-    public:
-        using iterator_category = std::input_iterator_tag;
-        using value_type = Event;
-        using difference_type = std::ptrdiff_t;
-        using pointer = const Event *;
-        using reference = const Event &;
-
-        iterator() = default;
-        reference operator*() const noexcept { return event_; }
-        pointer operator->() const noexcept { return &event_; }
-        iterator &operator++() {
-            if (!cursor_->next(event_))
-                cursor_ = nullptr;
-            return *this;
-        }
-        bool operator==(const iterator &o) const noexcept { return cursor_ == o.cursor_; }
-        bool operator!=(const iterator &o) const noexcept { return cursor_ != o.cursor_; }
-
-    private:
-        friend class Cursor;
-        explicit iterator(Cursor *c) : cursor_(c) { ++*this; }
-        Cursor *cursor_ = nullptr;
-        Event event_;
-    };
+    using iterator = detail::EventIterator<Cursor>;
 
     iterator begin() { return iterator(this); }
     iterator end() noexcept { return iterator(); }
@@ -796,40 +803,17 @@ public:
             detail::check(evs_consumer_close(std::exchange(ptr_, nullptr)));
     }
 
-    // An input iterator over the events: each step is a next() with the range's timeout;
-    // the end is "none came within it".
-    class iterator {
-    public:
-        using iterator_category = std::input_iterator_tag;
-        using value_type = Event;
-        using difference_type = std::ptrdiff_t;
-        using pointer = const Event *;
-        using reference = const Event &;
-
-        iterator() = default;
-        reference operator*() const noexcept { return event_; }
-        pointer operator->() const noexcept { return &event_; }
-        iterator &operator++() {
-            if (!consumer_->next(event_, timeout_))
-                consumer_ = nullptr;
-            return *this;
-        }
-        bool operator==(const iterator &o) const noexcept { return consumer_ == o.consumer_; }
-        bool operator!=(const iterator &o) const noexcept { return consumer_ != o.consumer_; }
-
-    private:
-        friend class Consumer;
-        iterator(Consumer *c, std::chrono::milliseconds timeout) : consumer_(c), timeout_(timeout) { ++*this; }
-        Consumer *consumer_ = nullptr;
-        std::chrono::milliseconds timeout_{-1};
-        Event event_;
-    };
+    // next(out, timeout) waiting without end: true once an event came.
+    bool next(Event &out) { return next(out, std::chrono::milliseconds(-1)); }
 
     // The events until none came within `idle` (see Consumer).
     class Range {
     public:
-        iterator begin() { return iterator(consumer_, idle_); }
+        using iterator = detail::EventIterator<Range>;
+        iterator begin() { return iterator(this); }
         iterator end() noexcept { return iterator(); }
+        // A step of the range: next() with its timeout.
+        bool next(Event &out) { return consumer_->next(out, idle_); }
 
     private:
         friend class Consumer;
@@ -840,7 +824,8 @@ public:
     Range events(std::chrono::milliseconds idle) { return Range(this, idle); }
 
     // The events, waiting for each without end (see Consumer).
-    iterator begin() { return iterator(this, std::chrono::milliseconds(-1)); }
+    using iterator = detail::EventIterator<Consumer>;
+    iterator begin() { return iterator(this); }
     iterator end() noexcept { return iterator(); }
 
     evs_consumer *get() const noexcept { return ptr_; }
