@@ -243,6 +243,10 @@ static workload W[] = {
     {.id = 8, .title = "compaction", .nsides = 2,
      .sides = {{"evstore, half the streams deleted, compacted", evs_compact_half, 1},
                {"evstore, a store that never held them", evs_compact_never, 1}}},
+    {.id = 9, .title = "durable consumers", .nsides = 3,
+     .sides = {{"evstore consumer", evs_consumer_catchup, 1}, {"evstore read all", evs_consumer_readall, 1},
+               {"evstore live consumer", evs_consumer_live, 1}},
+     .prepare = evs_prepare_consumers, .prepare_side = 0, .needs_w3 = 1},
 };
 #define NW ((int)(sizeof W / sizeof W[0]))
 
@@ -287,6 +291,12 @@ static void issue13(double ratio, double absolute) {
     r->target = ratio;
     r->abs_target = absolute;
     r->issue = 13;
+}
+
+/* The last row added gets issue 22's targets (durable consumers). */
+static void issue22(double ratio, double absolute) {
+    issue13(ratio, absolute);
+    rows[nrows - 1].issue = 22;
 }
 
 static const char *count_str(long n) {
@@ -370,6 +380,15 @@ static void make_rows(void) {
     issue20(1 / 1.1);
     add_row(7, 3, 0, 1, "bytes", 0, 0, "the segment files of the store that never held them",
             "8. The same, its segment files alone (without index files and snapshots)");
+    add_row(8, 0, 0, 1, "events/s", 1, 0, "evstore read all, evs_cursor_next (the same store)",
+            "9. Durable consumer catching up on %s events, acking each, checkpoint every 100",
+            count_str(cfg.nd_events));
+    issue22(0.5, 0);
+    add_row(8, 0, 2, 2, "ms", 0, 0, "evstore, the median (ratio: median / p99)",
+            "9. Durable consumer, p99 delivery latency from commit (%s events at ~5,000/s, BATCH)",
+            count_str(cfg.consumer_live_events));
+    rows[nrows - 1].metric_b = 1;
+    issue22(0, 5);
 }
 
 /* ---------------------------------------------------------------- running */
@@ -553,7 +572,7 @@ static void report(FILE *o, const char *date) {
         fprintf(o, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r->label, r->unit, a_med, a_mm, r->other,
                 b_med, b_mm, ratio, target, met);
     }
-    fprintf(o, "\nTargets (issues 8, 13 and 20): %d of %d met.", nmet, nmet + nmissed);
+    fprintf(o, "\nTargets (issues 8, 13, 20 and 22): %d of %d met.", nmet, nmet + nmissed);
     for (int i = 0; i < nmissed; i++) fprintf(o, "%s %s", i ? ";" : " Missed:", missed[i]);
     fprintf(o, "\n");
     fprintf(o, "\nRatio: the median over rounds of (evstore rate / other rate), or (other time / evstore time) for "
@@ -618,6 +637,7 @@ int main(int argc, char **argv) {
         cfg.acct_ops = 1000000;
         cfg.balance_queries = 200000;
         cfg.opens = 5;
+        cfg.consumer_live_events = 20000;
     } else {
         cfg.runs = 1;
         cfg.single_events = 300;
@@ -632,6 +652,7 @@ int main(int argc, char **argv) {
         cfg.acct_ops = 20000;
         cfg.balance_queries = 5000;
         cfg.opens = 3;
+        cfg.consumer_live_events = 2000;
     }
     if (runs > 0) cfg.runs = runs > MAX_RUNS ? MAX_RUNS : runs;
 
@@ -639,7 +660,7 @@ int main(int argc, char **argv) {
     if (only) {
         for (const char *p = only; *p; p++)
             if (*p >= '1' && *p <= '0' + NW) W[*p - '1'].selected = 1;
-        if (W[4].selected || W[6].selected) W[2].selected = 1;
+        if (W[4].selected || W[6].selected || W[8].selected) W[2].selected = 1;
     }
 
     make_rows();

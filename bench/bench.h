@@ -43,6 +43,8 @@ typedef struct bench_config {
     long balance_queries;
     /* 7: opens of the workload-3 store */
     int opens; /* opens per run (the median open time is reported) */
+    /* 9: durable consumers: catch-up over a copy of the workload-3 store; a live one */
+    long consumer_live_events;
 } bench_config;
 
 extern bench_config cfg;
@@ -136,6 +138,13 @@ int evs_prepare_open(void); /* untimed: the snapshot copy of the workload-3 stor
 int evs_compact_half(double *m);  /* half the streams deleted, compacted; appends while compacting */
 int evs_compact_never(double *m); /* a store that never held them; appends without a compaction */
 
+/* 8 (catch-up and read-all: m[0] events/s; live: m[0] p99 and m[1] median delivery
+ * latency from commit, ms) */
+int evs_consumer_catchup(double *m);
+int evs_consumer_readall(double *m);
+int evs_consumer_live(double *m);
+int evs_prepare_consumers(void); /* untimed: the copy of the workload-3 store it reads */
+
 /* which library and version each side is */
 const char *evs_lib_version(void);
 const char *sq_lib_version(void);
@@ -145,5 +154,6 @@ const char *sq_lib_version(void);
 #define W3_SQ "w3-sqlite.db"
 #define W7_EVS_SNAP "w7-evstore-snap"
 #define W7_EVS_KILLED "w7-evstore-killed"
+#define W9_EVS "w9-evstore"
 
 #endif

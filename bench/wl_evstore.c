@@ -28,6 +28,10 @@ int evs_open_killed(double *m) { (void)m; return left_out("7"); }
 int evs_prepare_open(void) { return -1; }
 int evs_compact_half(double *m) { (void)m; return left_out("8"); }
 int evs_compact_never(double *m) { (void)m; return left_out("8"); }
+int evs_consumer_catchup(double *m) { (void)m; return left_out("9"); }
+int evs_consumer_readall(double *m) { (void)m; return left_out("9"); }
+int evs_consumer_live(double *m) { (void)m; return left_out("9"); }
+int evs_prepare_consumers(void) { return -1; }
 
 #else
 
@@ -959,6 +963,193 @@ fail:
     path_in_dir(path, sizeof path, "w8-evstore-never");
     remove_tree(path);
     return rc;
+}
+
+/* ---------- 9: durable consumers (issue 22) ---------- */
+
+/* Untimed: a copy of the workload-3 store for the consumer rows, whose consumer records
+ * (a checkpoint every 100 events) must not change the store the other workloads read. */
+int evs_prepare_consumers(void) {
+    char from[4096], to[4096];
+    path_in_dir(from, sizeof from, W3_EVS);
+    path_in_dir(to, sizeof to, W9_EVS);
+    remove_tree(to);
+    if (copy_tree(from, to)) {
+        problem("9 evstore: could not copy %s to %s", from, to);
+        return -1;
+    }
+    return 0;
+}
+
+/* A new consumer (its own name each round) from position 0 of the copy, the library's
+ * default checkpoint interval (every 100 acknowledgements), each event acknowledged:
+ * m[0] events/s delivered until it is caught up. */
+int evs_consumer_catchup(double *m) {
+    const char *wl = "9";
+    static int round;
+    char name[32];
+    volatile long sink = 0;
+    long n = 0;
+    evs_consumer *c = NULL;
+    evs_event e = EVS_STRUCT_INIT(evs_event);
+    evs_status st;
+    evs_store *s = store_open(wl, W9_EVS, EVS_FSYNC_BATCH, 0, NULL);
+    if (!s) return -1;
+    snprintf(name, sizeof name, "bench-%d", round++);
+    double t0 = now_s();
+    EVS_TRY(wl, evs_consumer_open(s, name, NULL, &c), name);
+    while ((st = evs_consumer_next(c, &e, 0)) == EVS_OK) {
+        sink += touch_event(&e);
+        n++;
+        EVS_TRY(wl, evs_consumer_ack(c, e.position), "");
+    }
+    if (st != EVS_END) {
+        evs_failed(wl, "evs_consumer_next", st, name);
+        goto fail;
+    }
+    EVS_TRY(wl, evs_consumer_close(c), name);
+    c = NULL;
+    double el = now_s() - t0;
+    if (n != cfg.nd_events) {
+        problem("9 evstore: the consumer was given %ld events, expected %ld", n, cfg.nd_events);
+        goto fail;
+    }
+    m[0] = n / el;
+    note("  evstore consumer: %ld events in %.2f s (%.0f/s), checkpointing every 100", n, el, m[0]);
+    store_close(wl, s);
+    return 0;
+fail:
+    evs_consumer_close(c);
+    store_close(wl, s);
+    return -1;
+}
+
+/* The reference: read all of the same copy with evs_cursor_next (m[0] events/s). */
+int evs_consumer_readall(double *m) {
+    const char *wl = "9";
+    volatile long sink = 0;
+    long n = 0;
+    evs_cursor *c = NULL;
+    evs_event e = EVS_STRUCT_INIT(evs_event);
+    evs_status st;
+    evs_store *s = store_open(wl, W9_EVS, EVS_FSYNC_BATCH, 0, NULL);
+    if (!s) return -1;
+    double t0 = now_s();
+    EVS_TRY(wl, evs_read_all(s, 0, &c), "");
+    while ((st = evs_cursor_next(c, &e)) == EVS_OK) {
+        sink += touch_event(&e);
+        n++;
+    }
+    double el = now_s() - t0;
+    if (st != EVS_END) {
+        evs_failed(wl, "evs_cursor_next", st, "(read all)");
+        goto fail;
+    }
+    evs_cursor_free(c);
+    c = NULL;
+    if (n != cfg.nd_events) {
+        problem("9 evstore: read all gave %ld events, expected %ld", n, cfg.nd_events);
+        goto fail;
+    }
+    m[0] = n / el;
+    store_close(wl, s);
+    return 0;
+fail:
+    evs_cursor_free(c);
+    store_close(wl, s);
+    return -1;
+}
+
+typedef struct {
+    evs_store *s;
+    long n;
+    int failed;
+} live_writer;
+
+/* Appends n events, one every 200 us (about 5,000 a second): a steady stream that a
+ * consumer keeps up with, so that its latency is delivery, not a backlog. */
+static void *live_writer_main(void *arg) {
+    live_writer *w = arg;
+    uint8_t payload[4096];
+    char stream[32];
+    for (long i = 0; i < w->n; i++) {
+        make_payload(payload, i);
+        nd_stream_name(stream, sizeof stream, i);
+        evs_event_input in = bench_event(payload);
+        evs_status rc = evs_append(w->s, stream, EVS_EXPECT_ANY, &in, 1, NULL, NULL);
+        if (rc != EVS_OK) {
+            evs_failed("9", "evs_append", rc, "(the live writer)");
+            w->failed = 1;
+            return NULL;
+        }
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* A consumer waiting for events (evs_consumer_next with a timeout) while a writer thread
+ * appends (BATCH): each event's delay from its commit (the store's timestamp of it) to
+ * its delivery. m[0] the 99th percentile, m[1] the median, in ms. */
+int evs_consumer_live(double *m) {
+    const char *wl = "9";
+    long want = cfg.consumer_live_events, n = 0;
+    int64_t *lat = malloc(sizeof(int64_t) * (size_t)want);
+    evs_consumer *c = NULL;
+    evs_event e = EVS_STRUCT_INIT(evs_event);
+    pthread_t writer;
+    int started = 0;
+    if (!lat) {
+        problem("9 evstore: out of memory");
+        return -1;
+    }
+    evs_store *s = store_open(wl, "w9-live", EVS_FSYNC_BATCH, 1, NULL);
+    if (!s) {
+        free(lat);
+        return -1;
+    }
+    live_writer w = {s, want, 0};
+    EVS_TRY(wl, evs_consumer_open(s, "live", NULL, &c), "");
+    if (pthread_create(&writer, NULL, live_writer_main, &w) != 0) {
+        problem("9 evstore: no writer thread");
+        goto fail;
+    }
+    started = 1;
+    while (n < want) {
+        evs_status st = evs_consumer_next(c, &e, 5000);
+        if (st == EVS_END) {
+            problem("9 evstore: no event for 5 s after %ld of %ld", n, want);
+            goto fail;
+        }
+        EVS_TRY(wl, st, "(evs_consumer_next)");
+        int64_t d = wall_us() - (int64_t)e.timestamp_us;
+        lat[n++] = d < 0 ? 0 : d;
+        EVS_TRY(wl, evs_consumer_ack(c, e.position), "");
+    }
+    pthread_join(writer, NULL);
+    started = 0;
+    if (w.failed) goto fail;
+    EVS_TRY(wl, evs_consumer_close(c), "");
+    c = NULL;
+    qsort(lat, (size_t)n, sizeof lat[0], cmp_i64);
+    m[0] = lat[n * 99 / 100] / 1e3;
+    m[1] = lat[n / 2] / 1e3;
+    note("  evstore live consumer: %ld events, delivery after commit p50 %.3f ms, p99 %.3f ms, max %.3f ms", n,
+         m[1], m[0], lat[n - 1] / 1e3);
+    store_close(wl, s);
+    free(lat);
+    return 0;
+fail:
+    if (started) pthread_join(writer, NULL);
+    evs_consumer_close(c);
+    store_close(wl, s);
+    free(lat);
+    return -1;
 }
 
 #endif

@@ -1018,11 +1018,13 @@ evs_status evs_schema_sql(const char *url, char **out_sql);
 // Ownership: `*out` is the caller's struct, filled only on success.
 evs_status evs_stats_get(struct evs_store *s, struct evs_stats *out);
 
-// The store's counters in the Prometheus text exposition format.
+// The store's counters in the Prometheus text exposition format, with one series per
+// durable consumer (`evstore_consumer_*{consumer="NAME"}`).
 //
 // Ownership: `*out_text` belongs to the caller, who frees it with `evs_string_free`.
 // Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL); on PostgreSQL EVS_ERR_CORRUPT as for
-// `evs_stats_get`. Thread safety: any thread.
+// `evs_stats_get`; EVS_ERR_CORRUPT / EVS_ERR_IO as `evs_list_consumers` (a consumer
+// journal damaged or unreadable). Thread safety: any thread.
 evs_status evs_metrics_text(struct evs_store *s, char **out_text);
 
 // Frees a string the library returned (e.g. from `evs_metrics_text`). NULL is a no-op.

@@ -1,14 +1,14 @@
 // evstore.hpp: a header-only C++17 wrapper over the evstore C API (evstore.h).
 //
-// RAII handles (Options, Store, Cursor, Subscription; move-only), errors as
+// RAII handles (Options, Store, Cursor, Subscription, Consumer; move-only), errors as
 // evstore::Error exceptions carrying the status code, the library's message and the
 // numbers it names (actual version, failing part, position), and views for the borrowed
 // bytes of events: std::string_view for text, and evstore::ByteView (a pointer and a
 // size, with begin/end) for bytes, since C++17 has no std::span.
 //
-// Threads: a Store may be used by any number of threads at once; a Cursor and Options by
-// one thread at a time. A Store must not be closed or destroyed while another thread
-// uses it.
+// Threads: a Store may be used by any number of threads at once; a Cursor, a Consumer
+// and Options by one thread at a time. A Store must not be closed or destroyed while
+// another thread uses it.
 //
 // Lifetimes: an Event is a view, valid until the next step of its cursor (or the end of
 // the subscription callback it was given to); Event::to_owned() copies it into an
@@ -21,8 +21,11 @@
 #ifndef EVSTORE_HPP
 #define EVSTORE_HPP
 
+#include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstddef>
+#include <climits>
 #include <cstdint>
 #include <cstring>
 #include <iterator>
@@ -495,6 +498,37 @@ private:
     evs_subscription *ptr_ = nullptr;
 };
 
+namespace detail {
+// An input iterator over the events of a Source whose next(Event &) steps (false: the
+// end): Cursor, Consumer and Consumer::Range.
+template <class Source>
+class EventIterator {
+public:
+    using iterator_category = std::input_iterator_tag;
+    using value_type = Event;
+    using difference_type = std::ptrdiff_t;
+    using pointer = const Event *;
+    using reference = const Event &;
+
+    EventIterator() = default;
+    // The first step is taken here.
+    explicit EventIterator(Source *s) : source_(s) { ++*this; }
+    reference operator*() const noexcept { return event_; }
+    pointer operator->() const noexcept { return &event_; }
+    EventIterator &operator++() {
+        if (!source_->next(event_))
+            source_ = nullptr;
+        return *this;
+    }
+    bool operator==(const EventIterator &o) const noexcept { return source_ == o.source_; }
+    bool operator!=(const EventIterator &o) const noexcept { return source_ != o.source_; }
+
+private:
+    Source *source_ = nullptr;
+    Event event_;
+};
+}  // namespace detail
+
 // Iterates over events; single-thread. Forward cursors see later appends: next()
 // returning false means "no more now". Also a range:
 //     for (const evstore::Event &e : store.read_all()) ...
@@ -538,31 +572,7 @@ public:
     }
 
     // An input iterator: each step is a next(); the end is "no more now".
-    class iterator {
-    public:
-        using iterator_category = std::input_iterator_tag;
-        using value_type = Event;
-        using difference_type = std::ptrdiff_t;
-        using pointer = const Event *;
-        using reference = const Event &;
-
-        iterator() = default;
-        reference operator*() const noexcept { return event_; }
-        pointer operator->() const noexcept { return &event_; }
-        iterator &operator++() {
-            if (!cursor_->next(event_))
-                cursor_ = nullptr;
-            return *this;
-        }
-        bool operator==(const iterator &o) const noexcept { return cursor_ == o.cursor_; }
-        bool operator!=(const iterator &o) const noexcept { return cursor_ != o.cursor_; }
-
-    private:
-        friend class Cursor;
-        explicit iterator(Cursor *c) : cursor_(c) { ++*this; }
-        Cursor *cursor_ = nullptr;
-        Event event_;
-    };
+    using iterator = detail::EventIterator<Cursor>;
 
     iterator begin() { return iterator(this); }
     iterator end() noexcept { return iterator(); }
@@ -649,6 +659,224 @@ struct Account {
     uint64_t last_position;  // position of its last event
 };
 
+namespace detail {
+inline std::vector<evs_event_input> inputs(const std::vector<EventInput> &events) {
+    std::vector<evs_event_input> in(events.size(), init<evs_event_input>());
+    for (size_t i = 0; i < events.size(); i++) {
+        in[i].event_type = c_str(events[i].type, "event_type");
+        in[i].payload = bytes(events[i].payload);
+        in[i].payload_len = events[i].payload.size();
+        in[i].metadata = bytes(events[i].metadata);
+        in[i].metadata_len = events[i].metadata.size();
+        in[i].schema_version = events[i].schema_version;
+        std::memcpy(in[i].id, events[i].id.data(), sizeof in[i].id);
+    }
+    return in;
+}
+
+// The parts of an append_multi (or Consumer::append) as C structs, viewing `parts`.
+class Appends {
+public:
+    explicit Appends(const std::vector<StreamAppend> &parts) : c_(parts.size(), init<evs_stream_append>()) {
+        in_.reserve(parts.size());
+        for (size_t i = 0; i < parts.size(); i++) {
+            in_.push_back(inputs(parts[i].events));
+            c_[i].stream = c_str(parts[i].stream, "stream");
+            c_[i].expected_version = parts[i].expected_version;
+            c_[i].events = in_[i].empty() ? nullptr : in_[i].data();
+            c_[i].count = in_[i].size();
+        }
+    }
+    const evs_stream_append *data() const noexcept { return c_.empty() ? nullptr : c_.data(); }
+    size_t size() const noexcept { return c_.size(); }
+
+private:
+    std::vector<std::vector<evs_event_input>> in_;
+    std::vector<evs_stream_append> c_;
+};
+}  // namespace detail
+
+// ConsumerOptions::start_position: a new consumer starts at the log's end.
+inline constexpr uint64_t kConsumerStartEnd = EVS_CONSUMER_START_END;
+// ConsumerOptions::max_retries: retry an event without limit.
+inline constexpr uint32_t kRetriesUnlimited = EVS_CONSUMER_RETRIES_UNLIMITED;
+
+// How a durable consumer runs (docs/consumers.md); a zero field means the library's
+// default: start at 0, every event, a checkpoint every 100 acknowledgements or 1000 ms,
+// 5 retries from 100 ms doubling up to 10000 ms.
+struct ConsumerOptions {
+    uint64_t start_position = 0;  // only for a consumer without a checkpoint
+    std::string stream_prefix;    // "": any stream
+    std::vector<std::string> types;  // none: any type
+    uint64_t checkpoint_every = 0;
+    uint32_t checkpoint_interval_ms = 0;
+    uint32_t max_retries = 0;
+    uint32_t retry_backoff_ms = 0;
+    uint32_t retry_backoff_max_ms = 0;
+};
+
+// A durable consumer as Store::consumers lists it.
+struct ConsumerInfo {
+    std::string name;
+    uint64_t next_position;  // its checkpoint: the next position it will be given
+    uint64_t lag_events;     // the log's next position minus the checkpoint
+    uint64_t lag_us;         // the age of the first event after the checkpoint (0: none)
+    uint64_t parked;         // events parked now
+    bool open;               // open now, in this process or another
+};
+
+// An event a consumer parked (Store::parked).
+struct ParkedEvent {
+    uint64_t position;
+    uint64_t parked_at_us;  // microseconds since the Unix epoch
+    std::string reason;
+};
+
+// An open durable consumer (Store::open_consumer): it is given the events after its
+// stored checkpoint, in position order, and the store keeps its progress; after a crash
+// the events after the last durable checkpoint come again, never one before it, never a
+// gap. Acknowledge each event with ack() once handled, or store a handler's effects and
+// its checkpoint in one atomic step with append() (exactly-once effects). A name is open
+// in one place at a time (Code::Locked elsewhere). The destructor writes the last
+// checkpoint and closes it (errors ignored: call close() to see them). Move-only,
+// single-thread; a moved-from or closed Consumer's calls throw Error
+// (Code::InvalidArgument).
+//
+// A range over its events, waiting for each:
+//     for (const evstore::Event &e : consumer) { handle(e); consumer.ack(e.position); }
+// never ends by itself (break out of it; a closed store throws Error out of the loop);
+//     for (const evstore::Event &e : consumer.events(std::chrono::seconds(1))) ...
+// ends once no event came for a second. Each Event is a view valid until the next step.
+class Consumer {
+public:
+    ~Consumer() { evs_consumer_close(ptr_); }
+    Consumer(Consumer &&o) noexcept : ptr_(std::exchange(o.ptr_, nullptr)) {}
+    Consumer &operator=(Consumer &&o) noexcept {
+        if (this != &o) {
+            evs_consumer_close(ptr_);
+            ptr_ = std::exchange(o.ptr_, nullptr);
+        }
+        return *this;
+    }
+    Consumer(const Consumer &) = delete;
+    Consumer &operator=(const Consumer &) = delete;
+
+    // Waits up to `timeout` (negative: until one comes) for the next event (a replayed
+    // parked event first, then the log's next one that passes the filter): fills `out`
+    // and returns true, or returns false when none came. `out` is valid until the next
+    // call on this consumer.
+    bool next(Event &out, std::chrono::milliseconds timeout) {
+        evs_event e = detail::init<evs_event>();
+        int64_t ms = timeout.count() < 0 ? -1 : std::min<int64_t>(timeout.count(), INT32_MAX);
+        if (detail::check(evs_consumer_next(checked(), &e, static_cast<int32_t>(ms))) == EVS_END)
+            return false;
+        out = detail::to_event(e);
+        return true;
+    }
+
+    // Every event up to and including `position` is handled (a replayed parked event:
+    // that one, parked no more). The checkpoint follows at the consumer's interval.
+    void ack(uint64_t position) { detail::check(evs_consumer_ack(checked(), position)); }
+
+    // The event at `position` (delivered, not acknowledged) and those after it come again
+    // after the backoff; true when it had its retries and was parked instead.
+    bool retry(uint64_t position) {
+        bool parked = false;
+        detail::check(evs_consumer_retry(checked(), position, &parked));
+        return parked;
+    }
+
+    // Parks the event at `position` (delivered) with `reason`, durably, and acknowledges it.
+    void park(uint64_t position, const std::string &reason) {
+        detail::check(evs_consumer_park(checked(), position, detail::c_str(reason, "reason")));
+    }
+
+    // Queues the parked event at `position` (Code::NotFound: none) before new events.
+    void replay_parked(uint64_t position) {
+        detail::check(evs_consumer_replay_parked(checked(), position, nullptr));
+    }
+    // Queues every parked event, in position order; returns how many.
+    uint64_t replay_all_parked() {
+        uint64_t n = 0;
+        detail::check(evs_consumer_replay_parked(checked(), UINT64_MAX, &n));
+        return n;
+    }
+
+    // Writes the checkpoint now (if it moved).
+    void checkpoint() { detail::check(evs_consumer_checkpoint(checked())); }
+
+    // Every position before next_position() is handled.
+    uint64_t next_position() {
+        uint64_t next = 0;
+        detail::check(evs_consumer_position(checked(), &next, nullptr));
+        return next;
+    }
+    // The checkpoint stored last.
+    uint64_t stored_position() {
+        uint64_t next = 0, stored = 0;
+        detail::check(evs_consumer_position(checked(), &next, &stored));
+        return stored;
+    }
+
+    // The atomic step: appends `parts` as Store::append_multi and, in the same step,
+    // stores the checkpoint after `ack_position` (the event whose effects they are).
+    // After any crash both are stored or neither is. Throws as append_multi (nothing is
+    // stored then, the checkpoint neither), Code::InvalidArgument (`ack_position` not
+    // delivered), Code::ReadOnly.
+    MultiAppendResult append(const std::vector<StreamAppend> &parts, uint64_t ack_position) {
+        detail::Appends c(parts);
+        MultiAppendResult r{0, std::vector<uint64_t>(parts.size())};
+        detail::check(evs_consumer_append(checked(), c.data(), c.size(), ack_position, &r.first_position,
+                                          r.stream_versions.empty() ? nullptr : r.stream_versions.data()));
+        return r;
+    }
+
+    // Writes the last checkpoint and closes it (the name may be opened again); throws
+    // Error if that fails (Code::InvalidArgument: its store was closed first, and the
+    // acknowledgements since the last checkpoint were not stored). Once closed, a no-op.
+    void close() {
+        if (ptr_ != nullptr)
+            detail::check(evs_consumer_close(std::exchange(ptr_, nullptr)));
+    }
+
+    // next(out, timeout) waiting without end: true once an event came.
+    bool next(Event &out) { return next(out, std::chrono::milliseconds(-1)); }
+
+    // The events until none came within `idle` (see Consumer).
+    class Range {
+    public:
+        using iterator = detail::EventIterator<Range>;
+        iterator begin() { return iterator(this); }
+        iterator end() noexcept { return iterator(); }
+        // A step of the range: next() with its timeout.
+        bool next(Event &out) { return consumer_->next(out, idle_); }
+
+    private:
+        friend class Consumer;
+        Range(Consumer *c, std::chrono::milliseconds idle) : consumer_(c), idle_(idle) {}
+        Consumer *consumer_;
+        std::chrono::milliseconds idle_;
+    };
+    Range events(std::chrono::milliseconds idle) { return Range(this, idle); }
+
+    // The events, waiting for each without end (see Consumer).
+    using iterator = detail::EventIterator<Consumer>;
+    iterator begin() { return iterator(this); }
+    iterator end() noexcept { return iterator(); }
+
+    evs_consumer *get() const noexcept { return ptr_; }
+
+private:
+    friend class Store;
+    explicit Consumer(evs_consumer *c) noexcept : ptr_(c) {}
+    evs_consumer *checked() const {
+        if (ptr_ == nullptr)
+            throw Error(Code::InvalidArgument, "the consumer is closed or was moved from");
+        return ptr_;
+    }
+    evs_consumer *ptr_ = nullptr;
+};
+
 using RecoveryInfo = evs_recovery_info;
 using Stats = evs_stats;
 using StoreOptions = evs_store_options;
@@ -720,7 +948,7 @@ public:
     // Appends events to `stream` atomically if it is at `expected_version`.
     AppendResult append(const std::string &stream, int64_t expected_version,
                         const std::vector<EventInput> &events) {
-        std::vector<evs_event_input> in = inputs(events);
+        std::vector<evs_event_input> in = detail::inputs(events);
         AppendResult r{0, 0};
         detail::check(evs_append(ptr_, detail::c_str(stream, "stream"), expected_version,
                                  in.empty() ? nullptr : in.data(), in.size(), &r.first_position,
@@ -730,18 +958,9 @@ public:
 
     // Appends to several streams in one atomic step: all of it, or nothing.
     MultiAppendResult append_multi(const std::vector<StreamAppend> &parts) {
-        std::vector<std::vector<evs_event_input>> in;
-        in.reserve(parts.size());
-        std::vector<evs_stream_append> c(parts.size(), detail::init<evs_stream_append>());
-        for (size_t i = 0; i < parts.size(); i++) {
-            in.push_back(inputs(parts[i].events));
-            c[i].stream = detail::c_str(parts[i].stream, "stream");
-            c[i].expected_version = parts[i].expected_version;
-            c[i].events = in[i].empty() ? nullptr : in[i].data();
-            c[i].count = in[i].size();
-        }
+        detail::Appends c(parts);
         MultiAppendResult r{0, std::vector<uint64_t>(parts.size())};
-        detail::check(evs_append_multi(ptr_, c.empty() ? nullptr : c.data(), c.size(), &r.first_position,
+        detail::check(evs_append_multi(ptr_, c.data(), c.size(), &r.first_position,
                                        r.stream_versions.empty() ? nullptr : r.stream_versions.data()));
         return r;
     }
@@ -977,6 +1196,74 @@ public:
         return to_account(a);
     }
 
+    // Opens durable consumer `name` (1 to 100 bytes of UTF-8), made on its first open.
+    // Throws Error: Code::InvalidArgument (a bad name or options; a PostgreSQL store,
+    // which has no durable consumers in this version), Code::Locked (open already, here
+    // or in another process), Code::Io, Code::Corrupt (a damaged consumer journal).
+    Consumer open_consumer(const std::string &name, const ConsumerOptions &opts = {}) {
+        evs_consumer_options o = detail::init<evs_consumer_options>();
+        std::vector<const char *> ctypes;
+        for (const std::string &t : opts.types)
+            ctypes.push_back(detail::c_str(t, "types"));
+        o.start_position = opts.start_position;
+        o.stream_prefix = opts.stream_prefix.empty() ? nullptr : detail::c_str(opts.stream_prefix, "stream_prefix");
+        o.types = ctypes.empty() ? nullptr : ctypes.data();
+        o.types_count = ctypes.size();
+        o.checkpoint_every = opts.checkpoint_every;
+        o.checkpoint_interval_ms = opts.checkpoint_interval_ms;
+        o.max_retries = opts.max_retries;
+        o.retry_backoff_ms = opts.retry_backoff_ms;
+        o.retry_backoff_max_ms = opts.retry_backoff_max_ms;
+        evs_consumer *c = nullptr;
+        detail::check(evs_consumer_open(ptr_, detail::c_str(name, "name"), &o, &c));
+        return Consumer(c);
+    }
+
+    // Every durable consumer with its checkpoint, lag and parked count, by name (none on
+    // PostgreSQL).
+    std::vector<ConsumerInfo> consumers() {
+        evs_consumer_list *l = nullptr;
+        detail::check(evs_list_consumers(ptr_, &l));
+        std::unique_ptr<evs_consumer_list, void (*)(evs_consumer_list *)> owned(l, evs_consumer_list_free);
+        std::vector<ConsumerInfo> out;
+        for (size_t i = 0, n = evs_consumer_list_count(l); i < n; i++) {
+            evs_consumer_info c = detail::init<evs_consumer_info>();
+            detail::check(evs_consumer_list_get(l, i, &c));
+            out.push_back(ConsumerInfo{c.name, c.next_position, c.lag_events, c.lag_us, c.parked, c.open});
+        }
+        return out;
+    }
+
+    // The parked events of consumer `name` (open or not), by position; Code::NotFound
+    // when there is no such consumer.
+    std::vector<ParkedEvent> parked(const std::string &name) {
+        evs_parked_list *l = nullptr;
+        detail::check(evs_list_parked(ptr_, detail::c_str(name, "name"), &l));
+        std::unique_ptr<evs_parked_list, void (*)(evs_parked_list *)> owned(l, evs_parked_list_free);
+        std::vector<ParkedEvent> out;
+        for (size_t i = 0, n = evs_parked_list_count(l); i < n; i++) {
+            evs_parked_event p = detail::init<evs_parked_event>();
+            detail::check(evs_parked_list_get(l, i, &p));
+            out.push_back(ParkedEvent{p.position, p.parked_at_us, p.reason});
+        }
+        return out;
+    }
+
+    // Consumer `name` (made if new; not open anywhere, else Code::Locked) is next given
+    // the events from `position` on (Code::NotFound: past the log's end).
+    void reset_consumer(const std::string &name, uint64_t position) {
+        detail::check(evs_consumer_reset(ptr_, detail::c_str(name, "name"), position));
+    }
+    // ... from the first event after `timestamp_us` (microseconds since the Unix epoch).
+    void reset_consumer_to_time(const std::string &name, uint64_t timestamp_us) {
+        reset_consumer(name, position_at(timestamp_us));
+    }
+    // Forgets consumer `name`: its checkpoint and parked events (Code::NotFound: none;
+    // Code::Locked: it is open).
+    void delete_consumer(const std::string &name) {
+        detail::check(evs_consumer_delete(ptr_, detail::c_str(name, "name")));
+    }
+
     evs_store *get() const noexcept { return ptr_; }
 
 private:
@@ -1000,19 +1287,6 @@ private:
         evs_retention r = detail::init<evs_retention>();
         detail::check(evs_get_retention(ptr_, detail::c_str(name, argument), flags, &r));
         return Retention{r.max_count, r.max_age_us};
-    }
-    static std::vector<evs_event_input> inputs(const std::vector<EventInput> &events) {
-        std::vector<evs_event_input> in(events.size(), detail::init<evs_event_input>());
-        for (size_t i = 0; i < events.size(); i++) {
-            in[i].event_type = detail::c_str(events[i].type, "event_type");
-            in[i].payload = detail::bytes(events[i].payload);
-            in[i].payload_len = events[i].payload.size();
-            in[i].metadata = detail::bytes(events[i].metadata);
-            in[i].metadata_len = events[i].metadata.size();
-            in[i].schema_version = events[i].schema_version;
-            std::memcpy(in[i].id, events[i].id.data(), sizeof in[i].id);
-        }
-        return in;
     }
     static Account to_account(const evs_account &a) {
         const void *nul = std::memchr(a.currency, '\0', sizeof a.currency);

@@ -1289,3 +1289,163 @@ TEST(Evstore, EveryStatusCodeOfTheHeaderHasItsCode) {
     for (const auto &[name, value] : defined)
         ADD_FAILURE() << name << " (" << value << ") of evstore.h has no evstore::Code (or is missing from this list)";
 }
+
+// ---- durable consumers (docs/consumers.md) ----
+
+namespace {
+std::vector<uint64_t> append_n(evstore::Store &s, const std::string &stream, int n) {
+    std::vector<uint64_t> out;
+    for (int i = 0; i < n; i++)
+        out.push_back(s.append(stream, evstore::kExpectAny, {{"T", std::to_string(i)}}).first_position);
+    return out;
+}
+
+std::optional<evstore::ConsumerInfo> listed(evstore::Store &s, const std::string &name) {
+    for (const evstore::ConsumerInfo &c : s.consumers())
+        if (c.name == name)
+            return c;
+    return std::nullopt;
+}
+}  // namespace
+
+TEST_F(EvstoreTest, ConsumerRangeForResumesAfterItsCheckpoint) {
+    std::vector<uint64_t> p;
+    evstore::ConsumerOptions opts;
+    opts.stream_prefix = "acct-";
+    opts.checkpoint_every = 2;
+    {
+        evstore::Store s(path("s"));
+        p = append_n(s, "acct-1", 5);
+        append_n(s, "other", 1);
+        evstore::Consumer c = s.open_consumer("pull", opts);
+        expect_error([&] { s.open_consumer("pull", opts); }, Code::Locked);
+        std::vector<std::string> payloads;
+        for (const evstore::Event &e : c.events(std::chrono::milliseconds(0))) {
+            payloads.emplace_back(e.payload);
+            if (payloads.size() <= 3)
+                c.ack(e.position);
+        }
+        EXPECT_EQ(payloads, (std::vector<std::string>{"0", "1", "2", "3", "4"}));
+        EXPECT_EQ(c.next_position(), p[2] + 1);
+        EXPECT_EQ(c.stored_position(), p[1] + 1);
+        expect_error([&] { c.ack(p[4] + 100); }, Code::InvalidArgument);
+        // the destructor closes it: the checkpoint after p2 is written (p3, p4 come again)
+    }
+    evstore::Store s(path("s"));
+    evstore::Consumer c = s.open_consumer("pull", opts);
+    // the range that waits: the first event is p3
+    for (const evstore::Event &e : c) {
+        EXPECT_EQ(e.position, p[3]);
+        break;
+    }
+    // moved: the old handle is empty, the new one works; closed: calls throw
+    evstore::Consumer moved = std::move(c);
+    expect_error([&] { c.ack(p[3]); }, Code::InvalidArgument);
+    moved.ack(p[3]);
+    moved.close();
+    moved.close();
+    expect_error([&] { moved.checkpoint(); }, Code::InvalidArgument);
+}
+
+TEST_F(EvstoreTest, ConsumerAppendIsAtomicWithTheCheckpoint) {
+    evstore::Store s(path("s"));
+    std::vector<uint64_t> src = append_n(s, "dep-1", 2);
+    evstore::ConsumerOptions opts;
+    opts.stream_prefix = "dep-";
+    opts.checkpoint_every = 1000;
+    opts.checkpoint_interval_ms = 3600000;
+    evstore::Consumer c = s.open_consumer("proj", opts);
+    evstore::Event e;
+    ASSERT_TRUE(c.next(e, std::chrono::milliseconds(0)));
+    ASSERT_EQ(e.position, src[0]);
+    std::vector<evstore::StreamAppend> effect{{"totals-1", 4, {{"Total", "1"}}}};
+    evstore::Error err = caught([&] { c.append(effect, e.position); }, Code::WrongExpectedVersion);
+    EXPECT_EQ(err.part_index(), std::optional<size_t>(0));
+    EXPECT_EQ(s.stream_version("totals-1"), -1);
+    EXPECT_LE(c.stored_position(), src[0]);
+    expect_error([&] { c.append(effect, src[1]); }, Code::InvalidArgument);
+    effect[0].expected_version = evstore::kExpectNoStream;
+    evstore::MultiAppendResult r = c.append(effect, e.position);
+    EXPECT_EQ(r.stream_versions, std::vector<uint64_t>{0});
+    EXPECT_EQ(c.stored_position(), src[0] + 1);
+    EXPECT_EQ(s.stream_version("totals-1"), 0);
+    // retry, park, replay
+    ASSERT_TRUE(c.next(e, std::chrono::milliseconds(0)));
+    EXPECT_FALSE(c.retry(e.position));
+    ASSERT_TRUE(c.next(e, std::chrono::milliseconds(1000)));
+    EXPECT_EQ(e.position, src[1]);
+    c.park(e.position, "bad amount");
+    std::vector<evstore::ParkedEvent> parked = s.parked("proj");
+    ASSERT_EQ(parked.size(), 1u);
+    EXPECT_EQ(parked[0].position, src[1]);
+    EXPECT_EQ(parked[0].reason, "bad amount");
+    EXPECT_GT(parked[0].parked_at_us, 0u);
+    expect_error([&] { c.replay_parked(src[0]); }, Code::NotFound);
+    EXPECT_EQ(c.replay_all_parked(), 1u);
+    ASSERT_TRUE(c.next(e, std::chrono::milliseconds(0)));
+    EXPECT_EQ(e.position, src[1]);
+    c.ack(e.position);
+    c.checkpoint();
+    EXPECT_TRUE(s.parked("proj").empty());
+}
+
+TEST_F(EvstoreTest, ConsumerOperations) {
+    evstore::Store s(path("s"));
+    std::vector<uint64_t> p = append_n(s, "ops", 4);
+    {
+        evstore::Consumer c = s.open_consumer("ops");
+        ASSERT_TRUE(listed(s, "ops").has_value());
+        EXPECT_TRUE(listed(s, "ops")->open);
+        expect_error([&] { s.reset_consumer("ops", 0); }, Code::Locked);
+        expect_error([&] { s.delete_consumer("ops"); }, Code::Locked);
+    }
+    std::optional<evstore::ConsumerInfo> info = listed(s, "ops");
+    ASSERT_TRUE(info.has_value());
+    EXPECT_FALSE(info->open);
+    EXPECT_EQ(info->next_position, p[0]);
+    EXPECT_GT(info->lag_events, 0u);
+    s.reset_consumer("ops", p[2]);
+    EXPECT_EQ(listed(s, "ops")->next_position, p[2]);
+    expect_error([&] { s.reset_consumer("ops", 1ull << 40); }, Code::NotFound);
+    s.reset_consumer_to_time("ops", 0);
+    EXPECT_EQ(listed(s, "ops")->next_position, 0u);
+    s.delete_consumer("ops");
+    EXPECT_FALSE(listed(s, "ops").has_value());
+    expect_error([&] { s.parked("ops"); }, Code::NotFound);
+    expect_error([&] { s.delete_consumer("ops"); }, Code::NotFound);
+    expect_error([&] { s.open_consumer(""); }, Code::InvalidArgument);
+    expect_error([&] { s.open_consumer(std::string("a\0b", 3)); }, Code::InvalidArgument);
+    evstore::ConsumerOptions bad;
+    bad.retry_backoff_ms = 500;
+    bad.retry_backoff_max_ms = 100;
+    expect_error([&] { s.open_consumer("x", bad); }, Code::InvalidArgument);
+    EXPECT_FALSE(listed(s, "x").has_value());
+}
+
+// The worked example of docs/consumers.md: a projection kept in the store with exactly
+// once effects (each account's running total in totals-<account>).
+TEST_F(EvstoreTest, ConsumerProjectionExample) {
+    evstore::Store s(path("s"));
+    uint64_t last_deposit = 0;
+    for (auto [account, amount] : std::vector<std::pair<std::string, std::string>>{{"a", "10"}, {"b", "5"}, {"a", "7"}})
+        last_deposit = s.append("account-" + account, evstore::kExpectAny, {{"Deposited", amount}}).first_position;
+    evstore::ConsumerOptions opts;
+    opts.stream_prefix = "account-";
+    opts.types = {"Deposited"};
+    evstore::Consumer c = s.open_consumer("deposit-totals", opts);
+    std::vector<std::string> seen;
+    for (const evstore::Event &e : c.events(std::chrono::milliseconds(200))) {
+        std::string totals = "totals-" + std::string(e.stream.substr(std::strlen("account-")));
+        int64_t version = s.stream_version(totals);
+        long total = std::stol(std::string(e.payload));
+        if (version >= 0)
+            for (const evstore::Event &last : s.read_stream(totals, static_cast<uint64_t>(version)))
+                total += std::stol(std::string(last.payload));
+        // the effect and "handled through e.position": both stored, or neither
+        c.append({{totals, version, {{"TotalChanged", std::to_string(total)}}}}, e.position);
+        seen.push_back(totals + "=" + std::to_string(total));
+    }
+    EXPECT_EQ(seen, (std::vector<std::string>{"totals-a=10", "totals-b=5", "totals-a=17"}));
+    // every deposit's total is stored with its checkpoint: the last one's too
+    EXPECT_EQ(c.stored_position(), last_deposit + 1);
+}

@@ -630,15 +630,53 @@ type StreamAppend struct {
 func (s *Store) AppendMulti(ctx context.Context, parts []StreamAppend) (first uint64, lastVersions []uint64, err error) {
 	var in inputs
 	defer in.release()
+	ca, err := in.streamAppends(parts)
+	if err != nil {
+		return 0, nil, err
+	}
+	var cfirst C.uint64_t
+	_, err = s.do(ctx, func(p *C.evs_store) C.evs_status {
+		return C.evs_append_multi(p, ca.parts, ca.count, &cfirst, ca.versionsPtr)
+	})
+	runtime.KeepAlive(parts)
+	if err != nil {
+		return 0, nil, err
+	}
+	return uint64(cfirst), ca.lastVersions(), nil
+}
+
+// cAppends is AppendMulti's parts in C, with the array the call writes the versions to.
+type cAppends struct {
+	parts       *C.evs_stream_append // nil for none
+	count       C.size_t
+	versions    []C.uint64_t
+	versionsPtr *C.uint64_t
+}
+
+func (ca *cAppends) lastVersions() []uint64 {
+	out := make([]uint64, len(ca.versions))
+	for i, v := range ca.versions {
+		out[i] = uint64(v)
+	}
+	return out
+}
+
+// streamAppends converts the parts of an AppendMulti (or Consumer.Append) to C; the
+// array is pinned until release.
+func (in *inputs) streamAppends(parts []StreamAppend) (cAppends, error) {
+	ca := cAppends{count: C.size_t(len(parts)), versions: make([]C.uint64_t, len(parts))}
+	if len(parts) == 0 {
+		return ca, nil
+	}
 	cparts := make([]C.evs_stream_append, len(parts))
 	for i := range parts {
 		cstream, err := in.cString(parts[i].Stream, "stream")
 		if err != nil {
-			return 0, nil, err
+			return ca, err
 		}
 		cevents, err := in.events(parts[i].Events)
 		if err != nil {
-			return 0, nil, err
+			return ca, err
 		}
 		cparts[i] = C.evs_stream_append{
 			struct_size:      C.size_t(unsafe.Sizeof(cparts[i])),
@@ -648,25 +686,9 @@ func (s *Store) AppendMulti(ctx context.Context, parts []StreamAppend) (first ui
 			count:            C.size_t(len(parts[i].Events)),
 		}
 	}
-	var cpartsPtr *C.evs_stream_append
-	versions := make([]C.uint64_t, len(parts))
-	var versionsPtr *C.uint64_t
-	if len(parts) > 0 {
-		cpartsPtr, versionsPtr = &cparts[0], &versions[0]
-	}
-	var cfirst C.uint64_t
-	_, err = s.do(ctx, func(p *C.evs_store) C.evs_status {
-		return C.evs_append_multi(p, cpartsPtr, C.size_t(len(parts)), &cfirst, versionsPtr)
-	})
-	runtime.KeepAlive(parts)
-	if err != nil {
-		return 0, nil, err
-	}
-	lastVersions = make([]uint64, len(parts))
-	for i, v := range versions {
-		lastVersions[i] = uint64(v)
-	}
-	return uint64(cfirst), lastVersions, nil
+	in.pinner.Pin(&cparts[0])
+	ca.parts, ca.versionsPtr = &cparts[0], &ca.versions[0]
+	return ca, nil
 }
 
 // PositionAt is the first position whose timestamp is after timestampUs (microseconds

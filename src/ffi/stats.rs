@@ -97,11 +97,59 @@ fn escape_label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// The store's counters in the Prometheus text exposition format.
+/// The durable consumers' figures (docs/consumers.md, Operations), one series per
+/// consumer, labelled with its name: what `evs_list_consumers` gives.
+fn consumer_metrics(t: &mut String, consumers: &[crate::store::consumer::ConsumerInfo]) {
+    let series: [(&str, &str, &str); 5] = [
+        (
+            "evstore_consumer_next_position",
+            "gauge",
+            "A durable consumer's checkpoint: the next position it will be given.",
+        ),
+        (
+            "evstore_consumer_lag_events",
+            "gauge",
+            "Positions between a durable consumer's checkpoint and the log's end.",
+        ),
+        (
+            "evstore_consumer_lag_seconds",
+            "gauge",
+            "Age of the first event after a durable consumer's checkpoint (0 when none).",
+        ),
+        (
+            "evstore_consumer_parked",
+            "gauge",
+            "Events a durable consumer has parked.",
+        ),
+        (
+            "evstore_consumer_open",
+            "gauge",
+            "1 while a durable consumer is open (in any process).",
+        ),
+    ];
+    for (i, (name, kind, help)) in series.iter().enumerate() {
+        let _ = writeln!(t, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for c in consumers {
+            let label = escape_label(&c.name);
+            let value = match i {
+                0 => c.next.unwrap_or(0).to_string(),
+                1 => c.lag_events.to_string(),
+                2 => format!("{}.{:06}", c.lag_us / 1_000_000, c.lag_us % 1_000_000),
+                3 => c.parked.to_string(),
+                _ => u64::from(c.open).to_string(),
+            };
+            let _ = writeln!(t, "{name}{{consumer=\"{label}\"}} {value}");
+        }
+    }
+}
+
+/// The store's counters in the Prometheus text exposition format, with one series per
+/// durable consumer (`evstore_consumer_*{consumer="NAME"}`).
 ///
 /// Ownership: `*out_text` belongs to the caller, who frees it with `evs_string_free`.
 /// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL); on PostgreSQL EVS_ERR_CORRUPT as for
-/// `evs_stats_get`. Thread safety: any thread.
+/// `evs_stats_get`; EVS_ERR_CORRUPT / EVS_ERR_IO as `evs_list_consumers` (a consumer
+/// journal damaged or unreadable). Thread safety: any thread.
 #[no_mangle]
 pub unsafe extern "C" fn evs_metrics_text(
     s: *mut evs_store,
@@ -219,6 +267,10 @@ pub unsafe extern "C" fn evs_metrics_text(
                 escape_label(ty)
             );
         }
+        consumer_metrics(
+            &mut t,
+            &crate::store::consumer_run::list(store.bank.store())?,
+        );
         let c = CString::new(t.replace('\0', "")).unwrap_or_default();
         write_out(out, c.into_raw());
         Ok(EVS_OK)

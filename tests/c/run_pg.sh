@@ -29,6 +29,8 @@
 #                 (PostgreSQL deleted the row: it knows the position was emptied, not by
 #                 what); the search of the store's files for the markers of events
 #                 evs_compact erased
+#   test_consumers  everything but the refusals: the PostgreSQL engine has no durable
+#                 consumers in this version (each call's documented refusal is tested)
 # (each program prints `SKIP (PostgreSQL) what: why` for each, and `N skipped`).
 #
 # Environment: CC, EVS_TEST_OUT (default build/tests/c-pg), EVS_PG_ACCOUNT_SCALE (the
@@ -122,6 +124,7 @@ build test_fork && run test_fork 1 "$OUT/test_fork"
 build test_subscribe && run test_subscribe "$SUBSCRIBE_SCALE" "$OUT/test_subscribe"
 build test_abi_v1 && run test_abi_v1 1 "$OUT/test_abi_v1"
 build test_lifecycle && run test_lifecycle 1 "$OUT/test_lifecycle"
+build test_consumers && run test_consumers 1 "$OUT/test_consumers"
 
 # The failures again at the end, where a CI log's last lines show them.
 if [ "$total_failed" -ne 0 ]; then

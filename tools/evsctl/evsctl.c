@@ -31,6 +31,8 @@ struct command {
     command_fn run;
 };
 
+static void command_usage(FILE *out, const command *c);
+
 /* Options shared by the commands that print events. */
 static bool g_json = false;
 static bool g_follow = false;
@@ -811,6 +813,186 @@ static int cmd_compact(const command *cmd, evs_store *s, int argc, char **argv) 
     return fflush(stdout) == 0 ? 0 : fail_write();
 }
 
+/* ---- consumers ---- */
+
+/* The seconds of `us` microseconds, as "12.345". */
+static void print_seconds(uint64_t us) {
+    printf("%" PRIu64 ".%03" PRIu64, us / 1000000u, us % 1000000u / 1000u);
+}
+
+/* `us` microseconds since the Unix epoch as ISO 8601 UTC with microseconds. */
+static void print_time(uint64_t us) {
+    time_t t = (time_t)(us / 1000000u);
+    struct tm tm;
+    char buf[32];
+    if (gmtime_r(&t, &tm) == NULL || strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+        printf("@%" PRIu64 "us", us);
+    else
+        printf("%s.%06" PRIuMAX "Z", buf, (uintmax_t)(us % 1000000u));
+}
+
+/* Days from 1970-01-01 to the civil date y-m-d (proleptic Gregorian). */
+static int64_t days_from_civil(int64_t y, int64_t m, int64_t d) {
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+/* A time for --to-time: ISO 8601 in UTC (2026-12-07T09:30:00Z, with an optional fraction
+ * of a second) or @SECONDS since the Unix epoch; microseconds since the epoch, or false. */
+static bool parse_time(const char *text, uint64_t *out_us) {
+    if (text[0] == '@') {
+        uint64_t secs;
+        if (!parse_u64(text + 1, &secs) || secs > UINT64_MAX / 1000000u)
+            return false;
+        *out_us = secs * 1000000u;
+        return true;
+    }
+    int y, mo, d, h, mi, sec, n = 0;
+    if (sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6 || n != 19)
+        return false;
+    if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
+        return false;
+    const char *p = text + n;
+    uint64_t frac = 0, scale = 1000000u;
+    if (*p == '.') {
+        p++;
+        if (*p < '0' || *p > '9')
+            return false;
+        for (; *p >= '0' && *p <= '9'; p++) {
+            if (scale > 1) {
+                scale /= 10;
+                frac += (uint64_t)(*p - '0') * scale;
+            }
+        }
+    }
+    if (strcmp(p, "Z") != 0)
+        return false;
+    int64_t secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec;
+    *out_us = (uint64_t)secs * 1000000u + frac;
+    return true;
+}
+
+static int consumers_list(evs_store *s) {
+    evs_consumer_list *l = NULL;
+    evs_status st = evs_list_consumers(s, &l);
+    if (st != EVS_OK)
+        return fail("listing the consumers", st);
+    size_t n = evs_consumer_list_count(l);
+    for (size_t i = 0; i < n; i++) {
+        evs_consumer_info c = EVS_STRUCT_INIT(evs_consumer_info);
+        st = evs_consumer_list_get(l, i, &c);
+        if (st != EVS_OK) {
+            evs_consumer_list_free(l);
+            return fail("listing the consumers", st);
+        }
+        if (g_json) {
+            fputs("{\"name\":", stdout);
+            json_string(c.name, strlen(c.name));
+            printf(",\"next_position\":%" PRIu64 ",\"lag_events\":%" PRIu64 ",\"lag_seconds\":", c.next_position,
+                   c.lag_events);
+            print_seconds(c.lag_us);
+            printf(",\"parked\":%" PRIu64 ",\"open\":%s}\n", c.parked, c.open ? "true" : "false");
+        } else {
+            printf("%s\tnext %" PRIu64 "\tlag %" PRIu64 " event%s, ", c.name, c.next_position, c.lag_events,
+                   plural(c.lag_events));
+            print_seconds(c.lag_us);
+            printf(" s\t%" PRIu64 " parked\t%s\n", c.parked, c.open ? "open" : "closed");
+        }
+    }
+    evs_consumer_list_free(l);
+    return fflush(stdout) == 0 ? 0 : fail_write();
+}
+
+static int consumers_parked(evs_store *s, const char *name) {
+    evs_parked_list *l = NULL;
+    evs_status st = evs_list_parked(s, name, &l);
+    if (st != EVS_OK)
+        return fail("listing the parked events", st);
+    size_t n = evs_parked_list_count(l);
+    for (size_t i = 0; i < n; i++) {
+        evs_parked_event p = EVS_STRUCT_INIT(evs_parked_event);
+        st = evs_parked_list_get(l, i, &p);
+        if (st != EVS_OK) {
+            evs_parked_list_free(l);
+            return fail("listing the parked events", st);
+        }
+        if (g_json) {
+            printf("{\"position\":%" PRIu64 ",\"parked_at_us\":%" PRIu64 ",\"reason\":", p.position, p.parked_at_us);
+            json_string(p.reason, strlen(p.reason));
+            fputs("}\n", stdout);
+        } else {
+            printf("%" PRIu64 "\t", p.position);
+            print_time(p.parked_at_us);
+            printf("\t%s\n", p.reason);
+        }
+    }
+    evs_parked_list_free(l);
+    return fflush(stdout) == 0 ? 0 : fail_write();
+}
+
+static int consumers_usage(const command *cmd, const char *why) {
+    fprintf(stderr, "evsctl: consumers: %s\n", why);
+    command_usage(stderr, cmd);
+    return 2;
+}
+
+/* consumers STORE [list | parked NAME | delete NAME | reset NAME --to-position N | --to-time T] */
+static int cmd_consumers(const command *cmd, evs_store *s, int argc, char **argv) {
+    const char *sub = argc > 0 ? argv[0] : "list";
+    if (!strcmp(sub, "list")) {
+        if (argc > 1)
+            return consumers_usage(cmd, "list takes no arguments");
+        return consumers_list(s);
+    }
+    if (strcmp(sub, "parked") && strcmp(sub, "delete") && strcmp(sub, "reset")) {
+        fprintf(stderr, "evsctl: consumers: no subcommand '%s' (list, parked, delete, reset)\n", sub);
+        return 2;
+    }
+    if (argc < 2)
+        return consumers_usage(cmd, "NAME is missing");
+    const char *name = argv[1];
+    if (!strcmp(sub, "parked"))
+        return argc == 2 ? consumers_parked(s, name) : consumers_usage(cmd, "parked takes one NAME");
+    if (!strcmp(sub, "delete")) {
+        if (argc != 2)
+            return consumers_usage(cmd, "delete takes one NAME");
+        evs_status st = evs_consumer_delete(s, name);
+        if (st != EVS_OK)
+            return fail("delete", st);
+        printf("consumer %s deleted\n", name);
+        return fflush(stdout) == 0 ? 0 : fail_write();
+    }
+    /* reset NAME --to-position N | --to-time T */
+    if (argc != 4 || (strcmp(argv[2], "--to-position") && strcmp(argv[2], "--to-time")))
+        return consumers_usage(cmd, "reset needs NAME and --to-position N or --to-time T");
+    uint64_t position = 0;
+    if (!strcmp(argv[2], "--to-position")) {
+        if (!parse_u64(argv[3], &position))
+            return bad_number("N", argv[3]);
+    } else {
+        uint64_t us = 0;
+        if (!parse_time(argv[3], &us)) {
+            fprintf(stderr,
+                    "evsctl: consumers: T must be a time in UTC as 2026-12-07T09:30:00Z (a fraction of a second "
+                    "may follow the seconds) or @SECONDS since the Unix epoch, not '%s'\n",
+                    argv[3]);
+            return 2;
+        }
+        evs_status st = evs_position_at(s, us, &position);
+        if (st != EVS_OK)
+            return fail("finding the position of the time", st);
+    }
+    evs_status st = evs_consumer_reset(s, name, position);
+    if (st != EVS_OK)
+        return fail("reset", st);
+    printf("consumer %s reset: next position %" PRIu64 "\n", name, position);
+    return fflush(stdout) == 0 ? 0 : fail_write();
+}
+
 /* schema --sql URL: the SQL that creates or migrates a PostgreSQL store's schema to the
  * library's version (evs_schema_sql); nothing is executed and no store is opened. */
 static int cmd_schema(const command *cmd, evs_store *s, int argc, char **argv) {
@@ -860,6 +1042,17 @@ static const command k_commands[] = {
     {"account", "ID", "one account", "One account: balance, currency, number of events.", false, 1, 1, cmd_account},
     {"metrics", "", "Prometheus text", "The store's counters in the Prometheus text exposition format.", false, 0,
      0, cmd_metrics},
+    {"consumers", "[SUBCOMMAND]", "durable consumers: list, parked, reset, delete",
+     "Durable consumers (docs/consumers.md). With no subcommand or 'list': every consumer, one a line: name, next "
+     "position (its checkpoint), lag in events and in seconds (the age of the first event after its checkpoint), "
+     "events parked, and whether it is open now (in any process). 'parked NAME': the consumer's parked events: "
+     "position, when it was parked (UTC), reason. 'reset NAME --to-position N' or 'reset NAME --to-time T' (T in "
+     "UTC as 2026-12-07T09:30:00Z, or @SECONDS since the Unix epoch): the consumer is next given the events from "
+     "N, or from the first event after T. 'delete NAME': forgets its checkpoint and parked events. Reset and "
+     "delete refuse a consumer that is open (EVS_ERR_LOCKED). The store is opened read-only, so these work beside "
+     "a running writer: a reset or delete is kept in the consumer's journal in STORE/consumers/, which the writer "
+     "obeys. --json: one JSON object per line.",
+     false, 0, 4, cmd_consumers},
     {"snapshot", "", "write a snapshot now",
      "Writes a snapshot of the indexes and accounts now. Opens the store for writing: no other writer may have "
      "it open.",
@@ -913,7 +1106,7 @@ static const char *options_of(const command *c) {
     if (!strcmp(c->name, "retention"))
         return " [--category PREFIX] [--max-count N] [--max-age SECONDS] [--clear]";
     if (!strcmp(c->name, "dump") || !strcmp(c->name, "stream") || !strcmp(c->name, "streams") ||
-        !strcmp(c->name, "accounts") || !strcmp(c->name, "account"))
+        !strcmp(c->name, "accounts") || !strcmp(c->name, "account") || !strcmp(c->name, "consumers"))
         return " [--json]";
     return "";
 }

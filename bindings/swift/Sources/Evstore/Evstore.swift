@@ -621,3 +621,200 @@ public final class Store {
                        version: a.version, lastPosition: a.last_position)
     }
 }
+
+// MARK: - Durable consumers (docs/consumers.md)
+
+/// A durable consumer as `Store.consumers()` lists it.
+public struct ConsumerInfo {
+    public let name: String
+    /// Its checkpoint: the next position it will be given.
+    public let nextPosition: UInt64
+    /// The log's next position minus the checkpoint.
+    public let lagEvents: UInt64
+    /// The age of the first event after the checkpoint (0: none), microseconds.
+    public let lagMicros: UInt64
+    public let parked: UInt64
+    /// Open now, in this process or another.
+    public let isOpen: Bool
+}
+
+/// An event a consumer parked (`Store.parked(consumer:)`).
+public struct ParkedEvent {
+    public let position: UInt64
+    public let parkedAtMicros: UInt64
+    public let reason: String
+}
+
+/// An open durable consumer (`Store.openConsumer`): it is given the events after its
+/// stored checkpoint, in position order, and the store keeps its progress; after a crash
+/// the events after the last durable checkpoint come again, never one before it. Not
+/// thread-safe. `close()` (or deinit, which ignores the error) writes the last checkpoint.
+public final class Consumer {
+    private var handle: OpaquePointer?
+
+    init(_ handle: OpaquePointer) { self.handle = handle }
+    deinit { evs_consumer_close(handle) }  // NULL is a no-op
+
+    private func open() throws -> OpaquePointer {
+        guard let h = handle else {
+            throw EvstoreError(code: .invalidArgument, message: "the consumer is closed")
+        }
+        return h
+    }
+
+    /// The next event (a replayed parked one first), waiting up to `timeoutMillis`
+    /// (negative: until one comes); nil when none came.
+    public func next(timeoutMillis: Int32 = 0) throws -> Event? {
+        let h = try open()
+        var e = evs_event()
+        e.struct_size = MemoryLayout<evs_event>.size
+        if try check(evs_consumer_next(h, &e, timeoutMillis)) == EVS_END {
+            return nil
+        }
+        return Event(e)
+    }
+
+    /// Every event up to and including `position` is handled.
+    public func ack(_ position: UInt64) throws {
+        let h = try open()
+        try check(evs_consumer_ack(h, position))
+    }
+
+    /// The event at `position` comes again after the backoff; true when it had its
+    /// retries and was parked instead.
+    @discardableResult
+    public func retry(_ position: UInt64) throws -> Bool {
+        let h = try open()
+        var parked = false
+        try check(evs_consumer_retry(h, position, &parked))
+        return parked
+    }
+
+    /// Parks the event at `position` with `reason`, durably, and acknowledges it.
+    public func park(_ position: UInt64, reason: String) throws {
+        let h = try open()
+        try check(evs_consumer_park(h, position, reason))
+    }
+
+    /// Queues every parked event before new ones; returns how many.
+    @discardableResult
+    public func replayAllParked() throws -> UInt64 {
+        let h = try open()
+        var n: UInt64 = 0
+        try check(evs_consumer_replay_parked(h, UInt64.max, &n))
+        return n
+    }
+
+    /// Writes the checkpoint now (if it moved).
+    public func checkpoint() throws {
+        let h = try open()
+        try check(evs_consumer_checkpoint(h))
+    }
+
+    /// The atomic step (exactly-once effects): appends one event to `stream` as
+    /// `Store.append` does and, in the same step, stores the checkpoint after
+    /// `ackPosition`. Both are stored or neither is. Returns the event's position.
+    @discardableResult
+    public func append(stream: String, expectedVersion: Int64, type: String, payload: [UInt8],
+                       ackPosition: UInt64) throws -> UInt64 {
+        let h = try open()
+        var first: UInt64 = 0
+        var version: UInt64 = 0
+        let status: Int32 = stream.withCString { cstream -> Int32 in
+            type.withCString { ctype -> Int32 in
+                payload.withUnsafeBufferPointer { p -> Int32 in
+                    var input = evs_event_input()
+                    input.struct_size = MemoryLayout<evs_event_input>.size
+                    input.event_type = ctype
+                    input.payload = p.baseAddress
+                    input.payload_len = p.count
+                    return withUnsafePointer(to: &input) { inputPtr -> Int32 in
+                        var part = evs_stream_append()
+                        part.struct_size = MemoryLayout<evs_stream_append>.size
+                        part.stream = cstream
+                        part.expected_version = expectedVersion
+                        part.events = inputPtr
+                        part.count = 1
+                        return evs_consumer_append(h, &part, 1, ackPosition, &first, &version)
+                    }
+                }
+            }
+        }
+        try check(status)
+        return first
+    }
+
+    /// Writes the last checkpoint and closes it. Calling it twice is harmless.
+    public func close() throws {
+        guard let h = handle else { return }
+        handle = nil
+        try check(evs_consumer_close(h))
+    }
+}
+
+extension Store {
+    /// Opens durable consumer `name`, made on its first open (from `startPosition`),
+    /// reading the streams whose name starts with `streamPrefix` ("": every stream).
+    /// Throws `.locked` while it is open elsewhere, `.invalidArgument` on PostgreSQL.
+    public func openConsumer(name: String, streamPrefix: String = "",
+                             startPosition: UInt64 = 0) throws -> Consumer {
+        let h = try open()
+        var c: OpaquePointer? = nil
+        let status: Int32 = streamPrefix.withCString { cprefix -> Int32 in
+            var o = evs_consumer_options()
+            o.struct_size = MemoryLayout<evs_consumer_options>.size
+            o.start_position = startPosition
+            o.stream_prefix = streamPrefix.isEmpty ? nil : cprefix
+            return evs_consumer_open(h, name, &o, &c)
+        }
+        try check(status)
+        return Consumer(c!)
+    }
+
+    /// Every durable consumer with its checkpoint, lag and parked count, by name.
+    public func consumers() throws -> [ConsumerInfo] {
+        let h = try open()
+        var list: OpaquePointer? = nil
+        try check(evs_list_consumers(h, &list))
+        defer { evs_consumer_list_free(list) }
+        var out: [ConsumerInfo] = []
+        for i in 0..<evs_consumer_list_count(list) {
+            var c = evs_consumer_info()
+            c.struct_size = MemoryLayout<evs_consumer_info>.size
+            try check(evs_consumer_list_get(list, i, &c))
+            out.append(ConsumerInfo(name: String(cString: c.name), nextPosition: c.next_position,
+                                    lagEvents: c.lag_events, lagMicros: c.lag_us, parked: c.parked,
+                                    isOpen: c.open))
+        }
+        return out
+    }
+
+    /// The parked events of consumer `name`, by position (`.notFound`: no such consumer).
+    public func parked(consumer name: String) throws -> [ParkedEvent] {
+        let h = try open()
+        var list: OpaquePointer? = nil
+        try check(evs_list_parked(h, name, &list))
+        defer { evs_parked_list_free(list) }
+        var out: [ParkedEvent] = []
+        for i in 0..<evs_parked_list_count(list) {
+            var p = evs_parked_event()
+            p.struct_size = MemoryLayout<evs_parked_event>.size
+            try check(evs_parked_list_get(list, i, &p))
+            out.append(ParkedEvent(position: p.position, parkedAtMicros: p.parked_at_us,
+                                   reason: String(cString: p.reason)))
+        }
+        return out
+    }
+
+    /// Consumer `name` (not open anywhere) is next given the events from `position` on.
+    public func resetConsumer(name: String, to position: UInt64) throws {
+        let h = try open()
+        try check(evs_consumer_reset(h, name, position))
+    }
+
+    /// Forgets consumer `name`: its checkpoint and parked events.
+    public func deleteConsumer(name: String) throws {
+        let h = try open()
+        try check(evs_consumer_delete(h, name))
+    }
+}
