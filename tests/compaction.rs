@@ -145,3 +145,51 @@ fn after_a_compaction_no_file_holds_a_removed_events_bytes_and_kept_ones_stay() 
         next
     );
 }
+
+/// A store whose last act was a compaction (which sealed its active segment: the log
+/// ends with a new, empty segment) opens again, read-only and writable, under every
+/// policy, with every kept event.
+#[test]
+fn a_store_closed_right_after_a_compaction_opens_under_every_policy() {
+    use std::time::Duration;
+    for policy in [
+        FsyncPolicy::Always,
+        FsyncPolicy::Batch(Duration::from_millis(2)),
+        FsyncPolicy::Os,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let o = || StoreOptions {
+            fsync: policy,
+            compaction_trigger_percent: 0,
+            ..opts()
+        };
+        let store = Store::open(dir.path(), o(), Vec::new()).unwrap().0;
+        for r in 0..3 {
+            for i in 0..30 {
+                append(&store, "kept", format!("k{r}-{i}").as_bytes(), b"");
+                append(&store, &format!("gone-{r}"), &[b'g'; 900], b"");
+            }
+            store
+                .delete_stream(&format!("gone-{r}"), ExpectedVersion::Any, false, None)
+                .unwrap();
+            assert!(store.compact().unwrap().segments_rewritten > 0);
+        }
+        store.close().unwrap();
+        drop(store);
+        for read_only in [true, false] {
+            let opened = Store::open(dir.path(), StoreOptions { read_only, ..o() }, Vec::new());
+            let store = Arc::new(
+                opened
+                    .unwrap_or_else(|e| panic!("{policy:?} read_only {read_only}: {e}"))
+                    .0,
+            );
+            let mut c = store.clone().read_all(0).unwrap();
+            let mut n = 0;
+            while let Some(e) = c.next().unwrap() {
+                assert_eq!(e.stream, "kept");
+                n += 1;
+            }
+            assert_eq!(n, 90, "{policy:?} read_only {read_only}");
+        }
+    }
+}

@@ -116,6 +116,10 @@ pub struct FileStore {
     compact_lock: Mutex<()>,
 }
 
+/// How many times a read-only store reads a position again that a compaction of its
+/// writer moved (about a millisecond apart) before it reports the damage it read.
+const STALE_READS_READ_ONLY: u32 = 2000;
+
 /// Events since the last snapshot after which sealing a segment also writes one: at
 /// least this many, and four times the number of streams (a snapshot holds the stream
 /// table), so that its cost per event stays small.
@@ -573,7 +577,7 @@ impl FileStore {
         let last_timestamp = index.last_timestamp();
         let removing = !index.life.is_empty();
         let follow = match options.read_only {
-            true => Some(follow::Follow::new(&wal, index.last_wal())?),
+            true => Some(follow::Follow::new(&wal, index.last_wal(), index.len())?),
             false => None,
         };
         let store = FileStore {
@@ -777,8 +781,13 @@ impl FileStore {
             }
         }
         let active = wal.current_position().segment_id;
+        // A read-only store's log ends at its writer's durable mark, which may be the end
+        // of a sealed segment (a compaction seals the active segment): that segment is
+        // then its active one, whole.
+        let read_only = wal.config().read_only;
         for s in &index.sealed {
-            if s.segment_id >= active
+            if s.segment_id > active
+                || (s.segment_id == active && !read_only)
                 || wal
                     .segment_end(s.segment_id)
                     .is_none_or(|end| end < s.segment_len)
@@ -1456,7 +1465,7 @@ impl FileStore {
                 return Ok(Some(at));
             }
             attempt += 1;
-            if attempt == 3 {
+            if !self.retry_stale(attempt) {
                 read?;
                 return Err(Error::corrupt(format!(
                     "the record read for position {position} (segment {} offset {}) is another position's",
@@ -1467,11 +1476,34 @@ impl FileStore {
             *files = None;
             self.reload_segment(at.segment_id);
             let index = self.index.read().unwrap_or_else(|e| e.into_inner());
-            match index.locate(position)? {
-                None => return Ok(None),
-                Some((_, a, e)) => (at, end) = (a, e),
+            match index.locate(position) {
+                Ok(None) => return Ok(None),
+                Ok(Some((_, a, e))) => (at, end) = (a, e),
+                // (A follower: the index file may be caught mid-replacement; looked at again.)
+                Err(_) if self.options.read_only => {}
+                Err(e) => return Err(e),
             }
         }
+    }
+
+    /// A read found a segment rewritten under it (a compaction) and is about to read
+    /// again, looked up afresh, for the `attempt`-th time: whether it may. The writer's
+    /// own compaction puts a segment and its index file in place under the index's write
+    /// lock, so one more look finds both new. A follower may look between the writer's
+    /// two renames, or before it took up the segment's index file: it takes in what the
+    /// writer did, waits a moment, and looks again, for a while.
+    pub(crate) fn retry_stale(&self, attempt: u32) -> bool {
+        if !self.options.read_only {
+            return attempt < 3;
+        }
+        if attempt >= STALE_READS_READ_ONLY {
+            return false;
+        }
+        let _ = self.refresh();
+        if attempt > 1 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
     }
 
     /// Whether a reader at position `due` that read the record of `position` (a marker
