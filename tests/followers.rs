@@ -636,7 +636,7 @@ fn compaction_follower(dir: &str, rounds: u64) {
                 next = e.position + 1;
             }
             looks += 1;
-            if looks % 10 == 0 || end >= total {
+            if looks.is_multiple_of(10) || end >= total {
                 let mut c = store.read_all(0)?;
                 let mut n = 0;
                 while let Some(e) = c.next()? {
