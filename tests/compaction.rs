@@ -193,3 +193,106 @@ fn a_store_closed_right_after_a_compaction_opens_under_every_policy() {
         }
     }
 }
+
+/// docs/lifecycle.md "What stays": an append retried with ids whose events a compaction
+/// erased is answered as a retry (its old positions and versions, nothing written) while
+/// the dedupe window remembers them: after the compaction, after a reopen from the
+/// snapshot the compaction wrote, and after a crash right after it (no close). The same
+/// id in another stream is refused; new ids append as usual.
+#[test]
+fn a_retry_of_an_append_whose_events_a_compaction_erased_is_answered_as_a_retry() {
+    use evstore::ErrorKind;
+    let dir = tempfile::tempdir().unwrap();
+    let o = || StoreOptions {
+        compaction_trigger_percent: 0,
+        ..opts()
+    };
+    let id = |n: u8| {
+        let mut b = [7u8; 16];
+        b[0] = n;
+        Some(b)
+    };
+    let pad = vec![b'q'; 800];
+    let input = |n: u8| EventInput {
+        id: id(n),
+        ..EventInput::new("T", &pad)
+    };
+    let store = Store::open(dir.path(), o(), Vec::new()).unwrap().0;
+    let mut first = Vec::new();
+    for n in 0..100u8 {
+        let r = store
+            .append("gone", ExpectedVersion::Any, &[input(n)])
+            .unwrap();
+        first.push(r.clone());
+        append(&store, "kept", b"k", b"");
+    }
+    store
+        .delete_stream("gone", ExpectedVersion::Any, false, None)
+        .unwrap();
+    let info = store.compact().unwrap();
+    assert!(info.events_erased >= 100, "{info:?}");
+    let check = |store: &Store, when: &str| {
+        let next = store.next_position().unwrap();
+        for n in (0..100u8).step_by(7) {
+            let r = store
+                .append("gone", ExpectedVersion::Any, &[input(n)])
+                .unwrap_or_else(|e| panic!("{when}: the retry of {n}: {e}"));
+            assert_eq!(r, first[n as usize], "{when}: {n}");
+            let e = store
+                .append("other", ExpectedVersion::Any, &[input(n)])
+                .expect_err("the id in another stream");
+            assert_eq!(e.kind, ErrorKind::AlreadyExists, "{when}: {e}");
+        }
+        assert_eq!(
+            store.next_position().unwrap(),
+            next,
+            "{when}: nothing written"
+        );
+        assert_eq!(store.stream_version("gone").unwrap(), None, "{when}");
+    };
+    check(&store, "compacted");
+    store.close().unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), o(), Vec::new()).unwrap().0;
+    check(&store, "reopened");
+    // A crash right after a compaction: the snapshot it wrote before erasing holds them.
+    for n in 100..150u8 {
+        store
+            .append("gone2", ExpectedVersion::Any, &[input(n)])
+            .unwrap();
+    }
+    let last = store
+        .append("gone2", ExpectedVersion::Any, &[input(150)])
+        .unwrap();
+    store
+        .delete_stream("gone2", ExpectedVersion::Any, false, None)
+        .unwrap();
+    store.compact().unwrap();
+    // The store's files as a crash would leave them (no close): a copy.
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), copy.path());
+    drop(store);
+    let store = Store::open(copy.path(), o(), Vec::new()).unwrap().0;
+    let r = store
+        .append("gone2", ExpectedVersion::Any, &[input(150)])
+        .unwrap();
+    assert_eq!(r, last);
+    // New ids append as usual.
+    let r = store
+        .append("gone", ExpectedVersion::Any, &[input(200)])
+        .unwrap();
+    assert_eq!(r.first_position, store.next_position().unwrap() - 1);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let target = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &target);
+        } else {
+            std::fs::copy(&p, &target).unwrap();
+        }
+    }
+}

@@ -224,7 +224,8 @@ impl FileStore {
         // The current batch's kept records: (start, end) in `old`, and whether the
         // record's flags must lose "batch continues" (its batch's end was erased).
         let mut batch: Vec<(usize, usize)> = Vec::new();
-        let mut batch_end_kept = true;
+        // The ids of the events erased: their position, stream and version.
+        let mut erased_ids: Vec<([u8; 16], u64, String, u64)> = Vec::new();
         let (mut at, mut position, mut erased, mut last_kept) = (0usize, s.first, 0u64, None);
         while at < old.len() {
             if self.closed.load(Ordering::Acquire) {
@@ -249,6 +250,7 @@ impl FileStore {
             ) {
                 position = u64::from_le_bytes(k);
             }
+            let mut judged = None;
             let keep = match super::envelope::peek_stream(rec.value) {
                 Ok(Some((ts, stream, version))) if !stream.is_empty() => {
                     let stream = std::str::from_utf8(stream).map_err(|_| {
@@ -267,6 +269,7 @@ impl FileStore {
                     // every later one is (its versions stay dense in the segment).
                     let removed = !entry.1 && entry.0.removes(version, ts);
                     entry.1 |= !removed;
+                    judged = Some((stream, version));
                     !removed
                 }
                 _ => true,
@@ -276,21 +279,23 @@ impl FileStore {
                 last_kept = Some(position);
             } else {
                 erased += 1;
+                if let (Some(eid), Some((stream, version))) =
+                    (super::envelope::peek_id(rec.value), judged)
+                {
+                    erased_ids.push((eid, position, stream.to_owned(), version));
+                }
             }
             if !rec.batch_continues() {
-                batch_end_kept = keep;
-                flush_batch(&old, &mut batch, batch_end_kept, &mut out);
+                flush_batch(&old, &mut batch, keep, &mut out);
             }
             at += len;
             position += 1;
             throttle.spend(len as u64);
         }
-        let _ = batch_end_kept;
         flush_batch(&old, &mut batch, true, &mut out);
         if erased == 0 {
             return Ok(None);
         }
-        let records_end = out.len();
         if last_kept != Some(s.end() - 1) {
             let key = (s.end() - 1).to_le_bytes();
             RecordRef {
@@ -299,7 +304,6 @@ impl FileStore {
             }
             .encode_into(&mut out);
         }
-        let _ = records_end;
         let (fresh, idx) =
             index_bytes(&mut out.clone(), id, s.first, 0, Some(&timestamps), || None)?;
         if !fresh.same_range(s) {
@@ -321,6 +325,19 @@ impl FileStore {
                 return Err(e);
             }
         };
+        // The ids of erased events stay (a retry of their append is answered from them):
+        // in memory, and in a snapshot written before the segment loses their records,
+        // so that a crash after the rename still finds them.
+        for (eid, p, stream, version) in &erased_ids {
+            self.ids.remember_erased(eid, *p, stream, *version);
+        }
+        if !erased_ids.is_empty() {
+            if let Err(e) = self.snapshot() {
+                let _ = vfs.remove_file(&tmp);
+                let _ = vfs.remove_file(&idx_tmp);
+                return Err(e);
+            }
+        }
         {
             let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
             if let Err(e) = self.wal.replace_sealed(id, &tmp, out.len() as u64) {
