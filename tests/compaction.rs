@@ -5,12 +5,47 @@ use evstore::store::{EventInput, ExpectedVersion, Store, StoreOptions};
 use evstore::wal::FsyncPolicy;
 use std::sync::Arc;
 
+/// Options without automatic compaction (the tests here compact when they say so).
 fn opts() -> StoreOptions {
     StoreOptions {
         fsync: FsyncPolicy::Os,
         max_segment_size: 65536,
+        compaction_trigger_percent: 0,
         ..Default::default()
     }
+}
+
+/// 30 rounds of 4 events of `keep` and 4 of `gone-R` (about 1 KB each, unique markers
+/// in their payloads), then every `gone-R` deleted and 70 more `keep` events (so that the
+/// segments holding the deleted ones are sealed).
+fn half_removed(store: &Store) {
+    for r in 0..30 {
+        for i in 0..4 {
+            let k = format!("KEEP-{r:02}-{i}-{}", "k".repeat(1000));
+            append(store, "keep", k.as_bytes(), b"");
+            let g = format!("GONE-{r:02}-{i}-{}", "g".repeat(1000));
+            append(store, &format!("gone-{r}"), g.as_bytes(), b"");
+        }
+    }
+    for r in 0..30 {
+        store
+            .delete_stream(&format!("gone-{r}"), ExpectedVersion::Any, false, None)
+            .unwrap();
+    }
+    for i in 0..70 {
+        let k = format!("KEEP-tail-{i}-{}", "k".repeat(1000));
+        append(store, "keep", k.as_bytes(), b"");
+    }
+}
+
+/// The payloads of every event `read_all` gives.
+fn all_payloads(store: &Arc<Store>) -> Vec<String> {
+    let mut c = store.clone().read_all(0).unwrap();
+    let mut out = Vec::new();
+    while let Some(e) = c.next().unwrap() {
+        out.push(String::from_utf8_lossy(e.payload).into_owned());
+    }
+    out
 }
 
 fn append(store: &Store, stream: &str, payload: &[u8], meta: &[u8]) {
@@ -295,4 +330,74 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
             std::fs::copy(&p, &target).unwrap();
         }
     }
+}
+
+/// docs/lifecycle.md "Compaction": with a trigger (here the default, 25%), sealed
+/// segments half of whose bytes are removed events are compacted by the store's own
+/// thread, with no call: the test waits (bounded by a long timeout, no timing asserted)
+/// until no sealed segment has reclaimable bytes, then finds no removed event's bytes in
+/// any file and every kept event readable.
+#[test]
+fn removals_past_the_trigger_are_compacted_without_a_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = StoreOptions {
+        compaction_trigger_percent: evstore::store::DEFAULT_COMPACTION_TRIGGER_PERCENT,
+        ..opts()
+    };
+    assert!(o.compaction_trigger_percent > 0);
+    let store = Arc::new(Store::open(dir.path(), o, Vec::new()).unwrap().0);
+    half_removed(&store);
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let st = store.stats().unwrap();
+        if st.reclaimable_bytes == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < give_up,
+            "no automatic compaction after 120 s: {st:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let kept = all_payloads(&store);
+    assert_eq!(kept.len(), 120 + 70);
+    assert!(kept.iter().all(|p| p.starts_with("KEEP-")));
+    store.sync().unwrap();
+    let mut files = Vec::new();
+    every_file(dir.path(), &mut files);
+    // The segments that held the deleted streams were sealed (70 events after them).
+    for r in 0..30 {
+        let gone = format!("GONE-{r:02}-0-");
+        let keep = format!("KEEP-{r:02}-0-");
+        assert_eq!(holds(&files, gone.as_bytes()), None, "{gone}");
+        assert!(holds(&files, keep.as_bytes()).is_some(), "{keep}");
+    }
+}
+
+/// A close while the compaction thread is rewriting a segment under a budget it cannot
+/// meet (1 byte per second) returns (it stops between two records: the test would hang
+/// otherwise) and loses nothing: the store reopens with every kept event and none of the
+/// removed ones, its removed bytes still to reclaim, and a compaction then completes.
+#[test]
+fn a_close_during_a_throttled_compaction_returns_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = || StoreOptions {
+        compaction_trigger_percent: 25,
+        compaction_bytes_per_second: 1,
+        ..opts()
+    };
+    let store = Arc::new(Store::open(dir.path(), o(), Vec::new()).unwrap().0);
+    half_removed(&store);
+    // Give the thread (woken by the deletes and the seals) a moment to be in a segment.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    store.close().unwrap();
+    drop(store);
+    let store = Arc::new(Store::open(dir.path(), opts(), Vec::new()).unwrap().0);
+    let kept = all_payloads(&store);
+    assert_eq!(kept.len(), 120 + 70);
+    assert!(kept.iter().all(|p| p.starts_with("KEEP-")));
+    assert!(store.stats().unwrap().reclaimable_bytes > 0);
+    let info = store.compact().unwrap();
+    assert!(info.segments_rewritten > 0, "{info:?}");
+    assert_eq!(all_payloads(&store), kept);
 }

@@ -39,9 +39,11 @@ impl Store {
             ));
         }
         let (file, report) = FileStore::open(location, options, projections)?;
+        let file = Arc::new(file);
+        file.start_compactor()?;
         Ok((
             Store {
-                backend: Arc::new(file),
+                backend: file,
             },
             report,
         ))

@@ -114,6 +114,9 @@ pub struct FileStore {
     removing: AtomicBool,
     /// One compaction at a time.
     compact_lock: Mutex<()>,
+    /// The compaction thread (`start_compactor`), and what wakes it.
+    compactor: Mutex<Option<std::thread::JoinHandle<()>>>,
+    compactor_wake: Arc<compact::Wake>,
 }
 
 /// How many times a read-only store reads a position again that a compaction of its
@@ -614,6 +617,8 @@ impl FileStore {
             seal_failed: AtomicU64::new(0),
             removing: AtomicBool::new(removing),
             compact_lock: Mutex::new(()),
+            compactor: Mutex::new(None),
+            compactor_wake: Arc::default(),
         };
         // Segments replayed into memory that are complete get their index files now.
         store.maybe_seal();
@@ -1212,6 +1217,7 @@ impl FileStore {
                     entry,
                 );
                 self.removing.store(true, Ordering::Release);
+                self.compactor_wake.wake();
                 w.pending_entries -= 1;
             }
             for (pos, ev) in &p.events {
@@ -1599,7 +1605,12 @@ impl FileStore {
         self.index
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .apply_sealed(sealed)
+            .apply_sealed(sealed)?;
+        // A sealed segment may be compacted now.
+        if self.removing() {
+            self.compactor_wake.wake();
+        }
+        Ok(())
     }
 
     /// Reads the record of `position` at `at` (ending at `end`, if known) into `buf`,
@@ -1783,6 +1794,8 @@ impl FileStore {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        // The compaction thread stops between two records before the log closes.
+        self.stop_compactor();
         let r = self.wal.close();
         self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.wake_waiters();
