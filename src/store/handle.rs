@@ -41,12 +41,7 @@ impl Store {
         let (file, report) = FileStore::open(location, options, projections)?;
         let file = Arc::new(file);
         file.start_compactor()?;
-        Ok((
-            Store {
-                backend: file,
-            },
-            report,
-        ))
+        Ok((Store { backend: file }, report))
     }
 
     /// Where the events are (a directory, or a URL without its password).

@@ -227,7 +227,9 @@ impl FileStore {
                 let Some(s) = self.sealed_segment(id) else {
                     continue;
                 };
-                if let Some(r) = self.rewrite_segment(&s, &|| self.closed.load(Ordering::Acquire))? {
+                if let Some(r) =
+                    self.rewrite_segment(&s, &|| self.closed.load(Ordering::Acquire))?
+                {
                     info.segments_rewritten += 1;
                     info.bytes_before += r.before;
                     info.bytes_after += r.after;
@@ -455,6 +457,15 @@ impl FileStore {
                 return Err(e);
             }
         };
+        // The lifecycle entries that removed what this rewrite leaves out must outlive a
+        // crash before their events' records are gone: under BATCH and OS they may
+        // still be in the page cache (judged by, but not durable). Every entry the scan
+        // above judged by was appended before this sync.
+        if let Err(e) = self.wal.sync() {
+            let _ = vfs.remove_file(&tmp);
+            let _ = vfs.remove_file(&idx_tmp);
+            return Err(e);
+        }
         // The ids of erased events stay (a retry of their append is answered from them):
         // in memory, and in a snapshot written before the segment loses their records,
         // so that a crash after the rename still finds them.
