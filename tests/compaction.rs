@@ -1,8 +1,12 @@
 //! Compaction (docs/lifecycle.md "Compaction"): removed events' bytes leave every file of
 //! the store; kept events stay readable, through cursors opened before it and reopens.
 
+mod common;
+
+use common::procs::{self, Children};
 use evstore::store::{EventInput, ExpectedVersion, Store, StoreOptions};
 use evstore::wal::FsyncPolicy;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Options without automatic compaction (the tests here compact when they say so).
@@ -400,4 +404,134 @@ fn a_close_during_a_throttled_compaction_returns_and_loses_nothing() {
     let info = store.compact().unwrap();
     assert!(info.segments_rewritten > 0, "{info:?}");
     assert_eq!(all_payloads(&store), kept);
+}
+
+/// The child processes of this file's tests.
+#[test]
+#[ignore = "a child process of the tests in this file"]
+fn child() {
+    let dir = std::env::var("EVS_TEST_DIR").expect("EVS_TEST_DIR");
+    match procs::role().as_str() {
+        "compacting" => compacting_child(&dir, procs::number("EVS_TEST_ROUND")),
+        other => panic!("no role {other}"),
+    }
+}
+
+/// Rounds, until killed: 8 events of `keep` and 8 of a stream of its own, whose delete
+/// follows, then a compaction (throttled, so that a kill often lands in one; the store's
+/// thread compacts too). Reports `kept POSITION PAYLOAD` after each `keep` append
+/// returns and `deleted STREAM` after each delete returns.
+fn compacting_child(dir: &str, child: u64) {
+    let opts = StoreOptions {
+        compaction_trigger_percent: 25,
+        compaction_bytes_per_second: 4 << 20,
+        ..opts()
+    };
+    let (store, _) = Store::open(dir, opts, Vec::new()).expect("the child opens");
+    for r in 0.. {
+        let gone = format!("gone-{child}-{r}");
+        for i in 0..8 {
+            let k = format!("K-{child}-{r}-{i}-{}", "k".repeat(700 + i * 300));
+            let at = store
+                .append(
+                    "keep",
+                    ExpectedVersion::Any,
+                    &[EventInput::new("T", k.as_bytes())],
+                )
+                .unwrap()
+                .first_position;
+            procs::report(&format!("kept {at} {k}"));
+            let g = format!("G-{child}-{r}-{i}-{}", "g".repeat(900 + i * 200));
+            store
+                .append(
+                    &gone,
+                    ExpectedVersion::Any,
+                    &[EventInput::new("T", g.as_bytes())],
+                )
+                .unwrap();
+        }
+        store
+            .delete_stream(&gone, ExpectedVersion::Any, false, None)
+            .unwrap();
+        procs::report(&format!("deleted {gone}"));
+        store.compact().unwrap();
+    }
+}
+
+/// Issue 20: 200 rounds (`EVS_KILL_ROUNDS`) of a child process killed (SIGKILL) after a
+/// varying number of its reports, often during a compaction; after each, the store opens
+/// with every kept event the child was told of, at its position, with its bytes, no event
+/// of a stream whose delete returned, and no half-written rewrite left behind.
+#[test]
+fn a_process_killed_while_compacting_loses_nothing_kept_and_resurrects_nothing_removed() {
+    let rounds: u64 = std::env::var("EVS_KILL_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let dir = tempfile::tempdir().unwrap();
+    let mut kept: BTreeMap<u64, String> = BTreeMap::new();
+    let mut deleted: Vec<String> = Vec::new();
+    let mut kills_after_delete = 0;
+    for round in 0..rounds {
+        let mut kids = Children::new();
+        let env = [
+            ("EVS_TEST_DIR", dir.path().display().to_string()),
+            ("EVS_TEST_ROUND", round.to_string()),
+        ];
+        let kid = kids.spawn("child", "compacting", &env);
+        // Killed after 1 to 40 reports (spread over the rounds), right after the report.
+        let reports = 1 + (round * 17) % 40;
+        let mut heard = 0;
+        let mut last_deleted = false;
+        while let Some((_, line)) = kids.next_line() {
+            let (word, rest) = line.split_once(' ').unwrap();
+            last_deleted = word == "deleted";
+            match word {
+                "kept" => {
+                    let (p, payload) = rest.split_once(' ').unwrap();
+                    kept.insert(p.parse().unwrap(), payload.to_owned());
+                }
+                "deleted" => deleted.push(rest.to_owned()),
+                _ => {}
+            }
+            heard += 1;
+            if heard == reports {
+                break;
+            }
+        }
+        kids.kill(kid);
+        kills_after_delete += u64::from(last_deleted);
+        let (store, _) = Store::open(dir.path(), opts(), Vec::new())
+            .unwrap_or_else(|e| panic!("round {round}: the store does not open: {e}"));
+        let store = Arc::new(store);
+        let mut all: BTreeMap<u64, String> = BTreeMap::new();
+        let mut c = store.clone().read_all(0).unwrap();
+        while let Some(e) = c.next().unwrap() {
+            all.insert(e.position, String::from_utf8_lossy(e.payload).into_owned());
+        }
+        for (p, k) in &kept {
+            assert_eq!(all.get(p), Some(k), "round {round}: kept event at {p}");
+        }
+        for g in &deleted {
+            let prefix = format!("G-{}-", &g["gone-".len()..]);
+            assert!(
+                all.values().all(|v| !v.starts_with(&prefix)),
+                "round {round}: an event of {g} came back"
+            );
+            assert!(
+                store.clone().read_stream(g, 0).is_err(),
+                "round {round}: {g}"
+            );
+        }
+        store.close().unwrap();
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("events"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".compact"))
+            .collect();
+        assert!(leftovers.is_empty(), "round {round}: {leftovers:?}");
+        kids.wait_all();
+    }
+    assert!(kills_after_delete > 0, "no kill came during a compaction");
+    println!("FIGURE compaction_kill_rounds {rounds}");
 }
