@@ -1,16 +1,55 @@
 //! Compaction (docs/lifecycle.md "Compaction"): removed events' bytes leave every file of
 //! the store; kept events stay readable, through cursors opened before it and reopens.
 
+mod common;
+
+use common::procs::{self, Children};
 use evstore::store::{EventInput, ExpectedVersion, Store, StoreOptions};
 use evstore::wal::FsyncPolicy;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// Options without automatic compaction (the tests here compact when they say so).
 fn opts() -> StoreOptions {
     StoreOptions {
         fsync: FsyncPolicy::Os,
         max_segment_size: 65536,
+        compaction_trigger_percent: 0,
         ..Default::default()
     }
+}
+
+/// 30 rounds of 4 events of `keep` and 4 of `gone-R` (about 1 KB each, unique markers
+/// in their payloads), then every `gone-R` deleted and 70 more `keep` events (so that the
+/// segments holding the deleted ones are sealed).
+fn half_removed(store: &Store) {
+    for r in 0..30 {
+        for i in 0..4 {
+            let k = format!("KEEP-{r:02}-{i}-{}", "k".repeat(1000));
+            append(store, "keep", k.as_bytes(), b"");
+            let g = format!("GONE-{r:02}-{i}-{}", "g".repeat(1000));
+            append(store, &format!("gone-{r}"), g.as_bytes(), b"");
+        }
+    }
+    for r in 0..30 {
+        store
+            .delete_stream(&format!("gone-{r}"), ExpectedVersion::Any, false, None)
+            .unwrap();
+    }
+    for i in 0..70 {
+        let k = format!("KEEP-tail-{i}-{}", "k".repeat(1000));
+        append(store, "keep", k.as_bytes(), b"");
+    }
+}
+
+/// The payloads of every event `read_all` gives.
+fn all_payloads(store: &Arc<Store>) -> Vec<String> {
+    let mut c = store.clone().read_all(0).unwrap();
+    let mut out = Vec::new();
+    while let Some(e) = c.next().unwrap() {
+        out.push(String::from_utf8_lossy(e.payload).into_owned());
+    }
+    out
 }
 
 fn append(store: &Store, stream: &str, payload: &[u8], meta: &[u8]) {
@@ -144,4 +183,355 @@ fn after_a_compaction_no_file_holds_a_removed_events_bytes_and_kept_ones_stay() 
             .position,
         next
     );
+}
+
+/// A store whose last act was a compaction (which sealed its active segment: the log
+/// ends with a new, empty segment) opens again, read-only and writable, under every
+/// policy, with every kept event.
+#[test]
+fn a_store_closed_right_after_a_compaction_opens_under_every_policy() {
+    use std::time::Duration;
+    for policy in [
+        FsyncPolicy::Always,
+        FsyncPolicy::Batch(Duration::from_millis(2)),
+        FsyncPolicy::Os,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let o = || StoreOptions {
+            fsync: policy,
+            compaction_trigger_percent: 0,
+            ..opts()
+        };
+        let store = Store::open(dir.path(), o(), Vec::new()).unwrap().0;
+        for r in 0..3 {
+            for i in 0..30 {
+                append(&store, "kept", format!("k{r}-{i}").as_bytes(), b"");
+                append(&store, &format!("gone-{r}"), &[b'g'; 900], b"");
+            }
+            store
+                .delete_stream(&format!("gone-{r}"), ExpectedVersion::Any, false, None)
+                .unwrap();
+            assert!(store.compact().unwrap().segments_rewritten > 0);
+        }
+        store.close().unwrap();
+        drop(store);
+        for read_only in [true, false] {
+            let opened = Store::open(dir.path(), StoreOptions { read_only, ..o() }, Vec::new());
+            let store = Arc::new(
+                opened
+                    .unwrap_or_else(|e| panic!("{policy:?} read_only {read_only}: {e}"))
+                    .0,
+            );
+            let mut c = store.clone().read_all(0).unwrap();
+            let mut n = 0;
+            while let Some(e) = c.next().unwrap() {
+                assert_eq!(e.stream, "kept");
+                n += 1;
+            }
+            assert_eq!(n, 90, "{policy:?} read_only {read_only}");
+        }
+    }
+}
+
+/// docs/lifecycle.md "What stays": an append retried with ids whose events a compaction
+/// erased is answered as a retry (its old positions and versions, nothing written) while
+/// the dedupe window remembers them: after the compaction, after a reopen from the
+/// snapshot the compaction wrote, and after a crash right after it (no close). The same
+/// id in another stream is refused; new ids append as usual.
+#[test]
+fn a_retry_of_an_append_whose_events_a_compaction_erased_is_answered_as_a_retry() {
+    use evstore::ErrorKind;
+    let dir = tempfile::tempdir().unwrap();
+    let o = || StoreOptions {
+        compaction_trigger_percent: 0,
+        ..opts()
+    };
+    let id = |n: u8| {
+        let mut b = [7u8; 16];
+        b[0] = n;
+        Some(b)
+    };
+    let pad = vec![b'q'; 800];
+    let input = |n: u8| EventInput {
+        id: id(n),
+        ..EventInput::new("T", &pad)
+    };
+    let store = Store::open(dir.path(), o(), Vec::new()).unwrap().0;
+    let mut first = Vec::new();
+    for n in 0..100u8 {
+        let r = store
+            .append("gone", ExpectedVersion::Any, &[input(n)])
+            .unwrap();
+        first.push(r.clone());
+        append(&store, "kept", b"k", b"");
+    }
+    store
+        .delete_stream("gone", ExpectedVersion::Any, false, None)
+        .unwrap();
+    let info = store.compact().unwrap();
+    assert!(info.events_erased >= 100, "{info:?}");
+    let check = |store: &Store, when: &str| {
+        let next = store.next_position().unwrap();
+        for n in (0..100u8).step_by(7) {
+            let r = store
+                .append("gone", ExpectedVersion::Any, &[input(n)])
+                .unwrap_or_else(|e| panic!("{when}: the retry of {n}: {e}"));
+            assert_eq!(r, first[n as usize], "{when}: {n}");
+            let e = store
+                .append("other", ExpectedVersion::Any, &[input(n)])
+                .expect_err("the id in another stream");
+            assert_eq!(e.kind, ErrorKind::AlreadyExists, "{when}: {e}");
+        }
+        assert_eq!(
+            store.next_position().unwrap(),
+            next,
+            "{when}: nothing written"
+        );
+        assert_eq!(store.stream_version("gone").unwrap(), None, "{when}");
+    };
+    check(&store, "compacted");
+    store.close().unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), o(), Vec::new()).unwrap().0;
+    check(&store, "reopened");
+    // A crash right after a compaction: the snapshot it wrote before erasing holds them.
+    for n in 100..150u8 {
+        store
+            .append("gone2", ExpectedVersion::Any, &[input(n)])
+            .unwrap();
+    }
+    let last = store
+        .append("gone2", ExpectedVersion::Any, &[input(150)])
+        .unwrap();
+    store
+        .delete_stream("gone2", ExpectedVersion::Any, false, None)
+        .unwrap();
+    store.compact().unwrap();
+    // The store's files as a crash would leave them (no close): a copy.
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), copy.path());
+    drop(store);
+    let store = Store::open(copy.path(), o(), Vec::new()).unwrap().0;
+    let r = store
+        .append("gone2", ExpectedVersion::Any, &[input(150)])
+        .unwrap();
+    assert_eq!(r, last);
+    // New ids append as usual.
+    let r = store
+        .append("gone", ExpectedVersion::Any, &[input(200)])
+        .unwrap();
+    assert_eq!(r.first_position, store.next_position().unwrap() - 1);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let target = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &target);
+        } else {
+            std::fs::copy(&p, &target).unwrap();
+        }
+    }
+}
+
+/// docs/lifecycle.md "Compaction": with a trigger (here the default, 25%), sealed
+/// segments half of whose bytes are removed events are compacted by the store's own
+/// thread, with no call: the test waits (bounded by a long timeout, no timing asserted)
+/// until no sealed segment has reclaimable bytes, then finds no removed event's bytes in
+/// any file and every kept event readable.
+#[test]
+fn removals_past_the_trigger_are_compacted_without_a_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = StoreOptions {
+        compaction_trigger_percent: evstore::store::DEFAULT_COMPACTION_TRIGGER_PERCENT,
+        ..opts()
+    };
+    assert!(o.compaction_trigger_percent > 0);
+    let store = Arc::new(Store::open(dir.path(), o, Vec::new()).unwrap().0);
+    half_removed(&store);
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let st = store.stats().unwrap();
+        if st.reclaimable_bytes == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < give_up,
+            "no automatic compaction after 120 s: {st:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let kept = all_payloads(&store);
+    assert_eq!(kept.len(), 120 + 70);
+    assert!(kept.iter().all(|p| p.starts_with("KEEP-")));
+    store.sync().unwrap();
+    let mut files = Vec::new();
+    every_file(dir.path(), &mut files);
+    // The segments that held the deleted streams were sealed (70 events after them).
+    for r in 0..30 {
+        let gone = format!("GONE-{r:02}-0-");
+        let keep = format!("KEEP-{r:02}-0-");
+        assert_eq!(holds(&files, gone.as_bytes()), None, "{gone}");
+        assert!(holds(&files, keep.as_bytes()).is_some(), "{keep}");
+    }
+}
+
+/// A close while the compaction thread is rewriting a segment under a budget it cannot
+/// meet (1 byte per second) returns (it stops between two records: the test would hang
+/// otherwise) and loses nothing: the store reopens with every kept event and none of the
+/// removed ones, its removed bytes still to reclaim, and a compaction then completes.
+#[test]
+fn a_close_during_a_throttled_compaction_returns_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = || StoreOptions {
+        compaction_trigger_percent: 25,
+        compaction_bytes_per_second: 1,
+        ..opts()
+    };
+    let store = Arc::new(Store::open(dir.path(), o(), Vec::new()).unwrap().0);
+    half_removed(&store);
+    // Give the thread (woken by the deletes and the seals) a moment to be in a segment.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    store.close().unwrap();
+    drop(store);
+    let store = Arc::new(Store::open(dir.path(), opts(), Vec::new()).unwrap().0);
+    let kept = all_payloads(&store);
+    assert_eq!(kept.len(), 120 + 70);
+    assert!(kept.iter().all(|p| p.starts_with("KEEP-")));
+    assert!(store.stats().unwrap().reclaimable_bytes > 0);
+    let info = store.compact().unwrap();
+    assert!(info.segments_rewritten > 0, "{info:?}");
+    assert_eq!(all_payloads(&store), kept);
+}
+
+/// The child processes of this file's tests.
+#[test]
+#[ignore = "a child process of the tests in this file"]
+fn child() {
+    let dir = std::env::var("EVS_TEST_DIR").expect("EVS_TEST_DIR");
+    match procs::role().as_str() {
+        "compacting" => compacting_child(&dir, procs::number("EVS_TEST_ROUND")),
+        other => panic!("no role {other}"),
+    }
+}
+
+/// Rounds, until killed: 8 events of `keep` and 8 of a stream of its own, whose delete
+/// follows, then a compaction (throttled, so that a kill often lands in one; the store's
+/// thread compacts too). Reports `kept POSITION PAYLOAD` after each `keep` append
+/// returns and `deleted STREAM` after each delete returns.
+fn compacting_child(dir: &str, child: u64) {
+    let opts = StoreOptions {
+        compaction_trigger_percent: 25,
+        compaction_bytes_per_second: 4 << 20,
+        ..opts()
+    };
+    let (store, _) = Store::open(dir, opts, Vec::new()).expect("the child opens");
+    for r in 0.. {
+        let gone = format!("gone-{child}-{r}");
+        for i in 0..8 {
+            let k = format!("K-{child}-{r}-{i}-{}", "k".repeat(700 + i * 300));
+            let at = store
+                .append(
+                    "keep",
+                    ExpectedVersion::Any,
+                    &[EventInput::new("T", k.as_bytes())],
+                )
+                .unwrap()
+                .first_position;
+            procs::report(&format!("kept {at} {k}"));
+            let g = format!("G-{child}-{r}-{i}-{}", "g".repeat(900 + i * 200));
+            store
+                .append(
+                    &gone,
+                    ExpectedVersion::Any,
+                    &[EventInput::new("T", g.as_bytes())],
+                )
+                .unwrap();
+        }
+        store
+            .delete_stream(&gone, ExpectedVersion::Any, false, None)
+            .unwrap();
+        procs::report(&format!("deleted {gone}"));
+        store.compact().unwrap();
+    }
+}
+
+/// Issue 20: 200 rounds (`EVS_KILL_ROUNDS`) of a child process killed (SIGKILL) after a
+/// varying number of its reports, often during a compaction; after each, the store opens
+/// with every kept event the child was told of, at its position, with its bytes, no event
+/// of a stream whose delete returned, and no half-written rewrite left behind.
+#[test]
+fn a_process_killed_while_compacting_loses_nothing_kept_and_resurrects_nothing_removed() {
+    let rounds: u64 = std::env::var("EVS_KILL_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let dir = tempfile::tempdir().unwrap();
+    let mut kept: BTreeMap<u64, String> = BTreeMap::new();
+    let mut deleted: Vec<String> = Vec::new();
+    let mut kills_after_delete = 0;
+    for round in 0..rounds {
+        let mut kids = Children::new();
+        let env = [
+            ("EVS_TEST_DIR", dir.path().display().to_string()),
+            ("EVS_TEST_ROUND", round.to_string()),
+        ];
+        let kid = kids.spawn("child", "compacting", &env);
+        // Killed after 1 to 40 reports (spread over the rounds), right after the report.
+        let reports = 1 + (round * 17) % 40;
+        let mut heard = 0;
+        let mut last_deleted = false;
+        while let Some((_, line)) = kids.next_line() {
+            let (word, rest) = line.split_once(' ').unwrap();
+            last_deleted = word == "deleted";
+            match word {
+                "kept" => {
+                    let (p, payload) = rest.split_once(' ').unwrap();
+                    kept.insert(p.parse().unwrap(), payload.to_owned());
+                }
+                "deleted" => deleted.push(rest.to_owned()),
+                _ => {}
+            }
+            heard += 1;
+            if heard == reports {
+                break;
+            }
+        }
+        kids.kill(kid);
+        kills_after_delete += u64::from(last_deleted);
+        let (store, _) = Store::open(dir.path(), opts(), Vec::new())
+            .unwrap_or_else(|e| panic!("round {round}: the store does not open: {e}"));
+        let store = Arc::new(store);
+        let mut all: BTreeMap<u64, String> = BTreeMap::new();
+        let mut c = store.clone().read_all(0).unwrap();
+        while let Some(e) = c.next().unwrap() {
+            all.insert(e.position, String::from_utf8_lossy(e.payload).into_owned());
+        }
+        for (p, k) in &kept {
+            assert_eq!(all.get(p), Some(k), "round {round}: kept event at {p}");
+        }
+        for g in &deleted {
+            let prefix = format!("G-{}-", &g["gone-".len()..]);
+            assert!(
+                all.values().all(|v| !v.starts_with(&prefix)),
+                "round {round}: an event of {g} came back"
+            );
+            assert!(
+                store.clone().read_stream(g, 0).is_err(),
+                "round {round}: {g}"
+            );
+        }
+        store.close().unwrap();
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("events"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".compact"))
+            .collect();
+        assert!(leftovers.is_empty(), "round {round}: {leftovers:?}");
+        kids.wait_all();
+    }
+    assert!(kills_after_delete > 0, "no kill came during a compaction");
+    println!("FIGURE compaction_kill_rounds {rounds}");
 }

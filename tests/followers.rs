@@ -92,6 +92,10 @@ fn child() {
         "next-writer" => next_writer(&dir, &policy_name),
         "bulk-writer" => bulk_writer(&dir, &policy_name, procs::number("EVS_TEST_TOTAL")),
         "memory-follower" => memory_follower(&dir, procs::number("EVS_TEST_TOTAL")),
+        "compacting-writer" => {
+            compacting_writer(&dir, &policy_name, procs::number("EVS_TEST_TOTAL"))
+        }
+        "compaction-follower" => compaction_follower(&dir, procs::number("EVS_TEST_TOTAL")),
         other => panic!("no role {other}"),
     }
 }
@@ -557,4 +561,197 @@ fn a_follower_takes_up_the_writers_index_files_and_holds_what_the_writer_holds()
         follower_bytes <= 2 * writer_bytes + (512 << 10),
         "the follower holds {follower_bytes} bytes of index, the writer {writer_bytes}"
     );
+}
+
+/// Events per round of the compacting writer, and the positions a round takes (its
+/// events and the delete's entry).
+const ROUND_EVENTS: u64 = 40;
+const ROUND_POSITIONS: u64 = ROUND_EVENTS + 1;
+
+/// `rounds` rounds of: 40 events alternating between a stream kept forever (`keep-R%3`)
+/// and one deleted at the round's end (`gone-R`), the delete, a compaction (which seals
+/// the active segment and rewrites every segment the delete touched). Each event is
+/// reported as `wrote POSITION PAYLOAD`.
+fn compacting_writer(dir: &str, policy_name: &str, rounds: u64) {
+    let opts = StoreOptions {
+        max_segment_size: 64 << 10,
+        compaction_trigger_percent: 0,
+        ..options(policy_name)
+    };
+    let (store, _) = Store::open(dir, opts, Vec::new()).expect("the writer opens");
+    procs::report("opened");
+    procs::wait_for_parent();
+    let pad = "p".repeat(700);
+    for r in 0..rounds {
+        for i in 0..ROUND_EVENTS {
+            let (stream, payload) = match i % 2 {
+                0 => (format!("keep-{}", r % 3), format!("keep {r} {i} {pad}")),
+                _ => (format!("gone-{r}"), format!("gone {r} {i} {pad}")),
+            };
+            let at = store
+                .append(
+                    &stream,
+                    ExpectedVersion::Any,
+                    &[EventInput::new("T", payload.as_bytes())],
+                )
+                .unwrap_or_else(|e| panic!("appending {payload}: {e}"))
+                .first_position;
+            procs::report(&format!(
+                "wrote {at} {}",
+                &payload[..payload.len() - pad.len() - 1]
+            ));
+        }
+        store
+            .delete_stream(&format!("gone-{r}"), ExpectedVersion::Any, false, None)
+            .unwrap();
+        let info = store.compact().unwrap();
+        procs::report(&format!("round {r} {}", info.segments_rewritten));
+    }
+    procs::report(&format!("done {}", store.next_position().unwrap()));
+    procs::wait_for_parent();
+    store.close().unwrap();
+}
+
+/// Follows a compacting writer until `rounds` rounds' positions are counted: hands out
+/// each new event (`event POSITION PAYLOAD`, the payload without its padding) and, every
+/// tenth look, reads everything again from position 0 (`again POSITION PAYLOAD`, ended by
+/// `pass N`), through index files and segments the writer rewrites meanwhile. Any error
+/// is reported (`error KIND MESSAGE`) and ends it. At the end, one last pass.
+fn compaction_follower(dir: &str, rounds: u64) {
+    let give_up = Instant::now() + Duration::from_secs(follow_seconds());
+    let store = open_read_only(dir);
+    let total = rounds * ROUND_POSITIONS;
+    let short = |p: &[u8]| {
+        let t = String::from_utf8_lossy(p).into_owned();
+        t.rsplit_once(' ').map_or(t.clone(), |(h, _)| h.to_owned())
+    };
+    let mut next = 0u64;
+    let mut looks = 0u64;
+    let result = (|| -> evstore::Result<()> {
+        loop {
+            let end = store.next_position()?;
+            let mut c = store.read_all(next)?;
+            while let Some(e) = c.next()? {
+                procs::report(&format!("event {} {}", e.position, short(e.payload)));
+                next = e.position + 1;
+            }
+            looks += 1;
+            if looks.is_multiple_of(10) || end >= total {
+                let mut c = store.read_all(0)?;
+                let mut n = 0;
+                while let Some(e) = c.next()? {
+                    procs::report(&format!("again {} {}", e.position, short(e.payload)));
+                    n += 1;
+                }
+                procs::report(&format!("pass {n}"));
+            }
+            if end >= total {
+                return Ok(());
+            }
+            if Instant::now() > give_up {
+                procs::report(&format!("gave up at {end}"));
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    })();
+    if let Err(e) = result {
+        procs::report(&format!("error {:?} {}", e.kind, e.message));
+    }
+    procs::report("finished");
+}
+
+/// Issue 20: a follower in another process while its writer deletes and compacts over
+/// and over (each compaction seals the active segment and rewrites segments the follower
+/// has counted, indexed or holds in memory). The follower never fails, never hands out
+/// an event other than the one the writer wrote at that position, never hands out an
+/// event of a stream deleted before its last pass began, and its last pass holds every
+/// kept event: exactly what a store opened afterwards reads.
+fn a_follower_follows_a_writer_that_compacts(policy_name: &str) {
+    let rounds: u64 = std::env::var("EVS_COMPACT_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let dir = tempfile::tempdir().unwrap();
+    let mut kids = Children::new();
+    let env = child_env(dir.path(), policy_name, rounds);
+    let writer = kids.spawn(CHILD, "compacting-writer", &env);
+    let mut heard = Heard::default();
+    listen(&mut kids, usize::MAX, &mut heard, |_, _, l| l == "opened");
+    kids.spawn(CHILD, "compaction-follower", &env);
+    kids.go(writer);
+    let mut wrote: BTreeMap<u64, String> = BTreeMap::new();
+    let mut handed: BTreeMap<u64, String> = BTreeMap::new();
+    let mut pass: BTreeMap<u64, String> = BTreeMap::new();
+    let mut last_pass = BTreeMap::new();
+    let mut errors = Vec::new();
+    let mut rewritten = 0u64;
+    let (mut done, mut finished) = (false, false);
+    let split = |rest: &str| {
+        let (p, payload) = rest.split_once(' ').unwrap();
+        (p.parse::<u64>().unwrap(), payload.to_owned())
+    };
+    while let Some((i, line)) = kids.next_line() {
+        let (word, rest) = line.split_once(' ').unwrap_or((&line, ""));
+        match (i == writer, word) {
+            (true, "wrote") => {
+                let (p, payload) = split(rest);
+                wrote.insert(p, payload);
+            }
+            (true, "round") => rewritten += rest.split(' ').nth(1).unwrap().parse::<u64>().unwrap(),
+            (true, "done") => done = true,
+            (false, "event") => {
+                let (p, payload) = split(rest);
+                assert!(handed.insert(p, payload).is_none(), "{p} handed out twice");
+            }
+            (false, "again") => {
+                let (p, payload) = split(rest);
+                pass.insert(p, payload);
+            }
+            (false, "pass") => last_pass = std::mem::take(&mut pass),
+            (false, "error" | "gave") => errors.push(line.clone()),
+            (false, "finished") => finished = true,
+            _ => {}
+        }
+        if done && finished {
+            kids.go(writer);
+            done = false;
+        }
+    }
+    kids.wait_all();
+    assert!(errors.is_empty(), "the follower failed: {errors:?}");
+    assert!(rewritten > 0, "the writer's compactions rewrote no segment");
+    // The writer reports an event after its append returns (the follower may have had it
+    // first): everything the follower handed out is checked against every write.
+    assert_eq!(wrote.len() as u64, rounds * ROUND_EVENTS);
+    for (p, payload) in handed.iter().chain(last_pass.iter()) {
+        assert_eq!(wrote.get(p), Some(payload), "the follower's event at {p}");
+    }
+    // Every kept event was handed out as new, and is in the last pass.
+    let kept: BTreeMap<u64, String> = wrote
+        .iter()
+        .filter(|(_, v)| v.starts_with("keep "))
+        .map(|(&k, v)| (k, v.clone()))
+        .collect();
+    for (p, v) in &kept {
+        assert_eq!(handed.get(p), Some(v), "kept event {p} was not handed out");
+    }
+    // The last pass began after the last delete: it holds exactly the kept events, as
+    // a store opened now does.
+    assert_eq!(last_pass, kept);
+    let log: BTreeMap<u64, String> = final_log(dir.path())
+        .into_iter()
+        .map(|(p, v)| (p, v.rsplit_once(' ').unwrap().0.to_owned()))
+        .collect();
+    assert_eq!(log, kept);
+}
+
+#[test]
+fn a_follower_follows_a_writer_that_compacts_under_always() {
+    a_follower_follows_a_writer_that_compacts("always");
+}
+
+#[test]
+fn a_follower_follows_a_writer_that_compacts_under_os() {
+    a_follower_follows_a_writer_that_compacts("os");
 }

@@ -734,10 +734,26 @@ fn open_bank(dir: &Path, options: StoreOptions) -> Bank {
     }
 }
 
-/// Reopens the bank: plainly, or after a snapshot.
-fn reopen(bank: Bank, dir: &Path, options: &StoreOptions, snapshot: bool) -> Bank {
-    if snapshot {
-        bank.store().snapshot().unwrap();
+/// How the account test reopens its bank.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Reopen {
+    Plainly,
+    AfterSnapshot,
+    /// After a compaction (which erases the deleted account's events and writes a
+    /// snapshot).
+    AfterCompaction,
+}
+
+/// Reopens the bank: plainly, after a snapshot or after a compaction.
+fn reopen(bank: Bank, dir: &Path, options: &StoreOptions, how: Reopen) -> Bank {
+    match how {
+        Reopen::Plainly => {}
+        Reopen::AfterSnapshot => {
+            bank.store().snapshot().unwrap();
+        }
+        Reopen::AfterCompaction => {
+            bank.store().compact().unwrap();
+        }
     }
     bank.store().close().unwrap();
     drop(bank);
@@ -760,7 +776,11 @@ fn gone(bank: &Bank, id: &str, when: &str) {
 
 #[test]
 fn an_account_stream_is_deleted_only_at_a_zero_balance_and_the_account_is_gone_after() {
-    for snapshot in [false, true] {
+    for how in [
+        Reopen::Plainly,
+        Reopen::AfterSnapshot,
+        Reopen::AfterCompaction,
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let clock = TestClock::new(1_700_000_000_000_000);
         let opts = options(FsyncPolicy::Batch(Duration::from_millis(2)), &clock);
@@ -794,7 +814,7 @@ fn an_account_stream_is_deleted_only_at_a_zero_balance_and_the_account_is_gone_a
         drop(store);
         gone(&bank, "a1", "deleted");
         assert_eq!(bank.get("keep").unwrap().balance, 45);
-        bank = reopen(bank, dir.path(), &opts, snapshot);
+        bank = reopen(bank, dir.path(), &opts, how);
         gone(&bank, "a1", "deleted, reopened");
         // A new account of the same id continues the stream's versions.
         bank.open_account("a1", 7, Some("EUR")).unwrap();
@@ -806,7 +826,7 @@ fn an_account_stream_is_deleted_only_at_a_zero_balance_and_the_account_is_gone_a
         assert_eq!(bank.get_at("a1", u64::MAX).unwrap().balance, 7);
         let e = err(bank.open_account("a1", 1, None), "twice");
         assert_eq!(e.kind, ErrorKind::AlreadyExists);
-        bank = reopen(bank, dir.path(), &opts, snapshot);
+        bank = reopen(bank, dir.path(), &opts, how);
         let a = bank.get("a1").unwrap();
         assert_eq!((a.balance, a.stream_version), (7, Some(v + 1)));
         bank.withdraw("a1", 7).unwrap();
@@ -817,7 +837,7 @@ fn an_account_stream_is_deleted_only_at_a_zero_balance_and_the_account_is_gone_a
         gone(&bank, "a1", "hard-deleted");
         let e = err(bank.open_account("a1", 1, None), "after a hard delete");
         assert_eq!(e.kind, ErrorKind::StreamDeleted, "{e}");
-        bank = reopen(bank, dir.path(), &opts, snapshot);
+        bank = reopen(bank, dir.path(), &opts, how);
         gone(&bank, "a1", "hard-deleted, reopened");
         let e = err(
             bank.open_account("a1", 1, None),

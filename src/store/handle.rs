@@ -40,12 +40,9 @@ impl Store {
             ));
         }
         let (file, report) = FileStore::open(location, options, projections)?;
-        Ok((
-            Store {
-                backend: Arc::new(file),
-            },
-            report,
-        ))
+        let file = Arc::new(file);
+        file.start_compactor()?;
+        Ok((Store { backend: file }, report))
     }
 
     /// Where the events are (a directory, or a URL without its password).

@@ -195,6 +195,9 @@ struct Table {
     by_fingerprint: super::FastMap<u32, u32>,
     /// Ids whose fingerprint another id holds (rare), with their positions.
     spilled: HashMap<EventId, u64>,
+    /// Ids of events a compaction erased (their records are gone, so the log cannot
+    /// confirm them): where each was, its stream and version.
+    erased: HashMap<EventId, (u64, Box<str>, u64)>,
 }
 
 pub struct IdIndex {
@@ -278,7 +281,25 @@ impl IdIndex {
         }
         t.by_fingerprint.shrink_to_fit();
         t.spilled.retain(|_, p| *p >= cutoff);
+        t.erased.retain(|_, e| e.0 >= cutoff);
         t.base = cutoff;
+    }
+
+    /// Remembers the id of an event at `position` (stream `stream`, version `version`)
+    /// whose record a compaction is about to erase, if the window still holds it: a
+    /// retry of its append is answered from this alone (docs/lifecycle.md "What stays").
+    pub fn remember_erased(&self, id: &EventId, position: u64, stream: &str, version: u64) {
+        let mut t = self.lock();
+        if position >= t.next.saturating_sub(self.window) {
+            t.erased.insert(*id, (position, stream.into(), version));
+        }
+    }
+
+    /// Where the event with `id` was, its stream and version, if a compaction erased it
+    /// while the window held it.
+    pub fn erased(&self, id: &EventId) -> Option<(u64, String, u64)> {
+        let t = self.lock();
+        t.erased.get(id).map(|(p, s, v)| (*p, s.to_string(), *v))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -297,7 +318,9 @@ impl IdIndex {
         // hashbrown: a table of buckets (capacity is 7/8 of them), each holding the slot
         // and one control byte.
         let buckets = |cap: usize| cap.div_ceil(7) * 8;
-        (buckets(t.by_fingerprint.capacity()) * 9 + buckets(t.spilled.capacity()) * 25) as u64
+        let erased: usize = t.erased.values().map(|e| 48 + e.1.len()).sum();
+        (buckets(t.by_fingerprint.capacity()) * 9 + buckets(t.spilled.capacity()) * 25 + erased)
+            as u64
     }
 }
 
@@ -342,6 +365,19 @@ impl Projection for IdIndex {
             out.extend_from_slice(id);
             out.extend_from_slice(&p.to_le_bytes());
         }
+        // Erased ids: a section after the others (absent when there are none, so that a
+        // snapshot without any reads as before): their count, then each id, position,
+        // version, stream name length (u32) and name.
+        if !t.erased.is_empty() {
+            out.extend_from_slice(&(t.erased.len() as u64).to_le_bytes());
+            for (id, (p, stream, v)) in &t.erased {
+                out.extend_from_slice(id);
+                out.extend_from_slice(&p.to_le_bytes());
+                out.extend_from_slice(&v.to_le_bytes());
+                out.extend_from_slice(&(stream.len() as u32).to_le_bytes());
+                out.extend_from_slice(stream.as_bytes());
+            }
+        }
         out
     }
 
@@ -360,7 +396,7 @@ impl Projection for IdIndex {
             .and_then(|a| m.checked_mul(24).and_then(|b| a.checked_add(b)))
             .and_then(|s| s.checked_add(32))
             .ok_or_else(bad)?;
-        if bytes.len() != want || next < base {
+        if bytes.len() < want || next < base {
             return Err(bad());
         }
         let mut t = Table {
@@ -368,6 +404,7 @@ impl Projection for IdIndex {
             next,
             by_fingerprint: super::FastMap::with_capacity_and_hasher(n, Default::default()),
             spilled: HashMap::with_capacity(m),
+            erased: HashMap::new(),
         };
         let mut at = 32;
         for _ in 0..n {
@@ -380,6 +417,25 @@ impl Projection for IdIndex {
             let id: EventId = bytes[at..at + 16].try_into().unwrap();
             t.spilled.insert(id, u64_at(at + 16)?);
             at += 24;
+        }
+        if at < bytes.len() {
+            let k = u64_at(at)?;
+            at += 8;
+            for _ in 0..k {
+                let id: EventId = bytes.get(at..at + 16).ok_or_else(bad)?.try_into().unwrap();
+                let (p, v) = (u64_at(at + 16)?, u64_at(at + 24)?);
+                let n = bytes
+                    .get(at + 32..at + 36)
+                    .map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize)
+                    .ok_or_else(bad)?;
+                let name = bytes.get(at + 36..at + 36 + n).ok_or_else(bad)?;
+                let name = std::str::from_utf8(name).map_err(|_| bad())?;
+                t.erased.insert(id, (p, name.into(), v));
+                at += 36 + n;
+            }
+            if at != bytes.len() {
+                return Err(bad());
+            }
         }
         *self.lock() = t;
         Ok(())

@@ -113,16 +113,32 @@ impl SegmentCursor {
         // Read-only: another process may be writing; ask the file system.
         let dir = &self.inner.config.dir;
         let vfs = &*self.inner.config.vfs;
-        let len = match vfs.stat(&segment::path(dir, id)) {
-            Ok(s) => s.len,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(format!("reading {}", segment::file_name(id)), e)),
+        let successor = vfs.stat(&segment::path(dir, id + 1)).is_ok();
+        // A segment with a successor is sealed: the file this cursor opened is read to its
+        // own end, as it was (a compaction may have renamed a shorter copy over its name
+        // since; its offsets are not this cursor's). The active segment is the file at its
+        // name: a writer's recovery cuts it in place.
+        let held = match (&self.scanner, successor) {
+            (Some(sc), true) => Some(
+                sc.file()
+                    .len()
+                    .map_err(|e| Error::io(format!("reading {}", segment::file_name(id)), e))?,
+            ),
+            _ => None,
+        };
+        let len = match held {
+            Some(len) => len,
+            None => match vfs.stat(&segment::path(dir, id)) {
+                Ok(s) => s.len,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(Error::io(format!("reading {}", segment::file_name(id)), e)),
+            },
         };
         let (limit, has_next) = match self.bound {
             // The durable records end in this segment: nothing after them is read yet.
             Some(b) if b.segment_id == id => (len.min(b.offset), false),
             Some(b) if b.segment_id < id => (0, false),
-            _ => (len, vfs.stat(&segment::path(dir, id + 1)).is_ok()),
+            _ => (len, successor),
         };
         Ok(Some(Bounds {
             limit,

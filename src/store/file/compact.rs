@@ -25,6 +25,7 @@ use crate::wal::{segment, Position};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 /// The suffix of a segment being rewritten (not a segment name: listings pass over it).
@@ -52,24 +53,85 @@ pub(super) fn remove_leftovers(vfs: &dyn Vfs, log_dir: &Path) {
 }
 
 /// Spends a bytes-per-second budget: sleeps so that `done` bytes take at least
-/// `done / per_second` seconds from `started`.
-struct Throttle {
+/// `done / per_second` seconds from `started`, in short naps that end early when `stop`
+/// says so (a close never waits for the budget).
+struct Throttle<'a> {
     per_second: u64,
     started: Instant,
     done: u64,
+    stop: &'a dyn Fn() -> bool,
 }
 
-impl Throttle {
+/// The longest nap of a throttled compaction between two looks at `stop`.
+const NAP: Duration = Duration::from_millis(10);
+
+impl Throttle<'_> {
     fn spend(&mut self, bytes: u64) {
         self.done += bytes;
         if self.per_second == 0 {
             return;
         }
         let due = Duration::from_secs_f64(self.done as f64 / self.per_second as f64);
-        let spent = self.started.elapsed();
-        if due > spent {
-            std::thread::sleep(due - spent);
+        loop {
+            let spent = self.started.elapsed();
+            if due <= spent || (self.stop)() {
+                return;
+            }
+            std::thread::sleep((due - spent).min(NAP));
         }
+    }
+}
+
+/// How often the compaction thread looks for segments past the trigger without being
+/// woken (rules by age remove events as time passes).
+const LOOK_EVERY: Duration = Duration::from_secs(5);
+
+/// Wakes the compaction thread: set, with a notification, after a lifecycle entry or a
+/// segment sealed, and when the store closes.
+#[derive(Default)]
+pub(super) struct Wake {
+    flag: std::sync::Mutex<bool>,
+    cv: std::sync::Condvar,
+}
+
+impl Wake {
+    pub(super) fn wake(&self) {
+        *self.flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.cv.notify_all();
+    }
+
+    /// Waits until woken or `timeout` passed.
+    fn wait(&self, timeout: Duration) {
+        let flag = self.flag.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut flag, _) = self
+            .cv
+            .wait_timeout_while(flag, timeout, |woken| !*woken)
+            .unwrap_or_else(|e| e.into_inner());
+        *flag = false;
+    }
+}
+
+/// The compaction thread's body: compacts the segments past the trigger, then waits to be
+/// woken (or `LOOK_EVERY`), until the store closes or every handle of it is gone. It holds
+/// the store only while it works, so a dropped store closes.
+fn compactor(store: Weak<FileStore>, wake: Arc<Wake>) {
+    loop {
+        {
+            let Some(s) = store.upgrade() else {
+                return;
+            };
+            let stop = || s.closed.load(Ordering::Acquire) || Arc::strong_count(&s) == 1;
+            if stop() {
+                return;
+            }
+            // A failure (an I/O error) is tried again at the next look; the store's
+            // data stays as it was (each segment's step is whole or not done).
+            let _ = s.compact_triggered(&stop);
+            if stop() {
+                return;
+            }
+        }
+        wake.wait(LOOK_EVERY);
     }
 }
 
@@ -81,6 +143,69 @@ struct Rewritten {
 }
 
 impl FileStore {
+    /// Starts the store's compaction thread (a writable store whose
+    /// `compaction_trigger_percent` is not 0); `close` stops it.
+    pub fn start_compactor(self: &Arc<Self>) -> Result<()> {
+        if self.options.read_only || self.options.compaction_trigger_percent == 0 {
+            return Ok(());
+        }
+        let (store, wake) = (Arc::downgrade(self), self.compactor_wake.clone());
+        let handle = std::thread::Builder::new()
+            .name("evstore-compactor".into())
+            .spawn(move || compactor(store, wake))
+            .map_err(|e| Error::io("starting the compaction thread", e))?;
+        *self.compactor.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        Ok(())
+    }
+
+    /// Stops the compaction thread (the store is closing): it stops between two records,
+    /// its segment left as it was. Not joined from the thread itself (the last handle of
+    /// the store may be dropped there).
+    pub(super) fn stop_compactor(&self) {
+        self.compactor_wake.wake();
+        let handle = self
+            .compactor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(h) = handle {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+    }
+
+    /// Compacts the sealed segments more than `compaction_trigger_percent` of whose bytes
+    /// are removed events' (the automatic compaction); a snapshot after. Stops between
+    /// records when `stop` says so. Returns the segments rewritten.
+    fn compact_triggered(&self, stop: &dyn Fn() -> bool) -> Result<u64> {
+        let _one = self.compact_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.removing() {
+            return Ok(0);
+        }
+        let trigger = u64::from(self.options.compaction_trigger_percent.min(100));
+        let (_, removed) = self.removed_by_segment(false)?;
+        let mut rewritten = 0;
+        for (&id, &(bytes, _)) in removed.iter() {
+            if stop() {
+                break;
+            }
+            let Some(s) = self.sealed_segment(id) else {
+                continue;
+            };
+            if bytes.saturating_mul(100) <= trigger.saturating_mul(s.segment_len) {
+                continue;
+            }
+            if self.rewrite_segment(&s, stop)?.is_some() {
+                rewritten += 1;
+            }
+        }
+        if rewritten > 0 && !stop() {
+            self.snapshot()?;
+        }
+        Ok(rewritten)
+    }
+
     /// Compacts every sealed segment that holds a removed event, first sealing the
     /// active segment if it holds one (so that afterwards no segment holds a removed
     /// event's record); then writes a snapshot. Stops between records when the store
@@ -102,7 +227,9 @@ impl FileStore {
                 let Some(s) = self.sealed_segment(id) else {
                     continue;
                 };
-                if let Some(r) = self.rewrite_segment(&s)? {
+                if let Some(r) =
+                    self.rewrite_segment(&s, &|| self.closed.load(Ordering::Acquire))?
+                {
                     info.segments_rewritten += 1;
                     info.bytes_before += r.before;
                     info.bytes_after += r.after;
@@ -199,8 +326,8 @@ impl FileStore {
     }
 
     /// Rewrites sealed segment `s` without its removed events' records; `None` when it
-    /// has none (or the store closed meanwhile).
-    fn rewrite_segment(&self, s: &Sealed) -> Result<Option<Rewritten>> {
+    /// has none (or `stop` said so between two records: nothing of it is in place).
+    fn rewrite_segment(&self, s: &Sealed, stop: &dyn Fn() -> bool) -> Result<Option<Rewritten>> {
         let vfs = &*self.options.vfs;
         let log_dir = self.dir.join("events");
         let id = s.segment_id;
@@ -218,16 +345,18 @@ impl FileStore {
             per_second: self.options.compaction_bytes_per_second,
             started: Instant::now(),
             done: 0,
+            stop,
         };
         let mut out = Vec::with_capacity(old.len());
         let mut views: FastMap<Box<str>, (StreamView, bool)> = FastMap::default();
         // The current batch's kept records: (start, end) in `old`, and whether the
         // record's flags must lose "batch continues" (its batch's end was erased).
         let mut batch: Vec<(usize, usize)> = Vec::new();
-        let mut batch_end_kept = true;
+        // The ids of the events erased: their position, stream and version.
+        let mut erased_ids: Vec<([u8; 16], u64, String, u64)> = Vec::new();
         let (mut at, mut position, mut erased, mut last_kept) = (0usize, s.first, 0u64, None);
         while at < old.len() {
-            if self.closed.load(Ordering::Acquire) {
+            if stop() {
                 return Ok(None);
             }
             let here = Position {
@@ -249,6 +378,7 @@ impl FileStore {
             ) {
                 position = u64::from_le_bytes(k);
             }
+            let mut judged = None;
             let keep = match super::envelope::peek_stream(rec.value) {
                 Ok(Some((ts, stream, version))) if !stream.is_empty() => {
                     let stream = std::str::from_utf8(stream).map_err(|_| {
@@ -267,6 +397,7 @@ impl FileStore {
                     // every later one is (its versions stay dense in the segment).
                     let removed = !entry.1 && entry.0.removes(version, ts);
                     entry.1 |= !removed;
+                    judged = Some((stream, version));
                     !removed
                 }
                 _ => true,
@@ -276,21 +407,23 @@ impl FileStore {
                 last_kept = Some(position);
             } else {
                 erased += 1;
+                if let (Some(eid), Some((stream, version))) =
+                    (super::envelope::peek_id(rec.value), judged)
+                {
+                    erased_ids.push((eid, position, stream.to_owned(), version));
+                }
             }
             if !rec.batch_continues() {
-                batch_end_kept = keep;
-                flush_batch(&old, &mut batch, batch_end_kept, &mut out);
+                flush_batch(&old, &mut batch, keep, &mut out);
             }
             at += len;
             position += 1;
             throttle.spend(len as u64);
         }
-        let _ = batch_end_kept;
         flush_batch(&old, &mut batch, true, &mut out);
         if erased == 0 {
             return Ok(None);
         }
-        let records_end = out.len();
         if last_kept != Some(s.end() - 1) {
             let key = (s.end() - 1).to_le_bytes();
             RecordRef {
@@ -299,7 +432,6 @@ impl FileStore {
             }
             .encode_into(&mut out);
         }
-        let _ = records_end;
         let (fresh, idx) =
             index_bytes(&mut out.clone(), id, s.first, 0, Some(&timestamps), || None)?;
         if !fresh.same_range(s) {
@@ -310,6 +442,10 @@ impl FileStore {
         let tmp = tmp_path(&log_dir, id);
         let written = write_synced(vfs, &tmp, &out);
         throttle.spend(out.len() as u64);
+        if stop() {
+            let _ = vfs.remove_file(&tmp);
+            return Ok(None);
+        }
         if let Err(e) = written {
             let _ = vfs.remove_file(&tmp);
             return Err(e);
@@ -321,6 +457,28 @@ impl FileStore {
                 return Err(e);
             }
         };
+        // The lifecycle entries that removed what this rewrite leaves out must outlive a
+        // crash before their events' records are gone: under BATCH and OS they may
+        // still be in the page cache (judged by, but not durable). Every entry the scan
+        // above judged by was appended before this sync.
+        if let Err(e) = self.wal.sync() {
+            let _ = vfs.remove_file(&tmp);
+            let _ = vfs.remove_file(&idx_tmp);
+            return Err(e);
+        }
+        // The ids of erased events stay (a retry of their append is answered from them):
+        // in memory, and in a snapshot written before the segment loses their records,
+        // so that a crash after the rename still finds them.
+        for (eid, p, stream, version) in &erased_ids {
+            self.ids.remember_erased(eid, *p, stream, *version);
+        }
+        if !erased_ids.is_empty() {
+            if let Err(e) = self.snapshot() {
+                let _ = vfs.remove_file(&tmp);
+                let _ = vfs.remove_file(&idx_tmp);
+                return Err(e);
+            }
+        }
         {
             let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
             if let Err(e) = self.wal.replace_sealed(id, &tmp, out.len() as u64) {

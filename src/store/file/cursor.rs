@@ -133,17 +133,18 @@ impl ForwardCursor {
             let damaged = move |e: Error| e.damage_at(due);
             let seg = self.segments.as_mut().expect("set by ready");
             let segment_id = seg.position().segment_id;
+            // (A log that ends before a counted position: this cursor opened a segment
+            // that was rewritten, at an old offset.)
             let read = match seg.next() {
-                Ok(Some((at, d))) => check_plain(&d.record, at).map(|_| Some((at, d))),
-                Ok(None) => Ok(None),
+                Ok(Some((at, d))) => check_plain(&d.record, at).map(|_| (at, d)),
+                Ok(None) => Err(log_ends(due)),
                 Err(e) => Err(e),
             };
             let (at, d) = match read {
-                Ok(Some(r)) => r,
-                Ok(None) => return Err(damaged(log_ends(due))),
+                Ok(r) => r,
                 Err(e) => {
                     stale += 1;
-                    if stale > 2 {
+                    if !self.store.retry_stale(stale) {
                         return Err(damaged(e));
                     }
                     self.again(due, segment_id);
@@ -163,7 +164,7 @@ impl ForwardCursor {
                 // read a rewritten segment at an old offset.
                 if !self.store.gap_holds(due, position, marker)? {
                     stale += 1;
-                    if stale > 2 {
+                    if !self.store.retry_stale(stale) {
                         return Err(damaged(Error::corrupt(format!(
                             "the log skips from position {due} to {position}, which the index does not"
                         ))));

@@ -8,7 +8,7 @@ use super::{FileStore, Writer};
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::ids::{hex, id_twice, judge_retry, EventId, Stored};
 use crate::store::lifecycle::id_of_entry;
-use crate::store::{AppendResult, Event, StreamAppend};
+use crate::store::{AppendResult, StreamAppend};
 
 impl FileStore {
     /// Under EVS_FSYNC_ALWAYS, refuses an id whose first attempt is written but not yet
@@ -50,13 +50,20 @@ impl FileStore {
         Ok(None)
     }
 
-    /// The event stored with `id` (the whole event: a retry is compared with it); an id
-    /// a lifecycle entry holds is refused.
-    fn find_id(&self, w: &Writer, id: &EventId) -> Result<Option<Event>> {
+    /// The event stored with `id` (the whole event: a retry is compared with it; of an
+    /// event a compaction erased, where it was); an id a lifecycle entry holds is refused.
+    fn find_id(&self, w: &Writer, id: &EventId) -> Result<Option<Stored>> {
         self.refuse_pending_id(w, id)?;
+        if let Some((position, stream, stream_version)) = self.ids.erased(id) {
+            return Ok(Some(Stored::Erased {
+                position,
+                stream,
+                stream_version,
+            }));
+        }
         match self.find_stored(id)? {
             None => Ok(None),
-            Some((_, StoredId::Event(e))) => Ok(Some(e)),
+            Some((_, StoredId::Event(e))) => Ok(Some(Stored::Event(e))),
             Some((p, StoredId::Entry(_, op))) => Err(id_of_entry(id, p, &op)),
         }
     }
@@ -83,7 +90,7 @@ impl FileStore {
         let mut stored: Vec<Option<Stored>> = Vec::new();
         for e in events() {
             stored.push(match &e.id {
-                Some(id) => self.find_id(w, id)?.map(Stored::Event),
+                Some(id) => self.find_id(w, id)?,
                 None => None,
             });
         }

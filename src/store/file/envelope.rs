@@ -178,6 +178,14 @@ fn decode_lifecycle(value: &[u8]) -> Result<Envelope<'_>> {
 /// What a reader needs to judge an event of the binary formats without decoding all of
 /// it: its timestamp, stream (bytes, not checked as UTF-8: the full decode does that)
 /// and version. `None` for anything else (a legacy or lifecycle value).
+/// The event id an envelope carries (format 2), without decoding the rest.
+pub fn peek_id(value: &[u8]) -> Option<[u8; 16]> {
+    match value.first() {
+        Some(&FORMAT_BINARY_V2) => value.get(1..17)?.try_into().ok(),
+        _ => None,
+    }
+}
+
 pub fn peek_stream(value: &[u8]) -> Result<Option<(u64, &[u8], u64)>> {
     let mut at = match value.first() {
         Some(&FORMAT_BINARY_V1) => 1,

@@ -435,6 +435,7 @@ impl FileStore {
                 &entry,
             );
             self.removing.store(true, Ordering::Release);
+            self.compactor_wake.wake();
             self.committed.store(position + 1, Ordering::Release);
             drop(index);
             self.publish(position + 1);

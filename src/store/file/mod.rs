@@ -122,7 +122,14 @@ pub struct FileStore {
     consumers: Arc<crate::store::consumer::ConsumerTable>,
     /// One compaction at a time.
     compact_lock: Mutex<()>,
+    /// The compaction thread (`start_compactor`), and what wakes it.
+    compactor: Mutex<Option<std::thread::JoinHandle<()>>>,
+    compactor_wake: Arc<compact::Wake>,
 }
+
+/// How many times a read-only store reads a position again that a compaction of its
+/// writer moved (about a millisecond apart) before it reports the damage it read.
+const STALE_READS_READ_ONLY: u32 = 2000;
 
 /// Events since the last snapshot after which sealing a segment also writes one: at
 /// least this many, and four times the number of streams (a snapshot holds the stream
@@ -584,7 +591,7 @@ impl FileStore {
         // Readers pass over entries once one exists: removals, or consumers' records.
         let removing = !index.life.is_empty() || !consumers.all().is_empty();
         let follow = match options.read_only {
-            true => Some(follow::Follow::new(&wal, index.last_wal())?),
+            true => Some(follow::Follow::new(&wal, index.last_wal(), index.len())?),
             false => None,
         };
         let store = FileStore {
@@ -623,6 +630,8 @@ impl FileStore {
             removing: AtomicBool::new(removing),
             consumers,
             compact_lock: Mutex::new(()),
+            compactor: Mutex::new(None),
+            compactor_wake: Arc::default(),
         };
         // Segments replayed into memory that are complete get their index files now.
         store.maybe_seal();
@@ -800,8 +809,13 @@ impl FileStore {
             }
         }
         let active = wal.current_position().segment_id;
+        // A read-only store's log ends at its writer's durable mark, which may be the end
+        // of a sealed segment (a compaction seals the active segment): that segment is
+        // then its active one, whole.
+        let read_only = wal.config().read_only;
         for s in &index.sealed {
-            if s.segment_id >= active
+            if s.segment_id > active
+                || (s.segment_id == active && !read_only)
                 || wal
                     .segment_end(s.segment_id)
                     .is_none_or(|end| end < s.segment_len)
@@ -1202,6 +1216,7 @@ impl FileStore {
             let position = index.len();
             lifecycle::apply_entry(&mut index, &self.projections, &self.ids, wal, position, &e);
             self.removing.store(true, Ordering::Release);
+            self.compactor_wake.wake();
         }
         // Counted before the index is let go: whoever sees the event in the index
         // (evs_position_at) must find it counted too (evs_read_all).
@@ -1287,6 +1302,7 @@ impl FileStore {
                     entry,
                 );
                 self.removing.store(true, Ordering::Release);
+                self.compactor_wake.wake();
                 w.pending_entries -= 1;
             }
         }
@@ -1530,7 +1546,7 @@ impl FileStore {
                 return Ok(Some(at));
             }
             attempt += 1;
-            if attempt == 3 {
+            if !self.retry_stale(attempt) {
                 read?;
                 return Err(Error::corrupt(format!(
                     "the record read for position {position} (segment {} offset {}) is another position's",
@@ -1541,11 +1557,34 @@ impl FileStore {
             *files = None;
             self.reload_segment(at.segment_id);
             let index = self.index.read().unwrap_or_else(|e| e.into_inner());
-            match index.locate(position)? {
-                None => return Ok(None),
-                Some((_, a, e)) => (at, end) = (a, e),
+            match index.locate(position) {
+                Ok(None) => return Ok(None),
+                Ok(Some((_, a, e))) => (at, end) = (a, e),
+                // (A follower: the index file may be caught mid-replacement; looked at again.)
+                Err(_) if self.options.read_only => {}
+                Err(e) => return Err(e),
             }
         }
+    }
+
+    /// A read found a segment rewritten under it (a compaction) and is about to read
+    /// again, looked up afresh, for the `attempt`-th time: whether it may. The writer's
+    /// own compaction puts a segment and its index file in place under the index's write
+    /// lock, so one more look finds both new. A follower may look between the writer's
+    /// two renames, or before it took up the segment's index file: it takes in what the
+    /// writer did, waits a moment, and looks again, for a while.
+    pub(crate) fn retry_stale(&self, attempt: u32) -> bool {
+        if !self.options.read_only {
+            return attempt < 3;
+        }
+        if attempt >= STALE_READS_READ_ONLY {
+            return false;
+        }
+        let _ = self.refresh();
+        if attempt > 1 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
     }
 
     /// Whether a reader at position `due` that read the record of `position` (a marker
@@ -1641,7 +1680,12 @@ impl FileStore {
         self.index
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .apply_sealed(sealed)
+            .apply_sealed(sealed)?;
+        // A sealed segment may be compacted now.
+        if self.removing() {
+            self.compactor_wake.wake();
+        }
+        Ok(())
     }
 
     /// Reads the record of `position` at `at` (ending at `end`, if known) into `buf`,
@@ -1825,6 +1869,8 @@ impl FileStore {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        // The compaction thread stops between two records before the log closes.
+        self.stop_compactor();
         let r = self.wal.close();
         self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.wake_waiters();

@@ -254,7 +254,10 @@ impl FileStore {
     /// whole event (a retry is compared with it), or a lifecycle entry's id and operation.
     pub(crate) fn stored_id(&self, position: u64) -> Result<Option<StoredId>> {
         let mut buf = Vec::new();
-        let at = self.fetch_at(position, &mut buf)?;
+        // (A position a compaction emptied holds no id the log can show.)
+        let Some(at) = self.fetch_if_any(position, &mut buf)? else {
+            return Ok(None);
+        };
         let d = record::decode(&buf).map_err(|e| damaged(position, at, e.describe()))?;
         check_plain(&d.record, at)?;
         let mut legacy = None;

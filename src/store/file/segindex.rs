@@ -502,6 +502,10 @@ impl Opened {
 pub type Rebuild = dyn Fn(&Sealed) -> Result<(Sealed, Vec<u8>)> + Send + Sync;
 
 /// The index files of one store, with a few open handles and the copies rebuilt in memory.
+/// How many times (a millisecond apart) a read-only store looks again at an index file
+/// that does not describe the segment at its name, before it takes it as damaged.
+const MISMATCH_TRIES: u32 = 200;
+
 pub struct SegmentFiles {
     vfs: Arc<dyn Vfs>,
     /// `<store>/index`
@@ -560,58 +564,87 @@ impl SegmentFiles {
     /// Opens segment `id`'s index file and checks its header against the segment: it must
     /// be whole, first at `first`, and describe the segment as it is (length, last CRC).
     fn open_checked(&self, id: u64, first: u64) -> Result<Opened> {
+        let mut tries = 0;
+        loop {
+            match self.open_checked_once(id, first) {
+                Ok(o) => return Ok(o),
+                // A read-only store beside a writer that compacts: the writer renames the
+                // rewritten segment, then its index file; between the two the old index
+                // file does not describe the segment at its name. Looked at again, a
+                // moment later, for a while.
+                Err((_, true)) if !self.writable && tries < MISMATCH_TRIES => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    /// `open_checked`, once; an error says whether it is the segment that does not match
+    /// the file (rather than the file itself).
+    fn open_checked_once(&self, id: u64, first: u64) -> std::result::Result<Opened, (Error, bool)> {
+        let own = |e: Error| (e, false);
         let path = self.dir.join(file_name(id));
         let file = self
             .vfs
             .open(&path, OpenMode::Read)
-            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+            .map_err(|e| own(Error::io(format!("opening {}", path.display()), e)))?;
         let mut page = vec![0u8; HEADER_LEN + 4];
         let got = vfs::read_at_most(&*file, &mut page[..HEADER_LEN], 0)
-            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+            .map_err(|e| own(Error::io(format!("reading {}", path.display()), e)))?;
         if got < HEADER_LEN {
-            return Err(Error::corrupt("it is cut short"));
+            return Err(own(Error::corrupt("it is cut short")));
         }
         // The header is decoded only to learn the length; the page read below checks it.
-        let header = decode_header(id, &page)?;
+        let header = decode_header(id, &page).map_err(own)?;
         let opened = Opened {
             header,
             source: Source::File(file.clone()),
         };
-        let checked = opened.read(0, HEADER_LEN as u64)?;
-        let header = decode_header(id, &checked)?;
+        let checked = opened.read(0, HEADER_LEN as u64).map_err(own)?;
+        let header = decode_header(id, &checked).map_err(own)?;
         let len = file
             .len()
-            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+            .map_err(|e| own(Error::io(format!("reading {}", path.display()), e)))?;
         if len != physical_len(header.logical_len) {
-            return Err(Error::corrupt(format!(
+            return Err(own(Error::corrupt(format!(
                 "it is {len} bytes instead of {}",
                 physical_len(header.logical_len)
-            )));
+            ))));
         }
         if header.sealed.first != first {
-            return Err(Error::corrupt(format!(
+            return Err(own(Error::corrupt(format!(
                 "it starts at position {} instead of {first}",
                 header.sealed.first
-            )));
+            ))));
         }
         let seg_path = segment::path(&self.log_dir, id);
         let seg_len = self
             .vfs
             .stat(&seg_path)
-            .map_err(|e| Error::io(format!("reading {}", seg_path.display()), e))?
+            .map_err(|e| own(Error::io(format!("reading {}", seg_path.display()), e)))?
             .len;
         // A sealed segment may be longer than its records (a preallocated tail that was
         // not cut, or bytes added later): what lies past them is the log's business, and
         // a reader that goes there checks it. Shorter, it lost indexed records.
         if seg_len < header.sealed.segment_len {
-            return Err(Error::corrupt(format!(
-                "it describes {} bytes of the segment, which has {seg_len}",
-                header.sealed.segment_len
-            )));
+            return Err((
+                Error::corrupt(format!(
+                    "it describes {} bytes of the segment, which has {seg_len}",
+                    header.sealed.segment_len
+                )),
+                true,
+            ));
         }
-        if self.segment_last_crc(id, header.sealed.segment_len)? != header.sealed.last_crc {
-            return Err(Error::corrupt(
-                "the segment's last record is not the one it indexed",
+        if self
+            .segment_last_crc(id, header.sealed.segment_len)
+            .map_err(own)?
+            != header.sealed.last_crc
+        {
+            return Err((
+                Error::corrupt("the segment's last record is not the one it indexed"),
+                true,
             ));
         }
         Ok(Opened {
