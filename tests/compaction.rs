@@ -9,6 +9,15 @@ use evstore::wal::FsyncPolicy;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// Taken by every test of this file for its whole run: one of them spawns child
+/// processes, and a child forked while another test's store is open holds that store's
+/// lock until it executes (a reopen in the other test would find it held).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Options without automatic compaction (the tests here compact when they say so).
 fn opts() -> StoreOptions {
     StoreOptions {
@@ -81,6 +90,7 @@ fn holds(files: &[(std::path::PathBuf, Vec<u8>)], marker: &[u8]) -> Option<std::
 
 #[test]
 fn after_a_compaction_no_file_holds_a_removed_events_bytes_and_kept_ones_stay() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path(), opts(), Vec::new()).unwrap().0);
     for i in 0..40 {
@@ -190,6 +200,7 @@ fn after_a_compaction_no_file_holds_a_removed_events_bytes_and_kept_ones_stay() 
 /// policy, with every kept event.
 #[test]
 fn a_store_closed_right_after_a_compaction_opens_under_every_policy() {
+    let _serial = serial();
     use std::time::Duration;
     for policy in [
         FsyncPolicy::Always,
@@ -240,6 +251,7 @@ fn a_store_closed_right_after_a_compaction_opens_under_every_policy() {
 /// id in another stream is refused; new ids append as usual.
 #[test]
 fn a_retry_of_an_append_whose_events_a_compaction_erased_is_answered_as_a_retry() {
+    let _serial = serial();
     use evstore::ErrorKind;
     let dir = tempfile::tempdir().unwrap();
     let o = || StoreOptions {
@@ -343,6 +355,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 /// any file and every kept event readable.
 #[test]
 fn removals_past_the_trigger_are_compacted_without_a_call() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let o = StoreOptions {
         compaction_trigger_percent: evstore::store::DEFAULT_COMPACTION_TRIGGER_PERCENT,
@@ -384,6 +397,7 @@ fn removals_past_the_trigger_are_compacted_without_a_call() {
 /// removed ones, its removed bytes still to reclaim, and a compaction then completes.
 #[test]
 fn a_close_during_a_throttled_compaction_returns_and_loses_nothing() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let o = || StoreOptions {
         compaction_trigger_percent: 25,
@@ -464,6 +478,7 @@ fn compacting_child(dir: &str, child: u64) {
 /// of a stream whose delete returned, and no half-written rewrite left behind.
 #[test]
 fn a_process_killed_while_compacting_loses_nothing_kept_and_resurrects_nothing_removed() {
+    let _serial = serial();
     let rounds: u64 = std::env::var("EVS_KILL_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
