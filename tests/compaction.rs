@@ -550,3 +550,70 @@ fn a_process_killed_while_compacting_loses_nothing_kept_and_resurrects_nothing_r
     assert!(kills_after_delete > 0, "no kill came during a compaction");
     println!("FIGURE compaction_kill_rounds {rounds}");
 }
+
+/// `evs_close` while another thread's `evs_compact` runs at a budget that would take it
+/// hours: the close stops the compaction at its next record instead of waiting for it (a
+/// close that waited would hang this test), `evs_compact` returns EVS_OK with what it
+/// did, and the store reopens with every kept event.
+#[test]
+fn evs_close_stops_a_running_evs_compact() {
+    use evstore::ffi::*;
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), opts(), Vec::new()).unwrap().0;
+        half_removed(&store);
+        store.close().unwrap();
+    }
+    let path = std::ffi::CString::new(dir.path().to_str().unwrap()).unwrap();
+    // SAFETY: the C API used as its contract says: options freed after the open, the
+    // store closed once, the compacting thread's call returns before the close frees it.
+    unsafe {
+        let o = evs_options_new();
+        assert_eq!(evs_options_set_fsync(o, EVS_FSYNC_OS, 0), EVS_OK);
+        assert_eq!(evs_options_set_max_segment_size(o, 65536), EVS_OK);
+        assert_eq!(evs_options_set_compaction(o, 1, 0), EVS_OK);
+        let mut s = std::ptr::null_mut();
+        assert_eq!(
+            evs_open(path.as_ptr(), o, &mut s, std::ptr::null_mut()),
+            EVS_OK
+        );
+        evs_options_free(o);
+        struct Handle(*mut evs_store);
+        // SAFETY: evs_compact may be called from any thread.
+        unsafe impl Send for Handle {}
+        let h = Handle(s);
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let compacting = std::thread::spawn(move || {
+            let h = h;
+            tid_tx.send(libc::gettid()).unwrap();
+            let mut info: evs_compact_info = std::mem::zeroed();
+            info.struct_size = std::mem::size_of::<evs_compact_info>();
+            (evs_compact(h.0, &mut info), info.events_erased)
+        });
+        // Inside evs_compact once the thread sleeps in clock_nanosleep: the throttle is
+        // the only sleep on its way (closing before its call began would free the store
+        // under it).
+        let tid = tid_rx.recv().unwrap();
+        let syscall = format!("/proc/self/task/{tid}/syscall");
+        let napping = format!("{} ", libc::SYS_clock_nanosleep);
+        while !std::fs::read_to_string(&syscall)
+            .unwrap()
+            .starts_with(&napping)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(evs_close(s), EVS_OK);
+        let (status, erased) = compacting.join().unwrap();
+        assert_eq!(status, EVS_OK);
+        assert_eq!(
+            erased, 0,
+            "no segment could be rewritten at 1 byte a second"
+        );
+    }
+    let store = Arc::new(Store::open(dir.path(), opts(), Vec::new()).unwrap().0);
+    let kept = all_payloads(&store);
+    assert_eq!(kept.len(), 120 + 70);
+    assert!(kept.iter().all(|p| p.starts_with("KEEP-")));
+    assert!(store.stats().unwrap().reclaimable_bytes > 0);
+}

@@ -893,7 +893,9 @@ evs_status evs_get_retention(struct evs_store *s,
 // `evs_options_set_compaction`'s budget. PostgreSQL: deletes the rows of the events
 // that retention rules by age have removed (deletes and truncations delete theirs at
 // once). Nothing to do is EVS_OK with zeros. Appends, reads and open cursors go on
-// meanwhile; a second `evs_compact` waits for the first; `evs_close` waits for it to end.
+// meanwhile; a second `evs_compact` waits for the first. An `evs_close` begun meanwhile
+// stops it at its next record (file engine) and waits only for that: it returns EVS_OK
+// with what it did, each segment left whole as it was or as rewritten.
 // `info` (may be NULL) gets what was done.
 //
 // Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store, a bad `info->struct_size`, a
@@ -1207,8 +1209,8 @@ evs_status evs_sync(struct evs_store *s);
 // begins; their handles must still be freed with `evs_subscription_close`), then
 // refuses calls that start from then on (they fail with
 // EVS_ERR_INVALID_ARGUMENT, "store is closed or being closed") and waits for the calls
-// other threads are running on `s` to return, syncs, releases the lock and frees the
-// store. NULL is a no-op.
+// other threads are running on `s` to return (a running `evs_compact` stops at its next
+// record), syncs, releases the lock and frees the store. NULL is a no-op.
 // Cursors still open keep working on their own (reads only) until freed.
 //
 // Ownership: takes `s`. Thread safety: any thread, also while other threads are inside

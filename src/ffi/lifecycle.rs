@@ -264,7 +264,9 @@ extensible!(evs_compact_info, segments_rewritten);
 /// `evs_options_set_compaction`'s budget. PostgreSQL: deletes the rows of the events
 /// that retention rules by age have removed (deletes and truncations delete theirs at
 /// once). Nothing to do is EVS_OK with zeros. Appends, reads and open cursors go on
-/// meanwhile; a second `evs_compact` waits for the first; `evs_close` waits for it to end.
+/// meanwhile; a second `evs_compact` waits for the first. An `evs_close` begun meanwhile
+/// stops it at its next record (file engine) and waits only for that: it returns EVS_OK
+/// with what it did, each segment left whole as it was or as rewritten.
 /// `info` (may be NULL) gets what was done.
 ///
 /// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store, a bad `info->struct_size`, a

@@ -561,8 +561,8 @@ pub unsafe extern "C" fn evs_sync(s: *mut evs_store) -> evs_status {
 /// begins; their handles must still be freed with `evs_subscription_close`), then
 /// refuses calls that start from then on (they fail with
 /// EVS_ERR_INVALID_ARGUMENT, "store is closed or being closed") and waits for the calls
-/// other threads are running on `s` to return, syncs, releases the lock and frees the
-/// store. NULL is a no-op.
+/// other threads are running on `s` to return (a running `evs_compact` stops at its next
+/// record), syncs, releases the lock and frees the store. NULL is a no-op.
 /// Cursors still open keep working on their own (reads only) until freed.
 ///
 /// Ownership: takes `s`. Thread safety: any thread, also while other threads are inside
@@ -596,6 +596,8 @@ pub unsafe extern "C" fn evs_close(s: *mut evs_store) -> evs_status {
         // Subscriptions first: their callbacks may be inside calls on `s`, and the calls
         // they make until they return still work.
         super::subscription::stop_all(store);
+        // A running evs_compact stops at its next record rather than being waited for.
+        store.bank.store().interrupt();
         store.calls.refuse_and_wait();
         // SAFETY: `s` came from Box::into_raw in evs_open; the gate let exactly this call
         // through, and no other call is running on it.

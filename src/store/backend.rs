@@ -78,6 +78,9 @@ pub trait Backend: Send + Sync {
     fn retention(&self, name: &str, category: bool) -> Result<Option<Rule>>;
     /// Reclaims the storage of removed events now.
     fn compact(&self) -> Result<CompactInfo>;
+    /// The store is about to close: long work in progress (a compaction) stops soon,
+    /// leaving the store consistent. Nothing by default.
+    fn interrupt(&self) {}
 
     /// Durable consumers (docs/consumers.md). Opens consumer `name` for the caller
     /// alone (`Locked` while it is open elsewhere), with its stored state.

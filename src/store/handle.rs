@@ -235,6 +235,12 @@ impl Store {
         self.backend.compact()
     }
 
+    /// Tells the store that it is about to close: a running compaction stops at its next
+    /// record (and returns what it did), so that the close need not wait for all of it.
+    pub fn interrupt(&self) {
+        self.backend.interrupt()
+    }
+
     /// Opens durable consumer `name` for the caller alone (docs/consumers.md).
     pub fn consumer_claim(&self, name: &str) -> Result<ConsumerClaim> {
         super::consumer::check_consumer_name(name)?;

@@ -120,7 +120,7 @@ fn compactor(store: Weak<FileStore>, wake: Arc<Wake>) {
             let Some(s) = store.upgrade() else {
                 return;
             };
-            let stop = || s.closed.load(Ordering::Acquire) || Arc::strong_count(&s) == 1;
+            let stop = || s.stopping() || Arc::strong_count(&s) == 1;
             if stop() {
                 return;
             }
@@ -156,6 +156,18 @@ impl FileStore {
             .map_err(|e| Error::io("starting the compaction thread", e))?;
         *self.compactor.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
         Ok(())
+    }
+
+    /// The store is about to close: compactions (the thread's, and a running `compact`)
+    /// stop at their next record, each segment left whole as it was or as rewritten.
+    pub fn interrupt(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.compactor_wake.wake();
+    }
+
+    /// Whether compactions should stop now: the store closed or is closing.
+    fn stopping(&self) -> bool {
+        self.closed.load(Ordering::Acquire) || self.closing.load(Ordering::Acquire)
     }
 
     /// Stops the compaction thread (the store is closing): it stops between two records,
@@ -221,22 +233,20 @@ impl FileStore {
             }
             let (_, removed) = self.removed_by_segment(false)?;
             for (&id, _) in removed.iter() {
-                if self.closed.load(Ordering::Acquire) {
+                if self.stopping() {
                     break;
                 }
                 let Some(s) = self.sealed_segment(id) else {
                     continue;
                 };
-                if let Some(r) =
-                    self.rewrite_segment(&s, &|| self.closed.load(Ordering::Acquire))?
-                {
+                if let Some(r) = self.rewrite_segment(&s, &|| self.stopping())? {
                     info.segments_rewritten += 1;
                     info.bytes_before += r.before;
                     info.bytes_after += r.after;
                     info.events_erased += r.erased;
                 }
             }
-            if info.segments_rewritten > 0 && !self.closed.load(Ordering::Acquire) {
+            if info.segments_rewritten > 0 && !self.stopping() {
                 self.snapshot()?;
             }
         }

@@ -104,6 +104,9 @@ pub struct FileStore {
     snapshots: AtomicU64,
     open_time: Duration,
     closed: AtomicBool,
+    /// Set when the store is about to close (`interrupt`): a compaction stops at its next
+    /// record, so that a close never waits for a whole one.
+    closing: AtomicBool,
     /// The process that opened the store: a forked child must not use it.
     owner_pid: u32,
     /// Also one of `projections`.
@@ -621,6 +624,7 @@ impl FileStore {
             snapshots: AtomicU64::new(0),
             open_time: report.open_time,
             closed: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             owner_pid: crate::wal::process::id(),
             options,
             ids,

@@ -78,6 +78,10 @@ impl Backend for FileStore {
         FileStore::compact(self)
     }
 
+    fn interrupt(&self) {
+        FileStore::interrupt(self)
+    }
+
     fn location(&self) -> String {
         self.dir().display().to_string()
     }
