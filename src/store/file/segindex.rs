@@ -716,32 +716,14 @@ impl SegmentFiles {
     /// Writes segment `id`'s index file atomically (temporary file, fsync, rename,
     /// directory fsync). A failure leaves no temporary file behind when it can.
     pub fn write(&self, id: u64, bytes: &[u8]) -> Result<()> {
-        if !self.writable {
-            return Err(Error::invalid("a read-only store writes no index files"));
-        }
-        vfs::create_dir_all_durable(&*self.vfs, &self.dir)
-            .map_err(|e| Error::io(format!("creating {}", self.dir.display()), e))?;
+        let tmp = self.prepare(id, bytes)?;
         let path = self.dir.join(file_name(id));
-        let tmp = self.dir.join(format!("{}.tmp", file_name(id)));
-        let io = |what: &str, e| Error::io(format!("{what} {}", tmp.display()), e);
-        let _ = self.vfs.remove_file(&tmp);
-        let written = self
-            .vfs
-            .open(&tmp, OpenMode::CreateNew)
-            .map_err(|e| io("creating", e))
-            .and_then(|f| {
-                vfs::write_all_at(&*f, bytes, 0).map_err(|e| io("writing", e))?;
-                f.sync_all().map_err(|e| io("syncing", e))
-            })
-            .and_then(|_| self.vfs.rename(&tmp, &path).map_err(|e| io("renaming", e)));
-        if let Err(e) = written {
+        if let Err(e) = self.vfs.rename(&tmp, &path) {
             let _ = self.vfs.remove_file(&tmp);
-            return Err(e);
+            return Err(Error::io(format!("renaming {}", tmp.display()), e));
         }
         self.forget(id);
-        self.vfs
-            .sync_dir(&self.dir)
-            .map_err(|e| Error::io(format!("syncing {}", self.dir.display()), e))
+        self.sync_dir()
     }
 
     fn forget(&self, id: u64) {
