@@ -32,6 +32,9 @@ pub enum ErrorKind {
     /// A read-only store's log changed below what it had read (a writer's recovery
     /// dropped records it counted): nothing it reads can follow on; reopen it.
     Stale,
+    /// A backup (or a restore's destination) whose writing did not finish: its marker
+    /// file says so (or is damaged); nothing opens, restores or verifies it as a store.
+    Incomplete,
     Internal,
 }
 

@@ -21,6 +21,10 @@ pub use event::{
     AppendResult, Event, EventInput, EventRef, ExpectedVersion, Projection, StreamAppend,
     StreamInfo,
 };
+pub use file::backup::{
+    read_marker as read_backup_marker, BackupInfo, BackupOptions, BackupProgress, MarkerState,
+};
+pub use file::restore::{restore, verify_backup, RestoreInfo, RestorePoint, VerifyInfo};
 pub use file::{envelope, snapshot};
 pub use handle::Store;
 

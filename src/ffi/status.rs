@@ -81,6 +81,10 @@ pub const EVS_ERR_BALANCE_NOT_ZERO: evs_status = -17;
 /// counted are gone or different, as when the writer's fdatasync failed and its recovery
 /// dropped them): every later call on it fails; close it and open it again (version 1.1).
 pub const EVS_ERR_STALE: evs_status = -18;
+/// A directory that an `evs_backup` or `evs_restore` began writing and did not finish
+/// (its `BACKUP` marker says so, or is damaged): `evs_open`, `evs_restore` and
+/// `evs_verify_backup` refuse it; take the backup (or the restore) again (version 1.2).
+pub const EVS_ERR_INCOMPLETE: evs_status = -19;
 /// A bug in evstore (a caught panic).
 pub const EVS_ERR_INTERNAL: evs_status = -99;
 
@@ -104,6 +108,7 @@ pub(crate) fn status_of(kind: ErrorKind) -> evs_status {
         ErrorKind::StreamDeleted => EVS_ERR_STREAM_DELETED,
         ErrorKind::BalanceNotZero => EVS_ERR_BALANCE_NOT_ZERO,
         ErrorKind::Stale => EVS_ERR_STALE,
+        ErrorKind::Incomplete => EVS_ERR_INCOMPLETE,
         ErrorKind::Internal => EVS_ERR_INTERNAL,
     }
 }
@@ -264,6 +269,7 @@ pub extern "C" fn evs_status_name(s: evs_status) -> *const c_char {
         EVS_ERR_STREAM_DELETED => b"EVS_ERR_STREAM_DELETED\0",
         EVS_ERR_BALANCE_NOT_ZERO => b"EVS_ERR_BALANCE_NOT_ZERO\0",
         EVS_ERR_STALE => b"EVS_ERR_STALE\0",
+        EVS_ERR_INCOMPLETE => b"EVS_ERR_INCOMPLETE\0",
         EVS_ERR_INTERNAL => b"EVS_ERR_INTERNAL\0",
         _ => b"EVS_UNKNOWN_STATUS\0",
     };

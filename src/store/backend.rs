@@ -7,6 +7,7 @@
 //! of its events or none; a retry with the same event ids returns the stored positions.
 
 use super::consumer::{ConsumerClaim, ConsumerOp, StoredConsumer};
+use super::file::backup::{BackupInfo, BackupOptions, BackupProgress};
 use super::lifecycle::{CompactInfo, LifecycleRequest, Rule};
 use super::{AppendResult, Event, EventRef, StoreOptions, StoreStats, StreamAppend, StreamInfo};
 use crate::error::Result;
@@ -81,6 +82,19 @@ pub trait Backend: Send + Sync {
     /// The store is about to close: long work in progress (a compaction) stops soon,
     /// leaving the store consistent. Nothing by default.
     fn interrupt(&self) {}
+    /// Takes an online backup into directory `dest` (docs/backup.md). Only the file
+    /// engine has one: a PostgreSQL store is backed up with PostgreSQL's own tools.
+    fn backup(
+        &self,
+        dest: &std::path::Path,
+        options: &BackupOptions,
+        progress: &mut dyn FnMut(&BackupProgress),
+    ) -> Result<BackupInfo> {
+        let _ = (dest, options, progress);
+        Err(crate::error::Error::invalid(
+            "evs_backup backs up a file store; back up a PostgreSQL store with PostgreSQL's own tools (a base backup and archived WAL, docs/postgres.md)",
+        ))
+    }
 
     /// Durable consumers (docs/consumers.md). Opens consumer `name` for the caller
     /// alone (`Locked` while it is open elsewhere), with its stored state.

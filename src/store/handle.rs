@@ -235,6 +235,17 @@ impl Store {
         self.backend.compact()
     }
 
+    /// Takes an online backup into directory `dest` while appends go on (file engine;
+    /// docs/backup.md); into an earlier backup it places only what changed.
+    pub fn backup(
+        &self,
+        dest: &Path,
+        options: &super::BackupOptions,
+        progress: &mut dyn FnMut(&super::BackupProgress),
+    ) -> Result<super::BackupInfo> {
+        self.backend.backup(dest, options, progress)
+    }
+
     /// Tells the store that it is about to close: a running compaction stops at its next
     /// record (and returns what it did), so that the close need not wait for all of it.
     pub fn interrupt(&self) {

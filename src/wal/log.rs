@@ -402,6 +402,17 @@ impl Wal {
         self.inner.flush_until(lsn, epoch, false)
     }
 
+    /// Every segment, ascending: its id and logical end (for the active one, where the
+    /// next record goes).
+    pub fn segments(&self) -> Vec<(u64, u64)> {
+        let st = self.inner.lock_state();
+        let mut all = st.segments.clone();
+        if let Some(last) = all.last_mut().filter(|l| l.0 == st.active_id) {
+            last.1 = st.end_off;
+        }
+        all
+    }
+
     /// The id of the oldest segment the log has.
     pub fn first_segment_id(&self) -> u64 {
         let st = self.inner.lock_state();

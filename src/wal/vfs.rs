@@ -82,6 +82,19 @@ pub trait Vfs: Send + Sync + Debug {
     /// Takes an exclusive advisory lock on `path` (created if missing) at once, held
     /// until the returned guard is dropped; `WouldBlock` when someone else holds it.
     fn lock(&self, path: &Path) -> io::Result<Box<dyn Any + Send + Sync>>;
+    /// Gives the file at `from` a second name `to` (a hard link: one inode, two names).
+    /// A file system that cannot (or not across these two directories) says
+    /// `Unsupported` or the OS's error (EXDEV, EPERM); callers then copy.
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let _ = (from, to);
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+    /// Whether `a` and `b` name the same file (one inode); `false` when either is missing
+    /// or the file system cannot tell.
+    fn same_file(&self, a: &Path, b: &Path) -> io::Result<bool> {
+        let _ = (a, b);
+        Ok(false)
+    }
 }
 
 /// The real file system, through std and libc.
@@ -257,6 +270,18 @@ impl Vfs for OsVfs {
             return Err(err);
         }
         Ok(Box::new(file))
+    }
+
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::hard_link(from, to)
+    }
+
+    fn same_file(&self, a: &Path, b: &Path) -> io::Result<bool> {
+        use std::os::unix::fs::MetadataExt;
+        let (Ok(ma), Ok(mb)) = (std::fs::metadata(a), std::fs::metadata(b)) else {
+            return Ok(false);
+        };
+        Ok(ma.dev() == mb.dev() && ma.ino() == mb.ino())
     }
 }
 

@@ -673,6 +673,38 @@ impl Vfs for FaultFs {
         })
     }
 
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        // Counted as a creation: it makes a name, pending until its directory is synced.
+        self.run(Op::Create, |st| {
+            let node = match st.names.get(from) {
+                Some(Node::File(ino)) => Node::File(*ino),
+                Some(Node::Dir) => return Err(io::Error::from_raw_os_error(libc::EPERM)),
+                None => return Err(not_found(from)),
+            };
+            if st.names.contains_key(to) {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} exists", to.display()),
+                ));
+            }
+            parent_is_dir(st, to)?;
+            st.names.insert(to.to_path_buf(), node);
+            st.pending.push(Pending::Link {
+                path: to.to_path_buf(),
+                node: Some(node),
+            });
+            Ok(())
+        })
+    }
+
+    fn same_file(&self, a: &Path, b: &Path) -> io::Result<bool> {
+        let st = self.lock();
+        Ok(matches!(
+            (st.names.get(a), st.names.get(b)),
+            (Some(Node::File(x)), Some(Node::File(y))) if x == y
+        ))
+    }
+
     fn lock(&self, path: &Path) -> io::Result<Box<dyn Any + Send + Sync>> {
         self.run(Op::Lock, |st| {
             parent_is_dir(st, path)?;
@@ -896,5 +928,13 @@ impl Vfs for OsFaults {
 
     fn lock(&self, path: &Path) -> io::Result<Box<dyn Any + Send + Sync>> {
         os_vfs().lock(path)
+    }
+
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        os_vfs().hard_link(from, to)
+    }
+
+    fn same_file(&self, a: &Path, b: &Path) -> io::Result<bool> {
+        os_vfs().same_file(a, b)
     }
 }

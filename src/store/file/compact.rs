@@ -166,7 +166,7 @@ impl FileStore {
     }
 
     /// Whether compactions should stop now: the store closed or is closing.
-    fn stopping(&self) -> bool {
+    pub(super) fn stopping(&self) -> bool {
         self.closed.load(Ordering::Acquire) || self.closing.load(Ordering::Acquire)
     }
 

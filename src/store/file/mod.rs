@@ -1,6 +1,7 @@
 //! The file engine: the embedded store on top of `wal/`, with its indexes, the process
 //! lock and snapshots. One writing process; readers in other processes open it read-only.
 
+pub mod backup;
 mod compact;
 mod consumers;
 mod cursor;
@@ -11,6 +12,7 @@ mod index;
 mod lifecycle;
 mod lock;
 mod reads;
+pub mod restore;
 mod seam;
 mod segindex;
 pub mod snapshot;
@@ -553,6 +555,7 @@ impl FileStore {
         projections.push(consumers.clone());
         let dir = dir.as_ref().to_path_buf();
         let vfs = options.vfs.clone();
+        backup::refuse_incomplete(&*vfs, &dir)?;
         let lock = Self::take_directory(&dir, &options)?;
         let config = Self::wal_config(&dir, &options)?;
 

@@ -82,6 +82,15 @@ impl Backend for FileStore {
         FileStore::interrupt(self)
     }
 
+    fn backup(
+        &self,
+        dest: &std::path::Path,
+        options: &super::backup::BackupOptions,
+        progress: &mut dyn FnMut(&super::backup::BackupProgress),
+    ) -> Result<super::backup::BackupInfo> {
+        FileStore::backup(self, dest, options, progress)
+    }
+
     fn location(&self) -> String {
         self.dir().display().to_string()
     }

@@ -949,6 +949,17 @@ impl SegmentFiles {
     }
 }
 
+/// Checks every page of segment `segment_id`'s index file `bytes` and decodes its header
+/// (a backup's verify): what it says of the segment, and its number of pages.
+pub fn check_file(segment_id: u64, bytes: &[u8]) -> Result<(Sealed, u64)> {
+    let body = unpaginate(segment_id, bytes)?;
+    if body.len() < HEADER_LEN {
+        return Err(Error::corrupt("it is cut short"));
+    }
+    let header = decode_header(segment_id, &body)?;
+    Ok((header.sealed, bytes.len().div_ceil(PAGE) as u64))
+}
+
 /// The logical content of a paged file, each page checked.
 fn unpaginate(segment_id: u64, bytes: &[u8]) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(bytes.len());
