@@ -501,3 +501,161 @@ fn a_backup_killed_at_any_moment_never_looks_complete() {
         }
     }
 }
+
+/// A store whose event at position p has timestamp 1_000_000 * (p / 10) + ... (a clock
+/// the test moves), with single events, pairs (atomic appends) and a deleted stream.
+fn timed_store(dir: &Path) -> (Arc<Store>, Arc<std::sync::atomic::AtomicU64>) {
+    let now = Arc::new(std::sync::atomic::AtomicU64::new(1_000_000));
+    let clock = {
+        let now = now.clone();
+        evstore::store::Clock::new(move || now.load(Ordering::SeqCst))
+    };
+    let o = StoreOptions {
+        clock,
+        ..opts(FsyncPolicy::Os)
+    };
+    (open(dir, o), now)
+}
+
+#[test]
+fn a_restore_to_a_position_holds_exactly_the_events_before_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, _) = timed_store(&tmp.path().join("store"));
+    // Positions 3k and 3k+1 are one append; 3k+2 another.
+    for n in 0..400 {
+        let (a, b) = (format!("a{n}"), format!("b{n}"));
+        store
+            .append(
+                "pairs",
+                ExpectedVersion::Any,
+                &[
+                    EventInput::new("A", a.as_bytes()),
+                    EventInput::new("B", b.as_bytes()),
+                ],
+            )
+            .unwrap();
+        append_one(&store, &format!("one-{}", n % 3), n);
+    }
+    store
+        .delete_stream("one-1", ExpectedVersion::Any, false, None)
+        .unwrap();
+    for n in 0..10 {
+        append_one(&store, "after", n);
+    }
+    let source = events(&store);
+    let b = tmp.path().join("backup");
+    let taken = backup(&store, &b);
+    let deleted_at = 1200; // the delete entry's position
+    for (i, n) in [0u64, 1, 2, 3, 601, 602, 900, 1199, 1200, 1201, 1211]
+        .into_iter()
+        .enumerate()
+    {
+        let dest = tmp.path().join(format!("r{i}"));
+        let info = restore(&*vfs::os(), &b, None, &dest, RestorePoint::Position(n)).unwrap();
+        assert_eq!(info.backup_position, taken.position);
+        // Inside an append (its second event) the point moves back to its start.
+        let inside = n < 1200 && n % 3 == 1;
+        assert_eq!(info.moved_to_append_start, inside, "{n}");
+        let want = if inside { n - 1 } else { n };
+        assert_eq!(info.position, want, "{n}");
+        assert!(read_backup_marker(&*vfs::os(), &dest).unwrap().is_none());
+        // Before the delete entry, the deleted stream's events are there again.
+        let (got, next) = events_at(&dest);
+        assert_eq!(next, want);
+        let mut expect: Vec<Event> = Vec::new();
+        for e in &got {
+            assert!(e.position < want);
+        }
+        let kept: Vec<&Event> = source.iter().filter(|e| e.position < want).collect();
+        if want <= deleted_at {
+            // The source reads no event of the deleted stream; the restored store
+            // (without the entry) reads all of them.
+            let deleted = got.iter().filter(|e| e.stream == "one-1").count();
+            assert_eq!(deleted > 0, want > 5, "{n}: the deleted stream's events");
+            assert_eq!(got.len(), kept.len() + deleted, "{n}");
+            expect.extend(got.iter().filter(|e| e.stream != "one-1").cloned());
+            assert_eq!(expect.iter().collect::<Vec<_>>(), kept, "{n}");
+        } else {
+            assert_eq!(got.iter().collect::<Vec<_>>(), kept, "{n}");
+        }
+        // The restored store goes on from its point.
+        let r = open(&dest, opts(FsyncPolicy::Os));
+        append_one(&r, "new", 0);
+        assert_eq!(r.next_position().unwrap(), want + 1);
+    }
+    let e = restore(
+        &*vfs::os(),
+        &b,
+        None,
+        &tmp.path().join("past"),
+        RestorePoint::Position(taken.position + 1),
+    )
+    .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+    let e = restore(&*vfs::os(), &b, None, &tmp.path().join("r1"), RestorePoint::End).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::AlreadyExists, "{e}");
+}
+
+#[test]
+fn a_restore_to_a_time_holds_the_events_at_or_before_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, now) = timed_store(&tmp.path().join("store"));
+    for n in 0..600 {
+        if n % 10 == 0 {
+            now.fetch_add(1_000_000, Ordering::SeqCst);
+        }
+        append_one(&store, &format!("t{}", n % 4), n);
+    }
+    let source = events(&store);
+    let b = tmp.path().join("backup");
+    backup(&store, &b);
+    for (i, t) in [0u64, 1_000_000, 2_000_000, 2_500_000, 31_000_000, 99_000_000]
+        .into_iter()
+        .enumerate()
+    {
+        let dest = tmp.path().join(format!("r{i}"));
+        let info = restore(&*vfs::os(), &b, None, &dest, RestorePoint::Time(t)).unwrap();
+        let want = source.iter().filter(|e| e.timestamp_us <= t).count() as u64;
+        assert_eq!(info.position, want, "time {t}");
+        assert_prefix(&dest, &source, want);
+    }
+}
+
+#[test]
+fn verify_names_a_changed_byte_of_a_record_and_of_an_index_page() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(&tmp.path().join("store"), opts(FsyncPolicy::Os));
+    for n in 0..1500 {
+        append_one(&store, &format!("v{}", n % 6), n);
+    }
+    let b = tmp.path().join("backup");
+    // Copies, so that changing the backup's bytes leaves the store's alone.
+    let info = store
+        .backup(&b, &BackupOptions { hard_links: false }, &mut |_| {})
+        .unwrap();
+    let v = verify_backup(&*vfs::os(), &b).unwrap();
+    assert_eq!(v.position, info.position);
+    assert!(v.segments > 2 && v.index_pages > 0, "{v:?}");
+    let flip = |p: &Path, at: u64| {
+        let mut bytes = std::fs::read(p).unwrap();
+        bytes[at as usize] ^= 0x40;
+        std::fs::write(p, bytes).unwrap();
+    };
+    let seg = b.join("events").join("000001.wal");
+    flip(&seg, 5000);
+    let e = verify_backup(&*vfs::os(), &b).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Corrupt, "{e}");
+    assert!(e.message.contains("000001.wal offset"), "{}", e.message);
+    assert!(e.message.contains("whole up to position"), "{}", e.message);
+    flip(&seg, 5000);
+    verify_backup(&*vfs::os(), &b).unwrap();
+    let idx = b.join("index").join("000001.idx");
+    flip(&idx, 4096 + 10);
+    let e = verify_backup(&*vfs::os(), &b).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Corrupt, "{e}");
+    assert!(
+        e.message.contains("000001.idx") && e.message.contains("page 1"),
+        "{}",
+        e.message
+    );
+}
