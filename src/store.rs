@@ -23,6 +23,7 @@ pub use event::{
 };
 pub use file::backup::{
     read_marker as read_backup_marker, BackupInfo, BackupOptions, BackupProgress, MarkerState,
+    SegmentChange, SegmentHook,
 };
 pub use file::restore::{restore, verify_backup, RestoreInfo, RestorePoint, VerifyInfo};
 pub use file::{envelope, snapshot};
@@ -73,6 +74,9 @@ pub struct StoreOptions {
     /// A sealed segment with more than this percent of its bytes removed is compacted by
     /// a library thread of the store (0: no automatic compaction; at most 100).
     pub compaction_trigger_percent: u32,
+    /// Continuous archiving (file engine): told of every segment that seals or that a
+    /// compaction rewrites (docs/backup.md).
+    pub on_segment: Option<SegmentHook>,
 }
 
 /// Compaction's default budget: 64 MiB/s.
@@ -132,6 +136,7 @@ impl Default for StoreOptions {
             clock: Clock::system(),
             compaction_bytes_per_second: DEFAULT_COMPACTION_BYTES_PER_SECOND,
             compaction_trigger_percent: DEFAULT_COMPACTION_TRIGGER_PERCENT,
+            on_segment: None,
         }
     }
 }

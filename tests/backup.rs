@@ -592,7 +592,14 @@ fn a_restore_to_a_position_holds_exactly_the_events_before_it() {
     )
     .unwrap_err();
     assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
-    let e = restore(&*vfs::os(), &b, None, &tmp.path().join("r1"), RestorePoint::End).unwrap_err();
+    let e = restore(
+        &*vfs::os(),
+        &b,
+        None,
+        &tmp.path().join("r1"),
+        RestorePoint::End,
+    )
+    .unwrap_err();
     assert_eq!(e.kind, ErrorKind::AlreadyExists, "{e}");
 }
 
@@ -609,9 +616,11 @@ fn a_restore_to_a_time_holds_the_events_at_or_before_it() {
     let source = events(&store);
     let b = tmp.path().join("backup");
     backup(&store, &b);
-    for (i, t) in [0u64, 1_000_000, 2_000_000, 2_500_000, 31_000_000, 99_000_000]
-        .into_iter()
-        .enumerate()
+    for (i, t) in [
+        0u64, 1_000_000, 2_000_000, 2_500_000, 31_000_000, 99_000_000,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let dest = tmp.path().join(format!("r{i}"));
         let info = restore(&*vfs::os(), &b, None, &dest, RestorePoint::Time(t)).unwrap();
@@ -658,4 +667,101 @@ fn verify_names_a_changed_byte_of_a_record_and_of_an_index_page() {
         "{}",
         e.message
     );
+}
+
+/// The position of the first record of the store's last segment (where its sealed
+/// segments end).
+fn sealed_end(store_dir: &Path) -> u64 {
+    let log = store_dir.join("events");
+    let last = *evstore::wal::segment::list(&*vfs::os(), &log)
+        .unwrap()
+        .last()
+        .unwrap();
+    let bytes = std::fs::read(evstore::wal::segment::path(&log, last)).unwrap();
+    let d = evstore::wal::record::decode(&bytes).unwrap();
+    u64::from_le_bytes(d.record.key.try_into().unwrap())
+}
+
+#[test]
+fn archived_segments_continue_a_backup_in_a_restore() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("store");
+    let archive = tmp.path().join("archive");
+    std::fs::create_dir(&archive).unwrap();
+    let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let hook = {
+        let (archive, calls) = (archive.clone(), calls.clone());
+        evstore::store::SegmentHook(Arc::new(move |id, path: &Path, change| {
+            calls.lock().unwrap().push((id, change));
+            if change == evstore::store::SegmentChange::Sealed {
+                std::fs::copy(path, archive.join(path.file_name().unwrap())).unwrap();
+            }
+        }))
+    };
+    let o = StoreOptions {
+        on_segment: Some(hook),
+        ..opts(FsyncPolicy::Os)
+    };
+    let store = open(&src, o);
+    for n in 0..800 {
+        append_one(&store, &format!("a{}", n % 5), n);
+    }
+    let b = tmp.path().join("backup");
+    let taken = backup(&store, &b);
+    for n in 0..2500 {
+        append_one(&store, &format!("b{}", n % 5), n);
+    }
+    store
+        .delete_stream("a1", ExpectedVersion::Any, false, None)
+        .unwrap();
+    store.compact().unwrap();
+    let source = events(&store);
+    let sealed: Vec<u64> = {
+        let c = calls.lock().unwrap();
+        assert!(
+            c.iter()
+                .any(|c| c.1 == evstore::store::SegmentChange::Rewritten),
+            "{c:?}"
+        );
+        c.iter()
+            .filter(|c| c.1 == evstore::store::SegmentChange::Sealed)
+            .map(|c| c.0)
+            .collect()
+    };
+    // Every segment but the active one was reported once, in order.
+    let active = *evstore::wal::segment::list(&*vfs::os(), &src.join("events"))
+        .unwrap()
+        .last()
+        .unwrap();
+    assert_eq!(sealed, (0..active).collect::<Vec<_>>());
+    // Lost: the store. Left: the backup and the archive.
+    let dest = tmp.path().join("restored");
+    let info = restore(&*vfs::os(), &b, Some(&archive), &dest, RestorePoint::End).unwrap();
+    assert!(info.archived_segments > 0, "{info:?}");
+    assert!(info.position > taken.position);
+    assert_eq!(info.position, sealed_end(&src));
+    // The archive holds the segments as they sealed (before the compaction): the
+    // deleted stream's events are there, the delete entry is after the point.
+    let (got, next) = events_at(&dest);
+    assert_eq!(next, info.position);
+    let kept: Vec<&Event> = source.iter().filter(|e| e.position < next).collect();
+    let others: Vec<&Event> = got.iter().filter(|e| e.stream != "a1").collect();
+    assert_eq!(others, kept);
+    assert!(got.iter().any(|e| e.stream == "a1"));
+    // And to a point inside the archived part.
+    let mid = taken.position + 700;
+    let dest = tmp.path().join("restored-mid");
+    let info = restore(
+        &*vfs::os(),
+        &b,
+        Some(&archive),
+        &dest,
+        RestorePoint::Position(mid),
+    )
+    .unwrap();
+    assert_eq!(info.position, mid);
+    let (got, _) = events_at(&dest);
+    let kept: Vec<&Event> = source.iter().filter(|e| e.position < mid).collect();
+    let others: Vec<&Event> = got.iter().filter(|e| e.stream != "a1").collect();
+    assert_eq!(others, kept);
 }

@@ -26,7 +26,32 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::wal::segment;
 use crate::wal::vfs::{self, FileRef, Kind, OpenMode, Vfs};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+
+/// What happened to a segment that an archiving hook (`StoreOptions::on_segment`) is
+/// told about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentChange {
+    /// The log moved on to the next segment: this one is complete, synced, and never
+    /// written again except by a compaction's rename.
+    Sealed,
+    /// A compaction renamed a rewritten copy (without removed events) over it.
+    Rewritten,
+}
+
+/// Continuous archiving: called with a segment's id and path when it seals (on the
+/// appending thread, after its append) and when a compaction rewrites it (on the
+/// compacting thread). The application copies the file elsewhere; a restore takes a
+/// directory of such copies after a backup (`restore`'s `archive`).
+#[derive(Clone)]
+pub struct SegmentHook(pub std::sync::Arc<dyn Fn(u64, &Path, SegmentChange) + Send + Sync>);
+
+impl std::fmt::Debug for SegmentHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SegmentHook")
+    }
+}
 
 /// The marker file of a backup (and of a restore in progress).
 pub const MARKER: &str = "BACKUP";
@@ -375,6 +400,36 @@ fn same_bytes(vfs: &dyn Vfs, from: &Path, to: &Path) -> bool {
 }
 
 impl FileStore {
+    /// Tells the archiving hook (if any) of every segment sealed since it was last
+    /// called, each once, oldest first from each caller.
+    pub(super) fn report_sealed(&self) {
+        let Some(hook) = &self.options.on_segment else {
+            return;
+        };
+        let active = self.wal.current_position().segment_id;
+        let log_dir = self.dir.join("events");
+        loop {
+            let next = self.archived.load(Ordering::Acquire);
+            if next >= active {
+                return;
+            }
+            let took =
+                self.archived
+                    .compare_exchange(next, next + 1, Ordering::AcqRel, Ordering::Acquire);
+            if took.is_ok() {
+                (hook.0)(next, &segment::path(&log_dir, next), SegmentChange::Sealed);
+            }
+        }
+    }
+
+    /// Tells the archiving hook (if any) that a compaction rewrote segment `id`.
+    pub(super) fn report_rewritten(&self, id: u64) {
+        if let Some(hook) = &self.options.on_segment {
+            let path = segment::path(&self.dir.join("events"), id);
+            (hook.0)(id, &path, SegmentChange::Rewritten);
+        }
+    }
+
     /// Takes a backup of the store into `dest` while appends go on (see the module's
     /// comment); a backup into an earlier backup places only what changed. `progress`
     /// is called as files and bytes are placed. Returns the backup's position.

@@ -268,6 +268,7 @@ impl FileStore {
         self.commit_durable(&mut w);
         self.wal.seal_active()?;
         drop(w);
+        self.report_sealed();
         let _one = self.seal_lock.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             let active = self.wal.current_position().segment_id;
@@ -510,6 +511,7 @@ impl FileStore {
         vfs.sync_dir(&log_dir)
             .map_err(|e| Error::io("syncing the log directory", e))?;
         self.files.sync_dir()?;
+        self.report_rewritten(id);
         Ok(Some(Rewritten {
             before: old.len() as u64,
             after: out.len() as u64,

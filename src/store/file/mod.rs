@@ -130,6 +130,8 @@ pub struct FileStore {
     /// The compaction thread (`start_compactor`), and what wakes it.
     compactor: Mutex<Option<std::thread::JoinHandle<()>>>,
     compactor_wake: Arc<compact::Wake>,
+    /// The next segment the archiving hook is told has sealed (`report_sealed`).
+    archived: AtomicU64,
 }
 
 /// How many times a read-only store reads a position again that a compaction of its
@@ -639,7 +641,12 @@ impl FileStore {
             compact_lock: Mutex::new(()),
             compactor: Mutex::new(None),
             compactor_wake: Arc::default(),
+            archived: AtomicU64::new(0),
         };
+        // Segments sealed before this open are not reported again.
+        store
+            .archived
+            .store(store.wal.current_position().segment_id, Ordering::Release);
         // Segments replayed into memory that are complete get their index files now.
         store.maybe_seal();
         Ok((store, report))
@@ -1618,6 +1625,7 @@ impl FileStore {
         if self.options.read_only {
             return;
         }
+        self.report_sealed();
         let sealable = |s: &Self| {
             let index = s.index.read().unwrap_or_else(|e| e.into_inner());
             index
