@@ -36,6 +36,21 @@
 #endif
 
 
+// `evs_backup_options.flags`: never hard-link; copy every file.
+#define EVS_BACKUP_NO_LINKS 1
+
+// `evs_restore_options.flags`: stop at `position` (the events before it).
+#define EVS_RESTORE_TO_POSITION 1
+
+// `evs_restore_options.flags`: stop at `time_us` (the events at or before it).
+#define EVS_RESTORE_TO_TIME 2
+
+// `evs_segment_fn`'s `change`: the segment sealed (the log moved on to the next one).
+#define EVS_SEGMENT_SEALED 1
+
+// `evs_segment_fn`'s `change`: a compaction renamed a rewritten copy over the segment.
+#define EVS_SEGMENT_REWRITTEN 2
+
 // `evs_consumer_options.start_position`: a new consumer starts at the log's end.
 #define EVS_CONSUMER_START_END UINT64_MAX
 
@@ -137,6 +152,104 @@ typedef struct evs_account {
   // Position of its last event.
   uint64_t last_position;
 } evs_account;
+
+// How to take a backup (caller-allocated: set `struct_size`, see `EVS_STRUCT_INIT`;
+// NULL for the defaults).
+typedef struct evs_backup_options {
+  // sizeof(evs_backup_options) as the caller's header has it.
+  size_t struct_size;
+  // EVS_BACKUP_* bits (0: hard links where the destination's file system allows).
+  uint64_t flags;
+} evs_backup_options;
+
+// How far a backup is (handed to an `evs_backup_progress_fn`; valid during the call).
+typedef struct evs_backup_progress {
+  // sizeof(evs_backup_progress) as this library has it.
+  size_t struct_size;
+  // Bytes placed (copied, linked or found unchanged) so far, of `bytes_total`.
+  uint64_t bytes_done;
+  uint64_t bytes_total;
+  // Files placed so far, of `files_total`.
+  uint64_t files_done;
+  uint64_t files_total;
+} evs_backup_progress;
+
+// Called by `evs_backup` on its calling thread as files and bytes are placed (at most
+// about once a MiB). It must not call `evs_close` on the store being backed up.
+typedef void (*evs_backup_progress_fn)(void *user_data, const struct evs_backup_progress *progress);
+
+// What `evs_backup` did (caller-allocated: set `struct_size`).
+typedef struct evs_backup_info {
+  // sizeof(evs_backup_info) as the caller's header has it; never changed.
+  size_t struct_size;
+  // The backup holds exactly the events (and lifecycle entries) before this position.
+  uint64_t position;
+  // Files hard-linked, copied, and found unchanged (an earlier backup placed them).
+  uint64_t files_linked;
+  uint64_t files_copied;
+  uint64_t files_unchanged;
+  uint64_t bytes_copied;
+  uint64_t bytes_linked;
+  // How long it took, microseconds.
+  uint64_t duration_us;
+} evs_backup_info;
+
+// Where a restore stops, and where archived segments are (caller-allocated: set
+// `struct_size`; NULL restores everything the backup holds).
+typedef struct evs_restore_options {
+  // sizeof(evs_restore_options) as the caller's header has it.
+  size_t struct_size;
+  // At most one of EVS_RESTORE_TO_POSITION, EVS_RESTORE_TO_TIME (0: everything).
+  uint64_t flags;
+  // EVS_RESTORE_TO_POSITION: the restored store holds the events before it.
+  uint64_t position;
+  // EVS_RESTORE_TO_TIME: the restored store holds the events whose timestamp
+  // (microseconds since the Unix epoch) is at or before it.
+  uint64_t time_us;
+  // NULL, or a directory of segments archived by an `evs_options_set_archive`
+  // callback (named as in the store: `NNNNNN.wal`), which continue the backup.
+  const char *archive_dir;
+} evs_restore_options;
+
+// What `evs_restore` did (caller-allocated: set `struct_size`).
+typedef struct evs_restore_info {
+  // sizeof(evs_restore_info) as the caller's header has it; never changed.
+  size_t struct_size;
+  // The restored store holds exactly the positions before this one; its next event
+  // gets it.
+  uint64_t position;
+  // The position the backup holds the events before.
+  uint64_t backup_position;
+  // Segments taken from `archive_dir`.
+  uint64_t archived_segments;
+  // Segments written to the restored store.
+  uint64_t segments;
+  // 1 when the point fell inside a multi-event append, which is atomic: the restore
+  // stopped where that append begins (`position` says where), else 0.
+  uint32_t moved_to_append_start;
+} evs_restore_info;
+
+// What `evs_verify_backup` checked (caller-allocated: set `struct_size`).
+typedef struct evs_verify_info {
+  // sizeof(evs_verify_info) as the caller's header has it; never changed.
+  size_t struct_size;
+  // The backup is consistent at this position: it holds exactly the positions before.
+  uint64_t position;
+  // Records, segments and index pages checked.
+  uint64_t records;
+  uint64_t segments;
+  uint64_t index_pages;
+} evs_verify_info;
+
+// Continuous archiving's callback: `segment_id` and `path` (valid during the call) of
+// a segment that sealed (`change` EVS_SEGMENT_SEALED) or that a compaction rewrote
+// (EVS_SEGMENT_REWRITTEN). Called on the thread whose append started the next segment
+// (before that append returns) or on the compacting thread; it must return soon and
+// must not close the store. Copy the file elsewhere under its name.
+typedef void (*evs_segment_fn)(void *user_data,
+                               uint64_t segment_id,
+                               const char *path,
+                               int32_t change);
 
 // A borrowed view of a stored event: valid until the next call on the same cursor (or
 // until the callback returns). `stream` and `event_type` are not NUL-terminated.
@@ -509,6 +622,11 @@ typedef int32_t (*evs_event_fn)(void *user_data, const struct evs_event *event);
 // dropped them): every later call on it fails; close it and open it again (version 1.1).
 #define EVS_ERR_STALE -18
 
+// A directory that an `evs_backup` or `evs_restore` began writing and did not finish
+// (its `BACKUP` marker says so, or is damaged): `evs_open`, `evs_restore` and
+// `evs_verify_backup` refuse it; take the backup (or the restore) again (version 1.2).
+#define EVS_ERR_INCOMPLETE -19
+
 // A bug in evstore (a caught panic).
 #define EVS_ERR_INTERNAL -99
 
@@ -606,6 +724,98 @@ evs_status evs_account_get_at(struct evs_store *s,
                               const char *account_id,
                               uint64_t as_of_timestamp_us,
                               struct evs_account *out);
+
+// Takes an online backup of file store `s` into directory `dest_dir` while other
+// threads go on appending and compacting. The backup is a store directory that opens
+// (read-only or writable) with exactly the events before `out->position`: the log is
+// synced and counted at one instant; sealed segments are hard-linked when `dest_dir` is
+// on the same file system (they are never written in place again) or copied; the active
+// segment is copied up to that instant's end; index files and the newest snapshot are
+// linked or copied. Compactions wait while sealed segments are linked (or, across file
+// systems, copied); appends wait only for the instant. Into an earlier backup (a
+// directory with a `BACKUP` marker) it places only what changed since: new segments,
+// segments a compaction rewrote, the active segment. `dest_dir/BACKUP` is written first
+// as "incomplete" and last, after every file and directory is synced, as "complete"
+// with the position; a backup that fails or is killed leaves it "incomplete", and
+// `evs_open`, `evs_restore` and `evs_verify_backup` refuse such a directory with
+// EVS_ERR_INCOMPLETE. `progress` (may be NULL) is called with `user_data` on the calling
+// thread. `opts` may be NULL (defaults); `out` may be NULL.
+//
+// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store or `dest_dir`, bad UTF-8, unknown
+// flags, a bad `struct_size`, `dest_dir` inside the store or the store inside it, a
+// PostgreSQL store: back it up with PostgreSQL's tools, docs/postgres.md; also when the
+// store is closed meanwhile: the backup stops, incomplete); EVS_ERR_ALREADY_EXISTS
+// (`dest_dir` holds files and no backup); EVS_ERR_READ_ONLY (a read-only handle: a
+// backup is taken through the writing process's handle); EVS_ERR_IO (a system call
+// failed, e.g. the destination's disk is full: the store is untouched and the
+// destination stays marked incomplete; take the backup again into it); EVS_ERR_CORRUPT
+// (a source file ended before the length the log records).
+//
+// Ownership: every argument stays the caller's. Thread safety: any thread; one backup
+// into one directory at a time.
+evs_status evs_backup(struct evs_store *s,
+                      const char *dest_dir,
+                      const struct evs_backup_options *opts,
+                      evs_backup_progress_fn progress,
+                      void *user_data,
+                      struct evs_backup_info *out);
+
+// Restores the complete backup in `backup_dir` (continued by the archived segments of
+// `opts->archive_dir`, if given) into `dest_dir`, a new directory (missing or empty),
+// as a store holding exactly the events before the point `opts` names: its log cut at
+// that point (never inside a multi-event append: a point inside one moves back to the
+// append's start), so lifecycle entries after the point are gone with their events;
+// index files of the segments restored whole copied, the others built at the first
+// writable open; the backup's snapshot kept when it covers no event after the point.
+// Events a compaction erased before the backup was taken stay erased (their positions
+// empty), even before the point that removed them. `dest_dir` is marked incomplete
+// until everything is synced (`evs_open` refuses it meanwhile). `opts` and `out` may
+// be NULL.
+//
+// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL or bad UTF-8 paths, both or unknown
+// flags, a bad `struct_size`, `dest_dir` not a directory); EVS_ERR_NOT_FOUND
+// (`backup_dir` is not a backup, `archive_dir` is missing, or the position is past what
+// can be restored); EVS_ERR_INCOMPLETE (the backup did not finish);
+// EVS_ERR_ALREADY_EXISTS (`dest_dir` is not empty); EVS_ERR_CORRUPT (a record of the
+// backup or archive fails its checksum: the file and offset are named); EVS_ERR_IO.
+//
+// Ownership: every argument stays the caller's. Thread safety: any thread; no store
+// needs to be open.
+evs_status evs_restore(const char *backup_dir,
+                       const char *dest_dir,
+                       const struct evs_restore_options *opts,
+                       struct evs_restore_info *out);
+
+// Checks every byte of the complete backup in `backup_dir` that can be checked: every
+// record's framing and CRC and envelope, positions in order up to the marker's
+// position, no append left open at the end, every index file's pages (CRC) and header
+// against its segment, the snapshot's checksum. `out` (may be NULL) gets the position
+// the backup is consistent at.
+//
+// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL or bad UTF-8 path, a bad
+// `struct_size`); EVS_ERR_NOT_FOUND (not a backup: no `BACKUP` marker);
+// EVS_ERR_INCOMPLETE (the backup did not finish, or its marker is damaged);
+// EVS_ERR_CORRUPT (the first damage: the message names the file and the offset or index
+// page, and the position the log is whole up to; `evs_last_error_detail` gives that
+// position); EVS_ERR_IO.
+//
+// Ownership: the path stays the caller's. Thread safety: any thread.
+evs_status evs_verify_backup(const char *backup_dir, struct evs_verify_info *out);
+
+// Sets continuous archiving on file stores opened with `o`: `fn` (NULL turns it off) is
+// called with `user_data` for every segment that seals while the store is open, once
+// each, in order from each thread, and for every segment a compaction rewrites (an
+// archive that must keep removed events' bytes for a restore before their removal keeps
+// the sealed copy; one that must forget them replaces it). The active segment is in no
+// archive: a backup has it; segments that sealed before the open, or between a seal and
+// a crash, are not reported (copy missing ones when the program starts). A restore
+// takes a backup plus the archived segments that follow it (`evs_restore_options.
+// archive_dir`). Ignored by PostgreSQL stores.
+//
+// Returns EVS_OK, or EVS_ERR_INVALID_ARGUMENT for a NULL `o`. Ownership: `o` stays the
+// caller's; `user_data` must stay valid while a store opened with `o` is open. Thread
+// safety: not while another thread uses `o`; the callback may run on any thread.
+evs_status evs_options_set_archive(struct evs_options *o, evs_segment_fn callback, void *user_data);
 
 // Up to `capacity` next events: EVS_OK with `*out_count` (>= 1) views in `out[0..]`, or
 // EVS_END with `*out_count` 0 when there is none (now). The views stay valid until the

@@ -7,6 +7,7 @@
 
 mod account;
 mod args;
+mod backup;
 mod batch;
 mod cancel;
 mod consumer;
@@ -23,6 +24,7 @@ mod store;
 mod subscription;
 
 pub use account::*;
+pub use backup::*;
 pub use batch::*;
 pub use consumer::*;
 pub use lifecycle::*;
