@@ -353,6 +353,38 @@ run 1 verify "$work/life-damaged" && has_err "EVS_ERR_CORRUPT" && has_err "offse
 # The same commands on the PostgreSQL backend, when the harness started a server
 # (tests/pg/pg_server.sh run ...): STORE is then a URL. Not here: verify's segment and
 # offset report and the torn tail (a server has no log files).
+# Backup, incremental backup, verify of a backup, restore to a position and a time
+# (docs/backup.md).
+bk=$work/bk
+for v in 0 1 2 3 4 5 6 7 8 9; do
+    "$evsctl" append "$bk" s T "first $v" > /dev/null || no "append for backup"
+done
+run 0 backup "$bk" "$work/bk.b" && has "complete at position 10" && ok || no "backup: $out $err"
+grep -q "state: complete" "$work/bk.b/BACKUP" && ok || no "backup marker: $(cat "$work/bk.b/BACKUP")"
+for v in 0 1 2 3 4; do
+    "$evsctl" append "$bk" s T "second $v" > /dev/null || no "append for backup"
+done
+run 0 backup "$bk" "$work/bk.b" && has "complete at position 15" && ok || no "incremental backup: $out $err"
+run 0 verify "$work/bk.b" && has "consistent at position 15" && has "15 records" && ok || no "verify backup: $out $err"
+run 0 restore --to-position 12 "$work/bk.b" "$work/bk.r" && has "the positions before 12" && ok ||
+    no "restore --to-position: $out $err"
+run 0 dump "$work/bk.r" && has "second 1" && ! has "second 2" && ok || no "restored dump: $out"
+run 1 restore "$work/bk.b" "$work/bk.r" && has_err "EVS_ERR_ALREADY_EXISTS" && ok || no "restore into a store: $err"
+run 1 restore --to-position 99 "$work/bk.b" "$work/bk.r2" && has_err "past the end" && ok || no "restore past the end: $err"
+run 0 restore --to-time @1 "$work/bk.b" "$work/bk.r2" && has "the positions before 0" && ok || no "restore --to-time: $out $err"
+run 2 restore --to-position 1 --to-time @1 "$work/bk.b" "$work/bk.r3" && ok || no "restore with two points"
+run 1 restore "$bk" "$work/bk.r3" && has_err "is not a backup" && ok || no "restore of a store: $err"
+# An incomplete backup is refused by open, verify and restore; a changed byte is named.
+cp "$work/bk.b/BACKUP" "$work/bk.marker"
+printf 'evstore backup 1\nstate: complete\nposition: 15\ncrc32c: 00000000\n' > "$work/bk.b/BACKUP"
+run 1 verify "$work/bk.b" && has_err "EVS_ERR_INCOMPLETE" && ok || no "verify of a damaged marker: $err"
+run 1 dump "$work/bk.b" && has_err "EVS_ERR_INCOMPLETE" && ok || no "open of a damaged marker: $err"
+run 1 restore "$work/bk.b" "$work/bk.r4" && has_err "EVS_ERR_INCOMPLETE" && ok || no "restore of an incomplete backup: $err"
+cp "$work/bk.marker" "$work/bk.b/BACKUP"
+printf 'X' | dd of="$work/bk.b/events/000000.wal" bs=1 seek=100 conv=notrunc 2> /dev/null
+run 1 verify "$work/bk.b" && has_err "000000.wal offset" && has_err "whole before position" && ok ||
+    no "verify of a changed byte: $err"
+
 if [ -n "${EVS_PG_URL:-}" ]; then
     pg="$EVS_PG_URL?schema=evsctl_test"
     LD_LIBRARY_PATH="$(dirname "$evsctl")/../lib" "$bank" "$pg" > /dev/null || no "the bank example on PostgreSQL failed"

@@ -18,6 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backup.h"
+
 typedef struct command command;
 typedef int (*command_fn)(const command *cmd, evs_store *s, int argc, char **argv);
 
@@ -51,6 +53,10 @@ static const char *g_category = NULL;   /* retention --category PREFIX */
 static bool g_rule_given = false;       /* retention: --max-count, --max-age or --clear */
 static bool g_clear = false;            /* retention --clear */
 static uint64_t g_max_count = 0, g_max_age_s = 0;
+/* backup --no-links; restore --to-position N | --to-time T, --archive DIR */
+static bool g_no_links = false, g_to_position = false, g_to_time = false;
+static uint64_t g_point = 0;
+static const char *g_archive = NULL;
 
 /* The plural ending of a count: "1 event", "2 events". */
 static const char *plural(uint64_t n) {
@@ -1006,6 +1012,20 @@ static int cmd_schema(const command *cmd, evs_store *s, int argc, char **argv) {
     return print_string("schema", st, sql);
 }
 
+static int cmd_backup(const command *cmd, evs_store *s, int argc, char **argv) {
+    (void)cmd;
+    (void)argc;
+    return evsctl_backup(s, argv[0], g_no_links, g_progress);
+}
+
+/* Opens no store: STORE is the backup (main runs it before any open). */
+static int cmd_restore(const command *cmd, evs_store *s, int argc, char **argv) {
+    (void)cmd;
+    (void)s;
+    (void)argc;
+    return evsctl_restore(g_store, argv[0], g_to_position, g_point, g_to_time, g_point, g_archive);
+}
+
 static const command k_commands[] = {
     {"info", "", "counters, options and what opening found",
      "Counters, options, and what opening the store found (records recovered, a torn tail, the snapshot used). "
@@ -1084,6 +1104,20 @@ static const command k_commands[] = {
      "PostgreSQL) and their bytes before and after, events erased, time. On a terminal, the reclaimable bytes freed so far show on "
      "stderr. Opens the store for writing.",
      true, 0, 0, cmd_compact},
+    {"backup", "DEST", "online backup into DEST (incremental)",
+     "Backs the store up into directory DEST (docs/backup.md): a store that opens with exactly the events up to the "
+     "position printed. Sealed segments are hard-linked when DEST is on the same file system (--no-links: copy), "
+     "the rest copied; into an earlier backup only what changed is placed. DEST/BACKUP says 'incomplete' until the "
+     "end: an interrupted backup is refused by open, restore and verify. Opens the store for writing (a running "
+     "application takes its backups with evs_backup). On a terminal, progress shows on stderr.",
+     true, 1, 1, cmd_backup},
+    {"restore", "DEST", "restore a backup (to a point) into DEST",
+     "Restores the backup STORE into DEST, a new directory, as a store holding exactly the events before a point: "
+     "--to-position N (the events before N), --to-time T (the events at or before T, in UTC as "
+     "2026-12-07T09:30:00Z or @SECONDS), or everything. --archive DIR: segments archived by an "
+     "evs_options_set_archive callback continue the backup. A point inside an atomic append moves to its start "
+     "(said). Opens no store.",
+     false, 1, 1, cmd_restore},
     {"schema", "", "the SQL for a PostgreSQL schema (--sql)",
      "Prints the SQL that creates the PostgreSQL schema of the store at URL (a postgresql:// URL), or migrates it "
      "to this library's version: the statements a writable open would run, in one transaction, with the grants the "
@@ -1101,6 +1135,10 @@ static const char *options_of(const command *c) {
         return " [--read-only]";
     if (!strcmp(c->name, "schema"))
         return " --sql";
+    if (!strcmp(c->name, "backup"))
+        return " [--no-links]";
+    if (!strcmp(c->name, "restore"))
+        return " [--to-position N | --to-time T] [--archive DIR]";
     if (!strcmp(c->name, "delete"))
         return " [--hard] [--expected N]";
     if (!strcmp(c->name, "retention"))
@@ -1210,7 +1248,8 @@ int main(int argc, char **argv) {
         const char *value = NULL;
         bool valued = (!strcmp(a, "-n") && strstr(opts, "-n")) || (!strcmp(a, "--expected") && strstr(opts, a)) ||
                       (!strcmp(a, "--category") && strstr(opts, a)) || (!strcmp(a, "--max-count") && strstr(opts, a)) ||
-                      (!strcmp(a, "--max-age") && strstr(opts, a));
+                      (!strcmp(a, "--max-age") && strstr(opts, a)) || (!strcmp(a, "--to-position") && strstr(opts, a)) ||
+                      (!strcmp(a, "--to-time") && strstr(opts, a)) || (!strcmp(a, "--archive") && strstr(opts, a));
         if (valued) {
             if (k + 1 >= argc) {
                 fprintf(stderr, "evsctl: %s: %s needs a value\n", g_cmd, a);
@@ -1233,6 +1272,21 @@ int main(int argc, char **argv) {
             g_follow = true;
         } else if (!strcmp(a, "--hard") && strstr(opts, "--hard")) {
             g_hard = true;
+        } else if (!strcmp(a, "--no-links") && strstr(opts, a)) {
+            g_no_links = true;
+        } else if (!strcmp(a, "--to-position") && value != NULL) {
+            if (!parse_u64(value, &g_point))
+                return bad_number("--to-position", value);
+            g_to_position = true;
+        } else if (!strcmp(a, "--to-time") && value != NULL) {
+            if (!parse_time(value, &g_point)) {
+                fprintf(stderr, "evsctl: %s: --to-time %s is not a time (2026-12-07T09:30:00Z or @SECONDS)\n", g_cmd,
+                        value);
+                return 2;
+            }
+            g_to_time = true;
+        } else if (!strcmp(a, "--archive") && value != NULL) {
+            g_archive = value;
         } else if (!strcmp(a, "--clear") && strstr(opts, "--clear")) {
             g_clear = g_rule_given = true;
         } else if (!strcmp(a, "-n") && value != NULL) {
@@ -1301,6 +1355,14 @@ int main(int argc, char **argv) {
     g_store = path;
     if (cmd->run == cmd_schema)
         return cmd->run(cmd, NULL, nargs, args + 1);
+    if (g_to_position && g_to_time) {
+        fprintf(stderr, "evsctl: %s: give --to-position or --to-time, not both\n", g_cmd);
+        return 2;
+    }
+    if (cmd->run == cmd_restore)
+        return cmd->run(cmd, NULL, nargs, args + 1);
+    if (cmd->run == cmd_verify && !g_pg && evsctl_is_backup(path))
+        return evsctl_verify_backup(path);
 
     /* verify runs a writer's recovery on a file store; a PostgreSQL store has none to run,
      * and a writable open could migrate its schema: verify only reads it. */

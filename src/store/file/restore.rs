@@ -288,10 +288,11 @@ pub fn restore(
     point: RestorePoint,
 ) -> Result<RestoreInfo> {
     let backup_position = backup_position(vfs, backup)?;
-    prepare_dest(vfs, dest)?;
     let sources = restore_sources(vfs, backup, archive)?;
     let paths: Vec<PathBuf> = sources.iter().map(|s| s.1.clone()).collect();
+    // Everything is read and checked before the destination is touched.
     let cut = find_cut(vfs, &paths, point)?;
+    prepare_dest(vfs, dest)?;
     let (to_log, to_idx) = (dest.join("events"), dest.join("index"));
     let keep = match cut.at {
         Some((seg, off)) => sources[..seg]
@@ -350,8 +351,8 @@ pub fn restore(
     })
 }
 
-/// A restore's destination: missing, or an empty directory. Created and marked
-/// incomplete, with its folders.
+/// A restore's destination: missing, an empty directory, or one an interrupted restore
+/// left (its files are removed). Created and marked incomplete, with its folders.
 fn prepare_dest(vfs: &dyn Vfs, dest: &Path) -> Result<()> {
     match vfs.stat(dest) {
         Ok(s) if s.kind != Kind::Dir => {
@@ -364,7 +365,13 @@ fn prepare_dest(vfs: &dyn Vfs, dest: &Path) -> Result<()> {
             let names = vfs
                 .list_dir(dest)
                 .map_err(|e| Error::io(format!("reading {}", dest.display()), e))?;
-            if !names.is_empty() {
+            let retry = matches!(
+                backup::read_marker(vfs, dest),
+                Ok(Some(MarkerState::Incomplete { ref what })) if what == "restore"
+            );
+            if retry {
+                clear_restore(vfs, dest)?;
+            } else if !names.is_empty() {
                 return Err(Error::new(
                     ErrorKind::AlreadyExists,
                     format!(
@@ -390,6 +397,24 @@ fn prepare_dest(vfs: &dyn Vfs, dest: &Path) -> Result<()> {
         let d = dest.join(sub);
         vfs::create_dir_durable(vfs, &d)
             .map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
+    }
+    Ok(())
+}
+
+/// Removes what an interrupted restore into `dest` wrote in its folders.
+fn clear_restore(vfs: &dyn Vfs, dest: &Path) -> Result<()> {
+    for sub in ["events", "index", "snapshots"] {
+        let dir = dest.join(sub);
+        let names = match vfs.list_dir(&dir) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(format!("reading {}", dir.display()), e)),
+        };
+        for name in names {
+            let p = dir.join(name);
+            vfs.remove_file(&p)
+                .map_err(|e| Error::io(format!("removing {}", p.display()), e))?;
+        }
     }
     Ok(())
 }
