@@ -4,11 +4,10 @@
 use super::args::{opt_str_arg, str_arg};
 use super::extensible::{extensible, input_array, opt_out_struct};
 use super::status::{boundary, evs_status, EVS_OK};
-use super::store::{evs_options, store_arg, evs_store};
+use super::store::{evs_options, evs_store, store_arg};
 use crate::error::Error;
 use crate::store::{
-    restore, verify_backup, BackupOptions, BackupProgress, RestorePoint, SegmentChange,
-    SegmentHook,
+    restore, verify_backup, BackupOptions, BackupProgress, RestorePoint, SegmentChange, SegmentHook,
 };
 use std::ffi::{c_char, c_void, CString};
 use std::path::Path;
