@@ -36,7 +36,7 @@ NEEDS_LIB := lib
 NEEDS_INSTALLED := installed
 endif
 
-.PHONY: all lib header demo installed test test-build test-rust-build test-rust test-bench-build test-c test-go test-go-consumer test-cpp test-cmake-consumer test-swift-modulemap test-evsctl test-readme test-setup test-pkgconfig test-examples test-reliability test-c-pg bench bench-instr bench-pg bench-scale stress install clean lint
+.PHONY: all lib header demo installed test test-build test-rust-build test-rust test-bench-build test-c test-go test-go-consumer test-cpp test-cmake-consumer test-swift-modulemap test-evsctl test-readme test-setup test-pkgconfig test-examples test-reliability test-c-pg bench bench-backup bench-instr bench-pg bench-scale stress install clean lint
 
 all: lib
 
@@ -205,6 +205,12 @@ bench: lib
 	bash bench/percall/run.sh
 	bash bench/run.sh
 	bash bench/instr/run.sh
+	bash bench/backup/run.sh
+
+# The backup rows alone (issue 23): backup of a 1M-event store in MB/s, and a durable
+# appender's p99 during the backup against without (bench/results/backup-latest.md).
+bench-backup: lib
+	bash bench/backup/run.sh
 
 # The instruction rows alone (issue 25): callgrind counts an event of evstore's hot paths
 # beside our minimal reader and appender of the same segment files (bench/minimal,
