@@ -61,6 +61,8 @@ const MAGIC_LINE: &str = "evstore backup 1";
 const PART: &str = ".part";
 /// The bytes copied between two looks at the progress callback and the store's state.
 const CHUNK: usize = 1 << 20;
+/// A copy is synced every this many bytes (a multiple of `CHUNK`).
+const SYNC_EVERY: u64 = 4 << 20;
 
 /// What a directory's marker says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -329,6 +331,11 @@ impl Placer<'_> {
             }
             vfs::write_all_at(&*out, &buf[..want], at).map_err(|e| io("writing", e))?;
             at += want as u64;
+            if at % SYNC_EVERY == 0 {
+                // A little at a time: one flush of a whole segment at the end would hold
+                // the disk (and the store's appenders' fdatasyncs) for its whole length.
+                out.sync_data().map_err(|e| io("syncing", e))?;
+            }
             self.state.bytes_done += want as u64;
             self.report();
         }
