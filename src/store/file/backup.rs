@@ -45,7 +45,10 @@ pub enum SegmentChange {
 /// compacting thread). The application copies the file elsewhere; a restore takes a
 /// directory of such copies after a backup (`restore`'s `archive`).
 #[derive(Clone)]
-pub struct SegmentHook(pub std::sync::Arc<dyn Fn(u64, &Path, SegmentChange) + Send + Sync>);
+pub struct SegmentHook(pub std::sync::Arc<SegmentFn>);
+
+/// The function of a `SegmentHook`: the segment's id, its path, what happened.
+pub type SegmentFn = dyn Fn(u64, &Path, SegmentChange) + Send + Sync;
 
 impl std::fmt::Debug for SegmentHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -331,7 +334,7 @@ impl Placer<'_> {
             }
             vfs::write_all_at(&*out, &buf[..want], at).map_err(|e| io("writing", e))?;
             at += want as u64;
-            if at % SYNC_EVERY == 0 {
+            if at.is_multiple_of(SYNC_EVERY) {
                 // A little at a time: one flush of a whole segment at the end would hold
                 // the disk (and the store's appenders' fdatasyncs) for its whole length.
                 out.sync_data().map_err(|e| io("syncing", e))?;
