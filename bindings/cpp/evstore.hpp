@@ -1203,9 +1203,10 @@ public:
     }
 
     // Opens durable consumer `name` (1 to 100 bytes of UTF-8), made on its first open.
-    // Throws Error: Code::InvalidArgument (a bad name or options; a PostgreSQL store,
-    // which has no durable consumers in this version), Code::Locked (open already, here
-    // or in another process), Code::Io, Code::Corrupt (a damaged consumer journal).
+    // Throws Error: Code::InvalidArgument (a bad name or options; `partitions` on a file
+    // store, or not the group's count), Code::Locked (open already, here or in another
+    // process; on PostgreSQL until a dead holder's lease ends), Code::Unavailable
+    // (PostgreSQL cannot be reached now), Code::Io, Code::Corrupt (a damaged journal).
     Consumer open_consumer(const std::string &name, const ConsumerOptions &opts = {}) {
         evs_consumer_options o = detail::init<evs_consumer_options>();
         std::vector<const char *> ctypes;
