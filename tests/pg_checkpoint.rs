@@ -171,10 +171,15 @@ fn a_version_4_schema_is_migrated_and_then_checkpointed() {
     history(&bank);
     let want = accounts(&bank);
     bank.store().close().unwrap();
-    // As a version-4 library left it: no checkpoints.
+    // As a version-4 library left it: no checkpoints (and no consumers, version 6).
     common::pg::run_script(
         pg.url(),
-        "drop table four.checkpoints; update four.meta set value = '4'",
+        "drop table four.checkpoints, four.consumers, four.consumer_parked, four.consumer_parts, \
+         four.consumer_members; \
+         drop function four.consumer_now, four.consumer_claim, four.consumer_apply, \
+         four.consumer_write, four.consumer_step, four.group_join, \
+         four.group_balance, four.group_renew, four.group_checkpoint, four.group_record, \
+         four.group_step, four.group_leave; update four.meta set value = '4'",
     )
     .unwrap();
     let ro = StoreOptions {
@@ -188,7 +193,7 @@ fn a_version_4_schema_is_migrated_and_then_checkpointed() {
     assert_eq!(report.snapshot_position, None);
     assert_eq!(
         common::pg::sql(pg.url(), "select value from four.meta").as_deref(),
-        Some("5")
+        Some("6")
     );
     assert_eq!(accounts(&bank), want);
     bank.store().close().unwrap();

@@ -4,6 +4,7 @@
 //! inside a tokio runtime.
 
 use super::{now_us, subscriber_result, Args, BoxError};
+use evstore::store::consumer_run::{Consumer, ConsumerOptions};
 use evstore::store::{Store, StoreOptions};
 use std::io::{BufRead, Write};
 use std::sync::mpsc;
@@ -26,6 +27,9 @@ pub fn open(url: &str) -> Result<Store, BoxError> {
 /// `wait_for_events` when it is at the end: woken by the backend's notifications), until
 /// the end sent on stdin; reports what it saw and the delivery latency.
 pub fn subscriber(args: &Args) -> Result<(), BoxError> {
+    if let Some(name) = args.get("consumer") {
+        return consumer(args, name);
+    }
     let store = open(args.get("url").ok_or("--url")?)?;
     let mut next = args.num("from", 0);
     let (final_tx, final_rx) = mpsc::channel::<u64>();
@@ -62,6 +66,80 @@ pub fn subscriber(args: &Args) -> Result<(), BoxError> {
     }
     subscriber_result(seen, next, out_of_order, lat, lat_commit);
     Ok(())
+}
+
+/// `subscriber` as a durable consumer `name` (issue 22) that starts at `--from` and
+/// acknowledges every event, with the default checkpoint interval (a checkpoint every
+/// 100 acknowledgements or 1 s): delivery latency from the append's start and from the
+/// commit.
+fn consumer(args: &Args, name: &str) -> Result<(), BoxError> {
+    let store = std::sync::Arc::new(open(args.get("url").ok_or("--url")?)?);
+    let opts = ConsumerOptions {
+        start_position: args.num("from", 0),
+        ..ConsumerOptions::default()
+    };
+    let mut c = Consumer::open(store, name, opts)?;
+    let (final_tx, final_rx) = mpsc::channel::<u64>();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut line);
+        let _ = final_tx.send(line.trim().parse().unwrap_or(u64::MAX));
+    });
+    println!("READY");
+    std::io::stdout().flush()?;
+    let (mut seen, mut out_of_order, mut next) = (0u64, 0u64, c.position());
+    let (mut lat, mut lat_commit) = (Vec::new(), Vec::new());
+    let mut target = None;
+    loop {
+        let got = c.next_with(Some(Duration::from_millis(100)), |e| {
+            let t = now_us();
+            let sent = e
+                .payload
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map_or(t, u64::from_le_bytes);
+            (
+                e.position,
+                t.saturating_sub(sent),
+                t.saturating_sub(e.timestamp_us),
+            )
+        })?;
+        if let Some((position, from_start, from_commit)) = got {
+            if position != next {
+                out_of_order += 1;
+            }
+            next = position + 1;
+            seen += 1;
+            lat.push(from_start);
+            lat_commit.push(from_commit);
+            c.ack(position)?;
+        }
+        if target.is_none() {
+            target = final_rx.try_recv().ok();
+        }
+        if target.is_some_and(|end| c.position() >= end) {
+            break;
+        }
+    }
+    c.close()?;
+    subscriber_result(seen, next, out_of_order, lat, lat_commit);
+    Ok(())
+}
+
+/// A durable consumer reading the whole log of the store from position 0, acknowledging
+/// every event (a checkpoint every 100): (events delivered, seconds).
+pub fn consumer_catch_up(url: &str) -> Result<(u64, f64), BoxError> {
+    let store = std::sync::Arc::new(open(url)?);
+    let mut c = Consumer::open(store, "bench-catch-up", ConsumerOptions::default())?;
+    let started = std::time::Instant::now();
+    let mut n = 0u64;
+    while let Some(p) = c.next_with(Some(Duration::ZERO), |e| e.position)? {
+        c.ack(p)?;
+        n += 1;
+    }
+    let took = started.elapsed().as_secs_f64();
+    c.close()?;
+    Ok((n, took))
 }
 
 /// How long opening the store of schema `schema` takes with the account projection (as

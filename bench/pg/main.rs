@@ -896,16 +896,16 @@ fn write_case(
     batch: u64,
     secs: u64,
     admin: &mut Admin,
+    consumer: Option<&str>,
 ) -> Result<WriteCase, BoxError> {
     let before = admin.count(design)?;
     let from = admin.end(design)?;
     let wal_before = admin.wal_bytes()?;
-    let mut sub = child(
-        "subscriber",
-        design,
-        url,
-        &["--from".into(), from.to_string()],
-    )?;
+    let mut sub_args = vec!["--from".to_string(), from.to_string()];
+    if let Some(name) = consumer {
+        sub_args.extend(["--consumer".to_string(), name.to_string()]);
+    }
+    let mut sub = child("subscriber", design, url, &sub_args)?;
     // Wait for the subscriber to be listening.
     let mut sub_out = std::io::BufReader::new(sub.stdout.take().unwrap());
     let mut line = String::new();
@@ -1221,6 +1221,7 @@ fn coordinator(args: &Args) -> Result<(), BoxError> {
         checks: Vec<String>,
     }
     let mut opens = Vec::new();
+    let mut consumers = Vec::new();
     let mut rows = Vec::new();
     for &design in &designs {
         admin.setup(design)?;
@@ -1228,9 +1229,9 @@ fn coordinator(args: &Args) -> Result<(), BoxError> {
         // and no checkpoint due from what the designs before it wrote.
         admin.q("checkpoint")?;
         eprintln!("pg_bench: {} single-event appends...", design.name());
-        let single = write_case(design, &url, 0, writers, tasks, 1, secs, &mut admin)?;
+        let single = write_case(design, &url, 0, writers, tasks, 1, secs, &mut admin, None)?;
         eprintln!("pg_bench: {} 100-event appends...", design.name());
-        let hundred = write_case(design, &url, 0, writers, tasks, 100, secs, &mut admin)?;
+        let hundred = write_case(design, &url, 0, writers, tasks, 100, secs, &mut admin, None)?;
         let one_thread = match design {
             Design::Bigserial | Design::Evstore => {
                 eprintln!(
@@ -1238,7 +1239,7 @@ fn coordinator(args: &Args) -> Result<(), BoxError> {
                     design.name()
                 );
                 Some(write_case(
-                    design, &url, 100, writers, 1, 1, secs, &mut admin,
+                    design, &url, 100, writers, 1, 1, secs, &mut admin, None,
                 )?)
             }
             _ => None,
@@ -1258,6 +1259,38 @@ fn coordinator(args: &Args) -> Result<(), BoxError> {
         }
         let read = n / field(&r, "elapsed");
         checks.push(format!("read-all: {n} events in position order"));
+        if design == Design::Evstore {
+            // Issue 22: a durable consumer that checkpoints, live under the single-event
+            // load (delivery latency from commit) and catching up on the whole log.
+            eprintln!("pg_bench: evstore durable consumer, live...");
+            let live = write_case(
+                design,
+                &url,
+                200,
+                writers,
+                tasks,
+                1,
+                secs,
+                &mut admin,
+                Some("bench-live"),
+            )?;
+            eprintln!("pg_bench: evstore durable consumer, catching up...");
+            let (n, took) = backend::consumer_catch_up(&url)?;
+            consumers.push(format!(
+                "evstore durable consumer (checkpoint every 100 acknowledgements): catching up \
+                 on {n} events: {:.0} ev/s ({:.2}x read-all); live under {:.0} ev/s of \
+                 1-event appends ({writers} x {tasks}): from commit p50 {:.1} / p99 {:.1} ms, \
+                 from append start p50 {:.1} / p99 {:.1} ms, {} events missed",
+                n as f64 / took,
+                (n as f64 / took) / read,
+                live.events_per_s,
+                live.commit_p50_ms,
+                live.commit_p99_ms,
+                live.sub_p50_ms,
+                live.sub_p99_ms,
+                live.sub_missed
+            ));
+        }
         if design == Design::Evstore {
             // Issue 21 item 4: opening the store just written, and an empty one.
             eprintln!("pg_bench: evstore opens...");
@@ -1373,7 +1406,7 @@ fn coordinator(args: &Args) -> Result<(), BoxError> {
         }
     }
     println!();
-    for line in &opens {
+    for line in opens.iter().chain(&consumers) {
         println!("{line}");
     }
     for r in &rows {

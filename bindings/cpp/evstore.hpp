@@ -714,6 +714,12 @@ struct ConsumerOptions {
     uint32_t max_retries = 0;
     uint32_t retry_backoff_ms = 0;
     uint32_t retry_backoff_max_ms = 0;
+    // PostgreSQL: the holder's lease (0: 10000 ms): a holder that died lets go after it.
+    uint32_t lease_ms = 0;
+    // PostgreSQL: a consumer group of this many partitions (0: one holder at a time);
+    // every member opens the name with the same count (docs/consumers.md "Consumer
+    // groups"). A file store refuses it (evstore::Error with EVS_ERR_INVALID_ARGUMENT).
+    uint32_t partitions = 0;
 };
 
 // A durable consumer as Store::consumers lists it.
@@ -1198,9 +1204,10 @@ public:
     }
 
     // Opens durable consumer `name` (1 to 100 bytes of UTF-8), made on its first open.
-    // Throws Error: Code::InvalidArgument (a bad name or options; a PostgreSQL store,
-    // which has no durable consumers in this version), Code::Locked (open already, here
-    // or in another process), Code::Io, Code::Corrupt (a damaged consumer journal).
+    // Throws Error: Code::InvalidArgument (a bad name or options; `partitions` on a file
+    // store, or not the group's count), Code::Locked (open already, here or in another
+    // process; on PostgreSQL until a dead holder's lease ends), Code::Unavailable
+    // (PostgreSQL cannot be reached now), Code::Io, Code::Corrupt (a damaged journal).
     Consumer open_consumer(const std::string &name, const ConsumerOptions &opts = {}) {
         evs_consumer_options o = detail::init<evs_consumer_options>();
         std::vector<const char *> ctypes;
@@ -1215,6 +1222,8 @@ public:
         o.max_retries = opts.max_retries;
         o.retry_backoff_ms = opts.retry_backoff_ms;
         o.retry_backoff_max_ms = opts.retry_backoff_max_ms;
+        o.lease_ms = opts.lease_ms;
+        o.partitions = opts.partitions;
         evs_consumer *c = nullptr;
         detail::check(evs_consumer_open(ptr_, detail::c_str(name, "name"), &o, &c));
         return Consumer(c);

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <unistd.h>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -1345,6 +1346,63 @@ TEST_F(EvstoreTest, ConsumerRangeForResumesAfterItsCheckpoint) {
     moved.close();
     moved.close();
     expect_error([&] { moved.checkpoint(); }, Code::InvalidArgument);
+}
+
+// A consumer group (ConsumerOptions::partitions): refused by a file store; on PostgreSQL
+// (EVS_PG_URL set: tests/pg/pg_server.sh run bash bindings/cpp/run.sh) two members share
+// the log, each event handled once, each stream's events in order in each member.
+TEST_F(EvstoreTest, ConsumerGroupOption) {
+    evstore::ConsumerOptions opts;
+    opts.partitions = 4;
+    opts.lease_ms = 600;
+    {
+        evstore::Store s(path("s"));
+        const evstore::Error e = caught([&] { s.open_consumer("g", opts); }, Code::InvalidArgument);
+        EXPECT_NE(std::string(e.what()).find("PostgreSQL"), std::string::npos) << e.what();
+    }
+    const char *base = std::getenv("EVS_PG_URL");
+    if (base == nullptr)
+        GTEST_SKIP() << "EVS_PG_URL is not set: the PostgreSQL half is not run";
+    const std::string url = std::string(base) + (std::strchr(base, '?') ? "&" : "?") +
+                            "schema=cpp_group_" + std::to_string(::getpid());
+    evstore::Store a(url), b(url);
+    std::map<uint64_t, std::string> want;
+    for (int i = 0; i < 90; i++) {
+        const std::string stream = "s-" + std::to_string(i % 7);
+        want[a.append(stream, evstore::kExpectAny, {{"T", "x"}}).first_position] = stream;
+    }
+    evstore::Consumer ca = a.open_consumer("grp", opts), cb = b.open_consumer("grp", opts);
+    std::map<uint64_t, int> count;
+    std::map<std::string, uint64_t> last[2];
+    evstore::Consumer *members[2] = {&ca, &cb};
+    // Turn by turn until neither gets anything for a while (the second member's share
+    // comes when the first balances, within a third of the lease).
+    for (int idle = 0; idle < 20;) {
+        bool any = false;
+        for (int m = 0; m < 2; m++) {
+            for (const evstore::Event &e : members[m]->events(std::chrono::milliseconds(100))) {
+                const std::string stream(e.stream);
+                EXPECT_EQ(want[e.position], stream);
+                auto it = last[m].find(stream);
+                if (it != last[m].end()) {
+                    EXPECT_GT(e.position, it->second) << "stream " << stream << " out of order";
+                }
+                last[m][stream] = e.position;
+                count[e.position]++;
+                members[m]->ack(e.position);
+                any = true;
+                break;
+            }
+        }
+        idle = any ? 0 : idle + 1;
+    }
+    EXPECT_EQ(count.size(), want.size());
+    for (const auto &[p, n] : count)
+        EXPECT_EQ(n, 1) << "event " << p;
+    EXPECT_FALSE(last[0].empty());
+    EXPECT_FALSE(last[1].empty());
+    const evstore::Error e = caught([&] { a.open_consumer("grp", evstore::ConsumerOptions()); }, Code::Locked);
+    EXPECT_NE(std::string(e.what()).find("group of 4 partitions"), std::string::npos) << e.what();
 }
 
 TEST_F(EvstoreTest, ConsumerAppendIsAtomicWithTheCheckpoint) {

@@ -42,6 +42,15 @@ type ConsumerOptions struct {
 	MaxRetries uint32
 	// RetryBackoff, doubled per retry up to RetryBackoffMax (0: 100 ms and 10 s).
 	RetryBackoff, RetryBackoffMax time.Duration
+	// Lease (PostgreSQL): how long the consumer stays taken after its holder stopped
+	// renewing it, a process that died (0: 10 s; whole milliseconds).
+	Lease time.Duration
+	// Partitions (PostgreSQL): a consumer group of this many partitions (0: one holder
+	// at a time). Every member, in any process, opens the name with the same count; each
+	// stream's events go to one member, in order; a dead member's partitions are taken
+	// up by the others after its Lease (docs/consumers.md "Consumer groups"). A file
+	// store refuses it (ErrInvalidArgument).
+	Partitions uint32
 }
 
 // Consumer is an open durable consumer (Store.OpenConsumer): it is given the events after
@@ -115,14 +124,19 @@ func (in *inputs) consumerOptions(opts *ConsumerOptions) (*C.evs_consumer_option
 	if o.retry_backoff_max_ms, err = ms(opts.RetryBackoffMax, "RetryBackoffMax"); err != nil {
 		return nil, err
 	}
+	if o.lease_ms, err = ms(opts.Lease, "Lease"); err != nil {
+		return nil, err
+	}
+	o.partitions = C.uint32_t(opts.Partitions)
 	return o, nil
 }
 
 // OpenConsumer opens durable consumer name (1 to 100 bytes of UTF-8), made on its first
 // open; opts may be nil for the defaults. Errors: ErrInvalidArgument (a bad name or
-// options; a PostgreSQL store, which has no durable consumers in this version),
-// ErrLocked (it is open already, here or in another process), ErrIO, ErrCorrupt (a
-// damaged consumer journal).
+// options; Partitions on a file store, or not the group's count), ErrLocked (it is open
+// already, here or in another process; on PostgreSQL until a dead holder's lease ends),
+// ErrUnavailable (PostgreSQL cannot be reached now), ErrIO, ErrCorrupt (a damaged
+// consumer journal).
 func (s *Store) OpenConsumer(ctx context.Context, name string, opts *ConsumerOptions) (*Consumer, error) {
 	var in inputs
 	defer in.release()

@@ -302,6 +302,21 @@ typedef struct evs_consumer_options {
   // `retry_backoff_max_ms` (default 10000).
   uint32_t retry_backoff_ms;
   uint32_t retry_backoff_max_ms;
+  // PostgreSQL: the holder's lease in ms (default 10000): the consumer is taken while
+  // it runs, renewed every third of it by the holder; a holder that died (or lost its
+  // server for longer) lets go when it ends. The file engine ignores it (its lock goes
+  // with the process). Added at the end: a caller built against an older header leaves it
+  // out (its default).
+  uint32_t lease_ms;
+  // PostgreSQL: a consumer group of this many partitions (default 0: one holder at a
+  // time; at most 4096). Every member (any process, any machine) opens the same name
+  // with the same count; the events are partitioned by a hash of their stream's name
+  // (FNV-1a 64 modulo the count), each partition owned by one member at a time under
+  // `lease_ms`, so that a stream's events go to one member in order; a member that
+  // dies loses its partitions when its lease ends, and another takes each up from its
+  // own checkpoint (docs/consumers.md "Consumer groups"). The file engine refuses a
+  // group (EVS_ERR_INVALID_ARGUMENT). Added at the end, as `lease_ms`.
+  uint32_t partitions;
 } evs_consumer_options;
 
 // One event to append (caller-owned; set `struct_size`, see `EVS_STRUCT_INIT`).
@@ -841,11 +856,14 @@ evs_status evs_cursor_next_batch(struct evs_cursor *c,
 // Ownership: `*out` is the caller's, freed with `evs_consumer_close`; `opts` and its
 // strings are copied. Thread safety: any thread; the consumer is then used by one
 // thread at a time. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store, name or out;
-// a bad name, options or struct_size; a PostgreSQL store, which has no durable consumers
-// in this version); EVS_ERR_LOCKED (the consumer is open already, here or in another
-// process); EVS_ERR_READ_ONLY never (a read-only store keeps its consumers' records in
-// `<store>/consumers/`); EVS_ERR_IO (that directory or a file in it cannot be made or
-// written); EVS_ERR_CORRUPT (a damaged consumer journal).
+// a bad name, options or struct_size; `opts->partitions` on a file store, or not the
+// count of the group, or for a consumer of one holder; a group opened without it);
+// EVS_ERR_LOCKED (the consumer is open already, here or in another process; on
+// PostgreSQL while its holder's lease runs, after the holder died too);
+// EVS_ERR_READ_ONLY never on files (a read-only store keeps its consumers' records in
+// `<store>/consumers/`), on PostgreSQL when the server takes no writes (a standby);
+// EVS_ERR_UNAVAILABLE (PostgreSQL cannot be reached now); EVS_ERR_IO (that directory or
+// a file in it cannot be made or written); EVS_ERR_CORRUPT (a damaged consumer journal).
 evs_status evs_consumer_open(struct evs_store *s,
                              const char *name,
                              const struct evs_consumer_options *opts,
@@ -866,8 +884,10 @@ evs_status evs_consumer_next(struct evs_consumer *c, struct evs_event *out, int3
 // that one, which is parked no more). The checkpoint follows at the consumer's interval.
 //
 // Thread safety: the consumer's one thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT
-// (NULL; `position` not delivered yet); EVS_ERR_IO (a due checkpoint could not be
-// written: the acknowledgement stays, to be written by the next one).
+// (NULL; `position` not delivered yet); EVS_ERR_IO, EVS_ERR_UNAVAILABLE (PostgreSQL
+// cannot be reached now) (a due checkpoint could not be written: the acknowledgement
+// stays, to be written by the next one); EVS_ERR_LOCKED (PostgreSQL: another opener
+// took the consumer after this one's lease ran out: nothing is written any more).
 evs_status evs_consumer_ack(struct evs_consumer *c, uint64_t position);
 
 // Asks for the event at `position` (delivered, not acknowledged) and the ones after it
@@ -913,8 +933,13 @@ evs_status evs_consumer_position(struct evs_consumer *c, uint64_t *out_next, uin
 //
 // Thread safety: the consumer's one thread (also its durable subscription's callback).
 // Returns as `evs_append_multi` (nothing is stored on an error, the checkpoint neither),
-// and EVS_ERR_INVALID_ARGUMENT (`ack_position` not delivered), EVS_ERR_READ_ONLY (a
-// read-only store cannot append).
+// and EVS_ERR_INVALID_ARGUMENT (`ack_position` not delivered; in a group, a replayed
+// parked event), EVS_ERR_READ_ONLY (a read-only store cannot append),
+// EVS_ERR_UNAVAILABLE (PostgreSQL: the step is in doubt; the same call again settles
+// it, storing it once), EVS_ERR_LOCKED (PostgreSQL: the consumer, or a group member's
+// partition of the event, was taken by another after this one's lease ran out:
+// nothing stored), EVS_ERR_STALE (PostgreSQL: a step in doubt was stored, then another
+// change was asked in its place: reopen the consumer).
 // Ownership: as `evs_append_multi`.
 evs_status evs_consumer_append(struct evs_consumer *c,
                                const struct evs_stream_append *appends,
@@ -955,7 +980,9 @@ evs_status evs_subscribe_durable(struct evs_store *s,
 //
 // Ownership: `*out` is the caller's, freed with `evs_consumer_list_free`. Thread
 // safety: any thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL); EVS_ERR_IO;
-// EVS_ERR_CORRUPT (a damaged consumer journal). A PostgreSQL store lists none.
+// EVS_ERR_CORRUPT (a damaged consumer journal); EVS_ERR_UNAVAILABLE (PostgreSQL). A
+// group is listed with the lowest checkpoint of its partitions, open while a member
+// lives.
 evs_status evs_list_consumers(struct evs_store *s, struct evs_consumer_list **out);
 
 // The number of consumers in `list` (0 for NULL). Thread safety: any thread.

@@ -1,6 +1,7 @@
 package evstore
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -83,5 +84,91 @@ func TestPostgresLifecycle(t *testing.T) {
 	st := must(s.Stats(bg))
 	if st.RemovedEvents != 7 || st.LifecycleEntries != 4 || st.ReclaimableBytes != 0 {
 		t.Errorf("Stats = %+v", st)
+	}
+}
+
+// A consumer group on PostgreSQL: two members (two handles) share the log, each stream's
+// events go to one member at a time and in order, and every event is handled once (the
+// members hand partitions over with their checkpoints; nobody dies here). A file store
+// refuses a group.
+func TestPostgresConsumerGroup(t *testing.T) {
+	fs, _ := newStore(t)
+	_, err := fs.OpenConsumer(bg, "g", &ConsumerOptions{Partitions: 4})
+	wantCode(t, err, ErrInvalidArgument)
+
+	url := pgURL(t)
+	var stores [2]*Store
+	for i := range stores {
+		s, _, err := Open(bg, url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		stores[i] = s
+	}
+	want := map[uint64]string{}
+	for i := 0; i < 200; i++ {
+		stream := fmt.Sprintf("s-%d", i%9)
+		first, _ := must2(stores[0].Append(bg, stream, ExpectAny, payloads(fmt.Sprint(i))))
+		want[first] = stream
+	}
+	opts := &ConsumerOptions{Partitions: 4, Lease: 600 * time.Millisecond, CheckpointEvery: 10}
+	type seen struct {
+		pos    uint64
+		stream string
+	}
+	got := make([][]seen, 2)
+	done := make(chan error, 2)
+	for m := range stores {
+		go func(m int) {
+			c, err := stores[m].OpenConsumer(bg, "grp", opts)
+			if err != nil {
+				done <- err
+				return
+			}
+			for {
+				ctx, cancel := context.WithTimeout(bg, 2*time.Second)
+				ev, err := c.Next(ctx)
+				cancel()
+				if err != nil {
+					done <- c.Close()
+					return
+				}
+				got[m] = append(got[m], seen{ev.Position, ev.Stream})
+				time.Sleep(time.Millisecond)
+				if err := c.Ack(ev.Position); err != nil {
+					done <- err
+					return
+				}
+			}
+		}(m)
+	}
+	for range stores {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := map[uint64]int{}
+	for m, evs := range got {
+		last := map[string]uint64{}
+		for _, e := range evs {
+			if p, ok := last[e.stream]; ok && e.pos <= p {
+				t.Fatalf("member %d: stream %s out of order: %d after %d", m, e.stream, e.pos, p)
+			}
+			last[e.stream] = e.pos
+			if want[e.pos] != e.stream {
+				t.Fatalf("member %d: event %d is not of stream %s", m, e.pos, e.stream)
+			}
+			count[e.pos]++
+		}
+	}
+	for p := range want {
+		if count[p] != 1 {
+			t.Fatalf("event %d handled %d times (members: %d and %d events)", p, count[p], len(got[0]), len(got[1]))
+		}
+	}
+	infos := must(stores[0].Consumers(bg))
+	if len(infos) != 1 || infos[0].Name != "grp" || infos[0].Open || infos[0].NextPosition != 200 {
+		t.Fatalf("Consumers() = %+v", infos)
 	}
 }

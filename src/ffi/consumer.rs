@@ -47,6 +47,21 @@ pub struct evs_consumer_options {
     /// `retry_backoff_max_ms` (default 10000).
     pub retry_backoff_ms: u32,
     pub retry_backoff_max_ms: u32,
+    /// PostgreSQL: the holder's lease in ms (default 10000): the consumer is taken while
+    /// it runs, renewed every third of it by the holder; a holder that died (or lost its
+    /// server for longer) lets go when it ends. The file engine ignores it (its lock goes
+    /// with the process). Added at the end: a caller built against an older header leaves it
+    /// out (its default).
+    pub lease_ms: u32,
+    /// PostgreSQL: a consumer group of this many partitions (default 0: one holder at a
+    /// time; at most 4096). Every member (any process, any machine) opens the same name
+    /// with the same count; the events are partitioned by a hash of their stream's name
+    /// (FNV-1a 64 modulo the count), each partition owned by one member at a time under
+    /// `lease_ms`, so that a stream's events go to one member in order; a member that
+    /// dies loses its partitions when its lease ends, and another takes each up from its
+    /// own checkpoint (docs/consumers.md "Consumer groups"). The file engine refuses a
+    /// group (EVS_ERR_INVALID_ARGUMENT). Added at the end, as `lease_ms`.
+    pub partitions: u32,
 }
 
 extensible!(evs_consumer_options, start_position);
@@ -101,6 +116,10 @@ unsafe fn options_arg(o: *const evs_consumer_options) -> Result<ConsumerOptions>
     if o.retry_backoff_max_ms > 0 {
         opts.retry_backoff_max = Duration::from_millis(o.retry_backoff_max_ms.into());
     }
+    if o.lease_ms > 0 {
+        opts.lease = Duration::from_millis(o.lease_ms.into());
+    }
+    opts.partitions = o.partitions;
     if opts.retry_backoff_max < opts.retry_backoff {
         return Err(Error::invalid(format!(
             "opts->retry_backoff_max_ms ({} ms) is below opts->retry_backoff_ms ({} ms)",
@@ -118,11 +137,14 @@ unsafe fn options_arg(o: *const evs_consumer_options) -> Result<ConsumerOptions>
 /// Ownership: `*out` is the caller's, freed with `evs_consumer_close`; `opts` and its
 /// strings are copied. Thread safety: any thread; the consumer is then used by one
 /// thread at a time. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store, name or out;
-/// a bad name, options or struct_size; a PostgreSQL store, which has no durable consumers
-/// in this version); EVS_ERR_LOCKED (the consumer is open already, here or in another
-/// process); EVS_ERR_READ_ONLY never (a read-only store keeps its consumers' records in
-/// `<store>/consumers/`); EVS_ERR_IO (that directory or a file in it cannot be made or
-/// written); EVS_ERR_CORRUPT (a damaged consumer journal).
+/// a bad name, options or struct_size; `opts->partitions` on a file store, or not the
+/// count of the group, or for a consumer of one holder; a group opened without it);
+/// EVS_ERR_LOCKED (the consumer is open already, here or in another process; on
+/// PostgreSQL while its holder's lease runs, after the holder died too);
+/// EVS_ERR_READ_ONLY never on files (a read-only store keeps its consumers' records in
+/// `<store>/consumers/`), on PostgreSQL when the server takes no writes (a standby);
+/// EVS_ERR_UNAVAILABLE (PostgreSQL cannot be reached now); EVS_ERR_IO (that directory or
+/// a file in it cannot be made or written); EVS_ERR_CORRUPT (a damaged consumer journal).
 #[no_mangle]
 pub unsafe extern "C" fn evs_consumer_open(
     s: *mut evs_store,
@@ -186,8 +208,10 @@ pub unsafe extern "C" fn evs_consumer_next(
 /// that one, which is parked no more). The checkpoint follows at the consumer's interval.
 ///
 /// Thread safety: the consumer's one thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT
-/// (NULL; `position` not delivered yet); EVS_ERR_IO (a due checkpoint could not be
-/// written: the acknowledgement stays, to be written by the next one).
+/// (NULL; `position` not delivered yet); EVS_ERR_IO, EVS_ERR_UNAVAILABLE (PostgreSQL
+/// cannot be reached now) (a due checkpoint could not be written: the acknowledgement
+/// stays, to be written by the next one); EVS_ERR_LOCKED (PostgreSQL: another opener
+/// took the consumer after this one's lease ran out: nothing is written any more).
 #[no_mangle]
 pub unsafe extern "C" fn evs_consumer_ack(c: *mut evs_consumer, position: u64) -> evs_status {
     boundary(|| {
@@ -300,8 +324,13 @@ pub unsafe extern "C" fn evs_consumer_position(
 ///
 /// Thread safety: the consumer's one thread (also its durable subscription's callback).
 /// Returns as `evs_append_multi` (nothing is stored on an error, the checkpoint neither),
-/// and EVS_ERR_INVALID_ARGUMENT (`ack_position` not delivered), EVS_ERR_READ_ONLY (a
-/// read-only store cannot append).
+/// and EVS_ERR_INVALID_ARGUMENT (`ack_position` not delivered; in a group, a replayed
+/// parked event), EVS_ERR_READ_ONLY (a read-only store cannot append),
+/// EVS_ERR_UNAVAILABLE (PostgreSQL: the step is in doubt; the same call again settles
+/// it, storing it once), EVS_ERR_LOCKED (PostgreSQL: the consumer, or a group member's
+/// partition of the event, was taken by another after this one's lease ran out:
+/// nothing stored), EVS_ERR_STALE (PostgreSQL: a step in doubt was stored, then another
+/// change was asked in its place: reopen the consumer).
 /// Ownership: as `evs_append_multi`.
 #[no_mangle]
 pub unsafe extern "C" fn evs_consumer_append(
@@ -448,6 +477,7 @@ fn deliver_durable(
     ud: &UserData,
 ) -> Result<String> {
     let me: *mut evs_consumer = handle;
+    let mut backoff = super::subscription::FIRST_BACKOFF;
     loop {
         if sh.stopping() {
             return Ok("closed by evs_subscription_close (or the store's close)".into());
@@ -464,22 +494,48 @@ fn deliver_durable(
             (e.position, unsafe { f(ud.0, me, &view) })
         });
         let (position, verdict) = match got {
-            Ok(Some(x)) => x,
-            Ok(None) => continue,
+            Ok(x) => {
+                if sh.reconnected() {
+                    backoff = super::subscription::FIRST_BACKOFF;
+                }
+                match x {
+                    Some(x) => x,
+                    None => continue,
+                }
+            }
             Err(e) if sh.store().is_closed() || sh.stopping() => {
                 let _ = e;
+                continue;
+            }
+            // The server cannot be reached now (PostgreSQL): waited out as a plain
+            // subscription does; the consumer reads on from where it was.
+            Err(e) if e.kind == ErrorKind::Unavailable => {
+                backoff = sh.back_off(backoff);
                 continue;
             }
             Err(e) => return Err(e),
         };
         sh.read_up_to(position + 1);
-        let c = handle.get()?;
         match verdict {
             // Acknowledged again if the callback did already (the atomic step, a park):
-            // that changes nothing.
-            EVS_CONSUMER_ACK => c.ack(position)?,
+            // that changes nothing. A checkpoint it made due that the server could not
+            // take now stays due (the acknowledgement is kept): waited out.
+            EVS_CONSUMER_ACK => match handle.get()?.ack(position) {
+                Err(e) if e.kind == ErrorKind::Unavailable => backoff = sh.back_off(backoff),
+                r => r?,
+            },
             EVS_CONSUMER_RETRY => {
-                if let Retried::After(d) = c.retry(position)? {
+                // A retry that parks the event writes: asked again until the server
+                // takes it (or the subscription stops), so that the event is not passed.
+                let retried = loop {
+                    match handle.get()?.retry(position) {
+                        Err(e) if e.kind == ErrorKind::Unavailable && !sh.stopping() => {
+                            backoff = sh.back_off(backoff)
+                        }
+                        r => break r?,
+                    }
+                };
+                if let Retried::After(d) = retried {
                     // Waited here, where a stop is seen: `next_with` then finds it due.
                     let until = std::time::Instant::now() + d;
                     while std::time::Instant::now() < until && !sh.stopping() {
@@ -523,7 +579,9 @@ pub struct evs_consumer_list {
 ///
 /// Ownership: `*out` is the caller's, freed with `evs_consumer_list_free`. Thread
 /// safety: any thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL); EVS_ERR_IO;
-/// EVS_ERR_CORRUPT (a damaged consumer journal). A PostgreSQL store lists none.
+/// EVS_ERR_CORRUPT (a damaged consumer journal); EVS_ERR_UNAVAILABLE (PostgreSQL). A
+/// group is listed with the lowest checkpoint of its partitions, open while a member
+/// lives.
 #[no_mangle]
 pub unsafe extern "C" fn evs_list_consumers(
     s: *mut evs_store,

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 /// The first wait before a subscription that lost its server reads again; it doubles
 /// after each failed attempt, up to `MAX_BACKOFF`.
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+pub(super) const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 
 /// The longest wait between two attempts of a reconnecting subscription.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -94,7 +94,7 @@ impl Shared {
 
     /// Marks it reconnecting after `e` (counted once per outage) and waits `backoff`,
     /// or less if it is stopped meanwhile; returns the next wait.
-    fn back_off(&self, backoff: Duration) -> Duration {
+    pub(super) fn back_off(&self, backoff: Duration) -> Duration {
         if !self.reconnecting.swap(true, Ordering::AcqRel) {
             self.reconnects.fetch_add(1, Ordering::Relaxed);
         }
@@ -107,6 +107,11 @@ impl Shared {
             std::thread::sleep(left.min(Duration::from_millis(20)));
         }
         (backoff * 2).min(MAX_BACKOFF)
+    }
+
+    /// It reads again after an outage: no longer reconnecting (true if it was).
+    pub(super) fn reconnected(&self) -> bool {
+        self.reconnecting.swap(false, Ordering::AcqRel)
     }
 
     fn is_done(&self) -> bool {

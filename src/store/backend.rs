@@ -97,8 +97,10 @@ pub trait Backend: Send + Sync {
     }
 
     /// Durable consumers (docs/consumers.md). Opens consumer `name` for the caller
-    /// alone (`Locked` while it is open elsewhere), with its stored state.
-    fn consumer_claim(&self, name: &str) -> Result<ConsumerClaim>;
+    /// alone (`Locked` while it is open elsewhere), with its stored state. `lease`: how
+    /// long a holder that stops renewing keeps it (PostgreSQL; the file engine's lock
+    /// goes with its process).
+    fn consumer_claim(&self, name: &str, lease: Duration) -> Result<ConsumerClaim>;
     /// Stores a consumer's record (its claim held by the caller).
     /// Returns the record's position when it went to the log (`None`: elsewhere).
     fn consumer_write(&self, op: &ConsumerOp) -> Result<Option<u64>>;
@@ -110,6 +112,50 @@ pub trait Backend: Send + Sync {
     ) -> Result<AppendResult>;
     /// Every consumer that exists, with its state and whether it is open now.
     fn consumer_list(&self) -> Result<Vec<StoredConsumer>>;
+
+    /// Consumer groups (docs/consumers.md "Consumer groups"): joins group `name` of
+    /// `partitions` partitions as a new member (a new group starts at `start`). Its
+    /// records (`consumer_write`) then go to the partitions it owns. Only PostgreSQL
+    /// has groups: the file engine is one process's.
+    fn group_join(
+        &self,
+        name: &str,
+        partitions: u32,
+        start: u64,
+        lease: Duration,
+    ) -> Result<ConsumerClaim> {
+        let _ = (start, lease);
+        Err(crate::error::Error::invalid(format!(
+            "consumer '{name}' with {partitions} partitions: consumer groups need the \
+             PostgreSQL engine (a file store is written by one process: open the consumer \
+             with partitions = 0)"
+        )))
+    }
+    /// The member's share: renews its lease, stores `acked` (every position before it
+    /// handled) for the partitions it owns, takes or gives partitions to reach its fair
+    /// share, and returns those it owns now with their checkpoints.
+    fn group_balance(&self, name: &str, acked: Option<u64>) -> Result<Vec<(u32, u64)>> {
+        let _ = acked;
+        Err(crate::error::Error::invalid(format!(
+            "consumer '{name}': consumer groups need the PostgreSQL engine"
+        )))
+    }
+    /// The atomic step of a member: `appends` and checkpoint `next` of its partitions in
+    /// one transaction, refused unless it owns partition `part` (the acknowledged
+    /// event's); `seq` tells a step sent again from a new one.
+    fn group_append(
+        &self,
+        name: &str,
+        appends: &[StreamAppend<'_>],
+        seq: u64,
+        part: u32,
+        next: u64,
+    ) -> Result<AppendResult> {
+        let _ = (appends, seq, part, next);
+        Err(crate::error::Error::invalid(format!(
+            "consumer '{name}': consumer groups need the PostgreSQL engine"
+        )))
+    }
 
     /// Counters only this backend has, for the metrics (PostgreSQL: its committer and
     /// connections); none by default.

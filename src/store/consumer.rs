@@ -234,6 +234,31 @@ impl ConsumerState {
         }
     }
 
+    /// The state whose registers are these (an engine that keeps the registers rather
+    /// than the records: PostgreSQL's `consumers` row): the highest record number, the
+    /// checkpoint with the number that set it, the last delete's number (0: none) and the
+    /// parked events with their records' numbers.
+    pub fn from_registers(
+        max_seq: u64,
+        checkpoint: Option<(u64, u64)>,
+        deleted: u64,
+        parked: impl IntoIterator<Item = (u64, Parked)>,
+    ) -> ConsumerState {
+        let mut s = ConsumerState {
+            max_seq,
+            checkpoint: None,
+            deleted,
+            parked: BTreeMap::new(),
+        };
+        if let Some((seq, next)) = checkpoint.filter(|&(seq, _)| seq > deleted) {
+            s.checkpoint = Some((seq, next));
+        }
+        for (seq, p) in parked {
+            s.set_parked(p.position, seq, Some((p.reason, p.at_us)));
+        }
+        s
+    }
+
     /// Whether any record after the last delete exists: the consumer exists.
     pub fn exists(&self) -> bool {
         self.max_seq > self.deleted
@@ -403,11 +428,25 @@ impl Filter {
 }
 
 /// A consumer held open: its state when it was taken, and whatever keeps others from
-/// opening it (the file engine's lock) until dropped.
+/// opening it (the file engine's lock, PostgreSQL's lease) until dropped.
 pub struct ConsumerClaim {
     pub name: String,
     pub state: ConsumerState,
     pub hold: Box<dyn std::any::Any + Send + Sync>,
+    /// The consumer is a group of this many partitions (0: one holder at a time).
+    pub partitions: u32,
+}
+
+/// The partition of a consumer group that the events of `stream` belong to: FNV-1a
+/// (64 bits) of the stream's name, modulo `partitions`; the same in every process and
+/// version, so that every member agrees (docs/consumers.md "Consumer groups").
+pub fn partition_of(stream: &str, partitions: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in stream.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % u64::from(partitions.max(1))) as u32
 }
 
 /// A consumer as the backend knows it: its state and whether it is open now.

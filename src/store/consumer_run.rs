@@ -26,7 +26,17 @@ pub struct ConsumerOptions {
     pub max_retries: u32,
     pub retry_backoff: Duration,
     pub retry_backoff_max: Duration,
+    /// PostgreSQL: how long the consumer stays taken after its holder stopped renewing
+    /// its lease (a process that died); renewed every third of it.
+    pub lease: Duration,
+    /// PostgreSQL: a consumer group of this many partitions (0: one holder at a time).
+    /// Every member opens it with the same count; each owns some partitions under
+    /// `lease` (docs/consumers.md "Consumer groups").
+    pub partitions: u32,
 }
+
+/// The lease of a claim that only resets or deletes a consumer (given up at once).
+const BRIEF_LEASE: Duration = Duration::from_secs(30);
 
 impl Default for ConsumerOptions {
     fn default() -> Self {
@@ -38,6 +48,8 @@ impl Default for ConsumerOptions {
             max_retries: 5,
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_millis(10_000),
+            lease: Duration::from_millis(10_000),
+            partitions: 0,
         }
     }
 }
@@ -100,12 +112,72 @@ pub struct Consumer {
     retry_due: Option<Instant>,
     /// The event being retried and its attempts so far.
     attempts: (u64, u32),
+    /// A group member's partitions (`None`: a consumer of one holder).
+    group: Option<Group>,
+}
+
+/// Whether the event is this member's to handle (always, outside a group): its stream's
+/// partition is owned, and the event is not before that partition's start.
+fn mine(group: &Option<Group>, e: &EventRef<'_>) -> bool {
+    match group {
+        None => true,
+        Some(g) => {
+            let p = super::consumer::partition_of(e.stream, g.partitions);
+            g.owned.get(&p).is_some_and(|&from| e.position >= from)
+        }
+    }
+}
+
+/// What a group member owns: its partitions, each with the position its events are
+/// handled from (its checkpoint when taken), and when it balances next.
+struct Group {
+    partitions: u32,
+    owned: std::collections::BTreeMap<u32, u64>,
+    /// On the coarse clock (`coarse_now`).
+    due: Duration,
+    /// The partition of the event delivered last: (its position, its partition).
+    last: Option<(u64, u32)>,
 }
 
 impl Consumer {
-    /// Opens consumer `name` of `store` (refused while it is open elsewhere).
+    /// Opens consumer `name` of `store` (refused while it is open elsewhere); with
+    /// `opts.partitions`, joins it as a member of its group.
     pub fn open(store: Arc<Store>, name: &str, opts: ConsumerOptions) -> Result<Consumer> {
-        let claim = store.consumer_claim(name)?;
+        if opts.partitions > 0 {
+            return Consumer::join(store, name, opts);
+        }
+        let claim = store.consumer_claim(name, opts.lease)?;
+        if claim.partitions > 0 {
+            return Err(Error::invalid(format!(
+                "consumer '{name}' is a group of {} partitions: open it with partitions = {} \
+                 (or delete it first)",
+                claim.partitions, claim.partitions
+            )));
+        }
+        Consumer::start(store, claim, opts, None)
+    }
+
+    /// Joins group `name` and takes its first share of partitions.
+    fn join(store: Arc<Store>, name: &str, opts: ConsumerOptions) -> Result<Consumer> {
+        let claim = store.group_join(name, opts.partitions, opts.start_position, opts.lease)?;
+        let group = Group {
+            partitions: opts.partitions,
+            owned: Default::default(),
+            due: Duration::ZERO,
+            last: None,
+        };
+        let mut c = Consumer::start(store, claim, opts, Some(group))?;
+        c.balance()?;
+        Ok(c)
+    }
+
+    /// The consumer over `claim`, reading from its checkpoint.
+    fn start(
+        store: Arc<Store>,
+        claim: ConsumerClaim,
+        opts: ConsumerOptions,
+        group: Option<Group>,
+    ) -> Result<Consumer> {
         let head = store.next_position()?;
         let next = claim.state.next().unwrap_or(opts.start_position).min(head);
         let cursor = store.read_all(next)?;
@@ -127,14 +199,66 @@ impl Consumer {
             held: None,
             retry_due: None,
             attempts: (u64::MAX, 0),
+            group,
         };
-        if !c.state.exists() {
+        if !c.state.exists() && c.group.is_none() {
             // A new consumer: its start is stored at once (it is listed from now on, and
             // a start at the log's end stays where the end was).
             let at = c.write_op(ConsumerChange::Checkpoint { next })?;
             c.note_stored(next, at);
         }
         Ok(c)
+    }
+
+    /// A group member's balance (`Store::group_balance`): stores its progress for the
+    /// partitions it owns, takes its fair share, and when what it owns changed reads
+    /// again from the lowest checkpoint of its partitions (the events of each partition
+    /// from that partition's own). Only while nothing delivered is unacknowledged.
+    fn balance(&mut self) -> Result<()> {
+        let Some(g) = &self.group else {
+            return Ok(());
+        };
+        let every = (self.opts.lease / 3).max(Duration::from_millis(10));
+        let acked = (self.acked_next > self.stored_next).then_some(self.acked_next);
+        let now = self.store.group_balance(&self.claim.name, acked)?;
+        let owned: std::collections::BTreeMap<u32, u64> = now.into_iter().collect();
+        let same = owned.keys().eq(g.owned.keys());
+        if acked.is_some() {
+            self.note_stored(self.acked_next, None);
+        }
+        let from = match owned.values().min() {
+            Some(&m) => m,
+            None => self.store.next_position()?,
+        };
+        let g = self.group.as_mut().expect("a group member");
+        g.due = coarse_now() + every;
+        if same && !g.owned.is_empty() {
+            // The same partitions: their checkpoints moved to where this member is.
+            g.owned = owned;
+            return Ok(());
+        }
+        g.owned = owned;
+        self.cursor = self.store.read_all(from)?;
+        self.acked_next = from;
+        self.delivered_next = from;
+        self.stored_next = from;
+        self.unwritten_acks = 0;
+        self.unwritten_passed = 0;
+        Ok(())
+    }
+
+    /// Balances a group member when it is due and nothing delivered is unacknowledged.
+    fn maybe_balance(&mut self) -> Result<()> {
+        match &self.group {
+            Some(g)
+                if coarse_now() >= g.due
+                    && self.acked_next >= self.delivered_next
+                    && self.replayed.is_empty() =>
+            {
+                self.balance()
+            }
+            _ => Ok(()),
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -169,6 +293,7 @@ impl Consumer {
         let mut deadline = || *taken.get_or_insert_with(|| timeout.map(|t| Instant::now() + t));
         let left = |d: Option<Instant>| d.map(|d| d.saturating_duration_since(Instant::now()));
         self.maybe_checkpoint()?;
+        self.maybe_balance()?;
         if let Some(due) = self.retry_due {
             let deadline = deadline();
             let wait = due.saturating_duration_since(Instant::now());
@@ -199,8 +324,14 @@ impl Consumer {
             }
             let outstanding = self.acked_next < self.delivered_next;
             match self.cursor.next()? {
-                Some(e) if self.opts.filter.matches(&e) => {
+                Some(e) if self.opts.filter.matches(&e) && mine(&self.group, &e) => {
                     self.delivered_next = e.position + 1;
+                    if let Some(g) = &mut self.group {
+                        g.last = Some((
+                            e.position,
+                            super::consumer::partition_of(e.stream, g.partitions),
+                        ));
+                    }
                     return Ok(Some(f(&e)));
                 }
                 Some(e) => {
@@ -220,6 +351,14 @@ impl Consumer {
                 self.pass_to(at);
             }
             self.maybe_checkpoint()?;
+            if self.group.is_some() {
+                let before = self.delivered_next;
+                self.maybe_balance()?;
+                if self.delivered_next != before {
+                    // It reads from elsewhere now (its partitions changed).
+                    continue;
+                }
+            }
             let wait = match left(deadline()) {
                 Some(l) if l.is_zero() => return Ok(None),
                 Some(l) => l.min(Duration::from_millis(100)),
@@ -429,6 +568,34 @@ impl Consumer {
         self.check_delivered(position, "acknowledging")?;
         let replayed = self.replayed.contains(&position);
         let next = self.acked_next.max(position + 1);
+        if let Some(g) = &self.group {
+            if replayed {
+                return Err(Error::invalid(format!(
+                    "consumer '{}' is a group: the atomic step of a replayed parked event is \
+                     not available there (append with event ids, then acknowledge it)",
+                    self.claim.name
+                )));
+            }
+            let (partitions, last) = (g.partitions, g.last);
+            let part = match last {
+                Some((p, part)) if p == position => part,
+                _ => super::consumer::partition_of(
+                    &self.store.read_event(position)?.stream,
+                    partitions,
+                ),
+            };
+            let op = self.next_op(ConsumerChange::Checkpoint { next });
+            let r = self
+                .store
+                .group_append(&self.claim.name, appends, op.seq, part, next)?;
+            self.state.apply(&op);
+            self.acked_next = next;
+            self.note_stored(next, None);
+            if self.attempts.0 <= position {
+                self.attempts = (u64::MAX, 0);
+            }
+            return Ok(r);
+        }
         let change = match replayed {
             true => ConsumerChange::Unpark { position },
             false => ConsumerChange::Checkpoint { next },
@@ -464,7 +631,7 @@ pub fn reset(store: &Store, name: &str, next: u64) -> Result<u64> {
             format!("position {next} is past the end of the log (the next position is {head})"),
         ));
     }
-    let claim = store.consumer_claim(name)?;
+    let claim = store.consumer_claim(name, BRIEF_LEASE)?;
     store.consumer_write(&ConsumerOp {
         name: name.to_owned(),
         seq: claim.state.max_seq + 1,
@@ -475,7 +642,7 @@ pub fn reset(store: &Store, name: &str, next: u64) -> Result<u64> {
 
 /// Deletes consumer `name` (not open anywhere): its checkpoint and parked events.
 pub fn delete(store: &Store, name: &str) -> Result<()> {
-    let claim = store.consumer_claim(name)?;
+    let claim = store.consumer_claim(name, BRIEF_LEASE)?;
     if !claim.state.exists() {
         return Err(Error::new(
             ErrorKind::NotFound,

@@ -252,10 +252,11 @@ impl Store {
         self.backend.interrupt()
     }
 
-    /// Opens durable consumer `name` for the caller alone (docs/consumers.md).
-    pub fn consumer_claim(&self, name: &str) -> Result<ConsumerClaim> {
+    /// Opens durable consumer `name` for the caller alone (docs/consumers.md); `lease`:
+    /// how long a holder that stopped renewing keeps it (PostgreSQL).
+    pub fn consumer_claim(&self, name: &str, lease: std::time::Duration) -> Result<ConsumerClaim> {
         super::consumer::check_consumer_name(name)?;
-        self.backend.consumer_claim(name)
+        self.backend.consumer_claim(name, lease)
     }
 
     /// Stores a consumer's record (the caller holds its claim).
@@ -275,6 +276,35 @@ impl Store {
     /// Every consumer that exists, with its state and whether it is open now.
     pub fn consumer_list(&self) -> Result<Vec<StoredConsumer>> {
         self.backend.consumer_list()
+    }
+
+    /// Joins consumer group `name` (PostgreSQL; see `Backend::group_join`).
+    pub fn group_join(
+        &self,
+        name: &str,
+        partitions: u32,
+        start: u64,
+        lease: std::time::Duration,
+    ) -> Result<ConsumerClaim> {
+        super::consumer::check_consumer_name(name)?;
+        self.backend.group_join(name, partitions, start, lease)
+    }
+
+    /// A group member's share now (see `Backend::group_balance`).
+    pub fn group_balance(&self, name: &str, acked: Option<u64>) -> Result<Vec<(u32, u64)>> {
+        self.backend.group_balance(name, acked)
+    }
+
+    /// A group member's atomic step (see `Backend::group_append`).
+    pub fn group_append(
+        &self,
+        name: &str,
+        appends: &[StreamAppend<'_>],
+        seq: u64,
+        part: u32,
+        next: u64,
+    ) -> Result<AppendResult> {
+        self.backend.group_append(name, appends, seq, part, next)
     }
 
     /// Makes everything appended durable, under any policy.

@@ -427,11 +427,15 @@ if [ -n "${EVS_PG_URL:-}" ]; then
         no "the long open is not checked (no server pid in EVS_PG_DIR, or no script)"
     fi
     run 1 stream "$pg" nope && has_err "stream 'nope' does not exist" && ok || no "pg stream nope: $err"
-    # no durable consumers on PostgreSQL in this version: none listed, the rest refused
+    # durable consumers on PostgreSQL (tables of the schema): a reset makes one, the list
+    # shows it, a delete forgets it
     run 0 consumers "$pg" && [ -z "$out" ] && ok || no "pg consumers: $out $err"
-    run 1 consumers "$pg" reset c --to-position 0 && has_err "EVS_ERR_INVALID_ARGUMENT" &&
-        has_err "not available on the PostgreSQL engine" && ok || no "pg consumers reset: $err"
-    run 1 consumers "$pg" delete c && has_err "not available on the PostgreSQL engine" && ok || no "pg consumers delete: $err"
+    run 0 consumers "$pg" reset c --to-position 0 && [ "$out" = "consumer c reset: next position 0" ] &&
+        ok || no "pg consumers reset: $out $err"
+    run 0 consumers "$pg" && has "$(printf 'c\tnext 0\t')" && has "closed" && ok || no "pg consumers after a reset: $out"
+    run 0 consumers "$pg" parked c && [ -z "$out" ] && ok || no "pg consumers parked: $out $err"
+    run 0 consumers "$pg" delete c && ok || no "pg consumers delete: $err"
+    run 0 consumers "$pg" && [ -z "$out" ] && ok || no "pg consumers after the delete: $out"
     run 1 consumers "$pg" parked c && has_err "EVS_ERR_NOT_FOUND" && ok || no "pg consumers parked: $err"
 
     # schema --sql: the SQL a DBA runs (psql, as the server's superuser) so that a role

@@ -29,8 +29,8 @@
 #                 (PostgreSQL deleted the row: it knows the position was emptied, not by
 #                 what); the search of the store's files for the markers of events
 #                 evs_compact erased
-#   test_consumers  everything but the refusals: the PostgreSQL engine has no durable
-#                 consumers in this version (each call's documented refusal is tested)
+#   test_consumers  a read-only handle's consumer journals, a file where the consumers'
+#                 folder goes, a damaged segment (PostgreSQL keeps consumers in tables)
 # (each program prints `SKIP (PostgreSQL) what: why` for each, and `N skipped`).
 #
 # Environment: CC, EVS_TEST_OUT (default build/tests/c-pg), EVS_PG_ACCOUNT_SCALE (the

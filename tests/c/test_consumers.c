@@ -12,7 +12,10 @@
  * EVS_ERR_ALREADY_EXISTS: neither the events nor the checkpoint stored), and the
  * per-consumer series of evs_metrics_text. Not brought about from C: EVS_ERR_IO from a
  * write failing mid-run (ack, checkpoint, park, close), which needs a fault layer.
- * On PostgreSQL (EVS_TEST_PG_URL) every call gives its documented refusal.
+ * Consumer groups (opts.partitions): refused on files; on PostgreSQL two members (two
+ * handles) share the log, each event given once, the wrong count or none refused.
+ * On PostgreSQL (EVS_TEST_PG_URL, tests/c/run_pg.sh) the same, but for what only the
+ * file engine has (a read-only handle's journals, the consumers' folder, segments).
  */
 #include "test_util.h"
 
@@ -924,37 +927,85 @@ static void damaged_segment(void)
     CHECK_OK(evs_close(s));
 }
 
-/* ---- PostgreSQL: every call refuses as documented ---- */
+/* ---- consumer groups: refused by the file engine; two members on PostgreSQL ---- */
 
-static void on_postgres(const char *path)
+static void groups(void)
 {
-    evs_store *s = open_at(path, 0);
-    evs_consumer *c = NULL;
-    evs_subscription *sub = NULL;
-    evs_consumer_list *l = NULL;
-    evs_parked_list *pl = NULL;
-    TU_SECTION("PostgreSQL refuses durable consumers");
+    char path[1200];
+    evs_store *s, *s2;
+    evs_consumer *a = NULL, *b = NULL, *x = NULL;
+    evs_consumer_options o = EVS_STRUCT_INIT(evs_consumer_options);
+    evs_consumer_info info = EVS_STRUCT_INIT(evs_consumer_info);
+    uint64_t seen[64] = {0}, p, end;
+    int i, got_a = 0, got_b = 0, idle;
+    TU_SECTION("consumer groups");
+    tu_store_location(path, sizeof path, g_root, "groups");
+    s = open_at(path, 0);
     if (s == NULL)
         return;
-    append1(s, "a", "T", "x");
-    CHECK_STATUS(evs_consumer_open(s, "c", NULL, &c), EVS_ERR_INVALID_ARGUMENT);
-    CHECK(strstr(evs_last_error_message(), "not available on the PostgreSQL engine") != NULL);
-    CHECK(c == NULL);
-    CHECK_STATUS(evs_subscribe_durable(s, "c", NULL, never_called, NULL, &sub), EVS_ERR_INVALID_ARGUMENT);
-    CHECK(strstr(evs_last_error_message(), "not available on the PostgreSQL engine") != NULL);
-    CHECK(sub == NULL);
-    CHECK_STATUS(evs_consumer_reset(s, "c", 0), EVS_ERR_INVALID_ARGUMENT);
-    CHECK(strstr(evs_last_error_message(), "not available on the PostgreSQL engine") != NULL);
-    CHECK_STATUS(evs_consumer_delete(s, "c"), EVS_ERR_INVALID_ARGUMENT);
-    CHECK(strstr(evs_last_error_message(), "not available on the PostgreSQL engine") != NULL);
-    /* the lists answer: none */
-    CHECK_OK(evs_list_consumers(s, &l));
-    CHECK_U64(evs_consumer_list_count(l), 0);
-    evs_consumer_list_free(l);
-    CHECK_STATUS(evs_list_parked(s, "c", &pl), EVS_ERR_NOT_FOUND);
-    /* and the arguments are still checked first */
-    CHECK_STATUS(evs_consumer_open(s, "", NULL, &c), EVS_ERR_INVALID_ARGUMENT);
-    CHECK(strstr(evs_last_error_message(), "empty") != NULL);
+    o.partitions = 4;
+    o.lease_ms = 600;
+    if (!tu_pg()) {
+        CHECK_STATUS(evs_consumer_open(s, "g", &o, &a), EVS_ERR_INVALID_ARGUMENT);
+        CHECK(strstr(evs_last_error_message(), "PostgreSQL") != NULL);
+        CHECK(a == NULL);
+        CHECK_OK(evs_close(s));
+        return;
+    }
+    s2 = open_at(path, 0);
+    if (s2 == NULL) {
+        CHECK_OK(evs_close(s));
+        return;
+    }
+    for (i = 0; i < 40; i++) {
+        char stream[16];
+        snprintf(stream, sizeof stream, "s-%d", i % 6);
+        append1(s, stream, "T", "x");
+    }
+    end = head_of(s);
+    CHECK_OK(evs_consumer_open(s, "grp", &o, &a));
+    /* another count, or none: refused while the group lives */
+    o.partitions = 5;
+    CHECK_STATUS(evs_consumer_open(s2, "grp", &o, &x), EVS_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(evs_last_error_message(), "group of 4 partitions") != NULL);
+    CHECK_STATUS(evs_consumer_open(s2, "grp", NULL, &x), EVS_ERR_LOCKED);
+    CHECK(strstr(evs_last_error_message(), "group of 4 partitions") != NULL);
+    CHECK(x == NULL);
+    o.partitions = 4;
+    CHECK_OK(evs_consumer_open(s2, "grp", &o, &b));
+    /* turn by turn until neither is given anything for a while: every event once */
+    for (idle = 0; idle < 20 && a != NULL && b != NULL;) {
+        int any = 0;
+        if ((p = next_pos(a, 100)) != SENTINEL) {
+            CHECK(p < 64);
+            if (p < 64)
+                seen[p]++;
+            CHECK_OK(evs_consumer_ack(a, p));
+            got_a++;
+            any = 1;
+        }
+        if ((p = next_pos(b, 100)) != SENTINEL) {
+            CHECK(p < 64);
+            if (p < 64)
+                seen[p]++;
+            CHECK_OK(evs_consumer_ack(b, p));
+            got_b++;
+            any = 1;
+        }
+        idle = any ? 0 : idle + 1;
+    }
+    for (p = 0; p < end && p < 64; p++)
+        CHECK_U64(seen[p], 1);
+    CHECK(got_a > 0);
+    CHECK(got_b > 0);
+    CHECK(info_of(s, "grp", &info));
+    CHECK(info.open);
+    CHECK_OK(evs_consumer_close(a));
+    CHECK_OK(evs_consumer_close(b));
+    CHECK(info_of(s, "grp", &info));
+    CHECK(!info.open);
+    CHECK_U64(info.next_position, end);
+    CHECK_OK(evs_close(s2));
     CHECK_OK(evs_close(s));
 }
 
@@ -965,13 +1016,6 @@ int main(void)
     if (!tu_make_temp_dir(g_root, sizeof g_root))
         return tu_finish();
     tu_store_location(path, sizeof path, g_root, "store");
-    if (tu_pg()) {
-        on_postgres(path);
-        tu_skip_on_pg("every durable consumer test but the refusals",
-                      "the PostgreSQL engine has no durable consumers in this version");
-        tu_cleanup_dir(g_root);
-        return tu_finish();
-    }
     s = open_at(path, 0);
     if (s == NULL)
         return tu_finish();
@@ -986,9 +1030,15 @@ int main(void)
         arguments(s);
         CHECK_OK(evs_close(s));
     }
-    read_only(path);
-    folder_is_a_file();
-    damaged_segment();
+    groups();
+    if (tu_pg()) {
+        tu_skip_on_pg("read-only handles' journals, the consumers' folder, a damaged segment",
+                      "files of the file engine (PostgreSQL keeps consumers in tables)");
+    } else {
+        read_only(path);
+        folder_is_a_file();
+        damaged_segment();
+    }
     tu_cleanup_dir(g_root);
     return tu_finish();
 }

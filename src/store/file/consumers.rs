@@ -154,6 +154,7 @@ impl FileStore {
             name: name.to_owned(),
             state,
             hold,
+            partitions: 0,
         })
     }
 

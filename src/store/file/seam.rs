@@ -46,7 +46,7 @@ impl TailCursor for CategoryCursor {
 }
 
 impl Backend for FileStore {
-    fn consumer_claim(&self, name: &str) -> Result<ConsumerClaim> {
+    fn consumer_claim(&self, name: &str, _lease: std::time::Duration) -> Result<ConsumerClaim> {
         FileStore::consumer_claim(self, name)
     }
 

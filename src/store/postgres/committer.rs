@@ -10,7 +10,7 @@
 //! (nothing was stored): a request is marked sent just before its call goes out, and one
 //! whose caller gave up first is never sent. No call outlives every deadline of its batch.
 
-use super::conn::{pg_error, typed, Conn};
+use super::conn::{pg_error, typed, Conn, Param};
 use super::listener::{self, Wakeup};
 use super::uuid::Uuid;
 use crate::error::{Error, ErrorKind, Result};
@@ -512,56 +512,12 @@ async fn call(
     batch: &[Request],
     check_ids: bool,
 ) -> std::result::Result<Vec<Outcome>, Failure> {
-    let mut r_entries = Vec::with_capacity(batch.len());
-    let (mut s_stream, mut s_expected, mut s_count) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut e_id, mut e_type, mut e_sv, mut e_meta, mut e_data) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    // The events that have ids, once more: id, entry (1-based in the batch), index in it.
-    let (mut i_id, mut i_entry, mut i_idx) = (Vec::new(), Vec::new(), Vec::new());
-    for r in batch {
-        r_entries.push(r.entries.len() as i32);
-        let mut events = r.events.iter();
-        for e in &r.entries {
-            s_stream.push(e.stream.as_str());
-            s_expected.push(e.expected);
-            s_count.push(e.count);
-            let entry = s_stream.len() as i32;
-            for (idx, ev) in events.by_ref().take(e.count as usize).enumerate() {
-                if let Some(id) = &ev.id {
-                    i_id.push(Uuid(id));
-                    i_entry.push(entry);
-                    i_idx.push(idx as i32);
-                }
-            }
-        }
-        for e in &r.events {
-            e_id.push(e.id.as_ref().map(Uuid));
-            e_type.push(e.event_type.as_str());
-            e_sv.push(e.schema_version);
-            e_meta.push(&e.metadata[..]);
-            e_data.push(&e.payload[..]);
-        }
-    }
+    let a = Arrays::new(batch.iter().map(|r| (&r.entries[..], &r.events[..])));
     let rows = c
         .client
         .query_typed(
             &c.append,
-            &typed(&[
-                &r_entries,
-                &s_stream,
-                &s_expected,
-                &s_count,
-                &e_id,
-                &e_type,
-                &e_sv,
-                &e_meta,
-                &e_data,
-                &i_id,
-                &i_entry,
-                &i_idx,
-                &check_ids,
-                &c.channel,
-            ]),
+            &typed(&[&a.params()[..], &[&check_ids, &c.channel]].concat()),
         )
         .await
         .map_err(|e| Failure {
@@ -584,32 +540,113 @@ async fn call(
     if let Some(changes) = rows.first().map(|r| r.get::<_, i64>(4)) {
         wake.saw_changes(changes as u64);
     }
-    Ok(rows
-        .iter()
-        .map(|row| {
-            let (res, entry, actual): (i64, i32, i64) = (row.get(0), row.get(1), row.get(2));
-            match res {
-                p if p >= 0 => Outcome::Written {
-                    first: p as u64,
-                    versions: row
-                        .get::<_, Option<Vec<i64>>>(3)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|v| v as u64)
-                        .collect(),
-                },
-                -1 => Outcome::WrongVersion {
-                    entry: (entry.max(1) - 1) as usize,
-                    actual,
-                },
-                -2 => Outcome::Retry,
-                -4 => Outcome::Deleted {
-                    entry: (entry.max(1) - 1) as usize,
-                },
-                _ => Outcome::PartlyStored {
-                    position: actual.max(0) as u64,
-                },
+    Ok(rows.iter().map(outcome).collect())
+}
+
+/// One answer row of `append` (res, entry, actual, versions) as an outcome.
+pub fn outcome(row: &tokio_postgres::Row) -> Outcome {
+    let (res, entry, actual): (i64, i32, i64) = (row.get(0), row.get(1), row.get(2));
+    match res {
+        p if p >= 0 => Outcome::Written {
+            first: p as u64,
+            versions: row
+                .get::<_, Option<Vec<i64>>>(3)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|v| v as u64)
+                .collect(),
+        },
+        -1 => Outcome::WrongVersion {
+            entry: (entry.max(1) - 1) as usize,
+            actual,
+        },
+        -2 => Outcome::Retry,
+        -4 => Outcome::Deleted {
+            entry: (entry.max(1) - 1) as usize,
+        },
+        _ => Outcome::PartlyStored {
+            position: actual.max(0) as u64,
+        },
+    }
+}
+
+/// The arguments of `append` for some requests (each its entries and events), in the
+/// function's order: per request its entry count; per entry its stream, expected version
+/// and event count; per event its id, type, schema version, metadata and payload; per
+/// event with an id, once more: the id, its entry (1-based) and its index there.
+pub struct Arrays<'a> {
+    pub r_entries: Vec<i32>,
+    pub s_stream: Vec<&'a str>,
+    pub s_expected: Vec<i64>,
+    pub s_count: Vec<i32>,
+    pub e_id: Vec<Option<Uuid<'a>>>,
+    pub e_type: Vec<&'a str>,
+    pub e_sv: Vec<i32>,
+    pub e_meta: Vec<&'a [u8]>,
+    pub e_data: Vec<&'a [u8]>,
+    pub i_id: Vec<Uuid<'a>>,
+    pub i_entry: Vec<i32>,
+    pub i_idx: Vec<i32>,
+}
+
+impl<'a> Arrays<'a> {
+    /// The arrays as the function's parameters, in its order.
+    pub fn params(&self) -> [&dyn Param; 12] {
+        [
+            &self.r_entries,
+            &self.s_stream,
+            &self.s_expected,
+            &self.s_count,
+            &self.e_id,
+            &self.e_type,
+            &self.e_sv,
+            &self.e_meta,
+            &self.e_data,
+            &self.i_id,
+            &self.i_entry,
+            &self.i_idx,
+        ]
+    }
+
+    pub fn new(requests: impl Iterator<Item = (&'a [Entry], &'a [OwnedEvent])>) -> Arrays<'a> {
+        let mut a = Arrays {
+            r_entries: Vec::new(),
+            s_stream: Vec::new(),
+            s_expected: Vec::new(),
+            s_count: Vec::new(),
+            e_id: Vec::new(),
+            e_type: Vec::new(),
+            e_sv: Vec::new(),
+            e_meta: Vec::new(),
+            e_data: Vec::new(),
+            i_id: Vec::new(),
+            i_entry: Vec::new(),
+            i_idx: Vec::new(),
+        };
+        for (entries, events) in requests {
+            a.r_entries.push(entries.len() as i32);
+            let mut evs = events.iter();
+            for e in entries {
+                a.s_stream.push(e.stream.as_str());
+                a.s_expected.push(e.expected);
+                a.s_count.push(e.count);
+                let entry = a.s_stream.len() as i32;
+                for (idx, ev) in evs.by_ref().take(e.count as usize).enumerate() {
+                    if let Some(id) = &ev.id {
+                        a.i_id.push(Uuid(id));
+                        a.i_entry.push(entry);
+                        a.i_idx.push(idx as i32);
+                    }
+                }
             }
-        })
-        .collect())
+            for e in events {
+                a.e_id.push(e.id.as_ref().map(Uuid));
+                a.e_type.push(e.event_type.as_str());
+                a.e_sv.push(e.schema_version);
+                a.e_meta.push(&e.metadata[..]);
+                a.e_data.push(&e.payload[..]);
+            }
+        }
+        a
+    }
 }

@@ -150,6 +150,7 @@ params! {
     i32 => Type::INT4,
     i64 => Type::INT8,
     &str => Type::TEXT,
+    Option<&str> => Type::TEXT,
     String => Type::TEXT,
     &[u8] => Type::BYTEA,
     Vec<u8> => Type::BYTEA,
@@ -478,19 +479,35 @@ impl Conn {
     /// Runs `sql` on the shared client within `timeout`; a lost connection or a
     /// statement without an answer makes the next call connect again.
     pub async fn query(&self, sql: &str, params: &[&dyn Param], what: &str) -> Result<Vec<Row>> {
-        let (slot, client) = self.shared().await.map_err(|e| self.later(e))?;
+        self.query_raw(sql, params, what).await.map_err(|(e, _)| e)
+    }
+
+    /// `query`, telling with an error whether sending the statement again is the way on:
+    /// no connection could be had, the connection failed (a write's commit is then in
+    /// doubt), it did not answer in time, or the server refused it for a unique
+    /// violation or a deadlock (another transaction's copy of a key).
+    pub async fn query_raw(
+        &self,
+        sql: &str,
+        params: &[&dyn Param],
+        what: &str,
+    ) -> std::result::Result<Vec<Row>, (Error, bool)> {
+        let (slot, client) = self.shared().await.map_err(|e| (self.later(e), true))?;
         let sql = self.qualify(sql);
         match tokio::time::timeout(self.settings.timeout, client.query(&sql, params)).await {
             Ok(Ok(rows)) => Ok(rows),
             Ok(Err(e)) => {
+                let again = e.as_db_error().is_none()
+                    || e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+                    || e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED);
                 if e.as_db_error().is_none() {
                     self.forget_read(slot);
                 }
-                Err(self.later(pg_error(what, e)))
+                Err((self.later(pg_error(what, e)), again))
             }
             Err(_) => {
                 self.forget_read(slot);
-                Err(self.later(self.timed_out(what)))
+                Err((self.later(self.timed_out(what)), true))
             }
         }
     }

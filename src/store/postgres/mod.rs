@@ -80,6 +80,8 @@ pub struct PgStore {
     open_time: Duration,
     closed: AtomicBool,
     owner_pid: u32,
+    /// The consumers this handle holds and their holders' tokens (`consumers`).
+    consumer_holders: Arc<consumers::Holders>,
 }
 
 impl PgStore {
@@ -125,6 +127,7 @@ impl PgStore {
             open_time: Duration::ZERO,
             closed: AtomicBool::new(false),
             owner_pid: std::process::id(),
+            consumer_holders: Default::default(),
         };
         // The head first: the projections start from the newest checkpoint when it is
         // an interval or more ahead of them (always, but for a young store).
@@ -408,30 +411,7 @@ impl PgStore {
     ) -> Result<AppendResult> {
         self.check_writable()?;
         self.validate(appends, allow_empty)?;
-        let entries = appends
-            .iter()
-            .map(|a| Entry {
-                stream: a.stream.to_owned(),
-                expected: match a.expected {
-                    ExpectedVersion::Any => -1,
-                    ExpectedVersion::NoStream => -2,
-                    ExpectedVersion::Exists => -3,
-                    ExpectedVersion::Exact(v) => v as i64,
-                },
-                count: a.events.len() as i32,
-            })
-            .collect();
-        let events = appends
-            .iter()
-            .flat_map(|a| a.events.iter())
-            .map(|e| OwnedEvent {
-                id: e.id,
-                event_type: e.event_type.to_owned(),
-                schema_version: e.schema_version.max(1) as i32,
-                metadata: e.metadata.to_vec(),
-                payload: e.payload.to_vec(),
-            })
-            .collect();
+        let (entries, events) = owned(appends);
         let (request, pending) = Request::new(entries, events, self.conn.timeout());
         let sent = match self
             .appends
@@ -667,6 +647,35 @@ impl PgStore {
     }
 }
 
+/// An append's entries and events as the committer (and the atomic step) send them.
+fn owned(appends: &[StreamAppend<'_>]) -> (Vec<Entry>, Vec<OwnedEvent>) {
+    let entries = appends
+        .iter()
+        .map(|a| Entry {
+            stream: a.stream.to_owned(),
+            expected: match a.expected {
+                ExpectedVersion::Any => -1,
+                ExpectedVersion::NoStream => -2,
+                ExpectedVersion::Exists => -3,
+                ExpectedVersion::Exact(v) => v as i64,
+            },
+            count: a.events.len() as i32,
+        })
+        .collect();
+    let events = appends
+        .iter()
+        .flat_map(|a| a.events.iter())
+        .map(|e| OwnedEvent {
+            id: e.id,
+            event_type: e.event_type.to_owned(),
+            schema_version: e.schema_version.max(1) as i32,
+            metadata: e.metadata.to_vec(),
+            payload: e.payload.to_vec(),
+        })
+        .collect();
+    (entries, events)
+}
+
 /// What `catch_up_from_checkpoint` did.
 #[derive(Default)]
 struct CaughtUp {
@@ -735,8 +744,8 @@ fn block<T: Send>(runtime: &Runtime, f: impl Future<Output = Result<T>> + Send) 
 }
 
 impl Backend for PgStore {
-    fn consumer_claim(&self, name: &str) -> Result<ConsumerClaim> {
-        PgStore::consumer_claim(self, name)
+    fn consumer_claim(&self, name: &str, lease: Duration) -> Result<ConsumerClaim> {
+        PgStore::consumer_claim(self, name, lease)
     }
 
     fn consumer_write(&self, op: &ConsumerOp) -> Result<Option<u64>> {
@@ -753,6 +762,31 @@ impl Backend for PgStore {
 
     fn consumer_list(&self) -> Result<Vec<StoredConsumer>> {
         PgStore::consumer_list(self)
+    }
+
+    fn group_join(
+        &self,
+        name: &str,
+        partitions: u32,
+        start: u64,
+        lease: Duration,
+    ) -> Result<ConsumerClaim> {
+        PgStore::group_join(self, name, partitions, start, lease)
+    }
+
+    fn group_balance(&self, name: &str, acked: Option<u64>) -> Result<Vec<(u32, u64)>> {
+        PgStore::group_balance(self, name, acked)
+    }
+
+    fn group_append(
+        &self,
+        name: &str,
+        appends: &[StreamAppend<'_>],
+        seq: u64,
+        part: u32,
+        next: u64,
+    ) -> Result<AppendResult> {
+        PgStore::group_append(self, name, appends, seq, part, next)
     }
 
     fn apply_lifecycle(&self, req: &LifecycleRequest<'_>, id: Option<[u8; 16]>) -> Result<u64> {
@@ -1148,6 +1182,11 @@ impl Backend for PgStore {
     fn close(&self) -> Result<()> {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
+        }
+        // The consumers this handle holds are let go (their leases renewed no more).
+        for (name, token, group) in self.consumer_holders.drain() {
+            let release = consumers::release(&self.conn, &name, &token, group);
+            let _ = block(&self.runtime, release);
         }
         // The committer ends once its queue is empty and the sender is gone.
         self.appends

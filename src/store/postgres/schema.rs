@@ -12,8 +12,9 @@ use crate::error::{Error, ErrorKind, Result};
 /// stream entry of an append (`chunks`), event ids in a table of their own written before
 /// the head lock; 4: lifecycle entries, removed events, retention rules (docs/lifecycle.md);
 /// 5: checkpoints of the projections (an open starts from the newest, not from the
-/// first event). An older store is migrated by a writable open.
-const SCHEMA_VERSION: i64 = 5;
+/// first event); 6: durable consumers (`consumers`, `consumer_parked`, their functions).
+/// An older store is migrated by a writable open.
+const SCHEMA_VERSION: i64 = 6;
 
 /// Creates the meta, head and streams tables as version 3 had them (the events' and ids'
 /// come from `CHUNKS_AND_IDS`); a new schema then takes the same steps to version 4 as a
@@ -157,6 +158,300 @@ alter table head set (fillfactor = 10, autovacuum_vacuum_scale_factor = 0,
   autovacuum_vacuum_threshold = 1000);
 alter table streams set (fillfactor = 80);
 update meta set value = '5' where key = 'schema_version';
+";
+
+/// From version 5 to 6: durable consumers (docs/consumers.md, `consumers.rs`). One row per
+/// consumer name: its registers as `ConsumerState` folds them (the highest record number
+/// `max_seq`, the checkpoint `next` and the number that set it, the last delete's number),
+/// its holder (`owner`, a token the claim made) and the holder's lease (`lease_until`,
+/// microseconds on the server's clock), the last record written (`last_kind`, `last_pos`:
+/// a record sent again after an in-doubt commit is recognized by its number and content)
+/// and, when that record was an atomic step's, the step's answer (`step_first`: its first
+/// position, or -2 when its events' ids were found stored; `step_versions`).
+/// `consumer_parked` holds each parked event with the number of its record.
+///
+/// `consumer_claim(n, lease_us)`: takes consumer `n` (creating its row) when no holder's
+/// lease runs: returns the new holder's token, or null and the time left of the holder's
+/// lease. `consumer_apply(...)`: a record's writes (kind 1 checkpoint at `pos`, 2 delete,
+/// 3 park `pos` with `reason` at `at_us`, 4 unpark `pos`). `consumer_write(...)`: a record
+/// of holder `tok`: 0 written, 1 written before (the same number and content), -1 not the
+/// holder (another took the consumer after this one's lease ran out), -2 the number was
+/// used by another record. `consumer_step(...)`: the atomic step, one statement: the
+/// consumer's row locked and checked as `consumer_write` does (-5 not the holder, -6 the
+/// step was stored before: `actual` its first position and `versions` its versions, -7
+/// the number used by another record), then `append`'s call (ids looked up first) and,
+/// when it wrote (or found every id stored), the record, in the same transaction; the
+/// rows are `append`'s. Each function locks the consumer's row before anything else.
+const TO_6: &str = "
+create table consumers (name text primary key, max_seq bigint not null default 0,
+  ck_seq bigint not null default 0, next bigint, deleted_seq bigint not null default 0,
+  owner uuid, lease_until bigint not null default 0, last_kind int not null default 0,
+  last_pos bigint not null default 0, step_first bigint, step_versions bigint[],
+  parts int not null default 0);
+create table consumer_parts (name text not null, part int not null, next bigint not null,
+  owner uuid, lease_until bigint not null default 0, primary key (name, part));
+create table consumer_members (name text not null, member uuid not null,
+  lease_until bigint not null, step_seq bigint not null default 0,
+  step_pos bigint not null default 0, step_first bigint, step_versions bigint[],
+  primary key (name, member));
+create table consumer_parked (name text not null, position bigint not null,
+  seq bigint not null, reason text not null, at_us bigint not null,
+  primary key (name, position));
+
+create function consumer_now() returns bigint language sql volatile as $f$
+  select (extract(epoch from clock_timestamp()) * 1000000)::bigint
+$f$;
+
+create function consumer_claim(n text, lease_us bigint)
+returns table (token uuid, left_us bigint, parts int) language plpgsql as $f$
+declare _now bigint := consumer_now(); _t uuid := gen_random_uuid();
+begin
+  insert into consumers (name) values (n) on conflict (name) do nothing;
+  -- A group's members hold its partitions, not its row: it is taken while one lives.
+  update consumers c set owner = _t, lease_until = _now + lease_us
+    where c.name = n and (c.owner is null or c.lease_until <= _now)
+      and not exists (select 1 from consumer_members m
+                      where m.name = n and m.lease_until > _now)
+    returning _t into token;
+  select c.parts into parts from consumers c where c.name = n;
+  if token is null then
+    select greatest(max(x.l) - _now, 0) into left_us from (
+      select c.lease_until as l from consumers c where c.name = n
+      union all select m.lease_until from consumer_members m where m.name = n) x;
+  end if;
+  return next;
+end $f$;
+
+create function consumer_apply(n text, seq bigint, kind int, pos bigint, reason text,
+                               at_us bigint) returns void language plpgsql as $f$
+begin
+  if kind = 1 then
+    update consumers c set next = pos, ck_seq = seq where c.name = n;
+    update consumer_parts p set next = pos where p.name = n;
+  elsif kind = 2 then
+    update consumers c set next = null, ck_seq = 0, deleted_seq = seq, parts = 0
+      where c.name = n;
+    delete from consumer_parked p where p.name = n;
+    delete from consumer_parts p where p.name = n;
+    delete from consumer_members m where m.name = n;
+  elsif kind = 3 then
+    insert into consumer_parked as p values (n, pos, seq, reason, at_us)
+      on conflict (name, position) do update
+      set seq = excluded.seq, reason = excluded.reason, at_us = excluded.at_us;
+  elsif kind = 4 then
+    delete from consumer_parked p where p.name = n and p.position = pos;
+  else
+    raise exception 'unknown consumer change %', kind;
+  end if;
+  update consumers c set max_seq = seq, last_kind = kind, last_pos = pos, step_first = null,
+    step_versions = null where c.name = n;
+end $f$;
+
+create function consumer_write(n text, tok uuid, seq bigint, kind int, pos bigint,
+                               reason text, at_us bigint) returns int language plpgsql as $f$
+declare _c consumers;
+begin
+  select * into _c from consumers c where c.name = n for update;
+  if not found or _c.owner is distinct from tok then
+    return -1;
+  end if;
+  if _c.max_seq >= seq then
+    return case when _c.max_seq = seq and _c.last_kind = kind and _c.last_pos = pos
+                then 1 else -2 end;
+  end if;
+  perform consumer_apply(n, seq, kind, pos, reason, at_us);
+  return 0;
+end $f$;
+
+create function consumer_step(n text, tok uuid, seq bigint, kind int, pos bigint,
+                              r_entries int[], s_stream text[], s_expected bigint[],
+                              s_count int[], e_id uuid[], e_type text[], e_sv int[],
+                              e_meta bytea[], e_data bytea[], i_id uuid[], i_entry int[],
+                              i_idx int[], channel text)
+returns table (res bigint, entry int, actual bigint, versions bigint[], changes bigint)
+language plpgsql as $f$
+declare _c consumers; _r record;
+begin
+  entry := 0; actual := 0; changes := 0;
+  select * into _c from consumers c where c.name = n for update;
+  if not found or _c.owner is distinct from tok then
+    res := -5;
+    return next;
+    return;
+  end if;
+  if _c.max_seq >= seq then
+    if _c.max_seq = seq and _c.last_kind = kind and _c.last_pos = pos
+       and _c.step_first is not null then
+      res := case when _c.step_first >= 0 then -6 else -2 end;
+      actual := _c.step_first; versions := _c.step_versions;
+    else
+      res := -7; actual := _c.max_seq;
+    end if;
+    return next;
+    return;
+  end if;
+  for _r in select * from append(r_entries, s_stream, s_expected, s_count, e_id, e_type, e_sv,
+                                 e_meta, e_data, i_id, i_entry, i_idx, true, channel) loop
+    if _r.res >= 0 or _r.res = -2 then
+      perform consumer_apply(n, seq, kind, pos, '', 0);
+      update consumers c set step_first = _r.res, step_versions = _r.versions
+        where c.name = n;
+    end if;
+    res := _r.res; entry := _r.entry; actual := _r.actual; versions := _r.versions;
+    changes := _r.changes;
+    return next;
+  end loop;
+end $f$;
+
+create function group_join(n text, want_parts int, start bigint, lease_us bigint)
+returns table (member uuid, parts int) language plpgsql as $f$
+declare _c consumers; _now bigint := consumer_now();
+begin
+  insert into consumers (name) values (n) on conflict (name) do nothing;
+  select * into _c from consumers c where c.name = n for update;
+  parts := _c.parts;
+  if _c.parts = 0 and _c.max_seq > _c.deleted_seq then
+    -- A consumer of one holder: not a group.
+    parts := -1; return next; return;
+  end if;
+  if _c.parts <> 0 and _c.parts <> want_parts then
+    return next; return;
+  end if;
+  if _c.parts = 0 then
+    update consumers c set parts = want_parts, max_seq = c.max_seq + 1, next = start,
+        ck_seq = c.max_seq + 1 where c.name = n;
+    insert into consumer_parts (name, part, next)
+      select n, g, start from generate_series(0, want_parts - 1) g;
+    parts := want_parts;
+  end if;
+  insert into consumer_members (name, member, lease_until)
+    values (n, gen_random_uuid(), _now + lease_us) returning consumer_members.member into member;
+  return next;
+end $f$;
+
+create function group_balance(n text, m uuid, lease_us bigint, acked bigint)
+returns table (part int, next bigint) language plpgsql as $f$
+declare _now bigint := consumer_now(); _p int; _live int; _want int; _owned int;
+begin
+  select c.parts into _p from consumers c where c.name = n;
+  if coalesce(_p, 0) = 0 then
+    return;
+  end if;
+  insert into consumer_members as x (name, member, lease_until) values (n, m, _now + lease_us)
+    on conflict (name, member) do update set lease_until = excluded.lease_until;
+  select count(*) into _live from consumer_members x where x.name = n and x.lease_until > _now;
+  _want := (_p + _live - 1) / _live;
+  update consumer_parts p set next = greatest(p.next, acked), lease_until = _now + lease_us
+    where p.name = n and p.owner = m;
+  select count(*) into _owned from consumer_parts p where p.name = n and p.owner = m;
+  if _owned > _want then
+    update consumer_parts p set owner = null, lease_until = 0
+      where p.name = n and p.owner = m and p.part in (
+        select q.part from consumer_parts q where q.name = n and q.owner = m
+        order by q.part desc limit _owned - _want);
+  elsif _owned < _want then
+    update consumer_parts p set owner = m, lease_until = _now + lease_us
+      where p.name = n and p.part in (
+        select q.part from consumer_parts q
+        where q.name = n and (q.owner is null or q.lease_until <= _now)
+        order by q.part limit _want - _owned for update skip locked);
+  end if;
+  return query select p.part, p.next from consumer_parts p
+    where p.name = n and p.owner = m order by p.part;
+end $f$;
+
+create function group_renew(n text, m uuid, lease_us bigint) returns int
+language plpgsql as $f$
+declare _now bigint := consumer_now(); _k int;
+begin
+  update consumer_members x set lease_until = _now + lease_us where x.name = n and x.member = m;
+  update consumer_parts p set lease_until = _now + lease_us where p.name = n and p.owner = m;
+  get diagnostics _k = row_count;
+  return _k;
+end $f$;
+
+create function group_checkpoint(n text, m uuid, at bigint) returns int
+language plpgsql as $f$
+declare _k int;
+begin
+  update consumer_parts p set next = greatest(p.next, at) where p.name = n and p.owner = m;
+  get diagnostics _k = row_count;
+  return _k;
+end $f$;
+
+create function group_record(n text, kind int, pos bigint, reason text, at_us bigint)
+returns void language plpgsql as $f$
+declare _s bigint;
+begin
+  update consumers c set max_seq = c.max_seq + 1 where c.name = n returning c.max_seq into _s;
+  if kind = 3 then
+    insert into consumer_parked as p values (n, pos, _s, reason, at_us)
+      on conflict (name, position) do update
+      set seq = excluded.seq, reason = excluded.reason, at_us = excluded.at_us;
+  elsif kind = 4 then
+    delete from consumer_parked p where p.name = n and p.position = pos;
+  else
+    raise exception 'a group member writes no consumer change %', kind;
+  end if;
+end $f$;
+
+create function group_step(n text, m uuid, seq bigint, part int, at bigint,
+                           r_entries int[], s_stream text[], s_expected bigint[],
+                           s_count int[], e_id uuid[], e_type text[], e_sv int[],
+                           e_meta bytea[], e_data bytea[], i_id uuid[], i_entry int[],
+                           i_idx int[], channel text)
+returns table (res bigint, entry int, actual bigint, versions bigint[], changes bigint)
+language plpgsql as $f$
+declare _x consumer_members; _r record;
+begin
+  entry := 0; actual := 0; changes := 0;
+  select * into _x from consumer_members x where x.name = n and x.member = m for update;
+  if not found or not exists (select 1 from consumer_parts p
+                              where p.name = n and p.part = group_step.part and p.owner = m) then
+    res := -5;
+    return next;
+    return;
+  end if;
+  if _x.step_seq >= seq then
+    if _x.step_seq = seq and _x.step_pos = at and _x.step_first is not null then
+      res := case when _x.step_first >= 0 then -6 else -2 end;
+      actual := _x.step_first; versions := _x.step_versions;
+    else
+      res := -7; actual := _x.step_seq;
+    end if;
+    return next;
+    return;
+  end if;
+  for _r in select * from append(r_entries, s_stream, s_expected, s_count, e_id, e_type, e_sv,
+                                 e_meta, e_data, i_id, i_entry, i_idx, true, channel) loop
+    if _r.res >= 0 or _r.res = -2 then
+      update consumer_parts p set next = greatest(p.next, at) where p.name = n and p.owner = m;
+      update consumer_members x set step_seq = seq, step_pos = at, step_first = _r.res,
+          step_versions = _r.versions where x.name = n and x.member = m;
+    end if;
+    res := _r.res; entry := _r.entry; actual := _r.actual; versions := _r.versions;
+    changes := _r.changes;
+    return next;
+  end loop;
+end $f$;
+
+create function group_leave(n text, m uuid, at bigint) returns void language plpgsql as $f$
+begin
+  if at >= 0 then
+    update consumer_parts p set next = greatest(p.next, at) where p.name = n and p.owner = m;
+  end if;
+  update consumer_parts p set owner = null, lease_until = 0 where p.name = n and p.owner = m;
+  delete from consumer_members x where x.name = n and x.member = m;
+end $f$;
+
+do $pin$ declare f regprocedure; begin
+  for f in select p.oid::regprocedure from pg_proc p
+           where p.pronamespace = current_schema()::regnamespace
+             and (p.proname like 'consumer%' or p.proname like 'group%') loop
+    execute format('alter function %s set search_path = %I, pg_catalog', f, current_schema());
+  end loop;
+end $pin$;
+update meta set value = '6' where key = 'schema_version';
 ";
 
 /// The functions of version 4 (created by `prepare` after `TO_4`, each a step of the
@@ -574,17 +869,18 @@ fn ddl(schema: &str, from: Option<i64>, user: &str) -> Option<String> {
     let steps = match from {
         None => format!(
             "create schema if not exists \"{schema}\";\nset local search_path to \"{schema}\";\n\
-             {CREATE}{CHUNKS_AND_IDS}{TO_4}{FUNCTIONS}{APPEND}{TO_5}"
+             {CREATE}{CHUNKS_AND_IDS}{TO_4}{FUNCTIONS}{APPEND}{TO_5}{TO_6}"
         ),
         // One row per event: to chunks first.
         Some(1 | 2) => format!(
             "set local search_path to \"{schema}\";\n\
-             {CHUNKS_AND_IDS}{MIGRATE_TO_3}{TO_4}{FUNCTIONS}{APPEND}{TO_5}"
+             {CHUNKS_AND_IDS}{MIGRATE_TO_3}{TO_4}{FUNCTIONS}{APPEND}{TO_5}{TO_6}"
         ),
         Some(3) => {
-            format!("set local search_path to \"{schema}\";\n{TO_4}{FUNCTIONS}{APPEND}{TO_5}")
+            format!("set local search_path to \"{schema}\";\n{TO_4}{FUNCTIONS}{APPEND}{TO_5}{TO_6}")
         }
-        Some(4) => format!("set local search_path to \"{schema}\";\n{TO_5}"),
+        Some(4) => format!("set local search_path to \"{schema}\";\n{TO_5}{TO_6}"),
+        Some(5) => format!("set local search_path to \"{schema}\";\n{TO_6}"),
         _ => return None,
     };
     let role = user.replace('"', "\"\"");
@@ -753,7 +1049,7 @@ async fn check(conn: &Conn, client: &mut tokio_postgres::Client, read_only: bool
                 ),
             ),
             // Versions 1 and 2 keep one row per event, 3 has no lifecycle tables, 4 no
-            // checkpoints: this library reads none of them.
+            // checkpoints, 5 no consumers: this library reads none of them.
             Some(v) => Error::new(
                 ErrorKind::ReadOnly,
                 format!(
