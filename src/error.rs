@@ -32,6 +32,9 @@ pub enum ErrorKind {
     /// A read-only store's log changed below what it had read (a writer's recovery
     /// dropped records it counted): nothing it reads can follow on; reopen it.
     Stale,
+    /// An import (or a copy) into a store that holds positions at or after where it
+    /// would write: imports go into empty stores, in position order.
+    NotEmpty,
     Internal,
 }
 

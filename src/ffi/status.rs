@@ -81,6 +81,9 @@ pub const EVS_ERR_BALANCE_NOT_ZERO: evs_status = -17;
 /// counted are gone or different, as when the writer's fdatasync failed and its recovery
 /// dropped them): every later call on it fails; close it and open it again (version 1.1).
 pub const EVS_ERR_STALE: evs_status = -18;
+/// An import or a copy into a store that is not empty (or, for a copy, not an earlier
+/// copy of the same source), or items out of position order (version 1.1).
+pub const EVS_ERR_NOT_EMPTY: evs_status = -19;
 /// A bug in evstore (a caught panic).
 pub const EVS_ERR_INTERNAL: evs_status = -99;
 
@@ -104,6 +107,7 @@ pub(crate) fn status_of(kind: ErrorKind) -> evs_status {
         ErrorKind::StreamDeleted => EVS_ERR_STREAM_DELETED,
         ErrorKind::BalanceNotZero => EVS_ERR_BALANCE_NOT_ZERO,
         ErrorKind::Stale => EVS_ERR_STALE,
+        ErrorKind::NotEmpty => EVS_ERR_NOT_EMPTY,
         ErrorKind::Internal => EVS_ERR_INTERNAL,
     }
 }
@@ -264,6 +268,7 @@ pub extern "C" fn evs_status_name(s: evs_status) -> *const c_char {
         EVS_ERR_STREAM_DELETED => b"EVS_ERR_STREAM_DELETED\0",
         EVS_ERR_BALANCE_NOT_ZERO => b"EVS_ERR_BALANCE_NOT_ZERO\0",
         EVS_ERR_STALE => b"EVS_ERR_STALE\0",
+        EVS_ERR_NOT_EMPTY => b"EVS_ERR_NOT_EMPTY\0",
         EVS_ERR_INTERNAL => b"EVS_ERR_INTERNAL\0",
         _ => b"EVS_UNKNOWN_STATUS\0",
     };

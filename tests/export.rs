@@ -1,0 +1,343 @@
+//! Moving a log (docs/export-format.md): export and import through the portable format,
+//! copies between stores, on the file engine; the same through the C API. PostgreSQL's
+//! side is tests/pg_copy.rs.
+
+mod common;
+
+use common::moves::{assert_same, assert_writers_go_on_alike, fill, seen, seen_but_times_from};
+use common::procs::{self, Children};
+use evstore::store::import::{self, Item, LogEntry};
+use evstore::store::lifecycle::LifecycleOp;
+use evstore::store::{Event, Store, StoreOptions};
+use evstore::wal::FsyncPolicy;
+use evstore::ErrorKind;
+use std::path::Path;
+
+/// Taken by every test of this file: one spawns child processes (see tests/compaction.rs).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Small segments (the log spans several, so compaction leaves gaps in sealed ones), no
+/// automatic compaction.
+fn opts() -> StoreOptions {
+    StoreOptions {
+        fsync: FsyncPolicy::Os,
+        max_segment_size: 64 << 10,
+        compaction_trigger_percent: 0,
+        ..Default::default()
+    }
+}
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir, opts(), Vec::new()).unwrap().0
+}
+
+/// A file store with `fill`'s log, compacted (so the removed events' records are gone
+/// and their positions are skipped keys in the segments).
+fn source(dir: &Path, rounds: u64) -> Store {
+    let s = open(dir);
+    fill(&s, rounds);
+    let info = s.compact().unwrap();
+    assert!(info.events_erased > 0, "{info:?}");
+    s
+}
+
+fn none(_: u64, _: u64) {}
+
+#[test]
+fn an_export_imported_into_an_empty_store_has_every_field_and_the_lifecycle_state() {
+    let _s = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = source(&tmp.path().join("src"), 200);
+    let want = seen(&src);
+    // Every kind of item is there, and empty positions, one at the very end.
+    assert!(want.entries.len() >= 5, "{:?}", want.entries);
+    assert!(want.events.iter().any(|e| e.stream.is_empty()));
+    assert!(want
+        .events
+        .iter()
+        .any(|e| e.id.is_some() && !e.metadata.is_empty()));
+    let held = want.events.len() + want.entries.len();
+    assert!((held as u64) < want.next - 1, "no empty positions");
+    assert!(want.events.last().unwrap().position < want.next - 1);
+
+    let file = tmp.path().join("log.evx");
+    let info = import::export_file(&src, &file, &mut none).unwrap();
+    assert_eq!(info.events, want.events.len() as u64);
+    assert_eq!(info.entries, want.entries.len() as u64);
+    assert_eq!(info.next, want.next);
+
+    let dst = open(&tmp.path().join("dst"));
+    let back = import::import_file(&dst, &file, &mut none).unwrap();
+    assert_eq!(back.events, info.events);
+    assert_same(&want, &seen(&dst), "after the import");
+    // Its own export is the same file but for the header's time (and so the end line's
+    // checksum).
+    let again = tmp.path().join("again.evx");
+    import::export_file(&dst, &again, &mut none).unwrap();
+    let body = |p: &Path| {
+        let t = std::fs::read_to_string(p).unwrap();
+        let lines: Vec<String> = t.lines().map(String::from).collect();
+        lines[1..lines.len() - 1].to_vec()
+    };
+    assert!(
+        body(&file) == body(&again),
+        "the export of the import differs"
+    );
+    // The one thing that does not move: a stream all of whose events a rule removed and
+    // that no entry names exists (at its version) for the source's writers only.
+    assert_eq!(src.stream_version("gone-1").unwrap(), Some(0));
+    assert_eq!(dst.stream_version("gone-1").unwrap(), None);
+    // Through a reopen (the log replayed from its skipped keys and its marker) and a
+    // rebuild without snapshots.
+    dst.close().unwrap();
+    drop(dst);
+    let dst = open(&tmp.path().join("dst"));
+    assert_same(&want, &seen(&dst), "after a reopen");
+    dst.close().unwrap();
+    drop(dst);
+    // (No snapshot may have been written: then the reopen above was a rebuild already.)
+    let _ = std::fs::remove_dir_all(tmp.path().join("dst/snapshots"));
+    let dst = open(&tmp.path().join("dst"));
+    assert_same(&want, &seen(&dst), "rebuilt from the log alone");
+    assert_writers_go_on_alike(&src, &dst);
+    assert_same(
+        &seen_but_times_from(&src, want.next),
+        &seen_but_times_from(&dst, want.next),
+        "after appends to both",
+    );
+}
+
+#[test]
+fn a_cut_or_changed_export_is_refused_and_writes_nothing() {
+    let _s = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = source(&tmp.path().join("src"), 200);
+    let file = tmp.path().join("log.evx");
+    import::export_file(&src, &file, &mut none).unwrap();
+    let bytes = std::fs::read(&file).unwrap();
+    let lines: Vec<usize> = bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, &b)| b == b'\n')
+        .map(|(i, _)| i + 1)
+        .collect();
+    // Cut after every whole line, and inside the last lines.
+    let mut cuts: Vec<usize> = lines[..lines.len() - 1].to_vec();
+    cuts.extend([bytes.len() - 1, bytes.len() - 10, lines[0] - 3]);
+    for (n, cut) in cuts.into_iter().enumerate() {
+        let p = tmp.path().join(format!("cut-{n}.evx"));
+        std::fs::write(&p, &bytes[..cut]).unwrap();
+        let dst = open(&tmp.path().join(format!("dst-{n}")));
+        let e = import::import_file(&dst, &p, &mut none).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Corrupt, "cut at {cut}: {}", e.message);
+        assert_eq!(
+            dst.next_position().unwrap(),
+            0,
+            "cut at {cut}: something was written"
+        );
+    }
+    // One changed digit in a payload's line: the checksum refuses it.
+    let text = String::from_utf8(bytes).unwrap();
+    let at = text.find("\"ts\":").unwrap() + 5;
+    let mut changed = text.clone().into_bytes();
+    changed[at] = if changed[at] == b'1' { b'2' } else { b'1' };
+    let p = tmp.path().join("changed.evx");
+    std::fs::write(&p, &changed).unwrap();
+    let dst = open(&tmp.path().join("dst-changed"));
+    let e = import::import_file(&dst, &p, &mut none).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Corrupt, "{}", e.message);
+    assert!(e.message.contains("CRC-32C"), "{}", e.message);
+    assert_eq!(dst.next_position().unwrap(), 0);
+}
+
+fn event(position: u64, stream: &str, version: u64, ts: u64) -> Item {
+    Item::Event(Event {
+        position,
+        timestamp_us: ts,
+        stream: stream.into(),
+        stream_version: version,
+        event_type: "T".into(),
+        schema_version: 1,
+        metadata: Vec::new(),
+        payload: b"p".to_vec(),
+        id: None,
+    })
+}
+
+#[test]
+fn imports_go_only_into_empty_stores_and_in_order() {
+    let _s = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = source(&tmp.path().join("src"), 200);
+    let file = tmp.path().join("log.evx");
+    import::export_file(&src, &file, &mut none).unwrap();
+    // Into a store with one event: refused, nothing written.
+    let dst = open(&tmp.path().join("dst"));
+    dst.append_event("T", b"x").unwrap();
+    let e = import::import_file(&dst, &file, &mut none).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotEmpty, "{}", e.message);
+    assert_eq!(dst.next_position().unwrap(), 1);
+    // The engine's own entry point: below the next position, out of order, times going
+    // back, versions going back: each refused, writing nothing.
+    let e = dst.import(&[event(0, "s", 0, 5)], 1).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotEmpty, "{}", e.message);
+    let t = u64::MAX / 2;
+    let e = dst
+        .import(&[event(5, "s", 0, t), event(4, "s", 1, t)], 6)
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotEmpty, "{}", e.message);
+    let e = dst
+        .import(&[event(5, "s", 0, t + 9), event(6, "s", 1, t + 8)], 7)
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "{}", e.message);
+    let e = dst
+        .import(
+            &[
+                event(5, "s", 3, u64::MAX / 2),
+                event(6, "s", 3, u64::MAX / 2),
+            ],
+            7,
+        )
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "{}", e.message);
+    let consumer = Item::Entry(LogEntry {
+        position: 5,
+        timestamp_us: u64::MAX / 2,
+        id: None,
+        op: LifecycleOp::Truncate {
+            stream: String::new(),
+            before_version: 0,
+            version: 0,
+        },
+    });
+    let e = dst.import(&[consumer], 6).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "{}", e.message);
+    assert_eq!(dst.next_position().unwrap(), 1);
+    // A good one after the event: positions kept, the gap between stays empty.
+    dst.import(&[event(5, "s", 0, u64::MAX / 2)], 9).unwrap();
+    assert_eq!(dst.next_position().unwrap(), 9);
+    assert_eq!(dst.read_event(5).unwrap().stream, "s");
+    assert_eq!(dst.read_event(3).unwrap_err().kind, ErrorKind::NotFound);
+    assert_eq!(dst.stream_version("s").unwrap(), Some(0));
+    // The event counts once the import returned, and after a reopen.
+    dst.close().unwrap();
+    drop(dst);
+    let dst = open(&tmp.path().join("dst"));
+    assert_eq!(dst.next_position().unwrap(), 9);
+    assert_eq!(dst.read_event(5).unwrap().position, 5);
+}
+
+#[test]
+fn a_copy_between_file_stores_is_the_same_log() {
+    let _s = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = source(&tmp.path().join("src"), 200);
+    let dst = open(&tmp.path().join("dst"));
+    let info = import::copy(&src, &dst, &mut none).unwrap();
+    let want = seen(&src);
+    assert_eq!(info.next, want.next);
+    assert_same(&want, &seen(&dst), "after the copy");
+    // Run again: nothing more to do, still the same.
+    let again = import::copy(&src, &dst, &mut none).unwrap();
+    assert_eq!((again.events, again.entries), (0, 0));
+    assert_same(&want, &seen(&dst), "after a second copy");
+    // Into a store that holds something else: refused.
+    let other = open(&tmp.path().join("other"));
+    other.append_event("Other", b"o").unwrap();
+    let e = import::copy(&src, &other, &mut none).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotEmpty, "{}", e.message);
+}
+
+/// Events for the copy a child is killed in: many, so that the kill lands mid-copy.
+fn big_source(dir: &Path) -> Store {
+    let s = open(dir);
+    fill(&s, 10);
+    for i in 0..40_000u64 {
+        let stream = format!("bulk-{}", i % 13);
+        s.append(
+            &stream,
+            evstore::store::ExpectedVersion::Any,
+            &[evstore::store::EventInput::new(
+                "Bulk",
+                format!("bulk {i}").as_bytes(),
+            )],
+        )
+        .unwrap();
+        if i == 20_000 {
+            s.truncate_stream("bulk-3", 100, None).unwrap();
+        }
+    }
+    s
+}
+
+#[test]
+fn a_copy_killed_midway_and_run_again_ends_with_the_same_log() {
+    let _s = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let src_dir = tmp.path().join("src");
+    let dst_dir = tmp.path().join("dst");
+    let src = big_source(&src_dir);
+    src.close().unwrap();
+    drop(src);
+    let mut kids = Children::new();
+    let env = [
+        ("EVS_TEST_SRC", src_dir.display().to_string()),
+        ("EVS_TEST_DST", dst_dir.display().to_string()),
+    ];
+    // Killed while it waits at its first report of progress: some batches are in.
+    let k = kids.spawn("child", "copying", &env);
+    let (_, first) = kids.next_line().expect("the child's start");
+    assert_eq!(first, "copying");
+    let (_, line) = kids.next_line().expect("the child's progress");
+    assert!(line.starts_with("at "), "{line}");
+    kids.kill(k);
+    let part = open(&dst_dir).next_position().unwrap();
+    // Run again and killed wherever it is (inside a batch's write, maybe), then again
+    // to the end.
+    let k = kids.spawn("child", "copying-on", &env);
+    let (_, line) = kids.next_line().expect("the child's start");
+    assert_eq!(line, "copying");
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    kids.kill(k);
+    kids.wait_all();
+    let src = open(&src_dir);
+    let dst = open(&dst_dir);
+    let end = src.next_position().unwrap();
+    assert!(part > 0 && part < end, "the kill landed at {part} of {end}");
+    let now = dst.next_position().unwrap();
+    assert!(
+        now >= part,
+        "the second copy went back from {part} to {now}"
+    );
+    let info = import::copy(&src, &dst, &mut none).unwrap();
+    assert_eq!(info.first, now);
+    assert_same(&seen(&src), &seen(&dst), "after the resumed copy");
+}
+
+/// The child processes of this file's tests.
+#[test]
+#[ignore = "a child process of the tests in this file"]
+fn child() {
+    match procs::role().as_str() {
+        role @ ("copying" | "copying-on") => {
+            let src = open(Path::new(&std::env::var("EVS_TEST_SRC").unwrap()));
+            let dst = open(Path::new(&std::env::var("EVS_TEST_DST").unwrap()));
+            let wait = role == "copying";
+            procs::report("copying");
+            let mut progress = |at: u64, _end: u64| {
+                if wait {
+                    procs::report(&format!("at {at}"));
+                    procs::wait_for_parent();
+                }
+            };
+            import::copy(&src, &dst, &mut progress).unwrap();
+            // Not killed in time: the parent kills it here.
+            std::thread::sleep(std::time::Duration::from_secs(600));
+        }
+        other => panic!("no role {other}"),
+    }
+}
