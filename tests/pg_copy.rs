@@ -1,0 +1,190 @@
+//! Moving a log to PostgreSQL and back (docs/export-format.md): a copy file ->
+//! PostgreSQL -> file whose every event (positions, versions, ids, bytes) and lifecycle
+//! state equal the original's, also after a copy killed midway and run again; an export
+//! of a PostgreSQL store; an import of an export into PostgreSQL.
+
+mod common;
+
+use common::moves::{assert_same, assert_writers_go_on_alike, fill, seen, seen_but_times_from};
+use common::pg::PgServer;
+use common::procs::{self, Children};
+use evstore::store::import;
+use evstore::store::{EventInput, ExpectedVersion, Store, StoreOptions};
+use evstore::wal::FsyncPolicy;
+use evstore::ErrorKind;
+use std::path::Path;
+
+fn opts() -> StoreOptions {
+    StoreOptions {
+        fsync: FsyncPolicy::Os,
+        max_segment_size: 64 << 10,
+        compaction_trigger_percent: 0,
+        ..Default::default()
+    }
+}
+
+fn open(at: &str) -> Store {
+    Store::open(at, opts(), Vec::new()).unwrap().0
+}
+
+fn dir_str(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn none(_: u64, _: u64) {}
+
+fn schema_url(pg: &PgServer, schema: &str) -> String {
+    format!("{}?schema={schema}", pg.url())
+}
+
+#[test]
+fn a_copy_file_to_postgresql_to_file_is_the_same_log() {
+    let pg = PgServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = open(&dir_str(&tmp.path().join("src")));
+    fill(&src, 150);
+    src.compact().unwrap();
+    let want = seen(&src);
+
+    let url = schema_url(&pg, "moved");
+    let mid = open(&url);
+    let info = import::copy(&src, &mid, &mut none).unwrap();
+    assert_eq!(info.next, want.next);
+    assert_same(&want, &seen(&mid), "on PostgreSQL");
+    // A second handle (its own reads from the server) sees the same.
+    let other = open(&url);
+    assert_same(&want, &seen(&other), "through another handle");
+    drop(other);
+
+    let back = open(&dir_str(&tmp.path().join("back")));
+    import::copy(&mid, &back, &mut none).unwrap();
+    assert_same(&want, &seen(&back), "back in a file store");
+    // And writers go on alike on PostgreSQL and in the file store it went back to.
+    assert_writers_go_on_alike(&mid, &back);
+    assert_same(
+        &seen_but_times_from(&mid, want.next),
+        &seen_but_times_from(&back, want.next),
+        "after appends to both",
+    );
+}
+
+#[test]
+fn an_export_of_postgresql_imports_into_postgresql_and_files_alike() {
+    let pg = PgServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = open(&dir_str(&tmp.path().join("src")));
+    fill(&src, 60);
+    let want = seen(&src);
+    let file = tmp.path().join("log.evx");
+    import::export_file(&src, &file, &mut none).unwrap();
+
+    let a = open(&schema_url(&pg, "imported"));
+    import::import_file(&a, &file, &mut none).unwrap();
+    assert_same(&want, &seen(&a), "imported into PostgreSQL");
+    // Its export says where it came from and holds the same items.
+    let from_pg = tmp.path().join("pg.evx");
+    import::export_file(&a, &from_pg, &mut none).unwrap();
+    let text = std::fs::read_to_string(&from_pg).unwrap();
+    assert!(text
+        .lines()
+        .next()
+        .unwrap()
+        .contains("\"engine\":\"postgresql\""));
+    let items = |t: &str| {
+        let l: Vec<String> = t.lines().map(String::from).collect();
+        l[1..l.len() - 1].to_vec()
+    };
+    let original = std::fs::read_to_string(&file).unwrap();
+    assert!(items(&text) == items(&original), "the items differ");
+    let f = open(&dir_str(&tmp.path().join("f")));
+    import::import_file(&f, &from_pg, &mut none).unwrap();
+    assert_same(
+        &want,
+        &seen(&f),
+        "from PostgreSQL's export into a file store",
+    );
+    // Into a PostgreSQL store that is not empty: refused, nothing written.
+    let e = import::import_file(&a, &file, &mut none).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotEmpty, "{}", e.message);
+    let b = open(&schema_url(&pg, "busy"));
+    b.append("x", ExpectedVersion::Any, &[EventInput::new("T", b"x")])
+        .unwrap();
+    let e = import::copy(&src, &b, &mut none).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotEmpty, "{}", e.message);
+    assert_eq!(b.next_position().unwrap(), 1);
+}
+
+#[test]
+fn a_copy_to_postgresql_killed_midway_and_run_again_ends_with_the_same_log() {
+    let pg = PgServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let src_dir = tmp.path().join("src");
+    let src = open(&dir_str(&src_dir));
+    fill(&src, 20);
+    for i in 0..30_000u64 {
+        let stream = format!("bulk-{}", i % 11);
+        let payload = format!("bulk {i}");
+        src.append(
+            &stream,
+            ExpectedVersion::Any,
+            &[EventInput::new("Bulk", payload.as_bytes())],
+        )
+        .unwrap();
+    }
+    src.truncate_stream("bulk-4", 500, None).unwrap();
+    src.close().unwrap();
+    drop(src);
+    let url = schema_url(&pg, "resumed");
+    let env = [
+        ("EVS_TEST_SRC", dir_str(&src_dir)),
+        ("EVS_TEST_DST", url.clone()),
+    ];
+    let mut kids = Children::new();
+    // Killed at its first progress report (batches committed, the copy not done), then
+    // run again and killed wherever it is (a batch's transaction in flight, maybe).
+    let k = kids.spawn("child", "copying", &env);
+    assert_eq!(kids.next_line().unwrap().1, "copying");
+    assert!(kids.next_line().unwrap().1.starts_with("at "));
+    kids.kill(k);
+    let k = kids.spawn("child", "copying-on", &env);
+    assert_eq!(kids.next_line().unwrap().1, "copying");
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    kids.kill(k);
+    kids.wait_all();
+    let src = open(&dir_str(&src_dir));
+    let dst = open(&url);
+    let part = dst.next_position().unwrap();
+    assert!(part > 0, "nothing was copied before the kills");
+    let info = import::copy(&src, &dst, &mut none).unwrap();
+    assert_eq!(info.first, part);
+    let want = seen(&src);
+    assert_same(&want, &seen(&dst), "after the resumed copy");
+    // And back to a file store, equal too.
+    let back = open(&dir_str(&tmp.path().join("back")));
+    import::copy(&dst, &back, &mut none).unwrap();
+    assert_same(&want, &seen(&back), "back in a file store");
+}
+
+/// The child processes of this file's tests.
+#[test]
+#[ignore = "a child process of the tests in this file"]
+fn child() {
+    match procs::role().as_str() {
+        role @ ("copying" | "copying-on") => {
+            let src = open(&std::env::var("EVS_TEST_SRC").unwrap());
+            let dst = open(&std::env::var("EVS_TEST_DST").unwrap());
+            let wait = role == "copying";
+            procs::report("copying");
+            let mut progress = |at: u64, _end: u64| {
+                if wait {
+                    procs::report(&format!("at {at}"));
+                    procs::wait_for_parent();
+                }
+            };
+            import::copy(&src, &dst, &mut progress).unwrap();
+            // Not killed in time: the parent kills it here.
+            std::thread::sleep(std::time::Duration::from_secs(600));
+        }
+        other => panic!("no role {other}"),
+    }
+}
