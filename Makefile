@@ -63,9 +63,9 @@ $(BUILD)/bank: examples-c/bank.c $(NEEDS_LIB)
 # evsctl finds the library in ../lib beside its bin/: build/lib here, $(PREFIX)/lib once
 # installed (a runpath of $ORIGIN/../lib, so the install is relocatable).
 EVSCTL := $(BUILD)/bin/evsctl
-$(EVSCTL): tools/evsctl/evsctl.c $(NEEDS_LIB)
+$(EVSCTL): tools/evsctl/evsctl.c tools/evsctl/move.c tools/evsctl/move.h $(NEEDS_LIB)
 	mkdir -p $(BUILD)/bin
-	$(CC) $(CFLAGS) -Iinclude $< -L$(LIBDIR) -levstore -pthread -Wl,-rpath,'$$ORIGIN/../lib' -o $@
+	$(CC) $(CFLAGS) -Iinclude $(filter %.c,$^) -L$(LIBDIR) -levstore -pthread -Wl,-rpath,'$$ORIGIN/../lib' -o $@
 
 # The demo needs cargo and a C compiler (tools/setup.sh demo checks, installing gcc as
 # root), nothing else.

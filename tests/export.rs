@@ -341,3 +341,218 @@ fn child() {
         other => panic!("no role {other}"),
     }
 }
+
+mod c_api {
+    use super::*;
+    use evstore::ffi::*;
+    use std::ffi::{c_void, CString};
+
+    unsafe extern "C" fn count(user: *mut c_void, position: u64, end: u64) {
+        // SAFETY: the test passes a live (u64, u64, u64) as user data.
+        let seen = unsafe { &mut *(user as *mut (u64, u64, u64)) };
+        assert!(
+            position <= end && position >= seen.1,
+            "{position} {end} {seen:?}"
+        );
+        *seen = (seen.0 + 1, position, end);
+    }
+
+    unsafe extern "C" fn collect(user: *mut c_void, bytes: *const u8, len: usize) -> i32 {
+        // SAFETY: the test passes a live Vec<u8>; `bytes` holds `len` bytes for the call.
+        unsafe {
+            (*(user as *mut Vec<u8>)).extend_from_slice(std::slice::from_raw_parts(bytes, len))
+        };
+        0
+    }
+
+    unsafe extern "C" fn refuse(_: *mut c_void, _: *const u8, _: usize) -> i32 {
+        -5
+    }
+
+    fn c(s: &str) -> CString {
+        CString::new(s).unwrap()
+    }
+
+    fn c_open(dir: &Path) -> *mut evs_store {
+        let mut s = std::ptr::null_mut();
+        let p = c(dir.to_str().unwrap());
+        // SAFETY: a path and an out-pointer.
+        assert_eq!(
+            unsafe { evs_open(p.as_ptr(), std::ptr::null(), &mut s, std::ptr::null_mut()) },
+            EVS_OK
+        );
+        s
+    }
+
+    fn message() -> String {
+        // SAFETY: never NULL, NUL-terminated.
+        unsafe { std::ffi::CStr::from_ptr(evs_last_error_message()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    #[test]
+    fn export_import_and_copy_through_the_c_api() {
+        let _s = serial();
+        let tmp = tempfile::tempdir().unwrap();
+        let src_dir = tmp.path().join("src");
+        let src = source(&src_dir, 200);
+        let want = seen(&src);
+        src.close().unwrap();
+        drop(src);
+
+        // evs_copy between two paths, with progress.
+        let mut progress = (0u64, 0u64, 0u64);
+        let opts = evs_copy_options {
+            struct_size: std::mem::size_of::<evs_copy_options>(),
+            progress: Some(count),
+            progress_user_data: &mut progress as *mut _ as *mut c_void,
+        };
+        let mut info = evs_copy_info {
+            struct_size: std::mem::size_of::<evs_copy_info>(),
+            events: 0,
+            entries: 0,
+            first_position: 0,
+            next_position: 0,
+            bytes: 0,
+        };
+        let (from, to) = (
+            c(src_dir.to_str().unwrap()),
+            c(tmp.path().join("copy").to_str().unwrap()),
+        );
+        // SAFETY: live strings, options and info.
+        let st = unsafe { evs_copy(from.as_ptr(), to.as_ptr(), &opts, &mut info) };
+        assert_eq!(st, EVS_OK, "{}", message());
+        assert_eq!(
+            (info.events, info.next_position),
+            (want.events.len() as u64, want.next)
+        );
+        assert_eq!((progress.1, progress.2), (want.next, want.next));
+        assert_same(&want, &seen(&open(&tmp.path().join("copy"))), "evs_copy");
+        // Again into it: nothing more; into another log: EVS_ERR_NOT_EMPTY.
+        // SAFETY: as above.
+        assert_eq!(
+            unsafe {
+                evs_copy(
+                    from.as_ptr(),
+                    to.as_ptr(),
+                    std::ptr::null(),
+                    std::ptr::null_mut(),
+                )
+            },
+            EVS_OK
+        );
+        let other = open(&tmp.path().join("other"));
+        other.append_event("T", b"x").unwrap();
+        other.close().unwrap();
+        drop(other);
+        let busy = c(tmp.path().join("other").to_str().unwrap());
+        // SAFETY: as above.
+        let st = unsafe {
+            evs_copy(
+                from.as_ptr(),
+                busy.as_ptr(),
+                std::ptr::null(),
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(st, EVS_ERR_NOT_EMPTY, "{}", message());
+        // SAFETY: NULL arguments are refused.
+        let st = unsafe {
+            evs_copy(
+                std::ptr::null(),
+                to.as_ptr(),
+                std::ptr::null(),
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(st, EVS_ERR_INVALID_ARGUMENT);
+        assert!(message().contains("from"), "{}", message());
+
+        // evs_export to a path and through a writer: the same items.
+        let s = c_open(&src_dir);
+        let file = tmp.path().join("c.evx");
+        let path = c(file.to_str().unwrap());
+        // SAFETY: a live store and strings.
+        assert_eq!(
+            unsafe { evs_export(s, path.as_ptr(), std::ptr::null(), &mut info) },
+            EVS_OK,
+            "{}",
+            message()
+        );
+        let mut bytes: Vec<u8> = Vec::new();
+        // SAFETY: a live store, the writer and its Vec.
+        let st = unsafe {
+            evs_export_to(
+                s,
+                Some(collect),
+                &mut bytes as *mut _ as *mut c_void,
+                std::ptr::null(),
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(st, EVS_OK, "{}", message());
+        let items = |t: &str| {
+            let l: Vec<String> = t.lines().map(String::from).collect();
+            l[1..l.len() - 1].to_vec()
+        };
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(items(&text) == items(std::str::from_utf8(&bytes).unwrap()));
+        // A writer that fails stops the export with EVS_ERR_IO; a NULL one is refused.
+        // SAFETY: as above.
+        let st = unsafe {
+            evs_export_to(
+                s,
+                Some(refuse),
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(st, EVS_ERR_IO);
+        assert!(message().contains("returned -5"), "{}", message());
+        // SAFETY: as above.
+        let st = unsafe {
+            evs_export_to(
+                s,
+                None,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(st, EVS_ERR_INVALID_ARGUMENT);
+        // Exporting over an existing file: EVS_ERR_IO, the file untouched.
+        // SAFETY: as above.
+        assert_eq!(
+            unsafe { evs_export(s, path.as_ptr(), std::ptr::null(), std::ptr::null_mut()) },
+            EVS_ERR_IO
+        );
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+        // SAFETY: the store from c_open.
+        assert_eq!(unsafe { evs_close(s) }, EVS_OK);
+
+        // evs_import into an empty store, then into the same one again.
+        let d = c_open(&tmp.path().join("imported"));
+        // SAFETY: a live store and strings.
+        assert_eq!(
+            unsafe { evs_import(d, path.as_ptr(), std::ptr::null(), &mut info) },
+            EVS_OK,
+            "{}",
+            message()
+        );
+        // SAFETY: as above.
+        let st = unsafe { evs_import(d, path.as_ptr(), std::ptr::null(), std::ptr::null_mut()) };
+        assert_eq!(st, EVS_ERR_NOT_EMPTY);
+        // SAFETY: the store from c_open.
+        assert_eq!(unsafe { evs_close(d) }, EVS_OK);
+        assert_same(
+            &want,
+            &seen(&open(&tmp.path().join("imported"))),
+            "evs_import",
+        );
+        // SAFETY: a status code.
+        let name = unsafe { std::ffi::CStr::from_ptr(evs_status_name(EVS_ERR_NOT_EMPTY)) };
+        assert_eq!(name.to_str().unwrap(), "EVS_ERR_NOT_EMPTY");
+    }
+}

@@ -50,6 +50,7 @@ const (
 	CodeStreamDeleted        Code = C.EVS_ERR_STREAM_DELETED   // added in 1.1
 	CodeBalanceNotZero       Code = C.EVS_ERR_BALANCE_NOT_ZERO // added in 1.1
 	CodeStale                Code = C.EVS_ERR_STALE            // added in 1.1
+	CodeNotEmpty             Code = C.EVS_ERR_NOT_EMPTY        // added in 1.1
 	CodeUnavailable          Code = C.EVS_ERR_UNAVAILABLE      // defined in 1.1
 	CodeInternal             Code = C.EVS_ERR_INTERNAL
 )
@@ -168,6 +169,7 @@ var (
 	ErrStreamDeleted        = Error{Code: CodeStreamDeleted}
 	ErrBalanceNotZero       = Error{Code: CodeBalanceNotZero}
 	ErrStale                = Error{Code: CodeStale}
+	ErrNotEmpty             = Error{Code: CodeNotEmpty}
 	ErrUnavailable          = Error{Code: CodeUnavailable}
 	ErrInternal             = Error{Code: CodeInternal}
 )
