@@ -188,3 +188,135 @@ fn child() {
         other => panic!("no role {other}"),
     }
 }
+
+/// Backup and point-in-time recovery with PostgreSQL's own tools (docs/postgres.md
+/// "Backup and point-in-time recovery"): a base backup while the store is written, WAL
+/// archived by the server, a recovery into a new data directory up to a named restore
+/// point; the restored server opens (`evs_open`) with exactly the store as it was at the
+/// restore point: the events and lifecycle entries before it, none after.
+#[test]
+fn a_server_recovered_to_a_point_in_time_opens_with_exactly_the_log_up_to_it() {
+    // Archived WAL goes to the server's folder (archive_command runs in the data dir).
+    let pg = PgServer::start_with_conf(
+        "archive_mode = on\narchive_command = 'mkdir -p ../archive && test ! -f ../archive/%f && cp %p ../archive/%f'",
+    )
+    .unwrap_or_else(|e| panic!("the server did not start: {e}"));
+    let url = schema_url(&pg, "pitr");
+    let s = open(&url);
+    fill(&s, 30);
+    let dir = pg.dir().display().to_string();
+    let port = pg.port();
+    common::pg::as_pg(&format!(
+        "pg_basebackup -h 127.0.0.1 -p {port} -U postgres -D {dir}/base -X stream --no-sync"
+    ))
+    .unwrap();
+    // After the base backup: more events and a delete, then the restore point.
+    for i in 0..50u64 {
+        let p = format!("after the backup {i}");
+        s.append(
+            "late",
+            ExpectedVersion::Any,
+            &[EventInput::new("Late", p.as_bytes())],
+        )
+        .unwrap();
+    }
+    s.delete_stream("order-4", ExpectedVersion::Any, false, None)
+        .unwrap();
+    let want = seen(&s);
+    assert!(want.events.iter().any(|e| e.stream == "late"));
+    let point = |sql: &str| common::pg::sql(pg.url(), sql).unwrap_or_default();
+    point("select pg_create_restore_point('evs-test-point')::text");
+    // After the restore point: none of this may come back.
+    for i in 0..20u64 {
+        let p = format!("after the point {i}");
+        s.append(
+            "later",
+            ExpectedVersion::Any,
+            &[EventInput::new("Later", p.as_bytes())],
+        )
+        .unwrap();
+    }
+    s.truncate_stream("late", 10, None).unwrap();
+    assert_ne!(seen(&s), want);
+    // Every WAL segment up to here archived (the current one switched out first).
+    let last = point("select pg_walfile_name(pg_switch_wal())");
+    assert!(!last.is_empty());
+    let archived = Path::new(&dir).join("archive").join(&last);
+    for _ in 0..600 {
+        if archived.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(archived.exists(), "{} was not archived", archived.display());
+    drop(s);
+
+    // Recovery into a new data directory: the base backup, the archive, the target.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    common::pg::as_pg(&format!(
+        "cp -a {dir}/base {dir}/restored && touch {dir}/restored/recovery.signal"
+    ))
+    .unwrap();
+    let conf = format!(
+        "port = {free}\narchive_mode = off\nrestore_command = 'cp {dir}/archive/%f %p'\n\
+         recovery_target_name = 'evs-test-point'\nrecovery_target_action = 'promote'\n"
+    );
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(format!("{dir}/restored/postgresql.conf"))
+        .and_then(|mut f| f.write_all(conf.as_bytes()))
+        .unwrap();
+    common::pg::as_pg(&format!(
+        "pg_ctl -D {dir}/restored -l {dir}/restored.log -w -t 120 start"
+    ))
+    .unwrap();
+    let restored = format!("postgresql://postgres@127.0.0.1:{free}/postgres");
+    let stop = Stop(format!("{dir}/restored"));
+    // Wait for the end of recovery (the promotion at the target).
+    for _ in 0..600 {
+        if common::pg::sql(&restored, "select pg_is_in_recovery()::text").as_deref()
+            == Some("false")
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        common::pg::sql(&restored, "select pg_is_in_recovery()::text").as_deref(),
+        Some("false"),
+        "the restored server did not finish its recovery: {}",
+        std::fs::read_to_string(format!("{dir}/restored.log")).unwrap_or_default()
+    );
+    // Through the C API, then compared field by field.
+    let restored_url = format!("{restored}?schema=pitr");
+    let c = common::pg::c_open(&restored_url);
+    // SAFETY: all-zero is a valid evs_stats (integers), then its size is set.
+    let mut stats: evstore::ffi::evs_stats = unsafe { std::mem::zeroed() };
+    stats.struct_size = std::mem::size_of::<evstore::ffi::evs_stats>();
+    // SAFETY: a live store and its struct.
+    assert_eq!(
+        unsafe { evstore::ffi::evs_stats_get(c, &mut stats) },
+        evstore::ffi::EVS_OK
+    );
+    assert_eq!(stats.events, want.next, "the restored store's positions");
+    // SAFETY: the store from c_open.
+    assert_eq!(unsafe { evstore::ffi::evs_close(c) }, evstore::ffi::EVS_OK);
+    let r = open(&restored_url);
+    assert_same(&want, &seen(&r), "the restored store");
+    drop(r);
+    drop(stop);
+}
+
+/// Stops the restored server (immediately) when the test ends, passing or not.
+struct Stop(String);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        let _ = common::pg::as_pg(&format!("pg_ctl -D {} -m immediate -w stop", self.0));
+    }
+}
