@@ -36,7 +36,7 @@ NEEDS_LIB := lib
 NEEDS_INSTALLED := installed
 endif
 
-.PHONY: all lib header demo installed test test-build test-rust-build test-rust test-bench-build test-c test-go test-go-consumer test-cpp test-cmake-consumer test-swift-modulemap test-evsctl test-readme test-setup test-pkgconfig test-examples test-reliability test-c-pg bench bench-instr bench-pg bench-scale stress install clean lint
+.PHONY: all lib header demo installed test test-build test-rust-build test-rust test-bench-build test-c test-go test-go-consumer test-cpp test-cmake-consumer test-swift-modulemap test-evsctl test-readme test-setup test-pkgconfig test-examples test-reliability test-c-pg bench bench-instr bench-pg bench-pg-copy bench-scale stress install clean lint
 
 all: lib
 
@@ -228,6 +228,11 @@ bench-scale: lib
 PG_BENCH_ARGS ?=
 $(BUILD)/pg_bench_c: bench/pg/writer.c lib
 	$(CC) $(CFLAGS) -Iinclude $< -L$(LIBDIR) -levstore -lpthread -Wl,-rpath,$(abspath $(LIBDIR)) -o $@
+
+# The copy of a 1M-event file store to PostgreSQL and back, events/s (PG_COPY_ARGS).
+bench-pg-copy:
+	$(CARGO) build --release --example pg_copy_bench
+	bash tests/pg/pg_server.sh run ./$(TARGET)/examples/pg_copy_bench $(PG_COPY_ARGS)
 
 bench-pg: $(BUILD)/pg_bench_c
 	$(CARGO) build --release --example pg_bench
