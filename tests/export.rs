@@ -4,12 +4,14 @@
 
 mod common;
 
-use common::moves::{assert_same, assert_writers_go_on_alike, fill, seen, seen_but_times_from};
+use common::moves::{
+    assert_same, assert_writers_go_on_alike, copying_child, fill, open_at, seen,
+    seen_but_times_from,
+};
 use common::procs::{self, Children};
 use evstore::store::import::{self, Item, LogEntry};
 use evstore::store::lifecycle::LifecycleOp;
-use evstore::store::{Event, Store, StoreOptions};
-use evstore::wal::FsyncPolicy;
+use evstore::store::{Event, Store};
 use evstore::ErrorKind;
 use std::path::Path;
 
@@ -20,19 +22,8 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Small segments (the log spans several, so compaction leaves gaps in sealed ones), no
-/// automatic compaction.
-fn opts() -> StoreOptions {
-    StoreOptions {
-        fsync: FsyncPolicy::Os,
-        max_segment_size: 64 << 10,
-        compaction_trigger_percent: 0,
-        ..Default::default()
-    }
-}
-
 fn open(dir: &Path) -> Store {
-    Store::open(dir, opts(), Vec::new()).unwrap().0
+    open_at(dir)
 }
 
 /// A file store with `fill`'s log, compacted (so the removed events' records are gone
@@ -323,21 +314,7 @@ fn a_copy_killed_midway_and_run_again_ends_with_the_same_log() {
 #[ignore = "a child process of the tests in this file"]
 fn child() {
     match procs::role().as_str() {
-        role @ ("copying" | "copying-on") => {
-            let src = open(Path::new(&std::env::var("EVS_TEST_SRC").unwrap()));
-            let dst = open(Path::new(&std::env::var("EVS_TEST_DST").unwrap()));
-            let wait = role == "copying";
-            procs::report("copying");
-            let mut progress = |at: u64, _end: u64| {
-                if wait {
-                    procs::report(&format!("at {at}"));
-                    procs::wait_for_parent();
-                }
-            };
-            import::copy(&src, &dst, &mut progress).unwrap();
-            // Not killed in time: the parent kills it here.
-            std::thread::sleep(std::time::Duration::from_secs(600));
-        }
+        role @ ("copying" | "copying-on") => copying_child(role, |p| open(Path::new(p))),
         other => panic!("no role {other}"),
     }
 }

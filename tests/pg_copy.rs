@@ -5,26 +5,19 @@
 
 mod common;
 
-use common::moves::{assert_same, assert_writers_go_on_alike, fill, seen, seen_but_times_from};
+use common::moves::{
+    assert_same, assert_writers_go_on_alike, copying_child, fill, open_at, seen,
+    seen_but_times_from,
+};
 use common::pg::PgServer;
 use common::procs::{self, Children};
 use evstore::store::import;
-use evstore::store::{EventInput, ExpectedVersion, Store, StoreOptions};
-use evstore::wal::FsyncPolicy;
+use evstore::store::{EventInput, ExpectedVersion, Store};
 use evstore::ErrorKind;
 use std::path::Path;
 
-fn opts() -> StoreOptions {
-    StoreOptions {
-        fsync: FsyncPolicy::Os,
-        max_segment_size: 64 << 10,
-        compaction_trigger_percent: 0,
-        ..Default::default()
-    }
-}
-
 fn open(at: &str) -> Store {
-    Store::open(at, opts(), Vec::new()).unwrap().0
+    open_at(at)
 }
 
 fn dir_str(p: &Path) -> String {
@@ -170,21 +163,7 @@ fn a_copy_to_postgresql_killed_midway_and_run_again_ends_with_the_same_log() {
 #[ignore = "a child process of the tests in this file"]
 fn child() {
     match procs::role().as_str() {
-        role @ ("copying" | "copying-on") => {
-            let src = open(&std::env::var("EVS_TEST_SRC").unwrap());
-            let dst = open(&std::env::var("EVS_TEST_DST").unwrap());
-            let wait = role == "copying";
-            procs::report("copying");
-            let mut progress = |at: u64, _end: u64| {
-                if wait {
-                    procs::report(&format!("at {at}"));
-                    procs::wait_for_parent();
-                }
-            };
-            import::copy(&src, &dst, &mut progress).unwrap();
-            // Not killed in time: the parent kills it here.
-            std::thread::sleep(std::time::Duration::from_secs(600));
-        }
+        role @ ("copying" | "copying-on") => copying_child(role, open),
         other => panic!("no role {other}"),
     }
 }

@@ -247,3 +247,36 @@ pub fn seen_but_times_from(s: &Store, from: u64) -> Seen {
         .for_each(|e| e.timestamp_us = 0);
     v
 }
+
+/// The child of the tests that kill a copy: copies `EVS_TEST_SRC` into `EVS_TEST_DST`
+/// (opened by `open`), reporting "copying" first; as "copying" it also reports "at P" at
+/// its first progress report and waits there for the parent (who kills it), as
+/// "copying-on" it goes on until killed wherever it is.
+pub fn copying_child(role: &str, open: impl Fn(&str) -> Store) {
+    use super::procs;
+    let src = open(&std::env::var("EVS_TEST_SRC").unwrap());
+    let dst = open(&std::env::var("EVS_TEST_DST").unwrap());
+    let wait = role == "copying";
+    procs::report("copying");
+    let mut progress = |at: u64, _end: u64| {
+        if wait {
+            procs::report(&format!("at {at}"));
+            procs::wait_for_parent();
+        }
+    };
+    evstore::store::import::copy(&src, &dst, &mut progress).unwrap();
+    // Not killed in time: the parent kills it here.
+    std::thread::sleep(std::time::Duration::from_secs(600));
+}
+
+/// Opens (creating) the store at `at` with small segments (a log spans several, so a
+/// compaction leaves gaps in sealed ones) and no automatic compaction.
+pub fn open_at(at: impl AsRef<std::path::Path>) -> Store {
+    let opts = evstore::store::StoreOptions {
+        fsync: evstore::wal::FsyncPolicy::Os,
+        max_segment_size: 64 << 10,
+        compaction_trigger_percent: 0,
+        ..Default::default()
+    };
+    Store::open(at, opts, Vec::new()).unwrap().0
+}
