@@ -243,6 +243,33 @@ fn a_copy_between_file_stores_is_the_same_log() {
     assert_eq!(e.kind, ErrorKind::NotEmpty, "{}", e.message);
 }
 
+#[test]
+fn a_follower_of_the_destination_sees_the_imported_log() {
+    let _s = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = source(&tmp.path().join("src"), 200);
+    let dst = open(&tmp.path().join("dst"));
+    // A read-only handle opened before the copy follows the writer's imports: skipped
+    // keys, entries alone in their batches, the end marker and the new segment after it.
+    let ro = Store::open(
+        tmp.path().join("dst"),
+        evstore::store::StoreOptions {
+            read_only: true,
+            ..Default::default()
+        },
+        Vec::new(),
+    )
+    .unwrap()
+    .0;
+    import::copy(&src, &dst, &mut none).unwrap();
+    ro.refresh().unwrap();
+    assert_same(&seen(&src), &seen(&ro), "a follower of the destination");
+    // And on after it: an append of the writer is followed too.
+    dst.append_event("After", b"a").unwrap();
+    ro.refresh().unwrap();
+    assert_eq!(ro.next_position().unwrap(), seen(&src).next + 1);
+}
+
 /// Events for the copy a child is killed in: many, so that the kill lands mid-copy.
 fn big_source(dir: &Path) -> Store {
     let s = open(dir);
