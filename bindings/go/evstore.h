@@ -87,9 +87,6 @@
 // Expected version: the stream must exist.
 #define EVS_EXPECT_EXISTS -3
 
-// The format version this library writes and reads.
-#define FORMAT_VERSION 1
-
 // An open durable consumer (opaque). One thread at a time; free it with
 // `evs_consumer_close`.
 typedef struct evs_consumer evs_consumer;
