@@ -36,7 +36,7 @@ NEEDS_LIB := lib
 NEEDS_INSTALLED := installed
 endif
 
-.PHONY: all lib header demo installed test test-build test-rust-build test-rust test-bench-build test-c test-go test-go-consumer test-cpp test-cmake-consumer test-swift-modulemap test-evsctl test-readme test-setup test-pkgconfig test-examples test-reliability test-c-pg bench bench-backup bench-instr bench-pg bench-scale stress install clean lint
+.PHONY: all lib header demo installed test test-build test-rust-build test-rust test-bench-build test-c test-go test-go-consumer test-cpp test-cmake-consumer test-swift-modulemap test-evsctl test-readme test-setup test-pkgconfig test-examples test-reliability test-c-pg bench bench-backup bench-instr bench-pg bench-pg-copy bench-scale stress install clean lint
 
 all: lib
 
@@ -63,9 +63,9 @@ $(BUILD)/bank: examples-c/bank.c $(NEEDS_LIB)
 # evsctl finds the library in ../lib beside its bin/: build/lib here, $(PREFIX)/lib once
 # installed (a runpath of $ORIGIN/../lib, so the install is relocatable).
 EVSCTL := $(BUILD)/bin/evsctl
-$(EVSCTL): tools/evsctl/evsctl.c tools/evsctl/backup.c tools/evsctl/backup.h $(NEEDS_LIB)
+$(EVSCTL): tools/evsctl/evsctl.c tools/evsctl/backup.c tools/evsctl/backup.h tools/evsctl/move.c tools/evsctl/move.h $(NEEDS_LIB)
 	mkdir -p $(BUILD)/bin
-	$(CC) $(CFLAGS) -Iinclude tools/evsctl/evsctl.c tools/evsctl/backup.c -L$(LIBDIR) -levstore -pthread -Wl,-rpath,'$$ORIGIN/../lib' -o $@
+	$(CC) $(CFLAGS) -Iinclude $(filter %.c,$^) -L$(LIBDIR) -levstore -pthread -Wl,-rpath,'$$ORIGIN/../lib' -o $@
 
 # The demo needs cargo and a C compiler (tools/setup.sh demo checks, installing gcc as
 # root), nothing else.
@@ -234,6 +234,11 @@ bench-scale: lib
 PG_BENCH_ARGS ?=
 $(BUILD)/pg_bench_c: bench/pg/writer.c lib
 	$(CC) $(CFLAGS) -Iinclude $< -L$(LIBDIR) -levstore -lpthread -Wl,-rpath,$(abspath $(LIBDIR)) -o $@
+
+# The copy of a 1M-event file store to PostgreSQL and back, events/s (PG_COPY_ARGS).
+bench-pg-copy:
+	$(CARGO) build --release --example pg_copy_bench
+	bash tests/pg/pg_server.sh run ./$(TARGET)/examples/pg_copy_bench $(PG_COPY_ARGS)
 
 bench-pg: $(BUILD)/pg_bench_c
 	$(CARGO) build --release --example pg_bench

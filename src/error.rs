@@ -35,6 +35,9 @@ pub enum ErrorKind {
     /// A backup (or a restore's destination) whose writing did not finish: its marker
     /// file says so (or is damaged); nothing opens, restores or verifies it as a store.
     Incomplete,
+    /// An import (or a copy) into a store that holds positions at or after where it
+    /// would write: imports go into empty stores, in position order.
+    NotEmpty,
     Internal,
 }
 

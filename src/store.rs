@@ -10,9 +10,11 @@ mod backend;
 pub mod consumer;
 pub mod consumer_run;
 mod event;
+pub mod export;
 mod file;
 mod handle;
 pub mod ids;
+pub mod import;
 pub mod lifecycle;
 mod postgres;
 

@@ -50,7 +50,8 @@ const (
 	CodeStreamDeleted        Code = C.EVS_ERR_STREAM_DELETED   // added in 1.1
 	CodeBalanceNotZero       Code = C.EVS_ERR_BALANCE_NOT_ZERO // added in 1.1
 	CodeStale                Code = C.EVS_ERR_STALE            // added in 1.1
-	CodeIncomplete           Code = C.EVS_ERR_INCOMPLETE       // added in 1.2 (backups)
+	CodeIncomplete           Code = C.EVS_ERR_INCOMPLETE       // added in 1.1 (backups)
+	CodeNotEmpty             Code = C.EVS_ERR_NOT_EMPTY        // added in 1.1
 	CodeUnavailable          Code = C.EVS_ERR_UNAVAILABLE      // defined in 1.1
 	CodeInternal             Code = C.EVS_ERR_INTERNAL
 )
@@ -170,6 +171,7 @@ var (
 	ErrBalanceNotZero       = Error{Code: CodeBalanceNotZero}
 	ErrStale                = Error{Code: CodeStale}
 	ErrIncomplete           = Error{Code: CodeIncomplete}
+	ErrNotEmpty             = Error{Code: CodeNotEmpty}
 	ErrUnavailable          = Error{Code: CodeUnavailable}
 	ErrInternal             = Error{Code: CodeInternal}
 )

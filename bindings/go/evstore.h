@@ -395,6 +395,41 @@ typedef struct evs_parked_event {
   const char *reason;
 } evs_parked_event;
 
+// Called now and then during an export, import or copy, on the calling thread, with
+// the position reached and the end (the source's next position); it must return
+// normally.
+typedef void (*evs_progress_fn)(void *user_data, uint64_t position, uint64_t end);
+
+// Options of `evs_export`, `evs_export_to`, `evs_import` and `evs_copy`
+// (caller-allocated: set `struct_size`, see `EVS_STRUCT_INIT`; NULL: none).
+typedef struct evs_copy_options {
+  // sizeof(evs_copy_options) as the caller's header has it; never changed.
+  size_t struct_size;
+  // NULL: no progress reports.
+  evs_progress_fn progress;
+  // Passed to `progress` as it is.
+  void *progress_user_data;
+} evs_copy_options;
+
+// What an export, import or copy did (caller-allocated: set `struct_size`).
+typedef struct evs_copy_info {
+  // sizeof(evs_copy_info) as the caller's header has it; never changed.
+  size_t struct_size;
+  // Events and lifecycle entries moved.
+  uint64_t events;
+  uint64_t entries;
+  // The positions covered: `first_position .. next_position` (a copy that went on
+  // from an earlier one starts where that one stopped).
+  uint64_t first_position;
+  uint64_t next_position;
+  // Bytes of the export written or read (0 for a copy).
+  uint64_t bytes;
+} evs_copy_info;
+
+// Takes the next `len` bytes of an export (`evs_export_to`), on the calling thread.
+// Returns 0 when it took them all; anything else stops the export (EVS_ERR_IO).
+typedef int32_t (*evs_write_fn)(void *user_data, const uint8_t *bytes, size_t len);
+
 // A retention rule (caller-allocated: set `struct_size`, see `EVS_STRUCT_INIT`). 0 is
 // "no limit of that kind"; both 0 is no rule.
 typedef struct evs_retention {
@@ -639,8 +674,12 @@ typedef int32_t (*evs_event_fn)(void *user_data, const struct evs_event *event);
 
 // A directory that an `evs_backup` or `evs_restore` began writing and did not finish
 // (its `BACKUP` marker says so, or is damaged): `evs_open`, `evs_restore` and
-// `evs_verify_backup` refuse it; take the backup (or the restore) again (version 1.2).
+// `evs_verify_backup` refuse it; take the backup (or the restore) again (version 1.1).
 #define EVS_ERR_INCOMPLETE -19
+
+// An import or a copy into a store that is not empty (or, for a copy, not an earlier
+// copy of the same source), or items out of position order (version 1.1).
+#define EVS_ERR_NOT_EMPTY -20
 
 // A bug in evstore (a caught panic).
 #define EVS_ERR_INTERNAL -99
@@ -1035,6 +1074,76 @@ evs_status evs_consumer_reset(struct evs_store *s, const char *name, uint64_t po
 // Thread safety: any thread. Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL, a bad
 // name); EVS_ERR_NOT_FOUND (no such consumer); EVS_ERR_LOCKED (it is open); EVS_ERR_IO.
 evs_status evs_consumer_delete(struct evs_store *s, const char *name);
+
+// Writes the whole log of `s` (positions 0 up to its next position when the call began:
+// every event a reader sees, with its position, time, stream, version, id, type, schema
+// version, metadata and payload, and every delete, truncation and retention rule at its
+// place) to a new file at `path`, in the portable export format
+// (docs/export-format.md), synced before it returns. Appends made meanwhile go on and
+// are not in it. `opts` (may be NULL): a progress function. `*out_info` (may be NULL):
+// what was written.
+//
+// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store or path, bad UTF-8, a bad
+// `struct_size`, a closed store); EVS_ERR_IO (`path` exists, or cannot be written;
+// a partial file may be left: delete it); EVS_ERR_CORRUPT (the store's log is
+// damaged). Thread safety: any thread; appends may run meanwhile. Ownership: every
+// argument stays the caller's.
+evs_status evs_export(struct evs_store *s,
+                      const char *path,
+                      const struct evs_copy_options *opts,
+                      struct evs_copy_info *out_info);
+
+// `evs_export`, handing the bytes to `write` (with `user_data`) instead of a file: for
+// a pipe, a socket, object storage. `write` gets the export in order, in pieces of any
+// size; a non-zero return stops it (EVS_ERR_IO). Nothing is synced.
+//
+// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store or `write`, a bad `struct_size`,
+// a closed store); EVS_ERR_IO (`write` returned non-zero); EVS_ERR_CORRUPT. Thread
+// safety: any thread; `write` runs on the calling thread. Ownership: every argument
+// stays the caller's.
+evs_status evs_export_to(struct evs_store *s,
+                         evs_write_fn write,
+                         void *user_data,
+                         const struct evs_copy_options *opts,
+                         struct evs_copy_info *out_info);
+
+// Imports the export file at `path` into `s`, which must be empty: every event and
+// lifecycle entry at its own position, with its own time, version and id; positions
+// the export does not hold stay empty, and the store's next position becomes the
+// export's. The file is read twice: first checked whole (a file cut short, changed or
+// out of order is refused before anything is written), then imported in batches, each
+// durable when the next starts. An import that fails midway leaves a prefix of the
+// export in the store; `evs_copy` from the original store finishes it.
+//
+// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store or path, bad UTF-8, a bad
+// `struct_size`, a closed store, an item out of the limits); EVS_ERR_NOT_EMPTY (the
+// store is not empty); EVS_ERR_CORRUPT (the file is not a whole export: the message
+// names the line); EVS_ERR_IO; EVS_ERR_READ_ONLY; EVS_ERR_ALREADY_EXISTS (PostgreSQL:
+// an id stored already). Thread safety: any thread; other writers of the store make it
+// fail with EVS_ERR_NOT_EMPTY. Ownership: every argument stays the caller's.
+evs_status evs_import(struct evs_store *s,
+                      const char *path,
+                      const struct evs_copy_options *opts,
+                      struct evs_copy_info *out_info);
+
+// Copies the store at `from` into the store at `to` (each a directory or a
+// `postgresql://` URL), without a file: every event and lifecycle entry at its own
+// position, as `evs_export` and `evs_import` would. `from` is opened read-only (a file
+// store may be open for writing elsewhere meanwhile; the copy takes its log up to its
+// next position when the copy began). `to` is created if needed and must be empty, or
+// hold an earlier copy of `from` that stopped (killed, a lost connection, a full disk):
+// the copy then goes on from `to`'s next position and ends with the same log. `to` is
+// synced before it returns. The stores are opened with default options.
+//
+// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL or empty `from` or `to`, bad UTF-8,
+// a bad `struct_size`); EVS_ERR_NOT_EMPTY (`to` holds other events than `from`);
+// EVS_ERR_LOCKED (`to` is a file store open for writing elsewhere); EVS_ERR_IO,
+// EVS_ERR_UNAVAILABLE, EVS_ERR_CORRUPT (either side). Thread safety: any thread.
+// Ownership: every argument stays the caller's.
+evs_status evs_copy(const char *from,
+                    const char *to,
+                    const struct evs_copy_options *opts,
+                    struct evs_copy_info *out_info);
 
 // Deletes `stream`: every event it has so far leaves every read now. `flags`:
 // EVS_DELETE_SOFT (the stream does not exist until it is appended to again:

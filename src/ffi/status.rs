@@ -83,8 +83,11 @@ pub const EVS_ERR_BALANCE_NOT_ZERO: evs_status = -17;
 pub const EVS_ERR_STALE: evs_status = -18;
 /// A directory that an `evs_backup` or `evs_restore` began writing and did not finish
 /// (its `BACKUP` marker says so, or is damaged): `evs_open`, `evs_restore` and
-/// `evs_verify_backup` refuse it; take the backup (or the restore) again (version 1.2).
+/// `evs_verify_backup` refuse it; take the backup (or the restore) again (version 1.1).
 pub const EVS_ERR_INCOMPLETE: evs_status = -19;
+/// An import or a copy into a store that is not empty (or, for a copy, not an earlier
+/// copy of the same source), or items out of position order (version 1.1).
+pub const EVS_ERR_NOT_EMPTY: evs_status = -20;
 /// A bug in evstore (a caught panic).
 pub const EVS_ERR_INTERNAL: evs_status = -99;
 
@@ -109,6 +112,7 @@ pub(crate) fn status_of(kind: ErrorKind) -> evs_status {
         ErrorKind::BalanceNotZero => EVS_ERR_BALANCE_NOT_ZERO,
         ErrorKind::Stale => EVS_ERR_STALE,
         ErrorKind::Incomplete => EVS_ERR_INCOMPLETE,
+        ErrorKind::NotEmpty => EVS_ERR_NOT_EMPTY,
         ErrorKind::Internal => EVS_ERR_INTERNAL,
     }
 }
@@ -270,6 +274,7 @@ pub extern "C" fn evs_status_name(s: evs_status) -> *const c_char {
         EVS_ERR_BALANCE_NOT_ZERO => b"EVS_ERR_BALANCE_NOT_ZERO\0",
         EVS_ERR_STALE => b"EVS_ERR_STALE\0",
         EVS_ERR_INCOMPLETE => b"EVS_ERR_INCOMPLETE\0",
+        EVS_ERR_NOT_EMPTY => b"EVS_ERR_NOT_EMPTY\0",
         EVS_ERR_INTERNAL => b"EVS_ERR_INTERNAL\0",
         _ => b"EVS_UNKNOWN_STATUS\0",
     };

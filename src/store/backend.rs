@@ -8,6 +8,7 @@
 
 use super::consumer::{ConsumerClaim, ConsumerOp, StoredConsumer};
 use super::file::backup::{BackupInfo, BackupOptions, BackupProgress};
+use super::import::{Item, LogEntry};
 use super::lifecycle::{CompactInfo, LifecycleRequest, Rule};
 use super::{AppendResult, Event, EventRef, StoreOptions, StoreStats, StreamAppend, StreamInfo};
 use crate::error::Result;
@@ -156,6 +157,15 @@ pub trait Backend: Send + Sync {
             "consumer '{name}': consumer groups need the PostgreSQL engine"
         )))
     }
+    /// The lifecycle entries (deletes, truncations, retention rules; not consumers'
+    /// records) at positions `from .. to`, in position order (exports and copies).
+    fn entries(&self, from: u64, to: u64) -> Result<Vec<LogEntry>>;
+    /// Writes `items` at their own positions, with their own times and ids (imports and
+    /// copies, `store::import`), and makes `end` the next position (the positions
+    /// between stay empty). The items must come at or after the next position, in
+    /// order (`NotEmpty` otherwise, writing nothing: see `import::check_batch`); each
+    /// lifecycle entry takes effect at its place. Durable when it returns.
+    fn import(&self, items: &[Item], end: u64) -> Result<()>;
 
     /// Counters only this backend has, for the metrics (PostgreSQL: its committer and
     /// connections); none by default.

@@ -252,6 +252,17 @@ impl Store {
         self.backend.interrupt()
     }
 
+    /// The lifecycle entries at positions `from .. to` (see `Backend::entries`).
+    pub fn entries(&self, from: u64, to: u64) -> Result<Vec<super::import::LogEntry>> {
+        self.backend.entries(from, to)
+    }
+
+    /// Writes items at their own positions (see `Backend::import`; `store::import` has
+    /// the whole moves: export, import, copy).
+    pub fn import(&self, items: &[super::import::Item], end: u64) -> Result<()> {
+        self.backend.import(items, end)
+    }
+
     /// Opens durable consumer `name` for the caller alone (docs/consumers.md); `lease`:
     /// how long a holder that stopped renewing keeps it (PostgreSQL).
     pub fn consumer_claim(&self, name: &str, lease: std::time::Duration) -> Result<ConsumerClaim> {

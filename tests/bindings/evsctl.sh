@@ -384,6 +384,44 @@ cp "$work/bk.marker" "$work/bk.b/BACKUP"
 printf 'X' | dd of="$work/bk.b/events/000000.wal" bs=1 seek=100 conv=notrunc 2> /dev/null
 run 1 verify "$work/bk.b" && has_err "000000.wal offset" && has_err "whole before position" && ok ||
     no "verify of a changed byte: $err"
+# export, import, copy (docs/export-format.md): a store with a delete, a truncation and
+# a rule, exported to a file and to stdout, imported, copied, each the same log again.
+for c in export import copy; do
+    run 0 "$c" --help && has "usage: evsctl $c" && ok || no "$c --help: $out"
+done
+run 0 help export && has "base64" && ok || no "help export: $out"
+run 0 --help && has "export" && has "import" && has "copy" && ok || no "--help lists export, import, copy: $out"
+mv_src=$work/mv-src
+for v in 0 1 2; do
+    "$evsctl" append "$mv_src" keep T "k$v" > /dev/null && "$evsctl" append "$mv_src" gone T "g$v" > /dev/null ||
+        no "append for the moves"
+done
+"$evsctl" delete "$mv_src" gone --hard > /dev/null && "$evsctl" truncate "$mv_src" keep 1 > /dev/null &&
+    "$evsctl" retention --category tele- --max-count 5 "$mv_src" > /dev/null || no "lifecycle for the moves"
+run 0 export "$mv_src" "$work/mv.evx" && has "exported 2 events and 3 lifecycle entries (positions 0 to 9" && ok ||
+    no "export to a file: $out $err"
+head -n 1 "$work/mv.evx" | grep -q '"kind":"header","format":"evstore-export","version":1,"engine":"file"' && ok ||
+    no "the export's header: $(head -n 1 "$work/mv.evx")"
+grep -q '"kind":"delete","pos":6,.*"stream":"gone","hard":true,"version":2' "$work/mv.evx" && ok ||
+    no "the export's hard delete: $(cat "$work/mv.evx")"
+run 0 export "$mv_src" && [ "$(printf '%s\n' "$out" | sed -e 1d -e '$d')" = "$(sed -e 1d -e '$d' "$work/mv.evx")" ] &&
+    ok || no "export to stdout: $out"
+has_err "exported 2 events" && ok || no "export to stdout: the summary on stderr: $err"
+run 1 export "$mv_src" "$work/mv.evx" && has_err "EVS_ERR_IO" && ok || no "export over an existing file: $err"
+run 0 import "$work/mv.evx" "$work/mv-in" && has "imported 2 events and 3 lifecycle entries" && ok ||
+    no "import: $out $err"
+run 0 dump "$work/mv-in" && [ "$out" = "$("$evsctl" dump "$mv_src")" ] && ok || no "the import's dump: $out"
+run 1 stream "$work/mv-in" gone && has_err "EVS_ERR_STREAM_DELETED" && ok || no "the import keeps the tombstone: $err"
+run 1 import "$work/mv.evx" "$work/mv-in" && has_err "EVS_ERR_NOT_EMPTY" && ok || no "import into a non-empty store: $err"
+head -c 200 "$work/mv.evx" > "$work/cut.evx"
+run 1 import "$work/cut.evx" "$work/mv-cut" && has_err "EVS_ERR_CORRUPT" && has_err "cut short" && ok ||
+    no "import of a cut export: $err"
+run 0 copy "$mv_src" "$work/mv-copy" && has "copied 2 events and 3 lifecycle entries" && ok || no "copy: $out $err"
+run 0 copy "$mv_src" "$work/mv-copy" && has "copied 0 events and 0 lifecycle entries (positions 9 to 9" && ok ||
+    no "copy again: nothing more: $out $err"
+run 0 dump "$work/mv-copy" && [ "$out" = "$("$evsctl" dump "$mv_src")" ] && ok || no "the copy's dump: $out"
+run 1 copy "$bankstore" "$work/mv-copy" && has_err "EVS_ERR_NOT_EMPTY" && ok || no "copy into another log: $err"
+run 2 copy "$mv_src" && has_err "wrong number of arguments" && ok || no "copy without DST: $err"
 
 if [ -n "${EVS_PG_URL:-}" ]; then
     pg="$EVS_PG_URL?schema=evsctl_test"
@@ -476,6 +514,19 @@ if [ -n "${EVS_PG_URL:-}" ]; then
     run 0 compact "$lpg" && has "compacted: 3 rows deleted or rewritten" && has "3 removed events erased" && ok || no "pg compact: $out $err"
     run 0 info "$lpg" && has "reclaimable_bytes 0" && ok || no "pg info after compact: $out"
     run 0 verify "$lpg" && has "ok: 2 events, positions in order from 0 with 8 empty" && ok || no "pg verify: $out $err"
+
+    # A folder to PostgreSQL and back: the same log; an export of PostgreSQL.
+    mpg="$EVS_PG_URL?schema=evsctl_moved"
+    run 0 copy "$mv_src" "$mpg" && has "copied 2 events and 3 lifecycle entries" && ok || no "copy to pg: $out $err"
+    run 0 dump "$mpg" && [ "$out" = "$("$evsctl" dump "$mv_src")" ] && ok || no "pg dump of the copy: $out"
+    run 0 export "$mpg" "$work/pg.evx" && has "exported 2 events and 3 lifecycle entries" && ok ||
+        no "pg export: $out $err"
+    head -n 1 "$work/pg.evx" | grep -q '"engine":"postgresql"' && ok || no "pg export's header"
+    [ "$(sed -e 1d -e '$d' "$work/pg.evx")" = "$(sed -e 1d -e '$d' "$work/mv.evx")" ] && ok ||
+        no "pg export's items differ from the folder's"
+    run 0 copy "$mpg" "$work/mv-back" && run 0 dump "$work/mv-back" && [ "$out" = "$("$evsctl" dump "$mv_src")" ] &&
+        ok || no "copy back from pg: $out $err"
+    run 1 import "$work/mv.evx" "$mpg" && has_err "EVS_ERR_NOT_EMPTY" && ok || no "pg import into a non-empty store: $err"
 fi
 
 echo "evsctl: $passed passed, $failed failed"

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod life;
+pub mod moves;
 pub mod pg;
 pub mod procs;
 pub mod promises;

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "backup.h"
+#include "move.h"
 
 typedef struct command command;
 typedef int (*command_fn)(const command *cmd, evs_store *s, int argc, char **argv);
@@ -1162,6 +1163,7 @@ static void usage(FILE *out) {
     for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(out, "  %-9s %-17s %s%s\n", k_commands[i].name, k_commands[i].args, k_commands[i].summary,
                 k_commands[i].writes ? " (writes)" : "");
+    evsctl_move_usage(out);
     fprintf(out, "\nReading commands open the store read-only, beside a running writer. STORE is a folder, or a\n"
                  "postgresql:// URL. On a terminal, an open that takes more than a second, verify, dump and\n"
                  "compact show their progress on stderr.\n");
@@ -1203,6 +1205,8 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         if (argc > 2 && strcmp(argv[1], "help") == 0) {
             const command *c = find_command(argv[2]);
+            if (c == NULL && evsctl_move_help(argv[2]))
+                return 0;
             if (c == NULL) {
                 fprintf(stderr, "evsctl: help: no command '%s'\n", argv[2]);
                 return 2;
@@ -1217,6 +1221,9 @@ int main(int argc, char **argv) {
         printf("evsctl %s\n", evs_version());
         return 0;
     }
+    int moved = 0;
+    if (evsctl_move(argc, argv, &moved))
+        return moved;
     const command *cmd = find_command(argv[1]);
     if (cmd == NULL) {
         fprintf(stderr, "evsctl: no command '%s' (evsctl --help lists them)\n", argv[1]);

@@ -8,6 +8,7 @@ mod cursor;
 mod dedupe;
 pub mod envelope;
 mod follow;
+mod import;
 mod index;
 mod lifecycle;
 mod lock;

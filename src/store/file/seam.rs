@@ -7,6 +7,7 @@ use super::FileStore;
 use crate::error::Result;
 use crate::store::backend::{Backend, EventCursor, TailCursor};
 use crate::store::consumer::{ConsumerClaim, ConsumerOp, StoredConsumer};
+use crate::store::import::{Item, LogEntry};
 use crate::store::lifecycle::{LifecycleRequest, Rule};
 use crate::store::{
     AppendResult, Event, EventRef, StoreOptions, StoreStats, StreamAppend, StreamInfo,
@@ -72,6 +73,14 @@ impl Backend for FileStore {
 
     fn retention(&self, name: &str, category: bool) -> Result<Option<Rule>> {
         FileStore::retention(self, name, category)
+    }
+
+    fn entries(&self, from: u64, to: u64) -> Result<Vec<LogEntry>> {
+        FileStore::entries(self, from, to)
+    }
+
+    fn import(&self, items: &[Item], end: u64) -> Result<()> {
+        FileStore::import(self, items, end)
     }
 
     fn compact(&self) -> Result<crate::store::lifecycle::CompactInfo> {

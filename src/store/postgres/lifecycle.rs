@@ -402,7 +402,7 @@ async fn entry_transaction(
 }
 
 /// `apply_entry`'s kind (the entry encoding's first byte) and numbers.
-fn entry_args(op: &LifecycleOp) -> (i32, i64, i64) {
+pub(super) fn entry_args(op: &LifecycleOp) -> (i32, i64, i64) {
     let kind = i32::from(op.encode()[0]);
     let (a, b) = match op {
         LifecycleOp::Delete { version, .. } => (*version, 0),

@@ -9,6 +9,7 @@ mod committer;
 pub mod conn;
 mod consumers;
 mod cursor;
+mod import;
 mod lifecycle;
 mod listener;
 mod schema;
@@ -791,6 +792,14 @@ impl Backend for PgStore {
 
     fn apply_lifecycle(&self, req: &LifecycleRequest<'_>, id: Option<[u8; 16]>) -> Result<u64> {
         self.lifecycle_entry(req, id)
+    }
+
+    fn entries(&self, from: u64, to: u64) -> Result<Vec<super::import::LogEntry>> {
+        self.log_entries(from, to)
+    }
+
+    fn import(&self, items: &[super::import::Item], end: u64) -> Result<()> {
+        self.import_items(items, end)
     }
 
     fn retention(&self, name: &str, category: bool) -> Result<Option<Rule>> {
