@@ -323,6 +323,38 @@ pub(crate) fn decode_event<'a>(
     }
 }
 
+/// `decode_event` for a record whose key was found to be `position` (or that is a
+/// legacy record, whose key does not count): the forward cursor's, which compared them.
+/// The usual envelope (format 1) is decoded inline; damage is reported at `position`.
+#[inline(always)]
+pub(crate) fn decode_at_key<'a>(
+    position: u64,
+    value: &'a [u8],
+    legacy: &'a mut Option<Event>,
+) -> Result<EventRef<'a>> {
+    if value.first() == Some(&envelope::FORMAT_BINARY_V1) {
+        if let Some(e) = envelope::decode_binary_fast(value, 1, None) {
+            return Ok(binary_event(position, e));
+        }
+    }
+    decode_other(position, value, legacy)
+}
+
+/// `decode_at_key` for any envelope but a whole format-1 one (which it reports).
+#[inline(never)]
+fn decode_other<'a>(
+    position: u64,
+    value: &'a [u8],
+    legacy: &'a mut Option<Event>,
+) -> Result<EventRef<'a>> {
+    let e = match envelope::decode(value).map_err(|e| e.damage_at(position))? {
+        Envelope::Binary(e) => binary_event(position, e),
+        Envelope::Legacy(l) => legacy_event(position, l, legacy),
+        Envelope::Lifecycle { op, .. } => return Err(entry_is_no_event(position, &op)),
+    };
+    Ok(e)
+}
+
 /// Decodes a record (its key and value) at `position`.
 pub(crate) fn decode_record<'a>(
     position: u64,
@@ -373,7 +405,7 @@ fn check_key(position: u64, key: &[u8], value: &[u8]) -> Result<()> {
     Ok(())
 }
 
-#[inline]
+#[inline(always)]
 fn binary_event(position: u64, e: envelope::EnvelopeRef<'_>) -> EventRef<'_> {
     EventRef {
         position,
