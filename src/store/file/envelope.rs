@@ -3,6 +3,7 @@
 //! program (which always start with `{`) are told apart by the first byte.
 
 use crate::error::{Error, Result};
+use crate::store::as_text;
 use crate::store::lifecycle::LifecycleOp;
 use crate::wal::record::{get_varint, put_varint};
 
@@ -129,30 +130,6 @@ fn utf8<'a>(b: &'a [u8], what: &str) -> Result<&'a str> {
     std::str::from_utf8(b).map_err(|_| Error::corrupt(format!("envelope: the {what} is not UTF-8")))
 }
 
-/// Whether every byte of `b` is ASCII: the top bits of 8 bytes at a time, the last 8
-/// (or 4) read overlapping what was read before.
-#[inline(always)]
-fn is_ascii(b: &[u8]) -> bool {
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-    let half = |i: usize| u64::from(u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes")));
-    let n = b.len();
-    let any = if n >= 8 {
-        let mut any = word(n - 8);
-        let mut i = 0;
-        while i + 8 < n {
-            any |= word(i);
-            i += 8;
-        }
-        any
-    } else if n >= 4 {
-        half(0) | half(n - 4)
-    } else {
-        b.iter().fold(0, |a, &x| a | u64::from(x))
-    };
-    any & HIGH == 0
-}
-
 /// Decodes a WAL value in either format.
 pub fn decode(value: &[u8]) -> Result<Envelope<'_>> {
     match value.first() {
@@ -258,27 +235,14 @@ pub(crate) fn decode_binary_fast(
     let (metadata, at) = take_fast(buf, at, n)?;
     Some(EnvelopeRef {
         timestamp_us,
-        stream: text(stream)?,
+        stream: as_text(stream)?,
         stream_version,
-        event_type: text(event_type)?,
+        event_type: as_text(event_type)?,
         schema_version: u32::try_from(schema_version).ok()?,
         metadata,
         payload: buf.get(at..)?,
         id,
     })
-}
-
-/// `b` as text if it is UTF-8. Stream names and event types are short and nearly always
-/// ASCII: a word-at-a-time test of the top bits settles those (about 10 instructions
-/// against ~90 for `str::from_utf8` on an 11-byte name); any other byte string gets the
-/// full check.
-#[inline(always)]
-fn text(b: &[u8]) -> Option<&str> {
-    if is_ascii(b) {
-        // SAFETY: every byte of `b` is below 0x80 (just checked): ASCII, which is UTF-8.
-        return Some(unsafe { std::str::from_utf8_unchecked(b) });
-    }
-    std::str::from_utf8(b).ok()
 }
 
 /// `len` bytes of `buf` from `at`, and the offset after them.
@@ -371,19 +335,6 @@ mod tests {
         }
         // Flags this version does not know are refused, not ignored.
         assert!(decode(&[FORMAT_LIFECYCLE, 0x02, 0, 1, 0, 0, 0]).is_err());
-    }
-
-    #[test]
-    fn a_high_bit_anywhere_in_a_name_of_any_length_is_seen() {
-        for n in 0..40 {
-            let plain = vec![b'a'; n];
-            assert!(is_ascii(&plain), "{n}");
-            for i in 0..n {
-                let mut b = plain.clone();
-                b[i] = 0xC3;
-                assert!(!is_ascii(&b), "length {n}, byte {i}");
-            }
-        }
     }
 
     #[test]
