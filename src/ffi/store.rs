@@ -665,9 +665,12 @@ unsafe fn events_arg<'a>(
         )));
     }
     let max = store.options().max_event_size;
+    // (`count` is checked against the limit by `each_input`: no room is taken for more.)
     let mut inputs = match count {
         1 => Inputs::One(None),
-        _ => Inputs::Many(Vec::with_capacity(count)),
+        _ => Inputs::Many(Vec::with_capacity(
+            count.min(crate::store::MAX_BATCH_EVENTS),
+        )),
     };
     let check = |i: usize, e: evs_event_input| {
         // Argument names for messages are built only when a field is refused: the happy
