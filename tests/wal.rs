@@ -457,3 +457,135 @@ fn batch_and_os_appends_make_no_syscall_per_record() {
         check_sequence(&read_all(&wal), 20_000);
     }
 }
+
+/// A file system whose files' `sync_data` stalls, once armed, until the gate opens.
+#[derive(Debug, Default)]
+struct SyncGate {
+    /// (armed, a sync is waiting, open)
+    state: std::sync::Mutex<(bool, bool, bool)>,
+    cv: std::sync::Condvar,
+}
+
+impl SyncGate {
+    fn pass(&self) {
+        let mut st = self.state.lock().unwrap();
+        if !st.0 {
+            return;
+        }
+        st.1 = true;
+        self.cv.notify_all();
+        while !st.2 {
+            st = self.cv.wait(st).unwrap();
+        }
+    }
+
+    fn wait_for_a_sync(&self) {
+        let mut st = self.state.lock().unwrap();
+        while !st.1 {
+            st = self.cv.wait(st).unwrap();
+        }
+    }
+
+    fn set(&self, f: impl FnOnce(&mut (bool, bool, bool))) {
+        f(&mut self.state.lock().unwrap());
+        self.cv.notify_all();
+    }
+}
+
+#[derive(Debug)]
+struct StallingVfs(std::sync::Arc<SyncGate>);
+
+#[derive(Debug)]
+struct StallingFile(evstore::wal::vfs::FileRef, std::sync::Arc<SyncGate>);
+
+impl evstore::wal::vfs::VfsFile for StallingFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        self.0.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<usize> {
+        self.0.write_at(buf, offset)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.1.pass();
+        self.0.sync_data()
+    }
+    fn sync_all(&self) -> std::io::Result<()> {
+        self.0.sync_all()
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.0.set_len(len)
+    }
+    fn allocate(&self, len: u64) -> std::io::Result<()> {
+        self.0.allocate(len)
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        self.0.len()
+    }
+}
+
+impl evstore::wal::vfs::Vfs for StallingVfs {
+    fn open(
+        &self,
+        path: &Path,
+        mode: evstore::wal::vfs::OpenMode,
+    ) -> std::io::Result<evstore::wal::vfs::FileRef> {
+        let f = evstore::wal::vfs::os().open(path, mode)?;
+        Ok(std::sync::Arc::new(StallingFile(f, self.0.clone())))
+    }
+    fn create_dir(&self, path: &Path) -> std::io::Result<()> {
+        evstore::wal::vfs::os().create_dir(path)
+    }
+    fn list_dir(&self, path: &Path) -> std::io::Result<Vec<String>> {
+        evstore::wal::vfs::os().list_dir(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        evstore::wal::vfs::os().rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        evstore::wal::vfs::os().remove_file(path)
+    }
+    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+        evstore::wal::vfs::os().sync_dir(path)
+    }
+    fn stat(&self, path: &Path) -> std::io::Result<evstore::wal::vfs::Stat> {
+        evstore::wal::vfs::os().stat(path)
+    }
+    fn lock(&self, path: &Path) -> std::io::Result<Box<dyn std::any::Any + Send + Sync>> {
+        evstore::wal::vfs::os().lock(path)
+    }
+}
+
+/// Issue 25: the batch flusher does not hold the log's I/O lock through its fdatasync,
+/// so an append that writes its records at once (`append_written`, what the event store
+/// does under EVS_FSYNC_BATCH) goes on while the sync runs. The sync is let go only once
+/// that append has returned: an append that waited for it would wait forever (the
+/// limit below only turns that hang into a failure).
+#[test]
+fn an_append_does_not_wait_for_the_batch_flushers_fdatasync() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = std::sync::Arc::new(SyncGate::default());
+    let mut c = config(dir.path(), FsyncPolicy::Batch(Duration::from_millis(1)));
+    c.vfs = std::sync::Arc::new(StallingVfs(gate.clone()));
+    let (wal, _) = Wal::open(c).unwrap();
+    gate.set(|st| st.0 = true);
+    wal.append_written(&[RecordRef::put(&0u64.to_le_bytes(), &value(0))])
+        .unwrap();
+    // The flusher syncs the dirty log within its window, and stalls there.
+    gate.wait_for_a_sync();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let r = wal.append_written(&[RecordRef::put(&1u64.to_le_bytes(), &value(1))]);
+            tx.send(r.is_ok()).unwrap();
+        });
+        let done = rx.recv_timeout(Duration::from_secs(60));
+        gate.set(|st| st.2 = true);
+        assert_eq!(
+            done,
+            Ok(true),
+            "an append waited for the flusher's fdatasync"
+        );
+    });
+    check_sequence(&read_all(&wal), 2);
+    wal.close().unwrap();
+}

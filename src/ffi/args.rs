@@ -14,8 +14,9 @@ pub(crate) unsafe fn str_arg<'a>(p: *const c_char, name: &str) -> Result<&'a str
     }
     // SAFETY: the caller guarantees a NUL-terminated string (the C API contract).
     let c = unsafe { CStr::from_ptr(p) };
-    c.to_str()
-        .map_err(|_| Error::invalid(format!("{name} is not valid UTF-8")))
+    // ASCII names (nearly all) without `str::from_utf8`: see `as_text`.
+    crate::store::as_text(c.to_bytes())
+        .ok_or_else(|| Error::invalid(format!("{name} is not valid UTF-8")))
 }
 
 /// An optional string: NULL gives `None`.

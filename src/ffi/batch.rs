@@ -1,5 +1,7 @@
 //! `evs_cursor_next_batch`: many events a call, for callers to whom the cost of one call
-//! per event matters. The views point into one buffer of the cursor, filled per batch.
+//! per event matters. The views point into the reader's own buffer where the cursor keeps
+//! its events' bytes in place until its next call (the forward cursor over the whole
+//! log), else into one buffer of the cursor, filled per batch with copies.
 
 use super::args::{handle_mut, out_arg, write_out};
 use super::extensible::out_struct_at;
@@ -118,6 +120,30 @@ pub unsafe extern "C" fn evs_cursor_next_batch(
         let evs_cursor { kind, batch } = c;
         batch.bytes.clear();
         batch.spans.clear();
+        // A cursor that keeps its events' bytes in place: views straight into them.
+        let mut written = 0;
+        let mut bad_entry = None;
+        let mut sink = |e: &EventRef<'_>| {
+            // SAFETY: the caller's array has `capacity` entries of the first's size, and
+            // `next_views` hands out at most `capacity` events.
+            match unsafe { out_struct_at(out, written, Some(stride), "out") } {
+                Ok(o) => o.write(evs_event::view(e)),
+                Err(e) => bad_entry = bad_entry.take().or(Some(e)),
+            }
+            written += 1;
+        };
+        if let Some(views) = kind.0.next_views(capacity, &mut sink) {
+            if let Some(e) = bad_entry {
+                return Err(e);
+            }
+            debug_assert_eq!(views.count, written);
+            match views.error {
+                Some(e) if views.count == 0 => return Err(e),
+                e => batch.pending = e,
+            }
+            write_out(out_count, views.count);
+            return Ok(if views.count == 0 { EVS_END } else { EVS_OK });
+        }
         while batch.spans.len() < capacity
             && (batch.spans.is_empty() || batch.bytes.len() < BATCH_BYTES)
         {

@@ -101,8 +101,31 @@ pub(crate) unsafe fn input_array<T: Extensible>(
     max: usize,
     name: &str,
 ) -> Result<Vec<T>> {
+    let mut out = Vec::with_capacity(count);
+    // SAFETY: forwarded contract.
+    unsafe {
+        each_input(p, count, max, name, |_, v| {
+            out.push(v);
+            Ok(())
+        })
+    }?;
+    Ok(out)
+}
+
+/// `input_array` without the vector: each entry, read and checked, handed to `f` with
+/// its index, in one pass (the events of an append go straight into their checked form).
+///
+/// # Safety
+/// As `input_array`.
+pub(crate) unsafe fn each_input<T: Extensible>(
+    p: *const T,
+    count: usize,
+    max: usize,
+    name: &str,
+    mut f: impl FnMut(usize, T) -> Result<()>,
+) -> Result<()> {
     if count == 0 {
-        return Ok(Vec::new());
+        return Ok(());
     }
     if p.is_null() {
         return Err(Error::invalid(format!(
@@ -129,7 +152,6 @@ pub(crate) unsafe fn input_array<T: Extensible>(
             "{name}'s count {count} is impossible"
         )));
     }
-    let mut out = Vec::with_capacity(count);
     for i in 0..count {
         // Named for a message only if one is needed: no string built per entry.
         let entry = Entry(name, i);
@@ -144,9 +166,9 @@ pub(crate) unsafe fn input_array<T: Extensible>(
             )));
         }
         // SAFETY: `stride` readable bytes at `at`, starting with the size.
-        out.push(unsafe { read_at::<T>(at, &entry) }?.0);
+        f(i, unsafe { read_at::<T>(at, &entry) }?.0)?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A caller struct to fill, checked before any work is done; written only on success.

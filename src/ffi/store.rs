@@ -1,7 +1,7 @@
 //! The store's C surface: options, open/close/sync, appends, reads and cursors.
 
 use super::args::{bytes_arg, handle, handle_mut, out_arg, str_arg, write_opt, write_out};
-use super::extensible::{extensible, input_array, opt_out_struct, out_struct};
+use super::extensible::{each_input, extensible, input_array, opt_out_struct, out_struct};
 use super::gate::CallGate;
 use super::status::*;
 use crate::account::Bank;
@@ -658,17 +658,21 @@ unsafe fn events_arg<'a>(
     events: *const evs_event_input,
     count: usize,
     name: &str,
-) -> Result<Vec<EventInput<'a>>> {
+) -> Result<Inputs<'a>> {
     if count == 0 {
         return Err(Error::invalid(format!(
             "{name}: the count is 0: an append needs at least one event"
         )));
     }
     let max = store.options().max_event_size;
-    // SAFETY: forwarded contract.
-    let raw = unsafe { input_array(events, count, crate::store::MAX_BATCH_EVENTS, name) }?;
-    let mut inputs = Vec::with_capacity(count);
-    for (i, e) in raw.iter().enumerate() {
+    // (`count` is checked against the limit by `each_input`: no room is taken for more.)
+    let mut inputs = match count {
+        1 => Inputs::One(None),
+        _ => Inputs::Many(Vec::with_capacity(
+            count.min(crate::store::MAX_BATCH_EVENTS),
+        )),
+    };
+    let check = |i: usize, e: evs_event_input| {
         // Argument names for messages are built only when a field is refused: the happy
         // path of every append would otherwise format three strings an event.
         let named = |err: Error| err.prefixed(format_args!("{name}[{i}]."));
@@ -687,8 +691,37 @@ unsafe fn events_arg<'a>(
             schema_version: e.schema_version,
             id: id_arg(&e.id),
         });
-    }
+        Ok(())
+    };
+    // SAFETY: forwarded contract.
+    unsafe { each_input(events, count, crate::store::MAX_BATCH_EVENTS, name, check) }?;
     Ok(inputs)
+}
+
+/// An append's events, checked: one held inline (a single-event append allocates nothing
+/// for it), or a vector.
+enum Inputs<'a> {
+    One(Option<EventInput<'a>>),
+    Many(Vec<EventInput<'a>>),
+}
+
+impl<'a> Inputs<'a> {
+    fn push(&mut self, e: EventInput<'a>) {
+        match self {
+            Inputs::One(one) => *one = Some(e),
+            Inputs::Many(v) => v.push(e),
+        }
+    }
+}
+
+impl<'a> std::ops::Deref for Inputs<'a> {
+    type Target = [EventInput<'a>];
+    fn deref(&self) -> &[EventInput<'a>] {
+        match self {
+            Inputs::One(one) => one.as_slice(),
+            Inputs::Many(v) => v,
+        }
+    }
 }
 
 pub(crate) fn parse_expected(v: i64) -> Result<ExpectedVersion> {

@@ -23,6 +23,26 @@ pub type BackendMetric = (&'static str, &'static str, &'static str, u64);
 /// more later).
 pub trait EventCursor: Send {
     fn next(&mut self) -> Result<Option<EventRef<'_>>>;
+
+    /// A batch without copies: up to `max` next events handed to `sink`, whose bytes all
+    /// stay where they are until the next call on the cursor. `None` when this cursor
+    /// cannot promise that (its caller then copies each event `next` returns).
+    fn next_views(
+        &mut self,
+        max: usize,
+        sink: &mut dyn FnMut(&EventRef<'_>),
+    ) -> Option<EventViews> {
+        let _ = (max, sink);
+        None
+    }
+}
+
+/// What `EventCursor::next_views` handed out: how many events, and the error met after
+/// them (none handed out: the call's error), which the next call would not report again.
+#[derive(Debug, Default)]
+pub struct EventViews {
+    pub count: usize,
+    pub error: Option<crate::error::Error>,
 }
 
 /// A cursor in position order that tails the log: it knows where it stands.

@@ -13,19 +13,32 @@ use super::reader::WalReader;
 use super::record::{RecordRef, FLAG_BATCH_CONTINUES};
 use super::recovery::{self, RecoveryInfo};
 use super::segment;
-use super::signal::Signal;
+use super::signal::{lock_quietly, Doorbell, Signal};
 use super::stats::{WalStats, WalStatsSnapshot};
 use super::vfs::{self, FileRef, Kind, OpenMode};
 use super::{FsyncPolicy, Position, WalConfig};
 use crate::error::{Error, ErrorKind, Result};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Appended bytes past which an appender writes the buffer out itself, without waiting
 /// for the flusher (bounds memory, keeps writes large).
 const WRITE_THRESHOLD: usize = 4 << 20;
+
+/// Attempts of the flusher to take a lock without parking on it (`lock_quietly`) before
+/// it waits as anyone would: the appenders hold the locks for a few hundred instructions.
+const QUIET_TRIES: u32 = 1000;
+
+/// What an fdatasync covers: the active segment (its file and id), its written end and
+/// the LSN written when the sync started.
+struct Covered {
+    file: FileRef,
+    segment_id: u64,
+    offset: u64,
+    lsn: Lsn,
+}
 
 /// A log sequence number: bytes appended since the log was opened, across segments.
 pub type Lsn = u64;
@@ -48,8 +61,9 @@ pub(crate) struct Inner {
     /// Signalled when `durable`/`written` move, a flush or rotation ends, or the log
     /// closes.
     progress: Signal,
-    /// Wakes the batch flusher when there is something to flush, or on close.
-    flusher_wake: Condvar,
+    /// Wakes the batch flusher when it sleeps without a limit and there is something to
+    /// flush, or on close.
+    flusher_bell: Doorbell,
     pub(crate) stats: WalStats,
     /// Open read handles of segments, for random-access reads.
     read_files: Mutex<Vec<(u64, FileRef)>>,
@@ -90,6 +104,9 @@ pub(crate) struct State {
     rotating: bool,
     /// When the oldest appended-but-not-durable byte was appended.
     dirty_since: Option<Instant>,
+    /// The flusher sleeps until its bell rings (nothing was dirty when it looked): the
+    /// append that makes the log dirty rings it.
+    flusher_idle: bool,
     /// For each ended epoch (index), the LSN up to which its records survived the write
     /// failure that ended it, and that failure. A waiter from an ended epoch whose LSN is
     /// past it lost its records (LSNs after it are reused by the next epoch).
@@ -186,6 +203,7 @@ impl Wal {
             flushing: false,
             rotating: false,
             dirty_since: None,
+            flusher_idle: false,
             epochs: Vec::new(),
             poisoned: None,
             closed: false,
@@ -196,7 +214,7 @@ impl Wal {
             io: Mutex::new(()),
             state: Mutex::new(state),
             progress: Signal::default(),
-            flusher_wake: Condvar::new(),
+            flusher_bell: Doorbell::default(),
             stats: WalStats::default(),
             read_files: Mutex::new(Vec::new()),
             visible: AtomicU64::new(0),
@@ -658,7 +676,7 @@ impl Wal {
             self.sync().and_then(|_| self.inner.finalize_active())
         };
         self.inner.lock_state().closed = true;
-        self.inner.flusher_wake.notify_all();
+        self.inner.flusher_bell.ring();
         self.inner.progress.notify_all();
         if let Some(h) = self
             .flusher
@@ -785,7 +803,11 @@ impl Inner {
         st.appended += size;
         if st.dirty_since.is_none() {
             st.dirty_since = Some(Instant::now());
-            self.flusher_wake.notify_one();
+            // Rung only when the flusher sleeps without a limit: while appends go on it
+            // naps with one, and finds this by itself (no wake-up system call).
+            if std::mem::take(&mut st.flusher_idle) {
+                self.flusher_bell.ring();
+            }
         }
         self.stats.record_append(records.len() as u64, size);
         Appended {
@@ -915,6 +937,7 @@ impl Inner {
         let at = st.written_off;
         let target = st.appended;
         drop(st);
+        let written_end = at + chunk.len() as u64;
 
         if !chunk.is_empty() {
             let wrote = vfs::write_all_at(&*file, &chunk, at)
@@ -944,37 +967,59 @@ impl Inner {
         if !sync {
             return Ok(());
         }
+        let covered = Covered {
+            file,
+            segment_id,
+            offset: written_end,
+            lsn: target,
+        };
+        self.sync_covered(&covered, true)
+    }
+
+    /// fdatasyncs `c.file` and counts what it covers as durable. `io_held`: the caller
+    /// holds `io` (nothing was written since `c` was taken); else (the flusher) others
+    /// may have synced further or rotated meanwhile, and a failed sync under `Always`
+    /// (never the flusher's) is not cleaned up here.
+    fn sync_covered(&self, c: &Covered, io_held: bool) -> Result<()> {
         let started = Instant::now();
-        let synced = file
+        let synced = c
+            .file
             .sync_data()
             .map_err(|e| Error::io("fdatasync of the active segment", e));
         self.stats.record_fsync(started.elapsed());
-        let mut st = self.lock_state();
+        let mut st = match io_held {
+            true => self.lock_state(),
+            false => lock_quietly(&self.state, QUIET_TRIES),
+        };
         match synced {
             Ok(()) => {
-                st.durable = target;
-                // `io` is held: nothing was written after us.
-                st.durable_off = st.written_off;
-                if st.appended == target {
+                st.durable = st.durable.max(c.lsn);
+                if st.active_id == c.segment_id {
+                    st.durable_off = st.durable_off.max(c.offset);
+                }
+                if st.appended == c.lsn {
                     st.dirty_since = None;
                 }
                 let bound = Position {
-                    segment_id,
+                    segment_id: c.segment_id,
                     offset: st.durable_off,
                 };
+                let same = st.active_id == c.segment_id;
                 drop(st);
-                self.publish_durable(bound);
+                if same {
+                    self.publish_durable(bound);
+                }
                 Ok(())
             }
             Err(e) => {
                 let mut why = e.message.clone();
-                if self.config.fsync_policy == FsyncPolicy::Always {
+                if io_held && self.config.fsync_policy == FsyncPolicy::Always {
                     // Nobody was told about what is not durable: erase it, so a refused
                     // append is never found in the log.
                     let durable_off = st.durable_off;
-                    let len = file.len().unwrap_or(0);
+                    let len = c.file.len().unwrap_or(0);
                     drop(st);
-                    if let Err(e2) = self.erase(&file, durable_off, len) {
+                    if let Err(e2) = self.erase(&c.file, durable_off, len) {
                         why = format!("{why}; then erasing the unsynced records failed: {e2}");
                     }
                     st = self.lock_state();
@@ -1175,6 +1220,10 @@ impl Inner {
     /// The batch flusher: whenever something is appended, writes and syncs it within the
     /// window, whether or not more appends follow. Under `Os` it only writes. It stops
     /// working (but not waiting for close) once the log is poisoned.
+    ///
+    /// It keeps out of the appenders' way: it sleeps on a bell of its own, takes the
+    /// locks without parking on them (`lock_quietly`), and does not hold `io` during the
+    /// fdatasync (`flush_quietly`), so an append makes no `futex` call on its account.
     fn flusher_loop(&self) {
         let (window, sync) = match self.config.fsync_policy {
             FsyncPolicy::Batch(w) => (w, true),
@@ -1182,18 +1231,22 @@ impl Inner {
         };
         // Wake at half the window so a record's sync completes inside the window.
         let nap = (window / 2).max(Duration::from_micros(500));
-        let mut st = self.lock_state();
+        // After a flush it naps once more before it sleeps without a limit: appends that
+        // go on meanwhile find it awake and need not ring.
+        let mut just_flushed = false;
         loop {
+            let mut st = lock_quietly(&self.state, QUIET_TRIES);
+            st.flusher_idle = false;
             if st.closed {
                 return;
             }
             let dirty = match st.dirty_since {
                 Some(t) if st.poisoned.is_none() => t,
                 _ => {
-                    st = self
-                        .flusher_wake
-                        .wait(st)
-                        .unwrap_or_else(|e| e.into_inner());
+                    let limit = std::mem::take(&mut just_flushed).then_some(nap);
+                    st.flusher_idle = limit.is_none();
+                    drop(st);
+                    self.flusher_bell.wait(limit);
                     continue;
                 }
             };
@@ -1201,21 +1254,40 @@ impl Inner {
             // one sync then covers everything appended meanwhile.
             let due = dirty + nap;
             let now = Instant::now();
+            drop(st);
             if now < due {
-                st = self
-                    .flusher_wake
-                    .wait_timeout(st, due - now)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
+                self.flusher_bell.wait(Some(due - now));
                 continue;
             }
-            let (lsn, epoch) = (st.appended, st.epoch());
-            drop(st);
-            // A failure poisons the log (reported to every later caller) or takes back
-            // records whose appenders are told; nothing to do with it here.
-            let _ = self.flush_until(lsn, epoch, sync);
-            st = self.lock_state();
+            // A failure poisons the log (reported to every later caller); nothing to do
+            // with it here.
+            let _ = self.flush_quietly(sync);
+            just_flushed = true;
         }
+    }
+
+    /// The flusher's flush (not under `Always`, where appenders wait for their group's
+    /// sync): writes what is buffered under `io`, then fdatasyncs what was written with
+    /// `io` let go, so appenders go on writing meanwhile; what the sync covers is what
+    /// was written when it started.
+    fn flush_quietly(&self, sync: bool) -> Result<()> {
+        let io = lock_quietly(&self.io, QUIET_TRIES);
+        self.flush_locked(false, false)?;
+        if !sync {
+            return Ok(());
+        }
+        let st = lock_quietly(&self.state, QUIET_TRIES);
+        let covered = Covered {
+            file: st.active.clone(),
+            segment_id: st.active_id,
+            offset: st.written_off,
+            lsn: st.written,
+        };
+        drop(st);
+        drop(io);
+        let result = self.sync_covered(&covered, false);
+        self.progress.notify_all();
+        result
     }
 
     /// The logical end of segment `id` as far as readers may go, and whether a later

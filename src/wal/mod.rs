@@ -1,6 +1,7 @@
 //! The write-ahead log, in nori-wal's on-disk format (docs/log-format.md):
 //! segments of CRC-checked records, group commit, fsync policies, recovery, reading.
 
+pub(crate) mod crc;
 mod log;
 pub mod mark;
 pub mod process;

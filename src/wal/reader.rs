@@ -90,6 +90,7 @@ impl SegmentCursor {
 
     /// The record `next` returned last, again (until the next call of `next`): a reader
     /// that looks at a record before it decides to hand it out gets it back here.
+    #[inline]
     pub(crate) fn last(&self) -> Option<(Position, Decoded<'_>)> {
         let (offset, d) = self.scanner.as_ref()?.last_record()?;
         Some((
@@ -148,7 +149,30 @@ impl SegmentCursor {
     }
 
     /// The next record, or `None` when there is none yet.
+    #[inline]
     pub(crate) fn next(&mut self) -> Result<Option<(Position, Decoded<'_>)>> {
+        // The usual case: the next record is whole in the scanner's buffer.
+        if self.next_buffered() {
+            return Ok(self.last());
+        }
+        self.next_unbuffered()
+    }
+
+    /// Moves past the next record if it is whole in the scanner's buffer, below what is
+    /// known to be readable, and passes its checks: `last` then returns it. False, with
+    /// nothing read, when the record needs anything else (a read, a look at the
+    /// segment's bounds, a check that failed: `next` does all that). The buffer does
+    /// not move: records handed out since the last read stay where they are.
+    #[inline]
+    pub(crate) fn next_buffered(&mut self) -> bool {
+        match &mut self.scanner {
+            Some(sc) if sc.offset() < self.known_limit => sc.advance_buffered(),
+            _ => false,
+        }
+    }
+
+    /// `next` for a record that is not whole in the buffer (or a scanner not open).
+    fn next_unbuffered(&mut self) -> Result<Option<(Position, Decoded<'_>)>> {
         let read_only = self.inner.config.read_only;
         loop {
             if let Some(sc) = &self.scanner {

@@ -96,7 +96,7 @@ impl<'a> RecordRef<'a> {
         }
         out.extend_from_slice(self.key);
         out.extend_from_slice(self.value);
-        let crc = crc32c::crc32c(&out[start..]);
+        let crc = super::crc::crc32c(&out[start..]);
         out.extend_from_slice(&crc.to_le_bytes());
     }
 
@@ -182,10 +182,9 @@ pub struct Decoded<'a> {
     pub len: usize,
 }
 
-/// The parsed front of a record: everything before the key. Plain data, so that a
-/// caller can check a record once and split it again later without parsing it again.
+/// The parsed front of a record: everything before the key.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Header {
+struct Header {
     /// Bytes of klen, vlen, flags and ttl.
     len: usize,
     klen: u64,
@@ -203,6 +202,7 @@ impl Header {
     }
 }
 
+#[inline(always)]
 fn parse_header(buf: &[u8]) -> Result<Header, DecodeError> {
     let (klen, at) = get_varint(buf, 0)?;
     let (vlen, mut at) = get_varint(buf, at)?;
@@ -237,34 +237,74 @@ pub fn peek_len(buf: &[u8]) -> Option<usize> {
     parse_header(buf).ok()?.record_len()
 }
 
-// Inlined: every record read splits twice (the scanner's check, then `last_record`), and
-// left as a call it cost the forward cursor ~20 ns an event (a load of the header just
-// stored; measured when a second caller of `last_record` changed the compiler's mind).
+/// Where the parts of a record that passed its checks lie, from its first byte: what a
+/// reader keeps to hand the record out (again) without parsing or checking it again.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Checked {
+    key_start: usize,
+    key_end: usize,
+    value_end: usize,
+    flags: u8,
+    compression: Compression,
+    ttl_ms: Option<u64>,
+}
+
+impl Checked {
+    /// The whole record's length, CRC included.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.value_end + 4
+    }
+
+    /// The record in `rec` (the bytes it was checked in, from its first byte); `None` if
+    /// `rec` is shorter than the record.
+    #[inline]
+    pub(crate) fn split<'a>(&self, rec: &'a [u8]) -> Option<Decoded<'a>> {
+        let value = rec.get(self.key_end..self.value_end)?;
+        Some(Decoded {
+            record: RecordRef {
+                key: &rec[self.key_start..self.key_end],
+                value,
+                tombstone: self.flags & FLAG_TOMBSTONE != 0,
+                ttl_ms: self.ttl_ms,
+                compression: self.compression,
+                reserved: self.flags & RESERVED_MASK,
+            },
+            len: self.len(),
+        })
+    }
+}
+
+/// Locates the parts of the record `h` starts in `buf`, checking its CRC when `verify`.
 #[inline]
-fn split<'a>(buf: &'a [u8], h: &Header, verify: bool) -> Result<Decoded<'a>, DecodeError> {
+fn locate(buf: &[u8], h: &Header, verify: bool) -> Result<Checked, DecodeError> {
     let total = h.record_len().ok_or(DecodeError::Incomplete)?;
     if total > buf.len() {
         return Err(DecodeError::Incomplete);
     }
+    // total = h.len + klen + vlen + 4 fits in buf: none of these sums overflows.
     let key_end = h.len + h.klen as usize;
     let value_end = key_end + h.vlen as usize;
     if verify {
         let stored = u32::from_le_bytes(buf[value_end..total].try_into().unwrap());
-        if crc32c::crc32c(&buf[..value_end]) != stored {
+        if super::crc::crc32c(&buf[..value_end]) != stored {
             return Err(DecodeError::BadChecksum);
         }
     }
-    Ok(Decoded {
-        record: RecordRef {
-            key: &buf[h.len..key_end],
-            value: &buf[key_end..value_end],
-            tombstone: h.flags & FLAG_TOMBSTONE != 0,
-            ttl_ms: h.ttl_ms,
-            compression: h.compression,
-            reserved: h.flags & RESERVED_MASK,
-        },
-        len: total,
+    Ok(Checked {
+        key_start: h.len,
+        key_end,
+        value_end,
+        flags: h.flags,
+        compression: h.compression,
+        ttl_ms: h.ttl_ms,
     })
+}
+
+#[inline]
+fn split<'a>(buf: &'a [u8], h: &Header, verify: bool) -> Result<Decoded<'a>, DecodeError> {
+    let c = locate(buf, h, verify)?;
+    c.split(buf).ok_or(DecodeError::Incomplete)
 }
 
 /// The key of the record that starts `buf`, without checking its CRC (a reader that
@@ -280,18 +320,11 @@ pub fn decode(buf: &[u8]) -> Result<Decoded<'_>, DecodeError> {
     split(buf, &parse_header(buf)?, true)
 }
 
-/// Checks the record at the start of `buf` as `decode` does, and returns its header
-/// and total length, for `split_checked` to hand out without parsing it again.
-pub(crate) fn check(buf: &[u8]) -> Result<(Header, usize), DecodeError> {
-    let h = parse_header(buf)?;
-    let len = split(buf, &h, true)?.len;
-    Ok((h, len))
-}
-
-/// The record that `check` accepted at the start of `buf`, with the header it returned.
+/// Checks the record at the start of `buf` as `decode` does, and returns where its parts
+/// are, for `Checked::split` to hand out without parsing or checking it again.
 #[inline]
-pub(crate) fn split_checked<'a>(buf: &'a [u8], h: &Header) -> Result<Decoded<'a>, DecodeError> {
-    split(buf, h, false)
+pub(crate) fn check(buf: &[u8]) -> Result<Checked, DecodeError> {
+    locate(buf, &parse_header(buf)?, true)
 }
 
 /// Decodes a record that `decode` already accepted, without checking the CRC again.
@@ -315,24 +348,28 @@ pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 /// Reads a varint at `at`; returns the value and the offset just past it.
-#[inline]
+#[inline(always)]
 pub fn get_varint(buf: &[u8], at: usize) -> Result<(u64, usize), DecodeError> {
     // Most varints of a record (lengths, flags' neighbours, versions) are one byte.
     match buf.get(at) {
-        Some(&b) if b < 0x80 => Ok((b as u64, at + 1)),
-        _ => get_varint_long(buf, at),
+        Some(&b) if b < 0x80 => return Ok((b as u64, at + 1)),
+        None => return Err(DecodeError::Incomplete),
+        _ => {}
     }
-}
-
-#[inline(never)]
-fn get_varint_long(buf: &[u8], at: usize) -> Result<(u64, usize), DecodeError> {
+    // Then two-byte ones (a record's value length, 128 to 16383 bytes).
+    if let Some(&[b0, b1]) = buf.get(at..at.wrapping_add(2)) {
+        if b1 < 0x80 {
+            return Ok((u64::from(b0 & 0x7f) | u64::from(b1) << 7, at + 2));
+        }
+    }
     // A varint of up to 8 bytes (values below 2^56: lengths, versions, timestamps)
     // decodes from one little-endian word: its length is where the first byte without
     // the continuation bit is, and its 7-bit groups are packed together in three steps.
-    if let Some(word) = at
-        .checked_add(8)
-        .and_then(|end| buf.get(at..end))
-        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    // Inline: every event's timestamp is one (8 bytes), and a call cost as much again.
+    if let Some(word) = buf
+        .get(at..)
+        .and_then(|b| b.first_chunk::<8>())
+        .map(|b| u64::from_le_bytes(*b))
     {
         let stops = !word & 0x8080_8080_8080_8080;
         if stops != 0 {
@@ -348,6 +385,12 @@ fn get_varint_long(buf: &[u8], at: usize) -> Result<(u64, usize), DecodeError> {
             return Ok((x, at + len));
         }
     }
+    get_varint_long(buf, at)
+}
+
+/// A varint of 9 or 10 bytes, or one within 8 bytes of the end of `buf`: a byte at a time.
+#[inline(never)]
+fn get_varint_long(buf: &[u8], at: usize) -> Result<(u64, usize), DecodeError> {
     let mut value = 0u64;
     for i in 0..MAX_VARINT_LEN {
         let byte = *buf.get(at + i).ok_or(DecodeError::Incomplete)?;

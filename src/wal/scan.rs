@@ -34,8 +34,9 @@ pub struct Scanner {
     /// Another process may be writing: bytes that were read before it wrote them may be
     /// stale, so a bad record is read again from the file once before it counts.
     reread_on_bad: bool,
-    /// The last record `next` returned: its offset, where it is in `buf`, its header.
-    last: Option<(u64, usize, usize, record::Header)>,
+    /// The last record `next` returned: its offset, where it starts in `buf`, where its
+    /// parts are.
+    last: Option<(u64, usize, record::Checked)>,
     /// Bytes from this file offset on stay buffered (the records of a batch whose last
     /// record is not read yet), so they can be handed out again without copies.
     hold: Option<u64>,
@@ -111,7 +112,11 @@ impl Scanner {
         let keep = (keep_from - self.buf_start) as usize;
         let held = (offset - keep_from) as usize;
         self.buf.copy_within(keep..self.buf_len, 0);
-        if self.buf.len() < held + want {
+        if self.buf.is_empty() {
+            // A fresh zeroed allocation: calloc takes pages the kernel zeroes, where a
+            // resize would write 1 MiB of zeros first (~5 instructions an event).
+            self.buf = vec![0; held + want];
+        } else if self.buf.len() < held + want {
             self.buf.resize(held + want, 0);
         }
         // Shrink a buffer that grew for one huge record, so memory stays bounded.
@@ -132,10 +137,32 @@ impl Scanner {
 
     /// The record `next` returned last, again (without checking its CRC again), until
     /// the next call of `next`.
+    #[inline]
     pub fn last_record(&self) -> Option<(u64, Decoded<'_>)> {
-        let (offset, start, len, header) = self.last?;
-        let d = record::split_checked(self.buf.get(start..start + len)?, &header).ok()?;
-        Some((offset, d))
+        let (offset, start, checked) = self.last?;
+        Some((offset, checked.split(self.buf.get(start..self.buf_len)?)?))
+    }
+
+    /// Moves past the record at the current offset if it is whole in the buffer, before
+    /// the limit, and passes its checks (CRC included): then `last_record` returns it.
+    /// False, with nothing read and the offset unchanged, for anything else (`next` then
+    /// tells what it is). Never reads the file: the buffer does not move, so the records
+    /// handed out since the last call of `next` stay where they are.
+    #[inline]
+    pub fn advance_buffered(&mut self) -> bool {
+        self.last = None;
+        let offset = self.offset();
+        if offset >= self.limit {
+            return false;
+        }
+        match record::check(&self.buf[self.at..self.buf_len]) {
+            Ok(checked) => {
+                self.last = Some((offset, self.at, checked));
+                self.at += checked.len();
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// The record at the current offset, moving past it; or where the records stop.
@@ -149,12 +176,13 @@ impl Scanner {
             }
             let avail = &self.buf[self.at..self.buf_len];
             match record::check(avail) {
-                Ok((header, len)) => {
+                Ok(checked) => {
                     let start = self.at;
-                    self.at += len;
-                    self.last = Some((offset, start, len, header));
-                    // Split with the header just parsed; the CRC was just checked.
-                    let decoded = record::split_checked(&self.buf[start..start + len], &header)
+                    self.at += checked.len();
+                    self.last = Some((offset, start, checked));
+                    // The CRC was just checked.
+                    let decoded = checked
+                        .split(&self.buf[start..self.buf_len])
                         .expect("a record that was checked splits");
                     return Ok(Step::Record { offset, decoded });
                 }

@@ -3,7 +3,8 @@
 //! and flush, almost always with nobody waiting.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard, TryLockError};
+use std::time::{Duration, Instant};
 
 /// Waiters must wait with the guard of the mutex under which notifiers change what the
 /// waiters test; notifiers call `notify_all` after such a change (holding that mutex or
@@ -28,6 +29,60 @@ impl Signal {
             self.cv.notify_all();
         }
     }
+}
+
+/// Wakes one sleeper (the log's flusher) that sleeps on a mutex of its own: ringing, and
+/// the sleeper's timed naps and wake-ups, never touch the lock that the ringer uses for
+/// its work, so an appender releasing that lock never finds the sleeper parked on it.
+/// A ring before the sleeper waits is not lost: its next wait returns at once.
+#[derive(Default)]
+pub(crate) struct Doorbell {
+    rung: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Doorbell {
+    pub(crate) fn ring(&self) {
+        *self.rung.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.cv.notify_one();
+    }
+
+    /// Sleeps until rung or until `timeout` (none: no limit) has passed.
+    pub(crate) fn wait(&self, timeout: Option<Duration>) {
+        let mut rung = self.rung.lock().unwrap_or_else(|e| e.into_inner());
+        let until = timeout.map(|t| Instant::now() + t);
+        while !*rung {
+            rung = match until {
+                None => self.cv.wait(rung).unwrap_or_else(|e| e.into_inner()),
+                Some(until) => {
+                    let now = Instant::now();
+                    if now >= until {
+                        break;
+                    }
+                    self.cv
+                        .wait_timeout(rung, until - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+        *rung = false;
+    }
+}
+
+/// A mutex's guard taken without ever parking on it for the first `tries` attempts
+/// (yielding the CPU between them), then as `lock` does: for a background thread whose
+/// rare, short uses of a lock should not make every release by the busy thread that
+/// shares it a `futex` call.
+pub(crate) fn lock_quietly<T>(m: &Mutex<T>, tries: u32) -> MutexGuard<'_, T> {
+    for _ in 0..tries {
+        match m.try_lock() {
+            Ok(g) => return g,
+            Err(TryLockError::Poisoned(e)) => return e.into_inner(),
+            Err(TryLockError::WouldBlock) => std::thread::yield_now(),
+        }
+    }
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
@@ -64,5 +119,18 @@ mod tests {
         }
         t.join().unwrap();
         assert_eq!(*shared.0.lock().unwrap(), 2 * rounds);
+    }
+
+    /// A ring before the wait is kept; a wait with a limit ends without a ring.
+    #[test]
+    fn a_ring_before_the_wait_is_not_lost() {
+        let bell = Arc::new(Doorbell::default());
+        bell.ring();
+        bell.wait(None);
+        bell.wait(Some(Duration::from_millis(1)));
+        let other = bell.clone();
+        let t = std::thread::spawn(move || other.ring());
+        bell.wait(None);
+        t.join().unwrap();
     }
 }

@@ -922,6 +922,87 @@ static void test_next_batch(void)
     CHECK_OK(evs_close(s));
 }
 
+/* ---- zero-copy batches: every view of a batch stays valid until the next call ---- */
+
+/* Event i's payload: 1 to 700 bytes of a pattern of i; its stream alternates between an
+ * ASCII name and one with non-ASCII UTF-8 (the full check's path), its type likewise. */
+static size_t view_payload(size_t i, uint8_t *buf)
+{
+    size_t n = 1 + (i * 7919) % 700, j;
+    for (j = 0; j < n; j++)
+        buf[j] = (uint8_t)(i * 31 + j);
+    return n;
+}
+
+static void view_stream(size_t i, char *out, size_t cap)
+{
+    snprintf(out, cap, i % 3 ? "acc-%zu" : "str\xc3\xb6m-%zu", i % 17);
+}
+
+static const char *view_type(size_t i) { return i % 5 ? "Deposited" : "D\xc3\xa9pos\xc3\xa9"; }
+
+static void read_in_batches(const char *name, uint64_t max_segment, size_t events)
+{
+    char path[1100], stream[32], want_stream[32];
+    uint8_t payload[700];
+    evs_options *o = evs_options_new();
+    evs_store *s;
+    evs_cursor *c = NULL;
+    static evs_event batch[256];
+    size_t i, n, total = 0, calls = 0;
+    int ok = 1;
+
+    store_path(path, sizeof path, name);
+    CHECK(o != NULL);
+    if (max_segment)
+        CHECK_OK(evs_options_set_max_segment_size(o, max_segment));
+    s = open_store(path, o);
+    evs_options_free(o);
+    if (s == NULL)
+        return;
+    for (i = 0; i < events; i++) {
+        evs_event_input in = EVS_STRUCT_INIT(evs_event_input);
+        in.event_type = view_type(i);
+        in.payload = payload;
+        in.payload_len = view_payload(i, payload);
+        view_stream(i, stream, sizeof stream);
+        if (!CHECK_OK(evs_append(s, stream, EVS_EXPECT_ANY, &in, 1, NULL, NULL)))
+            break;
+    }
+    batch[0] = (evs_event)EVS_STRUCT_INIT(evs_event);
+    CHECK_OK(evs_read_all(s, 0, &c));
+    while (evs_cursor_next_batch(c, batch, 256, &n) == EVS_OK) {
+        calls++;
+        /* checked only once the whole batch is out: no view may have moved */
+        for (i = 0; i < n; i++) {
+            size_t at = total + i, len = view_payload(at, payload);
+            view_stream(at, want_stream, sizeof want_stream);
+            ok &= batch[i].position == at;
+            ok &= batch[i].payload_len == len && memcmp(batch[i].payload, payload, len) == 0;
+            ok &= batch[i].stream_len == strlen(want_stream) &&
+                  memcmp(batch[i].stream, want_stream, batch[i].stream_len) == 0;
+            ok &= batch[i].event_type_len == strlen(view_type(at)) &&
+                  memcmp(batch[i].event_type, view_type(at), batch[i].event_type_len) == 0;
+        }
+        total += n;
+    }
+    CHECK(ok);
+    CHECK_U64(total, events);
+    CHECK(calls >= events / 256);
+    evs_cursor_free(c);
+    CHECK_OK(evs_close(s));
+}
+
+static void test_batch_views_in_place(void)
+{
+    size_t events = (size_t)(20000 * tu_scale());
+    TU_SECTION("evs_cursor_next_batch: views into the read buffer stay put for the whole batch");
+    /* ~7 MB in one segment: batches meet the 1 MiB read buffer's refills */
+    read_in_batches("views-one-segment", 0, events);
+    /* 64 KiB segments: batches meet the ends of segments */
+    read_in_batches("views-small-segments", 64 << 10, events / 4);
+}
+
 /* ---- handles do not survive fork ---- */
 
 static int32_t idle_cb(void *user_data, const evs_event *e)
@@ -1219,6 +1300,7 @@ int main(void)
     test_reads();
     test_options();
     test_next_batch();
+    test_batch_views_in_place();
     test_fork();
     test_subscription_status();
     test_calls_during_thread_exit();

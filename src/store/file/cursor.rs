@@ -3,8 +3,9 @@
 //! events that borrow its buffer until its next call.
 
 use super::lifecycle::{passes_over, Views};
-use super::{check_plain, decode_event, FileStore};
+use super::{check_plain, decode_at_key, decode_event, FileStore};
 use crate::error::{Error, Result};
+use crate::store::backend::EventViews;
 use crate::store::{Event, EventRef};
 use crate::wal::{record, Position, SegmentCursor};
 use std::sync::Arc;
@@ -99,22 +100,94 @@ impl ForwardCursor {
         }
         // Damage found on the way is reported with the position (`evs_last_error_detail`).
         let due = self.next;
-        let damaged = move |e: Error| e.damage_at(due);
         let seg = self.segments.as_mut().expect("set by ready");
-        let Some((at, d)) = seg.next().map_err(damaged)? else {
-            return Err(damaged(log_ends(due)));
+        let Some((at, d)) = seg.next().map_err(|e| e.damage_at(due))? else {
+            return Err(log_ends(due).damage_at(due));
         };
-        check_plain(&d.record, at).map_err(damaged)?;
         let (key, value) = (d.record.key, d.record.value);
-        let Some(position) =
-            position_at(&mut self.next, self.until, key, value, at, committed).map_err(damaged)?
-        else {
-            self.relocate = true;
-            return Ok(None);
-        };
-        decode_event(position, key, value, &mut self.legacy)
-            .map(Some)
-            .map_err(|e| e.damage_at(position))
+        check_plain(&d.record, at).map_err(|e| e.damage_at(due))?;
+        match position_at(&mut self.next, self.until, key, value, at, committed) {
+            Ok(Some(position)) => decode_at_key(position, value, &mut self.legacy).map(Some),
+            Ok(None) => {
+                self.relocate = true;
+                Ok(None)
+            }
+            Err(e) => Err(e.damage_at(due)),
+        }
+    }
+
+    /// Up to `max` next events handed to `sink`, whose bytes all stay where they are
+    /// until the next call on this cursor: the records of the scanner's buffer, which is
+    /// not refilled or moved meanwhile (the batch stops where a read would be needed, and
+    /// after an event decoded into the cursor's own memory: a legacy one). `None` once
+    /// anything is removed (`next` passes over removed events, one at a time).
+    pub fn next_views(
+        &mut self,
+        max: usize,
+        sink: &mut dyn FnMut(&EventRef<'_>),
+    ) -> Option<EventViews> {
+        if self.store.removing() {
+            return None;
+        }
+        let mut views = EventViews::default();
+        if max == 0 {
+            return Some(views);
+        }
+        // Legacy events are decoded into `self.legacy`, which the next one would
+        // overwrite: one ends the batch. (The previous batch's views are done with.)
+        self.legacy = None;
+        // The first event as `next` reads it: a read of the file, the segment's bounds.
+        match self.next() {
+            Ok(Some(e)) => sink(&e),
+            Ok(None) => return Some(views),
+            Err(e) => {
+                views.error = Some(e);
+                return Some(views);
+            }
+        }
+        views.count = 1;
+        // Below what `next` saw committed: the next events are read without looking again.
+        let committed = self.store.committed();
+        // (Asked after `committed`, as `next` does: an entry below it has set the flag.)
+        if self.store.removing() {
+            return Some(views);
+        }
+        while views.count < max && self.legacy.is_none() {
+            let n = self.next;
+            if n >= self.until || n >= committed {
+                break;
+            }
+            // Only records whole in the buffer: no read moves the ones handed out.
+            let seg = self.segments.as_mut().expect("read from by next");
+            if !seg.next_buffered() {
+                break;
+            }
+            let (at, d) = seg.last().expect("just read");
+            let (key, value) = (d.record.key, d.record.value);
+            let event = check_plain(&d.record, at)
+                .and_then(|_| position_at(&mut self.next, self.until, key, value, at, committed));
+            match event {
+                Ok(Some(position)) => match decode_at_key(position, value, &mut self.legacy) {
+                    Ok(e) => {
+                        sink(&e);
+                        views.count += 1;
+                    }
+                    Err(e) => {
+                        views.error = Some(e);
+                        break;
+                    }
+                },
+                Ok(None) => {
+                    self.relocate = true;
+                    break;
+                }
+                Err(e) => {
+                    views.error = Some(e.damage_at(n));
+                    break;
+                }
+            }
+        }
+        Some(views)
     }
 
     /// `next` once anything is removed: passes over lifecycle entries and removed events.

@@ -3,6 +3,7 @@
 //! program (which always start with `{`) are told apart by the first byte.
 
 use crate::error::{Error, Result};
+use crate::store::as_text;
 use crate::store::lifecycle::LifecycleOp;
 use crate::wal::record::{get_varint, put_varint};
 
@@ -199,7 +200,65 @@ pub fn peek_stream(value: &[u8]) -> Result<Option<(u64, &[u8], u64)>> {
     Ok(Some((timestamp_us, stream, stream_version)))
 }
 
-fn decode_binary(buf: &[u8], start: usize, id: Option<[u8; 16]>) -> Result<EnvelopeRef<'_>> {
+/// The binary envelope's fields from `start` on (after the format byte and the id).
+#[inline]
+pub(crate) fn decode_binary(
+    buf: &[u8],
+    start: usize,
+    id: Option<[u8; 16]>,
+) -> Result<EnvelopeRef<'_>> {
+    match decode_binary_fast(buf, start, id) {
+        Some(e) => Ok(e),
+        None => Err(decode_binary_checked(buf, start, id)
+            .err()
+            .unwrap_or_else(|| Error::corrupt("envelope: it does not decode"))),
+    }
+}
+
+/// `decode_binary` in one pass that only says whether the envelope decodes (every check
+/// of `decode_binary_checked`, none of its messages): the readers' hot path, where a
+/// `Result` with a message per field cost a call and a copy each.
+#[inline(always)]
+pub(crate) fn decode_binary_fast(
+    buf: &[u8],
+    start: usize,
+    id: Option<[u8; 16]>,
+) -> Option<EnvelopeRef<'_>> {
+    let (timestamp_us, at) = get_varint(buf, start).ok()?;
+    let (n, at) = get_varint(buf, at).ok()?;
+    let (stream, at) = take_fast(buf, at, n)?;
+    let (stream_version, at) = get_varint(buf, at).ok()?;
+    let (n, at) = get_varint(buf, at).ok()?;
+    let (event_type, at) = take_fast(buf, at, n)?;
+    let (schema_version, at) = get_varint(buf, at).ok()?;
+    let (n, at) = get_varint(buf, at).ok()?;
+    let (metadata, at) = take_fast(buf, at, n)?;
+    Some(EnvelopeRef {
+        timestamp_us,
+        stream: as_text(stream)?,
+        stream_version,
+        event_type: as_text(event_type)?,
+        schema_version: u32::try_from(schema_version).ok()?,
+        metadata,
+        payload: buf.get(at..)?,
+        id,
+    })
+}
+
+/// `len` bytes of `buf` from `at`, and the offset after them.
+#[inline(always)]
+fn take_fast(buf: &[u8], at: usize, len: u64) -> Option<(&[u8], usize)> {
+    let end = at.checked_add(usize::try_from(len).ok()?)?;
+    Some((buf.get(at..end)?, end))
+}
+
+/// `decode_binary` field by field, saying which one is wrong: for damage.
+#[cold]
+fn decode_binary_checked(
+    buf: &[u8],
+    start: usize,
+    id: Option<[u8; 16]>,
+) -> Result<EnvelopeRef<'_>> {
     let mut at = start;
     let timestamp_us = varint(buf, &mut at, "timestamp")?;
     let n = varint(buf, &mut at, "stream length")?;
@@ -276,6 +335,32 @@ mod tests {
         }
         // Flags this version does not know are refused, not ignored.
         assert!(decode(&[FORMAT_LIFECYCLE, 0x02, 0, 1, 0, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_are_refused_naming_the_field() {
+        for (stream, ty, field) in [
+            (&b"acc\xff-1"[..], &b"Opened"[..], "stream"),
+            (b"acc-1", b"Op\xc3", "event type"),
+            (b"acc-\xe2\x82", b"Opened", "stream"),
+        ] {
+            let mut buf = vec![FORMAT_BINARY_V1];
+            put_varint(&mut buf, 1_700_000_000_000_000);
+            put_varint(&mut buf, stream.len() as u64);
+            buf.extend_from_slice(stream);
+            put_varint(&mut buf, 3);
+            put_varint(&mut buf, ty.len() as u64);
+            buf.extend_from_slice(ty);
+            buf.extend_from_slice(&[0, 0]);
+            buf.extend_from_slice(b"payload");
+            let e = decode(&buf).unwrap_err();
+            assert_eq!(e.kind, crate::error::ErrorKind::Corrupt);
+            assert!(
+                e.message.contains(&format!("the {field} is not UTF-8")),
+                "{}",
+                e.message
+            );
+        }
     }
 
     proptest! {

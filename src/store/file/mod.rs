@@ -73,6 +73,11 @@ pub(super) struct Writer {
     pending_entries: usize,
     /// Scratch space for encoding.
     scratch: Vec<u8>,
+    /// The vectors of an append, kept empty between appends for their allocations (see
+    /// `recycle`): the parts' versions before it, its encoded events, its records.
+    versions: Vec<Option<u64>>,
+    spans: Vec<EncodedSpan<'static, 'static>>,
+    records: Vec<RecordRef<'static>>,
     /// Read-only stores: the writer they follow (see `follow`).
     follow: Option<follow::Follow>,
     /// The log's failure epoch this writer state matches (see `catch_up_epoch`).
@@ -328,6 +333,38 @@ pub(crate) fn decode_event<'a>(
     }
 }
 
+/// `decode_event` for a record whose key was found to be `position` (or that is a
+/// legacy record, whose key does not count): the forward cursor's, which compared them.
+/// The usual envelope (format 1) is decoded inline; damage is reported at `position`.
+#[inline(always)]
+pub(crate) fn decode_at_key<'a>(
+    position: u64,
+    value: &'a [u8],
+    legacy: &'a mut Option<Event>,
+) -> Result<EventRef<'a>> {
+    if value.first() == Some(&envelope::FORMAT_BINARY_V1) {
+        if let Some(e) = envelope::decode_binary_fast(value, 1, None) {
+            return Ok(binary_event(position, e));
+        }
+    }
+    decode_other(position, value, legacy)
+}
+
+/// `decode_at_key` for any envelope but a whole format-1 one (which it reports).
+#[inline(never)]
+fn decode_other<'a>(
+    position: u64,
+    value: &'a [u8],
+    legacy: &'a mut Option<Event>,
+) -> Result<EventRef<'a>> {
+    let e = match envelope::decode(value).map_err(|e| e.damage_at(position))? {
+        Envelope::Binary(e) => binary_event(position, e),
+        Envelope::Legacy(l) => legacy_event(position, l, legacy),
+        Envelope::Lifecycle { op, .. } => return Err(entry_is_no_event(position, &op)),
+    };
+    Ok(e)
+}
+
 /// Decodes a record (its key and value) at `position`.
 pub(crate) fn decode_record<'a>(
     position: u64,
@@ -378,7 +415,7 @@ fn check_key(position: u64, key: &[u8], value: &[u8]) -> Result<()> {
     Ok(())
 }
 
-#[inline]
+#[inline(always)]
 fn binary_event(position: u64, e: envelope::EnvelopeRef<'_>) -> EventRef<'_> {
     EventRef {
         position,
@@ -479,6 +516,27 @@ struct EncodedSpan<'s, 'e> {
     input: &'e EventInput<'e>,
 }
 
+/// `v` emptied, as a vector of another lifetime with the same allocation (collecting an
+/// emptied vector's iterator into one of the same layout reuses its memory): how the
+/// writer keeps an append's vectors of borrowed parts between appends.
+fn recycle<'a, 'b, T: Recyclable<'a, 'b>>(mut v: Vec<T>) -> Vec<T::Other> {
+    v.clear();
+    v.into_iter().map(|_| unreachable!("emptied")).collect()
+}
+
+/// A type with borrowed parts, the same type with other lifetimes (`recycle`).
+trait Recyclable<'a, 'b> {
+    type Other;
+}
+
+impl<'a, 'b> Recyclable<'a, 'b> for RecordRef<'a> {
+    type Other = RecordRef<'b>;
+}
+
+impl<'s, 'e, 'b> Recyclable<'s, 'b> for EncodedSpan<'s, 'e> {
+    type Other = EncodedSpan<'b, 'b>;
+}
+
 /// An append encoded into the writer's scratch buffer.
 struct EncodedBatch<'s, 'e> {
     first: u64,
@@ -495,11 +553,10 @@ fn encode_batch<'s, 'e>(
     versions: &[Option<u64>],
     first: u64,
     timestamp: u64,
-    count: usize,
+    mut spans: Vec<EncodedSpan<'s, 'e>>,
     scratch: &mut Vec<u8>,
 ) -> EncodedBatch<'s, 'e> {
     scratch.clear();
-    let mut spans = Vec::with_capacity(count);
     let mut stream_versions = Vec::with_capacity(appends.len());
     let mut position = first;
     for (a, current) in appends.iter().zip(versions) {
@@ -615,6 +672,9 @@ impl FileStore {
                 pending_streams: HashMap::new(),
                 pending_entries: 0,
                 scratch: Vec::new(),
+                versions: Vec::new(),
+                spans: Vec::new(),
+                records: Vec::new(),
                 follow,
                 epoch: 0,
             }),
@@ -1069,11 +1129,13 @@ impl FileStore {
         if let Some(done) = self.find_retry(&w, appends)? {
             return Ok(done);
         }
-        let versions = self.check_expected_versions(&w, appends)?;
+        let mut versions = std::mem::take(&mut w.versions);
+        self.check_expected_versions(&w, appends, &mut versions)?;
         let timestamp = self.now().max(w.last_timestamp);
         let first = w.next_position;
         let mut scratch = std::mem::take(&mut w.scratch);
-        let batch = encode_batch(appends, &versions, first, timestamp, count, &mut scratch);
+        let spans = recycle(std::mem::take(&mut w.spans));
+        let batch = encode_batch(appends, &versions, first, timestamp, spans, &mut scratch);
         // The checkpoint after the events: its record starts at `start` in `scratch`.
         let entry = ack.map(|op| {
             let position = first + count as u64;
@@ -1092,17 +1154,14 @@ impl FileStore {
         // Under `Always` the records wait in the log's buffer for a group commit; under
         // the other policies they are with the OS before the append is acknowledged (it
         // survives a crash of this process), and a failed write leaves nothing of them.
+        let mut records = recycle(std::mem::take(&mut w.records));
         let appended = {
-            let mut records: Vec<RecordRef<'_>> = batch
-                .spans
-                .iter()
-                .map(|sp| {
-                    RecordRef::put(
-                        &scratch[sp.start..sp.start + 8],
-                        &scratch[sp.start + 8..sp.end],
-                    )
-                })
-                .collect();
+            records.extend(batch.spans.iter().map(|sp| {
+                RecordRef::put(
+                    &scratch[sp.start..sp.start + 8],
+                    &scratch[sp.start + 8..sp.end],
+                )
+            }));
             if let Some((start, _)) = &entry {
                 records.push(RecordRef::put(
                     &scratch[*start..*start + 8],
@@ -1117,6 +1176,7 @@ impl FileStore {
                 self.wal.append_written(&records)
             }
         };
+        w.records = recycle(records);
         let appended = match appended {
             Ok(a) => a,
             Err(e) => {
@@ -1134,6 +1194,9 @@ impl FileStore {
                 w.pending_entries += 1;
             }
             w.scratch = scratch;
+            versions.clear();
+            w.versions = versions;
+            w.spans = recycle(batch.spans);
             drop(w);
             let durable = self.wal.wait_durable(&appended);
             let mut w = self.lock_writer();
@@ -1143,6 +1206,9 @@ impl FileStore {
         } else {
             self.commit_written(&batch, &appended.positions, entry);
             w.scratch = scratch;
+            versions.clear();
+            w.versions = versions;
+            w.spans = recycle(batch.spans);
             self.publish(first + total as u64);
             drop(w);
         }
@@ -1160,8 +1226,8 @@ impl FileStore {
         &self,
         w: &Writer,
         appends: &[StreamAppend<'_>],
-    ) -> Result<Vec<Option<u64>>> {
-        let mut versions: Vec<Option<u64>> = Vec::with_capacity(appends.len());
+        versions: &mut Vec<Option<u64>>,
+    ) -> Result<()> {
         let index = self.index.read().unwrap_or_else(|e| e.into_inner());
         let removing = !index.life.is_empty();
         // Streams named earlier in this append, with their version after it: a short
@@ -1191,7 +1257,8 @@ impl FileStore {
                 return Err(super::wrong_expected_version(part, a, exists));
             }
             versions.push(current);
-            if !a.stream.is_empty() {
+            // (An append to one stream has no later part to look it up.)
+            if !a.stream.is_empty() && appends.len() > 1 {
                 let last = current.map_or(a.events.len() as u64 - 1, |v| v + a.events.len() as u64);
                 match seen.iter_mut().find(|s| s.0 == a.stream) {
                     Some(s) => s.1 = Some(last),
@@ -1199,7 +1266,7 @@ impl FileStore {
                 }
             }
         }
-        Ok(versions)
+        Ok(())
     }
 
     /// Not `Always`: the written events count at once (indexed, projected, counted), and

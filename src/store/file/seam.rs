@@ -5,7 +5,7 @@ use super::cursor::{BackwardCursor, ForwardCursor, StreamCursor};
 use super::reads::{CategoryCursor, StreamBackwardCursor};
 use super::FileStore;
 use crate::error::Result;
-use crate::store::backend::{Backend, EventCursor, TailCursor};
+use crate::store::backend::{Backend, EventCursor, EventViews, TailCursor};
 use crate::store::consumer::{ConsumerClaim, ConsumerOp, StoredConsumer};
 use crate::store::import::{Item, LogEntry};
 use crate::store::lifecycle::{LifecycleRequest, Rule};
@@ -27,12 +27,26 @@ macro_rules! event_cursor {
 }
 
 event_cursor!(
-    ForwardCursor,
     BackwardCursor,
     StreamCursor,
     StreamBackwardCursor,
     CategoryCursor
 );
+
+impl EventCursor for ForwardCursor {
+    #[inline]
+    fn next(&mut self) -> Result<Option<EventRef<'_>>> {
+        ForwardCursor::next(self)
+    }
+
+    fn next_views(
+        &mut self,
+        max: usize,
+        sink: &mut dyn FnMut(&EventRef<'_>),
+    ) -> Option<EventViews> {
+        ForwardCursor::next_views(self, max, sink)
+    }
+}
 
 impl TailCursor for ForwardCursor {
     fn position(&self) -> u64 {
