@@ -1258,6 +1258,8 @@ TEST(Evstore, EveryStatusCodeOfTheHeaderHasItsCode) {
         {Code::BalanceNotZero, "EVS_ERR_BALANCE_NOT_ZERO"},
         {Code::Stale, "EVS_ERR_STALE"},
         {Code::Unavailable, "EVS_ERR_UNAVAILABLE"},
+        {Code::Incomplete, "EVS_ERR_INCOMPLETE"},
+        {Code::NotEmpty, "EVS_ERR_NOT_EMPTY"},
         {Code::Internal, "EVS_ERR_INTERNAL"},
     };
     // The header beside this test's repository root (run.sh runs from there; CMake

@@ -209,7 +209,7 @@ func TestEveryStatusCodeOfTheHeaderHasItsConstant(t *testing.T) {
 		{CodeCurrencyMismatch, &ErrCurrencyMismatch}, {CodeBusy, &ErrBusy},
 		{CodeStreamDeleted, &ErrStreamDeleted}, {CodeBalanceNotZero, &ErrBalanceNotZero},
 		{CodeStale, &ErrStale}, {CodeUnavailable, &ErrUnavailable},
-		{CodeIncomplete, &ErrIncomplete},
+		{CodeIncomplete, &ErrIncomplete}, {CodeNotEmpty, &ErrNotEmpty},
 		{CodeInternal, &ErrInternal},
 	}
 	header, err := os.ReadFile("evstore.h")

@@ -818,7 +818,7 @@ int main(int argc, char **argv)
 
     TU_SECTION("status names, messages and versions of odd values");
     {
-        static const evs_status odd[] = {INT32_MIN, INT32_MAX, 2, -20, -98, -100, 99};
+        static const evs_status odd[] = {INT32_MIN, INT32_MAX, 2, -21, -98, -100, 99};
         for (i = 0; i < sizeof odd / sizeof odd[0]; i++) {
             CHECK_STR(evs_status_name(odd[i]), "EVS_UNKNOWN_STATUS");
             tried++;
