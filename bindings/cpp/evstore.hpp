@@ -69,7 +69,7 @@ enum class Code : int32_t {
     StreamDeleted = EVS_ERR_STREAM_DELETED,     // added in 1.1
     BalanceNotZero = EVS_ERR_BALANCE_NOT_ZERO,  // added in 1.1
     Stale = EVS_ERR_STALE,  // added in 1.1
-    Incomplete = EVS_ERR_INCOMPLETE,  // added in 1.2 (backups)
+    Incomplete = EVS_ERR_INCOMPLETE,  // added in 1.1 (backups)
     Unavailable = EVS_ERR_UNAVAILABLE,  // defined in 1.1 (reserved in 1.0)
     Internal = EVS_ERR_INTERNAL,
 };

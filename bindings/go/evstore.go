@@ -50,7 +50,7 @@ const (
 	CodeStreamDeleted        Code = C.EVS_ERR_STREAM_DELETED   // added in 1.1
 	CodeBalanceNotZero       Code = C.EVS_ERR_BALANCE_NOT_ZERO // added in 1.1
 	CodeStale                Code = C.EVS_ERR_STALE            // added in 1.1
-	CodeIncomplete           Code = C.EVS_ERR_INCOMPLETE       // added in 1.2 (backups)
+	CodeIncomplete           Code = C.EVS_ERR_INCOMPLETE       // added in 1.1 (backups)
 	CodeUnavailable          Code = C.EVS_ERR_UNAVAILABLE      // defined in 1.1
 	CodeInternal             Code = C.EVS_ERR_INTERNAL
 )

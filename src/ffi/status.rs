@@ -83,7 +83,7 @@ pub const EVS_ERR_BALANCE_NOT_ZERO: evs_status = -17;
 pub const EVS_ERR_STALE: evs_status = -18;
 /// A directory that an `evs_backup` or `evs_restore` began writing and did not finish
 /// (its `BACKUP` marker says so, or is damaged): `evs_open`, `evs_restore` and
-/// `evs_verify_backup` refuse it; take the backup (or the restore) again (version 1.2).
+/// `evs_verify_backup` refuse it; take the backup (or the restore) again (version 1.1).
 pub const EVS_ERR_INCOMPLETE: evs_status = -19;
 /// A bug in evstore (a caught panic).
 pub const EVS_ERR_INTERNAL: evs_status = -99;

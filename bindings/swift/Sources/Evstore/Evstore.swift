@@ -39,7 +39,7 @@ public struct EvstoreError: Error, Equatable, CustomStringConvertible {
         public static let streamDeleted = Code(rawValue: EVS_ERR_STREAM_DELETED)  // added in 1.1
         public static let balanceNotZero = Code(rawValue: EVS_ERR_BALANCE_NOT_ZERO)  // added in 1.1
         public static let stale = Code(rawValue: EVS_ERR_STALE)  // added in 1.1
-        public static let incomplete = Code(rawValue: EVS_ERR_INCOMPLETE)  // added in 1.2 (backups)
+        public static let incomplete = Code(rawValue: EVS_ERR_INCOMPLETE)  // added in 1.1 (backups)
         public static let unavailable = Code(rawValue: EVS_ERR_UNAVAILABLE)  // defined in 1.1
         public static let internalError = Code(rawValue: EVS_ERR_INTERNAL)
 
