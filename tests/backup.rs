@@ -1153,3 +1153,44 @@ fn a_read_only_backup_takes_the_active_segment_it_read_after_a_compaction_rewrot
     verify_backup(&*vfs::os(), &dest).expect("verify");
     assert_prefix(&dest, &source, info.position);
 }
+
+#[test]
+fn a_compaction_in_the_writing_process_waits_for_a_read_only_backup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("store");
+    let writer = open(&src, opts(FsyncPolicy::Always));
+    half_deleted(&writer);
+    for n in 0..300 {
+        append_one(&writer, "late", n);
+    }
+    let ro = read_only(&src);
+    let source = events(&ro);
+    let dest = tmp.path().join("backup");
+    let mut compactor = None;
+    let info = ro
+        .backup(&dest, &BackupOptions { hard_links: false }, &mut |_| {
+            if compactor.is_some() {
+                return;
+            }
+            // The instant is fixed: deletes after it and a compaction, whose segment
+            // replacements must wait until the sealed segments are placed.
+            let w = writer.clone();
+            let (tx, rx) = std::sync::mpsc::channel();
+            compactor = Some(std::thread::spawn(move || {
+                for stream in ["late", "s1", "s3"] {
+                    w.delete_stream(stream, ExpectedVersion::Any, false, None)
+                        .unwrap();
+                }
+                let info = w.compact().unwrap();
+                let _ = tx.send(());
+                info
+            }));
+            // Every chance for the compaction to replace segments during this backup.
+            let _ = rx.recv_timeout(std::time::Duration::from_millis(500));
+        })
+        .expect("backup");
+    let compacted = compactor.expect("progress was reported").join().unwrap();
+    assert!(compacted.segments_rewritten > 0);
+    verify_backup(&*vfs::os(), &dest).expect("verify");
+    assert_prefix(&dest, &source, info.position);
+}
