@@ -16,6 +16,7 @@ use evstore::wal::vfs::{self, Vfs};
 use evstore::wal::FsyncPolicy;
 use evstore::ErrorKind;
 use faultfs::{Fault, FaultFs, Op, Plan};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -186,7 +187,61 @@ impl Journal {
         let at = store
             .delete_stream(stream, ExpectedVersion::Any, false, None)
             .unwrap();
+        self.deleted(at, stream);
+    }
+
+    fn appended(&self, first: u64, stream: &str, payloads: &[Vec<u8>]) {
+        let mut j = self.events.lock().unwrap();
+        for (i, p) in payloads.iter().enumerate() {
+            j.insert(first + i as u64, (stream.to_owned(), p.clone()));
+        }
+    }
+
+    fn deleted(&self, at: u64, stream: &str) {
         self.deletes.lock().unwrap().push((at, stream.to_owned()));
+    }
+
+    /// The position after the last append or delete in the journal.
+    fn end(&self) -> u64 {
+        let e = self
+            .events
+            .lock()
+            .unwrap()
+            .keys()
+            .next_back()
+            .map(|p| p + 1);
+        let d = self.deletes.lock().unwrap().iter().map(|d| d.0 + 1).max();
+        e.max(d).unwrap_or(0)
+    }
+
+    /// Checks the backup at `dest` of the events before `position`: verified, and a
+    /// restore of it reads exactly what the journal says a store of those positions
+    /// holds.
+    fn check_backup(&self, dest: &Path, position: u64, scratch: &Path) {
+        verify_backup(&*vfs::os(), dest).expect("verify");
+        assert_eq!(complete_at(dest), Some(position), "{}", dest.display());
+        let info = restore(&*vfs::os(), dest, None, scratch, RestorePoint::End).expect("restore");
+        assert_eq!(info.position, position, "{}: restored", dest.display());
+        let (got, next) = events_at(scratch);
+        assert_eq!(next, position, "{}: next position", dest.display());
+        let got: Vec<(u64, String, Vec<u8>)> = got
+            .into_iter()
+            .map(|e| (e.position, e.stream, e.payload))
+            .collect();
+        let want = self.expected(position);
+        let (g, w): (BTreeSet<_>, BTreeSet<_>) = (
+            got.iter().map(|e| (e.0, e.1.as_str())).collect(),
+            want.iter().map(|e| (e.0, e.1.as_str())).collect(),
+        );
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "{}: events; not in the journal {:?}, missing {:?}",
+            dest.display(),
+            g.difference(&w).collect::<Vec<_>>(),
+            w.difference(&g).collect::<Vec<_>>()
+        );
+        assert!(got == want, "{}: the events differ", dest.display());
     }
 
     /// What a store holding the positions before `position` reads: the events
@@ -811,4 +866,331 @@ fn archived_segments_continue_a_backup_in_a_restore() {
     let kept: Vec<&Event> = source.iter().filter(|e| e.position < mid).collect();
     let others: Vec<&Event> = got.iter().filter(|e| e.stream != "a1").collect();
     assert_eq!(others, kept);
+}
+
+/// A payload of the writer process's: its stream and index, padded.
+fn writer_payload(stream: &str, i: u64) -> Vec<u8> {
+    format!("{stream}-{i}-{}", "x".repeat(200)).into_bytes()
+}
+
+/// The writer process of the read-only backup tests: appends (batches of 1 to 3
+/// events) durably to streams of its generation `EVS_ROUND`, deletes a stream appended
+/// three rounds before and compacts every round from the fourth on, reporting each as it is
+/// acknowledged ("append FIRST STREAM COUNT", "deleting STREAM" before and "delete AT
+/// STREAM" after a delete, "compacted N"). Starts on the parent's first go, stops on
+/// its second.
+#[test]
+#[ignore = "a child process of the read-only backup tests"]
+fn writer_child() {
+    let _ = procs::role();
+    let src = PathBuf::from(std::env::var("EVS_SRC").unwrap());
+    let generation = procs::number("EVS_ROUND");
+    let store = open(&src, opts(FsyncPolicy::Always));
+    procs::report("ready");
+    procs::wait_for_parent();
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            procs::wait_for_parent();
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+    let mut r = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        for k in 0..8u64 {
+            let stream = format!("g{generation}-r{r}-s{k}");
+            let count = 1 + k % 3;
+            let payloads: Vec<Vec<u8>> = (0..count).map(|i| writer_payload(&stream, i)).collect();
+            let evs: Vec<EventInput<'_>> =
+                payloads.iter().map(|p| EventInput::new("T", p)).collect();
+            let at = store
+                .append(&stream, ExpectedVersion::Any, &evs)
+                .expect("append")
+                .first_position;
+            procs::report(&format!("append {at} {stream} {count}"));
+        }
+        if r >= 3 {
+            let victim = format!("g{generation}-r{}-s{}", r - 3, r % 8);
+            procs::report(&format!("deleting {victim}"));
+            let at = store
+                .delete_stream(&victim, ExpectedVersion::Any, false, None)
+                .expect("delete");
+            procs::report(&format!("delete {at} {victim}"));
+        }
+        if r >= 3 {
+            let c = store.compact().expect("compact");
+            procs::report(&format!("compacted {}", c.segments_rewritten));
+        }
+        r += 1;
+    }
+}
+
+/// What the parent learned from writer processes' lines.
+#[derive(Default)]
+struct Heard {
+    /// A delete reported as begun and not as acknowledged.
+    deleting: Option<String>,
+    rewritten: u64,
+}
+
+impl Heard {
+    fn take(&mut self, journal: &Journal, line: &str) {
+        let words: Vec<&str> = line.split(' ').collect();
+        match words.as_slice() {
+            ["append", at, stream, count] => {
+                let n: u64 = count.parse().unwrap();
+                let ps: Vec<Vec<u8>> = (0..n).map(|i| writer_payload(stream, i)).collect();
+                journal.appended(at.parse().unwrap(), stream, &ps);
+            }
+            ["deleting", stream] => self.deleting = Some(stream.to_string()),
+            ["delete", at, stream] => {
+                journal.deleted(at.parse().unwrap(), stream);
+                self.deleting = None;
+            }
+            ["compacted", n] => self.rewritten += n.parse::<u64>().unwrap(),
+            _ => panic!("a writer's line {line:?}"),
+        }
+    }
+
+    /// After a writer was killed and the next writer's recovery ran: its last operation
+    /// may have been acknowledged without being reported, or written and not
+    /// acknowledged (and kept by the recovery). A store opened now tells: events past the
+    /// journal's end are an append's; one empty position there is the delete it began.
+    fn settle(&mut self, journal: &Journal, src: &Path) {
+        let (source, next) = events_at(src);
+        let end = journal.end();
+        let after: Vec<&Event> = source.iter().filter(|e| e.position >= end).collect();
+        if let Some(first) = after.first() {
+            let ps: Vec<Vec<u8>> = after.iter().map(|e| e.payload.clone()).collect();
+            assert!(after.iter().all(|e| e.stream == first.stream));
+            journal.appended(first.position, &first.stream, &ps);
+        } else if next > end {
+            let stream = self.deleting.take().expect("a delete begun");
+            assert_eq!(next, end + 1, "one position more than the journal's");
+            journal.deleted(end, &stream);
+        }
+        self.deleting = None;
+        assert_eq!(journal.end(), next, "the journal holds every position");
+    }
+}
+
+fn read_only(dir: &Path) -> Arc<Store> {
+    let o = StoreOptions {
+        read_only: true,
+        ..opts(FsyncPolicy::Always)
+    };
+    open(dir, o)
+}
+
+/// Starts writer process `generation` on `src` and lets it go once it is open.
+fn start_writer(kids: &mut Children, src: &Path, generation: u64) -> usize {
+    let env = [
+        ("EVS_SRC", src.display().to_string()),
+        ("EVS_ROUND", generation.to_string()),
+    ];
+    let kid = kids.spawn("writer_child", "writer", &env);
+    assert_eq!(kids.next_line().map(|l| l.1).as_deref(), Some("ready"));
+    kid
+}
+
+#[test]
+fn backups_through_a_read_only_handle_beside_a_writer_process_hold_exactly_the_prefix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("store");
+    let journal = Journal::default();
+    let mut heard = Heard::default();
+    let mut kids = Children::new();
+    let kid = start_writer(&mut kids, &src, 0);
+    let ro = read_only(&src);
+    kids.go(kid);
+    let mut taken = Vec::new();
+    for i in 0..8 {
+        // Six directories, two of them backed up into again (incremental); every other
+        // backup copies its sealed segments (a longer time for a compaction to wait).
+        let dest = tmp.path().join(format!("backup-{}", i % 6));
+        let o = BackupOptions {
+            hard_links: i % 2 == 0,
+        };
+        let info = ro.backup(&dest, &o, &mut |_| {}).expect("backup");
+        taken.retain(|t: &(PathBuf, u64)| t.0 != dest);
+        taken.push((dest, info.position));
+        std::thread::sleep(std::time::Duration::from_millis(30));
+    }
+    kids.go(kid);
+    while let Some((_, line)) = kids.next_line() {
+        heard.take(&journal, &line);
+    }
+    kids.wait_all();
+    assert!(
+        heard.rewritten > 0,
+        "the writer's compactions rewrote nothing"
+    );
+    let positions: BTreeSet<u64> = taken.iter().map(|t| t.1).collect();
+    assert!(
+        positions.len() > 2,
+        "the backups did not follow the writer: {positions:?}"
+    );
+    for (i, (dest, position)) in taken.iter().enumerate() {
+        journal.check_backup(dest, *position, &tmp.path().join(format!("restored-{i}")));
+    }
+}
+
+#[test]
+fn a_writer_process_killed_during_a_read_only_backup_leaves_it_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("store");
+    let journal = Journal::default();
+    let mut heard = Heard::default();
+    let mut taken = Vec::new();
+    let mut ro = None;
+    for generation in 0..4u64 {
+        let mut kids = Children::new();
+        let kid = start_writer(&mut kids, &src, generation);
+        // The last writer's unacknowledged records its recovery kept count too.
+        heard.settle(&journal, &src);
+        // One handle follows every writer in turn (and their recoveries).
+        let ro = ro.get_or_insert_with(|| read_only(&src));
+        kids.go(kid);
+        for i in 0..3u64 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let dest = tmp.path().join(format!("b{generation}-{i}"));
+            let o = BackupOptions { hard_links: false };
+            // The last one kills the writer once the backup has placed a file or more.
+            let kill_at = if i == 2 { 1 + generation } else { u64::MAX };
+            let mut killed = false;
+            let info = ro
+                .backup(&dest, &o, &mut |p| {
+                    if !killed && p.files_done >= kill_at.min(p.files_total) {
+                        kids.kill(kid);
+                        killed = true;
+                    }
+                })
+                .expect("backup");
+            taken.push((dest, info.position));
+        }
+        while let Some((_, line)) = kids.next_line() {
+            heard.take(&journal, &line);
+        }
+        kids.wait_all();
+        // After the writer's death, before the next one: the handle still backs up.
+        let dest = tmp.path().join(format!("b{generation}-after"));
+        let info = ro
+            .backup(&dest, &BackupOptions::default(), &mut |_| {})
+            .expect("backup");
+        taken.push((dest, info.position));
+    }
+    drop(open(&src, opts(FsyncPolicy::Always)));
+    heard.settle(&journal, &src);
+    for (i, (dest, position)) in taken.iter().enumerate() {
+        journal.check_backup(dest, *position, &tmp.path().join(format!("restored-{i}")));
+    }
+    assert!(
+        heard.rewritten > 0,
+        "the writers' compactions rewrote nothing"
+    );
+}
+
+#[test]
+fn an_index_file_left_beside_a_rewritten_segment_stays_out_of_a_backup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("store");
+    drop(open(&src, opts(FsyncPolicy::Os)));
+    half_deleted(&open(&src, opts(FsyncPolicy::Os)));
+    let idx_dir = src.join("index");
+    let before: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(&idx_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect();
+    let rewritten = open(&src, opts(FsyncPolicy::Os))
+        .compact()
+        .unwrap()
+        .segments_rewritten;
+    assert!(rewritten > 0);
+    // What a writer killed between a compaction's two renames leaves: the rewritten
+    // segments beside their old index files.
+    let mut put_back = 0;
+    for (path, bytes) in &before {
+        if std::fs::read(path).unwrap() != *bytes {
+            std::fs::write(path, bytes).unwrap();
+            put_back += 1;
+        }
+    }
+    assert!(put_back > 0);
+    let ro = read_only(&src);
+    let source = events(&ro);
+    let dest = tmp.path().join("backup");
+    let info = ro
+        .backup(&dest, &BackupOptions::default(), &mut |_| {})
+        .expect("backup");
+    verify_backup(&*vfs::os(), &dest).expect("verify");
+    assert_prefix(&dest, &source, info.position);
+}
+
+#[test]
+fn a_read_only_backup_takes_the_active_segment_it_read_after_a_compaction_rewrote_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("store");
+    let writer = open(&src, opts(FsyncPolicy::Always));
+    let ro = read_only(&src);
+    for n in 0..40 {
+        append_one(&writer, &format!("s{}", n % 4), n);
+    }
+    writer
+        .delete_stream("s1", ExpectedVersion::Any, false, None)
+        .unwrap();
+    ro.refresh().unwrap();
+    let source = events(&ro);
+    // The segment the handle was reading is sealed and rewritten shorter: the handle
+    // counted its records in the file it opened.
+    assert!(writer.compact().unwrap().segments_rewritten > 0);
+    let dest = tmp.path().join("backup");
+    let info = ro
+        .backup(&dest, &BackupOptions::default(), &mut |_| {})
+        .expect("backup");
+    assert_eq!(info.position, 41);
+    verify_backup(&*vfs::os(), &dest).expect("verify");
+    assert_prefix(&dest, &source, info.position);
+}
+
+#[test]
+fn a_compaction_in_the_writing_process_waits_for_a_read_only_backup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("store");
+    let writer = open(&src, opts(FsyncPolicy::Always));
+    half_deleted(&writer);
+    for n in 0..300 {
+        append_one(&writer, "late", n);
+    }
+    let ro = read_only(&src);
+    let source = events(&ro);
+    let dest = tmp.path().join("backup");
+    let mut compactor = None;
+    let info = ro
+        .backup(&dest, &BackupOptions { hard_links: false }, &mut |_| {
+            if compactor.is_some() {
+                return;
+            }
+            // The instant is fixed: deletes after it and a compaction, whose segment
+            // replacements must wait until the sealed segments are placed.
+            let w = writer.clone();
+            let (tx, rx) = std::sync::mpsc::channel();
+            compactor = Some(std::thread::spawn(move || {
+                for stream in ["late", "s1", "s3"] {
+                    w.delete_stream(stream, ExpectedVersion::Any, false, None)
+                        .unwrap();
+                }
+                let info = w.compact().unwrap();
+                let _ = tx.send(());
+                info
+            }));
+            // Every chance for the compaction to replace segments during this backup.
+            let _ = rx.recv_timeout(std::time::Duration::from_millis(500));
+        })
+        .expect("backup");
+    let compacted = compactor.expect("progress was reported").join().unwrap();
+    assert!(compacted.segments_rewritten > 0);
+    verify_backup(&*vfs::os(), &dest).expect("verify");
+    assert_prefix(&dest, &source, info.position);
 }

@@ -74,13 +74,18 @@ pub struct evs_backup_info {
 extensible!(evs_backup_info, position);
 
 /// Takes an online backup of file store `s` into directory `dest_dir` while other
-/// threads go on appending and compacting. The backup is a store directory that opens
+/// threads, or (through a read-only handle) another process, go on appending and
+/// compacting. The backup is a store directory that opens
 /// (read-only or writable) with exactly the events before `out->position`: the log is
 /// synced and counted at one instant; sealed segments are hard-linked when `dest_dir` is
 /// on the same file system (they are never written in place again) or copied; the active
 /// segment is copied up to that instant's end; index files and the newest snapshot are
 /// linked or copied. Compactions wait while sealed segments are linked (or, across file
-/// systems, copied); appends wait only for the instant. Into an earlier backup (a
+/// systems, copied); appends wait only for the instant. Through a read-only handle the
+/// instant is the writer's events as the handle can see them then (under
+/// EVS_FSYNC_ALWAYS the durable ones, else those written), whole appends only, and the
+/// writing process's compactions wait through a lock on the store's `events` directory
+/// (the writer must be of this version or later). Into an earlier backup (a
 /// directory with a `BACKUP` marker) it places only what changed since: new segments,
 /// segments a compaction rewrote, the active segment. `dest_dir/BACKUP` is written first
 /// as "incomplete" and last, after every file and directory is synced, as "complete"
@@ -93,9 +98,10 @@ extensible!(evs_backup_info, position);
 /// flags, a bad `struct_size`, `dest_dir` inside the store or the store inside it, a
 /// PostgreSQL store: back it up with PostgreSQL's tools, docs/postgres.md; also when the
 /// store is closed meanwhile: the backup stops, incomplete); EVS_ERR_ALREADY_EXISTS
-/// (`dest_dir` holds files and no backup); EVS_ERR_READ_ONLY (a read-only handle: a
-/// backup is taken through the writing process's handle); EVS_ERR_IO (a system call
-/// failed, e.g. the destination's disk is full: the store is untouched and the
+/// (`dest_dir` holds files and no backup); EVS_ERR_STALE (a read-only handle whose
+/// writer's log changed under it: reopen it); EVS_ERR_IO (a system call failed, e.g. the
+/// destination's disk is full, or the file system cannot lock the `events` directory
+/// between processes for a read-only handle: the store is untouched and the
 /// destination stays marked incomplete; take the backup again into it); EVS_ERR_CORRUPT
 /// (a source file ended before the length the log records).
 ///

@@ -88,6 +88,12 @@ impl SegmentCursor {
         }
     }
 
+    /// The file the cursor reads its segment from, once it opened one (a sealed
+    /// segment's may be an older copy than the one at its name now: see `sealed`).
+    pub(crate) fn file(&self) -> Option<super::vfs::FileRef> {
+        self.scanner.as_ref().map(|s| s.file().clone())
+    }
+
     /// The record `next` returned last, again (until the next call of `next`): a reader
     /// that looks at a record before it decides to hand it out gets it back here.
     #[inline]

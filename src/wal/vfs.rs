@@ -82,6 +82,14 @@ pub trait Vfs: Send + Sync + Debug {
     /// Takes an exclusive advisory lock on `path` (created if missing) at once, held
     /// until the returned guard is dropped; `WouldBlock` when someone else holds it.
     fn lock(&self, path: &Path) -> io::Result<Box<dyn Any + Send + Sync>>;
+    /// Takes an advisory lock on directory `dir` (which must exist; nothing is created)
+    /// at once, shared or exclusive, held until the returned guard is dropped, and seen
+    /// by other processes: `WouldBlock` when one is held against it. A file system that
+    /// cannot lock across processes says `Unsupported` (the default).
+    fn lock_dir(&self, dir: &Path, exclusive: bool) -> io::Result<Box<dyn Any + Send + Sync>> {
+        let _ = (dir, exclusive);
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
     /// Gives the file at `from` a second name `to` (a hard link: one inode, two names).
     /// A file system that cannot (or not across these two directories) says
     /// `Unsupported` or the OS's error (EXDEV, EPERM); callers then copy.
@@ -259,17 +267,20 @@ impl Vfs for OsVfs {
             .create(true)
             .truncate(false)
             .open(path)?;
-        // SAFETY: flock reads only its integer arguments; the descriptor is owned by
-        // `file`, which lives for the whole call.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                return Err(io::Error::new(io::ErrorKind::WouldBlock, err));
-            }
-            return Err(err);
-        }
-        Ok(Box::new(file))
+        flock_now(file, libc::LOCK_EX)
+    }
+
+    fn lock_dir(&self, dir: &Path, exclusive: bool) -> io::Result<Box<dyn Any + Send + Sync>> {
+        // A directory opens for reading only: read-only stores take a shared lock too.
+        let file = File::open(dir)?;
+        flock_now(
+            file,
+            if exclusive {
+                libc::LOCK_EX
+            } else {
+                libc::LOCK_SH
+            },
+        )
     }
 
     fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -283,6 +294,22 @@ impl Vfs for OsVfs {
         };
         Ok(ma.dev() == mb.dev() && ma.ino() == mb.ino())
     }
+}
+
+/// Locks `file` (`how`: LOCK_EX or LOCK_SH) at once, or `WouldBlock`; the lock lives as
+/// long as the returned guard, which owns the file.
+fn flock_now(file: File, how: libc::c_int) -> io::Result<Box<dyn Any + Send + Sync>> {
+    // SAFETY: flock reads only its integer arguments; the descriptor is owned by `file`,
+    // which lives for the whole call.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), how | libc::LOCK_NB) };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(io::Error::new(io::ErrorKind::WouldBlock, err));
+        }
+        return Err(err);
+    }
+    Ok(Box::new(file))
 }
 
 /// Writes all of `buf` at `offset`, going on after short writes.

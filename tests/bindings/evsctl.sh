@@ -423,6 +423,75 @@ run 0 dump "$work/mv-copy" && [ "$out" = "$("$evsctl" dump "$mv_src")" ] && ok |
 run 1 copy "$bankstore" "$work/mv-copy" && has_err "EVS_ERR_NOT_EMPTY" && ok || no "copy into another log: $err"
 run 2 copy "$mv_src" && has_err "wrong number of arguments" && ok || no "copy without DST: $err"
 
+# evsctl backup beside a running writer (an application holding the store open and
+# appending durably): the backup opens the store read-only and holds exactly the events
+# before the position it prints.
+cat > "$work/live_writer.c" << 'EOF_C'
+#include <evstore.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+/* live_writer STORE DIR: appends events "e0", "e1", ... (EVS_FSYNC_ALWAYS); makes
+ * DIR/ready after 50 and, once DIR/stop exists, writes the number appended to
+ * DIR/count and closes. */
+int main(int argc, char **argv) {
+    char path[4096], payload[32];
+    evs_store *s = NULL;
+    evs_options *o = evs_options_new();
+    if (argc != 3 || o == NULL || evs_options_set_fsync(o, EVS_FSYNC_ALWAYS, 0) != EVS_OK ||
+        evs_open(argv[1], o, &s, NULL) != EVS_OK) {
+        fprintf(stderr, "live_writer: %s\n", evs_last_error_message());
+        return 1;
+    }
+    evs_options_free(o);
+    unsigned long long n = 0;
+    for (;;) {
+        snprintf(path, sizeof path, "%s/stop", argv[2]);
+        if (n >= 50 && access(path, F_OK) == 0)
+            break;
+        int len = snprintf(payload, sizeof payload, "e%llu", n);
+        if (evs_append_event(s, "T", (const uint8_t *)payload, (size_t)len, NULL) != EVS_OK) {
+            fprintf(stderr, "live_writer: %s\n", evs_last_error_message());
+            return 1;
+        }
+        if (++n == 50) {
+            snprintf(path, sizeof path, "%s/ready", argv[2]);
+            FILE *f = fopen(path, "w");
+            if (f)
+                fclose(f);
+        }
+    }
+    snprintf(path, sizeof path, "%s/count", argv[2]);
+    FILE *f = fopen(path, "w");
+    if (!f || fprintf(f, "%llu\n", n) < 0 || fclose(f) != 0)
+        return 1;
+    return evs_close(s) == EVS_OK ? 0 : 1;
+}
+EOF_C
+${CC:-cc} -std=c99 -D_DEFAULT_SOURCE -Wall -Werror -I"$prefix/include/evstore" "$work/live_writer.c" \
+    -L"$prefix/lib" -levstore -Wl,-rpath,"$prefix/lib" -o "$work/live_writer" || no "the writer program did not build"
+mkdir "$work/live.ctl"
+"$work/live_writer" "$work/live" "$work/live.ctl" > /dev/null 2> "$work/live.ctl/err" &
+live_pid=$!
+i=0
+while [ "$i" -lt 500 ] && [ ! -f "$work/live.ctl/ready" ]; do sleep 0.02; i=$((i + 1)); done
+run 0 backup "$work/live" "$work/live.b" && has "complete at position" && ok ||
+    no "backup beside a running writer: $out $err"
+first=$(printf '%s' "$out" | sed -n 's/.*complete at position \([0-9]*\):.*/\1/p')
+sleep 0.2
+run 0 backup "$work/live" "$work/live.b" && ok || no "incremental backup beside a running writer: $out $err"
+live=$(printf '%s' "$out" | sed -n 's/.*complete at position \([0-9]*\):.*/\1/p')
+touch "$work/live.ctl/stop"
+wait "$live_pid" || no "the writer failed: $(cat "$work/live.ctl/err")"
+count=$(cat "$work/live.ctl/count")
+[ "${first:-0}" -ge 50 ] && [ "${live:-0}" -gt "$first" ] && [ "$live" -le "$count" ] && ok ||
+    no "backup positions beside a running writer: $first, then $live, of $count appended"
+run 0 verify "$work/live.b" && has "consistent at position $live" && ok || no "verify of a live backup: $out $err"
+run 0 restore "$work/live.b" "$work/live.r" && ok || no "restore of a live backup: $out $err"
+run 0 dump --json "$work/live.r" && [ "$(printf '%s\n' "$out" | wc -l)" = "$live" ] &&
+    has "\"payload\":\"e$((live - 1))\"" && ! has "\"payload\":\"e$live\"" && ok ||
+    no "the restored live backup does not hold exactly e0..e$((live - 1))"
+
 if [ -n "${EVS_PG_URL:-}" ]; then
     pg="$EVS_PG_URL?schema=evsctl_test"
     LD_LIBRARY_PATH="$(dirname "$evsctl")/../lib" "$bank" "$pg" > /dev/null || no "the bank example on PostgreSQL failed"

@@ -166,6 +166,31 @@ static void test_backup_and_verify(evs_store *s)
     CHECK(strstr(evs_last_error_message(), "000000.wal offset") != NULL);
 }
 
+static void test_read_only_handle(evs_store *s, const char *store_dir)
+{
+    char dest[1200];
+    evs_options *o = evs_options_new();
+    evs_store *ro = NULL;
+    evs_backup_info info = EVS_STRUCT_INIT(evs_backup_info);
+    uint64_t next = 0, writer_next = 0;
+    TU_SECTION("evs_backup through a read-only handle beside the writer");
+    CHECK_OK(evs_options_set_read_only(o, true));
+    CHECK_OK(evs_open(store_dir, o, &ro, NULL));
+    evs_options_free(o);
+    if (ro == NULL)
+        return;
+    append_n(s, "beside", 20);
+    CHECK_OK(evs_position_at(s, UINT64_MAX, &writer_next));
+    path_in(dest, sizeof dest, "from-read-only");
+    CHECK_OK(evs_backup(ro, dest, NULL, NULL, NULL, &info));
+    /* The handle looks at the writer first: its durable events are all in. */
+    CHECK_U64(info.position, writer_next);
+    CHECK_OK(evs_verify_backup(dest, NULL));
+    CHECK_U64(count_events(dest, &next), info.position);
+    CHECK_U64(next, info.position);
+    CHECK_OK(evs_close(ro));
+}
+
 static void test_incomplete(evs_store *s)
 {
     char dest[1200], marker[1300], restored[1200];
@@ -265,6 +290,7 @@ int main(void)
         return tu_finish();
     append_n(s, "a", 1000);
     test_backup_and_verify(s);
+    test_read_only_handle(s, path);
     test_incomplete(s);
     CHECK_OK(evs_close(s));
     test_restore();

@@ -930,6 +930,10 @@ impl Vfs for OsFaults {
         os_vfs().lock(path)
     }
 
+    fn lock_dir(&self, dir: &Path, exclusive: bool) -> io::Result<Box<dyn Any + Send + Sync>> {
+        os_vfs().lock_dir(dir, exclusive)
+    }
+
     fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
         os_vfs().hard_link(from, to)
     }

@@ -1109,9 +1109,10 @@ static const command k_commands[] = {
      "Backs the store up into directory DEST (docs/backup.md): a store that opens with exactly the events up to the "
      "position printed. Sealed segments are hard-linked when DEST is on the same file system (--no-links: copy), "
      "the rest copied; into an earlier backup only what changed is placed. DEST/BACKUP says 'incomplete' until the "
-     "end: an interrupted backup is refused by open, restore and verify. Opens the store for writing (a running "
-     "application takes its backups with evs_backup). On a terminal, progress shows on stderr.",
-     true, 1, 1, cmd_backup},
+     "end: an interrupted backup is refused by open, restore and verify. Opens the store read-only, so it backs up "
+     "a store an application is writing (its events as far as they are acknowledged; the application's compactions "
+     "wait while sealed segments are placed). On a terminal, progress shows on stderr.",
+     false, 1, 1, cmd_backup},
     {"restore", "DEST", "restore a backup (to a point) into DEST",
      "Restores the backup STORE into DEST, a new directory, as a store holding exactly the events before a point: "
      "--to-position N (the events before N), --to-time T (the events at or before T, in UTC as "

@@ -67,6 +67,13 @@ const CHUNK: usize = 1 << 20;
 /// A copy is synced every this many bytes (a multiple of `CHUNK`).
 const SYNC_EVERY: u64 = 4 << 20;
 
+/// How long a compaction or a read-only backup waits before it looks again at the log
+/// directory's lock the other holds.
+const LOCK_RETRY: Duration = Duration::from_millis(5);
+
+/// A hold on the log directory's lock (`FileStore::lock_log`), let go when dropped.
+pub(super) type LogLock = Box<dyn std::any::Any + Send + Sync>;
+
 /// What a directory's marker says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MarkerState {
@@ -318,9 +325,7 @@ impl Placer<'_> {
         let mut at = 0u64;
         while at < len {
             if (self.stop)() {
-                return Err(Error::invalid(
-                    "the store is closing: the backup stopped (the destination stays marked incomplete)",
-                ));
+                return Err(closing());
             }
             let want = (len - at).min(CHUNK as u64) as usize;
             let got = vfs::read_at_most(&**src, &mut buf[..want], at)
@@ -384,6 +389,13 @@ impl Placer<'_> {
             .map_err(|e| Error::io(format!("opening {}", from.display()), e))?;
         self.copy(&src, len, to)
     }
+}
+
+/// The error of a backup stopped by the store's close.
+fn closing() -> Error {
+    Error::invalid(
+        "the store is closing: the backup stopped (the destination stays marked incomplete)",
+    )
 }
 
 fn part_path(p: &Path) -> PathBuf {
@@ -450,16 +462,10 @@ impl FileStore {
         progress: &mut dyn FnMut(&BackupProgress),
     ) -> Result<BackupInfo> {
         let started = Instant::now();
-        self.check_writable().map_err(|e| match e.kind {
-            ErrorKind::ReadOnly => Error::new(
-                ErrorKind::ReadOnly,
-                format!(
-                    "a backup is taken through the handle of the process that writes {} (a read-only handle cannot hold its compactions back)",
-                    self.dir.display()
-                ),
-            ),
-            _ => e,
-        })?;
+        self.check_owner()?;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::invalid("the store is closed"));
+        }
         let vfs = &*self.options.vfs;
         prepare_dest(vfs, &self.dir, dest)?;
         let stop = || self.stopping();
@@ -471,12 +477,22 @@ impl FileStore {
             links: options.hard_links,
             stop: &stop,
         };
-        let compacting = self.compact_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let point = self.fix_point()?;
+        // Compactions wait from the instant until the sealed segments are placed: the
+        // writer's own through its compaction lock, another process's (a read-only handle
+        // follows a writer) through the log directory's lock.
+        let (mut compacting, mut across) = (None, None);
+        let point = if self.options.read_only {
+            across = Some(self.lock_log(false, &stop)?.ok_or_else(closing)?);
+            self.fix_point_followed()?
+        } else {
+            compacting = Some(self.compact_lock.lock().unwrap_or_else(|e| e.into_inner()));
+            self.fix_point()?
+        };
         placer.state = self.totals(&point);
         placer.report();
         self.place_sealed(&mut placer, dest, &point.sealed)?;
         drop(compacting);
+        drop(across);
         if let Some((id, len, file)) = &point.last {
             let to = segment::path(&dest.join("events"), *id);
             placer.copy(file, *len, &to)?;
@@ -512,18 +528,73 @@ impl FileStore {
         let mut w = self.lock_writer();
         self.wal.sync()?;
         self.commit_durable(&mut w);
-        let position = self.committed();
-        let mut segments = self.wal.segments();
+        let point = self.point_at(self.committed(), self.wal.segments(), None);
+        drop(w);
+        point
+    }
+
+    /// A read-only handle's instant (the log directory's lock is held: no segment is
+    /// replaced): one more look at the writer, then its count and where the counted
+    /// records end in the log. Every segment before that end's is sealed (the writer
+    /// cuts a segment to its length before it creates the next) and taken whole.
+    fn fix_point_followed(&self) -> Result<Point> {
+        let (position, end, read) = self.followed_end()?;
+        let vfs = &*self.options.vfs;
+        let log_dir = self.dir.join("events");
+        let names = vfs
+            .list_dir(&log_dir)
+            .map_err(|e| Error::io(format!("reading {}", log_dir.display()), e))?;
+        let mut ids: Vec<u64> = names
+            .iter()
+            .filter_map(|n| segment::parse_name(n))
+            .filter(|&id| id < end.segment_id)
+            .collect();
+        ids.sort_unstable();
+        let mut segments = Vec::with_capacity(ids.len() + 1);
+        for (i, &id) in ids.iter().enumerate() {
+            if id + (ids.len() - i) as u64 != end.segment_id {
+                return Err(Error::corrupt(format!(
+                    "{} has no segment between {} and {}",
+                    log_dir.display(),
+                    segment::file_name(id),
+                    segment::file_name(end.segment_id)
+                )));
+            }
+            let path = segment::path(&log_dir, id);
+            let len = vfs
+                .stat(&path)
+                .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
+                .len;
+            segments.push((id, len));
+        }
+        segments.push((end.segment_id, end.offset));
+        self.point_at(position, segments, read)
+    }
+
+    /// The backup of the events before `position`, whose log is `segments` (id and the
+    /// length taken, the last one's where those events end): opens the last segment
+    /// (unless `read`, the file the last one's events were read from, is given) and the
+    /// newest snapshot at or before `position`.
+    fn point_at(
+        &self,
+        position: u64,
+        mut segments: Vec<(u64, u64)>,
+        mut read: Option<FileRef>,
+    ) -> Result<Point> {
         // An empty active segment after sealed ones: the last sealed one is the
         // backup's last segment (copied, not shared).
         if segments.len() > 1 && segments.last().is_some_and(|s| s.1 == 0) {
             segments.pop();
+            read = None;
         }
         let log_dir = self.dir.join("events");
         let last = match segments.pop() {
             Some((id, len)) if len > 0 => {
-                let file = segment::open(&*self.options.vfs, &log_dir, id, false)
-                    .map_err(|e| Error::io(format!("opening {}", segment::file_name(id)), e))?;
+                let file = match read {
+                    Some(file) => file,
+                    None => segment::open(&*self.options.vfs, &log_dir, id, false)
+                        .map_err(|e| Error::io(format!("opening {}", segment::file_name(id)), e))?,
+                };
                 Some((id, len, file))
             }
             _ => None,
@@ -536,13 +607,50 @@ impl FileStore {
                 let name = path.file_name()?.to_str()?.to_owned();
                 Some((name, file))
             });
-        drop(w);
         Ok(Point {
             position,
             sealed: segments,
             last,
             snapshot,
         })
+    }
+
+    /// Takes the log directory's lock, which orders backups through read-only handles
+    /// (shared, from the instant until the sealed segments are placed) against the
+    /// writer's segment replacements (exclusive, each around its renames), across
+    /// processes. Waits while the other side holds it; `None` when `stop` says so
+    /// meanwhile. A file system without such locks: a replacement goes on (no backup
+    /// through another process can hold it back), a read-only backup is refused.
+    pub(super) fn lock_log(
+        &self,
+        exclusive: bool,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<LogLock>> {
+        let dir = self.dir.join("events");
+        loop {
+            match self.options.vfs.lock_dir(&dir, exclusive) {
+                Ok(held) => return Ok(Some(held)),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if stop() {
+                        return Ok(None);
+                    }
+                    std::thread::sleep(LOCK_RETRY);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Unsupported && exclusive => {
+                    return Ok(Some(Box::new(())))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+                    return Err(Error::io(
+                        format!(
+                            "the file system of {} cannot lock it between processes, so a read-only handle cannot hold the writer's compactions back: back up through the writer's handle",
+                            dir.display()
+                        ),
+                        e,
+                    ))
+                }
+                Err(e) => return Err(Error::io(format!("locking {}", dir.display()), e)),
+            }
+        }
     }
 
     /// The files and bytes a backup of `point` places (before it knows which are
@@ -587,7 +695,7 @@ impl FileStore {
                 to_idx.join(segindex::file_name(id)),
             );
             let (from, to) = (segment::path(&log_dir, id), segment::path(&to_log, id));
-            let idx_len = vfs.stat(&from_idx).ok().map(|s| s.len);
+            let idx_len = matching_index(vfs, &from_idx, id, len);
             // Copied before, on another file system: the same index file says the same
             // segment is there.
             let kept = idx_len.is_some()
@@ -605,7 +713,8 @@ impl FileStore {
             match idx_len {
                 Some(l) => placer.place(&from_idx, l, &idx_to)?,
                 None => {
-                    // Not written yet: the backup's open builds it from the segment.
+                    // Not written yet, or not this segment's: the backup's open builds it
+                    // from the segment.
                     remove_if_there(vfs, &idx_to)?;
                     placer.done_file();
                 }
@@ -613,6 +722,15 @@ impl FileStore {
         }
         Ok(())
     }
+}
+
+/// The length of index file `path` when it is whole and describes segment `id` as
+/// `len` bytes long. A writer that died between a compaction's two renames leaves the
+/// old index file beside the rewritten (shorter) segment; the next open builds a new one.
+fn matching_index(vfs: &dyn Vfs, path: &Path, id: u64, len: u64) -> Option<u64> {
+    let bytes = vfs::read_file(vfs, path).ok()?;
+    let (s, _) = segindex::check_file(id, &bytes).ok()?;
+    (s.segment_len == len).then_some(bytes.len() as u64)
 }
 
 /// Removes what an earlier backup into `dest` left that this one does not have:

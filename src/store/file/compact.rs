@@ -7,6 +7,10 @@
 //! synced. A segment whose last position is emptied ends with a marker record (a
 //! tombstone with that position's key), so its positions still end where they did.
 //!
+//! The replacement holds the log directory's lock (exclusive, across processes) so that a
+//! backup through a read-only handle, which holds it shared, sees no segment replaced
+//! while it places them (`FileStore::lock_log`, docs/backup.md).
+//!
 //! Readers go on: one holding the old file reads it on (every record it hands out is
 //! judged by the removal state, which does not change here); one that opens the new
 //! file with an old offset finds a record of another position and reads the position
@@ -490,6 +494,18 @@ impl FileStore {
                 return Err(e);
             }
         }
+        // A backup through a read-only handle (another process) holds the log directory's
+        // lock shared while it places sealed segments: the replacement waits for it, so
+        // the backup never takes a segment without events whose removal comes after its
+        // position (docs/backup.md). Taken before the index's lock: readers go on.
+        let held = match self.lock_log(true, stop) {
+            Ok(Some(held)) => held,
+            stopped_or_failed => {
+                let _ = vfs.remove_file(&tmp);
+                let _ = vfs.remove_file(&idx_tmp);
+                return stopped_or_failed.map(|_| None);
+            }
+        };
         {
             let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
             if let Err(e) = self.wal.replace_sealed(id, &tmp, out.len() as u64) {
@@ -506,6 +522,7 @@ impl FileStore {
             }
             index.replace_sealed(fresh, last_physical(&out, id));
             drop(index);
+            drop(held);
             installed?;
         }
         vfs.sync_dir(&log_dir)

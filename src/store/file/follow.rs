@@ -16,6 +16,7 @@ use super::lifecycle::entry_in_batch;
 use super::{check_plain, decode_record, is_marker, Decoded, FileStore, Writer};
 use crate::error::{Error, Result};
 use crate::store::Event;
+use crate::wal::vfs::FileRef;
 use crate::wal::{changed, is_changed, Position, SegmentCursor, Wal};
 use std::sync::atomic::Ordering;
 
@@ -91,6 +92,21 @@ impl FileStore {
             }
         }
         followed
+    }
+
+    /// A read-only store's instant for a backup: after one more look at the writer, its
+    /// count, where its counted records end in the log (a batch not whole yet, at the
+    /// end of the active segment, is not counted and lies past that end), and the file
+    /// they were read from in that segment (if one is open): the bytes counted, even
+    /// when a compaction has since put a shorter copy of a sealed segment at its name.
+    pub(super) fn followed_end(&self) -> Result<(u64, Position, Option<FileRef>)> {
+        self.refresh()?;
+        let w = self.lock_writer();
+        let f = w
+            .follow
+            .as_ref()
+            .ok_or_else(|| Error::invalid("the store follows no writer"))?;
+        Ok((self.committed(), f.tail.position(), f.tail.file()))
     }
 
     /// One look at the writer: its mark, its new whole batches, its index files.
