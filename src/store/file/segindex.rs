@@ -35,6 +35,10 @@ const HEADER_LEN: usize = 16 * 8;
 const PER_BUCKET: usize = 4;
 /// Open index files kept between reads.
 const OPEN_FILES: usize = 32;
+/// How many times (a millisecond apart) a read-only store looks again at a segment whose
+/// index file does not match it before it reports the damage: its writer's compaction
+/// puts the rewritten segment in place a moment before its index file.
+const READ_ONLY_WAITS: u32 = 2000;
 
 /// A stream's events in one segment: the version of the first, and per event its
 /// position, record offset and record end.
@@ -777,7 +781,37 @@ impl SegmentFiles {
                 open.push((s.segment_id, o.clone()));
                 Ok(o)
             }
-            Err(_) => self.rebuild(s),
+            Err(_) => self.rebuild_or_wait(s),
+        }
+    }
+
+    /// `rebuild`, and for a read-only store that finds segment `s`'s files not matching
+    /// (its writer between a compaction's two renames: the rewritten segment in place,
+    /// its index file not yet) a look again at the files every millisecond for a while,
+    /// until the writer's second rename, before the damage is reported.
+    fn rebuild_or_wait(&self, s: &Sealed) -> Result<Arc<Opened>> {
+        let mut attempt = 0u32;
+        loop {
+            let failed = match self.rebuild(s) {
+                Ok(o) => return Ok(o),
+                Err(e) if self.writable || attempt >= READ_ONLY_WAITS => return Err(e),
+                Err(e) => e,
+            };
+            attempt += 1;
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            match self.open_checked(s.segment_id, s.first) {
+                Ok(o) if o.header.sealed.same_range(s) => {
+                    let o = Arc::new(o);
+                    let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+                    if open.len() >= OPEN_FILES {
+                        open.remove(0);
+                    }
+                    open.push((s.segment_id, o.clone()));
+                    return Ok(o);
+                }
+                _ if attempt >= READ_ONLY_WAITS => return Err(failed),
+                _ => {}
+            }
         }
     }
 
@@ -842,7 +876,7 @@ impl SegmentFiles {
                 if matches!(o.source, Source::Memory(_)) {
                     return Err(e);
                 }
-                f(&*self.rebuild(s)?)
+                f(&*self.rebuild_or_wait(s)?)
             }
             Err(e) => Err(e),
         }
