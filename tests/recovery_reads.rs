@@ -136,3 +136,38 @@ fn recovery_reads_a_crashed_segments_records_not_its_unwritten_tail() {
     );
     store.close().unwrap();
 }
+
+/// Replay counts the event types of a run of events of one type at once (one lookup a
+/// run): the counts after a replay of the whole log are the counts of what was appended,
+/// for runs of every length, types that come back, and the run the log ends with.
+#[test]
+fn replay_counts_every_event_type_whatever_its_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("s");
+    let types = ["A", "A", "B", "A", "CC", "CC", "CC", "B", "A", "D"];
+    let mut want = std::collections::BTreeMap::<String, u64>::new();
+    {
+        let (store, _) = Store::open(&store_dir, StoreOptions::default(), Vec::new()).unwrap();
+        for i in 0..997usize {
+            let t = types[(i * i / 3) % types.len()];
+            *want.entry(t.to_string()).or_default() += 1;
+            let s = format!("stream-{}", i % 7);
+            store
+                .append(&s, ExpectedVersion::Any, &[EventInput::new(t, b"{}")])
+                .unwrap();
+        }
+        store.close().unwrap();
+    }
+    // No checkpoint (a close may take one): the open replays every event.
+    match std::fs::remove_dir_all(store_dir.join("snapshots")) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        r => r.unwrap(),
+    }
+    let (store, report) = Store::open(&store_dir, StoreOptions::default(), Vec::new()).unwrap();
+    assert_eq!(report.snapshot_position, None);
+    assert_eq!(report.events_replayed, 997);
+    let got: std::collections::BTreeMap<String, u64> =
+        store.stats().unwrap().events_by_type.into_iter().collect();
+    assert_eq!(got, want);
+    store.close().unwrap();
+}

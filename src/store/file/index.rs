@@ -136,6 +136,14 @@ impl Index {
         version: u64,
         event_type: &str,
     ) {
+        self.push_uncounted(wal, timestamp_us, stream, version);
+        self.count_type(event_type, 1);
+    }
+
+    /// `push` without counting the event's type: the caller counts it with `count_type`
+    /// (replay counts a run of events of one type with one lookup instead of one an
+    /// event). The counts are wrong until it does.
+    pub fn push_uncounted(&mut self, wal: Position, timestamp_us: u64, stream: &str, version: u64) {
         let position = self.len;
         let mut sid = NO_STREAM;
         if !stream.is_empty() {
@@ -159,13 +167,17 @@ impl Index {
             e.last = position;
             sid = id;
         }
+        self.push_record(wal, timestamp_us, sid);
+    }
+
+    /// Adds `n` events of type `event_type` to the type counts.
+    pub fn count_type(&mut self, event_type: &str, n: u64) {
         match self.type_counts.get_mut(event_type) {
-            Some(c) => *c += 1,
+            Some(c) => *c += n,
             None => {
-                self.type_counts.insert(event_type.into(), 1);
+                self.type_counts.insert(event_type.into(), n);
             }
         }
-        self.push_record(wal, timestamp_us, sid);
     }
 
     /// Adds the next position as a lifecycle entry: it holds no event (no stream, no

@@ -781,6 +781,10 @@ impl FileStore {
         // The key (position) of the first record replayed: damage right there is judged
         // with it, in time linear in the damage.
         let start_key = index.len();
+        // The type of the events replayed last and how many in a row: counted into the
+        // index when the type changes and at the end, one lookup a run.
+        let mut run_type = String::new();
+        let mut run_len = 0u64;
         let mut visit = |pos: Position, rec: &RecordRef<'_>| -> Result<()> {
             check_plain(rec, pos)?;
             let mut legacy = None;
@@ -842,13 +846,16 @@ impl FileStore {
             }
             match decoded {
                 Decoded::Event(ev) => {
-                    index.push(
-                        pos,
-                        ev.timestamp_us,
-                        ev.stream,
-                        ev.stream_version,
-                        ev.event_type,
-                    );
+                    index.push_uncounted(pos, ev.timestamp_us, ev.stream, ev.stream_version);
+                    if run_type != ev.event_type {
+                        if run_len > 0 {
+                            index.count_type(&run_type, run_len);
+                        }
+                        run_type.clear();
+                        run_type.push_str(ev.event_type);
+                        run_len = 0;
+                    }
+                    run_len += 1;
                     projections.iter().for_each(|pr| pr.apply(&ev));
                 }
                 Decoded::Entry(e) => {
@@ -858,6 +865,9 @@ impl FileStore {
             Ok(())
         };
         let (wal, info) = Wal::open_from(config, start, Some(start_key), &mut visit)?;
+        if run_len > 0 {
+            index.count_type(&run_type, run_len);
+        }
         Ok((wal, info, replayed))
     }
 
