@@ -230,47 +230,50 @@ fn prepare_dest(vfs: &dyn Vfs, source: &Path, dest: &Path) -> Result<()> {
             source.display()
         )));
     }
-    match vfs.stat(dest) {
-        Ok(s) if s.kind != Kind::Dir => {
-            return Err(Error::invalid(format!(
-                "the backup destination {} is not a directory",
-                dest.display()
-            )))
+    if let Some(names) = dest_names(vfs, dest, "backup")? {
+        let marked = names.iter().any(|n| n == MARKER);
+        // Only a marker's temporary file: a backup that failed before its first
+        // marker was in place.
+        let ours = names.iter().all(|n| n == MARKER_TMP);
+        if !ours && !marked {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!(
+                    "the backup destination {} is not empty and holds no backup (no {MARKER} file): choose a new or empty directory",
+                    dest.display()
+                ),
+            ));
         }
-        Ok(_) => {
-            let names = vfs
-                .list_dir(dest)
-                .map_err(|e| Error::io(format!("reading {}", dest.display()), e))?;
-            let marked = names.iter().any(|n| n == MARKER);
-            // Only a marker's temporary file: a backup that failed before its first
-            // marker was in place.
-            let ours = names.iter().all(|n| n == MARKER_TMP);
-            if !ours && !marked {
-                return Err(Error::new(
-                    ErrorKind::AlreadyExists,
-                    format!(
-                        "the backup destination {} is not empty and holds no backup (no {MARKER} file): choose a new or empty directory",
-                        dest.display()
-                    ),
-                ));
-            }
-            if marked {
-                // Damaged or not, it was a backup: taking one again repairs it.
-                let _ = read_marker(vfs, dest);
-            }
+        if marked {
+            // Damaged or not, it was a backup: taking one again repairs it.
+            let _ = read_marker(vfs, dest);
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(format!("reading {}", dest.display()), e)),
     }
+    create_marked(vfs, dest, "backup")
+}
+
+/// The names in directory `dest`, the destination of a `what` (a backup, a restore);
+/// `None` when it does not exist.
+pub(super) fn dest_names(vfs: &dyn Vfs, dest: &Path, what: &str) -> Result<Option<Vec<String>>> {
+    match vfs.stat(dest) {
+        Ok(s) if s.kind != Kind::Dir => Err(Error::invalid(format!(
+            "the {what} destination {} is not a directory",
+            dest.display()
+        ))),
+        Ok(_) => vfs
+            .list_dir(dest)
+            .map(Some)
+            .map_err(|e| Error::io(format!("reading {}", dest.display()), e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(format!("reading {}", dest.display()), e)),
+    }
+}
+
+/// Creates `dest` (durably) marked as an incomplete `what`, with the store's folders.
+pub(super) fn create_marked(vfs: &dyn Vfs, dest: &Path, what: &str) -> Result<()> {
     vfs::create_dir_all_durable(vfs, dest)
         .map_err(|e| Error::io(format!("creating {}", dest.display()), e))?;
-    write_marker(
-        vfs,
-        dest,
-        &MarkerState::Incomplete {
-            what: "backup".into(),
-        },
-    )?;
+    write_marker(vfs, dest, &MarkerState::Incomplete { what: what.into() })?;
     for sub in ["events", "index", "snapshots"] {
         let d = dest.join(sub);
         vfs::create_dir_durable(vfs, &d)

@@ -354,51 +354,24 @@ pub fn restore(
 /// A restore's destination: missing, an empty directory, or one an interrupted restore
 /// left (its files are removed). Created and marked incomplete, with its folders.
 fn prepare_dest(vfs: &dyn Vfs, dest: &Path) -> Result<()> {
-    match vfs.stat(dest) {
-        Ok(s) if s.kind != Kind::Dir => {
-            return Err(Error::invalid(format!(
-                "the restore destination {} is not a directory",
-                dest.display()
-            )))
+    if let Some(names) = backup::dest_names(vfs, dest, "restore")? {
+        let retry = matches!(
+            backup::read_marker(vfs, dest),
+            Ok(Some(MarkerState::Incomplete { ref what })) if what == "restore"
+        );
+        if retry {
+            clear_restore(vfs, dest)?;
+        } else if !names.is_empty() {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!(
+                    "the restore destination {} is not empty: restore into a new directory",
+                    dest.display()
+                ),
+            ));
         }
-        Ok(_) => {
-            let names = vfs
-                .list_dir(dest)
-                .map_err(|e| Error::io(format!("reading {}", dest.display()), e))?;
-            let retry = matches!(
-                backup::read_marker(vfs, dest),
-                Ok(Some(MarkerState::Incomplete { ref what })) if what == "restore"
-            );
-            if retry {
-                clear_restore(vfs, dest)?;
-            } else if !names.is_empty() {
-                return Err(Error::new(
-                    ErrorKind::AlreadyExists,
-                    format!(
-                        "the restore destination {} is not empty: restore into a new directory",
-                        dest.display()
-                    ),
-                ));
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(format!("reading {}", dest.display()), e)),
     }
-    vfs::create_dir_all_durable(vfs, dest)
-        .map_err(|e| Error::io(format!("creating {}", dest.display()), e))?;
-    backup::write_marker(
-        vfs,
-        dest,
-        &MarkerState::Incomplete {
-            what: "restore".into(),
-        },
-    )?;
-    for sub in ["events", "index", "snapshots"] {
-        let d = dest.join(sub);
-        vfs::create_dir_durable(vfs, &d)
-            .map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
-    }
-    Ok(())
+    backup::create_marked(vfs, dest, "restore")
 }
 
 /// Removes what an interrupted restore into `dest` wrote in its folders.
