@@ -18,7 +18,6 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::wal::record::{get_varint, put_varint};
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -364,7 +363,9 @@ struct RingState {
     /// Keys opened so far (never a forgotten subject's).
     live: FastMap<Box<str>, Arc<DataKey>>,
     /// Events per subject and where each forgotten one was forgotten, from the log.
-    subjects: BTreeMap<String, (u64, Option<u64>)>,
+    subjects: FastMap<String, (u64, Option<u64>)>,
+    /// How many of `subjects` are forgotten (none: appends check nothing more).
+    forgotten: usize,
     /// Subjects whose forget is being appended: appends naming them are refused.
     forgetting: Vec<String>,
 }
@@ -431,6 +432,9 @@ impl KeyRing {
     /// under the writer's lock, as a forget is appended.
     pub fn check_appendable(&self, subject: &str) -> Result<()> {
         let st = self.read();
+        if st.forgotten == 0 && st.forgetting.is_empty() {
+            return Ok(());
+        }
         let at = st.subjects.get(subject).and_then(|s| s.1);
         if at.is_some() || st.forgetting.iter().any(|s| s == subject) {
             let when = at.map_or("now".to_string(), |p| format!("at position {p}"));
@@ -523,7 +527,7 @@ impl KeyRing {
 
     /// Whether any subject is forgotten (its entry is in the log).
     pub fn any_forgotten(&self) -> bool {
-        self.read().subjects.values().any(|s| s.1.is_some())
+        self.read().forgotten > 0
     }
 
     /// Every forgotten subject (to finish destroying their keys at open).
@@ -536,14 +540,17 @@ impl KeyRing {
     /// Subjects with their counts, in name order.
     pub fn subjects(&self) -> Vec<SubjectInfo> {
         let st = self.read();
-        st.subjects
+        let mut all: Vec<SubjectInfo> = st
+            .subjects
             .iter()
             .map(|(name, &(events, forgotten_at))| SubjectInfo {
                 name: name.clone(),
                 events,
                 forgotten_at,
             })
-            .collect()
+            .collect();
+        all.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        all
     }
 
     /// Opens the sealed part of a subject's event into `out` (metadata and payload), or
@@ -588,7 +595,10 @@ impl Projection for KeyRing {
             let mut st = self.write();
             st.live.remove(subject.as_str());
             let e = st.subjects.entry(subject.clone()).or_default();
-            e.1.get_or_insert(position);
+            if e.1.is_none() {
+                e.1 = Some(position);
+                st.forgotten += 1;
+            }
         }
     }
 
@@ -614,7 +624,7 @@ impl Projection for KeyRing {
             Ok(v)
         };
         let count = next(&mut at)?;
-        let mut subjects = BTreeMap::new();
+        let mut subjects = FastMap::default();
         for _ in 0..count {
             let len = next(&mut at)? as usize;
             let name = bytes
@@ -631,17 +641,22 @@ impl Projection for KeyRing {
             return Err(bad());
         }
         let mut st = self.write();
+        let mut forgotten = 0;
         for (name, s) in &subjects {
             if s.1.is_some() {
                 st.live.remove(name.as_str());
+                forgotten += 1;
             }
         }
         st.subjects = subjects;
+        st.forgotten = forgotten;
         Ok(())
     }
 
     fn reset(&self) {
-        self.write().subjects.clear();
+        let mut st = self.write();
+        st.subjects.clear();
+        st.forgotten = 0;
     }
 }
 
