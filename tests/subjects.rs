@@ -296,6 +296,31 @@ fn forgotten_subjects_read_erased_everywhere_and_leave_no_plaintext_or_key_in_an
     }
 }
 
+#[test]
+fn a_retry_of_an_append_stored_before_its_subject_was_forgotten_is_answered_as_a_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), opts(), Vec::new()).unwrap();
+    let mut e = EventInput::new("T", b"PII-retry");
+    e.subject = Some("dave");
+    e.id = Some([0xAB; 16]);
+    let first = store.append("s", ExpectedVersion::Any, &[e]).unwrap();
+    store.forget_subject("dave").unwrap();
+    // The same append again (its id stored): the stored position, nothing written.
+    let again = store.append("s", ExpectedVersion::Any, &[e]).unwrap();
+    assert_eq!(again, first);
+    // A new event of the forgotten subject: refused.
+    let mut new = e;
+    new.id = Some([0xAC; 16]);
+    let err = store.append("s", ExpectedVersion::Any, &[new]).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::InvalidArgument, "{err:?}");
+    assert_eq!(
+        store.next_position().unwrap(),
+        2,
+        "only the event and the forget"
+    );
+    store.close().unwrap();
+}
+
 /// Rewrites the value of the record of `position` in the segment bytes `seg` with `f`,
 /// the record's CRC made right again (so that only the cipher can tell).
 fn rewrite_value(seg: &mut Vec<u8>, position: u64, f: impl Fn(&mut Vec<u8>)) {

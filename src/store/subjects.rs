@@ -445,15 +445,19 @@ impl KeyRing {
         Ok(())
     }
 
-    /// The key to seal an event of `subject` with, made (durably) if it has none yet.
-    pub fn key_for_append(&self, subject: &str) -> Result<Arc<DataKey>> {
-        self.check_appendable(subject)?;
+    /// The key to seal an event of `subject` with, made (durably) if it has none yet;
+    /// `None` for a subject forgotten (or being forgotten): the append is refused under
+    /// the writer's lock (`check_appendable`) unless it is a retry of one stored before.
+    pub fn key_for_append(&self, subject: &str) -> Result<Option<Arc<DataKey>>> {
+        if self.check_appendable(subject).is_err() {
+            return Ok(None);
+        }
         if let Some(k) = self.read().live.get(subject) {
-            return Ok(k.clone());
+            return Ok(Some(k.clone()));
         }
         let _one = self.creating.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(k) = self.read().live.get(subject) {
-            return Ok(k.clone());
+            return Ok(Some(k.clone()));
         }
         let bytes = match self.source.get(subject)? {
             Some(k) => k,
@@ -463,11 +467,10 @@ impl KeyRing {
         let mut st = self.write();
         // (A forget may have been applied while the key was made: it wins.)
         if st.subjects.get(subject).is_some_and(|s| s.1.is_some()) {
-            drop(st);
-            return self.check_appendable(subject).map(|_| key);
+            return Ok(None);
         }
         st.live.insert(subject.into(), key.clone());
-        Ok(key)
+        Ok(Some(key))
     }
 
     /// The key to open an event of `subject` with, or `Erased`.

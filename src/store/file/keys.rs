@@ -295,12 +295,13 @@ impl KeyVault for KeyFile {
 
 impl super::FileStore {
     /// The keys to seal an append's events with: one per event that names a subject, in
-    /// order; made (durably, in the key file) for subjects that have none yet. Empty,
-    /// without a lookup, when no event names one.
+    /// order; made (durably, in the key file) for subjects that have none yet; `None` for
+    /// a forgotten subject (refused under the writer's lock, after a retry is looked for).
+    /// Empty, without a lookup, when no event names one.
     pub(super) fn subject_keys(
         &self,
         appends: &[crate::store::StreamAppend<'_>],
-    ) -> Result<Vec<Arc<crate::store::subjects::DataKey>>> {
+    ) -> Result<Vec<Option<Arc<crate::store::subjects::DataKey>>>> {
         let named = appends
             .iter()
             .flat_map(|a| a.events)

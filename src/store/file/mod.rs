@@ -562,7 +562,7 @@ fn encode_batch<'s, 'e>(
     appends: &'e [StreamAppend<'s>],
     versions: &[Option<u64>],
     (first, timestamp, count): (u64, u64, usize),
-    keys: &[Arc<DataKey>],
+    keys: &[Option<Arc<DataKey>>],
     scratch: &mut Vec<u8>,
 ) -> Result<EncodedBatch<'s, 'e>> {
     scratch.clear();
@@ -598,7 +598,10 @@ fn encode_batch<'s, 'e>(
                 // Bound in: the record's key (the position) and the envelope up to the nonce.
                 aad.clear();
                 aad.extend_from_slice(&scratch[start..at]);
-                let key = keys.next().expect("a key for each event with a subject");
+                // (Every subject was checked appendable under the writer's lock: it has one.)
+                let key = keys.next().and_then(Option::as_ref).ok_or_else(|| {
+                    Error::new(ErrorKind::Internal, "no key for an event's subject")
+                })?;
                 key.seal(&aad, scratch, at)?;
             }
             spans.push(EncodedSpan {
