@@ -10,7 +10,7 @@ mod common;
 #[path = "support/faultfs.rs"]
 mod faultfs;
 
-use common::every_file;
+use common::{every_file, holder, keys_in};
 
 use evstore::store::subjects::KeyOptions;
 use evstore::store::{Event, EventInput, ExpectedVersion, Store, StoreOptions};
@@ -178,30 +178,6 @@ fn check_reads(store: &Arc<Store>, when: &str) {
         assert_eq!(s.events, 3, "{when}: {s:?}");
         assert_eq!(s.forgotten_at.is_some(), forgotten(i), "{when}: {s:?}");
     }
-}
-
-fn holder<'a>(files: &'a [(PathBuf, Vec<u8>)], needle: &[u8]) -> Option<&'a Path> {
-    files
-        .iter()
-        .find(|(_, b)| b.windows(needle.len()).any(|w| w == needle))
-        .map(|(p, _)| p.as_path())
-}
-
-/// The keys in a key file (its documented layout: `EVSKEYS1`, then entries of CRC,
-/// body length, subject length u16, subject, key length u8, key).
-fn keys_in(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
-    assert_eq!(&bytes[..8], b"EVSKEYS1");
-    let mut at = 8;
-    let mut out = Vec::new();
-    while at + 8 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
-        let body = &bytes[at + 8..at + 8 + len];
-        let n = u16::from_le_bytes(body[..2].try_into().unwrap()) as usize;
-        let name = String::from_utf8(body[2..2 + n].to_vec()).unwrap();
-        out.push((name, body[3 + n..].to_vec()));
-        at += 8 + len;
-    }
-    out
 }
 
 #[test]

@@ -236,6 +236,11 @@ impl Store {
         self.backend.subjects()
     }
 
+    /// Whether this store's engine seals events naming subjects (`evs_forget_subject`).
+    pub fn supports_subjects(&self) -> bool {
+        self.backend.supports_subjects()
+    }
+
     /// The rule in force for stream `name`, or (`category`) the rule set on that prefix.
     pub fn retention(&self, name: &str, category: bool) -> Result<Option<Rule>> {
         self.backend.retention(name, category)

@@ -417,7 +417,7 @@ done
     "$evsctl" retention --category tele- --max-count 5 "$mv_src" > /dev/null || no "lifecycle for the moves"
 run 0 export "$mv_src" "$work/mv.evx" && has "exported 2 events and 3 lifecycle entries (positions 0 to 9" && ok ||
     no "export to a file: $out $err"
-head -n 1 "$work/mv.evx" | grep -q '"kind":"header","format":"evstore-export","version":1,"engine":"file"' && ok ||
+head -n 1 "$work/mv.evx" | grep -q '"kind":"header","format":"evstore-export","version":2,"engine":"file"' && ok ||
     no "the export's header: $(head -n 1 "$work/mv.evx")"
 grep -q '"kind":"delete","pos":6,.*"stream":"gone","hard":true,"version":2' "$work/mv.evx" && ok ||
     no "the export's hard delete: $(cat "$work/mv.evx")"

@@ -858,6 +858,10 @@ impl Backend for PgStore {
         Err(subjects::not_built())
     }
 
+    fn supports_subjects(&self) -> bool {
+        false
+    }
+
     fn next_position(&self) -> Result<u64> {
         self.check_owner()?;
         self.head()
