@@ -282,6 +282,10 @@ struct Point {
     last: Option<(u64, u64, FileRef)>,
     /// The newest snapshot then: its name and a handle.
     snapshot: Option<(String, FileRef)>,
+    /// The subjects' key file then (read whole under the writer's lock: a forget
+    /// overwrites keys in place, so a handle read later could miss keys of events
+    /// before the position), if the store has one.
+    keys: Option<Vec<u8>>,
 }
 
 /// Copies and links files into a backup, counting for the progress display.
@@ -487,6 +491,7 @@ impl FileStore {
                 .map_err(|e| Error::io(format!("reading snapshot {name}"), e))?;
             placer.copy(file, len, &dest.join("snapshots").join(name))?;
         }
+        place_keys(vfs, dest, point.keys.as_deref())?;
         remove_stale(vfs, dest, &point)?;
         for sub in ["events", "index", "snapshots"] {
             let d = dest.join(sub);
@@ -536,12 +541,21 @@ impl FileStore {
                 let name = path.file_name()?.to_str()?.to_owned();
                 Some((name, file))
             });
+        // Every key of an event before the position is in the file: keys are made
+        // (durably) before their events are appended.
+        let keys_path = super::keys::path(&self.dir);
+        let keys = match vfs::read_file(&*self.options.vfs, &keys_path) {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(format!("reading {}", keys_path.display()), e)),
+        };
         drop(w);
         Ok(Point {
             position,
             sealed: segments,
             last,
             snapshot,
+            keys,
         })
     }
 
@@ -613,6 +627,28 @@ impl FileStore {
         }
         Ok(())
     }
+}
+
+/// Writes the key file the backup took (`Point::keys`) into `dest` as a new file
+/// (synced, renamed over an earlier backup's), or removes an earlier one if the store
+/// has none.
+fn place_keys(vfs: &dyn Vfs, dest: &Path, keys: Option<&[u8]>) -> Result<()> {
+    let to = super::keys::path(dest);
+    let Some(bytes) = keys else {
+        return remove_if_there(vfs, &to);
+    };
+    let part = part_path(&to);
+    let io = |what: &str, e| Error::io(format!("{what} {}", part.display()), e);
+    remove_if_there(vfs, &part)?;
+    let out = vfs
+        .open(&part, OpenMode::CreateNew)
+        .map_err(|e| io("creating", e))?;
+    vfs::write_all_at(&*out, bytes, 0).map_err(|e| io("writing", e))?;
+    out.sync_all().map_err(|e| io("syncing", e))?;
+    drop(out);
+    vfs.rename(&part, &to).map_err(|e| io("renaming", e))?;
+    vfs.sync_dir(dest)
+        .map_err(|e| Error::io(format!("syncing {}", dest.display()), e))
 }
 
 /// Removes what an earlier backup into `dest` left that this one does not have:

@@ -50,7 +50,9 @@ pub(super) struct KeyFile {
     state: Mutex<State>,
 }
 
-fn path(dir: &Path) -> PathBuf {
+/// The key file of the store in `dir` (backups and restores copy it: never a hard link,
+/// since a forget overwrites a key in place, in every name of the file).
+pub(super) fn path(dir: &Path) -> PathBuf {
     dir.join("keys")
 }
 
@@ -68,6 +70,12 @@ fn entry(subject: &str, blob: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     out.extend_from_slice(&body);
+}
+
+/// Checks the bytes of a key file (a backup's verify): its magic and every entry's CRC;
+/// returns the keys it holds.
+pub(super) fn check(bytes: &[u8]) -> Result<usize> {
+    parse(bytes).map(|(keys, _)| keys.len())
 }
 
 /// What a key file holds: its keys, and the length of its whole entries (a torn tail
