@@ -17,6 +17,7 @@ pub mod ids;
 pub mod import;
 pub mod lifecycle;
 mod postgres;
+pub mod subjects;
 
 pub use backend::{Backend, EventCursor, TailCursor};
 pub use event::{
@@ -79,6 +80,8 @@ pub struct StoreOptions {
     /// Continuous archiving (file engine): told of every segment that seals or that a
     /// compaction rewrites (docs/backup.md).
     pub on_segment: Option<SegmentHook>,
+    /// Where the keys of data subjects come from (`subjects`).
+    pub keys: subjects::KeyOptions,
 }
 
 /// Compaction's default budget: 64 MiB/s.
@@ -139,6 +142,7 @@ impl Default for StoreOptions {
             compaction_bytes_per_second: DEFAULT_COMPACTION_BYTES_PER_SECOND,
             compaction_trigger_percent: DEFAULT_COMPACTION_TRIGGER_PERCENT,
             on_segment: None,
+            keys: subjects::KeyOptions::default(),
         }
     }
 }
@@ -322,6 +326,9 @@ pub(crate) fn validate_append(
         }
         for e in a.events {
             check_name("event type", e.event_type, false)?;
+            if let Some(s) = e.subject {
+                check_name("subject", s, false)?;
+            }
             let size = e.payload.len() + e.metadata.len();
             if size > max_event_size {
                 return Err(Error::new(

@@ -1193,4 +1193,75 @@ fn a_compaction_in_the_writing_process_waits_for_a_read_only_backup() {
     assert!(compacted.segments_rewritten > 0);
     verify_backup(&*vfs::os(), &dest).expect("verify");
     assert_prefix(&dest, &source, info.position);
+/// The events of subject `user-<i>` in `events`: (erased, payloads).
+fn of_subject(events: &[Event], i: usize) -> Vec<(bool, Vec<u8>)> {
+    let name = format!("user-{i}");
+    let mine = events
+        .iter()
+        .filter(|e| e.subject.as_deref() == Some(&*name));
+    mine.map(|e| (e.erased, e.payload.clone())).collect()
+}
+
+/// A backup holds the subjects' key file as it was at the backup's instant (copied,
+/// never linked): a subject forgotten after the backup still reads in the backup and in
+/// a restore of it (to its end or to a position), one forgotten before does not; verify
+/// checks the key file.
+#[test]
+fn a_backup_keeps_the_subjects_keys_of_its_instant() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = open(&tmp.path().join("src"), opts(FsyncPolicy::Always));
+    for k in 0..3 {
+        for i in 0..4 {
+            let subject = format!("user-{i}");
+            let pii = format!("PII-{i}-{k}");
+            let mut e = EventInput::new("ProfileSet", pii.as_bytes());
+            e.subject = Some(&subject);
+            src.append(&format!("p-{i}"), ExpectedVersion::Any, &[e])
+                .unwrap();
+        }
+    }
+    src.forget_subject("user-0").unwrap();
+    let dest = tmp.path().join("b");
+    let position = backup(&src, &dest).position;
+    src.forget_subject("user-1").unwrap();
+    // After the backup: the source's appends make keys the backup need not have.
+    let mut e = EventInput::new("ProfileSet", b"PII-late");
+    e.subject = Some("user-9");
+    src.append("p-9", ExpectedVersion::Any, &[e]).unwrap();
+    verify_backup(&*vfs::os(), &dest).expect("verify");
+
+    let whole = |i: usize| (0..3).map(move |k| (false, format!("PII-{i}-{k}").into_bytes()));
+    let check = |dir: &Path, upto: usize, what: &str| {
+        let (got, _) = events_at(dir);
+        assert!(
+            of_subject(&got, 0).iter().all(|e| e.0 && e.1.is_empty()),
+            "{what}"
+        );
+        assert_eq!(of_subject(&got, 0).len(), upto, "{what}");
+        for i in 1..4 {
+            let want: Vec<_> = whole(i).take(upto).collect();
+            assert_eq!(of_subject(&got, i), want, "{what}: user-{i}");
+        }
+    };
+    check(&dest, 3, "the backup");
+    let restored = tmp.path().join("r");
+    restore(&*vfs::os(), &dest, None, &restored, RestorePoint::End).unwrap();
+    check(&restored, 3, "restored");
+    // To a point: the events of the first round only, their keys kept.
+    let cut = tmp.path().join("cut");
+    restore(&*vfs::os(), &dest, None, &cut, RestorePoint::Position(4)).unwrap();
+    check(&cut, 1, "restored to position 4");
+    // In the source, user-1 is erased now.
+    assert!(of_subject(&events(&src), 1).iter().all(|e| e.0));
+    assert!(position > 12);
+
+    // A damaged key file: verify says so, naming it.
+    let keys = dest.join("keys");
+    let mut bytes = std::fs::read(&keys).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&keys, &bytes).unwrap();
+    let e = verify_backup(&*vfs::os(), &dest).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Corrupt, "{}", e.message);
+    assert!(e.message.contains("keys"), "{}", e.message);
 }

@@ -9,9 +9,10 @@ use common::moves::{
     seen_but_times_from,
 };
 use common::procs::{self, Children};
+use common::{every_file, holder, keys_in};
 use evstore::store::import::{self, Item, LogEntry};
 use evstore::store::lifecycle::LifecycleOp;
-use evstore::store::{Event, Store};
+use evstore::store::{Event, EventInput, ExpectedVersion, Store};
 use evstore::ErrorKind;
 use std::path::Path;
 
@@ -156,6 +157,8 @@ fn event(position: u64, stream: &str, version: u64, ts: u64) -> Item {
         metadata: Vec::new(),
         payload: b"p".to_vec(),
         id: None,
+        subject: None,
+        erased: false,
     })
 }
 
@@ -559,4 +562,184 @@ mod c_api {
         let name = unsafe { std::ffi::CStr::from_ptr(evs_status_name(EVS_ERR_NOT_EMPTY)) };
         assert_eq!(name.to_str().unwrap(), "EVS_ERR_NOT_EMPTY");
     }
+}
+
+/// A file store whose log names 8 subjects (two events each, with `PII-<subject>-<k>`
+/// in payload and metadata, among public events), subjects 0 to 2 forgotten.
+fn with_subjects(dir: &Path) -> Store {
+    let s = open(dir);
+    for k in 0..2 {
+        for i in 0..8 {
+            let subject = format!("user-{i}");
+            let pii = format!("PII-{subject}-{k}");
+            let mut e = EventInput::new("ProfileSet", pii.as_bytes());
+            e.metadata = pii.as_bytes();
+            e.subject = Some(&subject);
+            s.append(&format!("profile-{i}"), ExpectedVersion::Any, &[e])
+                .unwrap();
+            s.append_event("Public", format!("PUBLIC-{i}-{k}").as_bytes())
+                .unwrap();
+        }
+    }
+    for i in 0..3 {
+        s.forget_subject(&format!("user-{i}")).unwrap();
+    }
+    s
+}
+
+/// Checks a store holds `with_subjects`' log as its source reads it: the forgotten
+/// subjects' events erased, the others' whole and sealed (no plaintext of any subject
+/// in its files), and no key of a forgotten subject in its key file.
+fn check_subjects_moved(src: &Store, dst: &Store, dir: &Path, what: &str) {
+    let (want, got) = (seen(src), seen(dst));
+    assert_same(&want, &got, what);
+    let erased: Vec<&Event> = got.events.iter().filter(|e| e.erased).collect();
+    assert_eq!(erased.len(), 6, "{what}: erased events");
+    assert!(erased
+        .iter()
+        .all(|e| e.payload.is_empty() && e.metadata.is_empty()));
+    let live = got
+        .events
+        .iter()
+        .filter(|e| e.subject.is_some() && !e.erased);
+    assert_eq!(live.clone().count(), 10, "{what}: sealed events read back");
+    assert!(live.clone().all(|e| e.payload.starts_with(b"PII-")));
+    let forgets = got
+        .entries
+        .iter()
+        .filter(|e| matches!(e.op, LifecycleOp::Forget { .. }))
+        .count();
+    assert_eq!(forgets, 3, "{what}: forget entries");
+    let subjects = dst.subjects().unwrap();
+    assert_eq!(subjects.len(), 8, "{what}: {subjects:?}");
+    let gone = subjects.iter().filter(|s| s.forgotten_at.is_some()).count();
+    assert_eq!(gone, 3, "{what}: {subjects:?}");
+    let mut files = Vec::new();
+    every_file(dir, &mut files);
+    assert_eq!(holder(&files, b"PII-"), None, "{what}: plaintext on disk");
+    assert!(
+        holder(&files, b"PUBLIC-").is_some(),
+        "the search finds plaintext"
+    );
+    let kept = keys_in(&std::fs::read(dir.join("keys")).unwrap());
+    let mut names: Vec<&str> = kept.iter().map(|k| k.0.as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["user-3", "user-4", "user-5", "user-6", "user-7"],
+        "{what}"
+    );
+}
+
+#[test]
+fn subjects_move_sealed_with_the_destinations_keys_and_forgotten_ones_stay_erased() {
+    let _s = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = with_subjects(&tmp.path().join("src"));
+    let file = tmp.path().join("log.evx");
+    import::export_file(&src, &file, &mut none).unwrap();
+    // The export holds the live subjects' data in the clear (base64), never the
+    // forgotten ones': an erased event has no bytes to export.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let b64 = |s: &str| import_b64(s.as_bytes());
+    assert!(text.contains(&b64("PII-user-3-0")));
+    for i in 0..3 {
+        for k in 0..2 {
+            let pii = format!("PII-user-{i}-{k}");
+            assert!(!text.contains(&b64(&pii)), "{pii} exported");
+        }
+    }
+    assert_eq!(text.matches("\"erased\":true").count(), 6);
+    assert_eq!(text.matches("\"kind\":\"forget\"").count(), 3);
+
+    let dst_dir = tmp.path().join("dst");
+    let dst = open(&dst_dir);
+    import::import_file(&dst, &file, &mut none).unwrap();
+    check_subjects_moved(&src, &dst, &dst_dir, "imported");
+    drop(dst);
+    let dst = open(&dst_dir);
+    check_subjects_moved(&src, &dst, &dst_dir, "imported, reopened");
+    // Appends go on: a live subject takes events, a forgotten one does not.
+    let mut e = EventInput::new("ProfileSet", b"PII-after");
+    e.subject = Some("user-0");
+    let err = dst
+        .append("profile-0", ExpectedVersion::Any, &[e])
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::InvalidArgument, "{}", err.message);
+    e.subject = Some("user-3");
+    dst.append("profile-3", ExpectedVersion::Any, &[e]).unwrap();
+
+    // A copy in two rounds, a subject forgotten in the source between them: its
+    // events arrive sealed under the destination's key, which the forget then destroys.
+    let cdir = tmp.path().join("copy");
+    let copy = open(&cdir);
+    import::copy(&src, &copy, &mut none).unwrap();
+    let doomed = keys_in(&std::fs::read(cdir.join("keys")).unwrap())
+        .into_iter()
+        .find(|k| k.0 == "user-7")
+        .unwrap()
+        .1;
+    src.forget_subject("user-7").unwrap();
+    import::copy(&src, &copy, &mut none).unwrap();
+    assert_same(&seen(&src), &seen(&copy), "copied in two rounds");
+    let erased = seen(&copy).events.iter().filter(|e| e.erased).count();
+    assert_eq!(erased, 8, "user-7's events read erased in the copy");
+    copy.close().unwrap();
+    drop(copy);
+    let mut files = Vec::new();
+    every_file(&cdir, &mut files);
+    assert_eq!(
+        holder(&files, &doomed),
+        None,
+        "the copy's key of user-7 is in a file"
+    );
+    assert_eq!(holder(&files, b"PII-"), None, "plaintext in the copy");
+}
+
+#[test]
+fn an_erased_event_whose_subject_the_destination_forgot_is_refused_unless_erased() {
+    let _s = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dst = open(&tmp.path().join("dst"));
+    let ev = |position: u64, erased: bool| {
+        let Item::Event(mut e) = event(position, "p", position, 1) else {
+            unreachable!()
+        };
+        e.subject = Some("user-x".into());
+        e.erased = erased;
+        if erased {
+            e.payload.clear();
+        }
+        Item::Event(e)
+    };
+    let forget = Item::Entry(LogEntry {
+        position: 1,
+        timestamp_us: 1,
+        id: None,
+        op: LifecycleOp::Forget {
+            subject: "user-x".into(),
+        },
+    });
+    dst.import(&[ev(0, false), forget], 2).unwrap();
+    // After its forget, an event of the subject that is not erased: refused.
+    let e = dst.import(&[ev(2, false)], 3).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "{}", e.message);
+    assert!(e.message.contains("forgot"), "{}", e.message);
+    assert_eq!(dst.next_position().unwrap(), 2);
+    // An erased event that holds bytes: refused.
+    let Item::Event(mut bad) = ev(2, true) else {
+        unreachable!()
+    };
+    bad.payload = b"x".to_vec();
+    let e = dst.import(&[Item::Event(bad)], 3).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "{}", e.message);
+    // Erased: taken, and read erased.
+    dst.import(&[ev(2, true)], 3).unwrap();
+    let got = seen(&dst);
+    assert!(got.events.iter().all(|e| e.erased), "{:?}", got.events);
+}
+
+/// Base64 of `bytes` as an export writes it.
+fn import_b64(bytes: &[u8]) -> String {
+    evstore::store::export::base64_encode(bytes)
 }

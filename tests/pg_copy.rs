@@ -299,3 +299,46 @@ impl Drop for Stop {
         let _ = common::pg::as_pg(&format!("pg_ctl -D {} -m immediate -w stop", self.0));
     }
 }
+
+/// PostgreSQL keeps no data subjects in this version: a copy or an import of a log that
+/// names one is refused before anything is written (not half way, and never stored in
+/// the clear).
+#[test]
+fn a_log_with_subjects_is_refused_by_postgresql_before_anything_is_written() {
+    let pg = PgServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = open(&dir_str(&tmp.path().join("src")));
+    for i in 0..3000u32 {
+        src.append_event("Public", &i.to_le_bytes()).unwrap();
+    }
+    let mut e = EventInput::new("ProfileSet", b"PII-late");
+    e.subject = Some("user-1");
+    src.append("profile-1", ExpectedVersion::Any, &[e]).unwrap();
+    src.forget_subject("user-1").unwrap();
+
+    let dst = open(&schema_url(&pg, "subjects"));
+    let err = import::copy(&src, &dst, &mut none).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::InvalidArgument, "{}", err.message);
+    assert!(err.message.contains("personal data"), "{}", err.message);
+    assert!(
+        err.message.contains("nothing was written"),
+        "{}",
+        err.message
+    );
+    assert_eq!(dst.next_position().unwrap(), 0, "the copy wrote something");
+
+    let file = tmp.path().join("log.evx");
+    import::export_file(&src, &file, &mut none).unwrap();
+    let err = import::import_file(&dst, &file, &mut none).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::InvalidArgument, "{}", err.message);
+    assert!(
+        err.message.contains("from position 3000"),
+        "{}",
+        err.message
+    );
+    assert_eq!(
+        dst.next_position().unwrap(),
+        0,
+        "the import wrote something"
+    );
+}

@@ -22,6 +22,7 @@ mod schema;
 mod stats;
 mod status;
 mod store;
+mod subjects;
 mod subscription;
 
 pub use account::*;
@@ -36,4 +37,5 @@ pub use schema::*;
 pub use stats::*;
 pub use status::*;
 pub use store::*;
+pub use subjects::*;
 pub use subscription::*;

@@ -14,8 +14,12 @@ use std::io::{BufRead, Read, Write};
 
 /// The `format` of the header line.
 pub const FORMAT: &str = "evstore-export";
-/// The format version this library writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this library writes. Version 2 added events' subjects, erased
+/// events and forget entries; a version-1 reader must not take such a file (it would
+/// import personal data unsealed), so the version moved.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this library reads (a version-1 file has no subjects).
+const OLDEST_READ: u32 = 1;
 /// The longest line a reader takes (an event of 16 MiB in base64, with room to spare).
 const MAX_LINE: u64 = 64 << 20;
 
@@ -44,6 +48,12 @@ enum Line {
         schema: u32,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
+        /// The data subject whose key seals the event in a store (not in an export).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subject: Option<String>,
+        /// The subject was forgotten: metadata and payload are empty.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        erased: bool,
         metadata: String,
         payload: String,
     },
@@ -74,6 +84,13 @@ enum Line {
         category: bool,
         max_count: u64,
         max_age_us: u64,
+    },
+    Forget {
+        pos: u64,
+        ts: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        subject: String,
     },
     /// The last line: the items between header and end, and the CRC-32C of every byte
     /// before this line (the header's included).
@@ -183,6 +200,8 @@ impl Line {
                 event_type: e.event_type.clone(),
                 schema: e.schema_version,
                 id: id_hex(&e.id),
+                subject: e.subject.clone(),
+                erased: e.erased,
                 metadata: base64_encode(&e.metadata),
                 payload: base64_encode(&e.payload),
             },
@@ -231,6 +250,12 @@ impl Line {
                         max_count: rule.max_count,
                         max_age_us: rule.max_age_us,
                     },
+                    LifecycleOp::Forget { subject } => Line::Forget {
+                        pos,
+                        ts,
+                        id,
+                        subject,
+                    },
                     // `LogEntry` never holds one (consumers are not moved).
                     LifecycleOp::Consumer(_) => unreachable!("a consumer's record is not exported"),
                 }
@@ -258,19 +283,36 @@ impl Line {
                 event_type,
                 schema,
                 id,
+                subject,
+                erased,
                 metadata,
                 payload,
-            } => Item::Event(Event {
-                position: pos,
-                timestamp_us: ts,
-                stream,
-                stream_version: version,
-                event_type,
-                schema_version: schema,
-                id: id_of(&id)?,
-                metadata: base64_decode(&metadata).map_err(|e| format!("metadata: {e}"))?,
-                payload: base64_decode(&payload).map_err(|e| format!("payload: {e}"))?,
-            }),
+            } => {
+                if erased && (subject.is_none() || !metadata.is_empty() || !payload.is_empty()) {
+                    return Err(
+                        "an erased event names no subject or has metadata or a payload".to_owned(),
+                    );
+                }
+                Item::Event(Event {
+                    position: pos,
+                    timestamp_us: ts,
+                    stream,
+                    stream_version: version,
+                    event_type,
+                    schema_version: schema,
+                    id: id_of(&id)?,
+                    metadata: base64_decode(&metadata).map_err(|e| format!("metadata: {e}"))?,
+                    payload: base64_decode(&payload).map_err(|e| format!("payload: {e}"))?,
+                    subject,
+                    erased,
+                })
+            }
+            Line::Forget {
+                pos,
+                ts,
+                id,
+                subject,
+            } => entry(pos, ts, &id, LifecycleOp::Forget { subject })?,
             Line::Delete {
                 pos,
                 ts,
@@ -411,6 +453,8 @@ pub struct ExportReader<R: BufRead> {
     last: Option<u64>,
     ended: bool,
     buf: Vec<u8>,
+    /// The header's format version.
+    version: u32,
 }
 
 impl<R: BufRead> ExportReader<R> {
@@ -430,6 +474,7 @@ impl<R: BufRead> ExportReader<R> {
             last: None,
             ended: false,
             buf: Vec::new(),
+            version: FORMAT_VERSION,
         };
         let bad = |what: String| Error::corrupt(format!("the export's first line {what}"));
         match r.read_line()? {
@@ -446,11 +491,12 @@ impl<R: BufRead> ExportReader<R> {
                 if format != FORMAT {
                     return Err(bad(format!("has format {format:?}, not {FORMAT:?}")));
                 }
-                if version != FORMAT_VERSION {
+                if !(OLDEST_READ..=FORMAT_VERSION).contains(&version) {
                     return Err(bad(format!(
-                        "has format version {version}; this library reads version {FORMAT_VERSION}"
+                        "has format version {version}; this library reads versions {OLDEST_READ} to {FORMAT_VERSION}"
                     )));
                 }
+                r.version = version;
                 if next < first || last != next.checked_sub(1).filter(|&l| l >= first) {
                     return Err(bad(format!(
                         "has an impossible range (first {first}, last {last:?}, next {next})"
@@ -538,6 +584,16 @@ impl<R: BufRead> ExportReader<R> {
             .item()
             .map_err(|e| Error::corrupt(format!("line {at} of the export: {e}")))?
             .ok_or_else(|| Error::corrupt(format!("line {at} of the export is a second header")))?;
+        let personal = match &item {
+            Item::Event(e) => e.subject.is_some() || e.erased,
+            Item::Entry(e) => matches!(e.op, LifecycleOp::Forget { .. }),
+        };
+        if personal && self.version < 2 {
+            return Err(Error::corrupt(format!(
+                "line {at} of the export names a data subject, which a version-{} export cannot",
+                self.version
+            )));
+        }
         let pos = item.position();
         if pos < self.header.first || pos >= self.header.next || self.last.is_some_and(|l| pos <= l)
         {
@@ -582,6 +638,21 @@ mod tests {
                 metadata: vec![1, 2],
                 payload: vec![0, 255, 10, 13],
                 id: Some([9; 16]),
+                subject: Some("user-1".into()),
+                erased: false,
+            }),
+            Item::Event(Event {
+                position: 4,
+                timestamp_us: 10,
+                stream: "s-ü".into(),
+                stream_version: 8,
+                event_type: "T".into(),
+                schema_version: 1,
+                metadata: vec![],
+                payload: vec![],
+                id: None,
+                subject: Some("user-2".into()),
+                erased: true,
             }),
             Item::Entry(LogEntry {
                 position: 5,
@@ -591,6 +662,14 @@ mod tests {
                     stream: "s-ü".into(),
                     before_version: 7,
                     version: 7,
+                },
+            }),
+            Item::Entry(LogEntry {
+                position: 6,
+                timestamp_us: 12,
+                id: None,
+                op: LifecycleOp::Forget {
+                    subject: "user-2".into(),
                 },
             }),
         ]
@@ -634,6 +713,18 @@ mod tests {
         assert_ne!(changed, text);
         let e = read_all(changed.as_bytes()).unwrap_err();
         assert_eq!(e.kind, crate::error::ErrorKind::Corrupt, "{}", e.message);
+        // An erased event with a payload, a subject in a version-1 export: refused.
+        let with_payload = text.replace(
+            "\"erased\":true,\"metadata\":\"\"",
+            "\"erased\":true,\"metadata\":\"AA==\"",
+        );
+        assert_ne!(with_payload, text);
+        let e = read_all(with_payload.as_bytes()).unwrap_err();
+        assert!(e.message.contains("erased event"), "{}", e.message);
+        let v1 = text.replace("\"version\":2,", "\"version\":1,");
+        assert_ne!(v1, text);
+        let e = read_all(v1.as_bytes()).unwrap_err();
+        assert!(e.message.contains("version-1"), "{}", e.message);
         // Something after the end line: refused.
         let mut more = bytes.clone();
         more.extend_from_slice(&bytes[bytes.len() - 40..]);
@@ -643,11 +734,11 @@ mod tests {
     #[test]
     fn items_out_of_order_or_outside_the_header_are_refused() {
         let mut items = sample();
-        items.swap(0, 1);
+        items.swap(0, 2);
         let e = read_all(&export(&items)).unwrap_err();
         assert!(e.message.contains("out of order"), "{}", e.message);
         let mut late = sample();
-        if let Item::Entry(e) = &mut late[1] {
+        if let Item::Entry(e) = &mut late[2] {
             e.position = 9;
         }
         assert!(read_all(&export(&late)).is_err());

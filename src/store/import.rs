@@ -100,7 +100,8 @@ pub(crate) fn not_empty(location: &str, next: u64, position: u64) -> Error {
 /// Checks a batch for `Backend::import` against a store whose next position is `next`
 /// and whose last timestamp is `last_ts`, the same way on every engine: positions
 /// increasing from `next` on, `end` past the last, times never going back, names and
-/// sizes within the limits, only deletes, truncations and rules as entries.
+/// sizes within the limits, an erased event naming its subject and holding no bytes,
+/// only deletes, truncations, rules and forgets as entries.
 pub(crate) fn check_batch(
     location: &str,
     items: &[Item],
@@ -138,9 +139,18 @@ pub(crate) fn check_batch(
                         "the event at position {p} has an id of all zeros"
                     )));
                 }
+                if let Some(s) = &e.subject {
+                    check_name("subject", s, false)?;
+                }
+                if e.erased && (e.subject.is_none() || size > 0) {
+                    return Err(Error::invalid(format!(
+                        "the event at position {p} is erased but names no subject or holds \
+                         {size} bytes of metadata and payload"
+                    )));
+                }
             }
             Item::Entry(e) => {
-                if !e.op.removes() {
+                if matches!(e.op, LifecycleOp::Consumer(_)) {
                     return Err(Error::invalid(format!(
                         "the entry at position {p} is a consumer's record, which is not imported"
                     )));
@@ -149,6 +159,7 @@ pub(crate) fn check_batch(
                     LifecycleOp::Retention {
                         target, category, ..
                     } => check_name("category prefix", target, *category)?,
+                    LifecycleOp::Forget { subject } => check_name("subject", subject, false)?,
                     op => check_name("stream name", op.stream().unwrap_or(""), false)?,
                 }
             }
@@ -385,11 +396,18 @@ pub fn import_file(store: &Store, path: &Path, progress: Progress<'_>) -> Result
             .map_err(|e| e.prefixed(format!("{name}: ")))
     };
     let mut check = open()?;
-    while check
+    let mut personal = None;
+    while let Some(item) = check
         .next_item()
         .map_err(|e| e.prefixed(format!("{name}: ")))?
-        .is_some()
-    {}
+    {
+        if personal.is_none() && names_subject(&item) {
+            personal = Some(item.position());
+        }
+    }
+    if let Some(p) = personal {
+        takes_subjects(store, p)?;
+    }
     let next = store.next_position()?;
     if next > 0 {
         return Err(Error::new(
@@ -418,6 +436,36 @@ pub fn import_file(store: &Store, path: &Path, progress: Progress<'_>) -> Result
     sink.flush(header.next)?;
     progress(header.next, header.next);
     Ok(info)
+}
+
+/// Whether an item is personal data: an event naming a subject, or a forget.
+fn names_subject(item: &Item) -> bool {
+    match item {
+        Item::Event(e) => e.subject.is_some(),
+        Item::Entry(e) => matches!(e.op, LifecycleOp::Forget { .. }),
+    }
+}
+
+/// Whether `store` holds events naming subjects (an engine without subjects holds none).
+fn has_subjects(store: &Store) -> Result<bool> {
+    if !store.supports_subjects() {
+        return Ok(false);
+    }
+    Ok(!store.subjects()?.is_empty())
+}
+
+/// Refuses, before anything is written, a move of personal data (the first at
+/// `position`) into a store whose engine cannot seal it: it would be stored in the clear.
+fn takes_subjects(dst: &Store, position: u64) -> Result<()> {
+    if dst.supports_subjects() {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "the log moved holds personal data (events naming data subjects, from position \
+         {position} on), which {} cannot keep sealed: its engine does not support subjects in \
+         this version; nothing was written",
+        dst.location()
+    )))
 }
 
 /// Checks that `dst`, whose next position is `from`, holds what `src` holds below it (an
@@ -476,6 +524,9 @@ pub fn copy(src: &Store, dst: &Store, progress: Progress<'_>) -> Result<MoveInfo
     let from = dst.next_position()?;
     if from > 0 {
         check_resumable(src, dst, from)?;
+    }
+    if has_subjects(src)? {
+        takes_subjects(dst, from)?;
     }
     let mut info = MoveInfo {
         first: from,

@@ -28,6 +28,7 @@ pub fn fill(s: &Store, rounds: u64) {
                 metadata: meta,
                 schema_version: 2,
                 id: Some(i0),
+                subject: None,
             },
             EventInput {
                 event_type: "Paid",
@@ -35,6 +36,7 @@ pub fn fill(s: &Store, rounds: u64) {
                 metadata: &[],
                 schema_version: 1,
                 id: Some(i1),
+                subject: None,
             },
         ];
         s.append(&format!("order-{}", r % 5), ExpectedVersion::Any, &evs)
@@ -218,6 +220,7 @@ pub fn assert_writers_go_on_alike(a: &Store, b: &Store) {
             metadata: b"{\"m\":1}",
             schema_version: 2,
             id: Some(id),
+            subject: None,
         },
         EventInput {
             event_type: "Paid",
@@ -229,6 +232,7 @@ pub fn assert_writers_go_on_alike(a: &Store, b: &Store) {
                 i[..8].copy_from_slice(&2u64.to_le_bytes());
                 i
             }),
+            subject: None,
         },
     ];
     let ra = kind(a.append("order-0", ExpectedVersion::Any, &ev));

@@ -70,6 +70,9 @@ const SYNC_EVERY: u64 = 4 << 20;
 /// How long a compaction or a read-only backup waits before it looks again at the log
 /// directory's lock the other holds.
 const LOCK_RETRY: Duration = Duration::from_millis(5);
+/// How many times a backup reads the key file again while it fails its checks (a forget
+/// or a writer process changing it meanwhile) before it reports the damage.
+const KEY_FILE_TRIES: u32 = 200;
 
 /// A hold on the log directory's lock (`FileStore::lock_log`), let go when dropped.
 pub(super) type LogLock = Box<dyn std::any::Any + Send + Sync>;
@@ -292,6 +295,10 @@ struct Point {
     last: Option<(u64, u64, FileRef)>,
     /// The newest snapshot then: its name and a handle.
     snapshot: Option<(String, FileRef)>,
+    /// The subjects' key file then (read whole under the writer's lock: a forget
+    /// overwrites keys in place, so a handle read later could miss keys of events
+    /// before the position), if the store has one.
+    keys: Option<Vec<u8>>,
 }
 
 /// Copies and links files into a backup, counting for the progress display.
@@ -506,6 +513,7 @@ impl FileStore {
                 .map_err(|e| Error::io(format!("reading snapshot {name}"), e))?;
             placer.copy(file, len, &dest.join("snapshots").join(name))?;
         }
+        place_keys(vfs, dest, point.keys.as_deref())?;
         remove_stale(vfs, dest, &point)?;
         for sub in ["events", "index", "snapshots"] {
             let d = dest.join(sub);
@@ -610,12 +618,38 @@ impl FileStore {
                 let name = path.file_name()?.to_str()?.to_owned();
                 Some((name, file))
             });
+        let keys = self.keys_then()?;
         Ok(Point {
             position,
             sealed: segments,
             last,
             snapshot,
+            keys,
         })
+    }
+
+    /// The subjects' key file as it is now, if the store has one. Every key of an event
+    /// counted so far is in it (keys are made durably before their events are appended).
+    /// A read that meets a forget overwriting a key in place, or a writer process
+    /// appending one, fails the file's checks: it is read again, for a while.
+    fn keys_then(&self) -> Result<Option<Vec<u8>>> {
+        let path = super::keys::path(&self.dir);
+        let mut tries = 0;
+        loop {
+            let bytes = match vfs::read_file(&*self.options.vfs, &path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+            };
+            match super::keys::check(&bytes) {
+                Ok(_) => return Ok(Some(bytes)),
+                Err(e) if tries >= KEY_FILE_TRIES => return Err(e),
+                Err(_) => {
+                    tries += 1;
+                    std::thread::sleep(LOCK_RETRY);
+                }
+            }
+        }
     }
 
     /// Takes the log directory's lock, which orders backups through read-only handles
@@ -734,6 +768,28 @@ fn matching_index(vfs: &dyn Vfs, path: &Path, id: u64, len: u64) -> Option<u64> 
     let bytes = vfs::read_file(vfs, path).ok()?;
     let (s, _) = segindex::check_file(id, &bytes).ok()?;
     (s.segment_len == len).then_some(bytes.len() as u64)
+}
+
+/// Writes the key file the backup took (`Point::keys`) into `dest` as a new file
+/// (synced, renamed over an earlier backup's), or removes an earlier one if the store
+/// has none.
+fn place_keys(vfs: &dyn Vfs, dest: &Path, keys: Option<&[u8]>) -> Result<()> {
+    let to = super::keys::path(dest);
+    let Some(bytes) = keys else {
+        return remove_if_there(vfs, &to);
+    };
+    let part = part_path(&to);
+    let io = |what: &str, e| Error::io(format!("{what} {}", part.display()), e);
+    remove_if_there(vfs, &part)?;
+    let out = vfs
+        .open(&part, OpenMode::CreateNew)
+        .map_err(|e| io("creating", e))?;
+    vfs::write_all_at(&*out, bytes, 0).map_err(|e| io("writing", e))?;
+    out.sync_all().map_err(|e| io("syncing", e))?;
+    drop(out);
+    vfs.rename(&part, &to).map_err(|e| io("renaming", e))?;
+    vfs.sync_dir(dest)
+        .map_err(|e| Error::io(format!("syncing {}", dest.display()), e))
 }
 
 /// Removes what an earlier backup into `dest` left that this one does not have:

@@ -3,10 +3,10 @@
 //! events that borrow its buffer until its next call.
 
 use super::lifecycle::{passes_over, Views};
-use super::{check_plain, decode_at_key, decode_event, FileStore};
+use super::{check_plain, decode_at_key, FileStore, Owned};
 use crate::error::{Error, Result};
 use crate::store::backend::EventViews;
-use crate::store::{Event, EventRef};
+use crate::store::EventRef;
 use crate::wal::{record, Position, SegmentCursor};
 use std::sync::Arc;
 
@@ -22,7 +22,7 @@ pub struct ForwardCursor {
     /// The segment cursor read past `next` (a record not to be read yet): look the
     /// position up again.
     relocate: bool,
-    legacy: Option<Event>,
+    owned: Owned,
     views: Views,
 }
 
@@ -34,7 +34,7 @@ impl ForwardCursor {
             until,
             segments: None,
             relocate: false,
-            legacy: None,
+            owned: Owned::default(),
             views: Views::new(),
         })
     }
@@ -107,7 +107,7 @@ impl ForwardCursor {
         let (key, value) = (d.record.key, d.record.value);
         check_plain(&d.record, at).map_err(|e| e.damage_at(due))?;
         match position_at(&mut self.next, self.until, key, value, at, committed) {
-            Ok(Some(position)) => decode_at_key(position, value, &mut self.legacy).map(Some),
+            Ok(Some(position)) => decode_at_key(position, value, &mut self.owned, &self.store.keys).map(Some),
             Ok(None) => {
                 self.relocate = true;
                 Ok(None)
@@ -119,7 +119,7 @@ impl ForwardCursor {
     /// Up to `max` next events handed to `sink`, whose bytes all stay where they are
     /// until the next call on this cursor: the records of the scanner's buffer, which is
     /// not refilled or moved meanwhile (the batch stops where a read would be needed, and
-    /// after an event decoded into the cursor's own memory: a legacy one). `None` once
+    /// after an event decoded into the cursor's own memory: a legacy or a sealed one). `None` once
     /// anything is removed (`next` passes over removed events, one at a time).
     pub fn next_views(
         &mut self,
@@ -133,9 +133,9 @@ impl ForwardCursor {
         if max == 0 {
             return Some(views);
         }
-        // Legacy events are decoded into `self.legacy`, which the next one would
-        // overwrite: one ends the batch. (The previous batch's views are done with.)
-        self.legacy = None;
+        // Legacy and sealed events are decoded into `self.owned`, which the next one
+        // would overwrite: one ends the batch. (The previous batch's views are done with.)
+        self.owned.reset();
         // The first event as `next` reads it: a read of the file, the segment's bounds.
         match self.next() {
             Ok(Some(e)) => sink(&e),
@@ -152,7 +152,7 @@ impl ForwardCursor {
         if self.store.removing() {
             return Some(views);
         }
-        while views.count < max && self.legacy.is_none() {
+        while views.count < max && !self.owned.holds() {
             let n = self.next;
             if n >= self.until || n >= committed {
                 break;
@@ -167,7 +167,7 @@ impl ForwardCursor {
             let event = check_plain(&d.record, at)
                 .and_then(|_| position_at(&mut self.next, self.until, key, value, at, committed));
             match event {
-                Ok(Some(position)) => match decode_at_key(position, value, &mut self.legacy) {
+                Ok(Some(position)) => match decode_at_key(position, value, &mut self.owned, &self.store.keys) {
                     Ok(e) => {
                         sink(&e);
                         views.count += 1;
@@ -259,9 +259,9 @@ impl ForwardCursor {
         let (_, d) = seg
             .last()
             .ok_or_else(|| Error::corrupt(format!("position {position} cannot be read again")))?;
-        decode_event(position, d.record.key, d.record.value, &mut self.legacy)
+        self.store
+            .event_of(position, d.record.key, d.record.value, &mut self.owned)
             .map(Some)
-            .map_err(|e| e.damage_at(position))
     }
 
     /// Reads from position `due` again, looked up afresh, segment `segment_id`'s cached
@@ -346,7 +346,7 @@ pub struct BackwardCursor {
     next: u64,
     more: bool,
     buf: Vec<u8>,
-    legacy: Option<Event>,
+    owned: Owned,
     views: Views,
 }
 
@@ -357,7 +357,7 @@ impl BackwardCursor {
             next: from,
             more,
             buf: Vec::new(),
-            legacy: None,
+            owned: Owned::default(),
             views: Views::new(),
         }
     }
@@ -390,9 +390,9 @@ impl BackwardCursor {
         // Checked just above.
         let d =
             record::decode_verified(&self.buf).map_err(|e| damaged(position, at, e.describe()))?;
-        decode_event(position, d.record.key, d.record.value, &mut self.legacy)
+        self.store
+            .event_of(position, d.record.key, d.record.value, &mut self.owned)
             .map(Some)
-            .map_err(|e| e.damage_at(position))
     }
 }
 
@@ -423,7 +423,7 @@ pub struct StreamCursor {
     /// What `buf` holds when it holds a run of adjacent records: their segment and the
     /// byte range `[start, end)` of it.
     span: Option<(u64, u64, u64)>,
-    legacy: Option<Event>,
+    owned: Owned,
     views: Views,
 }
 
@@ -441,7 +441,7 @@ impl StreamCursor {
             files: None,
             buf: Vec::new(),
             span: None,
-            legacy: None,
+            owned: Owned::default(),
             views: Views::new(),
         }
     }
@@ -572,8 +572,9 @@ impl StreamCursor {
             }
         };
         let d = decode_span(position, at, &self.buf, range, !removing)?;
-        let ev = decode_event(position, d.key, d.value, &mut self.legacy)
-            .map_err(|e| e.damage_at(position))?;
+        let ev = self
+            .store
+            .event_of(position, d.key, d.value, &mut self.owned)?;
         // Versions go on from the event read (a compaction may have erased the ones the
         // cursor counted on).
         self.next_version = self.next_version.max(ev.stream_version + 1);

@@ -7,13 +7,16 @@
 
 use super::envelope::{self, EnvelopeRef};
 use super::lifecycle::{apply_entry, Entry};
-use super::{decode_fetched, Decoded, FileStore};
-use crate::error::Result;
+use super::{decode_fetched, Decoded, FileStore, Owned};
+use crate::error::{Error, ErrorKind, Result};
 use crate::store::import::{check_batch, check_versions, Item, LogEntry};
+use crate::store::lifecycle::LifecycleOp;
+use crate::store::subjects::{self, DataKey, KeyBytes};
 use crate::store::{MAX_BATCH_EVENTS, MAX_BATCH_SIZE};
 use crate::wal::record::RecordRef;
 use crate::wal::Position;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 impl FileStore {
     /// The lifecycle entries at positions `from .. to` (consumers' records left out):
@@ -28,9 +31,9 @@ impl FileStore {
             let Some(at) = self.fetch_if_any(position, &mut buf)? else {
                 continue;
             };
-            let mut legacy = None;
-            if let Decoded::Entry(e) = decode_fetched(position, at, &buf, &mut legacy)? {
-                if e.op.removes() {
+            let mut owned = Owned::default();
+            if let Decoded::Entry(e) = decode_fetched(position, at, &buf, &mut owned, None)? {
+                if !matches!(e.op, LifecycleOp::Consumer(_)) {
                     out.push(LogEntry {
                         position,
                         timestamp_us: e.timestamp_us,
@@ -50,8 +53,16 @@ impl FileStore {
     /// writes them), the log is synced, and only then do the items count (indexes,
     /// projections, readers). A failure of the log leaves the store as it was before the
     /// run that failed.
+    ///
+    /// An event that names a subject is sealed with this store's key for it (made, as an
+    /// append makes it, before the writer's lock); an erased one (its subject forgotten
+    /// in the source) holds nothing and is sealed under a key of this call that is never
+    /// stored, so it reads as erased once its forget entry (later in the log) counts,
+    /// and no key of a forgotten subject is ever written here. An imported forget entry
+    /// destroys this store's key of its subject, as `forget_subject` does.
     pub fn import(&self, items: &[Item], end: u64) -> Result<()> {
         self.check_writable()?;
+        let sealing = self.import_keys(items)?;
         let mut w = self.lock_writer();
         self.catch_up_epoch(&mut w);
         self.wal.health()?;
@@ -75,7 +86,10 @@ impl FileStore {
                 Ok((view.last_version, view.tombstone))
             })?;
         }
+        self.check_import_subjects(items)?;
         let mut scratch = std::mem::take(&mut w.scratch);
+        let mut keys = sealing.keys.iter();
+        let mut aad = Vec::new();
         // Each run's records and where the log put them, counted after the sync.
         let mut written: Vec<(std::ops::Range<usize>, Vec<Position>)> = Vec::new();
         let mut failed = None;
@@ -88,21 +102,41 @@ impl FileStore {
                 let start = scratch.len();
                 scratch.extend_from_slice(&item.position().to_le_bytes());
                 match item {
-                    Item::Event(e) => EnvelopeRef {
-                        timestamp_us: e.timestamp_us,
-                        stream: &e.stream,
-                        stream_version: if e.stream.is_empty() {
-                            0
-                        } else {
-                            e.stream_version
-                        },
-                        event_type: &e.event_type,
-                        schema_version: e.schema_version.max(1),
-                        metadata: &e.metadata,
-                        payload: &e.payload,
-                        id: e.id,
+                    Item::Event(e) => {
+                        let sealed_at = EnvelopeRef {
+                            timestamp_us: e.timestamp_us,
+                            stream: &e.stream,
+                            stream_version: if e.stream.is_empty() {
+                                0
+                            } else {
+                                e.stream_version
+                            },
+                            event_type: &e.event_type,
+                            schema_version: e.schema_version.max(1),
+                            metadata: &e.metadata,
+                            payload: &e.payload,
+                            id: e.id,
+                            subject: e.subject.as_deref(),
+                            sealed_at: 0,
+                        }
+                        .encode_into(&mut scratch);
+                        if let Some(at) = sealed_at {
+                            // Bound in as an append binds it: the key and the clear fields.
+                            aad.clear();
+                            aad.extend_from_slice(&scratch[start..at]);
+                            let key = match e.erased {
+                                true => sealing.erased.as_ref(),
+                                false => keys.next().map(|k| &**k),
+                            };
+                            let key = key.ok_or_else(|| {
+                                Error::new(ErrorKind::Internal, "no key for an imported event")
+                            })?;
+                            if let Err(err) = key.seal(&aad, &mut scratch, at) {
+                                failed = Some(err);
+                                break;
+                            }
+                        }
                     }
-                    .encode_into(&mut scratch),
                     Item::Entry(e) => envelope::encode_lifecycle(
                         &mut scratch,
                         e.id.as_ref(),
@@ -111,6 +145,9 @@ impl FileStore {
                     ),
                 }
                 spans.push(start..scratch.len());
+            }
+            if failed.is_some() {
+                break;
             }
             let records: Vec<RecordRef<'_>> = spans
                 .iter()
@@ -153,6 +190,7 @@ impl FileStore {
         self.wal.sync()?;
         let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
         let mut entries = false;
+        let mut forgets = Vec::new();
         for (run, at) in &written {
             for (item, &pos) in items[run.clone()].iter().zip(at) {
                 while index.len() < item.position() {
@@ -167,7 +205,11 @@ impl FileStore {
                             e.stream_version,
                             &e.event_type,
                         );
-                        let ev = e.as_ref();
+                        let mut ev = e.as_ref();
+                        // Projections never see a subject's personal data (`Projection`).
+                        if e.subject.is_some() {
+                            (ev.metadata, ev.payload) = (&[], &[]);
+                        }
                         self.projections.iter().for_each(|p| p.apply(&ev));
                     }
                     Item::Entry(e) => {
@@ -176,6 +218,9 @@ impl FileStore {
                             timestamp_us: e.timestamp_us,
                             op: e.op.clone(),
                         };
+                        if let LifecycleOp::Forget { subject } = &e.op {
+                            forgets.push(subject);
+                        }
                         let position = index.len();
                         apply_entry(
                             &mut index,
@@ -209,10 +254,72 @@ impl FileStore {
             self.wal.seal_active()?;
         }
         drop(w);
+        // The forget entries are durable: their subjects' keys go (a failure here is
+        // finished by the next writable open, `KeyRing::settle`).
+        for subject in forgets {
+            self.keys.destroy(subject)?;
+        }
         self.maybe_seal();
         self.maybe_snapshot();
         failed.map_or(Ok(()), Err)
     }
+
+    /// The keys that seal `items`' events: this store's key of each event's subject in
+    /// order (erased events left out), and a key for the erased ones that is never
+    /// stored. A subject this store has forgotten takes no new event.
+    fn import_keys(&self, items: &[Item]) -> Result<Sealing> {
+        let mut sealing = Sealing {
+            keys: Vec::new(),
+            erased: None,
+        };
+        for item in items {
+            let Item::Event(e) = item else { continue };
+            let Some(subject) = &e.subject else { continue };
+            if e.erased {
+                if sealing.erased.is_none() {
+                    sealing.erased = Some(DataKey::new(&KeyBytes::random()?));
+                }
+                continue;
+            }
+            match self.keys.key_for_append(subject)? {
+                Some(k) => sealing.keys.push(k),
+                None => return Err(forgotten_here(&self.keys, e.position, subject)),
+            }
+        }
+        Ok(sealing)
+    }
+
+    /// Refuses items whose (not erased) events name a subject forgotten here meanwhile
+    /// (under the writer's lock, as forgets are appended).
+    fn check_import_subjects(&self, items: &[Item]) -> Result<()> {
+        for item in items {
+            if let Item::Event(e) = item {
+                if let (Some(s), false) = (&e.subject, e.erased) {
+                    if self.keys.check_appendable(s).is_err() {
+                        return Err(forgotten_here(&self.keys, e.position, s));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The keys an import seals with (`FileStore::import_keys`).
+struct Sealing {
+    keys: Vec<Arc<DataKey>>,
+    erased: Option<DataKey>,
+}
+
+/// The error for an imported event (not erased) whose subject this store forgot.
+fn forgotten_here(keys: &subjects::KeyRing, position: u64, subject: &str) -> Error {
+    let at = keys
+        .forgotten_at(subject)
+        .map_or("now".to_owned(), |p| format!("at position {p}"));
+    Error::invalid(format!(
+        "the event at position {position} names subject '{subject}', which this store forgot \
+         ({at}): its events can only come erased"
+    ))
 }
 
 /// The end of the run of items that starts at `i`: an entry alone, or events up to the

@@ -10,6 +10,7 @@ pub mod envelope;
 mod follow;
 mod import;
 mod index;
+mod keys;
 mod lifecycle;
 mod lock;
 mod reads;
@@ -19,6 +20,7 @@ mod segindex;
 pub mod snapshot;
 
 use super::lifecycle::stream_deleted;
+use super::subjects::{self, DataKey, KeyRing};
 use super::{check_name, ids};
 use super::{
     AppendResult, Event, EventInput, EventRef, ExpectedVersion, OpenReport, Projection,
@@ -131,6 +133,8 @@ pub struct FileStore {
     removing: AtomicBool,
     /// The consumers' records of the log (docs/consumers.md); also one of `projections`.
     consumers: Arc<crate::store::consumer::ConsumerTable>,
+    /// The data subjects' keys (`store::subjects`); also one of `projections`.
+    pub(crate) keys: Arc<KeyRing>,
     /// One compaction at a time.
     compact_lock: Mutex<()>,
     /// The compaction thread (`start_compactor`), and what wakes it.
@@ -266,12 +270,13 @@ pub(crate) fn index_bytes(
                 break;
             }
         }
-        let mut legacy = None;
-        let rec =
-            decode_record(position, d.record.key, d.record.value, &mut legacy).map_err(|e| {
+        let mut owned = Owned::default();
+        let rec = decode_record(position, d.record.key, d.record.value, &mut owned, None).map_err(
+            |e| {
                 e.damage_at(position)
                     .prefixed(format!("{name} offset {at}: "))
-            })?;
+            },
+        )?;
         let (own, stream) = match &rec {
             Decoded::Event(ev) => (
                 ev.timestamp_us,
@@ -323,12 +328,14 @@ pub(crate) fn decode_event<'a>(
     position: u64,
     key: &[u8],
     value: &'a [u8],
-    legacy: &'a mut Option<Event>,
+    owned: &'a mut Owned,
+    keys: Option<&KeyRing>,
 ) -> Result<EventRef<'a>> {
     check_key(position, key, value)?;
     match envelope::decode(value)? {
+        Envelope::Binary(e) if e.subject.is_some() => sealed_event(position, value, e, owned, keys),
         Envelope::Binary(e) => Ok(binary_event(position, e)),
-        Envelope::Legacy(l) => Ok(legacy_event(position, l, legacy)),
+        Envelope::Legacy(l) => Ok(legacy_event(position, l, &mut owned.legacy)),
         Envelope::Lifecycle { op, .. } => Err(entry_is_no_event(position, &op)),
     }
 }
@@ -340,14 +347,15 @@ pub(crate) fn decode_event<'a>(
 pub(crate) fn decode_at_key<'a>(
     position: u64,
     value: &'a [u8],
-    legacy: &'a mut Option<Event>,
+    owned: &'a mut Owned,
+    keys: &KeyRing,
 ) -> Result<EventRef<'a>> {
     if value.first() == Some(&envelope::FORMAT_BINARY_V1) {
         if let Some(e) = envelope::decode_binary_fast(value, 1, None) {
             return Ok(binary_event(position, e));
         }
     }
-    decode_other(position, value, legacy)
+    decode_other(position, value, owned, keys)
 }
 
 /// `decode_at_key` for any envelope but a whole format-1 one (which it reports).
@@ -355,27 +363,52 @@ pub(crate) fn decode_at_key<'a>(
 fn decode_other<'a>(
     position: u64,
     value: &'a [u8],
-    legacy: &'a mut Option<Event>,
+    owned: &'a mut Owned,
+    keys: &KeyRing,
 ) -> Result<EventRef<'a>> {
     let e = match envelope::decode(value).map_err(|e| e.damage_at(position))? {
+        Envelope::Binary(e) if e.subject.is_some() => {
+            sealed_event(position, value, e, owned, Some(keys)).map_err(|e| e.damage_at(position))?
+        }
         Envelope::Binary(e) => binary_event(position, e),
-        Envelope::Legacy(l) => legacy_event(position, l, legacy),
+        Envelope::Legacy(l) => legacy_event(position, l, &mut owned.legacy),
         Envelope::Lifecycle { op, .. } => return Err(entry_is_no_event(position, &op)),
     };
     Ok(e)
 }
 
-/// Decodes a record (its key and value) at `position`.
+impl FileStore {
+    /// The event of a record (its key and value) at `position`, a sealed one opened with
+    /// the subjects' keys; damage is reported with the position.
+    #[inline]
+    pub(crate) fn event_of<'a>(
+        &self,
+        position: u64,
+        key: &[u8],
+        value: &'a [u8],
+        owned: &'a mut Owned,
+    ) -> Result<EventRef<'a>> {
+        decode_event(position, key, value, owned, Some(&self.keys))
+            .map_err(|e| e.damage_at(position))
+    }
+}
+
+/// Decodes a record (its key and value) at `position`. A sealed event is opened with
+/// `keys`; without them its payload and metadata are left empty (enough to index it).
 pub(crate) fn decode_record<'a>(
     position: u64,
     key: &[u8],
     value: &'a [u8],
-    legacy: &'a mut Option<Event>,
+    owned: &'a mut Owned,
+    keys: Option<&KeyRing>,
 ) -> Result<Decoded<'a>> {
     check_key(position, key, value)?;
     Ok(match envelope::decode(value)? {
+        Envelope::Binary(e) if e.subject.is_some() => {
+            Decoded::Event(sealed_event(position, value, e, owned, keys)?)
+        }
         Envelope::Binary(e) => Decoded::Event(binary_event(position, e)),
-        Envelope::Legacy(l) => Decoded::Event(legacy_event(position, l, legacy)),
+        Envelope::Legacy(l) => Decoded::Event(legacy_event(position, l, &mut owned.legacy)),
         Envelope::Lifecycle {
             id,
             timestamp_us,
@@ -427,7 +460,62 @@ fn binary_event(position: u64, e: envelope::EnvelopeRef<'_>) -> EventRef<'_> {
         metadata: e.metadata,
         payload: e.payload,
         id: e.id,
+        subject: None,
+        erased: false,
     }
+}
+
+/// What a read owns of the event it hands out: a legacy event decoded, or a sealed
+/// event's opened bytes (and the associated data it was opened with).
+#[derive(Default)]
+pub(crate) struct Owned {
+    legacy: Option<Event>,
+    plain: Vec<u8>,
+    aad: Vec<u8>,
+}
+
+impl Owned {
+    /// Forgets the event it held (keeps the memory).
+    pub(crate) fn reset(&mut self) {
+        self.legacy = None;
+        self.plain.clear();
+    }
+
+    /// Whether an event handed out since `reset` borrows this (a legacy or an opened
+    /// sealed one): the next decode would overwrite it.
+    pub(crate) fn holds(&self) -> bool {
+        self.legacy.is_some() || !self.plain.is_empty()
+    }
+}
+
+/// A sealed event (`value`, decoded as `e`), opened with its subject's key into `owned`;
+/// erased when the subject is forgotten; payload and metadata empty without `keys`.
+fn sealed_event<'a>(
+    position: u64,
+    value: &'a [u8],
+    e: envelope::EnvelopeRef<'a>,
+    owned: &'a mut Owned,
+    keys: Option<&KeyRing>,
+) -> Result<EventRef<'a>> {
+    let subject = e.subject.expect("a sealed envelope names its subject");
+    let (sealed, header) = (e.payload, &value[..e.sealed_at]);
+    let mut ev = binary_event(position, e);
+    ev.payload = &[];
+    ev.subject = Some(subject);
+    let Some(keys) = keys else {
+        return Ok(ev);
+    };
+    let Owned { plain, aad, .. } = owned;
+    subjects::bind(position, header, aad);
+    if !keys.open_event(subject, position, aad, sealed, plain)? {
+        ev.erased = true;
+        return Ok(ev);
+    }
+    let plain: &'a Vec<u8> = plain;
+    let (metadata, payload) = envelope::split_opened(plain)?;
+    ev.metadata = metadata;
+    ev.payload = payload;
+    Ok(ev)
 }
 
 fn legacy_event(
@@ -446,6 +534,8 @@ fn legacy_event(
             metadata: Vec::new(),
             payload: l.payload,
             id: None,
+            subject: None,
+            erased: false,
         })
         .as_ref()
 }
@@ -490,7 +580,8 @@ pub(crate) fn decode_fetched<'a>(
     position: u64,
     at: Position,
     buf: &'a [u8],
-    legacy: &'a mut Option<Event>,
+    owned: &'a mut Owned,
+    keys: Option<&KeyRing>,
 ) -> Result<Decoded<'a>> {
     // Damage is reported with the position (`evs_last_error_detail`).
     let d = record::decode(buf).map_err(|e| {
@@ -503,7 +594,8 @@ pub(crate) fn decode_fetched<'a>(
         .at_position(position)
     })?;
     check_plain(&d.record, at).map_err(|e| e.damage_at(position))?;
-    decode_record(position, d.record.key, d.record.value, legacy).map_err(|e| e.damage_at(position))
+    decode_record(position, d.record.key, d.record.value, owned, keys)
+        .map_err(|e| e.damage_at(position))
 }
 
 /// One event of an append, encoded: its record (8-byte key, then envelope) is
@@ -554,9 +646,13 @@ fn encode_batch<'s, 'e>(
     first: u64,
     timestamp: u64,
     mut spans: Vec<EncodedSpan<'s, 'e>>,
+    keys: &[Option<Arc<DataKey>>],
     scratch: &mut Vec<u8>,
-) -> EncodedBatch<'s, 'e> {
+) -> Result<EncodedBatch<'s, 'e>> {
     scratch.clear();
+    // The subjects' keys, one per event that names a subject, in order.
+    let mut keys = keys.iter();
+    let mut aad = Vec::new();
     let mut stream_versions = Vec::with_capacity(appends.len());
     let mut position = first;
     for (a, current) in appends.iter().zip(versions) {
@@ -568,7 +664,7 @@ fn encode_batch<'s, 'e>(
         for e in a.events {
             let start = scratch.len();
             scratch.extend_from_slice(&position.to_le_bytes());
-            EnvelopeRef {
+            let sealed_at = EnvelopeRef {
                 timestamp_us: timestamp,
                 stream: a.stream,
                 stream_version: version,
@@ -577,8 +673,20 @@ fn encode_batch<'s, 'e>(
                 metadata: e.metadata,
                 payload: e.payload,
                 id: e.id,
+                subject: e.subject,
+                sealed_at: 0,
             }
             .encode_into(scratch);
+            if let Some(at) = sealed_at {
+                // Bound in: the record's key (the position) and the envelope up to the nonce.
+                aad.clear();
+                aad.extend_from_slice(&scratch[start..at]);
+                // (Every subject was checked appendable under the writer's lock: it has one.)
+                let key = keys.next().and_then(Option::as_ref).ok_or_else(|| {
+                    Error::new(ErrorKind::Internal, "no key for an event's subject")
+                })?;
+                key.seal(&aad, scratch, at)?;
+            }
             spans.push(EncodedSpan {
                 start,
                 end: scratch.len(),
@@ -591,12 +699,12 @@ fn encode_batch<'s, 'e>(
         }
         stream_versions.push(version.saturating_sub(1));
     }
-    EncodedBatch {
+    Ok(EncodedBatch {
         first,
         timestamp,
         spans,
         stream_versions,
-    }
+    })
 }
 
 impl FileStore {
@@ -618,6 +726,12 @@ impl FileStore {
         backup::refuse_incomplete(&*vfs, &dir)?;
         let lock = Self::take_directory(&dir, &options)?;
         let config = Self::wal_config(&dir, &options)?;
+        let source = options.keys.source(|| {
+            let file = keys::KeyFile::open(vfs.clone(), &dir, !options.read_only)?;
+            Ok(Box::new(file))
+        })?;
+        let keys = Arc::new(KeyRing::new(source));
+        projections.push(keys.clone());
 
         let mut report = OpenReport::default();
         let files = Arc::new(SegmentFiles::new(vfs.clone(), &dir, !options.read_only));
@@ -632,6 +746,7 @@ impl FileStore {
             Self::load_snapshot(&dir, &config, &projections, &mut report, sealed_end);
         index.set_sealed(sealed, files.clone());
         let (wal, info, replayed) = Self::replay(config, start, &mut index, &projections, &ids)?;
+        keys.settle(options.read_only)?;
         Self::check_sealed_against_log(&wal, &index, &files)?;
         {
             let (vfs, log_dir) = (vfs.clone(), dir.join("events"));
@@ -654,8 +769,9 @@ impl FileStore {
         report.open_time = started.elapsed();
         let committed = index.len();
         let last_timestamp = index.last_timestamp();
-        // Readers pass over entries once one exists: removals, or consumers' records.
-        let removing = !index.life.is_empty() || !consumers.all().is_empty();
+        // Readers pass over entries once one exists: removals, consumers' records, forgets.
+        let removing =
+            !index.life.is_empty() || !consumers.all().is_empty() || keys.any_forgotten();
         let follow = match options.read_only {
             true => Some(follow::Follow::new(&wal, index.last_wal(), index.len())?),
             false => None,
@@ -699,6 +815,7 @@ impl FileStore {
             seal_failed: AtomicU64::new(0),
             removing: AtomicBool::new(removing),
             consumers,
+            keys,
             compact_lock: Mutex::new(()),
             compactor: Mutex::new(None),
             compactor_wake: Arc::default(),
@@ -787,7 +904,7 @@ impl FileStore {
         let mut run_len = 0u64;
         let mut visit = |pos: Position, rec: &RecordRef<'_>| -> Result<()> {
             check_plain(rec, pos)?;
-            let mut legacy = None;
+            let mut owned = Owned::default();
             let file = || crate::wal::segment::file_name(pos.segment_id);
             // Positions a compaction emptied: keys skipped (from segment 0 on, whose
             // first events may be erased) and marker records.
@@ -832,7 +949,7 @@ impl FileStore {
                 }));
             }
             let decoded =
-                decode_record(position, rec.key, rec.value, &mut legacy).map_err(|e| {
+                decode_record(position, rec.key, rec.value, &mut owned, None).map_err(|e| {
                     e.damage_at(position)
                         .prefixed(format!("{} offset {}: ", file(), pos.offset))
                 })?;
@@ -1128,6 +1245,8 @@ impl FileStore {
     ) -> Result<AppendResult> {
         self.check_writable()?;
         let count = super::validate_append(appends, allow_empty, self.options.max_event_size)?;
+        // Subjects' keys are made (durably) before the writer's lock is taken.
+        let keys = self.subject_keys(appends)?;
         let always = self.options.fsync == FsyncPolicy::Always;
         let mut w = self.lock_writer();
         if always {
@@ -1141,11 +1260,21 @@ impl FileStore {
         }
         let mut versions = std::mem::take(&mut w.versions);
         self.check_expected_versions(&w, appends, &mut versions)?;
+        if !keys.is_empty() {
+            self.check_subjects(appends)?;
+        }
         let timestamp = self.now().max(w.last_timestamp);
         let first = w.next_position;
         let mut scratch = std::mem::take(&mut w.scratch);
         let spans = recycle(std::mem::take(&mut w.spans));
-        let batch = encode_batch(appends, &versions, first, timestamp, spans, &mut scratch);
+        let batch = match encode_batch(appends, &versions, first, timestamp, spans, &keys, &mut scratch) {
+            Ok(b) => b,
+            Err(e) => {
+                w.scratch = scratch;
+                w.versions = versions;
+                return Err(e);
+            }
+        };
         // The checkpoint after the events: its record starts at `start` in `scratch`.
         let entry = ack.map(|op| {
             let position = first + count as u64;
@@ -1290,6 +1419,8 @@ impl FileStore {
         let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
         for (i, sp) in batch.spans.iter().enumerate() {
             let e = sp.input;
+            // Projections never see a subject's personal data (`Projection`).
+            let personal = e.subject.is_some();
             let ev = EventRef {
                 position: batch.first + i as u64,
                 timestamp_us: batch.timestamp,
@@ -1297,9 +1428,11 @@ impl FileStore {
                 stream_version: sp.version,
                 event_type: e.event_type,
                 schema_version: e.schema_version.max(1),
-                metadata: e.metadata,
-                payload: e.payload,
+                metadata: if personal { &[] } else { e.metadata },
+                payload: if personal { &[] } else { e.payload },
                 id: e.id,
+                subject: e.subject,
+                erased: false,
             };
             index.push(at[i], batch.timestamp, sp.stream, sp.version, e.event_type);
             self.projections.iter().for_each(|p| p.apply(&ev));
@@ -1328,6 +1461,8 @@ impl FileStore {
             .enumerate()
             .map(|(i, sp)| {
                 let e = sp.input;
+                // Projections never see a subject's personal data (`Projection`).
+                let personal = e.subject.is_some();
                 let ev = Event {
                     position: batch.first + i as u64,
                     timestamp_us: batch.timestamp,
@@ -1335,9 +1470,19 @@ impl FileStore {
                     stream_version: sp.version,
                     event_type: e.event_type.to_owned(),
                     schema_version: e.schema_version.max(1),
-                    metadata: e.metadata.to_vec(),
-                    payload: e.payload.to_vec(),
+                    metadata: if personal {
+                        Vec::new()
+                    } else {
+                        e.metadata.to_vec()
+                    },
+                    payload: if personal {
+                        Vec::new()
+                    } else {
+                        e.payload.to_vec()
+                    },
                     id: e.id,
+                    subject: e.subject.map(str::to_owned),
+                    erased: false,
                 };
                 (appended.positions[i], ev)
             })
@@ -1563,8 +1708,8 @@ impl FileStore {
         self.check_owner()?;
         let mut buf = Vec::new();
         let at = self.fetch_at(position, &mut buf)?;
-        let mut legacy = None;
-        let ev = match decode_fetched(position, at, &buf, &mut legacy)? {
+        let mut owned = Owned::default();
+        let ev = match decode_fetched(position, at, &buf, &mut owned, Some(&self.keys))? {
             Decoded::Event(e) => e,
             Decoded::Entry(e) => return Err(entry_is_no_event(position, &e.op)),
         };

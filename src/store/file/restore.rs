@@ -332,6 +332,12 @@ pub fn restore(
             copy_file(vfs, &path, None, &dest.join("snapshots").join(name))?;
         }
     }
+    // The subjects' keys: all of the backup's (a key of an event after the point is
+    // one more key, of no use and no harm).
+    let keys = super::keys::path(backup);
+    if vfs.stat(&keys).is_ok() {
+        copy_file(vfs, &keys, None, &super::keys::path(dest))?;
+    }
     for sub in ["events", "index", "snapshots"] {
         let d = dest.join(sub);
         vfs.sync_dir(&d)
@@ -389,7 +395,13 @@ fn clear_restore(vfs: &dyn Vfs, dest: &Path) -> Result<()> {
                 .map_err(|e| Error::io(format!("removing {}", p.display()), e))?;
         }
     }
-    Ok(())
+    let keys = super::keys::path(dest);
+    match vfs.remove_file(&keys) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::io(format!("removing {}", keys.display()), e))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Copies `from` (its first `limit` bytes when given) to the new file `to`, synced.
@@ -504,6 +516,14 @@ pub fn verify_backup(vfs: &dyn Vfs, dir: &Path) -> Result<VerifyInfo> {
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))
             .and_then(|b| snapshot::decode(&b))
             .map_err(|e| e.prefixed(format!("{}: ", path.display())))?;
+    }
+    let keys = super::keys::path(dir);
+    match vfs::read_file(vfs, &keys) {
+        Ok(b) => {
+            super::keys::check(&b).map_err(|e| e.prefixed(format!("{}: ", keys.display())))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(format!("reading {}", keys.display()), e)),
     }
     Ok(VerifyInfo {
         position,

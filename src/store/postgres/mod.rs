@@ -13,6 +13,7 @@ mod import;
 mod lifecycle;
 mod listener;
 mod schema;
+mod subjects;
 mod tls;
 mod url;
 mod uuid;
@@ -758,6 +759,7 @@ impl Backend for PgStore {
         appends: &[StreamAppend<'_>],
         op: &ConsumerOp,
     ) -> Result<AppendResult> {
+        subjects::refuse_subjects(appends)?;
         PgStore::consumer_append(self, appends, op)
     }
 
@@ -841,7 +843,23 @@ impl Backend for PgStore {
     }
 
     fn append_multi(&self, appends: &[StreamAppend<'_>]) -> Result<AppendResult> {
+        subjects::refuse_subjects(appends)?;
         self.append_inner(appends, false)
+    }
+
+    fn forget_subject(&self, subject: &str) -> Result<u64> {
+        self.check_owner()?;
+        check_name("subject", subject, false)?;
+        Err(subjects::not_built())
+    }
+
+    fn subjects(&self) -> Result<Vec<super::subjects::SubjectInfo>> {
+        self.check_owner()?;
+        Err(subjects::not_built())
+    }
+
+    fn supports_subjects(&self) -> bool {
+        false
     }
 
     fn next_position(&self) -> Result<u64> {
