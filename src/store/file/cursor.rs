@@ -90,20 +90,26 @@ impl ForwardCursor {
     // Not an Iterator: each event borrows the cursor's buffer until the next call.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<EventRef<'_>>> {
-        let Some(committed) = self.ready()? else {
-            return Ok(None);
+        // Reads that failed, each answered by reading the position again (`read_on`).
+        let mut stale = 0;
+        let (committed, due) = loop {
+            let Some(committed) = self.ready()? else {
+                return Ok(None);
+            };
+            // Until a lifecycle entry exists every record is an event: one read, no check.
+            // (Asked after `committed` was read: an entry below it has set the flag.)
+            if self.store.removing() {
+                return self.next_kept();
+            }
+            let due = self.next;
+            let seg = self.segments.as_mut().expect("set by ready");
+            if seg.next_buffered() || self.read_on(due, &mut stale)? {
+                break (committed, due);
+            }
         };
-        // Until a lifecycle entry exists every record is an event: one read, no check.
-        // (Asked after `committed` was read: an entry below it has set the flag.)
-        if self.store.removing() {
-            return self.next_kept();
-        }
         // Damage found on the way is reported with the position (`evs_last_error_detail`).
-        let due = self.next;
-        let seg = self.segments.as_mut().expect("set by ready");
-        let Some((at, d)) = seg.next().map_err(|e| e.damage_at(due))? else {
-            return Err(log_ends(due).damage_at(due));
-        };
+        let seg = self.segments.as_ref().expect("read from above");
+        let (at, d) = seg.last().expect("just read");
         let (key, value) = (d.record.key, d.record.value);
         check_plain(&d.record, at).map_err(|e| e.damage_at(due))?;
         match position_at(&mut self.next, self.until, key, value, at, committed) {
@@ -262,6 +268,30 @@ impl ForwardCursor {
         decode_event(position, d.record.key, d.record.value, &mut self.legacy)
             .map(Some)
             .map_err(|e| e.damage_at(position))
+    }
+
+    /// `next`'s read of a record not whole in the segment cursor's buffer: true when it
+    /// read one (`last` has it). A read that fails (on a follower, the writer's
+    /// compaction may have put a shorter copy of a sealed segment at its name since this
+    /// cursor located `due` at an offset of the old one) is answered as `next_kept`
+    /// answers it: false, with the segment's handles dropped and `due` to be located
+    /// afresh, while `retry_stale` allows (`stale` counts the tries); then the error.
+    #[cold]
+    #[inline(never)]
+    fn read_on(&mut self, due: u64, stale: &mut u32) -> Result<bool> {
+        let seg = self.segments.as_mut().expect("set by ready");
+        let e = match seg.next() {
+            Ok(Some(_)) => return Ok(true),
+            Ok(None) => log_ends(due),
+            Err(e) => e,
+        };
+        let segment_id = seg.position().segment_id;
+        *stale += 1;
+        if !self.store.retry_stale(*stale) {
+            return Err(e.damage_at(due));
+        }
+        self.again(due, segment_id);
+        Ok(false)
     }
 
     /// Reads from position `due` again, looked up afresh, segment `segment_id`'s cached
