@@ -1193,6 +1193,8 @@ fn a_compaction_in_the_writing_process_waits_for_a_read_only_backup() {
     assert!(compacted.segments_rewritten > 0);
     verify_backup(&*vfs::os(), &dest).expect("verify");
     assert_prefix(&dest, &source, info.position);
+}
+
 /// The events of subject `user-<i>` in `events`: (erased, payloads).
 fn of_subject(events: &[Event], i: usize) -> Vec<(bool, Vec<u8>)> {
     let name = format!("user-{i}");

@@ -5,7 +5,7 @@ mod common;
 
 use common::every_file;
 use common::procs::{self, Children};
-use evstore::store::{EventInput, ExpectedVersion, Store, StoreOptions};
+use evstore::store::{EventInput, ExpectedVersion, Store, StoreOptions, TailCursor};
 use evstore::wal::FsyncPolicy;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -606,6 +606,88 @@ fn evs_close_stops_a_running_evs_compact() {
     assert_eq!(kept.len(), 120 + 70);
     assert!(kept.iter().all(|p| p.starts_with("KEEP-")));
     assert!(store.stats().unwrap().reclaimable_bytes > 0);
+}
+
+/// The payloads of every event cursor `c` gives.
+fn payloads_of(c: &mut dyn TailCursor) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some(e) = c.next().unwrap() {
+        out.push(String::from_utf8_lossy(e.payload).into_owned());
+    }
+    out
+}
+
+/// Followers' cursors made before anything is removed, which have not read yet (a
+/// cursor locates its first event when it first reads): the writer deletes and compacts
+/// meanwhile, and the follower's index still has the offsets of the segments as they
+/// were, below what it saw committed. The first read locates its event at an old offset
+/// of a rewritten (shorter) sealed segment. It reads the position again, located
+/// afresh, instead of reporting the log changed (`EVS_ERR_STALE`).
+#[test]
+fn a_followers_cursor_made_after_a_compaction_locates_its_position_again() {
+    followers_read_after_a_compaction(false, 16);
+}
+
+/// As above, with every record of the same size: an old offset in a rewritten segment
+/// is then the start of a record there, a later kept event's. The follower reads it,
+/// sees a gap its index does not have, and locates its position again instead of
+/// passing over the kept events between.
+#[test]
+fn a_followers_cursor_at_an_old_offset_that_starts_another_record_locates_again() {
+    followers_read_after_a_compaction(true, 3);
+}
+
+/// Followers' cursors from every `step`-th position, made before the writer deletes
+/// and compacts; read after it. `uniform`: the deleted events are one stream of the
+/// kept one's name length, so that every record has the same size.
+fn followers_read_after_a_compaction(uniform: bool, step: usize) {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let writer = Arc::new(Store::open(dir.path(), opts(), Vec::new()).unwrap().0);
+    let gone = |r: u32| match uniform {
+        true => "gone".to_string(),
+        false => format!("gone-{r}"),
+    };
+    for r in 0..30 {
+        for i in 0..4 {
+            let k = format!("KEEP-{r:02}-{i}-{}", "k".repeat(1000));
+            append(&writer, "keep", k.as_bytes(), b"");
+            let g = format!("GONE-{r:02}-{i}-{}", "g".repeat(1000));
+            append(&writer, &gone(r), g.as_bytes(), b"");
+        }
+    }
+    for i in 0..70 {
+        let k = format!("KEEP-tail-{i}-{}", "k".repeat(1000));
+        append(&writer, "keep", k.as_bytes(), b"");
+    }
+    let ro = StoreOptions {
+        read_only: true,
+        ..opts()
+    };
+    // One follower for each starting position: a follower's first look after the
+    // compaction takes in the new index, so each is asked once.
+    let mut cursors: Vec<(u64, Box<dyn TailCursor>)> = (16..240)
+        .step_by(step)
+        .map(|from| {
+            let f = Arc::new(Store::open(dir.path(), ro.clone(), Vec::new()).unwrap().0);
+            (from, f.read_all(from).unwrap())
+        })
+        .collect();
+    for r in 0..if uniform { 1 } else { 30 } {
+        writer
+            .delete_stream(&gone(r), ExpectedVersion::Any, false, None)
+            .unwrap();
+    }
+    assert!(writer.compact().unwrap().segments_rewritten > 0);
+    for (from, cursor) in &mut cursors {
+        let read = payloads_of(cursor.as_mut());
+        assert_eq!(
+            read,
+            payloads_of(writer.read_all(*from).unwrap().as_mut()),
+            "reading from {from}"
+        );
+        assert!(read.iter().all(|p| p.starts_with("KEEP-")));
+    }
 }
 
 /// A read-only store that looks at a segment between its writer's two renames of a

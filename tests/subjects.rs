@@ -556,3 +556,45 @@ fn keys_wrapped_by_a_master_key_need_it_to_open() {
     assert_eq!(all[0].payload, b"SECRET-1");
     store.close().unwrap();
 }
+
+/// The zero-copy batch cursor (`evs_cursor_next_batch`'s) hands out sealed events opened
+/// and whole: a batch ends after one (its plaintext is the cursor's own memory, which the
+/// next one would overwrite), and every batch together is exactly what `next` reads.
+#[test]
+fn batches_without_copies_hand_out_sealed_events_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), opts(), Vec::new()).unwrap().0);
+    fill(&store);
+    let want = drain_tail(store.clone().read_all(0).unwrap());
+    let mut c = store.clone().read_all(0).unwrap();
+    let (mut got, mut batches) = (Vec::new(), 0);
+    loop {
+        let mut batch: Vec<Event> = Vec::new();
+        let views = c
+            .next_views(64, &mut |e| batch.push(e.to_owned()))
+            .expect("nothing is removed: batches without copies");
+        assert!(views.error.is_none(), "{:?}", views.error);
+        assert_eq!(views.count, batch.len());
+        if batch.is_empty() {
+            break;
+        }
+        // A sealed event is the last of its batch.
+        let sealed = batch.iter().position(|e| e.subject.is_some());
+        assert!(
+            sealed.is_none_or(|i| i == batch.len() - 1),
+            "a sealed event at {sealed:?} of a batch of {}",
+            batch.len()
+        );
+        for e in &batch {
+            if let Some((i, k)) = which(e) {
+                assert!(!e.erased, "{e:?}");
+                assert_eq!(e.payload, payload(i, k).as_bytes());
+                assert_eq!(e.metadata, metadata(i, k).as_bytes());
+            }
+        }
+        got.extend(batch);
+        batches += 1;
+    }
+    assert_eq!(got, want);
+    assert!(batches > SUBJECTS, "{batches} batches");
+}

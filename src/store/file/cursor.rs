@@ -7,7 +7,7 @@ use super::{check_plain, decode_at_key, FileStore, Owned};
 use crate::error::{Error, Result};
 use crate::store::backend::EventViews;
 use crate::store::EventRef;
-use crate::wal::{record, Position, SegmentCursor};
+use crate::wal::{is_changed, record, Position, SegmentCursor};
 use std::sync::Arc;
 
 /// All events from a position on, in order. `None` from `next` means "no more now": a
@@ -22,6 +22,8 @@ pub struct ForwardCursor {
     /// The segment cursor read past `next` (a record not to be read yet): look the
     /// position up again.
     relocate: bool,
+    /// Where the segment cursor was last set, from the index.
+    located: Option<Position>,
     owned: Owned,
     views: Views,
 }
@@ -34,6 +36,7 @@ impl ForwardCursor {
             until,
             segments: None,
             relocate: false,
+            located: None,
             owned: Owned::default(),
             views: Views::new(),
         })
@@ -83,6 +86,7 @@ impl ForwardCursor {
             })?;
             drop(index);
             self.segments = Some(SegmentCursor::new(self.store.wal().inner.clone(), at));
+            self.located = Some(at);
         }
         Ok(Some(committed))
     }
@@ -90,30 +94,48 @@ impl ForwardCursor {
     // Not an Iterator: each event borrows the cursor's buffer until the next call.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<EventRef<'_>>> {
-        let Some(committed) = self.ready()? else {
-            return Ok(None);
-        };
-        // Until a lifecycle entry exists every record is an event: one read, no check.
-        // (Asked after `committed` was read: an entry below it has set the flag.)
-        if self.store.removing() {
-            return self.next_kept();
-        }
-        // Damage found on the way is reported with the position (`evs_last_error_detail`).
-        let due = self.next;
-        let seg = self.segments.as_mut().expect("set by ready");
-        let Some((at, d)) = seg.next().map_err(|e| e.damage_at(due))? else {
-            return Err(log_ends(due).damage_at(due));
-        };
-        let (key, value) = (d.record.key, d.record.value);
-        check_plain(&d.record, at).map_err(|e| e.damage_at(due))?;
-        match position_at(&mut self.next, self.until, key, value, at, committed) {
-            Ok(Some(position)) => decode_at_key(position, value, &mut self.owned, &self.store.keys).map(Some),
-            Ok(None) => {
-                self.relocate = true;
-                Ok(None)
+        // Reads that found the log changed under a follower, each answered by reading
+        // the position again (`read_on`, `moved_on`).
+        let mut stale = 0;
+        let (due, position) = loop {
+            let Some(committed) = self.ready()? else {
+                return Ok(None);
+            };
+            // Until a lifecycle entry exists every record is an event: one read, no check.
+            // (Asked after `committed` was read: an entry below it has set the flag.)
+            if self.store.removing() {
+                return self.next_kept();
             }
-            Err(e) => Err(e.damage_at(due)),
-        }
+            let due = self.next;
+            let seg = self.segments.as_mut().expect("set by ready");
+            if !seg.next_buffered() && !self.read_on(due, &mut stale)? {
+                continue;
+            }
+            // Damage found on the way is reported with the position (`evs_last_error_detail`).
+            let seg = self.segments.as_ref().expect("read from above");
+            let (at, d) = seg.last().expect("just read");
+            let (key, value) = (d.record.key, d.record.value);
+            check_plain(&d.record, at).map_err(|e| e.damage_at(due))?;
+            match position_at(&mut self.next, self.until, key, value, at, committed) {
+                Ok(Some(position)) if position == due => break (due, position),
+                Ok(Some(position)) => {
+                    if self.moved_on(due, position, at.segment_id, &mut stale)? {
+                        continue;
+                    }
+                    break (due, position);
+                }
+                Ok(None) => {
+                    self.relocate = true;
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.damage_at(due)),
+            }
+        };
+        let seg = self.segments.as_ref().expect("read from above");
+        let (_, d) = seg.last().expect("just read");
+        decode_at_key(position, d.record.value, &mut self.owned, &self.store.keys)
+            .map_err(|e| e.damage_at(due))
+            .map(Some)
     }
 
     /// Up to `max` next events handed to `sink`, whose bytes all stay where they are
@@ -167,16 +189,18 @@ impl ForwardCursor {
             let event = check_plain(&d.record, at)
                 .and_then(|_| position_at(&mut self.next, self.until, key, value, at, committed));
             match event {
-                Ok(Some(position)) => match decode_at_key(position, value, &mut self.owned, &self.store.keys) {
-                    Ok(e) => {
-                        sink(&e);
-                        views.count += 1;
+                Ok(Some(position)) => {
+                    match decode_at_key(position, value, &mut self.owned, &self.store.keys) {
+                        Ok(e) => {
+                            sink(&e);
+                            views.count += 1;
+                        }
+                        Err(e) => {
+                            views.error = Some(e);
+                            break;
+                        }
                     }
-                    Err(e) => {
-                        views.error = Some(e);
-                        break;
-                    }
-                },
+                }
                 Ok(None) => {
                     self.relocate = true;
                     break;
@@ -262,6 +286,63 @@ impl ForwardCursor {
         self.store
             .event_of(position, d.record.key, d.record.value, &mut self.owned)
             .map(Some)
+    }
+
+    /// `next`'s read of a record not whole in the segment cursor's buffer: true when it
+    /// read one (`last` has it). On a follower, a read that failed may have met the
+    /// writer's compaction: a shorter copy of a sealed segment put at its name since this
+    /// cursor located `due` at an offset of the old one. A failure that says so (the
+    /// file is shorter than the offset: `EVS_ERR_STALE`), or any failure at the offset
+    /// just located, is answered as `next_kept` answers it: false, with the segment's
+    /// handles dropped and `due` to be located afresh, while `retry_stale` allows
+    /// (`stale` counts the tries). Any other failure (damage met reading on, as a
+    /// writer's reader meets it) is reported at once.
+    #[cold]
+    #[inline(never)]
+    fn read_on(&mut self, due: u64, stale: &mut u32) -> Result<bool> {
+        let seg = self.segments.as_mut().expect("set by ready");
+        let e = match seg.next() {
+            Ok(Some(_)) => return Ok(true),
+            Ok(None) => log_ends(due),
+            Err(e) => e,
+        };
+        let at = seg.position();
+        let moved = is_changed(&e) || self.located == Some(at);
+        *stale += 1;
+        if !self.store.options.read_only || !moved || !self.store.retry_stale(*stale) {
+            return Err(e.damage_at(due));
+        }
+        self.again(due, at.segment_id);
+        Ok(false)
+    }
+
+    /// `next` (nothing removed, as this store knows) read the record of `position`
+    /// where `due` was expected, in segment `segment_id`: true when it is to read `due`
+    /// again, located afresh. A writer's log has empty positions only where an import
+    /// put them. A follower's may have a gap the index does not: one the writer's
+    /// compaction made since the follower last looked. It looks again (and then reads
+    /// as `next_kept` does) while `retry_stale` allows; then the gap is damage.
+    #[cold]
+    #[inline(never)]
+    fn moved_on(
+        &mut self,
+        due: u64,
+        position: u64,
+        segment_id: u64,
+        stale: &mut u32,
+    ) -> Result<bool> {
+        if !self.store.options.read_only || self.store.gap_holds(due, position, false)? {
+            return Ok(false);
+        }
+        *stale += 1;
+        if !self.store.retry_stale(*stale) {
+            return Err(Error::corrupt(format!(
+                "the log skips from position {due} to {position}, which the index does not"
+            ))
+            .damage_at(due));
+        }
+        self.again(due, segment_id);
+        Ok(true)
     }
 
     /// Reads from position `due` again, looked up afresh, segment `segment_id`'s cached

@@ -368,7 +368,8 @@ fn decode_other<'a>(
 ) -> Result<EventRef<'a>> {
     let e = match envelope::decode(value).map_err(|e| e.damage_at(position))? {
         Envelope::Binary(e) if e.subject.is_some() => {
-            sealed_event(position, value, e, owned, Some(keys)).map_err(|e| e.damage_at(position))?
+            sealed_event(position, value, e, owned, Some(keys))
+                .map_err(|e| e.damage_at(position))?
         }
         Envelope::Binary(e) => binary_event(position, e),
         Envelope::Legacy(l) => legacy_event(position, l, &mut owned.legacy),
@@ -1267,7 +1268,15 @@ impl FileStore {
         let first = w.next_position;
         let mut scratch = std::mem::take(&mut w.scratch);
         let spans = recycle(std::mem::take(&mut w.spans));
-        let batch = match encode_batch(appends, &versions, first, timestamp, spans, &keys, &mut scratch) {
+        let batch = match encode_batch(
+            appends,
+            &versions,
+            first,
+            timestamp,
+            spans,
+            &keys,
+            &mut scratch,
+        ) {
             Ok(b) => b,
             Err(e) => {
                 w.scratch = scratch;
