@@ -159,6 +159,23 @@ static void test_append_and_forget(evs_store *s)
         CHECK_STATUS(evs_append(s, "people", EVS_EXPECT_ANY, &bad, 1, NULL, NULL), EVS_ERR_INVALID_ARGUMENT);
     }
     CHECK_I64(read_all_checked(s, 0), 0);
+    /* batches before anything is forgotten (views into the log): an opened sealed event
+       stays valid while the rest of its batch is read */
+    {
+        static const char *const want[] = {"alice-1", "bob-1", "alice-2", "nobody", "old-caller"};
+        evs_event batch[8];
+        evs_cursor *bc = NULL;
+        size_t n = 0, got = 0, i;
+        batch[0] = (evs_event)EVS_STRUCT_INIT(evs_event);
+        CHECK_OK(evs_read_all(s, 0, &bc));
+        while (evs_cursor_next_batch(bc, batch, 8, &n) == EVS_OK && got + n <= 5) {
+            for (i = 0; i < n; i++)
+                CHECK_VIEW(batch[i].payload, batch[i].payload_len, want[got + i]);
+            got += n;
+        }
+        CHECK_U64(got, 5);
+        evs_cursor_free(bc);
+    }
     /* a reader of 1.0's evs_event: nothing past its struct is written */
     memset(&e, 0xAB, sizeof e);
     e.struct_size = offsetof(evs_event, subject);
