@@ -247,6 +247,9 @@ static workload W[] = {
      .sides = {{"evstore consumer", evs_consumer_catchup, 1}, {"evstore read all", evs_consumer_readall, 1},
                {"evstore live consumer", evs_consumer_live, 1}},
      .prepare = evs_prepare_consumers, .prepare_side = 0, .needs_w3 = 1},
+    {.id = 10, .title = "personal data", .nsides = 2,
+     .sides = {{"evstore, events naming a subject", evs_subjects_sealed, 1},
+               {"evstore, the same events without", evs_subjects_plain, 1}}},
 };
 #define NW ((int)(sizeof W / sizeof W[0]))
 
@@ -297,6 +300,13 @@ static void issue13(double ratio, double absolute) {
 static void issue22(double ratio, double absolute) {
     issue13(ratio, absolute);
     rows[nrows - 1].issue = 22;
+}
+
+/* The last row added gets issue 24's target: a ratio against the other side. */
+static void issue24(double ratio) {
+    row *r = &rows[nrows - 1];
+    r->target = ratio;
+    r->issue = 24;
 }
 
 static const char *count_str(long n) {
@@ -389,6 +399,13 @@ static void make_rows(void) {
             count_str(cfg.consumer_live_events));
     rows[nrows - 1].metric_b = 1;
     issue22(0, 5);
+    add_row(9, 0, 0, 1, "events/s", 1, 0, "the same appends naming no subject",
+            "10. Appends naming one of 1,000 subjects (sealed, AES-256-GCM), %s events, %d B, BATCH, one per call",
+            count_str(cfg.nd_events), P);
+    issue24(0.8);
+    add_row(9, 1, 0, 1, "events/s", 1, 0, "the same read of events naming no subject",
+            "10. Read all of them, evs_cursor_next (each event opened)");
+    issue24(0.7);
 }
 
 /* ---------------------------------------------------------------- running */
@@ -658,8 +675,17 @@ int main(int argc, char **argv) {
 
     for (int i = 0; i < NW; i++) W[i].selected = only == NULL;
     if (only) {
-        for (const char *p = only; *p; p++)
-            if (*p >= '1' && *p <= '0' + NW) W[*p - '1'].selected = 1;
+        /* workload numbers separated by commas (10 has two digits) */
+        for (const char *p = only; *p;) {
+            char *end;
+            long id = strtol(p, &end, 10);
+            if (end == p) {
+                p++;
+                continue;
+            }
+            if (id >= 1 && id <= NW) W[id - 1].selected = 1;
+            p = end;
+        }
         if (W[4].selected || W[6].selected || W[8].selected) W[2].selected = 1;
     }
 

@@ -145,6 +145,11 @@ int evs_consumer_readall(double *m);
 int evs_consumer_live(double *m);
 int evs_prepare_consumers(void); /* untimed: the copy of the workload-3 store it reads */
 
+/* 10 (issue 24; m[0] appends/s naming one of 1,000 subjects or none, m[1] read all of
+ * them, events/s) */
+int evs_subjects_sealed(double *m);
+int evs_subjects_plain(double *m);
+
 /* which library and version each side is */
 const char *evs_lib_version(void);
 const char *sq_lib_version(void);

@@ -32,6 +32,8 @@ int evs_consumer_catchup(double *m) { (void)m; return left_out("9"); }
 int evs_consumer_readall(double *m) { (void)m; return left_out("9"); }
 int evs_consumer_live(double *m) { (void)m; return left_out("9"); }
 int evs_prepare_consumers(void) { return -1; }
+int evs_subjects_sealed(double *m) { (void)m; return left_out("10"); }
+int evs_subjects_plain(double *m) { (void)m; return left_out("10"); }
 
 #else
 
@@ -1151,5 +1153,84 @@ fail:
     free(lat);
     return -1;
 }
+
+/* ---------- 10: personal data (issue 24) ---------- */
+
+/* cfg.nd_events events (BATCH, one per evs_append, round-robin over the workload-3
+ * streams), each naming one of 1,000 subjects (`sealed`: encrypted with the subject's key)
+ * or none; then read all of them back with evs_cursor_next, every payload checked.
+ * Untimed first: one event per subject (its key made durably: one fdatasync of the key
+ * file each, reported apart), on both sides. m[0] appends/s, m[1] read-all events/s. */
+static int subjects_side(double *m, int sealed) {
+    const char *wl = "10";
+    char stream[32], subject[32];
+    volatile long sink = 0;
+    long n = 0;
+    uint8_t *payload = malloc(cfg.payload_size), *want = malloc(cfg.payload_size);
+    evs_cursor *c = NULL;
+    evs_event e = EVS_STRUCT_INIT(evs_event);
+    evs_status st;
+    evs_store *s = store_open(wl, sealed ? "w10-sealed" : "w10-plain", EVS_FSYNC_BATCH, 1, NULL);
+    if (!s || !payload || !want) goto fail;
+    double t0 = now_s();
+    for (long i = 0; i < 1000; i++) {
+        make_payload(payload, i);
+        snprintf(subject, sizeof subject, "user-%ld", i);
+        evs_event_input in = bench_event(payload);
+        in.subject = sealed ? subject : NULL;
+        EVS_TRY(wl, evs_append(s, "first-events", EVS_EXPECT_ANY, &in, 1, NULL, NULL), subject);
+    }
+    note("  evstore %s: each subject's first event (its key made) %.1f us", sealed ? "sealed" : "plain",
+         (now_s() - t0) * 1e3);
+    t0 = now_s();
+    for (long i = 0; i < cfg.nd_events; i++) {
+        make_payload(payload, i);
+        nd_stream_name(stream, sizeof stream, i);
+        snprintf(subject, sizeof subject, "user-%ld", i % 1000);
+        evs_event_input in = bench_event(payload);
+        in.subject = sealed ? subject : NULL;
+        EVS_TRY(wl, evs_append(s, stream, EVS_EXPECT_ANY, &in, 1, NULL, NULL), stream);
+    }
+    m[0] = cfg.nd_events / (now_s() - t0);
+    t0 = now_s();
+    EVS_TRY(wl, evs_read_all(s, 1000, &c), "");
+    while ((st = evs_cursor_next(c, &e)) == EVS_OK) {
+        sink += touch_event(&e);
+        if (n % 997 == 0) {
+            make_payload(want, n);
+            if (e.payload_len != (size_t)cfg.payload_size || memcmp(e.payload, want, e.payload_len) != 0 ||
+                (e.subject_len != 0) != sealed || e.flags != 0) {
+                problem("10 evstore: event %ld read back wrong", n);
+                goto fail;
+            }
+        }
+        n++;
+    }
+    double el = now_s() - t0;
+    if (st != EVS_END) {
+        evs_failed(wl, "evs_cursor_next", st, "(read all)");
+        goto fail;
+    }
+    if (n != cfg.nd_events) {
+        problem("10 evstore: read all gave %ld events, expected %ld", n, cfg.nd_events);
+        goto fail;
+    }
+    m[1] = n / el;
+    note("  evstore %s: %.0f appends/s, read all %.0f events/s", sealed ? "sealed" : "plain", m[0], m[1]);
+    evs_cursor_free(c);
+    store_close(wl, s);
+    free(payload);
+    free(want);
+    return 0;
+fail:
+    evs_cursor_free(c);
+    if (s) store_close(wl, s);
+    free(payload);
+    free(want);
+    return -1;
+}
+
+int evs_subjects_sealed(double *m) { return subjects_side(m, 1); }
+int evs_subjects_plain(double *m) { return subjects_side(m, 0); }
 
 #endif

@@ -21,7 +21,7 @@
  * EVS_STRUCT_INIT(type): an initialiser for a caller-allocated struct of this API
  * (evs_event_input, evs_stream_append, evs_event, evs_stats, evs_recovery_info,
  * evs_account, evs_store_options, evs_stream_info, evs_error_detail, evs_retention,
- * evs_compact_info): struct_size =
+ * evs_compact_info, evs_subject_info, evs_key_provider): struct_size =
  * sizeof(type), every other field zero. The library reads and writes only the first
  * struct_size bytes, so a program compiled against an older, smaller struct keeps
  * working with a newer library. In C:
@@ -87,6 +87,10 @@
 // Expected version: the stream must exist.
 #define EVS_EXPECT_EXISTS -3
 
+// `evs_event.flags`: the event's subject was forgotten (`evs_forget_subject`): its
+// payload and metadata are erased.
+#define EVS_EVENT_ERASED 1
+
 // An open durable consumer (opaque). One thread at a time; free it with
 // `evs_consumer_close`.
 typedef struct evs_consumer evs_consumer;
@@ -116,6 +120,9 @@ typedef struct evs_store evs_store;
 
 // The streams of a store (opaque), from `evs_list_streams`. Single-thread.
 typedef struct evs_stream_list evs_stream_list;
+
+// The data subjects of a store (opaque), from `evs_list_subjects`. Single-thread.
+typedef struct evs_subject_list evs_subject_list;
 
 // A running subscription (opaque). Free it with `evs_subscription_close`.
 typedef struct evs_subscription evs_subscription;
@@ -163,6 +170,12 @@ typedef struct evs_event {
   size_t metadata_len;
   // The id it was appended with; all zero for none.
   uint8_t id[16];
+  // The data subject it names (not NUL-terminated; NULL and 0 for none). Added in 1.1.
+  const char *subject;
+  size_t subject_len;
+  // `EVS_EVENT_ERASED`: its subject was forgotten; payload and metadata are empty
+  // (the other fields are as stored). Added in 1.1.
+  uint32_t flags;
 } evs_event;
 
 // How a consumer runs (caller-allocated: set `struct_size`, see `EVS_STRUCT_INIT`; a
@@ -226,6 +239,13 @@ typedef struct evs_event_input {
   // some are stored fails with EVS_ERR_ALREADY_EXISTS. Ids are remembered for the
   // last `evs_options_set_dedupe_window` events (default 1,048,576).
   uint8_t id[16];
+  // The data subject whose personal data the payload and metadata are (e.g. a user
+  // id; NUL-terminated UTF-8, 1..=1024 bytes), or NULL for none. The payload and
+  // metadata are then stored encrypted with the subject's key and read back as
+  // erased once `evs_forget_subject` forgot it (README "Personal data"). The subject
+  // itself is stored in the clear: use a pseudonymous id. Added in 1.1: a caller whose
+  // `struct_size` ends before it names no subject.
+  const char *subject;
 } evs_event_input;
 
 // One stream's part of `evs_append_multi` (caller-allocated: set `struct_size`, see
@@ -436,6 +456,49 @@ typedef struct evs_recovery_info {
   // Events covered by the snapshot used; UINT64_MAX when none was used.
   uint64_t snapshot_position;
 } evs_recovery_info;
+
+// A data subject as `evs_subject_list_next` reports it: counts, never keys.
+typedef struct evs_subject_info {
+  // sizeof(evs_subject_info) (see `EVS_STRUCT_INIT`).
+  size_t struct_size;
+  // Not NUL-terminated.
+  const char *name;
+  size_t name_len;
+  // Events that name it.
+  uint64_t events;
+  // Whether it was forgotten (`evs_forget_subject`).
+  bool forgotten;
+  // The position of its forget entry; UINT64_MAX when not forgotten.
+  uint64_t forgotten_at;
+} evs_subject_info;
+
+// A key provider's callback about one subject (`subject`, not NUL-terminated, of
+// `subject_len` bytes). `get` and `create` write the 32-byte key into `out_key`.
+typedef int32_t (*evs_key_fn)(void *user_data,
+                              const char *subject,
+                              size_t subject_len,
+                              uint8_t *out_key);
+
+// The application keeps the subjects' keys (a KMS or an HSM): the store keeps none.
+// Every callback is required, is called on the thread of the store call that needs it
+// (an append naming a new subject, the first read of a subject's event, a forget), and
+// may be called from several threads at once: it must be thread-safe. Each returns 0
+// on success, EVS_END (1) from `get` when the subject has no key, or a negative value
+// on failure (the store call then fails with EVS_ERR_IO, naming the status). A key the
+// provider no longer has (`get` returns EVS_END) reads as erased.
+typedef struct evs_key_provider {
+  // sizeof(evs_key_provider) (see `EVS_STRUCT_INIT`).
+  size_t struct_size;
+  // The subject's key into `out_key` (32 bytes), or EVS_END if it has none.
+  evs_key_fn get;
+  // Makes a new key for the subject (which has none), durably, into `out_key`.
+  evs_key_fn create;
+  // Destroys the subject's key durably (`out_key` is NULL). Also called again for a
+  // subject destroyed already (after a crash): it must then return 0.
+  evs_key_fn destroy;
+  // Passed to every callback.
+  void *user_data;
+} evs_key_provider;
 
 // Called with each event, on the subscription's own thread; the event view is valid only
 // during the call. Return 0 to go on, non-zero to stop the subscription.
@@ -1404,6 +1467,70 @@ evs_status evs_stream_version(struct evs_store *s, const char *stream, int64_t *
 // Ownership: `s` stays the caller's. Thread safety: any thread (appends wait while
 // the indexes are copied).
 evs_status evs_snapshot(struct evs_store *s, uint64_t *out_position);
+
+// Forgets data subject `subject` (crypto-shredding): an entry is appended to the log
+// (it gets a position, like a lifecycle entry, so every process and follower obeys it),
+// made durable whatever the fsync policy, and then the subject's key is destroyed where
+// it is kept (the store's key file: overwritten in place, then the file rewritten
+// without it; a key provider: its `destroy`). From when this returns, every read
+// (cursors, subscriptions, consumers, `evs_read_event`, in every process) returns the
+// subject's events with payload and metadata empty and `EVS_EVENT_ERASED` in
+// `evs_event.flags`; their stream, type, position, version and timestamp stay. No new
+// event may name the subject afterwards (EVS_ERR_INVALID_ARGUMENT). Forgetting a
+// forgotten subject returns the first forget's position (and finishes destroying its
+// key if a failure stopped that). If this fails after the entry is durable (EVS_ERR_IO
+// while destroying the key), the subject is forgotten all the same and the next
+// writable open finishes destroying its key. `*out_position` (may be NULL): the entry's
+// position.
+//
+// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store or subject, bad UTF-8, an empty
+// or over 1024-byte subject, a closed store, a PostgreSQL store: not supported there in
+// this version); EVS_ERR_BUSY; EVS_ERR_READ_ONLY; EVS_ERR_IO (the log or the key file;
+// a key provider's failure). Thread safety: any thread. Ownership: `subject` stays the
+// caller's.
+evs_status evs_forget_subject(struct evs_store *s, const char *subject, uint64_t *out_position);
+
+// Lists the data subjects that events named or that were forgotten, in name order, with
+// their event counts (a copy, as the store is now).
+//
+// Ownership: free `*out` with `evs_subject_list_free`. Returns EVS_OK;
+// EVS_ERR_INVALID_ARGUMENT (NULL; a PostgreSQL store: not supported there in this
+// version). Thread safety: any thread; the list itself is single-thread.
+evs_status evs_list_subjects(struct evs_store *s, struct evs_subject_list **out);
+
+// The next subject of the list: EVS_OK with `*out` filled (a view valid until the next
+// call on `list` or its free), or EVS_END after the last one.
+//
+// Ownership: `*out` is the caller's struct; the name it points to is the list's.
+// Thread safety: one thread at a time per list. Returns EVS_OK, EVS_END, or
+// EVS_ERR_INVALID_ARGUMENT (NULL, bad `out->struct_size`).
+evs_status evs_subject_list_next(struct evs_subject_list *list, struct evs_subject_info *out);
+
+// Frees a subject list. NULL is a no-op. Ownership: takes `list`.
+// Thread safety: not while another thread uses `list`. Returns nothing.
+void evs_subject_list_free(struct evs_subject_list *list);
+
+// Gives the 32-byte master key (AES-256) that wraps the subjects' keys the store keeps
+// in its key file (`<store>/keys`). Without one the keys are kept unwrapped: forgetting
+// still erases (the key is destroyed), but whoever can read the store's files can read
+// every subject's personal data. A store whose keys were wrapped opens only with the
+// same master key (and one whose keys are unwrapped only without one):
+// EVS_ERR_INVALID_ARGUMENT from `evs_open` otherwise. `key` NULL (with `len` 0) clears
+// it. The options keep a copy, overwritten when they are freed.
+//
+// Returns EVS_OK, or EVS_ERR_INVALID_ARGUMENT (NULL `o`; a length other than 32; both
+// a master key and a key provider). Ownership: `key` stays the caller's. Thread safety:
+// not while another thread uses `o`.
+evs_status evs_options_set_master_key(struct evs_options *o, const uint8_t *key, size_t len);
+
+// Gives the key provider that keeps the subjects' keys instead of the store (see
+// `evs_key_provider`); `p` NULL clears it. The options keep a copy of `*p`.
+//
+// Returns EVS_OK, or EVS_ERR_INVALID_ARGUMENT (NULL `o`, a bad `p->struct_size`, a NULL
+// callback, a master key given too). Ownership: `p` stays the caller's; `user_data` must
+// stay valid while a store opened with these options is open. Thread safety: not while
+// another thread uses `o`.
+evs_status evs_options_set_key_provider(struct evs_options *o, const struct evs_key_provider *p);
 
 // Starts a subscription that calls `fn(user_data, event)` for every event from
 // `from_position` on (history first, then live events as they are appended), in

@@ -15,6 +15,7 @@ mod handle;
 pub mod ids;
 pub mod lifecycle;
 mod postgres;
+pub mod subjects;
 
 pub use backend::{Backend, EventCursor, TailCursor};
 pub use event::{
@@ -69,6 +70,8 @@ pub struct StoreOptions {
     /// A sealed segment with more than this percent of its bytes removed is compacted by
     /// a library thread of the store (0: no automatic compaction; at most 100).
     pub compaction_trigger_percent: u32,
+    /// Where the keys of data subjects come from (`subjects`).
+    pub keys: subjects::KeyOptions,
 }
 
 /// Compaction's default budget: 64 MiB/s.
@@ -128,6 +131,7 @@ impl Default for StoreOptions {
             clock: Clock::system(),
             compaction_bytes_per_second: DEFAULT_COMPACTION_BYTES_PER_SECOND,
             compaction_trigger_percent: DEFAULT_COMPACTION_TRIGGER_PERCENT,
+            keys: subjects::KeyOptions::default(),
         }
     }
 }
@@ -274,6 +278,9 @@ pub(crate) fn validate_append(
         }
         for e in a.events {
             check_name("event type", e.event_type, false)?;
+            if let Some(s) = e.subject {
+                check_name("subject", s, false)?;
+            }
             let size = e.payload.len() + e.metadata.len();
             if size > max_event_size {
                 return Err(Error::new(

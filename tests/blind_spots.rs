@@ -196,6 +196,7 @@ fn retries_on_both_sides_of_a_snapshot_and_at_the_window_edge_write_nothing_afte
             .zip(first..)
             .map(|(p, pos)| EventInput {
                 id: Some(id(pos)),
+                subject: None,
                 ..EventInput::new("T", p)
             })
             .collect();

@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::every_file;
 use common::procs::{self, Children};
 use evstore::store::{EventInput, ExpectedVersion, Store, StoreOptions};
 use evstore::wal::FsyncPolicy;
@@ -67,18 +68,6 @@ fn append(store: &Store, stream: &str, payload: &[u8], meta: &[u8]) {
     store
         .append(stream, ExpectedVersion::Any, &[e])
         .expect("append");
-}
-
-/// Every file under `dir`, recursively, as bytes.
-fn every_file(dir: &std::path::Path, out: &mut Vec<(std::path::PathBuf, Vec<u8>)>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            every_file(&p, out);
-        } else {
-            out.push((p.clone(), std::fs::read(&p).unwrap()));
-        }
-    }
 }
 
 fn holds(files: &[(std::path::PathBuf, Vec<u8>)], marker: &[u8]) -> Option<std::path::PathBuf> {
@@ -266,6 +255,7 @@ fn a_retry_of_an_append_whose_events_a_compaction_erased_is_answered_as_a_retry(
     let pad = vec![b'q'; 800];
     let input = |n: u8| EventInput {
         id: id(n),
+        subject: None,
         ..EventInput::new("T", &pad)
     };
     let store = Store::open(dir.path(), o(), Vec::new()).unwrap().0;

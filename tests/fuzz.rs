@@ -496,6 +496,8 @@ fn fuzz_envelope_binary_round_trips_and_mutations_never_panic() {
                 metadata: &meta,
                 payload: &payload,
                 id: None,
+                subject: None,
+                sealed_at: 0,
             };
             let mut buf = Vec::new();
             e.encode_into(&mut buf);
@@ -762,6 +764,8 @@ fn event_records(rng: &mut Rng, first: u64, n: u64) -> Vec<u8> {
                 metadata: &[],
                 payload: &payload,
                 id: None,
+                subject: None,
+                sealed_at: 0,
             }
             .encode_into(&mut v);
             let key = p.to_le_bytes();

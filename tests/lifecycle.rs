@@ -385,6 +385,7 @@ fn a_hard_deleted_name_is_refused_by_every_read_and_write() {
         let id = |n: u8| Some([n; 16]);
         let e1 = [EventInput {
             id: id(1),
+            subject: None,
             ..EventInput::new("T", b"one")
         }];
         store
@@ -578,6 +579,7 @@ fn a_retried_operation_with_its_id_returns_the_first_position_and_writes_nothing
                 ExpectedVersion::Any,
                 &[EventInput {
                     id: Some(event_id),
+                    subject: None,
                     ..EventInput::new("T", b"z")
                 }],
             )
@@ -648,6 +650,7 @@ fn a_retried_operation_with_its_id_returns_the_first_position_and_writes_nothing
                     ExpectedVersion::Any,
                     &[EventInput {
                         id: Some(firsts[2].0),
+                        subject: None,
                         ..EventInput::new("T", b"w")
                     }],
                 ),

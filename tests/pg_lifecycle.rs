@@ -327,7 +327,9 @@ impl World {
                 category: *category,
                 rule: *rule,
             },
-            LifecycleOp::Consumer(_) => panic!("the model makes no consumer records"),
+            LifecycleOp::Consumer(_) | LifecycleOp::Forget { .. } => {
+                panic!("the model makes no consumer records or forgets")
+            }
         };
         let p = self.handles[h]
             .lifecycle(req, None)

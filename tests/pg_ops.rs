@@ -24,6 +24,7 @@ fn append(s: *mut evs_store, stream: &str, id: Option<[u8; 16]>) -> evs_status {
         metadata_len: 0,
         schema_version: 1,
         id: id.unwrap_or([0; 16]),
+        subject: std::ptr::null(),
     };
     let (mut first, mut version) = (0, 0);
     // SAFETY: a live store, one valid event, out pointers.

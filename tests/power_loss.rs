@@ -324,6 +324,7 @@ fn append_random(
                     metadata: m,
                     schema_version: *s,
                     id: None,
+                    subject: None,
                 })
                 .collect();
             let expected = match versions.get(&stream) {

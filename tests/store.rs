@@ -297,6 +297,7 @@ fn append_event_stores_an_event_with_an_empty_stream() {
             metadata: b"m",
             schema_version: 7,
             id: None,
+            subject: None,
         },
         EventInput {
             event_type: "Meta",
@@ -304,6 +305,7 @@ fn append_event_stores_an_event_with_an_empty_stream() {
             metadata: b"",
             schema_version: 0,
             id: None,
+            subject: None,
         },
     ];
     store
@@ -690,6 +692,7 @@ fn an_event_over_16_mib_is_too_large() {
                 metadata: &big[..(8 << 20) + 1],
                 schema_version: 1,
                 id: None,
+                subject: None,
             }],
         ),
         "payload + metadata of 16 MiB + 1",
@@ -1113,6 +1116,7 @@ fn fixture() -> Fixture {
                             metadata: meta.as_bytes(),
                             schema_version: 2,
                             id: None,
+                            subject: None,
                         }],
                     )
                     .unwrap();

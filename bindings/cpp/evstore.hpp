@@ -297,6 +297,8 @@ struct Event {
     std::string_view payload;   // the bytes as text; payload_bytes() as bytes
     std::string_view metadata;
     EventId id{};               // the id it was appended with; all zero for none
+    std::string_view subject;   // the data subject it names; empty for none
+    bool erased = false;        // its subject was forgotten: payload and metadata empty
 
     ByteView payload_bytes() const noexcept {
         return ByteView{reinterpret_cast<const uint8_t *>(payload.data()), payload.size()};
@@ -323,6 +325,8 @@ struct OwnedEvent {
     std::string payload;  // the bytes; payload_bytes() views them as bytes
     std::string metadata;
     EventId id{};
+    std::string subject;
+    bool erased = false;
 
     ByteView payload_bytes() const noexcept {
         return ByteView{reinterpret_cast<const uint8_t *>(payload.data()), payload.size()};
@@ -344,6 +348,8 @@ struct OwnedEvent {
         e.payload = payload;
         e.metadata = metadata;
         e.id = id;
+        e.subject = subject;
+        e.erased = erased;
         return e;
     }
 
@@ -363,6 +369,8 @@ inline OwnedEvent Event::to_owned() const {
     o.payload = std::string(payload);
     o.metadata = std::string(metadata);
     o.id = id;
+    o.subject = std::string(subject);
+    o.erased = erased;
     return o;
 }
 
@@ -389,6 +397,10 @@ inline Event to_event(const evs_event &e) {
     // past it does not exist (an older library).
     if (e.struct_size >= offsetof(evs_event, id) + sizeof e.id)
         std::memcpy(out.id.data(), e.id, sizeof e.id);
+    if (e.struct_size >= offsetof(evs_event, flags) + sizeof e.flags) {
+        out.subject = view(e.subject, e.subject_len);
+        out.erased = (e.flags & EVS_EVENT_ERASED) != 0;
+    }
     return out;
 }
 }  // namespace detail
@@ -632,6 +644,10 @@ struct EventInput {
     // Its unique id, all zero for none: an append whose events all carry ids already
     // stored writes nothing and returns the stored positions (safe to retry).
     EventId id{};
+    // The data subject (a pseudonymous user id) whose personal data payload and metadata
+    // are: stored encrypted with its key, erased once Store::forget_subject forgot it.
+    // Empty: none.
+    std::string subject;
 };
 
 // One stream's part of Store::append_multi.
@@ -670,6 +686,7 @@ inline std::vector<evs_event_input> inputs(const std::vector<EventInput> &events
         in[i].metadata_len = events[i].metadata.size();
         in[i].schema_version = events[i].schema_version;
         std::memcpy(in[i].id, events[i].id.data(), sizeof in[i].id);
+        in[i].subject = events[i].subject.empty() ? nullptr : c_str(events[i].subject, "subject");
     }
     return in;
 }
@@ -1072,6 +1089,18 @@ public:
     // nothing and returns the first one's position; the id given to anything else throws
     // Code::AlreadyExists. Each also throws Code::ReadOnly, Code::Busy (a write with the
     // id is still being made durable: retry), Code::Io (nothing counts: retry with the id).
+
+    // Forgets data subject `subject` (crypto-shredding): its key is destroyed, so every
+    // read, in every process, gives its events erased (Event::erased, payload and
+    // metadata empty; stream, type, position and version stay), and no new event may
+    // name it. Returns the position of the forget's entry (forgetting again: the first
+    // one's). Throws Code::InvalidArgument (an empty subject; PostgreSQL: not supported
+    // in this version), Code::ReadOnly, Code::Io.
+    uint64_t forget_subject(const std::string &subject) {
+        uint64_t pos = 0;
+        detail::check(evs_forget_subject(ptr_, detail::c_str(subject, "subject"), &pos));
+        return pos;
+    }
 
     // Removes every event `stream` has so far from every read, if it is at
     // `expected_version` (kExpectAny, kExpectExists or its version; kExpectNoStream is

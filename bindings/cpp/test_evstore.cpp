@@ -808,6 +808,41 @@ const evstore::EventId kNoId{};
 
 }  // namespace
 
+// Personal data: events naming a subject are read back intact until forget_subject, then
+// erased (payload and metadata empty, the rest kept), also after a reopen; other events
+// stay; a forgotten subject takes no new event.
+TEST_F(EvstoreTest, ForgetSubjectErasesItsEvents) {
+    auto s = std::make_unique<evstore::Store>(path("s"));
+    evstore::EventInput alice{"AddressSet", "ALICE-ADDRESS", "m"};
+    alice.subject = "alice";
+    evstore::EventInput bob{"AddressSet", "BOB-ADDRESS"};
+    bob.subject = "bob";
+    s->append("people", evstore::kExpectNoStream, {alice, bob, {"Tick", "public"}});
+    auto check = [](evstore::Store &st, bool forgotten, const char *when) {
+        auto all = drain(st.read_all());
+        ASSERT_EQ(all.size(), 3u) << when;
+        EXPECT_EQ(all[0].subject, "alice") << when;
+        EXPECT_EQ(all[0].erased, forgotten) << when;
+        EXPECT_EQ(all[0].payload, forgotten ? "" : "ALICE-ADDRESS") << when;
+        EXPECT_EQ(all[0].metadata, forgotten ? "" : "m") << when;
+        EXPECT_EQ(all[0].type, "AddressSet") << when;
+        EXPECT_EQ(all[1].subject, "bob") << when;
+        EXPECT_FALSE(all[1].erased) << when;
+        EXPECT_EQ(all[1].payload, "BOB-ADDRESS") << when;
+        EXPECT_EQ(all[2].subject, "") << when;
+        EXPECT_EQ(all[2].payload, "public") << when;
+    };
+    check(*s, false, "before");
+    EXPECT_EQ(s->forget_subject("alice"), 3u);
+    EXPECT_EQ(s->forget_subject("alice"), 3u);
+    expect_error([&] { s->forget_subject(""); }, Code::InvalidArgument);
+    expect_error([&] { s->append("people", evstore::kExpectAny, {alice}); }, Code::InvalidArgument);
+    check(*s, true, "after the forget");
+    s.reset();
+    s = std::make_unique<evstore::Store>(path("s"));
+    check(*s, true, "reopened");
+}
+
 // Soft and hard deletes: refusals write nothing; afterwards every read passes over the
 // removed events, before and after a reopen; writers see no stream (soft) or a tombstone
 // (hard); a soft-deleted stream continues its versions.

@@ -26,6 +26,10 @@ type Event struct {
 	Payload       []byte   // nil when empty
 	Metadata      []byte   // nil when empty
 	ID            [16]byte // the id it was appended with; zero for none
+	Subject       string   // the data subject it names; "" for none
+	// Erased: its subject was forgotten (Store.ForgetSubject); Payload and Metadata are
+	// nil, the other fields as stored.
+	Erased bool
 }
 
 // Time is the event's timestamp.
@@ -46,6 +50,12 @@ func eventFromC(e *C.evs_event) Event {
 	}
 	if uintptr(e.struct_size) >= unsafe.Offsetof(e.id)+unsafe.Sizeof(e.id) {
 		ev.ID = *(*[16]byte)(unsafe.Pointer(&e.id))
+	}
+	if uintptr(e.struct_size) >= unsafe.Offsetof(e.flags)+unsafe.Sizeof(e.flags) {
+		if e.subject != nil {
+			ev.Subject = C.GoStringN(e.subject, C.int(e.subject_len))
+		}
+		ev.Erased = e.flags&C.EVS_EVENT_ERASED != 0
 	}
 	return ev
 }

@@ -536,6 +536,10 @@ type EventInput struct {
 	// whose events all have ids that are stored already writes nothing and returns the
 	// stored positions, so it can be retried safely after a timeout or an I/O error.
 	ID [16]byte
+	// Subject names the data subject (a pseudonymous user id, say) whose personal data
+	// Payload and Metadata are: they are stored encrypted with the subject's key and
+	// read back erased once Store.ForgetSubject forgot it. "" means none.
+	Subject string
 }
 
 // inputs holds the C side of events to append until the call returns: C strings to
@@ -587,6 +591,13 @@ func (in *inputs) events(events []EventInput) (*C.evs_event_input, error) {
 		}
 		cs[i].schema_version = C.uint32_t(ev.SchemaVersion)
 		*(*[16]byte)(unsafe.Pointer(&cs[i].id)) = ev.ID
+		if ev.Subject != "" {
+			csubject, err := in.cString(ev.Subject, "subject")
+			if err != nil {
+				return nil, err
+			}
+			cs[i].subject = csubject
+		}
 	}
 	in.pinner.Pin(&cs[0])
 	return &cs[0], nil

@@ -159,3 +159,24 @@ func (s *Store) lifecycleOp(ctx context.Context, name, argument string, f func(p
 	}
 	return uint64(pos), nil
 }
+
+// ForgetSubject forgets data subject subject (crypto-shredding): its key is destroyed,
+// so from when it returns every read, in every process, gives the subject's events with
+// Erased set and no Payload or Metadata (stream, type, position and version stay), and
+// no new event may name it. It returns the position of the forget's entry in the log
+// (forgetting again returns the first one's).
+//
+// Errors: ErrInvalidArgument (an empty or invalid subject; a PostgreSQL store: not
+// supported in this version), ErrBusy, ErrReadOnly, ErrIO.
+func (s *Store) ForgetSubject(ctx context.Context, subject string) (uint64, error) {
+	csubject, err := cString(subject, "subject")
+	if err != nil {
+		return 0, err
+	}
+	defer C.free(unsafe.Pointer(csubject))
+	var pos C.uint64_t
+	if _, err := s.do(ctx, func(p *C.evs_store) C.evs_status { return C.evs_forget_subject(p, csubject, &pos) }); err != nil {
+		return 0, err
+	}
+	return uint64(pos), nil
+}

@@ -102,6 +102,7 @@ impl Bank {
             metadata: &[],
             schema_version: e.schema_version(),
             id: None,
+            subject: None,
         }];
         Ok(self
             .store
@@ -256,6 +257,7 @@ impl Bank {
             metadata: b"transfer",
             schema_version: 1,
             id: None,
+            subject: None,
         }];
         let di = [EventInput {
             event_type: "MoneyDeposited",
@@ -263,6 +265,7 @@ impl Bank {
             metadata: b"transfer",
             schema_version: 1,
             id: None,
+            subject: None,
         }];
         let (sf, st) = (stream_name(from), stream_name(to));
         let r = self

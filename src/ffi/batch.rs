@@ -4,7 +4,7 @@
 use super::args::{handle_mut, out_arg, write_out};
 use super::extensible::out_struct_at;
 use super::status::*;
-use super::store::{evs_cursor, evs_event};
+use super::store::{evs_cursor, evs_event, EVS_EVENT_ERASED};
 use crate::error::Error;
 use crate::store::EventRef;
 use std::ops::Range;
@@ -24,6 +24,8 @@ struct Span {
     event_type: Range<usize>,
     payload: Range<usize>,
     metadata: Range<usize>,
+    subject: Option<Range<usize>>,
+    erased: bool,
 }
 
 #[derive(Default)]
@@ -45,6 +47,7 @@ impl Batch {
         let event_type = put(e.event_type.as_bytes());
         let payload = put(e.payload);
         let metadata = put(e.metadata);
+        let subject = e.subject.map(|s| put(s.as_bytes()));
         self.spans.push(Span {
             position: e.position,
             timestamp_us: e.timestamp_us,
@@ -55,6 +58,8 @@ impl Batch {
             event_type,
             payload,
             metadata,
+            subject,
+            erased: e.erased,
         });
     }
 
@@ -78,6 +83,12 @@ impl Batch {
             metadata: at(&s.metadata),
             metadata_len: s.metadata.len(),
             id: s.id.unwrap_or([0; 16]),
+            subject: s
+                .subject
+                .as_ref()
+                .map_or(std::ptr::null(), |r| at(r).cast()),
+            subject_len: s.subject.as_ref().map_or(0, Range::len),
+            flags: if s.erased { EVS_EVENT_ERASED } else { 0 },
         }
     }
 }

@@ -20,6 +20,7 @@ mod schema;
 mod stats;
 mod status;
 mod store;
+mod subjects;
 mod subscription;
 
 pub use account::*;
@@ -32,4 +33,5 @@ pub use schema::*;
 pub use stats::*;
 pub use status::*;
 pub use store::*;
+pub use subjects::*;
 pub use subscription::*;

@@ -1,6 +1,8 @@
 //! The store's C surface: options, open/close/sync, appends, reads and cursors.
 
-use super::args::{bytes_arg, handle, handle_mut, out_arg, str_arg, write_opt, write_out};
+use super::args::{
+    bytes_arg, handle, handle_mut, opt_str_arg, out_arg, str_arg, write_opt, write_out,
+};
 use super::extensible::{extensible, input_array, opt_out_struct, out_struct};
 use super::gate::CallGate;
 use super::status::*;
@@ -135,6 +137,13 @@ pub struct evs_event_input {
     /// some are stored fails with EVS_ERR_ALREADY_EXISTS. Ids are remembered for the
     /// last `evs_options_set_dedupe_window` events (default 1,048,576).
     pub id: [u8; 16],
+    /// The data subject whose personal data the payload and metadata are (e.g. a user
+    /// id; NUL-terminated UTF-8, 1..=1024 bytes), or NULL for none. The payload and
+    /// metadata are then stored encrypted with the subject's key and read back as
+    /// erased once `evs_forget_subject` forgot it (README "Personal data"). The subject
+    /// itself is stored in the clear: use a pseudonymous id. Added in 1.1: a caller whose
+    /// `struct_size` ends before it names no subject.
+    pub subject: *const c_char,
 }
 
 /// A borrowed view of a stored event: valid until the next call on the same cursor (or
@@ -163,7 +172,17 @@ pub struct evs_event {
     pub metadata_len: usize,
     /// The id it was appended with; all zero for none.
     pub id: [u8; 16],
+    /// The data subject it names (not NUL-terminated; NULL and 0 for none). Added in 1.1.
+    pub subject: *const c_char,
+    pub subject_len: usize,
+    /// `EVS_EVENT_ERASED`: its subject was forgotten; payload and metadata are empty
+    /// (the other fields are as stored). Added in 1.1.
+    pub flags: u32,
 }
+
+/// `evs_event.flags`: the event's subject was forgotten (`evs_forget_subject`): its
+/// payload and metadata are erased.
+pub const EVS_EVENT_ERASED: u32 = 1;
 
 extensible!(evs_recovery_info, valid_records);
 extensible!(evs_event_input, event_type);
@@ -186,6 +205,9 @@ impl evs_event {
             metadata: e.metadata.as_ptr(),
             metadata_len: e.metadata.len(),
             id: e.id.unwrap_or([0; 16]),
+            subject: e.subject.map_or(std::ptr::null(), |s| s.as_ptr().cast()),
+            subject_len: e.subject.map_or(0, str::len),
+            flags: if e.erased { EVS_EVENT_ERASED } else { 0 },
         }
     }
 }
@@ -680,12 +702,16 @@ unsafe fn events_arg<'a>(
         // SAFETY: as above.
         let metadata =
             unsafe { bytes_arg(e.metadata, e.metadata_len, max, "metadata") }.map_err(named)?;
+        // SAFETY: as above (NULL: no subject; a caller's older, smaller struct reads
+        // it as NULL).
+        let subject = unsafe { opt_str_arg(e.subject, "subject") }.map_err(named)?;
         inputs.push(EventInput {
             event_type,
             payload,
             metadata,
             schema_version: e.schema_version,
             id: id_arg(&e.id),
+            subject,
         });
     }
     Ok(inputs)

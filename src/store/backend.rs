@@ -82,6 +82,13 @@ pub trait Backend: Send + Sync {
     /// leaving the store consistent. Nothing by default.
     fn interrupt(&self) {}
 
+    /// Forgets data subject `subject` (`subjects`): an entry in the log (every process
+    /// and follower obeys it), durable, then its key destroyed; returns the entry's
+    /// position (a forgotten subject: the first entry's).
+    fn forget_subject(&self, subject: &str) -> Result<u64>;
+    /// The data subjects with their event counts, forgotten or not (never keys).
+    fn subjects(&self) -> Result<Vec<super::subjects::SubjectInfo>>;
+
     /// Durable consumers (docs/consumers.md). Opens consumer `name` for the caller
     /// alone (`Locked` while it is open elsewhere), with its stored state. `lease`: how
     /// long a holder that stops renewing keeps it (PostgreSQL; the file engine's lock

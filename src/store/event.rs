@@ -20,6 +20,11 @@ pub struct EventRef<'a> {
     pub payload: &'a [u8],
     /// The id the appender gave it (idempotent appends), if any.
     pub id: Option<[u8; 16]>,
+    /// The data subject it names (its payload and metadata are stored encrypted with the
+    /// subject's key; see `subjects`).
+    pub subject: Option<&'a str>,
+    /// Its subject was forgotten: payload and metadata are empty, the rest is as stored.
+    pub erased: bool,
 }
 
 /// An event that owns its bytes.
@@ -34,6 +39,8 @@ pub struct Event {
     pub metadata: Vec<u8>,
     pub payload: Vec<u8>,
     pub id: Option<[u8; 16]>,
+    pub subject: Option<String>,
+    pub erased: bool,
 }
 
 impl EventRef<'_> {
@@ -48,6 +55,8 @@ impl EventRef<'_> {
             metadata: self.metadata.to_vec(),
             payload: self.payload.to_vec(),
             id: self.id,
+            subject: self.subject.map(str::to_owned),
+            erased: self.erased,
         }
     }
 }
@@ -64,6 +73,8 @@ impl Event {
             metadata: &self.metadata,
             payload: &self.payload,
             id: self.id,
+            subject: self.subject.as_deref(),
+            erased: self.erased,
         }
     }
 }
@@ -79,6 +90,10 @@ pub struct EventInput<'a> {
     /// A unique id (not all zero): an append whose events' ids are all stored already
     /// returns the stored positions and writes nothing.
     pub id: Option<[u8; 16]>,
+    /// The data subject (e.g. a user id) whose personal data the payload and metadata
+    /// are: stored encrypted with the subject's key, erased when it is forgotten. The
+    /// name itself is stored in the clear: use a pseudonymous id.
+    pub subject: Option<&'a str>,
 }
 
 impl<'a> EventInput<'a> {
@@ -89,6 +104,7 @@ impl<'a> EventInput<'a> {
             metadata: &[],
             schema_version: 1,
             id: None,
+            subject: None,
         }
     }
 }
@@ -132,7 +148,9 @@ pub struct AppendResult {
 }
 
 /// A domain's view of the log, kept up to date by the store and saved in its snapshots.
-/// `apply` is called once for every event, in position order, also during recovery.
+/// `apply` is called once for every event, in position order, also during recovery. An
+/// event that names a data subject comes with its payload and metadata empty, always:
+/// personal data never reaches a projection, so no snapshot holds it in the clear.
 pub trait Projection: Send + Sync {
     /// A stable name that identifies its part of a snapshot.
     fn name(&self) -> &str;

@@ -225,6 +225,17 @@ impl Store {
         self.backend.apply_lifecycle(&req, id)
     }
 
+    /// Forgets a data subject: its events read as erased from when this returns, in every
+    /// process; its key is destroyed. Returns the forget entry's position.
+    pub fn forget_subject(&self, subject: &str) -> Result<u64> {
+        self.backend.forget_subject(subject)
+    }
+
+    /// The data subjects with their event counts, forgotten or not (never keys).
+    pub fn subjects(&self) -> Result<Vec<super::subjects::SubjectInfo>> {
+        self.backend.subjects()
+    }
+
     /// The rule in force for stream `name`, or (`category`) the rule set on that prefix.
     pub fn retention(&self, name: &str, category: bool) -> Result<Option<Rule>> {
         self.backend.retention(name, category)

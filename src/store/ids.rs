@@ -93,7 +93,8 @@ impl Stored {
 
 /// What differs between `stored` and the event an append carries with the same id in
 /// `stream`: `None` when they are one event (stream, type, schema version, payload and
-/// metadata all equal: the append is a retry; of an erased event, the stream only).
+/// metadata all equal: the append is a retry; of an erased event, or one whose subject
+/// was forgotten, the stream (and subject) only).
 fn difference(stored: &Stored, stream: &str, input: &EventInput<'_>) -> Option<String> {
     let stored = match stored {
         Stored::Erased { stream: s, .. } if s != stream => {
@@ -108,8 +109,15 @@ fn difference(stored: &Stored, stream: &str, input: &EventInput<'_>) -> Option<S
             stored.stream
         ));
     }
+    // A forgotten subject's event: its payload and metadata are gone, as an erased
+    // event's are (the stream alone answers).
+    if stored.erased && stored.subject.as_deref() == input.subject {
+        return None;
+    }
     let field = if stored.event_type != input.event_type {
         "type"
+    } else if stored.subject.as_deref() != input.subject {
+        "subject"
     } else if stored.schema_version != input.schema_version.max(1) {
         "schema version"
     } else if stored.payload != input.payload {
@@ -468,6 +476,8 @@ mod tests {
             metadata: &[],
             payload: &[],
             id,
+            subject: None,
+            erased: false,
         };
         ix.apply(&ev);
     }

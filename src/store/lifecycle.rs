@@ -406,6 +406,9 @@ pub enum LifecycleOp {
     /// A durable consumer's record where the log keeps it (docs/consumers.md): it removes
     /// nothing.
     Consumer(super::consumer::ConsumerOp),
+    /// A data subject forgotten (`subjects`): its key is destroyed; its events stay, read
+    /// as erased. It removes no position.
+    Forget { subject: String },
 }
 
 const KIND_DELETE_SOFT: u8 = 1;
@@ -414,6 +417,7 @@ const KIND_TRUNCATE: u8 = 3;
 const KIND_RETENTION_STREAM: u8 = 4;
 const KIND_RETENTION_CATEGORY: u8 = 5;
 const KIND_CONSUMER: u8 = 6;
+const KIND_FORGET: u8 = 7;
 
 impl LifecycleOp {
     /// The stream a stream operation is about.
@@ -422,13 +426,16 @@ impl LifecycleOp {
             LifecycleOp::Delete { stream, .. } | LifecycleOp::Truncate { stream, .. } => {
                 Some(stream)
             }
-            LifecycleOp::Retention { .. } | LifecycleOp::Consumer(_) => None,
+            LifecycleOp::Retention { .. }
+            | LifecycleOp::Consumer(_)
+            | LifecycleOp::Forget { .. } => None,
         }
     }
 
-    /// Whether it takes events out of reads (every operation but a consumer's record).
+    /// Whether it takes events out of reads (every operation but a consumer's record and
+    /// a forgotten subject, whose events stay, erased).
     pub fn removes(&self) -> bool {
-        !matches!(self, LifecycleOp::Consumer(_))
+        !matches!(self, LifecycleOp::Consumer(_) | LifecycleOp::Forget { .. })
     }
 
     /// The stream's version when the operation was appended (stream operations).
@@ -437,7 +444,9 @@ impl LifecycleOp {
             LifecycleOp::Delete { version, .. } | LifecycleOp::Truncate { version, .. } => {
                 Some(*version)
             }
-            LifecycleOp::Retention { .. } | LifecycleOp::Consumer(_) => None,
+            LifecycleOp::Retention { .. }
+            | LifecycleOp::Consumer(_)
+            | LifecycleOp::Forget { .. } => None,
         }
     }
 
@@ -483,6 +492,7 @@ impl LifecycleOp {
                 rule.max_count,
                 rule.max_age_us,
             ),
+            LifecycleOp::Forget { subject } => (KIND_FORGET, subject, 0, 0),
         };
         out.push(kind);
         put_varint(out, a);
@@ -535,6 +545,7 @@ impl LifecycleOp {
                     max_age_us: b,
                 },
             },
+            KIND_FORGET => LifecycleOp::Forget { subject: name },
             k => return Err(bad(&format!("unknown kind {k}"))),
         })
     }
@@ -558,6 +569,7 @@ impl LifecycleOp {
                 if *category { "category" } else { "stream" }
             ),
             LifecycleOp::Consumer(c) => c.describe(),
+            LifecycleOp::Forget { subject } => format!("forget of subject '{subject}'"),
         }
     }
 }
@@ -679,7 +691,7 @@ impl Removals {
         }
         self.entries += 1;
         match op {
-            LifecycleOp::Consumer(_) => {}
+            LifecycleOp::Consumer(_) | LifecycleOp::Forget { .. } => {}
             LifecycleOp::Delete {
                 stream,
                 hard,

@@ -39,7 +39,7 @@ has_err() { printf '%s\n' "$err" | grep -qF -- "$1"; }
 
 # help: the list, every command's --help, help COMMAND
 run 0 --help && has "verify" && has "dump" && has "tail" && has "schema" && ok || no "--help lists the commands: $out"
-for c in info verify tail dump streams stream accounts account metrics snapshot append delete truncate retention compact consumers; do
+for c in info verify tail dump streams stream accounts account metrics snapshot append delete truncate retention compact consumers forget subjects; do
     run 0 "$c" --help && has "usage: evsctl $c" && ok || no "$c --help: $out"
 done
 run 0 help dump && has "base64" && ok || no "help dump: $out"
@@ -85,6 +85,23 @@ run 0 info "$bankstore" && has "backend file" && has "events 5" && has "snapshot
 run 0 verify "$bankstore" && has "ok: 5 events in 1 segment (" && has " bytes), every checksum good" && ok ||
     no "verify of a good store: $out $err"
 
+
+# personal data (README "Personal data"): append --subject, forget, subjects, dump
+ps="$work/personal"
+run 0 append --subject alice "$ps" people Set "ALICE-ADDRESS" && [ "$out" = 0 ] && ok || no "append --subject: $out $err"
+run 0 append --subject bob "$ps" people Set "BOB-ADDRESS" && [ "$out" = 1 ] && ok || no "append --subject bob: $out"
+if grep -rq "ALICE-ADDRESS" "$ps"; then no "a subject's payload is stored in the clear"; else ok; fi
+run 0 dump "$ps" && has "[subject alice] ALICE-ADDRESS" && ok || no "dump before forget: $out"
+run 0 forget "$ps" alice && has "forgot subject 'alice' at position 2" && ok || no "forget: $out $err"
+run 2 forget "$ps" && has_err "wrong number of arguments" && ok || no "forget without SUBJECT: $err"
+run 0 subjects "$ps" && [ "$out" = "$(printf 'alice\t1 event\tforgotten at position 2\nbob\t1 event')" ] && ok ||
+    no "subjects: $out"
+run 0 subjects --json "$ps" && has '{"subject":"alice","events":1,"forgotten_at":2}' && ok || no "subjects --json: $out"
+run 0 dump "$ps" && has "[subject alice] <erased: its subject was forgotten>" && has "[subject bob] BOB-ADDRESS" && ok ||
+    no "dump after forget: $out"
+run 0 dump --json "$ps" && has '"payload":"","payload_encoding":"utf-8","metadata":"","metadata_encoding":"utf-8","subject":"alice","erased":true' &&
+    ok || no "dump --json after forget: $out"
+run 1 append --subject alice "$ps" people Set "again" && has_err "forgotten" && ok || no "append to a forgotten subject: $err"
 # consumers (docs/consumers.md): evsctl lists, resets and deletes; a small program of the
 # C API (built here against the installed library) parks an event and holds a consumer
 # open as an application's writer would.

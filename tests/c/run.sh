@@ -180,6 +180,10 @@ if build test_consumers tests/c/test_consumers.c $DYN; then
     run test_consumers-valgrind "$VG_SCALE" $VALGRIND "$OUT/test_consumers"
 fi
 
+if build test_subjects tests/c/test_subjects.c $DYN; then
+    run test_subjects-valgrind "$VG_SCALE" $VALGRIND "$OUT/test_subjects"
+fi
+
 if build test_abi_v1 tests/c/test_abi_v1.c $DYN; then
     # Its fork test's child lacks the parent's threads, whose memory valgrind would report
     # as lost there; the child reports its checks through a pipe instead.

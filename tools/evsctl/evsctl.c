@@ -50,6 +50,7 @@ static int64_t g_expected = EVS_EXPECT_ANY; /* delete --expected N */
 static const char *g_category = NULL;   /* retention --category PREFIX */
 static bool g_rule_given = false;       /* retention: --max-count, --max-age or --clear */
 static bool g_clear = false;            /* retention --clear */
+static const char *g_subject = NULL;    /* append --subject */
 static uint64_t g_max_count = 0, g_max_age_s = 0;
 
 /* The plural ending of a count: "1 event", "2 events". */
@@ -287,13 +288,23 @@ static void print_event(const evs_event *e) {
         }
         json_bytes("payload", e->payload, e->payload_len);
         json_bytes("metadata", e->metadata, e->metadata_len);
-        fputs("}\n", stdout);
+        fputs(",\"subject\":", stdout);
+        if (e->subject != NULL)
+            json_string(e->subject, e->subject_len);
+        else
+            fputs("null", stdout);
+        printf(",\"erased\":%s}\n", e->flags & EVS_EVENT_ERASED ? "true" : "false");
         return;
     }
-    /* position, stream@version, type, payload (text, or <N bytes>) */
+    /* position, stream@version, type, payload (text, or <N bytes>); a subject's event
+       also names it, and an erased one says so instead of its (empty) payload */
     printf("%" PRIu64 "\t%.*s@%" PRIu64 "\t%.*s\t", e->position, (int)e->stream_len, e->stream, e->stream_version,
            (int)e->event_type_len, e->event_type);
-    if (is_utf8(e->payload, e->payload_len))
+    if (e->subject != NULL)
+        printf("[subject %.*s] ", (int)e->subject_len, e->subject);
+    if (e->flags & EVS_EVENT_ERASED)
+        printf("<erased: its subject was forgotten>\n");
+    else if (is_utf8(e->payload, e->payload_len))
         printf("%.*s\n", (int)e->payload_len, (const char *)e->payload);
     else
         printf("<%zu bytes>\n", e->payload_len);
@@ -660,6 +671,7 @@ static int cmd_append(const command *cmd, evs_store *s, int argc, char **argv) {
     in.event_type = argv[1];
     in.payload = (const uint8_t *)argv[2];
     in.payload_len = strlen(argv[2]);
+    in.subject = g_subject;
     uint64_t pos = 0;
     evs_status st = evs_append(s, argv[0], EVS_EXPECT_ANY, &in, 1, &pos, NULL);
     if (st != EVS_OK)
@@ -680,6 +692,48 @@ static int cmd_delete(const command *cmd, evs_store *s, int argc, char **argv) {
     printf("deleted stream '%s' (%s) at position %" PRIu64 "\n", argv[0],
            g_hard ? "hard: the name is refused from now on" : "soft: appending to it again continues its versions",
            pos);
+    return fflush(stdout) == 0 ? 0 : fail_write();
+}
+
+/* forget SUBJECT: the subject's key is destroyed; its events read as erased. */
+static int cmd_forget(const command *cmd, evs_store *s, int argc, char **argv) {
+    (void)cmd, (void)argc;
+    uint64_t pos = 0;
+    evs_status st = evs_forget_subject(s, argv[0], &pos);
+    if (st != EVS_OK)
+        return fail("forget", st);
+    printf("forgot subject '%s' at position %" PRIu64 ": its key is destroyed and its events read as erased\n",
+           argv[0], pos);
+    return fflush(stdout) == 0 ? 0 : fail_write();
+}
+
+/* subjects: every data subject with its event count (never a key). */
+static int cmd_subjects(const command *cmd, evs_store *s, int argc, char **argv) {
+    (void)cmd, (void)argc, (void)argv;
+    evs_subject_list *l = NULL;
+    evs_subject_info i = EVS_STRUCT_INIT(evs_subject_info);
+    evs_status st = evs_list_subjects(s, &l);
+    if (st != EVS_OK)
+        return fail("subjects", st);
+    while ((st = evs_subject_list_next(l, &i)) == EVS_OK) {
+        if (g_json) {
+            fputs("{\"subject\":", stdout);
+            json_string(i.name, i.name_len);
+            printf(",\"events\":%" PRIu64 ",\"forgotten_at\":", i.events);
+            if (i.forgotten)
+                printf("%" PRIu64 "}\n", i.forgotten_at);
+            else
+                fputs("null}\n", stdout);
+        } else if (i.forgotten) {
+            printf("%.*s\t%" PRIu64 " event%s\tforgotten at position %" PRIu64 "\n", (int)i.name_len, i.name,
+                   i.events, plural(i.events), i.forgotten_at);
+        } else {
+            printf("%.*s\t%" PRIu64 " event%s\n", (int)i.name_len, i.name, i.events, plural(i.events));
+        }
+    }
+    evs_subject_list_free(l);
+    if (st != EVS_END)
+        return fail("subjects", st);
     return fflush(stdout) == 0 ? 0 : fail_write();
 }
 
@@ -1058,7 +1112,8 @@ static const command k_commands[] = {
      "it open.",
      true, 0, 0, cmd_snapshot},
     {"append", "STREAM TYPE TEXT", "append one event",
-     "Appends one event of type TYPE to STREAM with TEXT as its payload, and prints its position. Opens the store "
+     "Appends one event of type TYPE to STREAM with TEXT as its payload, and prints its position. --subject S: "
+     "the event names data subject S (its payload is stored encrypted with S's key; see forget). Opens the store "
      "for writing.",
      true, 3, 3, cmd_append},
     {"delete", "STREAM", "delete a stream (soft, or --hard)",
@@ -1077,6 +1132,16 @@ static const command k_commands[] = {
      "with PREFIX; --clear removes the rule. These open the store for writing. With none of them, shows the rule "
      "in force for STREAM (its own, else its longest matching category's), or the one set on PREFIX, read-only.",
      false, 0, 1, cmd_retention},
+    {"forget", "SUBJECT", "forget a data subject (crypto-shredding)",
+     "Forgets data subject SUBJECT (README \"Personal data\"): its key is destroyed, so its events read as erased "
+     "(payload and metadata empty; stream, type, position and version stay) in every process from now on, and "
+     "no new event may name it. Prints the position of the forget's entry in the log. Opens the store for "
+     "writing.",
+     true, 1, 1, cmd_forget},
+    {"subjects", "", "every data subject with its event count",
+     "Every data subject that events named, in name order, with its number of events and, if it was forgotten, "
+     "the position of its forget (never a key). --json: one JSON object per line.",
+     false, 0, 0, cmd_subjects},
     {"compact", "", "erase removed events' bytes now",
      "Compacts now: on a file store every segment holding a removed event is rewritten without it (the active "
      "segment sealed first if it holds one), so that afterwards no file holds a removed event; on PostgreSQL the "
@@ -1103,10 +1168,13 @@ static const char *options_of(const command *c) {
         return " --sql";
     if (!strcmp(c->name, "delete"))
         return " [--hard] [--expected N]";
+    if (!strcmp(c->name, "append"))
+        return " [--subject S]";
     if (!strcmp(c->name, "retention"))
         return " [--category PREFIX] [--max-count N] [--max-age SECONDS] [--clear]";
     if (!strcmp(c->name, "dump") || !strcmp(c->name, "stream") || !strcmp(c->name, "streams") ||
-        !strcmp(c->name, "accounts") || !strcmp(c->name, "account") || !strcmp(c->name, "consumers"))
+        !strcmp(c->name, "accounts") || !strcmp(c->name, "account") || !strcmp(c->name, "consumers") ||
+        !strcmp(c->name, "subjects"))
         return " [--json]";
     return "";
 }
@@ -1210,7 +1278,7 @@ int main(int argc, char **argv) {
         const char *value = NULL;
         bool valued = (!strcmp(a, "-n") && strstr(opts, "-n")) || (!strcmp(a, "--expected") && strstr(opts, a)) ||
                       (!strcmp(a, "--category") && strstr(opts, a)) || (!strcmp(a, "--max-count") && strstr(opts, a)) ||
-                      (!strcmp(a, "--max-age") && strstr(opts, a));
+                      (!strcmp(a, "--max-age") && strstr(opts, a)) || (!strcmp(a, "--subject") && strstr(opts, a));
         if (valued) {
             if (k + 1 >= argc) {
                 fprintf(stderr, "evsctl: %s: %s needs a value\n", g_cmd, a);
@@ -1243,6 +1311,8 @@ int main(int argc, char **argv) {
             if (!parse_u64(value, &v) || v > (uint64_t)INT64_MAX)
                 return bad_number("--expected", value);
             g_expected = (int64_t)v;
+        } else if (!strcmp(a, "--subject") && value != NULL) {
+            g_subject = value;
         } else if (!strcmp(a, "--category") && value != NULL) {
             g_category = value;
         } else if (!strcmp(a, "--max-count") && value != NULL) {

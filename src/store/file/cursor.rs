@@ -3,9 +3,9 @@
 //! events that borrow its buffer until its next call.
 
 use super::lifecycle::{passes_over, Views};
-use super::{check_plain, decode_event, FileStore};
+use super::{check_plain, FileStore, Owned};
 use crate::error::{Error, Result};
-use crate::store::{Event, EventRef};
+use crate::store::EventRef;
 use crate::wal::{record, Position, SegmentCursor};
 use std::sync::Arc;
 
@@ -21,7 +21,7 @@ pub struct ForwardCursor {
     /// The segment cursor read past `next` (a record not to be read yet): look the
     /// position up again.
     relocate: bool,
-    legacy: Option<Event>,
+    owned: Owned,
     views: Views,
 }
 
@@ -33,7 +33,7 @@ impl ForwardCursor {
             until,
             segments: None,
             relocate: false,
-            legacy: None,
+            owned: Owned::default(),
             views: Views::new(),
         })
     }
@@ -112,9 +112,9 @@ impl ForwardCursor {
             self.relocate = true;
             return Ok(None);
         };
-        decode_event(position, key, value, &mut self.legacy)
+        self.store
+            .event_of(position, key, value, &mut self.owned)
             .map(Some)
-            .map_err(|e| e.damage_at(position))
     }
 
     /// `next` once anything is removed: passes over lifecycle entries and removed events.
@@ -186,9 +186,9 @@ impl ForwardCursor {
         let (_, d) = seg
             .last()
             .ok_or_else(|| Error::corrupt(format!("position {position} cannot be read again")))?;
-        decode_event(position, d.record.key, d.record.value, &mut self.legacy)
+        self.store
+            .event_of(position, d.record.key, d.record.value, &mut self.owned)
             .map(Some)
-            .map_err(|e| e.damage_at(position))
     }
 
     /// Reads from position `due` again, looked up afresh, segment `segment_id`'s cached
@@ -273,7 +273,7 @@ pub struct BackwardCursor {
     next: u64,
     more: bool,
     buf: Vec<u8>,
-    legacy: Option<Event>,
+    owned: Owned,
     views: Views,
 }
 
@@ -284,7 +284,7 @@ impl BackwardCursor {
             next: from,
             more,
             buf: Vec::new(),
-            legacy: None,
+            owned: Owned::default(),
             views: Views::new(),
         }
     }
@@ -317,9 +317,9 @@ impl BackwardCursor {
         // Checked just above.
         let d =
             record::decode_verified(&self.buf).map_err(|e| damaged(position, at, e.describe()))?;
-        decode_event(position, d.record.key, d.record.value, &mut self.legacy)
+        self.store
+            .event_of(position, d.record.key, d.record.value, &mut self.owned)
             .map(Some)
-            .map_err(|e| e.damage_at(position))
     }
 }
 
@@ -350,7 +350,7 @@ pub struct StreamCursor {
     /// What `buf` holds when it holds a run of adjacent records: their segment and the
     /// byte range `[start, end)` of it.
     span: Option<(u64, u64, u64)>,
-    legacy: Option<Event>,
+    owned: Owned,
     views: Views,
 }
 
@@ -368,7 +368,7 @@ impl StreamCursor {
             files: None,
             buf: Vec::new(),
             span: None,
-            legacy: None,
+            owned: Owned::default(),
             views: Views::new(),
         }
     }
@@ -499,8 +499,9 @@ impl StreamCursor {
             }
         };
         let d = decode_span(position, at, &self.buf, range, !removing)?;
-        let ev = decode_event(position, d.key, d.value, &mut self.legacy)
-            .map_err(|e| e.damage_at(position))?;
+        let ev = self
+            .store
+            .event_of(position, d.key, d.value, &mut self.owned)?;
         // Versions go on from the event read (a compaction may have erased the ones the
         // cursor counted on).
         self.next_version = self.next_version.max(ev.stream_version + 1);

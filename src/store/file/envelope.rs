@@ -19,6 +19,15 @@ pub const FORMAT_LIFECYCLE: u8 = 0x03;
 /// Bit 0 of a lifecycle entry's flags: it has an id.
 const LIFECYCLE_HAS_ID: u8 = 0x01;
 
+/// An event that names a data subject (`store::subjects`):
+/// `[0x04][flags][id?][timestamp][stream][version][type][schema][subject]` in the clear
+/// (as format 1, flags bit 0 saying a 16-byte id follows), then the nonce, then the
+/// metadata's length, the metadata and the payload sealed with the subject's key, then
+/// the tag. Older versions of evstore refuse the byte (they open nothing).
+pub const FORMAT_SEALED: u8 = 0x04;
+/// Bit 0 of a sealed event's flags: it has an id.
+const SEALED_HAS_ID: u8 = 0x01;
+
 /// Appends a lifecycle entry's envelope to `out`.
 pub fn encode_lifecycle(
     out: &mut Vec<u8>,
@@ -49,27 +58,41 @@ pub struct EnvelopeRef<'a> {
     pub metadata: &'a [u8],
     pub payload: &'a [u8],
     pub id: Option<[u8; 16]>,
+    /// The data subject: the envelope is `FORMAT_SEALED`. Decoded, `payload` then holds
+    /// the sealed bytes (nonce, ciphertext, tag) and `metadata` is empty.
+    pub subject: Option<&'a str>,
+    /// Decoded sealed envelopes: where the nonce starts (the bytes before it are bound in
+    /// as associated data). 0 otherwise.
+    pub sealed_at: usize,
 }
 
 impl EnvelopeRef<'_> {
     pub fn encoded_len(&self) -> usize {
         1 + 16
-            + 5 * 10
+            + 6 * 10
             + self.stream.len()
             + self.event_type.len()
             + self.metadata.len()
             + self.payload.len()
+            + self.subject.map_or(0, |s| s.len() + 1 + 10 + 12 + 16)
     }
 
-    /// Appends the binary envelope to `out`.
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
+    /// Appends the binary envelope to `out`. An event with a subject is left for the
+    /// caller to seal: returns where its nonce goes in `out` (`NONCE_LEN` zero bytes
+    /// there, then the metadata's length, the metadata and the payload in the clear).
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Option<usize> {
         out.reserve(self.encoded_len());
-        match &self.id {
-            Some(id) => {
+        match (&self.id, self.subject) {
+            (Some(id), Some(_)) => {
+                out.extend_from_slice(&[FORMAT_SEALED, SEALED_HAS_ID]);
+                out.extend_from_slice(id);
+            }
+            (None, Some(_)) => out.extend_from_slice(&[FORMAT_SEALED, 0]),
+            (Some(id), None) => {
                 out.push(FORMAT_BINARY_V2);
                 out.extend_from_slice(id);
             }
-            None => out.push(FORMAT_BINARY_V1),
+            (None, None) => out.push(FORMAT_BINARY_V1),
         }
         put_varint(out, self.timestamp_us);
         put_varint(out, self.stream.len() as u64);
@@ -78,10 +101,27 @@ impl EnvelopeRef<'_> {
         put_varint(out, self.event_type.len() as u64);
         out.extend_from_slice(self.event_type.as_bytes());
         put_varint(out, self.schema_version as u64);
+        let sealed_at = self.subject.map(|s| {
+            put_varint(out, s.len() as u64);
+            out.extend_from_slice(s.as_bytes());
+            let at = out.len();
+            out.extend_from_slice(&[0u8; crate::store::subjects::NONCE_LEN]);
+            at
+        });
         put_varint(out, self.metadata.len() as u64);
         out.extend_from_slice(self.metadata);
         out.extend_from_slice(self.payload);
+        sealed_at
     }
+}
+
+/// Splits an opened sealed event (metadata's length, metadata, payload) into metadata
+/// and payload.
+pub fn split_opened(plain: &[u8]) -> Result<(&[u8], &[u8])> {
+    let mut at = 0;
+    let n = varint(plain, &mut at, "metadata length")?;
+    let metadata = take(plain, &mut at, n, "metadata")?;
+    Ok((metadata, &plain[at..]))
 }
 
 /// An event of the reference program, which owns its (decoded) bytes.
@@ -140,6 +180,7 @@ pub fn decode(value: &[u8]) -> Result<Envelope<'_>> {
             decode_binary(value, 17, Some(id.try_into().unwrap())).map(Envelope::Binary)
         }
         Some(&FORMAT_LIFECYCLE) => decode_lifecycle(value),
+        Some(&FORMAT_SEALED) => decode_sealed(value).map(Envelope::Binary),
         Some(b'{') => serde_json::from_slice::<LegacyEnvelope>(value)
             .map(Envelope::Legacy)
             .map_err(|e| Error::corrupt(format!("legacy JSON envelope: {e}"))),
@@ -175,21 +216,60 @@ fn decode_lifecycle(value: &[u8]) -> Result<Envelope<'_>> {
     })
 }
 
-/// What a reader needs to judge an event of the binary formats without decoding all of
-/// it: its timestamp, stream (bytes, not checked as UTF-8: the full decode does that)
-/// and version. `None` for anything else (a legacy or lifecycle value).
-/// The event id an envelope carries (format 2), without decoding the rest.
+/// A sealed event's id, if it has one, and where its clear fields start.
+fn sealed_start(value: &[u8]) -> Result<(Option<[u8; 16]>, usize)> {
+    match value.get(1) {
+        Some(&0) => Ok((None, 2)),
+        Some(&SEALED_HAS_ID) => {
+            let id = value
+                .get(2..18)
+                .ok_or_else(|| Error::corrupt("envelope: the event id runs past the record"))?;
+            Ok((Some(id.try_into().unwrap()), 18))
+        }
+        Some(f) => Err(Error::corrupt(format!(
+            "sealed event: unknown flags 0x{f:02x}"
+        ))),
+        None => Err(Error::corrupt("sealed event: no flags byte")),
+    }
+}
+
+fn decode_sealed(value: &[u8]) -> Result<EnvelopeRef<'_>> {
+    let (id, start) = sealed_start(value)?;
+    let (mut e, mut at) = decode_head(value, start, id)?;
+    let n = varint(value, &mut at, "subject length")?;
+    let subject = utf8(take(value, &mut at, n, "subject")?, "subject")?;
+    if subject.is_empty() {
+        return Err(Error::corrupt("sealed event: an empty subject"));
+    }
+    let sealed = &value[at..];
+    if sealed.len() < crate::store::subjects::NONCE_LEN + crate::store::subjects::TAG_LEN {
+        return Err(Error::corrupt(
+            "sealed event: shorter than its nonce and tag",
+        ));
+    }
+    e.subject = Some(subject);
+    e.payload = sealed;
+    e.sealed_at = at;
+    Ok(e)
+}
+
+/// The event id an envelope carries (formats 2 and sealed), without decoding the rest.
 pub fn peek_id(value: &[u8]) -> Option<[u8; 16]> {
     match value.first() {
         Some(&FORMAT_BINARY_V2) => value.get(1..17)?.try_into().ok(),
+        Some(&FORMAT_SEALED) => sealed_start(value).ok()?.0,
         _ => None,
     }
 }
 
+/// What a reader needs to judge an event of the binary formats without decoding all of
+/// it: its timestamp, stream (bytes, not checked as UTF-8: the full decode does that)
+/// and version. `None` for anything else (a legacy or lifecycle value).
 pub fn peek_stream(value: &[u8]) -> Result<Option<(u64, &[u8], u64)>> {
     let mut at = match value.first() {
         Some(&FORMAT_BINARY_V1) => 1,
         Some(&FORMAT_BINARY_V2) => 17,
+        Some(&FORMAT_SEALED) => sealed_start(value)?.1,
         _ => return Ok(None),
     };
     let timestamp_us = varint(value, &mut at, "timestamp")?;
@@ -200,6 +280,16 @@ pub fn peek_stream(value: &[u8]) -> Result<Option<(u64, &[u8], u64)>> {
 }
 
 fn decode_binary(buf: &[u8], start: usize, id: Option<[u8; 16]>) -> Result<EnvelopeRef<'_>> {
+    let (mut e, mut at) = decode_head(buf, start, id)?;
+    let n = varint(buf, &mut at, "metadata length")?;
+    e.metadata = take(buf, &mut at, n, "metadata")?;
+    e.payload = &buf[at..];
+    Ok(e)
+}
+
+/// The fields every binary envelope starts with, up to its schema version; and where
+/// the rest starts.
+fn decode_head(buf: &[u8], start: usize, id: Option<[u8; 16]>) -> Result<(EnvelopeRef<'_>, usize)> {
     let mut at = start;
     let timestamp_us = varint(buf, &mut at, "timestamp")?;
     let n = varint(buf, &mut at, "stream length")?;
@@ -209,18 +299,19 @@ fn decode_binary(buf: &[u8], start: usize, id: Option<[u8; 16]>) -> Result<Envel
     let event_type = utf8(take(buf, &mut at, n, "event type")?, "event type")?;
     let schema_version = u32::try_from(varint(buf, &mut at, "schema version")?)
         .map_err(|_| Error::corrupt("envelope: schema version past u32"))?;
-    let n = varint(buf, &mut at, "metadata length")?;
-    let metadata = take(buf, &mut at, n, "metadata")?;
-    Ok(EnvelopeRef {
+    let e = EnvelopeRef {
         timestamp_us,
         stream,
         stream_version,
         event_type,
         schema_version,
-        metadata,
-        payload: &buf[at..],
+        metadata: &[],
+        payload: &[],
         id,
-    })
+        subject: None,
+        sealed_at: 0,
+    };
+    Ok((e, at))
 }
 
 #[cfg(test)]
@@ -287,7 +378,8 @@ mod tests {
                              id in proptest::option::of(any::<u128>())) {
             let e = EnvelopeRef { timestamp_us: ts, stream: &stream, stream_version: ver,
                                   event_type: &ty, schema_version: schema, metadata: &meta,
-                                  payload: &payload, id: id.map(u128::to_le_bytes) };
+                                  payload: &payload, id: id.map(u128::to_le_bytes),
+                                  subject: None, sealed_at: 0 };
             let mut buf = Vec::new();
             e.encode_into(&mut buf);
             prop_assert_ne!(buf[0], b'{');

@@ -155,8 +155,10 @@ impl FileStore {
                 continue;
             }
             let position = self.committed() + batch.len() as u64;
-            let mut legacy = None;
-            let ev = match decode_record(position, d.record.key, d.record.value, &mut legacy)? {
+            // (Projections never see a subject's personal data: nothing to open.)
+            let mut owned = super::Owned::default();
+            let ev = match decode_record(position, d.record.key, d.record.value, &mut owned, None)?
+            {
                 Decoded::Event(ev) => ev,
                 // A lifecycle entry is a batch of its own, or (a consumer's checkpoint in
                 // an atomic step, docs/consumers.md) the last record of one: it counts

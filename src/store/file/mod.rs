@@ -8,6 +8,7 @@ mod dedupe;
 pub mod envelope;
 mod follow;
 mod index;
+mod keys;
 mod lifecycle;
 mod lock;
 mod reads;
@@ -16,6 +17,7 @@ mod segindex;
 pub mod snapshot;
 
 use super::lifecycle::stream_deleted;
+use super::subjects::{self, DataKey, KeyRing};
 use super::{check_name, ids};
 use super::{
     AppendResult, Event, EventInput, EventRef, ExpectedVersion, OpenReport, Projection,
@@ -123,6 +125,8 @@ pub struct FileStore {
     removing: AtomicBool,
     /// The consumers' records of the log (docs/consumers.md); also one of `projections`.
     consumers: Arc<crate::store::consumer::ConsumerTable>,
+    /// The data subjects' keys (`store::subjects`); also one of `projections`.
+    pub(crate) keys: Arc<KeyRing>,
     /// One compaction at a time.
     compact_lock: Mutex<()>,
     /// The compaction thread (`start_compactor`), and what wakes it.
@@ -256,12 +260,13 @@ pub(crate) fn index_bytes(
                 break;
             }
         }
-        let mut legacy = None;
-        let rec =
-            decode_record(position, d.record.key, d.record.value, &mut legacy).map_err(|e| {
+        let mut owned = Owned::default();
+        let rec = decode_record(position, d.record.key, d.record.value, &mut owned, None).map_err(
+            |e| {
                 e.damage_at(position)
                     .prefixed(format!("{name} offset {at}: "))
-            })?;
+            },
+        )?;
         let (own, stream) = match &rec {
             Decoded::Event(ev) => (
                 ev.timestamp_us,
@@ -313,27 +318,50 @@ pub(crate) fn decode_event<'a>(
     position: u64,
     key: &[u8],
     value: &'a [u8],
-    legacy: &'a mut Option<Event>,
+    owned: &'a mut Owned,
+    keys: Option<&KeyRing>,
 ) -> Result<EventRef<'a>> {
     check_key(position, key, value)?;
     match envelope::decode(value)? {
+        Envelope::Binary(e) if e.subject.is_some() => sealed_event(position, value, e, owned, keys),
         Envelope::Binary(e) => Ok(binary_event(position, e)),
-        Envelope::Legacy(l) => Ok(legacy_event(position, l, legacy)),
+        Envelope::Legacy(l) => Ok(legacy_event(position, l, &mut owned.legacy)),
         Envelope::Lifecycle { op, .. } => Err(entry_is_no_event(position, &op)),
     }
 }
 
-/// Decodes a record (its key and value) at `position`.
+impl FileStore {
+    /// The event of a record (its key and value) at `position`, a sealed one opened with
+    /// the subjects' keys; damage is reported with the position.
+    #[inline]
+    pub(crate) fn event_of<'a>(
+        &self,
+        position: u64,
+        key: &[u8],
+        value: &'a [u8],
+        owned: &'a mut Owned,
+    ) -> Result<EventRef<'a>> {
+        decode_event(position, key, value, owned, Some(&self.keys))
+            .map_err(|e| e.damage_at(position))
+    }
+}
+
+/// Decodes a record (its key and value) at `position`. A sealed event is opened with
+/// `keys`; without them its payload and metadata are left empty (enough to index it).
 pub(crate) fn decode_record<'a>(
     position: u64,
     key: &[u8],
     value: &'a [u8],
-    legacy: &'a mut Option<Event>,
+    owned: &'a mut Owned,
+    keys: Option<&KeyRing>,
 ) -> Result<Decoded<'a>> {
     check_key(position, key, value)?;
     Ok(match envelope::decode(value)? {
+        Envelope::Binary(e) if e.subject.is_some() => {
+            Decoded::Event(sealed_event(position, value, e, owned, keys)?)
+        }
         Envelope::Binary(e) => Decoded::Event(binary_event(position, e)),
-        Envelope::Legacy(l) => Decoded::Event(legacy_event(position, l, legacy)),
+        Envelope::Legacy(l) => Decoded::Event(legacy_event(position, l, &mut owned.legacy)),
         Envelope::Lifecycle {
             id,
             timestamp_us,
@@ -385,7 +413,48 @@ fn binary_event(position: u64, e: envelope::EnvelopeRef<'_>) -> EventRef<'_> {
         metadata: e.metadata,
         payload: e.payload,
         id: e.id,
+        subject: None,
+        erased: false,
     }
+}
+
+/// What a read owns of the event it hands out: a legacy event decoded, or a sealed
+/// event's opened bytes (and the associated data it was opened with).
+#[derive(Default)]
+pub(crate) struct Owned {
+    legacy: Option<Event>,
+    plain: Vec<u8>,
+    aad: Vec<u8>,
+}
+
+/// A sealed event (`value`, decoded as `e`), opened with its subject's key into `owned`;
+/// erased when the subject is forgotten; payload and metadata empty without `keys`.
+fn sealed_event<'a>(
+    position: u64,
+    value: &'a [u8],
+    e: envelope::EnvelopeRef<'a>,
+    owned: &'a mut Owned,
+    keys: Option<&KeyRing>,
+) -> Result<EventRef<'a>> {
+    let subject = e.subject.expect("a sealed envelope names its subject");
+    let (sealed, header) = (e.payload, &value[..e.sealed_at]);
+    let mut ev = binary_event(position, e);
+    ev.payload = &[];
+    ev.subject = Some(subject);
+    let Some(keys) = keys else {
+        return Ok(ev);
+    };
+    let Owned { plain, aad, .. } = owned;
+    subjects::bind(position, header, aad);
+    if !keys.open_event(subject, position, aad, sealed, plain)? {
+        ev.erased = true;
+        return Ok(ev);
+    }
+    let plain: &'a Vec<u8> = plain;
+    let (metadata, payload) = envelope::split_opened(plain)?;
+    ev.metadata = metadata;
+    ev.payload = payload;
+    Ok(ev)
 }
 
 fn legacy_event(
@@ -404,6 +473,8 @@ fn legacy_event(
             metadata: Vec::new(),
             payload: l.payload,
             id: None,
+            subject: None,
+            erased: false,
         })
         .as_ref()
 }
@@ -448,7 +519,8 @@ pub(crate) fn decode_fetched<'a>(
     position: u64,
     at: Position,
     buf: &'a [u8],
-    legacy: &'a mut Option<Event>,
+    owned: &'a mut Owned,
+    keys: Option<&KeyRing>,
 ) -> Result<Decoded<'a>> {
     // Damage is reported with the position (`evs_last_error_detail`).
     let d = record::decode(buf).map_err(|e| {
@@ -461,7 +533,8 @@ pub(crate) fn decode_fetched<'a>(
         .at_position(position)
     })?;
     check_plain(&d.record, at).map_err(|e| e.damage_at(position))?;
-    decode_record(position, d.record.key, d.record.value, legacy).map_err(|e| e.damage_at(position))
+    decode_record(position, d.record.key, d.record.value, owned, keys)
+        .map_err(|e| e.damage_at(position))
 }
 
 /// One event of an append, encoded: its record (8-byte key, then envelope) is
@@ -488,12 +561,14 @@ struct EncodedBatch<'s, 'e> {
 fn encode_batch<'s, 'e>(
     appends: &'e [StreamAppend<'s>],
     versions: &[Option<u64>],
-    first: u64,
-    timestamp: u64,
-    count: usize,
+    (first, timestamp, count): (u64, u64, usize),
+    keys: &[Option<Arc<DataKey>>],
     scratch: &mut Vec<u8>,
-) -> EncodedBatch<'s, 'e> {
+) -> Result<EncodedBatch<'s, 'e>> {
     scratch.clear();
+    // The subjects' keys, one per event that names a subject, in order.
+    let mut keys = keys.iter();
+    let mut aad = Vec::new();
     let mut spans = Vec::with_capacity(count);
     let mut stream_versions = Vec::with_capacity(appends.len());
     let mut position = first;
@@ -506,7 +581,7 @@ fn encode_batch<'s, 'e>(
         for e in a.events {
             let start = scratch.len();
             scratch.extend_from_slice(&position.to_le_bytes());
-            EnvelopeRef {
+            let sealed_at = EnvelopeRef {
                 timestamp_us: timestamp,
                 stream: a.stream,
                 stream_version: version,
@@ -515,8 +590,20 @@ fn encode_batch<'s, 'e>(
                 metadata: e.metadata,
                 payload: e.payload,
                 id: e.id,
+                subject: e.subject,
+                sealed_at: 0,
             }
             .encode_into(scratch);
+            if let Some(at) = sealed_at {
+                // Bound in: the record's key (the position) and the envelope up to the nonce.
+                aad.clear();
+                aad.extend_from_slice(&scratch[start..at]);
+                // (Every subject was checked appendable under the writer's lock: it has one.)
+                let key = keys.next().and_then(Option::as_ref).ok_or_else(|| {
+                    Error::new(ErrorKind::Internal, "no key for an event's subject")
+                })?;
+                key.seal(&aad, scratch, at)?;
+            }
             spans.push(EncodedSpan {
                 start,
                 end: scratch.len(),
@@ -529,12 +616,12 @@ fn encode_batch<'s, 'e>(
         }
         stream_versions.push(version.saturating_sub(1));
     }
-    EncodedBatch {
+    Ok(EncodedBatch {
         first,
         timestamp,
         spans,
         stream_versions,
-    }
+    })
 }
 
 impl FileStore {
@@ -555,6 +642,12 @@ impl FileStore {
         let vfs = options.vfs.clone();
         let lock = Self::take_directory(&dir, &options)?;
         let config = Self::wal_config(&dir, &options)?;
+        let source = options.keys.source(|| {
+            let file = keys::KeyFile::open(vfs.clone(), &dir, !options.read_only)?;
+            Ok(Box::new(file))
+        })?;
+        let keys = Arc::new(KeyRing::new(source));
+        projections.push(keys.clone());
 
         let mut report = OpenReport::default();
         let files = Arc::new(SegmentFiles::new(vfs.clone(), &dir, !options.read_only));
@@ -569,6 +662,7 @@ impl FileStore {
             Self::load_snapshot(&dir, &config, &projections, &mut report, sealed_end);
         index.set_sealed(sealed, files.clone());
         let (wal, info, replayed) = Self::replay(config, start, &mut index, &projections, &ids)?;
+        keys.settle(options.read_only)?;
         Self::check_sealed_against_log(&wal, &index, &files)?;
         {
             let (vfs, log_dir) = (vfs.clone(), dir.join("events"));
@@ -591,8 +685,9 @@ impl FileStore {
         report.open_time = started.elapsed();
         let committed = index.len();
         let last_timestamp = index.last_timestamp();
-        // Readers pass over entries once one exists: removals, or consumers' records.
-        let removing = !index.life.is_empty() || !consumers.all().is_empty();
+        // Readers pass over entries once one exists: removals, consumers' records, forgets.
+        let removing =
+            !index.life.is_empty() || !consumers.all().is_empty() || keys.any_forgotten();
         let follow = match options.read_only {
             true => Some(follow::Follow::new(&wal, index.last_wal(), index.len())?),
             false => None,
@@ -633,6 +728,7 @@ impl FileStore {
             seal_failed: AtomicU64::new(0),
             removing: AtomicBool::new(removing),
             consumers,
+            keys,
             compact_lock: Mutex::new(()),
             compactor: Mutex::new(None),
             compactor_wake: Arc::default(),
@@ -712,7 +808,7 @@ impl FileStore {
         let start_key = index.len();
         let mut visit = |pos: Position, rec: &RecordRef<'_>| -> Result<()> {
             check_plain(rec, pos)?;
-            let mut legacy = None;
+            let mut owned = Owned::default();
             let file = || crate::wal::segment::file_name(pos.segment_id);
             // Positions a compaction emptied: keys skipped (from segment 0 on, whose
             // first events may be erased) and marker records.
@@ -757,7 +853,7 @@ impl FileStore {
                 }));
             }
             let decoded =
-                decode_record(position, rec.key, rec.value, &mut legacy).map_err(|e| {
+                decode_record(position, rec.key, rec.value, &mut owned, None).map_err(|e| {
                     e.damage_at(position)
                         .prefixed(format!("{} offset {}: ", file(), pos.offset))
                 })?;
@@ -1047,6 +1143,8 @@ impl FileStore {
     ) -> Result<AppendResult> {
         self.check_writable()?;
         let count = super::validate_append(appends, allow_empty, self.options.max_event_size)?;
+        // Subjects' keys are made (durably) before the writer's lock is taken.
+        let keys = self.subject_keys(appends)?;
         let always = self.options.fsync == FsyncPolicy::Always;
         let mut w = self.lock_writer();
         if always {
@@ -1059,10 +1157,20 @@ impl FileStore {
             return Ok(done);
         }
         let versions = self.check_expected_versions(&w, appends)?;
+        if !keys.is_empty() {
+            self.check_subjects(appends)?;
+        }
         let timestamp = self.now().max(w.last_timestamp);
         let first = w.next_position;
         let mut scratch = std::mem::take(&mut w.scratch);
-        let batch = encode_batch(appends, &versions, first, timestamp, count, &mut scratch);
+        let at = (first, timestamp, count);
+        let batch = match encode_batch(appends, &versions, at, &keys, &mut scratch) {
+            Ok(b) => b,
+            Err(e) => {
+                w.scratch = scratch;
+                return Err(e);
+            }
+        };
         // The checkpoint after the events: its record starts at `start` in `scratch`.
         let entry = ack.map(|op| {
             let position = first + count as u64;
@@ -1202,6 +1310,8 @@ impl FileStore {
         let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
         for (i, sp) in batch.spans.iter().enumerate() {
             let e = sp.input;
+            // Projections never see a subject's personal data (`Projection`).
+            let personal = e.subject.is_some();
             let ev = EventRef {
                 position: batch.first + i as u64,
                 timestamp_us: batch.timestamp,
@@ -1209,9 +1319,11 @@ impl FileStore {
                 stream_version: sp.version,
                 event_type: e.event_type,
                 schema_version: e.schema_version.max(1),
-                metadata: e.metadata,
-                payload: e.payload,
+                metadata: if personal { &[] } else { e.metadata },
+                payload: if personal { &[] } else { e.payload },
                 id: e.id,
+                subject: e.subject,
+                erased: false,
             };
             index.push(at[i], batch.timestamp, sp.stream, sp.version, e.event_type);
             self.projections.iter().for_each(|p| p.apply(&ev));
@@ -1240,6 +1352,8 @@ impl FileStore {
             .enumerate()
             .map(|(i, sp)| {
                 let e = sp.input;
+                // Projections never see a subject's personal data (`Projection`).
+                let personal = e.subject.is_some();
                 let ev = Event {
                     position: batch.first + i as u64,
                     timestamp_us: batch.timestamp,
@@ -1247,9 +1361,19 @@ impl FileStore {
                     stream_version: sp.version,
                     event_type: e.event_type.to_owned(),
                     schema_version: e.schema_version.max(1),
-                    metadata: e.metadata.to_vec(),
-                    payload: e.payload.to_vec(),
+                    metadata: if personal {
+                        Vec::new()
+                    } else {
+                        e.metadata.to_vec()
+                    },
+                    payload: if personal {
+                        Vec::new()
+                    } else {
+                        e.payload.to_vec()
+                    },
                     id: e.id,
+                    subject: e.subject.map(str::to_owned),
+                    erased: false,
                 };
                 (appended.positions[i], ev)
             })
@@ -1475,8 +1599,8 @@ impl FileStore {
         self.check_owner()?;
         let mut buf = Vec::new();
         let at = self.fetch_at(position, &mut buf)?;
-        let mut legacy = None;
-        let ev = match decode_fetched(position, at, &buf, &mut legacy)? {
+        let mut owned = Owned::default();
+        let ev = match decode_fetched(position, at, &buf, &mut owned, Some(&self.keys))? {
             Decoded::Event(e) => e,
             Decoded::Entry(e) => return Err(entry_is_no_event(position, &e.op)),
         };

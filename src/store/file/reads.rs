@@ -4,9 +4,9 @@
 
 use super::index::Loc;
 use super::lifecycle::{passes_over, StoredId, Views};
-use super::{check_plain, decode_event, decode_record, Decoded, FileStore};
+use super::{check_plain, decode_record, Decoded, FileStore, Owned};
 use crate::error::{Error, ErrorKind, Result};
-use crate::store::{Event, EventRef, StreamInfo};
+use crate::store::{EventRef, StreamInfo};
 use crate::wal::record;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ struct Located {
     ahead: VecDeque<Loc>,
     files: Option<(u64, crate::wal::vfs::FileRef)>,
     buf: Vec<u8>,
-    legacy: Option<Event>,
+    owned: Owned,
     views: Views,
 }
 
@@ -30,7 +30,7 @@ impl Located {
             ahead: VecDeque::new(),
             files: None,
             buf: Vec::new(),
-            legacy: None,
+            owned: Owned::default(),
             views: Views::new(),
         }
     }
@@ -73,11 +73,14 @@ impl Located {
     }
 
     /// The event `advance` read.
-    fn event(&mut self, (position, at): (u64, crate::wal::Position)) -> Result<EventRef<'_>> {
+    fn event(
+        &mut self,
+        store: &FileStore,
+        (position, at): (u64, crate::wal::Position),
+    ) -> Result<EventRef<'_>> {
         let d = record::decode(&self.buf).map_err(|e| damaged(position, at, e.describe()))?;
         check_plain(&d.record, at).map_err(|e| e.damage_at(position))?;
-        decode_event(position, d.record.key, d.record.value, &mut self.legacy)
-            .map_err(|e| e.damage_at(position))
+        store.event_of(position, d.record.key, d.record.value, &mut self.owned)
     }
 }
 
@@ -121,7 +124,7 @@ impl StreamBackwardCursor {
             self.located.ahead.extend(batch);
         }
         match self.located.advance(&self.store, true)? {
-            Some(found) => self.located.event(found).map(Some),
+            Some(found) => self.located.event(&self.store, found).map(Some),
             None => {
                 // The stream's start, or a removed event: nothing older is left.
                 self.more = false;
@@ -154,7 +157,7 @@ impl CategoryCursor {
     pub fn next(&mut self) -> Result<Option<EventRef<'_>>> {
         loop {
             if let Some(found) = self.located.advance(&self.store, false)? {
-                return self.located.event(found).map(Some);
+                return self.located.event(&self.store, found).map(Some);
             }
             // Every event located so far is read or removed: locate the next ones.
             if self.store.options.read_only {
@@ -260,9 +263,10 @@ impl FileStore {
         };
         let d = record::decode(&buf).map_err(|e| damaged(position, at, e.describe()))?;
         check_plain(&d.record, at)?;
-        let mut legacy = None;
+        let mut owned = Owned::default();
+        let keys = Some(&*self.keys);
         Ok(
-            match decode_record(position, d.record.key, d.record.value, &mut legacy)? {
+            match decode_record(position, d.record.key, d.record.value, &mut owned, keys)? {
                 Decoded::Event(e) => e.id.is_some().then(|| StoredId::Event(e.to_owned())),
                 Decoded::Entry(e) => e.id.map(|id| StoredId::Entry(id, e.op)),
             },

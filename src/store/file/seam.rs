@@ -46,6 +46,15 @@ impl TailCursor for CategoryCursor {
 }
 
 impl Backend for FileStore {
+    fn forget_subject(&self, subject: &str) -> Result<u64> {
+        FileStore::forget_subject(self, subject)
+    }
+
+    fn subjects(&self) -> Result<Vec<crate::store::subjects::SubjectInfo>> {
+        self.check_owner()?;
+        Ok(self.keys.subjects())
+    }
+
     fn consumer_claim(&self, name: &str, _lease: std::time::Duration) -> Result<ConsumerClaim> {
         FileStore::consumer_claim(self, name)
     }

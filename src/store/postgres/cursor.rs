@@ -283,6 +283,8 @@ pub fn unpack(row: &tokio_postgres::Row, out: &mut Vec<Event>) -> Result<()> {
             metadata,
             payload,
             id: id.map(|i| i.0),
+            subject: None,
+            erased: false,
         });
     }
     Ok(())

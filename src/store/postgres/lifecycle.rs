@@ -409,7 +409,7 @@ fn entry_args(op: &LifecycleOp) -> (i32, i64, i64) {
         LifecycleOp::Truncate { before_version, .. } => (0, *before_version),
         LifecycleOp::Retention { rule, .. } => (rule.max_count, rule.max_age_us),
         // Never stored as an entry here: consumers keep their own table.
-        LifecycleOp::Consumer(_) => (0, 0),
+        LifecycleOp::Consumer(_) | LifecycleOp::Forget { .. } => (0, 0),
     };
     let big = |v: u64| v.min(i64::MAX as u64) as i64;
     (kind, big(a), big(b))

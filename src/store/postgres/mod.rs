@@ -12,6 +12,7 @@ mod cursor;
 mod lifecycle;
 mod listener;
 mod schema;
+mod subjects;
 mod tls;
 mod url;
 mod uuid;
@@ -757,6 +758,7 @@ impl Backend for PgStore {
         appends: &[StreamAppend<'_>],
         op: &ConsumerOp,
     ) -> Result<AppendResult> {
+        subjects::refuse_subjects(appends)?;
         PgStore::consumer_append(self, appends, op)
     }
 
@@ -832,7 +834,19 @@ impl Backend for PgStore {
     }
 
     fn append_multi(&self, appends: &[StreamAppend<'_>]) -> Result<AppendResult> {
+        subjects::refuse_subjects(appends)?;
         self.append_inner(appends, false)
+    }
+
+    fn forget_subject(&self, subject: &str) -> Result<u64> {
+        self.check_owner()?;
+        check_name("subject", subject, false)?;
+        Err(subjects::not_built())
+    }
+
+    fn subjects(&self) -> Result<Vec<super::subjects::SubjectInfo>> {
+        self.check_owner()?;
+        Err(subjects::not_built())
     }
 
     fn next_position(&self) -> Result<u64> {
