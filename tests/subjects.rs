@@ -10,7 +10,7 @@ mod common;
 #[path = "support/faultfs.rs"]
 mod faultfs;
 
-use common::every_file;
+use common::{drain, drain_tail, every_file, holder};
 
 use evstore::store::subjects::KeyOptions;
 use evstore::store::{Event, EventInput, ExpectedVersion, Store, StoreOptions};
@@ -119,22 +119,6 @@ fn check_event(e: &Event, how: &str) {
     }
 }
 
-fn drain(mut c: Box<dyn evstore::store::EventCursor>) -> Vec<Event> {
-    let mut out = Vec::new();
-    while let Some(e) = c.next().unwrap() {
-        out.push(e.to_owned());
-    }
-    out
-}
-
-fn drain_tail(mut c: Box<dyn evstore::store::TailCursor>) -> Vec<Event> {
-    let mut out = Vec::new();
-    while let Some(e) = c.next().unwrap() {
-        out.push(e.to_owned());
-    }
-    out
-}
-
 /// Every read path, every event checked; the counts of what each path returns.
 fn check_reads(store: &Arc<Store>, when: &str) {
     let all = drain_tail(store.clone().read_all(0).unwrap());
@@ -178,13 +162,6 @@ fn check_reads(store: &Arc<Store>, when: &str) {
         assert_eq!(s.events, 3, "{when}: {s:?}");
         assert_eq!(s.forgotten_at.is_some(), forgotten(i), "{when}: {s:?}");
     }
-}
-
-fn holder<'a>(files: &'a [(PathBuf, Vec<u8>)], needle: &[u8]) -> Option<&'a Path> {
-    files
-        .iter()
-        .find(|(_, b)| b.windows(needle.len()).any(|w| w == needle))
-        .map(|(p, _)| p.as_path())
 }
 
 /// The keys in a key file (its documented layout: `EVSKEYS1`, then entries of CRC,
