@@ -302,6 +302,10 @@ impl PgStore {
             position,
         );
         self.saw(position + 1);
+        // A key provider's key is destroyed where the application keeps it (the store's
+        // own row is gone with the transaction). A failure is the caller's: the forget
+        // is recorded, and forgetting again destroys the key again.
+        self.keys.destroy(subject)?;
         let _ = self.query(
             "vacuum full @.subject_keys",
             &[],
