@@ -516,3 +516,62 @@ fn a_version_6_schema_is_migrated_to_7_and_then_takes_subjects() {
         read[1]
     );
 }
+
+/// A projection that keeps every payload it is given.
+#[derive(Default)]
+struct Seen(std::sync::Mutex<Vec<(Option<String>, Vec<u8>)>>);
+
+impl evstore::store::Projection for Seen {
+    fn name(&self) -> &str {
+        "seen"
+    }
+    fn apply(&self, e: &evstore::store::EventRef<'_>) {
+        let mut all = self.0.lock().unwrap();
+        all.push((e.subject.map(str::to_owned), e.payload.to_vec()));
+    }
+    fn snapshot(&self) -> Vec<u8> {
+        Vec::new()
+    }
+    fn restore(&self, _bytes: &[u8]) -> evstore::Result<()> {
+        Ok(())
+    }
+    fn reset(&self) {
+        self.0.lock().unwrap().clear();
+    }
+}
+
+#[test]
+fn projections_never_see_a_subjects_personal_data_and_a_damaged_one_does_not_stop_them() {
+    let pg = PgServer::start();
+    let url = pg.url().to_string();
+    let store = open(&url, StoreOptions::default());
+    let mut e = EventInput::new("T", b"PII-projected");
+    e.subject = Some("gina");
+    store.append("s", ExpectedVersion::Any, &[e]).unwrap();
+    store
+        .append(
+            "s",
+            ExpectedVersion::Any,
+            &[EventInput::new("T", b"public")],
+        )
+        .unwrap();
+    store.close().unwrap();
+    // The sealed event damaged: reads refuse it, the projections' replay never opens it.
+    sql(
+        &url,
+        "update evstore.chunks set data[1] = set_byte(data[1], length(data[1]) - 1, \
+           get_byte(data[1], length(data[1]) - 1) # 1) where first_pos = 0",
+    );
+    let seen = Arc::new(Seen::default());
+    let (store, _) = Store::open(&url, StoreOptions::default(), vec![seen.clone()]).unwrap();
+    store.refresh().unwrap();
+    let got = seen.0.lock().unwrap().clone();
+    assert_eq!(
+        got,
+        vec![
+            (Some("gina".to_string()), Vec::new()),
+            (None, b"public".to_vec())
+        ]
+    );
+    assert_eq!(store.read_event(0).err().unwrap().kind, ErrorKind::Corrupt);
+}

@@ -323,17 +323,36 @@ impl PgStore {
         ))
     }
 
-    /// One window statement, with the rules it was read under; the handle learns the head
-    /// and the count of removing commits it saw.
+    /// One window statement, with the rules it was read under, its sealed events opened
+    /// (or erased); the handle learns the head and the count of removing commits it saw.
     pub fn window(
         &self,
         sql: &str,
         params: &[&dyn super::conn::Param],
         what: &str,
     ) -> Result<(Window, Arc<Rules>)> {
+        self.window_of(sql, params, what, true)
+    }
+
+    /// `window`; with `open` false, sealed events keep their payload and metadata empty
+    /// (the projections' replay: they never see personal data, so nothing is opened).
+    pub fn window_of(
+        &self,
+        sql: &str,
+        params: &[&dyn super::conn::Param],
+        what: &str,
+        open: bool,
+    ) -> Result<(Window, Arc<Rules>)> {
         self.with_rules(|| {
             let mut w = Window::parse(&self.query(sql, params, what)?)?;
-            self.open_events(&mut w.events, w.entries)?;
+            if open {
+                self.open_events(&mut w.events, w.entries)?;
+            } else {
+                w.events
+                    .iter_mut()
+                    .filter(|e| e.subject.is_some())
+                    .for_each(|e| e.payload.clear());
+            }
             self.saw_window(&w);
             Ok((w.entries, w))
         })

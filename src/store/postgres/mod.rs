@@ -273,10 +273,11 @@ impl PgStore {
     fn replay(&self, applied: &mut u64) -> Result<()> {
         loop {
             let from = *applied;
-            let (w, rules) = self.window(
+            let (w, rules) = self.window_of(
                 &cursor::LOG_SQL,
                 &[&(from as i64), &(MAX_BOUND as i64)],
                 "reading the log for the projections",
+                false,
             )?;
             w.check_forward(from)?;
             let now = self.now();
@@ -286,12 +287,9 @@ impl PgStore {
                     self.apply_entry(*p, op)?;
                 }
                 if !rules.removes_by_age(&e.stream, e.timestamp_us, now) {
-                    let mut r = e.as_ref();
-                    // Projections never see a subject's personal data (`Projection`).
-                    if e.subject.is_some() {
-                        (r.metadata, r.payload, r.erased) = (&[], &[], false);
-                    }
-                    self.projections.iter().for_each(|p| p.apply(&r));
+                    // (Sealed events come unopened: projections never see a subject's
+                    // personal data, `Projection`.)
+                    self.projections.iter().for_each(|p| p.apply(&e.as_ref()));
                 }
             }
             for (p, op) in entries {
