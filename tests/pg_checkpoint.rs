@@ -179,7 +179,9 @@ fn a_version_4_schema_is_migrated_and_then_checkpointed() {
          drop function four.consumer_now, four.consumer_claim, four.consumer_apply, \
          four.consumer_write, four.consumer_step, four.group_join, \
          four.group_balance, four.group_renew, four.group_checkpoint, four.group_record, \
-         four.group_step, four.group_leave; update four.meta set value = '4'",
+         four.group_step, four.group_leave; \
+         drop table four.subject_keys, four.forgotten_subjects; \
+         drop function four.subject_key_put, four.forget_subject; update four.meta set value = '4'",
     )
     .unwrap();
     let ro = StoreOptions {
@@ -193,7 +195,7 @@ fn a_version_4_schema_is_migrated_and_then_checkpointed() {
     assert_eq!(report.snapshot_position, None);
     assert_eq!(
         common::pg::sql(pg.url(), "select value from four.meta").as_deref(),
-        Some("6")
+        Some("7")
     );
     assert_eq!(accounts(&bank), want);
     bank.store().close().unwrap();

@@ -821,7 +821,9 @@ fn a_version_5_schema_is_migrated_to_6_unless_the_url_forbids_it() {
          drop function five.consumer_now, five.consumer_claim, five.consumer_apply, \
          five.consumer_write, five.consumer_step, five.group_join, \
          five.group_balance, five.group_renew, five.group_checkpoint, five.group_record, \
-         five.group_step, five.group_leave; update five.meta set value = '5'",
+         five.group_step, five.group_leave; \
+         drop table five.subject_keys, five.forgotten_subjects; \
+         drop function five.subject_key_put, five.forget_subject; update five.meta set value = '5'",
     )
     .unwrap();
     let ro = StoreOptions {
@@ -839,7 +841,7 @@ fn a_version_5_schema_is_migrated_to_6_unless_the_url_forbids_it() {
     .err()
     .unwrap();
     assert_eq!(e.kind, ErrorKind::ReadOnly, "{e:?}");
-    assert!(e.message.contains("from version 5 to 6"), "{e:?}");
+    assert!(e.message.contains("from version 5 to 7"), "{e:?}");
     // The script a DBA would run says the same step.
     let script = evstore::store::schema_sql(&url).unwrap();
     assert!(script.contains("It is at version 5"), "{script}");
@@ -847,7 +849,7 @@ fn a_version_5_schema_is_migrated_to_6_unless_the_url_forbids_it() {
     let store = open(&url);
     assert_eq!(
         common::pg::sql(pg.url(), "select value from five.meta").as_deref(),
-        Some("6")
+        Some("7")
     );
     let mut c = open_consumer(&store, "after", &quick());
     assert_eq!(next(&mut c, 1000).unwrap(), (0, "e0".into()));

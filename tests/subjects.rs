@@ -10,7 +10,7 @@ mod common;
 #[path = "support/faultfs.rs"]
 mod faultfs;
 
-use common::{every_file, holder, keys_in};
+use common::{drain, drain_tail, every_file, holder, keys_in};
 
 use evstore::store::subjects::KeyOptions;
 use evstore::store::{Event, EventInput, ExpectedVersion, Store, StoreOptions};
@@ -117,22 +117,6 @@ fn check_event(e: &Event, how: &str) {
             }
         }
     }
-}
-
-fn drain(mut c: Box<dyn evstore::store::EventCursor>) -> Vec<Event> {
-    let mut out = Vec::new();
-    while let Some(e) = c.next().unwrap() {
-        out.push(e.to_owned());
-    }
-    out
-}
-
-fn drain_tail(mut c: Box<dyn evstore::store::TailCursor>) -> Vec<Event> {
-    let mut out = Vec::new();
-    while let Some(e) = c.next().unwrap() {
-        out.push(e.to_owned());
-    }
-    out
 }
 
 /// Every read path, every event checked; the counts of what each path returns.

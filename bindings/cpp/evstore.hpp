@@ -1096,8 +1096,8 @@ public:
     // read, in every process, gives its events erased (Event::erased, payload and
     // metadata empty; stream, type, position and version stay), and no new event may
     // name it. Returns the position of the forget's entry (forgetting again: the first
-    // one's). Throws Code::InvalidArgument (an empty subject; PostgreSQL: not supported
-    // in this version), Code::ReadOnly, Code::Io.
+    // one's). Throws Code::InvalidArgument (an empty subject), Code::ReadOnly, Code::Io,
+    // Code::Unavailable (PostgreSQL: no server).
     uint64_t forget_subject(const std::string &subject) {
         uint64_t pos = 0;
         detail::check(evs_forget_subject(ptr_, detail::c_str(subject, "subject"), &pos));

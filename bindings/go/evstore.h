@@ -1808,20 +1808,27 @@ evs_status evs_snapshot(struct evs_store *s, uint64_t *out_position);
 // writable open finishes destroying its key. `*out_position` (may be NULL): the entry's
 // position.
 //
+// On PostgreSQL the forget entry, the subject's record as forgotten and the deletion of
+// its key row are one transaction (then the key table is rewritten: docs/postgres.md
+// "Personal data"); other handles see it at their next read.
+//
 // Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store or subject, bad UTF-8, an empty
-// or over 1024-byte subject, a closed store, a PostgreSQL store: not supported there in
-// this version); EVS_ERR_BUSY; EVS_ERR_READ_ONLY; EVS_ERR_IO (the log or the key file;
-// a key provider's failure). Thread safety: any thread. Ownership: `subject` stays the
+// or over 1024-byte subject, a closed store); EVS_ERR_BUSY; EVS_ERR_READ_ONLY;
+// EVS_ERR_IO (the log or the key file; a key provider's failure; PostgreSQL: the server
+// gone, the forget in doubt: forget again); EVS_ERR_UNAVAILABLE (PostgreSQL: no server). Thread safety: any thread. Ownership: `subject` stays the
 // caller's.
-evs_status evs_forget_subject(struct evs_store *s, const char *subject, uint64_t *out_position);
+evs_status evs_forget_subject(struct evs_store *s,
+                              const char *subject,
+                              uint64_t *out_position);
 
 // Lists the data subjects that events named or that were forgotten, in name order, with
 // their event counts (a copy, as the store is now).
 //
 // Ownership: free `*out` with `evs_subject_list_free`. Returns EVS_OK;
-// EVS_ERR_INVALID_ARGUMENT (NULL; a PostgreSQL store: not supported there in this
-// version). Thread safety: any thread; the list itself is single-thread.
-evs_status evs_list_subjects(struct evs_store *s, struct evs_subject_list **out);
+// EVS_ERR_INVALID_ARGUMENT (NULL); EVS_ERR_IO or EVS_ERR_UNAVAILABLE (PostgreSQL: the
+// server). On PostgreSQL `events` counts the events left (not deleted). Thread safety: any thread; the list itself is single-thread.
+evs_status evs_list_subjects(struct evs_store *s,
+                             struct evs_subject_list **out);
 
 // The next subject of the list: EVS_OK with `*out` filled (a view valid until the next
 // call on `list` or its free), or EVS_END after the last one.

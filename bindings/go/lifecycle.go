@@ -166,8 +166,8 @@ func (s *Store) lifecycleOp(ctx context.Context, name, argument string, f func(p
 // no new event may name it. It returns the position of the forget's entry in the log
 // (forgetting again returns the first one's).
 //
-// Errors: ErrInvalidArgument (an empty or invalid subject; a PostgreSQL store: not
-// supported in this version), ErrBusy, ErrReadOnly, ErrIO.
+// Errors: ErrInvalidArgument (an empty or invalid subject), ErrBusy, ErrReadOnly,
+// ErrIO, ErrUnavailable (PostgreSQL: no server).
 func (s *Store) ForgetSubject(ctx context.Context, subject string) (uint64, error) {
 	csubject, err := cString(subject, "subject")
 	if err != nil {

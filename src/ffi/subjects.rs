@@ -25,10 +25,14 @@ use std::sync::Arc;
 /// writable open finishes destroying its key. `*out_position` (may be NULL): the entry's
 /// position.
 ///
+/// On PostgreSQL the forget entry, the subject's record as forgotten and the deletion of
+/// its key row are one transaction (then the key table is rewritten: docs/postgres.md
+/// "Personal data"); other handles see it at their next read.
+///
 /// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL store or subject, bad UTF-8, an empty
-/// or over 1024-byte subject, a closed store, a PostgreSQL store: not supported there in
-/// this version); EVS_ERR_BUSY; EVS_ERR_READ_ONLY; EVS_ERR_IO (the log or the key file;
-/// a key provider's failure). Thread safety: any thread. Ownership: `subject` stays the
+/// or over 1024-byte subject, a closed store); EVS_ERR_BUSY; EVS_ERR_READ_ONLY;
+/// EVS_ERR_IO (the log or the key file; a key provider's failure; PostgreSQL: the server
+/// gone, the forget in doubt: forget again); EVS_ERR_UNAVAILABLE (PostgreSQL: no server). Thread safety: any thread. Ownership: `subject` stays the
 /// caller's.
 #[no_mangle]
 pub unsafe extern "C" fn evs_forget_subject(
@@ -74,8 +78,8 @@ pub struct evs_subject_list {
 /// their event counts (a copy, as the store is now).
 ///
 /// Ownership: free `*out` with `evs_subject_list_free`. Returns EVS_OK;
-/// EVS_ERR_INVALID_ARGUMENT (NULL; a PostgreSQL store: not supported there in this
-/// version). Thread safety: any thread; the list itself is single-thread.
+/// EVS_ERR_INVALID_ARGUMENT (NULL); EVS_ERR_IO or EVS_ERR_UNAVAILABLE (PostgreSQL: the
+/// server). On PostgreSQL `events` counts the events left (not deleted). Thread safety: any thread; the list itself is single-thread.
 #[no_mangle]
 pub unsafe extern "C" fn evs_list_subjects(
     s: *mut evs_store,

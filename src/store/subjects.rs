@@ -107,6 +107,13 @@ fn fresh_nonce() -> Result<[u8; NONCE_LEN]> {
     })
 }
 
+/// A random event id (for an event whose ciphertext is bound to its id).
+pub fn random_id() -> Result<[u8; 16]> {
+    let mut id = [0u8; 16];
+    fill_random(&mut id)?;
+    Ok(id)
+}
+
 fn fill_random(out: &mut [u8]) -> Result<()> {
     SystemRandom::new()
         .fill(out)
@@ -237,6 +244,13 @@ pub trait KeyVault: Send + Sync {
     fn get(&self, subject: &str, fresh: bool) -> Result<Option<Vec<u8>>>;
     /// Stores `blob` for `subject` durably before returning.
     fn put(&self, subject: &str, blob: &[u8]) -> Result<()>;
+    /// `put`, where other processes may make keys too: stores `blob` unless a key is
+    /// stored for `subject` already, and returns the one stored; `None` when the subject
+    /// was forgotten meanwhile.
+    fn put_first(&self, subject: &str, blob: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.put(subject, blob)?;
+        Ok(Some(blob.to_vec()))
+    }
     /// Destroys `subject`'s stored key durably: no file or row of the store holds it after.
     fn destroy(&self, subject: &str) -> Result<()>;
     /// Every subject with a stored key.
@@ -292,11 +306,25 @@ impl KeySource for Kept {
 
     fn create(&self, subject: &str) -> Result<KeyBytes> {
         let key = KeyBytes::random()?;
-        match &self.master {
-            Some(m) => self.vault.put(subject, &m.wrap(subject, &key)?)?,
-            None => self.vault.put(subject, key.bytes())?,
+        let mut blob = match &self.master {
+            Some(m) => m.wrap(subject, &key)?,
+            None => key.bytes().to_vec(),
+        };
+        let stored = self.vault.put_first(subject, &blob);
+        let ours = stored.as_ref().is_ok_and(|s| s.as_ref() == Some(&blob));
+        blob.iter_mut().for_each(|b| *b = 0);
+        match stored? {
+            _ if ours => Ok(key),
+            // Another process made its key first: that one is the subject's.
+            Some(mut other) => {
+                let k = self.unwrap(subject, &other);
+                other.iter_mut().for_each(|b| *b = 0);
+                k
+            }
+            None => Err(Error::invalid(format!(
+                "subject '{subject}' was forgotten: events naming it cannot be appended again (use a new subject id)"
+            ))),
         }
-        Ok(key)
     }
 
     fn destroy(&self, subject: &str) -> Result<()> {

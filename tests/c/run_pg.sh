@@ -31,6 +31,7 @@
 #                 evs_compact erased
 #   test_consumers  a read-only handle's consumer journals, a file where the consumers'
 #                 folder goes, a damaged segment (PostgreSQL keeps consumers in tables)
+#   test_subjects  that a store whose keys a provider keeps has no key file
 # (each program prints `SKIP (PostgreSQL) what: why` for each, and `N skipped`).
 #
 # Environment: CC, EVS_TEST_OUT (default build/tests/c-pg), EVS_PG_ACCOUNT_SCALE (the
@@ -125,6 +126,7 @@ build test_subscribe && run test_subscribe "$SUBSCRIBE_SCALE" "$OUT/test_subscri
 build test_abi_v1 && run test_abi_v1 1 "$OUT/test_abi_v1"
 build test_lifecycle && run test_lifecycle 1 "$OUT/test_lifecycle"
 build test_consumers && run test_consumers 1 "$OUT/test_consumers"
+build test_subjects && run test_subjects 1 "$OUT/test_subjects"
 
 # The failures again at the end, where a CI log's last lines show them.
 if [ "$total_failed" -ne 0 ]; then

@@ -21,7 +21,25 @@ pub fn every_file(dir: &std::path::Path, out: &mut Vec<(std::path::PathBuf, Vec<
     }
 }
 
-/// The first of `files` that holds `needle` anywhere.
+/// Every event of a cursor, owned.
+pub fn drain(mut c: Box<dyn evstore::store::EventCursor>) -> Vec<evstore::store::Event> {
+    let mut out = Vec::new();
+    while let Some(e) = c.next().unwrap() {
+        out.push(e.to_owned());
+    }
+    out
+}
+
+/// Every event of a tailing cursor up to the end of the log, owned.
+pub fn drain_tail(mut c: Box<dyn evstore::store::TailCursor>) -> Vec<evstore::store::Event> {
+    let mut out = Vec::new();
+    while let Some(e) = c.next().unwrap() {
+        out.push(e.to_owned());
+    }
+    out
+}
+
+/// The first of `files` (as `every_file` gives them) that holds `needle`.
 pub fn holder<'a>(
     files: &'a [(std::path::PathBuf, Vec<u8>)],
     needle: &[u8],

@@ -45,7 +45,8 @@ pub struct OwnedEvent {
     pub id: Option<[u8; 16]>,
     pub event_type: String,
     pub schema_version: i32,
-    pub metadata: Vec<u8>,
+    /// `None` for a sealed event (its `payload` the sealed element: `subjects.rs`).
+    pub metadata: Option<Vec<u8>>,
     pub payload: Vec<u8>,
 }
 
@@ -63,6 +64,8 @@ pub enum Outcome {
     PartlyStored { position: u64 },
     /// Refused: the entry (0-based) whose stream was hard-deleted.
     Deleted { entry: usize },
+    /// Refused: an event names a forgotten subject (schema 7, `subjects.rs`).
+    Forgotten,
 }
 
 /// Where a request is: in the queue, sent to the server, or given up by its caller.
@@ -88,6 +91,15 @@ pub struct Pending {
     deadline: Instant,
     timeout: Duration,
     ids: bool,
+}
+
+impl Pending {
+    /// Whether the caller gave every event its id (ids the library made for sealed
+    /// events are not the caller's to retry with): what a commit in doubt tells it.
+    pub fn ids_given(mut self, given: bool) -> Pending {
+        self.ids = given;
+        self
+    }
 }
 
 impl Request {
@@ -564,6 +576,7 @@ pub fn outcome(row: &tokio_postgres::Row) -> Outcome {
         -4 => Outcome::Deleted {
             entry: (entry.max(1) - 1) as usize,
         },
+        -8 => Outcome::Forgotten,
         _ => Outcome::PartlyStored {
             position: actual.max(0) as u64,
         },
@@ -582,7 +595,7 @@ pub struct Arrays<'a> {
     pub e_id: Vec<Option<Uuid<'a>>>,
     pub e_type: Vec<&'a str>,
     pub e_sv: Vec<i32>,
-    pub e_meta: Vec<&'a [u8]>,
+    pub e_meta: Vec<Option<&'a [u8]>>,
     pub e_data: Vec<&'a [u8]>,
     pub i_id: Vec<Uuid<'a>>,
     pub i_entry: Vec<i32>,
@@ -643,7 +656,7 @@ impl<'a> Arrays<'a> {
                 a.e_id.push(e.id.as_ref().map(Uuid));
                 a.e_type.push(e.event_type.as_str());
                 a.e_sv.push(e.schema_version);
-                a.e_meta.push(&e.metadata[..]);
+                a.e_meta.push(e.metadata.as_deref());
                 a.e_data.push(&e.payload[..]);
             }
         }

@@ -159,6 +159,7 @@ params! {
     Vec<&str> => Type::TEXT_ARRAY,
     Vec<Vec<u8>> => Type::BYTEA_ARRAY,
     Vec<&[u8]> => Type::BYTEA_ARRAY,
+    Vec<Option<&[u8]>> => Type::BYTEA_ARRAY,
     Uuid<'_> => Type::UUID,
     Vec<Uuid<'_>> => Type::UUID_ARRAY,
     Vec<Option<Uuid<'_>>> => Type::UUID_ARRAY,

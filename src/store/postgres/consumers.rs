@@ -577,7 +577,8 @@ impl PgStore {
     ) -> Result<AppendResult> {
         self.check_writable()?;
         self.validate(appends, false)?;
-        let (entries, events) = owned(appends);
+        let elements = super::subjects::elements(&self.keys, appends)?;
+        let (entries, events) = owned(appends, elements);
         let a = Arrays::new(std::iter::once((&entries[..], &events[..])));
         let channel = super::listener::channel(self.conn.schema());
         let sql = format!(

@@ -256,7 +256,8 @@ pub fn unpack(row: &tokio_postgres::Row, out: &mut Vec<Event>) -> Result<()> {
     let skip = row.get::<_, i64>(9) as u64 - 1;
     let types: Vec<String> = row.get(10);
     let svs: Vec<i32> = row.get(11);
-    let metas: Vec<Vec<u8>> = row.get(12);
+    // A null element: a sealed event (`subjects.rs`), opened by `PgStore::open_events`.
+    let metas: Vec<Option<Vec<u8>>> = row.get(12);
     let datas: Vec<Vec<u8>> = row.get(13);
     let ids: Vec<Option<StoredUuid>> = row.get(14);
     let n = types.len();
@@ -269,6 +270,14 @@ pub fn unpack(row: &tokio_postgres::Row, out: &mut Vec<Event>) -> Result<()> {
     let events = types.into_iter().zip(svs).zip(metas).zip(datas).zip(ids);
     for (k, ((((event_type, sv), metadata), payload), id)) in events.enumerate() {
         let k = skip + k as u64;
+        let (metadata, payload, subject) = match metadata {
+            Some(m) => (m, payload, None),
+            None => {
+                let (subject, at) = super::subjects::sealed_subject(&payload)
+                    .map_err(|e| e.at_position(first_pos + k))?;
+                (Vec::new(), payload[at..].to_vec(), Some(subject.to_owned()))
+            }
+        };
         out.push(Event {
             position: first_pos + k,
             timestamp_us: ts,
@@ -283,7 +292,7 @@ pub fn unpack(row: &tokio_postgres::Row, out: &mut Vec<Event>) -> Result<()> {
             metadata,
             payload,
             id: id.map(|i| i.0),
-            subject: None,
+            subject,
             erased: false,
         });
     }
@@ -314,16 +323,36 @@ impl PgStore {
         ))
     }
 
-    /// One window statement, with the rules it was read under; the handle learns the head
-    /// and the count of removing commits it saw.
+    /// One window statement, with the rules it was read under, its sealed events opened
+    /// (or erased); the handle learns the head and the count of removing commits it saw.
     pub fn window(
         &self,
         sql: &str,
         params: &[&dyn super::conn::Param],
         what: &str,
     ) -> Result<(Window, Arc<Rules>)> {
+        self.window_of(sql, params, what, true)
+    }
+
+    /// `window`; with `open` false, sealed events keep their payload and metadata empty
+    /// (the projections' replay: they never see personal data, so nothing is opened).
+    pub fn window_of(
+        &self,
+        sql: &str,
+        params: &[&dyn super::conn::Param],
+        what: &str,
+        open: bool,
+    ) -> Result<(Window, Arc<Rules>)> {
         self.with_rules(|| {
-            let w = Window::parse(&self.query(sql, params, what)?)?;
+            let mut w = Window::parse(&self.query(sql, params, what)?)?;
+            if open {
+                self.open_events(&mut w.events, w.entries)?;
+            } else {
+                w.events
+                    .iter_mut()
+                    .filter(|e| e.subject.is_some())
+                    .for_each(|e| e.payload.clear());
+            }
             self.saw_window(&w);
             Ok((w.entries, w))
         })
@@ -477,10 +506,11 @@ impl PgCursor {
         if from != self.next {
             return Ok(None);
         }
-        let w = Window::parse(&rows)?;
+        let mut w = Window::parse(&rows)?;
         if w.events.is_empty() || w.changes < self.store.wake.changes() {
             return Ok(None);
         }
+        self.store.open_events(&mut w.events, w.entries)?;
         Ok(self.store.rules_at(w.entries)?.map(|r| (w, r)))
     }
 

@@ -28,6 +28,7 @@ use super::ids::Stored;
 use super::lifecycle::{
     id_of_entry, stream_deleted, CompactInfo, LifecycleOp, LifecycleRequest, Rule,
 };
+use super::subjects::KeyRing;
 use super::{
     check_name, AppendResult, Event, ExpectedVersion, OpenReport, Projection, StoreOptions,
     StoreStats, StreamAppend, StreamInfo,
@@ -84,6 +85,11 @@ pub struct PgStore {
     owner_pid: u32,
     /// The consumers this handle holds and their holders' tokens (`consumers`).
     consumer_holders: Arc<consumers::Holders>,
+    /// The data subjects' keys (`subjects`): sealing appends, opening reads.
+    keys: Arc<KeyRing>,
+    /// The count of lifecycle entries up to which this handle knows the forgotten
+    /// subjects (`learn_forgets`).
+    forgets_known: AtomicU64,
 }
 
 impl PgStore {
@@ -97,6 +103,11 @@ impl PgStore {
         let conn = Arc::new(Conn::parse(url)?);
         let runtime = crate::runtime::runtime()?;
         block(&runtime, schema::prepare(&conn, options.read_only))?;
+        let vault = subjects::PgVault {
+            conn: conn.clone(),
+            runtime: runtime.clone(),
+        };
+        let keys = Arc::new(KeyRing::new(options.keys.source(|| Ok(Box::new(vault)))?));
         // The listener starts with the first wait (`listen`): a handle that only appends
         // or reads never has its backend signalled by every commit of every writer.
         let wake = Wakeup::new();
@@ -130,6 +141,8 @@ impl PgStore {
             closed: AtomicBool::new(false),
             owner_pid: std::process::id(),
             consumer_holders: Default::default(),
+            keys,
+            forgets_known: AtomicU64::new(0),
         };
         // The head first: the projections start from the newest checkpoint when it is
         // an interval or more ahead of them (always, but for a young store).
@@ -261,10 +274,11 @@ impl PgStore {
     fn replay(&self, applied: &mut u64) -> Result<()> {
         loop {
             let from = *applied;
-            let (w, rules) = self.window(
+            let (w, rules) = self.window_of(
                 &cursor::LOG_SQL,
                 &[&(from as i64), &(MAX_BOUND as i64)],
                 "reading the log for the projections",
+                false,
             )?;
             w.check_forward(from)?;
             let now = self.now();
@@ -274,6 +288,8 @@ impl PgStore {
                     self.apply_entry(*p, op)?;
                 }
                 if !rules.removes_by_age(&e.stream, e.timestamp_us, now) {
+                    // (Sealed events come unopened: projections never see a subject's
+                    // personal data, `Projection`.)
                     self.projections.iter().for_each(|p| p.apply(&e.as_ref()));
                 }
             }
@@ -413,8 +429,33 @@ impl PgStore {
     ) -> Result<AppendResult> {
         self.check_writable()?;
         self.validate(appends, allow_empty)?;
-        let (entries, events) = owned(appends);
+        // Ids made for events that name a subject (what their ciphertext is bound to):
+        // the append is judged with them from here on (a retry in doubt is the same).
+        let given_ids = appends
+            .iter()
+            .flat_map(|a| a.events)
+            .all(|e| e.id.is_some());
+        let filled = subjects::with_ids(appends)?;
+        let rebuilt: Vec<StreamAppend<'_>>;
+        let appends = match &filled {
+            Some(f) => {
+                rebuilt = appends
+                    .iter()
+                    .zip(f)
+                    .map(|(a, evs)| StreamAppend {
+                        stream: a.stream,
+                        expected: a.expected,
+                        events: evs,
+                    })
+                    .collect();
+                &rebuilt[..]
+            }
+            None => appends,
+        };
+        let elements = subjects::elements(&self.keys, appends)?;
+        let (entries, events) = owned(appends, elements);
         let (request, pending) = Request::new(entries, events, self.conn.timeout());
+        let pending = pending.ids_given(given_ids);
         let sent = match self
             .appends
             .lock()
@@ -501,6 +542,7 @@ impl PgStore {
                 Err(super::wrong_expected_version(part, &appends[part], actual))
             }
             Outcome::PartlyStored { position } => Err(self.partly_stored(appends, position)),
+            Outcome::Forgotten => Err(self.forgotten_in(appends)),
             Outcome::Deleted { entry } => {
                 let part = entry.min(appends.len() - 1);
                 Err(stream_deleted(appends[part].stream).in_part(part))
@@ -549,6 +591,7 @@ impl PgStore {
             let mut whole = Vec::with_capacity(1);
             if row.get::<_, Option<i64>>(5).is_some() {
                 cursor::unpack(row, &mut whole)?;
+                self.open_events(&mut whole, 0)?;
             }
             stored.push(Some(match whole.pop() {
                 Some(event) => Stored::Event(event),
@@ -649,8 +692,12 @@ impl PgStore {
     }
 }
 
-/// An append's entries and events as the committer (and the atomic step) send them.
-fn owned(appends: &[StreamAppend<'_>]) -> (Vec<Entry>, Vec<OwnedEvent>) {
+/// An append's entries and events as the committer (and the atomic step) send them,
+/// each event's metadata and data elements from `elements` (`subjects::elements`).
+fn owned(
+    appends: &[StreamAppend<'_>],
+    elements: Vec<subjects::Elements>,
+) -> (Vec<Entry>, Vec<OwnedEvent>) {
     let entries = appends
         .iter()
         .map(|a| Entry {
@@ -667,12 +714,13 @@ fn owned(appends: &[StreamAppend<'_>]) -> (Vec<Entry>, Vec<OwnedEvent>) {
     let events = appends
         .iter()
         .flat_map(|a| a.events.iter())
-        .map(|e| OwnedEvent {
+        .zip(elements)
+        .map(|(e, (metadata, payload))| OwnedEvent {
             id: e.id,
             event_type: e.event_type.to_owned(),
             schema_version: e.schema_version.max(1) as i32,
-            metadata: e.metadata.to_vec(),
-            payload: e.payload.to_vec(),
+            metadata,
+            payload,
         })
         .collect();
     (entries, events)
@@ -759,7 +807,7 @@ impl Backend for PgStore {
         appends: &[StreamAppend<'_>],
         op: &ConsumerOp,
     ) -> Result<AppendResult> {
-        subjects::refuse_subjects(appends)?;
+        subjects::refuse_in_step(appends)?;
         PgStore::consumer_append(self, appends, op)
     }
 
@@ -843,19 +891,16 @@ impl Backend for PgStore {
     }
 
     fn append_multi(&self, appends: &[StreamAppend<'_>]) -> Result<AppendResult> {
-        subjects::refuse_subjects(appends)?;
         self.append_inner(appends, false)
     }
 
     fn forget_subject(&self, subject: &str) -> Result<u64> {
-        self.check_owner()?;
-        check_name("subject", subject, false)?;
-        Err(subjects::not_built())
+        self.forget(subject)
     }
 
     fn subjects(&self) -> Result<Vec<super::subjects::SubjectInfo>> {
         self.check_owner()?;
-        Err(subjects::not_built())
+        self.subject_counts()
     }
 
     fn supports_subjects(&self) -> bool {

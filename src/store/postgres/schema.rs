@@ -12,9 +12,10 @@ use crate::error::{Error, ErrorKind, Result};
 /// stream entry of an append (`chunks`), event ids in a table of their own written before
 /// the head lock; 4: lifecycle entries, removed events, retention rules (docs/lifecycle.md);
 /// 5: checkpoints of the projections (an open starts from the newest, not from the
-/// first event); 6: durable consumers (`consumers`, `consumer_parked`, their functions).
+/// first event); 6: durable consumers (`consumers`, `consumer_parked`, their functions);
+/// 7: personal data (`subject_keys`, `forgotten_subjects`, sealed events: `TO_7`).
 /// An older store is migrated by a writable open.
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 /// Creates the meta, head and streams tables as version 3 had them (the events' and ids'
 /// come from `CHUNKS_AND_IDS`); a new schema then takes the same steps to version 4 as a
@@ -454,6 +455,96 @@ end $pin$;
 update meta set value = '6' where key = 'schema_version';
 ";
 
+/// From version 6 to 7: personal data (README "Personal data", `subjects.rs`). An event
+/// that names a subject is stored sealed: its `metadata` element null (never null for
+/// other events) and its `data` element the subject and the sealed bytes
+/// (`subjects::seal`). A library of version 6 would read such an element as damage: the
+/// version keeps it away. `subject_keys`: the data keys the store keeps (wrapped by the
+/// application's master key when one is given, else plain). `forgotten_subjects`: each
+/// forgotten subject and the position of its forget entry.
+///
+/// `subject_key_put(s, k)`: stores key `k` for subject `s` unless it has one (returns the
+/// one stored) or is forgotten (returns null). `forget_subject(s, op, channel)`: in one
+/// transaction, under the head lock, writes the forget entry (`op`) at the next position,
+/// records the subject as forgotten and deletes its key; returns the entry's position (a
+/// subject forgotten before: that entry's, its key deleted again). Both take the
+/// subject's advisory lock first, so a key is never made for a subject being forgotten.
+/// `append` is made again by `append_7` (after this step).
+const TO_7: &str = "
+create table subject_keys (subject text primary key, key bytea not null);
+create table forgotten_subjects (subject text primary key, pos bigint not null);
+
+create function subject_key_put(s text, k bytea) returns bytea language plpgsql as $f$
+begin
+  perform pg_advisory_xact_lock(hashtext('evstore subject ' || s));
+  if exists (select 1 from forgotten_subjects f where f.subject = s) then
+    return null;
+  end if;
+  insert into subject_keys as x values (s, k) on conflict (subject) do nothing;
+  return (select x.key from subject_keys x where x.subject = s);
+end $f$;
+
+create function forget_subject(s text, op bytea, channel text) returns bigint
+language plpgsql as $f$
+declare _next bigint; _ts bigint; _p bigint; _chg bigint;
+begin
+  perform pg_advisory_xact_lock(hashtext('evstore subject ' || s));
+  select f.pos into _p from forgotten_subjects f where f.subject = s;
+  if _p is not null then
+    delete from subject_keys x where x.subject = s;
+    return _p;
+  end if;
+  select h.next, greatest(h.last_ts, (extract(epoch from clock_timestamp()) * 1000000)::bigint)
+    into _next, _ts from head h for update;
+  insert into entries (pos, chunk, ts, target, op)
+    values (_next, nextval('chunk_keys'), _ts, s, op);
+  insert into forgotten_subjects values (s, _next);
+  delete from subject_keys x where x.subject = s;
+  update head h set next = _next + 1, last_ts = _ts, entries = h.entries + 1,
+      changes = h.changes + 1
+    returning h.changes into _chg;
+  perform pg_notify(channel, (_next + 1)::text || ' ' || _chg::text);
+  return _next;
+end $f$;
+
+alter function subject_key_put(text, bytea) set search_path from current;
+alter function forget_subject(text, bytea, text) set search_path from current;
+update meta set value = '7' where key = 'schema_version';
+";
+
+/// `append` as of version 7: `APPEND`, and under the head lock a request none of whose
+/// ids is stored (not a retry) that has a sealed event of a forgotten subject is refused
+/// (res -8, nothing written; its ids, written before the lock, deleted again). Forgets
+/// take the head lock too: no event of a subject is committed after its forget, whatever
+/// a handle's view of the forgets.
+fn append_7() -> String {
+    let v7 = APPEND
+        .replacen(
+            "create function append(",
+            "create or replace function append(",
+            1,
+        )
+        .replacen(
+            "  _res bigint; _ent int; _act bigint; _vl bigint[];",
+            "  _res bigint; _ent int; _act bigint; _vl bigint[]; _fs bigint;\n  \
+             _sealed boolean := array_position(e_meta, null) is not null;",
+            1,
+        )
+        .replacen(
+            "    _vl := null;\n    if _found > 0 then",
+            "    _vl := null;\n    _fs := 0;\n    if _found = 0 and _sealed then\n      \
+             select count(*) into _fs from unnest(e_meta[_ev : _ev + _nev - 1], \
+             e_data[_ev : _ev + _nev - 1]) as u(m, d) join forgotten_subjects f on u.m is null \
+             and f.subject = convert_from(substr(u.d, 4, get_byte(u.d, 1) + 256 * \
+             get_byte(u.d, 2)), 'UTF8');\n    end if;\n    if _fs > 0 then\n      \
+             _res := -8; _ent := 0; _act := 0; _bad := 1;\n    elsif _found > 0 then",
+            1,
+        );
+    // Made again, the function loses its pinned search path (`TO_5`): pinned again.
+    v7 + "alter function append(int[], text[], bigint[], int[], uuid[], text[], int[], bytea[], \
+          bytea[], uuid[], int[], int[], boolean, text) set search_path from current;\n"
+}
+
 /// The functions of version 4 (created by `prepare` after `TO_4`, each a step of the
 /// append or of a lifecycle entry; all run in the caller's transaction).
 ///
@@ -869,18 +960,30 @@ fn ddl(schema: &str, from: Option<i64>, user: &str) -> Option<String> {
     let steps = match from {
         None => format!(
             "create schema if not exists \"{schema}\";\nset local search_path to \"{schema}\";\n\
-             {CREATE}{CHUNKS_AND_IDS}{TO_4}{FUNCTIONS}{APPEND}{TO_5}{TO_6}"
+             {CREATE}{CHUNKS_AND_IDS}{TO_4}{FUNCTIONS}{APPEND}{TO_5}{TO_6}{TO_7}{}",
+            append_7()
         ),
         // One row per event: to chunks first.
         Some(1 | 2) => format!(
             "set local search_path to \"{schema}\";\n\
-             {CHUNKS_AND_IDS}{MIGRATE_TO_3}{TO_4}{FUNCTIONS}{APPEND}{TO_5}{TO_6}"
+             {CHUNKS_AND_IDS}{MIGRATE_TO_3}{TO_4}{FUNCTIONS}{APPEND}{TO_5}{TO_6}{TO_7}{}",
+            append_7()
         ),
         Some(3) => {
-            format!("set local search_path to \"{schema}\";\n{TO_4}{FUNCTIONS}{APPEND}{TO_5}{TO_6}")
+            format!("set local search_path to \"{schema}\";\n{TO_4}{FUNCTIONS}{APPEND}{TO_5}{TO_6}{TO_7}{}", append_7())
         }
-        Some(4) => format!("set local search_path to \"{schema}\";\n{TO_5}{TO_6}"),
-        Some(5) => format!("set local search_path to \"{schema}\";\n{TO_6}"),
+        Some(4) => format!(
+            "set local search_path to \"{schema}\";\n{TO_5}{TO_6}{TO_7}{}",
+            append_7()
+        ),
+        Some(5) => format!(
+            "set local search_path to \"{schema}\";\n{TO_6}{TO_7}{}",
+            append_7()
+        ),
+        Some(6) => format!(
+            "set local search_path to \"{schema}\";\n{TO_7}{}",
+            append_7()
+        ),
         _ => return None,
     };
     let role = user.replace('"', "\"\"");
@@ -1143,4 +1246,15 @@ async fn stored_version(tx: &tokio_postgres::Transaction<'_>, schema: &str) -> R
         .await
         .map_err(|e| pg_error("reading the schema version", e))?;
     Ok(row.and_then(|r| r.get::<_, String>(0).parse().ok()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn append_7_makes_every_edit_of_append() {
+        let v7 = super::append_7();
+        assert_eq!(v7.matches("_fs").count(), 4, "{v7}");
+        assert_eq!(v7.matches("_sealed").count(), 2, "{v7}");
+        assert!(v7.starts_with("\ncreate or replace function append("));
+    }
 }
