@@ -235,6 +235,40 @@ fn sealed_start(value: &[u8]) -> Result<(Option<[u8; 16]>, usize)> {
 }
 
 fn decode_sealed(value: &[u8]) -> Result<EnvelopeRef<'_>> {
+    match decode_sealed_fast(value) {
+        Some(e) => Ok(e),
+        None => Err(decode_sealed_checked(value)
+            .err()
+            .unwrap_or_else(|| Error::corrupt("sealed event: it does not decode"))),
+    }
+}
+
+/// `decode_sealed` in one pass that only says whether the envelope decodes (every check
+/// of `decode_sealed_checked`, none of its messages): the readers' path.
+#[inline]
+fn decode_sealed_fast(value: &[u8]) -> Option<EnvelopeRef<'_>> {
+    let (id, start) = match value.get(1)? {
+        0 => (None, 2),
+        &SEALED_HAS_ID => (Some(value.get(2..18)?.try_into().ok()?), 18),
+        _ => return None,
+    };
+    let (mut e, at) = decode_head_fast(value, start, id)?;
+    let (n, at) = get_varint(value, at).ok()?;
+    let (subject, at) = take_fast(value, at, n)?;
+    let sealed = value.get(at..)?;
+    let short = sealed.len() < crate::store::subjects::NONCE_LEN + crate::store::subjects::TAG_LEN;
+    if subject.is_empty() || short {
+        return None;
+    }
+    e.subject = Some(as_text(subject)?);
+    e.payload = sealed;
+    e.sealed_at = at;
+    Some(e)
+}
+
+/// `decode_sealed` field by field, saying which one is wrong: for damage.
+#[cold]
+fn decode_sealed_checked(value: &[u8]) -> Result<EnvelopeRef<'_>> {
     let (id, start) = sealed_start(value)?;
     let (mut e, mut at) = decode_head(value, start, id)?;
     let n = varint(value, &mut at, "subject length")?;
@@ -304,6 +338,21 @@ pub(crate) fn decode_binary_fast(
     start: usize,
     id: Option<[u8; 16]>,
 ) -> Option<EnvelopeRef<'_>> {
+    let (mut e, at) = decode_head_fast(buf, start, id)?;
+    let (n, at) = get_varint(buf, at).ok()?;
+    let (metadata, at) = take_fast(buf, at, n)?;
+    e.metadata = metadata;
+    e.payload = buf.get(at..)?;
+    Some(e)
+}
+
+/// `decode_head` in one pass without messages (as `decode_binary_fast`).
+#[inline(always)]
+fn decode_head_fast(
+    buf: &[u8],
+    start: usize,
+    id: Option<[u8; 16]>,
+) -> Option<(EnvelopeRef<'_>, usize)> {
     let (timestamp_us, at) = get_varint(buf, start).ok()?;
     let (n, at) = get_varint(buf, at).ok()?;
     let (stream, at) = take_fast(buf, at, n)?;
@@ -311,20 +360,19 @@ pub(crate) fn decode_binary_fast(
     let (n, at) = get_varint(buf, at).ok()?;
     let (event_type, at) = take_fast(buf, at, n)?;
     let (schema_version, at) = get_varint(buf, at).ok()?;
-    let (n, at) = get_varint(buf, at).ok()?;
-    let (metadata, at) = take_fast(buf, at, n)?;
-    Some(EnvelopeRef {
+    let e = EnvelopeRef {
         timestamp_us,
         stream: as_text(stream)?,
         stream_version,
         event_type: as_text(event_type)?,
         schema_version: u32::try_from(schema_version).ok()?,
-        metadata,
-        payload: buf.get(at..)?,
+        metadata: &[],
+        payload: &[],
         id,
         subject: None,
         sealed_at: 0,
-    })
+    };
+    Some((e, at))
 }
 
 /// `len` bytes of `buf` from `at`, and the offset after them.
@@ -480,6 +528,38 @@ mod tests {
         #[test]
         fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
             let _ = decode(&bytes);
+        }
+
+        /// The readers' one-pass decoders accept exactly what the field-by-field ones
+        /// accept, with the same fields: sealed events (whole, cut, with a byte changed)
+        /// and bytes after the sealed format byte.
+        #[test]
+        fn the_fast_sealed_decode_agrees_with_the_checked_one(
+            stream in ".{0,12}", ty in ".{1,12}", subject in ".{0,12}",
+            sealed in proptest::collection::vec(any::<u8>(), 0..60),
+            id in proptest::option::of(any::<u128>()),
+            cut in any::<prop::sample::Index>(), flip in any::<prop::sample::Index>(),
+            bit in 0u8..8, noise in proptest::collection::vec(any::<u8>(), 0..60)) {
+            let e = EnvelopeRef { timestamp_us: 7, stream: &stream, stream_version: 3,
+                                  event_type: &ty, schema_version: 1, metadata: &[],
+                                  payload: &[], id: id.map(u128::to_le_bytes),
+                                  subject: Some(&subject), sealed_at: 0 };
+            let mut whole = Vec::new();
+            let at = e.encode_into(&mut whole).expect("a subject: sealed");
+            whole.truncate(at);
+            whole.extend_from_slice(&sealed);
+            let mut flipped = whole.clone();
+            let i = flip.index(flipped.len());
+            flipped[i] ^= 1 << bit;
+            let mut other = vec![FORMAT_SEALED];
+            other.extend_from_slice(&noise);
+            for buf in [&whole[..], &whole[..cut.index(whole.len() + 1)], &flipped[..], &other[..]] {
+                let fast = decode_sealed_fast(buf);
+                match decode_sealed_checked(buf) {
+                    Ok(d) => prop_assert_eq!(fast, Some(d)),
+                    Err(_) => prop_assert!(fast.is_none()),
+                }
+            }
         }
     }
 }
