@@ -744,3 +744,121 @@ fn a_follower_between_a_compactions_two_renames_waits_for_the_index_file() {
     put_back.join().unwrap();
     assert_eq!(read, all_payloads(&writer));
 }
+
+/// A follower that saw the writer's last batch only in part (the rest of its records not
+/// written yet) reads that batch again from its start on its next look. If meanwhile the
+/// writer deleted events before it, sealed the segment and a compaction rewrote it
+/// shorter, the batch is no longer at that offset in the file at the segment's name: the
+/// follower reads it on in the file it had open, then goes on, instead of failing with
+/// `Stale ... segment 000000.wal is N bytes long, and M of it were read` for good (its
+/// every later look refused: tests/followers.rs's compacting writer, about once in 10
+/// runs under load).
+#[test]
+fn a_follower_that_saw_a_batch_in_part_reads_it_after_a_compaction_rewrote_its_segment() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let writer = Arc::new(Store::open(dir.path(), opts(), Vec::new()).unwrap().0);
+    let ro = StoreOptions {
+        read_only: true,
+        ..opts()
+    };
+    let follower = Arc::new(Store::open(dir.path(), ro, Vec::new()).unwrap().0);
+    // Fewer than a segment's worth: all in the writer's active segment.
+    for i in 0..20 {
+        let k = format!("KEEP-{i:02}-{}", "k".repeat(1000));
+        append(&writer, "keep", k.as_bytes(), b"");
+        let g = format!("GONE-{i:02}-{}", "g".repeat(1000));
+        append(&writer, &format!("gone-{}", i % 3), g.as_bytes(), b"");
+    }
+    let batch: Vec<String> = (0..6)
+        .map(|i| format!("BATCH-{i}-{}", "b".repeat(500)))
+        .collect();
+    let inputs: Vec<EventInput<'_>> = batch
+        .iter()
+        .map(|p| EventInput::new("T", p.as_bytes()))
+        .collect();
+    writer
+        .append("keep", ExpectedVersion::Any, &inputs)
+        .unwrap();
+    // What a follower sees while the writer is half-way through writing the batch: its
+    // last three records not there yet.
+    let seg = dir.path().join("events/000000.wal");
+    let whole = std::fs::read(&seg).unwrap();
+    let find = |needle: &[u8]| {
+        whole
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .unwrap()
+    };
+    let (from, to) = (find(b"BATCH-3-"), find(b"BATCH-5-") + batch[5].len());
+    let mut part = whole.clone();
+    part[from..to].fill(0);
+    std::fs::write(&seg, &part).unwrap();
+    assert_eq!(
+        follower.next_position().unwrap(),
+        40,
+        "the batch counted in part"
+    );
+    std::fs::write(&seg, &whole).unwrap();
+    for s in 0..3 {
+        writer
+            .delete_stream(&format!("gone-{s}"), ExpectedVersion::Any, false, None)
+            .unwrap();
+    }
+    assert!(writer.compact().unwrap().segments_rewritten > 0);
+    assert!(std::fs::metadata(&seg).unwrap().len() < from as u64);
+    let want = all_payloads(&writer);
+    assert_eq!(want.len(), 26);
+    assert_eq!(follower.next_position().unwrap(), 49);
+    assert_eq!(all_payloads(&follower), want);
+    for from in [1, 7, 40, 45] {
+        assert_eq!(
+            payloads_of(follower.clone().read_all(from).unwrap().as_mut()),
+            payloads_of(writer.clone().read_all(from).unwrap().as_mut()),
+            "from {from}"
+        );
+    }
+}
+
+/// A follower that counted a segment's events itself (the writer's active segment, held
+/// in the follower's memory with their offsets) while the writer deletes some of them,
+/// seals that segment and rewrites it shorter in a compaction: the follower reads every
+/// kept event from every position, through the index file the writer then wrote, instead
+/// of locating events at the old offsets (`Stale ... is N bytes long, and M of it were
+/// read`, tests/followers.rs's compacting writer, about once in 10 runs under load).
+#[test]
+fn a_follower_that_counted_a_segment_itself_reads_it_after_a_compaction_rewrote_it() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let writer = Arc::new(Store::open(dir.path(), opts(), Vec::new()).unwrap().0);
+    let ro = StoreOptions {
+        read_only: true,
+        ..opts()
+    };
+    let follower = Arc::new(Store::open(dir.path(), ro, Vec::new()).unwrap().0);
+    // Fewer than a segment's worth: all in the writer's active segment.
+    for i in 0..20 {
+        let k = format!("KEEP-{i:02}-{}", "k".repeat(1000));
+        append(&writer, "keep", k.as_bytes(), b"");
+        let g = format!("GONE-{i:02}-{}", "g".repeat(1000));
+        append(&writer, &format!("gone-{}", i % 3), g.as_bytes(), b"");
+    }
+    // The follower counts them, in its memory.
+    assert_eq!(follower.next_position().unwrap(), 40);
+    for s in 0..3 {
+        writer
+            .delete_stream(&format!("gone-{s}"), ExpectedVersion::Any, false, None)
+            .unwrap();
+    }
+    assert!(writer.compact().unwrap().segments_rewritten > 0);
+    let want = all_payloads(&writer);
+    assert_eq!(want.len(), 20);
+    assert_eq!(all_payloads(&follower), want);
+    for from in [1, 7, 20, 33] {
+        assert_eq!(
+            payloads_of(follower.clone().read_all(from).unwrap().as_mut()),
+            payloads_of(writer.clone().read_all(from).unwrap().as_mut()),
+            "from {from}"
+        );
+    }
+}

@@ -77,6 +77,37 @@ impl SegmentCursor {
         }
     }
 
+    /// Reads again from `to`, the start of records read before (a batch a follower saw
+    /// only in part): in the file this cursor has open when `to` is in it, as a sealed
+    /// segment is read (a compaction may have put a shorter copy of the segment at its
+    /// name since, whose offsets are not this cursor's); else from the file at the name.
+    pub(crate) fn rewind(&mut self, to: Position) {
+        let file = match &self.scanner {
+            Some(sc) if to.segment_id == self.segment_id && to.offset <= sc.offset() => {
+                sc.file().clone()
+            }
+            _ => {
+                *self = SegmentCursor {
+                    bound: self.bound,
+                    ..SegmentCursor::new(self.inner.clone(), to)
+                };
+                return;
+            }
+        };
+        // A sealed file is read to its end, known already; else the bounds are asked
+        // again before the next read.
+        let limit = if self.sealed {
+            self.known_limit
+        } else {
+            to.offset
+        };
+        let mut scanner = Scanner::new(file, to.offset, limit);
+        scanner.set_reread_on_bad(self.inner.config.read_only);
+        self.scanner = Some(scanner);
+        self.start_offset = to.offset;
+        self.known_limit = if self.sealed { limit } else { 0 };
+    }
+
     /// Where the next record will be read from.
     pub(crate) fn position(&self) -> Position {
         Position {

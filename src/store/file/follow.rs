@@ -200,9 +200,10 @@ impl FileStore {
             self.count_followed(&mut batch);
         }
         if let Some(&(start, _)) = batch.first() {
-            let mut tail = SegmentCursor::new(self.wal.inner.clone(), start);
-            tail.set_bound(f.bound);
-            f.tail = tail;
+            // In the file the tail read it from: the writer's compaction may rewrite the
+            // segment before the batch is whole (tests/compaction.rs
+            // a_follower_that_saw_a_batch_in_part_...).
+            f.tail.rewind(start);
         }
         if let Some((position, at)) = last {
             f.last = counted(&self.wal, position, at)?;
