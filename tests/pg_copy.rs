@@ -508,6 +508,19 @@ fn an_export_with_subjects_imports_into_postgresql_sealed() {
     assert_eq!(got.entries, [forget]);
     let info = &raw.subjects().unwrap()[0];
     assert_eq!((info.events, info.forgotten_at), (2, Some(1)), "{info:?}");
+    // An erased event whose forget has not come yet (a copy stopped between them): with
+    // no key of its subject here, it reads erased; with one, it is refused as damage.
+    let Item::Event(mut early) = ev(3, true) else {
+        unreachable!()
+    };
+    early.subject = Some("user-z".into());
+    raw.import(&[Item::Event(early)], 4).unwrap();
+    assert!(raw.read_event(3).unwrap().erased);
+    let mut live = EventInput::new("T", b"PII-z");
+    live.subject = Some("user-z");
+    raw.append("p", ExpectedVersion::Any, &[live]).unwrap();
+    let e = raw.read_event(3).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Corrupt, "{}", e.message);
 }
 
 /// A copy PostgreSQL -> PostgreSQL of a store with personal data: sealed again with the
