@@ -180,6 +180,17 @@ pub(crate) fn check_batch(
     Ok(())
 }
 
+/// The error for an imported event (not erased) whose subject the destination forgot
+/// (at position `at`, if known): a subject's events after its forget can only come
+/// erased.
+pub(crate) fn forgotten_here(position: u64, subject: &str, at: Option<u64>) -> Error {
+    let at = at.map_or("now".to_owned(), |p| format!("at position {p}"));
+    Error::invalid(format!(
+        "the event at position {position} names subject '{subject}', which this store forgot \
+         ({at}): its events can only come erased"
+    ))
+}
+
 /// Checks each event's stream version against the stream as the destination has it
 /// (`version_of`: its last version, and whether it is hard-deleted) and the batch's
 /// items before it: versions only go up (after a delete too), and a hard-deleted stream

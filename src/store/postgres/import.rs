@@ -14,7 +14,7 @@ use super::uuid::Uuid;
 use super::{block, listener, PgStore};
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::backend::Backend;
-use crate::store::import::{check_batch, check_versions, Item, LogEntry};
+use crate::store::import::{check_batch, check_versions, forgotten_here, Item, LogEntry};
 use crate::store::lifecycle::LifecycleOp;
 use crate::store::Event;
 use std::collections::HashMap;
@@ -126,7 +126,10 @@ impl PgStore {
         )?;
         self.wake.saw_changes(changes);
         self.saw(end);
-        let mut forgot = false;
+        // Each forget's key destroyed where a key provider keeps it, even if one fails
+        // (the batch is committed: its forgets are recorded; forgetting the subject
+        // again destroys a key left).
+        let (mut forgot, mut failed) = (false, None);
         for item in items {
             if let Item::Entry(LogEntry {
                 position,
@@ -134,7 +137,9 @@ impl PgStore {
                 ..
             }) = item
             {
-                self.forgotten(subject, *position)?;
+                if let Err(e) = self.forgotten(subject, *position) {
+                    failed.get_or_insert(e);
+                }
                 forgot = true;
             }
         }
@@ -142,7 +147,7 @@ impl PgStore {
             self.vacuum_keys();
         }
         self.catch_up()?;
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     async fn import_on_own_connection(
@@ -324,7 +329,7 @@ async fn check_not_forgotten(conn: &Conn, tx: &Transaction<'_>, items: &[Item]) 
             Item::Event(e) if !e.erased => {
                 if let Some(s) = e.subject.as_deref() {
                     if let Some(&at) = gone.get(s) {
-                        return Err(subjects::forgotten_here(e.position, s, Some(at)));
+                        return Err(forgotten_here(e.position, s, Some(at)));
                     }
                 }
             }

@@ -19,7 +19,7 @@
 
 use super::{block, PgStore};
 use crate::error::{Error, ErrorKind, Result};
-use crate::store::import::Item;
+use crate::store::import::{forgotten_here, Item};
 use crate::store::lifecycle::LifecycleOp;
 use crate::store::subjects::{DataKey, KeyBytes, KeyRing, KeyVault, NONCE_LEN, TAG_LEN};
 use crate::store::{Event, EventInput, StreamAppend};
@@ -257,16 +257,6 @@ pub(super) fn import_elements(keys: &KeyRing, items: &[Item]) -> Result<Vec<Impo
         });
     }
     Ok(out)
-}
-
-/// The error for an imported event (not erased) whose subject this store forgot (at
-/// position `at`, if known).
-pub(super) fn forgotten_here(position: u64, subject: &str, at: Option<u64>) -> Error {
-    let at = at.map_or("now".to_owned(), |p| format!("at position {p}"));
-    Error::invalid(format!(
-        "the event at position {position} names subject '{subject}', which this store forgot \
-         ({at}): its events can only come erased"
-    ))
 }
 
 /// A sealed `data` element's subject and the offset of its nonce.
