@@ -1,20 +1,24 @@
 //! Moving a log to PostgreSQL and back (docs/export-format.md): a copy file ->
 //! PostgreSQL -> file whose every event (positions, versions, ids, bytes) and lifecycle
 //! state equal the original's, also after a copy killed midway and run again; an export
-//! of a PostgreSQL store; an import of an export into PostgreSQL.
+//! of a PostgreSQL store; an import of an export into PostgreSQL. Personal data moves
+//! sealed (file -> PostgreSQL -> file, an export into PostgreSQL, PostgreSQL ->
+//! PostgreSQL): no byte of the server's data directory holds a subject's plaintext.
 
 mod common;
 
 use common::moves::{
-    assert_same, assert_writers_go_on_alike, copying_child, fill, open_at, seen,
-    seen_but_times_from,
+    assert_same, assert_writers_go_on_alike, copying_child, fill, fill_subjects, forget_subjects,
+    open_at, seen, seen_but_times_from, subject_events, with_made_ids,
 };
 use common::pg::PgServer;
 use common::procs::{self, Children};
-use evstore::store::import;
-use evstore::store::{EventInput, ExpectedVersion, Store};
+use common::{every_file, holder};
+use evstore::store::import::{self, Item, LogEntry};
+use evstore::store::lifecycle::LifecycleOp;
+use evstore::store::{Event, EventInput, ExpectedVersion, Store};
 use evstore::ErrorKind;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 fn open(at: &str) -> Store {
     open_at(at)
@@ -300,45 +304,244 @@ impl Drop for Stop {
     }
 }
 
-/// PostgreSQL keeps no data subjects in this version: a copy or an import of a log that
-/// names one is refused before anything is written (not half way, and never stored in
-/// the clear).
+/// Every file of the server's data directory (`skip`: a folder left out), read after a
+/// CHECKPOINT so that what the tables hold is in their files. A file that goes away
+/// while it is listed (the server's temporary files) is passed over.
+fn server_files(pg: &PgServer, skip: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    fn walk(dir: &Path, skip: &str, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+        let Ok(list) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in list.flatten() {
+            let path = entry.path();
+            if path.file_name().is_some_and(|n| n == skip) {
+                continue;
+            }
+            if path.is_dir() {
+                walk(&path, skip, out);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                out.push((path, bytes));
+            }
+        }
+    }
+    common::pg::sql(pg.url(), "checkpoint");
+    let mut out = Vec::new();
+    walk(&pg.dir().join("data"), skip, &mut out);
+    out
+}
+
+/// Checks that `dst`, on `pg`, holds `fill_subjects`' log as `src` reads it now: every
+/// event equal (an id made where none was), `erased` of them erased (empty, their
+/// subject named), the other subjects' events whole, the same subjects with the same
+/// counts; and that no byte of the server's data directory (WAL included) holds any
+/// subject's plaintext: every subject's event reached the server sealed.
+fn check_sealed_move(pg: &PgServer, src: &Store, dst: &Store, erased: usize, what: &str) {
+    no_plaintext(pg, what);
+    let got = seen(dst);
+    assert_same(&with_made_ids(seen(src), &got), &got, what);
+    let personal: Vec<&Event> = got.events.iter().filter(|e| e.subject.is_some()).collect();
+    assert_eq!(personal.len(), 17, "{what}: events naming a subject");
+    assert!(personal.iter().all(|e| e.id.is_some()), "{what}: an id");
+    let (gone, live): (Vec<&Event>, Vec<&Event>) = personal.iter().partition(|e| e.erased);
+    assert_eq!(gone.len(), erased, "{what}: erased events");
+    assert!(gone
+        .iter()
+        .all(|e| e.payload.is_empty() && e.metadata.is_empty()));
+    assert!(
+        live.iter().all(|e| e.payload.starts_with(b"PII-")),
+        "{what}: {live:?}"
+    );
+    assert_eq!(dst.subjects().unwrap(), src.subjects().unwrap(), "{what}");
+}
+
+/// No byte of `pg`'s data directory (WAL included) holds a subject's plaintext.
+fn no_plaintext(pg: &PgServer, what: &str) {
+    let files = server_files(pg, "");
+    assert_eq!(
+        holder(&files, b"PII-"),
+        None,
+        "{what}: a subject's plaintext on the server"
+    );
+    assert!(
+        holder(&files, b"PUBLIC-").is_some(),
+        "the search finds plaintext"
+    );
+}
+
+/// A subject's key as the server keeps it in `schema` (its bytes).
+fn stored_key(pg: &PgServer, schema: &str, subject: &str) -> Option<Vec<u8>> {
+    let q =
+        format!("select encode(key, 'hex') from {schema}.subject_keys where subject = '{subject}'");
+    let hex = common::pg::sql(pg.url(), &q)?;
+    let byte = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16).unwrap();
+    Some((0..hex.len()).step_by(2).map(byte).collect())
+}
+
+/// A file store with personal data moves to PostgreSQL and back (README "Moving to
+/// PostgreSQL"): every event sealed with PostgreSQL's own keys on the way in, the
+/// forgotten subjects' events erased on every side, the others whole; a copy run again
+/// after a subject was forgotten in the source goes on from the event whose id
+/// PostgreSQL made, and the forget it takes deletes the key it had made.
 #[test]
-fn a_log_with_subjects_is_refused_by_postgresql_before_anything_is_written() {
+fn a_file_store_with_subjects_moves_to_postgresql_sealed_and_back() {
     let pg = PgServer::start();
     let tmp = tempfile::tempdir().unwrap();
     let src = open(&dir_str(&tmp.path().join("src")));
-    for i in 0..3000u32 {
-        src.append_event("Public", &i.to_le_bytes()).unwrap();
-    }
-    let mut e = EventInput::new("ProfileSet", b"PII-late");
-    e.subject = Some("user-1");
-    src.append("profile-1", ExpectedVersion::Any, &[e]).unwrap();
-    src.forget_subject("user-1").unwrap();
+    fill_subjects(&src);
+    let url = schema_url(&pg, "personal");
+    let mid = open(&url);
+    import::copy(&src, &mid, &mut none).unwrap();
+    check_sealed_move(&pg, &src, &mid, 6, "copied to PostgreSQL");
+    let other = open(&url);
+    check_sealed_move(&pg, &src, &other, 6, "through another handle");
+    drop(other);
 
-    let dst = open(&schema_url(&pg, "subjects"));
-    let err = import::copy(&src, &dst, &mut none).unwrap_err();
+    // The source forgets user-7, whose last event (no id in the source) was copied.
+    let key7 = stored_key(&pg, "personal", "user-7").expect("user-7's key");
+    let end = src.next_position().unwrap();
+    src.forget_subject("user-7").unwrap();
+    src.append_event("Public", b"PUBLIC-late").unwrap();
+    let info = import::copy(&src, &mid, &mut none).unwrap();
+    assert_eq!(info.first, end, "the copy went on from where it stopped");
+    check_sealed_move(&pg, &src, &mid, 9, "copied again after a forget");
+    assert_eq!(stored_key(&pg, "personal", "user-7"), None);
+    // Deleted with a VACUUM FULL: in no table's file (the WAL keeps it until recycled).
+    let tables = server_files(&pg, "pg_wal");
+    assert_eq!(holder(&tables, &key7), None, "user-7's key is in a table");
+    let key3 = stored_key(&pg, "personal", "user-3").unwrap();
+    assert!(holder(&tables, &key3).is_some(), "the search finds a key");
+    // Appends go on: a forgotten subject takes no event, a live one does.
+    let mut e = EventInput::new("ProfileSet", b"PII-after");
+    e.subject = Some("user-7");
+    let err = mid
+        .append("profile-7", ExpectedVersion::Any, &[e])
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::InvalidArgument, "{}", err.message);
-    assert!(err.message.contains("personal data"), "{}", err.message);
-    assert!(
-        err.message.contains("nothing was written"),
-        "{}",
-        err.message
-    );
-    assert_eq!(dst.next_position().unwrap(), 0, "the copy wrote something");
 
+    let back_dir = tmp.path().join("back");
+    let back = open(&dir_str(&back_dir));
+    import::copy(&mid, &back, &mut none).unwrap();
+    assert_same(&seen(&mid), &seen(&back), "back in a file store");
+    assert_eq!(back.subjects().unwrap(), src.subjects().unwrap());
+    let mut files = Vec::new();
+    every_file(&back_dir, &mut files);
+    assert_eq!(holder(&files, b"PII-"), None, "plaintext in the file store");
+    assert!(holder(&files, b"PUBLIC-").is_some());
+}
+
+/// An export of a log with personal data imported into PostgreSQL: the same as a copy
+/// (sealed on the way in, the forgotten subjects erased); and `Backend::import` on
+/// PostgreSQL refuses an event not erased of a subject it forgot, and takes erased ones.
+#[test]
+fn an_export_with_subjects_imports_into_postgresql_sealed() {
+    let pg = PgServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = open(&dir_str(&tmp.path().join("src")));
+    fill_subjects(&src);
     let file = tmp.path().join("log.evx");
     import::export_file(&src, &file, &mut none).unwrap();
-    let err = import::import_file(&dst, &file, &mut none).unwrap_err();
-    assert_eq!(err.kind, ErrorKind::InvalidArgument, "{}", err.message);
-    assert!(
-        err.message.contains("from position 3000"),
-        "{}",
-        err.message
+    let dst = open(&schema_url(&pg, "imported"));
+    import::import_file(&dst, &file, &mut none).unwrap();
+    check_sealed_move(&pg, &src, &dst, 6, "imported into PostgreSQL");
+    drop(dst);
+    let dst = open(&schema_url(&pg, "imported"));
+    check_sealed_move(&pg, &src, &dst, 6, "imported, reopened");
+
+    let raw = open(&schema_url(&pg, "raw"));
+    let ev = |position: u64, erased: bool| {
+        let text = format!("PII-raw-{position}");
+        Item::Event(Event {
+            position,
+            timestamp_us: 1 + position,
+            stream: "p".into(),
+            stream_version: position,
+            event_type: "T".into(),
+            schema_version: 1,
+            metadata: Vec::new(),
+            payload: if erased {
+                Vec::new()
+            } else {
+                text.into_bytes()
+            },
+            id: None,
+            subject: Some("user-x".into()),
+            erased,
+        })
+    };
+    let forget = Item::Entry(LogEntry {
+        position: 1,
+        timestamp_us: 2,
+        id: Some([9; 16]),
+        op: LifecycleOp::Forget {
+            subject: "user-x".into(),
+        },
+    });
+    raw.import(&[ev(0, false), forget.clone()], 2).unwrap();
+    let e = raw.import(&[ev(2, false)], 3).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "{}", e.message);
+    assert!(e.message.contains("forgot"), "{}", e.message);
+    assert_eq!(raw.next_position().unwrap(), 2);
+    // Nor after its forget in the same batch.
+    let Item::Event(mut late) = ev(3, false) else {
+        unreachable!()
+    };
+    late.subject = Some("user-y".into());
+    let forget_y = Item::Entry(LogEntry {
+        position: 2,
+        timestamp_us: 3,
+        id: None,
+        op: LifecycleOp::Forget {
+            subject: "user-y".into(),
+        },
+    });
+    let e = raw.import(&[forget_y, Item::Event(late)], 4).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "{}", e.message);
+    assert!(e.message.contains("forgot"), "{}", e.message);
+    assert_eq!(raw.next_position().unwrap(), 2);
+    raw.import(&[ev(2, true)], 3).unwrap();
+    let got = seen(&raw);
+    assert_eq!(got.events.len(), 2);
+    assert!(got.events.iter().all(|e| e.erased), "{:?}", got.events);
+    let Item::Entry(forget) = forget else {
+        unreachable!()
+    };
+    assert_eq!(got.entries, [forget]);
+    let info = &raw.subjects().unwrap()[0];
+    assert_eq!((info.events, info.forgotten_at), (2, Some(1)), "{info:?}");
+    // An erased event whose forget has not come yet (a copy stopped between them): with
+    // no key of its subject here, it reads erased; with one, it is refused as damage.
+    let Item::Event(mut early) = ev(3, true) else {
+        unreachable!()
+    };
+    early.subject = Some("user-z".into());
+    raw.import(&[Item::Event(early)], 4).unwrap();
+    assert!(raw.read_event(3).unwrap().erased);
+    let mut live = EventInput::new("T", b"PII-z");
+    live.subject = Some("user-z");
+    raw.append("p", ExpectedVersion::Any, &[live]).unwrap();
+    let e = raw.read_event(3).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Corrupt, "{}", e.message);
+}
+
+/// A copy PostgreSQL -> PostgreSQL of a store with personal data: sealed again with the
+/// destination's keys (the source's subjects were not asked of a PostgreSQL source, and
+/// the events went to the destination's tables in the clear), in two rounds: events,
+/// then forgets and more.
+#[test]
+fn a_copy_between_postgresql_stores_keeps_subjects_sealed() {
+    let pg = PgServer::start();
+    let src = open(&schema_url(&pg, "first"));
+    subject_events(&src);
+    let dst = open(&schema_url(&pg, "second"));
+    import::copy(&src, &dst, &mut none).unwrap();
+    no_plaintext(&pg, "copied between PostgreSQL stores");
+    forget_subjects(&src);
+    import::copy(&src, &dst, &mut none).unwrap();
+    check_sealed_move(&pg, &src, &dst, 6, "copied again after forgets");
+    // Its own keys: the destination's key of a subject is not the source's.
+    let (a, b) = (
+        stored_key(&pg, "first", "user-3").unwrap(),
+        stored_key(&pg, "second", "user-3").unwrap(),
     );
-    assert_eq!(
-        dst.next_position().unwrap(),
-        0,
-        "the import wrote something"
-    );
+    assert_ne!(a, b, "the destination's key is the source's");
 }

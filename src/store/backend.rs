@@ -123,8 +123,9 @@ pub trait Backend: Send + Sync {
     fn forget_subject(&self, subject: &str) -> Result<u64>;
     /// The data subjects with their event counts, forgotten or not (never keys).
     fn subjects(&self) -> Result<Vec<super::subjects::SubjectInfo>>;
-    /// Whether this engine seals events naming subjects (an import or copy of personal
-    /// data into one that does not is refused before it writes anything).
+    /// Whether this engine seals events naming subjects, appended and imported (an
+    /// import or copy of personal data into one that does not is refused before it
+    /// writes anything). Both engines do: PostgreSQL's import seals as its appends do.
     fn supports_subjects(&self) -> bool {
         true
     }

@@ -284,3 +284,56 @@ pub fn open_at(at: impl AsRef<std::path::Path>) -> Store {
     };
     Store::open(at, opts, Vec::new()).unwrap().0
 }
+
+/// Fills `s` (empty) with `subject_events`, then `forget_subjects`.
+pub fn fill_subjects(s: &Store) {
+    subject_events(s);
+    forget_subjects(s);
+}
+
+/// Appends events of 8 data subjects `user-<i>`, two each, with `PII-<subject>-<k>` in
+/// payload and metadata (an id given for even subjects, none for odd ones), each
+/// followed by a public event (`PUBLIC-<i>-<k>`).
+pub fn subject_events(s: &Store) {
+    for k in 0..2u8 {
+        for i in 0..8u8 {
+            let subject = format!("user-{i}");
+            let pii = format!("PII-{subject}-{k}");
+            let mut e = EventInput::new("ProfileSet", pii.as_bytes());
+            e.metadata = pii.as_bytes();
+            e.subject = Some(&subject);
+            if i % 2 == 0 {
+                e.id = Some([i + 1, k + 1, 0x5B, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+            }
+            s.append(&format!("profile-{i}"), ExpectedVersion::Any, &[e])
+                .unwrap();
+            s.append_event("Public", format!("PUBLIC-{i}-{k}").as_bytes())
+                .unwrap();
+        }
+    }
+}
+
+/// Forgets subjects 0 to 2, then appends one more event of `user-7` (no id), the log's
+/// last.
+pub fn forget_subjects(s: &Store) {
+    for i in 0..3 {
+        s.forget_subject(&format!("user-{i}")).unwrap();
+    }
+    let mut e = EventInput::new("ProfileSet", b"PII-user-7-2");
+    e.subject = Some("user-7");
+    s.append("profile-7", ExpectedVersion::Any, &[e]).unwrap();
+}
+
+/// `want` (a source's `seen`) as a move into `got`'s store keeps it: each event that
+/// names a subject and has no id gets the one `got` holds at its position (PostgreSQL
+/// binds a sealed event to its id and makes one where none was given, as its appends
+/// do), after checking that there is one.
+pub fn with_made_ids(mut want: Seen, got: &Seen) -> Seen {
+    for (w, g) in want.events.iter_mut().zip(&got.events) {
+        if w.subject.is_some() && w.id.is_none() && w.position == g.position {
+            assert!(g.id.is_some(), "no id made for {g:?}");
+            w.id = g.id;
+        }
+    }
+    want
+}

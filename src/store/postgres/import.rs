@@ -9,11 +9,12 @@
 
 use super::conn::{pg_error, typed, Conn, Param};
 use super::lifecycle::entry_args;
+use super::subjects::{self, Imported};
 use super::uuid::Uuid;
 use super::{block, listener, PgStore};
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::backend::Backend;
-use crate::store::import::{check_batch, check_versions, Item, LogEntry};
+use crate::store::import::{check_batch, check_versions, forgotten_here, Item, LogEntry};
 use crate::store::lifecycle::LifecycleOp;
 use crate::store::Event;
 use std::collections::HashMap;
@@ -111,17 +112,50 @@ impl PgStore {
             .collect()
     }
 
-    /// Writes `items` at their positions (`Backend::import`) in one transaction.
+    /// Writes `items` at their positions (`Backend::import`) in one transaction, the
+    /// events that name a subject sealed first (`subjects::import_elements`). A forget
+    /// entry does in the transaction what `forget_subject` does (the entry, the subject
+    /// recorded as forgotten, its key row deleted); after the commit this handle forgets
+    /// the subject and the key table is vacuumed, as after `forget_subject`.
     pub(super) fn import_items(&self, items: &[Item], end: u64) -> Result<()> {
         self.check_writable()?;
-        let changes = block(&self.runtime, self.import_on_own_connection(items, end))?;
+        let imported = subjects::import_elements(&self.keys, items)?;
+        let changes = block(
+            &self.runtime,
+            self.import_on_own_connection(items, &imported, end),
+        )?;
         self.wake.saw_changes(changes);
         self.saw(end);
+        // Each forget's key destroyed where a key provider keeps it, even if one fails
+        // (the batch is committed: its forgets are recorded; forgetting the subject
+        // again destroys a key left).
+        let (mut forgot, mut failed) = (false, None);
+        for item in items {
+            if let Item::Entry(LogEntry {
+                position,
+                op: LifecycleOp::Forget { subject },
+                ..
+            }) = item
+            {
+                if let Err(e) = self.forgotten(subject, *position) {
+                    failed.get_or_insert(e);
+                }
+                forgot = true;
+            }
+        }
+        if forgot {
+            self.vacuum_keys();
+        }
         self.catch_up()?;
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
-    async fn import_on_own_connection(&self, items: &[Item], end: u64) -> Result<u64> {
+    async fn import_on_own_connection(
+        &self,
+        items: &[Item],
+        imported: &[Imported],
+        end: u64,
+    ) -> Result<u64> {
         let mut slot = self.lifecycle_client.lock().await;
         if slot.as_ref().is_none_or(Client::is_closed) {
             *slot = Some(self.conn.fresh().await?);
@@ -129,12 +163,25 @@ impl PgStore {
         let client = slot.as_mut().expect("connected above");
         let channel = listener::channel(self.conn.schema());
         let max = self.options.max_event_size;
-        let done = import_transaction(&self.conn, client, &channel, items, end, max).await;
+        let batch = Batch {
+            items,
+            imported,
+            end,
+        };
+        let done = import_transaction(&self.conn, client, &channel, &batch, max).await;
         if done.is_err() && slot.as_ref().is_some_and(Client::is_closed) {
             *slot = None;
         }
         done
     }
+}
+
+/// An import batch: its items, its events as they are stored (`import_elements`, one
+/// per event in order), and the next position after it.
+struct Batch<'a> {
+    items: &'a [Item],
+    imported: &'a [Imported],
+    end: u64,
 }
 
 /// One batch: checks, chunks, ids, streams, entries, the head; returns the head's
@@ -143,10 +190,10 @@ async fn import_transaction(
     conn: &Conn,
     client: &mut Client,
     channel: &str,
-    items: &[Item],
-    end: u64,
+    batch: &Batch<'_>,
     max_event_size: usize,
 ) -> Result<u64> {
+    let (items, end) = (batch.items, batch.end);
     let tx = client
         .transaction()
         .await
@@ -189,7 +236,8 @@ async fn import_transaction(
     check_versions(items, |s| {
         Ok(state.get(s).map_or((None, false), |&(v, t)| (Some(v), t)))
     })?;
-    let mut i = 0;
+    check_not_forgotten(conn, &tx, items).await?;
+    let (mut i, mut ev) = (0, 0);
     while i < items.len() {
         match &items[i] {
             Item::Entry(e) => {
@@ -208,7 +256,9 @@ async fn import_transaction(
                         Item::Entry(_) => None,
                     })
                     .collect();
-                write_events(conn, &tx, &events).await?;
+                let imported = &batch.imported[ev..ev + events.len()];
+                write_events(conn, &tx, &events, imported).await?;
+                ev += events.len();
                 i = j;
             }
         }
@@ -241,9 +291,62 @@ async fn import_transaction(
     Ok(changes)
 }
 
+/// Refuses, under the head lock, an event not erased whose subject this store forgot:
+/// by a forget committed by any handle (`forgotten_subjects`), or earlier in the batch.
+async fn check_not_forgotten(conn: &Conn, tx: &Transaction<'_>, items: &[Item]) -> Result<()> {
+    let mut named: Vec<&str> = items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Event(e) if !e.erased => e.subject.as_deref(),
+            _ => None,
+        })
+        .collect();
+    if named.is_empty() {
+        return Ok(());
+    }
+    named.sort_unstable();
+    named.dedup();
+    let rows = tx
+        .query_typed(
+            &conn.qualify("select subject, pos from @.forgotten_subjects where subject = any($1)"),
+            &typed(&[&named]),
+        )
+        .await
+        .map_err(failed("reading the forgotten subjects"))?;
+    let mut gone: HashMap<String, u64> = rows
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
+        .collect();
+    for item in items {
+        match item {
+            Item::Entry(LogEntry {
+                position,
+                op: LifecycleOp::Forget { subject },
+                ..
+            }) => {
+                gone.entry(subject.clone()).or_insert(*position);
+            }
+            Item::Event(e) if !e.erased => {
+                if let Some(s) = e.subject.as_deref() {
+                    if let Some(&at) = gone.get(s) {
+                        return Err(forgotten_here(e.position, s, Some(at)));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Writes events (all of one run, in position order) as chunk rows with their ids, and
-/// their streams' rows.
-async fn write_events(conn: &Conn, tx: &Transaction<'_>, events: &[&Event]) -> Result<()> {
+/// their streams' rows; `imported`: each one's id and sealed element (`import_elements`).
+async fn write_events(
+    conn: &Conn,
+    tx: &Transaction<'_>,
+    events: &[&Event],
+    imported: &[Imported],
+) -> Result<()> {
     let mut chunks: Vec<Chunk<'_>> = Vec::new();
     for (k, e) in events.iter().enumerate() {
         let joins = chunks.last().is_some_and(|c| {
@@ -274,9 +377,18 @@ async fn write_events(conn: &Conn, tx: &Transaction<'_>, events: &[&Event]) -> R
         .iter()
         .map(|e| e.schema_version.max(1).min(i32::MAX as u32) as i32)
         .collect();
-    let e_id: Vec<Option<Uuid<'_>>> = events.iter().map(|e| e.id.as_ref().map(Uuid)).collect();
-    let e_meta: Vec<&[u8]> = events.iter().map(|e| e.metadata.as_slice()).collect();
-    let e_data: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
+    let e_id: Vec<Option<Uuid<'_>>> = imported.iter().map(|x| x.id.as_ref().map(Uuid)).collect();
+    // A sealed event's metadata element is null, its data element the sealed bytes.
+    let e_meta: Vec<Option<&[u8]>> = events
+        .iter()
+        .zip(imported)
+        .map(|(e, x)| x.sealed.is_none().then_some(e.metadata.as_slice()))
+        .collect();
+    let e_data: Vec<&[u8]> = events
+        .iter()
+        .zip(imported)
+        .map(|(e, x)| x.sealed.as_deref().unwrap_or(&e.payload))
+        .collect();
     let params: [&dyn Param; 11] = [
         &c_pos, &c_stream, &c_version, &c_n, &c_ts, &c_e, &e_type, &e_sv, &e_id, &e_meta, &e_data,
     ];
@@ -306,8 +418,10 @@ async fn write_events(conn: &Conn, tx: &Transaction<'_>, events: &[&Event]) -> R
 }
 
 /// Writes one lifecycle entry at its own position and time: the head is put at its
-/// position, `apply_entry` removes what it removes and writes it there, then its time is
-/// set to the entry's own (`apply_entry` stamps the server's clock).
+/// position, `apply_entry` removes what it removes and writes it there (a forget:
+/// `forget_subject` writes it, records the subject as forgotten and deletes its key),
+/// then its time and chunk key (its id's) are set to the entry's own (both functions
+/// stamp the server's clock and take a key of their own).
 async fn write_entry(conn: &Conn, tx: &Transaction<'_>, channel: &str, e: &LogEntry) -> Result<()> {
     let big = |v: u64| v.min(i64::MAX as u64) as i64;
     let (pos, ts) = (big(e.position), big(e.timestamp_us));
@@ -350,16 +464,32 @@ async fn write_entry(conn: &Conn, tx: &Transaction<'_>, channel: &str, e: &LogEn
     let (kind, a, b) = entry_args(&e.op);
     let encoded = e.op.encode();
     let channel = channel.to_owned();
+    let (sql, params): (&str, Vec<&dyn Param>) = match &e.op {
+        LifecycleOp::Forget { subject } => (
+            "select @.forget_subject($1, $2, $3)",
+            vec![subject, &encoded, &channel],
+        ),
+        _ => (
+            "select entry_pos from @.apply_entry($1, $2, $3, $4, $5, $6, $7, $8)",
+            vec![&kind, &name, &a, &b, &encoded, &key, &ts, &channel],
+        ),
+    };
     let row = tx
-        .query_typed_one(
-            &conn.qualify("select entry_pos from @.apply_entry($1, $2, $3, $4, $5, $6, $7, $8)"),
-            &typed(&[&kind, &name, &a, &b, &encoded, &key, &ts, &channel]),
-        )
+        .query_typed_one(&conn.qualify(sql), &typed(&params))
         .await
         .map_err(failed(&format!(
             "applying the imported {}",
             e.op.describe()
         )))?;
+    if let (LifecycleOp::Forget { subject }, at) = (&e.op, row.get::<_, i64>(0)) {
+        if at != pos {
+            // (Written nothing: the subject was forgotten here before.)
+            return Err(Error::invalid(format!(
+                "the forget of subject '{subject}' at position {pos}: this store forgot it at \
+                 position {at} already"
+            )));
+        }
+    }
     if row.get::<_, i64>(0) != pos {
         return Err(Error::new(
             ErrorKind::Internal,
@@ -370,8 +500,8 @@ async fn write_entry(conn: &Conn, tx: &Transaction<'_>, channel: &str, e: &LogEn
         ));
     }
     tx.query_typed(
-        &conn.qualify("update @.entries set ts = $2 where pos = $1"),
-        &typed(&[&pos, &ts]),
+        &conn.qualify("update @.entries set ts = $2, chunk = $3 where pos = $1"),
+        &typed(&[&pos, &ts, &key]),
     )
     .await
     .map_err(failed("stamping an imported entry"))?;

@@ -903,10 +903,6 @@ impl Backend for PgStore {
         self.subject_counts()
     }
 
-    fn supports_subjects(&self) -> bool {
-        false
-    }
-
     fn next_position(&self) -> Result<u64> {
         self.check_owner()?;
         self.head()

@@ -19,8 +19,9 @@
 
 use super::{block, PgStore};
 use crate::error::{Error, ErrorKind, Result};
+use crate::store::import::{forgotten_here, Item};
 use crate::store::lifecycle::LifecycleOp;
-use crate::store::subjects::{KeyRing, KeyVault, NONCE_LEN, TAG_LEN};
+use crate::store::subjects::{DataKey, KeyBytes, KeyRing, KeyVault, NONCE_LEN, TAG_LEN};
 use crate::store::{Event, EventInput, StreamAppend};
 use crate::wal::record::{get_varint, put_varint};
 use std::sync::atomic::Ordering;
@@ -137,6 +138,21 @@ pub(super) fn with_ids<'a>(
 /// The `data` element of `e` (which names `subject` and has an id) sealed with its
 /// subject's key (made if it has none).
 fn seal(keys: &KeyRing, stream: &str, e: &EventInput<'_>, subject: &str) -> Result<Vec<u8>> {
+    let key = keys.key_for_append(subject)?;
+    // A forgotten subject's (its key is gone): only its header, which is never stored.
+    // The append function answers a retry (its ids stored) from the stored events and
+    // refuses anything else under the head lock (`append_7`).
+    seal_with(key.as_deref(), stream, e, subject)
+}
+
+/// The `data` element of `e` (which names `subject` and has an id) sealed with `key`
+/// (`None`: its header and a nonce and tag of zeros, nothing sealed).
+fn seal_with(
+    key: Option<&DataKey>,
+    stream: &str,
+    e: &EventInput<'_>,
+    subject: &str,
+) -> Result<Vec<u8>> {
     let id = e.id.as_ref().ok_or_else(|| {
         Error::new(
             ErrorKind::Internal,
@@ -149,10 +165,7 @@ fn seal(keys: &KeyRing, stream: &str, e: &EventInput<'_>, subject: &str) -> Resu
     buf.push(SEALED_FORMAT);
     buf.extend_from_slice(&(subject.len() as u16).to_le_bytes());
     buf.extend_from_slice(subject.as_bytes());
-    let Some(key) = keys.key_for_append(subject)? else {
-        // A forgotten subject's (its key is gone): only its header, which is never
-        // stored. The append function answers a retry (its ids stored) from the stored
-        // events and refuses anything else under the head lock (`append_7`).
+    let Some(key) = key else {
         buf.resize(buf.len() + NONCE_LEN + TAG_LEN, 0);
         return Ok(buf);
     };
@@ -182,6 +195,66 @@ pub(super) fn elements(keys: &KeyRing, appends: &[StreamAppend<'_>]) -> Result<V
                 None => (Some(e.metadata.to_vec()), e.payload.to_vec()),
             });
         }
+    }
+    Ok(out)
+}
+
+/// An imported event as PostgreSQL stores it (`import_elements`): its id, and its sealed
+/// `data` element (`None`: it names no subject, and is stored as it is).
+pub(super) struct Imported {
+    pub id: Option<[u8; 16]>,
+    pub sealed: Option<Vec<u8>>,
+}
+
+/// The events of an import batch (`PgStore::import_items`) as they are stored, in order:
+/// each that names a subject sealed here exactly as an append seals it (`seal`), bound
+/// to its id (a random one made where it has none, as appends make one), with this
+/// store's key of its subject (made if it has none); an erased one (its subject
+/// forgotten in the source: it holds nothing) sealed empty under a key of this batch
+/// that is never stored, so it reads as erased once its forget entry (later in the log)
+/// is in, and no key of a forgotten subject is made here. An event not erased of a
+/// subject this handle knows as forgotten is refused (the import transaction checks
+/// again under the head lock: `check_not_forgotten`).
+pub(super) fn import_elements(keys: &KeyRing, items: &[Item]) -> Result<Vec<Imported>> {
+    let mut erased_key = None;
+    let mut out = Vec::new();
+    for item in items {
+        let Item::Event(e) = item else { continue };
+        let Some(subject) = e.subject.as_deref() else {
+            out.push(Imported {
+                id: e.id,
+                sealed: None,
+            });
+            continue;
+        };
+        let id = match e.id {
+            Some(id) => id,
+            None => crate::store::subjects::random_id()?,
+        };
+        let input = EventInput {
+            event_type: &e.event_type,
+            payload: &e.payload,
+            metadata: &e.metadata,
+            schema_version: e.schema_version,
+            id: Some(id),
+            subject: Some(subject),
+        };
+        let key = match e.erased {
+            true => match &erased_key {
+                Some(k) => Arc::clone(k),
+                None => erased_key
+                    .insert(Arc::new(DataKey::new(&KeyBytes::random()?)))
+                    .clone(),
+            },
+            false => keys
+                .key_for_append(subject)?
+                .ok_or_else(|| forgotten_here(e.position, subject, keys.forgotten_at(subject)))?,
+        };
+        let sealed = seal_with(Some(&key), &e.stream, &input, subject)?;
+        out.push(Imported {
+            id: Some(id),
+            sealed: Some(sealed),
+        });
     }
     Ok(out)
 }
@@ -294,24 +367,32 @@ impl PgStore {
             .first()
             .map(|r| r.get::<_, i64>(0) as u64)
             .ok_or_else(|| Error::new(ErrorKind::Internal, "forget_subject returned no row"))?;
-        crate::store::Projection::apply_lifecycle(
-            &*self.keys,
-            &LifecycleOp::Forget {
-                subject: subject.to_owned(),
-            },
-            position,
-        );
         self.saw(position + 1);
-        // A key provider's key is destroyed where the application keeps it (the store's
-        // own row is gone with the transaction). A failure is the caller's: the forget
-        // is recorded, and forgetting again destroys the key again.
-        self.keys.destroy(subject)?;
+        // A failure to destroy a provider's key is the caller's: the forget is recorded,
+        // and forgetting again destroys the key again.
+        self.forgotten(subject, position)?;
+        self.vacuum_keys();
+        Ok(position)
+    }
+
+    /// A forget of `subject` at `position` committed by this handle (`forget`, an
+    /// import): this handle's ring forgets the subject, and its key is destroyed where
+    /// the application keeps it (the store's own row went with the transaction).
+    pub(super) fn forgotten(&self, subject: &str, position: u64) -> Result<()> {
+        let op = LifecycleOp::Forget {
+            subject: subject.to_owned(),
+        };
+        crate::store::Projection::apply_lifecycle(&*self.keys, &op, position);
+        self.keys.destroy(subject)
+    }
+
+    /// A VACUUM FULL of the key table after keys were deleted (`forget`).
+    pub(super) fn vacuum_keys(&self) {
         let _ = self.query(
             "vacuum full @.subject_keys",
             &[],
             "vacuuming the key table after a forget",
         );
-        Ok(position)
     }
 }
 
