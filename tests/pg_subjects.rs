@@ -575,3 +575,107 @@ fn projections_never_see_a_subjects_personal_data_and_a_damaged_one_does_not_sto
     );
     assert_eq!(store.read_event(0).err().unwrap().kind, ErrorKind::Corrupt);
 }
+
+/// The atomic append and checkpoint (`evs_consumer_append`) of a consumer and of a group
+/// member seals the events that name a subject as an append does (an id made for the one
+/// without), so the server never receives their plaintext; after the subject is
+/// forgotten, a step naming it is refused (`InvalidArgument`) and writes neither its
+/// events nor its checkpoint.
+#[test]
+fn atomic_consumer_steps_seal_events_naming_a_subject_and_refuse_a_forgotten_one() {
+    use evstore::store::consumer_run::{Consumer, ConsumerOptions};
+    use evstore::store::StreamAppend;
+    let pg = PgServer::start();
+    let url = pg.url().to_string();
+    let store = open(&url, StoreOptions::default());
+    for i in 0..4 {
+        let p = format!("src-{i}");
+        store
+            .append(
+                "src",
+                ExpectedVersion::Any,
+                &[EventInput::new("T", p.as_bytes())],
+            )
+            .unwrap();
+    }
+    let effects = |store: &Arc<Store>| -> Vec<Event> {
+        drain(store.clone().read_stream("effects", 0).unwrap())
+    };
+    let step = |c: &mut Consumer, tag: &str, subject: &'static str| {
+        let (a, b) = (format!("PII-step-{tag}-a"), format!("PII-step-{tag}-b"));
+        let mut ea = EventInput::new("Effect", a.as_bytes());
+        ea.subject = Some(subject);
+        ea.metadata = b"PII-step-meta";
+        let mut eb = EventInput::new("Effect", b.as_bytes());
+        eb.subject = Some(subject);
+        eb.id = Some([tag.as_bytes()[0] ^ tag.len() as u8; 16]);
+        let evs = [ea, eb];
+        let part = [StreamAppend {
+            stream: "effects",
+            expected: ExpectedVersion::Any,
+            events: &evs,
+        }];
+        let p = c
+            .next_with(Some(std::time::Duration::from_secs(5)), |e| e.position)
+            .unwrap()
+            .expect("an event");
+        (p, c.append_ack(&part, p))
+    };
+    let opts = ConsumerOptions {
+        checkpoint_every: u64::MAX,
+        checkpoint_interval: std::time::Duration::from_secs(3600),
+        ..ConsumerOptions::default()
+    };
+    let group = ConsumerOptions {
+        partitions: 2,
+        ..opts.clone()
+    };
+    let mut single = Consumer::open(store.clone(), "single", opts).unwrap();
+    let mut member = Consumer::open(store.clone(), "grp", group).unwrap();
+    let (p1, r1) = step(&mut single, "one", "erin");
+    r1.expect("a consumer's step naming a subject");
+    let (p2, r2) = step(&mut member, "group", "erin");
+    r2.expect("a group member's step naming a subject");
+    assert_eq!(single.stored(), p1 + 1);
+    let got = effects(&store);
+    assert_eq!(got.len(), 4);
+    for (e, want) in got.iter().zip([
+        "PII-step-one-a",
+        "PII-step-one-b",
+        "PII-step-group-a",
+        "PII-step-group-b",
+    ]) {
+        assert_eq!(e.payload, want.as_bytes());
+        assert_eq!(e.subject.as_deref(), Some("erin"));
+        assert!(e.id.is_some(), "an id made for it: {e:?}");
+        assert!(!e.erased);
+    }
+    assert_eq!(got[0].metadata, b"PII-step-meta");
+    // The server holds no plaintext of them.
+    let rows = sql(
+        &url,
+        "select coalesce(string_agg(encode(d, 'escape'), ''), '') \
+         from evstore.chunks c, unnest(c.data || c.metadata) d where d is not null",
+    )
+    .unwrap_or_default();
+    assert!(rows.contains("src-0"), "the query reads the events' bytes");
+    assert!(
+        !rows.contains("PII-step"),
+        "plaintext on the server: {rows}"
+    );
+    store.forget_subject("erin").unwrap();
+    let end = store.next_position().unwrap();
+    let (p3, r3) = step(&mut single, "two", "erin");
+    let e = r3.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e:?}");
+    assert!(e.message.contains("erin"), "{}", e.message);
+    assert!(p3 > p1);
+    assert_eq!(single.stored(), p1 + 1, "the refused step's checkpoint");
+    let (_, r4) = step(&mut member, "group-two", "erin");
+    assert_eq!(r4.unwrap_err().kind, ErrorKind::InvalidArgument);
+    assert_eq!(store.next_position().unwrap(), end, "nothing written");
+    let got = effects(&store);
+    assert_eq!(got.len(), 4);
+    assert!(got.iter().all(|e| e.erased && e.payload.is_empty()));
+    let _ = p2;
+}

@@ -582,3 +582,67 @@ fn batches_without_copies_hand_out_sealed_events_whole() {
     assert_eq!(got, want);
     assert!(batches > SUBJECTS, "{batches} batches");
 }
+
+/// The file engine's atomic append and checkpoint (`evs_consumer_append`) seals events
+/// naming a subject as an append does (no plaintext in any file); after the subject is
+/// forgotten, a step naming it is refused and writes neither its events nor its
+/// checkpoint.
+#[test]
+fn atomic_consumer_steps_seal_events_naming_a_subject_and_refuse_a_forgotten_one() {
+    use evstore::store::consumer_run::{Consumer, ConsumerOptions};
+    use evstore::store::StreamAppend;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), opts(), Vec::new()).unwrap().0);
+    for i in 0..3 {
+        let p = format!("src-{i}");
+        store
+            .append(
+                "src",
+                ExpectedVersion::Any,
+                &[EventInput::new("T", p.as_bytes())],
+            )
+            .unwrap();
+    }
+    let o = ConsumerOptions {
+        checkpoint_every: u64::MAX,
+        checkpoint_interval: std::time::Duration::from_secs(3600),
+        ..ConsumerOptions::default()
+    };
+    let mut c = Consumer::open(store.clone(), "projector", o).unwrap();
+    let mut step = |payload: &str| {
+        let mut e = EventInput::new("Effect", payload.as_bytes());
+        e.subject = Some("erin");
+        e.metadata = b"PII-STEP-META";
+        let evs = [e];
+        let part = [StreamAppend {
+            stream: "effects",
+            expected: ExpectedVersion::Any,
+            events: &evs,
+        }];
+        let p = c
+            .next_with(Some(std::time::Duration::from_secs(5)), |e| e.position)
+            .unwrap()
+            .expect("an event");
+        (p, c.append_ack(&part, p), c.stored())
+    };
+    let (p, r, stored) = step("PII-STEP-ONE");
+    r.expect("a step naming a subject");
+    assert_eq!(stored, p + 1);
+    let got = drain(store.clone().read_stream("effects", 0).unwrap());
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].payload, b"PII-STEP-ONE");
+    assert_eq!(got[0].subject.as_deref(), Some("erin"));
+    store.sync().unwrap();
+    let mut files = Vec::new();
+    every_file(dir.path(), &mut files);
+    assert_eq!(holder(&files, b"PII-STEP"), None, "plaintext in a file");
+    store.forget_subject("erin").unwrap();
+    let end = store.next_position().unwrap();
+    let (_, r, stored) = step("PII-STEP-TWO");
+    let e = r.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e:?}");
+    assert_eq!(stored, p + 1, "the refused step's checkpoint");
+    assert_eq!(store.next_position().unwrap(), end, "nothing written");
+    let got = drain(store.clone().read_stream("effects", 0).unwrap());
+    assert!(got.len() == 1 && got[0].erased);
+}

@@ -577,6 +577,17 @@ impl PgStore {
     ) -> Result<AppendResult> {
         self.check_writable()?;
         self.validate(appends, false)?;
+        // As an append: an id made for each event that names a subject and has none (its
+        // ciphertext is bound to it); a step sent again is answered by its number.
+        let filled = super::subjects::with_ids(appends)?;
+        let rebuilt: Vec<StreamAppend<'_>>;
+        let appends = match &filled {
+            Some(f) => {
+                rebuilt = super::subjects::refilled(appends, f);
+                &rebuilt[..]
+            }
+            None => appends,
+        };
         let elements = super::subjects::elements(&self.keys, appends)?;
         let (entries, events) = owned(appends, elements);
         let a = Arrays::new(std::iter::once((&entries[..], &events[..])));

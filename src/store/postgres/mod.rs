@@ -439,15 +439,7 @@ impl PgStore {
         let rebuilt: Vec<StreamAppend<'_>>;
         let appends = match &filled {
             Some(f) => {
-                rebuilt = appends
-                    .iter()
-                    .zip(f)
-                    .map(|(a, evs)| StreamAppend {
-                        stream: a.stream,
-                        expected: a.expected,
-                        events: evs,
-                    })
-                    .collect();
+                rebuilt = subjects::refilled(appends, f);
                 &rebuilt[..]
             }
             None => appends,
@@ -807,7 +799,6 @@ impl Backend for PgStore {
         appends: &[StreamAppend<'_>],
         op: &ConsumerOp,
     ) -> Result<AppendResult> {
-        subjects::refuse_in_step(appends)?;
         PgStore::consumer_append(self, appends, op)
     }
 

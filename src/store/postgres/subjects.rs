@@ -135,6 +135,21 @@ pub(super) fn with_ids<'a>(
     Ok(Some(out))
 }
 
+/// `appends` with each part's events from `filled` (`with_ids`' answer) instead.
+pub(super) fn refilled<'a>(
+    appends: &[StreamAppend<'a>],
+    filled: &'a [Vec<EventInput<'a>>],
+) -> Vec<StreamAppend<'a>> {
+    let parts = appends.iter().zip(filled);
+    parts
+        .map(|(a, evs)| StreamAppend {
+            stream: a.stream,
+            expected: a.expected,
+            events: evs,
+        })
+        .collect()
+}
+
 /// The `data` element of `e` (which names `subject` and has an id) sealed with its
 /// subject's key (made if it has none).
 fn seal(keys: &KeyRing, stream: &str, e: &EventInput<'_>, subject: &str) -> Result<Vec<u8>> {
@@ -393,17 +408,6 @@ impl PgStore {
             &[],
             "vacuuming the key table after a forget",
         );
-    }
-}
-
-/// Refuses an atomic append-and-checkpoint step (`consumer_append`, `group_append`)
-/// whose events name a subject: the step's SQL sends them as given, unsealed.
-pub(super) fn refuse_in_step(appends: &[StreamAppend<'_>]) -> Result<()> {
-    match appends.iter().flat_map(|a| a.events).any(|e| e.subject.is_some()) {
-        true => Err(Error::invalid(
-            "an atomic append-and-checkpoint step whose events name a data subject is not supported on the PostgreSQL backend in this version: append them with evs_append, then checkpoint",
-        )),
-        false => Ok(()),
     }
 }
 
