@@ -6,8 +6,12 @@ mod common;
 use common::every_file;
 use common::procs::{self, Children};
 use evstore::store::{EventInput, ExpectedVersion, Store, StoreOptions, TailCursor};
+use evstore::wal::vfs::{self, FileRef, OpenMode, Stat, Vfs};
 use evstore::wal::FsyncPolicy;
+use std::any::Any;
 use std::collections::BTreeMap;
+use std::io;
+use std::path::Path;
 use std::sync::Arc;
 
 /// Taken by every test of this file for its whole run: one of them spawns child
@@ -860,5 +864,179 @@ fn a_follower_that_counted_a_segment_itself_reads_it_after_a_compaction_rewrote_
             payloads_of(writer.clone().read_all(from).unwrap().as_mut()),
             "from {from}"
         );
+    }
+}
+
+/// The real file system, except that the first open for reading of one segment by one
+/// thread, once armed, first runs a step (a compaction) in that thread, which must hold
+/// none of the store's locks then (the step takes them): a reader that located its
+/// position in the index, then opens the segment, gets the rewritten copy with the
+/// offset it located in the old one. (Otherwise the window is a few system calls wide:
+/// seen once under load in tests/lifecycle.rs.)
+#[derive(Default)]
+struct CompactOnOpen {
+    armed: std::sync::Mutex<Option<Armed>>,
+}
+
+/// The segment to watch, the thread whose open runs the step, and the step.
+type Armed = (
+    std::path::PathBuf,
+    std::thread::ThreadId,
+    Box<dyn FnOnce() + Send>,
+);
+
+impl std::fmt::Debug for CompactOnOpen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CompactOnOpen")
+    }
+}
+
+impl CompactOnOpen {
+    fn arm(&self, segment: std::path::PathBuf, step: Box<dyn FnOnce() + Send>) {
+        let me = std::thread::current().id();
+        *self.armed.lock().unwrap() = Some((segment, me, step));
+    }
+
+    /// Whether the armed step has run.
+    fn fired(&self) -> bool {
+        self.armed.lock().unwrap().is_none()
+    }
+}
+
+impl Vfs for CompactOnOpen {
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<FileRef> {
+        let step = {
+            let mut armed = self.armed.lock().unwrap();
+            let due = armed.as_ref().is_some_and(|(p, t, _)| {
+                mode == OpenMode::Read && p == path && *t == std::thread::current().id()
+            });
+            match due {
+                true => armed.take().map(|(_, _, step)| step),
+                false => None,
+            }
+        };
+        if let Some(step) = step {
+            step();
+        }
+        vfs::os().open(path, mode)
+    }
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        vfs::os().create_dir(path)
+    }
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        vfs::os().list_dir(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        vfs::os().rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        vfs::os().remove_file(path)
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        vfs::os().sync_dir(path)
+    }
+    fn stat(&self, path: &Path) -> io::Result<Stat> {
+        vfs::os().stat(path)
+    }
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn Any + Send + Sync>> {
+        vfs::os().lock(path)
+    }
+    fn lock_dir(&self, dir: &Path, exclusive: bool) -> io::Result<Box<dyn Any + Send + Sync>> {
+        vfs::os().lock_dir(dir, exclusive)
+    }
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        vfs::os().hard_link(from, to)
+    }
+    fn same_file(&self, a: &Path, b: &Path) -> io::Result<bool> {
+        vfs::os().same_file(a, b)
+    }
+}
+
+/// A store on `CompactOnOpen` (no automatic compaction): stream `gone` at positions 0-3,
+/// then 70 events of `keep` (the first segment sealed), every record the same size.
+fn gone_then_kept(dir: &Path) -> (Arc<Store>, Arc<CompactOnOpen>) {
+    let fs = Arc::new(CompactOnOpen::default());
+    let o = StoreOptions {
+        vfs: fs.clone(),
+        ..opts()
+    };
+    let store = Arc::new(Store::open(dir, o, Vec::new()).unwrap().0);
+    for i in 0..74 {
+        let stream = if i < 4 { "gone" } else { "keep" };
+        let p = format!("{stream}-{i:02}-{}", "p".repeat(1000));
+        append(&store, stream, p.as_bytes(), b"");
+    }
+    assert!(store.stats().unwrap().segments >= 2);
+    // The first segment's index file opened (its open looks at the segment, under the
+    // index's lock): the armed step then runs at a cursor's open of the segment.
+    assert_eq!(store.read_event(10).unwrap().position, 10);
+    (store, fs)
+}
+
+/// The payloads' tags (`<stream>-<nn>`) of every event cursor `c` gives.
+fn tags_of(c: &mut dyn TailCursor) -> Vec<String> {
+    payloads_of(c)
+        .into_iter()
+        .map(|p| p[..7].to_string())
+        .collect()
+}
+
+/// Reads that a compaction meets: each case a fresh store (`gone_then_kept`), whose
+/// first segment is rewritten without positions 0-3 between a cursor's look at the
+/// index for position 2 and its open of the segment. The cursor opens the shorter copy
+/// at the old offset of 2, where (every record the same size) the record of 6 starts.
+/// `removed_first`: `gone` is deleted before the read begins (the cursor reads as a
+/// store with removals does); else in the step, with the compaction (the cursor began
+/// as a store without removals reads). `read` makes the cursor.
+fn rewritten_under_a_read(
+    removed_first: bool,
+    read: impl Fn(&Arc<Store>) -> Box<dyn TailCursor>,
+) -> Vec<String> {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (store, fs) = gone_then_kept(dir.path());
+    let remove = |s: &Store| {
+        s.delete_stream("gone", ExpectedVersion::Any, false, None)
+            .unwrap();
+    };
+    if removed_first {
+        remove(&store);
+    }
+    let compacting = store.clone();
+    fs.arm(
+        dir.path().join("events").join("000000.wal"),
+        Box::new(move || {
+            if !removed_first {
+                remove(&compacting);
+            }
+            assert!(compacting.compact().unwrap().segments_rewritten > 0);
+        }),
+    );
+    let got = tags_of(read(&store).as_mut());
+    assert!(fs.fired(), "the read opened no segment");
+    got
+}
+
+/// A poll of [2, 5) whose positions 2 and 3 a compaction erases as above gives the kept
+/// 4. (It gave nothing: the cursor took the record of 6 for the end of its window. Seen
+/// in tests/lifecycle.rs under load, the store's compaction thread in that moment:
+/// `poll(12, 3)` gave nothing, 12 and 13 removed, 14 kept.)
+#[test]
+fn a_poll_that_opens_a_segment_rewritten_since_it_located_gives_its_window() {
+    for removed_first in [true, false] {
+        let got = rewritten_under_a_read(removed_first, |s| s.clone().poll(2, 3).unwrap());
+        assert_eq!(got, ["keep-04"], "removed first: {removed_first}");
+    }
+}
+
+/// `read_all(2)` whose positions 2 and 3 a compaction erases as above gives every kept
+/// event from 4 on. (Removed in the compaction's step, it passed over the kept 4 and 5:
+/// the cursor took the record of 6 for the next event after a gap.)
+#[test]
+fn a_read_that_opens_a_segment_rewritten_since_it_located_passes_over_no_kept_event() {
+    let want: Vec<String> = (4..74).map(|i| format!("keep-{i:02}")).collect();
+    for removed_first in [true, false] {
+        let got = rewritten_under_a_read(removed_first, |s| s.clone().read_all(2).unwrap());
+        assert_eq!(got, want, "removed first: {removed_first}");
     }
 }

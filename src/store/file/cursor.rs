@@ -125,6 +125,9 @@ impl ForwardCursor {
                     break (due, position);
                 }
                 Ok(None) => {
+                    if self.stopped_short(due, at.segment_id, &mut stale)? {
+                        continue;
+                    }
                     self.relocate = true;
                     return Ok(None);
                 }
@@ -253,6 +256,9 @@ impl ForwardCursor {
             let Some(position) = position_at(&mut self.next, self.until, key, value, at, committed)
                 .map_err(damaged)?
             else {
+                if self.stopped_short(due, at.segment_id, &mut stale)? {
+                    continue;
+                }
                 self.relocate = true;
                 return Ok(None);
             };
@@ -316,12 +322,15 @@ impl ForwardCursor {
         Ok(false)
     }
 
-    /// `next` (nothing removed, as this store knows) read the record of `position`
-    /// where `due` was expected, in segment `segment_id`: true when it is to read `due`
-    /// again, located afresh. A writer's log has empty positions only where an import
-    /// put them. A follower's may have a gap the index does not: one the writer's
-    /// compaction made since the follower last looked. It looks again (and then reads
-    /// as `next_kept` does) while `retry_stale` allows; then the gap is damage.
+    /// `next` (nothing removed, as this store knew when it began) read the record of
+    /// `position` where `due` was expected, in segment `segment_id`: true when it is to
+    /// read `due` again, located afresh. A writer's log that nothing was ever removed
+    /// from has empty positions only where an import put them. Otherwise the gap may be
+    /// one the index does not have: a follower's writer compacted since the follower
+    /// last looked, or this store's compaction (of events removed since `next` began)
+    /// rewrote the segment between this cursor's look at the index and its open of the
+    /// segment, which it read at an offset of the old one. It looks again (and then
+    /// reads as `next_kept` does) while `retry_stale` allows; then the gap is damage.
     #[cold]
     #[inline(never)]
     fn moved_on(
@@ -331,15 +340,53 @@ impl ForwardCursor {
         segment_id: u64,
         stale: &mut u32,
     ) -> Result<bool> {
-        if !self.store.options.read_only || self.store.gap_holds(due, position, false)? {
+        let never_removed = !self.store.options.read_only && !self.store.removing();
+        if never_removed || self.store.gap_holds(due, position, false)? {
             return Ok(false);
         }
+        self.stale_gap(due, segment_id, stale, || {
+            format!("the log skips from position {due} to {position}, which the index does not")
+        })
+    }
+
+    /// `position_at` read, where `due` was expected (in segment `segment_id`), the
+    /// record of a later position not to be read now (past the window of a poll, or not
+    /// yet committed), and stopped this cursor at `self.next`, past `due`: true when it
+    /// is to read `due` again, located afresh, because the index has a record before
+    /// `self.next`. The positions passed over are empty only if the index says so; else
+    /// the segment was rewritten by a compaction between this cursor's look at the
+    /// index and its open of the segment, and the record is the one that starts at the
+    /// old offset in the shorter copy (a poll gave nothing where a kept event was).
+    /// While `retry_stale` allows (`stale` counts the tries); then it is damage.
+    #[cold]
+    #[inline(never)]
+    fn stopped_short(&mut self, due: u64, segment_id: u64, stale: &mut u32) -> Result<bool> {
+        let stop = self.next;
+        let index = self.store.index.read().unwrap_or_else(|e| e.into_inner());
+        let found = index.next_record(due)?;
+        drop(index);
+        let Some(found) = found.filter(|&p| p < stop) else {
+            return Ok(false);
+        };
+        self.stale_gap(due, segment_id, stale, || {
+            format!("the log skips from position {due} to {stop} or later, but the index has a record at {found}")
+        })
+    }
+
+    /// A gap read at `due` (in segment `segment_id`) that the index does not have: true,
+    /// `due` to be read again, located afresh, while `retry_stale` allows (`stale`
+    /// counts the tries); then the damage `gap` describes.
+    #[cold]
+    fn stale_gap(
+        &mut self,
+        due: u64,
+        segment_id: u64,
+        stale: &mut u32,
+        gap: impl FnOnce() -> String,
+    ) -> Result<bool> {
         *stale += 1;
         if !self.store.retry_stale(*stale) {
-            return Err(Error::corrupt(format!(
-                "the log skips from position {due} to {position}, which the index does not"
-            ))
-            .damage_at(due));
+            return Err(Error::corrupt(gap()).damage_at(due));
         }
         self.again(due, segment_id);
         Ok(true)
