@@ -131,6 +131,9 @@ pub struct FileStore {
     /// Set once a lifecycle entry (or a consumer's record) counts: until then readers
     /// check nothing per event.
     removing: AtomicBool,
+    /// Set once an entry that removes events counts (a delete, truncation or rule; not
+    /// a consumer's record or a forget): until then readers judge no event's stream.
+    removals: AtomicBool,
     /// The consumers' records of the log (docs/consumers.md); also one of `projections`.
     consumers: Arc<crate::store::consumer::ConsumerTable>,
     /// The data subjects' keys (`store::subjects`); also one of `projections`.
@@ -773,6 +776,7 @@ impl FileStore {
         // Readers pass over entries once one exists: removals, consumers' records, forgets.
         let removing =
             !index.life.is_empty() || !consumers.all().is_empty() || keys.any_forgotten();
+        let removals = !index.life.is_empty();
         let follow = match options.read_only {
             true => Some(follow::Follow::new(&wal, index.last_wal(), index.len())?),
             false => None,
@@ -815,6 +819,7 @@ impl FileStore {
             seal_lock: Mutex::new(()),
             seal_failed: AtomicU64::new(0),
             removing: AtomicBool::new(removing),
+            removals: AtomicBool::new(removals),
             consumers,
             keys,
             compact_lock: Mutex::new(()),
@@ -1449,7 +1454,7 @@ impl FileStore {
         if let Some((wal, e)) = entry {
             let position = index.len();
             lifecycle::apply_entry(&mut index, &self.projections, &self.ids, wal, position, &e);
-            self.removing.store(true, Ordering::Release);
+            self.entry_counts(&index);
             self.compactor_wake.wake();
         }
         // Counted before the index is let go: whoever sees the event in the index
@@ -1547,7 +1552,7 @@ impl FileStore {
                     position,
                     entry,
                 );
-                self.removing.store(true, Ordering::Release);
+                self.entry_counts(&index);
                 self.compactor_wake.wake();
                 w.pending_entries -= 1;
             }
