@@ -738,6 +738,14 @@ impl FileStore {
         projections.push(keys.clone());
 
         let mut report = OpenReport::default();
+        // A read-only store reads the index files and the log as of one instant: the
+        // writer's compaction cannot replace a segment meanwhile (tests/followers.rs's
+        // compacting writer: "the index file of 000000.wal disagrees with the recovered
+        // log" at a follower's open, once).
+        let log_held = match options.read_only {
+            true => backup::hold_log_for_open(&*vfs, &dir),
+            false => None,
+        };
         let files = Arc::new(SegmentFiles::new(vfs.clone(), &dir, !options.read_only));
         if !options.read_only {
             files.remove_leftovers();
@@ -752,6 +760,7 @@ impl FileStore {
         let (wal, info, replayed) = Self::replay(config, start, &mut index, &projections, &ids)?;
         keys.settle(options.read_only)?;
         Self::check_sealed_against_log(&wal, &index, &files)?;
+        drop(log_held);
         {
             let (vfs, log_dir) = (vfs.clone(), dir.join("events"));
             files.set_rebuild(Box::new(move |s: &Sealed| {
