@@ -619,7 +619,20 @@ fn compacting_writer(dir: &str, policy_name: &str, rounds: u64) {
 /// is reported (`error KIND MESSAGE`) and ends it. At the end, one last pass.
 fn compaction_follower(dir: &str, rounds: u64) {
     let give_up = Instant::now() + Duration::from_secs(follow_seconds());
-    let store = open_read_only(dir);
+    // A failed open is reported as any error is (a panic here left the parent and the
+    // writer waiting on each other).
+    let opts = StoreOptions {
+        read_only: true,
+        ..StoreOptions::default()
+    };
+    let store = match Store::open(dir, opts, Vec::new()) {
+        Ok((store, _)) => store,
+        Err(e) => {
+            procs::report(&format!("error {:?} at the open: {}", e.kind, e.message));
+            procs::report("finished");
+            return;
+        }
+    };
     let total = rounds * ROUND_POSITIONS;
     let short = |p: &[u8]| {
         let t = String::from_utf8_lossy(p).into_owned();

@@ -70,6 +70,9 @@ const SYNC_EVERY: u64 = 4 << 20;
 /// How long a compaction or a read-only backup waits before it looks again at the log
 /// directory's lock the other holds.
 const LOCK_RETRY: Duration = Duration::from_millis(5);
+/// How long a read-only open waits for the log directory's lock a writer's compaction
+/// holds (`hold_log_for_open`) before it opens without it.
+const LOG_OPEN_WAIT: Duration = Duration::from_secs(10);
 /// How many times a backup reads the key file again while it fails its checks (a forget
 /// or a writer process changing it meanwhile) before it reports the damage.
 const KEY_FILE_TRIES: u32 = 200;
@@ -840,6 +843,29 @@ mod tests {
             let bad = text.replace("1", "2");
             assert_eq!(parse_marker(&bad), None, "{bad}");
             assert_eq!(parse_marker(&text[..text.len() - 3]), None);
+        }
+    }
+}
+
+/// The log directory's lock of store `dir`, shared, for a read-only open: it reads the
+/// index files and then the log, and a writer's compaction replaces a segment and its
+/// index file only under the lock held exclusively (`FileStore::lock_log`), so both reads
+/// see the same segments. Waits while the writer holds it (a replacement is brief), for at
+/// most `LOG_OPEN_WAIT`; `None` when it cannot be had (a file system without such locks):
+/// the open goes on as before.
+pub(super) fn hold_log_for_open(vfs: &dyn Vfs, dir: &Path) -> Option<LogLock> {
+    let events = dir.join("events");
+    let until = std::time::Instant::now() + LOG_OPEN_WAIT;
+    loop {
+        match vfs.lock_dir(&events, false) {
+            Ok(held) => return Some(held),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if std::time::Instant::now() > until {
+                    return None;
+                }
+                std::thread::sleep(LOCK_RETRY);
+            }
+            Err(_) => return None,
         }
     }
 }

@@ -244,7 +244,7 @@ impl FileStore {
         let n = index.len();
         w.next_position = n;
         if entries {
-            self.removing.store(true, Ordering::Release);
+            self.entry_counts(&index);
             self.compactor_wake.wake();
         }
         self.committed.store(n, Ordering::Release);

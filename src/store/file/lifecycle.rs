@@ -314,7 +314,7 @@ pub(crate) fn passes_over(store: &FileStore, views: &mut Views, value: &[u8]) ->
     if value.first() == Some(&FORMAT_LIFECYCLE) {
         return Ok(true);
     }
-    if !store.removing() {
+    if !store.removals() {
         return Ok(false);
     }
     // Legacy events (no stream) are never removed.
@@ -352,6 +352,22 @@ impl FileStore {
     /// Whether any lifecycle entry exists: until one does, readers check nothing.
     pub(crate) fn removing(&self) -> bool {
         self.removing.load(Ordering::Acquire)
+    }
+
+    /// Whether an entry that removes events exists: until one does, readers pass over
+    /// entries (consumers' records, forgets) but judge no event.
+    pub(crate) fn removals(&self) -> bool {
+        self.removals.load(Ordering::Acquire)
+    }
+
+    /// Notes that a lifecycle entry counts (`index` holds it), before it is counted as
+    /// committed: readers pass over entries from now on, and judge every event once one
+    /// removes events.
+    pub(crate) fn entry_counts(&self, index: &Index) {
+        if !index.life.is_empty() {
+            self.removals.store(true, Ordering::Release);
+        }
+        self.removing.store(true, Ordering::Release);
     }
 
     /// Appends a lifecycle operation (docs/lifecycle.md); returns its position. Its
@@ -434,7 +450,7 @@ impl FileStore {
                 position,
                 &entry,
             );
-            self.removing.store(true, Ordering::Release);
+            self.entry_counts(&index);
             self.compactor_wake.wake();
             self.committed.store(position + 1, Ordering::Release);
             drop(index);
@@ -526,7 +542,7 @@ impl FileStore {
             position,
             entry,
         );
-        self.removing.store(true, Ordering::Release);
+        self.entry_counts(&index);
         let n = index.len();
         self.committed.store(n, Ordering::Release);
         drop(index);

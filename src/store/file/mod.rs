@@ -131,6 +131,9 @@ pub struct FileStore {
     /// Set once a lifecycle entry (or a consumer's record) counts: until then readers
     /// check nothing per event.
     removing: AtomicBool,
+    /// Set once an entry that removes events counts (a delete, truncation or rule; not
+    /// a consumer's record or a forget): until then readers judge no event's stream.
+    removals: AtomicBool,
     /// The consumers' records of the log (docs/consumers.md); also one of `projections`.
     consumers: Arc<crate::store::consumer::ConsumerTable>,
     /// The data subjects' keys (`store::subjects`); also one of `projections`.
@@ -735,6 +738,14 @@ impl FileStore {
         projections.push(keys.clone());
 
         let mut report = OpenReport::default();
+        // A read-only store reads the index files and the log as of one instant: the
+        // writer's compaction cannot replace a segment meanwhile (tests/followers.rs's
+        // compacting writer: "the index file of 000000.wal disagrees with the recovered
+        // log" at a follower's open, once).
+        let log_held = match options.read_only {
+            true => backup::hold_log_for_open(&*vfs, &dir),
+            false => None,
+        };
         let files = Arc::new(SegmentFiles::new(vfs.clone(), &dir, !options.read_only));
         if !options.read_only {
             files.remove_leftovers();
@@ -749,6 +760,7 @@ impl FileStore {
         let (wal, info, replayed) = Self::replay(config, start, &mut index, &projections, &ids)?;
         keys.settle(options.read_only)?;
         Self::check_sealed_against_log(&wal, &index, &files)?;
+        drop(log_held);
         {
             let (vfs, log_dir) = (vfs.clone(), dir.join("events"));
             files.set_rebuild(Box::new(move |s: &Sealed| {
@@ -773,6 +785,7 @@ impl FileStore {
         // Readers pass over entries once one exists: removals, consumers' records, forgets.
         let removing =
             !index.life.is_empty() || !consumers.all().is_empty() || keys.any_forgotten();
+        let removals = !index.life.is_empty();
         let follow = match options.read_only {
             true => Some(follow::Follow::new(&wal, index.last_wal(), index.len())?),
             false => None,
@@ -815,6 +828,7 @@ impl FileStore {
             seal_lock: Mutex::new(()),
             seal_failed: AtomicU64::new(0),
             removing: AtomicBool::new(removing),
+            removals: AtomicBool::new(removals),
             consumers,
             keys,
             compact_lock: Mutex::new(()),
@@ -1449,7 +1463,7 @@ impl FileStore {
         if let Some((wal, e)) = entry {
             let position = index.len();
             lifecycle::apply_entry(&mut index, &self.projections, &self.ids, wal, position, &e);
-            self.removing.store(true, Ordering::Release);
+            self.entry_counts(&index);
             self.compactor_wake.wake();
         }
         // Counted before the index is let go: whoever sees the event in the index
@@ -1547,7 +1561,7 @@ impl FileStore {
                     position,
                     entry,
                 );
-                self.removing.store(true, Ordering::Release);
+                self.entry_counts(&index);
                 self.compactor_wake.wake();
                 w.pending_entries -= 1;
             }
