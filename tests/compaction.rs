@@ -1040,3 +1040,60 @@ fn a_read_that_opens_a_segment_rewritten_since_it_located_passes_over_no_kept_ev
         assert_eq!(got, want, "removed first: {removed_first}");
     }
 }
+
+/// A read-only store opens while its writer compacts: between the open's reading of the
+/// index files and its recovery of the log (run at the open of the active segment, here
+/// by a test file system), another thread's compaction rewrites the sealed segment. The
+/// open holds the log directory's lock shared over both, so the compaction's replacement
+/// waits until the open is done, and the open sees one instant (before the fix: "the
+/// index file of 000000.wal disagrees with the recovered log", as a follower of
+/// tests/followers.rs once met).
+#[test]
+fn a_read_only_open_and_a_compaction_never_mix_two_instants_of_a_segment() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let writer = Arc::new(Store::open(dir.path(), opts(), Vec::new()).unwrap().0);
+    for i in 0..74 {
+        let stream = if i < 4 { "gone" } else { "keep" };
+        let p = format!("{stream}-{i:02}-{}", "p".repeat(1000));
+        append(&writer, stream, p.as_bytes(), b"");
+    }
+    assert!(writer.stats().unwrap().segments >= 2);
+    writer
+        .delete_stream("gone", ExpectedVersion::Any, false, None)
+        .unwrap();
+    let fs = Arc::new(CompactOnOpen::default());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let compacting = writer.clone();
+    let compactor = Arc::new(std::sync::Mutex::new(None));
+    let slot = compactor.clone();
+    fs.arm(
+        dir.path().join("events").join("000001.wal"),
+        Box::new(move || {
+            let t = std::thread::spawn(move || {
+                let info = compacting.compact().unwrap();
+                let _ = tx.send(());
+                info
+            });
+            // Every chance for the compaction to replace the segment now.
+            let _ = rx.recv_timeout(std::time::Duration::from_millis(500));
+            *slot.lock().unwrap() = Some(t);
+        }),
+    );
+    let ro = StoreOptions {
+        read_only: true,
+        vfs: fs.clone(),
+        ..opts()
+    };
+    let follower = Arc::new(Store::open(dir.path(), ro, Vec::new()).unwrap().0);
+    assert!(fs.fired(), "the step ran inside the open");
+    let t = compactor
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the compaction started");
+    assert!(t.join().unwrap().segments_rewritten > 0);
+    let want = all_payloads(&writer);
+    assert_eq!(want.len(), 70);
+    assert_eq!(all_payloads(&follower), want);
+}
