@@ -826,27 +826,6 @@ fn remove_stale(vfs: &dyn Vfs, dest: &Path, point: &Point) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_marker_reads_back_and_a_changed_byte_is_found() {
-        for state in [
-            MarkerState::Incomplete {
-                what: "backup".into(),
-            },
-            MarkerState::Complete { position: 12345 },
-        ] {
-            let text = marker_text(&state);
-            assert_eq!(parse_marker(&text), Some(state));
-            let bad = text.replace("1", "2");
-            assert_eq!(parse_marker(&bad), None, "{bad}");
-            assert_eq!(parse_marker(&text[..text.len() - 3]), None);
-        }
-    }
-}
-
 /// The log directory's lock of store `dir`, shared, for a read-only open: it reads the
 /// index files and then the log, and a writer's compaction replaces a segment and its
 /// index file only under the lock held exclusively (`FileStore::lock_log`), so both reads
@@ -866,6 +845,27 @@ pub(super) fn hold_log_for_open(vfs: &dyn Vfs, dir: &Path) -> Option<LogLock> {
                 std::thread::sleep(LOCK_RETRY);
             }
             Err(_) => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_marker_reads_back_and_a_changed_byte_is_found() {
+        for state in [
+            MarkerState::Incomplete {
+                what: "backup".into(),
+            },
+            MarkerState::Complete { position: 12345 },
+        ] {
+            let text = marker_text(&state);
+            assert_eq!(parse_marker(&text), Some(state));
+            let bad = text.replace("1", "2");
+            assert_eq!(parse_marker(&bad), None, "{bad}");
+            assert_eq!(parse_marker(&text[..text.len() - 3]), None);
         }
     }
 }
