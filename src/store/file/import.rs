@@ -245,7 +245,6 @@ impl FileStore {
         w.next_position = n;
         if entries {
             self.entry_counts(&index);
-            self.compactor_wake.wake();
         }
         self.committed.store(n, Ordering::Release);
         drop(index);

@@ -362,10 +362,12 @@ impl FileStore {
 
     /// Notes that a lifecycle entry counts (`index` holds it), before it is counted as
     /// committed: readers pass over entries from now on, and judge every event once one
-    /// removes events.
+    /// removes events; the compaction thread looks then (an entry that removes nothing,
+    /// a consumer's checkpoint or a forget, leaves it asleep: nothing to reclaim).
     pub(crate) fn entry_counts(&self, index: &Index) {
         if !index.life.is_empty() {
             self.removals.store(true, Ordering::Release);
+            self.compactor_wake.wake();
         }
         self.removing.store(true, Ordering::Release);
     }
@@ -451,7 +453,6 @@ impl FileStore {
                 &entry,
             );
             self.entry_counts(&index);
-            self.compactor_wake.wake();
             self.committed.store(position + 1, Ordering::Release);
             drop(index);
             self.publish(position + 1);

@@ -1464,7 +1464,6 @@ impl FileStore {
             let position = index.len();
             lifecycle::apply_entry(&mut index, &self.projections, &self.ids, wal, position, &e);
             self.entry_counts(&index);
-            self.compactor_wake.wake();
         }
         // Counted before the index is let go: whoever sees the event in the index
         // (evs_position_at) must find it counted too (evs_read_all).
@@ -1562,7 +1561,6 @@ impl FileStore {
                     entry,
                 );
                 self.entry_counts(&index);
-                self.compactor_wake.wake();
                 w.pending_entries -= 1;
             }
         }
