@@ -749,6 +749,25 @@ fn a_follower_between_a_compactions_two_renames_waits_for_the_index_file() {
     assert_eq!(read, all_payloads(&writer));
 }
 
+/// A writer and a follower of the store in `dir`, and 20 events of `keep` and 20 of
+/// `gone-0..2` in turn (about 1 KB each): fewer than a segment's worth, all in the
+/// writer's active segment.
+fn writer_and_follower_of_one_segment(dir: &Path) -> (Arc<Store>, Arc<Store>) {
+    let writer = Arc::new(Store::open(dir, opts(), Vec::new()).unwrap().0);
+    let ro = StoreOptions {
+        read_only: true,
+        ..opts()
+    };
+    let follower = Arc::new(Store::open(dir, ro, Vec::new()).unwrap().0);
+    for i in 0..20 {
+        let k = format!("KEEP-{i:02}-{}", "k".repeat(1000));
+        append(&writer, "keep", k.as_bytes(), b"");
+        let g = format!("GONE-{i:02}-{}", "g".repeat(1000));
+        append(&writer, &format!("gone-{}", i % 3), g.as_bytes(), b"");
+    }
+    (writer, follower)
+}
+
 /// A follower that saw the writer's last batch only in part (the rest of its records not
 /// written yet) reads that batch again from its start on its next look. If meanwhile the
 /// writer deleted events before it, sealed the segment and a compaction rewrote it
@@ -761,19 +780,7 @@ fn a_follower_between_a_compactions_two_renames_waits_for_the_index_file() {
 fn a_follower_that_saw_a_batch_in_part_reads_it_after_a_compaction_rewrote_its_segment() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let writer = Arc::new(Store::open(dir.path(), opts(), Vec::new()).unwrap().0);
-    let ro = StoreOptions {
-        read_only: true,
-        ..opts()
-    };
-    let follower = Arc::new(Store::open(dir.path(), ro, Vec::new()).unwrap().0);
-    // Fewer than a segment's worth: all in the writer's active segment.
-    for i in 0..20 {
-        let k = format!("KEEP-{i:02}-{}", "k".repeat(1000));
-        append(&writer, "keep", k.as_bytes(), b"");
-        let g = format!("GONE-{i:02}-{}", "g".repeat(1000));
-        append(&writer, &format!("gone-{}", i % 3), g.as_bytes(), b"");
-    }
+    let (writer, follower) = writer_and_follower_of_one_segment(dir.path());
     let batch: Vec<String> = (0..6)
         .map(|i| format!("BATCH-{i}-{}", "b".repeat(500)))
         .collect();
@@ -834,19 +841,7 @@ fn a_follower_that_saw_a_batch_in_part_reads_it_after_a_compaction_rewrote_its_s
 fn a_follower_that_counted_a_segment_itself_reads_it_after_a_compaction_rewrote_it() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let writer = Arc::new(Store::open(dir.path(), opts(), Vec::new()).unwrap().0);
-    let ro = StoreOptions {
-        read_only: true,
-        ..opts()
-    };
-    let follower = Arc::new(Store::open(dir.path(), ro, Vec::new()).unwrap().0);
-    // Fewer than a segment's worth: all in the writer's active segment.
-    for i in 0..20 {
-        let k = format!("KEEP-{i:02}-{}", "k".repeat(1000));
-        append(&writer, "keep", k.as_bytes(), b"");
-        let g = format!("GONE-{i:02}-{}", "g".repeat(1000));
-        append(&writer, &format!("gone-{}", i % 3), g.as_bytes(), b"");
-    }
+    let (writer, follower) = writer_and_follower_of_one_segment(dir.path());
     // The follower counts them, in its memory.
     assert_eq!(follower.next_position().unwrap(), 40);
     for s in 0..3 {
