@@ -1092,3 +1092,48 @@ fn a_read_only_open_and_a_compaction_never_mix_two_instants_of_a_segment() {
     assert_eq!(want.len(), 70);
     assert_eq!(all_payloads(&follower), want);
 }
+
+/// A follower that counted the first part of a segment itself, then looks while its
+/// writer is between a compaction's two renames (the segment rewritten shorter, its index
+/// file still the one written when it was sealed): the follower cannot take that index
+/// file up yet. It takes it up at a later look, once the writer's second rename is done,
+/// and reads every kept event (before: the failure stuck, and reads met the rewritten
+/// segment at the offsets the follower had counted: `Corrupt the log skips from position
+/// ...`, tests/followers.rs's compacting writer, once).
+#[test]
+fn a_follower_takes_up_a_rewritten_segments_index_file_after_the_second_rename() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (writer, follower) = writer_and_follower_of_one_segment(dir.path());
+    assert_eq!(follower.next_position().unwrap(), 40);
+    // The segment fills and is sealed (its index file written), the next one begun.
+    for i in 0..40 {
+        let k = format!("KEEP-late-{i:02}-{}", "k".repeat(1000));
+        append(&writer, "keep", k.as_bytes(), b"");
+    }
+    let idx = dir.path().join("index").join("000000.idx");
+    let sealed = std::fs::read(&idx).expect("the first segment's index file");
+    for s in 0..3 {
+        writer
+            .delete_stream(&format!("gone-{s}"), ExpectedVersion::Any, false, None)
+            .unwrap();
+    }
+    assert!(writer.compact().unwrap().segments_rewritten > 0);
+    let rewritten = std::fs::read(&idx).unwrap();
+    assert_ne!(rewritten, sealed);
+    // Between the two renames, as the follower sees it: the old index file.
+    std::fs::write(&idx, &sealed).unwrap();
+    let end = writer.next_position().unwrap();
+    assert_eq!(follower.next_position().unwrap(), end);
+    // The second rename.
+    std::fs::write(&idx, &rewritten).unwrap();
+    let want = all_payloads(&writer);
+    assert_eq!(all_payloads(&follower), want);
+    for from in [3, 25, 39, 41] {
+        assert_eq!(
+            payloads_of(follower.clone().read_all(from).unwrap().as_mut()),
+            payloads_of(writer.clone().read_all(from).unwrap().as_mut()),
+            "from {from}"
+        );
+    }
+}

@@ -19,6 +19,11 @@ use crate::store::Event;
 use crate::wal::vfs::FileRef;
 use crate::wal::{changed, is_changed, Position, SegmentCursor, Wal};
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// How long a follower looks again at an index file it could not take up (a writer
+/// between a compaction's two renames) before it keeps the segment's events in memory.
+const TAKE_UP_PATIENCE: Duration = Duration::from_secs(2);
 
 /// A follower's view of the writer it follows.
 pub(super) struct Follow {
@@ -325,6 +330,22 @@ impl FileStore {
             .is_ok()
     }
 
+    /// Whether a follower gives up taking up segment `seg`'s index file, which failed its
+    /// check again: once it has failed for `TAKE_UP_PATIENCE`.
+    fn take_up_given_up(&self, seg: u64) -> bool {
+        let mut failing = self
+            .take_up_failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match *failing {
+            Some((s, since)) if s == seg => since.elapsed() > TAKE_UP_PATIENCE,
+            _ => {
+                *failing = Some((seg, Instant::now()));
+                false
+            }
+        }
+    }
+
     /// Takes up the index files the writer wrote for the segments it sealed, as an open
     /// does, so that memory holds only the active segment's events. A file not written
     /// yet is looked for again after the next new events; one that does not check out
@@ -351,6 +372,11 @@ impl FileStore {
             let sealed = match self.files.take_up(seg, first) {
                 Ok(Some(s)) => s,
                 Ok(None) => return,
+                // The writer may be between a compaction's two renames (the segment
+                // rewritten, its index file not yet): looked at again at the next looks,
+                // for a while (tests/compaction.rs
+                // a_follower_takes_up_a_rewritten_segments_index_file_after_the_second_rename).
+                Err(_) if !self.take_up_given_up(seg) => return,
                 Err(_) => {
                     self.seal_failed.store(seg + 1, Ordering::Relaxed);
                     return;

@@ -128,6 +128,10 @@ pub struct FileStore {
     /// A segment whose index file could not be written (id + 1): not tried again until
     /// the store is reopened; its events stay in memory.
     seal_failed: AtomicU64,
+    /// A follower's segment whose index file it could not take up, and since when: looked
+    /// at again for `TAKE_UP_PATIENCE` (the writer may be between a compaction's two
+    /// renames) before its events stay in memory (`seal_failed`).
+    take_up_failing: Mutex<Option<(u64, Instant)>>,
     /// Set once a lifecycle entry (or a consumer's record) counts: until then readers
     /// check nothing per event.
     removing: AtomicBool,
@@ -827,6 +831,7 @@ impl FileStore {
             files,
             seal_lock: Mutex::new(()),
             seal_failed: AtomicU64::new(0),
+            take_up_failing: Mutex::new(None),
             removing: AtomicBool::new(removing),
             removals: AtomicBool::new(removals),
             consumers,
