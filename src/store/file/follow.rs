@@ -90,7 +90,10 @@ impl FileStore {
         if let Some(e) = &f.changed {
             return Err(e.clone());
         }
-        let followed = self.follow(f);
+        // Named as the follower's own reading of the log (a cursor's errors are not).
+        let followed = self
+            .follow(f)
+            .map_err(|e| e.prefixed("following the writer's log: "));
         if let Err(e) = &followed {
             if is_changed(e) {
                 f.changed = Some(e.clone());
