@@ -542,3 +542,97 @@ fn consumer_records_survive_snapshots_and_readers_pass_over_them() {
     let listed = consumer_run::list(&store).unwrap();
     assert_eq!(listed[0].lag_events, 0, "{listed:?}");
 }
+
+/// Every event of `store` from `from` read one at a time, and in batches of views of
+/// `batch`: (position, stream, payload) each.
+fn read_both_ways(store: &Store, from: u64, batch: usize) -> [Vec<(u64, String, String)>; 2] {
+    let row = |e: &evstore::store::EventRef<'_>| {
+        (
+            e.position,
+            e.stream.to_owned(),
+            String::from_utf8_lossy(e.payload).into_owned(),
+        )
+    };
+    let mut one = Vec::new();
+    let mut cursor = store.read_all(from).unwrap();
+    while let Some(e) = cursor.next().unwrap() {
+        one.push(row(&e));
+    }
+    let mut batched = Vec::new();
+    let mut cursor = store.read_all(from).unwrap();
+    loop {
+        match cursor.next_views(batch, &mut |e| batched.push(row(e))) {
+            Some(v) => {
+                assert!(v.error.is_none(), "{:?}", v.error);
+                if v.count == 0 {
+                    break;
+                }
+            }
+            // Views cannot be promised: the events one at a time, as a caller copies them.
+            None => match cursor.next().unwrap() {
+                Some(e) => batched.push(row(&e)),
+                None => break,
+            },
+        }
+    }
+    [one, batched]
+}
+
+/// Readers pass over entries that remove nothing (consumers' checkpoints, a forget)
+/// without judging events, one at a time and in batches of views, from any position;
+/// once an entry removes events they judge every event; a reopen knows which it is.
+#[test]
+fn readers_pass_over_entries_that_remove_nothing_and_judge_events_once_one_removes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let every_ack = ConsumerOptions {
+        checkpoint_every: 1,
+        ..quick()
+    };
+    let mut c = open_consumer(store.clone(), "interleaved", every_ack).unwrap();
+    let mut events = Vec::new();
+    for i in 0..60 {
+        let stream = if i % 3 == 0 { "a" } else { "b" };
+        let payload = format!("e{i}");
+        let p = append(&store, stream, &payload);
+        events.push((p, stream.to_owned(), payload));
+        // Each acknowledgement writes a checkpoint entry right after the event.
+        let (got, _) = next(&mut c, 1000).unwrap();
+        c.ack(got).unwrap();
+        if i == 30 {
+            store.forget_subject("nobody").unwrap();
+        }
+    }
+    c.close().unwrap();
+    let positions: Vec<u64> = events.iter().map(|e| e.0).collect();
+    assert!(
+        positions.windows(2).all(|w| w[1] > w[0] + 1),
+        "an entry follows every event: {positions:?}"
+    );
+    let from_entry = positions[10] + 1;
+    let after: Vec<_> = events
+        .iter()
+        .filter(|e| e.0 >= from_entry)
+        .cloned()
+        .collect();
+    for batch in [1, 4, 256] {
+        assert_eq!(
+            read_both_ways(&store, 0, batch),
+            [events.clone(), events.clone()]
+        );
+        assert_eq!(
+            read_both_ways(&store, from_entry, batch),
+            [after.clone(), after.clone()]
+        );
+    }
+    // An entry that removes events: stream "a" leaves every read, in this handle and the
+    // next.
+    store
+        .delete_stream("a", evstore::store::ExpectedVersion::Any, false, None)
+        .unwrap();
+    let kept: Vec<_> = events.iter().filter(|e| e.1 == "b").cloned().collect();
+    assert_eq!(read_both_ways(&store, 0, 8), [kept.clone(), kept.clone()]);
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(read_both_ways(&store, 0, 8), [kept.clone(), kept]);
+}

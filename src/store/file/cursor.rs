@@ -2,6 +2,7 @@
 //! stream (random access through the index). Each holds bounded memory and hands out
 //! events that borrow its buffer until its next call.
 
+use super::envelope::FORMAT_LIFECYCLE;
 use super::lifecycle::{passes_over, Views};
 use super::{check_plain, decode_at_key, FileStore, Owned};
 use crate::error::{Error, Result};
@@ -101,9 +102,10 @@ impl ForwardCursor {
             let Some(committed) = self.ready()? else {
                 return Ok(None);
             };
-            // Until a lifecycle entry exists every record is an event: one read, no check.
+            // Until an entry that removes events exists, every record is an event or an
+            // entry passed over (a consumer's checkpoint, a forget): no event is judged.
             // (Asked after `committed` was read: an entry below it has set the flag.)
-            if self.store.removing() {
+            if self.store.removals() {
                 return self.next_kept();
             }
             let due = self.next;
@@ -116,10 +118,20 @@ impl ForwardCursor {
             let (at, d) = seg.last().expect("just read");
             let (key, value) = (d.record.key, d.record.value);
             check_plain(&d.record, at).map_err(|e| e.damage_at(due))?;
+            // An entry is passed over; so is a compaction's marker where the index has
+            // the position empty (`moved_on`).
+            let entry = value.first() == Some(&FORMAT_LIFECYCLE);
+            let marker = super::is_marker(&d.record);
             match position_at(&mut self.next, self.until, key, value, at, committed) {
-                Ok(Some(position)) if position == due => break (due, position),
+                Ok(Some(position)) if position == due && !entry && !marker => {
+                    break (due, position)
+                }
+                Ok(Some(position)) if position == due && entry => continue,
                 Ok(Some(position)) => {
-                    if self.moved_on(due, position, at.segment_id, &mut stale)? {
+                    if self.moved_on(due, position, at.segment_id, marker, &mut stale)? {
+                        continue;
+                    }
+                    if entry || marker {
                         continue;
                     }
                     break (due, position);
@@ -145,13 +157,14 @@ impl ForwardCursor {
     /// until the next call on this cursor: the records of the scanner's buffer, which is
     /// not refilled or moved meanwhile (the batch stops where a read would be needed, and
     /// after an event decoded into the cursor's own memory: a legacy or a sealed one). `None` once
-    /// anything is removed (`next` passes over removed events, one at a time).
+    /// an entry that removes events exists (`next` judges every event, one at a time);
+    /// other entries (consumers' checkpoints, forgets) are passed over.
     pub fn next_views(
         &mut self,
         max: usize,
         sink: &mut dyn FnMut(&EventRef<'_>),
     ) -> Option<EventViews> {
-        if self.store.removing() {
+        if self.store.removals() {
             return None;
         }
         let mut views = EventViews::default();
@@ -174,7 +187,7 @@ impl ForwardCursor {
         // Below what `next` saw committed: the next events are read without looking again.
         let committed = self.store.committed();
         // (Asked after `committed`, as `next` does: an entry below it has set the flag.)
-        if self.store.removing() {
+        if self.store.removals() {
             return Some(views);
         }
         while views.count < max && !self.owned.holds() {
@@ -189,9 +202,22 @@ impl ForwardCursor {
             }
             let (at, d) = seg.last().expect("just read");
             let (key, value) = (d.record.key, d.record.value);
+            if super::is_marker(&d.record) {
+                // A compaction's marker: `next` reads `n` again, located afresh.
+                self.relocate = true;
+                break;
+            }
+            let entry = value.first() == Some(&FORMAT_LIFECYCLE);
             let event = check_plain(&d.record, at)
                 .and_then(|_| position_at(&mut self.next, self.until, key, value, at, committed));
             match event {
+                Ok(Some(position)) if position == n && entry => continue,
+                Ok(Some(position)) if position != n => {
+                    // A gap (`next` judges it): read from `n` again, located afresh.
+                    self.next = n;
+                    self.relocate = true;
+                    break;
+                }
                 Ok(Some(position)) => {
                     match decode_at_key(position, value, &mut self.owned, &self.store.keys) {
                         Ok(e) => {
@@ -338,10 +364,11 @@ impl ForwardCursor {
         due: u64,
         position: u64,
         segment_id: u64,
+        marker: bool,
         stale: &mut u32,
     ) -> Result<bool> {
         let never_removed = !self.store.options.read_only && !self.store.removing();
-        if never_removed || self.store.gap_holds(due, position, false)? {
+        if never_removed || self.store.gap_holds(due, position, marker)? {
             return Ok(false);
         }
         self.stale_gap(due, segment_id, stale, || {
