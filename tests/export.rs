@@ -720,6 +720,18 @@ fn an_erased_event_whose_subject_the_destination_forgot_is_refused_unless_erased
             subject: "user-x".into(),
         },
     });
+    // Its forget and, after it in the same batch, an event of the subject that is not
+    // erased: refused, nothing written.
+    let e = dst
+        .import(&[ev(0, false), forget.clone(), ev(2, false)], 3)
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "{}", e.message);
+    assert!(
+        e.message.contains("position 2") && e.message.contains("forgot (at position 1)"),
+        "{}",
+        e.message
+    );
+    assert_eq!(dst.next_position().unwrap(), 0);
     dst.import(&[ev(0, false), forget], 2).unwrap();
     // After its forget, an event of the subject that is not erased: refused.
     let e = dst.import(&[ev(2, false)], 3).unwrap_err();

@@ -180,6 +180,40 @@ pub(crate) fn check_batch(
     Ok(())
 }
 
+/// Refuses an event (not erased) that names a subject the destination forgot (`gone`:
+/// `Some` with the forget's position when known) or that a forget entry before it in
+/// `items` forgets: a subject's events after its forget can only come erased.
+pub(crate) fn check_forgotten(
+    items: &[Item],
+    mut gone: impl FnMut(&str) -> Option<Option<u64>>,
+) -> Result<()> {
+    let mut in_batch: std::collections::HashMap<&str, u64> = Default::default();
+    for item in items {
+        match item {
+            Item::Entry(LogEntry {
+                position,
+                op: LifecycleOp::Forget { subject },
+                ..
+            }) => {
+                in_batch.entry(subject.as_str()).or_insert(*position);
+            }
+            Item::Event(e) if !e.erased => {
+                let Some(s) = e.subject.as_deref() else {
+                    continue;
+                };
+                if let Some(&at) = in_batch.get(s) {
+                    return Err(forgotten_here(e.position, s, Some(at)));
+                }
+                if let Some(at) = gone(s) {
+                    return Err(forgotten_here(e.position, s, at));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// The error for an imported event (not erased) whose subject the destination forgot
 /// (at position `at`, if known): a subject's events after its forget can only come
 /// erased.

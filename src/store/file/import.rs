@@ -9,9 +9,11 @@ use super::envelope::{self, EnvelopeRef};
 use super::lifecycle::{apply_entry, Entry};
 use super::{decode_fetched, Decoded, FileStore, Owned};
 use crate::error::{Error, ErrorKind, Result};
-use crate::store::import::{check_batch, check_versions, Item, LogEntry};
+use crate::store::import::{
+    check_batch, check_forgotten, check_versions, forgotten_here, Item, LogEntry,
+};
 use crate::store::lifecycle::LifecycleOp;
-use crate::store::subjects::{self, DataKey, KeyBytes};
+use crate::store::subjects::{DataKey, KeyBytes};
 use crate::store::{MAX_BATCH_EVENTS, MAX_BATCH_SIZE};
 use crate::wal::record::RecordRef;
 use crate::wal::Position;
@@ -267,6 +269,8 @@ impl FileStore {
     /// order (erased events left out), and a key for the erased ones that is never
     /// stored. A subject this store has forgotten takes no new event.
     fn import_keys(&self, items: &[Item]) -> Result<Sealing> {
+        // Refused before any key is made for a subject the batch itself forgets.
+        self.check_import_subjects(items)?;
         let mut sealing = Sealing {
             keys: Vec::new(),
             erased: None,
@@ -282,25 +286,24 @@ impl FileStore {
             }
             match self.keys.key_for_append(subject)? {
                 Some(k) => sealing.keys.push(k),
-                None => return Err(forgotten_here(&self.keys, e.position, subject)),
+                None => {
+                    let at = self.keys.forgotten_at(subject);
+                    return Err(forgotten_here(e.position, subject, at));
+                }
             }
         }
         Ok(sealing)
     }
 
-    /// Refuses items whose (not erased) events name a subject forgotten here meanwhile
-    /// (under the writer's lock, as forgets are appended).
+    /// Refuses items whose (not erased) events name a subject forgotten here, or by a
+    /// forget entry before them in `items` (`check_forgotten`).
     fn check_import_subjects(&self, items: &[Item]) -> Result<()> {
-        for item in items {
-            if let Item::Event(e) = item {
-                if let (Some(s), false) = (&e.subject, e.erased) {
-                    if self.keys.check_appendable(s).is_err() {
-                        return Err(forgotten_here(&self.keys, e.position, s));
-                    }
-                }
-            }
-        }
-        Ok(())
+        check_forgotten(items, |s| {
+            self.keys
+                .check_appendable(s)
+                .is_err()
+                .then(|| self.keys.forgotten_at(s))
+        })
     }
 }
 
@@ -308,17 +311,6 @@ impl FileStore {
 struct Sealing {
     keys: Vec<Arc<DataKey>>,
     erased: Option<DataKey>,
-}
-
-/// The error for an imported event (not erased) whose subject this store forgot.
-fn forgotten_here(keys: &subjects::KeyRing, position: u64, subject: &str) -> Error {
-    let at = keys
-        .forgotten_at(subject)
-        .map_or("now".to_owned(), |p| format!("at position {p}"));
-    Error::invalid(format!(
-        "the event at position {position} names subject '{subject}', which this store forgot \
-         ({at}): its events can only come erased"
-    ))
 }
 
 /// The end of the run of items that starts at `i`: an entry alone, or events up to the

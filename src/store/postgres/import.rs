@@ -14,7 +14,7 @@ use super::uuid::Uuid;
 use super::{block, listener, PgStore};
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::backend::Backend;
-use crate::store::import::{check_batch, check_versions, forgotten_here, Item, LogEntry};
+use crate::store::import::{check_batch, check_forgotten, check_versions, Item, LogEntry};
 use crate::store::lifecycle::LifecycleOp;
 use crate::store::Event;
 use std::collections::HashMap;
@@ -313,30 +313,11 @@ async fn check_not_forgotten(conn: &Conn, tx: &Transaction<'_>, items: &[Item]) 
         )
         .await
         .map_err(failed("reading the forgotten subjects"))?;
-    let mut gone: HashMap<String, u64> = rows
+    let gone: HashMap<String, u64> = rows
         .iter()
         .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
         .collect();
-    for item in items {
-        match item {
-            Item::Entry(LogEntry {
-                position,
-                op: LifecycleOp::Forget { subject },
-                ..
-            }) => {
-                gone.entry(subject.clone()).or_insert(*position);
-            }
-            Item::Event(e) if !e.erased => {
-                if let Some(s) = e.subject.as_deref() {
-                    if let Some(&at) = gone.get(s) {
-                        return Err(forgotten_here(e.position, s, Some(at)));
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(())
+    check_forgotten(items, |s| gone.get(s).map(|&at| Some(at)))
 }
 
 /// Writes events (all of one run, in position order) as chunk rows with their ids, and
