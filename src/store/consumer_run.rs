@@ -292,10 +292,7 @@ impl Consumer {
         let mut taken: Option<Option<Instant>> = None;
         let mut deadline = || *taken.get_or_insert_with(|| timeout.map(|t| Instant::now() + t));
         let left = |d: Option<Instant>| d.map(|d| d.saturating_duration_since(Instant::now()));
-        // By count only: the clock is read by `ack` and while waiting for events.
-        if self.checkpoint_counted() {
-            self.checkpoint()?;
-        }
+        self.maybe_checkpoint()?;
         self.maybe_balance()?;
         if let Some(due) = self.retry_due {
             let deadline = deadline();
@@ -413,23 +410,16 @@ impl Consumer {
         self.maybe_checkpoint()
     }
 
-    /// Whether `checkpoint_every` acknowledgements and positions passed over are unwritten.
-    fn checkpoint_counted(&self) -> bool {
-        self.acked_next > self.stored_next
-            && self.unwritten_acks + self.unwritten_passed >= self.opts.checkpoint_every.max(1)
-    }
-
     /// Writes a checkpoint if the interval says so.
     fn maybe_checkpoint(&mut self) -> Result<()> {
         if self.acked_next <= self.stored_next {
             return Ok(());
         }
-        let by_time = || {
-            self.unwritten_acks > 0
-                && coarse_now().saturating_sub(self.last_checkpoint)
-                    >= self.opts.checkpoint_interval
-        };
-        if self.checkpoint_counted() || by_time() {
+        let by_count =
+            self.unwritten_acks + self.unwritten_passed >= self.opts.checkpoint_every.max(1);
+        let by_time = self.unwritten_acks > 0
+            && coarse_now().saturating_sub(self.last_checkpoint) >= self.opts.checkpoint_interval;
+        if by_count || by_time {
             self.checkpoint()?;
         }
         Ok(())
