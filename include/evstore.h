@@ -943,7 +943,9 @@ evs_status evs_options_set_archive(struct evs_options *o, evs_segment_fn callbac
 // Up to `capacity` next events: EVS_OK with `*out_count` (>= 1) views in `out[0..]`, or
 // EVS_END with `*out_count` 0 when there is none (now). The views stay valid until the
 // next call on the cursor or its free. A batch holds fewer than `capacity` events when
-// the cursor has no more now, or once its bytes pass 4 MiB. `out` is an array of the
+// the cursor has no more now, once its bytes pass 4 MiB, or after an event whose bytes
+// the cursor made itself (a sealed event it decrypted, a legacy one it converted): only
+// EVS_END says there is no more now. `out` is an array of the
 // caller's `evs_event`; `out[0].struct_size` (see `EVS_STRUCT_INIT`) is the size of
 // every entry, and the array's stride. An error met after some events is returned by
 // the next call, after those events.

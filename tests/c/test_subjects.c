@@ -94,19 +94,25 @@ static void test_reads_after_forget(evs_store *s)
     evs_subscription *sub = NULL;
     evs_consumer *con = NULL;
     seen sn = {0, 0};
-    size_t n = 0, i;
+    size_t n = 0, i, got = 0;
     int erased = 0, k;
+    evs_status st;
     TU_SECTION("reads after evs_forget_subject");
     CHECK_I64(read_all_checked(s, 1), 2);
-    /* a batch */
+    /* batches: one may hold fewer than its capacity (it ends after an event the cursor
+     * decrypted); only EVS_END says there is no more */
     batch[0] = (evs_event)EVS_STRUCT_INIT(evs_event);
     CHECK_OK(evs_read_all(s, 0, &c));
-    CHECK_OK(evs_cursor_next_batch(c, batch, 8, &n));
-    CHECK_U64(n, 5);
-    for (i = 0; i < n; i++) {
-        check_event(&batch[i], 1);
-        erased += (batch[i].flags & EVS_EVENT_ERASED) != 0;
+    while ((st = evs_cursor_next_batch(c, batch, 8, &n)) == EVS_OK) {
+        CHECK(n >= 1 && n <= 8);
+        for (i = 0; i < n; i++) {
+            check_event(&batch[i], 1);
+            erased += (batch[i].flags & EVS_EVENT_ERASED) != 0;
+        }
+        got += n;
     }
+    CHECK_I64(st, EVS_END);
+    CHECK_U64(got, 5);
     CHECK_I64(erased, 2);
     evs_cursor_free(c);
     /* one event */
