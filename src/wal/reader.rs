@@ -68,6 +68,19 @@ impl SegmentCursor {
         }
     }
 
+    /// A cursor at `from`, an offset of `file`, a copy of segment `from.segment_id` it
+    /// reads that segment in (as it reads a file it opened itself): a read-only store's
+    /// offset taken from a file read before (its open's), which a compaction may have
+    /// replaced at the segment's name since by a shorter copy whose offsets differ.
+    pub(crate) fn in_file(inner: Arc<Inner>, from: Position, file: super::vfs::FileRef) -> Self {
+        let mut scanner = Scanner::new(file, from.offset, from.offset);
+        scanner.set_reread_on_bad(inner.config.read_only);
+        SegmentCursor {
+            scanner: Some(scanner),
+            ..SegmentCursor::new(inner, from)
+        }
+    }
+
     /// Reads no record at or past `bound` (a reader of someone else's log, under the
     /// writer's durable mark); `None`: up to what is written.
     pub(crate) fn set_bound(&mut self, bound: Option<Position>) {
