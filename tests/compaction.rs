@@ -759,13 +759,34 @@ fn writer_and_follower_of_one_segment(dir: &Path) -> (Arc<Store>, Arc<Store>) {
         ..opts()
     };
     let follower = Arc::new(Store::open(dir, ro, Vec::new()).unwrap().0);
-    for i in 0..20 {
-        let k = format!("KEEP-{i:02}-{}", "k".repeat(1000));
-        append(&writer, "keep", k.as_bytes(), b"");
-        let g = format!("GONE-{i:02}-{}", "g".repeat(1000));
-        append(&writer, &format!("gone-{}", i % 3), g.as_bytes(), b"");
-    }
+    keep_and_gone(&writer, 0..20);
     (writer, follower)
+}
+
+/// For each `i` of `pairs`, an event of `keep` and one of `gone-<i % 3>` (about 1 KB
+/// each, `KEEP-<i>` and `GONE-<i>`).
+fn keep_and_gone(writer: &Store, pairs: std::ops::Range<usize>) {
+    for i in pairs {
+        let k = format!("KEEP-{i:02}-{}", "k".repeat(1000));
+        append(writer, "keep", k.as_bytes(), b"");
+        let g = format!("GONE-{i:02}-{}", "g".repeat(1000));
+        append(writer, &format!("gone-{}", i % 3), g.as_bytes(), b"");
+    }
+}
+
+/// `follower` reads every event `writer` reads, `kept` of them, and from each of `from`
+/// exactly what `writer` reads from there.
+fn reads_as_the_writer(follower: &Arc<Store>, writer: &Arc<Store>, kept: usize, from: &[u64]) {
+    let want = all_payloads(writer);
+    assert_eq!(want.len(), kept);
+    assert_eq!(all_payloads(follower), want);
+    for &from in from {
+        assert_eq!(
+            payloads_of(follower.clone().read_all(from).unwrap().as_mut()),
+            payloads_of(writer.clone().read_all(from).unwrap().as_mut()),
+            "from {from}"
+        );
+    }
 }
 
 /// A follower that saw the writer's last batch only in part (the rest of its records not
@@ -811,24 +832,10 @@ fn a_follower_that_saw_a_batch_in_part_reads_it_after_a_compaction_rewrote_its_s
         "the batch counted in part"
     );
     std::fs::write(&seg, &whole).unwrap();
-    for s in 0..3 {
-        writer
-            .delete_stream(&format!("gone-{s}"), ExpectedVersion::Any, false, None)
-            .unwrap();
-    }
-    assert!(writer.compact().unwrap().segments_rewritten > 0);
+    delete_gone_and_compact(&writer);
     assert!(std::fs::metadata(&seg).unwrap().len() < from as u64);
-    let want = all_payloads(&writer);
-    assert_eq!(want.len(), 26);
     assert_eq!(follower.next_position().unwrap(), 49);
-    assert_eq!(all_payloads(&follower), want);
-    for from in [1, 7, 40, 45] {
-        assert_eq!(
-            payloads_of(follower.clone().read_all(from).unwrap().as_mut()),
-            payloads_of(writer.clone().read_all(from).unwrap().as_mut()),
-            "from {from}"
-        );
-    }
+    reads_as_the_writer(&follower, &writer, 26, &[1, 7, 40, 45]);
 }
 
 /// A follower that counted a segment's events itself (the writer's active segment, held
@@ -844,22 +851,51 @@ fn a_follower_that_counted_a_segment_itself_reads_it_after_a_compaction_rewrote_
     let (writer, follower) = writer_and_follower_of_one_segment(dir.path());
     // The follower counts them, in its memory.
     assert_eq!(follower.next_position().unwrap(), 40);
-    for s in 0..3 {
-        writer
-            .delete_stream(&format!("gone-{s}"), ExpectedVersion::Any, false, None)
-            .unwrap();
-    }
+    delete_gone_and_compact(&writer);
+    reads_as_the_writer(&follower, &writer, 20, &[1, 7, 20, 33]);
+}
+
+/// A follower opened while the writer's active segment holds `before` of 20 pairs of
+/// events (`keep_and_gone`): its open read the log up to there, and its next look goes
+/// on from that offset. Meanwhile the writer appends the rest, deletes the `gone`
+/// streams, seals the segment and rewrites it shorter. The follower's next look reads on
+/// from where its open stopped, in the file the open read, and every kept event is read
+/// from every position.
+fn a_follower_opened_before_a_compaction(before: usize) {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let writer = Arc::new(Store::open(dir.path(), opts(), Vec::new()).unwrap().0);
+    keep_and_gone(&writer, 0..before);
+    let ro = StoreOptions {
+        read_only: true,
+        ..opts()
+    };
+    let follower = Arc::new(Store::open(dir.path(), ro, Vec::new()).unwrap().0);
+    keep_and_gone(&writer, before..20);
+    delete_gone(&writer);
+    let seg = dir.path().join("events/000000.wal");
+    let long = std::fs::metadata(&seg).unwrap().len();
     assert!(writer.compact().unwrap().segments_rewritten > 0);
-    let want = all_payloads(&writer);
-    assert_eq!(want.len(), 20);
-    assert_eq!(all_payloads(&follower), want);
-    for from in [1, 7, 20, 33] {
-        assert_eq!(
-            payloads_of(follower.clone().read_all(from).unwrap().as_mut()),
-            payloads_of(writer.clone().read_all(from).unwrap().as_mut()),
-            "from {from}"
-        );
-    }
+    assert!(std::fs::metadata(&seg).unwrap().len() < long);
+    assert_eq!(follower.next_position().unwrap(), 43);
+    reads_as_the_writer(&follower, &writer, 20, &[0, 9, 20, 39, 42]);
+}
+
+/// The open read all 40 events: the offset its next look starts from is past the end
+/// of the rewritten segment (tests/followers.rs's compacting writer failed with `Stale
+/// following the writer's log: ... segment 000000.wal is 14970 bytes long, and 29905 of
+/// it were read`, about once in 40 runs under load).
+#[test]
+fn a_follower_opened_before_a_compaction_reads_on_from_where_its_open_stopped() {
+    a_follower_opened_before_a_compaction(20);
+}
+
+/// The open read 12 events: the offset its next look starts from is inside the
+/// rewritten segment, in the middle of a record there. (Before the fix the follower
+/// took the bytes there for a record not yet whole and counted nothing more: 12 of 43.)
+#[test]
+fn a_follower_opened_before_a_compaction_reads_on_from_the_middle_of_its_segment() {
+    a_follower_opened_before_a_compaction(6);
 }
 
 /// The real file system, except that the first open for reading of one segment by one
@@ -873,12 +909,14 @@ struct CompactOnOpen {
     armed: std::sync::Mutex<Option<Armed>>,
 }
 
-/// The segment to watch, the thread whose open runs the step, and the step.
-type Armed = (
-    std::path::PathBuf,
-    std::thread::ThreadId,
-    Box<dyn FnOnce() + Send>,
-);
+/// The segment to watch, the thread whose open of it (or, `at_stat`, whose look at it
+/// with `stat`) runs the step first, and the step.
+struct Armed {
+    path: std::path::PathBuf,
+    thread: std::thread::ThreadId,
+    at_stat: bool,
+    step: Box<dyn FnOnce() + Send>,
+}
 
 impl std::fmt::Debug for CompactOnOpen {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -888,8 +926,34 @@ impl std::fmt::Debug for CompactOnOpen {
 
 impl CompactOnOpen {
     fn arm(&self, segment: std::path::PathBuf, step: Box<dyn FnOnce() + Send>) {
-        let me = std::thread::current().id();
-        *self.armed.lock().unwrap() = Some((segment, me, step));
+        self.arm_at(segment, false, step);
+    }
+
+    /// Runs `step` in this thread's next `stat` of `path`, before it looks.
+    fn arm_at_stat(&self, path: std::path::PathBuf, step: Box<dyn FnOnce() + Send>) {
+        self.arm_at(path, true, step);
+    }
+
+    fn arm_at(&self, path: std::path::PathBuf, at_stat: bool, step: Box<dyn FnOnce() + Send>) {
+        *self.armed.lock().unwrap() = Some(Armed {
+            path,
+            thread: std::thread::current().id(),
+            at_stat,
+            step,
+        });
+    }
+
+    /// The armed step, taken, if `path` is its and this thread's call (`stat` or not) is
+    /// the one it waits for.
+    fn due(&self, path: &Path, stat: bool) -> Option<Box<dyn FnOnce() + Send>> {
+        let mut armed = self.armed.lock().unwrap();
+        let due = armed.as_ref().is_some_and(|a| {
+            a.at_stat == stat && a.path == path && a.thread == std::thread::current().id()
+        });
+        match due {
+            true => armed.take().map(|a| a.step),
+            false => None,
+        }
     }
 
     /// Whether the armed step has run.
@@ -900,15 +964,9 @@ impl CompactOnOpen {
 
 impl Vfs for CompactOnOpen {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<FileRef> {
-        let step = {
-            let mut armed = self.armed.lock().unwrap();
-            let due = armed.as_ref().is_some_and(|(p, t, _)| {
-                mode == OpenMode::Read && p == path && *t == std::thread::current().id()
-            });
-            match due {
-                true => armed.take().map(|(_, _, step)| step),
-                false => None,
-            }
+        let step = match mode {
+            OpenMode::Read => self.due(path, false),
+            _ => None,
         };
         if let Some(step) = step {
             step();
@@ -931,6 +989,9 @@ impl Vfs for CompactOnOpen {
         vfs::os().sync_dir(path)
     }
     fn stat(&self, path: &Path) -> io::Result<Stat> {
+        if let Some(step) = self.due(path, true) {
+            step();
+        }
         vfs::os().stat(path)
     }
     fn lock(&self, path: &Path) -> io::Result<Box<dyn Any + Send + Sync>> {
@@ -945,6 +1006,106 @@ impl Vfs for CompactOnOpen {
     fn same_file(&self, a: &Path, b: &Path) -> io::Result<bool> {
         vfs::os().same_file(a, b)
     }
+}
+
+/// Stores under ALWAYS in `dir` (no automatic compaction): a writer, and a follower on
+/// `CompactOnOpen`. Under ALWAYS the follower reads up to the writer's durable mark, and
+/// looks at its segment's bounds again each time the mark moved.
+fn writer_and_follower_under_always(dir: &Path) -> (Arc<Store>, Arc<Store>, Arc<CompactOnOpen>) {
+    let always = StoreOptions {
+        fsync: FsyncPolicy::Always,
+        ..opts()
+    };
+    let writer = Arc::new(Store::open(dir, always.clone(), Vec::new()).unwrap().0);
+    let fs = Arc::new(CompactOnOpen::default());
+    let ro = StoreOptions {
+        read_only: true,
+        vfs: fs.clone(),
+        ..always
+    };
+    let follower = Arc::new(Store::open(dir, ro, Vec::new()).unwrap().0);
+    (writer, follower, fs)
+}
+
+/// `gone-0..2` deleted.
+fn delete_gone(writer: &Store) {
+    for s in 0..3 {
+        writer
+            .delete_stream(&format!("gone-{s}"), ExpectedVersion::Any, false, None)
+            .unwrap();
+    }
+}
+
+/// `gone-0..2` deleted and a compaction, which seals the active segment and rewrites
+/// it without them.
+fn delete_gone_and_compact(writer: &Store) {
+    delete_gone(writer);
+    assert!(writer.compact().unwrap().segments_rewritten > 0);
+}
+
+/// A follower that looks at its active segment's bounds (the file at its name, whether
+/// a successor exists) while, between those two looks, the writer seals the segment and
+/// a compaction rewrites it shorter: the follower reads the writer's new records on in
+/// the file it holds, then the later ones, and every kept event from every position.
+/// (It looked at the successor first, found none, then took the length of the shorter
+/// copy for its active segment's: `Stale ... segment 000000.wal is N bytes long, and M of
+/// it were read`.)
+#[test]
+fn a_follower_whose_segment_is_sealed_and_rewritten_between_two_looks_reads_on() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (writer, follower, fs) = writer_and_follower_under_always(dir.path());
+    keep_and_gone(&writer, 0..20);
+    assert_eq!(follower.next_position().unwrap(), 40);
+    delete_gone(&writer);
+    let compacting = writer.clone();
+    fs.arm_at_stat(
+        dir.path().join("events").join("000000.wal"),
+        Box::new(move || assert!(compacting.compact().unwrap().segments_rewritten > 0)),
+    );
+    // The mark moved (three delete entries): the follower looks at the bounds again.
+    assert_eq!(follower.next_position().unwrap(), 43);
+    assert!(fs.fired(), "the follower did not look at its segment");
+    let seg = dir.path().join("events/000000.wal");
+    assert!(std::fs::metadata(&seg).unwrap().len() < 30_000);
+    append(&writer, "keep", b"KEEP-after", b"");
+    assert_eq!(follower.next_position().unwrap(), 44);
+    reads_as_the_writer(&follower, &writer, 21, &[0, 9, 20, 39, 43]);
+}
+
+/// A follower that read the writer's durable mark while it ended in the middle of the
+/// active segment, and then, before its tail reads that segment, the writer appends more,
+/// deletes, seals the segment and a compaction rewrites it shorter (and appends to the
+/// next one): the tail reads the rewritten copy at the segment's name to its end, not up
+/// to the mark's offset, which is one of the segment as it was written, inside a record
+/// of the copy. (It failed with `Corrupt following the writer's log: segment 000001.wal:
+/// a damaged record at offset N (the record is cut short)`; tests/followers.rs's
+/// compacting writer under ALWAYS, once in 30 runs under load.)
+#[test]
+fn a_follower_reads_a_segment_rewritten_since_it_read_the_mark_to_its_end() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (writer, follower, fs) = writer_and_follower_under_always(dir.path());
+    // Segment 0 sealed and rewritten; the follower's tail on to segment 1, empty.
+    keep_and_gone(&writer, 0..20);
+    delete_gone_and_compact(&writer);
+    assert_eq!(follower.next_position().unwrap(), 43);
+    // The mark ends in segment 1, after six pairs of events.
+    keep_and_gone(&writer, 20..26);
+    let compacting = writer.clone();
+    fs.arm_at_stat(
+        dir.path().join("events").join("000001.wal"),
+        Box::new(move || {
+            keep_and_gone(&compacting, 26..40);
+            delete_gone_and_compact(&compacting);
+            append(&compacting, "keep", b"KEEP-after", b"");
+        }),
+    );
+    let seen = follower.next_position().unwrap();
+    assert!(fs.fired(), "the follower did not look at segment 1");
+    assert!((55..=87).contains(&seen), "{seen}");
+    assert_eq!(follower.next_position().unwrap(), 87);
+    reads_as_the_writer(&follower, &writer, 41, &[0, 30, 43, 55, 60, 86]);
 }
 
 /// A store on `CompactOnOpen` (no automatic compaction): stream `gone` at positions 0-3,
@@ -1113,12 +1274,7 @@ fn a_follower_takes_up_a_rewritten_segments_index_file_after_the_second_rename()
     }
     let idx = dir.path().join("index").join("000000.idx");
     let sealed = std::fs::read(&idx).expect("the first segment's index file");
-    for s in 0..3 {
-        writer
-            .delete_stream(&format!("gone-{s}"), ExpectedVersion::Any, false, None)
-            .unwrap();
-    }
-    assert!(writer.compact().unwrap().segments_rewritten > 0);
+    delete_gone_and_compact(&writer);
     let rewritten = std::fs::read(&idx).unwrap();
     assert_ne!(rewritten, sealed);
     // Between the two renames, as the follower sees it: the old index file.
@@ -1127,13 +1283,6 @@ fn a_follower_takes_up_a_rewritten_segments_index_file_after_the_second_rename()
     assert_eq!(follower.next_position().unwrap(), end);
     // The second rename.
     std::fs::write(&idx, &rewritten).unwrap();
-    let want = all_payloads(&writer);
-    assert_eq!(all_payloads(&follower), want);
-    for from in [3, 25, 39, 41] {
-        assert_eq!(
-            payloads_of(follower.clone().read_all(from).unwrap().as_mut()),
-            payloads_of(writer.clone().read_all(from).unwrap().as_mut()),
-            "from {from}"
-        );
-    }
+    let kept = all_payloads(&writer).len();
+    reads_as_the_writer(&follower, &writer, kept, &[3, 25, 39, 41]);
 }

@@ -446,6 +446,26 @@ impl Wal {
         }
     }
 
+    /// A read-only log's `current_position`, where its open's reading of the log ended,
+    /// with the file of that segment the open read (opened while the open held the log
+    /// directory): that offset is an offset of this file. A writer's compaction may put
+    /// a shorter copy of the segment at its name afterwards, where the offset is
+    /// meaningless. `None` at offset 0 (no segment yet, or nothing read of it), which
+    /// every copy of the segment shares, and for a writable log.
+    pub(crate) fn opened_tail(&self) -> Option<(Position, FileRef)> {
+        if !self.inner.config.read_only {
+            return None;
+        }
+        let st = self.inner.lock_state();
+        (st.end_off > 0).then(|| {
+            let at = Position {
+                segment_id: st.active_id,
+                offset: st.end_off,
+            };
+            (at, st.active.clone())
+        })
+    }
+
     /// The LSN of everything appended so far, and of what is durable.
     pub fn lsns(&self) -> (Lsn, Lsn) {
         let st = self.inner.lock_state();

@@ -68,6 +68,19 @@ impl SegmentCursor {
         }
     }
 
+    /// A cursor at `from`, an offset of `file`, a copy of segment `from.segment_id` it
+    /// reads that segment in (as it reads a file it opened itself): a read-only store's
+    /// offset taken from a file read before (its open's), which a compaction may have
+    /// replaced at the segment's name since by a shorter copy whose offsets differ.
+    pub(crate) fn in_file(inner: Arc<Inner>, from: Position, file: super::vfs::FileRef) -> Self {
+        let mut scanner = Scanner::new(file, from.offset, from.offset);
+        scanner.set_reread_on_bad(inner.config.read_only);
+        SegmentCursor {
+            scanner: Some(scanner),
+            ..SegmentCursor::new(inner, from)
+        }
+    }
+
     /// Reads no record at or past `bound` (a reader of someone else's log, under the
     /// writer's durable mark); `None`: up to what is written.
     pub(crate) fn set_bound(&mut self, bound: Option<Position>) {
@@ -148,33 +161,37 @@ impl SegmentCursor {
                 len,
             }));
         }
-        // Read-only: another process may be writing; ask the file system.
+        // Read-only: another process may be writing; ask the file system. The file at
+        // the segment's name first, then whether a successor exists: a compaction
+        // replaces only a segment that has one, so one that has none after the look at
+        // the name was the active segment when looked at.
         let dir = &self.inner.config.dir;
         let vfs = &*self.inner.config.vfs;
+        let named = match vfs.stat(&segment::path(dir, id)) {
+            Ok(s) => Some(s.len),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(format!("reading {}", segment::file_name(id)), e)),
+        };
         let successor = vfs.stat(&segment::path(dir, id + 1)).is_ok();
         // A segment with a successor is sealed: the file this cursor opened is read to its
         // own end, as it was (a compaction may have renamed a shorter copy over its name
         // since; its offsets are not this cursor's). The active segment is the file at its
         // name: a writer's recovery cuts it in place.
-        let held = match (&self.scanner, successor) {
-            (Some(sc), true) => Some(
-                sc.file()
-                    .len()
-                    .map_err(|e| Error::io(format!("reading {}", segment::file_name(id)), e))?,
-            ),
-            _ => None,
-        };
-        let len = match held {
-            Some(len) => len,
-            None => match vfs.stat(&segment::path(dir, id)) {
-                Ok(s) => s.len,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(Error::io(format!("reading {}", segment::file_name(id)), e)),
-            },
+        let len = match (&self.scanner, successor, named) {
+            (Some(sc), true, _) => sc
+                .file()
+                .len()
+                .map_err(|e| Error::io(format!("reading {}", segment::file_name(id)), e))?,
+            (_, _, Some(len)) => len,
+            (_, _, None) => return Ok(None),
         };
         let (limit, has_next) = match self.bound {
             // The durable records end in this segment: nothing after them is read yet.
-            Some(b) if b.segment_id == id => (len.min(b.offset), false),
+            // Only while it has no successor: the writer's rotation syncs a segment whole
+            // before it begins the next, so a bound in a sealed segment is an older mark
+            // (read before the writer rotated), and its offset is one of the segment as
+            // it was written, not of a shorter copy a compaction may have put at its name.
+            Some(b) if b.segment_id == id && !successor => (len.min(b.offset), false),
             Some(b) if b.segment_id < id => (0, false),
             _ => (len, successor),
         };
@@ -287,8 +304,8 @@ impl SegmentCursor {
                         })?;
                 // A sealed segment is read to the end of the file opened, which is the
                 // segment as it was when opened (a compaction replaces it by a rename).
-                let before_bound = self.bound.is_none_or(|b| b.segment_id > id);
-                let (limit, sealed) = match has_next && before_bound {
+                // (`has_next`: no bound stops reading in it.)
+                let (limit, sealed) = match has_next {
                     true => match file.len() {
                         Ok(l) if l >= offset => (l, true),
                         _ => (limit, false),

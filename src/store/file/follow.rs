@@ -58,7 +58,12 @@ impl Follow {
     pub(super) fn new(wal: &Wal, last: Option<Position>, count: u64) -> Result<Follow> {
         let mark = wal.opened_mark();
         let bound = mark.and_then(|m| m.bound);
-        let mut tail = SegmentCursor::new(wal.inner.clone(), wal.current_position());
+        // The open's offset is one of the file it read: read on in that file (a
+        // compaction may have put a shorter copy of the segment at its name since).
+        let mut tail = match wal.opened_tail() {
+            Some((at, file)) => SegmentCursor::in_file(wal.inner.clone(), at, file),
+            None => SegmentCursor::new(wal.inner.clone(), wal.current_position()),
+        };
         tail.set_bound(bound);
         let last = match (last, count.checked_sub(1)) {
             (Some(at), Some(p)) => counted(wal, p, at)?,
