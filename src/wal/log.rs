@@ -379,23 +379,45 @@ impl Wal {
     /// they made it).
     pub fn append_batch_nowait(&self, records: &[RecordRef<'_>]) -> Result<Appended> {
         self.inner.check_process()?;
-        self.inner.append(records, None)
+        self.inner.append(records, None, Vec::new())
     }
 
     /// `append_batch_nowait` for a caller that numbered its records from what it knew
     /// in failure epoch `epoch`: refused, placing nothing, if a failed write has taken
     /// back records since (the numbering would then leave a gap).
     pub fn append_in_epoch(&self, records: &[RecordRef<'_>], epoch: u64) -> Result<Appended> {
+        self.append_in_epoch_reusing(records, epoch, Vec::new())
+    }
+
+    /// `append_in_epoch` handing back the records' positions in `positions` (emptied
+    /// first): a caller that appends often keeps one vector instead of allocating one a
+    /// call (it gets it back as `Appended::positions`).
+    pub fn append_in_epoch_reusing(
+        &self,
+        records: &[RecordRef<'_>],
+        epoch: u64,
+        positions: Vec<Position>,
+    ) -> Result<Appended> {
         self.inner.check_process()?;
-        self.inner.append(records, Some(epoch))
+        self.inner.append(records, Some(epoch), positions)
     }
 
     /// Appends a batch and hands it to the OS before returning (no fsync): when it
     /// returns `Ok` the records survive a crash of this process; when it fails, none of
     /// them is in the log (a partly written batch is erased) and the log goes on.
     pub fn append_written(&self, records: &[RecordRef<'_>]) -> Result<Appended> {
+        self.append_written_reusing(records, Vec::new())
+    }
+
+    /// `append_written` handing back the records' positions in `positions` (emptied
+    /// first), as `append_in_epoch_reusing`.
+    pub fn append_written_reusing(
+        &self,
+        records: &[RecordRef<'_>],
+        positions: Vec<Position>,
+    ) -> Result<Appended> {
         self.inner.check_process()?;
-        self.inner.append_written(records)
+        self.inner.append_written(records, positions)
     }
 
     /// Waits until everything up to `appended.lsn` is on disk (group commit: one leader
@@ -782,9 +804,16 @@ impl Inner {
 
     /// Encodes `records` into the buffer at the end of the active segment (which has
     /// room: the caller rotated if needed). Batch records but the last carry the
-    /// "batch continues" flag.
-    fn place(&self, st: &mut State, records: &[RecordRef<'_>], size: u64) -> Appended {
-        let mut positions = Vec::with_capacity(records.len());
+    /// "batch continues" flag. Their positions go into `positions` (emptied first).
+    fn place(
+        &self,
+        st: &mut State,
+        records: &[RecordRef<'_>],
+        size: u64,
+        mut positions: Vec<Position>,
+    ) -> Appended {
+        positions.clear();
+        positions.reserve(records.len());
         let last = records.len() - 1;
         for (i, r) in records.iter().enumerate() {
             positions.push(Position {
@@ -839,10 +868,15 @@ impl Inner {
         }
     }
 
-    fn append(&self, records: &[RecordRef<'_>], epoch: Option<u64>) -> Result<Appended> {
+    fn append(
+        &self,
+        records: &[RecordRef<'_>],
+        epoch: Option<u64>,
+        positions: Vec<Position>,
+    ) -> Result<Appended> {
         let size = self.check_append(records)?;
         let mut st = self.lock_with_room(size, epoch)?;
-        let a = self.place(&mut st, records, size);
+        let a = self.place(&mut st, records, size, positions);
         let big = st.buf.len() >= WRITE_THRESHOLD && !st.flushing;
         drop(st);
         if big && self.config.fsync_policy != FsyncPolicy::Always {
@@ -851,7 +885,11 @@ impl Inner {
         Ok(a)
     }
 
-    fn append_written(&self, records: &[RecordRef<'_>]) -> Result<Appended> {
+    fn append_written(
+        &self,
+        records: &[RecordRef<'_>],
+        positions: Vec<Position>,
+    ) -> Result<Appended> {
         let size = self.check_append(records)?;
         let io = self.lock_io();
         let mut st = self.lock_state();
@@ -868,7 +906,7 @@ impl Inner {
             st = self.lock_state();
             check_open(&st)?;
         }
-        let a = self.place(&mut st, records, size);
+        let a = self.place(&mut st, records, size, positions);
         drop(st);
         self.flush_locked(false, true)?;
         drop(io);

@@ -80,6 +80,8 @@ pub(super) struct Writer {
     versions: Vec<Option<u64>>,
     spans: Vec<EncodedSpan<'static, 'static>>,
     records: Vec<RecordRef<'static>>,
+    /// Where the log put an append's records, kept between appends for its allocation.
+    positions: Vec<Position>,
     /// Read-only stores: the writer they follow (see `follow`).
     follow: Option<follow::Follow>,
     /// The log's failure epoch this writer state matches (see `catch_up_epoch`).
@@ -809,6 +811,7 @@ impl FileStore {
                 versions: Vec::new(),
                 spans: Vec::new(),
                 records: Vec::new(),
+                positions: Vec::new(),
                 follow,
                 epoch: 0,
             }),
@@ -1335,12 +1338,14 @@ impl FileStore {
                     &scratch[*start + 8..],
                 ));
             }
+            let positions = std::mem::take(&mut w.positions);
             if always {
                 // Numbered from this writer's epoch: if a failed write took back records
                 // meanwhile, the log refuses these rather than leave a gap.
-                self.wal.append_in_epoch(&records, w.epoch)
+                self.wal
+                    .append_in_epoch_reusing(&records, w.epoch, positions)
             } else {
-                self.wal.append_written(&records)
+                self.wal.append_written_reusing(&records, positions)
             }
         };
         w.records = recycle(records);
@@ -1367,11 +1372,13 @@ impl FileStore {
             drop(w);
             let durable = self.wal.wait_durable(&appended);
             let mut w = self.lock_writer();
+            w.positions = appended.positions;
             self.catch_up_epoch(&mut w);
             durable?;
             self.commit_durable(&mut w);
         } else {
             self.commit_written(&batch, &appended.positions, entry);
+            w.positions = appended.positions;
             w.scratch = scratch;
             versions.clear();
             w.versions = versions;
