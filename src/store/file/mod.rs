@@ -1268,8 +1268,15 @@ impl FileStore {
     ) -> Result<AppendResult> {
         self.check_writable()?;
         let count = super::validate_append(appends, allow_empty, self.options.max_event_size)?;
-        // Subjects' keys are made (durably) before the writer's lock is taken.
-        let keys = self.subject_keys(appends)?;
+        // Subjects' keys are made (durably) before the writer's lock is taken; an append
+        // that names no subject (nearly all) looks none up.
+        let names_subject = appends
+            .iter()
+            .any(|a| a.events.iter().any(|e| e.subject.is_some()));
+        let keys = match names_subject {
+            true => self.subject_keys(appends)?,
+            false => Vec::new(),
+        };
         let always = self.options.fsync == FsyncPolicy::Always;
         let mut w = self.lock_writer();
         if always {
