@@ -76,8 +76,8 @@ pub(super) struct Writer {
     /// Scratch space for encoding.
     scratch: Vec<u8>,
     /// The vectors of an append, kept empty between appends for their allocations (see
-    /// `recycle`): the parts' versions before it, its encoded events, its records.
-    versions: Vec<Option<u64>>,
+    /// `recycle`): its parts' streams before it, its encoded events, its records.
+    versions: Vec<PartBefore>,
     spans: Vec<EncodedSpan<'static, 'static>>,
     records: Vec<RecordRef<'static>>,
     /// Where the log put an append's records, kept between appends for its allocation.
@@ -608,6 +608,15 @@ pub(crate) fn decode_fetched<'a>(
         .map_err(|e| e.damage_at(position))
 }
 
+/// A part of an append's stream as `check_expected_versions` found it.
+#[derive(Debug, Clone, Copy)]
+struct PartBefore {
+    /// The stream's last version, after which the part's versions continue.
+    current: Option<u64>,
+    /// Its id in the index, when it was looked up there.
+    sid: Option<u32>,
+}
+
 /// One event of an append, encoded: its record (8-byte key, then envelope) is
 /// `scratch[start..end]`.
 struct EncodedSpan<'s, 'e> {
@@ -615,6 +624,8 @@ struct EncodedSpan<'s, 'e> {
     end: usize,
     stream: &'s str,
     version: u64,
+    /// Its stream's id as looked up before the append (`PartBefore`).
+    sid: Option<u32>,
     input: &'e EventInput<'e>,
 }
 
@@ -639,6 +650,12 @@ impl<'s, 'e, 'b> Recyclable<'s, 'b> for EncodedSpan<'s, 'e> {
     type Other = EncodedSpan<'b, 'b>;
 }
 
+/// Whether two strings are equal, at once when they are the same one (the events of a
+/// batch often share one type string).
+fn same_text(a: &str, b: &str) -> bool {
+    std::ptr::eq(a, b) || a == b
+}
+
 /// An append encoded into the writer's scratch buffer.
 struct EncodedBatch<'s, 'e> {
     first: u64,
@@ -649,10 +666,10 @@ struct EncodedBatch<'s, 'e> {
 }
 
 /// Encodes keys and envelopes of an append's events into `scratch` (cleared first), from
-/// position `first` on, each part after its stream's version `versions[i]`.
+/// position `first` on, each part after its stream's version `versions[i].current`.
 fn encode_batch<'s, 'e>(
     appends: &'e [StreamAppend<'s>],
-    versions: &[Option<u64>],
+    versions: &[PartBefore],
     first: u64,
     timestamp: u64,
     mut spans: Vec<EncodedSpan<'s, 'e>>,
@@ -665,11 +682,11 @@ fn encode_batch<'s, 'e>(
     let mut aad = Vec::new();
     let mut stream_versions = Vec::with_capacity(appends.len());
     let mut position = first;
-    for (a, current) in appends.iter().zip(versions) {
+    for (a, before) in appends.iter().zip(versions) {
         let mut version = if a.stream.is_empty() {
             0
         } else {
-            current.map_or(0, |v| v + 1)
+            before.current.map_or(0, |v| v + 1)
         };
         for e in a.events {
             let start = scratch.len();
@@ -702,6 +719,7 @@ fn encode_batch<'s, 'e>(
                 end: scratch.len(),
                 stream: a.stream,
                 version,
+                sid: before.sid,
                 input: e,
             });
             position += 1;
@@ -1254,8 +1272,24 @@ impl FileStore {
     /// The stream's current version as the writer sees it (pending events included):
     /// `None` when it does not exist.
     fn writer_version(&self, w: &Writer, index: &Index, stream: &str) -> Option<u64> {
-        let n = index.stream_len(stream) + w.pending_streams.get(stream).copied().unwrap_or(0);
-        n.checked_sub(1)
+        self.writer_version_id(w, index, stream).0
+    }
+
+    /// `writer_version`, and the stream's id in `index` if it is there.
+    fn writer_version_id(
+        &self,
+        w: &Writer,
+        index: &Index,
+        stream: &str,
+    ) -> (Option<u64>, Option<u32>) {
+        let sid = index.stream_id(stream);
+        let indexed = sid.map_or(0, |id| index.stream_count(id));
+        // (No hashing of the name while nothing is pending: always so but under `Always`.)
+        let pending = match w.pending_streams.is_empty() {
+            true => 0,
+            false => w.pending_streams.get(stream).copied().unwrap_or(0),
+        };
+        ((indexed + pending).checked_sub(1), sid)
     }
 
     /// Appends `appends`, and with `ack` a consumer's checkpoint as the last record of
@@ -1407,7 +1441,7 @@ impl FileStore {
         &self,
         w: &Writer,
         appends: &[StreamAppend<'_>],
-        versions: &mut Vec<Option<u64>>,
+        versions: &mut Vec<PartBefore>,
     ) -> Result<()> {
         let index = self.index.read().unwrap_or_else(|e| e.into_inner());
         let removing = !index.life.is_empty();
@@ -1418,26 +1452,26 @@ impl FileStore {
             // `current`: the stream's last version, after which its versions continue;
             // `exists`: the version its expected version is checked against (none for a
             // stream soft-deleted and not appended to since, docs/lifecycle.md).
-            let (current, exists) = match seen.iter().find(|s| s.0 == a.stream) {
-                Some(&(_, v)) => (v, v),
-                None if a.stream.is_empty() => (None, None),
+            let (current, exists, sid) = match seen.iter().find(|s| s.0 == a.stream) {
+                Some(&(_, v)) => (v, v, None),
+                None if a.stream.is_empty() => (None, None, None),
                 // Deletes are looked at only once any lifecycle entry exists or waits.
                 None if removing || w.pending_entries > 0 => {
                     let view = self.writer_view(w, &index, a.stream);
                     if view.tombstone {
                         return Err(stream_deleted(a.stream).in_part(part));
                     }
-                    (view.last_version, view.version())
+                    (view.last_version, view.version(), None)
                 }
                 None => {
-                    let v = self.writer_version(w, &index, a.stream);
-                    (v, v)
+                    let (v, sid) = self.writer_version_id(w, &index, a.stream);
+                    (v, v, sid)
                 }
             };
             if !a.expected.holds(exists) {
                 return Err(super::wrong_expected_version(part, a, exists));
             }
-            versions.push(current);
+            versions.push(PartBefore { current, sid });
             // (An append to one stream has no later part to look it up.)
             if !a.stream.is_empty() && appends.len() > 1 {
                 let last = current.map_or(a.events.len() as u64 - 1, |v| v + a.events.len() as u64);
@@ -1459,6 +1493,10 @@ impl FileStore {
         entry: Option<(Position, lifecycle::Entry)>,
     ) {
         let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+        // The stream of the event before and its id: a part's events share them.
+        let mut part: Option<(&str, u32)> = None;
+        // A run of events of one type, counted with one lookup.
+        let mut run: Option<(&str, u64)> = None;
         for (i, sp) in batch.spans.iter().enumerate() {
             let e = sp.input;
             // Projections never see a subject's personal data (`Projection`).
@@ -1476,8 +1514,25 @@ impl FileStore {
                 subject: e.subject,
                 erased: false,
             };
-            index.push(at[i], batch.timestamp, sp.stream, sp.version, e.event_type);
+            let known = match part {
+                Some((stream, id)) if std::ptr::eq(stream, sp.stream) => Some(id),
+                // Looked up before this lock was taken: taken if it is still the stream's.
+                _ => sp.sid.filter(|&id| index.is_stream_id(id, sp.stream)),
+            };
+            let id = index.push_uncounted_as(at[i], batch.timestamp, sp.stream, sp.version, known);
+            part = Some((sp.stream, id));
+            match &mut run {
+                Some((t, n)) if same_text(t, e.event_type) => *n += 1,
+                _ => {
+                    if let Some((t, n)) = run.replace((e.event_type, 1)) {
+                        index.count_type(t, n);
+                    }
+                }
+            }
             self.projections.iter().for_each(|p| p.apply(&ev));
+        }
+        if let Some((t, n)) = run {
+            index.count_type(t, n);
         }
         if let Some((wal, e)) = entry {
             let position = index.len();
