@@ -1302,11 +1302,14 @@ impl FileStore {
     ) -> Result<AppendResult> {
         self.check_writable()?;
         let count = super::validate_append(appends, allow_empty, self.options.max_event_size)?;
-        // Subjects' keys are made (durably) before the writer's lock is taken; an append
-        // that names no subject (nearly all) looks none up.
-        let names_subject = appends
-            .iter()
-            .any(|a| a.events.iter().any(|e| e.subject.is_some()));
+        // What of the optional parts any event has: an append with no ids and no
+        // subjects (nearly all) looks none up.
+        let (mut has_ids, mut names_subject) = (false, false);
+        for e in appends.iter().flat_map(|a| a.events) {
+            has_ids |= e.id.is_some();
+            names_subject |= e.subject.is_some();
+        }
+        // Subjects' keys are made (durably) before the writer's lock is taken.
         let keys = match names_subject {
             true => self.subject_keys(appends)?,
             false => Vec::new(),
@@ -1319,8 +1322,10 @@ impl FileStore {
         // A poisoned log refuses before anything is checked or encoded.
         self.wal.health()?;
         // A retry of an append that was stored already: its events, not new ones.
-        if let Some(done) = self.find_retry(&w, appends)? {
-            return Ok(done);
+        if has_ids {
+            if let Some(done) = self.find_retry(&w, appends)? {
+                return Ok(done);
+            }
         }
         let mut versions = std::mem::take(&mut w.versions);
         self.check_expected_versions(&w, appends, &mut versions)?;
