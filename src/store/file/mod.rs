@@ -656,13 +656,52 @@ fn same_text(a: &str, b: &str) -> bool {
     std::ptr::eq(a, b) || a == b
 }
 
+/// Each part's stream version after an append: one held inline (an append to one stream
+/// allocates nothing for it), or a vector.
+enum PartVersions {
+    One(u64),
+    Many(Vec<u64>),
+}
+
+impl PartVersions {
+    fn with_parts(n: usize) -> PartVersions {
+        match n {
+            1 => PartVersions::One(0),
+            _ => PartVersions::Many(Vec::with_capacity(n)),
+        }
+    }
+
+    /// Sets the next part's version (the only one's, for `One`).
+    fn push(&mut self, v: u64) {
+        match self {
+            PartVersions::One(one) => *one = v,
+            PartVersions::Many(vs) => vs.push(v),
+        }
+    }
+
+    /// The first part's version.
+    fn first(&self) -> u64 {
+        match self {
+            PartVersions::One(one) => *one,
+            PartVersions::Many(vs) => vs[0],
+        }
+    }
+
+    fn into_vec(self) -> Vec<u64> {
+        match self {
+            PartVersions::One(one) => vec![one],
+            PartVersions::Many(vs) => vs,
+        }
+    }
+}
+
 /// An append encoded into the writer's scratch buffer.
 struct EncodedBatch<'s, 'e> {
     first: u64,
     timestamp: u64,
     spans: Vec<EncodedSpan<'s, 'e>>,
     /// Each part's stream version after the append.
-    stream_versions: Vec<u64>,
+    stream_versions: PartVersions,
 }
 
 /// Encodes keys and envelopes of an append's events into `scratch` (cleared first), from
@@ -680,7 +719,7 @@ fn encode_batch<'s, 'e>(
     // The subjects' keys, one per event that names a subject, in order.
     let mut keys = keys.iter();
     let mut aad = Vec::new();
-    let mut stream_versions = Vec::with_capacity(appends.len());
+    let mut stream_versions = PartVersions::with_parts(appends.len());
     let mut position = first;
     for (a, before) in appends.iter().zip(versions) {
         let mut version = if a.stream.is_empty() {
@@ -1261,12 +1300,32 @@ impl FileStore {
             expected: ExpectedVersion::Any,
             events: &input,
         }];
-        Ok(self.append_multi_inner(&a, true, None)?.first_position)
+        Ok(self.append_parts(&a, true, None)?.0)
     }
 
     /// Appends to several streams at once: all of it or nothing, on disk as in memory.
     pub fn append_multi(&self, appends: &[StreamAppend<'_>]) -> Result<AppendResult> {
         self.append_multi_inner(appends, false, None)
+    }
+
+    /// Appends to one stream: its first position and the stream's version after it.
+    pub fn append_one(&self, part: &StreamAppend<'_>) -> Result<(u64, u64)> {
+        let (first, versions) = self.append_parts(std::slice::from_ref(part), false, None)?;
+        Ok((first, versions.first()))
+    }
+
+    /// `append_parts` with its result as an `AppendResult`.
+    fn append_multi_inner(
+        &self,
+        appends: &[StreamAppend<'_>],
+        allow_empty: bool,
+        ack: Option<&crate::store::consumer::ConsumerOp>,
+    ) -> Result<AppendResult> {
+        let (first, versions) = self.append_parts(appends, allow_empty, ack)?;
+        Ok(AppendResult {
+            first_position: first,
+            stream_versions: versions.into_vec(),
+        })
     }
 
     /// The stream's current version as the writer sees it (pending events included):
@@ -1293,13 +1352,14 @@ impl FileStore {
     }
 
     /// Appends `appends`, and with `ack` a consumer's checkpoint as the last record of
-    /// the same batch (docs/consumers.md: the atomic step).
-    fn append_multi_inner(
+    /// the same batch (docs/consumers.md: the atomic step). Returns the first position
+    /// and each part's stream version after it.
+    fn append_parts(
         &self,
         appends: &[StreamAppend<'_>],
         allow_empty: bool,
         ack: Option<&crate::store::consumer::ConsumerOp>,
-    ) -> Result<AppendResult> {
+    ) -> Result<(u64, PartVersions)> {
         self.check_writable()?;
         let count = super::validate_append(appends, allow_empty, self.options.max_event_size)?;
         // What of the optional parts any event has: an append with no ids and no
@@ -1324,7 +1384,10 @@ impl FileStore {
         // A retry of an append that was stored already: its events, not new ones.
         if has_ids {
             if let Some(done) = self.find_retry(&w, appends)? {
-                return Ok(done);
+                return Ok((
+                    done.first_position,
+                    PartVersions::Many(done.stream_versions),
+                ));
             }
         }
         let mut versions = std::mem::take(&mut w.versions);
@@ -1434,10 +1497,7 @@ impl FileStore {
         }
         self.maybe_seal();
         self.maybe_snapshot();
-        Ok(AppendResult {
-            first_position: first,
-            stream_versions: batch.stream_versions,
-        })
+        Ok((first, batch.stream_versions))
     }
 
     /// Checks every expected version of an append before anything is written (nothing is
