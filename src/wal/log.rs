@@ -18,7 +18,7 @@ use super::stats::{WalStats, WalStatsSnapshot};
 use super::vfs::{self, FileRef, Kind, OpenMode};
 use super::{FsyncPolicy, Position, WalConfig};
 use crate::error::{Error, ErrorKind, Result};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -70,6 +70,8 @@ pub(crate) struct Inner {
     /// The active segment's id and written end, packed (id << 40 | offset), so a reader
     /// can tell without a lock whether the bytes it wants are with the OS yet.
     visible: AtomicU64,
+    /// Set with `State::poisoned` (never cleared): `health` reads it without the lock.
+    poisoned: AtomicBool,
     /// A writer's durable mark, for readers in other processes (see `mark`).
     mark: Option<MarkWriter>,
     /// A reader's: the mark in force when the log was opened.
@@ -218,6 +220,7 @@ impl Wal {
             stats: WalStats::default(),
             read_files: Mutex::new(Vec::new()),
             visible: AtomicU64::new(0),
+            poisoned: AtomicBool::new(false),
             mark,
             opened_mark,
             mark_file: Mutex::new(None),
@@ -657,6 +660,10 @@ impl Wal {
 
     /// The failure that poisoned the log, if one did.
     pub fn health(&self) -> Result<()> {
+        // Every append asks: a healthy log answers without its lock.
+        if !self.inner.poisoned.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let st = self.inner.lock_state();
         match &st.poisoned {
             Some(e) => Err(poisoned_error(e)),
@@ -779,6 +786,12 @@ impl Inner {
             )));
         }
         Ok(())
+    }
+
+    /// Poisons the log for good with `failure` (see the module's comment).
+    fn poison(&self, st: &mut State, failure: Error) {
+        st.poisoned = Some(failure);
+        self.poisoned.store(true, Ordering::Release);
     }
 
     /// Checks an append's size before any lock is taken.
@@ -1073,7 +1086,7 @@ impl Inner {
                     self.publish_visible(&st);
                 }
                 let failure = Error::new(e.kind, why);
-                st.poisoned = Some(failure.clone());
+                self.poison(&mut st, failure.clone());
                 drop(st);
                 self.progress.notify_all();
                 Err(failure)
@@ -1115,7 +1128,7 @@ impl Inner {
             let mut back = chunk;
             back.extend_from_slice(&st.buf);
             st.buf = back;
-            st.poisoned = Some(failure.clone());
+            self.poison(&mut st, failure.clone());
             drop(st);
             self.progress.notify_all();
             return failure;
@@ -1151,7 +1164,7 @@ impl Inner {
                         e.message
                     ),
                 );
-                st.poisoned = Some(f.clone());
+                self.poison(&mut st, f.clone());
                 f
             }
         };
@@ -1213,7 +1226,7 @@ impl Inner {
             let failure = fail("finalizing the old segment", e);
             // A failed fsync of the old segment: its data may not be on disk.
             let mut st = self.lock_state();
-            st.poisoned = Some(failure.clone());
+            self.poison(&mut st, failure.clone());
             return Err(failure);
         }
         let vfs = &*self.config.vfs;
@@ -1250,7 +1263,7 @@ impl Inner {
         drop(st);
         segment::finalize(&*file, end).map_err(|e| {
             let failure = Error::io("finalizing the active segment", e);
-            self.lock_state().poisoned = Some(failure.clone());
+            self.poison(&mut self.lock_state(), failure.clone());
             failure
         })
     }
