@@ -920,8 +920,7 @@ impl Inner {
             check_open(&st)?;
         }
         let a = self.place(&mut st, records, size, positions);
-        drop(st);
-        self.flush_locked(false, true)?;
+        self.flush_held(st, false, true)?;
         drop(io);
         self.progress.notify_all();
         Ok(a)
@@ -978,7 +977,11 @@ impl Inner {
     /// `unacked`, nobody has been told about the buffered records yet, so a failed write
     /// takes them back instead of poisoning the log.
     fn flush_locked(&self, sync: bool, unacked: bool) -> Result<()> {
-        let mut st = self.lock_state();
+        self.flush_held(self.lock_state(), sync, unacked)
+    }
+
+    /// `flush_locked` for a caller that holds the state lock already (`st`, let go here).
+    fn flush_held(&self, mut st: MutexGuard<'_, State>, sync: bool, unacked: bool) -> Result<()> {
         if let Some(e) = &st.poisoned {
             return Err(poisoned_error(e));
         }
