@@ -305,17 +305,25 @@ fn is_ascii(b: &[u8]) -> bool {
     any & HIGH == 0
 }
 
+#[inline(always)]
 pub(crate) fn check_name(what: &str, name: &str, allow_empty: bool) -> Result<()> {
-    if name.is_empty() && !allow_empty {
-        return Err(Error::invalid(format!("the {what} is empty")));
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(Error::invalid(format!(
-            "the {what} is {} bytes long; the limit is {MAX_NAME_LEN}",
-            name.len()
-        )));
+    if (name.is_empty() && !allow_empty) || name.len() > MAX_NAME_LEN {
+        return Err(bad_name(what, name));
     }
     Ok(())
+}
+
+/// `check_name`'s error, out of line: the check is inlined into every append's loop.
+#[cold]
+#[inline(never)]
+fn bad_name(what: &str, name: &str) -> Error {
+    if name.is_empty() {
+        return Error::invalid(format!("the {what} is empty"));
+    }
+    Error::invalid(format!(
+        "the {what} is {} bytes long; the limit is {MAX_NAME_LEN}",
+        name.len()
+    ))
 }
 
 /// Checks an append's shape and sizes the same way on every backend: streams and event
