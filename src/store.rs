@@ -305,6 +305,8 @@ fn is_ascii(b: &[u8]) -> bool {
     any & HIGH == 0
 }
 
+/// Checks a name (stream, event type, subject): not empty unless `allow_empty`, at most
+/// `MAX_NAME_LEN` bytes.
 #[inline(always)]
 pub(crate) fn check_name(what: &str, name: &str, allow_empty: bool) -> Result<()> {
     if (name.is_empty() && !allow_empty) || name.len() > MAX_NAME_LEN {
