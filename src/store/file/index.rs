@@ -501,11 +501,13 @@ impl Index {
     }
 
     /// The id of stream `name`, if it exists (what `push_uncounted_as` takes).
+    #[inline]
     pub fn stream_id(&self, name: &str) -> Option<u32> {
         self.stream_ids.get(name).copied()
     }
 
     /// The event count of the stream with id `id` (from `stream_id`).
+    #[inline]
     pub fn stream_count(&self, id: u32) -> u64 {
         self.streams[id as usize].count
     }
