@@ -1435,12 +1435,11 @@ impl FileStore {
         // survives a crash of this process), and a failed write leaves nothing of them.
         let mut records = recycle(std::mem::take(&mut w.records));
         let appended = {
-            records.extend(batch.spans.iter().map(|sp| {
-                RecordRef::put(
-                    &scratch[sp.start..sp.start + 8],
-                    &scratch[sp.start + 8..sp.end],
-                )
-            }));
+            records.reserve(batch.spans.len() + 1);
+            for sp in &batch.spans {
+                let (key, value) = scratch[sp.start..sp.end].split_at(8);
+                records.push(RecordRef::put(key, value));
+            }
             if let Some((start, _)) = &entry {
                 records.push(RecordRef::put(
                     &scratch[*start..*start + 8],
