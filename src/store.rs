@@ -89,30 +89,45 @@ pub const DEFAULT_COMPACTION_BYTES_PER_SECOND: u64 = 64 << 20;
 /// Compaction's default trigger: a sealed segment more than 25% removed.
 pub const DEFAULT_COMPACTION_TRIGGER_PERCENT: u32 = 25;
 
-/// A clock giving microseconds since the Unix epoch.
+/// A clock giving microseconds since the Unix epoch: the system clock, or a function a
+/// test gives (`None` is the system clock, read without a call through a pointer: every
+/// append reads it).
 #[derive(Clone)]
-pub struct Clock(Arc<dyn Fn() -> u64 + Send + Sync>);
+pub struct Clock(Option<Arc<dyn Fn() -> u64 + Send + Sync>>);
 
 impl Clock {
     /// The system clock.
     pub fn system() -> Clock {
-        Clock(Arc::new(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_micros() as u64)
-                .unwrap_or(0)
-        }))
+        Clock(None)
     }
 
     /// A clock that reads `f` (tests move time with it).
     pub fn new(f: impl Fn() -> u64 + Send + Sync + 'static) -> Clock {
-        Clock(Arc::new(f))
+        Clock(Some(Arc::new(f)))
     }
 
-    /// Now, in microseconds since the Unix epoch.
+    /// Now, in microseconds since the Unix epoch (0 for a system clock set before it).
     pub fn now_us(&self) -> u64 {
-        (self.0)()
+        match &self.0 {
+            None => system_now_us(),
+            Some(f) => f(),
+        }
     }
+}
+
+/// The system clock in microseconds since the Unix epoch (0 before it): `clock_gettime`
+/// itself, without `SystemTime`'s checked subtraction and 128-bit arithmetic.
+fn system_now_us() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a syscall (vDSO) writing one timespec through a valid, exclusive pointer.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    if r != 0 || ts.tv_sec < 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
 }
 
 impl Default for Clock {
@@ -290,17 +305,27 @@ fn is_ascii(b: &[u8]) -> bool {
     any & HIGH == 0
 }
 
+/// Checks a name (stream, event type, subject): not empty unless `allow_empty`, at most
+/// `MAX_NAME_LEN` bytes.
+#[inline(always)]
 pub(crate) fn check_name(what: &str, name: &str, allow_empty: bool) -> Result<()> {
-    if name.is_empty() && !allow_empty {
-        return Err(Error::invalid(format!("the {what} is empty")));
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(Error::invalid(format!(
-            "the {what} is {} bytes long; the limit is {MAX_NAME_LEN}",
-            name.len()
-        )));
+    if (name.is_empty() && !allow_empty) || name.len() > MAX_NAME_LEN {
+        return Err(bad_name(what, name));
     }
     Ok(())
+}
+
+/// `check_name`'s error, out of line: the check is inlined into every append's loop.
+#[cold]
+#[inline(never)]
+fn bad_name(what: &str, name: &str) -> Error {
+    if name.is_empty() {
+        return Error::invalid(format!("the {what} is empty"));
+    }
+    Error::invalid(format!(
+        "the {what} is {} bytes long; the limit is {MAX_NAME_LEN}",
+        name.len()
+    ))
 }
 
 /// Checks an append's shape and sizes the same way on every backend: streams and event
@@ -388,5 +413,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_system_clock_reads_what_system_time_reads() {
+        let micros = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("after 1970")
+                .as_micros() as u64
+        };
+        let before = micros();
+        let t = Clock::system().now_us();
+        let after = micros();
+        assert!(before <= t && t <= after, "{before} <= {t} <= {after}");
+        assert_eq!(Clock::new(|| 42).now_us(), 42);
     }
 }

@@ -78,6 +78,15 @@ fn a_failed_fdatasync_poisons_the_store_and_is_never_retried_into_success() {
         .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Io, "{}", e.message);
     assert!(e.message.contains("fdatasync"), "{}", e.message);
+    // Refused for the poisoning before anything is checked, not for its expected version.
+    let e = store
+        .append(
+            "s",
+            ExpectedVersion::Exact(999),
+            &[EventInput::new("T", b"x")],
+        )
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Io, "{}", e.message);
     assert_eq!(store.snapshot().unwrap_err().kind, ErrorKind::Io);
     let e = store.close().unwrap_err();
     assert!(

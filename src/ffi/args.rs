@@ -8,21 +8,46 @@ use std::ffi::{c_char, CStr};
 ///
 /// # Safety
 /// `p` is NULL or points to a NUL-terminated string that outlives `'a`.
+#[inline(always)]
 pub(crate) unsafe fn str_arg<'a>(p: *const c_char, name: &str) -> Result<&'a str> {
     if p.is_null() {
-        return Err(Error::invalid(format!("{name} is NULL")));
+        return Err(refused(name, "is NULL"));
     }
     // SAFETY: the caller guarantees a NUL-terminated string (the C API contract).
     let c = unsafe { CStr::from_ptr(p) };
     // ASCII names (nearly all) without `str::from_utf8`: see `as_text`.
-    crate::store::as_text(c.to_bytes())
-        .ok_or_else(|| Error::invalid(format!("{name} is not valid UTF-8")))
+    crate::store::as_text(c.to_bytes()).ok_or_else(|| refused(name, "is not valid UTF-8"))
+}
+
+/// The error for argument `name` that `what`. Out of line and cold: the checks above are
+/// inlined into every call of the C API, their messages are not.
+#[cold]
+#[inline(never)]
+fn refused(name: &str, what: &str) -> Error {
+    Error::invalid(format!("{name} {what}"))
+}
+
+/// `bytes_arg`'s errors, out of line as `refused`'s.
+#[cold]
+#[inline(never)]
+fn bytes_refused(name: &str, len: usize, max: usize, null: bool) -> Error {
+    if null {
+        Error::invalid(format!("{name} is NULL but its length is {len}"))
+    } else if len > max {
+        Error::new(
+            ErrorKind::TooLarge,
+            format!("{name} is {len} bytes long; the limit is {max}"),
+        )
+    } else {
+        Error::invalid(format!("{name}'s length {len} is impossible"))
+    }
 }
 
 /// An optional string: NULL gives `None`.
 ///
 /// # Safety
 /// As for `str_arg`.
+#[inline(always)]
 pub(crate) unsafe fn opt_str_arg<'a>(p: *const c_char, name: &str) -> Result<Option<&'a str>> {
     if p.is_null() {
         return Ok(None);
@@ -37,6 +62,7 @@ pub(crate) unsafe fn opt_str_arg<'a>(p: *const c_char, name: &str) -> Result<Opt
 ///
 /// # Safety
 /// `p` is NULL or points to `len` readable bytes that outlive `'a`.
+#[inline(always)]
 pub(crate) unsafe fn bytes_arg<'a>(
     p: *const u8,
     len: usize,
@@ -46,21 +72,8 @@ pub(crate) unsafe fn bytes_arg<'a>(
     if len == 0 {
         return Ok(&[]);
     }
-    if p.is_null() {
-        return Err(Error::invalid(format!(
-            "{name} is NULL but its length is {len}"
-        )));
-    }
-    if len > max {
-        return Err(Error::new(
-            ErrorKind::TooLarge,
-            format!("{name} is {len} bytes long; the limit is {max}"),
-        ));
-    }
-    if len > isize::MAX as usize {
-        return Err(Error::invalid(format!(
-            "{name}'s length {len} is impossible"
-        )));
+    if p.is_null() || len > max || len > isize::MAX as usize {
+        return Err(bytes_refused(name, len, max, p.is_null()));
     }
     // SAFETY: the caller guarantees `len` readable bytes at `p`; `len` is within the
     // limits just checked.

@@ -808,9 +808,9 @@ pub unsafe extern "C" fn evs_append(
         }
         // SAFETY: the caller passes `count` evs_event_input structs of their struct_size.
         let inputs = unsafe { events_arg(store.bank.store(), events, count, "events") }?;
-        let r = store.bank.store().append(stream, expected, &inputs)?;
-        write_opt(out_first_position, r.first_position);
-        write_opt(out_stream_version, r.stream_versions[0]);
+        let (first, version) = store.bank.store().append_one(stream, expected, &inputs)?;
+        write_opt(out_first_position, first);
+        write_opt(out_stream_version, version);
         Ok(EVS_OK)
     })
 }

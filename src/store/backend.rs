@@ -62,6 +62,13 @@ pub trait Backend: Send + Sync {
 
     fn append_event(&self, event_type: &str, payload: &[u8]) -> Result<u64>;
     fn append_multi(&self, appends: &[StreamAppend<'_>]) -> Result<AppendResult>;
+    /// `append_multi` of one part, returning its first position and the stream's version
+    /// after it (what `evs_append` hands out): a backend that can spares the vector of an
+    /// `AppendResult`.
+    fn append_one(&self, part: &StreamAppend<'_>) -> Result<(u64, u64)> {
+        let r = self.append_multi(std::slice::from_ref(part))?;
+        Ok((r.first_position, r.stream_versions[0]))
+    }
 
     fn next_position(&self) -> Result<u64>;
     fn stream_version(&self, stream: &str) -> Result<Option<u64>>;

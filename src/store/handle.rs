@@ -81,6 +81,25 @@ impl Store {
         .map_err(crate::error::Error::without_part)
     }
 
+    /// `append`, returning the first position and the stream's version after the append
+    /// (the C API's `evs_append`): no `AppendResult` is built.
+    pub(crate) fn append_one(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[EventInput<'_>],
+    ) -> Result<(u64, u64)> {
+        let part = StreamAppend {
+            stream,
+            expected,
+            events,
+        };
+        // One stream, no parts: an error names none (`ErrorDetail::part_index`).
+        self.backend
+            .append_one(&part)
+            .map_err(crate::error::Error::without_part)
+    }
+
     /// Appends to several streams at once: all of it or nothing.
     pub fn append_multi(&self, appends: &[StreamAppend<'_>]) -> Result<AppendResult> {
         self.backend.append_multi(appends)

@@ -18,7 +18,7 @@ use super::stats::{WalStats, WalStatsSnapshot};
 use super::vfs::{self, FileRef, Kind, OpenMode};
 use super::{FsyncPolicy, Position, WalConfig};
 use crate::error::{Error, ErrorKind, Result};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -70,6 +70,8 @@ pub(crate) struct Inner {
     /// The active segment's id and written end, packed (id << 40 | offset), so a reader
     /// can tell without a lock whether the bytes it wants are with the OS yet.
     visible: AtomicU64,
+    /// Set with `State::poisoned` (never cleared): `health` reads it without the lock.
+    poisoned: AtomicBool,
     /// A writer's durable mark, for readers in other processes (see `mark`).
     mark: Option<MarkWriter>,
     /// A reader's: the mark in force when the log was opened.
@@ -218,6 +220,7 @@ impl Wal {
             stats: WalStats::default(),
             read_files: Mutex::new(Vec::new()),
             visible: AtomicU64::new(0),
+            poisoned: AtomicBool::new(false),
             mark,
             opened_mark,
             mark_file: Mutex::new(None),
@@ -379,23 +382,45 @@ impl Wal {
     /// they made it).
     pub fn append_batch_nowait(&self, records: &[RecordRef<'_>]) -> Result<Appended> {
         self.inner.check_process()?;
-        self.inner.append(records, None)
+        self.inner.append(records, None, Vec::new())
     }
 
     /// `append_batch_nowait` for a caller that numbered its records from what it knew
     /// in failure epoch `epoch`: refused, placing nothing, if a failed write has taken
     /// back records since (the numbering would then leave a gap).
     pub fn append_in_epoch(&self, records: &[RecordRef<'_>], epoch: u64) -> Result<Appended> {
+        self.append_in_epoch_reusing(records, epoch, Vec::new())
+    }
+
+    /// `append_in_epoch` handing back the records' positions in `positions` (emptied
+    /// first): a caller that appends often keeps one vector instead of allocating one a
+    /// call (it gets it back as `Appended::positions`).
+    pub fn append_in_epoch_reusing(
+        &self,
+        records: &[RecordRef<'_>],
+        epoch: u64,
+        positions: Vec<Position>,
+    ) -> Result<Appended> {
         self.inner.check_process()?;
-        self.inner.append(records, Some(epoch))
+        self.inner.append(records, Some(epoch), positions)
     }
 
     /// Appends a batch and hands it to the OS before returning (no fsync): when it
     /// returns `Ok` the records survive a crash of this process; when it fails, none of
     /// them is in the log (a partly written batch is erased) and the log goes on.
     pub fn append_written(&self, records: &[RecordRef<'_>]) -> Result<Appended> {
+        self.append_written_reusing(records, Vec::new())
+    }
+
+    /// `append_written` handing back the records' positions in `positions` (emptied
+    /// first), as `append_in_epoch_reusing`.
+    pub fn append_written_reusing(
+        &self,
+        records: &[RecordRef<'_>],
+        positions: Vec<Position>,
+    ) -> Result<Appended> {
         self.inner.check_process()?;
-        self.inner.append_written(records)
+        self.inner.append_written(records, positions)
     }
 
     /// Waits until everything up to `appended.lsn` is on disk (group commit: one leader
@@ -655,6 +680,10 @@ impl Wal {
 
     /// The failure that poisoned the log, if one did.
     pub fn health(&self) -> Result<()> {
+        // Every append asks: a healthy log answers without its lock.
+        if !self.inner.poisoned.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let st = self.inner.lock_state();
         match &st.poisoned {
             Some(e) => Err(poisoned_error(e)),
@@ -779,6 +808,12 @@ impl Inner {
         Ok(())
     }
 
+    /// Poisons the log for good with `failure` (see the module's comment).
+    fn poison(&self, st: &mut State, failure: Error) {
+        st.poisoned = Some(failure);
+        self.poisoned.store(true, Ordering::Release);
+    }
+
     /// Checks an append's size before any lock is taken.
     fn check_append(&self, records: &[RecordRef<'_>]) -> Result<u64> {
         if self.config.read_only {
@@ -802,9 +837,16 @@ impl Inner {
 
     /// Encodes `records` into the buffer at the end of the active segment (which has
     /// room: the caller rotated if needed). Batch records but the last carry the
-    /// "batch continues" flag.
-    fn place(&self, st: &mut State, records: &[RecordRef<'_>], size: u64) -> Appended {
-        let mut positions = Vec::with_capacity(records.len());
+    /// "batch continues" flag. Their positions go into `positions` (emptied first).
+    fn place(
+        &self,
+        st: &mut State,
+        records: &[RecordRef<'_>],
+        size: u64,
+        mut positions: Vec<Position>,
+    ) -> Appended {
+        positions.clear();
+        positions.reserve(records.len());
         let last = records.len() - 1;
         for (i, r) in records.iter().enumerate() {
             positions.push(Position {
@@ -859,10 +901,15 @@ impl Inner {
         }
     }
 
-    fn append(&self, records: &[RecordRef<'_>], epoch: Option<u64>) -> Result<Appended> {
+    fn append(
+        &self,
+        records: &[RecordRef<'_>],
+        epoch: Option<u64>,
+        positions: Vec<Position>,
+    ) -> Result<Appended> {
         let size = self.check_append(records)?;
         let mut st = self.lock_with_room(size, epoch)?;
-        let a = self.place(&mut st, records, size);
+        let a = self.place(&mut st, records, size, positions);
         let big = st.buf.len() >= WRITE_THRESHOLD && !st.flushing;
         drop(st);
         if big && self.config.fsync_policy != FsyncPolicy::Always {
@@ -871,7 +918,11 @@ impl Inner {
         Ok(a)
     }
 
-    fn append_written(&self, records: &[RecordRef<'_>]) -> Result<Appended> {
+    fn append_written(
+        &self,
+        records: &[RecordRef<'_>],
+        positions: Vec<Position>,
+    ) -> Result<Appended> {
         let size = self.check_append(records)?;
         let io = self.lock_io();
         let mut st = self.lock_state();
@@ -888,9 +939,8 @@ impl Inner {
             st = self.lock_state();
             check_open(&st)?;
         }
-        let a = self.place(&mut st, records, size);
-        drop(st);
-        self.flush_locked(false, true)?;
+        let a = self.place(&mut st, records, size, positions);
+        self.flush_held(st, false, true)?;
         drop(io);
         self.progress.notify_all();
         Ok(a)
@@ -947,7 +997,11 @@ impl Inner {
     /// `unacked`, nobody has been told about the buffered records yet, so a failed write
     /// takes them back instead of poisoning the log.
     fn flush_locked(&self, sync: bool, unacked: bool) -> Result<()> {
-        let mut st = self.lock_state();
+        self.flush_held(self.lock_state(), sync, unacked)
+    }
+
+    /// `flush_locked` for a caller that holds the state lock already (`st`, let go here).
+    fn flush_held(&self, mut st: MutexGuard<'_, State>, sync: bool, unacked: bool) -> Result<()> {
         if let Some(e) = &st.poisoned {
             return Err(poisoned_error(e));
         }
@@ -1055,7 +1109,7 @@ impl Inner {
                     self.publish_visible(&st);
                 }
                 let failure = Error::new(e.kind, why);
-                st.poisoned = Some(failure.clone());
+                self.poison(&mut st, failure.clone());
                 drop(st);
                 self.progress.notify_all();
                 Err(failure)
@@ -1097,7 +1151,7 @@ impl Inner {
             let mut back = chunk;
             back.extend_from_slice(&st.buf);
             st.buf = back;
-            st.poisoned = Some(failure.clone());
+            self.poison(&mut st, failure.clone());
             drop(st);
             self.progress.notify_all();
             return failure;
@@ -1133,7 +1187,7 @@ impl Inner {
                         e.message
                     ),
                 );
-                st.poisoned = Some(f.clone());
+                self.poison(&mut st, f.clone());
                 f
             }
         };
@@ -1195,7 +1249,7 @@ impl Inner {
             let failure = fail("finalizing the old segment", e);
             // A failed fsync of the old segment: its data may not be on disk.
             let mut st = self.lock_state();
-            st.poisoned = Some(failure.clone());
+            self.poison(&mut st, failure.clone());
             return Err(failure);
         }
         let vfs = &*self.config.vfs;
@@ -1232,7 +1286,7 @@ impl Inner {
         drop(st);
         segment::finalize(&*file, end).map_err(|e| {
             let failure = Error::io("finalizing the active segment", e);
-            self.lock_state().poisoned = Some(failure.clone());
+            self.poison(&mut self.lock_state(), failure.clone());
             failure
         })
     }

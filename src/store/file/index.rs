@@ -144,11 +144,26 @@ impl Index {
     /// (replay counts a run of events of one type with one lookup instead of one an
     /// event). The counts are wrong until it does.
     pub fn push_uncounted(&mut self, wal: Position, timestamp_us: u64, stream: &str, version: u64) {
+        self.push_uncounted_as(wal, timestamp_us, stream, version, None);
+    }
+
+    /// `push_uncounted` of an event whose stream's id the caller knows, if it does: the
+    /// id `stream_id` gave under the lock held now, or one `is_stream_id` confirmed (an
+    /// append looks its stream up once, not once more for each event it indexes).
+    /// Returns the stream's id (`NO_STREAM` for an event with none).
+    pub fn push_uncounted_as(
+        &mut self,
+        wal: Position,
+        timestamp_us: u64,
+        stream: &str,
+        version: u64,
+        known: Option<u32>,
+    ) -> u32 {
         let position = self.len;
         let mut sid = NO_STREAM;
         if !stream.is_empty() {
-            let id = match self.stream_ids.get(stream) {
-                Some(&id) => id,
+            let id = match known.or_else(|| self.stream_ids.get(stream).copied()) {
+                Some(id) => id,
                 None => {
                     let id = self.streams.len() as u32;
                     self.stream_ids.insert(stream.into(), id);
@@ -168,6 +183,7 @@ impl Index {
             sid = id;
         }
         self.push_record(wal, timestamp_us, sid);
+        sid
     }
 
     /// Adds `n` events of type `event_type` to the type counts.
@@ -481,9 +497,27 @@ impl Index {
 
     /// The stream's event count (0 for a stream that does not exist).
     pub fn stream_len(&self, name: &str) -> u64 {
-        self.stream_ids
-            .get(name)
-            .map_or(0, |&id| self.streams[id as usize].count)
+        self.stream_id(name).map_or(0, |id| self.stream_count(id))
+    }
+
+    /// The id of stream `name`, if it exists (what `push_uncounted_as` takes).
+    #[inline]
+    pub fn stream_id(&self, name: &str) -> Option<u32> {
+        self.stream_ids.get(name).copied()
+    }
+
+    /// The event count of the stream with id `id` (from `stream_id`).
+    #[inline]
+    pub fn stream_count(&self, id: u32) -> u64 {
+        self.streams[id as usize].count
+    }
+
+    /// Whether `id` is stream `name`'s: an id looked up before the index's lock was let
+    /// go is checked with this before `push_uncounted_as` takes it.
+    pub fn is_stream_id(&self, id: u32, name: &str) -> bool {
+        self.streams
+            .get(id as usize)
+            .is_some_and(|e| *e.name == *name)
     }
 
     /// The first event of stream `id` with version >= `from_version` and position >=

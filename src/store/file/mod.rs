@@ -76,10 +76,12 @@ pub(super) struct Writer {
     /// Scratch space for encoding.
     scratch: Vec<u8>,
     /// The vectors of an append, kept empty between appends for their allocations (see
-    /// `recycle`): the parts' versions before it, its encoded events, its records.
-    versions: Vec<Option<u64>>,
+    /// `recycle`): its parts' streams before it, its encoded events, its records.
+    versions: Vec<PartBefore>,
     spans: Vec<EncodedSpan<'static, 'static>>,
     records: Vec<RecordRef<'static>>,
+    /// Where the log put an append's records, kept between appends for its allocation.
+    positions: Vec<Position>,
     /// Read-only stores: the writer they follow (see `follow`).
     follow: Option<follow::Follow>,
     /// The log's failure epoch this writer state matches (see `catch_up_epoch`).
@@ -606,6 +608,15 @@ pub(crate) fn decode_fetched<'a>(
         .map_err(|e| e.damage_at(position))
 }
 
+/// A part of an append's stream as `check_expected_versions` found it.
+#[derive(Debug, Clone, Copy)]
+struct PartBefore {
+    /// The stream's last version, after which the part's versions continue.
+    current: Option<u64>,
+    /// Its id in the index, when it was looked up there.
+    sid: Option<u32>,
+}
+
 /// One event of an append, encoded: its record (8-byte key, then envelope) is
 /// `scratch[start..end]`.
 struct EncodedSpan<'s, 'e> {
@@ -613,6 +624,8 @@ struct EncodedSpan<'s, 'e> {
     end: usize,
     stream: &'s str,
     version: u64,
+    /// Its stream's id as looked up before the append (`PartBefore`).
+    sid: Option<u32>,
     input: &'e EventInput<'e>,
 }
 
@@ -637,20 +650,65 @@ impl<'s, 'e, 'b> Recyclable<'s, 'b> for EncodedSpan<'s, 'e> {
     type Other = EncodedSpan<'b, 'b>;
 }
 
+/// Whether two strings are equal, at once when they are the same one (the events of a
+/// batch often share one type string).
+fn same_text(a: &str, b: &str) -> bool {
+    std::ptr::eq(a, b) || a == b
+}
+
+/// Each part's stream version after an append: one held inline (an append to one stream
+/// allocates nothing for it), or a vector.
+enum PartVersions {
+    One(u64),
+    Many(Vec<u64>),
+}
+
+impl PartVersions {
+    fn with_parts(n: usize) -> PartVersions {
+        match n {
+            1 => PartVersions::One(0),
+            _ => PartVersions::Many(Vec::with_capacity(n)),
+        }
+    }
+
+    /// Sets the next part's version (the only one's, for `One`).
+    fn push(&mut self, v: u64) {
+        match self {
+            PartVersions::One(one) => *one = v,
+            PartVersions::Many(vs) => vs.push(v),
+        }
+    }
+
+    /// The first part's version.
+    fn first(&self) -> u64 {
+        match self {
+            PartVersions::One(one) => *one,
+            PartVersions::Many(vs) => vs[0],
+        }
+    }
+
+    fn into_vec(self) -> Vec<u64> {
+        match self {
+            PartVersions::One(one) => vec![one],
+            PartVersions::Many(vs) => vs,
+        }
+    }
+}
+
 /// An append encoded into the writer's scratch buffer.
 struct EncodedBatch<'s, 'e> {
     first: u64,
     timestamp: u64,
     spans: Vec<EncodedSpan<'s, 'e>>,
     /// Each part's stream version after the append.
-    stream_versions: Vec<u64>,
+    stream_versions: PartVersions,
 }
 
 /// Encodes keys and envelopes of an append's events into `scratch` (cleared first), from
-/// position `first` on, each part after its stream's version `versions[i]`.
+/// position `first` on, each part after its stream's version `versions[i].current`.
 fn encode_batch<'s, 'e>(
     appends: &'e [StreamAppend<'s>],
-    versions: &[Option<u64>],
+    versions: &[PartBefore],
     first: u64,
     timestamp: u64,
     mut spans: Vec<EncodedSpan<'s, 'e>>,
@@ -661,13 +719,13 @@ fn encode_batch<'s, 'e>(
     // The subjects' keys, one per event that names a subject, in order.
     let mut keys = keys.iter();
     let mut aad = Vec::new();
-    let mut stream_versions = Vec::with_capacity(appends.len());
+    let mut stream_versions = PartVersions::with_parts(appends.len());
     let mut position = first;
-    for (a, current) in appends.iter().zip(versions) {
+    for (a, before) in appends.iter().zip(versions) {
         let mut version = if a.stream.is_empty() {
             0
         } else {
-            current.map_or(0, |v| v + 1)
+            before.current.map_or(0, |v| v + 1)
         };
         for e in a.events {
             let start = scratch.len();
@@ -700,6 +758,7 @@ fn encode_batch<'s, 'e>(
                 end: scratch.len(),
                 stream: a.stream,
                 version,
+                sid: before.sid,
                 input: e,
             });
             position += 1;
@@ -809,6 +868,7 @@ impl FileStore {
                 versions: Vec::new(),
                 spans: Vec::new(),
                 records: Vec::new(),
+                positions: Vec::new(),
                 follow,
                 epoch: 0,
             }),
@@ -1240,7 +1300,7 @@ impl FileStore {
             expected: ExpectedVersion::Any,
             events: &input,
         }];
-        Ok(self.append_multi_inner(&a, true, None)?.first_position)
+        Ok(self.append_parts(&a, true, None)?.0)
     }
 
     /// Appends to several streams at once: all of it or nothing, on disk as in memory.
@@ -1248,25 +1308,72 @@ impl FileStore {
         self.append_multi_inner(appends, false, None)
     }
 
-    /// The stream's current version as the writer sees it (pending events included):
-    /// `None` when it does not exist.
-    fn writer_version(&self, w: &Writer, index: &Index, stream: &str) -> Option<u64> {
-        let n = index.stream_len(stream) + w.pending_streams.get(stream).copied().unwrap_or(0);
-        n.checked_sub(1)
+    /// Appends to one stream: its first position and the stream's version after it.
+    pub fn append_one(&self, part: &StreamAppend<'_>) -> Result<(u64, u64)> {
+        let (first, versions) = self.append_parts(std::slice::from_ref(part), false, None)?;
+        Ok((first, versions.first()))
     }
 
-    /// Appends `appends`, and with `ack` a consumer's checkpoint as the last record of
-    /// the same batch (docs/consumers.md: the atomic step).
+    /// `append_parts` with its result as an `AppendResult`.
     fn append_multi_inner(
         &self,
         appends: &[StreamAppend<'_>],
         allow_empty: bool,
         ack: Option<&crate::store::consumer::ConsumerOp>,
     ) -> Result<AppendResult> {
+        let (first, versions) = self.append_parts(appends, allow_empty, ack)?;
+        Ok(AppendResult {
+            first_position: first,
+            stream_versions: versions.into_vec(),
+        })
+    }
+
+    /// The stream's current version as the writer sees it (pending events included):
+    /// `None` when it does not exist.
+    fn writer_version(&self, w: &Writer, index: &Index, stream: &str) -> Option<u64> {
+        self.writer_version_id(w, index, stream).0
+    }
+
+    /// `writer_version`, and the stream's id in `index` if it is there.
+    fn writer_version_id(
+        &self,
+        w: &Writer,
+        index: &Index,
+        stream: &str,
+    ) -> (Option<u64>, Option<u32>) {
+        let sid = index.stream_id(stream);
+        let indexed = sid.map_or(0, |id| index.stream_count(id));
+        // (No hashing of the name while nothing is pending: always so but under `Always`.)
+        let pending = match w.pending_streams.is_empty() {
+            true => 0,
+            false => w.pending_streams.get(stream).copied().unwrap_or(0),
+        };
+        ((indexed + pending).checked_sub(1), sid)
+    }
+
+    /// Appends `appends`, and with `ack` a consumer's checkpoint as the last record of
+    /// the same batch (docs/consumers.md: the atomic step). Returns the first position
+    /// and each part's stream version after it.
+    fn append_parts(
+        &self,
+        appends: &[StreamAppend<'_>],
+        allow_empty: bool,
+        ack: Option<&crate::store::consumer::ConsumerOp>,
+    ) -> Result<(u64, PartVersions)> {
         self.check_writable()?;
         let count = super::validate_append(appends, allow_empty, self.options.max_event_size)?;
+        // What of the optional parts any event has: an append with no ids and no
+        // subjects (nearly all) looks none up.
+        let (mut has_ids, mut names_subject) = (false, false);
+        for e in appends.iter().flat_map(|a| a.events) {
+            has_ids |= e.id.is_some();
+            names_subject |= e.subject.is_some();
+        }
         // Subjects' keys are made (durably) before the writer's lock is taken.
-        let keys = self.subject_keys(appends)?;
+        let keys = match names_subject {
+            true => self.subject_keys(appends)?,
+            false => Vec::new(),
+        };
         let always = self.options.fsync == FsyncPolicy::Always;
         let mut w = self.lock_writer();
         if always {
@@ -1275,8 +1382,13 @@ impl FileStore {
         // A poisoned log refuses before anything is checked or encoded.
         self.wal.health()?;
         // A retry of an append that was stored already: its events, not new ones.
-        if let Some(done) = self.find_retry(&w, appends)? {
-            return Ok(done);
+        if has_ids {
+            if let Some(done) = self.find_retry(&w, appends)? {
+                return Ok((
+                    done.first_position,
+                    PartVersions::Many(done.stream_versions),
+                ));
+            }
         }
         let mut versions = std::mem::take(&mut w.versions);
         self.check_expected_versions(&w, appends, &mut versions)?;
@@ -1323,24 +1435,25 @@ impl FileStore {
         // survives a crash of this process), and a failed write leaves nothing of them.
         let mut records = recycle(std::mem::take(&mut w.records));
         let appended = {
-            records.extend(batch.spans.iter().map(|sp| {
-                RecordRef::put(
-                    &scratch[sp.start..sp.start + 8],
-                    &scratch[sp.start + 8..sp.end],
-                )
-            }));
+            records.reserve(batch.spans.len() + 1);
+            for sp in &batch.spans {
+                let (key, value) = scratch[sp.start..sp.end].split_at(8);
+                records.push(RecordRef::put(key, value));
+            }
             if let Some((start, _)) = &entry {
                 records.push(RecordRef::put(
                     &scratch[*start..*start + 8],
                     &scratch[*start + 8..],
                 ));
             }
+            let positions = std::mem::take(&mut w.positions);
             if always {
                 // Numbered from this writer's epoch: if a failed write took back records
                 // meanwhile, the log refuses these rather than leave a gap.
-                self.wal.append_in_epoch(&records, w.epoch)
+                self.wal
+                    .append_in_epoch_reusing(&records, w.epoch, positions)
             } else {
-                self.wal.append_written(&records)
+                self.wal.append_written_reusing(&records, positions)
             }
         };
         w.records = recycle(records);
@@ -1367,11 +1480,13 @@ impl FileStore {
             drop(w);
             let durable = self.wal.wait_durable(&appended);
             let mut w = self.lock_writer();
+            w.positions = appended.positions;
             self.catch_up_epoch(&mut w);
             durable?;
             self.commit_durable(&mut w);
         } else {
             self.commit_written(&batch, &appended.positions, entry);
+            w.positions = appended.positions;
             w.scratch = scratch;
             versions.clear();
             w.versions = versions;
@@ -1381,10 +1496,7 @@ impl FileStore {
         }
         self.maybe_seal();
         self.maybe_snapshot();
-        Ok(AppendResult {
-            first_position: first,
-            stream_versions: batch.stream_versions,
-        })
+        Ok((first, batch.stream_versions))
     }
 
     /// Checks every expected version of an append before anything is written (nothing is
@@ -1393,7 +1505,7 @@ impl FileStore {
         &self,
         w: &Writer,
         appends: &[StreamAppend<'_>],
-        versions: &mut Vec<Option<u64>>,
+        versions: &mut Vec<PartBefore>,
     ) -> Result<()> {
         let index = self.index.read().unwrap_or_else(|e| e.into_inner());
         let removing = !index.life.is_empty();
@@ -1404,26 +1516,26 @@ impl FileStore {
             // `current`: the stream's last version, after which its versions continue;
             // `exists`: the version its expected version is checked against (none for a
             // stream soft-deleted and not appended to since, docs/lifecycle.md).
-            let (current, exists) = match seen.iter().find(|s| s.0 == a.stream) {
-                Some(&(_, v)) => (v, v),
-                None if a.stream.is_empty() => (None, None),
+            let (current, exists, sid) = match seen.iter().find(|s| s.0 == a.stream) {
+                Some(&(_, v)) => (v, v, None),
+                None if a.stream.is_empty() => (None, None, None),
                 // Deletes are looked at only once any lifecycle entry exists or waits.
                 None if removing || w.pending_entries > 0 => {
                     let view = self.writer_view(w, &index, a.stream);
                     if view.tombstone {
                         return Err(stream_deleted(a.stream).in_part(part));
                     }
-                    (view.last_version, view.version())
+                    (view.last_version, view.version(), None)
                 }
                 None => {
-                    let v = self.writer_version(w, &index, a.stream);
-                    (v, v)
+                    let (v, sid) = self.writer_version_id(w, &index, a.stream);
+                    (v, v, sid)
                 }
             };
             if !a.expected.holds(exists) {
                 return Err(super::wrong_expected_version(part, a, exists));
             }
-            versions.push(current);
+            versions.push(PartBefore { current, sid });
             // (An append to one stream has no later part to look it up.)
             if !a.stream.is_empty() && appends.len() > 1 {
                 let last = current.map_or(a.events.len() as u64 - 1, |v| v + a.events.len() as u64);
@@ -1445,6 +1557,10 @@ impl FileStore {
         entry: Option<(Position, lifecycle::Entry)>,
     ) {
         let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+        // The stream of the event before and its id: a part's events share them.
+        let mut part: Option<(&str, u32)> = None;
+        // A run of events of one type, counted with one lookup.
+        let mut run: Option<(&str, u64)> = None;
         for (i, sp) in batch.spans.iter().enumerate() {
             let e = sp.input;
             // Projections never see a subject's personal data (`Projection`).
@@ -1462,8 +1578,25 @@ impl FileStore {
                 subject: e.subject,
                 erased: false,
             };
-            index.push(at[i], batch.timestamp, sp.stream, sp.version, e.event_type);
+            let known = match part {
+                Some((stream, id)) if std::ptr::eq(stream, sp.stream) => Some(id),
+                // Looked up before this lock was taken: taken if it is still the stream's.
+                _ => sp.sid.filter(|&id| index.is_stream_id(id, sp.stream)),
+            };
+            let id = index.push_uncounted_as(at[i], batch.timestamp, sp.stream, sp.version, known);
+            part = Some((sp.stream, id));
+            match &mut run {
+                Some((t, n)) if same_text(t, e.event_type) => *n += 1,
+                _ => {
+                    if let Some((t, n)) = run.replace((e.event_type, 1)) {
+                        index.count_type(t, n);
+                    }
+                }
+            }
             self.projections.iter().for_each(|p| p.apply(&ev));
+        }
+        if let Some((t, n)) = run {
+            index.count_type(t, n);
         }
         if let Some((wal, e)) = entry {
             let position = index.len();

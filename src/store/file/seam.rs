@@ -143,6 +143,10 @@ impl Backend for FileStore {
         FileStore::append_multi(self, appends)
     }
 
+    fn append_one(&self, part: &StreamAppend<'_>) -> Result<(u64, u64)> {
+        FileStore::append_one(self, part)
+    }
+
     fn next_position(&self) -> Result<u64> {
         FileStore::next_position(self)
     }
