@@ -276,7 +276,9 @@ impl Checked {
 }
 
 /// Locates the parts of the record `h` starts in `buf`, checking its CRC when `verify`.
-#[inline]
+/// (Always inlined: the scanner's per-record step calls it, and a call measured ~30
+/// instructions an event of `evs_cursor_next`.)
+#[inline(always)]
 fn locate(buf: &[u8], h: &Header, verify: bool) -> Result<Checked, DecodeError> {
     let total = h.record_len().ok_or(DecodeError::Incomplete)?;
     if total > buf.len() {

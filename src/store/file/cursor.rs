@@ -2,7 +2,7 @@
 //! stream (random access through the index). Each holds bounded memory and hands out
 //! events that borrow its buffer until its next call.
 
-use super::envelope::FORMAT_LIFECYCLE;
+use super::envelope::{FORMAT_BINARY_V1, FORMAT_LIFECYCLE};
 use super::lifecycle::{passes_over, Views};
 use super::{check_plain, decode_at_key, FileStore, Owned};
 use crate::error::{Error, Result};
@@ -119,15 +119,25 @@ impl ForwardCursor {
             let (key, value) = (d.record.key, d.record.value);
             check_plain(&d.record, at).map_err(|e| e.damage_at(due))?;
             // An entry is passed over; so is a compaction's marker where the index has
-            // the position empty (`moved_on`).
-            let entry = value.first() == Some(&FORMAT_LIFECYCLE);
-            let marker = super::is_marker(&d.record);
+            // the position empty (`moved_on`). (The usual record, a format-1 event at the
+            // position due, is told by its first byte alone.)
             match position_at(&mut self.next, self.until, key, value, at, committed) {
-                Ok(Some(position)) if position == due && !entry && !marker => {
+                Ok(Some(position))
+                    if position == due && value.first() == Some(&FORMAT_BINARY_V1) =>
+                {
                     break (due, position)
                 }
-                Ok(Some(position)) if position == due && entry => continue,
+                Ok(Some(position))
+                    if position == due && value.first() == Some(&FORMAT_LIFECYCLE) =>
+                {
+                    continue
+                }
+                Ok(Some(position)) if position == due && !super::is_marker(&d.record) => {
+                    break (due, position)
+                }
                 Ok(Some(position)) => {
+                    let entry = value.first() == Some(&FORMAT_LIFECYCLE);
+                    let marker = super::is_marker(&d.record);
                     if self.moved_on(due, position, at.segment_id, marker, &mut stale)? {
                         continue;
                     }
@@ -202,18 +212,19 @@ impl ForwardCursor {
             }
             let (at, d) = seg.last().expect("just read");
             let (key, value) = (d.record.key, d.record.value);
-            if super::is_marker(&d.record) {
-                // A compaction's marker: `next` reads `n` again, located afresh.
-                self.relocate = true;
-                break;
-            }
-            let entry = value.first() == Some(&FORMAT_LIFECYCLE);
             let event = check_plain(&d.record, at)
                 .and_then(|_| position_at(&mut self.next, self.until, key, value, at, committed));
             match event {
-                Ok(Some(position)) if position == n && entry => continue,
-                Ok(Some(position)) if position != n => {
-                    // A gap (`next` judges it): read from `n` again, located afresh.
+                // Anything but a format-1 event at the position due (told apart out of
+                // line): an entry is passed over; a gap or a compaction's marker ends the
+                // batch, `n` to be read again located afresh (`next` judges them).
+                Ok(Some(position))
+                    if (position != n || value.first() != Some(&FORMAT_BINARY_V1))
+                        && !ordinary(position == n, &d.record) =>
+                {
+                    if position == n && value.first() == Some(&FORMAT_LIFECYCLE) {
+                        continue;
+                    }
                     self.next = n;
                     self.relocate = true;
                     break;
@@ -549,6 +560,15 @@ impl BackwardCursor {
             .event_of(position, d.record.key, d.record.value, &mut self.owned)
             .map(Some)
     }
+}
+
+/// Whether a record at the position due (`due`) that is not a format-1 event is still
+/// an event `decode_at_key` reads (a sealed or legacy one), not an entry, a marker or a
+/// record past a gap.
+#[cold]
+#[inline(never)]
+fn ordinary(due: bool, rec: &record::RecordRef<'_>) -> bool {
+    due && rec.value.first() != Some(&FORMAT_LIFECYCLE) && !super::is_marker(rec)
 }
 
 /// The error for a record that does not decode.
