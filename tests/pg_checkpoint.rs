@@ -174,7 +174,8 @@ fn a_version_4_schema_is_migrated_and_then_checkpointed() {
     // As a version-4 library left it: no checkpoints (and no consumers, version 6).
     common::pg::run_script(
         pg.url(),
-        "drop table four.checkpoints, four.consumers, four.consumer_parked, four.consumer_parts, \
+        &format!(
+            "{}drop table four.checkpoints, four.consumers, four.consumer_parked, four.consumer_parts, \
          four.consumer_members; \
          drop function four.consumer_now, four.consumer_claim, four.consumer_apply, \
          four.consumer_write, four.consumer_step, four.group_join, \
@@ -182,6 +183,8 @@ fn a_version_4_schema_is_migrated_and_then_checkpointed() {
          four.group_step, four.group_leave; \
          drop table four.subject_keys, four.forgotten_subjects; \
          drop function four.subject_key_put, four.forget_subject; update four.meta set value = '4'",
+            common::pg::undo_version_8("four")
+        ),
     )
     .unwrap();
     let ro = StoreOptions {
@@ -195,7 +198,7 @@ fn a_version_4_schema_is_migrated_and_then_checkpointed() {
     assert_eq!(report.snapshot_position, None);
     assert_eq!(
         common::pg::sql(pg.url(), "select value from four.meta").as_deref(),
-        Some("7")
+        Some("8")
     );
     assert_eq!(accounts(&bank), want);
     bank.store().close().unwrap();

@@ -264,11 +264,12 @@ fn an_append_whose_backend_stopped_is_unavailable_and_the_committer_goes_on_with
     let url = format!("{}?schema=one_stopped&timeout=2000", pg.url());
     let store = open(&url);
     append(&store, "before", None).unwrap();
-    // The backend of the committer's connection (its last statement was the append call).
+    // The backend of the committer's connection (its last statement was the notification
+    // after the append call).
     let pid: i32 = common::pg::sql(
         pg.url(),
         "select pid from pg_stat_activity where application_name = 'evstore/one_stopped' \
-         and query like '%.append(%'",
+         and query like '%pg_notify(%'",
     )
     .expect("the committer's backend")
     .parse()

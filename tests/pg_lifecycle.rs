@@ -1429,9 +1429,9 @@ fn a_version_3_schema_is_migrated_by_a_writable_open_and_refused_by_a_read_only_
     assert!(e.message.contains("version 3, older"), "{e:?}");
     assert_eq!(version(), "3");
 
-    // Two writable opens at once: one migrates, the other finds version 7.
+    // Two writable opens at once: one migrates, the other finds version 8.
     let stores = common::pg::open_at_once(&url, 2);
-    assert_eq!(version(), "7");
+    assert_eq!(version(), "8");
     let want: Vec<Full> = vec![
         (
             0,

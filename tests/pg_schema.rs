@@ -94,9 +94,9 @@ fn a_version_1_or_2_schema_is_migrated_by_a_writable_open_and_refused_by_a_read_
         );
         assert_eq!(stored_version(pg.url(), &schema), version.to_string());
 
-        // Two writable opens at once: one migrates, the other finds version 7.
+        // Two writable opens at once: one migrates, the other finds version 8.
         let stores = common::pg::open_at_once(&url, 2);
-        assert_eq!(stored_version(pg.url(), &schema), "7");
+        assert_eq!(stored_version(pg.url(), &schema), "8");
 
         // Every event as it was.
         let got = all_events(&stores[0]);
@@ -235,7 +235,7 @@ fn many_first_opens_of_one_schema_at_once_all_succeed() {
         })
         .collect();
     assert_eq!(stores[0].next_position().unwrap(), OPENS as u64);
-    assert_eq!(stored_version(pg.url(), "fresh"), "7");
+    assert_eq!(stored_version(pg.url(), "fresh"), "8");
 }
 
 #[test]
@@ -372,7 +372,7 @@ fn the_printed_sql_migrates_an_old_schema_for_an_open_with_migrate_false() {
         &e,
         ErrorKind::ReadOnly,
         &[
-            "migrating the evstore schema 'old_dba' from version 2 to 7",
+            "migrating the evstore schema 'old_dba' from version 2 to 8",
             "evsctl schema --sql URL",
         ],
     );
@@ -383,7 +383,7 @@ fn the_printed_sql_migrates_an_old_schema_for_an_open_with_migrate_false() {
         "{script}"
     );
     common::pg::run_script(pg.url(), &script).unwrap();
-    assert_eq!(stored_version(pg.url(), "old_dba"), "7");
+    assert_eq!(stored_version(pg.url(), "old_dba"), "8");
     let s = Store::open(&url, StoreOptions::default(), Vec::new())
         .unwrap()
         .0;

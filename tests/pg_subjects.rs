@@ -484,9 +484,12 @@ fn a_version_6_schema_is_migrated_to_7_and_then_takes_subjects() {
     // As a version-6 library left it: no subjects' tables or functions.
     common::pg::run_script(
         pg.url(),
-        "drop table six.subject_keys, six.forgotten_subjects; \
+        &format!(
+            "{}drop table six.subject_keys, six.forgotten_subjects; \
          drop function six.subject_key_put, six.forget_subject; \
          update six.meta set value = '6'",
+            common::pg::undo_version_8("six")
+        ),
     )
     .unwrap();
     let ro = StoreOptions {
@@ -502,7 +505,7 @@ fn a_version_6_schema_is_migrated_to_7_and_then_takes_subjects() {
     let store = open(&url, StoreOptions::default());
     assert_eq!(
         sql(pg.url(), "select value from six.meta").as_deref(),
-        Some("7")
+        Some("8")
     );
     let mut e = EventInput::new("T", b"PII-after");
     e.subject = Some("frank");

@@ -482,3 +482,13 @@ pub fn c_open(url: &str) -> *mut evstore::ffi::evs_store {
     assert_eq!(st, evstore::ffi::EVS_OK, "evs_open {url}");
     s
 }
+
+/// SQL that takes a schema of version 8 back to what version 7 had (no `flushed` table, no
+/// trigger on the head, no `append_async`), for tests that make an older schema from a
+/// current one; the caller takes it further back and sets the version.
+pub fn undo_version_8(schema: &str) -> String {
+    format!(
+        "drop trigger head_durable on {schema}.head; drop function {schema}.head_durable, \
+         {schema}.append_async; drop table {schema}.flushed; "
+    )
+}

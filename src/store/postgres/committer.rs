@@ -1,9 +1,18 @@
 //! Client-side group commit: every append of a store handle goes to one task on the
 //! runtime with its own connection, which sends everything waiting as one call of the
 //! `append` function (one transaction, one commit) and answers each caller with its own
-//! result. While a call runs, new appends queue up and form the next batch. The function
-//! notifies the schema's channel with the new head when it wrote events (see `listener`):
-//! the server delivers it at the commit.
+//! result. While a call runs, new appends queue up and form the next batch.
+//!
+//! The call's commit lets the head lock go without waiting for the WAL flush (schema
+//! version 8, `append_async`): the next writer of any process takes the lock while this
+//! commit's WAL is still being written, so commits of different processes are flushed
+//! together instead of one after the other. Two more statements go with the call, in the
+//! same round trip, each its own transaction: `FLUSH` records the head in this
+//! connection's `flushed` row and commits durably, which flushes the WAL up to and past
+//! the append's commit; only then is a caller answered. `NOTIFY` then tells the
+//! listeners (`listener`) the durable head; its commit is asynchronous, because the
+//! server holds one lock per database from a notifying transaction's commit until its
+//! flush. Readers read only below the durable head (`cursor::DURABLE_NEXT`).
 //!
 //! Every request has a deadline (the URL's `timeout` after its call): its caller stops
 //! waiting then, and says whether the request was sent (its commit is in doubt) or not
@@ -15,8 +24,11 @@ use super::listener::{self, Wakeup};
 use super::uuid::Uuid;
 use crate::error::{Error, ErrorKind, Result};
 
+use std::future::{poll_fn, Future};
+use std::pin::pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_postgres::error::SqlState;
@@ -477,19 +489,43 @@ fn in_doubt_with_ids(e: &Error) -> Error {
     )
 }
 
-/// The committer's connection and its `append` call (each batch is one round trip: an
-/// unnamed statement parsed, bound and executed).
+/// The committer's connection and its statements (each batch is one round trip: three
+/// unnamed statements parsed, bound and executed, one after the other).
 struct Prepared {
     client: Client,
-    /// `APPEND_CALL` qualified with the store's schema.
+    /// `APPEND_CALL`, `FLUSH` and `NOTIFY` qualified with the store's schema.
     append: String,
+    flush: String,
+    notify: String,
     /// The channel the function notifies.
     channel: String,
+    /// This connection's row of `flushed` (a `chunk_keys` number: unique in the schema).
+    writer: i64,
 }
 
 /// The call the committer prepares.
 const APPEND_CALL: &str = "select res, entry, actual, versions, changes \
-     from @.append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+     from @.append_async($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+
+/// After the call: the head now (every position below it is committed, the call's
+/// included) in this connection's row of `flushed`, committed durably. The server flushes
+/// the WAL up to this commit, which comes after the call's: once it returns, the call's
+/// commit is durable, and so is every position below the row's `next`.
+const FLUSH: &str = "insert into @.flushed as f (writer, next) select $1, h.next from @.head h \
+     on conflict (writer) do update set next = greatest(f.next, excluded.next)";
+
+/// After `FLUSH`: the durable head and the count of removing commits to the listeners,
+/// committed asynchronously (a notification is only a wake-up; waiters also poll).
+const NOTIFY: &str = "select set_config('synchronous_commit', 'off', true), \
+     pg_notify($1, (select max(f.next) from @.flushed f)::text || ' ' || h.changes::text) \
+     from @.head h";
+
+/// At each connection: a number for this connection's row of `flushed`, and the rows of
+/// other connections that are behind the highest deleted (the highest, which readers
+/// read, stays; a live connection's row comes back at its next append).
+const WRITER: &str = "with gone as (delete from @.flushed where writer <> 0 \
+       and next < (select max(next) from @.flushed)) \
+     select nextval('@.chunk_keys')";
 
 /// Connects if there is no connection.
 async fn connect(conn: &Conn, client: &mut Option<Prepared>) -> Result<()> {
@@ -506,10 +542,22 @@ async fn connect(conn: &Conn, client: &mut Option<Prepared>) -> Result<()> {
     {
         conn.counters.reconnected();
     }
+    // Unnamed, as every statement (a pooler may give the next one another connection).
+    let rows = c
+        .query_typed(&conn.qualify(WRITER), &[])
+        .await
+        .map_err(|e| pg_error("preparing the appends' connection", e))?;
+    let writer: i64 = rows
+        .first()
+        .map(|r| r.get(0))
+        .ok_or_else(|| Error::new(ErrorKind::Internal, "nextval returned no row"))?;
     *client = Some(Prepared {
         client: c,
         append: conn.qualify(APPEND_CALL),
+        flush: conn.qualify(FLUSH),
+        notify: conn.qualify(NOTIFY),
         channel: listener::channel(conn.schema()),
+        writer,
     });
     Ok(())
 }
@@ -525,20 +573,33 @@ async fn call(
     check_ids: bool,
 ) -> std::result::Result<Vec<Outcome>, Failure> {
     let a = Arrays::new(batch.iter().map(|r| (&r.entries[..], &r.events[..])));
-    let rows = c
-        .client
-        .query_typed(
-            &c.append,
-            &typed(&[&a.params()[..], &[&check_ids, &c.channel]].concat()),
-        )
-        .await
-        .map_err(|e| Failure {
-            sent: true,
-            in_doubt: e.as_db_error().is_none(),
-            conflict: e.code() == Some(&SqlState::UNIQUE_VIOLATION)
-                || e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED),
-            error: pg_error("appending", e),
-        })?;
+    let params = [&a.params()[..], &[&check_ids, &c.channel]].concat();
+    let (writer, channel): ([&dyn Param; 1], [&dyn Param; 1]) = ([&c.writer], [&c.channel]);
+    let (params, writer, channel) = (typed(&params), typed(&writer), typed(&channel));
+    // Sent together (joined futures are pipelined), run in this order by the server.
+    let (rows, flushed, _) = join3(
+        c.client.query_typed(&c.append, &params),
+        c.client.query_typed(&c.flush, &writer),
+        // A lost notification only delays waiters until they poll: its error is not the
+        // caller's (a lost connection shows at the next call).
+        c.client.query_typed(&c.notify, &channel),
+    )
+    .await;
+    let rows = rows.map_err(|e| Failure {
+        sent: true,
+        in_doubt: e.as_db_error().is_none(),
+        conflict: e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+            || e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED),
+        error: pg_error("appending", e),
+    })?;
+    // Committed, but durable only once `FLUSH` committed: otherwise in doubt (a retry
+    // with the same ids finds what was stored, and flushes it before answering).
+    flushed.map_err(|e| Failure {
+        sent: true,
+        in_doubt: true,
+        conflict: false,
+        error: pg_error("making the append durable", e),
+    })?;
     if rows.len() != batch.len() {
         return Err(Failure::from(Error::new(
             ErrorKind::Internal,
@@ -553,6 +614,44 @@ async fn call(
         wake.saw_changes(changes as u64);
     }
     Ok(rows.iter().map(outcome).collect())
+}
+
+/// Runs three futures together and waits for all of them. Each is first polled in
+/// order, so the client sends their statements in that order, one after the other
+/// (tokio-postgres pipelines statements whose futures are polled before answers come).
+async fn join3<A: Future, B: Future, C: Future>(
+    a: A,
+    b: B,
+    c: C,
+) -> (A::Output, B::Output, C::Output) {
+    let (mut a, mut b, mut c) = (pin!(a), pin!(b), pin!(c));
+    let (mut ra, mut rb, mut rc) = (None, None, None);
+    poll_fn(|cx| {
+        if ra.is_none() {
+            if let Poll::Ready(v) = a.as_mut().poll(cx) {
+                ra = Some(v);
+            }
+        }
+        if rb.is_none() {
+            if let Poll::Ready(v) = b.as_mut().poll(cx) {
+                rb = Some(v);
+            }
+        }
+        if rc.is_none() {
+            if let Poll::Ready(v) = c.as_mut().poll(cx) {
+                rc = Some(v);
+            }
+        }
+        match ra.is_some() && rb.is_some() && rc.is_some() {
+            true => Poll::Ready(()),
+            false => Poll::Pending,
+        }
+    })
+    .await;
+    match (ra, rb, rc) {
+        (Some(a), Some(b), Some(c)) => (a, b, c),
+        _ => unreachable!("poll_fn returned only once all three were ready"),
+    }
 }
 
 /// One answer row of `append` (res, entry, actual, versions) as an outcome.

@@ -5,10 +5,11 @@
 //!
 //! Positions may be empty (a lifecycle entry, or a removed event), so a reader cannot
 //! tell a missing row from one not yet committed by looking at rows: every window
-//! statement also reads the head, in the same snapshot. Every position below that head is
-//! committed (positions are handed out under the head's row lock, held to the commit), so
-//! a position there without a row is empty for good, and a cursor passes over it; above
-//! it, nothing is read. A window starts at the first position (or version) at or after
+//! statement also reads the durable head (`DURABLE_NEXT`), in the same snapshot. Every
+//! position below it is committed (positions are handed out under the head's row lock,
+//! held to the commit) and flushed, so a position there without a row is empty for good,
+//! and a cursor passes over it; at and above it, nothing is read, not even an append
+//! committed but not yet flushed (a server crash could take it back). A window starts at the first position (or version) at or after
 //! the cursor's that still holds an event, so long removed ranges cost one statement.
 //!
 //! What a window holds is checked again as it is handed out: events that a rule by age
@@ -47,11 +48,25 @@ pub const CHUNK_COLUMNS: &str = "c.first_pos, c.ts, c.stream, c.first_version, b
      c.metadata[b.lo - c.skip : b.hi - c.skip], c.data[b.lo - c.skip : b.hi - c.skip], \
      c.ids[b.lo - c.skip : b.hi - c.skip], null::bytea as op";
 
-/// The head and its counts (`h`), read first by every window statement.
+/// The durable head, an expression over the head row `hd`: the first position that may
+/// not be durable yet. An append's commit lets the head lock go before its WAL is flushed
+/// (schema version 8, `flushed`), so the head may be ahead of what a server crash keeps.
+/// Below the highest `flushed.next` every position is durable (it never decreases: rows
+/// only grow, and only rows below the highest are deleted); so is everything a hot standby
+/// sees (it is sent only flushed WAL). An append whose writer died between its commit and
+/// its flush statement is read once another append, or a writable open, flushed past it.
+pub const DURABLE_NEXT: &str = "case when pg_is_in_recovery() then hd.next \
+     else least(hd.next, coalesce((select max(f.next) from @.flushed f), hd.next)) end";
+
+/// The durable head and the head's counts (`h`), read first by every window statement.
 /// (Its `limit` and the materialized steps below keep the planner's estimates at one row:
 /// without them a window was estimated at hundreds of thousands of rows and compiled by
 /// JIT, 20 ms a statement.)
-const HEAD: &str = "with h as (select next, changes, entries from @.head limit 1)";
+static HEAD: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "with h as (select {DURABLE_NEXT} as next, hd.changes, hd.entries from @.head hd limit 1)"
+    )
+});
 
 /// What every window statement returns: the head, its counts, the window [lo, hi) (null:
 /// nothing to read), then the rows of `x` (in no promised order: `Window::parse` sorts
@@ -87,15 +102,17 @@ fn forward_sql(extra: &str, entries: bool) -> String {
         ("", "")
     };
     format!(
-        "{HEAD}, s as materialized (select least(\
+        "{}, s as materialized (select greatest($1, least(\
             (select c.first_pos + greatest(c.skip, $1 - c.first_pos) from @.chunks c \
              where c.first_pos >= (select coalesce(max(first_pos), 0) from @.chunks \
                                    where first_pos <= $1) \
                and c.first_pos < $2 and c.first_pos + c.n > $1 {extra} \
              order by c.first_pos limit 1), \
-            {entry_start}(select next from h), $2) as lo), \
-         w as materialized (select s.lo, least($2, s.lo + {FORWARD_PAGE}) as hi from s) \
+            {entry_start}(select next from h), $2)) as lo), \
+         w as materialized (select s.lo, greatest(s.lo, least($2, (select next from h), \
+            s.lo + {FORWARD_PAGE})) as hi from s) \
          {SELECT} ({}{entry_rows}) x on true",
+        *HEAD,
         chunks_by_position(extra)
     )
 }
@@ -104,11 +121,13 @@ fn forward_sql(extra: &str, entries: bool) -> String {
 /// holds an event (none: null bounds).
 fn backward_sql() -> String {
     format!(
-        "{HEAD}, t as materialized (select (select c.first_pos + least(c.n - 1, $1 - c.first_pos) \
+        "{}, t as materialized (select (select c.first_pos + least(c.n - 1, $1 - c.first_pos) \
             from @.chunks c where c.first_pos <= $1 and c.first_pos + c.skip <= $1 \
+              and c.first_pos < (select next from h) \
             order by c.first_pos desc limit 1) as top), \
          w as materialized (select greatest(0, t.top + 1 - {PAGE}) as lo, t.top + 1 as hi from t) \
          {SELECT} ({}) x on true",
+        *HEAD,
         chunks_by_position("")
     )
 }
@@ -122,7 +141,7 @@ fn chunks_by_version() -> String {
          where c.stream = $2 and c.stream <> '' \
            and c.first_version >= (select coalesce(max(first_version), 0) from @.chunks \
                                    where stream = $2 and stream <> '' and first_version <= w.lo) \
-           and c.first_version < w.hi and b.lo <= b.hi"
+           and c.first_version < w.hi and b.lo <= b.hi and c.first_pos < (select next from h)"
     )
 }
 
@@ -130,14 +149,15 @@ fn chunks_by_version() -> String {
 /// that holds an event (none: null bounds).
 fn stream_sql() -> String {
     format!(
-        "{HEAD}, s as materialized (select (select c.first_version + greatest(c.skip, $1 - c.first_version) \
+        "{}, s as materialized (select (select c.first_version + greatest(c.skip, $1 - c.first_version) \
             from @.chunks c where c.stream = $2 and c.stream <> '' \
               and c.first_version >= (select coalesce(max(first_version), 0) from @.chunks \
                                       where stream = $2 and stream <> '' and first_version <= $1) \
-              and c.first_version + c.n > $1 \
+              and c.first_version + c.n > $1 and c.first_pos < (select next from h) \
             order by c.first_version limit 1) as lo), \
          w as materialized (select s.lo, s.lo + {PAGE} as hi from s) \
          {SELECT} ({}) x on true",
+        *HEAD,
         chunks_by_version()
     )
 }
@@ -146,12 +166,13 @@ fn stream_sql() -> String {
 /// that holds an event (none: null bounds).
 fn stream_backward_sql() -> String {
     format!(
-        "{HEAD}, t as materialized (select (select c.first_version + least(c.n - 1, $1 - c.first_version) \
+        "{}, t as materialized (select (select c.first_version + least(c.n - 1, $1 - c.first_version) \
             from @.chunks c where c.stream = $2 and c.stream <> '' and c.first_version <= $1 \
-              and c.first_version + c.skip <= $1 \
+              and c.first_version + c.skip <= $1 and c.first_pos < (select next from h) \
             order by c.first_version desc limit 1) as top), \
          w as materialized (select greatest(0, t.top + 1 - {PAGE}) as lo, t.top + 1 as hi from t) \
          {SELECT} ({}) x on true",
+        *HEAD,
         chunks_by_version()
     )
 }
@@ -172,7 +193,8 @@ static STREAM_BACKWARD_SQL: LazyLock<String> = LazyLock::new(stream_backward_sql
 
 /// One window statement's answer.
 pub struct Window {
-    /// The head in the statement's snapshot: every position below it is committed.
+    /// The durable head in the statement's snapshot: every position below it is committed
+    /// and flushed.
     pub next: u64,
     /// The head's count of removing commits then.
     pub changes: u64,

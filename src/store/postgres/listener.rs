@@ -233,10 +233,10 @@ async fn session(conn: &Conn, wake: &Arc<Wakeup>) -> Result<Option<JoinHandle<()
         let row = client
             .query_one(
                 // Named in pg_stat_activity (the reads' connections read the head too).
-                &format!(
-                    "/* evstore listener */ select next, changes from \"{}\".head",
-                    conn.schema()
-                ),
+                &conn.qualify(&format!(
+                    "/* evstore listener */ select {}, hd.changes from @.head hd",
+                    super::cursor::DURABLE_NEXT
+                )),
                 &[],
             )
             .await

@@ -202,10 +202,13 @@ impl PgStore {
         })
     }
 
-    /// The position the next event gets, as the server has it now (the handle also
-    /// learns the count of removing commits).
+    /// The durable head as the server has it now: the position the next event gets, or
+    /// below it an append's that is committed but not yet flushed (`cursor::DURABLE_NEXT`);
+    /// the handle also learns the count of removing commits.
     fn head(&self) -> Result<u64> {
-        let rows = self.query("select next, changes from @.head", &[], "reading the head")?;
+        static SQL: LazyLock<String> =
+            LazyLock::new(|| format!("select {}, hd.changes from @.head hd", cursor::DURABLE_NEXT));
+        let rows = self.query(&SQL, &[], "reading the head")?;
         let row = rows
             .first()
             .ok_or_else(|| Error::corrupt("the head table is empty"))?;
@@ -914,12 +917,15 @@ impl Backend for PgStore {
     fn position_after(&self, timestamp_us: u64) -> Result<u64> {
         self.check_owner()?;
         let ts = timestamp_us.min(i64::MAX as u64) as i64;
-        let rows = self.query(
-            // Every event of a chunk has its chunk's time.
-            "select coalesce((select min(first_pos) from @.chunks where ts > $1), (select next from @.head))",
-            &[&ts],
-            "finding a position by time",
-        )?;
+        // Every event of a chunk has its chunk's time; none at or past the durable head.
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "select least(coalesce((select min(first_pos) from @.chunks where ts > $1), d.n), \
+                 d.n) from (select {} as n from @.head hd) d",
+                cursor::DURABLE_NEXT
+            )
+        });
+        let rows = self.query(&SQL, &[&ts], "finding a position by time")?;
         Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0) as u64))
     }
 
@@ -1167,16 +1173,20 @@ impl Backend for PgStore {
         self.check_owner()?;
         // The caller reads the projections' sizes next (the accounts count).
         self.catch_up()?;
-        let rows = self.query(
-            "select h.next, h.entries, pg_total_relation_size('@.chunks') \
-             + pg_total_relation_size('@.ids') + pg_total_relation_size('@.streams') \
-             + pg_total_relation_size('@.removed_chunks') + pg_total_relation_size('@.entries') \
-             + pg_total_relation_size('@.rules'), \
-             (select coalesce(sum(n - skip), 0)::int8 from @.chunks), \
-             (select count(*) from @.ids) from @.head h",
-            &[],
-            "reading the store's stats",
-        )?;
+        // The events below the durable head (as reads see them).
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "select h.next, h.entries, pg_total_relation_size('@.chunks') \
+                 + pg_total_relation_size('@.ids') + pg_total_relation_size('@.streams') \
+                 + pg_total_relation_size('@.removed_chunks') + pg_total_relation_size('@.entries') \
+                 + pg_total_relation_size('@.rules'), \
+                 (select coalesce(sum(n - skip), 0)::int8 from @.chunks where first_pos < h.next), \
+                 (select count(*) from @.ids) \
+                 from (select {} as next, hd.entries from @.head hd) h",
+                cursor::DURABLE_NEXT
+            )
+        });
+        let rows = self.query(&SQL, &[], "reading the store's stats")?;
         let r = rows
             .first()
             .ok_or_else(|| Error::new(ErrorKind::Internal, "the stats query returned nothing"))?;

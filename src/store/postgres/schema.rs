@@ -15,7 +15,7 @@ use crate::error::{Error, ErrorKind, Result};
 /// first event); 6: durable consumers (`consumers`, `consumer_parked`, their functions);
 /// 7: personal data (`subject_keys`, `forgotten_subjects`, sealed events: `TO_7`).
 /// An older store is migrated by a writable open.
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 
 /// Creates the meta, head and streams tables as version 3 had them (the events' and ids'
 /// come from `CHUNKS_AND_IDS`); a new schema then takes the same steps to version 4 as a
@@ -545,6 +545,70 @@ fn append_7() -> String {
           bytea[], uuid[], int[], int[], boolean, text) set search_path from current;\n"
 }
 
+/// Version 8: appends whose commit does not hold the head lock through the WAL flush
+/// (docs/postgres.md "Appends commit without waiting for the flush under the head lock").
+///
+/// `flushed`: per committer connection (`writer`, a `chunk_keys` number), the head it saw
+/// in the transaction that flushed its last append (its own durable commit, made after
+/// the append's); row 0 is the head after the last synchronous commit that moved it (the
+/// trigger `head_durable`). Every position below the highest `next` is durable: it was
+/// committed before a commit that the server flushed. Readers read only below it (or
+/// below the head when nothing written is waiting for the flush: `cursor::DURABLE_NEXT`).
+///
+/// `append_async`: `append` called with `evstore.async_commit` on for its transaction,
+/// which `append` (`append_8`) turns into an asynchronous commit unless the batch removed
+/// events by a count rule; only the committer calls it, and it then makes the commit
+/// durable (its flush statement) before it answers a caller.
+const TO_8: &str = "
+create table flushed (writer bigint primary key, next bigint not null);
+insert into flushed select 0, h.next from head h;
+
+create function head_durable() returns trigger language plpgsql as $f$
+begin
+  insert into flushed as f values (0, new.next) on conflict (writer)
+    do update set next = greatest(f.next, excluded.next);
+  return null;
+end $f$;
+alter function head_durable() set search_path from current;
+create trigger head_durable after update of next on head for each row
+  when (current_setting('evstore.async_commit', true) is distinct from 'on')
+  execute function head_durable();
+
+create function append_async(r_entries int[], s_stream text[], s_expected bigint[],
+                             s_count int[], e_id uuid[], e_type text[], e_sv int[],
+                             e_meta bytea[], e_data bytea[], i_id uuid[], i_entry int[],
+                             i_idx int[], check_ids boolean, channel text)
+returns table (res bigint, entry int, actual bigint, versions bigint[], changes bigint)
+language plpgsql as $f$
+begin
+  perform set_config('evstore.async_commit', 'on', true);
+  return query select * from append(r_entries, s_stream, s_expected, s_count, e_id, e_type,
+    e_sv, e_meta, e_data, i_id, i_entry, i_idx, check_ids, channel);
+end $f$;
+alter function append_async(int[], text[], bigint[], int[], uuid[], text[], int[], bytea[],
+  bytea[], uuid[], int[], int[], boolean, text) set search_path from current;
+update meta set value = '8' where key = 'schema_version';
+";
+
+/// `append` as of version 8: `append_7`, and when its transaction is the committer's
+/// (`evstore.async_commit` on, set by `append_async`) and the batch removed nothing, the
+/// commit is asynchronous (the head lock is let go without waiting for the WAL flush) and
+/// the trigger `head_durable` and the notification are left to the committer's statements
+/// after it. A batch that removed events commits synchronously and notifies, as before:
+/// a removal is never seen before it is durable.
+fn append_8() -> String {
+    append_7().replacen(
+        "  update head set next = _next, last_ts = _ts, changes = _chg;\n  \
+         if _next > _first then\n",
+        "  if _gone > 0 then\n    perform set_config('evstore.async_commit', 'off', true);\n  \
+         elsif current_setting('evstore.async_commit', true) = 'on' then\n    \
+         perform set_config('synchronous_commit', 'off', true);\n  end if;\n  \
+         update head set next = _next, last_ts = _ts, changes = _chg;\n  \
+         if _next > _first and current_setting('evstore.async_commit', true) is distinct from 'on' then\n",
+        1,
+    )
+}
+
 /// The functions of version 4 (created by `prepare` after `TO_4`, each a step of the
 /// append or of a lifecycle entry; all run in the caller's transaction).
 ///
@@ -957,35 +1021,28 @@ end $$;
 /// runs it, nothing it lacks: it owns what it made). `None`: nothing to do, or a version
 /// this library cannot bring to its own.
 fn ddl(schema: &str, from: Option<i64>, user: &str) -> Option<String> {
-    let steps = match from {
+    // Each older version's steps up to `TO_7`; then `append` as of version 8 (`append_7`'s
+    // edits and its own) and `TO_8`, whatever the version started from.
+    let to_7 = match from {
         None => format!(
             "create schema if not exists \"{schema}\";\nset local search_path to \"{schema}\";\n\
-             {CREATE}{CHUNKS_AND_IDS}{TO_4}{FUNCTIONS}{APPEND}{TO_5}{TO_6}{TO_7}{}",
-            append_7()
+             {CREATE}{CHUNKS_AND_IDS}{TO_4}{FUNCTIONS}{APPEND}{TO_5}{TO_6}{TO_7}"
         ),
         // One row per event: to chunks first.
         Some(1 | 2) => format!(
             "set local search_path to \"{schema}\";\n\
-             {CHUNKS_AND_IDS}{MIGRATE_TO_3}{TO_4}{FUNCTIONS}{APPEND}{TO_5}{TO_6}{TO_7}{}",
-            append_7()
+             {CHUNKS_AND_IDS}{MIGRATE_TO_3}{TO_4}{FUNCTIONS}{APPEND}{TO_5}{TO_6}{TO_7}"
         ),
-        Some(3) => {
-            format!("set local search_path to \"{schema}\";\n{TO_4}{FUNCTIONS}{APPEND}{TO_5}{TO_6}{TO_7}{}", append_7())
-        }
-        Some(4) => format!(
-            "set local search_path to \"{schema}\";\n{TO_5}{TO_6}{TO_7}{}",
-            append_7()
+        Some(3) => format!(
+            "set local search_path to \"{schema}\";\n{TO_4}{FUNCTIONS}{APPEND}{TO_5}{TO_6}{TO_7}"
         ),
-        Some(5) => format!(
-            "set local search_path to \"{schema}\";\n{TO_6}{TO_7}{}",
-            append_7()
-        ),
-        Some(6) => format!(
-            "set local search_path to \"{schema}\";\n{TO_7}{}",
-            append_7()
-        ),
+        Some(4) => format!("set local search_path to \"{schema}\";\n{TO_5}{TO_6}{TO_7}"),
+        Some(5) => format!("set local search_path to \"{schema}\";\n{TO_6}{TO_7}"),
+        Some(6) => format!("set local search_path to \"{schema}\";\n{TO_7}"),
+        Some(7) => format!("set local search_path to \"{schema}\";\n"),
         _ => return None,
     };
+    let steps = format!("{to_7}{}{TO_8}", append_8());
     let role = user.replace('"', "\"\"");
     Some(format!(
         "{steps}
@@ -1199,6 +1256,21 @@ async fn check(conn: &Conn, client: &mut tokio_postgres::Client, read_only: bool
         .await
         .map_err(|e| pg_error("committing the schema", e))?;
     match found {
+        Some(Some(SCHEMA_VERSION)) if !read_only => {
+            // Appends a writer committed but did not live to flush (`flushed`) become
+            // readable: this durable commit comes after theirs.
+            client
+                .query_typed(
+                    &conn.qualify(
+                        "insert into @.flushed as f (writer, next) select 0, h.next from @.head h \
+                         on conflict (writer) do update set next = greatest(f.next, excluded.next)",
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(|e| pg_error("flushing what earlier writers committed", e))?;
+            Ok(())
+        }
         Some(Some(SCHEMA_VERSION)) => Ok(()),
         Some(v) => Err(version_error(schema, v)),
         None => Err(Error::new(
@@ -1256,5 +1328,13 @@ mod tests {
         assert_eq!(v7.matches("_fs").count(), 4, "{v7}");
         assert_eq!(v7.matches("_sealed").count(), 2, "{v7}");
         assert!(v7.starts_with("\ncreate or replace function append("));
+    }
+
+    #[test]
+    fn append_8_makes_its_commit_asynchronous_only_in_the_committers_transaction() {
+        let v8 = super::append_8();
+        assert_eq!(v8.matches("_fs").count(), 4, "{v8}");
+        assert_eq!(v8.matches("evstore.async_commit").count(), 3, "{v8}");
+        assert_eq!(v8.matches("'synchronous_commit', 'off'").count(), 1, "{v8}");
     }
 }
