@@ -420,8 +420,8 @@ typedef struct evs_parked_event {
 // normally.
 typedef void (*evs_progress_fn)(void *user_data, uint64_t position, uint64_t end);
 
-// Options of `evs_export`, `evs_export_to`, `evs_import` and `evs_copy`
-// (caller-allocated: set `struct_size`, see `EVS_STRUCT_INIT`; NULL: none).
+// Options of `evs_export`, `evs_export_to`, `evs_import`, `evs_copy` and
+// `evs_copy_stores` (caller-allocated: set `struct_size`, see `EVS_STRUCT_INIT`; NULL: none).
 typedef struct evs_copy_options {
   // sizeof(evs_copy_options) as the caller's header has it; never changed.
   size_t struct_size;
@@ -1204,7 +1204,8 @@ evs_status evs_import(struct evs_store *s,
 // next position when the copy began). `to` is created if needed and must be empty, or
 // hold an earlier copy of `from` that stopped (killed, a lost connection, a full disk):
 // the copy then goes on from `to`'s next position and ends with the same log. `to` is
-// synced before it returns. The stores are opened with default options.
+// synced before it returns. The stores are opened with default options: a store that
+// needs others (a master key, a key provider) is copied with `evs_copy_stores`.
 //
 // Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL or empty `from` or `to`, bad UTF-8,
 // a bad `struct_size`); EVS_ERR_NOT_EMPTY (`to` holds other events than `from`);
@@ -1215,6 +1216,25 @@ evs_status evs_copy(const char *from,
                     const char *to,
                     const struct evs_copy_options *opts,
                     struct evs_copy_info *out_info);
+
+// `evs_copy` between two stores the caller opened, with whatever options each needs (a
+// master key or a key provider for its subjects' keys, a URL's parameters): every event
+// and lifecycle entry of `from` up to its next position when the call began, at its own
+// position, into `to`, which must be writable and empty, or hold an earlier copy of
+// `from` that stopped (the copy then goes on from `to`'s next position). Appends to
+// `from` meanwhile go on and are not copied. `to` is synced before it returns. `opts`
+// (may be NULL): a progress function. `*out_info` (may be NULL): what was copied.
+//
+// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (a NULL or closed store, `from` and `to` the
+// same store, a bad `struct_size`); EVS_ERR_NOT_EMPTY (`to` holds other events than
+// `from`); EVS_ERR_READ_ONLY (`to` was opened read-only); EVS_ERR_IO,
+// EVS_ERR_UNAVAILABLE, EVS_ERR_CORRUPT (either side). Thread safety: any thread; other
+// calls on both stores may run meanwhile (another writer of `to` makes it fail with
+// EVS_ERR_NOT_EMPTY). Ownership: both stores stay the caller's, open.
+evs_status evs_copy_stores(struct evs_store *from,
+                           struct evs_store *to,
+                           const struct evs_copy_options *opts,
+                           struct evs_copy_info *out_info);
 
 // Deletes `stream`: every event it has so far leaves every read now. `flags`:
 // EVS_DELETE_SOFT (the stream does not exist until it is appended to again:

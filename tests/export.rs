@@ -562,6 +562,156 @@ mod c_api {
         let name = unsafe { std::ffi::CStr::from_ptr(evs_status_name(EVS_ERR_NOT_EMPTY)) };
         assert_eq!(name.to_str().unwrap(), "EVS_ERR_NOT_EMPTY");
     }
+    /// Options with a master key for the subjects' keys.
+    fn keyed(key: [u8; 32]) -> evstore::store::StoreOptions {
+        evstore::store::StoreOptions {
+            keys: evstore::store::subjects::KeyOptions {
+                master: Some(std::sync::Arc::new(
+                    evstore::store::subjects::KeyBytes::new(key),
+                )),
+                provider: None,
+            },
+            ..Default::default()
+        }
+    }
+
+    /// A store opened through the C API with a master key (its subjects' keys wrapped by it).
+    fn c_open_keyed(dir: &Path, key: &[u8; 32], read_only: bool) -> *mut evs_store {
+        let o = evs_options_new();
+        let p = c(dir.to_str().unwrap());
+        let mut s = std::ptr::null_mut();
+        // SAFETY: live options, a 32-byte key, a path and an out-pointer.
+        unsafe {
+            assert_eq!(evs_options_set_master_key(o, key.as_ptr(), 32), EVS_OK);
+            assert_eq!(evs_options_set_read_only(o, read_only), EVS_OK);
+            assert_eq!(
+                evs_open(p.as_ptr(), o, &mut s, std::ptr::null_mut()),
+                EVS_OK,
+                "{}",
+                message()
+            );
+            evs_options_free(o);
+        }
+        s
+    }
+
+    #[test]
+    fn copy_stores_copies_between_handles_opened_with_their_own_master_keys() {
+        let _s = serial();
+        let tmp = tempfile::tempdir().unwrap();
+        let (src_dir, dst_dir) = (tmp.path().join("src"), tmp.path().join("dst"));
+        let (k1, k2) = ([1u8; 32], [2u8; 32]);
+        // A source whose subjects' keys are wrapped by k1: sealed events of two subjects.
+        let src = c_open_keyed(&src_dir, &k1, false);
+        for (i, subject) in ["ann", "bob", "ann"].iter().enumerate() {
+            let (stream, ty, subj) = (c("people"), c("Said"), c(subject));
+            let payload = format!("PII-{subject}-{i}");
+            let mut e = evs_event_input {
+                struct_size: std::mem::size_of::<evs_event_input>(),
+                event_type: ty.as_ptr(),
+                payload: payload.as_ptr(),
+                payload_len: payload.len(),
+                subject: subj.as_ptr(),
+                ..unsafe { std::mem::zeroed() }
+            };
+            e.schema_version = 1;
+            let (mut first, mut version) = (0, 0);
+            // SAFETY: a live store, strings and one input.
+            let st =
+                unsafe { evs_append(src, stream.as_ptr(), -1, &e, 1, &mut first, &mut version) };
+            assert_eq!(st, EVS_OK, "{}", message());
+        }
+        // evs_copy opens stores with default options: this one it cannot open.
+        let (from, to) = (c(src_dir.to_str().unwrap()), c(dst_dir.to_str().unwrap()));
+        // SAFETY: live strings.
+        let st = unsafe {
+            evs_copy(
+                from.as_ptr(),
+                to.as_ptr(),
+                std::ptr::null(),
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(st, EVS_ERR_INVALID_ARGUMENT, "{}", message());
+        assert!(message().contains("master key"), "{}", message());
+        let _ = std::fs::remove_dir_all(&dst_dir);
+
+        // Between handles: the destination wraps its keys with its own master key.
+        let dst = c_open_keyed(&dst_dir, &k2, false);
+        let mut info: evs_copy_info = unsafe { std::mem::zeroed() };
+        info.struct_size = std::mem::size_of::<evs_copy_info>();
+        // SAFETY: two live stores, an info struct.
+        let st = unsafe { evs_copy_stores(src, dst, std::ptr::null(), &mut info) };
+        assert_eq!(st, EVS_OK, "{}", message());
+        assert_eq!((info.events, info.next_position), (3, 3));
+        // Both stay open and usable; the copy reads as the source does, sealed payloads
+        // opened with the destination's own key.
+        // SAFETY: live stores.
+        unsafe {
+            assert_eq!(evs_close(dst), EVS_OK);
+            assert_eq!(evs_close(src), EVS_OK);
+        }
+        let read = |dir: &Path, key: [u8; 32]| {
+            let opts = keyed(key);
+            let s = Store::open(dir, opts, Vec::new()).unwrap().0;
+            let mut c = s.read_all(0).unwrap();
+            let mut out = Vec::new();
+            while let Some(e) = c.next().unwrap() {
+                out.push((e.position, e.stream.to_string(), e.payload.to_vec()));
+            }
+            s.close().unwrap();
+            out
+        };
+        let want = read(&src_dir, k1);
+        assert_eq!(want.len(), 3);
+        assert_eq!(want[1].2, b"PII-bob-1");
+        assert_eq!(read(&dst_dir, k2), want);
+        // The destination's key file holds its keys wrapped by k2: k1 does not open it.
+        let e = Store::open(&dst_dir, keyed(k1), Vec::new()).err().unwrap();
+        assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e:?}");
+
+        // Refusals: the same store twice, NULL, a read-only destination, another log.
+        let src = c_open_keyed(&src_dir, &k1, false);
+        // SAFETY: a live store, NULLs.
+        unsafe {
+            assert_eq!(
+                evs_copy_stores(src, src, std::ptr::null(), std::ptr::null_mut()),
+                EVS_ERR_INVALID_ARGUMENT
+            );
+            assert!(message().contains("same store"), "{}", message());
+            assert_eq!(
+                evs_copy_stores(
+                    src,
+                    std::ptr::null_mut(),
+                    std::ptr::null(),
+                    std::ptr::null_mut()
+                ),
+                EVS_ERR_INVALID_ARGUMENT
+            );
+            assert!(message().starts_with("to: "), "{}", message());
+        }
+        let empty = tmp.path().join("empty");
+        drop(open(&empty));
+        let ro = c_open_keyed(&empty, &k2, true);
+        // SAFETY: live stores.
+        let st = unsafe { evs_copy_stores(src, ro, std::ptr::null(), std::ptr::null_mut()) };
+        assert_eq!(st, EVS_ERR_READ_ONLY, "{}", message());
+        let other = tmp.path().join("other");
+        let o = open(&other);
+        o.append_event("T", b"x").unwrap();
+        o.close().unwrap();
+        drop(o);
+        let other = c_open_keyed(&other, &k2, false);
+        // SAFETY: live stores.
+        let st = unsafe { evs_copy_stores(src, other, std::ptr::null(), std::ptr::null_mut()) };
+        assert_eq!(st, EVS_ERR_NOT_EMPTY, "{}", message());
+        // SAFETY: live stores, closed once.
+        unsafe {
+            assert_eq!(evs_close(other), EVS_OK);
+            assert_eq!(evs_close(ro), EVS_OK);
+            assert_eq!(evs_close(src), EVS_OK);
+        }
+    }
 }
 
 /// A file store whose log names 8 subjects (two events each, with `PII-<subject>-<k>`

@@ -25,8 +25,8 @@ pub type evs_progress_fn =
 pub type evs_write_fn =
     Option<unsafe extern "C" fn(user_data: *mut c_void, bytes: *const u8, len: usize) -> i32>;
 
-/// Options of `evs_export`, `evs_export_to`, `evs_import` and `evs_copy`
-/// (caller-allocated: set `struct_size`, see `EVS_STRUCT_INIT`; NULL: none).
+/// Options of `evs_export`, `evs_export_to`, `evs_import`, `evs_copy` and
+/// `evs_copy_stores` (caller-allocated: set `struct_size`, see `EVS_STRUCT_INIT`; NULL: none).
 #[repr(C)]
 pub struct evs_copy_options {
     /// sizeof(evs_copy_options) as the caller's header has it; never changed.
@@ -245,7 +245,8 @@ pub unsafe extern "C" fn evs_import(
 /// next position when the copy began). `to` is created if needed and must be empty, or
 /// hold an earlier copy of `from` that stopped (killed, a lost connection, a full disk):
 /// the copy then goes on from `to`'s next position and ends with the same log. `to` is
-/// synced before it returns. The stores are opened with default options.
+/// synced before it returns. The stores are opened with default options: a store that
+/// needs others (a master key, a key provider) is copied with `evs_copy_stores`.
 ///
 /// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (NULL or empty `from` or `to`, bad UTF-8,
 /// a bad `struct_size`); EVS_ERR_NOT_EMPTY (`to` holds other events than `from`);
@@ -285,6 +286,45 @@ pub unsafe extern "C" fn evs_copy(
         let closed = dst.store().close().and(src.store().close());
         let status = done?;
         closed?;
+        Ok(status)
+    })
+}
+
+/// `evs_copy` between two stores the caller opened, with whatever options each needs (a
+/// master key or a key provider for its subjects' keys, a URL's parameters): every event
+/// and lifecycle entry of `from` up to its next position when the call began, at its own
+/// position, into `to`, which must be writable and empty, or hold an earlier copy of
+/// `from` that stopped (the copy then goes on from `to`'s next position). Appends to
+/// `from` meanwhile go on and are not copied. `to` is synced before it returns. `opts`
+/// (may be NULL): a progress function. `*out_info` (may be NULL): what was copied.
+///
+/// Returns EVS_OK; EVS_ERR_INVALID_ARGUMENT (a NULL or closed store, `from` and `to` the
+/// same store, a bad `struct_size`); EVS_ERR_NOT_EMPTY (`to` holds other events than
+/// `from`); EVS_ERR_READ_ONLY (`to` was opened read-only); EVS_ERR_IO,
+/// EVS_ERR_UNAVAILABLE, EVS_ERR_CORRUPT (either side). Thread safety: any thread; other
+/// calls on both stores may run meanwhile (another writer of `to` makes it fail with
+/// EVS_ERR_NOT_EMPTY). Ownership: both stores stay the caller's, open.
+#[no_mangle]
+pub unsafe extern "C" fn evs_copy_stores(
+    from: *mut evs_store,
+    to: *mut evs_store,
+    opts: *const evs_copy_options,
+    out_info: *mut evs_copy_info,
+) -> evs_status {
+    boundary(|| {
+        if !from.is_null() && std::ptr::eq(from, to) {
+            return Err(Error::invalid(
+                "from and to are the same store: a store cannot be copied into itself",
+            ));
+        }
+        // SAFETY: C API contract for each pointer.
+        let src = unsafe { store_arg(from) }.map_err(|e| e.prefixed("from: "))?;
+        // SAFETY: as above.
+        let dst = unsafe { store_arg(to) }.map_err(|e| e.prefixed("to: "))?;
+        let (src, dst) = (src.bank.store().clone(), dst.bank.store().clone());
+        // SAFETY: forwarded contract.
+        let status = unsafe { moving(opts, out_info, |p| import::copy(&src, &dst, p)) }?;
+        dst.sync()?;
         Ok(status)
     })
 }
