@@ -58,6 +58,7 @@ impl Default for ConsumerOptions {
 /// resolution, a few ms, enough for checkpoint intervals of milliseconds). The consumer
 /// looks at the time on every call (the checkpoint interval); the precise clock would
 /// cost a fifth of a catching-up consumer's time per event (bench workload 8).
+#[inline(always)]
 fn coarse_now() -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -67,11 +68,17 @@ fn coarse_now() -> Duration {
     // CLOCK_MONOTONIC_COARSE is a Linux clock id (the engine is Linux-only: fallocate).
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     if rc != 0 {
-        // Not expected on Linux; the precise clock then, since the process began.
-        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        return START.get_or_init(Instant::now).elapsed();
+        return precise_now();
     }
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// `coarse_now` where the coarse clock fails (not expected on Linux): the precise clock,
+/// since the process began.
+#[cold]
+fn precise_now() -> Duration {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed()
 }
 
 /// What a retry came to.
@@ -258,7 +265,7 @@ impl Consumer {
     }
 
     /// Balances a group member when it is due and nothing delivered is unacknowledged.
-    #[inline]
+    #[inline(always)]
     fn maybe_balance(&mut self) -> Result<()> {
         match &self.group {
             Some(g)
@@ -430,7 +437,7 @@ impl Consumer {
     /// Writes a checkpoint if the interval says so. Every call of the consumer asks, so
     /// the question is kept to two comparisons and a coarse clock read; the write is
     /// out of line.
-    #[inline]
+    #[inline(always)]
     fn maybe_checkpoint(&mut self) -> Result<()> {
         if self.acked_next <= self.stored_next {
             return Ok(());
