@@ -392,6 +392,42 @@ fn the_batch_policy_syncs_within_the_window_without_further_appends() {
     assert!(wal.stats().fsyncs >= 1);
 }
 
+/// Appends that never pause get one fdatasync a nap (half the window) from the flusher,
+/// not one after another: the records appended during a sync are dirty since that sync
+/// began, not since the first record it covered. (A count bounded by the time taken:
+/// a slow machine only makes it smaller.) All of them are durable within the window.
+#[test]
+fn the_batch_flusher_syncs_once_a_nap_under_appends_that_never_pause() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), FsyncPolicy::Batch(Duration::from_millis(40)));
+    c.max_segment_size = 64 << 20;
+    let (wal, _) = Wal::open(c).unwrap();
+    let started = std::time::Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < Duration::from_millis(400) {
+        wal.append_written(&[RecordRef::put(b"k", &value(n))])
+            .unwrap();
+        n += 1;
+    }
+    let naps = started.elapsed().as_millis() as u64 / 20;
+    let fsyncs = wal.stats().fsyncs;
+    // One a nap, one more for the sync under way when the appends stopped.
+    assert!(
+        fsyncs <= naps + 2,
+        "{fsyncs} fsyncs for {n} appends in {naps} naps of 20 ms"
+    );
+    // Within the window on an idle machine; waited for up to 10 s on a loaded one.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while wal.lsns().1 < wal.lsns().0 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (appended, durable) = wal.lsns();
+    assert_eq!(
+        durable, appended,
+        "the flusher made the last appends durable"
+    );
+}
+
 #[test]
 fn a_reader_sees_records_appended_while_it_runs() {
     let dir = tempfile::tempdir().unwrap();

@@ -58,6 +58,7 @@ impl Default for ConsumerOptions {
 /// resolution, a few ms, enough for checkpoint intervals of milliseconds). The consumer
 /// looks at the time on every call (the checkpoint interval); the precise clock would
 /// cost a fifth of a catching-up consumer's time per event (bench workload 8).
+#[inline(always)]
 fn coarse_now() -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -67,11 +68,17 @@ fn coarse_now() -> Duration {
     // CLOCK_MONOTONIC_COARSE is a Linux clock id (the engine is Linux-only: fallocate).
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     if rc != 0 {
-        // Not expected on Linux; the precise clock then, since the process began.
-        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        return START.get_or_init(Instant::now).elapsed();
+        return precise_now();
     }
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// `coarse_now` where the coarse clock fails (not expected on Linux): the precise clock,
+/// since the process began.
+#[cold]
+fn precise_now() -> Duration {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed()
 }
 
 /// What a retry came to.
@@ -101,8 +108,9 @@ pub struct Consumer {
     /// Acknowledgements, and positions passed over, since the last checkpoint.
     unwritten_acks: u64,
     unwritten_passed: u64,
-    /// When the last checkpoint was written, on the coarse clock (`coarse_now`).
-    last_checkpoint: Duration,
+    /// When the checkpoint interval since the last checkpoint ends, on the coarse clock
+    /// (`coarse_now`): the time each call compares, without arithmetic of its own.
+    checkpoint_due: Duration,
     /// Parked events queued for a replay, and those replayed but not yet acknowledged.
     replay: VecDeque<u64>,
     replayed: BTreeSet<u64>,
@@ -114,6 +122,8 @@ pub struct Consumer {
     attempts: (u64, u32),
     /// A group member's partitions (`None`: a consumer of one holder).
     group: Option<Group>,
+    /// No filter and no group: every event is this consumer's (asked once, not per event).
+    every_event: bool,
 }
 
 /// Whether the event is this member's to handle (always, outside a group): its stream's
@@ -182,6 +192,10 @@ impl Consumer {
         let next = claim.state.next().unwrap_or(opts.start_position).min(head);
         let cursor = store.read_all(next)?;
         let state = claim.state.clone();
+        let opts = ConsumerOptions {
+            checkpoint_every: opts.checkpoint_every.max(1),
+            ..opts
+        };
         let mut c = Consumer {
             store,
             claim,
@@ -193,14 +207,17 @@ impl Consumer {
             delivered_next: next,
             unwritten_acks: 0,
             unwritten_passed: 0,
-            last_checkpoint: coarse_now(),
+            checkpoint_due: Duration::ZERO,
             replay: VecDeque::new(),
             replayed: BTreeSet::new(),
             held: None,
             retry_due: None,
             attempts: (u64::MAX, 0),
             group,
+            every_event: false,
         };
+        c.checkpoint_due = c.interval_from(coarse_now());
+        c.every_event = c.opts.filter == Filter::default() && c.group.is_none();
         if !c.state.exists() && c.group.is_none() {
             // A new consumer: its start is stored at once (it is listed from now on, and
             // a start at the log's end stays where the end was).
@@ -248,6 +265,7 @@ impl Consumer {
     }
 
     /// Balances a group member when it is due and nothing delivered is unacknowledged.
+    #[inline(always)]
     fn maybe_balance(&mut self) -> Result<()> {
         match &self.group {
             Some(g)
@@ -324,7 +342,10 @@ impl Consumer {
             }
             let outstanding = self.acked_next < self.delivered_next;
             match self.cursor.next()? {
-                Some(e) if self.opts.filter.matches(&e) && mine(&self.group, &e) => {
+                Some(e)
+                    if self.every_event
+                        || (self.opts.filter.matches(&e) && mine(&self.group, &e)) =>
+                {
                     self.delivered_next = e.position + 1;
                     if let Some(g) = &mut self.group {
                         g.last = Some((
@@ -380,24 +401,27 @@ impl Consumer {
 
     /// Checks that `position` was handed out and is not handled yet (or is a replayed
     /// event): what ack, retry, park and the atomic step may name.
+    #[inline]
     fn check_delivered(&self, position: u64, what: &str) -> Result<()> {
-        if self.replayed.contains(&position) {
+        if position < self.delivered_next || self.replayed.contains(&position) {
             return Ok(());
         }
-        if position >= self.delivered_next {
-            return Err(Error::invalid(format!(
-                "{what} position {position}: it was not delivered to consumer '{}' yet (the next to deliver is {})",
-                self.claim.name, self.delivered_next
-            )));
-        }
-        Ok(())
+        Err(self.not_delivered(position, what))
+    }
+
+    #[cold]
+    fn not_delivered(&self, position: u64, what: &str) -> Error {
+        Error::invalid(format!(
+            "{what} position {position}: it was not delivered to consumer '{}' yet (the next to deliver is {})",
+            self.claim.name, self.delivered_next
+        ))
     }
 
     /// Everything up to and including `position` is handled; a replayed event is parked
     /// no more.
     pub fn ack(&mut self, position: u64) -> Result<()> {
         self.check_delivered(position, "acknowledging")?;
-        if self.replayed.remove(&position) {
+        if !self.replayed.is_empty() && self.replayed.remove(&position) {
             return self.write(ConsumerChange::Unpark { position });
         }
         if position + 1 > self.acked_next {
@@ -410,19 +434,32 @@ impl Consumer {
         self.maybe_checkpoint()
     }
 
-    /// Writes a checkpoint if the interval says so.
+    /// Writes a checkpoint if the interval says so. Every call of the consumer asks, so
+    /// the question is kept to two comparisons and a coarse clock read; the write is
+    /// out of line.
+    #[inline(always)]
     fn maybe_checkpoint(&mut self) -> Result<()> {
         if self.acked_next <= self.stored_next {
             return Ok(());
         }
-        let by_count =
-            self.unwritten_acks + self.unwritten_passed >= self.opts.checkpoint_every.max(1);
-        let by_time = self.unwritten_acks > 0
-            && coarse_now().saturating_sub(self.last_checkpoint) >= self.opts.checkpoint_interval;
-        if by_count || by_time {
-            self.checkpoint()?;
+        let by_count = self.unwritten_acks + self.unwritten_passed >= self.opts.checkpoint_every;
+        if by_count || (self.unwritten_acks > 0 && coarse_now() >= self.checkpoint_due) {
+            return self.checkpoint_due_now();
         }
         Ok(())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn checkpoint_due_now(&mut self) -> Result<()> {
+        self.checkpoint()
+    }
+
+    /// The end of a checkpoint interval that starts at `start` (coarse clock).
+    fn interval_from(&self, start: Duration) -> Duration {
+        start
+            .checked_add(self.opts.checkpoint_interval)
+            .unwrap_or(Duration::MAX)
     }
 
     /// Writes the checkpoint now (if it moved).
@@ -444,7 +481,7 @@ impl Consumer {
         self.acked_next = self.acked_next.max(next);
         self.unwritten_acks = 0;
         self.unwritten_passed = 0;
-        self.last_checkpoint = coarse_now();
+        self.checkpoint_due = self.interval_from(coarse_now());
     }
 
     fn next_op(&self, change: ConsumerChange) -> ConsumerOp {

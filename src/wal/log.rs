@@ -1344,7 +1344,15 @@ impl Inner {
     /// sync): writes what is buffered under `io`, then fdatasyncs what was written with
     /// `io` let go, so appenders go on writing meanwhile; what the sync covers is what
     /// was written when it started.
+    ///
+    /// Records appended during the sync are not covered, and were all appended after
+    /// this flush began (everything appended before was written by it): so they are
+    /// dirty since then, not since the first record this sync covered. Without that the
+    /// next sync would be due at once, and appends that never pause (a catching-up
+    /// consumer's checkpoints) would get one fdatasync after another instead of one a
+    /// nap, each holding up the appends that meet it in the file system.
     fn flush_quietly(&self, sync: bool) -> Result<()> {
+        let began = Instant::now();
         let io = lock_quietly(&self.io, QUIET_TRIES);
         self.flush_locked(false, false)?;
         if !sync {
@@ -1360,6 +1368,12 @@ impl Inner {
         drop(st);
         drop(io);
         let result = self.sync_covered(&covered, false);
+        if result.is_ok() {
+            let mut st = lock_quietly(&self.state, QUIET_TRIES);
+            if st.appended > st.durable {
+                st.dirty_since = Some(began);
+            }
+        }
         self.progress.notify_all();
         result
     }
