@@ -257,6 +257,14 @@ impl IdIndex {
         self.insert(id, position);
     }
 
+    /// Takes in that the positions up to `position` are used by events without an id:
+    /// what `apply` does for each of them, in one lock (replay tells only the last of a
+    /// run of them).
+    pub fn used_through(&self, position: u64) {
+        let mut t = self.lock();
+        t.next = t.next.max(position + 1);
+    }
+
     /// Remembers that the event at `position` has `id`.
     fn insert(&self, id: &EventId, position: u64) {
         let mut t = self.lock();
@@ -340,10 +348,7 @@ impl Projection for IdIndex {
     fn apply(&self, event: &EventRef<'_>) {
         match &event.id {
             Some(id) => self.insert(id, event.position),
-            None => {
-                let mut t = self.lock();
-                t.next = t.next.max(event.position + 1);
-            }
+            None => self.used_through(event.position),
         }
     }
 

@@ -308,7 +308,23 @@ impl Recovery<'_> {
                 Step::Record { offset, decoded } => {
                     let rec = decoded.record;
                     let key = <[u8; 8]>::try_from(rec.key).ok().map(u64::from_le_bytes);
-                    (offset, rec.batch_continues(), key)
+                    let continues = rec.batch_continues();
+                    // The usual record, a batch of one with none held: visited as the
+                    // scanner handed it out, without splitting it again.
+                    if !continues && walk.pending.is_empty() {
+                        if let Some(k) = key {
+                            self.next_key = Some(k.wrapping_add(1));
+                        }
+                        let pos = Position {
+                            segment_id: id,
+                            offset,
+                        };
+                        visit(pos, &rec)?;
+                        self.info.valid_records += 1;
+                        self.info.last_valid_position = Some(pos);
+                        continue;
+                    }
+                    (offset, continues, key)
                 }
                 Step::End { offset } => {
                     (walk.end, walk.bad) = (offset, None);

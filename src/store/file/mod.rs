@@ -774,6 +774,104 @@ fn encode_batch<'s, 'e>(
     })
 }
 
+/// Refuses an event replayed from a sealed segment other than the one its index file
+/// files it in.
+#[inline(always)]
+fn check_filed(index: &Index, position: u64, pos: Position) -> Result<()> {
+    match index.replayed_where_filed(position, pos) {
+        true => Ok(()),
+        false => Err(not_filed(position, pos)),
+    }
+}
+
+#[cold]
+fn not_filed(position: u64, pos: Position) -> Error {
+    Error::corrupt(format!(
+        "{} offset {}: the log has events its index files do not (position {position}); remove the index directory and reopen",
+        crate::wal::segment::file_name(pos.segment_id),
+        pos.offset
+    ))
+}
+
+/// What replay takes each decoded event and entry into, besides the index: the event
+/// types a run at a time, and the projections.
+struct Taken<'p> {
+    /// The type of the events replayed last and how many in a row: counted into the
+    /// index when the type changes and at the end, one lookup a run.
+    run_type: String,
+    run_len: u64,
+    /// Every projection but the id index, which is told of an event without an id only
+    /// once before it is used otherwise (an event with an id, an entry) and at the end:
+    /// its `apply` takes a lock for each (10% of a replay's time).
+    others: Vec<&'p Arc<dyn Projection>>,
+    projections: &'p [Arc<dyn Projection>],
+    ids: &'p ids::IdIndex,
+    /// The id index is one of the projections.
+    ids_listed: bool,
+    /// The last position of events without an id that the id index was not told of.
+    ids_due: Option<u64>,
+}
+
+impl<'p> Taken<'p> {
+    fn new(projections: &'p [Arc<dyn Projection>], ids: &'p ids::IdIndex) -> Self {
+        let is_ids = |p: &&Arc<dyn Projection>| std::ptr::addr_eq(Arc::as_ptr(p), ids);
+        Taken {
+            run_type: String::new(),
+            run_len: 0,
+            others: projections.iter().filter(|p| !is_ids(p)).collect(),
+            projections,
+            ids,
+            ids_listed: projections.iter().any(|p| is_ids(&p)),
+            ids_due: None,
+        }
+    }
+
+    /// The event `ev`, whose record is at `pos`.
+    #[inline(always)]
+    fn event(&mut self, index: &mut Index, pos: Position, ev: &EventRef<'_>) {
+        index.push_uncounted(pos, ev.timestamp_us, ev.stream, ev.stream_version);
+        if self.run_type != ev.event_type {
+            if self.run_len > 0 {
+                index.count_type(&self.run_type, self.run_len);
+            }
+            self.run_type.clear();
+            self.run_type.push_str(ev.event_type);
+            self.run_len = 0;
+        }
+        self.run_len += 1;
+        self.others.iter().for_each(|pr| pr.apply(ev));
+        match ev.id {
+            Some(_) if self.ids_listed => {
+                self.tell_ids();
+                self.ids.apply(ev);
+            }
+            None if self.ids_listed => self.ids_due = Some(ev.position),
+            _ => {}
+        }
+    }
+
+    /// The lifecycle entry `e` at `position`, whose record is at `pos`.
+    fn entry(&mut self, index: &mut Index, pos: Position, position: u64, e: &lifecycle::Entry) {
+        self.tell_ids();
+        lifecycle::apply_entry(index, self.projections, self.ids, pos, position, e)
+    }
+
+    /// Tells the id index of the events without an id it was not told of.
+    fn tell_ids(&mut self) {
+        if let Some(due) = self.ids_due.take() {
+            self.ids.used_through(due);
+        }
+    }
+
+    /// After the last record: the type counts and the id index are complete.
+    fn finish(mut self, index: &mut Index) {
+        self.tell_ids();
+        if self.run_len > 0 {
+            index.count_type(&self.run_type, self.run_len);
+        }
+    }
+}
+
 impl FileStore {
     /// Opens (creating if needed) the store in `dir`. `projections` are rebuilt from the
     /// newest valid snapshot plus the log's tail, and kept up to date from then on.
@@ -978,10 +1076,7 @@ impl FileStore {
         // The key (position) of the first record replayed: damage right there is judged
         // with it, in time linear in the damage.
         let start_key = index.len();
-        // The type of the events replayed last and how many in a row: counted into the
-        // index when the type changes and at the end, one lookup a run.
-        let mut run_type = String::new();
-        let mut run_len = 0u64;
+        let mut taken = Taken::new(projections, ids);
         let mut visit = |pos: Position, rec: &RecordRef<'_>| -> Result<()> {
             check_plain(rec, pos)?;
             let mut owned = Owned::default();
@@ -1028,43 +1123,35 @@ impl FileStore {
                     ),
                 }));
             }
-            let decoded =
-                decode_record(position, rec.key, rec.value, &mut owned, None).map_err(|e| {
-                    e.damage_at(position)
-                        .prefixed(format!("{} offset {}: ", file(), pos.offset))
-                })?;
-            replayed += 1;
-            if !index.replayed_where_filed(position, pos) {
-                return Err(Error::corrupt(format!(
-                    "{} offset {}: the log has events its index files do not (position {position}); remove the index directory and reopen",
-                    file(),
-                    pos.offset
-                )));
+            let damaged = |e: Error| {
+                e.damage_at(position)
+                    .prefixed(format!("{} offset {}: ", file(), pos.offset))
+            };
+            // The usual envelope (format 1) decoded in one pass and taken in where it was
+            // decoded: moved on as a value, the event cost store-forwarding stalls.
+            if rec.value.first() == Some(&envelope::FORMAT_BINARY_V1) {
+                if let Some(e) = envelope::decode_binary_fast(rec.value, 1, None) {
+                    check_key(position, rec.key, rec.value).map_err(damaged)?;
+                    replayed += 1;
+                    check_filed(index, position, pos)?;
+                    taken.event(index, pos, &binary_event(position, e));
+                    return Ok(());
+                }
             }
+            // Anything else, and a format-1 envelope that does not decode (for the
+            // message of what is wrong in it).
+            let decoded =
+                decode_record(position, rec.key, rec.value, &mut owned, None).map_err(damaged)?;
+            replayed += 1;
+            check_filed(index, position, pos)?;
             match decoded {
-                Decoded::Event(ev) => {
-                    index.push_uncounted(pos, ev.timestamp_us, ev.stream, ev.stream_version);
-                    if run_type != ev.event_type {
-                        if run_len > 0 {
-                            index.count_type(&run_type, run_len);
-                        }
-                        run_type.clear();
-                        run_type.push_str(ev.event_type);
-                        run_len = 0;
-                    }
-                    run_len += 1;
-                    projections.iter().for_each(|pr| pr.apply(&ev));
-                }
-                Decoded::Entry(e) => {
-                    lifecycle::apply_entry(index, projections, ids, pos, position, &e)
-                }
+                Decoded::Event(ev) => taken.event(index, pos, &ev),
+                Decoded::Entry(e) => taken.entry(index, pos, position, &e),
             }
             Ok(())
         };
         let (wal, info) = Wal::open_from(config, start, Some(start_key), &mut visit)?;
-        if run_len > 0 {
-            index.count_type(&run_type, run_len);
-        }
+        taken.finish(index);
         Ok((wal, info, replayed))
     }
 
