@@ -60,17 +60,11 @@ impl Default for ConsumerOptions {
 /// cost a fifth of a catching-up consumer's time per event (bench workload 8).
 #[inline(always)]
 fn coarse_now() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the one timespec passed, which lives on this stack;
     // CLOCK_MONOTONIC_COARSE is a Linux clock id (the engine is Linux-only: fallocate).
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    if rc != 0 {
-        return precise_now();
+    match crate::store::clock_now(libc::CLOCK_MONOTONIC_COARSE) {
+        Some((s, ns)) => Duration::new(s, ns),
+        None => precise_now(),
     }
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// `coarse_now` where the coarse clock fails (not expected on Linux): the precise clock,
