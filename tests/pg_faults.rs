@@ -432,3 +432,55 @@ fn a_server_crash_under_appends_loses_no_acknowledged_append_and_takes_back_noth
         );
     }
 }
+
+#[test]
+fn an_append_whose_flush_a_read_only_server_refuses_is_in_doubt_and_a_retry_with_its_ids_settles_it(
+) {
+    let pg = PgServer::start();
+    let url = format!("{}?schema=flushro&timeout=3000", pg.url());
+    let store = Store::open(&url, StoreOptions::default(), Vec::new())
+        .unwrap()
+        .0;
+    store
+        .append(
+            "s",
+            ExpectedVersion::Any,
+            &[EventInput::new("E", b"before")],
+        )
+        .unwrap();
+    // The flush statement refused as by a server turned read-only after the append's
+    // commit (SQLSTATE 25006), every time until the trigger goes.
+    let refuse = "create function flushro.refuse() returns trigger language plpgsql as $$ \
+         begin raise exception 'cannot execute INSERT in a read-only transaction' \
+         using errcode = '25006'; end $$; \
+         create trigger refuse before insert or update on flushro.flushed \
+         for each row execute function flushro.refuse()";
+    common::pg::run_script(pg.url(), refuse).unwrap();
+    let mut with_id = EventInput::new("E", b"with an id");
+    with_id.id = Some([9; 16]);
+    let e = store
+        .append("s", ExpectedVersion::Any, &[with_id])
+        .unwrap_err();
+    // Committed but not known durable: in doubt, not "read-only, nothing stored".
+    assert_eq!(e.kind, ErrorKind::Unavailable, "{e:?}");
+    assert!(e.message.contains("in doubt"), "{}", e.message);
+    assert!(e.message.contains("read-only"), "{}", e.message);
+    let e = store
+        .append("s", ExpectedVersion::Any, &[EventInput::new("E", b"no id")])
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Io, "{e:?}");
+    assert!(
+        e.message.contains("may or may not be stored"),
+        "{}",
+        e.message
+    );
+    common::pg::run_script(pg.url(), "drop trigger refuse on flushro.flushed").unwrap();
+    // The retry with the same id finds what the first try stored: once, where it is.
+    let r = store.append("s", ExpectedVersion::Any, &[with_id]).unwrap();
+    assert_eq!(r.first_position, 1);
+    let all = read_everything(&store);
+    assert_eq!(
+        all.iter().map(|(_, p)| p.as_str()).collect::<Vec<_>>(),
+        ["before", "with an id", "no id"]
+    );
+}

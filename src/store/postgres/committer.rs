@@ -334,7 +334,8 @@ async fn settle(
     *client = None;
     if matches!(f.error.kind, ErrorKind::Unavailable | ErrorKind::ReadOnly) {
         // The server cannot be reached (or takes no writes): alone, each would fail too.
-        let error = match failure.in_doubt && f.error.kind == ErrorKind::Unavailable {
+        // After a first try in doubt, these still are (a retry with the ids settles them).
+        let error = match failure.in_doubt {
             true => in_doubt_with_ids(&f.error),
             false => f.error,
         };
@@ -520,11 +521,14 @@ const NOTIFY: &str = "select set_config('synchronous_commit', 'off', true), \
      pg_notify($1, (select max(f.next) from @.flushed f)::text || ' ' || h.changes::text) \
      from @.head h";
 
-/// At each connection: a number for this connection's row of `flushed`, and the rows of
-/// other connections that are behind the highest deleted (the highest, which readers
-/// read, stays; a live connection's row comes back at its next append).
-const WRITER: &str = "with gone as (delete from @.flushed where writer <> 0 \
-       and next < (select max(next) from @.flushed)) \
+/// At each connection: a number for this connection's row of `flushed`, and the rows
+/// behind the highest deleted (the highest, which readers read, stays; a live
+/// connection's row comes back at its next append).
+/// Rows another transaction holds are passed over (no wait: two connecting at once
+/// would otherwise lock rows in different orders).
+const WRITER: &str = "with gone as (delete from @.flushed where writer in \
+       (select writer from @.flushed where writer <> 0 \
+        and next < (select max(next) from @.flushed) for update skip locked)) \
      select nextval('@.chunk_keys')";
 
 /// Connects if there is no connection.
@@ -594,11 +598,19 @@ async fn call(
     })?;
     // Committed, but durable only once `FLUSH` committed: otherwise in doubt (a retry
     // with the same ids finds what was stored, and flushes it before answering).
-    flushed.map_err(|e| Failure {
-        sent: true,
-        in_doubt: true,
-        conflict: false,
-        error: pg_error("making the append durable", e),
+    flushed.map_err(|e| {
+        let mut error = pg_error("making the append durable", e);
+        // A server that turned read-only between the two took the append's commit:
+        // that is in doubt, not "refused, nothing stored" (what `ReadOnly` tells).
+        if error.kind == ErrorKind::ReadOnly {
+            error.kind = ErrorKind::Unavailable;
+        }
+        Failure {
+            sent: true,
+            in_doubt: true,
+            conflict: false,
+            error,
+        }
     })?;
     if rows.len() != batch.len() {
         return Err(Failure::from(Error::new(
