@@ -17,8 +17,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// An open store. Thread-safe; cheap to share behind an `Arc`.
+///
+/// Dropping it closes a file store on the dropping thread before the drop returns (the
+/// log synced and closed, the compaction thread stopped and joined, the lock released),
+/// even while the compaction thread or a cursor still holds the store: the one that let
+/// go last would otherwise close it later, on its own thread, and a reopen meanwhile
+/// would find the store `Locked`. A cursor that outlives its store reads on, ends, or
+/// says what failed (as after `evs_close`).
 pub struct Store {
     backend: Arc<dyn Backend>,
+    /// A file store: closed when this handle is dropped. (A PostgreSQL store holds no
+    /// lock and no library thread of its own holds it: it closes when the last of this
+    /// handle and its cursors goes.)
+    close_on_drop: bool,
 }
 
 impl Store {
@@ -35,6 +46,7 @@ impl Store {
             return Ok((
                 Store {
                     backend: Arc::new(pg),
+                    close_on_drop: false,
                 },
                 report,
             ));
@@ -42,7 +54,13 @@ impl Store {
         let (file, report) = FileStore::open(location, options, projections)?;
         let file = Arc::new(file);
         file.start_compactor()?;
-        Ok((Store { backend: file }, report))
+        Ok((
+            Store {
+                backend: file,
+                close_on_drop: true,
+            },
+            report,
+        ))
     }
 
     /// Where the events are (a directory, or a URL without its password).
@@ -379,5 +397,13 @@ impl Store {
 
     pub fn is_closed(&self) -> bool {
         self.backend.is_closed()
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if self.close_on_drop {
+            let _ = self.backend.close();
+        }
     }
 }

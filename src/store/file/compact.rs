@@ -116,15 +116,17 @@ impl Wake {
 }
 
 /// The compaction thread's body: compacts the segments past the trigger, then waits to be
-/// woken (or `LOOK_EVERY`), until the store closes or every handle of it is gone. It holds
-/// the store only while it works, so a dropped store closes.
+/// woken (or `LOOK_EVERY`), until the store closes. It holds the store only while it
+/// works. The reference it holds then is never the last one: the user's handle (`Store`)
+/// closes the store when it is dropped, before it lets go of its own, and the close stops
+/// and joins this thread; so the store's close (and drop) never runs here.
 fn compactor(store: Weak<FileStore>, wake: Arc<Wake>) {
     loop {
         {
             let Some(s) = store.upgrade() else {
                 return;
             };
-            let stop = || s.stopping() || Arc::strong_count(&s) == 1;
+            let stop = || s.stopping();
             if stop() {
                 return;
             }
@@ -174,9 +176,10 @@ impl FileStore {
         self.closed.load(Ordering::Acquire) || self.closing.load(Ordering::Acquire)
     }
 
-    /// Stops the compaction thread (the store is closing): it stops between two records,
-    /// its segment left as it was. Not joined from the thread itself (the last handle of
-    /// the store may be dropped there).
+    /// Stops the compaction thread (the store is closing) and waits for it: it stops
+    /// between two records, its segment left as it was, and lets go of the store before
+    /// this returns. Not joined from the thread itself (a segment hook, which runs there,
+    /// may close the store or drop its last handle).
     pub(super) fn stop_compactor(&self) {
         self.compactor_wake.wake();
         let handle = self

@@ -2333,7 +2333,9 @@ impl FileStore {
         }
     }
 
-    /// Syncs and closes the log; later appends fail. Also done on drop.
+    /// Syncs and closes the log, stops and joins the compaction thread, releases the
+    /// lock; later appends fail. `Store`'s drop does it on the dropping thread; the
+    /// store's own drop (its last reference gone) does it if nothing did before.
     /// From a forked child it touches nothing (the parent owns the files and the lock)
     /// and says so.
     pub fn close(&self) -> Result<()> {
