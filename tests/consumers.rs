@@ -18,31 +18,27 @@ use std::time::Duration;
 
 const CHILD: &str = "child";
 
+/// Opens the store in `dir` (a writable open tried again while `Locked`, see `unlocked`).
 fn open_with(dir: &Path, fsync: FsyncPolicy, read_only: bool) -> Arc<Store> {
     let opts = StoreOptions {
         fsync,
         read_only,
         ..StoreOptions::default()
     };
-    Arc::new(
-        Store::open(dir, opts, Vec::new())
-            .expect("the store opens")
-            .0,
-    )
+    let (store, _) =
+        unlocked(|| Store::open(dir, opts.clone(), Vec::new())).expect("the store opens");
+    Arc::new(store)
 }
 
-/// `Consumer::open`, tried again for a moment while it is `Locked`: the other tests of
-/// this binary spawn child processes, and a child forked while this process held a
-/// consumer's lock file holds the lock until its exec (the window README's "Threads and
-/// ownership" describes); a caller that just closed a consumer retries as here.
-fn open_consumer(
-    store: Arc<Store>,
-    name: &str,
-    opts: ConsumerOptions,
-) -> evstore::Result<Consumer> {
+/// `open`, tried again for a moment while it is `Locked`: the other tests of this binary
+/// spawn child processes, and a child forked while this process held a lock file (a
+/// store's or a consumer's) holds the lock until its exec (the window README's "Threads
+/// and ownership" describes), so a store or consumer just closed here may still be held
+/// for that moment; a caller that reopens at once retries as here.
+fn unlocked<T>(mut open: impl FnMut() -> evstore::Result<T>) -> evstore::Result<T> {
     let mut tries = 0;
     loop {
-        match Consumer::open(store.clone(), name, opts.clone()) {
+        match open() {
             Err(e) if e.kind == ErrorKind::Locked && tries < 50 => {
                 tries += 1;
                 std::thread::sleep(Duration::from_millis(20));
@@ -50,6 +46,15 @@ fn open_consumer(
             r => return r,
         }
     }
+}
+
+/// `Consumer::open`, tried again while `Locked` (`unlocked`).
+fn open_consumer(
+    store: Arc<Store>,
+    name: &str,
+    opts: ConsumerOptions,
+) -> evstore::Result<Consumer> {
+    unlocked(|| Consumer::open(store.clone(), name, opts.clone()))
 }
 
 fn open(dir: &Path) -> Arc<Store> {
