@@ -117,9 +117,10 @@ impl Wake {
 
 /// The compaction thread's body: compacts the segments past the trigger, then waits to be
 /// woken (or `LOOK_EVERY`), until the store closes. It holds the store only while it
-/// works. The reference it holds then is never the last one: the user's handle (`Store`)
-/// closes the store when it is dropped, before it lets go of its own, and the close stops
-/// and joins this thread; so the store's close (and drop) never runs here.
+/// works, and that reference is not the last one: the user's handle (`Store`) closes the
+/// store when it is dropped, before it lets go of its own, and the close stops and joins
+/// this thread. So the close never runs here, unless a segment hook (called here) asks
+/// for it.
 fn compactor(store: Weak<FileStore>, wake: Arc<Wake>) {
     loop {
         {
