@@ -7,11 +7,13 @@
 //! The compaction thread is caught in the middle of its work by a file system that
 //! watches it (`Watch`): no sleep decides where it is.
 
+#[path = "support/hookfs.rs"]
+mod hookfs;
+
 use evstore::store::{EventInput, ExpectedVersion, Store, StoreOptions};
-use evstore::wal::vfs::{self, FileRef, OpenMode, Stat, Vfs};
+use evstore::wal::vfs::OpenMode;
 use evstore::wal::FsyncPolicy;
-use std::any::Any;
-use std::io;
+use hookfs::{Hook, HookFs};
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::ThreadId;
@@ -41,12 +43,6 @@ struct Seen {
     at_rewrite: bool,
     /// The thread that released the store's lock.
     released_by: Option<ThreadId>,
-}
-
-impl std::fmt::Debug for Watch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Watch")
-    }
 }
 
 impl Watch {
@@ -88,69 +84,24 @@ impl Watch {
     }
 }
 
-/// The store's lock, noting on release which thread let go of it.
-struct Noted {
-    _lock: Box<dyn Any + Send + Sync>,
-    watch: Arc<Watch>,
-}
-
-impl Drop for Noted {
-    fn drop(&mut self) {
-        self.watch.seen().released_by = Some(std::thread::current().id());
-    }
-}
-
-/// A `Vfs` over `Watch` (the store's options take an `Arc<dyn Vfs>`; the test keeps the
-/// `Arc<Watch>`).
-#[derive(Debug)]
-struct Watched(Arc<Watch>);
-
-impl Vfs for Watched {
-    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<FileRef> {
-        if std::thread::current().name() == Some(COMPACTOR) {
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if name.ends_with(".wal.compact") {
-                self.0.at_rewrite();
-            } else if name.ends_with(".wal") && mode == OpenMode::Read {
-                self.0.seen().reading = true;
-                self.0.cv.notify_all();
-            }
+impl Hook for Watch {
+    /// Notes the compaction thread's read of a segment, and holds it at a rewrite.
+    fn open(&self, path: &Path, mode: OpenMode) {
+        if std::thread::current().name() != Some(COMPACTOR) {
+            return;
         }
-        vfs::os().open(path, mode)
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.ends_with(".wal.compact") {
+            self.at_rewrite();
+        } else if name.ends_with(".wal") && mode == OpenMode::Read {
+            self.seen().reading = true;
+            self.cv.notify_all();
+        }
     }
-    fn create_dir(&self, path: &Path) -> io::Result<()> {
-        vfs::os().create_dir(path)
-    }
-    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
-        vfs::os().list_dir(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        vfs::os().rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        vfs::os().remove_file(path)
-    }
-    fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        vfs::os().sync_dir(path)
-    }
-    fn stat(&self, path: &Path) -> io::Result<Stat> {
-        vfs::os().stat(path)
-    }
-    fn lock(&self, path: &Path) -> io::Result<Box<dyn Any + Send + Sync>> {
-        let lock = vfs::os().lock(path)?;
-        Ok(Box::new(Noted {
-            _lock: lock,
-            watch: self.0.clone(),
-        }))
-    }
-    fn lock_dir(&self, dir: &Path, exclusive: bool) -> io::Result<Box<dyn Any + Send + Sync>> {
-        vfs::os().lock_dir(dir, exclusive)
-    }
-    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
-        vfs::os().hard_link(from, to)
-    }
-    fn same_file(&self, a: &Path, b: &Path) -> io::Result<bool> {
-        vfs::os().same_file(a, b)
+
+    /// Notes which thread let go of the store's lock.
+    fn unlocked(&self, _path: &Path) {
+        self.seen().released_by = Some(std::thread::current().id());
     }
 }
 
@@ -230,7 +181,7 @@ fn drop_while_compacting(dir: &Path, o: StoreOptions, hold: bool, what: &str) {
         ..Watch::default()
     });
     let o = StoreOptions {
-        vfs: Arc::new(Watched(watch.clone())),
+        vfs: HookFs::arc(&watch),
         ..o
     };
     let store = Arc::new(Store::open(dir, o, Vec::new()).unwrap().0);

@@ -2,15 +2,16 @@
 //! the store; kept events stay readable, through cursors opened before it and reopens.
 
 mod common;
+#[path = "support/hookfs.rs"]
+mod hookfs;
 
 use common::every_file;
 use common::procs::{self, Children};
 use evstore::store::{EventInput, ExpectedVersion, Store, StoreOptions, TailCursor};
-use evstore::wal::vfs::{self, FileRef, OpenMode, Stat, Vfs};
+use evstore::wal::vfs::OpenMode;
 use evstore::wal::FsyncPolicy;
-use std::any::Any;
+use hookfs::{Hook, HookFs};
 use std::collections::BTreeMap;
-use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -898,11 +899,11 @@ fn a_follower_opened_before_a_compaction_reads_on_from_the_middle_of_its_segment
     a_follower_opened_before_a_compaction(6);
 }
 
-/// The real file system, except that the first open for reading of one segment by one
-/// thread, once armed, first runs a step (a compaction) in that thread, which must hold
-/// none of the store's locks then (the step takes them): a reader that located its
-/// position in the index, then opens the segment, gets the rewritten copy with the
-/// offset it located in the old one. (Otherwise the window is a few system calls wide:
+/// A hook for the real file system (`HookFs`): the first open for reading of one
+/// segment by one thread, once armed, first runs a step (a compaction) in that thread,
+/// which must hold none of the store's locks then (the step takes them): a reader that
+/// located its position in the index, then opens the segment, gets the rewritten copy
+/// with the offset it located in the old one. (Otherwise the window is a few system calls wide:
 /// seen once under load in tests/lifecycle.rs.)
 #[derive(Default)]
 struct CompactOnOpen {
@@ -916,12 +917,6 @@ struct Armed {
     thread: std::thread::ThreadId,
     at_stat: bool,
     step: Box<dyn FnOnce() + Send>,
-}
-
-impl std::fmt::Debug for CompactOnOpen {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CompactOnOpen")
-    }
 }
 
 impl CompactOnOpen {
@@ -962,8 +957,8 @@ impl CompactOnOpen {
     }
 }
 
-impl Vfs for CompactOnOpen {
-    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<FileRef> {
+impl Hook for CompactOnOpen {
+    fn open(&self, path: &Path, mode: OpenMode) {
         let step = match mode {
             OpenMode::Read => self.due(path, false),
             _ => None,
@@ -971,40 +966,11 @@ impl Vfs for CompactOnOpen {
         if let Some(step) = step {
             step();
         }
-        vfs::os().open(path, mode)
     }
-    fn create_dir(&self, path: &Path) -> io::Result<()> {
-        vfs::os().create_dir(path)
-    }
-    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
-        vfs::os().list_dir(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        vfs::os().rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        vfs::os().remove_file(path)
-    }
-    fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        vfs::os().sync_dir(path)
-    }
-    fn stat(&self, path: &Path) -> io::Result<Stat> {
+    fn stat(&self, path: &Path) {
         if let Some(step) = self.due(path, true) {
             step();
         }
-        vfs::os().stat(path)
-    }
-    fn lock(&self, path: &Path) -> io::Result<Box<dyn Any + Send + Sync>> {
-        vfs::os().lock(path)
-    }
-    fn lock_dir(&self, dir: &Path, exclusive: bool) -> io::Result<Box<dyn Any + Send + Sync>> {
-        vfs::os().lock_dir(dir, exclusive)
-    }
-    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
-        vfs::os().hard_link(from, to)
-    }
-    fn same_file(&self, a: &Path, b: &Path) -> io::Result<bool> {
-        vfs::os().same_file(a, b)
     }
 }
 
@@ -1020,7 +986,7 @@ fn writer_and_follower_under_always(dir: &Path) -> (Arc<Store>, Arc<Store>, Arc<
     let fs = Arc::new(CompactOnOpen::default());
     let ro = StoreOptions {
         read_only: true,
-        vfs: fs.clone(),
+        vfs: HookFs::arc(&fs),
         ..always
     };
     let follower = Arc::new(Store::open(dir, ro, Vec::new()).unwrap().0);
@@ -1113,7 +1079,7 @@ fn a_follower_reads_a_segment_rewritten_since_it_read_the_mark_to_its_end() {
 fn gone_then_kept(dir: &Path) -> (Arc<Store>, Arc<CompactOnOpen>) {
     let fs = Arc::new(CompactOnOpen::default());
     let o = StoreOptions {
-        vfs: fs.clone(),
+        vfs: HookFs::arc(&fs),
         ..opts()
     };
     let store = Arc::new(Store::open(dir, o, Vec::new()).unwrap().0);
@@ -1238,7 +1204,7 @@ fn a_read_only_open_and_a_compaction_never_mix_two_instants_of_a_segment() {
     );
     let ro = StoreOptions {
         read_only: true,
-        vfs: fs.clone(),
+        vfs: HookFs::arc(&fs),
         ..opts()
     };
     let follower = Arc::new(Store::open(dir.path(), ro, Vec::new()).unwrap().0);

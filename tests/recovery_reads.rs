@@ -3,82 +3,25 @@
 //! reports as data, so the tail check read all of it again (a 300,000-event store killed
 //! mid-segment took 186 ms to open, 79 ms without).
 
+#[path = "support/hookfs.rs"]
+mod hookfs;
+
 use evstore::store::{EventInput, ExpectedVersion, Store, StoreOptions};
-use evstore::wal::vfs::{self, FileRef, OpenMode, Stat, Vfs, VfsFile};
-use std::any::Any;
+use evstore::wal::vfs::{self, OpenMode};
+use hookfs::{Hook, HookFs, Opened};
 use std::io;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// The real file system, counting the bytes read through it.
+/// Counts the bytes read through the real file system (a hook of `HookFs`).
 #[derive(Debug, Default)]
-struct CountingFs {
-    read: Arc<AtomicU64>,
-}
+struct BytesRead(AtomicU64);
 
-#[derive(Debug)]
-struct CountingFile {
-    inner: FileRef,
-    read: Arc<AtomicU64>,
-}
-
-impl VfsFile for CountingFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        let n = self.inner.read_at(buf, offset)?;
-        self.read.fetch_add(n as u64, Ordering::Relaxed);
+impl Hook for BytesRead {
+    fn read_at(&self, f: &Opened, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let n = f.file.read_at(buf, offset)?;
+        self.0.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
-        self.inner.write_at(buf, offset)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.inner.sync_data()
-    }
-    fn sync_all(&self) -> io::Result<()> {
-        self.inner.sync_all()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn allocate(&self, len: u64) -> io::Result<()> {
-        self.inner.allocate(len)
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-    fn data_region(&self, at: u64) -> io::Result<Option<(u64, u64)>> {
-        self.inner.data_region(at)
-    }
-}
-
-impl Vfs for CountingFs {
-    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<FileRef> {
-        Ok(Arc::new(CountingFile {
-            inner: vfs::os().open(path, mode)?,
-            read: self.read.clone(),
-        }))
-    }
-    fn create_dir(&self, path: &Path) -> io::Result<()> {
-        vfs::os().create_dir(path)
-    }
-    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
-        vfs::os().list_dir(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        vfs::os().rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        vfs::os().remove_file(path)
-    }
-    fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        vfs::os().sync_dir(path)
-    }
-    fn stat(&self, path: &Path) -> io::Result<Stat> {
-        vfs::os().stat(path)
-    }
-    fn lock(&self, path: &Path) -> io::Result<Box<dyn Any + Send + Sync>> {
-        vfs::os().lock(path)
     }
 }
 
@@ -119,14 +62,14 @@ fn recovery_reads_a_crashed_segments_records_not_its_unwritten_tail() {
         "the file system reports the extended part as a hole"
     );
 
-    let fs = Arc::new(CountingFs::default());
+    let counter = Arc::new(BytesRead::default());
     let options = StoreOptions {
-        vfs: fs.clone(),
+        vfs: HookFs::arc(&counter),
         ..StoreOptions::default()
     };
     let (store, report) = Store::open(&store_dir, options, Vec::new()).unwrap();
     assert_eq!(report.next_position, 1000);
-    let read = fs.read.load(Ordering::Relaxed);
+    let read = counter.0.load(Ordering::Relaxed);
     // The records once, plus what the store reads beside them (its snapshot, if any,
     // and a page at the end): far less than the 1 MiB a scanner chunk into the tail
     // would take.

@@ -1,7 +1,11 @@
 //! Behaviour of the write-ahead log through its public Rust API.
 
+#[path = "support/hookfs.rs"]
+mod hookfs;
+
 use evstore::wal::{segment, FsyncPolicy, Position, Record, RecordRef, Wal, WalConfig};
 use evstore::ErrorKind;
+use hookfs::{Hook, HookFs, Opened};
 use std::path::Path;
 use std::time::Duration;
 
@@ -494,7 +498,8 @@ fn batch_and_os_appends_make_no_syscall_per_record() {
     }
 }
 
-/// A file system whose files' `sync_data` stalls, once armed, until the gate opens.
+/// A hook for the real file system (`HookFs`) under which files' `sync_data` stalls,
+/// once armed, until the gate opens.
 #[derive(Debug, Default)]
 struct SyncGate {
     /// (armed, a sync is waiting, open)
@@ -528,66 +533,10 @@ impl SyncGate {
     }
 }
 
-#[derive(Debug)]
-struct StallingVfs(std::sync::Arc<SyncGate>);
-
-#[derive(Debug)]
-struct StallingFile(evstore::wal::vfs::FileRef, std::sync::Arc<SyncGate>);
-
-impl evstore::wal::vfs::VfsFile for StallingFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-        self.0.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<usize> {
-        self.0.write_at(buf, offset)
-    }
-    fn sync_data(&self) -> std::io::Result<()> {
-        self.1.pass();
-        self.0.sync_data()
-    }
-    fn sync_all(&self) -> std::io::Result<()> {
-        self.0.sync_all()
-    }
-    fn set_len(&self, len: u64) -> std::io::Result<()> {
-        self.0.set_len(len)
-    }
-    fn allocate(&self, len: u64) -> std::io::Result<()> {
-        self.0.allocate(len)
-    }
-    fn len(&self) -> std::io::Result<u64> {
-        self.0.len()
-    }
-}
-
-impl evstore::wal::vfs::Vfs for StallingVfs {
-    fn open(
-        &self,
-        path: &Path,
-        mode: evstore::wal::vfs::OpenMode,
-    ) -> std::io::Result<evstore::wal::vfs::FileRef> {
-        let f = evstore::wal::vfs::os().open(path, mode)?;
-        Ok(std::sync::Arc::new(StallingFile(f, self.0.clone())))
-    }
-    fn create_dir(&self, path: &Path) -> std::io::Result<()> {
-        evstore::wal::vfs::os().create_dir(path)
-    }
-    fn list_dir(&self, path: &Path) -> std::io::Result<Vec<String>> {
-        evstore::wal::vfs::os().list_dir(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        evstore::wal::vfs::os().rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
-        evstore::wal::vfs::os().remove_file(path)
-    }
-    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
-        evstore::wal::vfs::os().sync_dir(path)
-    }
-    fn stat(&self, path: &Path) -> std::io::Result<evstore::wal::vfs::Stat> {
-        evstore::wal::vfs::os().stat(path)
-    }
-    fn lock(&self, path: &Path) -> std::io::Result<Box<dyn std::any::Any + Send + Sync>> {
-        evstore::wal::vfs::os().lock(path)
+impl Hook for SyncGate {
+    fn sync_data(&self, f: &Opened) -> std::io::Result<()> {
+        self.pass();
+        f.file.sync_data()
     }
 }
 
@@ -601,7 +550,7 @@ fn an_append_does_not_wait_for_the_batch_flushers_fdatasync() {
     let dir = tempfile::tempdir().unwrap();
     let gate = std::sync::Arc::new(SyncGate::default());
     let mut c = config(dir.path(), FsyncPolicy::Batch(Duration::from_millis(1)));
-    c.vfs = std::sync::Arc::new(StallingVfs(gate.clone()));
+    c.vfs = HookFs::arc(&gate);
     let (wal, _) = Wal::open(c).unwrap();
     gate.set(|st| st.0 = true);
     wal.append_written(&[RecordRef::put(&0u64.to_le_bytes(), &value(0))])

@@ -8,7 +8,11 @@
 
 #![allow(dead_code)]
 
+#[path = "hookfs.rs"]
+mod hookfs;
+
 use evstore::wal::vfs::{FileRef, Kind, OpenMode, Stat, Vfs, VfsFile};
+use hookfs::{Hook, HookFs, Opened};
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
@@ -720,10 +724,10 @@ impl Vfs for FaultFs {
     }
 }
 
-/// The real file system with faults planted in the log's segment files (`*.wal`), for
-/// tests whose processes share a store: a writer that fails runs on it, a reader in
-/// another process reads the same files through the OS. Faults are planned per process
-/// with `set_plan`, which also restarts the counts.
+/// The real file system (`HookFs`) with faults planted in the log's segment files
+/// (`*.wal`), for tests whose processes share a store: a writer that fails runs on it, a
+/// reader in another process reads the same files through the OS. Faults are planned per
+/// process with `set_plan`, which also restarts the counts.
 #[derive(Debug, Clone, Default)]
 pub struct OsFaults {
     st: Arc<Mutex<OsState>>,
@@ -774,7 +778,7 @@ impl OsFaults {
     }
 
     pub fn arc(&self) -> Arc<dyn Vfs> {
-        Arc::new(self.clone())
+        HookFs::arc(&Arc::new(self.clone()))
     }
 
     /// Plans the faults to come; counts start again from zero.
@@ -797,148 +801,77 @@ impl OsFaults {
     }
 }
 
-fn os_vfs() -> Arc<dyn Vfs> {
-    evstore::wal::vfs::os()
-}
-
-/// A segment file of `OsFaults`.
-#[derive(Debug)]
-struct OsSegment {
-    fs: OsFaults,
-    path: PathBuf,
-    file: FileRef,
-}
-
-impl VfsFile for OsSegment {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.file.read_at(buf, offset)
-    }
-
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
+impl Hook for OsFaults {
+    /// Notes the range a segment's write dirties; the planned write is torn.
+    fn write_at(&self, f: &Opened, buf: &[u8], offset: u64) -> io::Result<usize> {
+        if !is_segment(&f.path) {
+            return f.file.write_at(buf, offset);
+        }
         let tear = {
-            let mut st = self.fs.lock();
+            let mut st = self.lock();
             st.writes += 1;
             let end = offset + buf.len() as u64;
-            let range = st.dirty.entry(self.path.clone()).or_insert((offset, end));
+            let range = st.dirty.entry(f.path.clone()).or_insert((offset, end));
             *range = (range.0.min(offset), range.1.max(end));
             st.plan.tear_write == Some(st.writes)
         };
         if !tear {
-            return self.file.write_at(buf, offset);
+            return f.file.write_at(buf, offset);
         }
-        evstore::wal::vfs::write_all_at(&*self.file, &buf[..buf.len() / 2], offset)?;
-        self.fs.fault(&format!(
+        evstore::wal::vfs::write_all_at(&*f.file, &buf[..buf.len() / 2], offset)?;
+        self.fault(&format!(
             "torn write of {} bytes at {offset} of {}",
             buf.len(),
-            self.path.display()
+            f.path.display()
         ));
         loop {
             std::thread::sleep(std::time::Duration::from_secs(1));
         }
     }
 
-    fn sync_data(&self) -> io::Result<()> {
+    /// A segment's planned fdatasync waits, loses the unsynced range if planned, and
+    /// fails; another one forgets the range it made durable.
+    fn sync_data(&self, f: &Opened) -> io::Result<()> {
+        if !is_segment(&f.path) {
+            return f.file.sync_data();
+        }
         let fail = {
-            let mut st = self.fs.lock();
+            let mut st = self.lock();
             st.syncs += 1;
             let n = st.syncs;
             st.plan.fail_sync.filter(|&(k, _)| k == n).map(|(_, d)| d)
         };
         let Some(delay) = fail else {
-            self.file.sync_data()?;
-            self.fs.lock().dirty.remove(&self.path);
+            f.file.sync_data()?;
+            self.lock().dirty.remove(&f.path);
             return Ok(());
         };
         std::thread::sleep(delay);
         let (lose, dirty) = {
-            let mut st = self.fs.lock();
-            (st.plan.lose_unsynced, st.dirty.remove(&self.path))
+            let mut st = self.lock();
+            (st.plan.lose_unsynced, st.dirty.remove(&f.path))
         };
         if let (true, Some((from, to))) = (lose, dirty) {
-            let len = self.file.len()?.min(to);
+            let len = f.file.len()?.min(to);
             if len > from {
                 let zeros = vec![0u8; (len - from) as usize];
-                evstore::wal::vfs::write_all_at(&*self.file, &zeros, from)?;
+                evstore::wal::vfs::write_all_at(&*f.file, &zeros, from)?;
             }
         }
-        self.fs
-            .fault(&format!("failed fdatasync of {}", self.path.display()));
+        self.fault(&format!("failed fdatasync of {}", f.path.display()));
         Err(io::Error::from_raw_os_error(libc::EIO))
     }
 
-    fn sync_all(&self) -> io::Result<()> {
-        self.file.sync_all()?;
-        self.fs.lock().dirty.remove(&self.path);
+    fn sync_all(&self, f: &Opened) -> io::Result<()> {
+        f.file.sync_all()?;
+        if is_segment(&f.path) {
+            self.lock().dirty.remove(&f.path);
+        }
         Ok(())
-    }
-
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.file.set_len(len)
-    }
-
-    fn allocate(&self, len: u64) -> io::Result<()> {
-        self.file.allocate(len)
-    }
-
-    fn len(&self) -> io::Result<u64> {
-        self.file.len()
-    }
-
-    fn data_region(&self, at: u64) -> io::Result<Option<(u64, u64)>> {
-        self.file.data_region(at)
     }
 }
 
-impl Vfs for OsFaults {
-    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<FileRef> {
-        let file = os_vfs().open(path, mode)?;
-        if path.extension().is_none_or(|x| x != "wal") {
-            return Ok(file);
-        }
-        Ok(Arc::new(OsSegment {
-            fs: self.clone(),
-            path: path.to_path_buf(),
-            file,
-        }))
-    }
-
-    fn create_dir(&self, path: &Path) -> io::Result<()> {
-        os_vfs().create_dir(path)
-    }
-
-    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
-        os_vfs().list_dir(path)
-    }
-
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        os_vfs().rename(from, to)
-    }
-
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        os_vfs().remove_file(path)
-    }
-
-    fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        os_vfs().sync_dir(path)
-    }
-
-    fn stat(&self, path: &Path) -> io::Result<Stat> {
-        os_vfs().stat(path)
-    }
-
-    fn lock(&self, path: &Path) -> io::Result<Box<dyn Any + Send + Sync>> {
-        os_vfs().lock(path)
-    }
-
-    fn lock_dir(&self, dir: &Path, exclusive: bool) -> io::Result<Box<dyn Any + Send + Sync>> {
-        os_vfs().lock_dir(dir, exclusive)
-    }
-
-    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
-        os_vfs().hard_link(from, to)
-    }
-
-    fn same_file(&self, a: &Path, b: &Path) -> io::Result<bool> {
-        os_vfs().same_file(a, b)
-    }
+/// Whether `path` is one of the log's segment files, where `OsFaults` plants its faults.
+fn is_segment(path: &Path) -> bool {
+    path.extension().is_some_and(|x| x == "wal")
 }
